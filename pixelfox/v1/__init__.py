@@ -1,0 +1,1 @@
+"""Generated gRPC stubs for package pixelfox.v1 (scripts/gen_proto.py; do not edit)."""
