@@ -1,0 +1,76 @@
+"""Shared settings sub-models (pydantic-settings), composed by every node's ``Settings``.
+
+Environment variables use the prefix ``PIXELFOX_`` and ``__`` for nesting, so
+``PIXELFOX_REDIS__URL`` sets ``settings.redis.url`` (pict-rs' ``PICTRS__A__B`` scheme).
+Settings are loaded once in a node's ``__main__`` and passed down; nothing else reads the
+environment. ``docs/config.md`` lists every variable.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ClusterSettings(BaseModel):
+    """How a node finds and proves membership of its cluster."""
+
+    manager: str = Field("127.0.0.1:7070", description="gRPC address(es) of the manager, comma-separated")
+    secret: SecretStr = Field(SecretStr(""), description="cluster credential sent as pixelfox-cluster-token")
+    heartbeat_interval_s: float = Field(1.0, gt=0, description="seconds between heartbeats")
+
+
+class GrpcServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
+    advertise_host: str = Field("", description="host other nodes dial; defaults to host")
+    reflection: bool = True
+    max_message_bytes: int = 8 * 1024 * 1024
+    grace_s: float = Field(10.0, description="seconds to finish in-flight calls on SIGTERM")
+
+
+class HttpServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)
+    public_url: str = Field("", description="URL clients use for this origin; defaults to http://host:port")
+
+
+class RedisSettings(BaseModel):
+    url: str = "redis://127.0.0.1:6379/0"
+
+
+class DatabaseSettings(BaseModel):
+    url: str = "sqlite+aiosqlite:///pixelfox.db"
+    echo: bool = False
+
+
+class LogSettings(BaseModel):
+    level: str = "INFO"
+    format: str = Field("text", pattern="^(text|json)$")
+
+
+class LimitsSettings(BaseModel):
+    """Upload and image limits (defaults: RELIABILITY.md, imgproxy/pict-rs source limits)."""
+
+    max_upload_bytes: int = 100 * 1024 * 1024
+    max_pixels: int = 100_000_000
+    max_frames: int = 1_000
+    chunk_size: int = 256 * 1024
+    ticket_ttl_s: int = 900
+    probe_bytes: int = 256 * 1024
+
+
+class NodeSettings(BaseSettings):
+    """Fields every node has; each node subclasses this with its own section."""
+
+    model_config = SettingsConfigDict(env_prefix="PIXELFOX_", env_nested_delimiter="__", extra="ignore")
+
+    node_id: str = ""
+    cluster: ClusterSettings = ClusterSettings()
+    grpc: GrpcServerSettings = GrpcServerSettings()
+    log: LogSettings = LogSettings()
+    metrics_port: int = Field(0, description="Prometheus /metrics port; 0 picks a free one, -1 disables")
+
+    def redacted(self) -> str:
+        """The effective config as JSON with secrets shown as ``**********``."""
+        return self.model_dump_json(indent=2)

@@ -1,0 +1,209 @@
+"""One exception tree for the whole cluster, with stable codes and their gRPC/HTTP mapping.
+
+Every error a user can see is a :class:`PixelfoxError` subclass carrying three class
+attributes: a stable kebab-case ``code`` (pict-rs ``ErrorCode`` style), the ``grpc_status``
+it crosses gRPC with, and the ``http_status`` the web and HTTP faces answer with. The
+server-side wrapper (:mod:`pixelfox.grpcx.server`) aborts with the mapped status and puts
+``code`` in the trailing metadata key ``pixelfox-error-code``; the client helper
+(:func:`pixelfox.grpcx.client.map_rpc_errors`) turns status plus code back into the same
+class. Anything that is not a ``PixelfoxError`` is reported as ``internal`` with a generic
+public message; the traceback goes to the log only.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import grpc
+
+ERROR_CODE_KEY = "pixelfox-error-code"
+
+
+class PixelfoxError(Exception):
+    """Root of all PixelFox errors; ``str(exc)`` is the public, human message."""
+
+    code: ClassVar[str] = "internal"
+    grpc_status: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    http_status: ClassVar[int] = 500
+    default_message: ClassVar[str] = "internal error"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.default_message)
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+    def to_dict(self) -> dict[str, str]:
+        """``{"code", "message"}``, the JSON error body shape."""
+        return {"code": self.code, "message": self.message}
+
+
+class BadRequest(PixelfoxError):
+    code = "bad-request"
+    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 400
+    default_message = "bad request"
+
+
+class InvalidImage(BadRequest):
+    code = "invalid-image"
+    default_message = "not a valid image"
+
+
+class EmptyFile(InvalidImage):
+    code = "empty-file"
+    default_message = "empty file"
+
+
+class CorruptImage(InvalidImage):
+    code = "corrupt-image"
+    default_message = "corrupt or truncated image"
+
+
+class UnsupportedFormat(InvalidImage):
+    code = "unsupported-format"
+    http_status = 415
+    default_message = "unsupported format"
+
+
+class ImageTooLarge(InvalidImage):
+    code = "image-too-large"
+    http_status = 413
+    default_message = "image exceeds the configured limits"
+
+
+class PayloadTooLarge(BadRequest):
+    code = "payload-too-large"
+    http_status = 413
+    default_message = "upload larger than allowed"
+
+
+class ChecksumMismatch(BadRequest):
+    code = "checksum-mismatch"
+    grpc_status = grpc.StatusCode.DATA_LOSS
+    default_message = "checksum mismatch"
+
+
+class Unauthenticated(PixelfoxError):
+    code = "unauthenticated"
+    grpc_status = grpc.StatusCode.UNAUTHENTICATED
+    http_status = 401
+    default_message = "authentication required"
+
+
+class InvalidTicket(Unauthenticated):
+    code = "invalid-ticket"
+    default_message = "invalid upload ticket"
+
+
+class InvalidCredentials(Unauthenticated):
+    code = "invalid-credentials"
+    default_message = "invalid user name or password"
+
+
+class Forbidden(PixelfoxError):
+    code = "forbidden"
+    grpc_status = grpc.StatusCode.PERMISSION_DENIED
+    http_status = 403
+    default_message = "not allowed"
+
+
+class NotFound(PixelfoxError):
+    code = "not-found"
+    grpc_status = grpc.StatusCode.NOT_FOUND
+    http_status = 404
+    default_message = "not found"
+
+
+class AlreadyExists(PixelfoxError):
+    code = "already-exists"
+    grpc_status = grpc.StatusCode.ALREADY_EXISTS
+    http_status = 409
+    default_message = "already exists"
+
+
+class OffsetMismatch(PixelfoxError):
+    code = "offset-mismatch"
+    grpc_status = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 409
+    default_message = "chunk offset does not match the committed offset"
+
+
+class ResourceExhausted(PixelfoxError):
+    code = "resource-exhausted"
+    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 429
+    default_message = "resource exhausted"
+
+
+class StorageFull(ResourceExhausted):
+    code = "storage-full"
+    http_status = 507
+    default_message = "no space left on the storage node"
+
+
+class RateLimited(ResourceExhausted):
+    code = "rate-limited"
+    default_message = "too many requests"
+
+
+class Unavailable(PixelfoxError):
+    code = "unavailable"
+    grpc_status = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+    default_message = "service unavailable, try again"
+
+
+class NoNodeAvailable(Unavailable):
+    code = "no-node-available"
+    default_message = "no healthy node available"
+
+
+class Timeout(PixelfoxError):
+    code = "timeout"
+    grpc_status = grpc.StatusCode.DEADLINE_EXCEEDED
+    http_status = 504
+    default_message = "timed out"
+
+
+def _all_subclasses(cls: type[PixelfoxError]) -> list[type[PixelfoxError]]:
+    out: list[type[PixelfoxError]] = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+#: stable code -> class, for turning a wire error back into the same exception
+BY_CODE: dict[str, type[PixelfoxError]] = {c.code: c for c in _all_subclasses(PixelfoxError)}
+
+#: gRPC status -> the class used when a peer sent no ``pixelfox-error-code``
+BY_GRPC_STATUS: dict[grpc.StatusCode, type[PixelfoxError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: BadRequest,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: Forbidden,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: OffsetMismatch,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Timeout,
+    grpc.StatusCode.DATA_LOSS: ChecksumMismatch,
+}
+
+
+def from_wire(code: str | None, status: grpc.StatusCode | None, message: str) -> PixelfoxError:
+    """Rebuild the exception a peer raised from its stable ``code`` (preferred) or gRPC ``status``."""
+    cls = BY_CODE.get(code) if code else None
+    if cls is None and status is not None:
+        cls = BY_GRPC_STATUS.get(status)
+    return (cls or PixelfoxError)(message)
+
+
+def from_image_error(exc: Exception) -> PixelfoxError:
+    """Map a :mod:`pixelfox.imaging` error (same stable codes) to this tree."""
+    code = getattr(exc, "code", "")
+    message = str(exc)
+    if code == "corrupt-image" and "empty" in message.lower():
+        return EmptyFile(message)
+    return BY_CODE.get(code, InvalidImage)(message)

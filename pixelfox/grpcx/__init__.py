@@ -1,0 +1,1 @@
+"""gRPC plumbing shared by every node: server bootstrap, the one servicer wrapper, client channels."""

@@ -1,0 +1,195 @@
+"""Server side: the one wrapper around every servicer method, and server bootstrap with health.
+
+``@rpc()`` / ``@rpc(cluster=True)`` wraps a unary or request-streaming method;
+``@rpc_stream()`` wraps a response-streaming (async generator) method. The wrapper
+
+* checks the cluster credential when ``cluster=True`` (``UNAUTHENTICATED`` otherwise),
+* puts the :class:`~pixelfox.grpcx.auth.Caller` in ``context`` reach via :func:`caller`,
+* turns :class:`~pixelfox.errors.PixelfoxError` into ``context.abort`` with the mapped status
+  and ``pixelfox-error-code`` trailing metadata, and anything else into ``INTERNAL`` with a
+  generic message (the traceback is logged, never sent),
+* counts calls in Prometheus (``grpc_server_handled_total``, ``grpc_server_handling_seconds``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter, Histogram
+
+from pixelfox import errors
+from pixelfox.grpcx.auth import Caller, read_caller
+
+logger = logging.getLogger(__name__)
+
+GRPC_HANDLED = Counter(
+    "grpc_server_handled_total", "RPCs completed on the server", ["grpc_service", "grpc_method", "grpc_code"]
+)
+GRPC_SECONDS = Histogram(
+    "grpc_server_handling_seconds", "RPC handling time (s)", ["grpc_service", "grpc_method"]
+)
+
+_caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("pixelfox_caller", default=Caller())
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def caller() -> Caller:
+    """The verified caller of the RPC being handled."""
+    return _caller.get()
+
+
+class _Secret:
+    """Holder for the cluster secret the wrapper checks against (set once by :func:`build_server`)."""
+
+    value = ""
+
+
+def _names(method: Callable[..., Any]) -> tuple[str, str]:
+    service = method.__qualname__.split(".")[0].removesuffix("Servicer")
+    return service, method.__name__
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    if isinstance(exc, errors.PixelfoxError):
+        err = exc
+    else:
+        logger.exception("unhandled error in RPC", exc_info=exc)
+        err = errors.PixelfoxError()
+    await context.abort(err.grpc_status, err.message, trailing_metadata=((errors.ERROR_CODE_KEY, err.code),))
+
+
+def _authorise(context: grpc.aio.ServicerContext, cluster: bool) -> None:
+    who = read_caller(context.invocation_metadata(), _Secret.value)
+    if cluster and not who.cluster:
+        raise errors.Unauthenticated("this method needs the cluster credential")
+    _caller.set(who)
+
+
+def rpc(cluster: bool = False) -> Callable[[F], F]:
+    """Wrap a unary-response servicer method (see module doc)."""
+
+    def deco(method: F) -> F:
+        service, name = _names(method)
+
+        @functools.wraps(method)
+        async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start = time.perf_counter()
+            code = "OK"
+            try:
+                _authorise(context, cluster)
+                return await method(self, request, context)
+            except grpc.aio.AbortError:
+                code = "ABORTED_BY_HANDLER"
+                raise
+            except Exception as exc:
+                code = getattr(exc, "grpc_status", grpc.StatusCode.INTERNAL).name
+                await _abort(context, exc)
+            finally:
+                GRPC_HANDLED.labels(service, name, code).inc()
+                GRPC_SECONDS.labels(service, name).observe(time.perf_counter() - start)
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco
+
+
+def rpc_stream(cluster: bool = False) -> Callable[[F], F]:
+    """Wrap a response-streaming servicer method written as an async generator."""
+
+    def deco(method: F) -> F:
+        service, name = _names(method)
+
+        @functools.wraps(method)
+        async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            start = time.perf_counter()
+            code = "OK"
+            try:
+                _authorise(context, cluster)
+                async for item in method(self, request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                code = "ABORTED_BY_HANDLER"
+                raise
+            except Exception as exc:
+                code = getattr(exc, "grpc_status", grpc.StatusCode.INTERNAL).name
+                await _abort(context, exc)
+            finally:
+                GRPC_HANDLED.labels(service, name, code).inc()
+                GRPC_SECONDS.labels(service, name).observe(time.perf_counter() - start)
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco
+
+
+def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """Channel args for every PixelFox server: message caps and keepalive (RELIABILITY.md §5)."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.max_concurrent_streams", 256),
+    ]
+
+
+class GrpcServer:
+    """A ``grpc.aio`` server with health (and optional reflection) for the given services.
+
+    ``add`` is a list of ``(add_XServicer_to_server, servicer, full_service_name)``.
+    ``port`` 0 binds a free port; the bound port is in :attr:`port` after :meth:`start`.
+    """
+
+    def __init__(
+        self,
+        add: Iterable[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]],
+        *,
+        host: str,
+        port: int,
+        secret: str,
+        max_message_bytes: int = 8 * 1024 * 1024,
+        reflection_on: bool = True,
+    ) -> None:
+        _Secret.value = secret
+        self.server = grpc.aio.server(options=server_options(max_message_bytes))
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.service_names = []
+        for adder, servicer, full_name in add:
+            adder(servicer, self.server)
+            self.service_names.append(full_name)
+        if reflection_on:
+            reflection.enable_server_reflection(
+                [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+            )
+        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        if self.port == 0:
+            raise errors.Unavailable(f"cannot bind gRPC port {host}:{port}")
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    async def set_serving(self, serving: bool) -> None:
+        """Flip every service (and the whole-server entry "") to SERVING or NOT_SERVING."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *self.service_names]:
+            await self.health.set(name, status)
+
+    async def stop(self, grace_s: float) -> None:
+        """Report NOT_SERVING, then stop taking calls and give in-flight ones ``grace_s`` seconds."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+

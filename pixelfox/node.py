@@ -1,0 +1,184 @@
+"""What every cluster node does around its own work: register, heartbeat, drain on SIGTERM.
+
+A node builds its :class:`~pixelfox.grpcx.server.GrpcServer`, then calls
+:func:`run_node`, which starts the server and a Prometheus ``/metrics`` endpoint, registers
+with the manager (retrying until it answers), sends a heartbeat every
+``cluster.heartbeat_interval_s`` seconds with the node's :class:`Load`, and on SIGTERM or
+SIGINT reports NOT_SERVING and DRAINING, runs the node's ``on_drain`` hook and stops the
+server with its grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import grpc
+from prometheus_client import start_http_server
+
+from pixelfox.config import NodeSettings
+from pixelfox.grpcx.auth import node_metadata
+from pixelfox.grpcx.client import channel
+from pixelfox.grpcx.server import GrpcServer
+from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Load:
+    """A node's load as sent in heartbeats: ``in_use`` of ``capacity`` units, free space in bytes."""
+
+    in_use: int = 0
+    capacity: int = 1
+    free_bytes: int = 0
+
+
+@dataclass
+class NodeIdentity:
+    role: int  # common_pb2.NodeRole
+    node_id: str
+    grpc_address: str
+    http_url: str = ""
+    metrics_url: str = ""
+    capabilities: list[str] = field(default_factory=list)
+
+
+def start_metrics(host: str, port: int) -> str:
+    """Serve Prometheus metrics on ``host:port`` (0 = free port); return the URL, "" if disabled."""
+    if port < 0:
+        return ""
+    server, _thread = start_http_server(port, addr=host)
+    return f"http://{host}:{server.server_port}/metrics"
+
+
+class ManagerLink:
+    """The node's channel to the manager with its cluster credential."""
+
+    def __init__(self, settings: NodeSettings) -> None:
+        address = settings.cluster.manager.split(",")[0].strip()
+        self.channel = channel(address)
+        self.stub = manager_pb2_grpc.ManagerServiceStub(self.channel)
+        self.metadata = node_metadata(settings.cluster.secret.get_secret_value())
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+async def _register(link: ManagerLink, ident: NodeIdentity, load: Load, stop: asyncio.Event) -> None:
+    delay = 0.2
+    while not stop.is_set():
+        try:
+            await link.stub.Register(
+                manager_pb2.RegisterRequest(
+                    role=ident.role,  # type: ignore[arg-type]
+                    node_id=ident.node_id,
+                    grpc_address=ident.grpc_address,
+                    http_url=ident.http_url,
+                    metrics_url=ident.metrics_url,
+                    capacity=load.capacity,
+                    capabilities=ident.capabilities,
+                    free_bytes=load.free_bytes,
+                    version="0.1.0",
+                ),
+                metadata=link.metadata,
+                timeout=5,
+            )
+            logger.info("registered with the manager as %s", ident.node_id)
+            return
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise SystemExit(f"manager refused registration: {exc.details()}") from exc
+            logger.info("manager not reachable yet (%s); retrying", exc.code().name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def _heartbeats(
+    link: ManagerLink,
+    ident: NodeIdentity,
+    load_fn: Callable[[], Load],
+    interval: float,
+    stop: asyncio.Event,
+    draining: asyncio.Event,
+) -> None:
+    while not stop.is_set():
+        load = load_fn()
+        status = common_pb2.NODE_STATUS_DRAINING if draining.is_set() else common_pb2.NODE_STATUS_ACTIVE
+        try:
+            reply = await link.stub.Heartbeat(
+                manager_pb2.HeartbeatRequest(
+                    node_id=ident.node_id,
+                    in_use=load.in_use,
+                    capacity=load.capacity,
+                    free_bytes=load.free_bytes,
+                    status=status,
+                ),
+                metadata=link.metadata,
+                timeout=max(interval * 3, 2.0),
+            )
+            if not reply.known:
+                await _register(link, ident, load, stop)
+        except grpc.aio.AioRpcError as exc:
+            logger.warning("heartbeat failed: %s", exc.code().name)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+
+
+async def run_node(
+    settings: NodeSettings,
+    server: GrpcServer,
+    ident: NodeIdentity,
+    load_fn: Callable[[], Load],
+    *,
+    background: list[Callable[[asyncio.Event], Awaitable[None]]] | None = None,
+    on_drain: Callable[[], Awaitable[None]] | None = None,
+    ready: Callable[[], Awaitable[bool]] | None = None,
+) -> None:
+    """Run a node until SIGTERM/SIGINT (see module doc).
+
+    ``background`` tasks get the stop event and must return once it is set. ``ready`` is
+    awaited before the health status turns SERVING (dependency checks).
+    """
+    stop = asyncio.Event()  # set last: background loops end
+    term = asyncio.Event()  # SIGTERM/SIGINT seen: start draining
+    draining = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, term.set)
+    await server.start()
+    if ready is not None:
+        while not await ready():
+            await asyncio.sleep(0.5)
+    await server.set_serving(True)
+    link = ManagerLink(settings)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        if ident.role != common_pb2.NODE_ROLE_MANAGER:
+            await _register(link, ident, load_fn(), term)
+            tasks.append(
+                asyncio.create_task(
+                    _heartbeats(link, ident, load_fn, settings.cluster.heartbeat_interval_s, stop, draining)
+                )
+            )
+        tasks.extend(asyncio.create_task(fn(stop)) for fn in background or [])
+        logger.info("%s serving gRPC on %s", ident.node_id, ident.grpc_address)
+        await term.wait()
+        logger.info("%s draining", ident.node_id)
+        draining.set()
+        await server.set_serving(False)
+        if on_drain is not None:
+            await on_drain()
+    finally:
+        stop.set()
+        await server.stop(settings.grpc.grace_s)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await link.close()
+        logger.info("%s stopped", ident.node_id)
