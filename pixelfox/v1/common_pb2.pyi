@@ -233,6 +233,8 @@ class Image(_message.Message):
     OWNER_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     TITLE_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    THUMBNAIL_URL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """internal id (ULID)"""
     slug: _builtins.str
@@ -258,6 +260,10 @@ class Image(_message.Message):
     created_at: _builtins.str
     """ISO 8601 UTC"""
     title: _builtins.str
+    url: _builtins.str
+    """share page on the web origin"""
+    thumbnail_url: _builtins.str
+    """smallest web-friendly variant"""
     @_builtins.property
     def variants(self) -> _containers.RepeatedCompositeFieldContainer[Global___Variant]: ...
     def __init__(
@@ -281,10 +287,12 @@ class Image(_message.Message):
         owner: _builtins.str = ...,
         created_at: _builtins.str = ...,
         title: _builtins.str = ...,
+        url: _builtins.str = ...,
+        thumbnail_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "created_at", b"created_at", "error_code", b"error_code", "error_message", b"error_message", "filename", b"filename", "format", b"format", "frames", b"frames", "height", b"height", "id", b"id", "mime", b"mime", "original_url", b"original_url", "owner", b"owner", "sha256", b"sha256", "slug", b"slug", "status", b"status", "title", b"title", "variants", b"variants", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "created_at", b"created_at", "error_code", b"error_code", "error_message", b"error_message", "filename", b"filename", "format", b"format", "frames", b"frames", "height", b"height", "id", b"id", "mime", b"mime", "original_url", b"original_url", "owner", b"owner", "sha256", b"sha256", "slug", b"slug", "status", b"status", "thumbnail_url", b"thumbnail_url", "title", b"title", "url", b"url", "variants", b"variants", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
