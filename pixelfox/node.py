@@ -130,6 +130,44 @@ async def _heartbeats(
             await asyncio.wait_for(stop.wait(), interval)
 
 
+class Agent:
+    """Registration and heartbeats for one node, usable by nodes with or without a gRPC server.
+
+    ``load_fn`` is called for every heartbeat. :meth:`start` returns at once (registration
+    retries in the background until the manager answers); :meth:`set_draining` makes the
+    following heartbeats report DRAINING; :meth:`stop` ends the loop and closes the channel.
+    """
+
+    def __init__(self, settings: NodeSettings, ident: NodeIdentity, load_fn: Callable[[], Load]) -> None:
+        self.settings = settings
+        self.ident = ident
+        self.load_fn = load_fn
+        self.link = ManagerLink(settings)
+        self._stop = asyncio.Event()
+        self._draining = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        await _register(self.link, self.ident, self.load_fn(), self._stop)
+        await _heartbeats(
+            self.link, self.ident, self.load_fn, self.settings.cluster.heartbeat_interval_s, self._stop,
+            self._draining,
+        )
+
+    def set_draining(self) -> None:
+        self._draining.set()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.link.close()
+
+
 async def run_node(
     settings: NodeSettings,
     server: GrpcServer,
@@ -143,11 +181,11 @@ async def run_node(
     """Run a node until SIGTERM/SIGINT (see module doc).
 
     ``background`` tasks get the stop event and must return once it is set. ``ready`` is
-    awaited before the health status turns SERVING (dependency checks).
+    awaited before the health status turns SERVING (dependency checks). The manager itself
+    passes a role of ``NODE_ROLE_MANAGER`` and gets no agent.
     """
     stop = asyncio.Event()  # set last: background loops end
     term = asyncio.Event()  # SIGTERM/SIGINT seen: start draining
-    draining = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, term.set)
@@ -156,21 +194,17 @@ async def run_node(
         while not await ready():
             await asyncio.sleep(0.5)
     await server.set_serving(True)
-    link = ManagerLink(settings)
+    agent = Agent(settings, ident, load_fn) if ident.role != common_pb2.NODE_ROLE_MANAGER else None
     tasks: list[asyncio.Task[None]] = []
     try:
-        if ident.role != common_pb2.NODE_ROLE_MANAGER:
-            await _register(link, ident, load_fn(), term)
-            tasks.append(
-                asyncio.create_task(
-                    _heartbeats(link, ident, load_fn, settings.cluster.heartbeat_interval_s, stop, draining)
-                )
-            )
+        if agent is not None:
+            await agent.start()
         tasks.extend(asyncio.create_task(fn(stop)) for fn in background or [])
         logger.info("%s serving gRPC on %s", ident.node_id, ident.grpc_address)
         await term.wait()
         logger.info("%s draining", ident.node_id)
-        draining.set()
+        if agent is not None:
+            agent.set_draining()
         await server.set_serving(False)
         if on_drain is not None:
             await on_drain()
@@ -180,5 +214,6 @@ async def run_node(
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await link.close()
+        if agent is not None:
+            await agent.stop()
         logger.info("%s stopped", ident.node_id)
