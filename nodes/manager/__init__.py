@@ -1,0 +1,1 @@
+"""The manager node: registry, accounts, tickets, placement, images and job dispatch."""

@@ -1,0 +1,72 @@
+"""``python -m nodes.manager``: run the manager node."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from nodes.manager.config import ManagerSettings
+from nodes.manager.registry import Registry
+from nodes.manager.service import ManagerService
+from nodes.manager.servicer import ManagerServicer
+from pixelfox import logs, redisx
+from pixelfox.db.engine import create_schema, make_engine, session_factory
+from pixelfox.grpcx.server import GrpcServer
+from pixelfox.node import Load, NodeIdentity, run_node, start_metrics
+from pixelfox.queue import JobQueue
+from pixelfox.v1 import common_pb2, manager_pb2_grpc
+
+logger = logging.getLogger("nodes.manager")
+
+
+async def serve(settings: ManagerSettings) -> None:
+    node_id = settings.node_id or "manager1"
+    engine = make_engine(settings.database)
+    await create_schema(engine)
+    redis = redisx.connect(settings.redis)
+    registry = Registry(redis, settings.node_timeout_s)
+    queue = JobQueue(redis, consumer=node_id, lease_s=settings.lease_s, max_attempts=settings.max_attempts)
+    svc = ManagerService(settings, session_factory(engine), registry, queue)
+    server = GrpcServer(
+        [(manager_pb2_grpc.add_ManagerServiceServicer_to_server, ManagerServicer(svc), "pixelfox.v1.ManagerService")],
+        host=settings.grpc.host,
+        port=settings.grpc.port,
+        secret=settings.cluster.secret.get_secret_value(),
+        max_message_bytes=settings.grpc.max_message_bytes,
+        reflection_on=settings.grpc.reflection,
+    )
+    host = settings.grpc.advertise_host or settings.grpc.host
+    metrics_url = start_metrics(settings.grpc.host, settings.metrics_port)
+    ident = NodeIdentity(common_pb2.NODE_ROLE_MANAGER, node_id, f"{host}:{server.port}", metrics_url=metrics_url)
+
+    async def redis_up() -> bool:
+        try:
+            return bool(await redis.ping())
+        except Exception as exc:
+            logger.warning("redis not reachable: %s", exc)
+            return False
+
+    try:
+        await run_node(settings, server, ident, Load, background=[svc.dispatcher.run], ready=redis_up)
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m nodes.manager", description="PixelFox manager node")
+    parser.add_argument("--print-config", action="store_true", help="print the effective settings and exit")
+    opts = parser.parse_args()
+    settings = ManagerSettings()
+    if opts.print_config:
+        print(settings.redacted())
+        return
+    if not settings.cluster.secret.get_secret_value():
+        raise SystemExit("PIXELFOX_CLUSTER__SECRET is required")
+    logs.configure(settings.log, settings.node_id or "manager1")
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

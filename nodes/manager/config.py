@@ -1,0 +1,20 @@
+"""Manager settings (env prefix ``PIXELFOX_``, nesting ``__``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from pixelfox.config import DatabaseSettings, LimitsSettings, NodeSettings, RedisSettings
+
+
+class ManagerSettings(NodeSettings):
+    database: DatabaseSettings = DatabaseSettings()
+    redis: RedisSettings = RedisSettings()
+    limits: LimitsSettings = LimitsSettings()
+    site_url: str = Field("", description="public base URL of the web site; default: first healthy web node")
+    allow_anonymous: bool = Field(True, description="accept uploads without an account")
+    replicas: int = Field(2, ge=1, description="copies of every object, capped by healthy storage nodes")
+    node_timeout_s: float = Field(5.0, description="a node without a heartbeat this long is inactive")
+    lease_s: float = Field(120.0, description="job lease; a job whose manager vanished is retaken after this")
+    max_attempts: int = Field(3, ge=1, description="job attempts before the dead-letter list")
+    recipe_version: int = 1

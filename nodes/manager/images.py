@@ -1,0 +1,124 @@
+"""Reading and writing image rows, and turning them into the public ``Image`` message."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from nodes.manager.registry import Registry
+from pixelfox import errors
+from pixelfox.db.models import Image, ObjectLocation, Variant
+from pixelfox.v1 import common_pb2
+
+STATUS = {
+    "processing": common_pb2.IMAGE_STATUS_PROCESSING,
+    "ready": common_pb2.IMAGE_STATUS_READY,
+    "failed": common_pb2.IMAGE_STATUS_FAILED,
+}
+#: preferred variant for ``thumbnail_url`` (WebP is shown by every current browser)
+THUMB_ORDER = [("thumb", "webp"), ("thumb", "jpeg"), ("medium", "jpeg"), ("thumb", "avif")]
+
+
+def new_slug() -> str:
+    """16 url-safe characters = 96 random bits (unguessable ids, RELIABILITY.md C6)."""
+    return secrets.token_urlsafe(12)
+
+
+def iso(dt: datetime | None) -> str:
+    if dt is None:
+        return ""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class ImageViews:
+    """Builds ``Image`` messages with URLs on the site and storage origins."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], registry: Registry, site_url: str) -> None:
+        self.sessions = sessions
+        self.registry = registry
+        self.site_url = site_url.rstrip("/")
+
+    async def _site(self) -> str:
+        if self.site_url:
+            return self.site_url
+        webs = await self.registry.healthy_nodes(common_pb2.NODE_ROLE_WEB)
+        return webs[0].http_url.rstrip("/") if webs else ""
+
+    async def _origins(self, s: AsyncSession, keys: list[str]) -> dict[str, str]:
+        """key -> base URL of a storage node holding it (a healthy one first)."""
+        rows = (await s.execute(select(ObjectLocation).where(ObjectLocation.key.in_(keys)))).scalars().all()
+        nodes = {r.node_id: r for r in await self.registry.all(common_pb2.NODE_ROLE_STORAGE)}
+        best: dict[str, tuple[bool, str]] = {}
+        for row in rows:
+            rec = nodes.get(row.node_id)
+            if rec is None or not rec.http_url:
+                continue
+            cand = (self.registry.healthy(rec), rec.http_url.rstrip("/"))
+            if row.key not in best or cand[0] > best[row.key][0]:
+                best[row.key] = cand
+        return {k: v[1] for k, v in best.items()}
+
+    async def get(self, slug: str) -> common_pb2.Image:
+        async with self.sessions() as s:
+            img = (await s.execute(select(Image).where(Image.slug == slug))).scalar_one_or_none()
+            if img is None:
+                raise errors.NotFound("no such image")
+            return await self.to_proto(s, img)
+
+    async def list_for_user(self, user_id: str, limit: int, before: str) -> list[common_pb2.Image]:
+        async with self.sessions() as s:
+            q = select(Image).where(Image.user_id == user_id).order_by(Image.created_at.desc(), Image.id.desc())
+            if before:
+                ref = (await s.execute(select(Image).where(Image.slug == before))).scalar_one_or_none()
+                if ref is not None:
+                    q = q.where(Image.id < ref.id)
+            rows = (await s.execute(q.limit(max(1, min(limit or 50, 200))))).scalars().all()
+            return [await self.to_proto(s, img) for img in rows]
+
+    async def to_proto(self, s: AsyncSession, img: Image) -> common_pb2.Image:
+        variants = [v for v in img.variants if v.recipe_version == img.recipe_version]
+        origins = await self._origins(s, [img.original_key, *(v.key for v in variants)])
+        site = await self._site()
+
+        def url(key: str) -> str:
+            return f"{origins[key]}/o/{key}" if key in origins else ""
+
+        out = common_pb2.Image(
+            id=img.id,
+            slug=img.slug,
+            status=STATUS.get(img.status, common_pb2.IMAGE_STATUS_PROCESSING),  # type: ignore[arg-type]
+            filename=img.filename,
+            title=img.title,
+            format=img.format,
+            mime=img.mime,
+            width=img.width,
+            height=img.height,
+            frames=img.frames,
+            bytes=img.bytes,
+            sha256=img.sha256,
+            original_url=url(img.original_key),
+            error_code=img.error_code,
+            error_message=img.error_message,
+            owner=img.owner.name if img.owner is not None else "",
+            created_at=iso(img.created_at),
+            url=f"{site}/i/{img.slug}" if site else f"/i/{img.slug}",
+        )
+        by_kind: dict[tuple[str, str], Variant] = {}
+        for v in variants:
+            by_kind[(v.name, v.format)] = v
+            out.variants.append(
+                common_pb2.Variant(
+                    name=v.name, format=v.format, width=v.width, height=v.height, bytes=v.bytes,
+                    key=v.key, url=url(v.key), frames=v.frames, sha256=v.sha256,
+                )
+            )
+        for kind in THUMB_ORDER:
+            if kind in by_kind:
+                out.thumbnail_url = url(by_kind[kind].key)
+                break
+        return out

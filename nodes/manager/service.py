@@ -1,0 +1,66 @@
+"""The manager's logic, one object wiring the parts together; no gRPC imports here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from nodes.manager.accounts import Accounts
+from nodes.manager.config import ManagerSettings
+from nodes.manager.dispatch import Dispatcher
+from nodes.manager.images import ImageViews
+from nodes.manager.registry import Registry
+from nodes.manager.uploads import Uploads
+from pixelfox import errors, tickets
+from pixelfox.db.models import User
+from pixelfox.grpcx.auth import Caller
+from pixelfox.queue import JobQueue
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller after verification: a cluster node, a user, both (web acting for a user), or anonymous."""
+
+    cluster: bool
+    user: User | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.cluster or (self.user is not None and self.user.role == "admin")
+
+
+class ManagerService:
+    def __init__(
+        self,
+        settings: ManagerSettings,
+        sessions: async_sessionmaker[AsyncSession],
+        registry: Registry,
+        queue: JobQueue,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.queue = queue
+        self.accounts = Accounts(sessions)
+        self.views = ImageViews(sessions, registry, settings.site_url)
+        self.uploads = Uploads(
+            sessions, registry, queue, self.views, settings.limits,
+            tickets.derive_key(settings.cluster.secret.get_secret_value()), settings.recipe_version,
+        )
+        self.dispatcher = Dispatcher(sessions, registry, queue, settings.replicas, settings.lease_s)
+
+    async def principal(self, caller: Caller) -> Principal:
+        """Resolve the call's credentials; raises Unauthenticated for a bad API key."""
+        if caller.cluster:
+            user = await self.accounts.get_user(caller.acting_user) if caller.acting_user else None
+            return Principal(cluster=True, user=user)
+        if caller.api_key:
+            return Principal(cluster=False, user=await self.accounts.resolve_api_key(caller.api_key))
+        return Principal(cluster=False, user=None)
+
+    async def uploader(self, caller: Caller) -> User | None:
+        """The user an upload belongs to; anonymous only when allowed."""
+        p = await self.principal(caller)
+        if p.user is None and not (self.settings.allow_anonymous or p.cluster):
+            raise errors.Unauthenticated("uploads need an account or an API key")
+        return p.user

@@ -1,0 +1,143 @@
+"""gRPC face of the manager: protobuf in, :class:`ManagerService` calls, protobuf out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from nodes.manager.images import iso
+from nodes.manager.registry import NodeRecord
+from nodes.manager.service import ManagerService
+from nodes.manager.uploads import Completion
+from pixelfox import errors
+from pixelfox.db.models import User
+from pixelfox.grpcx.server import caller, rpc, rpc_stream
+from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
+
+Ctx = grpc.aio.ServicerContext
+
+
+def user_proto(u: User) -> manager_pb2.User:
+    return manager_pb2.User(id=u.id, name=u.name, role=u.role, created_at=iso(u.created_at))
+
+
+class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
+    def __init__(self, svc: ManagerService) -> None:
+        self.svc = svc
+
+    # ---- membership
+    @rpc(cluster=True)
+    async def Register(self, req: manager_pb2.RegisterRequest, ctx: Ctx) -> manager_pb2.RegisterResponse:
+        if not req.node_id or not req.grpc_address and req.role != common_pb2.NODE_ROLE_WEB:
+            raise errors.BadRequest("node_id and grpc_address are required")
+        await self.svc.registry.upsert(
+            NodeRecord(
+                node_id=req.node_id, role=req.role, grpc_address=req.grpc_address, http_url=req.http_url,
+                metrics_url=req.metrics_url, capacity=max(1, req.capacity), free_bytes=req.free_bytes,
+                capabilities=list(req.capabilities), version=req.version,
+            )
+        )
+        return manager_pb2.RegisterResponse(
+            node_id=req.node_id, heartbeat_interval_s=self.svc.settings.cluster.heartbeat_interval_s
+        )
+
+    @rpc(cluster=True)
+    async def Heartbeat(self, req: manager_pb2.HeartbeatRequest, ctx: Ctx) -> manager_pb2.HeartbeatResponse:
+        known = await self.svc.registry.heartbeat(req.node_id, req.in_use, req.capacity, req.free_bytes, req.status)
+        return manager_pb2.HeartbeatResponse(known=known)
+
+    @rpc()
+    async def ListNodes(self, req: manager_pb2.ListNodesRequest, ctx: Ctx) -> manager_pb2.ListNodesResponse:
+        p = await self.svc.principal(caller())
+        if not p.is_admin:
+            raise errors.Forbidden("listing nodes needs the cluster credential or an admin key")
+        recs = await self.svc.registry.all(req.role)
+        return manager_pb2.ListNodesResponse(nodes=[self.svc.registry.to_proto(r) for r in recs])
+
+    @rpc(cluster=True)
+    async def PlaceObject(self, req: manager_pb2.PlaceObjectRequest, ctx: Ctx) -> manager_pb2.PlaceObjectResponse:
+        recs = await self.svc.registry.place(req.replicas or self.svc.settings.replicas)
+        return manager_pb2.PlaceObjectResponse(nodes=[self.svc.registry.to_proto(r) for r in recs])
+
+    # ---- uploads
+    @rpc()
+    async def CreateUpload(
+        self, req: manager_pb2.CreateUploadRequest, ctx: Ctx
+    ) -> manager_pb2.CreateUploadResponse:
+        user = await self.svc.uploader(caller())
+        return await self.svc.uploads.create(user, req.filename, req.size, req.content_type)
+
+    @rpc(cluster=True)
+    async def CompleteUpload(
+        self, req: manager_pb2.CompleteUploadRequest, ctx: Ctx
+    ) -> manager_pb2.CompleteUploadResponse:
+        image = await self.svc.uploads.complete(
+            Completion(
+                upload_id=req.upload_id, ticket=req.ticket, sha256=req.sha256, size=req.size, format=req.format,
+                mime=req.mime, width=req.width, height=req.height, frames=req.frames,
+                orientation=req.orientation, original_key=req.original_key,
+                storage_node_ids=list(req.storage_node_ids), upload_node_id=req.upload_node_id,
+            )
+        )
+        return manager_pb2.CompleteUploadResponse(image=image)
+
+    # ---- images
+    @rpc()
+    async def GetImage(self, req: manager_pb2.GetImageRequest, ctx: Ctx) -> common_pb2.Image:
+        return await self.svc.views.get(req.slug)
+
+    @rpc()
+    async def ListImages(self, req: manager_pb2.ListImagesRequest, ctx: Ctx) -> manager_pb2.ListImagesResponse:
+        p = await self.svc.principal(caller())
+        if p.user is None:
+            raise errors.Unauthenticated("listing images needs a user")
+        images = await self.svc.views.list_for_user(p.user.id, req.limit, req.before)
+        return manager_pb2.ListImagesResponse(images=images)
+
+    # ---- users and keys
+    @rpc()
+    async def CreateUser(self, req: manager_pb2.CreateUserRequest, ctx: Ctx) -> manager_pb2.User:
+        p = await self.svc.principal(caller())
+        if not p.is_admin:
+            raise errors.Forbidden("creating users needs the cluster credential or an admin key")
+        return user_proto(await self.svc.accounts.create_user(req.name, req.password, req.admin))
+
+    @rpc(cluster=True)
+    async def VerifyPassword(self, req: manager_pb2.VerifyPasswordRequest, ctx: Ctx) -> manager_pb2.User:
+        return user_proto(await self.svc.accounts.verify_password(req.name, req.password))
+
+    @rpc(cluster=True)
+    async def GetUser(self, req: manager_pb2.GetUserRequest, ctx: Ctx) -> manager_pb2.User:
+        return user_proto(await self.svc.accounts.get_user(req.id))
+
+    @rpc()
+    async def CreateApiKey(
+        self, req: manager_pb2.CreateApiKeyRequest, ctx: Ctx
+    ) -> manager_pb2.CreateApiKeyResponse:
+        p = await self.svc.principal(caller())
+        if req.user_name and (p.user is None or req.user_name != p.user.name):
+            if not p.is_admin:
+                raise errors.Forbidden("only admins create keys for other users")
+            user = await self.svc.accounts.get_user_by_name(req.user_name)
+        elif p.user is not None:
+            user = p.user
+        else:
+            raise errors.Unauthenticated("creating an API key needs a user")
+        key = await self.svc.accounts.create_api_key(user, req.label)
+        return manager_pb2.CreateApiKeyResponse(key=key, key_id=key[:10], user_name=user.name)
+
+    @rpc()
+    async def WhoAmI(self, req: manager_pb2.WhoAmIRequest, ctx: Ctx) -> manager_pb2.User:
+        p = await self.svc.principal(caller())
+        if p.user is None:
+            raise errors.Unauthenticated("no user for these credentials")
+        return user_proto(p.user)
+
+    # ---- processing
+    @rpc_stream(cluster=True)
+    async def Work(
+        self, requests: AsyncIterator[manager_pb2.WorkerMessage], ctx: Ctx
+    ) -> AsyncIterator[manager_pb2.DispatchMessage]:
+        async for msg in self.svc.dispatcher.serve(requests):
+            yield msg

@@ -1,0 +1,120 @@
+"""Upload tickets and completion: DESIGN.md main flow steps 1 and 3."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from ulid import ULID
+
+from nodes.manager.images import ImageViews, new_slug
+from nodes.manager.registry import Registry
+from pixelfox import errors, tickets
+from pixelfox.config import LimitsSettings
+from pixelfox.db.models import Image, ObjectLocation, Upload, User
+from pixelfox.queue import JobQueue
+from pixelfox.v1 import common_pb2, manager_pb2
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What an upload node reports once the original is stored."""
+
+    upload_id: str
+    ticket: str
+    sha256: str
+    size: int
+    format: str
+    mime: str
+    width: int  # stored px
+    height: int
+    frames: int
+    orientation: int
+    original_key: str
+    storage_node_ids: list[str]
+    upload_node_id: str
+
+
+class Uploads:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        registry: Registry,
+        queue: JobQueue,
+        views: ImageViews,
+        limits: LimitsSettings,
+        ticket_key: bytes,
+        recipe_version: int,
+    ) -> None:
+        self.sessions = sessions
+        self.registry = registry
+        self.queue = queue
+        self.views = views
+        self.limits = limits
+        self.ticket_key = ticket_key
+        self.recipe_version = recipe_version
+
+    async def create(
+        self, user: User | None, filename: str, size: int, content_type: str
+    ) -> manager_pb2.CreateUploadResponse:
+        """Check the declared size, pick an upload node and sign a ticket for one upload."""
+        if size <= 0:
+            raise errors.EmptyFile("empty file")
+        if size > self.limits.max_upload_bytes:
+            raise errors.PayloadTooLarge(
+                f"file is {size} bytes; the limit is {self.limits.max_upload_bytes} bytes"
+            )
+        node = await self.registry.pick_upload_node()
+        upload_id = str(ULID())
+        expires = datetime.now(UTC) + timedelta(seconds=self.limits.ticket_ttl_s)
+        async with self.sessions() as s:
+            s.add(Upload(id=upload_id, user_id=user.id if user else None, filename=filename[:255], size=size,
+                         content_type=content_type[:100], upload_node_id=node.node_id, expires_at=expires))
+            await s.commit()
+        token = tickets.sign(self.ticket_key, upload_id, user.id if user else "", size, content_type,
+                             self.limits.ticket_ttl_s)
+        return manager_pb2.CreateUploadResponse(
+            upload_id=upload_id,
+            upload_address=node.grpc_address,
+            upload_url=f"{node.http_url.rstrip('/')}/tus/" if node.http_url else "",
+            ticket=token,
+            expires_at=expires.isoformat().replace("+00:00", "Z"),
+            chunk_size=self.limits.chunk_size,
+            max_size=size,
+        )
+
+    async def complete(self, c: Completion) -> common_pb2.Image:
+        """Record the stored original as an image (status processing) and enqueue its job."""
+        ticket = tickets.verify(self.ticket_key, c.ticket)
+        if ticket.upload_id != c.upload_id:
+            raise errors.InvalidTicket("ticket belongs to another upload")
+        if ticket.size != c.size:
+            raise errors.InvalidTicket(f"ticket is for {ticket.size} bytes, upload has {c.size}")
+        swap = c.orientation in (5, 6, 7, 8)
+        async with self.sessions() as s:
+            upload = await s.get(Upload, c.upload_id, with_for_update=True)
+            if upload is None:
+                raise errors.InvalidTicket("unknown upload")
+            if upload.status != "open":
+                raise errors.InvalidTicket("ticket was already used")
+            upload.status = "complete"
+            img = Image(
+                id=str(ULID()), slug=new_slug(), upload_id=upload.id, user_id=upload.user_id,
+                filename=upload.filename, sha256=c.sha256, bytes=c.size, format=c.format, mime=c.mime,
+                width=c.height if swap else c.width, height=c.width if swap else c.height,
+                frames=max(1, c.frames), orientation=c.orientation or 1, status="processing",
+                original_key=c.original_key, recipe_version=self.recipe_version,
+            )
+            s.add(img)
+            await s.flush()
+            for node_id in dict.fromkeys(c.storage_node_ids):
+                await s.merge(ObjectLocation(key=c.original_key, node_id=node_id, size=c.size))
+            await s.commit()
+            image_id, slug = img.id, img.slug
+        await self.queue.enqueue(image_id)
+        logger.info("upload %s complete: image %s queued", c.upload_id, slug)
+        return await self.views.get(slug)

@@ -1,0 +1,1 @@
+"""Metadata database: SQLAlchemy models and the engine/session factory (owned by the manager)."""

@@ -1,0 +1,50 @@
+"""Engine and session factory for the metadata database.
+
+SQLite (the single-machine default) runs in WAL mode with a busy timeout so readers never
+block the writer; any other URL (PostgreSQL via asyncpg) is used as given.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from pixelfox.config import DatabaseSettings
+from pixelfox.db.models import Base
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+def make_engine(settings: DatabaseSettings) -> AsyncEngine:
+    """Create the async engine; for SQLite, create the file's folder and set WAL pragmas."""
+    url = make_url(settings.url)
+    kwargs: dict[str, Any] = {"echo": settings.echo, "pool_pre_ping": True}
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 10}
+    engine = create_async_engine(url, **kwargs)
+    if url.get_backend_name() == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+async def create_schema(engine: AsyncEngine) -> None:
+    """Create missing tables (single-box start-up; Alembic migrations take over for upgrades)."""
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)

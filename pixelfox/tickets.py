@@ -1,0 +1,83 @@
+"""Upload tickets: short-lived JWTs (PyJWT, HS256) the manager signs and upload nodes check.
+
+A ticket binds one upload: claims ``sub`` (upload id), ``uid`` (user id or ""), ``max``
+(the declared size in bytes, which the upload must match exactly), ``typ`` (declared
+content type, informational only), ``iat`` and ``exp``. Any upload node of the cluster checks
+it offline with the shared ticket key. Leeway for clock skew is :data:`LEEWAY_S` seconds
+(RELIABILITY.md B8). Only HS256 is accepted, so ``alg: none`` and algorithm swaps fail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from pixelfox import errors
+
+ALGORITHM = "HS256"
+LEEWAY_S = 30
+ISSUER = "pixelfox-manager"
+
+
+@dataclass(frozen=True)
+class Ticket:
+    upload_id: str
+    user_id: str
+    size: int  # bytes
+    content_type: str
+    expires_at: int  # unix seconds
+
+
+def derive_key(cluster_secret: str) -> bytes:
+    """Ticket signing key derived from the cluster secret (HMAC-SHA256 with a fixed label)."""
+    if not cluster_secret:
+        raise errors.BadRequest("cluster secret is empty: cannot sign tickets")
+    return hmac.new(cluster_secret.encode(), b"pixelfox-upload-ticket-v1", hashlib.sha256).digest()
+
+
+def sign(key: bytes, upload_id: str, user_id: str, size: int, content_type: str, ttl_s: int) -> str:
+    """Return the encoded ticket for one upload, valid ``ttl_s`` seconds from now."""
+    now = int(time.time())
+    claims = {
+        "iss": ISSUER,
+        "sub": upload_id,
+        "uid": user_id,
+        "max": size,
+        "typ": content_type,
+        "iat": now,
+        "exp": now + ttl_s,
+    }
+    return jwt.encode(claims, key, algorithm=ALGORITHM)
+
+
+def verify(key: bytes, token: str) -> Ticket:
+    """Decode and check ``token``; raise :class:`~pixelfox.errors.InvalidTicket` with the reason."""
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            leeway=LEEWAY_S,
+            options={"require": ["exp", "iat", "sub", "max", "iss"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise errors.InvalidTicket("upload ticket expired") from exc
+    except jwt.InvalidSignatureError as exc:
+        raise errors.InvalidTicket("upload ticket signature is not valid") from exc
+    except jwt.PyJWTError as exc:
+        raise errors.InvalidTicket(f"upload ticket is not valid: {exc}") from exc
+    try:
+        return Ticket(
+            upload_id=str(claims["sub"]),
+            user_id=str(claims.get("uid", "")),
+            size=int(claims["max"]),
+            content_type=str(claims.get("typ", "")),
+            expires_at=int(claims["exp"]),
+        )
+    except (TypeError, ValueError) as exc:
+        raise errors.InvalidTicket("upload ticket claims are malformed") from exc
