@@ -1,0 +1,104 @@
+"""``python -m nodes.storage``: a storage node (gRPC StorageService + HTTP origin + metrics).
+
+Settings load once here (``--print-config`` prints them, secrets redacted). The gRPC server
+and the HTTP origin serve at once; registration with the manager retries in the background
+(:class:`pixelfox.node.Agent`), so the node keeps serving reads and writes while the manager
+is unreachable. SIGTERM: readiness fails, gRPC drains, then the HTTP origin closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+import sys
+
+from aiohttp import web
+
+from nodes.storage.config import StorageNodeSettings
+from nodes.storage.http import build_app
+from nodes.storage.service import StorageService
+from nodes.storage.servicer import StorageServicer
+from pixelfox import logs
+from pixelfox.grpcx.server import GrpcServer
+from pixelfox.node import NodeIdentity, run_node, start_metrics
+from pixelfox.storage.fs import FsStore
+from pixelfox.v1 import common_pb2, storage_pb2, storage_pb2_grpc
+
+logger = logging.getLogger("nodes.storage")
+
+SERVICE_NAME = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
+
+
+async def _start_http(service: StorageService, settings: StorageNodeSettings) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http.host, settings.http.port, reuse_address=True)
+    await site.start()
+    server = site._server
+    sockets: list[socket.socket] = list(getattr(server, "sockets", None) or [])
+    port = sockets[0].getsockname()[1] if sockets else settings.http.port
+    return runner, port
+
+
+async def main(settings: StorageNodeSettings) -> None:
+    node_id = settings.node_id or f"storage-{socket.gethostname()}"
+    store = FsStore(settings.data_dir)
+    used = await store.scan()
+    service = StorageService(store, root=store.root, pool=settings.pool)
+    await service.refresh_usage()
+    logger.info("pool %s at %s holds %d bytes", settings.pool, store.root, used)
+
+    grpc_server = GrpcServer(
+        [(storage_pb2_grpc.add_StorageServiceServicer_to_server, StorageServicer(service), SERVICE_NAME)],
+        host=settings.grpc.host,
+        port=settings.grpc.port,
+        secret=settings.cluster.secret.get_secret_value(),
+        max_message_bytes=settings.grpc.max_message_bytes,
+        reflection_on=settings.grpc.reflection,
+    )
+    runner, http_port = await _start_http(service, settings)
+    service.public_url = (settings.http.public_url or f"http://{settings.http.host}:{http_port}").rstrip("/")
+    metrics_url = start_metrics(settings.grpc.host, settings.metrics_port)
+    ident = NodeIdentity(
+        role=common_pb2.NODE_ROLE_STORAGE,
+        node_id=node_id,
+        grpc_address=f"{settings.grpc.advertise_host or settings.grpc.host}:{grpc_server.port}",
+        http_url=service.public_url,
+        metrics_url=metrics_url,
+        capabilities=[f"pool:{settings.pool}", "backend:fs"],
+    )
+    logger.info("HTTP origin %s on port %d, metrics %s", service.public_url, http_port, metrics_url or "off")
+
+    async def drain() -> None:
+        service.draining = True
+
+    try:
+        await run_node(
+            settings,
+            grpc_server,
+            ident,
+            service.load,
+            background=[lambda stop: service.usage_loop(stop, settings.usage_refresh_s)],
+            on_drain=drain,
+            ready=service.ready,
+        )
+    finally:
+        await runner.cleanup()
+
+
+def cli(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m nodes.storage", description=__doc__.splitlines()[0])
+    parser.add_argument("--print-config", action="store_true", help="print the effective config and exit")
+    args = parser.parse_args(argv)
+    settings = StorageNodeSettings()
+    if args.print_config:
+        print(settings.redacted())
+        return
+    logs.configure(settings.log, settings.node_id)
+    asyncio.run(main(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,185 @@
+"""The storage node's own HTTP origin: objects at ``/o/<key>`` plus ``/healthz`` and ``/readyz``.
+
+Objects are immutable (content-addressed keys), so every response carries
+``Cache-Control: public, max-age=31536000, immutable``, the strong ETag ``"<sha256>"``,
+``Last-Modified``, ``Accept-Ranges: bytes``, the exact ``Content-Type`` for the key's extension,
+``X-Content-Type-Options: nosniff`` and ``Content-Security-Policy: sandbox`` (an image that is
+really HTML or SVG cannot script this origin). ``If-None-Match``/``If-Modified-Since`` give 304,
+``If-Match`` 412, one ``Range`` gives 206 (``If-Range`` honoured), an unsatisfiable one 416 with
+``Content-Range: bytes */<size>``.
+
+Range and conditionals are handled here rather than by ``web.FileResponse``, which would
+answer with its own mtime/size ETag and cannot serve a non-local (S3) store. Bytes come from
+``Store.open_range`` in 256 KiB chunks. Every error is a JSON body
+``{"error": {"code", "message"}}``; anything that is not a valid key is a 404.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import hdrs, web
+from aiohttp.helpers import ETAG_ANY
+from prometheus_client import Counter
+
+from nodes.storage.service import StorageService
+from pixelfox import errors
+from pixelfox.storage.base import ObjectInfo
+from pixelfox.storage.keys import validate_key
+
+logger = logging.getLogger(__name__)
+
+SERVICE: web.AppKey[StorageService] = web.AppKey("service", StorageService)
+
+HTTP_REQUESTS = Counter(
+    "pixelfox_storage_http_requests_total", "HTTP requests on the storage origin", ["method", "code"]
+)
+HTTP_SENT = Counter("pixelfox_storage_http_sent_bytes_total", "Object bytes sent over HTTP")
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json_error(err: errors.PixelfoxError, status: int | None = None) -> web.Response:
+    return web.json_response({"error": err.to_dict()}, status=status or err.http_status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    method = request.method if request.method in ("GET", "HEAD") else "other"
+    try:
+        resp = await handler(request)
+    except errors.PixelfoxError as exc:
+        resp = _json_error(exc)
+    except web.HTTPException as exc:
+        if exc.status == 404:
+            resp = _json_error(errors.NotFound())
+        else:
+            err = errors.BadRequest(exc.reason) if exc.status < 500 else errors.PixelfoxError()
+            resp = web.json_response({"error": err.to_dict()}, status=exc.status, headers=exc.headers)
+            resp.headers[hdrs.CONTENT_TYPE] = "application/json; charset=utf-8"
+    except Exception:
+        logger.exception("unhandled error serving %s", request.path)
+        resp = _json_error(errors.PixelfoxError())
+    HTTP_REQUESTS.labels(method, str(resp.status)).inc()
+    return resp
+
+
+def _object_headers(info: ObjectInfo) -> dict[str, str]:
+    return {
+        hdrs.ETAG: info.etag,
+        hdrs.CACHE_CONTROL: IMMUTABLE,
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "sandbox",
+        hdrs.ACCEPT_RANGES: "bytes",
+    }
+
+
+def _not_modified(request: web.Request, info: ObjectInfo) -> bool:
+    inm = request.if_none_match
+    if inm is not None:
+        return any(e.value in (ETAG_ANY, info.sha256) for e in inm)
+    ims = request.if_modified_since
+    return ims is not None and int(info.mtime) <= ims.timestamp()
+
+
+def _precondition_failed(request: web.Request, info: ObjectInfo) -> bool:
+    im = request.if_match
+    return im is not None and not any(e.value == ETAG_ANY or (e.value == info.sha256 and not e.is_weak) for e in im)
+
+
+def _range_applies(request: web.Request, info: ObjectInfo) -> bool:
+    if hdrs.RANGE not in request.headers:
+        return False
+    if_range = request.headers.get(hdrs.IF_RANGE)
+    if if_range is None:
+        return True
+    if if_range.startswith('"'):
+        return if_range == info.etag
+    since = request.if_range
+    return since is not None and int(info.mtime) <= since.timestamp()
+
+
+def _byte_range(request: web.Request, size: int) -> tuple[int, int] | None:
+    """``(start, count)`` of a satisfiable single range, ``None`` if unsatisfiable/malformed."""
+    try:
+        rng = request.http_range
+    except ValueError:
+        return None
+    start, stop = rng.start, rng.stop
+    if start is None:
+        return None
+    if start < 0:  # suffix: the last -start bytes
+        start = max(0, size + start)
+        stop = size
+    stop = size if stop is None else min(stop, size)
+    if start >= size or stop <= start:
+        return None
+    return start, stop - start
+
+
+async def get_object(request: web.Request) -> web.StreamResponse:
+    service = request.app[SERVICE]
+    key = request.match_info["key"]
+    try:
+        if "%" in request.raw_path:
+            raise errors.BadRequest()
+        validate_key(key)
+    except errors.BadRequest:
+        raise errors.NotFound() from None
+    info = await service.stat(key)
+    if info is None:
+        raise errors.NotFound()
+    headers = _object_headers(info)
+    if _precondition_failed(request, info):
+        return web.json_response(
+            {"error": {"code": "precondition-failed", "message": "ETag does not match"}}, status=412
+        )
+    if _not_modified(request, info):
+        resp = web.StreamResponse(status=304, headers=headers)
+        resp.last_modified = info.mtime
+        return resp
+    start, count, status = 0, info.size, 200
+    if _range_applies(request, info):
+        rng = _byte_range(request, info.size)
+        if rng is None:
+            headers[hdrs.CONTENT_RANGE] = f"bytes */{info.size}"
+            return web.json_response(
+                {"error": {"code": "range-not-satisfiable", "message": "range not satisfiable"}},
+                status=416,
+                headers=headers | {hdrs.CACHE_CONTROL: "no-store"},
+            )
+        start, count = rng
+        status = 206
+        headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{start + count - 1}/{info.size}"
+    resp = web.StreamResponse(status=status, headers=headers)
+    resp.content_type = info.content_type
+    resp.content_length = count
+    resp.last_modified = info.mtime
+    await resp.prepare(request)
+    if request.method != hdrs.METH_HEAD:
+        async for chunk in service.store.open_range(key, start, count):
+            await resp.write(chunk)
+            HTTP_SENT.inc(len(chunk))
+    await resp.write_eof()
+    return resp
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ok = await request.app[SERVICE].ready()
+    return web.json_response({"status": "ready" if ok else "not-ready"}, status=200 if ok else 503)
+
+
+def build_app(service: StorageService, **kwargs: Any) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], **kwargs)
+    app[SERVICE] = service
+    app.router.add_get("/o/{key:.+}", get_object)  # GET also answers HEAD
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

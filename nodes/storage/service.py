@@ -1,0 +1,109 @@
+"""Storage node logic over a :class:`~pixelfox.storage.base.Store` (no gRPC here).
+
+Owns the public URL of each object, the cached usage figures that heartbeats and metrics
+read, and the readiness probe (the data directory takes a write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import Counter, Gauge
+
+from pixelfox import errors
+from pixelfox.node import Load
+from pixelfox.storage.base import ObjectInfo, Store
+from pixelfox.storage.keys import validate_key
+
+logger = logging.getLogger(__name__)
+
+USED_BYTES = Gauge("pixelfox_storage_used_bytes", "Bytes held by objects in the pool", ["pool"])
+FREE_BYTES = Gauge("pixelfox_storage_free_bytes", "Bytes free on the pool's filesystem", ["pool"])
+PUTS = Counter("pixelfox_storage_puts_total", "Object puts by result", ["pool", "result"])
+DELETES = Counter("pixelfox_storage_deletes_total", "Object deletes", ["pool"])
+
+
+@dataclass(frozen=True)
+class Stored:
+    info: ObjectInfo
+    url: str
+
+
+class StorageService:
+    def __init__(self, store: Store, *, root: Path, pool: str, public_url: str = "") -> None:
+        self.store = store
+        self.root = root
+        self.pool = pool
+        self.public_url = public_url.rstrip("/")
+        self.used = 0
+        self.free = 0
+        self.draining = False
+
+    def url_for(self, key: str) -> str:
+        return f"{self.public_url}/o/{key}"
+
+    async def put(
+        self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, sha256: str, size: int
+    ) -> Stored:
+        try:
+            info = await self.store.put(key, chunks, content_type=content_type, sha256=sha256, size=size)
+        except errors.PixelfoxError as exc:
+            PUTS.labels(self.pool, exc.code).inc()
+            raise
+        PUTS.labels(self.pool, "ok").inc()
+        await self.refresh_usage()
+        return Stored(info, self.url_for(key))
+
+    async def get(self, key: str, offset: int = 0, length: int = 0) -> tuple[ObjectInfo, AsyncIterator[bytes]]:
+        """Info plus the bytes ``[offset, offset+length)``; ``length`` 0 means to the end."""
+        info = await self.stat(key)
+        if info is None:
+            raise errors.NotFound(f"no object {key}")
+        if offset < 0 or length < 0 or offset > info.size:
+            raise errors.BadRequest(f"range {offset}+{length} outside the object ({info.size} bytes)")
+        return info, self.store.open_range(key, offset, length or None)
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        validate_key(key)
+        return await self.store.stat(key)
+
+    async def delete(self, key: str) -> bool:
+        deleted = await self.store.delete(key)
+        if deleted:
+            DELETES.labels(self.pool).inc()
+            await self.refresh_usage()
+        return deleted
+
+    # -- health, load ------------------------------------------------------------------------
+
+    async def refresh_usage(self) -> None:
+        self.used, self.free = await self.store.usage()
+        USED_BYTES.labels(self.pool).set(self.used)
+        FREE_BYTES.labels(self.pool).set(self.free)
+
+    def load(self) -> Load:
+        """Heartbeat load: bytes used of used+free, and free bytes (cached, refreshed in the background)."""
+        return Load(in_use=self.used, capacity=max(1, self.used + self.free), free_bytes=self.free)
+
+    async def usage_loop(self, stop: asyncio.Event, interval_s: float) -> None:
+        while not stop.is_set():
+            try:
+                await self.refresh_usage()
+            except OSError:
+                logger.exception("cannot read disk usage")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
+
+    def _writable(self) -> bool:
+        # permission check rather than a probe write: a full disk still serves reads
+        return self.root.is_dir() and os.access(self.root, os.W_OK | os.X_OK)
+
+    async def ready(self) -> bool:
+        """True while the data directory takes writes and the node is not draining."""
+        return not self.draining and await asyncio.to_thread(self._writable)

@@ -1,0 +1,72 @@
+"""``pixelfox.v1.StorageService`` on the wire: protobuf in, protobuf out, logic in :mod:`.service`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from nodes.storage.service import StorageService
+from pixelfox import errors
+from pixelfox.grpcx.server import rpc, rpc_stream
+from pixelfox.v1 import storage_pb2, storage_pb2_grpc
+
+
+async def _data(requests: AsyncIterator[storage_pb2.PutRequest]) -> AsyncIterator[bytes]:
+    async for req in requests:
+        if req.WhichOneof("msg") != "data":
+            raise errors.BadRequest("only data messages may follow the header")
+        yield req.data
+
+
+class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
+    def __init__(self, service: StorageService) -> None:
+        self.service = service
+
+    @rpc(cluster=True)
+    async def Put(  # noqa: N802
+        self, request_iterator: AsyncIterator[storage_pb2.PutRequest], context: grpc.aio.ServicerContext
+    ) -> storage_pb2.PutResponse:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("msg") != "header":
+            raise errors.BadRequest("the first message must be the header")
+        h = first.header
+        stored = await self.service.put(
+            h.key, _data(request_iterator), content_type=h.content_type, sha256=h.sha256, size=h.size
+        )
+        info = stored.info
+        return storage_pb2.PutResponse(
+            key=info.key, size=info.size, sha256=info.sha256, etag=info.etag, url=stored.url
+        )
+
+    @rpc_stream(cluster=True)
+    async def Get(  # noqa: N802
+        self, request: storage_pb2.GetRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[storage_pb2.GetResponse]:
+        info, chunks = await self.service.get(request.key, request.offset, request.length)
+        first = True
+        async for data in chunks:
+            if first:
+                yield storage_pb2.GetResponse(data=data, size=info.size, content_type=info.content_type)
+                first = False
+            else:
+                yield storage_pb2.GetResponse(data=data)
+        if first:  # empty range: still say how big the object is
+            yield storage_pb2.GetResponse(size=info.size, content_type=info.content_type)
+
+    @rpc(cluster=True)
+    async def Stat(  # noqa: N802
+        self, request: storage_pb2.StatRequest, context: grpc.aio.ServicerContext
+    ) -> storage_pb2.StatResponse:
+        info = await self.service.stat(request.key)
+        if info is None:
+            return storage_pb2.StatResponse(exists=False)
+        return storage_pb2.StatResponse(
+            exists=True, size=info.size, content_type=info.content_type, sha256=info.sha256, etag=info.etag
+        )
+
+    @rpc(cluster=True)
+    async def Delete(  # noqa: N802
+        self, request: storage_pb2.DeleteRequest, context: grpc.aio.ServicerContext
+    ) -> storage_pb2.DeleteResponse:
+        return storage_pb2.DeleteResponse(deleted=await self.service.delete(request.key))

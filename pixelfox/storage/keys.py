@@ -1,0 +1,96 @@
+"""Content-addressed object keys: the only names a storage node reads or writes.
+
+Two shapes, both lower-case ASCII, fanned out by the first two byte pairs of a SHA-256 so no
+directory grows past 65,536 entries:
+
+* originals: ``o/ab/cd/<sha256>.<ext>``, where ``<sha256>`` is the hash of the stored bytes;
+* variants: ``v/ab/cd/<source sha256>/r<recipe version>/<name>.<fmt>``, where the hash is that of
+  the *source* original and the recipe version changes whenever the output bytes would.
+
+Either way the bytes behind a key never change, which is what makes immutable HTTP caching
+safe. :func:`validate_key` accepts nothing else: no ``..``, no absolute paths, no backslashes,
+NUL or %-encodings, only ``[a-z0-9/._-]`` and only the extensions in :data:`MIME_BY_EXT`. A key
+that passes is a safe relative path.
+"""
+
+from __future__ import annotations
+
+import re
+from types import MappingProxyType
+
+from pixelfox.errors import BadRequest
+
+#: extension -> exact Content-Type served for it
+MIME_BY_EXT = MappingProxyType(
+    {
+        "jpg": "image/jpeg",
+        "jpeg": "image/jpeg",
+        "png": "image/png",
+        "gif": "image/gif",
+        "webp": "image/webp",
+        "avif": "image/avif",
+    }
+)
+
+MAX_KEY_LENGTH = 256
+MAX_RECIPE_VERSION = 999_999
+
+_SHA = r"(?P<sha>[0-9a-f]{64})"
+_FAN = r"(?P<p1>[0-9a-f]{2})/(?P<p2>[0-9a-f]{2})"
+_EXT = "(?P<ext>" + "|".join(MIME_BY_EXT) + ")"
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
+_ORIGINAL_RE = re.compile(rf"o/{_FAN}/{_SHA}\.{_EXT}")
+_VARIANT_RE = re.compile(rf"v/{_FAN}/{_SHA}/r(?:0|[1-9][0-9]{{0,5}})/[a-z0-9][a-z0-9_-]{{0,63}}\.{_EXT}")
+
+
+def _sha(value: str, what: str) -> str:
+    sha = value.lower()
+    if not _SHA_RE.fullmatch(sha):
+        raise BadRequest(f"{what} must be 64 hex digits")
+    return sha
+
+
+def _ext(value: str) -> str:
+    ext = value.lower().removeprefix(".")
+    if ext not in MIME_BY_EXT:
+        raise BadRequest(f"unsupported extension {value[:16]!r}")
+    return ext
+
+
+def original_key(sha256: str, ext: str) -> str:
+    """``o/ab/cd/<sha256>.<ext>`` for an original whose bytes hash to ``sha256``."""
+    sha = _sha(sha256, "sha256")
+    return f"o/{sha[:2]}/{sha[2:4]}/{sha}.{_ext(ext)}"
+
+
+def variant_key(source_sha256: str, recipe_version: int, name: str, fmt: str) -> str:
+    """``v/ab/cd/<source sha256>/r<version>/<name>.<fmt>`` for a variant of an original."""
+    sha = _sha(source_sha256, "source_sha256")
+    if not 0 <= recipe_version <= MAX_RECIPE_VERSION:
+        raise BadRequest("recipe_version out of range")
+    if not _NAME_RE.fullmatch(name):
+        raise BadRequest("variant name must match [a-z0-9][a-z0-9_-]{0,63}")
+    return f"v/{sha[:2]}/{sha[2:4]}/{sha}/r{recipe_version}/{name}.{_ext(fmt)}"
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is a well-formed object key, else raise :class:`BadRequest`."""
+    if not isinstance(key, str) or len(key) > MAX_KEY_LENGTH:
+        raise BadRequest("invalid object key")
+    m = _ORIGINAL_RE.fullmatch(key) or _VARIANT_RE.fullmatch(key)
+    if m is None or m["sha"][:2] != m["p1"] or m["sha"][2:4] != m["p2"]:
+        raise BadRequest("invalid object key")
+    return key
+
+
+def key_sha256(key: str) -> str | None:
+    """The content hash an original's key promises (``None`` for variants, whose hash is the source's)."""
+    validate_key(key)
+    return key.rsplit("/", 1)[1].split(".", 1)[0] if key.startswith("o/") else None
+
+
+def content_type_for(key: str) -> str:
+    """The exact ``Content-Type`` for a (valid) key, from its extension."""
+    validate_key(key)
+    return MIME_BY_EXT[key.rsplit(".", 1)[1]]
