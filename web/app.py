@@ -1,0 +1,69 @@
+"""The web application factory: ``create_app(settings)`` (aiohttp-demos ``main.py`` shape).
+
+Long-lived resources (Redis client, manager channel) live in ``cleanup_ctx`` and are
+reached through the typed keys in :mod:`web.keys`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp_jinja2
+import aiohttp_session
+import jinja2
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from web.cluster import Manager
+from web.config import WebSettings
+from web.keys import MANAGER, REDIS, SETTINGS, STATE, RuntimeState
+from web.middlewares import error_middleware, headers_middleware
+from web.routes import setup_routes
+from web.sessions import SessionStore
+from web.views.common import context_processor
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    manager = app[MANAGER]
+    manager.open()
+    yield
+    await manager.close()
+    await app[REDIS].aclose()
+
+
+def create_app(settings: WebSettings) -> web.Application:
+    """A ready-to-run application; nothing connects until the app starts."""
+    redis = aioredis.Redis.from_url(settings.redis.url, socket_timeout=5, socket_connect_timeout=2)
+    store = SessionStore(redis, max_age=settings.session_max_age_s, secure=settings.cookie_secure)
+    # headers outermost (every answer gets them), then errors, then sessions (saved even on 3xx/4xx)
+    app = web.Application(
+        middlewares=[headers_middleware, error_middleware, aiohttp_session.session_middleware(store)],
+        client_max_size=1024 * 1024,
+    )
+    app[SETTINGS] = settings
+    app[REDIS] = redis
+    app[MANAGER] = Manager(settings.cluster.manager, settings.cluster.secret.get_secret_value())
+    app[STATE] = RuntimeState(public_url=settings.base_url())
+    env = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=jinja2.select_autoescape(["html", "xml"], default=True),
+        context_processors=[context_processor, aiohttp_jinja2.request_processor],
+    )
+    env.filters["human_bytes"] = _human_bytes
+    env.globals["static"] = lambda path: app.router["static"].url_for(filename=path)
+    app.cleanup_ctx.append(_resources)
+    setup_routes(app)
+    return app

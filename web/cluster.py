@@ -1,0 +1,114 @@
+"""The web node's view of the manager: one gRPC channel, the cluster secret, typed calls.
+
+Every call goes through :func:`~pixelfox.grpcx.client.map_rpc_errors`, so callers see
+:class:`~pixelfox.errors.PixelfoxError` subclasses, never ``AioRpcError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from pixelfox.client.uploader import upload_file
+from pixelfox.grpcx.auth import api_key_metadata, node_metadata
+from pixelfox.grpcx.client import channel, map_rpc_errors
+from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
+
+Metadata = Sequence[tuple[str, str]]
+RPC_TIMEOUT_S = 10.0
+POLL_INTERVAL_S = 0.2
+
+
+class Manager:
+    """Calls to ``ManagerService`` on behalf of a web node (cluster credential + acting user)."""
+
+    def __init__(self, address: str, secret: str) -> None:
+        self.address = address.split(",")[0].strip()
+        self._secret = secret
+        self._channel: grpc.aio.Channel | None = None
+
+    def open(self) -> None:
+        """Create the channel; call inside the running loop (grpc.aio binds to it)."""
+        self._channel = channel(self.address)
+        self.stub = manager_pb2_grpc.ManagerServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+    def as_user(self, user_id: str = "") -> Metadata:
+        """Node metadata, acting for ``user_id`` ("" = anonymous)."""
+        return node_metadata(self._secret, acting_user=user_id)
+
+    @staticmethod
+    def as_api_key(key: str) -> Metadata:
+        return api_key_metadata(key)
+
+    async def create_user(self, name: str, password: str) -> manager_pb2.User:
+        async with map_rpc_errors():
+            return await self.stub.CreateUser(
+                manager_pb2.CreateUserRequest(name=name, password=password),
+                metadata=self.as_user(),
+                timeout=RPC_TIMEOUT_S,
+            )
+
+    async def verify_password(self, name: str, password: str) -> manager_pb2.User:
+        async with map_rpc_errors():
+            return await self.stub.VerifyPassword(
+                manager_pb2.VerifyPasswordRequest(name=name, password=password),
+                metadata=self.as_user(),
+                timeout=RPC_TIMEOUT_S,
+            )
+
+    async def who_am_i(self, api_key: str) -> manager_pb2.User:
+        async with map_rpc_errors():
+            return await self.stub.WhoAmI(
+                manager_pb2.WhoAmIRequest(), metadata=self.as_api_key(api_key), timeout=RPC_TIMEOUT_S
+            )
+
+    async def get_image(self, slug: str, metadata: Metadata) -> common_pb2.Image:
+        async with map_rpc_errors():
+            return await self.stub.GetImage(
+                manager_pb2.GetImageRequest(slug=slug), metadata=tuple(metadata), timeout=RPC_TIMEOUT_S
+            )
+
+    async def list_images(self, user_id: str, limit: int, before: str = "") -> list[common_pb2.Image]:
+        async with map_rpc_errors():
+            reply = await self.stub.ListImages(
+                manager_pb2.ListImagesRequest(limit=limit, before=before),
+                metadata=self.as_user(user_id),
+                timeout=RPC_TIMEOUT_S,
+            )
+        return list(reply.images)
+
+    async def upload(
+        self, metadata: Metadata, path: Path, filename: str, content_type: str
+    ) -> common_pb2.Image:
+        return await upload_file(self.stub, metadata, path, filename=filename, content_type=content_type)
+
+    async def wait_ready(
+        self, image: common_pb2.Image, metadata: Metadata, wait_s: float
+    ) -> common_pb2.Image:
+        """Poll ``GetImage`` every 0.2 s until the image leaves ``processing`` or ``wait_s`` runs out."""
+        deadline = time.monotonic() + wait_s
+        while image.status == common_pb2.IMAGE_STATUS_PROCESSING and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_INTERVAL_S)
+            image = await self.get_image(image.slug, metadata)
+        return image
+
+    async def ready(self, timeout_s: float = 1.0) -> bool:
+        """True when the manager's health service answers SERVING."""
+        try:
+            reply = await self._health.Check(
+                health_pb2.HealthCheckRequest(service=""), metadata=self.as_user(), timeout=timeout_s
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

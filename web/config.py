@@ -1,0 +1,41 @@
+"""Settings of a web node: ``WebSettings`` built from the shared sub-models (``PIXELFOX_*`` env)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from pixelfox.config import HttpServerSettings, LimitsSettings, NodeSettings, RedisSettings
+
+
+class WebSettings(NodeSettings):
+    """Everything ``python -m web`` reads; loaded once in ``__main__`` and passed down as an AppKey.
+
+    Env: ``PIXELFOX_NODE_ID``, ``PIXELFOX_CLUSTER__MANAGER``, ``PIXELFOX_CLUSTER__SECRET``,
+    ``PIXELFOX_HTTP__HOST``/``__PORT``/``__PUBLIC_URL``, ``PIXELFOX_REDIS__URL``,
+    ``PIXELFOX_METRICS_PORT``, ``PIXELFOX_COOKIE_SECURE``, ``PIXELFOX_SESSION_MAX_AGE_S``,
+    ``PIXELFOX_SITE_NAME``, ``PIXELFOX_UPLOAD_WAIT_S``, ``PIXELFOX_LIMITS__MAX_UPLOAD_BYTES``...
+    """
+
+    node_id: str = "web1"
+    http: HttpServerSettings = HttpServerSettings()
+    redis: RedisSettings = RedisSettings()
+    limits: LimitsSettings = LimitsSettings()
+    cookie_secure: bool = Field(False, description="mark the session cookie Secure (set behind https)")
+    session_max_age_s: int = Field(14 * 24 * 3600, gt=0, description="absolute session lifetime")
+    site_name: str = "PixelFox"
+    upload_wait_s: float = Field(30.0, ge=0, description="how long POST /api/v1/images waits for ready")
+    drain_delay_s: float = Field(1.0, ge=0, description="seconds /readyz fails before the server stops")
+    login_max_failures: int = Field(
+        20, gt=0, description="failed logins per account (and 5x per address) per window"
+    )
+    login_window_s: int = Field(900, gt=0, description="login throttle window in seconds")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.limits.max_upload_bytes
+
+    def base_url(self, bound_port: int | None = None) -> str:
+        """The public URL of this origin, defaulting to ``http://host:port``."""
+        if self.http.public_url:
+            return self.http.public_url.rstrip("/")
+        return f"http://{self.http.host}:{bound_port or self.http.port}"

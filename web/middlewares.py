@@ -1,0 +1,100 @@
+"""The web node's middlewares: one error middleware, security headers, in-flight counting.
+
+Order in the app (outermost first): ``headers`` → ``errors`` → aiohttp-session → handler.
+The error middleware turns :class:`~pixelfox.errors.PixelfoxError` into
+``{"error": {"code", "message"}}`` with its ``http_status`` on API routes and into an HTML
+error page elsewhere; anything else becomes a generic 500 and its traceback goes to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp_jinja2
+import redis.exceptions
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import Counter, Histogram
+
+from pixelfox import errors
+from web.keys import STATE
+
+logger = logging.getLogger(__name__)
+
+REQUESTS = Counter("pixelfox_web_requests_total", "HTTP requests answered", ["route", "code"])
+LATENCY = Histogram("pixelfox_web_request_duration_seconds", "HTTP request latency", ["route"])
+
+CSP = (
+    "default-src 'self'; img-src * data: blob:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def is_api(request: web.Request) -> bool:
+    return request.path.startswith("/api/") or request.path in ("/healthz", "/readyz")
+
+
+def error_response(request: web.Request, status: int, code: str, message: str) -> web.StreamResponse:
+    if is_api(request):
+        return web.json_response({"error": {"code": code, "message": message}}, status=status)
+    ctx: dict[str, Any] = {"status": status, "code": code, "message": message}
+    return aiohttp_jinja2.render_template("error.html", request, ctx, status=status)
+
+
+def _http_code(exc: web.HTTPException) -> str:
+    return {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(
+        exc.status, f"http-{exc.status}"
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except errors.PixelfoxError as exc:
+        message = exc.message
+        if exc.http_status >= 500:  # peer/transport detail goes to the log, not to the client
+            logger.warning("%s %s: %s (%s)", request.method, request.path, exc.code, exc)
+            message = type(exc).default_message
+        return error_response(request, exc.http_status, exc.code, message)
+    except redis.exceptions.RedisError:
+        logger.exception("redis failed on %s %s", request.method, request.path)
+        exc2 = errors.Unavailable("session store unavailable, try again")
+        return error_response(request, exc2.http_status, exc2.code, exc2.message)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.empty_body:
+            raise
+        return error_response(request, exc.status, _http_code(exc), exc.reason)
+    except Exception:
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(request, 500, "internal", "internal error")
+
+
+@web.middleware
+async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    state = request.app[STATE]
+    state.in_flight += 1
+    route = request.match_info.route.name or ("static" if request.path.startswith("/static/") else "other")
+    code = 500
+    try:
+        with LATENCY.labels(route).time():
+            response = await handler(request)
+        code = response.status
+    except web.HTTPException as exc:
+        code = exc.status
+        _secure(exc)
+        raise
+    finally:
+        state.in_flight -= 1
+        REQUESTS.labels(route, str(code)).inc()
+    _secure(response)
+    return response
+
+
+def _secure(response: web.StreamResponse) -> None:
+    h = response.headers
+    h.setdefault("X-Content-Type-Options", "nosniff")
+    h.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+    h.setdefault("Content-Security-Policy", CSP)
+    h.setdefault("X-Frame-Options", "DENY")

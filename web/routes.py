@@ -1,0 +1,29 @@
+"""Every URL of the web node, in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from web.views import api, auth, health, pages
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def setup_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/", pages.index, name="index")
+    r.add_get("/i/{slug:[A-Za-z0-9_-]{1,64}}", pages.image_page, name="image")
+    r.add_get("/my", pages.my_images, name="my")
+    r.add_get("/register", auth.register_page, name="register")
+    r.add_post("/register", auth.register, name="register_post")
+    r.add_get("/login", auth.login_page, name="login")
+    r.add_post("/login", auth.login_post, name="login_post")
+    r.add_post("/logout", auth.logout_post, name="logout")
+    r.add_post("/api/v1/images", api.upload, name="api_upload")
+    r.add_get("/api/v1/images/{slug:[A-Za-z0-9_-]{1,64}}", api.get_image, name="api_image")
+    r.add_get("/api/v1/me", api.me, name="api_me")
+    r.add_get("/healthz", health.healthz, name="healthz")
+    r.add_get("/readyz", health.readyz, name="readyz")
+    r.add_static("/static/", STATIC_DIR, name="static", append_version=True)

@@ -1,0 +1,147 @@
+"""Sessions in Redis (aiohttp-session ``RedisStorage``) and the per-session CSRF token.
+
+Sessions are shared by every web instance that shares Redis and survive restarts. Compared
+with the stock storage (RELIABILITY.md 3C, OWASP session cheat sheet):
+
+* ids are 256-bit ``secrets.token_urlsafe(32)`` values, and cookie values that do not look
+  like one are ignored before they reach a Redis key;
+* keys follow ``pixelfox:{session}:<id>``;
+* an emptied (invalidated) session is deleted from Redis, not rewritten as ``{}``;
+* :func:`login` deletes the pre-login session and issues a new id (no fixation).
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from aiohttp_session import Session, get_session, new_session
+from aiohttp_session.redis_storage import RedisStorage
+
+from pixelfox import errors
+from pixelfox.v1 import manager_pb2
+
+COOKIE_NAME = "pixelfox_session"
+CSRF_KEY = "csrf"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+
+def session_key(identity: str) -> str:
+    return f"pixelfox:{{session}}:{identity}"
+
+
+class SessionStore(RedisStorage):
+    """``RedisStorage`` with strict ids, namespaced keys and real deletion."""
+
+    def __init__(self, redis: aioredis.Redis, *, max_age: int, secure: bool) -> None:
+        super().__init__(
+            redis,
+            cookie_name=COOKIE_NAME,
+            max_age=max_age,
+            secure=secure,
+            httponly=True,
+            samesite="Lax",
+            key_factory=lambda: secrets.token_urlsafe(32),
+        )
+
+    def load_cookie(self, request: web.Request) -> str | None:
+        value = request.cookies.get(self.cookie_name)
+        return value if value and _ID_RE.match(value) else None
+
+    async def load_session(self, request: web.Request) -> Session:
+        identity = self.load_cookie(request)
+        if identity is not None:
+            raw = await self._redis.get(session_key(identity))
+            if raw is not None:
+                try:
+                    data = self._decoder(raw.decode())
+                except ValueError:
+                    data = None
+                if data:
+                    return Session(identity, data=data, new=False, max_age=self.max_age)
+        return Session(None, data=None, new=True, max_age=self.max_age)
+
+    async def save_session(
+        self, request: web.Request, response: web.StreamResponse, session: Session
+    ) -> None:
+        if session.empty:
+            if session.identity is not None:
+                await self.delete(str(session.identity))
+            self.save_cookie(response, "", max_age=session.max_age)
+            return
+        identity = str(session.identity) if session.identity is not None else self._key_factory()
+        self.save_cookie(response, identity, max_age=session.max_age)
+        await self._redis.set(
+            session_key(identity), self._encoder(self._get_session_data(session)), ex=session.max_age
+        )
+
+    async def delete(self, identity: str) -> None:
+        await self._redis.delete(session_key(identity))
+
+
+@dataclass(frozen=True)
+class CurrentUser:
+    id: str
+    name: str
+    role: str
+
+
+def current_user(session: Session) -> CurrentUser | None:
+    uid = session.get("user_id")
+    if not uid:
+        return None
+    return CurrentUser(
+        id=str(uid), name=str(session.get("user_name", "")), role=str(session.get("role", "user"))
+    )
+
+
+async def user_of(request: web.Request) -> CurrentUser | None:
+    return current_user(await get_session(request))
+
+
+def csrf_token(session: Session) -> str:
+    """The session's CSRF token, created on first use."""
+    token = session.get(CSRF_KEY)
+    if not token:
+        token = secrets.token_urlsafe(32)
+        session[CSRF_KEY] = token
+    return str(token)
+
+
+def csrf_ok(session: Session, supplied: str | None) -> bool:
+    expected = session.get(CSRF_KEY)
+    return bool(expected and supplied) and hmac.compare_digest(str(expected), str(supplied))
+
+
+def require_csrf(session: Session, supplied: str | None) -> None:
+    if not csrf_ok(session, supplied):
+        raise errors.Forbidden("missing or invalid CSRF token; reload the page and try again")
+
+
+async def login(request: web.Request, user: manager_pb2.User) -> Session:
+    """Forget the pre-login session (its id dies in Redis) and start a new one for ``user``."""
+    old = await get_session(request)
+    store: Any = request.get("aiohttp_session_storage")
+    if old.identity is not None and isinstance(store, SessionStore):
+        await store.delete(str(old.identity))
+    session = await new_session(request)
+    session["user_id"] = user.id
+    session["user_name"] = user.name
+    session["role"] = user.role or "user"
+    session[CSRF_KEY] = secrets.token_urlsafe(32)
+    return session
+
+
+async def logout(request: web.Request) -> None:
+    session = await get_session(request)
+    store: Any = request.get("aiohttp_session_storage")
+    if session.identity is not None and isinstance(store, SessionStore):
+        await store.delete(str(session.identity))
+    session.invalidate()

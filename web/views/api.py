@@ -1,0 +1,147 @@
+"""JSON API: ``POST /api/v1/images`` (upload), ``GET /api/v1/images/{slug}``, ``GET /api/v1/me``.
+
+Callers are an API key (``Authorization: Bearer <key>`` or ``X-API-Key``; no CSRF, nothing
+ambient), a browser session (cookie plus ``X-CSRF-Token``, since a cookie is ambient
+authority), or nobody (anonymous upload). The upload is streamed to a temp file, never held
+whole in memory, and refused with 413 once it passes ``max_upload_bytes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from aiohttp import BodyPartReader, web
+from aiohttp_session import get_session
+
+from pixelfox import errors
+from pixelfox.client.images import image_to_json
+from pixelfox.v1 import common_pb2
+from web.keys import MANAGER, SETTINGS, STATE
+from web.sessions import CSRF_HEADER, CurrentUser, current_user, require_csrf
+from web.views.common import check_origin
+
+CHUNK = 256 * 1024
+MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the file part
+
+
+@dataclass(frozen=True)
+class Caller:
+    metadata: Sequence[tuple[str, str]]
+    user: CurrentUser | None
+    via: str  # "api-key" | "session" | "anonymous"
+
+
+def api_key_of(request: web.Request) -> str:
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.headers.get("X-API-Key", "").strip()
+
+
+async def resolve_caller(request: web.Request, *, state_changing: bool) -> Caller:
+    """Who is calling; a session caller doing a state change must send the CSRF header (403)."""
+    manager = request.app[MANAGER]
+    key = api_key_of(request)
+    if key:
+        return Caller(manager.as_api_key(key), None, "api-key")
+    session = await get_session(request)
+    user = current_user(session)
+    if user is None:
+        return Caller(manager.as_user(), None, "anonymous")
+    if state_changing:
+        check_origin(request)
+        require_csrf(session, request.headers.get(CSRF_HEADER))
+    return Caller(manager.as_user(user.id), user, "session")
+
+
+def image_json(request: web.Request, image: common_pb2.Image) -> dict[str, Any]:
+    body = image_to_json(image)
+    if not body["url"]:
+        body["url"] = f"{request.app[STATE].public_url}/i/{image.slug}"
+    body["deletion_url"] = ""
+    return body
+
+
+async def _save_part(part: BodyPartReader, limit: int) -> Path:
+    """Stream ``part`` into a temp file; :class:`PayloadTooLarge` past ``limit`` bytes."""
+    fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix="pixelfox-web-")
+    path = Path(name)
+    f: BinaryIO = os.fdopen(fd, "wb")
+    total = 0
+    try:
+        while chunk := await part.read_chunk(CHUNK):
+            total += len(chunk)
+            if total > limit:
+                raise errors.PayloadTooLarge(f"file larger than {limit} bytes")
+            await asyncio.to_thread(f.write, chunk)
+        await asyncio.to_thread(f.close)
+    except BaseException:
+        f.close()
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+        raise
+    return path
+
+
+async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, str]:
+    if request.content_length is not None and request.content_length > limit + MULTIPART_SLACK:
+        raise errors.PayloadTooLarge(f"file larger than {limit} bytes")
+    if not request.content_type.startswith("multipart/"):
+        raise errors.BadRequest("send multipart/form-data with the image in the field 'file'")
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if isinstance(part, BodyPartReader) and part.name == "file":
+            filename = os.path.basename((part.filename or "upload").replace("\\", "/"))[:255]
+            ctype = part.headers.get("Content-Type", "application/octet-stream")
+            return await _save_part(part, limit), filename or "upload", ctype
+        await part.release()
+    raise errors.BadRequest("no 'file' field in the form")
+
+
+def _wait_seconds(request: web.Request) -> float:
+    maximum = request.app[SETTINGS].upload_wait_s
+    raw = request.query.get("wait", "")
+    if raw.lower() in ("0", "false", "no"):
+        return 0.0
+    try:
+        return min(float(raw), maximum) if raw else maximum
+    except ValueError:
+        return maximum
+
+
+async def upload(request: web.Request) -> web.Response:
+    caller = await resolve_caller(request, state_changing=True)
+    settings = request.app[SETTINGS]
+    manager = request.app[MANAGER]
+    path, filename, ctype = await _receive_file(request, settings.max_upload_bytes)
+    try:
+        image = await manager.upload(caller.metadata, path, filename, ctype)
+    finally:
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(path.unlink)
+    image = await manager.wait_ready(image, caller.metadata, _wait_seconds(request))
+    return web.json_response(image_json(request, image), status=201)
+
+
+async def get_image(request: web.Request) -> web.Response:
+    caller = await resolve_caller(request, state_changing=False)
+    image = await request.app[MANAGER].get_image(request.match_info["slug"], caller.metadata)
+    return web.json_response(image_json(request, image))
+
+
+async def me(request: web.Request) -> web.Response:
+    """The caller's user (session or API key); 401 when anonymous."""
+    key = api_key_of(request)
+    if key:
+        u = await request.app[MANAGER].who_am_i(key)
+        return web.json_response({"id": u.id, "name": u.name, "role": u.role, "via": "api-key"})
+    user = current_user(await get_session(request))
+    if user is None:
+        raise errors.Unauthenticated("not logged in")
+    return web.json_response({"id": user.id, "name": user.name, "role": user.role, "via": "session"})

@@ -1,0 +1,63 @@
+"""Helpers shared by the handlers: form CSRF checks, Origin checks, rendering."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+from aiohttp_session import Session, get_session
+from yarl import URL
+
+from pixelfox import errors
+from web.keys import SETTINGS, STATE
+from web.sessions import CSRF_FIELD, csrf_token, current_user, require_csrf
+
+
+def check_origin(request: web.Request) -> None:
+    """Refuse a state-changing request that a browser says comes from another site (RELIABILITY C3)."""
+    if request.headers.get("Sec-Fetch-Site", "") == "cross-site":
+        raise errors.Forbidden("cross-site request refused")
+    origin = request.headers.get("Origin")
+    if origin and origin != "null":
+        allowed = {_origin(URL(str(request.url))), _origin(URL(request.app[STATE].public_url or "/"))}
+        if _origin(URL(origin)) not in allowed:
+            raise errors.Forbidden("cross-origin request refused")
+    elif origin == "null":
+        raise errors.Forbidden("cross-origin request refused")
+
+
+def _origin(url: URL) -> str:
+    if not url.is_absolute():
+        return ""
+    return f"{url.scheme}://{url.host}:{url.explicit_port or url.port}"
+
+
+async def checked_form(request: web.Request) -> tuple[Session, dict[str, str]]:
+    """The posted form after the Origin and CSRF checks (403 otherwise)."""
+    check_origin(request)
+    form = await request.post()
+    session = await get_session(request)
+    require_csrf(session, _text(form.get(CSRF_FIELD)))
+    return session, {k: _text(v) for k, v in form.items()}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+async def render(request: web.Request, template: str, ctx: dict[str, Any], status: int = 200) -> web.Response:
+    response = aiohttp_jinja2.render_template(template, request, ctx, status=status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def context_processor(request: web.Request) -> dict[str, Any]:
+    """``user``, a lazy ``csrf_token()`` (only pages with forms create a session) and site name."""
+    session = await get_session(request)
+    return {
+        "user": current_user(session),
+        "csrf_token": lambda: csrf_token(session),
+        "site_name": request.app[SETTINGS].site_name,
+        "request": request,
+    }

@@ -1,0 +1,102 @@
+"""HTML pages: the upload page, an image's share page, the user's own images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp_session import get_session
+
+from pixelfox.client.images import status_name
+from pixelfox.v1 import common_pb2
+from web.keys import MANAGER, SETTINGS, STATE
+from web.sessions import current_user
+from web.views.api import resolve_caller
+from web.views.common import render
+
+MIME = {
+    "avif": "image/avif",
+    "webp": "image/webp",
+    "jpeg": "image/jpeg",
+    "jpg": "image/jpeg",
+    "png": "image/png",
+    "gif": "image/gif",
+}
+SIZES = "(max-width: 1100px) 100vw, 1100px"
+DISPLAY_NAMES = ("large", "medium")  # og:image candidates, largest display size first
+
+
+@dataclass(frozen=True)
+class Picture:
+    """What the ``<picture>`` element and the OG tags need."""
+
+    sources: list[tuple[str, str]]  # (mime type, srcset) for AVIF then WebP
+    fallback: common_pb2.Variant | None
+    og: common_pb2.Variant | None
+
+
+def _by_format(image: common_pb2.Image, fmt: str) -> list[common_pb2.Variant]:
+    return sorted((v for v in image.variants if v.format.lower() == fmt and v.url), key=lambda v: v.width)
+
+
+def _named(variants: list[common_pb2.Variant], names: tuple[str, ...]) -> common_pb2.Variant | None:
+    for name in names:
+        for v in variants:
+            if v.name == name:
+                return v
+    return None
+
+
+def build_picture(image: common_pb2.Image) -> Picture:
+    sources = []
+    for fmt in ("avif", "webp"):
+        vs = _by_format(image, fmt)
+        if vs:
+            sources.append((MIME[fmt], ", ".join(f"{v.url} {v.width}w" for v in vs)))
+    jpeg, webp = _by_format(image, "jpeg") or _by_format(image, "jpg"), _by_format(image, "webp")
+    any_web = jpeg or webp or _by_format(image, "png") or _by_format(image, "gif")
+    fallback = _named(jpeg, ("medium", "large")) or (jpeg[-1] if jpeg else None)
+    fallback = fallback or _named(any_web, ("medium", "large")) or (any_web[-1] if any_web else None)
+    og = _named(jpeg, DISPLAY_NAMES) or _named(webp, DISPLAY_NAMES) or fallback
+    return Picture(sources=sources, fallback=fallback, og=og)
+
+
+async def index(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    return await render(request, "index.html", {"max_upload_bytes": settings.max_upload_bytes})
+
+
+async def image_page(request: web.Request) -> web.Response:
+    slug = request.match_info["slug"]
+    caller = await resolve_caller(request, state_changing=False)
+    image = await request.app[MANAGER].get_image(slug, caller.metadata)
+    status = status_name(image)
+    picture = build_picture(image)
+    page_url = image.url or f"{request.app[STATE].public_url}/i/{image.slug}"
+    direct = image.original_url or (picture.og.url if picture.og else "")
+    embed_src = picture.og.url if picture.og else direct
+    title = image.title or image.filename or image.slug
+    ctx: dict[str, Any] = {
+        "image": image,
+        "status": status,
+        "picture": picture,
+        "sizes": SIZES,
+        "page_url": page_url,
+        "direct_url": direct,
+        "title": title,
+        "og_type": MIME.get(picture.og.format.lower(), "") if picture.og else "",
+        "embed_src": embed_src,
+    }
+    return await render(request, "image.html", ctx)
+
+
+async def my_images(request: web.Request) -> web.StreamResponse:
+    user = current_user(await get_session(request))
+    if user is None:
+        raise web.HTTPSeeOther("/login?next=/my")
+    before = request.query.get("before", "")[:64]
+    images = await request.app[MANAGER].list_images(user.id, limit=48, before=before)
+    cards = [(img, status_name(img)) for img in images]
+    next_before = images[-1].slug if len(images) == 48 else ""
+    return await render(request, "my.html", {"cards": cards, "next_before": next_before})
