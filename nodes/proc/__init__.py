@@ -1,0 +1,1 @@
+"""The processing node: turns originals into variants with the Rust core."""

@@ -1,0 +1,64 @@
+"""``python -m nodes.proc``: run a processing node."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from nodes.proc.config import ProcSettings
+from nodes.proc.service import Processor
+from nodes.proc.worker import Worker
+from pixelfox import imaging, logs
+from pixelfox.grpcx.server import GrpcServer
+from pixelfox.node import Load, ManagerLink, NodeIdentity, run_node, start_metrics
+from pixelfox.v1 import common_pb2
+
+
+def recipe_from(settings: ProcSettings) -> imaging.Recipe:
+    return imaging.Recipe(webp_quality=settings.webp_quality, avif_quality=settings.avif_quality,
+                          avif_speed=settings.avif_speed, jpeg_quality=settings.jpeg_quality)
+
+
+async def serve(settings: ProcSettings) -> None:
+    node_id = settings.node_id or "proc1"
+    secret = settings.cluster.secret.get_secret_value()
+    limits = imaging.Limits(max_pixels=settings.limits.max_pixels, max_frames=settings.limits.max_frames,
+                            max_input_bytes=settings.limits.max_upload_bytes)
+    processor = Processor(secret, settings.workers, recipe_from(settings), limits)
+    link = ManagerLink(settings)
+    caps = ["jpeg", "png", "gif", "webp", "avif"]
+    worker = Worker(node_id, link, processor, settings.workers, caps)
+    # The proc node serves only health (and reflection) over gRPC: it takes work over its own stream.
+    server = GrpcServer([], host=settings.grpc.host, port=settings.grpc.port, secret=secret,
+                        reflection_on=settings.grpc.reflection)
+    host = settings.grpc.advertise_host or settings.grpc.host
+    ident = NodeIdentity(common_pb2.NODE_ROLE_PROC, node_id, f"{host}:{server.port}",
+                         metrics_url=start_metrics(settings.grpc.host, settings.metrics_port), capabilities=caps)
+
+    def load() -> Load:
+        return Load(in_use=len(worker.running), capacity=settings.workers)
+
+    try:
+        await run_node(settings, server, ident, load, background=[worker.run],
+                       on_drain=lambda: worker.drain(settings.grpc.grace_s))
+    finally:
+        processor.close()
+        await link.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m nodes.proc", description="PixelFox processing node")
+    parser.add_argument("--print-config", action="store_true", help="print the effective settings and exit")
+    opts = parser.parse_args()
+    settings = ProcSettings()
+    if opts.print_config:
+        print(settings.redacted())
+        return
+    if not settings.cluster.secret.get_secret_value():
+        raise SystemExit("PIXELFOX_CLUSTER__SECRET is required")
+    logs.configure(settings.log, settings.node_id or "proc1")
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Processing node settings (env prefix ``PIXELFOX_``, nesting ``__``)."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field
+
+from pixelfox.config import LimitsSettings, NodeSettings
+
+
+class ProcSettings(NodeSettings):
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1,
+                         description="jobs processed at once (one per core: the Rust core releases the GIL)")
+    limits: LimitsSettings = LimitsSettings()
+    webp_quality: float = 80.0
+    avif_quality: float = 60.0
+    avif_speed: int = Field(8, ge=0, le=10)
+    jpeg_quality: int = Field(85, ge=1, le=100)

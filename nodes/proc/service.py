@@ -1,0 +1,110 @@
+"""One job: read the original, run the Rust core, write every variant, describe the result."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from prometheus_client import Histogram
+
+from pixelfox import errors, imaging
+from pixelfox.storage.client import StorageClient
+from pixelfox.storage.keys import variant_key
+from pixelfox.v1 import common_pb2, manager_pb2
+
+logger = logging.getLogger(__name__)
+
+STEP_SECONDS = Histogram("pixelfox_proc_step_duration_seconds", "time per job step (s)", ["step"])
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    result: manager_pb2.JobResult | None = None
+    failure: manager_pb2.JobFailure | None = None
+
+
+class Processor:
+    """Runs jobs on a thread pool of ``workers`` threads (the core releases the GIL)."""
+
+    def __init__(self, secret: str, workers: int, recipe: imaging.Recipe, limits: imaging.Limits) -> None:
+        self.secret = secret
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pixelfox-proc")
+        self.recipe = recipe
+        self.limits = limits
+
+    async def _fetch(self, job: manager_pb2.Job) -> bytes:
+        last: Exception = errors.Unavailable("no storage node holds the original")
+        for node in job.source_nodes:
+            client = StorageClient(node.grpc_address, self.secret)
+            try:
+                data = await client.get(job.original_key)
+                if hashlib.sha256(data).hexdigest() != job.sha256:
+                    raise errors.ChecksumMismatch(f"original on {node.node_id} does not match its SHA-256")
+                return data
+            except errors.PixelfoxError as exc:
+                logger.warning("reading %s from %s failed: %s", job.original_key, node.node_id, exc)
+                last = exc
+            finally:
+                await client.close()
+        raise last
+
+    async def _store(self, job: manager_pb2.Job, variants: tuple[imaging.Variant, ...]) -> list[str]:
+        async def put_all(node: common_pb2.Node) -> str:
+            client = StorageClient(node.grpc_address, self.secret)
+            try:
+                for v in variants:
+                    key = variant_key(job.sha256, job.recipe_version, v.name, v.format)
+                    await client.put(key, v.data, content_type=v.mime, sha256=hashlib.sha256(v.data).hexdigest())
+                return node.node_id
+            finally:
+                await client.close()
+
+        results = await asyncio.gather(*(put_all(n) for n in job.target_nodes), return_exceptions=True)
+        ok = [r for r in results if isinstance(r, str)]
+        if not ok:
+            raise errors.Unavailable(f"no storage node accepted the variants: {results[0] if results else 'none'}")
+        return ok
+
+    async def run(self, job: manager_pb2.Job) -> JobOutcome:
+        """Process ``job``; bad input is a permanent failure, anything else may be retried."""
+        start = time.perf_counter()
+        try:
+            data = await self._fetch(job)
+            t = time.perf_counter()
+            STEP_SECONDS.labels("fetch").observe(t - start)
+            recipe = dataclasses.replace(self.recipe, version=job.recipe_version or self.recipe.version)
+            loop = asyncio.get_running_loop()
+            out = await loop.run_in_executor(self.pool, imaging.process, data, recipe, self.limits)
+            STEP_SECONDS.labels("process").observe(time.perf_counter() - t)
+            t = time.perf_counter()
+            nodes = await self._store(job, out.variants)
+            STEP_SECONDS.labels("store").observe(time.perf_counter() - t)
+        except imaging.ImageError as exc:
+            err = errors.from_image_error(exc)
+            return JobOutcome(failure=manager_pb2.JobFailure(
+                job_id=job.job_id, lease_id=job.lease_id, code=err.code, message=err.message, permanent=True))
+        except Exception as exc:
+            code = exc.code if isinstance(exc, errors.PixelfoxError) else "internal"
+            if code == "internal":
+                logger.exception("job %s failed", job.job_id)
+            return JobOutcome(failure=manager_pb2.JobFailure(
+                job_id=job.job_id, lease_id=job.lease_id, code=code, message=str(exc), permanent=False))
+        result = manager_pb2.JobResult(
+            job_id=job.job_id, lease_id=job.lease_id, width=out.width, height=out.height,
+            storage_node_ids=nodes, seconds=time.perf_counter() - start,
+        )
+        for v in out.variants:
+            result.variants.append(common_pb2.Variant(
+                name=v.name, format=v.format, width=v.width, height=v.height, bytes=len(v.data),
+                key=variant_key(job.sha256, job.recipe_version, v.name, v.format), frames=v.frames,
+                sha256=hashlib.sha256(v.data).hexdigest(),
+            ))
+        return JobOutcome(result=result)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,75 @@
+"""``python -m nodes.upload``: run an upload node."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from nodes.upload.config import UploadSettings
+from nodes.upload.service import Receiver, Stored
+from nodes.upload.servicer import UploadServicer
+from pixelfox import logs, tickets
+from pixelfox.grpcx.client import map_rpc_errors
+from pixelfox.grpcx.server import GrpcServer
+from pixelfox.node import Load, ManagerLink, NodeIdentity, run_node, start_metrics
+from pixelfox.v1 import common_pb2, manager_pb2, upload_pb2_grpc
+
+
+async def serve(settings: UploadSettings) -> None:
+    node_id = settings.node_id or "upload1"
+    secret = settings.cluster.secret.get_secret_value()
+    link = ManagerLink(settings)
+
+    async def place(size: int) -> list[common_pb2.Node]:
+        async with map_rpc_errors():
+            reply = await link.stub.PlaceObject(manager_pb2.PlaceObjectRequest(size=size), metadata=link.metadata,
+                                                timeout=10)
+        return list(reply.nodes)
+
+    async def complete(s: Stored) -> manager_pb2.CompleteUploadResponse:
+        req = manager_pb2.CompleteUploadRequest(
+            upload_id=s.upload_id, ticket=s.ticket, sha256=s.sha256, size=s.size, format=s.info.format,
+            mime=s.info.mime, width=s.info.width, height=s.info.height, frames=s.info.frames,
+            orientation=s.info.orientation, original_key=s.key, storage_node_ids=s.storage_node_ids,
+            upload_node_id=node_id,
+        )
+        async with map_rpc_errors():
+            return await link.stub.CompleteUpload(req, metadata=link.metadata, timeout=30)
+
+    receiver = Receiver(node_id, settings.staging_dir, settings.limits, tickets.derive_key(secret), place, secret,
+                        settings.max_concurrent)
+    server = GrpcServer(
+        [(upload_pb2_grpc.add_UploadServiceServicer_to_server, UploadServicer(receiver, complete),
+          "pixelfox.v1.UploadService")],
+        host=settings.grpc.host, port=settings.grpc.port, secret=secret,
+        max_message_bytes=settings.grpc.max_message_bytes, reflection_on=settings.grpc.reflection,
+    )
+    host = settings.grpc.advertise_host or settings.grpc.host
+    ident = NodeIdentity(common_pb2.NODE_ROLE_UPLOAD, node_id, f"{host}:{server.port}",
+                         metrics_url=start_metrics(settings.grpc.host, settings.metrics_port))
+
+    def load() -> Load:
+        return Load(in_use=receiver.active, capacity=receiver.max_concurrent, free_bytes=receiver.free_bytes())
+
+    try:
+        await run_node(settings, server, ident, load)
+    finally:
+        await link.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m nodes.upload", description="PixelFox upload node")
+    parser.add_argument("--print-config", action="store_true", help="print the effective settings and exit")
+    opts = parser.parse_args()
+    settings = UploadSettings()
+    if opts.print_config:
+        print(settings.redacted())
+        return
+    if not settings.cluster.secret.get_secret_value():
+        raise SystemExit("PIXELFOX_CLUSTER__SECRET is required")
+    logs.configure(settings.log, settings.node_id or "upload1")
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()
