@@ -1,0 +1,156 @@
+//! JPEG: marker walk for size/orientation (probe) and EOI presence (verify).
+
+use super::{be16, Mode};
+use crate::errors::{Error, Result};
+use crate::exif;
+use crate::limits::Limits;
+use crate::pipeline::{Plan, Rendition};
+use crate::probe::{Format, Info};
+use image::codecs::jpeg::JpegEncoder;
+use image::{DynamicImage, ExtendedColorType};
+
+const SOI: u8 = 0xD8;
+const EOI: u8 = 0xD9;
+const SOS: u8 = 0xDA;
+
+fn is_sof(marker: u8) -> bool {
+    matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC)
+}
+
+/// Markers that carry no length field.
+fn is_standalone(marker: u8) -> bool {
+    matches!(marker, 0x01 | 0xD0..=0xD7 | SOI | EOI)
+}
+
+/// Walks the marker segments. In `Prefix` mode stops at the first SOF (after
+/// having seen the APP1 EXIF that precedes it); in `Whole` mode also walks the
+/// entropy-coded data of every scan until EOI.
+pub fn parse(d: &[u8], limits: &Limits, mode: Mode) -> Result<Info> {
+    let mut pos = 2; // after SOI
+    let mut size: Option<(u32, u32)> = None;
+    let mut orientation = 1;
+    loop {
+        // find the next marker (skip fill bytes)
+        let Some(&ff) = d.get(pos) else {
+            return end_of_data(size, orientation, mode);
+        };
+        if ff != 0xFF {
+            return Err(Error::corrupt(format!("corrupt JPEG: expected a marker at byte {pos}")));
+        }
+        let mut m = pos + 1;
+        while d.get(m) == Some(&0xFF) {
+            m += 1;
+        }
+        let Some(&marker) = d.get(m) else {
+            return end_of_data(size, orientation, mode);
+        };
+        pos = m + 1;
+        if marker == EOI {
+            return finish(size, orientation);
+        }
+        if is_standalone(marker) {
+            continue;
+        }
+        let Some(len) = be16(d, pos) else {
+            return end_of_data(size, orientation, mode);
+        };
+        let len = usize::from(len);
+        if len < 2 {
+            return Err(Error::corrupt("corrupt JPEG: bad segment length"));
+        }
+        let body = d.get(pos + 2..pos + len);
+        if marker == 0xE1 && orientation == 1 {
+            if let Some(b) = body.filter(|b| b.starts_with(b"Exif\0\0")) {
+                orientation = exif::orientation(b);
+            }
+        }
+        if is_sof(marker) {
+            let Some(b) = body else {
+                return end_of_data(size, orientation, mode);
+            };
+            let (h, w) = (be16(b, 1), be16(b, 3));
+            let (Some(h), Some(w)) = (h, w) else {
+                return Err(Error::corrupt("corrupt JPEG: short frame header"));
+            };
+            if w == 0 || h == 0 {
+                return Err(Error::corrupt("corrupt JPEG: zero width or height"));
+            }
+            limits.check_dimensions(u64::from(w), u64::from(h))?;
+            size = Some((u32::from(w), u32::from(h)));
+            if mode == Mode::Prefix {
+                return finish(size, orientation);
+            }
+        }
+        pos += len;
+        if marker == SOS {
+            pos = skip_entropy_data(d, pos);
+        }
+    }
+}
+
+/// Returns the offset of the next real marker after entropy-coded data
+/// (skipping stuffed 0xFF00 and restart markers), or `d.len()`.
+fn skip_entropy_data(d: &[u8], mut pos: usize) -> usize {
+    while pos + 1 < d.len() {
+        if d[pos] == 0xFF {
+            let next = d[pos + 1];
+            if next != 0x00 && next != 0xFF && !(0xD0..=0xD7).contains(&next) {
+                return pos;
+            }
+            pos += if next == 0xFF { 1 } else { 2 };
+        } else {
+            // fast path: jump to the next 0xFF
+            match d[pos..].iter().position(|&b| b == 0xFF) {
+                Some(off) => pos += off,
+                None => return d.len(),
+            }
+        }
+    }
+    d.len()
+}
+
+fn end_of_data(size: Option<(u32, u32)>, orientation: u8, mode: Mode) -> Result<Info> {
+    match (mode, size) {
+        (Mode::Prefix, Some(_)) => finish(size, orientation),
+        (Mode::Prefix, None) => Err(Error::truncated("JPEG data ends before the frame header")),
+        (Mode::Whole, Some(_)) => Err(Error::truncated("JPEG data ends before the end-of-image marker")),
+        (Mode::Whole, None) => Err(Error::truncated("JPEG data ends before the frame header")),
+    }
+}
+
+fn finish(size: Option<(u32, u32)>, orientation: u8) -> Result<Info> {
+    let Some((width, height)) = size else {
+        return Err(Error::corrupt("corrupt JPEG: no frame header before end of image"));
+    };
+    Ok(Info { format: Format::Jpeg, width, height, frames: 1, orientation })
+}
+
+/// Baseline JPEG (JFIF only, no EXIF/ICC) of the first frame; alpha is
+/// flattened onto `plan.background`.
+pub fn encode(r: &Rendition, plan: &Plan) -> Result<Vec<u8>> {
+    let err = |detail: String| Error::Encode { format: "jpeg", detail };
+    let first = r.frames.first().ok_or_else(|| err("no frames".into()))?;
+    let rgb: std::borrow::Cow<'_, [u8]> = match &first.image {
+        DynamicImage::ImageRgb8(b) => std::borrow::Cow::Borrowed(b.as_raw()),
+        DynamicImage::ImageRgba8(b) => std::borrow::Cow::Owned(flatten(b.as_raw(), plan.background)),
+        _ => return Err(err("unexpected pixel layout".into())),
+    };
+    let mut out = Vec::new();
+    JpegEncoder::new_with_quality(&mut out, plan.jpeg_quality.clamp(1, 100))
+        .encode(&rgb, r.width, r.height, ExtendedColorType::Rgb8)
+        .map_err(|e| err(e.to_string()))?;
+    Ok(out)
+}
+
+/// Composites straight-alpha RGBA onto an opaque background colour.
+fn flatten(rgba: &[u8], bg: [u8; 3]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rgba.len() / 4 * 3);
+    for px in rgba.chunks_exact(4) {
+        let a = u32::from(px[3]);
+        for c in 0..3 {
+            let v = (u32::from(px[c]) * a + u32::from(bg[c]) * (255 - a) + 127) / 255;
+            out.push(v as u8);
+        }
+    }
+    out
+}

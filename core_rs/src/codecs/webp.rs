@@ -1,0 +1,116 @@
+//! WebP: RIFF chunk walk for the canvas size (VP8 / VP8L / VP8X), ANMF frame count
+//! and EXIF orientation; in `Whole` mode the RIFF length must fit in the file.
+
+use super::{le16, le24, le32, Mode};
+use crate::errors::{Error, Result};
+use crate::exif;
+use crate::limits::Limits;
+use crate::pipeline::{Plan, Rendition};
+use crate::probe::{Format, Info};
+use image::DynamicImage;
+
+pub fn parse(d: &[u8], limits: &Limits, mode: Mode) -> Result<Info> {
+    let Some(riff_len) = le32(d, 4) else {
+        return Err(Error::truncated("WebP data ends before the RIFF header"));
+    };
+    let riff_end = (riff_len as usize).saturating_add(8);
+    if mode == Mode::Whole && d.len() < riff_end {
+        return Err(Error::truncated(format!("WebP RIFF declares {riff_end} bytes, file has {}", d.len())));
+    }
+    let end = riff_end.min(d.len());
+    let mut size: Option<(u32, u32)> = None;
+    let mut frames: u32 = 0;
+    let mut orientation = 1;
+    let mut pos = 12;
+    while pos + 8 <= end {
+        let kind = &d[pos..pos + 4];
+        let len = le32(d, pos + 4).unwrap_or(0) as usize;
+        let body_start = pos + 8;
+        let body_end = body_start.saturating_add(len);
+        if mode == Mode::Whole && body_end > end {
+            return Err(Error::truncated("WebP chunk runs past the end of the file"));
+        }
+        let body = &d[body_start..body_end.min(end)];
+        match kind {
+            b"VP8X" => {
+                let (Some(w), Some(h)) = (le24(body, 4), le24(body, 7)) else {
+                    return Err(Error::truncated("WebP data ends inside the VP8X header"));
+                };
+                size = Some((w + 1, h + 1));
+                check(size, limits)?;
+            }
+            b"VP8 " if size.is_none() => {
+                if body.get(3..6) != Some(&[0x9d, 0x01, 0x2a]) {
+                    return Err(Error::corrupt("corrupt WebP: bad VP8 start code"));
+                }
+                let (Some(w), Some(h)) = (le16(body, 6), le16(body, 8)) else {
+                    return Err(Error::truncated("WebP data ends inside the VP8 header"));
+                };
+                size = Some((u32::from(w & 0x3fff), u32::from(h & 0x3fff)));
+                check(size, limits)?;
+            }
+            b"VP8L" if size.is_none() => {
+                let (Some(&0x2f), Some(bits)) = (body.first(), le32(body, 1)) else {
+                    return Err(Error::corrupt("corrupt WebP: bad VP8L header"));
+                };
+                size = Some(((bits & 0x3fff) + 1, ((bits >> 14) & 0x3fff) + 1));
+                check(size, limits)?;
+            }
+            b"ANMF" => {
+                frames += 1;
+                limits.check_frames(u64::from(frames), 0)?;
+            }
+            b"EXIF" => orientation = exif::orientation(body),
+            _ => {}
+        }
+        pos = body_end.saturating_add(len & 1);
+    }
+    let Some((width, height)) = size else {
+        return Err(Error::truncated("WebP data ends before the image header"));
+    };
+    if width == 0 || height == 0 {
+        return Err(Error::corrupt("corrupt WebP: zero width or height"));
+    }
+    Ok(Info { format: Format::Webp, width, height, frames: frames.max(1), orientation })
+}
+
+fn check(size: Option<(u32, u32)>, limits: &Limits) -> Result<()> {
+    match size {
+        Some((w, h)) => limits.check_dimensions(u64::from(w), u64::from(h)),
+        None => Ok(()),
+    }
+}
+
+/// Lossy WebP of a rendition: a still for one frame, an animated WebP (every
+/// frame, its delay, the loop count) otherwise. Returns (bytes, frame count).
+pub fn encode(r: &Rendition, plan: &Plan, loop_count: u32) -> Result<(Vec<u8>, u32)> {
+    let err = |detail: String| Error::Encode { format: "webp", detail };
+    let mut config = webp::WebPConfig::new().map_err(|()| err("libwebp config init failed".into()))?;
+    config.quality = plan.webp_quality.clamp(0.0, 100.0);
+    config.method = plan.webp_method.clamp(0, 6);
+    config.alpha_compression = 1;
+    let frames = r.frames.as_slice();
+    let [first, ..] = frames else {
+        return Err(err("no frames".into()));
+    };
+    if frames.len() == 1 {
+        let encoder = match &first.image {
+            DynamicImage::ImageRgba8(b) => webp::Encoder::from_rgba(b.as_raw(), r.width, r.height),
+            DynamicImage::ImageRgb8(b) => webp::Encoder::from_rgb(b.as_raw(), r.width, r.height),
+            _ => return Err(err("unexpected pixel layout".into())),
+        };
+        let mem = encoder.encode_advanced(&config).map_err(|e| err(format!("{e:?}")))?;
+        return Ok((mem.to_vec(), 1));
+    }
+    // Animation: every frame as RGBA (the decoder composited them onto the canvas).
+    let rgba: Vec<image::RgbaImage> = frames.iter().map(|f| f.image.to_rgba8()).collect();
+    let mut encoder = webp::AnimEncoder::new(r.width, r.height, &config);
+    encoder.set_loop_count(i32::try_from(loop_count).unwrap_or(0));
+    let mut timestamp: i32 = 0;
+    for (frame, buf) in frames.iter().zip(&rgba) {
+        encoder.add_frame(webp::AnimFrame::from_rgba(buf.as_raw(), r.width, r.height, timestamp));
+        timestamp = timestamp.saturating_add(i32::try_from(frame.delay_ms).unwrap_or(i32::MAX));
+    }
+    let mem = encoder.try_encode().map_err(|e| err(format!("{e:?}")))?;
+    Ok((mem.to_vec(), u32::try_from(frames.len()).unwrap_or(u32::MAX)))
+}

@@ -1,0 +1,158 @@
+//! The processing pipeline: an ordered list of steps over one shared [`Context`]
+//! (imgproxy's pattern). The order is stated once, in [`STEPS`].
+
+use image::DynamicImage;
+
+use crate::errors::Result;
+use crate::limits::Limits;
+use crate::probe::{self, Info};
+use crate::steps;
+
+/// Output formats a variant can be encoded to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutFormat {
+    Webp,
+    Avif,
+    Jpeg,
+}
+
+impl OutFormat {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "webp" => Some(OutFormat::Webp),
+            "avif" => Some(OutFormat::Avif),
+            "jpeg" => Some(OutFormat::Jpeg),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            OutFormat::Webp => "webp",
+            OutFormat::Avif => "avif",
+            OutFormat::Jpeg => "jpeg",
+        }
+    }
+    pub fn mime(self) -> &'static str {
+        match self {
+            OutFormat::Webp => "image/webp",
+            OutFormat::Avif => "image/avif",
+            OutFormat::Jpeg => "image/jpeg",
+        }
+    }
+}
+
+/// One named size box and the formats to encode it in.
+#[derive(Debug, Clone)]
+pub struct VariantSpec {
+    pub name: String,
+    /// Bounding box in px: fit inside, keep aspect, never upscale.
+    pub width: u32,
+    pub height: u32,
+    pub formats: Vec<OutFormat>,
+}
+
+/// Everything `process()` was asked to do (mirrors `pixelfox.imaging.Recipe`).
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub variants: Vec<VariantSpec>,
+    /// libwebp quality 0..=100 and method 0..=6.
+    pub webp_quality: f32,
+    pub webp_method: i32,
+    /// ravif quality 1..=100 and speed 1..=10.
+    pub avif_quality: f32,
+    pub avif_speed: u8,
+    /// JPEG quality 1..=100.
+    pub jpeg_quality: u8,
+    /// Flatten colour for outputs without alpha (JPEG).
+    pub background: [u8; 3],
+}
+
+/// One decoded (or resized) animation frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Always `ImageRgb8` or `ImageRgba8` after decode.
+    pub image: DynamicImage,
+    /// Display time in ms (1 for stills; unused).
+    pub delay_ms: u32,
+}
+
+/// The frames of one output size.
+#[derive(Debug, Clone)]
+pub struct Rendition {
+    pub width: u32,
+    pub height: u32,
+    pub frames: Vec<Frame>,
+}
+
+/// One encoded output.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub name: String,
+    pub format: OutFormat,
+    pub width: u32,
+    pub height: u32,
+    pub data: Vec<u8>,
+    pub frames: u32,
+}
+
+/// State shared by the steps; each step reads what the earlier ones left.
+pub struct Context<'a> {
+    /// The whole source file.
+    pub data: &'a [u8],
+    /// Header facts from `verify()` (format, stored size, frames, EXIF orientation).
+    pub info: Info,
+    pub plan: &'a Plan,
+    pub limits: &'a Limits,
+    /// Embedded ICC profile of the source, if any (set by decode).
+    pub icc: Option<Vec<u8>>,
+    /// Decoded frames at full size, 8-bit, upright after auto_orient.
+    pub frames: Vec<Frame>,
+    /// Upright full size in px, set by auto_orient.
+    pub upright: (u32, u32),
+    /// Animation loop count (0 = forever); meaningful when `frames.len() > 1`.
+    pub loop_count: u32,
+    /// One rendition per distinct target size, filled by resize.
+    pub renditions: Vec<Rendition>,
+    /// For every (variant, format) in plan order: index into `renditions`.
+    pub targets: Vec<(usize, usize)>,
+    /// Encoded outputs in plan order, filled by encode.
+    pub outputs: Vec<Output>,
+}
+
+/// A pipeline step.
+pub trait Step: Sync {
+    fn run(&self, ctx: &mut Context<'_>) -> Result<()>;
+}
+
+/// The order of the pipeline. ICC conversion runs after resize on purpose: it is a
+/// per-pixel operation, and the renditions are far smaller than the source.
+/// Metadata is never copied: the encoders write pixels only.
+pub const STEPS: &[&dyn Step] = &[
+    &steps::decode::Decode,
+    &steps::auto_orient::AutoOrient,
+    &steps::resize::Resize,
+    &steps::to_srgb::ToSrgb,
+    &steps::encode::Encode,
+];
+
+/// verify → decode once → orient → resize → sRGB → encode.
+pub fn run<'a>(data: &'a [u8], plan: &'a Plan, limits: &'a Limits) -> Result<(Info, (u32, u32), Vec<Output>)> {
+    let info = probe::verify(data, limits)?;
+    let mut ctx = Context {
+        data,
+        info,
+        plan,
+        limits,
+        icc: None,
+        frames: Vec::new(),
+        upright: (0, 0),
+        loop_count: 0,
+        renditions: Vec::new(),
+        targets: Vec::new(),
+        outputs: Vec::new(),
+    };
+    for step in STEPS {
+        step.run(&mut ctx)?;
+    }
+    Ok((ctx.info, ctx.upright, ctx.outputs))
+}

@@ -1,0 +1,47 @@
+"""Private Rust core of PixelFox. Use :mod:`pixelfox.imaging` instead.
+
+All functions accept any C-contiguous bytes-like object and release the GIL.
+"""
+
+from typing_extensions import Buffer
+
+__version__: str
+
+# (format, mime, width, height, frames, orientation)
+_InfoTuple = tuple[str, str, int, int, int, int]
+# (max_pixels, max_width, max_height, max_frames, max_total_pixels, max_input_bytes)
+_LimitsTuple = tuple[int, int, int, int, int, int]
+# (name, format, mime, width, height, data, frames)
+_VariantTuple = tuple[str, str, str, int, int, bytes, int]
+
+class CoreError(Exception):
+    """Base class of every error raised by pixelfox._core."""
+
+class CorruptImageError(CoreError):
+    """Truncated or broken image data, or an empty file."""
+
+class UnsupportedFormatError(CoreError):
+    """Not an image, or an image format PixelFox does not accept."""
+
+class LimitExceededError(CoreError):
+    """The image is over one of the configured limits."""
+
+def probe(data: Buffer, limits: _LimitsTuple | None = None) -> _InfoTuple:
+    """Header-only probe (works on a prefix of the file)."""
+
+def verify(data: Buffer, limits: _LimitsTuple | None = None) -> _InfoTuple:
+    """Probe plus structural completeness of the whole file; no pixel decode."""
+
+def process(
+    data: Buffer,
+    variants: list[tuple[str, int, int, list[str]]],
+    *,
+    webp_quality: float,
+    webp_method: int,
+    avif_quality: float,
+    avif_speed: int,
+    jpeg_quality: int,
+    background: tuple[int, int, int],
+    limits: _LimitsTuple | None = None,
+) -> tuple[_InfoTuple, int, int, list[_VariantTuple]]:
+    """Decode once, orient, resize, convert to sRGB and encode every variant."""
