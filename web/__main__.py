@@ -11,8 +11,10 @@ import argparse
 import asyncio
 import logging
 import signal
+import warnings
 
 from aiohttp import web
+from aiohttp.web_exceptions import NotAppKeyWarning
 
 from pixelfox import logs
 from pixelfox.node import Agent, Load, NodeIdentity, start_metrics
@@ -75,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
         print(settings.redacted())
         return
     logs.configure(settings.log, settings.node_id)
+    # aiohttp-session 2.12 keeps its state under str request keys; nothing for us to fix
+    warnings.filterwarnings("ignore", category=NotAppKeyWarning)
     asyncio.run(serve(settings))
 
 

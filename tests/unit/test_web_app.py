@@ -1,0 +1,374 @@
+"""The web app against a fake manager and upload node (gRPC, in-process) and a real redis-server.
+
+Covers what the e2e suite covers with the real cluster, but runs without one: sessions
+(fixation, logout, cookie attributes), CSRF on forms and on the JSON API, uploads with
+sessions / API keys / anonymous, the image page's <picture> and OG tags, errors as JSON.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from aiohttp import FormData
+from aiohttp.test_utils import TestClient, TestServer
+
+from pixelfox.grpcx.auth import read_caller
+from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc, upload_pb2, upload_pb2_grpc
+from web.app import create_app
+from web.config import WebSettings
+
+SECRET = "test-secret"
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
+PHOTO = CORPUS / "photos" / "samsung_j3_orient6.jpg"
+FORMATS = ("avif", "webp", "jpeg")
+SIZES = (("thumb", 160), ("medium", 800), ("large", 1600))
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server"),
+    # aiohttp-session 2.12 stores its state under str request keys
+    pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+class FakeCluster(manager_pb2_grpc.ManagerServiceServicer, upload_pb2_grpc.UploadServiceServicer):
+    """Just enough of the manager and an upload node for the web node."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, tuple[manager_pb2.User, str]] = {}
+        self.keys = {"key-alice": "alice"}
+        self.images: dict[str, common_pb2.Image] = {}
+        self.polls: dict[str, int] = {}
+        self.upload_address = ""
+        self.acting: list[str] = []
+
+    def _caller(self, context: grpc.aio.ServicerContext) -> Any:
+        caller = read_caller(context.invocation_metadata(), SECRET)
+        self.acting.append(caller.acting_user)
+        return caller
+
+    async def CreateUser(self, request: Any, context: Any) -> manager_pb2.User:
+        self._caller(context)
+        if request.name in self.users:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, "user exists")
+        user = manager_pb2.User(id=f"u-{request.name}", name=request.name, role="user", created_at="now")
+        self.users[request.name] = (user, request.password)
+        return user
+
+    async def VerifyPassword(self, request: Any, context: Any) -> manager_pb2.User:
+        got = self.users.get(request.name)
+        if got is None or got[1] != request.password:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid user name or password")
+        return got[0]  # type: ignore[index]
+
+    async def WhoAmI(self, request: Any, context: Any) -> manager_pb2.User:
+        name = self.keys.get(self._caller(context).api_key, "")
+        if not name:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad api key")
+        return manager_pb2.User(id=f"u-{name}", name=name, role="user")
+
+    async def CreateUpload(self, request: Any, context: Any) -> manager_pb2.CreateUploadResponse:
+        caller = self._caller(context)
+        if caller.api_key and caller.api_key not in self.keys:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad api key")
+        owner = self.keys.get(caller.api_key, caller.acting_user.removeprefix("u-"))
+        return manager_pb2.CreateUploadResponse(
+            upload_id="up1", upload_address=self.upload_address, ticket=f"t:{owner}", chunk_size=64 * 1024
+        )
+
+    async def Upload(self, request_iterator: Any, context: Any) -> upload_pb2.UploadReceipt:
+        header, size = None, 0
+        async for msg in request_iterator:
+            if msg.HasField("header"):
+                header = msg.header
+            else:
+                size += len(msg.chunk.data)
+        assert header is not None and size == header.size
+        slug = f"s{len(self.images) + 1:04d}abcdefgh"
+        image = common_pb2.Image(
+            id=slug,
+            slug=slug,
+            status=common_pb2.IMAGE_STATUS_PROCESSING,
+            filename=header.filename,
+            bytes=size,
+            owner=header.ticket.removeprefix("t:"),
+        )
+        self.images[slug] = image
+        return upload_pb2.UploadReceipt(upload_id=header.upload_id, size=size, image=image)
+
+    async def GetImage(self, request: Any, context: Any) -> common_pb2.Image:
+        self._caller(context)
+        image = self.images.get(request.slug)
+        if image is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such image")
+        self.polls[request.slug] = self.polls.get(request.slug, 0) + 1
+        if self.polls[request.slug] >= 2 and image.status == common_pb2.IMAGE_STATUS_PROCESSING:  # type: ignore[union-attr]
+            self._finish(image)  # type: ignore[arg-type]
+        return image  # type: ignore[return-value]
+
+    def _finish(self, image: common_pb2.Image) -> None:
+        image.status = common_pb2.IMAGE_STATUS_READY
+        image.width, image.height, image.format = 3000, 4000, "jpeg"
+        for fmt in FORMATS:
+            for name, w in SIZES:
+                image.variants.add(
+                    name=name,
+                    format=fmt,
+                    width=w,
+                    height=w * 4 // 3,
+                    bytes=1000,
+                    url=f"http://storage.test/v/{image.slug}/{name}.{fmt}",
+                )
+        image.thumbnail_url = f"http://storage.test/v/{image.slug}/thumb.webp"
+        image.original_url = f"http://storage.test/o/{image.slug}.jpg"
+
+    async def ListImages(self, request: Any, context: Any) -> manager_pb2.ListImagesResponse:
+        owner = self._caller(context).acting_user.removeprefix("u-")
+        mine = [i for i in reversed(self.images.values()) if i.owner == owner]
+        return manager_pb2.ListImagesResponse(images=mine[: request.limit])
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[tuple[FakeCluster, str]]:
+    cluster = FakeCluster()
+    server = grpc.aio.server()
+    manager_pb2_grpc.add_ManagerServiceServicer_to_server(cluster, server)
+    upload_pb2_grpc.add_UploadServiceServicer_to_server(cluster, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    cluster.upload_address = f"127.0.0.1:{port}"
+    yield cluster, cluster.upload_address
+    await server.stop(0)
+
+
+def _settings(redis_url: str, manager: str, **kw: Any) -> WebSettings:
+    return WebSettings(
+        node_id="webtest",
+        cluster={"manager": manager, "secret": SECRET},  # type: ignore[arg-type]
+        redis={"url": redis_url},  # type: ignore[arg-type]
+        metrics_port=-1,
+        **kw,
+    )
+
+
+@pytest.fixture
+async def client(redis_url: str, fake: tuple[FakeCluster, str]) -> AsyncIterator[TestClient[Any, Any]]:
+    app = create_app(_settings(redis_url, fake[1], upload_wait_s=5.0))
+    async with TestClient(TestServer(app)) as c:
+        yield c
+
+
+def _csrf(html: str) -> str:
+    m = re.search(r'name="csrf_token" value="([^"]+)"', html) or re.search(
+        r'name="csrf-token" content="([^"]+)"', html
+    )
+    assert m, html
+    return m.group(1)
+
+
+def _cookie(c: TestClient[Any, Any]) -> str:
+    for cookie in c.session.cookie_jar:
+        if cookie.key == "pixelfox_session":
+            return cookie.value
+    return ""
+
+
+def _use_cookie(c: TestClient[Any, Any], value: str) -> None:
+    c.session.cookie_jar.clear()
+    c.session.cookie_jar.update_cookies({"pixelfox_session": value})
+
+
+async def _register(c: TestClient[Any, Any], name: str = "alice", password: str = "correct horse") -> None:
+    token = _csrf(await (await c.get("/register")).text())
+    r = await c.post(
+        "/register",
+        data={"csrf_token": token, "name": name, "password": password, "password2": password},
+        allow_redirects=False,
+    )
+    assert r.status == 303, await r.text()
+
+
+async def test_health_and_headers(client: TestClient[Any, Any]) -> None:
+    r = await client.get("/healthz")
+    assert r.status == 200 and await r.json() == {"status": "ok"}
+    r = await client.get("/")
+    assert r.status == 200
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert r.headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
+    assert "img-src * data:" in r.headers["Content-Security-Policy"]
+    r = await client.get("/readyz")  # the fake has no health service: manager counts as down
+    assert r.status == 503
+
+
+async def test_register_login_logout(client: TestClient[Any, Any]) -> None:
+    await client.get("/login")
+    pre_login = _cookie(client)
+    assert len(pre_login) >= 43
+    await _register(client)
+    after = _cookie(client)
+    assert after and after != pre_login  # new id at login (no fixation)
+    r = await client.get("/api/v1/me")
+    assert (await r.json())["name"] == "alice"
+    # the pre-login id is dead
+    _use_cookie(client, pre_login)
+    assert (await client.get("/api/v1/me")).status == 401
+    _use_cookie(client, after)
+    html = await (await client.get("/")).text()
+    r = await client.post("/logout", data={"csrf_token": _csrf(html)}, allow_redirects=False)
+    assert r.status == 303
+    _use_cookie(client, after)
+    assert (await client.get("/api/v1/me")).status == 401
+
+
+async def test_cookie_attributes(client: TestClient[Any, Any]) -> None:
+    r = await client.get("/login")
+    header = r.headers["Set-Cookie"]
+    assert "HttpOnly" in header and "SameSite=Lax" in header and "Domain" not in header
+
+
+async def test_login_wrong_password_and_csrf(client: TestClient[Any, Any]) -> None:
+    await _register(client, "bob", "bobs password")
+    html = await (await client.get("/login")).text()
+    r = await client.post("/login", data={"name": "bob", "password": "x" * 9})
+    assert r.status == 403  # no token
+    r = await client.post("/login", data={"csrf_token": _csrf(html), "name": "bob", "password": "wrong one"})
+    assert r.status == 401 and "Invalid user name or password" in await r.text()
+    r = await client.post("/login", data={"csrf_token": "forged", "name": "bob", "password": "bobs password"})
+    assert r.status == 403
+    r = await client.post(
+        "/login",
+        data={"csrf_token": _csrf(html), "name": "bob", "password": "bobs password"},
+        headers={"Origin": "http://evil.example"},
+    )
+    assert r.status == 403
+
+
+async def _upload(c: TestClient[Any, Any], headers: dict[str, str] | None = None, query: str = "") -> Any:
+    form = FormData()
+    form.add_field("file", PHOTO.read_bytes(), filename=PHOTO.name, content_type="image/jpeg")
+    return await c.post(f"/api/v1/images{query}", data=form, headers=headers or {})
+
+
+@pytest.mark.skipif(not PHOTO.exists(), reason="corpus missing")
+async def test_upload_with_session_needs_csrf_header(client: TestClient[Any, Any], fake: Any) -> None:
+    await _register(client, "carol", "carols password")
+    r = await _upload(client)
+    assert r.status == 403
+    assert (await r.json())["error"]["code"] == "forbidden"
+    token = _csrf(await (await client.get("/")).text())
+    r = await _upload(client, {"X-CSRF-Token": token})
+    assert r.status == 201, await r.text()
+    body = await r.json()
+    assert body["status"] == "ready" and body["variants"] and body["deletion_url"] == ""
+    assert "u-carol" in fake[0].acting
+    html = await (await client.get(f"/i/{body['id']}")).text()
+    assert 'type="image/avif"' in html and 'type="image/webp"' in html
+    assert f"http://storage.test/v/{body['id']}/large.avif 1600w" in html
+    assert f'<meta property="og:image" content="http://storage.test/v/{body["id"]}/large.jpeg">' in html
+    assert '<meta name="twitter:card" content="summary_large_image">' in html
+    assert f'src="http://storage.test/v/{body["id"]}/medium.jpeg"' in html
+    assert "/o/" not in html.split('og:image"')[1].split(">")[0]
+    my = await (await client.get("/my")).text()
+    assert body["id"] in my
+
+
+@pytest.mark.skipif(not PHOTO.exists(), reason="corpus missing")
+async def test_upload_api_key_and_anonymous(client: TestClient[Any, Any]) -> None:
+    r = await _upload(client, {"Authorization": "Bearer key-alice"})
+    assert r.status == 201 and (await r.json())["status"] == "ready"
+    r = await _upload(client, {"X-API-Key": "nope"})
+    assert r.status == 401 and (await r.json())["error"]["code"] == "unauthenticated"
+    r = await _upload(client, query="?wait=0")
+    body = await r.json()
+    assert r.status == 201 and body["status"] == "processing"
+    html = await (await client.get(f"/i/{body['id']}")).text()
+    assert "processing" in html and 'http-equiv="refresh"' in html
+
+
+async def test_upload_too_large(redis_url: str, fake: tuple[FakeCluster, str]) -> None:
+    app = create_app(_settings(redis_url, fake[1], limits={"max_upload_bytes": 1000}))
+    async with TestClient(TestServer(app)) as c:
+        form = FormData()
+        form.add_field("file", b"\xff\xd8" + b"x" * 5000, filename="big.jpg", content_type="image/jpeg")
+        r = await c.post("/api/v1/images", data=form)
+        assert r.status == 413 and (await r.json())["error"]["code"] == "payload-too-large"
+
+
+async def test_errors_are_json_or_html(client: TestClient[Any, Any]) -> None:
+    r = await client.get("/api/v1/images/doesnotexist")
+    assert r.status == 404 and (await r.json())["error"]["code"] == "not-found"
+    r = await client.get("/i/doesnotexist")
+    assert r.status == 404 and "text/html" in r.headers["Content-Type"]
+    r = await client.post("/api/v1/images", data=b"x", headers={"Content-Type": "text/plain"})
+    assert r.status == 400 and (await r.json())["error"]["code"] == "bad-request"
+
+
+async def test_sessions_shared_across_apps(redis_url: str, fake: tuple[FakeCluster, str]) -> None:
+    """Two app instances on one Redis: a session made on A works on B."""
+    a = TestClient(TestServer(create_app(_settings(redis_url, fake[1]))))
+    b = TestClient(TestServer(create_app(_settings(redis_url, fake[1]))))
+    async with a, b:
+        await _register(a, "dave", "daves password")
+        _use_cookie(b, _cookie(a))
+        r = await b.get("/api/v1/me")
+        assert r.status == 200 and (await r.json())["name"] == "dave"
+
+
+async def test_login_throttle(redis_url: str, fake: tuple[FakeCluster, str]) -> None:
+    app = create_app(_settings(redis_url, fake[1], login_max_failures=3))
+    async with TestClient(TestServer(app)) as c:
+        token = _csrf(await (await c.get("/login")).text())
+        statuses = []
+        for _ in range(5):
+            r = await c.post("/login", data={"csrf_token": token, "name": "mallory", "password": "guess1234"})
+            statuses.append(r.status)
+        assert statuses[:3] == [401, 401, 401] and statuses[3] == 429
+        assert int(r.headers["Retry-After"]) > 0
+
+
+def test_print_config_redacts_secret() -> None:
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [str(root / ".venv/bin/python"), "-m", "web", "--print-config"],
+        capture_output=True,
+        text=True,
+        env={"PIXELFOX_CLUSTER__SECRET": "hunter2"},
+        timeout=30,
+        cwd=root,
+        check=True,
+    )
+    assert "hunter2" not in out.stdout and '"upload_wait_s"' in out.stdout
