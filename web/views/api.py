@@ -63,10 +63,15 @@ async def resolve_caller(request: web.Request, *, state_changing: bool) -> Calle
 
 def image_json(request: web.Request, image: common_pb2.Image) -> dict[str, Any]:
     body = image_to_json(image)
-    if not body["url"]:
-        body["url"] = f"{request.app[STATE].public_url}/i/{image.slug}"
+    body["url"] = page_url(request, image)
     body["deletion_url"] = ""
     return body
+
+
+def page_url(request: web.Request, image: common_pb2.Image) -> str:
+    """The absolute share-page URL (the manager may send none, or a path without its origin)."""
+    url = image.url or f"/i/{image.slug}"
+    return f"{request.app[STATE].public_url}{url}" if url.startswith("/") else url
 
 
 async def _save_part(part: BodyPartReader, limit: int) -> Path:

@@ -10,9 +10,9 @@ from aiohttp_session import get_session
 
 from pixelfox.client.images import status_name
 from pixelfox.v1 import common_pb2
-from web.keys import MANAGER, SETTINGS, STATE
+from web.keys import MANAGER, SETTINGS
 from web.sessions import current_user
-from web.views.api import resolve_caller
+from web.views.api import page_url, resolve_caller
 from web.views.common import render
 
 MIME = {
@@ -73,7 +73,7 @@ async def image_page(request: web.Request) -> web.Response:
     image = await request.app[MANAGER].get_image(slug, caller.metadata)
     status = status_name(image)
     picture = build_picture(image)
-    page_url = image.url or f"{request.app[STATE].public_url}/i/{image.slug}"
+    page = page_url(request, image)
     direct = image.original_url or (picture.og.url if picture.og else "")
     embed_src = picture.og.url if picture.og else direct
     title = image.title or image.filename or image.slug
@@ -82,7 +82,7 @@ async def image_page(request: web.Request) -> web.Response:
         "status": status,
         "picture": picture,
         "sizes": SIZES,
-        "page_url": page_url,
+        "page_url": page,
         "direct_url": direct,
         "title": title,
         "og_type": MIME.get(picture.og.format.lower(), "") if picture.og else "",
