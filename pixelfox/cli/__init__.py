@@ -1,0 +1,1 @@
+"""The ``pixelfox`` command line: ``up``, ``put``, ``status``, ``users``, ``keys``."""

@@ -1,0 +1,69 @@
+"""How a command finds its cluster: flags, environment, or the ``.pixelfox/`` state of ``pixelfox up``.
+
+Run in the folder where ``pixelfox up`` runs (or below it), every command reads
+``.pixelfox/cluster.json``, which holds the manager address, the web URL, the local admin
+API key and the cluster secret (file mode 0600). Elsewhere, ``--manager`` /
+``PIXELFOX_MANAGER`` and ``--api-key`` / ``PIXELFOX_API_KEY`` say where and who.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+STATE_DIR = ".pixelfox"
+STATE_FILE = "cluster.json"
+
+
+@dataclass(frozen=True)
+class ClusterRef:
+    manager: str
+    api_key: str = ""
+    secret: str = ""  # only for the local cluster: the admin of a local cluster holds its secret
+    web_url: str = ""
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        from pixelfox.grpcx.auth import api_key_metadata, node_metadata
+
+        if self.api_key:
+            return api_key_metadata(self.api_key)
+        return node_metadata(self.secret) if self.secret else ()
+
+    def admin_metadata(self) -> tuple[tuple[str, str], ...]:
+        """Cluster credential when known (local admin), else the API key."""
+        from pixelfox.grpcx.auth import api_key_metadata, node_metadata
+
+        return node_metadata(self.secret) if self.secret else api_key_metadata(self.api_key)
+
+
+def find_state(start: Path | None = None) -> Path | None:
+    """The nearest ``.pixelfox/cluster.json`` from ``start`` (default: cwd) upwards."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / STATE_DIR / STATE_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def resolve(manager: str | None, api_key: str | None) -> ClusterRef:
+    """Flags beat environment beat the local state file; SystemExit with a hint if nothing is found."""
+    manager = manager or os.environ.get("PIXELFOX_MANAGER")
+    api_key = api_key or os.environ.get("PIXELFOX_API_KEY")
+    state = find_state()
+    data = json.loads(state.read_text()) if state else {}
+    if manager and manager != data.get("manager"):
+        return ClusterRef(manager=manager, api_key=api_key or "")
+    if not data and not manager:
+        raise SystemExit(
+            "no cluster found: run `pixelfox up` in this folder, or pass --manager HOST:PORT "
+            "(or set PIXELFOX_MANAGER) and --api-key (PIXELFOX_API_KEY)"
+        )
+    return ClusterRef(
+        manager=manager or data["manager"],
+        api_key=api_key or data.get("admin_api_key", ""),
+        secret=data.get("secret", ""),
+        web_url=data.get("web_url", ""),
+    )

@@ -1,0 +1,234 @@
+"""``pixelfox up``: a whole local cluster on loopback, every node a child process.
+
+Layout under ``<cwd>/.pixelfox/``: ``cluster.json`` (what other commands read), ``secret``
+(the cluster credential, kept across restarts), ``pixelfox.db`` (SQLite metadata),
+``redis/`` (the private Redis' AOF, when no Redis URL is given), ``data/<node>/`` (storage
+pools and upload staging) and ``logs/<node>.log``. Ports are picked free on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from pixelfox.cli.context import STATE_DIR, STATE_FILE
+from pixelfox.grpcx.auth import node_metadata
+from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Counts:
+    upload: int = 2
+    proc: int = 2
+    storage: int = 2
+    web: int = 1
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+@dataclass
+class LocalCluster:
+    """Start, watch and stop the children of one local cluster rooted at ``root``."""
+
+    root: Path
+    counts: Counts = field(default_factory=Counts)
+    redis_url: str = ""
+    host: str = "127.0.0.1"
+    children: list[Child] = field(default_factory=list)
+    manager_address: str = ""
+    web_urls: list[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> Path:
+        return self.root / STATE_DIR
+
+    def _secret(self) -> str:
+        path = self.state / "secret"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def _env(self, node_id: str, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELFOX_")}
+        env.update({
+            "PIXELFOX_NODE_ID": node_id,
+            "PIXELFOX_CLUSTER__MANAGER": self.manager_address,
+            "PIXELFOX_CLUSTER__SECRET": self.secret,
+            "PIXELFOX_GRPC__HOST": self.host,
+            "PIXELFOX_METRICS_PORT": str(free_port()),
+            "PIXELFOX_LOG__LEVEL": os.environ.get("PIXELFOX_LOG__LEVEL", "INFO"),
+            "PYTHONUNBUFFERED": "1",
+        })
+        env.update(extra)
+        return env
+
+    def _spawn(self, name: str, module: str, env: dict[str, str]) -> Child:
+        log = self.state / "logs" / f"{name}.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    cwd=self.root, start_new_session=True)
+        child = Child(name, proc, log)
+        self.children.append(child)
+        return child
+
+    def _start_redis(self) -> str:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise SystemExit("redis-server not found: install it (Debian: apt-get install redis-server) "
+                             "or set PIXELFOX_REDIS__URL to an existing Redis")
+        port = free_port()
+        folder = self.state / "redis"
+        folder.mkdir(exist_ok=True)
+        log = self.state / "logs" / "redis.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                [exe, "--bind", self.host, "--port", str(port), "--dir", str(folder), "--appendonly", "yes",
+                 "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes"],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self.children.append(Child("redis", proc, log))
+        return f"redis://{self.host}:{port}/0"
+
+    def start(self) -> None:
+        """Start Redis (unless a URL is set), the manager, then every other node."""
+        for sub in ("logs", "data"):
+            (self.state / sub).mkdir(parents=True, exist_ok=True)
+        self.secret = self._secret()
+        self.redis_url = self.redis_url or os.environ.get("PIXELFOX_REDIS__URL", "") or self._start_redis()
+        self.manager_address = f"{self.host}:{free_port()}"
+        db = os.environ.get("PIXELFOX_DATABASE__URL") or f"sqlite+aiosqlite:///{self.state / 'pixelfox.db'}"
+        self._spawn("manager1", "nodes.manager", self._env(
+            "manager1", PIXELFOX_GRPC__PORT=self.manager_address.rsplit(":", 1)[1],
+            PIXELFOX_REDIS__URL=self.redis_url, PIXELFOX_DATABASE__URL=db,
+            PIXELFOX_REPLICAS=str(min(2, self.counts.storage))))
+        for i in range(1, self.counts.storage + 1):
+            self.add_storage(f"storage{i}")
+        for i in range(1, self.counts.upload + 1):
+            name = f"upload{i}"
+            self._spawn(name, "nodes.upload", self._env(
+                name, PIXELFOX_GRPC__PORT=str(free_port()),
+                PIXELFOX_STAGING_DIR=str(self.state / "data" / name)))
+        workers = max(1, (os.cpu_count() or 1) // max(1, self.counts.proc))
+        for i in range(1, self.counts.proc + 1):
+            name = f"proc{i}"
+            self._spawn(name, "nodes.proc", self._env(name, PIXELFOX_GRPC__PORT=str(free_port()),
+                                                      PIXELFOX_WORKERS=str(workers)))
+        for i in range(1, self.counts.web + 1):
+            self.add_web(f"web{i}")
+
+    def add_storage(self, name: str) -> None:
+        port = free_port()
+        self._spawn(name, "nodes.storage", self._env(
+            name, PIXELFOX_GRPC__PORT=str(free_port()), PIXELFOX_HTTP__HOST=self.host,
+            PIXELFOX_HTTP__PORT=str(port), PIXELFOX_HTTP__PUBLIC_URL=f"http://{self.host}:{port}",
+            PIXELFOX_DATA_DIR=str(self.state / "data" / name)))
+
+    def add_web(self, name: str) -> str:
+        port = free_port()
+        url = f"http://{self.host}:{port}"
+        self._spawn(name, "web", self._env(
+            name, PIXELFOX_HTTP__HOST=self.host, PIXELFOX_HTTP__PORT=str(port), PIXELFOX_HTTP__PUBLIC_URL=url,
+            PIXELFOX_REDIS__URL=self.redis_url))
+        self.web_urls.append(url)
+        return url
+
+    def dead_children(self) -> list[Child]:
+        return [c for c in self.children if c.proc.poll() is not None]
+
+    async def wait_ready(self, timeout_s: float = 60.0) -> list[common_pb2.Node]:
+        """Wait until the manager is SERVING and every node is registered and healthy."""
+        expected = self.counts.upload + self.counts.proc + self.counts.storage + self.counts.web
+        deadline = time.monotonic() + timeout_s
+        md = node_metadata(self.secret)
+        async with grpc.aio.insecure_channel(self.manager_address) as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            stub = manager_pb2_grpc.ManagerServiceStub(ch)
+            while True:
+                if dead := self.dead_children():
+                    names = ", ".join(f"{c.name} (see {c.log})" for c in dead)
+                    raise SystemExit(f"a node exited during start-up: {names}")
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"cluster not ready after {timeout_s:.0f} s; logs are in {self.state / 'logs'}")
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    h = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                    if h.status == health_pb2.HealthCheckResponse.SERVING:
+                        nodes = (await stub.ListNodes(manager_pb2.ListNodesRequest(), metadata=md, timeout=2)).nodes
+                        if sum(1 for n in nodes if n.healthy) >= expected:
+                            return list(nodes)
+                await asyncio.sleep(0.25)
+
+    async def ensure_admin(self) -> str:
+        """The local admin's API key, creating user ``admin`` and a key on first start."""
+        path = self.state / STATE_FILE
+        if path.exists():
+            old = json.loads(path.read_text())
+            if old.get("admin_api_key"):
+                return str(old["admin_api_key"])
+        md = node_metadata(self.secret)
+        async with grpc.aio.insecure_channel(self.manager_address) as ch:
+            stub = manager_pb2_grpc.ManagerServiceStub(ch)
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await stub.CreateUser(manager_pb2.CreateUserRequest(
+                    name="admin", password=secrets.token_urlsafe(24), admin=True), metadata=md, timeout=10)
+            reply = await stub.CreateApiKey(manager_pb2.CreateApiKeyRequest(user_name="admin", label="local admin"),
+                                            metadata=md, timeout=10)
+        return reply.key
+
+    def write_state(self, admin_key: str) -> Path:
+        path = self.state / STATE_FILE
+        path.write_text(json.dumps({
+            "manager": self.manager_address, "web_url": self.web_urls[0] if self.web_urls else "",
+            "web_urls": self.web_urls, "redis_url": self.redis_url, "secret": self.secret,
+            "admin_api_key": admin_key, "pid": os.getpid(),
+        }, indent=2))
+        path.chmod(0o600)
+        return path
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        """SIGTERM every child (web and workers first, Redis last), then SIGKILL what outlives ``grace_s``."""
+        order = {"web": 0, "upload": 1, "proc": 1, "storage": 2, "manager": 3, "redis": 4}
+        ranked = sorted(self.children, key=lambda c: order.get(c.name.rstrip("0123456789"), 5))
+        for rank in sorted({order.get(c.name.rstrip("0123456789"), 5) for c in ranked}):
+            group = [c for c in ranked if order.get(c.name.rstrip("0123456789"), 5) == rank and c.proc.poll() is None]
+            for c in group:
+                with contextlib.suppress(ProcessLookupError):
+                    c.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            for c in group:
+                try:
+                    c.proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    c.proc.kill()
+                    c.proc.wait()
+        state = self.state / STATE_FILE
+        with contextlib.suppress(OSError):
+            data = json.loads(state.read_text())
+            data["pid"] = None
+            state.write_text(json.dumps(data, indent=2))

@@ -1,0 +1,206 @@
+"""Entry point of the ``pixelfox`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import json
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+from rich.console import Console
+from rich.table import Table
+
+from pixelfox import errors
+from pixelfox.cli import context, put
+from pixelfox.cli.launcher import Counts, LocalCluster
+from pixelfox.grpcx.client import map_rpc_errors
+from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
+
+ROLE_NAMES = {
+    common_pb2.NODE_ROLE_MANAGER: "manager", common_pb2.NODE_ROLE_UPLOAD: "upload",
+    common_pb2.NODE_ROLE_PROC: "proc", common_pb2.NODE_ROLE_STORAGE: "storage", common_pb2.NODE_ROLE_WEB: "web",
+}
+STATUS_NAMES = {
+    common_pb2.NODE_STATUS_ACTIVE: "active", common_pb2.NODE_STATUS_INACTIVE: "inactive",
+    common_pb2.NODE_STATUS_MAINTENANCE: "maintenance", common_pb2.NODE_STATUS_DRAINING: "draining",
+}
+
+# ---- up --------------------------------------------------------------------------------------
+
+async def _up(opts: argparse.Namespace, console: Console) -> int:
+    cluster = LocalCluster(Path.cwd(), Counts(opts.upload, opts.proc, opts.storage, opts.web),
+                           redis_url=opts.redis_url or "")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        cluster.start()
+        with console.status("starting the cluster..."):
+            await cluster.wait_ready(opts.timeout)
+            admin_key = await cluster.ensure_admin()
+        cluster.write_state(admin_key)
+        print(f"web: {cluster.web_urls[0]}", flush=True)
+        print(f"manager: {cluster.manager_address}", flush=True)
+        print("ready", flush=True)
+        if opts.import_dir:
+            files = sorted(p for p in Path(opts.import_dir).iterdir() if p.is_file() and not p.name.startswith("."))
+            ref = context.ClusterRef(cluster.manager_address, api_key=admin_key, web_url=cluster.web_urls[0])
+            await put.put_files(ref, files, as_json=False, wait=True, timeout_s=300, console=Console(soft_wrap=True))
+            print("import done", flush=True)
+        if opts.exit_after_import:
+            return 0
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            if dead := cluster.dead_children():
+                for c in dead:
+                    console.print(f"[red]{c.name} exited with {c.proc.returncode}; see {c.log}[/]")
+                return 1
+        return 0
+    finally:
+        console.print("stopping the cluster...")
+        cluster.stop()
+
+
+def cmd_up(opts: argparse.Namespace) -> int:
+    return asyncio.run(_up(opts, Console(stderr=True)))
+
+
+# ---- status ----------------------------------------------------------------------------------
+
+async def _nodes(ref: context.ClusterRef) -> list[common_pb2.Node]:
+    async with grpc.aio.insecure_channel(ref.manager) as ch, map_rpc_errors():
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        return list((await stub.ListNodes(manager_pb2.ListNodesRequest(), metadata=ref.admin_metadata(),
+                                          timeout=10)).nodes)
+
+
+def cmd_status(opts: argparse.Namespace) -> int:
+    ref = context.resolve(opts.manager, opts.api_key)
+    nodes = asyncio.run(_nodes(ref))
+    rows = [{
+        "role": ROLE_NAMES.get(n.role, "?"), "id": n.node_id, "address": n.grpc_address,
+        "health": "healthy" if n.healthy else "unhealthy", "status": STATUS_NAMES.get(n.status, "?"),
+        "load": round(n.load, 3), "in_use": n.in_use, "capacity": n.capacity, "free_bytes": n.free_bytes,
+        "last_heartbeat_age_s": round(n.last_heartbeat_age_s, 2), "http_url": n.http_url,
+        "metrics_url": n.metrics_url,
+    } for n in nodes]
+    rows.insert(0, {"role": "manager", "id": "manager", "address": ref.manager, "health": "healthy",
+                    "status": "active", "load": 0.0, "in_use": 0, "capacity": 0, "free_bytes": 0,
+                    "last_heartbeat_age_s": 0.0, "http_url": "", "metrics_url": ""})
+    if opts.json:
+        print(json.dumps({"nodes": rows}, indent=2))
+        return 0
+    table = Table("role", "id", "address", "health", "status", "load", "http")
+    for r in rows:
+        style = "" if r["health"] == "healthy" else "red"
+        table.add_row(r["role"], r["id"], r["address"], r["health"], r["status"], f"{r['load']:.0%}",
+                      r["http_url"], style=style)
+    Console().print(table)
+    return 0 if all(r["health"] == "healthy" for r in rows) else 1
+
+
+# ---- users / keys ------------------------------------------------------------------------------
+
+async def _call(ref: context.ClusterRef, method: str, request: object) -> object:
+    async with grpc.aio.insecure_channel(ref.manager) as ch, map_rpc_errors():
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        return await getattr(stub, method)(request, metadata=ref.admin_metadata(), timeout=30)
+
+
+def cmd_users_create(opts: argparse.Namespace) -> int:
+    ref = context.resolve(opts.manager, opts.api_key)
+    if opts.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {opts.name}: ")
+        if password != getpass.getpass("again: "):
+            raise errors.BadRequest("the passwords differ")
+    user = asyncio.run(_call(ref, "CreateUser", manager_pb2.CreateUserRequest(
+        name=opts.name, password=password, admin=opts.admin)))
+    assert isinstance(user, manager_pb2.User)
+    print(f"created {user.role} {user.name} ({user.id})")
+    return 0
+
+
+def cmd_keys_create(opts: argparse.Namespace) -> int:
+    ref = context.resolve(opts.manager, opts.api_key)
+    reply = asyncio.run(_call(ref, "CreateApiKey", manager_pb2.CreateApiKeyRequest(
+        user_name=opts.name, label=opts.label)))
+    assert isinstance(reply, manager_pb2.CreateApiKeyResponse)
+    print(reply.key)
+    return 0
+
+
+def cmd_put(opts: argparse.Namespace) -> int:
+    ref = context.resolve(opts.manager, opts.api_key)
+    return put.run(ref, opts.files, as_json=opts.json, wait=opts.wait, timeout_s=opts.timeout)
+
+
+# ---- parser ----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pixelfox", description="PixelFox: self-hosted image hosting that scales out")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_target(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--manager", help="manager HOST:PORT (env PIXELFOX_MANAGER; default: local cluster)")
+        sp.add_argument("--api-key", help="API key (env PIXELFOX_API_KEY; default: local admin)")
+        return sp
+
+    up = sub.add_parser("up", help="run a whole local cluster on loopback until Ctrl-C")
+    up.add_argument("--upload", type=int, default=2, help="upload nodes (default 2)")
+    up.add_argument("--proc", type=int, default=2, help="processing nodes (default 2)")
+    up.add_argument("--storage", type=int, default=2, help="storage nodes (default 2)")
+    up.add_argument("--web", type=int, default=1, help="web nodes (default 1)")
+    up.add_argument("--redis-url", help="use this Redis instead of a private redis-server")
+    up.add_argument("--import", dest="import_dir", metavar="DIR", help="upload every file in DIR once ready")
+    up.add_argument("--exit-after-import", action="store_true", help="stop the cluster once --import is done")
+    up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for every node (default 90)")
+    up.set_defaults(func=cmd_up)
+
+    pt = with_target(sub.add_parser("put", help="upload files and print their share links"))
+    pt.add_argument("files", nargs="+", metavar="FILE")
+    pt.add_argument("--json", action="store_true", help="print one JSON object per file (JSON Lines)")
+    pt.add_argument("--wait", action="store_true", help="wait until each image is ready or failed")
+    pt.add_argument("--timeout", type=float, default=120.0, help="seconds to wait per image with --wait")
+    pt.set_defaults(func=cmd_put)
+
+    st = with_target(sub.add_parser("status", help="list every node with health and load"))
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+
+    users = sub.add_parser("users", help="manage users").add_subparsers(dest="users_cmd", required=True)
+    uc = with_target(users.add_parser("create", help="create a user (password prompted)"))
+    uc.add_argument("name")
+    uc.add_argument("--admin", action="store_true")
+    uc.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    uc.set_defaults(func=cmd_users_create)
+
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_cmd", required=True)
+    kc = with_target(keys.add_parser("create", help="print a new API key for user NAME"))
+    kc.add_argument("name")
+    kc.add_argument("--label", default="cli")
+    kc.set_defaults(func=cmd_keys_create)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    opts = build_parser().parse_args(argv)
+    try:
+        sys.exit(opts.func(opts))
+    except errors.PixelfoxError as exc:
+        print(f"pixelfox: {exc.message} ({exc.code})", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""``pixelfox put``: upload files over gRPC with a progress bar, optionally wait until ready."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from pixelfox import errors
+from pixelfox.cli.context import ClusterRef
+from pixelfox.client.images import image_to_json, rejected_json, status_name
+from pixelfox.client.uploader import upload_file
+from pixelfox.grpcx.client import map_rpc_errors
+from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
+
+
+async def wait_image(stub: manager_pb2_grpc.ManagerServiceStub, md: Any, slug: str,
+                     timeout_s: float) -> common_pb2.Image:
+    """Poll ``GetImage`` every 0.25 s until the image is ready or failed, or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        async with map_rpc_errors():
+            img = await stub.GetImage(manager_pb2.GetImageRequest(slug=slug), metadata=md, timeout=10)
+        if status_name(img) != "processing" or time.monotonic() > deadline:
+            return img
+        await asyncio.sleep(0.25)
+
+
+async def put_files(ref: ClusterRef, files: list[Path], *, as_json: bool, wait: bool, timeout_s: float,
+                    console: Console) -> list[dict[str, Any]]:
+    """Upload ``files`` in order; returns one JSON object per file (``put --json`` lines)."""
+    md = ref.metadata()
+    results: list[dict[str, Any]] = []
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                        console=console, transient=True, disable=not console.is_terminal)
+    async with grpc.aio.insecure_channel(ref.manager) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        with progress:
+            for path in files:
+                task = progress.add_task(path.name, total=path.stat().st_size if path.is_file() else 0)
+                try:
+                    if not path.is_file():
+                        raise errors.NotFound(f"no such file: {path}")
+                    img = await upload_file(stub, md, path, progress=lambda n, _t, t=task: progress.update(t, completed=n))
+                    if wait:
+                        img = await wait_image(stub, md, img.slug, timeout_s)
+                    out = {"file": str(path), **image_to_json(img)}
+                except errors.PixelfoxError as exc:
+                    out = rejected_json(str(path), exc.code, exc.message)
+                progress.remove_task(task)
+                results.append(out)
+                if as_json:
+                    print(json.dumps(out), flush=True)
+                elif out["status"] == "rejected":
+                    console.print(f"[red]✗[/] {path}: {out['error']['message']}")
+                elif out["status"] == "failed":
+                    console.print(f"[red]✗[/] {path}: {out['error']['message']} ({out['url']})")
+                else:
+                    mark = "[green]✓[/]" if out["status"] == "ready" else "[yellow]…[/]"
+                    console.print(f"{mark} {path} → {out['url']}  [dim]{out['status']}[/]")
+    return results
+
+
+def run(ref: ClusterRef, files: list[str], as_json: bool, wait: bool, timeout_s: float) -> int:
+    console = Console(stderr=True, soft_wrap=True)
+    results = asyncio.run(put_files(ref, [Path(f) for f in files], as_json=as_json, wait=wait,
+                                    timeout_s=timeout_s, console=console))
+    good = {"ready"} if wait else {"ready", "processing"}
+    return 0 if all(r["status"] in good for r in results) else 1
+
+
