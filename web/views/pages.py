@@ -40,6 +40,14 @@ def _by_format(image: common_pb2.Image, fmt: str) -> list[common_pb2.Variant]:
     return sorted((v for v in image.variants if v.format.lower() == fmt and v.url), key=lambda v: v.width)
 
 
+def _srcset(variants: list[common_pb2.Variant]) -> str:
+    """``url 320w, url 800w``; one candidate per width (small images yield equal-width variants)."""
+    seen: dict[int, str] = {}
+    for v in variants:
+        seen.setdefault(v.width, v.url)
+    return ", ".join(f"{url} {w}w" for w, url in sorted(seen.items()))
+
+
 def _named(variants: list[common_pb2.Variant], names: tuple[str, ...]) -> common_pb2.Variant | None:
     for name in names:
         for v in variants:
@@ -52,12 +60,17 @@ def build_picture(image: common_pb2.Image) -> Picture:
     sources = []
     for fmt in ("avif", "webp"):
         vs = _by_format(image, fmt)
+        if image.frames > 1:  # a still AVIF must not win over an animated WebP
+            vs = [v for v in vs if v.frames > 1]
         if vs:
-            sources.append((MIME[fmt], ", ".join(f"{v.url} {v.width}w" for v in vs)))
+            sources.append((MIME[fmt], _srcset(vs)))
     jpeg, webp = _by_format(image, "jpeg") or _by_format(image, "jpg"), _by_format(image, "webp")
     any_web = jpeg or webp or _by_format(image, "png") or _by_format(image, "gif")
     fallback = _named(jpeg, ("medium", "large")) or (jpeg[-1] if jpeg else None)
     fallback = fallback or _named(any_web, ("medium", "large")) or (any_web[-1] if any_web else None)
+    animated = [v for v in webp if v.frames > 1]
+    if image.frames > 1 and animated:  # keep animations moving in the <img> fallback too
+        fallback = _named(animated, ("medium", "large")) or animated[-1]
     og = _named(jpeg, DISPLAY_NAMES) or _named(webp, DISPLAY_NAMES) or fallback
     return Picture(sources=sources, fallback=fallback, og=og)
 
@@ -75,7 +88,8 @@ async def image_page(request: web.Request) -> web.Response:
     picture = build_picture(image)
     page = page_url(request, image)
     direct = image.original_url or (picture.og.url if picture.og else "")
-    embed_src = picture.og.url if picture.og else direct
+    embed = picture.fallback if image.frames > 1 else picture.og  # animations embed as animated WebP
+    embed_src = embed.url if embed else direct
     title = image.title or image.filename or image.slug
     ctx: dict[str, Any] = {
         "image": image,
