@@ -87,7 +87,9 @@ def _not_modified(request: web.Request, info: ObjectInfo) -> bool:
 
 def _precondition_failed(request: web.Request, info: ObjectInfo) -> bool:
     im = request.if_match
-    return im is not None and not any(e.value == ETAG_ANY or (e.value == info.sha256 and not e.is_weak) for e in im)
+    return im is not None and not any(
+        e.value == ETAG_ANY or (e.value == info.sha256 and not e.is_weak) for e in im
+    )
 
 
 def _range_applies(request: web.Request, info: ObjectInfo) -> bool:

@@ -60,7 +60,9 @@ class StorageService:
         await self.refresh_usage()
         return Stored(info, self.url_for(key))
 
-    async def get(self, key: str, offset: int = 0, length: int = 0) -> tuple[ObjectInfo, AsyncIterator[bytes]]:
+    async def get(
+        self, key: str, offset: int = 0, length: int = 0
+    ) -> tuple[ObjectInfo, AsyncIterator[bytes]]:
         """Info plus the bytes ``[offset, offset+length)``; ``length`` 0 means to the end."""
         info = await self.stat(key)
         if info is None:

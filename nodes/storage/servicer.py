@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
@@ -19,28 +21,47 @@ async def _data(requests: AsyncIterator[storage_pb2.PutRequest]) -> AsyncIterato
         yield req.data
 
 
+async def _drain(requests: AsyncIterator[storage_pb2.PutRequest], limit_s: float) -> None:
+    """Read and drop what the client still sends before answering.
+
+    grpc-python clients that are still writing when the server has already answered may
+    report ``INTERNAL: Internal error from Core`` instead of the real status (the failed send
+    overrides it), so a put that ends early (an error, or an idempotent re-put whose bytes
+    are not needed) consumes the rest of the stream first, for at most ``limit_s`` seconds.
+    """
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(limit_s):
+            async for _ in requests:
+                pass
+
+
 class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     def __init__(self, service: StorageService) -> None:
         self.service = service
 
     @rpc(cluster=True)
-    async def Put(  # noqa: N802
+    async def Put(
         self, request_iterator: AsyncIterator[storage_pb2.PutRequest], context: grpc.aio.ServicerContext
     ) -> storage_pb2.PutResponse:
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("msg") != "header":
             raise errors.BadRequest("the first message must be the header")
         h = first.header
-        stored = await self.service.put(
-            h.key, _data(request_iterator), content_type=h.content_type, sha256=h.sha256, size=h.size
-        )
+        try:
+            stored = await self.service.put(
+                h.key, _data(request_iterator), content_type=h.content_type, sha256=h.sha256, size=h.size
+            )
+        except errors.PixelfoxError:
+            await _drain(request_iterator, 5.0)
+            raise
+        await _drain(request_iterator, 60.0)  # no-op unless the stream was not needed
         info = stored.info
         return storage_pb2.PutResponse(
             key=info.key, size=info.size, sha256=info.sha256, etag=info.etag, url=stored.url
         )
 
     @rpc_stream(cluster=True)
-    async def Get(  # noqa: N802
+    async def Get(
         self, request: storage_pb2.GetRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[storage_pb2.GetResponse]:
         info, chunks = await self.service.get(request.key, request.offset, request.length)
@@ -55,7 +76,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             yield storage_pb2.GetResponse(size=info.size, content_type=info.content_type)
 
     @rpc(cluster=True)
-    async def Stat(  # noqa: N802
+    async def Stat(
         self, request: storage_pb2.StatRequest, context: grpc.aio.ServicerContext
     ) -> storage_pb2.StatResponse:
         info = await self.service.stat(request.key)
@@ -66,7 +87,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         )
 
     @rpc(cluster=True)
-    async def Delete(  # noqa: N802
+    async def Delete(
         self, request: storage_pb2.DeleteRequest, context: grpc.aio.ServicerContext
     ) -> storage_pb2.DeleteResponse:
         return storage_pb2.DeleteResponse(deleted=await self.service.delete(request.key))

@@ -33,7 +33,9 @@ def _sha256_path(path: Path) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-async def _put_requests(header: storage_pb2.PutHeader, source: bytes | Path) -> AsyncIterator[storage_pb2.PutRequest]:
+async def _put_requests(
+    header: storage_pb2.PutHeader, source: bytes | Path
+) -> AsyncIterator[storage_pb2.PutRequest]:
     yield storage_pb2.PutRequest(header=header)
     if isinstance(source, bytes):
         for i in range(0, len(source), CHUNK_SIZE):

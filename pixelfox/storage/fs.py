@@ -188,7 +188,9 @@ class FsStore:
         sha256 = sha256.lower()
         expected_type = content_type_for(key)
         if content_type and content_type.split(";")[0].strip().lower() != expected_type:
-            raise errors.BadRequest(f"content type {content_type[:64]!r} does not match the key ({expected_type})")
+            raise errors.BadRequest(
+                f"content type {content_type[:64]!r} does not match the key ({expected_type})"
+            )
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
             raise errors.BadRequest("sha256 must be 64 hex digits")
         if size <= 0:
