@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from pydantic import Field
+from yarl import URL
 
 from pixelfox.config import HttpServerSettings, LimitsSettings, NodeSettings, RedisSettings
 
@@ -39,3 +42,11 @@ class WebSettings(NodeSettings):
         if self.http.public_url:
             return self.http.public_url.rstrip("/")
         return f"http://{self.http.host}:{bound_port or self.http.port}"
+
+    def redacted(self) -> str:
+        """As :meth:`NodeSettings.redacted`, plus the password of the Redis URL masked."""
+        data = json.loads(super().redacted())
+        url = URL(self.redis.url)
+        if url.password:
+            data["redis"]["url"] = str(url.with_password("**********"))
+        return json.dumps(data, indent=2)

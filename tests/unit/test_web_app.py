@@ -366,9 +366,9 @@ def test_print_config_redacts_secret() -> None:
         [str(root / ".venv/bin/python"), "-m", "web", "--print-config"],
         capture_output=True,
         text=True,
-        env={"PIXELFOX_CLUSTER__SECRET": "hunter2"},
+        env={"PIXELFOX_CLUSTER__SECRET": "hunter2", "PIXELFOX_REDIS__URL": "redis://:hunter3@h:1/0"},
         timeout=30,
         cwd=root,
         check=True,
     )
-    assert "hunter2" not in out.stdout and '"upload_wait_s"' in out.stdout
+    assert "hunter2" not in out.stdout and "hunter3" not in out.stdout and '"upload_wait_s"' in out.stdout
