@@ -129,9 +129,9 @@ async def get_object(request: web.Request) -> web.StreamResponse:
         if "%" in request.raw_path:
             raise errors.BadRequest()
         validate_key(key)
+        info = await service.stat(key)  # BadRequest too if the path leaves the root
     except errors.BadRequest:
         raise errors.NotFound() from None
-    info = await service.stat(key)
     if info is None:
         raise errors.NotFound()
     headers = _object_headers(info)
