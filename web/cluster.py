@@ -73,6 +73,14 @@ class Manager:
                 manager_pb2.WhoAmIRequest(), metadata=self.as_api_key(api_key), timeout=RPC_TIMEOUT_S
             )
 
+    async def create_api_key(self, user_id: str, label: str) -> manager_pb2.CreateApiKeyResponse:
+        async with map_rpc_errors():
+            return await self.stub.CreateApiKey(
+                manager_pb2.CreateApiKeyRequest(label=label),
+                metadata=self.as_user(user_id),
+                timeout=RPC_TIMEOUT_S,
+            )
+
     async def get_image(self, slug: str, metadata: Metadata) -> common_pb2.Image:
         async with map_rpc_errors():
             return await self.stub.GetImage(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from web.views import api, auth, health, pages
+from web.views import api, auth, health, pages, sharex
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -21,6 +21,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/login", auth.login_page, name="login")
     r.add_post("/login", auth.login_post, name="login_post")
     r.add_post("/logout", auth.logout_post, name="logout")
+    r.add_post("/sharex", sharex.sharex_config, name="sharex")
     r.add_post("/api/v1/images", api.upload, name="api_upload")
     r.add_get("/api/v1/images/{slug:[A-Za-z0-9_-]{1,64}}", api.get_image, name="api_image")
     r.add_get("/api/v1/me", api.me, name="api_me")

@@ -207,7 +207,20 @@ async def test_csrf_required_on_forms(cluster: Any, http: aiohttp.ClientSession)
     assert status == 403, body
 
 
+async def test_sharex_config_key_uploads(cluster: Any, http: aiohttp.ClientSession) -> None:
+    b = Browser(http, cluster.web_url)
+    await b.register(_user())
+    token = await b.csrf("/my")
+    status, body, headers = await b.post("/sharex", {"csrf_token": token})
+    assert status == 200, body
+    assert ".sxcu" in headers["Content-Disposition"]
+    conf = json.loads(body)
+    async with http.post(conf["RequestURL"], data=_upload_form(), headers=conf["Headers"]) as r:
+        assert r.status == 201, await r.text()
+
+
 async def test_session_shared_across_instances_and_restart(cluster: Any, http: aiohttp.ClientSession) -> None:
+    """Kept last: restarting instance A may move it to a new URL."""
     url_a = cluster.web_url
     url_b = cluster.start_web("web-e2e-b")
     a = Browser(http, url_a)

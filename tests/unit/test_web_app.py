@@ -7,6 +7,7 @@ sessions / API keys / anonymous, the image page's <picture> and OG tags, errors 
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
@@ -100,6 +101,12 @@ class FakeCluster(manager_pb2_grpc.ManagerServiceServicer, upload_pb2_grpc.Uploa
         if not name:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad api key")
         return manager_pb2.User(id=f"u-{name}", name=name, role="user")
+
+    async def CreateApiKey(self, request: Any, context: Any) -> manager_pb2.CreateApiKeyResponse:
+        name = self._caller(context).acting_user.removeprefix("u-")
+        key = f"key-{name}-{len(self.keys)}"
+        self.keys[key] = name
+        return manager_pb2.CreateApiKeyResponse(key=key, key_id=key[:10], user_name=name)
 
     async def CreateUpload(self, request: Any, context: Any) -> manager_pb2.CreateUploadResponse:
         caller = self._caller(context)
@@ -372,3 +379,17 @@ def test_print_config_redacts_secret() -> None:
         check=True,
     )
     assert "hunter2" not in out.stdout and "hunter3" not in out.stdout and '"upload_wait_s"' in out.stdout
+
+
+@pytest.mark.skipif(not PHOTO.exists(), reason="corpus missing")
+async def test_sharex_config(client: TestClient[Any, Any]) -> None:
+    await _register(client, "erin", "erins password")
+    token = _csrf(await (await client.get("/my")).text())
+    assert (await client.post("/sharex", data={})).status == 403
+    r = await client.post("/sharex", data={"csrf_token": token})
+    assert r.status == 200 and ".sxcu" in r.headers["Content-Disposition"]
+    conf = json.loads(await r.text())
+    assert conf["URL"] == "{json:url}" and conf["FileFormName"] == "file"
+    assert conf["RequestURL"].endswith("/api/v1/images")
+    r = await _upload(client, {"Authorization": conf["Headers"]["Authorization"]})
+    assert r.status == 201
