@@ -53,13 +53,23 @@ class Processor:
                 await client.close()
         raise last
 
-    async def _store(self, job: manager_pb2.Job, variants: tuple[imaging.Variant, ...]) -> list[str]:
+    async def _store(self, job: manager_pb2.Job, variants: tuple[imaging.Variant, ...],
+                     stored: dict[str, tuple[int, str]]) -> list[str]:
+        """Write every variant to every target node; ``stored`` gets (size, sha256) of keys that already
+        held other bytes. Returns the ids of the nodes that took all variants."""
+
         async def put_all(node: common_pb2.Node) -> str:
             client = StorageClient(node.grpc_address, self.secret)
             try:
                 for v in variants:
                     key = variant_key(job.sha256, job.recipe_version, v.name, v.format)
-                    await client.put(key, v.data, content_type=v.mime, sha256=hashlib.sha256(v.data).hexdigest())
+                    try:
+                        await client.put(key, v.data, content_type=v.mime, sha256=hashlib.sha256(v.data).hexdigest())
+                    except errors.AlreadyExists:
+                        # A re-run whose encoder gave other bytes: the key's first bytes stay (keys
+                        # are immutable) and the result reports what is stored.
+                        st = await client.stat(key)
+                        stored[key] = (st.size, st.sha256)
                 return node.node_id
             finally:
                 await client.close()
@@ -82,7 +92,8 @@ class Processor:
             out = await loop.run_in_executor(self.pool, imaging.process, data, recipe, self.limits)
             STEP_SECONDS.labels("process").observe(time.perf_counter() - t)
             t = time.perf_counter()
-            nodes = await self._store(job, out.variants)
+            stored: dict[str, tuple[int, str]] = {}
+            nodes = await self._store(job, out.variants, stored)
             STEP_SECONDS.labels("store").observe(time.perf_counter() - t)
         except imaging.ImageError as exc:
             err = errors.from_image_error(exc)
@@ -99,10 +110,11 @@ class Processor:
             storage_node_ids=nodes, seconds=time.perf_counter() - start,
         )
         for v in out.variants:
+            key = variant_key(job.sha256, job.recipe_version, v.name, v.format)
+            size, sha = stored.get(key, (len(v.data), hashlib.sha256(v.data).hexdigest()))
             result.variants.append(common_pb2.Variant(
-                name=v.name, format=v.format, width=v.width, height=v.height, bytes=len(v.data),
-                key=variant_key(job.sha256, job.recipe_version, v.name, v.format), frames=v.frames,
-                sha256=hashlib.sha256(v.data).hexdigest(),
+                name=v.name, format=v.format, width=v.width, height=v.height, bytes=size, key=key,
+                frames=v.frames, sha256=sha,
             ))
         return JobOutcome(result=result)
 

@@ -63,6 +63,7 @@ class LocalCluster:
     children: list[Child] = field(default_factory=list)
     manager_address: str = ""
     web_urls: list[str] = field(default_factory=list)
+    web_names: dict[str, str] = field(default_factory=dict)  # base URL -> child name
 
     @property
     def state(self) -> Path:
@@ -150,14 +151,35 @@ class LocalCluster:
             PIXELFOX_HTTP__PORT=str(port), PIXELFOX_HTTP__PUBLIC_URL=f"http://{self.host}:{port}",
             PIXELFOX_DATA_DIR=str(self.state / "data" / name)))
 
-    def add_web(self, name: str) -> str:
-        port = free_port()
+    def add_web(self, name: str, port: int = 0) -> str:
+        """Start one more web node (on ``port``, or a free one); returns its base URL."""
+        port = port or free_port()
         url = f"http://{self.host}:{port}"
         self._spawn(name, "web", self._env(
             name, PIXELFOX_HTTP__HOST=self.host, PIXELFOX_HTTP__PORT=str(port), PIXELFOX_HTTP__PUBLIC_URL=url,
             PIXELFOX_REDIS__URL=self.redis_url))
-        self.web_urls.append(url)
+        if url not in self.web_urls:
+            self.web_urls.append(url)
+        self.web_names[url] = name
         return url
+
+    def child(self, name: str) -> Child:
+        """The most recent child process called ``name``."""
+        for c in reversed(self.children):
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def terminate(self, name: str, timeout_s: float = 15.0) -> None:
+        """SIGTERM one child and wait for it to exit (SIGKILL after ``timeout_s``)."""
+        c = self.child(name)
+        if c.proc.poll() is None:
+            c.proc.terminate()
+            try:
+                c.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                c.proc.kill()
+                c.proc.wait()
 
     def dead_children(self) -> list[Child]:
         return [c for c in self.children if c.proc.poll() is not None]

@@ -1,0 +1,258 @@
+"""The whole cluster, end to end, on the real corpus (issue: start here).
+
+Every node is its own process (``cluster`` fixture); files go in through the real
+``pixelfox put --json --wait`` command over gRPC, and come back out over HTTP from the
+storage nodes' own origin.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image, ImageChops, ImageOps, ImageStat
+
+from tests.conftest import ClusterHandle, manifest_rows
+
+pytestmark = pytest.mark.e2e
+
+BOXES = {"thumb": 200, "medium": 1024, "large": 2048}
+MAGIC = {
+    "webp": lambda b: b[:4] == b"RIFF" and b[8:12] == b"WEBP",
+    "avif": lambda b: b[4:8] == b"ftyp" and b[8:12] in (b"avif", b"avis"),
+    "jpeg": lambda b: b[:3] == b"\xff\xd8\xff",
+}
+MIME = {"webp": "image/webp", "avif": "image/avif", "jpeg": "image/jpeg"}
+
+
+def fetch(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, method=method)
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+
+
+def put_json(cluster: ClusterHandle, files: list[Path]) -> list[dict[str, Any]]:
+    res = cluster.pixelfox("put", "--json", "--wait", *map(str, files), timeout=600)
+    lines = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+    assert len(lines) == len(files), res.stderr
+    assert [r["file"] for r in lines] == [str(f) for f in files]  # input order
+    return lines
+
+
+def upright_reference(path: Path, size: tuple[int, int]) -> Image.Image:
+    """The source as Pillow shows it upright (exif_transpose), flattened on white, resized to ``size``."""
+    with Image.open(path) as im:
+        im.draft("RGB", (size[0] * 2, size[1] * 2))
+        up = ImageOps.exif_transpose(im)
+        return flatten(up).resize(size, Image.Resampling.LANCZOS)
+
+
+def flatten(im: Image.Image) -> Image.Image:
+    im = im.convert("RGBA")
+    bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+    return Image.alpha_composite(bg, im).convert("RGB")
+
+
+def mean_diff(a: Image.Image, b: Image.Image) -> float:
+    return sum(ImageStat.Stat(ImageChops.difference(a.convert("L"), b.convert("L"))).mean)
+
+
+def check_variant(v: dict[str, Any], disp: tuple[int, int]) -> bytes:
+    """Headers, magic bytes, box size, aspect and metadata of one served variant; returns its bytes."""
+    status, headers, body = fetch(v["url"])
+    assert status == 200
+    assert headers["content-type"] == MIME[v["format"]]
+    assert headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["etag"].startswith('"') and len(headers["etag"]) > 10  # strong
+    assert MAGIC[v["format"]](body), f"{v['url']} is not {v['format']}"
+    assert len(body) == v["bytes"]
+    box = BOXES[v["name"]]
+    w, h = v["width"], v["height"]
+    assert max(w, h) <= box and w <= disp[0] and h <= disp[1], "outside the box or upscaled"
+    assert max(w, h) == min(box, max(disp)), "not fitted to the box"
+    assert abs(w / h - disp[0] / disp[1]) < 0.02 * max(1.0, disp[0] / disp[1]) + 2 / min(w, h)
+    with Image.open(io.BytesIO(body)) as im:
+        assert im.size == (w, h)
+        assert len(im.getexif()) == 0, "EXIF left in a variant"
+        assert "exif" not in im.info and "xmp" not in im.info
+    assert b"Exif\x00\x00" not in body and b"<x:xmpmeta" not in body
+    return body
+
+
+PHOTOS = [r for r in manifest_rows() if r["file"].startswith("photos/")]
+
+
+@pytest.fixture(scope="module")
+def photo_results(cluster: ClusterHandle, corpus: Path) -> dict[str, dict[str, Any]]:
+    files = [corpus / r["file"] for r in PHOTOS]
+    return {Path(r["file"]).name: r for r in put_json(cluster, files)}
+
+
+@pytest.mark.parametrize("row", PHOTOS, ids=lambda r: Path(r["file"]).name)
+def test_corpus_photo_end_to_end(row: dict[str, str], photo_results: dict[str, dict[str, Any]],
+                                 corpus: Path) -> None:
+    res = photo_results[Path(row["file"]).name]
+    if row["format"] == "AVIF" and res["status"] == "rejected":
+        assert res["error"]["code"] == "unsupported-format"
+        assert "unsupported format" in res["error"]["message"].lower()
+        return
+    assert res["status"] == "ready", res
+    path = corpus / row["file"]
+    with Image.open(path) as im:
+        disp = ImageOps.exif_transpose(im).size if row["format"] != "GIF" else im.size
+    assert (res["width"], res["height"]) == disp
+    kinds = {(v["name"], v["format"]) for v in res["variants"]}
+    assert kinds == {("thumb", "webp"), ("thumb", "avif"), ("medium", "webp"), ("medium", "avif"),
+                     ("medium", "jpeg"), ("large", "webp"), ("large", "avif")}
+    for v in res["variants"]:
+        body = check_variant(v, disp)
+        if v["name"] == "thumb" and v["format"] == "webp":
+            with Image.open(io.BytesIO(body)) as thumb:
+                thumb.seek(0)
+                got = flatten(thumb)
+            ref = upright_reference(path, got.size)
+            diff = mean_diff(got, ref)
+            assert diff < 12, f"thumbnail differs from the upright reference by {diff:.1f}"
+            orientation = Image.open(path).getexif().get(0x0112, 1)
+            if orientation in (3, 6, 8):  # pixels must be turned, not only the size
+                wrong = ref.rotate(180)
+                assert mean_diff(got, wrong) > diff * 1.5
+
+
+def test_case_b01_orientation_6_thumbnail_is_150x200(photo_results: dict[str, dict[str, Any]]) -> None:
+    res = photo_results["samsung_j3_orient6.jpg"]
+    thumb = next(v for v in res["variants"] if v["name"] == "thumb" and v["format"] == "webp")
+    assert (thumb["width"], thumb["height"]) == (150, 200)
+
+
+def test_original_served_with_detected_type(photo_results: dict[str, dict[str, Any]]) -> None:
+    res = photo_results["painting_rgb.png"]
+    status, headers, body = fetch(res["original_url"])
+    assert status == 200 and headers["content-type"] == "image/png" and body[:8] == b"\x89PNG\r\n\x1a\n"
+    assert headers["x-content-type-options"] == "nosniff"
+
+
+REJECTS = [r for r in manifest_rows() if r["expected_outcome"] == "reject-with-error"]
+REASONS = {
+    "empty.jpg": "empty",
+    "text_renamed.jpg": "not",
+    "svg_with_script.svg": "svg",
+    "bomb_100000x100000.png": "pixel",
+    "bomb_65535x66601.gif": "pixel",
+    "heif_unsupported.heic": "heic",
+    "truncated.jpg": "truncated",
+    "gif_stall_issue101.gif": "",
+    "page.png": "html",
+}
+
+
+def queue_length(cluster: ClusterHandle) -> int:
+    import redis
+
+    r = redis.Redis.from_url(cluster.redis_url)
+    try:
+        return int(r.xlen("pixelfox:{jobs}:stream"))
+    finally:
+        r.close()
+
+
+def test_bad_inputs_rejected_nothing_stored(cluster: ClusterHandle, corpus: Path, tmp_path: Path) -> None:
+    before_files = set(cluster.storage_files())
+    files = [corpus / r["file"] for r in REJECTS]
+    # a text file named .jpg and an HTML page declared as an image, generated here too
+    html = tmp_path / "page.png"
+    html.write_text("<html><script>alert(1)</script></html>")
+    files.append(html)
+    results = put_json(cluster, files)
+    for res in results:
+        name = Path(res["file"]).name
+        assert res["status"] in ("rejected", "failed"), res
+        assert res["error"]["message"], res
+        reason = REASONS.get(name, "not")
+        assert reason in res["error"]["message"].lower(), (name, res["error"])
+    rejected = [r for r in results if r["status"] == "rejected"]
+    assert len(rejected) == len(results), "every reject-with-error file is caught at upload"
+    assert set(cluster.storage_files()) == before_files, "a rejected upload left bytes in storage"
+    assert queue_length(cluster) == 0
+    # the cluster still serves: every node healthy, and a good photo still goes through
+    status = json.loads(cluster.pixelfox("status", "--json").stdout)
+    assert all(n["health"] == "healthy" for n in status["nodes"])
+    ok = put_json(cluster, [corpus / "photos" / "painting_rgb.png"])
+    assert ok[0]["status"] == "ready"
+
+
+EDGE_ACCEPTS = [r for r in manifest_rows() if r["file"].startswith("edge/") and r["expected_outcome"] == "accept"]
+
+
+def test_edge_accepts_become_ready(cluster: ClusterHandle, corpus: Path) -> None:
+    results = put_json(cluster, [corpus / r["file"] for r in EDGE_ACCEPTS])
+    bad = [(r["file"], r["status"], r["error"]) for r in results if r["status"] != "ready"]
+    assert not bad
+    for res in results:
+        for v in res["variants"]:
+            assert v["width"] <= 16383 and v["height"] <= 16383
+
+
+def test_status_lists_every_node(cluster: ClusterHandle) -> None:
+    res = cluster.pixelfox("status", "--json")
+    assert res.returncode == 0, res.stderr
+    nodes = json.loads(res.stdout)["nodes"]
+    roles = sorted(n["role"] for n in nodes)
+    assert roles == sorted(["manager", "upload", "upload", "proc", "proc", "storage", "storage", "web"])
+    for n in nodes:
+        assert {"role", "id", "address", "health", "load", "http_url", "metrics_url"} <= n.keys()
+    storage = [n for n in nodes if n["role"] == "storage"]
+    assert all(n["http_url"].startswith("http://127.0.0.1:") for n in storage)
+    assert all(n["metrics_url"].endswith("/metrics") for n in nodes if n["role"] != "manager")
+
+
+def test_node_without_cluster_secret_is_refused(cluster: ClusterHandle) -> None:
+    import asyncio
+
+    import grpc
+
+    from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
+
+    async def rogue() -> grpc.StatusCode:
+        async with grpc.aio.insecure_channel(cluster.manager_address) as ch:
+            stub = manager_pb2_grpc.ManagerServiceStub(ch)
+            try:
+                await stub.Register(manager_pb2.RegisterRequest(
+                    role=common_pb2.NODE_ROLE_STORAGE, node_id="rogue", grpc_address="127.0.0.1:9"),
+                    metadata=(("pixelfox-cluster-token", "wrong"),), timeout=5)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+            return grpc.StatusCode.OK
+
+    assert asyncio.run(rogue()) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_users_and_keys_commands(cluster: ClusterHandle, corpus: Path) -> None:
+    res = cluster.pixelfox("users", "create", "carol", "--password-stdin", input="correct horse battery\n")
+    assert res.returncode == 0, res.stderr
+    assert "carol" in res.stdout
+    dup = cluster.pixelfox("users", "create", "carol", "--password-stdin", input="another password\n")
+    assert dup.returncode == 2 and "taken" in dup.stderr
+    key = cluster.pixelfox("keys", "create", "carol")
+    assert key.returncode == 0 and key.stdout.strip().startswith("pfx_")
+    import subprocess
+    import sys
+    put = subprocess.run(
+        [sys.executable, "-m", "pixelfox", "put", "--json", "--wait", "--manager", cluster.manager_address,
+         "--api-key", key.stdout.strip(), str(corpus / "photos" / "painting_rgb.png")],
+        capture_output=True, text=True, timeout=120, check=False, cwd="/",
+    )
+    assert put.returncode == 0, put.stderr
+    out = json.loads(put.stdout)
+    assert out["status"] == "ready" and out["url"].endswith("/i/" + out["id"])
+    bad = subprocess.run(
+        [sys.executable, "-m", "pixelfox", "put", "--manager", cluster.manager_address, "--api-key", "pfx_nope",
+         str(corpus / "photos" / "painting_rgb.png")], capture_output=True, text=True, timeout=60, check=False,
+        cwd="/",
+    )
+    assert bad.returncode == 1 and "invalid API key" in bad.stderr
