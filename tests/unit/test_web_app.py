@@ -148,6 +148,10 @@ class FakeCluster(manager_pb2_grpc.ManagerServiceServicer, upload_pb2_grpc.Uploa
         return image  # type: ignore[return-value]
 
     def _finish(self, image: common_pb2.Image) -> None:
+        if image.filename.startswith("fail"):
+            image.status = common_pb2.IMAGE_STATUS_FAILED
+            image.error_code, image.error_message = "corrupt-image", "decoder gave up <here>"
+            return
         image.status = common_pb2.IMAGE_STATUS_READY
         image.width, image.height, image.format = 3000, 4000, "jpeg"
         for fmt in FORMATS:
@@ -393,3 +397,14 @@ async def test_sharex_config(client: TestClient[Any, Any]) -> None:
     assert conf["RequestURL"].endswith("/api/v1/images")
     r = await _upload(client, {"Authorization": conf["Headers"]["Authorization"]})
     assert r.status == 201
+
+
+async def test_failed_image_page_shows_error(client: TestClient[Any, Any]) -> None:
+    form = FormData()
+    form.add_field("file", b"\xff\xd8\xff" + b"0" * 100, filename="fail.jpg", content_type="image/jpeg")
+    r = await client.post("/api/v1/images", data=form)
+    body = await r.json()
+    assert r.status == 201 and body["status"] == "failed"
+    assert body["error"] == {"code": "corrupt-image", "message": "decoder gave up <here>"}
+    html = await (await client.get(f"/i/{body['id']}")).text()
+    assert "Processing failed: decoder gave up &lt;here&gt;" in html
