@@ -191,7 +191,7 @@ async def run_node(
         loop.add_signal_handler(sig, term.set)
     await server.start()
     if ready is not None:
-        while not await ready():
+        while not await ready():  # noqa: ASYNC110 - polls a dependency check, not an event
             await asyncio.sleep(0.5)
     await server.set_serving(True)
     agent = Agent(settings, ident, load_fn) if ident.role != common_pb2.NODE_ROLE_MANAGER else None

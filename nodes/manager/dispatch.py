@@ -125,8 +125,10 @@ class Dispatcher:
             if img is None or img.status != "processing":
                 return None
             locs = (
-                await s.execute(select(ObjectLocation.node_id).where(ObjectLocation.key == img.original_key))
-            ).scalars().all()
+                (await s.execute(select(ObjectLocation.node_id).where(ObjectLocation.key == img.original_key)))
+                .scalars()
+                .all()
+            )
         holders = [r for r in (await self.registry.all()) if r.node_id in set(locs)]
         holders.sort(key=lambda r: not self.registry.healthy(r))
         targets = await self.registry.place(self.replicas)
@@ -145,7 +147,9 @@ class Dispatcher:
 
     # ---- one processing node's stream --------------------------------------------------
 
-    async def serve(self, requests: AsyncIterator[manager_pb2.WorkerMessage]) -> AsyncIterator[manager_pb2.DispatchMessage]:
+    async def serve(
+        self, requests: AsyncIterator[manager_pb2.WorkerMessage]
+    ) -> AsyncIterator[manager_pb2.DispatchMessage]:
         """Handle one node's ``Work`` stream: read its reports, yield its jobs."""
         first = await anext(requests, None)
         if first is None or not first.HasField("hello"):
@@ -211,8 +215,7 @@ class Dispatcher:
                 for v in r.variants:
                     row = existing.get((v.name, v.format, img.recipe_version))
                     if row is None:
-                        row = Variant(image_id=img.id, recipe_version=img.recipe_version, name=v.name,
-                                      format=v.format)
+                        row = Variant(image_id=img.id, recipe_version=img.recipe_version, name=v.name, format=v.format)
                         img.variants.append(row)
                     row.width, row.height, row.bytes = v.width, v.height, v.bytes
                     row.frames, row.key, row.sha256 = max(1, v.frames), v.key, v.sha256

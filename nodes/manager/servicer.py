@@ -29,7 +29,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     # ---- membership
     @rpc(cluster=True)
     async def Register(self, req: manager_pb2.RegisterRequest, ctx: Ctx) -> manager_pb2.RegisterResponse:
-        if not req.node_id or not req.grpc_address and req.role != common_pb2.NODE_ROLE_WEB:
+        if not req.node_id or (not req.grpc_address and req.role != common_pb2.NODE_ROLE_WEB):
             raise errors.BadRequest("node_id and grpc_address are required")
         await self.svc.registry.upsert(
             NodeRecord(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,9 @@ from pixelfox.grpcx.client import map_rpc_errors
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 
 
-async def wait_image(stub: manager_pb2_grpc.ManagerServiceStub, md: Any, slug: str,
-                     timeout_s: float) -> common_pb2.Image:
+async def wait_image(
+    stub: manager_pb2_grpc.ManagerServiceStub, md: Any, slug: str, timeout_s: float
+) -> common_pb2.Image:
     """Poll ``GetImage`` every 0.25 s until the image is ready or failed, or ``timeout_s`` passes."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -33,13 +33,21 @@ async def wait_image(stub: manager_pb2_grpc.ManagerServiceStub, md: Any, slug: s
         await asyncio.sleep(0.25)
 
 
-async def put_files(ref: ClusterRef, files: list[Path], *, as_json: bool, wait: bool, timeout_s: float,
-                    console: Console) -> list[dict[str, Any]]:
+async def put_files(
+    ref: ClusterRef, files: list[Path], *, as_json: bool, wait: bool, timeout_s: float, console: Console
+) -> list[dict[str, Any]]:
     """Upload ``files`` in order; returns one JSON object per file (``put --json`` lines)."""
     md = ref.metadata()
     results: list[dict[str, Any]] = []
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                        console=console, transient=True, disable=not console.is_terminal)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
     async with grpc.aio.insecure_channel(ref.manager) as ch:
         stub = manager_pb2_grpc.ManagerServiceStub(ch)
         with progress:
@@ -48,7 +56,9 @@ async def put_files(ref: ClusterRef, files: list[Path], *, as_json: bool, wait: 
                 try:
                     if not path.is_file():
                         raise errors.NotFound(f"no such file: {path}")
-                    img = await upload_file(stub, md, path, progress=lambda n, _t, t=task: progress.update(t, completed=n))
+                    img = await upload_file(
+                        stub, md, path, progress=lambda n, _t, t=task: progress.update(t, completed=n)
+                    )
                     if wait:
                         img = await wait_image(stub, md, img.slug, timeout_s)
                     out = {"file": str(path), **image_to_json(img)}
@@ -70,9 +80,8 @@ async def put_files(ref: ClusterRef, files: list[Path], *, as_json: bool, wait: 
 
 def run(ref: ClusterRef, files: list[str], as_json: bool, wait: bool, timeout_s: float) -> int:
     console = Console(stderr=True, soft_wrap=True)
-    results = asyncio.run(put_files(ref, [Path(f) for f in files], as_json=as_json, wait=wait,
-                                    timeout_s=timeout_s, console=console))
+    results = asyncio.run(
+        put_files(ref, [Path(f) for f in files], as_json=as_json, wait=wait, timeout_s=timeout_s, console=console)
+    )
     good = {"ready"} if wait else {"ready", "processing"}
     return 0 if all(r["status"] in good for r in results) else 1
-
-

@@ -37,14 +37,14 @@ GRPC_SECONDS = Histogram(
     "grpc_server_handling_seconds", "RPC handling time (s)", ["grpc_service", "grpc_method"]
 )
 
-_caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("pixelfox_caller", default=Caller())
+_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("pixelfox_caller", default=None)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def caller() -> Caller:
     """The verified caller of the RPC being handled."""
-    return _caller.get()
+    return _caller.get() or Caller()
 
 
 class _Secret:
