@@ -26,7 +26,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pixelfox.cli.context import STATE_DIR, STATE_FILE
-from pixelfox.grpcx.auth import node_metadata
+from pixelfox.grpcx.auth import api_key_metadata, node_metadata
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 
 
@@ -209,13 +209,15 @@ class LocalCluster:
     async def ensure_admin(self) -> str:
         """The local admin's API key, creating user ``admin`` and a key on first start."""
         path = self.state / STATE_FILE
-        if path.exists():
-            old = json.loads(path.read_text())
-            if old.get("admin_api_key"):
-                return str(old["admin_api_key"])
+        old = json.loads(path.read_text()) if path.exists() else {}
         md = node_metadata(self.secret)
         async with grpc.aio.insecure_channel(self.manager_address) as ch:
             stub = manager_pb2_grpc.ManagerServiceStub(ch)
+            if old.get("admin_api_key"):  # still valid? (the database may have been removed since)
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await stub.WhoAmI(manager_pb2.WhoAmIRequest(), metadata=api_key_metadata(old["admin_api_key"]),
+                                      timeout=10)
+                    return str(old["admin_api_key"])
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await stub.CreateUser(manager_pb2.CreateUserRequest(
                     name="admin", password=secrets.token_urlsafe(24), admin=True), metadata=md, timeout=10)
@@ -229,6 +231,7 @@ class LocalCluster:
             "manager": self.manager_address, "web_url": self.web_urls[0] if self.web_urls else "",
             "web_urls": self.web_urls, "redis_url": self.redis_url, "secret": self.secret,
             "admin_api_key": admin_key, "pid": os.getpid(),
+            "pids": {c.name: c.proc.pid for c in self.children},
         }, indent=2))
         path.chmod(0o600)
         return path
