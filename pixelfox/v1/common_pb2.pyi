@@ -235,6 +235,11 @@ class Image(_message.Message):
     TITLE_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
     THUMBNAIL_URL_FIELD_NUMBER: _builtins.int
+    VISIBILITY_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    KEEP_METADATA_FIELD_NUMBER: _builtins.int
+    OWNER_ID_FIELD_NUMBER: _builtins.int
+    URLS_EXPIRE_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """internal id (ULID)"""
     slug: _builtins.str
@@ -264,6 +269,15 @@ class Image(_message.Message):
     """share page on the web origin"""
     thumbnail_url: _builtins.str
     """smallest web-friendly variant"""
+    visibility: _builtins.str
+    """"public" | "private" (private: signed, expiring file URLs)"""
+    description: _builtins.str
+    keep_metadata: _builtins.bool
+    """owner opted in to serve the original with its metadata"""
+    owner_id: _builtins.str
+    """user id of the owner, "" for anonymous"""
+    urls_expire_at: _builtins.int
+    """unix s when the signed file URLs expire (private only), else 0"""
     @_builtins.property
     def variants(self) -> _containers.RepeatedCompositeFieldContainer[Global___Variant]: ...
     def __init__(
@@ -289,10 +303,15 @@ class Image(_message.Message):
         title: _builtins.str = ...,
         url: _builtins.str = ...,
         thumbnail_url: _builtins.str = ...,
+        visibility: _builtins.str = ...,
+        description: _builtins.str = ...,
+        keep_metadata: _builtins.bool = ...,
+        owner_id: _builtins.str = ...,
+        urls_expire_at: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "created_at", b"created_at", "error_code", b"error_code", "error_message", b"error_message", "filename", b"filename", "format", b"format", "frames", b"frames", "height", b"height", "id", b"id", "mime", b"mime", "original_url", b"original_url", "owner", b"owner", "sha256", b"sha256", "slug", b"slug", "status", b"status", "thumbnail_url", b"thumbnail_url", "title", b"title", "url", b"url", "variants", b"variants", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "created_at", b"created_at", "description", b"description", "error_code", b"error_code", "error_message", b"error_message", "filename", b"filename", "format", b"format", "frames", b"frames", "height", b"height", "id", b"id", "keep_metadata", b"keep_metadata", "mime", b"mime", "original_url", b"original_url", "owner", b"owner", "owner_id", b"owner_id", "sha256", b"sha256", "slug", b"slug", "status", b"status", "thumbnail_url", b"thumbnail_url", "title", b"title", "url", b"url", "urls_expire_at", b"urls_expire_at", "variants", b"variants", "visibility", b"visibility", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -104,6 +104,81 @@ class ManagerServiceStub:
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.WhoAmIRequest.SerializeToString,
                 response_deserializer=pixelfox_dot_v1_dot_manager__pb2.User.FromString,
                 _registered_method=True)
+        self.UpdateImage = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/UpdateImage',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.UpdateImageRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_common__pb2.Image.FromString,
+                _registered_method=True)
+        self.DeleteImage = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/DeleteImage',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.DeleteImageRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.DeleteImageResponse.FromString,
+                _registered_method=True)
+        self.CreateAlbum = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/CreateAlbum',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.CreateAlbumRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.Album.FromString,
+                _registered_method=True)
+        self.GetAlbum = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/GetAlbum',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.GetAlbumRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.Album.FromString,
+                _registered_method=True)
+        self.ListAlbums = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/ListAlbums',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.ListAlbumsRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.ListAlbumsResponse.FromString,
+                _registered_method=True)
+        self.UpdateAlbum = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/UpdateAlbum',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.UpdateAlbumRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.Album.FromString,
+                _registered_method=True)
+        self.DeleteAlbum = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/DeleteAlbum',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.DeleteAlbumRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.DeleteAlbumResponse.FromString,
+                _registered_method=True)
+        self.ReportImage = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/ReportImage',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.ReportImageRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.AbuseReport.FromString,
+                _registered_method=True)
+        self.ListReports = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/ListReports',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.ListReportsRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.ListReportsResponse.FromString,
+                _registered_method=True)
+        self.ResolveReport = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/ResolveReport',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.ResolveReportRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.AbuseReport.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/ListApiKeys',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/RevokeApiKey',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.RevokeApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ChangePassword = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/ChangePassword',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.ChangePasswordRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.User.FromString,
+                _registered_method=True)
+        self.ListUsers = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/ListUsers',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.ListUsersRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.ListUsersResponse.FromString,
+                _registered_method=True)
+        self.AdminOverview = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/AdminOverview',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.AdminOverviewRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.AdminOverviewResponse.FromString,
+                _registered_method=True)
         self.Work = channel.stream_stream(
                 '/pixelfox.v1.ManagerService/Work',
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.WorkerMessage.SerializeToString,
@@ -203,6 +278,103 @@ class ManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateImage(self, request, context):
+        """--- image management, albums, reports, account and admin (issue 5)
+        owner or admin
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteImage(self, request, context):
+        """owner or admin
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateAlbum(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAlbum(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAlbums(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateAlbum(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAlbum(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportImage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReports(self, request, context):
+        """admin
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveReport(self, request, context):
+        """admin
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangePassword(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUsers(self, request, context):
+        """admin
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AdminOverview(self, request, context):
+        """admin
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Work(self, request_iterator, context):
         """--- processing: a proc node holds this stream open for its whole life.
         """
@@ -277,6 +449,81 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.WhoAmI,
                     request_deserializer=pixelfox_dot_v1_dot_manager__pb2.WhoAmIRequest.FromString,
                     response_serializer=pixelfox_dot_v1_dot_manager__pb2.User.SerializeToString,
+            ),
+            'UpdateImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateImage,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.UpdateImageRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_common__pb2.Image.SerializeToString,
+            ),
+            'DeleteImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteImage,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.DeleteImageRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.DeleteImageResponse.SerializeToString,
+            ),
+            'CreateAlbum': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAlbum,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.CreateAlbumRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.Album.SerializeToString,
+            ),
+            'GetAlbum': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAlbum,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.GetAlbumRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.Album.SerializeToString,
+            ),
+            'ListAlbums': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlbums,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.ListAlbumsRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.ListAlbumsResponse.SerializeToString,
+            ),
+            'UpdateAlbum': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAlbum,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.UpdateAlbumRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.Album.SerializeToString,
+            ),
+            'DeleteAlbum': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAlbum,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.DeleteAlbumRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.DeleteAlbumResponse.SerializeToString,
+            ),
+            'ReportImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportImage,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.ReportImageRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.AbuseReport.SerializeToString,
+            ),
+            'ListReports': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReports,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.ListReportsRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.ListReportsResponse.SerializeToString,
+            ),
+            'ResolveReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveReport,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.ResolveReportRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.AbuseReport.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+            'ChangePassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangePassword,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.ChangePasswordRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.User.SerializeToString,
+            ),
+            'ListUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsers,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.ListUsersRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.ListUsersResponse.SerializeToString,
+            ),
+            'AdminOverview': grpc.unary_unary_rpc_method_handler(
+                    servicer.AdminOverview,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.AdminOverviewRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.AdminOverviewResponse.SerializeToString,
             ),
             'Work': grpc.stream_stream_rpc_method_handler(
                     servicer.Work,
@@ -639,6 +886,411 @@ class ManagerService:
             '/pixelfox.v1.ManagerService/WhoAmI',
             pixelfox_dot_v1_dot_manager__pb2.WhoAmIRequest.SerializeToString,
             pixelfox_dot_v1_dot_manager__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/UpdateImage',
+            pixelfox_dot_v1_dot_manager__pb2.UpdateImageRequest.SerializeToString,
+            pixelfox_dot_v1_dot_common__pb2.Image.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/DeleteImage',
+            pixelfox_dot_v1_dot_manager__pb2.DeleteImageRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.DeleteImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAlbum(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/CreateAlbum',
+            pixelfox_dot_v1_dot_manager__pb2.CreateAlbumRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.Album.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAlbum(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/GetAlbum',
+            pixelfox_dot_v1_dot_manager__pb2.GetAlbumRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.Album.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlbums(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/ListAlbums',
+            pixelfox_dot_v1_dot_manager__pb2.ListAlbumsRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.ListAlbumsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAlbum(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/UpdateAlbum',
+            pixelfox_dot_v1_dot_manager__pb2.UpdateAlbumRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.Album.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAlbum(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/DeleteAlbum',
+            pixelfox_dot_v1_dot_manager__pb2.DeleteAlbumRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.DeleteAlbumResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/ReportImage',
+            pixelfox_dot_v1_dot_manager__pb2.ReportImageRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.AbuseReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReports(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/ListReports',
+            pixelfox_dot_v1_dot_manager__pb2.ListReportsRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.ListReportsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/ResolveReport',
+            pixelfox_dot_v1_dot_manager__pb2.ResolveReportRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.AbuseReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/ListApiKeys',
+            pixelfox_dot_v1_dot_manager__pb2.ListApiKeysRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/RevokeApiKey',
+            pixelfox_dot_v1_dot_manager__pb2.RevokeApiKeyRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangePassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/ChangePassword',
+            pixelfox_dot_v1_dot_manager__pb2.ChangePasswordRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/ListUsers',
+            pixelfox_dot_v1_dot_manager__pb2.ListUsersRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.ListUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AdminOverview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/AdminOverview',
+            pixelfox_dot_v1_dot_manager__pb2.AdminOverviewRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.AdminOverviewResponse.FromString,
             options,
             channel_credentials,
             insecure,

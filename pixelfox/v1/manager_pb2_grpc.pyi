@@ -58,6 +58,29 @@ class ManagerServiceStub:
     """web node only"""
     CreateApiKey: _grpc.UnaryUnaryMultiCallable[_manager_pb2.CreateApiKeyRequest, _manager_pb2.CreateApiKeyResponse]
     WhoAmI: _grpc.UnaryUnaryMultiCallable[_manager_pb2.WhoAmIRequest, _manager_pb2.User]
+    UpdateImage: _grpc.UnaryUnaryMultiCallable[_manager_pb2.UpdateImageRequest, _common_pb2.Image]
+    """--- image management, albums, reports, account and admin (issue 5)
+    owner or admin
+    """
+    DeleteImage: _grpc.UnaryUnaryMultiCallable[_manager_pb2.DeleteImageRequest, _manager_pb2.DeleteImageResponse]
+    """owner or admin"""
+    CreateAlbum: _grpc.UnaryUnaryMultiCallable[_manager_pb2.CreateAlbumRequest, _manager_pb2.Album]
+    GetAlbum: _grpc.UnaryUnaryMultiCallable[_manager_pb2.GetAlbumRequest, _manager_pb2.Album]
+    ListAlbums: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ListAlbumsRequest, _manager_pb2.ListAlbumsResponse]
+    UpdateAlbum: _grpc.UnaryUnaryMultiCallable[_manager_pb2.UpdateAlbumRequest, _manager_pb2.Album]
+    DeleteAlbum: _grpc.UnaryUnaryMultiCallable[_manager_pb2.DeleteAlbumRequest, _manager_pb2.DeleteAlbumResponse]
+    ReportImage: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ReportImageRequest, _manager_pb2.AbuseReport]
+    ListReports: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ListReportsRequest, _manager_pb2.ListReportsResponse]
+    """admin"""
+    ResolveReport: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ResolveReportRequest, _manager_pb2.AbuseReport]
+    """admin"""
+    ListApiKeys: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ListApiKeysRequest, _manager_pb2.ListApiKeysResponse]
+    RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_manager_pb2.RevokeApiKeyRequest, _manager_pb2.RevokeApiKeyResponse]
+    ChangePassword: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ChangePasswordRequest, _manager_pb2.User]
+    ListUsers: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ListUsersRequest, _manager_pb2.ListUsersResponse]
+    """admin"""
+    AdminOverview: _grpc.UnaryUnaryMultiCallable[_manager_pb2.AdminOverviewRequest, _manager_pb2.AdminOverviewResponse]
+    """admin"""
     Work: _grpc.StreamStreamMultiCallable[_manager_pb2.WorkerMessage, _manager_pb2.DispatchMessage]
     """--- processing: a proc node holds this stream open for its whole life."""
 
@@ -90,6 +113,29 @@ class ManagerServiceAsyncStub(ManagerServiceStub):
     """web node only"""
     CreateApiKey: _aio.UnaryUnaryMultiCallable[_manager_pb2.CreateApiKeyRequest, _manager_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
     WhoAmI: _aio.UnaryUnaryMultiCallable[_manager_pb2.WhoAmIRequest, _manager_pb2.User]  # type: ignore[assignment]
+    UpdateImage: _aio.UnaryUnaryMultiCallable[_manager_pb2.UpdateImageRequest, _common_pb2.Image]  # type: ignore[assignment]
+    """--- image management, albums, reports, account and admin (issue 5)
+    owner or admin
+    """
+    DeleteImage: _aio.UnaryUnaryMultiCallable[_manager_pb2.DeleteImageRequest, _manager_pb2.DeleteImageResponse]  # type: ignore[assignment]
+    """owner or admin"""
+    CreateAlbum: _aio.UnaryUnaryMultiCallable[_manager_pb2.CreateAlbumRequest, _manager_pb2.Album]  # type: ignore[assignment]
+    GetAlbum: _aio.UnaryUnaryMultiCallable[_manager_pb2.GetAlbumRequest, _manager_pb2.Album]  # type: ignore[assignment]
+    ListAlbums: _aio.UnaryUnaryMultiCallable[_manager_pb2.ListAlbumsRequest, _manager_pb2.ListAlbumsResponse]  # type: ignore[assignment]
+    UpdateAlbum: _aio.UnaryUnaryMultiCallable[_manager_pb2.UpdateAlbumRequest, _manager_pb2.Album]  # type: ignore[assignment]
+    DeleteAlbum: _aio.UnaryUnaryMultiCallable[_manager_pb2.DeleteAlbumRequest, _manager_pb2.DeleteAlbumResponse]  # type: ignore[assignment]
+    ReportImage: _aio.UnaryUnaryMultiCallable[_manager_pb2.ReportImageRequest, _manager_pb2.AbuseReport]  # type: ignore[assignment]
+    ListReports: _aio.UnaryUnaryMultiCallable[_manager_pb2.ListReportsRequest, _manager_pb2.ListReportsResponse]  # type: ignore[assignment]
+    """admin"""
+    ResolveReport: _aio.UnaryUnaryMultiCallable[_manager_pb2.ResolveReportRequest, _manager_pb2.AbuseReport]  # type: ignore[assignment]
+    """admin"""
+    ListApiKeys: _aio.UnaryUnaryMultiCallable[_manager_pb2.ListApiKeysRequest, _manager_pb2.ListApiKeysResponse]  # type: ignore[assignment]
+    RevokeApiKey: _aio.UnaryUnaryMultiCallable[_manager_pb2.RevokeApiKeyRequest, _manager_pb2.RevokeApiKeyResponse]  # type: ignore[assignment]
+    ChangePassword: _aio.UnaryUnaryMultiCallable[_manager_pb2.ChangePasswordRequest, _manager_pb2.User]  # type: ignore[assignment]
+    ListUsers: _aio.UnaryUnaryMultiCallable[_manager_pb2.ListUsersRequest, _manager_pb2.ListUsersResponse]  # type: ignore[assignment]
+    """admin"""
+    AdminOverview: _aio.UnaryUnaryMultiCallable[_manager_pb2.AdminOverviewRequest, _manager_pb2.AdminOverviewResponse]  # type: ignore[assignment]
+    """admin"""
     Work: _aio.StreamStreamMultiCallable[_manager_pb2.WorkerMessage, _manager_pb2.DispatchMessage]  # type: ignore[assignment]
     """--- processing: a proc node holds this stream open for its whole life."""
 
@@ -197,6 +243,119 @@ class ManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _manager_pb2.WhoAmIRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_manager_pb2.User, _abc.Awaitable[_manager_pb2.User]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateImage(
+        self,
+        request: _manager_pb2.UpdateImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Image, _abc.Awaitable[_common_pb2.Image]]:
+        """--- image management, albums, reports, account and admin (issue 5)
+        owner or admin
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteImage(
+        self,
+        request: _manager_pb2.DeleteImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.DeleteImageResponse, _abc.Awaitable[_manager_pb2.DeleteImageResponse]]:
+        """owner or admin"""
+
+    @_abc_1.abstractmethod
+    def CreateAlbum(
+        self,
+        request: _manager_pb2.CreateAlbumRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.Album, _abc.Awaitable[_manager_pb2.Album]]: ...
+
+    @_abc_1.abstractmethod
+    def GetAlbum(
+        self,
+        request: _manager_pb2.GetAlbumRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.Album, _abc.Awaitable[_manager_pb2.Album]]: ...
+
+    @_abc_1.abstractmethod
+    def ListAlbums(
+        self,
+        request: _manager_pb2.ListAlbumsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.ListAlbumsResponse, _abc.Awaitable[_manager_pb2.ListAlbumsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateAlbum(
+        self,
+        request: _manager_pb2.UpdateAlbumRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.Album, _abc.Awaitable[_manager_pb2.Album]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteAlbum(
+        self,
+        request: _manager_pb2.DeleteAlbumRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.DeleteAlbumResponse, _abc.Awaitable[_manager_pb2.DeleteAlbumResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ReportImage(
+        self,
+        request: _manager_pb2.ReportImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.AbuseReport, _abc.Awaitable[_manager_pb2.AbuseReport]]: ...
+
+    @_abc_1.abstractmethod
+    def ListReports(
+        self,
+        request: _manager_pb2.ListReportsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.ListReportsResponse, _abc.Awaitable[_manager_pb2.ListReportsResponse]]:
+        """admin"""
+
+    @_abc_1.abstractmethod
+    def ResolveReport(
+        self,
+        request: _manager_pb2.ResolveReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.AbuseReport, _abc.Awaitable[_manager_pb2.AbuseReport]]:
+        """admin"""
+
+    @_abc_1.abstractmethod
+    def ListApiKeys(
+        self,
+        request: _manager_pb2.ListApiKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.ListApiKeysResponse, _abc.Awaitable[_manager_pb2.ListApiKeysResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RevokeApiKey(
+        self,
+        request: _manager_pb2.RevokeApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.RevokeApiKeyResponse, _abc.Awaitable[_manager_pb2.RevokeApiKeyResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ChangePassword(
+        self,
+        request: _manager_pb2.ChangePasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.User, _abc.Awaitable[_manager_pb2.User]]: ...
+
+    @_abc_1.abstractmethod
+    def ListUsers(
+        self,
+        request: _manager_pb2.ListUsersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.ListUsersResponse, _abc.Awaitable[_manager_pb2.ListUsersResponse]]:
+        """admin"""
+
+    @_abc_1.abstractmethod
+    def AdminOverview(
+        self,
+        request: _manager_pb2.AdminOverviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.AdminOverviewResponse, _abc.Awaitable[_manager_pb2.AdminOverviewResponse]]:
+        """admin"""
 
     @_abc_1.abstractmethod
     def Work(
