@@ -6,6 +6,7 @@ pub mod gif;
 pub mod jpeg;
 pub mod png;
 pub mod webp;
+pub mod webp_frames;
 
 /// How much of the file the parser is looking at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -112,5 +112,8 @@ pub fn encode(r: &Rendition, plan: &Plan, loop_count: u32) -> Result<(Vec<u8>, u
         timestamp = timestamp.saturating_add(i32::try_from(frame.delay_ms).unwrap_or(i32::MAX));
     }
     let mem = encoder.try_encode().map_err(|e| err(format!("{e:?}")))?;
-    Ok((mem.to_vec(), u32::try_from(frames.len()).unwrap_or(u32::MAX)))
+    let delays: Vec<u32> = frames.iter().map(|f| f.delay_ms).collect();
+    let data = super::webp_frames::restore_frames(&mem, &delays, r.width, r.height).unwrap_or_else(|| mem.to_vec());
+    let count = parse(&data, &crate::limits::Limits::default(), Mode::Whole).map(|i| i.frames).unwrap_or(1);
+    Ok((data, count))
 }

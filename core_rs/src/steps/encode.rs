@@ -15,27 +15,46 @@ impl Step for Encode {
         let plan = ctx.plan;
         let loop_count = ctx.loop_count;
         let renditions = &ctx.renditions;
-        let mut jobs: Vec<(&str, usize, OutFormat)> = Vec::new();
+        // (variant name, rendition, format) in plan order; identical
+        // (rendition, format) pairs (small sources never upscaled) are encoded once.
+        let mut wanted: Vec<(&str, usize, OutFormat)> = Vec::new();
         for &(variant, rendition) in &ctx.targets {
             if let Some(v) = plan.variants.get(variant) {
-                jobs.extend(v.formats.iter().map(|&f| (v.name.as_str(), rendition, f)));
+                wanted.extend(v.formats.iter().map(|&f| (v.name.as_str(), rendition, f)));
             }
         }
-        let outputs: Vec<Result<Output>> = jobs
+        let mut jobs: Vec<(usize, OutFormat)> = wanted.iter().map(|&(_, r, f)| (r, f)).collect();
+        jobs.sort_by_key(|&(r, f)| (r, f as u8));
+        jobs.dedup();
+        let encoded: Vec<Result<(Vec<u8>, u32)>> = jobs
             .par_iter()
-            .map(|&(name, rendition, format)| {
+            .map(|&(rendition, format)| {
                 let r = renditions
                     .get(rendition)
                     .ok_or_else(|| Error::Encode { format: format.name(), detail: "missing rendition".into() })?;
-                let (data, frames) = match format {
-                    OutFormat::Webp => codecs::webp::encode(r, plan, loop_count)?,
-                    OutFormat::Avif => (codecs::avif::encode(r, plan)?, 1),
-                    OutFormat::Jpeg => (codecs::jpeg::encode(r, plan)?, 1),
-                };
-                Ok(Output { name: name.to_owned(), format, width: r.width, height: r.height, data, frames })
+                match format {
+                    OutFormat::Webp => codecs::webp::encode(r, plan, loop_count),
+                    OutFormat::Avif => Ok((codecs::avif::encode(r, plan)?, 1)),
+                    OutFormat::Jpeg => Ok((codecs::jpeg::encode(r, plan)?, 1)),
+                }
             })
             .collect();
-        ctx.outputs = outputs.into_iter().collect::<Result<Vec<_>>>()?;
+        let encoded = encoded.into_iter().collect::<Result<Vec<_>>>()?;
+        for (name, rendition, format) in wanted {
+            let (Some(i), Some(r)) = (jobs.iter().position(|&j| j == (rendition, format)), renditions.get(rendition))
+            else {
+                continue;
+            };
+            let Some((data, frames)) = encoded.get(i) else { continue };
+            ctx.outputs.push(Output {
+                name: name.to_owned(),
+                format,
+                width: r.width,
+                height: r.height,
+                data: data.clone(),
+                frames: *frames,
+            });
+        }
         Ok(())
     }
 }
