@@ -130,6 +130,13 @@ class OffsetMismatch(PixelfoxError):
     default_message = "chunk offset does not match the committed offset"
 
 
+class UploadBusy(PixelfoxError):
+    code = "upload-busy"
+    grpc_status = grpc.StatusCode.ABORTED
+    http_status = 409
+    default_message = "another stream is writing this upload"
+
+
 class ResourceExhausted(PixelfoxError):
     code = "resource-exhausted"
     grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -185,6 +192,7 @@ BY_GRPC_STATUS: dict[grpc.StatusCode, type[PixelfoxError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.FAILED_PRECONDITION: OffsetMismatch,
+    grpc.StatusCode.ABORTED: UploadBusy,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: Timeout,

@@ -293,6 +293,32 @@ class CreateUploadResponse(_message.Message):
 Global___CreateUploadResponse: _TypeAlias = CreateUploadResponse  # noqa: Y015
 
 @_typing.final
+class RelocateUploadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    TICKET_FIELD_NUMBER: _builtins.int
+    EXCLUDE_ADDRESS_FIELD_NUMBER: _builtins.int
+    upload_id: _builtins.str
+    ticket: _builtins.str
+    exclude_address: _builtins.str
+    """gRPC address that failed; avoided when another node is healthy"""
+    def __init__(
+        self,
+        *,
+        upload_id: _builtins.str = ...,
+        ticket: _builtins.str = ...,
+        exclude_address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclude_address", b"exclude_address", "ticket", b"ticket", "upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RelocateUploadRequest: _TypeAlias = RelocateUploadRequest  # noqa: Y015
+
+@_typing.final
 class CompleteUploadRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

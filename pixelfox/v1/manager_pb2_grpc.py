@@ -69,6 +69,11 @@ class ManagerServiceStub:
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.CompleteUploadRequest.SerializeToString,
                 response_deserializer=pixelfox_dot_v1_dot_manager__pb2.CompleteUploadResponse.FromString,
                 _registered_method=True)
+        self.RelocateUpload = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/RelocateUpload',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.RelocateUploadRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.CreateUploadResponse.FromString,
+                _registered_method=True)
         self.GetImage = channel.unary_unary(
                 '/pixelfox.v1.ManagerService/GetImage',
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.GetImageRequest.SerializeToString,
@@ -227,6 +232,14 @@ class ManagerServiceServicer:
 
     def CompleteUpload(self, request, context):
         """upload node only
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RelocateUpload(self, request, context):
+        """Another healthy upload node for an unfinished upload (the first one died); the ticket is
+        the credential and stays the same.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -414,6 +427,11 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.CompleteUpload,
                     request_deserializer=pixelfox_dot_v1_dot_manager__pb2.CompleteUploadRequest.FromString,
                     response_serializer=pixelfox_dot_v1_dot_manager__pb2.CompleteUploadResponse.SerializeToString,
+            ),
+            'RelocateUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.RelocateUpload,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.RelocateUploadRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.CreateUploadResponse.SerializeToString,
             ),
             'GetImage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetImage,
@@ -697,6 +715,33 @@ class ManagerService:
             '/pixelfox.v1.ManagerService/CompleteUpload',
             pixelfox_dot_v1_dot_manager__pb2.CompleteUploadRequest.SerializeToString,
             pixelfox_dot_v1_dot_manager__pb2.CompleteUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RelocateUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/RelocateUpload',
+            pixelfox_dot_v1_dot_manager__pb2.RelocateUploadRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.CreateUploadResponse.FromString,
             options,
             channel_credentials,
             insecure,

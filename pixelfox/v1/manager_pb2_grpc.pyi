@@ -47,6 +47,10 @@ class ManagerServiceStub:
     """--- uploads"""
     CompleteUpload: _grpc.UnaryUnaryMultiCallable[_manager_pb2.CompleteUploadRequest, _manager_pb2.CompleteUploadResponse]
     """upload node only"""
+    RelocateUpload: _grpc.UnaryUnaryMultiCallable[_manager_pb2.RelocateUploadRequest, _manager_pb2.CreateUploadResponse]
+    """Another healthy upload node for an unfinished upload (the first one died); the ticket is
+    the credential and stays the same.
+    """
     GetImage: _grpc.UnaryUnaryMultiCallable[_manager_pb2.GetImageRequest, _common_pb2.Image]
     """--- images"""
     ListImages: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ListImagesRequest, _manager_pb2.ListImagesResponse]
@@ -102,6 +106,10 @@ class ManagerServiceAsyncStub(ManagerServiceStub):
     """--- uploads"""
     CompleteUpload: _aio.UnaryUnaryMultiCallable[_manager_pb2.CompleteUploadRequest, _manager_pb2.CompleteUploadResponse]  # type: ignore[assignment]
     """upload node only"""
+    RelocateUpload: _aio.UnaryUnaryMultiCallable[_manager_pb2.RelocateUploadRequest, _manager_pb2.CreateUploadResponse]  # type: ignore[assignment]
+    """Another healthy upload node for an unfinished upload (the first one died); the ticket is
+    the credential and stays the same.
+    """
     GetImage: _aio.UnaryUnaryMultiCallable[_manager_pb2.GetImageRequest, _common_pb2.Image]  # type: ignore[assignment]
     """--- images"""
     ListImages: _aio.UnaryUnaryMultiCallable[_manager_pb2.ListImagesRequest, _manager_pb2.ListImagesResponse]  # type: ignore[assignment]
@@ -190,6 +198,16 @@ class ManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_manager_pb2.CompleteUploadResponse, _abc.Awaitable[_manager_pb2.CompleteUploadResponse]]:
         """upload node only"""
+
+    @_abc_1.abstractmethod
+    def RelocateUpload(
+        self,
+        request: _manager_pb2.RelocateUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.CreateUploadResponse, _abc.Awaitable[_manager_pb2.CreateUploadResponse]]:
+        """Another healthy upload node for an unfinished upload (the first one died); the ticket is
+        the credential and stays the same.
+        """
 
     @_abc_1.abstractmethod
     def GetImage(

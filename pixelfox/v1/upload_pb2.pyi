@@ -160,17 +160,26 @@ class QueryUploadResponse(_message.Message):
 
     OFFSET_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
+    COMPLETE_FIELD_NUMBER: _builtins.int
+    IMAGE_SLUG_FIELD_NUMBER: _builtins.int
     offset: _builtins.int
+    """committed bytes: send the next chunk at this offset"""
     size: _builtins.int
+    complete: _builtins.bool
+    """the upload already finished (e.g. the receipt was lost)"""
+    image_slug: _builtins.str
+    """set when complete: fetch it with ManagerService.GetImage"""
     def __init__(
         self,
         *,
         offset: _builtins.int = ...,
         size: _builtins.int = ...,
+        complete: _builtins.bool = ...,
+        image_slug: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["offset", b"offset", "size", b"size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete", b"complete", "image_slug", b"image_slug", "offset", b"offset", "size", b"size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

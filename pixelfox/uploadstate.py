@@ -1,0 +1,144 @@
+"""Resumable upload state in Redis, shared by the manager and every upload node.
+
+Keys (one hash slot per upload, ``{upload:<id>}``, so the Lua scripts below are Cluster-safe):
+
+* ``pixelfox:{upload:<id>}:state`` — hash: ``offset`` (committed bytes), ``size`` (declared
+  bytes), ``user`` (user id or ""), ``status`` (``open`` | ``complete`` | ``failed``),
+  ``probed`` ("1" once the header passed :func:`pixelfox.imaging.probe`), ``slug`` (image slug
+  once complete), ``node`` (upload node that last wrote). Written by the manager at
+  ``CreateUpload`` with a TTL of ``ttl_s`` (the abandoned-upload TTL); each committed chunk
+  pushes the TTL out again. A missing key means "unknown or expired" (``NOT_FOUND``).
+* ``pixelfox:{upload:<id>}:lock`` — the writer lock: ``<node>:<random token>`` with a PX
+  expiry of ``lock_ttl_ms``, extended by every commit. One stream (gRPC or tus) per upload
+  holds it; a second one gets :class:`~pixelfox.errors.UploadBusy`. A writer that dies leaves
+  the lock to expire, after which another node takes over.
+
+The staged bytes live in ``<staging>/<id>.part`` on a directory every upload node of the
+cluster mounts (the launcher gives all of them ``.pixelfox/data/staging``). The committed
+offset in Redis is the truth: a writer first truncates the file to it, so bytes written by a
+node that died before committing are discarded. SHA-256 state is not serialisable, so a
+resumed stream re-hashes the committed prefix from the staged file (one sequential read).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from pixelfox import errors
+
+
+def state_key(upload_id: str) -> str:
+    return f"pixelfox:{{upload:{upload_id}}}:state"
+
+
+def lock_key(upload_id: str) -> str:
+    return f"pixelfox:{{upload:{upload_id}}}:lock"
+
+
+# KEYS: state, lock; ARGV: token, new offset, lock ttl ms, state ttl s, probed flag
+_COMMIT = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+redis.call('HSET', KEYS[1], 'offset', ARGV[2], 'probed', ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class State:
+    """One upload's state as read from Redis."""
+
+    upload_id: str
+    offset: int  # committed bytes
+    size: int  # declared bytes
+    user_id: str
+    status: str  # open | complete | failed
+    probed: bool
+    slug: str  # image slug once complete
+
+
+class UploadStates:
+    """Reads and writes upload state; ``ttl_s`` is the abandoned-upload TTL, ``lock_ttl_ms`` the writer lock's."""
+
+    def __init__(self, redis: aioredis.Redis, ttl_s: int = 3600, lock_ttl_ms: int = 10_000) -> None:
+        self.redis = redis
+        self.ttl_s = ttl_s
+        self.lock_ttl_ms = lock_ttl_ms
+        self._commit = redis.register_script(_COMMIT)
+        self._release = redis.register_script(_RELEASE)
+
+    async def create(self, upload_id: str, size: int, user_id: str) -> None:
+        """Record a new upload at offset 0 (manager, at ``CreateUpload``)."""
+        key = state_key(upload_id)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(key, mapping={"offset": 0, "size": size, "user": user_id, "status": "open", "probed": 0,
+                                 "slug": "", "node": ""})
+            p.expire(key, self.ttl_s)
+            await p.execute()
+
+    async def get(self, upload_id: str) -> State | None:
+        raw = await self.redis.hgetall(state_key(upload_id))
+        if not raw:
+            return None
+        d = {k.decode(): v.decode() for k, v in raw.items()}
+        return State(upload_id, int(d.get("offset", 0)), int(d.get("size", 0)), d.get("user", ""),
+                     d.get("status", "open"), d.get("probed") == "1", d.get("slug", ""))
+
+    async def require_open(self, upload_id: str) -> State:
+        """The state of an upload that may still take bytes.
+
+        Raises NotFound (unknown or expired: the abandoned-upload TTL ran out) or
+        InvalidTicket (the upload already completed or failed: a ticket is single-use).
+        """
+        st = await self.get(upload_id)
+        if st is None:
+            raise errors.NotFound("upload not found: it expired or never existed; start a new upload")
+        if st.status == "complete":
+            raise errors.InvalidTicket("upload ticket already used: the upload is complete")
+        if st.status != "open":
+            raise errors.InvalidTicket("upload ticket already used: the upload failed; start a new upload")
+        return st
+
+    async def lock(self, upload_id: str, node_id: str) -> str:
+        """Take the writer lock; returns its token. Raises UploadBusy when another stream holds it."""
+        token = f"{node_id}:{secrets.token_hex(8)}"
+        if not await self.redis.set(lock_key(upload_id), token, nx=True, px=self.lock_ttl_ms):
+            raise errors.UploadBusy("another stream is writing this upload; retry in a few seconds")
+        await self.redis.hset(state_key(upload_id), "node", node_id)
+        return token
+
+    async def commit(self, upload_id: str, token: str, offset: int, probed: bool) -> None:
+        """Record ``offset`` bytes as durable, if this writer still holds the lock (fencing)."""
+        r = await self._commit(keys=[state_key(upload_id), lock_key(upload_id)],
+                               args=[token, offset, self.lock_ttl_ms, self.ttl_s, int(probed)])
+        if r == 0:
+            raise errors.UploadBusy("lost the upload's writer lock to another stream")
+        if r == -1:
+            raise errors.NotFound("upload expired while being written")
+
+    async def unlock(self, upload_id: str, token: str) -> None:
+        await self._release(keys=[lock_key(upload_id)], args=[token])
+
+    async def reset(self, upload_id: str) -> None:
+        """Back to offset 0 (staged bytes were dropped, e.g. the staging disk was full)."""
+        await self.redis.hset(state_key(upload_id), mapping={"offset": 0, "probed": 0})
+
+    async def finish(self, upload_id: str, status: str, slug: str = "") -> None:
+        """Mark complete (with the image slug) or failed; kept until the TTL so re-use is refused."""
+        await self.redis.hset(state_key(upload_id), mapping={"status": status, "slug": slug})
+
+    async def delete(self, upload_id: str) -> None:
+        await self.redis.delete(state_key(upload_id), lock_key(upload_id))
+
+    async def exists(self, upload_id: str) -> bool:
+        return bool(await self.redis.exists(state_key(upload_id)))
