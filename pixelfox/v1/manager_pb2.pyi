@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from pixelfox.v1 import common_pb2 as _common_pb2
+from pixelfox.v1 import jobs_pb2 as _jobs_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -625,24 +626,36 @@ class WorkerMessage(_message.Message):
     HELLO_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     FAILURE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    HAND_BACK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___WorkerHello: ...
     @_builtins.property
     def result(self) -> Global___JobResult: ...
     @_builtins.property
     def failure(self) -> Global___JobFailure: ...
+    @_builtins.property
+    def status(self) -> _jobs_pb2.WorkerStatus:
+        """lease extension + free slots (issue 7)"""
+
+    @_builtins.property
+    def hand_back(self) -> _jobs_pb2.JobHandBack:
+        """jobs given back on drain (issue 7)"""
+
     def __init__(
         self,
         *,
         hello: Global___WorkerHello | None = ...,
         result: Global___JobResult | None = ...,
         failure: Global___JobFailure | None = ...,
+        status: _jobs_pb2.WorkerStatus | None = ...,
+        hand_back: _jobs_pb2.JobHandBack | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "hello", b"hello", "msg", b"msg", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "hand_back", b"hand_back", "hello", b"hello", "msg", b"msg", "result", b"result", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "hello", b"hello", "msg", b"msg", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "hand_back", b"hand_back", "hello", b"hello", "msg", b"msg", "result", b"result", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["hello", "result", "failure"]  # noqa: Y015
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["hello", "result", "failure", "status", "hand_back"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 
@@ -786,6 +799,11 @@ class Job(_message.Message):
     LEASE_SECONDS_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    ESTIMATED_CPU_S_FIELD_NUMBER: _builtins.int
+    REQUIRES_GPU_FIELD_NUMBER: _builtins.int
+    DEADLINE_S_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     lease_id: _builtins.str
     image_id: _builtins.str
@@ -795,6 +813,17 @@ class Job(_message.Message):
     sha256: _builtins.str
     """of the original"""
     attempt: _builtins.int
+    priority: _builtins.str
+    """issue 7: job hints and limits
+    "interactive" | "batch"
+    """
+    estimated_cpu_s: _builtins.float
+    """hint, seconds of CPU"""
+    requires_gpu: _builtins.bool
+    deadline_s: _builtins.float
+    """per-job time limit in seconds (0 = none)"""
+    kind: _builtins.str
+    """"process_image" | "reprocess_image" """
     @_builtins.property
     def source_nodes(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Node]:
         """storage nodes holding the original"""
@@ -816,10 +845,15 @@ class Job(_message.Message):
         lease_seconds: _builtins.float = ...,
         sha256: _builtins.str = ...,
         attempt: _builtins.int = ...,
+        priority: _builtins.str = ...,
+        estimated_cpu_s: _builtins.float = ...,
+        requires_gpu: _builtins.bool = ...,
+        deadline_s: _builtins.float = ...,
+        kind: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "image_id", b"image_id", "job_id", b"job_id", "lease_id", b"lease_id", "lease_seconds", b"lease_seconds", "original_key", b"original_key", "recipe_version", b"recipe_version", "sha256", b"sha256", "source_nodes", b"source_nodes", "target_nodes", b"target_nodes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "deadline_s", b"deadline_s", "estimated_cpu_s", b"estimated_cpu_s", "image_id", b"image_id", "job_id", b"job_id", "kind", b"kind", "lease_id", b"lease_id", "lease_seconds", b"lease_seconds", "original_key", b"original_key", "priority", b"priority", "recipe_version", b"recipe_version", "requires_gpu", b"requires_gpu", "sha256", b"sha256", "source_nodes", b"source_nodes", "target_nodes", b"target_nodes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
