@@ -1580,3 +1580,26 @@ class AdminOverviewResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AdminOverviewResponse: _TypeAlias = AdminOverviewResponse  # noqa: Y015
+
+@_typing.final
+class SetNodeMaintenanceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    MAINTENANCE_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    maintenance: _builtins.bool
+    """true: drain the node; false: back to active"""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        maintenance: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["maintenance", b"maintenance", "node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetNodeMaintenanceRequest: _TypeAlias = SetNodeMaintenanceRequest  # noqa: Y015

@@ -59,6 +59,11 @@ class ManagerServiceStub:
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.PlaceObjectRequest.SerializeToString,
                 response_deserializer=pixelfox_dot_v1_dot_manager__pb2.PlaceObjectResponse.FromString,
                 _registered_method=True)
+        self.SetNodeMaintenance = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/SetNodeMaintenance',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.SetNodeMaintenanceRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_common__pb2.Node.FromString,
+                _registered_method=True)
         self.CreateUpload = channel.unary_unary(
                 '/pixelfox.v1.ManagerService/CreateUpload',
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.CreateUploadRequest.SerializeToString,
@@ -219,6 +224,14 @@ class ManagerServiceServicer:
 
     def PlaceObject(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetNodeMaintenance(self, request, context):
+        """Put a node into maintenance (no new uploads, jobs or placements; it keeps serving what
+        it holds) or take it out again. Admin key or cluster credential.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -417,6 +430,11 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.PlaceObject,
                     request_deserializer=pixelfox_dot_v1_dot_manager__pb2.PlaceObjectRequest.FromString,
                     response_serializer=pixelfox_dot_v1_dot_manager__pb2.PlaceObjectResponse.SerializeToString,
+            ),
+            'SetNodeMaintenance': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetNodeMaintenance,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.SetNodeMaintenanceRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_common__pb2.Node.SerializeToString,
             ),
             'CreateUpload': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateUpload,
@@ -661,6 +679,33 @@ class ManagerService:
             '/pixelfox.v1.ManagerService/PlaceObject',
             pixelfox_dot_v1_dot_manager__pb2.PlaceObjectRequest.SerializeToString,
             pixelfox_dot_v1_dot_manager__pb2.PlaceObjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetNodeMaintenance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/SetNodeMaintenance',
+            pixelfox_dot_v1_dot_manager__pb2.SetNodeMaintenanceRequest.SerializeToString,
+            pixelfox_dot_v1_dot_common__pb2.Node.FromString,
             options,
             channel_credentials,
             insecure,

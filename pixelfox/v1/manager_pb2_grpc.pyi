@@ -43,6 +43,10 @@ class ManagerServiceStub:
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_manager_pb2.HeartbeatRequest, _manager_pb2.HeartbeatResponse]
     ListNodes: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ListNodesRequest, _manager_pb2.ListNodesResponse]
     PlaceObject: _grpc.UnaryUnaryMultiCallable[_manager_pb2.PlaceObjectRequest, _manager_pb2.PlaceObjectResponse]
+    SetNodeMaintenance: _grpc.UnaryUnaryMultiCallable[_manager_pb2.SetNodeMaintenanceRequest, _common_pb2.Node]
+    """Put a node into maintenance (no new uploads, jobs or placements; it keeps serving what
+    it holds) or take it out again. Admin key or cluster credential.
+    """
     CreateUpload: _grpc.UnaryUnaryMultiCallable[_manager_pb2.CreateUploadRequest, _manager_pb2.CreateUploadResponse]
     """--- uploads"""
     CompleteUpload: _grpc.UnaryUnaryMultiCallable[_manager_pb2.CompleteUploadRequest, _manager_pb2.CompleteUploadResponse]
@@ -102,6 +106,10 @@ class ManagerServiceAsyncStub(ManagerServiceStub):
     Heartbeat: _aio.UnaryUnaryMultiCallable[_manager_pb2.HeartbeatRequest, _manager_pb2.HeartbeatResponse]  # type: ignore[assignment]
     ListNodes: _aio.UnaryUnaryMultiCallable[_manager_pb2.ListNodesRequest, _manager_pb2.ListNodesResponse]  # type: ignore[assignment]
     PlaceObject: _aio.UnaryUnaryMultiCallable[_manager_pb2.PlaceObjectRequest, _manager_pb2.PlaceObjectResponse]  # type: ignore[assignment]
+    SetNodeMaintenance: _aio.UnaryUnaryMultiCallable[_manager_pb2.SetNodeMaintenanceRequest, _common_pb2.Node]  # type: ignore[assignment]
+    """Put a node into maintenance (no new uploads, jobs or placements; it keeps serving what
+    it holds) or take it out again. Admin key or cluster credential.
+    """
     CreateUpload: _aio.UnaryUnaryMultiCallable[_manager_pb2.CreateUploadRequest, _manager_pb2.CreateUploadResponse]  # type: ignore[assignment]
     """--- uploads"""
     CompleteUpload: _aio.UnaryUnaryMultiCallable[_manager_pb2.CompleteUploadRequest, _manager_pb2.CompleteUploadResponse]  # type: ignore[assignment]
@@ -182,6 +190,16 @@ class ManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _manager_pb2.PlaceObjectRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_manager_pb2.PlaceObjectResponse, _abc.Awaitable[_manager_pb2.PlaceObjectResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetNodeMaintenance(
+        self,
+        request: _manager_pb2.SetNodeMaintenanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Node, _abc.Awaitable[_common_pb2.Node]]:
+        """Put a node into maintenance (no new uploads, jobs or placements; it keeps serving what
+        it holds) or take it out again. Admin key or cluster credential.
+        """
 
     @_abc_1.abstractmethod
     def CreateUpload(
