@@ -19,25 +19,55 @@ type InfoTuple = (&'static str, &'static str, u32, u32, u32, u8);
 /// (max_pixels, max_width, max_height, max_frames, max_total_pixels, max_input_bytes)
 type LimitsTuple = (u64, u64, u64, u64, u64, u64);
 /// (name, format, mime, width, height, data, frames)
-type VariantTuple<'py> = (String, &'static str, &'static str, u32, u32, Bound<'py, PyBytes>, u32);
+type VariantTuple<'py> = (
+    String,
+    &'static str,
+    &'static str,
+    u32,
+    u32,
+    Bound<'py, PyBytes>,
+    u32,
+);
 
 fn info_tuple(info: &Info) -> InfoTuple {
-    (info.format.name(), info.format.mime(), info.width, info.height, info.frames, info.orientation)
+    (
+        info.format.name(),
+        info.format.mime(),
+        info.width,
+        info.height,
+        info.frames,
+        info.orientation,
+    )
 }
 
 fn limits_from(t: Option<LimitsTuple>) -> Limits {
     match t {
         None => Limits::default(),
-        Some((max_pixels, max_width, max_height, max_frames, max_total_pixels, max_input_bytes)) => {
-            Limits { max_pixels, max_width, max_height, max_frames, max_total_pixels, max_input_bytes }
-        }
+        Some((
+            max_pixels,
+            max_width,
+            max_height,
+            max_frames,
+            max_total_pixels,
+            max_input_bytes,
+        )) => Limits {
+            max_pixels,
+            max_width,
+            max_height,
+            max_frames,
+            max_total_pixels,
+            max_input_bytes,
+        },
     }
 }
 
 /// Runs `f` with a panic guard: a panic in a decoder is reported as corrupt input.
 fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(f))
-        .unwrap_or_else(|_| Err(Error::corrupt("corrupt image: the decoder failed on this data")))
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(Error::corrupt(
+            "corrupt image: the decoder failed on this data",
+        ))
+    })
 }
 
 /// Borrows the bytes of `data` and runs `f` on them with the GIL released.
@@ -50,8 +80,9 @@ fn with_bytes<T: Send>(
         let slice = bytes.as_bytes();
         return Ok(py.detach(|| guarded(|| f(slice)))?);
     }
-    let buffer = PyBuffer::<u8>::get(data)
-        .map_err(|_| PyTypeError::new_err("expected a bytes-like object (bytes, bytearray, memoryview, mmap)"))?;
+    let buffer = PyBuffer::<u8>::get(data).map_err(|_| {
+        PyTypeError::new_err("expected a bytes-like object (bytes, bytearray, memoryview, mmap)")
+    })?;
     if !buffer.is_c_contiguous() {
         return Err(PyTypeError::new_err("expected a C-contiguous buffer"));
     }
@@ -73,7 +104,11 @@ fn with_bytes<T: Send>(
 /// Header-only probe (works on a prefix of the file).
 #[pyfunction]
 #[pyo3(signature = (data, limits=None))]
-pub fn probe(py: Python<'_>, data: &Bound<'_, PyAny>, limits: Option<LimitsTuple>) -> PyResult<InfoTuple> {
+pub fn probe(
+    py: Python<'_>,
+    data: &Bound<'_, PyAny>,
+    limits: Option<LimitsTuple>,
+) -> PyResult<InfoTuple> {
     let limits = limits_from(limits);
     let info = with_bytes(py, data, |d| header::probe(d, &limits))?;
     Ok(info_tuple(&info))
@@ -82,7 +117,11 @@ pub fn probe(py: Python<'_>, data: &Bound<'_, PyAny>, limits: Option<LimitsTuple
 /// Probe plus structural completeness of the whole file; no pixel decode.
 #[pyfunction]
 #[pyo3(signature = (data, limits=None))]
-pub fn verify(py: Python<'_>, data: &Bound<'_, PyAny>, limits: Option<LimitsTuple>) -> PyResult<InfoTuple> {
+pub fn verify(
+    py: Python<'_>,
+    data: &Bound<'_, PyAny>,
+    limits: Option<LimitsTuple>,
+) -> PyResult<InfoTuple> {
     let limits = limits_from(limits);
     let info = with_bytes(py, data, |d| header::verify(d, &limits))?;
     Ok(info_tuple(&info))
@@ -108,9 +147,17 @@ pub fn process<'py>(
     for (name, width, height, formats) in variants {
         let formats = formats
             .iter()
-            .map(|f| OutFormat::parse(f).ok_or_else(|| PyValueError::new_err(format!("unknown output format {f:?}"))))
+            .map(|f| {
+                OutFormat::parse(f)
+                    .ok_or_else(|| PyValueError::new_err(format!("unknown output format {f:?}")))
+            })
             .collect::<PyResult<Vec<_>>>()?;
-        specs.push(VariantSpec { name, width, height, formats });
+        specs.push(VariantSpec {
+            name,
+            width,
+            height,
+            formats,
+        });
     }
     let plan = Plan {
         variants: specs,
@@ -122,12 +169,21 @@ pub fn process<'py>(
         background: [background.0, background.1, background.2],
     };
     let limits = limits_from(limits);
-    let (info, (width, height), outputs) = with_bytes(py, data, |d| pipeline::run(d, &plan, &limits))?;
+    let (info, (width, height), outputs) =
+        with_bytes(py, data, |d| pipeline::run(d, &plan, &limits))?;
     let variants = outputs
         .into_iter()
         .map(|o| {
             let data = PyBytes::new(py, &o.data);
-            (o.name, o.format.name(), o.format.mime(), o.width, o.height, data, o.frames)
+            (
+                o.name,
+                o.format.name(),
+                o.format.mime(),
+                o.width,
+                o.height,
+                data,
+                o.frames,
+            )
         })
         .collect();
     Ok((info_tuple(&info), width, height, variants))

@@ -7,10 +7,30 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::PyErr;
 
-create_exception!(_core, CoreError, PyException, "Base class of every error raised by pixelfox._core.");
-create_exception!(_core, CorruptImageError, CoreError, "Truncated or broken image data, or an empty file.");
-create_exception!(_core, UnsupportedFormatError, CoreError, "Not an image, or an image format PixelFox does not accept.");
-create_exception!(_core, LimitExceededError, CoreError, "The image is over one of the configured limits.");
+create_exception!(
+    _core,
+    CoreError,
+    PyException,
+    "Base class of every error raised by pixelfox._core."
+);
+create_exception!(
+    _core,
+    CorruptImageError,
+    CoreError,
+    "Truncated or broken image data, or an empty file."
+);
+create_exception!(
+    _core,
+    UnsupportedFormatError,
+    CoreError,
+    "Not an image, or an image format PixelFox does not accept."
+);
+create_exception!(
+    _core,
+    LimitExceededError,
+    CoreError,
+    "The image is over one of the configured limits."
+);
 
 /// Everything that can go wrong inside the core. Messages are safe to show to users.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +46,10 @@ pub enum Error {
     Limit(String),
     /// An encoder refused valid pixels (should not happen; reported, not panicked).
     #[error("encoding {format} failed: {detail}")]
-    Encode { format: &'static str, detail: String },
+    Encode {
+        format: &'static str,
+        detail: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -48,7 +71,9 @@ impl From<image::ImageError> for Error {
         use image::error::{ImageError as E, LimitErrorKind};
         match err {
             E::Limits(l) => match l.kind() {
-                LimitErrorKind::DimensionError => Error::Limit(format!("image exceeds the size limits: {l}")),
+                LimitErrorKind::DimensionError => {
+                    Error::Limit(format!("image exceeds the size limits: {l}"))
+                }
                 _ => Error::Limit(format!("image exceeds the memory limit: {l}")),
             },
             E::Unsupported(u) => Error::Unsupported(format!("unsupported image feature: {u}")),

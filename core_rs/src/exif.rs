@@ -7,7 +7,9 @@ use crate::codecs::{be16, be32, le16, le32};
 /// `Exif\0\0` prefix). Returns 1 when absent or malformed.
 pub fn orientation(blob: &[u8]) -> u8 {
     let tiff = blob.strip_prefix(b"Exif\0\0").unwrap_or(blob);
-    read_orientation(tiff).filter(|o| (1..=8).contains(o)).unwrap_or(1)
+    read_orientation(tiff)
+        .filter(|o| (1..=8).contains(o))
+        .unwrap_or(1)
 }
 
 fn read_orientation(t: &[u8]) -> Option<u8> {
@@ -37,9 +39,13 @@ mod tests {
 
     #[test]
     fn reads_both_byte_orders() {
-        let mm = [b'M', b'M', 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0];
+        let mm = [
+            b'M', b'M', 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0,
+        ];
         assert_eq!(orientation(&mm), 6);
-        let ii = [b'I', b'I', 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, 8, 0, 0, 0];
+        let ii = [
+            b'I', b'I', 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, 8, 0, 0, 0,
+        ];
         assert_eq!(orientation(&ii), 8);
         assert_eq!(orientation(b"garbage"), 1);
     }

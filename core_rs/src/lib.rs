@@ -20,9 +20,18 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(api::verify, m)?)?;
     m.add_function(wrap_pyfunction!(api::process, m)?)?;
     m.add("CoreError", py.get_type::<errors::CoreError>())?;
-    m.add("CorruptImageError", py.get_type::<errors::CorruptImageError>())?;
-    m.add("UnsupportedFormatError", py.get_type::<errors::UnsupportedFormatError>())?;
-    m.add("LimitExceededError", py.get_type::<errors::LimitExceededError>())?;
+    m.add(
+        "CorruptImageError",
+        py.get_type::<errors::CorruptImageError>(),
+    )?;
+    m.add(
+        "UnsupportedFormatError",
+        py.get_type::<errors::UnsupportedFormatError>(),
+    )?;
+    m.add(
+        "LimitExceededError",
+        py.get_type::<errors::LimitExceededError>(),
+    )?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -30,7 +30,7 @@ impl Default for Limits {
 }
 
 fn megapixels(px: u64) -> String {
-    if px % 1_000_000 == 0 {
+    if px.is_multiple_of(1_000_000) {
         format!("{} MP", px / 1_000_000)
     } else {
         format!("{:.1} MP", px as f64 / 1e6)

@@ -136,7 +136,11 @@ pub const STEPS: &[&dyn Step] = &[
 ];
 
 /// verify → decode once → orient → resize → sRGB → encode.
-pub fn run<'a>(data: &'a [u8], plan: &'a Plan, limits: &'a Limits) -> Result<(Info, (u32, u32), Vec<Output>)> {
+pub fn run<'a>(
+    data: &'a [u8],
+    plan: &'a Plan,
+    limits: &'a Limits,
+) -> Result<(Info, (u32, u32), Vec<Output>)> {
     let info = probe::verify(data, limits)?;
     let mut ctx = Context {
         data,

@@ -113,7 +113,9 @@ fn unsupported_kind(data: &[u8]) -> Error {
     }
     let printable = head
         .iter()
-        .filter(|&&b| b == b'\n' || b == b'\r' || b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
+        .filter(|&&b| {
+            b == b'\n' || b == b'\r' || b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80
+        })
         .count();
     if printable * 100 >= head.len() * 95 && std::str::from_utf8(head).is_ok() {
         return Error::Unsupported("not an image (text)".into());
@@ -142,6 +144,9 @@ fn parse(data: &[u8], limits: &Limits, mode: Mode) -> Result<Info> {
     };
     limits.check_dimensions(u64::from(info.width), u64::from(info.height))?;
     let area = u64::from(info.width) * u64::from(info.height);
-    limits.check_frames(u64::from(info.frames), area.saturating_mul(u64::from(info.frames)))?;
+    limits.check_frames(
+        u64::from(info.frames),
+        area.saturating_mul(u64::from(info.frames)),
+    )?;
     Ok(info)
 }

@@ -19,7 +19,9 @@ pub fn sniff_ftyp(d: &[u8]) -> Result<Format> {
     if has(&[b"avif", b"avis"]) {
         return Ok(Format::Avif);
     }
-    if has(&[b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"]) {
+    if has(&[
+        b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1",
+    ]) {
         return Err(Error::unsupported("HEIC"));
     }
     if has(&[b"qt  "]) {
@@ -42,14 +44,19 @@ pub fn dimensions(d: &[u8]) -> Option<(u32, u32)> {
 pub fn parse(d: &[u8], limits: &Limits, _mode: Mode) -> Result<Info> {
     if let Some((w, h)) = dimensions(d) {
         limits.check_dimensions(u64::from(w), u64::from(h))?;
-        return Err(Error::Unsupported(format!("unsupported format: AVIF ({w}x{h}; AVIF input is not supported yet)")));
+        return Err(Error::Unsupported(format!(
+            "unsupported format: AVIF ({w}x{h}; AVIF input is not supported yet)"
+        )));
     }
     Err(Error::unsupported("AVIF"))
 }
 
 /// AVIF (ravif/rav1e) of the first frame of a rendition; alpha kept.
 pub fn encode(r: &Rendition, plan: &Plan) -> Result<Vec<u8>> {
-    let err = |detail: String| Error::Encode { format: "avif", detail };
+    let err = |detail: String| Error::Encode {
+        format: "avif",
+        detail,
+    };
     let first = r.frames.first().ok_or_else(|| err("no frames".into()))?;
     let (w, h) = (r.width as usize, r.height as usize);
     let encoder = ravif::Encoder::new()
@@ -58,11 +65,19 @@ pub fn encode(r: &Rendition, plan: &Plan) -> Result<Vec<u8>> {
         .with_speed(plan.avif_speed.clamp(1, 10));
     let encoded = match &first.image {
         DynamicImage::ImageRgba8(b) => {
-            let px: Vec<RGBA8> = b.as_raw().chunks_exact(4).map(|c| RGBA8::new(c[0], c[1], c[2], c[3])).collect();
+            let px: Vec<RGBA8> = b
+                .as_raw()
+                .chunks_exact(4)
+                .map(|c| RGBA8::new(c[0], c[1], c[2], c[3]))
+                .collect();
             encoder.encode_rgba(Img::new(px.as_slice(), w, h))
         }
         DynamicImage::ImageRgb8(b) => {
-            let px: Vec<RGB8> = b.as_raw().chunks_exact(3).map(|c| RGB8::new(c[0], c[1], c[2])).collect();
+            let px: Vec<RGB8> = b
+                .as_raw()
+                .chunks_exact(3)
+                .map(|c| RGB8::new(c[0], c[1], c[2]))
+                .collect();
             encoder.encode_rgb(Img::new(px.as_slice(), w, h))
         }
         _ => return Err(err("unexpected pixel layout".into())),

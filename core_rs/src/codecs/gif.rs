@@ -9,7 +9,9 @@ use crate::probe::{Format, Info};
 
 pub fn parse(d: &[u8], limits: &Limits, mode: Mode) -> Result<Info> {
     let (Some(sw), Some(sh), Some(&flags)) = (le16(d, 6), le16(d, 8), d.get(10)) else {
-        return Err(Error::truncated("GIF data ends before the logical screen descriptor"));
+        return Err(Error::truncated(
+            "GIF data ends before the logical screen descriptor",
+        ));
     };
     let mut width = u64::from(sw);
     let mut height = u64::from(sh);
@@ -30,9 +32,13 @@ pub fn parse(d: &[u8], limits: &Limits, mode: Mode) -> Result<Info> {
                 }
             }
             0x2C => {
-                let (Some(left), Some(top), Some(w), Some(h), Some(&f)) =
-                    (le16(d, pos + 1), le16(d, pos + 3), le16(d, pos + 5), le16(d, pos + 7), d.get(pos + 9))
-                else {
+                let (Some(left), Some(top), Some(w), Some(h), Some(&f)) = (
+                    le16(d, pos + 1),
+                    le16(d, pos + 3),
+                    le16(d, pos + 5),
+                    le16(d, pos + 7),
+                    d.get(pos + 9),
+                ) else {
                     return end_of_data(width, height, frames, mode);
                 };
                 width = width.max(u64::from(left) + u64::from(w));
@@ -48,7 +54,9 @@ pub fn parse(d: &[u8], limits: &Limits, mode: Mode) -> Result<Info> {
                 }
             }
             other => {
-                return Err(Error::corrupt(format!("corrupt GIF: unknown block 0x{other:02X} at byte {pos}")));
+                return Err(Error::corrupt(format!(
+                    "corrupt GIF: unknown block 0x{other:02X} at byte {pos}"
+                )));
             }
         }
     }
@@ -89,7 +97,8 @@ fn make_info(width: u64, height: u64, frames: u64) -> Result<Info> {
     if width == 0 || height == 0 {
         return Err(Error::corrupt("corrupt GIF: zero width or height"));
     }
-    let narrow = |v: u64| u32::try_from(v).map_err(|_| Error::corrupt("corrupt GIF: size overflow"));
+    let narrow =
+        |v: u64| u32::try_from(v).map_err(|_| Error::corrupt("corrupt GIF: size overflow"));
     Ok(Info {
         format: Format::Gif,
         width: narrow(width)?,

@@ -35,7 +35,9 @@ pub fn parse(d: &[u8], limits: &Limits, mode: Mode) -> Result<Info> {
             return end_of_data(size, orientation, mode);
         };
         if ff != 0xFF {
-            return Err(Error::corrupt(format!("corrupt JPEG: expected a marker at byte {pos}")));
+            return Err(Error::corrupt(format!(
+                "corrupt JPEG: expected a marker at byte {pos}"
+            )));
         }
         let mut m = pos + 1;
         while d.get(m) == Some(&0xFF) {
@@ -113,26 +115,41 @@ fn end_of_data(size: Option<(u32, u32)>, orientation: u8, mode: Mode) -> Result<
     match (mode, size) {
         (Mode::Prefix, Some(_)) => finish(size, orientation),
         (Mode::Prefix, None) => Err(Error::truncated("JPEG data ends before the frame header")),
-        (Mode::Whole, Some(_)) => Err(Error::truncated("JPEG data ends before the end-of-image marker")),
+        (Mode::Whole, Some(_)) => Err(Error::truncated(
+            "JPEG data ends before the end-of-image marker",
+        )),
         (Mode::Whole, None) => Err(Error::truncated("JPEG data ends before the frame header")),
     }
 }
 
 fn finish(size: Option<(u32, u32)>, orientation: u8) -> Result<Info> {
     let Some((width, height)) = size else {
-        return Err(Error::corrupt("corrupt JPEG: no frame header before end of image"));
+        return Err(Error::corrupt(
+            "corrupt JPEG: no frame header before end of image",
+        ));
     };
-    Ok(Info { format: Format::Jpeg, width, height, frames: 1, orientation })
+    Ok(Info {
+        format: Format::Jpeg,
+        width,
+        height,
+        frames: 1,
+        orientation,
+    })
 }
 
 /// Baseline JPEG (JFIF only, no EXIF/ICC) of the first frame; alpha is
 /// flattened onto `plan.background`.
 pub fn encode(r: &Rendition, plan: &Plan) -> Result<Vec<u8>> {
-    let err = |detail: String| Error::Encode { format: "jpeg", detail };
+    let err = |detail: String| Error::Encode {
+        format: "jpeg",
+        detail,
+    };
     let first = r.frames.first().ok_or_else(|| err("no frames".into()))?;
     let rgb: std::borrow::Cow<'_, [u8]> = match &first.image {
         DynamicImage::ImageRgb8(b) => std::borrow::Cow::Borrowed(b.as_raw()),
-        DynamicImage::ImageRgba8(b) => std::borrow::Cow::Owned(flatten(b.as_raw(), plan.background)),
+        DynamicImage::ImageRgba8(b) => {
+            std::borrow::Cow::Owned(flatten(b.as_raw(), plan.background))
+        }
         _ => return Err(err("unexpected pixel layout".into())),
     };
     let mut out = Vec::new();

@@ -19,10 +19,18 @@ pub fn parse(d: &[u8], limits: &Limits, mode: Mode) -> Result<Info> {
         return Err(Error::truncated("PNG data ends before the header"));
     };
     if width == 0 || height == 0 || width > i32::MAX as u32 || height > i32::MAX as u32 {
-        return Err(Error::corrupt(format!("corrupt PNG: invalid size {width}x{height}")));
+        return Err(Error::corrupt(format!(
+            "corrupt PNG: invalid size {width}x{height}"
+        )));
     }
     limits.check_dimensions(u64::from(width), u64::from(height))?;
-    let mut info = Info { format: Format::Png, width, height, frames: 1, orientation: 1 };
+    let mut info = Info {
+        format: Format::Png,
+        width,
+        height,
+        frames: 1,
+        orientation: 1,
+    };
     let mut pos = 8;
     loop {
         let Some(len) = be32(d, pos) else {
@@ -41,7 +49,9 @@ pub fn parse(d: &[u8], limits: &Limits, mode: Mode) -> Result<Info> {
             hasher.update(body);
             if hasher.finalize() != crc {
                 let name = String::from_utf8_lossy(kind);
-                return Err(Error::corrupt(format!("corrupt PNG: CRC mismatch in {name} chunk")));
+                return Err(Error::corrupt(format!(
+                    "corrupt PNG: CRC mismatch in {name} chunk"
+                )));
             }
         }
         match kind {

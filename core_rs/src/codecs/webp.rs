@@ -15,7 +15,10 @@ pub fn parse(d: &[u8], limits: &Limits, mode: Mode) -> Result<Info> {
     };
     let riff_end = (riff_len as usize).saturating_add(8);
     if mode == Mode::Whole && d.len() < riff_end {
-        return Err(Error::truncated(format!("WebP RIFF declares {riff_end} bytes, file has {}", d.len())));
+        return Err(Error::truncated(format!(
+            "WebP RIFF declares {riff_end} bytes, file has {}",
+            d.len()
+        )));
     }
     let end = riff_end.min(d.len());
     let mut size: Option<(u32, u32)> = None;
@@ -71,7 +74,13 @@ pub fn parse(d: &[u8], limits: &Limits, mode: Mode) -> Result<Info> {
     if width == 0 || height == 0 {
         return Err(Error::corrupt("corrupt WebP: zero width or height"));
     }
-    Ok(Info { format: Format::Webp, width, height, frames: frames.max(1), orientation })
+    Ok(Info {
+        format: Format::Webp,
+        width,
+        height,
+        frames: frames.max(1),
+        orientation,
+    })
 }
 
 fn check(size: Option<(u32, u32)>, limits: &Limits) -> Result<()> {
@@ -84,8 +93,12 @@ fn check(size: Option<(u32, u32)>, limits: &Limits) -> Result<()> {
 /// Lossy WebP of a rendition: a still for one frame, an animated WebP (every
 /// frame, its delay, the loop count) otherwise. Returns (bytes, frame count).
 pub fn encode(r: &Rendition, plan: &Plan, loop_count: u32) -> Result<(Vec<u8>, u32)> {
-    let err = |detail: String| Error::Encode { format: "webp", detail };
-    let mut config = webp::WebPConfig::new().map_err(|()| err("libwebp config init failed".into()))?;
+    let err = |detail: String| Error::Encode {
+        format: "webp",
+        detail,
+    };
+    let mut config =
+        webp::WebPConfig::new().map_err(|()| err("libwebp config init failed".into()))?;
     config.quality = plan.webp_quality.clamp(0.0, 100.0);
     config.method = plan.webp_method.clamp(0, 6);
     config.alpha_compression = 1;
@@ -99,7 +112,9 @@ pub fn encode(r: &Rendition, plan: &Plan, loop_count: u32) -> Result<(Vec<u8>, u
             DynamicImage::ImageRgb8(b) => webp::Encoder::from_rgb(b.as_raw(), r.width, r.height),
             _ => return Err(err("unexpected pixel layout".into())),
         };
-        let mem = encoder.encode_advanced(&config).map_err(|e| err(format!("{e:?}")))?;
+        let mem = encoder
+            .encode_advanced(&config)
+            .map_err(|e| err(format!("{e:?}")))?;
         return Ok((mem.to_vec(), 1));
     }
     // Animation: every frame as RGBA (the decoder composited them onto the canvas).
@@ -108,12 +123,20 @@ pub fn encode(r: &Rendition, plan: &Plan, loop_count: u32) -> Result<(Vec<u8>, u
     encoder.set_loop_count(i32::try_from(loop_count).unwrap_or(0));
     let mut timestamp: i32 = 0;
     for (frame, buf) in frames.iter().zip(&rgba) {
-        encoder.add_frame(webp::AnimFrame::from_rgba(buf.as_raw(), r.width, r.height, timestamp));
+        encoder.add_frame(webp::AnimFrame::from_rgba(
+            buf.as_raw(),
+            r.width,
+            r.height,
+            timestamp,
+        ));
         timestamp = timestamp.saturating_add(i32::try_from(frame.delay_ms).unwrap_or(i32::MAX));
     }
     let mem = encoder.try_encode().map_err(|e| err(format!("{e:?}")))?;
     let delays: Vec<u32> = frames.iter().map(|f| f.delay_ms).collect();
-    let data = super::webp_frames::restore_frames(&mem, &delays, r.width, r.height).unwrap_or_else(|| mem.to_vec());
-    let count = parse(&data, &crate::limits::Limits::default(), Mode::Whole).map(|i| i.frames).unwrap_or(1);
+    let data = super::webp_frames::restore_frames(&mem, &delays, r.width, r.height)
+        .unwrap_or_else(|| mem.to_vec());
+    let count = parse(&data, &crate::limits::Limits::default(), Mode::Whole)
+        .map(|i| i.frames)
+        .unwrap_or(1);
     Ok((data, count))
 }

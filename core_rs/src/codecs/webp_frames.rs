@@ -19,27 +19,47 @@ impl Drop for Mux {
 }
 
 fn empty_data() -> sys::WebPData {
-    sys::WebPData { bytes: std::ptr::null(), size: 0 }
+    sys::WebPData {
+        bytes: std::ptr::null(),
+        size: 0,
+    }
 }
 
 /// Returns the animation with one ANMF per entry of `delays_ms`, or `None` when
 /// the encoder output cannot be matched to the source timing (then the caller
 /// keeps the encoder output, which plays the same).
-pub fn restore_frames(encoded: &[u8], delays_ms: &[u32], width: u32, height: u32) -> Option<Vec<u8>> {
+pub fn restore_frames(
+    encoded: &[u8],
+    delays_ms: &[u32],
+    width: u32,
+    height: u32,
+) -> Option<Vec<u8>> {
     // SAFETY: all pointers passed to libwebp are valid for the duration of each call;
     // frame bitstreams point into `src` (copy_data = 1 when pushing into `dst`).
     unsafe {
-        let input = sys::WebPData { bytes: encoded.as_ptr(), size: encoded.len() };
-        let src = Mux(sys::WebPMuxCreateInternal(&input, 0, sys::WEBP_MUX_ABI_VERSION as _));
+        let input = sys::WebPData {
+            bytes: encoded.as_ptr(),
+            size: encoded.len(),
+        };
+        let src = Mux(sys::WebPMuxCreateInternal(
+            &input,
+            0,
+            sys::WEBP_MUX_ABI_VERSION as _,
+        ));
         if src.0.is_null() {
             return None;
         }
         let mut count: std::ffi::c_int = 0;
-        if sys::WebPMuxNumChunks(src.0, sys::WebPChunkId::WEBP_CHUNK_ANMF, &mut count) != sys::WebPMuxError::WEBP_MUX_OK {
+        if sys::WebPMuxNumChunks(src.0, sys::WebPChunkId::WEBP_CHUNK_ANMF, &mut count)
+            != sys::WebPMuxError::WEBP_MUX_OK
+        {
             return None;
         }
         let count = usize::try_from(count).ok()?;
-        let mut params = sys::WebPMuxAnimParams { bgcolor: 0, loop_count: 0 };
+        let mut params = sys::WebPMuxAnimParams {
+            bgcolor: 0,
+            loop_count: 0,
+        };
         if sys::WebPMuxGetAnimationParams(src.0, &mut params) != sys::WebPMuxError::WEBP_MUX_OK {
             return None;
         }
@@ -59,7 +79,9 @@ pub fn restore_frames(encoded: &[u8], delays_ms: &[u32], width: u32, height: u32
                 blend_method: sys::WebPMuxAnimBlend::WEBP_MUX_BLEND,
                 pad: [0],
             };
-            if sys::WebPMuxGetFrame(src.0, u32::try_from(k + 1).ok()?, &mut frame) != sys::WebPMuxError::WEBP_MUX_OK {
+            if sys::WebPMuxGetFrame(src.0, u32::try_from(k + 1).ok()?, &mut frame)
+                != sys::WebPMuxError::WEBP_MUX_OK
+            {
                 return None;
             }
             // how many source frames this output frame covers
@@ -97,12 +119,19 @@ pub fn restore_frames(encoded: &[u8], delays_ms: &[u32], width: u32, height: u32
                 let hold = transparent_webp(u32::try_from(w).ok()?, u32::try_from(h).ok()?)?;
                 for t in 1..run {
                     let info = sys::WebPMuxFrameInfo {
-                        bitstream: sys::WebPData { bytes: hold.as_ptr(), size: hold.len() },
+                        bitstream: sys::WebPData {
+                            bytes: hold.as_ptr(),
+                            size: hold.len(),
+                        },
                         x_offset: frame.x_offset,
                         y_offset: frame.y_offset,
                         duration: i32::try_from(*delays_ms.get(next + t)?).ok()?,
                         id: sys::WebPChunkId::WEBP_CHUNK_ANMF,
-                        dispose_method: if t + 1 == run { dispose } else { sys::WebPMuxAnimDispose::WEBP_MUX_DISPOSE_NONE },
+                        dispose_method: if t + 1 == run {
+                            dispose
+                        } else {
+                            sys::WebPMuxAnimDispose::WEBP_MUX_DISPOSE_NONE
+                        },
                         blend_method: sys::WebPMuxAnimBlend::WEBP_MUX_BLEND,
                         pad: [0],
                     };
@@ -116,7 +145,10 @@ pub fn restore_frames(encoded: &[u8], delays_ms: &[u32], width: u32, height: u32
         if next != delays_ms.len() {
             return None;
         }
-        let (cw, ch) = (std::ffi::c_int::try_from(width).ok()?, std::ffi::c_int::try_from(height).ok()?);
+        let (cw, ch) = (
+            std::ffi::c_int::try_from(width).ok()?,
+            std::ffi::c_int::try_from(height).ok()?,
+        );
         if sys::WebPMuxSetCanvasSize(dst.0, cw, ch) != sys::WebPMuxError::WEBP_MUX_OK {
             return None;
         }
@@ -124,7 +156,9 @@ pub fn restore_frames(encoded: &[u8], delays_ms: &[u32], width: u32, height: u32
             return None;
         }
         let mut out = empty_data();
-        if sys::WebPMuxAssemble(dst.0, &mut out) != sys::WebPMuxError::WEBP_MUX_OK || out.bytes.is_null() {
+        if sys::WebPMuxAssemble(dst.0, &mut out) != sys::WebPMuxError::WEBP_MUX_OK
+            || out.bytes.is_null()
+        {
             return None;
         }
         let bytes = std::slice::from_raw_parts(out.bytes, out.size).to_vec();

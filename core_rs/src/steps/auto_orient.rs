@@ -16,7 +16,11 @@ impl Step for AutoOrient {
                 }
             }
         }
-        ctx.upright = ctx.frames.first().map(|f| (f.image.width(), f.image.height())).unwrap_or((0, 0));
+        ctx.upright = ctx
+            .frames
+            .first()
+            .map(|f| (f.image.width(), f.image.height()))
+            .unwrap_or((0, 0));
         Ok(())
     }
 }

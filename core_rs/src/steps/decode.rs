@@ -17,8 +17,11 @@ pub struct Decode;
 
 impl Step for Decode {
     fn run(&self, ctx: &mut Context<'_>) -> Result<()> {
-        let wants_animation =
-            ctx.plan.variants.iter().any(|v| v.formats.contains(&OutFormat::Webp));
+        let wants_animation = ctx
+            .plan
+            .variants
+            .iter()
+            .any(|v| v.formats.contains(&OutFormat::Webp));
         if ctx.info.frames > 1 && wants_animation {
             decode_animation(ctx)
         } else {
@@ -58,12 +61,16 @@ pub fn to_8bit(img: DynamicImage) -> DynamicImage {
 }
 
 fn decode_still(ctx: &mut Context<'_>) -> Result<()> {
-    let mut reader = ImageReader::with_format(Cursor::new(ctx.data), image_format(ctx.info.format)?);
+    let mut reader =
+        ImageReader::with_format(Cursor::new(ctx.data), image_format(ctx.info.format)?);
     reader.limits(image_limits(ctx.limits));
     let mut decoder = reader.into_decoder()?;
     ctx.icc = decoder.icc_profile().ok().flatten();
     let img = DynamicImage::from_decoder(decoder)?;
-    ctx.frames = vec![Frame { image: to_8bit(img), delay_ms: 0 }];
+    ctx.frames = vec![Frame {
+        image: to_8bit(img),
+        delay_ms: 0,
+    }];
     Ok(())
 }
 
@@ -105,14 +112,19 @@ fn decode_animation(ctx: &mut Context<'_>) -> Result<()> {
     let mut out = Vec::new();
     for frame in frames {
         if out.len() >= max_frames {
-            return Err(Error::Limit(format!("animation has more than {max_frames} frames")));
+            return Err(Error::Limit(format!(
+                "animation has more than {max_frames} frames"
+            )));
         }
         let frame = frame?;
         let (num, den) = frame.delay().numer_denom_ms();
-        let ms = if den == 0 { 0 } else { num / den };
+        let ms = num.checked_div(den).unwrap_or(0);
         // Browsers show GIF delays of 0..=10 ms as 100 ms; keep the file playing the same.
         let delay_ms = if ms <= 10 { 100 } else { ms };
-        out.push(Frame { image: DynamicImage::ImageRgba8(frame.into_buffer()), delay_ms });
+        out.push(Frame {
+            image: DynamicImage::ImageRgba8(frame.into_buffer()),
+            delay_ms,
+        });
     }
     if out.is_empty() {
         return Err(Error::corrupt("animation has no frames"));

@@ -29,9 +29,10 @@ impl Step for Encode {
         let encoded: Vec<Result<(Vec<u8>, u32)>> = jobs
             .par_iter()
             .map(|&(rendition, format)| {
-                let r = renditions
-                    .get(rendition)
-                    .ok_or_else(|| Error::Encode { format: format.name(), detail: "missing rendition".into() })?;
+                let r = renditions.get(rendition).ok_or_else(|| Error::Encode {
+                    format: format.name(),
+                    detail: "missing rendition".into(),
+                })?;
                 match format {
                     OutFormat::Webp => codecs::webp::encode(r, plan, loop_count),
                     OutFormat::Avif => Ok((codecs::avif::encode(r, plan)?, 1)),
@@ -41,11 +42,15 @@ impl Step for Encode {
             .collect();
         let encoded = encoded.into_iter().collect::<Result<Vec<_>>>()?;
         for (name, rendition, format) in wanted {
-            let (Some(i), Some(r)) = (jobs.iter().position(|&j| j == (rendition, format)), renditions.get(rendition))
-            else {
+            let (Some(i), Some(r)) = (
+                jobs.iter().position(|&j| j == (rendition, format)),
+                renditions.get(rendition),
+            ) else {
                 continue;
             };
-            let Some((data, frames)) = encoded.get(i) else { continue };
+            let Some((data, frames)) = encoded.get(i) else {
+                continue;
+            };
             ctx.outputs.push(Output {
                 name: name.to_owned(),
                 format,

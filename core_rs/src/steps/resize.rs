@@ -17,7 +17,12 @@ impl Step for Resize {
     fn run(&self, ctx: &mut Context<'_>) -> Result<()> {
         let (w, h) = ctx.upright;
         // distinct target sizes, largest first
-        let mut sizes: Vec<(u32, u32)> = ctx.plan.variants.iter().map(|v| fit(w, h, v.width, v.height)).collect();
+        let mut sizes: Vec<(u32, u32)> = ctx
+            .plan
+            .variants
+            .iter()
+            .map(|v| fit(w, h, v.width, v.height))
+            .collect();
         sizes.sort_by_key(|&(tw, th)| std::cmp::Reverse(u64::from(tw) * u64::from(th)));
         sizes.dedup();
         let mut renditions: Vec<Rendition> = Vec::with_capacity(sizes.len());
@@ -31,9 +36,18 @@ impl Step for Resize {
                 .unwrap_or(ctx.frames.as_slice());
             let frames = source
                 .iter()
-                .map(|f| Ok(Frame { image: resize(&f.image, tw, th)?, delay_ms: f.delay_ms }))
+                .map(|f| {
+                    Ok(Frame {
+                        image: resize(&f.image, tw, th)?,
+                        delay_ms: f.delay_ms,
+                    })
+                })
                 .collect::<Result<Vec<_>>>()?;
-            renditions.push(Rendition { width: tw, height: th, frames });
+            renditions.push(Rendition {
+                width: tw,
+                height: th,
+                frames,
+            });
         }
         ctx.targets = ctx
             .plan
@@ -71,10 +85,15 @@ fn resize(src: &DynamicImage, tw: u32, th: u32) -> Result<DynamicImage> {
         return Ok(src.clone());
     }
     let mut dst = DynamicImage::new(tw, th, src.color());
-    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3)).use_alpha(true);
+    let options = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
+        .use_alpha(true);
     Resizer::new()
         .resize(src, &mut dst, &options)
-        .map_err(|e| Error::Encode { format: "resize", detail: e.to_string() })?;
+        .map_err(|e| Error::Encode {
+            format: "resize",
+            detail: e.to_string(),
+        })?;
     Ok(dst)
 }
 

@@ -24,8 +24,14 @@ impl Step for ToSrgb {
             return Ok(());
         }
         let srgb = Profile::new_srgb();
-        let rgb: Option<Transform<[u8; 3], [u8; 3]>> =
-            Transform::new(&profile, PixelFormat::RGB_8, &srgb, PixelFormat::RGB_8, Intent::Perceptual).ok();
+        let rgb: Option<Transform<[u8; 3], [u8; 3]>> = Transform::new(
+            &profile,
+            PixelFormat::RGB_8,
+            &srgb,
+            PixelFormat::RGB_8,
+            Intent::Perceptual,
+        )
+        .ok();
         let rgba: Option<Transform<[u8; 4], [u8; 4]>> = Transform::new_flags(
             &profile,
             PixelFormat::RGBA_8,
@@ -37,8 +43,12 @@ impl Step for ToSrgb {
         .ok();
         for frame in ctx.renditions.iter_mut().flat_map(|r| r.frames.iter_mut()) {
             match (&mut frame.image, &rgb, &rgba) {
-                (DynamicImage::ImageRgb8(buf), Some(t), _) => t.transform_in_place(buf.as_chunks_mut::<3>().0),
-                (DynamicImage::ImageRgba8(buf), _, Some(t)) => t.transform_in_place(buf.as_chunks_mut::<4>().0),
+                (DynamicImage::ImageRgb8(buf), Some(t), _) => {
+                    t.transform_in_place(buf.as_chunks_mut::<3>().0)
+                }
+                (DynamicImage::ImageRgba8(buf), _, Some(t)) => {
+                    t.transform_in_place(buf.as_chunks_mut::<4>().0)
+                }
                 _ => {}
             }
         }
