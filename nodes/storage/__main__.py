@@ -20,10 +20,11 @@ from nodes.storage.config import StorageNodeSettings
 from nodes.storage.http import build_app
 from nodes.storage.service import StorageService
 from nodes.storage.servicer import StorageServicer
-from pixelfox import logs
+from pixelfox import logs, signing
 from pixelfox.grpcx.server import GrpcServer
 from pixelfox.node import NodeIdentity, run_node, start_metrics
 from pixelfox.storage.fs import FsStore
+from pixelfox.storage.s3 import S3Store
 from pixelfox.v1 import common_pb2, storage_pb2, storage_pb2_grpc
 
 logger = logging.getLogger("nodes.storage")
@@ -32,7 +33,8 @@ SERVICE_NAME = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_na
 
 
 async def _start_http(service: StorageService, settings: StorageNodeSettings) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False)
+    url_keys = signing.keys_from(settings.cluster.secret.get_secret_value(), settings.url_signing)
+    runner = web.AppRunner(build_app(service, url_keys), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.http.host, settings.http.port, reuse_address=True)
     await site.start()
@@ -42,13 +44,22 @@ async def _start_http(service: StorageService, settings: StorageNodeSettings) ->
     return runner, port
 
 
+async def open_store(settings: StorageNodeSettings) -> FsStore | S3Store:
+    """The pool's store as the settings select it: ``fs`` (``data_dir``) or ``s3`` (``s3.*``)."""
+    if settings.backend == "s3":
+        return await S3Store(settings.s3).start()
+    return FsStore(settings.data_dir)
+
+
 async def main(settings: StorageNodeSettings) -> None:
     node_id = settings.node_id or f"storage-{socket.gethostname()}"
-    store = FsStore(settings.data_dir)
+    store = await open_store(settings)
     used = await store.scan()
-    service = StorageService(store, root=store.root, pool=settings.pool)
+    service = StorageService(store, root=getattr(store, "root", None), pool=settings.pool)
+    service.accel_redirect = settings.accel_redirect if settings.backend == "fs" else ""
     await service.refresh_usage()
-    logger.info("pool %s at %s holds %d bytes", settings.pool, store.root, used)
+    where = store.root if isinstance(store, FsStore) else f"{settings.s3.endpoint_url}/{settings.s3.bucket}"
+    logger.info("pool %s (%s) at %s holds %d bytes", settings.pool, settings.backend, where, used)
 
     grpc_server = GrpcServer(
         [(storage_pb2_grpc.add_StorageServiceServicer_to_server, StorageServicer(service), SERVICE_NAME)],
@@ -67,7 +78,7 @@ async def main(settings: StorageNodeSettings) -> None:
         grpc_address=f"{settings.grpc.advertise_host or settings.grpc.host}:{grpc_server.port}",
         http_url=service.public_url,
         metrics_url=metrics_url,
-        capabilities=[f"pool:{settings.pool}", "backend:fs"],
+        capabilities=[f"pool:{settings.pool}", f"backend:{settings.backend}"],
     )
     logger.info("HTTP origin %s on port %d, metrics %s", service.public_url, http_port, metrics_url or "off")
 
@@ -86,6 +97,7 @@ async def main(settings: StorageNodeSettings) -> None:
         )
     finally:
         await runner.cleanup()
+        await store.close()
 
 
 def cli(argv: list[str] | None = None) -> None:

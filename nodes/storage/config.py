@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
 from pixelfox.config import HttpServerSettings, NodeSettings
+from pixelfox.signing import UrlSigningSettings
+from pixelfox.storage.s3 import S3Settings
 
 
 class StorageNodeSettings(NodeSettings):
@@ -16,4 +19,10 @@ class StorageNodeSettings(NodeSettings):
     http: HttpServerSettings = HttpServerSettings()
     data_dir: Path = Field(Path("data/storage"), description="root directory of this node's pool")
     pool: str = Field("hot", pattern=r"^[a-z0-9_-]{1,32}$", description="pool/tier name (metrics label)")
+    url_signing: UrlSigningSettings = UrlSigningSettings()
     usage_refresh_s: float = Field(5.0, gt=0, description="seconds between disk-usage refreshes")
+    backend: Literal["fs", "s3"] = Field("fs", description="where the pool keeps bytes: local data_dir or S3")
+    s3: S3Settings = S3Settings()
+    accel_redirect: str = Field(
+        "", description="X-Accel-Redirect mode: internal nginx location prefix (e.g. /_pool/); empty = off"
+    )

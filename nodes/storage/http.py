@@ -10,7 +10,9 @@ really HTML or SVG cannot script this origin). ``If-None-Match``/``If-Modified-S
 
 Range and conditionals are handled here rather than by ``web.FileResponse``, which would
 answer with its own mtime/size ETag and cannot serve a non-local (S3) store. Bytes come from
-``Store.open_range`` in 256 KiB chunks. Every error is a JSON body
+``Store.open_range`` in 256 KiB chunks. A private object (``p/<salt>/...`` key) needs
+``?exp=&sig=`` signed with a key from :mod:`pixelfox.signing` (403 otherwise) and is sent
+with ``Cache-Control: private, no-store``. Every error is a JSON body
 ``{"error": {"code", "message"}}``; anything that is not a valid key is a 404.
 """
 
@@ -25,13 +27,16 @@ from aiohttp.helpers import ETAG_ANY
 from prometheus_client import Counter
 
 from nodes.storage.service import StorageService
-from pixelfox import errors
+from pixelfox import errors, signing
 from pixelfox.storage.base import ObjectInfo
-from pixelfox.storage.keys import validate_key
+from pixelfox.storage.keys import is_private_key, validate_key
 
 logger = logging.getLogger(__name__)
 
 SERVICE: web.AppKey[StorageService] = web.AppKey("service", StorageService)
+#: keys that verify signed URLs of private objects (``p/...``), see :mod:`pixelfox.signing`
+URL_KEYS: web.AppKey[list[bytes]] = web.AppKey("url_keys", list)
+PRIVATE = "private, no-store"
 
 HTTP_REQUESTS = Counter(
     "pixelfox_storage_http_requests_total", "HTTP requests on the storage origin", ["method", "code"]
@@ -132,9 +137,20 @@ async def get_object(request: web.Request) -> web.StreamResponse:
         info = await service.stat(key)  # BadRequest too if the path leaves the root
     except errors.BadRequest:
         raise errors.NotFound() from None
+    private = is_private_key(key)
+    if private and not signing.verify(
+        request.app.get(URL_KEYS, []), key, request.query.get("exp"), request.query.get("sig")
+    ):
+        return web.json_response(
+            {"error": {"code": "forbidden", "message": "a valid, unexpired signature is required"}},
+            status=403,
+            headers={hdrs.CACHE_CONTROL: PRIVATE},
+        )
     if info is None:
         raise errors.NotFound()
     headers = _object_headers(info)
+    if private:
+        headers[hdrs.CACHE_CONTROL] = PRIVATE
     if _precondition_failed(request, info):
         return web.json_response(
             {"error": {"code": "precondition-failed", "message": "ETag does not match"}}, status=412
@@ -156,6 +172,8 @@ async def get_object(request: web.Request) -> web.StreamResponse:
         start, count = rng
         status = 206
         headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{start + count - 1}/{info.size}"
+    if service.accel_redirect and service.store.local_path(key) is not None:
+        return _accel(service.accel_redirect, key, info, headers)
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_type = info.content_type
     resp.content_length = count
@@ -169,6 +187,21 @@ async def get_object(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+def _accel(prefix: str, key: str, info: ObjectInfo, headers: dict[str, str]) -> web.Response:
+    """Let nginx send the bytes: an empty answer naming the file under its ``internal`` location.
+
+    Conditionals (304/412) were answered already; nginx serves ``Range`` from the file itself.
+    nginx keeps ``Content-Type``, ``Cache-Control`` and ``Accept-Ranges`` from this answer; its
+    location re-adds ``ETag``, ``Last-Modified`` and the security headers from
+    ``$upstream_http_*`` (docs/storage.md has the location block).
+    """
+    headers = {k: v for k, v in headers.items() if k != hdrs.CONTENT_RANGE}
+    headers["X-Accel-Redirect"] = prefix.rstrip("/") + "/" + key
+    resp = web.Response(status=200, headers=headers, content_type=info.content_type)
+    resp.last_modified = info.mtime
+    return resp
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -178,9 +211,10 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready" if ok else "not-ready"}, status=200 if ok else 503)
 
 
-def build_app(service: StorageService, **kwargs: Any) -> web.Application:
+def build_app(service: StorageService, url_keys: list[bytes] | None = None, **kwargs: Any) -> web.Application:
     app = web.Application(middlewares=[error_middleware], **kwargs)
     app[SERVICE] = service
+    app[URL_KEYS] = list(url_keys or [])
     app.router.add_get("/o/{key:.+}", get_object)  # GET also answers HEAD
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ class Stored:
 
 
 class StorageService:
-    def __init__(self, store: Store, *, root: Path, pool: str, public_url: str = "") -> None:
+    def __init__(self, store: Store, *, root: Path | None, pool: str, public_url: str = "") -> None:
         self.store = store
         self.root = root
         self.pool = pool
@@ -44,6 +43,8 @@ class StorageService:
         self.used = 0
         self.free = 0
         self.draining = False
+        #: X-Accel-Redirect prefix (an nginx ``internal`` location over the data dir); "" = send bytes
+        self.accel_redirect = ""
 
     def url_for(self, key: str) -> str:
         return f"{self.public_url}/o/{key}"
@@ -102,10 +103,6 @@ class StorageService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)
 
-    def _writable(self) -> bool:
-        # permission check rather than a probe write: a full disk still serves reads
-        return self.root.is_dir() and os.access(self.root, os.W_OK | os.X_OK)
-
     async def ready(self) -> bool:
-        """True while the data directory takes writes and the node is not draining."""
-        return not self.draining and await asyncio.to_thread(self._writable)
+        """True while the pool takes writes (data dir writable, or bucket reachable) and not draining."""
+        return not self.draining and await self.store.writable()

@@ -62,3 +62,15 @@ class Store(Protocol):
     def local_path(self, key: str) -> Path | None:
         """A local file holding the object (fs backends, for sendfile), else ``None``."""
         ...
+
+    def list_keys(self) -> AsyncIterator[str]:
+        """Every valid object key the store holds (for migrations and repair)."""
+        ...
+
+    async def writable(self) -> bool:
+        """True while the backend takes writes (readiness)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections (no-op for local disk)."""
+        ...

@@ -291,3 +291,31 @@ class FsStore:
         """Sweep stale temp files and recount the bytes held; returns ``used_bytes``."""
         self._used = await asyncio.to_thread(self._scan_sync)
         return self._used
+
+    def _keys_sync(self) -> list[str]:
+        out: list[str] = []
+        for dirpath, _dirs, files in os.walk(self.root):
+            rel = os.path.relpath(dirpath, self.root)
+            for name in files:
+                if TMP_MARK in name or name.endswith(META_SUFFIX):
+                    continue
+                key = name if rel == "." else f"{rel}/{name}"
+                with contextlib.suppress(errors.BadRequest):
+                    out.append(validate_key(key))
+        return sorted(out)
+
+    async def list_keys(self) -> AsyncIterator[str]:
+        """Every valid object key in the pool, sorted (for migrations; temp files and sidecars skipped)."""
+        for key in await asyncio.to_thread(self._keys_sync):
+            yield key
+
+    def _writable_sync(self) -> bool:
+        # permission check rather than a probe write: a full disk still serves reads
+        return self.root.is_dir() and os.access(self.root, os.W_OK | os.X_OK)
+
+    async def writable(self) -> bool:
+        """True while the root directory takes writes (by permission; a full disk still counts)."""
+        return await asyncio.to_thread(self._writable_sync)
+
+    async def close(self) -> None:
+        """Nothing to release (symmetry with :class:`~pixelfox.storage.s3.S3Store`)."""
