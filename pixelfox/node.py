@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -57,11 +58,15 @@ def start_metrics(host: str, port: int) -> str:
 
 
 class ManagerLink:
-    """The node's channel to the manager with its cluster credential."""
+    """The node's channel to the manager(s) with its cluster credential.
+
+    ``cluster.manager`` may list several managers (comma-separated): calls go round-robin
+    to the live ones and fail over when one dies (:mod:`pixelfox.grpcx.multi`).
+    """
 
     def __init__(self, settings: NodeSettings) -> None:
-        address = settings.cluster.manager.split(",")[0].strip()
-        self.channel = channel(address)
+        self.channel = channel(settings.cluster.manager)
+        self.last_ok = 0.0  # monotonic time of the last Register/Heartbeat a manager answered
         self.stub = manager_pb2_grpc.ManagerServiceStub(self.channel)
         self.metadata = node_metadata(settings.cluster.secret.get_secret_value())
 
@@ -88,6 +93,7 @@ async def _register(link: ManagerLink, ident: NodeIdentity, load: Load, stop: as
                 metadata=link.metadata,
                 timeout=5,
             )
+            link.last_ok = time.monotonic()
             logger.info("registered with the manager as %s", ident.node_id)
             return
         except grpc.aio.AioRpcError as exc:
@@ -122,6 +128,7 @@ async def _heartbeats(
                 metadata=link.metadata,
                 timeout=max(interval * 3, 2.0),
             )
+            link.last_ok = time.monotonic()
             if not reply.known:
                 await _register(link, ident, load, stop)
         except grpc.aio.AioRpcError as exc:
@@ -160,12 +167,56 @@ class Agent:
     def set_draining(self) -> None:
         self._draining.set()
 
+    def manager_reachable(self) -> bool:
+        """True when a manager answered a heartbeat within the last ``max(3 intervals, 3 s)``."""
+        window = max(3 * self.settings.cluster.heartbeat_interval_s, 3.0)
+        return self.link.last_ok > 0 and time.monotonic() - self.link.last_ok < window
+
     async def stop(self) -> None:
         self._stop.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.link.close()
+
+
+DEPENDENCY_CHECK_S = 1.0  # seconds between dependency checks once serving (same order as heartbeats)
+
+
+async def watch_dependencies(
+    server: GrpcServer, ready: Callable[[], Awaitable[bool]], draining: asyncio.Event, every_s: float
+) -> None:
+    """Re-run ``ready`` every ``every_s`` seconds and mirror it in the gRPC health status.
+
+    A dependency that goes down at run time (the manager's Redis or database, a storage
+    node's pool, an upload node's manager) turns the node NOT_SERVING until it is back;
+    once ``draining`` is set the status is left NOT_SERVING. A check that raises or takes
+    longer than ``max(every_s, 2)`` seconds counts as down.
+    """
+    serving = True
+    while not draining.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(draining.wait(), every_s)
+        if draining.is_set():
+            return
+        try:
+            ok = bool(await asyncio.wait_for(ready(), max(every_s, 2.0)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.debug("dependency check raised: %s", exc)
+            ok = False
+        if ok != serving and not draining.is_set():
+            logger.warning("dependencies %s: now %s", "back" if ok else "down", "SERVING" if ok else "NOT_SERVING")
+            await server.set_serving(ok)
+            serving = ok
+
+
+def _with_manager(ready: Callable[[], Awaitable[bool]] | None, agent: Agent) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return agent.manager_reachable() and (ready is None or await ready())
+
+    return check
 
 
 async def run_node(
@@ -181,7 +232,8 @@ async def run_node(
     """Run a node until SIGTERM/SIGINT (see module doc).
 
     ``background`` tasks get the stop event and must return once it is set. ``ready`` is
-    awaited before the health status turns SERVING (dependency checks). The manager itself
+    awaited before the health status turns SERVING (dependency checks), then re-checked
+    every second by :func:`watch_dependencies`. The manager itself
     passes a role of ``NODE_ROLE_MANAGER`` and gets no agent.
     """
     stop = asyncio.Event()  # set last: background loops end
@@ -200,6 +252,11 @@ async def run_node(
         if agent is not None:
             await agent.start()
         tasks.extend(asyncio.create_task(fn(stop)) for fn in background or [])
+        check = ready
+        if agent is not None and ident.role == common_pb2.NODE_ROLE_UPLOAD:
+            check = _with_manager(ready, agent)  # an upload node cannot finish uploads without a manager
+        if check is not None:
+            tasks.append(asyncio.create_task(watch_dependencies(server, check, term, DEPENDENCY_CHECK_S)))
         logger.info("%s serving gRPC on %s", ident.node_id, ident.grpc_address)
         await term.wait()
         logger.info("%s draining", ident.node_id)

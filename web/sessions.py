@@ -25,6 +25,7 @@ from aiohttp_session.redis_storage import RedisStorage
 
 from pixelfox import errors
 from pixelfox.v1 import manager_pb2
+from web.session_metrics import measured
 
 COOKIE_NAME = "pixelfox_session"
 CSRF_KEY = "csrf"
@@ -55,6 +56,7 @@ class SessionStore(RedisStorage):
         value = request.cookies.get(self.cookie_name)
         return value if value and _ID_RE.match(value) else None
 
+    @measured("load")
     async def load_session(self, request: web.Request) -> Session:
         identity = self.load_cookie(request)
         if identity is not None:
@@ -68,6 +70,7 @@ class SessionStore(RedisStorage):
                     return Session(identity, data=data, new=False, max_age=self.max_age)
         return Session(None, data=None, new=True, max_age=self.max_age)
 
+    @measured("save")
     async def save_session(
         self, request: web.Request, response: web.StreamResponse, session: Session
     ) -> None:
@@ -82,6 +85,7 @@ class SessionStore(RedisStorage):
             session_key(identity), self._encoder(self._get_session_data(session)), ex=session.max_age
         )
 
+    @measured("delete")
     async def delete(self, identity: str) -> None:
         await self._redis.delete(session_key(identity))
 

@@ -8,6 +8,7 @@ import logging
 
 from nodes.manager.config import ManagerSettings
 from nodes.manager.registry import Registry
+from nodes.manager.repair import ReplicaRepair
 from nodes.manager.service import ManagerService
 from nodes.manager.servicer import ManagerServicer
 from pixelfox import logs, redisx
@@ -47,8 +48,11 @@ async def serve(settings: ManagerSettings) -> None:
             logger.warning("redis not reachable: %s", exc)
             return False
 
+    repair = ReplicaRepair(svc.views.sessions, registry, redis, settings.cluster.secret.get_secret_value(),
+                           settings.replicas, settings.repair, owner=node_id)
+
     try:
-        await run_node(settings, server, ident, Load, background=[svc.dispatcher.run], ready=redis_up)
+        await run_node(settings, server, ident, Load, background=[svc.dispatcher.run, repair.run], ready=redis_up)
     finally:
         await redis.aclose()
         await engine.dispose()

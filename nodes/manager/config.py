@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from nodes.manager.repair import RepairSettings
 from pixelfox.config import DatabaseSettings, LimitsSettings, NodeSettings, RedisSettings
 
 
@@ -18,3 +19,4 @@ class ManagerSettings(NodeSettings):
     lease_s: float = Field(120.0, description="job lease; a job whose manager vanished is retaken after this")
     max_attempts: int = Field(3, ge=1, description="job attempts before the dead-letter list")
     recipe_version: int = 1
+    repair: RepairSettings = RepairSettings()  # issue 6: replica repair (nodes/manager/repair.py)

@@ -76,7 +76,8 @@ class Dispatcher:
     # ---- the dispatch loop -------------------------------------------------------------
 
     def _pick(self) -> Worker | None:
-        ready = [w for w in self.workers.values() if w.connected and w.free > 0]
+        skip = self.registry.in_maintenance  # admin maintenance mode: no new jobs (refreshed every second)
+        ready = [w for w in self.workers.values() if w.connected and w.free > 0 and w.node_id not in skip]
         return min(ready, key=lambda w: (len(w.inflight) / max(1, w.slots), w.node_id)) if ready else None
 
     async def run(self, stop: asyncio.Event) -> None:

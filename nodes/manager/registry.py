@@ -18,6 +18,7 @@ from pixelfox import errors
 from pixelfox.v1 import common_pb2
 
 KEY = "pixelfox:{registry}:nodes"
+MAINTENANCE_KEY = "pixelfox:{registry}:maintenance"  # set of node ids an admin put in maintenance
 
 
 @dataclass
@@ -34,6 +35,7 @@ class NodeRecord:
     capabilities: list[str] = field(default_factory=list)
     version: str = ""
     last_heartbeat: float = 0.0  # unix seconds
+    maintenance: bool = False  # read from MAINTENANCE_KEY, survives re-registration
 
     @property
     def load(self) -> float:
@@ -44,6 +46,7 @@ class Registry:
     def __init__(self, redis: aioredis.Redis, node_timeout_s: float) -> None:
         self.redis = redis
         self.node_timeout_s = node_timeout_s
+        self.in_maintenance: set[str] = set()  # last seen MAINTENANCE_KEY (the dispatcher reads it)
 
     async def upsert(self, rec: NodeRecord) -> None:
         rec.last_heartbeat = time.time()
@@ -61,17 +64,45 @@ class Registry:
         return True
 
     async def get(self, node_id: str) -> NodeRecord | None:
-        raw = await self.redis.hget(KEY, node_id)
-        return NodeRecord(**json.loads(raw)) if raw else None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(KEY, node_id)
+            pipe.sismember(MAINTENANCE_KEY, node_id)
+            raw, maint = await pipe.execute()
+        if not raw:
+            return None
+        rec = NodeRecord(**json.loads(raw))
+        rec.maintenance = bool(maint)
+        return rec
 
     async def all(self, role: int = 0) -> list[NodeRecord]:
-        raw = await self.redis.hgetall(KEY)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(KEY)
+            pipe.smembers(MAINTENANCE_KEY)
+            raw, maint = await pipe.execute()
+        self.in_maintenance = {m.decode() if isinstance(m, bytes) else m for m in maint}
         recs = [NodeRecord(**json.loads(v)) for v in raw.values()]
+        for r in recs:
+            r.maintenance = r.node_id in self.in_maintenance
         return sorted((r for r in recs if not role or r.role == role), key=lambda r: (r.role, r.node_id))
 
+    async def set_maintenance(self, node_id: str, on: bool) -> NodeRecord:
+        """Put ``node_id`` into maintenance (no new uploads, jobs, placements) or take it out.
+
+        Raises NotFound for a node the registry does not know.
+        """
+        if await self.get(node_id) is None:
+            raise errors.NotFound(f"no node {node_id!r} in the registry")
+        if on:
+            await self.redis.sadd(MAINTENANCE_KEY, node_id)
+        else:
+            await self.redis.srem(MAINTENANCE_KEY, node_id)
+        rec = next(r for r in await self.all() if r.node_id == node_id)
+        return rec
+
     def healthy(self, rec: NodeRecord) -> bool:
+        """Takes new work: heartbeat younger than ``node_timeout_s``, ACTIVE, not in maintenance."""
         fresh = time.time() - rec.last_heartbeat < self.node_timeout_s
-        return fresh and rec.status == common_pb2.NODE_STATUS_ACTIVE
+        return fresh and rec.status == common_pb2.NODE_STATUS_ACTIVE and not rec.maintenance
 
     async def healthy_nodes(self, role: int) -> list[NodeRecord]:
         return [r for r in await self.all(role) if self.healthy(r)]
@@ -91,6 +122,14 @@ class Registry:
         nodes.sort(key=lambda r: (-r.free_bytes, r.node_id))
         return nodes[: max(1, replicas)]
 
+    def status(self, rec: NodeRecord) -> int:
+        """INACTIVE when heartbeats stopped, else MAINTENANCE if set by an admin, else what the node reports."""
+        if time.time() - rec.last_heartbeat >= self.node_timeout_s:
+            return common_pb2.NODE_STATUS_INACTIVE
+        if rec.maintenance:
+            return common_pb2.NODE_STATUS_MAINTENANCE
+        return rec.status
+
     def to_proto(self, rec: NodeRecord) -> common_pb2.Node:
         return common_pb2.Node(
             node_id=rec.node_id,
@@ -98,8 +137,7 @@ class Registry:
             grpc_address=rec.grpc_address,
             http_url=rec.http_url,
             metrics_url=rec.metrics_url,
-            status=rec.status if self.healthy(rec) or rec.status != common_pb2.NODE_STATUS_ACTIVE
-            else common_pb2.NODE_STATUS_INACTIVE,  # type: ignore[arg-type]
+            status=self.status(rec),  # type: ignore[arg-type]
             healthy=self.healthy(rec),
             load=rec.load,
             capacity=rec.capacity,

@@ -55,6 +55,14 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         recs = await self.svc.registry.all(req.role)
         return manager_pb2.ListNodesResponse(nodes=[self.svc.registry.to_proto(r) for r in recs])
 
+    @rpc()
+    async def SetNodeMaintenance(self, req: manager_pb2.SetNodeMaintenanceRequest, ctx: Ctx) -> common_pb2.Node:
+        p = await self.svc.principal(caller())
+        if not p.is_admin:
+            raise errors.Forbidden("maintenance mode needs the cluster credential or an admin key")
+        rec = await self.svc.registry.set_maintenance(req.node_id, req.maintenance)
+        return self.svc.registry.to_proto(rec)
+
     @rpc(cluster=True)
     async def PlaceObject(self, req: manager_pb2.PlaceObjectRequest, ctx: Ctx) -> manager_pb2.PlaceObjectResponse:
         recs = await self.svc.registry.place(req.replicas or self.svc.settings.replicas)

@@ -27,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pixelfox.cli.context import STATE_DIR, STATE_FILE
 from pixelfox.grpcx.auth import api_key_metadata, node_metadata
+from pixelfox.grpcx.client import channel
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 
 
@@ -43,6 +44,7 @@ class Counts:
     proc: int = 2
     storage: int = 2
     web: int = 1
+    managers: int = 1  # several managers share Redis and the database (issue 6)
 
 
 @dataclass
@@ -64,6 +66,7 @@ class LocalCluster:
     manager_address: str = ""
     web_urls: list[str] = field(default_factory=list)
     web_names: dict[str, str] = field(default_factory=dict)  # base URL -> child name
+    extra_env: dict[str, str] = field(default_factory=dict)  # PIXELFOX_* settings for every node (tests)
 
     @property
     def state(self) -> Path:
@@ -87,6 +90,7 @@ class LocalCluster:
             "PIXELFOX_LOG__LEVEL": os.environ.get("PIXELFOX_LOG__LEVEL", "INFO"),
             "PYTHONUNBUFFERED": "1",
         })
+        env.update(self.extra_env)
         env.update(extra)
         return env
 
@@ -123,12 +127,11 @@ class LocalCluster:
             (self.state / sub).mkdir(parents=True, exist_ok=True)
         self.secret = self._secret()
         self.redis_url = self.redis_url or os.environ.get("PIXELFOX_REDIS__URL", "") or self._start_redis()
-        self.manager_address = f"{self.host}:{free_port()}"
+        ports = [free_port() for _ in range(max(1, self.counts.managers))]
+        self.manager_address = ",".join(f"{self.host}:{p}" for p in ports)
         db = os.environ.get("PIXELFOX_DATABASE__URL") or f"sqlite+aiosqlite:///{self.state / 'pixelfox.db'}"
-        self._spawn("manager1", "nodes.manager", self._env(
-            "manager1", PIXELFOX_GRPC__PORT=self.manager_address.rsplit(":", 1)[1],
-            PIXELFOX_REDIS__URL=self.redis_url, PIXELFOX_DATABASE__URL=db,
-            PIXELFOX_REPLICAS=str(min(2, self.counts.storage))))
+        for i, port in enumerate(ports, 1):
+            self.add_manager(f"manager{i}", port, db)
         for i in range(1, self.counts.storage + 1):
             self.add_storage(f"storage{i}")
         for i in range(1, self.counts.upload + 1):
@@ -143,6 +146,13 @@ class LocalCluster:
                                                       PIXELFOX_WORKERS=str(workers)))
         for i in range(1, self.counts.web + 1):
             self.add_web(f"web{i}")
+
+    def add_manager(self, name: str, port: int, db: str = "") -> None:
+        """Start a manager on ``port`` (all managers share Redis and the database)."""
+        db = db or os.environ.get("PIXELFOX_DATABASE__URL") or f"sqlite+aiosqlite:///{self.state / 'pixelfox.db'}"
+        self._spawn(name, "nodes.manager", self._env(
+            name, PIXELFOX_GRPC__PORT=str(port), PIXELFOX_REDIS__URL=self.redis_url, PIXELFOX_DATABASE__URL=db,
+            PIXELFOX_REPLICAS=str(min(2, self.counts.storage))))
 
     def add_storage(self, name: str) -> None:
         port = free_port()
@@ -189,7 +199,7 @@ class LocalCluster:
         expected = self.counts.upload + self.counts.proc + self.counts.storage + self.counts.web
         deadline = time.monotonic() + timeout_s
         md = node_metadata(self.secret)
-        async with grpc.aio.insecure_channel(self.manager_address) as ch:
+        async with channel(self.manager_address) as ch:
             health = health_pb2_grpc.HealthStub(ch)
             stub = manager_pb2_grpc.ManagerServiceStub(ch)
             while True:
@@ -211,7 +221,7 @@ class LocalCluster:
         path = self.state / STATE_FILE
         old = json.loads(path.read_text()) if path.exists() else {}
         md = node_metadata(self.secret)
-        async with grpc.aio.insecure_channel(self.manager_address) as ch:
+        async with channel(self.manager_address) as ch:
             stub = manager_pb2_grpc.ManagerServiceStub(ch)
             if old.get("admin_api_key"):  # still valid? (the database may have been removed since)
                 with contextlib.suppress(grpc.aio.AioRpcError):

@@ -11,14 +11,13 @@ import signal
 import sys
 from pathlib import Path
 
-import grpc
 from rich.console import Console
 from rich.table import Table
 
 from pixelfox import errors
-from pixelfox.cli import context, put
+from pixelfox.cli import context, ops, put
 from pixelfox.cli.launcher import Counts, LocalCluster
-from pixelfox.grpcx.client import map_rpc_errors
+from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 
 ROLE_NAMES = {
@@ -75,7 +74,7 @@ def cmd_up(opts: argparse.Namespace) -> int:
 # ---- status ----------------------------------------------------------------------------------
 
 async def _nodes(ref: context.ClusterRef) -> list[common_pb2.Node]:
-    async with grpc.aio.insecure_channel(ref.manager) as ch, map_rpc_errors():
+    async with channel(ref.manager) as ch, map_rpc_errors():
         stub = manager_pb2_grpc.ManagerServiceStub(ch)
         return list((await stub.ListNodes(manager_pb2.ListNodesRequest(), metadata=ref.admin_metadata(),
                                           timeout=10)).nodes)
@@ -97,11 +96,12 @@ def cmd_status(opts: argparse.Namespace) -> int:
     if opts.json:
         print(json.dumps({"nodes": rows}, indent=2))
         return 0
-    table = Table("role", "id", "address", "health", "status", "load", "http")
+    table = Table("role", "id", "address", "health", "status", "load", "in use", "last heartbeat", "http")
     for r in rows:
         style = "" if r["health"] == "healthy" else "red"
         table.add_row(r["role"], r["id"], r["address"], r["health"], r["status"], f"{r['load']:.0%}",
-                      r["http_url"], style=style)
+                      f"{r['in_use']}/{r['capacity']}", f"{r['last_heartbeat_age_s']:.1f} s ago", r["http_url"],
+                      style=style)
     Console().print(table)
     return 0 if all(r["health"] == "healthy" for r in rows) else 1
 
@@ -109,7 +109,7 @@ def cmd_status(opts: argparse.Namespace) -> int:
 # ---- users / keys ------------------------------------------------------------------------------
 
 async def _call(ref: context.ClusterRef, method: str, request: object) -> object:
-    async with grpc.aio.insecure_channel(ref.manager) as ch, map_rpc_errors():
+    async with channel(ref.manager) as ch, map_rpc_errors():
         stub = manager_pb2_grpc.ManagerServiceStub(ch)
         return await getattr(stub, method)(request, metadata=ref.admin_metadata(), timeout=30)
 
@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     kc.add_argument("name")
     kc.add_argument("--label", default="cli")
     kc.set_defaults(func=cmd_keys_create)
+    ops.add_commands(sub, with_target)
     return p
 
 

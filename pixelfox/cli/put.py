@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
@@ -16,7 +15,7 @@ from pixelfox import errors
 from pixelfox.cli.context import ClusterRef
 from pixelfox.client.images import image_to_json, rejected_json, status_name
 from pixelfox.client.uploader import upload_file
-from pixelfox.grpcx.client import map_rpc_errors
+from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 
 
@@ -48,7 +47,7 @@ async def put_files(
         transient=True,
         disable=not console.is_terminal,
     )
-    async with grpc.aio.insecure_channel(ref.manager) as ch:
+    async with channel(ref.manager) as ch:
         stub = manager_pb2_grpc.ManagerServiceStub(ch)
         with progress:
             for path in files:

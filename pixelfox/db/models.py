@@ -121,3 +121,20 @@ class ObjectLocation(Base):
     node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     size: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReplicaDebt(Base):
+    """An object with fewer live replicas than the replication factor (issue 6; nodes/manager/repair.py).
+
+    Written by the manager's repair pass when it finds the gap, deleted once the copies are
+    made; ``image_id`` names the image the key belongs to (empty if no row names it).
+    """
+
+    __tablename__ = "replica_debts"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    image_id: Mapped[str] = mapped_column(String(26), default="", index=True)
+    have: Mapped[int] = mapped_column(Integer, default=0)
+    want: Mapped[int] = mapped_column(Integer, default=0)
+    since: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str] = mapped_column(String(500), default="")

@@ -16,10 +16,17 @@ def channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
     """An insecure ``grpc.aio`` channel to ``address`` (``host:port``) with keepalive and message caps.
 
     Keepalive 10 s / 5 s (RELIABILITY.md §5: a silent partition is seen within keepalive,
-    not at the deadline).
+    not at the deadline). ``address`` may list several ``host:port`` separated by commas
+    (several managers): the channel then balances calls round-robin over the ones that are
+    up and retries a unary call that failed ``UNAVAILABLE`` on another (see
+    :mod:`pixelfox.grpcx.multi`). Every call is counted client-side in Prometheus
+    (``grpc_client_handled_total``, ``grpc_client_handling_seconds``).
     """
+    from pixelfox.grpcx import multi  # local import: multi imports this module's constants
+
+    target, extra = multi.target(address)
     return grpc.aio.insecure_channel(
-        address,
+        target,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -27,7 +34,9 @@ def channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
             ("grpc.keepalive_timeout_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.enable_retries", 1),
+            *extra,
         ],
+        interceptors=multi.client_interceptors(),
     )
 
 

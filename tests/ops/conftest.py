@@ -1,16 +1,22 @@
-"""Fixtures for the ops tests: a private redis-server per module."""
+"""Fixtures and helpers for the ops tests: a private redis-server per module, own local clusters."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
-from pixelfox.cli.launcher import free_port
+from pixelfox.cli.launcher import Counts, LocalCluster, free_port
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +45,33 @@ def redis_url() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def start_cluster(root: Path, counts: Counts, extra_env: dict[str, str] | None = None,
+                  timeout_s: float = 90.0) -> LocalCluster:
+    """Start an own :class:`LocalCluster` in ``root`` (for tests that kill or reconfigure nodes)."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed (Debian: apt-get install redis-server)")
+    local = LocalCluster(root, counts, extra_env=dict(extra_env or {}))
+    try:
+        local.start()
+        asyncio.run(local.wait_ready(timeout_s))
+        local.write_state(asyncio.run(local.ensure_admin()))
+    except BaseException:
+        local.stop()
+        raise
+    return local
+
+
+def cli(root: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real ``pixelfox`` command in ``root`` (it finds the local cluster there)."""
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "pixelfox", *args], cwd=root, capture_output=True, text=True,
+                          timeout=timeout, check=False, env=env)
+
+
+def status(root: Path) -> dict[str, dict[str, Any]]:
+    """``pixelfox status --json`` as a dict node id -> row."""
+    res = cli(root, "status", "--json")
+    assert res.stdout, res.stderr
+    return {r["id"]: r for r in json.loads(res.stdout)["nodes"]}

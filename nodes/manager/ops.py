@@ -1,0 +1,121 @@
+"""Operations side of the manager: dependency checks, cluster gauges, and run-once housekeeping.
+
+* :meth:`ManagerOps.ready` — the manager's health: Redis answers ``PING`` and the database
+  answers ``SELECT 1`` (each within 2 s). :func:`pixelfox.node.watch_dependencies` turns
+  the gRPC health status NOT_SERVING while either is down.
+* :meth:`ManagerOps.run` — every second, on every manager: refresh the registry (including
+  the maintenance set the dispatcher reads) and export ``pixelfox_queue_depth``,
+  ``pixelfox_queue_dead_letters`` and ``pixelfox_cluster_nodes{role,status}``; and, on the
+  one manager holding the ``registry-sweep`` lease (:mod:`pixelfox.leases`), forget nodes
+  silent for longer than ``forget_after_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+
+import redis.asyncio as aioredis
+from prometheus_client import Gauge
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from nodes.manager.registry import KEY as REGISTRY_KEY
+from nodes.manager.registry import MAINTENANCE_KEY, Registry
+from pixelfox.leases import Lease, run_with_lease
+from pixelfox.queue import JobQueue
+from pixelfox.v1 import common_pb2
+
+logger = logging.getLogger(__name__)
+
+try:  # the dispatcher defines it too; one collector per name and process
+    from nodes.manager.dispatch import QUEUE_DEPTH
+except ImportError:  # pragma: no cover - if the dispatcher stops exporting it
+    QUEUE_DEPTH = Gauge("pixelfox_queue_depth", "jobs waiting or in flight", ["queue"])
+DEAD_LETTERS = Gauge("pixelfox_queue_dead_letters", "jobs in the dead-letter list", ["queue"])
+NODES = Gauge("pixelfox_cluster_nodes", "registered nodes by role and status", ["role", "status"])
+UP = Gauge("pixelfox_manager_dependency_up", "1 when the dependency answers", ["dependency"])
+
+ROLES = {v: k.removeprefix("NODE_ROLE_").lower() for k, v in common_pb2.NodeRole.items() if v}
+STATUSES = {v: k.removeprefix("NODE_STATUS_").lower() for k, v in common_pb2.NodeStatus.items() if v}
+CHECK_TIMEOUT_S = 2.0
+
+
+class ManagerOps:
+    """See module doc. ``forget_after_s``: registry entries silent this long are removed (default 1 h)."""
+
+    def __init__(
+        self, node_id: str, redis: aioredis.Redis, engine: AsyncEngine, registry: Registry, queue: JobQueue,
+        forget_after_s: float = 3600.0,
+    ) -> None:
+        self.node_id = node_id
+        self.redis = redis
+        self.engine = engine
+        self.registry = registry
+        self.queue = queue
+        self.forget_after_s = forget_after_s
+
+    async def _redis_ok(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.redis.ping(), CHECK_TIMEOUT_S))
+        except Exception as exc:
+            logger.warning("redis not reachable: %s", exc)
+            return False
+
+    async def _db_ok(self) -> bool:
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT_S), self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return True
+        except Exception as exc:
+            logger.warning("database not reachable: %s", exc)
+            return False
+
+    async def ready(self) -> bool:
+        """True when both Redis and the database answer (see module doc)."""
+        redis_ok, db_ok = await asyncio.gather(self._redis_ok(), self._db_ok())
+        UP.labels("redis").set(int(redis_ok))
+        UP.labels("database").set(int(db_ok))
+        return redis_ok and db_ok
+
+    async def refresh(self) -> None:
+        """One round of gauges (also refreshes the registry's maintenance set)."""
+        recs = await self.registry.all()
+        counts = {(r, s): 0 for r in ROLES.values() for s in STATUSES.values()}
+        for rec in recs:
+            key = (ROLES.get(rec.role, "unspecified"), STATUSES.get(self.registry.status(rec), "unspecified"))
+            counts[key] = counts.get(key, 0) + 1
+        for (role, status), n in counts.items():
+            NODES.labels(role, status).set(n)
+        QUEUE_DEPTH.labels("process").set(await self.queue.depth())
+        DEAD_LETTERS.labels("process").set(await self.queue.dead_count())
+
+    async def sweep(self) -> None:
+        """Forget registry entries silent longer than ``forget_after_s`` (lease holder only)."""
+        raw = await self.redis.hgetall(REGISTRY_KEY)
+        cutoff = time.time() - self.forget_after_s
+        for node_id, value in raw.items():
+            if float(json.loads(value).get("last_heartbeat", 0)) < cutoff:
+                await self.redis.hdel(REGISTRY_KEY, node_id)
+                await self.redis.srem(MAINTENANCE_KEY, node_id)
+                logger.info("forgot node %s (silent for over %.0f s)", node_id, self.forget_after_s)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Gauges every second; the registry sweep once a minute on the lease holder."""
+        lease = Lease(self.redis, "registry-sweep", ttl_s=90.0, owner=self.node_id)
+        sweeper = asyncio.create_task(run_with_lease(lease, stop, self.sweep, every_s=60.0))
+        try:
+            while not stop.is_set():
+                try:
+                    await self.refresh()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    logger.debug("ops refresh failed: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+        finally:
+            await asyncio.gather(sweeper, return_exceptions=True)

@@ -1,0 +1,110 @@
+"""Operator commands: ``pixelfox nodes maintenance``, ``migrate-db``, ``backup`` and ``restore``.
+
+``nodes maintenance NODE_ID [--off]`` asks a manager (admin key or the local cluster's
+secret) to put a node into maintenance: it keeps serving what it holds but gets no new
+uploads, jobs or placements until ``--off``. The database commands work on database URLs
+directly (the manager need not run) and are described in :mod:`pixelfox.db.tools`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pixelfox.cli import context
+from pixelfox.grpcx.client import channel, map_rpc_errors
+from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
+
+STATUS_NAMES = {v: k.removeprefix("NODE_STATUS_").lower() for k, v in common_pb2.NodeStatus.items()}
+
+
+async def _maintenance(ref: context.ClusterRef, node_id: str, on: bool) -> common_pb2.Node:
+    async with channel(ref.manager) as ch, map_rpc_errors():
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        return await stub.SetNodeMaintenance(
+            manager_pb2.SetNodeMaintenanceRequest(node_id=node_id, maintenance=on),
+            metadata=ref.admin_metadata(), timeout=10,
+        )
+
+
+def cmd_maintenance(opts: argparse.Namespace) -> int:
+    ref = context.resolve(opts.manager, opts.api_key)
+    node = asyncio.run(_maintenance(ref, opts.node_id, not opts.off))
+    print(f"{node.node_id}: {STATUS_NAMES.get(node.status, '?')}")
+    return 0
+
+
+def _db_url(explicit: str | None) -> str:
+    """``--db`` if given, else the local cluster's SQLite file (``.pixelfox/pixelfox.db``)."""
+    if explicit:
+        return explicit
+    state = context.find_state()
+    if state is None:
+        raise SystemExit("no database given: pass --db URL (or run in a `pixelfox up` folder)")
+    return f"sqlite+aiosqlite:///{state.parent / 'pixelfox.db'}"
+
+
+def cmd_migrate_db(opts: argparse.Namespace) -> int:
+    from pixelfox.db import tools
+
+    report = asyncio.run(tools.copy_database(_db_url(opts.source), opts.target, batch=opts.batch))
+    print(json.dumps(report.as_dict(), indent=2))
+    return 0 if report.verified else 1
+
+
+def cmd_backup(opts: argparse.Namespace) -> int:
+    from pixelfox.db import tools
+
+    report = asyncio.run(tools.backup(_db_url(opts.db), Path(opts.file)))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_restore(opts: argparse.Namespace) -> int:
+    from pixelfox.db import tools
+
+    report = asyncio.run(tools.restore(Path(opts.file), _db_url(opts.db), force=opts.force))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_upgrade_db(opts: argparse.Namespace) -> int:
+    from pixelfox.db import migrate
+
+    asyncio.run(migrate.upgrade(_db_url(opts.db)))
+    print("database at head")
+    return 0
+
+
+def add_commands(sub: Any, with_target: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+    """Add the operator sub-commands to ``pixelfox``'s parser (``sub`` from ``add_subparsers``)."""
+    nodes = sub.add_parser("nodes", help="manage cluster nodes").add_subparsers(dest="nodes_cmd", required=True)
+    nm = with_target(nodes.add_parser("maintenance", help="drain NODE_ID from new work (--off: back to active)"))
+    nm.add_argument("node_id")
+    nm.add_argument("--off", action="store_true", help="end maintenance")
+    nm.set_defaults(func=cmd_maintenance)
+
+    md = sub.add_parser("migrate-db", help="copy the metadata to another database (SQLite -> PostgreSQL)")
+    md.add_argument("--source", help="source database URL (default: the local cluster's SQLite file)")
+    md.add_argument("--target", required=True, help="target URL, e.g. postgresql+asyncpg://user@host:5432/pixelfox")
+    md.add_argument("--batch", type=int, default=500, help="rows per batch (default 500)")
+    md.set_defaults(func=cmd_migrate_db)
+
+    bk = sub.add_parser("backup", help="write the metadata to a JSON Lines file (gzip if it ends in .gz)")
+    bk.add_argument("file")
+    bk.add_argument("--db", help="database URL (default: the local cluster's SQLite file)")
+    bk.set_defaults(func=cmd_backup)
+
+    rs = sub.add_parser("restore", help="load a backup into an empty database (after migrations)")
+    rs.add_argument("file")
+    rs.add_argument("--db", help="database URL (default: the local cluster's SQLite file)")
+    rs.add_argument("--force", action="store_true", help="empty the tables first")
+    rs.set_defaults(func=cmd_restore)
+
+    ud = sub.add_parser("upgrade-db", help="run the Alembic migrations up to head")
+    ud.add_argument("--db", help="database URL (default: the local cluster's SQLite file)")
+    ud.set_defaults(func=cmd_upgrade_db)

@@ -1,0 +1,134 @@
+"""Registry visibility and draining on an own local cluster: maintenance mode, a frozen node.
+
+A node that stops heartbeating (SIGSTOP) must stop getting uploads within
+``node_timeout_s`` (here 2 s) and show as unhealthy/inactive in ``pixelfox status``; after
+SIGCONT it comes back. ``pixelfox nodes maintenance`` drains a node from uploads and jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pixelfox.cli.launcher import Counts, LocalCluster
+from pixelfox.grpcx.auth import api_key_metadata
+from pixelfox.grpcx.client import channel
+from pixelfox.v1 import manager_pb2, manager_pb2_grpc
+from tests.ops.conftest import cli, start_cluster, status
+
+pytestmark = pytest.mark.e2e
+
+NODE_TIMEOUT_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    root = tmp_path_factory.mktemp("registry")
+    local = start_cluster(root, Counts(upload=2, proc=1, storage=1, web=0), {
+        "PIXELFOX_NODE_TIMEOUT_S": str(NODE_TIMEOUT_S), "PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S": "0.5"})
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+def admin_key(local: LocalCluster) -> str:
+    return str(json.loads((local.state / "cluster.json").read_text())["admin_api_key"])
+
+
+async def _picks(local: LocalCluster, n: int) -> list[str]:
+    """Upload addresses the manager hands out for ``n`` CreateUpload calls."""
+    async with channel(local.manager_address) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        md = api_key_metadata(admin_key(local))
+        out = []
+        for _ in range(n):
+            r = await stub.CreateUpload(manager_pb2.CreateUploadRequest(filename="a.png", size=1000), metadata=md,
+                                        timeout=10)
+            out.append(r.upload_address)
+        return out
+
+
+def picks(local: LocalCluster, n: int = 8) -> set[str]:
+    return set(asyncio.run(_picks(local, n)))
+
+
+def wait_for(pred, timeout_s: float = 15.0, every_s: float = 0.25) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(every_s)
+
+
+def test_status_shows_every_node_with_load_and_heartbeat(own: LocalCluster) -> None:
+    rows = status(own.root)
+    for node in ("upload1", "upload2", "proc1", "storage1"):
+        r = rows[node]
+        assert r["health"] == "healthy" and r["status"] == "active", r
+        assert r["capacity"] >= 1 and 0 <= r["load"] <= 1
+        assert 0 <= r["last_heartbeat_age_s"] < NODE_TIMEOUT_S
+    assert rows["storage1"]["free_bytes"] > 0
+    assert rows["proc1"]["capacity"] >= 1
+    table = cli(own.root, "status")
+    assert "upload1" in table.stdout and "last heartbeat" in table.stdout
+
+
+def test_maintenance_drains_a_node_from_uploads(own: LocalCluster) -> None:
+    rows = status(own.root)
+    a1, a2 = rows["upload1"]["address"], rows["upload2"]["address"]
+    res = cli(own.root, "nodes", "maintenance", "upload1")
+    assert res.returncode == 0 and "upload1: maintenance" in res.stdout, res.stderr
+    try:
+        assert status(own.root)["upload1"]["status"] == "maintenance"
+        assert picks(own) == {a2}
+    finally:
+        res = cli(own.root, "nodes", "maintenance", "upload1", "--off")
+        assert res.returncode == 0 and "upload1: active" in res.stdout, res.stderr
+    assert status(own.root)["upload1"]["status"] == "active"
+    assert a1 in picks(own)
+    unknown = cli(own.root, "nodes", "maintenance", "nope")
+    assert unknown.returncode != 0 and "nope" in unknown.stderr
+
+
+def test_maintenance_holds_jobs_back_from_a_proc_node(own: LocalCluster, corpus: Path) -> None:
+    assert cli(own.root, "nodes", "maintenance", "proc1").returncode == 0
+    try:
+        res = cli(own.root, "put", "--json", str(corpus / "edge" / "interlaced_rgb.png"))
+        img = json.loads(res.stdout.splitlines()[0])
+        assert img["status"] == "processing", img
+        time.sleep(2.0)  # the only proc node is in maintenance: nothing may process the job
+        out = cli(own.root, "put", "--json", "--wait", "--timeout", "1", str(corpus / "edge" / "interlaced_rgb.png"))
+        assert json.loads(out.stdout.splitlines()[0])["status"] == "processing", out.stdout
+    finally:
+        assert cli(own.root, "nodes", "maintenance", "proc1", "--off").returncode == 0
+    done = cli(own.root, "put", "--json", "--wait", "--timeout", "60", str(corpus / "edge" / "interlaced_rgb.png"))
+    assert json.loads(done.stdout.splitlines()[0])["status"] == "ready", done.stdout
+
+
+def test_frozen_upload_node_gets_no_uploads_and_returns(own: LocalCluster) -> None:
+    rows = status(own.root)
+    a1, a2 = rows["upload1"]["address"], rows["upload2"]["address"]
+    pid = own.child("upload1").proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        wait_for(lambda: status(own.root)["upload1"]["health"] == "unhealthy", timeout_s=NODE_TIMEOUT_S + 5)
+        detected = time.monotonic() - stopped
+        assert detected < NODE_TIMEOUT_S + 3, detected
+        row = status(own.root)["upload1"]
+        assert row["status"] == "inactive" and row["last_heartbeat_age_s"] >= NODE_TIMEOUT_S
+        assert picks(own, 10) == {a2}
+        assert cli(own.root, "status").returncode == 1  # an unhealthy node makes status fail
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: status(own.root)["upload1"]["health"] == "healthy", timeout_s=10)
+    assert a1 in picks(own)
+    print(json.dumps({"metric": "frozen_upload_node_detection_s", "value": round(detected, 2)}))
