@@ -1,0 +1,266 @@
+"""Replica repair: bring every object back to the replication factor (issue 6).
+
+Writes go to the storage nodes ``Registry.place`` picks (the healthy ones, at most
+``replicas``), and an upload or job is acknowledged once at least one of them has the bytes.
+With a node down, objects end up with fewer copies than the factor. This loop, run by every
+manager but doing work only on the holder of the Redis lease ``repair``
+(:mod:`pixelfox.leases`), finds and fixes them:
+
+1. *live* storage nodes are those heard from within ``lost_after_s`` (a node that is down for
+   a short while still counts as holding its objects: it comes back with its disk);
+   the factor for a pool is ``min(replicas, live nodes in that pool)``;
+2. keys with fewer live locations than that are recorded in ``replica_debts`` (the
+   under-replicated state, with the image they belong to) and copied from a reachable holder
+   to healthy nodes of the same pool that lack them, most free space first: stream to a temp
+   file, put (the target checks size and SHA-256), ``Stat`` the target and compare the
+   SHA-256, then record the location;
+3. a debt is deleted once the key is back at the factor.
+
+So a node that comes back, or a new node that joins while another is lost, gets the missing
+copies within one ``interval_s`` of being healthy. Keys are walked in order with a cursor,
+``batch`` per pass, so one failing key never starves the rest and a pass that dies is
+simply resumed by the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from prometheus_client import Counter, Gauge
+from pydantic import BaseModel, Field
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from nodes.manager.registry import NodeRecord, Registry
+from pixelfox import errors
+from pixelfox.db.models import Image, ObjectLocation, ReplicaDebt, Variant
+from pixelfox.leases import Lease, run_with_lease
+from pixelfox.storage.client import StorageClient
+from pixelfox.v1 import common_pb2
+
+logger = logging.getLogger(__name__)
+
+UNDER_REPLICATED = Gauge("pixelfox_storage_under_replicated_objects", "Objects below the replication factor")
+REPAIRS = Counter("pixelfox_storage_repairs_total", "Replica copies made by the repair loop", ["result"])
+
+
+class RepairSettings(BaseModel):
+    """``PIXELFOX_REPAIR__*`` on the manager."""
+
+    interval_s: float = Field(10.0, gt=0, description="seconds between repair passes")
+    lost_after_s: float = Field(
+        600.0, gt=0, description="a storage node silent this long no longer counts as holding its objects")
+    batch: int = Field(100, ge=1, description="keys looked at per pass")
+    lease_ttl_s: float = Field(30.0, gt=0, description="TTL of the Redis lease that makes one manager repair")
+
+
+def pool_of(rec: NodeRecord) -> str:
+    """The pool (tier) a storage node serves, from its ``pool:<name>`` capability ("hot" if none)."""
+    for cap in rec.capabilities:
+        if cap.startswith("pool:"):
+            return cap[5:]
+    return "hot"
+
+
+@dataclass
+class PassReport:
+    """What one pass did: keys found short, copies made and failed, debts left open."""
+
+    short: int = 0
+    copied: int = 0
+    failed: int = 0
+    open_debts: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+async def copy_object(src: NodeRecord, dst: NodeRecord, key: str, secret: str) -> int:
+    """Copy ``key`` from ``src`` to ``dst`` and verify it there; returns its size in bytes.
+
+    Raises ``NotFound`` if ``src`` lacks it, ``ChecksumMismatch`` if the copy's SHA-256
+    differs from the source's, or any other ``PixelfoxError`` from either node.
+    """
+    async with StorageClient(src.grpc_address, secret) as a, StorageClient(dst.grpc_address, secret) as b:
+        st = await a.stat(key)
+        if not st.exists:
+            raise errors.NotFound(f"{key} is not on {src.node_id}")
+        with tempfile.TemporaryDirectory(prefix="pixelfox-repair-") as tmp:
+            path = Path(tmp) / "object"
+            await a.get_to(key, path)
+            await b.put(key, path, content_type=st.content_type, sha256=st.sha256)
+        got = await b.stat(key)
+        if not got.exists or got.sha256 != st.sha256 or got.size != st.size:
+            raise errors.ChecksumMismatch(f"{key} on {dst.node_id} does not match {src.node_id}")
+        return int(st.size)
+
+
+class ReplicaRepair:
+    """The repair loop (see module doc). ``run`` is a manager background task."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        registry: Registry,
+        redis: aioredis.Redis,
+        secret: str,
+        replicas: int,
+        settings: RepairSettings | None = None,
+        owner: str = "",
+    ) -> None:
+        self.sessions = sessions
+        self.registry = registry
+        self.redis = redis
+        self.secret = secret
+        self.replicas = max(1, replicas)
+        self.settings = settings or RepairSettings()
+        self.lease = Lease(redis, "repair", ttl_s=self.settings.lease_ttl_s, owner=owner or "manager")
+        self._after = ""  # key cursor: the next pass starts after it
+        self._leased = False  # True inside run(): work only while the lease is held
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Repair every ``interval_s`` while holding the ``repair`` lease, until ``stop``."""
+        self._leased = True
+        await run_with_lease(self.lease, stop, self._pass, every_s=self.settings.interval_s)
+
+    def _reachable(self, rec: NodeRecord) -> bool:
+        return time.time() - rec.last_heartbeat < self.registry.node_timeout_s
+
+    async def _pass(self) -> None:
+        await self.pass_once()
+
+    async def pass_once(self) -> PassReport:
+        """One pass over at most ``batch`` keys below the factor; returns what it did."""
+        report = PassReport()
+        nodes = await self.registry.all(common_pb2.NODE_ROLE_STORAGE)
+        now = time.time()
+        live = {r.node_id: r for r in nodes if now - r.last_heartbeat < self.settings.lost_after_s}
+        per_pool: dict[str, int] = defaultdict(int)
+        for r in live.values():
+            per_pool[pool_of(r)] += 1
+        if not live:
+            return report
+        threshold = min(self.replicas, max(per_pool.values()))
+        async with self.sessions() as s:
+            keys = await self._short_keys(s, list(live), threshold)
+            if len(keys) < self.settings.batch:
+                self._after = ""  # reached the end: start over next pass
+            else:
+                self._after = keys[-1]
+            holders: dict[str, list[str]] = defaultdict(list)
+            sizes: dict[str, int] = {}
+            if keys:
+                rows = (await s.execute(select(ObjectLocation).where(ObjectLocation.key.in_(keys)))).scalars().all()
+                for row in rows:
+                    if row.node_id in live:
+                        holders[row.key].append(row.node_id)
+                    sizes[row.key] = row.size
+        for key in keys:
+            if self._leased and not self.lease.held:  # lost the lease mid-pass: stop at once
+                break
+            await self._repair_key(key, holders.get(key, []), live, per_pool, sizes.get(key, 0), report)
+        await self._forget_settled(list(live), threshold)
+        async with self.sessions() as s:
+            report.open_debts = int(await s.scalar(select(func.count()).select_from(ReplicaDebt)) or 0)
+        UNDER_REPLICATED.set(report.open_debts)
+        if report.short:
+            logger.info("repair pass: %d short, %d copied, %d failed, %d open", report.short, report.copied,
+                        report.failed, report.open_debts)
+        return report
+
+    async def _short_keys(self, s: AsyncSession, live: list[str], threshold: int) -> list[str]:
+        n = func.count(ObjectLocation.node_id)
+        q = (select(ObjectLocation.key).where(ObjectLocation.node_id.in_(live), ObjectLocation.key > self._after)
+             .group_by(ObjectLocation.key).having(n < threshold).order_by(ObjectLocation.key)
+             .limit(self.settings.batch))
+        return list((await s.execute(q)).scalars().all())
+
+    async def _repair_key(
+        self, key: str, have: list[str], live: dict[str, NodeRecord], per_pool: dict[str, int], size: int,
+        report: PassReport,
+    ) -> None:
+        if not have:
+            return  # no live holder: nothing to copy from (a lost node may still come back)
+        pool = pool_of(live[have[0]])
+        want = min(self.replicas, per_pool[pool])
+        if len(have) >= want:
+            return
+        report.short += 1
+        await self._record_debt(key, len(have), want, "")
+        sources = sorted((live[n] for n in have if self._reachable(live[n])),
+                         key=lambda r: (not self.registry.healthy(r), r.node_id))
+        targets = sorted((r for r in live.values() if r.node_id not in have and pool_of(r) == pool
+                          and self.registry.healthy(r)), key=lambda r: (-r.free_bytes, r.node_id))
+        made, last_error = 0, ""
+        for dst in targets:
+            if len(have) + made >= want:
+                break
+            for src in sources:
+                try:
+                    size = await copy_object(src, dst, key, self.secret)
+                except errors.PixelfoxError as exc:
+                    last_error = f"{src.node_id} -> {dst.node_id}: {exc.code}: {exc}"[:500]
+                    logger.warning("repair of %s failed: %s", key, last_error)
+                    continue
+                async with self.sessions() as s:
+                    await s.merge(ObjectLocation(key=key, node_id=dst.node_id, size=size))
+                    await s.commit()
+                made += 1
+                REPAIRS.labels("ok").inc()
+                logger.info("repaired %s: copied %s -> %s", key, src.node_id, dst.node_id)
+                break
+        report.copied += made
+        if len(have) + made >= want:
+            async with self.sessions() as s:
+                await s.execute(delete(ReplicaDebt).where(ReplicaDebt.key == key))
+                await s.commit()
+        else:
+            report.failed += 1
+            REPAIRS.labels("failed").inc()
+            await self._record_debt(key, len(have) + made, want, last_error or "no healthy target in the pool")
+
+    async def _record_debt(self, key: str, have: int, want: int, error: str) -> None:
+        async with self.sessions() as s:
+            debt = await s.get(ReplicaDebt, key)
+            if debt is None:
+                image_id = await s.scalar(select(Image.id).where(Image.original_key == key).limit(1))
+                if image_id is None:
+                    image_id = await s.scalar(select(Variant.image_id).where(Variant.key == key).limit(1))
+                debt = ReplicaDebt(key=key, image_id=image_id or "", since=datetime.now(UTC))
+                s.add(debt)
+            debt.have, debt.want = have, want
+            if error:
+                debt.last_error = error
+            await s.commit()
+
+    async def _forget_settled(self, live: list[str], threshold: int) -> None:
+        """Drop debts whose key is back at the factor by other means (a re-upload, a node back)."""
+        async with self.sessions() as s:
+            debts = (await s.execute(select(ReplicaDebt.key, ReplicaDebt.want))).all()
+            if not debts:
+                return
+            keys = [d[0] for d in debts]
+            live_counts = dict((await s.execute(
+                select(ObjectLocation.key, func.count(ObjectLocation.node_id))
+                .where(ObjectLocation.key.in_(keys), ObjectLocation.node_id.in_(live))
+                .group_by(ObjectLocation.key))).all())
+            known = set((await s.execute(select(ObjectLocation.key).where(ObjectLocation.key.in_(keys)))).scalars())
+            done = [k for k, want in debts if k not in known or live_counts.get(k, 0) >= min(want, threshold)]
+            if done:
+                await s.execute(delete(ReplicaDebt).where(ReplicaDebt.key.in_(done)))
+                await s.commit()
+
+
+async def under_replicated_images(sessions: async_sessionmaker[AsyncSession]) -> list[tuple[str, int, int]]:
+    """``(image_id, fewest copies, factor)`` for every image with an open replica debt."""
+    async with sessions() as s:
+        rows = (await s.execute(
+            select(ReplicaDebt.image_id, func.min(ReplicaDebt.have), func.max(ReplicaDebt.want))
+            .where(ReplicaDebt.image_id != "").group_by(ReplicaDebt.image_id))).all()
+    return [(str(r[0]), int(r[1]), int(r[2])) for r in rows]

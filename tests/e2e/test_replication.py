@@ -1,0 +1,141 @@
+"""Replication on a private LocalCluster with two storage nodes (issue 6).
+
+Kill one storage node: files stay reachable (URLs fail over to the other holder), a new
+upload is stored on the live node and recorded as under-replicated; restart the node: the
+manager's repair loop copies every missing object and clears the debt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from pixelfox.cli.launcher import Counts, LocalCluster
+from pixelfox.grpcx.auth import node_metadata
+from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+PHOTOS = REPO.parent / "shared" / "corpus" / "photos"
+
+
+@pytest.fixture(scope="module")
+def two_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    root = tmp_path_factory.mktemp("replicas")
+    local = LocalCluster(
+        root, Counts(upload=1, proc=1, storage=2, web=0),
+        extra_env={"PIXELFOX_NODE_TIMEOUT_S": "2", "PIXELFOX_REPAIR__INTERVAL_S": "0.5",
+                   "PIXELFOX_REPAIR__LOST_AFTER_S": "600"},
+    )
+    try:
+        local.start()
+        asyncio.run(local.wait_ready(90))
+        local.write_state(asyncio.run(local.ensure_admin()))
+        yield local
+    finally:
+        local.stop()
+
+
+def put(local: LocalCluster, path: Path) -> dict[str, Any]:
+    res = subprocess.run([sys.executable, "-m", "pixelfox", "put", "--json", "--wait", str(path)], cwd=local.root,
+                         capture_output=True, text=True, timeout=180, check=False)
+    lines = [json.loads(x) for x in res.stdout.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0]["status"] == "ready", res.stdout + res.stderr
+    return lines[0]
+
+
+def urls(img: dict[str, Any]) -> list[str]:
+    return [img["original_url"], *(v["url"] for v in img["variants"])]
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        assert r.status == 200
+        return r.read()
+
+
+def pool_files(local: LocalCluster, node: str) -> dict[str, str]:
+    """Object key -> sha256 of every visible object file in ``node``'s pool."""
+    root = local.state / "data" / node
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in root.rglob("*") if p.is_file() and not p.name.endswith(".meta") and ".tmp-" not in p.name}
+
+
+def debts(local: LocalCluster) -> list[tuple[str, str, int, int]]:
+    with sqlite3.connect(local.state / "pixelfox.db") as db:
+        return db.execute("SELECT key, image_id, have, want FROM replica_debts").fetchall()
+
+
+async def get_image(local: LocalCluster, slug: str) -> common_pb2.Image:
+    async with grpc.aio.insecure_channel(local.manager_address.split(",")[0]) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        return await stub.GetImage(manager_pb2.GetImageRequest(slug=slug), metadata=node_metadata(local.secret),
+                                   timeout=10)
+
+
+async def storage_health(local: LocalCluster) -> dict[str, bool]:
+    async with grpc.aio.insecure_channel(local.manager_address.split(",")[0]) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        reply = await stub.ListNodes(manager_pb2.ListNodesRequest(), metadata=node_metadata(local.secret), timeout=5)
+    return {n.node_id: n.healthy for n in reply.nodes if n.role == common_pb2.NODE_ROLE_STORAGE}
+
+
+def wait_for(cond: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.25)
+
+
+def test_node_down_upload_then_repair_restores_two_replicas(two_storage: LocalCluster) -> None:
+    local = two_storage
+    first = put(local, PHOTOS / "painting_rgb.png")
+    s1, s2 = pool_files(local, "storage1"), pool_files(local, "storage2")
+    assert len(s1) == 1 + len(first["variants"]) and s1 == s2  # every object on both nodes, same bytes
+    assert debts(local) == []
+
+    local.child("storage2").proc.kill()
+    local.child("storage2").proc.wait(10)
+    wait_for(lambda: asyncio.run(storage_health(local)) == {"storage1": True, "storage2": False}, 15,
+             "the manager to see storage2 down")
+
+    # reads fail over: every URL of the first image now names storage1 and answers
+    moved = asyncio.run(get_image(local, first["id"]))
+    for url in [moved.original_url, *(v.url for v in moved.variants)]:
+        assert "/o/" in url
+        body = fetch(url)
+        key = url.split("/o/", 1)[1]
+        assert hashlib.sha256(body).hexdigest() == s1[key]
+
+    # a new upload goes to the live node only and is recorded as under-replicated
+    second = put(local, PHOTOS / "blackbug_alpha.png")
+    for url in urls(second):
+        assert fetch(url)
+    second_keys = {u.split("/o/", 1)[1] for u in urls(second)}
+    assert second_keys <= set(pool_files(local, "storage1"))
+    assert not second_keys & set(pool_files(local, "storage2"))
+    wait_for(lambda: {d[0] for d in debts(local)} == second_keys, 20, "the repair pass to record the debts")
+    image_ids = {d[1] for d in debts(local)}
+    assert len(image_ids) == 1 and "" not in image_ids
+    assert all((d[2], d[3]) == (1, 2) for d in debts(local))
+
+    # the node comes back: the repair copies what it missed and the debts are cleared
+    local.restart("storage2")
+    wait_for(lambda: pool_files(local, "storage2") == pool_files(local, "storage1"), 60,
+             "storage2 to receive the missing replicas")
+    wait_for(lambda: debts(local) == [], 20, "the debts to be cleared")
+    assert second_keys <= set(pool_files(local, "storage2"))
