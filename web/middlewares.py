@@ -32,7 +32,7 @@ CSP = (
 
 
 def is_api(request: web.Request) -> bool:
-    return request.path.startswith("/api/") or request.path in ("/healthz", "/readyz")
+    return request.path.startswith("/api/") or request.path in ("/healthz", "/readyz", "/oembed")
 
 
 def error_response(request: web.Request, status: int, code: str, message: str) -> web.StreamResponse:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from web.views import api, auth, health, pages, sharex
+from web.routes_community import setup_community_routes
+from web.views import api, api_v1, auth, health, pages, sharex
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -23,8 +24,9 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/logout", auth.logout_post, name="logout")
     r.add_post("/sharex", sharex.sharex_config, name="sharex")
     r.add_post("/api/v1/images", api.upload, name="api_upload")
-    r.add_get("/api/v1/images/{slug:[A-Za-z0-9_-]{1,64}}", api.get_image, name="api_image")
+    r.add_get("/api/v1/images/{slug:[A-Za-z0-9_-]{1,64}}", api_v1.get_image, name="api_image")
     r.add_get("/api/v1/me", api.me, name="api_me")
     r.add_get("/healthz", health.healthz, name="healthz")
     r.add_get("/readyz", health.readyz, name="readyz")
     r.add_static("/static/", STATIC_DIR, name="static", append_version=True)
+    setup_community_routes(app)

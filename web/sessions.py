@@ -25,6 +25,7 @@ from aiohttp_session.redis_storage import RedisStorage
 
 from pixelfox import errors
 from pixelfox.v1 import manager_pb2
+from web.session_index import index_session
 from web.session_metrics import measured
 
 COOKIE_NAME = "pixelfox_session"
@@ -84,6 +85,8 @@ class SessionStore(RedisStorage):
         await self._redis.set(
             session_key(identity), self._encoder(self._get_session_data(session)), ex=session.max_age
         )
+        if session.get("user_id"):  # per-user index: a password change ends the other sessions
+            await index_session(self._redis, str(session["user_id"]), identity, session.max_age)
 
     @measured("delete")
     async def delete(self, identity: str) -> None:

@@ -52,7 +52,8 @@ async def serve(settings: ManagerSettings) -> None:
                            settings.replicas, settings.repair, owner=node_id)
 
     try:
-        await run_node(settings, server, ident, Load, background=[svc.dispatcher.run, repair.run], ready=redis_up)
+        await run_node(settings, server, ident, Load, background=[svc.dispatcher.run, repair.run, svc.objects.run],
+                       ready=redis_up)
     finally:
         await redis.aclose()
         await engine.dispose()

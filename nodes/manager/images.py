@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from nodes.manager.registry import Registry
 from pixelfox import errors
 from pixelfox.db.models import Image, ObjectLocation, Variant
+from pixelfox.storage.keys import is_private_key
 from pixelfox.v1 import common_pb2
 
 STATUS = {
@@ -42,6 +44,9 @@ class ImageViews:
         self.sessions = sessions
         self.registry = registry
         self.site_url = site_url.rstrip("/")
+        #: signs private keys' URLs: ``(key, exp) -> query``; set by the service (issue 5)
+        self.url_signer: Callable[[str, int], str] | None = None
+        self.url_expiry: Callable[[], int] = lambda: 0
 
     async def _site(self) -> str:
         if self.site_url:
@@ -85,8 +90,14 @@ class ImageViews:
         origins = await self._origins(s, [img.original_key, *(v.key for v in variants)])
         site = await self._site()
 
+        exp = self.url_expiry() if img.visibility == "private" else 0
+
         def url(key: str) -> str:
-            return f"{origins[key]}/o/{key}" if key in origins else ""
+            if key not in origins:
+                return ""
+            if is_private_key(key) and self.url_signer is not None:
+                return f"{origins[key]}/o/{key}?{self.url_signer(key, exp)}"
+            return f"{origins[key]}/o/{key}"
 
         out = common_pb2.Image(
             id=img.id,
@@ -107,6 +118,11 @@ class ImageViews:
             owner=img.owner.name if img.owner is not None else "",
             created_at=iso(img.created_at),
             url=f"{site}/i/{img.slug}" if site else f"/i/{img.slug}",
+            visibility=img.visibility or "public",
+            description=img.description or "",
+            keep_metadata=bool(img.keep_metadata),
+            owner_id=img.user_id or "",
+            urls_expire_at=exp,
         )
         by_kind: dict[tuple[str, str], Variant] = {}
         for v in variants:

@@ -6,13 +6,19 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from nodes.manager.account_ops import AccountOps
 from nodes.manager.accounts import Accounts
+from nodes.manager.admin import Admin
+from nodes.manager.albums import Albums
 from nodes.manager.config import ManagerSettings
 from nodes.manager.dispatch import Dispatcher
 from nodes.manager.images import ImageViews
+from nodes.manager.library import Library
+from nodes.manager.objects import Objects
 from nodes.manager.registry import Registry
+from nodes.manager.reports import Reports
 from nodes.manager.uploads import Uploads
-from pixelfox import errors, tickets
+from pixelfox import errors, signing, tickets
 from pixelfox.db.models import User
 from pixelfox.grpcx.auth import Caller
 from pixelfox.queue import JobQueue
@@ -47,7 +53,26 @@ class ManagerService:
             sessions, registry, queue, self.views, settings.limits,
             tickets.derive_key(settings.cluster.secret.get_secret_value()), settings.recipe_version,
         )
+        self._community(settings, sessions, registry, queue)
         self.dispatcher = Dispatcher(sessions, registry, queue, settings.replicas, settings.lease_s)
+
+    def _community(
+        self, settings: ManagerSettings, sessions: async_sessionmaker[AsyncSession], registry: Registry, queue: JobQueue
+    ) -> None:
+        """Issue 5: signed URLs for private images, image management, albums, reports, admin."""
+        keys = signing.keys_from(settings.cluster.secret.get_secret_value(), settings.url_signing)
+        sign_ttl, bucket = settings.url_signing.ttl_s, settings.url_signing.bucket_s
+        self.views.url_signer = lambda key, exp: signing.sign(keys[0], key, exp)
+        self.views.url_expiry = lambda: signing.expiry(sign_ttl, bucket)
+        self.objects = Objects(
+            sessions, registry, queue.redis, settings.cluster.secret.get_secret_value(),
+            replicas=settings.replicas, purge_hook_url=settings.purge_hook_url, gc_interval_s=settings.gc_interval_s,
+        )
+        self.library = Library(sessions, self.views, self.objects, queue.redis)
+        self.albums = Albums(sessions, self.views)
+        self.reports = Reports(sessions, self.views, self.library)
+        self.account_ops = AccountOps(sessions, self.accounts)
+        self.admin = Admin(sessions, registry, queue, self.views, self.objects)
 
     async def principal(self, caller: Caller) -> Principal:
         """Resolve the call's credentials; raises Unauthenticated for a bad API key."""

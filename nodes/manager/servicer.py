@@ -9,6 +9,7 @@ import grpc
 from nodes.manager.images import iso
 from nodes.manager.registry import NodeRecord
 from nodes.manager.service import ManagerService
+from nodes.manager.servicer_community import ManagerCommunityServicer
 from nodes.manager.uploads import Completion
 from pixelfox import errors
 from pixelfox.db.models import User
@@ -22,7 +23,7 @@ def user_proto(u: User) -> manager_pb2.User:
     return manager_pb2.User(id=u.id, name=u.name, role=u.role, created_at=iso(u.created_at))
 
 
-class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
+class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceServicer):
     def __init__(self, svc: ManagerService) -> None:
         self.svc = svc
 
@@ -93,7 +94,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     # ---- images
     @rpc()
     async def GetImage(self, req: manager_pb2.GetImageRequest, ctx: Ctx) -> common_pb2.Image:
-        return await self.svc.views.get(req.slug)
+        return await self.svc.library.get(req.slug, (await self.svc.principal(caller())).user)
 
     @rpc()
     async def ListImages(self, req: manager_pb2.ListImagesRequest, ctx: Ctx) -> manager_pb2.ListImagesResponse:

@@ -85,6 +85,11 @@ class Image(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     ready_at: Mapped[datetime | None] = mapped_column(default=None)
+    # issue 5: private images live under p/<private_salt>/... keys (nodes/manager/visibility.py)
+    visibility: Mapped[str] = mapped_column(String(16), default="public")  # public | private
+    private_salt: Mapped[str] = mapped_column(String(32), default="")
+    description: Mapped[str] = mapped_column(String(2000), default="")
+    keep_metadata: Mapped[bool] = mapped_column(default=False)
 
     owner: Mapped[User | None] = relationship(lazy="joined")
     variants: Mapped[list[Variant]] = relationship(
@@ -121,6 +126,46 @@ class ObjectLocation(Base):
     node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     size: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Album(Base):
+    """A user's album; anyone with its slug sees it (its private images only for the owner)."""
+
+    __tablename__ = "albums"
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    slug: Mapped[str] = mapped_column(String(32), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    title: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(String(2000), default="")
+    cover_image_id: Mapped[str | None] = mapped_column(ForeignKey("images.id", ondelete="SET NULL"), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    owner: Mapped[User] = relationship(lazy="joined")
+
+
+class AlbumImage(Base):
+    __tablename__ = "album_images"
+
+    album_id: Mapped[str] = mapped_column(ForeignKey("albums.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AbuseReport(Base):
+    __tablename__ = "abuse_reports"
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    image_id: Mapped[str | None] = mapped_column(ForeignKey("images.id", ondelete="SET NULL"), default=None)
+    image_slug: Mapped[str] = mapped_column(String(32), default="")
+    reporter_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
+    reason: Mapped[str] = mapped_column(String(1000), default="")
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | resolved | image-deleted
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(default=None)
+    resolved_by: Mapped[str] = mapped_column(String(64), default="")
+
+    reporter: Mapped[User | None] = relationship(lazy="joined")
 
 
 class ReplicaDebt(Base):

@@ -1,6 +1,7 @@
 """Content-addressed object keys: the only names a storage node reads or writes.
 
-Two shapes, both lower-case ASCII, fanned out by the first two byte pairs of a SHA-256 so no
+Two shapes (plus ``p/<32 hex salt>/`` in front of either for a private image's copy), both
+lower-case ASCII, fanned out by the first two byte pairs of a SHA-256 so no
 directory grows past 65,536 entries:
 
 * originals: ``o/ab/cd/<sha256>.<ext>``, where ``<sha256>`` is the hash of the stored bytes;
@@ -74,11 +75,37 @@ def variant_key(source_sha256: str, recipe_version: int, name: str, fmt: str) ->
     return f"v/{sha[:2]}/{sha[2:4]}/{sha}/r{recipe_version}/{name}.{_ext(fmt)}"
 
 
+_PRIVATE_RE = re.compile(r"p/(?P<salt>[0-9a-f]{32})/(?P<rest>.+)")
+
+
+def private_key(key: str, salt: str) -> str:
+    """``p/<salt>/<key>``: the copy of a public key that a private image uses (issue 5).
+
+    ``salt`` is 32 hex digits drawn per image when it goes private, so the old public URL
+    and any earlier private URL stop naming the bytes. Served only with a signed URL.
+    """
+    if not re.fullmatch(r"[0-9a-f]{32}", salt):
+        raise BadRequest("private salt must be 32 hex digits")
+    return f"p/{salt}/{public_key(key)}"
+
+
+def public_key(key: str) -> str:
+    """The content-addressed key behind ``key`` (itself for a public key)."""
+    m = _PRIVATE_RE.fullmatch(key)
+    return m["rest"] if m else key
+
+
+def is_private_key(key: str) -> bool:
+    return key.startswith("p/")
+
+
 def validate_key(key: str) -> str:
     """Return ``key`` if it is a well-formed object key, else raise :class:`BadRequest`."""
     if not isinstance(key, str) or len(key) > MAX_KEY_LENGTH:
         raise BadRequest("invalid object key")
-    m = _ORIGINAL_RE.fullmatch(key) or _VARIANT_RE.fullmatch(key)
+    pm = _PRIVATE_RE.fullmatch(key)
+    inner = pm["rest"] if pm else key
+    m = _ORIGINAL_RE.fullmatch(inner) or _VARIANT_RE.fullmatch(inner)
     if m is None or m["sha"][:2] != m["p1"] or m["sha"][2:4] != m["p2"]:
         raise BadRequest("invalid object key")
     return key
@@ -87,7 +114,8 @@ def validate_key(key: str) -> str:
 def key_sha256(key: str) -> str | None:
     """The content hash an original's key promises (``None`` for variants, whose hash is the source's)."""
     validate_key(key)
-    return key.rsplit("/", 1)[1].split(".", 1)[0] if key.startswith("o/") else None
+    inner = public_key(key)
+    return inner.rsplit("/", 1)[1].split(".", 1)[0] if inner.startswith("o/") else None
 
 
 def content_type_for(key: str) -> str:

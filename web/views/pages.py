@@ -10,10 +10,12 @@ from aiohttp_session import get_session
 
 from pixelfox.client.images import status_name
 from pixelfox.v1 import common_pb2
+from web.calls import load_image
 from web.keys import MANAGER, SETTINGS
 from web.sessions import current_user
 from web.views.api import page_url, resolve_caller
 from web.views.common import render
+from web.views.manage import image_page_extras
 
 MIME = {
     "avif": "image/avif",
@@ -83,11 +85,12 @@ async def index(request: web.Request) -> web.Response:
 async def image_page(request: web.Request) -> web.Response:
     slug = request.match_info["slug"]
     caller = await resolve_caller(request, state_changing=False)
-    image = await request.app[MANAGER].get_image(slug, caller.metadata)
+    image = await load_image(request, slug, caller.metadata)
     status = status_name(image)
     picture = build_picture(image)
     page = page_url(request, image)
-    direct = image.original_url or (picture.og.url if picture.og else "")
+    # the stored original keeps its metadata (EXIF/GPS): link it only when the owner opted in
+    direct = (image.original_url if image.keep_metadata else "") or (picture.og.url if picture.og else "")
     embed = picture.fallback if image.frames > 1 else picture.og  # animations embed as animated WebP
     embed_src = embed.url if embed else direct
     title = image.title or image.filename or image.slug
@@ -101,6 +104,7 @@ async def image_page(request: web.Request) -> web.Response:
         "title": title,
         "og_type": MIME.get(picture.og.format.lower(), "") if picture.og else "",
         "embed_src": embed_src,
+        **image_page_extras(request, image, caller.user),
     }
     return await render(request, "image.html", ctx)
 

@@ -1,0 +1,163 @@
+"""Albums: a user's named sets of their own images with a cover and a public link ``/a/<slug>``.
+
+Anyone with the slug may read an album; its private images are left out (and not counted)
+for everyone but the owner and admins, and a private cover shows no thumbnail to them.
+Only the owner (or an admin) changes an album; only the owner's images can be added, and a
+slug of someone else's private image is NotFound, as everywhere else.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from ulid import ULID
+
+from nodes.manager.images import ImageViews, iso, new_slug
+from nodes.manager.library import can_manage, can_see
+from pixelfox import errors
+from pixelfox.db.models import Album, AlbumImage, Image, User
+from pixelfox.v1 import manager_pb2
+
+MAX_TITLE = 255
+MAX_DESCRIPTION = 2000
+MAX_ALBUM_IMAGES = 1000
+
+
+def _owns(user: User | None, album: Album) -> bool:
+    return user is not None and (user.role == "admin" or user.id == album.user_id)
+
+
+class Albums:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], views: ImageViews) -> None:
+        self.sessions = sessions
+        self.views = views
+
+    async def _album(self, s: AsyncSession, slug: str) -> Album:
+        album = (await s.execute(select(Album).where(Album.slug == slug))).scalar_one_or_none()
+        if album is None:
+            raise errors.NotFound("no such album")
+        return album
+
+    async def _images(self, s: AsyncSession, album: Album, user: User | None) -> list[Image]:
+        q = (
+            select(Image)
+            .join(AlbumImage, AlbumImage.image_id == Image.id)
+            .where(AlbumImage.album_id == album.id)
+            .order_by(AlbumImage.added_at, Image.id)
+        )
+        rows = (await s.execute(q)).scalars().all()
+        return [img for img in rows if can_see(user, img)]
+
+    async def to_proto(
+        self, s: AsyncSession, album: Album, user: User | None, *, with_images: bool
+    ) -> manager_pb2.Album:
+        images = await self._images(s, album, user)
+        site = await self.views._site()
+        out = manager_pb2.Album(
+            id=album.id, slug=album.slug, title=album.title, description=album.description,
+            owner=album.owner.name if album.owner else "", owner_id=album.user_id,
+            created_at=iso(album.created_at), image_count=len(images),
+            url=f"{site}/a/{album.slug}" if site else f"/a/{album.slug}",
+        )
+        cover = next((i for i in images if i.id == album.cover_image_id), None)
+        cover = cover or (images[0] if images else None)
+        protos = [await self.views.to_proto(s, img) for img in images] if with_images else []
+        if cover is not None:
+            out.cover_slug = cover.slug
+            cover_proto = next((p for p in protos if p.slug == cover.slug), None)
+            out.cover_url = (cover_proto or await self.views.to_proto(s, cover)).thumbnail_url
+        out.images.extend(protos)
+        return out
+
+    async def create(self, user: User | None, title: str, description: str) -> manager_pb2.Album:
+        if user is None:
+            raise errors.Unauthenticated("albums need an account")
+        title = title.strip()
+        if not 1 <= len(title) <= MAX_TITLE:
+            raise errors.BadRequest(f"album title must be 1-{MAX_TITLE} characters")
+        if len(description) > MAX_DESCRIPTION:
+            raise errors.BadRequest(f"description longer than {MAX_DESCRIPTION} characters")
+        async with self.sessions() as s:
+            album = Album(id=str(ULID()), slug=new_slug(), user_id=user.id, title=title,
+                          description=description.strip())
+            s.add(album)
+            await s.commit()
+            album = await self._album(s, album.slug)
+            return await self.to_proto(s, album, user, with_images=True)
+
+    async def get(self, slug: str, user: User | None) -> manager_pb2.Album:
+        async with self.sessions() as s:
+            return await self.to_proto(s, await self._album(s, slug), user, with_images=True)
+
+    async def list_for(self, user: User | None, limit: int, before: str) -> list[manager_pb2.Album]:
+        if user is None:
+            raise errors.Unauthenticated("listing albums needs a user")
+        async with self.sessions() as s:
+            q = select(Album).where(Album.user_id == user.id).order_by(Album.id.desc())
+            if before:
+                ref = (await s.execute(select(Album).where(Album.slug == before))).scalar_one_or_none()
+                if ref is not None:
+                    q = q.where(Album.id < ref.id)
+            rows = (await s.execute(q.limit(max(1, min(limit or 50, 200))))).scalars().all()
+            return [await self.to_proto(s, a, user, with_images=False) for a in rows]
+
+    async def _own_image(self, s: AsyncSession, slug: str, user: User | None) -> Image:
+        img = (await s.execute(select(Image).where(Image.slug == slug))).scalar_one_or_none()
+        if img is None or not can_see(user, img):
+            raise errors.NotFound(f"no such image {slug[:64]!r}")
+        if not can_manage(user, img):
+            raise errors.Forbidden("only your own images can go in your albums")
+        return img
+
+    async def update(
+        self, user: User | None, req: manager_pb2.UpdateAlbumRequest
+    ) -> manager_pb2.Album:
+        async with self.sessions() as s:
+            album = await self._album(s, req.slug)
+            if not _owns(user, album):
+                raise errors.Forbidden("only the owner changes an album")
+            if req.HasField("title"):
+                if not 1 <= len(req.title.strip()) <= MAX_TITLE:
+                    raise errors.BadRequest(f"album title must be 1-{MAX_TITLE} characters")
+                album.title = req.title.strip()
+            if req.HasField("description"):
+                if len(req.description) > MAX_DESCRIPTION:
+                    raise errors.BadRequest(f"description longer than {MAX_DESCRIPTION} characters")
+                album.description = req.description.strip()
+            for slug in req.add_images:
+                img = await self._own_image(s, slug, user)
+                exists = await s.get(AlbumImage, (album.id, img.id))
+                if exists is None:
+                    count = await s.scalar(
+                        select(func.count()).select_from(AlbumImage).where(AlbumImage.album_id == album.id)
+                    )
+                    if (count or 0) >= MAX_ALBUM_IMAGES:
+                        raise errors.BadRequest(f"an album holds at most {MAX_ALBUM_IMAGES} images")
+                    s.add(AlbumImage(album_id=album.id, image_id=img.id))
+                    await s.flush()
+            for slug in req.remove_images:
+                img = await self._own_image(s, slug, user)
+                await s.execute(
+                    delete(AlbumImage).where(AlbumImage.album_id == album.id, AlbumImage.image_id == img.id)
+                )
+                if album.cover_image_id == img.id:
+                    album.cover_image_id = None
+            if req.HasField("cover_slug"):
+                if req.cover_slug:
+                    img = await self._own_image(s, req.cover_slug, user)
+                    if await s.get(AlbumImage, (album.id, img.id)) is None:
+                        raise errors.BadRequest("the cover must be an image of the album")
+                    album.cover_image_id = img.id
+                else:
+                    album.cover_image_id = None
+            await s.commit()
+            return await self.to_proto(s, album, user, with_images=True)
+
+    async def delete(self, user: User | None, slug: str) -> bool:
+        async with self.sessions() as s:
+            album = await self._album(s, slug)
+            if not _owns(user, album):
+                raise errors.Forbidden("only the owner deletes an album")
+            await s.delete(album)
+            await s.commit()
+        return True

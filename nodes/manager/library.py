@@ -1,0 +1,153 @@
+"""Image management for owners and admins: who may see an image, update, visibility, delete.
+
+Access rule (issue 5, IDOR): a private image exists only for its owner and for admin *users*;
+to anyone else every call answers ``NotFound``, exactly as for a slug that never existed. A
+cluster caller with no acting user (the web node serving an anonymous visitor) is "anyone".
+
+Going private re-keys the image: every object is copied to ``p/<new salt>/<public key>``
+(:func:`pixelfox.storage.keys.private_key`), the rows switch to the new keys, and the old
+public keys are deleted where no other image uses the same bytes, so the old public URLs stop
+working (the CDN purge hook hears about them too). Going public copies back to the
+content-addressed keys and drops the private copies.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from nodes.manager.images import ImageViews
+from nodes.manager.objects import Objects, image_keys
+from pixelfox import errors, readmodel
+from pixelfox.db.models import Image, User
+from pixelfox.storage.keys import private_key, public_key
+from pixelfox.v1 import common_pb2
+
+logger = logging.getLogger(__name__)
+
+VISIBILITIES = ("public", "private")
+MAX_TITLE = 255
+MAX_DESCRIPTION = 2000
+
+
+def is_admin_user(user: User | None) -> bool:
+    return user is not None and user.role == "admin"
+
+
+def can_manage(user: User | None, img: Image) -> bool:
+    return user is not None and (user.role == "admin" or (img.user_id is not None and img.user_id == user.id))
+
+
+def can_see(user: User | None, img: Image) -> bool:
+    return img.visibility != "private" or can_manage(user, img)
+
+
+@dataclass(frozen=True)
+class Changes:
+    title: str | None = None
+    description: str | None = None
+    visibility: str | None = None
+    keep_metadata: bool | None = None
+
+
+class Library:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        views: ImageViews,
+        objects: Objects,
+        redis: aioredis.Redis,
+    ) -> None:
+        self.sessions = sessions
+        self.views = views
+        self.objects = objects
+        self.redis = redis
+
+    async def _load(self, s: AsyncSession, slug: str, user: User | None, *, manage: bool) -> Image:
+        img = (await s.execute(select(Image).where(Image.slug == slug))).scalar_one_or_none()
+        if img is None or not can_see(user, img):
+            raise errors.NotFound("no such image")
+        if manage and not can_manage(user, img):
+            raise errors.Forbidden("only the owner or an admin may change this image")
+        return img
+
+    async def get(self, slug: str, user: User | None) -> common_pb2.Image:
+        """The image as ``user`` may see it; NotFound for someone else's private image."""
+        async with self.sessions() as s:
+            return await self.views.to_proto(s, await self._load(s, slug, user, manage=False))
+
+    async def update(self, slug: str, user: User | None, ch: Changes) -> common_pb2.Image:
+        """Apply ``ch``; raises BadRequest (lengths, visibility name), Forbidden, NotFound,
+        Unavailable (visibility change while still processing, or no storage node)."""
+        if ch.visibility is not None and ch.visibility not in VISIBILITIES:
+            raise errors.BadRequest("visibility must be 'public' or 'private'")
+        if ch.title is not None and len(ch.title) > MAX_TITLE:
+            raise errors.BadRequest(f"title longer than {MAX_TITLE} characters")
+        if ch.description is not None and len(ch.description) > MAX_DESCRIPTION:
+            raise errors.BadRequest(f"description longer than {MAX_DESCRIPTION} characters")
+        old_keys: list[str] = []
+        old_urls: list[str] = []
+        async with self.sessions() as s:
+            img = await self._load(s, slug, user, manage=True)
+            if ch.title is not None:
+                img.title = ch.title.strip()
+            if ch.description is not None:
+                img.description = ch.description.strip()
+            if ch.keep_metadata is not None:
+                img.keep_metadata = ch.keep_metadata
+            if ch.visibility is not None and ch.visibility != img.visibility:
+                if img.status == "processing":
+                    raise errors.Unavailable("the image is still processing; change its visibility when it is ready")
+                before = await self.views.to_proto(s, img)
+                old_urls = _file_urls(before)
+                old_keys = await self._rekey(s, img, ch.visibility)
+            await s.commit()
+            out = await self.views.to_proto(s, img)
+        await readmodel.publish(self.redis, out)
+        if old_keys:
+            await self.objects.delete_unreferenced(old_keys)
+            await self.objects.purge("image.rekeyed", old_urls)
+        return out
+
+    async def _rekey(self, s: AsyncSession, img: Image, visibility: str) -> list[str]:
+        """Copy every object of ``img`` to its keys for ``visibility``; returns the old keys."""
+        salt = secrets.token_hex(16) if visibility == "private" else ""
+
+        def new_key(key: str) -> str:
+            return private_key(key, salt) if salt else public_key(key)
+
+        old = image_keys(img)
+        mapping = {k: new_key(k) for k in dict.fromkeys(old)}
+        for src, dst in mapping.items():
+            if src != dst:
+                await self.objects.copy(s, src, dst)
+        img.original_key = mapping[img.original_key]
+        for v in img.variants:
+            v.key = mapping[v.key]
+        img.visibility = visibility
+        img.private_salt = salt
+        return [k for k, v in mapping.items() if k != v]
+
+    async def delete(self, slug: str, user: User | None) -> tuple[int, int]:
+        """Delete the rows and every replica of the image's objects; ``(deleted, pending)`` replicas."""
+        async with self.sessions() as s:
+            img = await self._load(s, slug, user, manage=True)
+            proto = await self.views.to_proto(s, img)
+            keys = image_keys(img)
+            await s.delete(img)
+            await s.commit()
+        await readmodel.mark_deleted(self.redis, slug)
+        deleted, pending = await self.objects.delete_unreferenced(keys)
+        await self.objects.purge("image.deleted", [proto.url, *_file_urls(proto)])
+        logger.info("image %s deleted: %d replicas removed, %d pending", slug, deleted, pending)
+        return deleted, pending
+
+
+def _file_urls(image: common_pb2.Image) -> list[str]:
+    urls = [image.original_url, *(v.url for v in image.variants)]
+    return [u.split("?", 1)[0] for u in urls if u]

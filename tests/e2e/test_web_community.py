@@ -1,0 +1,216 @@
+"""Issue 5 against the shared running cluster: private images and signed URLs, IDOR, oEmbed,
+albums, the JSON API, abuse reports, API keys, password change, admin pages, deletion."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+
+from tests.e2e.test_web import PASSWORD, Browser, _until_ready, _upload_form, _user
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+
+@pytest.fixture
+async def http() -> Any:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(),
+                                     timeout=aiohttp.ClientTimeout(total=90)) as s:
+        yield s
+
+
+async def csrf_header(b: Browser) -> dict[str, str]:
+    _, html, _ = await b.get("/")
+    m = re.search(r'<meta name="csrf-token" content="([^"]+)"', html)
+    assert m, html
+    return {"X-CSRF-Token": m.group(1)}
+
+
+async def api(b: Browser, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+              ) -> tuple[int, Any]:
+    h = b._headers(headers)
+    if body is not None:
+        h["Content-Type"] = "application/json"
+    async with b.http.request(method, b.base + path, data=None if body is None else json.dumps(body),
+                              headers=h, allow_redirects=False) as r:
+        text = await r.text()
+        try:
+            return r.status, json.loads(text)
+        except ValueError:
+            return r.status, text
+
+
+async def fetch(http: aiohttp.ClientSession, url: str) -> tuple[int, Any, bytes]:
+    async with http.get(url) as r:
+        return r.status, r.headers, await r.read()
+
+
+async def new_user_with_image(http: aiohttp.ClientSession, base: str) -> tuple[Browser, dict[str, str], dict[str, Any]]:
+    b = Browser(http, base)
+    await b.register(_user())
+    hdr = await csrf_header(b)
+    status, body, _ = await b.post("/api/v1/images", _upload_form(), hdr)
+    assert status == 201, body
+    return b, hdr, await _until_ready(b, json.loads(body))
+
+
+async def test_private_image_rekeys_signs_and_hides(cluster: Any, http: aiohttp.ClientSession) -> None:
+    owner, hdr, image = await new_user_with_image(http, cluster.web_url)
+    slug = image["id"]
+    public_urls = [v["url"] for v in image["variants"]]
+    assert [(await fetch(http, u))[0] for u in public_urls] == [200] * len(public_urls)
+
+    # oEmbed discovery and endpoint while public
+    status, page, _ = await owner.get(f"/i/{slug}")
+    assert 'type="application/json+oembed"' in page and 'property="og:image"' in page
+    page_url = f"{cluster.web_url}/i/{slug}"
+    status, emb = await api(Browser(http, cluster.web_url), "GET", f"/oembed?url={quote(page_url)}&format=json")
+    assert status == 200 and emb["type"] == "photo" and emb["version"] == "1.0", emb
+    assert emb["width"] > 0 and emb["url"] in public_urls
+    status, small = await api(Browser(http, cluster.web_url), "GET",
+                              f"/oembed?url={quote(page_url)}&maxwidth=300")
+    assert status == 200 and small["width"] <= 300
+
+    # go private: new keys, old public URLs die, new URLs need a signature
+    status, priv = await api(owner, "PATCH", f"/api/v1/images/{slug}", {"visibility": "private", "title": "secret"},
+                             hdr)
+    assert status == 200, priv
+    assert priv["visibility"] == "private" and priv["title"] == "secret"
+    for u in public_urls:
+        assert (await fetch(http, u))[0] == 404, u
+    signed = [v["url"] for v in priv["variants"]]
+    assert all("/o/p/" in u and "sig=" in u for u in signed)
+    status, headers, data = await fetch(http, signed[0])
+    assert status == 200 and data
+    assert headers["Cache-Control"] == "private, no-store"
+    unsigned = signed[0].split("?", 1)[0]
+    assert (await fetch(http, unsigned))[0] == 403
+    assert (await fetch(http, signed[0][:-3] + "AAA"))[0] == 403
+    expired = re.sub(r"exp=\d+", "exp=1000000000", signed[0])
+    assert (await fetch(http, expired))[0] == 403
+
+    # the owner's page has no OG image, no oEmbed link; everyone else gets 404 / 401
+    status, page, _ = await owner.get(f"/i/{slug}")
+    assert status == 200 and 'property="og:image"' not in page and "json+oembed" not in page
+    anon = Browser(http, cluster.web_url)
+    assert (await anon.get(f"/i/{slug}"))[0] == 404
+    assert (await api(anon, "GET", f"/api/v1/images/{slug}"))[0] == 404
+    assert (await api(anon, "GET", f"/oembed?url={quote(page_url)}"))[0] == 401
+    other = Browser(http, cluster.web_url)
+    await other.register(_user())
+    ohdr = await csrf_header(other)
+    assert (await api(other, "GET", f"/api/v1/images/{slug}"))[0] == 404
+    assert (await api(other, "PATCH", f"/api/v1/images/{slug}", {"title": "x"}, ohdr))[0] == 404
+    assert (await api(other, "DELETE", f"/api/v1/images/{slug}", None, ohdr))[0] == 404
+    assert (await api(other, "PATCH", "/api/v1/albums/nope", {"add_images": [slug]}, ohdr))[0] == 404
+
+    # albums: the private image is listed for the owner only
+    status, album = await api(owner, "POST", "/api/v1/albums", {"title": "Trip"}, hdr)
+    assert status == 201, album
+    status, album = await api(owner, "PATCH", f"/api/v1/albums/{album['id']}", {"add_images": [slug], "cover": slug},
+                              hdr)
+    assert status == 200 and album["image_count"] == 1 and album["cover"] == slug, album
+    status, seen = await api(anon, "GET", f"/api/v1/albums/{album['id']}")
+    assert status == 200 and seen["image_count"] == 0 and seen["images"] == [] and seen["cover_url"] == ""
+    status, html, _ = await anon.get(f"/a/{album['id']}")
+    assert status == 200 and slug not in html
+    status, other_album = await api(other, "POST", "/api/v1/albums", {"title": "Mine"}, ohdr)
+    assert (await api(other, "PATCH", f"/api/v1/albums/{other_album['id']}", {"add_images": [slug]}, ohdr))[0] == 404
+
+    # back to public: content-addressed URLs again, unsigned
+    status, pub = await api(owner, "PATCH", f"/api/v1/images/{slug}", {"visibility": "public"}, hdr)
+    assert status == 200 and pub["visibility"] == "public"
+    assert sorted(v["url"] for v in pub["variants"]) == sorted(public_urls)
+    assert [(await fetch(http, u))[0] for u in public_urls] == [200] * len(public_urls)
+    for u in signed:
+        assert (await fetch(http, u))[0] == 404
+    status, listed = await api(owner, "GET", "/api/v1/images?limit=5")
+    assert status == 200 and any(i["id"] == slug for i in listed["images"])
+
+
+async def test_delete_removes_rows_and_files(cluster: Any, http: aiohttp.ClientSession) -> None:
+    owner, hdr, image = await new_user_with_image(http, cluster.web_url)
+    # a second copy of the same bytes by someone else keeps the shared objects alive
+    slug = image["id"]
+    token = (await csrf_header(owner))["X-CSRF-Token"]
+    status, _, headers = await owner.post(f"/i/{slug}/edit", {"csrf_token": token, "visibility": "private"})
+    assert status == 303
+    _, priv = await api(owner, "GET", f"/api/v1/images/{slug}")
+    keys = [u.split("/o/", 1)[1].split("?", 1)[0] for u in [v["url"] for v in priv["variants"]]]
+    files = {str(p) for p in cluster.storage_files()}
+    assert all(any(f.endswith(k) for f in files) for k in keys)
+    status, _, headers = await owner.post(f"/i/{slug}/delete", {"csrf_token": token})
+    assert status == 303, headers
+    files = {str(p) for p in cluster.storage_files()}
+    assert not any(f.endswith(k) for f in files for k in keys)
+    assert (await owner.get(f"/i/{slug}"))[0] == 404
+    assert (await api(owner, "GET", f"/api/v1/images/{slug}"))[0] == 404
+    for v in priv["variants"]:
+        assert (await fetch(http, v["url"]))[0] == 404
+
+
+async def test_reports_keys_password_and_admin(cluster: Any, http: aiohttp.ClientSession) -> None:
+    owner, hdr, image = await new_user_with_image(http, cluster.web_url)
+    reporter = Browser(http, cluster.web_url)
+    await reporter.register(_user())
+    token = await reporter.csrf(f"/i/{image['id']}")
+    status, _, _ = await reporter.post(f"/i/{image['id']}/report", {"csrf_token": token, "reason": "spam"})
+    assert status == 303
+
+    admin_name = _user()
+    r = cluster.pixelfox("users", "create", admin_name, "--admin", "--password-stdin", input=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    admin = Browser(http, cluster.web_url)
+    await admin.login(admin_name)
+    status, html, _ = await admin.get("/admin")
+    assert status == 200 and 'id="nodes"' in html and "storage" in html and 'id="queue-depth"' in html
+    assert (await owner.get("/admin"))[0] == 403
+    status, html, _ = await admin.get("/admin/users")
+    assert status == 200 and admin_name in html
+    status, html, _ = await admin.get("/admin/reports")
+    assert status == 200 and image["id"] in html and "spam" in html
+    rid = re.search(r'data-report="([^"]+)"[^\n]*\n[^\n]*' + re.escape(image["id"]), html)
+    assert rid, html
+    token = await admin.csrf("/admin/reports")
+    status, _, _ = await admin.post(f"/admin/reports/{rid.group(1)}", {"csrf_token": token, "action": "resolve"})
+    assert status == 303
+    status, html, _ = await admin.get("/admin/reports")
+    assert rid.group(1) not in html
+
+    # API keys: create, use, list, revoke
+    token = await owner.csrf("/settings")
+    status, html, _ = await owner.post("/settings/keys", {"csrf_token": token, "label": "script"})
+    assert status == 200
+    key = re.search(r'id="new-key"|value="(pfx_[^"]+)"', html)
+    key_value = re.search(r'value="(pfx_[^"]+)"', html)
+    assert key and key_value, html
+    bearer = {"Authorization": f"Bearer {key_value.group(1)}"}
+    async with http.get(f"{cluster.web_url}/api/v1/images", headers=bearer) as resp:
+        assert resp.status == 200
+    key_id = re.search(r'data-key-id="([^"]+)"><td>script<', html)
+    assert key_id, html
+    status, _, _ = await owner.post(f"/settings/keys/{key_id.group(1)}/revoke", {"csrf_token": token})
+    assert status == 303
+    async with http.get(f"{cluster.web_url}/api/v1/images", headers=bearer) as resp:
+        assert resp.status == 401
+
+    # password change ends the other session, keeps this one
+    name = _user()
+    a, b = Browser(http, cluster.web_url), Browser(http, cluster.web_url)
+    await a.register(name)
+    await b.login(name)
+    assert await a.me() == 200 and await b.me() == 200
+    token = await a.csrf("/settings")
+    form = {"csrf_token": token, "old_password": "wrong password", "new_password": "new pass 1234",
+            "new_password2": "new pass 1234"}
+    status, _, _ = await a.post("/settings/password", form)
+    assert status == 400
+    form["old_password"] = PASSWORD
+    status, _, _ = await a.post("/settings/password", form)
+    assert status == 303
+    assert await a.me() == 200
+    assert await b.me() == 401

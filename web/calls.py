@@ -1,0 +1,55 @@
+"""Issue 5's manager calls from the web node, and image reads through the Redis read model.
+
+:func:`call` runs any ``ManagerService`` method with the caller's metadata and maps wire errors
+to :class:`~pixelfox.errors.PixelfoxError`. :func:`load_image` reads an image the way pages
+and the JSON API do: from the read model (:mod:`pixelfox.readmodel`) when it holds the public
+image, else from the manager (filling the read model for a public, ready image), so public
+pages keep rendering while the manager restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import redis.exceptions
+from aiohttp import web
+
+from pixelfox import errors, readmodel
+from pixelfox.grpcx.client import map_rpc_errors
+from pixelfox.v1 import common_pb2
+from web.cluster import RPC_TIMEOUT_S
+from web.keys import MANAGER, REDIS
+
+logger = logging.getLogger(__name__)
+
+Metadata = Sequence[tuple[str, str]]
+
+
+async def call(
+    request: web.Request, method: str, req: Any, metadata: Metadata, timeout_s: float = RPC_TIMEOUT_S
+) -> Any:
+    """``ManagerService.<method>(req)`` as the caller in ``metadata``; raises PixelfoxError subclasses."""
+    stub = request.app[MANAGER].stub
+    async with map_rpc_errors():
+        return await getattr(stub, method)(req, metadata=tuple(metadata), timeout=timeout_s)
+
+
+async def load_image(request: web.Request, slug: str, metadata: Metadata) -> common_pb2.Image:
+    """The image for this caller; NotFound for unknown, deleted or someone else's private image."""
+    store = request.app[REDIS]
+    entry = None
+    try:
+        entry = await readmodel.read(store, slug)
+    except (redis.exceptions.RedisError, OSError):
+        logger.warning("read model unavailable for %s", slug)
+    if entry is not None and entry.kind == "image" and entry.image is not None:
+        return entry.image
+    if entry is not None and entry.kind == "deleted":
+        raise errors.NotFound("this image was deleted")
+    image: common_pb2.Image = await request.app[MANAGER].get_image(slug, metadata)
+    with contextlib.suppress(redis.exceptions.RedisError, OSError):
+        await readmodel.fill(store, image)
+    return image

@@ -1,0 +1,72 @@
+"""Account settings: change password (ends the user's other sessions), API keys (create, revoke),
+and the ShareX ``.sxcu`` download (``POST /sharex``, :mod:`web.views.sharex`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from aiohttp_session import get_session
+
+from pixelfox import errors
+from pixelfox.v1 import manager_pb2
+from web.calls import call
+from web.keys import MANAGER, REDIS
+from web.session_index import end_other_sessions
+from web.sessions import CurrentUser, current_user
+from web.views.common import checked_form, render
+
+MIN_PASSWORD = 8
+
+
+async def _page(request: web.Request, user: CurrentUser, status: int = 200, **extra: Any) -> web.Response:
+    md = request.app[MANAGER].as_user(user.id)
+    keys = (await call(request, "ListApiKeys", manager_pb2.ListApiKeysRequest(), md)).keys
+    ctx: dict[str, Any] = {"keys": list(keys), "new_key": "", "message": "", "error": ""}
+    ctx.update(extra)
+    return await render(request, "settings.html", ctx, status=status)
+
+
+async def settings_page(request: web.Request) -> web.StreamResponse:
+    user = current_user(await get_session(request))
+    if user is None:
+        raise web.HTTPSeeOther("/login?next=/settings")
+    return await _page(request, user, message="Password changed." if request.query.get("changed") else "")
+
+
+async def change_password(request: web.Request) -> web.StreamResponse:
+    session, form = await checked_form(request)
+    user = current_user(session)
+    if user is None:
+        raise errors.Unauthenticated("log in first")
+    new = form.get("new_password", "")
+    if len(new) < MIN_PASSWORD:
+        return await _page(request, user, 400, error=f"The new password needs at least {MIN_PASSWORD} characters.")
+    if new != form.get("new_password2", ""):
+        return await _page(request, user, 400, error="The two new passwords differ.")
+    req = manager_pb2.ChangePasswordRequest(old_password=form.get("old_password", ""), new_password=new)
+    try:
+        await call(request, "ChangePassword", req, request.app[MANAGER].as_user(user.id))
+    except errors.InvalidCredentials:
+        return await _page(request, user, 400, error="The current password is wrong.")
+    await end_other_sessions(request.app[REDIS], user.id, str(session.identity) if session.identity else None)
+    raise web.HTTPSeeOther("/settings?changed=1")
+
+
+async def create_key(request: web.Request) -> web.StreamResponse:
+    session, form = await checked_form(request)
+    user = current_user(session)
+    if user is None:
+        raise errors.Unauthenticated("log in first")
+    reply = await request.app[MANAGER].create_api_key(user.id, form.get("label", "")[:100] or "web")
+    return await _page(request, user, new_key=reply.key)
+
+
+async def revoke_key(request: web.Request) -> web.StreamResponse:
+    session, _form = await checked_form(request)
+    user = current_user(session)
+    if user is None:
+        raise errors.Unauthenticated("log in first")
+    req = manager_pb2.RevokeApiKeyRequest(id=request.match_info["key_id"])
+    await call(request, "RevokeApiKey", req, request.app[MANAGER].as_user(user.id))
+    raise web.HTTPSeeOther("/settings")

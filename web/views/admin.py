@@ -1,0 +1,73 @@
+"""Admin pages: ``/admin`` (nodes with health and load, queue depth, storage use, newest images),
+``/admin/users`` and ``/admin/reports`` (resolve, or delete the image). The manager checks the
+role again on every call; a non-admin gets the 403 page."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp_session import get_session
+
+from pixelfox import errors
+from pixelfox.v1 import common_pb2, manager_pb2
+from web.calls import call
+from web.keys import MANAGER
+from web.sessions import CurrentUser, current_user
+from web.views.common import checked_form, render
+
+ROLE_NAMES = {
+    common_pb2.NODE_ROLE_MANAGER: "manager",
+    common_pb2.NODE_ROLE_UPLOAD: "upload",
+    common_pb2.NODE_ROLE_PROC: "proc",
+    common_pb2.NODE_ROLE_STORAGE: "storage",
+    common_pb2.NODE_ROLE_WEB: "web",
+}
+STATUS_NAMES = {
+    common_pb2.NODE_STATUS_ACTIVE: "active",
+    common_pb2.NODE_STATUS_INACTIVE: "inactive",
+    common_pb2.NODE_STATUS_MAINTENANCE: "maintenance",
+    common_pb2.NODE_STATUS_DRAINING: "draining",
+}
+
+
+async def _admin(request: web.Request) -> CurrentUser:
+    user = current_user(await get_session(request))
+    if user is None:
+        raise web.HTTPSeeOther(f"/login?next={request.path}")
+    if user.role != "admin":
+        raise errors.Forbidden("admins only")
+    return user
+
+
+async def overview(request: web.Request) -> web.StreamResponse:
+    user = await _admin(request)
+    md = request.app[MANAGER].as_user(user.id)
+    o = await call(request, "AdminOverview", manager_pb2.AdminOverviewRequest(recent_images=24), md)
+    nodes = sorted(o.nodes, key=lambda n: (n.role, n.node_id))
+    ctx = {"o": o, "nodes": nodes, "roles": ROLE_NAMES, "statuses": STATUS_NAMES}
+    return await render(request, "admin.html", ctx)
+
+
+async def users(request: web.Request) -> web.StreamResponse:
+    user = await _admin(request)
+    offset = int(request.query.get("offset", "0")) if request.query.get("offset", "0").isdigit() else 0
+    reply = await call(request, "ListUsers", manager_pb2.ListUsersRequest(limit=100, offset=offset),
+                       request.app[MANAGER].as_user(user.id))
+    return await render(request, "admin_users.html", {"users": list(reply.users), "total": reply.total,
+                                                       "offset": offset})
+
+
+async def reports(request: web.Request) -> web.StreamResponse:
+    user = await _admin(request)
+    include = request.query.get("all") == "1"
+    reply = await call(request, "ListReports", manager_pb2.ListReportsRequest(include_resolved=include, limit=200),
+                       request.app[MANAGER].as_user(user.id))
+    return await render(request, "admin_reports.html", {"reports": list(reply.reports), "all": include})
+
+
+async def resolve(request: web.Request) -> web.StreamResponse:
+    _session, form = await checked_form(request)
+    user = await _admin(request)
+    req = manager_pb2.ResolveReportRequest(id=request.match_info["report_id"],
+                                           delete_image=form.get("action") == "delete")
+    await call(request, "ResolveReport", req, request.app[MANAGER].as_user(user.id), timeout_s=120)
+    raise web.HTTPSeeOther("/admin/reports")

@@ -1,0 +1,79 @@
+"""Album pages: the user's albums (``/albums``), one album (``/a/{slug}``, its public link), forms
+to create one, add or remove images, pick the cover, and delete it."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp_session import get_session
+
+from pixelfox import errors
+from pixelfox.v1 import manager_pb2
+from web.calls import call
+from web.keys import MANAGER
+from web.sessions import current_user
+from web.views.common import checked_form, render
+
+
+async def albums_page(request: web.Request) -> web.StreamResponse:
+    user = current_user(await get_session(request))
+    if user is None:
+        raise web.HTTPSeeOther("/login?next=/albums")
+    md = request.app[MANAGER].as_user(user.id)
+    reply = await call(request, "ListAlbums", manager_pb2.ListAlbumsRequest(limit=100), md)
+    return await render(request, "albums.html", {"albums": list(reply.albums)})
+
+
+async def create_album(request: web.Request) -> web.StreamResponse:
+    session, form = await checked_form(request)
+    user = current_user(session)
+    if user is None:
+        raise errors.Unauthenticated("log in to create an album")
+    req = manager_pb2.CreateAlbumRequest(title=form.get("title", ""), description=form.get("description", ""))
+    album = await call(request, "CreateAlbum", req, request.app[MANAGER].as_user(user.id))
+    slug = form.get("image", "")
+    if slug:
+        add = manager_pb2.UpdateAlbumRequest(slug=album.slug, add_images=[slug])
+        await call(request, "UpdateAlbum", add, request.app[MANAGER].as_user(user.id))
+    raise web.HTTPSeeOther(f"/a/{album.slug}")
+
+
+async def album_page(request: web.Request) -> web.StreamResponse:
+    user = current_user(await get_session(request))
+    md = request.app[MANAGER].as_user(user.id if user else "")
+    album = await call(request, "GetAlbum", manager_pb2.GetAlbumRequest(slug=request.match_info["slug"]), md)
+    is_owner = user is not None and (user.id == album.owner_id or user.role == "admin")
+    mine: list[object] = []
+    if is_owner and user is not None:  # the owner's recent images, to add to the album
+        reply = await call(request, "ListImages", manager_pb2.ListImagesRequest(limit=48), md)
+        in_album = {i.slug for i in album.images}
+        mine = [i for i in reply.images if i.slug not in in_album]
+    ctx = {"album": album, "is_owner": is_owner, "mine": mine}
+    return await render(request, "album.html", ctx)
+
+
+async def update_album(request: web.Request) -> web.StreamResponse:
+    session, form = await checked_form(request)
+    user = current_user(session)
+    if user is None:
+        raise errors.Unauthenticated("log in to change an album")
+    slug = request.match_info["slug"]
+    req = manager_pb2.UpdateAlbumRequest(slug=slug)
+    action = form.get("action", "")
+    image = form.get("image", "")
+    if action == "add" and image:
+        req.add_images.append(image)
+    elif action == "remove" and image:
+        req.remove_images.append(image)
+    elif action == "cover":
+        req.cover_slug = image
+    elif action == "rename":
+        req.title = form.get("title", "")
+        req.description = form.get("description", "")
+    elif action == "delete":
+        await call(request, "DeleteAlbum", manager_pb2.DeleteAlbumRequest(slug=slug),
+                   request.app[MANAGER].as_user(user.id))
+        raise web.HTTPSeeOther("/albums")
+    else:
+        raise errors.BadRequest("unknown album action")
+    await call(request, "UpdateAlbum", req, request.app[MANAGER].as_user(user.id))
+    raise web.HTTPSeeOther(f"/a/{slug}")

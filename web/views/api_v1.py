@@ -1,0 +1,222 @@
+"""JSON API for images and albums (list, get, update, delete) and its OpenAPI document.
+
+Auth as in :mod:`web.views.api`: an API key (``Authorization: Bearer`` / ``X-API-Key``) or the
+session cookie plus ``X-CSRF-Token`` for changes. Bodies are validated with pydantic (unknown
+fields refused); errors are ``{"error": {"code", "message"}}`` with the matching 4xx.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pixelfox import errors
+from pixelfox.v1 import common_pb2, manager_pb2
+from web.calls import call, load_image
+from web.views.api import Caller, image_json, resolve_caller
+from web.views.openapi import OPENAPI
+
+SLUG = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_LIST = 200
+
+
+class ImagePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str | None = Field(None, max_length=255)
+    description: str | None = Field(None, max_length=2000)
+    visibility: str | None = Field(None, pattern="^(public|private)$")
+    keep_metadata: bool | None = None
+
+
+class AlbumCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=1, max_length=255)
+    description: str = Field("", max_length=2000)
+
+
+class AlbumPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str | None = Field(None, min_length=1, max_length=255)
+    description: str | None = Field(None, max_length=2000)
+    add_images: list[str] = Field(default_factory=list, max_length=100)
+    remove_images: list[str] = Field(default_factory=list, max_length=100)
+    cover: str | None = Field(None, max_length=64)
+
+
+def _need_user(caller: Caller) -> None:
+    if caller.via == "anonymous":
+        raise errors.Unauthenticated("log in or send an API key")
+
+
+async def _body(request: web.Request, model: type[BaseModel]) -> Any:
+    try:
+        raw = await request.read()
+        data = json.loads(raw or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise errors.BadRequest("the body must be JSON") from None
+    if not isinstance(data, dict):
+        raise errors.BadRequest("the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise errors.BadRequest(f"{where}: {first['msg']}") from None
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST:
+        raise errors.BadRequest(f"limit must be 1-{MAX_LIST}")
+    return int(raw)
+
+
+def _cursor(request: web.Request) -> str:
+    before = request.query.get("before", "")
+    if len(before) > 64:
+        raise errors.BadRequest("before: at most 64 characters")
+    return before
+
+
+def public_image_json(request: web.Request, image: common_pb2.Image, caller: Caller) -> dict[str, Any]:
+    """:func:`image_json` plus visibility/description; the stored original (with its metadata)
+    only for the owner or when the owner opted in."""
+    body = image_json(request, image)
+    owner = caller.user is not None and caller.user.id == image.owner_id
+    if not (image.keep_metadata or owner or caller.via == "api-key"):
+        body["original_url"] = ""
+    body.update(
+        visibility=image.visibility or "public",
+        description=image.description,
+        keep_metadata=image.keep_metadata,
+        owner=image.owner,
+    )
+    return body
+
+
+def album_json(request: web.Request, album: manager_pb2.Album, caller: Caller) -> dict[str, Any]:
+    return {
+        "id": album.slug,
+        "url": album.url,
+        "title": album.title,
+        "description": album.description,
+        "owner": album.owner,
+        "cover": album.cover_slug,
+        "cover_url": album.cover_url,
+        "created_at": album.created_at,
+        "image_count": album.image_count,
+        "images": [public_image_json(request, i, caller) for i in album.images],
+    }
+
+
+async def list_images(request: web.Request) -> web.Response:
+    caller = await resolve_caller(request, state_changing=False)
+    _need_user(caller)
+    limit, before = _limit(request), _cursor(request)
+    reply = await call(request, "ListImages", manager_pb2.ListImagesRequest(limit=limit, before=before),
+                       caller.metadata)
+    images = [public_image_json(request, i, caller) for i in reply.images]
+    nxt = reply.images[-1].slug if len(reply.images) == limit else None
+    return web.json_response({"images": images, "next_before": nxt})
+
+
+async def get_image(request: web.Request) -> web.Response:
+    caller = await resolve_caller(request, state_changing=False)
+    image = await load_image(request, request.match_info["slug"], caller.metadata)
+    return web.json_response(public_image_json(request, image, caller))
+
+
+async def update_image(request: web.Request) -> web.Response:
+    caller = await resolve_caller(request, state_changing=True)
+    _need_user(caller)
+    patch: ImagePatch = await _body(request, ImagePatch)
+    req = manager_pb2.UpdateImageRequest(slug=request.match_info["slug"])
+    for name in ("title", "description", "visibility", "keep_metadata"):
+        value = getattr(patch, name)
+        if value is not None:
+            setattr(req, name, value)
+    image = await call(request, "UpdateImage", req, caller.metadata, timeout_s=120)
+    return web.json_response(public_image_json(request, image, caller))
+
+
+async def delete_image(request: web.Request) -> web.Response:
+    caller = await resolve_caller(request, state_changing=True)
+    _need_user(caller)
+    reply = await call(request, "DeleteImage", manager_pb2.DeleteImageRequest(slug=request.match_info["slug"]),
+                       caller.metadata, timeout_s=120)
+    return web.json_response({"deleted": reply.deleted, "objects_deleted": reply.objects_deleted,
+                              "objects_pending": reply.objects_pending})
+
+
+async def list_albums(request: web.Request) -> web.Response:
+    caller = await resolve_caller(request, state_changing=False)
+    _need_user(caller)
+    limit, before = _limit(request), _cursor(request)
+    reply = await call(request, "ListAlbums", manager_pb2.ListAlbumsRequest(limit=limit, before=before),
+                       caller.metadata)
+    albums = [album_json(request, a, caller) for a in reply.albums]
+    nxt = reply.albums[-1].slug if len(reply.albums) == limit else None
+    return web.json_response({"albums": albums, "next_before": nxt})
+
+
+async def create_album(request: web.Request) -> web.Response:
+    caller = await resolve_caller(request, state_changing=True)
+    _need_user(caller)
+    body: AlbumCreate = await _body(request, AlbumCreate)
+    album = await call(request, "CreateAlbum",
+                       manager_pb2.CreateAlbumRequest(title=body.title, description=body.description), caller.metadata)
+    return web.json_response(album_json(request, album, caller), status=201)
+
+
+async def get_album(request: web.Request) -> web.Response:
+    caller = await resolve_caller(request, state_changing=False)
+    album = await call(request, "GetAlbum", manager_pb2.GetAlbumRequest(slug=request.match_info["slug"]),
+                       caller.metadata)
+    return web.json_response(album_json(request, album, caller))
+
+
+async def update_album(request: web.Request) -> web.Response:
+    caller = await resolve_caller(request, state_changing=True)
+    _need_user(caller)
+    patch: AlbumPatch = await _body(request, AlbumPatch)
+    req = manager_pb2.UpdateAlbumRequest(slug=request.match_info["slug"], add_images=patch.add_images,
+                                         remove_images=patch.remove_images)
+    if patch.title is not None:
+        req.title = patch.title
+    if patch.description is not None:
+        req.description = patch.description
+    if patch.cover is not None:
+        req.cover_slug = patch.cover
+    album = await call(request, "UpdateAlbum", req, caller.metadata)
+    return web.json_response(album_json(request, album, caller))
+
+
+async def delete_album(request: web.Request) -> web.Response:
+    caller = await resolve_caller(request, state_changing=True)
+    _need_user(caller)
+    reply = await call(request, "DeleteAlbum", manager_pb2.DeleteAlbumRequest(slug=request.match_info["slug"]),
+                       caller.metadata)
+    return web.json_response({"deleted": reply.deleted})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    doc = dict(OPENAPI)
+    doc["servers"] = [{"url": str(request.url.origin())}]
+    return web.json_response(doc)
+
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    s = "{slug:[A-Za-z0-9_-]{1,64}}"
+    r.add_get("/api/v1/openapi.json", openapi, name="api_openapi")
+    r.add_get("/api/v1/images", list_images, name="api_images")
+    r.add_patch(f"/api/v1/images/{s}", update_image, name="api_image_patch")
+    r.add_delete(f"/api/v1/images/{s}", delete_image, name="api_image_delete")
+    r.add_get("/api/v1/albums", list_albums, name="api_albums")
+    r.add_post("/api/v1/albums", create_album, name="api_album_create")
+    r.add_get(f"/api/v1/albums/{s}", get_album, name="api_album")
+    r.add_patch(f"/api/v1/albums/{s}", update_album, name="api_album_patch")
+    r.add_delete(f"/api/v1/albums/{s}", delete_album, name="api_album_delete")

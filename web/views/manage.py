@@ -1,0 +1,161 @@
+"""Owner actions on an image page (edit, visibility, delete), reports, download and ``/oembed``.
+
+Forms post back with the CSRF token; the manager decides who may change what (owner or admin)
+and answers NotFound for someone else's private image, which becomes the same 404 page as an
+unknown slug.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from aiohttp import web
+
+from pixelfox import errors, readmodel
+from pixelfox.v1 import common_pb2, manager_pb2
+from web.calls import call, load_image
+from web.keys import MANAGER, REDIS, SETTINGS, STATE
+from web.sessions import CurrentUser, current_user
+from web.views.api import resolve_caller
+from web.views.common import checked_form
+
+SLUG_RE = r"[A-Za-z0-9_-]{1,64}"
+OEMBED_CACHE_AGE_S = 3600
+
+
+def image_page_extras(request: web.Request, image: common_pb2.Image, user: CurrentUser | None) -> dict[str, Any]:
+    """Template values the image page adds for issue 5: owner controls, oEmbed link, download."""
+    base = request.app[STATE].public_url
+    owner = user is not None and (user.role == "admin" or (bool(image.owner_id) and user.id == image.owner_id))
+    private = image.visibility == "private"
+    page = f"{base}/i/{image.slug}"
+    return {
+        "is_owner": owner,
+        "is_private": private,
+        "oembed_url": "" if private else f"{base}/oembed?url={quote(page, safe='')}&format=json",
+        "download_url": f"/i/{image.slug}/download",
+        "download_note": (
+            "the original file, as uploaded (the owner chose to keep its metadata)"
+            if image.keep_metadata
+            else "the largest processed copy, with its metadata (EXIF, GPS) removed"
+        ),
+    }
+
+
+def largest_plain(image: common_pb2.Image) -> common_pb2.Variant | None:
+    """The largest JPEG variant, else the largest WebP (what "download" serves without metadata)."""
+    for fmt in ("jpeg", "jpg", "webp", "png", "gif"):
+        vs = [v for v in image.variants if v.format.lower() == fmt and v.url]
+        if vs:
+            return max(vs, key=lambda v: v.width * v.height)
+    return None
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    """302 to the original when the owner opted in to keep metadata, else to the largest plain variant.
+
+    The Rust core does not yet hand back a metadata-stripped original, so the largest JPEG
+    (or WebP) variant stands in for it; the page says so next to the button.
+    """
+    caller = await resolve_caller(request, state_changing=False)
+    image = await load_image(request, request.match_info["slug"], caller.metadata)
+    target = image.original_url if image.keep_metadata else ""
+    if not target:
+        best = largest_plain(image)
+        target = best.url if best else ""
+    if not target:
+        raise errors.NotFound("nothing to download yet; the image is still processing")
+    raise web.HTTPFound(target, headers={"Cache-Control": "private, no-store"})
+
+
+async def edit_image(request: web.Request) -> web.StreamResponse:
+    session, form = await checked_form(request)
+    user = current_user(session)
+    if user is None:
+        raise errors.Unauthenticated("log in to change an image")
+    slug = request.match_info["slug"]
+    req = manager_pb2.UpdateImageRequest(slug=slug)
+    if "title" in form:
+        req.title = form["title"]
+    if "description" in form:
+        req.description = form["description"]
+    if form.get("visibility") in ("public", "private"):
+        req.visibility = form["visibility"]
+    if "keep_metadata_present" in form:
+        req.keep_metadata = form.get("keep_metadata") == "on"
+    await call(request, "UpdateImage", req, request.app[MANAGER].as_user(user.id), timeout_s=120)
+    raise web.HTTPSeeOther(f"/i/{slug}")
+
+
+async def delete_image(request: web.Request) -> web.StreamResponse:
+    session, _form = await checked_form(request)
+    user = current_user(session)
+    if user is None:
+        raise errors.Unauthenticated("log in to delete an image")
+    req = manager_pb2.DeleteImageRequest(slug=request.match_info["slug"])
+    await call(request, "DeleteImage", req, request.app[MANAGER].as_user(user.id), timeout_s=120)
+    raise web.HTTPSeeOther("/my?deleted=1")
+
+
+async def report_image(request: web.Request) -> web.StreamResponse:
+    session, form = await checked_form(request)
+    user = current_user(session)
+    slug = request.match_info["slug"]
+    req = manager_pb2.ReportImageRequest(slug=slug, reason=form.get("reason", "")[:1000])
+    await call(request, "ReportImage", req, request.app[MANAGER].as_user(user.id if user else ""))
+    raise web.HTTPSeeOther(f"/i/{slug}?reported=1")
+
+
+def _pick(image: common_pb2.Image, maxwidth: int, maxheight: int) -> common_pb2.Variant | None:
+    fits = [
+        v for v in image.variants
+        if v.url and v.format.lower() in ("jpeg", "jpg", "webp", "png", "gif")
+        and (not maxwidth or v.width <= maxwidth) and (not maxheight or v.height <= maxheight)
+    ]
+    if not fits:
+        return None
+    return max(fits, key=lambda v: (v.width * v.height, v.format.lower() in ("jpeg", "jpg")))
+
+
+def _int(value: str) -> int:
+    return int(value) if value.isdigit() and len(value) < 7 else 0
+
+
+async def oembed(request: web.Request) -> web.Response:
+    """oEmbed 1.0 ``photo`` for ``?url=<share page>`` (ECOSYSTEM.md): 404 unknown, 401 private,
+    501 for a format other than json; honours ``maxwidth``/``maxheight``."""
+    q = request.query
+    if q.get("format", "json") != "json":
+        raise web.HTTPNotImplemented(text="only format=json is supported")
+    path = urlsplit(q.get("url", "")).path
+    parts = path.strip("/").split("/")
+    if len(parts) != 2 or parts[0] != "i" or not parts[1] or len(parts[1]) > 64:
+        raise errors.NotFound("not an image page URL of this site")
+    entry = await readmodel.read(request.app[REDIS], parts[1])
+    if entry is not None and entry.kind == "private":
+        raise errors.Unauthenticated("this image is private")
+    image = await load_image(request, parts[1], request.app[MANAGER].as_user())  # anonymous: private is 404
+    if image.visibility == "private":
+        raise errors.Unauthenticated("this image is private")
+    variant = _pick(image, _int(q.get("maxwidth", "")), _int(q.get("maxheight", "")))
+    if variant is None:
+        raise errors.NotFound("no rendition fits")
+    base = request.app[STATE].public_url
+    body: dict[str, Any] = {
+        "version": "1.0",
+        "type": "photo",
+        "url": variant.url,
+        "width": variant.width,
+        "height": variant.height,
+        "title": image.title or image.filename or image.slug,
+        "provider_name": request.app[SETTINGS].site_name,
+        "provider_url": base + "/",
+        "cache_age": OEMBED_CACHE_AGE_S,
+    }
+    if image.owner:
+        body["author_name"] = image.owner
+    thumb = next((v for v in image.variants if v.name == "thumb" and v.url == image.thumbnail_url), None)
+    if thumb is not None:
+        body.update(thumbnail_url=thumb.url, thumbnail_width=thumb.width, thumbnail_height=thumb.height)
+    return web.json_response(body, headers={"Cache-Control": f"public, max-age={OEMBED_CACHE_AGE_S}"})

@@ -1,0 +1,173 @@
+"""The hand-written OpenAPI 3.0 document of ``/api/v1`` (served at ``/api/v1/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SLUG_PARAM: dict[str, Any] = {
+    "name": "slug", "in": "path", "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "minLength": 1, "maxLength": 64},
+}
+LIST_PARAMS: list[dict[str, Any]] = [
+    {"name": "limit", "in": "query", "required": False,
+     "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
+    {"name": "before", "in": "query", "required": False,
+     "schema": {"type": "string", "maxLength": 64}, "description": "cursor: id of the last item seen"},
+]
+
+
+def _json(ref: str) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    names = {400: "bad request", 401: "not authenticated", 403: "not allowed (CSRF, role or owner)",
+             404: "not found (also: someone else's private image)", 413: "too large", 415: "unsupported format",
+             503: "a node is unavailable, try again"}
+    return {str(c): {"description": names[c], **_json("Error")} for c in codes}
+
+
+def _ok(ref: str, desc: str = "OK", status: str = "200") -> dict[str, Any]:
+    return {status: {"description": desc, **_json(ref)}}
+
+
+VARIANT = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"}, "format": {"type": "string"}, "width": {"type": "integer"},
+        "height": {"type": "integer"}, "bytes": {"type": "integer"}, "url": {"type": "string"},
+    },
+}
+IMAGE = {
+    "type": "object",
+    "required": ["id", "url", "status"],
+    "properties": {
+        "id": {"type": "string"}, "url": {"type": "string"},
+        "status": {"type": "string", "enum": ["processing", "ready", "failed"]},
+        "error": {"nullable": True, "allOf": [{"$ref": "#/components/schemas/ErrorBody"}]},
+        "filename": {"type": "string"}, "title": {"type": "string"}, "description": {"type": "string"},
+        "visibility": {"type": "string", "enum": ["public", "private"]}, "keep_metadata": {"type": "boolean"},
+        "owner": {"type": "string"}, "format": {"type": "string"}, "width": {"type": "integer"},
+        "height": {"type": "integer"}, "frames": {"type": "integer"}, "bytes": {"type": "integer"},
+        "sha256": {"type": "string"}, "original_url": {"type": "string"}, "thumbnail_url": {"type": "string"},
+        "created_at": {"type": "string"}, "deletion_url": {"type": "string"},
+        "variants": {"type": "array", "items": {"$ref": "#/components/schemas/Variant"}},
+    },
+}
+ALBUM = {
+    "type": "object",
+    "required": ["id", "url", "title"],
+    "properties": {
+        "id": {"type": "string"}, "url": {"type": "string"}, "title": {"type": "string"},
+        "description": {"type": "string"}, "owner": {"type": "string"}, "cover": {"type": "string"},
+        "cover_url": {"type": "string"}, "created_at": {"type": "string"}, "image_count": {"type": "integer"},
+        "images": {"type": "array", "items": {"$ref": "#/components/schemas/Image"}},
+    },
+}
+IMAGE_PATCH = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "title": {"type": "string", "maxLength": 255},
+        "description": {"type": "string", "maxLength": 2000},
+        "visibility": {"type": "string", "enum": ["public", "private"]},
+        "keep_metadata": {"type": "boolean"},
+    },
+}
+ALBUM_CREATE = {
+    "type": "object", "additionalProperties": False, "required": ["title"],
+    "properties": {
+        "title": {"type": "string", "minLength": 1, "maxLength": 255},
+        "description": {"type": "string", "maxLength": 2000},
+    },
+}
+ALBUM_PATCH = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "title": {"type": "string", "minLength": 1, "maxLength": 255},
+        "description": {"type": "string", "maxLength": 2000},
+        "add_images": {"type": "array", "maxItems": 100, "items": {"type": "string"}},
+        "remove_images": {"type": "array", "maxItems": 100, "items": {"type": "string"}},
+        "cover": {"type": "string", "maxLength": 64, "description": "an image id of the album; \"\" clears"},
+    },
+}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "PixelFox API", "version": "1.0.0",
+        "description": "Images and albums. Authenticate with `Authorization: Bearer <API key>` (or "
+                       "`X-API-Key`), or a browser session plus `X-CSRF-Token` for changes.",
+    },
+    "security": [{"bearer": []}, {"apiKey": []}],
+    "paths": {
+        "/api/v1/images": {
+            "get": {"summary": "The caller's images, newest first", "parameters": LIST_PARAMS,
+                    "responses": {**_ok("ImageList"), **_errors(400, 401)}},
+            "post": {
+                "summary": "Upload an image",
+                "parameters": [{"name": "wait", "in": "query", "required": False, "schema": {"type": "string"},
+                                "description": "seconds to wait for ready; 0 = answer at once"}],
+                "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                    "type": "object", "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}}}}}},
+                "responses": {**_ok("Image", "created", "201"), **_errors(400, 401, 403, 413, 415, 503)},
+            },
+        },
+        "/api/v1/images/{slug}": {
+            "parameters": [SLUG_PARAM],
+            "get": {"summary": "One image", "responses": {**_ok("Image"), **_errors(404)}},
+            "patch": {"summary": "Change title, description, visibility or keep_metadata (owner or admin)",
+                      "requestBody": {"required": True, **_json("ImagePatch")},
+                      "responses": {**_ok("Image"), **_errors(400, 401, 403, 404, 503)}},
+            "delete": {"summary": "Delete the image and every copy of its files (owner or admin)",
+                       "responses": {**_ok("Deleted"), **_errors(401, 403, 404)}},
+        },
+        "/api/v1/albums": {
+            "get": {"summary": "The caller's albums", "parameters": LIST_PARAMS,
+                    "responses": {**_ok("AlbumList"), **_errors(400, 401)}},
+            "post": {"summary": "Create an album", "requestBody": {"required": True, **_json("AlbumCreate")},
+                     "responses": {**_ok("Album", "created", "201"), **_errors(400, 401, 403)}},
+        },
+        "/api/v1/albums/{slug}": {
+            "parameters": [SLUG_PARAM],
+            "get": {"summary": "One album (private images only for the owner)",
+                    "responses": {**_ok("Album"), **_errors(404)}},
+            "patch": {"summary": "Rename, add or remove images, set the cover (owner)",
+                      "requestBody": {"required": True, **_json("AlbumPatch")},
+                      "responses": {**_ok("Album"), **_errors(400, 401, 403, 404)}},
+            "delete": {"summary": "Delete the album (not its images)",
+                       "responses": {**_ok("Deleted"), **_errors(401, 403, 404)}},
+        },
+        "/api/v1/me": {"get": {"summary": "The calling user", "responses": {**_ok("Me"), **_errors(401)}}},
+    },
+    "components": {
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        },
+        "schemas": {
+            "ErrorBody": {"type": "object", "required": ["code", "message"],
+                          "properties": {"code": {"type": "string"}, "message": {"type": "string"}}},
+            "Error": {"type": "object", "required": ["error"],
+                      "properties": {"error": {"$ref": "#/components/schemas/ErrorBody"}}},
+            "Variant": VARIANT,
+            "Image": IMAGE,
+            "ImageList": {"type": "object", "required": ["images"], "properties": {
+                "images": {"type": "array", "items": {"$ref": "#/components/schemas/Image"}},
+                "next_before": {"type": "string", "nullable": True}}},
+            "ImagePatch": IMAGE_PATCH,
+            "Album": ALBUM,
+            "AlbumList": {"type": "object", "required": ["albums"], "properties": {
+                "albums": {"type": "array", "items": {"$ref": "#/components/schemas/Album"}},
+                "next_before": {"type": "string", "nullable": True}}},
+            "AlbumCreate": ALBUM_CREATE,
+            "AlbumPatch": ALBUM_PATCH,
+            "Deleted": {"type": "object", "required": ["deleted"], "properties": {
+                "deleted": {"type": "boolean"}, "objects_deleted": {"type": "integer"},
+                "objects_pending": {"type": "integer"}}},
+            "Me": {"type": "object", "properties": {
+                "id": {"type": "string"}, "name": {"type": "string"}, "role": {"type": "string"},
+                "via": {"type": "string"}}},
+        },
+    },
+}
