@@ -3,8 +3,9 @@
 * :meth:`ManagerOps.ready` — the manager's health: Redis answers ``PING`` and the database
   answers ``SELECT 1`` (each within 2 s). :func:`pixelfox.node.watch_dependencies` turns
   the gRPC health status NOT_SERVING while either is down.
-* :meth:`ManagerOps.run` — every second, on every manager: refresh the registry (including
-  the maintenance set the dispatcher reads) and export ``pixelfox_queue_depth``,
+* :meth:`ManagerOps.run` — every second, on every manager: list itself in the registry
+  (role MANAGER, so ``pixelfox status`` shows every manager with its last "heartbeat"),
+  refresh the registry (including the maintenance set the dispatcher reads) and export ``pixelfox_queue_depth``,
   ``pixelfox_queue_dead_letters`` and ``pixelfox_cluster_nodes{role,status}``; and, on the
   one manager holding the ``registry-sweep`` lease (:mod:`pixelfox.leases`), forget nodes
   silent for longer than ``forget_after_s``.
@@ -24,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from nodes.manager.registry import KEY as REGISTRY_KEY
-from nodes.manager.registry import MAINTENANCE_KEY, Registry
+from nodes.manager.registry import MAINTENANCE_KEY, NodeRecord, Registry
 from pixelfox.leases import Lease, run_with_lease
 from pixelfox.queue import JobQueue
 from pixelfox.v1 import common_pb2
@@ -57,6 +58,12 @@ class ManagerOps:
         self.registry = registry
         self.queue = queue
         self.forget_after_s = forget_after_s
+        self.me: NodeRecord | None = None
+
+    def advertise(self, grpc_address: str, metrics_url: str = "") -> None:
+        """List this manager in the registry (role MANAGER), refreshed every second like a heartbeat."""
+        self.me = NodeRecord(node_id=self.node_id, role=common_pb2.NODE_ROLE_MANAGER, grpc_address=grpc_address,
+                             metrics_url=metrics_url, version="0.1.0")
 
     async def _redis_ok(self) -> bool:
         try:
@@ -82,7 +89,9 @@ class ManagerOps:
         return redis_ok and db_ok
 
     async def refresh(self) -> None:
-        """One round of gauges (also refreshes the registry's maintenance set)."""
+        """One round of gauges (also refreshes the registry's maintenance set and our own entry)."""
+        if self.me is not None:
+            await self.registry.upsert(self.me)
         recs = await self.registry.all()
         counts = {(r, s): 0 for r in ROLES.values() for s in STATUSES.values()}
         for rec in recs:

@@ -1,0 +1,88 @@
+"""Every node of the shared cluster serves Prometheus ``/metrics`` with the cluster's figures.
+
+One upload goes through first (``pixelfox put --wait``) and one web page is fetched, so the
+counters have something to show; then every node listed by ``pixelfox status`` is scraped
+over HTTP and its families are checked by name and by value.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import ClusterHandle
+
+pytestmark = pytest.mark.e2e
+
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def scrape(url: str) -> Samples:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    out: Samples = {}
+    for fam in text_string_to_metric_families(text):
+        # a labelled family without children yet has no samples; keep its name (counters end in _total)
+        out.setdefault(fam.name + ("_total" if fam.type == "counter" else ""), [])
+        for s in fam.samples:
+            out.setdefault(s.name, []).append((dict(s.labels), s.value))
+    return out
+
+
+def total(samples: Samples, name: str, required: bool = True, **labels: str) -> float:
+    """Sum of ``name``'s samples matching ``labels``; asserts the family exists when ``required``."""
+    assert not required or name in samples, f"{name} missing"
+    return sum(v for lab, v in samples.get(name, []) if all(lab.get(k) == x for k, x in labels.items()))
+
+
+def test_every_node_exports_its_figures(cluster: ClusterHandle, corpus: Path) -> None:
+    res = cluster.pixelfox("put", "--json", "--wait", str(corpus / "photos" / "painting_rgb.png"))
+    assert json.loads(res.stdout.splitlines()[0])["status"] == "ready", res.stdout + res.stderr
+    with urllib.request.urlopen(f"{cluster.web_url}/login", timeout=10) as r:
+        assert r.status == 200
+    nodes = json.loads(cluster.pixelfox("status", "--json").stdout)["nodes"]
+    by_role: dict[str, list[Samples]] = {}
+    for n in nodes:
+        assert n["metrics_url"].endswith("/metrics"), n
+        s = scrape(n["metrics_url"])
+        by_role.setdefault(n["role"], []).append(s)
+        # the standard process metrics, on every node
+        assert total(s, "process_resident_memory_bytes") > 10 * 2**20
+        assert total(s, "process_cpu_seconds_total") > 0
+        assert total(s, "process_open_fds") > 0
+    assert set(by_role) == {"manager", "upload", "proc", "storage", "web"}
+
+    (m,) = by_role["manager"]
+    assert total(m, "grpc_server_handled_total", grpc_method="Heartbeat", grpc_code="OK") > 0
+    assert total(m, "grpc_server_handling_seconds_count", grpc_method="CreateUpload") >= 1
+    assert total(m, "pixelfox_manager_dependency_up", dependency="redis") == 1
+    assert total(m, "pixelfox_manager_dependency_up", dependency="database") == 1
+    assert total(m, "pixelfox_queue_depth", queue="process") >= 0
+    assert total(m, "pixelfox_cluster_nodes", role="storage", status="active") == 2
+    assert total(m, "pixelfox_cluster_nodes", role="upload", status="active") == 2
+
+    ups = by_role["upload"]
+    size = (corpus / "photos" / "painting_rgb.png").stat().st_size
+    assert sum(total(u, "pixelfox_upload_bytes_total") for u in ups) >= size
+    assert sum(total(u, "pixelfox_uploads_total") for u in ups) >= 1
+    # client side: every node heartbeats the manager through the metered channel
+    assert all(total(u, "grpc_client_handled_total", grpc_method="Heartbeat", grpc_code="OK") > 0 for u in ups)
+
+    procs = by_role["proc"]
+    assert all("pixelfox_proc_step_duration_seconds" in p for p in procs)
+    assert sum(total(p, "pixelfox_proc_step_duration_seconds_count", required=False) for p in procs) >= 1
+
+    for st in by_role["storage"]:
+        pools = {lab["pool"] for lab, _ in st["pixelfox_storage_used_bytes"]}
+        assert pools, "no pool label"
+        assert total(st, "pixelfox_storage_used_bytes") > 0
+        assert total(st, "pixelfox_storage_free_bytes") > 0
+
+    (w,) = by_role["web"]
+    assert total(w, "pixelfox_session_store_operations_total", op="load") >= 1
+    assert total(w, "pixelfox_session_store_operations_total", result="error") == 0
+    assert total(w, "pixelfox_web_requests_total") >= 1
