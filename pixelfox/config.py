@@ -58,6 +58,8 @@ class LimitsSettings(BaseModel):
     chunk_size: int = 256 * 1024
     ticket_ttl_s: int = 900
     probe_bytes: int = 256 * 1024
+    upload_ttl_s: int = Field(3600, ge=1, description="an unfinished upload's state and staged bytes live this "
+                              "long after its last chunk (abandoned-upload TTL)")
 
 
 class NodeSettings(BaseSettings):

@@ -23,6 +23,7 @@ resumed stream re-hashes the committed prefix from the staged file (one sequenti
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -139,6 +140,11 @@ class UploadStates:
 
     async def delete(self, upload_id: str) -> None:
         await self.redis.delete(state_key(upload_id), lock_key(upload_id))
+
+    async def ttl(self, upload_id: str) -> float:
+        """Unix time the upload expires (abandoned-upload TTL), 0 if unknown."""
+        left = await self.redis.ttl(state_key(upload_id))
+        return time.time() + left if left and left > 0 else 0.0
 
     async def exists(self, upload_id: str) -> bool:
         return bool(await self.redis.exists(state_key(upload_id)))

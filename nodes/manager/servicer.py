@@ -91,6 +91,12 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
         )
         return manager_pb2.CompleteUploadResponse(image=image)
 
+    @rpc()
+    async def RelocateUpload(
+        self, req: manager_pb2.RelocateUploadRequest, ctx: Ctx
+    ) -> manager_pb2.CreateUploadResponse:
+        return await self.svc.uploads.relocate(req.upload_id, req.ticket, req.exclude_address)
+
     # ---- images
     @rpc()
     async def GetImage(self, req: manager_pb2.GetImageRequest, ctx: Ctx) -> common_pb2.Image:

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ulid import ULID
 
@@ -15,6 +16,7 @@ from pixelfox import errors, tickets
 from pixelfox.config import LimitsSettings
 from pixelfox.db.models import Image, ObjectLocation, Upload, User
 from pixelfox.queue import JobQueue
+from pixelfox.uploadstate import UploadStates
 from pixelfox.v1 import common_pb2, manager_pb2
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ class Uploads:
         self.limits = limits
         self.ticket_key = ticket_key
         self.recipe_version = recipe_version
+        self.states = UploadStates(registry.redis, ttl_s=limits.upload_ttl_s)
 
     async def create(
         self, user: User | None, filename: str, size: int, content_type: str
@@ -75,12 +78,13 @@ class Uploads:
             s.add(Upload(id=upload_id, user_id=user.id if user else None, filename=filename[:255], size=size,
                          content_type=content_type[:100], upload_node_id=node.node_id, expires_at=expires))
             await s.commit()
+        await self.states.create(upload_id, size, user.id if user else "")
         token = tickets.sign(self.ticket_key, upload_id, user.id if user else "", size, content_type,
                              self.limits.ticket_ttl_s)
         return manager_pb2.CreateUploadResponse(
             upload_id=upload_id,
             upload_address=node.grpc_address,
-            upload_url=f"{node.http_url.rstrip('/')}/tus/" if node.http_url else "",
+            upload_url=f"{node.http_url.rstrip('/')}/tus/{upload_id}" if node.http_url else "",
             ticket=token,
             expires_at=expires.isoformat().replace("+00:00", "Z"),
             chunk_size=self.limits.chunk_size,
@@ -100,6 +104,12 @@ class Uploads:
             if upload is None:
                 raise errors.InvalidTicket("unknown upload")
             if upload.status != "open":
+                done = await s.scalar(select(Image).where(Image.upload_id == c.upload_id))
+                if done is not None and done.sha256 == c.sha256:  # an upload node retrying after a crash
+                    slug = done.slug
+                    await s.rollback()
+                    await self.states.finish(c.upload_id, "complete", slug)
+                    return await self.views.get(slug)
                 raise errors.InvalidTicket("ticket was already used")
             upload.status = "complete"
             img = Image(
@@ -115,6 +125,42 @@ class Uploads:
                 await s.merge(ObjectLocation(key=c.original_key, node_id=node_id, size=c.size))
             await s.commit()
             image_id, slug = img.id, img.slug
+        await self.states.finish(c.upload_id, "complete", slug)
         await self.queue.enqueue(image_id)
         logger.info("upload %s complete: image %s queued", c.upload_id, slug)
         return await self.views.get(slug)
+
+    async def relocate(
+        self, upload_id: str, ticket_token: str, exclude_address: str
+    ) -> manager_pb2.CreateUploadResponse:
+        """Another healthy upload node for an open upload whose node failed; same ticket.
+
+        The ticket is the credential (it must name ``upload_id``); ``exclude_address`` is
+        avoided unless it is the only healthy node. Raises InvalidTicket, NotFound
+        (expired upload) or NoNodeAvailable.
+        """
+        ticket = tickets.verify(self.ticket_key, ticket_token)
+        if ticket.upload_id != upload_id:
+            raise errors.InvalidTicket("ticket belongs to another upload")
+        await self.states.require_open(upload_id)
+        nodes = await self.registry.healthy_nodes(common_pb2.NODE_ROLE_UPLOAD)
+        others = [n for n in nodes if n.grpc_address != exclude_address] or nodes
+        if not others:
+            raise errors.NoNodeAvailable("no healthy upload node")
+        node = min(others, key=lambda r: (r.load, -r.free_bytes, r.node_id))
+        async with self.sessions() as s:
+            upload = await s.get(Upload, upload_id)
+            if upload is None:
+                raise errors.InvalidTicket("unknown upload")
+            upload.upload_node_id = node.node_id
+            await s.commit()
+        expires = datetime.fromtimestamp(ticket.expires_at, UTC)
+        return manager_pb2.CreateUploadResponse(
+            upload_id=upload_id,
+            upload_address=node.grpc_address,
+            upload_url=f"{node.http_url.rstrip('/')}/tus/{upload_id}" if node.http_url else "",
+            ticket=ticket_token,
+            expires_at=expires.isoformat().replace("+00:00", "Z"),
+            chunk_size=self.limits.chunk_size,
+            max_size=ticket.size,
+        )

@@ -8,10 +8,12 @@ import asyncio
 from nodes.upload.config import UploadSettings
 from nodes.upload.service import Receiver, Stored
 from nodes.upload.servicer import UploadServicer
-from pixelfox import logs, tickets
+from nodes.upload.sweeper import sweep_forever
+from pixelfox import logs, redisx, tickets
 from pixelfox.grpcx.client import map_rpc_errors
 from pixelfox.grpcx.server import GrpcServer
 from pixelfox.node import Load, ManagerLink, NodeIdentity, run_node, start_metrics
+from pixelfox.uploadstate import UploadStates
 from pixelfox.v1 import common_pb2, manager_pb2, upload_pb2_grpc
 
 
@@ -36,10 +38,12 @@ async def serve(settings: UploadSettings) -> None:
         async with map_rpc_errors():
             return await link.stub.CompleteUpload(req, metadata=link.metadata, timeout=30)
 
+    redis = redisx.connect(settings.redis)
+    states = UploadStates(redis, ttl_s=settings.limits.upload_ttl_s, lock_ttl_ms=int(settings.lock_ttl_s * 1000))
     receiver = Receiver(node_id, settings.staging_dir, settings.limits, tickets.derive_key(secret), place, secret,
-                        settings.max_concurrent)
+                        settings.max_concurrent, states, complete)
     server = GrpcServer(
-        [(upload_pb2_grpc.add_UploadServiceServicer_to_server, UploadServicer(receiver, complete),
+        [(upload_pb2_grpc.add_UploadServiceServicer_to_server, UploadServicer(receiver),
           "pixelfox.v1.UploadService")],
         host=settings.grpc.host, port=settings.grpc.port, secret=secret,
         max_message_bytes=settings.grpc.max_message_bytes, reflection_on=settings.grpc.reflection,
@@ -52,9 +56,11 @@ async def serve(settings: UploadSettings) -> None:
         return Load(in_use=receiver.active, capacity=receiver.max_concurrent, free_bytes=receiver.free_bytes())
 
     try:
-        await run_node(settings, server, ident, load)
+        await run_node(settings, server, ident, load, background=[
+            lambda stop: sweep_forever(receiver, settings.sweep_interval_s, settings.limits.upload_ttl_s, stop)])
     finally:
         await link.close()
+        await redis.aclose()
 
 
 def main() -> None:

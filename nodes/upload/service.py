@@ -1,11 +1,24 @@
-"""Receiving one upload: ticket, chunks to staging, probe, verify, store, complete.
+"""Receiving one upload: ticket, chunks to shared staging, probe, verify, store, complete.
 
-Nothing is kept that fails a check: the staged file lives under a server-chosen name
-(the upload id, never the client's file name) and is removed on every error. The header
-is probed with :func:`pixelfox.imaging.probe` once the first ``probe_bytes`` have arrived,
-so a non-image, an unsupported format or a decompression bomb is refused before the rest
-is kept; the whole file's SHA-256 and structure (:func:`pixelfox.imaging.verify`) are
-checked at the end.
+Uploads are resumable and the node keeps no state of its own (DESIGN.md main flow step 2):
+the committed offset lives in Redis (:mod:`pixelfox.uploadstate`) and the bytes in
+``<staging>/<upload id>.part`` on a directory every upload node reaches (one host: the
+launcher's ``.pixelfox/data/staging``; several hosts: a shared mount — staging on the
+storage tier or as S3 multipart parts can replace :class:`Session`'s file I/O later without
+changing the protocol). A :class:`Session` is one writer: it holds the upload's Redis lock,
+truncates the staged file to the committed offset (dropping bytes a dead writer never
+committed), re-hashes the committed prefix (SHA-256 state is not serialisable), then takes
+chunks at the committed offset. Chunks wholly below it are duplicates and are acknowledged
+without writing; a chunk straddling it is trimmed; one beyond it is refused with
+:class:`~pixelfox.errors.OffsetMismatch` naming the committed offset.
+
+Nothing is kept that fails a check: the file is named by the server (the upload id, never
+the client's file name); the first ``probe_bytes`` are probed with
+:func:`pixelfox.imaging.probe` before more bytes are kept; the whole file's SHA-256 and
+structure (:func:`pixelfox.imaging.verify`) are checked at the end. A bad image or checksum
+removes the staged file and marks the upload failed; a full staging disk removes it and
+resets the upload to offset 0 (``RESOURCE_EXHAUSTED``, no partial file). Transport errors
+keep the committed bytes for a resume.
 """
 
 from __future__ import annotations
@@ -14,8 +27,10 @@ import asyncio
 import hashlib
 import logging
 import mmap
+import os
 import re
 import shutil
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +42,9 @@ from pixelfox import errors, imaging, tickets
 from pixelfox.config import LimitsSettings
 from pixelfox.storage.client import StorageClient
 from pixelfox.storage.keys import original_key
-from pixelfox.v1 import common_pb2
+from pixelfox.storage.replicate import write_all
+from pixelfox.uploadstate import State, UploadStates
+from pixelfox.v1 import common_pb2, manager_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +53,8 @@ UPLOAD_BYTES = Counter("pixelfox_upload_bytes_total", "bytes received by upload 
 
 UPLOAD_ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")  # a ULID
 EXT = {"jpeg": "jpg", "png": "png", "gif": "gif", "webp": "webp", "avif": "avif"}
+#: errors after which the staged bytes can never become a valid upload
+FATAL = (errors.InvalidImage, errors.ChecksumMismatch)
 
 
 @dataclass(frozen=True)
@@ -51,7 +70,7 @@ class Header:
 class Chunk:
     offset: int
     data: bytes
-    crc32c: int
+    crc32c: int | None  # None: no checksum sent (tus without Upload-Checksum)
 
 
 @dataclass(frozen=True)
@@ -68,6 +87,7 @@ class Stored:
 
 
 PlaceFn = Callable[[int], Awaitable[list[common_pb2.Node]]]
+CompleteFn = Callable[[Stored], Awaitable[manager_pb2.CompleteUploadResponse]]
 
 
 def limits_for(settings: LimitsSettings) -> imaging.Limits:
@@ -84,11 +104,35 @@ def check_image(data: bytes | mmap.mmap, limits: imaging.Limits, whole: bool) ->
         raise errors.from_image_error(exc) from exc
 
 
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def _hash_prefix(fd: int, length: int, probe_bytes: int) -> tuple[hashlib._Hash, bytes]:
+    """SHA-256 of the first ``length`` staged bytes, and their first ``probe_bytes``."""
+    h = hashlib.sha256()
+    head = b""
+    pos = 0
+    while pos < length:
+        data = os.pread(fd, min(1 << 20, length - pos), pos)
+        if not data:
+            break
+        if pos < probe_bytes:
+            head += data[: probe_bytes - pos]
+        h.update(data)
+        pos += len(data)
+    return h, head
+
+
 class Receiver:
-    """Receives uploads into ``staging_dir`` and stores them through ``place`` + storage clients."""
+    """Receives uploads into the shared ``staging_dir`` and stores them (see module doc)."""
 
     def __init__(self, node_id: str, staging_dir: Path, limits: LimitsSettings, ticket_key: bytes,
-                 place: PlaceFn, secret: str, max_concurrent: int) -> None:
+                 place: PlaceFn, secret: str, max_concurrent: int, states: UploadStates,
+                 complete: CompleteFn) -> None:
         self.node_id = node_id
         self.staging = staging_dir
         self.staging.mkdir(parents=True, exist_ok=True)
@@ -98,72 +142,88 @@ class Receiver:
         self.place = place
         self.secret = secret
         self.max_concurrent = max_concurrent
+        self.states = states
+        self.complete = complete
         self.active = 0
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.staging).free
 
-    async def receive(self, header: Header, chunks: AsyncIterator[Chunk]) -> Stored:
-        """Take one upload to a stored original; raises PixelfoxError subclasses, leaving nothing."""
-        ticket = tickets.verify(self.ticket_key, header.ticket)
-        if header.upload_id != ticket.upload_id or not UPLOAD_ID_RE.match(header.upload_id):
+    def path(self, upload_id: str) -> Path:
+        return self.staging / f"{upload_id}.part"
+
+    def check_ticket(self, token: str, upload_id: str, size: int | None = None) -> tickets.Ticket:
+        """Verify a ticket for ``upload_id`` (and ``size`` when given); raises InvalidTicket with the reason."""
+        ticket = tickets.verify(self.ticket_key, token)
+        if upload_id != ticket.upload_id or not UPLOAD_ID_RE.match(upload_id):
             raise errors.InvalidTicket("ticket belongs to another upload")
-        if header.size != ticket.size:
-            raise errors.InvalidTicket(f"ticket is for {ticket.size} bytes, not {header.size}")
+        if size is not None and size != ticket.size:
+            raise errors.InvalidTicket(f"ticket is for {ticket.size} bytes, not {size}")
+        return ticket
+
+    async def query(self, token: str, upload_id: str) -> State:
+        """State of an upload for ``QueryUpload``/tus ``HEAD``; NotFound when unknown or expired."""
+        self.check_ticket(token, upload_id)
+        st = await self.states.get(upload_id)
+        if st is None:
+            raise errors.NotFound("upload not found: it expired or never existed; start a new upload")
+        if st.status == "failed":
+            raise errors.InvalidTicket("upload ticket already used: the upload failed; start a new upload")
+        return st
+
+    async def open(self, token: str, upload_id: str, size: int, sha256: str = "") -> Session:
+        """A writer :class:`Session` for one stream; the caller must ``await session.close()``."""
+        self.check_ticket(token, upload_id, size)
         if self.active >= self.max_concurrent:
             raise errors.ResourceExhausted("upload node busy: too many uploads at once, retry shortly")
+        st = await self.states.require_open(upload_id)
+        if st.size != size:
+            raise errors.InvalidTicket(f"upload is for {st.size} bytes, not {size}")
+        lock = await self.states.lock(upload_id, self.node_id)
+        session = Session(self, Header(token, upload_id, size, sha256, ""), lock)
         self.active += 1
-        path = self.staging / f"{header.upload_id}.part"
         try:
-            sha, info = await self._stage(path, header, chunks)
-            stored = await self._store(path, header, sha, info)
-            UPLOADS.labels("stored").inc()
-            return stored
-        except errors.PixelfoxError as exc:
-            UPLOADS.labels(exc.code).inc()
+            await session.start(st)
+        except BaseException:
+            await session.close()
             raise
-        finally:
-            self.active -= 1
-            path.unlink(missing_ok=True)
+        return session
 
-    async def _stage(self, path: Path, header: Header, chunks: AsyncIterator[Chunk]) -> tuple[str, imaging.ImageInfo]:
-        h = hashlib.sha256()
-        head = bytearray()
-        info: imaging.ImageInfo | None = None
-        offset = 0
-        with path.open("wb") as f:
+    async def terminate(self, upload_id: str) -> None:
+        """tus termination: remove the staged bytes and the state (later requests get NOT_FOUND)."""
+        self.path(upload_id).unlink(missing_ok=True)
+        await self.states.delete(upload_id)
+
+    async def receive(self, header: Header, chunks: AsyncIterator[Chunk]) -> manager_pb2.CompleteUploadResponse:
+        """One gRPC stream: chunks from the committed offset to the end, then store and complete."""
+        session = await self.open(header.ticket, header.upload_id, header.size, header.sha256)
+        try:
             async for chunk in chunks:
-                if chunk.offset != offset:
-                    raise errors.OffsetMismatch(f"chunk at offset {chunk.offset}; committed offset is {offset}")
-                if google_crc32c.value(chunk.data) != chunk.crc32c:
-                    raise errors.ChecksumMismatch(f"CRC32C mismatch in the chunk at offset {offset}")
-                if offset + len(chunk.data) > header.size:
-                    raise errors.PayloadTooLarge(f"more bytes than the declared {header.size}")
-                try:
-                    await asyncio.to_thread(f.write, chunk.data)
-                except OSError as exc:
-                    raise errors.StorageFull("upload staging is full; try again later") from exc
-                h.update(chunk.data)
-                offset += len(chunk.data)
-                UPLOAD_BYTES.inc(len(chunk.data))
-                if info is None:
-                    head += chunk.data[: self.limits.probe_bytes - len(head)]
-                    if len(head) >= self.limits.probe_bytes or offset == header.size:
-                        info = check_image(bytes(head), self.image_limits, whole=False)
-            f.flush()
-        if offset != header.size:
-            raise errors.BadRequest(f"upload ended at {offset} of {header.size} bytes")
-        sha = h.hexdigest()
-        if header.sha256 and header.sha256.lower() != sha:
-            raise errors.ChecksumMismatch("SHA-256 of the received bytes does not match the header")
-        info = await asyncio.to_thread(self._verify, path)
-        return sha, info
+                await session.write(chunk)
+            if session.offset != header.size:
+                raise errors.OffsetMismatch(
+                    f"stream ended at committed offset {session.offset} of {header.size} bytes; resume from there")
+            return await session.finish()
+        finally:
+            await session.close()
 
-    def _verify(self, path: Path) -> imaging.ImageInfo:
-        with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            return check_image(m, self.image_limits, whole=True)
+    async def sweep(self, min_age_s: float) -> int:
+        """Remove staged files whose upload state expired (abandoned uploads); returns how many."""
+        removed = 0
+        now = time.time()
+        for path in list(self.staging.glob("*.part")):
+            try:
+                if now - path.stat().st_mtime < min_age_s:
+                    continue
+            except FileNotFoundError:
+                continue
+            if not await self.states.exists(path.stem):
+                path.unlink(missing_ok=True)
+                removed += 1
+                logger.info("removed abandoned staged upload %s", path.stem)
+        return removed
 
-    async def _store(self, path: Path, header: Header, sha: str, info: imaging.ImageInfo) -> Stored:
+    async def store(self, path: Path, header: Header, sha: str, info: imaging.ImageInfo) -> Stored:
         key = original_key(sha, EXT.get(info.format, info.format))
         nodes = await self.place(header.size)
 
@@ -175,11 +235,121 @@ class Receiver:
             finally:
                 await client.close()
 
-        results = await asyncio.gather(*(put(n) for n in nodes), return_exceptions=True)
-        ok = [r for r in results if isinstance(r, str)]
-        for n, r in zip(nodes, results, strict=True):
-            if isinstance(r, BaseException):
-                logger.warning("storing %s on %s failed: %s", key, n.node_id, r)
-        if not ok:
-            raise errors.Unavailable("no storage node accepted the original; try again")
+        # every healthy target, transient failures retried; fewer than all = under-replicated (repair)
+        ok = await write_all(list(nodes), put, what=f"original {key}")
         return Stored(header.upload_id, header.ticket, sha, header.size, info, key, ok)
+
+
+class Session:
+    """One writer of one upload, holding its Redis lock (made by :meth:`Receiver.open`)."""
+
+    def __init__(self, rx: Receiver, header: Header, lock: str) -> None:
+        self.rx = rx
+        self.header = header
+        self.lock = lock
+        self.path = rx.path(header.upload_id)
+        self.fd = -1
+        self.offset = 0
+        self.probed = False
+        self.head = b""
+        self.hash = hashlib.sha256()
+        self.closed = False
+
+    async def start(self, st: State) -> None:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        have = os.fstat(self.fd).st_size
+        offset = st.offset
+        if have < offset:  # staged bytes lost (staging not shared?): start over rather than guess
+            logger.warning("upload %s: %d bytes staged but %d committed; restarting at 0",
+                           self.header.upload_id, have, offset)
+            offset = 0
+            await self.rx.states.reset(self.header.upload_id)
+        os.ftruncate(self.fd, offset)  # drop what a dead writer never committed
+        self.offset, self.probed = offset, st.probed and offset > 0
+        if offset:
+            self.hash, self.head = await asyncio.to_thread(_hash_prefix, self.fd, offset, self.rx.limits.probe_bytes)
+
+    async def write(self, chunk: Chunk, commit: bool = True) -> int:
+        """Take one chunk (see module doc for duplicates and offsets); returns the new offset.
+
+        ``commit=False`` writes without recording the offset in Redis (tus checksums: the
+        caller commits once the whole PATCH body checked out, or the next writer truncates).
+        """
+        if chunk.offset > self.offset or chunk.offset < 0:
+            raise errors.OffsetMismatch(f"chunk at offset {chunk.offset}; committed offset is {self.offset}")
+        if chunk.crc32c is not None and google_crc32c.value(chunk.data) != chunk.crc32c:
+            raise errors.ChecksumMismatch(f"CRC32C mismatch in the chunk at offset {chunk.offset}")
+        end = chunk.offset + len(chunk.data)
+        if end <= self.offset:
+            return self.offset  # a duplicate of committed bytes: acknowledged, not written again
+        data = chunk.data[self.offset - chunk.offset:]
+        if end > self.header.size:
+            raise errors.PayloadTooLarge(f"more bytes than the declared {self.header.size}")
+        try:
+            await asyncio.to_thread(_pwrite_all, self.fd, data, self.offset)
+        except OSError as exc:
+            await self._drop(reset=True)
+            raise errors.StorageFull("upload staging is full; the partial upload was removed, try again later") \
+                from exc
+        self.hash.update(data)
+        self.offset = end
+        UPLOAD_BYTES.inc(len(data))
+        if not self.probed:
+            self.head += data[: self.rx.limits.probe_bytes - len(self.head)]
+            if len(self.head) >= self.rx.limits.probe_bytes or end == self.header.size:
+                await self._guard(check_image, self.head, self.rx.image_limits, False)
+                self.probed, self.head = True, b""
+        if commit:
+            await self.commit()
+        return self.offset
+
+    async def commit(self) -> None:
+        """Record the current offset in Redis (fenced by the lock)."""
+        await self.rx.states.commit(self.header.upload_id, self.lock, self.offset, self.probed)
+
+    async def _guard(self, fn: Callable[..., imaging.ImageInfo], *args: object) -> imaging.ImageInfo:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except FATAL as exc:
+            await self._drop(reset=False)
+            UPLOADS.labels(exc.code).inc()
+            raise
+
+    async def _drop(self, reset: bool) -> None:
+        """Remove the staged bytes; reset to offset 0 (retryable) or mark the upload failed."""
+        self.path.unlink(missing_ok=True)
+        if reset:
+            await self.rx.states.reset(self.header.upload_id)
+        else:
+            await self.rx.states.finish(self.header.upload_id, "failed")
+
+    def _verify(self) -> imaging.ImageInfo:
+        with mmap.mmap(self.fd, 0, access=mmap.ACCESS_READ) as m:
+            return check_image(m, self.rx.image_limits, whole=True)
+
+    async def finish(self) -> manager_pb2.CompleteUploadResponse:
+        """Check the whole file, store it, report it to the manager; removes the staged file."""
+        sha = self.hash.hexdigest()
+        if self.header.sha256 and self.header.sha256.lower() != sha:
+            await self._drop(reset=False)
+            UPLOADS.labels("checksum-mismatch").inc()
+            raise errors.ChecksumMismatch("SHA-256 of the received bytes does not match the header")
+        info = await self._guard(self._verify)
+        stored = await self.rx.store(self.path, self.header, sha, info)
+        reply = await self.rx.complete(stored)
+        await self.rx.states.finish(self.header.upload_id, "complete", reply.image.slug)
+        self.path.unlink(missing_ok=True)
+        UPLOADS.labels("stored").inc()
+        return reply
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.rx.active -= 1
+        if self.fd >= 0:
+            os.close(self.fd)
+        try:
+            await self.rx.states.unlock(self.header.upload_id, self.lock)
+        except Exception as exc:  # the lock expires by itself
+            logger.warning("could not release the lock of upload %s: %s", self.header.upload_id, exc)

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import grpc
 
-from nodes.upload.service import Chunk, Header, Receiver, Stored
+from nodes.upload.service import Chunk, Header, Receiver
 from pixelfox import errors
 from pixelfox.grpcx.server import rpc
-from pixelfox.v1 import manager_pb2, upload_pb2, upload_pb2_grpc
+from pixelfox.v1 import upload_pb2, upload_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext
 
 
 class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
-    def __init__(
-        self, receiver: Receiver, complete: Callable[[Stored], Awaitable[manager_pb2.CompleteUploadResponse]]
-    ) -> None:
+    def __init__(self, receiver: Receiver) -> None:
         self.receiver = receiver
-        self.complete = complete
 
     @rpc()
     async def Upload(self, requests: AsyncIterator[upload_pb2.UploadRequest], ctx: Ctx) -> upload_pb2.UploadReceipt:
@@ -35,11 +32,12 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
                     raise errors.BadRequest("only chunks may follow the header")
                 yield Chunk(msg.chunk.offset, msg.chunk.data, msg.chunk.crc32c)
 
-        stored: Stored = await self.receiver.receive(header, chunks())
-        reply: manager_pb2.CompleteUploadResponse = await self.complete(stored)
-        return upload_pb2.UploadReceipt(upload_id=stored.upload_id, size=stored.size, sha256=stored.sha256,
+        reply = await self.receiver.receive(header, chunks())
+        return upload_pb2.UploadReceipt(upload_id=header.upload_id, size=header.size, sha256=reply.image.sha256,
                                         image=reply.image)
 
     @rpc()
     async def QueryUpload(self, req: upload_pb2.QueryUploadRequest, ctx: Ctx) -> upload_pb2.QueryUploadResponse:
-        raise errors.NotFound("resumable uploads are not kept by this node yet; start the upload again")
+        st = await self.receiver.query(req.ticket, req.upload_id)
+        return upload_pb2.QueryUploadResponse(offset=st.offset, size=st.size, complete=st.status == "complete",
+                                              image_slug=st.slug)

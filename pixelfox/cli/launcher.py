@@ -67,6 +67,7 @@ class LocalCluster:
     web_urls: list[str] = field(default_factory=list)
     web_names: dict[str, str] = field(default_factory=dict)  # base URL -> child name
     extra_env: dict[str, str] = field(default_factory=dict)  # PIXELFOX_* settings for every node (tests)
+    extra_env: dict[str, str] = field(default_factory=dict)  # PIXELFOX_* settings for every node (tests)
 
     @property
     def state(self) -> Path:
@@ -90,6 +91,7 @@ class LocalCluster:
             "PIXELFOX_LOG__LEVEL": os.environ.get("PIXELFOX_LOG__LEVEL", "INFO"),
             "PYTHONUNBUFFERED": "1",
         })
+        env.update(self.extra_env)
         env.update(self.extra_env)
         env.update(extra)
         return env
@@ -135,10 +137,7 @@ class LocalCluster:
         for i in range(1, self.counts.storage + 1):
             self.add_storage(f"storage{i}")
         for i in range(1, self.counts.upload + 1):
-            name = f"upload{i}"
-            self._spawn(name, "nodes.upload", self._env(
-                name, PIXELFOX_GRPC__PORT=str(free_port()),
-                PIXELFOX_STAGING_DIR=str(self.state / "data" / name)))
+            self.add_upload(f"upload{i}")
         workers = max(1, (os.cpu_count() or 1) // max(1, self.counts.proc))
         for i in range(1, self.counts.proc + 1):
             name = f"proc{i}"
@@ -160,6 +159,12 @@ class LocalCluster:
             name, PIXELFOX_GRPC__PORT=str(free_port()), PIXELFOX_HTTP__HOST=self.host,
             PIXELFOX_HTTP__PORT=str(port), PIXELFOX_HTTP__PUBLIC_URL=f"http://{self.host}:{port}",
             PIXELFOX_DATA_DIR=str(self.state / "data" / name)))
+
+    def add_upload(self, name: str) -> None:
+        """Start one upload node; all of them share ``data/staging`` and Redis, so any one resumes an upload."""
+        self._spawn(name, "nodes.upload", self._env(
+            name, PIXELFOX_GRPC__PORT=str(free_port()), PIXELFOX_REDIS__URL=self.redis_url,
+            PIXELFOX_STAGING_DIR=str(self.state / "data" / "staging")))
 
     def add_web(self, name: str, port: int = 0) -> str:
         """Start one more web node (on ``port``, or a free one); returns its base URL."""

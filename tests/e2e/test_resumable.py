@@ -1,0 +1,168 @@
+"""Resumable gRPC uploads against real nodes: cut streams, a killed upload node, the protocol rules.
+
+The cut test runs on the shared session cluster through a TCP proxy we abort mid-upload; the
+kill test SIGKILLs the upload node holding the upload in its own 2-upload-node cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+
+from pixelfox import uploadstate
+from pixelfox.cli.launcher import LocalCluster
+from pixelfox.client.uploader import upload_file
+from pixelfox.grpcx.auth import api_key_metadata
+from pixelfox.v1 import common_pb2, manager_pb2_grpc, upload_pb2
+from tests.conftest import ClusterHandle
+from tests.e2e.uploadkit import Proxy, chunk, create, header, big_png, own_cluster, upload_stub, wait_ready
+
+pytestmark = pytest.mark.e2e
+
+SIDE = 1400  # ~5.9 MB PNG: ~23 chunks of 256 KiB
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    path = tmp_path_factory.mktemp("big") / "noise.png"
+    return path, big_png(path, SIDE)
+
+
+async def test_put_resumes_after_the_connection_is_cut(cluster: ClusterHandle, big: tuple[Path, str]) -> None:
+    path, sha = big
+    size = path.stat().st_size
+    proxy = Proxy()
+    front = await proxy.start()
+
+    def dial(address: str) -> str:
+        proxy.target = address
+        return front
+
+    cuts = []
+
+    def progress(sent: int, total: int) -> None:
+        if not cuts and sent > total * 0.4:
+            cuts.append(sent)
+            proxy.cut()
+
+    async with grpc.aio.insecure_channel(cluster.manager_address) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        img = await upload_file(stub, api_key_metadata(cluster.admin_api_key), path, progress=progress, dial=dial,
+                                max_stall_s=30)
+    await proxy.close()
+    assert cuts, "the connection was never cut"
+    assert proxy.accepted >= 2  # a second connection carried the rest
+    assert proxy.bytes_up < size * 1.6, "the upload started over instead of resuming"
+    done = await wait_ready(cluster.manager_address, cluster.admin_api_key, img.slug)
+    assert done.status == common_pb2.IMAGE_STATUS_READY
+    assert done.sha256 == sha and done.bytes == size
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with own_cluster(tmp_path_factory.mktemp("two"), upload=2, PIXELFOX_LOCK_TTL_S="2") as local:
+        yield local
+
+
+async def test_put_moves_to_another_node_when_its_node_is_killed(two_nodes: LocalCluster,
+                                                                 big: tuple[Path, str]) -> None:
+    local = two_nodes
+    path, sha = big
+    key = await local.ensure_admin()
+    r = aioredis.from_url(local.redis_url)
+    killed: list[str] = []
+    pending: list[asyncio.Task[None]] = []
+
+    async def kill_writer() -> None:
+        for _ in range(200):
+            async for k in r.scan_iter(match="pixelfox:{upload:*}:lock"):
+                owner = (await r.get(k) or b"").decode().split(":")[0]
+                if owner:
+                    local.child(owner).proc.kill()  # SIGKILL: no drain, no goodbye
+                    killed.append(owner)
+                    return
+            await asyncio.sleep(0.01)
+
+    def progress(sent: int, total: int) -> None:
+        if not pending and sent > total * 0.4:
+            pending.append(asyncio.get_running_loop().create_task(kill_writer()))
+
+    async with grpc.aio.insecure_channel(local.manager_address) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        img = await upload_file(stub, api_key_metadata(key), path, progress=progress, max_stall_s=45)
+    await asyncio.gather(*pending)
+    assert killed, "no upload node was killed"
+    st = await r.hgetall(uploadstate.state_key(await _upload_id(r, img.slug)))
+    assert st[b"status"] == b"complete"
+    assert st[b"node"].decode() != killed[0]  # another node finished it
+    done = await wait_ready(local.manager_address, key, img.slug)
+    assert done.status == common_pb2.IMAGE_STATUS_READY
+    assert done.sha256 == sha
+    assert not list((local.state / "data" / "staging").glob("*.part"))
+    await r.aclose()
+
+
+async def _upload_id(r: aioredis.Redis, slug: str) -> str:
+    async for k in r.scan_iter(match="pixelfox:{upload:*}:state"):
+        if (await r.hget(k, "slug") or b"").decode() == slug:
+            return k.decode().split(":")[2].rstrip("}")
+    raise AssertionError(f"no upload state for {slug}")
+
+
+async def test_offsets_duplicates_lock_query_and_reuse(cluster: ClusterHandle, corpus: Path) -> None:
+    data = (corpus / "photos" / "painting_rgb.png").read_bytes()
+    t = await create(cluster.manager_address, cluster.admin_api_key, len(data))
+    ch, stub = upload_stub(t.upload_address)
+    step = 64 * 1024
+    try:
+        # first stream: two chunks, then a duplicate of the first (idempotent), then a gap
+        call = stub.Upload()
+        await call.write(header(t, len(data)))
+        await call.write(chunk(0, data[:step]))
+        await call.write(chunk(step, data[step:2 * step]))
+        await call.write(chunk(0, data[:step]))  # duplicate: acknowledged, not written again
+        # a second stream for the same upload while the first holds the lock
+        other = stub.Upload()
+        await other.write(header(t, len(data)))
+        await other.done_writing()
+        with pytest.raises(grpc.aio.AioRpcError) as busy:
+            await other
+        assert busy.value.code() == grpc.StatusCode.ABORTED
+        await call.write(chunk(3 * step, data[3 * step:4 * step]))  # beyond the committed offset
+        with pytest.raises(grpc.aio.AioRpcError) as gap:
+            await call
+        assert gap.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert f"committed offset is {2 * step}" in (gap.value.details() or "")
+
+        q = await stub.QueryUpload(upload_pb2.QueryUploadRequest(ticket=t.ticket, upload_id=t.upload_id))
+        assert (q.offset, q.size, q.complete) == (2 * step, len(data), False)
+
+        # resume with a chunk straddling the committed offset, then the rest
+        call = stub.Upload()
+        await call.write(header(t, len(data), hashlib.sha256(data).hexdigest()))
+        await call.write(chunk(step, data[step:3 * step]))
+        for off in range(3 * step, len(data), step):
+            await call.write(chunk(off, data[off:off + step]))
+        await call.done_writing()
+        receipt = await call
+        assert receipt.image.sha256 == hashlib.sha256(data).hexdigest()
+
+        q = await stub.QueryUpload(upload_pb2.QueryUploadRequest(ticket=t.ticket, upload_id=t.upload_id))
+        assert q.complete and q.image_slug == receipt.image.slug
+
+        # the ticket is single-use: no new stream after completion
+        again = stub.Upload()
+        await again.write(header(t, len(data)))
+        await again.done_writing()
+        with pytest.raises(grpc.aio.AioRpcError) as used:
+            await again
+        assert used.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "already used" in (used.value.details() or "")
+    finally:
+        await ch.close()

@@ -1,0 +1,126 @@
+"""Helpers for the upload tests: a cuttable TCP proxy, big test images, raw upload streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import google_crc32c
+import grpc
+from PIL import Image
+
+from pixelfox.cli.launcher import Counts, LocalCluster
+from pixelfox.grpcx.auth import api_key_metadata
+from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc, upload_pb2, upload_pb2_grpc
+
+
+class Proxy:
+    """A TCP proxy on 127.0.0.1 to ``target`` (settable); :meth:`cut` aborts every open connection."""
+
+    def __init__(self) -> None:
+        self.target = ""
+        self.conns: list[asyncio.Transport] = []
+        self.bytes_up = 0
+        self.accepted = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        host, port = self.target.rsplit(":", 1)
+        try:
+            ur, uw = await asyncio.open_connection(host, int(port))
+        except OSError:
+            w.close()
+            return
+        self.conns += [w.transport, uw.transport]  # type: ignore[list-item]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, up: bool) -> None:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                while data := await src.read(65536):
+                    if up:
+                        self.bytes_up += len(data)
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(r, uw, True), pipe(ur, w, False))
+
+    def cut(self) -> None:
+        """Abort every connection now (RST), like a dropped Wi-Fi link; new ones are still accepted."""
+        for t in self.conns:
+            t.abort()
+        self.conns.clear()
+
+    async def close(self) -> None:
+        self.cut()
+        if self.server:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+def big_png(path: Path, side: int) -> str:
+    """Write an uncompressed ``side``x``side`` RGB PNG (about 3*side² bytes) that is cheap to process.
+
+    A smooth gradient with a random corner (so every file is new to dedup); returns its sha256.
+    """
+    im = Image.linear_gradient("L").resize((side, side)).convert("RGB")
+    im.paste(Image.frombytes("RGB", (16, 16), os.urandom(16 * 16 * 3)), (0, 0))
+    im.save(path, compress_level=0)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def chunk(offset: int, data: bytes) -> upload_pb2.UploadRequest:
+    return upload_pb2.UploadRequest(
+        chunk=upload_pb2.UploadChunk(offset=offset, data=data, crc32c=google_crc32c.value(data)))
+
+
+def header(ticket: manager_pb2.CreateUploadResponse, size: int, sha: str = "") -> upload_pb2.UploadRequest:
+    return upload_pb2.UploadRequest(header=upload_pb2.UploadHeader(
+        ticket=ticket.ticket, upload_id=ticket.upload_id, size=size, sha256=sha, filename="x.png"))
+
+
+async def create(manager: str, api_key: str, size: int) -> manager_pb2.CreateUploadResponse:
+    async with grpc.aio.insecure_channel(manager) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        return await stub.CreateUpload(manager_pb2.CreateUploadRequest(filename="x.png", size=size,
+                                                                       content_type="image/png"),
+                                       metadata=api_key_metadata(api_key), timeout=10)
+
+
+async def wait_ready(manager: str, api_key: str, slug: str, timeout_s: float = 120) -> common_pb2.Image:
+    async with grpc.aio.insecure_channel(manager) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            img = await stub.GetImage(manager_pb2.GetImageRequest(slug=slug), metadata=api_key_metadata(api_key),
+                                      timeout=10)
+            if img.status != common_pb2.IMAGE_STATUS_PROCESSING or loop.time() > deadline:
+                return img
+            await asyncio.sleep(0.25)
+
+
+def upload_stub(address: str) -> tuple[grpc.aio.Channel, upload_pb2_grpc.UploadServiceStub]:
+    ch = grpc.aio.insecure_channel(address)
+    return ch, upload_pb2_grpc.UploadServiceStub(ch)
+
+
+@contextlib.contextmanager
+def own_cluster(root: Path, upload: int = 2, **env: str) -> Iterator[LocalCluster]:
+    """A private LocalCluster (1 storage, 1 proc, ``upload`` upload nodes, no web) with extra settings."""
+    local = LocalCluster(root, Counts(upload=upload, proc=1, storage=1, web=0), extra_env=dict(env))
+    try:
+        local.start()
+        asyncio.run(local.wait_ready(90))
+        local.write_state(asyncio.run(local.ensure_admin()))
+        yield local
+    finally:
+        local.stop()
