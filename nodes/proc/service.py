@@ -15,6 +15,7 @@ from prometheus_client import Histogram
 from pixelfox import errors, imaging
 from pixelfox.storage.client import StorageClient
 from pixelfox.storage.keys import variant_key
+from pixelfox.storage.replicate import write_all
 from pixelfox.v1 import common_pb2, manager_pb2
 
 logger = logging.getLogger(__name__)
@@ -74,11 +75,8 @@ class Processor:
             finally:
                 await client.close()
 
-        results = await asyncio.gather(*(put_all(n) for n in job.target_nodes), return_exceptions=True)
-        ok = [r for r in results if isinstance(r, str)]
-        if not ok:
-            raise errors.Unavailable(f"no storage node accepted the variants: {results[0] if results else 'none'}")
-        return ok
+        # every healthy target, transient failures retried; fewer than all = under-replicated (repair)
+        return await write_all(list(job.target_nodes), put_all, what=f"variants of {job.image_id}")
 
     async def run(self, job: manager_pb2.Job) -> JobOutcome:
         """Process ``job``; bad input is a permanent failure, anything else may be retried."""
