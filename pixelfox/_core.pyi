@@ -5,6 +5,17 @@ All functions accept any C-contiguous bytes-like object and release the GIL.
 
 from typing_extensions import Buffer
 
+__all__ = [
+    "CoreError",
+    "CorruptImageError",
+    "LimitExceededError",
+    "UnsupportedFormatError",
+    "__version__",
+    "probe",
+    "process",
+    "verify",
+]
+
 __version__: str
 
 # (format, mime, width, height, frames, orientation)

@@ -280,9 +280,7 @@ class ProcessResult:
     """In recipe order, one per (spec, format)."""
 
 
-def process(
-    data: BytesLike, recipe: Recipe = DEFAULT_RECIPE, limits: Limits = DEFAULT_LIMITS
-) -> ProcessResult:
+def process(data: BytesLike, recipe: Recipe = DEFAULT_RECIPE, limits: Limits = DEFAULT_LIMITS) -> ProcessResult:
     """Verify, decode once, apply EXIF orientation, resize (Lanczos3) each variant
     from the next larger one, convert to sRGB, and encode.
 
@@ -314,8 +312,6 @@ def process(
         width=width,
         height=height,
         variants=tuple(
-            Variant(name=n, format=f, mime=m, width=w, height=h, data=d, frames=fr)
-            for (n, f, m, w, h, d, fr) in outs
+            Variant(name=n, format=f, mime=m, width=w, height=h, data=d, frames=fr) for (n, f, m, w, h, d, fr) in outs
         ),
     )
-

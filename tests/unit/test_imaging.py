@@ -174,7 +174,10 @@ def test_accepts_bytes_like(wrap: type) -> None:
 
 
 def test_accepts_mmap() -> None:
-    with (CORPUS / "photos/painting_rgb.png").open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+    with (
+        (CORPUS / "photos/painting_rgb.png").open("rb") as fh,
+        mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm,
+    ):
         assert imaging.verify(mm).height == 442
         assert imaging.process(mm, THUMB_WEBP).variants[0].width == 131
 
@@ -188,8 +191,15 @@ def test_rejects_non_buffer() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["photos/painting_rgb.png", "photos/rotating_squares_30f.gif", "photos/htc_desire_gps_icc.webp",
-             "edge/animated.webp", "photos/samsung_j3_orient6.jpg", "edge/apng_20_frames.png"]
+    "name",
+    [
+        "photos/painting_rgb.png",
+        "photos/rotating_squares_30f.gif",
+        "photos/htc_desire_gps_icc.webp",
+        "edge/animated.webp",
+        "photos/samsung_j3_orient6.jpg",
+        "edge/apng_20_frames.png",
+    ],
 )
 def test_verify_rejects_half_file(name: str) -> None:
     data = read(name)
@@ -282,8 +292,13 @@ def assert_no_metadata(data: bytes) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["photos/htc_desire_gps_icc.webp", "photos/iphone5_orient3_gps.jpg", "edge/large_exif_43kb.jpg",
-     "edge/progressive_icc_exif.jpg", "edge/png_exif_orient6.png"],
+    [
+        "photos/htc_desire_gps_icc.webp",
+        "photos/iphone5_orient3_gps.jpg",
+        "edge/large_exif_43kb.jpg",
+        "edge/progressive_icc_exif.jpg",
+        "edge/png_exif_orient6.png",
+    ],
 )
 def test_outputs_carry_no_metadata(name: str) -> None:
     for v in imaging.process(read(name), ALL_FORMATS_SMALL).variants:
@@ -292,7 +307,9 @@ def test_outputs_carry_no_metadata(name: str) -> None:
 
 
 def test_alpha_kept_in_webp_and_flattened_on_white_in_jpeg() -> None:
-    recipe = Recipe(variants=(VariantSpec("thumb", 200, 200, ("webp", "avif")), VariantSpec("medium", 1024, 1024, ("jpeg",))))
+    recipe = Recipe(
+        variants=(VariantSpec("thumb", 200, 200, ("webp", "avif")), VariantSpec("medium", 1024, 1024, ("jpeg",)))
+    )
     webp, avif, jpeg = imaging.process(read("photos/blackbug_alpha.png"), recipe).variants
     assert (webp.width, webp.height) == (200, 150)
     alpha = decode(webp.data).convert("RGBA").getchannel("A")
@@ -396,6 +413,13 @@ def test_animations_keep_every_frame(name: str, frames: int) -> None:
     assert frames_of(webp.data)[0] == frames
 
 
+def test_gif_without_loop_extension_plays_once() -> None:
+    (webp,) = imaging.process(read("edge/gif_dispose_previous.gif"), THUMB_WEBP).variants
+    assert frames_of(webp.data)[2] == 1
+    (webp,) = imaging.process(read("edge/animated.webp"), THUMB_WEBP).variants
+    assert frames_of(webp.data)[2] == 0
+
+
 def test_gif_dispose_previous_composited() -> None:
     recipe = Recipe(variants=(VariantSpec("full", 100, 100, ("webp",)),), webp_quality=100)
     (webp,) = imaging.process(read("edge/gif_dispose_previous.gif"), recipe).variants
@@ -429,7 +453,7 @@ def test_animated_frames_and_delays_match_source(name: str) -> None:
     out_n, out_delays, out_loop = frames_of(webp.data)
     assert (out_n, out_delays) == (src_n, src_delays)
     assert webp.frames == src_n
-    assert out_loop == (src_loop or 0)
+    assert out_loop == src_loop
     src, out = Image.open(io.BytesIO(data)), Image.open(io.BytesIO(webp.data))
     for i in range(0, src_n, max(1, src_n // 40)):
         src.seek(i)

@@ -107,3 +107,14 @@ fn make_info(width: u64, height: u64, frames: u64) -> Result<Info> {
         orientation: 1,
     })
 }
+
+/// True when the GIF has a NETSCAPE2.0/ANIMEXTS1.0 looping extension. Without it
+/// browsers play the animation once (the image crate reports "infinite").
+pub fn has_loop_extension(d: &[u8]) -> bool {
+    d.windows(14).any(|w| {
+        w[0] == 0x21
+            && w[1] == 0xFF
+            && w[2] == 11
+            && (&w[3..14] == b"NETSCAPE2.0" || &w[3..14] == b"ANIMEXTS1.0")
+    })
+}

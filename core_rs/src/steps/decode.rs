@@ -82,7 +82,11 @@ fn decode_animation(ctx: &mut Context<'_>) -> Result<()> {
             let mut d = GifDecoder::new(cursor)?;
             d.set_limits(limits)?;
             ctx.icc = d.icc_profile().ok().flatten();
-            let lc = d.loop_count();
+            let lc = if crate::codecs::gif::has_loop_extension(ctx.data) {
+                d.loop_count()
+            } else {
+                LoopCount::Finite(std::num::NonZeroU32::MIN)
+            };
             (d.into_frames(), lc)
         }
         Format::Webp => {
