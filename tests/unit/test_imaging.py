@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import mmap
+import random
 import time
 from collections.abc import Iterator
 from functools import cache
@@ -459,3 +461,31 @@ def test_animated_frames_and_delays_match_source(name: str) -> None:
         src.seek(i)
         out.seek(i)
         assert grey_diff(on_white(out), on_white(src)) < 8, i
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "edge/interlaced_rgb.png",
+        "edge/palette_trns.png",
+        "edge/gif_dispose_previous.gif",
+        "edge/animated.webp",
+        "edge/large_exif_43kb.jpg",
+        "edge/cmyk_adobe_app14.jpg",
+    ],
+)
+def test_mutated_inputs_never_crash(name: str) -> None:
+    """Random byte flips give a result or an ImageError - never a panic, hang or other exception."""
+    rng = random.Random(name)
+    original = read(name)
+    start = time.perf_counter()
+    for _ in range(40):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        for fn in (imaging.probe, imaging.verify):
+            with contextlib.suppress(ImageError):
+                fn(data)
+        with contextlib.suppress(ImageError):
+            imaging.process(bytes(data), THUMB_WEBP)
+    assert time.perf_counter() - start < 20
