@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
+
+from aiohttp import web
 
 from nodes.upload.config import UploadSettings
 from nodes.upload.service import Receiver, Stored
 from nodes.upload.servicer import UploadServicer
 from nodes.upload.sweeper import sweep_forever
+from nodes.upload.tus import make_app
 from pixelfox import logs, redisx, tickets
 from pixelfox.grpcx.client import map_rpc_errors
 from pixelfox.grpcx.server import GrpcServer
@@ -49,7 +53,14 @@ async def serve(settings: UploadSettings) -> None:
         max_message_bytes=settings.grpc.max_message_bytes, reflection_on=settings.grpc.reflection,
     )
     host = settings.grpc.advertise_host or settings.grpc.host
-    ident = NodeIdentity(common_pb2.NODE_ROLE_UPLOAD, node_id, f"{host}:{server.port}",
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.http.host, settings.http.port))
+    http_url = settings.http.public_url or f"http://{settings.http.host}:{sock.getsockname()[1]}"
+    runner = web.AppRunner(make_app(receiver, http_url), access_log=None)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    ident = NodeIdentity(common_pb2.NODE_ROLE_UPLOAD, node_id, f"{host}:{server.port}", http_url=http_url,
                          metrics_url=start_metrics(settings.grpc.host, settings.metrics_port))
 
     def load() -> Load:
@@ -59,6 +70,7 @@ async def serve(settings: UploadSettings) -> None:
         await run_node(settings, server, ident, load, background=[
             lambda stop: sweep_forever(receiver, settings.sweep_interval_s, settings.limits.upload_ttl_s, stop)])
     finally:
+        await runner.cleanup()
         await link.close()
         await redis.aclose()
 

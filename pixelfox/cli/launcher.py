@@ -162,9 +162,11 @@ class LocalCluster:
 
     def add_upload(self, name: str) -> None:
         """Start one upload node; all of them share ``data/staging`` and Redis, so any one resumes an upload."""
+        port = free_port()
         self._spawn(name, "nodes.upload", self._env(
             name, PIXELFOX_GRPC__PORT=str(free_port()), PIXELFOX_REDIS__URL=self.redis_url,
-            PIXELFOX_STAGING_DIR=str(self.state / "data" / "staging")))
+            PIXELFOX_STAGING_DIR=str(self.state / "data" / "staging"), PIXELFOX_HTTP__HOST=self.host,
+            PIXELFOX_HTTP__PORT=str(port), PIXELFOX_HTTP__PUBLIC_URL=f"http://{self.host}:{port}"))
 
     def add_web(self, name: str, port: int = 0) -> str:
         """Start one more web node (on ``port``, or a free one); returns its base URL."""

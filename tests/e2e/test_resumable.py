@@ -21,7 +21,7 @@ from pixelfox.client.uploader import upload_file
 from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.v1 import common_pb2, manager_pb2_grpc, upload_pb2
 from tests.conftest import ClusterHandle
-from tests.e2e.uploadkit import Proxy, chunk, create, header, big_png, own_cluster, upload_stub, wait_ready
+from tests.e2e.uploadkit import Proxy, big_png, chunk, create, header, own_cluster, upload_stub, wait_ready
 
 pytestmark = pytest.mark.e2e
 

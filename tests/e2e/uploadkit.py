@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,8 @@ class Proxy:
         self.bytes_up = 0
         self.accepted = 0
         self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.cut_after = 0  # > 0: cut every connection once this many bytes went upstream
 
     async def start(self) -> str:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -34,6 +37,10 @@ class Proxy:
 
     async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
         host, port = self.target.rsplit(":", 1)
         try:
             ur, uw = await asyncio.open_connection(host, int(port))
@@ -47,6 +54,10 @@ class Proxy:
                 while data := await src.read(65536):
                     if up:
                         self.bytes_up += len(data)
+                        if self.cut_after and self.bytes_up >= self.cut_after:
+                            self.cut_after = 0
+                            self.cut()
+                            return
                     dst.write(data)
                     await dst.drain()
             dst.close()
@@ -61,6 +72,9 @@ class Proxy:
 
     async def close(self) -> None:
         self.cut()
+        for t in list(self.tasks):
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.server:
             self.server.close()
             await self.server.wait_closed()
@@ -124,3 +138,21 @@ def own_cluster(root: Path, upload: int = 2, **env: str) -> Iterator[LocalCluste
         yield local
     finally:
         local.stop()
+
+
+class ThreadedProxy:
+    """A :class:`Proxy` on its own event loop thread, for tests driving blocking clients (tuspy)."""
+
+    def __init__(self, target: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.proxy = Proxy()
+        self.proxy.target = target
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.address = asyncio.run_coroutine_threadsafe(self.proxy.start(), self.loop).result(10)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.proxy.close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()

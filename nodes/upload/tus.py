@@ -1,0 +1,225 @@
+"""tus 1.0.0 on the upload node's HTTP port: core, creation, termination, checksum, expiration.
+
+Routes (``/tus/`` is the creation URL; ``/tus/<upload id>`` is the ``upload_url`` the manager
+hands out, so clients that know it skip creation):
+
+* ``OPTIONS`` — ``Tus-Version``, ``Tus-Extension``, ``Tus-Max-Size``, ``Tus-Checksum-Algorithm``.
+* ``POST /tus/`` with ``Upload-Length`` — the upload named by the ticket; ``201`` + ``Location``.
+* ``HEAD /tus/<id>`` — ``Upload-Offset``, ``Upload-Length``, ``Upload-Expires``, ``no-store``.
+* ``PATCH /tus/<id>`` — ``application/offset+octet-stream`` at ``Upload-Offset``; ``204`` with
+  the new offset. The PATCH that reaches ``Upload-Length`` stores and completes the upload
+  before answering (header ``Pixelfox-Image-Slug``). With ``Upload-Checksum`` (sha1, md5,
+  sha256, crc32c) the body is committed only when it matches, else ``460``.
+* ``DELETE /tus/<id>`` — termination: staged bytes and state removed, ``204``; then ``404``.
+
+Every request but OPTIONS carries ``Authorization: Bearer <ticket>`` (401 with the reason
+otherwise) and ``Tus-Resumable: 1.0.0`` (412 otherwise). State is the shared Redis state of
+:mod:`pixelfox.uploadstate`, so any upload node takes the next PATCH. CORS answers any
+origin (the credential is the ticket in a header, never a cookie) and exposes the tus headers.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from email.utils import formatdate
+
+import google_crc32c
+from aiohttp import web
+
+from nodes.upload.service import Chunk, Receiver, Session
+from pixelfox import errors, tickets
+
+logger = logging.getLogger(__name__)
+
+TUS_VERSION = "1.0.0"
+EXTENSIONS = "creation,termination,checksum,expiration"
+CHECKSUMS: dict[str, Callable[[bytes], bytes]] = {
+    "sha1": lambda b: hashlib.sha1(b).digest(),
+    "md5": lambda b: hashlib.md5(b).digest(),
+    "sha256": lambda b: hashlib.sha256(b).digest(),
+    "crc32c": lambda b: google_crc32c.value(b).to_bytes(4, "big"),
+}
+MAX_CHECKED_BODY = 32 * 1024 * 1024  # a PATCH with Upload-Checksum is held until verified: cap it
+TUS_HEADERS = ("Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, Upload-Checksum, Upload-Defer-Length, "
+               "Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, Location, "
+               "Pixelfox-Image-Slug")
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, HEAD, PATCH, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, X-Requested-With, X-HTTP-Method-Override, "
+                                    + TUS_HEADERS,
+    "Access-Control-Expose-Headers": TUS_HEADERS,
+    "Access-Control-Max-Age": "86400",
+}
+#: tus answers that differ from the error tree's HTTP status
+TUS_STATUS = {errors.UploadBusy: 423, errors.ChecksumMismatch: 460}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _ticket(request: web.Request) -> str:
+    auth = request.headers.get("Authorization", "")
+    if not auth.startswith("Bearer ") or not auth[7:].strip():
+        raise errors.Unauthenticated("tus requests need 'Authorization: Bearer <upload ticket>'")
+    return auth[7:].strip()
+
+
+def _int_header(request: web.Request, name: str) -> int:
+    raw = request.headers.get(name, "")
+    if not raw.isdigit():
+        raise errors.BadRequest(f"{name} must be a non-negative integer")
+    return int(raw)
+
+
+@web.middleware
+async def tus_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Tus-Resumable check, CORS and tus headers on every answer, errors as JSON with tus statuses."""
+    if not request.path.startswith("/tus/"):
+        return await handler(request)
+    base = {"Tus-Resumable": TUS_VERSION, **CORS}
+    if request.method != "OPTIONS" and request.headers.get("Tus-Resumable") != TUS_VERSION:
+        return web.json_response({"error": {"code": "tus-version", "message": "Tus-Resumable 1.0.0 required"}},
+                                 status=412, headers={**base, "Tus-Version": TUS_VERSION})
+    try:
+        resp = await handler(request)
+    except errors.PixelfoxError as exc:
+        status = next((s for cls, s in TUS_STATUS.items() if isinstance(exc, cls)), exc.http_status)
+        resp = web.json_response({"error": exc.to_dict()}, status=status)
+    except web.HTTPException as exc:
+        resp = web.json_response({"error": {"code": "bad-request", "message": exc.text or exc.reason}},
+                                 status=exc.status)
+    resp.headers.update(base)
+    return resp
+
+
+class Tus:
+    """The tus handlers over one :class:`~nodes.upload.service.Receiver`."""
+
+    def __init__(self, receiver: Receiver, public_url: str, max_size: int) -> None:
+        self.rx = receiver
+        self.public_url = public_url.rstrip("/")
+        self.max_size = max_size
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.options("/tus/", self.options), web.options("/tus/{id}", self.options),
+            web.post("/tus/", self.create), web.head("/tus/{id}", self.head),
+            web.patch("/tus/{id}", self.patch), web.delete("/tus/{id}", self.delete),
+        ]
+
+    async def options(self, request: web.Request) -> web.Response:
+        return web.Response(status=204, headers={
+            "Tus-Version": TUS_VERSION, "Tus-Extension": EXTENSIONS, "Tus-Max-Size": str(self.max_size),
+            "Tus-Checksum-Algorithm": ",".join(CHECKSUMS)})
+
+    async def _expires(self, upload_id: str) -> dict[str, str]:
+        ttl = await self.rx.states.ttl(upload_id)
+        return {"Upload-Expires": formatdate(ttl, usegmt=True)} if ttl else {}
+
+    async def create(self, request: web.Request) -> web.Response:
+        token = _ticket(request)
+        if request.headers.get("Upload-Defer-Length"):
+            raise errors.BadRequest("Upload-Defer-Length is not supported: the ticket fixes the size")
+        size = _int_header(request, "Upload-Length")
+        if size > self.max_size:
+            raise errors.PayloadTooLarge(f"Upload-Length {size} is over Tus-Max-Size {self.max_size}")
+        ticket = tickets.verify(self.rx.ticket_key, token)
+        self.rx.check_ticket(token, ticket.upload_id, size)
+        st = await self.rx.query(token, ticket.upload_id)
+        return web.Response(status=201, headers={
+            "Location": f"{self.public_url}/tus/{st.upload_id}", "Upload-Offset": str(st.offset),
+            **await self._expires(st.upload_id)})
+
+    async def head(self, request: web.Request) -> web.Response:
+        st = await self.rx.query(_ticket(request), request.match_info["id"])
+        return web.Response(status=200, headers={
+            "Upload-Offset": str(st.offset), "Upload-Length": str(st.size), "Cache-Control": "no-store",
+            **({"Pixelfox-Image-Slug": st.slug} if st.slug else {}), **await self._expires(st.upload_id)})
+
+    async def patch(self, request: web.Request) -> web.Response:
+        token, upload_id = _ticket(request), request.match_info["id"]
+        if request.content_type != "application/offset+octet-stream":
+            raise web.HTTPUnsupportedMediaType(text="Content-Type must be application/offset+octet-stream")
+        offset = _int_header(request, "Upload-Offset")
+        check = self._checksum(request.headers.get("Upload-Checksum", ""))
+        st = await self.rx.query(token, upload_id)
+        session = await self.rx.open(token, upload_id, st.size)
+        try:
+            if offset != session.offset:
+                raise errors.OffsetMismatch(f"Upload-Offset {offset}; committed offset is {session.offset}")
+            await self._body(request, session, check)
+            extra: dict[str, str] = {}
+            if session.offset == st.size:
+                reply = await session.finish()
+                extra["Pixelfox-Image-Slug"] = reply.image.slug
+            return web.Response(status=204, headers={"Upload-Offset": str(session.offset), **extra,
+                                                     **await self._expires(upload_id)})
+        finally:
+            await session.close()
+
+    def _checksum(self, raw: str) -> tuple[Callable[[bytes], bytes], bytes] | None:
+        if not raw:
+            return None
+        alg, _, value = raw.partition(" ")
+        if alg not in CHECKSUMS:
+            raise errors.BadRequest(f"checksum algorithm {alg!r} is not supported; use one of {', '.join(CHECKSUMS)}")
+        try:
+            return CHECKSUMS[alg], base64.b64decode(value, validate=True)
+        except ValueError as exc:
+            raise errors.BadRequest("Upload-Checksum value is not base64") from exc
+
+    async def _body(self, request: web.Request, session: Session, check: tuple[Callable[[bytes], bytes], bytes] | None
+                    ) -> None:
+        """Write the PATCH body in ``chunk_size`` pieces; with a checksum, commit only if it matches."""
+        piece = self.rx.limits.chunk_size
+        start = session.offset
+        held = bytearray()  # the whole body when checked (bounded), else one piece
+        buf = bytearray()
+        try:
+            while data := await request.content.read(piece):
+                buf += data
+                if check is not None:
+                    held += data
+                    if len(held) > MAX_CHECKED_BODY:
+                        raise errors.PayloadTooLarge(f"a PATCH with Upload-Checksum may carry {MAX_CHECKED_BODY} "
+                                                     "bytes at most")
+                if len(buf) >= piece:
+                    await session.write(Chunk(session.offset, bytes(buf), None), commit=check is None)
+                    buf.clear()
+        finally:  # a cut connection keeps what arrived (unless it must be checked first)
+            if buf and check is None:
+                await session.write(Chunk(session.offset, bytes(buf), None))
+        if check is not None:
+            if buf:
+                await session.write(Chunk(session.offset, bytes(buf), None), commit=False)
+            fn, want = check
+            if fn(bytes(held)) != want:
+                raise errors.ChecksumMismatch("Upload-Checksum does not match the PATCH body; it was discarded")
+            await session.commit()
+        logger.debug("PATCH %s: %d -> %d", session.header.upload_id, start, session.offset)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        token, upload_id = _ticket(request), request.match_info["id"]
+        st = await self.rx.query(token, upload_id)
+        session = await self.rx.open(token, upload_id, st.size)
+        try:
+            await self.rx.terminate(upload_id)
+        finally:
+            await session.close()
+        return web.Response(status=204)
+
+
+def make_app(receiver: Receiver, public_url: str) -> web.Application:
+    """The upload node's HTTP app: tus under ``/tus/`` and ``/healthz``."""
+    app = web.Application(middlewares=[tus_middleware], client_max_size=1024**2)
+    tus = Tus(receiver, public_url, receiver.limits.max_upload_bytes)
+    app.add_routes(tus.routes())
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app.router.add_get("/healthz", healthz)
+    return app

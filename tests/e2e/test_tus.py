@@ -1,0 +1,133 @@
+"""tus 1.0 on the upload nodes, driven by the real ``tuspy`` client and by raw requests.
+
+Tickets come from the manager's ``CreateUpload`` (gRPC); its ``upload_url`` is
+``<upload node http_url>/tus/<id>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from tusclient import client as tus_client
+from tusclient.exceptions import TusCommunicationError
+
+from pixelfox.v1 import common_pb2, manager_pb2
+from tests.conftest import ClusterHandle
+from tests.e2e.uploadkit import ThreadedProxy, big_png, create, wait_ready
+
+pytestmark = pytest.mark.e2e
+
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+def ticket_for(cluster: ClusterHandle, size: int) -> manager_pb2.CreateUploadResponse:
+    t = asyncio.run(create(cluster.manager_address, cluster.admin_api_key, size))
+    assert t.upload_url.endswith(f"/tus/{t.upload_id}")
+    return t
+
+
+def auth(t: manager_pb2.CreateUploadResponse) -> dict[str, str]:
+    return {"Authorization": f"Bearer {t.ticket}", **TUS}
+
+
+def ready(cluster: ClusterHandle, slug: str) -> common_pb2.Image:
+    return asyncio.run(wait_ready(cluster.manager_address, cluster.admin_api_key, slug))
+
+
+def test_tuspy_upload_with_creation_and_checksums(cluster: ClusterHandle, corpus: Path) -> None:
+    path = corpus / "photos" / "painting_rgb.png"
+    t = ticket_for(cluster, path.stat().st_size)
+    creation = t.upload_url.rsplit("/", 1)[0] + "/"
+    c = tus_client.TusClient(creation, headers={"Authorization": f"Bearer {t.ticket}"})
+    with path.open("rb") as f:
+        up = c.uploader(file_stream=f, chunk_size=256 * 1024, upload_checksum=True, metadata={"filename": "p.png"})
+        up.upload()
+    assert up.url == t.upload_url  # creation answered with the ticket's upload
+    head = requests.head(t.upload_url, headers=auth(t), timeout=10)
+    assert head.headers["Upload-Offset"] == str(path.stat().st_size)
+    img = ready(cluster, head.headers["Pixelfox-Image-Slug"])
+    assert img.status == common_pb2.IMAGE_STATUS_READY
+    assert img.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_tuspy_resumes_after_a_cut(cluster: ClusterHandle, tmp_path: Path) -> None:
+    path = tmp_path / "big.png"
+    sha = big_png(path, 1200)
+    size = path.stat().st_size
+    t = ticket_for(cluster, size)
+    node = t.upload_url.split("/tus/")[0].removeprefix("http://")
+    proxy = ThreadedProxy(node)
+    url = f"http://{proxy.address}/tus/{t.upload_id}"
+    try:
+        proxy.proxy.cut_after = size // 2  # mid-PATCH: the whole file goes in one PATCH
+        c = tus_client.TusClient(url, headers={"Authorization": f"Bearer {t.ticket}"})
+        with path.open("rb") as f, pytest.raises(TusCommunicationError):
+            c.uploader(file_stream=f, url=url, chunk_size=size).upload()
+        kept = 0
+        for _ in range(50):  # the node finishes the cut PATCH's bytes a moment after the client sees the cut
+            kept = int(requests.head(url, headers=auth(t), timeout=10).headers["Upload-Offset"])
+            if kept:
+                break
+            time.sleep(0.1)
+        assert 0 < kept < size, "nothing was kept from the cut PATCH"
+        with path.open("rb") as f:
+            again = c.uploader(file_stream=f, url=url, chunk_size=size, retries=10, retry_delay=1)
+            assert again.offset >= kept  # resumes where the node stopped, not at 0
+            again.upload()
+    finally:
+        proxy.close()
+    head = requests.head(t.upload_url, headers=auth(t), timeout=10)
+    img = ready(cluster, head.headers["Pixelfox-Image-Slug"])
+    assert img.status == common_pb2.IMAGE_STATUS_READY and img.sha256 == sha
+
+
+def test_tus_protocol_rules(cluster: ClusterHandle, corpus: Path) -> None:
+    data = (corpus / "photos" / "painting_rgb.png").read_bytes()
+    t = ticket_for(cluster, len(data))
+    url = t.upload_url
+    opt = requests.options(url, headers={"Origin": "https://example.org",
+                                         "Access-Control-Request-Method": "PATCH"}, timeout=10)
+    assert opt.status_code == 204
+    assert opt.headers["Tus-Version"] == "1.0.0"
+    assert set(opt.headers["Tus-Extension"].split(",")) >= {"creation", "termination", "checksum", "expiration"}
+    assert "Upload-Offset" in opt.headers["Access-Control-Expose-Headers"]
+    assert "Upload-Offset" in opt.headers["Access-Control-Allow-Headers"]
+    assert opt.headers["Access-Control-Allow-Origin"] == "*"
+
+    assert requests.head(url, headers={"Authorization": f"Bearer {t.ticket}"}, timeout=10).status_code == 412
+    no_auth = requests.head(url, headers=TUS, timeout=10)
+    assert no_auth.status_code == 401
+    h = requests.head(url, headers=auth(t), timeout=10)
+    assert h.status_code == 200 and h.headers["Upload-Offset"] == "0" and h.headers["Upload-Length"] == str(len(data))
+    assert h.headers["Cache-Control"] == "no-store" and "GMT" in h.headers["Upload-Expires"]
+
+    patch = {**auth(t), "Content-Type": "application/offset+octet-stream"}
+    first = data[:100_000]
+    r = requests.patch(url, data=first, headers={**patch, "Upload-Offset": "0"}, timeout=10)
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == "100000"
+    r = requests.patch(url, data=first, headers={**patch, "Upload-Offset": "0"}, timeout=10)
+    assert r.status_code == 409 and "committed offset is 100000" in r.json()["error"]["message"]
+    r = requests.patch(url, data=b"x", headers={**auth(t), "Upload-Offset": "100000",
+                                                "Content-Type": "text/plain"}, timeout=10)
+    assert r.status_code == 415
+    bad = base64.b64encode(hashlib.sha1(b"other").digest()).decode()
+    r = requests.patch(url, data=data[100_000:200_000], timeout=10,
+                       headers={**patch, "Upload-Offset": "100000", "Upload-Checksum": f"sha1 {bad}"})
+    assert r.status_code == 460
+    assert requests.head(url, headers=auth(t), timeout=10).headers["Upload-Offset"] == "100000"
+
+    other = ticket_for(cluster, len(data))
+    assert requests.head(url, headers=auth(other), timeout=10).status_code == 401
+    r = requests.patch(url, data=b"x", headers={**patch, **auth(other), "Upload-Offset": "100000"}, timeout=10)
+    assert r.status_code == 401 and "another upload" in r.json()["error"]["message"]
+
+    assert requests.delete(url, headers=auth(t), timeout=10).status_code == 204
+    assert requests.head(url, headers=auth(t), timeout=10).status_code == 404
+    staged = cluster.root / ".pixelfox" / "data" / "staging" / f"{t.upload_id}.part"
+    assert not staged.exists()
