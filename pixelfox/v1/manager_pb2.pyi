@@ -320,6 +320,69 @@ class RelocateUploadRequest(_message.Message):
 Global___RelocateUploadRequest: _TypeAlias = RelocateUploadRequest  # noqa: Y015
 
 @_typing.final
+class GetUploadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    upload_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        upload_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUploadRequest: _TypeAlias = GetUploadRequest  # noqa: Y015
+
+@_typing.final
+class UploadProgress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    upload_id: _builtins.str
+    offset: _builtins.int
+    """committed bytes"""
+    size: _builtins.int
+    """declared bytes"""
+    status: _builtins.str
+    """"open" | "complete" | "failed" | "expired" """
+    expires_at: _builtins.str
+    """ISO 8601 UTC: when an unfinished upload is dropped"""
+    filename: _builtins.str
+    @_builtins.property
+    def image(self) -> _common_pb2.Image:
+        """set when complete"""
+
+    def __init__(
+        self,
+        *,
+        upload_id: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        size: _builtins.int = ...,
+        status: _builtins.str = ...,
+        image: _common_pb2.Image | None = ...,
+        expires_at: _builtins.str = ...,
+        filename: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "filename", b"filename", "image", b"image", "offset", b"offset", "size", b"size", "status", b"status", "upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadProgress: _TypeAlias = UploadProgress  # noqa: Y015
+
+@_typing.final
 class CompleteUploadRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -79,6 +79,11 @@ class ManagerServiceStub:
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.RelocateUploadRequest.SerializeToString,
                 response_deserializer=pixelfox_dot_v1_dot_manager__pb2.CreateUploadResponse.FromString,
                 _registered_method=True)
+        self.GetUpload = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/GetUpload',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.GetUploadRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.UploadProgress.FromString,
+                _registered_method=True)
         self.GetImage = channel.unary_unary(
                 '/pixelfox.v1.ManagerService/GetImage',
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.GetImageRequest.SerializeToString,
@@ -253,6 +258,13 @@ class ManagerServiceServicer:
     def RelocateUpload(self, request, context):
         """Another healthy upload node for an unfinished upload (the first one died); the ticket is
         the credential and stays the same.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUpload(self, request, context):
+        """Progress of an upload (owner, admin or cluster); the image once it completed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -450,6 +462,11 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.RelocateUpload,
                     request_deserializer=pixelfox_dot_v1_dot_manager__pb2.RelocateUploadRequest.FromString,
                     response_serializer=pixelfox_dot_v1_dot_manager__pb2.CreateUploadResponse.SerializeToString,
+            ),
+            'GetUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUpload,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.GetUploadRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.UploadProgress.SerializeToString,
             ),
             'GetImage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetImage,
@@ -787,6 +804,33 @@ class ManagerService:
             '/pixelfox.v1.ManagerService/RelocateUpload',
             pixelfox_dot_v1_dot_manager__pb2.RelocateUploadRequest.SerializeToString,
             pixelfox_dot_v1_dot_manager__pb2.CreateUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/GetUpload',
+            pixelfox_dot_v1_dot_manager__pb2.GetUploadRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.UploadProgress.FromString,
             options,
             channel_credentials,
             insecure,

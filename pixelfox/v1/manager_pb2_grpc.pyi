@@ -55,6 +55,8 @@ class ManagerServiceStub:
     """Another healthy upload node for an unfinished upload (the first one died); the ticket is
     the credential and stays the same.
     """
+    GetUpload: _grpc.UnaryUnaryMultiCallable[_manager_pb2.GetUploadRequest, _manager_pb2.UploadProgress]
+    """Progress of an upload (owner, admin or cluster); the image once it completed."""
     GetImage: _grpc.UnaryUnaryMultiCallable[_manager_pb2.GetImageRequest, _common_pb2.Image]
     """--- images"""
     ListImages: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ListImagesRequest, _manager_pb2.ListImagesResponse]
@@ -118,6 +120,8 @@ class ManagerServiceAsyncStub(ManagerServiceStub):
     """Another healthy upload node for an unfinished upload (the first one died); the ticket is
     the credential and stays the same.
     """
+    GetUpload: _aio.UnaryUnaryMultiCallable[_manager_pb2.GetUploadRequest, _manager_pb2.UploadProgress]  # type: ignore[assignment]
+    """Progress of an upload (owner, admin or cluster); the image once it completed."""
     GetImage: _aio.UnaryUnaryMultiCallable[_manager_pb2.GetImageRequest, _common_pb2.Image]  # type: ignore[assignment]
     """--- images"""
     ListImages: _aio.UnaryUnaryMultiCallable[_manager_pb2.ListImagesRequest, _manager_pb2.ListImagesResponse]  # type: ignore[assignment]
@@ -226,6 +230,14 @@ class ManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         """Another healthy upload node for an unfinished upload (the first one died); the ticket is
         the credential and stays the same.
         """
+
+    @_abc_1.abstractmethod
+    def GetUpload(
+        self,
+        request: _manager_pb2.GetUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.UploadProgress, _abc.Awaitable[_manager_pb2.UploadProgress]]:
+        """Progress of an upload (owner, admin or cluster); the image once it completed."""
 
     @_abc_1.abstractmethod
     def GetImage(
