@@ -41,9 +41,19 @@ def make_engine(settings: DatabaseSettings) -> AsyncEngine:
 
 
 async def create_schema(engine: AsyncEngine) -> None:
-    """Create missing tables (single-box start-up; Alembic migrations take over for upgrades)."""
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
+    """Bring the schema to the current revision at start-up (:func:`pixelfox.db.migrate.prepare`).
+
+    An empty database gets every table and is stamped at the newest Alembic revision; an
+    older one is upgraded by the migration scripts. Several managers may call this at once.
+    """
+    from pixelfox.db.migrate import prepare
+
+    await prepare(engine)
+
+
+def create_all_tables(conn: Any) -> None:
+    """``Base.metadata.create_all`` on a sync connection (tests and tools without Alembic)."""
+    Base.metadata.create_all(conn)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -7,8 +7,9 @@ Ids are ULIDs (sortable, 26 chars); public image slugs are 16 url-safe character
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, ClassVar
 
-from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -17,7 +18,9 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    pass
+    # timezone-aware columns: PostgreSQL gets TIMESTAMPTZ (asyncpg refuses aware values for plain
+    # TIMESTAMP); SQLite stores the same ISO text as before.
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: DateTime(timezone=True)}
 
 
 class User(Base):

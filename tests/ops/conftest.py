@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from pixelfox.cli.launcher import Counts, LocalCluster, free_port
+from tests.ops.pg import Postgres, start_postgres
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +76,16 @@ def status(root: Path) -> dict[str, dict[str, Any]]:
     res = cli(root, "status", "--json")
     assert res.stdout, res.stderr
     return {r["id"]: r for r in json.loads(res.stdout)["nodes"]}
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One PostgreSQL server for the session (tests create their own databases in it)."""
+    try:
+        pg = start_postgres()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    try:
+        yield pg
+    finally:
+        pg.stop()

@@ -1,0 +1,166 @@
+"""Schema migrations (Alembic) for the metadata database, run by the manager at start.
+
+The migration scripts live in ``pixelfox/db/migrations/versions/``. :func:`prepare` is what
+a manager calls before serving, so a single box still starts with no extra step:
+
+* an empty database gets the whole schema (``create_all``) and is stamped at ``head``;
+* a database with an ``alembic_version`` row is upgraded to ``head``;
+* a database with tables but no version (made by PixelFox before migrations existed) is
+  stamped at the first revision and upgraded from there.
+
+After that, any table the code knows but no migration created yet is created (a safety net
+while a change is in development; :func:`drift` and the test suite report it). Several
+managers may start at once against one database: PostgreSQL takes an advisory lock for the
+whole step; on SQLite the loser of the race retries once the winner is done.
+``pixelfox upgrade-db`` runs :func:`upgrade` as an explicit step (Kubernetes init job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import pkgutil
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import MetaData, inspect, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+BASELINE = "0001"  # the first revision: the schema as it was when migrations arrived
+_LOCK_ID = 0x5069786C  # "Pixl": PostgreSQL advisory lock id for schema changes
+_SKIP = {"migrate", "migrations", "engine", "tools"}
+
+
+def target_metadata() -> MetaData:
+    """The metadata of every table PixelFox defines (imports each ``pixelfox.db`` module)."""
+    import pixelfox.db
+    from pixelfox.db.models import Base
+
+    for mod in pkgutil.iter_modules(pixelfox.db.__path__):
+        if mod.name not in _SKIP:
+            importlib.import_module(f"pixelfox.db.{mod.name}")
+    return Base.metadata
+
+
+def alembic_config() -> Config:
+    """An Alembic ``Config`` pointing at the packaged migration scripts (no ini file needed)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest revision id among the scripts."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def _current(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def _with_conn(fn: Any, *args: Any) -> Any:
+    def run(conn: Connection) -> Any:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        return fn(cfg, *args)
+
+    return run
+
+
+def _prepare_sync(conn: Connection) -> str:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+    meta = target_metadata()
+    tables = set(inspect(conn).get_table_names())
+    version = _current(conn)
+    if not (tables - {"alembic_version"}):
+        meta.create_all(conn)
+        _with_conn(command.stamp, "head")(conn)
+        action = "created"
+    else:
+        if version is None:
+            _with_conn(command.stamp, BASELINE)(conn)
+        _with_conn(command.upgrade, "head")(conn)
+        missing = [t for t in meta.sorted_tables if t.name not in set(inspect(conn).get_table_names())]
+        if missing:
+            logger.warning("tables without a migration yet, created directly: %s", [t.name for t in missing])
+            meta.create_all(conn, tables=missing)
+        action = "upgraded" if version != head_revision() else "current"
+    return action
+
+
+async def prepare(engine: AsyncEngine, attempts: int = 5) -> str:
+    """Bring the database to the current schema (see module doc); returns created|upgraded|current.
+
+    Raises the database error if it persists after ``attempts`` tries 0.5 s apart (a
+    concurrent manager doing the same step is the expected transient cause).
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            async with engine.begin() as conn:
+                action: str = await conn.run_sync(_prepare_sync)
+            logger.info("database schema %s (revision %s)", action, head_revision())
+            return action
+        except DBAPIError as exc:
+            if attempt == attempts:
+                raise
+            logger.info("schema step raced another manager (%s); retrying", exc.__class__.__name__)
+            await asyncio.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
+async def upgrade(url: str, revision: str = "head") -> None:
+    """``alembic upgrade`` the database at ``url`` (an empty one gets the full schema via :func:`prepare`)."""
+    from pixelfox.config import DatabaseSettings
+    from pixelfox.db.engine import make_engine
+
+    engine = make_engine(DatabaseSettings(url=url))
+    try:
+        if revision == "head":
+            await prepare(engine)
+            return
+        async with engine.begin() as conn:
+            await conn.run_sync(_with_conn(command.upgrade, revision))
+    finally:
+        await engine.dispose()
+
+
+async def downgrade(engine: AsyncEngine, revision: str) -> None:
+    """``alembic downgrade`` to ``revision`` (``base`` drops everything the migrations made)."""
+    async with engine.begin() as conn:
+        await conn.run_sync(_with_conn(command.downgrade, revision))
+
+
+async def migrate_only(engine: AsyncEngine, revision: str = "head") -> None:
+    """Run the migration scripts alone (no ``create_all``): what tests use to check the scripts."""
+    async with engine.begin() as conn:
+        await conn.run_sync(_with_conn(command.upgrade, revision))
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as conn:
+        return await conn.run_sync(_current)
+
+
+async def drift(engine: AsyncEngine) -> list[Any]:
+    """Differences between the database and the models (Alembic autogenerate ops); [] when in step."""
+
+    def diff(conn: Connection) -> list[Any]:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(ctx, target_metadata()))
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(diff)

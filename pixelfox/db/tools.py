@@ -1,0 +1,282 @@
+"""Moving the metadata: ``pixelfox migrate-db`` (SQLite to PostgreSQL), ``backup`` and ``restore``.
+
+All three work table by table in foreign-key order over every table the code defines
+(:func:`pixelfox.db.migrate.target_metadata`), and verify with a row count and a SHA-256
+*table checksum*: the rows in primary-key order, each value in a canonical form (times as
+UTC ISO 8601, so SQLite's naive and PostgreSQL's aware timestamps compare equal), hashed as
+JSON. Two databases with equal checksums for every table hold the same metadata.
+
+* :func:`copy_database` brings the target to the current schema, then copies each table in
+  batches with *upserts* (``INSERT ... ON CONFLICT DO UPDATE``), so it can run while the
+  source still takes writes and can be interrupted and started again: a table whose count
+  and checksum already match is skipped, a half-copied one is completed, rows changed since
+  are updated. Run it once online, stop the managers, run it again (seconds), verify, and
+  point ``PIXELFOX_DATABASE__URL`` at the target. Rows deleted from the source after they
+  were copied are reported by the verification (counts differ), never silently kept.
+* :func:`backup` writes JSON Lines (gzip when the file name ends in ``.gz``): a header with
+  the schema revision and each table's count and checksum, then one line per row.
+* :func:`restore` loads a backup into a database at the same revision, refusing a non-empty
+  one unless ``force`` (then it empties the tables first), and verifies against the header.
+
+PostgreSQL sequences behind integer primary keys are moved past the copied ids afterwards.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import DateTime, Table, delete, func, insert, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from pixelfox.config import DatabaseSettings
+from pixelfox.db import migrate
+from pixelfox.db.engine import make_engine
+
+logger = logging.getLogger(__name__)
+
+BACKUP_FORMAT = "pixelfox-metadata-backup"
+BACKUP_VERSION = 1
+
+
+def _canon(value: Any) -> Any:
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return aware.astimezone(UTC).isoformat(timespec="microseconds")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return value
+
+
+def _row(table: Table, row: Any) -> dict[str, Any]:
+    return {c.name: _canon(row._mapping[c.name]) for c in table.columns}
+
+
+def _pk_order(table: Table) -> list[Any]:
+    return list(table.primary_key.columns) or list(table.columns)
+
+
+def _tables() -> list[Table]:
+    return list(migrate.target_metadata().sorted_tables)
+
+
+async def _stream(conn: AsyncConnection, table: Table, batch: int) -> AsyncIterator[list[dict[str, Any]]]:
+    result = await conn.stream(select(table).order_by(*_pk_order(table)).execution_options(yield_per=batch))
+    async for part in result.partitions(batch):
+        yield [_row(table, r) for r in part]
+
+
+@dataclass
+class TableSum:
+    rows: int = 0
+    sha256: str = ""
+
+
+async def table_sum(conn: AsyncConnection, table: Table, batch: int = 1000) -> TableSum:
+    """Row count and checksum of ``table`` (see module doc)."""
+    h = hashlib.sha256()
+    n = 0
+    async for rows in _stream(conn, table, batch):
+        for r in rows:
+            h.update(json.dumps(r, sort_keys=True, separators=(",", ":")).encode())
+            h.update(b"\n")
+            n += 1
+    return TableSum(n, h.hexdigest())
+
+
+async def checksums(engine: AsyncEngine) -> dict[str, TableSum]:
+    """:func:`table_sum` of every table, by name."""
+    async with engine.connect() as conn:
+        return {t.name: await table_sum(conn, t) for t in _tables()}
+
+
+def _decode(table: Table, row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    for c in table.columns:
+        v = out.get(c.name)
+        if isinstance(v, str) and isinstance(c.type, DateTime):
+            out[c.name] = datetime.fromisoformat(v)
+    return out
+
+
+def _upsert(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> Any:
+    dialect = conn.dialect.name
+    pk = [c.name for c in table.primary_key.columns]
+    others = [c.name for c in table.columns if c.name not in pk]
+    if dialect in ("postgresql", "sqlite") and pk:
+        ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table).values(rows)
+        if others:
+            return ins.on_conflict_do_update(index_elements=pk, set_={c: ins.excluded[c] for c in others})
+        return ins.on_conflict_do_nothing(index_elements=pk)
+    return insert(table).values(rows)
+
+
+async def _reset_sequences(conn: AsyncConnection) -> None:
+    if conn.dialect.name != "postgresql":
+        return
+    for t in _tables():
+        for c in t.primary_key.columns:
+            if c.autoincrement is True or (c.autoincrement == "auto" and len(t.primary_key.columns) == 1
+                                             and c.type.python_type is int):
+                seq = (await conn.execute(text("SELECT pg_get_serial_sequence(:t, :c)"),
+                                          {"t": t.name, "c": c.name})).scalar()
+                if seq:
+                    await conn.execute(text(f"SELECT setval('{seq}', COALESCE((SELECT MAX({c.name}) FROM "
+                                            f"{t.name}), 0) + 1, false)"))
+
+
+@dataclass
+class CopyReport:
+    """What :func:`copy_database` did: per table source/target counts and checksums, and whether they match."""
+
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def verified(self) -> bool:
+        return all(t["match"] for t in self.tables.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"verified": self.verified, "tables": self.tables}
+
+
+async def copy_database(source_url: str, target_url: str, batch: int = 500) -> CopyReport:
+    """Copy every table from ``source_url`` to ``target_url`` and verify (see module doc).
+
+    The target gets the current schema first (:func:`pixelfox.db.migrate.prepare`); the
+    source must already be at the current revision (start a manager on it once). Raises
+    ``ValueError`` when the two URLs are the same.
+    """
+    if source_url == target_url:
+        raise ValueError("source and target are the same database")
+    src = make_engine(DatabaseSettings(url=source_url))
+    dst = make_engine(DatabaseSettings(url=target_url))
+    report = CopyReport()
+    try:
+        await migrate.prepare(src)
+        await migrate.prepare(dst)
+        async with src.connect() as sconn:
+            for table in _tables():
+                before = await table_sum(sconn, table)
+                async with dst.connect() as dconn:
+                    have = await table_sum(dconn, table)
+                copied = 0
+                if (have.rows, have.sha256) != (before.rows, before.sha256):
+                    async for rows in _stream(sconn, table, batch):
+                        async with dst.begin() as dconn:
+                            await dconn.execute(_upsert(dconn, table, [_decode(table, r) for r in rows]))
+                        copied += len(rows)
+                async with dst.connect() as dconn:
+                    after = await table_sum(dconn, table)
+                now = await table_sum(sconn, table)
+                report.tables[table.name] = {
+                    "source_rows": now.rows, "target_rows": after.rows, "copied": copied,
+                    "source_sha256": now.sha256, "target_sha256": after.sha256,
+                    "match": (now.rows, now.sha256) == (after.rows, after.sha256),
+                }
+                logger.info("%s: %d rows copied, match=%s", table.name, copied, report.tables[table.name]["match"])
+        async with dst.begin() as dconn:
+            await _reset_sequences(dconn)
+    finally:
+        await src.dispose()
+        await dst.dispose()
+    return report
+
+
+def _open(path: Path, mode: str, gz: bool | None = None) -> IO[str]:
+    if path.suffix == ".gz" if gz is None else gz:
+        return gzip.open(path, mode + "t", encoding="utf-8")  # type: ignore[return-value]
+    return path.open(mode, encoding="utf-8")
+
+
+async def backup(url: str, path: Path) -> dict[str, Any]:
+    """Write the database at ``url`` to ``path`` (JSON Lines, see module doc); returns the header.
+
+    Reads in one transaction, so the file is a consistent snapshot on PostgreSQL (REPEATABLE
+    READ) and on SQLite (one read transaction in WAL mode).
+    """
+    engine = make_engine(DatabaseSettings(url=url))
+    tmp = path.with_name(path.name + ".part")
+    try:
+        async with engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+            revision = await conn.run_sync(migrate._current)
+            sums = {t.name: await table_sum(conn, t) for t in _tables()}
+            header = {"format": BACKUP_FORMAT, "version": BACKUP_VERSION, "revision": revision,
+                      "created_at": datetime.now(UTC).isoformat(),
+                      "tables": {k: {"rows": v.rows, "sha256": v.sha256} for k, v in sums.items()}}
+            with _open(tmp, "w", gz=path.suffix == ".gz") as f:
+                f.write(json.dumps(header) + "\n")
+                for t in _tables():
+                    async for rows in _stream(conn, t, 1000):
+                        for r in rows:
+                            f.write(json.dumps({"t": t.name, "r": r}, separators=(",", ":")) + "\n")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        await engine.dispose()
+    return header
+
+
+async def restore(path: Path, url: str, force: bool = False, batch: int = 500) -> dict[str, Any]:
+    """Load the backup at ``path`` into the database at ``url`` and verify it.
+
+    Raises ``ValueError`` for a file that is not a PixelFox backup, for a revision other
+    than the code's, for a non-empty target without ``force``, and when the restored
+    counts or checksums differ from the header.
+    """
+    with _open(path, "r") as f:
+        header = json.loads(f.readline())
+    if header.get("format") != BACKUP_FORMAT:
+        raise ValueError(f"{path} is not a PixelFox metadata backup")
+    if header.get("revision") != migrate.head_revision():
+        raise ValueError(f"backup is at schema revision {header.get('revision')}, this code at "
+                         f"{migrate.head_revision()}: restore with the matching PixelFox version")
+    engine = make_engine(DatabaseSettings(url=url))
+    tables = {t.name: t for t in _tables()}
+    try:
+        await migrate.prepare(engine)
+        async with engine.begin() as conn:
+            counts = {n: (await conn.execute(select(func.count()).select_from(t))).scalar() or 0
+                      for n, t in tables.items()}
+            if any(counts.values()):
+                if not force:
+                    raise ValueError("the target database is not empty (use --force to replace its contents)")
+                for t in reversed(list(tables.values())):
+                    await conn.execute(delete(t))
+            current: Table | None = None
+            rows: list[dict[str, Any]] = []
+            with _open(path, "r") as f:
+                f.readline()
+                for line in f:  # the file is in FK order (parents first), one table after the other
+                    item = json.loads(line)
+                    t = tables[item["t"]]
+                    if rows and (t is not current or len(rows) >= batch):
+                        await conn.execute(insert(current), rows)  # type: ignore[arg-type]
+                        rows = []
+                    current = t
+                    rows.append(_decode(t, item["r"]))
+            if rows:
+                await conn.execute(insert(current), rows)  # type: ignore[arg-type]
+            await _reset_sequences(conn)
+        sums = await checksums(engine)
+    finally:
+        await engine.dispose()
+    bad = {n: {"want": want, "got": {"rows": sums[n].rows, "sha256": sums[n].sha256}}
+           for n, want in header["tables"].items()
+           if n in sums and (want["rows"], want["sha256"]) != (sums[n].rows, sums[n].sha256)}
+    if bad:
+        raise ValueError(f"restore verification failed: {bad}")
+    return {"restored": True, "revision": header["revision"],
+            "rows": {n: s.rows for n, s in sums.items()}}

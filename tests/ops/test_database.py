@@ -1,0 +1,141 @@
+"""Metadata database at scale: Alembic migrations on SQLite and a real PostgreSQL, the main
+upload flow on PostgreSQL, ``pixelfox migrate-db`` (SQLite -> PostgreSQL, resumable, verified)
+and a backup/restore drill."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+
+from pixelfox.cli.launcher import Counts, LocalCluster
+from pixelfox.config import DatabaseSettings
+from pixelfox.db import migrate, tools
+from pixelfox.db.engine import make_engine
+from tests.conftest import ClusterHandle
+from tests.ops.conftest import cli, start_cluster, status
+from tests.ops.pg import Postgres
+
+pytestmark = pytest.mark.e2e
+
+
+async def _tables(url: str) -> set[str]:
+    engine = make_engine(DatabaseSettings(url=url))
+    try:
+        async with engine.connect() as conn:
+            return set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+    finally:
+        await engine.dispose()
+
+
+async def _scripts_match_models(url: str) -> None:
+    engine = make_engine(DatabaseSettings(url=url))
+    try:
+        await migrate.migrate_only(engine)  # the scripts alone, no create_all safety net
+        assert await migrate.current_revision(engine) == migrate.head_revision()
+        diff = await migrate.drift(engine)
+        assert diff == [], f"models changed without an Alembic migration: {diff}"
+        await migrate.downgrade(engine, "base")
+        assert await _tables(url) <= {"alembic_version"}
+        # two managers starting at once against the same empty database
+        other = make_engine(DatabaseSettings(url=url))
+        try:
+            results = await asyncio.gather(migrate.prepare(engine), migrate.prepare(other))
+        finally:
+            await other.dispose()
+        assert sorted(results) in (["created", "current"], ["created", "created"]), results
+        assert await migrate.drift(engine) == []
+    finally:
+        await engine.dispose()
+
+
+def test_migrations_on_sqlite(tmp_path: Path) -> None:
+    asyncio.run(_scripts_match_models(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"))
+
+
+def test_migrations_on_postgres(postgres: Postgres) -> None:
+    asyncio.run(_scripts_match_models(postgres.create_db("migrations")))
+
+
+@pytest.fixture(scope="module")
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres) -> Iterator[tuple[LocalCluster, str]]:
+    url = postgres.create_db("cluster")
+    root = tmp_path_factory.mktemp("pgcluster")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PIXELFOX_DATABASE__URL", url)
+    try:
+        local = start_cluster(root, Counts(upload=1, proc=1, storage=1, web=0))
+    finally:
+        mp.undo()
+    try:
+        yield local, url
+    finally:
+        local.stop()
+
+
+def test_main_flow_on_postgres(pg_cluster: tuple[LocalCluster, str], postgres: Postgres, corpus: Path) -> None:
+    local, _url = pg_cluster
+    files = [corpus / "photos" / "painting_rgb.png", corpus / "photos" / "samsung_j3_orient6.jpg"]
+    res = cli(local.root, "put", "--json", "--wait", *map(str, files), timeout=300)
+    out = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+    assert [r["status"] for r in out] == ["ready", "ready"], res.stdout + res.stderr
+    assert out[1]["width"] == 1932 and out[1]["height"] == 2576  # upright
+    assert postgres.psql("SELECT count(*) FROM images WHERE status = 'ready'", db="cluster").strip() == "2"
+    assert postgres.psql("SELECT version_num FROM alembic_version", db="cluster").strip() == migrate.head_revision()
+    assert int(postgres.psql("SELECT count(*) FROM variants", db="cluster")) >= 2 * 5
+    assert all(r["health"] == "healthy" for r in status(local.root).values())
+
+
+def _pixelfox(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pixelfox", *args], cwd=root, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def test_migrate_db_online_resumable_then_restore_drill(cluster: ClusterHandle, postgres: Postgres,
+                                                        corpus: Path, tmp_path: Path) -> None:
+    # some rows to move: an image with its variants, its upload, its object locations
+    put = cluster.pixelfox("put", "--json", "--wait", str(corpus / "photos" / "blackbug_alpha.png"))
+    assert json.loads(put.stdout.splitlines()[0])["status"] == "ready", put.stdout + put.stderr
+    target = postgres.create_db("migrated")
+
+    first = _pixelfox(cluster.root, "migrate-db", "--target", target, "--batch", "7")  # online: the cluster runs
+    assert first.returncode == 0, first.stdout + first.stderr
+    rep = json.loads(first.stdout)
+    assert rep["verified"], rep
+    assert rep["tables"]["images"]["target_rows"] >= 1 and rep["tables"]["variants"]["copied"] >= 5
+    # a second run (after an interruption, or the final pass with managers stopped) copies nothing new
+    again = json.loads(_pixelfox(cluster.root, "migrate-db", "--target", target).stdout)
+    assert again["verified"] and all(t["copied"] == 0 for t in again["tables"].values()), again
+    # resumable: half a table gone from the target is completed by the next run
+    postgres.psql("DELETE FROM variants WHERE id IN (SELECT id FROM variants ORDER BY id LIMIT 3)", db="migrated")
+    fixed = json.loads(_pixelfox(cluster.root, "migrate-db", "--target", target).stdout)
+    assert fixed["verified"] and fixed["tables"]["variants"]["copied"] >= 3, fixed
+    # PostgreSQL sequences moved past the copied ids: a new variant row gets a fresh id
+    nid = postgres.psql("INSERT INTO variants (image_id, recipe_version, name, format, width, height, bytes, frames,"
+                        " key, sha256) SELECT id, 99, 'x', 'x', 1, 1, 1, 1, 'k', '' FROM images LIMIT 1 RETURNING id",
+                        db="migrated")
+    assert int(nid.splitlines()[0]) > int(postgres.psql("SELECT max(id) FROM variants WHERE recipe_version <> 99",
+                                                        db="migrated"))
+    postgres.psql("DELETE FROM variants WHERE recipe_version = 99", db="migrated")
+
+    # restore drill: back up PostgreSQL, restore into an empty SQLite file and an empty PostgreSQL db
+    backup = tmp_path / "meta.jsonl.gz"
+    res = _pixelfox(cluster.root, "backup", str(backup), "--db", target)
+    assert res.returncode == 0, res.stderr
+    header = json.loads(res.stdout)
+    assert header["revision"] == migrate.head_revision() and header["tables"]["images"]["rows"] >= 1
+    for dest in (f"sqlite+aiosqlite:///{tmp_path / 'restored.db'}", postgres.create_db("restored")):
+        res = _pixelfox(cluster.root, "restore", str(backup), "--db", dest)
+        assert res.returncode == 0, res.stderr
+        sums = asyncio.run(tools.checksums(make_engine(DatabaseSettings(url=dest))))
+        assert {n: (s.rows, s.sha256) for n, s in sums.items()} == {
+            n: (t["rows"], t["sha256"]) for n, t in header["tables"].items()}
+        refused = _pixelfox(cluster.root, "restore", str(backup), "--db", dest)
+        assert refused.returncode != 0 and "not empty" in refused.stderr
+        assert _pixelfox(cluster.root, "restore", str(backup), "--db", dest, "--force").returncode == 0
