@@ -11,6 +11,7 @@ from nodes.manager.registry import Registry
 from nodes.manager.repair import ReplicaRepair
 from nodes.manager.service import ManagerService
 from nodes.manager.servicer import ManagerServicer
+from nodes.manager.tiers import TierMover
 from pixelfox import logs, redisx
 from pixelfox.db.engine import create_schema, make_engine, session_factory
 from pixelfox.grpcx.server import GrpcServer
@@ -50,9 +51,12 @@ async def serve(settings: ManagerSettings) -> None:
 
     repair = ReplicaRepair(svc.views.sessions, registry, redis, settings.cluster.secret.get_secret_value(),
                            settings.replicas, settings.repair, owner=node_id)
+    tiers = TierMover(svc.views.sessions, registry, redis, settings.cluster.secret.get_secret_value(),
+                      settings.replicas, settings.tiers, owner=node_id)
 
     try:
-        await run_node(settings, server, ident, Load, background=[svc.dispatcher.run, repair.run, svc.objects.run],
+        await run_node(settings, server, ident, Load, background=[svc.dispatcher.run, repair.run, tiers.run,
+                                                                  svc.objects.run],
                        ready=redis_up)
     finally:
         await redis.aclose()

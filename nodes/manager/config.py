@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from nodes.manager.repair import RepairSettings
+from nodes.manager.tiers import TierSettings
 from pixelfox.config import DatabaseSettings, LimitsSettings, NodeSettings, RedisSettings
 from pixelfox.signing import UrlSigningSettings
 
@@ -21,6 +22,7 @@ class ManagerSettings(NodeSettings):
     max_attempts: int = Field(3, ge=1, description="job attempts before the dead-letter list")
     recipe_version: int = 1
     repair: RepairSettings = RepairSettings()  # issue 6: replica repair (nodes/manager/repair.py)
+    tiers: TierSettings = TierSettings()  # issue 6: hot -> warm -> cold moves (nodes/manager/tiers.py)
     url_signing: UrlSigningSettings = UrlSigningSettings()
     purge_hook_url: str = Field("", description="POSTed {event, urls} when files of an image stop being public")
     gc_interval_s: float = Field(10.0, gt=0, description="seconds between retries of missed deletes and purges")

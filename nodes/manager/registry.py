@@ -119,6 +119,9 @@ class Registry:
         nodes = await self.healthy_nodes(common_pb2.NODE_ROLE_STORAGE)
         if not nodes:
             raise errors.NoNodeAvailable("no healthy storage node")
+        # new objects go to the first tier: nodes in pool "hot" or without a pool (issue 6, nodes/manager/tiers.py)
+        first = [r for r in nodes if all(c == "pool:hot" or not c.startswith("pool:") for c in r.capabilities)]
+        nodes = first or nodes
         nodes.sort(key=lambda r: (-r.free_bytes, r.node_id))
         return nodes[: max(1, replicas)]
 

@@ -10,6 +10,7 @@ from nodes.manager.images import iso
 from nodes.manager.registry import NodeRecord
 from nodes.manager.service import ManagerService
 from nodes.manager.servicer_community import ManagerCommunityServicer
+from nodes.manager.tiers import record_view
 from nodes.manager.uploads import Completion
 from pixelfox import errors
 from pixelfox.db.models import User
@@ -100,7 +101,9 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
     # ---- images
     @rpc()
     async def GetImage(self, req: manager_pb2.GetImageRequest, ctx: Ctx) -> common_pb2.Image:
-        return await self.svc.library.get(req.slug, (await self.svc.principal(caller())).user)
+        image = await self.svc.library.get(req.slug, (await self.svc.principal(caller())).user)
+        await record_view(self.svc.registry.redis, image.id)  # issue 6: tier moves keep viewed images
+        return image
 
     @rpc()
     async def ListImages(self, req: manager_pb2.ListImagesRequest, ctx: Ctx) -> manager_pb2.ListImagesResponse:

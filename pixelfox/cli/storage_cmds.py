@@ -1,0 +1,138 @@
+"""Storage admin commands: ``pixelfox tiers move [--dry-run]`` and ``pixelfox migrate-store``.
+
+``tiers move`` runs the manager's :class:`~nodes.manager.tiers.TierMover` in this process,
+under the same Redis lease as the managers' own passes, against the metadata database and
+the storage nodes. In the folder of ``pixelfox up`` it finds Redis, the secret and the
+SQLite file by itself; elsewhere it reads the manager's settings from the environment
+(``PIXELFOX_DATABASE__URL``, ``PIXELFOX_REDIS__URL``, ``PIXELFOX_CLUSTER__SECRET``,
+``PIXELFOX_TIERS__*``, ``PIXELFOX_REPLICAS``).
+
+``migrate-store --from SRC --to DST`` copies every object of one pool to another while the
+storage node keeps serving (see :mod:`pixelfox.storage.migrate`); SRC and DST are ``fs:<dir>``
+or ``s3`` / ``s3:<prefix>`` (bucket and credentials from ``PIXELFOX_S3__*``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from pixelfox.cli import context
+
+
+def _manager_settings() -> Any:
+    from nodes.manager.config import ManagerSettings
+
+    settings = ManagerSettings()
+    state = context.find_state()
+    if state is not None:
+        data = json.loads(state.read_text())
+        update: dict[str, Any] = {}
+        if not os.environ.get("PIXELFOX_REDIS__URL") and data.get("redis_url"):
+            update["redis"] = settings.redis.model_copy(update={"url": data["redis_url"]})
+        if not os.environ.get("PIXELFOX_CLUSTER__SECRET") and data.get("secret"):
+            from pydantic import SecretStr
+
+            update["cluster"] = settings.cluster.model_copy(update={"secret": SecretStr(data["secret"])})
+        if not os.environ.get("PIXELFOX_DATABASE__URL"):
+            update["database"] = settings.database.model_copy(
+                update={"url": f"sqlite+aiosqlite:///{state.parent / 'pixelfox.db'}"})
+        if not os.environ.get("PIXELFOX_REPLICAS"):
+            update["replicas"] = 2
+        settings = settings.model_copy(update=update)
+    return settings
+
+
+async def _tiers_move(opts: argparse.Namespace) -> dict[str, Any]:
+    from nodes.manager.registry import Registry
+    from nodes.manager.tiers import TierMover, TierRule
+    from pixelfox import redisx
+    from pixelfox.db.engine import make_engine, session_factory
+
+    settings = _manager_settings()
+    tiers = settings.tiers
+    if opts.older_than is not None or opts.idle is not None:
+        rules = {name: TierRule(after_days=opts.older_than if opts.older_than is not None else r.after_days,
+                                idle_days=opts.idle if opts.idle is not None else r.idle_days)
+                 for name, r in tiers.rules.items()}
+        tiers = tiers.model_copy(update={"rules": rules})
+    if opts.limit:
+        tiers = tiers.model_copy(update={"batch": opts.limit})
+    engine = make_engine(settings.database)
+    redis = redisx.connect(settings.redis)
+    try:
+        mover = TierMover(session_factory(engine), Registry(redis, settings.node_timeout_s), redis,
+                          settings.cluster.secret.get_secret_value(), settings.replicas, tiers, owner="cli")
+        report = await mover.move(dry_run=opts.dry_run)
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+    return {"dry_run": opts.dry_run, "skipped": report.skipped, "moves": [asdict(m) for m in report.moves]}
+
+
+def cmd_tiers_move(opts: argparse.Namespace) -> int:
+    out = asyncio.run(_tiers_move(opts))
+    if opts.json:
+        print(json.dumps(out))
+    else:
+        if out["skipped"]:
+            print(f"skipped: {out['skipped']}")
+        for m in out["moves"]:
+            state = "planned" if out["dry_run"] else ("moved" if m["done"] else f"stopped: {m['error']}")
+            print(f"{m['slug']}  {m['src']} -> {m['dst']}  {state}  ({m['reason']})")
+        if not out["moves"] and not out["skipped"]:
+            print("nothing to move")
+    failed = [m for m in out["moves"] if not out["dry_run"] and not m["done"]]
+    return 1 if failed else 0
+
+
+def cmd_migrate_store(opts: argparse.Namespace) -> int:
+    from pixelfox.storage.migrate import migrate, open_pool
+
+    async def run() -> Any:
+        src, dst = await open_pool(opts.src), await open_pool(opts.dst)
+        try:
+            def progress(key: str, action: str) -> None:
+                if opts.verbose:
+                    print(f"{action:8} {key}", file=sys.stderr)
+
+            return await migrate(src, dst, delete_source=opts.delete_source, progress=progress,
+                                 concurrency=opts.concurrency)
+        finally:
+            await src.close()
+            await dst.close()
+
+    report = asyncio.run(run())
+    print(json.dumps(asdict(report)) if opts.json else
+          f"copied {report.copied}, already there {report.present}, failed {report.failed}, "
+          f"source deleted {report.deleted}, bytes copied {report.bytes_copied}")
+    return 1 if report.failed else 0
+
+
+def add_commands(sub: Any, with_target: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+    """Register ``tiers move`` and ``migrate-store`` on the ``pixelfox`` parser."""
+    tiers = sub.add_parser("tiers", help="storage tiers (hot -> warm -> cold)").add_subparsers(
+        dest="tiers_cmd", required=True)
+    tm = tiers.add_parser("move", help="move images that are due to the next tier")
+    tm.add_argument("--dry-run", action="store_true", help="only list what would move")
+    tm.add_argument("--older-than", type=float, metavar="DAYS", help="override every tier's age threshold")
+    tm.add_argument("--idle", type=float, metavar="DAYS", help="override every tier's days-without-views")
+    tm.add_argument("--limit", type=int, default=0, help="move at most this many images")
+    tm.add_argument("--json", action="store_true")
+    tm.set_defaults(func=cmd_tiers_move)
+
+    ms = sub.add_parser("migrate-store", help="copy a pool between local disk and S3 (online, resumable)")
+    ms.add_argument("--from", dest="src", required=True, help="fs:<dir> | s3[:<prefix>]")
+    ms.add_argument("--to", dest="dst", required=True, help="fs:<dir> | s3[:<prefix>]")
+    ms.add_argument("--delete-source", action="store_true", help="delete each source object once verified")
+    ms.add_argument("--concurrency", type=int, default=4)
+    ms.add_argument("--json", action="store_true")
+    ms.add_argument("-v", "--verbose", action="store_true")
+    ms.set_defaults(func=cmd_migrate_store)
+

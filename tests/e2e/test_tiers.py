@@ -1,0 +1,127 @@
+"""Tier moves on a private LocalCluster: storage1 is pool ``hot``, storage2 pool ``warm`` (issue 6).
+
+New uploads land in the hot pool only; ``pixelfox tiers move --dry-run`` lists what is due
+and changes nothing; ``pixelfox tiers move`` copies every object to the warm node, verifies
+it there, then removes the hot copies, and the image's URLs follow to the warm node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from pixelfox.cli.launcher import Counts, LocalCluster
+from pixelfox.grpcx.auth import node_metadata
+from pixelfox.v1 import manager_pb2, manager_pb2_grpc
+
+pytestmark = pytest.mark.e2e
+
+PHOTOS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "photos"
+
+
+def cli(local: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pixelfox", *args], cwd=local.root, capture_output=True, text=True,
+                          timeout=180, check=False)
+
+
+async def capabilities(local: LocalCluster) -> dict[str, list[str]]:
+    async with grpc.aio.insecure_channel(local.manager_address.split(",")[0]) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        reply = await stub.ListNodes(manager_pb2.ListNodesRequest(), metadata=node_metadata(local.secret), timeout=5)
+    return {n.node_id: list(n.capabilities) for n in reply.nodes if n.healthy}
+
+
+@pytest.fixture(scope="module")
+def tiered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    local = LocalCluster(tmp_path_factory.mktemp("tiers"), Counts(upload=1, proc=1, storage=2, web=0),
+                         extra_env={"PIXELFOX_NODE_TIMEOUT_S": "2", "PIXELFOX_REPAIR__INTERVAL_S": "0.5"})
+    try:
+        local.start()
+        asyncio.run(local.wait_ready(90))
+        local.restart("storage2", env={"PIXELFOX_POOL": "warm"})
+        deadline = time.monotonic() + 30
+        while "pool:warm" not in asyncio.run(capabilities(local)).get("storage2", []):
+            assert time.monotonic() < deadline, "storage2 did not come back as pool warm"
+            time.sleep(0.25)
+        local.write_state(asyncio.run(local.ensure_admin()))
+        yield local
+    finally:
+        local.stop()
+
+
+async def http_urls(local: LocalCluster) -> dict[str, str]:
+    async with grpc.aio.insecure_channel(local.manager_address.split(",")[0]) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        reply = await stub.ListNodes(manager_pb2.ListNodesRequest(), metadata=node_metadata(local.secret), timeout=5)
+    return {n.node_id: n.http_url.rstrip("/") for n in reply.nodes}
+
+
+def objects(local: LocalCluster, node: str) -> dict[str, str]:
+    root = local.state / "data" / node
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in root.rglob("*") if p.is_file() and not p.name.endswith(".meta") and ".tmp-" not in p.name}
+
+
+def urls(img: dict[str, Any]) -> list[str]:
+    return [img["original_url"], *(v["url"] for v in img["variants"])]
+
+
+def test_uploads_land_hot_then_move_to_warm_verified(tiered: LocalCluster) -> None:
+    local = tiered
+    res = cli(local, "put", "--json", "--wait", str(PHOTOS / "painting_rgb.png"))
+    img = json.loads(res.stdout.splitlines()[0])
+    assert img["status"] == "ready", res.stdout + res.stderr
+    hot = objects(local, "storage1")
+    assert len(hot) == 1 + len(img["variants"])
+    assert objects(local, "storage2") == {}  # the warm pool takes no new uploads
+
+    # not due under the default rules (30 days old, 14 unseen)
+    res = cli(local, "tiers", "move", "--dry-run", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["moves"] == []
+
+    res = cli(local, "tiers", "move", "--dry-run", "--json", "--older-than", "0", "--idle", "0")
+    plan = json.loads(res.stdout)
+    assert [(m["slug"], m["src"], m["dst"], m["done"]) for m in plan["moves"]] == [(img["id"], "hot", "warm", False)]
+    assert objects(local, "storage1") == hot and objects(local, "storage2") == {}  # a dry run changes nothing
+
+    res = cli(local, "tiers", "move", "--json", "--older-than", "0", "--idle", "0")
+    assert res.returncode == 0, res.stdout + res.stderr
+    done = json.loads(res.stdout)["moves"]
+    assert [(m["slug"], m["done"], m["keys"]) for m in done] == [(img["id"], True, len(hot))]
+    assert objects(local, "storage2") == hot  # every object, same bytes
+    assert objects(local, "storage1") == {}  # the hot copies are gone only after that
+
+    res = cli(local, "tiers", "move", "--json", "--older-than", "0", "--idle", "0", "--dry-run")
+    assert json.loads(res.stdout)["moves"] == []  # already warm, and there is no cold node
+    warm_http = asyncio.run(http_urls(local))["storage2"]
+    for url in urls(img):
+        key = url.split("/o/", 1)[1]
+        fresh = _image_url(local, img["id"], key)
+        assert fresh.startswith(warm_http + "/o/")  # the URL follows the object to the warm node
+        with urllib.request.urlopen(fresh, timeout=10) as r:
+            assert hashlib.sha256(r.read()).hexdigest() == hot[key]
+
+
+def _image_url(local: LocalCluster, slug: str, key: str) -> str:
+    async def get() -> list[str]:
+        async with grpc.aio.insecure_channel(local.manager_address.split(",")[0]) as ch:
+            stub = manager_pb2_grpc.ManagerServiceStub(ch)
+            image = await stub.GetImage(manager_pb2.GetImageRequest(slug=slug), metadata=node_metadata(local.secret),
+                                        timeout=10)
+        return [image.original_url, *(v.url for v in image.variants)]
+
+    found = [u for u in asyncio.run(get()) if u.endswith("/o/" + key)]
+    assert found, key
+    return found[0]
