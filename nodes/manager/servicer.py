@@ -98,6 +98,11 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
     ) -> manager_pb2.CreateUploadResponse:
         return await self.svc.uploads.relocate(req.upload_id, req.ticket, req.exclude_address)
 
+    @rpc()
+    async def GetUpload(self, req: manager_pb2.GetUploadRequest, ctx: Ctx) -> manager_pb2.UploadProgress:
+        p = await self.svc.principal(caller())
+        return await self.svc.uploads.progress(req.upload_id, p.user, p.is_admin)
+
     # ---- images
     @rpc()
     async def GetImage(self, req: manager_pb2.GetImageRequest, ctx: Ctx) -> common_pb2.Image:

@@ -164,3 +164,31 @@ class Uploads:
             chunk_size=self.limits.chunk_size,
             max_size=ticket.size,
         )
+
+    async def progress(self, upload_id: str, user: User | None, is_admin: bool) -> manager_pb2.UploadProgress:
+        """Committed bytes and status of one upload, and its image once complete.
+
+        Only its owner (or an admin / the cluster) may look; anonymous uploads by id only.
+        Raises NotFound for an unknown upload or someone else's.
+        """
+        async with self.sessions() as s:
+            upload = await s.get(Upload, upload_id)
+            if upload is None or not (
+                upload.user_id is None or (user is None and is_admin)
+                or (user is not None and (user.id == upload.user_id or user.role == "admin"))
+            ):
+                raise errors.NotFound("no such upload")
+            image = await s.scalar(select(Image).where(Image.upload_id == upload_id))
+            slug, filename, size = (image.slug if image else ""), upload.filename, upload.size
+        st = await self.states.get(upload_id)
+        reply = manager_pb2.UploadProgress(upload_id=upload_id, size=size, filename=filename)
+        if slug:
+            reply.status, reply.offset = "complete", size
+            reply.image.CopyFrom(await self.views.get(slug))
+        elif st is None:
+            reply.status = "expired"
+        else:
+            reply.status, reply.offset = ("failed" if st.status == "failed" else "open"), st.offset
+            if expires := await self.states.ttl(upload_id):
+                reply.expires_at = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
+        return reply

@@ -1,0 +1,50 @@
+"""``POST /api/v1/uploads`` and ``GET /api/v1/uploads/<id>`` on a real web node, with tus to the upload node."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import ClusterHandle
+
+pytestmark = pytest.mark.e2e
+
+
+def test_browser_style_upload_through_the_web_api(cluster: ClusterHandle, corpus: Path) -> None:
+    data = (corpus / "photos" / "painting_rgb.png").read_bytes()
+    key = {"Authorization": f"Bearer {cluster.admin_api_key}"}
+    api = f"{cluster.web_url}/api/v1/uploads"
+    assert requests.post(api, json={"filename": "a.png", "size": len(data)}, timeout=10).status_code == 401
+    assert requests.post(api, json={"size": 0}, headers=key, timeout=10).status_code == 400
+    r = requests.post(api, json={"filename": "p.png", "size": len(data), "content_type": "image/png"},
+                      headers=key, timeout=10)
+    assert r.status_code == 201, r.text
+    up = r.json()
+    assert set(up) >= {"id", "upload_url", "ticket", "expires_at", "chunk_size"}
+    assert up["upload_url"].endswith(f"/tus/{up['id']}") and up["expires_at"].endswith("Z")
+    assert up["chunk_size"] == 256 * 1024
+
+    tus = {"Authorization": f"Bearer {up['ticket']}", "Tus-Resumable": "1.0.0",
+           "Content-Type": "application/offset+octet-stream"}
+    half = len(data) // 2
+    assert requests.patch(up["upload_url"], data=data[:half], headers={**tus, "Upload-Offset": "0"},
+                          timeout=30).status_code == 204
+    p = requests.get(f"{api}/{up['id']}", headers=key, timeout=10).json()
+    assert (p["status"], p["offset"], p["size"], p["image"]) == ("open", half, len(data), None)
+    assert 0.49 < p["progress"] < 0.51 and p["expires_at"]
+
+    r = requests.patch(up["upload_url"], data=data[half:], headers={**tus, "Upload-Offset": str(half)}, timeout=60)
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(len(data))
+    deadline = time.monotonic() + 120
+    while True:
+        p = requests.get(f"{api}/{up['id']}", headers=key, timeout=10).json()
+        if p["image"]["status"] != "processing" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert p["status"] == "complete" and p["offset"] == len(data)
+    assert p["image"]["status"] == "ready" and p["image"]["filename"] == "p.png"
+    assert p["image"]["url"].startswith(cluster.web_url)
+    assert requests.get(f"{api}/01ARZ3NDEKTSV4RRFFQ69G5FAV", headers=key, timeout=10).status_code == 404

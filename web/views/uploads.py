@@ -1,0 +1,68 @@
+"""Resumable uploads from browsers and scripts: ``POST /api/v1/uploads``, ``GET /api/v1/uploads/{id}``.
+
+``POST`` (API key, or session cookie plus ``X-CSRF-Token``) takes JSON
+``{"filename", "size", "content_type"}`` and answers ``201`` with ``{"id", "upload_url",
+"ticket", "expires_at", "chunk_size", "max_size", "upload_address"}``: the client then speaks
+tus 1.0 to ``upload_url`` with ``Authorization: Bearer <ticket>`` (or gRPC to
+``upload_address``). ``GET`` answers ``{"id", "status", "offset", "size", "progress",
+"expires_at", "image"}`` where ``image`` is the image JSON (as ``pixelfox put --json``) once
+the upload completed, else ``null``. Anonymous callers get 401.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pixelfox import errors
+from pixelfox.v1 import manager_pb2
+from web.calls import call
+from web.views.api import image_json, resolve_caller
+
+UPLOAD_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+
+
+class NewUpload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    filename: str = Field("", max_length=255)
+    size: int = Field(gt=0)
+    content_type: str = Field("", max_length=100)
+
+
+async def create_upload(request: web.Request) -> web.Response:
+    caller = await resolve_caller(request, state_changing=True)
+    if caller.via == "anonymous":
+        raise errors.Unauthenticated("log in or send an API key")
+    try:
+        body = NewUpload.model_validate(json.loads(await request.read() or b"{}"))
+    except (ValueError, ValidationError) as exc:
+        raise errors.BadRequest(f"send JSON {{filename, size, content_type}}: {str(exc)[:200]}") from None
+    t: manager_pb2.CreateUploadResponse = await call(
+        request, "CreateUpload",
+        manager_pb2.CreateUploadRequest(filename=body.filename, size=body.size, content_type=body.content_type),
+        caller.metadata)
+    return web.json_response({
+        "id": t.upload_id, "upload_url": t.upload_url, "ticket": t.ticket, "expires_at": t.expires_at,
+        "chunk_size": t.chunk_size, "max_size": t.max_size, "upload_address": t.upload_address,
+    }, status=201)
+
+
+async def get_upload(request: web.Request) -> web.Response:
+    upload_id = request.match_info["id"]
+    if not UPLOAD_ID.match(upload_id):
+        raise errors.NotFound("no such upload")
+    caller = await resolve_caller(request, state_changing=False)
+    if caller.via == "anonymous":
+        raise errors.Unauthenticated("log in or send an API key")
+    p: manager_pb2.UploadProgress = await call(request, "GetUpload",
+                                               manager_pb2.GetUploadRequest(upload_id=upload_id), caller.metadata)
+    body: dict[str, Any] = {
+        "id": p.upload_id, "status": p.status, "offset": p.offset, "size": p.size,
+        "progress": round(p.offset / p.size, 4) if p.size else 0.0, "expires_at": p.expires_at or None,
+        "filename": p.filename, "image": image_json(request, p.image) if p.HasField("image") else None,
+    }
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
