@@ -133,8 +133,9 @@ async def test_private_image_rekeys_signs_and_hides(cluster: Any, http: aiohttp.
 
 
 async def test_delete_removes_rows_and_files(cluster: Any, http: aiohttp.ClientSession) -> None:
-    owner, hdr, image = await new_user_with_image(http, cluster.web_url)
-    # a second copy of the same bytes by someone else keeps the shared objects alive
+    owner, _hdr, image = await new_user_with_image(http, cluster.web_url)
+    # someone else's image of the same bytes shares the content-addressed public objects
+    _other, _ohdr, twin = await new_user_with_image(http, cluster.web_url)
     slug = image["id"]
     token = (await csrf_header(owner))["X-CSRF-Token"]
     status, _, headers = await owner.post(f"/i/{slug}/edit", {"csrf_token": token, "visibility": "private"})
@@ -151,10 +152,12 @@ async def test_delete_removes_rows_and_files(cluster: Any, http: aiohttp.ClientS
     assert (await api(owner, "GET", f"/api/v1/images/{slug}"))[0] == 404
     for v in priv["variants"]:
         assert (await fetch(http, v["url"]))[0] == 404
+    # the twin's public files were never deleted (still referenced)
+    assert [(await fetch(http, v["url"]))[0] for v in twin["variants"]] == [200] * len(twin["variants"])
 
 
 async def test_reports_keys_password_and_admin(cluster: Any, http: aiohttp.ClientSession) -> None:
-    owner, hdr, image = await new_user_with_image(http, cluster.web_url)
+    owner, _hdr, image = await new_user_with_image(http, cluster.web_url)
     reporter = Browser(http, cluster.web_url)
     await reporter.register(_user())
     token = await reporter.csrf(f"/i/{image['id']}")

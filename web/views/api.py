@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp_session import get_session
 
 from pixelfox import errors
@@ -99,13 +100,16 @@ async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, st
         raise errors.PayloadTooLarge(f"file larger than {limit} bytes")
     if not request.content_type.startswith("multipart/"):
         raise errors.BadRequest("send multipart/form-data with the image in the field 'file'")
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if isinstance(part, BodyPartReader) and part.name == "file":
-            filename = os.path.basename((part.filename or "upload").replace("\\", "/"))[:255]
-            ctype = part.headers.get("Content-Type", "application/octet-stream")
-            return await _save_part(part, limit), filename or "upload", ctype
-        await part.release()
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if isinstance(part, BodyPartReader) and part.name == "file":
+                filename = os.path.basename((part.filename or "upload").replace("\\", "/"))[:255]
+                ctype = part.headers.get("Content-Type", "application/octet-stream")
+                return await _save_part(part, limit), filename or "upload", ctype
+            await part.release()
+    except (ValueError, UnicodeDecodeError, AssertionError, HttpProcessingError) as exc:  # malformed multipart
+        raise errors.BadRequest(f"malformed multipart body: {str(exc)[:120]}") from None
     raise errors.BadRequest("no 'file' field in the form")
 
 

@@ -101,10 +101,11 @@ OPENAPI: dict[str, Any] = {
     "security": [{"bearer": []}, {"apiKey": []}],
     "paths": {
         "/api/v1/images": {
-            "get": {"summary": "The caller's images, newest first", "parameters": LIST_PARAMS,
+            "get": {"operationId": "listImages", "summary": "The caller's images, newest first",
+                    "parameters": LIST_PARAMS,
                     "responses": {**_ok("ImageList"), **_errors(400, 401)}},
             "post": {
-                "summary": "Upload an image",
+                "operationId": "uploadImage", "summary": "Upload an image",
                 "parameters": [{"name": "wait", "in": "query", "required": False, "schema": {"type": "string"},
                                 "description": "seconds to wait for ready; 0 = answer at once"}],
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -115,30 +116,34 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/v1/images/{slug}": {
             "parameters": [SLUG_PARAM],
-            "get": {"summary": "One image", "responses": {**_ok("Image"), **_errors(404)}},
-            "patch": {"summary": "Change title, description, visibility or keep_metadata (owner or admin)",
+            "get": {"operationId": "getImage", "summary": "One image", "responses": {**_ok("Image"), **_errors(404)}},
+            "patch": {"operationId": "updateImage",
+                      "summary": "Change title, description, visibility or keep_metadata (owner or admin)",
                       "requestBody": {"required": True, **_json("ImagePatch")},
                       "responses": {**_ok("Image"), **_errors(400, 401, 403, 404, 503)}},
-            "delete": {"summary": "Delete the image and every copy of its files (owner or admin)",
+            "delete": {"operationId": "deleteImage",
+                       "summary": "Delete the image and every copy of its files (owner or admin)",
                        "responses": {**_ok("Deleted"), **_errors(401, 403, 404)}},
         },
         "/api/v1/albums": {
-            "get": {"summary": "The caller's albums", "parameters": LIST_PARAMS,
+            "get": {"operationId": "listAlbums", "summary": "The caller's albums", "parameters": LIST_PARAMS,
                     "responses": {**_ok("AlbumList"), **_errors(400, 401)}},
-            "post": {"summary": "Create an album", "requestBody": {"required": True, **_json("AlbumCreate")},
+            "post": {"operationId": "createAlbum", "summary": "Create an album",
+                     "requestBody": {"required": True, **_json("AlbumCreate")},
                      "responses": {**_ok("Album", "created", "201"), **_errors(400, 401, 403)}},
         },
         "/api/v1/albums/{slug}": {
             "parameters": [SLUG_PARAM],
-            "get": {"summary": "One album (private images only for the owner)",
+            "get": {"operationId": "getAlbum", "summary": "One album (private images only for the owner)",
                     "responses": {**_ok("Album"), **_errors(404)}},
-            "patch": {"summary": "Rename, add or remove images, set the cover (owner)",
+            "patch": {"operationId": "updateAlbum", "summary": "Rename, add or remove images, set the cover (owner)",
                       "requestBody": {"required": True, **_json("AlbumPatch")},
                       "responses": {**_ok("Album"), **_errors(400, 401, 403, 404)}},
-            "delete": {"summary": "Delete the album (not its images)",
+            "delete": {"operationId": "deleteAlbum", "summary": "Delete the album (not its images)",
                        "responses": {**_ok("Deleted"), **_errors(401, 403, 404)}},
         },
-        "/api/v1/me": {"get": {"summary": "The calling user", "responses": {**_ok("Me"), **_errors(401)}}},
+        "/api/v1/me": {"get": {"operationId": "me", "summary": "The calling user",
+                               "responses": {**_ok("Me"), **_errors(401)}}},
     },
     "components": {
         "securitySchemes": {
