@@ -231,21 +231,25 @@ class CreateUploadRequest(_message.Message):
     FILENAME_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    EXPIRE_AFTER_S_FIELD_NUMBER: _builtins.int
     filename: _builtins.str
     size: _builtins.int
     """bytes, as declared by the client"""
     content_type: _builtins.str
     """declared, never trusted"""
+    expire_after_s: _builtins.int
+    """> 0: the image is deleted this many seconds after the upload completes"""
     def __init__(
         self,
         *,
         filename: _builtins.str = ...,
         size: _builtins.int = ...,
         content_type: _builtins.str = ...,
+        expire_after_s: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "filename", b"filename", "size", b"size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "expire_after_s", b"expire_after_s", "filename", b"filename", "size", b"size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
