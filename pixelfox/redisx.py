@@ -1,16 +1,69 @@
-"""One factory for Redis clients, so every part of PixelFox connects the same way."""
+"""One factory for Redis clients, so every part of PixelFox connects the same way.
+
+The URL in ``PIXELFOX_REDIS__URL`` picks the mode (ECOSYSTEM.md §3):
+
+* single — ``redis://[:password@]host:6379/0``, ``rediss://...`` (TLS) or ``unix:///path.sock``;
+* Sentinel — ``redis+sentinel://[:password@]s1:26379,s2:26379/<master name>[/db]``: the
+  client asks the sentinels for the current master and follows a fail-over;
+* Cluster — ``redis+cluster://[:password@]n1:6379,n2:6379``: ``RedisCluster`` with those
+  start-up nodes.
+
+Every PixelFox key is ``pixelfox:{<tag>}:...`` and every multi-key command, transaction or
+script touches keys of one tag only (the queue's ``{jobs}``, ``{registry}``, one upload's id,
+one lease), so all of them work on Redis Cluster: one tag, one hash slot.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
 
 from pixelfox.config import RedisSettings
 
+# no socket_timeout: blocking reads (XREADGROUP BLOCK) must be able to wait
+_COMMON: dict[str, Any] = {"decode_responses": False}
+
+
+def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
+    hosts = netloc.rsplit("@", 1)[-1]
+    out = []
+    for part in hosts.split(","):
+        host, _, port = part.strip().rpartition(":")
+        out.append((host.strip("[]"), int(port))) if host else out.append((part.strip(), default_port))
+    return out
+
+
+def mode(url: str) -> str:
+    """``single``, ``sentinel`` or ``cluster`` for a Redis URL (see module doc)."""
+    scheme = urlsplit(url).scheme
+    return {"redis+sentinel": "sentinel", "redis+cluster": "cluster"}.get(scheme, "single")
+
 
 def connect(settings: RedisSettings) -> aioredis.Redis:
-    """A ``redis.asyncio.Redis`` for ``settings.url`` (``redis://``, ``rediss://`` or ``unix://``).
+    """A Redis client for ``settings.url`` in the mode its scheme names (see module doc).
 
-    Sentinel and Cluster modes arrive with the scale-out work; keys are already named
-    ``pixelfox:{tag}:...`` so multi-key operations stay in one hash slot.
+    The return type is ``redis.asyncio.Redis`` for single and Sentinel; for Cluster it is a
+    ``RedisCluster``, which offers the same single-key, pipeline and script calls. Raises
+    ``ValueError`` for a Sentinel URL without a master name.
     """
-    return aioredis.from_url(settings.url, decode_responses=False, health_check_interval=10)
+    url = settings.url
+    kind = mode(url)
+    if kind == "single":
+        return aioredis.from_url(url, health_check_interval=10, **_COMMON)
+    parts = urlsplit(url)
+    password = unquote(parts.password) if parts.password else None
+    if kind == "cluster":
+        nodes = [ClusterNode(h, p) for h, p in _hosts(parts.netloc, 6379)]
+        return RedisCluster(startup_nodes=nodes, password=password, socket_connect_timeout=5,  # type: ignore[return-value]
+                            **_COMMON)
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise ValueError("a Sentinel URL needs the master name: redis+sentinel://host:26379/<master>[/db]")
+    db = int(path[1]) if len(path) > 1 else 0
+    sentinel = Sentinel(_hosts(parts.netloc, 26379), sentinel_kwargs={"socket_connect_timeout": 5},
+                        password=password, db=db, socket_connect_timeout=5, **_COMMON)
+    return sentinel.master_for(path[0])
