@@ -5,7 +5,8 @@ Keys (one hash slot per upload, ``{upload:<id>}``, so the Lua scripts below are 
 * ``pixelfox:{upload:<id>}:state`` — hash: ``offset`` (committed bytes), ``size`` (declared
   bytes), ``user`` (user id or ""), ``status`` (``open`` | ``complete`` | ``failed``),
   ``probed`` ("1" once the header passed :func:`pixelfox.imaging.probe`), ``slug`` (image slug
-  once complete), ``node`` (upload node that last wrote). Written by the manager at
+  once complete), ``node`` (upload node that last wrote), ``expire`` (seconds the image lives
+  after completion, 0 = for ever; see :mod:`nodes.manager.expiry`). Written by the manager at
   ``CreateUpload`` with a TTL of ``ttl_s`` (the abandoned-upload TTL); each committed chunk
   pushes the TTL out again. A missing key means "unknown or expired" (``NOT_FOUND``).
 * ``pixelfox:{upload:<id>}:lock`` — the writer lock: ``<node>:<random token>`` with a PX
@@ -66,6 +67,7 @@ class State:
     status: str  # open | complete | failed
     probed: bool
     slug: str  # image slug once complete
+    expire_after_s: int = 0  # > 0: delete the image this long after completion
 
 
 class UploadStates:
@@ -78,12 +80,13 @@ class UploadStates:
         self._commit = redis.register_script(_COMMIT)
         self._release = redis.register_script(_RELEASE)
 
-    async def create(self, upload_id: str, size: int, user_id: str) -> None:
-        """Record a new upload at offset 0 (manager, at ``CreateUpload``)."""
+    async def create(self, upload_id: str, size: int, user_id: str, expire_after_s: int = 0) -> None:
+        """Record a new upload at offset 0 (manager, at ``CreateUpload``); ``expire_after_s`` > 0 makes
+        the finished image expire that long after completion."""
         key = state_key(upload_id)
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(key, mapping={"offset": 0, "size": size, "user": user_id, "status": "open", "probed": 0,
-                                 "slug": "", "node": ""})
+                                 "slug": "", "node": "", "expire": max(0, expire_after_s)})
             p.expire(key, self.ttl_s)
             await p.execute()
 
@@ -93,7 +96,7 @@ class UploadStates:
             return None
         d = {k.decode(): v.decode() for k, v in raw.items()}
         return State(upload_id, int(d.get("offset", 0)), int(d.get("size", 0)), d.get("user", ""),
-                     d.get("status", "open"), d.get("probed") == "1", d.get("slug", ""))
+                     d.get("status", "open"), d.get("probed") == "1", d.get("slug", ""), int(d.get("expire", 0)))
 
     async def require_open(self, upload_id: str) -> State:
         """The state of an upload that may still take bytes.

@@ -97,9 +97,10 @@ class Manager:
         return list(reply.images)
 
     async def upload(
-        self, metadata: Metadata, path: Path, filename: str, content_type: str
+        self, metadata: Metadata, path: Path, filename: str, content_type: str, expire_after_s: int = 0
     ) -> common_pb2.Image:
-        return await upload_file(self.stub, metadata, path, filename=filename, content_type=content_type)
+        return await upload_file(self.stub, metadata, path, filename=filename, content_type=content_type,
+                                 expire_after_s=expire_after_s)
 
     async def wait_ready(
         self, image: common_pb2.Image, metadata: Metadata, wait_s: float

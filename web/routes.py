@@ -6,8 +6,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from web.deletion import setup_deletion_routes
 from web.routes_community import setup_community_routes
-from web.views import api, api_v1, auth, health, pages, sharex, uploads
+from web.views import api, api_v1, auth, chevereto, health, pages, sharex, uploads
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -27,6 +28,8 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/api/v1/images/{slug:[A-Za-z0-9_-]{1,64}}", api_v1.get_image, name="api_image")
     r.add_get("/api/v1/me", api.me, name="api_me")
     r.add_post("/api/v1/uploads", uploads.create_upload, name="api_create_upload")
+    r.add_post("/api/1/upload", chevereto.upload, name="chevereto_upload")
+    setup_deletion_routes(app)
     r.add_get("/api/v1/uploads/{id}", uploads.get_upload, name="api_get_upload")
     r.add_get("/healthz", health.healthz, name="healthz")
     r.add_get("/readyz", health.readyz, name="readyz")

@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 from nodes.manager.config import ManagerSettings
+from nodes.manager.expiry import ExpirySweeper
 from nodes.manager.registry import Registry
 from nodes.manager.repair import ReplicaRepair
 from nodes.manager.service import ManagerService
@@ -55,7 +56,8 @@ async def serve(settings: ManagerSettings) -> None:
                       settings.replicas, settings.tiers, owner=node_id)
 
     try:
-        await run_node(settings, server, ident, Load, background=[svc.dispatcher.run, repair.run, tiers.run,
+        expiry = ExpirySweeper(redis, svc.library)  # Chevereto/ImgBB expiration (nodes/manager/expiry.py)
+        await run_node(settings, server, ident, Load, background=[expiry.run, svc.dispatcher.run, repair.run, tiers.run,
                                                                   svc.objects.run],
                        ready=redis_up)
     finally:

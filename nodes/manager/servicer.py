@@ -76,7 +76,7 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
         self, req: manager_pb2.CreateUploadRequest, ctx: Ctx
     ) -> manager_pb2.CreateUploadResponse:
         user = await self.svc.uploader(caller())
-        return await self.svc.uploads.create(user, req.filename, req.size, req.content_type)
+        return await self.svc.uploads.create(user, req.filename, req.size, req.content_type, req.expire_after_s)
 
     @rpc(cluster=True)
     async def CompleteUpload(

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ulid import ULID
 
+from nodes.manager import expiry
 from nodes.manager.images import ImageViews, new_slug
 from nodes.manager.registry import Registry
 from pixelfox import errors, tickets
@@ -20,6 +21,8 @@ from pixelfox.uploadstate import UploadStates
 from pixelfox.v1 import common_pb2, manager_pb2
 
 logger = logging.getLogger(__name__)
+
+MAX_EXPIRY_S = 10 * 365 * 86400  # expirations longer than ten years are refused
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class Uploads:
         self.states = UploadStates(registry.redis, ttl_s=limits.upload_ttl_s)
 
     async def create(
-        self, user: User | None, filename: str, size: int, content_type: str
+        self, user: User | None, filename: str, size: int, content_type: str, expire_after_s: int = 0
     ) -> manager_pb2.CreateUploadResponse:
         """Check the declared size, pick an upload node and sign a ticket for one upload."""
         if size <= 0:
@@ -78,7 +81,9 @@ class Uploads:
             s.add(Upload(id=upload_id, user_id=user.id if user else None, filename=filename[:255], size=size,
                          content_type=content_type[:100], upload_node_id=node.node_id, expires_at=expires))
             await s.commit()
-        await self.states.create(upload_id, size, user.id if user else "")
+        if expire_after_s < 0 or expire_after_s > MAX_EXPIRY_S:
+            raise errors.BadRequest(f"expiration must be between 0 and {MAX_EXPIRY_S} seconds")
+        await self.states.create(upload_id, size, user.id if user else "", expire_after_s)
         token = tickets.sign(self.ticket_key, upload_id, user.id if user else "", size, content_type,
                              self.limits.ticket_ttl_s)
         return manager_pb2.CreateUploadResponse(
@@ -126,6 +131,9 @@ class Uploads:
             await s.commit()
             image_id, slug = img.id, img.slug
         await self.states.finish(c.upload_id, "complete", slug)
+        st = await self.states.get(c.upload_id)
+        if st is not None and st.expire_after_s > 0:
+            await expiry.schedule(self.registry.redis, slug, st.expire_after_s)
         await self.queue.enqueue(image_id)
         logger.info("upload %s complete: image %s queued", c.upload_id, slug)
         return await self.views.get(slug)

@@ -99,6 +99,7 @@ async def upload_file(
     timeout_s: float = 600.0,
     max_stall_s: float = 60.0,
     dial: Callable[[str], str] | None = None,
+    expire_after_s: int = 0,
 ) -> common_pb2.Image:
     """Upload ``path`` and return the new image (status ``processing``, or ``failed``).
 
@@ -108,7 +109,8 @@ async def upload_file(
     offset (``QueryUpload``) and sends the rest from there; when the node does not answer it
     asks the manager for another node for the same upload (``RelocateUpload``). It gives up
     when no byte was committed for ``max_stall_s`` seconds. ``dial`` maps an upload node
-    address to the address to connect to (a proxy; tests). Raises
+    address to the address to connect to (a proxy; tests). ``expire_after_s`` > 0 deletes the
+    image that long after the upload completes. Raises
     :class:`~pixelfox.errors.PixelfoxError` subclasses: ``InvalidImage`` family for rejected
     bytes, ``Unauthenticated``, ``NoNodeAvailable``, ``Unavailable``...
     """
@@ -117,7 +119,8 @@ async def upload_file(
     md = tuple(metadata)
     async with map_rpc_errors():
         ticket = await manager.CreateUpload(
-            manager_pb2.CreateUploadRequest(filename=name, size=size, content_type=content_type),
+            manager_pb2.CreateUploadRequest(filename=name, size=size, content_type=content_type,
+                                            expire_after_s=expire_after_s),
             metadata=md,
             timeout=30,
         )

@@ -24,6 +24,7 @@ from aiohttp_session import get_session
 from pixelfox import errors
 from pixelfox.client.images import image_to_json
 from pixelfox.v1 import common_pb2
+from web.deletion import deletion_url
 from web.keys import MANAGER, SETTINGS, STATE
 from web.sessions import CSRF_HEADER, CurrentUser, current_user, require_csrf
 from web.views.common import check_origin
@@ -135,7 +136,9 @@ async def upload(request: web.Request) -> web.Response:
         with contextlib.suppress(OSError):
             await asyncio.to_thread(path.unlink)
     image = await manager.wait_ready(image, caller.metadata, _wait_seconds(request))
-    return web.json_response(image_json(request, image), status=201)
+    body = image_json(request, image)
+    body["deletion_url"] = deletion_url(request, image)  # only the uploader sees it (web/deletion.py)
+    return web.json_response(body, status=201)
 
 
 async def get_image(request: web.Request) -> web.Response:

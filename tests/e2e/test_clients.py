@@ -1,0 +1,116 @@
+"""Clients people already have: ShareX (.sxcu from the web, replayed as ShareX sends it) and Chevereto/ImgBB."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import requests
+
+from tests.conftest import ClusterHandle
+from tests.e2e.test_web import Browser, _user, http  # noqa: F401 - the fixture is used by name
+
+pytestmark = pytest.mark.e2e
+
+
+def template(value: str, body: dict[str, Any]) -> str:
+    """Evaluate a ShareX ``{json:a.b}`` template over a JSON answer (dotted paths only)."""
+    def one(m: re.Match[str]) -> str:
+        node: Any = body
+        for part in m.group(1).split("."):
+            node = node[part]
+        return str(node)
+    return re.sub(r"\{json:([A-Za-z0-9_.]+)\}", one, value)
+
+
+async def test_sharex_replays_exactly_what_sharex_sends(cluster: ClusterHandle, corpus: Path,
+                                                        http: aiohttp.ClientSession) -> None:  # noqa: F811
+    b = Browser(http, cluster.web_url)
+    await b.register(_user())
+    token = await b.csrf("/my")
+    status, body, _ = await b.post("/sharex", {"csrf_token": token})
+    assert status == 200, body
+    conf = json.loads(body)
+    # ECOSYSTEM.md §2: the keys ShareX >= 14 reads
+    assert conf["Version"] >= "15.0.0" and conf["RequestMethod"] == "POST" and conf["Body"] == "MultipartFormData"
+    assert conf["DestinationType"] == "ImageUploader, FileUploader" and conf["FileFormName"] == "file"
+    assert conf["RequestURL"] == f"{cluster.web_url}/api/v1/images"
+    assert conf["Headers"]["Authorization"].startswith("Bearer ")
+    assert (conf["URL"], conf["ThumbnailURL"], conf["DeletionURL"]) == (
+        "{json:url}", "{json:thumbnail_url}", "{json:deletion_url}")
+    assert conf["ErrorMessage"] == "{json:error.message}"
+    await asyncio.to_thread(replay_sharex, conf, cluster, corpus)
+
+
+def replay_sharex(conf: dict[str, Any], cluster: ClusterHandle, corpus: Path) -> None:
+    # ShareX 15: multipart with the file under FileFormName, its Headers and Arguments, its User-Agent
+    shot = (corpus / "photos" / "painting_rgb.png").read_bytes()
+    r = requests.request(conf["RequestMethod"], conf["RequestURL"],
+                         headers={**conf["Headers"], "User-Agent": "ShareX/15.0.0"},
+                         data=conf.get("Arguments") or {},
+                         files={conf["FileFormName"]: ("ShareX_2026-11-29_09-00-00.png", shot, "image/png")},
+                         timeout=60)
+    assert r.status_code == 201, r.text
+    answer = r.json()
+    url, thumb, deletion = (template(conf[k], answer) for k in ("URL", "ThumbnailURL", "DeletionURL"))
+    assert url.startswith(f"{cluster.web_url}/i/")
+    t = requests.get(thumb, timeout=10)  # processing finished within the wait: the thumbnail works at once
+    assert t.status_code == 200 and t.headers["Content-Type"].startswith("image/")
+    assert deletion.startswith(f"{cluster.web_url}/api/v1/delete/")
+
+    slug = answer["id"]
+    assert requests.get(f"{cluster.web_url}/api/v1/images/{slug}", timeout=10).json()["deletion_url"] == ""
+    assert requests.post(deletion[:-3] + "AAA", timeout=10).status_code == 403  # forged token
+    page = requests.get(deletion, timeout=10)  # a link preview must not delete
+    assert page.status_code == 200 and "<form method=post>" in page.text
+    assert requests.get(f"{cluster.web_url}/api/v1/images/{slug}", timeout=10).status_code == 200
+    gone = requests.post(deletion, timeout=120)
+    assert gone.status_code == 200 and gone.json()["deleted"] is True
+    assert requests.get(f"{cluster.web_url}/api/v1/images/{slug}", timeout=10).status_code == 404
+
+
+def test_chevereto_upload_shapes_formats_and_expiration(cluster: ClusterHandle, corpus: Path) -> None:
+    api = f"{cluster.web_url}/api/1/upload"
+    data = (corpus / "photos" / "painting_rgb.png").read_bytes()
+    key = cluster.admin_api_key
+
+    r = requests.post(api, files={"source": ("p.png", data, "image/png")},
+                      data={"key": key, "title": "Chevereto title", "album_id": "nope", "expiration": "PT4S"},
+                      timeout=60)
+    assert r.status_code == 200, r.text
+    j = r.json()
+    assert j["status_code"] == 200 and j["status_txt"] == "OK" and j["success"]["code"] == 200
+    img = j["image"]
+    assert j["data"] == img
+    assert img["title"] == "Chevereto title" and img["extension"] == "png" and img["size"] == len(data)
+    assert img["url_viewer"].startswith(f"{cluster.web_url}/i/") and img["image"]["url"] == img["url"]
+    assert requests.get(img["thumb"]["url"], timeout=10).status_code == 200
+    assert img["delete_url"].startswith(f"{cluster.web_url}/api/v1/delete/") and img["expiration"] == 4
+    slug = img["id_encoded"]
+
+    txt = requests.post(api, headers={"X-API-Key": key}, timeout=60,
+                        data={"source": base64.b64encode(data).decode(), "format": "txt"})
+    assert txt.status_code == 200 and txt.text.startswith("http") and "\n" not in txt.text
+    redir = requests.post(api, files={"source": ("p.png", data, "image/png")},
+                          data={"key": key, "format": "redirect"}, allow_redirects=False, timeout=60)
+    assert redir.status_code == 303 and "/i/" in redir.headers["Location"]
+
+    err = requests.post(api, files={"source": ("p.png", data, "image/png")}, timeout=30)
+    assert err.status_code == 401 and err.json()["error"]["message"] and err.json()["status_code"] == 401
+    err = requests.post(api, data={"key": key, "source": "http://169.254.169.254/latest"}, timeout=30)
+    assert err.status_code == 400 and "not supported" in err.json()["error"]["message"]
+    err = requests.post(api, data={"key": key, "source": base64.b64encode(data).decode(), "expiration": "soon"},
+                        timeout=30)
+    assert err.status_code == 400 and "ISO 8601" in err.json()["error"]["message"]
+
+    deadline = time.monotonic() + 60  # the manager's sweeper deletes it after PT4S
+    while requests.get(f"{cluster.web_url}/api/v1/images/{slug}", timeout=10).status_code != 404:
+        assert time.monotonic() < deadline, "the expired image was never deleted"
+        time.sleep(1)

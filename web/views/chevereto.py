@@ -1,0 +1,176 @@
+"""``POST /api/1/upload``: the Chevereto API v1 (also spoken by ImgBB clients), ECOSYSTEM.md §2.
+
+Fields (multipart form, url-encoded form or query string): ``source`` (the file, or its
+base64; URLs are refused — fetching them would let callers make the server request any
+address), ``key`` or header ``X-API-Key`` (required), ``title``, ``album_id`` (the image is
+added to that album when the caller owns it, else ignored), ``expiration`` (ISO 8601
+duration such as ``PT5M`` or ``P3D``: the image is deleted that long after upload, see
+:mod:`nodes.manager.expiry`) and ``format`` = ``json`` (default) | ``txt`` (the direct URL as
+text) | ``redirect`` (303 to the viewer page). Like ShareX uploads it waits up to
+``upload_wait_s`` for processing so thumbnail URLs work at once.
+
+The JSON answer is Chevereto's ``{"status_code": 200, "success": {"message", "code"},
+"image": {...}, "status_txt": "OK"}``; ``data`` repeats ``image`` for ImgBB readers. Errors
+are ``{"status_code", "error": {"message", "code"}, "status_txt"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from pixelfox import errors
+from pixelfox.v1 import common_pb2, manager_pb2
+from web.calls import call
+from web.deletion import deletion_url
+from web.keys import MANAGER, SETTINGS
+from web.views.api import _save_part, page_url
+
+FIELD_LIMIT = 4096  # bytes of a text field other than source
+DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
+UNIT_S = (365 * 86400, 30 * 86400, 7 * 86400, 86400, 3600, 60, 1)  # Y M W D H M S (years/months approximate)
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in an ISO 8601 duration (``PT5M`` = 300); BadRequest when malformed or zero."""
+    m = DURATION.match(text.strip().upper())
+    if not m or not any(m.groups()):
+        raise errors.BadRequest(f"expiration {text[:40]!r} is not an ISO 8601 duration such as PT5M or P3D")
+    seconds = sum(int(v) * u for v, u in zip(m.groups(), UNIT_S, strict=True) if v)
+    if seconds <= 0:
+        raise errors.BadRequest("expiration must be longer than zero")
+    return seconds
+
+
+async def _write_temp(data: bytes) -> Path:
+    fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix="pixelfox-chv-")
+    with os.fdopen(fd, "wb") as f:
+        await asyncio.to_thread(f.write, data)
+    return Path(name)
+
+
+async def _decode_source(text: str, limit: int) -> Path:
+    if text.startswith(("http://", "https://", "ftp://")):
+        raise errors.BadRequest("source URLs are not supported; send the file or its base64")
+    if len(text) > limit * 4 // 3 + 1024:
+        raise errors.PayloadTooLarge(f"file larger than {limit} bytes")
+    try:
+        data = base64.b64decode(text.split(",", 1)[1] if text.startswith("data:") else text, validate=False)
+    except (binascii.Error, ValueError):
+        raise errors.BadRequest("source is neither a file nor base64") from None
+    if not data:
+        raise errors.EmptyFile("empty file")
+    return await _write_temp(data)
+
+
+async def _read_form(request: web.Request, limit: int) -> tuple[dict[str, str], Path | None, str]:
+    """Text fields (query string, then body) and the source as a temp file plus its file name."""
+    fields = {k: v for k, v in request.query.items()}
+    source: Path | None = None
+    filename = "upload"
+    if request.content_type.startswith("multipart/"):
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                continue
+            if part.name == "source" and part.filename:
+                source = await _save_part(part, limit)
+                filename = os.path.basename(part.filename.replace("\\", "/"))[:255] or "upload"
+            elif part.name == "source":
+                source = await _decode_source((await part.read(decode=True)).decode("ascii", "replace"), limit)
+            elif part.name:
+                fields[part.name] = (await part.read(decode=True))[:FIELD_LIMIT].decode("utf-8", "replace")
+    elif request.content_type == "application/x-www-form-urlencoded":
+        form = await request.post()
+        fields.update({k: str(v) for k, v in form.items() if k != "source"})
+        if "source" in form:
+            source = await _decode_source(str(form["source"]), limit)
+    elif "source" in fields:
+        source = await _decode_source(fields.pop("source"), limit)
+    return fields, source, filename
+
+
+def _file(url: str, image: common_pb2.Image) -> dict[str, Any]:
+    ext = url.rsplit(".", 1)[-1] if "." in url.rsplit("/", 1)[-1] else image.format
+    name = url.rsplit("/", 1)[-1]
+    return {"filename": name, "name": name.rsplit(".", 1)[0], "extension": ext, "url": url}
+
+
+def chevereto_image(request: web.Request, image: common_pb2.Image, title: str, expires_s: int) -> dict[str, Any]:
+    """The ``image`` object of a Chevereto v1 answer."""
+    by_name: dict[str, str] = {}
+    for v in sorted(image.variants, key=lambda v: v.format != "webp"):  # prefer WebP per size
+        by_name.setdefault(v.name, v.url)
+    medium = by_name.get("medium") or image.original_url
+    thumb = image.thumbnail_url or by_name.get("thumb") or medium
+    stem, _, ext = image.filename.rpartition(".")
+    return {
+        "id_encoded": image.slug, "name": stem or image.filename, "extension": ext or image.format,
+        "original_filename": image.filename, "title": title or image.title, "size": image.bytes,
+        "width": image.width, "height": image.height, "mime": image.mime, "date_gmt": image.created_at,
+        "url": image.original_url, "url_viewer": page_url(request, image), "url_short": page_url(request, image),
+        "display_url": medium, "status": {1: "processing", 2: "ready", 3: "failed"}.get(image.status, "processing"),
+        "image": {**_file(image.original_url, image), "mime": image.mime, "size": image.bytes},
+        "thumb": _file(thumb, image), "medium": _file(medium, image),
+        "delete_url": deletion_url(request, image), "expiration": expires_s or None,
+    }
+
+
+def chevereto_error(status: int, message: str, code: int | str) -> web.Response:
+    return web.json_response({"status_code": status, "error": {"message": message, "code": code},
+                              "status_txt": {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+                                             413: "Payload Too Large", 429: "Too Many Requests"}.get(status, "Error")},
+                             status=status)
+
+
+async def upload(request: web.Request) -> web.StreamResponse:
+    try:
+        return await _upload(request)
+    except errors.PixelfoxError as exc:
+        return chevereto_error(exc.http_status, exc.message, exc.code)
+
+
+async def _upload(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    manager = request.app[MANAGER]
+    fields, source, filename = await _read_form(request, settings.max_upload_bytes)
+    try:
+        key = request.headers.get("X-API-Key", "").strip() or fields.get("key", "").strip()
+        if not key:
+            raise errors.Unauthenticated("an API key is required (field 'key' or header X-API-Key)")
+        if source is None:
+            raise errors.BadRequest("no 'source' in the request")
+        fmt = fields.get("format", "json").lower()
+        if fmt not in ("json", "txt", "redirect"):
+            raise errors.BadRequest("format must be json, txt or redirect")
+        expires = parse_duration(fields["expiration"]) if fields.get("expiration") else 0
+        md = manager.as_api_key(key)
+        image = await manager.upload(md, source, filename, "", expire_after_s=expires)
+    finally:
+        if source is not None:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(source.unlink)
+    title = fields.get("title", "").strip()[:255]
+    if title:
+        image = await call(request, "UpdateImage", manager_pb2.UpdateImageRequest(slug=image.slug, title=title), md)
+    if fields.get("album_id"):  # albums are optional: a wrong id never fails the upload
+        with contextlib.suppress(errors.PixelfoxError):
+            await call(request, "UpdateAlbum", manager_pb2.UpdateAlbumRequest(
+                slug=fields["album_id"], add_images=[image.slug]), md)
+    image = await manager.wait_ready(image, md, settings.upload_wait_s)
+    if fmt == "txt":
+        return web.Response(text=image.original_url)
+    if fmt == "redirect":
+        raise web.HTTPSeeOther(page_url(request, image))
+    body = chevereto_image(request, image, title, expires)
+    return web.json_response({"status_code": 200, "success": {"message": "image uploaded", "code": 200},
+                              "image": body, "data": body, "status_txt": "OK"})
