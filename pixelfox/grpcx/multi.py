@@ -5,8 +5,8 @@ channel over all managers: gRPC's ``round_robin`` policy spreads calls over the 
 are connected and stops using one as soon as its connection breaks (keepalive sees a
 silent one within 15 s); a unary call that fails ``UNAVAILABLE`` is retried up to twice,
 which lands it on a live manager (the gRPC retry policy, gRFC A6). Host names are resolved
-once when the channel is built (use a DNS name with several A records through
-``dns:///name:port`` yourself if the set changes at run time; it is passed through as is).
+once when the channel is built; a ``dns:///name:port`` target (a Kubernetes headless
+Service: one record per manager pod) is re-resolved by gRPC and balanced the same way.
 """
 
 from __future__ import annotations
@@ -66,10 +66,13 @@ def service_config(services: list[str] | None = None) -> str:
 def target(address: str) -> tuple[str, list[tuple[str, Any]]]:
     """The gRPC target and extra channel options for ``address`` (one or several ``host:port``, comma-separated).
 
-    One address is returned unchanged with no options. Several become an ``ipv4:`` (or
+    One address is returned unchanged with no options; a ``dns:`` target keeps its name and
+    gets the round-robin/retry config. Several addresses become an ``ipv4:`` (or
     ``ipv6:``) target list with the :func:`service_config` above. Raises ``OSError`` when a
     host name does not resolve.
     """
+    if address.startswith("dns:"):  # one name, several records (a headless Service): balance over them
+        return address, [("grpc.service_config", service_config())]
     parts = [a.strip() for a in address.split(",") if a.strip()]
     if len(parts) <= 1:
         return (parts[0] if parts else address), []
