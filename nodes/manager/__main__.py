@@ -8,6 +8,7 @@ import logging
 
 from nodes.manager.config import ManagerSettings
 from nodes.manager.expiry import ExpirySweeper
+from nodes.manager.jobs_rpc import JobServicer
 from nodes.manager.registry import Registry
 from nodes.manager.repair import ReplicaRepair
 from nodes.manager.service import ManagerService
@@ -18,7 +19,7 @@ from pixelfox.db.engine import create_schema, make_engine, session_factory
 from pixelfox.grpcx.server import GrpcServer
 from pixelfox.node import Load, NodeIdentity, run_node, start_metrics
 from pixelfox.queue import JobQueue
-from pixelfox.v1 import common_pb2, manager_pb2_grpc
+from pixelfox.v1 import common_pb2, jobs_pb2_grpc, manager_pb2_grpc
 
 logger = logging.getLogger("nodes.manager")
 
@@ -29,10 +30,13 @@ async def serve(settings: ManagerSettings) -> None:
     await create_schema(engine)
     redis = redisx.connect(settings.redis)
     registry = Registry(redis, settings.node_timeout_s)
-    queue = JobQueue(redis, consumer=node_id, lease_s=settings.lease_s, max_attempts=settings.max_attempts)
+    queue = JobQueue(redis, consumer=node_id, lease_s=settings.lease_s, max_attempts=settings.max_attempts,
+                     max_lost=settings.max_lost, backoff_base_s=settings.retry_base_s,
+                     backoff_cap_s=settings.retry_cap_s)
     svc = ManagerService(settings, session_factory(engine), registry, queue)
     server = GrpcServer(
-        [(manager_pb2_grpc.add_ManagerServiceServicer_to_server, ManagerServicer(svc), "pixelfox.v1.ManagerService")],
+        [(manager_pb2_grpc.add_ManagerServiceServicer_to_server, ManagerServicer(svc), "pixelfox.v1.ManagerService"),
+         (jobs_pb2_grpc.add_JobServiceServicer_to_server, JobServicer(svc, svc.jobs), "pixelfox.v1.JobService")],
         host=settings.grpc.host,
         port=settings.grpc.port,
         secret=settings.cluster.secret.get_secret_value(),

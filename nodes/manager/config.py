@@ -20,6 +20,13 @@ class ManagerSettings(NodeSettings):
     node_timeout_s: float = Field(5.0, description="a node without a heartbeat this long is inactive")
     lease_s: float = Field(120.0, description="job lease; a job whose manager vanished is retaken after this")
     max_attempts: int = Field(3, ge=1, description="job attempts before the dead-letter list")
+    # issue 7: job reliability (docs/jobs.md)
+    job_lease_s: float = Field(15.0, gt=0, description="processing-node lease; a job not extended this long is re-run")
+    job_timeout_s: float = Field(120.0, gt=0, description="per-job time limit passed to the processing node")
+    max_lost: int = Field(10, ge=1, description="runs lost to dead nodes before the dead-letter list")
+    retry_base_s: float = Field(1.0, gt=0, description="first retry back-off (doubles per attempt, with jitter)")
+    retry_cap_s: float = Field(60.0, gt=0, description="longest retry back-off")
+    outbox_interval_s: float = Field(5.0, gt=0, description="seconds between outbox passes")
     recipe_version: int = 1
     repair: RepairSettings = RepairSettings()  # issue 6: replica repair (nodes/manager/repair.py)
     tiers: TierSettings = TierSettings()  # issue 6: hot -> warm -> cold moves (nodes/manager/tiers.py)

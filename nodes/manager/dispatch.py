@@ -1,11 +1,20 @@
 """Job dispatch to processing nodes over their ``Work`` streams (DESIGN.md main flow step 4).
 
-A processing node opens ``Work`` and says hello with its slot count; the dispatcher takes a
-job from the durable queue only when some node has a free slot, sends it to the least
-loaded one with a fresh lease id, and acknowledges the queue entry only when that node
-reports the job done. A report whose lease id is not the current one is ignored (fencing).
-A node that disconnects gives its jobs back to the queue at once; a manager that dies leaves
-them pending, and another manager takes them over when the lease runs out.
+A processing node opens ``Work``, says hello with its slots and capabilities, and then sends
+a :class:`WorkerStatus` every third of the job lease: its free slots, whether it drains, and
+the jobs it still works on. The dispatcher takes a job from the durable queue only when some
+live node has a free slot (flow control), sends it to the least loaded one that has the
+capabilities the job asks for (``gpu``) with a fresh lease id, and acknowledges the queue
+entry only when that node reports the job done.
+
+Leases (why the node extends them rather than the manager renewing while the stream is
+open): a node that is SIGSTOPped, swapped out or cut off by a one-way partition keeps its
+TCP connection - the kernel still ACKs - so "the stream is alive" proves nothing about the
+job. Only a message the node's event loop sent recently does. A job whose lease is not
+extended within ``job_lease_s`` is taken back and queued again (counted as *lost*); the
+node is skipped for new work until it speaks again. A report whose lease id is not the
+current one is ignored (fencing); outputs are content-addressed, so the late run's objects
+are the same objects and its rows are never written.
 """
 
 from __future__ import annotations
@@ -15,45 +24,63 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nodes.manager.registry import Registry
+from pixelfox import failpoints
 from pixelfox.db.models import Image, ObjectLocation, Variant
+from pixelfox.db.outbox import OutboxEntry
 from pixelfox.queue import JobQueue, QueuedJob
-from pixelfox.v1 import manager_pb2
+from pixelfox.v1 import jobs_pb2, manager_pb2
 
 logger = logging.getLogger(__name__)
 
 QUEUE_DEPTH = Gauge("pixelfox_queue_depth", "jobs waiting or in flight", ["queue"])
 JOBS = Counter("pixelfox_jobs_total", "jobs finished by result", ["result"])
 JOB_SECONDS = Histogram("pixelfox_queue_job_duration_seconds", "dispatch to report (s)", ["job"])
+INTERRUPTED = Counter("pixelfox_jobs_interrupted_total", "runs taken back from a node", ["reason"])
 
 
 @dataclass
 class InFlight:
     job: QueuedJob
     lease_id: str
-    started: float
+    started: float  # monotonic
+    expires: float  # monotonic; extended by the node's WorkerStatus
+    node_id: str = ""
 
 
 @dataclass
 class Worker:
+    """A connected processing node as the dispatcher sees it."""
+
     node_id: str
     slots: int
     capabilities: list[str]
     outbox: asyncio.Queue[manager_pb2.DispatchMessage] = field(default_factory=asyncio.Queue)
     inflight: dict[str, InFlight] = field(default_factory=dict)
     connected: bool = True
+    draining: bool = False
+    last_seen: float = field(default_factory=time.monotonic)
 
     @property
     def free(self) -> int:
-        return self.slots - len(self.inflight)
+        return 0 if self.draining or not self.connected else self.slots - len(self.inflight)
+
+
+@dataclass(frozen=True)
+class DispatchPolicy:
+    """Seconds: ``job_lease_s`` node lease, ``job_timeout_s`` per-job limit sent to the node."""
+
+    job_lease_s: float = 15.0
+    job_timeout_s: float = 120.0
 
 
 class Dispatcher:
@@ -64,66 +91,104 @@ class Dispatcher:
         queue: JobQueue,
         replicas: int,
         lease_s: float,
+        policy: DispatchPolicy | None = None,
     ) -> None:
         self.sessions = sessions
         self.registry = registry
         self.queue = queue
         self.replicas = replicas
         self.lease_s = lease_s
+        self.policy = policy or DispatchPolicy()
         self.workers: dict[str, Worker] = {}
         self.wake = asyncio.Event()
+        # loops that live and die with the dispatcher (the outbox drainer); each gets the stop event
+        self.companions: list[Callable[[asyncio.Event], Awaitable[None]]] = []
 
     # ---- the dispatch loop -------------------------------------------------------------
 
-    def _pick(self) -> Worker | None:
-        skip = self.registry.in_maintenance  # admin maintenance mode: no new jobs (refreshed every second)
-        ready = [w for w in self.workers.values() if w.connected and w.free > 0 and w.node_id not in skip]
+    def _pick(self, job: QueuedJob | None) -> Worker | None:
+        now = time.monotonic()
+        ready = [w for w in self.workers.values()
+                 if w.free > 0 and now - w.last_seen < self.policy.job_lease_s
+                 and w.node_id not in self.registry.in_maintenance  # admin maintenance mode (issue 6)
+                 and (job is None or not job.gpu or "gpu" in w.capabilities)]
         return min(ready, key=lambda w: (len(w.inflight) / max(1, w.slots), w.node_id)) if ready else None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Dispatch until ``stop`` is set; also renews the leases of jobs in flight."""
-        await self.queue.ensure_group()
+        """Dispatch until ``stop`` is set (and run the companions); expires node leases, renews manager leases."""
+        await asyncio.gather(self._loop(stop), *(fn(stop) for fn in self.companions))
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        with contextlib.suppress(Exception):  # Redis may be down at start; the loop retries
+            await self.queue.ensure_group()
         last_touch = 0.0
         while not stop.is_set():
             try:
-                if time.monotonic() - last_touch > self.lease_s / 3:
+                await self._expire()
+                if time.monotonic() - last_touch > min(self.lease_s / 3, 5.0):
                     last_touch = time.monotonic()
-                    await self._touch()
+                    await self.queue.ensure_group()  # cheap; recreates the group after a Redis wipe
+                    await self.queue.touch([f.job for w in self.workers.values() for f in w.inflight.values()])
                     QUEUE_DEPTH.labels("process").set(await self.queue.depth())
-                if self._pick() is None:
+                await self.queue.promote_due()
+                if self._pick(None) is None:
                     self.wake.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), 1.0)
+                        await asyncio.wait_for(self.wake.wait(), 0.5)
                     continue
-                for job in await self.queue.take(1, block_ms=1000):
+                for job in await self.queue.take(1, block_ms=500):
                     await self._dispatch(job)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("dispatch loop error; retrying")
+            except Exception as exc:
+                logger.warning("dispatch loop error (%s: %s); retrying", type(exc).__name__, exc)
                 await asyncio.sleep(1.0)
 
-    async def _touch(self) -> None:
-        ids = [e for w in self.workers.values() for e in w.inflight]
-        await self.queue.touch(ids)
+    async def _expire(self) -> None:
+        now = time.monotonic()
+        for w in list(self.workers.values()):
+            for job_id, f in list(w.inflight.items()):
+                if f.expires < now:
+                    del w.inflight[job_id]
+                    await self._interrupted(w, f, "lease expired")
+
+    async def _interrupted(self, worker: Worker, f: InFlight, reason: str) -> None:
+        INTERRUPTED.labels(reason).inc()
+        logger.warning("interrupted: job %s image %s on %s (%s); re-queued", f.job.entry_id, f.job.image_id,
+                       worker.node_id, reason)
+        try:
+            if not await self.queue.requeue(f.job, lost=True):
+                await self._finish_failed(f.job, "processing-lost", "processing was lost too many times")
+        except Exception as exc:  # Redis down: the pending entry is retaken after the manager lease
+            logger.warning("could not re-queue job %s (%s); it is retaken after %.0f s", f.job.entry_id, exc,
+                           self.lease_s)
+        self.wake.set()
 
     async def _dispatch(self, job: QueuedJob) -> None:
-        worker = self._pick()
+        worker = self._pick(job)
         if worker is None:
-            await self.queue.requeue(job)
+            if job.gpu:  # no GPU node free: look again in a moment, without counting an attempt
+                await self.queue.defer(job, 2.0, drop=job)
+            else:
+                await self.queue.requeue(job)
             return
         msg = await self._job_message(job)
         if msg is None:
-            await self.queue.ack(job.entry_id)  # image gone or already finished
+            await self.queue.ack(job)  # image gone or already finished
             return
-        worker.inflight[job.entry_id] = InFlight(job, msg.lease_id, time.monotonic())
+        now = time.monotonic()
+        worker.inflight[job.entry_id] = InFlight(job, msg.lease_id, now, now + self.policy.job_lease_s,
+                                                 worker.node_id)
         await worker.outbox.put(manager_pb2.DispatchMessage(job=msg))
-        logger.info("job %s (image %s, attempt %d) -> %s", job.entry_id, job.image_id, job.attempt, worker.node_id)
+        logger.info("dispatch: job %s image %s attempt %d lost %d lane %s -> %s", job.entry_id, job.image_id,
+                    job.attempt, job.lost, job.lane, worker.node_id)
+        failpoints.hit("after-dispatch")
 
     async def _job_message(self, job: QueuedJob) -> manager_pb2.Job | None:
         async with self.sessions() as s:
             img = await s.get(Image, job.image_id)
-            if img is None or img.status != "processing":
+            wanted = "ready" if job.kind == "reprocess_image" else "processing"
+            if img is None or img.status != wanted:
                 return None
             locs = (
                 (await s.execute(select(ObjectLocation.node_id).where(ObjectLocation.key == img.original_key)))
@@ -140,10 +205,15 @@ class Dispatcher:
             original_key=img.original_key,
             source_nodes=[self.registry.to_proto(r) for r in holders],
             target_nodes=[self.registry.to_proto(r) for r in targets],
-            recipe_version=img.recipe_version,
-            lease_seconds=self.lease_s,
+            recipe_version=job.recipe or img.recipe_version,
+            lease_seconds=self.policy.job_lease_s,
             sha256=img.sha256,
             attempt=job.attempt,
+            priority=job.lane,
+            estimated_cpu_s=job.cpu,
+            requires_gpu=job.gpu,
+            deadline_s=self.policy.job_timeout_s,
+            kind=job.kind,
         )
 
     # ---- one processing node's stream --------------------------------------------------
@@ -161,7 +231,8 @@ class Dispatcher:
             await self._lost(old)
         worker = Worker(hello.node_id, max(1, hello.slots), list(hello.capabilities))
         self.workers[worker.node_id] = worker
-        logger.info("processing node %s connected with %d slots", worker.node_id, worker.slots)
+        logger.info("processing node %s connected with %d slots (%s)", worker.node_id, worker.slots,
+                    ",".join(worker.capabilities))
         self.wake.set()
         reader = asyncio.create_task(self._read(worker, requests))
         try:
@@ -181,25 +252,56 @@ class Dispatcher:
 
     async def _read(self, worker: Worker, requests: AsyncIterator[manager_pb2.WorkerMessage]) -> None:
         async for msg in requests:
-            if msg.HasField("result"):
-                await self._on_result(worker, msg.result)
-            elif msg.HasField("failure"):
-                await self._on_failure(worker, msg.failure)
+            worker.last_seen = time.monotonic()
+            try:
+                if msg.HasField("result"):
+                    await self._on_result(worker, msg.result)
+                elif msg.HasField("failure"):
+                    await self._on_failure(worker, msg.failure)
+                elif msg.HasField("status"):
+                    self._on_status(worker, msg.status)
+                elif msg.HasField("hand_back"):
+                    await self._on_hand_back(worker, msg.hand_back)
+            except Exception:
+                # Never let one bad report end the node's stream; an unacked entry is retaken
+                # after the manager lease and its image re-checked.
+                logger.exception("handling a report from %s failed", worker.node_id)
+
+    def _on_status(self, worker: Worker, st: jobs_pb2.WorkerStatus) -> None:
+        if st.draining and not worker.draining:
+            logger.info("processing node %s is draining", worker.node_id)
+        worker.draining = st.draining
+        if st.slots > 0:
+            worker.slots = st.slots
+        until = time.monotonic() + self.policy.job_lease_s
+        for lease in st.leases:
+            f = worker.inflight.get(lease.job_id)
+            if f is not None and f.lease_id == lease.lease_id:
+                f.expires = until
+        if worker.free > 0:
+            self.wake.set()
+
+    async def _on_hand_back(self, worker: Worker, hb: jobs_pb2.JobHandBack) -> None:
+        for lease in hb.leases:
+            f = self._claim(worker, lease.job_id, lease.lease_id)
+            if f is not None:
+                await self.queue.requeue(f.job)
+                logger.warning("handed back: job %s image %s by %s (%s); re-queued", f.job.entry_id,
+                               f.job.image_id, worker.node_id, hb.reason)
 
     async def _lost(self, worker: Worker) -> None:
         worker.connected = False
         jobs = list(worker.inflight.values())
         worker.inflight.clear()
         for f in jobs:
-            await self.queue.requeue(f.job)
-        if jobs:
-            logger.warning("processing node %s left; %d job(s) re-queued", worker.node_id, len(jobs))
+            await self._interrupted(worker, f, "node left")
         self.wake.set()
 
     def _claim(self, worker: Worker, job_id: str, lease_id: str) -> InFlight | None:
         f = worker.inflight.get(job_id)
         if f is None or f.lease_id != lease_id:
-            logger.warning("ignoring report for job %s from %s: lease not held", job_id, worker.node_id)
+            logger.warning("fenced: ignoring report for job %s from %s: lease %s not held", job_id, worker.node_id,
+                           lease_id)
             return None
         del worker.inflight[job_id]
         self.wake.set()
@@ -209,44 +311,71 @@ class Dispatcher:
         f = self._claim(worker, r.job_id, r.lease_id)
         if f is None:
             return
-        async with self.sessions() as s:
-            img = await s.get(Image, f.job.image_id)
-            if img is not None:
-                existing = {(v.name, v.format, v.recipe_version): v for v in img.variants}
-                for v in r.variants:
-                    row = existing.get((v.name, v.format, img.recipe_version))
-                    if row is None:
-                        row = Variant(image_id=img.id, recipe_version=img.recipe_version, name=v.name, format=v.format)
-                        img.variants.append(row)
-                    row.width, row.height, row.bytes = v.width, v.height, v.bytes
-                    row.frames, row.key, row.sha256 = max(1, v.frames), v.key, v.sha256
-                    for node_id in dict.fromkeys(r.storage_node_ids):
-                        await s.merge(ObjectLocation(key=v.key, node_id=node_id, size=v.bytes))
-                img.width, img.height = r.width or img.width, r.height or img.height
-                img.status, img.ready_at, img.attempts = "ready", datetime.now(UTC), f.job.attempt + 1
-                await s.commit()
-        await self.queue.ack(f.job.entry_id)
+        for tries in range(3):  # a twin run may have inserted the same rows a moment ago
+            try:
+                await self._record(f.job, r)
+                break
+            except IntegrityError:
+                if tries == 2:
+                    raise
+        failpoints.hit("after-result-commit")
+        await self.queue.ack(f.job)
         JOBS.labels("ready").inc()
-        JOB_SECONDS.labels("process_image").observe(time.monotonic() - f.started)
+        JOB_SECONDS.labels(f.job.kind).observe(time.monotonic() - f.started)
         logger.info("image %s ready (%d variants) from %s", f.job.image_id, len(r.variants), worker.node_id)
+
+    async def _record(self, job: QueuedJob, r: manager_pb2.JobResult) -> None:
+        """Write the variant rows (one per name/format/recipe: a re-run updates, never duplicates)."""
+        async with self.sessions() as s:
+            img = await s.get(Image, job.image_id)
+            if img is None:
+                return
+            await s.refresh(img, ["variants"])
+            recipe = job.recipe or img.recipe_version
+            existing = {(v.name, v.format, v.recipe_version): v for v in img.variants}
+            for v in r.variants:
+                row = existing.get((v.name, v.format, recipe))
+                if row is None:
+                    row = Variant(image_id=img.id, recipe_version=recipe, name=v.name, format=v.format)
+                    img.variants.append(row)
+                row.width, row.height, row.bytes = v.width, v.height, v.bytes
+                row.frames, row.key, row.sha256 = max(1, v.frames), v.key, v.sha256
+                for node_id in dict.fromkeys(r.storage_node_ids):
+                    await s.merge(ObjectLocation(key=v.key, node_id=node_id, size=v.bytes))
+            if job.kind == "reprocess_image" and r.variants:  # the new recipe replaces the old rows
+                for old in [v for v in img.variants if v.recipe_version != recipe]:
+                    img.variants.remove(old)
+                img.recipe_version = recipe
+            img.width, img.height = r.width or img.width, r.height or img.height
+            if img.status != "ready":
+                img.status, img.ready_at = "ready", datetime.now(UTC)
+            img.attempts = job.attempt + 1
+            await s.execute(delete(OutboxEntry).where(OutboxEntry.image_id == img.id))
+            await s.commit()
 
     async def _on_failure(self, worker: Worker, r: manager_pb2.JobFailure) -> None:
         f = self._claim(worker, r.job_id, r.lease_id)
         if f is None:
             return
-        again = False if r.permanent else await self.queue.retry(f.job, r.message)
-        if again:
-            JOBS.labels("retried").inc()
-            logger.warning("job %s failed (%s), retrying", r.job_id, r.message)
-            return
         if r.permanent:
-            await self.queue.ack(f.job.entry_id)
+            await self.queue.bury(f.job, f"{r.code}: {r.message}")
+        else:
+            delay = await self.queue.retry(f.job, f"{r.code}: {r.message}")
+            if delay is not None:
+                JOBS.labels("retried").inc()
+                logger.warning("job %s failed (%s), retry in %.1f s", r.job_id, r.message, delay)
+                return
+        await self._finish_failed(f.job, r.code or "processing-failed", r.message or "processing failed")
+
+    async def _finish_failed(self, job: QueuedJob, code: str, message: str) -> None:
+        """Mark the image failed (a failed re-run keeps the image as it was)."""
         async with self.sessions() as s:
-            img = await s.get(Image, f.job.image_id)
-            if img is not None:
-                img.status, img.error_code = "failed", r.code or "processing-failed"
-                img.error_message = r.message[:500] or "processing failed"
-                img.attempts = f.job.attempt + 1
-                await s.commit()
+            img = await s.get(Image, job.image_id)
+            if img is not None and job.kind == "process_image":
+                img.status, img.error_code = "failed", code
+                img.error_message = message[:500]
+                img.attempts = job.attempt + 1
+            await s.execute(delete(OutboxEntry).where(OutboxEntry.image_id == job.image_id))
+            await s.commit()
         JOBS.labels("failed").inc()
-        logger.warning("image %s failed: %s (%s)", f.job.image_id, r.message, r.code)
+        logger.warning("image %s failed: %s (%s)", job.image_id, message, code)

@@ -11,10 +11,12 @@ from nodes.manager.accounts import Accounts
 from nodes.manager.admin import Admin
 from nodes.manager.albums import Albums
 from nodes.manager.config import ManagerSettings
-from nodes.manager.dispatch import Dispatcher
+from nodes.manager.dispatch import Dispatcher, DispatchPolicy
 from nodes.manager.images import ImageViews
+from nodes.manager.jobs import JobAdmin
 from nodes.manager.library import Library
 from nodes.manager.objects import Objects
+from nodes.manager.outbox import OutboxDrainer
 from nodes.manager.registry import Registry
 from nodes.manager.reports import Reports
 from nodes.manager.uploads import Uploads
@@ -54,7 +56,11 @@ class ManagerService:
             tickets.derive_key(settings.cluster.secret.get_secret_value()), settings.recipe_version,
         )
         self._community(settings, sessions, registry, queue)
-        self.dispatcher = Dispatcher(sessions, registry, queue, settings.replicas, settings.lease_s)
+        self.dispatcher = Dispatcher(sessions, registry, queue, settings.replicas, settings.lease_s,
+                                     DispatchPolicy(settings.job_lease_s, settings.job_timeout_s))
+        self.jobs = JobAdmin(sessions, queue, self.dispatcher, settings.recipe_version)
+        self.outbox = OutboxDrainer(sessions, queue, interval_s=settings.outbox_interval_s)
+        self.dispatcher.companions.append(self.outbox.run)  # runs beside the dispatch loop
 
     def _community(
         self, settings: ManagerSettings, sessions: async_sessionmaker[AsyncSession], registry: Registry, queue: JobQueue

@@ -13,9 +13,10 @@ from ulid import ULID
 from nodes.manager import expiry
 from nodes.manager.images import ImageViews, new_slug
 from nodes.manager.registry import Registry
-from pixelfox import errors, tickets
+from pixelfox import errors, failpoints, tickets
 from pixelfox.config import LimitsSettings
 from pixelfox.db.models import Image, ObjectLocation, Upload, User
+from pixelfox.db.outbox import OutboxEntry
 from pixelfox.queue import JobQueue
 from pixelfox.uploadstate import UploadStates
 from pixelfox.v1 import common_pb2, manager_pb2
@@ -126,6 +127,7 @@ class Uploads:
             )
             s.add(img)
             await s.flush()
+            s.add(OutboxEntry(image_id=img.id))  # same transaction: no image without its job (issue 7)
             for node_id in dict.fromkeys(c.storage_node_ids):
                 await s.merge(ObjectLocation(key=c.original_key, node_id=node_id, size=c.size))
             await s.commit()
@@ -134,7 +136,12 @@ class Uploads:
         st = await self.states.get(c.upload_id)
         if st is not None and st.expire_after_s > 0:
             await expiry.schedule(self.registry.redis, slug, st.expire_after_s)
-        await self.queue.enqueue(image_id)
+        failpoints.hit("after-image-commit")
+        try:
+            await self.queue.enqueue(image_id)
+        except Exception as exc:  # Redis down: the outbox row enqueues it later (nodes/manager/outbox.py)
+            logger.warning("enqueue of image %s deferred to the outbox: %s", image_id, exc)
+        failpoints.hit("after-enqueue")
         logger.info("upload %s complete: image %s queued", c.upload_id, slug)
         return await self.views.get(slug)
 

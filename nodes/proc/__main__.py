@@ -26,7 +26,7 @@ async def serve(settings: ProcSettings) -> None:
                             max_input_bytes=settings.limits.max_upload_bytes)
     processor = Processor(secret, settings.workers, recipe_from(settings), limits)
     link = ManagerLink(settings)
-    caps = ["jpeg", "png", "gif", "webp", "avif"]
+    caps = ["jpeg", "png", "gif", "webp", "avif", *(["gpu"] if settings.gpu else [])]
     worker = Worker(node_id, link, processor, settings.workers, caps)
     # The proc node serves only health (and reflection) over gRPC: it takes work over its own stream.
     server = GrpcServer([], host=settings.grpc.host, port=settings.grpc.port, secret=secret,

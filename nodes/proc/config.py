@@ -17,3 +17,4 @@ class ProcSettings(NodeSettings):
     avif_quality: float = 60.0
     avif_speed: int = Field(8, ge=0, le=10)
     jpeg_quality: int = Field(85, ge=1, le=100)
+    gpu: bool = Field(False, description="announce the gpu capability (jobs that require a GPU come here only)")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Histogram
 
-from pixelfox import errors, imaging
+from pixelfox import errors, failpoints, imaging
 from pixelfox.storage.client import StorageClient
 from pixelfox.storage.keys import variant_key
 from pixelfox.storage.replicate import write_all
@@ -34,9 +34,39 @@ class Processor:
 
     def __init__(self, secret: str, workers: int, recipe: imaging.Recipe, limits: imaging.Limits) -> None:
         self.secret = secret
+        self.workers = workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pixelfox-proc")
         self.recipe = recipe
         self.limits = limits
+        self.recycled = 0  # pools replaced after a job overran its time limit
+
+    def _limits_for(self, deadline_s: float) -> imaging.Limits:
+        """The core's limits, with its own time limit when ``imaging.Limits`` has one (the Rust-side deadline)."""
+        names = {f.name for f in dataclasses.fields(self.limits)}
+        for name, value in (("timeout_ms", int(deadline_s * 1000)), ("timeout_s", deadline_s),
+                            ("deadline_s", deadline_s)):
+            if name in names and deadline_s > 0:
+                return dataclasses.replace(self.limits, **{name: value})
+        return self.limits
+
+    def _recycle(self) -> None:
+        """Give the pool fresh threads: the overrunning call cannot be interrupted from Python, so its
+        thread is left to finish on the old pool (which is shut down without waiting) and no new job
+        queues behind it."""
+        old, self.pool = self.pool, ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="pixelfox-proc")
+        old.shutdown(wait=False, cancel_futures=False)
+        self.recycled += 1
+
+    async def _process(self, data: bytes, recipe: imaging.Recipe, job: manager_pb2.Job) -> imaging.ProcessResult:
+        loop = asyncio.get_running_loop()
+        call = loop.run_in_executor(self.pool, imaging.process, data, recipe, self._limits_for(job.deadline_s))
+        if job.deadline_s <= 0:
+            return await call
+        try:
+            return await asyncio.wait_for(call, job.deadline_s)
+        except TimeoutError:
+            self._recycle()
+            raise errors.Timeout(f"processing took longer than the {job.deadline_s:g} s job time limit") from None
 
     async def _fetch(self, job: manager_pb2.Job) -> bytes:
         last: Exception = errors.Unavailable("no storage node holds the original")
@@ -86,12 +116,12 @@ class Processor:
             t = time.perf_counter()
             STEP_SECONDS.labels("fetch").observe(t - start)
             recipe = dataclasses.replace(self.recipe, version=job.recipe_version or self.recipe.version)
-            loop = asyncio.get_running_loop()
-            out = await loop.run_in_executor(self.pool, imaging.process, data, recipe, self.limits)
+            out = await self._process(data, recipe, job)
             STEP_SECONDS.labels("process").observe(time.perf_counter() - t)
             t = time.perf_counter()
             stored: dict[str, tuple[int, str]] = {}
             nodes = await self._store(job, out.variants, stored)
+            failpoints.hit("after-variant-put")
             STEP_SECONDS.labels("store").observe(time.perf_counter() - t)
         except imaging.ImageError as exc:
             err = errors.from_image_error(exc)

@@ -1,10 +1,16 @@
 """The processing node's side of the manager's ``Work`` stream.
 
-It says hello with its slot count, runs every job it is sent (never more than its slots),
-and reports each result or failure on the same stream. A broken stream is reopened with
-back-off; jobs that were running when it broke are reported on the next stream only if the
-manager still holds their lease (it re-queued them otherwise, and their late reports are
-ignored by fencing).
+It says hello with its slots and capabilities, then sends a ``WorkerStatus`` every third of
+the job lease (at least once a second before the first job): the leases of the jobs it still
+runs - which extends them - its free slots, and whether it drains. It runs every job it is
+sent (never more than its slots) and reports each result or failure on the same stream.
+
+A broken stream is reopened with back-off. The manager gave the jobs of a broken stream to
+other nodes already (and fences their late reports), so they are cancelled here.
+
+Drain (SIGTERM): the next status says ``draining`` so the manager sends nothing more; a job
+that still arrives is handed back at once; running jobs get the grace period to finish and
+report, and whatever is left is handed back (``JobHandBack``) before the stream closes.
 """
 
 from __future__ import annotations
@@ -18,12 +24,16 @@ import grpc
 
 from nodes.proc.service import Processor
 from pixelfox.node import ManagerLink
-from pixelfox.v1 import manager_pb2
+from pixelfox.v1 import jobs_pb2, manager_pb2
 
 logger = logging.getLogger(__name__)
 
+Outbox = asyncio.Queue[manager_pb2.WorkerMessage | None]
+
 
 class Worker:
+    """One node's job runner: ``slots`` concurrent jobs, ``capabilities`` as announced (e.g. "gpu")."""
+
     def __init__(self, node_id: str, link: ManagerLink, processor: Processor, slots: int,
                  capabilities: list[str]) -> None:
         self.node_id = node_id
@@ -31,56 +41,99 @@ class Worker:
         self.processor = processor
         self.slots = slots
         self.capabilities = capabilities
-        self.running: set[asyncio.Task[None]] = set()
+        self.running: dict[str, tuple[asyncio.Task[None], manager_pb2.Job]] = {}
+        self.status_interval_s = 1.0
+        self.grace_s = 10.0
         self._draining = asyncio.Event()
         self._finished = asyncio.Event()
 
-    async def _messages(self, outbox: asyncio.Queue[manager_pb2.WorkerMessage | None]) -> AsyncIterator[
-            manager_pb2.WorkerMessage]:
+    async def _messages(self, outbox: Outbox) -> AsyncIterator[manager_pb2.WorkerMessage]:
         yield manager_pb2.WorkerMessage(hello=manager_pb2.WorkerHello(
             node_id=self.node_id, slots=self.slots, capabilities=self.capabilities))
         while (msg := await outbox.get()) is not None:
             yield msg
 
-    async def _run_job(self, job: manager_pb2.Job, outbox: asyncio.Queue[manager_pb2.WorkerMessage | None]) -> None:
-        outcome = await self.processor.run(job)
-        if outcome.result is not None:
-            await outbox.put(manager_pb2.WorkerMessage(result=outcome.result))
-        elif outcome.failure is not None:
-            await outbox.put(manager_pb2.WorkerMessage(failure=outcome.failure))
+    def _status(self) -> manager_pb2.WorkerMessage:
+        leases = [jobs_pb2.JobLease(job_id=j.job_id, lease_id=j.lease_id) for _t, j in self.running.values()]
+        return manager_pb2.WorkerMessage(status=jobs_pb2.WorkerStatus(
+            leases=leases, free_slots=max(0, self.slots - len(self.running)), slots=self.slots,
+            draining=self._draining.is_set()))
 
-    async def _session(self, stop: asyncio.Event) -> None:
-        outbox: asyncio.Queue[manager_pb2.WorkerMessage | None] = asyncio.Queue()
+    async def _status_loop(self, outbox: Outbox) -> None:
+        while True:
+            await outbox.put(self._status())
+            await asyncio.sleep(self.status_interval_s)
+
+    async def _run_job(self, job: manager_pb2.Job, outbox: Outbox) -> None:
+        try:
+            outcome = await self.processor.run(job)
+            if outcome.result is not None:
+                await outbox.put(manager_pb2.WorkerMessage(result=outcome.result))
+            elif outcome.failure is not None:
+                await outbox.put(manager_pb2.WorkerMessage(failure=outcome.failure))
+        finally:
+            self.running.pop(job.job_id, None)
+
+    def _start(self, job: manager_pb2.Job, outbox: Outbox) -> None:
+        if job.lease_seconds > 0:
+            self.status_interval_s = min(1.0, job.lease_seconds / 3)
+        task = asyncio.create_task(self._run_job(job, outbox))
+        self.running[job.job_id] = (task, job)
+
+    async def _hand_back(self, jobs: list[manager_pb2.Job], outbox: Outbox, reason: str) -> None:
+        if jobs:
+            await outbox.put(manager_pb2.WorkerMessage(hand_back=jobs_pb2.JobHandBack(
+                leases=[jobs_pb2.JobLease(job_id=j.job_id, lease_id=j.lease_id) for j in jobs], reason=reason)))
+            logger.warning("handed back %d job(s): %s", len(jobs), reason)
+
+    async def _session(self) -> None:
+        outbox: Outbox = asyncio.Queue()
         call = self.link.stub.Work(self._messages(outbox), metadata=self.link.metadata)
-        stopper = asyncio.create_task(stop.wait())
+        pinger = asyncio.create_task(self._status_loop(outbox))
+        stopper = asyncio.create_task(self._draining.wait())
+        broken = True
         try:
             while True:
                 reader = asyncio.create_task(call.read())
                 done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 if reader not in done:
                     reader.cancel()
+                    broken = False
                     break
                 msg = reader.result()
                 if msg is grpc.aio.EOF:
                     break
                 if msg.HasField("job"):
-                    task = asyncio.create_task(self._run_job(msg.job, outbox))
-                    self.running.add(task)
-                    task.add_done_callback(self.running.discard)
-            # draining: let running jobs report on this stream, then close it
-            if self.running:
-                await asyncio.wait(set(self.running))
-            await outbox.put(None)
-            await asyncio.sleep(0.2)
+                    if self._draining.is_set():
+                        await self._hand_back([msg.job], outbox, "draining")
+                    else:
+                        self._start(msg.job, outbox)
+            if not broken:
+                await self._finish(outbox)
         finally:
+            pinger.cancel()
             stopper.cancel()
             call.cancel()
+            for task, _job in list(self.running.values()):  # the manager has re-queued these
+                task.cancel()
+
+    async def _finish(self, outbox: Outbox) -> None:
+        """Draining: announce it, let running jobs finish within the grace period, hand back the rest."""
+        await outbox.put(self._status())
+        if self.running:
+            tasks = {t for t, _j in self.running.values()}
+            _done, pending = await asyncio.wait(tasks, timeout=max(0.1, self.grace_s - 1.0))
+            left = [j for t, j in self.running.values() if t in pending]
+            await self._hand_back(left, outbox, f"drain grace of {self.grace_s:g} s ran out")
+        await outbox.put(None)
+        await asyncio.sleep(0.3)  # let the last messages leave before the call is cancelled
 
     async def drain(self, grace_s: float) -> None:
         """Take no new jobs, let running ones finish and report (up to ``grace_s`` s), close the stream."""
+        self.grace_s = grace_s
         self._draining.set()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._finished.wait(), grace_s)
+            await asyncio.wait_for(self._finished.wait(), grace_s + 1.0)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Hold a ``Work`` stream open until drained or ``stop`` is set, reconnecting with back-off."""
@@ -93,7 +146,7 @@ class Worker:
         delay = 0.2
         while not stop.is_set():
             try:
-                await self._session(stop)
+                await self._session()
                 delay = 0.2
             except grpc.aio.AioRpcError as exc:
                 logger.warning("work stream broke: %s", exc.code().name)

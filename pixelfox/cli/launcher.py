@@ -52,6 +52,8 @@ class Child:
     name: str
     proc: subprocess.Popen[bytes]
     log: Path
+    argv: list[str] = field(default_factory=list)  # how to start it again (restart)
+    env: dict[str, str] | None = None
 
 
 @dataclass
@@ -66,6 +68,8 @@ class LocalCluster:
     manager_address: str = ""
     web_urls: list[str] = field(default_factory=list)
     web_names: dict[str, str] = field(default_factory=dict)  # base URL -> child name
+    redis_appendfsync: str = "everysec"  # the private Redis' AOF fsync policy: always | everysec | no
+    role_env: dict[str, dict[str, str]] = field(default_factory=dict)  # role -> PIXELFOX_* settings (tests)
     extra_env: dict[str, str] = field(default_factory=dict)  # PIXELFOX_* settings for every node (tests)
     extra_env: dict[str, str] = field(default_factory=dict)  # PIXELFOX_* settings for every node (tests)
 
@@ -93,6 +97,7 @@ class LocalCluster:
         })
         env.update(self.extra_env)
         env.update(self.extra_env)
+        env.update(self.role_env.get(node_id.rstrip("0123456789"), {}))
         env.update(extra)
         return env
 
@@ -101,7 +106,7 @@ class LocalCluster:
         with log.open("ab") as out:
             proc = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=out, stderr=subprocess.STDOUT,
                                     cwd=self.root, start_new_session=True)
-        child = Child(name, proc, log)
+        child = Child(name, proc, log, [sys.executable, "-m", module], env)
         self.children.append(child)
         return child
 
@@ -117,10 +122,10 @@ class LocalCluster:
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 [exe, "--bind", self.host, "--port", str(port), "--dir", str(folder), "--appendonly", "yes",
-                 "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes"],
+                 "--appendfsync", self.redis_appendfsync, "--save", "", "--protected-mode", "yes"],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
-        self.children.append(Child("redis", proc, log))
+        self.children.append(Child("redis", proc, log, list(proc.args)))  # type: ignore[arg-type]
         return f"redis://{self.host}:{port}/0"
 
     def start(self) -> None:
@@ -197,6 +202,33 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 c.proc.kill()
                 c.proc.wait()
+
+    def restart(self, name: str, *, sig: int = signal.SIGKILL, env: dict[str, str] | None = None,
+                timeout_s: float = 15.0) -> Child:
+        """Stop child ``name`` with ``sig`` (SIGKILL by default; SIGKILL after ``timeout_s``) and start it again
+        with the same command, ports and folders; ``env`` overrides some of its variables. Returns the new child."""
+        c = self.child(name)
+        if c.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                c.proc.send_signal(sig)
+            try:
+                c.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                c.proc.kill()
+                c.proc.wait()
+        new_env = None if c.env is None else {**c.env, **(env or {})}
+        with c.log.open("ab") as out:
+            proc = subprocess.Popen(c.argv, env=new_env, stdout=out, stderr=subprocess.STDOUT, cwd=self.root,
+                                    start_new_session=True)
+        self.children.remove(c)
+        child = Child(name, proc, c.log, c.argv, new_env)
+        self.children.append(child)
+        return child
+
+    def add_proc(self, name: str, workers: int = 1) -> Child:
+        """Start one more processing node with ``workers`` slots."""
+        return self._spawn(name, "nodes.proc", self._env(name, PIXELFOX_GRPC__PORT=str(free_port()),
+                                                         PIXELFOX_WORKERS=str(workers)))
 
     def dead_children(self) -> list[Child]:
         return [c for c in self.children if c.proc.poll() is not None]

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from pixelfox import errors
 from pixelfox.cli import context, ops, put, storage_cmds
+from pixelfox.cli import jobs as jobs_cli
 from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     kc.add_argument("name")
     kc.add_argument("--label", default="cli")
     kc.set_defaults(func=cmd_keys_create)
+    jobs_cli.add_commands(sub, with_target)
     ops.add_commands(sub, with_target)
     storage_cmds.add_commands(sub, with_target)
     return p

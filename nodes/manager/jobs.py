@@ -1,0 +1,145 @@
+"""Job administration (issue 7): what ``pixelfox jobs``, ``pixelfox reprocess`` and the web admin see.
+
+Reads the queue (both lanes, the delayed set, the dead letters, the pending entries) and the
+dispatcher's in-memory view of which processing node runs what; writes only through
+:class:`~pixelfox.queue.JobQueue`. No gRPC here; :mod:`nodes.manager.jobs_rpc` is the face.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from nodes.manager.dispatch import Dispatcher
+from pixelfox import errors
+from pixelfox.db.models import Image
+from pixelfox.db.outbox import OutboxEntry
+from pixelfox.queue import JobQueue, QueuedJob
+from pixelfox.v1 import jobs_pb2
+
+ENTRY_ID = re.compile(r"^\d+-\d+$")
+S = jobs_pb2.JobState
+
+
+def _info(job: QueuedJob, state: int, **extra: object) -> jobs_pb2.JobInfo:
+    return jobs_pb2.JobInfo(
+        job_id=job.entry_id, state=state, image_id=job.image_id, attempt=job.attempt,  # type: ignore[arg-type]
+        lost=job.lost, lane=job.lane, kind=job.kind, reason=job.reason, requires_gpu=job.gpu,
+        estimated_cpu_s=job.cpu, age_s=max(0.0, time.time() - job.enqueued_at) if job.enqueued_at else 0.0,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+class JobAdmin:
+    """List, replay and re-run jobs; ``recipe_version`` is the manager's current variant recipe."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], queue: JobQueue, dispatcher: Dispatcher,
+                 recipe_version: int) -> None:
+        self.sessions = sessions
+        self.queue = queue
+        self.dispatcher = dispatcher
+        self.recipe_version = recipe_version
+
+    async def list(self, states: list[int], limit: int) -> jobs_pb2.ListJobsResponse:
+        """Jobs by state, newest dead letters first; counts cover every job, ``limit`` caps the rows per state."""
+        limit = limit or 100
+        want = set(states) or {S.JOB_STATE_QUEUED, S.JOB_STATE_RUNNING, S.JOB_STATE_DELAYED, S.JOB_STATE_DEAD}
+        nodes = {f.job.entry_id: w.node_id for w in self.dispatcher.workers.values() for f in w.inflight.values()}
+        out = jobs_pb2.ListJobsResponse()
+        rows: list[jobs_pb2.JobInfo] = []
+        for lane in ("interactive", "batch"):
+            pending = await self.queue.pending(lane, 10_000)
+            for job in await self.queue.entries(lane, 10_000):
+                if job.entry_id in pending:
+                    out.running += 1
+                    consumer, _idle = pending[job.entry_id]
+                    if S.JOB_STATE_RUNNING in want:
+                        rows.append(_info(job, S.JOB_STATE_RUNNING, node_id=nodes.get(job.entry_id, ""),
+                                          consumer=consumer))
+                else:
+                    out.queued += 1
+                    if S.JOB_STATE_QUEUED in want:
+                        rows.append(_info(job, S.JOB_STATE_QUEUED))
+        now = time.time()
+        for job, due in await self.queue.delayed(10_000):
+            out.delayed += 1
+            if S.JOB_STATE_DELAYED in want:
+                rows.append(_info(job, S.JOB_STATE_DELAYED, due_in_s=max(0.0, due - now)))
+        out.dead = await self.queue.dead_count()
+        if S.JOB_STATE_DEAD in want:
+            rows.extend(_info(job, S.JOB_STATE_DEAD) for job in await self.queue.dead(limit))
+        per_state: dict[int, int] = {}
+        for r in rows:
+            per_state[r.state] = per_state.get(r.state, 0) + 1
+            if per_state[r.state] <= limit:
+                out.jobs.append(r)
+        await self._slugs(list(out.jobs))
+        return out
+
+    async def _slugs(self, rows: list[jobs_pb2.JobInfo]) -> None:
+        ids = {r.image_id for r in rows}
+        if not ids:
+            return
+        async with self.sessions() as s:
+            slugs = dict((await s.execute(select(Image.id, Image.slug).where(Image.id.in_(ids)))).tuples().all())
+        for r in rows:
+            r.image_slug = slugs.get(r.image_id, "")
+
+    async def retry(self, job_id: str) -> jobs_pb2.JobInfo:
+        """Replay a dead letter (by entry id) or re-run an image's processing (by slug)."""
+        if ENTRY_ID.match(job_id):
+            job = await self.queue.revive(job_id)
+            if job is None:
+                raise errors.NotFound(f"no dead-letter job {job_id}")
+            await self._reopen(job.image_id, job.kind)
+        else:
+            async with self.sessions() as s:
+                img = (await s.execute(select(Image).where(Image.slug == job_id))).scalar_one_or_none()
+            if img is None:
+                raise errors.NotFound(f"no dead-letter job or image {job_id}")
+            await self._reopen(img.id, "process_image")
+            entry = await self.queue.enqueue(img.id)
+            job = QueuedJob(entry, img.id, enqueued_at=time.time())
+        self.dispatcher.wake.set()
+        info = _info(job, S.JOB_STATE_QUEUED)
+        await self._slugs([info])
+        return info
+
+    async def _reopen(self, image_id: str, kind: str) -> None:
+        """A failed image goes back to processing, with its outbox row, so the replay converges too."""
+        if kind != "process_image":
+            return
+        async with self.sessions() as s:
+            img = await s.get(Image, image_id)
+            if img is None:
+                raise errors.NotFound("the job's image is gone")
+            if img.status == "failed":
+                img.status, img.error_code, img.error_message = "processing", "", ""
+            if img.status == "processing" and await s.get(OutboxEntry, image_id) is None:
+                s.add(OutboxEntry(image_id=image_id))
+            await s.commit()
+
+    async def reprocess(self, req: jobs_pb2.ReprocessRequest) -> jobs_pb2.ReprocessResponse:
+        """Queue re-runs of ready images in the batch lane (the caller paces the calls: ``--rate``)."""
+        recipe = req.recipe_version or self.recipe_version
+        limit = min(max(req.limit or 100, 1), 1000)
+        async with self.sessions() as s:
+            q = select(Image.id, Image.slug).where(Image.status == "ready")
+            if req.all:
+                if req.after:
+                    q = q.where(Image.id > req.after)
+                rows = (await s.execute(q.order_by(Image.id).limit(limit))).tuples().all()
+            else:
+                rows = (await s.execute(q.where(Image.slug.in_(list(req.slugs))))).tuples().all()
+                missing = set(req.slugs) - {slug for _id, slug in rows}
+                if missing:
+                    raise errors.NotFound(f"not found or not ready: {', '.join(sorted(missing))}")
+        for image_id, _slug in rows:
+            await self.queue.enqueue(image_id, lane="batch", kind="reprocess_image", recipe=recipe)
+        self.dispatcher.wake.set()
+        more = req.all and len(rows) == limit
+        return jobs_pb2.ReprocessResponse(queued=len(rows), next=rows[-1][0] if more else "",
+                                          slugs=[slug for _id, slug in rows])

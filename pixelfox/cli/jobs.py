@@ -1,0 +1,126 @@
+"""``pixelfox jobs``, ``pixelfox jobs retry ID`` and ``pixelfox reprocess`` (issue 7).
+
+They call the manager's ``JobService`` with the local admin's credential (or ``--api-key`` of
+an admin). ``reprocess`` queues re-runs in the *batch* lane, which the dispatcher serves only
+when no upload waits, and paces its calls to ``--rate`` images per second, so a recipe change
+never starves the site.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from pixelfox.cli import context
+from pixelfox.grpcx.client import channel, map_rpc_errors
+from pixelfox.v1 import jobs_pb2, jobs_pb2_grpc
+
+STATES = {"queued": jobs_pb2.JOB_STATE_QUEUED, "running": jobs_pb2.JOB_STATE_RUNNING,
+          "delayed": jobs_pb2.JOB_STATE_DELAYED, "dead": jobs_pb2.JOB_STATE_DEAD}
+STATE_NAMES = {v: k for k, v in STATES.items()}
+
+
+async def _call(ref: context.ClusterRef, method: str, request: Any) -> Any:
+    async with channel(ref.manager) as ch, map_rpc_errors():
+        stub = jobs_pb2_grpc.JobServiceStub(ch)
+        return await getattr(stub, method)(request, metadata=ref.admin_metadata(), timeout=30)
+
+
+def job_row(j: jobs_pb2.JobInfo) -> dict[str, Any]:
+    """One job as a JSON-ready dict (the shape of ``pixelfox jobs --json``)."""
+    return {"id": j.job_id, "state": STATE_NAMES.get(j.state, "?"), "image_id": j.image_id, "slug": j.image_slug,
+            "attempt": j.attempt, "lost": j.lost, "lane": j.lane, "kind": j.kind, "node": j.node_id,
+            "manager": j.consumer, "age_s": round(j.age_s, 1), "due_in_s": round(j.due_in_s, 1),
+            "reason": j.reason, "requires_gpu": j.requires_gpu}
+
+
+def cmd_jobs(opts: argparse.Namespace) -> int:
+    ref = context.resolve(opts.manager, opts.api_key)
+    states = [STATES[s] for s in opts.state or []]
+    reply = asyncio.run(_call(ref, "ListJobs", jobs_pb2.ListJobsRequest(states=states, limit=opts.limit)))
+    counts = {"queued": reply.queued, "running": reply.running, "delayed": reply.delayed, "dead": reply.dead}
+    rows = [job_row(j) for j in reply.jobs]
+    if opts.json:
+        print(json.dumps({"counts": counts, "jobs": rows}, indent=2))
+        return 0
+    console = Console()
+    console.print(" ".join(f"{k}: {v}" for k, v in counts.items()))
+    table = Table("id", "state", "image", "attempt", "lost", "lane", "node", "age", "reason")
+    for r in rows:
+        age = f"due in {r['due_in_s']:.0f} s" if r["state"] == "delayed" else f"{r['age_s']:.0f} s"
+        table.add_row(r["id"], r["state"], r["slug"] or r["image_id"], str(r["attempt"]), str(r["lost"]), r["lane"],
+                      r["node"], age, r["reason"][:60], style="red" if r["state"] == "dead" else "")
+    console.print(table)
+    return 0
+
+
+def cmd_jobs_retry(opts: argparse.Namespace) -> int:
+    ref = context.resolve(opts.manager, opts.api_key)
+    reply = asyncio.run(_call(ref, "RetryJob", jobs_pb2.RetryJobRequest(job_id=opts.id)))
+    row = job_row(reply.job)
+    print(json.dumps(row) if opts.json else f"queued again as {row['id']} (image {row['slug'] or row['image_id']})")
+    return 0
+
+
+async def _reprocess(ref: context.ClusterRef, opts: argparse.Namespace) -> int:
+    rate = max(0.1, opts.rate)
+    batch = max(1, int(rate)) if rate >= 1 else 1
+    total, after = 0, ""
+    todo = list(opts.slugs)
+    while True:
+        start = time.monotonic()
+        if opts.all:
+            req = jobs_pb2.ReprocessRequest(all=True, limit=batch, after=after, recipe_version=opts.recipe)
+        else:
+            if not todo:
+                break
+            req = jobs_pb2.ReprocessRequest(slugs=todo[:batch], recipe_version=opts.recipe)
+            todo = todo[batch:]
+        reply = await _call(ref, "Reprocess", req)
+        total += reply.queued
+        if opts.json:
+            for slug in reply.slugs:
+                print(json.dumps({"slug": slug, "queued": True}), flush=True)
+        if opts.all and not reply.next:
+            break
+        after = reply.next
+        await asyncio.sleep(max(0.0, batch / rate - (time.monotonic() - start)))
+    if not opts.json:
+        print(f"queued {total} image(s) for re-processing (batch lane)")
+    return 0
+
+
+def cmd_reprocess(opts: argparse.Namespace) -> int:
+    if not opts.all and not opts.slugs:
+        raise SystemExit("pixelfox reprocess: name images (SLUG...) or pass --all")
+    ref = context.resolve(opts.manager, opts.api_key)
+    return asyncio.run(_reprocess(ref, opts))
+
+
+def add_commands(sub: Any, with_target: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+    """Add ``jobs`` (list, ``retry ID``) and ``reprocess`` to the ``pixelfox`` parser."""
+    jobs = with_target(sub.add_parser("jobs", help="list queued, running, delayed and dead jobs"))
+    jobs.add_argument("--state", action="append", choices=sorted(STATES), help="only these states (repeatable)")
+    jobs.add_argument("--limit", type=int, default=100, help="rows per state (default 100)")
+    jobs.add_argument("--json", action="store_true")
+    jobs.set_defaults(func=cmd_jobs)
+    jsub = jobs.add_subparsers(dest="jobs_cmd")
+    retry = with_target(jsub.add_parser("retry", help="queue a dead job again (dead-letter ID or image slug)"))
+    retry.add_argument("id")
+    retry.add_argument("--json", action="store_true")
+    retry.set_defaults(func=cmd_jobs_retry)
+
+    rp = with_target(sub.add_parser("reprocess", help="re-run variant generation (batch priority, rate-limited)"))
+    rp.add_argument("slugs", nargs="*", metavar="SLUG")
+    rp.add_argument("--all", action="store_true", help="every ready image")
+    rp.add_argument("--rate", type=float, default=5.0, help="images queued per second (default 5)")
+    rp.add_argument("--recipe", type=int, default=0, help="recipe version (default: the manager's)")
+    rp.add_argument("--json", action="store_true", help="one JSON line per queued image")
+    rp.set_defaults(func=cmd_reprocess)

@@ -1,0 +1,172 @@
+"""Job reliability through a real cluster of its own (issue 7, RELIABILITY.md D1, D2, D3, D8, D10, A7).
+
+One module-scoped LocalCluster (1 upload, 1 proc to begin with, 2 storage, no web) with short
+leases, so lease expiry and retries happen within seconds. The tests run in order and leave
+the cluster healthy for the next one. Verdicts come from the public API (``pixelfox put
+--json``, ``GetImage``, ``ListImages``, ``pixelfox jobs --json``); manager logs are read
+only to know *when* a job is on a node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pixelfox.cli.launcher import Counts, LocalCluster
+from tests.jobtools import (
+    cli,
+    log_text,
+    make_photo,
+    newest_images,
+    put_json,
+    put_retrying,
+    start_cluster,
+    variant_objects,
+    variant_set_ok,
+    wait_final,
+    wait_log,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+MANAGER_ENV = {
+    "PIXELFOX_JOB_LEASE_S": "2", "PIXELFOX_LEASE_S": "4", "PIXELFOX_RETRY_BASE_S": "0.2",
+    "PIXELFOX_RETRY_CAP_S": "1", "PIXELFOX_OUTBOX_INTERVAL_S": "1", "PIXELFOX_MAX_ATTEMPTS": "3",
+}
+
+
+@pytest.fixture(scope="module")
+def jc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, str]]:
+    root = tmp_path_factory.mktemp("jobs")
+    local, key = start_cluster(root, Counts(upload=1, proc=1, storage=2, web=0), {"manager": dict(MANAGER_ENV)})
+    try:
+        yield local, key
+    finally:
+        for c in local.children:  # a test may leave a node stopped
+            if c.proc.poll() is None:
+                os.kill(c.proc.pid, signal.SIGCONT)
+        local.stop(10)
+
+
+def _manager_restart(local: LocalCluster, **env: str) -> None:
+    import asyncio
+
+    defaults = {"PIXELFOX_FAILPOINT": "", "PIXELFOX_JOB_TIMEOUT_S": "120"}
+    local.restart("manager1", sig=signal.SIGTERM, env={**MANAGER_ENV, **defaults, **env})
+    asyncio.run(local.wait_ready(90))
+
+
+def test_sigstopped_node_loses_its_lease_and_its_late_report_is_fenced(
+        jc: tuple[LocalCluster, str], tmp_path: Path) -> None:
+    local, key = jc
+    photo = make_photo(tmp_path / "big.jpg", 2400, 1600, seed=1)
+    off = len(log_text(local, "manager1"))
+    put = put_retrying(local.root, photo)
+    assert put["status"] == "processing", put
+    m = wait_log(local, "manager1", r"dispatch: job (\S+) image (\S+) .*-> proc1", after=off)
+    job, image_id = m.group(1), m.group(2)
+    stopped = local.child("proc1")
+    os.kill(stopped.proc.pid, signal.SIGSTOP)  # a silent death: the TCP connection stays up
+    t0 = time.monotonic()
+    try:
+        local.add_proc("proc2", 1)
+        wait_log(local, "manager1", rf"interrupted: job {job} image {image_id} on proc1 \(lease expired\)",
+                 after=off)
+        wait_log(local, "manager1", rf"dispatch: job \S+ image {image_id} .*-> proc2", after=off)
+        redispatch_s = time.monotonic() - t0
+        img = wait_final(local, key, put["id"], 240)
+    finally:
+        os.kill(stopped.proc.pid, signal.SIGCONT)
+    print(f"SIGSTOP -> re-dispatch: {redispatch_s:.1f} s (job lease 2 s)")
+    assert img["status"] == "ready", img
+    assert variant_set_ok(img)
+    assert redispatch_s < 2 + 10  # lease + dispatch loop, generous for a loaded 2-core box
+    # the stopped node wakes up, finishes and reports with a lease that was given away
+    wait_log(local, "manager1", rf"fenced: ignoring report for job {job} from proc1", timeout_s=240, after=off)
+    again = wait_final(local, key, put["id"])
+    assert again["variants"] == img["variants"]  # the late run changed no row
+    objects = variant_objects(local.root, img["sha256"])
+    assert all(len(files) == len(img["variants"]) for files in objects.values()), objects  # one set per replica
+
+
+def test_sigterm_mid_job_loses_nothing(jc: tuple[LocalCluster, str], tmp_path: Path) -> None:
+    local, key = jc
+    photo = make_photo(tmp_path / "deploy.jpg", 2000, 1500, seed=2)
+    off = len(log_text(local, "manager1"))
+    put = put_retrying(local.root, photo)
+    m = wait_log(local, "manager1", r"dispatch: job \S+ image (\S+) .*-> (proc\d)", after=off)
+    node = m.group(2)
+    local.restart(node, sig=signal.SIGTERM)  # a deploy: drain, exit, start again
+    img = wait_final(local, key, put["id"], 240)
+    assert img["status"] == "ready", img
+    assert variant_set_ok(img)
+    text = log_text(local, node)
+    assert "draining" in text
+
+
+def test_timeouts_back_off_dead_letter_and_retry(jc: tuple[LocalCluster, str], tmp_path: Path) -> None:
+    local, key = jc
+    _manager_restart(local, PIXELFOX_JOB_TIMEOUT_S="0.01")  # every job overruns its time limit
+    try:
+        put = put_retrying(local.root, make_photo(tmp_path / "slow.jpg", 1600, 1200, seed=3))
+        assert put["status"] == "processing", put
+        img = wait_final(local, key, put["id"], 120)
+        assert img["status"] == "failed" and img["error"]["code"] == "timeout", img
+        listing = json.loads(cli(local.root, "jobs", "--json", "--state", "dead").stdout)
+        dead = [j for j in listing["jobs"] if j["slug"] == put["id"]]
+        assert dead and dead[0]["attempt"] == 3 and "time limit" in dead[0]["reason"], listing
+        assert listing["counts"]["dead"] >= 1
+        text = log_text(local, "manager1")
+        delays = [float(x) for x in __import__("re").findall(r"retry in ([\d.]+) s", text)]
+        assert len(delays) >= 2 and all(0.1 <= d <= 1.0 for d in delays), delays  # back-off with jitter
+    finally:
+        _manager_restart(local)
+    r = cli(local.root, "jobs", "retry", dead[0]["id"])
+    assert r.returncode == 0, r.stderr
+    img = wait_final(local, key, put["id"], 240)
+    assert img["status"] == "ready", img
+    assert variant_set_ok(img)
+    listing = json.loads(cli(local.root, "jobs", "--json").stdout)
+    assert all(j["slug"] != put["id"] for j in listing["jobs"]), listing
+
+
+@pytest.mark.parametrize("failpoint", ["after-image-commit", "after-enqueue", "after-dispatch",
+                                       "after-result-commit"])
+def test_manager_killed_at_each_step_converges(jc: tuple[LocalCluster, str], tmp_path: Path,
+                                               failpoint: str) -> None:
+    local, key = jc
+    before = {i["id"] for i in newest_images(local, key, 100)}
+    _manager_restart(local, PIXELFOX_FAILPOINT=failpoint)
+    dying = local.child("manager1")
+    put_json(local.root, make_photo(tmp_path / f"{failpoint}.jpg", 800, 600, seed=hash(failpoint) % 1000))
+    assert dying.proc.wait(120) == 137, f"{failpoint} was not hit"
+    _manager_restart(local)  # comes back without the failpoint
+    new = [i for i in newest_images(local, key, 100) if i["id"] not in before]
+    assert len(new) == 1, new  # the upload exists exactly once
+    img = wait_final(local, key, new[0]["id"], 240)
+    assert img["status"] == "ready", (failpoint, img)
+    assert variant_set_ok(img)
+
+
+def test_proc_killed_after_variant_put_converges(jc: tuple[LocalCluster, str], tmp_path: Path) -> None:
+    local, key = jc
+    for c in [c for c in local.children if c.name.startswith("proc")]:
+        local.restart(c.name, sig=signal.SIGTERM, env={"PIXELFOX_FAILPOINT": "after-variant-put"})
+    put = put_retrying(local.root, make_photo(tmp_path / "vput.jpg", 800, 600, seed=7))
+    deadline = time.monotonic() + 120
+    while not any(c.proc.poll() == 137 for c in local.children if c.name.startswith("proc")):
+        assert time.monotonic() < deadline, "failpoint after-variant-put was not hit"
+        time.sleep(0.2)
+    for c in [c for c in local.children if c.name.startswith("proc")]:
+        local.restart(c.name, env={"PIXELFOX_FAILPOINT": ""})
+    img = wait_final(local, key, put["id"], 240)
+    assert img["status"] == "ready", img
+    assert variant_set_ok(img)
+    objects = variant_objects(local.root, img["sha256"])
+    assert all(len(files) == len(img["variants"]) for files in objects.values()), objects

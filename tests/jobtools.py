@@ -1,0 +1,151 @@
+"""Helpers for the job-reliability tests (tests/e2e/test_jobs.py, tests/chaos/test_chaos.py).
+
+Everything goes through public faces: the ``pixelfox`` CLI and the manager's gRPC API with the
+local admin's API key; logs are read only for figures and for knowing *when* to strike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from PIL import Image
+
+from pixelfox.cli.launcher import Counts, LocalCluster
+from pixelfox.client.images import image_to_json
+from pixelfox.grpcx.auth import api_key_metadata
+from pixelfox.v1 import manager_pb2, manager_pb2_grpc
+
+
+def make_photo(path: Path, width: int, height: int, seed: int = 0) -> Path:
+    """Write a photo-like JPEG (gradient + soft noise, unique per ``seed``) of ``width`` x ``height`` px."""
+    base = Image.linear_gradient("L").resize((width, height))
+    noise = Image.effect_noise((max(1, width // 4), max(1, height // 4)), 40 + seed % 50).resize((width, height))
+    third = Image.radial_gradient("L").resize((width, height)).point(lambda v, s=seed: (v + s * 7) % 256)
+    buf = io.BytesIO()
+    Image.merge("RGB", (base, noise, third)).save(buf, "JPEG", quality=88)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def start_cluster(root: Path, counts: Counts, role_env: dict[str, dict[str, str]] | None = None,
+                  appendfsync: str = "everysec") -> tuple[LocalCluster, str]:
+    """Start a LocalCluster in ``root``; returns it and the local admin's API key."""
+    local = LocalCluster(root, counts, role_env=role_env or {}, redis_appendfsync=appendfsync)
+    try:
+        local.start()
+        asyncio.run(local.wait_ready(120))
+        key = asyncio.run(local.ensure_admin())
+        local.write_state(key)
+    except BaseException:
+        local.stop(5)
+        raise
+    return local, key
+
+
+def cli(root: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the real ``pixelfox`` CLI in the cluster folder."""
+    return subprocess.run([sys.executable, "-m", "pixelfox", *args], cwd=root, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def put_json(root: Path, *files: Path, timeout: float = 300) -> list[dict[str, Any]]:
+    """``pixelfox put --json FILE...`` -> its JSON lines (one per file)."""
+    r = cli(root, "put", "--json", *map(str, files), timeout=timeout)
+    return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+
+
+def put_retrying(root: Path, file: Path, tries: int = 5, timeout: float = 300) -> dict[str, Any]:
+    """Upload one file like a patient client: again (after a pause) while the cluster answers UNAVAILABLE.
+
+    Returns the last ``put --json`` object; an upload that was rejected for another reason is returned as is.
+    """
+    out: dict[str, Any] = {}
+    for i in range(tries):
+        [out] = put_json(root, file, timeout=timeout) or [{"status": "rejected", "error": {"code": "no-output"}}]
+        if out["status"] != "rejected" or out.get("error", {}).get("code") not in ("unavailable", "no-output",
+                                                                                  "no-node-available", "internal"):
+            return out
+        time.sleep(1 + i)
+    return out
+
+
+async def _get(address: str, key: str, slug: str) -> dict[str, Any]:
+    async with grpc.aio.insecure_channel(address.split(",")[0]) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        img = await stub.GetImage(manager_pb2.GetImageRequest(slug=slug), metadata=api_key_metadata(key), timeout=10)
+        return image_to_json(img)
+
+
+def get_image(local: LocalCluster, key: str, slug: str) -> dict[str, Any]:
+    """The image as the public API serves it (``GetImage`` -> the ``put --json`` shape)."""
+    return asyncio.run(_get(local.manager_address, key, slug))
+
+
+def wait_final(local: LocalCluster, key: str, slug: str, timeout_s: float = 120) -> dict[str, Any]:
+    """Poll GetImage until the image is ready or failed (the last answer on timeout)."""
+    deadline = time.monotonic() + timeout_s
+    img: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            img = get_image(local, key, slug)
+            if img["status"] in ("ready", "failed"):
+                return img
+        except grpc.aio.AioRpcError:
+            pass  # manager restarting
+        time.sleep(0.5)
+    return img
+
+
+async def _newest(address: str, key: str, limit: int) -> list[dict[str, Any]]:
+    async with grpc.aio.insecure_channel(address.split(",")[0]) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        reply = await stub.ListImages(manager_pb2.ListImagesRequest(limit=limit), metadata=api_key_metadata(key),
+                                      timeout=10)
+        return [image_to_json(i) for i in reply.images]
+
+
+def newest_images(local: LocalCluster, key: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The admin user's newest images (``ListImages``), newest first."""
+    return asyncio.run(_newest(local.manager_address, key, limit))
+
+
+def log_text(local: LocalCluster, name: str) -> str:
+    path = local.state / "logs" / f"{name}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def wait_log(local: LocalCluster, name: str, pattern: str, timeout_s: float = 60, after: int = 0) -> re.Match[str]:
+    """Wait until ``pattern`` (regex) appears in node ``name``'s log past offset ``after``."""
+    deadline = time.monotonic() + timeout_s
+    rx = re.compile(pattern)
+    while time.monotonic() < deadline:
+        m = rx.search(log_text(local, name), after)
+        if m:
+            return m
+        time.sleep(0.1)
+    raise AssertionError(f"{pattern!r} not in {name}.log after {timeout_s} s")
+
+
+def variant_set_ok(img: dict[str, Any]) -> bool:
+    """Exactly one variant per (name, format), and at least one."""
+    pairs = [(v["name"], v["format"]) for v in img["variants"]]
+    return bool(pairs) and len(pairs) == len(set(pairs))
+
+
+def variant_objects(root: Path, sha256: str) -> dict[str, list[str]]:
+    """Storage node -> sorted variant object files of the original ``sha256`` (sidecars, temp files excluded)."""
+    out: dict[str, list[str]] = {}
+    for node in sorted((root / ".pixelfox" / "data").glob("storage*")):
+        files = [p for p in node.rglob("*") if p.is_file() and f"/{sha256}/r" in str(p)
+                 and not p.name.endswith(".meta") and ".tmp-" not in p.name]
+        out[node.name] = sorted(str(p.relative_to(node)) for p in files)
+    return out
