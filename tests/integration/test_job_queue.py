@@ -1,0 +1,108 @@
+"""JobQueue on a real redis-server: lanes, back-off, delayed set, dead letters, known set (issue 7)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from pixelfox.cli.launcher import free_port
+from pixelfox.queue import JobQueue
+from pixelfox.queue.streams import backoff_s
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", ""],
+                            stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).returncode != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait()
+
+
+@pytest.fixture
+async def q(redis_url: str) -> AsyncIterator[JobQueue]:
+    r = aioredis.from_url(redis_url)
+    await r.flushdb()
+    queue = JobQueue(r, "m1", lease_s=0.5, max_attempts=3, max_lost=2, backoff_base_s=0.1, backoff_cap_s=0.4)
+    await queue.ensure_group()
+    yield queue
+    await r.aclose()
+
+
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    rng = random.Random(1)
+    for attempt in range(8):
+        d = min(60.0, 1.0 * 2**attempt)
+        samples = [backoff_s(attempt, 1.0, 60.0, rng) for _ in range(200)]
+        assert all(d / 2 <= s <= d for s in samples)
+        assert max(samples) - min(samples) > d / 10  # spread, not one value
+
+
+async def test_interactive_lane_goes_first_and_known_tracks_jobs(q: JobQueue) -> None:
+    await q.enqueue("batch-1", lane="batch", kind="reprocess_image", recipe=2)
+    await q.enqueue("upload-1")
+    assert await q.known(["batch-1", "upload-1", "other"]) == [True, True, False]
+    first, second = (await q.take(1, 0))[0], (await q.take(1, 0))[0]
+    assert (first.image_id, first.lane) == ("upload-1", "interactive")
+    assert (second.image_id, second.lane, second.kind, second.recipe) == ("batch-1", "batch", "reprocess_image", 2)
+    await q.ack(first)
+    assert await q.known(["upload-1", "batch-1"]) == [False, True]
+    assert await q.take(1, 0) == []
+
+
+async def test_retry_waits_in_the_delayed_set_then_dead_letters(q: JobQueue) -> None:
+    await q.enqueue("img", gpu=True, cpu=2.5)
+    job = (await q.take(1, 0))[0]
+    delays = []
+    for _ in range(2):
+        delay = await q.retry(job, "boom")
+        assert delay is not None
+        delays.append(delay)
+        assert await q.take(1, 0) == []  # not before it is due
+        assert len(await q.delayed()) == 1
+        await asyncio.sleep(delay + 0.05)
+        assert await q.promote_due() == 1
+        job = (await q.take(1, 0))[0]
+        assert job.gpu and job.cpu == 2.5 and job.reason == "boom"
+    assert job.attempt == 2 and 0.05 <= delays[0] <= 0.1 and 0.1 <= delays[1] <= 0.2
+    assert await q.retry(job, "boom again") is None  # third failure: dead
+    dead = await q.dead()
+    assert [(d.image_id, d.attempt, d.reason) for d in dead] == [("img", 3, "boom again")]
+    assert await q.known(["img"]) == [False]
+    revived = await q.revive(dead[0].entry_id)
+    assert revived is not None and revived.attempt == 0
+    assert await q.dead_count() == 0
+    again = (await q.take(1, 0))[0]
+    assert again.image_id == "img" and again.attempt == 0
+
+
+async def test_lost_runs_are_counted_and_a_manager_lease_is_retaken(q: JobQueue, redis_url: str) -> None:
+    await q.enqueue("poison")
+    job = (await q.take(1, 0))[0]
+    assert await q.requeue(job, lost=True)
+    job = (await q.take(1, 0))[0]
+    assert job.lost == 1
+    # this manager "dies" holding the job: another manager takes it after lease_s
+    other = JobQueue(q.redis, "m2", lease_s=0.5, max_lost=2)
+    assert await other.take(1, 0) == []
+    await asyncio.sleep(0.6)
+    taken = await other.take(1, 0)
+    assert [j.entry_id for j in taken] == [job.entry_id]
+    assert not await other.requeue(taken[0], lost=True)  # second lost run: dead letter (max_lost=2)
+    assert (await q.dead())[0].reason.startswith("lost 2 times")
