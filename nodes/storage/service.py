@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,10 @@ PUTS = Counter("pixelfox_storage_puts_total", "Object puts by result", ["pool", 
 DELETES = Counter("pixelfox_storage_deletes_total", "Object deletes", ["pool"])
 
 
+#: objects whose info and path the HTTP origin keeps in memory (about 300 bytes each)
+INFO_CACHE_SIZE = 100_000
+
+
 @dataclass(frozen=True)
 class Stored:
     info: ObjectInfo
@@ -43,6 +48,7 @@ class StorageService:
         self.used = 0
         self.free = 0
         self.draining = False
+        self._info: OrderedDict[str, tuple[ObjectInfo, Path | None]] = OrderedDict()
         #: X-Accel-Redirect prefix (an nginx ``internal`` location over the data dir); "" = send bytes
         self.accel_redirect = ""
 
@@ -76,7 +82,32 @@ class StorageService:
         validate_key(key)
         return await self.store.stat(key)
 
+    async def lookup(self, key: str) -> tuple[ObjectInfo, Path | None] | None:
+        """Info and local file of ``key`` for the HTTP origin, from a bounded in-memory cache.
+
+        Keys never change their bytes, so a hit stays right until the object is deleted
+        (:meth:`delete` and :meth:`forget` evict it). Misses are not cached (an object may
+        arrive at any time). At most ``INFO_CACHE_SIZE`` entries, least recently used dropped.
+        """
+        hit = self._info.get(key)
+        if hit is not None:
+            self._info.move_to_end(key)
+            return hit
+        info = await self.stat(key)
+        if info is None:
+            return None
+        entry = (info, self.store.local_path(key))
+        self._info[key] = entry
+        if len(self._info) > INFO_CACHE_SIZE:
+            self._info.popitem(last=False)
+        return entry
+
+    def forget(self, key: str) -> None:
+        """Drop ``key`` from the lookup cache (its file was found missing)."""
+        self._info.pop(key, None)
+
     async def delete(self, key: str) -> bool:
+        self.forget(key)
         deleted = await self.store.delete(key)
         if deleted:
             DELETES.labels(self.pool).inc()

@@ -1,0 +1,285 @@
+"""Image serving throughput: a storage node alone, behind nginx (X-Accel-Redirect), and nginx alone.
+
+Usage: ``.venv/bin/python bench/serving.py [--files 200] [--size 51200] [--seconds 8] [--connections 32]``
+
+One run, same files, same machine, three routes measured one after the other:
+
+1. ``node``   — ``GET /o/<key>`` straight from a storage node (aiohttp; bytes read from the pool
+   by ``FsStore.open_range``; ETag/Range logic in Python);
+2. ``accel``  — nginx proxies to a second storage node process on the same pool in
+   X-Accel-Redirect mode (``PIXELFOX_ACCEL_REDIRECT=/_pool/``): the node answers headers only
+   and nginx sends the file;
+3. ``nginx``  — nginx serves the same files directly (``alias`` on the pool), the reference.
+
+Load comes from ``wrk`` (Debian package ``wrk``) with a Lua script cycling over every file;
+without ``wrk`` an aiohttp client is used (slower: on a 2-core machine it competes with the
+server for CPU, so its figures are lower bounds). Prints requests/s per route and the ratios
+against the issue 6 goals: node >= 0.4x nginx, accel >= 0.9x nginx. Every route is checked to
+return the right bytes before it is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pixelfox.storage.fs import FsStore  # noqa: E402
+from pixelfox.storage.keys import original_key  # noqa: E402
+
+GOALS = {"node": 0.4, "accel": 0.9}
+
+NGINX_CONF = """
+daemon off;
+{user}
+worker_processes {workers};
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    types {{ image/jpeg jpg; }}
+    upstream storage {{ server 127.0.0.1:{accel_port}; keepalive 64; }}
+    server {{  # nginx alone: the reference
+        listen 127.0.0.1:{direct_port};
+        location /o/ {{
+            alias {pool}/;
+            add_header Cache-Control "public, max-age=31536000, immutable";
+        }}
+    }}
+    server {{  # nginx in front of a storage node in X-Accel-Redirect mode
+        listen 127.0.0.1:{front_port};
+        location /o/ {{
+            proxy_pass http://storage;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+        location /_pool/ {{
+            internal;
+            alias {pool}/;
+            etag off;
+            add_header ETag $upstream_http_etag always;
+            add_header X-Content-Type-Options nosniff always;
+            add_header Content-Security-Policy sandbox always;
+        }}
+    }}
+}}
+"""
+
+WRK_LUA = """
+local paths = {%s}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i %% #paths) + 1])
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def make_files(pool: Path, count: int, size: int) -> list[str]:
+    store = FsStore(pool)
+    keys = []
+    for _ in range(count):
+        data = secrets.token_bytes(size)
+        sha = hashlib.sha256(data).hexdigest()
+        key = original_key(sha, "jpg")
+
+        async def one(d: bytes = data):  # type: ignore[no-untyped-def]
+            yield d
+
+        await store.put(key, one(), content_type="image/jpeg", sha256=sha, size=size)
+        keys.append(key)
+    return keys
+
+
+def start_node(tmp: Path, pool: Path, accel: bool) -> tuple[subprocess.Popen[bytes], int]:
+    http_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELFOX_")} | {
+        "PIXELFOX_NODE_ID": f"bench-{'accel' if accel else 'plain'}",
+        "PIXELFOX_CLUSTER__MANAGER": "127.0.0.1:1",  # nothing listens: the node serves without a manager
+        "PIXELFOX_CLUSTER__SECRET": "bench", "PIXELFOX_GRPC__PORT": str(free_port()),
+        "PIXELFOX_HTTP__PORT": str(http_port), "PIXELFOX_METRICS_PORT": "-1",
+        "PIXELFOX_DATA_DIR": str(pool), "PIXELFOX_LOG__LEVEL": "WARNING",
+        "PIXELFOX_ACCEL_REDIRECT": "/_pool/" if accel else "",
+    }
+    log = (tmp / f"node-{http_port}.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "nodes.storage"], cwd=REPO, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    wait_url(f"http://127.0.0.1:{http_port}/healthz")
+    return proc, http_port
+
+
+def wait_url(url: str, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def check(base: str, key: str, pool: Path) -> None:
+    with urllib.request.urlopen(f"{base}/o/{key}", timeout=5) as r:
+        body = r.read()
+    if body != (pool / key).read_bytes():
+        raise SystemExit(f"{base} returned the wrong bytes for {key}")
+
+
+def run_wrk(base: str, keys: list[str], seconds: float, connections: int, tmp: Path) -> float:
+    script = tmp / "paths.lua"
+    script.write_text(WRK_LUA % ",".join(f'"/o/{k}"' for k in keys))
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{int(seconds)}s", "-s", str(script), base],
+                         capture_output=True, text=True, check=True).stdout
+    if re.search(r"Non-2xx or 3xx responses", out):
+        raise SystemExit(f"wrk saw errors against {base}:\n{out}")
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not m:
+        raise SystemExit(f"cannot parse wrk output:\n{out}")
+    return float(m.group(1))
+
+
+async def run_aiohttp(base: str, keys: list[str], seconds: float, connections: int) -> float:
+    import aiohttp
+
+    done = 0
+    stop = time.monotonic() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
+
+        async def worker(i: int) -> None:
+            nonlocal done
+            while time.monotonic() < stop:
+                async with session.get(f"{base}/o/{keys[(done + i) % len(keys)]}") as r:
+                    await r.read()
+                    if r.status != 200:
+                        raise SystemExit(f"{base}: HTTP {r.status}")
+                done += 1
+
+        start = time.monotonic()
+        await asyncio.gather(*(worker(i) for i in range(connections)))
+        return done / (time.monotonic() - start)
+
+
+def measure(base: str, keys: list[str], args: argparse.Namespace, tmp: Path) -> float:
+    if shutil.which("wrk"):
+        return run_wrk(base, keys, args.seconds, args.connections, tmp)
+    return asyncio.run(run_aiohttp(base, keys, args.seconds, args.connections))
+
+
+def loop_name() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--files", type=int, default=200)
+    ap.add_argument("--size", type=int, default=50 * 1024, help="bytes per file (default 50 KiB)")
+    ap.add_argument("--seconds", type=float, default=8.0, help="seconds per route")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--nginx-workers", type=int, default=1, help="nginx worker processes (default 1)")
+    ap.add_argument("--rounds", type=int, default=3, help="measurements per route, alternating; median kept")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        raise SystemExit("nginx not found (Debian nginx-light)")
+    tmp = Path(tempfile.mkdtemp(prefix="pixelfox-bench-serving-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        pool = tmp / "pool"
+        keys = asyncio.run(make_files(pool, args.files, args.size))
+        plain, plain_port = start_node(tmp, pool, accel=False)
+        accel, accel_port = start_node(tmp, pool, accel=True)
+        procs += [plain, accel]
+        direct_port, front_port = free_port(), free_port()
+        conf = tmp / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(
+            user="user root;" if os.geteuid() == 0 else "", workers=args.nginx_workers, tmp=tmp, pool=pool.resolve(),
+            accel_port=accel_port, direct_port=direct_port, front_port=front_port))
+        ngx = subprocess.Popen([nginx, "-c", str(conf), "-e", str(tmp / "nginx-error.log")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(ngx)
+        routes = {"nginx": f"http://127.0.0.1:{direct_port}", "node": f"http://127.0.0.1:{plain_port}",
+                  "accel": f"http://127.0.0.1:{front_port}"}
+        for base in routes.values():
+            wait_url(base + "/o/x")
+            check(base, keys[0], pool)
+        # rounds alternate the routes so a burst of other load on the machine hits all of them alike
+        runs: dict[str, list[float]] = {name: [] for name in routes}
+        for _ in range(args.rounds):
+            for name, base in routes.items():
+                runs[name].append(measure(base, keys, args, tmp))
+        rps = {name: statistics.median(v) for name, v in runs.items()}
+        result = {
+            "files": args.files, "size": args.size, "seconds": args.seconds, "connections": args.connections,
+            "client": "wrk" if shutil.which("wrk") else "aiohttp", "nginx_workers": args.nginx_workers,
+            "node_loop": loop_name(),
+            "cpus": os.cpu_count(), "rounds": args.rounds, "rps": {k: round(v, 1) for k, v in rps.items()},
+            "runs": {k: [round(x, 1) for x in v] for k, v in runs.items()},
+            "ratio": {k: round(rps[k] / rps["nginx"], 3) for k in GOALS},
+            "goal": GOALS,
+        }
+        if args.json:
+            print(json.dumps(result))
+            return
+        print(f"{args.files} files x {args.size} bytes, {args.rounds} x {args.seconds:g} s per route (median), "
+              f"{args.connections} connections, client {result['client']}, nginx workers {args.nginx_workers}, "
+              f"{os.cpu_count()} CPUs, node event loop {loop_name()}")
+        for name in ("nginx", "node", "accel"):
+            line = f"  {name:6} {rps[name]:10.1f} req/s  (runs {', '.join(f'{x:.0f}' for x in runs[name])})"
+            if name in GOALS:
+                ratio = rps[name] / rps["nginx"]
+                line += f"   {ratio:.2f}x nginx (goal {GOALS[name]}x: {'met' if ratio >= GOALS[name] else 'NOT met'})"
+            print(line)
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
