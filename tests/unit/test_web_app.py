@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ class FakeCluster(manager_pb2_grpc.ManagerServiceServicer, upload_pb2_grpc.Uploa
             else:
                 size += len(msg.chunk.data)
         assert header is not None and size == header.size
-        slug = f"s{len(self.images) + 1:04d}abcdefgh"
+        slug = f"s{len(self.images) + 1:04d}{uuid.uuid4().hex[:8]}"  # unique: the web caches ready images in Redis
         image = common_pb2.Image(
             id=slug,
             slug=slug,
