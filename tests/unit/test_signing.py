@@ -1,0 +1,56 @@
+"""Signed URLs (pixelfox.signing), private keys (pixelfox.storage.keys) and the read model codec."""
+
+from __future__ import annotations
+
+import pytest
+
+from pixelfox import errors, readmodel, signing
+from pixelfox.storage.keys import is_private_key, key_sha256, original_key, private_key, public_key, validate_key
+from pixelfox.v1 import common_pb2
+
+SHA = "ab" * 32
+KEY = original_key(SHA, "jpg")
+SALT = "0123456789abcdef0123456789abcdef"
+
+
+def test_private_key_round_trip_and_validation() -> None:
+    pk = private_key(KEY, SALT)
+    assert pk == f"p/{SALT}/{KEY}" and is_private_key(pk) and not is_private_key(KEY)
+    assert validate_key(pk) == pk and public_key(pk) == KEY and key_sha256(pk) == SHA
+    assert private_key(pk, "f" * 32) == f"p/{'f' * 32}/{KEY}"  # re-salting replaces the salt
+    for bad in (f"p/{SALT}/../{KEY}", f"p/{SALT[:-1]}/{KEY}", f"p/{SALT}/p/{SALT}/{KEY}", f"p/{SALT.upper()}/{KEY}"):
+        with pytest.raises(errors.BadRequest):
+            validate_key(bad)
+    with pytest.raises(errors.BadRequest):
+        private_key(KEY, "nothex")
+
+
+def test_sign_verify_expiry_and_rotation() -> None:
+    old, new = signing.keys_from("old secret"), signing.keys_from("old secret", signing.UrlSigningSettings(
+        keys=["new secret"]))  # type: ignore[list-item]
+    assert len(new) == 2 and new[1] == old[0]  # the new key signs, the old one still verifies
+    pk = private_key(KEY, SALT)
+    exp = signing.expiry(3600, 600, now=1_000_000)
+    assert exp % 600 == 0 and 1_003_600 <= exp < 1_004_200
+    q = dict(p.split("=", 1) for p in signing.sign(new[0], pk, exp).split("&"))
+    assert signing.verify(new, pk, q["exp"], q["sig"], now=1_000_000)
+    assert not signing.verify(old, pk, q["exp"], q["sig"], now=1_000_000)  # a node without the new key
+    old_q = dict(p.split("=", 1) for p in signing.sign(old[0], pk, exp).split("&"))
+    assert signing.verify(new, pk, old_q["exp"], old_q["sig"], now=1_000_000)  # rotation keeps old URLs alive
+    assert not signing.verify(new, pk, q["exp"], q["sig"], now=exp + 1)  # expired
+    assert not signing.verify(new, private_key(KEY, "f" * 32), q["exp"], q["sig"], now=1_000_000)  # other key
+    assert not signing.verify(new, pk, str(exp + 600), q["sig"], now=1_000_000)  # moved expiry
+    for e, s in ((None, q["sig"]), (q["exp"], None), ("-1", q["sig"]), ("1e9", q["sig"]), (q["exp"], "x" * 100)):
+        assert not signing.verify(new, pk, e, s, now=1_000_000)
+
+
+def test_readmodel_codec() -> None:
+    img = common_pb2.Image(slug="abc", status=common_pb2.IMAGE_STATUS_READY, visibility="public", title="t")
+    entry = readmodel.decode(b"I" + img.SerializeToString())
+    assert entry is not None and entry.kind == "image" and entry.image == img
+    assert readmodel.decode(b"P") == readmodel.Entry("private")
+    assert readmodel.decode(b"D") == readmodel.Entry("deleted")
+    assert readmodel.decode(None) is None and readmodel.decode(b"Xjunk") is None
+    assert readmodel.cacheable(img)
+    assert not readmodel.cacheable(common_pb2.Image(status=common_pb2.IMAGE_STATUS_READY, visibility="private"))
+    assert not readmodel.cacheable(common_pb2.Image(status=common_pb2.IMAGE_STATUS_PROCESSING))
