@@ -14,6 +14,7 @@ from aiohttp import web
 
 from pixelfox import errors, readmodel
 from pixelfox.v1 import common_pb2, manager_pb2
+from web import exif
 from web.calls import call, load_image
 from web.keys import MANAGER, REDIS, SETTINGS, STATE
 from web.sessions import CurrentUser, current_user
@@ -24,13 +25,16 @@ SLUG_RE = r"[A-Za-z0-9_-]{1,64}"
 OEMBED_CACHE_AGE_S = 3600
 
 
-def image_page_extras(request: web.Request, image: common_pb2.Image, user: CurrentUser | None) -> dict[str, Any]:
-    """Template values the image page adds for issue 5: owner controls, oEmbed link, download."""
+async def image_page_extras(
+    request: web.Request, image: common_pb2.Image, user: CurrentUser | None
+) -> dict[str, Any]:
+    """Template values the image page adds for issue 5: owner controls, oEmbed link, download, EXIF."""
     base = request.app[STATE].public_url
     owner = user is not None and (user.role == "admin" or (bool(image.owner_id) and user.id == image.owner_id))
     private = image.visibility == "private"
     page = f"{base}/i/{image.slug}"
     return {
+        "exif": await exif.summary(request.app[REDIS], image),
         "is_owner": owner,
         "is_private": private,
         "oembed_url": "" if private else f"{base}/oembed?url={quote(page, safe='')}&format=json",

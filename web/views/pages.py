@@ -104,7 +104,7 @@ async def image_page(request: web.Request) -> web.Response:
         "title": title,
         "og_type": MIME.get(picture.og.format.lower(), "") if picture.og else "",
         "embed_src": embed_src,
-        **image_page_extras(request, image, caller.user),
+        **(await image_page_extras(request, image, caller.user)),
     }
     return await render(request, "image.html", ctx)
 

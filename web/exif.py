@@ -1,0 +1,105 @@
+"""An EXIF summary for image pages (camera, lens, exposure, date), never location.
+
+The stored original keeps its metadata; the web node reads only its first
+:data:`HEAD_BYTES` with an HTTP ``Range`` request to the storage origin (where JPEG, and most
+cameras' EXIF, lives), parses the tags with Pillow (no pixels are decoded) and caches the result
+in Redis by content hash (``pixelfox:{exif}:<sha256>``, the same bytes always give the same
+answer). GPS, maker notes and thumbnails are never read into the summary. Anything that goes
+wrong yields an empty summary: it is a nicety, never a reason for an error page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+from fractions import Fraction
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+from PIL import Image
+from redis.exceptions import RedisError
+
+from pixelfox.v1 import common_pb2
+
+logger = logging.getLogger(__name__)
+
+HEAD_BYTES = 256 * 1024
+FETCH_TIMEOUT_S = 2.0
+CACHE_TTL_S = 30 * 24 * 3600
+EXIF_IFD = 0x8769
+#: (ifd, tag, label); GPS (0x8825) is deliberately absent
+TAGS = (
+    (None, 0x010F, "Camera make"),
+    (None, 0x0110, "Camera model"),
+    (EXIF_IFD, 0xA434, "Lens"),
+    (EXIF_IFD, 0x829A, "Exposure"),
+    (EXIF_IFD, 0x829D, "Aperture"),
+    (EXIF_IFD, 0x8827, "ISO"),
+    (EXIF_IFD, 0x920A, "Focal length"),
+    (EXIF_IFD, 0x9003, "Taken"),
+)
+
+
+def _fmt(label: str, value: Any) -> str:
+    if isinstance(value, tuple):
+        value = value[0] if value else ""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    try:
+        if label == "Exposure":
+            f = Fraction(float(value)).limit_denominator(8000)
+            return f"{f.numerator}/{f.denominator} s" if f < 1 else f"{float(f):g} s"
+        if label == "Aperture":
+            return f"f/{float(value):.1f}"
+        if label == "Focal length":
+            return f"{float(value):g} mm"
+    except (TypeError, ValueError, ZeroDivisionError):
+        return ""
+    return str(value).strip("\x00 ")[:80]
+
+
+def parse(data: bytes) -> list[tuple[str, str]]:
+    """``[(label, text)]`` from the EXIF in the first bytes of an image; ``[]`` if none or unreadable."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            exif = im.getexif()
+            ifds = {None: exif, EXIF_IFD: exif.get_ifd(EXIF_IFD)}
+            out = []
+            for ifd, tag, label in TAGS:
+                value = ifds[ifd].get(tag)
+                text = _fmt(label, value) if value not in (None, "", b"") else ""
+                if text:
+                    out.append((label, text))
+            return out
+    except Exception:  # truncated or exotic files simply have no summary
+        return []
+
+
+async def summary(redis: aioredis.Redis, image: common_pb2.Image) -> list[tuple[str, str]]:
+    """The cached or freshly read summary of ``image``'s original (``[]`` while processing)."""
+    if not image.original_url or not image.sha256 or image.status != common_pb2.IMAGE_STATUS_READY:
+        return []
+    key = f"pixelfox:{{exif}}:{image.sha256}"
+    with contextlib.suppress(RedisError, OSError, ValueError, TypeError):  # Redis trouble: read the file
+        raw = await redis.get(key)
+        if raw is not None:
+            return [(str(a), str(b)) for a, b in json.loads(raw)]
+    try:
+        timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)
+        async with aiohttp.ClientSession(timeout=timeout) as http, http.get(
+            image.original_url, headers={"Range": f"bytes=0-{HEAD_BYTES - 1}"}
+        ) as r:
+            if r.status not in (200, 206):
+                return []
+            data = await r.content.read(HEAD_BYTES)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        logger.info("no EXIF summary for %s: %s", image.slug, exc)
+        return []
+    result = await asyncio.to_thread(parse, data)
+    with contextlib.suppress(RedisError, OSError):
+        await redis.set(key, json.dumps(result), ex=CACHE_TTL_S)
+    return result
