@@ -109,7 +109,7 @@ def cli(argv: list[str] | None = None) -> None:
         print(settings.redacted())
         return
     logs.configure(settings.log, settings.node_id)
-    try:  # uvloop (optional) roughly doubles the HTTP origin's requests/s (docs/benchmarks.md)
+    try:  # uvloop (optional) speeds up the HTTP origin (docs/benchmarks.md)
         import uvloop
     except ImportError:
         asyncio.run(main(settings))
