@@ -123,7 +123,7 @@ async def make_files(pool: Path, count: int, size: int) -> list[str]:
     return keys
 
 
-def start_node(tmp: Path, pool: Path, accel: bool) -> tuple[subprocess.Popen[bytes], int]:
+def start_node(tmp: Path, pool: Path, accel: bool, workers: int) -> tuple[subprocess.Popen[bytes], int]:
     http_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELFOX_")} | {
         "PIXELFOX_NODE_ID": f"bench-{'accel' if accel else 'plain'}",
@@ -131,7 +131,7 @@ def start_node(tmp: Path, pool: Path, accel: bool) -> tuple[subprocess.Popen[byt
         "PIXELFOX_CLUSTER__SECRET": "bench", "PIXELFOX_GRPC__PORT": str(free_port()),
         "PIXELFOX_HTTP__PORT": str(http_port), "PIXELFOX_METRICS_PORT": "-1",
         "PIXELFOX_DATA_DIR": str(pool), "PIXELFOX_LOG__LEVEL": "WARNING",
-        "PIXELFOX_ACCEL_REDIRECT": "/_pool/" if accel else "",
+        "PIXELFOX_ACCEL_REDIRECT": "/_pool/" if accel else "", "PIXELFOX_HTTP_WORKERS": str(workers),
     }
     log = (tmp / f"node-{http_port}.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "nodes.storage"], cwd=REPO, env=env, stdout=log,
@@ -215,7 +215,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=50 * 1024, help="bytes per file (default 50 KiB)")
     ap.add_argument("--seconds", type=float, default=8.0, help="seconds per route")
     ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--nginx-workers", type=int, default=1, help="nginx worker processes (default 1)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="processes per server: nginx worker_processes, node PIXELFOX_HTTP_WORKERS (default 1)")
     ap.add_argument("--rounds", type=int, default=3, help="measurements per route, alternating; median kept")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -227,13 +228,13 @@ def main() -> None:
     try:
         pool = tmp / "pool"
         keys = asyncio.run(make_files(pool, args.files, args.size))
-        plain, plain_port = start_node(tmp, pool, accel=False)
-        accel, accel_port = start_node(tmp, pool, accel=True)
+        plain, plain_port = start_node(tmp, pool, accel=False, workers=args.workers)
+        accel, accel_port = start_node(tmp, pool, accel=True, workers=args.workers)
         procs += [plain, accel]
         direct_port, front_port = free_port(), free_port()
         conf = tmp / "nginx.conf"
         conf.write_text(NGINX_CONF.format(
-            user="user root;" if os.geteuid() == 0 else "", workers=args.nginx_workers, tmp=tmp, pool=pool.resolve(),
+            user="user root;" if os.geteuid() == 0 else "", workers=args.workers, tmp=tmp, pool=pool.resolve(),
             accel_port=accel_port, direct_port=direct_port, front_port=front_port))
         ngx = subprocess.Popen([nginx, "-c", str(conf), "-e", str(tmp / "nginx-error.log")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -251,7 +252,7 @@ def main() -> None:
         rps = {name: statistics.median(v) for name, v in runs.items()}
         result = {
             "files": args.files, "size": args.size, "seconds": args.seconds, "connections": args.connections,
-            "client": "wrk" if shutil.which("wrk") else "aiohttp", "nginx_workers": args.nginx_workers,
+            "client": "wrk" if shutil.which("wrk") else "aiohttp", "workers": args.workers,
             "node_loop": loop_name(),
             "cpus": os.cpu_count(), "rounds": args.rounds, "rps": {k: round(v, 1) for k, v in rps.items()},
             "runs": {k: [round(x, 1) for x in v] for k, v in runs.items()},
@@ -262,7 +263,7 @@ def main() -> None:
             print(json.dumps(result))
             return
         print(f"{args.files} files x {args.size} bytes, {args.rounds} x {args.seconds:g} s per route (median), "
-              f"{args.connections} connections, client {result['client']}, nginx workers {args.nginx_workers}, "
+              f"{args.connections} connections, client {result['client']}, {args.workers} process(es) per server, "
               f"{os.cpu_count()} CPUs, node event loop {loop_name()}")
         for name in ("nginx", "node", "accel"):
             line = f"  {name:6} {rps[name]:10.1f} req/s  (runs {', '.join(f'{x:.0f}' for x in runs[name])})"

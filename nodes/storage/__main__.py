@@ -16,6 +16,7 @@ import sys
 
 from aiohttp import web
 
+from nodes.storage import http_worker
 from nodes.storage.config import StorageNodeSettings
 from nodes.storage.http import build_app
 from nodes.storage.service import StorageService
@@ -36,11 +37,17 @@ async def _start_http(service: StorageService, settings: StorageNodeSettings) ->
     url_keys = signing.keys_from(settings.cluster.secret.get_secret_value(), settings.url_signing)
     runner = web.AppRunner(build_app(service, url_keys), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, settings.http.host, settings.http.port, reuse_address=True)
+    port = settings.http.port
+    if settings.http_workers > 1 and port == 0:  # the workers need the port up front
+        with socket.socket() as s:
+            s.bind((settings.http.host, 0))
+            port = s.getsockname()[1]
+    site = web.TCPSite(runner, settings.http.host, port, reuse_address=True,
+                       reuse_port=settings.http_workers > 1 or None)
     await site.start()
     server = site._server
     sockets: list[socket.socket] = list(getattr(server, "sockets", None) or [])
-    port = sockets[0].getsockname()[1] if sockets else settings.http.port
+    port = sockets[0].getsockname()[1] if sockets else port
     return runner, port
 
 
@@ -70,6 +77,7 @@ async def main(settings: StorageNodeSettings) -> None:
         reflection_on=settings.grpc.reflection,
     )
     runner, http_port = await _start_http(service, settings)
+    workers = http_worker.spawn(settings, http_port)
     service.public_url = (settings.http.public_url or f"http://{settings.http.host}:{http_port}").rstrip("/")
     metrics_url = start_metrics(settings.grpc.host, settings.metrics_port)
     ident = NodeIdentity(
@@ -96,6 +104,7 @@ async def main(settings: StorageNodeSettings) -> None:
             ready=service.ready,
         )
     finally:
+        await asyncio.to_thread(http_worker.stop, workers)
         await runner.cleanup()
         await store.close()
 

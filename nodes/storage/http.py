@@ -242,11 +242,23 @@ async def _write_body(
             HTTP_SENT.inc(count)
         await resp.write_eof()
         return resp
+    if request.method == hdrs.METH_HEAD:
+        await resp.prepare(request)
+        await resp.write_eof()
+        return resp
+    chunks = aiter(service.store.open_range(key, start, count))
+    try:  # the first read before the headers: an object deleted meanwhile is still a clean 404
+        first = await anext(chunks, b"")
+    except errors.NotFound:
+        service.forget(key)
+        raise
     await resp.prepare(request)
-    if request.method != hdrs.METH_HEAD:
-        async for chunk in service.store.open_range(key, start, count):
-            await resp.write(chunk)
-            HTTP_SENT.inc(len(chunk))
+    if first:
+        await resp.write(first)
+        HTTP_SENT.inc(len(first))
+    async for chunk in chunks:
+        await resp.write(chunk)
+        HTTP_SENT.inc(len(chunk))
     await resp.write_eof()
     return resp
 

@@ -204,3 +204,34 @@ async def test_fs_node_sends_large_objects_and_ranges(tmp_path: Path) -> None:
         assert fetch(f"{node.public_url}/o/{key}")[0] == 404
     finally:
         assert node.stop() == 0, node.log.read_text()
+
+
+def children(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+async def test_http_workers_share_the_port_and_stop_with_the_node(tmp_path: Path) -> None:
+    node = start(tmp_path, {"PIXELFOX_HTTP_WORKERS": "3"})
+    try:
+        data = PHOTO.read_bytes()
+        key = original_key(hashlib.sha256(data).hexdigest(), "jpg")
+        async with node.client() as client:
+            await client.put(key, data, content_type="image/jpeg")
+        kids = children(node.proc.pid)
+        assert len(kids) == 2  # two extra HTTP processes
+        results = await asyncio.gather(*(asyncio.to_thread(fetch, f"{node.public_url}/o/{key}") for _ in range(40)))
+        assert all(r[0] == 200 and r[2] == data for r in results)
+        check_http_contract(node.public_url, key, data)
+    finally:
+        assert node.stop() == 0, node.log.read_text()
+    for pid in kids:  # gone with the node
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
