@@ -9,6 +9,7 @@ import logging
 from nodes.manager.config import ManagerSettings
 from nodes.manager.expiry import ExpirySweeper
 from nodes.manager.jobs_rpc import JobServicer
+from nodes.manager.ops import ManagerOps
 from nodes.manager.registry import Registry
 from nodes.manager.repair import ReplicaRepair
 from nodes.manager.service import ManagerService
@@ -47,12 +48,8 @@ async def serve(settings: ManagerSettings) -> None:
     metrics_url = start_metrics(settings.grpc.host, settings.metrics_port)
     ident = NodeIdentity(common_pb2.NODE_ROLE_MANAGER, node_id, f"{host}:{server.port}", metrics_url=metrics_url)
 
-    async def redis_up() -> bool:
-        try:
-            return bool(await redis.ping())
-        except Exception as exc:
-            logger.warning("redis not reachable: %s", exc)
-            return False
+    ops = ManagerOps(node_id, redis, engine, registry, queue)  # health of Redis + DB, gauges, run-once sweeps
+    ops.advertise(ident.grpc_address, ident.metrics_url)  # managers list themselves in the registry
 
     repair = ReplicaRepair(svc.views.sessions, registry, redis, settings.cluster.secret.get_secret_value(),
                            settings.replicas, settings.repair, owner=node_id)
@@ -61,9 +58,8 @@ async def serve(settings: ManagerSettings) -> None:
 
     try:
         expiry = ExpirySweeper(redis, svc.library)  # Chevereto/ImgBB expiration (nodes/manager/expiry.py)
-        await run_node(settings, server, ident, Load, background=[expiry.run, svc.dispatcher.run, repair.run, tiers.run,
-                                                                  svc.objects.run],
-                       ready=redis_up)
+        background = [expiry.run, svc.dispatcher.run, ops.run, svc.objects.run, repair.run, tiers.run]
+        await run_node(settings, server, ident, Load, background=background, ready=ops.ready)
     finally:
         await redis.aclose()
         await engine.dispose()

@@ -71,7 +71,6 @@ class LocalCluster:
     redis_appendfsync: str = "everysec"  # the private Redis' AOF fsync policy: always | everysec | no
     role_env: dict[str, dict[str, str]] = field(default_factory=dict)  # role -> PIXELFOX_* settings (tests)
     extra_env: dict[str, str] = field(default_factory=dict)  # PIXELFOX_* settings for every node (tests)
-    extra_env: dict[str, str] = field(default_factory=dict)  # PIXELFOX_* settings for every node (tests)
 
     @property
     def state(self) -> Path:
@@ -95,7 +94,6 @@ class LocalCluster:
             "PIXELFOX_LOG__LEVEL": os.environ.get("PIXELFOX_LOG__LEVEL", "INFO"),
             "PYTHONUNBUFFERED": "1",
         })
-        env.update(self.extra_env)
         env.update(self.extra_env)
         env.update(self.role_env.get(node_id.rstrip("0123456789"), {}))
         env.update(extra)
@@ -251,7 +249,7 @@ class LocalCluster:
                     h = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
                     if h.status == health_pb2.HealthCheckResponse.SERVING:
                         nodes = (await stub.ListNodes(manager_pb2.ListNodesRequest(), metadata=md, timeout=2)).nodes
-                        if sum(1 for n in nodes if n.healthy) >= expected:
+                        if sum(1 for n in nodes if n.healthy and n.role != common_pb2.NODE_ROLE_MANAGER) >= expected:
                             return list(nodes)
                 await asyncio.sleep(0.25)
 

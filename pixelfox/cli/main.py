@@ -33,7 +33,7 @@ STATUS_NAMES = {
 # ---- up --------------------------------------------------------------------------------------
 
 async def _up(opts: argparse.Namespace, console: Console) -> int:
-    cluster = LocalCluster(Path.cwd(), Counts(opts.upload, opts.proc, opts.storage, opts.web),
+    cluster = LocalCluster(Path.cwd(), Counts(opts.upload, opts.proc, opts.storage, opts.web, managers=opts.managers),
                            redis_url=opts.redis_url or "")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -91,9 +91,10 @@ def cmd_status(opts: argparse.Namespace) -> int:
         "last_heartbeat_age_s": round(n.last_heartbeat_age_s, 2), "http_url": n.http_url,
         "metrics_url": n.metrics_url,
     } for n in nodes]
-    rows.insert(0, {"role": "manager", "id": "manager", "address": ref.manager, "health": "healthy",
-                    "status": "active", "load": 0.0, "in_use": 0, "capacity": 0, "free_bytes": 0,
-                    "last_heartbeat_age_s": 0.0, "http_url": "", "metrics_url": ""})
+    if not any(r["role"] == "manager" for r in rows):  # managers older than issue 6 do not list themselves
+        rows.insert(0, {"role": "manager", "id": "manager", "address": ref.manager, "health": "healthy",
+                        "status": "active", "load": 0.0, "in_use": 0, "capacity": 0, "free_bytes": 0,
+                        "last_heartbeat_age_s": 0.0, "http_url": "", "metrics_url": ""})
     if opts.json:
         print(json.dumps({"nodes": rows}, indent=2))
         return 0
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--proc", type=int, default=2, help="processing nodes (default 2)")
     up.add_argument("--storage", type=int, default=2, help="storage nodes (default 2)")
     up.add_argument("--web", type=int, default=1, help="web nodes (default 1)")
+    up.add_argument("--managers", type=int, default=1, help="managers sharing Redis and the database (default 1)")
     up.add_argument("--redis-url", help="use this Redis instead of a private redis-server")
     up.add_argument("--import", dest="import_dir", metavar="DIR", help="upload every file in DIR once ready")
     up.add_argument("--exit-after-import", action="store_true", help="stop the cluster once --import is done")

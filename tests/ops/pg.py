@@ -31,13 +31,18 @@ class Postgres:
     bin: Path
     folder: Path
     port: int
+    host: str = "127.0.0.1"
+    netns: str = ""  # network namespace it listens in ("" = the test's own)
+
+    def _ns(self) -> list[str]:
+        return ["ip", "netns", "exec", self.netns] if self.netns else []
 
     def url(self, db: str = "postgres") -> str:
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{db}"
+        return f"postgresql+asyncpg://postgres@{self.host}:{self.port}/{db}"
 
     def psql(self, sql: str, db: str = "postgres") -> str:
-        res = subprocess.run([str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                              "-d", db, "-v", "ON_ERROR_STOP=1", "-Atc", sql],
+        res = subprocess.run([*self._ns(), str(self.bin / "psql"), "-h", self.host, "-p", str(self.port),
+                              "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-Atc", sql],
                              capture_output=True, text=True, check=True, timeout=60)
         return res.stdout
 
@@ -53,22 +58,30 @@ class Postgres:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start_postgres() -> Postgres:
-    """initdb + pg_ctl start as postgres; raises RuntimeError with the log on failure."""
+def start_postgres(host: str = "127.0.0.1", netns: str = "", allow_cidr: str = "") -> Postgres:
+    """initdb + pg_ctl start as postgres; raises RuntimeError with the log on failure.
+
+    ``host``/``netns``: listen on that address inside that network namespace (multi-host
+    tests); ``allow_cidr``: also trust connections from that network (pg_hba.conf).
+    """
     bindir = pg_bin()
     if bindir is None:
         raise FileNotFoundError("PostgreSQL is not installed (Debian: apt-get install postgresql)")
     folder = Path(tempfile.mkdtemp(prefix="pixelfox-pg-"))
     pw = pwd.getpwnam("postgres")
     os.chown(folder, pw.pw_uid, pw.pw_gid)
-    port = free_port()
-    run = ["runuser", "-u", "postgres", "--"]
+    port = free_port() if not netns else 5432
+    ns = ["ip", "netns", "exec", netns] if netns else []
+    run = [*ns, "runuser", "-u", "postgres", "--"]
     subprocess.run([*run, str(bindir / "initdb"), "-D", str(folder / "data"), "-A", "trust", "-U", "postgres",
                     "-E", "UTF8", "--no-sync"], capture_output=True, check=True, timeout=120)
-    opts = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off"
+    if allow_cidr:
+        with (folder / "data" / "pg_hba.conf").open("a") as f:
+            f.write(f"host all all {allow_cidr} trust\n")
+    opts = f"-p {port} -k {folder} -c listen_addresses={host} -c fsync=off -c synchronous_commit=off"
     res = subprocess.run([*run, str(bindir / "pg_ctl"), "-D", str(folder / "data"), "-o", opts, "-l",
                           str(folder / "log"), "-w", "-t", "60", "start"], capture_output=True, text=True, timeout=90)
-    pg = Postgres(bindir, folder, port)
+    pg = Postgres(bindir, folder, port, host, netns)
     if res.returncode != 0:
         log = (folder / "log").read_text() if (folder / "log").exists() else ""
         pg.stop()
