@@ -67,6 +67,8 @@ async def test_private_image_rekeys_signs_and_hides(cluster: Any, http: aiohttp.
     # oEmbed discovery and endpoint while public
     status, page, _ = await owner.get(f"/i/{slug}")
     assert 'type="application/json+oembed"' in page and 'property="og:image"' in page
+    assert "SM-J327T1" in page and "1/2801 s" in page  # EXIF summary of the original...
+    assert "GPSInfo" not in page and "Latitude" not in page  # ...never its location
     page_url = f"{cluster.web_url}/i/{slug}"
     status, emb = await api(Browser(http, cluster.web_url), "GET", f"/oembed?url={quote(page_url)}&format=json")
     assert status == 200 and emb["type"] == "photo" and emb["version"] == "1.0", emb
