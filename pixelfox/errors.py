@@ -150,6 +150,11 @@ class StorageFull(ResourceExhausted):
     default_message = "no space left on the storage node"
 
 
+class QuotaExceeded(ResourceExhausted):
+    code = "quota-exceeded"
+    default_message = "storage quota exceeded"
+
+
 class RateLimited(ResourceExhausted):
     code = "rate-limited"
     default_message = "too many requests"

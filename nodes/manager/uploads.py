@@ -13,6 +13,7 @@ from ulid import ULID
 from nodes.manager import expiry
 from nodes.manager.images import ImageViews, new_slug
 from nodes.manager.registry import Registry
+from nodes.manager.upload_limits import UploadLimits
 from pixelfox import errors, failpoints, tickets
 from pixelfox.config import LimitsSettings
 from pixelfox.db.models import Image, ObjectLocation, Upload, User
@@ -64,6 +65,7 @@ class Uploads:
         self.ticket_key = ticket_key
         self.recipe_version = recipe_version
         self.states = UploadStates(registry.redis, ttl_s=limits.upload_ttl_s)
+        self.gate = UploadLimits(registry.redis, sessions, limits)
 
     async def create(
         self, user: User | None, filename: str, size: int, content_type: str, expire_after_s: int = 0
@@ -77,6 +79,7 @@ class Uploads:
             )
         node = await self.registry.pick_upload_node()
         upload_id = str(ULID())
+        await self.gate.admit(user.id if user else "", upload_id, size)
         expires = datetime.now(UTC) + timedelta(seconds=self.limits.ticket_ttl_s)
         async with self.sessions() as s:
             s.add(Upload(id=upload_id, user_id=user.id if user else None, filename=filename[:255], size=size,
@@ -109,15 +112,24 @@ class Uploads:
             upload = await s.get(Upload, c.upload_id, with_for_update=True)
             if upload is None:
                 raise errors.InvalidTicket("unknown upload")
+            owner = upload.user_id or ""
             if upload.status != "open":
-                done = await s.scalar(select(Image).where(Image.upload_id == c.upload_id))
-                if done is not None and done.sha256 == c.sha256:  # an upload node retrying after a crash
+                done = await self._existing(s, upload.id, upload.user_id, c.sha256)
+                if done is not None:  # an upload node retrying after a crash
                     slug = done.slug
                     await s.rollback()
                     await self.states.finish(c.upload_id, "complete", slug)
                     return await self.views.get(slug)
                 raise errors.InvalidTicket("ticket was already used")
             upload.status = "complete"
+            dup = await self._existing(s, upload.id, upload.user_id, c.sha256)
+            if dup is not None:  # dedup: this user already has these bytes
+                slug = dup.slug
+                await s.commit()
+                await self.states.finish(c.upload_id, "complete", slug)
+                await self.gate.closed(owner, c.upload_id)
+                logger.info("upload %s duplicates image %s of the same user", c.upload_id, slug)
+                return await self.views.get(slug)
             img = Image(
                 id=str(ULID()), slug=new_slug(), upload_id=upload.id, user_id=upload.user_id,
                 filename=upload.filename, sha256=c.sha256, bytes=c.size, format=c.format, mime=c.mime,
@@ -133,6 +145,7 @@ class Uploads:
             await s.commit()
             image_id, slug = img.id, img.slug
         await self.states.finish(c.upload_id, "complete", slug)
+        await self.gate.closed(owner, c.upload_id)
         st = await self.states.get(c.upload_id)
         if st is not None and st.expire_after_s > 0:
             await expiry.schedule(self.registry.redis, slug, st.expire_after_s)
@@ -144,6 +157,16 @@ class Uploads:
         failpoints.hit("after-enqueue")
         logger.info("upload %s complete: image %s queued", c.upload_id, slug)
         return await self.views.get(slug)
+
+    async def _existing(self, s: AsyncSession, upload_id: str, user_id: str | None, sha256: str) -> Image | None:
+        """The image these bytes already are: this upload's (a retried completion) or the same user's (dedup)."""
+        img = await s.scalar(select(Image).where(Image.upload_id == upload_id))
+        if img is not None:
+            return img if img.sha256 == sha256 else None
+        if not user_id:
+            return None
+        return await s.scalar(select(Image).where(Image.user_id == user_id, Image.sha256 == sha256,
+                                                  Image.status != "failed").order_by(Image.created_at).limit(1))
 
     async def relocate(
         self, upload_id: str, ticket_token: str, exclude_address: str
@@ -196,6 +219,8 @@ class Uploads:
             image = await s.scalar(select(Image).where(Image.upload_id == upload_id))
             slug, filename, size = (image.slug if image else ""), upload.filename, upload.size
         st = await self.states.get(upload_id)
+        if not slug and st is not None and st.status == "complete":  # deduplicated: another upload's image
+            slug = st.slug
         reply = manager_pb2.UploadProgress(upload_id=upload_id, size=size, filename=filename)
         if slug:
             reply.status, reply.offset = "complete", size

@@ -15,7 +15,7 @@ import grpc
 from PIL import Image
 
 from pixelfox.cli.launcher import Counts, LocalCluster
-from pixelfox.grpcx.auth import api_key_metadata
+from pixelfox.grpcx.auth import api_key_metadata, node_metadata
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc, upload_pb2, upload_pb2_grpc
 
 
@@ -128,9 +128,9 @@ def upload_stub(address: str) -> tuple[grpc.aio.Channel, upload_pb2_grpc.UploadS
 
 
 @contextlib.contextmanager
-def own_cluster(root: Path, upload: int = 2, **env: str) -> Iterator[LocalCluster]:
-    """A private LocalCluster (1 storage, 1 proc, ``upload`` upload nodes, no web) with extra settings."""
-    local = LocalCluster(root, Counts(upload=upload, proc=1, storage=1, web=0), extra_env=dict(env))
+def own_cluster(root: Path, upload: int = 2, web: int = 0, **env: str) -> Iterator[LocalCluster]:
+    """A private LocalCluster (1 storage, 1 proc, ``upload`` upload nodes, ``web`` web nodes) with extra settings."""
+    local = LocalCluster(root, Counts(upload=upload, proc=1, storage=1, web=web), extra_env=dict(env))
     try:
         local.start()
         asyncio.run(local.wait_ready(90))
@@ -156,3 +156,15 @@ class ThreadedProxy:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
+
+
+async def new_user_key(local: LocalCluster, name: str) -> str:
+    """Create user ``name`` (cluster credential) and return a fresh API key for it."""
+    md = node_metadata(local.secret)
+    async with grpc.aio.insecure_channel(local.manager_address.split(",")[0]) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        await stub.CreateUser(manager_pb2.CreateUserRequest(name=name, password="pw " + name * 2), metadata=md,
+                              timeout=10)
+        reply = await stub.CreateApiKey(manager_pb2.CreateApiKeyRequest(user_name=name, label="t"), metadata=md,
+                                        timeout=10)
+    return reply.key

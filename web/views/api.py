@@ -26,6 +26,7 @@ from pixelfox.client.images import image_to_json
 from pixelfox.v1 import common_pb2
 from web.deletion import deletion_url
 from web.keys import MANAGER, SETTINGS, STATE
+from web.ratelimit import check_ip
 from web.sessions import CSRF_HEADER, CurrentUser, current_user, require_csrf
 from web.views.common import check_origin
 
@@ -129,6 +130,7 @@ async def upload(request: web.Request) -> web.Response:
     caller = await resolve_caller(request, state_changing=True)
     settings = request.app[SETTINGS]
     manager = request.app[MANAGER]
+    await check_ip(request)
     path, filename, ctype = await _receive_file(request, settings.max_upload_bytes)
     try:
         image = await manager.upload(caller.metadata, path, filename, ctype)

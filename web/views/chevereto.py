@@ -33,6 +33,7 @@ from pixelfox.v1 import common_pb2, manager_pb2
 from web.calls import call
 from web.deletion import deletion_url
 from web.keys import MANAGER, SETTINGS
+from web.ratelimit import check_ip
 from web.views.api import _save_part, page_url
 
 FIELD_LIMIT = 4096  # bytes of a text field other than source
@@ -142,6 +143,7 @@ async def upload(request: web.Request) -> web.StreamResponse:
 async def _upload(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     manager = request.app[MANAGER]
+    await check_ip(request)
     fields, source, filename = await _read_form(request, settings.max_upload_bytes)
     try:
         key = request.headers.get("X-API-Key", "").strip() or fields.get("key", "").strip()

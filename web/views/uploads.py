@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pixelfox import errors
 from pixelfox.v1 import manager_pb2
 from web.calls import call
+from web.ratelimit import check_ip
 from web.views.api import image_json, resolve_caller
 
 UPLOAD_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
@@ -37,6 +38,7 @@ async def create_upload(request: web.Request) -> web.Response:
     caller = await resolve_caller(request, state_changing=True)
     if caller.via == "anonymous":
         raise errors.Unauthenticated("log in or send an API key")
+    await check_ip(request)
     try:
         body = NewUpload.model_validate(json.loads(await request.read() or b"{}"))
     except (ValueError, ValidationError) as exc:

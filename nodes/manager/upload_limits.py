@@ -1,0 +1,73 @@
+"""Per-user upload limits held in Redis (shared by every manager): rate, open uploads, quota.
+
+* rate — ``pixelfox:{limits}:rate:<user>:<minute>`` INCR with a 120 s expiry; more than
+  ``user_uploads_per_minute`` uploads started in one clock minute → ``RateLimited``.
+* open uploads — sorted set ``pixelfox:{limits}:open:<user>`` (member upload id, score the
+  time its state expires); entries past their expiry are dropped first, so an abandoned
+  upload stops counting when its TTL ends. More than ``user_open_uploads`` → ``RateLimited``.
+  :meth:`UploadLimits.closed` removes an upload when it completes.
+* quota — the bytes of the user's images in the database plus the declared size must stay
+  within ``user_quota_bytes`` → else ``QuotaExceeded``.
+
+Anonymous uploads skip the per-user checks (the web node limits them per IP). Per-IP limits
+live at the HTTP edge (:mod:`web.ratelimit`) because only it sees client addresses.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis.asyncio as aioredis
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from pixelfox import errors
+from pixelfox.config import LimitsSettings
+from pixelfox.db.models import Image
+
+
+def _open_key(user_id: str) -> str:
+    return f"pixelfox:{{limits}}:open:{user_id}"
+
+
+class UploadLimits:
+    def __init__(self, redis: aioredis.Redis, sessions: async_sessionmaker[AsyncSession],
+                 limits: LimitsSettings) -> None:
+        self.redis = redis
+        self.sessions = sessions
+        self.limits = limits
+
+    async def admit(self, user_id: str, upload_id: str, size: int) -> None:
+        """Check every limit for a new upload of ``size`` bytes and count it; raises on a breach."""
+        if not user_id:
+            return
+        lim = self.limits
+        now = time.time()
+        if lim.user_uploads_per_minute:
+            key = f"pixelfox:{{limits}}:rate:{user_id}:{int(now // 60)}"
+            async with self.redis.pipeline(transaction=True) as p:
+                p.incr(key)
+                p.expire(key, 120)
+                count, _ = await p.execute()
+            if count > lim.user_uploads_per_minute:
+                raise errors.RateLimited(
+                    f"more than {lim.user_uploads_per_minute} uploads in a minute; wait {60 - int(now % 60)} s")
+        if lim.user_quota_bytes:
+            async with self.sessions() as s:
+                used = await s.scalar(select(func.coalesce(func.sum(Image.bytes), 0)).where(Image.user_id == user_id))
+            if int(used or 0) + size > lim.user_quota_bytes:
+                raise errors.QuotaExceeded(
+                    f"quota: {used} of {lim.user_quota_bytes} bytes used; this file needs {size} more")
+        if lim.user_open_uploads:
+            key = _open_key(user_id)
+            await self.redis.zremrangebyscore(key, "-inf", now)
+            if await self.redis.zcard(key) >= lim.user_open_uploads:
+                raise errors.RateLimited(
+                    f"{lim.user_open_uploads} unfinished uploads already; finish or let them expire first")
+            await self.redis.zadd(key, {upload_id: now + lim.upload_ttl_s})
+            await self.redis.expire(key, lim.upload_ttl_s + 60)
+
+    async def closed(self, user_id: str, upload_id: str) -> None:
+        """An upload finished: it no longer counts as open."""
+        if user_id:
+            await self.redis.zrem(_open_key(user_id), upload_id)

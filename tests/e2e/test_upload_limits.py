@@ -1,0 +1,208 @@
+"""Dedup, abandoned-upload TTL, a full staging disk and the Redis-held limits, on a private cluster.
+
+Settings of that cluster: abandoned uploads live 4 s, a user may have 3 unfinished uploads and
+start 6 a minute, keep 2.5x ``painting_rgb.png`` of originals, and one IP may start 8 uploads a
+minute at the web node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import requests
+
+from pixelfox.cli.launcher import LocalCluster, free_port
+from pixelfox.client.uploader import upload_file
+from pixelfox.grpcx.auth import api_key_metadata
+from pixelfox.v1 import manager_pb2, manager_pb2_grpc, upload_pb2
+from tests.conftest import CORPUS, wait_http
+from tests.e2e.uploadkit import big_png, chunk, create, header, new_user_key, own_cluster, upload_stub
+
+pytestmark = pytest.mark.e2e
+
+PAINTING = CORPUS / "photos" / "painting_rgb.png"
+P = PAINTING.stat().st_size if PAINTING.exists() else 676450
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with own_cluster(tmp_path_factory.mktemp("limits"), upload=1, web=1,
+                     PIXELFOX_LIMITS__UPLOAD_TTL_S="4", PIXELFOX_LIMITS__USER_OPEN_UPLOADS="3",
+                     PIXELFOX_LIMITS__USER_UPLOADS_PER_MINUTE="6", PIXELFOX_LIMITS__USER_QUOTA_BYTES=str(P * 5 // 2),
+                     PIXELFOX_LIMITS__IP_UPLOADS_PER_MINUTE="8", PIXELFOX_SWEEP_INTERVAL_S="1") as c:
+        wait_http(f"{c.web_urls[0]}/healthz")
+        yield c
+
+
+def manager(local: LocalCluster) -> str:
+    return local.manager_address.split(",")[0]
+
+
+async def put(local: LocalCluster, key: str, path: Path) -> str:
+    async with grpc.aio.insecure_channel(manager(local)) as ch:
+        img = await upload_file(manager_pb2_grpc.ManagerServiceStub(ch), api_key_metadata(key), path)
+    return img.slug
+
+
+async def test_same_user_same_bytes_is_the_same_image(local: LocalCluster) -> None:
+    alice, bob = await new_user_key(local, "alice"), await new_user_key(local, "bob")
+    first = await put(local, alice, PAINTING)
+    assert await put(local, alice, PAINTING) == first
+    assert await put(local, bob, PAINTING) != first  # another user's copy is their own image
+
+
+async def test_abandoned_upload_expires_and_its_bytes_go(local: LocalCluster) -> None:
+    key = await new_user_key(local, "carol")
+    data = PAINTING.read_bytes()
+    t = await create(manager(local), key, len(data))
+    ch, stub = upload_stub(t.upload_address)
+    try:
+        call = stub.Upload()
+        await call.write(header(t, len(data)))
+        await call.write(chunk(0, data[:300_000]))
+        await call.done_writing()
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call  # ended early: the bytes stay staged for a resume
+        staged = local.state / "data" / "staging" / f"{t.upload_id}.part"
+        q = await stub.QueryUpload(upload_pb2.QueryUploadRequest(ticket=t.ticket, upload_id=t.upload_id))
+        assert q.offset == 300_000 and staged.stat().st_size == 300_000
+        deadline = time.monotonic() + 30
+        while staged.exists():
+            assert time.monotonic() < deadline, "abandoned staged bytes never removed"
+            await asyncio.sleep(0.5)
+        with pytest.raises(grpc.aio.AioRpcError) as gone:
+            await stub.QueryUpload(upload_pb2.QueryUploadRequest(ticket=t.ticket, upload_id=t.upload_id))
+        assert gone.value.code() == grpc.StatusCode.NOT_FOUND and "expired" in (gone.value.details() or "")
+        again = stub.Upload()
+        await again.write(header(t, len(data)))
+        await again.write(chunk(300_000, data[300_000:400_000]))
+        await again.done_writing()
+        with pytest.raises(grpc.aio.AioRpcError) as resumed:
+            await again
+        assert resumed.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        await ch.close()
+
+
+async def test_open_uploads_and_rate_per_user(local: LocalCluster) -> None:
+    key = await new_user_key(local, "dave")
+    ok, messages = 0, []
+    for _ in range(14):
+        try:
+            await create(manager(local), key, 1000)
+            ok += 1
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            messages.append(exc.details() or "")
+    assert ok >= 3
+    assert any("unfinished uploads" in m for m in messages)
+    assert any("uploads in a minute" in m for m in messages)
+
+
+async def test_quota(local: LocalCluster) -> None:
+    key = await new_user_key(local, "erin")
+    with pytest.raises(grpc.aio.AioRpcError) as big:
+        await create(manager(local), key, P * 3)
+    assert big.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "quota" in (big.value.details() or "")
+    await put(local, key, PAINTING)
+    await create(manager(local), key, P)  # P + P fits in 2.5 P
+    with pytest.raises(grpc.aio.AioRpcError) as over:
+        await create(manager(local), key, 2 * P)  # P used + 2 P does not
+    assert "quota: " in (over.value.details() or "")
+
+
+def test_per_ip_rate_at_the_web_node(local: LocalCluster) -> None:
+    keys = [asyncio.run(new_user_key(local, f"ip{i}")) for i in range(14)]
+    codes = [requests.post(f"{local.web_urls[0]}/api/v1/uploads", json={"filename": "a.png", "size": 10},
+                           headers={"Authorization": f"Bearer {k}"}, timeout=10).status_code for k in keys]
+    assert codes.count(201) >= 8 and 429 in codes
+
+
+async def test_manager_progress_for_deduplicated_upload(local: LocalCluster) -> None:
+    key = await new_user_key(local, "gina")
+    first = await put(local, key, PAINTING)
+    t = await create(manager(local), key, P)
+    async with grpc.aio.insecure_channel(manager(local)) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        uch, ustub = upload_stub(t.upload_address)
+        try:
+            call = ustub.Upload()
+            data = PAINTING.read_bytes()
+            await call.write(header(t, len(data)))
+            for off in range(0, len(data), 256 * 1024):
+                await call.write(chunk(off, data[off:off + 256 * 1024]))
+            await call.done_writing()
+            receipt = await call
+        finally:
+            await uch.close()
+        assert receipt.image.slug == first
+        p = await stub.GetUpload(manager_pb2.GetUploadRequest(upload_id=t.upload_id),
+                                 metadata=api_key_metadata(key), timeout=10)
+        assert p.status == "complete" and p.image.slug == first
+
+
+def _can_mount_tmpfs(tmp: Path) -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {tmp}"],
+                           capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+@pytest.fixture
+def full_node(local: LocalCluster, tmp_path: Path) -> Iterator[tuple[int, int, Path]]:
+    """An extra upload node whose staging is a 1 MiB tmpfs in its own mount namespace: (pid, port, staging)."""
+    staging = tmp_path / "small-staging"
+    staging.mkdir()
+    if not _can_mount_tmpfs(staging):
+        pytest.skip("cannot mount a tmpfs in a private mount namespace here (unshare -rm)")
+    port = free_port()
+    env = local._env("upload-full", PIXELFOX_GRPC__PORT=str(port), PIXELFOX_REDIS__URL=local.redis_url,
+                     PIXELFOX_STAGING_DIR=str(staging), PIXELFOX_HTTP__PORT=str(free_port()))
+    with (tmp_path / "node.log").open("wb") as log:
+        node = subprocess.Popen(["unshare", "-rm", "sh", "-c",
+                                 f'mount -t tmpfs -o size=1m tmpfs {staging} && exec "$0" -m nodes.upload',
+                                 sys.executable], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=local.root)
+        try:
+            yield node.pid, port, staging
+        finally:
+            node.terminate()
+            node.wait(15)
+
+
+async def test_full_staging_disk_is_resource_exhausted_and_leaves_nothing(
+    local: LocalCluster, tmp_path: Path, full_node: tuple[int, int, Path]
+) -> None:
+    pid, port, staging = full_node
+    path = tmp_path / "big.png"
+    big_png(path, 700)  # ~1.5 MB: more than the 1 MiB staging, less than the quota
+    data = path.read_bytes()
+    key = await new_user_key(local, "frank")
+    t = await create(manager(local), key, len(data))
+    ch, stub = upload_stub(f"127.0.0.1:{port}")
+    try:
+        await asyncio.wait_for(ch.channel_ready(), 30)
+        call = stub.Upload()
+        await call.write(header(t, len(data)))
+        for off in range(0, len(data), 256 * 1024):
+            await call.write(chunk(off, data[off:off + 256 * 1024]))
+        await call.done_writing()
+        with pytest.raises(grpc.aio.AioRpcError) as full:
+            await call
+        assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "staging is full" in (full.value.details() or "")
+        inside = Path(f"/proc/{pid}/root") / staging.relative_to("/")
+        assert os.listdir(inside) == []  # the node's view of its tmpfs: no partial file
+        q = await stub.QueryUpload(upload_pb2.QueryUploadRequest(ticket=t.ticket, upload_id=t.upload_id))
+        assert q.offset == 0  # the upload can start again once there is room
+    finally:
+        await ch.close()
