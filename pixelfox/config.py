@@ -61,8 +61,9 @@ class LimitsSettings(BaseModel):
     upload_ttl_s: int = Field(3600, ge=1, description="an unfinished upload's state and staged bytes live this "
                               "long after its last chunk (abandoned-upload TTL)")
     user_uploads_per_minute: int = Field(120, ge=0, description="uploads a user may start per minute; 0 = no limit")
-    ip_uploads_per_minute: int = Field(120, ge=0, description="uploads one client IP may start per minute at the "
-                                       "web node; 0 = no limit")
+    ip_uploads_per_minute: int = Field(0, ge=0, description="uploads one client IP may start per minute at the "
+                                       "web node; 0 = no limit (set it once the web node sees real client "
+                                       "addresses, i.e. behind a trusted proxy that forwards them)")
     user_open_uploads: int = Field(32, ge=0, description="unfinished uploads a user may have at once; 0 = no limit")
     user_quota_bytes: int = Field(0, ge=0, description="bytes of originals a user may keep; 0 = no limit")
 

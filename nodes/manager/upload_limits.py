@@ -9,8 +9,9 @@
 * quota — the bytes of the user's images in the database plus the declared size must stay
   within ``user_quota_bytes`` → else ``QuotaExceeded``.
 
-Anonymous uploads skip the per-user checks (the web node limits them per IP). Per-IP limits
-live at the HTTP edge (:mod:`web.ratelimit`) because only it sees client addresses.
+Admins (the operator's own keys) and anonymous uploads skip the per-user checks (the web
+node can limit them per IP). Per-IP limits live at the HTTP edge (:mod:`web.ratelimit`)
+because only it sees client addresses.
 """
 
 from __future__ import annotations
