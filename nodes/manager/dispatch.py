@@ -235,6 +235,7 @@ class Dispatcher:
                     ",".join(worker.capabilities))
         self.wake.set()
         reader = asyncio.create_task(self._read(worker, requests))
+        getter: asyncio.Task[manager_pb2.DispatchMessage] | None = None
         try:
             while not reader.done():
                 getter = asyncio.create_task(worker.outbox.get())
@@ -244,6 +245,8 @@ class Dispatcher:
                 else:
                     getter.cancel()
         finally:
+            if getter is not None:
+                getter.cancel()
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
             if self.workers.get(worker.node_id) is worker:

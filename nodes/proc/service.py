@@ -43,8 +43,7 @@ class Processor:
     def _limits_for(self, deadline_s: float) -> imaging.Limits:
         """The core's limits, with its own time limit when ``imaging.Limits`` has one (the Rust-side deadline)."""
         names = {f.name for f in dataclasses.fields(self.limits)}
-        for name, value in (("timeout_ms", int(deadline_s * 1000)), ("timeout_s", deadline_s),
-                            ("deadline_s", deadline_s)):
+        for name, value in (("timeout_s", deadline_s), ("timeout_ms", int(deadline_s * 1000))):
             if name in names and deadline_s > 0:
                 return dataclasses.replace(self.limits, **{name: value})
         return self.limits
@@ -59,11 +58,15 @@ class Processor:
 
     async def _process(self, data: bytes, recipe: imaging.Recipe, job: manager_pb2.Job) -> imaging.ProcessResult:
         loop = asyncio.get_running_loop()
-        call = loop.run_in_executor(self.pool, imaging.process, data, recipe, self._limits_for(job.deadline_s))
+        limits = self._limits_for(job.deadline_s)
+        call = loop.run_in_executor(self.pool, imaging.process, data, recipe, limits)
         if job.deadline_s <= 0:
             return await call
+        # With the core's own deadline (it stops between steps) Python only backs it up, for one
+        # step that runs far over; without it, Python's wait is the limit.
+        wait_s = job.deadline_s + max(5.0, job.deadline_s / 2) if limits is not self.limits else job.deadline_s
         try:
-            return await asyncio.wait_for(call, job.deadline_s)
+            return await asyncio.wait_for(call, wait_s)
         except TimeoutError:
             self._recycle()
             raise errors.Timeout(f"processing took longer than the {job.deadline_s:g} s job time limit") from None
@@ -125,8 +128,10 @@ class Processor:
             STEP_SECONDS.labels("store").observe(time.perf_counter() - t)
         except imaging.ImageError as exc:
             err = errors.from_image_error(exc)
+            transient = getattr(exc, "code", "") == "timeout"  # over the time limit: retried, then dead-lettered
             return JobOutcome(failure=manager_pb2.JobFailure(
-                job_id=job.job_id, lease_id=job.lease_id, code=err.code, message=err.message, permanent=True))
+                job_id=job.job_id, lease_id=job.lease_id, code=err.code, message=err.message,
+                permanent=not transient))
         except Exception as exc:
             code = exc.code if isinstance(exc, errors.PixelfoxError) else "internal"
             if code == "internal":
