@@ -28,7 +28,7 @@ class Manager:
     """Calls to ``ManagerService`` on behalf of a web node (cluster credential + acting user)."""
 
     def __init__(self, address: str, secret: str) -> None:
-        self.address = address.split(",")[0].strip()
+        self.address = address.strip()  # several managers: the channel balances and fails over (grpcx.multi)
         self._secret = secret
         self._channel: grpc.aio.Channel | None = None
 
