@@ -14,7 +14,8 @@ manager but doing work only on the holder of the Redis lease ``repair``
    to healthy nodes of the same pool that lack them, most free space first: stream to a temp
    file, put (the target checks size and SHA-256), ``Stat`` the target and compare the
    SHA-256, then record the location;
-3. a debt is deleted once the key is back at the factor.
+3. a debt is deleted once the key is back at the factor (or no image names the key any more:
+   keys being deleted are never copied back).
 
 So a node that comes back, or a new node that joins while another is lost, gets the missing
 copies within one ``interval_s`` of being healthy. Keys are walked in order with a cursor,
@@ -155,6 +156,11 @@ class ReplicaRepair:
                 self._after = keys[-1]
             holders: dict[str, list[str]] = defaultdict(list)
             sizes: dict[str, int] = {}
+            if keys:  # only keys an image still names: never bring back what is being deleted
+                referenced = set((await s.execute(select(Image.original_key).where(Image.original_key.in_(keys))))
+                                 .scalars()) | set((await s.execute(select(Variant.key).where(Variant.key.in_(keys))))
+                                                   .scalars())
+                keys = [k for k in keys if k in referenced]
             if keys:
                 rows = (await s.execute(select(ObjectLocation).where(ObjectLocation.key.in_(keys)))).scalars().all()
                 for row in rows:
@@ -251,7 +257,10 @@ class ReplicaRepair:
                 .where(ObjectLocation.key.in_(keys), ObjectLocation.node_id.in_(live))
                 .group_by(ObjectLocation.key))).all())
             known = set((await s.execute(select(ObjectLocation.key).where(ObjectLocation.key.in_(keys)))).scalars())
-            done = [k for k, want in debts if k not in known or live_counts.get(k, 0) >= min(want, threshold)]
+            named = set((await s.execute(select(Image.original_key).where(Image.original_key.in_(keys)))).scalars())
+            named |= set((await s.execute(select(Variant.key).where(Variant.key.in_(keys)))).scalars())
+            done = [k for k, want in debts
+                    if k not in known or k not in named or live_counts.get(k, 0) >= min(want, threshold)]
             if done:
                 await s.execute(delete(ReplicaDebt).where(ReplicaDebt.key.in_(done)))
                 await s.commit()
