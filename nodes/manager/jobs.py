@@ -138,7 +138,8 @@ class JobAdmin:
                 if missing:
                     raise errors.NotFound(f"not found or not ready: {', '.join(sorted(missing))}")
         for image_id, _slug in rows:
-            await self.queue.enqueue(image_id, lane="batch", kind="reprocess_image", recipe=recipe)
+            await self.queue.enqueue(image_id, lane="batch", kind="reprocess_image", recipe=recipe,
+                                     gpu=req.requires_gpu)
         self.dispatcher.wake.set()
         more = req.all and len(rows) == limit
         return jobs_pb2.ReprocessResponse(queued=len(rows), next=rows[-1][0] if more else "",

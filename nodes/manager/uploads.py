@@ -18,7 +18,9 @@ from pixelfox import errors, failpoints, tickets
 from pixelfox.config import LimitsSettings
 from pixelfox.db.models import Image, ObjectLocation, Upload, User
 from pixelfox.db.outbox import OutboxEntry
+from pixelfox.db.outbox import OutboxEntry
 from pixelfox.queue import JobQueue
+from pixelfox.queue.streams import cpu_estimate_s
 from pixelfox.uploadstate import UploadStates
 from pixelfox.v1 import common_pb2, manager_pb2
 
@@ -151,7 +153,12 @@ class Uploads:
             await expiry.schedule(self.registry.redis, slug, st.expire_after_s)
         failpoints.hit("after-image-commit")
         try:
-            await self.queue.enqueue(image_id)
+            failpoints.hit("after-image-commit")
+        try:
+            await self.queue.enqueue(image_id, cpu=cpu_estimate_s(c.width, c.height, c.frames))
+        except Exception as exc:  # Redis down: the outbox row enqueues it later (nodes/manager/outbox.py)
+            logger.warning("enqueue of image %s deferred to the outbox: %s", image_id, exc)
+        failpoints.hit("after-enqueue")
         except Exception as exc:  # Redis down: the outbox row enqueues it later (nodes/manager/outbox.py)
             logger.warning("enqueue of image %s deferred to the outbox: %s", image_id, exc)
         failpoints.hit("after-enqueue")

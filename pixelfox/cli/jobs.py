@@ -77,11 +77,12 @@ async def _reprocess(ref: context.ClusterRef, opts: argparse.Namespace) -> int:
     while True:
         start = time.monotonic()
         if opts.all:
-            req = jobs_pb2.ReprocessRequest(all=True, limit=batch, after=after, recipe_version=opts.recipe)
+            req = jobs_pb2.ReprocessRequest(all=True, limit=batch, after=after, recipe_version=opts.recipe,
+                                            requires_gpu=opts.gpu)
         else:
             if not todo:
                 break
-            req = jobs_pb2.ReprocessRequest(slugs=todo[:batch], recipe_version=opts.recipe)
+            req = jobs_pb2.ReprocessRequest(slugs=todo[:batch], recipe_version=opts.recipe, requires_gpu=opts.gpu)
             todo = todo[batch:]
         reply = await _call(ref, "Reprocess", req)
         total += reply.queued
@@ -122,5 +123,6 @@ def add_commands(sub: Any, with_target: Callable[[argparse.ArgumentParser], argp
     rp.add_argument("--all", action="store_true", help="every ready image")
     rp.add_argument("--rate", type=float, default=5.0, help="images queued per second (default 5)")
     rp.add_argument("--recipe", type=int, default=0, help="recipe version (default: the manager's)")
+    rp.add_argument("--gpu", action="store_true", help="run them on GPU-capable processing nodes only")
     rp.add_argument("--json", action="store_true", help="one JSON line per queued image")
     rp.set_defaults(func=cmd_reprocess)

@@ -111,6 +111,14 @@ def _job(entry_id: bytes | str, fields: dict[bytes, bytes], lane: str = "") -> Q
     )
 
 
+CPU_S_PER_MEGAPIXEL = 0.25  # rough cost of the default recipe per decoded megapixel-frame (hint only)
+
+
+def cpu_estimate_s(width: int, height: int, frames: int = 1) -> float:
+    """The plan's "estimated CPU time" job hint for an original of ``width`` x ``height`` px, seconds."""
+    return round(width * height * max(1, frames) / 1e6 * CPU_S_PER_MEGAPIXEL, 2)
+
+
 def backoff_s(attempt: int, base_s: float, cap_s: float, rng: random.Random | None = None) -> float:
     """Delay before retry number ``attempt + 1`` (``attempt`` >= 0 failures so far), seconds.
 

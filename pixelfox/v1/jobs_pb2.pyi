@@ -228,6 +228,7 @@ class ReprocessRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _builtins.int
     AFTER_FIELD_NUMBER: _builtins.int
     RECIPE_VERSION_FIELD_NUMBER: _builtins.int
+    REQUIRES_GPU_FIELD_NUMBER: _builtins.int
     all: _builtins.bool
     limit: _builtins.int
     """with all: at most this many per call (0 = 100)"""
@@ -235,6 +236,8 @@ class ReprocessRequest(_message.Message):
     """with all: cursor (image id of the last one queued)"""
     recipe_version: _builtins.int
     """0 = the manager's current recipe version"""
+    requires_gpu: _builtins.bool
+    """route the re-runs to GPU-capable processing nodes only"""
     @_builtins.property
     def slugs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """images to re-run; empty with all=true: every ready image"""
@@ -247,10 +250,11 @@ class ReprocessRequest(_message.Message):
         limit: _builtins.int = ...,
         after: _builtins.str = ...,
         recipe_version: _builtins.int = ...,
+        requires_gpu: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "all", b"all", "limit", b"limit", "recipe_version", b"recipe_version", "slugs", b"slugs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "all", b"all", "limit", b"limit", "recipe_version", b"recipe_version", "requires_gpu", b"requires_gpu", "slugs", b"slugs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
