@@ -1,0 +1,88 @@
+"""gRPC health follows dependencies at run time (own local cluster: 1 manager, 1 upload and 1 storage node).
+
+* the manager turns NOT_SERVING when its Redis stops answering (SIGSTOP) and SERVING again
+  after SIGCONT;
+* an upload node turns NOT_SERVING when no manager answers its heartbeats, and back;
+* a node that drains (SIGTERM) reports NOT_SERVING before it goes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from pixelfox.cli.launcher import Counts, LocalCluster
+from pixelfox.grpcx.probe import check
+from tests.ops.conftest import start_cluster, status
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    local = start_cluster(tmp_path_factory.mktemp("health"), Counts(upload=1, proc=0, storage=1, web=0),
+                          {"PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S": "0.5"})
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+def health(address: str) -> str:
+    try:
+        return check(address, "", 1.0)
+    except grpc.RpcError as exc:
+        return exc.code().name  # type: ignore[attr-defined]
+
+
+def wait_health(address: str, want: str, timeout_s: float) -> float:
+    start = time.monotonic()
+    while (got := health(address)) != want:
+        if time.monotonic() - start > timeout_s:
+            raise AssertionError(f"{address}: {got}, wanted {want} within {timeout_s} s")
+        time.sleep(0.2)
+    return time.monotonic() - start
+
+
+def test_manager_health_follows_redis(small: LocalCluster) -> None:
+    manager = small.manager_address
+    assert health(manager) == "SERVING"
+    redis_pid = small.child("redis").proc.pid
+    os.kill(redis_pid, signal.SIGSTOP)
+    try:
+        down = wait_health(manager, "NOT_SERVING", 10)
+    finally:
+        os.kill(redis_pid, signal.SIGCONT)
+    up = wait_health(manager, "SERVING", 10)
+    assert down < 6 and up < 6, (down, up)
+
+
+def test_upload_node_health_follows_the_manager(small: LocalCluster) -> None:
+    upload = status(small.root)["upload1"]["address"]
+    assert health(upload) == "SERVING"
+    pid = small.child("manager1").proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_health(upload, "NOT_SERVING", 10)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_health(upload, "SERVING", 10)
+
+
+def test_draining_node_reports_not_serving(small: LocalCluster) -> None:
+    upload = status(small.root)["upload1"]["address"]
+    child = small.child("upload1")
+    child.proc.send_signal(signal.SIGTERM)
+    seen = set()
+    deadline = time.monotonic() + 15
+    while child.proc.poll() is None and time.monotonic() < deadline:
+        seen.add(health(upload))
+        time.sleep(0.05)
+    assert child.proc.wait(15) == 0
+    assert "NOT_SERVING" in seen or "UNAVAILABLE" in seen, seen
+    assert health(upload) == "UNAVAILABLE"
