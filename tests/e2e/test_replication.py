@@ -139,3 +139,36 @@ def test_node_down_upload_then_repair_restores_two_replicas(two_storage: LocalCl
              "storage2 to receive the missing replicas")
     wait_for(lambda: debts(local) == [], 20, "the debts to be cleared")
     assert second_keys <= set(pool_files(local, "storage2"))
+
+
+def test_lost_node_replaced_by_a_new_one_gets_every_copy(tmp_path: Path) -> None:
+    """A storage node gone for longer than ``lost_after_s`` no longer counts; a new node receives its copies."""
+    local = LocalCluster(
+        tmp_path, Counts(upload=1, proc=1, storage=2, web=0),
+        extra_env={"PIXELFOX_NODE_TIMEOUT_S": "2", "PIXELFOX_REPAIR__INTERVAL_S": "0.5",
+                   "PIXELFOX_REPAIR__LOST_AFTER_S": "4"},
+    )
+    try:
+        local.start()
+        asyncio.run(local.wait_ready(90))
+        local.write_state(asyncio.run(local.ensure_admin()))
+        first = put(local, PHOTOS / "painting_rgb.png")
+        assert pool_files(local, "storage1") == pool_files(local, "storage2")
+        local.child("storage2").proc.kill()
+        local.child("storage2").proc.wait(10)
+        time.sleep(5)  # past lost_after_s: storage2's copies no longer count
+        second = put(local, PHOTOS / "blackbug_alpha.png")  # one live node: factor 1, nothing owed yet
+        local.add_storage("storage3")
+        want = pool_files(local, "storage1")
+        assert len(want) == 2 + len(first["variants"]) + len(second["variants"])
+        wait_for(lambda: pool_files(local, "storage3") == want, 60, "storage3 to receive a copy of everything")
+        wait_for(lambda: debts(local) == [], 20, "the debts to be cleared")
+        for url in urls(asyncio.run(get_image_json(local, second["id"]))):
+            assert fetch(url)
+    finally:
+        local.stop()
+
+
+async def get_image_json(local: LocalCluster, slug: str) -> dict[str, Any]:
+    img = await get_image(local, slug)
+    return {"original_url": img.original_url, "variants": [{"url": v.url} for v in img.variants]}
