@@ -42,6 +42,9 @@ class RedisSettings(BaseModel):
 class DatabaseSettings(BaseModel):
     url: str = "sqlite+aiosqlite:///pixelfox.db"
     echo: bool = False
+    read_urls: list[str] = Field(
+        default_factory=list, description="read replicas of url (JSON list); reads go there (pixelfox.db.replicas)"
+    )
 
 
 class LogSettings(BaseModel):

@@ -17,6 +17,7 @@ from nodes.manager.servicer import ManagerServicer
 from nodes.manager.tiers import TierMover
 from pixelfox import logs, redisx
 from pixelfox.db.engine import create_schema, make_engine, session_factory
+from pixelfox.db.replicas import make_replica_engines, routing_sessions
 from pixelfox.grpcx.server import GrpcServer
 from pixelfox.node import Load, NodeIdentity, run_node, start_metrics
 from pixelfox.queue import JobQueue
@@ -34,7 +35,9 @@ async def serve(settings: ManagerSettings) -> None:
     queue = JobQueue(redis, consumer=node_id, lease_s=settings.lease_s, max_attempts=settings.max_attempts,
                      max_lost=settings.max_lost, backoff_base_s=settings.retry_base_s,
                      backoff_cap_s=settings.retry_cap_s)
-    svc = ManagerService(settings, session_factory(engine), registry, queue)
+    replicas = make_replica_engines(settings.database)  # optional read replicas (pixelfox.db.replicas)
+    sessions = routing_sessions(engine, replicas) if replicas else session_factory(engine)
+    svc = ManagerService(settings, sessions, registry, queue)
     server = GrpcServer(
         [(manager_pb2_grpc.add_ManagerServiceServicer_to_server, ManagerServicer(svc), "pixelfox.v1.ManagerService"),
          (jobs_pb2_grpc.add_JobServiceServicer_to_server, JobServicer(svc, svc.jobs), "pixelfox.v1.JobService")],
@@ -63,6 +66,8 @@ async def serve(settings: ManagerSettings) -> None:
     finally:
         await redis.aclose()
         await engine.dispose()
+        for r in replicas:
+            await r.dispose()
 
 
 def main() -> None:

@@ -95,3 +95,24 @@ def start_postgres(host: str = "127.0.0.1", netns: str = "", allow_cidr: str = "
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def start_replica(primary: Postgres) -> Postgres:
+    """A streaming replica of ``primary`` (``pg_basebackup -R``) on another loopback port."""
+    folder = Path(tempfile.mkdtemp(prefix="pixelfox-pg-replica-"))
+    pw = pwd.getpwnam("postgres")
+    os.chown(folder, pw.pw_uid, pw.pw_gid)
+    run = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*run, str(primary.bin / "pg_basebackup"), "-h", primary.host, "-p", str(primary.port), "-U",
+                    "postgres", "-D", str(folder / "data"), "-R", "-X", "stream", "--no-sync"],
+                   capture_output=True, check=True, timeout=120)
+    port = free_port()
+    opts = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c hot_standby=on"
+    res = subprocess.run([*run, str(primary.bin / "pg_ctl"), "-D", str(folder / "data"), "-o", opts, "-l",
+                          str(folder / "log"), "-w", "-t", "60", "start"], capture_output=True, text=True, timeout=90)
+    replica = Postgres(primary.bin, folder, port)
+    if res.returncode != 0:
+        log = (folder / "log").read_text() if (folder / "log").exists() else ""
+        replica.stop()
+        raise RuntimeError(f"replica start failed: {res.stderr}\n{log}")
+    return replica
