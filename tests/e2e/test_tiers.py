@@ -125,3 +125,30 @@ def _image_url(local: LocalCluster, slug: str, key: str) -> str:
     found = [u for u in asyncio.run(get()) if u.endswith("/o/" + key)]
     assert found, key
     return found[0]
+
+
+def test_a_move_that_cannot_verify_keeps_the_source_and_resumes(tiered: LocalCluster) -> None:
+    local = tiered
+    res = cli(local, "put", "--json", "--wait", str(PHOTOS / "blackbug_alpha.png"))
+    img = json.loads(res.stdout.splitlines()[0])
+    assert img["status"] == "ready", res.stdout + res.stderr
+    keys = [u.split("/o/", 1)[1] for u in urls(img)]
+    hot_before = {k: v for k, v in objects(local, "storage1").items() if k in keys}
+    assert sorted(hot_before) == sorted(keys)
+    # other bytes already sit under one of the keys in the warm pool: that copy cannot verify
+    planted = local.state / "data" / "storage2" / keys[-1]
+    planted.parent.mkdir(parents=True, exist_ok=True)
+    planted.write_bytes(b"not these bytes")
+
+    res = cli(local, "tiers", "move", "--json", "--older-than", "0", "--idle", "0")
+    assert res.returncode == 1, res.stdout + res.stderr
+    [mv] = [m for m in json.loads(res.stdout)["moves"] if m["slug"] == img["id"]]
+    assert not mv["done"] and "already-exists" in mv["error"]
+    assert {k: v for k, v in objects(local, "storage1").items() if k in keys} == hot_before  # source kept
+
+    planted.unlink()
+    planted.with_name(planted.name + ".meta").unlink(missing_ok=True)
+    res = cli(local, "tiers", "move", "--json", "--older-than", "0", "--idle", "0")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert {k: v for k, v in objects(local, "storage2").items() if k in keys} == hot_before  # resumed, verified
+    assert not set(keys) & set(objects(local, "storage1"))
