@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import CORPUS
 
-pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(300)]
 
 PHOTOS = [CORPUS / "photos" / n for n in ("samsung_j3_orient6.jpg", "htc_desire_gps_icc.webp", "painting_rgb.png")]
 PASSWORD = "browser password 1"
@@ -48,6 +48,7 @@ async def shot(page: Any, name: str) -> None:
 async def test_site_in_chromium(cluster: Any, chromium: Any) -> None:
     base = cluster.web_url
     ctx = await chromium.new_context(viewport={"width": 1000, "height": 720}, bypass_csp=True)  # for wait_for_function
+    ctx.set_default_timeout(60_000)  # a loaded CI machine
     await ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
     page = await ctx.new_page()
     name = f"br_{uuid.uuid4().hex[:10]}"
@@ -81,7 +82,7 @@ async def test_site_in_chromium(cluster: Any, chromium: Any) -> None:
         " && document.querySelectorAll('#uploads progress').length === 0", timeout=120_000)
     await page.wait_for_function(
         "[...document.querySelectorAll('#uploads img.thumb')].every(i => i.src.startsWith('http')"
-        " && i.complete && i.naturalWidth > 0)", timeout=60_000)
+        " && i.complete && i.naturalWidth > 0)", timeout=150_000)  # still-processing files are polled
     states = await page.locator("#uploads .state").all_inner_texts()
     assert states == ["ready"] * 3, states
     await shot(page, "upload")
@@ -144,3 +145,22 @@ async def test_site_in_chromium(cluster: Any, chromium: Any) -> None:
     await page.goto(f"{base}/my")
     assert "/login" in page.url
     await ctx.close()
+
+    # an admin sees the cluster: every node healthy, queue depth, storage use
+    admin = f"adm_{uuid.uuid4().hex[:10]}"
+    r = cluster.pixelfox("users", "create", admin, "--admin", "--password-stdin", input=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    actx = await chromium.new_context(viewport={"width": 1000, "height": 720})
+    apage = await actx.new_page()
+    await apage.goto(f"{base}/login")
+    await apage.fill("input[name=name]", admin)
+    await apage.fill("input[name=password]", PASSWORD)
+    await apage.click("button[type=submit]")
+    await apage.wait_for_url(f"{base}/")
+    await apage.click("header a:has-text('Admin')")
+    await apage.wait_for_selector("#nodes tbody tr")
+    health = await apage.locator("#nodes tbody td.ok, #nodes tbody td.bad").all_inner_texts()
+    assert health and set(health) == {"healthy"}, health
+    assert (await apage.inner_text("#queue-depth")).isdigit()
+    await shot(apage, "admin")
+    await actx.close()

@@ -78,6 +78,7 @@
           state.textContent = "failed: " + data.error.message;
         }
         if (data.thumbnail_url) thumb.src = data.thumbnail_url;
+        if (data.status === "processing" && data.id) poll(data.id, state, thumb, 0);
         const a = el("a", "", data.url);
         a.href = data.url;
         body.append(a, linkRow("link", data.url));
@@ -92,6 +93,28 @@
       state.textContent = "network error";
     });
     xhr.send(form);
+  }
+
+  // still processing when the server stopped waiting: ask again until ready or failed (~5 min)
+  function poll(id, state, thumb, n) {
+    if (n > 200) return;
+    setTimeout(async () => {
+      try {
+        const r = await fetch("/api/v1/images/" + encodeURIComponent(id), { credentials: "same-origin" });
+        const data = r.ok ? await r.json() : {};
+        if (data.status === "ready") {
+          state.className = "state ok"; state.textContent = "ready";
+          if (data.thumbnail_url) thumb.src = data.thumbnail_url;
+          return;
+        }
+        if (data.status === "failed") {
+          state.className = "state bad";
+          state.textContent = "failed: " + ((data.error && data.error.message) || "processing failed");
+          return;
+        }
+      } catch (_) { /* network hiccup: try again */ }
+      poll(id, state, thumb, n + 1);
+    }, 1500);
   }
 
   function take(files) {

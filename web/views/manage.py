@@ -22,7 +22,8 @@ from web.views.api import resolve_caller
 from web.views.common import checked_form
 
 SLUG_RE = r"[A-Za-z0-9_-]{1,64}"
-OEMBED_CACHE_AGE_S = 3600
+OEMBED_CACHE_AGE_S = 300  # short: an image that goes private must drop out of caches soon (ECOSYSTEM.md)
+REPORTS_PER_HOUR = 10  # per address, so the report form cannot flood the admins
 
 
 async def image_page_extras(
@@ -106,6 +107,13 @@ async def report_image(request: web.Request) -> web.StreamResponse:
     session, form = await checked_form(request)
     user = current_user(session)
     slug = request.match_info["slug"]
+    key = f"pixelfox:{{reports}}:ip:{request.remote or '-'}"
+    async with request.app[REDIS].pipeline(transaction=False) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, 3600, nx=True)
+        count, _ = await pipe.execute()
+    if int(count) > REPORTS_PER_HOUR:
+        raise errors.RateLimited("too many reports from this address; try again later")
     req = manager_pb2.ReportImageRequest(slug=slug, reason=form.get("reason", "")[:1000])
     await call(request, "ReportImage", req, request.app[MANAGER].as_user(user.id if user else ""))
     raise web.HTTPSeeOther(f"/i/{slug}?reported=1")
