@@ -170,3 +170,26 @@ def test_proc_killed_after_variant_put_converges(jc: tuple[LocalCluster, str], t
     assert variant_set_ok(img)
     objects = variant_objects(local.root, img["sha256"])
     assert all(len(files) == len(img["variants"]) for files in objects.values()), objects
+
+
+def test_reprocess_replaces_the_variant_set_while_the_image_stays_ready(
+        jc: tuple[LocalCluster, str], tmp_path: Path) -> None:
+    local, key = jc
+    put = put_retrying(local.root, make_photo(tmp_path / "recipe.jpg", 900, 600, seed=11))
+    img = wait_final(local, key, put["id"], 240)
+    assert img["status"] == "ready" and all("/r1/" in v["url"] for v in img["variants"]), img
+    r = cli(local.root, "reprocess", put["id"], "--recipe", "2", "--rate", "10", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[0]) == {"slug": put["id"], "queued": True}
+    deadline = time.monotonic() + 240
+    while True:
+        now = wait_final(local, key, put["id"], 30)
+        assert now["status"] == "ready", now  # served all along
+        if all("/r2/" in v["url"] for v in now["variants"]):
+            break
+        assert time.monotonic() < deadline, now
+        time.sleep(0.5)
+    assert variant_set_ok(now)
+    assert {(v["name"], v["format"]) for v in now["variants"]} == {(v["name"], v["format"]) for v in img["variants"]}
+    listing = json.loads(cli(local.root, "jobs", "--json").stdout)
+    assert listing["counts"]["queued"] == listing["counts"]["running"] == 0, listing
