@@ -130,6 +130,21 @@ async def test_private_image_rekeys_signs_and_hides(cluster: Any, http: aiohttp.
     assert [(await fetch(http, u))[0] for u in public_urls] == [200] * len(public_urls)
     for u in signed:
         assert (await fetch(http, u))[0] == 404
+    # download: the largest metadata-free JPEG unless the owner keeps metadata, then the original
+    status, _, headers = await owner.get(f"/i/{slug}/download")
+    jpegs = [v for v in pub["variants"] if v["format"] == "jpeg"]
+    assert status == 302 and headers["Location"] == max(jpegs, key=lambda v: v["width"])["url"]
+    assert pub["original_url"] and headers["Location"] != pub["original_url"]
+    status, kept = await api(owner, "PATCH", f"/api/v1/images/{slug}", {"keep_metadata": True}, hdr)
+    assert status == 200 and kept["keep_metadata"] is True
+    status, _, headers = await anon.get(f"/i/{slug}/download")
+    assert status == 302 and headers["Location"] == kept["original_url"]
+    status, seen = await api(anon, "GET", f"/api/v1/images/{slug}")
+    assert status == 200 and seen["original_url"] == kept["original_url"]
+    await api(owner, "PATCH", f"/api/v1/images/{slug}", {"keep_metadata": False}, hdr)
+    status, seen = await api(anon, "GET", f"/api/v1/images/{slug}")
+    assert status == 200 and seen["original_url"] == ""  # the read model follows the manager's change
+
     status, listed = await api(owner, "GET", "/api/v1/images?limit=5")
     assert status == 200 and any(i["id"] == slug for i in listed["images"])
 
