@@ -30,7 +30,9 @@ class Admin:
         self.views = views
         self.objects = objects
 
-    async def overview(self, caller: User | None, recent: int) -> manager_pb2.AdminOverviewResponse:
+    async def overview(
+        self, caller: User | None, recent: int, before: str = ""
+    ) -> manager_pb2.AdminOverviewResponse:
         """Everything the admin dashboard shows; Forbidden unless ``caller`` is an admin user."""
         if not is_admin_user(caller):
             raise errors.Forbidden("only admins see the overview")
@@ -54,6 +56,10 @@ class Admin:
                 or 0
             )
             q = select(Image).order_by(Image.created_at.desc(), Image.id.desc()).limit(max(1, min(recent or 20, 200)))
+            if before:
+                ref = (await s.execute(select(Image).where(Image.slug == before))).scalar_one_or_none()
+                if ref is not None:
+                    q = q.where(Image.id < ref.id)
             for img in (await s.execute(q)).scalars().all():
                 out.recent_images.append(await self.views.to_proto(s, img))
         return out

@@ -103,4 +103,4 @@ class ManagerCommunityServicer:
     async def AdminOverview(
         self, req: manager_pb2.AdminOverviewRequest, ctx: Ctx
     ) -> manager_pb2.AdminOverviewResponse:
-        return await self.svc.admin.overview(await self._user(), req.recent_images)
+        return await self.svc.admin.overview(await self._user(), req.recent_images, req.images_before)

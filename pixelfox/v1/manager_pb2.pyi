@@ -1582,16 +1582,20 @@ class AdminOverviewRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RECENT_IMAGES_FIELD_NUMBER: _builtins.int
+    IMAGES_BEFORE_FIELD_NUMBER: _builtins.int
     recent_images: _builtins.int
-    """how many of the newest images to include (0 = 20)"""
+    """how many of the newest images to include (0 = 20, max 200)"""
+    images_before: _builtins.str
+    """cursor for paging the image list: slug of the last image seen"""
     def __init__(
         self,
         *,
         recent_images: _builtins.int = ...,
+        images_before: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["recent_images", b"recent_images"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images_before", b"images_before", "recent_images", b"recent_images"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

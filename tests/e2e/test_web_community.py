@@ -191,6 +191,9 @@ async def test_reports_keys_password_and_admin(cluster: Any, http: aiohttp.Clien
     assert (await owner.get("/admin"))[0] == 403
     status, html, _ = await admin.get("/admin/users")
     assert status == 200 and admin_name in html
+    status, html, _ = await admin.get("/admin/images")
+    assert status == 200 and f'href="/i/{image["id"]}"' in html
+    assert (await owner.get("/admin/images"))[0] == 403
     status, html, _ = await admin.get("/admin/reports")
     assert status == 200 and image["id"] in html and "spam" in html
     rid = re.search(r'data-report="([^"]+)"[^\n]*\n[^\n]*' + re.escape(image["id"]), html)

@@ -71,3 +71,14 @@ async def resolve(request: web.Request) -> web.StreamResponse:
                                            delete_image=form.get("action") == "delete")
     await call(request, "ResolveReport", req, request.app[MANAGER].as_user(user.id), timeout_s=120)
     raise web.HTTPSeeOther("/admin/reports")
+
+
+async def images(request: web.Request) -> web.StreamResponse:
+    """Every image, newest first, 60 a page (``?before=<slug>``), private ones marked."""
+    user = await _admin(request)
+    before = request.query.get("before", "")[:64]
+    req = manager_pb2.AdminOverviewRequest(recent_images=60, images_before=before)
+    o = await call(request, "AdminOverview", req, request.app[MANAGER].as_user(user.id))
+    imgs = list(o.recent_images)
+    nxt = imgs[-1].slug if len(imgs) == 60 else ""
+    return await render(request, "admin_images.html", {"images": imgs, "next_before": nxt, "total": o.images})
