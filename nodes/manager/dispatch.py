@@ -103,6 +103,8 @@ class Dispatcher:
         self.wake = asyncio.Event()
         # loops that live and die with the dispatcher (the outbox drainer); each gets the stop event
         self.companions: list[Callable[[asyncio.Event], Awaitable[None]]] = []
+        # called with the image id after a result is recorded (issue 5: private re-key, read model)
+        self.on_recorded: Callable[[str], Awaitable[None]] | None = None
 
     # ---- the dispatch loop -------------------------------------------------------------
 
@@ -322,6 +324,11 @@ class Dispatcher:
                 if tries == 2:
                     raise
         failpoints.hit("after-result-commit")
+        if self.on_recorded is not None:
+            try:
+                await self.on_recorded(f.job.image_id)
+            except Exception:
+                logger.exception("after-result hook failed for image %s", f.job.image_id)
         await self.queue.ack(f.job)
         JOBS.labels("ready").inc()
         JOB_SECONDS.labels(f.job.kind).observe(time.monotonic() - f.started)

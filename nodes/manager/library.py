@@ -133,6 +133,30 @@ class Library:
         img.private_salt = salt
         return [k for k, v in mapping.items() if k != v]
 
+    async def after_processing(self, image_id: str) -> None:
+        """After a job's variants are recorded: a private image's new variants (written by the
+        processing node under public keys, e.g. by a reprocess) move to its private prefix, and
+        the read model gets the fresh image (so pages show new renditions at once)."""
+        old_keys: list[str] = []
+        async with self.sessions() as s:
+            img = await s.get(Image, image_id)
+            if img is None:
+                return
+            await s.refresh(img, ["variants", "owner"])
+            if img.visibility == "private" and img.private_salt:
+                mapping = {v.key: private_key(v.key, img.private_salt) for v in img.variants}
+                mapping = {k: p for k, p in mapping.items() if k != p}
+                for src, dst in mapping.items():
+                    await self.objects.copy(s, src, dst)
+                for v in img.variants:
+                    v.key = mapping.get(v.key, v.key)
+                old_keys = list(mapping)
+                await s.commit()
+            out = await self.views.to_proto(s, img)
+        await readmodel.publish(self.redis, out)
+        if old_keys:
+            await self.objects.delete_unreferenced(old_keys)
+
     async def delete(self, slug: str, user: User | None) -> tuple[int, int]:
         """Delete the rows and every replica of the image's objects; ``(deleted, pending)`` replicas."""
         async with self.sessions() as s:

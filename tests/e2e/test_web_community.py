@@ -237,3 +237,49 @@ async def test_reports_keys_password_and_admin(cluster: Any, http: aiohttp.Clien
     assert status == 303
     assert await a.me() == 200
     assert await b.me() == 401
+
+
+def _unique_png() -> bytes:
+    """A real image no other test uploads (random pixels), so its objects are its own."""
+    import io
+    import os
+
+    from PIL import Image
+
+    im = Image.frombytes("RGB", (64, 48), os.urandom(64 * 48 * 3))
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+async def test_reprocessed_private_image_stays_private(cluster: Any, http: aiohttp.ClientSession) -> None:
+    import asyncio
+
+    b = Browser(http, cluster.web_url)
+    await b.register(_user())
+    hdr = await csrf_header(b)
+    form = aiohttp.FormData()
+    form.add_field("file", _unique_png(), filename="noise.png", content_type="image/png")
+    status, body, _ = await b.post("/api/v1/images", form, hdr)
+    assert status == 201, body
+    image = await _until_ready(b, json.loads(body))
+    sha = image["sha256"]
+    status, priv = await api(b, "PATCH", f"/api/v1/images/{image['id']}", {"visibility": "private"}, hdr)
+    assert status == 200 and all("/o/p/" in v["url"] for v in priv["variants"])
+
+    def public_variant_files() -> list[str]:
+        return [str(p) for p in cluster.storage_files() if f"/v/{sha[:2]}/{sha[2:4]}/{sha}/" in str(p)
+                and "/p/" not in str(p).split("/data/", 1)[-1]]
+
+    assert public_variant_files() == []
+    r = cluster.pixelfox("reprocess", image["id"])
+    assert r.returncode == 0, r.stderr
+    for _ in range(240):  # until the job has left the queue (the hook runs before the ack)
+        jobs = cluster.pixelfox("jobs", "--json", "--state", "queued", "--state", "running", "--state", "delayed")
+        if image["id"] not in jobs.stdout:
+            break
+        await asyncio.sleep(0.5)
+    status, after = await api(b, "GET", f"/api/v1/images/{image['id']}")
+    assert status == 200 and after["variants"] and all("/o/p/" in v["url"] for v in after["variants"]), after
+    assert public_variant_files() == []  # the re-run's public copies were moved under the private prefix
+    assert [(await fetch(http, v["url"]))[0] for v in after["variants"]] == [200] * len(after["variants"])
