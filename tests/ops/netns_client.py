@@ -4,7 +4,8 @@ multi-host test: one JSON command per stdin line, one JSON answer per stdout lin
 Commands (``op``): ``register`` {base, name, password}, ``me`` {base}, ``upload`` {base,
 file, timeout}: the image JSON once ready, ``fetch`` {url}: status + sha256, ``nodes``
 {manager, secret}: the registry as ``pixelfox status`` sees it, ``wait_nodes`` {manager,
-secret, healthy: [ids], timeout}. Errors come back as ``{"error": "..."}``.
+secret, healthy: [ids], timeout}, ``rogue_register`` {manager}: Register with a wrong
+secret, returns the gRPC code. Errors come back as ``{"error": "..."}``.
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ def do(b: Browser, cmd: dict[str, Any]) -> dict[str, Any]:
                 "type": headers.get("content-type", "")}
     if op in ("nodes", "wait_nodes"):
         return asyncio.run(nodes(cmd))
+    if op == "rogue_register":
+        return asyncio.run(rogue(cmd))
     raise ValueError(f"unknown op {op}")
 
 
@@ -135,6 +138,25 @@ async def nodes(cmd: dict[str, Any]) -> dict[str, Any]:
                     or time.monotonic() > deadline:
                 return {"nodes": rows}
             await asyncio.sleep(0.3)
+
+
+async def rogue(cmd: dict[str, Any]) -> dict[str, Any]:
+    """Try to join the cluster with a wrong secret: the manager must refuse."""
+    import grpc
+
+    from pixelfox.grpcx.auth import node_metadata
+    from pixelfox.grpcx.client import channel
+    from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
+
+    async with channel(cmd["manager"]) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        try:
+            await stub.Register(manager_pb2.RegisterRequest(
+                role=common_pb2.NODE_ROLE_UPLOAD, node_id="rogue1", grpc_address="10.0.0.1:1", capacity=1),
+                metadata=node_metadata("not-the-secret"), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            return {"code": exc.code().name}
+    return {"code": "OK"}
 
 
 def main() -> None:

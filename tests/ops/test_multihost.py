@@ -218,6 +218,9 @@ def test_cluster_over_namespaces_survives_losing_one_of_each(lab: NetLab, tmp_pa
         if not all(rows.get(n, {}).get("healthy") for n in everyone):
             pytest.fail(f"not every node is healthy: {json.dumps(rows)}\n{_logs(lab)}")
 
+        # across hosts, a process without the cluster secret cannot join
+        assert c(op="rogue_register", manager=managers)["code"] == "UNAUTHENTICATED"
+        assert "rogue1" not in c(op="nodes", manager=managers, secret=secret)["nodes"]
         assert c(op="register", base=lb, name="alice", password="correct horse battery")["status"] == 303
         assert c(op="me", base=lb)["status"] == 200
         uploaded: dict[str, dict[str, str]] = {}  # image id -> {variant key: sha256}
