@@ -105,7 +105,8 @@ def cmd_status(opts: argparse.Namespace) -> int:
                       f"{r['in_use']}/{r['capacity']}", f"{r['last_heartbeat_age_s']:.1f} s ago", r["http_url"],
                       style=style)
     Console().print(table)
-    return 0 if all(r["health"] == "healthy" for r in rows) else 1
+    # a node an admin put in maintenance takes no new work on purpose: not a failure
+    return 0 if all(r["health"] == "healthy" or r["status"] == "maintenance" for r in rows) else 1
 
 
 # ---- users / keys ------------------------------------------------------------------------------
