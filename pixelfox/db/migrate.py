@@ -164,3 +164,27 @@ async def drift(engine: AsyncEngine) -> list[Any]:
 
     async with engine.connect() as conn:
         return await conn.run_sync(diff)
+
+
+async def new_revision(message: str) -> None:
+    """Write a new migration script for what the models changed since ``head`` (Alembic autogenerate).
+
+    Runs the existing scripts on a throw-away SQLite file, compares with the models and writes
+    ``versions/<next id>_<message>.py``; review it before committing. Usage::
+
+        .venv/bin/python -c "import asyncio; from pixelfox.db.migrate import new_revision as n; asyncio.run(n('add x'))"
+    """
+    import tempfile
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = create_async_engine(f"sqlite+aiosqlite:///{tmp}/head.db")
+        try:
+            await migrate_only(engine)
+            next_id = f"{int(head_revision()) + 1:04d}"
+            async with engine.begin() as conn:
+                await conn.run_sync(_with_conn(
+                    lambda cfg: command.revision(cfg, message=message, autogenerate=True, rev_id=next_id)))
+        finally:
+            await engine.dispose()
