@@ -43,6 +43,7 @@ PLAN = ("Plan (seed capacity table): single container ~500-1,000 uploads/h and ~
         "Phase 3 on 5+ VPS 10,000-50,000 uploads/h and 5,000-25,000 users. Goals on this 2-core machine: "
         ">= 20,000 processed 12-MP uploads/h; 1,000 active users with page-view p95 < 200 ms and 0 failed requests.")
 NGINX_CONF = """worker_processes 1;
+{user}
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 4096; }}
@@ -62,6 +63,7 @@ http {{
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Host $http_host;
+      proxy_request_buffering off;
     }}
   }}
 }}
@@ -73,7 +75,8 @@ def start_nginx(folder: Path, web_urls: list[str]) -> tuple[subprocess.Popen[byt
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     servers = "\n".join(f"    server {u.removeprefix('http://')};" for u in web_urls)
-    (folder / "nginx.conf").write_text(NGINX_CONF.format(d=folder, servers=servers, port=port))
+    user = "user root;" if os.geteuid() == 0 else ""  # workers must reach the 0700 temp folder
+    (folder / "nginx.conf").write_text(NGINX_CONF.format(d=folder, servers=servers, port=port, user=user))
     exe = shutil.which("nginx") or "/usr/sbin/nginx"
     proc = subprocess.Popen([exe, "-c", str(folder / "nginx.conf"), "-g", "daemon off;"])
     time.sleep(0.5)
@@ -106,6 +109,9 @@ def run_step(host: str, users: int, step_s: int, env: dict[str, str], out: Path)
                     "-u", str(users), "-r", str(max(1, users // 10)), "--run-time", f"{step_s}s", "--host", host,
                     "--csv", str(prefix), "--only-summary", "--stop-timeout", "5", "--loglevel", "WARNING"],
                    env={**os.environ, **env}, check=False, timeout=step_s + 120)
+    with open(f"{prefix}_failures.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            print(f"  failures: {row['Occurrences']} x {row['Method']} {row['Name']}: {row['Error'][:200]}", flush=True)
     with open(f"{prefix}_stats.csv", newline="") as f:
         return list(csv.DictReader(f))
 
@@ -159,6 +165,7 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=8, help="12-MP photos for the processing run (0 = skip)")
     ap.add_argument("--accounts", type=int, default=10, help="accounts the browsers log in with")
     ap.add_argument("--no-doc", action="store_true", help="print the table only")
+    ap.add_argument("--keep", action="store_true", help="keep the cluster folder (logs) afterwards")
     opts = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="pixelfox-capacity-"))
     local = LocalCluster(tmp, Counts(upload=2, proc=opts.proc, storage=2, web=opts.web))
@@ -203,7 +210,10 @@ def main() -> None:
             nginx.send_signal(signal.SIGQUIT)
             nginx.wait(10)
         local.stop(10)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if opts.keep:
+            print(f"cluster folder kept: {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

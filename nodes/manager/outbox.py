@@ -18,7 +18,6 @@ failed are deleted. Every manager may run this; with several managers it runs un
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -27,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from pixelfox.db.models import Image
 from pixelfox.db.outbox import OutboxEntry
+from pixelfox.leases import Lease, run_with_lease
 from pixelfox.queue import JobQueue
 
 logger = logging.getLogger(__name__)
@@ -66,9 +66,14 @@ class OutboxDrainer:
         return n
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Drain at start (no grace: anything left is from before this process) and then periodically."""
+        """Drain at start (no grace: anything left is from before) and then every ``interval_s``.
+
+        With several managers only the holder of the ``outbox`` lease drains (pixelfox.leases).
+        """
         first = True
-        while not stop.is_set():
+
+        async def one_pass() -> None:
+            nonlocal first
             try:
                 await self.queue.ensure_group()
                 await self.drain_once(0.0 if first else None)
@@ -77,8 +82,9 @@ class OutboxDrainer:
                 raise
             except Exception as exc:
                 logger.warning("outbox drain failed (%s: %s); retrying", type(exc).__name__, exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval_s)
+
+        lease = Lease(self.queue.redis, "outbox", ttl_s=max(15.0, 3 * self.interval_s), owner=self.queue.consumer)
+        await run_with_lease(lease, stop, one_pass, every_s=self.interval_s)
 
 
 def _aware(ts: datetime) -> datetime:

@@ -59,7 +59,7 @@ def _manager_restart(local: LocalCluster, **env: str) -> None:
 
     defaults = {"PIXELFOX_FAILPOINT": "", "PIXELFOX_JOB_TIMEOUT_S": "120"}
     local.restart("manager1", sig=signal.SIGTERM, env={**MANAGER_ENV, **defaults, **env})
-    asyncio.run(local.wait_ready(90))
+    asyncio.run(local.wait_ready(240))
 
 
 def test_sigstopped_node_loses_its_lease_and_its_late_report_is_fenced(
