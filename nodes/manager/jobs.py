@@ -43,7 +43,7 @@ class JobAdmin:
         self.dispatcher = dispatcher
         self.recipe_version = recipe_version
 
-    async def list(self, states: list[int], limit: int) -> jobs_pb2.ListJobsResponse:
+    async def list_jobs(self, states: list[int], limit: int) -> jobs_pb2.ListJobsResponse:
         """Jobs by state, newest dead letters first; counts cover every job, ``limit`` caps the rows per state."""
         limit = limit or 100
         want = set(states) or {S.JOB_STATE_QUEUED, S.JOB_STATE_RUNNING, S.JOB_STATE_DELAYED, S.JOB_STATE_DEAD}

@@ -26,7 +26,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     @rpc()
     async def ListJobs(self, req: jobs_pb2.ListJobsRequest, ctx: Ctx) -> jobs_pb2.ListJobsResponse:
         await self._admin()
-        return await self.jobs.list(list(req.states), req.limit)
+        return await self.jobs.list_jobs(list(req.states), req.limit)
 
     @rpc()
     async def RetryJob(self, req: jobs_pb2.RetryJobRequest, ctx: Ctx) -> jobs_pb2.RetryJobResponse:

@@ -45,7 +45,7 @@ class Processor:
         names = {f.name for f in dataclasses.fields(self.limits)}
         for name, value in (("timeout_s", deadline_s), ("timeout_ms", int(deadline_s * 1000))):
             if name in names and deadline_s > 0:
-                return dataclasses.replace(self.limits, **{name: value})
+                return dataclasses.replace(self.limits, **{name: value})  # type: ignore[arg-type]
         return self.limits
 
     def _recycle(self) -> None:

@@ -33,6 +33,7 @@ import random
 import secrets
 import time
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -84,17 +85,17 @@ class QueuedJob:
     recipe: int = 0
     reason: str = ""
 
-    def fields(self) -> dict[str, str]:
+    def fields(self) -> dict[Any, Any]:
         return {"image_id": self.image_id, "attempt": str(self.attempt), "lost": str(self.lost),
                 "ts": f"{time.time():.3f}", "lane": self.lane, "kind": self.kind, "cpu": f"{self.cpu:g}",
                 "gpu": "1" if self.gpu else "0", "recipe": str(self.recipe), "reason": self.reason[:500]}
 
 
-def _decode(value: bytes | str) -> str:
+def _decode(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _job(entry_id: bytes | str, fields: dict[bytes, bytes], lane: str = "") -> QueuedJob:
+def _job(entry_id: Any, fields: Any, lane: str = "") -> QueuedJob:
     f = {_decode(k): _decode(v) for k, v in fields.items()}
     return QueuedJob(
         entry_id=_decode(entry_id),
@@ -127,7 +128,7 @@ def backoff_s(attempt: int, base_s: float, cap_s: float, rng: random.Random | No
     zero, so a failing job cannot spin, and spread so retries of a burst do not align.
     """
     d = min(cap_s, base_s * (2 ** max(0, attempt)))
-    return d / 2 + (rng or random).uniform(0, d / 2)
+    return float(d / 2 + (rng or random).uniform(0, d / 2))
 
 
 class JobQueue:
@@ -194,13 +195,14 @@ class JobQueue:
         for lane, key in LANES.items():
             if len(jobs) >= count:
                 break
-            _next, claimed, *_ = await self.redis.xautoclaim(
+            res: Any = await self.redis.xautoclaim(
                 key, GROUP, self.consumer, min_idle_time=self.lease_ms, start_id="0-0", count=count - len(jobs))
+            claimed = res[1]
             jobs.extend(_job(eid, fields, lane) for eid, fields in claimed if fields)
         for lane, key in LANES.items():
             if len(jobs) >= count:
                 return jobs
-            resp = await self.redis.xreadgroup(GROUP, self.consumer, {key: ">"}, count=count - len(jobs))
+            resp: Any = await self.redis.xreadgroup(GROUP, self.consumer, {key: ">"}, count=count - len(jobs))
             for _stream, entries in resp or []:
                 jobs.extend(_job(eid, fields, lane) for eid, fields in entries if fields)
         if not jobs and block_ms > 0:
@@ -214,7 +216,7 @@ class JobQueue:
     async def touch(self, jobs: list[QueuedJob]) -> None:
         """Renew the manager lease of jobs this consumer still works on (resets their idle time)."""
         for lane, key in LANES.items():
-            ids = [j.entry_id for j in jobs if j.lane == lane]
+            ids: list[Any] = [j.entry_id for j in jobs if j.lane == lane]
             if ids:
                 await self.redis.xclaim(key, GROUP, self.consumer, min_idle_time=0, message_ids=ids, justid=True)
 
@@ -278,7 +280,7 @@ class JobQueue:
 
     async def revive(self, dead_entry_id: str) -> QueuedJob | None:
         """Re-queue a dead letter with fresh counters (``pixelfox jobs retry``); None if unknown."""
-        entries = await self.redis.xrange(DEAD, dead_entry_id, dead_entry_id)
+        entries: Any = await self.redis.xrange(DEAD, dead_entry_id, dead_entry_id)
         if not entries:
             return None
         old = _job(*entries[0])
@@ -294,16 +296,19 @@ class JobQueue:
 
     async def pending(self, lane: str, limit: int = 1000) -> dict[str, tuple[str, float]]:
         """Entry id -> (consumer, idle seconds) for entries taken but not acked in ``lane``."""
-        rows = await self.redis.xpending_range(LANES[lane], GROUP, min="-", max="+", count=limit)
-        return {_decode(r["message_id"]): (_decode(r["consumer"]), r["time_since_delivered"] / 1000) for r in rows}
+        rows: Any = await self.redis.xpending_range(LANES[lane], GROUP, min="-", max="+", count=limit)
+        return {_decode(r["message_id"]): (_decode(r["consumer"]), float(r["time_since_delivered"]) / 1000)
+                for r in rows}
 
     async def entries(self, lane: str, limit: int = 1000) -> list[QueuedJob]:
-        return [_job(eid, f, lane) for eid, f in await self.redis.xrange(LANES[lane], count=limit)]
+        rows: Any = await self.redis.xrange(LANES[lane], count=limit)
+        return [_job(eid, f, lane) for eid, f in rows]
 
     async def delayed(self, limit: int = 1000) -> list[tuple[QueuedJob, float]]:
         """Delayed jobs with their due time (unix seconds), soonest first."""
         out = []
-        for member, score in await self.redis.zrange(DELAYED, 0, limit - 1, withscores=True):
+        rows: Any = await self.redis.zrange(DELAYED, 0, limit - 1, withscores=True)
+        for member, score in rows:
             d = json.loads(_decode(member))
             job = QueuedJob(f"delayed:{d.get('token', '')}", d["image_id"], int(d["attempt"]), lane=d["lane"],
                             kind=d["kind"], lost=int(d["lost"]), cpu=float(d["cpu"]), gpu=bool(d["gpu"]),
@@ -312,7 +317,8 @@ class JobQueue:
         return out
 
     async def dead(self, limit: int = 1000) -> list[QueuedJob]:
-        return [_job(eid, f) for eid, f in await self.redis.xrevrange(DEAD, count=limit)]
+        rows: Any = await self.redis.xrevrange(DEAD, count=limit)
+        return [_job(eid, f) for eid, f in rows]
 
     async def depth(self) -> int:
         """Jobs waiting or in flight (entries in both lanes, plus delayed ones)."""
