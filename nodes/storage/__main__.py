@@ -121,9 +121,11 @@ def cli(argv: list[str] | None = None) -> None:
     try:  # uvloop (optional) speeds up the HTTP origin (docs/benchmarks.md)
         import uvloop
     except ImportError:
-        asyncio.run(main(settings))
-    else:
+        uvloop = None
+    if uvloop is not None and settings.uvloop:
         uvloop.run(main(settings))
+    else:
+        asyncio.run(main(settings))
 
 
 if __name__ == "__main__":

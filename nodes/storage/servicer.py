@@ -10,7 +10,7 @@ import grpc
 
 from nodes.storage.service import StorageService
 from pixelfox import errors
-from pixelfox.grpcx.server import rpc, rpc_stream
+from pixelfox.grpcx.server import caller, rpc, rpc_stream
 from pixelfox.v1 import storage_pb2, storage_pb2_grpc
 
 
@@ -39,10 +39,13 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     def __init__(self, service: StorageService) -> None:
         self.service = service
 
-    @rpc(cluster=True)
+    @rpc(cluster=False)  # the credential is checked below, after draining (see _drain)
     async def Put(
         self, request_iterator: AsyncIterator[storage_pb2.PutRequest], context: grpc.aio.ServicerContext
     ) -> storage_pb2.PutResponse:
+        if not caller().cluster:
+            await _drain(request_iterator, 5.0)
+            raise errors.Unauthenticated("this method needs the cluster credential")
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("msg") != "header":
             raise errors.BadRequest("the first message must be the header")
