@@ -149,5 +149,9 @@ class UploadStates:
         left = await self.redis.ttl(state_key(upload_id))
         return time.time() + left if left and left > 0 else 0.0
 
+    async def locked(self, upload_id: str) -> bool:
+        """True while a writer holds the upload's lock."""
+        return bool(await self.redis.exists(lock_key(upload_id)))
+
     async def exists(self, upload_id: str) -> bool:
         return bool(await self.redis.exists(state_key(upload_id)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -12,12 +13,11 @@ from ulid import ULID
 
 from nodes.manager import expiry
 from nodes.manager.images import ImageViews, new_slug
-from nodes.manager.registry import Registry
+from nodes.manager.registry import NodeRecord, Registry
 from nodes.manager.upload_limits import UploadLimits
 from pixelfox import errors, failpoints, tickets
 from pixelfox.config import LimitsSettings
 from pixelfox.db.models import Image, ObjectLocation, Upload, User
-from pixelfox.db.outbox import OutboxEntry
 from pixelfox.db.outbox import OutboxEntry
 from pixelfox.queue import JobQueue
 from pixelfox.queue.streams import cpu_estimate_s
@@ -46,6 +46,20 @@ class Completion:
     original_key: str
     storage_node_ids: list[str]
     upload_node_id: str
+
+
+def spread(nodes: list[NodeRecord]) -> NodeRecord:
+    """A healthy upload node, chosen at random weighted by headroom (free upload slots).
+
+    Loads arrive with heartbeats (every second); picking the single least-loaded node would
+    send a whole burst of uploads between two heartbeats to one node, so the choice is
+    weighted by ``capacity - in_use`` instead (a full node keeps a small weight: it answers
+    "busy" and the client retries). Raises NoNodeAvailable when ``nodes`` is empty.
+    """
+    if not nodes:
+        raise errors.NoNodeAvailable("no healthy upload node")
+    weights = [max(1, r.capacity - r.in_use) for r in nodes]
+    return random.choices(nodes, weights=weights)[0]
 
 
 class Uploads:
@@ -79,7 +93,7 @@ class Uploads:
             raise errors.PayloadTooLarge(
                 f"file is {size} bytes; the limit is {self.limits.max_upload_bytes} bytes"
             )
-        node = await self.registry.pick_upload_node()
+        node = spread(await self.registry.healthy_nodes(common_pb2.NODE_ROLE_UPLOAD))
         upload_id = str(ULID())
         await self.gate.admit(user.id if user and user.role != "admin" else "", upload_id, size)  # admins: exempt
         expires = datetime.now(UTC) + timedelta(seconds=self.limits.ticket_ttl_s)
@@ -125,6 +139,8 @@ class Uploads:
                 raise errors.InvalidTicket("ticket was already used")
             upload.status = "complete"
             dup = await self._existing(s, upload.id, upload.user_id, c.sha256)
+            if dup is not None and await self._expiring(c.upload_id, dup.slug):
+                dup = None  # an expiring upload, or an image about to expire, is never merged
             if dup is not None:  # dedup: this user already has these bytes
                 slug = dup.slug
                 await s.commit()
@@ -153,17 +169,19 @@ class Uploads:
             await expiry.schedule(self.registry.redis, slug, st.expire_after_s)
         failpoints.hit("after-image-commit")
         try:
-            failpoints.hit("after-image-commit")
-        try:
             await self.queue.enqueue(image_id, cpu=cpu_estimate_s(c.width, c.height, c.frames))
-        except Exception as exc:  # Redis down: the outbox row enqueues it later (nodes/manager/outbox.py)
-            logger.warning("enqueue of image %s deferred to the outbox: %s", image_id, exc)
-        failpoints.hit("after-enqueue")
         except Exception as exc:  # Redis down: the outbox row enqueues it later (nodes/manager/outbox.py)
             logger.warning("enqueue of image %s deferred to the outbox: %s", image_id, exc)
         failpoints.hit("after-enqueue")
         logger.info("upload %s complete: image %s queued", c.upload_id, slug)
         return await self.views.get(slug)
+
+    async def _expiring(self, upload_id: str, slug: str) -> bool:
+        """True when this upload asked for an expiration or image ``slug`` is scheduled to expire."""
+        st = await self.states.get(upload_id)
+        if st is not None and st.expire_after_s > 0:
+            return True
+        return await self.registry.redis.zscore(expiry.KEY, slug) is not None
 
     async def _existing(self, s: AsyncSession, upload_id: str, user_id: str | None, sha256: str) -> Image | None:
         """The image these bytes already are: this upload's (a retried completion) or the same user's (dedup)."""
@@ -192,7 +210,7 @@ class Uploads:
         others = [n for n in nodes if n.grpc_address != exclude_address] or nodes
         if not others:
             raise errors.NoNodeAvailable("no healthy upload node")
-        node = min(others, key=lambda r: (r.load, -r.free_bytes, r.node_id))
+        node = spread(others)
         async with self.sessions() as s:
             upload = await s.get(Upload, upload_id)
             if upload is None:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import socket
 
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from nodes.upload.config import UploadSettings
@@ -19,6 +20,16 @@ from pixelfox.grpcx.server import GrpcServer
 from pixelfox.node import Load, ManagerLink, NodeIdentity, run_node, start_metrics
 from pixelfox.uploadstate import UploadStates
 from pixelfox.v1 import common_pb2, manager_pb2, upload_pb2_grpc
+
+
+def connect_redis(settings: UploadSettings) -> aioredis.Redis:
+    """Redis for upload state; in single mode a blocking pool of ``redis_connections`` connections, so a
+    burst of streams waits for a connection instead of failing with "Too many connections"."""
+    if redisx.mode(settings.redis.url) != "single":
+        return redisx.connect(settings.redis)
+    pool = aioredis.BlockingConnectionPool.from_url(settings.redis.url, max_connections=settings.redis_connections,
+                                                    timeout=30, health_check_interval=10)
+    return aioredis.Redis(connection_pool=pool)
 
 
 async def serve(settings: UploadSettings) -> None:
@@ -42,7 +53,7 @@ async def serve(settings: UploadSettings) -> None:
         async with map_rpc_errors():
             return await link.stub.CompleteUpload(req, metadata=link.metadata, timeout=30)
 
-    redis = redisx.connect(settings.redis)
+    redis = connect_redis(settings)
     states = UploadStates(redis, ttl_s=settings.limits.upload_ttl_s, lock_ttl_ms=int(settings.lock_ttl_s * 1000))
     receiver = Receiver(node_id, settings.staging_dir, settings.limits, tickets.derive_key(secret), place, secret,
                         settings.max_concurrent, states, complete)

@@ -18,4 +18,5 @@ class UploadSettings(NodeSettings):
     redis: RedisSettings = RedisSettings()
     http: HttpServerSettings = HttpServerSettings()
     lock_ttl_s: float = Field(10.0, gt=0, description="an upload's writer lock outlives a dead writer this long")
+    redis_connections: int = Field(32, ge=1, description="Redis connections per upload node (a blocking pool)")
     sweep_interval_s: float = Field(60.0, gt=0, description="seconds between sweeps of abandoned staged uploads")

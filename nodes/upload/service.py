@@ -161,14 +161,20 @@ class Receiver:
             raise errors.InvalidTicket(f"ticket is for {ticket.size} bytes, not {size}")
         return ticket
 
-    async def query(self, token: str, upload_id: str) -> State:
-        """State of an upload for ``QueryUpload``/tus ``HEAD``; NotFound when unknown or expired."""
+    async def query(self, token: str, upload_id: str, idle: bool = False) -> State:
+        """State of an upload for ``QueryUpload``/tus ``HEAD``; NotFound when unknown or expired.
+
+        ``idle=True`` (gRPC) also raises UploadBusy while a stream holds the upload's lock, so a
+        resuming client waits instead of sending bytes that would be refused.
+        """
         self.check_ticket(token, upload_id)
         st = await self.states.get(upload_id)
         if st is None:
             raise errors.NotFound("upload not found: it expired or never existed; start a new upload")
         if st.status == "failed":
             raise errors.InvalidTicket("upload ticket already used: the upload failed; start a new upload")
+        if idle and st.status == "open" and await self.states.locked(upload_id):
+            raise errors.UploadBusy("another stream is still writing this upload; ask again shortly")
         return st
 
     async def open(self, token: str, upload_id: str, size: int, sha256: str = "") -> Session:

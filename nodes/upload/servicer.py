@@ -38,6 +38,6 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
 
     @rpc()
     async def QueryUpload(self, req: upload_pb2.QueryUploadRequest, ctx: Ctx) -> upload_pb2.QueryUploadResponse:
-        st = await self.receiver.query(req.ticket, req.upload_id)
+        st = await self.receiver.query(req.ticket, req.upload_id, idle=True)
         return upload_pb2.QueryUploadResponse(offset=st.offset, size=st.size, complete=st.status == "complete",
                                               image_slug=st.slug)

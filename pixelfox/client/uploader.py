@@ -18,9 +18,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import google_crc32c
+import grpc
 
 from pixelfox import errors
-from pixelfox.grpcx.client import channel, map_rpc_errors
+from pixelfox.grpcx.client import DEFAULT_MAX_MESSAGE_BYTES, map_rpc_errors
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc, upload_pb2, upload_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,29 @@ async def _requests(
                 progress(offset, header.size)
 
 
+def _own_channel(address: str) -> grpc.aio.Channel:
+    """A channel with its own TCP connection (not the process-wide subchannel pool).
+
+    Each upload is a long stream of large messages: sharing one HTTP/2 connection between many
+    concurrent uploads would share its flow-control window and hit the server's
+    ``max_concurrent_streams`` (256), which refuses streams (``RST_STREAM REFUSED_STREAM``).
+    """
+    return grpc.aio.insecure_channel(address, options=[
+        ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.use_local_subchannel_pool", 1),
+    ])
+
+
+def _broken_transport(exc: errors.PixelfoxError) -> bool:
+    """grpc-python reports a write on a connection that died as INTERNAL "Internal error from Core"
+    (no PixelFox error code): a transport failure to resume from, unlike a server's internal error."""
+    return type(exc) is errors.PixelfoxError and "Internal error from Core" in str(exc)
+
+
 class _Attempt:
     """One upload's moving parts across retries: the node address, its channel and stub."""
 
@@ -65,7 +89,7 @@ class _Attempt:
         self.ticket = ticket
         self.dial = dial
         self.address = ticket.upload_address
-        self.ch = channel(dial(self.address))
+        self.ch = _own_channel(dial(self.address))
         self.stub = upload_pb2_grpc.UploadServiceStub(self.ch)
 
     async def move(self, manager: manager_pb2_grpc.ManagerServiceStub, metadata: tuple[tuple[str, str], ...]) -> None:
@@ -78,7 +102,7 @@ class _Attempt:
         if moved.upload_address != self.address:
             await self.ch.close()
             self.address = moved.upload_address
-            self.ch = channel(self.dial(self.address))
+            self.ch = _own_channel(self.dial(self.address))
             self.stub = upload_pb2_grpc.UploadServiceStub(self.ch)
 
     async def query(self) -> upload_pb2.QueryUploadResponse:
@@ -86,6 +110,22 @@ class _Attempt:
             reply: upload_pb2.QueryUploadResponse = await self.stub.QueryUpload(
                 upload_pb2.QueryUploadRequest(ticket=self.ticket.ticket, upload_id=self.ticket.upload_id), timeout=10)
             return reply
+
+
+async def _create(
+    manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...], req: manager_pb2.CreateUploadRequest
+) -> manager_pb2.CreateUploadResponse:
+    """``CreateUpload``, asked again (up to 4 times) when the call was refused or dropped on the way."""
+    for attempt in range(4):
+        try:
+            async with map_rpc_errors():
+                reply: manager_pb2.CreateUploadResponse = await manager.CreateUpload(req, metadata=md, timeout=30)
+                return reply
+        except errors.Unavailable:
+            if attempt == 3:
+                raise
+            await asyncio.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 async def upload_file(
@@ -106,7 +146,8 @@ async def upload_file(
     ``metadata`` authenticates to the manager (API key, or the web node's cluster token and
     acting user). The upload resumes by itself: after a broken stream, a dead node
     (``UNAVAILABLE``), a busy lock or an offset mismatch it asks the node for the committed
-    offset (``QueryUpload``) and sends the rest from there; when the node does not answer it
+    offset (``QueryUpload``) and sends the rest from there (a node at its ``max_concurrent`` is
+    retried the same way); when the node does not answer it
     asks the manager for another node for the same upload (``RelocateUpload``). It gives up
     when no byte was committed for ``max_stall_s`` seconds. ``dial`` maps an upload node
     address to the address to connect to (a proxy; tests). ``expire_after_s`` > 0 deletes the
@@ -117,13 +158,8 @@ async def upload_file(
     size = path.stat().st_size
     name = filename or path.name
     md = tuple(metadata)
-    async with map_rpc_errors():
-        ticket = await manager.CreateUpload(
-            manager_pb2.CreateUploadRequest(filename=name, size=size, content_type=content_type,
-                                            expire_after_s=expire_after_s),
-            metadata=md,
-            timeout=30,
-        )
+    ticket = await _create(manager, md, manager_pb2.CreateUploadRequest(
+        filename=name, size=size, content_type=content_type, expire_after_s=expire_after_s))
     if size == 0:
         raise errors.EmptyFile("empty file")
     header = upload_pb2.UploadHeader(
@@ -142,6 +178,15 @@ async def upload_file(
                 return receipt.image
             except RETRYABLE as exc:
                 logger.info("upload %s interrupted at about %d bytes (%s); resuming", ticket.upload_id, offset, exc)
+            except errors.ResourceExhausted as exc:
+                if type(exc) is not errors.ResourceExhausted:  # quota, rate, full disk: not a busy node
+                    raise
+                logger.info("upload node busy (%s); retrying", exc)
+                delay = max(delay, 0.5)
+            except errors.PixelfoxError as exc:
+                if not _broken_transport(exc):
+                    raise
+                logger.info("upload %s: the stream broke (%s); resuming", ticket.upload_id, exc)
             while True:  # find the committed offset, on this node or another
                 if time.monotonic() - last_progress > max_stall_s:
                     raise errors.Unavailable(f"upload stalled for {max_stall_s:.0f} s at {offset} of {size} bytes")

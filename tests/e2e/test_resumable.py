@@ -21,7 +21,7 @@ from pixelfox.client.uploader import upload_file
 from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.v1 import common_pb2, manager_pb2_grpc, upload_pb2
 from tests.conftest import ClusterHandle
-from tests.e2e.uploadkit import Proxy, big_png, chunk, create, header, own_cluster, upload_stub, wait_ready
+from tests.e2e.uploadkit import Proxy, big_png, chunk, create, header, own_cluster, send, upload_stub, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -127,14 +127,22 @@ async def test_offsets_duplicates_lock_query_and_reuse(cluster: ClusterHandle, c
         await call.write(chunk(0, data[:step]))
         await call.write(chunk(step, data[step:2 * step]))
         await call.write(chunk(0, data[:step]))  # duplicate: acknowledged, not written again
+        r = aioredis.from_url(cluster.redis_url)
+        for _ in range(100):  # until the node has taken the first stream's chunks (and holds its lock)
+            if int(await r.hget(uploadstate.state_key(t.upload_id), "offset") or 0) == 2 * step:
+                break
+            await asyncio.sleep(0.05)
+        await r.aclose()
+        with pytest.raises(grpc.aio.AioRpcError) as querying:  # QueryUpload waits for the writer to finish
+            await stub.QueryUpload(upload_pb2.QueryUploadRequest(ticket=t.ticket, upload_id=t.upload_id))
+        assert querying.value.code() == grpc.StatusCode.ABORTED
         # a second stream for the same upload while the first holds the lock
         other = stub.Upload()
-        await other.write(header(t, len(data)))
-        await other.done_writing()
+        await send(other, [header(t, len(data))])
         with pytest.raises(grpc.aio.AioRpcError) as busy:
             await other
         assert busy.value.code() == grpc.StatusCode.ABORTED
-        await call.write(chunk(3 * step, data[3 * step:4 * step]))  # beyond the committed offset
+        await send(call, [chunk(3 * step, data[3 * step:4 * step])])  # beyond the committed offset
         with pytest.raises(grpc.aio.AioRpcError) as gap:
             await call
         assert gap.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -158,8 +166,7 @@ async def test_offsets_duplicates_lock_query_and_reuse(cluster: ClusterHandle, c
 
         # the ticket is single-use: no new stream after completion
         again = stub.Upload()
-        await again.write(header(t, len(data)))
-        await again.done_writing()
+        await send(again, [header(t, len(data))])
         with pytest.raises(grpc.aio.AioRpcError) as used:
             await again
         assert used.value.code() == grpc.StatusCode.UNAUTHENTICATED

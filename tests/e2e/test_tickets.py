@@ -19,7 +19,7 @@ import pytest
 from pixelfox import tickets
 from pixelfox.v1 import upload_pb2
 from tests.conftest import ClusterHandle
-from tests.e2e.uploadkit import chunk, create, header, upload_stub
+from tests.e2e.uploadkit import chunk, create, header, send, upload_stub
 
 pytestmark = pytest.mark.e2e
 
@@ -98,9 +98,7 @@ async def test_wrong_size(fresh) -> None:  # type: ignore[no-untyped-def]
     ch, stub = upload_stub(fresh.upload_address)
     try:
         call = stub.Upload()
-        await call.write(header(fresh, 2000))
-        await call.write(chunk(0, b"x" * 10))
-        await call.done_writing()
+        await send(call, [header(fresh, 2000), chunk(0, b"x" * 10)])
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await call
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -122,9 +120,7 @@ async def test_reused_after_completion(cluster: ClusterHandle, corpus: Path) -> 
         await call
         for _ in range(2):  # once more, and once more again
             again = stub.Upload()
-            await again.write(header(t, len(data)))
-            await again.write(chunk(0, data[:1000]))
-            await again.done_writing()
+            await send(again, [header(t, len(data)), chunk(0, data[:1000])])
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await again
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -25,7 +25,7 @@ from pixelfox.client.uploader import upload_file
 from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc, upload_pb2
 from tests.conftest import CORPUS, wait_http
-from tests.e2e.uploadkit import big_png, chunk, create, header, new_user_key, own_cluster, upload_stub
+from tests.e2e.uploadkit import big_png, chunk, create, header, new_user_key, own_cluster, send, upload_stub
 
 pytestmark = pytest.mark.e2e
 
@@ -67,9 +67,7 @@ async def test_abandoned_upload_expires_and_its_bytes_go(local: LocalCluster) ->
     ch, stub = upload_stub(t.upload_address)
     try:
         call = stub.Upload()
-        await call.write(header(t, len(data)))
-        await call.write(chunk(0, data[:300_000]))
-        await call.done_writing()
+        await send(call, [header(t, len(data)), chunk(0, data[:300_000])])
         with pytest.raises(grpc.aio.AioRpcError):
             await call  # ended early: the bytes stay staged for a resume
         staged = local.state / "data" / "staging" / f"{t.upload_id}.part"
@@ -83,9 +81,7 @@ async def test_abandoned_upload_expires_and_its_bytes_go(local: LocalCluster) ->
             await stub.QueryUpload(upload_pb2.QueryUploadRequest(ticket=t.ticket, upload_id=t.upload_id))
         assert gone.value.code() == grpc.StatusCode.NOT_FOUND and "expired" in (gone.value.details() or "")
         again = stub.Upload()
-        await again.write(header(t, len(data)))
-        await again.write(chunk(300_000, data[300_000:400_000]))
-        await again.done_writing()
+        await send(again, [header(t, len(data)), chunk(300_000, data[300_000:400_000])])
         with pytest.raises(grpc.aio.AioRpcError) as resumed:
             await again
         assert resumed.value.code() == grpc.StatusCode.NOT_FOUND
@@ -192,10 +188,8 @@ async def test_full_staging_disk_is_resource_exhausted_and_leaves_nothing(
     try:
         await asyncio.wait_for(ch.channel_ready(), 30)
         call = stub.Upload()
-        await call.write(header(t, len(data)))
-        for off in range(0, len(data), 256 * 1024):
-            await call.write(chunk(off, data[off:off + 256 * 1024]))
-        await call.done_writing()
+        await send(call, [header(t, len(data)),
+                          *(chunk(off, data[off:off + 256 * 1024]) for off in range(0, len(data), 256 * 1024))])
         with pytest.raises(grpc.aio.AioRpcError) as full:
             await call
         assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

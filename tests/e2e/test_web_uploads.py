@@ -9,12 +9,14 @@ import pytest
 import requests
 
 from tests.conftest import ClusterHandle
+from tests.e2e.uploadkit import big_png
 
 pytestmark = pytest.mark.e2e
 
 
-def test_browser_style_upload_through_the_web_api(cluster: ClusterHandle, corpus: Path) -> None:
-    data = (corpus / "photos" / "painting_rgb.png").read_bytes()
+def test_browser_style_upload_through_the_web_api(cluster: ClusterHandle, tmp_path: Path) -> None:
+    big_png(tmp_path / "p.png", 400)  # new bytes: no dedup with earlier tests' uploads
+    data = (tmp_path / "p.png").read_bytes()
     key = {"Authorization": f"Bearer {cluster.admin_api_key}"}
     api = f"{cluster.web_url}/api/v1/uploads"
     assert requests.post(api, json={"filename": "a.png", "size": len(data)}, timeout=10).status_code == 401

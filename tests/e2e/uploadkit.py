@@ -168,3 +168,13 @@ async def new_user_key(local: LocalCluster, name: str) -> str:
         reply = await stub.CreateApiKey(manager_pb2.CreateApiKeyRequest(user_name=name, label="t"), metadata=md,
                                         timeout=10)
     return reply.key
+
+
+async def send(call: grpc.aio.StreamUnaryCall, msgs: list[upload_pb2.UploadRequest]) -> None:  # type: ignore[type-arg]
+    """Write ``msgs`` and half-close; stops quietly once the server ended the call (await the call for why)."""
+    try:
+        for m in msgs:
+            await call.write(m)
+        await call.done_writing()
+    except Exception:  # the call's own status says what happened
+        return
