@@ -104,7 +104,7 @@ def start_replica(primary: Postgres) -> Postgres:
     os.chown(folder, pw.pw_uid, pw.pw_gid)
     run = ["runuser", "-u", "postgres", "--"]
     subprocess.run([*run, str(primary.bin / "pg_basebackup"), "-h", primary.host, "-p", str(primary.port), "-U",
-                    "postgres", "-D", str(folder / "data"), "-R", "-X", "stream", "--no-sync"],
+                    "postgres", "-D", str(folder / "data"), "-R", "-X", "stream", "--no-sync", "-c", "fast"],
                    capture_output=True, check=True, timeout=120)
     port = free_port()
     opts = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c hot_standby=on"

@@ -92,6 +92,14 @@ def test_main_flow_on_postgres(pg_cluster: tuple[LocalCluster, str], postgres: P
     assert all(r["health"] == "healthy" for r in status(local.root).values())
 
 
+async def _checksums(url: str) -> dict[str, tools.TableSum]:
+    engine = make_engine(DatabaseSettings(url=url))
+    try:
+        return await tools.checksums(engine)
+    finally:
+        await engine.dispose()
+
+
 def _pixelfox(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pixelfox", *args], cwd=root, capture_output=True, text=True,
                           timeout=300, check=False)
@@ -133,7 +141,7 @@ def test_migrate_db_online_resumable_then_restore_drill(cluster: ClusterHandle, 
     for dest in (f"sqlite+aiosqlite:///{tmp_path / 'restored.db'}", postgres.create_db("restored")):
         res = _pixelfox(cluster.root, "restore", str(backup), "--db", dest)
         assert res.returncode == 0, res.stderr
-        sums = asyncio.run(tools.checksums(make_engine(DatabaseSettings(url=dest))))
+        sums = asyncio.run(_checksums(dest))
         assert {n: (s.rows, s.sha256) for n, s in sums.items()} == {
             n: (t["rows"], t["sha256"]) for n, t in header["tables"].items()}
         refused = _pixelfox(cluster.root, "restore", str(backup), "--db", dest)

@@ -23,9 +23,15 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def replica(postgres: Postgres) -> Iterator[tuple[str, str]]:
     primary_url = postgres.create_db("replicated")
-    engine = make_engine(DatabaseSettings(url=primary_url))
-    asyncio.run(migrate.prepare(engine))
-    asyncio.run(engine.dispose())
+
+    async def schema() -> None:  # one event loop for the engine's whole life
+        engine = make_engine(DatabaseSettings(url=primary_url))
+        try:
+            await migrate.prepare(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(schema())
     rep = start_replica(postgres)
     try:
         assert rep.psql("SELECT pg_is_in_recovery()").strip() == "t"
