@@ -86,36 +86,55 @@ class Worker:
                 leases=[jobs_pb2.JobLease(job_id=j.job_id, lease_id=j.lease_id) for j in jobs], reason=reason)))
             logger.warning("handed back %d job(s): %s", len(jobs), reason)
 
+    async def _on_message(self, msg: manager_pb2.DispatchMessage, outbox: Outbox) -> None:
+        if msg.HasField("job"):
+            if self._draining.is_set():
+                await self._hand_back([msg.job], outbox, "draining")
+            else:
+                self._start(msg.job, outbox)
+
     async def _session(self) -> None:
         outbox: Outbox = asyncio.Queue()
         call = self.link.stub.Work(self._messages(outbox), metadata=self.link.metadata)
         pinger = asyncio.create_task(self._status_loop(outbox))
         stopper = asyncio.create_task(self._draining.wait())
+        # Never cancel a pending call.read(): with grpc.aio that cancels the whole call, and the
+        # drain below needs the stream to report results and hand jobs back.
+        reader: asyncio.Task[object] | None = None
         broken = True
         try:
             while True:
-                reader = asyncio.create_task(call.read())
+                reader = reader or asyncio.create_task(call.read())
                 done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 if reader not in done:
-                    reader.cancel()
                     broken = False
                     break
-                msg = reader.result()
+                msg, reader = reader.result(), None
                 if msg is grpc.aio.EOF:
                     break
-                if msg.HasField("job"):
-                    if self._draining.is_set():
-                        await self._hand_back([msg.job], outbox, "draining")
-                    else:
-                        self._start(msg.job, outbox)
+                await self._on_message(msg, outbox)  # type: ignore[arg-type]
             if not broken:
+                keep = asyncio.create_task(self._keep_reading(call, reader, outbox))
                 await self._finish(outbox)
+                with contextlib.suppress(TimeoutError):  # the manager ends the call once we half-close
+                    await asyncio.wait_for(asyncio.shield(keep), 2.0)
+                keep.cancel()
         finally:
             pinger.cancel()
             stopper.cancel()
             call.cancel()
             for task, _job in list(self.running.values()):  # the manager has re-queued these
                 task.cancel()
+
+    async def _keep_reading(self, call: grpc.aio.StreamStreamCall, reader: asyncio.Task[object] | None,
+                            outbox: Outbox) -> None:
+        """While draining: hand back whatever the manager still sends, until it ends the call."""
+        while True:
+            msg = await (reader or call.read())
+            reader = None
+            if msg is grpc.aio.EOF:
+                return
+            await self._on_message(msg, outbox)  # type: ignore[arg-type]
 
     async def _finish(self, outbox: Outbox) -> None:
         """Draining: announce it, let running jobs finish within the grace period, hand back the rest."""
@@ -125,8 +144,7 @@ class Worker:
             _done, pending = await asyncio.wait(tasks, timeout=max(0.1, self.grace_s - 1.0))
             left = [j for t, j in self.running.values() if t in pending]
             await self._hand_back(left, outbox, f"drain grace of {self.grace_s:g} s ran out")
-        await outbox.put(None)
-        await asyncio.sleep(0.3)  # let the last messages leave before the call is cancelled
+        await outbox.put(None)  # half-close: the manager gives back anything still in flight
 
     async def drain(self, grace_s: float) -> None:
         """Take no new jobs, let running ones finish and report (up to ``grace_s`` s), close the stream."""

@@ -110,6 +110,22 @@ def test_sigterm_mid_job_loses_nothing(jc: tuple[LocalCluster, str], tmp_path: P
     assert "draining" in text
 
 
+def test_sigterm_past_the_grace_period_hands_the_job_back(jc: tuple[LocalCluster, str], tmp_path: Path) -> None:
+    local, key = jc
+    short = {"PIXELFOX_GRPC__GRACE_S": "0.5"}
+    procs = [c.name for c in local.children if c.name.startswith("proc")]
+    for name in procs:
+        local.restart(name, sig=signal.SIGTERM, env=short)
+    off = len(log_text(local, "manager1"))
+    put = put_retrying(local.root, make_photo(tmp_path / "handback.jpg", 2400, 1600, seed=5))
+    m = wait_log(local, "manager1", r"dispatch: job (\S+) image (\S+) .*-> (proc\d)", after=off)
+    local.restart(m.group(3), sig=signal.SIGTERM, env=short)
+    wait_log(local, "manager1", rf"handed back: job {m.group(1)} image {m.group(2)} by {m.group(3)}", after=off)
+    img = wait_final(local, key, put["id"], 240)
+    assert img["status"] == "ready", img
+    assert variant_set_ok(img)
+
+
 def test_timeouts_back_off_dead_letter_and_retry(jc: tuple[LocalCluster, str], tmp_path: Path) -> None:
     local, key = jc
     _manager_restart(local, PIXELFOX_JOB_TIMEOUT_S="0.01")  # every job overruns its time limit
