@@ -9,10 +9,13 @@ __all__ = [
     "CoreError",
     "CorruptImageError",
     "LimitExceededError",
+    "TimeoutError",
     "UnsupportedFormatError",
     "__version__",
     "probe",
     "process",
+    "read_exif",
+    "strip_metadata",
     "verify",
 ]
 
@@ -20,8 +23,9 @@ __version__: str
 
 # (format, mime, width, height, frames, orientation)
 _InfoTuple = tuple[str, str, int, int, int, int]
-# (max_pixels, max_width, max_height, max_frames, max_total_pixels, max_input_bytes)
-_LimitsTuple = tuple[int, int, int, int, int, int]
+# (max_pixels, max_width, max_height, max_frames, max_total_pixels, max_input_bytes,
+#  max_scans, timeout_ms)
+_LimitsTuple = tuple[int, int, int, int, int, int, int, int]
 # (name, format, mime, width, height, data, frames)
 _VariantTuple = tuple[str, str, str, int, int, bytes, int]
 
@@ -36,6 +40,9 @@ class UnsupportedFormatError(CoreError):
 
 class LimitExceededError(CoreError):
     """The image is over one of the configured limits."""
+
+class TimeoutError(CoreError):
+    """Processing took longer than the configured time limit."""
 
 def probe(data: Buffer, limits: _LimitsTuple | None = None) -> _InfoTuple:
     """Header-only probe (works on a prefix of the file)."""
@@ -54,5 +61,13 @@ def process(
     jpeg_quality: int,
     background: tuple[int, int, int],
     limits: _LimitsTuple | None = None,
-) -> tuple[_InfoTuple, int, int, list[_VariantTuple]]:
+) -> tuple[
+    _InfoTuple, int, int, list[_VariantTuple], list[tuple[str, str]], tuple[float, float] | None
+]:
     """Decode once, orient, resize, convert to sRGB and encode every variant."""
+
+def strip_metadata(data: Buffer) -> bytes:
+    """The original file with EXIF/XMP/IPTC/comments removed losslessly."""
+
+def read_exif(data: Buffer) -> tuple[list[tuple[str, str]], tuple[float, float] | None]:
+    """The useful EXIF fields and GPS position of a file (no pixel decode)."""

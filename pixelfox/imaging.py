@@ -37,11 +37,14 @@ __all__ = [
     "Limits",
     "ProcessResult",
     "Recipe",
+    "Timeout",
     "UnsupportedFormat",
     "Variant",
     "VariantSpec",
     "probe",
     "process",
+    "read_exif",
+    "strip_metadata",
     "verify",
 ]
 
@@ -83,8 +86,18 @@ class LimitExceeded(ImageError):
     code = "image-too-large"
 
 
+class Timeout(ImageError):
+    """Processing ran over :attr:`Limits.timeout_s` (a CPU bomb, or an overloaded
+    node). The Rust pipeline checks its deadline between steps, per animation frame
+    and per encode job, so the call returns shortly after the limit; code
+    ``"timeout"`` (same as :class:`pixelfox.errors.Timeout`)."""
+
+    code = "timeout"
+
+
 # Private core exception class -> public class (httpx-style mapping table).
 _ERROR_MAP: Final[tuple[tuple[type[Exception], type[ImageError]], ...]] = (
+    (_core.TimeoutError, Timeout),
     (_core.CorruptImageError, CorruptImage),
     (_core.UnsupportedFormatError, UnsupportedFormat),
     (_core.LimitExceededError, LimitExceeded),
@@ -121,8 +134,22 @@ class Limits:
     """Summed area of all frames (canvas area x frames), px."""
     max_input_bytes: int = 100 * 1024 * 1024
     """Whole-file size accepted by :func:`verify` / :func:`process`, bytes."""
+    max_scans: int = 100
+    """Max scans (SOS segments) of one JPEG. Every progressive scan is a pass over
+    the whole image, so a file with thousands of tiny scans is a CPU bomb; the
+    same guard as libjpeg-turbo's ``djpeg -maxscans`` / TurboJPEG
+    ``TJPARAM_SCANLIMIT``. The default, 100, is the limit of the JPEG decoder
+    itself (zune-jpeg, under the ``image`` crate), which only notices it after
+    decoding 100 scans (about 4 s for a 16 MP bomb); :func:`verify` counts the
+    scans first and rejects such a file in milliseconds."""
+    timeout_s: float = 30.0
+    """Wall-clock limit of one :func:`process` call, seconds (0 = none). Checked
+    in Rust between the pipeline steps, per animation frame and per encode job
+    (a thread that released the GIL cannot be stopped from Python); over it,
+    :class:`Timeout` is raised. One step that is already running (a single
+    decode or AVIF encode) finishes first."""
 
-    def _as_tuple(self) -> tuple[int, int, int, int, int, int]:
+    def _as_tuple(self) -> tuple[int, int, int, int, int, int, int, int]:
         return (
             self.max_pixels,
             self.max_width,
@@ -130,6 +157,8 @@ class Limits:
             self.max_frames,
             self.max_total_pixels,
             self.max_input_bytes,
+            self.max_scans,
+            max(0, round(self.timeout_s * 1000)),
         )
 
 
@@ -178,7 +207,7 @@ def probe(data: BytesLike, limits: Limits = DEFAULT_LIMITS) -> ImageInfo:
 
     Raises:
         CorruptImage: empty input, or a header that is broken/cut short.
-        UnsupportedFormat: SVG, HTML, text, HEIC, PDF, AVIF (no AVIF decode yet), ...
+        UnsupportedFormat: SVG, HTML, text, HEIC, PDF, ... (the message names it).
         LimitExceeded: declared size or frame count over ``limits``.
     """
     with _map_exceptions():
@@ -278,6 +307,15 @@ class ProcessResult:
     height: int
     variants: tuple[Variant, ...]
     """In recipe order, one per (spec, format)."""
+    exif: dict[str, str] = field(default_factory=dict)
+    """Useful EXIF fields of the source as display text, for the manager to
+    store; only the keys present: ``make``, ``model``, ``lens``, ``taken_at``
+    (``"2013:05:18 14:03:11"``, EXIF local time), ``exposure_time`` (``"1/60 s"``),
+    ``f_number`` (``"f/2.8"``), ``iso`` (``"200"``), ``focal_length`` (``"4.1 mm"``).
+    Never contains GPS. No output variant carries any of it."""
+    gps: tuple[float, float] | None = None
+    """(latitude, longitude) in decimal degrees (south/west negative) when the
+    source has a GPS position; show it to the owner only."""
 
 
 def process(data: BytesLike, recipe: Recipe = DEFAULT_RECIPE, limits: Limits = DEFAULT_LIMITS) -> ProcessResult:
@@ -292,11 +330,12 @@ def process(data: BytesLike, recipe: Recipe = DEFAULT_RECIPE, limits: Limits = D
     Raises:
         CorruptImage, UnsupportedFormat, LimitExceeded: see :func:`verify`;
         decode errors are ``CorruptImage``.
+        Timeout: over ``limits.timeout_s``.
         ImageError: an encoder failed (should not happen).
     """
     variants = [(v.name, v.width, v.height, list(v.formats)) for v in recipe.variants]
     with _map_exceptions():
-        info_t, width, height, outs = _core.process(
+        info_t, width, height, outs, exif, gps = _core.process(
             data,
             variants,
             webp_quality=float(recipe.webp_quality),
@@ -314,4 +353,35 @@ def process(data: BytesLike, recipe: Recipe = DEFAULT_RECIPE, limits: Limits = D
         variants=tuple(
             Variant(name=n, format=f, mime=m, width=w, height=h, data=d, frames=fr) for (n, f, m, w, h, d, fr) in outs
         ),
+        exif=dict(exif),
+        gps=gps,
     )
+
+
+def read_exif(data: BytesLike) -> tuple[dict[str, str], tuple[float, float] | None]:
+    """The EXIF fields of :attr:`ProcessResult.exif` and the GPS position of
+    :attr:`ProcessResult.gps` (JPEG, PNG, WebP, AVIF), without decoding pixels.
+    Absent or broken EXIF gives ``({}, None)``; never raises for bad metadata."""
+    with _map_exceptions():
+        fields, gps = _core.read_exif(data)
+    return dict(fields), gps
+
+
+def strip_metadata(data: BytesLike) -> bytes:
+    """The original file with its metadata removed losslessly: what is served as
+    the "original" unless the owner opts in to keeping metadata.
+
+    JPEG: every APPn segment except JFIF (APP0), ICC (APP2) and Adobe (APP14,
+    which decides CMYK inversion) is dropped, and COM; entropy-coded data is
+    copied unchanged. PNG: ``tEXt``, ``zTXt``, ``iTXt``, ``eXIf`` and ``tIME``
+    chunks are dropped. WebP: ``EXIF`` and ``XMP `` chunks are dropped and their
+    VP8X flags cleared, the RIFF size fixed. GIF and AVIF are returned as is
+    (GIF has no EXIF; AVIF metadata items are left for a later version).
+    Decoded pixels of the result are identical to the input's.
+
+    Raises:
+        UnsupportedFormat: not an image format PixelFox accepts.
+        CorruptImage: the structure cannot be walked (truncated segment/chunk).
+    """
+    with _map_exceptions():
+        return _core.strip_metadata(data)

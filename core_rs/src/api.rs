@@ -11,13 +11,15 @@ use pyo3::types::PyBytes;
 
 use crate::errors::{Error, Result};
 use crate::limits::Limits;
+use crate::metadata;
 use crate::pipeline::{self, OutFormat, Plan, VariantSpec};
 use crate::probe::{self as header, Info};
 
 /// (format, mime, width, height, frames, orientation)
 type InfoTuple = (&'static str, &'static str, u32, u32, u32, u8);
-/// (max_pixels, max_width, max_height, max_frames, max_total_pixels, max_input_bytes)
-type LimitsTuple = (u64, u64, u64, u64, u64, u64);
+/// (max_pixels, max_width, max_height, max_frames, max_total_pixels, max_input_bytes,
+/// max_scans, timeout_ms)
+type LimitsTuple = (u64, u64, u64, u64, u64, u64, u64, u64);
 /// (name, format, mime, width, height, data, frames)
 type VariantTuple<'py> = (
     String,
@@ -27,6 +29,18 @@ type VariantTuple<'py> = (
     u32,
     Bound<'py, PyBytes>,
     u32,
+);
+
+/// (EXIF (key, text) pairs, GPS (lat, lon) in decimal degrees)
+type ExifTuple = (Vec<(String, String)>, Option<(f64, f64)>);
+/// (info, upright width, upright height, variants, EXIF pairs, GPS)
+type ProcessTuple<'py> = (
+    InfoTuple,
+    u32,
+    u32,
+    Vec<VariantTuple<'py>>,
+    Vec<(String, String)>,
+    Option<(f64, f64)>,
 );
 
 fn info_tuple(info: &Info) -> InfoTuple {
@@ -50,6 +64,8 @@ fn limits_from(t: Option<LimitsTuple>) -> Limits {
             max_frames,
             max_total_pixels,
             max_input_bytes,
+            max_scans,
+            timeout_ms,
         )) => Limits {
             max_pixels,
             max_width,
@@ -57,6 +73,8 @@ fn limits_from(t: Option<LimitsTuple>) -> Limits {
             max_frames,
             max_total_pixels,
             max_input_bytes,
+            max_scans,
+            timeout_ms,
         },
     }
 }
@@ -142,7 +160,7 @@ pub fn process<'py>(
     jpeg_quality: u8,
     background: (u8, u8, u8),
     limits: Option<LimitsTuple>,
-) -> PyResult<(InfoTuple, u32, u32, Vec<VariantTuple<'py>>)> {
+) -> PyResult<ProcessTuple<'py>> {
     let mut specs = Vec::with_capacity(variants.len());
     for (name, width, height, formats) in variants {
         let formats = formats
@@ -169,8 +187,10 @@ pub fn process<'py>(
         background: [background.0, background.1, background.2],
     };
     let limits = limits_from(limits);
-    let (info, (width, height), outputs) =
-        with_bytes(py, data, |d| pipeline::run(d, &plan, &limits))?;
+    let ((info, (width, height), outputs), exif) = with_bytes(py, data, |d| {
+        let out = pipeline::run(d, &plan, &limits)?;
+        Ok((out, metadata::read(d)))
+    })?;
     let variants = outputs
         .into_iter()
         .map(|o| {
@@ -186,5 +206,29 @@ pub fn process<'py>(
             )
         })
         .collect();
-    Ok((info_tuple(&info), width, height, variants))
+    Ok((
+        info_tuple(&info),
+        width,
+        height,
+        variants,
+        exif.fields,
+        exif.gps,
+    ))
+}
+
+/// The original file with EXIF/XMP/IPTC/comments removed losslessly.
+#[pyfunction]
+pub fn strip_metadata<'py>(
+    py: Python<'py>,
+    data: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let out = with_bytes(py, data, metadata::strip)?;
+    Ok(PyBytes::new(py, &out))
+}
+
+/// The useful EXIF fields and GPS position of a file (no pixel decode).
+#[pyfunction]
+pub fn read_exif(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<ExifTuple> {
+    let exif = with_bytes(py, data, |d| Ok(metadata::read(d)))?;
+    Ok((exif.fields, exif.gps))
 }

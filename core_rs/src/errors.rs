@@ -32,6 +32,13 @@ create_exception!(
     "The image is over one of the configured limits."
 );
 
+create_exception!(
+    _core,
+    TimeoutError,
+    CoreError,
+    "Processing took longer than the configured time limit."
+);
+
 /// Everything that can go wrong inside the core. Messages are safe to show to users.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -44,6 +51,9 @@ pub enum Error {
     /// Over a pixel/dimension/frame/byte limit.
     #[error("{0}")]
     Limit(String),
+    /// Over the per-image time limit (checked between steps and per frame/job).
+    #[error("{0}")]
+    Timeout(String),
     /// An encoder refused valid pixels (should not happen; reported, not panicked).
     #[error("encoding {format} failed: {detail}")]
     Encode {
@@ -90,6 +100,7 @@ impl From<Error> for PyErr {
             Error::Corrupt(_) => CorruptImageError::new_err(msg),
             Error::Unsupported(_) => UnsupportedFormatError::new_err(msg),
             Error::Limit(_) => LimitExceededError::new_err(msg),
+            Error::Timeout(_) => TimeoutError::new_err(msg),
             Error::Encode { .. } => CoreError::new_err(msg),
         }
     }

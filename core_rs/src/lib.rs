@@ -7,6 +7,7 @@ mod codecs;
 mod errors;
 mod exif;
 mod limits;
+mod metadata;
 mod pipeline;
 mod probe;
 mod steps;
@@ -19,6 +20,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(api::probe, m)?)?;
     m.add_function(wrap_pyfunction!(api::verify, m)?)?;
     m.add_function(wrap_pyfunction!(api::process, m)?)?;
+    m.add_function(wrap_pyfunction!(api::strip_metadata, m)?)?;
+    m.add_function(wrap_pyfunction!(api::read_exif, m)?)?;
     m.add("CoreError", py.get_type::<errors::CoreError>())?;
     m.add(
         "CorruptImageError",
@@ -32,6 +35,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "LimitExceededError",
         py.get_type::<errors::LimitExceededError>(),
     )?;
+    m.add("TimeoutError", py.get_type::<errors::TimeoutError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Decompression-bomb defence: every size is checked against these limits from the
 //! header, before any pixel buffer is allocated.
 
+use std::time::{Duration, Instant};
+
 use crate::errors::{Error, Result};
 
 /// Limits passed in from Python (`pixelfox.imaging.Limits`).
@@ -14,6 +16,47 @@ pub struct Limits {
     /// Max summed area of all frames.
     pub max_total_pixels: u64,
     pub max_input_bytes: u64,
+    /// Max scans (SOS segments) of one JPEG; each progressive scan is a pass over
+    /// the whole image, so thousands of them are a CPU bomb. libjpeg-turbo's
+    /// `djpeg -maxscans` / TurboJPEG `TJPARAM_SCANLIMIT` exist for the same reason.
+    /// Default 100: zune-jpeg's own limit, which it only hits after decoding 100 scans.
+    pub max_scans: u64,
+    /// Wall-clock time limit of one `process()` call in ms (0 = none).
+    pub timeout_ms: u64,
+}
+
+/// The point in time a `process()` call must finish by, checked between the
+/// pipeline steps and inside their long loops (per frame, per encode job).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    start: Instant,
+    at: Option<Instant>,
+    timeout_ms: u64,
+}
+
+impl Deadline {
+    pub fn new(timeout_ms: u64) -> Self {
+        let start = Instant::now();
+        let at = (timeout_ms > 0).then(|| start + Duration::from_millis(timeout_ms));
+        Deadline {
+            start,
+            at,
+            timeout_ms,
+        }
+    }
+
+    /// `Err(Error::Timeout)` once the deadline has passed; `what` names the
+    /// step that noticed it.
+    pub fn check(&self, what: &str) -> Result<()> {
+        match self.at {
+            Some(at) if Instant::now() >= at => Err(Error::Timeout(format!(
+                "processing stopped after {:.1} s during {what}: over the {} ms time limit",
+                self.start.elapsed().as_secs_f64(),
+                self.timeout_ms
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -25,6 +68,8 @@ impl Default for Limits {
             max_frames: 1_000,
             max_total_pixels: 2_000_000_000,
             max_input_bytes: 100 * 1024 * 1024,
+            max_scans: 100,
+            timeout_ms: 30_000,
         }
     }
 }

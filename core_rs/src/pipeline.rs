@@ -4,7 +4,7 @@
 use image::DynamicImage;
 
 use crate::errors::Result;
-use crate::limits::Limits;
+use crate::limits::{Deadline, Limits};
 use crate::probe::{self, Info};
 use crate::steps;
 
@@ -103,6 +103,8 @@ pub struct Context<'a> {
     pub info: Info,
     pub plan: &'a Plan,
     pub limits: &'a Limits,
+    /// When this call must be done (`limits.timeout_ms` from the start of `run`).
+    pub deadline: Deadline,
     /// Embedded ICC profile of the source, if any (set by decode).
     pub icc: Option<Vec<u8>>,
     /// Decoded frames at full size, 8-bit, upright after auto_orient.
@@ -141,12 +143,14 @@ pub fn run<'a>(
     plan: &'a Plan,
     limits: &'a Limits,
 ) -> Result<(Info, (u32, u32), Vec<Output>)> {
+    let deadline = Deadline::new(limits.timeout_ms);
     let info = probe::verify(data, limits)?;
     let mut ctx = Context {
         data,
         info,
         plan,
         limits,
+        deadline,
         icc: None,
         frames: Vec::new(),
         upright: (0, 0),
@@ -156,7 +160,9 @@ pub fn run<'a>(
         outputs: Vec::new(),
     };
     for step in STEPS {
+        ctx.deadline.check("the pipeline")?;
         step.run(&mut ctx)?;
     }
+    ctx.deadline.check("encoding")?;
     Ok((ctx.info, ctx.upright, ctx.outputs))
 }

@@ -84,10 +84,6 @@ def on_white(img: Image.Image) -> Image.Image:
 @pytest.mark.parametrize("row", ACCEPTED, ids=[r["file"] for r in ACCEPTED])
 def test_probe_matches_manifest(row: dict[str, str]) -> None:
     data = read(row["file"])
-    if row["format"] == "AVIF":
-        with pytest.raises(UnsupportedFormat, match="AVIF"):
-            imaging.probe(data)
-        return
     info = imaging.probe(data)
     expected_format = {"APNG": "png"}.get(row["format"], row["format"].lower())
     assert info.format == expected_format
@@ -489,3 +485,344 @@ def test_mutated_inputs_never_crash(name: str) -> None:
         with contextlib.suppress(ImageError):
             imaging.process(bytes(data), THUMB_WEBP)
     assert time.perf_counter() - start < 20
+
+
+# --------------------------------------------------------------------------- time limit / CPU bombs
+
+
+def _jpeg_segments(d: bytes) -> list[tuple[int, bytes]]:
+    """(marker, bytes) of every segment after SOI; a scan's entropy-coded data stays with its SOS."""
+    pos, segs = 2, []
+    while pos < len(d):
+        marker = d[pos + 1]
+        if marker == 0xD9:
+            segs.append((marker, d[pos : pos + 2]))
+            break
+        end = pos + 2 + int.from_bytes(d[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:
+            while not (d[end] == 0xFF and d[end + 1] != 0 and not 0xD0 <= d[end + 1] <= 0xD7):
+                end += 1
+        segs.append((marker, d[pos:end]))
+        pos = end
+    return segs
+
+
+def scan_bomb(side: int, extra_scans: int) -> bytes:
+    """A small progressive JPEG of ``side`` x ``side`` px with ``extra_scans`` copies of its luma
+    AC refinement scan: every scan is a pass over all blocks, so the file is a CPU bomb."""
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side), (120, 130, 140)).save(buf, "JPEG", progressive=True, quality=90)
+    segs = _jpeg_segments(buf.getvalue())
+    refine = [s for m, s in segs if m == 0xDA and s[4] == 1 and s[7] == 1 and s[9] == 0x10][-1]
+    out = [b"\xff\xd8"]
+    for marker, seg in segs:
+        if marker == 0xD9:
+            out.extend([refine] * extra_scans)
+        out.append(seg)
+    return b"".join(out)
+
+
+def test_progressive_scan_bomb_stopped_in_verify() -> None:
+    data = scan_bomb(4096, 3000)
+    assert len(data) < 400_000
+    start = time.perf_counter()
+    with pytest.raises(LimitExceeded, match="scans"):
+        imaging.process(data, limits=Limits(timeout_s=1.0))
+    assert time.perf_counter() - start < 1.0 + 1.0  # limit + 1 s; in practice milliseconds
+    with pytest.raises(LimitExceeded, match="scans"):
+        imaging.verify(data)
+    # the worker is healthy: the next image processes normally
+    assert imaging.process(read("photos/samsung_j3_orient6.jpg"), THUMB_WEBP).variants[0].width == 150
+
+
+def test_scan_limit_is_configurable() -> None:
+    data = scan_bomb(256, 60)
+    with pytest.raises(LimitExceeded, match="more than 50 scans"):
+        imaging.verify(data, Limits(max_scans=50))
+    assert imaging.verify(data, Limits(max_scans=200)).width == 256
+
+
+def test_time_limit_stops_processing() -> None:
+    data = read("photos/leica_t_16mp_orient8_gps.jpg")
+    start = time.perf_counter()
+    with pytest.raises(imaging.Timeout, match="time limit") as err:
+        imaging.process(data, limits=Limits(timeout_s=0.05))
+    assert time.perf_counter() - start < 0.05 + 1.0
+    assert err.value.code == "timeout"
+    assert issubclass(imaging.Timeout, ImageError)
+    # the same call without the low limit succeeds in the same thread
+    assert imaging.process(data, THUMB_WEBP).variants[0].height == 200
+
+
+def test_time_limit_checked_per_animation_frame() -> None:
+    data = read("edge/many_frames_380.gif")
+    start = time.perf_counter()
+    with pytest.raises(imaging.Timeout):
+        imaging.process(data, limits=Limits(timeout_s=0.001))
+    assert time.perf_counter() - start < 1.0
+
+
+# --------------------------------------------------------------------------- AVIF input
+
+
+def test_avif_photo_probed_and_processed() -> None:
+    data = read("photos/canon70d_20mp_gps.avif")
+    info = imaging.verify(data)
+    assert (info.format, info.mime) == ("avif", "image/avif")
+    ref = decode(data).convert("RGB")  # Pillow 13 reads AVIF (libavif)
+    assert (info.width, info.height) == ref.size
+    result = imaging.process(data, ALL_FORMATS_SMALL)
+    thumb = result.variants[0]
+    assert max(thumb.width, thumb.height) == 200
+    ref.thumbnail((200, 200))
+    assert grey_diff(decode(thumb.data), ref) < 8
+    for v in result.variants:
+        assert MAGIC[v.format](v.data)
+        assert_no_metadata(v.data)
+
+
+def test_avif_output_of_our_core_reads_back() -> None:
+    (avif,) = imaging.process(
+        read("photos/blackbug_alpha.png"), Recipe(variants=(VariantSpec("t", 200, 200, ("avif",)),))
+    ).variants
+    (webp,) = imaging.process(avif.data, THUMB_WEBP).variants
+    assert (webp.width, webp.height) == (200, 150)
+    assert decode(webp.data).convert("RGBA").getchannel("A").getextrema()[0] == 0  # alpha survives AVIF input
+
+
+def test_truncated_avif_is_corrupt() -> None:
+    data = read("photos/canon70d_20mp_gps.avif")
+    with pytest.raises(CorruptImage):
+        imaging.process(data[: len(data) // 2], THUMB_WEBP)
+
+
+# --------------------------------------------------------------------------- EXIF as data, stripped originals
+
+
+def test_exif_fields_and_gps_returned_as_data() -> None:
+    data = read("photos/nikon_d90_12mp_gps_64kb_exif.jpg")
+    exif, gps = imaging.read_exif(data)
+    src = Image.open(io.BytesIO(data)).getexif()
+    assert exif["make"] == src[0x010F].strip("\0 ")
+    assert exif["model"] == src[0x0110].strip("\0 ")
+    sub = src.get_ifd(0x8769)
+    assert exif["taken_at"] == sub[0x9003]
+    assert exif["iso"] == str(sub[0x8827])
+    assert {"exposure_time", "f_number", "focal_length"} <= exif.keys()
+    assert exif["exposure_time"] == "1/10 s"
+    assert imaging.read_exif(read("photos/nokia83_wide_9mp_gps.jpg"))[0]["exposure_time"] == "1/1848 s"
+    assert gps is None  # this Nikon has a GPS IFD with only the version tag
+    result = imaging.process(data, THUMB_WEBP)
+    assert result.exif == exif and result.gps is None
+    data = read("photos/iphone5_orient3_gps.jpg")
+    exif, gps = imaging.read_exif(data)
+    g = Image.open(io.BytesIO(data)).getexif().get_ifd(0x8825)
+    assert gps is not None
+    lat = sum(float(v) / 60**i for i, v in enumerate(g[2]))
+    lon = sum(float(v) / 60**i for i, v in enumerate(g[4]))
+    assert (g[1], g[3]) == ("N", "W")
+    assert abs(gps[0] - lat) < 1e-6 and abs(gps[1] + lon) < 1e-6  # west is negative
+    assert not any("gps" in k for k in exif)
+    result = imaging.process(data, THUMB_WEBP)
+    assert result.exif == exif and result.gps == gps
+
+
+def test_no_exif_gives_empty_data() -> None:
+    assert imaging.read_exif(read("photos/painting_rgb.png")) == ({}, None)
+    result = imaging.process(read("edge/palette_trns.png"), THUMB_WEBP)
+    assert (result.exif, result.gps) == ({}, None)
+
+
+STRIP = [
+    "photos/iphone5_orient3_gps.jpg",
+    "photos/nokia83_wide_9mp_gps.jpg",
+    "photos/nikon_d90_12mp_gps_64kb_exif.jpg",
+    "photos/samsung_j3_orient6.jpg",
+    "edge/progressive_icc_exif.jpg",
+    "edge/large_exif_43kb.jpg",
+    "edge/cmyk_adobe_app14.jpg",
+    "edge/png_exif_orient6.png",
+    "photos/htc_desire_gps_icc.webp",
+    "edge/animated.webp",
+    "photos/painting_rgb.png",
+]
+
+
+@pytest.mark.parametrize("name", STRIP)
+def test_strip_metadata_is_lossless(name: str) -> None:
+    data = read(name)
+    stripped = imaging.strip_metadata(data)
+    assert len(stripped) <= len(data) + 64
+    src, out = Image.open(io.BytesIO(data)), Image.open(io.BytesIO(stripped))
+    assert out.format == src.format
+    for i in range(getattr(src, "n_frames", 1)):
+        src.seek(i)
+        out.seek(i)
+        assert out.tobytes() == src.tobytes(), i  # identical pixels
+    exif = out.getexif()
+    orientation = src.getexif().get(0x0112, 1)
+    assert dict(exif) == ({0x0112: orientation} if orientation != 1 else {})
+    for marker in (b"GPS", b"<x:xmpmeta", b"Photoshop 3.0", b"XMP "):
+        assert marker not in stripped
+    assert out.info.get("icc_profile") == src.info.get("icc_profile")  # colour kept
+    assert imaging.verify(stripped).orientation == imaging.verify(data).orientation
+    assert imaging.read_exif(stripped)[1] is None
+
+
+def test_strip_metadata_rejects_non_images() -> None:
+    with pytest.raises(UnsupportedFormat):
+        imaging.strip_metadata(read("edge/svg_with_script.svg"))
+    with pytest.raises(CorruptImage):
+        imaging.strip_metadata(b"")
+
+
+# --------------------------------------------------------------------------- CASES.md rows, one named test each
+
+
+def test_B01_orient6_thumbnails_are_upright() -> None:
+    cases = (("photos/samsung_j3_orient6.jpg", (150, 200)), ("photos/blackberry_z10_orient6_16x9.jpg", (113, 200)))
+    for name, size in cases:
+        data = read(name)
+        (thumb,) = imaging.process(data, THUMB_WEBP).variants
+        assert abs(thumb.width - size[0]) <= 1 and thumb.height == size[1]
+        upright = ImageOps.exif_transpose(decode(data)).convert("RGB")
+        on_side = decode(data).convert("RGB").rotate(90, expand=True)
+        out = decode(thumb.data)
+        assert grey_diff(out, upright) < 12
+        assert grey_diff(out, upright) * 2 < grey_diff(out, on_side)
+
+
+def test_B03_orientation_applied_before_encoding() -> None:
+    data = read("photos/iphone5_orient3_gps.jpg")
+    result = imaging.process(data, THUMB_WEBP)
+    assert (result.width, result.height) == (3264, 2448)
+    stored = decode(data).convert("RGB")
+    out = decode(result.variants[0].data)
+    assert grey_diff(out, stored.rotate(180)) * 2 < grey_diff(out, stored)
+    leica = imaging.process(read("photos/leica_t_16mp_orient8_gps.jpg"), THUMB_WEBP)
+    assert (leica.width, leica.height) == (3264, 4928)
+    assert (leica.variants[0].width, leica.variants[0].height) == (132, 200)
+
+
+def test_B04_cmyk_app14_not_a_negative() -> None:
+    recipe = Recipe(variants=(VariantSpec("full", 4096, 4096, ("jpeg",)),), jpeg_quality=95)
+    (out,) = imaging.process(read("edge/cmyk_adobe_app14.jpg"), recipe).variants
+    ref = decode(read("edge/cmyk_adobe_app14.reference_rgb.jpg")).convert("RGB")
+    got = decode(out.data).convert("RGB")
+    assert got.size == ref.size
+    diff = ImageStat.Stat(ImageChops.difference(got, ref)).mean
+    assert max(diff) < 10  # single digits out of 255
+    negative = ImageStat.Stat(ImageChops.difference(ImageChops.invert(got), ref)).mean
+    assert min(negative) > 40
+
+
+def test_B08_wide_gamut_converted_to_srgb() -> None:
+    recipe = Recipe(variants=(VariantSpec("full", 4096, 4096, ("jpeg",)),), jpeg_quality=95)
+    for name in ("edge/icc_rgb_to_gbr.jpg", "edge/icc_display_p3.jpg"):
+        data = read(name)
+        (out,) = imaging.process(data, recipe).variants
+        src = decode(data)
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(src.info["icc_profile"]))
+        ref = ImageCms.profileToProfile(src.convert("RGB"), profile, ImageCms.createProfile("sRGB"))
+        assert ref is not None
+        got = decode(out.data).convert("RGB")
+        assert max(ImageStat.Stat(ImageChops.difference(got, ref)).mean) < 4
+        if name.endswith("gbr.jpg"):  # ignoring the profile puts the labels on the wrong colours
+            assert max(ImageStat.Stat(ImageChops.difference(got, src.convert("RGB"))).mean) > 20
+        else:  # P3 keeps its saturation
+            sat = ImageStat.Stat(got.convert("HSV").getchannel("S")).mean[0]
+            ref_sat = ImageStat.Stat(ref.convert("HSV").getchannel("S")).mean[0]
+            assert sat > 0.95 * ref_sat
+
+
+def test_B09_animations_keep_every_frame_and_timing() -> None:
+    (webp,) = imaging.process(read("photos/rotating_squares_30f.gif"), THUMB_WEBP).variants
+    assert frames_of(webp.data) == (30, [30] * 30, 0)
+    (webp,) = imaging.process(read("edge/animated.webp"), THUMB_WEBP).variants
+    assert webp.frames == 6 and frames_of(webp.data)[0] == 6
+
+
+def test_B11_transparency_kept_or_flattened_on_white() -> None:
+    recipe = Recipe(variants=(VariantSpec("thumb", 200, 200, ("webp", "avif", "jpeg")),))
+    webp, avif, jpeg = imaging.process(read("photos/blackbug_alpha.png"), recipe).variants
+    assert (webp.width, webp.height) == (200, 150)
+    for v in (webp, avif):
+        assert decode(v.data).convert("RGBA").getchannel("A").getextrema()[0] == 0
+    flat = decode(jpeg.data).convert("L")
+    assert ImageStat.Stat(flat).mean[0] > 128 and flat.getextrema()[0] < 100  # dark writing on white
+    (gray,) = imaging.process(read("edge/gray_alpha_8bit.png"), THUMB_WEBP).variants
+    assert decode(gray.data).convert("RGBA").getchannel("A").getextrema()[0] == 0
+
+
+def test_B12_16bit_png_scaled_not_clipped() -> None:
+    recipe = Recipe(variants=(VariantSpec("full", 4096, 4096, ("webp",)),), webp_quality=100)
+    data = read("edge/png16_gray_interlaced.png")
+    (out,) = imaging.process(data, recipe).variants
+    got = decode(out.data).convert("L")
+    src = decode(data)
+    ref = Image.eval(src, lambda v: v / 257).convert("L") if src.mode.startswith("I") else src.convert("L")
+    assert grey_diff(got, ref, src.size) < 2
+    hist = got.histogram()
+    assert hist[255] < 0.5 * sum(hist)
+    (rgba,) = imaging.process(read("edge/png16_rgba.png"), THUMB_WEBP).variants
+    src_a = decode(read("edge/png16_rgba.png")).convert("RGBA").getchannel("A").getextrema()
+    assert decode(rgba.data).convert("RGBA").getchannel("A").getextrema()[0] <= src_a[0] + 8
+
+
+def test_B13_malformed_gif_fails_fast_and_worker_stays_healthy() -> None:
+    data = read("edge/gif_stall_issue101.gif")
+    start = time.perf_counter()
+    with contextlib.suppress(ImageError):
+        imaging.process(data, THUMB_WEBP)
+    assert time.perf_counter() - start < 1.0
+    assert imaging.process(read("photos/rotating_squares_30f.gif"), THUMB_WEBP).variants[0].frames == 30
+
+
+def test_B14_bombs_rejected_in_milliseconds_with_flat_memory() -> None:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for name in ("edge/bomb_100000x100000.png", "edge/bomb_65535x66601.gif"):
+        data = read(name)
+        for fn in (imaging.probe, imaging.verify, imaging.process):
+            start = time.perf_counter()
+            with pytest.raises(LimitExceeded, match="exceeds the pixel limit"):
+                fn(data)
+            assert time.perf_counter() - start < 0.05, (name, fn)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024  # KiB
+
+
+def test_B16_truncated_jpeg_rejected_but_every_photo_accepted() -> None:
+    with pytest.raises(CorruptImage, match="truncated"):
+        imaging.process(read("edge/truncated.jpg"), THUMB_WEBP)
+    for path in sorted((CORPUS / "photos").iterdir()):
+        result = imaging.process(path.read_bytes(), THUMB_WEBP)
+        thumb = result.variants[0]
+        assert max(thumb.width, thumb.height) == min(200, max(result.width, result.height)), path.name
+
+
+def test_B18_tall_and_wide_outputs_fit_webp_limit() -> None:
+    recipe = Recipe(variants=(VariantSpec("thumb", 200, 200, ("webp",)), VariantSpec("full", 65535, 65535, ("webp",))))
+    thumb, full = imaging.process(read("edge/panorama_20000x300.jpg"), recipe).variants
+    assert (thumb.width, thumb.height) == (200, 3)
+    assert (full.width, full.height) == (16383, 246)
+    assert decode(full.data).size == (16383, 246)
+
+
+def test_B19_outputs_carry_no_exif_although_sources_have_gps() -> None:
+    for name in ("photos/nokia83_wide_9mp_gps.jpg", "photos/htc_desire_gps_icc.webp"):
+        data = read(name)
+        result = imaging.process(data, ALL_FORMATS_SMALL)
+        assert result.gps is not None, name  # the source has GPS ...
+        for v in result.variants:  # ... and no output has any EXIF tag
+            assert len(Image.open(io.BytesIO(v.data)).getexif()) == 0
+            assert_no_metadata(v.data)
+
+
+def test_B20_webp_uploads_accepted() -> None:
+    result = imaging.process(read("photos/htc_desire_gps_icc.webp"), THUMB_WEBP)
+    assert (result.info.format, result.width, result.height) == ("webp", 776, 909)
+    assert (result.variants[0].width, result.variants[0].height) == (171, 200)
+    info = imaging.verify(read("edge/looks_like_svg.webp"))
+    assert (info.format, info.width, info.height) == ("webp", 256, 256)
+    assert imaging.process(read("edge/looks_like_svg.webp"), THUMB_WEBP).variants[0].width == 200

@@ -1,6 +1,8 @@
-//! ISO-BMFF (`ftyp`) family: AVIF is detected and its size read from `ispe`, but
-//! decoding is not available yet (it needs dav1d), so parse() reports it as
-//! unsupported. HEIC and friends are named in the error.
+//! ISO-BMFF (`ftyp`) family: AVIF is detected and its size read from `ispe`;
+//! with the `avif-decode` feature (on by default) it is parsed and decoded by
+//! libavif + dav1d, both built from the sources bundled in the `libavif-sys`
+//! crate (Debian's libdav1d is too old for the `image` crate's bindings). HEIC
+//! and friends are named in the error.
 
 use super::{be32, Mode};
 use crate::errors::{Error, Result};
@@ -41,14 +43,189 @@ pub fn dimensions(d: &[u8]) -> Option<(u32, u32)> {
     Some((be32(head, at + 8)?, be32(head, at + 12)?))
 }
 
+#[cfg(not(feature = "avif-decode"))]
 pub fn parse(d: &[u8], limits: &Limits, _mode: Mode) -> Result<Info> {
     if let Some((w, h)) = dimensions(d) {
         limits.check_dimensions(u64::from(w), u64::from(h))?;
         return Err(Error::Unsupported(format!(
-            "unsupported format: AVIF ({w}x{h}; AVIF input is not supported yet)"
+            "unsupported format: AVIF ({w}x{h}; this build has no AVIF decoder)"
         )));
     }
     Err(Error::unsupported("AVIF"))
+}
+
+/// Header size (from `ispe`, checked against the limits first); in `Whole` mode
+/// also libavif's parse of the whole box structure (no pixel decode). The
+/// orientation comes from `irot`/`imir` as the equivalent EXIF value.
+#[cfg(feature = "avif-decode")]
+pub fn parse(d: &[u8], limits: &Limits, mode: Mode) -> Result<Info> {
+    let Some((w, h)) = dimensions(d) else {
+        return Err(Error::truncated(
+            "AVIF data ends before the image size (ispe)",
+        ));
+    };
+    if w == 0 || h == 0 {
+        return Err(Error::corrupt("corrupt AVIF: zero width or height"));
+    }
+    limits.check_dimensions(u64::from(w), u64::from(h))?;
+    let mut info = Info {
+        format: Format::Avif,
+        width: w,
+        height: h,
+        frames: 1,
+        orientation: 1,
+    };
+    if mode == Mode::Whole {
+        let dec = libavif::Decoder::new(limits)?;
+        dec.parse(d)?;
+        info.orientation = dec.orientation();
+    }
+    Ok(info)
+}
+
+/// The first (or only) image as 8-bit RGB/RGBA plus its ICC profile.
+#[cfg(feature = "avif-decode")]
+pub fn decode(d: &[u8], limits: &Limits) -> Result<(DynamicImage, Option<Vec<u8>>)> {
+    let dec = libavif::Decoder::new(limits)?;
+    dec.parse(d)?;
+    dec.first_image()
+}
+
+#[cfg(feature = "avif-decode")]
+mod libavif {
+    //! The few libavif calls we need, behind a handle that is always destroyed.
+    use image::{DynamicImage, RgbImage, RgbaImage};
+    use libavif_sys as sys;
+
+    use crate::errors::{Error, Result};
+    use crate::limits::Limits;
+
+    pub struct Decoder(*mut sys::avifDecoder);
+
+    impl Drop for Decoder {
+        fn drop(&mut self) {
+            // SAFETY: created by avifDecoderCreate, destroyed once.
+            unsafe { sys::avifDecoderDestroy(self.0) }
+        }
+    }
+
+    fn check(result: sys::avifResult, what: &str) -> Result<()> {
+        if result == sys::AVIF_RESULT_OK {
+            return Ok(());
+        }
+        // SAFETY: avifResultToString returns a static NUL-terminated string.
+        let msg = unsafe { std::ffi::CStr::from_ptr(sys::avifResultToString(result)) }
+            .to_string_lossy()
+            .into_owned();
+        if result == sys::AVIF_RESULT_TRUNCATED_DATA {
+            return Err(Error::truncated(format!("AVIF {what}: {msg}")));
+        }
+        Err(Error::corrupt(format!("corrupt AVIF ({what}): {msg}")))
+    }
+
+    impl Decoder {
+        pub fn new(limits: &Limits) -> Result<Self> {
+            // SAFETY: plain constructor; null is checked.
+            let ptr = unsafe { sys::avifDecoderCreate() };
+            if ptr.is_null() {
+                return Err(Error::corrupt("AVIF decoder could not be created"));
+            }
+            let dec = Decoder(ptr);
+            // SAFETY: ptr is a valid decoder we own.
+            unsafe {
+                (*ptr).maxThreads = 1; // one worker per core does the parallelism
+                (*ptr).ignoreExif = 1;
+                (*ptr).ignoreXMP = 1;
+                (*ptr).strictFlags = sys::AVIF_STRICT_DISABLED as _;
+                (*ptr).imageSizeLimit = u32::try_from(limits.max_pixels).unwrap_or(u32::MAX);
+                (*ptr).imageDimensionLimit =
+                    u32::try_from(limits.max_width.max(limits.max_height)).unwrap_or(u32::MAX);
+                (*ptr).imageCountLimit = u32::try_from(limits.max_frames).unwrap_or(u32::MAX);
+            }
+            Ok(dec)
+        }
+
+        /// Parses the container (boxes, item properties); `d` must outlive `self`.
+        pub fn parse(&self, d: &[u8]) -> Result<()> {
+            // SAFETY: the decoder reads `d` only during parse/decode calls made while
+            // the caller's borrow of `d` is alive (self is dropped in the same scope).
+            unsafe {
+                check(
+                    sys::avifDecoderSetIOMemory(self.0, d.as_ptr(), d.len()),
+                    "input",
+                )?;
+                check(sys::avifDecoderParse(self.0), "container")
+            }
+        }
+
+        /// irot/imir as an EXIF orientation (1 when neither is present).
+        pub fn orientation(&self) -> u8 {
+            // SAFETY: image is set by a successful parse.
+            let img = unsafe { &*(*self.0).image };
+            let flags = img.transformFlags;
+            let rot = if flags & sys::AVIF_TRANSFORM_IROT as u32 != 0 {
+                img.irot.angle % 4
+            } else {
+                0
+            };
+            let mirror = if flags & sys::AVIF_TRANSFORM_IMIR as u32 != 0 {
+                Some(img.imir.axis)
+            } else {
+                None
+            };
+            // irot is counter-clockwise; imir (applied after irot) axis 0 flips
+            // top-bottom, axis 1 left-right (HEIF 1.0 / libavif >= 1.0).
+            match (rot, mirror) {
+                (0, None) => 1,
+                (1, None) => 8,
+                (2, None) => 3,
+                (3, None) => 6,
+                (0, Some(1)) | (2, Some(0)) => 2,
+                (0, Some(0)) | (2, Some(1)) => 4,
+                (1, Some(1)) | (3, Some(0)) => 7,
+                (1, Some(0)) | (3, Some(1)) => 5,
+                _ => 1,
+            }
+        }
+
+        pub fn first_image(&self) -> Result<(DynamicImage, Option<Vec<u8>>)> {
+            // SAFETY: decoder parsed successfully; every pointer read below is owned by
+            // the decoder and valid until the next call on it; `buf` outlives the
+            // conversion that writes into it with the row stride we set.
+            unsafe {
+                check(sys::avifDecoderNextImage(self.0), "image data")?;
+                let img = (*self.0).image;
+                let mut rgb = sys::avifRGBImage::default();
+                sys::avifRGBImageSetDefaults(&mut rgb, img);
+                let alpha = !(*img).alphaPlane.is_null();
+                let channels: u32 = if alpha { 4 } else { 3 };
+                rgb.depth = 8;
+                rgb.format = if alpha {
+                    sys::AVIF_RGB_FORMAT_RGBA
+                } else {
+                    sys::AVIF_RGB_FORMAT_RGB
+                };
+                let (w, h) = (rgb.width, rgb.height);
+                let row = w
+                    .checked_mul(channels)
+                    .ok_or_else(|| Error::corrupt("corrupt AVIF: size overflow"))?;
+                let mut buf = vec![0u8; row as usize * h as usize];
+                rgb.pixels = buf.as_mut_ptr();
+                rgb.rowBytes = row;
+                check(sys::avifImageYUVToRGB(img, &mut rgb), "colour conversion")?;
+                let icc = (*img).icc;
+                let icc = (!icc.data.is_null() && icc.size > 0)
+                    .then(|| std::slice::from_raw_parts(icc.data, icc.size).to_vec());
+                let image = if alpha {
+                    RgbaImage::from_raw(w, h, buf).map(DynamicImage::ImageRgba8)
+                } else {
+                    RgbImage::from_raw(w, h, buf).map(DynamicImage::ImageRgb8)
+                }
+                .ok_or_else(|| Error::corrupt("corrupt AVIF: bad image size"))?;
+                Ok((image, icc))
+            }
+        }
+    }
 }
 
 /// AVIF (ravif/rav1e) of the first frame of a rendition; alpha kept.

@@ -29,6 +29,7 @@ pub fn parse(d: &[u8], limits: &Limits, mode: Mode) -> Result<Info> {
     let mut pos = 2; // after SOI
     let mut size: Option<(u32, u32)> = None;
     let mut orientation = 1;
+    let mut scans: u64 = 0;
     loop {
         // find the next marker (skip fill bytes)
         let Some(&ff) = d.get(pos) else {
@@ -85,6 +86,13 @@ pub fn parse(d: &[u8], limits: &Limits, mode: Mode) -> Result<Info> {
         }
         pos += len;
         if marker == SOS {
+            scans += 1;
+            if scans > limits.max_scans {
+                return Err(Error::Limit(format!(
+                    "JPEG has more than {} scans (the scan limit)",
+                    limits.max_scans
+                )));
+            }
             pos = skip_entropy_data(d, pos);
         }
     }

@@ -61,6 +61,16 @@ pub fn to_8bit(img: DynamicImage) -> DynamicImage {
 }
 
 fn decode_still(ctx: &mut Context<'_>) -> Result<()> {
+    #[cfg(feature = "avif-decode")]
+    if ctx.info.format == Format::Avif {
+        let (img, icc) = crate::codecs::avif::decode(ctx.data, ctx.limits)?;
+        ctx.icc = icc;
+        ctx.frames = vec![Frame {
+            image: img,
+            delay_ms: 0,
+        }];
+        return Ok(());
+    }
     let mut reader =
         ImageReader::with_format(Cursor::new(ctx.data), image_format(ctx.info.format)?);
     reader.limits(image_limits(ctx.limits));
@@ -120,6 +130,7 @@ fn decode_animation(ctx: &mut Context<'_>) -> Result<()> {
                 "animation has more than {max_frames} frames"
             )));
         }
+        ctx.deadline.check("decoding animation frames")?;
         let frame = frame?;
         let (num, den) = frame.delay().numer_denom_ms();
         let ms = num.checked_div(den).unwrap_or(0);

@@ -15,6 +15,7 @@ impl Step for Encode {
         let plan = ctx.plan;
         let loop_count = ctx.loop_count;
         let renditions = &ctx.renditions;
+        let deadline = ctx.deadline;
         // (variant name, rendition, format) in plan order; identical
         // (rendition, format) pairs (small sources never upscaled) are encoded once.
         let mut wanted: Vec<(&str, usize, OutFormat)> = Vec::new();
@@ -29,6 +30,7 @@ impl Step for Encode {
         let encoded: Vec<Result<(Vec<u8>, u32)>> = jobs
             .par_iter()
             .map(|&(rendition, format)| {
+                deadline.check("encoding")?;
                 let r = renditions.get(rendition).ok_or_else(|| Error::Encode {
                     format: format.name(),
                     detail: "missing rendition".into(),

@@ -34,9 +34,11 @@ impl Step for Resize {
                 .min_by_key(|r| u64::from(r.width) * u64::from(r.height))
                 .map(|r| r.frames.as_slice())
                 .unwrap_or(ctx.frames.as_slice());
+            let deadline = ctx.deadline;
             let frames = source
                 .iter()
                 .map(|f| {
+                    deadline.check("resizing")?;
                     Ok(Frame {
                         image: resize(&f.image, tw, th)?,
                         delay_ms: f.delay_ms,
