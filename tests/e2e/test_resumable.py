@@ -173,3 +173,44 @@ async def test_offsets_duplicates_lock_query_and_reuse(cluster: ClusterHandle, c
         assert "already used" in (used.value.details() or "")
     finally:
         await ch.close()
+
+
+def test_pixelfox_put_cli_survives_a_killed_upload_node(two_nodes: LocalCluster, tmp_path: Path) -> None:
+    """The real ``pixelfox put`` command; the node writing its upload is SIGKILLed mid-upload."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    import redis
+
+    dead = [c.name for c in two_nodes.children if c.name.startswith("upload") and c.proc.poll() is not None]
+    for name in dead:  # the previous test killed one: start it again (same ports and node id)
+        two_nodes.restart(name)
+    if dead:
+        time.sleep(1)
+        asyncio.run(two_nodes.wait_ready(60))
+    path = tmp_path / "cli.png"
+    sha = big_png(path, 2600)  # ~20 MB: a wide window to catch the upload mid-way
+    size = path.stat().st_size
+    r = redis.Redis.from_url(two_nodes.redis_url)
+    proc = subprocess.Popen([sys.executable, "-m", "pixelfox", "put", "--json", "--wait", str(path)],
+                            cwd=two_nodes.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = ""
+    deadline = time.monotonic() + 120
+    while not killed and proc.poll() is None and time.monotonic() < deadline:
+        for k in r.scan_iter(match="pixelfox:{upload:*}:lock"):
+            owner = (r.get(k) or b"").decode().split(":")[0]
+            state = k.decode().removesuffix(":lock") + ":state"
+            if owner and size * 0.1 < int(r.hget(state, "offset") or 0) < size * 0.9:
+                two_nodes.child(owner).proc.kill()
+                killed = owner
+                break
+        time.sleep(0.005)
+    out, err = proc.communicate(timeout=300)
+    r.close()
+    if not killed:
+        pytest.skip("the upload finished before it could be caught mid-way (machine too fast)")
+    assert proc.returncode == 0, err
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["status"] == "ready" and res["sha256"] == sha
