@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -30,10 +31,27 @@ from pixelfox.grpcx.auth import api_key_metadata, node_metadata
 from pixelfox.grpcx.client import channel
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 
+_HANDED_OUT: set[int] = set()
+#: Ports are picked below Linux's ephemeral range (32768-60999), so the kernel never hands one of
+#: them to an outgoing connection between the moment we pick it and the moment the node binds it.
+PORT_RANGE = (20000, 32000)
+
 
 def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as s:
+    """A TCP port on 127.0.0.1 that is free now and was not handed out before by this process."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(*PORT_RANGE)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket() as s:  # crowded range: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
