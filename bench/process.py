@@ -176,10 +176,12 @@ def reference(path: Path, width: int, height: int) -> np.ndarray:
     ``height``, flattened on white, as a float luma array (never encoded)."""
     key = (str(path), width, height)
     if key not in _REF_CACHE:
-        img = pyvips.Image.new_from_file(str(path), access="sequential").autorot()
+        img = pyvips.Image.new_from_file(str(path)).autorot()
         if img.interpretation not in ("srgb", "b-w"):
             img = img.colourspace("srgb")
         img = img.resize(width / img.width, vscale=height / img.height, kernel="lanczos3")
+        if (img.width, img.height) != (width, height):  # rounding: pad/crop by at most a pixel
+            img = img.gravity("centre", width, height, extend="copy")
         if img.hasalpha():
             img = img.flatten(background=[255] * (img.bands - 1))
         img = img.cast("uchar")
