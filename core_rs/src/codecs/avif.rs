@@ -163,12 +163,12 @@ mod libavif {
             // SAFETY: image is set by a successful parse.
             let img = unsafe { &*(*self.0).image };
             let flags = img.transformFlags;
-            let rot = if flags & sys::AVIF_TRANSFORM_IROT as u32 != 0 {
+            let rot = if flags & sys::AVIF_TRANSFORM_IROT != 0 {
                 img.irot.angle % 4
             } else {
                 0
             };
-            let mirror = if flags & sys::AVIF_TRANSFORM_IMIR as u32 != 0 {
+            let mirror = if flags & sys::AVIF_TRANSFORM_IMIR != 0 {
                 Some(img.imir.axis)
             } else {
                 None
