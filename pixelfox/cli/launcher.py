@@ -37,6 +37,15 @@ _HANDED_OUT: set[int] = set()
 PORT_RANGE = (20000, 32000)
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free now and was not handed out before by this process."""
     rng = random.Random()
@@ -90,6 +99,22 @@ class LocalCluster:
     role_env: dict[str, dict[str, str]] = field(default_factory=dict)  # role -> PIXELFOX_* settings (tests)
     extra_env: dict[str, str] = field(default_factory=dict)  # PIXELFOX_* settings for every node (tests)
 
+    def _port(self, key: str) -> int:
+        """The port this folder's cluster used for ``key`` last time if it is still free, else a new one.
+
+        Keeping ports across restarts keeps every share link, embed code and stored URL valid.
+        """
+        if not hasattr(self, "_ports"):
+            path = self.state / "ports.json"
+            self._saved_ports: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+            self._ports: dict[str, int] = {}
+        saved = self._saved_ports.get(key)
+        port = saved if saved and saved not in _HANDED_OUT and _bindable(saved) else free_port()
+        _HANDED_OUT.add(port)
+        self._ports[key] = port
+        (self.state / "ports.json").write_text(json.dumps({**self._saved_ports, **self._ports}, indent=2))
+        return port
+
     @property
     def state(self) -> Path:
         return self.root / STATE_DIR
@@ -108,7 +133,7 @@ class LocalCluster:
             "PIXELFOX_CLUSTER__MANAGER": self.manager_address,
             "PIXELFOX_CLUSTER__SECRET": self.secret,
             "PIXELFOX_GRPC__HOST": self.host,
-            "PIXELFOX_METRICS_PORT": str(free_port()),
+            "PIXELFOX_METRICS_PORT": str(self._port(f"{node_id}.metrics")),
             "PIXELFOX_LOG__LEVEL": os.environ.get("PIXELFOX_LOG__LEVEL", "INFO"),
             "PYTHONUNBUFFERED": "1",
         })
@@ -131,7 +156,7 @@ class LocalCluster:
         if exe is None:
             raise SystemExit("redis-server not found: install it (Debian: apt-get install redis-server) "
                              "or set PIXELFOX_REDIS__URL to an existing Redis")
-        port = free_port()
+        port = self._port("redis")
         folder = self.state / "redis"
         folder.mkdir(exist_ok=True)
         log = self.state / "logs" / "redis.log"
@@ -150,7 +175,7 @@ class LocalCluster:
             (self.state / sub).mkdir(parents=True, exist_ok=True)
         self.secret = self._secret()
         self.redis_url = self.redis_url or os.environ.get("PIXELFOX_REDIS__URL", "") or self._start_redis()
-        ports = [free_port() for _ in range(max(1, self.counts.managers))]
+        ports = [self._port(f"manager{i}.grpc") for i in range(1, max(1, self.counts.managers) + 1)]
         self.manager_address = ",".join(f"{self.host}:{p}" for p in ports)
         db = os.environ.get("PIXELFOX_DATABASE__URL") or f"sqlite+aiosqlite:///{self.state / 'pixelfox.db'}"
         for i, port in enumerate(ports, 1):
@@ -162,7 +187,7 @@ class LocalCluster:
         workers = max(1, (os.cpu_count() or 1) // max(1, self.counts.proc))
         for i in range(1, self.counts.proc + 1):
             name = f"proc{i}"
-            self._spawn(name, "nodes.proc", self._env(name, PIXELFOX_GRPC__PORT=str(free_port()),
+            self._spawn(name, "nodes.proc", self._env(name, PIXELFOX_GRPC__PORT=str(self._port(f"{name}.grpc")),
                                                       PIXELFOX_WORKERS=str(workers)))
         for i in range(1, self.counts.web + 1):
             self.add_web(f"web{i}")
@@ -175,23 +200,23 @@ class LocalCluster:
             PIXELFOX_REPLICAS=str(min(2, self.counts.storage))))
 
     def add_storage(self, name: str) -> None:
-        port = free_port()
+        port = self._port(f"{name}.http")
         self._spawn(name, "nodes.storage", self._env(
-            name, PIXELFOX_GRPC__PORT=str(free_port()), PIXELFOX_HTTP__HOST=self.host,
+            name, PIXELFOX_GRPC__PORT=str(self._port(f"{name}.grpc")), PIXELFOX_HTTP__HOST=self.host,
             PIXELFOX_HTTP__PORT=str(port), PIXELFOX_HTTP__PUBLIC_URL=f"http://{self.host}:{port}",
             PIXELFOX_DATA_DIR=str(self.state / "data" / name)))
 
     def add_upload(self, name: str) -> None:
         """Start one upload node; all of them share ``data/staging`` and Redis, so any one resumes an upload."""
-        port = free_port()
+        port = self._port(f"{name}.http")
         self._spawn(name, "nodes.upload", self._env(
-            name, PIXELFOX_GRPC__PORT=str(free_port()), PIXELFOX_REDIS__URL=self.redis_url,
+            name, PIXELFOX_GRPC__PORT=str(self._port(f"{name}.grpc")), PIXELFOX_REDIS__URL=self.redis_url,
             PIXELFOX_STAGING_DIR=str(self.state / "data" / "staging"), PIXELFOX_HTTP__HOST=self.host,
             PIXELFOX_HTTP__PORT=str(port), PIXELFOX_HTTP__PUBLIC_URL=f"http://{self.host}:{port}"))
 
     def add_web(self, name: str, port: int = 0) -> str:
         """Start one more web node (on ``port``, or a free one); returns its base URL."""
-        port = port or free_port()
+        port = port or self._port(f"{name}.http")
         url = f"http://{self.host}:{port}"
         self._spawn(name, "web", self._env(
             name, PIXELFOX_HTTP__HOST=self.host, PIXELFOX_HTTP__PORT=str(port), PIXELFOX_HTTP__PUBLIC_URL=url,

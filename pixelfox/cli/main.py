@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import getpass
 import json
+import os
 import signal
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -32,7 +36,49 @@ STATUS_NAMES = {
 
 # ---- up --------------------------------------------------------------------------------------
 
+def _lock_folder(root: Path) -> Any:
+    """Hold ``.pixelfox/lock`` (flock) for the life of ``pixelfox up``; refuse a second cluster in one folder."""
+    state = root / context.STATE_DIR
+    state.mkdir(exist_ok=True)
+    fh = (state / "lock").open("a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        pid = fh.read().strip() or "?"
+        fh.close()
+        raise errors.AlreadyExists(f"a cluster is already running in this folder (pid {pid}); stop it first") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
+
+
+async def _supervise(cluster: LocalCluster, stop: asyncio.Event, console: Console) -> int:
+    """Restart a node that exits (after 1 s); give up (exit 1) when one dies 5 times within 60 s."""
+    deaths: dict[str, list[float]] = {}
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+        for c in [] if stop.is_set() else cluster.dead_children():
+            now = time.monotonic()
+            recent = [t for t in deaths.get(c.name, []) if now - t < 60] + [now]
+            deaths[c.name] = recent
+            console.print(f"[red]{c.name} exited with {c.proc.returncode}; see {c.log}[/]")
+            if len(recent) >= 5:
+                console.print(f"[red]{c.name} keeps failing; stopping the cluster[/]")
+                return 1
+            await asyncio.sleep(1.0)
+            cluster.restart(c.name)
+            console.print(f"{c.name} restarted")
+    return 0
+
+
 async def _up(opts: argparse.Namespace, console: Console) -> int:
+    if opts.import_dir and not Path(opts.import_dir).is_dir():
+        raise errors.BadRequest(f"--import: {opts.import_dir} is not a folder")
+    lock = _lock_folder(Path.cwd())
     cluster = LocalCluster(Path.cwd(), Counts(opts.upload, opts.proc, opts.storage, opts.web, managers=opts.managers),
                            redis_url=opts.redis_url or "")
     stop = asyncio.Event()
@@ -48,24 +94,29 @@ async def _up(opts: argparse.Namespace, console: Console) -> int:
         print(f"web: {cluster.web_urls[0]}", flush=True)
         print(f"manager: {cluster.manager_address}", flush=True)
         print("ready", flush=True)
+        supervisor = asyncio.create_task(_supervise(cluster, stop, console))
         if opts.import_dir:
             files = sorted(p for p in Path(opts.import_dir).iterdir() if p.is_file() and not p.name.startswith("."))
             ref = context.ClusterRef(cluster.manager_address, api_key=admin_key, web_url=cluster.web_urls[0])
-            await put.put_files(ref, files, as_json=False, wait=True, timeout_s=300, console=Console(soft_wrap=True))
-            print("import done", flush=True)
+            job = asyncio.create_task(
+                put.put_files(ref, files, as_json=False, wait=True, timeout_s=300, console=Console(soft_wrap=True)))
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({job, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not job.done():  # Ctrl-C during the import
+                job.cancel()
+                await asyncio.gather(job, return_exceptions=True)
+                console.print("import interrupted")
+            else:
+                job.result()
+                print("import done", flush=True)
         if opts.exit_after_import:
-            return 0
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
-            if dead := cluster.dead_children():
-                for c in dead:
-                    console.print(f"[red]{c.name} exited with {c.proc.returncode}; see {c.log}[/]")
-                return 1
-        return 0
+            stop.set()
+        return await supervisor
     finally:
         console.print("stopping the cluster...")
         cluster.stop()
+        lock.close()
 
 
 def cmd_up(opts: argparse.Namespace) -> int:

@@ -69,3 +69,79 @@ def test_up_imports_then_stops_every_child(tmp_path: Path, corpus: Path, sig: si
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _start_up(root: Path, *extra: str) -> tuple[subprocess.Popen[str], list[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pixelfox", "up", "--upload", "1", "--proc", "1", "--storage", "1", *extra],
+        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    lines: list[str] = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 180
+    want = "import done" if "--import" in extra else "ready"
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip())
+        if line.strip() == want:
+            break
+    return proc, lines
+
+
+def _get(url: str) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=20) as r:
+        return int(r.status)
+
+
+def test_up_keeps_links_across_restarts_refuses_a_second_cluster_and_restarts_dead_nodes(
+        tmp_path: Path, corpus: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(corpus / "photos" / "painting_rgb.png", photos)
+    root = tmp_path / "site"
+    root.mkdir()
+    first, lines = _start_up(root, "--import", str(photos))
+    try:
+        web = next(x.split(" ", 1)[1] for x in lines if x.startswith("web: "))
+        link = next(x.split("→ ", 1)[1].split()[0] for x in lines if "painting_rgb.png →" in x)
+        assert _get(link) == 200
+        # a second cluster in the same folder is refused with the reason
+        second = subprocess.run([sys.executable, "-m", "pixelfox", "up"], cwd=root, capture_output=True, text=True,
+                                timeout=60, check=False)
+        assert second.returncode == 2 and "already running" in second.stderr
+        # a node that dies is restarted by `up`, and status sees it healthy again
+        pids = json.loads((root / ".pixelfox" / "cluster.json").read_text())["pids"]
+        os.kill(pids["proc1"], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        healthy = False
+        while time.monotonic() < deadline and not healthy:
+            time.sleep(1)
+            st = subprocess.run([sys.executable, "-m", "pixelfox", "status", "--json"], cwd=root,
+                                capture_output=True, text=True, timeout=30, check=False)
+            nodes = json.loads(st.stdout)["nodes"] if st.returncode in (0, 1) and st.stdout else []
+            healthy = any(n["id"] == "proc1" and n["health"] == "healthy" and n["last_heartbeat_age_s"] < 2
+                          for n in nodes) and first.poll() is None
+        assert healthy, "proc1 was not restarted"
+        first.send_signal(signal.SIGINT)
+        assert first.wait(60) == 0
+        # the same folder comes back on the same addresses: old share links still work
+        again, lines2 = _start_up(root)
+        try:
+            assert f"web: {web}" in lines2
+            assert _get(link) == 200
+            res = subprocess.run([sys.executable, "-m", "pixelfox", "put", "--json", "--wait",
+                                  str(photos / "painting_rgb.png")], cwd=root, capture_output=True, text=True,
+                                 timeout=120, check=False)
+            out = json.loads(res.stdout)
+            assert all(_get(v["url"]) == 200 for v in out["variants"])
+        finally:
+            again.send_signal(signal.SIGINT)
+            again.wait(60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
