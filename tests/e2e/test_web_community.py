@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import pytest
 
-from tests.e2e.test_web import PASSWORD, Browser, _until_ready, _upload_form, _user
+from tests.e2e.test_web import PASSWORD, PHOTO, Browser, _until_ready, _user
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -53,9 +54,21 @@ async def new_user_with_image(http: aiohttp.ClientSession, base: str) -> tuple[B
     b = Browser(http, base)
     await b.register(_user())
     hdr = await csrf_header(b)
-    status, body, _ = await b.post("/api/v1/images", _upload_form(), hdr)
+    status, body, _ = await b.post("/api/v1/images", _unique_upload_form(), hdr)
     assert status == 201, body
     return b, hdr, await _until_ready(b, json.loads(body))
+
+
+def _unique_upload_form() -> aiohttp.FormData:
+    """The test photo with a unique JPEG comment (COM) segment after SOI: other tests in the session upload
+    the same photo, and content-addressed files shared with another image are (rightly) kept when one goes
+    private, so these tests need bytes of their own."""
+    raw = PHOTO.read_bytes()
+    note = f"pixelfox test {uuid.uuid4()}".encode()
+    data = raw[:2] + b"\xff\xfe" + (len(note) + 2).to_bytes(2, "big") + note + raw[2:]
+    form = aiohttp.FormData()
+    form.add_field("file", data, filename=PHOTO.name, content_type="image/jpeg")
+    return form
 
 
 async def test_private_image_rekeys_signs_and_hides(cluster: Any, http: aiohttp.ClientSession) -> None:
