@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from nodes.manager.registry import Registry
 from pixelfox import errors
 from pixelfox.db.models import Image, ObjectLocation, Variant
-from pixelfox.storage.keys import is_private_key
+from pixelfox.storage.keys import needs_signature
 from pixelfox.v1 import common_pb2
 
 STATUS = {
@@ -95,8 +95,8 @@ class ImageViews:
         def url(key: str) -> str:
             if key not in origins:
                 return ""
-            if is_private_key(key) and self.url_signer is not None:
-                return f"{origins[key]}/o/{key}?{self.url_signer(key, exp)}"
+            if needs_signature(key) and self.url_signer is not None:
+                return f"{origins[key]}/o/{key}?{self.url_signer(key, exp or self.url_expiry())}"
             return f"{origins[key]}/o/{key}"
 
         out = common_pb2.Image(

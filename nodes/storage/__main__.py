@@ -35,7 +35,7 @@ SERVICE_NAME = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_na
 
 async def _start_http(service: StorageService, settings: StorageNodeSettings) -> tuple[web.AppRunner, int]:
     url_keys = signing.keys_from(settings.cluster.secret.get_secret_value(), settings.url_signing)
-    runner = web.AppRunner(build_app(service, url_keys), access_log=None, handle_signals=False)
+    runner = web.AppRunner(build_app(service, url_keys, settings.sign_originals), access_log=None, handle_signals=False)
     await runner.setup()
     port = settings.http.port
     if settings.http_workers > 1 and port == 0:  # the workers need the port up front

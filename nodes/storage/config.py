@@ -23,6 +23,9 @@ class StorageNodeSettings(NodeSettings):
     usage_refresh_s: float = Field(5.0, gt=0, description="seconds between disk-usage refreshes")
     backend: Literal["fs", "s3"] = Field("fs", description="where the pool keeps bytes: local data_dir or S3")
     s3: S3Settings = S3Settings()
+    sign_originals: bool = Field(
+        True, description="serve originals (o/... keys) only with a signed, expiring URL: a public variant's key "
+        "names the original's SHA-256, and the original keeps the uploader's EXIF/GPS")
     uvloop: bool = Field(True, description="run on uvloop when it is installed (faster HTTP origin)")
     http_workers: int = Field(1, ge=1, le=64, description="HTTP origin processes sharing the port (SO_REUSEPORT)")
     accel_redirect: str = Field(

@@ -32,13 +32,15 @@ from prometheus_client import Counter
 from nodes.storage.service import StorageService
 from pixelfox import errors, signing
 from pixelfox.storage.base import CHUNK_SIZE, ObjectInfo
-from pixelfox.storage.keys import is_private_key, validate_key
+from pixelfox.storage.keys import is_original_key, is_private_key, validate_key
 
 logger = logging.getLogger(__name__)
 
 SERVICE: web.AppKey[StorageService] = web.AppKey("service", StorageService)
 #: keys that verify signed URLs of private objects (``p/...``), see :mod:`pixelfox.signing`
 URL_KEYS: web.AppKey[list[bytes]] = web.AppKey("url_keys", list)
+#: whether originals (``o/...``) need a signed URL like private objects (StorageNodeSettings.sign_originals)
+SIGN_ORIGINALS: web.AppKey[bool] = web.AppKey("sign_originals", bool)
 PRIVATE = "private, no-store"
 
 HTTP_REQUESTS = Counter(
@@ -145,7 +147,7 @@ async def get_object(request: web.Request) -> web.StreamResponse:
     except errors.BadRequest:
         raise errors.NotFound() from None
     info, path = found if found is not None else (None, None)
-    private = is_private_key(key)
+    private = is_private_key(key) or (request.app.get(SIGN_ORIGINALS, True) and is_original_key(key))
     if private and not signing.verify(
         request.app.get(URL_KEYS, []), key, request.query.get("exp"), request.query.get("sig")
     ):
@@ -287,10 +289,12 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready" if ok else "not-ready"}, status=200 if ok else 503)
 
 
-def build_app(service: StorageService, url_keys: list[bytes] | None = None, **kwargs: Any) -> web.Application:
+def build_app(service: StorageService, url_keys: list[bytes] | None = None, sign_originals: bool = True,
+              **kwargs: Any) -> web.Application:
     app = web.Application(middlewares=[error_middleware], **kwargs)
     app[SERVICE] = service
     app[URL_KEYS] = list(url_keys or [])
+    app[SIGN_ORIGINALS] = sign_originals
     app.router.add_get("/o/{key:.+}", get_object)  # GET also answers HEAD
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

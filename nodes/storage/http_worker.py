@@ -63,7 +63,7 @@ async def serve(settings: StorageNodeSettings) -> None:
                              public_url=settings.http.public_url)
     service.accel_redirect = settings.accel_redirect if settings.backend == "fs" else ""
     keys = signing.keys_from(settings.cluster.secret.get_secret_value(), settings.url_signing)
-    runner = web.AppRunner(build_app(service, keys), access_log=None, handle_signals=False)
+    runner = web.AppRunner(build_app(service, keys, settings.sign_originals), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.http.host, settings.http.port, reuse_address=True, reuse_port=True)
     await site.start()

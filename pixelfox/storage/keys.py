@@ -99,6 +99,21 @@ def is_private_key(key: str) -> bool:
     return key.startswith("p/")
 
 
+def is_original_key(key: str) -> bool:
+    """True for an original's key, public (``o/...``) or private (``p/<salt>/o/...``)."""
+    return key.startswith("o/") or (key.startswith("p/") and key.split("/", 2)[-1].startswith("o/"))
+
+
+def needs_signature(key: str) -> bool:
+    """Keys served over HTTP only with a signed, expiring URL: private copies, and every original.
+
+    Originals are signed even for public images because a public variant's key names the original's
+    SHA-256, from which its key could be derived, and the original keeps the uploader's metadata
+    (EXIF, GPS) unless the owner opted in (DESIGN.md main flow step 5).
+    """
+    return is_private_key(key) or is_original_key(key)
+
+
 def validate_key(key: str) -> str:
     """Return ``key`` if it is a well-formed object key, else raise :class:`BadRequest`."""
     if not isinstance(key, str) or len(key) > MAX_KEY_LENGTH:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,12 @@ def test_original_served_with_detected_type(photo_results: dict[str, dict[str, A
     status, headers, body = fetch(res["original_url"])
     assert status == 200 and headers["content-type"] == "image/png" and body[:8] == b"\x89PNG\r\n\x1a\n"
     assert headers["x-content-type-options"] == "nosniff"
+    # the original (which keeps the uploader's metadata) is never served without a signature, though a public
+    # variant's key names its SHA-256
+    unsigned = res["original_url"].split("?", 1)[0]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        fetch(unsigned)
+    assert refused.value.code == 403
 
 
 REJECTS = [r for r in manifest_rows() if r["expected_outcome"] == "reject-with-error"]

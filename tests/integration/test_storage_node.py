@@ -105,6 +105,7 @@ def start_node(tmp: Path, data_dir: Path, wrap: list[str] | None = None, mount_c
         "PIXELFOX_HTTP__PUBLIC_URL": f"http://127.0.0.1:{http_port}",
         "PIXELFOX_METRICS_PORT": str(metrics_port),
         "PIXELFOX_DATA_DIR": str(data_dir),
+        "PIXELFOX_SIGN_ORIGINALS": "0",  # these tests are about HTTP semantics of any object
     }
     log = tmp / f"storage-{grpc_port}.log"
     cmd = [sys.executable, "-m", "nodes.storage"]

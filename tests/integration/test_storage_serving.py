@@ -35,6 +35,7 @@ def start(tmp: Path, extra: dict[str, str]) -> Node:
         "PIXELFOX_CLUSTER__SECRET": SECRET, "PIXELFOX_GRPC__PORT": str(grpc_port),
         "PIXELFOX_HTTP__PORT": str(http_port), "PIXELFOX_METRICS_PORT": str(metrics_port),
         "PIXELFOX_DATA_DIR": str(data_dir),
+        "PIXELFOX_SIGN_ORIGINALS": "0",  # these tests are about HTTP semantics of any object
     } | extra
     log = tmp / f"storage-{grpc_port}.log"
     with log.open("wb") as out:
