@@ -108,6 +108,8 @@ class LocalCluster:
             path = self.state / "ports.json"
             self._saved_ports: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
             self._ports: dict[str, int] = {}
+        if key in self._ports:
+            return self._ports[key]
         saved = self._saved_ports.get(key)
         port = saved if saved and saved not in _HANDED_OUT and _bindable(saved) else free_port()
         _HANDED_OUT.add(port)
@@ -178,6 +180,9 @@ class LocalCluster:
         ports = [self._port(f"manager{i}.grpc") for i in range(1, max(1, self.counts.managers) + 1)]
         self.manager_address = ",".join(f"{self.host}:{p}" for p in ports)
         db = os.environ.get("PIXELFOX_DATABASE__URL") or f"sqlite+aiosqlite:///{self.state / 'pixelfox.db'}"
+        # share links name the first web node's address (fixed per folder, see _port), not whichever
+        # web node registered first
+        self.site_url = f"http://{self.host}:{self._port('web1.http')}" if self.counts.web else ""
         for i, port in enumerate(ports, 1):
             self.add_manager(f"manager{i}", port, db)
         for i in range(1, self.counts.storage + 1):
@@ -197,6 +202,7 @@ class LocalCluster:
         db = db or os.environ.get("PIXELFOX_DATABASE__URL") or f"sqlite+aiosqlite:///{self.state / 'pixelfox.db'}"
         self._spawn(name, "nodes.manager", self._env(
             name, PIXELFOX_GRPC__PORT=str(port), PIXELFOX_REDIS__URL=self.redis_url, PIXELFOX_DATABASE__URL=db,
+            PIXELFOX_SITE_URL=getattr(self, "site_url", ""),
             PIXELFOX_REPLICAS=str(min(2, self.counts.storage))))
 
     def add_storage(self, name: str) -> None:

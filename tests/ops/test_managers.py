@@ -101,7 +101,11 @@ def test_both_managers_serve_and_killing_one_loses_nothing(two_managers: LocalCl
     assert not bad, bad
     assert len({d["id"] for d in done}) == 12  # one image per upload, none twice
 
+    deadline = time.monotonic() + 20  # the dead manager turns unhealthy once its heartbeat is older than the timeout
     rows = status(local.root)
+    while rows["manager1"]["health"] != "unhealthy" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        rows = status(local.root)
     assert rows["manager1"]["health"] == "unhealthy" and rows["manager2"]["health"] == "healthy"
     assert all(v["health"] == "healthy" for k, v in rows.items() if k != "manager1")
     print(json.dumps({"metric": "uploads_ready_after_manager_kill_s", "value": round(elapsed, 1), "uploads": 12}))

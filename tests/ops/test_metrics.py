@@ -82,7 +82,7 @@ def test_every_node_exports_its_figures(cluster: ClusterHandle, corpus: Path) ->
         assert total(st, "pixelfox_storage_used_bytes") > 0
         assert total(st, "pixelfox_storage_free_bytes") > 0
 
-    (w,) = by_role["web"]
-    assert total(w, "pixelfox_session_store_operations_total", op="load") >= 1
-    assert total(w, "pixelfox_session_store_operations_total", result="error") == 0
-    assert total(w, "pixelfox_web_requests_total") >= 1
+    webs = by_role["web"]  # other tests may have added web instances to the shared cluster
+    assert any(total(w, "pixelfox_session_store_operations_total", op="load") >= 1 for w in webs)
+    assert all(total(w, "pixelfox_session_store_operations_total", result="error") == 0 for w in webs)
+    assert any(total(w, "pixelfox_web_requests_total") >= 1 for w in webs)
