@@ -48,6 +48,19 @@ def find_state(start: Path | None = None) -> Path | None:
     return None
 
 
+def _running(pid: object) -> bool:
+    """Whether the ``pixelfox up`` that wrote the state file (its ``pid``) is still alive."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def resolve(manager: str | None, api_key: str | None) -> ClusterRef:
     """Flags beat environment beat the local state file; SystemExit with a hint if nothing is found."""
     manager = manager or os.environ.get("PIXELFOX_MANAGER")
@@ -60,6 +73,11 @@ def resolve(manager: str | None, api_key: str | None) -> ClusterRef:
         raise SystemExit(
             "no cluster found: run `pixelfox up` in this folder, or pass --manager HOST:PORT "
             "(or set PIXELFOX_MANAGER) and --api-key (PIXELFOX_API_KEY)"
+        )
+    if not manager and not _running(data.get("pid")):
+        raise SystemExit(
+            f"the cluster in {state.parent.parent if state else '.'} is not running: start it with `pixelfox up` "
+            "there, or pass --manager HOST:PORT and --api-key for another cluster"
         )
     return ClusterRef(
         manager=manager or data["manager"],

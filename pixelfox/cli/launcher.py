@@ -38,7 +38,9 @@ PORT_RANGE = (20000, 32000)
 
 
 def _bindable(port: int) -> bool:
+    """Whether a server could bind ``port`` now (servers set SO_REUSEADDR, so TIME_WAIT does not count)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

@@ -65,6 +65,9 @@ def test_up_imports_then_stops_every_child(tmp_path: Path, corpus: Path, sig: si
         assert proc.wait(60) == 0
         time.sleep(0.5)
         assert [n for n, p in pids.items() if alive(p)] == []
+        gone = subprocess.run([sys.executable, "-m", "pixelfox", "status"], cwd=root, capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert gone.returncode != 0 and "is not running" in gone.stderr, gone.stderr
     finally:
         if proc.poll() is None:
             proc.kill()
