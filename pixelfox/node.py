@@ -10,6 +10,7 @@ server with its grace period.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -17,10 +18,12 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import grpc
 from prometheus_client import start_http_server
 
+from pixelfox import logs
 from pixelfox.config import NodeSettings
 from pixelfox.grpcx.auth import node_metadata
 from pixelfox.grpcx.client import channel
@@ -274,3 +277,23 @@ async def run_node(
         if agent is not None:
             await agent.stop()
         logger.info("%s stopped", ident.node_id)
+
+
+SettingsT = TypeVar("SettingsT", bound=NodeSettings)
+
+
+def node_main(prog: str, description: str, settings_cls: type[SettingsT],
+              serve: Callable[[SettingsT], Awaitable[None]], default_id: str) -> None:
+    """The ``__main__`` of a gRPC node: ``--print-config`` (secrets redacted), settings loaded and checked once
+    (the cluster secret is required), logging configured, then ``serve(settings)`` until SIGTERM."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--print-config", action="store_true", help="print the effective settings and exit")
+    opts = parser.parse_args()
+    settings = settings_cls()
+    if opts.print_config:
+        print(settings.redacted())
+        return
+    if not settings.cluster.secret.get_secret_value():
+        raise SystemExit("PIXELFOX_CLUSTER__SECRET is required")
+    logs.configure(settings.log, settings.node_id or default_id)
+    asyncio.run(serve(settings))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import logging
 
 from nodes.manager.config import ManagerSettings
@@ -15,11 +13,11 @@ from nodes.manager.repair import ReplicaRepair
 from nodes.manager.service import ManagerService
 from nodes.manager.servicer import ManagerServicer
 from nodes.manager.tiers import TierMover
-from pixelfox import logs, redisx
+from pixelfox import redisx
 from pixelfox.db.engine import create_schema, make_engine, session_factory
 from pixelfox.db.replicas import make_replica_engines, routing_sessions
 from pixelfox.grpcx.server import GrpcServer
-from pixelfox.node import Load, NodeIdentity, run_node, start_metrics
+from pixelfox.node import Load, NodeIdentity, node_main, run_node, start_metrics
 from pixelfox.queue import JobQueue
 from pixelfox.v1 import common_pb2, jobs_pb2_grpc, manager_pb2_grpc
 
@@ -71,17 +69,7 @@ async def serve(settings: ManagerSettings) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m nodes.manager", description="PixelFox manager node")
-    parser.add_argument("--print-config", action="store_true", help="print the effective settings and exit")
-    opts = parser.parse_args()
-    settings = ManagerSettings()
-    if opts.print_config:
-        print(settings.redacted())
-        return
-    if not settings.cluster.secret.get_secret_value():
-        raise SystemExit("PIXELFOX_CLUSTER__SECRET is required")
-    logs.configure(settings.log, settings.node_id or "manager1")
-    asyncio.run(serve(settings))
+    node_main("python -m nodes.manager", "PixelFox manager node", ManagerSettings, serve, "manager1")
 
 
 if __name__ == "__main__":

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-
 from nodes.proc.config import ProcSettings
 from nodes.proc.service import Processor
 from nodes.proc.worker import Worker
-from pixelfox import imaging, logs
+from pixelfox import imaging
 from pixelfox.grpcx.server import GrpcServer
-from pixelfox.node import Load, ManagerLink, NodeIdentity, run_node, start_metrics
+from pixelfox.node import Load, ManagerLink, NodeIdentity, node_main, run_node, start_metrics
 from pixelfox.v1 import common_pb2
 
 
@@ -47,17 +44,7 @@ async def serve(settings: ProcSettings) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m nodes.proc", description="PixelFox processing node")
-    parser.add_argument("--print-config", action="store_true", help="print the effective settings and exit")
-    opts = parser.parse_args()
-    settings = ProcSettings()
-    if opts.print_config:
-        print(settings.redacted())
-        return
-    if not settings.cluster.secret.get_secret_value():
-        raise SystemExit("PIXELFOX_CLUSTER__SECRET is required")
-    logs.configure(settings.log, settings.node_id or "proc1")
-    asyncio.run(serve(settings))
+    node_main("python -m nodes.proc", "PixelFox processing node", ProcSettings, serve, "proc1")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import socket
 
 import redis.asyncio as aioredis
@@ -14,10 +12,10 @@ from nodes.upload.service import Receiver, Stored
 from nodes.upload.servicer import UploadServicer
 from nodes.upload.sweeper import sweep_forever
 from nodes.upload.tus import make_app
-from pixelfox import logs, redisx, tickets
+from pixelfox import redisx, tickets
 from pixelfox.grpcx.client import map_rpc_errors
 from pixelfox.grpcx.server import GrpcServer
-from pixelfox.node import Load, ManagerLink, NodeIdentity, run_node, start_metrics
+from pixelfox.node import Load, ManagerLink, NodeIdentity, node_main, run_node, start_metrics
 from pixelfox.uploadstate import UploadStates
 from pixelfox.v1 import common_pb2, manager_pb2, upload_pb2_grpc
 
@@ -87,17 +85,7 @@ async def serve(settings: UploadSettings) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m nodes.upload", description="PixelFox upload node")
-    parser.add_argument("--print-config", action="store_true", help="print the effective settings and exit")
-    opts = parser.parse_args()
-    settings = UploadSettings()
-    if opts.print_config:
-        print(settings.redacted())
-        return
-    if not settings.cluster.secret.get_secret_value():
-        raise SystemExit("PIXELFOX_CLUSTER__SECRET is required")
-    logs.configure(settings.log, settings.node_id or "upload1")
-    asyncio.run(serve(settings))
+    node_main("python -m nodes.upload", "PixelFox upload node", UploadSettings, serve, "upload1")
 
 
 if __name__ == "__main__":
