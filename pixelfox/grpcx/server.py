@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import logging
@@ -74,6 +75,25 @@ def _authorise(context: grpc.aio.ServicerContext, cluster: bool) -> None:
     _caller.set(who)
 
 
+@contextlib.asynccontextmanager
+async def _handled(context: grpc.aio.ServicerContext, cluster: bool, service: str, name: str) -> AsyncIterator[None]:
+    """What both wrappers do around a call: authorise, map errors to statuses, count and time it."""
+    start = time.perf_counter()
+    code = "OK"
+    try:
+        _authorise(context, cluster)
+        yield
+    except grpc.aio.AbortError:
+        code = "ABORTED_BY_HANDLER"
+        raise
+    except Exception as exc:
+        code = getattr(exc, "grpc_status", grpc.StatusCode.INTERNAL).name
+        await _abort(context, exc)
+    finally:
+        GRPC_HANDLED.labels(service, name, code).inc()
+        GRPC_SECONDS.labels(service, name).observe(time.perf_counter() - start)
+
+
 def rpc(cluster: bool = False) -> Callable[[F], F]:
     """Wrap a unary-response servicer method (see module doc)."""
 
@@ -82,20 +102,8 @@ def rpc(cluster: bool = False) -> Callable[[F], F]:
 
         @functools.wraps(method)
         async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            start = time.perf_counter()
-            code = "OK"
-            try:
-                _authorise(context, cluster)
+            async with _handled(context, cluster, service, name):
                 return await method(self, request, context)
-            except grpc.aio.AbortError:
-                code = "ABORTED_BY_HANDLER"
-                raise
-            except Exception as exc:
-                code = getattr(exc, "grpc_status", grpc.StatusCode.INTERNAL).name
-                await _abort(context, exc)
-            finally:
-                GRPC_HANDLED.labels(service, name, code).inc()
-                GRPC_SECONDS.labels(service, name).observe(time.perf_counter() - start)
 
         return wrapper  # type: ignore[return-value]
 
@@ -110,21 +118,9 @@ def rpc_stream(cluster: bool = False) -> Callable[[F], F]:
 
         @functools.wraps(method)
         async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            start = time.perf_counter()
-            code = "OK"
-            try:
-                _authorise(context, cluster)
+            async with _handled(context, cluster, service, name):
                 async for item in method(self, request, context):
                     yield item
-            except grpc.aio.AbortError:
-                code = "ABORTED_BY_HANDLER"
-                raise
-            except Exception as exc:
-                code = getattr(exc, "grpc_status", grpc.StatusCode.INTERNAL).name
-                await _abort(context, exc)
-            finally:
-                GRPC_HANDLED.labels(service, name, code).inc()
-                GRPC_SECONDS.labels(service, name).observe(time.perf_counter() - start)
 
         return wrapper  # type: ignore[return-value]
 
