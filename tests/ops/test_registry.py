@@ -131,5 +131,6 @@ def test_frozen_upload_node_gets_no_uploads_and_returns(own: LocalCluster) -> No
     finally:
         os.kill(pid, signal.SIGCONT)
     wait_for(lambda: status(own.root)["upload1"]["health"] == "healthy", timeout_s=10)
-    assert a1 in picks(own)
+    # picks are random, weighted by headroom: the woken node gets uploads again within a few rounds
+    wait_for(lambda: a1 in picks(own), timeout_s=15)
     print(json.dumps({"metric": "frozen_upload_node_detection_s", "value": round(detected, 2)}))
