@@ -5,6 +5,10 @@ Set ``PIXELFOX_FAILPOINT`` to a comma-separated list of names; when the code rea
 code of SIGKILL): no ``finally`` blocks, no flushing, no goodbye to Redis or the database -
 the same as a power cut at that line. Unset (the default), :func:`hit` is a set lookup.
 
+A name written ``name=sleep(MS)`` (the action syntax of TiKV's ``fail-rs``) instead makes
+:func:`pause` wait MS milliseconds there: it widens a window (a job in flight) so that a
+chaos test's kills land inside it.
+
 This is a test hook, so it reads the environment itself rather than a node's settings.
 Names in use (grep ``failpoints.hit``):
 
@@ -14,23 +18,53 @@ Names in use (grep ``failpoints.hit``):
 * ``after-dispatch`` - manager: job sent to a processing node;
 * ``after-result-commit`` - manager: variants recorded in the database, queue entry not acked;
 * ``after-variant-put`` - processing node: variants stored, result not yet reported.
+
+Pauses (:func:`pause`):
+
+* ``before-process`` - processing node: original fetched, not yet decoded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import re
 import sys
 
 ENV = "PIXELFOX_FAILPOINT"
 EXIT_CODE = 137
+_SLEEP = re.compile(r"^(?P<name>[\w-]+)=sleep\((?P<ms>\d+)\)$")
 
-_active = frozenset(n.strip() for n in os.environ.get(ENV, "").split(",") if n.strip())
+
+def _parse(spec: str) -> tuple[frozenset[str], dict[str, float]]:
+    """``"a,b=sleep(800)"`` -> ({"a"}, {"b": 0.8}); raises ValueError on an unknown action."""
+    exits: set[str] = set()
+    sleeps: dict[str, float] = {}
+    for item in (i.strip() for i in spec.split(",")):
+        if not item:
+            continue
+        if "=" not in item:
+            exits.add(item)
+        elif m := _SLEEP.match(item):
+            sleeps[m["name"]] = int(m["ms"]) / 1000
+        else:
+            raise ValueError(f"{ENV}: cannot parse {item!r} (expected NAME or NAME=sleep(MS))")
+    return frozenset(exits), sleeps
+
+
+_active, _sleeps = _parse(os.environ.get(ENV, ""))
 
 
 def active() -> frozenset[str]:
-    """The failpoint names armed in this process."""
+    """The failpoint names armed (to exit) in this process."""
     return _active
+
+
+async def pause(name: str) -> None:
+    """Wait the armed ``name=sleep(MS)`` milliseconds; return at once if ``name`` is not armed."""
+    if (seconds := _sleeps.get(name)) is not None:
+        await asyncio.sleep(seconds)
 
 
 def hit(name: str) -> None:

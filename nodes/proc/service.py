@@ -119,6 +119,7 @@ class Processor:
             t = time.perf_counter()
             STEP_SECONDS.labels("fetch").observe(t - start)
             recipe = dataclasses.replace(self.recipe, version=job.recipe_version or self.recipe.version)
+            await failpoints.pause("before-process")
             out = await self._process(data, recipe, job)
             STEP_SECONDS.labels("process").observe(time.perf_counter() - t)
             t = time.perf_counter()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.async_api import expect
 
 from tests.conftest import CORPUS
 
@@ -98,7 +99,7 @@ async def test_site_in_chromium(cluster: Any, chromium: Any) -> None:
     await shot(page, "image")
     bbcode_button = page.locator("label.code", has_text="BBCode").locator("button.copy")
     await bbcode_button.click()
-    assert await bbcode_button.inner_text() == "Copied"
+    await expect(bbcode_button).to_have_text("Copied")  # polls: a slow machine may paint late
     copied = await page.evaluate("navigator.clipboard.readText()")
     assert copied.startswith("[url=") and "[img]" in copied and slug in copied, copied
 

@@ -6,11 +6,11 @@ Profiles (``PIXELFOX_CHAOS``):
 * ``long``: 300 uploads of the corpus' real photos (each made unique with a JPEG comment),
   run by hand: ``PIXELFOX_CHAOS=long .venv/bin/pytest -s tests/chaos``.
 
-While the uploads run, a random processing node is SIGKILLed every 3-5 s and started again,
-one node is SIGTERMed while it holds a job (a deploy), and Redis (AOF on, ``appendfsync``
-from ``PIXELFOX_CHAOS_FSYNC``, default ``always``) is SIGKILLed and restarted once. The
-verdict is read from the public API only: every ``pixelfox put --json`` upload must end
-``ready`` in ``GetImage`` with exactly one variant per name/format, and ``ListImages`` must
+While the uploads run, a processing node holding a job (each job pauses 0.7 s at a failpoint)
+is SIGKILLed every 3-5 s and started again, one node is SIGTERMed while it holds a job (a
+deploy), and Redis (AOF on, ``appendfsync`` from ``PIXELFOX_CHAOS_FSYNC``, default ``always``)
+is SIGKILLed and restarted once. The verdict is read from the public API only: every ``pixelfox put --json``
+upload must end ``ready`` in ``GetImage`` with exactly one variant per name/format, and ``ListImages`` must
 hold each upload exactly once. The figures - jobs interrupted mid-run (must be > 0, or the
 kills proved nothing), kill-to-redispatch time and re-runs - come from the manager's log.
 """
@@ -54,6 +54,8 @@ MANAGER_ENV = {
     "PIXELFOX_RETRY_BASE_S": "0.5", "PIXELFOX_RETRY_CAP_S": "4", "PIXELFOX_MAX_ATTEMPTS": "5",
     "PIXELFOX_MAX_LOST": "100",
 }
+# every job holds its processing node >= 0.7 s (a failpoint pause), so a kill lands inside a job
+PROC_ENV = {"PIXELFOX_FAILPOINT": "before-process=sleep(700)"}
 LOG_TS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 
@@ -102,15 +104,15 @@ class Chaos:
     def run(self) -> None:
         procs = [c.name for c in self.local.children if c.name.startswith("proc")]
         while not self.stop.wait(self.rng.uniform(3, 5)):
-            if self.redis_kill is None and self.progress >= 0.5:
+            if self.redis_kill is None and self.progress >= 0.5 and self.kills:  # a SIGKILL first, mid-upload
                 self.redis_kill = time.time()
                 self.local.restart("redis", sig=signal.SIGKILL)  # AOF replays on start
                 continue
-            if self.sigterm is None and self.progress >= 0.25 and (busy := self._busy_proc()):
+            if self.sigterm is None and self.progress >= 0.25 and self.kills and (busy := self._busy_proc()):
                 self.sigterm = (time.time(), busy)
                 self.local.restart(busy, sig=signal.SIGTERM)  # drains: finishes or hands back
                 continue
-            victim = self.rng.choice(procs)
+            victim = self._busy_proc() or self.rng.choice(procs)
             self.kills.append((time.time(), victim))
             c = self.local.child(victim)
             os.kill(c.proc.pid, signal.SIGKILL)
@@ -142,7 +144,7 @@ def test_chaos_every_upload_ends_ready_once(tmp_path: Path) -> None:
         pytest.fail("redis-server is not installed")
     files = _files(tmp_path)
     local, key = start_cluster(tmp_path / "cluster", Counts(upload=1, proc=3, storage=2, web=0),
-                               {"manager": MANAGER_ENV}, appendfsync=FSYNC)
+                               {"manager": MANAGER_ENV, "proc": PROC_ENV}, appendfsync=FSYNC)
     chaos = Chaos(local)
     thread = threading.Thread(target=chaos.run, daemon=True)
     started = time.time()
@@ -154,9 +156,11 @@ def test_chaos_every_upload_ends_ready_once(tmp_path: Path) -> None:
             for out in pool.map(lambda b: put_retrying(local.root, b[0], tries=8), batches):
                 results.append(out)
                 chaos.progress = len(results) / len(files)
+        print(f"\nuploads done at {time.time() - started:.0f} s")
         # keep killing a little while the backlog drains, then let it converge
         deadline = time.time() + 20
-        while time.time() < deadline and (chaos.redis_kill is None or chaos.sigterm is None):
+        while time.time() < deadline and (chaos.redis_kill is None or chaos.sigterm is None
+                                          or len(chaos.kills) < 2):
             chaos.progress = 1.0
             time.sleep(1)
         chaos.stop.set()
@@ -180,7 +184,8 @@ def test_chaos_every_upload_ends_ready_once(tmp_path: Path) -> None:
     print(f"\nchaos profile {PROFILE}: {len(files)} files, {len(uploaded)} uploaded, {len(ready)} ready, "
           f"{len(rejected)} rejected after retries, in {elapsed:.0f} s (appendfsync {FSYNC})")
     term = f"{chaos.sigterm[1]} at {chaos.sigterm[0] - started:.0f} s" if chaos.sigterm else "none"
-    print(f"proc SIGKILLs: {len(chaos.kills)}; SIGTERM mid-job: {term}; Redis SIGKILLed and restarted at "
+    kills = ", ".join(f"{n}@{t - started:.0f}s" for t, n in chaos.kills)
+    print(f"proc SIGKILLs: {len(chaos.kills)} ({kills}); SIGTERM mid-job: {term}; Redis SIGKILLed and restarted at "
           f"{chaos.redis_kill and round(chaos.redis_kill - started)} s")
     print(f"jobs interrupted mid-run: {interrupted}; dispatches: {dispatches}; re-runs: "
           f"{dispatches - len(ready)}; fenced late reports: {fenced}")

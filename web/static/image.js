@@ -11,7 +11,8 @@ document.addEventListener("click", async (ev) => {
   } catch (_) {
     document.execCommand("copy");
   }
-  const old = btn.textContent;
+  btn.dataset.label = btn.dataset.label || btn.textContent;  // a second click inside the window keeps it
   btn.textContent = "Copied";
-  setTimeout(() => { btn.textContent = old; }, 1200);
+  clearTimeout(btn.copiedTimer);
+  btn.copiedTimer = setTimeout(() => { btn.textContent = btn.dataset.label; }, 2000);
 });

@@ -26,7 +26,8 @@
       input.select();
       try { await navigator.clipboard.writeText(value); } catch (_) { document.execCommand("copy"); }
       btn.textContent = "Copied";
-      setTimeout(() => { btn.textContent = "Copy " + label; }, 1200);
+      clearTimeout(btn.copiedTimer);
+      btn.copiedTimer = setTimeout(() => { btn.textContent = "Copy " + label; }, 2000);
     });
     row.append(input, btn);
     return row;
