@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 from pixelfox import _core
@@ -287,7 +287,7 @@ class Variant:
     name: str
     """The :class:`VariantSpec` name, e.g. ``"thumb"``."""
     format: str
-    """``"webp" | "avif" | "jpeg"``"""
+    """``"webp" | "avif" | "jpeg"``; the source format (also ``png``, ``gif``) for :data:`CLEAN_ORIGINAL`."""
     mime: str
     width: int
     """px"""
@@ -385,3 +385,39 @@ def strip_metadata(data: BytesLike) -> bytes:
     """
     with _map_exceptions():
         return _core.strip_metadata(data)
+
+
+CLEAN_ORIGINAL: Final = "original"
+"""Variant name of the upload with its metadata removed (what "download original" serves)."""
+
+
+def clean_original(data: BytesLike, result: ProcessResult) -> Variant:
+    """The upload ``data`` (already processed into ``result``) as a :class:`Variant` named
+    :data:`CLEAN_ORIGINAL`, with its metadata removed by :func:`strip_metadata`: source format and
+    mime, upright size (px) of ``result``, the source's frame count. A non-1 EXIF orientation is
+    kept, so it still displays upright.
+
+    Raises:
+        UnsupportedFormat, CorruptImage: as :func:`strip_metadata` (not after a successful
+        :func:`process` of the same bytes).
+    """
+    return Variant(
+        name=CLEAN_ORIGINAL, format=result.info.format, mime=result.info.mime, width=result.width,
+        height=result.height, data=strip_metadata(data), frames=result.info.frames,
+    )
+
+
+STRIPPABLE_FORMATS: Final = ("jpeg", "png", "webp", "gif")
+"""Source formats :func:`strip_metadata` cleans (GIF carries no EXIF). AVIF is returned unchanged by
+it - its EXIF/XMP items are not removed yet - so an AVIF upload gets no clean original."""
+
+
+def process_with_original(
+    data: BytesLike, recipe: Recipe = DEFAULT_RECIPE, limits: Limits = DEFAULT_LIMITS
+) -> ProcessResult:
+    """:func:`process`, with :func:`clean_original` appended to the variants when the source format is
+    in :data:`STRIPPABLE_FORMATS`: what a processing node stores for each job. Raises as :func:`process`."""
+    result = process(data, recipe, limits)
+    if result.info.format not in STRIPPABLE_FORMATS:
+        return result
+    return replace(result, variants=(*result.variants, clean_original(data, result)))

@@ -59,7 +59,7 @@ class Processor:
     async def _process(self, data: bytes, recipe: imaging.Recipe, job: manager_pb2.Job) -> imaging.ProcessResult:
         loop = asyncio.get_running_loop()
         limits = self._limits_for(job.deadline_s)
-        call = loop.run_in_executor(self.pool, imaging.process, data, recipe, limits)
+        call = loop.run_in_executor(self.pool, imaging.process_with_original, data, recipe, limits)
         if job.deadline_s <= 0:
             return await call
         # With the core's own deadline (it stops between steps) Python only backs it up, for one

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pixelfox.imaging import CLEAN_ORIGINAL
 from pixelfox.v1 import common_pb2
 
 STATUS_NAMES = {
@@ -16,6 +17,38 @@ STATUS_NAMES = {
 def status_name(image: common_pb2.Image) -> str:
     """``processing`` | ``ready`` | ``failed``."""
     return STATUS_NAMES.get(image.status, "processing")
+
+
+def clean_original(image: common_pb2.Image) -> common_pb2.Variant | None:
+    """The upload with its metadata removed (variant :data:`~pixelfox.imaging.CLEAN_ORIGINAL`), once
+    processed; ``None`` while the image is processing or for images processed before it existed."""
+    return next((v for v in image.variants if v.name == CLEAN_ORIGINAL and v.url), None)
+
+
+def display_variants(image: common_pb2.Image) -> list[common_pb2.Variant]:
+    """The resized renditions (thumb, medium, large, ...): every variant but the clean original."""
+    return [v for v in image.variants if v.name != CLEAN_ORIGINAL]
+
+
+def served_original_url(image: common_pb2.Image, *, with_metadata: bool) -> str:
+    """The URL "download original" and direct links use: the stored upload itself (a signed,
+    expiring URL; EXIF and GPS included) when ``with_metadata`` - the owner opted in with
+    ``keep_metadata``, or the owner is asking - else the clean original (a lasting URL for a
+    public image), or :func:`largest_plain` where there is none. ``""`` while still processing."""
+    if with_metadata and image.original_url:
+        return image.original_url
+    clean = clean_original(image) or largest_plain(image)
+    return clean.url if clean else ""
+
+
+def largest_plain(image: common_pb2.Image) -> common_pb2.Variant | None:
+    """The largest JPEG rendition, else the largest WebP/PNG/GIF: what stands in for the clean original
+    of a source the core cannot strip losslessly (AVIF, see ``imaging.STRIPPABLE_FORMATS``)."""
+    for fmt in ("jpeg", "webp", "png", "gif"):
+        vs = [v for v in display_variants(image) if v.format.lower() == fmt and v.url]
+        if vs:
+            return max(vs, key=lambda v: v.width * v.height)
+    return None
 
 
 def image_to_json(image: common_pb2.Image) -> dict[str, Any]:

@@ -85,6 +85,23 @@ def check_variant(v: dict[str, Any], disp: tuple[int, int]) -> bytes:
     return body
 
 
+def check_clean_original(v: dict[str, Any], source: Path, disp: tuple[int, int]) -> None:
+    """The upload with its metadata removed: same pixels as ``source``, upright size ``disp``, no EXIF but
+    a non-1 orientation, no GPS/XMP/comment; served publicly (no signature) with the source's type."""
+    status, headers, body = fetch(v["url"])
+    assert status == 200 and "?" not in v["url"]
+    raw = source.read_bytes()
+    with Image.open(source) as src, Image.open(io.BytesIO(body)) as got:
+        assert headers["content-type"] == Image.MIME[src.format]
+        assert got.format == src.format and got.size == src.size
+        orientation = src.getexif().get(0x0112, 1)
+        assert dict(got.getexif()) == ({0x0112: orientation} if orientation != 1 else {}), "metadata left"
+        assert ImageOps.exif_transpose(got).size == disp == (v["width"], v["height"])
+        assert got.tobytes() == src.tobytes(), "pixels changed by stripping"
+        assert "xmp" not in got.info and "comment" not in got.info
+    assert b"GPS" not in body[:65536] and len(body) == v["bytes"] <= len(raw)
+
+
 PHOTOS = [r for r in manifest_rows() if r["file"].startswith("photos/")]
 
 
@@ -109,8 +126,12 @@ def test_corpus_photo_end_to_end(row: dict[str, str], photo_results: dict[str, d
     assert (res["width"], res["height"]) == disp
     kinds = {(v["name"], v["format"]) for v in res["variants"]}
     assert kinds == {("thumb", "webp"), ("thumb", "avif"), ("medium", "webp"), ("medium", "avif"),
-                     ("medium", "jpeg"), ("large", "webp"), ("large", "avif")}
+                     ("medium", "jpeg"), ("large", "webp"), ("large", "avif")} | ({("original", row["format"].lower())}
+                                                        if row["format"] != "AVIF" else set())
     for v in res["variants"]:
+        if v["name"] == "original":
+            check_clean_original(v, path, disp)
+            continue
         body = check_variant(v, disp)
         if v["name"] == "thumb" and v["format"] == "webp":
             with Image.open(io.BytesIO(body)) as thumb:
@@ -202,7 +223,10 @@ def test_edge_accepts_become_ready(cluster: ClusterHandle, corpus: Path) -> None
     assert not bad
     for res in results:
         for v in res["variants"]:
-            assert v["width"] <= 16383 and v["height"] <= 16383
+            if v["name"] == "original":  # the upload itself, metadata removed: its own size
+                assert (v["width"], v["height"]) == (res["width"], res["height"])
+            else:  # renditions are clamped to WebP's side limit
+                assert v["width"] <= 16383 and v["height"] <= 16383
 
 
 def test_status_lists_every_node(cluster: ClusterHandle) -> None:

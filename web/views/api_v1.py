@@ -14,6 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pixelfox import errors
+from pixelfox.client.images import served_original_url
 from pixelfox.v1 import common_pb2, manager_pb2
 from web.calls import call, load_image
 from web.views.api import Caller, image_json, resolve_caller
@@ -82,12 +83,12 @@ def _cursor(request: web.Request) -> str:
 
 
 def public_image_json(request: web.Request, image: common_pb2.Image, caller: Caller) -> dict[str, Any]:
-    """:func:`image_json` plus visibility/description; the stored original (with its metadata)
-    only for the owner or when the owner opted in."""
+    """:func:`image_json` plus visibility/description. ``original_url`` is the stored upload (with its
+    metadata) only for the owner, an admin, or when the owner opted in; anyone else gets the clean
+    original (metadata removed), or ``""`` while processing."""
     body = image_json(request, image)
-    owner = caller.user is not None and caller.user.id == image.owner_id
-    if not (image.keep_metadata or owner or caller.via == "api-key"):
-        body["original_url"] = ""
+    owner = caller.user is not None and (caller.user.id == image.owner_id or caller.user.role == "admin")
+    body["original_url"] = served_original_url(image, with_metadata=image.keep_metadata or owner)
     body.update(
         visibility=image.visibility or "public",
         description=image.description,

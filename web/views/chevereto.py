@@ -29,6 +29,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from pixelfox import errors
+from pixelfox.client.images import clean_original
 from pixelfox.v1 import common_pb2, manager_pb2
 from web.calls import call
 from web.deletion import deletion_url
@@ -106,21 +107,30 @@ def _file(url: str, image: common_pb2.Image) -> dict[str, Any]:
     return {"filename": name, "name": name.rsplit(".", 1)[0], "extension": ext, "url": url}
 
 
+def direct_link(request: web.Request, image: common_pb2.Image) -> str:
+    """A lasting direct link to the file: the clean original's URL (metadata removed), or - when the
+    owner keeps metadata, or it is still processing - the page's ``/download``, which redirects to a
+    freshly signed URL (a stored original's own URL is signed and expires)."""
+    clean = None if image.keep_metadata or image.visibility == "private" else clean_original(image)
+    return clean.url if clean else f"{page_url(request, image)}/download"
+
+
 def chevereto_image(request: web.Request, image: common_pb2.Image, title: str, expires_s: int) -> dict[str, Any]:
     """The ``image`` object of a Chevereto v1 answer."""
     by_name: dict[str, str] = {}
     for v in sorted(image.variants, key=lambda v: v.format != "webp"):  # prefer WebP per size
         by_name.setdefault(v.name, v.url)
-    medium = by_name.get("medium") or image.original_url
+    direct = direct_link(request, image)
+    medium = by_name.get("medium") or direct
     thumb = image.thumbnail_url or by_name.get("thumb") or medium
     stem, _, ext = image.filename.rpartition(".")
     return {
         "id_encoded": image.slug, "name": stem or image.filename, "extension": ext or image.format,
         "original_filename": image.filename, "title": title or image.title, "size": image.bytes,
         "width": image.width, "height": image.height, "mime": image.mime, "date_gmt": image.created_at,
-        "url": image.original_url, "url_viewer": page_url(request, image), "url_short": page_url(request, image),
+        "url": direct, "url_viewer": page_url(request, image), "url_short": page_url(request, image),
         "display_url": medium, "status": {1: "processing", 2: "ready", 3: "failed"}.get(image.status, "processing"),
-        "image": {**_file(image.original_url, image), "mime": image.mime, "size": image.bytes},
+        "image": {**_file(direct, image), "mime": image.mime, "size": image.bytes},
         "thumb": _file(thumb, image), "medium": _file(medium, image),
         "delete_url": deletion_url(request, image), "expiration": expires_s or None,
     }
@@ -170,7 +180,7 @@ async def _upload(request: web.Request) -> web.StreamResponse:
                 slug=fields["album_id"], add_images=[image.slug]), md)
     image = await manager.wait_ready(image, md, settings.upload_wait_s)
     if fmt == "txt":
-        return web.Response(text=image.original_url)
+        return web.Response(text=direct_link(request, image))
     if fmt == "redirect":
         raise web.HTTPSeeOther(page_url(request, image))
     body = chevereto_image(request, image, title, expires)

@@ -13,6 +13,7 @@ from urllib.parse import quote, urlsplit
 from aiohttp import web
 
 from pixelfox import errors, readmodel
+from pixelfox.client.images import served_original_url
 from pixelfox.v1 import common_pb2, manager_pb2
 from web import exif
 from web.calls import call, load_image
@@ -43,32 +44,18 @@ async def image_page_extras(
         "download_note": (
             "the original file, as uploaded (the owner chose to keep its metadata)"
             if image.keep_metadata
-            else "the largest processed copy, with its metadata (EXIF, GPS) removed"
+            else "the original file, with its metadata (EXIF, GPS) removed"
         ),
     }
 
 
-def largest_plain(image: common_pb2.Image) -> common_pb2.Variant | None:
-    """The largest JPEG variant, else the largest WebP (what "download" serves without metadata)."""
-    for fmt in ("jpeg", "jpg", "webp", "png", "gif"):
-        vs = [v for v in image.variants if v.format.lower() == fmt and v.url]
-        if vs:
-            return max(vs, key=lambda v: v.width * v.height)
-    return None
-
-
 async def download(request: web.Request) -> web.StreamResponse:
-    """302 to the original when the owner opted in to keep metadata, else to the largest plain variant.
-
-    The Rust core does not yet hand back a metadata-stripped original, so the largest JPEG
-    (or WebP) variant stands in for it; the page says so next to the button.
-    """
+    """302 to the original as uploaded when the owner opted in to keep its metadata, else to the
+    clean original (the upload with EXIF/XMP/IPTC/GPS removed losslessly by the processing node).
+    404 while the image is still processing."""
     caller = await resolve_caller(request, state_changing=False)
     image = await load_image(request, request.match_info["slug"], caller.metadata)
-    target = image.original_url if image.keep_metadata else ""
-    if not target:
-        best = largest_plain(image)
-        target = best.url if best else ""
+    target = served_original_url(image, with_metadata=image.keep_metadata)
     if not target:
         raise errors.NotFound("nothing to download yet; the image is still processing")
     raise web.HTTPFound(target, headers={"Cache-Control": "private, no-store"})

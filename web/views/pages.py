@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp_session import get_session
 
-from pixelfox.client.images import status_name
+from pixelfox.client.images import display_variants, served_original_url, status_name
 from pixelfox.v1 import common_pb2
 from web.calls import load_image
 from web.keys import MANAGER, SETTINGS
@@ -39,7 +39,8 @@ class Picture:
 
 
 def _by_format(image: common_pb2.Image, fmt: str) -> list[common_pb2.Variant]:
-    return sorted((v for v in image.variants if v.format.lower() == fmt and v.url), key=lambda v: v.width)
+    """The renditions in ``fmt`` (never the full-size clean original), narrowest first."""
+    return sorted((v for v in display_variants(image) if v.format.lower() == fmt and v.url), key=lambda v: v.width)
 
 
 def _srcset(variants: list[common_pb2.Variant]) -> str:
@@ -90,7 +91,7 @@ async def image_page(request: web.Request) -> web.Response:
     picture = build_picture(image)
     page = page_url(request, image)
     # the stored original keeps its metadata (EXIF/GPS): link it only when the owner opted in
-    direct = (image.original_url if image.keep_metadata else "") or (picture.og.url if picture.og else "")
+    direct = served_original_url(image, with_metadata=image.keep_metadata) or (picture.og.url if picture.og else "")
     embed = picture.fallback if image.frames > 1 else picture.og  # animations embed as animated WebP
     embed_src = embed.url if embed else direct
     title = image.title or image.filename or image.slug
