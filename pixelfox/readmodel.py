@@ -14,7 +14,9 @@ read model ... so reads keep working while a manager restarts").
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
 
@@ -22,6 +24,8 @@ from pixelfox.v1 import common_pb2
 
 #: lifetime of a cached image (storage origins in its URLs may move), seconds
 IMAGE_TTL_S = 3600
+#: a cached image leaves the cache this long before its first signed URL expires, seconds
+EXPIRY_MARGIN_S = 120
 #: lifetime of the private/deleted markers, seconds
 MARKER_TTL_S = 7 * 24 * 3600
 
@@ -61,23 +65,36 @@ def cacheable(image: common_pb2.Image) -> bool:
     return image.visibility != "private" and image.status == common_pb2.IMAGE_STATUS_READY
 
 
+def ttl_s(image: common_pb2.Image, now: float | None = None) -> int:
+    """How long ``image`` may stay cached, seconds: :data:`IMAGE_TTL_S`, cut short so that no signed
+    URL in it (the stored original's is always signed) is handed out after its ``exp`` - less
+    :data:`EXPIRY_MARGIN_S` for the page to be used. 0 means do not cache."""
+    now = time.time() if now is None else now
+    ttl = IMAGE_TTL_S
+    for url in (image.original_url, *(v.url for v in image.variants)):
+        exp = parse_qs(urlsplit(url).query).get("exp", [""])[0]
+        if exp.isdigit():
+            ttl = min(ttl, int(int(exp) - now - EXPIRY_MARGIN_S))
+    return max(ttl, 0)
+
+
 async def read(redis: aioredis.Redis, slug: str) -> Entry | None:
     return decode(await redis.get(key(slug)))
 
 
 async def fill(redis: aioredis.Redis, image: common_pb2.Image) -> bool:
     """Cache ``image`` if it is cacheable and nothing is stored yet (``SET NX``); True if written."""
-    if not cacheable(image):
+    if not cacheable(image) or (ttl := ttl_s(image)) <= 0:
         return False
-    return bool(await redis.set(key(image.slug), b"I" + image.SerializeToString(), ex=IMAGE_TTL_S, nx=True))
+    return bool(await redis.set(key(image.slug), b"I" + image.SerializeToString(), ex=ttl, nx=True))
 
 
 async def publish(redis: aioredis.Redis, image: common_pb2.Image) -> None:
     """The manager's write after a change: the image, or the private marker, overwriting what is there."""
     if image.visibility == "private":
         await redis.set(key(image.slug), b"P", ex=MARKER_TTL_S)
-    elif cacheable(image):
-        await redis.set(key(image.slug), b"I" + image.SerializeToString(), ex=IMAGE_TTL_S)
+    elif cacheable(image) and (ttl := ttl_s(image)) > 0:
+        await redis.set(key(image.slug), b"I" + image.SerializeToString(), ex=ttl)
     else:
         await redis.delete(key(image.slug))
 

@@ -54,3 +54,14 @@ def test_readmodel_codec() -> None:
     assert readmodel.cacheable(img)
     assert not readmodel.cacheable(common_pb2.Image(status=common_pb2.IMAGE_STATUS_READY, visibility="private"))
     assert not readmodel.cacheable(common_pb2.Image(status=common_pb2.IMAGE_STATUS_PROCESSING))
+
+
+def test_readmodel_ttl_ends_before_signed_urls_expire() -> None:
+    now = 1_800_000_000
+    img = common_pb2.Image(slug="x", original_url=f"http://s/o/o/aa/bb/x.jpg?exp={now + 1500}&sig=abc")
+    img.variants.add(name="thumb", url="http://s/o/v/aa/thumb.webp")
+    assert readmodel.ttl_s(img, now) == 1500 - readmodel.EXPIRY_MARGIN_S
+    img.original_url = f"http://s/o/o/aa/bb/x.jpg?exp={now + 3 * readmodel.IMAGE_TTL_S}&sig=abc"
+    assert readmodel.ttl_s(img, now) == readmodel.IMAGE_TTL_S  # never longer than the cache's own lifetime
+    img.original_url = f"http://s/o/o/aa/bb/x.jpg?exp={now + 60}&sig=abc"
+    assert readmodel.ttl_s(img, now) == 0  # about to expire: not cached at all
