@@ -16,6 +16,7 @@ Input ``data`` may be any C-contiguous bytes-like object: ``bytes``,
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -375,8 +376,10 @@ def strip_metadata(data: BytesLike) -> bytes:
     which decides CMYK inversion) is dropped, and COM; entropy-coded data is
     copied unchanged. PNG: ``tEXt``, ``zTXt``, ``iTXt``, ``eXIf`` and ``tIME``
     chunks are dropped. WebP: ``EXIF`` and ``XMP `` chunks are dropped and their
-    VP8X flags cleared, the RIFF size fixed. GIF and AVIF are returned as is
-    (GIF has no EXIF; AVIF metadata items are left for a later version).
+    VP8X flags cleared, the RIFF size fixed. AVIF: every ``Exif`` item and XMP
+    (``mime`` ``application/rdf+xml``) item is overwritten with zeros in place and
+    its item type renamed ``void``, so no offset moves. GIF is returned as is (it
+    has no EXIF).
     Decoded pixels of the result are identical to the input's.
 
     Raises:
@@ -407,9 +410,8 @@ def clean_original(data: BytesLike, result: ProcessResult) -> Variant:
     )
 
 
-STRIPPABLE_FORMATS: Final = ("jpeg", "png", "webp", "gif")
-"""Source formats :func:`strip_metadata` cleans (GIF carries no EXIF). AVIF is returned unchanged by
-it - its EXIF/XMP items are not removed yet - so an AVIF upload gets no clean original."""
+STRIPPABLE_FORMATS: Final = ("jpeg", "png", "webp", "gif", "avif")
+"""Source formats that get a clean original (every format PixelFox accepts; GIF carries no EXIF)."""
 
 
 def process_with_original(
@@ -420,4 +422,9 @@ def process_with_original(
     result = process(data, recipe, limits)
     if result.info.format not in STRIPPABLE_FORMATS:
         return result
-    return replace(result, variants=(*result.variants, clean_original(data, result)))
+    try:
+        clean = clean_original(data, result)
+    except ImageError as exc:  # e.g. an AVIF metadata item in an odd place: renditions still go out
+        logging.getLogger(__name__).warning("no clean original: %s", exc)
+        return result
+    return replace(result, variants=(*result.variants, clean))

@@ -7,6 +7,7 @@ mod codecs;
 mod errors;
 mod exif;
 mod limits;
+mod isobmff_meta;
 mod metadata;
 mod pipeline;
 mod probe;

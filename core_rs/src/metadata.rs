@@ -4,7 +4,8 @@
 //! Stripping never touches pixel data: JPEG keeps every segment except APPn
 //! (JFIF APP0, ICC APP2 and Adobe APP14 stay, as they change how pixels decode)
 //! and COM; PNG drops tEXt/zTXt/iTXt/eXIf/tIME chunks; WebP drops the EXIF and
-//! XMP chunks and clears their VP8X flags. Other formats are returned unchanged.
+//! XMP chunks and clears their VP8X flags; AVIF has its EXIF/XMP items blanked in
+//! place (`isobmff_meta`). GIF is returned unchanged.
 //! A source whose EXIF orientation is not 1 gets a minimal 26-byte EXIF block
 //! with only that tag back (as `exiftool -all= -tagsfromfile @ -Orientation`
 //! does), so the stripped original still displays upright.
@@ -131,7 +132,8 @@ pub fn strip(data: &[u8]) -> Result<Vec<u8>> {
         Format::Jpeg => strip_jpeg(data, keep.as_ref()),
         Format::Png => strip_png(data, keep.as_ref()),
         Format::Webp => strip_webp(data, keep.as_ref()),
-        Format::Gif | Format::Avif => Ok(data.to_vec()),
+        Format::Avif => crate::isobmff_meta::strip(data),
+        Format::Gif => Ok(data.to_vec()),
     }
 }
 

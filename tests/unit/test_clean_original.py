@@ -14,7 +14,8 @@ SMALL = imaging.Recipe(variants=(imaging.VariantSpec("thumb", 64, 64, ("webp",))
 
 
 @pytest.mark.parametrize("name", ["iphone5_orient3_gps.jpg", "samsung_j3_orient6.jpg", "painting_rgb.png",
-                                  "htc_desire_gps_icc.webp", "rotating_squares_30f.gif"])
+                                  "htc_desire_gps_icc.webp", "rotating_squares_30f.gif",
+                                  "canon70d_20mp_gps.avif"])
 def test_clean_original_keeps_pixels_and_orientation_drops_the_rest(name: str) -> None:
     data = (CORPUS / "photos" / name).read_bytes()
     result = imaging.process_with_original(data, SMALL)
@@ -31,7 +32,20 @@ def test_clean_original_keeps_pixels_and_orientation_drops_the_rest(name: str) -
     assert b"GPS" not in clean.data[:65536]
 
 
-def test_avif_gets_no_clean_original() -> None:
+def test_avif_metadata_items_are_blanked_in_place() -> None:
     data = (CORPUS / "photos" / "canon70d_20mp_gps.avif").read_bytes()
-    result = imaging.process_with_original(data, SMALL)
-    assert [v.name for v in result.variants] == ["thumb"]  # its EXIF/GPS items cannot be removed yet
+    with Image.open(io.BytesIO(data)) as src:
+        assert 0x8825 in src.getexif()  # the source has a GPS IFD
+        pixels = src.tobytes()
+    clean = imaging.process_with_original(data, SMALL).variants[-1]
+    assert clean.name == imaging.CLEAN_ORIGINAL and clean.format == "avif"
+    assert len(clean.data) == len(data) and clean.data.count(b"Exif") == 0  # zeroed, no byte moved
+    with Image.open(io.BytesIO(clean.data)) as got:
+        assert dict(got.getexif()) == {} and got.tobytes() == pixels
+
+
+def test_truncated_avif_meta_is_corrupt_not_half_cleaned() -> None:
+    data = (CORPUS / "photos" / "canon70d_20mp_gps.avif").read_bytes()
+    meta = data.index(b"meta") - 4
+    with pytest.raises(imaging.CorruptImage):
+        imaging.strip_metadata(data[:meta + 40])
