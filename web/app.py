@@ -15,6 +15,7 @@ import jinja2
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from pixelfox import redisx
 from web.cluster import Manager
 from web.config import WebSettings
 from web.keys import MANAGER, REDIS, SETTINGS, STATE, RuntimeState
@@ -45,7 +46,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: WebSettings) -> web.Application:
     """A ready-to-run application; nothing connects until the app starts."""
-    redis = aioredis.Redis.from_url(settings.redis.url, socket_timeout=5, socket_connect_timeout=2)
+    if redisx.mode(settings.redis.url) == "single":
+        redis = aioredis.Redis.from_url(settings.redis.url, socket_timeout=5, socket_connect_timeout=2)
+    else:  # Sentinel or Cluster (a RedisCluster): the same factory as the other nodes
+        redis = redisx.connect(settings.redis)
     store = SessionStore(redis, max_age=settings.session_max_age_s, secure=settings.cookie_secure)
     # headers outermost (every answer gets them), then errors, then sessions (saved even on 3xx/4xx)
     app = web.Application(

@@ -2,19 +2,21 @@
 
 ``pixelfox:{session}:user:<user id>`` is a set of session ids, refreshed with the session's
 lifetime whenever a logged-in session is saved. Ids whose session already expired are dropped
-when the set is next read; nothing else depends on it being exact.
+when the set is next read; nothing else depends on it being exact. The set and the sessions
+share the ``{session}`` tag (one hash slot), so this works on Redis Cluster too.
 """
 
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 
 def index_key(user_id: str) -> str:
     return f"pixelfox:{{session}}:user:{user_id}"
 
 
-async def index_session(redis: aioredis.Redis, user_id: str, session_id: str, ttl_s: int | None) -> None:
+async def index_session(redis: aioredis.Redis | RedisCluster, user_id: str, session_id: str, ttl_s: int | None) -> None:
     async with redis.pipeline(transaction=False) as pipe:
         pipe.sadd(index_key(user_id), session_id)
         if ttl_s:
@@ -22,7 +24,7 @@ async def index_session(redis: aioredis.Redis, user_id: str, session_id: str, tt
         await pipe.execute()
 
 
-async def end_other_sessions(redis: aioredis.Redis, user_id: str, keep: str | None) -> int:
+async def end_other_sessions(redis: aioredis.Redis | RedisCluster, user_id: str, keep: str | None) -> int:
     """Delete every indexed session of ``user_id`` but ``keep``; returns how many existed."""
     from web.sessions import session_key  # here: web.sessions imports this module
 

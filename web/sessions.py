@@ -1,7 +1,9 @@
-"""Sessions in Redis (aiohttp-session ``RedisStorage``) and the per-session CSRF token.
+"""Sessions in Redis (an aiohttp-session storage) and the per-session CSRF token.
 
-Sessions are shared by every web instance that shares Redis and survive restarts. Compared
-with the stock storage (RELIABILITY.md 3C, OWASP session cheat sheet):
+Sessions are shared by every web instance that shares Redis and survive restarts. The store
+works with every mode of :mod:`pixelfox.redisx` (single, Sentinel and Redis Cluster: it uses
+single-key commands and :mod:`web.session_index`, whose keys share the ``{session}`` tag).
+Compared with the stock ``RedisStorage`` (RELIABILITY.md 3C, OWASP session cheat sheet):
 
 * ids are 256-bit ``secrets.token_urlsafe(32)`` values, and cookie values that do not look
   like one are ignored before they reach a Redis key;
@@ -20,8 +22,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
-from aiohttp_session import Session, get_session, new_session
-from aiohttp_session.redis_storage import RedisStorage
+from aiohttp_session import AbstractStorage, Session, get_session, new_session
+from redis.asyncio.cluster import RedisCluster
 
 from pixelfox import errors
 from pixelfox.v1 import manager_pb2
@@ -39,19 +41,20 @@ def session_key(identity: str) -> str:
     return f"pixelfox:{{session}}:{identity}"
 
 
-class SessionStore(RedisStorage):
-    """``RedisStorage`` with strict ids, namespaced keys and real deletion."""
+class SessionStore(AbstractStorage):
+    """Sessions in Redis like aiohttp-session's ``RedisStorage``, with strict ids, namespaced keys
+    and real deletion.
 
-    def __init__(self, redis: aioredis.Redis, *, max_age: int, secure: bool) -> None:
-        super().__init__(
-            redis,
-            cookie_name=COOKIE_NAME,
-            max_age=max_age,
-            secure=secure,
-            httponly=True,
-            samesite="Lax",
-            key_factory=lambda: secrets.token_urlsafe(32),
-        )
+    ``redis`` is a ``redis.asyncio.Redis`` (single or Sentinel mode) or a
+    ``redis.asyncio.cluster.RedisCluster`` (Cluster mode, see :func:`pixelfox.redisx.connect`).
+    The stock ``RedisStorage`` refuses a ``RedisCluster``, so this class derives from
+    ``AbstractStorage`` and does its own loading, saving and deleting.
+    """
+
+    def __init__(self, redis: aioredis.Redis | RedisCluster, *, max_age: int, secure: bool) -> None:
+        super().__init__(cookie_name=COOKIE_NAME, max_age=max_age, secure=secure, httponly=True, samesite="Lax")
+        self._redis = redis
+        self._key_factory = lambda: secrets.token_urlsafe(32)
 
     def load_cookie(self, request: web.Request) -> str | None:
         value = request.cookies.get(self.cookie_name)

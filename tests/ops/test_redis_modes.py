@@ -1,7 +1,9 @@
 """Redis URL modes (pixelfox.redisx): single and a real Sentinel (redis-server --sentinel).
 
 The Sentinel case runs the parts that must survive a fail-over through a master found via
-the sentinel: a lease, the registry with its maintenance set, and a one-slot stream transaction.
+the sentinel: leases, the registry with its maintenance set, a one-slot stream transaction, the
+job queue, the upload state and the web sessions (the checks in tests/ops/redis_checks.py, which
+tests/ops/test_redis_cluster.py runs on a real Redis Cluster).
 """
 
 from __future__ import annotations
@@ -15,12 +17,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from nodes.manager.registry import NodeRecord, Registry
 from pixelfox import redisx
 from pixelfox.cli.launcher import free_port
 from pixelfox.config import RedisSettings
-from pixelfox.leases import Lease
-from pixelfox.v1 import common_pb2
+from tests.ops.redis_checks import check_leases_registry_and_queue, check_web_app_factory, check_web_sessions
 
 
 def test_modes_from_url() -> None:
@@ -67,20 +67,16 @@ def sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 async def test_sentinel_mode_runs_leases_registry_and_queue(sentinel_url: str) -> None:
     r = redisx.connect(RedisSettings(url=sentinel_url))
     try:
-        assert await r.ping()
-        lease = Lease(r, "sentinel-test", ttl_s=5, owner="m1")
-        assert await lease.acquire() and lease.epoch >= 1
-        await lease.release()
-        reg = Registry(r, node_timeout_s=5)
-        await reg.upsert(NodeRecord(node_id="upload9", role=common_pb2.NODE_ROLE_UPLOAD, grpc_address="x:1"))
-        await reg.set_maintenance("upload9", True)
-        (rec,) = [n for n in await reg.all() if n.node_id == "upload9"]
-        assert rec.maintenance and not reg.healthy(rec)
-        # a MULTI over two keys of one tag (what the job queue does)
-        async with r.pipeline(transaction=True) as pipe:
-            pipe.xadd("pixelfox:{t}:stream", {"a": "1"})
-            pipe.xlen("pixelfox:{t}:stream")
-            _, n = await pipe.execute()
-        assert n == 1
+        await check_leases_registry_and_queue(r)
+    finally:
+        await r.aclose()
+
+
+@pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")  # aiohttp-session's str request keys
+async def test_sentinel_mode_runs_web_sessions(sentinel_url: str) -> None:
+    r = redisx.connect(RedisSettings(url=sentinel_url))
+    try:
+        await check_web_sessions(r)
+        await check_web_app_factory(sentinel_url, r)
     finally:
         await r.aclose()
