@@ -4,7 +4,7 @@ Usage: ``.venv/bin/python bench/serving.py [--files 200] [--size 51200] [--secon
 
 One run, same files, same machine, three routes measured one after the other:
 
-1. ``node``   — ``GET /o/<key>`` straight from a storage node (aiohttp; bytes read from the pool
+1. ``node``   — ``GET /o/<key>`` straight from a storage node (uvicorn + httptools; bytes read from the pool
    by ``FsStore.open_range``; ETag/Range logic in Python);
 2. ``accel``  — nginx proxies to a second storage node process on the same pool in
    X-Accel-Redirect mode (``PIXELFOX_ACCEL_REDIRECT=/_pool/``): the node answers headers only

@@ -14,11 +14,9 @@ import logging
 import socket
 import sys
 
-from aiohttp import web
-
 from nodes.storage import http_worker
 from nodes.storage.config import StorageNodeSettings
-from nodes.storage.http import build_app
+from nodes.storage.http import HttpOrigin, Origin, bind
 from nodes.storage.service import StorageService
 from nodes.storage.servicer import StorageServicer
 from pixelfox import logs, signing
@@ -33,22 +31,11 @@ logger = logging.getLogger("nodes.storage")
 SERVICE_NAME = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
 
 
-async def _start_http(service: StorageService, settings: StorageNodeSettings) -> tuple[web.AppRunner, int]:
+async def _start_http(service: StorageService, settings: StorageNodeSettings) -> HttpOrigin:
+    """The HTTP origin on ``settings.http`` (a fixed port when extra worker processes will share it)."""
     url_keys = signing.keys_from(settings.cluster.secret.get_secret_value(), settings.url_signing)
-    runner = web.AppRunner(build_app(service, url_keys, settings.sign_originals), access_log=None, handle_signals=False)
-    await runner.setup()
-    port = settings.http.port
-    if settings.http_workers > 1 and port == 0:  # the workers need the port up front
-        with socket.socket() as s:
-            s.bind((settings.http.host, 0))
-            port = s.getsockname()[1]
-    site = web.TCPSite(runner, settings.http.host, port, reuse_address=True,
-                       reuse_port=settings.http_workers > 1 or None)
-    await site.start()
-    server = site._server
-    sockets: list[socket.socket] = list(getattr(server, "sockets", None) or [])
-    port = sockets[0].getsockname()[1] if sockets else port
-    return runner, port
+    sock = bind(settings.http.host, settings.http.port, reuse_port=settings.http_workers > 1)
+    return await HttpOrigin(Origin(service, url_keys, settings.sign_originals), sock).start()
 
 
 async def open_store(settings: StorageNodeSettings) -> FsStore | S3Store:
@@ -76,7 +63,8 @@ async def main(settings: StorageNodeSettings) -> None:
         max_message_bytes=settings.grpc.max_message_bytes,
         reflection_on=settings.grpc.reflection,
     )
-    runner, http_port = await _start_http(service, settings)
+    origin = await _start_http(service, settings)
+    http_port = origin.port
     workers = http_worker.spawn(settings, http_port)
     service.public_url = (settings.http.public_url or f"http://{settings.http.host}:{http_port}").rstrip("/")
     metrics_url = start_metrics(settings.grpc.host, settings.metrics_port)
@@ -105,7 +93,7 @@ async def main(settings: StorageNodeSettings) -> None:
         )
     finally:
         await asyncio.to_thread(http_worker.stop, workers)
-        await runner.cleanup()
+        await origin.stop()
         await store.close()
 
 

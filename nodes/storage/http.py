@@ -1,33 +1,43 @@
 """The storage node's own HTTP origin: objects at ``/o/<key>`` plus ``/healthz`` and ``/readyz``.
 
+A raw ASGI application served by uvicorn (httptools parser, uvloop): the origin answers tens of
+thousands of small-object requests a second, so it skips a web framework's per-request layers
+(``bench/serving.py``, docs/benchmarks.md). uvicorn owns the HTTP/1.1 protocol (keep-alive,
+pipelining, ``HEAD`` bodies, flow control, limits); this module only decides each answer.
+
 Objects are immutable (content-addressed keys), so every response carries
 ``Cache-Control: public, max-age=31536000, immutable``, the strong ETag ``"<sha256>"``,
 ``Last-Modified``, ``Accept-Ranges: bytes``, the exact ``Content-Type`` for the key's extension,
 ``X-Content-Type-Options: nosniff`` and ``Content-Security-Policy: sandbox`` (an image that is
 really HTML or SVG cannot script this origin). ``If-None-Match``/``If-Modified-Since`` give 304,
-``If-Match`` 412, one ``Range`` gives 206 (``If-Range`` honoured), an unsatisfiable one 416 with
-``Content-Range: bytes */<size>``.
-
-Range and conditionals are handled here rather than by ``web.FileResponse``, which would
-answer with its own mtime/size ETag and cannot serve a non-local (S3) store. Bytes come from
-``Store.open_range`` in 256 KiB chunks. A private object (``p/<salt>/...`` key) needs
-``?exp=&sig=`` signed with a key from :mod:`pixelfox.signing` (403 otherwise) and is sent
-with ``Cache-Control: private, no-store``. Every error is a JSON body
-``{"error": {"code", "message"}}``; anything that is not a valid key is a 404.
+``If-Match`` 412, one ``Range`` gives 206 (``If-Range`` honoured; RFC 9110 §13-14), an
+unsatisfiable or multi-part one 416 with ``Content-Range: bytes */<size>``. A private object
+(``p/<salt>/...``), and an original when ``sign_originals`` is on, needs ``?exp=&sig=`` signed with
+a key from :mod:`pixelfox.signing` (403 otherwise) and is sent with ``Cache-Control: private,
+no-store``. Every error is a JSON body ``{"error": {"code", "message"}}``; anything that is not
+a valid key is a 404. Local objects up to :data:`INLINE_READ_BYTES` are read with one ``pread``
+on the event loop (page cache: microseconds); larger ones and S3 objects are streamed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
+from urllib.parse import parse_qs
 
-from aiohttp import hdrs, web
-from aiohttp.helpers import ETAG_ANY
-from prometheus_client import Counter
+import uvicorn
+from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from nodes.storage.service import StorageService
 from pixelfox import errors, signing
@@ -36,266 +46,355 @@ from pixelfox.storage.keys import is_original_key, is_private_key, validate_key
 
 logger = logging.getLogger(__name__)
 
-SERVICE: web.AppKey[StorageService] = web.AppKey("service", StorageService)
-#: keys that verify signed URLs of private objects (``p/...``), see :mod:`pixelfox.signing`
-URL_KEYS: web.AppKey[list[bytes]] = web.AppKey("url_keys", list)
-#: whether originals (``o/...``) need a signed URL like private objects (StorageNodeSettings.sign_originals)
-SIGN_ORIGINALS: web.AppKey[bool] = web.AppKey("sign_originals", bool)
 PRIVATE = "private, no-store"
-
-HTTP_REQUESTS = Counter(
-    "pixelfox_storage_http_requests_total", "HTTP requests on the storage origin", ["method", "code"]
-)
-HTTP_SENT = Counter("pixelfox_storage_http_sent_bytes_total", "Object bytes sent over HTTP")
-
 IMMUTABLE = "public, max-age=31536000, immutable"
-#: local objects up to this size are read on the event loop and sent with the headers in one write
-#: (a page-cache read of this size takes microseconds, less than a thread hand-off); larger ones
-#: go by sendfile (asyncio loop) or by 1 MiB reads in a thread (uvloop)
+#: local objects up to this size (bytes) are read on the event loop and sent in one body message
 INLINE_READ_BYTES = 256 * 1024
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: bytes per read when streaming a larger local object (in a thread)
+STREAM_READ_BYTES = 4 * CHUNK_SIZE
 
 
-def _json_error(err: errors.PixelfoxError, status: int | None = None) -> web.Response:
-    return web.json_response({"error": err.to_dict()}, status=status or err.http_status)
+
+class _Tally(Collector):
+    """The origin's request and byte counters as plain ints, exported as Prometheus counters when
+    scraped (``pixelfox_storage_http_requests_total{method,code}``,
+    ``pixelfox_storage_http_sent_bytes_total``): a ``Counter.inc`` takes a lock on every request."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = {}
+        self.sent = 0
+
+    def count(self, method: str, status: int, sent: int) -> None:
+        key = (method, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        self.sent += sent
+
+    def collect(self) -> Iterator[Metric]:
+        req = CounterMetricFamily("pixelfox_storage_http_requests", "HTTP requests on the storage origin",
+                                  labels=["method", "code"])
+        for (method, status), n in list(self.requests.items()):
+            req.add_metric([method, str(status)], n)
+        yield req
+        yield CounterMetricFamily("pixelfox_storage_http_sent_bytes", "Object bytes sent over HTTP", value=self.sent)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    method = request.method if request.method in ("GET", "HEAD") else "other"
-    try:
-        resp = await handler(request)
-    except errors.PixelfoxError as exc:
-        resp = _json_error(exc)
-    except web.HTTPException as exc:
-        if exc.status == 404:
-            resp = _json_error(errors.NotFound())
-        else:
-            err = errors.BadRequest(exc.reason) if exc.status < 500 else errors.PixelfoxError()
-            resp = web.json_response({"error": err.to_dict()}, status=exc.status, headers=exc.headers)
-            resp.headers[hdrs.CONTENT_TYPE] = "application/json; charset=utf-8"
-    except Exception:
-        logger.exception("unhandled error serving %s", request.path)
-        resp = _json_error(errors.PixelfoxError())
-    HTTP_REQUESTS.labels(method, str(resp.status)).inc()
-    return resp
+TALLY = _Tally()
+REGISTRY.register(TALLY)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
 
 
-def _object_headers(info: ObjectInfo) -> dict[str, str]:
-    return {
-        hdrs.ETAG: info.etag,
-        hdrs.CACHE_CONTROL: IMMUTABLE,
-        "X-Content-Type-Options": "nosniff",
-        "Content-Security-Policy": "sandbox",
-        hdrs.ACCEPT_RANGES: "bytes",
-    }
-
-
-def _not_modified(request: web.Request, info: ObjectInfo) -> bool:
-    inm = request.if_none_match
-    if inm is not None:
-        return any(e.value in (ETAG_ANY, info.sha256) for e in inm)
-    ims = request.if_modified_since
-    return ims is not None and int(info.mtime) <= ims.timestamp()
-
-
-def _precondition_failed(request: web.Request, info: ObjectInfo) -> bool:
-    im = request.if_match
-    return im is not None and not any(
-        e.value == ETAG_ANY or (e.value == info.sha256 and not e.is_weak) for e in im
+@functools.lru_cache(maxsize=100_000)
+def _object_headers(info: ObjectInfo, private: bool) -> tuple[tuple[bytes, bytes], ...]:
+    """The headers every answer about ``info`` carries (objects never change: cached per object)."""
+    return (
+        (b"etag", info.etag.encode()),
+        (b"cache-control", (PRIVATE if private else IMMUTABLE).encode()),
+        (b"x-content-type-options", b"nosniff"),
+        (b"content-security-policy", b"sandbox"),
+        (b"accept-ranges", b"bytes"),
+        (b"last-modified", formatdate(int(info.mtime), usegmt=True).encode()),
     )
 
 
-def _range_applies(request: web.Request, info: ObjectInfo) -> bool:
-    if hdrs.RANGE not in request.headers:
+def _etags(value: str) -> Iterator[tuple[str, bool]]:
+    """``(etag, weak)`` for each entity tag in an ``If-None-Match``/``If-Match`` list (``*`` as is)."""
+    for part in value.split(","):
+        tag = part.strip()
+        weak = tag.startswith("W/")
+        yield (tag[2:] if weak else tag), weak
+
+
+def _http_time(value: str | None) -> float | None:
+    """Unix seconds of an HTTP date (RFC 9110 §5.6.7), ``None`` when absent or malformed."""
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def not_modified(h: dict[str, str], info: ObjectInfo) -> bool:
+    """RFC 9110 §13.1.2-3: ``If-None-Match`` (weak comparison) wins over ``If-Modified-Since``."""
+    inm = h.get("if-none-match")
+    if inm is not None:
+        return any(tag in ("*", info.etag) for tag, _ in _etags(inm))
+    since = _http_time(h.get("if-modified-since"))
+    return since is not None and int(info.mtime) <= since
+
+
+def precondition_failed(h: dict[str, str], info: ObjectInfo) -> bool:
+    """RFC 9110 §13.1.1: ``If-Match`` needs a strong match (or ``*``)."""
+    im = h.get("if-match")
+    return im is not None and not any(tag == "*" or (tag == info.etag and not weak) for tag, weak in _etags(im))
+
+
+def range_applies(h: dict[str, str], info: ObjectInfo) -> bool:
+    """A ``Range`` is honoured unless an ``If-Range`` names another version (RFC 9110 §13.1.5)."""
+    if "range" not in h:
         return False
-    if_range = request.headers.get(hdrs.IF_RANGE)
+    if_range = h.get("if-range")
     if if_range is None:
         return True
     if if_range.startswith('"'):
         return if_range == info.etag
-    since = request.if_range
-    return since is not None and int(info.mtime) <= since.timestamp()
+    since = _http_time(if_range)
+    return since is not None and int(info.mtime) <= since
 
 
-def _byte_range(request: web.Request, size: int) -> tuple[int, int] | None:
-    """``(start, count)`` of a satisfiable single range, ``None`` if unsatisfiable/malformed."""
-    try:
-        rng = request.http_range
-    except ValueError:
+def byte_range(value: str, size: int) -> tuple[int, int] | None:
+    """``(start, count)`` of one satisfiable ``bytes=`` range of an object of ``size`` bytes;
+    ``None`` when malformed, multi-part or unsatisfiable (answered 416)."""
+    unit, _, spec = value.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
         return None
-    start, stop = rng.start, rng.stop
-    if start is None:
+    first, dash, last = spec.strip().partition("-")
+    if not dash or not (first.isdigit() or last.isdigit()) or (first and not first.isdigit()) \
+            or (last and not last.isdigit()):
         return None
-    if start < 0:  # suffix: the last -start bytes
-        start = max(0, size + start)
-        stop = size
-    stop = size if stop is None else min(stop, size)
+    if not first:  # suffix: the last N bytes
+        n = int(last)
+        start, stop = max(0, size - n), size
+        if n == 0:
+            return None
+    else:
+        start = int(first)
+        stop = size if not last else min(int(last) + 1, size)
+        if last and int(last) < start:
+            return None
     if start >= size or stop <= start:
         return None
     return start, stop - start
 
 
-async def get_object(request: web.Request) -> web.StreamResponse:
-    service = request.app[SERVICE]
-    key = request.match_info["key"]
-    try:
-        if "%" in request.raw_path:
-            raise errors.BadRequest()
-        validate_key(key)
-        found = await service.lookup(key)  # BadRequest too if the path leaves the root
-    except errors.BadRequest:
-        raise errors.NotFound() from None
-    info, path = found if found is not None else (None, None)
-    private = is_private_key(key) or (request.app.get(SIGN_ORIGINALS, True) and is_original_key(key))
-    if private and not signing.verify(
-        request.app.get(URL_KEYS, []), key, request.query.get("exp"), request.query.get("sig")
-    ):
-        return web.json_response(
-            {"error": {"code": "forbidden", "message": "a valid, unexpired signature is required"}},
-            status=403,
-            headers={hdrs.CACHE_CONTROL: PRIVATE},
-        )
-    if info is None:
-        raise errors.NotFound()
-    headers = _object_headers(info)
-    if private:
-        headers[hdrs.CACHE_CONTROL] = PRIVATE
-    if _precondition_failed(request, info):
-        return web.json_response(
-            {"error": {"code": "precondition-failed", "message": "ETag does not match"}}, status=412
-        )
-    if _not_modified(request, info):
-        resp = web.StreamResponse(status=304, headers=headers)
-        resp.last_modified = info.mtime
-        return resp
-    start, count, status = 0, info.size, 200
-    if _range_applies(request, info):
-        rng = _byte_range(request, info.size)
-        if rng is None:
-            headers[hdrs.CONTENT_RANGE] = f"bytes */{info.size}"
-            return web.json_response(
-                {"error": {"code": "range-not-satisfiable", "message": "range not satisfiable"}},
-                status=416,
-                headers=headers | {hdrs.CACHE_CONTROL: "no-store"},
-            )
-        start, count = rng
-        status = 206
-        headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{start + count - 1}/{info.size}"
-    if service.accel_redirect and path is not None:
-        return _accel(service.accel_redirect, key, info, headers)
-    return await _send(request, service, key, info, path, status, headers, start, count)
+class Origin:
+    """The ASGI application of a storage node's HTTP origin.
 
-
-async def _send(
-    request: web.Request, service: StorageService, key: str, info: ObjectInfo, path: Path | None, status: int,
-    headers: dict[str, str], start: int, count: int,
-) -> web.StreamResponse:
-    """Send ``count`` bytes from ``start``: from a local pool by one read or ``sendfile``, else streamed."""
-    fobj = None
-    if path is not None and request.method != hdrs.METH_HEAD:
-        try:  # local pool: the kernel sends the bytes (sendfile), no thread hop per chunk
-            fobj = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
-        except FileNotFoundError:
-            service.forget(key)
-            raise errors.NotFound() from None
-        if count <= INLINE_READ_BYTES:  # small object: one read (page cache) and one write with the headers
-            with fobj:
-                data = os.pread(fobj.fileno(), count, start)
-            if len(data) != count:
-                service.forget(key)
-                raise errors.NotFound(f"{key} changed on disk")
-            small = web.Response(status=status, headers=headers, body=data, content_type=info.content_type)
-            small.last_modified = info.mtime
-            HTTP_SENT.inc(count)
-            return small
-    resp = web.StreamResponse(status=status, headers=headers)
-    resp.content_type = info.content_type
-    resp.content_length = count
-    resp.last_modified = info.mtime
-    try:
-        return await _write_body(request, service, key, resp, fobj, start, count)
-    except ConnectionResetError:  # the client went away mid-answer: nothing more to do or log
-        return resp
-
-
-async def _write_body(
-    request: web.Request, service: StorageService, key: str, resp: web.StreamResponse, fobj: BinaryIO | None,
-    start: int, count: int,
-) -> web.StreamResponse:
-    if fobj is not None:
-        with fobj:
-            loop = asyncio.get_running_loop()
-            if isinstance(loop, asyncio.BaseEventLoop):  # asyncio's loop: the kernel copies (sendfile)
-                await resp.prepare(request)
-                if request.transport is None:
-                    raise ConnectionResetError("connection lost")
-                await loop.sendfile(request.transport, fobj, start, count)
-            else:  # uvloop has no working sendfile here: one read (small: inline, page cache) and one write
-                fd = fobj.fileno()
-                await resp.prepare(request)
-                pos, end = start, start + count
-                while pos < end:
-                    data = await asyncio.to_thread(os.pread, fd, min(CHUNK_SIZE * 4, end - pos), pos)
-                    if not data:
-                        raise ConnectionResetError(f"{key} shrank while being sent")
-                    await resp.write(data)
-                    pos += len(data)
-            HTTP_SENT.inc(count)
-        await resp.write_eof()
-        return resp
-    if request.method == hdrs.METH_HEAD:
-        await resp.prepare(request)
-        await resp.write_eof()
-        return resp
-    chunks = aiter(service.store.open_range(key, start, count))
-    try:  # the first read before the headers: an object deleted meanwhile is still a clean 404
-        first = await anext(chunks, b"")
-    except errors.NotFound:
-        service.forget(key)
-        raise
-    await resp.prepare(request)
-    if first:
-        await resp.write(first)
-        HTTP_SENT.inc(len(first))
-    async for chunk in chunks:
-        await resp.write(chunk)
-        HTTP_SENT.inc(len(chunk))
-    await resp.write_eof()
-    return resp
-
-
-def _accel(prefix: str, key: str, info: ObjectInfo, headers: dict[str, str]) -> web.Response:
-    """Let nginx send the bytes: an empty answer naming the file under its ``internal`` location.
-
-    Conditionals (304/412) were answered already; nginx serves ``Range`` from the file itself.
-    nginx keeps ``Content-Type``, ``Cache-Control`` and ``Accept-Ranges`` from this answer; its
-    location re-adds ``ETag``, ``Last-Modified`` and the security headers from
-    ``$upstream_http_*`` (docs/storage.md has the location block).
+    ``url_keys`` verify signed URLs (:func:`pixelfox.signing.verify`); ``sign_originals`` makes
+    originals (``o/...``) need one like private objects (StorageNodeSettings.sign_originals).
     """
-    headers = {k: v for k, v in headers.items() if k != hdrs.CONTENT_RANGE}
-    headers["X-Accel-Redirect"] = prefix.rstrip("/") + "/" + key
-    resp = web.Response(status=200, headers=headers, content_type=info.content_type)
-    resp.last_modified = info.mtime
-    return resp
+
+    def __init__(self, service: StorageService, url_keys: list[bytes] | None = None,
+                 sign_originals: bool = True) -> None:
+        self.service = service
+        self.url_keys = list(url_keys or [])
+        self.sign_originals = sign_originals
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # no lifespan or websocket here
+            return
+        method = scope["method"]
+        label = method if method in ("GET", "HEAD") else "other"
+        path: str = scope["path"]
+        try:
+            if method not in ("GET", "HEAD"):
+                status = await self._error(send, 405, "method-not-allowed", "only GET and HEAD",
+                                           [(b"allow", b"GET, HEAD")])
+            elif path.startswith("/o/"):
+                status = await self._object(scope, send, path[3:])
+            elif path == "/healthz":
+                status = await self._json(send, 200, {"status": "ok"})
+            elif path == "/readyz":
+                ok = await self.service.ready()
+                status = await self._json(send, 200 if ok else 503, {"status": "ready" if ok else "not-ready"})
+            else:
+                status = await self._error(send, 404, "not-found", "not found")
+        except (ConnectionError, OSError) as exc:  # the client went away mid-answer
+            logger.debug("answer to %s cut short: %s", path, exc)
+            status = 499
+        TALLY.count(label, status, 0)
+
+    async def _json(self, send: Send, status: int, body: dict[str, Any], extra: Headers | None = None) -> int:
+        data = json.dumps(body).encode()
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json; charset=utf-8"), (b"content-length", str(len(data)).encode()),
+            *(extra or [])]})
+        await send({"type": "http.response.body", "body": data})
+        return status
+
+    async def _error(self, send: Send, status: int, code: str, message: str, extra: Headers | None = None) -> int:
+        return await self._json(send, status, {"error": {"code": code, "message": message}}, extra)
+
+    async def _object(self, scope: Scope, send: Send, key: str) -> int:
+        service = self.service
+        found = service.cached(key)  # keys in the cache were validated when they were first looked up
+        if found is None:
+            try:
+                found = await self._lookup(scope, key)
+            except errors.PixelfoxError as exc:
+                return await self._error(send, exc.http_status, exc.code, exc.message)
+        private = is_private_key(key) or (self.sign_originals and is_original_key(key))
+        if private:
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            if not signing.verify(self.url_keys, key, (query.get("exp") or [None])[0], (query.get("sig") or [None])[0]):
+                return await self._error(send, 403, "forbidden", "a valid, unexpired signature is required",
+                                         [(b"cache-control", PRIVATE.encode())])
+        if found is None:
+            return await self._error(send, 404, "not-found", "not found")
+        info, local = found
+        h = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
+             if k in (b"if-none-match", b"if-modified-since", b"if-match", b"range", b"if-range")}
+        headers: Headers = list(_object_headers(info, private))
+        if h and precondition_failed(h, info):
+            return await self._error(send, 412, "precondition-failed", "ETag does not match")
+        if h and not_modified(h, info):
+            await send({"type": "http.response.start", "status": 304, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return 304
+        start, count, status = 0, info.size, 200
+        if h and range_applies(h, info):
+            rng = byte_range(h["range"], info.size)
+            if rng is None:
+                return await self._error(send, 416, "range-not-satisfiable", "range not satisfiable", [
+                    *[(k, v) for k, v in headers if k != b"cache-control"], (b"cache-control", b"no-store"),
+                    (b"content-range", f"bytes */{info.size}".encode())])
+            start, count = rng
+            status = 206
+            headers.append((b"content-range", f"bytes {start}-{start + count - 1}/{info.size}".encode()))
+        headers.append((b"content-type", info.content_type.encode()))
+        if service.accel_redirect and local is not None:
+            return await self._accel(send, key, headers)
+        headers.append((b"content-length", str(count).encode()))
+        if scope["method"] == "HEAD":
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return status
+        if local is not None:
+            return await self._send_local(send, key, local, status, headers, start, count)
+        return await self._send_stream(send, key, status, headers, start, count)
+
+    async def _lookup(self, scope: Scope, key: str) -> tuple[ObjectInfo, Path | None] | None:
+        """Info and local path of ``key``; ``None`` when absent. Raises NotFound for what is not a
+        valid key (percent-encoded, malformed, leaving the pool's root), like an absent one."""
+        try:
+            if b"%" in scope.get("raw_path", b""):
+                raise errors.BadRequest()
+            validate_key(key)
+            return await self.service.lookup(key)
+        except errors.BadRequest:
+            raise errors.NotFound("not found") from None
+
+    async def _accel(self, send: Send, key: str, headers: Headers) -> int:
+        """Let nginx send the bytes: an empty answer naming the file under its ``internal`` location.
+
+        Conditionals (304/412) were answered already; nginx serves ``Range`` from the file itself.
+        nginx keeps ``Content-Type``, ``Cache-Control`` and ``Accept-Ranges`` from this answer; its
+        location re-adds ``ETag``, ``Last-Modified`` and the security headers from
+        ``$upstream_http_*`` (docs/storage.md has the location block).
+        """
+        target = self.service.accel_redirect.rstrip("/") + "/" + key
+        out = [(k, v) for k, v in headers if k != b"content-range"]
+        out += [(b"x-accel-redirect", target.encode()), (b"content-length", b"0")]
+        await send({"type": "http.response.start", "status": 200, "headers": out})
+        await send({"type": "http.response.body", "body": b""})
+        return 200
+
+    async def _send_local(self, send: Send, key: str, path: Path, status: int, headers: Headers,
+                          start: int, count: int) -> int:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            self.service.forget(key)
+            return await self._error(send, 404, "not-found", "not found")
+        try:
+            if count <= INLINE_READ_BYTES:  # one read (page cache) and one body message
+                data = os.pread(fd, count, start)
+                if len(data) != count:
+                    self.service.forget(key)
+                    return await self._error(send, 404, "not-found", f"{key} changed on disk")
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": data})
+                TALLY.sent += count
+                return status
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            pos, end = start, start + count
+            while pos < end:
+                data = await asyncio.to_thread(os.pread, fd, min(STREAM_READ_BYTES, end - pos), pos)
+                if not data:
+                    raise ConnectionError(f"{key} shrank while being sent")
+                pos += len(data)
+                await send({"type": "http.response.body", "body": data, "more_body": pos < end})
+                TALLY.sent += len(data)
+            return status
+        finally:
+            os.close(fd)
+
+    async def _send_stream(self, send: Send, key: str, status: int, headers: Headers, start: int, count: int) -> int:
+        """Stream from a non-local store (S3); the first chunk is read before the headers, so an object
+        deleted meanwhile is still a clean 404."""
+        chunks = aiter(self.service.store.open_range(key, start, count))
+        try:
+            first = await anext(chunks, b"")
+        except errors.NotFound:
+            self.service.forget(key)
+            return await self._error(send, 404, "not-found", "not found")
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        sent = len(first)
+        await send({"type": "http.response.body", "body": first, "more_body": sent < count})
+        async for chunk in chunks:
+            sent += len(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": sent < count})
+        if sent < count:  # the store ended early: close the body (the client sees a short read)
+            await send({"type": "http.response.body", "body": b""})
+        TALLY.sent += sent
+        return status
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (0 = a free port), ``SO_REUSEPORT`` when several
+    processes share the port. Raises OSError when the address is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
-async def readyz(request: web.Request) -> web.Response:
-    ok = await request.app[SERVICE].ready()
-    return web.json_response({"status": "ready" if ok else "not-ready"}, status=200 if ok else 503)
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside a node's own event loop: the node, not uvicorn, handles signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
-def build_app(service: StorageService, url_keys: list[bytes] | None = None, sign_originals: bool = True,
-              **kwargs: Any) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], **kwargs)
-    app[SERVICE] = service
-    app[URL_KEYS] = list(url_keys or [])
-    app[SIGN_ORIGINALS] = sign_originals
-    app.router.add_get("/o/{key:.+}", get_object)  # GET also answers HEAD
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    return app
+class HttpOrigin:
+    """Runs :class:`Origin` with uvicorn on an already-bound socket inside the running loop."""
+
+    def __init__(self, app: Origin, sock: socket.socket) -> None:
+        self.sock = sock
+        self.port: int = sock.getsockname()[1]
+        config = uvicorn.Config(
+            app, loop="none", http="httptools", lifespan="off", access_log=False, log_config=None,
+            server_header=False, timeout_keep_alive=30, timeout_graceful_shutdown=10,
+        )
+        self.server = _EmbeddedServer(config)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> HttpOrigin:
+        self._task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+        while not self.server.started:
+            if self._task.done():
+                await self._task  # raises what failed
+                raise RuntimeError("the HTTP origin stopped during start-up")
+            await asyncio.sleep(0.01)
+        return self
+
+    async def stop(self) -> None:
+        """Stop accepting, let answers in flight finish (up to 10 s), close the socket."""
+        self.server.should_exit = True
+        if self._task is not None:
+            await self._task
+        self.sock.close()

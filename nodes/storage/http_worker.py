@@ -21,10 +21,8 @@ import signal
 import subprocess
 import sys
 
-from aiohttp import web
-
 from nodes.storage.config import StorageNodeSettings
-from nodes.storage.http import build_app
+from nodes.storage.http import HttpOrigin, Origin, bind
 from nodes.storage.service import StorageService
 from pixelfox import logs, signing
 from pixelfox.storage.fs import FsStore
@@ -63,10 +61,8 @@ async def serve(settings: StorageNodeSettings) -> None:
                              public_url=settings.http.public_url)
     service.accel_redirect = settings.accel_redirect if settings.backend == "fs" else ""
     keys = signing.keys_from(settings.cluster.secret.get_secret_value(), settings.url_signing)
-    runner = web.AppRunner(build_app(service, keys, settings.sign_originals), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.http.host, settings.http.port, reuse_address=True, reuse_port=True)
-    await site.start()
+    origin = await HttpOrigin(Origin(service, keys, settings.sign_originals),
+                              bind(settings.http.host, settings.http.port, reuse_port=True)).start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -75,7 +71,7 @@ async def serve(settings: StorageNodeSettings) -> None:
         await stopping.wait()
     finally:
         service.draining = True
-        await runner.cleanup()
+        await origin.stop()
         await store.close()
 
 

@@ -102,6 +102,13 @@ class StorageService:
             self._info.popitem(last=False)
         return entry
 
+    def cached(self, key: str) -> tuple[ObjectInfo, Path | None] | None:
+        """:meth:`lookup` answered from the cache only (no I/O); ``None`` on a miss."""
+        hit = self._info.get(key)
+        if hit is not None:
+            self._info.move_to_end(key)
+        return hit
+
     def forget(self, key: str) -> None:
         """Drop ``key`` from the lookup cache (its file was found missing)."""
         self._info.pop(key, None)

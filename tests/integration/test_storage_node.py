@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import http.client
 import json
-import math
 import os
 import shutil
 import signal
@@ -276,6 +275,19 @@ async def test_calls_without_the_cluster_secret_are_refused(node: Node, stored: 
 # -- HTTP --------------------------------------------------------------------------------------
 
 
+def test_http_requests_and_bytes_are_counted(node: Node, stored: tuple[str, bytes]) -> None:
+    key, data = stored
+    assert request(node, "GET", f"/o/{key}").status == 200  # the series exists from the first request
+    before = metric(node, 'pixelfox_storage_http_requests_total{code="200",method="GET"}')
+    sent = metric(node, "pixelfox_storage_http_sent_bytes_total")
+    for _ in range(3):
+        assert request(node, "GET", f"/o/{key}").status == 200
+    assert request(node, "DELETE", f"/o/{key}").status == 405
+    assert metric(node, 'pixelfox_storage_http_requests_total{code="200",method="GET"}') == before + 3
+    assert metric(node, 'pixelfox_storage_http_requests_total{code="405",method="other"}') >= 1
+    assert metric(node, "pixelfox_storage_http_sent_bytes_total") == sent + 3 * len(data)
+
+
 def test_http_get_headers(node: Node, stored: tuple[str, bytes]) -> None:
     key, data = stored
     r = request(node, "GET", f"/o/{key}")
@@ -288,7 +300,7 @@ def test_http_get_headers(node: Node, stored: tuple[str, bytes]) -> None:
     assert r.getheader("X-Content-Type-Options") == "nosniff"
     assert r.getheader("Content-Security-Policy") == "sandbox"
     assert r.getheader("Accept-Ranges") == "bytes"
-    mtime = math.ceil(os.stat(node.data_dir / key).st_mtime)  # aiohttp rounds up to whole seconds
+    mtime = int(os.stat(node.data_dir / key).st_mtime)  # whole seconds, never later than the file
     assert r.getheader("Last-Modified") == time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(mtime))
     assert (
         request(node, "GET", f"/o/{key}", {"If-Modified-Since": r.getheader("Last-Modified")}).status == 304
