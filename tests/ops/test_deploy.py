@@ -58,6 +58,8 @@ def test_nginx_config_is_valid(tmp_path: Path) -> None:
     # compose service names only resolve inside compose: map them to loopback for `nginx -t`
     local = HOSTS.sub("127.0.0.1", conf)
     local = local.replace("listen 80;", "listen 127.0.0.1:18080;").replace("listen 8081;", "listen 127.0.0.1:18081;")
+    assert "/var/cache/nginx/pixelfox " in local and "proxy_cache pixelfox_objects;" in local  # image origin caches
+    local = local.replace("/var/cache/nginx/pixelfox ", f"{tmp_path}/cache ")
     (tmp_path / "nginx.conf").write_text(local)
     res = subprocess.run([NGINX, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
                           "-g", f"pid {tmp_path}/nginx.pid;"], capture_output=True, text=True, check=False)
