@@ -98,6 +98,12 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
     ) -> manager_pb2.CreateUploadResponse:
         return await self.svc.uploads.relocate(req.upload_id, req.ticket, req.exclude_address)
 
+    @rpc(cluster=True)
+    async def AbandonUpload(
+        self, req: manager_pb2.AbandonUploadRequest, ctx: Ctx
+    ) -> manager_pb2.AbandonUploadResponse:
+        return manager_pb2.AbandonUploadResponse(abandoned=await self.svc.uploads.abandon(req.upload_id, req.ticket))
+
     @rpc()
     async def GetUpload(self, req: manager_pb2.GetUploadRequest, ctx: Ctx) -> manager_pb2.UploadProgress:
         p = await self.svc.principal(caller())

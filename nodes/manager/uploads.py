@@ -228,6 +228,25 @@ class Uploads:
             max_size=ticket.size,
         )
 
+    async def abandon(self, upload_id: str, ticket_token: str) -> bool:
+        """Mark an open upload ``abandoned`` (tus termination) and free its open-upload slot; True if
+        it was open. Raises InvalidTicket (bad ticket, another upload's, unknown upload)."""
+        ticket = tickets.verify(self.ticket_key, ticket_token)
+        if ticket.upload_id != upload_id:
+            raise errors.InvalidTicket("ticket belongs to another upload")
+        async with self.sessions() as s:
+            upload = await s.get(Upload, upload_id, with_for_update=True)
+            if upload is None:
+                raise errors.InvalidTicket("unknown upload")
+            if upload.status != "open":
+                return False
+            upload.status = "abandoned"
+            owner = upload.user_id or ""
+            await s.commit()
+        await self.gate.closed(owner, upload_id)
+        logger.info("upload %s abandoned by its client", upload_id)
+        return True
+
     async def progress(self, upload_id: str, user: User | None, is_admin: bool) -> manager_pb2.UploadProgress:
         """Committed bytes and status of one upload, and its image once complete.
 

@@ -51,10 +51,15 @@ async def serve(settings: UploadSettings) -> None:
         async with map_rpc_errors():
             return await link.stub.CompleteUpload(req, metadata=link.metadata, timeout=30)
 
+    async def abandon(upload_id: str, ticket: str) -> None:
+        async with map_rpc_errors():
+            await link.stub.AbandonUpload(manager_pb2.AbandonUploadRequest(upload_id=upload_id, ticket=ticket),
+                                          metadata=link.metadata, timeout=10)
+
     redis = connect_redis(settings)
     states = UploadStates(redis, ttl_s=settings.limits.upload_ttl_s, lock_ttl_ms=int(settings.lock_ttl_s * 1000))
     receiver = Receiver(node_id, settings.staging_dir, settings.limits, tickets.derive_key(secret), place, secret,
-                        settings.max_concurrent, states, complete)
+                        settings.max_concurrent, states, complete, abandon)
     server = GrpcServer(
         [(upload_pb2_grpc.add_UploadServiceServicer_to_server, UploadServicer(receiver),
           "pixelfox.v1.UploadService")],

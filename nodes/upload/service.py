@@ -88,6 +88,8 @@ class Stored:
 
 PlaceFn = Callable[[int], Awaitable[list[common_pb2.Node]]]
 CompleteFn = Callable[[Stored], Awaitable[manager_pb2.CompleteUploadResponse]]
+#: ``(upload_id, ticket) -> None``: tell the manager a client terminated its upload
+AbandonFn = Callable[[str, str], Awaitable[None]]
 
 
 def limits_for(settings: LimitsSettings) -> imaging.Limits:
@@ -132,7 +134,7 @@ class Receiver:
 
     def __init__(self, node_id: str, staging_dir: Path, limits: LimitsSettings, ticket_key: bytes,
                  place: PlaceFn, secret: str, max_concurrent: int, states: UploadStates,
-                 complete: CompleteFn) -> None:
+                 complete: CompleteFn, abandon: AbandonFn | None = None) -> None:
         self.node_id = node_id
         self.staging = staging_dir
         self.staging.mkdir(parents=True, exist_ok=True)
@@ -144,6 +146,7 @@ class Receiver:
         self.max_concurrent = max_concurrent
         self.states = states
         self.complete = complete
+        self.abandon = abandon
         self.active = 0
 
     def free_bytes(self) -> int:
@@ -195,10 +198,17 @@ class Receiver:
             raise
         return session
 
-    async def terminate(self, upload_id: str) -> None:
-        """tus termination: remove the staged bytes and the state (later requests get NOT_FOUND)."""
+    async def terminate(self, token: str, upload_id: str) -> None:
+        """tus termination: remove the staged bytes and the state (later requests get NOT_FOUND), and
+        tell the manager (``abandon``), which frees the user's open-upload slot at once. A manager
+        that cannot be reached is only logged: the slot then frees when the upload's TTL ends."""
         self.path(upload_id).unlink(missing_ok=True)
         await self.states.delete(upload_id)
+        if self.abandon is not None:
+            try:
+                await self.abandon(upload_id, token)
+            except errors.PixelfoxError as exc:
+                logger.warning("upload %s terminated, but the manager did not hear it: %s", upload_id, exc)
 
     async def receive(self, header: Header, chunks: AsyncIterator[Chunk]) -> manager_pb2.CompleteUploadResponse:
         """One gRPC stream: chunks from the committed offset to the end, then store and complete."""

@@ -129,6 +129,8 @@ class Tus:
         ticket = tickets.verify(self.rx.ticket_key, token)
         self.rx.check_ticket(token, ticket.upload_id, size)
         st = await self.rx.query(token, ticket.upload_id)
+        if st.status == "complete":  # a ticket is good for one upload
+            raise errors.InvalidTicket(f"upload ticket already used: the upload is complete (image {st.slug})")
         return web.Response(status=201, headers={
             "Location": f"{self.public_url}/tus/{st.upload_id}", "Upload-Offset": str(st.offset),
             **await self._expires(st.upload_id)})
@@ -206,7 +208,7 @@ class Tus:
         st = await self.rx.query(token, upload_id)
         session = await self.rx.open(token, upload_id, st.size)
         try:
-            await self.rx.terminate(upload_id)
+            await self.rx.terminate(token, upload_id)
         finally:
             await session.close()
         return web.Response(status=204)

@@ -58,7 +58,7 @@ class Upload(Base):
     size: Mapped[int] = mapped_column(Integer)
     content_type: Mapped[str] = mapped_column(String(100), default="")
     upload_node_id: Mapped[str] = mapped_column(String(64), default="")
-    status: Mapped[str] = mapped_column(String(16), default="open")  # open | complete
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | complete | abandoned
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
 

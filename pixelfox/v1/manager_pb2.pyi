@@ -343,6 +343,49 @@ class GetUploadRequest(_message.Message):
 Global___GetUploadRequest: _TypeAlias = GetUploadRequest  # noqa: Y015
 
 @_typing.final
+class AbandonUploadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    TICKET_FIELD_NUMBER: _builtins.int
+    upload_id: _builtins.str
+    ticket: _builtins.str
+    """the upload's ticket: the credential"""
+    def __init__(
+        self,
+        *,
+        upload_id: _builtins.str = ...,
+        ticket: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ticket", b"ticket", "upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbandonUploadRequest: _TypeAlias = AbandonUploadRequest  # noqa: Y015
+
+@_typing.final
+class AbandonUploadResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ABANDONED_FIELD_NUMBER: _builtins.int
+    abandoned: _builtins.bool
+    """false when it was no longer open (completed or abandoned before)"""
+    def __init__(
+        self,
+        *,
+        abandoned: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandoned", b"abandoned"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbandonUploadResponse: _TypeAlias = AbandonUploadResponse  # noqa: Y015
+
+@_typing.final
 class UploadProgress(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

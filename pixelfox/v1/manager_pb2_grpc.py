@@ -84,6 +84,11 @@ class ManagerServiceStub:
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.GetUploadRequest.SerializeToString,
                 response_deserializer=pixelfox_dot_v1_dot_manager__pb2.UploadProgress.FromString,
                 _registered_method=True)
+        self.AbandonUpload = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/AbandonUpload',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.AbandonUploadRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.AbandonUploadResponse.FromString,
+                _registered_method=True)
         self.GetImage = channel.unary_unary(
                 '/pixelfox.v1.ManagerService/GetImage',
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.GetImageRequest.SerializeToString,
@@ -265,6 +270,14 @@ class ManagerServiceServicer:
 
     def GetUpload(self, request, context):
         """Progress of an upload (owner, admin or cluster); the image once it completed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbandonUpload(self, request, context):
+        """The client terminated an unfinished upload (tus DELETE): its open-upload slot is freed at
+        once instead of when the upload's TTL ends. Upload node only; idempotent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -467,6 +480,11 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.GetUpload,
                     request_deserializer=pixelfox_dot_v1_dot_manager__pb2.GetUploadRequest.FromString,
                     response_serializer=pixelfox_dot_v1_dot_manager__pb2.UploadProgress.SerializeToString,
+            ),
+            'AbandonUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbandonUpload,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.AbandonUploadRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.AbandonUploadResponse.SerializeToString,
             ),
             'GetImage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetImage,
@@ -831,6 +849,33 @@ class ManagerService:
             '/pixelfox.v1.ManagerService/GetUpload',
             pixelfox_dot_v1_dot_manager__pb2.GetUploadRequest.SerializeToString,
             pixelfox_dot_v1_dot_manager__pb2.UploadProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbandonUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/AbandonUpload',
+            pixelfox_dot_v1_dot_manager__pb2.AbandonUploadRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.AbandonUploadResponse.FromString,
             options,
             channel_credentials,
             insecure,

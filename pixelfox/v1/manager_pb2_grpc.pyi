@@ -57,6 +57,10 @@ class ManagerServiceStub:
     """
     GetUpload: _grpc.UnaryUnaryMultiCallable[_manager_pb2.GetUploadRequest, _manager_pb2.UploadProgress]
     """Progress of an upload (owner, admin or cluster); the image once it completed."""
+    AbandonUpload: _grpc.UnaryUnaryMultiCallable[_manager_pb2.AbandonUploadRequest, _manager_pb2.AbandonUploadResponse]
+    """The client terminated an unfinished upload (tus DELETE): its open-upload slot is freed at
+    once instead of when the upload's TTL ends. Upload node only; idempotent.
+    """
     GetImage: _grpc.UnaryUnaryMultiCallable[_manager_pb2.GetImageRequest, _common_pb2.Image]
     """--- images"""
     ListImages: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ListImagesRequest, _manager_pb2.ListImagesResponse]
@@ -122,6 +126,10 @@ class ManagerServiceAsyncStub(ManagerServiceStub):
     """
     GetUpload: _aio.UnaryUnaryMultiCallable[_manager_pb2.GetUploadRequest, _manager_pb2.UploadProgress]  # type: ignore[assignment]
     """Progress of an upload (owner, admin or cluster); the image once it completed."""
+    AbandonUpload: _aio.UnaryUnaryMultiCallable[_manager_pb2.AbandonUploadRequest, _manager_pb2.AbandonUploadResponse]  # type: ignore[assignment]
+    """The client terminated an unfinished upload (tus DELETE): its open-upload slot is freed at
+    once instead of when the upload's TTL ends. Upload node only; idempotent.
+    """
     GetImage: _aio.UnaryUnaryMultiCallable[_manager_pb2.GetImageRequest, _common_pb2.Image]  # type: ignore[assignment]
     """--- images"""
     ListImages: _aio.UnaryUnaryMultiCallable[_manager_pb2.ListImagesRequest, _manager_pb2.ListImagesResponse]  # type: ignore[assignment]
@@ -238,6 +246,16 @@ class ManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_manager_pb2.UploadProgress, _abc.Awaitable[_manager_pb2.UploadProgress]]:
         """Progress of an upload (owner, admin or cluster); the image once it completed."""
+
+    @_abc_1.abstractmethod
+    def AbandonUpload(
+        self,
+        request: _manager_pb2.AbandonUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.AbandonUploadResponse, _abc.Awaitable[_manager_pb2.AbandonUploadResponse]]:
+        """The client terminated an unfinished upload (tus DELETE): its open-upload slot is freed at
+        once instead of when the upload's TTL ends. Upload node only; idempotent.
+        """
 
     @_abc_1.abstractmethod
     def GetImage(

@@ -87,6 +87,19 @@ def test_tuspy_resumes_after_a_cut(cluster: ClusterHandle, tmp_path: Path) -> No
     assert img.status == common_pb2.IMAGE_STATUS_READY and img.sha256 == sha
 
 
+def test_tus_ticket_is_good_for_one_upload(cluster: ClusterHandle, corpus: Path) -> None:
+    data = (corpus / "photos" / "blackbug_alpha.png").read_bytes()
+    t = ticket_for(cluster, len(data))
+    create = {**auth(t), "Upload-Length": str(len(data))}
+    base = t.upload_url.rsplit("/", 1)[0] + "/"
+    assert requests.post(base, headers=create, timeout=10).status_code == 201
+    r = requests.patch(t.upload_url, data=data, timeout=30,
+                       headers={**auth(t), "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"})
+    assert r.status_code == 204 and r.headers["Pixelfox-Image-Slug"]
+    again = requests.post(base, headers=create, timeout=10)  # the used ticket creates nothing new
+    assert again.status_code == 401 and "already used" in again.json()["error"]["message"], again.text
+
+
 def test_tus_protocol_rules(cluster: ClusterHandle, corpus: Path) -> None:
     data = (corpus / "photos" / "painting_rgb.png").read_bytes()
     t = ticket_for(cluster, len(data))

@@ -104,6 +104,27 @@ async def test_open_uploads_and_rate_per_user(local: LocalCluster) -> None:
     assert any("uploads in a minute" in m for m in messages)
 
 
+async def test_tus_termination_frees_the_open_upload_slot_at_once(local: LocalCluster) -> None:
+    import redis.asyncio as aioredis
+
+    key = await new_user_key(local, "tusfrank")
+    t = await create(manager(local), key, 1000)
+    r = aioredis.Redis.from_url(local.redis_url)
+    try:
+        async def holders() -> list[bytes]:
+            return [k for k in await r.keys("pixelfox:{limits}:open:*") if await r.zscore(k, t.upload_id) is not None]
+
+        assert len(await holders()) == 1  # the user's slot is taken
+        auth = {"Authorization": f"Bearer {t.ticket}", "Tus-Resumable": "1.0.0"}
+        gone = await asyncio.to_thread(requests.delete, t.upload_url, headers=auth, timeout=10)
+        assert gone.status_code == 204
+        assert await holders() == []  # freed now, not when the 4 s upload TTL ends
+        head = await asyncio.to_thread(requests.head, t.upload_url, headers=auth, timeout=10)
+        assert head.status_code == 404
+    finally:
+        await r.aclose()
+
+
 async def test_quota(local: LocalCluster) -> None:
     key = await new_user_key(local, "erin")
     with pytest.raises(grpc.aio.AioRpcError) as big:
