@@ -374,7 +374,8 @@ def strip_metadata(data: BytesLike) -> bytes:
 
     JPEG: every APPn segment except JFIF (APP0), ICC (APP2) and Adobe (APP14,
     which decides CMYK inversion) is dropped, and COM; entropy-coded data is
-    copied unchanged. PNG: ``tEXt``, ``zTXt``, ``iTXt``, ``eXIf`` and ``tIME``
+    copied unchanged, up to the end-of-image marker (appended data such as a
+    motion-photo video or a polyglot's payload is dropped). PNG: ``tEXt``, ``zTXt``, ``iTXt``, ``eXIf`` and ``tIME``
     chunks are dropped. WebP: ``EXIF`` and ``XMP `` chunks are dropped and their
     VP8X flags cleared, the RIFF size fixed. AVIF: every ``Exif`` item and XMP
     (``mime`` ``application/rdf+xml``) item is overwritten with zeros in place and

@@ -3,7 +3,7 @@
 //!
 //! Stripping never touches pixel data: JPEG keeps every segment except APPn
 //! (JFIF APP0, ICC APP2 and Adobe APP14 stay, as they change how pixels decode)
-//! and COM; PNG drops tEXt/zTXt/iTXt/eXIf/tIME chunks; WebP drops the EXIF and
+//! and COM, and ends at the end-of-image marker (appended data is dropped); PNG drops tEXt/zTXt/iTXt/eXIf/tIME chunks; WebP drops the EXIF and
 //! XMP chunks and clears their VP8X flags; AVIF has its EXIF/XMP items blanked in
 //! place (`isobmff_meta`). GIF is returned unchanged.
 //! A source whose EXIF orientation is not 1 gets a minimal 26-byte EXIF block
@@ -172,8 +172,11 @@ fn strip_jpeg(d: &[u8], keep: Option<&[u8; 26]>) -> Result<Vec<u8>> {
             .get(m)
             .ok_or_else(|| Error::truncated("JPEG ends inside a marker"))?;
         if marker == 0xDA || marker == 0xD9 {
-            // first scan: everything from here on is image data (plus later tables)
-            out.extend_from_slice(&d[pos..]);
+            // first scan: image data (plus later tables and scans) up to the end-of-image
+            // marker; what follows (a phone's appended motion-photo video, a trailer, a
+            // polyglot's payload) is not part of the image and is dropped.
+            let end = jpeg_image_end(d, pos);
+            out.extend_from_slice(&d[pos..end]);
             return Ok(out);
         }
         if matches!(marker, 0x01 | 0xD0..=0xD7) {
@@ -208,6 +211,43 @@ fn strip_jpeg(d: &[u8], keep: Option<&[u8; 26]>) -> Result<Vec<u8>> {
             }
         }
         pos = end;
+    }
+}
+
+/// The offset just past the JPEG's EOI marker, walking from the marker at `pos`:
+/// segments are skipped by their length, and after each SOS the entropy-coded data
+/// is scanned for the next marker (an FF there is followed by 00 stuffing, a restart
+/// marker or more FF fill). A file that ends without EOI gives `d.len()`.
+fn jpeg_image_end(d: &[u8], mut pos: usize) -> usize {
+    loop {
+        let mut m = pos + 1;
+        while d.get(m) == Some(&0xFF) {
+            m += 1;
+        }
+        let Some(&marker) = d.get(m) else {
+            return d.len();
+        };
+        if marker == 0xD9 {
+            return m + 1;
+        }
+        let Some(len) = be16(d, m + 1) else {
+            return d.len();
+        };
+        let mut next = m + 1 + usize::from(len);
+        if marker == 0xDA {
+            loop {
+                match (d.get(next), d.get(next + 1)) {
+                    (Some(0xFF), Some(0x00 | 0xD0..=0xD7)) => next += 2,
+                    (Some(0xFF), Some(_)) => break,
+                    (Some(_), _) => next += 1,
+                    (None, _) => return d.len(),
+                }
+            }
+        }
+        if d.get(next) != Some(&0xFF) {
+            return d.len();
+        }
+        pos = next;
     }
 }
 

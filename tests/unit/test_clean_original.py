@@ -49,3 +49,16 @@ def test_truncated_avif_meta_is_corrupt_not_half_cleaned() -> None:
     meta = data.index(b"meta") - 4
     with pytest.raises(imaging.CorruptImage):
         imaging.strip_metadata(data[:meta + 40])
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_data_appended_after_the_jpeg_is_dropped(progressive: bool) -> None:
+    buf = io.BytesIO()
+    src = Image.radial_gradient("L").convert("RGB").resize((320, 200))
+    src.save(buf, "JPEG", quality=1, progressive=progressive)  # quality 1: tables full of 0xFF
+    jpeg = buf.getvalue()
+    payload = b"PK\x03\x04 a zip, or a phone's motion-photo video \xff\xd9 with markers inside"
+    clean = imaging.strip_metadata(jpeg + payload)
+    assert clean == jpeg  # nothing to strip in Pillow's output; the image ends at its EOI
+    with Image.open(io.BytesIO(clean)) as a, Image.open(io.BytesIO(jpeg)) as b:
+        assert a.tobytes() == b.tobytes()
