@@ -82,11 +82,22 @@ async def read(redis: aioredis.Redis, slug: str) -> Entry | None:
     return decode(await redis.get(key(slug)))
 
 
+def _shared(image: common_pb2.Image) -> bytes:
+    """The image as every visitor may see it, serialized: the owner-only GPS ``location`` is
+    removed (the web node may fill the cache from an answer made for the owner)."""
+    if not image.HasField("location"):
+        return image.SerializeToString()
+    copy = common_pb2.Image()
+    copy.CopyFrom(image)
+    copy.ClearField("location")
+    return copy.SerializeToString()
+
+
 async def fill(redis: aioredis.Redis, image: common_pb2.Image) -> bool:
     """Cache ``image`` if it is cacheable and nothing is stored yet (``SET NX``); True if written."""
     if not cacheable(image) or (ttl := ttl_s(image)) <= 0:
         return False
-    return bool(await redis.set(key(image.slug), b"I" + image.SerializeToString(), ex=ttl, nx=True))
+    return bool(await redis.set(key(image.slug), b"I" + _shared(image), ex=ttl, nx=True))
 
 
 async def publish(redis: aioredis.Redis, image: common_pb2.Image) -> None:
@@ -94,7 +105,7 @@ async def publish(redis: aioredis.Redis, image: common_pb2.Image) -> None:
     if image.visibility == "private":
         await redis.set(key(image.slug), b"P", ex=MARKER_TTL_S)
     elif cacheable(image) and (ttl := ttl_s(image)) > 0:
-        await redis.set(key(image.slug), b"I" + image.SerializeToString(), ex=ttl)
+        await redis.set(key(image.slug), b"I" + _shared(image), ex=ttl)
     else:
         await redis.delete(key(image.slug))
 

@@ -1,6 +1,8 @@
 """An EXIF summary for image pages (camera, lens, exposure, date), never location.
 
-The stored original keeps its metadata; the web node reads only its first
+The processing node returns the useful EXIF fields with its result and the manager stores them
+(``Image.exif``); those are shown. For images processed before that, the web node reads only the
+stored original's first
 :data:`HEAD_BYTES` with an HTTP ``Range`` request to the storage origin (where JPEG, and most
 cameras' EXIF, lives), parses the tags with Pillow (no pixels are decoded) and caches the result
 in Redis by content hash (``pixelfox:{exif}:<sha256>``, the same bytes always give the same
@@ -79,8 +81,17 @@ def parse(data: bytes) -> list[tuple[str, str]]:
         return []
 
 
+#: ``Image.exif`` field -> label, in display order (the processing node's EXIF data, issue 3)
+FIELDS = (("make", "Camera make"), ("model", "Camera model"), ("lens", "Lens"), ("exposure_time", "Exposure"),
+          ("f_number", "Aperture"), ("iso", "ISO"), ("focal_length", "Focal length"), ("taken_at", "Taken"))
+
+
 async def summary(redis: aioredis.Redis, image: common_pb2.Image) -> list[tuple[str, str]]:
-    """The cached or freshly read summary of ``image``'s original (``[]`` while processing)."""
+    """``[(label, text)]`` for ``image``: from the EXIF fields the processing node stored with it,
+    or - for images processed before those were stored - read from the original's first bytes
+    and cached. ``[]`` while processing."""
+    if image.exif:
+        return [(label, image.exif[name]) for name, label in FIELDS if image.exif.get(name)]
     if not image.original_url or not image.sha256 or image.status != common_pb2.IMAGE_STATUS_READY:
         return []
     key = f"pixelfox:{{exif}}:{image.sha256}"

@@ -357,6 +357,10 @@ class Dispatcher:
                     img.variants.remove(old)
                 img.recipe_version = recipe
             img.width, img.height = r.width or img.width, r.height or img.height
+            if r.exif:
+                img.exif = dict(r.exif)
+            if r.HasField("location"):
+                img.gps_lat, img.gps_lon = r.location.latitude, r.location.longitude
             if img.status != "ready":
                 img.status, img.ready_at = "ready", datetime.now(UTC)
             img.attempts = job.attempt + 1

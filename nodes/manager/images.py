@@ -124,6 +124,7 @@ class ImageViews:
             owner_id=img.user_id or "",
             urls_expire_at=exp,
         )
+        out.exif.update(img.exif or {})  # never GPS: that is added for the owner only (Library.get)
         by_kind: dict[tuple[str, str], Variant] = {}
         for v in variants:
             by_kind[(v.name, v.format)] = v

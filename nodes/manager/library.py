@@ -77,9 +77,14 @@ class Library:
         return img
 
     async def get(self, slug: str, user: User | None) -> common_pb2.Image:
-        """The image as ``user`` may see it; NotFound for someone else's private image."""
+        """The image as ``user`` may see it; NotFound for someone else's private image. The GPS
+        position of the original (``location``) is given to the owner and admins only."""
         async with self.sessions() as s:
-            return await self.views.to_proto(s, await self._load(s, slug, user, manage=False))
+            img = await self._load(s, slug, user, manage=False)
+            out = await self.views.to_proto(s, img)
+        if can_manage(user, img) and img.gps_lat is not None and img.gps_lon is not None:
+            out.location.CopyFrom(common_pb2.GeoPoint(latitude=img.gps_lat, longitude=img.gps_lon))
+        return out
 
     async def update(self, slug: str, user: User | None, ch: Changes) -> common_pb2.Image:
         """Apply ``ch``; raises BadRequest (lengths, visibility name), Forbidden, NotFound,

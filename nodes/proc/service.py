@@ -143,6 +143,9 @@ class Processor:
             job_id=job.job_id, lease_id=job.lease_id, width=out.width, height=out.height,
             storage_node_ids=nodes, seconds=time.perf_counter() - start,
         )
+        result.exif.update(out.exif)
+        if out.gps is not None:
+            result.location.CopyFrom(common_pb2.GeoPoint(latitude=out.gps[0], longitude=out.gps[1]))
         for v in out.variants:
             key = variant_key(job.sha256, job.recipe_version, v.name, v.format)
             size, sha = stored.get(key, (len(v.data), hashlib.sha256(v.data).hexdigest()))

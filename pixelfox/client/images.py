@@ -53,7 +53,8 @@ def largest_plain(image: common_pb2.Image) -> common_pb2.Variant | None:
 
 def image_to_json(image: common_pb2.Image) -> dict[str, Any]:
     """Shape: ``{id, url, status, error, width, height, format, bytes, sha256, original_url,
-    thumbnail_url, variants: [{name, format, width, height, bytes, url}]}``; ``error`` is
+    thumbnail_url, exif: {field: text}, location: {latitude, longitude} | None (owner/admin only),
+    variants: [{name, format, width, height, bytes, url}]}``; ``error`` is
     ``{code, message}`` when the image failed, else ``None``. Sizes in px, bytes in bytes."""
     status = status_name(image)
     return {
@@ -74,6 +75,11 @@ def image_to_json(image: common_pb2.Image) -> dict[str, Any]:
         "original_url": image.original_url,
         "thumbnail_url": image.thumbnail_url,
         "created_at": image.created_at,
+        "exif": dict(sorted(image.exif.items())),
+        "location": (
+            {"latitude": image.location.latitude, "longitude": image.location.longitude}
+            if image.HasField("location") else None
+        ),
         "variants": [
             {
                 "name": v.name,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -93,6 +93,11 @@ class Image(Base):
     private_salt: Mapped[str] = mapped_column(String(32), default="")
     description: Mapped[str] = mapped_column(String(2000), default="")
     keep_metadata: Mapped[bool] = mapped_column(default=False)
+    # issue 3: useful EXIF fields from the processing node (display text, never GPS); the GPS
+    # position apart, shown to the owner only
+    exif: Mapped[dict[str, str] | None] = mapped_column(JSON, default=None)
+    gps_lat: Mapped[float | None] = mapped_column(Float, default=None)
+    gps_lon: Mapped[float | None] = mapped_column(Float, default=None)
 
     owner: Mapped[User | None] = relationship(lazy="joined")
     variants: Mapped[list[Variant]] = relationship(

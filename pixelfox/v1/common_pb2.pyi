@@ -215,6 +215,26 @@ class Image(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class ExifEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     SLUG_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
@@ -240,6 +260,8 @@ class Image(_message.Message):
     KEEP_METADATA_FIELD_NUMBER: _builtins.int
     OWNER_ID_FIELD_NUMBER: _builtins.int
     URLS_EXPIRE_AT_FIELD_NUMBER: _builtins.int
+    EXIF_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """internal id (ULID)"""
     slug: _builtins.str
@@ -280,6 +302,17 @@ class Image(_message.Message):
     """unix s when the signed file URLs expire (private only), else 0"""
     @_builtins.property
     def variants(self) -> _containers.RepeatedCompositeFieldContainer[Global___Variant]: ...
+    @_builtins.property
+    def exif(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Useful EXIF fields of the original, as display text: make, model, lens, taken_at (EXIF local
+        time "2013:05:18 14:03:11"), exposure_time ("1/60 s"), f_number ("f/2.8"), iso, focal_length.
+        Never GPS.
+        """
+
+    @_builtins.property
+    def location(self) -> Global___GeoPoint:
+        """the original's GPS position: set only for the owner or an admin"""
+
     def __init__(
         self,
         *,
@@ -308,11 +341,37 @@ class Image(_message.Message):
         keep_metadata: _builtins.bool = ...,
         owner_id: _builtins.str = ...,
         urls_expire_at: _builtins.int = ...,
+        exif: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        location: Global___GeoPoint | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "created_at", b"created_at", "description", b"description", "error_code", b"error_code", "error_message", b"error_message", "filename", b"filename", "format", b"format", "frames", b"frames", "height", b"height", "id", b"id", "keep_metadata", b"keep_metadata", "mime", b"mime", "original_url", b"original_url", "owner", b"owner", "owner_id", b"owner_id", "sha256", b"sha256", "slug", b"slug", "status", b"status", "thumbnail_url", b"thumbnail_url", "title", b"title", "url", b"url", "urls_expire_at", b"urls_expire_at", "variants", b"variants", "visibility", b"visibility", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "created_at", b"created_at", "description", b"description", "error_code", b"error_code", "error_message", b"error_message", "exif", b"exif", "filename", b"filename", "format", b"format", "frames", b"frames", "height", b"height", "id", b"id", "keep_metadata", b"keep_metadata", "location", b"location", "mime", b"mime", "original_url", b"original_url", "owner", b"owner", "owner_id", b"owner_id", "sha256", b"sha256", "slug", b"slug", "status", b"status", "thumbnail_url", b"thumbnail_url", "title", b"title", "url", b"url", "urls_expire_at", b"urls_expire_at", "variants", b"variants", "visibility", b"visibility", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Image: _TypeAlias = Image  # noqa: Y015
+
+@_typing.final
+class GeoPoint(_message.Message):
+    """A position in decimal degrees (WGS 84), south and west negative."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LATITUDE_FIELD_NUMBER: _builtins.int
+    LONGITUDE_FIELD_NUMBER: _builtins.int
+    latitude: _builtins.float
+    longitude: _builtins.float
+    def __init__(
+        self,
+        *,
+        latitude: _builtins.float = ...,
+        longitude: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["latitude", b"latitude", "longitude", b"longitude"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GeoPoint: _TypeAlias = GeoPoint  # noqa: Y015

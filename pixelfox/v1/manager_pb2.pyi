@@ -802,6 +802,26 @@ Global___WorkerHello: _TypeAlias = WorkerHello  # noqa: Y015
 class JobResult(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class ExifEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     JOB_ID_FIELD_NUMBER: _builtins.int
     LEASE_ID_FIELD_NUMBER: _builtins.int
     WIDTH_FIELD_NUMBER: _builtins.int
@@ -809,6 +829,8 @@ class JobResult(_message.Message):
     VARIANTS_FIELD_NUMBER: _builtins.int
     STORAGE_NODE_IDS_FIELD_NUMBER: _builtins.int
     SECONDS_FIELD_NUMBER: _builtins.int
+    EXIF_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     lease_id: _builtins.str
     width: _builtins.int
@@ -819,6 +841,14 @@ class JobResult(_message.Message):
     def variants(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Variant]: ...
     @_builtins.property
     def storage_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def exif(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """useful EXIF fields of the source (see Image.exif); never GPS"""
+
+    @_builtins.property
+    def location(self) -> _common_pb2.GeoPoint:
+        """the source's GPS position, when it has one"""
+
     def __init__(
         self,
         *,
@@ -829,10 +859,12 @@ class JobResult(_message.Message):
         variants: _abc.Iterable[_common_pb2.Variant] | None = ...,
         storage_node_ids: _abc.Iterable[_builtins.str] | None = ...,
         seconds: _builtins.float = ...,
+        exif: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        location: _common_pb2.GeoPoint | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "job_id", b"job_id", "lease_id", b"lease_id", "seconds", b"seconds", "storage_node_ids", b"storage_node_ids", "variants", b"variants", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exif", b"exif", "height", b"height", "job_id", b"job_id", "lease_id", b"lease_id", "location", b"location", "seconds", b"seconds", "storage_node_ids", b"storage_node_ids", "variants", b"variants", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

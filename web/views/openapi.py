@@ -52,6 +52,11 @@ IMAGE = {
         "sha256": {"type": "string"}, "original_url": {"type": "string"}, "thumbnail_url": {"type": "string"},
         "created_at": {"type": "string"}, "deletion_url": {"type": "string"},
         "variants": {"type": "array", "items": {"$ref": "#/components/schemas/Variant"}},
+        "exif": {"type": "object", "additionalProperties": {"type": "string"},
+                 "description": "EXIF fields as text: make, model, lens, taken_at, exposure_time, f_number, iso, "
+                                "focal_length (never GPS)"},
+        "location": {"type": "object", "nullable": True, "description": "GPS position; owner and admins only",
+                     "properties": {"latitude": {"type": "number"}, "longitude": {"type": "number"}}},
     },
 }
 ALBUM = {
