@@ -123,6 +123,15 @@ class AlreadyExists(PixelfoxError):
     default_message = "already exists"
 
 
+class Conflict(PixelfoxError):
+    """The resource is in a state that does not allow this now (e.g. still processing)."""
+
+    code = "conflict"
+    grpc_status = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 409
+    default_message = "not possible in the resource's current state"
+
+
 class OffsetMismatch(PixelfoxError):
     code = "offset-mismatch"
     grpc_status = grpc.StatusCode.FAILED_PRECONDITION

@@ -105,6 +105,8 @@ class Dispatcher:
         self.companions: list[Callable[[asyncio.Event], Awaitable[None]]] = []
         # called with the image id after a result is recorded (issue 5: private re-key, read model)
         self.on_recorded: Callable[[str], Awaitable[None]] | None = None
+        # called with the object keys a result wrote for an image deleted while it was processing
+        self.on_orphaned: Callable[[list[str]], Awaitable[object]] | None = None
 
     # ---- the dispatch loop -------------------------------------------------------------
 
@@ -316,13 +318,21 @@ class Dispatcher:
         f = self._claim(worker, r.job_id, r.lease_id)
         if f is None:
             return
+        recorded = False
         for tries in range(3):  # a twin run may have inserted the same rows a moment ago
             try:
-                await self._record(f.job, r)
+                recorded = await self._record(f.job, r)
                 break
             except IntegrityError:
                 if tries == 2:
                     raise
+        if not recorded and self.on_orphaned is not None:  # deleted while processing: drop what it wrote
+            logger.info("image %s was deleted while it processed: deleting the %d objects its job wrote",
+                        f.job.image_id, len(r.variants))
+            try:
+                await self.on_orphaned([v.key for v in r.variants])
+            except Exception:
+                logger.exception("cannot delete the variants of deleted image %s", f.job.image_id)
         failpoints.hit("after-result-commit")
         if self.on_recorded is not None:
             try:
@@ -334,12 +344,19 @@ class Dispatcher:
         JOB_SECONDS.labels(f.job.kind).observe(time.monotonic() - f.started)
         logger.info("image %s ready (%d variants) from %s", f.job.image_id, len(r.variants), worker.node_id)
 
-    async def _record(self, job: QueuedJob, r: manager_pb2.JobResult) -> None:
-        """Write the variant rows (one per name/format/recipe: a re-run updates, never duplicates)."""
+    async def _record(self, job: QueuedJob, r: manager_pb2.JobResult) -> bool:
+        """Write the variant rows (one per name/format/recipe: a re-run updates, never duplicates).
+
+        Returns False when the image was deleted while it processed: then only the locations of
+        the objects the job wrote are recorded, so that ``on_orphaned`` can delete every replica."""
         async with self.sessions() as s:
             img = await s.get(Image, job.image_id)
             if img is None:
-                return
+                for v in r.variants:
+                    for node_id in dict.fromkeys(r.storage_node_ids):
+                        await s.merge(ObjectLocation(key=v.key, node_id=node_id, size=v.bytes))
+                await s.commit()
+                return False
             await s.refresh(img, ["variants"])
             recipe = job.recipe or img.recipe_version
             existing = {(v.name, v.format, v.recipe_version): v for v in img.variants}
@@ -366,6 +383,7 @@ class Dispatcher:
             img.attempts = job.attempt + 1
             await s.execute(delete(OutboxEntry).where(OutboxEntry.image_id == img.id))
             await s.commit()
+        return True
 
     async def _on_failure(self, worker: Worker, r: manager_pb2.JobFailure) -> None:
         f = self._claim(worker, r.job_id, r.lease_id)

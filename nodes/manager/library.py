@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from nodes.manager.images import ImageViews
 from nodes.manager.objects import Objects, image_keys
 from pixelfox import errors, readmodel
-from pixelfox.db.models import Image, User
+from pixelfox.db.models import Image, Upload, User
 from pixelfox.storage.keys import private_key, public_key
 from pixelfox.v1 import common_pb2
 
@@ -87,8 +87,8 @@ class Library:
         return out
 
     async def update(self, slug: str, user: User | None, ch: Changes) -> common_pb2.Image:
-        """Apply ``ch``; raises BadRequest (lengths, visibility name), Forbidden, NotFound,
-        Unavailable (visibility change while still processing, or no storage node)."""
+        """Apply ``ch``; raises BadRequest (lengths, visibility name), Forbidden, NotFound, Conflict
+        (visibility change while still processing), Unavailable (no storage node)."""
         if ch.visibility is not None and ch.visibility not in VISIBILITIES:
             raise errors.BadRequest("visibility must be 'public' or 'private'")
         if ch.title is not None and len(ch.title) > MAX_TITLE:
@@ -107,7 +107,7 @@ class Library:
                 img.keep_metadata = ch.keep_metadata
             if ch.visibility is not None and ch.visibility != img.visibility:
                 if img.status == "processing":
-                    raise errors.Unavailable("the image is still processing; change its visibility when it is ready")
+                    raise errors.Conflict("the image is still processing; change its visibility when it is ready")
                 before = await self.views.to_proto(s, img)
                 old_urls = _file_urls(before)
                 old_keys = await self._rekey(s, img, ch.visibility)
@@ -168,7 +168,11 @@ class Library:
             img = await self._load(s, slug, user, manage=True)
             proto = await self.views.to_proto(s, img)
             keys = image_keys(img)
+            upload = await s.get(Upload, img.upload_id) if img.upload_id else None
             await s.delete(img)
+            if upload is not None:  # its filename and owner go with the image (after it: the image points at it)
+                await s.flush()
+                await s.delete(upload)
             await s.commit()
         await readmodel.mark_deleted(self.redis, slug)
         deleted, pending = await self.objects.delete_unreferenced(keys)

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 PENDING = "pixelfox:{gc}:pending"
 PURGES = "pixelfox:{gc}:purge"
 PURGE_TIMEOUT_S = 5.0
+#: seconds one replica delete may take before its node is skipped (its keys stay pending)
+DELETE_TIMEOUT_S = 3.0
 MAX_PURGE_RETRIES = 100  # items kept in the purge list, oldest dropped first
 
 
@@ -107,24 +109,48 @@ class Objects:
         return bool(await s.scalar(select(func.count()).select_from(Variant).where(Variant.key == key)))
 
     async def delete_unreferenced(self, keys: list[str]) -> tuple[int, int]:
-        """Delete every replica of each key in ``keys`` that no image row names; ``(deleted, pending)``."""
-        deleted = pending = 0
+        """Delete every replica of each key in ``keys`` that no image row names; ``(deleted, pending)``.
+
+        Each replica is first written to the durable pending set (so a manager that dies midway
+        leaves nothing behind), its location row is removed, and then every storage node is
+        worked on at once: one slow or hung node does not hold back the deletes on the others.
+        A node that fails or takes over :data:`DELETE_TIMEOUT_S` on a key keeps its remaining keys
+        pending for :meth:`retry_pending`.
+        """
         nodes = {r.node_id: r for r in await self.registry.all(common_pb2.NODE_ROLE_STORAGE)}
+        work: dict[str, list[str]] = {}
         async with self.sessions() as s:
             for key in dict.fromkeys(keys):
                 if not key or await self.referenced(s, key):
                     continue
                 rows = (await s.execute(select(ObjectLocation).where(ObjectLocation.key == key))).scalars().all()
                 for row in rows:
-                    rec = nodes.get(row.node_id)
-                    if rec is not None and self.registry.healthy(rec) and await self._delete_one(rec, key):
-                        deleted += 1
-                    else:
-                        await self.redis.sadd(PENDING, f"{row.node_id} {key}")
-                        pending += 1
+                    work.setdefault(row.node_id, []).append(key)
                     await s.delete(row)
+            if work:
+                await self.redis.sadd(PENDING, *(f"{n} {k}" for n, ks in work.items() for k in ks))
             await s.commit()
-        return deleted, pending
+        done = await asyncio.gather(*(self._delete_on(nodes.get(n), n, ks) for n, ks in work.items()))
+        deleted = sum(done)
+        return deleted, sum(len(ks) for ks in work.values()) - deleted
+
+    async def _delete_on(self, rec: NodeRecord | None, node_id: str, keys: list[str]) -> int:
+        """Delete ``keys`` on one node in order, until one fails; returns how many went."""
+        if rec is None or not self.registry.healthy(rec):
+            return 0
+        done = 0
+        for key in keys:
+            try:
+                ok = await asyncio.wait_for(self._delete_one(rec, key), DELETE_TIMEOUT_S)
+            except TimeoutError:
+                logger.warning("delete %s on %s took over %g s; the rest stays pending", key, node_id,
+                               DELETE_TIMEOUT_S)
+                ok = False
+            if not ok:
+                break
+            await self.redis.srem(PENDING, f"{node_id} {key}")
+            done += 1
+        return done
 
     async def _delete_one(self, rec: NodeRecord, key: str) -> bool:
         try:
