@@ -80,7 +80,7 @@ class ImageViews:
             q = select(Image).where(Image.user_id == user_id).order_by(Image.created_at.desc(), Image.id.desc())
             if before:
                 ref = (await s.execute(select(Image).where(Image.slug == before))).scalar_one_or_none()
-                if ref is not None:
+                if ref is not None and ref.user_id == user_id:  # another user's slug is as unknown as a bad one
                     q = q.where(Image.id < ref.id)
             rows = (await s.execute(q.limit(max(1, min(limit or 50, 200))))).scalars().all()
             return [await self.to_proto(s, img) for img in rows]

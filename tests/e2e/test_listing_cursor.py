@@ -1,0 +1,38 @@
+"""ListImages cursors (issue 5): another user's slug tells nothing about that image."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import grpc
+
+from pixelfox.client.uploader import upload_file
+from pixelfox.grpcx.auth import api_key_metadata
+from pixelfox.v1 import manager_pb2, manager_pb2_grpc
+from tests.conftest import ClusterHandle
+from tests.e2e.uploadkit import new_user_key
+from tests.jobtools import make_photo
+
+
+async def test_another_users_slug_as_cursor_is_ignored(cluster: ClusterHandle, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:8]
+    alice = await new_user_key(cluster.local, f"cur-a-{tag}")
+    bob = await new_user_key(cluster.local, f"cur-b-{tag}")
+    seed = int(tag, 16) % 1000
+    photos = [make_photo(tmp_path / f"p{i}.jpg", 64, 48, seed=seed + i) for i in range(3)]
+    async with grpc.aio.insecure_channel(cluster.manager_address) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        older = await upload_file(stub, api_key_metadata(alice), photos[0])
+        theirs = await upload_file(stub, api_key_metadata(bob), photos[1])  # between alice's two
+        newer = await upload_file(stub, api_key_metadata(alice), photos[2])
+
+        async def listing(before: str) -> list[str]:
+            r = await stub.ListImages(manager_pb2.ListImagesRequest(limit=10, before=before),
+                                      metadata=api_key_metadata(alice), timeout=10)
+            return [i.slug for i in r.images]
+
+        assert await listing("") == [newer.slug, older.slug]  # newest first
+        assert await listing(newer.slug) == [older.slug]  # her own cursor pages
+        # bob's slug (created between them) would cut the list there if it were used as a cursor
+        assert await listing(theirs.slug) == [newer.slug, older.slug] == await listing("no-such-slug")
