@@ -304,8 +304,14 @@ class LocalCluster:
                             return list(nodes)
                 await asyncio.sleep(0.25)
 
+    @property
+    def admin_password_file(self) -> Path:
+        """Where the first start leaves the web password of user ``admin`` (mode 0600)."""
+        return self.state / "admin-password"
+
     async def ensure_admin(self) -> str:
-        """The local admin's API key, creating user ``admin`` and a key on first start."""
+        """The local admin's API key, creating user ``admin`` (its random web password written to
+        :attr:`admin_password_file`) and a key on first start."""
         path = self.state / STATE_FILE
         old = json.loads(path.read_text()) if path.exists() else {}
         md = node_metadata(self.secret)
@@ -316,9 +322,12 @@ class LocalCluster:
                     await stub.WhoAmI(manager_pb2.WhoAmIRequest(), metadata=api_key_metadata(old["admin_api_key"]),
                                       timeout=10)
                     return str(old["admin_api_key"])
-            with contextlib.suppress(grpc.aio.AioRpcError):
+            password = secrets.token_urlsafe(18)
+            with contextlib.suppress(grpc.aio.AioRpcError):  # ALREADY_EXISTS: keep its password
                 await stub.CreateUser(manager_pb2.CreateUserRequest(
-                    name="admin", password=secrets.token_urlsafe(24), admin=True), metadata=md, timeout=10)
+                    name="admin", password=password, admin=True), metadata=md, timeout=10)
+                self.admin_password_file.write_text(password + "\n")
+                self.admin_password_file.chmod(0o600)
             reply = await stub.CreateApiKey(manager_pb2.CreateApiKeyRequest(user_name="admin", label="local admin"),
                                             metadata=md, timeout=10)
         return reply.key

@@ -92,6 +92,9 @@ async def _up(opts: argparse.Namespace, console: Console) -> int:
             admin_key = await cluster.ensure_admin()
         cluster.write_state(admin_key)
         print(f"web: {cluster.web_urls[0]}", flush=True)
+        if cluster.admin_password_file.exists():
+            print(f"admin login: user admin, password in {cluster.admin_password_file} (change it under Account)",
+                  flush=True)
         print(f"manager: {cluster.manager_address}", flush=True)
         print("ready", flush=True)
         supervisor = asyncio.create_task(_supervise(cluster, stop, console))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -11,9 +12,21 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
+from pixelfox.grpcx.auth import node_metadata
+from pixelfox.v1 import manager_pb2, manager_pb2_grpc
+
 pytestmark = pytest.mark.e2e
+
+
+async def _verify(state: dict[str, str], name: str, password: str) -> manager_pb2.User:
+    """The web node's password check, as the cluster's web node makes it."""
+    async with grpc.aio.insecure_channel(state["manager"].split(",")[0]) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        return await stub.VerifyPassword(manager_pb2.VerifyPasswordRequest(name=name, password=password),
+                                         metadata=node_metadata(state["secret"]), timeout=10)
 
 
 def alive(pid: int) -> bool:
@@ -58,6 +71,10 @@ def test_up_imports_then_stops_every_child(tmp_path: Path, corpus: Path, sig: si
         assert "/i/" in out and "painting_rgb.png" in out, out
         assert "text_renamed.jpg" in out and "not" in out.split("text_renamed.jpg", 1)[1], out
         state = json.loads((root / ".pixelfox" / "cluster.json").read_text())
+        secret_file = root / ".pixelfox" / "admin-password"
+        assert f"admin login: user admin, password in {secret_file}" in out, out
+        assert secret_file.stat().st_mode & 0o777 == 0o600
+        assert asyncio.run(_verify(state, "admin", secret_file.read_text().strip())).role == "admin"
         pids = state["pids"]
         assert set(pids) >= {"redis", "manager1", "upload1", "proc1", "storage1", "web1"}
         assert all(alive(p) for p in pids.values())
