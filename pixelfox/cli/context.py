@@ -61,6 +61,16 @@ def _running(pid: object) -> bool:
     return True
 
 
+def check_address(text: str) -> str:
+    """``text`` if every comma-separated part is ``HOST:PORT`` (``[v6]:PORT``) with a port 1-65535;
+    SystemExit naming the bad part otherwise (gRPC would wrap 70000 to 4464, or fail obscurely)."""
+    for part in (p.strip() for p in text.split(",")):
+        host, sep, port = part.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise SystemExit(f"--manager / PIXELFOX_MANAGER: {part!r} is not HOST:PORT with a port from 1 to 65535")
+    return text
+
+
 def resolve(manager: str | None, api_key: str | None) -> ClusterRef:
     """Flags beat environment beat the local state file; SystemExit with a hint if nothing is found."""
     manager = manager or os.environ.get("PIXELFOX_MANAGER")
@@ -68,7 +78,7 @@ def resolve(manager: str | None, api_key: str | None) -> ClusterRef:
     state = find_state()
     data = json.loads(state.read_text()) if state else {}
     if manager and manager != data.get("manager"):
-        return ClusterRef(manager=manager, api_key=api_key or "")
+        return ClusterRef(manager=check_address(manager), api_key=api_key or "")
     if not data and not manager:
         raise SystemExit(
             "no cluster found: run `pixelfox up` in this folder, or pass --manager HOST:PORT "
