@@ -8,7 +8,10 @@ environment. ``docs/config.md`` lists every variable.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, SecretStr
+import sys
+from typing import TypeVar
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -85,3 +88,22 @@ class NodeSettings(BaseSettings):
     def redacted(self) -> str:
         """The effective config as JSON with secrets shown as ``**********``."""
         return self.model_dump_json(indent=2)
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def load_settings(cls: type[SettingsT]) -> SettingsT:
+    """``cls()`` read from the environment; a bad value ends the process with one line per problem
+    naming the variable (``PIXELFOX_GRPC__PORT: Input should be a valid integer (got 'abc')``)
+    instead of pydantic's traceback. Raises SystemExit (exit status 2)."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            var = "PIXELFOX_" + "__".join(str(p) for p in err["loc"]).upper()
+            got = f" (got {err['input']!r})" if isinstance(err.get("input"), str | int | float) else ""
+            lines.append(f"{var}: {err['msg']}{got}")
+        print("configuration error:\n  " + "\n  ".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None

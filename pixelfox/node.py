@@ -24,7 +24,7 @@ import grpc
 from prometheus_client import start_http_server
 
 from pixelfox import logs
-from pixelfox.config import NodeSettings
+from pixelfox.config import NodeSettings, load_settings
 from pixelfox.grpcx.auth import node_metadata
 from pixelfox.grpcx.client import channel
 from pixelfox.grpcx.server import GrpcServer
@@ -289,7 +289,7 @@ def node_main(prog: str, description: str, settings_cls: type[SettingsT],
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--print-config", action="store_true", help="print the effective settings and exit")
     opts = parser.parse_args()
-    settings = settings_cls()
+    settings = load_settings(settings_cls)
     if opts.print_config:
         print(settings.redacted())
         return

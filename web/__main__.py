@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.web_exceptions import NotAppKeyWarning
 
 from pixelfox import logs
+from pixelfox.config import load_settings
 from pixelfox.node import Agent, Load, NodeIdentity, start_metrics
 from pixelfox.v1 import common_pb2
 from web.app import create_app
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m web", description="PixelFox web node")
     parser.add_argument("--print-config", action="store_true", help="print the effective config and exit")
     args = parser.parse_args(argv)
-    settings = WebSettings()
+    settings = load_settings(WebSettings)
     if args.print_config:
         print(settings.redacted())
         return

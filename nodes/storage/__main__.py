@@ -20,6 +20,7 @@ from nodes.storage.http import HttpOrigin, Origin, bind
 from nodes.storage.service import StorageService
 from nodes.storage.servicer import StorageServicer
 from pixelfox import logs, signing
+from pixelfox.config import load_settings
 from pixelfox.grpcx.server import GrpcServer
 from pixelfox.node import NodeIdentity, run_node, start_metrics
 from pixelfox.storage.fs import FsStore
@@ -101,7 +102,7 @@ def cli(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m nodes.storage", description=__doc__.splitlines()[0])
     parser.add_argument("--print-config", action="store_true", help="print the effective config and exit")
     args = parser.parse_args(argv)
-    settings = StorageNodeSettings()
+    settings = load_settings(StorageNodeSettings)
     if args.print_config:
         print(settings.redacted())
         return

@@ -25,6 +25,7 @@ from nodes.storage.config import StorageNodeSettings
 from nodes.storage.http import HttpOrigin, Origin, bind
 from nodes.storage.service import StorageService
 from pixelfox import logs, signing
+from pixelfox.config import load_settings
 from pixelfox.storage.fs import FsStore
 from pixelfox.storage.s3 import S3Store
 
@@ -78,7 +79,7 @@ async def serve(settings: StorageNodeSettings) -> None:
 def cli() -> None:
     with contextlib.suppress(OSError, AttributeError):  # die with the main process (Linux)
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    settings = StorageNodeSettings()
+    settings = load_settings(StorageNodeSettings)
     logs.configure(settings.log, f"{settings.node_id}-http")
     try:
         import uvloop
