@@ -98,7 +98,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHandle]
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed (Debian: apt-get install redis-server)")
     root = tmp_path_factory.mktemp("cluster")
-    local = LocalCluster(root, Counts(upload=2, proc=2, storage=2, web=1))
+    # every test registers from 127.0.0.1: lift the per-address registration limit (10 an hour) for the session
+    web_env = {"PIXELFOX_REGISTER_PER_HOUR": "10000"}
+    local = LocalCluster(root, Counts(upload=2, proc=2, storage=2, web=1), role_env={"web": web_env})
     try:
         local.start()
         asyncio.run(local.wait_ready(90))

@@ -9,6 +9,8 @@ from yarl import URL
 
 from pixelfox.config import HttpServerSettings, LimitsSettings, NodeSettings, RedisSettings
 
+REGISTRATIONS_PER_HOUR = 10  # per client address (POST /register); the default of register_per_hour
+
 
 class WebSettings(NodeSettings):
     """Everything ``python -m web`` reads; loaded once in ``__main__`` and passed down as an AppKey.
@@ -16,7 +18,8 @@ class WebSettings(NodeSettings):
     Env: ``PIXELFOX_NODE_ID``, ``PIXELFOX_CLUSTER__MANAGER``, ``PIXELFOX_CLUSTER__SECRET``,
     ``PIXELFOX_HTTP__HOST``/``__PORT``/``__PUBLIC_URL``, ``PIXELFOX_REDIS__URL``,
     ``PIXELFOX_METRICS_PORT``, ``PIXELFOX_COOKIE_SECURE``, ``PIXELFOX_SESSION_MAX_AGE_S``,
-    ``PIXELFOX_SITE_NAME``, ``PIXELFOX_UPLOAD_WAIT_S``, ``PIXELFOX_LIMITS__MAX_UPLOAD_BYTES``...
+    ``PIXELFOX_SITE_NAME``, ``PIXELFOX_UPLOAD_WAIT_S``, ``PIXELFOX_REGISTER_PER_HOUR``,
+    ``PIXELFOX_LIMITS__MAX_UPLOAD_BYTES``...
     """
 
     node_id: str = "web1"
@@ -32,6 +35,9 @@ class WebSettings(NodeSettings):
         20, gt=0, description="failed logins per account (and 5x per address) per window"
     )
     login_window_s: int = Field(900, gt=0, description="login throttle window in seconds")
+    register_per_hour: int = Field(
+        REGISTRATIONS_PER_HOUR, ge=0, description="new accounts one client address may register per hour; 0 = no limit"
+    )
 
     @property
     def max_upload_bytes(self) -> int:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
 from pixelfox import errors
+from web import ratelimit
 from web.keys import MANAGER, REDIS, SETTINGS
 from web.sessions import login, logout
 from web.views.common import checked_form, render
@@ -15,15 +17,42 @@ from web.views.common import checked_form, render
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
+REGISTER_WINDOW_S = 3600  # the window of WebSettings.register_per_hour
 
 
 def _next_url(value: str) -> str:
-    """Only local paths, so ``?next=`` cannot send people elsewhere."""
-    return value if value.startswith("/") and not value.startswith("//") and "\\" not in value else "/"
+    """``value`` when it is a path on this site, else ``/``, so ``?next=`` cannot send people elsewhere.
+
+    Browsers drop tabs and newlines inside URLs and read ``\\`` as ``/``, so ``/<TAB>/evil.example``
+    would become ``//evil.example``: control characters, whitespace and backslashes are refused
+    outright, in the value and in its percent-decoded form.
+    """
+    for candidate in (value, unquote(value)):
+        if not _is_local_path(candidate):
+            return "/"
+    return value
+
+
+def _is_local_path(value: str) -> bool:
+    if not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return False
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return False
+    parts = urlsplit(value)
+    return not parts.scheme and not parts.netloc
 
 
 async def register_page(request: web.Request) -> web.Response:
     return await render(request, "register.html", {"name": "", "error": ""})
+
+
+async def _registration_wait(request: web.Request) -> int:
+    """Count one registration for the caller's address; seconds to wait when over the hourly limit."""
+    limit = request.app[SETTINGS].register_per_hour
+    if not limit:
+        return 0
+    key = f"pixelfox:{{limits}}:register:ip:{request.remote or '-'}"
+    return await ratelimit.take(request.app[REDIS], [(key, limit)], REGISTER_WINDOW_S)
 
 
 async def register(request: web.Request) -> web.StreamResponse:
@@ -37,6 +66,10 @@ async def register(request: web.Request) -> web.StreamResponse:
     elif password != form.get("password2", ""):
         error = "The two passwords differ."
     if not error:
+        wait = await _registration_wait(request)
+        if wait:
+            ctx = {"name": name, "error": f"Too many new accounts from this address; try again in {wait} s."}
+            return ratelimit.retry_after(await render(request, "register.html", ctx, status=429), wait)
         try:
             user = await request.app[MANAGER].create_user(name, password)
         except (errors.AlreadyExists, errors.BadRequest) as exc:
@@ -57,25 +90,22 @@ def _throttle_keys(request: web.Request, name: str) -> tuple[str, str]:
     return f"pixelfox:{{login}}:fail:acct:{digest}", f"pixelfox:{{login}}:fail:ip:{request.remote or '-'}"
 
 
-async def _throttled(request: web.Request, name: str) -> int:
-    """Seconds to wait when this account or address failed too often (RELIABILITY C5), else 0."""
-    settings, redis = request.app[SETTINGS], request.app[REDIS]
+async def _take_attempt(request: web.Request, name: str) -> int:
+    """Count this login as a failure before the password is checked (RELIABILITY C5); 0 when it may
+    go ahead, else seconds to wait. Counting first means parallel guesses cannot all pass the
+    check, and a check that times out stays counted."""
+    settings = request.app[SETTINGS]
     acct, ip = _throttle_keys(request, name)
-    counts = await redis.mget(acct, ip)
-    limits = (settings.login_max_failures, settings.login_max_failures * 5)
-    for key, count, limit in zip((acct, ip), counts, limits, strict=True):
-        if count is not None and int(count) >= limit:
-            return max(int(await redis.ttl(key)), 1)
-    return 0
+    budgets = [(acct, settings.login_max_failures), (ip, settings.login_max_failures * 5)]
+    return await ratelimit.take(request.app[REDIS], budgets, settings.login_window_s)
 
 
-async def _record_failure(request: web.Request, name: str) -> None:
-    window = request.app[SETTINGS].login_window_s
-    async with request.app[REDIS].pipeline(transaction=False) as pipe:
-        for key in _throttle_keys(request, name):
-            pipe.incr(key)
-            pipe.expire(key, window, nx=True)
-        await pipe.execute()
+async def _forget_attempt(request: web.Request, name: str) -> None:
+    """A successful login: the account's failures are forgotten, the address gets this attempt back."""
+    acct, ip = _throttle_keys(request, name)
+    redis = request.app[REDIS]
+    await redis.delete(acct)
+    await ratelimit.give_back(redis, [ip])
 
 
 async def login_post(request: web.Request) -> web.StreamResponse:
@@ -83,19 +113,16 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     name, password = form.get("name", "").strip(), form.get("password", "")
     next_url = _next_url(form.get("next", "/"))
     ctx = {"name": name, "error": "", "next": next_url}
-    wait = await _throttled(request, name)
+    wait = await _take_attempt(request, name)
     if wait:
         ctx["error"] = f"Too many failed logins; try again in {wait} s."
-        response = await render(request, "login.html", ctx, status=429)
-        response.headers["Retry-After"] = str(wait)
-        return response
-    try:
+        return ratelimit.retry_after(await render(request, "login.html", ctx, status=429), wait)
+    try:  # unknown names take the same path (the manager checks a dummy hash): same answer and timing
         user = await request.app[MANAGER].verify_password(name, password)
     except (errors.InvalidCredentials, errors.Unauthenticated, errors.NotFound, errors.BadRequest):
-        await _record_failure(request, name)
         ctx["error"] = "Invalid user name or password."
         return await render(request, "login.html", ctx, status=401)
-    await request.app[REDIS].delete(_throttle_keys(request, name)[0])
+    await _forget_attempt(request, name)
     await login(request, user)
     raise web.HTTPSeeOther(next_url)
 
