@@ -14,7 +14,7 @@ import secrets
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ulid import ULID
@@ -40,11 +40,18 @@ class Accounts:
         self.sessions = sessions
 
     async def create_user(self, name: str, password: str, admin: bool = False) -> User:
-        """Create a user; raises BadRequest (name/password rules) or AlreadyExists."""
+        """Create a user; raises BadRequest (name/password rules) or AlreadyExists, also for a name
+        that differs from an existing one only in case. Logging in still takes the exact name."""
         if not NAME_RE.match(name):
             raise errors.BadRequest("user name must be 3-32 characters: letters, digits, '_', '.', '-'")
         if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
             raise errors.BadRequest(f"password must be at least {MIN_PASSWORD} characters")
+        # names are unique ignoring case, so "Alice" cannot pass for "alice" on pages and in albums.
+        # Check then insert: two racing registrations of one name in two cases can both pass.
+        async with self.sessions() as s:
+            taken = select(User.id).where(func.lower(User.name) == name.lower()).limit(1)
+            if (await s.execute(taken)).first() is not None:
+                raise errors.AlreadyExists(f"user name {name!r} is taken")
         pw_hash = await asyncio.to_thread(_hasher.hash, password)
         user = User(id=str(ULID()), name=name, password_hash=pw_hash, role="admin" if admin else "user")
         async with self.sessions() as s:
