@@ -14,6 +14,7 @@ def setup_community_routes(app: web.Application) -> None:
     r.add_get(f"/i/{S}/download", manage.download, name="image_download")
     r.add_post(f"/i/{S}/edit", manage.edit_image, name="image_edit")
     r.add_post(f"/i/{S}/delete", manage.delete_image, name="image_delete")
+    r.add_get(f"/i/{S}/report", manage.report_page, name="image_report_page")
     r.add_post(f"/i/{S}/report", manage.report_image, name="image_report")
     r.add_get("/oembed", manage.oembed, name="oembed")
     r.add_get("/albums", albums.albums_page, name="albums")

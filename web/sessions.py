@@ -9,7 +9,10 @@ Compared with the stock ``RedisStorage`` (RELIABILITY.md 3C, OWASP session cheat
   like one are ignored before they reach a Redis key;
 * keys follow ``pixelfox:{session}:<id>``;
 * an emptied (invalidated) session is deleted from Redis, not rewritten as ``{}``;
-* :func:`login` deletes the pre-login session and issues a new id (no fixation).
+* :func:`login` deletes the pre-login session and issues a new id (no fixation);
+* a session with no user (it only holds the CSRF token of a login, register or report form)
+  lives :data:`PRELOGIN_MAX_AGE_S` in Redis and in the cookie; a logged-in one lives
+  ``max_age``. Pages an anonymous visitor only reads never create one.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +38,7 @@ COOKIE_NAME = "pixelfox_session"
 CSRF_KEY = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
+PRELOGIN_MAX_AGE_S = 30 * 60  # a session without a user: just long enough to fill in a form
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 
@@ -54,6 +59,7 @@ class SessionStore(AbstractStorage):
     def __init__(self, redis: aioredis.Redis | RedisCluster, *, max_age: int, secure: bool) -> None:
         super().__init__(cookie_name=COOKIE_NAME, max_age=max_age, secure=secure, httponly=True, samesite="Lax")
         self._redis = redis
+        self._full_age = max_age
         self._key_factory = lambda: secrets.token_urlsafe(32)
 
     def load_cookie(self, request: web.Request) -> str | None:
@@ -71,8 +77,13 @@ class SessionStore(AbstractStorage):
                 except ValueError:
                     data = None
                 if data:
-                    return Session(identity, data=data, new=False, max_age=self.max_age)
+                    return Session(identity, data=data, new=False, max_age=self._lifetime(data.get("session")))
         return Session(None, data=None, new=True, max_age=self.max_age)
+
+    def _lifetime(self, values: Mapping[str, Any] | None) -> int:
+        """``max_age`` for a logged-in session, :data:`PRELOGIN_MAX_AGE_S` (at most) for any other."""
+        logged_in = values is not None and bool(values.get("user_id"))
+        return self._full_age if logged_in else min(self._full_age, PRELOGIN_MAX_AGE_S)
 
     @measured("save")
     async def save_session(
@@ -84,12 +95,11 @@ class SessionStore(AbstractStorage):
             self.save_cookie(response, "", max_age=session.max_age)
             return
         identity = str(session.identity) if session.identity is not None else self._key_factory()
-        self.save_cookie(response, identity, max_age=session.max_age)
-        await self._redis.set(
-            session_key(identity), self._encoder(self._get_session_data(session)), ex=session.max_age
-        )
+        max_age = self._lifetime(session)
+        self.save_cookie(response, identity, max_age=max_age)
+        await self._redis.set(session_key(identity), self._encoder(self._get_session_data(session)), ex=max_age)
         if session.get("user_id"):  # per-user index: a password change ends the other sessions
-            await index_session(self._redis, str(session["user_id"]), identity, session.max_age)
+            await index_session(self._redis, str(session["user_id"]), identity, max_age)
 
     @measured("delete")
     async def delete(self, identity: str) -> None:

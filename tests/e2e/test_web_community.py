@@ -114,7 +114,11 @@ async def test_private_image_rekeys_signs_and_hides(cluster: Any, http: aiohttp.
     anon = Browser(http, cluster.web_url)
     assert (await anon.get(f"/i/{slug}"))[0] == 404
     assert (await api(anon, "GET", f"/api/v1/images/{slug}"))[0] == 404
-    assert (await api(anon, "GET", f"/oembed?url={quote(page_url)}"))[0] == 401
+    # oEmbed: a private image answers exactly like an id that never existed
+    private_answer = await api(anon, "GET", f"/oembed?url={quote(page_url)}")
+    unknown_answer = await api(anon, "GET", f"/oembed?url={quote(cluster.web_url + '/i/NoSuchImage0')}")
+    assert private_answer == unknown_answer == (404, {"error": {"code": "not-found",
+                                                               "message": "no public image at this URL"}})
     other = Browser(http, cluster.web_url)
     await other.register(_user())
     ohdr = await csrf_header(other)
@@ -191,9 +195,14 @@ async def test_reports_keys_password_and_admin(cluster: Any, http: aiohttp.Clien
     owner, _hdr, image = await new_user_with_image(http, cluster.web_url)
     reporter = Browser(http, cluster.web_url)
     await reporter.register(_user())
-    token = await reporter.csrf(f"/i/{image['id']}")
-    status, _, _ = await reporter.post(f"/i/{image['id']}/report", {"csrf_token": token, "reason": "spam"})
-    assert status == 303
+    status, page, _ = await reporter.get(f"/i/{image['id']}")
+    assert status == 200 and f'href="/i/{image["id"]}/report"' in page
+    assert f'action="/i/{image["id"]}/report"' not in page  # the form is on a page of its own
+    token = await reporter.csrf(f"/i/{image['id']}/report")
+    status, _, headers = await reporter.post(f"/i/{image['id']}/report", {"csrf_token": token, "reason": "spam"})
+    assert status == 303 and headers["Location"] == f"/i/{image['id']}/report?sent=1"
+    status, thanks, _ = await reporter.get(headers["Location"])
+    assert status == 200 and 'id="report-sent"' in thanks and 'id="report-form"' not in thanks
 
     admin_name = _user()
     r = cluster.pixelfox("users", "create", admin_name, "--admin", "--password-stdin", input=PASSWORD + "\n")

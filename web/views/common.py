@@ -20,14 +20,15 @@ def check_origin(request: web.Request) -> None:
         raise errors.Forbidden("cross-site request refused")
     origin = request.headers.get("Origin")
     if origin and origin != "null":
-        allowed = {_origin(URL(str(request.url))), _origin(URL(request.app[STATE].public_url or "/"))}
-        if _origin(URL(origin)) not in allowed:
+        allowed = {origin_of(URL(str(request.url))), origin_of(URL(request.app[STATE].public_url or "/"))}
+        if origin_of(URL(origin)) not in allowed:
             raise errors.Forbidden("cross-origin request refused")
     elif origin == "null":
         raise errors.Forbidden("cross-origin request refused")
 
 
-def _origin(url: URL) -> str:
+def origin_of(url: URL) -> str:
+    """``scheme://host:port`` of an absolute URL (default ports made explicit), ``""`` for a relative one."""
     if not url.is_absolute():
         return ""
     return f"{url.scheme}://{url.host}:{url.explicit_port or url.port}"

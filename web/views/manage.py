@@ -7,12 +7,14 @@ unknown slug.
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from aiohttp import web
+from yarl import URL
 
-from pixelfox import errors, readmodel
+from pixelfox import errors
 from pixelfox.client.images import served_original_url
 from pixelfox.v1 import common_pb2, manager_pb2
 from web import exif
@@ -20,10 +22,11 @@ from web.calls import call, load_image
 from web.keys import MANAGER, REDIS, SETTINGS, STATE
 from web.sessions import CurrentUser, current_user
 from web.views.api import resolve_caller
-from web.views.common import checked_form
+from web.views.common import checked_form, origin_of, render
 
 SLUG_RE = r"[A-Za-z0-9_-]{1,64}"
 OEMBED_CACHE_AGE_S = 300  # short: an image that goes private must drop out of caches soon (ECOSYSTEM.md)
+OEMBED_NOT_FOUND = "no public image at this URL"  # unknown, private and foreign URLs alike
 REPORTS_PER_HOUR = 10  # per address, so the report form cannot flood the admins
 
 
@@ -90,6 +93,16 @@ async def delete_image(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/my?deleted=1")
 
 
+async def report_page(request: web.Request) -> web.StreamResponse:
+    """The abuse report form on a page of its own (``GET /i/{slug}/report``): its CSRF token needs a
+    session, which the image page itself must not create. ``?sent=1`` thanks the reporter."""
+    caller = await resolve_caller(request, state_changing=False)
+    image = await load_image(request, request.match_info["slug"], caller.metadata)
+    title = image.title or image.filename or image.slug
+    ctx = {"image": image, "title": title, "sent": bool(request.query.get("sent"))}
+    return await render(request, "report.html", ctx)
+
+
 async def report_image(request: web.Request) -> web.StreamResponse:
     session, form = await checked_form(request)
     user = current_user(session)
@@ -103,7 +116,7 @@ async def report_image(request: web.Request) -> web.StreamResponse:
         raise errors.RateLimited("too many reports from this address; try again later")
     req = manager_pb2.ReportImageRequest(slug=slug, reason=form.get("reason", "")[:1000])
     await call(request, "ReportImage", req, request.app[MANAGER].as_user(user.id if user else ""))
-    raise web.HTTPSeeOther(f"/i/{slug}?reported=1")
+    raise web.HTTPSeeOther(f"/i/{slug}/report?sent=1")
 
 
 def _pick(image: common_pb2.Image, maxwidth: int, maxheight: int) -> common_pb2.Variant | None:
@@ -121,22 +134,33 @@ def _int(value: str) -> int:
     return int(value) if value.isdigit() and len(value) < 7 else 0
 
 
+def _oembed_slug(request: web.Request, url: str) -> str:
+    """The slug of ``url`` when it is an image page of this site (its public URL's origin and path)."""
+    base = URL(request.app[STATE].public_url or str(request.url.origin()))
+    try:
+        target = URL(url)
+    except ValueError:
+        raise errors.NotFound(OEMBED_NOT_FOUND) from None
+    page = re.fullmatch(rf"{re.escape(base.path.rstrip('/'))}/i/({SLUG_RE})/?", target.path)
+    if not target.is_absolute() or origin_of(target) != origin_of(base) or page is None:
+        raise errors.NotFound(OEMBED_NOT_FOUND)
+    return page.group(1)
+
+
 async def oembed(request: web.Request) -> web.Response:
-    """oEmbed 1.0 ``photo`` for ``?url=<share page>`` (ECOSYSTEM.md): 404 unknown, 401 private,
-    501 for a format other than json; honours ``maxwidth``/``maxheight``."""
+    """oEmbed 1.0 ``photo`` for ``?url=<share page>`` (ECOSYSTEM.md); 501 for a format other than
+    json; honours ``maxwidth``/``maxheight``. A URL of another site, an unknown image and a private
+    one all get the same 404, so the answer never tells that a private image exists."""
     q = request.query
     if q.get("format", "json") != "json":
         raise web.HTTPNotImplemented(text="only format=json is supported")
-    path = urlsplit(q.get("url", "")).path
-    parts = path.strip("/").split("/")
-    if len(parts) != 2 or parts[0] != "i" or not parts[1] or len(parts[1]) > 64:
-        raise errors.NotFound("not an image page URL of this site")
-    entry = await readmodel.read(request.app[REDIS], parts[1])
-    if entry is not None and entry.kind == "private":
-        raise errors.Unauthenticated("this image is private")
-    image = await load_image(request, parts[1], request.app[MANAGER].as_user())  # anonymous: private is 404
+    slug = _oembed_slug(request, q.get("url", ""))
+    try:
+        image = await load_image(request, slug, request.app[MANAGER].as_user())  # anonymous: private is 404
+    except errors.NotFound:
+        raise errors.NotFound(OEMBED_NOT_FOUND) from None
     if image.visibility == "private":
-        raise errors.Unauthenticated("this image is private")
+        raise errors.NotFound(OEMBED_NOT_FOUND)
     variant = _pick(image, _int(q.get("maxwidth", "")), _int(q.get("maxheight", "")))
     if variant is None:
         raise errors.NotFound("no rendition fits")
