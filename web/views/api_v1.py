@@ -1,22 +1,24 @@
 """JSON API for images and albums (list, get, update, delete) and its OpenAPI document.
 
 Auth as in :mod:`web.views.api`: an API key (``Authorization: Bearer`` / ``X-API-Key``) or the
-session cookie plus ``X-CSRF-Token`` for changes. Bodies are validated with pydantic (unknown
-fields refused); errors are ``{"error": {"code", "message"}}`` with the matching 4xx.
+session cookie plus ``X-CSRF-Token`` for changes. Bodies are read by :mod:`web.jsonbody` and
+validated with pydantic (unknown fields refused); errors are ``{"error": {"code", "message"}}`` with the matching 4xx.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from pixelfox import errors
 from pixelfox.client.images import served_original_url
 from pixelfox.v1 import common_pb2, manager_pb2
 from web.calls import call, load_image
+from web.jsonbody import read_model
+from web.paging import fetch_page
 from web.views.api import Caller, image_json, resolve_caller
 from web.views.openapi import OPENAPI
 
@@ -50,22 +52,6 @@ class AlbumPatch(BaseModel):
 def _need_user(caller: Caller) -> None:
     if caller.via == "anonymous":
         raise errors.Unauthenticated("log in or send an API key")
-
-
-async def _body(request: web.Request, model: type[BaseModel]) -> Any:
-    try:
-        raw = await request.read()
-        data = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise errors.BadRequest("the body must be JSON") from None
-    if not isinstance(data, dict):
-        raise errors.BadRequest("the body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise errors.BadRequest(f"{where}: {first['msg']}") from None
 
 
 def _limit(request: web.Request) -> int:
@@ -117,11 +103,15 @@ async def list_images(request: web.Request) -> web.Response:
     caller = await resolve_caller(request, state_changing=False)
     _need_user(caller)
     limit, before = _limit(request), _cursor(request)
-    reply = await call(request, "ListImages", manager_pb2.ListImagesRequest(limit=limit, before=before),
-                       caller.metadata)
-    images = [public_image_json(request, i, caller) for i in reply.images]
-    nxt = reply.images[-1].slug if len(reply.images) == limit else None
-    return web.json_response({"images": images, "next_before": nxt})
+
+
+    async def fetch(n: int, cursor: str) -> Sequence[common_pb2.Image]:
+        req = manager_pb2.ListImagesRequest(limit=n, before=cursor)
+        return (await call(request, "ListImages", req, caller.metadata)).images  # type: ignore[no-any-return]
+
+    page, nxt = await fetch_page(fetch, limit, before)
+    images = [public_image_json(request, i, caller) for i in page]
+    return web.json_response({"images": images, "next_before": nxt or None})
 
 
 async def get_image(request: web.Request) -> web.Response:
@@ -133,7 +123,7 @@ async def get_image(request: web.Request) -> web.Response:
 async def update_image(request: web.Request) -> web.Response:
     caller = await resolve_caller(request, state_changing=True)
     _need_user(caller)
-    patch: ImagePatch = await _body(request, ImagePatch)
+    patch: ImagePatch = await read_model(request, ImagePatch)
     req = manager_pb2.UpdateImageRequest(slug=request.match_info["slug"])
     for name in ("title", "description", "visibility", "keep_metadata"):
         value = getattr(patch, name)
@@ -156,17 +146,21 @@ async def list_albums(request: web.Request) -> web.Response:
     caller = await resolve_caller(request, state_changing=False)
     _need_user(caller)
     limit, before = _limit(request), _cursor(request)
-    reply = await call(request, "ListAlbums", manager_pb2.ListAlbumsRequest(limit=limit, before=before),
-                       caller.metadata)
-    albums = [album_json(request, a, caller) for a in reply.albums]
-    nxt = reply.albums[-1].slug if len(reply.albums) == limit else None
-    return web.json_response({"albums": albums, "next_before": nxt})
+
+
+    async def fetch(n: int, cursor: str) -> Sequence[manager_pb2.Album]:
+        req = manager_pb2.ListAlbumsRequest(limit=n, before=cursor)
+        return (await call(request, "ListAlbums", req, caller.metadata)).albums  # type: ignore[no-any-return]
+
+    page, nxt = await fetch_page(fetch, limit, before)
+    albums = [album_json(request, a, caller) for a in page]
+    return web.json_response({"albums": albums, "next_before": nxt or None})
 
 
 async def create_album(request: web.Request) -> web.Response:
     caller = await resolve_caller(request, state_changing=True)
     _need_user(caller)
-    body: AlbumCreate = await _body(request, AlbumCreate)
+    body: AlbumCreate = await read_model(request, AlbumCreate)
     album = await call(request, "CreateAlbum",
                        manager_pb2.CreateAlbumRequest(title=body.title, description=body.description), caller.metadata)
     return web.json_response(album_json(request, album, caller), status=201)
@@ -182,7 +176,7 @@ async def get_album(request: web.Request) -> web.Response:
 async def update_album(request: web.Request) -> web.Response:
     caller = await resolve_caller(request, state_changing=True)
     _need_user(caller)
-    patch: AlbumPatch = await _body(request, AlbumPatch)
+    patch: AlbumPatch = await read_model(request, AlbumPatch)
     req = manager_pb2.UpdateAlbumRequest(slug=request.match_info["slug"], add_images=patch.add_images,
                                          remove_images=patch.remove_images)
     if patch.title is not None:

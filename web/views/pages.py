@@ -11,7 +11,9 @@ from aiohttp_session import get_session
 from pixelfox.client.images import display_variants, served_original_url, status_name
 from pixelfox.v1 import common_pb2
 from web.calls import load_image
+from web.embed_codes import share_codes
 from web.keys import MANAGER, SETTINGS
+from web.paging import fetch_page
 from web.sessions import current_user
 from web.views.api import page_url, resolve_caller
 from web.views.common import render
@@ -27,6 +29,7 @@ MIME = {
 }
 SIZES = "(max-width: 1100px) 100vw, 1100px"
 DISPLAY_NAMES = ("large", "medium")  # og:image candidates, largest display size first
+MY_PAGE = 48  # images per page of /my
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ async def image_page(request: web.Request) -> web.Response:
         "direct_url": direct,
         "title": title,
         "og_type": MIME.get(picture.og.format.lower(), "") if picture.og else "",
-        "embed_src": embed_src,
+        "codes": share_codes(page, direct, embed_src, title),
         **(await image_page_extras(request, image, caller.user)),
     }
     return await render(request, "image.html", ctx)
@@ -114,8 +117,11 @@ async def my_images(request: web.Request) -> web.StreamResponse:
     user = current_user(await get_session(request))
     if user is None:
         raise web.HTTPSeeOther("/login?next=/my")
-    before = request.query.get("before", "")[:64]
-    images = await request.app[MANAGER].list_images(user.id, limit=48, before=before)
+    before, user_id = request.query.get("before", "")[:64], user.id
+
+    async def fetch(limit: int, cursor: str) -> list[common_pb2.Image]:
+        return await request.app[MANAGER].list_images(user_id, limit=limit, before=cursor)
+
+    images, next_before = await fetch_page(fetch, MY_PAGE, before)
     cards = [(img, status_name(img)) for img in images]
-    next_before = images[-1].slug if len(images) == 48 else ""
     return await render(request, "my.html", {"cards": cards, "next_before": next_before})

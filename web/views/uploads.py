@@ -11,16 +11,16 @@ the upload completed, else ``null``. Anonymous callers get 401.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from pixelfox import errors
 from pixelfox.v1 import manager_pb2
 from web.calls import call
+from web.jsonbody import read_model
 from web.ratelimit import check_ip
 from web.views.api import image_json, resolve_caller
 
@@ -39,10 +39,7 @@ async def create_upload(request: web.Request) -> web.Response:
     if caller.via == "anonymous":
         raise errors.Unauthenticated("log in or send an API key")
     await check_ip(request)
-    try:
-        body = NewUpload.model_validate(json.loads(await request.read() or b"{}"))
-    except (ValueError, ValidationError) as exc:
-        raise errors.BadRequest(f"send JSON {{filename, size, content_type}}: {str(exc)[:200]}") from None
+    body = await read_model(request, NewUpload)
     t: manager_pb2.CreateUploadResponse = await call(
         request, "CreateUpload",
         manager_pb2.CreateUploadRequest(filename=body.filename, size=body.size, content_type=body.content_type),

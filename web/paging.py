@@ -1,0 +1,32 @@
+"""Cursor pages over the manager's lists (``ListImages``, ``ListAlbums``): newest first, ``before=<slug>``.
+
+A page carries the cursor of the next one only when there is a next one: the manager is asked for
+one item more than the page shows. It answers at most :data:`MANAGER_MAX` items, so a full page of
+that size asks once more, for one item, to find out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
+
+MANAGER_MAX = 200  # the most items one ListImages/ListAlbums answer holds (nodes/manager)
+
+
+class HasSlug(Protocol):
+    @property
+    def slug(self) -> str: ...
+
+
+T = TypeVar("T", bound=HasSlug)
+Fetch = Callable[[int, str], Awaitable[Sequence[T]]]  # (limit, before) -> items, newest first
+
+
+async def fetch_page(fetch: Fetch[T], limit: int, before: str) -> tuple[list[T], str]:
+    """Up to ``limit`` items older than ``before``, and the next page's cursor ("" on the last page)."""
+    items = list(await fetch(min(limit + 1, MANAGER_MAX), before))
+    if len(items) > limit:
+        return items[:limit], items[limit - 1].slug
+    if limit >= MANAGER_MAX and len(items) == limit and await fetch(1, items[-1].slug):
+        return items, items[-1].slug
+    return items, ""
