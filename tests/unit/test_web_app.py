@@ -7,6 +7,7 @@ sessions / API keys / anonymous, the image page's <picture> and OG tags, errors 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -20,6 +21,7 @@ from typing import Any
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -92,6 +94,8 @@ class FakeCluster(manager_pb2_grpc.ManagerServiceServicer, upload_pb2_grpc.Uploa
         return user
 
     async def VerifyPassword(self, request: Any, context: Any) -> manager_pb2.User:
+        if request.name == "slowpoke":  # as a manager past the web node's deadline
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
         got = self.users.get(request.name)
         if got is None or got[1] != request.password:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid user name or password")
@@ -188,6 +192,7 @@ async def fake() -> AsyncIterator[tuple[FakeCluster, str]]:
 
 
 def _settings(redis_url: str, manager: str, **kw: Any) -> WebSettings:
+    kw.setdefault("register_per_hour", 0)  # every test registers from 127.0.0.1; one test sets a limit
     return WebSettings(
         node_id="webtest",
         cluster={"manager": manager, "secret": SECRET},  # type: ignore[arg-type]
@@ -270,6 +275,21 @@ async def test_cookie_attributes(client: TestClient[Any, Any]) -> None:
     r = await client.get("/login")
     header = r.headers["Set-Cookie"]
     assert "HttpOnly" in header and "SameSite=Lax" in header and "Domain" not in header
+    assert "Max-Age=1800" in header  # a session that only holds the form's CSRF token
+
+
+async def test_session_lifetime_before_and_after_login(client: TestClient[Any, Any], redis_url: str) -> None:
+    r = await client.get("/register")
+    assert "Max-Age=1800" in r.headers["Set-Cookie"]
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        assert 1700 < await redis.ttl(f"pixelfox:{{session}}:{_cookie(client)}") <= 1800
+        await _register(client, "frank", "franks password")
+        assert 14 * 24 * 3600 - 100 < await redis.ttl(f"pixelfox:{{session}}:{_cookie(client)}") <= 14 * 24 * 3600
+        r = await client.get("/")  # reading a page does not write the session again
+        assert "Set-Cookie" not in r.headers and (await client.get("/api/v1/me")).status == 200
+    finally:
+        await redis.aclose()
 
 
 async def test_login_wrong_password_and_csrf(client: TestClient[Any, Any]) -> None:
@@ -370,6 +390,84 @@ async def test_login_throttle(redis_url: str, fake: tuple[FakeCluster, str]) -> 
             statuses.append(r.status)
         assert statuses[:3] == [401, 401, 401] and statuses[3] == 429
         assert int(r.headers["Retry-After"]) > 0
+
+
+async def test_login_timeouts_count_as_failures(redis_url: str, fake: tuple[FakeCluster, str]) -> None:
+    """A verification that times out (504) is counted before it runs, so it still uses up the budget."""
+    app = create_app(_settings(redis_url, fake[1], login_max_failures=3))
+    async with TestClient(TestServer(app)) as c:
+        token = _csrf(await (await c.get("/login")).text())
+        statuses = []
+        for _ in range(5):
+            r = await c.post("/login", data={"csrf_token": token, "name": "slowpoke", "password": "guess1234"})
+            statuses.append(r.status)
+        assert statuses == [504, 504, 504, 429, 429]
+        assert 0 < int(r.headers["Retry-After"]) <= 900
+
+
+async def test_login_success_resets_the_account(redis_url: str, fake: tuple[FakeCluster, str]) -> None:
+    """Attempts are counted before the check; a success forgets the account's failures and gives the
+    address its attempt back."""
+    acct = f"pixelfox:{{login}}:fail:acct:{hashlib.sha256(b'grace').hexdigest()[:32]}"
+    ip = "pixelfox:{login}:fail:ip:127.0.0.1"
+    redis = aioredis.Redis.from_url(redis_url)
+    await redis.delete(ip)
+    try:
+        app = create_app(_settings(redis_url, fake[1], login_max_failures=3))
+        async with TestClient(TestServer(app)) as c:
+            await _register(c, "grace", "graces password")
+            await c.post("/logout", data={"csrf_token": _csrf(await (await c.get("/")).text())})
+            token = _csrf(await (await c.get("/login")).text())
+            for password in ("wrong 1234", "wrong 5678"):
+                r = await c.post("/login", data={"csrf_token": token, "name": "grace", "password": password})
+                assert r.status == 401
+            assert (int(await redis.get(acct) or 0), int(await redis.get(ip) or 0)) == (2, 2)
+            r = await c.post("/login", data={"csrf_token": token, "name": "grace", "password": "graces password"},
+                             allow_redirects=False)
+            assert r.status == 303
+            assert (await redis.exists(acct), int(await redis.get(ip) or 0)) == (0, 2)
+    finally:
+        await redis.delete(ip)
+        await redis.aclose()
+
+
+async def test_register_rate_limit_per_address(redis_url: str, fake: tuple[FakeCluster, str]) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    key = "pixelfox:{limits}:register:ip:127.0.0.1"
+    await redis.delete(key)
+    try:
+        app = create_app(_settings(redis_url, fake[1], register_per_hour=2))
+        async with TestClient(TestServer(app)) as c:
+            for name in ("henry1", "henry2"):
+                c.session.cookie_jar.clear()
+                await _register(c, name, "henrys password")
+            c.session.cookie_jar.clear()
+            token = _csrf(await (await c.get("/register")).text())
+            password = "henrys password"
+            form = {"csrf_token": token, "name": "henry3", "password": password, "password2": password}
+            r = await c.post("/register", data=form, allow_redirects=False)
+            assert r.status == 429 and "Too many new accounts" in await r.text()
+            assert 3500 < int(r.headers["Retry-After"]) <= 3600
+            assert "henry3" not in fake[0].users
+        assert int(await redis.get(key) or 0) == 2
+    finally:
+        await redis.delete(key)
+        await redis.aclose()
+
+
+async def test_my_pages_link_older_images_only_when_there_are_some(client: TestClient[Any, Any], fake: Any) -> None:
+    await _register(client, "ivy", "ivys password")
+    cluster: FakeCluster = fake[0]
+    for n in range(48):  # exactly one page of /my
+        slug = f"ivy{n:04d}{uuid.uuid4().hex[:8]}"
+        cluster.images[slug] = common_pb2.Image(id=slug, slug=slug, owner="ivy", filename=f"{n}.jpg")
+    html = await (await client.get("/my")).text()
+    assert html.count('class="tile"') == 48 and "Older images" not in html
+    slug = f"ivy0048{uuid.uuid4().hex[:8]}"
+    cluster.images[slug] = common_pb2.Image(id=slug, slug=slug, owner="ivy", filename="48.jpg")
+    html = await (await client.get("/my")).text()
+    oldest_shown = list(cluster.images)[-48]
+    assert html.count('class="tile"') == 48 and f'href="/my?before={oldest_shown}"' in html
 
 
 def test_print_config_redacts_secret() -> None:

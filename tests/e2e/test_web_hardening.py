@@ -1,0 +1,250 @@
+"""Issue 5 review fixes against the shared running cluster: the login throttle under parallel
+guesses, escaped embed codes, no sessions for anonymous readers, deep JSON, oEmbed answers,
+``next=`` redirects, last-page cursors and case-insensitive user names."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import re
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from tests.e2e.test_web import PASSWORD, PHOTO, Browser, _until_ready, _user
+from tests.e2e.test_web_community import _unique_upload_form, api, csrf_header, new_user_with_image
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+LOGIN_LIMIT = 20  # WebSettings.login_max_failures (default)
+SESSION_TTL_PRELOGIN = 30 * 60  # web.sessions.PRELOGIN_MAX_AGE_S
+NOT_FOUND = {"error": {"code": "not-found", "message": "no public image at this URL"}}
+
+
+@pytest.fixture
+async def http() -> Any:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(),
+                                     timeout=aiohttp.ClientTimeout(total=90)) as s:
+        yield s
+
+
+@pytest.fixture
+async def redis(cluster: Any) -> Any:
+    r = aioredis.Redis.from_url(cluster.redis_url)
+    yield r
+    await r.aclose()
+
+
+async def _session_keys(redis: aioredis.Redis) -> set[bytes]:
+    return {k async for k in redis.scan_iter("pixelfox:{session}:*", count=1000)}
+
+
+async def test_parallel_wrong_logins_stop_at_the_limit(cluster: Any, http: aiohttp.ClientSession) -> None:
+    """35 guesses at once, each with its own session and token: at most the limit reach the manager."""
+    name = _user()
+    await Browser(http, cluster.web_url).register(name)
+    guessers = [Browser(http, cluster.web_url) for _ in range(35)]
+    tokens = await asyncio.gather(*(g.csrf("/login") for g in guessers))
+    answers = await asyncio.gather(*(
+        g.post("/login", {"csrf_token": t, "name": name, "password": "wrong password"})
+        for g, t in zip(guessers, tokens, strict=True)))
+    statuses = [status for status, _, _ in answers]
+    checked = statuses.count(401) + statuses.count(504)  # a verification past its deadline counts too
+    assert 0 < checked <= LOGIN_LIMIT and statuses.count(429) == 35 - checked, statuses
+    waits = [int(headers["Retry-After"]) for status, _, headers in answers if status == 429]
+    assert len(waits) == 35 - checked and all(0 < w <= 900 for w in waits), waits
+    # the account stays locked for the window, even for the right password
+    b = Browser(http, cluster.web_url)
+    token = await b.csrf("/login")
+    status, body, headers = await b.post("/login", {"csrf_token": token, "name": name, "password": PASSWORD})
+    assert status == 429 and "Too many failed logins" in body and int(headers["Retry-After"]) > 0
+
+
+def _codes(page: str) -> dict[str, str]:
+    """The embed codes of an image page by label, unescaped once (as a browser puts them in the clipboard)."""
+    found = re.findall(r'<span>([^<]+)</span>\s*<span class="row"><input type="text" readonly value="([^"]*)"', page)
+    return {label: html.unescape(value) for label, value in found}
+
+
+async def test_embed_codes_escape_titles_and_file_names(cluster: Any, http: aiohttp.ClientSession) -> None:
+    b = Browser(http, cluster.web_url)
+    await b.register(_user())
+    hdr = await csrf_header(b)
+    evil = 'a" onerror="alert(1)".jpg'
+    form = aiohttp.FormData(quote_fields=False)  # as curl sends it: filename="a\" onerror=..."
+    form.add_field("file", PHOTO.read_bytes(), filename=evil, content_type="image/jpeg")
+    status, body, _ = await b.post("/api/v1/images", form, hdr)
+    assert status == 201, body
+    image = await _until_ready(b, json.loads(body))
+    assert image["filename"] == evil
+    slug, page_url = image["id"], f"{cluster.web_url}/i/{image['id']}"
+
+    status, page, _ = await Browser(http, cluster.web_url).get(f"/i/{slug}")
+    assert status == 200
+    src = re.search(r'<meta property="og:image" content="([^"]+)"', page)
+    assert src, page
+    src_url = html.unescape(src.group(1))
+    codes = _codes(page)
+    alt = "a&quot; onerror=&quot;alert(1)&quot;.jpg"
+    assert codes["HTML"] == f'<a href="{page_url}"><img src="{src_url}" alt="{alt}"></a>'
+    assert codes["Markdown"] == f'[![a" onerror="alert\\(1\\)".jpg]({src_url})]({page_url})'
+    assert codes["BBCode"] == f"[url={page_url}][img]{src_url}[/img][/url]"
+
+    title = 'x](https://evil.example) [y "z" \\'
+    status, patched = await api(b, "PATCH", f"/api/v1/images/{slug}", {"title": title}, hdr)
+    assert status == 200 and patched["title"] == title
+    status, page, _ = await Browser(http, cluster.web_url).get(f"/i/{slug}")
+    codes = _codes(page)
+    assert codes["HTML"] == (f'<a href="{page_url}"><img src="{src_url}" '
+                             'alt="x](https://evil.example) [y &quot;z&quot; \\"></a>')
+    assert codes["Markdown"] == f'[![x\\]\\(https://evil.example\\) \\[y "z" \\\\]({src_url})]({page_url})'
+    assert codes["Share page"] == page_url
+
+
+async def test_anonymous_reading_makes_no_session(cluster: Any, http: aiohttp.ClientSession,
+                                                  redis: aioredis.Redis) -> None:
+    _owner, _hdr, image = await new_user_with_image(http, cluster.web_url)
+    slug = image["id"]
+    before = await _session_keys(redis)
+    anon = Browser(http, cluster.web_url)
+    for path in (f"/i/{slug}", "/", f"/oembed?url={quote(cluster.web_url + '/i/' + slug)}"):
+        async with http.get(cluster.web_url + path, allow_redirects=False) as r:
+            assert r.status == 200, path
+            assert "Set-Cookie" not in r.headers, path
+    status, page, _ = await anon.get(f"/i/{slug}")
+    assert status == 200 and f'href="/i/{slug}/report"' in page and "csrf_token" not in page
+    assert await _session_keys(redis) == before
+
+    # the report form lives on its own page; its session is short-lived
+    status, form, headers = await anon.get(f"/i/{slug}/report")
+    assert status == 200 and 'id="report-form"' in form
+    assert "Max-Age=1800" in headers["Set-Cookie"] and anon.cookie
+    assert 0 < await redis.ttl(f"pixelfox:{{session}}:{anon.cookie}") <= SESSION_TTL_PRELOGIN
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+    assert token
+    status, _, headers = await anon.post(f"/i/{slug}/report", {"csrf_token": token.group(1), "reason": "anon spam"})
+    assert status == 303 and headers["Location"] == f"/i/{slug}/report?sent=1"
+    assert (await anon.get(f"/i/{slug}/report?sent=1"))[0] == 200
+
+    # the login form's session is short-lived too; logging in makes a long one
+    b = Browser(http, cluster.web_url)
+    name = _user()
+    await b.register(name)
+    token_value = await b.csrf("/")  # logged in: the header's logout form
+    await b.post("/logout", {"csrf_token": token_value})
+    token_value = await b.csrf("/login")
+    prelogin = b.cookie
+    assert 0 < await redis.ttl(f"pixelfox:{{session}}:{prelogin}") <= SESSION_TTL_PRELOGIN
+    status, _, headers = await b.post("/login", {"csrf_token": token_value, "name": name, "password": PASSWORD})
+    assert status == 303 and b.cookie != prelogin
+    assert await redis.ttl(f"pixelfox:{{session}}:{b.cookie}") > 13 * 24 * 3600
+    assert await redis.exists(f"pixelfox:{{session}}:{prelogin}") == 0
+    assert await b.me() == 200
+
+
+@pytest.mark.parametrize("depth", [1200, 100_000])
+async def test_deeply_nested_json_is_a_bad_request(cluster: Any, http: aiohttp.ClientSession, depth: int) -> None:
+    b = Browser(http, cluster.web_url)
+    await b.register(_user())
+    hdr = await csrf_header(b)
+    nested = "[" * depth + "]" * depth
+    wrapped = '{"title": ' + nested + "}"
+    expected = {"error": {"code": "bad-request", "message": "the body is nested more than 16 levels deep"}}
+    for method, path, body in (("PATCH", "/api/v1/images/AnyImage01", nested), ("POST", "/api/v1/albums", nested),
+                               ("POST", "/api/v1/albums", wrapped), ("POST", "/api/v1/uploads", wrapped)):
+        headers = {**b._headers(hdr), "Content-Type": "application/json"}
+        async with http.request(method, cluster.web_url + path, data=body, headers=headers) as r:
+            assert (r.status, await r.json()) == (400, expected), (method, path)
+    status, album = await api(b, "POST", "/api/v1/albums", {"title": "still fine"}, hdr)
+    assert status == 201 and album["title"] == "still fine"
+
+
+async def test_oembed_answers_only_for_public_images_of_this_site(cluster: Any, http: aiohttp.ClientSession) -> None:
+    owner, hdr, image = await new_user_with_image(http, cluster.web_url)
+    page_url = f"{cluster.web_url}/i/{image['id']}"
+    anon = Browser(http, cluster.web_url)
+    status, body = await api(anon, "GET", f"/oembed?url={quote(page_url)}")
+    assert status == 200 and body["type"] == "photo"
+    port = int(cluster.web_url.rsplit(":", 1)[1])
+    for foreign in (f"https://evil.example/i/{image['id']}", page_url.replace(f":{port}", f":{port + 1}"),
+                    page_url.replace("http://", "https://"), f"/i/{image['id']}", f"//evil.example/i/{image['id']}"):
+        assert await api(anon, "GET", f"/oembed?url={quote(foreign)}") == (404, NOT_FOUND), foreign
+    unknown = await api(anon, "GET", f"/oembed?url={quote(cluster.web_url + '/i/NoSuchImage0')}")
+    status, _ = await api(owner, "PATCH", f"/api/v1/images/{image['id']}", {"visibility": "private"}, hdr)
+    assert status == 200
+    private = await api(anon, "GET", f"/oembed?url={quote(page_url)}")
+    assert private == unknown == (404, NOT_FOUND)
+
+
+@pytest.mark.parametrize("evil", ["/\t/evil.example", "/%09/evil.example", "//evil.example", "/\\evil.example",
+                                  "/%5Cevil.example", "https://evil.example/", "/\n/evil.example",
+                                  "javascript:alert(1)", "/%2F%2Fevil.example", "evil.example"])
+async def test_login_next_stays_on_this_site(cluster: Any, http: aiohttp.ClientSession, evil: str) -> None:
+    b = Browser(http, cluster.web_url)
+    name = _user()
+    await b.register(name)
+    await b.post("/logout", {"csrf_token": await b.csrf("/")})
+    status, page, _ = await b.get(f"/login?next={quote(evil, safe='')}")
+    assert status == 200 and '<input type="hidden" name="next" value="/">' in page
+    token = await b.csrf("/login")
+    form = {"csrf_token": token, "name": name, "password": PASSWORD, "next": evil}
+    status, _, headers = await b.post("/login", form)
+    assert status == 303 and headers["Location"] == "/"
+
+
+async def test_login_next_keeps_a_local_path(cluster: Any, http: aiohttp.ClientSession) -> None:
+    b = Browser(http, cluster.web_url)
+    name = _user()
+    await b.register(name)
+    await b.post("/logout", {"csrf_token": await b.csrf("/")})
+    token = await b.csrf("/login")
+    status, _, headers = await b.post("/login", {"csrf_token": token, "name": name, "password": PASSWORD,
+                                                 "next": "/my?before=abc"})
+    assert status == 303 and headers["Location"] == "/my?before=abc"
+
+
+async def test_last_page_has_no_cursor(cluster: Any, http: aiohttp.ClientSession) -> None:
+    b = Browser(http, cluster.web_url)
+    await b.register(_user())
+    hdr = await csrf_header(b)
+    for _ in range(3):  # bytes of their own: one user's second upload of the same file is the same image
+        status, body, _ = await b.post("/api/v1/images?wait=0", _unique_upload_form(), hdr)
+        assert status == 201, body
+    status, page = await api(b, "GET", "/api/v1/images?limit=3")
+    assert status == 200 and len(page["images"]) == 3 and page["next_before"] is None
+    status, first = await api(b, "GET", "/api/v1/images?limit=2")
+    assert status == 200 and len(first["images"]) == 2 and first["next_before"] == first["images"][1]["id"]
+    status, second = await api(b, "GET", f"/api/v1/images?limit=2&before={first['next_before']}")
+    assert status == 200 and [i["id"] for i in second["images"]] == [page["images"][2]["id"]]
+    assert second["next_before"] is None
+
+    for title in ("one", "two"):
+        assert (await api(b, "POST", "/api/v1/albums", {"title": title}, hdr))[0] == 201
+    status, albums = await api(b, "GET", "/api/v1/albums?limit=2")
+    assert status == 200 and len(albums["albums"]) == 2 and albums["next_before"] is None
+    status, first = await api(b, "GET", "/api/v1/albums?limit=1")
+    assert status == 200 and first["next_before"] == first["albums"][0]["id"]
+    status, second = await api(b, "GET", f"/api/v1/albums?limit=1&before={first['next_before']}")
+    assert status == 200 and len(second["albums"]) == 1 and second["next_before"] is None
+
+
+async def test_user_names_are_unique_ignoring_case(cluster: Any, http: aiohttp.ClientSession) -> None:
+    name = f"Case_{uuid.uuid4().hex[:10]}"
+    await Browser(http, cluster.web_url).register(name)
+    for variant in (name.lower(), name.upper(), name.swapcase()):
+        b = Browser(http, cluster.web_url)
+        token = await b.csrf("/register")
+        form = {"csrf_token": token, "name": variant, "password": PASSWORD, "password2": PASSWORD}
+        status, body, _ = await b.post("/register", form)
+        assert status == 400 and "That user name is taken." in body, variant
+    r = cluster.pixelfox("users", "create", name.lower(), "--password-stdin", input=PASSWORD + "\n")
+    assert r.returncode != 0  # the CLI goes through the same manager check
+    b = Browser(http, cluster.web_url)
+    await b.login(name)  # the exact registered name still logs in
+    status, body, _ = await b.get("/api/v1/me")
+    assert status == 200 and json.loads(body)["name"] == name
