@@ -28,10 +28,10 @@ async def read_model(request: web.Request, model: type[M]) -> M:
         raise errors.BadRequest(f"the body is nested more than {MAX_DEPTH} levels deep") from None
     except (ValueError, UnicodeDecodeError):
         raise errors.BadRequest("the body must be JSON") from None
-    if not isinstance(data, dict):
-        raise errors.BadRequest("the body must be a JSON object")
     if _depth(data) > MAX_DEPTH:
         raise errors.BadRequest(f"the body is nested more than {MAX_DEPTH} levels deep")
+    if not isinstance(data, dict):
+        raise errors.BadRequest("the body must be a JSON object")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
