@@ -39,6 +39,15 @@ async ([files]) => {
 """
 
 
+def _own_bytes(path: Path) -> bytes:
+    """The file's bytes; a JPEG gets a unique comment (COM) segment after SOI: the same photo, new bytes."""
+    data = path.read_bytes()
+    if path.suffix != ".jpg":
+        return data
+    note = f"pixelfox browser test {uuid.uuid4()}".encode()
+    return data[:2] + b"\xff\xfe" + (len(note) + 2).to_bytes(2, "big") + note + data[2:]
+
+
 async def shot(page: Any, name: str) -> None:
     """Refresh ``docs/screenshots/<name>.png`` when ``PIXELFOX_SCREENSHOTS=1``."""
     if os.environ.get("PIXELFOX_SCREENSHOTS") == "1":
@@ -73,7 +82,7 @@ async def test_site_in_chromium(cluster: Any, chromium: Any) -> None:
     assert name in await page.inner_text("header")
 
     # drop three photos: a progress bar per file, then thumbnails from the storage origin
-    files = [{"name": p.name, "type": MIME[p.suffix], "b64": base64.b64encode(p.read_bytes()).decode()}
+    files = [{"name": p.name, "type": MIME[p.suffix], "b64": base64.b64encode(_own_bytes(p)).decode()}
              for p in PHOTOS]
     await page.evaluate(DROP_JS, [files])
     await page.wait_for_function("document.querySelectorAll('#uploads li.upload').length === 3")
@@ -89,7 +98,9 @@ async def test_site_in_chromium(cluster: Any, chromium: Any) -> None:
     await shot(page, "upload")
 
     # open an image page, copy the BBCode
-    link = page.locator("#uploads li.upload a").first
+    # the JPEG, whose bytes are this test's own: going private must retire its public URLs (bytes shared
+    # with another public image - other tests upload the same corpus photo - rightly stay served)
+    link = page.locator("#uploads li.upload", has=page.locator(".name", has_text=PHOTOS[0].name)).locator("a").first
     image_url = await link.get_attribute("href")
     assert image_url and "/i/" in image_url
     slug = image_url.rsplit("/", 1)[1]
