@@ -14,6 +14,8 @@ import aiohttp_session
 import jinja2
 import redis.asyncio as aioredis
 from aiohttp import web
+from aiohttp.typedefs import Middleware
+from aiohttp_remotes import XForwardedStrict
 
 from pixelfox import redisx
 from web.cluster import Manager
@@ -44,6 +46,17 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     await app[REDIS].aclose()
 
 
+def forwarded_for(trusted: str) -> Middleware | None:
+    """aiohttp-remotes' ``XForwardedStrict`` for one proxy hop of ``trusted`` (comma-separated addresses
+    or networks): ``request.remote`` becomes the address that proxy saw; a request from anywhere else
+    (or forged with an extra hop) is refused with 400, except the health probes. ``None`` when empty.
+    Raises ValueError for a malformed address."""
+    hop = [t.strip() for t in trusted.split(",") if t.strip()]
+    if not hop:
+        return None
+    return XForwardedStrict([hop], white_paths=("/healthz", "/readyz")).middleware
+
+
 def create_app(settings: WebSettings) -> web.Application:
     """A ready-to-run application; nothing connects until the app starts."""
     if redisx.mode(settings.redis.url) == "single":
@@ -51,11 +64,12 @@ def create_app(settings: WebSettings) -> web.Application:
     else:  # Sentinel or Cluster (a RedisCluster): the same factory as the other nodes
         redis = redisx.connect(settings.redis)
     store = SessionStore(redis, max_age=settings.session_max_age_s, secure=settings.cookie_secure)
-    # headers outermost (every answer gets them), then errors, then sessions (saved even on 3xx/4xx)
-    app = web.Application(
-        middlewares=[headers_middleware, error_middleware, aiohttp_session.session_middleware(store)],
-        client_max_size=1024 * 1024,
-    )
+    # the client address first (limits key on it), then headers (every answer gets them), then errors,
+    # then sessions (saved even on 3xx/4xx)
+    middlewares = [headers_middleware, error_middleware, aiohttp_session.session_middleware(store)]
+    if proxies := forwarded_for(settings.trusted_proxies):
+        middlewares.insert(0, proxies)
+    app = web.Application(middlewares=middlewares, client_max_size=1024 * 1024)
     app[SETTINGS] = settings
     app[REDIS] = redis
     app[MANAGER] = Manager(settings.cluster.manager, settings.cluster.secret.get_secret_value())

@@ -18,7 +18,7 @@ class WebSettings(NodeSettings):
     Env: ``PIXELFOX_NODE_ID``, ``PIXELFOX_CLUSTER__MANAGER``, ``PIXELFOX_CLUSTER__SECRET``,
     ``PIXELFOX_HTTP__HOST``/``__PORT``/``__PUBLIC_URL``, ``PIXELFOX_REDIS__URL``,
     ``PIXELFOX_METRICS_PORT``, ``PIXELFOX_COOKIE_SECURE``, ``PIXELFOX_SESSION_MAX_AGE_S``,
-    ``PIXELFOX_SITE_NAME``, ``PIXELFOX_UPLOAD_WAIT_S``, ``PIXELFOX_REGISTER_PER_HOUR``,
+    ``PIXELFOX_SITE_NAME``, ``PIXELFOX_UPLOAD_WAIT_S``, ``PIXELFOX_REGISTER_PER_HOUR``, ``PIXELFOX_TRUSTED_PROXIES``,
     ``PIXELFOX_LIMITS__MAX_UPLOAD_BYTES``...
     """
 
@@ -35,6 +35,10 @@ class WebSettings(NodeSettings):
         20, gt=0, description="failed logins per account (and 5x per address) per window"
     )
     login_window_s: int = Field(900, gt=0, description="login throttle window in seconds")
+    trusted_proxies: str = Field(
+        "", description="comma-separated addresses/networks of the reverse proxy in front of this node (one hop, "
+        "e.g. 10.0.0.0/8). Set: the client address comes from X-Forwarded-For, and requests that did not come "
+        "through it are refused (400), but /healthz and /readyz. Empty: the peer address is the client")
     register_per_hour: int = Field(
         REGISTRATIONS_PER_HOUR, ge=0, description="new accounts one client address may register per hour; 0 = no limit"
     )

@@ -8,9 +8,9 @@ Attempts (logins, registrations): :func:`take` checks and counts one attempt aga
 budgets in a single Lua script, so parallel requests cannot all pass the check before any of them
 is counted. A budget refills when its window (set by its first attempt) ends.
 
-The address is ``request.remote`` (behind a trusted proxy, the forwarded one when the proxy
-middleware is on). Per-user limits (rate, open uploads, quota) are the manager's
-(:mod:`nodes.manager.upload_limits`).
+The address is ``request.remote``: behind a reverse proxy listed in ``PIXELFOX_TRUSTED_PROXIES``,
+the client address that proxy forwarded (:func:`web.app.forwarded_for`). Per-user limits (rate,
+open uploads, quota) are the manager's (:mod:`nodes.manager.upload_limits`).
 """
 
 from __future__ import annotations

@@ -507,3 +507,26 @@ async def test_failed_image_page_shows_error(client: TestClient[Any, Any]) -> No
     assert body["error"] == {"code": "corrupt-image", "message": "decoder gave up <here>"}
     html = await (await client.get(f"/i/{body['id']}")).text()
     assert "Processing failed: decoder gave up &lt;here&gt;" in html
+
+
+async def test_client_address_behind_a_trusted_proxy(redis_url: str, fake: tuple[FakeCluster, str]) -> None:
+    """With PIXELFOX_TRUSTED_PROXIES the login budget is the forwarded client's, not the proxy's."""
+    redis = aioredis.Redis.from_url(redis_url)
+    client_key, proxy_key = "pixelfox:{login}:fail:ip:203.0.113.9", "pixelfox:{login}:fail:ip:127.0.0.1"
+    await redis.delete(client_key, proxy_key)
+    via = {"X-Forwarded-For": "203.0.113.9"}  # what nginx's `proxy_set_header X-Forwarded-For $remote_addr` sends
+    try:
+        app = create_app(_settings(redis_url, fake[1], trusted_proxies="127.0.0.1, 10.0.0.0/8"))
+        async with TestClient(TestServer(app)) as c:
+            token = _csrf(await (await c.get("/login", headers=via)).text())
+            r = await c.post("/login", data={"csrf_token": token, "name": "nobody", "password": "wrong guess"},
+                             headers=via, allow_redirects=False)
+            assert r.status == 401
+            assert int(await redis.get(client_key) or 0) == 1 and await redis.get(proxy_key) is None
+            assert (await c.get("/login")).status == 400  # not through the proxy
+            forged = {"X-Forwarded-For": "198.51.100.7, 203.0.113.9"}  # an extra hop the proxy did not add
+            assert (await c.get("/login", headers=forged)).status == 400
+            assert (await c.get("/healthz")).status == 200  # probes come straight from the orchestrator
+    finally:
+        await redis.delete(client_key, proxy_key)
+        await redis.aclose()
