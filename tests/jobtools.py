@@ -106,11 +106,20 @@ def wait_final(local: LocalCluster, key: str, slug: str, timeout_s: float = 120)
 
 
 async def _newest(address: str, key: str, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` images, page by page (the manager answers at most 200 per call)."""
+    out: list[dict[str, Any]] = []
     async with grpc.aio.insecure_channel(address.split(",")[0]) as ch:
         stub = manager_pb2_grpc.ManagerServiceStub(ch)
-        reply = await stub.ListImages(manager_pb2.ListImagesRequest(limit=limit), metadata=api_key_metadata(key),
-                                      timeout=10)
-        return [image_to_json(i) for i in reply.images]
+        before = ""
+        while len(out) < limit:
+            reply = await stub.ListImages(manager_pb2.ListImagesRequest(limit=min(200, limit - len(out)),
+                                                                        before=before),
+                                          metadata=api_key_metadata(key), timeout=10)
+            out += [image_to_json(i) for i in reply.images]
+            if not reply.images:
+                break
+            before = reply.images[-1].slug
+    return out
 
 
 def newest_images(local: LocalCluster, key: str, limit: int = 50) -> list[dict[str, Any]]:
