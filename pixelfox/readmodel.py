@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
 
+from pixelfox.numbers import ascii_int
 from pixelfox.v1 import common_pb2
 
 #: lifetime of a cached image (storage origins in its URLs may move), seconds
@@ -72,9 +73,9 @@ def ttl_s(image: common_pb2.Image, now: float | None = None) -> int:
     now = time.time() if now is None else now
     ttl = IMAGE_TTL_S
     for url in (image.original_url, *(v.url for v in image.variants)):
-        exp = parse_qs(urlsplit(url).query).get("exp", [""])[0]
-        if exp.isdigit():
-            ttl = min(ttl, int(int(exp) - now - EXPIRY_MARGIN_S))
+        exp = ascii_int(parse_qs(urlsplit(url).query).get("exp", [""])[0])
+        if exp is not None:
+            ttl = min(ttl, int(exp - now - EXPIRY_MARGIN_S))
     return max(ttl, 0)
 
 

@@ -25,6 +25,8 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel, Field, SecretStr
 
+from pixelfox.numbers import is_ascii_digits
+
 _LABEL = b"pixelfox url signing v1"
 
 
@@ -69,7 +71,7 @@ def sign(key: bytes, object_key: str, exp: int) -> str:
 
 def verify(keys: Sequence[bytes], object_key: str, exp: str | None, sig: str | None, now: float | None = None) -> bool:
     """True when ``sig`` is a valid signature of ``object_key`` by any of ``keys`` and ``exp`` is in the future."""
-    if not exp or not sig or not exp.isdigit() or len(exp) > 12 or len(sig) > 64:
+    if not exp or not sig or not is_ascii_digits(exp, max_digits=12) or len(sig) > 64:
         return False
     if int(exp) < (now if now is not None else time.time()):
         return False

@@ -37,10 +37,17 @@ async def call(
         return await getattr(stub, method)(req, metadata=tuple(metadata), timeout=timeout_s)
 
 
-async def load_image(request: web.Request, slug: str, metadata: Metadata) -> common_pb2.Image:
-    """The image for this caller; NotFound for unknown, deleted or someone else's private image."""
+async def load_image(request: web.Request, slug: str, metadata: Metadata, *, fresh: bool = False
+                     ) -> common_pb2.Image:
+    """The image for this caller; NotFound for unknown, deleted or someone else's private image.
+
+    Public images come from the shared read model, which holds what every visitor may see;
+    ``fresh=True`` asks the manager instead, whose answer also carries what only this caller may
+    see (the owner's GPS ``location``)."""
     store = request.app[REDIS]
     entry = None
+    if fresh:
+        return await _from_manager(request, slug, metadata)
     try:
         entry = await readmodel.read(store, slug)
     except (redis.exceptions.RedisError, OSError):
@@ -49,7 +56,11 @@ async def load_image(request: web.Request, slug: str, metadata: Metadata) -> com
         return entry.image
     if entry is not None and entry.kind == "deleted":
         raise errors.NotFound("this image was deleted")
+    return await _from_manager(request, slug, metadata)
+
+
+async def _from_manager(request: web.Request, slug: str, metadata: Metadata) -> common_pb2.Image:
     image: common_pb2.Image = await request.app[MANAGER].get_image(slug, metadata)
     with contextlib.suppress(redis.exceptions.RedisError, OSError):
-        await readmodel.fill(store, image)
+        await readmodel.fill(request.app[REDIS], image)  # stores only what everyone may see
     return image

@@ -66,6 +66,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400 or exc.empty_body:
             raise
         return error_response(request, exc.status, _http_code(exc), exc.reason)
+    except UnicodeError:  # undecodable bytes in a header, field or file name, or a lone surrogate in JSON
+        return error_response(request, 400, "bad-request", "the request holds text that is not valid UTF-8")
+    except LookupError as exc:
+        if type(exc) is not LookupError:  # KeyError/IndexError are bugs, not bad input
+            raise
+        return error_response(request, 400, "bad-request", "the request names an unknown charset")
     except Exception:
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(request, 500, "internal", "internal error")

@@ -41,6 +41,7 @@ from prometheus_client.registry import Collector
 
 from nodes.storage.service import StorageService
 from pixelfox import errors, signing
+from pixelfox.numbers import is_ascii_digits
 from pixelfox.storage.base import CHUNK_SIZE, ObjectInfo
 from pixelfox.storage.keys import is_original_key, is_private_key, validate_key
 
@@ -153,8 +154,8 @@ def byte_range(value: str, size: int) -> tuple[int, int] | None:
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
     first, dash, last = spec.strip().partition("-")
-    if not dash or not (first.isdigit() or last.isdigit()) or (first and not first.isdigit()) \
-            or (last and not last.isdigit()):
+    if not dash or not (first or last) or (first and not is_ascii_digits(first)) \
+            or (last and not is_ascii_digits(last)):
         return None
     if not first:  # suffix: the last N bytes
         n = int(last)

@@ -31,6 +31,7 @@ from aiohttp import web
 
 from nodes.upload.service import Chunk, Receiver, Session
 from pixelfox import errors, tickets
+from pixelfox.numbers import ascii_int
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +69,10 @@ def _ticket(request: web.Request) -> str:
 
 
 def _int_header(request: web.Request, name: str) -> int:
-    raw = request.headers.get(name, "")
-    if not raw.isdigit():
+    value = ascii_int(request.headers.get(name, ""))
+    if value is None:
         raise errors.BadRequest(f"{name} must be a non-negative integer")
-    return int(raw)
+    return value
 
 
 @web.middleware

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pixelfox.numbers import is_ascii_digits
+
 STATE_DIR = ".pixelfox"
 STATE_FILE = "cluster.json"
 
@@ -66,7 +68,7 @@ def check_address(text: str) -> str:
     SystemExit naming the bad part otherwise (gRPC would wrap 70000 to 4464, or fail obscurely)."""
     for part in (p.strip() for p in text.split(",")):
         host, sep, port = part.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        if not sep or not host or not is_ascii_digits(port, 5) or not 1 <= int(port) <= 65535:
             raise SystemExit(f"--manager / PIXELFOX_MANAGER: {part!r} is not HOST:PORT with a port from 1 to 65535")
     return text
 

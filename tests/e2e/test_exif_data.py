@@ -29,6 +29,9 @@ def test_exif_fields_are_stored_and_gps_is_for_the_owner_only(cluster: ClusterHa
     assert anon.status_code == 200
     seen = anon.json()
     assert seen["exif"] == mine["exif"] and seen["location"] is None
+    owner = requests.get(f"{cluster.web_url}/api/v1/images/{mine['id']}", timeout=10,
+                         headers={"X-API-Key": cluster.admin_api_key})  # read after the read model has it
+    assert owner.status_code == 200 and owner.json()["location"] == mine["location"]
     page = requests.get(f"{cluster.web_url}/i/{mine['id']}", timeout=10).text
     assert "iPhone 5" in page and "Camera model" in page
     assert f"{lat:.3f}" not in page and f"{lon:.3f}" not in page

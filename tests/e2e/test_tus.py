@@ -126,6 +126,9 @@ def test_tus_protocol_rules(cluster: ClusterHandle, corpus: Path) -> None:
     assert r.status_code == 204 and r.headers["Upload-Offset"] == "100000"
     r = requests.patch(url, data=first, headers={**patch, "Upload-Offset": "0"}, timeout=10)
     assert r.status_code == 409 and "committed offset is 100000" in r.json()["error"]["message"]
+    r = requests.patch(url, data=b"x", headers={**patch, "Upload-Offset": "\u00b2".encode().decode("latin-1")},
+                       timeout=10)  # a Unicode digit: a bad header, not a crash
+    assert r.status_code == 400 and "non-negative integer" in r.json()["error"]["message"]
     r = requests.patch(url, data=b"x", headers={**auth(t), "Upload-Offset": "100000",
                                                 "Content-Type": "text/plain"}, timeout=10)
     assert r.status_code == 415

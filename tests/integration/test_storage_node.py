@@ -361,6 +361,16 @@ def test_http_range_past_the_end_416(node: Node, stored: tuple[str, bytes]) -> N
         assert r.getheader("Content-Range") == f"bytes */{len(data)}"
 
 
+def test_http_odd_numbers_are_refused_cleanly(node: Node, stored: tuple[str, bytes]) -> None:
+    """Unicode digits pass ``str.isdigit()`` but not ``int()``: a malformed range, not a 500."""
+    key, data = stored
+    for spec in ("bytes=\u00b2-", "bytes=-\u0663", "bytes=1-\u00b2", "bytes=-", "bytes=1-0"):
+        r = request(node, "GET", f"/o/{key}", {"Range": spec.encode().decode("latin-1")})
+        assert r.status == 416, (spec, r.status)
+    signed = f"/o/p/{'a' * 32}/{key}?exp=%C2%B2&sig=x"  # a private key with a Unicode-digit expiry
+    assert request(node, "GET", signed).status == 403
+
+
 def test_http_if_range(node: Node, stored: tuple[str, bytes]) -> None:
     key, data = stored
     etag = f'"{sha(data)}"'

@@ -530,3 +530,28 @@ async def test_client_address_behind_a_trusted_proxy(redis_url: str, fake: tuple
     finally:
         await redis.delete(client_key, proxy_key)
         await redis.aclose()
+
+
+async def test_odd_input_is_a_bad_request_not_a_crash(client: TestClient[Any, Any]) -> None:
+    """Unicode digits, unknown charsets, broken multipart, huge numbers, lone surrogates: 400, never 500."""
+    key = {"X-API-Key": "key-alice"}
+    r = await client.get("/api/v1/images?limit=%C2%B2", headers=key)  # "²" passes str.isdigit()
+    assert r.status == 400 and "limit must be" in (await r.json())["error"]["message"]
+    r = await client.post("/login", data=b"name=a&password=b",
+                          headers={"Content-Type": "application/x-www-form-urlencoded; charset=bogus"})
+    assert r.status == 400
+    r = await client.post("/api/1/upload", data=b"--x\r\nContent-Disposition: form-data; name=\"source\"",
+                          headers={**key, "Content-Type": "multipart/form-data"})  # no boundary
+    assert r.status == 400
+    cut = b'--x\r\nContent-Disposition: form-data; name="source"; filename="a.png"\r\n\r\n\x89PNG'  # no end
+    r = await client.post("/api/1/upload", data=cut, headers={**key, "Content-Type": "multipart/form-data; boundary=x"})
+    assert r.status == 400
+    r = await client.post("/api/1/upload", data={"source": "aGk=", "expiration": "P99999999999999999999Y"},
+                          headers=key)
+    assert r.status == 400 and "expiration longer than 100 years" in await r.text()
+    r = await client.post("/api/v1/uploads", data=b'{"filename": "a.png", "size": 99999999999999999999999999, '
+                          b'"content_type": "image/png"}', headers={**key, "Content-Type": "application/json"})
+    assert r.status == 400
+    r = await client.patch("/api/v1/albums/nope", data=b'{"add_images": ["\\ud800"]}',
+                           headers={**key, "Content-Type": "application/json"})
+    assert r.status == 400, await r.text()

@@ -8,6 +8,7 @@ from aiohttp import web
 from aiohttp_session import get_session
 
 from pixelfox import errors
+from pixelfox.numbers import ascii_int
 from pixelfox.v1 import common_pb2, manager_pb2
 from web.calls import call
 from web.keys import MANAGER
@@ -49,7 +50,7 @@ async def overview(request: web.Request) -> web.StreamResponse:
 
 async def users(request: web.Request) -> web.StreamResponse:
     user = await _admin(request)
-    offset = int(request.query.get("offset", "0")) if request.query.get("offset", "0").isdigit() else 0
+    offset = ascii_int(request.query.get("offset", "0"), 0, max_digits=9) or 0
     reply = await call(request, "ListUsers", manager_pb2.ListUsersRequest(limit=100, offset=offset),
                        request.app[MANAGER].as_user(user.id))
     return await render(request, "admin_users.html", {"users": list(reply.users), "total": reply.total,

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import tempfile
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,15 @@ async def resolve_caller(request: web.Request, *, state_changing: bool) -> Calle
     return Caller(manager.as_user(user.id), user, "session")
 
 
+def safe_filename(raw: str | None) -> str:
+    """A client's file name fit to store and show: the last path part (``/`` or ``\\``), control
+    characters (NUL, newlines...) removed, at most 255 characters; ``"upload"`` when nothing is left.
+    Never used as a path."""
+    name = os.path.basename((raw or "").replace("\\", "/"))
+    name = "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cs"))[:255].strip()
+    return name or "upload"
+
+
 def image_json(request: web.Request, image: common_pb2.Image) -> dict[str, Any]:
     body = image_to_json(image)
     body["url"] = page_url(request, image)
@@ -106,7 +116,7 @@ async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, st
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
             if isinstance(part, BodyPartReader) and part.name == "file":
-                filename = os.path.basename((part.filename or "upload").replace("\\", "/"))[:255]
+                filename = safe_filename(part.filename)
                 ctype = part.headers.get("Content-Type", "application/octet-stream")
                 return await _save_part(part, limit), filename or "upload", ctype
             await part.release()

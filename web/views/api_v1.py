@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pixelfox import errors
 from pixelfox.client.images import served_original_url
+from pixelfox.numbers import ascii_int
 from pixelfox.v1 import common_pb2, manager_pb2
 from web.calls import call, load_image
 from web.jsonbody import read_model
@@ -55,10 +56,10 @@ def _need_user(caller: Caller) -> None:
 
 
 def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST:
+    limit = ascii_int(request.query.get("limit", "50"), max_digits=6)
+    if limit is None or not 1 <= limit <= MAX_LIST:
         raise errors.BadRequest(f"limit must be 1-{MAX_LIST}")
-    return int(raw)
+    return limit
 
 
 def _cursor(request: web.Request) -> str:
@@ -116,7 +117,8 @@ async def list_images(request: web.Request) -> web.Response:
 
 async def get_image(request: web.Request) -> web.Response:
     caller = await resolve_caller(request, state_changing=False)
-    image = await load_image(request, request.match_info["slug"], caller.metadata)
+    # a signed-in caller may be the owner: the manager's answer has the owner-only location
+    image = await load_image(request, request.match_info["slug"], caller.metadata, fresh=caller.via != "anonymous")
     return web.json_response(public_image_json(request, image, caller))
 
 

@@ -35,10 +35,11 @@ from web.calls import call
 from web.deletion import deletion_url
 from web.keys import MANAGER, SETTINGS
 from web.ratelimit import check_ip
-from web.views.api import _save_part, page_url
+from web.views.api import _save_part, page_url, safe_filename
 
 FIELD_LIMIT = 4096  # bytes of a text field other than source
 DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
+MAX_EXPIRATION_S = 100 * 365 * 86400  # an "expiration" beyond a century is a typo, not a plan
 UNIT_S = (365 * 86400, 30 * 86400, 7 * 86400, 86400, 3600, 60, 1)  # Y M W D H M S (years/months approximate)
 
 
@@ -47,9 +48,13 @@ def parse_duration(text: str) -> int:
     m = DURATION.match(text.strip().upper())
     if not m or not any(m.groups()):
         raise errors.BadRequest(f"expiration {text[:40]!r} is not an ISO 8601 duration such as PT5M or P3D")
+    if any(v and len(v) > 9 for v in m.groups()):
+        raise errors.BadRequest(f"expiration longer than {MAX_EXPIRATION_S // UNIT_S[0]} years")
     seconds = sum(int(v) * u for v, u in zip(m.groups(), UNIT_S, strict=True) if v)
     if seconds <= 0:
         raise errors.BadRequest("expiration must be longer than zero")
+    if seconds > MAX_EXPIRATION_S:
+        raise errors.BadRequest(f"expiration longer than {MAX_EXPIRATION_S // UNIT_S[0]} years")
     return seconds
 
 
@@ -75,29 +80,47 @@ async def _decode_source(text: str, limit: int) -> Path:
 
 
 async def _read_form(request: web.Request, limit: int) -> tuple[dict[str, str], Path | None, str]:
-    """Text fields (query string, then body) and the source as a temp file plus its file name."""
+    """Text fields (query string, then body) and the source as a temp file plus its file name.
+    Raises BadRequest for a malformed body, PayloadTooLarge past ``limit`` bytes."""
     fields = {k: v for k, v in request.query.items()}
-    source: Path | None = None
-    filename = "upload"
     if request.content_type.startswith("multipart/"):
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                continue
-            if part.name == "source" and part.filename:
-                source = await _save_part(part, limit)
-                filename = os.path.basename(part.filename.replace("\\", "/"))[:255] or "upload"
-            elif part.name == "source":
-                source = await _decode_source((await part.read(decode=True)).decode("ascii", "replace"), limit)
-            elif part.name:
-                fields[part.name] = (await part.read(decode=True))[:FIELD_LIMIT].decode("utf-8", "replace")
-    elif request.content_type == "application/x-www-form-urlencoded":
+        return await _read_multipart(request, limit, fields)
+    source: Path | None = None
+    if request.content_type == "application/x-www-form-urlencoded":
         form = await request.post()
         fields.update({k: str(v) for k, v in form.items() if k != "source"})
         if "source" in form:
             source = await _decode_source(str(form["source"]), limit)
     elif "source" in fields:
         source = await _decode_source(fields.pop("source"), limit)
+    return fields, source, "upload"
+
+
+async def _read_multipart(request: web.Request, limit: int, fields: dict[str, str]
+                          ) -> tuple[dict[str, str], Path | None, str]:
+    source: Path | None = None
+    filename = "upload"
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                continue
+            if part.name == "source":
+                if source is not None:  # a second source replaces the first
+                    await asyncio.to_thread(source.unlink, missing_ok=True)
+                if part.filename:
+                    filename = safe_filename(part.filename)
+                    source = await _save_part(part, limit)
+                else:
+                    source = await _decode_source((await part.read(decode=True)).decode("ascii", "replace"), limit)
+            elif part.name:
+                fields[part.name] = (await part.read(decode=True))[:FIELD_LIMIT].decode("utf-8", "replace")
+    except BaseException as exc:
+        if source is not None:
+            await asyncio.to_thread(source.unlink, missing_ok=True)
+        if isinstance(exc, ValueError | AssertionError) and not isinstance(exc, errors.PixelfoxError):
+            raise errors.BadRequest("malformed multipart/form-data body") from exc  # no boundary, cut short...
+        raise
     return fields, source, filename
 
 

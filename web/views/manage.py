@@ -16,6 +16,7 @@ from yarl import URL
 
 from pixelfox import errors
 from pixelfox.client.images import served_original_url
+from pixelfox.numbers import ascii_int
 from pixelfox.v1 import common_pb2, manager_pb2
 from web import exif
 from web.calls import call, load_image
@@ -131,7 +132,7 @@ def _pick(image: common_pb2.Image, maxwidth: int, maxheight: int) -> common_pb2.
 
 
 def _int(value: str) -> int:
-    return int(value) if value.isdigit() and len(value) < 7 else 0
+    return ascii_int(value, 0, max_digits=6) or 0
 
 
 def _oembed_slug(request: web.Request, url: str) -> str:
