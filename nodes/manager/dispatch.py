@@ -340,9 +340,12 @@ class Dispatcher:
             except Exception:
                 logger.exception("after-result hook failed for image %s", f.job.image_id)
         await self.queue.ack(f.job)
-        JOBS.labels("ready").inc()
         JOB_SECONDS.labels(f.job.kind).observe(time.monotonic() - f.started)
-        logger.info("image %s ready (%d variants) from %s", f.job.image_id, len(r.variants), worker.node_id)
+        if recorded:
+            JOBS.labels("ready").inc()
+            logger.info("image %s ready (%d variants) from %s", f.job.image_id, len(r.variants), worker.node_id)
+        else:
+            JOBS.labels("orphaned").inc()
 
     async def _record(self, job: QueuedJob, r: manager_pb2.JobResult) -> bool:
         """Write the variant rows (one per name/format/recipe: a re-run updates, never duplicates).
