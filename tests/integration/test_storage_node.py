@@ -363,7 +363,7 @@ def test_http_range_past_the_end_416(node: Node, stored: tuple[str, bytes]) -> N
 
 def test_http_odd_numbers_are_refused_cleanly(node: Node, stored: tuple[str, bytes]) -> None:
     """Unicode digits pass ``str.isdigit()`` but not ``int()``: a malformed range, not a 500."""
-    key, data = stored
+    key, _ = stored
     for spec in ("bytes=\u00b2-", "bytes=-\u0663", "bytes=1-\u00b2", "bytes=-", "bytes=1-0"):
         r = request(node, "GET", f"/o/{key}", {"Range": spec.encode().decode("latin-1")})
         assert r.status == 416, (spec, r.status)
