@@ -6,6 +6,8 @@ mod api;
 mod codecs;
 mod errors;
 mod exif;
+#[doc(hidden)]
+pub mod fuzzing;
 mod limits;
 mod isobmff_meta;
 mod metadata;

@@ -10,6 +10,7 @@ use crate::limits::Limits;
 use crate::pipeline::{Plan, Rendition};
 use crate::probe::{Format, Info};
 use image::DynamicImage;
+#[cfg(feature = "avif-encode")]
 use ravif::{Img, RGB8, RGBA8};
 
 /// Decides between AVIF and other ftyp-based formats from the brands.
@@ -228,7 +229,20 @@ mod libavif {
     }
 }
 
+/// Without the `avif-encode` feature (the fuzz build only): AVIF output is refused.
+#[cfg(not(feature = "avif-encode"))]
+pub fn encode(_r: &Rendition, plan: &Plan) -> Result<Vec<u8>> {
+    Err(Error::Encode {
+        format: "avif",
+        detail: format!(
+            "this build has no AVIF encoder (asked for quality {}, speed {})",
+            plan.avif_quality, plan.avif_speed
+        ),
+    })
+}
+
 /// AVIF (ravif/rav1e) of the first frame of a rendition; alpha kept.
+#[cfg(feature = "avif-encode")]
 pub fn encode(r: &Rendition, plan: &Plan) -> Result<Vec<u8>> {
     let err = |detail: String| Error::Encode {
         format: "avif",

@@ -42,26 +42,16 @@ pub fn parse(d: &[u8], limits: &Limits, mode: Mode) -> Result<Info> {
                 size = Some((w + 1, h + 1));
                 check(size, limits)?;
             }
-            b"VP8 " if size.is_none() => {
-                if body.get(3..6) != Some(&[0x9d, 0x01, 0x2a]) {
-                    return Err(Error::corrupt("corrupt WebP: bad VP8 start code"));
-                }
-                let (Some(w), Some(h)) = (le16(body, 6), le16(body, 8)) else {
-                    return Err(Error::truncated("WebP data ends inside the VP8 header"));
-                };
-                size = Some((u32::from(w & 0x3fff), u32::from(h & 0x3fff)));
-                check(size, limits)?;
-            }
-            b"VP8L" if size.is_none() => {
-                let (Some(&0x2f), Some(bits)) = (body.first(), le32(body, 1)) else {
-                    return Err(Error::corrupt("corrupt WebP: bad VP8L header"));
-                };
-                size = Some(((bits & 0x3fff) + 1, ((bits >> 14) & 0x3fff) + 1));
+            b"VP8 " | b"VP8L" if size.is_none() => {
+                size = Some(bitstream_size(kind, body)?);
                 check(size, limits)?;
             }
             b"ANMF" => {
                 frames += 1;
                 limits.check_frames(u64::from(frames), 0)?;
+                if mode == Mode::Whole {
+                    check_frame(body)?;
+                }
             }
             b"EXIF" => orientation = exif::orientation(body),
             _ => {}
@@ -81,6 +71,58 @@ pub fn parse(d: &[u8], limits: &Limits, mode: Mode) -> Result<Info> {
         frames: frames.max(1),
         orientation,
     })
+}
+
+/// Size in px from the header of a `VP8 ` or `VP8L` chunk body.
+fn bitstream_size(kind: &[u8], body: &[u8]) -> Result<(u32, u32)> {
+    if kind == b"VP8L" {
+        let (Some(&0x2f), Some(bits)) = (body.first(), le32(body, 1)) else {
+            return Err(Error::corrupt("corrupt WebP: bad VP8L header"));
+        };
+        return Ok(((bits & 0x3fff) + 1, ((bits >> 14) & 0x3fff) + 1));
+    }
+    if body.get(3..6) != Some(&[0x9d, 0x01, 0x2a]) {
+        return Err(Error::corrupt("corrupt WebP: bad VP8 start code"));
+    }
+    let (Some(w), Some(h)) = (le16(body, 6), le16(body, 8)) else {
+        return Err(Error::truncated("WebP data ends inside the VP8 header"));
+    };
+    Ok((u32::from(w & 0x3fff), u32::from(h & 0x3fff)))
+}
+
+/// An animation frame (ANMF body) must hold a bitstream of the size its header
+/// gives. image-webp 0.2.4 panics on a mismatch or an empty bitstream (found by
+/// fuzzing; image-webp issue 182), so such a frame is refused here, before decode.
+fn check_frame(body: &[u8]) -> Result<()> {
+    let (Some(w), Some(h)) = (le24(body, 6), le24(body, 9)) else {
+        return Err(Error::truncated("WebP data ends inside an ANMF header"));
+    };
+    let mut pos = 16;
+    while pos + 8 <= body.len() {
+        let kind = &body[pos..pos + 4];
+        let len = le32(body, pos + 4).unwrap_or(0) as usize;
+        let start = pos + 8;
+        let Some(chunk) = body.get(start..start.saturating_add(len)) else {
+            return Err(Error::corrupt(
+                "corrupt WebP: chunk runs past its ANMF frame",
+            ));
+        };
+        if kind == b"VP8 " || kind == b"VP8L" {
+            let (bw, bh) = bitstream_size(kind, chunk)?;
+            if (bw, bh) != (w + 1, h + 1) {
+                return Err(Error::corrupt(format!(
+                    "corrupt WebP: a {bw}x{bh} frame in a {}x{} ANMF",
+                    w + 1,
+                    h + 1
+                )));
+            }
+            return Ok(());
+        }
+        pos = start.saturating_add(len).saturating_add(len & 1);
+    }
+    Err(Error::corrupt(
+        "corrupt WebP: ANMF frame without image data",
+    ))
 }
 
 fn check(size: Option<(u32, u32)>, limits: &Limits) -> Result<()> {
