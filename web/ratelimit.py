@@ -1,10 +1,9 @@
 """Rate limits at the HTTP edge (only the web node sees client addresses).
 
-Uploads: ``pixelfox:{limits}:ip:<address>:<minute>`` is INCR'd with a 120 s expiry for every
-upload a client starts (``POST /api/v1/images``, ``/api/v1/uploads``, ``/api/1/upload``); more
-than ``limits.ip_uploads_per_minute`` in one clock minute gets 429 ``rate-limited``.
-
-Attempts (logins, registrations): :func:`take` checks and counts one attempt against one or more
+Every budget goes through :func:`take`. Uploads: ``pixelfox:{limits}:ip:<address>`` counts the
+uploads a client starts (``POST /api/v1/images``, ``/api/v1/uploads``, ``/api/1/upload``); more
+than ``limits.ip_uploads_per_minute`` in one minute gets 429 ``rate-limited``. Logins,
+registrations and reports have their own keys. :func:`take` checks and counts one attempt against one or more
 budgets in a single Lua script, so parallel requests cannot all pass the check before any of them
 is counted. A budget refills when its window (set by its first attempt) ends.
 
@@ -15,7 +14,6 @@ open uploads, quota) are the manager's (:mod:`nodes.manager.upload_limits`).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
@@ -90,12 +88,6 @@ async def check_ip(request: web.Request) -> None:
     limit = request.app[SETTINGS].limits.ip_uploads_per_minute
     if not limit:
         return
-    now = time.time()
-    key = f"pixelfox:{{limits}}:ip:{request.remote or 'unknown'}:{int(now // 60)}"
-    redis = request.app[REDIS]
-    async with redis.pipeline(transaction=True) as p:
-        p.incr(key)
-        p.expire(key, 120)
-        count, _ = await p.execute()
-    if count > limit:
-        raise errors.RateLimited(f"more than {limit} uploads a minute from this address; wait {60 - int(now % 60)} s")
+    key = f"pixelfox:{{limits}}:ip:{request.remote or 'unknown'}"
+    if wait := await take(request.app[REDIS], [(key, limit)], 60):
+        raise errors.RateLimited(f"more than {limit} uploads a minute from this address; wait {wait} s")

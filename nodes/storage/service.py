@@ -89,9 +89,8 @@ class StorageService:
         (:meth:`delete` and :meth:`forget` evict it). Misses are not cached (an object may
         arrive at any time). At most ``INFO_CACHE_SIZE`` entries, least recently used dropped.
         """
-        hit = self._info.get(key)
+        hit = self.cached(key)
         if hit is not None:
-            self._info.move_to_end(key)
             return hit
         info = await self.stat(key)
         if info is None:

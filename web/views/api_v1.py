@@ -100,19 +100,23 @@ def album_json(request: web.Request, album: manager_pb2.Album, caller: Caller) -
     }
 
 
+async def _listing(request: web.Request, caller: Caller, method: str,
+                   request_cls: type[manager_pb2.ListImagesRequest] | type[manager_pb2.ListAlbumsRequest],
+                   field: str) -> tuple[list[Any], str | None]:
+    """One page of the caller's ``method`` list (``?limit``, ``?before``) and the next page's cursor."""
+
+    async def fetch(n: int, cursor: str) -> Sequence[Any]:
+        return getattr(await call(request, method, request_cls(limit=n, before=cursor), caller.metadata), field)
+
+    page, nxt = await fetch_page(fetch, _limit(request), _cursor(request))
+    return page, nxt or None
+
+
 async def list_images(request: web.Request) -> web.Response:
     caller = await resolve_caller(request, state_changing=False)
     _need_user(caller)
-    limit, before = _limit(request), _cursor(request)
-
-
-    async def fetch(n: int, cursor: str) -> Sequence[common_pb2.Image]:
-        req = manager_pb2.ListImagesRequest(limit=n, before=cursor)
-        return (await call(request, "ListImages", req, caller.metadata)).images  # type: ignore[no-any-return]
-
-    page, nxt = await fetch_page(fetch, limit, before)
-    images = [public_image_json(request, i, caller) for i in page]
-    return web.json_response({"images": images, "next_before": nxt or None})
+    page, nxt = await _listing(request, caller, "ListImages", manager_pb2.ListImagesRequest, "images")
+    return web.json_response({"images": [public_image_json(request, i, caller) for i in page], "next_before": nxt})
 
 
 async def get_image(request: web.Request) -> web.Response:
@@ -147,16 +151,8 @@ async def delete_image(request: web.Request) -> web.Response:
 async def list_albums(request: web.Request) -> web.Response:
     caller = await resolve_caller(request, state_changing=False)
     _need_user(caller)
-    limit, before = _limit(request), _cursor(request)
-
-
-    async def fetch(n: int, cursor: str) -> Sequence[manager_pb2.Album]:
-        req = manager_pb2.ListAlbumsRequest(limit=n, before=cursor)
-        return (await call(request, "ListAlbums", req, caller.metadata)).albums  # type: ignore[no-any-return]
-
-    page, nxt = await fetch_page(fetch, limit, before)
-    albums = [album_json(request, a, caller) for a in page]
-    return web.json_response({"albums": albums, "next_before": nxt or None})
+    page, nxt = await _listing(request, caller, "ListAlbums", manager_pb2.ListAlbumsRequest, "albums")
+    return web.json_response({"albums": [album_json(request, a, caller) for a in page], "next_before": nxt})
 
 
 async def create_album(request: web.Request) -> web.Response:

@@ -18,7 +18,7 @@ from pixelfox import errors
 from pixelfox.client.images import served_original_url
 from pixelfox.numbers import ascii_int
 from pixelfox.v1 import common_pb2, manager_pb2
-from web import exif
+from web import exif, ratelimit
 from web.calls import call, load_image
 from web.keys import MANAGER, REDIS, SETTINGS, STATE
 from web.sessions import CurrentUser, current_user
@@ -109,12 +109,8 @@ async def report_image(request: web.Request) -> web.StreamResponse:
     user = current_user(session)
     slug = request.match_info["slug"]
     key = f"pixelfox:{{reports}}:ip:{request.remote or '-'}"
-    async with request.app[REDIS].pipeline(transaction=False) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, 3600, nx=True)
-        count, _ = await pipe.execute()
-    if int(count) > REPORTS_PER_HOUR:
-        raise errors.RateLimited("too many reports from this address; try again later")
+    if wait := await ratelimit.take(request.app[REDIS], [(key, REPORTS_PER_HOUR)], 3600):
+        raise errors.RateLimited(f"too many reports from this address; try again in {wait} s")
     req = manager_pb2.ReportImageRequest(slug=slug, reason=form.get("reason", "")[:1000])
     await call(request, "ReportImage", req, request.app[MANAGER].as_user(user.id if user else ""))
     raise web.HTTPSeeOther(f"/i/{slug}/report?sent=1")
