@@ -165,8 +165,14 @@ class QuotaExceeded(ResourceExhausted):
 
 
 class RateLimited(ResourceExhausted):
+    """Over a rate limit; ``retry_after_s`` (seconds, 0 = unknown) becomes HTTP ``Retry-After``."""
+
     code = "rate-limited"
     default_message = "too many requests"
+
+    def __init__(self, message: str | None = None, retry_after_s: int = 0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class Unavailable(PixelfoxError):

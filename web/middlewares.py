@@ -14,7 +14,9 @@ from typing import Any
 import aiohttp_jinja2
 import redis.exceptions
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import Counter, Histogram
 
 from pixelfox import errors
@@ -57,7 +59,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.http_status >= 500:  # peer/transport detail goes to the log, not to the client
             logger.warning("%s %s: %s (%s)", request.method, request.path, exc.code, exc)
             message = type(exc).default_message
-        return error_response(request, exc.http_status, exc.code, message)
+        response = error_response(request, exc.http_status, exc.code, message)
+        if isinstance(exc, errors.RateLimited) and exc.retry_after_s:
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
     except redis.exceptions.RedisError:
         logger.exception("redis failed on %s %s", request.method, request.path)
         exc2 = errors.Unavailable("session store unavailable, try again")
@@ -66,6 +71,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400 or exc.empty_body:
             raise
         return error_response(request, exc.status, _http_code(exc), exc.reason)
+    except (HttpProcessingError, RequestPayloadError):  # the body cannot be read: bad Content-Encoding...
+        return error_response(request, 400, "bad-request", "the request body cannot be read (bad encoding or framing)")
     except UnicodeError:  # undecodable bytes in a header, field or file name, or a lone surrogate in JSON
         return error_response(request, 400, "bad-request", "the request holds text that is not valid UTF-8")
     except LookupError as exc:

@@ -90,4 +90,4 @@ async def check_ip(request: web.Request) -> None:
         return
     key = f"pixelfox:{{limits}}:ip:{request.remote or 'unknown'}"
     if wait := await take(request.app[REDIS], [(key, limit)], 60):
-        raise errors.RateLimited(f"more than {limit} uploads a minute from this address; wait {wait} s")
+        raise errors.RateLimited(f"more than {limit} uploads a minute from this address; wait {wait} s", wait)

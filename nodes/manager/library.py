@@ -25,6 +25,7 @@ from nodes.manager.images import ImageViews
 from nodes.manager.objects import Objects, image_keys
 from pixelfox import errors, readmodel
 from pixelfox.db.models import Image, Upload, User
+from pixelfox.leases import Lease
 from pixelfox.storage.keys import private_key, public_key
 from pixelfox.v1 import common_pb2
 
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 VISIBILITIES = ("public", "private")
 MAX_TITLE = 255
 MAX_DESCRIPTION = 2000
+REKEY_LEASE_S = 300.0  # seconds a visibility change may hold its image (copies every object)
 
 
 def is_admin_user(user: User | None) -> bool:
@@ -95,6 +97,19 @@ class Library:
             raise errors.BadRequest(f"title longer than {MAX_TITLE} characters")
         if ch.description is not None and len(ch.description) > MAX_DESCRIPTION:
             raise errors.BadRequest(f"description longer than {MAX_DESCRIPTION} characters")
+        if ch.visibility is None:
+            return await self._update(slug, user, ch)
+        # one visibility change of an image at a time: two re-keys racing would each copy the
+        # objects and the loser's copies would be left behind
+        lease = Lease(self.redis, f"rekey:{slug}", ttl_s=REKEY_LEASE_S)
+        if not await lease.acquire():
+            raise errors.Conflict("another visibility change of this image is in progress; try again shortly")
+        try:
+            return await self._update(slug, user, ch)
+        finally:
+            await lease.release()
+
+    async def _update(self, slug: str, user: User | None, ch: Changes) -> common_pb2.Image:
         old_keys: list[str] = []
         old_urls: list[str] = []
         async with self.sessions() as s:

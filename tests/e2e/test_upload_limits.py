@@ -139,9 +139,12 @@ async def test_quota(local: LocalCluster) -> None:
 
 def test_per_ip_rate_at_the_web_node(local: LocalCluster) -> None:
     keys = [asyncio.run(new_user_key(local, f"ip{i}")) for i in range(14)]
-    codes = [requests.post(f"{local.web_urls[0]}/api/v1/uploads", json={"filename": "a.png", "size": 10},
-                           headers={"Authorization": f"Bearer {k}"}, timeout=10).status_code for k in keys]
+    answers = [requests.post(f"{local.web_urls[0]}/api/v1/uploads", json={"filename": "a.png", "size": 10},
+                             headers={"Authorization": f"Bearer {k}"}, timeout=10) for k in keys]
+    codes = [r.status_code for r in answers]
     assert codes.count(201) >= 8 and 429 in codes
+    refused = next(r for r in answers if r.status_code == 429)
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60  # when this address's minute budget refills
 
 
 async def test_manager_progress_for_deduplicated_upload(local: LocalCluster) -> None:

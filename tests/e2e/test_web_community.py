@@ -310,3 +310,19 @@ async def test_reprocessed_private_image_stays_private(cluster: Any, http: aioht
     assert status == 200 and after["variants"] and all("/o/p/" in v["url"] for v in after["variants"]), after
     assert public_variant_files() == []  # the re-run's public copies were moved under the private prefix
     assert [(await fetch(http, v["url"]))[0] for v in after["variants"]] == [200] * len(after["variants"])
+
+
+async def test_racing_visibility_changes_are_serialised_and_delete_leaves_nothing(
+        cluster: Any, http: aiohttp.ClientSession) -> None:
+    import asyncio
+
+    owner, hdr, image = await new_user_with_image(http, cluster.web_url)
+    slug, sha = image["id"], image["sha256"]
+    flips = [{"visibility": "private" if i % 2 == 0 else "public"} for i in range(8)]
+    answers = await asyncio.gather(*(api(owner, "PATCH", f"/api/v1/images/{slug}", f, hdr) for f in flips))
+    statuses = [s for s, _ in answers]
+    assert set(statuses) <= {200, 409}, answers  # never a 503: one change at a time, the others are told
+    assert all("in progress" in b["error"]["message"] for s, b in answers if s == 409)
+    status, gone = await api(owner, "DELETE", f"/api/v1/images/{slug}", None, hdr)
+    assert status == 200 and gone["deleted"] is True
+    assert [str(p) for p in cluster.storage_files() if sha in str(p) and not p.name.endswith(".meta")] == []

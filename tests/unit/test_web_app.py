@@ -555,3 +555,22 @@ async def test_odd_input_is_a_bad_request_not_a_crash(client: TestClient[Any, An
     r = await client.patch("/api/v1/albums/nope", data=b'{"add_images": ["\\ud800"]}',
                            headers={**key, "Content-Type": "application/json"})
     assert r.status == 400, await r.text()
+
+
+async def test_unreadable_bodies_and_loose_values_are_refused(client: TestClient[Any, Any]) -> None:
+    key = {"X-API-Key": "key-alice"}
+    for path in ("/login", "/register", "/logout"):  # forms: no starting boundary
+        r = await client.post(path, data=b"hello", headers={"Content-Type": "multipart/form-data; boundary=x"})
+        assert r.status == 400, (path, r.status)
+    r = await client.patch("/api/v1/images/x", data=b'{"keep_metadata": "yes"}',
+                           headers={**key, "Content-Type": "application/json"})
+    assert r.status == 400 and "keep_metadata" in (await r.json())["error"]["message"]
+    token = _csrf(await (await client.get("/register")).text())
+    long = "x" * 1025
+    r = await client.post("/register", data={"csrf_token": token, "name": "longpw", "password": long,
+                                             "password2": long})
+    assert r.status == 400 and "at most 1024 characters" in await r.text()
+    # last: after a body it cannot decode, the server rightly closes the connection
+    r = await client.post("/api/v1/uploads", data=b"not gzip at all",
+                          headers={**key, "Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert r.status == 400 and "cannot be read" in (await r.json())["error"]["message"]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from pixelfox import errors
 from pixelfox.client.images import served_original_url
@@ -32,7 +32,7 @@ class ImagePatch(BaseModel):
     title: str | None = Field(None, max_length=255)
     description: str | None = Field(None, max_length=2000)
     visibility: str | None = Field(None, pattern="^(public|private)$")
-    keep_metadata: bool | None = None
+    keep_metadata: StrictBool | None = None  # true or false, not "yes" or 1
 
 
 class AlbumCreate(BaseModel):

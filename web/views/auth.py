@@ -61,8 +61,10 @@ async def register(request: web.Request) -> web.StreamResponse:
     error = ""
     if not NAME_RE.match(name):
         error = "User names are 3-32 letters, digits, '.', '_' or '-'."
-    elif not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+    elif len(password) < MIN_PASSWORD:
         error = f"Passwords need at least {MIN_PASSWORD} characters."
+    elif len(password) > MAX_PASSWORD:
+        error = f"Passwords can have at most {MAX_PASSWORD} characters."
     elif password != form.get("password2", ""):
         error = "The two passwords differ."
     if not error:

@@ -37,7 +37,10 @@ def origin_of(url: URL) -> str:
 async def checked_form(request: web.Request) -> tuple[Session, dict[str, str]]:
     """The posted form after the Origin and CSRF checks (403 otherwise)."""
     check_origin(request)
-    form = await request.post()
+    try:
+        form = await request.post()
+    except ValueError as exc:  # aiohttp: no starting boundary, a broken part
+        raise errors.BadRequest("the form body is malformed") from exc
     session = await get_session(request)
     require_csrf(session, _text(form.get(CSRF_FIELD)))
     return session, {k: _text(v) for k, v in form.items()}

@@ -110,7 +110,7 @@ async def report_image(request: web.Request) -> web.StreamResponse:
     slug = request.match_info["slug"]
     key = f"pixelfox:{{reports}}:ip:{request.remote or '-'}"
     if wait := await ratelimit.take(request.app[REDIS], [(key, REPORTS_PER_HOUR)], 3600):
-        raise errors.RateLimited(f"too many reports from this address; try again in {wait} s")
+        raise errors.RateLimited(f"too many reports from this address; try again in {wait} s", wait)
     req = manager_pb2.ReportImageRequest(slug=slug, reason=form.get("reason", "")[:1000])
     await call(request, "ReportImage", req, request.app[MANAGER].as_user(user.id if user else ""))
     raise web.HTTPSeeOther(f"/i/{slug}/report?sent=1")
