@@ -48,6 +48,14 @@ def _bindable(port: int) -> bool:
     return True
 
 
+def _tail(path: Path, lines: int = 15) -> str:
+    """The last ``lines`` lines of a log file ("" if it cannot be read)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free now and was not handed out before by this process."""
     rng = random.Random()
@@ -293,7 +301,8 @@ class LocalCluster:
             while True:
                 if dead := self.dead_children():
                     names = ", ".join(f"{c.name} (see {c.log})" for c in dead)
-                    raise SystemExit(f"a node exited during start-up: {names}")
+                    tails = "".join(f"\n--- last lines of {c.log}:\n{_tail(c.log)}" for c in dead)
+                    raise SystemExit(f"a node exited during start-up: {names}{tails}")
                 if time.monotonic() > deadline:
                     raise SystemExit(f"cluster not ready after {timeout_s:.0f} s; logs are in {self.state / 'logs'}")
                 with contextlib.suppress(grpc.aio.AioRpcError):

@@ -11,13 +11,17 @@ a manager calls before serving, so a single box still starts with no extra step:
 After that, any table the code knows but no migration created yet is created (a safety net
 while a change is in development; :func:`drift` and the test suite report it). Several
 managers may start at once against one database: PostgreSQL takes an advisory lock for the
-whole step; on SQLite the loser of the race retries once the winner is done.
+whole step; a SQLite file is guarded by an exclusive ``flock`` on ``<file>.schema-lock`` (SQLite
+runs DDL outside the transaction, so a second manager could otherwise see half a schema); any
+other transient error is retried.
 ``pixelfox upgrade-db`` runs :func:`upgrade` as an explicit step (Kubernetes init job).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import importlib
 import logging
 import pkgutil
@@ -102,15 +106,42 @@ def _prepare_sync(conn: Connection) -> str:
     return action
 
 
+@contextlib.asynccontextmanager
+async def _sqlite_file_lock(engine: AsyncEngine, timeout_s: float = 120.0) -> Any:
+    """Hold an exclusive ``flock`` on ``<database file>.schema-lock`` (no-op for other databases).
+
+    Raises ``TimeoutError`` after ``timeout_s`` seconds (another process holds it that long).
+    """
+    db = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not db or db == ":memory:" or db.startswith("file:"):
+        yield
+        return
+    fd = await asyncio.to_thread(open, f"{db}.schema-lock", "a+b")
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"{db}.schema-lock held by another process for {timeout_s:.0f} s") from None
+                await asyncio.sleep(0.1)
+        yield
+    finally:
+        fd.close()  # closing the file releases the lock
+
+
 async def prepare(engine: AsyncEngine, attempts: int = 5) -> str:
     """Bring the database to the current schema (see module doc); returns created|upgraded|current.
 
     Raises the database error if it persists after ``attempts`` tries 0.5 s apart (a
-    concurrent manager doing the same step is the expected transient cause).
+    concurrent manager doing the same step is the expected transient cause), or
+    ``TimeoutError`` if another process holds a SQLite file's schema lock for 120 s.
     """
     for attempt in range(1, attempts + 1):
         try:
-            async with engine.begin() as conn:
+            async with _sqlite_file_lock(engine), engine.begin() as conn:
                 action: str = await conn.run_sync(_prepare_sync)
             logger.info("database schema %s (revision %s)", action, head_revision())
             return action

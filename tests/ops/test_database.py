@@ -59,6 +59,27 @@ def test_migrations_on_sqlite(tmp_path: Path) -> None:
     asyncio.run(_scripts_match_models(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"))
 
 
+def test_managers_starting_at_once_on_one_sqlite_file(tmp_path: Path) -> None:
+    """Six processes prepare one empty SQLite file at once: one creates it, all succeed.
+
+    SQLite runs DDL outside the transaction, so without the schema lock a second manager
+    could see half the tables and fail (a CI run lost a manager at start-up that way).
+    """
+    url = f"sqlite+aiosqlite:///{tmp_path / 'race.db'}"
+    code = "\n".join([
+        "import asyncio, sys",
+        "from pixelfox.config import DatabaseSettings",
+        "from pixelfox.db.engine import make_engine",
+        "from pixelfox.db.migrate import prepare",
+        "print(asyncio.run(prepare(make_engine(DatabaseSettings(url=sys.argv[1])))))"])
+    procs = [subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(6)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, [err[-800:] for _, err in outs]
+    assert sorted(out.strip() for out, _ in outs) == ["created"] + ["current"] * 5
+    assert {"images", "users", "alembic_version"} <= asyncio.run(_tables(url))
+
+
 def test_migrations_on_postgres(postgres: Postgres) -> None:
     asyncio.run(_scripts_match_models(postgres.create_db("migrations")))
 
