@@ -6,7 +6,7 @@ encoded as WebP (q80, method/effort 4) and AVIF. Every engine uses its fastest o
 setup:
 
 * ours   - ``pixelfox.imaging.process`` (one decode, SIMD Lanczos3 down the chain, libwebp,
-  rav1e through ravif, all in Rust with the GIL released);
+  libaom through libavif, all in Rust/C with the GIL released);
 * pyvips - ``thumbnail_buffer`` to the largest box (shrink-on-load, auto-rotate), decoded
   once into memory, each smaller size resized (lanczos3) from the next larger one,
   ``webpsave`` and ``heifsave(compression="av1")`` (libheif + libaom);
@@ -65,6 +65,7 @@ class Settings:
     avif_effort_vips: int = 4  # heifsave's default effort
     avif_q_pil: int = 60
     avif_speed_pil: int = 8
+    uniform_avif: bool = False  # one AVIF quality/speed for every box (flags, sweep), not the recipe's per box
 
 
 @dataclass
@@ -78,8 +79,13 @@ class JobResult:
 
 
 def run_ours(data: bytes, s: Settings) -> dict[str, bytes]:
+    # per-variant AVIF settings as the default recipe has them, unless a flag set one for all
+    own = {v.name: v for v in imaging.DEFAULT_RECIPE.variants}
     recipe = imaging.Recipe(
-        variants=tuple(imaging.VariantSpec(name, box, box, ("webp", "avif")) for name, box in BOXES),
+        variants=tuple(imaging.VariantSpec(
+            name, box, box, ("webp", "avif"),
+            avif_quality=None if s.uniform_avif or name not in own else own[name].avif_quality,
+            avif_speed=None if s.uniform_avif or name not in own else own[name].avif_speed) for name, box in BOXES),
         webp_quality=s.webp_q,
         webp_method=s.webp_method,
         avif_quality=s.avif_q_ours,
@@ -260,10 +266,11 @@ def pct(values: list[float], q: float) -> float:
 
 def run(args: argparse.Namespace) -> int:
     s = Settings(
-        avif_q_ours=args.avif_quality or Settings.avif_q_ours,
-        avif_speed_ours=args.avif_speed or Settings.avif_speed_ours,
+        avif_q_ours=Settings.avif_q_ours if args.avif_quality is None else args.avif_quality,
+        avif_speed_ours=Settings.avif_speed_ours if args.avif_speed is None else args.avif_speed,
         avif_q_vips=args.vips_avif_q,
         avif_q_pil=args.pil_avif_q,
+        uniform_avif=args.avif_quality is not None or args.avif_speed is not None,
     )
     print(f"pyvips {pyvips.__version__} on libvips {pyvips.base.version(0)}.{pyvips.base.version(1)}."
           f"{pyvips.base.version(2)}; Pillow {Image.__version__}; pixelfox core {imaging._core.__version__}; "
@@ -336,7 +343,7 @@ def report(results: dict[tuple[str, str, int], Stats], engines: list[str], worke
 
 
 def sweep(args: argparse.Namespace) -> int:
-    """Our AVIF settings table: for each (rav1e speed, quality) the mean AVIF bytes and SSIM per
+    """Our AVIF settings table: for each (AVIF speed, quality) the mean AVIF bytes and SSIM per
     box and the time of the whole job, over the generated 12 MP photos (1 worker)."""
     paths = generated_photos(args.generated)
     datas = {p: p.read_bytes() for p in paths}
@@ -345,7 +352,7 @@ def sweep(args: argparse.Namespace) -> int:
     print(f"{'speed':>5} {'quality':>7} {'s/img':>6} {heads}")
     for speed in args.sweep_speeds:
         for quality in args.sweep_qualities:
-            s = Settings(avif_q_ours=quality, avif_speed_ours=speed)
+            s = Settings(avif_q_ours=quality, avif_speed_ours=speed, uniform_avif=True)
             times: list[float] = []
             by: dict[str, list[tuple[int, float]]] = {}
             for p in paths:
@@ -370,7 +377,7 @@ def main() -> int:
     ap.add_argument("--generated", type=int, default=3, help="how many generated 12 MP photos")
     ap.add_argument("--corpus", type=int, default=100, help="use at most this many corpus photos")
     ap.add_argument("--avif-quality", type=float, default=None, help="our AVIF quality (default: recipe's)")
-    ap.add_argument("--avif-speed", type=int, default=None, help="our AVIF (rav1e) speed (default: recipe's)")
+    ap.add_argument("--avif-speed", type=int, default=None, help="our AVIF speed, every box (default: per box)")
     ap.add_argument("--vips-avif-q", type=int, default=Settings.avif_q_vips)
     ap.add_argument("--pil-avif-q", type=int, default=Settings.avif_q_pil)
     ap.add_argument("--sweep", action="store_true", help="only our AVIF speed x quality table")

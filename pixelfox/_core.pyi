@@ -52,7 +52,7 @@ def verify(data: Buffer, limits: _LimitsTuple | None = None) -> _InfoTuple:
 
 def process(
     data: Buffer,
-    variants: list[tuple[str, int, int, list[str]]],
+    variants: list[tuple[str, int, int, list[str], float | None, int | None]],
     *,
     webp_quality: float,
     webp_method: int,

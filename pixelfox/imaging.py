@@ -241,6 +241,10 @@ class VariantSpec:
     height: int
     formats: tuple[str, ...]
     """Subset of ``("webp", "avif", "jpeg")``, encoded in this order."""
+    avif_quality: float | None = None
+    """This variant's AVIF quality 0..100; ``None`` takes :attr:`Recipe.avif_quality`."""
+    avif_speed: int | None = None
+    """This variant's AVIF speed 0..10; ``None`` takes :attr:`Recipe.avif_speed`."""
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.formats if f not in OUTPUT_FORMATS]
@@ -248,12 +252,18 @@ class VariantSpec:
             raise ValueError(f"unknown output format(s) {unknown}; expected {OUTPUT_FORMATS}")
         if self.width < 1 or self.height < 1:
             raise ValueError("variant box must be at least 1x1 px")
+        if self.avif_quality is not None and not 0 <= self.avif_quality <= 100:
+            raise ValueError(f"avif_quality must be 0..100, not {self.avif_quality}")
+        if self.avif_speed is not None and not 0 <= self.avif_speed <= 10:
+            raise ValueError(f"avif_speed must be 0..10, not {self.avif_speed}")
 
 
 def _default_variants() -> tuple[VariantSpec, ...]:
     return (
-        VariantSpec("thumb", 200, 200, ("webp", "avif")),
-        VariantSpec("medium", 1024, 1024, ("webp", "avif", "jpeg")),
+        # AVIF speed 5 on the two smaller boxes: libvips' SSIM at its bytes for little time;
+        # the large box takes the recipe's speed 6 (measurements: docs/benchmarks.md)
+        VariantSpec("thumb", 200, 200, ("webp", "avif"), avif_speed=5),
+        VariantSpec("medium", 1024, 1024, ("webp", "avif", "jpeg"), avif_speed=5),
         VariantSpec("large", 2048, 2048, ("webp", "avif")),
     )
 
@@ -262,16 +272,17 @@ def _default_variants() -> tuple[VariantSpec, ...]:
 class Recipe:
     """What :func:`process` produces. Bump ``version`` when outputs change."""
 
-    version: int = 1
+    version: int = 2
     variants: tuple[VariantSpec, ...] = field(default_factory=_default_variants)
     webp_quality: float = 80.0
     """libwebp lossy quality 0..100."""
     webp_method: int = 4
     """libwebp effort 0 (fast) .. 6 (slow)."""
-    avif_quality: float = 60.0
-    """ravif quality 1..100."""
-    avif_speed: int = 8
-    """rav1e speed 1 (slow) .. 10 (fast)."""
+    avif_quality: float = 50.0
+    """libavif quality 0..100 (AV1 quantizer = (100 - q) * 63 / 100, libheif's mapping for
+    libvips' ``Q``); the default gives libvips' ``Q=50`` bytes and SSIM (docs/benchmarks.md)."""
+    avif_speed: int = 6
+    """libavif/libaom speed 0 (slow) .. 10 (fast), for variants that do not set their own."""
     jpeg_quality: int = 85
     """1..100"""
     background: tuple[int, int, int] = (255, 255, 255)
@@ -334,7 +345,7 @@ def process(data: BytesLike, recipe: Recipe = DEFAULT_RECIPE, limits: Limits = D
         Timeout: over ``limits.timeout_s``.
         ImageError: an encoder failed (should not happen).
     """
-    variants = [(v.name, v.width, v.height, list(v.formats)) for v in recipe.variants]
+    variants = [(v.name, v.width, v.height, list(v.formats), v.avif_quality, v.avif_speed) for v in recipe.variants]
     with _map_exceptions():
         info_t, width, height, outs, exif, gps = _core.process(
             data,

@@ -145,6 +145,9 @@ pub fn verify(
     Ok(info_tuple(&info))
 }
 
+/// (name, box width px, box height px, formats, AVIF quality or None, AVIF speed or None).
+type VariantSpecTuple = (String, u32, u32, Vec<String>, Option<f32>, Option<u8>);
+
 /// Decode once, orient, resize, convert to sRGB and encode every variant.
 #[pyfunction]
 #[pyo3(signature = (data, variants, *, webp_quality, webp_method, avif_quality, avif_speed, jpeg_quality, background, limits=None))]
@@ -152,7 +155,7 @@ pub fn verify(
 pub fn process<'py>(
     py: Python<'py>,
     data: &Bound<'py, PyAny>,
-    variants: Vec<(String, u32, u32, Vec<String>)>,
+    variants: Vec<VariantSpecTuple>,
     webp_quality: f32,
     webp_method: i32,
     avif_quality: f32,
@@ -162,7 +165,7 @@ pub fn process<'py>(
     limits: Option<LimitsTuple>,
 ) -> PyResult<ProcessTuple<'py>> {
     let mut specs = Vec::with_capacity(variants.len());
-    for (name, width, height, formats) in variants {
+    for (name, width, height, formats, avif_quality, avif_speed) in variants {
         let formats = formats
             .iter()
             .map(|f| {
@@ -175,6 +178,8 @@ pub fn process<'py>(
             width,
             height,
             formats,
+            avif_quality,
+            avif_speed,
         });
     }
     let plan = Plan {

@@ -37,6 +37,8 @@ fn process_plan() -> Plan {
             width: 64,
             height: 64,
             formats: vec![OutFormat::Webp, OutFormat::Jpeg],
+            avif_quality: None,
+            avif_speed: None,
         }],
         webp_quality: 50.0,
         webp_method: 0,

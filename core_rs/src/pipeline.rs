@@ -49,6 +49,19 @@ pub struct VariantSpec {
     pub width: u32,
     pub height: u32,
     pub formats: Vec<OutFormat>,
+    /// AVIF quality / speed for this variant; `None` takes the plan's.
+    pub avif_quality: Option<f32>,
+    pub avif_speed: Option<u8>,
+}
+
+impl VariantSpec {
+    /// (quality 0..=100, speed 0..=10) of this variant's AVIF output.
+    pub fn avif_settings(&self, plan: &Plan) -> (f32, u8) {
+        (
+            self.avif_quality.unwrap_or(plan.avif_quality),
+            self.avif_speed.unwrap_or(plan.avif_speed),
+        )
+    }
 }
 
 /// Everything `process()` was asked to do (mirrors `pixelfox.imaging.Recipe`).
@@ -58,7 +71,8 @@ pub struct Plan {
     /// libwebp quality 0..=100 and method 0..=6.
     pub webp_quality: f32,
     pub webp_method: i32,
-    /// ravif quality 1..=100 and speed 1..=10.
+    /// Default AVIF quality 0..=100 and speed 0..=10 (libavif's scales; see
+    /// `codecs::avif::encode`), unless a variant sets its own.
     pub avif_quality: f32,
     pub avif_speed: u8,
     /// JPEG quality 1..=100.

@@ -14,7 +14,7 @@ class ProcSettings(NodeSettings):
                          description="jobs processed at once (one per core: the Rust core releases the GIL)")
     limits: LimitsSettings = LimitsSettings()
     webp_quality: float = 80.0
-    avif_quality: float = 60.0
-    avif_speed: int = Field(8, ge=0, le=10)
+    avif_quality: float = Field(50.0, ge=0, le=100, description="libavif AVIF quality (libvips' Q scale)")
+    avif_speed: int = Field(6, ge=0, le=10, description="libaom speed for variants without one (thumb, medium: 5)")
     jpeg_quality: int = Field(85, ge=1, le=100)
     gpu: bool = Field(False, description="announce the gpu capability (jobs that require a GPU come here only)")

@@ -590,6 +590,31 @@ def test_avif_output_of_our_core_reads_back() -> None:
     assert decode(webp.data).convert("RGBA").getchannel("A").getextrema()[0] == 0  # alpha survives AVIF input
 
 
+def test_avif_by_libaom_keeps_colour_and_honours_per_variant_settings() -> None:
+    """The AVIF encoder (libaom via libavif): sRGB colours survive (4:2:0, full range, BT.601),
+    and a variant's own quality/speed replaces the recipe's; the same size at two settings
+    is encoded twice (not shared), and the lower quality is smaller."""
+    data = read("photos/blackberry_z10_orient6_16x9.jpg")
+    recipe = Recipe(variants=(
+        VariantSpec("lo", 400, 400, ("avif",), avif_quality=20, avif_speed=9),
+        VariantSpec("hi", 400, 400, ("avif",), avif_quality=80),
+        VariantSpec("ref", 400, 400, ("webp",)),
+    ), webp_quality=100)
+    lo, hi, ref = imaging.process(data, recipe).variants
+    assert (lo.width, lo.height) == (hi.width, hi.height) == (ref.width, ref.height) == (225, 400)
+    assert lo.data[4:12] == hi.data[4:12] == b"ftypavif"
+    assert len(lo.data) < 0.6 * len(hi.data), (len(lo.data), len(hi.data))
+    want = decode(ref.data).convert("RGB")
+    for v, max_diff in ((hi, 3.0), (lo, 8.0)):
+        got = decode(v.data).convert("RGB")
+        assert got.size == want.size
+        means = [abs(a - b) for a, b in zip(ImageStat.Stat(got).mean, ImageStat.Stat(want).mean, strict=True)]
+        assert max(means) < 2.0, (v.name, means)  # no colour cast (wrong matrix or range shifts these)
+        assert grey_diff(got, want, got.size) < max_diff, v.name
+    with pytest.raises(ValueError, match="avif_speed"):
+        VariantSpec("x", 10, 10, ("avif",), avif_speed=11)
+
+
 def test_truncated_avif_is_corrupt() -> None:
     data = read("photos/canon70d_20mp_gps.avif")
     with pytest.raises(CorruptImage):

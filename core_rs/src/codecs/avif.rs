@@ -7,11 +7,9 @@
 use super::{be32, Mode};
 use crate::errors::{Error, Result};
 use crate::limits::Limits;
-use crate::pipeline::{Plan, Rendition};
+use crate::pipeline::Rendition;
 use crate::probe::{Format, Info};
 use image::DynamicImage;
-#[cfg(feature = "avif-encode")]
-use ravif::{Img, RGB8, RGBA8};
 
 /// Decides between AVIF and other ftyp-based formats from the brands.
 pub fn sniff_ftyp(d: &[u8]) -> Result<Format> {
@@ -231,48 +229,108 @@ mod libavif {
 
 /// Without the `avif-encode` feature (the fuzz build only): AVIF output is refused.
 #[cfg(not(feature = "avif-encode"))]
-pub fn encode(_r: &Rendition, plan: &Plan) -> Result<Vec<u8>> {
+pub fn encode(_r: &Rendition, quality: f32, speed: u8) -> Result<Vec<u8>> {
     Err(Error::Encode {
         format: "avif",
-        detail: format!(
-            "this build has no AVIF encoder (asked for quality {}, speed {})",
-            plan.avif_quality, plan.avif_speed
-        ),
+        detail: format!("this build has no AVIF encoder (asked for quality {quality}, speed {speed})"),
     })
 }
 
-/// AVIF (ravif/rav1e) of the first frame of a rendition; alpha kept.
+/// Owns a libavif pointer and frees it with `drop_fn` (every exit path of [`encode`]).
 #[cfg(feature = "avif-encode")]
-pub fn encode(r: &Rendition, plan: &Plan) -> Result<Vec<u8>> {
+struct Owned<T>(*mut T, unsafe extern "C" fn(*mut T));
+
+#[cfg(feature = "avif-encode")]
+impl<T> Drop for Owned<T> {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: the pointer came from the matching libavif create function, freed once.
+            unsafe { (self.1)(self.0) }
+        }
+    }
+}
+
+/// AVIF of the first frame of a rendition, by libaom through libavif (both built
+/// from the sources bundled in `libavif-sys`/`libaom-sys`); alpha kept.
+///
+/// 8-bit YUV 4:2:0, full range, sRGB CICP (primaries BT.709, transfer sRGB, matrix
+/// BT.601), no ICC, EXIF or XMP. `quality` is libavif's quality 0..=100
+/// (quantizer = (100 - q) * 63 / 100, the mapping libheif uses for libvips' `Q`, so
+/// equal numbers give comparable files); `speed` is libavif's speed 0
+/// (slowest) ..= 10 (fastest; libaom's `cpu-used` tops out at 9). libaom uses up
+/// to as many threads as the machine has cores. Errors: [`Error::Encode`] with
+/// libavif's result text.
+#[cfg(feature = "avif-encode")]
+pub fn encode(r: &Rendition, quality: f32, speed: u8) -> Result<Vec<u8>> {
+    use libavif_sys as av;
+    use std::os::raw::c_int;
+
     let err = |detail: String| Error::Encode {
         format: "avif",
         detail,
     };
+    let check = |what: &str, res: av::avifResult| -> Result<()> {
+        if res == av::AVIF_RESULT_OK {
+            return Ok(());
+        }
+        // SAFETY: avifResultToString returns a static NUL-terminated string for any value.
+        let text = unsafe { std::ffi::CStr::from_ptr(av::avifResultToString(res)) };
+        Err(err(format!("{what}: {}", text.to_string_lossy())))
+    };
     let first = r.frames.first().ok_or_else(|| err("no frames".into()))?;
-    let (w, h) = (r.width as usize, r.height as usize);
-    let encoder = ravif::Encoder::new()
-        .with_quality(plan.avif_quality.clamp(1.0, 100.0))
-        .with_alpha_quality(plan.avif_quality.clamp(1.0, 100.0))
-        .with_speed(plan.avif_speed.clamp(1, 10));
-    let encoded = match &first.image {
-        DynamicImage::ImageRgba8(b) => {
-            let px: Vec<RGBA8> = b
-                .as_raw()
-                .chunks_exact(4)
-                .map(|c| RGBA8::new(c[0], c[1], c[2], c[3]))
-                .collect();
-            encoder.encode_rgba(Img::new(px.as_slice(), w, h))
-        }
-        DynamicImage::ImageRgb8(b) => {
-            let px: Vec<RGB8> = b
-                .as_raw()
-                .chunks_exact(3)
-                .map(|c| RGB8::new(c[0], c[1], c[2]))
-                .collect();
-            encoder.encode_rgb(Img::new(px.as_slice(), w, h))
-        }
+    let (w, h) = (r.width, r.height);
+    let (pixels, format, channels) = match &first.image {
+        DynamicImage::ImageRgba8(b) => (b.as_raw(), av::AVIF_RGB_FORMAT_RGBA, 4),
+        DynamicImage::ImageRgb8(b) => (b.as_raw(), av::AVIF_RGB_FORMAT_RGB, 3),
         _ => return Err(err("unexpected pixel layout".into())),
+    };
+    if pixels.len() != (w as usize) * (h as usize) * channels {
+        return Err(err("pixel buffer does not match the rendition size".into()));
     }
-    .map_err(|e| err(e.to_string()))?;
-    Ok(encoded.avif_file)
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as c_int;
+    let quality = quality.round().clamp(0.0, 100.0) as c_int;
+    // SAFETY: every pointer is checked for NULL and owned by a guard that frees it once;
+    // `rgb.pixels` borrows `pixels` (alive for the whole block) and libavif only reads it.
+    unsafe {
+        let image = Owned(
+            av::avifImageCreate(w, h, 8, av::AVIF_PIXEL_FORMAT_YUV420),
+            av::avifImageDestroy,
+        );
+        if image.0.is_null() {
+            return Err(err("out of memory (avifImageCreate)".into()));
+        }
+        (*image.0).yuvRange = av::AVIF_RANGE_FULL;
+        (*image.0).colorPrimaries = av::AVIF_COLOR_PRIMARIES_BT709 as _;
+        (*image.0).transferCharacteristics = av::AVIF_TRANSFER_CHARACTERISTICS_SRGB as _;
+        (*image.0).matrixCoefficients = av::AVIF_MATRIX_COEFFICIENTS_BT601 as _;
+        let mut rgb = av::avifRGBImage::default();
+        av::avifRGBImageSetDefaults(&mut rgb, image.0);
+        rgb.format = format;
+        rgb.depth = 8;
+        rgb.pixels = pixels.as_ptr().cast_mut();
+        rgb.rowBytes = w * channels as u32;
+        rgb.maxThreads = threads;
+        check("RGB to YUV", av::avifImageRGBToYUV(image.0, &rgb))?;
+
+        let encoder = Owned(av::avifEncoderCreate(), av::avifEncoderDestroy);
+        if encoder.0.is_null() {
+            return Err(err("out of memory (avifEncoderCreate)".into()));
+        }
+        (*encoder.0).codecChoice = av::AVIF_CODEC_CHOICE_AOM;
+        (*encoder.0).maxThreads = threads;
+        (*encoder.0).speed = c_int::from(speed.min(10));
+        (*encoder.0).quality = quality;
+        (*encoder.0).qualityAlpha = quality;
+        (*encoder.0).autoTiling = av::AVIF_TRUE as _;
+        let mut out = av::avifRWData::default();
+        let res = av::avifEncoderWrite(encoder.0, image.0, &mut out);
+        let bytes = if res == av::AVIF_RESULT_OK && !out.data.is_null() {
+            std::slice::from_raw_parts(out.data, out.size).to_vec()
+        } else {
+            Vec::new()
+        };
+        av::avifRWDataFree(&mut out);
+        check("encode", res)?;
+        Ok(bytes)
+    }
 }

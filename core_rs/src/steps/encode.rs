@@ -18,18 +18,25 @@ impl Step for Encode {
         let deadline = ctx.deadline;
         // (variant name, rendition, format) in plan order; identical
         // (rendition, format) pairs (small sources never upscaled) are encoded once.
-        let mut wanted: Vec<(&str, usize, OutFormat)> = Vec::new();
+        // An encode job is (rendition, format, AVIF quality bits, AVIF speed); the AVIF
+        // settings are zero for other formats, so they never split a job.
+        type Job = (usize, OutFormat, u32, u8);
+        let mut wanted: Vec<(&str, Job)> = Vec::new();
         for &(variant, rendition) in &ctx.targets {
             if let Some(v) = plan.variants.get(variant) {
-                wanted.extend(v.formats.iter().map(|&f| (v.name.as_str(), rendition, f)));
+                let (q, speed) = v.avif_settings(plan);
+                wanted.extend(v.formats.iter().map(|&f| {
+                    let avif = if f == OutFormat::Avif { (q.to_bits(), speed) } else { (0, 0) };
+                    (v.name.as_str(), (rendition, f, avif.0, avif.1))
+                }));
             }
         }
-        let mut jobs: Vec<(usize, OutFormat)> = wanted.iter().map(|&(_, r, f)| (r, f)).collect();
-        jobs.sort_by_key(|&(r, f)| (r, f as u8));
+        let mut jobs: Vec<Job> = wanted.iter().map(|&(_, job)| job).collect();
+        jobs.sort_by_key(|&(r, f, q, s)| (r, f as u8, q, s));
         jobs.dedup();
         let encoded: Vec<Result<(Vec<u8>, u32)>> = jobs
             .par_iter()
-            .map(|&(rendition, format)| {
+            .map(|&(rendition, format, quality_bits, speed)| {
                 deadline.check("encoding")?;
                 let r = renditions.get(rendition).ok_or_else(|| Error::Encode {
                     format: format.name(),
@@ -37,15 +44,16 @@ impl Step for Encode {
                 })?;
                 match format {
                     OutFormat::Webp => codecs::webp::encode(r, plan, loop_count),
-                    OutFormat::Avif => Ok((codecs::avif::encode(r, plan)?, 1)),
+                    OutFormat::Avif => Ok((codecs::avif::encode(r, f32::from_bits(quality_bits), speed)?, 1)),
                     OutFormat::Jpeg => Ok((codecs::jpeg::encode(r, plan)?, 1)),
                 }
             })
             .collect();
         let encoded = encoded.into_iter().collect::<Result<Vec<_>>>()?;
-        for (name, rendition, format) in wanted {
+        for (name, job) in wanted {
+            let (rendition, format, ..) = job;
             let (Some(i), Some(r)) = (
-                jobs.iter().position(|&j| j == (rendition, format)),
+                jobs.iter().position(|&j| j == job),
                 renditions.get(rendition),
             ) else {
                 continue;
