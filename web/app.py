@@ -82,6 +82,7 @@ def create_app(settings: WebSettings) -> web.Application:
     )
     env.filters["human_bytes"] = _human_bytes
     env.globals["static"] = lambda path: app.router["static"].url_for(filename=path)
+    env.globals["vendor"] = lambda path: app.router["vendor"].url_for(filename=path)
     app.cleanup_ctx.append(_resources)
     setup_routes(app)
     return app

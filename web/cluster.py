@@ -10,11 +10,13 @@ import asyncio
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pixelfox.client.uploader import upload_file
+from pixelfox.errors import PixelfoxError
 from pixelfox.grpcx.auth import api_key_metadata, node_metadata
 from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
@@ -22,6 +24,7 @@ from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 Metadata = Sequence[tuple[str, str]]
 RPC_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.2
+ORIGINS_TTL_S = 10.0  # how long the upload nodes' origins (for the upload page's CSP) are reused
 
 
 class Manager:
@@ -31,6 +34,8 @@ class Manager:
         self.address = address.strip()  # several managers: the channel balances and fails over (grpcx.multi)
         self._secret = secret
         self._channel: grpc.aio.Channel | None = None
+        self._origins: list[str] = []
+        self._origins_at = -ORIGINS_TTL_S
 
     def open(self) -> None:
         """Create the channel; call inside the running loop (grpc.aio binds to it)."""
@@ -111,6 +116,30 @@ class Manager:
             await asyncio.sleep(POLL_INTERVAL_S)
             image = await self.get_image(image.slug, metadata)
         return image
+
+    async def upload_origins(self) -> list[str]:
+        """Origins (``scheme://host[:port]``) of the healthy upload nodes' HTTP (tus) faces, sorted.
+
+        The upload page's ``connect-src`` lists them so tus-js-client may PATCH there. Cached
+        for :data:`ORIGINS_TTL_S` seconds; an unreachable manager gives the last list (or []).
+        """
+        now = time.monotonic()
+        if now - self._origins_at < ORIGINS_TTL_S:
+            return self._origins
+        try:
+            async with map_rpc_errors():
+                reply = await self.stub.ListNodes(manager_pb2.ListNodesRequest(), metadata=self.as_user(),
+                                                  timeout=2.0)
+        except PixelfoxError:
+            return self._origins
+        origins = set()
+        for n in reply.nodes:
+            if n.role == common_pb2.NODE_ROLE_UPLOAD and n.healthy and n.http_url:
+                u = urlsplit(n.http_url)
+                if u.scheme in ("http", "https") and u.netloc:
+                    origins.add(f"{u.scheme}://{u.netloc}")
+        self._origins, self._origins_at = sorted(origins), now
+        return self._origins
 
     async def ready(self, timeout_s: float = 1.0) -> bool:
         """True when the manager's health service answers SERVING."""

@@ -33,6 +33,11 @@ CSP = (
 )
 
 
+def csp_connecting_to(origins: list[str]) -> str:
+    """:data:`CSP` with ``origins`` (``scheme://host[:port]``) added to ``connect-src``."""
+    return CSP.replace("connect-src 'self'", " ".join(["connect-src 'self'", *origins]))
+
+
 def is_api(request: web.Request) -> bool:
     return request.path.startswith("/api/") or request.path in ("/healthz", "/readyz", "/oembed")
 

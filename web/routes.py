@@ -8,6 +8,7 @@ from aiohttp import web
 
 from web.deletion import setup_deletion_routes
 from web.routes_community import setup_community_routes
+from web.vendor import setup_vendor_routes
 from web.views import api, api_v1, auth, chevereto, health, pages, sharex, uploads
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -33,5 +34,6 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/api/v1/uploads/{id}", uploads.get_upload, name="api_get_upload")
     r.add_get("/healthz", health.healthz, name="healthz")
     r.add_get("/readyz", health.readyz, name="readyz")
+    setup_vendor_routes(app)  # /static/vendor/ (npm-installed browser libraries) before /static/
     r.add_static("/static/", STATIC_DIR, name="static", append_version=True)
     setup_community_routes(app)

@@ -1,4 +1,9 @@
-// Upload page: file picker, drag-and-drop and paste; one XHR per file with a progress bar.
+// Upload page: file picker, drag-and-drop and paste, a progress bar per file.
+// Signed in (and with tus-js-client installed): each file is a resumable upload - a ticket from
+// POST /api/v1/uploads, then tus 1.0 straight to an upload node. The ticket is kept in
+// localStorage under the file's name, size, type and modification time, so choosing the same
+// file again after a reload or a dropped connection continues where the upload node's
+// committed offset is. Otherwise: one multipart POST to /api/v1/images per file.
 "use strict";
 (() => {
   const drop = document.getElementById("drop");
@@ -8,6 +13,9 @@
   const maxBytes = Number(drop.dataset.maxBytes || 0);
   const csrfMeta = document.querySelector('meta[name="csrf-token"]');
   const csrf = csrfMeta ? csrfMeta.content : "";
+  const resumable = drop.dataset.resumable === "1" && window.tus && window.tus.isSupported;
+  const TICKETS = "pixelfox-upload:";  // localStorage key prefix
+  const CHUNK = 1024 * 1024;  // bytes per PATCH: what a reload can lose at most
 
   function el(tag, cls, text) {
     const e = document.createElement(tag);
@@ -56,22 +64,9 @@
       state.className = "state bad";
       return;
     }
-    const form = new FormData();
-    form.append("file", file, file.name || "pasted.png");
-    const xhr = new XMLHttpRequest();
-    xhr.open("POST", "/api/v1/images");
-    if (csrf) xhr.setRequestHeader("X-CSRF-Token", csrf);
-    xhr.responseType = "json";
-    xhr.upload.addEventListener("progress", (ev) => {
-      if (!ev.lengthComputable) return;
-      const pct = Math.round((ev.loaded / ev.total) * 100);
-      bar.value = pct;
-      state.textContent = pct < 100 ? "uploading " + pct + " %" : "processing…";
-    });
-    xhr.addEventListener("load", () => {
-      const data = xhr.response || {};
+    const show = (ok, data, httpStatus) => {
       bar.remove();
-      if (xhr.status >= 200 && xhr.status < 300) {
+      if (ok) {
         state.className = "state ok";
         state.textContent = data.status === "ready" ? "ready" : data.status || "uploaded";
         if (data.status === "failed" && data.error) {
@@ -85,15 +80,108 @@
         body.append(a, linkRow("link", data.url));
       } else {
         state.className = "state bad";
-        state.textContent = (data.error && data.error.message) || ("upload failed (HTTP " + xhr.status + ")");
+        state.textContent = (data.error && data.error.message) || ("upload failed (HTTP " + httpStatus + ")");
       }
+    };
+    if (resumable && file.size > 0) {
+      resumableUpload(file, bar, state, show);
+      return;
+    }
+    const form = new FormData();
+    form.append("file", file, file.name || "pasted.png");
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", "/api/v1/images");
+    if (csrf) xhr.setRequestHeader("X-CSRF-Token", csrf);
+    xhr.responseType = "json";
+    xhr.upload.addEventListener("progress", (ev) => {
+      if (!ev.lengthComputable) return;
+      const pct = Math.round((ev.loaded / ev.total) * 100);
+      bar.value = pct;
+      state.textContent = pct < 100 ? "uploading " + pct + " %" : "processing…";
     });
+    xhr.addEventListener("load", () => show(xhr.status >= 200 && xhr.status < 300, xhr.response || {}, xhr.status));
     xhr.addEventListener("error", () => {
       bar.remove();
       state.className = "state bad";
       state.textContent = "network error";
     });
     xhr.send(form);
+  }
+
+  function ticketKey(file) {
+    return TICKETS + [file.name, file.size, file.type, file.lastModified].join("/");
+  }
+
+  // the stored ticket for this file if it has over a minute left, else a new one from the web node
+  async function ticketFor(file) {
+    const key = ticketKey(file);
+    try {
+      const saved = JSON.parse(localStorage.getItem(key) || "null");
+      if (saved && Date.parse(saved.expires_at) - Date.now() > 60000) return saved;
+    } catch (_) { /* unreadable entry: start over */ }
+    const r = await fetch("/api/v1/uploads", {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      body: JSON.stringify({ filename: file.name || "pasted.png", size: file.size, content_type: file.type }),
+    });
+    const data = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error((data.error && data.error.message) || ("HTTP " + r.status));
+    const t = { id: data.id, upload_url: data.upload_url, ticket: data.ticket, expires_at: data.expires_at };
+    try { localStorage.setItem(key, JSON.stringify(t)); } catch (_) { /* private mode: no resume after reload */ }
+    return t;
+  }
+
+  async function resumableUpload(file, bar, state, show) {
+    const key = ticketKey(file);
+    let t;
+    try {
+      t = await ticketFor(file);
+    } catch (e) {
+      show(false, { error: { message: String(e.message || e) } }, 0);
+      return;
+    }
+    state.textContent = "uploading 0 %";
+    const up = new window.tus.Upload(file, {
+      uploadUrl: t.upload_url,  // the manager created the upload: no tus creation request
+      headers: { Authorization: "Bearer " + t.ticket },
+      chunkSize: CHUNK,
+      retryDelays: [0, 1000, 3000, 5000, 10000],
+      storeFingerprintForResuming: false,  // the ticket store above does that
+      onAfterResponse: (req, res) => {
+        const offset = Number(res.getHeader("Upload-Offset") || 0);
+        if (req.getMethod() === "HEAD" && offset > 0) {
+          state.textContent = "resumed at " + Math.floor((offset / file.size) * 100) + " %";
+          state.dataset.resumedAt = String(offset);
+        }
+      },
+      onProgress: (sent, total) => {
+        const pct = Math.floor((sent / total) * 100);
+        bar.value = pct;
+        const resumed = state.dataset.resumedAt ? " (resumed)" : "";
+        state.textContent = pct < 100 ? "uploading " + pct + " %" + resumed : "processing…";
+      },
+      onError: (err) => {
+        const status = err.originalResponse ? err.originalResponse.getStatus() : 0;
+        if (status === 401 || status === 404 || status === 410) localStorage.removeItem(key);  // ticket or upload gone
+        let message = "upload stopped";
+        try { message = JSON.parse(err.originalResponse.getBody()).error.message; } catch (_) { /* not our JSON */ }
+        const again = status === 401 || status === 404 || status === 410
+          ? " - choose the file again to start over" : " - choose the file again to continue";
+        show(false, { error: { message: message + again } }, status);
+      },
+      onSuccess: async () => {
+        localStorage.removeItem(key);
+        try {
+          const r = await fetch("/api/v1/uploads/" + encodeURIComponent(t.id), { credentials: "same-origin" });
+          const data = await r.json().catch(() => ({}));
+          if (r.ok && data.image) show(true, data.image, r.status);
+          else show(false, data, r.status);
+        } catch (e) {
+          show(false, { error: { message: "uploaded, but the result could not be read: " + e } }, 0);
+        }
+      },
+    });
+    up.start();
   }
 
   // still processing when the server stopped waiting: ask again until ready or failed (~5 min)

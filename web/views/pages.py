@@ -13,8 +13,10 @@ from pixelfox.v1 import common_pb2
 from web.calls import load_image
 from web.embed_codes import share_codes
 from web.keys import MANAGER, SETTINGS
+from web.middlewares import csp_connecting_to
 from web.paging import fetch_page
 from web.sessions import current_user
+from web.vendor import TUS_JS
 from web.views.api import page_url, resolve_caller
 from web.views.common import render
 from web.views.manage import image_page_extras
@@ -82,8 +84,17 @@ def build_picture(image: common_pb2.Image) -> Picture:
 
 
 async def index(request: web.Request) -> web.Response:
+    """The upload page. Signed-in users upload with tus-js-client (resumable, also after a
+    reload) straight to the upload nodes, whose origins the page's CSP lets it reach; others
+    (or a build without web/node_modules) post multipart to ``/api/v1/images``."""
     settings = request.app[SETTINGS]
-    return await render(request, "index.html", {"max_upload_bytes": settings.max_upload_bytes})
+    user = current_user(await get_session(request))
+    resumable = bool(user) and TUS_JS.exists()
+    response = await render(request, "index.html", {"max_upload_bytes": settings.max_upload_bytes,
+                                                    "resumable": resumable})
+    if resumable:
+        response.headers["Content-Security-Policy"] = csp_connecting_to(await request.app[MANAGER].upload_origins())
+    return response
 
 
 async def image_page(request: web.Request) -> web.Response:

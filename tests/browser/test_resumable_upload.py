@@ -1,0 +1,106 @@
+"""The upload page's resumable uploads (tus-js-client from npm) in Debian's chromium, CSP on.
+
+A signed-in user picks a 3-4 MB photo. The page asks ``POST /api/v1/uploads`` for a ticket and
+sends the file with tus to an upload node, 1 MiB per PATCH. The test lets the first PATCH
+through and fails every later one (the connection drops), reloads the page, picks the same
+file again and checks that the upload continues at the committed offset (the first PATCH
+after the reload starts at 1 MiB, not 0), ends ``ready``, and that the stored image has the
+photo's size. The page's own Content-Security-Policy stays on, so its ``connect-src`` must
+name the upload nodes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from playwright.async_api import expect
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(300)]
+
+PASSWORD = "resumable password 1"
+MIB = 1024 * 1024
+
+
+def noisy_jpeg(path: Path, size: tuple[int, int] = (2000, 1500)) -> Path:
+    """A JPEG of random pixels (about 3-4 MB at quality 95): several 1 MiB PATCHes."""
+    rnd = random.Random(7)
+    im = Image.frombytes("RGB", size, rnd.randbytes(size[0] * size[1] * 3))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=95)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+async def test_upload_resumes_after_reload(cluster: Any, chromium: Any, tmp_path: Path) -> None:
+    base = cluster.web_url
+    photo = noisy_jpeg(tmp_path / f"resume_{uuid.uuid4().hex[:8]}.jpg")
+    size = photo.stat().st_size
+    assert size > 3 * MIB
+
+    ctx = await chromium.new_context(viewport={"width": 1000, "height": 720})  # CSP enforced
+    ctx.set_default_timeout(60_000)
+    page = await ctx.new_page()
+    csp_errors: list[str] = []
+    page.on("console", lambda m: csp_errors.append(m.text) if "Content Security Policy" in m.text else None)
+    name = f"tus_{uuid.uuid4().hex[:10]}"
+    await page.goto(f"{base}/register")
+    await page.fill("input[name=name]", name)
+    await page.fill("input[name=password]", PASSWORD)
+    await page.fill("input[name=password2]", PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"{base}/")
+    assert await page.get_attribute("#drop", "data-resumable") == "1"
+
+    # first attempt: one PATCH gets through, then the connection "drops" for every later PATCH
+    patches: list[dict[str, str]] = []
+
+    async def drop_after_first(route: Any) -> None:
+        req = route.request
+        if req.method == "PATCH":
+            patches.append(dict(req.headers))
+            if len(patches) > 1:
+                await route.abort("connectionreset")
+                return
+        await route.continue_()
+
+    await page.route("**/tus/**", drop_after_first)
+    await page.set_input_files("#file", str(photo))
+    state = page.locator("#uploads li.upload .state").first
+    await expect(state).to_contain_text("choose the file again to continue", timeout=90_000)
+    assert patches and patches[0].get("upload-offset") == "0", patches[:1]
+    assert len(patches) >= 2  # the second PATCH (and its retries) were cut
+    stored = await page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('pixelfox-upload:'))")
+    assert len(stored) == 1, stored
+    ticket = json.loads(await page.evaluate(f"localStorage.getItem({json.dumps(stored[0])})"))
+    progress = await page.request.get(f"{base}/api/v1/uploads/{ticket['id']}")
+    assert progress.status == 200
+    committed = (await progress.json())["offset"]
+    assert committed == MIB, await progress.json()
+
+    # reload, pick the same file: the upload goes on from the committed offset
+    await page.unroute("**/tus/**")
+    after: list[dict[str, str]] = []
+    page.on("request", lambda r: after.append(dict(r.headers)) if r.method == "PATCH" and "/tus/" in r.url else None)
+    await page.reload()
+    await page.set_input_files("#file", str(photo))
+    state = page.locator("#uploads li.upload .state").first
+    await expect(state).to_have_text("ready", timeout=150_000)
+    assert after and after[0].get("upload-offset") == str(MIB), after[:1]
+    assert sum(1 for h in after if h.get("upload-offset") == "0") == 0  # nothing sent twice from the start
+    assert await page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('pixelfox-upload:')).length") == 0
+
+    done = await (await page.request.get(f"{base}/api/v1/uploads/{ticket['id']}")).json()
+    assert done["offset"] == done["size"] == size, done
+    image = done["image"]
+    assert (image["width"], image["height"]) == (2000, 1500) and image["status"] == "ready", image
+    link = page.locator("#uploads li.upload a").first
+    assert await link.get_attribute("href") == image["url"]
+    assert not csp_errors, csp_errors
+    await ctx.close()
