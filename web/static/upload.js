@@ -108,13 +108,20 @@
     xhr.send(form);
   }
 
-  function ticketKey(file) {
-    return TICKETS + [file.name, file.size, file.type, file.lastModified].join("/");
+  // the file's name, size, type, modification time and the SHA-256 of its first 256 KiB (where
+  // the browser offers crypto.subtle: https or localhost), so another file with the same name
+  // and size is never appended to this one's partial upload
+  async function ticketKey(file) {
+    let head = "";
+    if (window.crypto && window.crypto.subtle) {
+      const digest = await window.crypto.subtle.digest("SHA-256", await file.slice(0, 262144).arrayBuffer());
+      head = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+    }
+    return TICKETS + [file.name, file.size, file.type, file.lastModified, head].join("/");
   }
 
   // the stored ticket for this file if it has over a minute left, else a new one from the web node
-  async function ticketFor(file) {
-    const key = ticketKey(file);
+  async function ticketFor(file, key) {
     try {
       const saved = JSON.parse(localStorage.getItem(key) || "null");
       if (saved && Date.parse(saved.expires_at) - Date.now() > 60000) return saved;
@@ -132,10 +139,10 @@
   }
 
   async function resumableUpload(file, bar, state, show) {
-    const key = ticketKey(file);
-    let t;
+    let key, t;
     try {
-      t = await ticketFor(file);
+      key = await ticketKey(file);
+      t = await ticketFor(file, key);
     } catch (e) {
       show(false, { error: { message: String(e.message || e) } }, 0);
       return;
@@ -162,11 +169,13 @@
       },
       onError: (err) => {
         const status = err.originalResponse ? err.originalResponse.getStatus() : 0;
-        if (status === 401 || status === 404 || status === 410) localStorage.removeItem(key);  // ticket or upload gone
+        // network errors, 5xx, a busy upload (423), an offset race (409) or a rate limit (429) keep
+        // the ticket for a resume; any other answer (401 ticket, 404 gone, 400 a bad image...) is final
+        const retryable = status === 0 || status >= 500 || [409, 423, 429].includes(status);
+        if (!retryable) localStorage.removeItem(key);
         let message = "upload stopped";
         try { message = JSON.parse(err.originalResponse.getBody()).error.message; } catch (_) { /* not our JSON */ }
-        const again = status === 401 || status === 404 || status === 410
-          ? " - choose the file again to start over" : " - choose the file again to continue";
+        const again = retryable ? " - choose the file again to continue" : "";
         show(false, { error: { message: message + again } }, status);
       },
       onSuccess: async () => {
