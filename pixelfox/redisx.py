@@ -46,6 +46,8 @@ def mode(url: str) -> str:
 def connect(settings: RedisSettings) -> aioredis.Redis:
     """A Redis client for ``settings.url`` in the mode its scheme names (see module doc).
 
+    Single Redis gets a ``BlockingConnectionPool`` of ``settings.max_connections`` (callers
+    beyond it wait up to ``settings.pool_timeout_s`` seconds, then ``ConnectionError``).
     The return type is ``redis.asyncio.Redis`` for single and Sentinel; for Cluster it is a
     ``RedisCluster``, which offers the same single-key, pipeline and script calls. Raises
     ``ValueError`` for a Sentinel URL without a master name.
@@ -53,7 +55,15 @@ def connect(settings: RedisSettings) -> aioredis.Redis:
     url = settings.url
     kind = mode(url)
     if kind == "single":
-        return aioredis.from_url(url, health_check_interval=10, **_COMMON)
+        # a blocking pool: a burst beyond max_connections waits for a free connection (up to
+        # pool_timeout_s) instead of failing at once with MaxConnectionsError (redis-py's default
+        # pool, 100 connections, raises; 500 concurrent uploads hit it)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=settings.max_connections, timeout=settings.pool_timeout_s,
+            health_check_interval=10, **_COMMON)
+        client = aioredis.Redis(connection_pool=pool)
+        client.auto_close_connection_pool = True  # aclose() closes the pool too, as with from_url
+        return client
     parts = urlsplit(url)
     password = unquote(parts.password) if parts.password else None
     if kind == "cluster":
