@@ -17,6 +17,7 @@ Input ``data`` may be any C-contiguous bytes-like object: ``bytes``,
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -231,6 +232,14 @@ def verify(data: BytesLike, limits: Limits = DEFAULT_LIMITS) -> ImageInfo:
 # --------------------------------------------------------------------------- process
 
 
+def _check_range(name: str, value: float, low: float, high: float, integer: bool = False) -> None:
+    """Raise ``ValueError`` unless ``low <= value <= high`` (finite; an ``int`` if ``integer``)."""
+    if integer and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{name} must be a whole number {low}..{high}, not {value!r}")
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
+        raise ValueError(f"{name} must be {low}..{high}, not {value!r}")
+
+
 @dataclass(frozen=True)
 class VariantSpec:
     """One output size: fit inside ``width`` x ``height`` px, keep the aspect
@@ -252,10 +261,10 @@ class VariantSpec:
             raise ValueError(f"unknown output format(s) {unknown}; expected {OUTPUT_FORMATS}")
         if self.width < 1 or self.height < 1:
             raise ValueError("variant box must be at least 1x1 px")
-        if self.avif_quality is not None and not 0 <= self.avif_quality <= 100:
-            raise ValueError(f"avif_quality must be 0..100, not {self.avif_quality}")
-        if self.avif_speed is not None and not 0 <= self.avif_speed <= 10:
-            raise ValueError(f"avif_speed must be 0..10, not {self.avif_speed}")
+        if self.avif_quality is not None:
+            _check_range("avif_quality", self.avif_quality, 0, 100)
+        if self.avif_speed is not None:
+            _check_range("avif_speed", self.avif_speed, 0, 10, integer=True)
 
 
 def _default_variants() -> tuple[VariantSpec, ...]:
@@ -287,6 +296,18 @@ class Recipe:
     """1..100"""
     background: tuple[int, int, int] = (255, 255, 255)
     """RGB flatten colour for outputs without alpha (JPEG)."""
+
+    def __post_init__(self) -> None:
+        """Raises ``ValueError`` naming the first setting out of its range."""
+        _check_range("webp_quality", self.webp_quality, 0, 100)
+        _check_range("webp_method", self.webp_method, 0, 6, integer=True)
+        _check_range("avif_quality", self.avif_quality, 0, 100)
+        _check_range("avif_speed", self.avif_speed, 0, 10, integer=True)
+        _check_range("jpeg_quality", self.jpeg_quality, 1, 100, integer=True)
+        if len(self.background) != 3:
+            raise ValueError(f"background must be an (r, g, b) tuple, not {self.background!r}")
+        for c in self.background:
+            _check_range("background", c, 0, 255, integer=True)
 
 
 DEFAULT_RECIPE: Final = Recipe()

@@ -127,4 +127,21 @@ async def test_upload_resumes_after_reload(cluster: Any, chromium: Any, tmp_path
     link = page.locator("#uploads li.upload a").first
     assert await link.get_attribute("href") == image["url"]
     assert not csp_errors, csp_errors
+
+    # a ticket left by this user is dropped when another user opens the upload page in this browser
+    first_user = await page.get_attribute("#drop", "data-user")
+    assert first_user
+    await page.evaluate("([k, v]) => localStorage.setItem(k, v)",
+                        [f"pixelfox-upload:{first_user}/left/behind", json.dumps(ticket)])
+    await page.click("header button:has-text('Log out')")
+    await page.wait_for_url(f"{base}/")
+    await page.goto(f"{base}/register")
+    await page.fill("input[name=name]", f"{name}_b")
+    await page.fill("input[name=password]", PASSWORD)
+    await page.fill("input[name=password2]", PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"{base}/")
+    second_user = await page.get_attribute("#drop", "data-user")
+    assert second_user and second_user != first_user
+    assert await page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('pixelfox-upload:'))") == []
     await ctx.close()

@@ -615,6 +615,15 @@ def test_avif_by_libaom_keeps_colour_and_honours_per_variant_settings() -> None:
         VariantSpec("x", 10, 10, ("avif",), avif_speed=11)
 
 
+@pytest.mark.parametrize("bad", [
+    {"avif_quality": float("nan")}, {"avif_quality": 500}, {"avif_speed": 11}, {"avif_speed": -1},
+    {"avif_speed": 5.5}, {"webp_method": 7}, {"webp_quality": -1}, {"jpeg_quality": 0}, {"background": (0, 0, 256)},
+])
+def test_recipe_settings_out_of_range_are_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        Recipe(**bad)  # type: ignore[arg-type]
+
+
 def test_truncated_avif_is_corrupt() -> None:
     data = read("photos/canon70d_20mp_gps.avif")
     with pytest.raises(CorruptImage):

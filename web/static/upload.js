@@ -14,7 +14,14 @@
   const csrfMeta = document.querySelector('meta[name="csrf-token"]');
   const csrf = csrfMeta ? csrfMeta.content : "";
   const resumable = drop.dataset.resumable === "1" && window.tus && window.tus.isSupported;
-  const TICKETS = "pixelfox-upload:";  // localStorage key prefix
+  // localStorage key prefix: tickets are per user, and another user's are dropped on sight (a
+  // shared browser after a log-out must never send the next user's file on the last one's ticket)
+  const TICKETS = "pixelfox-upload:" + (drop.dataset.user || "anonymous") + "/";
+  try {
+    for (const k of Object.keys(localStorage)) {
+      if (k.startsWith("pixelfox-upload:") && !k.startsWith(TICKETS)) localStorage.removeItem(k);
+    }
+  } catch (_) { /* storage unavailable: nothing was kept */ }
   const CHUNK = 1024 * 1024;  // bytes per PATCH: what a reload can lose at most
 
   function el(tag, cls, text) {
