@@ -5,8 +5,9 @@ Keys (one hash slot per upload, ``{upload:<id>}``, so the Lua scripts below are 
 * ``pixelfox:{upload:<id>}:state`` — hash: ``offset`` (committed bytes), ``size`` (declared
   bytes), ``user`` (user id or ""), ``status`` (``open`` | ``complete`` | ``failed``),
   ``probed`` ("1" once the header passed :func:`pixelfox.imaging.probe`), ``slug`` (image slug
-  once complete), ``node`` (upload node that last wrote), ``expire`` (seconds the image lives
-  after completion, 0 = for ever; see :mod:`nodes.manager.expiry`). Written by the manager at
+  once complete), ``error_code``/``error`` (why it failed), ``node`` (upload node that last
+  wrote), ``expire`` (seconds the image lives after completion, 0 = for ever; see
+  :mod:`nodes.manager.expiry`). Written by the manager at
   ``CreateUpload`` with a TTL of ``ttl_s`` (the abandoned-upload TTL); each committed chunk
   pushes the TTL out again. A missing key means "unknown or expired" (``NOT_FOUND``).
 * ``pixelfox:{upload:<id>}:lock`` — the writer lock: ``<node>:<random token>`` with a PX
@@ -26,6 +27,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -68,6 +70,15 @@ class State:
     probed: bool
     slug: str  # image slug once complete
     expire_after_s: int = 0  # > 0: delete the image this long after completion
+    error_code: str = ""  # failed: the PixelfoxError code of the reason ("" if unknown)
+    error: str = ""  # failed: the reason as the uploader was told
+
+    def failure(self) -> errors.PixelfoxError:
+        """The error a failed upload's ticket now gets: the original reason when it is known."""
+        if self.error_code:
+            return errors.from_wire(self.error_code, None,
+                                    f"{self.error} (this upload failed; start a new one)")
+        return errors.InvalidTicket("upload ticket already used: the upload failed; start a new upload")
 
 
 class UploadStates:
@@ -96,7 +107,8 @@ class UploadStates:
             return None
         d = {k.decode(): v.decode() for k, v in raw.items()}
         return State(upload_id, int(d.get("offset", 0)), int(d.get("size", 0)), d.get("user", ""),
-                     d.get("status", "open"), d.get("probed") == "1", d.get("slug", ""), int(d.get("expire", 0)))
+                     d.get("status", "open"), d.get("probed") == "1", d.get("slug", ""), int(d.get("expire", 0)),
+                     d.get("error_code", ""), d.get("error", ""))
 
     async def require_open(self, upload_id: str) -> State:
         """The state of an upload that may still take bytes.
@@ -110,7 +122,7 @@ class UploadStates:
         if st.status == "complete":
             raise errors.InvalidTicket("upload ticket already used: the upload is complete")
         if st.status != "open":
-            raise errors.InvalidTicket("upload ticket already used: the upload failed; start a new upload")
+            raise st.failure()
         return st
 
     async def lock(self, upload_id: str, node_id: str) -> str:
@@ -137,9 +149,14 @@ class UploadStates:
         """Back to offset 0 (staged bytes were dropped, e.g. the staging disk was full)."""
         await self.redis.hset(state_key(upload_id), mapping={"offset": 0, "probed": 0})
 
-    async def finish(self, upload_id: str, status: str, slug: str = "") -> None:
-        """Mark complete (with the image slug) or failed; kept until the TTL so re-use is refused."""
-        await self.redis.hset(state_key(upload_id), mapping={"status": status, "slug": slug})
+    async def finish(self, upload_id: str, status: str, slug: str = "",
+                     error: errors.PixelfoxError | None = None) -> None:
+        """Mark complete (with the image slug) or failed (with the ``error`` that failed it, which a
+        later query or resume of the same ticket gets again); kept until the TTL so re-use is refused."""
+        mapping: dict[Any, Any] = {"status": status, "slug": slug}
+        if error is not None:
+            mapping.update(error_code=error.code, error=str(error)[:500])
+        await self.redis.hset(state_key(upload_id), mapping=mapping)
 
     async def delete(self, upload_id: str) -> None:
         await self.redis.delete(state_key(upload_id), lock_key(upload_id))

@@ -175,7 +175,7 @@ class Receiver:
         if st is None:
             raise errors.NotFound("upload not found: it expired or never existed; start a new upload")
         if st.status == "failed":
-            raise errors.InvalidTicket("upload ticket already used: the upload failed; start a new upload")
+            raise st.failure()  # the reason it failed (415 not an image...), not just "used"
         if idle and st.status == "open" and await self.states.locked(upload_id):
             raise errors.UploadBusy("another stream is still writing this upload; ask again shortly")
         return st
@@ -327,17 +327,18 @@ class Session:
         try:
             return await asyncio.to_thread(fn, *args)
         except FATAL as exc:
-            await self._drop(reset=False)
+            await self._drop(reset=False, error=exc)
             UPLOADS.labels(exc.code).inc()
             raise
 
-    async def _drop(self, reset: bool) -> None:
-        """Remove the staged bytes; reset to offset 0 (retryable) or mark the upload failed."""
+    async def _drop(self, reset: bool, error: errors.PixelfoxError | None = None) -> None:
+        """Remove the staged bytes; reset to offset 0 (retryable) or mark the upload failed
+        (with ``error``, which the ticket's later queries and resumes get again)."""
         self.path.unlink(missing_ok=True)
         if reset:
             await self.rx.states.reset(self.header.upload_id)
         else:
-            await self.rx.states.finish(self.header.upload_id, "failed")
+            await self.rx.states.finish(self.header.upload_id, "failed", error=error)
 
     def _verify(self) -> imaging.ImageInfo:
         with mmap.mmap(self.fd, 0, access=mmap.ACCESS_READ) as m:
@@ -347,9 +348,10 @@ class Session:
         """Check the whole file, store it, report it to the manager; removes the staged file."""
         sha = self.hash.hexdigest()
         if self.header.sha256 and self.header.sha256.lower() != sha:
-            await self._drop(reset=False)
+            mismatch = errors.ChecksumMismatch("SHA-256 of the received bytes does not match the header")
+            await self._drop(reset=False, error=mismatch)
             UPLOADS.labels("checksum-mismatch").inc()
-            raise errors.ChecksumMismatch("SHA-256 of the received bytes does not match the header")
+            raise mismatch
         info = await self._guard(self._verify)
         stored = await self.rx.store(self.path, self.header, sha, info)
         reply = await self.rx.complete(stored)

@@ -214,3 +214,32 @@ def test_pixelfox_put_cli_survives_a_killed_upload_node(two_nodes: LocalCluster,
     assert proc.returncode == 0, err
     res = json.loads(out.strip().splitlines()[-1])
     assert res["status"] == "ready" and res["sha256"] == sha
+
+
+async def test_a_rejected_upload_tells_its_reason_again_on_query_and_resume(cluster: ClusterHandle) -> None:
+    """A stream refused as "not an image" marks the upload failed with that reason: a client whose
+    stream broke at that moment (it sees a transport error, not the status) and asks again learns
+    the reason (INVALID_ARGUMENT "not an image ..."), not just "ticket already used"."""
+    data = b"this is a text file, not a photo\n" * 20_000  # 660 kB: more than the probe's first 256 KiB
+    t = await create(cluster.manager_address, cluster.admin_api_key, len(data))
+    ch, stub = upload_stub(t.upload_address)
+    step = 256 * 1024
+    try:
+        call = stub.Upload()
+        await send(call, [header(t, len(data)), *(chunk(o, data[o:o + step]) for o in range(0, len(data), step))])
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        reason = refused.value.details() or ""
+        assert "not an image" in reason, reason
+        with pytest.raises(grpc.aio.AioRpcError) as queried:
+            await stub.QueryUpload(upload_pb2.QueryUploadRequest(ticket=t.ticket, upload_id=t.upload_id))
+        assert queried.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert reason in (queried.value.details() or "") and "start a new one" in (queried.value.details() or "")
+        again = stub.Upload()
+        await send(again, [header(t, len(data)), chunk(0, data[:step])])
+        with pytest.raises(grpc.aio.AioRpcError) as resumed:
+            await again
+        assert resumed.value.code() == grpc.StatusCode.INVALID_ARGUMENT and reason in (resumed.value.details() or "")
+    finally:
+        await ch.close()
