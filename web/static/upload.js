@@ -155,6 +155,7 @@
       return;
     }
     state.textContent = "uploading 0 %";
+    let moved = false;  // any progress on this attempt
     const up = new window.tus.Upload(file, {
       uploadUrl: t.upload_url,  // the manager created the upload: no tus creation request
       headers: { Authorization: "Bearer " + t.ticket },
@@ -169,6 +170,7 @@
         }
       },
       onProgress: (sent, total) => {
+        moved = true;
         const pct = Math.floor((sent / total) * 100);
         bar.value = pct;
         const resumed = state.dataset.resumedAt ? " (resumed)" : "";
@@ -178,7 +180,14 @@
         const status = err.originalResponse ? err.originalResponse.getStatus() : 0;
         // network errors, 5xx, a busy upload (423), an offset race (409) or a rate limit (429) keep
         // the ticket for a resume; any other answer (401 ticket, 404 gone, 400 a bad image...) is final
-        const retryable = status === 0 || status >= 500 || [409, 423, 429].includes(status);
+        let retryable = status === 0 || status >= 500 || [409, 423, 429].includes(status);
+        if (status === 0 && !moved) {
+          // nothing got through on this attempt either: after 3 such attempts the stored upload
+          // URL is taken to be unreachable (node gone, blocked) and the next pick starts over
+          const misses = (t.misses || 0) + 1;
+          if (misses >= 3) retryable = false;
+          else try { localStorage.setItem(key, JSON.stringify({ ...t, misses })); } catch (_) { /* ignore */ }
+        }
         if (!retryable) localStorage.removeItem(key);
         let message = "upload stopped";
         try { message = JSON.parse(err.originalResponse.getBody()).error.message; } catch (_) { /* not our JSON */ }
