@@ -10,7 +10,6 @@ import asyncio
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -24,7 +23,7 @@ from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 Metadata = Sequence[tuple[str, str]]
 RPC_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.2
-ORIGINS_TTL_S = 10.0  # how long the upload nodes' origins (for the upload page's CSP) are reused
+UPLOAD_URLS_TTL_S = 10.0  # how long the upload nodes' URLs (for the upload page's CSP) are reused
 
 
 class Manager:
@@ -34,8 +33,8 @@ class Manager:
         self.address = address.strip()  # several managers: the channel balances and fails over (grpcx.multi)
         self._secret = secret
         self._channel: grpc.aio.Channel | None = None
-        self._origins: list[str] = []
-        self._origins_at = -ORIGINS_TTL_S
+        self._upload_urls: list[str] = []
+        self._upload_urls_at = -UPLOAD_URLS_TTL_S
 
     def open(self) -> None:
         """Create the channel; call inside the running loop (grpc.aio binds to it)."""
@@ -117,29 +116,25 @@ class Manager:
             image = await self.get_image(image.slug, metadata)
         return image
 
-    async def upload_origins(self) -> list[str]:
-        """Origins (``scheme://host[:port]``) of the healthy upload nodes' HTTP (tus) faces, sorted.
+    async def upload_urls(self) -> list[str]:
+        """The healthy upload nodes' HTTP (tus) base URLs (their registered ``http_url``), sorted.
 
-        The upload page's ``connect-src`` lists them so tus-js-client may PATCH there. Cached
-        for :data:`ORIGINS_TTL_S` seconds; an unreachable manager gives the last list (or []).
+        The upload page's ``connect-src`` lists their origins so tus-js-client may PATCH there. Cached
+        for :data:`UPLOAD_URLS_TTL_S` seconds; an unreachable manager gives the last list (or []).
         """
         now = time.monotonic()
-        if now - self._origins_at < ORIGINS_TTL_S:
-            return self._origins
+        if now - self._upload_urls_at < UPLOAD_URLS_TTL_S:
+            return self._upload_urls
         try:
             async with map_rpc_errors():
                 reply = await self.stub.ListNodes(manager_pb2.ListNodesRequest(), metadata=self.as_user(),
                                                   timeout=2.0)
         except PixelfoxError:
-            return self._origins
-        origins = set()
-        for n in reply.nodes:
-            if n.role == common_pb2.NODE_ROLE_UPLOAD and n.healthy and n.http_url:
-                u = urlsplit(n.http_url)
-                if u.scheme in ("http", "https") and u.netloc:
-                    origins.add(f"{u.scheme}://{u.netloc}")
-        self._origins, self._origins_at = sorted(origins), now
-        return self._origins
+            return self._upload_urls
+        self._upload_urls = sorted({n.http_url for n in reply.nodes
+                                if n.role == common_pb2.NODE_ROLE_UPLOAD and n.healthy and n.http_url})
+        self._upload_urls_at = now
+        return self._upload_urls
 
     async def ready(self, timeout_s: float = 1.0) -> bool:
         """True when the manager's health service answers SERVING."""

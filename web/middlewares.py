@@ -18,9 +18,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import Counter, Histogram
+from yarl import URL
 
 from pixelfox import errors
 from web.keys import STATE
+from web.views.common import origin_of
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +35,9 @@ CSP = (
 )
 
 
-def csp_connecting_to(origins: list[str]) -> str:
-    """:data:`CSP` with ``origins`` (``scheme://host[:port]``) added to ``connect-src``."""
+def csp_connecting_to(urls: list[str]) -> str:
+    """:data:`CSP` with the origins of the absolute http(s) ``urls`` added to ``connect-src``."""
+    origins = sorted({origin_of(URL(u)) for u in urls if u.startswith(("http:", "https:"))} - {""})
     return CSP.replace("connect-src 'self'", " ".join(["connect-src 'self'", *origins]))
 
 

@@ -24,6 +24,8 @@ import pytest
 from PIL import Image
 from playwright.async_api import expect
 
+from tests.browser.site import register
+
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(300)]
 
 PASSWORD = "resumable password 1"
@@ -52,12 +54,7 @@ async def test_upload_resumes_after_reload(cluster: Any, chromium: Any, tmp_path
     csp_errors: list[str] = []
     page.on("console", lambda m: csp_errors.append(m.text) if "Content Security Policy" in m.text else None)
     name = f"tus_{uuid.uuid4().hex[:10]}"
-    await page.goto(f"{base}/register")
-    await page.fill("input[name=name]", name)
-    await page.fill("input[name=password]", PASSWORD)
-    await page.fill("input[name=password2]", PASSWORD)
-    await page.click("button[type=submit]")
-    await page.wait_for_url(f"{base}/")
+    await register(page, base, name, PASSWORD)
     assert await page.get_attribute("#drop", "data-resumable") == "1"
 
     # first attempt: one PATCH gets through, then the connection "drops" for every later PATCH
@@ -135,12 +132,7 @@ async def test_upload_resumes_after_reload(cluster: Any, chromium: Any, tmp_path
                         [f"pixelfox-upload:{first_user}/left/behind", json.dumps(ticket)])
     await page.click("header button:has-text('Log out')")
     await page.wait_for_url(f"{base}/")
-    await page.goto(f"{base}/register")
-    await page.fill("input[name=name]", f"{name}_b")
-    await page.fill("input[name=password]", PASSWORD)
-    await page.fill("input[name=password2]", PASSWORD)
-    await page.click("button[type=submit]")
-    await page.wait_for_url(f"{base}/")
+    await register(page, base, f"{name}_b", PASSWORD)
     second_user = await page.get_attribute("#drop", "data-user")
     assert second_user and second_user != first_user
     assert await page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('pixelfox-upload:'))") == []

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
+from tests.browser.site import register
 from tests.conftest import CORPUS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(300)]
@@ -64,13 +65,7 @@ async def test_site_in_chromium(cluster: Any, chromium: Any) -> None:
     name = f"br_{uuid.uuid4().hex[:10]}"
 
     # register, log out, log in
-    await page.goto(f"{base}/register")
-    await page.fill("input[name=name]", name)
-    await page.fill("input[name=password]", PASSWORD)
-    await page.fill("input[name=password2]", PASSWORD)
-    await page.click("button[type=submit]")
-    await page.wait_for_url(f"{base}/")
-    assert name in await page.inner_text("header")
+    await register(page, base, name, PASSWORD)
     await page.click("header button:has-text('Log out')")
     await page.wait_for_url(f"{base}/")
     await page.goto(f"{base}/login")

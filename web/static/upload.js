@@ -107,11 +107,7 @@
       state.textContent = pct < 100 ? "uploading " + pct + " %" : "processing…";
     });
     xhr.addEventListener("load", () => show(xhr.status >= 200 && xhr.status < 300, xhr.response || {}, xhr.status));
-    xhr.addEventListener("error", () => {
-      bar.remove();
-      state.className = "state bad";
-      state.textContent = "network error";
-    });
+    xhr.addEventListener("error", () => show(false, { error: { message: "network error" } }, 0));
     xhr.send(form);
   }
 

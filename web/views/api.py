@@ -118,7 +118,7 @@ async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, st
             if isinstance(part, BodyPartReader) and part.name == "file":
                 filename = safe_filename(part.filename)
                 ctype = part.headers.get("Content-Type", "application/octet-stream")
-                return await _save_part(part, limit), filename or "upload", ctype
+                return await _save_part(part, limit), filename, ctype
             await part.release()
     except (ValueError, UnicodeDecodeError, AssertionError, HttpProcessingError) as exc:  # malformed multipart
         raise errors.BadRequest(f"malformed multipart body: {str(exc)[:120]}") from None

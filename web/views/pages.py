@@ -93,7 +93,7 @@ async def index(request: web.Request) -> web.Response:
     response = await render(request, "index.html", {"max_upload_bytes": settings.max_upload_bytes,
                                                     "resumable": resumable})
     if resumable:
-        response.headers["Content-Security-Policy"] = csp_connecting_to(await request.app[MANAGER].upload_origins())
+        response.headers["Content-Security-Policy"] = csp_connecting_to(await request.app[MANAGER].upload_urls())
     return response
 
 
