@@ -107,13 +107,6 @@ class Registry:
     async def healthy_nodes(self, role: int) -> list[NodeRecord]:
         return [r for r in await self.all(role) if self.healthy(r)]
 
-    async def pick_upload_node(self) -> NodeRecord:
-        """The healthy upload node with the most headroom (lowest load, then most free bytes)."""
-        nodes = await self.healthy_nodes(common_pb2.NODE_ROLE_UPLOAD)
-        if not nodes:
-            raise errors.NoNodeAvailable("no healthy upload node")
-        return min(nodes, key=lambda r: (r.load, -r.free_bytes, r.node_id))
-
     async def place(self, replicas: int) -> list[NodeRecord]:
         """Storage nodes for a new object: the ``replicas`` healthy ones with most free space."""
         nodes = await self.healthy_nodes(common_pb2.NODE_ROLE_STORAGE)
