@@ -17,6 +17,8 @@ from typing import ClassVar
 import grpc
 
 ERROR_CODE_KEY = "pixelfox-error-code"
+#: trailing metadata beside the code: a :class:`RateLimited`'s ``retry_after_s`` (whole seconds)
+RETRY_AFTER_KEY = "pixelfox-retry-after-s"
 
 
 class PixelfoxError(Exception):
@@ -220,12 +222,24 @@ BY_GRPC_STATUS: dict[grpc.StatusCode, type[PixelfoxError]] = {
 }
 
 
-def from_wire(code: str | None, status: grpc.StatusCode | None, message: str) -> PixelfoxError:
-    """Rebuild the exception a peer raised from its stable ``code`` (preferred) or gRPC ``status``."""
+def from_wire(code: str | None, status: grpc.StatusCode | None, message: str, retry_after_s: int = 0
+              ) -> PixelfoxError:
+    """Rebuild the exception a peer raised from its stable ``code`` (preferred) or gRPC ``status``;
+    ``retry_after_s`` (seconds) goes back onto a :class:`RateLimited`."""
     cls = BY_CODE.get(code) if code else None
     if cls is None and status is not None:
         cls = BY_GRPC_STATUS.get(status)
+    if cls is not None and issubclass(cls, RateLimited):
+        return cls(message, retry_after_s=retry_after_s)
     return (cls or PixelfoxError)(message)
+
+
+def wire_metadata(err: PixelfoxError) -> tuple[tuple[str, str], ...]:
+    """The trailing metadata that carries ``err`` across gRPC: its code, and a retry-after when known."""
+    md: tuple[tuple[str, str], ...] = ((ERROR_CODE_KEY, err.code),)
+    if isinstance(err, RateLimited) and err.retry_after_s > 0:
+        md += ((RETRY_AFTER_KEY, str(int(err.retry_after_s))),)
+    return md
 
 
 def from_image_error(exc: Exception) -> PixelfoxError:

@@ -51,8 +51,9 @@ class UploadLimits:
                 p.expire(key, 120)
                 count, _ = await p.execute()
             if count > lim.user_uploads_per_minute:
+                wait = 60 - int(now % 60)
                 raise errors.RateLimited(
-                    f"more than {lim.user_uploads_per_minute} uploads in a minute; wait {60 - int(now % 60)} s")
+                    f"more than {lim.user_uploads_per_minute} uploads in a minute; wait {wait} s", retry_after_s=wait)
         if lim.user_quota_bytes:
             async with self.sessions() as s:
                 used = await s.scalar(select(func.coalesce(func.sum(Image.bytes), 0)).where(Image.user_id == user_id))
@@ -63,8 +64,11 @@ class UploadLimits:
             key = _open_key(user_id)
             await self.redis.zremrangebyscore(key, "-inf", now)
             if await self.redis.zcard(key) >= lim.user_open_uploads:
+                oldest = await self.redis.zrange(key, 0, 0, withscores=True)  # the first to expire frees a slot
+                wait = max(1, int(oldest[0][1] - now) + 1) if oldest else lim.upload_ttl_s
                 raise errors.RateLimited(
-                    f"{lim.user_open_uploads} unfinished uploads already; finish or let them expire first")
+                    f"{lim.user_open_uploads} unfinished uploads already; finish, cancel (tus DELETE) or let one "
+                    f"expire first (the next expires in {wait} s)", retry_after_s=wait)
             await self.redis.zadd(key, {upload_id: now + lim.upload_ttl_s})
             await self.redis.expire(key, lim.upload_ttl_s + 60)
 

@@ -262,6 +262,7 @@ class Uploads:
                 raise errors.NotFound("no such upload")
             image = await s.scalar(select(Image).where(Image.upload_id == upload_id))
             slug, filename, size = (image.slug if image else ""), upload.filename, upload.size
+            row_status = upload.status
         st = await self.states.get(upload_id)
         if not slug and st is not None and st.status == "complete":  # deduplicated: another upload's image
             slug = st.slug
@@ -269,8 +270,8 @@ class Uploads:
         if slug:
             reply.status, reply.offset = "complete", size
             reply.image.CopyFrom(await self.views.get(slug))
-        elif st is None:
-            reply.status = "expired"
+        elif st is None:  # the state is gone: cancelled by its client (tus DELETE), or its TTL ran out
+            reply.status = "abandoned" if row_status == "abandoned" else "expired"
         else:
             reply.status, reply.offset = ("failed" if st.status == "failed" else "open"), st.offset
             if expires := await self.states.ttl(upload_id):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import grpc
@@ -12,6 +13,7 @@ from pixelfox.grpcx.server import rpc
 from pixelfox.v1 import upload_pb2, upload_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext
+SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
@@ -24,6 +26,8 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
         if first is None or not first.HasField("header"):
             raise errors.BadRequest("the first message must be the upload header")
         h = first.header
+        if h.sha256 and not SHA256_HEX.match(h.sha256):  # refused before any byte is taken, not after the file
+            raise errors.BadRequest("header.sha256 must be 64 hex digits (the SHA-256 of the whole file) or empty")
         header = Header(h.ticket, h.upload_id, h.size, h.sha256, h.filename)
 
         async def chunks() -> AsyncIterator[Chunk]:

@@ -149,6 +149,11 @@ class Tus:
         offset = _int_header(request, "Upload-Offset")
         check = self._checksum(request.headers.get("Upload-Checksum", ""))
         st = await self.rx.query(token, upload_id)
+        if request.content_length is not None and offset + request.content_length > st.size:
+            # refused before reading: nothing of this body is committed (tus core, "413 when the
+            # body would exceed Upload-Length"); a chunked body is cut at the first piece past it
+            raise errors.PayloadTooLarge(f"Upload-Offset {offset} + Content-Length {request.content_length} "
+                                         f"is past Upload-Length {st.size}")
         session = await self.rx.open(token, upload_id, st.size)
         try:
             if offset != session.offset:
@@ -166,13 +171,17 @@ class Tus:
     def _checksum(self, raw: str) -> tuple[Callable[[bytes], bytes], bytes] | None:
         if not raw:
             return None
-        alg, _, value = raw.partition(" ")
+        alg, _, value = raw.strip().partition(" ")
         if alg not in CHECKSUMS:
             raise errors.BadRequest(f"checksum algorithm {alg!r} is not supported; use one of {', '.join(CHECKSUMS)}")
+        fn = CHECKSUMS[alg]
         try:
-            return CHECKSUMS[alg], base64.b64decode(value, validate=True)
+            digest = base64.b64decode(value.strip(), validate=True)
         except ValueError as exc:
             raise errors.BadRequest("Upload-Checksum value is not base64") from exc
+        if len(digest) != len(fn(b"")):  # also an empty value: "sha1" alone is a malformed header, not a mismatch
+            raise errors.BadRequest(f"Upload-Checksum needs '{alg} <base64 of the {len(fn(b''))}-byte digest>'")
+        return fn, digest
 
     async def _body(self, request: web.Request, session: Session, check: tuple[Callable[[bytes], bytes], bytes] | None
                     ) -> None:

@@ -42,11 +42,15 @@ def channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
 
 def error_from_rpc(exc: grpc.aio.AioRpcError) -> errors.PixelfoxError:
     """The :class:`~pixelfox.errors.PixelfoxError` a peer raised, from status and ``pixelfox-error-code``."""
-    code = ""
+    code, retry_after = "", ""
     for key, value in exc.trailing_metadata() or ():
+        text = value.decode() if isinstance(value, bytes) else value
         if key == errors.ERROR_CODE_KEY:
-            code = value.decode() if isinstance(value, bytes) else value
-    return errors.from_wire(code, exc.code(), exc.details() or exc.code().name)
+            code = text
+        elif key == errors.RETRY_AFTER_KEY:
+            retry_after = text
+    return errors.from_wire(code, exc.code(), exc.details() or exc.code().name,
+                            retry_after_s=int(retry_after) if retry_after.isdigit() else 0)
 
 
 @contextlib.asynccontextmanager

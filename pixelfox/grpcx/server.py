@@ -65,7 +65,7 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     else:
         logger.exception("unhandled error in RPC", exc_info=exc)
         err = errors.PixelfoxError()
-    await context.abort(err.grpc_status, err.message, trailing_metadata=((errors.ERROR_CODE_KEY, err.code),))
+    await context.abort(err.grpc_status, err.message, trailing_metadata=errors.wire_metadata(err))
 
 
 def _authorise(context: grpc.aio.ServicerContext, cluster: bool) -> None:

@@ -402,7 +402,7 @@ class UploadProgress(_message.Message):
     size: _builtins.int
     """declared bytes"""
     status: _builtins.str
-    """"open" | "complete" | "failed" | "expired" """
+    """"open" | "complete" | "failed" | "expired" | "abandoned" (tus DELETE)"""
     expires_at: _builtins.str
     """ISO 8601 UTC: when an unfinished upload is dropped"""
     filename: _builtins.str

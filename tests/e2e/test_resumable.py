@@ -243,3 +243,19 @@ async def test_a_rejected_upload_tells_its_reason_again_on_query_and_resume(clus
         assert resumed.value.code() == grpc.StatusCode.INVALID_ARGUMENT and reason in (resumed.value.details() or "")
     finally:
         await ch.close()
+
+
+async def test_a_malformed_sha256_in_the_header_is_refused_before_any_chunk(cluster: ClusterHandle) -> None:
+    """The header's sha256 must be 64 hex digits or empty: a bad one is INVALID_ARGUMENT at once,
+    not a checksum mismatch after the whole file went up."""
+    t = await create(cluster.manager_address, cluster.admin_api_key, 1000)
+    ch, stub = upload_stub(t.upload_address)
+    try:
+        call = stub.Upload()
+        await call.write(header(t, 1000, sha="not-a-sha256"))  # and no chunk, no half-close: the answer comes first
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await asyncio.wait_for(call, timeout=20)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "64 hex digits" in (refused.value.details() or "")
+    finally:
+        await ch.close()

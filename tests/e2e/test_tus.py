@@ -137,6 +137,15 @@ def test_tus_protocol_rules(cluster: ClusterHandle, corpus: Path) -> None:
                        headers={**patch, "Upload-Offset": "100000", "Upload-Checksum": f"sha1 {bad}"})
     assert r.status_code == 460
     assert requests.head(url, headers=auth(t), timeout=10).headers["Upload-Offset"] == "100000"
+    short = base64.b64encode(b"\0" * 8).decode()
+    for value in ("sha1", "sha1 ", f"sha1 {short}", "md5 not-base64!"):  # malformed headers: 400, never 460
+        r = requests.patch(url, data=data[100_000:200_000], timeout=10,
+                           headers={**patch, "Upload-Offset": "100000", "Upload-Checksum": value})
+        assert r.status_code == 400 and "Upload-Checksum" in r.json()["error"]["message"], (value, r.text)
+    # a body that would run past Upload-Length is refused before a byte of it is kept
+    r = requests.patch(url, data=data[100_000:] + b"extra", timeout=10, headers={**patch, "Upload-Offset": "100000"})
+    assert r.status_code == 413 and "past Upload-Length" in r.json()["error"]["message"], r.text
+    assert requests.head(url, headers=auth(t), timeout=10).headers["Upload-Offset"] == "100000"
 
     other = ticket_for(cluster, len(data))
     assert requests.head(url, headers=auth(other), timeout=10).status_code == 401

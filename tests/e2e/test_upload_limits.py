@@ -104,6 +104,23 @@ async def test_open_uploads_and_rate_per_user(local: LocalCluster) -> None:
     assert any("uploads in a minute" in m for m in messages)
 
 
+def test_a_rate_limited_upload_says_when_to_retry(local: LocalCluster) -> None:
+    """429 answers carry Retry-After (seconds), from the manager's limit across gRPC to the web node."""
+    import redis
+
+    key = asyncio.run(new_user_key(local, "retrier"))
+    url = f"{local.web_urls[0]}/api/v1/uploads"
+    with redis.Redis.from_url(local.redis_url) as r:  # this address's per-minute budget is not what is tested here
+        r.delete("pixelfox:{limits}:ip:127.0.0.1")
+        answers = [requests.post(url, json={"filename": "a.png", "size": 1000}, timeout=10,
+                                 headers={"Authorization": f"Bearer {key}"}) for _ in range(4)]
+        r.delete("pixelfox:{limits}:ip:127.0.0.1")
+    assert [a.status_code for a in answers[:3]] == [201, 201, 201], [a.text for a in answers]
+    full = answers[3]
+    assert full.status_code == 429 and "unfinished uploads" in full.json()["error"]["message"], full.text
+    assert 1 <= int(full.headers["Retry-After"]) <= 5  # the oldest open upload expires within the 4 s TTL
+
+
 async def test_tus_termination_frees_the_open_upload_slot_at_once(local: LocalCluster) -> None:
     import redis.asyncio as aioredis
 

@@ -50,3 +50,25 @@ def test_browser_style_upload_through_the_web_api(cluster: ClusterHandle, tmp_pa
     assert p["image"]["status"] == "ready" and p["image"]["filename"] == "p.png"
     assert p["image"]["url"].startswith(cluster.web_url)
     assert requests.get(f"{api}/01ARZ3NDEKTSV4RRFFQ69G5FAV", headers=key, timeout=10).status_code == 404
+
+
+def test_new_upload_fields_are_typed_strictly(cluster: ClusterHandle) -> None:
+    """JSON ``"size": "100"`` or ``true`` is a 400 naming the field, not a silent 100 or 1 bytes."""
+    key = {"Authorization": f"Bearer {cluster.admin_api_key}"}
+    api = f"{cluster.web_url}/api/v1/uploads"
+    for body in ({"filename": "a.png", "size": "100"}, {"filename": "a.png", "size": True},
+                 {"filename": "a.png", "size": 100.5}, {"filename": 7, "size": 100}):
+        r = requests.post(api, json=body, headers=key, timeout=10)
+        assert r.status_code == 400, (body, r.text)
+        assert r.json()["error"]["message"].split(":")[0] in ("size", "filename"), r.text
+
+
+def test_a_cancelled_upload_reads_as_abandoned(cluster: ClusterHandle) -> None:
+    """tus DELETE (the client cancelled): the upload's status is "abandoned", not "expired"."""
+    key = {"Authorization": f"Bearer {cluster.admin_api_key}"}
+    api = f"{cluster.web_url}/api/v1/uploads"
+    up = requests.post(api, json={"filename": "c.png", "size": 5000}, headers=key, timeout=10).json()
+    tus = {"Authorization": f"Bearer {up['ticket']}", "Tus-Resumable": "1.0.0"}
+    assert requests.delete(up["upload_url"], headers=tus, timeout=10).status_code == 204
+    p = requests.get(f"{api}/{up['id']}", headers=key, timeout=10).json()
+    assert (p["status"], p["offset"], p["image"]) == ("abandoned", 0, None), p

@@ -152,6 +152,7 @@
     }
     state.textContent = "uploading 0 %";
     let moved = false;  // any progress on this attempt
+    let heads = 0;  // HEAD requests on this attempt
     const up = new window.tus.Upload(file, {
       uploadUrl: t.upload_url,  // the manager created the upload: no tus creation request
       headers: { Authorization: "Bearer " + t.ticket },
@@ -159,8 +160,10 @@
       retryDelays: [0, 1000, 3000, 5000, 10000],
       storeFingerprintForResuming: false,  // the ticket store above does that
       onAfterResponse: (req, res) => {
+        if (req.getMethod() !== "HEAD") return;
+        heads += 1;  // only the first HEAD finds an earlier visit's bytes; later ones are tus-js-client's own retries
         const offset = Number(res.getHeader("Upload-Offset") || 0);
-        if (req.getMethod() === "HEAD" && offset > 0) {
+        if (heads === 1 && offset > 0) {
           state.textContent = "resumed at " + Math.floor((offset / file.size) * 100) + " %";
           state.dataset.resumedAt = String(offset);
         }

@@ -28,7 +28,7 @@ UPLOAD_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
 
 class NewUpload(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)  # "size": "100" or true is a 400, not 100 or 1
     filename: str = Field("", max_length=255)
     size: int = Field(gt=0, le=2**63 - 1)  # bytes; an int64 on the wire
     content_type: str = Field("", max_length=100)
