@@ -6,11 +6,14 @@ processing node so image processing does not steal the CPU from the uploads bein
 measured), generates uncompressed PNGs of the wanted sizes, and prints:
 
 * ceilings measured in the same run: an asyncio TCP socket copy on loopback with the same
-  256 KiB chunk size (a reader that discards), and iperf3 (Debian ``apt-get install iperf3``;
-  "n/a" when missing);
+  256 KiB chunk size (a reader that discards), iperf3 (Debian ``apt-get install iperf3``;
+  "n/a" when missing), and a bare grpc-python client stream of the same chunks to a server
+  process that only counts them (what the gRPC framework alone reaches here);
 * one upload of each size over gRPC (``pixelfox.client.uploader.upload_file``: CRC32C per
   chunk, SHA-256, probe, verify, store) and over tus (one streamed PATCH), with MiB/s and the
-  ratio to the asyncio ceiling (goals: gRPC ≥ 0.45x, tus ≥ 0.7x);
+  ratio to the asyncio ceiling (goals: gRPC ≥ 0.45x, tus ≥ 0.7x) and to the bare gRPC stream,
+  plus the upload node's own split of the time after the last byte (its
+  ``pixelfox_upload_step_seconds``: verify, store on the storage node, complete);
 * N concurrent uploads of ~``photo-mib`` MiB photos over gRPC: completed count, p50/p99
   seconds, and each upload node's peak RSS during that phase (``VmHWM`` after resetting it
   through ``/proc/<pid>/clear_refs``; goal < 256 MB).
@@ -24,7 +27,9 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -42,7 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pixelfox.cli.launcher import Counts, LocalCluster, free_port
 from pixelfox.client.uploader import upload_file
 from pixelfox.grpcx.auth import api_key_metadata
-from pixelfox.v1 import manager_pb2, manager_pb2_grpc
+from pixelfox.grpcx.server import server_options
+from pixelfox.v1 import manager_pb2, manager_pb2_grpc, upload_pb2, upload_pb2_grpc
 
 CHUNK = 256 * 1024
 MIB = 1024 * 1024
@@ -83,6 +89,68 @@ async def socket_ceiling(nbytes: int) -> float:
     elapsed = time.perf_counter() - start
     server.close()
     return got / MIB / elapsed
+
+
+class _Sink(upload_pb2_grpc.UploadServiceServicer):
+    """An Upload service that only counts the chunk bytes it is sent."""
+
+    async def Upload(self, stream, context):  # type: ignore[no-untyped-def]
+        n = 0
+        async for m in stream:
+            n += len(m.chunk.data)
+        return upload_pb2.UploadReceipt(size=n)
+
+
+def _serve_sink(port: int) -> None:
+    async def serve() -> None:
+        server = grpc.aio.server(options=server_options(64 * MIB))
+        upload_pb2_grpc.add_UploadServiceServicer_to_server(_Sink(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(serve())
+
+
+async def grpc_ceiling(nbytes: int) -> float:
+    """MiB/s of a bare grpc-python client stream of ``nbytes`` in CHUNK messages to another process."""
+    port = free_port()
+    proc = multiprocessing.get_context("spawn").Process(target=_serve_sink, args=(port,), daemon=True)
+    proc.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[
+                ("grpc.max_send_message_length", 64 * MIB), ("grpc.use_local_subchannel_pool", 1)]) as ch:
+            await asyncio.wait_for(ch.channel_ready(), 30)
+            stub = upload_pb2_grpc.UploadServiceStub(ch)
+            buf = os.urandom(CHUNK)
+            best = 0.0
+            for _ in range(3):
+                def messages():  # type: ignore[no-untyped-def]
+                    for i in range(nbytes // CHUNK):
+                        yield upload_pb2.UploadRequest(chunk=upload_pb2.UploadChunk(offset=i * CHUNK, data=buf))
+                start = time.perf_counter()
+                await stub.Upload(messages(), timeout=300)
+                best = max(best, nbytes / MIB / (time.perf_counter() - start))
+            return best
+    finally:
+        proc.kill()
+        proc.join()
+
+
+def step_seconds(local: LocalCluster) -> dict[str, float]:
+    """Summed ``pixelfox_upload_step_seconds`` per step over every upload node."""
+    out: dict[str, float] = {}
+    for c in local.children:
+        if not c.name.startswith("upload"):
+            continue
+        text = requests.get(local.metrics_url(c.name), timeout=10).text
+        for step, value in re.findall(r'^pixelfox_upload_step_seconds_sum\{step="(\w+)"\} (\S+)$', text, re.M):
+            out[step] = out.get(step, 0.0) + float(value)
+    return out
+
+
+def split(before: dict[str, float], after: dict[str, float]) -> str:
+    return " ".join(f"{k} {after[k] - before.get(k, 0.0):.2f}" for k in ("verify", "store", "complete") if k in after)
 
 
 def iperf3_ceiling() -> float | None:
@@ -189,16 +257,21 @@ async def main(args: argparse.Namespace) -> None:
         print(f"cluster in {root}; cpus={os.cpu_count()}")
         ceiling = max([await socket_ceiling(256 * MIB) for _ in range(3)])
         print(f"asyncio TCP copy ceiling (256 KiB chunks, best of 3 x 256 MiB): {ceiling:.1f} MiB/s")
+        bare = await grpc_ceiling(256 * MIB)
+        print(f"bare grpc-python stream (256 KiB messages, best of 3 x 256 MiB): {bare:.1f} MiB/s "
+              f"({bare / ceiling:.2f}x the asyncio copy)")
+        print("size | transport MiB/s (x asyncio copy, x bare gRPC) seconds [after the last byte: verify, "
+              "store, complete seconds]")
         for mib in sizes:
             path = root / f"file{int(mib)}.png"
-            make_png(path, mib, seed=1)
-            size_mib = path.stat().st_size / MIB
-            g = await grpc_upload(local, key, path)
-            make_png(path, mib, seed=2)  # new bytes: no dedup shortcut
-            t = await tus_upload(local, key, path)
-            print(f"{size_mib:7.1f} MiB | gRPC {size_mib / g:7.1f} MiB/s "
-                  f"({size_mib / g / ceiling:.2f}x) {g:6.2f} s | tus {size_mib / t:7.1f} MiB/s "
-                  f"({size_mib / t / ceiling:.2f}x) {t:6.2f} s")
+            for transport, seed in (("gRPC", 1), ("tus", 2)):
+                make_png(path, mib, seed=seed)  # new bytes each time: no dedup shortcut
+                size_mib = path.stat().st_size / MIB
+                before = step_seconds(local)
+                took = await (grpc_upload if transport == "gRPC" else tus_upload)(local, key, path)
+                rate = size_mib / took
+                print(f"{size_mib:7.1f} MiB | {transport:4} {rate:7.1f} MiB/s ({rate / ceiling:.2f}x, "
+                      f"{rate / bare:.2f}x) {took:6.2f} s [{split(before, step_seconds(local))}]")
         ip = iperf3_ceiling()
         print(f"iperf3 loopback: {ip:.1f} MiB/s" if ip else "iperf3 loopback: n/a (apt-get install iperf3)")
         if args.concurrent:

@@ -159,6 +159,7 @@ class Tus:
             if offset != session.offset:
                 raise errors.OffsetMismatch(f"Upload-Offset {offset}; committed offset is {session.offset}")
             await self._body(request, session, check)
+            await session.flush()  # the answer's Upload-Offset is what Redis holds
             extra: dict[str, str] = {}
             if session.offset == st.size:
                 reply = await session.finish()

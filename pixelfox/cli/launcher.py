@@ -249,6 +249,10 @@ class LocalCluster:
                 return c
         raise KeyError(name)
 
+    def metrics_url(self, node_id: str) -> str:
+        """The Prometheus ``/metrics`` URL of a started node (KeyError for one this cluster did not start)."""
+        return f"http://{self.host}:{self._ports[f'{node_id}.metrics']}/metrics"
+
     def terminate(self, name: str, timeout_s: float = 15.0) -> None:
         """SIGTERM one child and wait for it to exit (SIGKILL after ``timeout_s``)."""
         c = self.child(name)
