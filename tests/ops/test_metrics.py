@@ -69,6 +69,9 @@ def test_every_node_exports_its_figures(cluster: ClusterHandle, corpus: Path) ->
     size = (corpus / "photos" / "painting_rgb.png").stat().st_size
     assert sum(total(u, "pixelfox_upload_bytes_total") for u in ups) >= size
     assert sum(total(u, "pixelfox_uploads_total") for u in ups) >= 1
+    for step in ("verify", "store", "complete"):  # each finished upload times its steps after the last byte
+        assert sum(total(u, "pixelfox_upload_step_seconds_count", False, step=step) for u in ups) >= 1
+        assert sum(total(u, "pixelfox_upload_step_seconds_sum", False, step=step) for u in ups) > 0
     # client side: every node heartbeats the manager through the metered channel
     assert all(total(u, "grpc_client_handled_total", grpc_method="Heartbeat", grpc_code="OK") > 0 for u in ups)
 
