@@ -220,6 +220,19 @@ def test_verify_allows_trailing_bytes_after_jpeg_eoi() -> None:
     assert imaging.verify(data).width == 612
 
 
+def test_a_second_jpeg_frame_header_is_corruption_not_a_limit() -> None:
+    """An unstuffed FF C0 inside the entropy data reads as a second SOF with a noise "size":
+    the file is corrupt (as libjpeg says), not over the pixel limit."""
+    data = read("photos/iphone5_orient3_gps.jpg")
+    mid = data.index(b"\xff\xda") + (len(data) - data.index(b"\xff\xda")) // 2
+    stray = b"\xff\xc0\x00\x11\x08\xff\xff\xff\xff\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    bad = data[:mid] + stray + data[mid:]
+    assert imaging.probe(bad).width == imaging.probe(data).width  # the header is fine
+    for check in (imaging.verify, lambda b: imaging.process(b, THUMB_WEBP)):
+        with pytest.raises(CorruptImage, match=f"second frame header \\(SOF\\) at byte {mid}"):
+            check(bad)
+
+
 def test_garbage_after_header_is_corrupt_not_panic() -> None:
     head = read("photos/painting_rgb.png")[:33]  # signature + IHDR
     fake = head + b"\x00\x00\x00\x04IDAT\xde\xad\xbe\xef" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00IEND\xaeB`\x82"

@@ -68,6 +68,14 @@ pub fn parse(d: &[u8], limits: &Limits, mode: Mode) -> Result<Info> {
             }
         }
         if is_sof(marker) {
+            if size.is_some() {
+                // one frame per file (no hierarchical JPEG): a second SOF is damage, often an
+                // unstuffed 0xFF in the entropy data, and its "size" is noise, not a limit breach
+                return Err(Error::corrupt(format!(
+                    "corrupt JPEG: a second frame header (SOF) at byte {}",
+                    m - 1
+                )));
+            }
             let Some(b) = body else {
                 return end_of_data(size, orientation, mode);
             };
