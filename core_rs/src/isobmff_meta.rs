@@ -28,17 +28,34 @@ fn boxes(d: &[u8], mut pos: usize, end: usize) -> Result<Vec<BoxRef>> {
         let (body, box_end) = match size {
             0 => (pos + 8, end),
             1 => {
-                let hi = be32(d, pos + 8).ok_or_else(|| Error::truncated("AVIF largesize"))? as usize;
-                let lo = be32(d, pos + 12).ok_or_else(|| Error::truncated("AVIF largesize"))? as usize;
-                let big = hi.checked_shl(32).ok_or_else(|| Error::corrupt("AVIF box too large"))? | lo;
-                (pos + 16, pos.checked_add(big).ok_or_else(|| Error::corrupt("AVIF box too large"))?)
+                let hi =
+                    be32(d, pos + 8).ok_or_else(|| Error::truncated("AVIF largesize"))? as usize;
+                let lo =
+                    be32(d, pos + 12).ok_or_else(|| Error::truncated("AVIF largesize"))? as usize;
+                let big = hi
+                    .checked_shl(32)
+                    .ok_or_else(|| Error::corrupt("AVIF box too large"))?
+                    | lo;
+                (
+                    pos + 16,
+                    pos.checked_add(big)
+                        .ok_or_else(|| Error::corrupt("AVIF box too large"))?,
+                )
             }
-            n => (pos + 8, pos.checked_add(n).ok_or_else(|| Error::corrupt("AVIF box too large"))?),
+            n => (
+                pos + 8,
+                pos.checked_add(n)
+                    .ok_or_else(|| Error::corrupt("AVIF box too large"))?,
+            ),
         };
         if box_end > end || box_end < body {
             return Err(Error::truncated("AVIF box runs past its parent"));
         }
-        out.push(BoxRef { kind, body, end: box_end });
+        out.push(BoxRef {
+            kind,
+            body,
+            end: box_end,
+        });
         pos = box_end;
     }
     Ok(out)
@@ -63,23 +80,39 @@ fn field(d: &[u8], at: &mut usize, size: usize) -> Result<u64> {
 
 /// Item ids of EXIF/XMP items, with the position of each item's type in `d`.
 fn metadata_items(d: &[u8], iinf: &BoxRef) -> Result<Vec<(u32, usize)>> {
-    let version = *d.get(iinf.body).ok_or_else(|| Error::truncated("AVIF iinf"))?;
+    let version = *d
+        .get(iinf.body)
+        .ok_or_else(|| Error::truncated("AVIF iinf"))?;
     let first = iinf.body + 4 + if version == 0 { 2 } else { 4 };
     let mut out = Vec::new();
-    for infe in boxes(d, first, iinf.end)?.iter().filter(|b| &b.kind == b"infe") {
-        let v = *d.get(infe.body).ok_or_else(|| Error::truncated("AVIF infe"))?;
+    for infe in boxes(d, first, iinf.end)?
+        .iter()
+        .filter(|b| &b.kind == b"infe")
+    {
+        let v = *d
+            .get(infe.body)
+            .ok_or_else(|| Error::truncated("AVIF infe"))?;
         if v < 2 {
             continue; // versions 0/1 describe files of a sequence, not HEIF items
         }
         let mut at = infe.body + 4;
-        let id = if v == 2 { field(d, &mut at, 2)? } else { field(d, &mut at, 4)? } as u32;
+        let id = if v == 2 {
+            field(d, &mut at, 2)?
+        } else {
+            field(d, &mut at, 4)?
+        } as u32;
         at += 2; // item_protection_index
         let kind_at = at;
-        let kind = d.get(at..at + 4).ok_or_else(|| Error::truncated("AVIF infe"))?;
+        let kind = d
+            .get(at..at + 4)
+            .ok_or_else(|| Error::truncated("AVIF infe"))?;
         let is_xmp = kind == b"mime" && {
             // item_name\0 content_type\0 ...
             let rest = &d[(at + 4).min(infe.end)..infe.end];
-            let name_end = rest.iter().position(|&b| b == 0).map_or(rest.len(), |p| p + 1);
+            let name_end = rest
+                .iter()
+                .position(|&b| b == 0)
+                .map_or(rest.len(), |p| p + 1);
             rest[name_end..].starts_with(b"application/rdf+xml")
         };
         if kind == b"Exif" || is_xmp {
@@ -93,22 +126,40 @@ fn metadata_items(d: &[u8], iinf: &BoxRef) -> Result<Vec<(u32, usize)>> {
 type Location = (u32, u16, Vec<(u64, u64)>);
 
 fn locations(d: &[u8], iloc: &BoxRef) -> Result<Vec<Location>> {
-    let version = *d.get(iloc.body).ok_or_else(|| Error::truncated("AVIF iloc"))?;
+    let version = *d
+        .get(iloc.body)
+        .ok_or_else(|| Error::truncated("AVIF iloc"))?;
     let mut at = iloc.body + 4;
     let sizes = *d.get(at).ok_or_else(|| Error::truncated("AVIF iloc"))?;
     let more = *d.get(at + 1).ok_or_else(|| Error::truncated("AVIF iloc"))?;
     at += 2;
     let (offset_size, length_size) = (usize::from(sizes >> 4), usize::from(sizes & 15));
     let base_size = usize::from(more >> 4);
-    let index_size = if version >= 1 { usize::from(more & 15) } else { 0 };
-    let count = if version < 2 { field(d, &mut at, 2)? } else { field(d, &mut at, 4)? };
+    let index_size = if version >= 1 {
+        usize::from(more & 15)
+    } else {
+        0
+    };
+    let count = if version < 2 {
+        field(d, &mut at, 2)?
+    } else {
+        field(d, &mut at, 4)?
+    };
     let mut out = Vec::new();
     for _ in 0..count {
         if at >= iloc.end {
             return Err(Error::truncated("AVIF iloc item list"));
         }
-        let id = if version < 2 { field(d, &mut at, 2)? } else { field(d, &mut at, 4)? } as u32;
-        let method = if version >= 1 { (field(d, &mut at, 2)? & 15) as u16 } else { 0 };
+        let id = if version < 2 {
+            field(d, &mut at, 2)?
+        } else {
+            field(d, &mut at, 4)?
+        } as u32;
+        let method = if version >= 1 {
+            (field(d, &mut at, 2)? & 15) as u16
+        } else {
+            0
+        };
         at += 2; // data_reference_index
         let base = field(d, &mut at, base_size)?;
         let extents = field(d, &mut at, 2)?;
@@ -117,7 +168,11 @@ fn locations(d: &[u8], iloc: &BoxRef) -> Result<Vec<Location>> {
             field(d, &mut at, index_size)?;
             let off = field(d, &mut at, offset_size)?;
             let len = field(d, &mut at, length_size)?;
-            list.push((base.checked_add(off).ok_or_else(|| Error::corrupt("AVIF iloc offset"))?, len));
+            list.push((
+                base.checked_add(off)
+                    .ok_or_else(|| Error::corrupt("AVIF iloc offset"))?,
+                len,
+            ));
         }
         out.push((id, method, list));
     }
@@ -154,7 +209,11 @@ pub fn strip(d: &[u8]) -> Result<Vec<u8>> {
         let (start, limit) = match (method, idat) {
             (0, _) => (0usize, d.len()),
             (1, Some(b)) => (b.body, b.end),
-            _ => return Err(Error::corrupt("AVIF metadata item stored in an unsupported way")),
+            _ => {
+                return Err(Error::corrupt(
+                    "AVIF metadata item stored in an unsupported way",
+                ))
+            }
         };
         for &(off, len) in extents {
             let from = usize::try_from(off).ok().and_then(|o| o.checked_add(start));

@@ -8,8 +8,8 @@ mod errors;
 mod exif;
 #[doc(hidden)]
 pub mod fuzzing;
-mod limits;
 mod isobmff_meta;
+mod limits;
 mod metadata;
 mod pipeline;
 mod probe;

@@ -232,7 +232,9 @@ mod libavif {
 pub fn encode(_r: &Rendition, quality: f32, speed: u8) -> Result<Vec<u8>> {
     Err(Error::Encode {
         format: "avif",
-        detail: format!("this build has no AVIF encoder (asked for quality {quality}, speed {speed})"),
+        detail: format!(
+            "this build has no AVIF encoder (asked for quality {quality}, speed {speed})"
+        ),
     })
 }
 

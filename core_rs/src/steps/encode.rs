@@ -26,7 +26,11 @@ impl Step for Encode {
             if let Some(v) = plan.variants.get(variant) {
                 let (q, speed) = v.avif_settings(plan);
                 wanted.extend(v.formats.iter().map(|&f| {
-                    let avif = if f == OutFormat::Avif { (q.to_bits(), speed) } else { (0, 0) };
+                    let avif = if f == OutFormat::Avif {
+                        (q.to_bits(), speed)
+                    } else {
+                        (0, 0)
+                    };
                     (v.name.as_str(), (rendition, f, avif.0, avif.1))
                 }));
             }
@@ -44,7 +48,10 @@ impl Step for Encode {
                 })?;
                 match format {
                     OutFormat::Webp => codecs::webp::encode(r, plan, loop_count),
-                    OutFormat::Avif => Ok((codecs::avif::encode(r, f32::from_bits(quality_bits), speed)?, 1)),
+                    OutFormat::Avif => Ok((
+                        codecs::avif::encode(r, f32::from_bits(quality_bits), speed)?,
+                        1,
+                    )),
                     OutFormat::Jpeg => Ok((codecs::jpeg::encode(r, plan)?, 1)),
                 }
             })
