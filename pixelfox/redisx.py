@@ -20,12 +20,20 @@ from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from pixelfox.config import RedisSettings
 
 # no socket_timeout: blocking reads (XREADGROUP BLOCK) must be able to wait
 _COMMON: dict[str, Any] = {"decode_responses": False}
+
+
+class SentinelBlockingConnectionPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """The Sentinel-managed master pool, blocking like the single-Redis pool: a caller beyond
+    ``max_connections`` waits up to ``timeout`` seconds for a free connection, then
+    ``ConnectionError`` (redis-py's Sentinel pool raises ``MaxConnectionsError`` at once).
+    ``SentinelConnectionPool`` picks the connection class and master address;
+    ``BlockingConnectionPool`` hands connections out (neither overrides the other's part)."""
 
 
 def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
@@ -46,8 +54,10 @@ def mode(url: str) -> str:
 def connect(settings: RedisSettings) -> aioredis.Redis:
     """A Redis client for ``settings.url`` in the mode its scheme names (see module doc).
 
-    Single Redis gets a ``BlockingConnectionPool`` of ``settings.max_connections`` (callers
-    beyond it wait up to ``settings.pool_timeout_s`` seconds, then ``ConnectionError``).
+    Single Redis and the Sentinel master get a blocking pool of ``settings.max_connections``
+    (callers beyond it wait up to ``settings.pool_timeout_s`` seconds, then
+    ``ConnectionError``); Cluster gets ``max_connections`` per node (redis-py's cluster client
+    has no blocking pool: beyond it a call fails at once).
     The return type is ``redis.asyncio.Redis`` for single and Sentinel; for Cluster it is a
     ``RedisCluster``, which offers the same single-key, pipeline and script calls. Raises
     ``ValueError`` for a Sentinel URL without a master name.
@@ -69,11 +79,12 @@ def connect(settings: RedisSettings) -> aioredis.Redis:
     if kind == "cluster":
         nodes = [ClusterNode(h, p) for h, p in _hosts(parts.netloc, 6379)]
         return RedisCluster(startup_nodes=nodes, password=password, socket_connect_timeout=5,  # type: ignore[return-value]
-                            **_COMMON)
+                            max_connections=settings.max_connections, **_COMMON)
     path = [p for p in parts.path.split("/") if p]
     if not path:
         raise ValueError("a Sentinel URL needs the master name: redis+sentinel://host:26379/<master>[/db]")
     db = int(path[1]) if len(path) > 1 else 0
     sentinel = Sentinel(_hosts(parts.netloc, 26379), sentinel_kwargs={"socket_connect_timeout": 5},
                         password=password, db=db, socket_connect_timeout=5, **_COMMON)
-    return sentinel.master_for(path[0])
+    return sentinel.master_for(path[0], connection_pool_class=SentinelBlockingConnectionPool,
+                               max_connections=settings.max_connections, timeout=settings.pool_timeout_s)

@@ -8,9 +8,11 @@ tests/ops/test_redis_cluster.py runs on a real Redis Cluster).
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,3 +82,19 @@ async def test_sentinel_mode_runs_web_sessions(sentinel_url: str) -> None:
         await check_web_app_factory(sentinel_url, r)
     finally:
         await r.aclose()
+
+
+async def test_sentinel_pool_makes_a_burst_wait_instead_of_failing(sentinel_url: str) -> None:
+    """As in single mode (tests/integration/test_redis_pool.py): 30 callers on a 3-connection
+    pool all succeed, 3 at a time, instead of MaxConnectionsError for the 4th."""
+    r = redisx.connect(RedisSettings(url=sentinel_url, max_connections=3, pool_timeout_s=30))
+    key = f"pixelfox:{{test}}:empty:{uuid.uuid4().hex}"
+    try:
+        assert isinstance(r.connection_pool, redisx.SentinelBlockingConnectionPool)
+        started = time.monotonic()
+        results = await asyncio.gather(*(r.blpop([key], timeout=0.2) for _ in range(30)), return_exceptions=True)
+        elapsed = time.monotonic() - started
+    finally:
+        await r.aclose()
+    assert results == [None] * 30, [x for x in results if x is not None][:3]
+    assert elapsed >= 1.5, elapsed  # 10 rounds of 0.2 s: never more than 3 connections at once
