@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nodes.manager.registry import Registry
 from pixelfox import failpoints
+from pixelfox.db.engine import begin_write
 from pixelfox.db.models import Image, ObjectLocation, Variant
 from pixelfox.db.outbox import OutboxEntry
 from pixelfox.queue import JobQueue, QueuedJob
@@ -353,6 +354,7 @@ class Dispatcher:
         Returns False when the image was deleted while it processed: then only the locations of
         the objects the job wrote are recorded, so that ``on_orphaned`` can delete every replica."""
         async with self.sessions() as s:
+            await begin_write(s)
             img = await s.get(Image, job.image_id)
             if img is None:
                 for v in r.variants:
@@ -405,6 +407,7 @@ class Dispatcher:
     async def _finish_failed(self, job: QueuedJob, code: str, message: str) -> None:
         """Mark the image failed (a failed re-run keeps the image as it was)."""
         async with self.sessions() as s:
+            await begin_write(s)
             img = await s.get(Image, job.image_id)
             if img is not None and job.kind == "process_image":
                 img.status, img.error_code = "failed", code

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nodes.manager.dispatch import Dispatcher
 from pixelfox import errors
+from pixelfox.db.engine import begin_write
 from pixelfox.db.models import Image
 from pixelfox.db.outbox import OutboxEntry
 from pixelfox.queue import JobQueue, QueuedJob
@@ -113,6 +114,7 @@ class JobAdmin:
         if kind != "process_image":
             return
         async with self.sessions() as s:
+            await begin_write(s)
             img = await s.get(Image, image_id)
             if img is None:
                 raise errors.NotFound("the job's image is gone")

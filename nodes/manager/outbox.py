@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from pixelfox.db.engine import begin_write
 from pixelfox.db.models import Image
 from pixelfox.db.outbox import OutboxEntry
 from pixelfox.leases import Lease, run_with_lease
@@ -47,6 +48,7 @@ class OutboxDrainer:
         """One pass; returns how many jobs were enqueued again."""
         cutoff = datetime.now(UTC) - timedelta(seconds=self.grace_s if grace_s is None else grace_s)
         async with self.sessions() as s:
+            await begin_write(s)
             rows = (await s.execute(
                 select(OutboxEntry, Image.status).join(Image, Image.id == OutboxEntry.image_id)
                 .order_by(OutboxEntry.created_at).limit(self.batch)

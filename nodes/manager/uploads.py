@@ -17,6 +17,7 @@ from nodes.manager.registry import NodeRecord, Registry
 from nodes.manager.upload_limits import UploadLimits
 from pixelfox import errors, failpoints, tickets
 from pixelfox.config import LimitsSettings
+from pixelfox.db.engine import begin_write
 from pixelfox.db.models import Image, ObjectLocation, Upload, User
 from pixelfox.db.outbox import OutboxEntry
 from pixelfox.queue import JobQueue
@@ -125,6 +126,7 @@ class Uploads:
             raise errors.InvalidTicket(f"ticket is for {ticket.size} bytes, upload has {c.size}")
         swap = c.orientation in (5, 6, 7, 8)
         async with self.sessions() as s:
+            await begin_write(s)
             upload = await s.get(Upload, c.upload_id, with_for_update=True)
             if upload is None:
                 raise errors.InvalidTicket("unknown upload")
@@ -235,6 +237,7 @@ class Uploads:
         if ticket.upload_id != upload_id:
             raise errors.InvalidTicket("ticket belongs to another upload")
         async with self.sessions() as s:
+            await begin_write(s)
             upload = await s.get(Upload, upload_id, with_for_update=True)
             if upload is None:
                 raise errors.InvalidTicket("unknown upload")

@@ -2,6 +2,14 @@
 
 SQLite (the single-machine default) runs in WAL mode with a busy timeout so readers never
 block the writer; any other URL (PostgreSQL via asyncpg) is used as given.
+
+Python's sqlite3 driver opens a transaction only before the first INSERT/UPDATE/DELETE: reads
+run outside one, so they never hold a snapshot or queue behind writers. A session that reads
+rows and then writes on what it read calls :func:`begin_write` first: ``BEGIN IMMEDIATE`` takes
+the write lock before those reads (waiting up to :data:`BUSY_TIMEOUT_MS`), so no other writer
+can change them in between (PostgreSQL gets the same from ``SELECT ... FOR UPDATE``). The busy
+timeout is long because 500 uploads completing at once queue up to 15 writers (the pool) on
+the one SQLite write lock; at 5 s some of them failed with "database is locked".
 """
 
 from __future__ import annotations
@@ -9,12 +17,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from pixelfox.config import DatabaseSettings
 from pixelfox.db.models import Base
+
+#: how long a SQLite statement waits for another connection's lock (ms)
+BUSY_TIMEOUT_MS = 15_000
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -22,8 +33,19 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=5000")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.close()
+
+
+async def begin_write(session: AsyncSession) -> None:
+    """Start ``session``'s transaction as a writer; call it first in a fresh session that reads
+    rows and then writes on them. On SQLite: ``BEGIN IMMEDIATE`` (the write lock now, waiting up
+    to :data:`BUSY_TIMEOUT_MS`; see module doc); on PostgreSQL nothing (row locks come from
+    ``SELECT ... FOR UPDATE``). The transaction ends with the session's commit or rollback.
+    Raises ``sqlalchemy.exc.OperationalError`` ("database is locked") when the lock stays taken
+    for the whole busy timeout."""
+    if session.get_bind().dialect.name == "sqlite":
+        await session.execute(text("BEGIN IMMEDIATE"))
 
 
 def make_engine(settings: DatabaseSettings) -> AsyncEngine:
@@ -33,7 +55,7 @@ def make_engine(settings: DatabaseSettings) -> AsyncEngine:
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs["connect_args"] = {"timeout": 10}
+        kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000}
     engine = create_async_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
