@@ -40,7 +40,8 @@ class HttpServerSettings(BaseModel):
 
 class RedisSettings(BaseModel):
     url: str = "redis://127.0.0.1:6379/0"
-    max_connections: int = Field(200, ge=1, description="connections per process (single Redis); more callers wait")
+    max_connections: int = Field(200, ge=1, description=(
+        "connections per process (single and Sentinel: more callers wait; Cluster: per node, more fail)"))
     pool_timeout_s: float = Field(20.0, gt=0, description="how long a caller waits for a free connection (seconds)")
 
 

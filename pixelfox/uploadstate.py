@@ -138,7 +138,9 @@ class UploadStates:
         r = await self._commit(keys=[state_key(upload_id), lock_key(upload_id)],
                                args=[token, offset, self.lock_ttl_ms, self.ttl_s, int(probed)])
         if r == 0:
-            raise errors.UploadBusy("lost the upload's writer lock to another stream")
+            raise errors.UploadBusy("this stream no longer holds the upload's writer lock (it expired after "
+                                    f"{self.lock_ttl_ms // 1000} s without progress, or another stream took it); "
+                                    "ask for the committed offset and resume")
         if r == -1:
             raise errors.NotFound("upload expired while being written")
 

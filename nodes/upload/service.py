@@ -61,9 +61,9 @@ EXT = {"jpeg": "jpg", "png": "png", "gif": "gif", "webp": "webp", "avif": "avif"
 #: errors after which the staged bytes can never become a valid upload
 FATAL = (errors.InvalidImage, errors.ChecksumMismatch)
 #: a writer records its offset in Redis (and extends its lock) once this many bytes or seconds
-#: have gone by since the last record, and at the end of the file; a writer that dies loses at
-#: most that much, which its client sends again (a Redis round trip per 256 KiB chunk was 10-15 %
-#: of a fast loopback upload)
+#: have gone by since the last record (also while its client pauses), at the end of the file and
+#: when its stream ends; a writer that dies loses at most that much, which its client sends
+#: again (a Redis round trip per 256 KiB chunk was 10-15 % of a fast loopback upload)
 COMMIT_EVERY_BYTES = 4 * 1024 * 1024
 COMMIT_EVERY_S = 0.5
 
@@ -231,7 +231,7 @@ class Receiver:
                 await session.write(chunk)
             if session.offset != header.size:
                 raise errors.OffsetMismatch(
-                    f"stream ended at committed offset {session.offset} of {header.size} bytes; resume from there")
+                    f"stream ended at offset {session.offset} of {header.size} bytes; resume from there")
             return await session.finish()
         finally:
             await session.close()
@@ -287,6 +287,8 @@ class Session:
         self.committed_at = time.monotonic()
         self.held = False  # bytes written with commit=False wait for an explicit commit()
         self.dropped = False  # the staged bytes were removed (failed or reset): nothing left to commit
+        self._commit_lock = asyncio.Lock()  # records go to Redis one at a time, offsets never going back
+        self._idle_flush: asyncio.Task[None] | None = None
 
     async def start(self, st: State) -> None:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -302,6 +304,17 @@ class Session:
         self.committed = offset
         if offset:
             self.hash, self.head = await asyncio.to_thread(_hash_prefix, self.fd, offset, self.rx.limits.probe_bytes)
+        self._idle_flush = asyncio.create_task(self._flush_while_idle())
+
+    async def _flush_while_idle(self) -> None:
+        """Record written bytes while no chunk arrives (the write path records only on a chunk)."""
+        while True:
+            await asyncio.sleep(COMMIT_EVERY_S)
+            if time.monotonic() - self.committed_at >= COMMIT_EVERY_S:
+                try:
+                    await self.flush()
+                except Exception as exc:  # the next write or close() reports it
+                    logger.debug("upload %s: idle flush failed: %s", self.header.upload_id, exc)
 
     async def write(self, chunk: Chunk, commit: bool = True) -> int:
         """Take one chunk (see module doc for duplicates and offsets); returns the new offset.
@@ -342,14 +355,22 @@ class Session:
         return self.offset
 
     async def commit(self) -> None:
-        """Record the current offset in Redis (fenced by the lock; extends it)."""
-        await self.rx.states.commit(self.header.upload_id, self.lock, self.offset, self.probed)
-        self.committed, self.committed_at, self.held = self.offset, time.monotonic(), False
+        """Record the current offset in Redis (fenced by the lock; extends it). Raises
+        UploadBusy when the lock expired or another stream holds it, NotFound when the upload
+        expired."""
+        async with self._commit_lock:
+            await self._record()
 
     async def flush(self) -> None:
-        """Record bytes written since the last commit (not those held for a tus checksum)."""
-        if self.offset > self.committed and not self.held and not self.dropped:
-            await self.commit()
+        """Record bytes written since the last record (not those held for a tus checksum)."""
+        async with self._commit_lock:
+            if self.offset > self.committed and not self.held and not self.dropped:
+                await self._record()
+
+    async def _record(self) -> None:
+        offset = self.offset
+        await self.rx.states.commit(self.header.upload_id, self.lock, offset, self.probed)
+        self.committed, self.committed_at, self.held = offset, time.monotonic(), False
 
     async def _guard(self, fn: Callable[..., imaging.ImageInfo], *args: object) -> imaging.ImageInfo:
         try:
@@ -397,13 +418,18 @@ class Session:
             return
         self.closed = True
         self.rx.active -= 1
-        try:  # a cut stream keeps what it wrote: its client resumes from there
-            await self.flush()
-        except Exception as exc:
-            logger.warning("upload %s: could not record offset %d: %s", self.header.upload_id, self.offset, exc)
-        if self.fd >= 0:
-            os.close(self.fd)
+        if self._idle_flush is not None:
+            self._idle_flush.cancel()
         try:
-            await self.rx.states.unlock(self.header.upload_id, self.lock)
-        except Exception as exc:  # the lock expires by itself
-            logger.warning("could not release the lock of upload %s: %s", self.header.upload_id, exc)
+            try:  # a cut stream keeps what it wrote: its client resumes from there
+                await self.flush()
+            except Exception as exc:
+                logger.warning("upload %s: could not record offset %d: %s", self.header.upload_id, self.offset, exc)
+        finally:  # also when cancelled: the fd and the lock are never left behind
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+            try:
+                await self.rx.states.unlock(self.header.upload_id, self.lock)
+            except Exception as exc:  # the lock expires by itself
+                logger.warning("could not release the lock of upload %s: %s", self.header.upload_id, exc)

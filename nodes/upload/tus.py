@@ -194,6 +194,12 @@ class Tus:
         try:
             while data := await request.content.read(piece):
                 buf += data
+                if session.offset + len(buf) > session.header.size:
+                    # a chunked body running past Upload-Length: the piece that crosses it is not
+                    # written; earlier pieces stay (as for a cut connection; HEAD tells the offset)
+                    buf.clear()
+                    raise errors.PayloadTooLarge(f"the body runs past Upload-Length {session.header.size}; "
+                                                 f"{session.offset} bytes are kept, HEAD for the offset")
                 if check is not None:
                     held += data
                     if len(held) > MAX_CHECKED_BODY:

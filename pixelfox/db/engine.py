@@ -7,7 +7,9 @@ Python's sqlite3 driver opens a transaction only before the first INSERT/UPDATE/
 run outside one, so they never hold a snapshot or queue behind writers. A session that reads
 rows and then writes on what it read calls :func:`begin_write` first: ``BEGIN IMMEDIATE`` takes
 the write lock before those reads (waiting up to :data:`BUSY_TIMEOUT_MS`), so no other writer
-can change them in between (PostgreSQL gets the same from ``SELECT ... FOR UPDATE``). The busy
+can change them in between; on PostgreSQL the same paths lock their rows with
+``SELECT ... FOR UPDATE`` (``with_for_update=True``), and ``begin_write`` pins the session to
+the primary so those reads never come from a lagging replica (:mod:`pixelfox.db.replicas`). The busy
 timeout is long because 500 uploads completing at once queue up to 15 writers (the pool) on
 the one SQLite write lock; at 5 s some of them failed with "database is locked".
 """
@@ -38,13 +40,19 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 async def begin_write(session: AsyncSession) -> None:
-    """Start ``session``'s transaction as a writer; call it first in a fresh session that reads
-    rows and then writes on them. On SQLite: ``BEGIN IMMEDIATE`` (the write lock now, waiting up
-    to :data:`BUSY_TIMEOUT_MS`; see module doc); on PostgreSQL nothing (row locks come from
-    ``SELECT ... FOR UPDATE``). The transaction ends with the session's commit or rollback.
-    Raises ``sqlalchemy.exc.OperationalError`` ("database is locked") when the lock stays taken
-    for the whole busy timeout."""
-    if session.get_bind().dialect.name == "sqlite":
+    """Start ``session``'s transaction as a writer; call it first in a fresh session (or right
+    after a commit/rollback) that reads rows and then writes on them.
+
+    The session is pinned to the primary database (reads too, with replicas configured). On
+    SQLite it runs ``BEGIN IMMEDIATE``: the write lock now, waiting up to
+    :data:`BUSY_TIMEOUT_MS` (see module doc); on PostgreSQL row locks come from the caller's
+    ``SELECT ... FOR UPDATE``. The transaction ends with the session's commit or rollback.
+    Raises ``sqlalchemy.exc.OperationalError``: "database is locked" when the lock stays taken
+    for the whole busy timeout, "cannot start a transaction within a transaction" when the
+    session already wrote (call it before the first write)."""
+    session.sync_session.info["primary"] = True
+    bind = session.bind
+    if bind is not None and bind.dialect.name == "sqlite":
         await session.execute(text("BEGIN IMMEDIATE"))
 
 

@@ -175,6 +175,33 @@ async def test_offsets_duplicates_lock_query_and_reuse(cluster: ClusterHandle, c
         await ch.close()
 
 
+async def test_a_paused_stream_has_its_bytes_recorded(cluster: ClusterHandle, corpus: Path) -> None:
+    """Offsets go to Redis every 4 MiB or 0.5 s, not per chunk: while the client pauses with
+    fewer bytes than that in flight, the node records them anyway (within about a second), so
+    a node that dies during the pause loses none of them."""
+    data = (corpus / "photos" / "painting_rgb.png").read_bytes()
+    t = await create(cluster.manager_address, cluster.admin_api_key, len(data))
+    ch, stub = upload_stub(t.upload_address)
+    r = aioredis.from_url(cluster.redis_url)
+    step = 64 * 1024
+    try:
+        call = stub.Upload()
+        await call.write(header(t, len(data)))
+        for off in range(0, 3 * step, step):
+            await call.write(chunk(off, data[off:off + step]))
+        recorded = 0
+        for _ in range(60):  # the stream stays open and silent
+            recorded = int(await r.hget(uploadstate.state_key(t.upload_id), "offset") or 0)
+            if recorded == 3 * step:
+                break
+            await asyncio.sleep(0.1)
+        assert recorded == 3 * step
+        call.cancel()
+    finally:
+        await r.aclose()
+        await ch.close()
+
+
 def test_pixelfox_put_cli_survives_a_killed_upload_node(two_nodes: LocalCluster, tmp_path: Path) -> None:
     """The real ``pixelfox put`` command; the node writing its upload is SIGKILLed mid-upload."""
     import json

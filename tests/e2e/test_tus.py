@@ -156,3 +156,27 @@ def test_tus_protocol_rules(cluster: ClusterHandle, corpus: Path) -> None:
     assert requests.head(url, headers=auth(t), timeout=10).status_code == 404
     staged = cluster.root / ".pixelfox" / "data" / "staging" / f"{t.upload_id}.part"
     assert not staged.exists()
+
+
+def test_a_chunked_body_past_upload_length_keeps_the_upload_resumable(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """A chunked PATCH (no Content-Length) that runs past Upload-Length gets 413; the piece that
+    crossed it is not kept, what came before stays (as after a cut), and the client finishes
+    from HEAD's offset with the right bytes."""
+    big_png(tmp_path / "over.png", 700)
+    data = (tmp_path / "over.png").read_bytes()
+    t = ticket_for(cluster, len(data))
+    patch = {**auth(t), "Content-Type": "application/offset+octet-stream"}
+
+    def pieces():  # type: ignore[no-untyped-def]  # a generator: requests sends it chunked
+        for i in range(0, len(data), 100_000):
+            yield data[i:i + 100_000]
+        yield b"one too many"
+
+    r = requests.patch(t.upload_url, data=pieces(), headers={**patch, "Upload-Offset": "0"}, timeout=60)
+    assert r.status_code == 413 and "past Upload-Length" in r.json()["error"]["message"], r.text
+    kept = int(requests.head(t.upload_url, headers=auth(t), timeout=10).headers["Upload-Offset"])
+    assert 0 <= kept < len(data)
+    done = requests.patch(t.upload_url, data=data[kept:], headers={**patch, "Upload-Offset": str(kept)}, timeout=60)
+    assert done.status_code == 204 and done.headers["Upload-Offset"] == str(len(data)), done.text
+    img = ready(cluster, done.headers["Pixelfox-Image-Slug"])
+    assert img.sha256 == hashlib.sha256(data).hexdigest()

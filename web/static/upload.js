@@ -160,7 +160,7 @@
       retryDelays: [0, 1000, 3000, 5000, 10000],
       storeFingerprintForResuming: false,  // the ticket store above does that
       onAfterResponse: (req, res) => {
-        if (req.getMethod() !== "HEAD") return;
+        if (req.getMethod() !== "HEAD" || res.getStatus() !== 200) return;
         heads += 1;  // only the first HEAD finds an earlier visit's bytes; later ones are tus-js-client's own retries
         const offset = Number(res.getHeader("Upload-Offset") || 0);
         if (heads === 1 && offset > 0) {
