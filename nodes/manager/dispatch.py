@@ -355,7 +355,7 @@ class Dispatcher:
         the objects the job wrote are recorded, so that ``on_orphaned`` can delete every replica."""
         async with self.sessions() as s:
             await begin_write(s)
-            img = await s.get(Image, job.image_id, with_for_update=True)
+            img = await s.get(Image, job.image_id, with_for_update={"of": Image})
             if img is None:
                 for v in r.variants:
                     for node_id in dict.fromkeys(r.storage_node_ids):
@@ -408,7 +408,7 @@ class Dispatcher:
         """Mark the image failed (a failed re-run keeps the image as it was)."""
         async with self.sessions() as s:
             await begin_write(s)
-            img = await s.get(Image, job.image_id, with_for_update=True)
+            img = await s.get(Image, job.image_id, with_for_update={"of": Image})
             if img is not None and job.kind == "process_image":
                 img.status, img.error_code = "failed", code
                 img.error_message = message[:500]

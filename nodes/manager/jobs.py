@@ -115,7 +115,7 @@ class JobAdmin:
             return
         async with self.sessions() as s:
             await begin_write(s)
-            img = await s.get(Image, image_id, with_for_update=True)
+            img = await s.get(Image, image_id, with_for_update={"of": Image})
             if img is None:
                 raise errors.NotFound("the job's image is gone")
             if img.status == "failed":
