@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import SecretStr
 
+from pixelfox.cli.launcher import free_port
 from pixelfox.storage.s3 import S3Settings
 
 #: every listener ``weed mini`` opens (4.48); each gets its own free port
@@ -39,15 +39,10 @@ def weed_binary() -> str | None:
 
 
 def free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+    """``n`` distinct free ports below the kernel's ephemeral range (``bind(0)`` picks from that range,
+    where an outgoing connection - this module's own S3 polls among them - can take one before
+    ``weed`` binds it)."""
+    return [free_port() for _ in range(n)]
 
 
 @dataclass

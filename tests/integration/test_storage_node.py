@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from pixelfox import errors  # noqa: E402
+from pixelfox.cli import launcher  # noqa: E402
 from pixelfox.storage.client import StorageClient  # noqa: E402
 from pixelfox.storage.keys import original_key, variant_key  # noqa: E402
 from pixelfox.v1 import storage_pb2, storage_pb2_grpc  # noqa: E402
@@ -44,9 +44,9 @@ SERVICE = "pixelfox.v1.StorageService"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    # not bind(0): the kernel hands out ports from its ephemeral range, where an outgoing
+    # connection can take the port before the node binds it (see pixelfox.cli.launcher.PORT_RANGE)
+    return launcher.free_port()
 
 
 @dataclass

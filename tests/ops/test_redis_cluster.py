@@ -37,10 +37,11 @@ pytestmark = [
 
 
 def _cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is free too."""
-    for _ in range(50):
+    """A free port whose cluster bus port (port + 10000) is free too, and below the kernel's
+    ephemeral range (32768-): there an outgoing connection could take it before redis binds it."""
+    for _ in range(200):
         port = free_port()
-        if port + 10000 < 65536 and _bindable(port + 10000):
+        if port + 10000 < 32768 and _bindable(port + 10000):
             return port
     raise RuntimeError("no free port pair for a cluster node")
 

@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 
+from pixelfox.cli.launcher import free_port
 from pixelfox.grpcx.auth import read_caller
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc, upload_pb2, upload_pb2_grpc
 from web.app import create_app
@@ -43,15 +44,9 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    port = _free_port()
+    port = free_port()  # below the kernel's ephemeral range: no outgoing connection takes it first
     proc = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
