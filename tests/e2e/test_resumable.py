@@ -21,7 +21,18 @@ from pixelfox.client.uploader import upload_file
 from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.v1 import common_pb2, manager_pb2_grpc, upload_pb2
 from tests.conftest import ClusterHandle
-from tests.e2e.uploadkit import Proxy, big_png, chunk, create, header, own_cluster, send, upload_stub, wait_ready
+from tests.e2e.uploadkit import (
+    Proxy,
+    big_png,
+    chunk,
+    create,
+    header,
+    own_cluster,
+    refused_stream,
+    send,
+    upload_stub,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -252,22 +263,18 @@ async def test_a_rejected_upload_tells_its_reason_again_on_query_and_resume(clus
     ch, stub = upload_stub(t.upload_address)
     step = 256 * 1024
     try:
-        call = stub.Upload()
-        await send(call, [header(t, len(data)), *(chunk(o, data[o:o + step]) for o in range(0, len(data), step))])
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await call
-        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        reason = refused.value.details() or ""
+        # the node refuses after its probe's first 256 KiB, while the rest is still being written
+        refused = await refused_stream(
+            t.upload_address, [header(t, len(data)), *(chunk(o, data[o:o + step]) for o in range(0, len(data), step))])
+        assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+        reason = refused.details() or ""
         assert "not an image" in reason, reason
         with pytest.raises(grpc.aio.AioRpcError) as queried:
             await stub.QueryUpload(upload_pb2.QueryUploadRequest(ticket=t.ticket, upload_id=t.upload_id))
         assert queried.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert reason in (queried.value.details() or "") and "start a new one" in (queried.value.details() or "")
-        again = stub.Upload()
-        await send(again, [header(t, len(data)), chunk(0, data[:step])])
-        with pytest.raises(grpc.aio.AioRpcError) as resumed:
-            await again
-        assert resumed.value.code() == grpc.StatusCode.INVALID_ARGUMENT and reason in (resumed.value.details() or "")
+        resumed = await refused_stream(t.upload_address, [header(t, len(data)), chunk(0, data[:step])])
+        assert resumed.code() == grpc.StatusCode.INVALID_ARGUMENT and reason in (resumed.details() or "")
     finally:
         await ch.close()
 

@@ -19,7 +19,7 @@ import pytest
 from pixelfox import tickets
 from pixelfox.v1 import upload_pb2
 from tests.conftest import ClusterHandle
-from tests.e2e.uploadkit import chunk, create, header, send, upload_stub
+from tests.e2e.uploadkit import chunk, create, header, refused_stream, upload_stub
 
 pytestmark = pytest.mark.e2e
 
@@ -95,16 +95,9 @@ async def test_ticket_for_another_upload(cluster: ClusterHandle, fresh) -> None:
 
 
 async def test_wrong_size(fresh) -> None:  # type: ignore[no-untyped-def]
-    ch, stub = upload_stub(fresh.upload_address)
-    try:
-        call = stub.Upload()
-        await send(call, [header(fresh, 2000), chunk(0, b"x" * 10)])
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await call
-        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        assert "ticket is for 1000 bytes, not 2000" in (err.value.details() or "")
-    finally:
-        await ch.close()
+    err = await refused_stream(fresh.upload_address, [header(fresh, 2000), chunk(0, b"x" * 10)])
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "ticket is for 1000 bytes, not 2000" in (err.details() or "")
 
 
 async def test_reused_after_completion(cluster: ClusterHandle, corpus: Path) -> None:
@@ -119,12 +112,9 @@ async def test_reused_after_completion(cluster: ClusterHandle, corpus: Path) -> 
         await call.done_writing()
         await call
         for _ in range(2):  # once more, and once more again
-            again = stub.Upload()
-            await send(again, [header(t, len(data)), chunk(0, data[:1000])])
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await again
-            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            assert "already used" in (err.value.details() or "")
+            err = await refused_stream(t.upload_address, [header(t, len(data)), chunk(0, data[:1000])])
+            assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "already used" in (err.details() or "")
     finally:
         await ch.close()
 

@@ -25,7 +25,17 @@ from pixelfox.client.uploader import upload_file
 from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc, upload_pb2
 from tests.conftest import CORPUS, wait_http
-from tests.e2e.uploadkit import big_png, chunk, create, header, new_user_key, own_cluster, send, upload_stub
+from tests.e2e.uploadkit import (
+    big_png,
+    chunk,
+    create,
+    header,
+    new_user_key,
+    own_cluster,
+    refused_stream,
+    send,
+    upload_stub,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -80,11 +90,8 @@ async def test_abandoned_upload_expires_and_its_bytes_go(local: LocalCluster) ->
         with pytest.raises(grpc.aio.AioRpcError) as gone:
             await stub.QueryUpload(upload_pb2.QueryUploadRequest(ticket=t.ticket, upload_id=t.upload_id))
         assert gone.value.code() == grpc.StatusCode.NOT_FOUND and "expired" in (gone.value.details() or "")
-        again = stub.Upload()
-        await send(again, [header(t, len(data)), chunk(300_000, data[300_000:400_000])])
-        with pytest.raises(grpc.aio.AioRpcError) as resumed:
-            await again
-        assert resumed.value.code() == grpc.StatusCode.NOT_FOUND
+        resumed = await refused_stream(t.upload_address, [header(t, len(data)), chunk(300_000, data[300_000:400_000])])
+        assert resumed.code() == grpc.StatusCode.NOT_FOUND
     finally:
         await ch.close()
 
@@ -235,13 +242,11 @@ async def test_full_staging_disk_is_resource_exhausted_and_leaves_nothing(
     ch, stub = upload_stub(f"127.0.0.1:{port}")
     try:
         await asyncio.wait_for(ch.channel_ready(), 30)
-        call = stub.Upload()
-        await send(call, [header(t, len(data)),
-                          *(chunk(off, data[off:off + 256 * 1024]) for off in range(0, len(data), 256 * 1024))])
-        with pytest.raises(grpc.aio.AioRpcError) as full:
-            await call
-        assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "staging is full" in (full.value.details() or "")
+        # the node runs out of room after 1 MiB, while the rest is still being written
+        full = await refused_stream(f"127.0.0.1:{port}", [
+            header(t, len(data)), *(chunk(off, data[off:off + 256 * 1024]) for off in range(0, len(data), 256 * 1024))])
+        assert full.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "staging is full" in (full.details() or "")
         inside = Path(f"/proc/{pid}/root") / staging.relative_to("/")
         assert os.listdir(inside) == []  # the node's view of its tmpfs: no partial file
         q = await stub.QueryUpload(upload_pb2.QueryUploadRequest(ticket=t.ticket, upload_id=t.upload_id))

@@ -170,8 +170,30 @@ async def new_user_key(local: LocalCluster, name: str) -> str:
     return reply.key
 
 
+async def refused_stream(address: str, msgs: list[upload_pb2.UploadRequest]) -> grpc.RpcError:
+    """Send ``msgs`` as one ``Upload`` stream and return the error the upload node ended it with.
+
+    For a stream the server may end while messages are still being written: grpc.aio replaces the
+    server's status with INTERNAL "Internal error from Core" when a write fails because the call
+    has just ended (grpc/grpc#36066; a few percent of runs on a loaded machine), so the stream goes
+    through the synchronous client, which stops writing and keeps the server's status.
+    """
+    def run() -> upload_pb2.UploadReceipt:
+        with grpc.insecure_channel(address) as ch:
+            return upload_pb2_grpc.UploadServiceStub(ch).Upload(iter(msgs), timeout=60)
+
+    try:
+        receipt = await asyncio.to_thread(run)
+    except grpc.RpcError as exc:
+        return exc
+    raise AssertionError(f"the upload node accepted the stream: {receipt}")
+
+
 async def send(call: grpc.aio.StreamUnaryCall, msgs: list[upload_pb2.UploadRequest]) -> None:  # type: ignore[type-arg]
-    """Write ``msgs`` and half-close; stops quietly once the server ended the call (await the call for why)."""
+    """Write ``msgs`` and half-close; stops quietly once the server ended the call (await the call for why).
+
+    Only for streams whose writes all happen before the server can end the call (to check the
+    server's status of one that may end mid-stream, use :func:`refused_stream`)."""
     try:
         for m in msgs:
             await call.write(m)
