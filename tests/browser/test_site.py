@@ -39,6 +39,18 @@ async ([files]) => {
 }
 """
 
+# records, for every upload row added to #uploads, whether it holds a progress bar when added
+BARS_JS = """
+() => {
+  window.pixelfoxTestBars = [];
+  new MutationObserver(records => {
+    for (const r of records) for (const n of r.addedNodes) {
+      if (n instanceof Element && n.matches("li.upload")) window.pixelfoxTestBars.push(!!n.querySelector("progress"));
+    }
+  }).observe(document.getElementById("uploads"), { childList: true });
+}
+"""
+
 
 def _own_bytes(path: Path) -> bytes:
     """The file's bytes; a JPEG gets a unique comment (COM) segment after SOI: the same photo, new bytes."""
@@ -79,9 +91,12 @@ async def test_site_in_chromium(cluster: Any, chromium: Any) -> None:
     # drop three photos: a progress bar per file, then thumbnails from the storage origin
     files = [{"name": p.name, "type": MIME[p.suffix], "b64": base64.b64encode(_own_bytes(p)).decode()}
              for p in PHOTOS]
+    # whether each upload row comes with a progress bar, seen as it is added: polling from here
+    # instead races the uploads, which may all have finished (bars removed) by the time we look
+    await page.evaluate(BARS_JS)
     await page.evaluate(DROP_JS, [files])
     await page.wait_for_function("document.querySelectorAll('#uploads li.upload').length === 3")
-    assert await page.locator("#uploads li.upload progress").count() >= 1  # visible while the server works
+    assert await page.evaluate("window.pixelfoxTestBars") == [True] * 3  # shown while the server works
     await page.wait_for_function(
         "[...document.querySelectorAll('#uploads li.upload')].every(li => li.querySelector('.state.ok'))"
         " && document.querySelectorAll('#uploads progress').length === 0", timeout=120_000)
