@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import expect
 
 from tests.browser.site import register
 from tests.conftest import CORPUS
@@ -119,8 +118,11 @@ async def test_site_in_chromium(cluster: Any, chromium: Any) -> None:
     await page.wait_for_function("document.querySelector('picture img').naturalWidth > 0")
     await shot(page, "image")
     bbcode_button = page.locator("label.code", has_text="BBCode").locator("button.copy")
+    # "Copied" shows for 2 s only: record the button's texts as they change rather than poll for it
+    await bbcode_button.evaluate("b => { window.pixelfoxTestTexts = []; new MutationObserver("
+                                 "() => window.pixelfoxTestTexts.push(b.textContent)).observe(b, {childList: true}); }")
     await bbcode_button.click()
-    await expect(bbcode_button).to_have_text("Copied")  # polls: a slow machine may paint late
+    await page.wait_for_function("window.pixelfoxTestTexts.includes('Copied')")
     copied = await page.evaluate("navigator.clipboard.readText()")
     assert copied.startswith("[url=") and "[img]" in copied and slug in copied, copied
 
