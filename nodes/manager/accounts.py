@@ -21,6 +21,7 @@ from ulid import ULID
 
 from pixelfox import errors
 from pixelfox.db.models import ApiKey, User
+from pixelfox.text import checked
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 MIN_PASSWORD = 8
@@ -93,8 +94,8 @@ class Accounts:
         """A new API key for ``user``; the key itself is returned once and never stored."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         async with self.sessions() as s:
-            s.add(ApiKey(id=str(ULID()), user_id=user.id, label=label[:100], key_hash=hash_api_key(key),
-                         prefix=key[:10]))
+            s.add(ApiKey(id=str(ULID()), user_id=user.id, label=checked(label, "label")[:100],
+                         key_hash=hash_api_key(key), prefix=key[:10]))
             await s.commit()
         return key
 

@@ -16,6 +16,7 @@ from nodes.manager.images import ImageViews, iso, new_slug
 from nodes.manager.library import can_manage, can_see
 from pixelfox import errors
 from pixelfox.db.models import Album, AlbumImage, Image, User
+from pixelfox.text import checked
 from pixelfox.v1 import manager_pb2
 
 MAX_TITLE = 255
@@ -72,14 +73,15 @@ class Albums:
     async def create(self, user: User | None, title: str, description: str) -> manager_pb2.Album:
         if user is None:
             raise errors.Unauthenticated("albums need an account")
-        title = title.strip()
+        title = checked(title, "album title")
+        description = checked(description, "description", multiline=True)
         if not 1 <= len(title) <= MAX_TITLE:
             raise errors.BadRequest(f"album title must be 1-{MAX_TITLE} characters")
         if len(description) > MAX_DESCRIPTION:
             raise errors.BadRequest(f"description longer than {MAX_DESCRIPTION} characters")
         async with self.sessions() as s:
             album = Album(id=str(ULID()), slug=new_slug(), user_id=user.id, title=title,
-                          description=description.strip())
+                          description=description)
             s.add(album)
             await s.commit()
             album = await self._album(s, album.slug)
@@ -117,13 +119,14 @@ class Albums:
             if not _owns(user, album):
                 raise errors.Forbidden("only the owner changes an album")
             if req.HasField("title"):
-                if not 1 <= len(req.title.strip()) <= MAX_TITLE:
+                title = checked(req.title, "album title")
+                if not 1 <= len(title) <= MAX_TITLE:
                     raise errors.BadRequest(f"album title must be 1-{MAX_TITLE} characters")
-                album.title = req.title.strip()
+                album.title = title
             if req.HasField("description"):
                 if len(req.description) > MAX_DESCRIPTION:
                     raise errors.BadRequest(f"description longer than {MAX_DESCRIPTION} characters")
-                album.description = req.description.strip()
+                album.description = checked(req.description, "description", multiline=True)
             for slug in req.add_images:
                 img = await self._own_image(s, slug, user)
                 exists = await s.get(AlbumImage, (album.id, img.id))

@@ -27,6 +27,7 @@ from pixelfox import errors, readmodel
 from pixelfox.db.models import Image, Upload, User
 from pixelfox.leases import Lease
 from pixelfox.storage.keys import private_key, public_key
+from pixelfox.text import checked
 from pixelfox.v1 import common_pb2
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,10 @@ class Library:
             raise errors.BadRequest("visibility must be 'public' or 'private'")
         if ch.title is not None and len(ch.title) > MAX_TITLE:
             raise errors.BadRequest(f"title longer than {MAX_TITLE} characters")
+        if ch.title is not None:
+            checked(ch.title, "title")
+        if ch.description is not None:
+            checked(ch.description, "description", multiline=True)
         if ch.description is not None and len(ch.description) > MAX_DESCRIPTION:
             raise errors.BadRequest(f"description longer than {MAX_DESCRIPTION} characters")
         if ch.visibility is None:

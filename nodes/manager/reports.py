@@ -16,6 +16,7 @@ from nodes.manager.images import ImageViews, iso
 from nodes.manager.library import Library, can_see, is_admin_user
 from pixelfox import errors
 from pixelfox.db.models import AbuseReport, Image, User
+from pixelfox.text import checked
 from pixelfox.v1 import manager_pb2
 
 MAX_REASON = 1000
@@ -41,7 +42,7 @@ class Reports:
 
     async def report(self, user: User | None, slug: str, reason: str) -> manager_pb2.AbuseReport:
         """File a report; BadRequest for an empty or over-long reason, NotFound for an unseen image."""
-        reason = reason.strip()
+        reason = checked(reason, "reason", multiline=True)
         if not 1 <= len(reason) <= MAX_REASON:
             raise errors.BadRequest(f"give a reason of 1-{MAX_REASON} characters")
         async with self.sessions() as s:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -326,3 +327,39 @@ async def test_racing_visibility_changes_are_serialised_and_delete_leaves_nothin
     status, gone = await api(owner, "DELETE", f"/api/v1/images/{slug}", None, hdr)
     assert status == 200 and gone["deleted"] is True
     assert [str(p) for p in cluster.storage_files() if sha in str(p) and not p.name.endswith(".meta")] == []
+
+
+async def test_control_characters_in_stored_text_are_refused(cluster: Any, http: aiohttp.ClientSession,
+                                                             tmp_path: Path) -> None:
+    """NUL and other control characters in titles, descriptions and reasons are a 400 naming the
+    field and the code point (PostgreSQL cannot store NUL at all: that was a 500); a file name
+    carrying them is stored without them."""
+    owner, hdr, image = await new_user_with_image(http, cluster.web_url)
+    slug = image["id"]
+    for path, body, field in [
+        ("/api/v1/albums", {"title": "Trip\x00"}, "album title"),
+        ("/api/v1/albums", {"title": "Trip", "description": "bell \x07"}, "description"),
+    ]:
+        status, answer = await api(owner, "POST", path, body, hdr)
+        assert status == 400 and answer["error"]["message"].startswith(f"{field} contains a control character"), answer
+    status, answer = await api(owner, "PATCH", f"/api/v1/images/{slug}", {"title": "a\x1bb"}, hdr)
+    assert status == 400 and "(U+001B)" in answer["error"]["message"], answer
+    status, ok = await api(owner, "PATCH", f"/api/v1/images/{slug}", {"title": "Two\tcols?",
+                                                                      "description": "line one\nline two"}, hdr)
+    assert status == 400 and "title contains a control character (U+0009)" in ok["error"]["message"], ok
+    status, ok = await api(owner, "PATCH", f"/api/v1/images/{slug}", {"description": "line one\n\tline two"}, hdr)
+    assert status == 200 and ok["description"] == "line one\n\tline two", ok
+
+    import grpc
+
+    from pixelfox.client.uploader import upload_file
+    from pixelfox.grpcx.auth import api_key_metadata
+    from pixelfox.v1 import manager_pb2_grpc
+
+    raw, note = PHOTO.read_bytes(), f"pixelfox test {uuid.uuid4()}".encode()  # new bytes: no dedup
+    unique = tmp_path / "unique.jpg"
+    unique.write_bytes(raw[:2] + b"\xff\xfe" + (len(note) + 2).to_bytes(2, "big") + note + raw[2:])
+    async with grpc.aio.insecure_channel(cluster.manager_address) as ch:  # browsers cannot send such a name
+        img = await upload_file(manager_pb2_grpc.ManagerServiceStub(ch), api_key_metadata(cluster.admin_api_key),
+                                unique, filename="bad\x01name\x7f.jpg")
+    assert img.filename == "badname.jpg"
