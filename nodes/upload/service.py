@@ -52,7 +52,7 @@ UPLOADS = Counter("pixelfox_uploads_total", "uploads finished by result", ["resu
 UPLOAD_BYTES = Counter("pixelfox_upload_bytes_total", "bytes received by upload nodes")
 UPLOAD_STEP_SECONDS = Histogram(
     "pixelfox_upload_step_seconds",
-    "seconds per step of finishing an upload after its last byte: verify (decode the whole file), "
+    "seconds per step of finishing an upload after its last byte: verify (check the whole file), "
     "store (copy to the storage replicas), complete (the manager records the image)",
     ["step"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 

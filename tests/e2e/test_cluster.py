@@ -232,8 +232,9 @@ def test_status_lists_every_node(cluster: ClusterHandle) -> None:
     res = cluster.pixelfox("status", "--json")
     assert res.returncode == 0, res.stderr
     nodes = json.loads(res.stdout)["nodes"]
-    roles = sorted(n["role"] for n in nodes)
-    assert roles == sorted(["manager", "upload", "upload", "proc", "proc", "storage", "storage", "web"])
+    roles = sorted(n["role"] for n in nodes if n["role"] != "web")
+    assert roles == sorted(["manager", "upload", "upload", "proc", "proc", "storage", "storage"])
+    assert [n["role"] for n in nodes].count("web") >= 1  # later tests of the session add web nodes
     for n in nodes:
         assert {"role", "id", "address", "health", "load", "http_url", "metrics_url"} <= n.keys()
     storage = [n for n in nodes if n["role"] == "storage"]

@@ -37,7 +37,8 @@ def two_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClust
     root = tmp_path_factory.mktemp("replicas")
     local = LocalCluster(
         root, Counts(upload=1, proc=1, storage=2, web=0),
-        extra_env={"PIXELFOX_NODE_TIMEOUT_S": "2", "PIXELFOX_REPAIR__INTERVAL_S": "0.5",
+        extra_env={"PIXELFOX_NODE_TIMEOUT_S": "2", "PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S": "0.5",
+                   "PIXELFOX_REPAIR__INTERVAL_S": "0.5",
                    "PIXELFOX_REPAIR__LOST_AFTER_S": "600"},
     )
     try:
@@ -145,7 +146,8 @@ def test_lost_node_replaced_by_a_new_one_gets_every_copy(tmp_path: Path) -> None
     """A storage node gone for longer than ``lost_after_s`` no longer counts; a new node receives its copies."""
     local = LocalCluster(
         tmp_path, Counts(upload=1, proc=1, storage=2, web=0),
-        extra_env={"PIXELFOX_NODE_TIMEOUT_S": "2", "PIXELFOX_REPAIR__INTERVAL_S": "0.5",
+        extra_env={"PIXELFOX_NODE_TIMEOUT_S": "2", "PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S": "0.5",
+                   "PIXELFOX_REPAIR__INTERVAL_S": "0.5",
                    "PIXELFOX_REPAIR__LOST_AFTER_S": "4"},
     )
     try:

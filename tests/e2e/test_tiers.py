@@ -45,7 +45,8 @@ async def capabilities(local: LocalCluster) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def tiered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     local = LocalCluster(tmp_path_factory.mktemp("tiers"), Counts(upload=1, proc=1, storage=2, web=0),
-                         extra_env={"PIXELFOX_NODE_TIMEOUT_S": "2", "PIXELFOX_REPAIR__INTERVAL_S": "0.5"})
+                         extra_env={"PIXELFOX_NODE_TIMEOUT_S": "2", "PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S": "0.5",
+                                    "PIXELFOX_REPAIR__INTERVAL_S": "0.5"})
     try:
         local.start()
         asyncio.run(local.wait_ready(90))
