@@ -34,6 +34,10 @@ def channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
             ("grpc.keepalive_timeout_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.enable_retries", 1),
+            # reconnect to a peer that came back (a restarted manager) within 2 s, not after
+            # gRPC's default back-off of up to 120 s: heartbeats must resume before node_timeout_s
+            ("grpc.initial_reconnect_backoff_ms", 500),
+            ("grpc.max_reconnect_backoff_ms", 2_000),
             *extra,
         ],
         interceptors=multi.client_interceptors(),

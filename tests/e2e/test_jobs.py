@@ -54,6 +54,14 @@ def jc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster,
         local.stop(10)
 
 
+def _every_node_healthy(local: LocalCluster, timeout_s: float = 30.0) -> None:
+    """Wait until ``pixelfox status`` shows every node healthy (it exits 0 only then)."""
+    deadline = time.monotonic() + timeout_s
+    while cli(local.root, "status").returncode != 0:
+        assert time.monotonic() < deadline, cli(local.root, "status").stdout
+        time.sleep(0.5)
+
+
 def _manager_restart(local: LocalCluster, **env: str) -> None:
     import asyncio
 
@@ -172,6 +180,7 @@ def test_manager_killed_at_each_step_converges(jc: tuple[LocalCluster, str], tmp
 
 def test_proc_killed_after_variant_put_converges(jc: tuple[LocalCluster, str], tmp_path: Path) -> None:
     local, key = jc
+    _every_node_healthy(local)  # placement takes the healthy storage nodes: both must be back from earlier kills
     for c in [c for c in local.children if c.name.startswith("proc")]:
         local.restart(c.name, sig=signal.SIGTERM, env={"PIXELFOX_FAILPOINT": "after-variant-put"})
     put = put_retrying(local.root, make_photo(tmp_path / "vput.jpg", 800, 600, seed=7))
