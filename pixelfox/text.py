@@ -8,7 +8,9 @@ logs and terminal output. Tab and line breaks are allowed where text may span li
 
 from __future__ import annotations
 
+import os
 import re
+import unicodedata
 
 from pixelfox import errors
 
@@ -27,7 +29,15 @@ def checked(value: str, field: str, *, multiline: bool = False) -> str:
     return value.strip()
 
 
-def printable_name(value: str, default: str = "") -> str:
-    """A client-given name (a file name, a content type) with control characters dropped: it is
-    only shown, never trusted, so it is cleaned rather than refused."""
-    return _CONTROL.sub("", value).strip() or default
+def printable(value: str) -> str:
+    """``value`` without control (Unicode ``Cc``) or surrogate (``Cs``) characters, stripped: for
+    client-given names (a file name, a content type) that are only shown, never trusted, so
+    they are cleaned rather than refused."""
+    return "".join(ch for ch in value if unicodedata.category(ch) not in ("Cc", "Cs")).strip()
+
+
+def safe_filename(raw: str | None, default: str = "upload") -> str:
+    """A client's file name fit to store and show: the last path part (``/`` or ``\\``),
+    :func:`printable`, at most 255 characters; ``default`` when nothing is left. Never a path."""
+    name = os.path.basename((raw or "").replace("\\", "/"))
+    return printable(name)[:255].strip() or default

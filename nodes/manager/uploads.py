@@ -22,7 +22,7 @@ from pixelfox.db.models import Image, ObjectLocation, Upload, User
 from pixelfox.db.outbox import OutboxEntry
 from pixelfox.queue import JobQueue
 from pixelfox.queue.streams import cpu_estimate_s
-from pixelfox.text import printable_name
+from pixelfox.text import printable, safe_filename
 from pixelfox.uploadstate import UploadStates
 from pixelfox.v1 import common_pb2, manager_pb2
 
@@ -100,8 +100,8 @@ class Uploads:
         await self.gate.admit(user.id if user and user.role != "admin" else "", upload_id, size)  # admins: exempt
         expires = datetime.now(UTC) + timedelta(seconds=self.limits.ticket_ttl_s)
         async with self.sessions() as s:
-            s.add(Upload(id=upload_id, user_id=user.id if user else None, filename=printable_name(filename)[:255],
-                         size=size, content_type=printable_name(content_type)[:100], upload_node_id=node.node_id,
+            s.add(Upload(id=upload_id, user_id=user.id if user else None, filename=safe_filename(filename, default=""),
+                         size=size, content_type=printable(content_type)[:100], upload_node_id=node.node_id,
                          expires_at=expires))
             await s.commit()
         if expire_after_s < 0 or expire_after_s > MAX_EXPIRY_S:

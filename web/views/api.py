@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import tempfile
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from aiohttp_session import get_session
 
 from pixelfox import errors
 from pixelfox.client.images import image_to_json
+from pixelfox.text import safe_filename
 from pixelfox.v1 import common_pb2
 from web.deletion import deletion_url
 from web.keys import MANAGER, SETTINGS, STATE
@@ -63,15 +63,6 @@ async def resolve_caller(request: web.Request, *, state_changing: bool) -> Calle
         check_origin(request)
         require_csrf(session, request.headers.get(CSRF_HEADER))
     return Caller(manager.as_user(user.id), user, "session")
-
-
-def safe_filename(raw: str | None) -> str:
-    """A client's file name fit to store and show: the last path part (``/`` or ``\\``), control
-    characters (NUL, newlines...) removed, at most 255 characters; ``"upload"`` when nothing is left.
-    Never used as a path."""
-    name = os.path.basename((raw or "").replace("\\", "/"))
-    name = "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cs"))[:255].strip()
-    return name or "upload"
 
 
 def image_json(request: web.Request, image: common_pb2.Image) -> dict[str, Any]:
