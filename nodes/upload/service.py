@@ -34,6 +34,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import google_crc32c
 from prometheus_client import Counter, Histogram
@@ -55,6 +56,8 @@ UPLOAD_STEP_SECONDS = Histogram(
     "seconds per step of finishing an upload after its last byte: verify (check the whole file), "
     "store (copy to the storage replicas), complete (the manager records the image)",
     ["step"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+
+T = TypeVar("T")
 
 UPLOAD_ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")  # a ULID
 EXT = {"jpeg": "jpg", "png": "png", "gif": "gif", "webp": "webp", "avif": "avif"}
@@ -124,6 +127,13 @@ def _pwrite_all(fd: int, data: bytes, offset: int, into: hashlib._Hash) -> None:
         n = os.pwrite(fd, view, offset)
         view, offset = view[n:], offset + n
     into.update(data)
+
+
+def _close_after(fut: asyncio.Future[object], fd: int) -> None:
+    """Close ``fd`` once the thread work ``fut`` ended (its error was reported to no one)."""
+    if not fut.cancelled() and fut.exception() is not None:
+        logger.debug("file work ended after its stream: %s", fut.exception())
+    os.close(fd)
 
 
 def _hash_prefix(fd: int, length: int, probe_bytes: int) -> tuple[hashlib._Hash, bytes]:
@@ -289,6 +299,7 @@ class Session:
         self.dropped = False  # the staged bytes were removed (failed or reset): nothing left to commit
         self._commit_lock = asyncio.Lock()  # records go to Redis one at a time, offsets never going back
         self._idle_flush: asyncio.Task[None] | None = None
+        self._io: asyncio.Future[object] | None = None  # the file work in a thread, if any
 
     async def start(self, st: State) -> None:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -303,7 +314,7 @@ class Session:
         self.offset, self.probed = offset, st.probed and offset > 0
         self.committed = offset
         if offset:
-            self.hash, self.head = await asyncio.to_thread(_hash_prefix, self.fd, offset, self.rx.limits.probe_bytes)
+            self.hash, self.head = await self._in_thread(_hash_prefix, self.fd, offset, self.rx.limits.probe_bytes)
         self._idle_flush = asyncio.create_task(self._flush_while_idle())
 
     async def _flush_while_idle(self) -> None:
@@ -335,7 +346,7 @@ class Session:
         if end > self.header.size:
             raise errors.PayloadTooLarge(f"more bytes than the declared {self.header.size}")
         try:
-            await asyncio.to_thread(_pwrite_all, self.fd, data, self.offset, self.hash)
+            await self._in_thread(_pwrite_all, self.fd, data, self.offset, self.hash)
         except OSError as exc:
             await self._drop(reset=True)
             raise errors.StorageFull("upload staging is full; the partial upload was removed, try again later") \
@@ -372,9 +383,21 @@ class Session:
         await self.rx.states.commit(self.header.upload_id, self.lock, offset, self.probed)
         self.committed, self.committed_at, self.held = offset, time.monotonic(), False
 
+    async def _in_thread(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(*args)`` (file work on :attr:`fd`) in the default thread pool.
+
+        A thread cannot be stopped: when the stream is cancelled mid-write, the ``pwrite``
+        goes on. The future is kept so that :meth:`close` closes the fd only after that
+        thread is done; closing it earlier could let the write land in another upload's file
+        that reused the fd number.
+        """
+        fut = asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args))
+        self._io = fut
+        return await asyncio.shield(fut)
+
     async def _guard(self, fn: Callable[..., imaging.ImageInfo], *args: object) -> imaging.ImageInfo:
         try:
-            return await asyncio.to_thread(fn, *args)
+            return await self._in_thread(fn, *args)
         except FATAL as exc:
             await self._drop(reset=False, error=exc)
             UPLOADS.labels(exc.code).inc()
@@ -427,8 +450,11 @@ class Session:
                 logger.warning("upload %s: could not record offset %d: %s", self.header.upload_id, self.offset, exc)
         finally:  # also when cancelled: the fd and the lock are never left behind
             if self.fd >= 0:
-                os.close(self.fd)
-                self.fd = -1
+                fd, self.fd = self.fd, -1
+                if self._io is not None and not self._io.done():  # a cancelled write still runs
+                    self._io.add_done_callback(lambda f: _close_after(f, fd))
+                else:
+                    os.close(fd)
             try:
                 await self.rx.states.unlock(self.header.upload_id, self.lock)
             except Exception as exc:  # the lock expires by itself
