@@ -13,6 +13,7 @@ content-addressed keys and drops the private copies.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 from dataclasses import dataclass
@@ -94,14 +95,14 @@ class Library:
         (visibility change while still processing), Unavailable (no storage node)."""
         if ch.visibility is not None and ch.visibility not in VISIBILITIES:
             raise errors.BadRequest("visibility must be 'public' or 'private'")
-        if ch.title is not None and len(ch.title) > MAX_TITLE:
-            raise errors.BadRequest(f"title longer than {MAX_TITLE} characters")
         if ch.title is not None:
-            checked(ch.title, "title")
+            ch = dataclasses.replace(ch, title=checked(ch.title, "title"))
+            if len(ch.title or "") > MAX_TITLE:
+                raise errors.BadRequest(f"title longer than {MAX_TITLE} characters")
         if ch.description is not None:
-            checked(ch.description, "description", multiline=True)
-        if ch.description is not None and len(ch.description) > MAX_DESCRIPTION:
-            raise errors.BadRequest(f"description longer than {MAX_DESCRIPTION} characters")
+            ch = dataclasses.replace(ch, description=checked(ch.description, "description", multiline=True))
+            if len(ch.description or "") > MAX_DESCRIPTION:
+                raise errors.BadRequest(f"description longer than {MAX_DESCRIPTION} characters")
         if ch.visibility is None:
             return await self._update(slug, user, ch)
         # one visibility change of an image at a time: two re-keys racing would each copy the
@@ -120,9 +121,9 @@ class Library:
         async with self.sessions() as s:
             img = await self._load(s, slug, user, manage=True)
             if ch.title is not None:
-                img.title = ch.title.strip()
+                img.title = ch.title
             if ch.description is not None:
-                img.description = ch.description.strip()
+                img.description = ch.description
             if ch.keep_metadata is not None:
                 img.keep_metadata = ch.keep_metadata
             if ch.visibility is not None and ch.visibility != img.visibility:

@@ -329,6 +329,27 @@ async def test_racing_visibility_changes_are_serialised_and_delete_leaves_nothin
     assert [str(p) for p in cluster.storage_files() if sha in str(p) and not p.name.endswith(".meta")] == []
 
 
+async def test_patch_is_a_json_merge_patch(cluster: Any, http: aiohttp.ClientSession) -> None:
+    """RFC 7396: a left-out field stays, null clears a text field, null for a field without an
+    empty value (visibility, keep_metadata, album title) is a 400 naming it."""
+    owner, hdr, image = await new_user_with_image(http, cluster.web_url)
+    slug = image["id"]
+    status, titled = await api(owner, "PATCH", f"/api/v1/images/{slug}",
+                               {"title": "  Harbour  ", "description": "at dusk"}, hdr)
+    assert status == 200 and (titled["title"], titled["description"]) == ("Harbour", "at dusk"), titled
+    status, cleared = await api(owner, "PATCH", f"/api/v1/images/{slug}", {"title": None}, hdr)
+    assert status == 200 and (cleared["title"], cleared["description"]) == ("", "at dusk"), cleared
+    for field in ("visibility", "keep_metadata"):
+        status, answer = await api(owner, "PATCH", f"/api/v1/images/{slug}", {field: None}, hdr)
+        assert status == 400 and answer["error"]["message"] == f"{field} cannot be null; leave it out to keep it"
+    status, album = await api(owner, "POST", "/api/v1/albums", {"title": "Trip", "description": "summer"}, hdr)
+    assert status == 201, album
+    status, answer = await api(owner, "PATCH", f"/api/v1/albums/{album['id']}", {"title": None}, hdr)
+    assert status == 400 and "title cannot be null" in answer["error"]["message"], answer
+    status, album = await api(owner, "PATCH", f"/api/v1/albums/{album['id']}", {"description": None}, hdr)
+    assert status == 200 and (album["title"], album["description"]) == ("Trip", ""), album
+
+
 async def test_control_characters_in_stored_text_are_refused(cluster: Any, http: aiohttp.ClientSession,
                                                              tmp_path: Path) -> None:
     """NUL and other control characters in titles, descriptions and reasons are a 400 naming the

@@ -126,15 +126,25 @@ async def get_image(request: web.Request) -> web.Response:
     return web.json_response(public_image_json(request, image, caller))
 
 
+def _merge(req: Any, patch: BaseModel, clearable: tuple[str, ...], required: tuple[str, ...]) -> None:
+    """Copy the fields the client sent from ``patch`` to the request message, as a JSON merge
+    patch (RFC 7396): a field left out stays as it is; ``null`` clears a ``clearable`` text
+    field (to ""), and is a BadRequest for a ``required`` one (it has no empty value)."""
+    for name in clearable + required:
+        if name not in patch.model_fields_set:
+            continue
+        value = getattr(patch, name)
+        if value is None and name in required:
+            raise errors.BadRequest(f"{name} cannot be null; leave it out to keep it")
+        setattr(req, name, "" if value is None else value)
+
+
 async def update_image(request: web.Request) -> web.Response:
     caller = await resolve_caller(request, state_changing=True)
     _need_user(caller)
     patch: ImagePatch = await read_model(request, ImagePatch)
     req = manager_pb2.UpdateImageRequest(slug=request.match_info["slug"])
-    for name in ("title", "description", "visibility", "keep_metadata"):
-        value = getattr(patch, name)
-        if value is not None:
-            setattr(req, name, value)
+    _merge(req, patch, clearable=("title", "description"), required=("visibility", "keep_metadata"))
     image = await call(request, "UpdateImage", req, caller.metadata, timeout_s=120)
     return web.json_response(public_image_json(request, image, caller))
 
@@ -177,10 +187,7 @@ async def update_album(request: web.Request) -> web.Response:
     patch: AlbumPatch = await read_model(request, AlbumPatch)
     req = manager_pb2.UpdateAlbumRequest(slug=request.match_info["slug"], add_images=patch.add_images,
                                          remove_images=patch.remove_images)
-    if patch.title is not None:
-        req.title = patch.title
-    if patch.description is not None:
-        req.description = patch.description
+    _merge(req, patch, clearable=("description",), required=("title",))
     if patch.cover is not None:
         req.cover_slug = patch.cover
     album = await call(request, "UpdateAlbum", req, caller.metadata)
