@@ -23,7 +23,7 @@ from aiohttp_session import get_session
 
 from pixelfox import errors
 from pixelfox.client.images import image_to_json
-from pixelfox.text import safe_filename
+from pixelfox.text import printable, safe_filename
 from pixelfox.v1 import common_pb2
 from web.deletion import deletion_url
 from web.keys import MANAGER, SETTINGS, STATE
@@ -103,17 +103,37 @@ async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, st
         raise errors.PayloadTooLarge(f"file larger than {limit} bytes")
     if not request.content_type.startswith("multipart/"):
         raise errors.BadRequest("send multipart/form-data with the image in the field 'file'")
+    saved: tuple[Path, str, str] | None = None
     try:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
             if isinstance(part, BodyPartReader) and part.name == "file":
+                if saved is not None:
+                    raise errors.BadRequest("one file per request: the form has a second 'file' field")
                 filename = safe_filename(part.filename)
                 ctype = part.headers.get("Content-Type", "application/octet-stream")
-                return await _save_part(part, limit), filename, ctype
-            await part.release()
-    except (ValueError, UnicodeDecodeError, AssertionError, HttpProcessingError) as exc:  # malformed multipart
-        raise errors.BadRequest(f"malformed multipart body: {str(exc)[:120]}") from None
-    raise errors.BadRequest("no 'file' field in the form")
+                saved = (await _save_part(part, limit), filename, ctype)
+            else:
+                await part.release()
+    except HttpProcessingError:  # aiohttp refuses a part header (e.g. a control character in the file name)
+        _discard(saved)
+        raise errors.BadRequest("malformed multipart body: a part header is invalid (a control character "
+                                "or a syntax error)") from None
+    except (ValueError, UnicodeDecodeError, AssertionError) as exc:  # malformed multipart
+        _discard(saved)
+        raise errors.BadRequest(f"malformed multipart body: {printable(str(exc))[:120]}") from None
+    except BaseException:
+        _discard(saved)
+        raise
+    if saved is None:
+        raise errors.BadRequest("no 'file' field in the form")
+    return saved
+
+
+def _discard(saved: tuple[Path, str, str] | None) -> None:
+    """Remove the temp file of a form that turned out bad after its file was saved."""
+    if saved is not None:
+        saved[0].unlink(missing_ok=True)
 
 
 def _wait_seconds(request: web.Request) -> float:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from pixelfox import errors
 from pixelfox.client.images import clean_original
@@ -118,8 +119,10 @@ async def _read_multipart(request: web.Request, limit: int, fields: dict[str, st
     except BaseException as exc:
         if source is not None:
             await asyncio.to_thread(source.unlink, missing_ok=True)
-        if isinstance(exc, ValueError | AssertionError) and not isinstance(exc, errors.PixelfoxError):
-            raise errors.BadRequest("malformed multipart/form-data body") from exc  # no boundary, cut short...
+        malformed = isinstance(exc, ValueError | AssertionError | HttpProcessingError)
+        if malformed and not isinstance(exc, errors.PixelfoxError):
+            # no boundary, cut short, a part header aiohttp refuses (a control character in the file name)...
+            raise errors.BadRequest("malformed multipart/form-data body") from exc
         raise
     return fields, source, filename
 
