@@ -89,9 +89,9 @@ async def tus_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     except errors.PixelfoxError as exc:
         status = next((s for cls, s in TUS_STATUS.items() if isinstance(exc, cls)), exc.http_status)
         resp = web.json_response({"error": exc.to_dict()}, status=status)
-    except web.HTTPException as exc:
-        resp = web.json_response({"error": {"code": "bad-request", "message": exc.text or exc.reason}},
-                                 status=exc.status)
+    except web.HTTPException as exc:  # aiohttp's own (405, 404 route, 415): the code names the status
+        code = exc.reason.lower().replace(" ", "-")  # "Unsupported Media Type" -> unsupported-media-type
+        resp = web.json_response({"error": {"code": code, "message": exc.text or exc.reason}}, status=exc.status)
     resp.headers.update(base)
     return resp
 

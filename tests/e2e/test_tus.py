@@ -131,7 +131,7 @@ def test_tus_protocol_rules(cluster: ClusterHandle, corpus: Path) -> None:
     assert r.status_code == 400 and "non-negative integer" in r.json()["error"]["message"]
     r = requests.patch(url, data=b"x", headers={**auth(t), "Upload-Offset": "100000",
                                                 "Content-Type": "text/plain"}, timeout=10)
-    assert r.status_code == 415
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported-media-type"
     bad = base64.b64encode(hashlib.sha1(b"other").digest()).decode()
     r = requests.patch(url, data=data[100_000:200_000], timeout=10,
                        headers={**patch, "Upload-Offset": "100000", "Upload-Checksum": f"sha1 {bad}"})
