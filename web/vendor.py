@@ -24,3 +24,10 @@ def setup_vendor_routes(app: web.Application) -> None:
     """
     if TUS_DIST.is_dir():
         app.router.add_static("/static/vendor/", TUS_DIST, name="vendor", append_version=True)
+
+
+def tus_available(app: web.Application) -> bool:
+    """Whether the pages may load tus-js-client: its route was registered at start-up (a
+    ``web/node_modules`` installed while the node runs is picked up at its next start, not
+    half-way, which made ``/`` a 500) and the file is still there."""
+    return "vendor" in app.router.named_resources() and TUS_JS.exists()

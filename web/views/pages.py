@@ -16,7 +16,7 @@ from web.keys import MANAGER, SETTINGS
 from web.middlewares import csp_connecting_to
 from web.paging import fetch_page
 from web.sessions import current_user
-from web.vendor import TUS_JS
+from web.vendor import tus_available
 from web.views.api import page_url, resolve_caller
 from web.views.common import render
 from web.views.manage import image_page_extras
@@ -89,7 +89,7 @@ async def index(request: web.Request) -> web.Response:
     (or a build without web/node_modules) post multipart to ``/api/v1/images``."""
     settings = request.app[SETTINGS]
     user = current_user(await get_session(request))
-    resumable = bool(user) and TUS_JS.exists()
+    resumable = bool(user) and tus_available(request.app)
     response = await render(request, "index.html", {"max_upload_bytes": settings.max_upload_bytes,
                                                     "resumable": resumable})
     if resumable:
