@@ -52,6 +52,7 @@ http {{
   client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
   uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
   client_max_body_size 110m;
+  proxy_cache_path {d}/pages levels=1:2 keys_zone=pixelfox_pages:10m max_size=64m inactive=1m;
   upstream web {{
 {servers}
     keepalive 64;
@@ -64,6 +65,7 @@ http {{
       proxy_set_header Connection "";
       proxy_set_header Host $http_host;
       proxy_request_buffering off;
+      include {page_cache};
     }}
   }}
 }}
@@ -76,7 +78,9 @@ def start_nginx(folder: Path, web_urls: list[str]) -> tuple[subprocess.Popen[byt
     port = free_port()
     servers = "\n".join(f"    server {u.removeprefix('http://')};" for u in web_urls)
     user = "user root;" if os.geteuid() == 0 else ""  # workers must reach the 0700 temp folder
-    (folder / "nginx.conf").write_text(NGINX_CONF.format(d=folder, servers=servers, port=port, user=user))
+    page_cache = REPO / "deploy" / "nginx" / "page-cache.conf"  # anonymous pages of public images, 5 s
+    (folder / "nginx.conf").write_text(NGINX_CONF.format(d=folder, servers=servers, port=port, user=user,
+                                                         page_cache=page_cache))
     exe = shutil.which("nginx") or "/usr/sbin/nginx"
     proc = subprocess.Popen([exe, "-c", str(folder / "nginx.conf"), "-g", "daemon off;"])
     time.sleep(0.5)

@@ -27,10 +27,12 @@ import pytest
 from pixelfox.cli.launcher import Counts, LocalCluster, free_port
 from tests.conftest import CORPUS, wait_http
 from tests.e2e.test_web import Browser, _until_ready, _user
+from tests.e2e.test_web_community import api, csrf_header
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+PAGE_CACHE_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "page-cache.conf"
 OTHER_PHOTO = CORPUS / "photos" / "painting_rgb.png"
 PHOTO = CORPUS / "photos" / "samsung_j3_orient6.jpg"
 
@@ -77,6 +79,7 @@ http {{
   client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
   uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
   client_max_body_size 110m;
+  proxy_cache_path {d}/pages levels=1:2 keys_zone=pixelfox_pages:10m max_size=64m inactive=1m;
   upstream web {{
 {servers}
   }}
@@ -88,6 +91,7 @@ http {{
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_next_upstream error timeout http_502 http_503;
       proxy_request_buffering off;
+      include {page_cache};
     }}
   }}
 }}
@@ -117,7 +121,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             wait_http(f"{url}/healthz")
         servers = "\n".join(f"    server {u.removeprefix('http://')} max_fails=0;" for u in webs)
         user = "user root;" if os.geteuid() == 0 else ""
-        (ngx_dir / "nginx.conf").write_text(NGINX_CONF.format(d=ngx_dir, user=user, servers=servers, port=port))
+        (ngx_dir / "nginx.conf").write_text(NGINX_CONF.format(d=ngx_dir, user=user, servers=servers, port=port,
+                                                              page_cache=PAGE_CACHE_CONF))
         nginx = subprocess.Popen([NGINX, "-p", str(ngx_dir), "-c", str(ngx_dir / "nginx.conf"), "-g", "daemon off;"],
                                  stdout=subprocess.DEVNULL, stderr=(ngx_dir / "stderr.log").open("wb"))
         wait_http(f"http://127.0.0.1:{port}/healthz")
@@ -204,8 +209,8 @@ async def test_pages_render_while_the_manager_is_stopped(site: Site, http: aioht
     assert status == 200
     site.local.terminate("manager1")
     try:
-        for _ in range(4):  # both instances
-            status, page, _ = await anon.get(f"/i/{image['id']}")
+        for i in range(4):  # both instances (a query string of its own: past nginx's page cache)
+            status, page, _ = await anon.get(f"/i/{image['id']}?r={i}")
             assert status == 200, page
             assert image["variants"][0]["url"] in page
             status, body, _ = await anon.get(f"/api/v1/images/{image['id']}")
@@ -213,3 +218,34 @@ async def test_pages_render_while_the_manager_is_stopped(site: Site, http: aioht
         assert await b.me() == 200  # sessions do not need the manager either
     finally:
         site.local.restart("manager1")
+        await site.local.wait_ready(90)  # the next test needs a manager again
+
+
+async def test_anonymous_pages_of_public_images_are_micro_cached(site: Site, http: aiohttp.ClientSession) -> None:
+    """nginx keeps an anonymous visitor's page of a public, ready image for PIXELFOX_PAGE_CACHE_S (5 s):
+    the web nodes send X-Accel-Expires for exactly those answers (deploy/nginx/page-cache.conf).
+    Signed-in visitors bypass it, errors are never kept, and a page that went private stops being
+    served once the few seconds are over."""
+    owner = Browser(http, site.nginx_url)
+    await owner.register(_user())
+    image = await upload(owner, OTHER_PHOTO)
+    path = f"/i/{image['id']}"
+    anon = Browser(http, site.nginx_url)
+    seen = []
+    for _ in range(3):
+        status, _, headers = await anon.get(path)
+        seen.append((status, headers.get("X-Cache-Status")))
+        assert "X-Accel-Expires" not in headers and headers["Cache-Control"] == "no-store"  # browsers keep nothing
+    assert seen == [(200, "MISS"), (200, "HIT"), (200, "HIT")], seen
+    status, owners_page, headers = await owner.get(path)
+    assert (status, headers.get("X-Cache-Status")) == (200, "BYPASS")
+    assert 'name="csrf_token"' in owners_page  # the owner's own page (its forms), not the cached one
+    missing = [(await anon.get("/i/NoSuchImage0"))[2].get("X-Cache-Status") for _ in range(2)]
+    assert missing == ["MISS", "MISS"]  # a 404 is never kept
+
+    status, body = await api(owner, "PATCH", f"/api/v1/images/{image['id']}", {"visibility": "private"},
+                             await csrf_header(owner))
+    assert status == 200, body
+    await asyncio.sleep(6)  # page_cache_s (5) has passed
+    status, _, headers = await anon.get(path)
+    assert status == 404 and headers.get("X-Cache-Status") in ("EXPIRED", "MISS"), (status, dict(headers))

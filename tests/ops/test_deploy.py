@@ -60,6 +60,9 @@ def test_nginx_config_is_valid(tmp_path: Path) -> None:
     local = local.replace("listen 80;", "listen 127.0.0.1:18080;").replace("listen 8081;", "listen 127.0.0.1:18081;")
     assert "/var/cache/nginx/pixelfox " in local and "proxy_cache pixelfox_objects;" in local  # image origin caches
     local = local.replace("/var/cache/nginx/pixelfox ", f"{tmp_path}/cache ")
+    assert "include page-cache.conf;" in local  # resolved next to nginx.conf, as compose mounts it
+    local = local.replace("/var/cache/nginx/pages ", f"{tmp_path}/pages ")
+    shutil.copy(DEPLOY / "nginx" / "page-cache.conf", tmp_path / "page-cache.conf")
     (tmp_path / "nginx.conf").write_text(local)
     res = subprocess.run([NGINX, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
                           "-g", f"pid {tmp_path}/nginx.pid;"], capture_output=True, text=True, check=False)

@@ -121,7 +121,15 @@ async def image_page(request: web.Request) -> web.Response:
         "codes": share_codes(page, direct, embed_src, title),
         **(await image_page_extras(request, image, caller.user)),
     }
-    return await render(request, "image.html", ctx)
+    response = await render(request, "image.html", ctx)
+    cache_s = request.app[SETTINGS].page_cache_s
+    if cache_s and caller.via == "anonymous" and image.visibility == "public" and status == "ready":
+        # the same bytes for every anonymous visitor: a proxy may keep them (deploy/nginx/page-cache.conf);
+        # browsers still get no-store
+        response.headers["X-Accel-Expires"] = str(cache_s)
+        # after it: nginx before 1.23 reads these in order, and a no-store read first wins
+        response.headers["Cache-Control"] = response.headers.pop("Cache-Control")
+    return response
 
 
 async def my_images(request: web.Request) -> web.StreamResponse:
