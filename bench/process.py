@@ -1,17 +1,20 @@
 """Image-processing benchmark: the PixelFox core vs pyvips (libvips) vs Pillow, same job, one run.
 
 The job for every engine and every source image: decode, apply EXIF orientation, then the
-default recipe's sizes (200, 1024 and 2048 px boxes, fit inside, never upscaled), each
+default recipe's sizes (200, 1024 and 2048 px boxes, fit inside, never upscaled; ``--boxes``
+sets others), each
 encoded as WebP (q80, method/effort 4) and AVIF. Every engine uses its fastest ordinary
 setup:
 
-* ours   - ``pixelfox.imaging.process`` (one decode, SIMD Lanczos3 down the chain, libwebp,
+* ours   - ``pixelfox.imaging.process`` (one decode, with JPEG shrink-on-load to 1/2, 1/4 or
+  1/8 when the largest box is at most half the source, SIMD Lanczos3 down the chain, libwebp,
   libaom through libavif, all in Rust/C with the GIL released);
 * pyvips - ``thumbnail_buffer`` to the largest box (shrink-on-load, auto-rotate), decoded
   once into memory, each smaller size resized (lanczos3) from the next larger one,
   ``webpsave`` and ``heifsave(compression="av1")`` (libheif + libaom);
-* Pillow - ``draft`` (JPEG DCT scaling) + ``exif_transpose`` + ``thumbnail`` with
-  ``reducing_gap`` (``reduce`` then Lanczos), down the chain, WebP and AVIF (libavif).
+* Pillow - ``draft`` (JPEG DCT scaling; with the square 2048 px box it scales only sources of
+  at least 4096 px on both sides) + ``exif_transpose`` + ``thumbnail`` with ``reducing_gap``
+  (``reduce`` then Lanczos), down the chain, WebP and AVIF (libavif).
 
 Engines are interleaved round by round, so a noisy neighbour hurts all of them alike. For
 1 and 2 workers (threads; every engine releases the GIL) it prints images/s, megapixels/s
@@ -23,8 +26,10 @@ It also times the rejection of a decompression bomb and the process's RSS growth
 Run (not part of CI)::
 
     .venv/bin/pip install pyvips scikit-image   # apt-get install libvips42 (Debian 12: 8.14)
-    .venv/bin/python bench/process.py                    # corpus photos + 3 generated 12 MP
+    .venv/bin/python bench/process.py                    # corpus + 3 generated 12 MP + 2 of 24 MP
     .venv/bin/python bench/process.py --generated 6 --rounds 2 --workers 1 2
+    .venv/bin/python bench/process.py --corpus 0 --generated 0 --generated-24mp 3   # shrink-on-load
+    .venv/bin/python bench/process.py --boxes 200 --workers 1   # thumbnail only: mostly decode
     .venv/bin/python bench/process.py --engines ours --avif-speed 9   # tuning a setting
 """
 
@@ -51,7 +56,15 @@ from pixelfox import imaging
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
 CACHE = Path(os.environ.get("PIXELFOX_BENCH_CACHE", "/tmp/pixelfox-bench"))
-BOXES = (("large", 2048), ("medium", 1024), ("thumb", 200))
+BOXES = (("large", 2048), ("medium", 1024), ("thumb", 200))  # --boxes replaces it
+BOX_NAMES = {box: name for name, box in BOXES}
+
+
+def set_boxes(boxes: list[int]) -> None:
+    """Use these square boxes (px, any order) instead of the default recipe's, e.g. ``--boxes 200``
+    for a thumbnail-only job, where decoding is most of the time."""
+    global BOXES
+    BOXES = tuple((BOX_NAMES.get(b, f"box{b}"), b) for b in sorted(set(boxes), reverse=True))
 BOMB = CORPUS / "edge" / "bomb_100000x100000.png"
 
 
@@ -151,21 +164,25 @@ def corpus_photos() -> list[Path]:
     return out
 
 
-def generated_photos(count: int) -> list[Path]:
-    """``count`` 12-megapixel (4000x3000) camera-like JPEGs (q92, 4:2:0): each a 2x2 mosaic of
-    different corpus photos at 2000x1500, so they carry real photographic detail (not an
-    upscale, which would compress unrealistically well). Cached in ``$PIXELFOX_BENCH_CACHE``."""
+def generated_photos(count: int, width: int = 4000, height: int = 3000) -> list[Path]:
+    """``count`` camera-like JPEGs of ``width`` x ``height`` px (default 12 MP, 4000x3000; q92,
+    4:2:0): each a 2x2 mosaic of different corpus photos at half that size, so they carry real
+    photographic detail (not an upscale, which would compress unrealistically well). Cached in
+    ``$PIXELFOX_BENCH_CACHE``. At 6000x4000 (24 MP) the default 2048 px box is under half the
+    source, so our core decodes at 1/2 (shrink-on-load); 4000x3000 is decoded at full size."""
     CACHE.mkdir(parents=True, exist_ok=True)
     srcs = [p for p in corpus_photos() if p.suffix == ".jpg"]
+    mp = round(width * height / 1e6)
+    tw, th = width // 2, height // 2
     out = []
     for i in range(count):
-        path = CACHE / f"generated_12mp_{i}.jpg"
+        path = CACHE / f"generated_{mp}mp_{i}.jpg"
         if not path.exists():
-            canvas = Image.new("RGB", (4000, 3000))
+            canvas = Image.new("RGB", (width, height))
             for t in range(4):
                 src = ImageOps.exif_transpose(Image.open(srcs[(i + t) % len(srcs)])).convert("RGB")
-                tile = ImageOps.fit(src, (2000, 1500), Image.Resampling.LANCZOS)
-                canvas.paste(tile, ((t % 2) * 2000, (t // 2) * 1500))
+                tile = ImageOps.fit(src, (tw, th), Image.Resampling.LANCZOS)
+                canvas.paste(tile, ((t % 2) * tw, (t // 2) * th))
             canvas.save(path, "JPEG", quality=92, subsampling=2)
         out.append(path)
     return out
@@ -275,11 +292,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"pyvips {pyvips.__version__} on libvips {pyvips.base.version(0)}.{pyvips.base.version(1)}."
           f"{pyvips.base.version(2)}; Pillow {Image.__version__}; pixelfox core {imaging._core.__version__}; "
           f"{os.cpu_count()} CPUs")
-    print(f"settings: {s}")
+    print(f"settings: {s}; boxes {[b for _, b in BOXES]} px")
     med, worst, growth = bomb_figures()
     print(f"bomb {BOMB.name}: rejected in {med:.3f} ms median, {worst:.3f} ms worst; RSS growth {growth} KiB")
 
-    sets = {"corpus": corpus_photos()[: args.corpus], "12mp": generated_photos(args.generated)}
+    sets = {
+        "corpus": corpus_photos()[: args.corpus],
+        "12mp": generated_photos(args.generated),
+        "24mp": generated_photos(args.generated_24mp, 6000, 4000),
+    }
     datas = {p: p.read_bytes() for paths in sets.values() for p in paths}
     engines = [e for e in ("ours", "pyvips", "pillow") if e in args.engines]
     results: dict[tuple[str, str, int], Stats] = {}
@@ -375,6 +396,10 @@ def main() -> int:
     ap.add_argument("--workers", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--rounds", type=int, default=1, help="timed rounds per engine and worker count")
     ap.add_argument("--generated", type=int, default=3, help="how many generated 12 MP photos")
+    ap.add_argument("--boxes", nargs="+", type=int, default=[b for _, b in BOXES],
+                    help="square boxes in px (default: the recipe's 2048 1024 200)")
+    ap.add_argument("--generated-24mp", type=int, default=2,
+                    help="how many generated 24 MP (6000x4000) photos: JPEG shrink-on-load at the 2048 px box")
     ap.add_argument("--corpus", type=int, default=100, help="use at most this many corpus photos")
     ap.add_argument("--avif-quality", type=float, default=None, help="our AVIF quality (default: recipe's)")
     ap.add_argument("--avif-speed", type=int, default=None, help="our AVIF speed, every box (default: per box)")
@@ -384,6 +409,7 @@ def main() -> int:
     ap.add_argument("--sweep-speeds", nargs="+", type=int, default=[6, 8, 10])
     ap.add_argument("--sweep-qualities", nargs="+", type=float, default=[50, 60, 70])
     args = ap.parse_args()
+    set_boxes(args.boxes)
     return sweep(args) if args.sweep else run(args)
 
 

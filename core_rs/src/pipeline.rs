@@ -121,9 +121,14 @@ pub struct Context<'a> {
     pub deadline: Deadline,
     /// Embedded ICC profile of the source, if any (set by decode).
     pub icc: Option<Vec<u8>>,
-    /// Decoded frames at full size, 8-bit, upright after auto_orient.
+    /// Decoded frames, 8-bit, upright after auto_orient: at full size, or 1/`shrink`
+    /// of it (rounded up) when decode took the JPEG shrink-on-load path.
     pub frames: Vec<Frame>,
-    /// Upright full size in px, set by auto_orient.
+    /// DCT scale denominator the frames were decoded at: 1 (full size), 2, 4 or 8;
+    /// set by decode (see `steps::decode::jpeg_shrink`).
+    pub shrink: u32,
+    /// Upright FULL size of the source in px (never the reduced frames'), set by
+    /// auto_orient; every rendition size is fitted from it.
     pub upright: (u32, u32),
     /// Animation loop count (0 = forever); meaningful when `frames.len() > 1`.
     pub loop_count: u32,
@@ -167,6 +172,7 @@ pub fn run<'a>(
         deadline,
         icc: None,
         frames: Vec::new(),
+        shrink: 1,
         upright: (0, 0),
         loop_count: 0,
         renditions: Vec::new(),

@@ -106,6 +106,77 @@ pub fn parse(d: &[u8], limits: &Limits, mode: Mode) -> Result<Info> {
     }
 }
 
+/// How a JPEG is coded, from the marker segments before its first scan: what the
+/// DCT-scaled decode (`steps::decode`) needs to know to take the file or leave it to
+/// the full decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameLayout {
+    /// Low byte of the SOF marker: 0xC0 baseline, 0xC1 extended sequential, 0xC2
+    /// progressive (Huffman); the others are lossless, hierarchical or arithmetic.
+    pub sof: u8,
+    /// Sample precision in bits (8 or 12 in practice).
+    pub precision: u8,
+    /// Component identifiers in frame-header order (their count is the component count).
+    pub component_ids: Vec<u8>,
+    /// Colour transform byte of the last Adobe APP14 segment (0 RGB or CMYK, 1 YCbCr,
+    /// 2 YCCK), if there is one.
+    pub adobe_transform: Option<u8>,
+}
+
+/// The [`FrameLayout`] of `d` (a JPEG whose structure `parse` already accepted), or
+/// `None` when the markers before the first scan do not give one cleanly (no frame
+/// header, a second one, a short segment).
+pub fn frame_layout(d: &[u8]) -> Option<FrameLayout> {
+    let mut pos = 2; // after SOI
+    let mut layout: Option<FrameLayout> = None;
+    let mut adobe_transform = None;
+    loop {
+        if *d.get(pos)? != 0xFF {
+            return None;
+        }
+        let mut m = pos + 1;
+        while d.get(m) == Some(&0xFF) {
+            m += 1;
+        }
+        let marker = *d.get(m)?;
+        pos = m + 1;
+        if marker == EOI {
+            return None;
+        }
+        if is_standalone(marker) {
+            continue;
+        }
+        let len = usize::from(be16(d, pos)?);
+        let body = d.get(pos + 2..pos.checked_add(len)?)?;
+        if marker == 0xEE && body.starts_with(b"Adobe") {
+            // "Adobe", version (2), flags0 (2), flags1 (2), transform (1)
+            adobe_transform = Some(*body.get(11)?);
+        }
+        if is_sof(marker) {
+            if layout.is_some() {
+                return None;
+            }
+            let count = usize::from(*body.get(5)?);
+            let component_ids = (0..count)
+                .map(|i| body.get(6 + 3 * i).copied())
+                .collect::<Option<Vec<u8>>>()?;
+            layout = Some(FrameLayout {
+                sof: marker,
+                precision: *body.first()?,
+                component_ids,
+                adobe_transform: None,
+            });
+        }
+        if marker == SOS {
+            return layout.map(|l| FrameLayout {
+                adobe_transform,
+                ..l
+            });
+        }
+        pos += len;
+    }
+}
+
 /// Returns the offset of the next real marker after entropy-coded data
 /// (skipping stuffed 0xFF00 and restart markers), or `d.len()`.
 fn skip_entropy_data(d: &[u8], mut pos: usize) -> usize {
@@ -186,4 +257,67 @@ fn flatten(rgba: &[u8], bg: [u8; 3]) -> Vec<u8> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{frame_layout, FrameLayout};
+    use image::codecs::jpeg::JpegEncoder;
+    use image::ExtendedColorType;
+
+    fn encoded(width: u32, height: u32, colour: ExtendedColorType) -> Vec<u8> {
+        let channels = if colour == ExtendedColorType::L8 {
+            1
+        } else {
+            3
+        };
+        let pixels = vec![128u8; (width * height) as usize * channels];
+        let mut out = Vec::new();
+        JpegEncoder::new_with_quality(&mut out, 90)
+            .encode(&pixels, width, height, colour)
+            .unwrap();
+        out
+    }
+
+    /// Inserts an Adobe APP14 segment with colour transform `transform` after SOI.
+    fn with_adobe(jpeg: &[u8], transform: u8) -> Vec<u8> {
+        let mut out = jpeg[..2].to_vec();
+        out.extend_from_slice(&[0xFF, 0xEE, 0, 14]);
+        out.extend_from_slice(b"Adobe\0\x64\0\0\0\0");
+        out.push(transform);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn layout_of_rgb_grey_and_adobe_files() {
+        let rgb = encoded(40, 30, ExtendedColorType::Rgb8);
+        assert_eq!(
+            frame_layout(&rgb),
+            Some(FrameLayout {
+                sof: 0xC0,
+                precision: 8,
+                component_ids: vec![1, 2, 3],
+                adobe_transform: None,
+            })
+        );
+        let grey = frame_layout(&encoded(40, 30, ExtendedColorType::L8)).unwrap();
+        assert_eq!(grey.component_ids.len(), 1);
+        assert_eq!(
+            frame_layout(&with_adobe(&rgb, 0)).unwrap().adobe_transform,
+            Some(0)
+        );
+        assert_eq!(
+            frame_layout(&with_adobe(&rgb, 1)).unwrap().adobe_transform,
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn no_layout_without_a_clean_frame_header() {
+        let rgb = encoded(40, 30, ExtendedColorType::Rgb8);
+        assert_eq!(frame_layout(&rgb[..20]), None); // cut before the frame header
+        assert_eq!(frame_layout(&[0xFF, 0xD8, 0xFF, 0xD9]), None); // SOI, EOI
+        assert_eq!(frame_layout(&[0xFF, 0xD8, 0x00]), None); // not a marker
+    }
 }

@@ -1,6 +1,11 @@
 //! Decode the source once into 8-bit RGB/RGBA frames (16-bit is scaled, not clipped).
+//!
+//! A still JPEG whose largest rendition is at most half its size is decoded with DCT
+//! scaling (shrink-on-load, 1/2, 1/4 or 1/8: [`jpeg_shrink`]) by jpeg-decoder; every
+//! other image, and any JPEG that path does not take, by the `image` crate at full size.
 
 use std::io::Cursor;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use image::codecs::gif::GifDecoder;
 use image::codecs::png::PngDecoder;
@@ -8,10 +13,13 @@ use image::codecs::webp::WebPDecoder;
 use image::metadata::LoopCount;
 use image::{AnimationDecoder, DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
+use crate::codecs::jpeg::frame_layout;
 use crate::errors::{Error, Result};
 use crate::limits::Limits;
 use crate::pipeline::{Context, Frame, OutFormat, Step};
 use crate::probe::Format;
+use crate::steps::auto_orient::{swaps_axes, upright_size};
+use crate::steps::resize::fit;
 
 pub struct Decode;
 
@@ -71,6 +79,25 @@ fn decode_still(ctx: &mut Context<'_>) -> Result<()> {
         }];
         return Ok(());
     }
+    if ctx.info.format == Format::Jpeg {
+        let shrink = planned_jpeg_shrink(ctx);
+        if shrink > 1 {
+            ctx.deadline.check("decoding")?;
+            // a panic inside jpeg-decoder falls back like its errors (the fuzz build's
+            // panic hook aborts first, so the fuzzer still reports it)
+            let scaled = catch_unwind(AssertUnwindSafe(|| decode_jpeg_scaled(ctx, shrink)));
+            if let Ok(Some((img, icc))) = scaled {
+                ctx.icc = icc;
+                ctx.shrink = shrink;
+                ctx.frames = vec![Frame {
+                    image: to_8bit(img),
+                    delay_ms: 0,
+                }];
+                return Ok(());
+            }
+            ctx.deadline.check("decoding")?;
+        }
+    }
     let mut reader =
         ImageReader::with_format(Cursor::new(ctx.data), image_format(ctx.info.format)?);
     reader.limits(image_limits(ctx.limits));
@@ -82,6 +109,111 @@ fn decode_still(ctx: &mut Context<'_>) -> Result<()> {
         delay_ms: 0,
     }];
     Ok(())
+}
+
+/// The JPEG shrink-on-load (DCT scaling) denominator for a source of
+/// `source_w` x `source_h` px whose largest output is `target_w` x `target_h` px
+/// (both in the source's stored axes): the largest `d` of 8, 4 and 2 with
+/// `target * d <= source` on both axes, i.e. the target is at most 1/`d` of the
+/// source, so the decoded `ceil(source / d)` still covers the target on both axes and
+/// every rendition is resized down from it, never up; 1 (full decode) when the target
+/// is over half the source on either axis.
+///
+/// Rule and source: the image-core issue's "JPEG shrink-on-load (DCT scaling) when the
+/// target is at most half the source", following libvips' jpegload `shrink`; it is
+/// exactly Pillow's `Image.draft` (`scale = min(w // tw, h // th)`, then the largest of
+/// 8, 4, 2, 1 not above it). libvips' own `thumbnail` (8.14, measured) is more cautious:
+/// it takes 1/`d` only when the shrink is at least `2 * d` (a 4288 px photo into a
+/// 2048 px box loads at full size, into 1024 at 1/2), leaving at least 2x to its final
+/// resize; docs/imaging.md has what the rule here costs in PSNR.
+pub fn jpeg_shrink(source_w: u32, source_h: u32, target_w: u32, target_h: u32) -> u32 {
+    let within = |d: u32| {
+        u64::from(target_w) * u64::from(d) <= u64::from(source_w)
+            && u64::from(target_h) * u64::from(d) <= u64::from(source_h)
+    };
+    [8, 4, 2].into_iter().find(|&d| within(d)).unwrap_or(1)
+}
+
+/// [`jpeg_shrink`] for this still JPEG and plan: the largest rendition on each axis,
+/// fitted from the FULL upright size exactly as the resize step fits it, turned back
+/// into the stored axes when the EXIF orientation swaps them.
+fn planned_jpeg_shrink(ctx: &Context<'_>) -> u32 {
+    let (w, h) = (ctx.info.width, ctx.info.height);
+    let (uw, uh) = upright_size(w, h, ctx.info.orientation);
+    let Some((tw, th)) = ctx
+        .plan
+        .variants
+        .iter()
+        .map(|v| fit(uw, uh, v.width, v.height))
+        .reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)))
+    else {
+        return 1;
+    };
+    let (tw, th) = if swaps_axes(ctx.info.orientation) {
+        (th, tw)
+    } else {
+        (tw, th)
+    };
+    jpeg_shrink(w, h, tw, th)
+}
+
+/// Decodes the JPEG at 1/`shrink` of its size (each side rounded up) with
+/// jpeg-decoder's DCT scaling; returns the frame and the ICC profile, or `None` when
+/// this path does not take the file and the full decode must: not 8-bit Huffman
+/// (baseline, extended or progressive), not grey or YCbCr as zune-jpeg reads it (CMYK,
+/// YCCK and RGB stay with the full decode, so their colours do not change), or
+/// jpeg-decoder refuses or fails on it (the full decode then gives today's result,
+/// e.g. its CorruptImage error).
+fn decode_jpeg_scaled(ctx: &Context<'_>, shrink: u32) -> Option<(DynamicImage, Option<Vec<u8>>)> {
+    use jpeg_decoder::{CodingProcess, ColorTransform, Decoder, PixelFormat};
+    let layout = frame_layout(ctx.data)?;
+    if !matches!(layout.sof, 0xC0..=0xC2) || layout.precision != 8 {
+        return None;
+    }
+    let (transform, format) = match layout.component_ids.as_slice() {
+        [_] => (ColorTransform::Grayscale, PixelFormat::L8),
+        // zune-jpeg (the full decode) reads ids 'R','G','B' and Adobe transform 0 as RGB
+        // and transform 2 as YCCK; leave those to it
+        ids if ids.len() == 3
+            && ids != b"RGB"
+            && matches!(layout.adobe_transform, None | Some(1)) =>
+        {
+            (ColorTransform::YCbCr, PixelFormat::RGB24)
+        }
+        _ => return None,
+    };
+    let (w, h) = (ctx.info.width, ctx.info.height);
+    let want = (w.div_ceil(shrink), h.div_ceil(shrink));
+    let mut decoder = Decoder::new(ctx.data);
+    decoder.set_color_transform(transform);
+    // bytes of the decoded frame; the full size was checked against the limits by verify
+    let max_bytes = ctx.limits.max_pixels.saturating_mul(3);
+    decoder.set_max_decoding_buffer_size(usize::try_from(max_bytes).unwrap_or(usize::MAX));
+    let got = decoder
+        .scale(u16::try_from(want.0).ok()?, u16::try_from(want.1).ok()?)
+        .ok()?;
+    // jpeg-decoder picks the smallest scale covering the request on EITHER axis; take
+    // the result only if it is exactly the one asked for
+    if (u32::from(got.0), u32::from(got.1)) != want {
+        return None;
+    }
+    let info = decoder.info()?;
+    if info.pixel_format != format
+        || !matches!(
+            info.coding_process,
+            CodingProcess::DctSequential | CodingProcess::DctProgressive
+        )
+    {
+        return None;
+    }
+    let pixels = decoder.decode().ok()?;
+    let img = match format {
+        PixelFormat::L8 => {
+            DynamicImage::ImageLuma8(image::GrayImage::from_raw(want.0, want.1, pixels)?)
+        }
+        _ => DynamicImage::ImageRgb8(image::RgbImage::from_raw(want.0, want.1, pixels)?),
+    };
+    Some((img, decoder.icc_profile()))
 }
 
 fn decode_animation(ctx: &mut Context<'_>) -> Result<()> {
@@ -146,4 +278,48 @@ fn decode_animation(ctx: &mut Context<'_>) -> Result<()> {
     }
     ctx.frames = out;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::jpeg_shrink;
+
+    #[test]
+    fn shrink_is_the_largest_reduction_that_still_covers_the_target() {
+        // corpus photos into the default 2048 px box (target fitted from the full size)
+        assert_eq!(jpeg_shrink(4288, 2848, 2048, 1360), 2); // Nikon D90
+        assert_eq!(jpeg_shrink(4608, 1976, 2048, 878), 2); // Nokia 8.3, wide
+        assert_eq!(jpeg_shrink(2576, 1932, 2048, 1536), 1); // Samsung J3: over half
+                                                            // Leica T, orientation 8: upright 3264x4928 fits 1356x2048, stored axes swap back
+        assert_eq!(jpeg_shrink(4928, 3264, 2048, 1356), 2);
+        // 8000x6000: 1/2 at 2048, 1/4 at 1024, 1/8 at 200
+        assert_eq!(jpeg_shrink(8000, 6000, 2048, 1536), 2);
+        assert_eq!(jpeg_shrink(8000, 6000, 1024, 768), 4);
+        assert_eq!(jpeg_shrink(8000, 6000, 200, 150), 8);
+        // 1/8 is the largest reduction, however small the target
+        assert_eq!(jpeg_shrink(8000, 6000, 1, 1), 8);
+    }
+
+    #[test]
+    fn shrink_needs_both_axes_within_the_reduction() {
+        // exactly half on both axes: 1/2; one pixel over on either axis: full decode
+        assert_eq!(jpeg_shrink(4000, 3000, 2000, 1500), 2);
+        assert_eq!(jpeg_shrink(4000, 3000, 2001, 1500), 1);
+        assert_eq!(jpeg_shrink(4000, 3000, 2000, 1501), 1);
+        // 4001 px: 2000 is under half (2000.5), 2001 is over it
+        assert_eq!(jpeg_shrink(4001, 3000, 2000, 1500), 2);
+        assert_eq!(jpeg_shrink(4001, 3000, 2001, 1500), 1);
+        // the rounded-up 1-px side of a thin fit decides too: 20000x300 into 200 is
+        // 200x3; 3 * 8 <= 300 and 200 * 8 <= 20000
+        assert_eq!(jpeg_shrink(20000, 300, 200, 3), 8);
+        assert_eq!(jpeg_shrink(20000, 5, 200, 1), 4);
+        // never upscaled: a target the size of the source, or a 0 px source
+        assert_eq!(jpeg_shrink(100, 100, 100, 100), 1);
+        assert_eq!(jpeg_shrink(0, 0, 1, 1), 1);
+        // no overflow at the extremes
+        assert_eq!(
+            jpeg_shrink(u32::MAX, u32::MAX, u32::MAX / 8, u32::MAX / 8),
+            8
+        );
+    }
 }
