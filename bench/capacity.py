@@ -3,9 +3,10 @@
 Two separate measurements, never at the same time:
 
 1. **Serving** - the web tier behind nginx round-robin (``--web`` instances) under the locust
-   mix of ``bench/locustfile.py`` (readers, signed-in browsers, API uploaders), stepping
-   the user count up (``--users 50,200,1000``); per step: requests/s, p50/p95/p99 per
-   request type, failures, and uploads processed per hour during the step.
+   mix of ``bench/locustfile.py`` (readers and signed-in browsers; with ``--with-uploads`` also
+   the API uploaders, whose processing then shares the cores), stepping the user count up
+   (``--users 50,200,1000``); per step: requests/s, p50/p95/p99 per request type, failures,
+   and uploads processed per hour during the step.
 2. **Processing** - ``--photos`` generated 12-megapixel JPEGs (4000 x 3000) uploaded at once
    with ``pixelfox put``; uploads/h = photos / (time until the last is ready).
 
@@ -65,6 +66,9 @@ http {{
       proxy_set_header Connection "";
       proxy_set_header Host $http_host;
       proxy_request_buffering off;
+      # each locust user plays one client address (loopback has only one): the web nodes trust
+      # this proxy (PIXELFOX_TRUSTED_PROXIES), so per-address limits count per simulated client
+      proxy_set_header X-Forwarded-For $http_x_bench_client;
       include {page_cache};
     }}
   }}
@@ -107,11 +111,15 @@ def ready_count(local: LocalCluster, key: str) -> int:
     return sum(1 for i in newest_images(local, key, 1000) if i["status"] == "ready")
 
 
-def run_step(host: str, users: int, step_s: int, env: dict[str, str], out: Path) -> list[dict[str, str]]:
+def run_step(host: str, users: int, step_s: int, env: dict[str, str], out: Path,
+             classes: list[str], ramp_s: float) -> list[dict[str, str]]:
+    """One locust step of ``users`` (``classes`` of bench/locustfile.py, by weight); its stats rows."""
     prefix = out / f"u{users}"
     subprocess.run([sys.executable, "-m", "locust", "-f", str(REPO / "bench" / "locustfile.py"), "--headless",
-                    "-u", str(users), "-r", str(max(1, users // 10)), "--run-time", f"{step_s}s", "--host", host,
-                    "--csv", str(prefix), "--only-summary", "--stop-timeout", "5", "--loglevel", "WARNING"],
+                    "-u", str(users), "-r", f"{max(1.0, users / ramp_s):.1f}", "--run-time", f"{step_s}s",
+                    "--host", host,
+                    "--csv", str(prefix), "--only-summary", "--stop-timeout", "5", "--loglevel", "WARNING",
+                    *classes],
                    env={**os.environ, **env}, check=False, timeout=step_s + 120)
     with open(f"{prefix}_failures.csv", newline="") as f:
         for row in csv.DictReader(f):
@@ -167,12 +175,20 @@ def main() -> None:
     ap.add_argument("--web", type=int, default=2, help="web instances behind nginx")
     ap.add_argument("--proc", type=int, default=2, help="processing nodes")
     ap.add_argument("--photos", type=int, default=8, help="12-MP photos for the processing run (0 = skip)")
-    ap.add_argument("--accounts", type=int, default=10, help="accounts the browsers log in with")
+    ap.add_argument("--accounts", type=int, default=40,
+                    help="accounts the browsers log in with (shared round robin; the login throttle counts "
+                         "attempts in flight, so keep browsers per account under its 20)")
+    ap.add_argument("--ramp-s", type=float, default=30.0,
+                    help="seconds to start each step's users (locust spawn rate = users / ramp-s)")
+    ap.add_argument("--with-uploads", action="store_true",
+                    help="serving steps include the API uploaders (their processing then competes with "
+                         "serving for the same cores; by default serving and processing are measured apart)")
     ap.add_argument("--no-doc", action="store_true", help="print the table only")
     ap.add_argument("--keep", action="store_true", help="keep the cluster folder (logs) afterwards")
     opts = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="pixelfox-capacity-"))
-    local = LocalCluster(tmp, Counts(upload=2, proc=opts.proc, storage=2, web=opts.web))
+    local = LocalCluster(tmp, Counts(upload=2, proc=opts.proc, storage=2, web=opts.web),
+                         extra_env={"PIXELFOX_TRUSTED_PROXIES": "127.0.0.1"})  # nginx: see NGINX_CONF
     nginx = None
     try:
         local.start()
@@ -192,10 +208,11 @@ def main() -> None:
             make_photo(upload_dir / f"u{i}.jpg", 2000, 1500, seed=900 + i)
         env = {"PIXELFOX_BENCH_SLUGS": ",".join(slugs), "PIXELFOX_BENCH_API_KEY": key,
                "PIXELFOX_BENCH_USERS": ",".join(accounts), "PIXELFOX_BENCH_PHOTOS": str(upload_dir)}
+        classes = ["Reader", "Browser", *(["Uploader"] if opts.with_uploads else [])]
         rows = []
         for users in [int(u) for u in opts.users.split(",")]:
             before, t0 = ready_count(local, key), time.time()
-            stats = run_step(host, users, opts.step_s, env, tmp)
+            stats = run_step(host, users, opts.step_s, env, tmp, classes, opts.ramp_s)
             per_h = (ready_count(local, key) - before) / (time.time() - t0) * 3600
             rows.append((users, stats, per_h))
             for s in stats:
@@ -203,7 +220,9 @@ def main() -> None:
                       f"p95 {s['95%']:>6}  p99 {s['99%']:>6}  fail {s['Failure Count']}", flush=True)
         load = os.getloadavg()[0]
         note = (f"{os.cpu_count()} CPUs, load average {load:.1f} at the end (shared machine), {opts.web} web behind "
-                f"nginx, {opts.proc} proc, 2 upload, 2 storage, {opts.step_s} s per step")
+                f"nginx, {opts.proc} proc, 2 upload, 2 storage, {opts.step_s} s per step ({opts.ramp_s:.0f} s ramp), "
+                f"{opts.accounts} accounts, locust users: "
+                f"{' + '.join(classes)}")
         text = table(rows, proc_fig, note)
         print(text)
         if not opts.no_doc:

@@ -10,6 +10,8 @@ Users (weights): readers (6) open image pages and fetch a variant from the stora
 browsers (3) log in once and look at their gallery, the upload page and image pages;
 uploaders (1) post real photos through ``POST /api/v1/images?wait=0`` with an API key.
 Request names group URLs: ``page /i/[slug]``, ``variant``, ``page /my``, ``login``, ``upload``.
+Users are locust's ``FastHttpUser`` (geventhttpclient): several times less CPU per request than
+``HttpUser`` (requests), which matters when the load generator shares the 2 cores it measures.
 Settings come from the environment: ``PIXELFOX_BENCH_SLUGS`` (comma list of ready images),
 ``PIXELFOX_BENCH_API_KEY``, ``PIXELFOX_BENCH_USERS`` (``name:password`` comma list),
 ``PIXELFOX_BENCH_PHOTOS`` (a folder of photos to upload), ``PIXELFOX_BENCH_UPLOAD_WAIT`` (s
@@ -24,7 +26,9 @@ import random
 import re
 from pathlib import Path
 
-from locust import HttpUser, between, task
+from locust import between, task
+from locust.contrib.fasthttp import FastHttpUser
+from locust.env import Environment
 
 SLUGS = [s for s in os.environ.get("PIXELFOX_BENCH_SLUGS", "").split(",") if s]
 API_KEY = os.environ.get("PIXELFOX_BENCH_API_KEY", "")
@@ -36,7 +40,7 @@ _accounts = itertools.cycle(ACCOUNTS or [("", "")])
 _variants: dict[str, list[str]] = {}
 
 
-def _variant_urls(user: HttpUser, slug: str) -> list[str]:
+def _variant_urls(user: FastHttpUser, slug: str) -> list[str]:
     if slug not in _variants:
         with user.client.get(f"/api/v1/images/{slug}", name="api /api/v1/images/[slug]", catch_response=True) as r:
             if r.status_code != 200:
@@ -46,7 +50,19 @@ def _variant_urls(user: HttpUser, slug: str) -> list[str]:
     return _variants[slug]
 
 
-class Reader(HttpUser):
+class Client(FastHttpUser):
+    """One simulated client address per user (``X-Bench-Client``; bench/capacity.py's nginx forwards
+    it as ``X-Forwarded-For``), so per-address limits see 1,000 users as 1,000 clients."""
+
+    abstract = True
+
+    def __init__(self, environment: Environment) -> None:
+        address = f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+        self.default_headers = {"X-Bench-Client": address}  # read by FastHttpUser.__init__
+        super().__init__(environment)
+
+
+class Reader(Client):
     """Someone following a share link: the page, then one picture."""
 
     weight = 6
@@ -63,7 +79,7 @@ class Reader(HttpUser):
             self.client.get(random.choice(urls), name="variant")
 
 
-class Browser(HttpUser):
+class Browser(Client):
     """A signed-in user: logs in once, then browses the gallery and pages."""
 
     weight = 3
@@ -92,7 +108,7 @@ class Browser(HttpUser):
         self.client.get("/", name="page /")
 
 
-class Uploader(HttpUser):
+class Uploader(Client):
     """A tool posting real photos through the API with an API key."""
 
     weight = 1
@@ -108,5 +124,14 @@ class Uploader(HttpUser):
         data = photo.read_bytes()
         tag = os.urandom(8).hex().encode()  # a JPEG comment makes every upload new bytes (no dedup)
         data = data[:2] + b"\xff\xfe" + (len(tag) + 2).to_bytes(2, "big") + tag + data[2:]
-        self.client.post("/api/v1/images?wait=0", files={"file": (photo.name, data, "image/jpeg")},
-                         headers={"Authorization": f"Bearer {API_KEY}"}, name="upload")
+        body, content_type = _multipart("file", photo.name, data, "image/jpeg")
+        self.client.post("/api/v1/images?wait=0", data=body, name="upload",
+                         headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": content_type})
+
+
+def _multipart(field: str, filename: str, data: bytes, content_type: str) -> tuple[bytes, str]:
+    """One-file multipart/form-data body and its Content-Type (FastHttpUser has no ``files=``)."""
+    boundary = os.urandom(12).hex()
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n").encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
