@@ -174,6 +174,8 @@ def main() -> None:
     ap.add_argument("--step-s", type=int, default=30, help="seconds per step")
     ap.add_argument("--web", type=int, default=2, help="web instances behind nginx")
     ap.add_argument("--proc", type=int, default=2, help="processing nodes")
+    ap.add_argument("--managers", type=int, default=2,
+                    help="managers sharing the database and Redis (2, as deploy/compose.yaml runs)")
     ap.add_argument("--photos", type=int, default=8, help="12-MP photos for the processing run (0 = skip)")
     ap.add_argument("--accounts", type=int, default=40,
                     help="accounts the browsers log in with (shared round robin; the login throttle counts "
@@ -187,7 +189,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the cluster folder (logs) afterwards")
     opts = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="pixelfox-capacity-"))
-    local = LocalCluster(tmp, Counts(upload=2, proc=opts.proc, storage=2, web=opts.web),
+    local = LocalCluster(tmp, Counts(upload=2, proc=opts.proc, storage=2, web=opts.web, managers=opts.managers),
                          extra_env={"PIXELFOX_TRUSTED_PROXIES": "127.0.0.1"})  # nginx: see NGINX_CONF
     nginx = None
     try:
@@ -219,10 +221,10 @@ def main() -> None:
                 print(f"{users:>5} {s['Name']:<28} {float(s['Requests/s']):8.1f} req/s  p50 {s['50%']:>6}  "
                       f"p95 {s['95%']:>6}  p99 {s['99%']:>6}  fail {s['Failure Count']}", flush=True)
         load = os.getloadavg()[0]
-        note = (f"{os.cpu_count()} CPUs, load average {load:.1f} at the end (shared machine), {opts.web} web behind "
-                f"nginx, {opts.proc} proc, 2 upload, 2 storage, {opts.step_s} s per step ({opts.ramp_s:.0f} s ramp), "
-                f"{opts.accounts} accounts, locust users: "
-                f"{' + '.join(classes)}")
+        note = (f"{os.cpu_count()} CPUs, load average {load:.1f} at the end (shared machine), "
+                f"{opts.managers} manager(s), {opts.web} web behind nginx, {opts.proc} proc, 2 upload, 2 storage, "
+                f"{opts.step_s} s per step ({opts.ramp_s:.0f} s ramp), {opts.accounts} accounts, "
+                f"locust users: {' + '.join(classes)}")
         text = table(rows, proc_fig, note)
         print(text)
         if not opts.no_doc:
