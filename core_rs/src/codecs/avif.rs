@@ -9,6 +9,7 @@ use crate::errors::{Error, Result};
 use crate::limits::Limits;
 use crate::pipeline::Rendition;
 use crate::probe::{Format, Info};
+#[cfg(feature = "avif-decode")]
 use image::DynamicImage;
 
 /// Decides between AVIF and other ftyp-based formats from the brands.
