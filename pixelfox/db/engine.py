@@ -48,8 +48,10 @@ async def begin_write(session: AsyncSession) -> None:
     :data:`BUSY_TIMEOUT_MS` (see module doc); on PostgreSQL row locks come from the caller's
     ``SELECT ... FOR UPDATE``. The transaction ends with the session's commit or rollback.
     Raises ``sqlalchemy.exc.OperationalError``: "database is locked" when the lock stays taken
-    for the whole busy timeout, "cannot start a transaction within a transaction" when the
-    session already wrote (call it before the first write)."""
+    for the whole busy timeout. Raises RuntimeError when the session's transaction already
+    began (a query ran before): rows read earlier would not be covered by the write lock."""
+    if session.in_transaction():
+        raise RuntimeError("begin_write() must start the session's transaction: call it before the first query")
     session.sync_session.info["primary"] = True
     bind = session.bind
     if bind is not None and bind.dialect.name == "sqlite":

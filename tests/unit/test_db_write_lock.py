@@ -43,3 +43,29 @@ async def _run(db: Path) -> int:
 
 def test_read_modify_write_sessions_never_lose_an_update(tmp_path: Path) -> None:
     assert asyncio.run(_run(tmp_path / "lock.db")) == 30  # every increment counted; the rolled-back -1000 left nothing
+
+
+async def _late(db: Path) -> tuple[str, int]:
+    engine = make_engine(DatabaseSettings(url=f"sqlite+aiosqlite:///{db}"))
+    sessions = session_factory(engine)
+    try:
+        async with sessions() as s:
+            await s.execute(text("SELECT 1"))  # the read a write lock taken now would not cover
+            refused = ""
+            try:
+                await begin_write(s)
+            except RuntimeError as exc:
+                refused = str(exc)
+            await s.commit()
+            await begin_write(s)  # right after a commit: a new transaction, allowed
+            n = int((await s.execute(text("SELECT 2"))).scalar_one())
+            await s.rollback()
+        return refused, n
+    finally:
+        await engine.dispose()
+
+
+def test_begin_write_after_a_query_is_refused(tmp_path: Path) -> None:
+    refused, n = asyncio.run(_late(tmp_path / "late.db"))
+    assert refused == "begin_write() must start the session's transaction: call it before the first query"
+    assert n == 2
