@@ -35,6 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.scale import metric, scrape  # noqa: E402
 from pixelfox.cli.launcher import Counts, LocalCluster, free_port  # noqa: E402
 from tests.jobtools import cli, make_photo, newest_images, put_json  # noqa: E402
 
@@ -128,6 +129,18 @@ def run_step(host: str, users: int, step_s: int, env: dict[str, str], out: Path,
         return list(csv.DictReader(f))
 
 
+def job_steps(local: LocalCluster) -> str:
+    """Mean seconds per job step (fetch, process, store) over every processing node's jobs so far,
+    from their ``pixelfox_proc_step_duration_seconds`` histograms; e.g. ``"fetch 0.05 s, ..."``."""
+    samples = [scrape(local.metrics_url(c.name)) for c in local.children if c.name.startswith("proc")]
+    parts = []
+    for step in ("fetch", "process", "store"):
+        total = sum(metric(s, "pixelfox_proc_step_duration_seconds_sum", step=step) for s in samples)
+        count = sum(metric(s, "pixelfox_proc_step_duration_seconds_count", step=step) for s in samples)
+        parts.append(f"{step} {total / count:.2f} s" if count else f"{step} -")
+    return ", ".join(parts)
+
+
 def processing(local: LocalCluster, key: str, folder: Path, n: int) -> tuple[float, float]:
     """Upload ``n`` 12-MP photos at once; returns (uploads per hour, seconds)."""
     photos = [make_photo(folder / f"p12mp_{i}.jpg", 4000, 3000, seed=500 + i) for i in range(n)]
@@ -143,13 +156,13 @@ def processing(local: LocalCluster, key: str, folder: Path, n: int) -> tuple[flo
     return len(slugs) / took * 3600, took
 
 
-def table(rows: list[tuple[int, list[dict[str, str]], float]], proc: tuple[float, float, int] | None,
+def table(rows: list[tuple[int, list[dict[str, str]], float]], proc: tuple[float, float, int, str] | None,
           note: str) -> str:
     lines = [BEGIN, "", f"_{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {note}_", "", PLAN, ""]
     if proc is not None:
-        per_h, took, n = proc
+        per_h, took, n, steps = proc
         lines += [f"**Processing** (separate run): {n} generated 12-MP JPEGs uploaded at once, all ready in "
-                  f"{took:.0f} s → **{per_h:,.0f} uploads/h** (goal 20,000).", ""]
+                  f"{took:.0f} s → **{per_h:,.0f} uploads/h** (goal 20,000); mean per job: {steps}.", ""]
     lines += ["| users | request | req/s | p50 ms | p95 ms | p99 ms | failures | processed uploads/h |",
               "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for users, stats, per_h in rows:
@@ -200,8 +213,9 @@ def main() -> None:
         proc_fig = None
         if opts.photos:
             per_h, took = processing(local, key, tmp, opts.photos)
-            proc_fig = (per_h, took, opts.photos)
-            print(f"processing: {opts.photos} x 12 MP in {took:.0f} s = {per_h:,.0f} uploads/h", flush=True)
+            proc_fig = (per_h, took, opts.photos, job_steps(local))
+            print(f"processing: {opts.photos} x 12 MP in {took:.0f} s = {per_h:,.0f} uploads/h; "
+                  f"per job {proc_fig[3]}", flush=True)
         slugs, accounts = seed(local, key, tmp, opts.accounts)
         nginx, host = start_nginx(tmp / "nginx", local.web_urls)
         upload_dir = tmp / "upload-photos"
