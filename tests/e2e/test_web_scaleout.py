@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -242,6 +243,12 @@ async def test_anonymous_pages_of_public_images_are_micro_cached(site: Site, htt
     assert 'name="csrf_token"' in owners_page  # the owner's own page (its forms), not the cached one
     missing = [(await anon.get("/i/NoSuchImage0"))[2].get("X-Cache-Status") for _ in range(2)]
     assert missing == ["MISS", "MISS"]  # a 404 is never kept
+    # oEmbed says "public, max-age=300" to browsers; nginx keeps only what X-Accel-Expires allows. Each web
+    # node answers for its own public URL (the other one says 404), and nginx alternates between them.
+    oembed = f"/oembed?url={quote(site.webs[0] + path)}&format=json"
+    answers = [(status, headers.get("X-Cache-Status"), headers.get("Cache-Control"))
+               for status, _, headers in [await anon.get(oembed) for _ in range(4)]]
+    assert (200, "MISS", "public, max-age=300") in answers and all(a[1] == "MISS" for a in answers), answers
 
     status, body = await api(owner, "PATCH", f"/api/v1/images/{image['id']}", {"visibility": "private"},
                              await csrf_header(owner))
@@ -249,3 +256,4 @@ async def test_anonymous_pages_of_public_images_are_micro_cached(site: Site, htt
     await asyncio.sleep(6)  # page_cache_s (5) has passed
     after = [(await anon.get(path))[0] for _ in range(3)]
     assert after == [404, 404, 404], after  # and stays gone (a stale copy is never served again)
+    assert [(await anon.get(oembed))[0] for _ in range(2)] == [404, 404]  # its oEmbed answers too

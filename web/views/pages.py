@@ -127,8 +127,6 @@ async def image_page(request: web.Request) -> web.Response:
         # the same bytes for every anonymous visitor: a proxy may keep them (deploy/nginx/page-cache.conf);
         # browsers still get no-store
         response.headers["X-Accel-Expires"] = str(cache_s)
-        # after it: nginx before 1.23 reads these in order, and a no-store read first wins
-        response.headers["Cache-Control"] = response.headers.pop("Cache-Control")
     return response
 
 
