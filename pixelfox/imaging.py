@@ -356,7 +356,7 @@ def process(data: BytesLike, recipe: Recipe = DEFAULT_RECIPE, limits: Limits = D
     from the next larger one, convert to sRGB, and encode.
 
     A still JPEG whose largest variant is at most half its size (both axes) is
-    decoded at 1/2, 1/4 or 1/8 with DCT scaling (shrink-on-load); variant sizes and
+    decoded at 1/2 or 1/4 with DCT scaling (shrink-on-load); variant sizes and
     ``width``/``height`` are the same as with a full decode (docs/imaging.md).
 
     WebP/AVIF keep alpha; JPEG is flattened onto ``recipe.background``. No output

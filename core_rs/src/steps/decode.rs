@@ -1,7 +1,7 @@
 //! Decode the source once into 8-bit RGB/RGBA frames (16-bit is scaled, not clipped).
 //!
 //! A still JPEG whose largest rendition is at most half its size is decoded with DCT
-//! scaling (shrink-on-load, 1/2, 1/4 or 1/8: [`jpeg_shrink`]) by jpeg-decoder; every
+//! scaling (shrink-on-load, 1/2 or 1/4: [`jpeg_shrink`]) by jpeg-decoder; every
 //! other image, and any JPEG that path does not take, by the `image` crate at full size.
 
 use std::io::Cursor;
@@ -113,7 +113,7 @@ fn decode_still(ctx: &mut Context<'_>) -> Result<()> {
 
 /// The JPEG shrink-on-load (DCT scaling) denominator for a source of
 /// `source_w` x `source_h` px whose largest output is `target_w` x `target_h` px
-/// (both in the source's stored axes): the largest `d` of 8, 4 and 2 with
+/// (both in the source's stored axes): the largest `d` of 4 and 2 with
 /// `target * d <= source` on both axes, i.e. the target is at most 1/`d` of the
 /// source, so the decoded `ceil(source / d)` still covers the target on both axes and
 /// every rendition is resized down from it, never up; 1 (full decode) when the target
@@ -126,12 +126,16 @@ fn decode_still(ctx: &mut Context<'_>) -> Result<()> {
 /// it takes 1/`d` only when the shrink is at least `2 * d` (a 4288 px photo into a
 /// 2048 px box loads at full size, into 1024 at 1/2), leaving at least 2x to its final
 /// resize; docs/imaging.md has what the rule here costs in PSNR.
+///
+/// No 1/8: jpeg-decoder 0.3.2's 1x1 IDCT (`dequantize_and_idct_block_1x1`) divides by 8
+/// without rounding, which darkens every pixel (measured: -0.5 levels on grey, -1.0 R,
+/// -0.1 G, -1.5 B on colour); its 1/2 and 1/4 IDCTs round and show no shift.
 pub fn jpeg_shrink(source_w: u32, source_h: u32, target_w: u32, target_h: u32) -> u32 {
     let within = |d: u32| {
         u64::from(target_w) * u64::from(d) <= u64::from(source_w)
             && u64::from(target_h) * u64::from(d) <= u64::from(source_h)
     };
-    [8, 4, 2].into_iter().find(|&d| within(d)).unwrap_or(1)
+    [4, 2].into_iter().find(|&d| within(d)).unwrap_or(1)
 }
 
 /// [`jpeg_shrink`] for this still JPEG and plan: the largest rendition on each axis,
@@ -292,12 +296,12 @@ mod tests {
         assert_eq!(jpeg_shrink(2576, 1932, 2048, 1536), 1); // Samsung J3: over half
                                                             // Leica T, orientation 8: upright 3264x4928 fits 1356x2048, stored axes swap back
         assert_eq!(jpeg_shrink(4928, 3264, 2048, 1356), 2);
-        // 8000x6000: 1/2 at 2048, 1/4 at 1024, 1/8 at 200
+        // 8000x6000: 1/2 at 2048, 1/4 at 1024 and at 200
         assert_eq!(jpeg_shrink(8000, 6000, 2048, 1536), 2);
         assert_eq!(jpeg_shrink(8000, 6000, 1024, 768), 4);
-        assert_eq!(jpeg_shrink(8000, 6000, 200, 150), 8);
-        // 1/8 is the largest reduction, however small the target
-        assert_eq!(jpeg_shrink(8000, 6000, 1, 1), 8);
+        assert_eq!(jpeg_shrink(8000, 6000, 200, 150), 4);
+        // 1/4 is the largest reduction, however small the target (see the doc comment: no 1/8)
+        assert_eq!(jpeg_shrink(8000, 6000, 1, 1), 4);
     }
 
     #[test]
@@ -310,16 +314,17 @@ mod tests {
         assert_eq!(jpeg_shrink(4001, 3000, 2000, 1500), 2);
         assert_eq!(jpeg_shrink(4001, 3000, 2001, 1500), 1);
         // the rounded-up 1-px side of a thin fit decides too: 20000x300 into 200 is
-        // 200x3; 3 * 8 <= 300 and 200 * 8 <= 20000
-        assert_eq!(jpeg_shrink(20000, 300, 200, 3), 8);
+        // 200x3 (1/4); 20000x5 into 200 is 200x1 (1/4); 20000x3 into 200x1: 1 * 4 > 3
+        assert_eq!(jpeg_shrink(20000, 300, 200, 3), 4);
         assert_eq!(jpeg_shrink(20000, 5, 200, 1), 4);
+        assert_eq!(jpeg_shrink(20000, 3, 200, 1), 2);
         // never upscaled: a target the size of the source, or a 0 px source
         assert_eq!(jpeg_shrink(100, 100, 100, 100), 1);
         assert_eq!(jpeg_shrink(0, 0, 1, 1), 1);
         // no overflow at the extremes
         assert_eq!(
-            jpeg_shrink(u32::MAX, u32::MAX, u32::MAX / 8, u32::MAX / 8),
-            8
+            jpeg_shrink(u32::MAX, u32::MAX, u32::MAX / 4, u32::MAX / 4),
+            4
         );
     }
 }
