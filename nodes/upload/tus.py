@@ -91,7 +91,9 @@ async def tus_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         resp = web.json_response({"error": exc.to_dict()}, status=status)
     except web.HTTPException as exc:  # aiohttp's own (405, 404 route, 415): the code names the status
         code = exc.reason.lower().replace(" ", "-")  # "Unsupported Media Type" -> unsupported-media-type
-        resp = web.json_response({"error": {"code": code, "message": exc.text or exc.reason}}, status=exc.status)
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}  # a 405 names the methods
+        resp = web.json_response({"error": {"code": code, "message": exc.text or exc.reason}}, status=exc.status,
+                                 headers=allow)
     resp.headers.update(base)
     return resp
 

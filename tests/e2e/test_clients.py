@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import re
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +112,28 @@ def test_chevereto_upload_shapes_formats_and_expiration(cluster: ClusterHandle, 
                         timeout=30)
     assert err.status_code == 400 and "ISO 8601" in err.json()["error"]["message"]
 
+    # ImgBB clients: the file in `image`, `expiration` in seconds, the answer read from `data`
+    imgbb = requests.post(f"{api}?key={key}&expiration=600", files={"image": ("i.png", data, "image/png")},
+                          timeout=60)
+    assert imgbb.status_code == 200, imgbb.text
+    assert imgbb.json()["data"]["expiration"] == 600 and imgbb.json()["data"]["size"] == len(data)
+    assert imgbb.json()["data"]["original_filename"] == "i.png"
+    # a second source replaces the first, and so does its name (base64 has none: "upload")
+    alpha = _unique_png((corpus / "photos" / "blackbug_alpha.png").read_bytes())  # not a dedup of an earlier one
+    two = requests.post(api, headers={"X-API-Key": key}, timeout=60,
+                        files=[("source", ("first.png", data, "image/png")),
+                               ("source", (None, base64.b64encode(alpha).decode()))])
+    assert two.status_code == 200, two.text
+    assert (two.json()["image"]["width"], two.json()["image"]["original_filename"]) == (2048, "upload")
+
     deadline = time.monotonic() + 60  # the manager's sweeper deletes it after PT4S
     while requests.get(f"{cluster.web_url}/api/v1/images/{slug}", timeout=10).status_code != 404:
         assert time.monotonic() < deadline, "the expired image was never deleted"
         time.sleep(1)
+
+
+def _unique_png(png: bytes) -> bytes:
+    """``png`` with a tEXt chunk of fresh random text before IEND: the same pixels, new bytes."""
+    text = b"Comment\x00" + os.urandom(8).hex().encode()
+    chunk = len(text).to_bytes(4, "big") + b"tEXt" + text + zlib.crc32(b"tEXt" + text).to_bytes(4, "big")
+    return png[:-12] + chunk + png[-12:]

@@ -132,6 +132,9 @@ def test_tus_protocol_rules(cluster: ClusterHandle, corpus: Path) -> None:
     r = requests.patch(url, data=b"x", headers={**auth(t), "Upload-Offset": "100000",
                                                 "Content-Type": "text/plain"}, timeout=10)
     assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported-media-type"
+    r = requests.put(url, data=b"x", headers=auth(t), timeout=10)  # not a tus method
+    assert (r.status_code, r.json()["error"]["code"]) == (405, "method-not-allowed")
+    assert "PATCH" in r.headers["Allow"] and r.headers["Tus-Resumable"] == "1.0.0"
     bad = base64.b64encode(hashlib.sha1(b"other").digest()).decode()
     r = requests.patch(url, data=data[100_000:200_000], timeout=10,
                        headers={**patch, "Upload-Offset": "100000", "Upload-Checksum": f"sha1 {bad}"})

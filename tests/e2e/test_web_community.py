@@ -348,6 +348,15 @@ async def test_patch_is_a_json_merge_patch(cluster: Any, http: aiohttp.ClientSes
     assert status == 400 and "title cannot be null" in answer["error"]["message"], answer
     status, album = await api(owner, "PATCH", f"/api/v1/albums/{album['id']}", {"description": None}, hdr)
     assert status == 200 and (album["title"], album["description"]) == ("Trip", ""), album
+    status, body, _ = await owner.post("/api/v1/images", _unique_upload_form(), hdr)
+    assert status == 201, body
+    second = json.loads(body)["id"]
+    status, album = await api(owner, "PATCH", f"/api/v1/albums/{album['id']}",
+                              {"add_images": [slug, second], "cover": second}, hdr)
+    assert status == 200 and album["cover"] == second, album
+    status, album = await api(owner, "PATCH", f"/api/v1/albums/{album['id']}", {"cover": None}, hdr)
+    # no chosen cover: the album shows its default, the first image
+    assert status == 200 and album["cover"] != second and album["image_count"] == 2, album
 
 
 async def test_control_characters_in_stored_text_are_refused(cluster: Any, http: aiohttp.ClientSession,

@@ -188,8 +188,8 @@ async def update_album(request: web.Request) -> web.Response:
     req = manager_pb2.UpdateAlbumRequest(slug=request.match_info["slug"], add_images=patch.add_images,
                                          remove_images=patch.remove_images)
     _merge(req, patch, clearable=("description",), required=("title",))
-    if patch.cover is not None:
-        req.cover_slug = patch.cover
+    if "cover" in patch.model_fields_set:  # null or "" clears the cover
+        req.cover_slug = patch.cover or ""
     album = await call(request, "UpdateAlbum", req, caller.metadata)
     return web.json_response(album_json(request, album, caller))
 

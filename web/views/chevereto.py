@@ -2,9 +2,10 @@
 
 Fields (multipart form, url-encoded form or query string): ``source`` (the file, or its
 base64; URLs are refused — fetching them would let callers make the server request any
-address), ``key`` or header ``X-API-Key`` (required), ``title``, ``album_id`` (the image is
-added to that album when the caller owns it, else ignored), ``expiration`` (ISO 8601
-duration such as ``PT5M`` or ``P3D``: the image is deleted that long after upload, see
+address; ImgBB's name for it, ``image``, works too), ``key`` or header ``X-API-Key``
+(required), ``title``, ``album_id`` (the image is added to that album when the caller owns
+it, else ignored), ``expiration`` (ISO 8601 duration such as ``PT5M`` or ``P3D``, or ImgBB's
+plain seconds such as ``600``: the image is deleted that long after upload, see
 :mod:`nodes.manager.expiry`) and ``format`` = ``json`` (default) | ``txt`` (the direct URL as
 text) | ``redirect`` (303 to the viewer page). Like ShareX uploads it waits up to
 ``upload_wait_s`` for processing so thumbnail URLs work at once.
@@ -44,14 +45,23 @@ MAX_EXPIRATION_S = 100 * 365 * 86400  # an "expiration" beyond a century is a ty
 UNIT_S = (365 * 86400, 30 * 86400, 7 * 86400, 86400, 3600, 60, 1)  # Y M W D H M S (years/months approximate)
 
 
+SOURCE_FIELDS = ("source", "image")  # Chevereto's name for the file, ImgBB's
+
+
 def parse_duration(text: str) -> int:
-    """Seconds in an ISO 8601 duration (``PT5M`` = 300); BadRequest when malformed or zero."""
-    m = DURATION.match(text.strip().upper())
-    if not m or not any(m.groups()):
-        raise errors.BadRequest(f"expiration {text[:40]!r} is not an ISO 8601 duration such as PT5M or P3D")
-    if any(v and len(v) > 9 for v in m.groups()):
-        raise errors.BadRequest(f"expiration longer than {MAX_EXPIRATION_S // UNIT_S[0]} years")
-    seconds = sum(int(v) * u for v, u in zip(m.groups(), UNIT_S, strict=True) if v)
+    """Seconds in an ISO 8601 duration (``PT5M`` = 300), or plain seconds as ImgBB sends them
+    (``600``); BadRequest when malformed, zero or over a century."""
+    plain = text.strip()
+    if plain.isascii() and plain.isdigit():  # ImgBB: seconds
+        seconds = int(plain) if len(plain) <= 12 else MAX_EXPIRATION_S + 1
+    else:
+        m = DURATION.match(plain.upper())
+        if not m or not any(m.groups()):
+            raise errors.BadRequest(f"expiration {text[:40]!r} is neither an ISO 8601 duration such as PT5M or "
+                                    "P3D nor a number of seconds")
+        if any(v and len(v) > 9 for v in m.groups()):
+            raise errors.BadRequest(f"expiration longer than {MAX_EXPIRATION_S // UNIT_S[0]} years")
+        seconds = sum(int(v) * u for v, u in zip(m.groups(), UNIT_S, strict=True) if v)
     if seconds <= 0:
         raise errors.BadRequest("expiration must be longer than zero")
     if seconds > MAX_EXPIRATION_S:
@@ -89,11 +99,12 @@ async def _read_form(request: web.Request, limit: int) -> tuple[dict[str, str], 
     source: Path | None = None
     if request.content_type == "application/x-www-form-urlencoded":
         form = await request.post()
-        fields.update({k: str(v) for k, v in form.items() if k != "source"})
-        if "source" in form:
-            source = await _decode_source(str(form["source"]), limit)
-    elif "source" in fields:
-        source = await _decode_source(fields.pop("source"), limit)
+        fields.update({k: str(v) for k, v in form.items() if k not in SOURCE_FIELDS})
+        name = next((f for f in SOURCE_FIELDS if f in form), None)
+        if name is not None:
+            source = await _decode_source(str(form[name]), limit)
+    elif name := next((f for f in SOURCE_FIELDS if f in fields), None):
+        source = await _decode_source(fields.pop(name), limit)
     return fields, source, "upload"
 
 
@@ -106,9 +117,10 @@ async def _read_multipart(request: web.Request, limit: int, fields: dict[str, st
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
                 continue
-            if part.name == "source":
-                if source is not None:  # a second source replaces the first
+            if part.name in SOURCE_FIELDS:
+                if source is not None:  # a second source replaces the first, name and all
                     await asyncio.to_thread(source.unlink, missing_ok=True)
+                    filename = "upload"
                 if part.filename:
                     filename = safe_filename(part.filename)
                     source = await _save_part(part, limit)
@@ -186,7 +198,7 @@ async def _upload(request: web.Request) -> web.StreamResponse:
         if not key:
             raise errors.Unauthenticated("an API key is required (field 'key' or header X-API-Key)")
         if source is None:
-            raise errors.BadRequest("no 'source' in the request")
+            raise errors.BadRequest("no 'source' (or 'image') in the request")
         fmt = fields.get("format", "json").lower()
         if fmt not in ("json", "txt", "redirect"):
             raise errors.BadRequest("format must be json, txt or redirect")

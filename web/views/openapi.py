@@ -72,8 +72,8 @@ ALBUM = {
 IMAGE_PATCH = {
     "type": "object", "additionalProperties": False,
     "properties": {
-        "title": {"type": "string", "maxLength": 255},
-        "description": {"type": "string", "maxLength": 2000},
+        "title": {"type": "string", "maxLength": 255, "nullable": True, "description": "null clears it"},
+        "description": {"type": "string", "maxLength": 2000, "nullable": True, "description": "null clears it"},
         "visibility": {"type": "string", "enum": ["public", "private"]},
         "keep_metadata": {"type": "boolean"},
     },
@@ -89,10 +89,11 @@ ALBUM_PATCH = {
     "type": "object", "additionalProperties": False,
     "properties": {
         "title": {"type": "string", "minLength": 1, "maxLength": 255},
-        "description": {"type": "string", "maxLength": 2000},
+        "description": {"type": "string", "maxLength": 2000, "nullable": True, "description": "null clears it"},
         "add_images": {"type": "array", "maxItems": 100, "items": {"type": "string"}},
         "remove_images": {"type": "array", "maxItems": 100, "items": {"type": "string"}},
-        "cover": {"type": "string", "maxLength": 64, "description": "an image id of the album; \"\" clears"},
+        "cover": {"type": "string", "maxLength": 64, "nullable": True,
+                  "description": "an image id of the album; \"\" or null clears it"},
     },
 }
 
