@@ -9,7 +9,8 @@ Driven by ``bench/capacity.py``, or by hand::
 Users (weights): readers (6) open image pages and fetch a variant from the storage origin;
 browsers (3) log in once and look at their gallery, the upload page and image pages;
 uploaders (1) post real photos through ``POST /api/v1/images?wait=0`` with an API key.
-Request names group URLs: ``page /i/[slug]``, ``variant``, ``page /my``, ``login``, ``upload``.
+Request names group URLs: ``page /i/[slug]`` (anonymous readers: nginx may answer from its page
+cache), ``page /i/[slug] signed in`` (never cached), ``variant``, ``page /my``, ``login``, ``upload``.
 Users are locust's ``FastHttpUser`` (geventhttpclient): several times less CPU per request than
 ``HttpUser`` (requests), which matters when the load generator shares the 2 cores it measures.
 Settings come from the environment: ``PIXELFOX_BENCH_SLUGS`` (comma list of ready images),
@@ -101,7 +102,7 @@ class Browser(Client):
     @task(2)
     def image(self) -> None:
         if SLUGS:
-            self.client.get(f"/i/{random.choice(SLUGS)}", name="page /i/[slug]")
+            self.client.get(f"/i/{random.choice(SLUGS)}", name="page /i/[slug] signed in")
 
     @task(1)
     def home(self) -> None:

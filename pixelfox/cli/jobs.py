@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from pixelfox.cli import context
+from pixelfox.cli.tables import table_console
 from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.v1 import jobs_pb2, jobs_pb2_grpc
 
@@ -50,7 +50,7 @@ def cmd_jobs(opts: argparse.Namespace) -> int:
     if opts.json:
         print(json.dumps({"counts": counts, "jobs": rows}, indent=2))
         return 0
-    console = Console()
+    console = table_console()
     console.print(" ".join(f"{k}: {v}" for k, v in counts.items()))
     table = Table("id", "state", "image", "attempt", "lost", "lane", "node", "age", "reason")
     for r in rows:

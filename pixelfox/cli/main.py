@@ -22,6 +22,7 @@ from pixelfox import errors
 from pixelfox.cli import context, ops, put, storage_cmds
 from pixelfox.cli import jobs as jobs_cli
 from pixelfox.cli.launcher import Counts, LocalCluster
+from pixelfox.cli.tables import table_console
 from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 
@@ -158,7 +159,7 @@ def cmd_status(opts: argparse.Namespace) -> int:
         table.add_row(r["role"], r["id"], r["address"], r["health"], r["status"], f"{r['load']:.0%}",
                       f"{r['in_use']}/{r['capacity']}", f"{r['last_heartbeat_age_s']:.1f} s ago", r["http_url"],
                       style=style)
-    Console().print(table)
+    table_console().print(table)
     # a node an admin put in maintenance takes no new work on purpose: not a failure
     return 0 if all(r["health"] == "healthy" or r["status"] == "maintenance" for r in rows) else 1
 

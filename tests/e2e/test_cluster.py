@@ -240,6 +240,9 @@ def test_status_lists_every_node(cluster: ClusterHandle) -> None:
     storage = [n for n in nodes if n["role"] == "storage"]
     assert all(n["http_url"].startswith("http://127.0.0.1:") for n in storage)
     assert all(n["metrics_url"].endswith("/metrics") for n in nodes if n["role"] != "manager")
+    table = cluster.pixelfox("status")  # piped, as in a script or a CI log: whole cells, no "manag…"
+    assert table.returncode == 0 and "…" not in table.stdout, table.stdout
+    assert all(n["id"] in table.stdout and n["http_url"] in table.stdout for n in nodes), table.stdout
 
 
 def test_node_without_cluster_secret_is_refused(cluster: ClusterHandle) -> None:
