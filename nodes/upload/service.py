@@ -456,6 +456,10 @@ class Session:
                 else:
                     os.close(fd)
             try:
+                if self._io is not None and not self._io.done():
+                    # the lock stays until that write ends (at most its TTL): a next writer would
+                    # truncate the staged file under it
+                    await asyncio.wait({self._io}, timeout=self.rx.states.lock_ttl_ms / 1000)
                 await self.rx.states.unlock(self.header.upload_id, self.lock)
             except Exception as exc:  # the lock expires by itself
                 logger.warning("could not release the lock of upload %s: %s", self.header.upload_id, exc)

@@ -1,8 +1,9 @@
 """An upload node's writer (:class:`nodes.upload.service.Session`) against the cluster's real Redis.
 
-A stream that is cancelled while its chunk waits for a thread must not close the staged
-file's descriptor under that thread: the write would land in whatever file reuses the
-descriptor number next (another upload's staged bytes).
+A stream that is cancelled while its chunk is written in a thread must not close the staged
+file's descriptor under that thread (the write would land in whatever file reuses the
+descriptor number next: another upload's staged bytes), nor release the upload's lock before
+the write ends (the next writer truncates the staged file to the committed offset).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pixelfox.uploadstate import UploadStates
 KEY = b"k" * 32
 
 
-async def _cancelled_write(redis_url: str, staging: Path) -> tuple[bool, bool, bytes, bytes]:
+async def _cancelled_write(redis_url: str, staging: Path) -> dict[str, Any]:
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=2))
     redis = aioredis.from_url(redis_url)
     try:
@@ -48,15 +49,20 @@ async def _cancelled_write(redis_url: str, staging: Path) -> tuple[bool, bool, b
         work = asyncio.create_task(session._in_thread(slow_write))
         await asyncio.to_thread(started.wait)  # on the pool's second thread
         work.cancel()
-        await session.close()
-        open_after_close = _is_open(staged_fd)
-        other = staging / "other-upload.part"  # the next file opened gets the lowest free fd number
+        closing = asyncio.create_task(session.close())
+        await asyncio.sleep(0.2)
+        seen: dict[str, Any] = {"closing_done": closing.done(), "fd_open_while_writing": _is_open(staged_fd),
+                                "locked_while_writing": await rx.states.locked(upload_id)}
+        other = staging / "other-upload.part"  # opened while the write runs: it must get another fd
         other_fd = os.open(other, os.O_RDWR | os.O_CREAT, 0o600)
         gate.set()
-        await asyncio.sleep(0.2)
-        closed_after_work = not _is_open(staged_fd) or staged_fd == other_fd
+        await closing
+        seen["locked_after"] = await rx.states.locked(upload_id)
+        seen["fd_closed_after"] = not _is_open(staged_fd) or staged_fd == other_fd
+        seen["fd_reused"] = staged_fd == other_fd
         os.close(other_fd)
-        return open_after_close, closed_after_work, other.read_bytes(), rx.path(upload_id).read_bytes()
+        seen["other"], seen["staged"] = other.read_bytes(), rx.path(upload_id).read_bytes()
+        return seen
     finally:
         await redis.aclose()
 
@@ -69,9 +75,10 @@ def _is_open(fd: int) -> bool:
         return False
 
 
-def test_cancelled_file_work_keeps_its_fd_until_done(cluster: Any, tmp_path: Path) -> None:
-    open_after_close, closed_after_work, other, staged = asyncio.run(_cancelled_write(cluster.redis_url, tmp_path))
-    assert open_after_close  # close() left the fd to the thread still using it
-    assert other == b""  # so the late write did not land in the file opened next
-    assert staged == b"late bytes"  # it went to its own staged file
-    assert closed_after_work  # and the fd was closed once the thread was done
+def test_cancelled_file_work_keeps_its_fd_and_lock_until_done(cluster: Any, tmp_path: Path) -> None:
+    seen = asyncio.run(_cancelled_write(cluster.redis_url, tmp_path))
+    assert seen["closing_done"] is False  # close() waits for the thread still writing...
+    assert seen["fd_open_while_writing"] and seen["locked_while_writing"]  # ...with the fd and lock kept
+    assert not seen["fd_reused"] and seen["other"] == b""  # the late write did not land in another file
+    assert seen["staged"] == b"late bytes"  # it went to its own staged file
+    assert seen["fd_closed_after"] and seen["locked_after"] is False  # then both were let go
