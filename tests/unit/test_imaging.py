@@ -25,6 +25,7 @@ from pixelfox.imaging import (
     UnsupportedFormat,
     VariantSpec,
 )
+from tests.jpegkit import jpeg_segments
 
 CORPUS = Path(__file__).parents[2].parent / "shared" / "corpus"
 pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason="shared corpus not available")
@@ -503,29 +504,12 @@ def test_mutated_inputs_never_crash(name: str) -> None:
 # --------------------------------------------------------------------------- time limit / CPU bombs
 
 
-def _jpeg_segments(d: bytes) -> list[tuple[int, bytes]]:
-    """(marker, bytes) of every segment after SOI; a scan's entropy-coded data stays with its SOS."""
-    pos, segs = 2, []
-    while pos < len(d):
-        marker = d[pos + 1]
-        if marker == 0xD9:
-            segs.append((marker, d[pos : pos + 2]))
-            break
-        end = pos + 2 + int.from_bytes(d[pos + 2 : pos + 4], "big")
-        if marker == 0xDA:
-            while not (d[end] == 0xFF and d[end + 1] != 0 and not 0xD0 <= d[end + 1] <= 0xD7):
-                end += 1
-        segs.append((marker, d[pos:end]))
-        pos = end
-    return segs
-
-
 def scan_bomb(side: int, extra_scans: int) -> bytes:
     """A small progressive JPEG of ``side`` x ``side`` px with ``extra_scans`` copies of its luma
     AC refinement scan: every scan is a pass over all blocks, so the file is a CPU bomb."""
     buf = io.BytesIO()
     Image.new("RGB", (side, side), (120, 130, 140)).save(buf, "JPEG", progressive=True, quality=90)
-    segs = _jpeg_segments(buf.getvalue())
+    segs = jpeg_segments(buf.getvalue())
     refine = [s for m, s in segs if m == 0xDA and s[4] == 1 and s[7] == 1 and s[9] == 0x10][-1]
     out = [b"\xff\xd8"]
     for marker, seg in segs:

@@ -38,6 +38,7 @@ from PIL import Image, ImageChops, ImageCms, ImageOps, ImageStat
 
 from pixelfox import imaging
 from pixelfox.imaging import CorruptImage, ImageError, Recipe, VariantSpec
+from tests.jpegkit import jpeg_segments
 
 CORPUS = Path(__file__).parents[2].parent / "shared" / "corpus"
 pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason="shared corpus not available")
@@ -207,29 +208,12 @@ def test_adobe_colour_transform_decides_the_path(transform: int) -> None:
     assert (outputs(data, recipe) != outputs(data, q100((("thumb", 200, 200),), full_decode=True))) is (transform == 1)
 
 
-def _segments(d: bytes) -> list[tuple[int, bytes]]:
-    """(marker, bytes) of every segment after SOI; a scan's entropy-coded data stays with its SOS."""
-    pos, segs = 2, []
-    while pos < len(d):
-        marker = d[pos + 1]
-        if marker == 0xD9:
-            segs.append((marker, d[pos : pos + 2]))
-            break
-        end = pos + 2 + int.from_bytes(d[pos + 2 : pos + 4], "big")
-        if marker == 0xDA:
-            while not (d[end] == 0xFF and d[end + 1] != 0 and not 0xD0 <= d[end + 1] <= 0xD7):
-                end += 1
-        segs.append((marker, d[pos:end]))
-        pos = end
-    return segs
-
-
 def test_broken_jpeg_on_the_shrink_path_is_corrupt_like_the_full_decode() -> None:
     """No Huffman tables: jpeg-decoder fails, the full decode reports it (CorruptImage, with
     the full decode's message), not a panic and not a grey picture."""
     buf = io.BytesIO()
     Image.new("RGB", (1600, 1200), (90, 140, 200)).save(buf, "JPEG", quality=90)
-    data = b"\xff\xd8" + b"".join(seg for marker, seg in _segments(buf.getvalue()) if marker != 0xC4)
+    data = b"\xff\xd8" + b"".join(seg for marker, seg in jpeg_segments(buf.getvalue()) if marker != 0xC4)
     with pytest.raises(CorruptImage) as shrunk:
         imaging.process(data, q100((("thumb", 200, 200),)))
     with pytest.raises(CorruptImage) as full:
