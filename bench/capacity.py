@@ -146,8 +146,8 @@ CORPUS_PHOTOS = REPO.parent / "shared" / "corpus" / "photos"
 
 def real_photos(folder: Path, n: int) -> list[Path]:
     """``n`` distinct 12-MP (4000 x 3000) JPEGs made from the corpus's camera photos of 8 MP or more:
-    scaled to cover 4000 x 3000, centre-cropped, a different crop offset per copy (so no two are the
-    same bytes: dedup would skip them), saved at quality 90."""
+    scaled to cover 4000 x 3000 (1 % more on each pass over the sources, so no two copies are the same
+    bytes: dedup would skip them), centre-cropped, saved at quality 90."""
     from PIL import Image, ImageOps
 
     sources = [p for p in sorted(CORPUS_PHOTOS.glob("*.jpg"))

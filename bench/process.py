@@ -6,8 +6,8 @@ sets others), each
 encoded as WebP (q80, method/effort 4) and AVIF. Every engine uses its fastest ordinary
 setup:
 
-* ours   - ``pixelfox.imaging.process`` (one decode, with JPEG shrink-on-load to 1/2, 1/4 or
-  1/8 when the largest box is at most half the source, SIMD Lanczos3 down the chain, libwebp,
+* ours   - ``pixelfox.imaging.process`` (one decode, with JPEG shrink-on-load to 1/2 or 1/4
+  when the largest box is at most half the source, SIMD Lanczos3 down the chain, libwebp,
   libaom through libavif, all in Rust/C with the GIL released);
 * pyvips - ``thumbnail_buffer`` to the largest box (shrink-on-load, auto-rotate), decoded
   once into memory, each smaller size resized (lanczos3) from the next larger one,

@@ -448,7 +448,8 @@ class Session:
                 await self.flush()
             except Exception as exc:
                 logger.warning("upload %s: could not record offset %d: %s", self.header.upload_id, self.offset, exc)
-        finally:  # also when cancelled: the fd and the lock are never left behind
+        finally:  # also when cancelled: the fd is never left behind, and the lock is released (or, when
+            # close() itself is cancelled while a thread write runs, expires after its TTL)
             if self.fd >= 0:
                 fd, self.fd = self.fd, -1
                 if self._io is not None and not self._io.done():  # a cancelled write still runs

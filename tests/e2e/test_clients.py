@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import os
 import re
@@ -125,6 +126,13 @@ def test_chevereto_upload_shapes_formats_and_expiration(cluster: ClusterHandle, 
                                ("source", (None, base64.b64encode(alpha).decode()))])
     assert two.status_code == 200, two.text
     assert (two.json()["image"]["width"], two.json()["image"]["original_filename"]) == (2048, "upload")
+    # url-encoded too: the last source wins, whichever of the two names it has
+    small = base64.b64encode(_small_png(64, 48)).decode()
+    painting = base64.b64encode(_unique_png(data)).decode()
+    for pairs, width in [([("image", painting), ("source", small)], 64),
+                         ([("source", small), ("image", painting)], 290)]:
+        last = requests.post(api, headers={"X-API-Key": key}, timeout=60, data=pairs)
+        assert last.status_code == 200 and last.json()["image"]["width"] == width, last.text
 
     deadline = time.monotonic() + 60  # the manager's sweeper deletes it after PT4S
     while requests.get(f"{cluster.web_url}/api/v1/images/{slug}", timeout=10).status_code != 404:
@@ -137,3 +145,12 @@ def _unique_png(png: bytes) -> bytes:
     text = b"Comment\x00" + os.urandom(8).hex().encode()
     chunk = len(text).to_bytes(4, "big") + b"tEXt" + text + zlib.crc32(b"tEXt" + text).to_bytes(4, "big")
     return png[:-12] + chunk + png[-12:]
+
+
+def _small_png(width: int, height: int) -> bytes:
+    """A new ``width`` x ``height`` PNG (random colour, so never a dedup)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), tuple(os.urandom(3))).save(buf, "PNG")
+    return _unique_png(buf.getvalue())

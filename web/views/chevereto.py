@@ -40,7 +40,8 @@ from web.ratelimit import check_ip
 from web.views.api import _save_part, page_url, safe_filename
 
 FIELD_LIMIT = 4096  # bytes of a text field other than source
-DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
+DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$",
+                      re.ASCII)  # ASCII digits only, as in plain seconds
 MAX_EXPIRATION_S = 100 * 365 * 86400  # an "expiration" beyond a century is a typo, not a plan
 UNIT_S = (365 * 86400, 30 * 86400, 7 * 86400, 86400, 3600, 60, 1)  # Y M W D H M S (years/months approximate)
 
@@ -53,7 +54,8 @@ def parse_duration(text: str) -> int:
     (``600``); BadRequest when malformed, zero or over a century."""
     plain = text.strip()
     if plain.isascii() and plain.isdigit():  # ImgBB: seconds
-        seconds = int(plain) if len(plain) <= 12 else MAX_EXPIRATION_S + 1
+        digits = plain.lstrip("0") or "0"
+        seconds = int(digits) if len(digits) <= 12 else MAX_EXPIRATION_S + 1
     else:
         m = DURATION.match(plain.upper())
         if not m or not any(m.groups()):
@@ -100,11 +102,13 @@ async def _read_form(request: web.Request, limit: int) -> tuple[dict[str, str], 
     if request.content_type == "application/x-www-form-urlencoded":
         form = await request.post()
         fields.update({k: str(v) for k, v in form.items() if k not in SOURCE_FIELDS})
-        name = next((f for f in SOURCE_FIELDS if f in form), None)
-        if name is not None:
-            source = await _decode_source(str(form[name]), limit)
-    elif name := next((f for f in SOURCE_FIELDS if f in fields), None):
-        source = await _decode_source(fields.pop(name), limit)
+        given = [str(v) for k, v in form.items() if k in SOURCE_FIELDS]
+    else:
+        given = [v for k, v in request.query.items() if k in SOURCE_FIELDS]
+    for name in SOURCE_FIELDS:
+        fields.pop(name, None)
+    if given:  # the last one, as in a multipart body: a later source replaces an earlier one
+        source = await _decode_source(given[-1], limit)
     return fields, source, "upload"
 
 
