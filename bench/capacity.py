@@ -150,8 +150,11 @@ def real_photos(folder: Path, n: int) -> list[Path]:
     bytes: dedup would skip them), centre-cropped, saved at quality 90."""
     from PIL import Image, ImageOps
 
-    sources = [p for p in sorted(CORPUS_PHOTOS.glob("*.jpg"))
-               if (lambda im: im.width * im.height >= 8_000_000)(Image.open(p))]
+    def megapixels(path: Path) -> float:
+        with Image.open(path) as im:
+            return im.width * im.height / 1e6
+
+    sources = [p for p in sorted(CORPUS_PHOTOS.glob("*.jpg")) if megapixels(p) >= 8]
     if not sources:
         raise SystemExit(f"no camera photos of 8 MP or more in {CORPUS_PHOTOS}")
     out = []

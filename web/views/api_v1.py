@@ -126,17 +126,19 @@ async def get_image(request: web.Request) -> web.Response:
     return web.json_response(public_image_json(request, image, caller))
 
 
-def _merge(req: Any, patch: BaseModel, clearable: tuple[str, ...], required: tuple[str, ...]) -> None:
+def _merge(req: Any, patch: BaseModel, clearable: tuple[str, ...], required: tuple[str, ...],
+           renamed: dict[str, str] | None = None) -> None:
     """Copy the fields the client sent from ``patch`` to the request message, as a JSON merge
     patch (RFC 7396): a field left out stays as it is; ``null`` clears a ``clearable`` text
-    field (to ""), and is a BadRequest for a ``required`` one (it has no empty value)."""
+    field (to ""), and is a BadRequest for a ``required`` one (it has no empty value).
+    ``renamed`` maps a JSON name to its message field when they differ."""
     for name in clearable + required:
         if name not in patch.model_fields_set:
             continue
         value = getattr(patch, name)
         if value is None and name in required:
             raise errors.BadRequest(f"{name} cannot be null; leave it out to keep it")
-        setattr(req, name, "" if value is None else value)
+        setattr(req, (renamed or {}).get(name, name), "" if value is None else value)
 
 
 async def update_image(request: web.Request) -> web.Response:
@@ -187,9 +189,7 @@ async def update_album(request: web.Request) -> web.Response:
     patch: AlbumPatch = await read_model(request, AlbumPatch)
     req = manager_pb2.UpdateAlbumRequest(slug=request.match_info["slug"], add_images=patch.add_images,
                                          remove_images=patch.remove_images)
-    _merge(req, patch, clearable=("description",), required=("title",))
-    if "cover" in patch.model_fields_set:  # null or "" clears the cover
-        req.cover_slug = patch.cover or ""
+    _merge(req, patch, clearable=("description", "cover"), required=("title",), renamed={"cover": "cover_slug"})
     album = await call(request, "UpdateAlbum", req, caller.metadata)
     return web.json_response(album_json(request, album, caller))
 
