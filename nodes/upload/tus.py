@@ -151,6 +151,8 @@ class Tus:
         offset = _int_header(request, "Upload-Offset")
         check = self._checksum(request.headers.get("Upload-Checksum", ""))
         st = await self.rx.query(token, upload_id)
+        if st.status == "complete":  # said before any size check: the upload is done, not too long
+            raise errors.InvalidTicket(f"upload ticket already used: the upload is complete (image {st.slug})")
         if request.content_length is not None and offset + request.content_length > st.size:
             # refused before reading: nothing of this body is committed (tus core, "413 when the
             # body would exceed Upload-Length"); a chunked body is cut at the first piece past it
@@ -160,7 +162,12 @@ class Tus:
         try:
             if offset != session.offset:
                 raise errors.OffsetMismatch(f"Upload-Offset {offset}; committed offset is {session.offset}")
-            await self._body(request, session, check)
+            try:
+                await self._body(request, session, check)
+            except errors.PayloadTooLarge as exc:  # a chunked body past Upload-Length: say what is kept
+                await session.flush()
+                return web.json_response({"error": exc.to_dict()}, status=exc.http_status,
+                                         headers={"Upload-Offset": str(session.offset)})
             await session.flush()  # the answer's Upload-Offset is what Redis holds
             extra: dict[str, str] = {}
             if session.offset == st.size:

@@ -98,6 +98,13 @@ def test_tus_ticket_is_good_for_one_upload(cluster: ClusterHandle, corpus: Path)
     assert r.status_code == 204 and r.headers["Pixelfox-Image-Slug"]
     again = requests.post(base, headers=create, timeout=10)  # the used ticket creates nothing new
     assert again.status_code == 401 and "already used" in again.json()["error"]["message"], again.text
+    # a PATCH after completion, whatever its size, hears that the upload is complete and its image
+    for body, offset in [(data, "0"), (b"more", str(len(data)))]:
+        late = requests.patch(t.upload_url, data=body, timeout=30, headers={
+            **auth(t), "Content-Type": "application/offset+octet-stream", "Upload-Offset": offset})
+        assert late.status_code == 401, late.text
+        assert late.json()["error"]["message"] == ("upload ticket already used: the upload is complete "
+                                                   f"(image {r.headers['Pixelfox-Image-Slug']})")
 
 
 def test_tus_protocol_rules(cluster: ClusterHandle, corpus: Path) -> None:
@@ -178,7 +185,7 @@ def test_a_chunked_body_past_upload_length_keeps_the_upload_resumable(cluster: C
     r = requests.patch(t.upload_url, data=pieces(), headers={**patch, "Upload-Offset": "0"}, timeout=60)
     assert r.status_code == 413 and "past Upload-Length" in r.json()["error"]["message"], r.text
     kept = int(requests.head(t.upload_url, headers=auth(t), timeout=10).headers["Upload-Offset"])
-    assert 0 <= kept < len(data)
+    assert 0 <= kept < len(data) and r.headers["Upload-Offset"] == str(kept)  # the 413 says what is kept
     done = requests.patch(t.upload_url, data=data[kept:], headers={**patch, "Upload-Offset": str(kept)}, timeout=60)
     assert done.status_code == 204 and done.headers["Upload-Offset"] == str(len(data)), done.text
     img = ready(cluster, done.headers["Pixelfox-Image-Slug"])
