@@ -177,6 +177,13 @@ class RateLimited(ResourceExhausted):
         self.retry_after_s = retry_after_s
 
 
+class TooManyOpenUploads(RateLimited):
+    """More unfinished uploads than the per-user limit; ``retry_after_s`` is when the next one expires."""
+
+    code = "too-many-open-uploads"
+    default_message = "too many unfinished uploads"
+
+
 class Unavailable(PixelfoxError):
     code = "unavailable"
     grpc_status = grpc.StatusCode.UNAVAILABLE

@@ -4,7 +4,7 @@
   ``user_uploads_per_minute`` uploads started in one clock minute → ``RateLimited``.
 * open uploads — sorted set ``pixelfox:{limits}:open:<user>`` (member upload id, score the
   time its state expires); entries past their expiry are dropped first, so an abandoned
-  upload stops counting when its TTL ends. More than ``user_open_uploads`` → ``RateLimited``.
+  upload stops counting when its TTL ends. More than ``user_open_uploads`` → ``TooManyOpenUploads``.
   :meth:`UploadLimits.closed` removes an upload when it completes.
 * quota — the bytes of the user's images in the database plus the declared size must stay
   within ``user_quota_bytes`` → else ``QuotaExceeded``.
@@ -66,7 +66,7 @@ class UploadLimits:
             if await self.redis.zcard(key) >= lim.user_open_uploads:
                 oldest = await self.redis.zrange(key, 0, 0, withscores=True)  # the first to expire frees a slot
                 wait = max(1, int(oldest[0][1] - now) + 1) if oldest else lim.upload_ttl_s
-                raise errors.RateLimited(
+                raise errors.TooManyOpenUploads(
                     f"{lim.user_open_uploads} unfinished uploads already; finish, cancel (tus DELETE) or let one "
                     f"expire first (the next expires in {wait} s)", retry_after_s=wait)
             await self.redis.zadd(key, {upload_id: now + lim.upload_ttl_s})

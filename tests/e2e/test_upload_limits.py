@@ -129,9 +129,11 @@ def test_a_rate_limited_upload_says_when_to_retry(local: LocalCluster) -> None:
     full = answers[-1]
     assert full.status_code == 429 and len(answers) >= 4, [a.text for a in answers]
     message = full.json()["error"]["message"]
+    code = full.json()["error"]["code"]
     if "unfinished uploads" in message:  # wait until the oldest open upload expires (4 s TTL)
-        assert 1 <= int(full.headers["Retry-After"]) <= 5, message
+        assert code == "too-many-open-uploads" and 1 <= int(full.headers["Retry-After"]) <= 5, message
     else:  # over 6 a minute: wait for the next minute
+        assert code == "rate-limited", message
         assert "uploads in a minute" in message and 1 <= int(full.headers["Retry-After"]) <= 60, message
 
 
