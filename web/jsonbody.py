@@ -1,8 +1,11 @@
 """JSON request bodies of the API, read in one place: parsed, bounded in depth, validated with pydantic.
 
 Every failure is a :class:`~pixelfox.errors.BadRequest` (400) with a message that says what is wrong:
-not JSON, not an object, nested deeper than :data:`MAX_DEPTH` (Python's parser would otherwise hit
-its recursion limit, a 500), or the first field pydantic refused.
+empty, not JSON (``NaN`` and ``Infinity``, which Python's parser takes, are not JSON: RFC 8259 §6),
+a number longer than :data:`MAX_NUMBER_DIGITS`, not an object, nested deeper than
+:data:`MAX_DEPTH` (Python's parser would otherwise hit its recursion limit, a 500), or the first
+field pydantic refused. The Content-Type is not checked: scripts often send JSON as
+``curl -d`` does, labelled as a form.
 """
 
 from __future__ import annotations
@@ -16,18 +19,41 @@ from pydantic import BaseModel, ValidationError
 from pixelfox import errors
 
 MAX_DEPTH = 16  # our bodies are an object of scalars and lists of strings: depth 2
+MAX_NUMBER_DIGITS = 40  # characters of one JSON number; ours fit an int64 (19 digits)
 M = TypeVar("M", bound=BaseModel)
 
 
-async def read_model(request: web.Request, model: type[M]) -> M:
-    """The body as ``model``; an empty body is ``{}``."""
-    raw = await request.read()
+class _NotJSON(ValueError):
+    """A value Python's parser takes but the API refuses; the message says which."""
+
+
+def _number(text: str) -> int | float:
+    if len(text) > MAX_NUMBER_DIGITS:
+        raise _NotJSON(f"a number in the body is longer than {MAX_NUMBER_DIGITS} characters")
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
+def _constant(name: str) -> float:
+    raise _NotJSON(f"the body must be JSON: {name} is not a JSON value")
+
+
+def parse(raw: bytes) -> Any:
+    """``raw`` parsed as strict JSON (RFC 8259); BadRequest saying why it is not."""
+    if not raw.strip():
+        raise errors.BadRequest("the body is empty: send a JSON object")
     try:
-        data = json.loads(raw or b"{}")
+        return json.loads(raw, parse_int=_number, parse_float=_number, parse_constant=_constant)
     except RecursionError:
         raise errors.BadRequest(f"the body is nested more than {MAX_DEPTH} levels deep") from None
+    except _NotJSON as exc:
+        raise errors.BadRequest(str(exc)) from None
     except (ValueError, UnicodeDecodeError):
         raise errors.BadRequest("the body must be JSON") from None
+
+
+async def read_model(request: web.Request, model: type[M]) -> M:
+    """The body as ``model``; raises BadRequest (see the module docstring)."""
+    data = parse(await request.read())
     if _depth(data) > MAX_DEPTH:
         raise errors.BadRequest(f"the body is nested more than {MAX_DEPTH} levels deep")
     if not isinstance(data, dict):
