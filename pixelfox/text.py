@@ -29,6 +29,17 @@ def checked(value: str, field: str, *, multiline: bool = False) -> str:
     return value.strip()
 
 
+MAX_TITLE = 255  # characters of an image's or album's title (the column is String(255))
+
+
+def checked_title(value: str) -> str:
+    """An image title as :func:`checked` returns it; BadRequest past :data:`MAX_TITLE` characters."""
+    title = checked(value, "title")
+    if len(title) > MAX_TITLE:
+        raise errors.BadRequest(f"title longer than {MAX_TITLE} characters")
+    return title
+
+
 def printable(value: str) -> str:
     """``value`` without control (Unicode ``Cc``) or surrogate (``Cs``) characters, stripped: for
     client-given names (a file name, a content type) that are only shown, never trusted, so
@@ -36,8 +47,17 @@ def printable(value: str) -> str:
     return "".join(ch for ch in value if unicodedata.category(ch) not in ("Cc", "Cs")).strip()
 
 
+MAX_FILENAME = 255  # characters, as most file systems allow (NAME_MAX is 255 bytes on Linux)
+MAX_EXTENSION = 16  # characters after the last dot that count as an extension when a long name is cut
+
+
 def safe_filename(raw: str | None, default: str = "upload") -> str:
     """A client's file name fit to store and show: the last path part (``/`` or ``\\``),
-    :func:`printable`, at most 255 characters; ``default`` when nothing is left. Never a path."""
-    name = os.path.basename((raw or "").replace("\\", "/"))
-    return printable(name)[:255].strip() or default
+    :func:`printable`, at most :data:`MAX_FILENAME` characters (a longer name loses the end of its
+    stem, never its extension); ``default`` when nothing is left. Never a path."""
+    name = printable(os.path.basename((raw or "").replace("\\", "/")))
+    if len(name) > MAX_FILENAME:
+        stem, dot, ext = name.rpartition(".")
+        keep = dot and stem and 0 < len(ext) <= MAX_EXTENSION
+        name = f"{stem[:MAX_FILENAME - len(ext) - 1].rstrip()}.{ext}" if keep else name[:MAX_FILENAME]
+    return name.strip() or default

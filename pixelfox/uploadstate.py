@@ -72,6 +72,7 @@ class State:
     expire_after_s: int = 0  # > 0: delete the image this long after completion
     error_code: str = ""  # failed: the PixelfoxError code of the reason ("" if unknown)
     error: str = ""  # failed: the reason as the uploader was told
+    title: str = ""  # the new image's title, given at CreateUpload
 
     def failure(self) -> errors.PixelfoxError:
         """The error a failed upload's ticket now gets: the original reason when it is known."""
@@ -91,13 +92,14 @@ class UploadStates:
         self._commit = redis.register_script(_COMMIT)
         self._release = redis.register_script(_RELEASE)
 
-    async def create(self, upload_id: str, size: int, user_id: str, expire_after_s: int = 0) -> None:
+    async def create(self, upload_id: str, size: int, user_id: str, expire_after_s: int = 0, title: str = ""
+                     ) -> None:
         """Record a new upload at offset 0 (manager, at ``CreateUpload``); ``expire_after_s`` > 0 makes
-        the finished image expire that long after completion."""
+        the finished image expire that long after completion; ``title`` is the new image's title."""
         key = state_key(upload_id)
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(key, mapping={"offset": 0, "size": size, "user": user_id, "status": "open", "probed": 0,
-                                 "slug": "", "node": "", "expire": max(0, expire_after_s)})
+                                 "slug": "", "node": "", "expire": max(0, expire_after_s), "title": title})
             p.expire(key, self.ttl_s)
             await p.execute()
 
@@ -108,7 +110,7 @@ class UploadStates:
         d = {k.decode(): v.decode() for k, v in raw.items()}
         return State(upload_id, int(d.get("offset", 0)), int(d.get("size", 0)), d.get("user", ""),
                      d.get("status", "open"), d.get("probed") == "1", d.get("slug", ""), int(d.get("expire", 0)),
-                     d.get("error_code", ""), d.get("error", ""))
+                     d.get("error_code", ""), d.get("error", ""), d.get("title", ""))
 
     async def require_open(self, upload_id: str) -> State:
         """The state of an upload that may still take bytes.

@@ -101,10 +101,13 @@ class Manager:
         return list(reply.images)
 
     async def upload(
-        self, metadata: Metadata, path: Path, filename: str, content_type: str, expire_after_s: int = 0
+        self, metadata: Metadata, path: Path, filename: str, content_type: str, expire_after_s: int = 0,
+        title: str = "",
     ) -> common_pb2.Image:
+        """Upload the file at ``path`` as the caller in ``metadata`` (see
+        :func:`pixelfox.client.uploader.upload_file`); the new image, status ``processing``."""
         return await upload_file(self.stub, metadata, path, filename=filename, content_type=content_type,
-                                 expire_after_s=expire_after_s)
+                                 expire_after_s=expire_after_s, title=title)
 
     async def wait_ready(
         self, image: common_pb2.Image, metadata: Metadata, wait_s: float

@@ -16,10 +16,9 @@ from nodes.manager.images import ImageViews, iso, new_slug
 from nodes.manager.library import can_manage, can_see
 from pixelfox import errors
 from pixelfox.db.models import Album, AlbumImage, Image, User
-from pixelfox.text import checked
+from pixelfox.text import MAX_TITLE, checked
 from pixelfox.v1 import manager_pb2
 
-MAX_TITLE = 255
 MAX_DESCRIPTION = 2000
 MAX_ALBUM_IMAGES = 1000
 

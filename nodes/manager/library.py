@@ -28,13 +28,12 @@ from pixelfox import errors, readmodel
 from pixelfox.db.models import Image, Upload, User
 from pixelfox.leases import Lease
 from pixelfox.storage.keys import private_key, public_key
-from pixelfox.text import checked
+from pixelfox.text import checked, checked_title
 from pixelfox.v1 import common_pb2
 
 logger = logging.getLogger(__name__)
 
 VISIBILITIES = ("public", "private")
-MAX_TITLE = 255
 MAX_DESCRIPTION = 2000
 REKEY_LEASE_S = 300.0  # seconds a visibility change may hold its image (copies every object)
 
@@ -96,9 +95,7 @@ class Library:
         if ch.visibility is not None and ch.visibility not in VISIBILITIES:
             raise errors.BadRequest("visibility must be 'public' or 'private'")
         if ch.title is not None:
-            ch = dataclasses.replace(ch, title=checked(ch.title, "title"))
-            if len(ch.title or "") > MAX_TITLE:
-                raise errors.BadRequest(f"title longer than {MAX_TITLE} characters")
+            ch = dataclasses.replace(ch, title=checked_title(ch.title))
         if ch.description is not None:
             ch = dataclasses.replace(ch, description=checked(ch.description, "description", multiline=True))
             if len(ch.description or "") > MAX_DESCRIPTION:

@@ -22,7 +22,7 @@ from pixelfox.db.models import Image, ObjectLocation, Upload, User
 from pixelfox.db.outbox import OutboxEntry
 from pixelfox.queue import JobQueue
 from pixelfox.queue.streams import cpu_estimate_s
-from pixelfox.text import printable, safe_filename
+from pixelfox.text import checked_title, printable, safe_filename
 from pixelfox.uploadstate import UploadStates
 from pixelfox.v1 import common_pb2, manager_pb2
 
@@ -86,9 +86,15 @@ class Uploads:
         self.gate = UploadLimits(registry.redis, sessions, limits)
 
     async def create(
-        self, user: User | None, filename: str, size: int, content_type: str, expire_after_s: int = 0
+        self, user: User | None, filename: str, size: int, content_type: str, expire_after_s: int = 0,
+        title: str = "",
     ) -> manager_pb2.CreateUploadResponse:
-        """Check the declared size, pick an upload node and sign a ticket for one upload."""
+        """Check the declared size (bytes), expiration (seconds) and title, pick an upload node and sign a
+        ticket for one upload. Raises EmptyFile, PayloadTooLarge, BadRequest, RateLimited,
+        QuotaExceeded, NoNodeAvailable."""
+        title = checked_title(title)
+        if expire_after_s < 0 or expire_after_s > MAX_EXPIRY_S:  # before anything is recorded
+            raise errors.BadRequest(f"expiration must be between 0 and {MAX_EXPIRY_S} seconds")
         if size <= 0:
             raise errors.EmptyFile("empty file")
         if size > self.limits.max_upload_bytes:
@@ -104,9 +110,7 @@ class Uploads:
                          size=size, content_type=printable(content_type)[:100], upload_node_id=node.node_id,
                          expires_at=expires))
             await s.commit()
-        if expire_after_s < 0 or expire_after_s > MAX_EXPIRY_S:
-            raise errors.BadRequest(f"expiration must be between 0 and {MAX_EXPIRY_S} seconds")
-        await self.states.create(upload_id, size, user.id if user else "", expire_after_s)
+        await self.states.create(upload_id, size, user.id if user else "", expire_after_s, title)
         token = tickets.sign(self.ticket_key, upload_id, user.id if user else "", size, content_type,
                              self.limits.ticket_ttl_s)
         return manager_pb2.CreateUploadResponse(
@@ -152,9 +156,11 @@ class Uploads:
                 await self.gate.closed(owner, c.upload_id)
                 logger.info("upload %s duplicates image %s of the same user", c.upload_id, slug)
                 return await self.views.get(slug)
+            st = await self.states.get(c.upload_id)
             img = Image(
                 id=str(ULID()), slug=new_slug(), upload_id=upload.id, user_id=upload.user_id,
-                filename=upload.filename, sha256=c.sha256, bytes=c.size, format=c.format, mime=c.mime,
+                filename=upload.filename, title=st.title if st else "", sha256=c.sha256, bytes=c.size,
+                format=c.format, mime=c.mime,
                 width=c.height if swap else c.width, height=c.width if swap else c.height,
                 frames=max(1, c.frames), orientation=c.orientation or 1, status="processing",
                 original_key=c.original_key, recipe_version=self.recipe_version,
@@ -168,7 +174,6 @@ class Uploads:
             image_id, slug = img.id, img.slug
         await self.states.finish(c.upload_id, "complete", slug)
         await self.gate.closed(owner, c.upload_id)
-        st = await self.states.get(c.upload_id)
         if st is not None and st.expire_after_s > 0:
             await expiry.schedule(self.registry.redis, slug, st.expire_after_s)
         failpoints.hit("after-image-commit")

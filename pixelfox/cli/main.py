@@ -198,7 +198,7 @@ def cmd_keys_create(opts: argparse.Namespace) -> int:
 
 def cmd_put(opts: argparse.Namespace) -> int:
     ref = context.resolve(opts.manager, opts.api_key)
-    return put.run(ref, opts.files, as_json=opts.json, wait=opts.wait, timeout_s=opts.timeout)
+    return put.run(ref, opts.files, as_json=opts.json, wait=opts.wait, timeout_s=opts.timeout, title=opts.title)
 
 
 # ---- parser ----------------------------------------------------------------------------------
@@ -229,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--json", action="store_true", help="print one JSON object per file (JSON Lines)")
     pt.add_argument("--wait", action="store_true", help="wait until each image is ready or failed")
     pt.add_argument("--timeout", type=float, default=120.0, help="seconds to wait per image with --wait")
+    pt.add_argument("--title", default="", help="title of each new image (at most 255 characters; a file you "
+                                                 "already uploaded keeps its own)")
     pt.set_defaults(func=cmd_put)
 
     st = with_target(sub.add_parser("status", help="list every node with health and load"))

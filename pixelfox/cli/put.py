@@ -33,9 +33,11 @@ async def wait_image(
 
 
 async def put_files(
-    ref: ClusterRef, files: list[Path], *, as_json: bool, wait: bool, timeout_s: float, console: Console
+    ref: ClusterRef, files: list[Path], *, as_json: bool, wait: bool, timeout_s: float, console: Console,
+    title: str = "",
 ) -> list[dict[str, Any]]:
-    """Upload ``files`` in order; returns one JSON object per file (``put --json`` lines)."""
+    """Upload ``files`` in order, each new image titled ``title``; returns one JSON object per file
+    (``put --json`` lines)."""
     md = ref.metadata()
     results: list[dict[str, Any]] = []
     progress = Progress(
@@ -56,7 +58,7 @@ async def put_files(
                     if not path.is_file():
                         raise errors.NotFound(f"no such file: {path}")
                     img = await upload_file(
-                        stub, md, path, progress=lambda n, _t, t=task: progress.update(t, completed=n)
+                        stub, md, path, progress=lambda n, _t, t=task: progress.update(t, completed=n), title=title
                     )
                     if wait:
                         img = await wait_image(stub, md, img.slug, timeout_s)
@@ -77,10 +79,9 @@ async def put_files(
     return results
 
 
-def run(ref: ClusterRef, files: list[str], as_json: bool, wait: bool, timeout_s: float) -> int:
+def run(ref: ClusterRef, files: list[str], as_json: bool, wait: bool, timeout_s: float, title: str = "") -> int:
     console = Console(stderr=True, soft_wrap=True)
-    results = asyncio.run(
-        put_files(ref, [Path(f) for f in files], as_json=as_json, wait=wait, timeout_s=timeout_s, console=console)
-    )
+    results = asyncio.run(put_files(ref, [Path(f) for f in files], as_json=as_json, wait=wait, timeout_s=timeout_s,
+                                    console=console, title=title))
     good = {"ready"} if wait else {"ready", "processing"}
     return 0 if all(r["status"] in good for r in results) else 1

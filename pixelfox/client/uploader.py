@@ -140,6 +140,7 @@ async def upload_file(
     max_stall_s: float = 60.0,
     dial: Callable[[str], str] | None = None,
     expire_after_s: int = 0,
+    title: str = "",
 ) -> common_pb2.Image:
     """Upload ``path`` and return the new image (status ``processing``, or ``failed``).
 
@@ -151,7 +152,8 @@ async def upload_file(
     asks the manager for another node for the same upload (``RelocateUpload``). It gives up
     when no byte was committed for ``max_stall_s`` seconds. ``dial`` maps an upload node
     address to the address to connect to (a proxy; tests). ``expire_after_s`` > 0 deletes the
-    image that long after the upload completes. Raises
+    image that long after the upload completes; ``title`` (at most 255 characters) titles a new
+    image, while a re-upload of bytes the user already has returns that image as it is. Raises
     :class:`~pixelfox.errors.PixelfoxError` subclasses: ``InvalidImage`` family for rejected
     bytes, ``Unauthenticated``, ``NoNodeAvailable``, ``Unavailable``...
     """
@@ -159,7 +161,7 @@ async def upload_file(
     name = filename or path.name
     md = tuple(metadata)
     ticket = await _create(manager, md, manager_pb2.CreateUploadRequest(
-        filename=name, size=size, content_type=content_type, expire_after_s=expire_after_s))
+        filename=name, size=size, content_type=content_type, expire_after_s=expire_after_s, title=title))
     if size == 0:
         raise errors.EmptyFile("empty file")
     header = upload_pb2.UploadHeader(

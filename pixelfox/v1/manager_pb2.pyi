@@ -232,6 +232,7 @@ class CreateUploadRequest(_message.Message):
     SIZE_FIELD_NUMBER: _builtins.int
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     EXPIRE_AFTER_S_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
     filename: _builtins.str
     size: _builtins.int
     """bytes, as declared by the client"""
@@ -239,6 +240,8 @@ class CreateUploadRequest(_message.Message):
     """declared, never trusted"""
     expire_after_s: _builtins.int
     """> 0: the image is deleted this many seconds after the upload completes"""
+    title: _builtins.str
+    """the new image's title (<= 255 characters); a re-upload of an image the"""
     def __init__(
         self,
         *,
@@ -246,10 +249,11 @@ class CreateUploadRequest(_message.Message):
         size: _builtins.int = ...,
         content_type: _builtins.str = ...,
         expire_after_s: _builtins.int = ...,
+        title: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "expire_after_s", b"expire_after_s", "filename", b"filename", "size", b"size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "expire_after_s", b"expire_after_s", "filename", b"filename", "size", b"size", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -140,6 +140,41 @@ def test_chevereto_upload_shapes_formats_and_expiration(cluster: ClusterHandle, 
         time.sleep(1)
 
 
+def test_chevereto_title_names_only_a_new_image_and_is_checked(cluster: ClusterHandle, corpus: Path) -> None:
+    """A re-upload of bytes the caller already has (dedup) returns that image with its own title; an
+    over-long or control-character title is refused before anything is stored, as PATCH does."""
+    api = f"{cluster.web_url}/api/1/upload"
+    headers = {"X-API-Key": cluster.admin_api_key}
+    data = _unique_png((corpus / "photos" / "painting_rgb.png").read_bytes())
+    first = requests.post(api, headers=headers, files={"source": ("art.png", data, "image/png")},
+                          data={"title": "  First title  "}, timeout=60)
+    assert first.status_code == 200, first.text
+    slug = first.json()["image"]["id_encoded"]
+    assert first.json()["image"]["title"] == "First title"
+    again = requests.post(api, headers=headers, files={"source": ("art.png", data, "image/png")},
+                          data={"title": "Second title"}, timeout=60)
+    assert again.status_code == 200, again.text
+    assert (again.json()["image"]["id_encoded"], again.json()["image"]["title"]) == (slug, "First title")
+    stored = requests.get(f"{cluster.web_url}/api/v1/images/{slug}", headers=headers, timeout=10).json()
+    assert stored["title"] == "First title"
+
+    longest = "t" * 255
+    fits = requests.post(api, headers=headers, data={"source": base64.b64encode(_small_png(8, 8)).decode(),
+                                                     "title": longest}, timeout=60)
+    assert fits.status_code == 200 and fits.json()["image"]["title"] == longest, fits.text
+    # a base64 source has no file name: it is "upload", its extension the detected format's
+    assert (fits.json()["image"]["name"], fits.json()["image"]["extension"]) == ("upload", "png")
+    for title, says in [("t" * 256, "title longer than 255 characters"),
+                        ("bad\x07title", "title contains a control character (U+0007)")]:
+        bad = requests.post(api, headers=headers, data={"source": base64.b64encode(_small_png(9, 9)).decode(),
+                                                        "title": title}, timeout=60)
+        assert bad.status_code == 400 and bad.json()["error"]["message"] == says, bad.text
+        assert bad.json()["status_code"] == 400
+    ticket = requests.post(f"{cluster.web_url}/api/v1/uploads", headers=headers, timeout=30,
+                           json={"filename": "a.png", "size": 1000, "title": "t" * 256})
+    assert ticket.status_code == 400 and "title longer than 255" in ticket.json()["error"]["message"], ticket.text
+
+
 def _unique_png(png: bytes) -> bytes:
     """``png`` with a tEXt chunk of fresh random text before IEND: the same pixels, new bytes."""
     text = b"Comment\x00" + os.urandom(8).hex().encode()

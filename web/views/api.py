@@ -98,6 +98,19 @@ async def _save_part(part: BodyPartReader, limit: int) -> Path:
     return path
 
 
+def malformed_multipart(exc: BaseException) -> errors.BadRequest | None:
+    """The 400 for an exception aiohttp raised while reading a multipart body, in our words; None
+    when ``exc`` is not about the body's form (ours, a cancellation...)."""
+    if isinstance(exc, errors.PixelfoxError):
+        return None
+    if isinstance(exc, HttpProcessingError):  # aiohttp refuses a part's header line
+        return errors.BadRequest("malformed multipart body: a part header is invalid; a control character in "
+                                 "a file name (Content-Disposition) is the usual cause")
+    if isinstance(exc, ValueError | UnicodeDecodeError | AssertionError):  # no boundary, cut short...
+        return errors.BadRequest(f"malformed multipart body: {printable(str(exc))[:120]}")
+    return None
+
+
 async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, str]:
     if request.content_length is not None and request.content_length > limit + MULTIPART_SLACK:
         raise errors.PayloadTooLarge(f"file larger than {limit} bytes")
@@ -115,15 +128,10 @@ async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, st
                 saved = (await _save_part(part, limit), filename, ctype)
             else:
                 await part.release()
-    except HttpProcessingError:  # aiohttp refuses a part header (e.g. a control character in the file name)
+    except BaseException as exc:
         _discard(saved)
-        raise errors.BadRequest("malformed multipart body: a part header is invalid (a control character "
-                                "or a syntax error)") from None
-    except (ValueError, UnicodeDecodeError, AssertionError) as exc:  # malformed multipart
-        _discard(saved)
-        raise errors.BadRequest(f"malformed multipart body: {printable(str(exc))[:120]}") from None
-    except BaseException:
-        _discard(saved)
+        if (bad := malformed_multipart(exc)) is not None:
+            raise bad from None
         raise
     if saved is None:
         raise errors.BadRequest("no 'file' field in the form")

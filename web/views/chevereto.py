@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from pixelfox import errors
 from pixelfox.client.images import clean_original
@@ -37,7 +36,7 @@ from web.calls import call
 from web.deletion import deletion_url
 from web.keys import MANAGER, SETTINGS
 from web.ratelimit import check_ip
-from web.views.api import _save_part, page_url, safe_filename
+from web.views.api import _save_part, malformed_multipart, page_url, safe_filename
 
 FIELD_LIMIT = 4096  # bytes of a text field other than source
 DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$",
@@ -135,10 +134,8 @@ async def _read_multipart(request: web.Request, limit: int, fields: dict[str, st
     except BaseException as exc:
         if source is not None:
             await asyncio.to_thread(source.unlink, missing_ok=True)
-        malformed = isinstance(exc, ValueError | AssertionError | HttpProcessingError)
-        if malformed and not isinstance(exc, errors.PixelfoxError):
-            # no boundary, cut short, a part header aiohttp refuses (a control character in the file name)...
-            raise errors.BadRequest("malformed multipart/form-data body") from exc
+        if (bad := malformed_multipart(exc)) is not None:
+            raise bad from exc
         raise
     return fields, source, filename
 
@@ -157,18 +154,25 @@ def direct_link(request: web.Request, image: common_pb2.Image) -> str:
     return clean.url if clean else f"{page_url(request, image)}/download"
 
 
-def chevereto_image(request: web.Request, image: common_pb2.Image, title: str, expires_s: int) -> dict[str, Any]:
-    """The ``image`` object of a Chevereto v1 answer."""
+def _extension(image: common_pb2.Image) -> str:
+    """The file name's extension, or the detected format's usual one when the name has none (a base64
+    source is named ``upload``)."""
+    _, dot, ext = image.filename.rpartition(".")
+    return ext if dot and ext else {"jpeg": "jpg"}.get(image.format, image.format)
+
+
+def chevereto_image(request: web.Request, image: common_pb2.Image, expires_s: int) -> dict[str, Any]:
+    """The ``image`` object of a Chevereto v1 answer; ``expires_s`` is the expiration asked for (seconds)."""
     by_name: dict[str, str] = {}
     for v in sorted(image.variants, key=lambda v: v.format != "webp"):  # prefer WebP per size
         by_name.setdefault(v.name, v.url)
     direct = direct_link(request, image)
     medium = by_name.get("medium") or direct
     thumb = image.thumbnail_url or by_name.get("thumb") or medium
-    stem, _, ext = image.filename.rpartition(".")
+    stem, dot, _ = image.filename.rpartition(".")
     return {
-        "id_encoded": image.slug, "name": stem or image.filename, "extension": ext or image.format,
-        "original_filename": image.filename, "title": title or image.title, "size": image.bytes,
+        "id_encoded": image.slug, "name": stem if dot and stem else image.filename, "extension": _extension(image),
+        "original_filename": image.filename, "title": image.title, "size": image.bytes,
         "width": image.width, "height": image.height, "mime": image.mime, "date_gmt": image.created_at,
         "url": direct, "url_viewer": page_url(request, image), "url_short": page_url(request, image),
         "display_url": medium, "status": {1: "processing", 2: "ready", 3: "failed"}.get(image.status, "processing"),
@@ -208,14 +212,13 @@ async def _upload(request: web.Request) -> web.StreamResponse:
             raise errors.BadRequest("format must be json, txt or redirect")
         expires = parse_duration(fields["expiration"]) if fields.get("expiration") else 0
         md = manager.as_api_key(key)
-        image = await manager.upload(md, source, filename, "", expire_after_s=expires)
+        # the title goes with the upload: a new image gets it, a re-upload of an image the caller
+        # already has (dedup) returns that image unchanged
+        image = await manager.upload(md, source, filename, "", expire_after_s=expires, title=fields.get("title", ""))
     finally:
         if source is not None:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(source.unlink)
-    title = fields.get("title", "").strip()[:255]
-    if title:
-        image = await call(request, "UpdateImage", manager_pb2.UpdateImageRequest(slug=image.slug, title=title), md)
     if fields.get("album_id"):  # albums are optional: a wrong id never fails the upload
         with contextlib.suppress(errors.PixelfoxError):
             await call(request, "UpdateAlbum", manager_pb2.UpdateAlbumRequest(
@@ -225,6 +228,6 @@ async def _upload(request: web.Request) -> web.StreamResponse:
         return web.Response(text=direct_link(request, image))
     if fmt == "redirect":
         raise web.HTTPSeeOther(page_url(request, image))
-    body = chevereto_image(request, image, title, expires)
+    body = chevereto_image(request, image, expires)
     return web.json_response({"status_code": 200, "success": {"message": "image uploaded", "code": 200},
                               "image": body, "data": body, "status_txt": "OK"})

@@ -1,7 +1,7 @@
 """Resumable uploads from browsers and scripts: ``POST /api/v1/uploads``, ``GET /api/v1/uploads/{id}``.
 
 ``POST`` (API key, or session cookie plus ``X-CSRF-Token``) takes JSON
-``{"filename", "size", "content_type"}`` and answers ``201`` with ``{"id", "upload_url",
+``{"filename", "size", "content_type", "title"}`` (title optional) and answers ``201`` with ``{"id", "upload_url",
 "ticket", "expires_at", "chunk_size", "max_size", "upload_address"}``: the client then speaks
 tus 1.0 to ``upload_url`` with ``Authorization: Bearer <ticket>`` (or gRPC to
 ``upload_address``). ``GET`` answers ``{"id", "status", "offset", "size", "progress",
@@ -32,6 +32,7 @@ class NewUpload(BaseModel):
     filename: str = Field("", max_length=255)
     size: int = Field(gt=0, le=2**63 - 1)  # bytes; an int64 on the wire
     content_type: str = Field("", max_length=100)
+    title: str = Field("", max_length=4096)  # the manager refuses past 255 characters, in its own words
 
 
 async def create_upload(request: web.Request) -> web.Response:
@@ -42,7 +43,8 @@ async def create_upload(request: web.Request) -> web.Response:
     body = await read_model(request, NewUpload)
     t: manager_pb2.CreateUploadResponse = await call(
         request, "CreateUpload",
-        manager_pb2.CreateUploadRequest(filename=body.filename, size=body.size, content_type=body.content_type),
+        manager_pb2.CreateUploadRequest(filename=body.filename, size=body.size, content_type=body.content_type,
+                                        title=body.title),
         caller.metadata)
     return web.json_response({
         "id": t.upload_id, "upload_url": t.upload_url, "ticket": t.ticket, "expires_at": t.expires_at,

@@ -1,0 +1,40 @@
+"""pixelfox.text: titles are checked (refused), client file names are cleaned (never refused)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pixelfox import errors
+from pixelfox.text import MAX_FILENAME, checked_title, safe_filename
+
+
+@pytest.mark.parametrize(("raw", "want"), [
+    ("photo.jpg", "photo.jpg"),
+    ("C:\\Users\\me\\Desktop\\shot.png", "shot.png"),
+    ("../../etc/passwd", "passwd"),
+    ("bad\x00na\x1fme.gif", "badname.gif"),
+    ("", "upload"),
+    ("/", "upload"),
+    (None, "upload"),
+    ("x" * 300 + ".jpeg", "x" * (MAX_FILENAME - 5) + ".jpeg"),  # the stem is cut, the extension kept
+    ("x" * 300, "x" * MAX_FILENAME),  # no extension: cut
+    ("x" * 300 + "." + "e" * 20, ("x" * 300 + ".")[:MAX_FILENAME]),  # 20 characters are no extension
+    ("." + "x" * 300, ("." + "x" * 300)[:MAX_FILENAME]),  # a dot file has no stem
+])
+def test_safe_filename(raw: str | None, want: str) -> None:
+    got = safe_filename(raw)
+    assert got == want and len(got) <= MAX_FILENAME
+
+
+def test_a_cut_name_keeps_its_extension_and_length() -> None:
+    got = safe_filename("é" * 400 + ".webp")
+    assert got.endswith("é.webp") and len(got) == MAX_FILENAME
+
+
+def test_checked_title() -> None:
+    assert checked_title("  a title\u200d ") == "a title\u200d"  # ZWJ joins emoji: kept
+    assert checked_title("t" * 255) == "t" * 255
+    with pytest.raises(errors.BadRequest, match="title longer than 255 characters"):
+        checked_title("t" * 256)
+    with pytest.raises(errors.BadRequest, match=r"title contains a control character \(U\+000A\)"):
+        checked_title("two\nlines")
