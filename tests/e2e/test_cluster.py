@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -226,6 +227,22 @@ def test_edge_accepts_become_ready(cluster: ClusterHandle, corpus: Path) -> None
                 assert (v["width"], v["height"]) == (res["width"], res["height"])
             else:  # renditions are clamped to WebP's side limit
                 assert v["width"] <= 16383 and v["height"] <= 16383
+
+
+def test_put_title_names_new_images_only(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """``pixelfox put --title``: a new image gets it; the same bytes again (dedup) return the image
+    as it was; an over-long title is a rejection with the reason and exit code 1."""
+    photo = tmp_path / "titled.png"
+    Image.new("RGB", (40, 30), tuple(os.urandom(3))).save(photo, "PNG")
+    first = cluster.pixelfox("put", "--json", "--title", "Harbour at dusk", str(photo), timeout=120)
+    again = cluster.pixelfox("put", "--json", "--title", "Something else", str(photo), timeout=120)
+    assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
+    a, b = json.loads(first.stdout), json.loads(again.stdout)
+    assert (a["title"], b["title"], b["id"]) == ("Harbour at dusk", "Harbour at dusk", a["id"])
+    long = cluster.pixelfox("put", "--json", "--title", "t" * 256, str(photo), timeout=120)
+    assert long.returncode == 1
+    out = json.loads(long.stdout)
+    assert out["status"] == "rejected" and out["error"]["message"] == "title longer than 255 characters", out
 
 
 def test_status_lists_every_node(cluster: ClusterHandle) -> None:
