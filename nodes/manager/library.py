@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nodes.manager.images import ImageViews
 from nodes.manager.objects import Objects, image_keys
-from pixelfox import errors, readmodel
+from pixelfox import deletion, errors, readmodel
 from pixelfox.db.models import Image, Upload, User
 from pixelfox.leases import Lease
 from pixelfox.storage.keys import private_key, public_key
@@ -65,11 +65,13 @@ class Library:
         views: ImageViews,
         objects: Objects,
         redis: aioredis.Redis,
+        secret: str = "",
     ) -> None:
         self.sessions = sessions
         self.views = views
         self.objects = objects
         self.redis = redis
+        self.secret = secret  # the cluster secret: deletion tokens (pixelfox.deletion)
 
     async def _load(self, s: AsyncSession, slug: str, user: User | None, *, manage: bool) -> Image:
         img = (await s.execute(select(Image).where(Image.slug == slug))).scalar_one_or_none()
@@ -180,10 +182,21 @@ class Library:
         if old_keys:
             await self.objects.delete_unreferenced(old_keys)
 
-    async def delete(self, slug: str, user: User | None) -> tuple[int, int]:
-        """Delete the rows and every replica of the image's objects; ``(deleted, pending)`` replicas."""
+    async def delete(self, slug: str, user: User | None, deletion_token: str = "") -> tuple[int, int]:
+        """Delete the rows and every replica of the image's objects; ``(deleted, pending)`` replicas.
+
+        ``user`` must own the image or be an admin, unless ``deletion_token`` is the image's token
+        (:mod:`pixelfox.deletion`; the uploader's deletion URL, the only way for an anonymous
+        upload). Raises NotFound, Forbidden (neither; also a wrong token)."""
         async with self.sessions() as s:
-            img = await self._load(s, slug, user, manage=True)
+            if deletion_token:
+                img = (await s.execute(select(Image).where(Image.slug == slug))).scalar_one_or_none()
+                if img is None:
+                    raise errors.NotFound("no such image")
+                if not self.secret or not deletion.valid(self.secret, slug, img.user_id or "", deletion_token):
+                    raise errors.Forbidden("this deletion link is not valid")
+            else:
+                img = await self._load(s, slug, user, manage=True)
             proto = await self.views.to_proto(s, img)
             keys = image_keys(img)
             upload = await s.get(Upload, img.upload_id) if img.upload_id else None

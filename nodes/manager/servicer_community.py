@@ -41,7 +41,7 @@ class ManagerCommunityServicer:
 
     @rpc()
     async def DeleteImage(self, req: manager_pb2.DeleteImageRequest, ctx: Ctx) -> manager_pb2.DeleteImageResponse:
-        deleted, pending = await self.svc.library.delete(req.slug, await self._user())
+        deleted, pending = await self.svc.library.delete(req.slug, await self._user(), req.deletion_token)
         return manager_pb2.DeleteImageResponse(deleted=True, objects_deleted=deleted, objects_pending=pending)
 
     @rpc()

@@ -1059,15 +1059,19 @@ class DeleteImageRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SLUG_FIELD_NUMBER: _builtins.int
+    DELETION_TOKEN_FIELD_NUMBER: _builtins.int
     slug: _builtins.str
+    deletion_token: _builtins.str
+    """from the uploader's deletion URL (pixelfox/deletion.py): with it the"""
     def __init__(
         self,
         *,
         slug: _builtins.str = ...,
+        deletion_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["slug", b"slug"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deletion_token", b"deletion_token", "slug", b"slug"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

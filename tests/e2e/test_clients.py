@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
 import requests
 
+from pixelfox.grpcx.auth import api_key_metadata
+from pixelfox.v1 import manager_pb2, manager_pb2_grpc
 from tests.conftest import ClusterHandle
 from tests.e2e.test_web import Browser, _user, http  # noqa: F401 - the fixture is used by name
 
@@ -77,6 +80,38 @@ def replay_sharex(conf: dict[str, Any], cluster: ClusterHandle, corpus: Path) ->
     gone = requests.post(deletion, timeout=120)
     assert gone.status_code == 200 and gone.json()["deleted"] is True
     assert requests.get(f"{cluster.web_url}/api/v1/images/{slug}", timeout=10).status_code == 404
+
+
+def test_an_anonymous_upload_gets_a_deletion_link_that_only_deletes_it(cluster: ClusterHandle) -> None:
+    """Without an account the deletion URL is the only way back to an upload: it works once,
+    for that image only, and a forged or borrowed token deletes nothing."""
+    def upload() -> dict[str, Any]:
+        r = requests.post(f"{cluster.web_url}/api/v1/images", timeout=60,
+                          files={"file": ("anon.png", _small_png(32, 24), "image/png")})
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    mine, other = upload(), upload()
+    for img in (mine, other):
+        assert img["deletion_url"].startswith(f"{cluster.web_url}/api/v1/delete/{img['id']}/anonymous/")
+    token = mine["deletion_url"].rsplit("/", 1)[1]
+    borrowed = other["deletion_url"].rsplit("/", 1)[0] + "/" + token  # my token on another image
+    forged = mine["deletion_url"][:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+    for url in (borrowed, forged):
+        r = requests.post(url, timeout=30)
+        assert r.status_code == 403 and r.json()["error"]["message"] == "this deletion link is not valid", r.text
+    assert requests.get(mine["deletion_url"], timeout=10).status_code == 200  # the confirmation page only
+    # the manager checks the token itself: a gRPC caller with a borrowed token, even an admin, deletes nothing
+    with pytest.raises(grpc.RpcError) as refused, grpc.insecure_channel(cluster.manager_address.split(",")[0]) as ch:
+        manager_pb2_grpc.ManagerServiceStub(ch).DeleteImage(
+            manager_pb2.DeleteImageRequest(slug=other["id"], deletion_token=token),
+            metadata=api_key_metadata(cluster.admin_api_key), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    gone = requests.post(mine["deletion_url"], timeout=120)
+    assert gone.status_code == 200 and gone.json() == {"deleted": True, "id": mine["id"]}
+    assert requests.get(f"{cluster.web_url}/api/v1/images/{mine['id']}", timeout=10).status_code == 404
+    assert requests.post(mine["deletion_url"], timeout=30).status_code == 404
+    assert requests.get(f"{cluster.web_url}/api/v1/images/{other['id']}", timeout=10).status_code == 200
 
 
 def test_chevereto_upload_shapes_formats_and_expiration(cluster: ClusterHandle, corpus: Path) -> None:
