@@ -279,9 +279,10 @@ def _default_variants() -> tuple[VariantSpec, ...]:
 
 @dataclass(frozen=True)
 class Recipe:
-    """What :func:`process` produces. Bump ``version`` when outputs change."""
+    """What :func:`process` produces. Bump ``version`` when outputs change (2: AVIF by libaom; 3: JPEG
+    shrink-on-load, which moves some pixels of qualifying JPEGs' variants by a level or so)."""
 
-    version: int = 2
+    version: int = 3
     variants: tuple[VariantSpec, ...] = field(default_factory=_default_variants)
     webp_quality: float = 80.0
     """libwebp lossy quality 0..100."""
