@@ -280,7 +280,8 @@ def _default_variants() -> tuple[VariantSpec, ...]:
 @dataclass(frozen=True)
 class Recipe:
     """What :func:`process` produces. Bump ``version`` when outputs change (2: AVIF by libaom; 3: JPEG
-    shrink-on-load, which moves some pixels of qualifying JPEGs' variants by a level or so)."""
+    shrink-on-load, which moves some pixels of qualifying JPEGs' variants by a level or so, and
+    JPEGs with chroma finer than luma decoded with the right colours)."""
 
     version: int = 3
     variants: tuple[VariantSpec, ...] = field(default_factory=_default_variants)

@@ -118,9 +118,27 @@ pub struct FrameLayout {
     pub precision: u8,
     /// Component identifiers in frame-header order (their count is the component count).
     pub component_ids: Vec<u8>,
+    /// Each component's sampling factors `(horizontal, vertical)`, 1..=4, in the same order.
+    pub sampling: Vec<(u8, u8)>,
     /// Colour transform byte of the last Adobe APP14 segment (0 RGB or CMYK, 1 YCbCr,
     /// 2 YCCK), if there is one.
     pub adobe_transform: Option<u8>,
+}
+
+impl FrameLayout {
+    /// True for a three-component JPEG whose second or third component (the chroma of a
+    /// YCbCr file) is sampled more finely than the first on either axis, as
+    /// `cjpeg -sample 1x1,2x2,2x2` writes. Legal (ITU T.81 allows any factors 1..=4), rare,
+    /// and decoded with wrong colours by zune-jpeg 0.4 (measured: a mean shift of about 50
+    /// levels), so `steps::decode` takes these through jpeg-decoder instead.
+    pub fn chroma_finer_than_luma(&self) -> bool {
+        match self.sampling.as_slice() {
+            [(lh, lv), chroma @ ..] if chroma.len() == 2 => {
+                chroma.iter().any(|&(h, v)| h > *lh || v > *lv)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The [`FrameLayout`] of `d` (a JPEG whose structure `parse` already accepted), or
@@ -160,10 +178,14 @@ pub fn frame_layout(d: &[u8]) -> Option<FrameLayout> {
             let component_ids = (0..count)
                 .map(|i| body.get(6 + 3 * i).copied())
                 .collect::<Option<Vec<u8>>>()?;
+            let sampling = (0..count)
+                .map(|i| body.get(7 + 3 * i).map(|&f| (f >> 4, f & 0x0F)))
+                .collect::<Option<Vec<(u8, u8)>>>()?;
             layout = Some(FrameLayout {
                 sof: marker,
                 precision: *body.first()?,
                 component_ids,
+                sampling,
                 adobe_transform: None,
             });
         }
@@ -298,9 +320,20 @@ mod tests {
                 sof: 0xC0,
                 precision: 8,
                 component_ids: vec![1, 2, 3],
+                sampling: vec![(1, 1), (1, 1), (1, 1)], // the image crate writes 4:4:4
                 adobe_transform: None,
             })
         );
+        assert!(!frame_layout(&rgb).unwrap().chroma_finer_than_luma());
+        // the same header with luma 1x1 and chroma 2x1 (only the frame header is read)
+        let mut finer = rgb.clone();
+        let sof = finer.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        for (i, factors) in [0x11, 0x21, 0x21].into_iter().enumerate() {
+            finer[sof + 2 + 2 + 6 + 1 + 3 * i] = factors; // marker, length, P Y X Nf, then C H|V Tq
+        }
+        let layout = frame_layout(&finer).unwrap();
+        assert_eq!(layout.sampling, vec![(1, 1), (2, 1), (2, 1)]);
+        assert!(layout.chroma_finer_than_luma());
         let grey = frame_layout(&encoded(40, 30, ExtendedColorType::L8)).unwrap();
         assert_eq!(grey.component_ids.len(), 1);
         assert_eq!(

@@ -81,7 +81,10 @@ fn decode_still(ctx: &mut Context<'_>) -> Result<()> {
     }
     if ctx.info.format == Format::Jpeg {
         let shrink = planned_jpeg_shrink(ctx);
-        if shrink > 1 {
+        // zune-jpeg gets the colours of chroma sampled finer than luma wrong: jpeg-decoder
+        // decodes those at full size too (1/1), falling back to zune-jpeg only if it fails
+        let finer_chroma = || frame_layout(ctx.data).is_some_and(|l| l.chroma_finer_than_luma());
+        if shrink > 1 || finer_chroma() {
             ctx.deadline.check("decoding")?;
             // a panic inside jpeg-decoder falls back like its errors (the fuzz build's
             // panic hook aborts first, so the fuzzer still reports it)
@@ -161,7 +164,7 @@ fn planned_jpeg_shrink(ctx: &Context<'_>) -> u32 {
     jpeg_shrink(w, h, tw, th)
 }
 
-/// Decodes the JPEG at 1/`shrink` of its size (each side rounded up) with
+/// Decodes the JPEG at 1/`shrink` of its size (each side rounded up; 1 = full size) with
 /// jpeg-decoder's DCT scaling; returns the frame and the ICC profile, or `None` when
 /// this path does not take the file and the full decode must: not 8-bit Huffman
 /// (baseline, extended or progressive), not grey or YCbCr as zune-jpeg reads it (CMYK,
