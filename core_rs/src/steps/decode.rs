@@ -2,7 +2,9 @@
 //!
 //! A still JPEG whose largest rendition is at most half its size is decoded with DCT
 //! scaling (shrink-on-load, 1/2 or 1/4: [`jpeg_shrink`]) by jpeg-decoder; every
-//! other image, and any JPEG that path does not take, by the `image` crate at full size.
+//! other image, and any JPEG that path does not take, by the `image` crate at full size
+//! (zune-jpeg for JPEG), except JPEGs zune-jpeg decodes wrongly (chroma finer than luma)
+//! or cannot decode, which jpeg-decoder decodes at full size.
 
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -79,39 +81,71 @@ fn decode_still(ctx: &mut Context<'_>) -> Result<()> {
         }];
         return Ok(());
     }
+    let mut tried_jpeg_decoder = false;
     if ctx.info.format == Format::Jpeg {
         let shrink = planned_jpeg_shrink(ctx);
         // zune-jpeg gets the colours of chroma sampled finer than luma wrong: jpeg-decoder
         // decodes those at full size too (1/1), falling back to zune-jpeg only if it fails
         let finer_chroma = || frame_layout(ctx.data).is_some_and(|l| l.chroma_finer_than_luma());
         if shrink > 1 || finer_chroma() {
-            ctx.deadline.check("decoding")?;
-            // a panic inside jpeg-decoder falls back like its errors (the fuzz build's
-            // panic hook aborts first, so the fuzzer still reports it)
-            let scaled = catch_unwind(AssertUnwindSafe(|| decode_jpeg_scaled(ctx, shrink)));
-            if let Ok(Some((img, icc))) = scaled {
-                ctx.icc = icc;
-                ctx.shrink = shrink;
-                ctx.frames = vec![Frame {
-                    image: to_8bit(img),
-                    delay_ms: 0,
-                }];
+            tried_jpeg_decoder = shrink == 1;
+            if with_jpeg_decoder(ctx, shrink)? {
                 return Ok(());
             }
-            ctx.deadline.check("decoding")?;
         }
     }
     let mut reader =
         ImageReader::with_format(Cursor::new(ctx.data), image_format(ctx.info.format)?);
     reader.limits(image_limits(ctx.limits));
-    let mut decoder = reader.into_decoder()?;
-    ctx.icc = decoder.icc_profile().ok().flatten();
-    let img = DynamicImage::from_decoder(decoder)?;
+    let full = reader.into_decoder().and_then(|mut decoder| {
+        let icc = decoder.icc_profile().ok().flatten();
+        Ok((DynamicImage::from_decoder(decoder)?, icc))
+    });
+    let img = match full {
+        Ok((img, icc)) => {
+            ctx.icc = icc;
+            img
+        }
+        // a JPEG zune-jpeg cannot decode (it refuses a horizontal luma sampling factor of
+        // 3, which T.81 allows) gets jpeg-decoder's full decode before it is called
+        // corrupt, so whether a file is accepted does not depend on the recipe's sizes;
+        // limit errors stay errors
+        Err(err @ image::ImageError::Decoding(_))
+            if ctx.info.format == Format::Jpeg && !tried_jpeg_decoder =>
+        {
+            if with_jpeg_decoder(ctx, 1)? {
+                return Ok(());
+            }
+            return Err(err.into());
+        }
+        Err(err) => return Err(err.into()),
+    };
     ctx.frames = vec![Frame {
         image: to_8bit(img),
         delay_ms: 0,
     }];
     Ok(())
+}
+
+/// Decodes the still JPEG at 1/`shrink` with [`decode_jpeg_scaled`] into `ctx` (frame,
+/// ICC profile, shrink); `Ok(false)` when that path does not take the file. A panic
+/// inside jpeg-decoder counts as not taken, like its errors (the fuzz build's panic
+/// hook aborts first, so the fuzzer still reports it). Checks the deadline before and
+/// after.
+fn with_jpeg_decoder(ctx: &mut Context<'_>, shrink: u32) -> Result<bool> {
+    ctx.deadline.check("decoding")?;
+    let scaled = catch_unwind(AssertUnwindSafe(|| decode_jpeg_scaled(ctx, shrink)));
+    if let Ok(Some((img, icc))) = scaled {
+        ctx.icc = icc;
+        ctx.shrink = shrink;
+        ctx.frames = vec![Frame {
+            image: to_8bit(img),
+            delay_ms: 0,
+        }];
+        return Ok(true);
+    }
+    ctx.deadline.check("decoding")?;
+    Ok(false)
 }
 
 /// The JPEG shrink-on-load (DCT scaling) denominator for a source of
