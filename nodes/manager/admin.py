@@ -60,6 +60,5 @@ class Admin:
                 ref = (await s.execute(select(Image).where(Image.slug == before))).scalar_one_or_none()
                 if ref is not None:
                     q = q.where(Image.id < ref.id)
-            for img in (await s.execute(q)).scalars().all():
-                out.recent_images.append(await self.views.to_proto(s, img))
+            out.recent_images.extend(await self.views.to_protos(s, (await s.execute(q)).scalars().all()))
         return out

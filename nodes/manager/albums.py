@@ -61,7 +61,7 @@ class Albums:
         )
         cover = next((i for i in images if i.id == album.cover_image_id), None)
         cover = cover or (images[0] if images else None)
-        protos = [await self.views.to_proto(s, img) for img in images] if with_images else []
+        protos = await self.views.to_protos(s, images) if with_images else []
         if cover is not None:
             out.cover_slug = cover.slug
             cover_proto = next((p for p in protos if p.slug == cover.slug), None)
