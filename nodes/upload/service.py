@@ -208,12 +208,18 @@ class Receiver:
         self.check_ticket(token, upload_id, size)
         if self.active >= self.max_concurrent:
             raise errors.ResourceExhausted("upload node busy: too many uploads at once, retry shortly")
-        st = await self.states.require_open(upload_id)
-        if st.size != size:
-            raise errors.InvalidTicket(f"upload is for {st.size} bytes, not {size}")
-        lock = await self.states.lock(upload_id, self.node_id)
-        session = Session(self, Header(token, upload_id, size, sha256, ""), lock)
+        # the slot is taken before the Redis round trips below: counted after them, a burst of streams
+        # all passed the check at once (96 uploads in flight on a node capped at 64, issue 4)
         self.active += 1
+        try:
+            st = await self.states.require_open(upload_id)
+            if st.size != size:
+                raise errors.InvalidTicket(f"upload is for {st.size} bytes, not {size}")
+            lock = await self.states.lock(upload_id, self.node_id)
+        except BaseException:
+            self.active -= 1
+            raise
+        session = Session(self, Header(token, upload_id, size, sha256, ""), lock)  # its close() frees the slot
         try:
             await session.start(st)
         except BaseException:

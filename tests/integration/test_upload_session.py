@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from ulid import ULID
 
 from nodes.upload.service import Receiver
-from pixelfox import tickets
+from pixelfox import errors, tickets
 from pixelfox.config import LimitsSettings
 from pixelfox.uploadstate import UploadStates
 
@@ -82,3 +82,33 @@ def test_cancelled_file_work_keeps_its_fd_and_lock_until_done(cluster: Any, tmp_
     assert not seen["fd_reused"] and seen["other"] == b""  # the late write did not land in another file
     assert seen["staged"] == b"late bytes"  # it went to its own staged file
     assert seen["fd_closed_after"] and seen["locked_after"] is False  # then both were let go
+
+
+async def _burst_of_opens(redis_url: str, staging: Path, cap: int, n: int) -> tuple[int, int, int]:
+    redis = aioredis.from_url(redis_url)
+    try:
+        rx = Receiver("upload-test", staging, LimitsSettings(), KEY, place=None,  # type: ignore[arg-type]
+                      secret="", max_concurrent=cap, states=UploadStates(redis),
+                      complete=None)  # type: ignore[arg-type]
+        tokens = []
+        for _ in range(n):
+            upload_id, size = str(ULID()), 1 << 20
+            await rx.states.create(upload_id, size, "user-1")
+            tokens.append((tickets.sign(KEY, upload_id, "user-1", size, "image/jpeg", 60), upload_id, size))
+        got = await asyncio.gather(*(rx.open(*t) for t in tokens), return_exceptions=True)
+        sessions = [g for g in got if not isinstance(g, BaseException)]
+        busy = sum(isinstance(g, errors.ResourceExhausted) for g in got)
+        active = rx.active
+        for s in sessions:
+            await s.close()
+        assert rx.active == 0
+        return len(sessions), busy, active
+    finally:
+        await redis.aclose()
+
+
+def test_a_burst_of_streams_never_exceeds_max_concurrent(cluster: Any, tmp_path: Path) -> None:
+    """Streams that arrive together are all checked before any of them has done its Redis round trips:
+    the slot is taken at the check, so the cap holds (it let 96 uploads into a node capped at 64)."""
+    opened, busy, active = asyncio.run(_burst_of_opens(cluster.redis_url, tmp_path, cap=4, n=12))
+    assert (opened, busy, active) == (4, 8, 4)
