@@ -34,7 +34,9 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
             async for msg in requests:
                 if not msg.HasField("chunk"):
                     raise errors.BadRequest("only chunks may follow the header")
-                yield Chunk(msg.chunk.offset, msg.chunk.data, msg.chunk.crc32c)
+                chunk = Chunk(msg.chunk.offset, msg.chunk.data, msg.chunk.crc32c)
+                del msg  # the parsed message holds its own copy of the bytes: not kept while the chunk is written
+                yield chunk
 
         reply = await self.receiver.receive(header, chunks())
         return upload_pb2.UploadReceipt(upload_id=header.upload_id, size=header.size, sha256=reply.image.sha256,
