@@ -30,6 +30,15 @@ def connect_redis(settings: UploadSettings) -> aioredis.Redis:
     return aioredis.Redis(connection_pool=pool)
 
 
+def stream_window_options(window: int) -> list[tuple[str, int]]:
+    """gRPC server args for a fixed per-stream receive window of ``window`` bytes (0: gRPC's default, windows
+    grown by BDP probing). With BDP probing the windows of a burst of uploads on loopback grew until each
+    client had sent its whole file, held in the node's memory until read (issue 4, docs/benchmarks.md)."""
+    if window <= 0:
+        return []
+    return [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", window)]
+
+
 async def serve(settings: UploadSettings) -> None:
     node_id = settings.node_id or "upload1"
     secret = settings.cluster.secret.get_secret_value()
@@ -65,6 +74,7 @@ async def serve(settings: UploadSettings) -> None:
           "pixelfox.v1.UploadService")],
         host=settings.grpc.host, port=settings.grpc.port, secret=secret,
         max_message_bytes=settings.grpc.max_message_bytes, reflection_on=settings.grpc.reflection,
+        options=stream_window_options(settings.stream_window_bytes),
     )
     host = settings.grpc.advertise_host or settings.grpc.host
     sock = socket.socket()

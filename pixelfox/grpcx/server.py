@@ -143,7 +143,8 @@ def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
 class GrpcServer:
     """A ``grpc.aio`` server with health (and optional reflection) for the given services.
 
-    ``add`` is a list of ``(add_XServicer_to_server, servicer, full_service_name)``.
+    ``add`` is a list of ``(add_XServicer_to_server, servicer, full_service_name)``; ``options``
+    are channel args added to (or replacing) :func:`server_options`.
     ``port`` 0 binds a free port; the bound port is in :attr:`port` after :meth:`start`.
     """
 
@@ -156,9 +157,12 @@ class GrpcServer:
         secret: str,
         max_message_bytes: int = 8 * 1024 * 1024,
         reflection_on: bool = True,
+        options: Iterable[tuple[str, int]] = (),
     ) -> None:
         _Secret.value = secret
-        self.server = grpc.aio.server(options=server_options(max_message_bytes))
+        merged = dict(server_options(max_message_bytes))
+        merged.update(options)
+        self.server = grpc.aio.server(options=list(merged.items()))
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names = []
