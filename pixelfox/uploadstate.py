@@ -38,6 +38,12 @@ def state_key(upload_id: str) -> str:
     return f"pixelfox:{{upload:{upload_id}}}:state"
 
 
+def open_uploads_key(user_id: str) -> str:
+    """The sorted set of ``user_id``'s unfinished uploads (member upload id, score the unix time its
+    state expires): the manager's per-user open-upload limit (:mod:`nodes.manager.upload_limits`)."""
+    return f"pixelfox:{{limits}}:open:{user_id}"
+
+
 def lock_key(upload_id: str) -> str:
     return f"pixelfox:{{upload:{upload_id}}}:lock"
 
@@ -156,11 +162,16 @@ class UploadStates:
     async def finish(self, upload_id: str, status: str, slug: str = "",
                      error: errors.PixelfoxError | None = None) -> None:
         """Mark complete (with the image slug) or failed (with the ``error`` that failed it, which a
-        later query or resume of the same ticket gets again); kept until the TTL so re-use is refused."""
+        later query or resume of the same ticket gets again); kept until the TTL so re-use is refused.
+        A failed upload also leaves its user's open uploads (:func:`open_uploads_key`) at once."""
         mapping: dict[Any, Any] = {"status": status, "slug": slug}
         if error is not None:
             mapping.update(error_code=error.code, error=str(error)[:500])
         await self.redis.hset(state_key(upload_id), mapping=mapping)
+        if status == "failed":  # a refused upload is finished: it no longer counts as open for its user
+            user = await self.redis.hget(state_key(upload_id), "user")
+            if user:
+                await self.redis.zrem(open_uploads_key(user.decode()), upload_id)
 
     async def delete(self, upload_id: str) -> None:
         await self.redis.delete(state_key(upload_id), lock_key(upload_id))

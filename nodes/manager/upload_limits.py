@@ -5,7 +5,8 @@
 * open uploads — sorted set ``pixelfox:{limits}:open:<user>`` (member upload id, score the
   time its state expires); entries past their expiry are dropped first, so an abandoned
   upload stops counting when its TTL ends. More than ``user_open_uploads`` → ``TooManyOpenUploads``.
-  :meth:`UploadLimits.closed` removes an upload when it completes.
+  :meth:`UploadLimits.closed` removes an upload when it completes; one that fails validation is
+  removed by :meth:`pixelfox.uploadstate.UploadStates.finish`.
 * quota — the bytes of the user's images in the database plus the declared size must stay
   within ``user_quota_bytes`` → else ``QuotaExceeded``.
 
@@ -25,10 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from pixelfox import errors
 from pixelfox.config import LimitsSettings
 from pixelfox.db.models import Image
-
-
-def _open_key(user_id: str) -> str:
-    return f"pixelfox:{{limits}}:open:{user_id}"
+from pixelfox.uploadstate import open_uploads_key
 
 
 class UploadLimits:
@@ -61,7 +59,7 @@ class UploadLimits:
                 raise errors.QuotaExceeded(
                     f"quota: {used} of {lim.user_quota_bytes} bytes used; this file needs {size} more")
         if lim.user_open_uploads:
-            key = _open_key(user_id)
+            key = open_uploads_key(user_id)
             await self.redis.zremrangebyscore(key, "-inf", now)
             if await self.redis.zcard(key) >= lim.user_open_uploads:
                 oldest = await self.redis.zrange(key, 0, 0, withscores=True)  # the first to expire frees a slot
@@ -75,4 +73,4 @@ class UploadLimits:
     async def closed(self, user_id: str, upload_id: str) -> None:
         """An upload finished: it no longer counts as open."""
         if user_id:
-            await self.redis.zrem(_open_key(user_id), upload_id)
+            await self.redis.zrem(open_uploads_key(user_id), upload_id)

@@ -111,6 +111,21 @@ async def test_open_uploads_and_rate_per_user(local: LocalCluster) -> None:
     assert any("uploads in a minute" in m for m in messages)
 
 
+async def test_refused_uploads_do_not_hold_open_upload_slots(local: LocalCluster, tmp_path: Path) -> None:
+    """A user may have 3 unfinished uploads here: 4 files refused as not images, one after another,
+    leave none open, so the next real photo goes through (refused uploads used to count as open
+    until their state expired, an hour by default, locking a script user out)."""
+    from pixelfox import errors
+
+    key = await new_user_key(local, "refused")
+    text = tmp_path / "notes.jpg"
+    text.write_bytes(b"not an image, whatever the name says\n" * 20)
+    for _ in range(4):  # the 4th was a 429 "3 unfinished uploads already"
+        with pytest.raises(errors.InvalidImage):
+            await put(local, key, text)
+    assert await put(local, key, PAINTING)
+
+
 def test_a_rate_limited_upload_says_when_to_retry(local: LocalCluster) -> None:
     """429 answers carry Retry-After (seconds), from the manager's limit across gRPC to the web node."""
     import redis
