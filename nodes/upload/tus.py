@@ -165,9 +165,9 @@ class Tus:
             try:
                 await self._body(request, session, check)
             except errors.PayloadTooLarge as exc:  # a chunked body past Upload-Length: say what is kept
-                await session.flush()
+                await session.flush()  # bytes held for an unverified checksum are not kept
                 return web.json_response({"error": exc.to_dict()}, status=exc.http_status,
-                                         headers={"Upload-Offset": str(session.offset)})
+                                         headers={"Upload-Offset": str(session.committed)})
             await session.flush()  # the answer's Upload-Offset is what Redis holds
             extra: dict[str, str] = {}
             if session.offset == st.size:
@@ -207,16 +207,19 @@ class Tus:
                     # a chunked body running past Upload-Length: the piece that crosses it is not
                     # written; earlier pieces stay (as for a cut connection; HEAD tells the offset)
                     buf.clear()
+                    kept = session.offset if check is None else session.committed
                     raise errors.PayloadTooLarge(f"the body runs past Upload-Length {session.header.size}; "
-                                                 f"{session.offset} bytes are kept, HEAD for the offset")
+                                                 f"{kept} bytes are kept, HEAD for the offset")
                 if check is not None:
                     held += data
                     if len(held) > MAX_CHECKED_BODY:
                         raise errors.PayloadTooLarge(f"a PATCH with Upload-Checksum may carry {MAX_CHECKED_BODY} "
                                                      "bytes at most")
                 if len(buf) >= piece:
-                    await session.write(Chunk(session.offset, bytes(buf), None), commit=check is None)
-                    buf.clear()
+                    # taken from buf before the write: a piece the write refuses (not an image...)
+                    # must not be written again by the finally below
+                    taken, buf = bytes(buf), bytearray()
+                    await session.write(Chunk(session.offset, taken, None), commit=check is None)
         finally:  # a cut connection keeps what arrived (unless it must be checked first)
             if buf and check is None:
                 await session.write(Chunk(session.offset, bytes(buf), None))

@@ -193,3 +193,37 @@ def test_a_chunked_body_past_upload_length_keeps_the_upload_resumable(cluster: C
     assert done.status_code == 204 and done.headers["Upload-Offset"] == str(len(data)), done.text
     img = ready(cluster, done.headers["Pixelfox-Image-Slug"])
     assert img.sha256 == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("size", [1000, 300_000, 600_000])  # under one piece, between one and two, over two
+def test_a_non_image_is_refused_as_one_whatever_its_size(cluster: ClusterHandle, size: int) -> None:
+    """The piece that failed the probe used to be written again after the refusal: a 256-512 KiB
+    non-image got 413 "more bytes than the declared N" instead of 415."""
+    data = (b"plain text, not an image at all\n" * (size // 32 + 1))[:size]
+    t = ticket_for(cluster, size)
+    r = requests.patch(t.upload_url, data=data, timeout=30, headers={
+        **auth(t), "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"})
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported-format", r.text
+    head = requests.head(t.upload_url, headers=auth(t), timeout=10)
+    assert head.status_code == 415
+
+
+def test_a_checked_chunked_body_past_upload_length_keeps_nothing(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """With Upload-Checksum nothing of the body is kept unless it checks out: the 413 of a chunked
+    body that runs past Upload-Length says offset 0, as HEAD does."""
+    big_png(tmp_path / "checked.png", 700)
+    data = (tmp_path / "checked.png").read_bytes()
+    t = ticket_for(cluster, len(data))
+    digest = base64.b64encode(hashlib.sha1(data).digest()).decode()
+
+    def pieces():  # type: ignore[no-untyped-def]  # a generator: requests sends it chunked
+        for i in range(0, len(data), 100_000):
+            yield data[i:i + 100_000]
+        yield b"ten more.."
+
+    r = requests.patch(t.upload_url, data=pieces(), timeout=60, headers={
+        **auth(t), "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0",
+        "Upload-Checksum": f"sha1 {digest}"})
+    assert r.status_code == 413 and r.headers["Upload-Offset"] == "0", (r.headers, r.text)
+    assert "0 bytes are kept" in r.json()["error"]["message"], r.text
+    assert requests.head(t.upload_url, headers=auth(t), timeout=10).headers["Upload-Offset"] == "0"
