@@ -24,13 +24,16 @@ import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 from aiohttp import BodyPartReader, web
 
 from pixelfox import errors
 from pixelfox.client.images import clean_original
+from pixelfox.uploadstate import MAX_EXPIRE_AFTER_S
 from pixelfox.v1 import common_pb2, manager_pb2
 from web.calls import call
 from web.deletion import deletion_url
@@ -41,7 +44,7 @@ from web.views.api import _save_part, malformed_multipart, page_url, safe_filena
 FIELD_LIMIT = 4096  # bytes of a text field other than source
 DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$",
                       re.ASCII)  # ASCII digits only, as in plain seconds
-MAX_EXPIRATION_S = 100 * 365 * 86400  # an "expiration" beyond a century is a typo, not a plan
+MAX_EXPIRATION_S = MAX_EXPIRE_AFTER_S  # ten years: the manager's limit, said here in years
 UNIT_S = (365 * 86400, 30 * 86400, 7 * 86400, 86400, 3600, 60, 1)  # Y M W D H M S (years/months approximate)
 
 
@@ -50,7 +53,7 @@ SOURCE_FIELDS = ("source", "image")  # Chevereto's name for the file, ImgBB's
 
 def parse_duration(text: str) -> int:
     """Seconds in an ISO 8601 duration (``PT5M`` = 300), or plain seconds as ImgBB sends them
-    (``600``); BadRequest when malformed, zero or over a century."""
+    (``600``); BadRequest when malformed, zero or over :data:`MAX_EXPIRATION_S` (ten years)."""
     plain = text.strip()
     if plain.isascii() and plain.isdigit():  # ImgBB: seconds
         digits = plain.lstrip("0") or "0"
@@ -80,7 +83,7 @@ async def _write_temp(data: bytes) -> Path:
 async def _decode_source(text: str, limit: int) -> Path:
     if text.startswith(("http://", "https://", "ftp://")):
         raise errors.BadRequest("source URLs are not supported; send the file or its base64")
-    if len(text) > limit * 4 // 3 + 1024:
+    if len(text) > _encoded_limit(limit):
         raise errors.PayloadTooLarge(f"file larger than {limit} bytes")
     try:
         data = base64.b64decode(text.split(",", 1)[1] if text.startswith("data:") else text, validate=False)
@@ -91,6 +94,22 @@ async def _decode_source(text: str, limit: int) -> Path:
     return await _write_temp(data)
 
 
+def _encoded_limit(limit: int) -> int:
+    """Bytes a base64 ``source`` of a ``limit``-byte file may take (4/3, plus a data: URL prefix)."""
+    return limit * 4 // 3 + 1024
+
+
+async def _read_capped(read: Callable[[int], Awaitable[bytes]], cap: int) -> bytes:
+    """Everything ``read`` gives until it returns b""; PayloadTooLarge past ``cap`` bytes. (aiohttp's
+    own readers stop at the app's 1 MiB ``client_max_size``: a base64 photo is larger.)"""
+    out = bytearray()
+    while chunk := await read(256 * 1024):
+        out += chunk
+        if len(out) > cap:
+            raise errors.PayloadTooLarge(f"file larger than {cap * 3 // 4} bytes")
+    return bytes(out)
+
+
 async def _read_form(request: web.Request, limit: int) -> tuple[dict[str, str], Path | None, str]:
     """Text fields (query string, then body) and the source as a temp file plus its file name.
     Raises BadRequest for a malformed body, PayloadTooLarge past ``limit`` bytes."""
@@ -99,9 +118,14 @@ async def _read_form(request: web.Request, limit: int) -> tuple[dict[str, str], 
         return await _read_multipart(request, limit, fields)
     source: Path | None = None
     if request.content_type == "application/x-www-form-urlencoded":
-        form = await request.post()
-        fields.update({k: str(v) for k, v in form.items() if k not in SOURCE_FIELDS})
-        given = [str(v) for k, v in form.items() if k in SOURCE_FIELDS]
+        # base64 is 4/3 of the file and '+' '/' '=' are sent as %2B %2F %3D: allow for that
+        body = await _read_capped(request.content.read, _encoded_limit(limit) * 2)
+        try:
+            form = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=1000)
+        except (UnicodeDecodeError, ValueError):
+            raise errors.BadRequest("malformed application/x-www-form-urlencoded body") from None
+        fields.update({k: v for k, v in form if k not in SOURCE_FIELDS})
+        given = [v for k, v in form if k in SOURCE_FIELDS]
     else:
         given = [v for k, v in request.query.items() if k in SOURCE_FIELDS]
     for name in SOURCE_FIELDS:
@@ -127,8 +151,9 @@ async def _read_multipart(request: web.Request, limit: int, fields: dict[str, st
                 if part.filename:
                     filename = safe_filename(part.filename)
                     source = await _save_part(part, limit)
-                else:
-                    source = await _decode_source((await part.read(decode=True)).decode("ascii", "replace"), limit)
+                else:  # base64 text: read with our own cap, not aiohttp's 1 MiB
+                    text = await _read_capped(part.read_chunk, _encoded_limit(limit))
+                    source = await _decode_source(text.decode("ascii", "replace"), limit)
             elif part.name:
                 fields[part.name] = (await part.read(decode=True))[:FIELD_LIMIT].decode("utf-8", "replace")
     except BaseException as exc:
