@@ -33,6 +33,10 @@ import redis.asyncio as aioredis
 
 from pixelfox import errors
 
+#: the longest ``expire_after_s`` an upload may ask for, seconds (ten years of 365 days); longer
+#: is refused by the manager, and by the web node in the client's own terms first
+MAX_EXPIRE_AFTER_S = 10 * 365 * 86400
+
 
 def state_key(upload_id: str) -> str:
     return f"pixelfox:{{upload:{upload_id}}}:state"

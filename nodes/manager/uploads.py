@@ -23,12 +23,11 @@ from pixelfox.db.outbox import OutboxEntry
 from pixelfox.queue import JobQueue
 from pixelfox.queue.streams import cpu_estimate_s
 from pixelfox.text import checked_title, printable, safe_filename
-from pixelfox.uploadstate import UploadStates
+from pixelfox.uploadstate import MAX_EXPIRE_AFTER_S, UploadStates
 from pixelfox.v1 import common_pb2, manager_pb2
 
 logger = logging.getLogger(__name__)
 
-MAX_EXPIRY_S = 10 * 365 * 86400  # expirations longer than ten years are refused
 
 
 @dataclass(frozen=True)
@@ -93,8 +92,9 @@ class Uploads:
         ticket for one upload. Raises EmptyFile, PayloadTooLarge, BadRequest, RateLimited,
         QuotaExceeded, NoNodeAvailable."""
         title = checked_title(title)
-        if expire_after_s < 0 or expire_after_s > MAX_EXPIRY_S:  # before anything is recorded
-            raise errors.BadRequest(f"expiration must be between 0 and {MAX_EXPIRY_S} seconds")
+        if expire_after_s < 0 or expire_after_s > MAX_EXPIRE_AFTER_S:  # before anything is recorded
+            raise errors.BadRequest(f"expiration must be between 0 and {MAX_EXPIRE_AFTER_S} seconds "
+                                    f"({MAX_EXPIRE_AFTER_S // (365 * 86400)} years)")
         if size <= 0:
             raise errors.EmptyFile("empty file")
         if size > self.limits.max_upload_bytes:
