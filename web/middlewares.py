@@ -58,6 +58,9 @@ def _http_code(exc: web.HTTPException) -> str:
     )
 
 
+#: status recorded for a request whose client disconnected before the answer (nginx's 499)
+CLIENT_CLOSED = 499
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -87,6 +90,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if type(exc) is not LookupError:  # KeyError/IndexError are bugs, not bad input
             raise
         return error_response(request, 400, "bad-request", "the request names an unknown charset")
+    except ConnectionResetError:  # the client went away mid-body (aiohttp's ClientConnectionResetError)
+        logger.info("client closed the connection during %s %s", request.method, request.path)
+        # nobody reads this answer; 499 (nginx's "client closed request") keeps it out of the 5xx rates
+        return error_response(request, CLIENT_CLOSED, "client-closed", "the client closed the connection")
     except Exception:
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(request, 500, "internal", "internal error")

@@ -89,3 +89,32 @@ def test_every_node_exports_its_figures(cluster: ClusterHandle, corpus: Path) ->
     assert any(total(w, "pixelfox_session_store_operations_total", op="load") >= 1 for w in webs)
     assert all(total(w, "pixelfox_session_store_operations_total", result="error") == 0 for w in webs)
     assert any(total(w, "pixelfox_web_requests_total") >= 1 for w in webs)
+
+
+def test_a_client_that_leaves_mid_upload_is_no_server_error(cluster: ClusterHandle) -> None:
+    """A phone that loses its network mid-upload is counted as 499 (client closed request), not as
+    a 500 that would trip the 5xx alerts."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    nodes = json.loads(cluster.pixelfox("status", "--json").stdout)["nodes"]
+    web = next(n for n in nodes if n["role"] == "web" and n["http_url"].rstrip("/") == cluster.web_url.rstrip("/"))
+
+    def codes() -> dict[str, float]:
+        s = scrape(web["metrics_url"])
+        return {c: total(s, "pixelfox_web_requests_total", False, route="api_upload", code=c) for c in ("499", "500")}
+
+    before = codes()
+    u = urlsplit(cluster.web_url)
+    for _ in range(2):
+        with socket.create_connection((u.hostname, u.port), timeout=10) as sock:
+            sock.sendall(b"POST /api/v1/images HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\n"
+                         b"Content-Length: 1000000\r\n\r\n--B\r\nContent-Disposition: form-data; name=\"file\"; "
+                         b"filename=\"a.jpg\"\r\n\r\n" + b"\xff\xd8" + b"\0" * 50_000)
+            time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while (after := codes())["499"] < before["499"] + 2:
+        assert time.monotonic() < deadline, (before, after)
+        time.sleep(0.2)
+    assert after["500"] == before["500"], (before, after)
