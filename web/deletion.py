@@ -41,8 +41,11 @@ def _check(request: web.Request) -> tuple[str, str, str]:
 
 
 async def confirm(request: web.Request) -> web.Response:
-    """``GET``: a page with one button that POSTs to the same URL."""
-    slug, _, _ = _check(request)
+    """``GET``: a page with one button that POSTs to the same URL; 404 (the error page) once the
+    image is gone."""
+    slug, owner, _ = _check(request)
+    await call(request, "GetImage", manager_pb2.GetImageRequest(slug=slug),  # NotFound: deleted already
+               request.app[MANAGER].as_user(owner))
     s = html.escape(slug)
     page = (f"<!doctype html><meta charset=utf-8><title>Delete image {s}</title>"
             f"<h1>Delete image {s}?</h1><p>This removes the image and every file made from it.</p>"

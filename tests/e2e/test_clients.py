@@ -111,6 +111,7 @@ def test_an_anonymous_upload_gets_a_deletion_link_that_only_deletes_it(cluster: 
     assert gone.status_code == 200 and gone.json() == {"deleted": True, "id": mine["id"]}
     assert requests.get(f"{cluster.web_url}/api/v1/images/{mine['id']}", timeout=10).status_code == 404
     assert requests.post(mine["deletion_url"], timeout=30).status_code == 404
+    assert requests.get(mine["deletion_url"], timeout=30).status_code == 404  # no button for a deleted image
     assert requests.get(f"{cluster.web_url}/api/v1/images/{other['id']}", timeout=10).status_code == 200
 
 
