@@ -51,11 +51,19 @@ MAX_FILENAME = 255  # characters, as most file systems allow (NAME_MAX is 255 by
 MAX_EXTENSION = 16  # characters after the last dot that count as an extension when a long name is cut
 
 
+#: bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): in a file name they only
+#: disguise it ("abc<U+202E>gnp.exe" shows as "abcexe.png")
+_BIDI_CONTROLS = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+
+
 def safe_filename(raw: str | None, default: str = "upload") -> str:
     """A client's file name fit to store and show: the last path part (``/`` or ``\\``),
-    :func:`printable`, at most :data:`MAX_FILENAME` characters (a longer name loses the end of its
-    stem, never its extension); ``default`` when nothing is left. Never a path."""
-    name = printable(os.path.basename((raw or "").replace("\\", "/")))
+    :func:`printable`, without bidi controls, at most :data:`MAX_FILENAME` characters (a longer
+    name loses the end of its stem, never its extension); ``default`` when nothing is left or only
+    dots are (``..``). Never a path."""
+    name = printable(os.path.basename((raw or "").replace("\\", "/")).translate(_BIDI_CONTROLS))
+    if not name.strip("."):
+        return default
     if len(name) > MAX_FILENAME:
         stem, dot, ext = name.rpartition(".")
         keep = dot and stem and 0 < len(ext) <= MAX_EXTENSION

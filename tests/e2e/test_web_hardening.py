@@ -165,6 +165,22 @@ async def test_deeply_nested_json_is_a_bad_request(cluster: Any, http: aiohttp.C
     assert status == 201 and album["title"] == "still fine"
 
 
+async def test_multipart_file_names_are_cut_to_their_last_part(cluster: Any, http: aiohttp.ClientSession) -> None:
+    """Windows paths (old browsers, some tools) keep their last part, not a name run together; a
+    very long name is a 400 that says so."""
+    v1 = f"{cluster.web_url}/api/v1/images"
+    for raw, stored in [(b'C:\\Users\\me\\Pictures\\cat.png', "cat.png"), (b"..\\..\\x.png", "x.png"),
+                        ("\u05d7\u05ea\u05d5\u05dc.png".encode(), "\u05d7\u05ea\u05d5\u05dc.png")]:
+        photo = PHOTO.read_bytes()
+        unique = photo[:2] + b"\xff\xfe\x00\x12" + uuid.uuid4().bytes + photo[2:]  # a COM segment: never a dedup
+        status, answer = await _post_raw(http, v1, cluster.admin_api_key,
+                                         _form((b'name="file"; filename="' + raw + b'"', unique)))
+        assert status == 201 and answer["filename"] == stored, answer
+    status, answer = await _post_raw(http, v1, cluster.admin_api_key,
+                                     _form((b'name="file"; filename="' + b"n" * 9000 + b'.jpg"', PHOTO.read_bytes())))
+    assert status == 400 and "header line is too long" in answer["error"]["message"], answer
+
+
 async def test_a_patch_body_must_be_strict_json(cluster: Any, http: aiohttp.ClientSession) -> None:
     """An empty PATCH is a 400, not a silent no-op; NaN and over-long numbers are named as the fault."""
     owner, hdr, image = await new_user_with_image(http, cluster.web_url)

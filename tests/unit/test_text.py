@@ -20,6 +20,9 @@ from pixelfox.text import MAX_FILENAME, checked_title, safe_filename
     ("x" * 300, "x" * MAX_FILENAME),  # no extension: cut
     ("x" * 300 + "." + "e" * 20, ("x" * 300 + ".")[:MAX_FILENAME]),  # 20 characters are no extension
     ("." + "x" * 300, ("." + "x" * 300)[:MAX_FILENAME]),  # a dot file has no stem
+    ("..", "upload"), (".", "upload"), ("a/..", "upload"), (".hidden", ".hidden"),
+    ("abc\u202egnp.exe", "abcgnp.exe"), ("\u2067name\u2069.png", "name.png"),  # bidi controls go
+    ("\u05e9\u05dc\u05d5\u05dd.jpg", "\u05e9\u05dc\u05d5\u05dd.jpg"),  # right-to-left letters stay
 ])
 def test_safe_filename(raw: str | None, want: str) -> None:
     got = safe_filename(raw)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from aiohttp import BodyPartReader, web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp_session import get_session
 
 from pixelfox import errors
@@ -98,11 +99,31 @@ async def _save_part(part: BodyPartReader, limit: int) -> Path:
     return path
 
 
+_QUOTED_FILENAME = re.compile(r'(?:^|;)\s*filename\s*=\s*"((?:[^"\\]|\\.)*)"', re.IGNORECASE)
+
+
+def part_filename(part: BodyPartReader) -> str:
+    """The file name of a multipart part as the client sent it, cleaned by :func:`safe_filename`.
+
+    aiohttp reads ``filename="..."`` as an RFC 2616 quoted string, so ``C:\\Users\\me\\cat.png`` (old
+    browsers and some tools send the whole Windows path) lost its backslashes and became
+    ``C:Usersmecat.png``. Browsers do not escape backslashes (WHATWG HTML, multipart/form-data:
+    only ``"`` and line breaks are percent-encoded), so a quoted name with one is taken as sent and
+    its last path part kept: ``cat.png``. An RFC 5987 ``filename*`` is left to aiohttp."""
+    raw = part.headers.get("Content-Disposition", "")
+    if "filename*" not in raw.lower() and (m := _QUOTED_FILENAME.search(raw)) and "\\" in m.group(1):
+        return safe_filename(m.group(1))
+    return safe_filename(part.filename)
+
+
 def malformed_multipart(exc: BaseException) -> errors.BadRequest | None:
     """The 400 for an exception aiohttp raised while reading a multipart body, in our words; None
     when ``exc`` is not about the body's form (ours, a cancellation...)."""
     if isinstance(exc, errors.PixelfoxError):
         return None
+    if isinstance(exc, LineTooLong):  # aiohttp's 8190-byte limit on a part's header line
+        return errors.BadRequest("malformed multipart body: a part header line is too long (a file name of "
+                                 "thousands of characters?)")
     if isinstance(exc, HttpProcessingError):  # aiohttp refuses a part's header line
         return errors.BadRequest("malformed multipart body: a part header is invalid; a control character in "
                                  "a file name (Content-Disposition) is the usual cause")
@@ -123,7 +144,7 @@ async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, st
             if isinstance(part, BodyPartReader) and part.name == "file":
                 if saved is not None:
                     raise errors.BadRequest("one file per request: the form has a second 'file' field")
-                filename = safe_filename(part.filename)
+                filename = part_filename(part)
                 ctype = part.headers.get("Content-Type", "application/octet-stream")
                 saved = (await _save_part(part, limit), filename, ctype)
             else:

@@ -39,7 +39,7 @@ from web.calls import call
 from web.deletion import deletion_url
 from web.keys import MANAGER, SETTINGS
 from web.ratelimit import check_ip
-from web.views.api import _save_part, malformed_multipart, page_url, safe_filename
+from web.views.api import _save_part, malformed_multipart, page_url, part_filename
 
 FIELD_LIMIT = 4096  # bytes of a text field other than source
 DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$",
@@ -149,7 +149,7 @@ async def _read_multipart(request: web.Request, limit: int, fields: dict[str, st
                     await asyncio.to_thread(source.unlink, missing_ok=True)
                     filename = "upload"
                 if part.filename:
-                    filename = safe_filename(part.filename)
+                    filename = part_filename(part)
                     source = await _save_part(part, limit)
                 else:  # base64 text: read with our own cap, not aiohttp's 1 MiB
                     text = await _read_capped(part.read_chunk, _encoded_limit(limit))
