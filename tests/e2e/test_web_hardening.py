@@ -179,6 +179,10 @@ async def test_multipart_file_names_are_cut_to_their_last_part(cluster: Any, htt
     status, answer = await _post_raw(http, v1, cluster.admin_api_key,
                                      _form((b'name="file"; filename="' + b"n" * 9000 + b'.jpg"', PHOTO.read_bytes())))
     assert status == 400 and "header line is too long" in answer["error"]["message"], answer
+    for wait in ("nan", "-5", "soon", "inf"):  # refused before the upload, not read as "do not wait"
+        status, answer = await _post_raw(http, f"{v1}?wait={wait}", cluster.admin_api_key,
+                                         _form((b'name="file"; filename="w.jpg"', PHOTO.read_bytes())))
+        assert status == 400 and answer["error"]["message"].startswith("wait must be a number of seconds"), answer
 
 
 async def test_a_patch_body_must_be_strict_json(cluster: Any, http: aiohttp.ClientSession) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import re
 import tempfile
@@ -100,18 +101,21 @@ async def _save_part(part: BodyPartReader, limit: int) -> Path:
 
 
 _QUOTED_FILENAME = re.compile(r'(?:^|;)\s*filename\s*=\s*"((?:[^"\\]|\\.)*)"', re.IGNORECASE)
+_LITERAL_BACKSLASH = re.compile(r'\\[^"\\]')  # "\U" in C:\Users: not an escape
 
 
 def part_filename(part: BodyPartReader) -> str:
     """The file name of a multipart part as the client sent it, cleaned by :func:`safe_filename`.
 
-    aiohttp reads ``filename="..."`` as an RFC 2616 quoted string, so ``C:\\Users\\me\\cat.png`` (old
-    browsers and some tools send the whole Windows path) lost its backslashes and became
-    ``C:Usersmecat.png``. Browsers do not escape backslashes (WHATWG HTML, multipart/form-data:
-    only ``"`` and line breaks are percent-encoded), so a quoted name with one is taken as sent and
-    its last path part kept: ``cat.png``. An RFC 5987 ``filename*`` is left to aiohttp."""
+    aiohttp reads ``filename="..."`` as an RFC 2616 quoted string, which is right for clients that
+    escape (curl sends ``a\\"b`` for ``a"b`` and ``\\\\`` for ``\\``), but a client that does not
+    (WHATWG HTML's multipart/form-data percent-encodes ``"`` and leaves ``\\`` alone; old browsers
+    and some tools send a whole Windows path) had ``C:\\Users\\me\\cat.png`` turned into
+    ``C:Usersmecat.png``. A backslash before anything but ``"`` or ``\\`` is no escape any escaping
+    client writes, so such a name is taken as sent and its last path part kept: ``cat.png``. An
+    RFC 5987 ``filename*`` is left to aiohttp."""
     raw = part.headers.get("Content-Disposition", "")
-    if "filename*" not in raw.lower() and (m := _QUOTED_FILENAME.search(raw)) and "\\" in m.group(1):
+    if "filename*" not in raw.lower() and (m := _QUOTED_FILENAME.search(raw)) and _LITERAL_BACKSLASH.search(m.group(1)):
         return safe_filename(m.group(1))
     return safe_filename(part.filename)
 
@@ -166,20 +170,29 @@ def _discard(saved: tuple[Path, str, str] | None) -> None:
 
 
 def _wait_seconds(request: web.Request) -> float:
+    """Seconds to wait for processing: ``?wait=`` (seconds, capped at ``upload_wait_s``; ``0``,
+    ``false`` or ``no`` = not at all), else ``upload_wait_s``. BadRequest for anything else
+    (``nan``, ``-5``, ``soon``), which used to mean "do not wait" or the default silently."""
     maximum = request.app[SETTINGS].upload_wait_s
-    raw = request.query.get("wait", "")
+    raw = request.query.get("wait", "").strip()
     if raw.lower() in ("0", "false", "no"):
         return 0.0
-    try:
-        return min(float(raw), maximum) if raw else maximum
-    except ValueError:
+    if not raw:
         return maximum
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds < math.inf:
+        raise errors.BadRequest(f"wait must be a number of seconds from 0 to {maximum:g}, or false")
+    return min(seconds, maximum)
 
 
 async def upload(request: web.Request) -> web.Response:
     caller = await resolve_caller(request, state_changing=True)
     settings = request.app[SETTINGS]
     manager = request.app[MANAGER]
+    wait_s = _wait_seconds(request)  # a bad ?wait= is refused before any byte is kept
     await check_ip(request)
     path, filename, ctype = await _receive_file(request, settings.max_upload_bytes)
     try:
@@ -187,7 +200,7 @@ async def upload(request: web.Request) -> web.Response:
     finally:
         with contextlib.suppress(OSError):
             await asyncio.to_thread(path.unlink)
-    image = await manager.wait_ready(image, caller.metadata, _wait_seconds(request))
+    image = await manager.wait_ready(image, caller.metadata, wait_s)
     body = image_json(request, image)
     body["deletion_url"] = deletion_url(request, image)  # only the uploader sees it (web/deletion.py)
     return web.json_response(body, status=201)
