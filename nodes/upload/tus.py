@@ -31,7 +31,7 @@ from aiohttp import web
 
 from nodes.upload.service import Chunk, Receiver, Session
 from pixelfox import errors, tickets
-from pixelfox.numbers import ascii_int
+from pixelfox.numbers import MAX_DIGITS, ascii_int
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def _ticket(request: web.Request) -> str:
 def _int_header(request: web.Request, name: str) -> int:
     value = ascii_int(request.headers.get(name, ""))
     if value is None:
-        raise errors.BadRequest(f"{name} must be a non-negative integer")
+        raise errors.BadRequest(f"{name} must be a non-negative integer of at most {MAX_DIGITS} digits")
     return value
 
 

@@ -55,6 +55,8 @@ async def put_files(
             for path in files:
                 task = progress.add_task(path.name, total=path.stat().st_size if path.is_file() else 0)
                 try:
+                    if path.is_dir():
+                        raise errors.BadRequest(f"{path} is a folder: pass the files in it ({path}/*)")
                     if not path.is_file():
                         raise errors.NotFound(f"no such file: {path}")
                     img = await upload_file(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -243,6 +245,21 @@ def test_put_title_names_new_images_only(cluster: ClusterHandle, tmp_path: Path)
     assert long.returncode == 1
     out = json.loads(long.stdout)
     assert out["status"] == "rejected" and out["error"]["message"] == "title longer than 255 characters", out
+
+
+def test_put_of_a_folder_says_so_and_a_closed_pipe_is_no_traceback(cluster: ClusterHandle, tmp_path: Path) -> None:
+    res = cluster.pixelfox("put", "--json", str(tmp_path), timeout=60)
+    out = json.loads(res.stdout)
+    said = f"{tmp_path} is a folder: pass the files in it ({tmp_path}/*)"
+    assert res.returncode == 1 and out["error"]["message"] == said, out
+    photo = tmp_path / "piped.png"
+    Image.new("RGB", (20, 10), tuple(os.urandom(3))).save(photo, "PNG")
+    proc = subprocess.Popen([sys.executable, "-m", "pixelfox", "put", "--json", str(photo), str(photo)],
+                            cwd=cluster.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # `| head -c 0`: the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err
 
 
 def test_status_lists_every_node(cluster: ClusterHandle) -> None:
