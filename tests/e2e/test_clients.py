@@ -229,6 +229,10 @@ def test_chevereto_takes_base64_sources_past_one_mib(cluster: ClusterHandle, cor
                  else requests.post(api, headers=headers, data={field: b64}, timeout=120))
             assert r.status_code == 200, (field, send, r.text[:300])
             assert (r.json()["image"]["size"], r.json()["image"]["extension"]) == (len(jpeg), "jpg")
+    # base64 is decoded in memory: its own bound (32 MiB of file), said in Chevereto's error shape
+    big = requests.post(api, headers=headers, files={"source": (None, "A" * (45 * 10**6))}, timeout=120)
+    assert big.status_code == 413 and big.json()["status_code"] == 413, big.text[:300]
+    assert big.json()["error"]["message"].startswith("a base64 source may hold at most 33554432 bytes")
 
 
 def _unique_png(png: bytes) -> bytes:

@@ -41,6 +41,7 @@ async def test_read_capped_stops_past_its_cap() -> None:
             return b"A" * take
         return read
 
-    assert len(await _read_capped(reader(3 * 1024 * 1024), 3 * 1024 * 1024)) == 3 * 1024 * 1024
-    with pytest.raises(errors.PayloadTooLarge, match="file larger than"):
-        await _read_capped(reader(3 * 1024 * 1024 + 1), 3 * 1024 * 1024)
+    too_large = errors.PayloadTooLarge("too large")
+    assert len(await _read_capped(reader(3 * 1024 * 1024), 3 * 1024 * 1024, too_large)) == 3 * 1024 * 1024
+    with pytest.raises(errors.PayloadTooLarge, match="too large"):
+        await _read_capped(reader(3 * 1024 * 1024 + 1), 3 * 1024 * 1024, too_large)

@@ -84,7 +84,7 @@ async def _decode_source(text: str, limit: int) -> Path:
     if text.startswith(("http://", "https://", "ftp://")):
         raise errors.BadRequest("source URLs are not supported; send the file or its base64")
     if len(text) > _encoded_limit(limit):
-        raise errors.PayloadTooLarge(f"file larger than {limit} bytes")
+        raise _base64_too_large(limit)
     try:
         data = base64.b64decode(text.split(",", 1)[1] if text.startswith("data:") else text, validate=False)
     except (binascii.Error, ValueError):
@@ -94,19 +94,32 @@ async def _decode_source(text: str, limit: int) -> Path:
     return await _write_temp(data)
 
 
+#: the largest file a base64 ``source`` may hold, bytes: base64 is held in memory to decode (a file
+#: field streams to disk instead), so it gets its own bound below ``max_upload_bytes``
+BASE64_MAX_BYTES = 32 * 1024 * 1024
+
+
 def _encoded_limit(limit: int) -> int:
-    """Bytes a base64 ``source`` of a ``limit``-byte file may take (4/3, plus a data: URL prefix)."""
-    return limit * 4 // 3 + 1024
+    """Bytes a base64 ``source`` may take when the upload limit is ``limit`` bytes: 4/3 of the file,
+    which is at most :data:`BASE64_MAX_BYTES`, plus room for a data: URL prefix."""
+    return min(limit, BASE64_MAX_BYTES) * 4 // 3 + 1024
 
 
-async def _read_capped(read: Callable[[int], Awaitable[bytes]], cap: int) -> bytes:
-    """Everything ``read`` gives until it returns b""; PayloadTooLarge past ``cap`` bytes. (aiohttp's
-    own readers stop at the app's 1 MiB ``client_max_size``: a base64 photo is larger.)"""
+def _base64_too_large(limit: int) -> errors.PayloadTooLarge:
+    most = min(limit, BASE64_MAX_BYTES)
+    return errors.PayloadTooLarge(f"a base64 source may hold at most {most} bytes; send a larger file as a file "
+                                  "(multipart), up to the upload limit")
+
+
+async def _read_capped(read: Callable[[int], Awaitable[bytes]], cap: int, too_large: errors.PixelfoxError
+                       ) -> bytes:
+    """Everything ``read`` gives until it returns b""; ``too_large`` is raised past ``cap`` bytes.
+    (aiohttp's own readers stop at the app's 1 MiB ``client_max_size``: a base64 photo is larger.)"""
     out = bytearray()
     while chunk := await read(256 * 1024):
         out += chunk
         if len(out) > cap:
-            raise errors.PayloadTooLarge(f"file larger than {cap * 3 // 4} bytes")
+            raise too_large
     return bytes(out)
 
 
@@ -118,8 +131,9 @@ async def _read_form(request: web.Request, limit: int) -> tuple[dict[str, str], 
         return await _read_multipart(request, limit, fields)
     source: Path | None = None
     if request.content_type == "application/x-www-form-urlencoded":
-        # base64 is 4/3 of the file and '+' '/' '=' are sent as %2B %2F %3D: allow for that
-        body = await _read_capped(request.content.read, _encoded_limit(limit) * 2)
+        # '+' '/' '=' of the base64 are sent as %2B %2F %3D (about 1 character in 16): allow a quarter more
+        body = await _read_capped(request.content.read, _encoded_limit(limit) * 5 // 4 + FIELD_LIMIT * 8,
+                                  _base64_too_large(limit))
         try:
             form = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=1000)
         except (UnicodeDecodeError, ValueError):
@@ -152,7 +166,7 @@ async def _read_multipart(request: web.Request, limit: int, fields: dict[str, st
                     filename = part_filename(part)
                     source = await _save_part(part, limit)
                 else:  # base64 text: read with our own cap, not aiohttp's 1 MiB
-                    text = await _read_capped(part.read_chunk, _encoded_limit(limit))
+                    text = await _read_capped(part.read_chunk, _encoded_limit(limit), _base64_too_large(limit))
                     source = await _decode_source(text.decode("ascii", "replace"), limit)
             elif part.name:
                 fields[part.name] = (await part.read(decode=True))[:FIELD_LIMIT].decode("utf-8", "replace")
