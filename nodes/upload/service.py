@@ -357,6 +357,8 @@ class Session:
             await self._drop(reset=True)
             raise errors.StorageFull("upload staging is full; the partial upload was removed, try again later") \
                 from exc
+        if not commit:  # before the probe's await below: an idle flush must not record unverified bytes
+            self.held = True
         self.offset = end
         UPLOAD_BYTES.inc(len(data))
         if not self.probed:
@@ -364,10 +366,8 @@ class Session:
             if len(self.head) >= self.rx.limits.probe_bytes or end == self.header.size:
                 await self._guard(check_image, self.head, self.rx.image_limits, False)
                 self.probed, self.head = True, b""
-        if not commit:
-            self.held = True
-        elif (end == self.header.size or end - self.committed >= COMMIT_EVERY_BYTES
-              or time.monotonic() - self.committed_at >= COMMIT_EVERY_S):
+        if commit and (end == self.header.size or end - self.committed >= COMMIT_EVERY_BYTES
+                       or time.monotonic() - self.committed_at >= COMMIT_EVERY_S):
             await self.commit()
         return self.offset
 

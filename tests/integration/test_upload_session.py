@@ -112,3 +112,51 @@ def test_a_burst_of_streams_never_exceeds_max_concurrent(cluster: Any, tmp_path:
     the slot is taken at the check, so the cap holds (it let 96 uploads into a node capped at 64)."""
     opened, busy, active = asyncio.run(_burst_of_opens(cluster.redis_url, tmp_path, cap=4, n=12))
     assert (opened, busy, active) == (4, 8, 4)
+
+
+async def _flush_during_probe(redis_url: str, staging: Path, photo: bytes) -> tuple[int, int]:
+    import nodes.upload.service as service
+
+    redis = aioredis.from_url(redis_url)
+    real_check = service.check_image
+    probing = threading.Event()
+
+    def slow_check(*args: Any) -> Any:  # the first-chunk probe, slow enough for a flush to land in it
+        probing.set()
+        threading.Event().wait(0.5)
+        return real_check(*args)
+
+    service.check_image = slow_check  # type: ignore[assignment]
+    try:
+        rx = Receiver("upload-test", staging, LimitsSettings(), KEY, place=None,  # type: ignore[arg-type]
+                      secret="", max_concurrent=4, states=UploadStates(redis),
+                      complete=None)  # type: ignore[arg-type]
+        upload_id, size = str(ULID()), len(photo)
+        await rx.states.create(upload_id, size, "user-1")
+        token = tickets.sign(KEY, upload_id, "user-1", size, "image/jpeg", 60)
+        session = await rx.open(token, upload_id, size)
+        try:
+            piece = rx.limits.probe_bytes
+            write = asyncio.create_task(session.write(service.Chunk(0, photo[:piece], None), commit=False))
+            await asyncio.to_thread(probing.wait)
+            await session.flush()  # what the idle flusher does every 0.5 s
+            await write
+            st = await rx.states.get(upload_id)
+            assert st is not None
+            return session.offset, st.offset
+        finally:
+            await session.close()
+    finally:
+        service.check_image = real_check  # type: ignore[assignment]
+        await redis.aclose()
+
+
+def test_bytes_held_for_a_checksum_are_not_recorded_by_a_flush_during_the_probe(cluster: Any, tmp_path: Path,
+                                                                                 corpus: Path) -> None:
+    """tus writes a checked PATCH body without recording it until the checksum matches. The offset
+    used to move before the first piece's probe and the hold to start after it, so an idle flush in
+    between recorded unverified bytes (a fresh user's 1-in-400 race: 460 'discarded', yet HEAD
+    showed 262144)."""
+    photo = (corpus / "photos" / "leica_t_16mp_orient8_gps.jpg").read_bytes()
+    written, recorded = asyncio.run(_flush_during_probe(cluster.redis_url, tmp_path, photo))
+    assert (written, recorded) == (LimitsSettings().probe_bytes, 0)
