@@ -26,7 +26,7 @@ import re
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qsl
 
 from aiohttp import BodyPartReader, web
@@ -49,6 +49,9 @@ UNIT_S = (365 * 86400, 30 * 86400, 7 * 86400, 86400, 3600, 60, 1)  # Y M W D H M
 
 
 SOURCE_FIELDS = ("source", "image")  # Chevereto's name for the file, ImgBB's
+#: url-encoded bodies read at once per web node (each is held whole, up to ~56 MB; multipart
+#: sources stream to disk instead)
+_BUFFERED = asyncio.Semaphore(2)
 
 
 def parse_duration(text: str) -> int:
@@ -63,7 +66,7 @@ def parse_duration(text: str) -> int:
         if not m or not any(m.groups()):
             raise errors.BadRequest(f"expiration {text[:40]!r} is neither an ISO 8601 duration such as PT5M or "
                                     "P3D nor a number of seconds")
-        if any(v and len(v) > 9 for v in m.groups()):
+        if any(v and len(v.lstrip("0")) > 9 for v in m.groups()):  # P0000000001D is one day
             raise errors.BadRequest(f"expiration longer than {MAX_EXPIRATION_S // UNIT_S[0]} years")
         seconds = sum(int(v) * u for v, u in zip(m.groups(), UNIT_S, strict=True) if v)
     if seconds <= 0:
@@ -81,17 +84,80 @@ async def _write_temp(data: bytes) -> Path:
 
 
 async def _decode_source(text: str, limit: int) -> Path:
-    if text.startswith(("http://", "https://", "ftp://")):
+    """A base64 source given whole (url-encoded body, query) decoded into a temp file."""
+    data = text.encode("ascii", "replace")
+
+    async def read(n: int) -> bytes:
+        nonlocal data
+        piece, data = data[:n], data[n:]
+        return piece
+
+    return await _decode_stream(read, limit)
+
+
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/=]")  # dropped before decoding, as base64.b64decode(validate=False) does
+_DATA_URL = re.compile(rb"^\s*data:[^,]{0,256},", re.IGNORECASE)
+
+
+_URL_SCHEMES = (b"http://", b"https://", b"ftp://")
+
+
+class _Base64Sink:
+    """Base64 text in, decoded bytes out to ``f``, four characters at a time, bounded: PayloadTooLarge
+    past ``most`` bytes of file (or twice that of text), BadRequest when the text is not base64."""
+
+    def __init__(self, f: BinaryIO, most: int, too_large: errors.PixelfoxError) -> None:
+        self.f, self.most, self.too_large = f, most, too_large
+        self.rest, self.text_bytes, self.file_bytes = b"", 0, 0
+
+    async def feed(self, chunk: bytes) -> None:
+        self.text_bytes += len(chunk)
+        if self.text_bytes > self.most * 2 + 65536:  # 4/3 of the file: more is padding or junk
+            raise self.too_large
+        data = self.rest + _NOT_BASE64.sub(b"", chunk)
+        cut = len(data) - len(data) % 4
+        self.rest = data[cut:]
+        if not cut:
+            return
+        try:
+            out = base64.b64decode(data[:cut])
+        except (binascii.Error, ValueError):
+            raise errors.BadRequest("source is neither a file nor base64") from None
+        self.file_bytes += len(out)
+        if self.file_bytes > self.most:
+            raise self.too_large
+        await asyncio.to_thread(self.f.write, out)
+
+    def finish(self) -> None:
+        if self.rest.strip(b"="):  # 1-3 characters left over: cut short, or not base64
+            raise errors.BadRequest("source is neither a file nor base64")
+        if not self.file_bytes:
+            raise errors.EmptyFile("empty file")
+
+
+async def _decode_stream(read: Callable[[int], Awaitable[bytes]], limit: int) -> Path:
+    """Decode a base64 source from ``read`` (chunks of text) straight into a temp file, holding one
+    chunk at a time. Raises BadRequest (a URL, not base64), EmptyFile, PayloadTooLarge past
+    :data:`BASE64_MAX_BYTES` (or ``limit``) bytes of decoded file; the temp file goes on any error."""
+    head = b""
+    while len(head) < 300 and (chunk := await read(256 * 1024)):  # enough to tell a URL or a data: URL
+        head += chunk
+    if head.lstrip().lower().startswith(_URL_SCHEMES):
         raise errors.BadRequest("source URLs are not supported; send the file or its base64")
-    if len(text) > _encoded_limit(limit):
-        raise _base64_too_large(limit)
+    fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix="pixelfox-chv-")
+    path, f = Path(name), os.fdopen(fd, "wb")
     try:
-        data = base64.b64decode(text.split(",", 1)[1] if text.startswith("data:") else text, validate=False)
-    except (binascii.Error, ValueError):
-        raise errors.BadRequest("source is neither a file nor base64") from None
-    if not data:
-        raise errors.EmptyFile("empty file")
-    return await _write_temp(data)
+        sink = _Base64Sink(f, min(limit, BASE64_MAX_BYTES), _base64_too_large(limit))
+        await sink.feed(_DATA_URL.sub(b"", head, count=1))
+        while chunk := await read(256 * 1024):
+            await sink.feed(chunk)
+        sink.finish()
+        await asyncio.to_thread(f.close)
+        return path
+    except BaseException:
+        f.close()
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+        raise
 
 
 #: the largest file a base64 ``source`` may hold, bytes: base64 is held in memory to decode (a file
@@ -130,22 +196,24 @@ async def _read_form(request: web.Request, limit: int) -> tuple[dict[str, str], 
     if request.content_type.startswith("multipart/"):
         return await _read_multipart(request, limit, fields)
     source: Path | None = None
-    if request.content_type == "application/x-www-form-urlencoded":
-        # '+' '/' '=' of the base64 are sent as %2B %2F %3D (about 1 character in 16): allow a quarter more
-        body = await _read_capped(request.content.read, _encoded_limit(limit) * 5 // 4 + FIELD_LIMIT * 8,
-                                  _base64_too_large(limit))
-        try:
-            form = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=1000)
-        except (UnicodeDecodeError, ValueError):
-            raise errors.BadRequest("malformed application/x-www-form-urlencoded body") from None
-        fields.update({k: v for k, v in form if k not in SOURCE_FIELDS})
-        given = [v for k, v in form if k in SOURCE_FIELDS]
-    else:
-        given = [v for k, v in request.query.items() if k in SOURCE_FIELDS]
-    for name in SOURCE_FIELDS:
-        fields.pop(name, None)
-    if given:  # the last one, as in a multipart body: a later source replaces an earlier one
-        source = await _decode_source(given[-1], limit)
+    async with _BUFFERED:  # a url-encoded body is held whole: a few at a time per web node
+        if request.content_type == "application/x-www-form-urlencoded":
+            # '+' '/' '=' of the base64 are sent as %2B %2F %3D (about 1 character in 16): allow a quarter more
+            body = await _read_capped(request.content.read, _encoded_limit(limit) * 5 // 4 + FIELD_LIMIT * 8,
+                                      _base64_too_large(limit))
+            try:
+                form = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=1000)
+            except (UnicodeDecodeError, ValueError):
+                raise errors.BadRequest("malformed application/x-www-form-urlencoded body") from None
+            del body
+            fields.update({k: v for k, v in form if k not in SOURCE_FIELDS})
+            given = [v for k, v in form if k in SOURCE_FIELDS]
+        else:
+            given = [v for k, v in request.query.items() if k in SOURCE_FIELDS]
+        for name in SOURCE_FIELDS:
+            fields.pop(name, None)
+        if given:  # the last one, as in a multipart body: a later source replaces an earlier one
+            source = await _decode_source(given[-1], limit)
     return fields, source, "upload"
 
 
@@ -165,9 +233,8 @@ async def _read_multipart(request: web.Request, limit: int, fields: dict[str, st
                 if part.filename:
                     filename = part_filename(part)
                     source = await _save_part(part, limit)
-                else:  # base64 text: read with our own cap, not aiohttp's 1 MiB
-                    text = await _read_capped(part.read_chunk, _encoded_limit(limit), _base64_too_large(limit))
-                    source = await _decode_source(text.decode("ascii", "replace"), limit)
+                else:  # base64 text, decoded as it streams in (aiohttp's own read stops at 1 MiB)
+                    source = await _decode_stream(part.read_chunk, limit)
             elif part.name:
                 fields[part.name] = (await part.read(decode=True))[:FIELD_LIMIT].decode("utf-8", "replace")
     except BaseException as exc:
@@ -239,6 +306,9 @@ async def _upload(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     manager = request.app[MANAGER]
     await check_ip(request)
+    early = request.headers.get("X-API-Key", "").strip() or request.query.get("key", "").strip()
+    if early:  # a key outside the body is checked before the body is read: a bad one costs nothing
+        await call(request, "WhoAmI", manager_pb2.WhoAmIRequest(), manager.as_api_key(early))
     fields, source, filename = await _read_form(request, settings.max_upload_bytes)
     try:
         key = request.headers.get("X-API-Key", "").strip() or fields.get("key", "").strip()
