@@ -30,6 +30,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/api/v1/me", api.me, name="api_me")
     r.add_post("/api/v1/uploads", uploads.create_upload, name="api_create_upload")
     r.add_post("/api/1/upload", chevereto.upload, name="chevereto_upload")
+    r.add_route("*", "/api/1/upload", chevereto.not_allowed)  # every other method: 405, Chevereto-shaped
     setup_deletion_routes(app)
     r.add_get("/api/v1/uploads/{id}", uploads.get_upload, name="api_get_upload")
     r.add_get("/healthz", health.healthz, name="healthz")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,8 @@ async def put_files(
                 try:
                     if path.is_dir():
                         raise errors.BadRequest(f"{path} is a folder: pass the files in it ({path}/*)")
+                    if path.exists() and not path.is_file():
+                        raise errors.BadRequest(f"{path} is not a regular file (a device or a pipe)")
                     if not path.is_file():
                         raise errors.NotFound(f"no such file: {path}")
                     img = await upload_file(
@@ -78,6 +81,8 @@ async def put_files(
                 else:
                     mark = "[green]✓[/]" if out["status"] == "ready" else "[yellow]…[/]"
                     console.print(f"{mark} {path} → {out['url']}  [dim]{out['status']}[/]")
+                    if console.stderr and not sys.stdout.isatty():  # URL=$(pixelfox put x.png) gets the link
+                        print(out["url"], flush=True)
     return results
 
 

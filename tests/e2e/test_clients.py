@@ -233,6 +233,12 @@ def test_chevereto_takes_base64_sources_past_one_mib(cluster: ClusterHandle, cor
     big = requests.post(api, headers=headers, files={"source": (None, "A" * (45 * 10**6))}, timeout=120)
     assert big.status_code == 413 and big.json()["status_code"] == 413, big.text[:300]
     assert big.json()["error"]["message"].startswith("a base64 source may hold at most 33554432 bytes")
+    # aiohttp's own limits and methods answer in Chevereto's shape too
+    long_title = requests.post(api, headers=headers, files={"source": (None, base64.b64encode(fresh()).decode()),
+                                                            "title": (None, "t" * (2 * 1024 * 1024))}, timeout=120)
+    assert long_title.status_code == 400 and long_title.json()["status_code"] == 400, long_title.text[:300]
+    got = requests.get(api, timeout=10)
+    assert (got.status_code, got.headers["Allow"], got.json()["status_txt"]) == (405, "POST", "Method Not Allowed")
 
 
 def _unique_png(png: bytes) -> bytes:

@@ -241,6 +241,8 @@ def test_put_title_names_new_images_only(cluster: ClusterHandle, tmp_path: Path)
     assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
     a, b = json.loads(first.stdout), json.loads(again.stdout)
     assert (a["title"], b["title"], b["id"]) == ("Harbour at dusk", "Harbour at dusk", a["id"])
+    plain = cluster.pixelfox("put", str(photo), timeout=120)  # no --json: stdout is the share link alone
+    assert plain.returncode == 0 and plain.stdout == f"{a['url']}\n", (plain.stdout, plain.stderr)
     long = cluster.pixelfox("put", "--json", "--title", "t" * 256, str(photo), timeout=120)
     assert long.returncode == 1
     out = json.loads(long.stdout)
@@ -252,6 +254,8 @@ def test_put_of_a_folder_says_so_and_a_closed_pipe_is_no_traceback(cluster: Clus
     out = json.loads(res.stdout)
     said = f"{tmp_path} is a folder: pass the files in it ({tmp_path}/*)"
     assert res.returncode == 1 and out["error"]["message"] == said, out
+    device = cluster.pixelfox("put", "--json", "/dev/null", timeout=60)
+    assert json.loads(device.stdout)["error"]["message"] == "/dev/null is not a regular file (a device or a pipe)"
     photo = tmp_path / "piped.png"
     Image.new("RGB", (20, 10), tuple(os.urandom(3))).save(photo, "PNG")
     proc = subprocess.Popen([sys.executable, "-m", "pixelfox", "put", "--json", str(photo), str(photo)],

@@ -25,6 +25,7 @@ import os
 import re
 import tempfile
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import parse_qsl
@@ -217,6 +218,16 @@ async def _read_form(request: web.Request, limit: int) -> tuple[dict[str, str], 
     return fields, source, "upload"
 
 
+async def _first_bytes(part: BodyPartReader, keep: int) -> bytes:
+    """The first ``keep`` bytes of a text part; the rest is read and dropped (aiohttp's own read
+    answers a part over 1 MiB with a 413 outside Chevereto's error shape)."""
+    kept = bytearray()
+    while chunk := await part.read_chunk(64 * 1024):
+        if len(kept) < keep:
+            kept += chunk[:keep - len(kept)]
+    return bytes(kept)
+
+
 async def _read_multipart(request: web.Request, limit: int, fields: dict[str, str]
                           ) -> tuple[dict[str, str], Path | None, str]:
     source: Path | None = None
@@ -236,7 +247,7 @@ async def _read_multipart(request: web.Request, limit: int, fields: dict[str, st
                 else:  # base64 text, decoded as it streams in (aiohttp's own read stops at 1 MiB)
                     source = await _decode_stream(part.read_chunk, limit)
             elif part.name:
-                fields[part.name] = (await part.read(decode=True))[:FIELD_LIMIT].decode("utf-8", "replace")
+                fields[part.name] = (await _first_bytes(part, FIELD_LIMIT)).decode("utf-8", "replace")
     except BaseException as exc:
         if source is not None:
             await asyncio.to_thread(source.unlink, missing_ok=True)
@@ -290,9 +301,18 @@ def chevereto_image(request: web.Request, image: common_pb2.Image, expires_s: in
 
 def chevereto_error(status: int, message: str, code: int | str) -> web.Response:
     return web.json_response({"status_code": status, "error": {"message": message, "code": code},
-                              "status_txt": {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-                                             413: "Payload Too Large", 429: "Too Many Requests"}.get(status, "Error")},
+                              "status_txt": HTTPStatus(status).phrase if status in _STATUSES else "Error"},
                              status=status)
+
+
+_STATUSES = {int(st) for st in HTTPStatus}
+
+
+async def not_allowed(request: web.Request) -> web.Response:
+    """``GET``/``PUT``/... on the upload endpoint: a 405 in Chevereto's shape."""
+    response = chevereto_error(405, "send the upload with POST", 405)
+    response.headers["Allow"] = "POST"
+    return response
 
 
 async def upload(request: web.Request) -> web.StreamResponse:
