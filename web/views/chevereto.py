@@ -77,20 +77,14 @@ def parse_duration(text: str) -> int:
     return seconds
 
 
-async def _write_temp(data: bytes) -> Path:
-    fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix="pixelfox-chv-")
-    with os.fdopen(fd, "wb") as f:
-        await asyncio.to_thread(f.write, data)
-    return Path(name)
-
-
 async def _decode_source(text: str, limit: int) -> Path:
     """A base64 source given whole (url-encoded body, query) decoded into a temp file."""
-    data = text.encode("ascii", "replace")
+    data, at = memoryview(text.encode("ascii", "replace")), 0
 
     async def read(n: int) -> bytes:
-        nonlocal data
-        piece, data = data[:n], data[n:]
+        nonlocal at
+        piece = bytes(data[at:at + n])
+        at += len(piece)
         return piece
 
     return await _decode_stream(read, limit)
@@ -161,8 +155,9 @@ async def _decode_stream(read: Callable[[int], Awaitable[bytes]], limit: int) ->
         raise
 
 
-#: the largest file a base64 ``source`` may hold, bytes: base64 is held in memory to decode (a file
-#: field streams to disk instead), so it gets its own bound below ``max_upload_bytes``
+#: the largest file a base64 ``source`` may hold, bytes: a url-encoded body is held in memory whole
+#: (a multipart base64 part or file field streams to disk), so base64 gets its own bound below
+#: ``max_upload_bytes``
 BASE64_MAX_BYTES = 32 * 1024 * 1024
 
 
