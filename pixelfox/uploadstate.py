@@ -167,15 +167,17 @@ class UploadStates:
                      error: errors.PixelfoxError | None = None) -> None:
         """Mark complete (with the image slug) or failed (with the ``error`` that failed it, which a
         later query or resume of the same ticket gets again); kept until the TTL so re-use is refused.
-        A failed upload also leaves its user's open uploads (:func:`open_uploads_key`) at once."""
+        Either way the upload leaves its user's open uploads (:func:`open_uploads_key`) at once: a
+        refused upload counted as open until its TTL used to lock a script user out."""
         mapping: dict[Any, Any] = {"status": status, "slug": slug}
         if error is not None:
             mapping.update(error_code=error.code, error=str(error)[:500])
-        await self.redis.hset(state_key(upload_id), mapping=mapping)
-        if status == "failed":  # a refused upload is finished: it no longer counts as open for its user
-            user = await self.redis.hget(state_key(upload_id), "user")
-            if user:
-                await self.redis.zrem(open_uploads_key(user.decode()), upload_id)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(state_key(upload_id), mapping=mapping)
+            p.hget(state_key(upload_id), "user")
+            _, user = await p.execute()
+        if user:
+            await self.redis.zrem(open_uploads_key(user.decode()), upload_id)
 
     async def delete(self, upload_id: str) -> None:
         await self.redis.delete(state_key(upload_id), lock_key(upload_id))

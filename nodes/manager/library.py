@@ -73,8 +73,16 @@ class Library:
         self.redis = redis
         self.secret = secret  # the cluster secret: deletion tokens (pixelfox.deletion)
 
-    async def _load(self, s: AsyncSession, slug: str, user: User | None, *, manage: bool) -> Image:
+    async def _load(self, s: AsyncSession, slug: str, user: User | None, *, manage: bool,
+                    deletion_token: str = "") -> Image:
+        """Image ``slug`` as ``user`` may see it (NotFound) or, with ``manage``, change it (Forbidden).
+        A ``deletion_token`` (:mod:`pixelfox.deletion`) is the authority instead of ``user``: the
+        image's own token, or Forbidden."""
         img = (await s.execute(select(Image).where(Image.slug == slug))).scalar_one_or_none()
+        if deletion_token and img is not None:
+            if not self.secret or not deletion.valid(self.secret, slug, img.user_id or "", deletion_token):
+                raise errors.Forbidden("this deletion link is not valid")
+            return img
         if img is None or not can_see(user, img):
             raise errors.NotFound("no such image")
         if manage and not can_manage(user, img):
@@ -189,14 +197,7 @@ class Library:
         (:mod:`pixelfox.deletion`; the uploader's deletion URL, the only way for an anonymous
         upload). Raises NotFound, Forbidden (neither; also a wrong token)."""
         async with self.sessions() as s:
-            if deletion_token:
-                img = (await s.execute(select(Image).where(Image.slug == slug))).scalar_one_or_none()
-                if img is None:
-                    raise errors.NotFound("no such image")
-                if not self.secret or not deletion.valid(self.secret, slug, img.user_id or "", deletion_token):
-                    raise errors.Forbidden("this deletion link is not valid")
-            else:
-                img = await self._load(s, slug, user, manage=True)
+            img = await self._load(s, slug, user, manage=True, deletion_token=deletion_token)
             proto = await self.views.to_proto(s, img)
             keys = image_keys(img)
             upload = await s.get(Upload, img.upload_id) if img.upload_id else None

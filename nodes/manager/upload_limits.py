@@ -5,8 +5,8 @@
 * open uploads — sorted set ``pixelfox:{limits}:open:<user>`` (member upload id, score the
   time its state expires); entries past their expiry are dropped first, so an abandoned
   upload stops counting when its TTL ends. More than ``user_open_uploads`` → ``TooManyOpenUploads``.
-  :meth:`UploadLimits.closed` removes an upload when it completes; one that fails validation is
-  removed by :meth:`pixelfox.uploadstate.UploadStates.finish`.
+  An upload that completes or fails leaves it in :meth:`pixelfox.uploadstate.UploadStates.finish`;
+  :meth:`UploadLimits.closed` removes one a client terminated (tus DELETE: its state is gone).
 * quota — the bytes of the user's images in the database plus the declared size must stay
   within ``user_quota_bytes`` → else ``QuotaExceeded``.
 

@@ -136,7 +136,6 @@ class Uploads:
             upload = await s.get(Upload, c.upload_id, with_for_update=True)
             if upload is None:
                 raise errors.InvalidTicket("unknown upload")
-            owner = upload.user_id or ""
             if upload.status != "open":
                 done = await self._existing(s, upload.id, upload.user_id, c.sha256)
                 if done is not None:  # an upload node retrying after a crash
@@ -152,8 +151,7 @@ class Uploads:
             if dup is not None:  # dedup: this user already has these bytes
                 slug = dup.slug
                 await s.commit()
-                await self.states.finish(c.upload_id, "complete", slug)
-                await self.gate.closed(owner, c.upload_id)
+                await self.states.finish(c.upload_id, "complete", slug)  # also frees the open-upload slot
                 logger.info("upload %s duplicates image %s of the same user", c.upload_id, slug)
                 return await self.views.get(slug)
             st = await self.states.get(c.upload_id)
@@ -172,8 +170,7 @@ class Uploads:
                 await s.merge(ObjectLocation(key=c.original_key, node_id=node_id, size=c.size))
             await s.commit()
             image_id, slug = img.id, img.slug
-        await self.states.finish(c.upload_id, "complete", slug)
-        await self.gate.closed(owner, c.upload_id)
+        await self.states.finish(c.upload_id, "complete", slug)  # also frees the open-upload slot
         if st is not None and st.expire_after_s > 0:
             await expiry.schedule(self.registry.redis, slug, st.expire_after_s)
         failpoints.hit("after-image-commit")

@@ -166,8 +166,10 @@ class Tus:
                 await self._body(request, session, check)
             except errors.PayloadTooLarge as exc:  # a chunked body past Upload-Length: say what is kept
                 await session.flush()  # bytes held for an unverified checksum are not kept
-                return web.json_response({"error": exc.to_dict()}, status=exc.http_status,
-                                         headers={"Upload-Offset": str(session.committed)})
+                kept = session.committed
+                said = errors.PayloadTooLarge(f"{exc.message}; {kept} bytes are kept, HEAD for the offset")
+                return web.json_response({"error": said.to_dict()}, status=said.http_status,
+                                         headers={"Upload-Offset": str(kept)})
             await session.flush()  # the answer's Upload-Offset is what Redis holds
             extra: dict[str, str] = {}
             if session.offset == st.size:
@@ -207,9 +209,7 @@ class Tus:
                     # a chunked body running past Upload-Length: the piece that crosses it is not
                     # written; earlier pieces stay (as for a cut connection; HEAD tells the offset)
                     buf.clear()
-                    kept = session.offset if check is None else session.committed
-                    raise errors.PayloadTooLarge(f"the body runs past Upload-Length {session.header.size}; "
-                                                 f"{kept} bytes are kept, HEAD for the offset")
+                    raise errors.PayloadTooLarge(f"the body runs past Upload-Length {session.header.size}")
                 if check is not None:
                     held += data
                     if len(held) > MAX_CHECKED_BODY:

@@ -296,11 +296,16 @@ def chevereto_image(request: web.Request, image: common_pb2.Image, expires_s: in
 
 def chevereto_error(status: int, message: str, code: int | str) -> web.Response:
     return web.json_response({"status_code": status, "error": {"message": message, "code": code},
-                              "status_txt": HTTPStatus(status).phrase if status in _STATUSES else "Error"},
+                              "status_txt": _phrase(status)},
                              status=status)
 
 
-_STATUSES = {int(st) for st in HTTPStatus}
+def _phrase(status: int) -> str:
+    """The HTTP reason phrase of ``status`` ("Error" for a code without one), as Chevereto's status_txt."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 async def not_allowed(request: web.Request) -> web.Response:
