@@ -281,6 +281,9 @@ class Uploads:
             reply.status = "abandoned" if row_status == "abandoned" else "expired"
         else:
             reply.status, reply.offset = ("failed" if st.status == "failed" else "open"), st.offset
+            if st.status == "failed":  # the reason the PATCH or stream was told, for whoever asks later
+                reason = st.failure()
+                reply.error_code, reply.error_message = reason.code, reason.message
             if expires := await self.states.ttl(upload_id):
                 reply.expires_at = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
         return reply

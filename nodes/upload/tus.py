@@ -86,6 +86,9 @@ async def tus_middleware(request: web.Request, handler: Handler) -> web.StreamRe
                                  status=412, headers={**base, "Tus-Version": TUS_VERSION})
     try:
         resp = await handler(request)
+    except ConnectionResetError:  # the client went away mid-PATCH: what arrived is kept, HEAD resumes it
+        logger.info("tus %s %s: the client closed the connection", request.method, request.path)
+        resp = web.Response(status=499)  # nginx's "client closed request"; nobody reads it
     except errors.PixelfoxError as exc:
         status = next((s for cls, s in TUS_STATUS.items() if isinstance(exc, cls)), exc.http_status)
         resp = web.json_response({"error": exc.to_dict()}, status=status)

@@ -400,6 +400,8 @@ class UploadProgress(_message.Message):
     IMAGE_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     FILENAME_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
     upload_id: _builtins.str
     offset: _builtins.int
     """committed bytes"""
@@ -410,6 +412,10 @@ class UploadProgress(_message.Message):
     expires_at: _builtins.str
     """ISO 8601 UTC: when an unfinished upload is dropped"""
     filename: _builtins.str
+    error_code: _builtins.str
+    """failed: the stable code of the reason (corrupt-image, unsupported-format...)"""
+    error_message: _builtins.str
+    """failed: the reason, as the uploader was told"""
     @_builtins.property
     def image(self) -> _common_pb2.Image:
         """set when complete"""
@@ -424,10 +430,12 @@ class UploadProgress(_message.Message):
         image: _common_pb2.Image | None = ...,
         expires_at: _builtins.str = ...,
         filename: _builtins.str = ...,
+        error_code: _builtins.str = ...,
+        error_message: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "filename", b"filename", "image", b"image", "offset", b"offset", "size", b"size", "status", b"status", "upload_id", b"upload_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_code", b"error_code", "error_message", b"error_message", "expires_at", b"expires_at", "filename", b"filename", "image", b"image", "offset", b"offset", "size", b"size", "status", b"status", "upload_id", b"upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

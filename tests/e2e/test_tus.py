@@ -206,6 +206,9 @@ def test_a_non_image_is_refused_as_one_whatever_its_size(cluster: ClusterHandle,
     assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported-format", r.text
     head = requests.head(t.upload_url, headers=auth(t), timeout=10)
     assert head.status_code == 415
+    progress = requests.get(f"{cluster.web_url}/api/v1/uploads/{t.upload_id}", timeout=10,
+                            headers={"Authorization": f"Bearer {cluster.admin_api_key}"}).json()
+    assert progress["status"] == "failed" and progress["error"]["code"] == "unsupported-format", progress
 
 
 def test_a_checked_chunked_body_past_upload_length_keeps_nothing(cluster: ClusterHandle, tmp_path: Path) -> None:

@@ -5,12 +5,14 @@
 "ticket", "expires_at", "chunk_size", "max_size", "upload_address"}``: the client then speaks
 tus 1.0 to ``upload_url`` with ``Authorization: Bearer <ticket>`` (or gRPC to
 ``upload_address``). ``GET`` answers ``{"id", "status", "offset", "size", "progress",
-"expires_at", "image"}`` where ``image`` is the image JSON (as ``pixelfox put --json``) once
-the upload completed, else ``null``. Anonymous callers get 401.
+"expires_at", "image", "error"}`` where ``image`` is the image JSON (as ``pixelfox put --json``) once
+the upload completed, else ``null``, and ``error`` is ``{"code", "message"}`` of a failed upload.
+Anonymous callers get 401.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -63,7 +65,10 @@ async def get_upload(request: web.Request) -> web.Response:
                                                manager_pb2.GetUploadRequest(upload_id=upload_id), caller.metadata)
     body: dict[str, Any] = {
         "id": p.upload_id, "status": p.status, "offset": p.offset, "size": p.size,
-        "progress": round(p.offset / p.size, 4) if p.size else 0.0, "expires_at": p.expires_at or None,
+        # rounded down: 0.99995 is not done
+        "progress": math.floor(p.offset * 10_000 / p.size) / 10_000 if p.size else 0.0,
+        "expires_at": p.expires_at or None,
         "filename": p.filename, "image": image_json(request, p.image) if p.HasField("image") else None,
+        "error": {"code": p.error_code, "message": p.error_message} if p.error_code else None,
     }
     return web.json_response(body, headers={"Cache-Control": "no-store"})
