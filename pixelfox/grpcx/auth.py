@@ -10,14 +10,18 @@ Metadata keys (lower case, as gRPC requires):
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from pixelfox import errors
 
 CLUSTER_TOKEN_KEY = "pixelfox-cluster-token"
 ACTING_USER_KEY = "pixelfox-acting-user"
 AUTHORIZATION_KEY = "authorization"
 
 Metadata = Sequence[tuple[str, str | bytes]]
+_METADATA_SAFE = re.compile(r"[\x21-\x7e]{1,512}")  # what a gRPC metadata value can carry (printable ASCII)
 
 
 @dataclass(frozen=True)
@@ -50,5 +54,11 @@ def node_metadata(secret: str, acting_user: str = "") -> tuple[tuple[str, str], 
 
 
 def api_key_metadata(api_key: str) -> tuple[tuple[str, str], ...]:
-    """Metadata an API-key client sends."""
-    return ((AUTHORIZATION_KEY, f"Bearer {api_key}"),) if api_key else ()
+    """Metadata an API-key client sends; ``()`` for ``""``. Raises ``Unauthenticated`` ("invalid API key",
+    the manager's words for an unknown key) for a key that is not 1..512 printable ASCII characters: gRPC
+    refuses such a metadata value client-side with an INTERNAL error, which must not become a 500."""
+    if not api_key:
+        return ()
+    if not _METADATA_SAFE.fullmatch(api_key):
+        raise errors.Unauthenticated("invalid API key")
+    return ((AUTHORIZATION_KEY, f"Bearer {api_key}"),)

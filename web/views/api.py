@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import re
 import tempfile
@@ -35,6 +34,8 @@ from web.views.common import check_origin
 
 CHUNK = 256 * 1024
 MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the file part
+TEXT_FIELD_LIMIT = 4096  # bytes of a text field (a title) that are read; the rest is dropped
+WAIT_SECONDS = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6})?")  # ?wait=: plain ASCII decimal seconds
 
 
 @dataclass(frozen=True)
@@ -136,12 +137,16 @@ def malformed_multipart(exc: BaseException) -> errors.BadRequest | None:
     return None
 
 
-async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, str]:
+async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, str, str]:
+    """The form's ``file`` as ``(temp path, file name, declared type, title)``; ``title`` is the optional
+    text field of that name (its first :data:`TEXT_FIELD_LIMIT` bytes, UTF-8). BadRequest for a malformed
+    form, a missing or second file or a title that is not UTF-8; PayloadTooLarge past ``limit`` bytes."""
     if request.content_length is not None and request.content_length > limit + MULTIPART_SLACK:
         raise errors.PayloadTooLarge(f"file larger than {limit} bytes")
     if not request.content_type.startswith("multipart/"):
         raise errors.BadRequest("send multipart/form-data with the image in the field 'file'")
     saved: tuple[Path, str, str] | None = None
+    title = ""
     try:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
@@ -151,6 +156,11 @@ async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, st
                 filename = part_filename(part)
                 ctype = part.headers.get("Content-Type", "application/octet-stream")
                 saved = (await _save_part(part, limit), filename, ctype)
+            elif isinstance(part, BodyPartReader) and part.name == "title":
+                try:
+                    title = (await first_bytes(part, TEXT_FIELD_LIMIT)).decode("utf-8")
+                except UnicodeDecodeError:
+                    raise errors.BadRequest("the title is not UTF-8 text") from None
             else:
                 await part.release()
     except BaseException as exc:
@@ -160,7 +170,17 @@ async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, st
         raise
     if saved is None:
         raise errors.BadRequest("no 'file' field in the form")
-    return saved
+    return (*saved, title)
+
+
+async def first_bytes(part: BodyPartReader, keep: int) -> bytes:
+    """The first ``keep`` bytes of a text part; the rest is read and dropped (aiohttp's own read
+    answers a part over 1 MiB with a 413 of its own shape)."""
+    kept = bytearray()
+    while chunk := await part.read_chunk(64 * 1024):
+        if len(kept) < keep:
+            kept += chunk[:keep - len(kept)]
+    return bytes(kept)
 
 
 def _discard(saved: tuple[Path, str, str] | None) -> None:
@@ -170,21 +190,19 @@ def _discard(saved: tuple[Path, str, str] | None) -> None:
 
 
 def _wait_seconds(request: web.Request) -> float:
-    """Seconds to wait for processing: ``?wait=`` (seconds, capped at ``upload_wait_s``; ``0``,
-    ``false`` or ``no`` = not at all), else ``upload_wait_s``. BadRequest for anything else
-    (``nan``, ``-5``, ``soon``), which used to mean "do not wait" or the default silently."""
+    """Seconds to wait for processing: ``?wait=`` (plain decimal seconds such as ``5`` or ``2.5``, capped
+    at ``upload_wait_s``; ``0``, ``false`` or ``no`` = not at all), else ``upload_wait_s``. BadRequest
+    for anything else (``nan``, ``-5``, ``soon``, ``1_0``, ``1e3``, non-ASCII digits), which used to
+    mean "do not wait" or the default silently."""
     maximum = request.app[SETTINGS].upload_wait_s
     raw = request.query.get("wait", "").strip()
     if raw.lower() in ("0", "false", "no"):
         return 0.0
     if not raw:
         return maximum
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = math.nan
-    if not 0 <= seconds < math.inf:
+    if not WAIT_SECONDS.fullmatch(raw):
         raise errors.BadRequest(f"wait must be a number of seconds from 0 to {maximum:g}, or false")
+    seconds = float(raw)
     return min(seconds, maximum)
 
 
@@ -194,9 +212,9 @@ async def upload(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     wait_s = _wait_seconds(request)  # a bad ?wait= is refused before any byte is kept
     await check_ip(request)
-    path, filename, ctype = await _receive_file(request, settings.max_upload_bytes)
+    path, filename, ctype, title = await _receive_file(request, settings.max_upload_bytes)
     try:
-        image = await manager.upload(caller.metadata, path, filename, ctype)
+        image = await manager.upload(caller.metadata, path, filename, ctype, title=title)
     finally:
         with contextlib.suppress(OSError):
             await asyncio.to_thread(path.unlink)

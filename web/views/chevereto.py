@@ -40,9 +40,8 @@ from web.calls import call
 from web.deletion import deletion_url
 from web.keys import MANAGER, SETTINGS
 from web.ratelimit import check_ip
-from web.views.api import _save_part, malformed_multipart, page_url, part_filename
+from web.views.api import TEXT_FIELD_LIMIT, _save_part, first_bytes, malformed_multipart, page_url, part_filename
 
-FIELD_LIMIT = 4096  # bytes of a text field other than source
 DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$",
                       re.ASCII)  # ASCII digits only, as in plain seconds
 MAX_EXPIRATION_S = MAX_EXPIRE_AFTER_S  # ten years: the manager's limit, said here in years
@@ -195,7 +194,7 @@ async def _read_form(request: web.Request, limit: int) -> tuple[dict[str, str], 
     async with _BUFFERED:  # a url-encoded body is held whole: a few at a time per web node
         if request.content_type == "application/x-www-form-urlencoded":
             # '+' '/' '=' of the base64 are sent as %2B %2F %3D (about 1 character in 16): allow a quarter more
-            body = await _read_capped(request.content.read, _encoded_limit(limit) * 5 // 4 + FIELD_LIMIT * 8,
+            body = await _read_capped(request.content.read, _encoded_limit(limit) * 5 // 4 + TEXT_FIELD_LIMIT * 8,
                                       _base64_too_large(limit))
             try:
                 form = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=1000)
@@ -211,16 +210,6 @@ async def _read_form(request: web.Request, limit: int) -> tuple[dict[str, str], 
         if given:  # the last one, as in a multipart body: a later source replaces an earlier one
             source = await _decode_source(given[-1], limit)
     return fields, source, "upload"
-
-
-async def _first_bytes(part: BodyPartReader, keep: int) -> bytes:
-    """The first ``keep`` bytes of a text part; the rest is read and dropped (aiohttp's own read
-    answers a part over 1 MiB with a 413 outside Chevereto's error shape)."""
-    kept = bytearray()
-    while chunk := await part.read_chunk(64 * 1024):
-        if len(kept) < keep:
-            kept += chunk[:keep - len(kept)]
-    return bytes(kept)
 
 
 async def _read_multipart(request: web.Request, limit: int, fields: dict[str, str]
@@ -242,7 +231,7 @@ async def _read_multipart(request: web.Request, limit: int, fields: dict[str, st
                 else:  # base64 text, decoded as it streams in (aiohttp's own read stops at 1 MiB)
                     source = await _decode_stream(part.read_chunk, limit)
             elif part.name:
-                fields[part.name] = (await _first_bytes(part, FIELD_LIMIT)).decode("utf-8", "replace")
+                fields[part.name] = (await first_bytes(part, TEXT_FIELD_LIMIT)).decode("utf-8", "replace")
     except BaseException as exc:
         if source is not None:
             await asyncio.to_thread(source.unlink, missing_ok=True)

@@ -23,6 +23,7 @@ def _json(ref: str) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     names = {400: "bad request", 401: "not authenticated", 403: "not allowed (CSRF, role or owner)",
              404: "not found (also: someone else's private image)", 413: "too large", 415: "unsupported format",
+             429: "too many requests or open uploads (Retry-After says when to try again)",
              503: "a node is unavailable, try again"}
     return {str(c): {"description": names[c], **_json("Error")} for c in codes}
 
@@ -97,6 +98,48 @@ ALBUM_PATCH = {
     },
 }
 
+NEW_UPLOAD = {
+    "type": "object", "required": ["size"],
+    "properties": {
+        "filename": {"type": "string", "maxLength": 255, "description": "shown only, never trusted"},
+        "size": {"type": "integer", "minimum": 1, "description": "bytes the client will send"},
+        "content_type": {"type": "string", "maxLength": 100, "description": "declared; the bytes decide"},
+        "title": {"type": "string", "maxLength": 255},
+    },
+}
+UPLOAD_TICKET = {
+    "type": "object",
+    "required": ["id", "upload_url", "ticket", "expires_at", "chunk_size", "max_size", "upload_address"],
+    "properties": {
+        "id": {"type": "string"}, "upload_url": {"type": "string", "description": "tus 1.0 upload URL"},
+        "ticket": {"type": "string", "description": "send as Authorization: Bearer <ticket> to upload_url"},
+        "expires_at": {"type": "string", "format": "date-time"}, "chunk_size": {"type": "integer"},
+        "max_size": {"type": "integer"}, "upload_address": {"type": "string", "description": "gRPC host:port"},
+    },
+}
+UPLOAD_PROGRESS = {
+    "type": "object", "required": ["id", "status", "offset", "size", "progress"],
+    "properties": {
+        "id": {"type": "string"}, "status": {"type": "string"}, "offset": {"type": "integer"},
+        "size": {"type": "integer"}, "progress": {"type": "number", "minimum": 0, "maximum": 1},
+        "expires_at": {"type": "string", "nullable": True}, "filename": {"type": "string"},
+        "image": {"nullable": True, "allOf": [{"$ref": "#/components/schemas/Image"}]},
+        "error": {"nullable": True, "allOf": [{"$ref": "#/components/schemas/ErrorBody"}]},
+    },
+}
+CHEVERETO_FORM = {
+    "type": "object", "required": ["source"],
+    "properties": {
+        "source": {"type": "string", "description": "the file (a file part) or its base64; ImgBB's name `image` "
+                                                   "works too; URLs are refused"},
+        "key": {"type": "string", "description": "API key (or header X-API-Key)"},
+        "title": {"type": "string", "maxLength": 255}, "album_id": {"type": "string"},
+        "expiration": {"type": "string", "description": "ISO 8601 duration (PT5M, P3D) or seconds"},
+        "format": {"type": "string", "enum": ["json", "txt", "redirect"], "default": "json"},
+    },
+}
+DELETION_PATH = "/api/v1/delete/{slug}/{owner}/{token}"
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {
@@ -116,8 +159,9 @@ OPENAPI: dict[str, Any] = {
                                 "description": "seconds to wait for ready; 0 = answer at once"}],
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                     "type": "object", "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}}}}}},
-                "responses": {**_ok("Image", "created", "201"), **_errors(400, 401, 403, 413, 415, 503)},
+                    "properties": {"file": {"type": "string", "format": "binary"},
+                                   "title": {"type": "string", "maxLength": 255}}}}}},
+                "responses": {**_ok("Image", "created", "201"), **_errors(400, 401, 403, 413, 415, 429, 503)},
             },
         },
         "/api/v1/images/{slug}": {
@@ -150,11 +194,65 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/v1/me": {"get": {"operationId": "me", "summary": "The calling user",
                                "responses": {**_ok("Me"), **_errors(401)}}},
+        "/api/v1/uploads": {
+            "post": {"operationId": "createUpload",
+                     "summary": "Start a resumable upload: a ticket for tus 1.0 at upload_url "
+                                "(or gRPC at upload_address)",
+                     "requestBody": {"required": True, **_json("NewUpload")},
+                     "responses": {**_ok("UploadTicket", "created", "201"), **_errors(400, 401, 403, 413, 429, 503)}},
+        },
+        "/api/v1/uploads/{id}": {
+            "parameters": [{"name": "id", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"}}],
+            "get": {"operationId": "getUpload", "summary": "A resumable upload's progress; the image once it completed",
+                    "responses": {**_ok("UploadProgress"), **_errors(401, 404)}},
+        },
+        DELETION_PATH: {
+            "parameters": [SLUG_PARAM, {"name": "owner", "in": "path", "required": True,
+                                        "schema": {"type": "string", "pattern": "^([0-9A-Z]{26}|anonymous)$"}},
+                           {"name": "token", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}}],
+            "get": {"operationId": "confirmDeletion", "security": [],
+                    "summary": "The deletion URL of an upload answer (deletion_url): a confirmation page, "
+                               "deletes nothing",
+                    "responses": {"200": {"description": "an HTML page whose button POSTs here",
+                                          "content": {"text/html": {"schema": {"type": "string"}}}},
+                                  **_errors(403, 404)}},
+            "post": {"operationId": "deleteByDeletionUrl", "security": [],
+                     "summary": "Delete the image through its deletion URL (no session or key needed)",
+                     "responses": {**_ok("DeletedBySlug"), **_errors(403, 404)}},
+            "delete": {"operationId": "deleteByDeletionUrlDelete", "security": [],
+                       "summary": "The same as POST", "responses": {**_ok("DeletedBySlug"), **_errors(403, 404)}},
+        },
+        "/api/1/upload": {
+            "post": {
+                "operationId": "cheveretoUpload", "security": [{"apiKey": []}, {"keyField": []}],
+                "summary": "Chevereto API v1 / ImgBB upload, for clients made for those hosts",
+                "description": "Errors come in Chevereto's shape (CheveretoError), not Error. `format=txt` answers "
+                               "the direct URL as text/plain, `format=redirect` a 303 to the image page.",
+                "requestBody": {"required": True, "content": {
+                    "multipart/form-data": {"schema": CHEVERETO_FORM},
+                    "application/x-www-form-urlencoded": {"schema": CHEVERETO_FORM}}},
+                "responses": {
+                    "200": {"description": "uploaded", "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/CheveretoUpload"}},
+                        "text/plain": {"schema": {"type": "string"}}}},
+                    "303": {"description": "format=redirect: the image page"},
+                    **{str(c): {"description": d, "content": {"application/json": {"schema": {
+                        "$ref": "#/components/schemas/CheveretoError"}}}}
+                       for c, d in ((400, "bad request"), (401, "no or wrong key"), (413, "too large"),
+                                    (415, "unsupported format"), (429, "too many requests"),
+                                    (503, "a node is unavailable"))},
+                },
+            },
+        },
     },
     "components": {
         "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer"},
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            "keyField": {"type": "apiKey", "in": "query", "name": "key",
+                         "description": "Chevereto's key, in the query or as a form field"},
         },
         "schemas": {
             "ErrorBody": {"type": "object", "required": ["code", "message"],
@@ -176,6 +274,23 @@ OPENAPI: dict[str, Any] = {
             "Deleted": {"type": "object", "required": ["deleted"], "properties": {
                 "deleted": {"type": "boolean"}, "objects_deleted": {"type": "integer"},
                 "objects_pending": {"type": "integer"}}},
+            "NewUpload": NEW_UPLOAD,
+            "UploadTicket": UPLOAD_TICKET,
+            "UploadProgress": UPLOAD_PROGRESS,
+            "DeletedBySlug": {"type": "object", "required": ["deleted", "id"], "properties": {
+                "deleted": {"type": "boolean"}, "id": {"type": "string"}}},
+            "CheveretoUpload": {"type": "object", "required": ["status_code", "image", "status_txt"], "properties": {
+                "status_code": {"type": "integer"}, "status_txt": {"type": "string"},
+                "success": {"type": "object", "properties": {"message": {"type": "string"},
+                                                             "code": {"type": "integer"}}},
+                "image": {"type": "object", "description": "Chevereto's image object (url, url_viewer, thumb, "
+                                                           "medium, delete_url, ...)"},
+                "data": {"type": "object", "description": "the same as image, for ImgBB clients"}}},
+            "CheveretoError": {"type": "object", "required": ["status_code", "error", "status_txt"], "properties": {
+                "status_code": {"type": "integer"}, "status_txt": {"type": "string"},
+                "error": {"type": "object", "properties": {"message": {"type": "string"},
+                                                           "code": {"oneOf": [{"type": "integer"},
+                                                                              {"type": "string"}]}}}}},
             "Me": {"type": "object", "properties": {
                 "id": {"type": "string"}, "name": {"type": "string"}, "role": {"type": "string"},
                 "via": {"type": "string"}}},
