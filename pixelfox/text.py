@@ -69,3 +69,15 @@ def safe_filename(raw: str | None, default: str = "upload") -> str:
         keep = dot and stem and 0 < len(ext) <= MAX_EXTENSION
         name = f"{stem[:MAX_FILENAME - len(ext) - 1].rstrip()}.{ext}" if keep else name[:MAX_FILENAME]
     return name.strip() or default
+
+
+def isolated(text: str) -> str:
+    """``text`` wrapped in FIRST STRONG ISOLATE .. POP DIRECTIONAL ISOLATE (U+2068, U+2069) when it
+    holds a bidi control (U+202A..U+202E, U+2066..U+2069), else unchanged: for plain-text places
+    that ``<bdi>`` cannot reach (``<title>``, ``og:title``, oEmbed), so a title's right-to-left
+    override cannot reorder the text after it (Unicode UAX #9: a PDI closes every embedding and
+    override opened inside its isolate)."""
+    if any(ord(ch) in _BIDI_CONTROLS for ch in text):
+        return f"\u2068{text}\u2069"
+    return text
+

@@ -18,6 +18,7 @@ from aiohttp.typedefs import Middleware
 from aiohttp_remotes import XForwardedStrict
 
 from pixelfox import redisx
+from pixelfox.text import isolated
 from web.cluster import Manager
 from web.config import WebSettings
 from web.keys import MANAGER, REDIS, SETTINGS, STATE, RuntimeState
@@ -81,6 +82,7 @@ def create_app(settings: WebSettings) -> web.Application:
         context_processors=[context_processor, aiohttp_jinja2.request_processor],
     )
     env.filters["human_bytes"] = _human_bytes
+    env.filters["isolated"] = isolated
     env.globals["static"] = lambda path: app.router["static"].url_for(filename=path)
     env.globals["vendor"] = lambda path: app.router["vendor"].url_for(filename=path)
     app.cleanup_ctx.append(_resources)

@@ -260,6 +260,11 @@ async def test_a_patch_body_must_be_strict_json(cluster: Any, http: aiohttp.Clie
         assert r.status == 200 and (await r.json())["title"] == spoof
     status, page, _ = await owner.get(f"/i/{image['id']}")
     assert status == 200 and f'<h1 class="title"><bdi>{spoof}</bdi>' in page
+    # plain-text places get Unicode isolates (FSI .. PDI) instead: the tab title, Open Graph, oEmbed
+    shown = f"\u2068{spoof}\u2069"
+    assert f"<title>{shown} · " in page and f'<meta property="og:title" content="{shown}">' in page, page[:600]
+    async with http.get(f"{cluster.web_url}/oembed", params={"url": f"{cluster.web_url}/i/{image['id']}"}) as r:
+        assert r.status == 200 and (await r.json())["title"] == shown
 
 
 async def test_oembed_answers_only_for_public_images_of_this_site(cluster: Any, http: aiohttp.ClientSession) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pixelfox import errors
-from pixelfox.text import MAX_FILENAME, checked_title, safe_filename
+from pixelfox.text import MAX_FILENAME, checked_title, isolated, safe_filename
 
 
 @pytest.mark.parametrize(("raw", "want"), [
@@ -41,3 +41,11 @@ def test_checked_title() -> None:
         checked_title("t" * 256)
     with pytest.raises(errors.BadRequest, match=r"title contains a control character \(U\+000A\)"):
         checked_title("two\nlines")
+
+
+def test_isolated_wraps_only_text_with_bidi_controls() -> None:
+    assert isolated("Sunset") == "Sunset"
+    assert isolated("\u05e9\u05dc\u05d5\u05dd") == "\u05e9\u05dc\u05d5\u05dd"  # RTL letters need no isolate
+    assert isolated("photo\u202egnp.exe") == "\u2068photo\u202egnp.exe\u2069"
+    assert isolated("a\u2067b") == "\u2068a\u2067b\u2069"
+

@@ -17,6 +17,7 @@ from yarl import URL
 from pixelfox import errors
 from pixelfox.client.images import served_original_url
 from pixelfox.numbers import ascii_int
+from pixelfox.text import isolated
 from pixelfox.v1 import common_pb2, manager_pb2
 from web import exif, ratelimit
 from web.calls import call, load_image
@@ -168,7 +169,7 @@ async def oembed(request: web.Request) -> web.Response:
         "url": variant.url,
         "width": variant.width,
         "height": variant.height,
-        "title": image.title or image.filename or image.slug,
+        "title": isolated(image.title or image.filename or image.slug),
         "provider_name": request.app[SETTINGS].site_name,
         "provider_url": base + "/",
         "cache_age": OEMBED_CACHE_AGE_S,
