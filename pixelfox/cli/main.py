@@ -267,6 +267,12 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # `pixelfox put --json ... | head`: the reader left; no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush must not fail again
         sys.exit(141)  # 128 + SIGPIPE, as a shell reports it
+    except OSError as exc:  # the machine's fault, not ours: a full disk under `> out.json`, a file gone
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"pixelfox: {exc.strerror or exc}{where}", file=sys.stderr)
+        with contextlib.suppress(OSError):  # stdout may be what failed: the exit flush must not fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 if __name__ == "__main__":

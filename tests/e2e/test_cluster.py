@@ -264,6 +264,10 @@ def test_put_of_a_folder_says_so_and_a_closed_pipe_is_no_traceback(cluster: Clus
     proc.stdout.close()  # `| head -c 0`: the reader is gone before the first line
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err
+    with open("/dev/full", "w") as full:  # `> out.json` on a full disk: said in one line, exit 1
+        res = subprocess.run([sys.executable, "-m", "pixelfox", "put", "--json", str(photo)], cwd=cluster.root,
+                             stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    assert res.returncode == 1 and res.stderr == "pixelfox: No space left on device\n", res.stderr
 
 
 def test_status_lists_every_node(cluster: ClusterHandle) -> None:
