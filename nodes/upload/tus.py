@@ -1,6 +1,6 @@
 """tus 1.0.0 on the upload node's HTTP port: core, creation, termination, checksum, expiration.
 
-Routes (``/tus/`` is the creation URL; ``/tus/<upload id>`` is the ``upload_url`` the manager
+Routes (``/tus/`` is the creation URL, also without its slash; ``/tus/<upload id>`` is the ``upload_url`` the manager
 hands out, so clients that know it skip creation):
 
 * ``OPTIONS`` — ``Tus-Version``, ``Tus-Extension``, ``Tus-Max-Size``, ``Tus-Checksum-Algorithm``.
@@ -78,7 +78,7 @@ def _int_header(request: web.Request, name: str) -> int:
 @web.middleware
 async def tus_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Tus-Resumable check, CORS and tus headers on every answer, errors as JSON with tus statuses."""
-    if not request.path.startswith("/tus/"):
+    if request.path != "/tus" and not request.path.startswith("/tus/"):
         return await handler(request)
     base = {"Tus-Resumable": TUS_VERSION, **CORS}
     if request.method != "OPTIONS" and request.headers.get("Tus-Resumable") != TUS_VERSION:
@@ -111,8 +111,10 @@ class Tus:
 
     def routes(self) -> list[web.RouteDef]:
         return [
-            web.options("/tus/", self.options), web.options("/tus/{id}", self.options),
-            web.post("/tus/", self.create), web.head("/tus/{id}", self.head),
+            web.options("/tus/", self.options), web.options("/tus", self.options),
+            web.options("/tus/{id}", self.options),
+            # clients configured with the endpoint without its slash (tuspy, Uppy) create at /tus
+            web.post("/tus/", self.create), web.post("/tus", self.create), web.head("/tus/{id}", self.head),
             web.patch("/tus/{id}", self.patch), web.delete("/tus/{id}", self.delete),
         ]
 
