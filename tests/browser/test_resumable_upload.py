@@ -137,3 +137,28 @@ async def test_upload_resumes_after_reload(cluster: Any, chromium: Any, tmp_path
     assert second_user and second_user != first_user
     assert await page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('pixelfox-upload:'))") == []
     await ctx.close()
+
+
+async def test_the_same_file_picked_twice_ends_as_one_image_in_both_rows(cluster: Any, chromium: Any,
+                                                                        tmp_path: Path) -> None:
+    """Two quick picks of one file share one upload (one stored ticket): whichever row's last PATCH
+    lands second used to read the upload while the other was still storing it ("open" at full
+    offset) and said "upload failed (HTTP 200)"; both rows now show the one image."""
+    photo = noisy_jpeg(tmp_path / f"twice_{uuid.uuid4().hex[:8]}.jpg")
+    ctx = await chromium.new_context(viewport={"width": 1000, "height": 720})
+    ctx.set_default_timeout(60_000)
+    page = await ctx.new_page()
+    await register(page, cluster.web_url, f"twice_{uuid.uuid4().hex[:10]}", PASSWORD)
+    await page.set_input_files("#file", str(photo))
+    await page.set_input_files("#file", str(photo))
+    rows = page.locator("#uploads li.upload")
+    await expect(rows).to_have_count(2)
+    for i in range(2):
+        await expect(rows.nth(i).locator("a").first).to_be_visible(timeout=150_000)
+    states = [await rows.nth(i).locator(".state").inner_text() for i in range(2)]
+    assert not any("fail" in s for s in states), states
+    hrefs = {await rows.nth(i).locator("a").first.get_attribute("href") for i in range(2)}
+    assert len(hrefs) == 1, hrefs  # one image, not two
+    listing = await (await page.request.get(f"{cluster.web_url}/api/v1/images")).json()
+    assert [im["url"] for im in listing["images"]] == list(hrefs)
+    await ctx.close()

@@ -195,17 +195,28 @@
       },
       onSuccess: async () => {
         localStorage.removeItem(key);
-        try {
-          const r = await fetch("/api/v1/uploads/" + encodeURIComponent(t.id), { credentials: "same-origin" });
-          const data = await r.json().catch(() => ({}));
-          if (r.ok && data.image) show(true, data.image, r.status);
-          else show(false, data, r.status);
-        } catch (e) {
-          show(false, { error: { message: "uploaded, but the result could not be read: " + e } }, 0);
-        }
+        show(...(await finished(t.id)));
       },
     });
     up.start();
+  }
+
+  // the upload's image once the upload node has stored it. The last byte can arrive before the
+  // upload is complete: the same file picked twice shares one upload, and the other row's PATCH
+  // may still be storing it ("open" at full offset), so that answer is asked again (~30 s)
+  async function finished(id) {
+    for (let n = 0; n < 60; n++) {
+      try {
+        const r = await fetch("/api/v1/uploads/" + encodeURIComponent(id), { credentials: "same-origin" });
+        const data = await r.json().catch(() => ({}));
+        if (r.ok && data.image) return [true, data.image, r.status];
+        if (!r.ok || !(data.status === "open" || data.status === "complete")) return [false, data, r.status];
+      } catch (e) {
+        if (n >= 5) return [false, { error: { message: "uploaded, but the result could not be read: " + e } }, 0];
+      }
+      await new Promise((done) => setTimeout(done, 500));
+    }
+    return [false, { error: { message: "uploaded, but the server has not finished it yet; see My images" } }, 0];
   }
 
   // still processing when the server stopped waiting: ask again until ready or failed (~5 min)
