@@ -230,8 +230,12 @@ async def test_reports_keys_password_and_admin(cluster: Any, http: aiohttp.Clien
 
     # API keys: create, use, list, revoke
     token = await owner.csrf("/settings")
-    status, html, _ = await owner.post("/settings/keys", {"csrf_token": token, "label": "script"})
+    status, _, headers = await owner.post("/settings/keys", {"csrf_token": token, "label": "script"})
+    assert status == 303 and headers["Location"] == "/settings"  # post/redirect/get: a reload makes no 2nd key
+    status, html, _ = await owner.get("/settings")
     assert status == 200
+    status, again, _ = await owner.get("/settings")  # shown once
+    assert status == 200 and 'id="new-key"' not in again and again.count("<td>script<") == 1
     key = re.search(r'id="new-key"|value="(pfx_[^"]+)"', html)
     key_value = re.search(r'value="(pfx_[^"]+)"', html)
     assert key and key_value, html

@@ -17,6 +17,7 @@ from web.sessions import CurrentUser, current_user
 from web.views.common import checked_form, render
 
 MIN_PASSWORD = 8
+NEW_KEY = "new_api_key"  # session field holding a just-created key until /settings shows it once
 
 
 async def _page(request: web.Request, user: CurrentUser, status: int = 200, **extra: Any) -> web.Response:
@@ -28,10 +29,14 @@ async def _page(request: web.Request, user: CurrentUser, status: int = 200, **ex
 
 
 async def settings_page(request: web.Request) -> web.StreamResponse:
-    user = current_user(await get_session(request))
+    """The settings page; a key made by :func:`create_key` is taken out of the session and shown once."""
+    session = await get_session(request)
+    user = current_user(session)
     if user is None:
         raise web.HTTPSeeOther("/login?next=/settings")
-    return await _page(request, user, message="Password changed." if request.query.get("changed") else "")
+    new_key = session.pop(NEW_KEY, "")
+    return await _page(request, user, new_key=new_key,
+                       message="Password changed." if request.query.get("changed") else "")
 
 
 async def change_password(request: web.Request) -> web.StreamResponse:
@@ -59,7 +64,10 @@ async def create_key(request: web.Request) -> web.StreamResponse:
     if user is None:
         raise errors.Unauthenticated("log in first")
     reply = await request.app[MANAGER].create_api_key(user.id, form.get("label", "")[:100] or "web")
-    return await _page(request, user, new_key=reply.key)
+    # post/redirect/get: a reload of the answer must not make a second key; the session (server-side,
+    # in Redis) carries the key to the one GET that shows it
+    session[NEW_KEY] = reply.key
+    raise web.HTTPSeeOther("/settings")
 
 
 async def revoke_key(request: web.Request) -> web.StreamResponse:
