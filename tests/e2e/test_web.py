@@ -222,6 +222,35 @@ async def test_csrf_required_on_forms(cluster: Any, http: aiohttp.ClientSession)
     assert status == 403, body
 
 
+async def test_a_form_whose_session_expired_leads_back_to_login(cluster: Any, http: aiohttp.ClientSession) -> None:
+    """A form of ours posted after its session ended (expired, logged out in another tab) does
+    nothing and sends the user to log in again, keeping where they were, instead of a bare 403."""
+    said = "The page had expired, so nothing was done. Please try again."
+    name = _user()
+    a = Browser(http, cluster.web_url)
+    await a.register(name)
+    page_token = await a.csrf("/settings")
+    other_tab = Browser(http, cluster.web_url)
+    other_tab.cookie = a.cookie
+    status, _, _ = await other_tab.post("/logout", {"csrf_token": page_token})
+    assert status == 303
+    status, _, headers = await a.post("/settings/keys", {"csrf_token": page_token, "label": "late"},
+                                      {"Referer": f"{cluster.web_url}/settings"})
+    assert (status, headers["Location"]) == (303, "/login?expired=1&next=/settings")
+    status, page, _ = await a.get(headers["Location"])
+    assert status == 200 and said in page and 'name="next" value="/settings"' in page
+    # the login form itself, kept open past its pre-login session: its `next` survives
+    fresh = Browser(http, cluster.web_url)
+    token = await fresh.csrf("/login?next=/my")
+    fresh.cookie = ""  # the session is gone (expired in Redis)
+    status, _, headers = await fresh.post("/login", {"csrf_token": token, "name": name, "password": PASSWORD,
+                                                     "next": "/my"})
+    assert (status, headers["Location"]) == (303, "/login?expired=1&next=/my")
+    await a.login(name)  # nothing was done meanwhile: no key named "late"
+    status, page, _ = await a.get("/settings")
+    assert status == 200 and "<td>late<" not in page
+
+
 async def test_sharex_config_key_uploads(cluster: Any, http: aiohttp.ClientSession) -> None:
     b = Browser(http, cluster.web_url)
     await b.register(_user())

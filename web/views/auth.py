@@ -12,7 +12,7 @@ from pixelfox import errors
 from web import ratelimit
 from web.keys import MANAGER, REDIS, SETTINGS
 from web.sessions import login, logout
-from web.views.common import checked_form, render
+from web.views.common import EXPIRED_MESSAGE, checked_form, render
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 MIN_PASSWORD = 8
@@ -43,7 +43,8 @@ def _is_local_path(value: str) -> bool:
 
 
 async def register_page(request: web.Request) -> web.Response:
-    return await render(request, "register.html", {"name": "", "error": ""})
+    error = EXPIRED_MESSAGE if request.query.get("expired") else ""
+    return await render(request, "register.html", {"name": "", "error": error})
 
 
 async def _registration_wait(request: web.Request) -> int:
@@ -83,7 +84,8 @@ async def register(request: web.Request) -> web.StreamResponse:
 
 
 async def login_page(request: web.Request) -> web.Response:
-    ctx = {"name": "", "error": "", "next": _next_url(request.query.get("next", "/"))}
+    error = EXPIRED_MESSAGE if request.query.get("expired") else ""
+    ctx = {"name": "", "error": error, "next": _next_url(request.query.get("next", "/"))}
     return await render(request, "login.html", ctx)
 
 

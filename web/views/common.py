@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -11,7 +12,10 @@ from yarl import URL
 
 from pixelfox import errors
 from web.keys import SETTINGS, STATE
-from web.sessions import CSRF_FIELD, csrf_token, current_user, require_csrf
+from web.sessions import CSRF_FIELD, CSRF_KEY, csrf_token, current_user, require_csrf
+
+EXPIRED_MESSAGE = "The page had expired, so nothing was done. Please try again."
+"""Shown on the login or register page after :func:`checked_form` found the form's session gone."""
 
 
 def check_origin(request: web.Request) -> None:
@@ -42,8 +46,27 @@ async def checked_form(request: web.Request) -> tuple[Session, dict[str, str]]:
     except ValueError as exc:  # aiohttp: no starting boundary, a broken part
         raise errors.BadRequest("the form body is malformed") from exc
     session = await get_session(request)
-    require_csrf(session, _text(form.get(CSRF_FIELD)))
+    supplied = _text(form.get(CSRF_FIELD))
+    if supplied and session.get(CSRF_KEY) is None:
+        # our own page's form whose session ended meanwhile (expired, logged out in another tab):
+        # nothing is done, and the user is sent where they can go on instead of to a bare 403
+        raise web.HTTPSeeOther(_expired_target(request, form))
+    require_csrf(session, supplied)
     return session, {k: _text(v) for k, v in form.items()}
+
+
+def _expired_target(request: web.Request, form: Any) -> str:
+    """Where a form post whose session expired goes: the register page again, or the login page
+    with ``next`` = the login form's own ``next`` or the page the form was on (its same-site
+    ``Referer`` path; the login page checks ``next`` again)."""
+    if request.path == "/register":
+        return "/register?expired=1"
+    back = _text(form.get("next")) if request.path == "/login" else ""
+    if not back:
+        referer = URL(request.headers.get("Referer", ""))
+        here = origin_of(URL(str(request.url)))
+        back = referer.path_qs if referer.is_absolute() and origin_of(referer) == here else "/"
+    return f"/login?expired=1&next={quote(back or '/', safe='/')}"
 
 
 def _text(value: Any) -> str:
