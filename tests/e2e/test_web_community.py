@@ -3,6 +3,7 @@ albums, the JSON API, abuse reports, API keys, password change, admin pages, del
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import uuid
@@ -12,6 +13,7 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
+from PIL import Image
 
 from tests.e2e.test_web import PASSWORD, PHOTO, Browser, _until_ready, _user
 
@@ -269,10 +271,8 @@ async def test_reports_keys_password_and_admin(cluster: Any, http: aiohttp.Clien
 
 def _unique_png() -> bytes:
     """A real image no other test uploads (random pixels), so its objects are its own."""
-    import io
     import os
 
-    from PIL import Image
 
     im = Image.frombytes("RGB", (64, 48), os.urandom(64 * 48 * 3))
     buf = io.BytesIO()
@@ -397,3 +397,47 @@ async def test_control_characters_in_stored_text_are_refused(cluster: Any, http:
         img = await upload_file(manager_pb2_grpc.ManagerServiceStub(ch), api_key_metadata(cluster.admin_api_key),
                                 unique, filename="bad\x01name\x7f.jpg")
     assert img.filename == "badname.jpg"
+
+
+async def test_album_page_renames_and_pages_through_images_to_add(cluster: Any, http: aiohttp.ClientSession) -> None:
+    """The owner renames an album on its page (a form without a description keeps it) and can add
+    any of their images: "Add images" shows 48 at a time with a link to older ones (it used to
+    offer only the 48 newest)."""
+
+
+    owner = Browser(http, cluster.web_url)
+    await owner.register(_user())
+    hdr = await csrf_header(owner)
+    slugs = []
+    for i in range(50):  # newest last
+        buf = io.BytesIO()
+        Image.new("RGB", (12, 8), (i * 5, 255 - i * 5, (i * 37) % 256)).save(buf, "PNG")
+        form = aiohttp.FormData()
+        form.add_field("file", buf.getvalue(), filename=f"tile{i}.png", content_type="image/png")
+        status, body, _ = await owner.post("/api/v1/images?wait=0", form, hdr)
+        assert status == 201, body
+        slugs.append(json.loads(body)["id"])
+    status, album = await api(owner, "POST", "/api/v1/albums", {"title": "Tiles", "description": "fifty"}, hdr)
+    assert status == 201
+    url = f"/a/{album['id']}"
+    token = await owner.csrf(url)
+    status, page, _ = await owner.get(url)
+    assert status == 200 and 'name="title" value="Tiles"' in page and ">fifty</textarea>" in page
+    offered = re.findall(r'class="small add-image" data-slug="([^"]+)"', page)
+    assert offered == slugs[::-1][:48], offered  # the 48 newest
+    older = re.search(r'href="(/a/[^"?]+\?before=[^"#]+)#add-images"', page)
+    assert older, page
+    status, page2, _ = await owner.get(older.group(1))
+    assert re.findall(r'class="small add-image" data-slug="([^"]+)"', page2) == slugs[1::-1]
+    assert "?before=" not in page2.split('id="add-images"')[1]  # the last page
+    status, _, _ = await owner.post(url, {"csrf_token": token, "action": "add", "image": slugs[0]})
+    assert status == 303
+    status, _, _ = await owner.post(url, {"csrf_token": token, "action": "rename", "title": "Tiles 2026"})
+    assert status == 303
+    status, seen = await api(owner, "GET", f"/api/v1/albums/{album['id']}")
+    assert (seen["title"], seen["description"], [i["id"] for i in seen["images"]]) == ("Tiles 2026", "fifty",
+                                                                                      [slugs[0]])
+    status, _, _ = await owner.post(url, {"csrf_token": token, "action": "rename", "title": "Tiles",
+                                          "description": ""})
+    status, seen = await api(owner, "GET", f"/api/v1/albums/{album['id']}")
+    assert (seen["title"], seen["description"]) == ("Tiles", "")

@@ -3,15 +3,20 @@ to create one, add or remove images, pick the cover, and delete it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiohttp import web
 from aiohttp_session import get_session
 
 from pixelfox import errors
-from pixelfox.v1 import manager_pb2
+from pixelfox.v1 import common_pb2, manager_pb2
 from web.calls import call
 from web.keys import MANAGER
+from web.paging import fetch_page
 from web.sessions import current_user
 from web.views.common import checked_form, render
+
+ALBUMS_PAGE = 100  # albums per page of /albums (?before=<slug> for older ones)
 
 
 async def albums_page(request: web.Request) -> web.StreamResponse:
@@ -19,8 +24,13 @@ async def albums_page(request: web.Request) -> web.StreamResponse:
     if user is None:
         raise web.HTTPSeeOther("/login?next=/albums")
     md = request.app[MANAGER].as_user(user.id)
-    reply = await call(request, "ListAlbums", manager_pb2.ListAlbumsRequest(limit=100), md)
-    return await render(request, "albums.html", {"albums": list(reply.albums)})
+
+    async def fetch(limit: int, cursor: str) -> Sequence[manager_pb2.Album]:
+        reply = await call(request, "ListAlbums", manager_pb2.ListAlbumsRequest(limit=limit, before=cursor), md)
+        return list(reply.albums)
+
+    albums, next_before = await fetch_page(fetch, ALBUMS_PAGE, request.query.get("before", "")[:64])
+    return await render(request, "albums.html", {"albums": albums, "next_before": next_before})
 
 
 async def create_album(request: web.Request) -> web.StreamResponse:
@@ -37,17 +47,28 @@ async def create_album(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/a/{album.slug}")
 
 
+ADD_PAGE = 48  # images offered per page under "Add images"
+
+
 async def album_page(request: web.Request) -> web.StreamResponse:
+    """An album; its owner also gets the rename form and their images to add, :data:`ADD_PAGE` at a
+    time, newest first (``?before=<slug>`` pages through older ones)."""
     user = current_user(await get_session(request))
     md = request.app[MANAGER].as_user(user.id if user else "")
     album = await call(request, "GetAlbum", manager_pb2.GetAlbumRequest(slug=request.match_info["slug"]), md)
     is_owner = user is not None and (user.id == album.owner_id or user.role == "admin")
-    mine: list[object] = []
-    if is_owner and user is not None:  # the owner's recent images, to add to the album
-        reply = await call(request, "ListImages", manager_pb2.ListImagesRequest(limit=48), md)
+    mine: list[common_pb2.Image] = []
+    more_before = ""
+    if is_owner and user is not None:
+        async def fetch(limit: int, cursor: str) -> Sequence[common_pb2.Image]:
+            reply = await call(request, "ListImages", manager_pb2.ListImagesRequest(limit=limit, before=cursor), md)
+            return list(reply.images)
+
+        page, more_before = await fetch_page(fetch, ADD_PAGE, request.query.get("before", "")[:64])
         in_album = {i.slug for i in album.images}
-        mine = [i for i in reply.images if i.slug not in in_album]
-    ctx = {"album": album, "is_owner": is_owner, "mine": mine}
+        mine = [i for i in page if i.slug not in in_album]
+    ctx = {"album": album, "is_owner": is_owner, "mine": mine, "more_before": more_before,
+           "paged": bool(request.query.get("before"))}
     return await render(request, "album.html", ctx)
 
 
@@ -68,7 +89,8 @@ async def update_album(request: web.Request) -> web.StreamResponse:
         req.cover_slug = image
     elif action == "rename":
         req.title = form.get("title", "")
-        req.description = form.get("description", "")
+        if "description" in form:  # a form without the field keeps the description
+            req.description = form["description"]
     elif action == "delete":
         await call(request, "DeleteAlbum", manager_pb2.DeleteAlbumRequest(slug=slug),
                    request.app[MANAGER].as_user(user.id))
