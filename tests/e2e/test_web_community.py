@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import uuid
 from pathlib import Path
@@ -271,9 +272,6 @@ async def test_reports_keys_password_and_admin(cluster: Any, http: aiohttp.Clien
 
 def _unique_png() -> bytes:
     """A real image no other test uploads (random pixels), so its objects are its own."""
-    import os
-
-
     im = Image.frombytes("RGB", (64, 48), os.urandom(64 * 48 * 3))
     buf = io.BytesIO()
     im.save(buf, "PNG")
