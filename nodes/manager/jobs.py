@@ -46,7 +46,7 @@ class JobAdmin:
 
     async def list_jobs(self, states: list[int], limit: int) -> jobs_pb2.ListJobsResponse:
         """Jobs by state, newest dead letters first; counts cover every job, ``limit`` caps the rows per state."""
-        limit = limit or 100
+        limit = min(max(limit, 1), 1000) if limit else 100
         want = set(states) or {S.JOB_STATE_QUEUED, S.JOB_STATE_RUNNING, S.JOB_STATE_DELAYED, S.JOB_STATE_DEAD}
         nodes = {f.job.entry_id: w.node_id for w in self.dispatcher.workers.values() for f in w.inflight.values()}
         out = jobs_pb2.ListJobsResponse()
@@ -92,15 +92,23 @@ class JobAdmin:
     async def retry(self, job_id: str) -> jobs_pb2.JobInfo:
         """Replay a dead letter (by entry id) or re-run an image's processing (by slug)."""
         if ENTRY_ID.match(job_id):
+            dead = await self.queue.dead_job(job_id)
+            if dead is None:
+                raise errors.NotFound(f"no dead-letter job {job_id}")
+            # the image goes back to processing before the job is queued: a dispatcher that took the
+            # job first would find the image still failed and drop the job without a word
+            await self._reopen(dead.image_id, dead.kind)
             job = await self.queue.revive(job_id)
             if job is None:
-                raise errors.NotFound(f"no dead-letter job {job_id}")
-            await self._reopen(job.image_id, job.kind)
+                raise errors.NotFound(f"no dead-letter job {job_id} (retried meanwhile)")
         else:
             async with self.sessions() as s:
                 img = (await s.execute(select(Image).where(Image.slug == job_id))).scalar_one_or_none()
             if img is None:
                 raise errors.NotFound(f"no dead-letter job or image {job_id}")
+            if img.status == "ready":  # its processing job would be dropped: nothing to finish
+                raise errors.BadRequest(f"image {job_id} is ready; `pixelfox reprocess {job_id}` makes its "
+                                        "variants again")
             await self._reopen(img.id, "process_image")
             entry = await self.queue.enqueue(img.id)
             job = QueuedJob(entry, img.id, enqueued_at=time.time())
@@ -127,6 +135,9 @@ class JobAdmin:
     async def reprocess(self, req: jobs_pb2.ReprocessRequest) -> jobs_pb2.ReprocessResponse:
         """Queue re-runs of ready images in the batch lane (the caller paces the calls: ``--rate``)."""
         recipe = req.recipe_version or self.recipe_version
+        if not 1 <= recipe <= self.recipe_version:
+            raise errors.BadRequest(f"recipe version {recipe} is unknown: this cluster makes versions 1 to "
+                                    f"{self.recipe_version}")
         limit = min(max(req.limit or 100, 1), 1000)
         async with self.sessions() as s:
             q = select(Image.id, Image.slug).where(Image.status == "ready")

@@ -11,13 +11,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from rich.table import Table
 
 from pixelfox.cli import context
+from pixelfox.cli.argtypes import POSITIVE, whole_number
 from pixelfox.cli.tables import table_console
 from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.v1 import jobs_pb2, jobs_pb2_grpc
@@ -69,15 +72,14 @@ def cmd_jobs_retry(opts: argparse.Namespace) -> int:
     return 0
 
 
-async def _reprocess(ref: context.ClusterRef, opts: argparse.Namespace) -> int:
+async def _reprocess(ref: context.ClusterRef, opts: argparse.Namespace, progress: _Progress) -> int:
     rate = max(0.1, opts.rate)
     batch = max(1, int(rate)) if rate >= 1 else 1
-    total, after = 0, ""
     todo = list(opts.slugs)
     while True:
         start = time.monotonic()
         if opts.all:
-            req = jobs_pb2.ReprocessRequest(all=True, limit=batch, after=after, recipe_version=opts.recipe,
+            req = jobs_pb2.ReprocessRequest(all=True, limit=batch, after=progress.after, recipe_version=opts.recipe,
                                             requires_gpu=opts.gpu)
         else:
             if not todo:
@@ -85,16 +87,16 @@ async def _reprocess(ref: context.ClusterRef, opts: argparse.Namespace) -> int:
             req = jobs_pb2.ReprocessRequest(slugs=todo[:batch], recipe_version=opts.recipe, requires_gpu=opts.gpu)
             todo = todo[batch:]
         reply = await _call(ref, "Reprocess", req)
-        total += reply.queued
+        progress.total += reply.queued
         if opts.json:
             for slug in reply.slugs:
                 print(json.dumps({"slug": slug, "queued": True}), flush=True)
         if opts.all and not reply.next:
             break
-        after = reply.next
+        progress.after = reply.next
         await asyncio.sleep(max(0.0, batch / rate - (time.monotonic() - start)))
     if not opts.json:
-        print(f"queued {total} image(s) for re-processing (batch lane)")
+        print(f"queued {progress.total} image(s) for re-processing (batch lane)")
     return 0
 
 
@@ -102,14 +104,30 @@ def cmd_reprocess(opts: argparse.Namespace) -> int:
     if not opts.all and not opts.slugs:
         raise SystemExit("pixelfox reprocess: name images (SLUG...) or pass --all")
     ref = context.resolve(opts.manager, opts.api_key)
-    return asyncio.run(_reprocess(ref, opts))
+    progress = _Progress(after=opts.after)
+    try:
+        return asyncio.run(_reprocess(ref, opts, progress))
+    except KeyboardInterrupt:
+        resume = ""
+        if opts.all and progress.after:
+            resume = f"; go on with: pixelfox reprocess --all --after {progress.after}"
+        print(f"interrupted after queueing {progress.total} image(s){resume}", file=sys.stderr)
+        return 130
+
+
+@dataclass
+class _Progress:
+    """What a ``reprocess`` run has queued so far: the count, and with ``--all`` the last image id."""
+
+    total: int = 0
+    after: str = ""
 
 
 def add_commands(sub: Any, with_target: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
     """Add ``jobs`` (list, ``retry ID``) and ``reprocess`` to the ``pixelfox`` parser."""
     jobs = with_target(sub.add_parser("jobs", help="list queued, running, delayed and dead jobs"))
     jobs.add_argument("--state", action="append", choices=sorted(STATES), help="only these states (repeatable)")
-    jobs.add_argument("--limit", type=int, default=100, help="rows per state (default 100)")
+    jobs.add_argument("--limit", type=whole_number(1, 1000), default=100, help="rows per state (default 100)")
     jobs.add_argument("--json", action="store_true")
     jobs.set_defaults(func=cmd_jobs)
     jsub = jobs.add_subparsers(dest="jobs_cmd")
@@ -122,7 +140,9 @@ def add_commands(sub: Any, with_target: Callable[[argparse.ArgumentParser], argp
     rp.add_argument("slugs", nargs="*", metavar="SLUG")
     rp.add_argument("--all", action="store_true", help="every ready image")
     rp.add_argument("--rate", type=float, default=5.0, help="images queued per second (default 5)")
-    rp.add_argument("--recipe", type=int, default=0, help="recipe version (default: the manager's)")
+    rp.add_argument("--recipe", type=POSITIVE, default=0, help="recipe version (default: the manager's)")
+    rp.add_argument("--after", default="", metavar="IMAGE_ID",
+                    help="with --all: go on after this image id (an interrupted run prints it)")
     rp.add_argument("--gpu", action="store_true", help="run them on GPU-capable processing nodes only")
     rp.add_argument("--json", action="store_true", help="one JSON line per queued image")
     rp.set_defaults(func=cmd_reprocess)

@@ -15,12 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from pixelfox import errors
 from pixelfox.cli import context, ops, put, storage_cmds
 from pixelfox.cli import jobs as jobs_cli
+from pixelfox.cli.argtypes import whole_number
 from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.cli.tables import table_console
 from pixelfox.grpcx.client import channel, map_rpc_errors
@@ -213,11 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     up = sub.add_parser("up", help="run a whole local cluster on loopback until Ctrl-C")
-    up.add_argument("--upload", type=int, default=2, help="upload nodes (default 2)")
-    up.add_argument("--proc", type=int, default=2, help="processing nodes (default 2)")
-    up.add_argument("--storage", type=int, default=2, help="storage nodes (default 2)")
-    up.add_argument("--web", type=int, default=1, help="web nodes (default 1)")
-    up.add_argument("--managers", type=int, default=1, help="managers sharing Redis and the database (default 1)")
+    up.add_argument("--upload", type=NODE_COUNT, default=2, help="upload nodes (default 2)")
+    up.add_argument("--proc", type=NODE_COUNT, default=2, help="processing nodes (default 2)")
+    up.add_argument("--storage", type=NODE_COUNT, default=2, help="storage nodes (default 2)")
+    up.add_argument("--web", type=NODE_COUNT, default=1, help="web nodes (default 1)")
+    up.add_argument("--managers", type=NODE_COUNT, default=1,
+                    help="managers sharing Redis and the database (default 1)")
     up.add_argument("--redis-url", help="use this Redis instead of a private redis-server")
     up.add_argument("--import", dest="import_dir", metavar="DIR", help="upload every file in DIR once ready")
     up.add_argument("--exit-after-import", action="store_true", help="stop the cluster once --import is done")
@@ -255,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+NODE_COUNT = whole_number(1, 32)  # nodes of one role that `pixelfox up` starts
+
+
 def main(argv: list[str] | None = None) -> None:
     opts = build_parser().parse_args(argv)
     try:
@@ -264,6 +270,18 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    except ValidationError as exc:
+        if os.environ.get("PIXELFOX_DEBUG"):
+            raise
+        # a setting given in the environment or a flag that the settings refuse
+        where = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())
+        print(f"pixelfox: {where}", file=sys.stderr)
+        sys.exit(2)
+    except (ValueError, EOFError) as exc:  # a user's input our code refused in its own words
+        if os.environ.get("PIXELFOX_DEBUG"):  # PIXELFOX_DEBUG=1: the traceback, for a bug report
+            raise
+        print(f"pixelfox: {exc or 'the input ended before an answer was read'}", file=sys.stderr)
+        sys.exit(2)
     except BrokenPipeError:  # `pixelfox put --json ... | head`: the reader left; no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush must not fail again
         sys.exit(141)  # 128 + SIGPIPE, as a shell reports it
@@ -272,6 +290,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"pixelfox: {exc.strerror or exc}{where}", file=sys.stderr)
         with contextlib.suppress(OSError):  # stdout may be what failed: the exit flush must not fail again
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] != "sqlalchemy" or os.environ.get("PIXELFOX_DEBUG"):
+            raise
+        # the database said no (gone, refused, no such database): its first line, not a traceback
+        print(f"pixelfox: database error: {str(exc).splitlines()[0][:300]}", file=sys.stderr)
         sys.exit(1)
 
 

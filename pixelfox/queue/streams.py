@@ -278,6 +278,11 @@ class JobQueue:
         """Move delayed jobs that are due into their lane; returns how many moved."""
         return int(await self._promote(keys=[DELAYED, STREAM, BATCH], args=[f"{time.time():.3f}", max_count]))
 
+    async def dead_job(self, dead_entry_id: str) -> QueuedJob | None:
+        """The dead letter ``dead_entry_id`` as it is, or None: to act on its image before reviving it."""
+        entries: Any = await self.redis.xrange(DEAD, dead_entry_id, dead_entry_id)
+        return _job(*entries[0]) if entries else None
+
     async def revive(self, dead_entry_id: str) -> QueuedJob | None:
         """Re-queue a dead letter with fresh counters (``pixelfox jobs retry``); None if unknown."""
         entries: Any = await self.redis.xrange(DEAD, dead_entry_id, dead_entry_id)

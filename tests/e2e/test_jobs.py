@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -147,15 +148,26 @@ def test_timeouts_back_off_dead_letter_and_retry(jc: tuple[LocalCluster, str], t
         assert dead and dead[0]["attempt"] == 3 and dead[0]["reason"].startswith("timeout"), listing
         assert listing["counts"]["dead"] >= 1
         text = log_text(local, "manager1")
-        delays = [float(x) for x in __import__("re").findall(r"retry in ([\d.]+) s", text)]
+        delays = [float(x) for x in re.findall(r"retry in ([\d.]+) s", text)]
         assert len(delays) >= 2 and all(0.1 <= d <= 1.0 for d in delays), delays  # back-off with jitter
     finally:
         _manager_restart(local)
+    off = len(log_text(local, "manager1"))
     r = cli(local.root, "jobs", "retry", dead[0]["id"])
     assert r.returncode == 0, r.stderr
+    revived = r.stdout.split("queued again as ")[1].split()[0]
+    # the revived job itself runs: the image was reopened before the job was queued (a dispatcher that
+    # saw the image still failed acked the job silently, and the outbox ran it again ~10 s later)
+    wait_log(local, "manager1", rf"dispatch: job {re.escape(revived)} image ", timeout_s=120, after=off)
     img = wait_final(local, key, put["id"], 240)
     assert img["status"] == "ready", img
     assert variant_set_ok(img)
+    r = cli(local.root, "jobs", "retry", put["id"])  # a ready image has nothing to finish
+    assert r.returncode == 2 and "is ready; `pixelfox reprocess" in r.stderr, r.stderr
+    r = cli(local.root, "reprocess", put["id"], "--recipe", "999")
+    assert r.returncode == 2 and "recipe version 999 is unknown" in r.stderr, r.stderr
+    r = cli(local.root, "jobs", "--limit", "-1")
+    assert r.returncode == 2 and "-1 is out of range" in r.stderr, r.stderr
     listing = json.loads(cli(local.root, "jobs", "--json").stdout)
     assert all(j["slug"] != put["id"] for j in listing["jobs"]), listing
 

@@ -1,0 +1,29 @@
+"""argparse value types shared by the CLI's commands: numbers checked where they are typed, so a bad
+one is argparse's one-line usage error, not a traceback or a silent no-op later."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+
+def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    """A ``type=`` for ``low <= n <= high`` (no upper bound when ``high`` is ``None``); anything
+    else raises ``argparse.ArgumentTypeError`` naming the range."""
+    span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{value} is out of range: give a whole number {span}")
+        return value
+
+    parse.__name__ = "whole number"  # argparse names the type in its messages
+    return parse
+
+
+POSITIVE = whole_number(1)
+"""1, 2, 3, ...: counts, limits, batch sizes."""

@@ -1,0 +1,40 @@
+"""The CLI says what went wrong in one line, with a non-zero exit, for errors that are the user's or
+the machine's (a bad flag, a database that refuses, an unreachable server): never a traceback.
+Real subprocesses, no cluster needed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def pixelfox(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pixelfox", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=60, check=False, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize(("args", "code", "says"), [
+    (("up", "--web", "0"), 2, "argument --web: 0 is out of range: give a whole number from 1 to 32"),
+    (("up", "--storage", "-1"), 2, "argument --storage: -1 is out of range"),
+    (("up", "--proc", "two"), 2, "argument --proc: 'two' is not a whole number"),
+    (("jobs", "--limit", "0"), 2, "argument --limit: 0 is out of range: give a whole number from 1 to 1000"),
+    (("reprocess", "--all", "--recipe", "-1"), 2, "argument --recipe: -1 is out of range"),
+])
+def test_bad_numbers_are_usage_errors(tmp_path: Path, args: tuple[str, ...], code: int, says: str) -> None:
+    res = pixelfox(*args, cwd=tmp_path)
+    assert res.returncode == code and says in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert not (tmp_path / ".pixelfox").exists()  # refused before anything started
+
+
+def test_database_errors_are_one_line(tmp_path: Path) -> None:
+    source = f"sqlite+aiosqlite:///{tmp_path / 'a.db'}"
+    res = pixelfox("migrate-db", "--source", source, "--target", "foo://bar", cwd=tmp_path)
+    assert res.returncode == 1 and res.stderr.startswith("pixelfox: database error: Can't load plugin"), res.stderr
+    assert res.stderr.count("\n") == 1
+    closed = "postgresql+asyncpg://nobody@127.0.0.1:1/none"  # port 1: nothing listens, refused at once
+    res = pixelfox("migrate-db", "--source", source, "--target", closed, cwd=tmp_path)
+    assert res.returncode == 1 and "Traceback" not in res.stderr and res.stderr.count("\n") == 1, res.stderr
+    assert "127.0.0.1" in res.stderr and "1" in res.stderr, res.stderr
