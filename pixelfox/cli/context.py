@@ -74,7 +74,8 @@ def check_address(text: str) -> str:
 
 
 def resolve(manager: str | None, api_key: str | None) -> ClusterRef:
-    """Flags beat environment beat the local state file; SystemExit with a hint if nothing is found."""
+    """Flags beat environment beat the local state file; SystemExit with a hint if nothing is found.
+    An explicit API key (``--api-key`` / ``PIXELFOX_API_KEY``) is used as is, also in a cluster folder."""
     manager = manager or os.environ.get("PIXELFOX_MANAGER")
     api_key = api_key or os.environ.get("PIXELFOX_API_KEY")
     state = find_state()
@@ -94,6 +95,8 @@ def resolve(manager: str | None, api_key: str | None) -> ClusterRef:
     return ClusterRef(
         manager=manager or data["manager"],
         api_key=api_key or data.get("admin_api_key", ""),
-        secret=data.get("secret", ""),
+        # a key given by flag or environment speaks for its own user (to try a user's rights here);
+        # only without one does the local admin's cluster credential apply
+        secret="" if api_key else data.get("secret", ""),
         web_url=data.get("web_url", ""),
     )
