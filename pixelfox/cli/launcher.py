@@ -295,7 +295,9 @@ class LocalCluster:
         return [c for c in self.children if c.proc.poll() is not None]
 
     async def wait_ready(self, timeout_s: float = 60.0) -> list[common_pb2.Node]:
-        """Wait until the manager is SERVING and every node is registered and healthy."""
+        """Wait until the manager is SERVING and every node is registered and healthy, or heartbeating
+        in maintenance (an operator's choice that outlives a restart: such a node must not keep the
+        cluster from starting). SystemExit when a node exits or ``timeout_s`` runs out."""
         expected = self.counts.upload + self.counts.proc + self.counts.storage + self.counts.web
         deadline = time.monotonic() + timeout_s
         md = node_metadata(self.secret)
@@ -313,9 +315,14 @@ class LocalCluster:
                     h = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
                     if h.status == health_pb2.HealthCheckResponse.SERVING:
                         nodes = (await stub.ListNodes(manager_pb2.ListNodesRequest(), metadata=md, timeout=2)).nodes
-                        if sum(1 for n in nodes if n.healthy and n.role != common_pb2.NODE_ROLE_MANAGER) >= expected:
+                        if sum(1 for n in nodes if _up_for_start(n)) >= expected:
                             return list(nodes)
                 await asyncio.sleep(0.25)
+
+    @staticmethod
+    def in_maintenance(nodes: list[common_pb2.Node]) -> list[str]:
+        """Ids of the nodes that came up in maintenance mode (set before the last stop)."""
+        return sorted(n.node_id for n in nodes if n.status == common_pb2.NODE_STATUS_MAINTENANCE)
 
     @property
     def admin_password_file(self) -> Path:
@@ -377,3 +384,10 @@ class LocalCluster:
             data = json.loads(state.read_text())
             data["pid"] = None
             state.write_text(json.dumps(data, indent=2))
+
+
+def _up_for_start(node: common_pb2.Node) -> bool:
+    """A non-manager node that counts as started: healthy, or in maintenance with a fresh heartbeat."""
+    if node.role == common_pb2.NODE_ROLE_MANAGER:
+        return False
+    return node.healthy or (node.status == common_pb2.NODE_STATUS_MAINTENANCE and node.last_heartbeat_age_s < 10)

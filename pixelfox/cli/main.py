@@ -91,8 +91,11 @@ async def _up(opts: argparse.Namespace, console: Console) -> int:
     try:
         cluster.start()
         with console.status("starting the cluster..."):
-            await cluster.wait_ready(opts.timeout)
+            nodes = await cluster.wait_ready(opts.timeout)
             admin_key = await cluster.ensure_admin()
+        for node_id in cluster.in_maintenance(nodes):
+            console.print(f"[yellow]{node_id} is in maintenance (kept from before): it takes no new work until "
+                          f"`pixelfox nodes maintenance {node_id} --off`[/]")
         cluster.write_state(admin_key)
         print(f"web: {cluster.web_urls[0]}", flush=True)
         if cluster.admin_password_file.exists():

@@ -151,3 +151,21 @@ def test_frozen_upload_node_gets_no_uploads_and_returns(own: LocalCluster) -> No
     # picks are random, weighted by headroom: the woken node gets uploads again within a few rounds
     wait_for(lambda: a1 in picks(own), timeout_s=15)
     print(json.dumps({"metric": "frozen_upload_node_detection_s", "value": round(detected, 2)}))
+
+
+def test_a_node_left_in_maintenance_does_not_stop_the_next_start(own: LocalCluster) -> None:
+    """Maintenance is kept in Redis across a restart; `pixelfox up` used to wait for that node to be
+    healthy and give up after its timeout, tearing the cluster down. Runs last: it restarts `own`."""
+    assert cli(own.root, "nodes", "maintenance", "upload2").returncode == 0
+    own.stop()
+    again = LocalCluster(own.root, own.counts, extra_env=dict(own.extra_env))
+    try:
+        again.start()
+        nodes = asyncio.run(again.wait_ready(60))
+        assert again.in_maintenance(nodes) == ["upload2"]
+        again.write_state(asyncio.run(again.ensure_admin()))
+        assert status(again.root)["upload2"]["status"] == "maintenance"
+        assert picks(again) == {status(again.root)["upload1"]["address"]}
+        assert cli(again.root, "nodes", "maintenance", "upload2", "--off").returncode == 0
+    finally:
+        again.stop()
