@@ -102,6 +102,9 @@ class Uploads:
                 f"file is {size} bytes; the limit is {self.limits.max_upload_bytes} bytes"
             )
         node = spread(await self.registry.healthy_nodes(common_pb2.NODE_ROLE_UPLOAD))
+        if not await self.registry.healthy_nodes(common_pb2.NODE_ROLE_STORAGE):  # the bytes could not be kept
+            raise errors.NoNodeAvailable("no storage node takes new files (every one is down or in maintenance); "
+                                         "try again later")
         upload_id = str(ULID())
         await self.gate.admit(user.id if user and user.role != "admin" else "", upload_id, size)  # admins: exempt
         expires = datetime.now(UTC) + timedelta(seconds=self.limits.ticket_ttl_s)

@@ -171,6 +171,7 @@ async def upload_file(
     att = _Attempt(ticket, dial or (lambda a: a))
     offset, best, last_progress = 0, 0, time.monotonic()
     delay = 0.1
+    cause = ""  # the last answer that interrupted the upload, for the stall message
     try:
         while True:
             try:
@@ -179,19 +180,24 @@ async def upload_file(
                                                     timeout=timeout_s)
                 return receipt.image
             except RETRYABLE as exc:
+                cause = str(exc)
                 logger.info("upload %s interrupted at about %d bytes (%s); resuming", ticket.upload_id, offset, exc)
             except errors.ResourceExhausted as exc:
                 if type(exc) is not errors.ResourceExhausted:  # quota, rate, full disk: not a busy node
                     raise
+                cause = str(exc)
                 logger.info("upload node busy (%s); retrying", exc)
                 delay = max(delay, 0.5)
             except errors.PixelfoxError as exc:
                 if not _broken_transport(exc):
                     raise
+                cause = "the connection broke"
                 logger.info("upload %s: the stream broke (%s); resuming", ticket.upload_id, exc)
             while True:  # find the committed offset, on this node or another
                 if time.monotonic() - last_progress > max_stall_s:
-                    raise errors.Unavailable(f"upload stalled for {max_stall_s:.0f} s at {offset} of {size} bytes")
+                    said = f"; the last answer was: {cause}" if cause else ""
+                    raise errors.Unavailable(
+                        f"upload stalled for {max_stall_s:.0f} s at {offset} of {size} bytes{said}")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 try:

@@ -153,6 +153,22 @@ def test_frozen_upload_node_gets_no_uploads_and_returns(own: LocalCluster) -> No
     print(json.dumps({"metric": "frozen_upload_node_detection_s", "value": round(detected, 2)}))
 
 
+def test_no_storage_node_taking_files_refuses_uploads_at_once(own: LocalCluster, corpus: Path) -> None:
+    """With the only storage node in maintenance an upload is refused before its bytes are sent,
+    saying why; it used to send every byte and stall for 60 s with no reason given."""
+    assert cli(own.root, "nodes", "maintenance", "storage1").returncode == 0
+    try:
+        started = time.monotonic()
+        res = cli(own.root, "put", "--json", str(corpus / "photos" / "painting_rgb.png"))
+        took = time.monotonic() - started
+        answer = json.loads(res.stdout.splitlines()[0])
+        assert res.returncode == 1 and answer["status"] == "rejected", res.stdout
+        assert answer["error"]["message"].startswith("no storage node takes new files"), answer
+        assert took < 30, took
+    finally:
+        assert cli(own.root, "nodes", "maintenance", "storage1", "--off").returncode == 0
+
+
 def test_a_node_left_in_maintenance_does_not_stop_the_next_start(own: LocalCluster) -> None:
     """Maintenance is kept in Redis across a restart; `pixelfox up` used to wait for that node to be
     healthy and give up after its timeout, tearing the cluster down. Runs last: it restarts `own`."""
