@@ -81,3 +81,14 @@ def isolated(text: str) -> str:
         return f"\u2068{text}\u2069"
     return text
 
+
+def human_bytes(n: int) -> str:
+    """``n`` bytes for people, in binary units: ``"512 B"``, ``"1.5 KiB"``, ``"44.5 MiB"``, ``"53.0 GiB"``
+    (GiB is the largest unit)."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if abs(size) < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+

@@ -18,7 +18,7 @@ from aiohttp.typedefs import Middleware
 from aiohttp_remotes import XForwardedStrict
 
 from pixelfox import redisx
-from pixelfox.text import isolated
+from pixelfox.text import human_bytes, isolated
 from web.cluster import Manager
 from web.config import WebSettings
 from web.keys import MANAGER, REDIS, SETTINGS, STATE, RuntimeState
@@ -28,15 +28,6 @@ from web.sessions import SessionStore
 from web.views.common import context_processor
 
 TEMPLATES = Path(__file__).parent / "templates"
-
-
-def _human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
@@ -81,7 +72,7 @@ def create_app(settings: WebSettings) -> web.Application:
         autoescape=jinja2.select_autoescape(["html", "xml"], default=True),
         context_processors=[context_processor, aiohttp_jinja2.request_processor],
     )
-    env.filters["human_bytes"] = _human_bytes
+    env.filters["human_bytes"] = human_bytes
     env.filters["isolated"] = isolated
     env.globals["static"] = lambda path: app.router["static"].url_for(filename=path)
     env.globals["vendor"] = lambda path: app.router["vendor"].url_for(filename=path)

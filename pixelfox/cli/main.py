@@ -26,6 +26,7 @@ from pixelfox.cli.argtypes import whole_number
 from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.cli.tables import table_console
 from pixelfox.grpcx.client import channel, map_rpc_errors
+from pixelfox.text import human_bytes
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 
 ROLE_NAMES = {
@@ -162,7 +163,7 @@ def cmd_status(opts: argparse.Namespace) -> int:
     for r in rows:
         style = "" if r["health"] == "healthy" else "red"
         table.add_row(r["role"], r["id"], r["address"], r["health"], r["status"], f"{r['load']:.0%}",
-                      f"{r['in_use']}/{r['capacity']}", f"{r['last_heartbeat_age_s']:.1f} s ago", r["http_url"],
+                      _in_use(r), f"{r['last_heartbeat_age_s']:.1f} s ago", r["http_url"],
                       style=style)
     table_console().print(table)
     # a node an admin put in maintenance takes no new work on purpose: not a failure
@@ -259,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_commands(sub, with_target)
     storage_cmds.add_commands(sub, with_target)
     return p
+
+
+def _in_use(row: dict[str, Any]) -> str:
+    """A status row's "in use" cell: bytes for people on storage nodes (their figures are bytes),
+    plain counts (slots, uploads) for the others."""
+    if row["role"] == "storage":
+        return f"{human_bytes(row['in_use'])} / {human_bytes(row['capacity'])}"
+    return f"{row['in_use']}/{row['capacity']}"
 
 
 NODE_COUNT = whole_number(1, 32)  # nodes of one role that `pixelfox up` starts

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.error
@@ -285,6 +286,10 @@ def test_status_lists_every_node(cluster: ClusterHandle) -> None:
     table = cluster.pixelfox("status")  # piped, as in a script or a CI log: whole cells, no "manag…"
     assert table.returncode == 0 and "…" not in table.stdout, table.stdout
     assert all(n["id"] in table.stdout and n["http_url"] in table.stdout for n in nodes), table.stdout
+    for n in storage:  # a storage node's figures are bytes: shown in binary units, not raw numbers
+        row = next(line for line in table.stdout.splitlines() if f" {n['id']} " in line)
+        assert re.search(r"(\d+ B|\d+\.\d (KiB|MiB|GiB)) / \d+\.\d GiB", row), row
+        assert str(n["capacity"]) not in row
 
 
 def test_node_without_cluster_secret_is_refused(cluster: ClusterHandle) -> None:

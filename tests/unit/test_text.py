@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pixelfox import errors
-from pixelfox.text import MAX_FILENAME, checked_title, isolated, safe_filename
+from pixelfox.text import MAX_FILENAME, checked_title, human_bytes, isolated, safe_filename
 
 
 @pytest.mark.parametrize(("raw", "want"), [
@@ -49,3 +49,9 @@ def test_isolated_wraps_only_text_with_bidi_controls() -> None:
     assert isolated("photo\u202egnp.exe") == "\u2068photo\u202egnp.exe\u2069"
     assert isolated("a\u2067b") == "\u2068a\u2067b\u2069"
 
+
+
+@pytest.mark.parametrize(("n", "shown"), [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (46_619_668, "44.5 MiB"),
+                                          (56_892_419_092, "53.0 GiB"), (5 * 1024**4, "5120.0 GiB")])
+def test_human_bytes(n: int, shown: str) -> None:
+    assert human_bytes(n) == shown
