@@ -436,6 +436,13 @@ async def test_register_rate_limit_per_address(redis_url: str, fake: tuple[FakeC
             for name in ("henry1", "henry2"):
                 c.session.cookie_jar.clear()
                 await _register(c, name, "henrys password")
+                if name == "henry1":  # a taken name makes no account: it does not use up the limit
+                    c.session.cookie_jar.clear()
+                    token = _csrf(await (await c.get("/register")).text())
+                    r = await c.post("/register", allow_redirects=False, data={
+                        "csrf_token": token, "name": "henry1", "password": "henrys password",
+                        "password2": "henrys password"})
+                    assert r.status == 400 and "That user name is taken." in await r.text()
             c.session.cookie_jar.clear()
             token = _csrf(await (await c.get("/register")).text())
             password = "henrys password"

@@ -47,13 +47,16 @@ async def register_page(request: web.Request) -> web.Response:
     return await render(request, "register.html", {"name": "", "error": error})
 
 
+def _registration_key(request: web.Request) -> str:
+    return f"pixelfox:{{limits}}:register:ip:{request.remote or '-'}"
+
+
 async def _registration_wait(request: web.Request) -> int:
     """Count one registration for the caller's address; seconds to wait when over the hourly limit."""
     limit = request.app[SETTINGS].register_per_hour
     if not limit:
         return 0
-    key = f"pixelfox:{{limits}}:register:ip:{request.remote or '-'}"
-    return await ratelimit.take(request.app[REDIS], [(key, limit)], REGISTER_WINDOW_S)
+    return await ratelimit.take(request.app[REDIS], [(_registration_key(request), limit)], REGISTER_WINDOW_S)
 
 
 async def register(request: web.Request) -> web.StreamResponse:
@@ -77,6 +80,8 @@ async def register(request: web.Request) -> web.StreamResponse:
             user = await request.app[MANAGER].create_user(name, password)
         except (errors.AlreadyExists, errors.BadRequest) as exc:
             error = "That user name is taken." if isinstance(exc, errors.AlreadyExists) else exc.message
+            if request.app[SETTINGS].register_per_hour:  # no account was made: the limit counts accounts
+                await ratelimit.give_back(request.app[REDIS], [_registration_key(request)])
         else:
             await login(request, user)
             raise web.HTTPSeeOther("/")
