@@ -45,8 +45,15 @@ def is_api(request: web.Request) -> bool:
     return request.path.startswith("/api/") or request.path in ("/healthz", "/readyz", "/oembed")
 
 
+def _visited_in_a_browser(request: web.Request) -> bool:
+    """A deletion link (an API path people open from an upload answer) asked for by a browser."""
+    return request.path.startswith("/api/v1/delete/") and "text/html" in request.headers.get("Accept", "")
+
+
 def error_response(request: web.Request, status: int, code: str, message: str) -> web.StreamResponse:
-    if is_api(request):
+    """The error as JSON ``{"error": {code, message}}`` on API paths (a deletion link opened in a
+    browser aside), else as the HTML error page."""
+    if is_api(request) and not _visited_in_a_browser(request):
         return web.json_response({"error": {"code": code, "message": message}}, status=status)
     ctx: dict[str, Any] = {"status": status, "code": code, "message": message}
     return aiohttp_jinja2.render_template("error.html", request, ctx, status=status)

@@ -112,6 +112,10 @@ def test_an_anonymous_upload_gets_a_deletion_link_that_only_deletes_it(cluster: 
     assert requests.get(f"{cluster.web_url}/api/v1/images/{mine['id']}", timeout=10).status_code == 404
     assert requests.post(mine["deletion_url"], timeout=30).status_code == 404
     assert requests.get(mine["deletion_url"], timeout=30).status_code == 404  # no button for a deleted image
+    # a browser that opens the used link again (or goes Back to it) gets the HTML error page, not JSON
+    page = requests.get(mine["deletion_url"], timeout=30, headers={"Accept": "text/html,*/*;q=0.8"})
+    assert page.status_code == 404 and page.headers["Content-Type"].startswith("text/html"), page.headers
+    assert "<!doctype html>" in page.text.lower() and "no such image" in page.text
     assert requests.get(f"{cluster.web_url}/api/v1/images/{other['id']}", timeout=10).status_code == 200
 
 
