@@ -92,3 +92,12 @@ def human_bytes(n: int) -> str:
         size /= 1024
     return f"{size:.1f} GiB"
 
+
+_LINE_BREAKS = re.compile(r"[\t\r\n\v\f]+")
+
+
+def one_line(value: str) -> str:
+    """``value`` with each run of tabs and line breaks made one space: what a browser form's text
+    field holds after a paste, for a one-line field (a title) that refuses control characters."""
+    return _LINE_BREAKS.sub(" ", value)
+

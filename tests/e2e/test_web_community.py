@@ -381,6 +381,14 @@ async def test_control_characters_in_stored_text_are_refused(cluster: Any, http:
     assert status == 400 and "title contains a control character (U+0009)" in ok["error"]["message"], ok
     status, ok = await api(owner, "PATCH", f"/api/v1/images/{slug}", {"description": "line one\n\tline two"}, hdr)
     assert status == 200 and ok["description"] == "line one\n\tline two", ok
+    # the page's edit form is where people paste: a tab or line break in its title field becomes a
+    # space (the whole edit used to be lost to a 400 page)
+    token = await owner.csrf(f"/i/{slug}")
+    status, _, _ = await owner.post(f"/i/{slug}/edit", {"csrf_token": token, "title": "Two\tcols\r\nhere",
+                                                         "description": "kept\nas is"})
+    assert status == 303
+    status, ok = await api(owner, "GET", f"/api/v1/images/{slug}")
+    assert (ok["title"], ok["description"]) == ("Two cols here", "kept\nas is"), ok
 
     import grpc
 

@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp_session import get_session
 
 from pixelfox import errors
+from pixelfox.text import one_line
 from pixelfox.v1 import common_pb2, manager_pb2
 from web.calls import call
 from web.keys import MANAGER
@@ -38,7 +39,7 @@ async def create_album(request: web.Request) -> web.StreamResponse:
     user = current_user(session)
     if user is None:
         raise errors.Unauthenticated("log in to create an album")
-    req = manager_pb2.CreateAlbumRequest(title=form.get("title", ""), description=form.get("description", ""))
+    req = manager_pb2.CreateAlbumRequest(title=one_line(form.get("title", "")), description=form.get("description", ""))
     album = await call(request, "CreateAlbum", req, request.app[MANAGER].as_user(user.id))
     slug = form.get("image", "")
     if slug:
@@ -88,7 +89,7 @@ async def update_album(request: web.Request) -> web.StreamResponse:
     elif action == "cover":
         req.cover_slug = image
     elif action == "rename":
-        req.title = form.get("title", "")
+        req.title = one_line(form.get("title", ""))
         if "description" in form:  # a form without the field keeps the description
             req.description = form["description"]
     elif action == "delete":

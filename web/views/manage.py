@@ -17,7 +17,7 @@ from yarl import URL
 from pixelfox import errors
 from pixelfox.client.images import served_original_url
 from pixelfox.numbers import ascii_int
-from pixelfox.text import isolated
+from pixelfox.text import isolated, one_line
 from pixelfox.v1 import common_pb2, manager_pb2
 from web import exif, ratelimit
 from web.calls import call, load_image
@@ -73,8 +73,8 @@ async def edit_image(request: web.Request) -> web.StreamResponse:
         raise errors.Unauthenticated("log in to change an image")
     slug = request.match_info["slug"]
     req = manager_pb2.UpdateImageRequest(slug=slug)
-    if "title" in form:
-        req.title = form["title"]
+    if "title" in form:  # one line: a tab or line break pasted into the field becomes a space
+        req.title = one_line(form["title"])
     if "description" in form:
         req.description = form["description"]
     if form.get("visibility") in ("public", "private"):
