@@ -161,6 +161,24 @@ async def test_site_in_chromium(cluster: Any, chromium: Any) -> None:
     assert r.status == 404
     await anon.close()
 
+    # deleting asks first: a dismissed question deletes nothing; accepted, /my says the image is gone
+    questions: list[str] = []
+
+    async def answer(dialog: Any) -> None:
+        questions.append(dialog.message)
+        await (dialog.accept() if len(questions) > 1 else dialog.dismiss())
+
+    page.on("dialog", answer)
+    await page.goto(image_url)
+    await page.click("#delete")
+    await page.wait_for_timeout(500)
+    assert page.url == image_url and questions == ["Delete this image and every file made from it? "
+                                                   "This cannot be undone."]
+    await page.click("#delete")
+    await page.wait_for_url(f"{base}/my?deleted=1")
+    assert await page.inner_text("#deleted") == "Image deleted."
+    assert (await page.request.get(image_url)).status == 404
+
     # settings and log out
     await page.goto(f"{base}/settings")
     await shot(page, "settings")

@@ -1,4 +1,5 @@
-// Image page: copy buttons for the embed codes.
+// Image, album and settings pages: copy buttons for the embed codes and links; forms marked
+// data-confirm (deleting an image or an album) ask first.
 "use strict";
 document.addEventListener("click", async (ev) => {
   const btn = ev.target.closest("button.copy");
@@ -15,4 +16,8 @@ document.addEventListener("click", async (ev) => {
   btn.textContent = "Copied";
   clearTimeout(btn.copiedTimer);
   btn.copiedTimer = setTimeout(() => { btn.textContent = btn.dataset.label; }, 2000);
+});
+document.addEventListener("submit", (ev) => {
+  const question = ev.target.dataset && ev.target.dataset.confirm;
+  if (question && !window.confirm(question)) ev.preventDefault();
 });
