@@ -92,11 +92,30 @@ def cmd_tiers_move(opts: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: use 1 or more")
+    return value
+
+
 def cmd_migrate_store(opts: argparse.Namespace) -> int:
-    from pixelfox.storage.migrate import migrate, open_pool
+    from pixelfox.storage.migrate import check_pair, migrate, open_pool, parse_pool
+
+    src_spec, dst_spec = parse_pool(opts.src), parse_pool(opts.dst)
+    check_pair(src_spec, dst_spec)
 
     async def run() -> Any:
-        src, dst = await open_pool(opts.src), await open_pool(opts.dst)
+        src = await open_pool(src_spec, source=True)
+        try:
+            dst = await open_pool(dst_spec)
+        except BaseException:
+            await src.close()
+            raise
         try:
             def progress(key: str, action: str) -> None:
                 if opts.verbose:
@@ -108,7 +127,11 @@ def cmd_migrate_store(opts: argparse.Namespace) -> int:
             await src.close()
             await dst.close()
 
+    print(f"pixelfox: copying {src_spec} -> {dst_spec}", file=sys.stderr)
     report = asyncio.run(run())
+    if report.copied + report.present + report.failed == 0:
+        print(f"pixelfox: warning: the source pool {src_spec} holds no objects; nothing was copied",
+              file=sys.stderr)
     print(json.dumps(asdict(report)) if opts.json else
           f"copied {report.copied}, already there {report.present}, failed {report.failed}, "
           f"source deleted {report.deleted}, bytes copied {report.bytes_copied}")
@@ -131,7 +154,7 @@ def add_commands(sub: Any, with_target: Callable[[argparse.ArgumentParser], argp
     ms.add_argument("--from", dest="src", required=True, help="fs:<dir> | s3[:<prefix>]")
     ms.add_argument("--to", dest="dst", required=True, help="fs:<dir> | s3[:<prefix>]")
     ms.add_argument("--delete-source", action="store_true", help="delete each source object once verified")
-    ms.add_argument("--concurrency", type=int, default=4)
+    ms.add_argument("--concurrency", type=positive_int, default=4, help="objects in flight (default 4)")
     ms.add_argument("--json", action="store_true")
     ms.add_argument("-v", "--verbose", action="store_true")
     ms.set_defaults(func=cmd_migrate_store)

@@ -6,7 +6,10 @@ after a crash, only copies what is missing); otherwise the bytes stream from
 ``src.open_range`` into ``dst.put``, which checks size and SHA-256 before the object becomes
 visible, and a final ``dst.stat`` must show the source's SHA-256. Only then, and only with
 ``delete_source``, is the source object deleted. A key that exists in ``dst`` with *other*
-bytes is a failure (keys are never reused), never overwritten.
+bytes is a failure (keys are never reused), never overwritten. :func:`check_pair` refuses a
+source and target that are one place or nested (every object would be "already there", and
+deleting the source would delete the only copy); :func:`open_pool` never creates a source
+folder and lists an S3 pool once before any object moves.
 
 The storage node keeps serving from ``src`` meanwhile (reads are not blocked, new writes
 land in ``src``); run again to pick up objects written during the first pass, then switch the
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,27 +42,116 @@ class MigrateReport:
     bytes_copied: int = 0
 
 
-async def open_pool(spec: str, s3: S3Settings | None = None) -> FsStore | S3Store:
-    """``fs:<dir>`` -> FsStore; ``s3`` or ``s3:<prefix>`` -> S3Store (settings from ``s3`` or ``PIXELFOX_S3__*``).
+@dataclass(frozen=True)
+class PoolSpec:
+    """Where a pool is: ``fs`` with an absolute, symlink-free ``path``, or ``s3`` with its settings."""
+
+    kind: str
+    path: Path | None = None
+    s3: S3Settings | None = None
+
+    def _place(self) -> tuple[str, ...]:
+        """The pool's place as parts, each one a level below the one before (folder or prefix parts)."""
+        if self.path is not None:
+            return ("fs", *self.path.parts)
+        assert self.s3 is not None
+        s = self.s3
+        where = s.endpoint_url.strip().rstrip("/").lower() or f"aws:{s.region}"
+        return ("s3", where, s.bucket, *(p for p in s.prefix.split("/") if p))
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return f"fs:{self.path}"
+        assert self.s3 is not None
+        return f"s3:{self.s3.bucket}/{self.s3.prefix.strip('/')}"
+
+    def overlap(self, other: PoolSpec) -> str:
+        """"same", "inside" (self lies within other), "contains" or "" for pools apart."""
+        a, b = self._place(), other._place()
+        if a == b:
+            return "same"
+        if a[:len(b)] == b:
+            return "inside"
+        if b[:len(a)] == a:
+            return "contains"
+        return ""
+
+
+def _s3_from_env() -> S3Settings:
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    class _Env(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix="PIXELFOX_", env_nested_delimiter="__", extra="ignore")
+        s3: S3Settings = S3Settings()
+
+    return _Env().s3
+
+
+def parse_pool(spec: str, s3: S3Settings | None = None) -> PoolSpec:
+    """``fs:<dir>`` or ``s3`` / ``s3:<prefix>`` (settings from ``s3`` or ``PIXELFOX_S3__*``) as a :class:`PoolSpec`.
 
     Raises ``BadRequest`` for any other form.
     """
     kind, _, rest = spec.partition(":")
     if kind == "fs" and rest:
-        return FsStore(Path(rest))
+        return PoolSpec("fs", path=Path(os.path.realpath(rest)))
     if kind == "s3":
-        if s3 is None:
-            from pydantic_settings import BaseSettings, SettingsConfigDict
-
-            class _Env(BaseSettings):
-                model_config = SettingsConfigDict(env_prefix="PIXELFOX_", env_nested_delimiter="__", extra="ignore")
-                s3: S3Settings = S3Settings()
-
-            s3 = _Env().s3
+        s3 = s3 or _s3_from_env()
         if rest:
             s3 = s3.model_copy(update={"prefix": rest})
-        return await S3Store(s3).start()
+        return PoolSpec("s3", s3=s3)
     raise errors.BadRequest(f"pool spec {spec!r}: use fs:<dir>, s3 or s3:<prefix>")
+
+
+def check_pair(src: PoolSpec, dst: PoolSpec) -> None:
+    """Raise ``BadRequest`` when ``src`` and ``dst`` are one place, or one lies inside the other.
+
+    Every object would then be "already there", and ``--delete-source`` would delete the only copy.
+    """
+    how = src.overlap(dst)
+    if how == "same":
+        raise errors.BadRequest(f"--from and --to are the same pool ({src}): nothing to copy")
+    if how:
+        inner, outer = (src, dst) if how == "inside" else (dst, src)
+        raise errors.BadRequest(f"{inner} lies inside {outer}: the source and the target must not overlap")
+
+
+async def _probe_s3(store: S3Store, what: str) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        await store.client.list_objects_v2(Bucket=store.bucket, Prefix=store.prefix, MaxKeys=1)
+    except ClientError as exc:
+        err = exc.response.get("Error", {})
+        raise errors.Unavailable(f"{what} (bucket {store.bucket!r} at {store.settings.endpoint_url or 'AWS'}): "
+                                 f"{err.get('Code', '?')}: {err.get('Message', '')}".rstrip(": ")) from exc
+    except BotoCoreError as exc:
+        raise errors.Unavailable(f"{what}: S3 endpoint {store.settings.endpoint_url or 'AWS'} "
+                                 f"not reachable: {exc}") from exc
+
+
+async def open_pool(pool: PoolSpec | str, s3: S3Settings | None = None, *, source: bool = False) -> FsStore | S3Store:
+    """Open a pool (a :class:`PoolSpec` or its text form, see :func:`parse_pool`) and check it answers.
+
+    A source folder must exist (it is never created); an S3 pool must list with the given
+    credentials. Raises ``BadRequest`` (bad spec, missing folder) or ``Unavailable`` (S3).
+    """
+    spec = pool if isinstance(pool, PoolSpec) else parse_pool(pool, s3)
+    what = f"{'source' if source else 'target'} pool {spec}"
+    if spec.path is not None:
+        if source and not spec.path.is_dir():
+            raise errors.BadRequest(f"{what}: no such folder")
+        if spec.path.exists() and not spec.path.is_dir():
+            raise errors.BadRequest(f"{what}: not a folder")
+        return FsStore(spec.path)
+    assert spec.s3 is not None
+    store = await S3Store(spec.s3).start()
+    try:
+        await _probe_s3(store, what)
+    except BaseException:
+        await store.close()
+        raise
+    return store
 
 
 async def migrate_key(src: Store, dst: Store, key: str, *, delete_source: bool = False) -> tuple[str, int]:

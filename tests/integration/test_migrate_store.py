@@ -12,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from pixelfox.cli.launcher import free_port
 from pixelfox.storage.fs import FsStore
 from pixelfox.storage.keys import content_type_for, original_key, variant_key
 from pixelfox.storage.s3 import S3Store
@@ -80,3 +81,81 @@ def test_fs_to_s3_and_back_resumable(tmp_path: Path, seaweed: Seaweed) -> None:
     assert asyncio.run(in_s3()) == {}
     for key, sha in (first | more).items():  # the files themselves hash right
         assert hashlib.sha256((back / key).read_bytes()).hexdigest() == sha
+
+
+def run_raw(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pixelfox", "migrate-store", *args], env=os.environ | (env or {}),
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_same_or_overlapping_pools_are_refused_before_anything_moves(tmp_path: Path, seaweed: Seaweed) -> None:
+    pool = tmp_path / "pool"
+    keys = asyncio.run(fill(FsStore(pool), [p.read_bytes() for p in PHOTOS[:2]]))
+    (tmp_path / "link").symlink_to(pool)
+    (pool / "inner").mkdir()
+    cases = [
+        (f"fs:{pool}", f"fs:{pool}/", "same pool"),  # the tester's case: a trailing slash
+        (f"fs:{pool}", f"fs:{tmp_path}/link", "same pool"),  # a symlink to it
+        (f"fs:{pool}", f"fs:{pool}/../pool", "same pool"),
+        (f"fs:{pool}", f"fs:{pool}/inner", "lies inside"),  # the target inside the source
+        (f"fs:{pool}/inner", f"fs:{pool}", "lies inside"),  # the source inside the target
+    ]
+    for src, dst, why in cases:
+        res = run_raw(["--from", src, "--to", dst, "--delete-source"])
+        assert res.returncode == 2, (src, dst, res.stdout, res.stderr)
+        assert why in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert res.stdout == ""
+    assert asyncio.run(listing(FsStore(pool))) == keys  # every object still there
+
+    prefix = f"same{secrets.token_hex(4)}"
+    assert run(seaweed, "--from", f"fs:{pool}", "--to", f"s3:{prefix}")["copied"] == 2
+    for src, dst in ((f"s3:{prefix}/", f"s3:{prefix}"), (f"s3:/{prefix}", f"s3:{prefix}/"), ("s3", f"s3:{prefix}")):
+        res = run_raw(["--from", src, "--to", dst, "--delete-source"], env=seaweed.env())
+        assert res.returncode == 2 and ("same pool" in res.stderr or "lies inside" in res.stderr), res.stderr
+
+    async def in_s3() -> dict[str, str]:
+        async with S3Store(seaweed.settings(prefix=prefix)) as s3:
+            return await listing(s3)
+
+    assert asyncio.run(in_s3()) == keys
+    other = run_raw(["--from", f"s3:{prefix}", "--to", f"s3:{prefix}x", "--json"], env=seaweed.env())  # apart
+    assert other.returncode == 0 and json.loads(other.stdout)["copied"] == 2, other.stderr
+
+
+def test_missing_source_folder_is_an_error_and_is_not_created(tmp_path: Path) -> None:
+    missing, target = tmp_path / "nonexistent", tmp_path / "target"
+    res = run_raw(["--from", f"fs:{missing}", "--to", f"fs:{target}"])
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"source pool fs:{missing}: no such folder" in res.stderr and "Traceback" not in res.stderr
+    assert not missing.exists() and not target.exists()
+
+    (tmp_path / "empty").mkdir()
+    res = run_raw(["--from", f"fs:{tmp_path / 'empty'}", "--to", f"fs:{target}", "--json"])
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["copied"] == 0
+    assert f"warning: the source pool fs:{tmp_path / 'empty'} holds no objects" in res.stderr
+
+
+def test_concurrency_must_be_positive(tmp_path: Path) -> None:
+    for bad in ("0", "-3", "x"):
+        res = run_raw(["--from", f"fs:{tmp_path}", "--to", f"fs:{tmp_path / 'b'}", "--concurrency", bad])
+        assert res.returncode == 2 and "--concurrency" in res.stderr, res.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_unreachable_or_refused_s3_fails_once_up_front(tmp_path: Path, seaweed: Seaweed) -> None:
+    pool = tmp_path / "pool"
+    asyncio.run(fill(FsStore(pool), [p.read_bytes() for p in PHOTOS]))
+    wrong = seaweed.env() | {"PIXELFOX_S3__SECRET_ACCESS_KEY": "not-the-secret"}
+    res = run_raw(["--from", f"fs:{pool}", "--to", "s3:x"], env=wrong, timeout=60)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "target pool s3:" in res.stderr and "SignatureDoesNotMatch" in res.stderr, res.stderr
+    assert res.stdout == "" and "failed" not in res.stderr  # one error, no per-object failures
+
+    dead = seaweed.env() | {"PIXELFOX_S3__ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
+    res = run_raw(["--from", "s3:x", "--to", f"fs:{tmp_path / 'back'}"], env=dead, timeout=60)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "source pool s3:" in res.stderr and "not reachable" in res.stderr, res.stderr
+    assert not (tmp_path / "back").exists()
+
