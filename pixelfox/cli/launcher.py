@@ -352,15 +352,38 @@ class LocalCluster:
                                             metadata=md, timeout=10)
         return reply.key
 
+    def _state_pools(self) -> dict[str, dict[str, str]]:
+        """Each storage child's pool as its environment selects it (``backend`` fs: ``data_dir``; s3: bucket...)."""
+        pools: dict[str, dict[str, str]] = {}
+        for c in self.children:
+            if c.name.rstrip("0123456789") != "storage" or c.env is None:
+                continue
+            env = c.env
+            if env.get("PIXELFOX_BACKEND", "fs") == "s3":
+                pools[c.name] = {"backend": "s3", "endpoint_url": env.get("PIXELFOX_S3__ENDPOINT_URL", ""),
+                                 "region": env.get("PIXELFOX_S3__REGION", "us-east-1"),
+                                 "bucket": env.get("PIXELFOX_S3__BUCKET", "pixelfox"),
+                                 "prefix": env.get("PIXELFOX_S3__PREFIX", "")}
+            else:
+                data_dir = Path(env.get("PIXELFOX_DATA_DIR", "data/storage"))
+                pools[c.name] = {"backend": "fs", "data_dir": os.path.realpath(self.root / data_dir)}
+        return pools
+
     def write_state(self, admin_key: str) -> Path:
+        """Write ``cluster.json`` (mode 0600 from its creation: it holds the secret and the admin key) for
+        the other commands: addresses, credentials and each storage node's pool."""
         path = self.state / STATE_FILE
-        path.write_text(json.dumps({
+        text = json.dumps({
             "manager": self.manager_address, "web_url": self.web_urls[0] if self.web_urls else "",
             "web_urls": self.web_urls, "redis_url": self.redis_url, "secret": self.secret,
             "admin_api_key": admin_key, "pid": os.getpid(),
             "pids": {c.name: c.proc.pid for c in self.children},
-        }, indent=2))
-        path.chmod(0o600)
+            "pools": self._state_pools(),
+        }, indent=2)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(text)
         return path
 
     def stop(self, grace_s: float = 15.0) -> None:

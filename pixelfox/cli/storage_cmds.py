@@ -21,8 +21,10 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
+from pixelfox import errors
 from pixelfox.cli import context
 
 
@@ -103,11 +105,46 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _live_pools() -> list[tuple[str, Any]]:
+    """``(node, PoolSpec)`` of each storage node of the local cluster, if it runs (``cluster.json``)."""
+    from pixelfox.storage.migrate import PoolSpec
+    from pixelfox.storage.s3 import S3Settings
+
+    state = context.find_state()
+    if state is None:
+        return []
+    data = json.loads(state.read_text())
+    if not context._running(data.get("pid")):
+        return []
+    out = []
+    for node, pool in (data.get("pools") or {}).items():
+        if pool.get("backend") == "s3":
+            s3 = S3Settings(endpoint_url=pool.get("endpoint_url", ""), region=pool.get("region", "us-east-1"),
+                            bucket=pool.get("bucket", "pixelfox"), prefix=pool.get("prefix", ""))
+            out.append((node, PoolSpec("s3", s3=s3)))
+        elif pool.get("data_dir"):
+            out.append((node, PoolSpec("fs", path=Path(os.path.realpath(pool["data_dir"])))))
+    return out
+
+
+def _refuse_live_source(src: Any) -> None:
+    """``BadRequest`` when ``--delete-source`` would delete the pool a running storage node of this folder serves."""
+    for node, pool in _live_pools():
+        if src.overlap(pool):
+            raise errors.BadRequest(
+                f"{src} is (part of) the pool {node} of the running cluster serves: --delete-source "
+                f"would make {node} answer 404 for every object it moved. Copy without --delete-source while it "
+                f"runs; then stop the cluster (or point {node} at the new pool and restart it) and run again "
+                "with --delete-source")
+
+
 def cmd_migrate_store(opts: argparse.Namespace) -> int:
     from pixelfox.storage.migrate import check_pair, migrate, open_pool, parse_pool
 
     src_spec, dst_spec = parse_pool(opts.src), parse_pool(opts.dst)
     check_pair(src_spec, dst_spec)
+    if opts.delete_source:
+        _refuse_live_source(src_spec)
 
     async def run() -> Any:
         src = await open_pool(src_spec, source=True)
@@ -153,7 +190,9 @@ def add_commands(sub: Any, with_target: Callable[[argparse.ArgumentParser], argp
     ms = sub.add_parser("migrate-store", help="copy a pool between local disk and S3 (online, resumable)")
     ms.add_argument("--from", dest="src", required=True, help="fs:<dir> | s3[:<prefix>]")
     ms.add_argument("--to", dest="dst", required=True, help="fs:<dir> | s3[:<prefix>]")
-    ms.add_argument("--delete-source", action="store_true", help="delete each source object once verified")
+    ms.add_argument("--delete-source", action="store_true",
+                    help="delete each source object once verified; the source must not be a pool a running storage "
+                    "node serves (stop or switch the node first; refused for this folder's running cluster)")
     ms.add_argument("--concurrency", type=positive_int, default=4, help="objects in flight (default 4)")
     ms.add_argument("--json", action="store_true")
     ms.add_argument("-v", "--verbose", action="store_true")

@@ -14,6 +14,8 @@ folder and lists an S3 pool once before any object moves.
 The storage node keeps serving from ``src`` meanwhile (reads are not blocked, new writes
 land in ``src``); run again to pick up objects written during the first pass, then switch the
 node's ``PIXELFOX_BACKEND``/``PIXELFOX_DATA_DIR`` and restart it.
+Never delete the source while a node serves it (``pixelfox migrate-store`` refuses that for
+the running local cluster's pools): the node would answer 404 for every moved object.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from pixelfox.cli.launcher import free_port
 from pixelfox.storage.fs import FsStore
 from pixelfox.storage.keys import content_type_for, original_key, variant_key
 from pixelfox.storage.s3 import S3Store
+from tests.conftest import ClusterHandle
 from tests.seaweed import Seaweed
 
 PHOTOS = sorted((Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "photos").glob("*.jpg"))[:4]
@@ -159,3 +160,20 @@ def test_unreachable_or_refused_s3_fails_once_up_front(tmp_path: Path, seaweed: 
     assert "source pool s3:" in res.stderr and "not reachable" in res.stderr, res.stderr
     assert not (tmp_path / "back").exists()
 
+
+def test_delete_source_refused_on_a_pool_the_running_cluster_serves(cluster: ClusterHandle, corpus: Path,
+                                                                     tmp_path: Path) -> None:
+    put = cluster.pixelfox("put", "--json", "--wait", str(corpus / "photos" / "painting_rgb.png"))
+    assert put.returncode == 0, put.stderr
+    state = json.loads((cluster.root / ".pixelfox" / "cluster.json").read_text())
+    live = Path(state["pools"]["storage1"]["data_dir"])
+    assert live == (cluster.root / ".pixelfox" / "data" / "storage1").resolve()
+    before = asyncio.run(listing(FsStore(live)))
+    assert before
+    for src in (f"fs:{live}", f"fs:{live.parent}"):  # the pool itself, or a folder holding it
+        res = run_raw(["--from", src, "--to", f"fs:{tmp_path / 'new'}", "--delete-source"], cwd=cluster.root)
+        assert res.returncode == 2 and "storage1 of the running cluster" in res.stderr, res.stderr
+    assert asyncio.run(listing(FsStore(live))) == before
+    # copying without deleting stays allowed while it runs
+    res = run_raw(["--from", f"fs:{live}", "--to", f"fs:{tmp_path / 'new'}", "--json"], cwd=cluster.root)
+    assert res.returncode == 0 and json.loads(res.stdout)["copied"] == len(before), res.stderr
