@@ -370,14 +370,19 @@ class LocalCluster:
         return pools
 
     def write_state(self, admin_key: str) -> Path:
-        """Write ``cluster.json`` (mode 0600 from its creation: it holds the secret and the admin key) for
-        the other commands: addresses, credentials and each storage node's pool."""
+        """Write ``cluster.json`` (mode 0600 from its creation: it holds the secret, the admin key and the
+        database URL with any password) for the other commands: addresses, credentials, the database URL
+        the managers use (``database_url``) and each storage node's pool."""
         path = self.state / STATE_FILE
+        managers = [c for c in self.children if c.name.startswith("manager") and c.env]
+        database_url = (managers[0].env or {}).get("PIXELFOX_DATABASE__URL", "") if managers else ""
         text = json.dumps({
             "manager": self.manager_address, "web_url": self.web_urls[0] if self.web_urls else "",
             "web_urls": self.web_urls, "redis_url": self.redis_url, "secret": self.secret,
             "admin_api_key": admin_key, "pid": os.getpid(),
             "pids": {c.name: c.proc.pid for c in self.children},
+            "database_url": database_url or os.environ.get("PIXELFOX_DATABASE__URL")
+            or f"sqlite+aiosqlite:///{self.state / 'pixelfox.db'}",
             "pools": self._state_pools(),
         }, indent=2)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

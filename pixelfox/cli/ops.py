@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,20 +40,65 @@ def cmd_maintenance(opts: argparse.Namespace) -> int:
     return 0
 
 
-def _db_url(explicit: str | None) -> str:
-    """``--db`` if given, else the local cluster's SQLite file (``.pixelfox/pixelfox.db``)."""
-    if explicit:
-        return explicit
+def _state() -> tuple[Path | None, dict[str, Any]]:
     state = context.find_state()
+    return state, (json.loads(state.read_text()) if state else {})
+
+
+def cluster_database() -> tuple[str, str] | None:
+    """``(URL, where from)`` of the database this folder's cluster uses: ``PIXELFOX_DATABASE__URL``, else
+    ``database_url`` in ``.pixelfox/cluster.json`` (the URL ``pixelfox up`` gave its managers), else that
+    folder's SQLite file (a state file written before the URL was recorded); None outside a cluster folder."""
+    if env := os.environ.get("PIXELFOX_DATABASE__URL"):
+        return env, "PIXELFOX_DATABASE__URL"
+    state, data = _state()
     if state is None:
-        raise SystemExit("no database given: pass --db URL (or run in a `pixelfox up` folder)")
-    return f"sqlite+aiosqlite:///{state.parent / 'pixelfox.db'}"
+        return None
+    if data.get("database_url"):
+        return str(data["database_url"]), f"the cluster in {state.parent.parent}"
+    return f"sqlite+aiosqlite:///{state.parent / 'pixelfox.db'}", f"the cluster in {state.parent.parent}"
+
+
+def live_database() -> str | None:
+    """The database the local cluster uses while its ``pixelfox up`` runs (None when it does not run)."""
+    state, data = _state()
+    if state is None or not context._running(data.get("pid")):
+        return None
+    return str(data.get("database_url") or f"sqlite+aiosqlite:///{state.parent / 'pixelfox.db'}")
+
+
+def _db_url(explicit: str | None, action: str, flag: str = "--db") -> str:
+    """``flag`` if given, else :func:`cluster_database`; says on stderr which database ``action`` uses."""
+    from pixelfox.db.tools import check_url, redact
+
+    if explicit:
+        url, origin = explicit, flag
+    elif found := cluster_database():
+        url, origin = found
+    else:
+        raise SystemExit(f"no database given: pass {flag} URL (or run in a `pixelfox up` folder)")
+    print(f"pixelfox: {action} {redact(url)} (from {origin})", file=sys.stderr)
+    check_url(url)
+    return url
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: use 1 or more")
+    return value
 
 
 def cmd_migrate_db(opts: argparse.Namespace) -> int:
     from pixelfox.db import tools
 
-    report = asyncio.run(tools.copy_database(_db_url(opts.source), opts.target, batch=opts.batch))
+    source = _db_url(opts.source, "copying from", "--source")
+    print(f"pixelfox: copying to {tools.redact(opts.target)} (--target)", file=sys.stderr)
+    report = asyncio.run(tools.copy_database(source, opts.target, batch=opts.batch, live_url=live_database()))
     print(json.dumps(report.as_dict(), indent=2))
     return 0 if report.verified else 1
 
@@ -59,7 +106,7 @@ def cmd_migrate_db(opts: argparse.Namespace) -> int:
 def cmd_backup(opts: argparse.Namespace) -> int:
     from pixelfox.db import tools
 
-    report = asyncio.run(tools.backup(_db_url(opts.db), Path(opts.file)))
+    report = asyncio.run(tools.backup(_db_url(opts.db, "backing up"), Path(opts.file)))
     print(json.dumps(report, indent=2))
     return 0
 
@@ -67,7 +114,7 @@ def cmd_backup(opts: argparse.Namespace) -> int:
 def cmd_restore(opts: argparse.Namespace) -> int:
     from pixelfox.db import tools
 
-    report = asyncio.run(tools.restore(Path(opts.file), _db_url(opts.db), force=opts.force))
+    report = asyncio.run(tools.restore(Path(opts.file), _db_url(opts.db, "restoring into"), force=opts.force))
     print(json.dumps(report, indent=2))
     return 0
 
@@ -75,7 +122,7 @@ def cmd_restore(opts: argparse.Namespace) -> int:
 def cmd_upgrade_db(opts: argparse.Namespace) -> int:
     from pixelfox.db import migrate
 
-    asyncio.run(migrate.upgrade(_db_url(opts.db)))
+    asyncio.run(migrate.upgrade(_db_url(opts.db, "upgrading")))
     print("database at head")
     return 0
 
@@ -89,22 +136,23 @@ def add_commands(sub: Any, with_target: Callable[[argparse.ArgumentParser], argp
     nm.set_defaults(func=cmd_maintenance)
 
     md = sub.add_parser("migrate-db", help="copy the metadata to another database (SQLite -> PostgreSQL)")
-    md.add_argument("--source", help="source database URL (default: the local cluster's SQLite file)")
+    md.add_argument("--source", help="source database URL (default: the database the local cluster uses, "
+                    "from PIXELFOX_DATABASE__URL or .pixelfox/cluster.json)")
     md.add_argument("--target", required=True, help="target URL, e.g. postgresql+asyncpg://user@host:5432/pixelfox")
-    md.add_argument("--batch", type=int, default=500, help="rows per batch (default 500)")
+    md.add_argument("--batch", type=positive_int, default=500, help="rows per batch (default 500)")
     md.set_defaults(func=cmd_migrate_db)
 
     bk = sub.add_parser("backup", help="write the metadata to a JSON Lines file (gzip if it ends in .gz)")
     bk.add_argument("file")
-    bk.add_argument("--db", help="database URL (default: the local cluster's SQLite file)")
+    bk.add_argument("--db", help="database URL (default: the local cluster's database)")
     bk.set_defaults(func=cmd_backup)
 
     rs = sub.add_parser("restore", help="load a backup into an empty database (after migrations)")
     rs.add_argument("file")
-    rs.add_argument("--db", help="database URL (default: the local cluster's SQLite file)")
+    rs.add_argument("--db", help="database URL (default: the local cluster's database)")
     rs.add_argument("--force", action="store_true", help="empty the tables first")
     rs.set_defaults(func=cmd_restore)
 
     ud = sub.add_parser("upgrade-db", help="run the Alembic migrations up to head")
-    ud.add_argument("--db", help="database URL (default: the local cluster's SQLite file)")
+    ud.add_argument("--db", help="database URL (default: the local cluster's database)")
     ud.set_defaults(func=cmd_upgrade_db)

@@ -3,9 +3,9 @@
 ``tiers move`` runs the manager's :class:`~nodes.manager.tiers.TierMover` in this process,
 under the same Redis lease as the managers' own passes, against the metadata database and
 the storage nodes. In the folder of ``pixelfox up`` it finds Redis, the secret and the
-SQLite file by itself; elsewhere it reads the manager's settings from the environment
-(``PIXELFOX_DATABASE__URL``, ``PIXELFOX_REDIS__URL``, ``PIXELFOX_CLUSTER__SECRET``,
-``PIXELFOX_TIERS__*``, ``PIXELFOX_REPLICAS``).
+database the cluster uses (``database_url`` in ``.pixelfox/cluster.json``) by itself; elsewhere
+it reads the manager's settings from the environment (``PIXELFOX_DATABASE__URL``,
+``PIXELFOX_REDIS__URL``, ``PIXELFOX_CLUSTER__SECRET``, ``PIXELFOX_TIERS__*``, ``PIXELFOX_REPLICAS``).
 
 ``migrate-store --from SRC --to DST`` copies every object of one pool to another while the
 storage node keeps serving (see :mod:`pixelfox.storage.migrate`); SRC and DST are ``fs:<dir>``
@@ -42,9 +42,9 @@ def _manager_settings() -> Any:
             from pydantic import SecretStr
 
             update["cluster"] = settings.cluster.model_copy(update={"secret": SecretStr(data["secret"])})
-        if not os.environ.get("PIXELFOX_DATABASE__URL"):
-            update["database"] = settings.database.model_copy(
-                update={"url": f"sqlite+aiosqlite:///{state.parent / 'pixelfox.db'}"})
+        if not os.environ.get("PIXELFOX_DATABASE__URL"):  # the database `pixelfox up` gave its managers
+            url = data.get("database_url") or f"sqlite+aiosqlite:///{state.parent / 'pixelfox.db'}"
+            update["database"] = settings.database.model_copy(update={"url": url})
         if not os.environ.get("PIXELFOX_REPLICAS"):
             update["replicas"] = 2
         settings = settings.model_copy(update=update)
@@ -56,8 +56,11 @@ async def _tiers_move(opts: argparse.Namespace) -> dict[str, Any]:
     from nodes.manager.tiers import TierMover, TierRule
     from pixelfox import redisx
     from pixelfox.db.engine import make_engine, session_factory
+    from pixelfox.db.tools import check_url, redact
 
     settings = _manager_settings()
+    print(f"pixelfox: database {redact(settings.database.url)}", file=sys.stderr)
+    check_url(settings.database.url, must_exist=True)
     tiers = settings.tiers
     if opts.older_than is not None or opts.idle is not None:
         rules = {name: TierRule(after_days=opts.older_than if opts.older_than is not None else r.after_days,

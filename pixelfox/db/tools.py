@@ -28,6 +28,7 @@ import gzip
 import hashlib
 import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -36,8 +37,11 @@ from typing import IO, Any
 
 from sqlalchemy import DateTime, Table, delete, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from pixelfox import errors
 from pixelfox.config import DatabaseSettings
 from pixelfox.db import migrate
 from pixelfox.db.engine import make_engine
@@ -75,6 +79,73 @@ async def _stream(conn: AsyncConnection, table: Table, batch: int) -> AsyncItera
     result = await conn.stream(select(table).order_by(*_pk_order(table)).execution_options(yield_per=batch))
     async for part in result.partitions(batch):
         yield [_row(table, r) for r in part]
+
+
+SQLITE_FORM = "sqlite+aiosqlite:///PATH"
+POSTGRES_FORM = "postgresql+asyncpg://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+
+
+def redact(url: str) -> str:
+    """``url`` with its password hidden (for messages and output)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<not a URL>"
+
+
+def check_url(url: str, *, must_exist: bool = False) -> URL:
+    """The parsed ``url`` if it is one we can use: ``BadRequest`` naming the form to use otherwise,
+    and for a SQLite file that does not exist when ``must_exist``."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise errors.BadRequest(f"{url!r} is not a database URL: use {POSTGRES_FORM} or {SQLITE_FORM}") from None
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    if backend == "postgresql" and driver != "asyncpg":
+        raise errors.BadRequest(f"{redact(url)}: PixelFox talks to PostgreSQL through asyncpg; use {POSTGRES_FORM}")
+    if backend == "sqlite" and driver != "aiosqlite":
+        raise errors.BadRequest(f"{redact(url)}: use {SQLITE_FORM}")
+    if backend not in ("postgresql", "sqlite"):
+        raise errors.BadRequest(f"{redact(url)}: only PostgreSQL ({POSTGRES_FORM}) and SQLite ({SQLITE_FORM}) "
+                                "are supported")
+    if backend == "sqlite" and must_exist and parsed.database not in (None, "", ":memory:") \
+            and not Path(parsed.database).is_file():
+        raise errors.BadRequest(f"no SQLite database at {parsed.database}")
+    return parsed
+
+
+def open_engine(url: str, *, must_exist: bool = False) -> AsyncEngine:
+    """:func:`check_url`, then the engine (connections are opened later, see :func:`identity`)."""
+    check_url(url, must_exist=must_exist)
+    return make_engine(DatabaseSettings(url=url))
+
+
+def unreachable(url: str, exc: BaseException) -> errors.Unavailable:
+    """One line for a database that cannot be reached (wrong host/port, no such database, bad password)."""
+    orig = getattr(exc, "orig", None) or exc
+    reason = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    return errors.Unavailable(f"cannot use the database {redact(url)}: {reason}")
+
+
+async def identity(engine: AsyncEngine) -> tuple[str, ...]:
+    """What makes a database itself, whatever URL names it: a SQLite file's real path; a PostgreSQL
+    server's system identifier (or start time and port, without the right to read it) and the
+    database name. Raises ``Unavailable`` when it cannot be reached."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        return ("sqlite", os.path.realpath(url.database or ":memory:"))
+    try:
+        async with engine.connect() as conn:
+            db = str((await conn.execute(text("SELECT current_database()"))).scalar())
+            try:
+                async with conn.begin_nested():
+                    ident = (await conn.execute(text("SELECT system_identifier FROM pg_control_system()"))).scalar()
+                return ("postgresql", str(ident), db)
+            except DBAPIError:
+                row = (await conn.execute(text("SELECT pg_postmaster_start_time(), inet_server_port()"))).one()
+                return ("postgresql", f"{row[0].isoformat()}:{row[1]}", db)
+    except (OSError, DBAPIError) as exc:
+        raise unreachable(url.render_as_string(hide_password=False), exc) from exc
 
 
 @dataclass
@@ -150,19 +221,36 @@ class CopyReport:
         return {"verified": self.verified, "tables": self.tables}
 
 
-async def copy_database(source_url: str, target_url: str, batch: int = 500) -> CopyReport:
+async def copy_database(source_url: str, target_url: str, batch: int = 500, *,
+                        live_url: str | None = None) -> CopyReport:
     """Copy every table from ``source_url`` to ``target_url`` and verify (see module doc).
 
     The target gets the current schema first (:func:`pixelfox.db.migrate.prepare`); the
     source must already be at the current revision (start a manager on it once). Raises
-    ``ValueError`` when the two URLs are the same.
+    ``BadRequest`` before writing anything when the two are the same database, when the
+    target is ``live_url`` (the database a running cluster uses: copying would overwrite its
+    live rows with the source's), for a URL of the wrong form or a missing SQLite source
+    file; ``Unavailable`` when a database cannot be reached.
     """
-    if source_url == target_url:
-        raise ValueError("source and target are the same database")
-    src = make_engine(DatabaseSettings(url=source_url))
-    dst = make_engine(DatabaseSettings(url=target_url))
+    src = open_engine(source_url, must_exist=True)
+    dst = open_engine(target_url)
     report = CopyReport()
     try:
+        src_id, dst_id = await identity(src), await identity(dst)
+        if src_id == dst_id:
+            raise errors.BadRequest(f"--source and --target are the same database ({redact(target_url)})")
+        if live_url:
+            live = open_engine(live_url)
+            try:
+                live_id = await identity(live)
+            except errors.Unavailable:
+                live_id = None
+            finally:
+                await live.dispose()
+            if live_id == dst_id:
+                raise errors.BadRequest(
+                    f"the target {redact(target_url)} is the database the running cluster uses: copying would "
+                    "replace its live rows with the source's. Stop the cluster first, or pick another target")
         await migrate.prepare(src)
         await migrate.prepare(dst)
         async with src.connect() as sconn:

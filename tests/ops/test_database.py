@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
-from pixelfox.cli.launcher import Counts, LocalCluster
+from pixelfox.cli.launcher import Counts, LocalCluster, free_port
 from pixelfox.config import DatabaseSettings
 from pixelfox.db import migrate, tools
 from pixelfox.db.engine import make_engine
@@ -111,6 +111,65 @@ def test_main_flow_on_postgres(pg_cluster: tuple[LocalCluster, str], postgres: P
     assert postgres.psql("SELECT version_num FROM alembic_version", db="cluster").strip() == migrate.head_revision()
     assert int(postgres.psql("SELECT count(*) FROM variants", db="cluster")) >= 2 * 5
     assert all(r["health"] == "healthy" for r in status(local.root).values())
+
+
+def test_folder_commands_act_on_the_database_the_cluster_uses(pg_cluster: tuple[LocalCluster, str],
+                                                              postgres: Postgres, corpus: Path) -> None:
+    """H2/H3: a cluster switched to PostgreSQL records it in cluster.json; backup, upgrade-db, tiers move and
+    migrate-db in its folder act on it (not on a stale .pixelfox/pixelfox.db), and migrate-db refuses to copy
+    over the database the running cluster uses, however the URL is spelled."""
+    local, url = pg_cluster
+    state_file = local.root / ".pixelfox" / "cluster.json"
+    assert state_file.stat().st_mode & 0o777 == 0o600
+    state = json.loads(state_file.read_text())
+    assert state["database_url"] == url
+    put = cli(local.root, "put", "--json", "--wait", str(corpus / "photos" / "painting_rgb.png"), timeout=300)
+    assert put.returncode == 0, put.stderr
+    stale = local.root / ".pixelfox" / "pixelfox.db"  # what the commands used to read: an empty SQLite file
+    res = cli(local.root, "upgrade-db", "--db", f"sqlite+aiosqlite:///{stale}")
+    assert res.returncode == 0, res.stderr
+    pg_images = int(postgres.psql("SELECT count(*) FROM images", db="cluster"))
+    where = f"(from the cluster in {local.root})"
+
+    res = cli(local.root, "backup", str(local.root / "meta.jsonl"))
+    assert res.returncode == 0, res.stderr
+    assert f"pixelfox: backing up {url} {where}" in res.stderr
+    assert json.loads(res.stdout)["tables"]["images"]["rows"] == pg_images >= 1
+    res = cli(local.root, "upgrade-db")
+    assert res.returncode == 0 and f"upgrading {url}" in res.stderr, res.stderr
+    res = cli(local.root, "tiers", "move", "--dry-run")
+    assert res.returncode == 0 and f"pixelfox: database {url}" in res.stderr, res.stdout + res.stderr
+
+    same = cli(local.root, "migrate-db", "--target", url)  # the default source is now the live database
+    assert same.returncode == 2 and "--source and --target are the same database" in same.stderr, same.stderr
+    other_spelling = url.replace("127.0.0.1", "localhost")
+    for target in (url, other_spelling):
+        res = cli(local.root, "migrate-db", "--source", f"sqlite+aiosqlite:///{stale}", "--target", target)
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert "is the database the running cluster uses" in res.stderr and "Traceback" not in res.stderr
+    assert int(postgres.psql("SELECT count(*) FROM images", db="cluster")) == pg_images  # untouched
+
+
+def test_migrate_db_bad_urls_and_batch_say_what_to_do(pg_cluster: tuple[LocalCluster, str],
+                                                     postgres: Postgres, tmp_path: Path) -> None:
+    local, url = pg_cluster
+    src = ["--source", url]
+    cases = [
+        (url.replace("postgresql+asyncpg", "postgresql"), "use postgresql+asyncpg://USER[:PASSWORD]@HOST"),
+        (postgres.url("no_such_db"), 'database "no_such_db" does not exist'),
+        (f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x", "cannot use the database"),
+        ("mysql+aiomysql://u@h/db", "only PostgreSQL"),
+    ]
+    for target, why in cases:
+        res = cli(local.root, "migrate-db", *src, "--target", target)
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert why in res.stderr and "Traceback" not in res.stderr, res.stderr
+    res = cli(local.root, "migrate-db", "--source", f"sqlite+aiosqlite:///{tmp_path / 'none.db'}", "--target",
+              postgres.create_db("unused"))
+    assert res.returncode == 2 and "no SQLite database at" in res.stderr, res.stderr
+    assert not (tmp_path / "none.db").exists()
+    res = cli(local.root, "migrate-db", *src, "--target", postgres.url("unused"), "--batch", "0")
+    assert res.returncode == 2 and "--batch: 0 is not allowed" in res.stderr, res.stderr
 
 
 async def _checksums(url: str) -> dict[str, tools.TableSum]:
