@@ -106,7 +106,13 @@ def cmd_migrate_db(opts: argparse.Namespace) -> int:
 def cmd_backup(opts: argparse.Namespace) -> int:
     from pixelfox.db import tools
 
-    report = asyncio.run(tools.backup(_db_url(opts.db, "backing up"), Path(opts.file)))
+    url = _db_url(opts.db, "backing up")
+    if opts.file == "-":  # the backup itself goes to standard output, the header to stderr
+        report = asyncio.run(tools.backup(url, None))
+        sys.stdout.flush()
+        print(json.dumps(report, indent=2), file=sys.stderr)
+        return 0
+    report = asyncio.run(tools.backup(url, Path(opts.file)))
     print(json.dumps(report, indent=2))
     return 0
 
@@ -142,7 +148,8 @@ def add_commands(sub: Any, with_target: Callable[[argparse.ArgumentParser], argp
     md.add_argument("--batch", type=positive_int, default=500, help="rows per batch (default 500)")
     md.set_defaults(func=cmd_migrate_db)
 
-    bk = sub.add_parser("backup", help="write the metadata to a JSON Lines file (gzip if it ends in .gz)")
+    bk = sub.add_parser("backup", help="write the metadata to a JSON Lines file (gzip if it ends in .gz; mode 0600; "
+                        "- for standard output)")
     bk.add_argument("file")
     bk.add_argument("--db", help="database URL (default: the local cluster's database)")
     bk.set_defaults(func=cmd_backup)

@@ -14,7 +14,8 @@ JSON. Two databases with equal checksums for every table hold the same metadata.
   point ``PIXELFOX_DATABASE__URL`` at the target. Rows deleted from the source after they
   were copied are reported by the verification (counts differ), never silently kept.
 * :func:`backup` writes JSON Lines (gzip when the file name ends in ``.gz``): a header with
-  the schema revision and each table's count and checksum, then one line per row.
+  the schema revision and each table's count and checksum, then one line per row. The file
+  is private (0600) and only ever replaces a regular file, never a symlink, device or FIFO.
 * :func:`restore` loads a backup into a database at the same revision, refusing a non-empty
   one unless ``force`` (then it empties the tables first), and verifies against the header.
 
@@ -26,10 +27,12 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import io
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -281,80 +284,142 @@ async def copy_database(source_url: str, target_url: str, batch: int = 500, *,
     return report
 
 
-def _open(path: Path, mode: str, gz: bool | None = None) -> IO[str]:
-    if path.suffix == ".gz" if gz is None else gz:
-        return gzip.open(path, mode + "t", encoding="utf-8")  # type: ignore[return-value]
-    return path.open(mode, encoding="utf-8")
+def _text(binary: IO[bytes], gz: bool) -> IO[str]:
+    raw: IO[bytes] = gzip.GzipFile(fileobj=binary, mode=binary.mode) if gz else binary  # type: ignore[assignment]
+    return io.TextIOWrapper(raw, encoding="utf-8", newline="\n")  # type: ignore[arg-type]
 
 
-async def backup(url: str, path: Path) -> dict[str, Any]:
-    """Write the database at ``url`` to ``path`` (JSON Lines, see module doc); returns the header.
+def _read(path: Path) -> IO[str]:
+    """``path`` as text, gunzipped when it starts with the gzip magic (whatever its name)."""
+    f = path.open("rb")
+    gz = f.read(2) == b"\x1f\x8b"
+    f.seek(0)
+    return _text(f, gz)
 
+
+def check_backup_file(path: Path) -> None:
+    """``BadRequest`` unless ``path`` may be written as a backup: its folder exists, and it (and its
+    ``.part``) is a regular file or absent; never a symlink, device or FIFO, which a rename would replace."""
+    if not path.parent.is_dir():
+        raise errors.BadRequest(f"cannot write {path}: the folder {path.parent} does not exist")
+    for p in (path, path.with_name(path.name + ".part")):
+        if p.is_symlink():
+            raise errors.BadRequest(f"{p} is a symbolic link: write the backup to a regular file path")
+        if p.exists() and not p.is_file():
+            raise errors.BadRequest(f"{p} exists and is not a regular file (a device, FIFO or folder): "
+                                    "write the backup to a regular file path, or to - for standard output")
+
+
+async def _write_backup(conn: AsyncConnection, f: IO[str]) -> dict[str, Any]:
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+    revision = await conn.run_sync(migrate._current)
+    sums = {t.name: await table_sum(conn, t) for t in _tables()}
+    header = {"format": BACKUP_FORMAT, "version": BACKUP_VERSION, "revision": revision,
+              "created_at": datetime.now(UTC).isoformat(),
+              "tables": {k: {"rows": v.rows, "sha256": v.sha256} for k, v in sums.items()}}
+    f.write(json.dumps(header) + "\n")
+    for t in _tables():
+        async for rows in _stream(conn, t, 1000):
+            for r in rows:
+                f.write(json.dumps({"t": t.name, "r": r}, separators=(",", ":")) + "\n")
+    return header
+
+
+async def backup(url: str, path: Path | None, *, out: IO[str] | None = None) -> dict[str, Any]:
+    """Write the database at ``url`` to ``path`` (JSON Lines, gzip for ``.gz``, see module doc), or to
+    ``out`` (default standard output) when ``path`` is None; returns the header.
+
+    The file is written as ``<path>.part`` with mode 0600 (it holds password and API-key hashes)
+    and renamed over ``path`` when complete. Raises ``BadRequest`` for a ``path`` that is a
+    symlink or not a regular file, or whose folder does not exist (:func:`check_backup_file`).
     Reads in one transaction, so the file is a consistent snapshot on PostgreSQL (REPEATABLE
     READ) and on SQLite (one read transaction in WAL mode).
     """
-    engine = make_engine(DatabaseSettings(url=url))
-    tmp = path.with_name(path.name + ".part")
+    if path is not None:
+        check_backup_file(path)
+    engine = open_engine(url, must_exist=True)
     try:
+        await identity(engine)  # one clear error for a database that cannot be reached
         async with engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
-            revision = await conn.run_sync(migrate._current)
-            sums = {t.name: await table_sum(conn, t) for t in _tables()}
-            header = {"format": BACKUP_FORMAT, "version": BACKUP_VERSION, "revision": revision,
-                      "created_at": datetime.now(UTC).isoformat(),
-                      "tables": {k: {"rows": v.rows, "sha256": v.sha256} for k, v in sums.items()}}
-            with _open(tmp, "w", gz=path.suffix == ".gz") as f:
-                f.write(json.dumps(header) + "\n")
-                for t in _tables():
-                    async for rows in _stream(conn, t, 1000):
-                        for r in rows:
-                            f.write(json.dumps({"t": t.name, "r": r}, separators=(",", ":")) + "\n")
-        tmp.replace(path)
+            if path is None:
+                return await _write_backup(conn, out or sys.stdout)
+            tmp = path.with_name(path.name + ".part")
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+                os.fchmod(fd, 0o600)
+                with _text(os.fdopen(fd, "wb"), path.suffix == ".gz") as f:
+                    header = await _write_backup(conn, f)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
     finally:
-        tmp.unlink(missing_ok=True)
         await engine.dispose()
     return header
 
 
-async def restore(path: Path, url: str, force: bool = False, batch: int = 500) -> dict[str, Any]:
-    """Load the backup at ``path`` into the database at ``url`` and verify it.
+def _read_header(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise errors.BadRequest(f"{path} is not a file")
+    try:
+        with _read(path) as f:
+            header = json.loads(f.readline())
+    except (ValueError, EOFError, gzip.BadGzipFile) as exc:  # JSON, UTF-8 or gzip errors
+        raise errors.BadRequest(f"{path} is not a PixelFox metadata backup ({type(exc).__name__})") from exc
+    if not isinstance(header, dict) or header.get("format") != BACKUP_FORMAT:
+        raise errors.BadRequest(f"{path} is not a PixelFox metadata backup")
+    return header
 
-    Raises ``ValueError`` for a file that is not a PixelFox backup, for a revision other
-    than the code's, for a non-empty target without ``force``, and when the restored
-    counts or checksums differ from the header.
+
+def _items(path: Path, tables: dict[str, Table]) -> Iterator[tuple[Table, dict[str, Any]]]:
+    """The rows of a backup after its header; ``BadRequest`` for a truncated or damaged file."""
+    n = 1
+    try:
+        with _read(path) as f:
+            f.readline()
+            for line in f:
+                n += 1
+                item = json.loads(line)
+                yield tables[item["t"]], item["r"]
+    except EOFError as exc:
+        raise errors.BadRequest(f"{path} is truncated (the compressed data ends early, after line {n})") from exc
+    except (ValueError, KeyError, TypeError, gzip.BadGzipFile) as exc:
+        raise errors.BadRequest(f"{path} is truncated or damaged at line {n} ({type(exc).__name__})") from exc
+
+
+async def restore(path: Path, url: str, force: bool = False, batch: int = 500) -> dict[str, Any]:
+    """Load the backup at ``path`` into the database at ``url`` and verify it (one transaction:
+    a failure leaves the database as it was).
+
+    Raises ``BadRequest`` for a file that is not a PixelFox backup or is truncated, for a
+    revision other than the code's, for a non-empty target without ``force``, and when the
+    restored counts or checksums differ from the header.
     """
-    with _open(path, "r") as f:
-        header = json.loads(f.readline())
-    if header.get("format") != BACKUP_FORMAT:
-        raise ValueError(f"{path} is not a PixelFox metadata backup")
+    header = _read_header(path)
     if header.get("revision") != migrate.head_revision():
-        raise ValueError(f"backup is at schema revision {header.get('revision')}, this code at "
-                         f"{migrate.head_revision()}: restore with the matching PixelFox version")
-    engine = make_engine(DatabaseSettings(url=url))
+        raise errors.BadRequest(f"backup is at schema revision {header.get('revision')}, this code at "
+                                f"{migrate.head_revision()}: restore with the matching PixelFox version")
+    engine = open_engine(url)
     tables = {t.name: t for t in _tables()}
     try:
+        await identity(engine)
         await migrate.prepare(engine)
         async with engine.begin() as conn:
             counts = {n: (await conn.execute(select(func.count()).select_from(t))).scalar() or 0
                       for n, t in tables.items()}
             if any(counts.values()):
                 if not force:
-                    raise ValueError("the target database is not empty (use --force to replace its contents)")
+                    raise errors.BadRequest("the target database is not empty (use --force to replace its contents)")
                 for t in reversed(list(tables.values())):
                     await conn.execute(delete(t))
             current: Table | None = None
             rows: list[dict[str, Any]] = []
-            with _open(path, "r") as f:
-                f.readline()
-                for line in f:  # the file is in FK order (parents first), one table after the other
-                    item = json.loads(line)
-                    t = tables[item["t"]]
-                    if rows and (t is not current or len(rows) >= batch):
-                        await conn.execute(insert(current), rows)  # type: ignore[arg-type]
-                        rows = []
-                    current = t
-                    rows.append(_decode(t, item["r"]))
+            for t, row in _items(path, tables):  # the file is in FK order (parents first), table after table
+                if rows and (t is not current or len(rows) >= batch):
+                    await conn.execute(insert(current), rows)  # type: ignore[arg-type]
+                    rows = []
+                current = t
+                rows.append(_decode(t, row))
             if rows:
                 await conn.execute(insert(current), rows)  # type: ignore[arg-type]
             await _reset_sequences(conn)
@@ -365,6 +430,6 @@ async def restore(path: Path, url: str, force: bool = False, batch: int = 500) -
            for n, want in header["tables"].items()
            if n in sums and (want["rows"], want["sha256"]) != (sums[n].rows, sums[n].sha256)}
     if bad:
-        raise ValueError(f"restore verification failed: {bad}")
+        raise errors.BadRequest(f"restore verification failed: {bad}")
     return {"restored": True, "revision": header["revision"],
             "rows": {n: s.rows for n, s in sums.items()}}

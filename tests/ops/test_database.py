@@ -5,14 +5,17 @@ and a backup/restore drill."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
+import os
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from pixelfox.cli.launcher import Counts, LocalCluster, free_port
 from pixelfox.config import DatabaseSettings
@@ -227,3 +230,79 @@ def test_migrate_db_online_resumable_then_restore_drill(cluster: ClusterHandle, 
         refused = _pixelfox(cluster.root, "restore", str(backup), "--db", dest)
         assert refused.returncode != 0 and "not empty" in refused.stderr
         assert _pixelfox(cluster.root, "restore", str(backup), "--db", dest, "--force").returncode == 0
+
+
+def _sqlite_with_a_user(tmp_path: Path) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'meta.db'}"
+    assert _pixelfox(tmp_path, "upgrade-db", "--db", url).returncode == 0
+    engine = make_engine(DatabaseSettings(url=url))
+
+    async def add() -> None:
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text("INSERT INTO users (id, name, password_hash, role, created_at) "
+                                        "VALUES ('u1', 'alice', 'argon2-hash', 'user', '2024-01-01 00:00:00')"))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(add())
+    return url
+
+
+def test_backup_never_replaces_what_is_not_a_regular_file_and_is_private(tmp_path: Path) -> None:
+    url = _sqlite_with_a_user(tmp_path)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    (tmp_path / "link.jsonl").symlink_to(victim)
+    for name, why in (("fifo", "is not a regular file"), ("link.jsonl", "is a symbolic link"),
+                      ("nofolder/x.gz", f"the folder {tmp_path / 'nofolder'} does not exist")):
+        res = _pixelfox(tmp_path, "backup", str(tmp_path / name), "--db", url)
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert why in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert (tmp_path / "link.jsonl").is_symlink() and victim.read_text() == "keep me\n"
+    assert not (tmp_path / "nofolder").exists() and not list(tmp_path.glob("*.part"))
+
+    old = tmp_path / "old.jsonl.gz"
+    old.write_text("an older, world-readable backup")
+    old.chmod(0o644)
+    for out in (tmp_path / "new.jsonl", old):
+        res = _pixelfox(tmp_path, "backup", str(out), "--db", url)
+        assert res.returncode == 0, res.stderr
+        assert os.stat(out).st_mode & 0o777 == 0o600  # it holds password and API-key hashes
+        assert json.loads(res.stdout)["tables"]["users"]["rows"] == 1
+    with gzip.open(old, "rt") as f:
+        assert json.loads(f.readline())["format"] == tools.BACKUP_FORMAT
+
+    streamed = _pixelfox(tmp_path, "backup", "-", "--db", url)
+    assert streamed.returncode == 0, streamed.stderr
+    lines = streamed.stdout.splitlines()
+    assert json.loads(lines[0])["format"] == tools.BACKUP_FORMAT and json.loads(lines[1])["r"]["name"] == "alice"
+    assert (tmp_path / "new.jsonl").read_text().splitlines()[1:] == lines[1:]
+
+
+def test_restore_of_a_foreign_or_truncated_file_says_so_and_changes_nothing(tmp_path: Path) -> None:
+    url = _sqlite_with_a_user(tmp_path)
+    good = tmp_path / "good.jsonl.gz"
+    assert _pixelfox(tmp_path, "backup", str(good), "--db", url).returncode == 0
+    plain = tmp_path / "good.jsonl"
+    assert _pixelfox(tmp_path, "backup", str(plain), "--db", url).returncode == 0
+    passwd = tmp_path / "passwd"
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    cut_gz = tmp_path / "cut.jsonl.gz"
+    cut_gz.write_bytes(good.read_bytes()[: len(good.read_bytes()) - 30])
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text(plain.read_text()[:-20])
+    target = f"sqlite+aiosqlite:///{tmp_path / 'target.db'}"
+    for bad, why in ((passwd, "is not a PixelFox metadata backup"), (tmp_path, "is not a file"),
+                     (cut_gz, "is truncated"), (cut, "is truncated or damaged at line 2")):
+        res = _pixelfox(tmp_path, "restore", str(bad), "--db", target)
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert why in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert asyncio.run(_checksums(target))["users"].rows == 0  # the failed restores left nothing behind
+    renamed = tmp_path / "gzip-without-suffix"
+    renamed.write_bytes(good.read_bytes())
+    res = _pixelfox(tmp_path, "restore", str(renamed), "--db", target)
+    assert res.returncode == 0 and json.loads(res.stdout)["rows"]["users"] == 1, res.stderr
