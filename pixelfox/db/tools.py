@@ -11,8 +11,9 @@ JSON. Two databases with equal checksums for every table hold the same metadata.
   source still takes writes and can be interrupted and started again: a table whose count
   and checksum already match is skipped, a half-copied one is completed, rows changed since
   are updated. Run it once online, stop the managers, run it again (seconds), verify, and
-  point ``PIXELFOX_DATABASE__URL`` at the target. Rows deleted from the source after they
-  were copied are reported by the verification (counts differ), never silently kept.
+  point ``PIXELFOX_DATABASE__URL`` at the target. Target rows whose primary key is no longer
+  in the source (deleted, or replaced by a row with a new key) are removed first, children
+  before parents, so the final pass converges to the source; the report counts them.
 * :func:`backup` writes JSON Lines (gzip when the file name ends in ``.gz``): a header with
   the schema revision and each table's count and checksum, then one line per row. The file
   is private (0600) and only ever replaces a regular file, never a symlink, device or FIFO.
@@ -38,7 +39,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import DateTime, Table, delete, func, insert, select, text
+from sqlalchemy import DateTime, Table, delete, func, insert, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
@@ -210,6 +211,33 @@ async def _reset_sequences(conn: AsyncConnection) -> None:
                                             f"{t.name}), 0) + 1, false)"))
 
 
+async def _keys(conn: AsyncConnection, table: Table, batch: int) -> set[tuple[Any, ...]]:
+    result = await conn.stream(select(*table.primary_key.columns).execution_options(yield_per=batch))
+    out: set[tuple[Any, ...]] = set()
+    async for part in result.partitions(batch):
+        out.update(tuple(r) for r in part)
+    return out
+
+
+async def _remove_gone(sconn: AsyncConnection, dst: AsyncEngine, table: Table, batch: int) -> int:
+    """Delete the target rows of ``table`` whose primary key is no longer in the source; returns how many.
+
+    Runs before the upserts, so a row the source replaced (same unique values, a new key, e.g. a
+    reprocessed variant) never collides with the old one in the target.
+    """
+    pk = list(table.primary_key.columns)
+    if not pk:
+        return 0
+    async with dst.connect() as dconn:
+        gone = sorted(await _keys(dconn, table, batch) - await _keys(sconn, table, batch))
+    for i in range(0, len(gone), batch):
+        chunk = gone[i:i + batch]
+        where = pk[0].in_([k[0] for k in chunk]) if len(pk) == 1 else tuple_(*pk).in_(chunk)
+        async with dst.begin() as dconn:
+            await dconn.execute(delete(table).where(where))
+    return len(gone)
+
+
 @dataclass
 class CopyReport:
     """What :func:`copy_database` did: per table source/target counts and checksums, and whether they match."""
@@ -257,6 +285,9 @@ async def copy_database(source_url: str, target_url: str, batch: int = 500, *,
         await migrate.prepare(src)
         await migrate.prepare(dst)
         async with src.connect() as sconn:
+            removed = {}
+            for table in reversed(_tables()):  # children first: no row still points at a parent removed
+                removed[table.name] = await _remove_gone(sconn, dst, table, batch)
             for table in _tables():
                 before = await table_sum(sconn, table)
                 async with dst.connect() as dconn:
@@ -272,10 +303,12 @@ async def copy_database(source_url: str, target_url: str, batch: int = 500, *,
                 now = await table_sum(sconn, table)
                 report.tables[table.name] = {
                     "source_rows": now.rows, "target_rows": after.rows, "copied": copied,
+                    "removed": removed[table.name],
                     "source_sha256": now.sha256, "target_sha256": after.sha256,
                     "match": (now.rows, now.sha256) == (after.rows, after.sha256),
                 }
-                logger.info("%s: %d rows copied, match=%s", table.name, copied, report.tables[table.name]["match"])
+                logger.info("%s: %d rows copied, %d removed, match=%s", table.name, copied, removed[table.name],
+                            report.tables[table.name]["match"])
         async with dst.begin() as dconn:
             await _reset_sequences(dconn)
     finally:

@@ -8,6 +8,7 @@ import asyncio
 import gzip
 import json
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -306,3 +307,32 @@ def test_restore_of_a_foreign_or_truncated_file_says_so_and_changes_nothing(tmp_
     renamed.write_bytes(good.read_bytes())
     res = _pixelfox(tmp_path, "restore", str(renamed), "--db", target)
     assert res.returncode == 0 and json.loads(res.stdout)["rows"]["users"] == 1, res.stderr
+
+
+def test_migrate_db_removes_rows_gone_from_the_source(tmp_path: Path, postgres: Postgres) -> None:
+    """M1: rows deleted or replaced (same unique name, new key) in the source between passes are removed from
+    the target, so the pass after the managers stop reports verified."""
+    url = _sqlite_with_a_user(tmp_path)  # u1 alice
+    db = sqlite3.connect(tmp_path / "meta.db")
+    db.execute("PRAGMA foreign_keys=ON")
+    db.executemany("INSERT INTO users (id, name, password_hash, role, created_at) VALUES (?, ?, 'h', 'user', "
+                   "'2024-01-01 00:00:00')", [("u2", "bob"), ("u3", "carol")])
+    db.execute("INSERT INTO api_keys (id, user_id, label, key_hash, prefix, created_at) VALUES "
+               "('k1', 'u3', 'l', 'kh1', 'p', '2024-01-01 00:00:00')")
+    db.commit()
+    target = postgres.create_db("gone")
+    first = _pixelfox(tmp_path, "migrate-db", "--source", url, "--target", target)
+    assert first.returncode == 0 and json.loads(first.stdout)["verified"], first.stdout + first.stderr
+
+    db.execute("DELETE FROM users WHERE id IN ('u2', 'u3')")  # carol's key goes with her (CASCADE)
+    db.execute("INSERT INTO users (id, name, password_hash, role, created_at) VALUES "
+               "('u4', 'bob', 'h2', 'user', '2024-02-01 00:00:00')")  # bob again, under a new id
+    db.commit()
+    db.close()
+    again = _pixelfox(tmp_path, "migrate-db", "--source", url, "--target", target)
+    assert again.returncode == 0, again.stdout + again.stderr
+    rep = json.loads(again.stdout)
+    assert rep["verified"], rep
+    assert rep["tables"]["users"]["removed"] == 2 and rep["tables"]["api_keys"]["removed"] == 1
+    assert rep["tables"]["users"]["target_rows"] == 2 and rep["tables"]["api_keys"]["target_rows"] == 0
+    assert postgres.psql("SELECT id, name FROM users ORDER BY id", db="gone").split() == ["u1|alice", "u4|bob"]
