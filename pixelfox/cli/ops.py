@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pixelfox.cli import context
+from pixelfox.cli.argtypes import POSITIVE
 from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 
@@ -82,17 +83,6 @@ def _db_url(explicit: str | None, action: str, flag: str = "--db") -> str:
     return url
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed: use 1 or more")
-    return value
-
-
 def cmd_migrate_db(opts: argparse.Namespace) -> int:
     from pixelfox.db import tools
 
@@ -145,7 +135,7 @@ def add_commands(sub: Any, with_target: Callable[[argparse.ArgumentParser], argp
     md.add_argument("--source", help="source database URL (default: the database the local cluster uses, "
                     "from PIXELFOX_DATABASE__URL or .pixelfox/cluster.json)")
     md.add_argument("--target", required=True, help="target URL, e.g. postgresql+asyncpg://user@host:5432/pixelfox")
-    md.add_argument("--batch", type=positive_int, default=500, help="rows per batch (default 500)")
+    md.add_argument("--batch", type=POSITIVE, default=500, help="rows per batch (default 500)")
     md.set_defaults(func=cmd_migrate_db)
 
     bk = sub.add_parser("backup", help="write the metadata to a JSON Lines file (gzip if it ends in .gz; mode 0600; "

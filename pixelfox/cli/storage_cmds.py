@@ -26,6 +26,7 @@ from typing import Any
 
 from pixelfox import errors
 from pixelfox.cli import context
+from pixelfox.cli.argtypes import POSITIVE
 
 
 def _manager_settings() -> Any:
@@ -95,17 +96,6 @@ def cmd_tiers_move(opts: argparse.Namespace) -> int:
             print("nothing to move")
     failed = [m for m in out["moves"] if not out["dry_run"] and not m["done"]]
     return 1 if failed else 0
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed: use 1 or more")
-    return value
 
 
 def _live_pools() -> list[tuple[str, Any]]:
@@ -196,7 +186,7 @@ def add_commands(sub: Any, with_target: Callable[[argparse.ArgumentParser], argp
     ms.add_argument("--delete-source", action="store_true",
                     help="delete each source object once verified; the source must not be a pool a running storage "
                     "node serves (stop or switch the node first; refused for this folder's running cluster)")
-    ms.add_argument("--concurrency", type=positive_int, default=4, help="objects in flight (default 4)")
+    ms.add_argument("--concurrency", type=POSITIVE, default=4, help="objects in flight (default 4)")
     ms.add_argument("--json", action="store_true")
     ms.add_argument("-v", "--verbose", action="store_true")
     ms.set_defaults(func=cmd_migrate_store)
