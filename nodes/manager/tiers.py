@@ -113,6 +113,7 @@ class TierMover:
         self.sessions = sessions
         self.registry = registry
         self.redis = redis
+        self.unserved: dict[str, int] = {}  # tier -> images due for it that no healthy node serves (last plan)
         self.secret = secret
         self.replicas = max(1, replicas)
         self.settings = settings or TierSettings()
@@ -131,8 +132,10 @@ class TierMover:
                 await asyncio.wait_for(stop.wait(), self.settings.interval_s)
 
     async def plan(self, now: float | None = None) -> list[Move]:
-        """The moves due now, at most ``batch`` (nothing is changed)."""
+        """The moves due now, at most ``batch`` (nothing is changed). Images due for a tier that no
+        healthy storage node serves are counted per tier in :attr:`unserved` instead."""
         now = now or time.time()
+        self.unserved = {}
         order = self.settings.order
         nodes = {r.node_id: r for r in await self.registry.all(common_pb2.NODE_ROLE_STORAGE)}
         pools_with_nodes = {pool_of(r) for r in nodes.values() if self.registry.healthy(r)}
@@ -162,12 +165,14 @@ class TierMover:
                 continue
             dst = order[cur + 1]
             rule = self.settings.rules.get(dst)
-            if rule is None or dst not in pools_with_nodes:
+            if rule is None:
                 continue
             created_ts = (created if created.tzinfo else created.replace(tzinfo=UTC)).timestamp()
             age_d = (now - created_ts) / 86400
             idle_d = (now - seen.get(image_id, created_ts)) / 86400
-            if age_d >= rule.after_days and idle_d >= rule.idle_days:
+            if age_d >= rule.after_days and idle_d >= rule.idle_days and dst not in pools_with_nodes:
+                self.unserved[dst] = self.unserved.get(dst, 0) + 1
+            elif age_d >= rule.after_days and idle_d >= rule.idle_days:
                 moves.append(Move(image_id, slug, order[cur], dst,
                                   f"{age_d:.1f} days old, unseen for {idle_d:.1f} days"))
             if len(moves) >= self.settings.batch:
@@ -179,12 +184,14 @@ class TierMover:
         report = TierReport()
         if dry_run:
             report.moves = await self.plan(now)
+            report.skipped = self._unserved_note()
             return report
         if not await self.lease.acquire():
             report.skipped = "another tier mover holds the lease"
             return report
         try:
             report.moves = await self.plan(now)
+            report.skipped = self._unserved_note()
             for mv in report.moves:
                 if not await self.lease.renew():
                     mv.error = "lease lost"
@@ -193,6 +200,11 @@ class TierMover:
         finally:
             await self.lease.release()
         return report
+
+    def _unserved_note(self) -> str:
+        """Why due images stay where they are: their next tier has no healthy storage node."""
+        return "; ".join(f"{n} image(s) due for {tier}, but no healthy storage node serves pool {tier!r}"
+                         for tier, n in sorted(self.unserved.items()))
 
     async def _move_one(self, mv: Move) -> None:
         nodes = {r.node_id: r for r in await self.registry.all(common_pb2.NODE_ROLE_STORAGE)}
