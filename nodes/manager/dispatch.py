@@ -25,7 +25,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -394,8 +394,8 @@ class Dispatcher:
         f = self._claim(worker, r.job_id, r.lease_id)
         if f is None:
             return
-        if r.permanent:
-            await self.queue.bury(f.job, f"{r.code}: {r.message}")
+        if r.permanent:  # dead at once; its one attempt counts, as the retried ones' do
+            await self.queue.bury(replace(f.job, attempt=f.job.attempt + 1), f"{r.code}: {r.message}", drop=f.job)
         else:
             delay = await self.queue.retry(f.job, f"{r.code}: {r.message}")
             if delay is not None:

@@ -230,3 +230,26 @@ def test_reprocess_replaces_the_variant_set_while_the_image_stays_ready(
     assert {(v["name"], v["format"]) for v in now["variants"]} == {(v["name"], v["format"]) for v in img["variants"]}
     listing = json.loads(cli(local.root, "jobs", "--json").stdout)
     assert listing["counts"]["queued"] == listing["counts"]["running"] == 0, listing
+
+
+def test_a_file_that_fails_to_decode_is_dead_at_once_with_its_attempt(jc: tuple[LocalCluster, str],
+                                                                      tmp_path: Path) -> None:
+    """A PNG whose header passes the upload probe but whose pixel data is broken fails processing
+    permanently: no retries, one dead letter whose attempt is 1 (it said 0), the image failed."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    broken = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 640, 480, 8, 2, 0, 0, 0))
+              + chunk(b"IDAT", os.urandom(4096)) + chunk(b"IEND", b""))
+    path = tmp_path / "broken_deflate.png"
+    path.write_bytes(broken)
+    local, key = jc
+    put = put_retrying(local.root, path)
+    img = wait_final(local, key, put["id"], 120)
+    assert img["status"] == "failed" and img["error"]["code"] == "corrupt-image", img
+    listing = json.loads(cli(local.root, "jobs", "--json", "--state", "dead").stdout)
+    dead = [j for j in listing["jobs"] if j["slug"] == put["id"]]
+    assert len(dead) == 1 and dead[0]["attempt"] == 1 and dead[0]["reason"].startswith("corrupt-image"), dead

@@ -175,8 +175,18 @@
         const resumed = state.dataset.resumedAt ? " (resumed)" : "";
         state.textContent = pct < 100 ? "uploading " + pct + " %" + resumed : "processing…";
       },
-      onError: (err) => {
+      onError: async (err) => {
         const status = err.originalResponse ? err.originalResponse.getStatus() : 0;
+        if (status === 401) {
+          // "ticket already used": the same file picked twice shares one upload, and the other
+          // row completed it first; the upload's image is this row's result too
+          const done = await finished(t.id);
+          if (done[0]) {
+            localStorage.removeItem(key);
+            show(...done);
+            return;
+          }
+        }
         // network errors, 5xx, a busy upload (423), an offset race (409) or a rate limit (429) keep
         // the ticket for a resume; any other answer (401 ticket, 404 gone, 400 a bad image...) is final
         let retryable = status === 0 || status >= 500 || [409, 423, 429].includes(status);
@@ -201,16 +211,19 @@
     up.start();
   }
 
-  // the upload's image once the upload node has stored it. The last byte can arrive before the
-  // upload is complete: the same file picked twice shares one upload, and the other row's PATCH
-  // may still be storing it ("open" at full offset), so that answer is asked again (~30 s)
+  // the upload's image once the upload node has stored it, as [ok, data, status] for show(). The
+  // last byte can arrive before the upload is complete: the same file picked twice shares one
+  // upload, and the other row's PATCH may still be storing it ("open" at full offset), so that
+  // answer is asked again (~30 s); any other state is answered at once
   async function finished(id) {
     for (let n = 0; n < 60; n++) {
       try {
         const r = await fetch("/api/v1/uploads/" + encodeURIComponent(id), { credentials: "same-origin" });
         const data = await r.json().catch(() => ({}));
         if (r.ok && data.image) return [true, data.image, r.status];
-        if (!r.ok || !(data.status === "open" || data.status === "complete")) return [false, data, r.status];
+        const storing = (data.status === "open" && data.size > 0 && data.offset === data.size) ||
+          data.status === "complete";  // every byte is in: the upload node is storing it
+        if (!r.ok || !storing) return [false, data, r.status];
       } catch (e) {
         if (n >= 5) return [false, { error: { message: "uploaded, but the result could not be read: " + e } }, 0];
       }
