@@ -17,15 +17,16 @@ import dataclasses
 import logging
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nodes.manager.images import ImageViews
 from nodes.manager.objects import Objects, image_keys
 from pixelfox import deletion, errors, readmodel
-from pixelfox.db.models import Image, Upload, User
+from pixelfox.db.models import AbuseReport, Image, Upload, User
 from pixelfox.leases import Lease
 from pixelfox.storage.keys import private_key, public_key
 from pixelfox.text import checked, checked_title
@@ -201,6 +202,10 @@ class Library:
             proto = await self.views.to_proto(s, img)
             keys = image_keys(img)
             upload = await s.get(Upload, img.upload_id) if img.upload_id else None
+            # open abuse reports of the image are settled with it (they stayed open, pointing nowhere)
+            await s.execute(update(AbuseReport).where(AbuseReport.image_id == img.id, AbuseReport.status == "open")
+                            .values(status="image-deleted", resolved_at=datetime.now(UTC),
+                                    resolved_by=user.name if user is not None else "deletion link"))
             await s.delete(img)
             if upload is not None:  # its filename and owner go with the image (after it: the image points at it)
                 await s.flush()

@@ -447,3 +447,28 @@ async def test_album_page_renames_and_pages_through_images_to_add(cluster: Any, 
                                           "description": ""})
     status, seen = await api(owner, "GET", f"/api/v1/albums/{album['id']}")
     assert (seen["title"], seen["description"]) == ("Tiles", "")
+
+
+async def test_deleting_an_image_settles_its_open_reports(cluster: Any, http: aiohttp.ClientSession) -> None:
+    """A report on an image its owner then deletes leaves the admins' open list (it stayed open,
+    pointing at nothing), recorded as image-deleted by the owner."""
+    owner, hdr, image = await new_user_with_image(http, cluster.web_url)
+    reporter = Browser(http, cluster.web_url)
+    token = await reporter.csrf(f"/i/{image['id']}/report")
+    reason = f"stale report {uuid.uuid4().hex[:8]}"
+    status, _, _ = await reporter.post(f"/i/{image['id']}/report", {"csrf_token": token, "reason": reason})
+    assert status == 303
+    admin_name = _user()
+    r = cluster.pixelfox("users", "create", admin_name, "--admin", "--password-stdin", input=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    admin = Browser(http, cluster.web_url)
+    await admin.login(admin_name)
+    assert reason in (await admin.get("/admin/reports"))[1]
+    status, me = await api(owner, "GET", "/api/v1/me")
+    status, _ = await api(owner, "DELETE", f"/api/v1/images/{image['id']}", None, hdr)
+    assert status == 200
+    status, html, _ = await admin.get("/admin/reports")
+    assert status == 200 and reason not in html
+    status, html, _ = await admin.get("/admin/reports?all=1")
+    row = next(line for line in html.split("<tr") if reason in line)
+    assert f"image-deleted by {me['name']}</td>" in row, row
