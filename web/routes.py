@@ -37,4 +37,11 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/readyz", health.readyz, name="readyz")
     setup_vendor_routes(app)  # /static/vendor/ (npm-installed browser libraries) before /static/
     r.add_static("/static/", STATIC_DIR, name="static", append_version=True)
+    r.add_get("/favicon.ico", favicon, name="favicon")  # asked for by clients that do not read <link rel=icon>
     setup_community_routes(app)
+
+
+async def favicon(request: web.Request) -> web.StreamResponse:
+    """``/favicon.ico``: a permanent redirect to the SVG icon the pages link (no 404 in every console)."""
+    raise web.HTTPMovedPermanently(str(request.app.router["static"].url_for(filename="favicon.svg")))
+

@@ -246,6 +246,18 @@ async def test_health_and_headers(client: TestClient[Any, Any]) -> None:
     assert r.status == 503
 
 
+async def test_favicon(client: TestClient[Any, Any]) -> None:
+    """Pages link an SVG icon; /favicon.ico (asked for by clients that ignore the link) redirects to it."""
+    page = await (await client.get("/login")).text()
+    icon = re.search(r'<link rel="icon" href="([^"]+)" type="image/svg\+xml">', page)
+    assert icon and icon.group(1).startswith("/static/favicon.svg"), page[:400]
+    r = await client.get("/favicon.ico", allow_redirects=False)
+    assert r.status == 301 and r.headers["Location"] == icon.group(1)
+    r = await client.get(icon.group(1))
+    body = await r.read()
+    assert r.status == 200 and r.content_type == "image/svg+xml" and body.startswith(b"<svg ") and len(body) < 1024
+
+
 async def test_register_login_logout(client: TestClient[Any, Any]) -> None:
     await client.get("/login")
     pre_login = _cookie(client)
