@@ -50,7 +50,7 @@ def find_state(start: Path | None = None) -> Path | None:
     return None
 
 
-def _running(pid: object) -> bool:
+def is_running(pid: object) -> bool:
     """Whether the ``pixelfox up`` that wrote the state file (its ``pid``) is still alive."""
     if not isinstance(pid, int) or pid <= 0:
         return False
@@ -87,7 +87,7 @@ def resolve(manager: str | None, api_key: str | None) -> ClusterRef:
             "no cluster found: run `pixelfox up` in this folder, or pass --manager HOST:PORT "
             "(or set PIXELFOX_MANAGER) and --api-key (PIXELFOX_API_KEY)"
         )
-    if not manager and not _running(data.get("pid")):
+    if not manager and not is_running(data.get("pid")):
         raise SystemExit(
             f"the cluster in {state.parent.parent if state else '.'} is not running: start it with `pixelfox up` "
             "there, or pass --manager HOST:PORT and --api-key for another cluster"

@@ -63,7 +63,7 @@ def cluster_database() -> tuple[str, str] | None:
 def live_database() -> str | None:
     """The database the local cluster uses while its ``pixelfox up`` runs (None when it does not run)."""
     state, data = _state()
-    if state is None or not context._running(data.get("pid")):
+    if state is None or not context.is_running(data.get("pid")):
         return None
     return str(data.get("database_url") or f"sqlite+aiosqlite:///{state.parent / 'pixelfox.db'}")
 

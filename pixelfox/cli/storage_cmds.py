@@ -107,7 +107,7 @@ def _live_pools() -> list[tuple[str, Any]]:
     if state is None:
         return []
     data = json.loads(state.read_text())
-    if not context._running(data.get("pid")):
+    if not context.is_running(data.get("pid")):
         return []
     out = []
     for node, pool in (data.get("pools") or {}).items():
