@@ -164,8 +164,8 @@ def test_timeouts_back_off_dead_letter_and_retry(jc: tuple[LocalCluster, str], t
     assert variant_set_ok(img)
     r = cli(local.root, "jobs", "retry", put["id"])  # a ready image has nothing to finish
     assert r.returncode == 2 and "is ready; `pixelfox reprocess" in r.stderr, r.stderr
-    r = cli(local.root, "reprocess", put["id"], "--recipe", "999")
-    assert r.returncode == 2 and "recipe version 999 is unknown" in r.stderr, r.stderr
+    r = cli(local.root, "reprocess", put["id"], "--recipe", "0")
+    assert r.returncode == 2 and "--recipe: 0 is out of range" in r.stderr, r.stderr
     r = cli(local.root, "jobs", "--limit", "-1")
     assert r.returncode == 2 and "-1 is out of range" in r.stderr, r.stderr
     listing = json.loads(cli(local.root, "jobs", "--json").stdout)
