@@ -110,7 +110,9 @@ def cmd_backup(opts: argparse.Namespace) -> int:
 def cmd_restore(opts: argparse.Namespace) -> int:
     from pixelfox.db import tools
 
-    report = asyncio.run(tools.restore(Path(opts.file), _db_url(opts.db, "restoring into"), force=opts.force))
+    url = _db_url(opts.db, "restoring into")
+    asyncio.run(tools.refuse_live(url, live_database(), "restoring a backup over it"))
+    report = asyncio.run(tools.restore(Path(opts.file), url, force=opts.force))
     print(json.dumps(report, indent=2))
     return 0
 

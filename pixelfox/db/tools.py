@@ -132,12 +132,22 @@ def unreachable(url: str, exc: BaseException) -> errors.Unavailable:
 
 
 async def identity(engine: AsyncEngine) -> tuple[str, ...]:
-    """What makes a database itself, whatever URL names it: a SQLite file's real path; a PostgreSQL
-    server's system identifier (or start time and port, without the right to read it) and the
-    database name. Raises ``Unavailable`` when it cannot be reached."""
+    """What makes a database itself, whatever URL names it: a SQLite file's device and inode (the
+    file SQLite itself reports having opened, so ``file:`` URIs, symlinks and hard links all count as
+    the same file); a PostgreSQL server's system identifier (or start time and port, without the
+    right to read it) and the database name. Raises ``Unavailable`` when it cannot be reached."""
     url = engine.url
     if url.get_backend_name() == "sqlite":
-        return ("sqlite", os.path.realpath(url.database or ":memory:"))
+        try:
+            async with engine.connect() as conn:
+                rows = (await conn.execute(text("PRAGMA database_list"))).all()
+        except (OSError, DBAPIError) as exc:
+            raise unreachable(url.render_as_string(hide_password=False), exc) from exc
+        path = next((str(r[2]) for r in rows if r[1] == "main"), "")
+        if not path:  # an in-memory database: only ever itself
+            return ("sqlite-memory", str(id(engine)))
+        st = os.stat(path)
+        return ("sqlite", str(st.st_dev), str(st.st_ino))
     try:
         async with engine.connect() as conn:
             db = str((await conn.execute(text("SELECT current_database()"))).scalar())
@@ -418,6 +428,26 @@ def _items(path: Path, tables: dict[str, Table]) -> Iterator[tuple[Table, dict[s
         raise errors.BadRequest(f"{path} is truncated (the compressed data ends early, after line {n})") from exc
     except (ValueError, KeyError, TypeError, gzip.BadGzipFile) as exc:
         raise errors.BadRequest(f"{path} is truncated or damaged at line {n} ({type(exc).__name__})") from exc
+
+
+async def refuse_live(url: str, live_url: str | None, what: str) -> None:
+    """``BadRequest`` when ``url`` is the same database as ``live_url`` (the one a running cluster
+    uses), so ``what`` (copying into it, restoring over it) cannot replace live rows under it."""
+    if not live_url:
+        return
+    engine, live = open_engine(url), open_engine(live_url)
+    try:
+        try:
+            same = await identity(engine) == await identity(live)
+        except errors.Unavailable:
+            return  # one of them cannot be reached: not the same running database
+    finally:
+        await engine.dispose()
+        await live.dispose()
+    if same:
+        raise errors.BadRequest(
+            f"{redact(url)} is the database the running cluster uses: {what} would replace its live rows. "
+            "Stop the cluster first, or pick another database")
 
 
 async def restore(path: Path, url: str, force: bool = False, batch: int = 500) -> dict[str, Any]:

@@ -118,7 +118,8 @@ def test_main_flow_on_postgres(pg_cluster: tuple[LocalCluster, str], postgres: P
 
 
 def test_folder_commands_act_on_the_database_the_cluster_uses(pg_cluster: tuple[LocalCluster, str],
-                                                              postgres: Postgres, corpus: Path) -> None:
+                                                              postgres: Postgres, corpus: Path,
+                                                              tmp_path: Path) -> None:
     """H2/H3: a cluster switched to PostgreSQL records it in cluster.json; backup, upgrade-db, tiers move and
     migrate-db in its folder act on it (not on a stale .pixelfox/pixelfox.db), and migrate-db refuses to copy
     over the database the running cluster uses, however the URL is spelled."""
@@ -151,6 +152,10 @@ def test_folder_commands_act_on_the_database_the_cluster_uses(pg_cluster: tuple[
         res = cli(local.root, "migrate-db", "--source", f"sqlite+aiosqlite:///{stale}", "--target", target)
         assert res.returncode == 2, res.stdout + res.stderr
         assert "is the database the running cluster uses" in res.stderr and "Traceback" not in res.stderr
+    backup = tmp_path / "live.jsonl"
+    assert cli(local.root, "backup", str(backup)).returncode == 0
+    res = cli(local.root, "restore", str(backup), "--force")  # over the live database, nodes running
+    assert res.returncode == 2 and "is the database the running cluster uses" in res.stderr, res.stderr
     assert int(postgres.psql("SELECT count(*) FROM images", db="cluster")) == pg_images  # untouched
 
 

@@ -1,0 +1,46 @@
+"""Which SQLite file a URL names, however it is spelled: the guards that keep migrate-db and restore
+off a running cluster's database compare these (a ``file:`` URI slipped past a path comparison and
+migrate-db deleted live rows)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from pixelfox import errors
+from pixelfox.db.tools import identity, open_engine, refuse_live
+
+
+async def _identity(url: str) -> tuple[str, ...]:
+    engine = open_engine(url)
+    try:
+        return await identity(engine)
+    finally:
+        await engine.dispose()
+
+
+def test_every_spelling_of_one_sqlite_file_is_that_file(tmp_path: Path) -> None:
+    live = tmp_path / "live.db"
+    other = tmp_path / "other.db"
+    asyncio.run(_identity(f"sqlite+aiosqlite:///{live}"))  # creates the file
+    asyncio.run(_identity(f"sqlite+aiosqlite:///{other}"))
+    (tmp_path / "link.db").symlink_to(live)
+    os.link(live, tmp_path / "hard.db")
+    (tmp_path / "sub").mkdir()
+    spellings = [f"sqlite+aiosqlite:///{live}", f"sqlite+aiosqlite:///file:{live}?uri=true",
+                 f"sqlite+aiosqlite:///{tmp_path / 'link.db'}", f"sqlite+aiosqlite:///{tmp_path / 'hard.db'}",
+                 f"sqlite+aiosqlite:///{tmp_path / 'sub' / '..' / 'live.db'}"]
+    ids = {asyncio.run(_identity(u)) for u in spellings}
+    assert len(ids) == 1, ids
+    assert asyncio.run(_identity(f"sqlite+aiosqlite:///{other}")) not in ids
+
+
+def test_refuse_live_names_the_running_database(tmp_path: Path) -> None:
+    live = f"sqlite+aiosqlite:///{tmp_path / 'live.db'}"
+    asyncio.run(_identity(live))
+    with pytest.raises(errors.BadRequest, match="is the database the running cluster uses: restoring would "):
+        asyncio.run(refuse_live(f"sqlite+aiosqlite:///file:{tmp_path / 'live.db'}?uri=true", live, "restoring"))
+    asyncio.run(refuse_live(f"sqlite+aiosqlite:///{tmp_path / 'copy.db'}", live, "restoring"))  # another file
