@@ -71,15 +71,22 @@ def safe_filename(raw: str | None, default: str = "upload") -> str:
     return name.strip() or default
 
 
+_POPS = {0x202C: None, 0x2069: None}  # PDF, PDI: dropped inside an isolate we close ourselves
+_ISOLATE_OPENERS = (0x2066, 0x2067, 0x2068)  # LRI, RLI, FSI
+
+
 def isolated(text: str) -> str:
     """``text`` wrapped in FIRST STRONG ISOLATE .. POP DIRECTIONAL ISOLATE (U+2068, U+2069) when it
     holds a bidi control (U+202A..U+202E, U+2066..U+2069), else unchanged: for plain-text places
     that ``<bdi>`` cannot reach (``<title>``, ``og:title``, oEmbed), so a title's right-to-left
-    override cannot reorder the text after it (Unicode UAX #9: a PDI closes every embedding and
-    override opened inside its isolate)."""
-    if any(ord(ch) in _BIDI_CONTROLS for ch in text):
-        return f"\u2068{text}\u2069"
-    return text
+    override cannot reorder the text after it. The text's own PDF/PDI are dropped (a stray PDI
+    would close our isolate early) and one PDI per isolate it opens is added, so our final PDI
+    closes our FSI; that PDI also ends every embedding and override opened inside (UAX #9, BD9)."""
+    if not any(ord(ch) in _BIDI_CONTROLS for ch in text):
+        return text
+    inner = text.translate(_POPS)
+    opened = sum(inner.count(chr(c)) for c in _ISOLATE_OPENERS)
+    return f"\u2068{inner}{chr(0x2069) * opened}\u2069"
 
 
 def human_bytes(n: int) -> str:

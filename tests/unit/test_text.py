@@ -47,7 +47,10 @@ def test_isolated_wraps_only_text_with_bidi_controls() -> None:
     assert isolated("Sunset") == "Sunset"
     assert isolated("\u05e9\u05dc\u05d5\u05dd") == "\u05e9\u05dc\u05d5\u05dd"  # RTL letters need no isolate
     assert isolated("photo\u202egnp.exe") == "\u2068photo\u202egnp.exe\u2069"
-    assert isolated("a\u2067b") == "\u2068a\u2067b\u2069"
+    assert isolated("a\u2067b") == "\u2068a\u2067b\u2069\u2069"  # its RLI closed, then ours
+    # a stray PDI in the title cannot close our isolate early (it left the override open after it)
+    assert isolated("a\u2069\u202eevil") == "\u2068a\u202eevil\u2069"
+    assert isolated("x\u202c\u202a") == "\u2068x\u202a\u2069"
 
 
 
