@@ -90,18 +90,10 @@ class JobAdmin:
             r.image_slug = slugs.get(r.image_id, "")
 
     async def retry(self, job_id: str) -> jobs_pb2.JobInfo:
-        """Replay a dead letter (by entry id) or re-run an image's processing (by slug)."""
-        if ENTRY_ID.match(job_id):
-            dead = await self.queue.dead_job(job_id)
-            if dead is None:
-                raise errors.NotFound(f"no dead-letter job {job_id}")
-            # the image goes back to processing before the job is queued: a dispatcher that took the
-            # job first would find the image still failed and drop the job without a word
-            await self._reopen(dead.image_id, dead.kind)
-            job = await self.queue.revive(job_id)
-            if job is None:
-                raise errors.NotFound(f"no dead-letter job {job_id} (retried meanwhile)")
-        else:
+        """Replay a dead letter (by entry id) or re-run an image's processing (by slug: its newest
+        dead letter is replayed and older ones dropped). BadRequest for a ready image or one whose
+        job is already queued or running; NotFound for neither an entry nor an image."""
+        if not ENTRY_ID.match(job_id):
             async with self.sessions() as s:
                 img = (await s.execute(select(Image).where(Image.slug == job_id))).scalar_one_or_none()
             if img is None:
@@ -109,9 +101,28 @@ class JobAdmin:
             if img.status == "ready":  # its processing job would be dropped: nothing to finish
                 raise errors.BadRequest(f"image {job_id} is ready; `pixelfox reprocess {job_id}` makes its "
                                         "variants again")
-            await self._reopen(img.id, "process_image")
-            entry = await self.queue.enqueue(img.id)
-            job = QueuedJob(entry, img.id, enqueued_at=time.time())
+            if (await self.queue.known([img.id]))[0]:
+                raise errors.BadRequest(f"image {job_id} already has a job queued or running (pixelfox jobs)")
+            dead = [d for d in await self.queue.dead_of(img.id) if d.kind == "process_image"]
+            if not dead:  # processing with no job anywhere, or failed long ago: a new job
+                await self._reopen(img.id, "process_image")
+                entry = await self.queue.enqueue(img.id)
+                return await self._queued(QueuedJob(entry, img.id, enqueued_at=time.time()))
+            await self.queue.forget_dead([d.entry_id for d in dead[1:]])
+            job_id = dead[0].entry_id
+        letter = await self.queue.dead_job(job_id)
+        if letter is None:
+            raise errors.NotFound(f"no dead-letter job {job_id}")
+        # the image goes back to processing before the job is queued: a dispatcher that took the
+        # job first would find the image still failed and drop the job without a word
+        await self._reopen(letter.image_id, letter.kind)
+        job = await self.queue.revive(job_id)
+        if job is None:
+            raise errors.NotFound(f"no dead-letter job {job_id} (retried meanwhile)")
+        return await self._queued(job)
+
+    async def _queued(self, job: QueuedJob) -> jobs_pb2.JobInfo:
+        """Wake the dispatcher for ``job`` (just queued) and describe it."""
         self.dispatcher.wake.set()
         info = _info(job, S.JOB_STATE_QUEUED)
         await self._slugs([info])

@@ -278,6 +278,16 @@ class JobQueue:
         """Move delayed jobs that are due into their lane; returns how many moved."""
         return int(await self._promote(keys=[DELAYED, STREAM, BATCH], args=[f"{time.time():.3f}", max_count]))
 
+    async def dead_of(self, image_id: str, scan: int = 10_000) -> list[QueuedJob]:
+        """The dead letters of ``image_id`` among the newest ``scan``, newest first."""
+        rows: Any = await self.redis.xrevrange(DEAD, count=scan)
+        return [job for job in (_job(eid, f) for eid, f in rows) if job.image_id == image_id]
+
+    async def forget_dead(self, entry_ids: list[str]) -> None:
+        """Remove these dead letters (superseded: their image's job was queued again)."""
+        if entry_ids:
+            await self.redis.xdel(DEAD, *entry_ids)
+
     async def dead_job(self, dead_entry_id: str) -> QueuedJob | None:
         """The dead letter ``dead_entry_id`` as it is, or None: to act on its image before reviving it."""
         entries: Any = await self.redis.xrange(DEAD, dead_entry_id, dead_entry_id)

@@ -253,3 +253,12 @@ def test_a_file_that_fails_to_decode_is_dead_at_once_with_its_attempt(jc: tuple[
     listing = json.loads(cli(local.root, "jobs", "--json", "--state", "dead").stdout)
     dead = [j for j in listing["jobs"] if j["slug"] == put["id"]]
     assert len(dead) == 1 and dead[0]["attempt"] == 1 and dead[0]["reason"].startswith("corrupt-image"), dead
+    # a retry by slug replays that dead letter (no second one piles up), and a retry while its job is
+    # queued or running is refused instead of queueing a duplicate
+    for _ in range(2):
+        r = cli(local.root, "jobs", "retry", put["id"])
+        assert r.returncode == 0 or "already has a job queued or running" in r.stderr, r.stderr
+        img = wait_final(local, key, put["id"], 120)
+        assert img["status"] == "failed", img
+    listing = json.loads(cli(local.root, "jobs", "--json", "--state", "dead").stdout)
+    assert len([j for j in listing["jobs"] if j["slug"] == put["id"]]) == 1, listing
