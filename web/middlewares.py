@@ -65,22 +65,35 @@ def _http_code(exc: web.HTTPException) -> str:
     )
 
 
+#: seconds a 503 asks clients to wait (RFC 9110 §10.2.3): node timeouts and restarts take about that
+UNAVAILABLE_RETRY_AFTER_S = 5
+
 #: status recorded for a request whose client disconnected before the answer (nginx's 499)
 CLIENT_CLOSED = 499
+
+def pixelfox_error_response(request: web.Request, exc: errors.PixelfoxError) -> web.StreamResponse:
+    """``exc`` as an answer: a 5xx keeps peer and transport detail in the log (the manager's own
+    ``NoNodeAvailable`` text, which says which role is missing, goes out); 429 and 503 carry
+    ``Retry-After``."""
+    message = exc.message
+    if exc.http_status >= 500:
+        logger.warning("%s %s: %s (%s)", request.method, request.path, exc.code, exc)
+        if not isinstance(exc, errors.NoNodeAvailable):
+            message = type(exc).default_message
+    response = error_response(request, exc.http_status, exc.code, message)
+    if isinstance(exc, errors.RateLimited) and exc.retry_after_s:
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    elif isinstance(exc, errors.Unavailable):
+        response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_S)
+    return response
+
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except errors.PixelfoxError as exc:
-        message = exc.message
-        if exc.http_status >= 500:  # peer/transport detail goes to the log, not to the client
-            logger.warning("%s %s: %s (%s)", request.method, request.path, exc.code, exc)
-            message = type(exc).default_message
-        response = error_response(request, exc.http_status, exc.code, message)
-        if isinstance(exc, errors.RateLimited) and exc.retry_after_s:
-            response.headers["Retry-After"] = str(exc.retry_after_s)
-        return response
+        return pixelfox_error_response(request, exc)
     except redis.exceptions.RedisError:
         logger.exception("redis failed on %s %s", request.method, request.path)
         exc2 = errors.Unavailable("session store unavailable, try again")

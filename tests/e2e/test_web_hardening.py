@@ -203,7 +203,8 @@ async def test_a_title_field_travels_with_an_api_upload(cluster: Any, http: aioh
         status, again = await _get_json(http, f"{cluster.web_url}/api/v1/images/{answer['id']}", cluster.admin_api_key)
         assert status == 200 and again["title"] == title
     before = await _image_count(http, cluster.web_url, cluster.admin_api_key)
-    for raw, says in [(b"x" * 256, "255"), (b"caf\xe9", "not UTF-8")]:
+    # 2,000 euro signs are 6,000 bytes: cut at 4,096 inside a character, still "too long", not "not UTF-8"
+    for raw, says in [(b"x" * 256, "255"), (b"caf\xe9", "not UTF-8"), ("\u20ac".encode() * 2000, "255")]:
         status, answer = await _post_raw(http, v1, cluster.admin_api_key,
                                          _form((b'name="title"', raw), (b'name="file"; filename="t.jpg"', unique())))
         assert status == 400 and says in answer["error"]["message"], answer

@@ -12,6 +12,8 @@ import json
 import os
 import signal
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +33,7 @@ NODE_TIMEOUT_S = 2.0
 @pytest.fixture(scope="module")
 def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     root = tmp_path_factory.mktemp("registry")
-    local = start_cluster(root, Counts(upload=2, proc=1, storage=1, web=0), {
+    local = start_cluster(root, Counts(upload=2, proc=1, storage=1, web=1), {
         "PIXELFOX_NODE_TIMEOUT_S": str(NODE_TIMEOUT_S), "PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S": "0.5"})
     try:
         yield local
@@ -165,6 +167,15 @@ def test_no_storage_node_taking_files_refuses_uploads_at_once(own: LocalCluster,
         assert res.returncode == 1 and answer["status"] == "rejected", res.stdout
         assert answer["error"]["message"].startswith("no storage node takes new files"), answer
         assert took < 30, took
+        if own.web_urls:  # the web API says the same, with Retry-After (it said "no healthy node available")
+            req = urllib.request.Request(f"{own.web_urls[0]}/api/v1/uploads", method="POST",
+                                         data=b'{"size": 10, "filename": "a.png"}', headers={
+                                             "Content-Type": "application/json", "X-API-Key": admin_key(own)})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(req, timeout=30)
+            body = json.loads(refused.value.read())
+            assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "5"
+            assert body["error"]["message"].startswith("no storage node takes new files"), body
     finally:
         assert cli(own.root, "nodes", "maintenance", "storage1", "--off").returncode == 0
 

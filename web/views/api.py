@@ -9,6 +9,7 @@ whole in memory, and refused with 413 once it passes ``max_upload_bytes``.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import os
 import re
@@ -157,8 +158,9 @@ async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, st
                 ctype = part.headers.get("Content-Type", "application/octet-stream")
                 saved = (await _save_part(part, limit), filename, ctype)
             elif isinstance(part, BodyPartReader) and part.name == "title":
-                try:
-                    title = (await first_bytes(part, TEXT_FIELD_LIMIT)).decode("utf-8")
+                raw = await first_bytes(part, TEXT_FIELD_LIMIT)
+                try:  # a character split by the cut at TEXT_FIELD_LIMIT is dropped (that title is too long anyway)
+                    title = codecs.getincrementaldecoder("utf-8")().decode(raw, final=len(raw) < TEXT_FIELD_LIMIT)
                 except UnicodeDecodeError:
                     raise errors.BadRequest("the title is not UTF-8 text") from None
             else:
