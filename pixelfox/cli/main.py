@@ -304,10 +304,12 @@ def main(argv: list[str] | None = None) -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
     except Exception as exc:
-        if type(exc).__module__.split(".")[0] != "sqlalchemy" or os.environ.get("PIXELFOX_DEBUG"):
+        store = {"sqlalchemy": "database", "redis": "Redis"}.get(type(exc).__module__.split(".")[0])
+        if store is None or os.environ.get("PIXELFOX_DEBUG"):
             raise
-        # the database said no (gone, refused, no such database): its first line, not a traceback
-        print(f"pixelfox: database error: {str(exc).splitlines()[0][:300]}", file=sys.stderr)
+        # the database or Redis said no (gone, refused, no such database): its first line, not a traceback
+        print(f"pixelfox: {store} error: {(str(exc).splitlines() or [type(exc).__name__])[0][:300]}",
+              file=sys.stderr)
         sys.exit(1)
 
 

@@ -4,6 +4,7 @@ Real subprocesses, no cluster needed."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,3 +44,17 @@ def test_database_errors_are_one_line(tmp_path: Path) -> None:
     last = res.stderr.splitlines()[-1]
     assert res.returncode != 0 and "Traceback" not in res.stderr and "Connect call failed" in last, res.stderr
     assert all(line.startswith("pixelfox: ") for line in res.stderr.splitlines()), res.stderr
+
+
+def test_an_unreachable_redis_is_one_line(tmp_path: Path) -> None:
+    """tiers move outside a cluster folder talks to the Redis of the environment (port 1 here)."""
+    db = f"sqlite+aiosqlite:///{tmp_path / 'a.db'}"
+    assert pixelfox("upgrade-db", "--db", db, cwd=tmp_path).returncode == 0
+    env_run = subprocess.run([sys.executable, "-m", "pixelfox", "tiers", "move", "--dry-run"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60, check=False,
+                             env={**os.environ, "PIXELFOX_DATABASE__URL": db,
+                                  "PIXELFOX_REDIS__URL": "redis://127.0.0.1:1/0"})
+    last = env_run.stderr.splitlines()[-1]
+    assert env_run.returncode == 1 and last.startswith("pixelfox: Redis error: "), env_run.stderr
+    assert "Traceback" not in env_run.stderr
+
