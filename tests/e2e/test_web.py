@@ -213,8 +213,8 @@ async def test_csrf_required_on_forms(cluster: Any, http: aiohttp.ClientSession)
     await b.register(_user())
     status, _, _ = await b.post("/logout", {})
     assert status == 403
-    status, _, _ = await b.post("/logout", {"csrf_token": "forged"})
-    assert status == 403
+    status, _, headers = await b.post("/logout", {"csrf_token": "forged"})
+    assert (status, headers["Location"]) == (303, "/")  # taken for a stale page: nothing done, sent back
     assert await b.me() == 200  # no state change
     status, _, _ = await b.post("/login", {"name": "x", "password": "y"})
     assert status == 403
@@ -223,8 +223,9 @@ async def test_csrf_required_on_forms(cluster: Any, http: aiohttp.ClientSession)
 
 
 async def test_a_form_whose_session_expired_leads_back_to_login(cluster: Any, http: aiohttp.ClientSession) -> None:
-    """A form of ours posted after its session ended (expired, logged out in another tab) does
-    nothing and sends the user to log in again, keeping where they were, instead of a bare 403."""
+    """A form of ours posted with a stale token (its session expired, or was ended or replaced in
+    another tab) does nothing and goes back to the page it was on with a notice, which sends the
+    user to log in if it needs that, instead of a bare 403."""
     said = "The page had expired, so nothing was done. Please try again."
     name = _user()
     a = Browser(http, cluster.web_url)
@@ -234,21 +235,37 @@ async def test_a_form_whose_session_expired_leads_back_to_login(cluster: Any, ht
     other_tab.cookie = a.cookie
     status, _, _ = await other_tab.post("/logout", {"csrf_token": page_token})
     assert status == 303
-    status, _, headers = await a.post("/settings/keys", {"csrf_token": page_token, "label": "late"},
-                                      {"Referer": f"{cluster.web_url}/settings"})
-    assert (status, headers["Location"]) == (303, "/login?expired=1&next=/settings")
+    referer = {"Referer": f"{cluster.web_url}/settings"}
+    status, _, headers = await a.post("/settings/keys", {"csrf_token": page_token, "label": "late"}, referer)
+    assert (status, headers["Location"]) == (303, "/settings")
+    status, _, headers = await a.get("/settings")  # logged out: the page sends them to log in
+    assert (status, headers["Location"]) == (303, "/login?next=/settings")
     status, page, _ = await a.get(headers["Location"])
     assert status == 200 and said in page and 'name="next" value="/settings"' in page
+    status, page, _ = await a.get("/login")
+    assert said not in page  # shown once
+    # logged in again in another tab: the old page's token is stale too (the session was replaced)
+    await a.login(name)
+    stale = await a.csrf("/settings")
+    other_tab.cookie = a.cookie
+    status, _, _ = await other_tab.post("/logout", {"csrf_token": stale})
+    await a.login(name)
+    status, _, headers = await a.post("/settings/keys", {"csrf_token": stale, "label": "late"}, referer)
+    assert (status, headers["Location"]) == (303, "/settings")
+    status, page, _ = await a.get("/settings")
+    assert status == 200 and said in page and "<td>late<" not in page  # nothing was done
+    # a Referer that would lead off the site is not followed
+    for evil in ("http://evil.example/x", f"{cluster.web_url}//evil.example/x", f"{cluster.web_url}/\\evil"):
+        status, _, headers = await a.post("/settings/keys", {"csrf_token": stale, "label": "late"},
+                                          {"Referer": evil})
+        assert (status, headers["Location"]) == (303, "/"), evil
     # the login form itself, kept open past its pre-login session: its `next` survives
     fresh = Browser(http, cluster.web_url)
     token = await fresh.csrf("/login?next=/my")
     fresh.cookie = ""  # the session is gone (expired in Redis)
     status, _, headers = await fresh.post("/login", {"csrf_token": token, "name": name, "password": PASSWORD,
                                                      "next": "/my"})
-    assert (status, headers["Location"]) == (303, "/login?expired=1&next=/my")
-    await a.login(name)  # nothing was done meanwhile: no key named "late"
-    status, page, _ = await a.get("/settings")
-    assert status == 200 and "<td>late<" not in page
+    assert (status, headers["Location"]) == (303, "/login?next=/my")
 
 
 async def test_sharex_config_key_uploads(cluster: Any, http: aiohttp.ClientSession) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
@@ -12,7 +11,7 @@ from pixelfox import errors
 from web import ratelimit
 from web.keys import MANAGER, REDIS, SETTINGS
 from web.sessions import login, logout
-from web.views.common import EXPIRED_MESSAGE, checked_form, render
+from web.views.common import checked_form, local_path, render
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 MIN_PASSWORD = 8
@@ -20,31 +19,8 @@ MAX_PASSWORD = 1024
 REGISTER_WINDOW_S = 3600  # the window of WebSettings.register_per_hour
 
 
-def _next_url(value: str) -> str:
-    """``value`` when it is a path on this site, else ``/``, so ``?next=`` cannot send people elsewhere.
-
-    Browsers drop tabs and newlines inside URLs and read ``\\`` as ``/``, so ``/<TAB>/evil.example``
-    would become ``//evil.example``: control characters, whitespace and backslashes are refused
-    outright, in the value and in its percent-decoded form.
-    """
-    for candidate in (value, unquote(value)):
-        if not _is_local_path(candidate):
-            return "/"
-    return value
-
-
-def _is_local_path(value: str) -> bool:
-    if not value.startswith("/") or value.startswith("//") or "\\" in value:
-        return False
-    if any(c.isspace() or not c.isprintable() for c in value):
-        return False
-    parts = urlsplit(value)
-    return not parts.scheme and not parts.netloc
-
-
 async def register_page(request: web.Request) -> web.Response:
-    error = EXPIRED_MESSAGE if request.query.get("expired") else ""
-    return await render(request, "register.html", {"name": "", "error": error})
+    return await render(request, "register.html", {"name": "", "error": ""})
 
 
 def _registration_key(request: web.Request) -> str:
@@ -89,8 +65,7 @@ async def register(request: web.Request) -> web.StreamResponse:
 
 
 async def login_page(request: web.Request) -> web.Response:
-    error = EXPIRED_MESSAGE if request.query.get("expired") else ""
-    ctx = {"name": "", "error": error, "next": _next_url(request.query.get("next", "/"))}
+    ctx = {"name": "", "error": "", "next": local_path(request.query.get("next", "/"))}
     return await render(request, "login.html", ctx)
 
 
@@ -120,7 +95,7 @@ async def _forget_attempt(request: web.Request, name: str) -> None:
 async def login_post(request: web.Request) -> web.StreamResponse:
     _session, form = await checked_form(request)
     name, password = form.get("name", "").strip(), form.get("password", "")
-    next_url = _next_url(form.get("next", "/"))
+    next_url = local_path(form.get("next", "/"))
     ctx = {"name": name, "error": "", "next": next_url}
     wait = await _take_attempt(request, name)
     if wait:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -12,10 +12,11 @@ from yarl import URL
 
 from pixelfox import errors
 from web.keys import SETTINGS, STATE
-from web.sessions import CSRF_FIELD, CSRF_KEY, csrf_token, current_user, require_csrf
+from web.sessions import CSRF_FIELD, csrf_ok, csrf_token, current_user, require_csrf
 
 EXPIRED_MESSAGE = "The page had expired, so nothing was done. Please try again."
-"""Shown on the login or register page after :func:`checked_form` found the form's session gone."""
+"""Shown (as the session's one-time notice) after :func:`checked_form` found the form's token stale."""
+NOTICE = "notice"  # session field: a one-time message the next rendered page shows
 
 
 def check_origin(request: web.Request) -> None:
@@ -47,26 +48,49 @@ async def checked_form(request: web.Request) -> tuple[Session, dict[str, str]]:
         raise errors.BadRequest("the form body is malformed") from exc
     session = await get_session(request)
     supplied = _text(form.get(CSRF_FIELD))
-    if supplied and session.get(CSRF_KEY) is None:
-        # our own page's form whose session ended meanwhile (expired, logged out in another tab):
-        # nothing is done, and the user is sent where they can go on instead of to a bare 403
+    if supplied and not csrf_ok(session, supplied):
+        # a form of one of our pages whose session ended or was replaced since (it expired, or the
+        # user logged out or in again in another tab): nothing is done, and the user goes back to
+        # that page (which sends them to log in if it needs that) with a notice, not to a bare 403
+        session[NOTICE] = EXPIRED_MESSAGE
         raise web.HTTPSeeOther(_expired_target(request, form))
     require_csrf(session, supplied)
     return session, {k: _text(v) for k, v in form.items()}
 
 
+def local_path(value: str) -> str:
+    """``value`` when it is a path on this site, else ``/``, so ``?next=`` cannot send people elsewhere.
+
+    Browsers drop tabs and newlines inside URLs and read ``\\`` as ``/``, so ``/<TAB>/evil.example``
+    would become ``//evil.example``: control characters, whitespace and backslashes are refused
+    outright, in the value and in its percent-decoded form.
+    """
+    for candidate in (value, unquote(value)):
+        if not _is_local_path(candidate):
+            return "/"
+    return value
+
+
+def _is_local_path(value: str) -> bool:
+    if not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return False
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return False
+    parts = urlsplit(value)
+    return not parts.scheme and not parts.netloc
+
+
 def _expired_target(request: web.Request, form: Any) -> str:
-    """Where a form post whose session expired goes: the register page again, or the login page
-    with ``next`` = the login form's own ``next`` or the page the form was on (its same-site
-    ``Referer`` path; the login page checks ``next`` again)."""
+    """Where a form post with a stale token goes: the login form to itself (keeping its ``next``,
+    which the login page checks again), the register form to itself, any other form to the page
+    it was on (its same-site ``Referer`` path), else ``/``."""
+    if request.path == "/login":
+        return f"/login?next={quote(_text(form.get('next')) or '/', safe='/')}"
     if request.path == "/register":
-        return "/register?expired=1"
-    back = _text(form.get("next")) if request.path == "/login" else ""
-    if not back:
-        referer = URL(request.headers.get("Referer", ""))
-        here = origin_of(URL(str(request.url)))
-        back = referer.path_qs if referer.is_absolute() and origin_of(referer) == here else "/"
-    return f"/login?expired=1&next={quote(back or '/', safe='/')}"
+        return "/register"
+    referer = URL(request.headers.get("Referer", ""))
+    here = origin_of(URL(str(request.url)))
+    return local_path(referer.path_qs) if referer.is_absolute() and origin_of(referer) == here else "/"
 
 
 def _text(value: Any) -> str:
@@ -80,9 +104,13 @@ async def render(request: web.Request, template: str, ctx: dict[str, Any], statu
 
 
 async def context_processor(request: web.Request) -> dict[str, Any]:
-    """``user``, a lazy ``csrf_token()`` (only pages with forms create a session) and site name."""
+    """``user``, a lazy ``csrf_token()`` (only pages with forms create a session), a lazy
+    ``notice()`` (a one-time message, e.g. :data:`EXPIRED_MESSAGE`) and the site name."""
     session = await get_session(request)
     return {
+        # lazy, as csrf_token: aiohttp_jinja2 runs this for every request (a redirect too), and the
+        # one-time notice must be taken only by a page that shows it; no session is made for reading
+        "notice": lambda: session.pop(NOTICE) if NOTICE in session else "",
         "user": current_user(session),
         "csrf_token": lambda: csrf_token(session),
         "site_name": request.app[SETTINGS].site_name,
