@@ -175,8 +175,10 @@ async def test_site_in_chromium(cluster: Any, chromium: Any) -> None:
     assert page.url == image_url and questions == ["Delete this image and every file made from it? "
                                                    "This cannot be undone."]
     await page.click("#delete")
-    await page.wait_for_url(f"{base}/my?deleted=1")
-    assert await page.inner_text("#deleted") == "Image deleted."
+    await page.wait_for_url(f"{base}/my")
+    assert await page.inner_text("#notice") == "Image deleted."
+    await page.reload()
+    assert await page.locator("#notice").count() == 0  # once
     assert (await page.request.get(image_url)).status == 404
 
     # settings and log out

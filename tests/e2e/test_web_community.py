@@ -436,8 +436,9 @@ async def test_album_page_renames_and_pages_through_images_to_add(cluster: Any, 
     status, page2, _ = await owner.get(older.group(1))
     assert re.findall(r'class="small add-image" data-slug="([^"]+)"', page2) == slugs[1::-1]
     assert "?before=" not in page2.split('id="add-images"')[1]  # the last page
-    status, _, _ = await owner.post(url, {"csrf_token": token, "action": "add", "image": slugs[0]})
-    assert status == 303
+    status, _, headers = await owner.post(url, {"csrf_token": token, "action": "add", "image": slugs[0]},
+                                          {"Referer": cluster.web_url + older.group(1)})
+    assert (status, headers["Location"]) == (303, older.group(1) + "#add-images")  # back to that page
     status, _, _ = await owner.post(url, {"csrf_token": token, "action": "rename", "title": "Tiles 2026"})
     assert status == 303
     status, seen = await api(owner, "GET", f"/api/v1/albums/{album['id']}")

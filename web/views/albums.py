@@ -15,7 +15,7 @@ from web.calls import call
 from web.keys import MANAGER
 from web.paging import fetch_page
 from web.sessions import current_user
-from web.views.common import checked_form, render
+from web.views.common import NOTICE, checked_form, referer_path, render
 
 ALBUMS_PAGE = 100  # albums per page of /albums (?before=<slug> for older ones)
 
@@ -95,8 +95,12 @@ async def update_album(request: web.Request) -> web.StreamResponse:
     elif action == "delete":
         await call(request, "DeleteAlbum", manager_pb2.DeleteAlbumRequest(slug=slug),
                    request.app[MANAGER].as_user(user.id))
+        session[NOTICE] = "Album deleted (its images stay)."
         raise web.HTTPSeeOther("/albums")
     else:
         raise errors.BadRequest("unknown album action")
     await call(request, "UpdateAlbum", req, request.app[MANAGER].as_user(user.id))
-    raise web.HTTPSeeOther(f"/a/{slug}")
+    back = referer_path(request)  # the album page it came from, with its ?before= page of images to add
+    if not back.startswith(f"/a/{slug}"):
+        back = f"/a/{slug}"
+    raise web.HTTPSeeOther(back + ("#add-images" if action == "add" else ""))

@@ -88,9 +88,17 @@ def _expired_target(request: web.Request, form: Any) -> str:
         return f"/login?next={quote(_text(form.get('next')) or '/', safe='/')}"
     if request.path == "/register":
         return "/register"
+    return referer_path(request) or "/"
+
+
+def referer_path(request: web.Request) -> str:
+    """The path and query of the page a form was on (its ``Referer``) when that page is on this
+    site and the path is a plain local one (:func:`local_path`), else ``""``."""
     referer = URL(request.headers.get("Referer", ""))
-    here = origin_of(URL(str(request.url)))
-    return local_path(referer.path_qs) if referer.is_absolute() and origin_of(referer) == here else "/"
+    if not referer.is_absolute() or origin_of(referer) != origin_of(URL(str(request.url))):
+        return ""
+    path = local_path(referer.path_qs)
+    return "" if path == "/" and referer.path_qs != "/" else path
 
 
 def _text(value: Any) -> str:

@@ -24,7 +24,7 @@ from web.calls import call, load_image
 from web.keys import MANAGER, REDIS, SETTINGS, STATE
 from web.sessions import CurrentUser, current_user
 from web.views.api import resolve_caller
-from web.views.common import checked_form, origin_of, render
+from web.views.common import NOTICE, checked_form, origin_of, render
 
 SLUG_RE = r"[A-Za-z0-9_-]{1,64}"
 OEMBED_CACHE_AGE_S = 300  # short: an image that goes private must drop out of caches soon (ECOSYSTEM.md)
@@ -92,7 +92,8 @@ async def delete_image(request: web.Request) -> web.StreamResponse:
         raise errors.Unauthenticated("log in to delete an image")
     req = manager_pb2.DeleteImageRequest(slug=request.match_info["slug"])
     await call(request, "DeleteImage", req, request.app[MANAGER].as_user(user.id), timeout_s=120)
-    raise web.HTTPSeeOther("/my?deleted=1")
+    session[NOTICE] = "Image deleted."  # shown once by the next page, not by any link to /my
+    raise web.HTTPSeeOther("/my")
 
 
 async def report_page(request: web.Request) -> web.StreamResponse:

@@ -141,5 +141,4 @@ async def my_images(request: web.Request) -> web.StreamResponse:
 
     images, next_before = await fetch_page(fetch, MY_PAGE, before)
     cards = [(img, status_name(img)) for img in images]
-    return await render(request, "my.html", {"cards": cards, "next_before": next_before,
-                                             "deleted": bool(request.query.get("deleted"))})
+    return await render(request, "my.html", {"cards": cards, "next_before": next_before})
