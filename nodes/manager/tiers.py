@@ -95,6 +95,7 @@ class Move:
 class TierReport:
     moves: list[Move] = field(default_factory=list)
     skipped: str = ""  # why nothing ran (lease held elsewhere, no tiers with nodes)
+    unserved: dict[str, int] = field(default_factory=dict)  # tier -> due images no healthy node serves
 
 
 class TierMover:
@@ -184,14 +185,14 @@ class TierMover:
         report = TierReport()
         if dry_run:
             report.moves = await self.plan(now)
-            report.skipped = self._unserved_note()
+            report.skipped, report.unserved = self._unserved_note(), dict(self.unserved)
             return report
         if not await self.lease.acquire():
             report.skipped = "another tier mover holds the lease"
             return report
         try:
             report.moves = await self.plan(now)
-            report.skipped = self._unserved_note()
+            report.skipped, report.unserved = self._unserved_note(), dict(self.unserved)
             for mv in report.moves:
                 if not await self.lease.renew():
                     mv.error = "lease lost"

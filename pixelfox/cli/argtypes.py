@@ -4,6 +4,7 @@ one is argparse's one-line usage error, not a traceback or a silent no-op later.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 
 
@@ -13,10 +14,10 @@ def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
     span = f"from {low} to {high}" if high is not None else f"of at least {low}"
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        digits = text.strip().removeprefix("-")
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 12:  # int() also reads "２" and "1_0"
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+        value = int(text)
         if value < low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"{value} is out of range: give a whole number {span}")
         return value
@@ -27,3 +28,21 @@ def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
 
 POSITIVE = whole_number(1)
 """1, 2, 3, ...: counts, limits, batch sizes."""
+
+
+def seconds_or_days(low: float, what: str = "number") -> Callable[[str], float]:
+    """A ``type=`` for a finite decimal number of at least ``low`` (seconds, days); ``nan``, ``inf``
+    and anything below ``low`` raise ``argparse.ArgumentTypeError``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {what}") from None
+        if not math.isfinite(value) or value < low:
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give a {what} of at least {low:g}")
+        return value
+
+    parse.__name__ = what
+    return parse
+

@@ -103,6 +103,8 @@ async def _reprocess(ref: context.ClusterRef, opts: argparse.Namespace, progress
 def cmd_reprocess(opts: argparse.Namespace) -> int:
     if not opts.all and not opts.slugs:
         raise SystemExit("pixelfox reprocess: name images (SLUG...) or pass --all")
+    if opts.after and not opts.all:
+        raise SystemExit("pixelfox reprocess: --after goes with --all (it names where a run over all images stopped)")
     ref = context.resolve(opts.manager, opts.api_key)
     progress = _Progress(after=opts.after)
     try:
@@ -110,7 +112,9 @@ def cmd_reprocess(opts: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         resume = ""
         if opts.all and progress.after:
-            resume = f"; go on with: pixelfox reprocess --all --after {progress.after}"
+            same = "".join([f" --rate {opts.rate:g}" if opts.rate != 5.0 else "",
+                            f" --recipe {opts.recipe}" if opts.recipe else "", " --gpu" if opts.gpu else ""])
+            resume = f"; go on with: pixelfox reprocess --all{same} --after {progress.after}"
         print(f"interrupted after queueing {progress.total} image(s){resume}", file=sys.stderr)
         return 130
 

@@ -22,7 +22,7 @@ from rich.table import Table
 from pixelfox import errors
 from pixelfox.cli import context, ops, put, storage_cmds
 from pixelfox.cli import jobs as jobs_cli
-from pixelfox.cli.argtypes import whole_number
+from pixelfox.cli.argtypes import seconds_or_days, whole_number
 from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.cli.tables import table_console
 from pixelfox.grpcx.client import channel, map_rpc_errors
@@ -228,14 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--redis-url", help="use this Redis instead of a private redis-server")
     up.add_argument("--import", dest="import_dir", metavar="DIR", help="upload every file in DIR once ready")
     up.add_argument("--exit-after-import", action="store_true", help="stop the cluster once --import is done")
-    up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for every node (default 90)")
+    up.add_argument("--timeout", type=seconds_or_days(1, "number of seconds"), default=90.0,
+                    help="seconds to wait for every node (default 90)")
     up.set_defaults(func=cmd_up)
 
     pt = with_target(sub.add_parser("put", help="upload files and print their share links"))
     pt.add_argument("files", nargs="+", metavar="FILE")
     pt.add_argument("--json", action="store_true", help="print one JSON object per file (JSON Lines)")
     pt.add_argument("--wait", action="store_true", help="wait until each image is ready or failed")
-    pt.add_argument("--timeout", type=float, default=120.0, help="seconds to wait per image with --wait")
+    pt.add_argument("--timeout", type=seconds_or_days(0, "number of seconds"), default=120.0,
+                    help="seconds to wait per image with --wait")
     pt.add_argument("--title", default="", help="title of each new image (at most 255 characters; a file you "
                                                  "already uploaded keeps its own)")
     pt.set_defaults(func=cmd_put)

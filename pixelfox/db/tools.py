@@ -411,6 +411,9 @@ def _read_header(path: Path) -> dict[str, Any]:
         raise errors.BadRequest(f"{path} is not a PixelFox metadata backup ({type(exc).__name__})") from exc
     if not isinstance(header, dict) or header.get("format") != BACKUP_FORMAT:
         raise errors.BadRequest(f"{path} is not a PixelFox metadata backup")
+    if header.get("version") != BACKUP_VERSION:
+        raise errors.BadRequest(f"{path} is a backup in file format version {header.get('version')!r}; this "
+                                f"PixelFox reads version {BACKUP_VERSION}: restore with the PixelFox that wrote it")
     return header
 
 

@@ -108,6 +108,10 @@ def test_uploads_land_hot_then_move_to_warm_verified(tiered: LocalCluster) -> No
     again = json.loads(res.stdout)
     assert again["moves"] == []  # already warm, and there is no cold node: said, not "nothing to move"
     assert again["skipped"] == "1 image(s) due for cold, but no healthy storage node serves pool 'cold'", again
+    assert again["unserved"] == {"cold": 1}
+    for bad in (["--older-than", "-1"], ["--idle", "inf"], ["--limit", "-5"]):
+        res = cli(local, "tiers", "move", "--dry-run", *bad)
+        assert res.returncode == 2 and ("out of range" in res.stderr or "not a" in res.stderr), res.stderr
     warm_http = asyncio.run(http_urls(local))["storage2"]
     for url in urls(img):
         key = url.split("/o/", 1)[1].split("?", 1)[0]

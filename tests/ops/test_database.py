@@ -302,7 +302,11 @@ def test_restore_of_a_foreign_or_truncated_file_says_so_and_changes_nothing(tmp_
     cut = tmp_path / "cut.jsonl"
     cut.write_text(plain.read_text()[:-20])
     target = f"sqlite+aiosqlite:///{tmp_path / 'target.db'}"
+    future = tmp_path / "future.jsonl"  # a later file format: refused, not read as if it were this one
+    head, _, rest = plain.read_text().partition("\n")
+    future.write_text(json.dumps({**json.loads(head), "version": 99}) + "\n" + rest)
     for bad, why in ((passwd, "is not a PixelFox metadata backup"), (tmp_path, "is not a file"),
+                     (future, "is a backup in file format version 99; this PixelFox reads version 1"),
                      (cut_gz, "is truncated"), (cut, "is truncated or damaged at line 2")):
         res = _pixelfox(tmp_path, "restore", str(bad), "--db", target)
         assert res.returncode == 2, res.stdout + res.stderr

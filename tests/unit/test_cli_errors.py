@@ -23,6 +23,11 @@ def pixelfox(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     (("up", "--proc", "two"), 2, "argument --proc: 'two' is not a whole number"),
     (("jobs", "--limit", "0"), 2, "argument --limit: 0 is out of range: give a whole number from 1 to 1000"),
     (("reprocess", "--all", "--recipe", "-1"), 2, "argument --recipe: -1 is out of range"),
+    (("jobs", "--limit", "\uff12"), 2, "argument --limit: '\uff12' is not a whole number"),  # full-width 2
+    (("jobs", "--limit", "1_0"), 2, "argument --limit: '1_0' is not a whole number"),
+    (("up", "--timeout", "nan"), 2, "argument --timeout: nan is out of range: give a number of seconds of at least 1"),
+    (("up", "--timeout", "0"), 2, "argument --timeout: 0 is out of range"),
+    (("reprocess", "x", "--after", "01ABC"), 1, "--after goes with --all"),
 ])
 def test_bad_numbers_are_usage_errors(tmp_path: Path, args: tuple[str, ...], code: int, says: str) -> None:
     res = pixelfox(*args, cwd=tmp_path)
