@@ -208,6 +208,9 @@ async def test_a_title_field_travels_with_an_api_upload(cluster: Any, http: aioh
         status, answer = await _post_raw(http, v1, cluster.admin_api_key,
                                          _form((b'name="title"', raw), (b'name="file"; filename="t.jpg"', unique())))
         assert status == 400 and says in answer["error"]["message"], answer
+    status, answer = await _post_raw(http, v1, cluster.admin_api_key, _form(
+        (b'name="title"', b"one"), (b'name="title"', b"two"), (b'name="file"; filename="t.jpg"', unique())))
+    assert status == 400 and answer["error"]["message"].startswith("one title per request"), answer
     assert await _image_count(http, cluster.web_url, cluster.admin_api_key) == before
 
 

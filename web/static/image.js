@@ -1,5 +1,5 @@
-// Image, album and settings pages: copy buttons for the embed codes and links; forms marked
-// data-confirm (deleting an image or an album) ask first.
+// Image, album, settings and admin report pages: copy buttons for the embed codes and links;
+// forms or buttons marked data-confirm (deleting an image or an album, revoking a key) ask first.
 "use strict";
 document.addEventListener("click", async (ev) => {
   const btn = ev.target.closest("button.copy");
@@ -18,6 +18,7 @@ document.addEventListener("click", async (ev) => {
   btn.copiedTimer = setTimeout(() => { btn.textContent = btn.dataset.label; }, 2000);
 });
 document.addEventListener("submit", (ev) => {
-  const question = ev.target.dataset && ev.target.dataset.confirm;
+  // the button pressed may ask (one form, several actions), else the form
+  const question = (ev.submitter && ev.submitter.dataset.confirm) || (ev.target.dataset && ev.target.dataset.confirm);
   if (question && !window.confirm(question)) ev.preventDefault();
 });

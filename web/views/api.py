@@ -147,7 +147,7 @@ async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, st
     if not request.content_type.startswith("multipart/"):
         raise errors.BadRequest("send multipart/form-data with the image in the field 'file'")
     saved: tuple[Path, str, str] | None = None
-    title = ""
+    title, title_seen = "", False
     try:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
@@ -158,6 +158,9 @@ async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, st
                 ctype = part.headers.get("Content-Type", "application/octet-stream")
                 saved = (await _save_part(part, limit), filename, ctype)
             elif isinstance(part, BodyPartReader) and part.name == "title":
+                if title_seen:
+                    raise errors.BadRequest("one title per request: the form has a second 'title' field")
+                title_seen = True
                 raw = await first_bytes(part, TEXT_FIELD_LIMIT)
                 try:  # a character split by the cut at TEXT_FIELD_LIMIT is dropped (that title is too long anyway)
                     title = codecs.getincrementaldecoder("utf-8")().decode(raw, final=len(raw) < TEXT_FIELD_LIMIT)
