@@ -103,4 +103,5 @@ async def update_album(request: web.Request) -> web.StreamResponse:
     back = referer_path(request)  # the album page it came from, with its ?before= page of images to add
     if not back.startswith(f"/a/{slug}"):
         back = f"/a/{slug}"
-    raise web.HTTPSeeOther(back + ("#add-images" if action == "add" else ""))
+    paged = "before=" in back  # an 'Older images' page: back to its list of images to add, open
+    raise web.HTTPSeeOther(back + ("#add-images" if action == "add" and paged else ""))
