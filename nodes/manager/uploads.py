@@ -101,8 +101,9 @@ class Uploads:
             raise errors.PayloadTooLarge(
                 f"file is {size} bytes; the limit is {self.limits.max_upload_bytes} bytes"
             )
-        node = spread(await self.registry.healthy_nodes(common_pb2.NODE_ROLE_UPLOAD))
-        if not await self.registry.healthy_nodes(common_pb2.NODE_ROLE_STORAGE):  # the bytes could not be kept
+        healthy = [r for r in await self.registry.all() if self.registry.healthy(r)]  # one registry read
+        node = spread([r for r in healthy if r.role == common_pb2.NODE_ROLE_UPLOAD])
+        if not any(r.role == common_pb2.NODE_ROLE_STORAGE for r in healthy):  # the bytes could not be kept
             raise errors.NoNodeAvailable("no storage node takes new files (every one is down or in maintenance); "
                                          "try again later")
         upload_id = str(ULID())

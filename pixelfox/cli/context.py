@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pixelfox.numbers import is_ascii_digits
 
@@ -38,6 +39,17 @@ class ClusterRef:
         from pixelfox.grpcx.auth import api_key_metadata, node_metadata
 
         return node_metadata(self.secret) if self.secret else api_key_metadata(self.api_key)
+
+
+def default_database_url(state_dir: Path) -> str:
+    """The SQLite file a ``pixelfox up`` folder uses unless told otherwise (``<state_dir>/pixelfox.db``)."""
+    return f"sqlite+aiosqlite:///{state_dir / 'pixelfox.db'}"
+
+
+def recorded_database_url(state: Path, data: dict[str, Any]) -> str:
+    """The database of the cluster whose ``cluster.json`` is ``state`` (read as ``data``): the URL
+    ``pixelfox up`` recorded, or the folder's SQLite file for a state file older than that record."""
+    return str(data.get("database_url") or default_database_url(state.parent))
 
 
 def find_state(start: Path | None = None) -> Path | None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pixelfox.cli.context import STATE_DIR, STATE_FILE
+from pixelfox.cli.context import STATE_DIR, STATE_FILE, default_database_url
 from pixelfox.grpcx.auth import api_key_metadata, node_metadata
 from pixelfox.grpcx.client import channel
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
@@ -189,7 +189,7 @@ class LocalCluster:
         self.redis_url = self.redis_url or os.environ.get("PIXELFOX_REDIS__URL", "") or self._start_redis()
         ports = [self._port(f"manager{i}.grpc") for i in range(1, max(1, self.counts.managers) + 1)]
         self.manager_address = ",".join(f"{self.host}:{p}" for p in ports)
-        db = os.environ.get("PIXELFOX_DATABASE__URL") or f"sqlite+aiosqlite:///{self.state / 'pixelfox.db'}"
+        db = self._database_url()
         # share links name the first web node's address (fixed per folder, see _port), not whichever
         # web node registered first
         self.site_url = f"http://{self.host}:{self._port('web1.http')}" if self.counts.web else ""
@@ -207,9 +207,13 @@ class LocalCluster:
         for i in range(1, self.counts.web + 1):
             self.add_web(f"web{i}")
 
+    def _database_url(self) -> str:
+        """``PIXELFOX_DATABASE__URL``, else this folder's SQLite file: what the managers are given."""
+        return os.environ.get("PIXELFOX_DATABASE__URL") or default_database_url(self.state)
+
     def add_manager(self, name: str, port: int, db: str = "") -> None:
         """Start a manager on ``port`` (all managers share Redis and the database)."""
-        db = db or os.environ.get("PIXELFOX_DATABASE__URL") or f"sqlite+aiosqlite:///{self.state / 'pixelfox.db'}"
+        db = db or self._database_url()
         self._spawn(name, "nodes.manager", self._env(
             name, PIXELFOX_GRPC__PORT=str(port), PIXELFOX_REDIS__URL=self.redis_url, PIXELFOX_DATABASE__URL=db,
             PIXELFOX_SITE_URL=getattr(self, "site_url", ""),
@@ -381,8 +385,7 @@ class LocalCluster:
             "web_urls": self.web_urls, "redis_url": self.redis_url, "secret": self.secret,
             "admin_api_key": admin_key, "pid": os.getpid(),
             "pids": {c.name: c.proc.pid for c in self.children},
-            "database_url": database_url or os.environ.get("PIXELFOX_DATABASE__URL")
-            or f"sqlite+aiosqlite:///{self.state / 'pixelfox.db'}",
+            "database_url": database_url or self._database_url(),
             "pools": self._state_pools(),
         }, indent=2)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

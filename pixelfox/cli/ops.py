@@ -55,9 +55,7 @@ def cluster_database() -> tuple[str, str] | None:
     state, data = _state()
     if state is None:
         return None
-    if data.get("database_url"):
-        return str(data["database_url"]), f"the cluster in {state.parent.parent}"
-    return f"sqlite+aiosqlite:///{state.parent / 'pixelfox.db'}", f"the cluster in {state.parent.parent}"
+    return context.recorded_database_url(state, data), f"the cluster in {state.parent.parent}"
 
 
 def live_database() -> str | None:
@@ -65,7 +63,7 @@ def live_database() -> str | None:
     state, data = _state()
     if state is None or not context.is_running(data.get("pid")):
         return None
-    return str(data.get("database_url") or f"sqlite+aiosqlite:///{state.parent / 'pixelfox.db'}")
+    return context.recorded_database_url(state, data)
 
 
 def _db_url(explicit: str | None, action: str, flag: str = "--db") -> str:

@@ -44,7 +44,7 @@ def _manager_settings() -> Any:
 
             update["cluster"] = settings.cluster.model_copy(update={"secret": SecretStr(data["secret"])})
         if not os.environ.get("PIXELFOX_DATABASE__URL"):  # the database `pixelfox up` gave its managers
-            url = data.get("database_url") or f"sqlite+aiosqlite:///{state.parent / 'pixelfox.db'}"
+            url = context.recorded_database_url(state, data)
             update["database"] = settings.database.model_copy(update={"url": url})
         if not os.environ.get("PIXELFOX_REPLICAS"):
             update["replicas"] = 2

@@ -280,18 +280,7 @@ async def copy_database(source_url: str, target_url: str, batch: int = 500, *,
         src_id, dst_id = await identity(src), await identity(dst)
         if src_id == dst_id:
             raise errors.BadRequest(f"--source and --target are the same database ({redact(target_url)})")
-        if live_url:
-            live = open_engine(live_url)
-            try:
-                live_id = await identity(live)
-            except errors.Unavailable:
-                live_id = None
-            finally:
-                await live.dispose()
-            if live_id == dst_id:
-                raise errors.BadRequest(
-                    f"the target {redact(target_url)} is the database the running cluster uses: copying would "
-                    "replace its live rows with the source's. Stop the cluster first, or pick another target")
+        await refuse_live(target_url, live_url, "copying the source into it")
         await migrate.prepare(src)
         await migrate.prepare(dst)
         async with src.connect() as sconn:
