@@ -144,7 +144,13 @@ class JobAdmin:
             await s.commit()
 
     async def reprocess(self, req: jobs_pb2.ReprocessRequest) -> jobs_pb2.ReprocessResponse:
-        """Queue re-runs of ready images in the batch lane (the caller paces the calls: ``--rate``)."""
+        """Queue re-runs of ready images in the batch lane (the caller paces the calls: ``--rate``).
+
+        Images that already have a live job (queued, running or delayed) are not queued again; the
+        answer names them in ``skipped``. ``next`` is the last image id looked at, so a paged
+        ``--all`` run goes on past skipped images. Errors: BadRequest for a recipe version outside
+        1..2**31-1, NotFound for named slugs that are not ready images.
+        """
         recipe = req.recipe_version or self.recipe_version
         if not 1 <= recipe < 2**31:  # a version names the variants' key prefix (r<version>/): any positive one
             raise errors.BadRequest(f"recipe version {recipe} is out of range: give a positive number")
@@ -160,10 +166,16 @@ class JobAdmin:
                 missing = set(req.slugs) - {slug for _id, slug in rows}
                 if missing:
                     raise errors.NotFound(f"not found or not ready: {', '.join(sorted(missing))}")
-        for image_id, _slug in rows:
+        # an image with a live job (a reprocess still waiting in the batch lane, or any running job)
+        # is left alone: running `reprocess --all` twice would otherwise queue it twice
+        busy = await self.queue.known([image_id for image_id, _slug in rows])
+        queued = [(image_id, slug) for (image_id, slug), known in zip(rows, busy, strict=True) if not known]
+        for image_id, _slug in queued:
             await self.queue.enqueue(image_id, lane="batch", kind="reprocess_image", recipe=recipe,
                                      gpu=req.requires_gpu)
         self.dispatcher.wake.set()
         more = req.all and len(rows) == limit
-        return jobs_pb2.ReprocessResponse(queued=len(rows), next=rows[-1][0] if more else "",
-                                          slugs=[slug for _id, slug in rows])
+        return jobs_pb2.ReprocessResponse(queued=len(queued), next=rows[-1][0] if more else "",
+                                          slugs=[slug for _id, slug in queued],
+                                          skipped=[slug for (_id, slug), known in zip(rows, busy, strict=True)
+                                                   if known])

@@ -28,6 +28,7 @@ from pixelfox.v1 import jobs_pb2, jobs_pb2_grpc
 STATES = {"queued": jobs_pb2.JOB_STATE_QUEUED, "running": jobs_pb2.JOB_STATE_RUNNING,
           "delayed": jobs_pb2.JOB_STATE_DELAYED, "dead": jobs_pb2.JOB_STATE_DEAD}
 STATE_NAMES = {v: k for k, v in STATES.items()}
+SKIPPED_REASON = "a job for it is already queued or running"  # reprocess --json, for an image left alone
 
 
 async def _call(ref: context.ClusterRef, method: str, request: Any) -> Any:
@@ -88,15 +89,20 @@ async def _reprocess(ref: context.ClusterRef, opts: argparse.Namespace, progress
             todo = todo[batch:]
         reply = await _call(ref, "Reprocess", req)
         progress.total += reply.queued
+        progress.skipped += len(reply.skipped)
         if opts.json:
             for slug in reply.slugs:
                 print(json.dumps({"slug": slug, "queued": True}), flush=True)
+            for slug in reply.skipped:
+                print(json.dumps({"slug": slug, "queued": False, "reason": SKIPPED_REASON}), flush=True)
         if opts.all and not reply.next:
             break
         progress.after = reply.next
         await asyncio.sleep(max(0.0, batch / rate - (time.monotonic() - start)))
     if not opts.json:
-        print(f"queued {progress.total} image(s) for re-processing (batch lane)")
+        skipped = (f"; skipped {progress.skipped} that already have a job queued or running (pixelfox jobs)"
+                   if progress.skipped else "")
+        print(f"queued {progress.total} image(s) for re-processing (batch lane){skipped}")
     return 0
 
 
@@ -121,9 +127,11 @@ def cmd_reprocess(opts: argparse.Namespace) -> int:
 
 @dataclass
 class _Progress:
-    """What a ``reprocess`` run has queued so far: the count, and with ``--all`` the last image id."""
+    """What a ``reprocess`` run has done so far: images queued, images skipped (a job for them was
+    already live), and with ``--all`` the last image id looked at."""
 
     total: int = 0
+    skipped: int = 0
     after: str = ""
 
 

@@ -233,7 +233,7 @@ class ReprocessRequest(_message.Message):
     limit: _builtins.int
     """with all: at most this many per call (0 = 100)"""
     after: _builtins.str
-    """with all: cursor (image id of the last one queued)"""
+    """with all: cursor (image id of the last one looked at)"""
     recipe_version: _builtins.int
     """0 = the manager's current recipe version"""
     requires_gpu: _builtins.bool
@@ -267,21 +267,29 @@ class ReprocessResponse(_message.Message):
     QUEUED_FIELD_NUMBER: _builtins.int
     NEXT_FIELD_NUMBER: _builtins.int
     SLUGS_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
     queued: _builtins.int
     next: _builtins.str
     """cursor for the next call, "" when done"""
     @_builtins.property
-    def slugs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def slugs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """queued by this call"""
+
+    @_builtins.property
+    def skipped(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """ready images left alone: a job for them is already queued or running"""
+
     def __init__(
         self,
         *,
         queued: _builtins.int = ...,
         next: _builtins.str = ...,
         slugs: _abc.Iterable[_builtins.str] | None = ...,
+        skipped: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next", b"next", "queued", b"queued", "slugs", b"slugs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next", b"next", "queued", b"queued", "skipped", b"skipped", "slugs", b"slugs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

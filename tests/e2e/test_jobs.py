@@ -232,6 +232,43 @@ def test_reprocess_replaces_the_variant_set_while_the_image_stays_ready(
     assert listing["counts"]["queued"] == listing["counts"]["running"] == 0, listing
 
 
+def test_reprocess_again_while_its_job_waits_queues_nothing_more(jc: tuple[LocalCluster, str],
+                                                                  tmp_path: Path) -> None:
+    """A second ``reprocess`` of an image whose re-run has not finished (every processing node
+    frozen) skips it: one live job for the image, not two, and the answer says so."""
+    local, key = jc
+    put = put_retrying(local.root, make_photo(tmp_path / "twice.jpg", 700, 500, seed=12))
+    assert wait_final(local, key, put["id"], 240)["status"] == "ready"
+    procs = [c for c in local.children if c.name.startswith("proc") and c.proc.poll() is None]
+    assert procs
+    for c in procs:
+        os.kill(c.proc.pid, signal.SIGSTOP)
+    try:
+        first = cli(local.root, "reprocess", put["id"], "--rate", "10")
+        second = cli(local.root, "reprocess", put["id"], "--rate", "10")
+        third = cli(local.root, "reprocess", put["id"], "--rate", "10", "--json")
+        listing = json.loads(cli(local.root, "jobs", "--json").stdout)
+    finally:
+        for c in procs:
+            os.kill(c.proc.pid, signal.SIGCONT)
+    assert first.returncode == 0 and first.stdout.strip() == "queued 1 image(s) for re-processing (batch lane)", first
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip() == ("queued 0 image(s) for re-processing (batch lane); skipped 1 that already "
+                                     "have a job queued or running (pixelfox jobs)")
+    assert [json.loads(line) for line in third.stdout.splitlines()] == [
+        {"slug": put["id"], "queued": False, "reason": "a job for it is already queued or running"}]
+    live = [j for j in listing["jobs"] if j["slug"] == put["id"] and j["state"] in ("queued", "running", "delayed")]
+    assert len(live) == 1 and live[0]["kind"] == "reprocess_image", listing
+    deadline = time.monotonic() + 240
+    while True:  # the one re-run finishes once the nodes wake; nothing is left behind
+        listing = json.loads(cli(local.root, "jobs", "--json").stdout)
+        if listing["counts"]["queued"] == listing["counts"]["running"] == listing["counts"]["delayed"] == 0:
+            break
+        assert time.monotonic() < deadline, listing
+        time.sleep(0.5)
+    assert wait_final(local, key, put["id"], 30)["status"] == "ready"
+
+
 def test_a_file_that_fails_to_decode_is_dead_at_once_with_its_attempt(jc: tuple[LocalCluster, str],
                                                                       tmp_path: Path) -> None:
     """A PNG whose header passes the upload probe but whose pixel data is broken fails processing
