@@ -14,7 +14,7 @@ JSON. Two databases with equal checksums for every table hold the same metadata.
   point ``PIXELFOX_DATABASE__URL`` at the target. Target rows whose primary key is no longer
   in the source (deleted, or replaced by a row with a new key) are removed first, children
   before parents, so the final pass converges to the source; the report counts them.
-* :func:`backup` writes JSON Lines (gzip when the file name ends in ``.gz``): a header with
+* :func:`backup` writes JSON Lines (gzip when the file name ends in ``.gz``, any case): a header with
   the schema revision and each table's count and checksum, then one line per row. The file
   is private (0600) and only ever replaces a regular file, never a symlink, device or FIFO.
 * :func:`restore` loads a backup into a database at the same revision, refusing a non-empty
@@ -380,7 +380,7 @@ async def backup(url: str, path: Path | None, *, out: IO[str] | None = None) -> 
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
                 os.fchmod(fd, 0o600)
-                with _text(os.fdopen(fd, "wb"), path.suffix == ".gz") as f:
+                with _text(os.fdopen(fd, "wb"), path.suffix.lower() == ".gz") as f:
                     header = await _write_backup(conn, f)
                 os.replace(tmp, path)
             finally:

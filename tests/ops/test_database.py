@@ -281,6 +281,10 @@ def test_backup_never_replaces_what_is_not_a_regular_file_and_is_private(tmp_pat
         assert json.loads(res.stdout)["tables"]["users"]["rows"] == 1
     with gzip.open(old, "rt") as f:
         assert json.loads(f.readline())["format"] == tools.BACKUP_FORMAT
+    upper = tmp_path / "META.JSONL.GZ"  # the suffix in any case means gzip
+    assert _pixelfox(tmp_path, "backup", str(upper), "--db", url).returncode == 0
+    with gzip.open(upper, "rt") as f:
+        assert json.loads(f.readline())["format"] == tools.BACKUP_FORMAT
 
     streamed = _pixelfox(tmp_path, "backup", "-", "--db", url)
     assert streamed.returncode == 0, streamed.stderr
