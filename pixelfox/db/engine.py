@@ -16,11 +16,12 @@ the one SQLite write lock; at 5 s some of them failed with "database is locked".
 
 from __future__ import annotations
 
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from pixelfox.config import DatabaseSettings
@@ -58,13 +59,24 @@ async def begin_write(session: AsyncSession) -> None:
         await session.execute(text("BEGIN IMMEDIATE"))
 
 
+def sqlite_path(url: URL) -> str:
+    """The file path a SQLite URL names: with ``?uri=true`` the database part is a URI filename
+    (``file:/x/y.db``, ``file:///x/y.db``; https://sqlite.org/uri.html) and gives its path part,
+    percent-decoded; otherwise the database part as is ("" and ``:memory:`` included)."""
+    database = url.database or ""
+    if database.startswith("file:") and str(url.query.get("uri", "")).lower() in ("true", "1"):
+        return urllib.parse.unquote(urllib.parse.urlsplit(database).path)
+    return database
+
+
 def make_engine(settings: DatabaseSettings) -> AsyncEngine:
     """Create the async engine; for SQLite, create the file's folder and set WAL pragmas."""
     url = make_url(settings.url)
     kwargs: dict[str, Any] = {"echo": settings.echo, "pool_pre_ping": True}
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_path(url)
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000}
     engine = create_async_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":

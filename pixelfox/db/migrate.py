@@ -38,6 +38,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pixelfox.db.engine import sqlite_path
+
 logger = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -112,8 +114,8 @@ async def _sqlite_file_lock(engine: AsyncEngine, timeout_s: float = 120.0) -> An
 
     Raises ``TimeoutError`` after ``timeout_s`` seconds (another process holds it that long).
     """
-    db = engine.url.database if engine.dialect.name == "sqlite" else None
-    if not db or db == ":memory:" or db.startswith("file:"):
+    db = sqlite_path(engine.url) if engine.dialect.name == "sqlite" else None
+    if not db or db == ":memory:":
         yield
         return
     fd = await asyncio.to_thread(open, f"{db}.schema-lock", "a+b")

@@ -48,7 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from pixelfox import errors
 from pixelfox.config import DatabaseSettings
 from pixelfox.db import migrate
-from pixelfox.db.engine import make_engine
+from pixelfox.db.engine import make_engine, sqlite_path
 
 logger = logging.getLogger(__name__)
 
@@ -112,9 +112,9 @@ def check_url(url: str, *, must_exist: bool = False) -> URL:
     if backend not in ("postgresql", "sqlite"):
         raise errors.BadRequest(f"{redact(url)}: only PostgreSQL ({POSTGRES_FORM}) and SQLite ({SQLITE_FORM}) "
                                 "are supported")
-    if backend == "sqlite" and must_exist and parsed.database not in (None, "", ":memory:") \
-            and not Path(parsed.database).is_file():
-        raise errors.BadRequest(f"no SQLite database at {parsed.database}")
+    path = sqlite_path(parsed) if backend == "sqlite" else ""
+    if must_exist and path not in ("", ":memory:") and not Path(path).is_file():
+        raise errors.BadRequest(f"no SQLite database at {path}")
     return parsed
 
 

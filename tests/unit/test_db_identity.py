@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pixelfox import errors
-from pixelfox.db.tools import identity, open_engine, refuse_live
+from pixelfox.db.tools import check_url, identity, open_engine, refuse_live
 
 
 async def _identity(url: str) -> tuple[str, ...]:
@@ -44,3 +44,17 @@ def test_refuse_live_names_the_running_database(tmp_path: Path) -> None:
     with pytest.raises(errors.BadRequest, match="is the database the running cluster uses: restoring would "):
         asyncio.run(refuse_live(f"sqlite+aiosqlite:///file:{tmp_path / 'live.db'}?uri=true", live, "restoring"))
     asyncio.run(refuse_live(f"sqlite+aiosqlite:///{tmp_path / 'copy.db'}", live, "restoring"))  # another file
+
+
+def test_a_uri_filename_makes_its_own_folder_not_one_named_file_in_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    target = tmp_path / "new folder" / "live.db"
+    url = f"sqlite+aiosqlite:///file:{str(target).replace(' ', '%20')}?uri=true"
+    asyncio.run(_identity(url))
+    assert target.is_file() and list(cwd.iterdir()) == []  # it made ./file:/tmp/... before
+    check_url(url, must_exist=True)  # the URI's file is found
+    with pytest.raises(errors.BadRequest, match=f"no SQLite database at {tmp_path}/gone.db"):
+        check_url(f"sqlite+aiosqlite:///file:{tmp_path}/gone.db?uri=true", must_exist=True)
