@@ -18,6 +18,7 @@ from aiohttp import web
 
 from pixelfox import deletion, errors
 from pixelfox.v1 import common_pb2, manager_pb2
+from web.accept import prefers_html
 from web.calls import call
 from web.keys import MANAGER, SETTINGS, STATE
 
@@ -60,7 +61,7 @@ async def delete(request: web.Request) -> web.Response:
     reply: manager_pb2.DeleteImageResponse = await call(
         request, "DeleteImage", manager_pb2.DeleteImageRequest(slug=slug, deletion_token=tok),
         request.app[MANAGER].as_user(owner), timeout_s=120)
-    if "text/html" in request.headers.get("Accept", ""):
+    if prefers_html(request):
         return web.Response(text=f"<!doctype html><meta charset=utf-8><p>Image {html.escape(slug)} was deleted.</p>",
                             content_type="text/html")
     return web.json_response({"deleted": reply.deleted, "id": slug})

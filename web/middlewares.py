@@ -21,6 +21,7 @@ from prometheus_client import Counter, Histogram
 from yarl import URL
 
 from pixelfox import errors
+from web.accept import prefers_html
 from web.keys import STATE
 from web.views.common import origin_of
 
@@ -47,7 +48,7 @@ def is_api(request: web.Request) -> bool:
 
 def _visited_in_a_browser(request: web.Request) -> bool:
     """A deletion link (an API path people open from an upload answer) asked for by a browser."""
-    return request.path.startswith("/api/v1/delete/") and "text/html" in request.headers.get("Accept", "")
+    return request.path.startswith("/api/v1/delete/") and prefers_html(request)
 
 
 def error_response(request: web.Request, status: int, code: str, message: str) -> web.StreamResponse:
