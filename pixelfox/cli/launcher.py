@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -394,6 +395,26 @@ class LocalCluster:
             f.write(text)
         return path
 
+    def record_pids(self) -> None:
+        """Rewrite ``pids`` in ``cluster.json`` (each child's current process id) after a restart;
+        the rest of the file is kept. A missing or unreadable file is left alone."""
+        self._update_state(pids={c.name: c.proc.pid for c in self.children if c.proc.poll() is None})
+
+    def _update_state(self, **fields: Any) -> None:
+        """Set ``fields`` in ``cluster.json``: written beside it (mode 0600) and renamed over it, so
+        a reader never sees half a file."""
+        path = self.state / STATE_FILE
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        data.update(fields)
+        part = path.with_name(path.name + ".part")
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(data, indent=2))
+        os.replace(part, path)
+
     def stop(self, grace_s: float = 15.0) -> None:
         """SIGTERM every child (web and workers first, Redis last), then SIGKILL what outlives ``grace_s``."""
         order = {"web": 0, "upload": 1, "proc": 1, "storage": 2, "manager": 3, "redis": 4}
@@ -410,11 +431,8 @@ class LocalCluster:
                 except subprocess.TimeoutExpired:
                     c.proc.kill()
                     c.proc.wait()
-        state = self.state / STATE_FILE
         with contextlib.suppress(OSError):
-            data = json.loads(state.read_text())
-            data["pid"] = None
-            state.write_text(json.dumps(data, indent=2))
+            self._update_state(pid=None)
 
 
 def _up_for_start(node: common_pb2.Node) -> bool:

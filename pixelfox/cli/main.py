@@ -75,6 +75,7 @@ async def _supervise(cluster: LocalCluster, stop: asyncio.Event, console: Consol
                 return 1
             await asyncio.sleep(1.0)
             cluster.restart(c.name)
+            cluster.record_pids()
             console.print(f"{c.name} restarted")
     return 0
 

@@ -146,6 +146,9 @@ def test_up_keeps_links_across_restarts_refuses_a_second_cluster_and_restarts_de
             healthy = any(n["id"] == "proc1" and n["health"] == "healthy" and n["last_heartbeat_age_s"] < 2
                           for n in nodes) and first.poll() is None
         assert healthy, "proc1 was not restarted"
+        now = json.loads((root / ".pixelfox" / "cluster.json").read_text())["pids"]
+        assert now["proc1"] != pids["proc1"] and alive(now["proc1"]), (pids, now)  # the new process, not the dead one
+        assert {n: p for n, p in now.items() if n != "proc1"} == {n: p for n, p in pids.items() if n != "proc1"}
         first.send_signal(signal.SIGINT)
         assert first.wait(60) == 0
         # the same folder comes back on the same addresses: old share links still work
