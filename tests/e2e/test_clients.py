@@ -123,6 +123,30 @@ def test_an_anonymous_upload_gets_a_deletion_link_that_only_deletes_it(cluster: 
     assert requests.get(f"{cluster.web_url}/api/v1/images/{other['id']}", timeout=10).status_code == 200
 
 
+def test_an_upload_answer_links_the_clean_original_never_the_stored_one(cluster: ClusterHandle,
+                                                                      corpus: Path) -> None:
+    """Scripts paste the upload answer's links: its ``original_url`` is the clean original (a lasting
+    URL, no GPS), as GET gives an API-key caller, not the stored upload (signed, with GPS)."""
+    from PIL import Image
+
+    data = (corpus / "photos" / "iphone5_orient3_gps.jpg").read_bytes()
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.getexif().get_ifd(0x8825)  # the upload carries a GPS IFD
+    hdr = {"Authorization": f"Bearer {cluster.admin_api_key}"}
+    r = requests.post(f"{cluster.web_url}/api/v1/images", headers=hdr, timeout=120,
+                      files={"file": ("gps.jpg", data, "image/jpeg")})
+    assert r.status_code == 201 and r.json()["status"] == "ready", r.text
+    up = r.json()
+    clean = next(v for v in up["variants"] if v["name"] == "original")
+    assert up["original_url"] == clean["url"] and "sig=" not in up["original_url"], up["original_url"]
+    got = requests.get(up["original_url"], timeout=30)
+    assert got.status_code == 200 and got.headers["Content-Type"] == "image/jpeg"
+    with Image.open(io.BytesIO(got.content)) as im:
+        assert im.size == (3264, 2448) and not im.getexif().get_ifd(0x8825)  # pixels kept, GPS gone
+    again = requests.get(f"{cluster.web_url}/api/v1/images/{up['id']}", headers=hdr, timeout=30).json()
+    assert again["original_url"] == up["original_url"]
+
+
 def test_chevereto_upload_shapes_formats_and_expiration(cluster: ClusterHandle, corpus: Path) -> None:
     api = f"{cluster.web_url}/api/1/upload"
     data = (corpus / "photos" / "painting_rgb.png").read_bytes()

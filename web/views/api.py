@@ -24,7 +24,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp_session import get_session
 
 from pixelfox import errors
-from pixelfox.client.images import image_to_json
+from pixelfox.client.images import image_to_json, served_original_url
 from pixelfox.text import printable, safe_filename
 from pixelfox.v1 import common_pb2
 from web.deletion import deletion_url
@@ -70,7 +70,14 @@ async def resolve_caller(request: web.Request, *, state_changing: bool) -> Calle
 
 
 def image_json(request: web.Request, image: common_pb2.Image) -> dict[str, Any]:
+    """:func:`pixelfox.client.images.image_to_json` with the share-page ``url`` and an empty
+    ``deletion_url``. ``original_url`` is the clean original (metadata removed; ``""`` while
+    processing), or the stored upload when its owner opted in (``keep_metadata``): an upload
+    answer goes to scripts and screenshot tools, whose links get pasted, so it never hands out
+    the stored upload with its GPS (:func:`web.views.api_v1.public_image_json` does, for the
+    owner's own session)."""
     body = image_to_json(image)
+    body["original_url"] = served_original_url(image, with_metadata=image.keep_metadata)
     body["url"] = page_url(request, image)
     body["deletion_url"] = ""
     return body

@@ -50,7 +50,12 @@ IMAGE = {
         "visibility": {"type": "string", "enum": ["public", "private"]}, "keep_metadata": {"type": "boolean"},
         "owner": {"type": "string"}, "format": {"type": "string"}, "width": {"type": "integer"},
         "height": {"type": "integer"}, "frames": {"type": "integer"}, "bytes": {"type": "integer"},
-        "sha256": {"type": "string"}, "original_url": {"type": "string"}, "thumbnail_url": {"type": "string"},
+        "sha256": {"type": "string"}, "original_url": {
+            "type": "string",
+            "description": "the clean original (metadata removed; empty while processing); the stored upload with "
+                           "its EXIF and GPS (signed, expiring) when the owner opted in with keep_metadata, or "
+                           "on GET for the owner's own session or an admin"},
+        "thumbnail_url": {"type": "string"},
         "created_at": {"type": "string"}, "deletion_url": {"type": "string"},
         "variants": {"type": "array", "items": {"$ref": "#/components/schemas/Variant"}},
         "exif": {"type": "object", "additionalProperties": {"type": "string"},
