@@ -230,6 +230,27 @@ async def test_an_api_key_gRPC_cannot_carry_is_a_401(cluster: Any, http: aiohttp
         assert (r.status, (await r.json())["error"]["message"]) == (401, "invalid API key")
 
 
+async def test_credentials_sent_but_unusable_are_a_401_not_an_anonymous_upload(
+        cluster: Any, http: aiohttp.ClientSession) -> None:
+    """A valid key under another scheme, an empty Bearer (a script's unset $KEY) or an empty X-API-Key
+    was an anonymous upload (201, outside the account); each is now a 401 that says why. Basic stays
+    anonymous: a proxy in front (nginx auth_basic) sends it."""
+    url = f"{cluster.web_url}/api/v1/images"
+    for headers, says in [({"Authorization": f"Token {cluster.admin_api_key}"}, "unsupported Authorization scheme"),
+                          ({"Authorization": "Bearer "}, "Bearer without an API key"),
+                          ({"Authorization": "Bearer"}, "Bearer without an API key"),
+                          ({"X-API-Key": ""}, "X-API-Key is empty")]:
+        form = aiohttp.FormData()
+        form.add_field("file", PHOTO.read_bytes(), filename="k.jpg", content_type="image/jpeg")
+        async with http.post(url, data=form, headers=headers) as r:
+            answer = await r.json()
+        assert r.status == 401 and says in answer["error"]["message"], (headers, r.status, answer)
+        async with http.get(f"{cluster.web_url}/api/v1/me", headers=headers) as r:
+            assert r.status == 401 and says in (await r.json())["error"]["message"], headers
+    async with http.get(f"{cluster.web_url}/api/v1/me", headers={"Authorization": "Basic dXNlcjpwYXNz"}) as r:
+        assert (r.status, (await r.json())["error"]["message"]) == (401, "not logged in")  # anonymous, as before
+
+
 async def _get_json(http: aiohttp.ClientSession, url: str, key: str) -> tuple[int, dict[str, Any]]:
     async with http.get(url, headers={"Authorization": f"Bearer {key}"}) as r:
         return r.status, await r.json()

@@ -47,9 +47,24 @@ class Caller:
 
 
 def api_key_of(request: web.Request) -> str:
-    auth = request.headers.get("Authorization", "")
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
+    """The API key a request sends (``Authorization: Bearer <key>``, else ``X-API-Key``), or ``""``.
+
+    Raises Unauthenticated (401) for credentials that are sent but unusable, which used to make
+    the call silently anonymous (an upload then landed outside the account): ``Bearer`` with no
+    key, another scheme (``Token``, ``ApiKey``...), or an ``X-API-Key`` header that is empty (a
+    script's unset variable). ``Basic`` is left alone: it belongs to a proxy in front of the site
+    (nginx ``auth_basic``) and browsers send it with every request."""
+    auth = request.headers.get("Authorization", "").strip()
+    scheme, _, rest = auth.partition(" ")
+    if scheme.lower() == "bearer":
+        if not rest.strip():
+            raise errors.Unauthenticated("Authorization: Bearer without an API key")
+        return rest.strip()
+    if auth and scheme.lower() != "basic":
+        raise errors.Unauthenticated(f"unsupported Authorization scheme {printable(scheme)[:32]!r}: send "
+                                     "'Authorization: Bearer <API key>' or 'X-API-Key: <API key>'")
+    if "X-API-Key" in request.headers and not request.headers["X-API-Key"].strip():
+        raise errors.Unauthenticated("X-API-Key is empty")
     return request.headers.get("X-API-Key", "").strip()
 
 
