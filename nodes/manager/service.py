@@ -93,8 +93,11 @@ class ManagerService:
         return Principal(cluster=False, user=None)
 
     async def uploader(self, caller: Caller) -> User | None:
-        """The user an upload belongs to; anonymous only when allowed."""
+        """The user an upload belongs to; anonymous only when ``allow_anonymous``. A web node's call
+        for an anonymous visitor is a cluster call with no acting user: refused too (it used to
+        pass, so ``PIXELFOX_ALLOW_ANONYMOUS=false`` stopped only direct gRPC callers). Raises
+        Unauthenticated."""
         p = await self.principal(caller)
-        if p.user is None and not (self.settings.allow_anonymous or p.cluster):
+        if p.user is None and not self.settings.allow_anonymous:
             raise errors.Unauthenticated("uploads need an account or an API key")
         return p.user

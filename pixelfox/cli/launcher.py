@@ -85,6 +85,10 @@ class Counts:
     managers: int = 1  # several managers share Redis and the database (issue 6)
 
 
+#: the command line's own variables (which cluster to talk to, as whom, tracebacks), not node settings
+CLIENT_ONLY = frozenset({"PIXELFOX_MANAGER", "PIXELFOX_API_KEY", "PIXELFOX_DEBUG"})
+
+
 @dataclass
 class Child:
     name: str
@@ -140,7 +144,12 @@ class LocalCluster:
         return path.read_text().strip()
 
     def _env(self, node_id: str, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELFOX_")}
+        """The environment of node ``node_id``: this process' own (``PIXELFOX_*`` settings included,
+        so ``PIXELFOX_ALLOW_ANONYMOUS=false pixelfox up`` reaches the managers), without the command
+        line's own variables (:data:`CLIENT_ONLY`), then what the launcher sets per node (id, ports,
+        folders, addresses, secret: these win), then the tests' ``extra_env``/``role_env``, then
+        ``extra``."""
+        env = {k: v for k, v in os.environ.items() if k not in CLIENT_ONLY}
         env.update({
             "PIXELFOX_NODE_ID": node_id,
             "PIXELFOX_CLUSTER__MANAGER": self.manager_address,
@@ -221,11 +230,16 @@ class LocalCluster:
             PIXELFOX_REPLICAS=str(min(2, self.counts.storage))))
 
     def add_storage(self, name: str) -> None:
+        """Start one storage node: its pool is ``data/<name>``, or with ``PIXELFOX_BACKEND=s3`` in the
+        environment the prefix ``<PIXELFOX_S3__PREFIX><name>/`` of that bucket (each node its own pool,
+        so two replicas are two copies)."""
         port = self._port(f"{name}.http")
+        pool: dict[str, str] = {"PIXELFOX_DATA_DIR": str(self.state / "data" / name)}
+        if os.environ.get("PIXELFOX_BACKEND", "").lower() == "s3":
+            pool["PIXELFOX_S3__PREFIX"] = f"{os.environ.get('PIXELFOX_S3__PREFIX', '')}{name}/"
         self._spawn(name, "nodes.storage", self._env(
             name, PIXELFOX_GRPC__PORT=str(self._port(f"{name}.grpc")), PIXELFOX_HTTP__HOST=self.host,
-            PIXELFOX_HTTP__PORT=str(port), PIXELFOX_HTTP__PUBLIC_URL=f"http://{self.host}:{port}",
-            PIXELFOX_DATA_DIR=str(self.state / "data" / name)))
+            PIXELFOX_HTTP__PORT=str(port), PIXELFOX_HTTP__PUBLIC_URL=f"http://{self.host}:{port}", **pool))
 
     def add_upload(self, name: str) -> None:
         """Start one upload node; all of them share ``data/staging`` and Redis, so any one resumes an upload."""

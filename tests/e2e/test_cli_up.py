@@ -91,10 +91,10 @@ def test_up_imports_then_stops_every_child(tmp_path: Path, corpus: Path, sig: si
             proc.wait()
 
 
-def _start_up(root: Path, *extra: str) -> tuple[subprocess.Popen[str], list[str]]:
+def _start_up(root: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], list[str]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "pixelfox", "up", "--upload", "1", "--proc", "1", "--storage", "1", *extra],
-        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     lines: list[str] = []
     assert proc.stdout is not None
@@ -168,3 +168,41 @@ def test_up_keeps_links_across_restarts_refuses_a_second_cluster_and_restarts_de
         if first.poll() is None:
             first.kill()
             first.wait()
+
+
+def test_up_hands_pixelfox_settings_from_its_environment_to_the_nodes(tmp_path: Path, corpus: Path) -> None:
+    """``PIXELFOX_ALLOW_ANONYMOUS=false pixelfox up`` (the README's switch) reaches the managers: an
+    anonymous upload is refused. ``up`` used to drop every PIXELFOX_* variable, so it was a 201."""
+    import urllib.error
+    import urllib.request
+
+    root = tmp_path / "site"
+    root.mkdir()
+    env = {**os.environ, "PIXELFOX_ALLOW_ANONYMOUS": "false", "PIXELFOX_API_KEY": "pfx_not_a_node_setting"}
+    proc, lines = _start_up(root, env=env)
+    try:
+        assert "ready" in lines, lines
+        web = next(x.split(" ", 1)[1] for x in lines if x.startswith("web: "))
+        photo = (corpus / "photos" / "painting_rgb.png").read_bytes()
+        body = (b"--XB\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.png\"\r\n"
+                b"Content-Type: image/png\r\n\r\n" + photo + b"\r\n--XB--\r\n")
+        req = urllib.request.Request(f"{web}/api/v1/images", data=body, method="POST",
+                                     headers={"Content-Type": "multipart/form-data; boundary=XB"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=60)
+        assert refused.value.code == 401, refused.value.read()
+        state = json.loads((root / ".pixelfox" / "cluster.json").read_text())
+        assert _post_with_key(web, state["admin_api_key"], body) == 201  # a key still uploads
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+
+
+def _post_with_key(web: str, key: str, body: bytes) -> int:
+    import urllib.request
+
+    req = urllib.request.Request(f"{web}/api/v1/images?wait=0", data=body, method="POST",
+                                 headers={"Content-Type": "multipart/form-data; boundary=XB",
+                                          "Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return int(r.status)
