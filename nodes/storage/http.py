@@ -11,7 +11,8 @@ Objects are immutable (content-addressed keys), so every response carries
 ``X-Content-Type-Options: nosniff`` and ``Content-Security-Policy: sandbox`` (an image that is
 really HTML or SVG cannot script this origin). ``If-None-Match``/``If-Modified-Since`` give 304,
 ``If-Match`` 412, one ``Range`` gives 206 (``If-Range`` honoured; RFC 9110 §13-14), an
-unsatisfiable or multi-part one 416 with ``Content-Range: bytes */<size>``. A private object
+unsatisfiable or malformed one 416 with ``Content-Range: bytes */<size>``; several ranges or
+another unit than ``bytes`` are ignored (200, the whole object). A private object
 (``p/<salt>/...``), and an original when ``sign_originals`` is on, needs ``?exp=&sig=`` signed with
 a key from :mod:`pixelfox.signing` (403 otherwise) and is sent with ``Cache-Control: private,
 no-store``. Every error is a JSON body ``{"error": {"code", "message"}}``; anything that is not
@@ -135,8 +136,14 @@ def precondition_failed(h: dict[str, str], info: ObjectInfo) -> bool:
 
 
 def range_applies(h: dict[str, str], info: ObjectInfo) -> bool:
-    """A ``Range`` is honoured unless an ``If-Range`` names another version (RFC 9110 §13.1.5)."""
+    """A ``Range`` is honoured unless an ``If-Range`` names another version (RFC 9110 §13.1.5), its
+    unit is not ``bytes`` (§14.2: a server MUST ignore a unit it does not understand), or it asks
+    for several ranges (no ``multipart/byteranges`` answers here; §14.2 lets a server ignore
+    ``Range``): those get the whole object, 200."""
     if "range" not in h:
+        return False
+    unit, _, spec = h["range"].partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
         return False
     if_range = h.get("if-range")
     if if_range is None:
@@ -149,7 +156,8 @@ def range_applies(h: dict[str, str], info: ObjectInfo) -> bool:
 
 def byte_range(value: str, size: int) -> tuple[int, int] | None:
     """``(start, count)`` of one satisfiable ``bytes=`` range of an object of ``size`` bytes;
-    ``None`` when malformed, multi-part or unsatisfiable (answered 416)."""
+    ``None`` when malformed or unsatisfiable (answered 416; :func:`range_applies` has set
+    other units and several ranges aside)."""
     unit, _, spec = value.partition("=")
     if unit.strip().lower() != "bytes" or "," in spec:
         return None

@@ -361,6 +361,16 @@ def test_http_range_past_the_end_416(node: Node, stored: tuple[str, bytes]) -> N
         assert r.getheader("Content-Range") == f"bytes */{len(data)}"
 
 
+def test_http_range_of_another_unit_or_several_ranges_is_ignored(node: Node, stored: tuple[str, bytes]) -> None:
+    """RFC 9110 §14.2: an unknown unit MUST be ignored; several ranges may be (no multipart answers
+    here). Both were a 416, which made clients give up on a file they could have had whole."""
+    key, data = stored
+    for spec in ("items=0-1", "bytes=0-1,5-6", "bytes=0-1, 100-"):
+        r = request(node, "GET", f"/o/{key}", {"Range": spec})
+        assert r.status == 200 and r.body == data, (spec, r.status)  # type: ignore[attr-defined]
+        assert r.getheader("Content-Range") is None and r.getheader("Content-Length") == str(len(data))
+
+
 def test_http_odd_numbers_are_refused_cleanly(node: Node, stored: tuple[str, bytes]) -> None:
     """Unicode digits pass ``str.isdigit()`` but not ``int()``: a malformed range, not a 500."""
     key, _ = stored
