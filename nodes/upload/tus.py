@@ -11,6 +11,7 @@ hands out, so clients that know it skip creation):
   before answering (header ``Pixelfox-Image-Slug``). With ``Upload-Checksum`` (sha1, md5,
   sha256, crc32c) the body is committed only when it matches, else ``460``.
 * ``DELETE /tus/<id>`` — termination: staged bytes and state removed, ``204``; then ``404``.
+* ``POST /tus/<id>`` with ``X-HTTP-Method-Override: PATCH`` or ``DELETE`` — as that method.
 
 Every request but OPTIONS carries ``Authorization: Bearer <ticket>`` (401 with the reason
 otherwise) and ``Tus-Resumable: 1.0.0`` (412 otherwise). State is the shared Redis state of
@@ -116,7 +117,20 @@ class Tus:
             # clients configured with the endpoint without its slash (tuspy, Uppy) create at /tus
             web.post("/tus/", self.create), web.post("/tus", self.create), web.head("/tus/{id}", self.head),
             web.patch("/tus/{id}", self.patch), web.delete("/tus/{id}", self.delete),
+            web.post("/tus/{id}", self.overridden),
         ]
+
+    async def overridden(self, request: web.Request) -> web.StreamResponse:
+        """``POST /tus/<id>`` with ``X-HTTP-Method-Override: PATCH`` (or ``DELETE``), for clients
+        behind proxies that refuse those methods (tus 1.0.0, "X-HTTP-Method-Override"; tus-js-client's
+        ``overridePatchMethod``): answered as that method. Anything else is a 405."""
+        method = request.headers.get("X-HTTP-Method-Override", "").strip().upper()
+        if method == "PATCH":
+            return await self.patch(request)
+        if method == "DELETE":
+            return await self.delete(request)
+        raise web.HTTPMethodNotAllowed("POST", ["HEAD", "PATCH", "DELETE", "OPTIONS"],
+                                       text="POST to an upload URL needs X-HTTP-Method-Override: PATCH or DELETE")
 
     async def options(self, request: web.Request) -> web.Response:
         return web.Response(status=204, headers={

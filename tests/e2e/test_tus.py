@@ -108,6 +108,28 @@ def test_tus_ticket_is_good_for_one_upload(cluster: ClusterHandle, corpus: Path)
                                                    f"(image {r.headers['Pixelfox-Image-Slug']})")
 
 
+def test_x_http_method_override_patch_and_delete(cluster: ClusterHandle, corpus: Path) -> None:
+    """CORS advertised X-HTTP-Method-Override, but a POST with it was a 405, so tus-js-client's
+    overridePatchMethod (for proxies that drop PATCH) failed; tus 1.0.0 says to honour it."""
+    data = (corpus / "photos" / "blackbug_alpha.png").read_bytes()
+    t = ticket_for(cluster, len(data))
+    half = len(data) // 2
+    patch = {**auth(t), "Content-Type": "application/offset+octet-stream", "X-HTTP-Method-Override": "PATCH"}
+    r = requests.post(t.upload_url, data=data[:half], headers={**patch, "Upload-Offset": "0"}, timeout=30)
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(half), r.text
+    r = requests.post(t.upload_url, data=data[half:], headers={**patch, "Upload-Offset": str(half)}, timeout=30)
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(len(data)), r.text
+    img = ready(cluster, r.headers["Pixelfox-Image-Slug"])
+    assert img.status == common_pb2.IMAGE_STATUS_READY and img.sha256 == hashlib.sha256(data).hexdigest()
+
+    other = ticket_for(cluster, 1000)
+    plain = requests.post(other.upload_url, data=b"x", headers=auth(other), timeout=10)
+    assert plain.status_code == 405 and "X-HTTP-Method-Override" in plain.json()["error"]["message"], plain.text
+    gone = requests.post(other.upload_url, headers={**auth(other), "X-HTTP-Method-Override": "DELETE"}, timeout=10)
+    assert gone.status_code == 204, gone.text
+    assert requests.head(other.upload_url, headers=auth(other), timeout=10).status_code == 404
+
+
 def test_tus_protocol_rules(cluster: ClusterHandle, corpus: Path) -> None:
     data = (corpus / "photos" / "painting_rgb.png").read_bytes()
     t = ticket_for(cluster, len(data))
