@@ -1,4 +1,7 @@
-"""Cursor pages over the manager's lists (``ListImages``, ``ListAlbums``): newest first, ``before=<slug>``.
+"""Cursor pages over the manager's lists (``ListImages``, ``ListAlbums``): newest first, ``before=<id>``.
+
+The cursor is the row id of a page's last item (nodes/manager/cursors.py): it stays a valid
+position after that item is deleted. Slugs are still taken from older links.
 
 A page carries the cursor of the next one only when there is a next one: the manager is asked for
 one item more than the page shows. It answers at most :data:`MANAGER_MAX` items, so a full page of
@@ -13,12 +16,12 @@ from typing import Protocol, TypeVar
 MANAGER_MAX = 200  # the most items one ListImages/ListAlbums answer holds (nodes/manager)
 
 
-class HasSlug(Protocol):
+class HasId(Protocol):
     @property
-    def slug(self) -> str: ...
+    def id(self) -> str: ...
 
 
-T = TypeVar("T", bound=HasSlug)
+T = TypeVar("T", bound=HasId)
 Fetch = Callable[[int, str], Awaitable[Sequence[T]]]  # (limit, before) -> items, newest first
 
 
@@ -26,7 +29,7 @@ async def fetch_page(fetch: Fetch[T], limit: int, before: str) -> tuple[list[T],
     """Up to ``limit`` items older than ``before``, and the next page's cursor ("" on the last page)."""
     items = list(await fetch(min(limit + 1, MANAGER_MAX), before))
     if len(items) > limit:
-        return items[:limit], items[limit - 1].slug
-    if limit >= MANAGER_MAX and len(items) == limit and await fetch(1, items[-1].slug):
-        return items, items[-1].slug
+        return items[:limit], items[limit - 1].id
+    if limit >= MANAGER_MAX and len(items) == limit and await fetch(1, items[-1].id):
+        return items, items[-1].id
     return items, ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from nodes.manager.cursors import before_id
 from nodes.manager.images import ImageViews
 from nodes.manager.library import is_admin_user
 from nodes.manager.objects import Objects
@@ -56,9 +57,8 @@ class Admin:
                 or 0
             )
             q = select(Image).order_by(Image.created_at.desc(), Image.id.desc()).limit(max(1, min(recent or 20, 200)))
-            if before:
-                ref = (await s.execute(select(Image).where(Image.slug == before))).scalar_one_or_none()
-                if ref is not None:
-                    q = q.where(Image.id < ref.id)
+            cursor = await before_id(s, Image, before)
+            if cursor is not None:
+                q = q.where(Image.id < cursor)
             out.recent_images.extend(await self.views.to_protos(s, (await s.execute(q)).scalars().all()))
         return out

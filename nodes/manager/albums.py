@@ -12,6 +12,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ulid import ULID
 
+from nodes.manager.cursors import before_id
 from nodes.manager.images import ImageViews, iso, new_slug
 from nodes.manager.library import can_manage, can_see
 from pixelfox import errors
@@ -95,10 +96,9 @@ class Albums:
             raise errors.Unauthenticated("listing albums needs a user")
         async with self.sessions() as s:
             q = select(Album).where(Album.user_id == user.id).order_by(Album.id.desc())
-            if before:
-                ref = (await s.execute(select(Album).where(Album.slug == before))).scalar_one_or_none()
-                if ref is not None:
-                    q = q.where(Album.id < ref.id)
+            cursor = await before_id(s, Album, before, owner_id=user.id)
+            if cursor is not None:
+                q = q.where(Album.id < cursor)
             rows = (await s.execute(q.limit(max(1, min(limit or 50, 200))))).scalars().all()
             return [await self.to_proto(s, a, user, with_images=False) for a in rows]
 

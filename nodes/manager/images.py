@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from nodes.manager.cursors import before_id
 from nodes.manager.registry import Registry
 from pixelfox import errors
 from pixelfox.db.models import Image, ObjectLocation, Variant
@@ -82,10 +83,9 @@ class ImageViews:
     async def list_for_user(self, user_id: str, limit: int, before: str) -> list[common_pb2.Image]:
         async with self.sessions() as s:
             q = select(Image).where(Image.user_id == user_id).order_by(Image.created_at.desc(), Image.id.desc())
-            if before:
-                ref = (await s.execute(select(Image).where(Image.slug == before))).scalar_one_or_none()
-                if ref is not None and ref.user_id == user_id:  # another user's slug is as unknown as a bad one
-                    q = q.where(Image.id < ref.id)
+            cursor = await before_id(s, Image, before, owner_id=user_id)
+            if cursor is not None:
+                q = q.where(Image.id < cursor)
             rows = (await s.execute(q.limit(max(1, min(limit or 50, 200))))).scalars().all()
             return await self.to_protos(s, rows)
 

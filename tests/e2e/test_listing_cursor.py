@@ -1,4 +1,4 @@
-"""ListImages cursors (issue 5): another user's slug tells nothing about that image."""
+"""ListImages cursors (issue 5): another user's slug tells nothing about that image; row ids page."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from tests.e2e.uploadkit import new_user_key
 from tests.jobtools import make_photo
 
 
-async def test_another_users_slug_as_cursor_is_ignored(cluster: ClusterHandle, tmp_path: Path) -> None:
+async def test_another_users_slug_as_cursor_is_refused_like_a_made_up_one(cluster: ClusterHandle,
+                                                                          tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:8]
     alice = await new_user_key(cluster.local, f"cur-a-{tag}")
     bob = await new_user_key(cluster.local, f"cur-b-{tag}")
@@ -34,5 +35,14 @@ async def test_another_users_slug_as_cursor_is_ignored(cluster: ClusterHandle, t
 
         assert await listing("") == [newer.slug, older.slug]  # newest first
         assert await listing(newer.slug) == [older.slug]  # her own cursor pages
-        # bob's slug (created between them) would cut the list there if it were used as a cursor
-        assert await listing(theirs.slug) == [newer.slug, older.slug] == await listing("no-such-slug")
+        assert await listing(newer.id) == [older.slug]  # the row id a listing hands out as next cursor
+        # bob's slug (created between them) would cut the list there if it were used as a cursor: it is
+        # refused exactly as a made-up one is (it used to be ignored: the first page came back)
+        details = []
+        for bad in (theirs.slug, "no-such-slug"):
+            try:
+                await listing(bad)
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+                details.append(exc.details().replace(repr(bad), "X"))
+        assert len(details) == 2 and details[0] == details[1] and "is not a cursor from this list" in details[0]

@@ -346,17 +346,33 @@ async def test_last_page_has_no_cursor(cluster: Any, http: aiohttp.ClientSession
     status, page = await api(b, "GET", "/api/v1/images?limit=3")
     assert status == 200 and len(page["images"]) == 3 and page["next_before"] is None
     status, first = await api(b, "GET", "/api/v1/images?limit=2")
-    assert status == 200 and len(first["images"]) == 2 and first["next_before"] == first["images"][1]["id"]
+    assert status == 200 and len(first["images"]) == 2 and first["next_before"], first
     status, second = await api(b, "GET", f"/api/v1/images?limit=2&before={first['next_before']}")
     assert status == 200 and [i["id"] for i in second["images"]] == [page["images"][2]["id"]]
     assert second["next_before"] is None
+    # the last item seen (its id, as older clients send) works as a cursor too
+    status, by_id = await api(b, "GET", f"/api/v1/images?limit=2&before={first['images'][1]['id']}")
+    assert status == 200 and by_id["images"] == second["images"]
+    # the cursor item deleted meanwhile: the next page is still the next page, not the first again
+    status, _ = await api(b, "DELETE", f"/api/v1/images/{first['images'][1]['id']}", None, hdr)
+    assert status in (200, 204)
+    status, after = await api(b, "GET", f"/api/v1/images?limit=2&before={first['next_before']}")
+    assert status == 200 and [i["id"] for i in after["images"]] == [page["images"][2]["id"]], after
+    # not a cursor (made up, or another user's image): a 400, where it used to answer the first page
+    other = Browser(http, cluster.web_url)
+    await other.register(_user())
+    status, body, _ = await other.post("/api/v1/images?wait=0", _unique_upload_form(), await csrf_header(other))
+    assert status == 201, body
+    for bad in ("zzz", json.loads(body)["id"]):
+        status, answer = await api(b, "GET", f"/api/v1/images?before={bad}")
+        assert status == 400 and "is not a cursor from this list" in answer["error"]["message"], (bad, answer)
 
     for title in ("one", "two"):
         assert (await api(b, "POST", "/api/v1/albums", {"title": title}, hdr))[0] == 201
     status, albums = await api(b, "GET", "/api/v1/albums?limit=2")
     assert status == 200 and len(albums["albums"]) == 2 and albums["next_before"] is None
     status, first = await api(b, "GET", "/api/v1/albums?limit=1")
-    assert status == 200 and first["next_before"] == first["albums"][0]["id"]
+    assert status == 200 and first["next_before"], first
     status, second = await api(b, "GET", f"/api/v1/albums?limit=1&before={first['next_before']}")
     assert status == 200 and len(second["albums"]) == 1 and second["next_before"] is None
 

@@ -75,11 +75,11 @@ async def resolve(request: web.Request) -> web.StreamResponse:
 
 
 async def images(request: web.Request) -> web.StreamResponse:
-    """Every image, newest first, 60 a page (``?before=<slug>``), private ones marked."""
+    """Every image, newest first, 60 a page (``?before=<id>``, web/paging.py), private ones marked."""
     user = await _admin(request)
     before = request.query.get("before", "")[:64]
     req = manager_pb2.AdminOverviewRequest(recent_images=60, images_before=before)
     o = await call(request, "AdminOverview", req, request.app[MANAGER].as_user(user.id))
     imgs = list(o.recent_images)
-    nxt = imgs[-1].slug if len(imgs) == 60 else ""
+    nxt = imgs[-1].id if len(imgs) == 60 else ""
     return await render(request, "admin_images.html", {"images": imgs, "next_before": nxt, "total": o.images})

@@ -17,7 +17,7 @@ from web.paging import fetch_page
 from web.sessions import current_user
 from web.views.common import NOTICE, checked_form, referer_path, render
 
-ALBUMS_PAGE = 100  # albums per page of /albums (?before=<slug> for older ones)
+ALBUMS_PAGE = 100  # albums per page of /albums (?before=<cursor> for older ones)
 
 
 async def albums_page(request: web.Request) -> web.StreamResponse:
@@ -53,7 +53,7 @@ ADD_PAGE = 48  # images offered per page under "Add images"
 
 async def album_page(request: web.Request) -> web.StreamResponse:
     """An album; its owner also gets the rename form and their images to add, :data:`ADD_PAGE` at a
-    time, newest first (``?before=<slug>`` pages through older ones)."""
+    time, newest first (``?before=<cursor>`` pages through older ones)."""
     user = current_user(await get_session(request))
     md = request.app[MANAGER].as_user(user.id if user else "")
     album = await call(request, "GetAlbum", manager_pb2.GetAlbumRequest(slug=request.match_info["slug"]), md)

@@ -12,7 +12,9 @@ LIST_PARAMS: list[dict[str, Any]] = [
     {"name": "limit", "in": "query", "required": False,
      "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
     {"name": "before", "in": "query", "required": False,
-     "schema": {"type": "string", "maxLength": 64}, "description": "cursor: id of the last item seen"},
+     "schema": {"type": "string", "maxLength": 64},
+     "description": "cursor: the previous page's next_before (stays valid if that item is deleted), or the id "
+                    "of the last item seen; anything else is a 400"},
 ]
 
 
