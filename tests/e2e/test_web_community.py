@@ -356,6 +356,16 @@ async def test_patch_is_a_json_merge_patch(cluster: Any, http: aiohttp.ClientSes
     status, album = await api(owner, "PATCH", f"/api/v1/albums/{album['id']}",
                               {"add_images": [slug, second], "cover": second}, hdr)
     assert status == 200 and album["cover"] == second, album
+    # the album's og:image is the cover's display JPEG with its size, as on an image page (it was the
+    # 200 px WebP thumbnail)
+    status, page, _ = await owner.get(f"/a/{album['id']}")
+    og = re.search(r'<meta property="og:image" content="([^"]+)">\s*<meta property="og:image:width" '
+                   r'content="(\d+)">\s*<meta property="og:image:height" content="(\d+)">', page)
+    assert status == 200 and og, page
+    status, cover = await api(owner, "GET", f"/api/v1/images/{second}")
+    shown = next(v for v in cover["variants"] if v["url"] == og.group(1))
+    assert (shown["format"], shown["width"], shown["height"]) == ("jpeg", int(og.group(2)), int(og.group(3)))
+    assert shown["name"] != "thumb" and 'content="image/jpeg"' in page
     status, album = await api(owner, "PATCH", f"/api/v1/albums/{album['id']}", {"cover": None}, hdr)
     # no chosen cover: the album shows its default, the first image
     assert status == 200 and album["cover"] != second and album["image_count"] == 2, album

@@ -16,6 +16,7 @@ from web.keys import MANAGER
 from web.paging import fetch_page
 from web.sessions import current_user
 from web.views.common import NOTICE, checked_form, referer_path, render
+from web.views.pages import MIME, build_picture
 
 ALBUMS_PAGE = 100  # albums per page of /albums (?before=<cursor> for older ones)
 
@@ -68,8 +69,13 @@ async def album_page(request: web.Request) -> web.StreamResponse:
         page, more_before = await fetch_page(fetch, ADD_PAGE, request.query.get("before", "")[:64])
         in_album = {i.slug for i in album.images}
         mine = [i for i in page if i.slug not in in_album]
+    # og:image as on an image page (the cover's medium/large JPEG, with its size), not the 200 px
+    # thumbnail behind cover_url; a private cover gets none, as cover_url does
+    cover = next((i for i in album.images if i.slug == album.cover_slug and i.visibility != "private"), None)
+    og = build_picture(cover).og if cover is not None else None
     ctx = {"album": album, "is_owner": is_owner, "mine": mine, "more_before": more_before,
-           "paged": bool(request.query.get("before"))}
+           "paged": bool(request.query.get("before")), "og": og,
+           "og_type": MIME.get(og.format.lower(), "") if og else ""}
     return await render(request, "album.html", ctx)
 
 
