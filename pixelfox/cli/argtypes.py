@@ -30,19 +30,28 @@ POSITIVE = whole_number(1)
 """1, 2, 3, ...: counts, limits, batch sizes."""
 
 
-def seconds_or_days(low: float, what: str = "number") -> Callable[[str], float]:
-    """A ``type=`` for a finite decimal number of at least ``low`` (seconds, days); ``nan``, ``inf``
-    and anything below ``low`` raise ``argparse.ArgumentTypeError``."""
+def decimal_number(low: float, high: float | None = None, what: str = "number") -> Callable[[str], float]:
+    """A ``type=`` for a finite decimal number with ``low <= x <= high`` (no upper bound when ``high``
+    is ``None``), written in ASCII (``float()`` also reads "２" and "1_0"); anything else, ``nan`` and
+    ``inf`` included, raises ``argparse.ArgumentTypeError`` naming the range in ``what`` units."""
+    span = f"from {low:g} to {high:g}" if high is not None else f"of at least {low:g}"
 
     def parse(text: str) -> float:
         try:
+            if not text.isascii() or "_" in text:
+                raise ValueError(text)
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a {what}") from None
-        if not math.isfinite(value) or value < low:
-            raise argparse.ArgumentTypeError(f"{text} is out of range: give a {what} of at least {low:g}")
+        if not math.isfinite(value) or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give a {what} {span}")
         return value
 
     parse.__name__ = what
     return parse
 
+
+def seconds_or_days(low: float, what: str = "number") -> Callable[[str], float]:
+    """A ``type=`` for a finite decimal number of at least ``low`` (seconds, days): see
+    :func:`decimal_number`."""
+    return decimal_number(low, None, what)

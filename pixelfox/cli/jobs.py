@@ -20,7 +20,7 @@ from typing import Any
 from rich.table import Table
 
 from pixelfox.cli import context
-from pixelfox.cli.argtypes import POSITIVE, whole_number
+from pixelfox.cli.argtypes import POSITIVE, decimal_number, whole_number
 from pixelfox.cli.tables import table_console
 from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.v1 import jobs_pb2, jobs_pb2_grpc
@@ -74,8 +74,8 @@ def cmd_jobs_retry(opts: argparse.Namespace) -> int:
 
 
 async def _reprocess(ref: context.ClusterRef, opts: argparse.Namespace, progress: _Progress) -> int:
-    rate = max(0.1, opts.rate)
-    batch = max(1, int(rate)) if rate >= 1 else 1
+    rate = opts.rate  # 0.1 to 1000 (argparse checked it)
+    batch = max(1, int(rate))
     todo = list(opts.slugs)
     while True:
         start = time.monotonic()
@@ -135,6 +135,10 @@ class _Progress:
     after: str = ""
 
 
+RATE = decimal_number(0.1, 1000, "number of images per second")
+"""``reprocess --rate``: at most 1000, the most the manager queues per call."""
+
+
 def add_commands(sub: Any, with_target: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
     """Add ``jobs`` (list, ``retry ID``) and ``reprocess`` to the ``pixelfox`` parser."""
     jobs = with_target(sub.add_parser("jobs", help="list queued, running, delayed and dead jobs"))
@@ -151,7 +155,7 @@ def add_commands(sub: Any, with_target: Callable[[argparse.ArgumentParser], argp
     rp = with_target(sub.add_parser("reprocess", help="re-run variant generation (batch priority, rate-limited)"))
     rp.add_argument("slugs", nargs="*", metavar="SLUG")
     rp.add_argument("--all", action="store_true", help="every ready image")
-    rp.add_argument("--rate", type=float, default=5.0, help="images queued per second (default 5)")
+    rp.add_argument("--rate", type=RATE, default=5.0, help="images queued per second, 0.1 to 1000 (default 5)")
     rp.add_argument("--recipe", type=POSITIVE, default=0, help="recipe version (default: the manager's)")
     rp.add_argument("--after", default="", metavar="IMAGE_ID",
                     help="with --all: go on after this image id (an interrupted run prints it)")

@@ -28,6 +28,15 @@ def pixelfox(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     (("up", "--timeout", "nan"), 2, "argument --timeout: nan is out of range: give a number of seconds of at least 1"),
     (("up", "--timeout", "0"), 2, "argument --timeout: 0 is out of range"),
     (("reprocess", "x", "--after", "01ABC"), 1, "--after goes with --all"),
+    (("reprocess", "x", "--rate", "0"), 2,  # was taken as 0.1 per second
+     "argument --rate: 0 is out of range: give a number of images per second from 0.1 to 1000"),
+    (("reprocess", "x", "--rate=-5"), 2, "argument --rate: -5 is out of range"),
+    (("reprocess", "x", "--rate", "nan"), 2, "argument --rate: nan is out of range"),
+    (("reprocess", "x", "--rate", "inf"), 2, "argument --rate: inf is out of range"),
+    (("reprocess", "x", "--rate", "1e10"), 2, "argument --rate: 1e10 is out of range"),  # int32 batch limit
+    (("reprocess", "x", "--rate", "\uff12"), 2, "argument --rate: '\uff12' is not a number of images per second"),
+    (("reprocess", "x", "--rate", "1_0"), 2, "argument --rate: '1_0' is not a number of images per second"),
+    (("tiers", "move", "--older-than", "\uff15"), 2, "argument --older-than: '\uff15' is not a number of days"),
 ])
 def test_bad_numbers_are_usage_errors(tmp_path: Path, args: tuple[str, ...], code: int, says: str) -> None:
     res = pixelfox(*args, cwd=tmp_path)
