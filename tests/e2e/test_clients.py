@@ -273,6 +273,24 @@ def test_chevereto_takes_base64_sources_past_one_mib(cluster: ClusterHandle, cor
     assert (got.status_code, got.headers["Allow"], got.json()["status_txt"]) == (405, "POST", "Method Not Allowed")
 
 
+def test_chevereto_data_url_source_in_a_multipart_text_field(cluster: ClusterHandle) -> None:
+    """A ``data:`` URL as a multipart text field (no file name) is decoded as in a url-encoded body;
+    what ``curl -F "source=data:image/png;base64,..."`` sends - curl ends a -F value at ';', so the
+    server gets ``data:image/png`` - is refused saying so, not as "neither a file nor base64"."""
+    api = f"{cluster.web_url}/api/1/upload"
+    headers = {"X-API-Key": cluster.admin_api_key}
+    png = _small_png(21, 13)
+    whole = requests.post(api, headers=headers, timeout=60,
+                          files={"source": (None, "data:image/png;base64," + base64.b64encode(png).decode())})
+    assert whole.status_code == 200, whole.text
+    assert (whole.json()["image"]["size"], whole.json()["image"]["width"]) == (len(png), 21)
+    cut = requests.post(api, headers=headers, files={"source": (None, "data:image/png")}, timeout=60)
+    assert (cut.status_code, cut.json()["status_code"]) == (400, 400), cut.text
+    assert cut.json()["error"] == {"code": "bad-request", "message": (
+        "source is a data: URL with no ',' before its data (curl -F cuts a value at ';': use --form-string, "
+        "or put the value in double quotes)")}
+
+
 def _unique_png(png: bytes) -> bytes:
     """``png`` with a tEXt chunk of fresh random text before IEND: the same pixels, new bytes."""
     text = b"Comment\x00" + os.urandom(8).hex().encode()

@@ -101,6 +101,9 @@ async def test_base64_bound_is_on_the_decoded_file(monkeypatch: pytest.MonkeyPat
     (b"https://example.org/a.png", errors.BadRequest, "source URLs are not supported"),
     (b"  HTTP://example.org/a.png", errors.BadRequest, "source URLs are not supported"),
     (b"QUFB" * 100 + b"QQ", errors.BadRequest, "neither a file nor base64"),  # cut short
+    # curl -F "source=data:image/png;base64,..." ends the value at ';'
+    (b"data:image/png", errors.BadRequest, "source is a data: URL with no ',' before its data .curl -F cuts"),
+    (b" DATA:image/png;base64" + b"QUFB" * 100, errors.BadRequest, "source is a data: URL with no ','"),
     (b"!!!!", errors.EmptyFile, "empty file"),
     (b"", errors.EmptyFile, "empty file"),
 ])

@@ -132,12 +132,17 @@ class _Base64Sink:
 async def _decode_stream(read: Callable[[int], Awaitable[bytes]], limit: int) -> Path:
     """Decode a base64 source from ``read`` (chunks of text) straight into a temp file, holding one
     chunk at a time. Raises BadRequest (a URL, not base64), EmptyFile, PayloadTooLarge past
-    :data:`BASE64_MAX_BYTES` (or ``limit``) bytes of decoded file; the temp file goes on any error."""
+    :data:`BASE64_MAX_BYTES` (or ``limit``) bytes of decoded file; the temp file goes on any error.
+    A ``data:`` URL prefix (``data:image/png;base64,``) is dropped; one with no ',' is BadRequest."""
     head = b""
     while len(head) < 300 and (chunk := await read(256 * 1024)):  # enough to tell a URL or a data: URL
         head += chunk
     if head.lstrip().lower().startswith(_URL_SCHEMES):
         raise errors.BadRequest("source URLs are not supported; send the file or its base64")
+    if head.lstrip()[:5].lower() == b"data:" and not _DATA_URL.match(head):
+        # what curl -F "source=data:image/png;base64,..." sends: -F ends a value at ';' ("data:image/png")
+        raise errors.BadRequest("source is a data: URL with no ',' before its data (curl -F cuts a value at ';': "
+                                "use --form-string, or put the value in double quotes)")
     fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix="pixelfox-chv-")
     path, f = Path(name), os.fdopen(fd, "wb")
     try:
