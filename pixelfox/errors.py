@@ -80,6 +80,11 @@ class PayloadTooLarge(BadRequest):
     http_status = 413
     default_message = "upload larger than allowed"
 
+    @classmethod
+    def declared(cls, size: int, limit: int) -> PayloadTooLarge:
+        """A declared upload size over the upload limit (both bytes), said alike wherever it is checked."""
+        return cls(f"file is {size} bytes; the limit is {limit} bytes")
+
 
 class ChecksumMismatch(BadRequest):
     code = "checksum-mismatch"

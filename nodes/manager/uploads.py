@@ -98,9 +98,7 @@ class Uploads:
         if size <= 0:
             raise errors.EmptyFile("empty file")
         if size > self.limits.max_upload_bytes:
-            raise errors.PayloadTooLarge(
-                f"file is {size} bytes; the limit is {self.limits.max_upload_bytes} bytes"
-            )
+            raise errors.PayloadTooLarge.declared(size, self.limits.max_upload_bytes)
         healthy = [r for r in await self.registry.all() if self.registry.healthy(r)]  # one registry read
         node = spread([r for r in healthy if r.role == common_pb2.NODE_ROLE_UPLOAD])
         if not any(r.role == common_pb2.NODE_ROLE_STORAGE for r in healthy):  # the bytes could not be kept

@@ -32,7 +32,7 @@ from aiohttp import web
 
 from nodes.upload.service import Chunk, Receiver, Session
 from pixelfox import errors, tickets
-from pixelfox.numbers import MAX_DIGITS, ascii_int
+from pixelfox.numbers import MAX_DIGITS, ascii_int, is_ascii_digits
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,9 @@ class Tus:
         token = _ticket(request)
         if request.headers.get("Upload-Defer-Length"):
             raise errors.BadRequest("Upload-Defer-Length is not supported: the ticket fixes the size")
+        raw = request.headers.get("Upload-Length", "")
+        if is_ascii_digits(raw, len(raw)) and len(raw.lstrip("0")) > MAX_DIGITS:  # more than any Tus-Max-Size
+            raise errors.PayloadTooLarge(f"Upload-Length {raw} is over Tus-Max-Size {self.max_size}")
         size = _int_header(request, "Upload-Length")
         if size > self.max_size:
             raise errors.PayloadTooLarge(f"Upload-Length {size} is over Tus-Max-Size {self.max_size}")

@@ -130,6 +130,24 @@ def test_x_http_method_override_patch_and_delete(cluster: ClusterHandle, corpus:
     assert requests.head(other.upload_url, headers=auth(other), timeout=10).status_code == 404
 
 
+def test_an_upload_length_past_tus_max_size_is_413_however_long(cluster: ClusterHandle) -> None:
+    """An Upload-Length of more digits than an int64 has is over Tus-Max-Size like any other (it got 400
+    "must be a non-negative integer of at most 18 digits"); a malformed one is still a 400."""
+    t = ticket_for(cluster, 1000)
+    base = t.upload_url.rsplit("/", 1)[0] + "/"
+    most = requests.options(base, timeout=10).headers["Tus-Max-Size"]
+    for length in (str(int(most) + 1), "999999999999999999", "9223372036854775808", "99999999999999999999",
+                   "1" * 1000):
+        r = requests.post(base, headers={**auth(t), "Upload-Length": length}, timeout=10)
+        assert r.status_code == 413, (length, r.text)
+        assert r.json()["error"] == {"code": "payload-too-large",
+                                     "message": f"Upload-Length {length} is over Tus-Max-Size {most}"}
+    for bad in ("-1", "1e30", "\u00b2".encode().decode("latin-1"), "0" * 30 + "1000"):  # not 18 digits or fewer
+        r = requests.post(base, headers={**auth(t), "Upload-Length": bad}, timeout=10)
+        assert r.status_code == 400 and "Upload-Length must be a non-negative integer" in r.text, (bad, r.text)
+    assert requests.post(base, headers={**auth(t), "Upload-Length": "1000"}, timeout=10).status_code == 201
+
+
 def test_tus_protocol_rules(cluster: ClusterHandle, corpus: Path) -> None:
     data = (corpus / "photos" / "painting_rgb.png").read_bytes()
     t = ticket_for(cluster, len(data))

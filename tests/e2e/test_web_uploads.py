@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from pixelfox.config import LimitsSettings
 from tests.conftest import ClusterHandle
 from tests.e2e.uploadkit import big_png
 
@@ -61,6 +62,20 @@ def test_new_upload_fields_are_typed_strictly(cluster: ClusterHandle) -> None:
         r = requests.post(api, json=body, headers=key, timeout=10)
         assert r.status_code == 400, (body, r.text)
         assert r.json()["error"]["message"].split(":")[0] in ("size", "filename"), r.text
+
+
+def test_a_size_past_the_upload_limit_is_413_however_large(cluster: ClusterHandle) -> None:
+    """A size past int64 is refused like any size over the limit (it got pydantic's "less than or equal
+    to 9223372036854775807", a 400), and no upload is created."""
+    key = {"Authorization": f"Bearer {cluster.admin_api_key}"}
+    api = f"{cluster.web_url}/api/v1/uploads"
+    limit = LimitsSettings().max_upload_bytes  # the cluster runs with the default
+    for size in (limit + 1, 2**63 - 1, 2**63, 99999999999999999999, 10**39):
+        r = requests.post(api, json={"filename": "a.png", "size": size}, headers=key, timeout=10)
+        assert r.status_code == 413, (size, r.text)
+        assert r.json()["error"] == {"code": "payload-too-large",
+                                     "message": f"file is {size} bytes; the limit is {limit} bytes"}
+    assert requests.post(api, json={"filename": "a.png", "size": limit}, headers=key, timeout=10).status_code == 201
 
 
 def test_a_cancelled_upload_reads_as_abandoned(cluster: ClusterHandle) -> None:

@@ -23,6 +23,7 @@ from pixelfox import errors
 from pixelfox.v1 import manager_pb2
 from web.calls import call
 from web.jsonbody import read_model
+from web.keys import SETTINGS
 from web.ratelimit import check_ip
 from web.views.api import image_json, resolve_caller
 
@@ -32,7 +33,7 @@ UPLOAD_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 class NewUpload(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)  # "size": "100" or true is a 400, not 100 or 1
     filename: str = Field("", max_length=255)
-    size: int = Field(gt=0, le=2**63 - 1)  # bytes; an int64 on the wire
+    size: int = Field(gt=0)  # bytes; past the upload limit (an int64 on the wire or not) create_upload says so
     content_type: str = Field("", max_length=100)
     title: str = Field("", max_length=4096)  # the manager refuses past 255 characters, in its own words
 
@@ -43,6 +44,9 @@ async def create_upload(request: web.Request) -> web.Response:
         raise errors.Unauthenticated("log in or send an API key")
     await check_ip(request)
     body = await read_model(request, NewUpload)
+    limit = request.app[SETTINGS].max_upload_bytes
+    if body.size > limit:  # here, not by the manager: a size past int64 does not fit the request
+        raise errors.PayloadTooLarge.declared(body.size, limit)
     t: manager_pb2.CreateUploadResponse = await call(
         request, "CreateUpload",
         manager_pb2.CreateUploadRequest(filename=body.filename, size=body.size, content_type=body.content_type,
