@@ -9,17 +9,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import os
 import time
 from pathlib import Path
 
+import grpc
 import pytest
+import redis
 import requests
 from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError
 
-from pixelfox.v1 import common_pb2, manager_pb2
+from pixelfox.grpcx.auth import api_key_metadata
+from pixelfox.uploadstate import open_uploads_key, state_key
+from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 from tests.conftest import ClusterHandle
-from tests.e2e.uploadkit import ThreadedProxy, big_png, create, wait_ready
+from tests.e2e.uploadkit import ThreadedProxy, big_png, create, new_user_key, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -250,6 +255,51 @@ def test_a_non_image_is_refused_as_one_whatever_its_size(cluster: ClusterHandle,
     progress = requests.get(f"{cluster.web_url}/api/v1/uploads/{t.upload_id}", timeout=10,
                             headers={"Authorization": f"Bearer {cluster.admin_api_key}"}).json()
     assert progress["status"] == "failed" and progress["error"]["code"] == "unsupported-format", progress
+
+
+def test_a_short_non_image_is_taken_until_complete_then_refused_and_leaves_nothing(cluster: ClusterHandle) -> None:
+    """26 text bytes of a 100-byte upload are taken (204): the header is probed once ``probe_bytes``
+    (256 KiB) or the whole file arrived, and 26 bytes are neither. The PATCH that completes the
+    upload gets 415; nothing is stored, the staged bytes go, the upload reads "failed" with the
+    reason, a resume hears the same 415, and it leaves its user's open uploads at once."""
+    key = asyncio.run(new_user_key(cluster.local, f"tus_text_{os.urandom(4).hex()}"))
+    web = {"Authorization": f"Bearer {key}"}
+    up = requests.post(f"{cluster.web_url}/api/v1/uploads", json={"filename": "notes.txt", "size": 100},
+                       headers=web, timeout=10).json()
+    patch = {"Authorization": f"Bearer {up['ticket']}", **TUS, "Content-Type": "application/offset+octet-stream"}
+    progress = f"{cluster.web_url}/api/v1/uploads/{up['id']}"
+    store = redis.Redis.from_url(cluster.redis_url)
+    try:
+        user = store.hget(state_key(up["id"]), "user").decode()
+        r = requests.patch(up["upload_url"], data=b"abcdefghijklmnopqrstuvwxyz", timeout=10,
+                           headers={**patch, "Upload-Offset": "0"})
+        assert (r.status_code, r.headers["Upload-Offset"]) == (204, "26"), r.text
+        p = requests.get(progress, headers=web, timeout=10).json()
+        assert (p["status"], p["offset"], p["error"]) == ("open", 26, None), p
+        assert store.zscore(open_uploads_key(user), up["id"]) is not None  # counted as unfinished
+
+        r = requests.patch(up["upload_url"], data=b"x" * 74, timeout=30, headers={**patch, "Upload-Offset": "26"})
+        assert r.status_code == 415, r.text
+        assert r.json()["error"] == {"code": "unsupported-format", "message": "not an image (text)"}
+        failed = {"code": "unsupported-format", "message": "not an image (text) (this upload failed; start a new one)"}
+        again = requests.patch(up["upload_url"], data=b"x" * 74, timeout=30, headers={**patch, "Upload-Offset": "26"})
+        assert (again.status_code, again.json()["error"]) == (415, failed)
+        assert requests.head(up["upload_url"], headers=patch, timeout=10).status_code == 415
+        p = requests.get(progress, headers=web, timeout=10).json()
+        assert (p["status"], p["image"], p["error"]) == ("failed", None, failed), p
+        assert store.zscore(open_uploads_key(user), up["id"]) is None  # no longer holds an open-upload slot
+    finally:
+        store.close()
+    assert not (cluster.root / ".pixelfox" / "data" / "staging" / f"{up['id']}.part").exists()
+    listed = asyncio.run(_list_images(cluster.manager_address, key))
+    assert listed == [], listed  # nothing was stored for the user
+
+
+async def _list_images(address: str, key: str) -> list[str]:
+    async with grpc.aio.insecure_channel(address.split(",")[0]) as ch:
+        reply = await manager_pb2_grpc.ManagerServiceStub(ch).ListImages(
+            manager_pb2.ListImagesRequest(limit=10), metadata=api_key_metadata(key), timeout=10)
+    return [i.slug for i in reply.images]
 
 
 def test_a_checked_chunked_body_past_upload_length_keeps_nothing(cluster: ClusterHandle, tmp_path: Path) -> None:
