@@ -137,16 +137,19 @@ def test_up_keeps_links_across_restarts_refuses_a_second_cluster_and_restarts_de
         pids = json.loads((root / ".pixelfox" / "cluster.json").read_text())["pids"]
         os.kill(pids["proc1"], signal.SIGKILL)
         deadline = time.monotonic() + 60
-        healthy = False
+        healthy, now = False, pids
         while time.monotonic() < deadline and not healthy:
             time.sleep(1)
+            # the dead process' last heartbeat looks fresh for up to 2 s: wait for the restarted one
+            now = json.loads((root / ".pixelfox" / "cluster.json").read_text())["pids"]
+            if now["proc1"] == pids["proc1"]:
+                continue
             st = subprocess.run([sys.executable, "-m", "pixelfox", "status", "--json"], cwd=root,
                                 capture_output=True, text=True, timeout=30, check=False)
             nodes = json.loads(st.stdout)["nodes"] if st.returncode in (0, 1) and st.stdout else []
             healthy = any(n["id"] == "proc1" and n["health"] == "healthy" and n["last_heartbeat_age_s"] < 2
                           for n in nodes) and first.poll() is None
-        assert healthy, "proc1 was not restarted"
-        now = json.loads((root / ".pixelfox" / "cluster.json").read_text())["pids"]
+        assert healthy, f"proc1 was not restarted (pids before {pids}, now {now})"
         assert now["proc1"] != pids["proc1"] and alive(now["proc1"]), (pids, now)  # the new process, not the dead one
         assert {n: p for n, p in now.items() if n != "proc1"} == {n: p for n, p in pids.items() if n != "proc1"}
         first.send_signal(signal.SIGINT)
