@@ -51,6 +51,8 @@ class Seaweed:
     endpoint: str
     bucket: str
     log: Path
+    args: list[str]  # the command line and environment, kept so restart() brings it back on the same
+    proc_env: dict[str, str]  # ports and data
 
     def settings(self, prefix: str = "", bucket: str | None = None) -> S3Settings:
         return S3Settings(
@@ -66,6 +68,12 @@ class Seaweed:
             "PIXELFOX_S3__ACCESS_KEY_ID": ACCESS_KEY, "PIXELFOX_S3__SECRET_ACCESS_KEY": SECRET_KEY,
         }
 
+    def restart(self, timeout_s: float = 60.0) -> None:
+        """Start a stopped (or killed) server again with the same ports, data and bucket; wait until it answers."""
+        self.stop()
+        self.proc = _spawn(self.args, self.proc_env, self.log)
+        wait_up(self, timeout_s)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -74,6 +82,36 @@ class Seaweed:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent,
+                                start_new_session=True)
+
+
+def wait_up(server: Seaweed, timeout_s: float) -> None:
+    """Wait until ``server``'s S3 API answers and its bucket exists.
+
+    Raises ``RuntimeError`` (with the log tail) after ``timeout_s`` seconds or if the process exits.
+    """
+    client = boto3.client(
+        "s3", endpoint_url=server.endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5),
+    )
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and server.proc.poll() is None:
+            try:
+                client.head_bucket(Bucket=server.bucket)  # the API is up and the bucket exists
+                return
+            except (BotoCoreError, ClientError):
+                time.sleep(0.3)
+    finally:
+        client.close()
+    tail = server.log.read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"weed mini did not start within {timeout_s}s:\n{tail}")
 
 
 def start_seaweed(workdir: Path, bucket: str = "pixelfox", timeout_s: float = 60.0) -> Seaweed:
@@ -91,25 +129,11 @@ def start_seaweed(workdir: Path, bucket: str = "pixelfox", timeout_s: float = 60
             *(f"-{flag}={port}" for flag, port in ports.items())]
     env = os.environ | {"S3_BUCKET": bucket, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
     log = workdir / "weed.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir,
-                                start_new_session=True)
-    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
-    server = Seaweed(proc, endpoint, bucket, log)
-    client = boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5),
-    )
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            client.head_bucket(Bucket=bucket)  # the API is up and the bucket exists
-            client.close()
-            return server
-        except (BotoCoreError, ClientError):
-            time.sleep(0.3)
-    client.close()
-    server.stop()
-    tail = log.read_text(errors="replace")[-2000:]
-    raise RuntimeError(f"weed mini did not start within {timeout_s}s:\n{tail}")
+    log.write_bytes(b"")
+    server = Seaweed(_spawn(args, env, log), f"http://127.0.0.1:{ports['s3.port']}", bucket, log, args, env)
+    try:
+        wait_up(server, timeout_s)
+    except BaseException:
+        server.stop()
+        raise
+    return server

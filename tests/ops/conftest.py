@@ -17,6 +17,9 @@ import pytest
 import redis
 
 from pixelfox.cli.launcher import Counts, LocalCluster, free_port
+from pixelfox.grpcx.auth import api_key_metadata
+from pixelfox.grpcx.client import channel
+from pixelfox.v1 import manager_pb2, manager_pb2_grpc
 from tests.ops.pg import Postgres, start_postgres
 
 
@@ -76,6 +79,32 @@ def status(root: Path) -> dict[str, dict[str, Any]]:
     res = cli(root, "status", "--json")
     assert res.stdout, res.stderr
     return {r["id"]: r for r in json.loads(res.stdout)["nodes"]}
+
+
+def admin_key(local: LocalCluster) -> str:
+    return str(json.loads((local.state / "cluster.json").read_text())["admin_api_key"])
+
+
+async def _healthy(local: LocalCluster, node_id: str) -> bool:
+    async with channel(local.manager_address) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        reply = await stub.ListNodes(manager_pb2.ListNodesRequest(), metadata=api_key_metadata(admin_key(local)),
+                                     timeout=10)
+    return next((n.healthy for n in reply.nodes if n.node_id == node_id), False)
+
+
+def healthy(local: LocalCluster, node_id: str) -> bool:
+    """The manager's view of ``node_id`` now (False if unknown), asked in-process (a ``pixelfox status`` run
+    costs ~1 s when loaded)."""
+    return asyncio.run(_healthy(local, node_id))
+
+
+def wait_for(pred, timeout_s: float = 15.0, every_s: float = 0.25) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(every_s)
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.grpcx.client import channel
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc
-from tests.ops.conftest import cli, start_cluster, status
+from tests.ops.conftest import admin_key, cli, healthy, start_cluster, status, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -41,10 +41,6 @@ def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         local.stop()
 
 
-def admin_key(local: LocalCluster) -> str:
-    return str(json.loads((local.state / "cluster.json").read_text())["admin_api_key"])
-
-
 async def _picks(local: LocalCluster, n: int) -> list[str]:
     """Upload addresses the manager hands out for ``n`` CreateUpload calls."""
     async with channel(local.manager_address) as ch:
@@ -60,27 +56,6 @@ async def _picks(local: LocalCluster, n: int) -> list[str]:
 
 def picks(local: LocalCluster, n: int = 8) -> set[str]:
     return set(asyncio.run(_picks(local, n)))
-
-
-async def _healthy(local: LocalCluster, node_id: str) -> bool:
-    async with channel(local.manager_address) as ch:
-        stub = manager_pb2_grpc.ManagerServiceStub(ch)
-        reply = await stub.ListNodes(manager_pb2.ListNodesRequest(), metadata=api_key_metadata(admin_key(local)),
-                                     timeout=10)
-    return next(n.healthy for n in reply.nodes if n.node_id == node_id)
-
-
-def healthy(local: LocalCluster, node_id: str) -> bool:
-    """The manager's view of ``node_id`` now, asked in-process (a ``pixelfox status`` run costs ~1 s when loaded)."""
-    return asyncio.run(_healthy(local, node_id))
-
-
-def wait_for(pred, timeout_s: float = 15.0, every_s: float = 0.25) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(every_s)
 
 
 def test_status_shows_every_node_with_load_and_heartbeat(own: LocalCluster) -> None:
