@@ -5,7 +5,9 @@ A node builds its :class:`~pixelfox.grpcx.server.GrpcServer`, then calls
 with the manager (retrying until it answers), sends a heartbeat every
 ``cluster.heartbeat_interval_s`` seconds with the node's :class:`Load`, and on SIGTERM or
 SIGINT reports NOT_SERVING and DRAINING, runs the node's ``on_drain`` hook and stops the
-server with its grace period.
+server with its grace period. Each heartbeat also carries the node's readiness (its gRPC
+health, which :func:`watch_dependencies` keeps in step with the node's dependency check), so
+the manager places no new work on a node whose pool or manager link is down.
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ async def _heartbeats(
     interval: float,
     stop: asyncio.Event,
     draining: asyncio.Event,
+    ready: Callable[[], bool],
 ) -> None:
     while not stop.is_set():
         load = load_fn()
@@ -127,6 +130,7 @@ async def _heartbeats(
                     capacity=load.capacity,
                     free_bytes=load.free_bytes,
                     status=status,
+                    not_ready=not ready(),
                 ),
                 metadata=link.metadata,
                 timeout=max(interval * 3, 2.0),
@@ -143,15 +147,18 @@ async def _heartbeats(
 class Agent:
     """Registration and heartbeats for one node, usable by nodes with or without a gRPC server.
 
-    ``load_fn`` is called for every heartbeat. :meth:`start` returns at once (registration
-    retries in the background until the manager answers); :meth:`set_draining` makes the
-    following heartbeats report DRAINING; :meth:`stop` ends the loop and closes the channel.
+    ``load_fn`` is called for every heartbeat, and so is ``ready`` (cheap, no I/O: a cached
+    readiness such as :attr:`GrpcServer.serving`; None = always ready). :meth:`start` returns at
+    once (registration retries in the background until the manager answers); :meth:`set_draining`
+    makes the following heartbeats report DRAINING; :meth:`stop` ends the loop and closes the channel.
     """
 
-    def __init__(self, settings: NodeSettings, ident: NodeIdentity, load_fn: Callable[[], Load]) -> None:
+    def __init__(self, settings: NodeSettings, ident: NodeIdentity, load_fn: Callable[[], Load],
+                 ready: Callable[[], bool] | None = None) -> None:
         self.settings = settings
         self.ident = ident
         self.load_fn = load_fn
+        self.ready = ready or (lambda: True)
         self.link = ManagerLink(settings)
         self._stop = asyncio.Event()
         self._draining = asyncio.Event()
@@ -164,7 +171,7 @@ class Agent:
         await _register(self.link, self.ident, self.load_fn(), self._stop)
         await _heartbeats(
             self.link, self.ident, self.load_fn, self.settings.cluster.heartbeat_interval_s, self._stop,
-            self._draining,
+            self._draining, self.ready,
         )
 
     def set_draining(self) -> None:
@@ -236,7 +243,8 @@ async def run_node(
 
     ``background`` tasks get the stop event and must return once it is set. ``ready`` is
     awaited before the health status turns SERVING (dependency checks), then re-checked
-    every second by :func:`watch_dependencies`. The manager itself
+    every second by :func:`watch_dependencies`; the resulting health status goes to the manager
+    with every heartbeat (not ready: no new work). The manager itself
     passes a role of ``NODE_ROLE_MANAGER`` and gets no agent.
     """
     stop = asyncio.Event()  # set last: background loops end
@@ -249,7 +257,9 @@ async def run_node(
         while not await ready():  # noqa: ASYNC110 - polls a dependency check, not an event
             await asyncio.sleep(0.5)
     await server.set_serving(True)
-    agent = Agent(settings, ident, load_fn) if ident.role != common_pb2.NODE_ROLE_MANAGER else None
+    agent = None
+    if ident.role != common_pb2.NODE_ROLE_MANAGER:
+        agent = Agent(settings, ident, load_fn, ready=lambda: server.serving)
     tasks: list[asyncio.Task[None]] = []
     try:
         if agent is not None:

@@ -2,8 +2,9 @@
 
 Live state is a Redis hash ``pixelfox:{registry}:nodes`` (node id -> JSON), shared by every
 manager, so a manager restart forgets nothing. A node is *healthy* when its last heartbeat
-is younger than ``node_timeout_s`` and its status is ACTIVE; inactive nodes get no uploads,
-jobs or objects.
+is younger than ``node_timeout_s``, its status is ACTIVE, it is not in maintenance and that
+heartbeat said it is ready (its own dependency check passes: a storage node's pool answers);
+unhealthy nodes get no uploads, jobs or objects.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ class NodeRecord:
     version: str = ""
     last_heartbeat: float = 0.0  # unix seconds
     maintenance: bool = False  # read from MAINTENANCE_KEY, survives re-registration
+    ready: bool = True  # the last heartbeat's readiness (HeartbeatRequest.not_ready inverted)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> NodeRecord:
+        """Decode a stored record; fields this version does not know (a newer manager wrote them) are dropped."""
+        data = json.loads(raw)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     @property
     def load(self) -> float:
@@ -52,12 +60,15 @@ class Registry:
         rec.last_heartbeat = time.time()
         await self.redis.hset(KEY, rec.node_id, json.dumps(asdict(rec)))
 
-    async def heartbeat(self, node_id: str, in_use: int, capacity: int, free_bytes: int, status: int) -> bool:
-        """Update a node's load; False if the node is unknown (it must register again)."""
+    async def heartbeat(
+        self, node_id: str, in_use: int, capacity: int, free_bytes: int, status: int, ready: bool = True
+    ) -> bool:
+        """Update a node's load and readiness; False if the node is unknown (it must register again)."""
         rec = await self.get(node_id)
         if rec is None:
             return False
         rec.in_use, rec.capacity, rec.free_bytes = in_use, capacity or rec.capacity, free_bytes
+        rec.ready = ready
         if status:
             rec.status = status
         await self.upsert(rec)
@@ -70,7 +81,7 @@ class Registry:
             raw, maint = await pipe.execute()
         if not raw:
             return None
-        rec = NodeRecord(**json.loads(raw))
+        rec = NodeRecord.from_json(raw)
         rec.maintenance = bool(maint)
         return rec
 
@@ -80,7 +91,7 @@ class Registry:
             pipe.smembers(MAINTENANCE_KEY)
             raw, maint = await pipe.execute()
         self.in_maintenance = {m.decode() if isinstance(m, bytes) else m for m in maint}
-        recs = [NodeRecord(**json.loads(v)) for v in raw.values()]
+        recs = [NodeRecord.from_json(v) for v in raw.values()]
         for r in recs:
             r.maintenance = r.node_id in self.in_maintenance
         return sorted((r for r in recs if not role or r.role == role), key=lambda r: (r.role, r.node_id))
@@ -100,9 +111,10 @@ class Registry:
         return rec
 
     def healthy(self, rec: NodeRecord) -> bool:
-        """Takes new work: heartbeat younger than ``node_timeout_s``, ACTIVE, not in maintenance."""
+        """Takes new work: heartbeat younger than ``node_timeout_s``, ACTIVE, not in maintenance, and ready
+        (a storage node whose pool is down reports not ready and gets no originals, variants or copies)."""
         fresh = time.time() - rec.last_heartbeat < self.node_timeout_s
-        return fresh and rec.status == common_pb2.NODE_STATUS_ACTIVE and not rec.maintenance
+        return fresh and rec.status == common_pb2.NODE_STATUS_ACTIVE and not rec.maintenance and rec.ready
 
     async def healthy_nodes(self, role: int) -> list[NodeRecord]:
         return [r for r in await self.all(role) if self.healthy(r)]
@@ -142,4 +154,5 @@ class Registry:
             last_heartbeat_age_s=max(0.0, time.time() - rec.last_heartbeat),
             capabilities=rec.capabilities,
             version=rec.version,
+            not_ready=not rec.ready,
         )

@@ -46,7 +46,8 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
 
     @rpc(cluster=True)
     async def Heartbeat(self, req: manager_pb2.HeartbeatRequest, ctx: Ctx) -> manager_pb2.HeartbeatResponse:
-        known = await self.svc.registry.heartbeat(req.node_id, req.in_use, req.capacity, req.free_bytes, req.status)
+        known = await self.svc.registry.heartbeat(req.node_id, req.in_use, req.capacity, req.free_bytes, req.status,
+                                                  ready=not req.not_ready)
         return manager_pb2.HeartbeatResponse(known=known)
 
     @rpc()

@@ -102,8 +102,8 @@ class Uploads:
         healthy = [r for r in await self.registry.all() if self.registry.healthy(r)]  # one registry read
         node = spread([r for r in healthy if r.role == common_pb2.NODE_ROLE_UPLOAD])
         if not any(r.role == common_pb2.NODE_ROLE_STORAGE for r in healthy):  # the bytes could not be kept
-            raise errors.NoNodeAvailable("no storage node takes new files (every one is down or in maintenance); "
-                                         "try again later")
+            raise errors.NoNodeAvailable("no storage node takes new files (every one is down, not ready or in "
+                                         "maintenance); try again later")
         upload_id = str(ULID())
         await self.gate.admit(user.id if user and user.role != "admin" else "", upload_id, size)  # admins: exempt
         expires = datetime.now(UTC) + timedelta(seconds=self.limits.ticket_ttl_s)

@@ -148,13 +148,14 @@ def cmd_status(opts: argparse.Namespace) -> int:
     nodes = asyncio.run(_nodes(ref))
     rows = [{
         "role": ROLE_NAMES.get(n.role, "?"), "id": n.node_id, "address": n.grpc_address,
-        "health": "healthy" if n.healthy else "unhealthy", "status": STATUS_NAMES.get(n.status, "?"),
+        "health": "healthy" if n.healthy else "unhealthy", "ready": not n.not_ready,
+        "status": STATUS_NAMES.get(n.status, "?"),
         "load": round(n.load, 3), "in_use": n.in_use, "capacity": n.capacity, "free_bytes": n.free_bytes,
         "last_heartbeat_age_s": round(n.last_heartbeat_age_s, 2), "http_url": n.http_url,
         "metrics_url": n.metrics_url,
     } for n in nodes]
     if not any(r["role"] == "manager" for r in rows):  # managers older than issue 6 do not list themselves
-        rows.insert(0, {"role": "manager", "id": "manager", "address": ref.manager, "health": "healthy",
+        rows.insert(0, {"role": "manager", "id": "manager", "address": ref.manager, "health": "healthy", "ready": True,
                         "status": "active", "load": 0.0, "in_use": 0, "capacity": 0, "free_bytes": 0,
                         "last_heartbeat_age_s": 0.0, "http_url": "", "metrics_url": ""})
     if opts.json:
@@ -163,7 +164,8 @@ def cmd_status(opts: argparse.Namespace) -> int:
     table = Table("role", "id", "address", "health", "status", "load", "in use", "last heartbeat", "http")
     for r in rows:
         style = "" if r["health"] == "healthy" else "red"
-        table.add_row(r["role"], r["id"], r["address"], r["health"], r["status"], f"{r['load']:.0%}",
+        health = r["health"] if r["ready"] else f"{r['health']} (not ready)"  # its dependencies are down
+        table.add_row(r["role"], r["id"], r["address"], health, r["status"], f"{r['load']:.0%}",
                       _in_use(r), f"{r['last_heartbeat_age_s']:.1f} s ago", r["http_url"],
                       style=style)
     table_console().print(table)

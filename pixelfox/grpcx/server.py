@@ -173,6 +173,7 @@ class GrpcServer:
             reflection.enable_server_reflection(
                 [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
             )
+        self.serving = False  # what set_serving last said: the node's readiness, sent with its heartbeats
         self.port = self.server.add_insecure_port(f"{host}:{port}")
         if self.port == 0:
             raise errors.Unavailable(f"cannot bind gRPC port {host}:{port}")
@@ -181,7 +182,8 @@ class GrpcServer:
         await self.server.start()
 
     async def set_serving(self, serving: bool) -> None:
-        """Flip every service (and the whole-server entry "") to SERVING or NOT_SERVING."""
+        """Flip every service (and the whole-server entry "") to SERVING or NOT_SERVING (kept in :attr:`serving`)."""
+        self.serving = serving
         status = (
             health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         )
@@ -190,6 +192,7 @@ class GrpcServer:
 
     async def stop(self, grace_s: float) -> None:
         """Report NOT_SERVING, then stop taking calls and give in-flight ones ``grace_s`` seconds."""
+        self.serving = False
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
 

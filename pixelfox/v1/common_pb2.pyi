@@ -107,6 +107,7 @@ class Node(_message.Message):
     LAST_HEARTBEAT_AGE_S_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    NOT_READY_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     role: Global___NodeRole.ValueType
     grpc_address: _builtins.str
@@ -117,7 +118,7 @@ class Node(_message.Message):
     """Prometheus endpoint, "" if none"""
     status: Global___NodeStatus.ValueType
     healthy: _builtins.bool
-    """heartbeat seen within the timeout"""
+    """takes new work: fresh heartbeat, ACTIVE, not in maintenance, ready"""
     load: _builtins.float
     """0..1 share of capacity in use"""
     capacity: _builtins.int
@@ -127,6 +128,8 @@ class Node(_message.Message):
     """staging (upload) or pool (storage) free space"""
     last_heartbeat_age_s: _builtins.float
     version: _builtins.str
+    not_ready: _builtins.bool
+    """its last heartbeat said its dependencies are down (see HeartbeatRequest)"""
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """e.g. "webp", "avif", "gpu" """
@@ -148,10 +151,11 @@ class Node(_message.Message):
         last_heartbeat_age_s: _builtins.float = ...,
         capabilities: _abc.Iterable[_builtins.str] | None = ...,
         version: _builtins.str = ...,
+        not_ready: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "capacity", b"capacity", "free_bytes", b"free_bytes", "grpc_address", b"grpc_address", "healthy", b"healthy", "http_url", b"http_url", "in_use", b"in_use", "last_heartbeat_age_s", b"last_heartbeat_age_s", "load", b"load", "metrics_url", b"metrics_url", "node_id", b"node_id", "role", b"role", "status", b"status", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "capacity", b"capacity", "free_bytes", b"free_bytes", "grpc_address", b"grpc_address", "healthy", b"healthy", "http_url", b"http_url", "in_use", b"in_use", "last_heartbeat_age_s", b"last_heartbeat_age_s", "load", b"load", "metrics_url", b"metrics_url", "node_id", b"node_id", "not_ready", b"not_ready", "role", b"role", "status", b"status", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -96,12 +96,18 @@ class HeartbeatRequest(_message.Message):
     CAPACITY_FIELD_NUMBER: _builtins.int
     FREE_BYTES_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    NOT_READY_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     in_use: _builtins.int
     capacity: _builtins.int
     free_bytes: _builtins.int
     status: _common_pb2.NodeStatus.ValueType
     """ACTIVE, or DRAINING when shutting down"""
+    not_ready: _builtins.bool
+    """The node's own dependency check fails (its gRPC health is NOT_SERVING: a storage node's pool,
+    an upload node's manager): it gets no new work until a heartbeat says it is ready again.
+    False (the default, and what older nodes send) = ready.
+    """
     def __init__(
         self,
         *,
@@ -110,10 +116,11 @@ class HeartbeatRequest(_message.Message):
         capacity: _builtins.int = ...,
         free_bytes: _builtins.int = ...,
         status: _common_pb2.NodeStatus.ValueType = ...,
+        not_ready: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "free_bytes", b"free_bytes", "in_use", b"in_use", "node_id", b"node_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "free_bytes", b"free_bytes", "in_use", b"in_use", "node_id", b"node_id", "not_ready", b"not_ready", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
