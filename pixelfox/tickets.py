@@ -39,9 +39,18 @@ def derive_key(cluster_secret: str) -> bytes:
     return hmac.new(cluster_secret.encode(), b"pixelfox-upload-ticket-v1", hashlib.sha256).digest()
 
 
-def sign(key: bytes, upload_id: str, user_id: str, size: int, content_type: str, ttl_s: int) -> str:
-    """Return the encoded ticket for one upload, valid ``ttl_s`` seconds from now."""
-    now = int(time.time())
+def usable_until(expires_at: int) -> int:
+    """The last unix second a ticket expiring at ``expires_at`` is accepted anywhere (its ``exp`` plus
+    :data:`LEEWAY_S`): after it no upload node takes a stream or PATCH for it and the manager refuses
+    its completion, so nothing can use the upload any more."""
+    return expires_at + LEEWAY_S
+
+
+def sign(key: bytes, upload_id: str, user_id: str, size: int, content_type: str, ttl_s: int,
+         now: int | None = None) -> str:
+    """Return the encoded ticket for one upload, valid ``ttl_s`` seconds from ``now`` (unix seconds,
+    default the present)."""
+    now = int(time.time()) if now is None else now
     claims = {
         "iss": ISSUER,
         "sub": upload_id,

@@ -43,8 +43,9 @@ def state_key(upload_id: str) -> str:
 
 
 def open_uploads_key(user_id: str) -> str:
-    """The sorted set of ``user_id``'s unfinished uploads (member upload id, score the unix time its
-    state expires): the manager's per-user open-upload limit (:mod:`nodes.manager.upload_limits`)."""
+    """The sorted set of ``user_id``'s unfinished uploads (member upload id, score the unix time after
+    which nothing can use it: its ticket's end or its state's expiry, whichever comes first): the
+    manager's per-user open-upload limit (:mod:`nodes.manager.upload_limits`)."""
     return f"pixelfox:{{limits}}:open:{user_id}"
 
 
@@ -178,6 +179,13 @@ class UploadStates:
             _, user = await p.execute()
         if user:
             await self.redis.zrem(open_uploads_key(user.decode()), upload_id)
+
+    async def hold_slot(self, user_id: str, upload_id: str, until: float) -> None:
+        """Keep the upload counted among ``user_id``'s open uploads until ``until`` (unix time; the
+        upload node, after a commit pushed the state's expiry out). Only an upload still counted (not
+        finished, not an admin's) is touched, and its end never moves back."""
+        if user_id:
+            await self.redis.zadd(open_uploads_key(user_id), {upload_id: until}, xx=True, gt=True)
 
     async def delete(self, upload_id: str) -> None:
         await self.redis.delete(state_key(upload_id), lock_key(upload_id))

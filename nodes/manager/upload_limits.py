@@ -3,10 +3,14 @@
 * rate — ``pixelfox:{limits}:rate:<user>:<minute>`` INCR with a 120 s expiry; more than
   ``user_uploads_per_minute`` uploads started in one clock minute → ``RateLimited``.
 * open uploads — sorted set ``pixelfox:{limits}:open:<user>`` (member upload id, score the
-  time its state expires); entries past their expiry are dropped first, so an abandoned
-  upload stops counting when its TTL ends. More than ``user_open_uploads`` → ``TooManyOpenUploads``.
-  An upload that completes or fails leaves it in :meth:`pixelfox.uploadstate.UploadStates.finish`;
-  :meth:`UploadLimits.closed` removes one a client terminated (tus DELETE: its state is gone).
+  unix time after which nothing can use the upload any more: the earlier of its ticket's end,
+  :func:`pixelfox.tickets.usable_until`, and its state's expiry, ``upload_ttl_s`` after the last
+  committed chunk, which the upload node pushes out with :meth:`~pixelfox.uploadstate.UploadStates.hold_slot`);
+  entries past their score are dropped first, so an abandoned upload stops counting as soon as it
+  is dead. More than ``user_open_uploads`` → ``TooManyOpenUploads``, whose ``retry_after_s`` is
+  when the earliest one frees. An upload that completes or fails leaves it in
+  :meth:`pixelfox.uploadstate.UploadStates.finish`; :meth:`UploadLimits.closed` removes one a
+  client terminated (tus DELETE: its state is gone).
 * quota — the bytes of the user's images in the database plus the declared size must stay
   within ``user_quota_bytes`` → else ``QuotaExceeded``.
 
@@ -17,6 +21,7 @@ because only it sees client addresses.
 
 from __future__ import annotations
 
+import math
 import time
 
 import redis.asyncio as aioredis
@@ -36,8 +41,9 @@ class UploadLimits:
         self.sessions = sessions
         self.limits = limits
 
-    async def admit(self, user_id: str, upload_id: str, size: int) -> None:
-        """Check every limit for a new upload of ``size`` bytes and count it; raises on a breach."""
+    async def admit(self, user_id: str, upload_id: str, size: int, usable_until: float) -> None:
+        """Check every limit for a new upload of ``size`` bytes whose ticket is accepted until
+        ``usable_until`` (unix time) and count it; raises on a breach."""
         if not user_id:
             return
         lim = self.limits
@@ -62,13 +68,14 @@ class UploadLimits:
             key = open_uploads_key(user_id)
             await self.redis.zremrangebyscore(key, "-inf", now)
             if await self.redis.zcard(key) >= lim.user_open_uploads:
-                oldest = await self.redis.zrange(key, 0, 0, withscores=True)  # the first to expire frees a slot
-                wait = max(1, int(oldest[0][1] - now) + 1) if oldest else lim.upload_ttl_s
+                earliest = await self.redis.zrange(key, 0, 0, withscores=True)  # the first to die frees a slot
+                wait = max(1, math.ceil(float(earliest[0][1]) - now)) if earliest else 1
                 raise errors.TooManyOpenUploads(
-                    f"{lim.user_open_uploads} unfinished uploads already; finish, cancel (tus DELETE) or let one "
-                    f"expire first (the next expires in {wait} s)", retry_after_s=wait)
-            await self.redis.zadd(key, {upload_id: now + lim.upload_ttl_s})
-            await self.redis.expire(key, lim.upload_ttl_s + 60)
+                    f"{lim.user_open_uploads} unfinished uploads already (resumable uploads count until they "
+                    f"complete, are cancelled with tus DELETE, or their ticket expires or they get no bytes for "
+                    f"{lim.upload_ttl_s} s); the next frees in {wait} s", retry_after_s=wait)
+            await self.redis.zadd(key, {upload_id: min(usable_until, now + lim.upload_ttl_s)})
+            await self.redis.expire(key, max(1, math.ceil(usable_until - now)) + 60)  # outlives every member
 
     async def closed(self, user_id: str, upload_id: str) -> None:
         """An upload finished: it no longer counts as open."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -105,8 +107,11 @@ class Uploads:
             raise errors.NoNodeAvailable("no storage node takes new files (every one is down, not ready or in "
                                          "maintenance); try again later")
         upload_id = str(ULID())
-        await self.gate.admit(user.id if user and user.role != "admin" else "", upload_id, size)  # admins: exempt
-        expires = datetime.now(UTC) + timedelta(seconds=self.limits.ticket_ttl_s)
+        issued = int(time.time())
+        expires_at = issued + self.limits.ticket_ttl_s  # the ticket's exp
+        await self.gate.admit(user.id if user and user.role != "admin" else "", upload_id, size,  # admins: exempt
+                              tickets.usable_until(expires_at))
+        expires = datetime.fromtimestamp(expires_at, UTC)
         async with self.sessions() as s:
             s.add(Upload(id=upload_id, user_id=user.id if user else None, filename=safe_filename(filename, default=""),
                          size=size, content_type=printable(content_type)[:100], upload_node_id=node.node_id,
@@ -114,7 +119,7 @@ class Uploads:
             await s.commit()
         await self.states.create(upload_id, size, user.id if user else "", expire_after_s, title)
         token = tickets.sign(self.ticket_key, upload_id, user.id if user else "", size, content_type,
-                             self.limits.ticket_ttl_s)
+                             self.limits.ticket_ttl_s, now=issued)
         return manager_pb2.CreateUploadResponse(
             upload_id=upload_id,
             upload_address=node.grpc_address,
@@ -272,6 +277,7 @@ class Uploads:
             image = await s.scalar(select(Image).where(Image.upload_id == upload_id))
             slug, filename, size = (image.slug if image else ""), upload.filename, upload.size
             row_status = upload.status
+            ticket_exp = upload.expires_at if upload.expires_at.tzinfo else upload.expires_at.replace(tzinfo=UTC)
         st = await self.states.get(upload_id)
         if not slug and st is not None and st.status == "complete":  # deduplicated: another upload's image
             slug = st.slug
@@ -281,11 +287,14 @@ class Uploads:
             reply.image.CopyFrom(await self.views.get(slug))
         elif st is None:  # the state is gone: cancelled by its client (tus DELETE), or its TTL ran out
             reply.status = "abandoned" if row_status == "abandoned" else "expired"
+        elif st.status == "open" and time.time() > tickets.usable_until(int(ticket_exp.timestamp())):
+            reply.status, reply.offset = "expired", st.offset  # its ticket ended: nothing can finish it now
         else:
             reply.status, reply.offset = ("failed" if st.status == "failed" else "open"), st.offset
             if st.status == "failed":  # the reason the PATCH or stream was told, for whoever asks later
                 reason = st.failure()
                 reply.error_code, reply.error_message = reason.code, reason.message
-            if expires := await self.states.ttl(upload_id):
+            # usable until its ticket expires or its state does (upload_ttl_s after the last chunk)
+            if expires := min(await self.states.ttl(upload_id) or math.inf, ticket_exp.timestamp()):
                 reply.expires_at = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
         return reply

@@ -205,7 +205,7 @@ class Receiver:
 
     async def open(self, token: str, upload_id: str, size: int, sha256: str = "") -> Session:
         """A writer :class:`Session` for one stream; the caller must ``await session.close()``."""
-        self.check_ticket(token, upload_id, size)
+        ticket = self.check_ticket(token, upload_id, size)
         if self.active >= self.max_concurrent:
             raise errors.ResourceExhausted("upload node busy: too many uploads at once, retry shortly")
         # the slot is taken before the Redis round trips below: counted after them, a burst of streams
@@ -219,7 +219,8 @@ class Receiver:
         except BaseException:
             self.active -= 1
             raise
-        session = Session(self, Header(token, upload_id, size, sha256, ""), lock)  # its close() frees the slot
+        session = Session(self, Header(token, upload_id, size, sha256, ""), lock,  # its close() frees the slot
+                          st.user_id, tickets.usable_until(ticket.expires_at))
         try:
             await session.start(st)
         except BaseException:
@@ -288,10 +289,13 @@ class Receiver:
 class Session:
     """One writer of one upload, holding its Redis lock (made by :meth:`Receiver.open`)."""
 
-    def __init__(self, rx: Receiver, header: Header, lock: str) -> None:
+    def __init__(self, rx: Receiver, header: Header, lock: str, owner: str = "", usable_until: float = 0.0) -> None:
         self.rx = rx
         self.header = header
         self.lock = lock
+        self.owner = owner  # user id ("" anonymous): whose open-upload slot this upload holds
+        self.usable_until = usable_until  # unix time its ticket is last accepted
+        self.slot_until = 0.0  # the slot's end as last sent to Redis (see _record)
         self.path = rx.path(header.upload_id)
         self.fd = -1
         self.offset = 0
@@ -388,6 +392,13 @@ class Session:
         offset = self.offset
         await self.rx.states.commit(self.header.upload_id, self.lock, offset, self.probed)
         self.committed, self.committed_at, self.held = offset, time.monotonic(), False
+        # the commit pushed the state's expiry out, so the upload's open-upload slot lives as long (never
+        # past its ticket's end): at most one more round trip a second, and one per stream or PATCH once the
+        # ticket bounds it (the default: tickets end long before the state)
+        until = min(self.usable_until, time.time() + self.rx.states.ttl_s)
+        if self.owner and until - self.slot_until >= 1:
+            await self.rx.states.hold_slot(self.owner, self.header.upload_id, until)
+            self.slot_until = until
 
     async def _in_thread(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)`` (file work on :attr:`fd`) in the default thread pool.

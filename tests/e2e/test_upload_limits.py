@@ -173,6 +173,40 @@ async def test_tus_termination_frees_the_open_upload_slot_at_once(local: LocalCl
         await r.aclose()
 
 
+async def test_an_upload_receiving_bytes_keeps_its_open_upload_slot(local: LocalCluster) -> None:
+    """Uploads live 4 s here after their last chunk, tickets 900 s: an upload still receiving bytes after
+    those 4 s keeps counting as open (each commit pushes its slot out with its state), up to its
+    ticket's end and no further (its slot used to end 4 s after CreateUpload, whatever came after)."""
+    import redis.asyncio as aioredis
+
+    from pixelfox import tickets
+    from pixelfox.uploadstate import open_uploads_key
+
+    key = await new_user_key(local, "steady")
+    data = PAINTING.read_bytes()
+    t = await create(manager(local), key, len(data))
+    ticket = tickets.verify(tickets.derive_key(local.secret), t.ticket)
+    slot = open_uploads_key(ticket.user_id)
+    r = aioredis.Redis.from_url(local.redis_url)
+    ch, stub = upload_stub(t.upload_address)
+    try:
+        assert await r.zscore(slot, t.upload_id)  # counted from CreateUpload on
+        call = stub.Upload()
+        await call.write(header(t, len(data)))
+        for n in range(12):  # 6 s of a slow client, a piece every half second
+            await call.write(chunk(n * 10_000, data[n * 10_000:(n + 1) * 10_000]))
+            await asyncio.sleep(0.5)
+        score = await r.zscore(slot, t.upload_id)
+        assert score is not None and time.time() + 2 < score <= ticket.expires_at + tickets.LEEWAY_S
+        await call.write(chunk(120_000, data[120_000:]))
+        await call.done_writing()
+        assert (await call).image.slug
+        assert await r.zscore(slot, t.upload_id) is None  # complete: no longer open
+    finally:
+        await ch.close()
+        await r.aclose()
+
+
 async def test_quota(local: LocalCluster) -> None:
     key = await new_user_key(local, "erin")
     with pytest.raises(grpc.aio.AioRpcError) as big:
@@ -270,3 +304,55 @@ async def test_full_staging_disk_is_resource_exhausted_and_leaves_nothing(
         assert q.offset == 0  # the upload can start again once there is room
     finally:
         await ch.close()
+
+
+@pytest.fixture(scope="module")
+def short_tickets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """Tickets valid 1 s (accepted 31 s with the leeway), uploads kept an hour, 3 open uploads a user."""
+    with own_cluster(tmp_path_factory.mktemp("short-tickets"), upload=1, web=1,
+                     PIXELFOX_LIMITS__TICKET_TTL_S="1", PIXELFOX_LIMITS__USER_OPEN_UPLOADS="3") as c:
+        wait_http(f"{c.web_urls[0]}/healthz")
+        yield c
+
+
+def test_dead_tickets_free_their_open_upload_slots_when_they_expire(short_tickets: LocalCluster) -> None:
+    """Resumable uploads nobody continues count as open until their ticket can no longer be used, not
+    for the hour their state is kept: the 429 (every upload path's, one-shot ones too) says when the
+    first one frees, and from then on the user uploads again (they used to be locked out for an hour,
+    told Retry-After 3600)."""
+    from pixelfox import tickets
+
+    web_url = short_tickets.web_urls[0]
+    key = asyncio.run(new_user_key(short_tickets, "hoarder"))
+    auth = {"Authorization": f"Bearer {key}"}
+    shot = PAINTING.read_bytes()
+    opened = [requests.post(f"{web_url}/api/v1/uploads", json={"size": 1000}, headers=auth, timeout=10)
+              for _ in range(3)]
+    assert [o.status_code for o in opened] == [201] * 3
+    ticket_key = tickets.derive_key(short_tickets.secret)
+    ends = [tickets.verify(ticket_key, o.json()["ticket"]).expires_at + tickets.LEEWAY_S for o in opened]
+
+    refusals = [
+        requests.post(f"{web_url}/api/v1/uploads", json={"size": 1000}, headers=auth, timeout=10),
+        requests.post(f"{web_url}/api/v1/images", files={"file": ("s.png", shot, "image/png")}, headers=auth,
+                      timeout=60),
+        requests.post(f"{web_url}/api/1/upload", files={"source": ("s.png", shot, "image/png")},
+                      data={"key": key}, timeout=60),
+    ]
+    for refused in refusals:
+        assert refused.status_code == 429, refused.text
+        wait = int(refused.headers["Retry-After"])  # when the first ticket ends, not the state's hour
+        assert abs(wait - (min(ends) - time.time())) <= 2, refused.headers
+        assert f"the next frees in {wait} s" in refused.json()["error"]["message"], refused.text
+
+    time.sleep(max(0.0, min(ends) - time.time()) + 1)  # the tickets are dead: nothing can use those uploads
+    status = requests.get(f"{web_url}/api/v1/uploads/{opened[0].json()['id']}", headers=auth, timeout=10)
+    assert status.json()["status"] == "expired", status.text
+    one_shot = requests.post(f"{web_url}/api/v1/images?wait=0", files={"file": ("s.png", shot, "image/png")},
+                             headers=auth, timeout=60)
+    assert one_shot.status_code in (200, 201), one_shot.text
+    chevereto = requests.post(f"{web_url}/api/1/upload", files={"source": ("s.png", shot, "image/png")},
+                              data={"key": key}, timeout=60)
+    assert chevereto.status_code == 200, chevereto.text
+    assert requests.post(f"{web_url}/api/v1/uploads", json={"size": 1000}, headers=auth,
+                         timeout=10).status_code == 201

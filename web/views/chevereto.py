@@ -313,7 +313,10 @@ async def upload(request: web.Request) -> web.StreamResponse:
     try:
         return await _upload(request)
     except errors.PixelfoxError as exc:
-        return chevereto_error(exc.http_status, exc.message, exc.code)
+        response = chevereto_error(exc.http_status, exc.message, exc.code)
+        if isinstance(exc, errors.RateLimited) and exc.retry_after_s:  # as every other 429 of the web node
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
 
 
 async def _upload(request: web.Request) -> web.StreamResponse:
