@@ -289,10 +289,10 @@ async def test_full_staging_disk_is_resource_exhausted_and_leaves_nothing(
     big_png(path, 700)  # ~1.5 MB: more than the 1 MiB staging, less than the quota
     data = path.read_bytes()
     key = await new_user_key(local, "frank")
-    t = await create(manager(local), key, len(data))
     ch, stub = upload_stub(f"127.0.0.1:{port}")
     try:
         await asyncio.wait_for(ch.channel_ready(), 30)
+        t = await create(manager(local), key, len(data))  # after the node is up: the upload lives 4 s here
         # the node runs out of room after 1 MiB, while the rest is still being written
         full = await refused_stream(f"127.0.0.1:{port}", [
             header(t, len(data)), *(chunk(off, data[off:off + 256 * 1024]) for off in range(0, len(data), 256 * 1024))])
