@@ -152,16 +152,17 @@ class Uploads:
                     return await self.views.get(slug)
                 raise errors.InvalidTicket("ticket was already used")
             upload.status = "complete"
-            dup = await self._existing(s, upload.id, upload.user_id, c.sha256)
-            if dup is not None and await self._expiring(c.upload_id, dup.slug):
-                dup = None  # an expiring upload, or an image about to expire, is never merged
-            if dup is not None:  # dedup: this user already has these bytes
+            st = await self.states.get(c.upload_id)
+            # an upload asking for an expiration always makes its own image: merged, it would either
+            # make the lasting copy expire or keep the bytes past the time asked for
+            dup = None if st is not None and st.expire_after_s > 0 else \
+                await self._lasting_copy(s, upload.user_id, c.sha256)
+            if dup is not None:  # dedup: this user already has these bytes, and keeps them
                 slug = dup.slug
                 await s.commit()
                 await self.states.finish(c.upload_id, "complete", slug)  # also frees the open-upload slot
                 logger.info("upload %s duplicates image %s of the same user", c.upload_id, slug)
                 return await self.views.get(slug)
-            st = await self.states.get(c.upload_id)
             img = Image(
                 id=str(ULID()), slug=new_slug(), upload_id=upload.id, user_id=upload.user_id,
                 filename=upload.filename, title=st.title if st else "", sha256=c.sha256, bytes=c.size,
@@ -189,22 +190,32 @@ class Uploads:
         logger.info("upload %s complete: image %s queued", c.upload_id, slug)
         return await self.views.get(slug)
 
-    async def _expiring(self, upload_id: str, slug: str) -> bool:
-        """True when this upload asked for an expiration or image ``slug`` is scheduled to expire."""
-        st = await self.states.get(upload_id)
-        if st is not None and st.expire_after_s > 0:
-            return True
-        return await self.registry.redis.zscore(expiry.KEY, slug) is not None
-
     async def _existing(self, s: AsyncSession, upload_id: str, user_id: str | None, sha256: str) -> Image | None:
-        """The image these bytes already are: this upload's (a retried completion) or the same user's (dedup)."""
+        """The image these bytes already are: this upload's (a retried completion) or the same user's
+        lasting copy (dedup)."""
         img = await s.scalar(select(Image).where(Image.upload_id == upload_id))
         if img is not None:
             return img if img.sha256 == sha256 else None
+        return await self._lasting_copy(s, user_id, sha256)
+
+    async def _lasting_copy(self, s: AsyncSession, user_id: str | None, sha256: str) -> Image | None:
+        """The oldest of ``user_id``'s images of these bytes that is neither failed nor scheduled to expire.
+
+        Copies that expire are passed over, not a reason to stop looking: the first one used to be
+        taken, and when it expired dedup was off, so every re-upload made another lasting copy.
+        """
         if not user_id:
             return None
-        return await s.scalar(select(Image).where(Image.user_id == user_id, Image.sha256 == sha256,
-                                                  Image.status != "failed").order_by(Image.created_at).limit(1))
+        slugs = list(await s.scalars(select(Image.slug).where(
+            Image.user_id == user_id, Image.sha256 == sha256, Image.status != "failed",
+        ).order_by(Image.created_at, Image.id)))
+        for start in range(0, len(slugs), 500):  # a handful in practice; ZMSCORE takes them in one round trip
+            batch = slugs[start:start + 500]
+            scores = await self.registry.redis.zmscore(expiry.KEY, batch)
+            lasting = next((slug for slug, score in zip(batch, scores, strict=True) if score is None), None)
+            if lasting is not None:
+                return await s.scalar(select(Image).where(Image.slug == lasting))
+        return None
 
     async def relocate(
         self, upload_id: str, ticket_token: str, exclude_address: str

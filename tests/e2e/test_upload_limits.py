@@ -70,6 +70,41 @@ async def test_same_user_same_bytes_is_the_same_image(local: LocalCluster) -> No
     assert await put(local, bob, PAINTING) != first  # another user's copy is their own image
 
 
+async def test_a_re_upload_is_the_lasting_copy_whatever_expiring_copies_came_first(
+    local: LocalCluster, tmp_path: Path
+) -> None:
+    """Dedup passes over copies that expire: a re-upload without expiration is the user's oldest lasting
+    copy (dedup used to take the oldest copy and, when that one expired, make a new image every
+    time); an upload with an expiration is always an image of its own, which expires."""
+    import redis.asyncio as aioredis
+
+    from nodes.manager import expiry
+
+    key = await new_user_key(local, "ephemeral")
+    path = tmp_path / "c6.png"
+    big_png(path, 64)
+    async with grpc.aio.insecure_channel(manager(local)) as ch:
+        stub, md = manager_pb2_grpc.ManagerServiceStub(ch), api_key_metadata(key)
+
+        async def upload(expire_after_s: int = 0) -> str:
+            return (await upload_file(stub, md, path, expire_after_s=expire_after_s)).slug
+
+        expiring = await upload(600)
+        lasting = await upload()
+        assert lasting != expiring  # the only copy expires: this one is kept instead
+        assert await upload() == lasting
+        assert await upload() == lasting
+        another = await upload(600)
+        assert another not in (expiring, lasting)  # asked to expire: never merged into the kept copy
+        assert await upload() == lasting
+    r = aioredis.Redis.from_url(local.redis_url)
+    try:  # the expiring copies still expire, the lasting one does not
+        assert await r.zscore(expiry.KEY, expiring) and await r.zscore(expiry.KEY, another)
+        assert await r.zscore(expiry.KEY, lasting) is None
+    finally:
+        await r.aclose()
+
+
 async def test_abandoned_upload_expires_and_its_bytes_go(local: LocalCluster) -> None:
     key = await new_user_key(local, "carol")
     data = PAINTING.read_bytes()
