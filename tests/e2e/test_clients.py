@@ -175,6 +175,8 @@ def test_chevereto_upload_shapes_formats_and_expiration(cluster: ClusterHandle, 
 
     err = requests.post(api, files={"source": ("p.png", data, "image/png")}, timeout=30)
     assert err.status_code == 401 and err.json()["error"]["message"] and err.json()["status_code"] == 401
+    err = requests.get(api, timeout=30)  # every error code is a string, the 405 too (it was the number 405)
+    assert (err.status_code, err.headers["Allow"], err.json()["error"]["code"]) == (405, "POST", "method-not-allowed")
     err = requests.post(api, data={"key": key, "source": "http://169.254.169.254/latest"}, timeout=30)
     assert err.status_code == 400 and "not supported" in err.json()["error"]["message"]
     err = requests.post(api, data={"key": key, "source": base64.b64encode(data).decode(), "expiration": "soon"},

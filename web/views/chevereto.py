@@ -304,7 +304,7 @@ def _phrase(status: int) -> str:
 
 async def not_allowed(request: web.Request) -> web.Response:
     """``GET``/``PUT``/... on the upload endpoint: a 405 in Chevereto's shape."""
-    response = chevereto_error(405, "send the upload with POST", 405)
+    response = chevereto_error(405, "send the upload with POST", "method-not-allowed")
     response.headers["Allow"] = "POST"
     return response
 
