@@ -79,9 +79,15 @@ class _Upload:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = path.with_name(f".{path.name}{TMP_MARK}{secrets.token_hex(6)}")
-        self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        for attempt in range(5):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+                break
+            except FileNotFoundError:  # a delete pruned the folder, empty between mkdir and open
+                if attempt == 4:
+                    raise
         self.hash = hashlib.sha256()
         self.size = 0
 
@@ -257,7 +263,19 @@ class FsStore:
             os.unlink(path.with_name(path.name + META_SUFFIX))
         with contextlib.suppress(OSError):
             _fsync_dir(path.parent)
+        self._prune(path.parent)
         return size
+
+    def _prune(self, folder: Path) -> None:
+        """Remove ``folder`` and then its parents while they are empty, up to (not including) the
+        pool root: a delete used to leave ``v/ab/cd/<sha>/r3/`` behind, one empty tree per image.
+        A put that races into a pruned folder makes it again (:class:`_Upload`)."""
+        while folder != self.root and self.root in folder.parents:
+            try:
+                os.rmdir(folder)
+            except OSError:  # not empty (or gone): the folders above are not empty either
+                return
+            folder = folder.parent
 
     async def delete(self, key: str) -> bool:
         size = await asyncio.to_thread(self._delete_sync, key)
