@@ -47,7 +47,7 @@ impl Step for Encode {
                     detail: "missing rendition".into(),
                 })?;
                 match format {
-                    OutFormat::Webp => codecs::webp::encode(r, plan, loop_count),
+                    OutFormat::Webp => codecs::webp::encode(r, plan, loop_count, deadline),
                     OutFormat::Avif => Ok((
                         codecs::avif::encode(r, f32::from_bits(quality_bits), speed)?,
                         1,
