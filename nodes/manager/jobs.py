@@ -167,15 +167,14 @@ class JobAdmin:
                 if missing:
                     raise errors.NotFound(f"not found or not ready: {', '.join(sorted(missing))}")
         # an image with a live job (a reprocess still waiting in the batch lane, or any running job)
-        # is left alone: running `reprocess --all` twice would otherwise queue it twice
-        busy = await self.queue.known([image_id for image_id, _slug in rows])
-        queued = [(image_id, slug) for (image_id, slug), known in zip(rows, busy, strict=True) if not known]
-        for image_id, _slug in queued:
-            await self.queue.enqueue(image_id, lane="batch", kind="reprocess_image", recipe=recipe,
-                                     gpu=req.requires_gpu)
+        # is left alone, checked and queued in one step: `reprocess --all` run twice, even at once,
+        # queues it once
+        queued, skipped = [], []
+        for image_id, slug in rows:
+            entry = await self.queue.enqueue_if_idle(image_id, lane="batch", kind="reprocess_image", recipe=recipe,
+                                                     gpu=req.requires_gpu)
+            (queued if entry is not None else skipped).append(slug)
         self.dispatcher.wake.set()
         more = req.all and len(rows) == limit
-        return jobs_pb2.ReprocessResponse(queued=len(queued), next=rows[-1][0] if more else "",
-                                          slugs=[slug for _id, slug in queued],
-                                          skipped=[slug for (_id, slug), known in zip(rows, busy, strict=True)
-                                                   if known])
+        return jobs_pb2.ReprocessResponse(queued=len(queued), next=rows[-1][0] if more else "", slugs=queued,
+                                          skipped=skipped)

@@ -46,6 +46,13 @@ KNOWN = "pixelfox:{jobs}:known"
 GROUP = "dispatchers"
 LANES = {"interactive": STREAM, "batch": BATCH}
 
+# KEYS: known set, lane stream; ARGV: image id, then the entry's field/value pairs. Queues the job
+# only when the image has no live job: one step, so concurrent callers cannot both pass the check.
+_ADD_IF_IDLE = """
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return false end
+return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+"""
+
 # Moves due members of the delayed set into their lane; returns how many moved.
 # KEYS: delayed, interactive stream, batch stream; ARGV: now (unix s), max count.
 _PROMOTE = """
@@ -150,6 +157,7 @@ class JobQueue:
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self._promote = redis.register_script(_PROMOTE)
+        self._add_if_idle = redis.register_script(_ADD_IF_IDLE)
 
     async def ensure_group(self) -> None:
         """Create both lanes and their group if missing (idempotent; also after Redis lost them)."""
@@ -165,6 +173,16 @@ class JobQueue:
         """Add a job to ``lane``; returns its entry id."""
         job = QueuedJob("", image_id, attempt, lane=lane, kind=kind, cpu=cpu, gpu=gpu, recipe=recipe)
         return await self._add(job)
+
+    async def enqueue_if_idle(self, image_id: str, *, lane: str = "batch", kind: str = "reprocess_image",
+                              gpu: bool = False, recipe: int = 0) -> str | None:
+        """:meth:`enqueue`, only when ``image_id`` has no live job (queued, running, delayed): the
+        check and the add are one Lua step, so runs at the same time queue an image once.
+        Returns the entry id, or None when the image already had a job."""
+        job = QueuedJob("", image_id, 0, lane=lane, kind=kind, gpu=gpu, recipe=recipe)
+        args = [image_id, *(x for kv in job.fields().items() for x in kv)]
+        res = await self._add_if_idle(keys=[KNOWN, LANES.get(lane, STREAM)], args=args)
+        return None if res is None else _decode(res)
 
     async def _add(self, job: QueuedJob, drop: QueuedJob | None = None) -> str:
         async with self.redis.pipeline(transaction=True) as pipe:

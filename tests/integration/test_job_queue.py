@@ -106,3 +106,19 @@ async def test_lost_runs_are_counted_and_a_manager_lease_is_retaken(q: JobQueue,
     assert [j.entry_id for j in taken] == [job.entry_id]
     assert not await other.requeue(taken[0], lost=True)  # second lost run: dead letter (max_lost=2)
     assert (await q.dead())[0].reason.startswith("lost 2 times")
+
+
+async def test_enqueue_if_idle_queues_an_image_once_however_many_ask_at_once(q: JobQueue) -> None:
+    """Overlapping `reprocess --all` runs checked the known set, then queued: 4 runs queued one
+    image up to 4 times. The check and the add are one Lua step now."""
+    await q.enqueue("busy-1")  # an upload job already live for this one
+    ids = await asyncio.gather(*(q.enqueue_if_idle(image, recipe=4)
+                                 for image in ["idle-1"] * 20 + ["busy-1"] * 5 + ["idle-2"] * 3))
+    assert [i is not None for i in ids[:20]].count(True) == 1
+    assert all(i is None for i in ids[20:25]) and [i is not None for i in ids[25:]].count(True) == 1
+    jobs = await q.take(count=50, block_ms=0)
+    assert sorted((j.image_id, j.kind, j.lane) for j in jobs) == [
+        ("busy-1", "process_image", "interactive"), ("idle-1", "reprocess_image", "batch"),
+        ("idle-2", "reprocess_image", "batch")]
+    assert next(j for j in jobs if j.image_id == "idle-1").recipe == 4
+    assert await q.known(["idle-1", "idle-2", "busy-1"]) == [True, True, True]
