@@ -18,7 +18,7 @@ class WebSettings(NodeSettings):
     Env: ``PIXELFOX_NODE_ID``, ``PIXELFOX_CLUSTER__MANAGER``, ``PIXELFOX_CLUSTER__SECRET``,
     ``PIXELFOX_HTTP__HOST``/``__PORT``/``__PUBLIC_URL``, ``PIXELFOX_REDIS__URL``,
     ``PIXELFOX_METRICS_PORT``, ``PIXELFOX_COOKIE_SECURE``, ``PIXELFOX_SESSION_MAX_AGE_S``,
-    ``PIXELFOX_SITE_NAME``, ``PIXELFOX_UPLOAD_WAIT_S``, ``PIXELFOX_PAGE_CACHE_S``,
+    ``PIXELFOX_SITE_NAME``, ``PIXELFOX_UPLOAD_WAIT_S``, ``PIXELFOX_ALLOW_ANONYMOUS``, ``PIXELFOX_PAGE_CACHE_S``,
     ``PIXELFOX_REGISTER_PER_HOUR``, ``PIXELFOX_TRUSTED_PROXIES``,
     ``PIXELFOX_LIMITS__MAX_UPLOAD_BYTES``...
     """
@@ -31,6 +31,9 @@ class WebSettings(NodeSettings):
     session_max_age_s: int = Field(14 * 24 * 3600, gt=0, description="absolute session lifetime")
     site_name: str = "PixelFox"
     upload_wait_s: float = Field(30.0, ge=0, description="how long POST /api/v1/images waits for ready")
+    allow_anonymous: bool = Field(True, description=(
+        "offer uploads without an account (set it as on the managers, which enforce it: false makes the upload "
+        "page ask visitors to log in and refuses an anonymous POST before reading its body)"))
     page_cache_s: int = Field(5, ge=0, le=3600, description=(
         "seconds a proxy may keep an anonymous visitor's page of a public, ready image (X-Accel-Expires, "
         "deploy/nginx/page-cache.conf); 0 = never"))

@@ -155,6 +155,7 @@ class LocalCluster:
             "PIXELFOX_CLUSTER__MANAGER": self.manager_address,
             "PIXELFOX_CLUSTER__SECRET": self.secret,
             "PIXELFOX_GRPC__HOST": self.host,
+            "PIXELFOX_GRPC__ADVERTISE_HOST": self.host,  # what the others dial: never an address from the shell
             "PIXELFOX_METRICS_PORT": str(self._port(f"{node_id}.metrics")),
             "PIXELFOX_LOG__LEVEL": os.environ.get("PIXELFOX_LOG__LEVEL", "INFO"),
             "PYTHONUNBUFFERED": "1",

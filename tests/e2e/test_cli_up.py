@@ -174,14 +174,16 @@ def test_up_keeps_links_across_restarts_refuses_a_second_cluster_and_restarts_de
 
 
 def test_up_hands_pixelfox_settings_from_its_environment_to_the_nodes(tmp_path: Path, corpus: Path) -> None:
-    """``PIXELFOX_ALLOW_ANONYMOUS=false pixelfox up`` (the README's switch) reaches the managers: an
-    anonymous upload is refused. ``up`` used to drop every PIXELFOX_* variable, so it was a 201."""
+    """``PIXELFOX_ALLOW_ANONYMOUS=false pixelfox up`` (the README's switch) reaches the managers and the
+    web nodes: an anonymous upload is refused, and the upload page asks visitors to log in. ``up`` used
+    to drop every PIXELFOX_* variable, so it was a 201."""
     import urllib.error
     import urllib.request
 
     root = tmp_path / "site"
     root.mkdir()
-    env = {**os.environ, "PIXELFOX_ALLOW_ANONYMOUS": "false", "PIXELFOX_API_KEY": "pfx_not_a_node_setting"}
+    env = {**os.environ, "PIXELFOX_ALLOW_ANONYMOUS": "false", "PIXELFOX_API_KEY": "pfx_not_a_node_setting",
+           "PIXELFOX_GRPC__ADVERTISE_HOST": "192.0.2.1"}  # up's own addresses win (TEST-NET: nothing answers)
     proc, lines = _start_up(root, env=env)
     try:
         assert "ready" in lines, lines
@@ -193,7 +195,11 @@ def test_up_hands_pixelfox_settings_from_its_environment_to_the_nodes(tmp_path: 
                                      headers={"Content-Type": "multipart/form-data; boundary=XB"})
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(req, timeout=60)
-        assert refused.value.code == 401, refused.value.read()
+        assert refused.value.code == 401
+        assert "this site takes no anonymous uploads" in refused.value.read().decode()  # the web node, at once
+        with urllib.request.urlopen(f"{web}/", timeout=20) as r:  # the upload page asks to log in
+            page = r.read().decode()
+        assert 'href="/login?next=/"' in page and 'id="drop"' not in page and "upload.js" not in page
         state = json.loads((root / ".pixelfox" / "cluster.json").read_text())
         assert _post_with_key(web, state["admin_api_key"], body) == 201  # a key still uploads
     finally:

@@ -236,6 +236,8 @@ def _wait_seconds(request: web.Request) -> float:
 async def upload(request: web.Request) -> web.Response:
     caller = await resolve_caller(request, state_changing=True)
     settings = request.app[SETTINGS]
+    if caller.via == "anonymous" and not settings.allow_anonymous:  # before a byte of the body is read
+        raise errors.Unauthenticated("this site takes no anonymous uploads: log in, or send an API key")
     manager = request.app[MANAGER]
     wait_s = _wait_seconds(request)  # a bad ?wait= is refused before any byte is kept
     await check_ip(request)

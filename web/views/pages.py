@@ -91,7 +91,8 @@ async def index(request: web.Request) -> web.Response:
     user = current_user(await get_session(request))
     resumable = bool(user) and tus_available(request.app)
     response = await render(request, "index.html", {"max_upload_bytes": settings.max_upload_bytes,
-                                                    "resumable": resumable})
+                                                    "resumable": resumable,
+                                                    "anonymous_off": not user and not settings.allow_anonymous})
     if resumable:
         response.headers["Content-Security-Policy"] = csp_connecting_to(await request.app[MANAGER].upload_urls())
     return response
