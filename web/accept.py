@@ -15,9 +15,10 @@ _OFFERED = ["text/html", "application/json"]
 
 def prefers_html(request: web.Request) -> bool:
     """Whether the request's ``Accept`` header ranks ``text/html`` above ``application/json``
-    (RFC 9110 §12.5.1, q-values included, by python-mimeparse). No header, ``*/*``, an equal
+    (RFC 9110 §12.5.1, q-values included, media types in any case, by python-mimeparse). No
+    header, ``*/*``, an equal
     rank, ``text/html;q=0`` or an unparseable header all mean JSON."""
     try:
-        return mimeparse.best_match(_OFFERED, request.headers.get("Accept", "")) == "text/html"
+        return mimeparse.best_match(_OFFERED, request.headers.get("Accept", "").lower()) == "text/html"
     except ValueError:  # MimeTypeParseException: a malformed media range
         return False

@@ -34,7 +34,7 @@ async def before_id(s: AsyncSession, model: Any, before: str, owner_id: str | No
                            .where(model.slug == before))).first()
     if row is not None and (owner_id is None or row[1] == owner_id):
         return str(row[0])
-    if ROW_ID.fullmatch(before):
-        return before
+    if ROW_ID.fullmatch(before.upper()):  # ULIDs are case-insensitive; stored upper case
+        return before.upper()
     raise errors.BadRequest(f"before: {before[:64]!r} is not a cursor from this list (use the next_before a "
                             "page gave, or leave it out for the first page)")

@@ -129,7 +129,7 @@ class Tus:
             return await self.patch(request)
         if method == "DELETE":
             return await self.delete(request)
-        raise web.HTTPMethodNotAllowed("POST", ["HEAD", "PATCH", "DELETE", "OPTIONS"],
+        raise web.HTTPMethodNotAllowed("POST", ["HEAD", "PATCH", "DELETE", "OPTIONS", "POST"],
                                        text="POST to an upload URL needs X-HTTP-Method-Override: PATCH or DELETE")
 
     async def options(self, request: web.Request) -> web.Response:

@@ -232,13 +232,14 @@ class LocalCluster:
 
     def add_storage(self, name: str, **env: str) -> Child:
         """Start one storage node: its pool is ``data/<name>``, or with ``PIXELFOX_BACKEND=s3`` in the
-        environment the prefix ``<PIXELFOX_S3__PREFIX><name>/`` of that bucket (each node its own pool,
+        environment the prefix ``<PIXELFOX_S3__PREFIX>/<name>/`` of that bucket (each node its own pool,
         so two replicas are two copies); ``env`` adds or overrides variables (e.g. ``PIXELFOX_BACKEND=s3``
         and the ``PIXELFOX_S3__*`` settings of an S3 pool). Returns the child."""
         port = self._port(f"{name}.http")
         pool: dict[str, str] = {"PIXELFOX_DATA_DIR": str(self.state / "data" / name)}
         if os.environ.get("PIXELFOX_BACKEND", "").lower() == "s3":
-            pool["PIXELFOX_S3__PREFIX"] = f"{os.environ.get('PIXELFOX_S3__PREFIX', '')}{name}/"
+            prefix = os.environ.get("PIXELFOX_S3__PREFIX", "")
+            pool["PIXELFOX_S3__PREFIX"] = f"{prefix}{'/' if prefix and not prefix.endswith('/') else ''}{name}/"
         return self._spawn(name, "nodes.storage", self._env(
             name, PIXELFOX_GRPC__PORT=str(self._port(f"{name}.grpc")), PIXELFOX_HTTP__HOST=self.host,
             PIXELFOX_HTTP__PORT=str(port), PIXELFOX_HTTP__PUBLIC_URL=f"http://{self.host}:{port}",

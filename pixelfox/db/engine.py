@@ -62,9 +62,12 @@ async def begin_write(session: AsyncSession) -> None:
 def sqlite_path(url: URL) -> str:
     """The file path a SQLite URL names: with ``?uri=true`` the database part is a URI filename
     (``file:/x/y.db``, ``file:///x/y.db``; https://sqlite.org/uri.html) and gives its path part,
-    percent-decoded; otherwise the database part as is ("" and ``:memory:`` included)."""
+    percent-decoded (``:memory:`` with ``mode=memory``); otherwise the database part as is (""
+    and ``:memory:`` included)."""
     database = url.database or ""
     if database.startswith("file:") and str(url.query.get("uri", "")).lower() in ("true", "1"):
+        if str(url.query.get("mode", "")).lower() == "memory":  # file:name?mode=memory: no file at all
+            return ":memory:"
         return urllib.parse.unquote(urllib.parse.urlsplit(database).path)
     return database
 

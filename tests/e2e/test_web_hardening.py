@@ -249,6 +249,13 @@ async def test_credentials_sent_but_unusable_are_a_401_not_an_anonymous_upload(
             assert r.status == 401 and says in (await r.json())["error"]["message"], headers
     async with http.get(f"{cluster.web_url}/api/v1/me", headers={"Authorization": "Basic dXNlcjpwYXNz"}) as r:
         assert (r.status, (await r.json())["error"]["message"]) == (401, "not logged in")  # anonymous, as before
+    # a key sent without a scheme is refused without being echoed; a tab after Bearer is whitespace too
+    async with http.get(f"{cluster.web_url}/api/v1/me", headers={"Authorization": cluster.admin_api_key}) as r:
+        text = await r.text()
+    assert r.status == 401 and cluster.admin_api_key[:8] not in text and "unsupported Authorization" in text, text
+    async with http.get(f"{cluster.web_url}/api/v1/me",
+                        headers={"Authorization": f"Bearer\t{cluster.admin_api_key}"}) as r:
+        assert r.status == 200 and (await r.json())["via"] == "api-key"
 
 
 async def _get_json(http: aiohttp.ClientSession, url: str, key: str) -> tuple[int, dict[str, Any]]:
@@ -366,6 +373,12 @@ async def test_last_page_has_no_cursor(cluster: Any, http: aiohttp.ClientSession
     for bad in ("zzz", json.loads(body)["id"]):
         status, answer = await api(b, "GET", f"/api/v1/images?before={bad}")
         assert status == 400 and "is not a cursor from this list" in answer["error"]["message"], (bad, answer)
+        # a browser page with such a link (a deleted image's slug, a hand-edited URL) shows the first page
+        for page_path in ("/my", "/albums"):
+            status, _, headers = await b.get(f"{page_path}?before={bad}")
+            assert (status, headers.get("Location")) == (303, page_path), (page_path, status, headers)
+    status, lower = await api(b, "GET", f"/api/v1/images?limit=2&before={first['next_before'].lower()}")
+    assert status == 200 and lower["images"] == after["images"]  # ULIDs are case-insensitive
 
     for title in ("one", "two"):
         assert (await api(b, "POST", "/api/v1/albums", {"title": title}, hdr))[0] == 201

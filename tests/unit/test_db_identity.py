@@ -58,3 +58,13 @@ def test_a_uri_filename_makes_its_own_folder_not_one_named_file_in_the_working_d
     check_url(url, must_exist=True)  # the URI's file is found
     with pytest.raises(errors.BadRequest, match=f"no SQLite database at {tmp_path}/gone.db"):
         check_url(f"sqlite+aiosqlite:///file:{tmp_path}/gone.db?uri=true", must_exist=True)
+
+
+def test_an_in_memory_uri_names_no_file() -> None:
+    from sqlalchemy.engine import make_url
+
+    from pixelfox.db.engine import sqlite_path
+
+    # it made a schema-lock file named after the memory database in the working directory
+    assert sqlite_path(make_url("sqlite+aiosqlite:///file:memdb1?mode=memory&cache=shared&uri=true")) == ":memory:"
+    assert sqlite_path(make_url("sqlite+aiosqlite:///file:/tmp/x.db?mode=ro&uri=true")) == "/tmp/x.db"

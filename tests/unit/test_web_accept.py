@@ -13,6 +13,7 @@ BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,imag
 @pytest.mark.parametrize(("accept", "html"), [
     (BROWSER, True),
     ("text/html", True),
+    ("TEXT/HTML", True),  # media types are case-insensitive
     ("text/*, application/json;q=0.5", True),
     (None, False),  # curl without -H, requests, ShareX
     ("*/*", False),

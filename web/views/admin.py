@@ -12,6 +12,7 @@ from pixelfox.numbers import ascii_int
 from pixelfox.v1 import common_pb2, manager_pb2
 from web.calls import call
 from web.keys import MANAGER
+from web.paging import first_page_instead
 from web.sessions import CurrentUser, current_user
 from web.views.common import checked_form, render
 
@@ -79,7 +80,12 @@ async def images(request: web.Request) -> web.StreamResponse:
     user = await _admin(request)
     before = request.query.get("before", "")[:64]
     req = manager_pb2.AdminOverviewRequest(recent_images=60, images_before=before)
-    o = await call(request, "AdminOverview", req, request.app[MANAGER].as_user(user.id))
+    try:
+        o = await call(request, "AdminOverview", req, request.app[MANAGER].as_user(user.id))
+    except errors.BadRequest:
+        if not before:
+            raise
+        raise first_page_instead(request) from None
     imgs = list(o.recent_images)
     nxt = imgs[-1].id if len(imgs) == 60 else ""
     return await render(request, "admin_images.html", {"images": imgs, "next_before": nxt, "total": o.images})

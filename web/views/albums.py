@@ -13,7 +13,7 @@ from pixelfox.text import one_line
 from pixelfox.v1 import common_pb2, manager_pb2
 from web.calls import call
 from web.keys import MANAGER
-from web.paging import fetch_page
+from web.paging import fetch_html_page
 from web.sessions import current_user
 from web.views.common import NOTICE, checked_form, referer_path, render
 from web.views.pages import MIME, build_picture
@@ -31,7 +31,7 @@ async def albums_page(request: web.Request) -> web.StreamResponse:
         reply = await call(request, "ListAlbums", manager_pb2.ListAlbumsRequest(limit=limit, before=cursor), md)
         return list(reply.albums)
 
-    albums, next_before = await fetch_page(fetch, ALBUMS_PAGE, request.query.get("before", "")[:64])
+    albums, next_before = await fetch_html_page(request, fetch, ALBUMS_PAGE)
     return await render(request, "albums.html", {"albums": albums, "next_before": next_before})
 
 
@@ -66,7 +66,7 @@ async def album_page(request: web.Request) -> web.StreamResponse:
             reply = await call(request, "ListImages", manager_pb2.ListImagesRequest(limit=limit, before=cursor), md)
             return list(reply.images)
 
-        page, more_before = await fetch_page(fetch, ADD_PAGE, request.query.get("before", "")[:64])
+        page, more_before = await fetch_html_page(request, fetch, ADD_PAGE)
         in_album = {i.slug for i in album.images}
         mine = [i for i in page if i.slug not in in_album]
     # og:image as on an image page (the cover's medium/large JPEG, with its size), not the 200 px

@@ -36,6 +36,7 @@ from web.views.common import check_origin
 CHUNK = 256 * 1024
 MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the file part
 TEXT_FIELD_LIMIT = 4096  # bytes of a text field (a title) that are read; the rest is dropped
+SCHEME_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,19}")  # Token, ApiKey, Digest...: shown in the 401
 WAIT_SECONDS = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6})?")  # ?wait=: plain ASCII decimal seconds
 
 
@@ -55,13 +56,15 @@ def api_key_of(request: web.Request) -> str:
     script's unset variable). ``Basic`` is left alone: it belongs to a proxy in front of the site
     (nginx ``auth_basic``) and browsers send it with every request."""
     auth = request.headers.get("Authorization", "").strip()
-    scheme, _, rest = auth.partition(" ")
+    scheme, *rest = auth.split(None, 1) or [""]  # any whitespace after the scheme (RFC 9110 §11.4)
     if scheme.lower() == "bearer":
-        if not rest.strip():
+        if not rest:
             raise errors.Unauthenticated("Authorization: Bearer without an API key")
-        return rest.strip()
+        return rest[0].strip()
     if auth and scheme.lower() != "basic":
-        raise errors.Unauthenticated(f"unsupported Authorization scheme {printable(scheme)[:32]!r}: send "
+        # a scheme name is a short token; anything else may be the key itself, never echoed
+        named = f" {scheme!r}" if SCHEME_NAME.fullmatch(scheme) else ""
+        raise errors.Unauthenticated(f"unsupported Authorization scheme{named}: send "
                                      "'Authorization: Bearer <API key>' or 'X-API-Key: <API key>'")
     if "X-API-Key" in request.headers and not request.headers["X-API-Key"].strip():
         raise errors.Unauthenticated("X-API-Key is empty")

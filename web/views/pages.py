@@ -14,7 +14,7 @@ from web.calls import load_image
 from web.embed_codes import share_codes
 from web.keys import MANAGER, SETTINGS
 from web.middlewares import csp_connecting_to
-from web.paging import fetch_page
+from web.paging import fetch_html_page
 from web.sessions import current_user
 from web.vendor import tus_available
 from web.views.api import page_url, resolve_caller
@@ -135,11 +135,11 @@ async def my_images(request: web.Request) -> web.StreamResponse:
     user = current_user(await get_session(request))
     if user is None:
         raise web.HTTPSeeOther("/login?next=/my")
-    before, user_id = request.query.get("before", "")[:64], user.id
+    user_id = user.id
 
     async def fetch(limit: int, cursor: str) -> list[common_pb2.Image]:
         return await request.app[MANAGER].list_images(user_id, limit=limit, before=cursor)
 
-    images, next_before = await fetch_page(fetch, MY_PAGE, before)
+    images, next_before = await fetch_html_page(request, fetch, MY_PAGE)
     cards = [(img, status_name(img)) for img in images]
     return await render(request, "my.html", {"cards": cards, "next_before": next_before})
