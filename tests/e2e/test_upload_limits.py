@@ -8,6 +8,7 @@ minute at the web node.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
 import subprocess
@@ -391,3 +392,37 @@ def test_dead_tickets_free_their_open_upload_slots_when_they_expire(short_ticket
     assert chevereto.status_code == 200, chevereto.text
     assert requests.post(f"{web_url}/api/v1/uploads", json={"size": 1000}, headers=auth,
                          timeout=10).status_code == 201
+
+
+async def test_a_stream_admitted_with_a_live_ticket_completes_after_it_ends(short_tickets: LocalCluster) -> None:
+    """A slow upload outlives its ticket mid-stream (1 s here, accepted 31 s with the leeway): the
+    stream the upload node admitted while the ticket lived completes (the manager refused it at the
+    end, "upload ticket expired", with the original already stored); a new stream is refused."""
+    from pixelfox import tickets
+
+    key = await new_user_key(short_tickets, "slowpoke")
+    data = PAINTING.read_bytes()
+    t = await create(short_tickets.manager_address.split(",")[0], key, len(data))
+    end = tickets.verify(tickets.derive_key(short_tickets.secret), t.ticket).expires_at + tickets.LEEWAY_S
+    ch, stub = upload_stub(t.upload_address)
+    try:
+        call = stub.Upload()
+        await call.write(header(t, len(data)))
+        offset = 0
+        while time.time() < end + 1.5:  # a slow client: a piece every 1.5 s until the ticket is dead
+            await call.write(chunk(offset, data[offset:offset + 10_000]))
+            offset += 10_000
+            await asyncio.sleep(1.5)
+        await call.write(chunk(offset, data[offset:]))
+        await call.done_writing()
+        done = await call
+        assert done.image.slug and done.image.sha256 == hashlib.sha256(data).hexdigest()
+        again = stub.Upload()  # resuming is what the ticket's end stops
+        await again.write(header(t, len(data)))
+        await again.done_writing()
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await again
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "expired" in (refused.value.details() or ""), refused.value.details()
+    finally:
+        await ch.close()
