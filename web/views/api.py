@@ -36,6 +36,8 @@ from web.views.common import check_origin
 CHUNK = 256 * 1024
 MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the file part
 TEXT_FIELD_LIMIT = 4096  # bytes of a text field (a title) that are read; the rest is dropped
+#: what a browser may send to the site on its own, for a proxy or SSO in front of it: never an API key
+PROXY_SCHEMES = frozenset({"basic", "digest", "negotiate", "ntlm"})
 SCHEME_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,19}")  # Token, ApiKey, Digest...: shown in the 401
 WAIT_SECONDS = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6})?")  # ?wait=: plain ASCII decimal seconds
 
@@ -53,15 +55,16 @@ def api_key_of(request: web.Request) -> str:
     Raises Unauthenticated (401) for credentials that are sent but unusable, which used to make
     the call silently anonymous (an upload then landed outside the account): ``Bearer`` with no
     key, another scheme (``Token``, ``ApiKey``...), or an ``X-API-Key`` header that is empty (a
-    script's unset variable). ``Basic`` is left alone: it belongs to a proxy in front of the site
-    (nginx ``auth_basic``) and browsers send it with every request."""
+    script's unset variable). :data:`PROXY_SCHEMES` (``Basic``, ``Digest``, ``Negotiate``,
+    ``NTLM``) are left alone: they belong to a proxy or single sign-on in front of the site (nginx
+    ``auth_basic``, Kerberos), and browsers send them with every request."""
     auth = request.headers.get("Authorization", "").strip()
     scheme, *rest = auth.split(None, 1) or [""]  # any whitespace after the scheme (RFC 9110 §11.4)
     if scheme.lower() == "bearer":
         if not rest:
             raise errors.Unauthenticated("Authorization: Bearer without an API key")
         return rest[0].strip()
-    if auth and scheme.lower() != "basic":
+    if auth and scheme.lower() not in PROXY_SCHEMES:
         # a scheme name is a short token; anything else may be the key itself, never echoed
         named = f" {scheme!r}" if SCHEME_NAME.fullmatch(scheme) else ""
         raise errors.Unauthenticated(f"unsupported Authorization scheme{named}: send "

@@ -55,8 +55,8 @@ IMAGE = {
         "sha256": {"type": "string"}, "original_url": {
             "type": "string",
             "description": "the clean original (metadata removed; empty while processing); the stored upload with "
-                           "its EXIF and GPS (signed, expiring) when the owner opted in with keep_metadata, or "
-                           "on GET for the owner's own session or an admin"},
+                           "its EXIF and GPS (signed, expiring) when the owner opted in with keep_metadata, or in "
+                           "JSON-API answers (not upload answers) to the owner's or an admin's browser session"},
         "thumbnail_url": {"type": "string"},
         "created_at": {"type": "string"}, "deletion_url": {"type": "string"},
         "variants": {"type": "array", "items": {"$ref": "#/components/schemas/Variant"}},
@@ -173,7 +173,8 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/v1/images/{slug}": {
             "parameters": [SLUG_PARAM],
-            "get": {"operationId": "getImage", "summary": "One image", "responses": {**_ok("Image"), **_errors(404)}},
+            "get": {"operationId": "getImage", "summary": "One image",
+                    "responses": {**_ok("Image"), **_errors(401, 404)}},
             "patch": {"operationId": "updateImage",
                       "summary": "Change title, description, visibility or keep_metadata (owner or admin)",
                       "requestBody": {"required": True, **_json("ImagePatch")},
@@ -192,7 +193,7 @@ OPENAPI: dict[str, Any] = {
         "/api/v1/albums/{slug}": {
             "parameters": [SLUG_PARAM],
             "get": {"operationId": "getAlbum", "summary": "One album (private images only for the owner)",
-                    "responses": {**_ok("Album"), **_errors(404)}},
+                    "responses": {**_ok("Album"), **_errors(401, 404)}},
             "patch": {"operationId": "updateAlbum", "summary": "Rename, add or remove images, set the cover (owner)",
                       "requestBody": {"required": True, **_json("AlbumPatch")},
                       "responses": {**_ok("Album"), **_errors(400, 401, 403, 404)}},
@@ -296,8 +297,7 @@ OPENAPI: dict[str, Any] = {
             "CheveretoError": {"type": "object", "required": ["status_code", "error", "status_txt"], "properties": {
                 "status_code": {"type": "integer"}, "status_txt": {"type": "string"},
                 "error": {"type": "object", "properties": {"message": {"type": "string"},
-                                                           "code": {"oneOf": [{"type": "integer"},
-                                                                              {"type": "string"}]}}}}},
+                                                           "code": {"type": "string"}}}}},
             "Me": {"type": "object", "properties": {
                 "id": {"type": "string"}, "name": {"type": "string"}, "role": {"type": "string"},
                 "via": {"type": "string"}}},
