@@ -86,9 +86,20 @@ def test_up_imports_then_stops_every_child(tmp_path: Path, corpus: Path, sig: si
                               timeout=60, check=False)
         assert gone.returncode != 0 and "is not running" in gone.stderr, gone.stderr
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """Stop a ``pixelfox up`` a failed test left running as a user would (Ctrl-C, so it stops its
+    nodes); SIGKILL only if that takes over 60 s. A bare SIGKILL left its nodes running, orphaned."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _start_up(root: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], list[str]]:
@@ -168,9 +179,7 @@ def test_up_keeps_links_across_restarts_refuses_a_second_cluster_and_restarts_de
             again.send_signal(signal.SIGINT)
             again.wait(60)
     finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
+        _stop(first)
 
 
 def test_up_hands_pixelfox_settings_from_its_environment_to_the_nodes(tmp_path: Path, corpus: Path) -> None:
@@ -203,8 +212,8 @@ def test_up_hands_pixelfox_settings_from_its_environment_to_the_nodes(tmp_path: 
         state = json.loads((root / ".pixelfox" / "cluster.json").read_text())
         assert _post_with_key(web, state["admin_api_key"], body) == 201  # a key still uploads
     finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
+        _stop(proc)
+    assert proc.returncode == 0
 
 
 def _post_with_key(web: str, key: str, body: bytes) -> int:
