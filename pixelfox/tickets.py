@@ -40,9 +40,9 @@ def derive_key(cluster_secret: str) -> bytes:
 
 
 def usable_until(expires_at: int) -> int:
-    """The last unix second a ticket expiring at ``expires_at`` is accepted anywhere (its ``exp`` plus
-    :data:`LEEWAY_S`): after it no upload node takes a stream or PATCH for it and the manager refuses
-    its completion, so nothing can use the upload any more."""
+    """The last unix second a ticket expiring at ``expires_at`` is accepted (its ``exp`` plus
+    :data:`LEEWAY_S`): after it no upload node takes a new stream or PATCH for it, so nothing can
+    resume the upload any more (one already running may still complete: ``verify(allow_expired)``)."""
     return expires_at + LEEWAY_S
 
 

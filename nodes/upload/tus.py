@@ -22,6 +22,7 @@ origin (the credential is the ticket in a header, never a cookie) and exposes th
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -137,9 +138,15 @@ class Tus:
             "Tus-Version": TUS_VERSION, "Tus-Extension": EXTENSIONS, "Tus-Max-Size": str(self.max_size),
             "Tus-Checksum-Algorithm": ",".join(CHECKSUMS)})
 
-    async def _expires(self, upload_id: str) -> dict[str, str]:
-        ttl = await self.rx.states.ttl(upload_id)
-        return {"Upload-Expires": formatdate(ttl, usegmt=True)} if ttl else {}
+    async def _expires(self, upload_id: str, token: str) -> dict[str, str]:
+        """``Upload-Expires`` (tus expiration): when nothing can resume the upload any more, the
+        earlier of its state's expiry and its ticket's end (:func:`pixelfox.tickets.usable_until`),
+        as ``GET /api/v1/uploads/<id>`` says; it gave the state's, up to an hour past the ticket."""
+        ends = [await self.rx.states.ttl(upload_id)]
+        with contextlib.suppress(errors.InvalidTicket):  # checked already; expired since: no second answer
+            ends.append(float(tickets.usable_until(tickets.verify(self.rx.ticket_key, token).expires_at)))
+        end = min((e for e in ends if e > 0), default=0.0)
+        return {"Upload-Expires": formatdate(end, usegmt=True)} if end else {}
 
     async def create(self, request: web.Request) -> web.Response:
         token = _ticket(request)
@@ -158,13 +165,14 @@ class Tus:
             raise errors.InvalidTicket(f"upload ticket already used: the upload is complete (image {st.slug})")
         return web.Response(status=201, headers={
             "Location": f"{self.public_url}/tus/{st.upload_id}", "Upload-Offset": str(st.offset),
-            **await self._expires(st.upload_id)})
+            **await self._expires(st.upload_id, token)})
 
     async def head(self, request: web.Request) -> web.Response:
-        st = await self.rx.query(_ticket(request), request.match_info["id"])
+        token = _ticket(request)
+        st = await self.rx.query(token, request.match_info["id"])
         return web.Response(status=200, headers={
             "Upload-Offset": str(st.offset), "Upload-Length": str(st.size), "Cache-Control": "no-store",
-            **({"Pixelfox-Image-Slug": st.slug} if st.slug else {}), **await self._expires(st.upload_id)})
+            **({"Pixelfox-Image-Slug": st.slug} if st.slug else {}), **await self._expires(st.upload_id, token)})
 
     async def patch(self, request: web.Request) -> web.Response:
         token, upload_id = _ticket(request), request.match_info["id"]
@@ -198,7 +206,7 @@ class Tus:
                 reply = await session.finish()
                 extra["Pixelfox-Image-Slug"] = reply.image.slug
             return web.Response(status=204, headers={"Upload-Offset": str(session.offset), **extra,
-                                                     **await self._expires(upload_id)})
+                                                     **await self._expires(upload_id, token)})
         finally:
             await session.close()
 

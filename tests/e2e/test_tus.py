@@ -172,6 +172,13 @@ def test_tus_protocol_rules(cluster: ClusterHandle, corpus: Path) -> None:
     h = requests.head(url, headers=auth(t), timeout=10)
     assert h.status_code == 200 and h.headers["Upload-Offset"] == "0" and h.headers["Upload-Length"] == str(len(data))
     assert h.headers["Cache-Control"] == "no-store" and "GMT" in h.headers["Upload-Expires"]
+    # when nothing can resume it: the ticket's end (exp + 30 s), not the state's hour
+    from email.utils import parsedate_to_datetime
+
+    from pixelfox import tickets
+
+    end = tickets.verify(tickets.derive_key(cluster.secret), t.ticket).expires_at + tickets.LEEWAY_S
+    assert abs(parsedate_to_datetime(h.headers["Upload-Expires"]).timestamp() - end) <= 1, h.headers
 
     patch = {**auth(t), "Content-Type": "application/offset+octet-stream"}
     first = data[:100_000]
