@@ -297,3 +297,26 @@ async def test_session_shared_across_instances_and_restart(cluster: Any, http: a
     a2.cookie = a.cookie
     status, body, _ = await a2.get("/api/v1/me")
     assert status == 200 and name in body
+
+
+def test_download_of_a_failed_image_says_it_failed(cluster: Any) -> None:
+    """A PNG whose header passes the upload check but whose pixels are broken ends failed; its
+    Download said "still processing" (404) for ever. It says the image could not be processed."""
+    import os
+    import struct
+    import zlib
+
+    import requests
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    broken = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 48, 8, 2, 0, 0, 0))
+              + chunk(b"IDAT", os.urandom(2048)) + chunk(b"IEND", b""))
+    hdr = {"Authorization": f"Bearer {cluster.admin_api_key}"}
+    r = requests.post(f"{cluster.web_url}/api/v1/images", headers=hdr, timeout=120,
+                      files={"file": ("broken.png", broken, "image/png")})
+    assert r.status_code == 201 and r.json()["status"] == "failed", r.text
+    page = requests.get(f"{cluster.web_url}/i/{r.json()['id']}/download", headers=hdr, allow_redirects=False,
+                        timeout=30)
+    assert page.status_code == 404 and "could not be processed" in page.text and "still processing" not in page.text

@@ -15,7 +15,7 @@ from aiohttp import web
 from yarl import URL
 
 from pixelfox import errors
-from pixelfox.client.images import served_original_url
+from pixelfox.client.images import served_original_url, status_name
 from pixelfox.numbers import ascii_int
 from pixelfox.text import isolated, one_line
 from pixelfox.v1 import common_pb2, manager_pb2
@@ -57,10 +57,12 @@ async def image_page_extras(
 async def download(request: web.Request) -> web.StreamResponse:
     """302 to the original as uploaded when the owner opted in to keep its metadata, else to the
     clean original (the upload with EXIF/XMP/IPTC/GPS removed losslessly by the processing node).
-    404 while the image is still processing."""
+    404 while the image is still processing, or when processing failed (saying which)."""
     caller = await resolve_caller(request, state_changing=False)
     image = await load_image(request, request.match_info["slug"], caller.metadata)
     target = served_original_url(image, with_metadata=image.keep_metadata)
+    if not target and status_name(image) == "failed":  # it said "still processing" for these too
+        raise errors.NotFound(f"nothing to download: the image could not be processed ({image.error_message[:200]})")
     if not target:
         raise errors.NotFound("nothing to download yet; the image is still processing")
     raise web.HTTPFound(target, headers={"Cache-Control": "private, no-store"})
