@@ -305,7 +305,7 @@ class Uploads:
         elif st is None:  # the state is gone: cancelled by its client (tus DELETE), or its TTL ran out
             reply.status = "abandoned" if row_status == "abandoned" else "expired"
         elif st.status == "open" and time.time() > tickets.usable_until(int(ticket_exp.timestamp())):
-            reply.status, reply.offset = "expired", st.offset  # its ticket ended: nothing can finish it now
+            reply.status, reply.offset = "expired", st.offset  # its ticket ended: nothing can resume it now
         else:
             reply.status, reply.offset = ("failed" if st.status == "failed" else "open"), st.offset
             if st.status == "failed":  # the reason the PATCH or stream was told, for whoever asks later

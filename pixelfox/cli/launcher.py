@@ -393,45 +393,46 @@ class LocalCluster:
         return pools
 
     def write_state(self, admin_key: str) -> Path:
-        """Write ``cluster.json`` (mode 0600 from its creation: it holds the secret, the admin key and the
-        database URL with any password) for the other commands: addresses, credentials, the database URL
-        the managers use (``database_url``) and each storage node's pool."""
-        path = self.state / STATE_FILE
+        """Write ``cluster.json`` for the other commands: addresses, credentials, the database URL
+        the managers use (``database_url``), each running child's pid and each storage node's pool."""
         managers = [c for c in self.children if c.name.startswith("manager") and c.env]
         database_url = (managers[0].env or {}).get("PIXELFOX_DATABASE__URL", "") if managers else ""
-        text = json.dumps({
+        return self._write_state_file({
             "manager": self.manager_address, "web_url": self.web_urls[0] if self.web_urls else "",
             "web_urls": self.web_urls, "redis_url": self.redis_url, "secret": self.secret,
-            "admin_api_key": admin_key, "pid": os.getpid(),
-            "pids": {c.name: c.proc.pid for c in self.children},
+            "admin_api_key": admin_key, "pid": os.getpid(), "pids": self._pids(),
             "database_url": database_url or self._database_url(),
             "pools": self._state_pools(),
-        }, indent=2)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(text)
-        return path
+        })
 
     def record_pids(self) -> None:
-        """Rewrite ``pids`` in ``cluster.json`` (each child's current process id) after a restart;
-        the rest of the file is kept. A missing or unreadable file is left alone."""
-        self._update_state(pids={c.name: c.proc.pid for c in self.children if c.proc.poll() is None})
+        """Rewrite ``pids`` in ``cluster.json`` after a restart; the rest of the file is kept."""
+        self._update_state(pids=self._pids())
+
+    def _pids(self) -> dict[str, int]:
+        """Each running child's process id, by name."""
+        return {c.name: c.proc.pid for c in self.children if c.proc.poll() is None}
 
     def _update_state(self, **fields: Any) -> None:
-        """Set ``fields`` in ``cluster.json``: written beside it (mode 0600) and renamed over it, so
-        a reader never sees half a file."""
-        path = self.state / STATE_FILE
+        """Set ``fields`` in ``cluster.json``; a missing or unreadable file is left alone."""
         try:
-            data = json.loads(path.read_text())
+            data = json.loads((self.state / STATE_FILE).read_text())
         except (OSError, ValueError):
             return
-        data.update(fields)
+        self._write_state_file({**data, **fields})
+
+    def _write_state_file(self, data: dict[str, Any]) -> Path:
+        """``cluster.json``, whole: written beside it with mode 0600 from its creation (it holds the
+        secret, the admin key and the database URL with any password) and renamed over it, so a
+        reader never sees half a file."""
+        path = self.state / STATE_FILE
         part = path.with_name(path.name + ".part")
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)  # a .part left from before may have had another mode
             f.write(json.dumps(data, indent=2))
         os.replace(part, path)
+        return path
 
     def stop(self, grace_s: float = 15.0) -> None:
         """SIGTERM every child (web and workers first, Redis last), then SIGKILL what outlives ``grace_s``."""
