@@ -9,16 +9,12 @@ other value is refused: it used to be ignored silently, which answered the first
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pixelfox import errors
-
-#: a ULID as python-ulid writes it: 26 characters of Crockford's base32 (no I, L, O, U)
-ROW_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
+from pixelfox import errors, ids
 
 
 async def before_id(s: AsyncSession, model: Any, before: str, owner_id: str | None = None) -> str | None:
@@ -34,7 +30,7 @@ async def before_id(s: AsyncSession, model: Any, before: str, owner_id: str | No
                            .where(model.slug == before))).first()
     if row is not None and (owner_id is None or row[1] == owner_id):
         return str(row[0])
-    if ROW_ID.fullmatch(before.upper()):  # ULIDs are case-insensitive; stored upper case
+    if ids.ULID.fullmatch(before.upper()):  # ULIDs are case-insensitive; stored upper case
         return before.upper()
     raise errors.BadRequest(f"before: {before[:64]!r} is not a cursor from this list (use the next_before a "
                             "page gave, or leave it out for the first page)")

@@ -28,7 +28,6 @@ import hashlib
 import logging
 import mmap
 import os
-import re
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -39,7 +38,7 @@ from typing import TypeVar
 import google_crc32c
 from prometheus_client import Counter, Histogram
 
-from pixelfox import errors, imaging, tickets
+from pixelfox import errors, ids, imaging, tickets
 from pixelfox.config import LimitsSettings
 from pixelfox.storage.client import StorageClient
 from pixelfox.storage.keys import original_key
@@ -59,7 +58,6 @@ UPLOAD_STEP_SECONDS = Histogram(
 
 T = TypeVar("T")
 
-UPLOAD_ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")  # a ULID
 EXT = {"jpeg": "jpg", "png": "png", "gif": "gif", "webp": "webp", "avif": "avif"}
 #: errors after which the staged bytes can never become a valid upload
 FATAL = (errors.InvalidImage, errors.ChecksumMismatch)
@@ -181,7 +179,7 @@ class Receiver:
     def check_ticket(self, token: str, upload_id: str, size: int | None = None) -> tickets.Ticket:
         """Verify a ticket for ``upload_id`` (and ``size`` when given); raises InvalidTicket with the reason."""
         ticket = tickets.verify(self.ticket_key, token)
-        if upload_id != ticket.upload_id or not UPLOAD_ID_RE.match(upload_id):
+        if upload_id != ticket.upload_id or not ids.ULID.fullmatch(upload_id):
             raise errors.InvalidTicket("ticket belongs to another upload")
         if size is not None and size != ticket.size:
             raise errors.InvalidTicket(f"ticket is for {ticket.size} bytes, not {size}")

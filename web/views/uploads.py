@@ -13,21 +13,18 @@ Anonymous callers get 401.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from pixelfox import errors
+from pixelfox import errors, ids
 from pixelfox.v1 import manager_pb2
 from web.calls import call
 from web.jsonbody import read_model
 from web.keys import SETTINGS
 from web.ratelimit import check_ip
 from web.views.api import image_json, resolve_caller
-
-UPLOAD_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
 
 class NewUpload(BaseModel):
@@ -60,7 +57,7 @@ async def create_upload(request: web.Request) -> web.Response:
 
 async def get_upload(request: web.Request) -> web.Response:
     upload_id = request.match_info["id"]
-    if not UPLOAD_ID.match(upload_id):
+    if not ids.ULID.fullmatch(upload_id):
         raise errors.NotFound("no such upload")
     caller = await resolve_caller(request, state_changing=False)
     if caller.via == "anonymous":
