@@ -77,7 +77,7 @@ class State:
     offset: int  # committed bytes
     size: int  # declared bytes
     user_id: str
-    status: str  # open | complete | failed
+    status: str  # open | complete | failed | abandoned (cancelled by its owner)
     probed: bool
     slug: str  # image slug once complete
     expire_after_s: int = 0  # > 0: delete the image this long after completion

@@ -33,6 +33,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_route("*", "/api/1/upload", chevereto.not_allowed)  # every other method: 405, Chevereto-shaped
     setup_deletion_routes(app)
     r.add_get("/api/v1/uploads/{id}", uploads.get_upload, name="api_get_upload")
+    r.add_delete("/api/v1/uploads/{id}", uploads.cancel_upload, name="api_cancel_upload")
     r.add_get("/healthz", health.healthz, name="healthz")
     r.add_get("/readyz", health.readyz, name="readyz")
     setup_vendor_routes(app)  # /static/vendor/ (npm-installed browser libraries) before /static/

@@ -100,11 +100,16 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
     ) -> manager_pb2.CreateUploadResponse:
         return await self.svc.uploads.relocate(req.upload_id, req.ticket, req.exclude_address)
 
-    @rpc(cluster=True)
+    @rpc()  # the ticket, or the owner's (or an admin's) credentials
     async def AbandonUpload(
         self, req: manager_pb2.AbandonUploadRequest, ctx: Ctx
     ) -> manager_pb2.AbandonUploadResponse:
-        return manager_pb2.AbandonUploadResponse(abandoned=await self.svc.uploads.abandon(req.upload_id, req.ticket))
+        if req.ticket:  # tus termination, from an upload node
+            abandoned = await self.svc.uploads.abandon(req.upload_id, req.ticket)
+            return manager_pb2.AbandonUploadResponse(abandoned=abandoned)
+        p = await self.svc.principal(caller())  # the owner, without the ticket (DELETE /api/v1/uploads/<id>)
+        return manager_pb2.AbandonUploadResponse(
+            abandoned=await self.svc.uploads.cancel(req.upload_id, p.user, p.is_admin))
 
     @rpc()
     async def GetUpload(self, req: manager_pb2.GetUploadRequest, ctx: Ctx) -> manager_pb2.UploadProgress:

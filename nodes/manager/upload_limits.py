@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from pixelfox import errors
+from pixelfox import errors, tickets
 from pixelfox.config import LimitsSettings
 from pixelfox.db.models import Image
 from pixelfox.uploadstate import open_uploads_key
@@ -71,9 +71,11 @@ class UploadLimits:
                 earliest = await self.redis.zrange(key, 0, 0, withscores=True)  # the first to die frees a slot
                 wait = max(1, math.ceil(float(earliest[0][1]) - now)) if earliest else 1
                 raise errors.TooManyOpenUploads(
-                    f"{lim.user_open_uploads} unfinished uploads already (resumable uploads count until they "
-                    f"complete, are cancelled with tus DELETE, or their ticket expires or they get no bytes for "
-                    f"{lim.upload_ttl_s} s); the next frees in {wait} s", retry_after_s=wait)
+                    f"{lim.user_open_uploads} unfinished uploads already; the next frees in {wait} s. An upload "
+                    "counts until it completes, is cancelled (DELETE /api/v1/uploads/<id>, or tus DELETE with "
+                    f"its ticket), or nothing can resume it any more: its ticket ends ({lim.ticket_ttl_s} s after "
+                    f"it was created, plus {tickets.LEEWAY_S} s for clock skew) or it gets no bytes for "
+                    f"{lim.upload_ttl_s} s", retry_after_s=wait)
             await self.redis.zadd(key, {upload_id: min(usable_until, now + lim.upload_ttl_s)})
             await self.redis.expire(key, max(1, math.ceil(usable_until - now)) + 60)  # outlives every member
 

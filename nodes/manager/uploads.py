@@ -264,18 +264,40 @@ class Uploads:
         ticket = tickets.verify(self.ticket_key, ticket_token)
         if ticket.upload_id != upload_id:
             raise errors.InvalidTicket("ticket belongs to another upload")
+        return await self._mark_abandoned(upload_id, None, errors.InvalidTicket("unknown upload"))
+
+    async def cancel(self, upload_id: str, user: User | None, is_admin: bool) -> bool:
+        """The owner (or an admin) gives up an open upload without its ticket (``DELETE
+        /api/v1/uploads/<id>``): marked ``abandoned``, its open-upload slot freed at once, and
+        every later PATCH, stream or resume of its ticket refused with the reason. True if it was
+        open, False if it had already ended (complete, failed, abandoned). Raises NotFound for an
+        unknown upload or someone else's (as :meth:`progress`)."""
+        async with self.sessions() as s:
+            upload = await s.get(Upload, upload_id)
+            if upload is None or not _may_see(upload, user, is_admin):
+                raise errors.NotFound("no such upload")
+        cancelled = errors.InvalidTicket("the upload was cancelled by its owner; start a new upload")
+        return await self._mark_abandoned(upload_id, cancelled, errors.NotFound("no such upload"))
+
+    async def _mark_abandoned(self, upload_id: str, reason: errors.PixelfoxError | None,
+                              unknown: errors.PixelfoxError) -> bool:
+        """Row ``open`` -> ``abandoned`` and the open-upload slot freed; with ``reason`` the shared
+        state is closed too, so upload nodes refuse the ticket with it (tus termination deletes the
+        state itself). False if the upload was no longer open; raises ``unknown`` if there is no row."""
         async with self.sessions() as s:
             await begin_write(s)
             upload = await s.get(Upload, upload_id, with_for_update=True)
             if upload is None:
-                raise errors.InvalidTicket("unknown upload")
+                raise unknown
             if upload.status != "open":
                 return False
             upload.status = "abandoned"
             owner = upload.user_id or ""
             await s.commit()
+        if reason is not None and await self.states.get(upload_id) is not None:
+            await self.states.finish(upload_id, "abandoned", error=reason)
         await self.gate.closed(owner, upload_id)
-        logger.info("upload %s abandoned by its client", upload_id)
+        logger.info("upload %s abandoned by %s", upload_id, "its owner" if reason is not None else "its client")
         return True
 
     async def progress(self, upload_id: str, user: User | None, is_admin: bool) -> manager_pb2.UploadProgress:
@@ -286,10 +308,7 @@ class Uploads:
         """
         async with self.sessions() as s:
             upload = await s.get(Upload, upload_id)
-            if upload is None or not (
-                upload.user_id is None or (user is None and is_admin)
-                or (user is not None and (user.id == upload.user_id or user.role == "admin"))
-            ):
+            if upload is None or not _may_see(upload, user, is_admin):
                 raise errors.NotFound("no such upload")
             image = await s.scalar(select(Image).where(Image.upload_id == upload_id))
             slug, filename, size = (image.slug if image else ""), upload.filename, upload.size
@@ -304,6 +323,8 @@ class Uploads:
             reply.image.CopyFrom(await self.views.get(slug))
         elif st is None:  # the state is gone: cancelled by its client (tus DELETE), or its TTL ran out
             reply.status = "abandoned" if row_status == "abandoned" else "expired"
+        elif st.status == "abandoned":  # cancelled by its owner: the state stays to refuse the ticket
+            reply.status, reply.offset = "abandoned", st.offset
         elif st.status == "open" and time.time() > tickets.usable_until(int(ticket_exp.timestamp())):
             reply.status, reply.offset = "expired", st.offset  # its ticket ended: nothing can resume it now
         else:
@@ -315,3 +336,10 @@ class Uploads:
             if expires := min(await self.states.ttl(upload_id) or math.inf, ticket_exp.timestamp()):
                 reply.expires_at = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
         return reply
+
+
+def _may_see(upload: Upload, user: User | None, is_admin: bool) -> bool:
+    """Whether the caller may see (and cancel) ``upload``: its owner, an admin or the cluster
+    credential; an anonymous upload by its id alone (the id is the secret, as for its ticket)."""
+    return upload.user_id is None or (user is None and is_admin) or (
+        user is not None and (user.id == upload.user_id or user.role == "admin"))

@@ -195,8 +195,8 @@ class Receiver:
         st = await self.states.get(upload_id)
         if st is None:
             raise errors.NotFound("upload not found: it expired or never existed; start a new upload")
-        if st.status == "failed":
-            raise st.failure()  # the reason it failed (415 not an image...), not just "used"
+        if st.status in ("failed", "abandoned"):
+            raise st.failure()  # the reason (415 not an image, cancelled by its owner...), not just "used"
         if idle and st.status == "open" and await self.states.locked(upload_id):
             raise errors.UploadBusy("another stream is still writing this upload; ask again shortly")
         return st

@@ -34,6 +34,7 @@ from aiohttp import web
 from nodes.upload.service import Chunk, Receiver, Session
 from pixelfox import errors, tickets
 from pixelfox.numbers import MAX_DIGITS, ascii_int, is_ascii_digits
+from pixelfox.schemes import split_scheme
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +65,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _ticket(request: web.Request) -> str:
-    auth = request.headers.get("Authorization", "")
-    if not auth.startswith("Bearer ") or not auth[7:].strip():
+    """The ticket of ``Authorization: Bearer <ticket>``; the scheme is case-insensitive (RFC 9110
+    §11.1: ``bearer`` and ``BEARER`` are the same) and any whitespace may follow it."""
+    scheme, token = split_scheme(request.headers.get("Authorization", ""))
+    if scheme.lower() != "bearer" or not token:
         raise errors.Unauthenticated("tus requests need 'Authorization: Bearer <upload ticket>'")
-    return auth[7:].strip()
+    return token
 
 
 def _int_header(request: web.Request, name: str) -> int:
@@ -183,6 +186,8 @@ class Tus:
         st = await self.rx.query(token, upload_id)
         if st.status == "complete":  # said before any size check: the upload is done, not too long
             raise errors.InvalidTicket(f"upload ticket already used: the upload is complete (image {st.slug})")
+        if offset != st.offset:  # before the size check: a body at the wrong offset is a conflict (409), not too long
+            raise errors.OffsetMismatch(f"Upload-Offset {offset}; committed offset is {st.offset}")
         if request.content_length is not None and offset + request.content_length > st.size:
             # refused before reading: nothing of this body is committed (tus core, "413 when the
             # body would exceed Upload-Length"); a chunked body is cut at the first piece past it
@@ -213,9 +218,13 @@ class Tus:
     def _checksum(self, raw: str) -> tuple[Callable[[bytes], bytes], bytes] | None:
         if not raw:
             return None
-        alg, _, value = raw.strip().partition(" ")
-        if alg not in CHECKSUMS:
-            raise errors.BadRequest(f"checksum algorithm {alg!r} is not supported; use one of {', '.join(CHECKSUMS)}")
+        alg, value = split_scheme(raw)  # "<algorithm> <base64>": the shape of a scheme and its value
+        if alg.lower() not in CHECKSUMS:
+            # tus checksum extension: an unsupported algorithm is a 400; a name is short, anything else is not echoed
+            named = f" (got {alg!r})" if len(alg) <= 20 and alg.isascii() and alg.isprintable() else ""
+            raise errors.BadRequest(f"Upload-Checksum must be '<algorithm> <base64 digest>' with algorithm one of "
+                                    f"{', '.join(CHECKSUMS)}{named}")
+        alg = alg.lower()
         fn = CHECKSUMS[alg]
         try:
             digest = base64.b64decode(value.strip(), validate=True)

@@ -361,7 +361,7 @@ class AbandonUploadRequest(_message.Message):
     TICKET_FIELD_NUMBER: _builtins.int
     upload_id: _builtins.str
     ticket: _builtins.str
-    """the upload's ticket: the credential"""
+    """the upload's ticket: the credential; empty: the caller must own"""
     def __init__(
         self,
         *,
@@ -415,7 +415,7 @@ class UploadProgress(_message.Message):
     size: _builtins.int
     """declared bytes"""
     status: _builtins.str
-    """"open" | "complete" | "failed" | "expired" | "abandoned" (tus DELETE)"""
+    """"open" | "complete" | "failed" | "expired" | "abandoned" (cancelled)"""
     expires_at: _builtins.str
     """ISO 8601 UTC: when an unfinished upload is dropped"""
     filename: _builtins.str

@@ -276,8 +276,10 @@ class ManagerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AbandonUpload(self, request, context):
-        """The client terminated an unfinished upload (tus DELETE): its open-upload slot is freed at
-        once instead of when the upload's TTL ends. Upload node only; idempotent.
+        """An unfinished upload given up: its open-upload slot is freed at once instead of when the
+        upload's TTL ends. With its ticket: tus DELETE, from an upload node. Without: the owner (or an
+        admin) cancels it (DELETE /api/v1/uploads/<id>), and its ticket is refused from then on.
+        Idempotent: abandoned = false once it is no longer open.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

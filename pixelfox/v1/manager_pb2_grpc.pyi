@@ -58,8 +58,10 @@ class ManagerServiceStub:
     GetUpload: _grpc.UnaryUnaryMultiCallable[_manager_pb2.GetUploadRequest, _manager_pb2.UploadProgress]
     """Progress of an upload (owner, admin or cluster); the image once it completed."""
     AbandonUpload: _grpc.UnaryUnaryMultiCallable[_manager_pb2.AbandonUploadRequest, _manager_pb2.AbandonUploadResponse]
-    """The client terminated an unfinished upload (tus DELETE): its open-upload slot is freed at
-    once instead of when the upload's TTL ends. Upload node only; idempotent.
+    """An unfinished upload given up: its open-upload slot is freed at once instead of when the
+    upload's TTL ends. With its ticket: tus DELETE, from an upload node. Without: the owner (or an
+    admin) cancels it (DELETE /api/v1/uploads/<id>), and its ticket is refused from then on.
+    Idempotent: abandoned = false once it is no longer open.
     """
     GetImage: _grpc.UnaryUnaryMultiCallable[_manager_pb2.GetImageRequest, _common_pb2.Image]
     """--- images"""
@@ -127,8 +129,10 @@ class ManagerServiceAsyncStub(ManagerServiceStub):
     GetUpload: _aio.UnaryUnaryMultiCallable[_manager_pb2.GetUploadRequest, _manager_pb2.UploadProgress]  # type: ignore[assignment]
     """Progress of an upload (owner, admin or cluster); the image once it completed."""
     AbandonUpload: _aio.UnaryUnaryMultiCallable[_manager_pb2.AbandonUploadRequest, _manager_pb2.AbandonUploadResponse]  # type: ignore[assignment]
-    """The client terminated an unfinished upload (tus DELETE): its open-upload slot is freed at
-    once instead of when the upload's TTL ends. Upload node only; idempotent.
+    """An unfinished upload given up: its open-upload slot is freed at once instead of when the
+    upload's TTL ends. With its ticket: tus DELETE, from an upload node. Without: the owner (or an
+    admin) cancels it (DELETE /api/v1/uploads/<id>), and its ticket is refused from then on.
+    Idempotent: abandoned = false once it is no longer open.
     """
     GetImage: _aio.UnaryUnaryMultiCallable[_manager_pb2.GetImageRequest, _common_pb2.Image]  # type: ignore[assignment]
     """--- images"""
@@ -253,8 +257,10 @@ class ManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _manager_pb2.AbandonUploadRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_manager_pb2.AbandonUploadResponse, _abc.Awaitable[_manager_pb2.AbandonUploadResponse]]:
-        """The client terminated an unfinished upload (tus DELETE): its open-upload slot is freed at
-        once instead of when the upload's TTL ends. Upload node only; idempotent.
+        """An unfinished upload given up: its open-upload slot is freed at once instead of when the
+        upload's TTL ends. With its ticket: tus DELETE, from an upload node. Without: the owner (or an
+        admin) cancels it (DELETE /api/v1/uploads/<id>), and its ticket is refused from then on.
+        Idempotent: abandoned = false once it is no longer open.
         """
 
     @_abc_1.abstractmethod

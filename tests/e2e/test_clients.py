@@ -22,6 +22,7 @@ from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc
 from tests.conftest import ClusterHandle
 from tests.e2e.test_web import Browser, _user, http  # noqa: F401 - the fixture is used by name
+from tests.e2e.uploadkit import new_user_key
 
 pytestmark = pytest.mark.e2e
 
@@ -153,7 +154,7 @@ def test_chevereto_upload_shapes_formats_and_expiration(cluster: ClusterHandle, 
     key = cluster.admin_api_key
 
     r = requests.post(api, files={"source": ("p.png", data, "image/png")},
-                      data={"key": key, "title": "Chevereto title", "album_id": "nope", "expiration": "PT4S"},
+                      data={"key": key, "title": "Chevereto title", "expiration": "PT4S"},
                       timeout=60)
     assert r.status_code == 200, r.text
     j = r.json()
@@ -307,3 +308,36 @@ def _small_png(width: int, height: int) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (width, height), tuple(os.urandom(3))).save(buf, "PNG")
     return _unique_png(buf.getvalue())
+
+
+def test_chevereto_album_id_must_be_an_album_of_the_caller(cluster: ClusterHandle, corpus: Path) -> None:
+    """``album_id`` of no album, or of another user's, refuses the upload before anything is stored
+    (404, 403); it used to be ignored, and the image landed outside the album unannounced."""
+    api = f"{cluster.web_url}/api/1/upload"
+    data = (corpus / "photos" / "painting_rgb.png").read_bytes()
+    owner, other = (asyncio.run(new_user_key(cluster.local, name)) for name in ("albumowner", "albumother"))
+    made = requests.post(f"{cluster.web_url}/api/v1/albums", json={"title": "Holiday"}, timeout=30,
+                         headers={"Authorization": f"Bearer {owner}"})
+    assert made.status_code == 201, made.text
+    album = made.json()["id"]
+
+    def mine(key: str) -> int:
+        r = requests.get(f"{cluster.web_url}/api/v1/images", headers={"X-API-Key": key}, timeout=30)
+        assert r.status_code == 200, r.text
+        return len(r.json()["images"])
+
+    for key, album_id, status, said in ((owner, "nosuchalbum", 404, "no such album"),
+                                        (other, album, 403, "another user's album")):
+        r = requests.post(api, files={"source": ("p.png", data, "image/png")}, timeout=60,
+                          data={"key": key, "album_id": album_id})
+        err = r.json()
+        assert (r.status_code, err["status_code"]) == (status, status), r.text
+        assert said in err["error"]["message"] and "nothing was uploaded" in err["error"]["message"], r.text
+        assert mine(key) == 0  # refused before the upload: nothing stored
+
+    ok = requests.post(api, files={"source": ("p.png", data, "image/png")}, data={"key": owner, "album_id": album},
+                       timeout=60)
+    assert ok.status_code == 200, ok.text
+    slug = ok.json()["image"]["id_encoded"]
+    shown = requests.get(f"{cluster.web_url}/api/v1/albums/{album}", headers={"X-API-Key": owner}, timeout=30).json()
+    assert [i["id"] for i in shown["images"]] == [slug] and shown["image_count"] == 1, shown

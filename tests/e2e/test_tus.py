@@ -328,3 +328,40 @@ def test_a_checked_chunked_body_past_upload_length_keeps_nothing(cluster: Cluste
     assert r.status_code == 413 and r.headers["Upload-Offset"] == "0", (r.headers, r.text)
     assert "0 bytes are kept" in r.json()["error"]["message"], r.text
     assert requests.head(t.upload_url, headers=auth(t), timeout=10).headers["Upload-Offset"] == "0"
+
+
+def test_tus_reads_headers_as_clients_write_them(cluster: ClusterHandle, corpus: Path) -> None:
+    """Header forms real clients send: the auth scheme in any case (RFC 9110: ``bearer`` was a 401),
+    a tab after it, an upper-case checksum name; a PATCH at the wrong offset is a 409 that names the
+    committed offset even when its body would run past the end (it was a 413); a malformed
+    ``Upload-Checksum`` says the form it needs, without echoing junk."""
+    data = (corpus / "photos" / "painting_rgb.png").read_bytes()
+    t = ticket_for(cluster, len(data))
+    for scheme in ("bearer ", "BEARER ", "Bearer\t", "Bearer   "):
+        h = requests.head(t.upload_url, headers={**TUS, "Authorization": f"{scheme}{t.ticket}"}, timeout=10)
+        assert (h.status_code, h.headers.get("Upload-Offset")) == (200, "0"), (scheme, h.text)
+    for value in ("Bearer", "Bearer ", "Basic abc", "Token " + t.ticket):
+        h = requests.head(t.upload_url, headers={**TUS, "Authorization": value}, timeout=10)
+        assert h.status_code == 401, value
+
+    patch = {"Authorization": f"bearer {t.ticket}", **TUS, "Content-Type": "application/offset+octet-stream"}
+    r = requests.patch(t.upload_url, data=data[:50_000], headers={**patch, "Upload-Offset": "0"}, timeout=10)
+    assert (r.status_code, r.headers["Upload-Offset"]) == (204, "50000"), r.text
+    r = requests.patch(t.upload_url, data=data[50_000:], headers={**patch, "Upload-Offset": "60000"}, timeout=10)
+    assert r.status_code == 409 and "committed offset is 50000" in r.json()["error"]["message"], r.text
+
+    for value in ("garbage", "garbage " + "A" * 4000, "x" * 300):
+        r = requests.patch(t.upload_url, data=data[50_000:60_000], timeout=10,
+                           headers={**patch, "Upload-Offset": "50000", "Upload-Checksum": value})
+        msg = r.json()["error"]["message"]
+        assert r.status_code == 400 and "'<algorithm> <base64 digest>'" in msg and "sha256" in msg, r.text
+        assert len(msg) < 200 and "AAAA" not in msg and "xxxx" not in msg
+    assert "(got 'garbage')" in requests.patch(t.upload_url, data=b"x", timeout=10, headers={
+        **patch, "Upload-Offset": "50000", "Upload-Checksum": "garbage"}).json()["error"]["message"]
+
+    rest = data[50_000:]
+    digest = base64.b64encode(hashlib.sha1(rest).digest()).decode()
+    r = requests.patch(t.upload_url, data=rest, timeout=30,
+                       headers={**patch, "Upload-Offset": "50000", "Upload-Checksum": f"SHA1 {digest}"})
+    assert (r.status_code, r.headers["Upload-Offset"]) == (204, str(len(data))), r.text
+    assert ready(cluster, r.headers["Pixelfox-Image-Slug"]).sha256 == hashlib.sha256(data).hexdigest()

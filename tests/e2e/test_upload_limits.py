@@ -209,6 +209,50 @@ async def test_tus_termination_frees_the_open_upload_slot_at_once(local: LocalCl
         await r.aclose()
 
 
+def test_the_owner_cancels_open_uploads_without_their_tickets(local: LocalCluster) -> None:
+    """Tickets a client lost (a crashed script) held the user's open-upload slots until they ended,
+    and the 429 did not say how to free one: ``DELETE /api/v1/uploads/<id>`` frees a slot at once
+    and the cancelled ticket is refused with the reason."""
+    key = asyncio.run(new_user_key(local, "canceller"))
+    web, bearer = local.web_urls[0], {"Authorization": f"Bearer {key}"}
+    held = [asyncio.run(create(manager(local), key, P)) for _ in range(3)]  # this cluster's limit: 3
+    with pytest.raises(grpc.RpcError) as full:
+        asyncio.run(create(manager(local), key, P))
+    said = full.value.details() or ""
+    assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "3 unfinished uploads" in said and "DELETE /api/v1/uploads/<id>" in said, said
+    assert "its ticket ends (900 s after it was created, plus 30 s for clock skew)" in said, said
+
+    first = held[0]
+    other = asyncio.run(new_user_key(local, "bystander"))
+    nope = requests.delete(f"{web}/api/v1/uploads/{first.upload_id}", headers={"X-API-Key": other}, timeout=10)
+    assert nope.status_code == 404, nope.text  # someone else's upload: not even its existence
+    assert requests.delete(f"{web}/api/v1/uploads/{first.upload_id}", timeout=10).status_code == 401
+    gone = requests.delete(f"{web}/api/v1/uploads/{first.upload_id}", headers=bearer, timeout=10)
+    assert gone.status_code == 204, gone.text
+    asyncio.run(create(manager(local), key, P))  # the freed slot is usable at once
+
+    again = requests.delete(f"{web}/api/v1/uploads/{first.upload_id}", headers=bearer, timeout=10)
+    assert again.status_code == 409 and "abandoned" in again.json()["error"]["message"], again.text
+    progress = requests.get(f"{web}/api/v1/uploads/{first.upload_id}", headers=bearer, timeout=10).json()
+    assert progress["status"] == "abandoned"
+    tus = {"Authorization": f"Bearer {first.ticket}", "Tus-Resumable": "1.0.0"}
+    head = requests.head(first.upload_url, headers=tus, timeout=10)
+    assert head.status_code == 401
+    patch = requests.patch(first.upload_url, data=PAINTING.read_bytes(), timeout=30, headers={
+        **tus, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"})
+    assert patch.status_code == 401 and "cancelled by its owner" in patch.json()["error"]["message"], patch.text
+
+    done = held[1]  # a completed upload has nothing to cancel
+    ok = requests.patch(done.upload_url, data=PAINTING.read_bytes(), timeout=60, headers={
+        "Authorization": f"Bearer {done.ticket}", "Tus-Resumable": "1.0.0",
+        "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"})
+    assert ok.status_code == 204, ok.text
+    late = requests.delete(f"{web}/api/v1/uploads/{done.upload_id}", headers=bearer, timeout=10)
+    assert late.status_code == 409 and "complete" in late.json()["error"]["message"], late.text
+    assert requests.delete(f"{web}/api/v1/uploads/not-an-id", headers=bearer, timeout=10).status_code == 404
+
+
 async def test_an_upload_receiving_bytes_keeps_its_open_upload_slot(local: LocalCluster) -> None:
     """Uploads live 4 s here after their last chunk, tickets 900 s: an upload still receiving bytes after
     those 4 s keeps counting as open (each commit pushes its slot out with its state), up to its

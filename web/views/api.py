@@ -25,6 +25,7 @@ from aiohttp_session import get_session
 
 from pixelfox import errors
 from pixelfox.client.images import image_to_json, served_original_url
+from pixelfox.schemes import split_scheme
 from pixelfox.text import printable, safe_filename
 from pixelfox.v1 import common_pb2
 from web.deletion import deletion_url
@@ -58,13 +59,12 @@ def api_key_of(request: web.Request) -> str:
     script's unset variable). :data:`PROXY_SCHEMES` (``Basic``, ``Digest``, ``Negotiate``,
     ``NTLM``) are left alone: they belong to a proxy or single sign-on in front of the site (nginx
     ``auth_basic``, Kerberos), and browsers send them with every request."""
-    auth = request.headers.get("Authorization", "").strip()
-    scheme, *rest = auth.split(None, 1) or [""]  # any whitespace after the scheme (RFC 9110 §11.4)
+    scheme, credentials = split_scheme(request.headers.get("Authorization", ""))
     if scheme.lower() == "bearer":
-        if not rest:
+        if not credentials:
             raise errors.Unauthenticated("Authorization: Bearer without an API key")
-        return rest[0].strip()
-    if auth and scheme.lower() not in PROXY_SCHEMES:
+        return credentials
+    if scheme and scheme.lower() not in PROXY_SCHEMES:
         # a scheme name is a short token; anything else may be the key itself, never echoed
         named = f" {scheme!r}" if SCHEME_NAME.fullmatch(scheme) else ""
         raise errors.Unauthenticated(f"unsupported Authorization scheme{named}: send "

@@ -3,8 +3,9 @@
 Fields (multipart form, url-encoded form or query string): ``source`` (the file, or its
 base64; URLs are refused — fetching them would let callers make the server request any
 address; ImgBB's name for it, ``image``, works too), ``key`` or header ``X-API-Key``
-(required), ``title``, ``album_id`` (the image is added to that album when the caller owns
-it, else ignored), ``expiration`` (ISO 8601 duration such as ``PT5M`` or ``P3D``, or ImgBB's
+(required), ``title``, ``album_id`` (the image is added to that album; an album that does not
+exist or is someone else's refuses the upload, 404 or 403, before anything is stored),
+``expiration`` (ISO 8601 duration such as ``PT5M`` or ``P3D``, or ImgBB's
 plain seconds such as ``600``: the image is deleted that long after upload, see
 :mod:`nodes.manager.expiry`) and ``format`` = ``json`` (default) | ``txt`` (the direct URL as
 text) | ``redirect`` (303 to the viewer page). Like ShareX uploads it waits up to
@@ -34,9 +35,10 @@ from aiohttp import BodyPartReader, web
 
 from pixelfox import errors
 from pixelfox.client.images import clean_original
+from pixelfox.text import printable
 from pixelfox.uploadstate import MAX_EXPIRE_AFTER_S
 from pixelfox.v1 import common_pb2, manager_pb2
-from web.calls import call
+from web.calls import Metadata, call
 from web.deletion import deletion_url
 from web.keys import MANAGER, SETTINGS
 from web.ratelimit import check_ip
@@ -319,6 +321,19 @@ async def upload(request: web.Request) -> web.StreamResponse:
         return response
 
 
+async def _check_album(request: web.Request, slug: str, md: Metadata) -> None:
+    """Refuse an ``album_id`` the caller cannot add to, before anything is stored: NotFound (404)
+    when no album has that id, Forbidden (403) when it is someone else's (admins may add to any).
+    It used to be ignored: the image landed outside the album and nobody was told."""
+    me = await call(request, "WhoAmI", manager_pb2.WhoAmIRequest(), md)
+    try:
+        album = await call(request, "GetAlbum", manager_pb2.GetAlbumRequest(slug=slug), md)
+    except errors.NotFound:
+        raise errors.NotFound(f"album_id {printable(slug)[:64]!r}: no such album; nothing was uploaded") from None
+    if album.owner_id != me.id and me.role != "admin":
+        raise errors.Forbidden(f"album_id {printable(slug)[:64]!r} is another user's album; nothing was uploaded")
+
+
 async def _upload(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     manager = request.app[MANAGER]
@@ -338,6 +353,9 @@ async def _upload(request: web.Request) -> web.StreamResponse:
             raise errors.BadRequest("format must be json, txt or redirect")
         expires = parse_duration(fields["expiration"]) if fields.get("expiration") else 0
         md = manager.as_api_key(key)
+        album = fields.get("album_id", "").strip()
+        if album:  # checked before the upload: a wrong album refuses it rather than dropping the album
+            await _check_album(request, album, md)
         # the title goes with the upload: a new image gets it, a re-upload of an image the caller
         # already has (dedup) returns that image unchanged
         image = await manager.upload(md, source, filename, "", expire_after_s=expires, title=fields.get("title", ""))
@@ -345,10 +363,8 @@ async def _upload(request: web.Request) -> web.StreamResponse:
         if source is not None:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(source.unlink)
-    if fields.get("album_id"):  # albums are optional: a wrong id never fails the upload
-        with contextlib.suppress(errors.PixelfoxError):
-            await call(request, "UpdateAlbum", manager_pb2.UpdateAlbumRequest(
-                slug=fields["album_id"], add_images=[image.slug]), md)
+    if album:
+        await call(request, "UpdateAlbum", manager_pb2.UpdateAlbumRequest(slug=album, add_images=[image.slug]), md)
     image = await manager.wait_ready(image, md, settings.upload_wait_s)
     if fmt == "txt":
         return web.Response(text=direct_link(request, image))

@@ -214,6 +214,10 @@ OPENAPI: dict[str, Any] = {
                             "schema": {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"}}],
             "get": {"operationId": "getUpload", "summary": "A resumable upload's progress; the image once it completed",
                     "responses": {**_ok("UploadProgress"), **_errors(401, 404)}},
+            "delete": {"operationId": "cancelUpload",
+                       "summary": "Cancel an open upload without its ticket (owner or admin): its open-upload "
+                                  "slot frees at once and its ticket is refused from then on",
+                       "responses": {"204": {"description": "cancelled"}, **_errors(401, 403, 404, 409)}},
         },
         DELETION_PATH: {
             "parameters": [SLUG_PARAM, {"name": "owner", "in": "path", "required": True,
@@ -248,8 +252,9 @@ OPENAPI: dict[str, Any] = {
                     "303": {"description": "format=redirect: the image page"},
                     **{str(c): {"description": d, "content": {"application/json": {"schema": {
                         "$ref": "#/components/schemas/CheveretoError"}}}}
-                       for c, d in ((400, "bad request"), (401, "no or wrong key"), (413, "too large"),
-                                    (415, "unsupported format"), (429, "too many requests"),
+                       for c, d in ((400, "bad request"), (401, "no or wrong key"),
+                                    (403, "album_id is another user's album"), (404, "album_id: no such album"),
+                                    (413, "too large"), (415, "unsupported format"), (429, "too many requests"),
                                     (503, "a node is unavailable"))},
                 },
             },

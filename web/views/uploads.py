@@ -1,4 +1,4 @@
-"""Resumable uploads from browsers and scripts: ``POST /api/v1/uploads``, ``GET /api/v1/uploads/{id}``.
+"""Resumable uploads from browsers and scripts: ``POST /api/v1/uploads``, ``GET`` and ``DELETE /api/v1/uploads/{id}``.
 
 ``POST`` (API key, or session cookie plus ``X-CSRF-Token``) takes JSON
 ``{"filename", "size", "content_type", "title"}`` (title optional) and answers ``201`` with ``{"id", "upload_url",
@@ -7,7 +7,9 @@ tus 1.0 to ``upload_url`` with ``Authorization: Bearer <ticket>`` (or gRPC to
 ``upload_address``). ``GET`` answers ``{"id", "status", "offset", "size", "progress",
 "expires_at", "image", "error"}`` where ``image`` is the image JSON (as ``pixelfox put --json``) once
 the upload completed, else ``null``, and ``error`` is ``{"code", "message"}`` of a failed upload.
-Anonymous callers get 401.
+``DELETE`` cancels an open upload without its ticket (``204``): it stops counting against the
+caller's open uploads at once and its ticket is refused from then on; ``409`` when it had already
+ended. Anonymous callers get 401.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from web.calls import call
 from web.jsonbody import read_model
 from web.keys import SETTINGS
 from web.ratelimit import check_ip
-from web.views.api import image_json, resolve_caller
+from web.views.api import Caller, image_json, resolve_caller
 
 
 class NewUpload(BaseModel):
@@ -55,13 +57,32 @@ async def create_upload(request: web.Request) -> web.Response:
     }, status=201)
 
 
-async def get_upload(request: web.Request) -> web.Response:
+async def _upload_caller(request: web.Request, *, state_changing: bool) -> tuple[str, Caller]:
+    """The upload id of the path and the (non-anonymous) caller; NotFound for an id that is not a ULID."""
     upload_id = request.match_info["id"]
     if not ids.ULID.fullmatch(upload_id):
         raise errors.NotFound("no such upload")
-    caller = await resolve_caller(request, state_changing=False)
+    caller = await resolve_caller(request, state_changing=state_changing)
     if caller.via == "anonymous":
         raise errors.Unauthenticated("log in or send an API key")
+    return upload_id, caller
+
+
+async def cancel_upload(request: web.Request) -> web.Response:
+    """``DELETE /api/v1/uploads/<id>``: 204 when the open upload was cancelled, 409 when it had
+    already completed, failed or been cancelled, 404 for an unknown upload or someone else's."""
+    upload_id, caller = await _upload_caller(request, state_changing=True)
+    reply: manager_pb2.AbandonUploadResponse = await call(
+        request, "AbandonUpload", manager_pb2.AbandonUploadRequest(upload_id=upload_id), caller.metadata)
+    if not reply.abandoned:
+        p: manager_pb2.UploadProgress = await call(
+            request, "GetUpload", manager_pb2.GetUploadRequest(upload_id=upload_id), caller.metadata)
+        raise errors.Conflict(f"the upload is {p.status}, not open: nothing to cancel")
+    return web.Response(status=204)
+
+
+async def get_upload(request: web.Request) -> web.Response:
+    upload_id, caller = await _upload_caller(request, state_changing=False)
     p: manager_pb2.UploadProgress = await call(request, "GetUpload",
                                                manager_pb2.GetUploadRequest(upload_id=upload_id), caller.metadata)
     body: dict[str, Any] = {
