@@ -24,7 +24,8 @@ def _json(ref: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     names = {400: "bad request", 401: "not authenticated", 403: "not allowed (CSRF, role or owner)",
-             404: "not found (also: someone else's private image)", 413: "too large", 415: "unsupported format",
+             404: "not found (also: someone else's private image)", 409: "conflict (the state changed first)",
+             413: "too large", 415: "unsupported format",
              429: "too many requests or open uploads (Retry-After says when to try again)",
              503: "a node is unavailable, try again"}
     return {str(c): {"description": names[c], **_json("Error")} for c in codes}
