@@ -58,6 +58,14 @@ class LogSettings(BaseModel):
     format: str = Field("text", pattern="^(text|json)$")
 
 
+#: default of ``anonymous_ip_uploads_per_minute``: a visitor dropping a batch of photos on the upload
+#: page gets through, a script flooding a fresh site gets 20 a minute. Chevereto's flood protection
+#: is on by default too (install defaults: 50 uploads a minute, 500 an hour, 1,000 a day); guests
+#: here have a minute budget only, with no hourly or daily cap behind it, so it is lower, and
+#: signed-in users and API keys are not in it (``user_uploads_per_minute`` is theirs).
+ANONYMOUS_IP_UPLOADS_PER_MINUTE = 20
+
+
 class LimitsSettings(BaseModel):
     """Upload and image limits (defaults: RELIABILITY.md, imgproxy/pict-rs source limits)."""
 
@@ -71,8 +79,13 @@ class LimitsSettings(BaseModel):
                               "long after its last chunk (abandoned-upload TTL)")
     user_uploads_per_minute: int = Field(120, ge=0, description="uploads a user may start per minute; 0 = no limit")
     ip_uploads_per_minute: int = Field(0, ge=0, description="uploads one client IP may start per minute at the "
-                                       "web node; 0 = no limit (set it once the web node sees real client "
-                                       "addresses, i.e. behind a trusted proxy that forwards them)")
+                                       "web node, whoever sends them (accounts and API keys too); 0 = no limit "
+                                       "(set it once the web node sees real client addresses: behind a reverse "
+                                       "proxy, PIXELFOX_TRUSTED_PROXIES)")
+    anonymous_ip_uploads_per_minute: int = Field(
+        ANONYMOUS_IP_UPLOADS_PER_MINUTE, ge=0, description="uploads one client IP may start per minute at the web "
+        "node without an account or API key (429 says to log in or use an API key); 0 = no limit. Behind a "
+        "reverse proxy set PIXELFOX_TRUSTED_PROXIES, or every visitor shares the proxy's one budget")
     user_open_uploads: int = Field(32, ge=0, description="unfinished uploads a user may have at once; 0 = no limit")
     user_quota_bytes: int = Field(0, ge=0, description="bytes of originals a user may keep; 0 = no limit")
 

@@ -45,7 +45,8 @@ class WebSettings(NodeSettings):
     trusted_proxies: str = Field(
         "", description="comma-separated addresses/networks of the reverse proxy in front of this node (one hop, "
         "e.g. 10.0.0.0/8). Set: the client address comes from X-Forwarded-For, and requests that did not come "
-        "through it are refused (400), but /healthz and /readyz. Empty: the peer address is the client")
+        "through it are refused (400), but /healthz and /readyz. Empty: the peer address is the client, so behind "
+        "a proxy every visitor shares its per-address limits (anonymous uploads: 20 a minute by default)")
     register_per_hour: int = Field(
         REGISTRATIONS_PER_HOUR, ge=0, description="new accounts one client address may register per hour; 0 = no limit"
     )

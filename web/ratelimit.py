@@ -1,14 +1,18 @@
 """Rate limits at the HTTP edge (only the web node sees client addresses).
 
-Every budget goes through :func:`take`. Uploads: ``pixelfox:{limits}:ip:<address>`` counts the
-uploads a client starts (``POST /api/v1/images``, ``/api/v1/uploads``, ``/api/1/upload``); more
-than ``limits.ip_uploads_per_minute`` in one minute gets 429 ``rate-limited``. Logins,
-registrations and reports have their own keys. :func:`take` checks and counts one attempt against one or more
-budgets in a single Lua script, so parallel requests cannot all pass the check before any of them
-is counted. A budget refills when its window (set by its first attempt) ends.
+Every budget goes through :func:`take`. Uploads (:func:`check_ip`): ``pixelfox:{limits}:ip:<address>``
+counts the uploads a client starts (``POST /api/v1/images``, ``/api/v1/uploads``, ``/api/1/upload``),
+``pixelfox:{limits}:anon-ip:<address>`` those without an account or API key; more than
+``limits.ip_uploads_per_minute`` (default off) or ``limits.anonymous_ip_uploads_per_minute``
+(default on: :data:`pixelfox.config.ANONYMOUS_IP_UPLOADS_PER_MINUTE`) in one minute gets 429
+``rate-limited``. Logins, registrations and reports have their own keys. :func:`take` checks and
+counts one attempt against one or more budgets in a single Lua script, so parallel requests cannot
+all pass the check before any of them is counted. A budget refills when its window (set by its
+first attempt) ends.
 
 The address is ``request.remote``: behind a reverse proxy listed in ``PIXELFOX_TRUSTED_PROXIES``,
-the client address that proxy forwarded (:func:`web.app.forwarded_for`). Per-user limits (rate,
+the client address that proxy forwarded (:func:`web.app.forwarded_for`); behind a proxy not listed
+there, the proxy's, so every visitor shares one budget. Per-user limits (rate,
 open uploads, quota) are the manager's (:mod:`nodes.manager.upload_limits`).
 """
 
@@ -83,11 +87,32 @@ def retry_after(response: web.StreamResponse, seconds: int) -> web.StreamRespons
     return response
 
 
-async def check_ip(request: web.Request) -> None:
-    """Count one upload for the caller's IP; raises RateLimited past the per-minute limit."""
-    limit = request.app[SETTINGS].limits.ip_uploads_per_minute
-    if not limit:
-        return
-    key = f"pixelfox:{{limits}}:ip:{request.remote or 'unknown'}"
-    if wait := await take(request.app[REDIS], [(key, limit)], 60):
-        raise errors.RateLimited(f"more than {limit} uploads a minute from this address; wait {wait} s", wait)
+#: seconds of an address' upload budgets (the settings say "per minute")
+UPLOAD_WINDOW_S = 60
+
+
+async def check_ip(request: web.Request, *, anonymous: bool) -> None:
+    """Count one upload started from the caller's address (``request.remote``) against its budgets.
+
+    Budgets, each a 60 s window from its first upload: ``limits.ip_uploads_per_minute`` for every
+    caller and, when ``anonymous`` (no session, no API key), ``limits.anonymous_ip_uploads_per_minute``
+    too; 0 turns one off. Raises RateLimited (HTTP 429; ``retry_after_s``: seconds, 1-60, until the
+    spent budget refills) and counts the upload against neither budget when one is spent; the
+    anonymous budget's message says an account or API key gets more.
+    """
+    limits = request.app[SETTINGS].limits
+    address = request.remote or "unknown"
+    budgets = [(f"pixelfox:{{limits}}:ip:{address}", limits.ip_uploads_per_minute, "", "")]
+    if anonymous:  # first: when both are spent, its advice is the useful one
+        budgets.insert(0, (f"pixelfox:{{limits}}:anon-ip:{address}", limits.anonymous_ip_uploads_per_minute,
+                           " without an account", "; log in or use an API key for more"))
+    redis = request.app[REDIS]
+    counted: list[str] = []  # one take per budget, so the 429 names the spent one; the others are given back
+    for key, limit, who, advice in budgets:
+        if not limit:
+            continue
+        if wait := await take(redis, [(key, limit)], UPLOAD_WINDOW_S):
+            await give_back(redis, counted)
+            raise errors.RateLimited(
+                f"more than {limit} uploads a minute from this address{who}; wait {wait} s{advice}", wait)
+        counted.append(key)

@@ -15,8 +15,8 @@
   within ``user_quota_bytes`` → else ``QuotaExceeded``.
 
 Admins (the operator's own keys) and anonymous uploads skip the per-user checks (the web
-node can limit them per IP). Per-IP limits live at the HTTP edge (:mod:`web.ratelimit`)
-because only it sees client addresses.
+node limits anonymous uploads per IP: ``anonymous_ip_uploads_per_minute``, on by default).
+Per-IP limits live at the HTTP edge (:mod:`web.ratelimit`) because only it sees client addresses.
 """
 
 from __future__ import annotations

@@ -224,12 +224,13 @@ def _use_cookie(c: TestClient[Any, Any], value: str) -> None:
     c.session.cookie_jar.update_cookies({"pixelfox_session": value})
 
 
-async def _register(c: TestClient[Any, Any], name: str = "alice", password: str = "correct horse") -> None:
-    token = _csrf(await (await c.get("/register")).text())
+async def _register(c: TestClient[Any, Any], name: str = "alice", password: str = "correct horse",
+                    headers: dict[str, str] | None = None) -> None:
+    token = _csrf(await (await c.get("/register", headers=headers)).text())
     r = await c.post(
         "/register",
         data={"csrf_token": token, "name": name, "password": password, "password2": password},
-        allow_redirects=False,
+        allow_redirects=False, headers=headers,
     )
     assert r.status == 303, await r.text()
 
@@ -544,6 +545,41 @@ async def test_client_address_behind_a_trusted_proxy(redis_url: str, fake: tuple
             assert (await c.get("/healthz")).status == 200  # probes come straight from the orchestrator
     finally:
         await redis.delete(client_key, proxy_key)
+        await redis.aclose()
+
+
+@pytest.mark.skipif(not PHOTO.exists(), reason="corpus missing")
+async def test_anonymous_uploads_are_limited_per_forwarded_client(redis_url: str,
+                                                                   fake: tuple[FakeCluster, str]) -> None:
+    """Behind a trusted proxy each forwarded client has its own anonymous upload budget (not the
+    proxy's one); past it a visitor gets 429, while a signed-in user and an API key from that same
+    address still upload."""
+    redis = aioredis.Redis.from_url(redis_url)
+    spent, other = {"X-Forwarded-For": "203.0.113.20"}, {"X-Forwarded-For": "203.0.113.21"}
+    keys = [f"pixelfox:{{limits}}:anon-ip:{h['X-Forwarded-For']}" for h in (spent, other)]
+    await redis.delete(*keys)
+    proxy = "pixelfox:{limits}:anon-ip:127.0.0.1"  # other tests here upload anonymously, not through a proxy
+    proxy_before = await redis.get(proxy)
+    try:
+        app = create_app(_settings(redis_url, fake[1], trusted_proxies="127.0.0.1",
+                                   limits={"anonymous_ip_uploads_per_minute": 2}))
+        async with TestClient(TestServer(app)) as c:
+            assert [(await _upload(c, spent, "?wait=0")).status for _ in range(2)] == [201, 201]
+            r = await _upload(c, spent, "?wait=0")
+            assert r.status == 429, await r.text()
+            message = (await r.json())["error"]["message"]
+            assert 1 <= int(r.headers["Retry-After"]) <= 60, message
+            assert message.startswith("more than 2 uploads a minute from this address without an account; wait ")
+            assert message.endswith(" s; log in or use an API key for more")
+            assert (await _upload(c, other, "?wait=0")).status == 201  # another visitor behind the same proxy
+            assert (await _upload(c, {**spent, "Authorization": "Bearer key-alice"}, "?wait=0")).status == 201
+            await _register(c, "dora", "doras password", headers=spent)
+            token = _csrf(await (await c.get("/", headers=spent)).text())
+            assert (await _upload(c, {**spent, "X-CSRF-Token": token}, "?wait=0")).status == 201
+        assert [int(await redis.get(k) or 0) for k in keys] == [2, 1]  # the refused upload is not counted
+        assert await redis.get(proxy) == proxy_before
+    finally:
+        await redis.delete(*keys)
         await redis.aclose()
 
 

@@ -246,7 +246,7 @@ async def upload(request: web.Request) -> web.Response:
         raise errors.Unauthenticated("this site takes no anonymous uploads: log in, or send an API key")
     manager = request.app[MANAGER]
     wait_s = _wait_seconds(request)  # a bad ?wait= is refused before any byte is kept
-    await check_ip(request)
+    await check_ip(request, anonymous=caller.via == "anonymous")
     path, filename, ctype, title = await _receive_file(request, settings.max_upload_bytes)
     try:
         image = await manager.upload(caller.metadata, path, filename, ctype, title=title)

@@ -337,7 +337,7 @@ async def _check_album(request: web.Request, slug: str, md: Metadata) -> None:
 async def _upload(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     manager = request.app[MANAGER]
-    await check_ip(request)
+    await check_ip(request, anonymous=False)  # without an API key it is refused (401)
     early = request.headers.get("X-API-Key", "").strip() or request.query.get("key", "").strip()
     if early:  # a key outside the body is checked before the body is read: a bad one costs nothing
         await call(request, "WhoAmI", manager_pb2.WhoAmIRequest(), manager.as_api_key(early))

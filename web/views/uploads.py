@@ -41,7 +41,7 @@ async def create_upload(request: web.Request) -> web.Response:
     caller = await resolve_caller(request, state_changing=True)
     if caller.via == "anonymous":
         raise errors.Unauthenticated("log in or send an API key")
-    await check_ip(request)
+    await check_ip(request, anonymous=False)  # anonymous callers were refused above
     body = await read_model(request, NewUpload)
     limit = request.app[SETTINGS].max_upload_bytes
     if body.size > limit:  # here, not by the manager: a size past int64 does not fit the request
