@@ -90,8 +90,8 @@ async def run_once(root: Path, photos: list[Path], uploads: int, procs: int, con
 
             async def one(p: Path) -> str:
                 async with sem:
-                    img = await upload_file(stub, md, p, timeout_s=300)
-                    return img.slug
+                    receipt = await upload_file(stub, md, p, timeout_s=300)
+                    return receipt.image.slug
 
             slugs = await asyncio.gather(*(one(p) for p in photos))
             upload_s = time.monotonic() - start

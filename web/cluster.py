@@ -18,7 +18,7 @@ from pixelfox.client.uploader import upload_file
 from pixelfox.errors import PixelfoxError
 from pixelfox.grpcx.auth import api_key_metadata, node_metadata
 from pixelfox.grpcx.client import channel, map_rpc_errors
-from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
+from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc, upload_pb2
 
 Metadata = Sequence[tuple[str, str]]
 RPC_TIMEOUT_S = 10.0
@@ -103,9 +103,10 @@ class Manager:
     async def upload(
         self, metadata: Metadata, path: Path, filename: str, content_type: str, expire_after_s: int = 0,
         title: str = "",
-    ) -> common_pb2.Image:
+    ) -> upload_pb2.UploadReceipt:
         """Upload the file at ``path`` as the caller in ``metadata`` (see
-        :func:`pixelfox.client.uploader.upload_file`); the new image, status ``processing``."""
+        :func:`pixelfox.client.uploader.upload_file`); the receipt: the new image, status
+        ``processing``, or with ``deduplicated`` the caller's existing image of these bytes, unchanged."""
         return await upload_file(self.stub, metadata, path, filename=filename, content_type=content_type,
                                  expire_after_s=expire_after_s, title=title)
 

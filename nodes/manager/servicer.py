@@ -84,7 +84,7 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
     async def CompleteUpload(
         self, req: manager_pb2.CompleteUploadRequest, ctx: Ctx
     ) -> manager_pb2.CompleteUploadResponse:
-        image = await self.svc.uploads.complete(
+        return await self.svc.uploads.complete(
             Completion(
                 upload_id=req.upload_id, ticket=req.ticket, sha256=req.sha256, size=req.size, format=req.format,
                 mime=req.mime, width=req.width, height=req.height, frames=req.frames,
@@ -92,7 +92,6 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
                 storage_node_ids=list(req.storage_node_ids), upload_node_id=req.upload_node_id,
             )
         )
-        return manager_pb2.CompleteUploadResponse(image=image)
 
     @rpc()
     async def RelocateUpload(

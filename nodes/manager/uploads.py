@@ -130,8 +130,11 @@ class Uploads:
             max_size=size,
         )
 
-    async def complete(self, c: Completion) -> common_pb2.Image:
+    async def complete(self, c: Completion) -> manager_pb2.CompleteUploadResponse:
         """Record the stored original as an image (status processing) and enqueue its job.
+
+        The answer's ``deduplicated`` is true when the upload became the user's existing image of
+        these bytes (see :meth:`_lasting_copy`): that image unchanged, this upload's title dropped.
 
         The ticket may have expired meanwhile: only an upload node calls this, once every byte came
         through a stream or PATCH it admitted with a live ticket (a 100 MiB upload at 1 Mbit/s
@@ -152,10 +155,10 @@ class Uploads:
             if upload.status != "open":
                 done = await self._existing(s, upload.id, upload.user_id, c.sha256)
                 if done is not None:  # an upload node retrying after a crash
-                    slug = done.slug
+                    slug, dedup = done.slug, done.upload_id != upload.id
                     await s.rollback()
                     await self.states.finish(c.upload_id, "complete", slug)
-                    return await self.views.get(slug)
+                    return await self._answer(slug, dedup)
                 raise errors.InvalidTicket("ticket was already used")
             upload.status = "complete"
             st = await self.states.get(c.upload_id)
@@ -168,7 +171,7 @@ class Uploads:
                 await s.commit()
                 await self.states.finish(c.upload_id, "complete", slug)  # also frees the open-upload slot
                 logger.info("upload %s duplicates image %s of the same user", c.upload_id, slug)
-                return await self.views.get(slug)
+                return await self._answer(slug, True)
             img = Image(
                 id=str(ULID()), slug=new_slug(), upload_id=upload.id, user_id=upload.user_id,
                 filename=upload.filename, title=st.title if st else "", sha256=c.sha256, bytes=c.size,
@@ -194,7 +197,11 @@ class Uploads:
             logger.warning("enqueue of image %s deferred to the outbox: %s", image_id, exc)
         failpoints.hit("after-enqueue")
         logger.info("upload %s complete: image %s queued", c.upload_id, slug)
-        return await self.views.get(slug)
+        return await self._answer(slug, False)
+
+    async def _answer(self, slug: str, deduplicated: bool) -> manager_pb2.CompleteUploadResponse:
+        """The completion answer: image ``slug`` as its owner sees it, and whether it was deduplicated."""
+        return manager_pb2.CompleteUploadResponse(image=await self.views.get(slug), deduplicated=deduplicated)
 
     async def _existing(self, s: AsyncSession, upload_id: str, user_id: str | None, sha256: str) -> Image | None:
         """The image these bytes already are: this upload's (a retried completion) or the same user's
@@ -315,9 +322,9 @@ class Uploads:
             row_status = upload.status
             ticket_exp = upload.expires_at if upload.expires_at.tzinfo else upload.expires_at.replace(tzinfo=UTC)
         st = await self.states.get(upload_id)
-        if not slug and st is not None and st.status == "complete":  # deduplicated: another upload's image
-            slug = st.slug
         reply = manager_pb2.UploadProgress(upload_id=upload_id, size=size, filename=filename)
+        if not slug and st is not None and st.status == "complete":  # deduplicated: another upload's image
+            slug, reply.deduplicated = st.slug, True
         if slug:
             reply.status, reply.offset = "complete", size
             reply.image.CopyFrom(await self.views.get(slug))

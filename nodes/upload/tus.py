@@ -8,8 +8,9 @@ hands out, so clients that know it skip creation):
 * ``HEAD /tus/<id>`` — ``Upload-Offset``, ``Upload-Length``, ``Upload-Expires``, ``no-store``.
 * ``PATCH /tus/<id>`` — ``application/offset+octet-stream`` at ``Upload-Offset``; ``204`` with
   the new offset. The PATCH that reaches ``Upload-Length`` stores and completes the upload
-  before answering (header ``Pixelfox-Image-Slug``). With ``Upload-Checksum`` (sha1, md5,
-  sha256, crc32c) the body is committed only when it matches, else ``460``.
+  before answering (headers ``Pixelfox-Image-Slug`` and ``Pixelfox-Deduplicated: true|false``, true
+  when the user already had these bytes and the upload became that image, unchanged). With
+  ``Upload-Checksum`` (sha1, md5, sha256, crc32c) the body is committed only when it matches, else ``460``.
 * ``DELETE /tus/<id>`` — termination: staged bytes and state removed, ``204``; then ``404``.
 * ``POST /tus/<id>`` with ``X-HTTP-Method-Override: PATCH`` or ``DELETE`` — as that method.
 
@@ -49,7 +50,7 @@ CHECKSUMS: dict[str, Callable[[bytes], bytes]] = {
 MAX_CHECKED_BODY = 32 * 1024 * 1024  # a PATCH with Upload-Checksum is held until verified: cap it
 TUS_HEADERS = ("Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, Upload-Checksum, Upload-Defer-Length, "
                "Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, Location, "
-               "Pixelfox-Image-Slug")
+               "Pixelfox-Image-Slug, Pixelfox-Deduplicated")
 CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, HEAD, PATCH, DELETE, OPTIONS",
@@ -210,6 +211,7 @@ class Tus:
             if session.offset == st.size:
                 reply = await session.finish()
                 extra["Pixelfox-Image-Slug"] = reply.image.slug
+                extra["Pixelfox-Deduplicated"] = "true" if reply.deduplicated else "false"
             return web.Response(status=204, headers={"Upload-Offset": str(session.offset), **extra,
                                                      **await self._expires(upload_id, token)})
         finally:

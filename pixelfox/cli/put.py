@@ -38,7 +38,8 @@ async def put_files(
     title: str = "",
 ) -> list[dict[str, Any]]:
     """Upload ``files`` in order, each new image titled ``title``; returns one JSON object per file
-    (``put --json`` lines)."""
+    (``put --json`` lines: the image, plus ``deduplicated``, true when the user already had those
+    bytes and got that image back unchanged, ``title`` not applied)."""
     md = ref.metadata()
     results: list[dict[str, Any]] = []
     progress = Progress(
@@ -62,12 +63,11 @@ async def put_files(
                         raise errors.BadRequest(f"{path} is not a regular file (a device or a pipe)")
                     if not path.is_file():
                         raise errors.NotFound(f"no such file: {path}")
-                    img = await upload_file(
+                    receipt = await upload_file(
                         stub, md, path, progress=lambda n, _t, t=task: progress.update(t, completed=n), title=title
                     )
-                    if wait:
-                        img = await wait_image(stub, md, img.slug, timeout_s)
-                    out = {"file": str(path), **image_to_json(img)}
+                    img = await wait_image(stub, md, receipt.image.slug, timeout_s) if wait else receipt.image
+                    out = {"file": str(path), **image_to_json(img), "deduplicated": receipt.deduplicated}
                 except errors.PixelfoxError as exc:
                     out = rejected_json(str(path), exc.code, exc.message)
                 progress.remove_task(task)
@@ -80,7 +80,8 @@ async def put_files(
                     console.print(f"[red]✗[/] {path}: {out['error']['message']} ({out['url']})")
                 else:
                     mark = "[green]✓[/]" if out["status"] == "ready" else "[yellow]…[/]"
-                    console.print(f"{mark} {path} → {out['url']}  [dim]{out['status']}[/]")
+                    again = "  [dim](already uploaded: the existing image, unchanged)[/]" if out["deduplicated"] else ""
+                    console.print(f"{mark} {path} → {out['url']}  [dim]{out['status']}[/]{again}")
                     if console.stderr and not sys.stdout.isatty():  # URL=$(pixelfox put x.png) gets the link
                         print(out["url"], flush=True)
     return results

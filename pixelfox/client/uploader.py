@@ -3,7 +3,8 @@
 Used by ``pixelfox put`` and by the web node. The flow is DESIGN.md's main flow, steps 1-3:
 ``CreateUpload`` on the manager returns an upload node address, a signed ticket and the
 chunk size; the file is streamed as a header then ``chunk_size`` chunks, each with its offset
-and CRC32C, and the node answers with a receipt holding the new image.
+and CRC32C, and the node answers with a receipt holding the new image (or, deduplicated, the
+user's existing image of the same bytes).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import grpc
 
 from pixelfox import errors
 from pixelfox.grpcx.client import DEFAULT_MAX_MESSAGE_BYTES, map_rpc_errors
-from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc, upload_pb2, upload_pb2_grpc
+from pixelfox.v1 import manager_pb2, manager_pb2_grpc, upload_pb2, upload_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
@@ -141,8 +142,8 @@ async def upload_file(
     dial: Callable[[str], str] | None = None,
     expire_after_s: int = 0,
     title: str = "",
-) -> common_pb2.Image:
-    """Upload ``path`` and return the new image (status ``processing``, or ``failed``).
+) -> upload_pb2.UploadReceipt:
+    """Upload ``path``; the receipt's ``image`` is the new image (status ``processing``, or ``failed``).
 
     ``metadata`` authenticates to the manager (API key, or the web node's cluster token and
     acting user). The upload resumes by itself: after a broken stream, a dead node
@@ -153,7 +154,8 @@ async def upload_file(
     when no byte was committed for ``max_stall_s`` seconds. ``dial`` maps an upload node
     address to the address to connect to (a proxy; tests). ``expire_after_s`` > 0 deletes the
     image that long after the upload completes; ``title`` (at most 255 characters) titles a new
-    image, while a re-upload of bytes the user already has returns that image as it is. Raises
+    image, while a re-upload of bytes the user already has returns that image as it is, with the
+    receipt's ``deduplicated`` true (an upload with ``expire_after_s`` is never deduplicated). Raises
     :class:`~pixelfox.errors.PixelfoxError` subclasses: ``InvalidImage`` family for rejected
     bytes, ``Unauthenticated``, ``NoNodeAvailable``, ``Unavailable``...
     """
@@ -176,9 +178,9 @@ async def upload_file(
         while True:
             try:
                 async with map_rpc_errors():
-                    receipt = await att.stub.Upload(_requests(path, header, offset, chunk_size, progress),
-                                                    timeout=timeout_s)
-                return receipt.image
+                    receipt: upload_pb2.UploadReceipt = await att.stub.Upload(
+                        _requests(path, header, offset, chunk_size, progress), timeout=timeout_s)
+                return receipt
             except RETRYABLE as exc:
                 cause = str(exc)
                 logger.info("upload %s interrupted at about %d bytes (%s); resuming", ticket.upload_id, offset, exc)
@@ -210,14 +212,24 @@ async def upload_file(
                     continue
                 break
             if q.complete:  # finished, but the receipt was lost
-                async with map_rpc_errors():
-                    return await manager.GetImage(manager_pb2.GetImageRequest(slug=q.image_slug), metadata=md,
-                                                  timeout=30)
+                return await _lost_receipt(manager, md, header)
             offset = q.offset
             if offset > best:
                 best, last_progress, delay = offset, time.monotonic(), 0.1
     finally:
         await att.ch.close()
+
+
+async def _lost_receipt(
+    manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...], header: upload_pb2.UploadHeader
+) -> upload_pb2.UploadReceipt:
+    """The receipt of a completed upload whose answer was lost, from the manager's ``GetUpload``
+    (which also knows whether it was deduplicated)."""
+    async with map_rpc_errors():
+        p: manager_pb2.UploadProgress = await manager.GetUpload(
+            manager_pb2.GetUploadRequest(upload_id=header.upload_id), metadata=md, timeout=30)
+    return upload_pb2.UploadReceipt(upload_id=header.upload_id, size=header.size, sha256=p.image.sha256,
+                                    image=p.image, deduplicated=p.deduplicated)
 
 
 def guess_size(path: Path) -> int:

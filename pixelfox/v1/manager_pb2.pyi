@@ -409,6 +409,7 @@ class UploadProgress(_message.Message):
     FILENAME_FIELD_NUMBER: _builtins.int
     ERROR_CODE_FIELD_NUMBER: _builtins.int
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    DEDUPLICATED_FIELD_NUMBER: _builtins.int
     upload_id: _builtins.str
     offset: _builtins.int
     """committed bytes"""
@@ -423,6 +424,10 @@ class UploadProgress(_message.Message):
     """failed: the stable code of the reason (corrupt-image, unsupported-format...)"""
     error_message: _builtins.str
     """failed: the reason, as the uploader was told"""
+    deduplicated: _builtins.bool
+    """complete as an image of another upload: the user already had these bytes, so the upload
+    became that image, unchanged (this upload's title was not applied)
+    """
     @_builtins.property
     def image(self) -> _common_pb2.Image:
         """set when complete"""
@@ -439,10 +444,11 @@ class UploadProgress(_message.Message):
         filename: _builtins.str = ...,
         error_code: _builtins.str = ...,
         error_message: _builtins.str = ...,
+        deduplicated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_code", b"error_code", "error_message", b"error_message", "expires_at", b"expires_at", "filename", b"filename", "image", b"image", "offset", b"offset", "size", b"size", "status", b"status", "upload_id", b"upload_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "error_code", b"error_code", "error_message", b"error_message", "expires_at", b"expires_at", "filename", b"filename", "image", b"image", "offset", b"offset", "size", b"size", "status", b"status", "upload_id", b"upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -510,16 +516,22 @@ class CompleteUploadResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     IMAGE_FIELD_NUMBER: _builtins.int
+    DEDUPLICATED_FIELD_NUMBER: _builtins.int
+    deduplicated: _builtins.bool
+    """the user already had these bytes (same SHA-256, a copy that does not expire): image is that
+    existing image, unchanged; the new upload's title was not applied
+    """
     @_builtins.property
     def image(self) -> _common_pb2.Image: ...
     def __init__(
         self,
         *,
         image: _common_pb2.Image | None = ...,
+        deduplicated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "image", b"image"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

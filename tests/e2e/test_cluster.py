@@ -234,7 +234,7 @@ def test_edge_accepts_become_ready(cluster: ClusterHandle, corpus: Path) -> None
 
 def test_put_title_names_new_images_only(cluster: ClusterHandle, tmp_path: Path) -> None:
     """``pixelfox put --title``: a new image gets it; the same bytes again (dedup) return the image
-    as it was; an over-long title is a rejection with the reason and exit code 1."""
+    as it was, and say so; an over-long title is a rejection with the reason and exit code 1."""
     photo = tmp_path / "titled.png"
     Image.new("RGB", (40, 30), tuple(os.urandom(3))).save(photo, "PNG")
     first = cluster.pixelfox("put", "--json", "--title", "Harbour at dusk", str(photo), timeout=120)
@@ -242,8 +242,10 @@ def test_put_title_names_new_images_only(cluster: ClusterHandle, tmp_path: Path)
     assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
     a, b = json.loads(first.stdout), json.loads(again.stdout)
     assert (a["title"], b["title"], b["id"]) == ("Harbour at dusk", "Harbour at dusk", a["id"])
+    assert (a["deduplicated"], b["deduplicated"]) == (False, True)
     plain = cluster.pixelfox("put", str(photo), timeout=120)  # no --json: stdout is the share link alone
     assert plain.returncode == 0 and plain.stdout == f"{a['url']}\n", (plain.stdout, plain.stderr)
+    assert "(already uploaded: the existing image, unchanged)" in plain.stderr, plain.stderr
     long = cluster.pixelfox("put", "--json", "--title", "t" * 256, str(photo), timeout=120)
     assert long.returncode == 1
     out = json.loads(long.stdout)

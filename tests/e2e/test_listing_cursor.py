@@ -24,9 +24,9 @@ async def test_another_users_slug_as_cursor_is_refused_like_a_made_up_one(cluste
     photos = [make_photo(tmp_path / f"p{i}.jpg", 64, 48, seed=seed + i) for i in range(3)]
     async with grpc.aio.insecure_channel(cluster.manager_address) as ch:
         stub = manager_pb2_grpc.ManagerServiceStub(ch)
-        older = await upload_file(stub, api_key_metadata(alice), photos[0])
-        theirs = await upload_file(stub, api_key_metadata(bob), photos[1])  # between alice's two
-        newer = await upload_file(stub, api_key_metadata(alice), photos[2])
+        older = (await upload_file(stub, api_key_metadata(alice), photos[0])).image
+        theirs = (await upload_file(stub, api_key_metadata(bob), photos[1])).image  # between alice's two
+        newer = (await upload_file(stub, api_key_metadata(alice), photos[2])).image
 
         async def listing(before: str) -> list[str]:
             r = await stub.ListImages(manager_pb2.ListImagesRequest(limit=10, before=before),

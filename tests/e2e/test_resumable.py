@@ -64,8 +64,8 @@ async def test_put_resumes_after_the_connection_is_cut(cluster: ClusterHandle, b
 
     async with grpc.aio.insecure_channel(cluster.manager_address) as ch:
         stub = manager_pb2_grpc.ManagerServiceStub(ch)
-        img = await upload_file(stub, api_key_metadata(cluster.admin_api_key), path, progress=progress, dial=dial,
-                                max_stall_s=30)
+        img = (await upload_file(stub, api_key_metadata(cluster.admin_api_key), path, progress=progress, dial=dial,
+                                 max_stall_s=30)).image
     await proxy.close()
     assert cuts, "the connection was never cut"
     assert proxy.accepted >= 2  # a second connection carried the rest
@@ -106,7 +106,7 @@ async def test_put_moves_to_another_node_when_its_node_is_killed(two_nodes: Loca
 
     async with grpc.aio.insecure_channel(local.manager_address) as ch:
         stub = manager_pb2_grpc.ManagerServiceStub(ch)
-        img = await upload_file(stub, api_key_metadata(key), path, progress=progress, max_stall_s=45)
+        img = (await upload_file(stub, api_key_metadata(key), path, progress=progress, max_stall_s=45)).image
     await asyncio.gather(*pending)
     assert killed, "no upload node was killed"
     st = await r.hgetall(uploadstate.state_key(await _upload_id(r, img.slug)))

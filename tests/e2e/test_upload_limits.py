@@ -60,8 +60,8 @@ def manager(local: LocalCluster) -> str:
 
 async def put(local: LocalCluster, key: str, path: Path) -> str:
     async with grpc.aio.insecure_channel(manager(local)) as ch:
-        img = await upload_file(manager_pb2_grpc.ManagerServiceStub(ch), api_key_metadata(key), path)
-    return img.slug
+        receipt = await upload_file(manager_pb2_grpc.ManagerServiceStub(ch), api_key_metadata(key), path)
+    return receipt.image.slug
 
 
 async def test_same_user_same_bytes_is_the_same_image(local: LocalCluster) -> None:
@@ -88,7 +88,7 @@ async def test_a_re_upload_is_the_lasting_copy_whatever_expiring_copies_came_fir
         stub, md = manager_pb2_grpc.ManagerServiceStub(ch), api_key_metadata(key)
 
         async def upload(expire_after_s: int = 0) -> str:
-            return (await upload_file(stub, md, path, expire_after_s=expire_after_s)).slug
+            return (await upload_file(stub, md, path, expire_after_s=expire_after_s)).image.slug
 
         expiring = await upload(600)
         lasting = await upload()

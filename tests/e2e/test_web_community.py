@@ -410,8 +410,9 @@ async def test_control_characters_in_stored_text_are_refused(cluster: Any, http:
     unique = tmp_path / "unique.jpg"
     unique.write_bytes(raw[:2] + b"\xff\xfe" + (len(note) + 2).to_bytes(2, "big") + note + raw[2:])
     async with grpc.aio.insecure_channel(cluster.manager_address) as ch:  # browsers cannot send such a name
-        img = await upload_file(manager_pb2_grpc.ManagerServiceStub(ch), api_key_metadata(cluster.admin_api_key),
-                                unique, filename="bad\x01name\x7f.jpg")
+        receipt = await upload_file(manager_pb2_grpc.ManagerServiceStub(ch), api_key_metadata(cluster.admin_api_key),
+                                    unique, filename="bad\x01name\x7f.jpg")
+    img = receipt.image
     assert img.filename == "badname.jpg"
 
 

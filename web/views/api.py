@@ -249,13 +249,14 @@ async def upload(request: web.Request) -> web.Response:
     await check_ip(request, anonymous=caller.via == "anonymous")
     path, filename, ctype, title = await _receive_file(request, settings.max_upload_bytes)
     try:
-        image = await manager.upload(caller.metadata, path, filename, ctype, title=title)
+        receipt = await manager.upload(caller.metadata, path, filename, ctype, title=title)
     finally:
         with contextlib.suppress(OSError):
             await asyncio.to_thread(path.unlink)
-    image = await manager.wait_ready(image, caller.metadata, wait_s)
+    image = await manager.wait_ready(receipt.image, caller.metadata, wait_s)
     body = image_json(request, image)
     body["deletion_url"] = deletion_url(request, image)  # only the uploader sees it (web/deletion.py)
+    body["deduplicated"] = receipt.deduplicated  # the caller's existing image, unchanged (title too)
     return web.json_response(body, status=201)
 
 

@@ -12,7 +12,9 @@ text) | ``redirect`` (303 to the viewer page). Like ShareX uploads it waits up t
 ``upload_wait_s`` for processing so thumbnail URLs work at once.
 
 The JSON answer is Chevereto's ``{"status_code": 200, "success": {"message", "code"},
-"image": {...}, "status_txt": "OK"}``; ``data`` repeats ``image`` for ImgBB readers. Errors
+"image": {...}, "status_txt": "OK"}``; ``data`` repeats ``image`` for ImgBB readers. The image's
+``deduplicated`` (ours) is true when the caller already had these bytes: the answer is that image,
+unchanged (a ``title`` sent along is not applied), and ``success.message`` says so. Errors
 are ``{"status_code", "error": {"message", "code"}, "status_txt"}``.
 """
 
@@ -48,6 +50,8 @@ DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d
                       re.ASCII)  # ASCII digits only, as in plain seconds
 MAX_EXPIRATION_S = MAX_EXPIRE_AFTER_S  # ten years: the manager's limit, said here in years
 UNIT_S = (365 * 86400, 30 * 86400, 7 * 86400, 86400, 3600, 60, 1)  # Y M W D H M S (years/months approximate)
+#: success.message of a re-upload of bytes the caller already has (the image's "deduplicated" is true)
+DEDUPLICATED = "image already uploaded: the existing image is returned unchanged (its title too)"
 
 
 SOURCE_FIELDS = ("source", "image")  # Chevereto's name for the file, ImgBB's
@@ -358,18 +362,21 @@ async def _upload(request: web.Request) -> web.StreamResponse:
             await _check_album(request, album, md)
         # the title goes with the upload: a new image gets it, a re-upload of an image the caller
         # already has (dedup) returns that image unchanged
-        image = await manager.upload(md, source, filename, "", expire_after_s=expires, title=fields.get("title", ""))
+        receipt = await manager.upload(md, source, filename, "", expire_after_s=expires,
+                                       title=fields.get("title", ""))
     finally:
         if source is not None:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(source.unlink)
     if album:
-        await call(request, "UpdateAlbum", manager_pb2.UpdateAlbumRequest(slug=album, add_images=[image.slug]), md)
-    image = await manager.wait_ready(image, md, settings.upload_wait_s)
+        await call(request, "UpdateAlbum",
+                   manager_pb2.UpdateAlbumRequest(slug=album, add_images=[receipt.image.slug]), md)
+    image = await manager.wait_ready(receipt.image, md, settings.upload_wait_s)
     if fmt == "txt":
         return web.Response(text=direct_link(request, image))
     if fmt == "redirect":
         raise web.HTTPSeeOther(page_url(request, image))
-    body = chevereto_image(request, image, expires)
-    return web.json_response({"status_code": 200, "success": {"message": "image uploaded", "code": 200},
+    body = {**chevereto_image(request, image, expires), "deduplicated": receipt.deduplicated}
+    said = DEDUPLICATED if receipt.deduplicated else "image uploaded"
+    return web.json_response({"status_code": 200, "success": {"message": said, "code": 200},
                               "image": body, "data": body, "status_txt": "OK"})

@@ -125,6 +125,13 @@ UPLOAD_TICKET = {
         "max_size": {"type": "integer"}, "upload_address": {"type": "string", "description": "gRPC host:port"},
     },
 }
+DEDUPLICATED = {"type": "boolean",
+                "description": "true when the caller already had these bytes (same SHA-256, a copy that does not "
+                               "expire): the image is that existing one, unchanged; a title sent along was not "
+                               "applied"}
+UPLOADED_IMAGE = {"allOf": [{"$ref": "#/components/schemas/Image"},
+                            {"type": "object", "required": ["deduplicated"],
+                             "properties": {"deduplicated": DEDUPLICATED}}]}
 UPLOAD_PROGRESS = {
     "type": "object", "required": ["id", "status", "offset", "size", "progress"],
     "properties": {
@@ -132,6 +139,7 @@ UPLOAD_PROGRESS = {
         "size": {"type": "integer"}, "progress": {"type": "number", "minimum": 0, "maximum": 1},
         "expires_at": {"type": "string", "nullable": True}, "filename": {"type": "string"},
         "image": {"nullable": True, "allOf": [{"$ref": "#/components/schemas/Image"}]},
+        "deduplicated": DEDUPLICATED,
         "error": {"nullable": True, "allOf": [{"$ref": "#/components/schemas/ErrorBody"}]},
     },
 }
@@ -169,7 +177,8 @@ OPENAPI: dict[str, Any] = {
                     "type": "object", "required": ["file"],
                     "properties": {"file": {"type": "string", "format": "binary"},
                                    "title": {"type": "string", "maxLength": 255}}}}}},
-                "responses": {**_ok("Image", "created", "201"), **_errors(400, 401, 403, 413, 415, 429, 503)},
+                "responses": {**_ok("UploadedImage", "created", "201"),
+                              **_errors(400, 401, 403, 413, 415, 429, 503)},
             },
         },
         "/api/v1/images/{slug}": {
@@ -275,6 +284,7 @@ OPENAPI: dict[str, Any] = {
                       "properties": {"error": {"$ref": "#/components/schemas/ErrorBody"}}},
             "Variant": VARIANT,
             "Image": IMAGE,
+            "UploadedImage": UPLOADED_IMAGE,
             "ImageList": {"type": "object", "required": ["images"], "properties": {
                 "images": {"type": "array", "items": {"$ref": "#/components/schemas/Image"}},
                 "next_before": {"type": "string", "nullable": True}}},
@@ -298,7 +308,8 @@ OPENAPI: dict[str, Any] = {
                 "success": {"type": "object", "properties": {"message": {"type": "string"},
                                                              "code": {"type": "integer"}}},
                 "image": {"type": "object", "description": "Chevereto's image object (url, url_viewer, thumb, "
-                                                           "medium, delete_url, ...)"},
+                                                           "medium, delete_url, ...) and our deduplicated",
+                          "properties": {"deduplicated": DEDUPLICATED}},
                 "data": {"type": "object", "description": "the same as image, for ImgBB clients"}}},
             "CheveretoError": {"type": "object", "required": ["status_code", "error", "status_txt"], "properties": {
                 "status_code": {"type": "integer"}, "status_txt": {"type": "string"},

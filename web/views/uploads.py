@@ -91,6 +91,7 @@ async def get_upload(request: web.Request) -> web.Response:
         "progress": math.floor(p.offset * 10_000 / p.size) / 10_000 if p.size else 0.0,
         "expires_at": p.expires_at or None,
         "filename": p.filename, "image": image_json(request, p.image) if p.HasField("image") else None,
+        "deduplicated": p.deduplicated,
         "error": {"code": p.error_code, "message": p.error_message} if p.error_code else None,
     }
     return web.json_response(body, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,104 @@
+"""A re-upload of bytes the caller already has (dedup) says so in every upload answer, and the
+first upload's title stays: ``POST /api/v1/images``, Chevereto's ``POST /api/1/upload``, tus with
+``GET /api/v1/uploads/<id>``, and the gRPC receipt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+import requests
+
+from pixelfox.client.uploader import _lost_receipt, upload_file
+from pixelfox.grpcx.auth import api_key_metadata
+from pixelfox.v1 import manager_pb2_grpc, upload_pb2
+from tests.conftest import ClusterHandle
+from tests.e2e.uploadkit import big_png
+
+pytestmark = pytest.mark.e2e
+
+DEDUPLICATED = "image already uploaded: the existing image is returned unchanged (its title too)"
+
+
+def _png(tmp_path: Path, name: str) -> bytes:
+    big_png(tmp_path / name, 48)  # new bytes: no dedup with other tests' uploads
+    return (tmp_path / name).read_bytes()
+
+
+def test_web_upload_answers_say_deduplicated_and_keep_the_first_title(cluster: ClusterHandle, tmp_path: Path) -> None:
+    data = _png(tmp_path, "same.png")
+    key = {"Authorization": f"Bearer {cluster.admin_api_key}"}
+    images = f"{cluster.web_url}/api/v1/images?wait=0"
+    first = requests.post(images, headers=key, files={"file": ("a.png", data, "image/png")},
+                          data={"title": "Title A"}, timeout=60)
+    assert first.status_code == 201, first.text
+    a = first.json()
+    assert (a["title"], a["deduplicated"]) == ("Title A", False)
+    again = requests.post(images, headers=key, files={"file": ("b.png", data, "image/png")},
+                          data={"title": "Title B"}, timeout=60)
+    assert again.status_code == 201, again.text
+    b = again.json()
+    assert (b["id"], b["title"], b["deduplicated"]) == (a["id"], "Title A", True)
+
+    chevereto = f"{cluster.web_url}/api/1/upload"
+    hdr = {"X-API-Key": cluster.admin_api_key}
+    c = requests.post(chevereto, headers=hdr, files={"source": ("c.png", data, "image/png")},
+                      data={"title": "Title C"}, timeout=60)
+    assert c.status_code == 200, c.text
+    img = c.json()["image"]
+    assert (img["id_encoded"], img["title"], img["deduplicated"]) == (a["id"], "Title A", True)
+    assert c.json()["data"]["deduplicated"] is True and c.json()["success"]["message"] == DEDUPLICATED
+    new = requests.post(chevereto, headers=hdr, files={"source": ("n.png", _png(tmp_path, "new.png"), "image/png")},
+                        data={"title": "New"}, timeout=60)
+    assert new.status_code == 200, new.text
+    assert (new.json()["image"]["title"], new.json()["image"]["deduplicated"]) == ("New", False)
+    assert new.json()["success"]["message"] == "image uploaded"
+    stored = requests.get(f"{cluster.web_url}/api/v1/images/{a['id']}", headers=key, timeout=10).json()
+    assert stored["title"] == "Title A"
+
+
+def _tus(cluster: ClusterHandle, data: bytes, title: str) -> tuple[str, requests.Response]:
+    """A resumable upload of ``data`` titled ``title`` in one PATCH: (upload id, the completing PATCH's answer)."""
+    r = requests.post(f"{cluster.web_url}/api/v1/uploads", headers={"Authorization": f"Bearer {cluster.admin_api_key}"},
+                      json={"filename": "t.png", "size": len(data), "content_type": "image/png", "title": title},
+                      timeout=10)
+    assert r.status_code == 201, r.text
+    up = r.json()
+    done = requests.patch(up["upload_url"], data=data, timeout=60, headers={
+        "Authorization": f"Bearer {up['ticket']}", "Tus-Resumable": "1.0.0",
+        "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"})
+    assert done.status_code == 204, done.text
+    return up["id"], done
+
+
+def test_tus_answers_and_upload_progress_say_deduplicated(cluster: ClusterHandle, tmp_path: Path) -> None:
+    data = _png(tmp_path, "tus.png")
+    key = {"Authorization": f"Bearer {cluster.admin_api_key}"}
+    first_id, first = _tus(cluster, data, "T1")
+    again_id, again = _tus(cluster, data, "T2")
+    slug = first.headers["Pixelfox-Image-Slug"]
+    assert (first.headers["Pixelfox-Deduplicated"], again.headers["Pixelfox-Deduplicated"]) == ("false", "true")
+    assert again.headers["Pixelfox-Image-Slug"] == slug
+    assert "Pixelfox-Deduplicated" in again.headers["Access-Control-Expose-Headers"]  # readable by browsers
+    progress = [requests.get(f"{cluster.web_url}/api/v1/uploads/{i}", headers=key, timeout=10).json()
+                for i in (first_id, again_id)]
+    assert [(p["status"], p["deduplicated"], p["image"]["id"], p["image"]["title"]) for p in progress] == [
+        ("complete", False, slug, "T1"), ("complete", True, slug, "T1")]
+
+
+async def test_grpc_receipts_say_deduplicated(cluster: ClusterHandle, tmp_path: Path) -> None:
+    path = tmp_path / "grpc.png"
+    big_png(path, 48)
+    md = api_key_metadata(cluster.admin_api_key)
+    async with grpc.aio.insecure_channel(cluster.manager_address) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        first = await upload_file(stub, md, path, title="G1")
+        again = await upload_file(stub, md, path, title="G2")
+        assert (first.deduplicated, first.image.title) == (False, "G1")
+        assert (again.deduplicated, again.image.slug, again.image.title) == (True, first.image.slug, "G1")
+        # the receipt of a stream whose answer was lost comes from GetUpload, which says it too
+        for sent in (first, again):
+            lost = await _lost_receipt(stub, md, upload_pb2.UploadHeader(upload_id=sent.upload_id, size=sent.size))
+            assert (lost.upload_id, lost.deduplicated, lost.image.slug) == (sent.upload_id, sent.deduplicated,
+                                                                            first.image.slug)
