@@ -125,6 +125,12 @@ async def test_upload_resumes_after_reload(cluster: Any, chromium: Any, tmp_path
     assert await link.get_attribute("href") == image["url"]
     assert not csp_errors, csp_errors
 
+    # the same bytes a third time, after they were stored: the page says it is the existing image
+    await page.set_input_files("#file", str(photo))
+    again = page.locator("#uploads li.upload .state").first
+    await expect(again).to_have_text("ready (already uploaded: your existing image)", timeout=150_000)
+    assert await page.locator("#uploads li.upload a").first.get_attribute("href") == image["url"]
+
     # a ticket left by this user is dropped when another user opens the upload page in this browser
     first_user = await page.get_attribute("#drop", "data-user")
     assert first_user

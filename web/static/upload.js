@@ -76,6 +76,8 @@
       if (ok) {
         state.className = "state ok";
         state.textContent = data.status === "ready" ? "ready" : data.status || "uploaded";
+        // the same bytes were uploaded before: this is that image, its title and page unchanged
+        if (data.deduplicated) state.textContent += " (already uploaded: your existing image)";
         if (data.status === "failed" && data.error) {
           state.className = "state bad";
           state.textContent = "failed: " + data.error.message;
@@ -220,7 +222,7 @@
       try {
         const r = await fetch("/api/v1/uploads/" + encodeURIComponent(id), { credentials: "same-origin" });
         const data = await r.json().catch(() => ({}));
-        if (r.ok && data.image) return [true, data.image, r.status];
+        if (r.ok && data.image) return [true, { ...data.image, deduplicated: data.deduplicated }, r.status];
         const storing = (data.status === "open" && data.size > 0 && data.offset === data.size) ||
           data.status === "complete";  // every byte is in: the upload node is storing it
         if (!r.ok || !storing) return [false, data, r.status];
