@@ -8,11 +8,14 @@ environment. ``docs/config.md`` lists every variable.
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import TypeVar
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pixelfox import errors
 
 
 class ClusterSettings(BaseModel):
@@ -46,11 +49,43 @@ class RedisSettings(BaseModel):
 
 
 class DatabaseSettings(BaseModel):
+    """The metadata database. A URL of the wrong form or driver is refused here, naming the form to
+    use (:func:`pixelfox.db.checks.check_url`); whether the database answers is checked at start."""
+
     url: str = "sqlite+aiosqlite:///pixelfox.db"
     echo: bool = False
     read_urls: list[str] = Field(
         default_factory=list, description="read replicas of url (JSON list); reads go there (pixelfox.db.replicas)"
     )
+
+    @field_validator("url")
+    @classmethod
+    def _usable_url(cls, url: str) -> str:
+        return _checked_database_url(url)
+
+    @field_validator("read_urls")
+    @classmethod
+    def _usable_read_urls(cls, urls: list[str]) -> list[str]:
+        return [_checked_database_url(u) for u in urls]
+
+
+def _checked_database_url(url: str) -> str:
+    """``url`` if :func:`pixelfox.db.checks.check_url` takes it; ValueError with its reason otherwise."""
+    from pixelfox.db.checks import check_url  # here: nodes without a database need not import SQLAlchemy
+
+    try:
+        check_url(url)
+    except errors.BadRequest as exc:
+        raise ValueError(exc.message) from None
+    return url
+
+
+_URL_PASSWORD = re.compile(r"(//[^/@:\s]*:)[^@/\s]+@")
+
+
+def hide_password(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` in it shown as ``***``."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 class LogSettings(BaseModel):
@@ -112,14 +147,19 @@ SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 def load_settings(cls: type[SettingsT]) -> SettingsT:
     """``cls()`` read from the environment; a bad value ends the process with one line per problem
     naming the variable (``PIXELFOX_GRPC__PORT: Input should be a valid integer (got 'abc')``)
-    instead of pydantic's traceback. Raises SystemExit (exit status 2)."""
+    instead of pydantic's traceback. A validator's own message is shown as it is (it says what it
+    got); URL passwords are hidden. Raises SystemExit (exit status 2)."""
     try:
         return cls()
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
             var = "PIXELFOX_" + "__".join(str(p) for p in err["loc"]).upper()
-            got = f" (got {err['input']!r})" if isinstance(err.get("input"), str | int | float) else ""
+            if err["type"] == "value_error":
+                lines.append(f"{var}: {err['ctx']['error']}")
+                continue
+            shown = isinstance(err.get("input"), str | int | float)
+            got = f" (got {hide_password(repr(err['input']))})" if shown else ""
             lines.append(f"{var}: {err['msg']}{got}")
         print("configuration error:\n  " + "\n  ".join(lines), file=sys.stderr)
         raise SystemExit(2) from None

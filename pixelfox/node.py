@@ -2,7 +2,8 @@
 
 A node builds its :class:`~pixelfox.grpcx.server.GrpcServer`, then calls
 :func:`run_node`, which starts the server and a Prometheus ``/metrics`` endpoint, registers
-with the manager (retrying until it answers), sends a heartbeat every
+with the manager (retrying until it answers; a refusal, such as a heartbeat interval too long for
+the manager's node timeout, ends the process with the manager's reason), sends a heartbeat every
 ``cluster.heartbeat_interval_s`` seconds with the node's :class:`Load`, and on SIGTERM or
 SIGINT reports NOT_SERVING and DRAINING, runs the node's ``on_drain`` hook and stops the
 server with its grace period. Each heartbeat also carries the node's readiness (its gRPC
@@ -79,7 +80,15 @@ class ManagerLink:
         await self.channel.close()
 
 
-async def _register(link: ManagerLink, ident: NodeIdentity, load: Load, stop: asyncio.Event) -> None:
+#: what a manager answers to a registration it will never accept: no point in retrying
+REFUSED = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT})
+
+
+async def _register(link: ManagerLink, ident: NodeIdentity, load: Load, interval: float, stop: asyncio.Event) -> None:
+    """Register with the manager, retrying until it answers (or ``stop``); ``interval`` is this node's
+    heartbeat interval in seconds, which the manager checks. Raises SystemExit (the manager's reason)
+    when the manager refuses the node: a wrong cluster credential, a heartbeat interval too long
+    for the manager's node timeout, a request it cannot accept."""
     delay = 0.2
     while not stop.is_set():
         try:
@@ -94,6 +103,7 @@ async def _register(link: ManagerLink, ident: NodeIdentity, load: Load, stop: as
                     capabilities=ident.capabilities,
                     free_bytes=load.free_bytes,
                     version="0.1.0",
+                    heartbeat_interval_s=interval,
                 ),
                 metadata=link.metadata,
                 timeout=5,
@@ -102,7 +112,7 @@ async def _register(link: ManagerLink, ident: NodeIdentity, load: Load, stop: as
             logger.info("registered with the manager as %s", ident.node_id)
             return
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+            if exc.code() in REFUSED:
                 raise SystemExit(f"manager refused registration: {exc.details()}") from exc
             logger.info("manager not reachable yet (%s); retrying", exc.code().name)
             with contextlib.suppress(TimeoutError):
@@ -137,11 +147,21 @@ async def _heartbeats(
             )
             link.last_ok = time.monotonic()
             if not reply.known:
-                await _register(link, ident, load, stop)
+                await _register(link, ident, load, interval, stop)
         except grpc.aio.AioRpcError as exc:
             logger.warning("heartbeat failed: %s", exc.code().name)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
+
+
+def _agent_done(task: asyncio.Task[None]) -> None:
+    """A refused registration ends the process with SystemExit and its one line (see :func:`_register`):
+    take the exception so asyncio does not log it again as a traceback; log anything else the agent raised."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None and not isinstance(exc, SystemExit):
+        logger.error("registration and heartbeats stopped: %s", exc, exc_info=exc)
 
 
 class Agent:
@@ -166,13 +186,12 @@ class Agent:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())
+        self._task.add_done_callback(_agent_done)
 
     async def _run(self) -> None:
-        await _register(self.link, self.ident, self.load_fn(), self._stop)
-        await _heartbeats(
-            self.link, self.ident, self.load_fn, self.settings.cluster.heartbeat_interval_s, self._stop,
-            self._draining, self.ready,
-        )
+        interval = self.settings.cluster.heartbeat_interval_s
+        await _register(self.link, self.ident, self.load_fn(), interval, self._stop)
+        await _heartbeats(self.link, self.ident, self.load_fn, interval, self._stop, self._draining, self.ready)
 
     def set_draining(self) -> None:
         self._draining.set()

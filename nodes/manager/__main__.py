@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from nodes.manager.config import ManagerSettings
 from nodes.manager.expiry import ExpirySweeper
 from nodes.manager.jobs_rpc import JobServicer
@@ -13,7 +15,8 @@ from nodes.manager.repair import ReplicaRepair
 from nodes.manager.service import ManagerService
 from nodes.manager.servicer import ManagerServicer
 from nodes.manager.tiers import TierMover
-from pixelfox import redisx
+from pixelfox import errors, redisx
+from pixelfox.db.checks import check_database
 from pixelfox.db.engine import create_schema, make_engine, session_factory
 from pixelfox.db.replicas import make_replica_engines, routing_sessions
 from pixelfox.grpcx.server import GrpcServer
@@ -24,10 +27,22 @@ from pixelfox.v1 import common_pb2, jobs_pb2_grpc, manager_pb2_grpc
 logger = logging.getLogger("nodes.manager")
 
 
-async def serve(settings: ManagerSettings) -> None:
-    node_id = settings.node_id or "manager1"
+async def open_database(settings: ManagerSettings) -> AsyncEngine:
+    """The engine of ``settings.database``, its schema brought up to date. Raises SystemExit with one
+    line naming PIXELFOX_DATABASE__URL and the reason when the database does not answer (refused,
+    unknown host, no answer within 10 s, wrong password or database name) instead of a traceback."""
+    try:
+        await check_database(settings.database.url)
+    except errors.PixelfoxError as exc:
+        raise SystemExit(exc.message) from None
     engine = make_engine(settings.database)
     await create_schema(engine)
+    return engine
+
+
+async def serve(settings: ManagerSettings) -> None:
+    node_id = settings.node_id or "manager1"
+    engine = await open_database(settings)
     redis = redisx.connect(settings.redis)
     registry = Registry(redis, settings.node_timeout_s)
     queue = JobQueue(redis, consumer=node_id, lease_s=settings.lease_s, max_attempts=settings.max_attempts,

@@ -17,7 +17,8 @@ class ManagerSettings(NodeSettings):
     site_url: str = Field("", description="public base URL of the web site; default: first healthy web node")
     allow_anonymous: bool = Field(True, description="accept uploads without an account")
     replicas: int = Field(2, ge=1, description="copies of every object, capped by healthy storage nodes")
-    node_timeout_s: float = Field(5.0, description="a node without a heartbeat this long is inactive")
+    node_timeout_s: float = Field(5.0, gt=0, description=(
+        "a node without a heartbeat this long is inactive; nodes heartbeating less than 3 times in it are refused"))
     lease_s: float = Field(120.0, description="job lease; a job whose manager vanished is retaken after this")
     max_attempts: int = Field(3, ge=1, description="job attempts before the dead-letter list")
     # issue 7: job reliability (docs/jobs.md)

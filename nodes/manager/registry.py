@@ -5,11 +5,15 @@ manager, so a manager restart forgets nothing. A node is *healthy* when its last
 is younger than ``node_timeout_s``, its status is ACTIVE, it is not in maintenance and that
 heartbeat said it is ready (its own dependency check passes: a storage node's pool answers);
 unhealthy nodes get no uploads, jobs or objects.
+
+A node's heartbeat interval must be at most a third of ``node_timeout_s``
+(:data:`HEARTBEATS_PER_TIMEOUT`, checked when it registers: :meth:`Registry.check_interval`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -18,8 +22,27 @@ import redis.asyncio as aioredis
 from pixelfox import errors
 from pixelfox.v1 import common_pb2
 
+logger = logging.getLogger(__name__)
+
+#: heartbeats a node must send within ``node_timeout_s``. Heartbeats are an interval plus an RPC
+#: apart, so at one per timeout a node is declared dead between two of them; at three, one lost
+#: heartbeat (a failed call, a pause, a manager failover) still leaves an interval of slack.
+HEARTBEATS_PER_TIMEOUT = 3
+
 KEY = "pixelfox:{registry}:nodes"
 MAINTENANCE_KEY = "pixelfox:{registry}:maintenance"  # set of node ids an admin put in maintenance
+
+
+def check_heartbeat(interval_s: float, node_timeout_s: float) -> None:
+    """Refuse a heartbeat interval over ``node_timeout_s / HEARTBEATS_PER_TIMEOUT`` (both in seconds):
+    such a node would flap between healthy and dead. Raises BadRequest with one line naming both
+    settings and their values."""
+    limit = node_timeout_s / HEARTBEATS_PER_TIMEOUT
+    if interval_s > limit * (1 + 1e-9):  # 1e-9: 0.1 s against 0.3 s is no flap
+        raise errors.BadRequest(
+            f"PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S ({interval_s:g}) must be well under the manager's "
+            f"PIXELFOX_NODE_TIMEOUT_S ({node_timeout_s:g}): a node would be declared dead between two "
+            f"heartbeats; use at most a third of it ({limit:.3g})")
 
 
 @dataclass
@@ -55,6 +78,15 @@ class Registry:
         self.redis = redis
         self.node_timeout_s = node_timeout_s
         self.in_maintenance: set[str] = set()  # last seen MAINTENANCE_KEY (the dispatcher reads it)
+
+    def check_interval(self, node_id: str, heartbeat_interval_s: float) -> None:
+        """Refuse node ``node_id`` if its heartbeat interval is too long for ``node_timeout_s``
+        (:func:`check_heartbeat`; 0 = not told, an older node). Raises BadRequest, also logged here."""
+        try:
+            check_heartbeat(heartbeat_interval_s, self.node_timeout_s)
+        except errors.BadRequest as exc:
+            logger.warning("refused node %s: %s", node_id, exc)
+            raise
 
     async def upsert(self, rec: NodeRecord) -> None:
         rec.last_heartbeat = time.time()

@@ -33,6 +33,7 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
     async def Register(self, req: manager_pb2.RegisterRequest, ctx: Ctx) -> manager_pb2.RegisterResponse:
         if not req.node_id or (not req.grpc_address and req.role != common_pb2.NODE_ROLE_WEB):
             raise errors.BadRequest("node_id and grpc_address are required")
+        self.svc.registry.check_interval(req.node_id, req.heartbeat_interval_s)
         await self.svc.registry.upsert(
             NodeRecord(
                 node_id=req.node_id, role=req.role, grpc_address=req.grpc_address, http_url=req.http_url,

@@ -200,7 +200,7 @@ class LocalCluster:
         self.redis_url = self.redis_url or os.environ.get("PIXELFOX_REDIS__URL", "") or self._start_redis()
         ports = [self._port(f"manager{i}.grpc") for i in range(1, max(1, self.counts.managers) + 1)]
         self.manager_address = ",".join(f"{self.host}:{p}" for p in ports)
-        db = self._database_url()
+        db = self.database_url()
         # share links name the first web node's address (fixed per folder, see _port), not whichever
         # web node registered first
         self.site_url = f"http://{self.host}:{self._port('web1.http')}" if self.counts.web else ""
@@ -218,13 +218,13 @@ class LocalCluster:
         for i in range(1, self.counts.web + 1):
             self.add_web(f"web{i}")
 
-    def _database_url(self) -> str:
+    def database_url(self) -> str:
         """``PIXELFOX_DATABASE__URL``, else this folder's SQLite file: what the managers are given."""
         return os.environ.get("PIXELFOX_DATABASE__URL") or default_database_url(self.state)
 
     def add_manager(self, name: str, port: int, db: str = "") -> None:
         """Start a manager on ``port`` (all managers share Redis and the database)."""
-        db = db or self._database_url()
+        db = db or self.database_url()
         self._spawn(name, "nodes.manager", self._env(
             name, PIXELFOX_GRPC__PORT=str(port), PIXELFOX_REDIS__URL=self.redis_url, PIXELFOX_DATABASE__URL=db,
             PIXELFOX_SITE_URL=getattr(self, "site_url", ""),
@@ -401,7 +401,7 @@ class LocalCluster:
             "manager": self.manager_address, "web_url": self.web_urls[0] if self.web_urls else "",
             "web_urls": self.web_urls, "redis_url": self.redis_url, "secret": self.secret,
             "admin_api_key": admin_key, "pid": os.getpid(), "pids": self._pids(),
-            "database_url": database_url or self._database_url(),
+            "database_url": database_url or self.database_url(),
             "pools": self._state_pools(),
         })
 

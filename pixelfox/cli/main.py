@@ -80,12 +80,27 @@ async def _supervise(cluster: LocalCluster, stop: asyncio.Event, console: Consol
     return 0
 
 
+async def _refuse_bad_settings(cluster: LocalCluster) -> None:
+    """Refuse, before any node starts, what the nodes would refuse at their start, in one line each:
+    a database URL the managers cannot use or whose database does not answer (BadRequest,
+    Unavailable), and a heartbeat interval too long for the node timeout (BadRequest; every node
+    gets this process' environment, so both values are known here)."""
+    from nodes.manager.config import ManagerSettings  # here: other commands need not import SQLAlchemy
+    from nodes.manager.registry import check_heartbeat
+    from pixelfox.db.checks import check_database
+
+    await check_database(cluster.database_url())
+    settings = ManagerSettings()
+    check_heartbeat(settings.cluster.heartbeat_interval_s, settings.node_timeout_s)
+
+
 async def _up(opts: argparse.Namespace, console: Console) -> int:
     if opts.import_dir and not Path(opts.import_dir).is_dir():
         raise errors.BadRequest(f"--import: {opts.import_dir} is not a folder")
     lock = _lock_folder(Path.cwd())
     cluster = LocalCluster(Path.cwd(), Counts(opts.upload, opts.proc, opts.storage, opts.web, managers=opts.managers),
                            redis_url=opts.redis_url or "")
+    await _refuse_bad_settings(cluster)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

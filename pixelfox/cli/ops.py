@@ -68,7 +68,7 @@ def live_database() -> str | None:
 
 def _db_url(explicit: str | None, action: str, flag: str = "--db") -> str:
     """``flag`` if given, else :func:`cluster_database`; says on stderr which database ``action`` uses."""
-    from pixelfox.db.tools import check_url, redact
+    from pixelfox.db.checks import check_url, redact
 
     if explicit:
         url, origin = explicit, flag

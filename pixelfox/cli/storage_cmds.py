@@ -56,8 +56,8 @@ async def _tiers_move(opts: argparse.Namespace) -> dict[str, Any]:
     from nodes.manager.registry import Registry
     from nodes.manager.tiers import TierMover, TierRule
     from pixelfox import redisx
+    from pixelfox.db.checks import check_url, redact
     from pixelfox.db.engine import make_engine, session_factory
-    from pixelfox.db.tools import check_url, redact
 
     settings = _manager_settings()
     print(f"pixelfox: database {redact(settings.database.url)}", file=sys.stderr)

@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BASELINE = "0001"  # the first revision: the schema as it was when migrations arrived
 _LOCK_ID = 0x5069786C  # "Pixl": PostgreSQL advisory lock id for schema changes
-_SKIP = {"migrate", "migrations", "engine", "tools", "replicas"}
+_SKIP = {"migrate", "migrations", "engine", "tools", "replicas", "checks"}
 
 
 def target_metadata() -> MetaData:

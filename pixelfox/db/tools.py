@@ -41,14 +41,14 @@ from typing import IO, Any
 
 from sqlalchemy import DateTime, Table, delete, func, insert, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pixelfox import errors
 from pixelfox.config import DatabaseSettings
 from pixelfox.db import migrate
-from pixelfox.db.engine import make_engine, sqlite_path
+from pixelfox.db.checks import check_url, redact, unreachable
+from pixelfox.db.engine import make_engine
 
 logger = logging.getLogger(__name__)
 
@@ -85,50 +85,10 @@ async def _stream(conn: AsyncConnection, table: Table, batch: int) -> AsyncItera
         yield [_row(table, r) for r in part]
 
 
-SQLITE_FORM = "sqlite+aiosqlite:///PATH"
-POSTGRES_FORM = "postgresql+asyncpg://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
-
-
-def redact(url: str) -> str:
-    """``url`` with its password hidden (for messages and output)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<not a URL>"
-
-
-def check_url(url: str, *, must_exist: bool = False) -> URL:
-    """The parsed ``url`` if it is one we can use: ``BadRequest`` naming the form to use otherwise,
-    and for a SQLite file that does not exist when ``must_exist``."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise errors.BadRequest(f"{url!r} is not a database URL: use {POSTGRES_FORM} or {SQLITE_FORM}") from None
-    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
-    if backend == "postgresql" and driver != "asyncpg":
-        raise errors.BadRequest(f"{redact(url)}: PixelFox talks to PostgreSQL through asyncpg; use {POSTGRES_FORM}")
-    if backend == "sqlite" and driver != "aiosqlite":
-        raise errors.BadRequest(f"{redact(url)}: use {SQLITE_FORM}")
-    if backend not in ("postgresql", "sqlite"):
-        raise errors.BadRequest(f"{redact(url)}: only PostgreSQL ({POSTGRES_FORM}) and SQLite ({SQLITE_FORM}) "
-                                "are supported")
-    path = sqlite_path(parsed) if backend == "sqlite" else ""
-    if must_exist and path not in ("", ":memory:") and not Path(path).is_file():
-        raise errors.BadRequest(f"no SQLite database at {path}")
-    return parsed
-
-
 def open_engine(url: str, *, must_exist: bool = False) -> AsyncEngine:
     """:func:`check_url`, then the engine (connections are opened later, see :func:`identity`)."""
     check_url(url, must_exist=must_exist)
     return make_engine(DatabaseSettings(url=url))
-
-
-def unreachable(url: str, exc: BaseException) -> errors.Unavailable:
-    """One line for a database that cannot be reached (wrong host/port, no such database, bad password)."""
-    orig = getattr(exc, "orig", None) or exc
-    reason = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
-    return errors.Unavailable(f"cannot use the database {redact(url)}: {reason}")
 
 
 async def identity(engine: AsyncEngine) -> tuple[str, ...]:

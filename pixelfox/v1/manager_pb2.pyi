@@ -33,6 +33,7 @@ class RegisterRequest(_message.Message):
     CAPABILITIES_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     FREE_BYTES_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _builtins.int
     role: _common_pb2.NodeRole.ValueType
     node_id: _builtins.str
     """stable name chosen by the node, e.g. "proc1" """
@@ -42,6 +43,11 @@ class RegisterRequest(_message.Message):
     capacity: _builtins.int
     version: _builtins.str
     free_bytes: _builtins.int
+    heartbeat_interval_s: _builtins.float
+    """The node's PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S. The manager refuses (INVALID_ARGUMENT) an
+    interval over a third of its node_timeout_s: the node would flap between healthy and not.
+    0 (what older nodes send) = not checked.
+    """
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -56,10 +62,11 @@ class RegisterRequest(_message.Message):
         capabilities: _abc.Iterable[_builtins.str] | None = ...,
         version: _builtins.str = ...,
         free_bytes: _builtins.int = ...,
+        heartbeat_interval_s: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "capacity", b"capacity", "free_bytes", b"free_bytes", "grpc_address", b"grpc_address", "http_url", b"http_url", "metrics_url", b"metrics_url", "node_id", b"node_id", "role", b"role", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "capacity", b"capacity", "free_bytes", b"free_bytes", "grpc_address", b"grpc_address", "heartbeat_interval_s", b"heartbeat_interval_s", "http_url", b"http_url", "metrics_url", b"metrics_url", "node_id", b"node_id", "role", b"role", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,195 @@
+"""Operator mistakes refused at start with one line, through the real processes.
+
+* A heartbeat interval over a third of the manager's ``node_timeout_s`` made nodes flap between
+  healthy and dead; the manager now refuses such a node when it registers (the node exits with the
+  reason), and ``pixelfox up``, which hands both settings to its nodes, refuses it before it starts any.
+* A database URL the manager cannot use (bad syntax, a driver we do not ship) or whose server does not
+  answer showed the tail of a traceback; the manager, and ``pixelfox up`` before it starts any node,
+  now say which setting is wrong and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from pixelfox.cli.launcher import free_port
+from pixelfox.grpcx.auth import node_metadata
+from pixelfox.v1 import manager_pb2, manager_pb2_grpc
+
+SECRET = "start-checks-secret"
+FORMS = "postgresql+asyncpg://USER[:PASSWORD]@HOST[:PORT]/DATABASE or sqlite+aiosqlite:///PATH"
+SLOW = ("PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S (1.5) must be well under the manager's PIXELFOX_NODE_TIMEOUT_S (3): "
+        "a node would be declared dead between two heartbeats; use at most a third of it (1)")
+
+
+def _env(**settings: str) -> dict[str, str]:
+    """This environment without PIXELFOX_* settings, plus ``settings``."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("PIXELFOX_")}, **settings}
+
+
+def _leftovers(root: Path) -> list[str]:
+    """Command lines of live processes working in ``root`` (the nodes `up` starts there)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and os.readlink(proc / "cwd") == str(root.resolve()):
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return found
+
+
+def _up(root: Path, env: dict[str, str], timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``pixelfox up`` in ``root`` until it exits; one that is still running after ``timeout_s`` (it
+    started the cluster: the old behaviour) is stopped with Ctrl-C, so it stops its nodes, and fails."""
+    proc = subprocess.Popen([sys.executable, "-m", "pixelfox", "up", "--upload", "1", "--proc", "1", "--storage",
+                             "1"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        pytest.fail(f"pixelfox up did not refuse to start: {out}\n{err}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+# ---- heartbeat interval against node timeout ----------------------------------------------------
+
+@pytest.fixture
+def manager(tmp_path: Path, redis_url: str) -> Iterator[str]:
+    """A manager alone with ``node_timeout_s`` 3 (and no heartbeat setting of its own); its address."""
+    port = free_port()
+    log = (tmp_path / "manager.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "nodes.manager"], cwd=tmp_path, stdout=log, stderr=log, env=_env(
+        PIXELFOX_CLUSTER__SECRET=SECRET, PIXELFOX_GRPC__PORT=str(port), PIXELFOX_METRICS_PORT="-1",
+        PIXELFOX_REDIS__URL=redis_url, PIXELFOX_DATABASE__URL=f"sqlite+aiosqlite:///{tmp_path / 'm.db'}",
+        PIXELFOX_NODE_TIMEOUT_S="3"))
+    try:
+        asyncio.run(_serving(f"127.0.0.1:{port}", proc))
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+async def _serving(address: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with grpc.aio.insecure_channel(address) as ch:
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                reply = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"the manager did not start (exit status {proc.poll()})")
+
+
+async def _nodes(address: str) -> dict[str, bool]:
+    """Node id -> healthy, as the manager's registry says."""
+    async with grpc.aio.insecure_channel(address) as ch:
+        reply = await manager_pb2_grpc.ManagerServiceStub(ch).ListNodes(
+            manager_pb2.ListNodesRequest(), metadata=node_metadata(SECRET), timeout=10)
+    return {n.node_id: n.healthy for n in reply.nodes}
+
+
+def _proc_node(tmp_path: Path, manager: str, node_id: str, interval: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "nodes.proc"], cwd=tmp_path, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=_env(
+        PIXELFOX_CLUSTER__SECRET=SECRET, PIXELFOX_CLUSTER__MANAGER=manager, PIXELFOX_NODE_ID=node_id,
+        PIXELFOX_METRICS_PORT="-1", PIXELFOX_WORKERS="1", PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S=interval))
+
+
+def test_manager_refuses_a_node_heartbeating_too_slowly_for_its_node_timeout(tmp_path: Path, manager: str) -> None:
+    slow = _proc_node(tmp_path, manager, "procslow", "1.5")  # 1.5 s against 3 s: dead between two heartbeats
+    fine = _proc_node(tmp_path, manager, "procfine", "1")  # a third of it: the limit, taken
+    try:
+        try:
+            _out, err = slow.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("a node heartbeating every 1.5 s was taken by a manager that times nodes out after 3 s")
+        assert slow.returncode == 1, err
+        assert err.strip().splitlines()[-1] == f"manager refused registration: {SLOW}", err
+        assert "Traceback" not in err, err
+        assert f"refused node procslow: {SLOW}" in (tmp_path / "manager.log").read_text()
+        deadline = time.monotonic() + 30
+        while (nodes := asyncio.run(_nodes(manager))).get("procfine") is not True and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert nodes.get("procfine") is True and "procslow" not in nodes, nodes
+        for _ in range(8):  # over a timeout's length: a node at the limit stays healthy throughout
+            time.sleep(0.5)
+            assert asyncio.run(_nodes(manager)).get("procfine") is True
+        assert fine.poll() is None
+    finally:
+        for node in (slow, fine):
+            if node.poll() is None:
+                node.terminate()
+                node.communicate(timeout=30)
+
+
+def test_up_refuses_heartbeats_too_slow_for_the_node_timeout_before_starting_a_node(tmp_path: Path) -> None:
+    res = _up(tmp_path, _env(PIXELFOX_NODE_TIMEOUT_S="3", PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S="1.5"))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [f"pixelfox: {SLOW} (bad-request)"], res.stderr
+    assert not (tmp_path / ".pixelfox" / "logs").exists()  # not one node (nor Redis) was started
+    assert _leftovers(tmp_path) == []
+
+
+# ---- database URL ---------------------------------------------------------------------------------
+
+def _bad_urls() -> list[tuple[str, str, str]]:
+    """(URL, what the manager says about it, error code): a server that is not there, an unknown
+    driver, a driver we do not ship, no URL at all."""
+    port = free_port()  # nothing listens there
+    return [
+        (f"postgresql+asyncpg://nobody:hunter2@127.0.0.1:{port}/x",
+         f"cannot use the database postgresql+asyncpg://nobody:***@127.0.0.1:{port}/x: connection refused: "
+         f"no database server listens on 127.0.0.1:{port}", "unavailable"),
+        ("notadb://", "notadb://: only PostgreSQL (postgresql+asyncpg://USER[:PASSWORD]@HOST[:PORT]/DATABASE) and "
+         "SQLite (sqlite+aiosqlite:///PATH) are supported", "bad-request"),
+        ("postgresql://nobody:hunter2@db/x", "postgresql://nobody:***@db/x: PixelFox talks to PostgreSQL through "
+         "asyncpg; use postgresql+asyncpg://USER[:PASSWORD]@HOST[:PORT]/DATABASE", "bad-request"),
+        ("not a url", f"'not a url' is not a database URL: use {FORMS}", "bad-request"),
+    ]
+
+
+BAD_URLS = _bad_urls()
+IDS = ["refused", "unknown-driver", "sync-driver", "not-a-url"]
+
+
+@pytest.mark.parametrize(("url", "why", "code"), BAD_URLS, ids=IDS)
+def test_up_refuses_a_database_it_cannot_use_in_one_line_before_starting_a_node(
+        tmp_path: Path, url: str, why: str, code: str) -> None:
+    res = _up(tmp_path, _env(PIXELFOX_DATABASE__URL=url))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [f"pixelfox: PIXELFOX_DATABASE__URL: {why} ({code})"], res.stderr
+    assert "hunter2" not in res.stderr
+    assert not (tmp_path / ".pixelfox" / "logs").exists()  # not one node (nor Redis) was started
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(("url", "why", "code"), BAD_URLS, ids=IDS)
+def test_manager_alone_refuses_a_database_it_cannot_use_in_one_line(
+        tmp_path: Path, url: str, why: str, code: str) -> None:
+    res = subprocess.run([sys.executable, "-m", "nodes.manager"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60, check=False, env=_env(
+        PIXELFOX_CLUSTER__SECRET=SECRET, PIXELFOX_METRICS_PORT="-1", PIXELFOX_DATABASE__URL=url))
+    if code == "unavailable":  # the server: found at start, exit 1
+        assert (res.returncode, res.stderr.strip().splitlines()) == (1, [f"PIXELFOX_DATABASE__URL: {why}"])
+    else:  # the URL itself: a configuration error, exit 2 as for every setting
+        assert (res.returncode, res.stderr.strip().splitlines()) == (
+            2, ["configuration error:", f"  PIXELFOX_DATABASE__URL: {why}"])
+    assert "hunter2" not in res.stderr
