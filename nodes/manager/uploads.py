@@ -168,6 +168,7 @@ class Uploads:
                 await self._lasting_copy(s, upload.user_id, c.sha256)
             if dup is not None:  # dedup: this user already has these bytes, and keeps them
                 slug = dup.slug
+                upload.duplicate_of = dup.id  # GetUpload's answer once the Redis state is gone
                 await s.commit()
                 await self.states.finish(c.upload_id, "complete", slug)  # also frees the open-upload slot
                 logger.info("upload %s duplicates image %s of the same user", c.upload_id, slug)
@@ -318,12 +319,15 @@ class Uploads:
             if upload is None or not _may_see(upload, user, is_admin):
                 raise errors.NotFound("no such upload")
             image = await s.scalar(select(Image).where(Image.upload_id == upload_id))
+            original = await s.get(Image, upload.duplicate_of) if image is None and upload.duplicate_of else None
             slug, filename, size = (image.slug if image else ""), upload.filename, upload.size
             row_status = upload.status
             ticket_exp = upload.expires_at if upload.expires_at.tzinfo else upload.expires_at.replace(tzinfo=UTC)
         st = await self.states.get(upload_id)
         reply = manager_pb2.UploadProgress(upload_id=upload_id, size=size, filename=filename)
-        if not slug and st is not None and st.status == "complete":  # deduplicated: another upload's image
+        if original is not None:  # deduplicated: the user's existing image
+            slug, reply.deduplicated = original.slug, True
+        elif not slug and st is not None and st.status == "complete":  # the same, recorded before migration 0003
             slug, reply.deduplicated = st.slug, True
         if slug:
             reply.status, reply.offset = "complete", size

@@ -61,6 +61,9 @@ class Upload(Base):
     status: Mapped[str] = mapped_column(String(16), default="open")  # open | complete | abandoned
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
+    #: a deduplicated upload: the id of the user's existing image it completed as (it has no image of
+    #: its own); no foreign key, images already point at uploads (migration 0003)
+    duplicate_of: Mapped[str | None] = mapped_column(String(26), default=None)
 
 
 class Image(Base):

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+import redis
 import requests
 
 from pixelfox.client.uploader import _lost_receipt, upload_file
 from pixelfox.grpcx.auth import api_key_metadata
+from pixelfox.uploadstate import state_key
 from pixelfox.v1 import manager_pb2_grpc, upload_pb2
 from tests.conftest import ClusterHandle
 from tests.e2e.uploadkit import big_png
@@ -85,6 +87,16 @@ def test_tus_answers_and_upload_progress_say_deduplicated(cluster: ClusterHandle
                 for i in (first_id, again_id)]
     assert [(p["status"], p["deduplicated"], p["image"]["id"], p["image"]["title"]) for p in progress] == [
         ("complete", False, slug, "T1"), ("complete", True, slug, "T1")]
+
+    # once the upload's Redis state is gone (upload_ttl_s, an hour), the answer stays the same: the
+    # database keeps which image it became (it said "expired", with no image)
+    r = redis.Redis.from_url(cluster.redis_url)
+    try:
+        assert r.delete(state_key(again_id)) == 1
+    finally:
+        r.close()
+    later = requests.get(f"{cluster.web_url}/api/v1/uploads/{again_id}", headers=key, timeout=10).json()
+    assert (later["status"], later["deduplicated"], later["image"]["id"]) == ("complete", True, slug), later
 
 
 async def test_grpc_receipts_say_deduplicated(cluster: ClusterHandle, tmp_path: Path) -> None:
