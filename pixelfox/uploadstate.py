@@ -57,6 +57,7 @@ def lock_key(upload_id: str) -> str:
 _COMMIT = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('HGET', KEYS[1], 'status') ~= 'open' then return -2 end
 redis.call('HSET', KEYS[1], 'offset', ARGV[2], 'probed', ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
@@ -86,10 +87,10 @@ class State:
     title: str = ""  # the new image's title, given at CreateUpload
 
     def failure(self) -> errors.PixelfoxError:
-        """The error a failed upload's ticket now gets: the original reason when it is known."""
+        """The error a failed or cancelled upload's ticket now gets: the original reason when it is known."""
         if self.error_code:
-            return errors.from_wire(self.error_code, None,
-                                    f"{self.error} (this upload failed; start a new one)")
+            said = self.error if self.status == "abandoned" else f"{self.error} (this upload failed; start a new one)"
+            return errors.from_wire(self.error_code, None, said)
         return errors.InvalidTicket("upload ticket already used: the upload failed; start a new upload")
 
 
@@ -147,7 +148,10 @@ class UploadStates:
         return token
 
     async def commit(self, upload_id: str, token: str, offset: int, probed: bool) -> None:
-        """Record ``offset`` bytes as durable, if this writer still holds the lock (fencing)."""
+        """Record ``offset`` bytes as durable, if this writer still holds the lock (fencing) and the
+        upload is still open. Raises UploadBusy (lock lost), NotFound (state expired), or the reason
+        the upload closed under the writer (:meth:`State.failure`: cancelled by its owner, failed), so
+        a stream or PATCH still sending stops at its next commit instead of storing the file."""
         r = await self._commit(keys=[state_key(upload_id), lock_key(upload_id)],
                                args=[token, offset, self.lock_ttl_ms, self.ttl_s, int(probed)])
         if r == 0:
@@ -156,6 +160,10 @@ class UploadStates:
                                     "ask for the committed offset and resume")
         if r == -1:
             raise errors.NotFound("upload expired while being written")
+        if r == -2:  # closed under the writer: its owner cancelled it (or another stream ended it)
+            st = await self.get(upload_id)
+            raise st.failure() if st is not None and st.status != "complete" else errors.InvalidTicket(
+                "upload ticket already used: the upload is complete")
 
     async def unlock(self, upload_id: str, token: str) -> None:
         await self._release(keys=[lock_key(upload_id)], args=[token])

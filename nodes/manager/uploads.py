@@ -152,6 +152,8 @@ class Uploads:
             upload = await s.get(Upload, c.upload_id, with_for_update=True)
             if upload is None:
                 raise errors.InvalidTicket("unknown upload")
+            if upload.status == "abandoned":  # cancelled while its last bytes were on the way
+                raise errors.InvalidTicket("the upload was cancelled; start a new upload")
             if upload.status != "open":
                 done = await self._existing(s, upload.id, upload.user_id, c.sha256)
                 if done is not None:  # an upload node retrying after a crash
@@ -284,7 +286,11 @@ class Uploads:
             upload = await s.get(Upload, upload_id)
             if upload is None or not _may_see(upload, user, is_admin):
                 raise errors.NotFound("no such upload")
-        cancelled = errors.InvalidTicket("the upload was cancelled by its owner; start a new upload")
+            by = "its owner" if (user.id if user else None) == upload.user_id else "an admin"
+        st = await self.states.get(upload_id)
+        if st is not None and st.status != "open":  # failed (its row stays open): keep its reason
+            return False
+        cancelled = errors.InvalidTicket(f"the upload was cancelled by {by}; start a new upload")
         return await self._mark_abandoned(upload_id, cancelled, errors.NotFound("no such upload"))
 
     async def _mark_abandoned(self, upload_id: str, reason: errors.PixelfoxError | None,

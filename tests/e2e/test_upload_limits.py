@@ -253,6 +253,59 @@ def test_the_owner_cancels_open_uploads_without_their_tickets(local: LocalCluste
     assert requests.delete(f"{web}/api/v1/uploads/not-an-id", headers=bearer, timeout=10).status_code == 404
 
 
+def test_a_cancel_stops_a_patch_still_sending_and_a_failed_upload_keeps_its_reason(local: LocalCluster,
+                                                                                  tmp_path: Path) -> None:
+    """A tester cancelled an upload while its PATCH was still sending: the bytes kept coming, the
+    file was stored on both storage nodes with no image pointing at it, and the PATCH ended with
+    "ticket was already used". It now stops at its next commit (0.5 s) with the reason, and
+    nothing is stored. A failed upload (not an image) is not "open": DELETE says 409 and the
+    ticket keeps answering why it failed (it was 204, and the reason was lost)."""
+    key = asyncio.run(new_user_key(local, "midway"))
+    web, bearer = local.web_urls[0], {"Authorization": f"Bearer {key}"}
+    digest = big_png(tmp_path / "midway.png", 400)  # new bytes (~480 KB): nothing else stored them
+    data = (tmp_path / "midway.png").read_bytes()
+    t = asyncio.run(create(manager(local), key, len(data)))
+    tus = {"Authorization": f"Bearer {t.ticket}", "Tus-Resumable": "1.0.0"}
+    cancelled: list[int] = []
+
+    def slow_body() -> Iterator[bytes]:
+        for n, at in enumerate(range(0, len(data), 32_768)):
+            if n == 4:  # 128 KiB sent: the owner cancels, the client goes on sending
+                cancelled.append(requests.delete(f"{web}/api/v1/uploads/{t.upload_id}", headers=bearer,
+                                                 timeout=10).status_code)
+            yield data[at:at + 32_768]
+            time.sleep(0.1)
+
+    try:
+        r = requests.patch(t.upload_url, data=slow_body(), timeout=60, headers={
+            **tus, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"})
+        said = (r.status_code, r.json()["error"]["message"])
+    except requests.ConnectionError:  # the node answered and closed while the body was still coming
+        said = (401, "the upload was cancelled by its owner (the answer was cut)")
+    assert cancelled == [204]
+    assert said[0] == 401 and "cancelled by its owner" in said[1], said
+    head = requests.head(t.upload_url, headers=tus, timeout=10)
+    assert head.status_code == 401
+    progress = requests.get(f"{web}/api/v1/uploads/{t.upload_id}", headers=bearer, timeout=10).json()
+    assert progress["status"] == "abandoned" and progress["offset"] < len(data) and progress["image"] is None, progress
+    mine = requests.get(f"{web}/api/v1/images", headers=bearer, timeout=10).json()["images"]
+    assert mine == []  # nothing was stored as an image
+    assert list(local.root.rglob(f"*{digest}*")) == []  # no original on any storage node
+
+    bad = asyncio.run(create(manager(local), key, 5000))
+    failed = requests.patch(bad.upload_url, data=os.urandom(5000), timeout=30, headers={
+        "Authorization": f"Bearer {bad.ticket}", "Tus-Resumable": "1.0.0",
+        "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"})
+    assert failed.status_code == 415, failed.text
+    late = requests.delete(f"{web}/api/v1/uploads/{bad.upload_id}", headers=bearer, timeout=10)
+    assert late.status_code == 409 and "failed" in late.json()["error"]["message"], late.text
+    again = requests.head(bad.upload_url, headers={"Authorization": f"Bearer {bad.ticket}", "Tus-Resumable": "1.0.0"},
+                          timeout=10)
+    assert again.status_code == 415  # still the reason it failed
+    assert requests.get(f"{web}/api/v1/uploads/{bad.upload_id.lower()}", headers=bearer,  # ids in any case
+                        timeout=10).json()["status"] == "failed"
+
+
 async def test_an_upload_receiving_bytes_keeps_its_open_upload_slot(local: LocalCluster) -> None:
     """Uploads live 4 s here after their last chunk, tickets 900 s: an upload still receiving bytes after
     those 4 s keeps counting as open (each commit pushes its slot out with its state), up to its

@@ -59,7 +59,7 @@ async def create_upload(request: web.Request) -> web.Response:
 
 async def _upload_caller(request: web.Request, *, state_changing: bool) -> tuple[str, Caller]:
     """The upload id of the path and the (non-anonymous) caller; NotFound for an id that is not a ULID."""
-    upload_id = request.match_info["id"]
+    upload_id = request.match_info["id"].upper()  # ULIDs are case-insensitive; stored upper case
     if not ids.ULID.fullmatch(upload_id):
         raise errors.NotFound("no such upload")
     caller = await resolve_caller(request, state_changing=state_changing)
