@@ -83,6 +83,9 @@ def verify(key: bytes, token: str, *, allow_expired: bool = False) -> Ticket:
         raise errors.InvalidTicket("upload ticket expired") from exc
     except jwt.InvalidSignatureError as exc:
         raise errors.InvalidTicket("upload ticket signature is not valid") from exc
+    except jwt.DecodeError as exc:  # not base64url JSON: PyJWT's words ("Invalid crypto padding") help nobody
+        raise errors.InvalidTicket("upload ticket is malformed: send the 'ticket' string of the upload's answer "
+                                   "exactly as given") from exc
     except jwt.PyJWTError as exc:
         raise errors.InvalidTicket(f"upload ticket is not valid: {exc}") from exc
     try:

@@ -343,6 +343,13 @@ def test_tus_reads_headers_as_clients_write_them(cluster: ClusterHandle, corpus:
     for value in ("Bearer", "Bearer ", "Basic abc", "Token " + t.ticket):
         h = requests.head(t.upload_url, headers={**TUS, "Authorization": value}, timeout=10)
         assert h.status_code == 401, value
+    for junk in (t.ticket + " x", t.ticket[:-3], "abc"):  # our words, not PyJWT's ("Invalid crypto padding")
+        p = requests.patch(t.upload_url, data=b"x", timeout=10, headers={
+            **TUS, "Authorization": f"Bearer {junk}", "Content-Type": "application/offset+octet-stream",
+            "Upload-Offset": "0"})
+        said = p.json()["error"]["message"]
+        assert p.status_code == 401 and ("malformed" in said or "signature" in said), (junk, said)
+        assert "padding" not in said and "segments" not in said.lower(), said
 
     patch = {"Authorization": f"bearer {t.ticket}", **TUS, "Content-Type": "application/offset+octet-stream"}
     r = requests.patch(t.upload_url, data=data[:50_000], headers={**patch, "Upload-Offset": "0"}, timeout=10)
