@@ -29,6 +29,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/api/v1/images/{slug:[A-Za-z0-9_-]{1,64}}", api_v1.get_image, name="api_image")
     r.add_get("/api/v1/me", api.me, name="api_me")
     r.add_post("/api/v1/uploads", uploads.create_upload, name="api_create_upload")
+    r.add_get("/api/v1/uploads", uploads.list_uploads, name="api_list_uploads")
     r.add_post("/api/1/upload", chevereto.upload, name="chevereto_upload")
     r.add_route("*", "/api/1/upload", chevereto.not_allowed)  # every other method: 405, Chevereto-shaped
     setup_deletion_routes(app)

@@ -116,6 +116,13 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
         p = await self.svc.principal(caller())
         return await self.svc.uploads.progress(req.upload_id, p.user, p.is_admin)
 
+    @rpc()
+    async def ListUploads(self, req: manager_pb2.ListUploadsRequest, ctx: Ctx) -> manager_pb2.ListUploadsResponse:
+        p = await self.svc.principal(caller())
+        if p.user is None:
+            raise errors.Unauthenticated("listing uploads needs a user")
+        return manager_pb2.ListUploadsResponse(uploads=await self.svc.uploads.list_open(p.user))
+
     # ---- images
     @rpc()
     async def GetImage(self, req: manager_pb2.GetImageRequest, ctx: Ctx) -> common_pb2.Image:

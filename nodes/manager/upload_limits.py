@@ -72,10 +72,11 @@ class UploadLimits:
                 wait = max(1, math.ceil(float(earliest[0][1]) - now)) if earliest else 1
                 raise errors.TooManyOpenUploads(
                     f"{lim.user_open_uploads} unfinished uploads already; the next frees in {wait} s. An upload "
-                    "counts until it completes, is cancelled (DELETE /api/v1/uploads/<id>, or tus DELETE with "
-                    f"its ticket), or nothing can resume it any more: its ticket ends ({lim.ticket_ttl_s} s after "
-                    f"it was created, plus {tickets.LEEWAY_S} s for clock skew) or it gets no bytes for "
-                    f"{lim.upload_ttl_s} s", retry_after_s=wait)
+                    "counts until it completes, is cancelled (list them with GET /api/v1/uploads, cancel one "
+                    "with DELETE /api/v1/uploads/<id>, or tus DELETE with its ticket), or nothing can resume it "
+                    f"any more: its ticket ends ({lim.ticket_ttl_s} s after it was created, plus "
+                    f"{tickets.LEEWAY_S} s for clock skew) or it gets no bytes for {lim.upload_ttl_s} s",
+                    retry_after_s=wait)
             await self.redis.zadd(key, {upload_id: min(usable_until, now + lim.upload_ttl_s)})
             await self.redis.expire(key, max(1, math.ceil(usable_until - now)) + 60)  # outlives every member
 

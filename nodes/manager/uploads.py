@@ -7,7 +7,7 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -30,6 +30,8 @@ from pixelfox.v1 import common_pb2, manager_pb2
 
 logger = logging.getLogger(__name__)
 
+#: the most open uploads :meth:`Uploads.list_open` answers when ``user_open_uploads`` is 0 (no limit)
+LISTED_UPLOADS_CAP = 100
 
 
 @dataclass(frozen=True)
@@ -353,6 +355,28 @@ class Uploads:
             if expires := min(await self.states.ttl(upload_id) or math.inf, ticket_exp.timestamp()):
                 reply.expires_at = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
         return reply
+
+    async def list_open(self, user: User) -> list[manager_pb2.UploadProgress]:
+        """``user``'s open uploads, newest first, each as :meth:`progress` answers it: at most
+        ``user_open_uploads`` of them (:data:`LISTED_UPLOADS_CAP` when that is 0), an admin's own too
+        (admins skip the limit, so they are not in the Redis set of open uploads; the table is the
+        source). A row stays ``open`` when its upload failed or its ticket or state ran out, so only
+        rows whose ticket is still accepted (:func:`~pixelfox.tickets.usable_until` of its expiry is
+        ahead) are looked at, and :meth:`progress` says which of them are still open."""
+        limit = self.limits.user_open_uploads or LISTED_UPLOADS_CAP
+        since = datetime.now(UTC) - timedelta(seconds=tickets.LEEWAY_S)  # usable_until(exp) > now
+        async with self.sessions() as s:
+            candidates = list(await s.scalars(select(Upload.id).where(
+                Upload.user_id == user.id, Upload.status == "open", Upload.expires_at > since,
+            ).order_by(Upload.created_at.desc(), Upload.id.desc())))
+        found: list[manager_pb2.UploadProgress] = []
+        for upload_id in candidates:
+            p = await self.progress(upload_id, user, is_admin=False)
+            if p.status == "open":
+                found.append(p)
+                if len(found) == limit:
+                    break
+        return found
 
 
 def _may_see(upload: Upload, user: User | None, is_admin: bool) -> bool:

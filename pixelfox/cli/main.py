@@ -22,6 +22,7 @@ from rich.table import Table
 from pixelfox import errors
 from pixelfox.cli import context, ops, put, storage_cmds
 from pixelfox.cli import jobs as jobs_cli
+from pixelfox.cli import uploads as uploads_cli
 from pixelfox.cli.argtypes import seconds_or_days, whole_number
 from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.cli.tables import table_console
@@ -277,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     kc.add_argument("--label", default="cli")
     kc.set_defaults(func=cmd_keys_create)
     jobs_cli.add_commands(sub, with_target)
+    uploads_cli.add_commands(sub, with_target)
     ops.add_commands(sub, with_target)
     storage_cmds.add_commands(sub, with_target)
     return p

@@ -65,6 +65,9 @@ class Upload(Base):
     #: its own); no foreign key, images already point at uploads (migration 0003)
     duplicate_of: Mapped[str | None] = mapped_column(String(26), default=None)
 
+    #: a user's uploads whose ticket is still accepted (``GET /api/v1/uploads``, migration 0004)
+    __table_args__ = (Index("ix_uploads_user_expires", "user_id", "expires_at"),)
+
 
 class Image(Base):
     __tablename__ = "images"

@@ -89,6 +89,11 @@ class ManagerServiceStub:
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.AbandonUploadRequest.SerializeToString,
                 response_deserializer=pixelfox_dot_v1_dot_manager__pb2.AbandonUploadResponse.FromString,
                 _registered_method=True)
+        self.ListUploads = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/ListUploads',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.ListUploadsRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.ListUploadsResponse.FromString,
+                _registered_method=True)
         self.GetImage = channel.unary_unary(
                 '/pixelfox.v1.ManagerService/GetImage',
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.GetImageRequest.SerializeToString,
@@ -280,6 +285,15 @@ class ManagerServiceServicer:
         upload's TTL ends. With its ticket: tus DELETE, from an upload node. Without: the owner (or an
         admin) cancels it (DELETE /api/v1/uploads/<id>), and its ticket is refused from then on.
         Idempotent: abandoned = false once it is no longer open.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUploads(self, request, context):
+        """The caller's open uploads (status "open" as GetUpload says it: not complete, failed, cancelled
+        or expired), newest first, at most the open-upload limit's worth; an admin gets their own.
+        Needs a user (API key, or the web node acting for one).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -487,6 +501,11 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.AbandonUpload,
                     request_deserializer=pixelfox_dot_v1_dot_manager__pb2.AbandonUploadRequest.FromString,
                     response_serializer=pixelfox_dot_v1_dot_manager__pb2.AbandonUploadResponse.SerializeToString,
+            ),
+            'ListUploads': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUploads,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.ListUploadsRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.ListUploadsResponse.SerializeToString,
             ),
             'GetImage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetImage,
@@ -878,6 +897,33 @@ class ManagerService:
             '/pixelfox.v1.ManagerService/AbandonUpload',
             pixelfox_dot_v1_dot_manager__pb2.AbandonUploadRequest.SerializeToString,
             pixelfox_dot_v1_dot_manager__pb2.AbandonUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUploads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/ListUploads',
+            pixelfox_dot_v1_dot_manager__pb2.ListUploadsRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.ListUploadsResponse.FromString,
             options,
             channel_credentials,
             insecure,

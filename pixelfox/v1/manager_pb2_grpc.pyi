@@ -63,6 +63,11 @@ class ManagerServiceStub:
     admin) cancels it (DELETE /api/v1/uploads/<id>), and its ticket is refused from then on.
     Idempotent: abandoned = false once it is no longer open.
     """
+    ListUploads: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ListUploadsRequest, _manager_pb2.ListUploadsResponse]
+    """The caller's open uploads (status "open" as GetUpload says it: not complete, failed, cancelled
+    or expired), newest first, at most the open-upload limit's worth; an admin gets their own.
+    Needs a user (API key, or the web node acting for one).
+    """
     GetImage: _grpc.UnaryUnaryMultiCallable[_manager_pb2.GetImageRequest, _common_pb2.Image]
     """--- images"""
     ListImages: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ListImagesRequest, _manager_pb2.ListImagesResponse]
@@ -133,6 +138,11 @@ class ManagerServiceAsyncStub(ManagerServiceStub):
     upload's TTL ends. With its ticket: tus DELETE, from an upload node. Without: the owner (or an
     admin) cancels it (DELETE /api/v1/uploads/<id>), and its ticket is refused from then on.
     Idempotent: abandoned = false once it is no longer open.
+    """
+    ListUploads: _aio.UnaryUnaryMultiCallable[_manager_pb2.ListUploadsRequest, _manager_pb2.ListUploadsResponse]  # type: ignore[assignment]
+    """The caller's open uploads (status "open" as GetUpload says it: not complete, failed, cancelled
+    or expired), newest first, at most the open-upload limit's worth; an admin gets their own.
+    Needs a user (API key, or the web node acting for one).
     """
     GetImage: _aio.UnaryUnaryMultiCallable[_manager_pb2.GetImageRequest, _common_pb2.Image]  # type: ignore[assignment]
     """--- images"""
@@ -261,6 +271,17 @@ class ManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         upload's TTL ends. With its ticket: tus DELETE, from an upload node. Without: the owner (or an
         admin) cancels it (DELETE /api/v1/uploads/<id>), and its ticket is refused from then on.
         Idempotent: abandoned = false once it is no longer open.
+        """
+
+    @_abc_1.abstractmethod
+    def ListUploads(
+        self,
+        request: _manager_pb2.ListUploadsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.ListUploadsResponse, _abc.Awaitable[_manager_pb2.ListUploadsResponse]]:
+        """The caller's open uploads (status "open" as GetUpload says it: not complete, failed, cancelled
+        or expired), newest first, at most the open-upload limit's worth; an admin gets their own.
+        Needs a user (API key, or the web node acting for one).
         """
 
     @_abc_1.abstractmethod

@@ -221,6 +221,7 @@ def test_the_owner_cancels_open_uploads_without_their_tickets(local: LocalCluste
     said = full.value.details() or ""
     assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "3 unfinished uploads" in said and "DELETE /api/v1/uploads/<id>" in said, said
+    assert "list them with GET /api/v1/uploads," in said, said
     assert "its ticket ends (900 s after it was created, plus 30 s for clock skew)" in said, said
 
     first = held[0]

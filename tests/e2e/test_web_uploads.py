@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import re
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -10,7 +15,7 @@ import requests
 
 from pixelfox.config import LimitsSettings
 from tests.conftest import ClusterHandle
-from tests.e2e.uploadkit import big_png
+from tests.e2e.uploadkit import big_png, new_user_key
 
 pytestmark = pytest.mark.e2e
 
@@ -87,3 +92,79 @@ def test_a_cancelled_upload_reads_as_abandoned(cluster: ClusterHandle) -> None:
     assert requests.delete(up["upload_url"], headers=tus, timeout=10).status_code == 204
     p = requests.get(f"{api}/{up['id']}", headers=key, timeout=10).json()
     assert (p["status"], p["offset"], p["image"]) == ("abandoned", 0, None), p
+
+
+def test_a_user_lists_their_open_uploads_newest_first(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """A script that lost its upload ids, or a browser user who closed the tab, could not learn them
+    (``GET /api/v1/uploads`` was a 405), so the 429 "too many open uploads" left them stuck until their
+    tickets ended. The list holds exactly the caller's open uploads, newest first, each as
+    ``GET /api/v1/uploads/<id>`` answers it; a completed or failed one is not in it, a cancelled one
+    leaves it."""
+    name = f"lister_{uuid.uuid4().hex[:8]}"
+    key = asyncio.run(new_user_key(cluster.local, name))
+    other = asyncio.run(new_user_key(cluster.local, f"other_{uuid.uuid4().hex[:8]}"))
+    mine = {"Authorization": f"Bearer {key}"}
+    api = f"{cluster.web_url}/api/v1/uploads"
+    big_png(tmp_path / "done.png", 300)  # new bytes: no dedup with earlier tests' uploads
+    big_png(tmp_path / "first.png", 400)
+    data, partial = (tmp_path / "done.png").read_bytes(), (tmp_path / "first.png").read_bytes()
+
+    def start(filename: str, size: int) -> dict[str, str]:
+        r = requests.post(api, json={"filename": filename, "size": size, "content_type": "image/png"},
+                          headers=mine, timeout=10)
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    def patch(up: dict[str, str], body: bytes) -> int:
+        return requests.patch(up["upload_url"], data=body, timeout=60, headers={
+            "Authorization": f"Bearer {up['ticket']}", "Tus-Resumable": "1.0.0",
+            "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}).status_code
+
+    first, done = start("first.png", len(partial)), start("done.png", len(data))
+    bad, last = start("bad.png", 5000), start("last.png", 5000)
+    assert patch(first, partial[:100_000]) == 204  # part of the file: stays open at 100000 bytes
+    assert patch(done, data) == 204  # the whole file: complete, not open
+    assert patch(bad, os.urandom(5000)) == 415  # not an image: failed (its row stays "open"), not open either
+    listed = requests.get(api, headers=mine, timeout=10)
+    assert listed.status_code == 200 and listed.headers["Cache-Control"] == "no-store", listed.text
+    uploads = listed.json()["uploads"]
+    assert [(u["id"], u["filename"], u["status"], u["offset"], u["size"]) for u in uploads] == [
+        (last["id"], "last.png", "open", 0, 5000), (first["id"], "first.png", "open", 100_000, len(partial))]
+    assert uploads == [requests.get(f"{api}/{u['id']}", headers=mine, timeout=10).json() for u in uploads]
+    assert requests.get(f"{api}/{done['id']}", headers=mine, timeout=10).json()["status"] == "complete"
+
+    assert requests.get(api, headers={"X-API-Key": other}, timeout=10).json() == {"uploads": []}
+    admin = requests.get(api, headers={"Authorization": f"Bearer {cluster.admin_api_key}"}, timeout=10)
+    assert admin.status_code == 200 and not {u["id"] for u in admin.json()["uploads"]} & {first["id"], last["id"]}
+    anonymous = requests.get(api, timeout=10)
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "unauthenticated", anonymous.text
+    with requests.Session() as browser:  # a signed-in browser sees the same list
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', browser.get(f"{cluster.web_url}/login", timeout=10).text)
+        assert csrf, "no CSRF token on /login"
+        login = browser.post(f"{cluster.web_url}/login", allow_redirects=False, timeout=10,
+                             data={"csrf_token": csrf.group(1), "name": name, "password": "pw " + name * 2})
+        assert login.status_code == 303, login.text
+        assert [u["id"] for u in browser.get(api, timeout=10).json()["uploads"]] == [last["id"], first["id"]]
+
+    assert requests.delete(f"{api}/{last['id']}", headers=mine, timeout=10).status_code == 204
+    assert [u["id"] for u in requests.get(api, headers=mine, timeout=10).json()["uploads"]] == [first["id"]]
+
+
+def test_pixelfox_uploads_lists_and_cancels_the_callers_open_uploads(cluster: ClusterHandle) -> None:
+    """``pixelfox uploads`` lists the local admin's open uploads and ``pixelfox uploads cancel ID``
+    cancels one (ids in any case); cancelling it again says why not."""
+    api = f"{cluster.web_url}/api/v1/uploads"
+    r = requests.post(api, json={"filename": "cli.png", "size": 4321},
+                      headers={"Authorization": f"Bearer {cluster.admin_api_key}"}, timeout=10)
+    assert r.status_code == 201, r.text
+    upload_id = r.json()["id"]
+    listed = cluster.pixelfox("uploads", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {u["id"]: u for u in json.loads(listed.stdout)["uploads"]}
+    assert {k: rows[upload_id][k] for k in ("filename", "offset", "size")} == {
+        "filename": "cli.png", "offset": 0, "size": 4321}
+    gone = cluster.pixelfox("uploads", "cancel", upload_id.lower())
+    assert (gone.returncode, gone.stdout.strip()) == (0, f"cancelled upload {upload_id}"), gone.stderr
+    assert upload_id not in cluster.pixelfox("uploads", "--json").stdout
+    again = cluster.pixelfox("uploads", "cancel", upload_id)
+    assert again.returncode == 2 and "the upload is abandoned, not open" in again.stderr, again.stderr

@@ -218,6 +218,10 @@ OPENAPI: dict[str, Any] = {
                                 "(or gRPC at upload_address)",
                      "requestBody": {"required": True, **_json("NewUpload")},
                      "responses": {**_ok("UploadTicket", "created", "201"), **_errors(400, 401, 403, 413, 429, 503)}},
+            "get": {"operationId": "listUploads",
+                    "summary": "The caller's open (unfinished) resumable uploads, newest first, at most the "
+                               "open-upload limit's worth: the ids to resume or cancel",
+                    "responses": {**_ok("UploadList"), **_errors(401)}},
         },
         "/api/v1/uploads/{id}": {
             "parameters": [{"name": "id", "in": "path", "required": True,
@@ -301,6 +305,8 @@ OPENAPI: dict[str, Any] = {
             "NewUpload": NEW_UPLOAD,
             "UploadTicket": UPLOAD_TICKET,
             "UploadProgress": UPLOAD_PROGRESS,
+            "UploadList": {"type": "object", "required": ["uploads"], "properties": {
+                "uploads": {"type": "array", "items": {"$ref": "#/components/schemas/UploadProgress"}}}},
             "DeletedBySlug": {"type": "object", "required": ["deleted", "id"], "properties": {
                 "deleted": {"type": "boolean"}, "id": {"type": "string"}}},
             "CheveretoUpload": {"type": "object", "required": ["status_code", "image", "status_txt"], "properties": {

@@ -1,4 +1,5 @@
-"""Resumable uploads from browsers and scripts: ``POST /api/v1/uploads``, ``GET`` and ``DELETE /api/v1/uploads/{id}``.
+"""Resumable uploads from browsers and scripts: ``POST`` and ``GET /api/v1/uploads``, ``GET`` and
+``DELETE /api/v1/uploads/{id}``.
 
 ``POST`` (API key, or session cookie plus ``X-CSRF-Token``) takes JSON
 ``{"filename", "size", "content_type", "title"}`` (title optional) and answers ``201`` with ``{"id", "upload_url",
@@ -9,7 +10,9 @@ tus 1.0 to ``upload_url`` with ``Authorization: Bearer <ticket>`` (or gRPC to
 the upload completed, else ``null``, and ``error`` is ``{"code", "message"}`` of a failed upload.
 ``DELETE`` cancels an open upload without its ticket (``204``): it stops counting against the
 caller's open uploads at once and its ticket is refused from then on; ``409`` when it had already
-ended. Anonymous callers get 401.
+ended. ``GET /api/v1/uploads`` answers ``{"uploads": [...]}``: the caller's open uploads, newest
+first, each as ``GET /api/v1/uploads/<id>`` answers it (how a client that lost its ids finds the
+ones to resume or cancel). Anonymous callers get 401.
 """
 
 from __future__ import annotations
@@ -85,7 +88,27 @@ async def get_upload(request: web.Request) -> web.Response:
     upload_id, caller = await _upload_caller(request, state_changing=False)
     p: manager_pb2.UploadProgress = await call(request, "GetUpload",
                                                manager_pb2.GetUploadRequest(upload_id=upload_id), caller.metadata)
-    body: dict[str, Any] = {
+    return web.json_response(progress_json(request, p), headers={"Cache-Control": "no-store"})
+
+
+async def list_uploads(request: web.Request) -> web.Response:
+    """``GET /api/v1/uploads``: ``{"uploads": [...]}``, the caller's open uploads (newest first, at most
+    the open-upload limit's worth; an admin's own only), each as :func:`progress_json`. 401 anonymous."""
+    caller = await resolve_caller(request, state_changing=False)
+    if caller.via == "anonymous":
+        raise errors.Unauthenticated("log in or send an API key")
+    reply: manager_pb2.ListUploadsResponse = await call(request, "ListUploads", manager_pb2.ListUploadsRequest(),
+                                                        caller.metadata)
+    return web.json_response({"uploads": [progress_json(request, p) for p in reply.uploads]},
+                             headers={"Cache-Control": "no-store"})
+
+
+def progress_json(request: web.Request, p: manager_pb2.UploadProgress) -> dict[str, Any]:
+    """One upload as ``GET /api/v1/uploads/<id>`` answers it: ``id``, ``status``, ``offset`` and ``size``
+    (bytes), ``progress`` (0 to 1, rounded down to 4 places), ``expires_at`` (ISO 8601 UTC or null),
+    ``filename``, ``image`` (image JSON once complete, else null), ``deduplicated``, ``error``
+    (``{"code", "message"}`` of a failed upload, else null)."""
+    return {
         "id": p.upload_id, "status": p.status, "offset": p.offset, "size": p.size,
         # rounded down: 0.99995 is not done
         "progress": math.floor(p.offset * 10_000 / p.size) / 10_000 if p.size else 0.0,
@@ -94,4 +117,3 @@ async def get_upload(request: web.Request) -> web.Response:
         "deduplicated": p.deduplicated,
         "error": {"code": p.error_code, "message": p.error_message} if p.error_code else None,
     }
-    return web.json_response(body, headers={"Cache-Control": "no-store"})

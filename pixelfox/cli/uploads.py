@@ -1,0 +1,82 @@
+"""``pixelfox uploads`` (the caller's open resumable uploads) and ``pixelfox uploads cancel ID``.
+
+They act for the user of the API key (``--api-key``, or the local admin's in a ``pixelfox up``
+folder), as ``GET`` and ``DELETE /api/v1/uploads/<id>`` do on the web: an upload past the
+open-upload limit is refused until one of these completes or is cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from rich.table import Table
+
+from pixelfox import errors
+from pixelfox.cli import context
+from pixelfox.cli.tables import table_console
+from pixelfox.grpcx.client import channel, map_rpc_errors
+from pixelfox.text import human_bytes
+from pixelfox.v1 import manager_pb2, manager_pb2_grpc
+
+
+def upload_row(p: manager_pb2.UploadProgress) -> dict[str, Any]:
+    """One open upload as a JSON-ready dict (``pixelfox uploads --json``): ``id``, ``filename``,
+    ``offset`` and ``size`` (bytes), ``expires_at`` (ISO 8601 UTC, "" if unknown)."""
+    return {"id": p.upload_id, "filename": p.filename, "offset": p.offset, "size": p.size,
+            "expires_at": p.expires_at}
+
+
+async def _list(ref: context.ClusterRef) -> list[manager_pb2.UploadProgress]:
+    async with channel(ref.manager) as ch, map_rpc_errors():
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        reply = await stub.ListUploads(manager_pb2.ListUploadsRequest(), metadata=ref.metadata(), timeout=30)
+    return list(reply.uploads)
+
+
+async def _cancel(ref: context.ClusterRef, upload_id: str) -> None:
+    """Cancel ``upload_id``; Conflict when it was no longer open, NotFound for an unknown or another's."""
+    async with channel(ref.manager) as ch, map_rpc_errors():
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        md = ref.metadata()
+        reply = await stub.AbandonUpload(manager_pb2.AbandonUploadRequest(upload_id=upload_id), metadata=md,
+                                         timeout=30)
+        if not reply.abandoned:
+            p = await stub.GetUpload(manager_pb2.GetUploadRequest(upload_id=upload_id), metadata=md, timeout=30)
+            raise errors.Conflict(f"the upload is {p.status}, not open: nothing to cancel")
+
+
+def cmd_uploads(opts: argparse.Namespace) -> int:
+    ref = context.resolve(opts.manager, opts.api_key)
+    rows = [upload_row(p) for p in asyncio.run(_list(ref))]
+    if opts.json:
+        print(json.dumps({"uploads": rows}, indent=2))
+        return 0
+    table = Table("id", "filename", "received", "expires")
+    for r in rows:
+        table.add_row(r["id"], r["filename"], f"{human_bytes(r['offset'])} of {human_bytes(r['size'])}",
+                      r["expires_at"])
+    table_console().print(table if rows else "no open uploads")
+    return 0
+
+
+def cmd_uploads_cancel(opts: argparse.Namespace) -> int:
+    ref = context.resolve(opts.manager, opts.api_key)
+    upload_id = opts.id.upper()  # ULIDs are case-insensitive; stored upper case
+    asyncio.run(_cancel(ref, upload_id))
+    print(f"cancelled upload {upload_id}")
+    return 0
+
+
+def add_commands(sub: Any, with_target: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+    """Add ``uploads`` (list) and ``uploads cancel ID`` to the ``pixelfox`` parser."""
+    up = with_target(sub.add_parser("uploads", help="list your open (unfinished) resumable uploads"))
+    up.add_argument("--json", action="store_true")
+    up.set_defaults(func=cmd_uploads)
+    usub = up.add_subparsers(dest="uploads_cmd")
+    cancel = with_target(usub.add_parser("cancel", help="cancel an open upload (its ticket is refused from then on)"))
+    cancel.add_argument("id")
+    cancel.set_defaults(func=cmd_uploads_cancel)
