@@ -1,6 +1,6 @@
 """Upload benchmark (issue 4): single-stream gRPC and tus against two ceilings, then 500 concurrent uploads.
 
-Run: ``.venv/bin/python bench/upload.py [--sizes 20,200] [--concurrent 500] [--photo-mib 2]``.
+Run: ``.venv/bin/python bench/upload.py [--sizes 20,200] [--repeat 3] [--concurrent 500] [--photo-mib 2]``.
 It starts its own local cluster in a temp folder (2 upload nodes, 1 storage node, no
 processing node so image processing does not steal the CPU from the uploads being
 measured), generates uncompressed PNGs of the wanted sizes, and prints:
@@ -9,11 +9,13 @@ measured), generates uncompressed PNGs of the wanted sizes, and prints:
   256 KiB chunk size (a reader that discards), iperf3 (Debian ``apt-get install iperf3``;
   "n/a" when missing), and a bare grpc-python client stream of the same chunks to a server
   process that only counts them (what the gRPC framework alone reaches here);
-* one upload of each size over gRPC (``pixelfox.client.uploader.upload_file``: CRC32C per
-  chunk, SHA-256, probe, verify, store) and over tus (one streamed PATCH), with MiB/s and the
-  ratio to the asyncio ceiling (goals: gRPC ≥ 0.45x, tus ≥ 0.7x) and to the bare gRPC stream,
-  plus the upload node's own split of the time after the last byte (its
-  ``pixelfox_upload_step_seconds``: verify, store on the storage node, complete);
+* ``--repeat`` uploads of each size over gRPC (``pixelfox.client.uploader.upload_file``:
+  CRC32C per chunk, SHA-256, probe, verify, store) and over tus (one streamed PATCH), after one
+  1 MiB warm-up upload per transport (the first upload of a fresh cluster also pays for its
+  connections), with the median and best MiB/s, the median's ratio to the asyncio ceiling
+  (goals: gRPC ≥ 0.45x, tus ≥ 0.7x) and to the bare gRPC stream, plus the upload node's own
+  split of the time after the last byte (medians of its ``pixelfox_upload_step_seconds``:
+  verify, store on the storage node, complete);
 * N concurrent uploads of ~``photo-mib`` MiB photos over gRPC: completed count, p50/p99
   seconds, and each upload node's peak RSS during that phase (``VmHWM`` after resetting it
   through ``/proc/<pid>/clear_refs``; goal < 256 MB).
@@ -149,8 +151,12 @@ def step_seconds(local: LocalCluster) -> dict[str, float]:
     return out
 
 
-def split(before: dict[str, float], after: dict[str, float]) -> str:
-    return " ".join(f"{k} {after[k] - before.get(k, 0.0):.2f}" for k in ("verify", "store", "complete") if k in after)
+STEPS = ("verify", "store", "complete")
+
+
+def split(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Seconds per step between two :func:`step_seconds` readings."""
+    return {k: after[k] - before.get(k, 0.0) for k in STEPS if k in after}
 
 
 def iperf3_ceiling() -> float | None:
@@ -260,18 +266,27 @@ async def main(args: argparse.Namespace) -> None:
         bare = await grpc_ceiling(256 * MIB)
         print(f"bare grpc-python stream (256 KiB messages, best of 3 x 256 MiB): {bare:.1f} MiB/s "
               f"({bare / ceiling:.2f}x the asyncio copy)")
-        print("size | transport MiB/s (x asyncio copy, x bare gRPC) seconds [after the last byte: verify, "
-              "store, complete seconds]")
+        print(f"size | transport median MiB/s (x asyncio copy, x bare gRPC), best MiB/s, median seconds [after the "
+              f"last byte: verify, store, complete seconds, medians] over {args.repeat} uploads")
+        uploads = {"gRPC": grpc_upload, "tus": tus_upload}
+        warm = root / "warm-up.png"
+        for n, upload in enumerate(uploads.values()):
+            make_png(warm, 1, seed=1000 + n)
+            await upload(local, key, warm)
         for mib in sizes:
             path = root / f"file{int(mib)}.png"
-            for transport, seed in (("gRPC", 1), ("tus", 2)):
-                make_png(path, mib, seed=seed)  # new bytes each time: no dedup shortcut
+            for t, (transport, upload) in enumerate(uploads.items()):
+                took, steps = [], []
+                for i in range(args.repeat):
+                    make_png(path, mib, seed=1 + t + 2 * i)  # new bytes each time: no dedup shortcut
+                    before = step_seconds(local)
+                    took.append(await upload(local, key, path))
+                    steps.append(split(before, step_seconds(local)))
                 size_mib = path.stat().st_size / MIB
-                before = step_seconds(local)
-                took = await (grpc_upload if transport == "gRPC" else tus_upload)(local, key, path)
-                rate = size_mib / took
+                rate, best = size_mib / statistics.median(took), size_mib / min(took)
+                after = " ".join(f"{k} {statistics.median(s.get(k, 0.0) for s in steps):.2f}" for k in STEPS)
                 print(f"{size_mib:7.1f} MiB | {transport:4} {rate:7.1f} MiB/s ({rate / ceiling:.2f}x, "
-                      f"{rate / bare:.2f}x) {took:6.2f} s [{split(before, step_seconds(local))}]")
+                      f"{rate / bare:.2f}x), best {best:7.1f} MiB/s, {statistics.median(took):6.2f} s [{after}]")
         ip = iperf3_ceiling()
         print(f"iperf3 loopback: {ip:.1f} MiB/s" if ip else "iperf3 loopback: n/a (apt-get install iperf3)")
         if args.concurrent:
@@ -300,6 +315,7 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="20,200", help="single-upload sizes in MiB, comma-separated")
+    parser.add_argument("--repeat", type=int, default=3, help="uploads per size and transport (median and best)")
     parser.add_argument("--concurrent", type=int, default=500, help="concurrent uploads (0 skips)")
     parser.add_argument("--keep", action="store_true", help="keep the cluster folder (logs) afterwards")
     parser.add_argument("--photo-mib", type=float, default=2.0, help="size of each concurrent upload in MiB")
