@@ -12,14 +12,21 @@ import re
 import sys
 from typing import TypeVar
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pixelfox import errors
 
+#: the ``model_config`` of a settings model with float fields: ``inf`` and ``nan`` are refused
+#: ("Input should be a finite number"). No duration or rate here means anything at infinity: an
+#: infinite node timeout declares no node dead, ever; an infinite interval never acts.
+FINITE = ConfigDict(allow_inf_nan=False)
+
 
 class ClusterSettings(BaseModel):
     """How a node finds and proves membership of its cluster."""
+
+    model_config = FINITE
 
     manager: str = Field("127.0.0.1:7070", description="gRPC address(es) of the manager, comma-separated")
     secret: SecretStr = Field(SecretStr(""), description="cluster credential sent as pixelfox-cluster-token")
@@ -27,6 +34,8 @@ class ClusterSettings(BaseModel):
 
 
 class GrpcServerSettings(BaseModel):
+    model_config = FINITE
+
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
     advertise_host: str = Field("", description="host other nodes dial; defaults to host")
@@ -42,6 +51,8 @@ class HttpServerSettings(BaseModel):
 
 
 class RedisSettings(BaseModel):
+    model_config = FINITE
+
     url: str = "redis://127.0.0.1:6379/0"
     max_connections: int = Field(200, ge=1, description=(
         "connections per process (single and Sentinel: more callers wait; Cluster: per node, more fail)"))
@@ -126,9 +137,11 @@ class LimitsSettings(BaseModel):
 
 
 class NodeSettings(BaseSettings):
-    """Fields every node has; each node subclasses this with its own section."""
+    """Fields every node has; each node subclasses this with its own section. Its float fields, and
+    its subclasses', refuse ``inf`` and ``nan`` (:data:`FINITE`)."""
 
-    model_config = SettingsConfigDict(env_prefix="PIXELFOX_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="PIXELFOX_", env_nested_delimiter="__", extra="ignore",
+                                      allow_inf_nan=False)
 
     node_id: str = ""
     cluster: ClusterSettings = ClusterSettings()
@@ -144,22 +157,43 @@ class NodeSettings(BaseSettings):
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
-def load_settings(cls: type[SettingsT]) -> SettingsT:
-    """``cls()`` read from the environment; a bad value ends the process with one line per problem
-    naming the variable (``PIXELFOX_GRPC__PORT: Input should be a valid integer (got 'abc')``)
-    instead of pydantic's traceback. A validator's own message is shown as it is (it says what it
-    got); URL passwords are hidden. Raises SystemExit (exit status 2)."""
+def env_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable of the setting at ``loc`` (a pydantic error location):
+    ``("cluster", "heartbeat_interval_s")`` -> ``PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S``."""
+    return "PIXELFOX_" + "__".join(str(p) for p in loc).upper()
+
+
+def setting_problems(exc: ValidationError) -> list[str]:
+    """One line per problem in ``exc`` (raised reading settings from the environment), naming the
+    variable: ``PIXELFOX_GRPC__PORT: Input should be a valid integer (got 'abc')``. A validator's own
+    message is shown as it is (it says what it got); URL passwords are hidden."""
+    lines = []
+    for err in exc.errors():
+        var = env_name(err["loc"])
+        if err["type"] == "value_error":
+            lines.append(f"{var}: {err['ctx']['error']}")
+            continue
+        shown = isinstance(err.get("input"), str | int | float)
+        got = f" (got {hide_password(repr(err['input']))})" if shown else ""
+        lines.append(f"{var}: {err['msg']}{got}")
+    return lines
+
+
+def read_settings(cls: type[SettingsT]) -> SettingsT:
+    """``cls()`` read from the environment, for a command (``pixelfox up``) that reads a node's
+    settings: raises BadRequest with :func:`setting_problems` on one line, ``; ``-separated."""
     try:
         return cls()
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            var = "PIXELFOX_" + "__".join(str(p) for p in err["loc"]).upper()
-            if err["type"] == "value_error":
-                lines.append(f"{var}: {err['ctx']['error']}")
-                continue
-            shown = isinstance(err.get("input"), str | int | float)
-            got = f" (got {hide_password(repr(err['input']))})" if shown else ""
-            lines.append(f"{var}: {err['msg']}{got}")
-        print("configuration error:\n  " + "\n  ".join(lines), file=sys.stderr)
+        raise errors.BadRequest("; ".join(setting_problems(exc))) from None
+
+
+def load_settings(cls: type[SettingsT]) -> SettingsT:
+    """``cls()`` read from the environment; a bad value ends the process with one line per problem
+    naming the variable (:func:`setting_problems`) instead of pydantic's traceback. Raises
+    SystemExit (exit status 2)."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        print("configuration error:\n  " + "\n  ".join(setting_problems(exc)), file=sys.stderr)
         raise SystemExit(2) from None

@@ -28,13 +28,16 @@ logger = logging.getLogger("nodes.manager")
 
 
 async def open_database(settings: ManagerSettings) -> AsyncEngine:
-    """The engine of ``settings.database``, its schema brought up to date. Raises SystemExit with one
-    line naming PIXELFOX_DATABASE__URL and the reason when the database does not answer (refused,
-    unknown host, no answer within 10 s, wrong password or database name) instead of a traceback."""
+    """The engine of ``settings.database``, its schema brought up to date (a new SQLite file is
+    logged). Raises SystemExit with one line naming PIXELFOX_DATABASE__URL and the reason when the
+    database does not answer (refused, unknown host, no answer within 10 s, wrong password or
+    database name) or a SQLite file's folder does not exist, instead of a traceback."""
     try:
-        await check_database(settings.database.url)
+        new = await check_database(settings.database.url)
     except errors.PixelfoxError as exc:
         raise SystemExit(exc.message) from None
+    if new:
+        logger.info("new SQLite database at %s", new)
     engine = make_engine(settings.database)
     await create_schema(engine)
     return engine

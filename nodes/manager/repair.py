@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nodes.manager.registry import NodeRecord, Registry
 from pixelfox import errors
+from pixelfox.config import FINITE
 from pixelfox.db.models import Image, ObjectLocation, ReplicaDebt, Variant
 from pixelfox.leases import Lease, run_with_lease
 from pixelfox.storage.client import StorageClient
@@ -55,6 +56,8 @@ REPAIRS = Counter("pixelfox_storage_repairs_total", "Replica copies made by the 
 
 class RepairSettings(BaseModel):
     """``PIXELFOX_REPAIR__*`` on the manager."""
+
+    model_config = FINITE
 
     interval_s: float = Field(10.0, gt=0, description="seconds between repair passes")
     lost_after_s: float = Field(

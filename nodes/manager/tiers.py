@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from nodes.manager.registry import NodeRecord, Registry
 from nodes.manager.repair import copy_object, pool_of
 from pixelfox import errors
+from pixelfox.config import FINITE
 from pixelfox.db.models import Image, ObjectLocation
 from pixelfox.leases import Lease
 from pixelfox.storage.client import StorageClient
@@ -59,6 +60,8 @@ class TierRule(BaseModel):
 
 class TierSettings(BaseModel):
     """``PIXELFOX_TIERS__*`` on the manager."""
+
+    model_config = FINITE
 
     order: list[str] = Field(default_factory=lambda: ["hot", "warm", "cold"], min_length=1)
     rules: dict[str, TierRule] = Field(

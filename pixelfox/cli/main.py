@@ -83,16 +83,20 @@ async def _supervise(cluster: LocalCluster, stop: asyncio.Event, console: Consol
 
 async def _refuse_bad_settings(cluster: LocalCluster) -> None:
     """Refuse, before any node starts, what the nodes would refuse at their start, in one line each:
-    a database URL the managers cannot use or whose database does not answer (BadRequest,
-    Unavailable), and a heartbeat interval too long for the node timeout (BadRequest; every node
-    gets this process' environment, so both values are known here)."""
+    a manager setting the managers would refuse, named by its variable (BadRequest), a heartbeat
+    interval too long for the node timeout (BadRequest; every node gets this process' environment,
+    so both values are known here), then a database URL the managers cannot use, a SQLite folder
+    that does not exist, or a database that does not answer (BadRequest, Unavailable). Says so
+    when a SQLite database is new (a typo in its file name must not go unseen)."""
     from nodes.manager.config import ManagerSettings  # here: other commands need not import SQLAlchemy
     from nodes.manager.registry import check_heartbeat
+    from pixelfox.config import read_settings
     from pixelfox.db.checks import check_database
 
-    await check_database(cluster.database_url())
-    settings = ManagerSettings()
+    settings = read_settings(ManagerSettings)
     check_heartbeat(settings.cluster.heartbeat_interval_s, settings.node_timeout_s)
+    if new := await check_database(cluster.database_url()):
+        print(f"new SQLite database at {new}", file=sys.stderr, flush=True)
 
 
 async def _up(opts: argparse.Namespace, console: Console) -> int:
@@ -307,7 +311,8 @@ def main(argv: list[str] | None = None) -> None:
     except ValidationError as exc:
         if os.environ.get("PIXELFOX_DEBUG"):
             raise
-        # a setting given in the environment or a flag that the settings refuse
+        # a model built from flags or files refused a value (settings read from the environment
+        # come as BadRequest naming the variable: pixelfox.config.read_settings)
         where = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())
         print(f"pixelfox: {where}", file=sys.stderr)
         sys.exit(2)

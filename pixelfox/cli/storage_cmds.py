@@ -31,8 +31,9 @@ from pixelfox.cli.argtypes import POSITIVE, seconds_or_days, whole_number
 
 def _manager_settings() -> Any:
     from nodes.manager.config import ManagerSettings
+    from pixelfox.config import read_settings
 
-    settings = ManagerSettings()
+    settings = read_settings(ManagerSettings)
     state = context.find_state()
     if state is not None:
         data = json.loads(state.read_text())

@@ -1,17 +1,19 @@
 """Is a database URL one PixelFox can use, and does that database answer?
 
-:func:`check_url` looks at the URL alone (its syntax, a driver we ship, a SQLite file that
-exists); :func:`ping` opens one connection; :func:`check_database` does both before a manager
-starts (the manager itself, and ``pixelfox up`` before it starts any node). Each raises a domain
-error with one line that names the database with its password hidden, so the manager, ``up``
-and the database commands (``migrate-db``, ``backup``, ``restore``) say the same thing about
-the same mistake.
+:func:`check_url` looks at the URL alone (its syntax, a host and port that parse, a port in
+1-65535, a driver we ship, a SQLite file that exists); :func:`ping` opens one connection;
+:func:`check_database` does both before a manager starts (the manager itself, and ``pixelfox up``
+before it starts any node), and refuses a SQLite file whose folder does not exist
+(:func:`new_sqlite_file`). Each raises a domain error with one line that names the database with
+its password hidden, so the manager, ``up`` and the database commands (``migrate-db``,
+``backup``, ``restore``) say the same thing about the same mistake.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import re
 import socket
 from pathlib import Path
 
@@ -28,6 +30,11 @@ from pixelfox.db.engine import make_engine, sqlite_path
 SETTING = "PIXELFOX_DATABASE__URL"
 SQLITE_FORM = "sqlite+aiosqlite:///PATH"
 POSTGRES_FORM = "postgresql+asyncpg://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+MAX_PORT = 65535
+#: the ``scheme://user:`` before a password, as SQLAlchemy's own pattern reads it
+_PASSWORD = re.compile(r"^([\w+]+://[^:/]*:)[^@]*@")
+#: the ``host[:port]`` part of a URL, as SQLAlchemy's own pattern reads it (user and password skipped)
+_HOST_PORT = re.compile(r"[\w+]+://(?:[^:/]*(?::[^@]*)?@)?([^/?]*)")
 #: how long :func:`ping` waits for the first connection (seconds); asyncpg's own default is 60
 PING_TIMEOUT_S = 10.0
 
@@ -36,23 +43,23 @@ def redact(url: str) -> str:
     """``url`` with its password hidden (for messages and output)."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return hide_password(url)
+    except (ArgumentError, ValueError):  # a password as SQLAlchemy reads it may hold "/" and ":"
+        return hide_password(_PASSWORD.sub(r"\1***@", url, count=1))
 
 
 def check_url(url: str, *, must_exist: bool = False) -> URL:
     """The parsed ``url`` if it is one we can use: ``BadRequest`` naming the form to use otherwise
-    (bad syntax, a port that is not a number, a driver other than asyncpg or aiosqlite), and for a
-    SQLite file that does not exist when ``must_exist``."""
+    (bad syntax, a malformed host or port, a port outside 1-65535, a driver other than asyncpg or
+    aiosqlite), and for a SQLite file that does not exist when ``must_exist``."""
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise errors.BadRequest(f"{redact(url)!r} is not a database URL: use {POSTGRES_FORM} or {SQLITE_FORM}"
                                 ) from None
-    try:
-        parsed.port  # noqa: B018 - the port is parsed lazily, where asyncpg would fail with a traceback
-    except ValueError:
-        raise errors.BadRequest(f"{redact(url)}: the port is not a number; use {POSTGRES_FORM}") from None
+    except ValueError:  # SQLAlchemy's int() of the port: "abc", or the ":1" of "[::1" or of "::1"
+        raise errors.BadRequest(f"{redact(url)}: {_bad_host_or_port(url)}; use {POSTGRES_FORM}") from None
+    if parsed.port is not None and not 1 <= parsed.port <= MAX_PORT:  # asyncpg: OverflowError, or 0 = 5432
+        raise errors.BadRequest(f"{redact(url)}: port {parsed.port} is out of range 1-{MAX_PORT}")
     backend, _, driver = parsed.drivername.partition("+")  # not get_driver_name(): it loads the dialect
     if backend == "postgresql" and driver != "asyncpg":
         raise errors.BadRequest(f"{redact(url)}: PixelFox talks to PostgreSQL through asyncpg; use {POSTGRES_FORM}")
@@ -67,9 +74,42 @@ def check_url(url: str, *, must_exist: bool = False) -> URL:
     return parsed
 
 
+def _bad_host_or_port(url: str) -> str:
+    """Why SQLAlchemy could not read the host and port of ``url`` (it read the text after the host's
+    first ``:`` as the port, and that is not a whole number). Parsed as SQLAlchemy does, so a
+    password with ``/`` or ``:`` in it is skipped, and never shown."""
+    found = _HOST_PORT.match(url)
+    host_port = found.group(1) if found else ""
+    if host_port.startswith("[") and "]" not in host_port:
+        return f"the host {host_port!r} is malformed: an IPv6 address needs its closing ']', as in [::1]:5432"
+    if not host_port.startswith("[") and host_port.count(":") > 1:
+        return f"the host {host_port!r} is malformed: an IPv6 address goes in brackets, as in [::1]:5432"
+    port = host_port.rpartition("]")[2] if host_port.startswith("[") else host_port
+    return f"the port {port.partition(':')[2]!r} is malformed: it must be a number from 1 to {MAX_PORT}"
+
+
+def new_sqlite_file(url: URL) -> Path | None:
+    """The file a SQLite ``url`` names when it does not exist yet: the manager will create a new,
+    empty database there. None when it exists, or when ``url`` names no file (PostgreSQL,
+    ``:memory:``). Raises BadRequest when the file's folder does not exist: a typo in the path
+    would otherwise start a new, empty site (the engine would create the folder too). The folder
+    of ``pixelfox up``'s own database, ``.pixelfox/``, exists by then (``up`` makes it first)."""
+    path = sqlite_path(url) if url.get_backend_name() == "sqlite" else ""
+    if path in ("", ":memory:"):
+        return None
+    file = Path(path).absolute()
+    if file.exists():
+        return None
+    if not file.parent.is_dir():
+        what = "is not a folder" if file.parent.exists() else "does not exist"
+        raise errors.BadRequest(f"{url.render_as_string(hide_password=True)}: folder {file.parent} "
+                                f"{what}; create it first, or fix the path")
+    return file
+
+
 def _where(url: URL) -> str:
     """``host:port`` of a PostgreSQL URL, with asyncpg's defaults."""
-    return f"{url.host or 'localhost'}:{url.port or 5432}"
+    return f"{url.host or 'localhost'}:{5432 if url.port is None else url.port}"
 
 
 def _reason(url: URL, exc: BaseException) -> str:
@@ -111,12 +151,13 @@ async def ping(engine: AsyncEngine, timeout_s: float = PING_TIMEOUT_S) -> None:
         raise unreachable(url, exc) from exc
 
 
-async def check_database(url: str, timeout_s: float = PING_TIMEOUT_S) -> None:
-    """Whether a manager can use the database at ``url``: :func:`check_url`, then :func:`ping` on a
-    throw-away engine (a SQLite file's folder is created, as a manager would). Raises BadRequest (the
-    URL) or Unavailable (the database) with one line that starts with :data:`SETTING`."""
+async def check_database(url: str, timeout_s: float = PING_TIMEOUT_S) -> Path | None:
+    """Whether a manager can use the database at ``url``: :func:`check_url`, :func:`new_sqlite_file`,
+    then :func:`ping` on a throw-away engine. Returns the SQLite file this created (the caller says
+    so: "new SQLite database at ..."), else None. Raises BadRequest (the URL, a SQLite folder that
+    does not exist) or Unavailable (the database) with one line that starts with :data:`SETTING`."""
     try:
-        check_url(url)
+        new = new_sqlite_file(check_url(url))
         engine = make_engine(DatabaseSettings(url=url))
         try:
             await ping(engine, timeout_s)
@@ -124,3 +165,4 @@ async def check_database(url: str, timeout_s: float = PING_TIMEOUT_S) -> None:
             await engine.dispose()
     except errors.PixelfoxError as exc:
         raise type(exc)(f"{SETTING}: {exc.message}") from None
+    return new

@@ -82,11 +82,13 @@ class PoolSpec:
 def _s3_from_env() -> S3Settings:
     from pydantic_settings import BaseSettings, SettingsConfigDict
 
+    from pixelfox.config import read_settings
+
     class _Env(BaseSettings):
         model_config = SettingsConfigDict(env_prefix="PIXELFOX_", env_nested_delimiter="__", extra="ignore")
         s3: S3Settings = S3Settings()
 
-    return _Env().s3
+    return read_settings(_Env).s3
 
 
 def parse_pool(spec: str, s3: S3Settings | None = None) -> PoolSpec:

@@ -37,6 +37,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, Field, SecretStr
 
 from pixelfox import errors
+from pixelfox.config import FINITE
 from pixelfox.storage.base import CHUNK_SIZE, ObjectInfo
 from pixelfox.storage.keys import content_type_for, key_sha256, validate_key
 
@@ -50,6 +51,8 @@ _MISSING = {"404", "NoSuchKey", "NotFound"}
 
 class S3Settings(BaseModel):
     """Where the bucket is and how to reach it (``PIXELFOX_S3__*`` on a storage node)."""
+
+    model_config = FINITE
 
     endpoint_url: str = Field("", description="e.g. http://127.0.0.1:8333; empty = AWS for the region")
     region: str = Field("us-east-1", description="signing region")

@@ -80,6 +80,10 @@ def test_up_imports_then_stops_every_child(tmp_path: Path, corpus: Path, sig: si
         assert all(alive(p) for p in pids.values())
         proc.send_signal(sig)
         assert proc.wait(60) == 0
+        assert proc.stderr is not None  # a fresh folder: its new database is named, once
+        err = proc.stderr.read().splitlines()
+        assert [x for x in err if "SQLite" in x] == [
+            f"new SQLite database at {root.resolve() / '.pixelfox' / 'pixelfox.db'}"], err
         time.sleep(0.5)
         assert [n for n, p in pids.items() if alive(p)] == []
         gone = subprocess.run([sys.executable, "-m", "pixelfox", "status"], cwd=root, capture_output=True, text=True,
@@ -178,6 +182,9 @@ def test_up_keeps_links_across_restarts_refuses_a_second_cluster_and_restarts_de
         finally:
             again.send_signal(signal.SIGINT)
             again.wait(60)
+        assert first.stderr is not None and again.stderr is not None
+        assert "new SQLite database at" in first.stderr.read()
+        assert "SQLite" not in again.stderr.read()  # the second start finds the database it made
     finally:
         _stop(first)
 

@@ -5,7 +5,12 @@
   reason), and ``pixelfox up``, which hands both settings to its nodes, refuses it before it starts any.
 * A database URL the manager cannot use (bad syntax, a driver we do not ship) or whose server does not
   answer showed the tail of a traceback; the manager, and ``pixelfox up`` before it starts any node,
-  now say which setting is wrong and why.
+  now say which setting is wrong and why. So for a port out of range (99999 was an OverflowError
+  traceback, 0 became 5432) and a malformed host or port (it was "invalid literal for int()").
+* A SQLite file in a folder that does not exist (a typo in the path) was a new, empty site, folder
+  and all; it is refused, and a new SQLite file is said to be new.
+* An infinite node timeout or heartbeat interval was taken (no node was ever declared dead); every
+  float setting refuses ``inf`` and ``nan``, and ``up`` names the variable of any setting it refuses.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from pixelfox.grpcx.auth import node_metadata
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc
 
 SECRET = "start-checks-secret"
-FORMS = "postgresql+asyncpg://USER[:PASSWORD]@HOST[:PORT]/DATABASE or sqlite+aiosqlite:///PATH"
+PG_FORM = "postgresql+asyncpg://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+FORMS = f"{PG_FORM} or sqlite+aiosqlite:///PATH"
 SLOW = ("PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S (1.5) must be well under the manager's PIXELFOX_NODE_TIMEOUT_S (3): "
         "a node would be declared dead between two heartbeats; use at most a third of it (1)")
 
@@ -163,11 +169,20 @@ def _bad_urls() -> list[tuple[str, str, str]]:
         ("postgresql://nobody:hunter2@db/x", "postgresql://nobody:***@db/x: PixelFox talks to PostgreSQL through "
          "asyncpg; use postgresql+asyncpg://USER[:PASSWORD]@HOST[:PORT]/DATABASE", "bad-request"),
         ("not a url", f"'not a url' is not a database URL: use {FORMS}", "bad-request"),
+        ("postgresql+asyncpg://nobody:hunter2@127.0.0.1:99999/x", "postgresql+asyncpg://nobody:***@127.0.0.1:99999/x: "
+         "port 99999 is out of range 1-65535", "bad-request"),
+        ("postgresql+asyncpg://nobody:hunter2@127.0.0.1:0/x", "postgresql+asyncpg://nobody:***@127.0.0.1:0/x: "
+         "port 0 is out of range 1-65535", "bad-request"),
+        ("postgresql+asyncpg://nobody:hunter2@127.0.0.1:abc/x", "postgresql+asyncpg://nobody:***@127.0.0.1:abc/x: "
+         f"the port 'abc' is malformed: it must be a number from 1 to 65535; use {PG_FORM}", "bad-request"),
+        ("postgresql+asyncpg://nobody:hunter2@[::1/x", "postgresql+asyncpg://nobody:***@[::1/x: the host '[::1' is "
+         f"malformed: an IPv6 address needs its closing ']', as in [::1]:5432; use {PG_FORM}", "bad-request"),
     ]
 
 
 BAD_URLS = _bad_urls()
-IDS = ["refused", "unknown-driver", "sync-driver", "not-a-url"]
+IDS = ["refused", "unknown-driver", "sync-driver", "not-a-url", "port-too-big", "port-0", "port-abc",
+       "ipv6-unclosed"]
 
 
 @pytest.mark.parametrize(("url", "why", "code"), BAD_URLS, ids=IDS)
@@ -193,3 +208,74 @@ def test_manager_alone_refuses_a_database_it_cannot_use_in_one_line(
         assert (res.returncode, res.stderr.strip().splitlines()) == (
             2, ["configuration error:", f"  PIXELFOX_DATABASE__URL: {why}"])
     assert "hunter2" not in res.stderr
+
+
+# ---- a SQLite file whose folder does not exist, a new SQLite file --------------------------------
+
+def test_up_refuses_a_sqlite_file_whose_folder_does_not_exist_and_creates_nothing(tmp_path: Path) -> None:
+    typo = tmp_path / "no" / "such"  # a typo in the path used to start a new, empty site there
+    url = f"sqlite+aiosqlite:///{typo / 'x.db'}"
+    res = _up(tmp_path, _env(PIXELFOX_DATABASE__URL=url))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [
+        f"pixelfox: PIXELFOX_DATABASE__URL: {url}: folder {typo} does not exist; create it first, or fix the path "
+        "(bad-request)"], res.stderr
+    assert not (tmp_path / "no").exists()
+    assert not (tmp_path / ".pixelfox" / "logs").exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_manager_alone_refuses_a_sqlite_file_whose_folder_does_not_exist(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'typo' / 'x.db'}"
+    res = subprocess.run([sys.executable, "-m", "nodes.manager"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=30, check=False, env=_env(
+        PIXELFOX_CLUSTER__SECRET=SECRET, PIXELFOX_METRICS_PORT="-1", PIXELFOX_DATABASE__URL=url))
+    assert (res.returncode, res.stderr.strip().splitlines()) == (1, [
+        f"PIXELFOX_DATABASE__URL: {url}: folder {tmp_path / 'typo'} does not exist; create it first, or fix the path"])
+    assert not (tmp_path / "typo").exists()
+
+
+def test_manager_says_when_its_sqlite_database_is_new(tmp_path: Path, manager: str) -> None:
+    log = (tmp_path / "manager.log").read_text()
+    assert [line.split(": ", 1)[1] for line in log.splitlines() if "new SQLite database" in line] == [
+        f"new SQLite database at {tmp_path / 'm.db'}"], log
+    assert (tmp_path / "m.db").is_file()
+
+
+# ---- float settings that make no sense at infinity ------------------------------------------------
+
+NOT_FINITE = [
+    ("PIXELFOX_NODE_TIMEOUT_S", "inf", "Input should be a finite number (got 'inf')"),
+    ("PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S", "inf", "Input should be a finite number (got 'inf')"),
+    ("PIXELFOX_LEASE_S", "nan", "Input should be a finite number (got 'nan')"),
+    ("PIXELFOX_NODE_TIMEOUT_S", "0", "Input should be greater than 0 (got '0')"),
+]
+
+
+@pytest.mark.parametrize(("var", "value", "why"), NOT_FINITE, ids=["timeout-inf", "heartbeat-inf", "lease-nan",
+                                                                   "timeout-0"])
+def test_up_refuses_a_setting_naming_its_variable_before_starting_a_node(
+        tmp_path: Path, var: str, value: str, why: str) -> None:
+    res = _up(tmp_path, _env(**{var: value}))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [f"pixelfox: {var}: {why} (bad-request)"], res.stderr
+    assert not (tmp_path / ".pixelfox" / "logs").exists()
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(("var", "value"), [("PIXELFOX_NODE_TIMEOUT_S", "inf"), ("PIXELFOX_REPAIR__INTERVAL_S", "inf")])
+def test_manager_alone_refuses_an_infinite_duration(tmp_path: Path, var: str, value: str) -> None:
+    res = subprocess.run([sys.executable, "-m", "nodes.manager"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=30, check=False, env=_env(
+        PIXELFOX_CLUSTER__SECRET=SECRET, PIXELFOX_METRICS_PORT="-1", **{var: value}))
+    assert (res.returncode, res.stderr.strip().splitlines()) == (
+        2, ["configuration error:", f"  {var}: Input should be a finite number (got 'inf')"])
+
+
+def test_proc_node_alone_refuses_an_infinite_heartbeat_interval(tmp_path: Path) -> None:
+    res = subprocess.run([sys.executable, "-m", "nodes.proc"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=30, check=False, env=_env(
+        PIXELFOX_CLUSTER__SECRET=SECRET, PIXELFOX_METRICS_PORT="-1", PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S="inf"))
+    assert (res.returncode, res.stderr.strip().splitlines()) == (2, [
+        "configuration error:",
+        "  PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S: Input should be a finite number (got 'inf')"])
