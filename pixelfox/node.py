@@ -273,8 +273,15 @@ async def run_node(
         loop.add_signal_handler(sig, term.set)
     await server.start()
     if ready is not None:
-        while not await ready():  # noqa: ASYNC110 - polls a dependency check, not an event
-            await asyncio.sleep(0.5)
+        while not await ready():
+            # SIGTERM while a dependency (Redis, the database) is still down: stop now; this loop
+            # slept through it, so only SIGKILL stopped a node that never got ready
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(term.wait(), 0.5)
+            if term.is_set():
+                await server.stop(0)
+                logger.info("%s stopped before its dependencies were ready", ident.node_id)
+                return
     await server.set_serving(True)
     agent = None
     if ident.role != common_pb2.NODE_ROLE_MANAGER:

@@ -179,6 +179,10 @@ class GrpcServer:
             raise errors.Unavailable(f"cannot bind gRPC port {host}:{port}")
 
     async def start(self) -> None:
+        """Start taking calls, every service NOT_SERVING until :meth:`set_serving` says otherwise: grpcio's
+        health servicer starts the whole-server entry ("") at SERVING, so a node still waiting for Redis or
+        its database told a load balancer's or Kubernetes' gRPC probe it was serving."""
+        await self.set_serving(False)
         await self.server.start()
 
     async def set_serving(self, serving: bool) -> None:

@@ -279,3 +279,41 @@ def test_proc_node_alone_refuses_an_infinite_heartbeat_interval(tmp_path: Path) 
     assert (res.returncode, res.stderr.strip().splitlines()) == (2, [
         "configuration error:",
         "  PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S: Input should be a finite number (got 'inf')"])
+
+
+# ---- SIGTERM while a dependency is down ----------------------------------------------------------
+
+def test_a_node_waiting_for_redis_stops_on_sigterm(tmp_path: Path) -> None:
+    """A manager whose Redis is not there waits for it (health NOT_SERVING); SIGTERM used to be slept
+    through in that wait, so only SIGKILL stopped it. It now exits at once, cleanly."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "nodes.manager"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=_env(
+        PIXELFOX_CLUSTER__SECRET=SECRET, PIXELFOX_GRPC__PORT=str(port), PIXELFOX_METRICS_PORT="-1",
+        PIXELFOX_REDIS__URL=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+        PIXELFOX_DATABASE__URL=f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"))
+    try:
+        async def not_serving() -> None:
+            deadline = time.monotonic() + 60
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                while time.monotonic() < deadline:
+                    assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                    try:
+                        reply = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2)
+                        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+                        return
+                    except grpc.aio.AioRpcError:
+                        await asyncio.sleep(0.2)
+            raise AssertionError("the manager's gRPC server never came up")
+
+        asyncio.run(not_serving())  # up, and waiting for Redis
+        time.sleep(1)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+        assert proc.returncode == 0 and time.monotonic() - started < 5, out
+        assert "stopped before its dependencies were ready" in out, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
