@@ -235,10 +235,16 @@ def cmd_put(opts: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pixelfox", description="PixelFox: self-hosted image hosting that scales out")
     sub = p.add_subparsers(dest="command", required=True)
+    p.set_defaults(manager=None, api_key=None)
 
     def with_target(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("--manager", help="manager HOST:PORT (env PIXELFOX_MANAGER; default: local cluster)")
-        sp.add_argument("--api-key", help="API key (env PIXELFOX_API_KEY; default: local admin)")
+        # SUPPRESS: a subcommand's parser (``uploads cancel``, ``jobs retry``) leaves the value given to
+        # its parent alone; with a None default it overwrote it, and ``pixelfox uploads --api-key K
+        # cancel ID`` silently ran as the local admin
+        sp.add_argument("--manager", default=argparse.SUPPRESS,
+                        help="manager HOST:PORT (env PIXELFOX_MANAGER; default: local cluster)")
+        sp.add_argument("--api-key", default=argparse.SUPPRESS,
+                        help="API key (env PIXELFOX_API_KEY; default: local admin)")
         return sp
 
     up = sub.add_parser("up", help="run a whole local cluster on loopback until Ctrl-C")

@@ -76,3 +76,15 @@ def test_an_unreachable_redis_is_one_line(tmp_path: Path) -> None:
     assert env_run.returncode == 1 and last.startswith("pixelfox: Redis error: "), env_run.stderr
     assert "Traceback" not in env_run.stderr
 
+
+
+def test_options_before_a_subcommand_are_kept() -> None:
+    """``pixelfox uploads --api-key K cancel ID`` ran as the local admin: the ``cancel`` parser's
+    own ``--api-key`` (default None) overwrote the one given to ``uploads``."""
+    from pixelfox.cli.main import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["uploads", "--api-key", "K", "cancel", "X"]).api_key == "K"
+    assert parse(["uploads", "cancel", "X", "--api-key", "K2"]).api_key == "K2"
+    assert parse(["jobs", "--manager", "M:1", "retry", "x"]).manager == "M:1"
+    assert (parse(["uploads"]).manager, parse(["uploads"]).api_key) == (None, None)
