@@ -11,11 +11,13 @@ hands out, so clients that know it skip creation):
   before answering (headers ``Pixelfox-Image-Slug`` and ``Pixelfox-Deduplicated: true|false``, true
   when the user already had these bytes and the upload became that image, unchanged). With
   ``Upload-Checksum`` (sha1, md5, sha256, crc32c) the body is committed only when it matches, else ``460``.
+  ``Upload-Length`` on a PATCH, meant for deferred lengths (refused at creation), must be the upload's (400).
 * ``DELETE /tus/<id>`` — termination: staged bytes and state removed, ``204``; then ``404``.
 * ``POST /tus/<id>`` with ``X-HTTP-Method-Override: PATCH`` or ``DELETE`` — as that method.
 
 Every request but OPTIONS carries ``Authorization: Bearer <ticket>`` (401 with the reason
-otherwise) and ``Tus-Resumable: 1.0.0`` (412 otherwise). State is the shared Redis state of
+otherwise) and ``Tus-Resumable: 1.0.0`` (412 otherwise); a header read as one value
+(:data:`SINGLE_HEADERS`) sent twice is a 400 naming it. State is the shared Redis state of
 :mod:`pixelfox.uploadstate`, so any upload node takes the next PATCH. CORS answers any
 origin (the credential is the ticket in a header, never a cookie) and exposes the tus headers.
 """
@@ -35,7 +37,7 @@ from aiohttp import web
 from nodes.upload.service import Chunk, Receiver, Session
 from pixelfox import errors, tickets
 from pixelfox.numbers import MAX_DIGITS, ascii_int, is_ascii_digits
-from pixelfox.schemes import split_scheme
+from pixelfox.schemes import refuse_repeated, split_scheme
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,9 @@ CORS = {
     "Access-Control-Expose-Headers": TUS_HEADERS,
     "Access-Control-Max-Age": "86400",
 }
+#: headers read as one value: sent twice, the request is a 400 naming the header (not the first taken)
+SINGLE_HEADERS = ("Tus-Resumable", "Authorization", "Upload-Offset", "Upload-Length", "Upload-Checksum",
+                  "X-HTTP-Method-Override")
 #: tus answers that differ from the error tree's HTTP status
 TUS_STATUS = {errors.UploadBusy: 423, errors.ChecksumMismatch: 460}
 
@@ -83,14 +88,18 @@ def _int_header(request: web.Request, name: str) -> int:
 
 @web.middleware
 async def tus_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Tus-Resumable check, CORS and tus headers on every answer, errors as JSON with tus statuses."""
+    """Tus-Resumable check, repeated :data:`SINGLE_HEADERS` refused, CORS and tus headers on every
+    answer, errors as JSON with tus statuses."""
     if request.path != "/tus" and not request.path.startswith("/tus/"):
         return await handler(request)
     base = {"Tus-Resumable": TUS_VERSION, **CORS}
-    if request.method != "OPTIONS" and request.headers.get("Tus-Resumable") != TUS_VERSION:
-        return web.json_response({"error": {"code": "tus-version", "message": "Tus-Resumable 1.0.0 required"}},
-                                 status=412, headers={**base, "Tus-Version": TUS_VERSION})
     try:
+        if request.method != "OPTIONS":
+            refuse_repeated(request.headers, SINGLE_HEADERS)
+            if request.headers.get("Tus-Resumable") != TUS_VERSION:
+                return web.json_response(
+                    {"error": {"code": "tus-version", "message": "Tus-Resumable 1.0.0 required"}},
+                    status=412, headers={**base, "Tus-Version": TUS_VERSION})
         resp = await handler(request)
     except ConnectionResetError:  # the client went away mid-PATCH: what arrived is kept, HEAD resumes it
         logger.info("tus %s %s: the client closed the connection", request.method, request.path)
@@ -187,6 +196,10 @@ class Tus:
         st = await self.rx.query(token, upload_id)
         if st.status == "complete":  # said before any size check: the upload is done, not too long
             raise errors.InvalidTicket(f"upload ticket already used: the upload is complete (image {st.slug})")
+        if "Upload-Length" in request.headers and _int_header(request, "Upload-Length") != st.size:
+            # tus 1.0: Upload-Length on a PATCH only sets a deferred length, which creation refuses
+            raise errors.BadRequest(f"Upload-Length {request.headers['Upload-Length']} differs from the upload's "
+                                    f"{st.size} bytes: the length is fixed at creation")
         if offset != st.offset:  # before the size check: a body at the wrong offset is a conflict (409), not too long
             raise errors.OffsetMismatch(f"Upload-Offset {offset}; committed offset is {st.offset}")
         if request.content_length is not None and offset + request.content_length > st.size:

@@ -24,7 +24,7 @@ from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.uploadstate import open_uploads_key, state_key
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 from tests.conftest import ClusterHandle
-from tests.e2e.uploadkit import ThreadedProxy, big_png, create, new_user_key, wait_ready
+from tests.e2e.uploadkit import ThreadedProxy, big_png, create, new_user_key, raw_request, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -372,3 +372,54 @@ def test_tus_reads_headers_as_clients_write_them(cluster: ClusterHandle, corpus:
                        headers={**patch, "Upload-Offset": "50000", "Upload-Checksum": f"SHA1 {digest}"})
     assert (r.status_code, r.headers["Upload-Offset"]) == (204, str(len(data))), r.text
     assert ready(cluster, r.headers["Pixelfox-Image-Slug"]).sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_patch_upload_length_other_than_the_uploads_is_refused(cluster: ClusterHandle, corpus: Path) -> None:
+    """tus 1.0: ``Upload-Length`` on a PATCH only sets a deferred length (which creation refuses);
+    one that differs from the upload's was taken and ignored. It is a 400 now, nothing of the body
+    kept; the upload's own length is harmless."""
+    data = (corpus / "photos" / "painting_rgb.png").read_bytes()
+    t = ticket_for(cluster, len(data))
+    patch = {**auth(t), "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+    for length in (str(len(data) + 1), str(len(data) - 1), "0"):
+        r = requests.patch(t.upload_url, data=data[:1000], headers={**patch, "Upload-Length": length}, timeout=10)
+        assert r.status_code == 400, (length, r.text)
+        assert r.json()["error"]["message"] == (f"Upload-Length {length} differs from the upload's {len(data)} "
+                                                "bytes: the length is fixed at creation")
+    r = requests.patch(t.upload_url, data=data[:1000], headers={**patch, "Upload-Length": "x"}, timeout=10)
+    assert r.status_code == 400 and "Upload-Length must be a non-negative integer" in r.text, r.text
+    assert requests.head(t.upload_url, headers=auth(t), timeout=10).headers["Upload-Offset"] == "0"
+    r = requests.patch(t.upload_url, data=data[:1000], headers={**patch, "Upload-Length": str(len(data))},
+                       timeout=10)
+    assert (r.status_code, r.headers["Upload-Offset"]) == (204, "1000"), r.text
+
+
+def test_a_repeated_tus_header_is_refused_naming_it(cluster: ClusterHandle, corpus: Path) -> None:
+    """Two ``Upload-Offset`` (or ``Upload-Length``, ``Upload-Checksum``, ``Tus-Resumable``,
+    ``Authorization``) headers: the first was taken silently; which one the client meant is
+    unknown, so it is a 400 that names the header, and nothing is kept."""
+    data = (corpus / "photos" / "painting_rgb.png").read_bytes()
+    t = ticket_for(cluster, len(data))
+    body = data[:1000]
+    digest = base64.b64encode(hashlib.sha1(body).digest()).decode()
+    other = base64.b64encode(hashlib.sha1(b"other").digest()).decode()
+    base = [("Authorization", f"Bearer {t.ticket}"), ("Tus-Resumable", "1.0.0"),
+            ("Content-Type", "application/offset+octet-stream"), ("Upload-Offset", "0")]
+    for name, extra in (("Upload-Offset", [("Upload-Offset", "5")]),
+                        ("Upload-Length", [("Upload-Length", str(len(data))), ("Upload-Length", "7")]),
+                        ("Upload-Checksum", [("Upload-Checksum", f"sha1 {digest}"),
+                                             ("Upload-Checksum", f"sha1 {other}")]),
+                        ("Tus-Resumable", [("Tus-Resumable", "1.0.0")]),
+                        ("Authorization", [("Authorization", "Bearer someone-else")])):
+        status, said = raw_request(t.upload_url, "PATCH", [*base, *extra], body)
+        assert status == 400, (name, status, said)
+        assert said["error"] == {"code": "bad-request", "message": f"{name} was sent more than once: send it once"}
+    status, said = raw_request(t.upload_url, "HEAD", [*base[:2], ("Authorization", f"Bearer {t.ticket}")])
+    assert status == 400, status  # HEAD has no body to name it in, but is refused alike
+    creation = t.upload_url.rsplit("/", 1)[0] + "/"
+    status, said = raw_request(creation, "POST", [*base[:2], ("Upload-Length", str(len(data))), ("Upload-Length", "1")])
+    assert (status, said["error"]["message"]) == (400, "Upload-Length was sent more than once: send it once")
+    assert requests.head(t.upload_url, headers=auth(t), timeout=10).headers["Upload-Offset"] == "0"
+    status, _ = raw_request(t.upload_url, "PATCH", base, body)  # each header once: taken
+    assert status == 204
+

@@ -15,7 +15,7 @@ import requests
 
 from pixelfox.config import LimitsSettings
 from tests.conftest import ClusterHandle
-from tests.e2e.uploadkit import big_png, new_user_key
+from tests.e2e.uploadkit import big_png, new_user_key, raw_request
 
 pytestmark = pytest.mark.e2e
 
@@ -168,3 +168,20 @@ def test_pixelfox_uploads_lists_and_cancels_the_callers_open_uploads(cluster: Cl
     assert upload_id not in cluster.pixelfox("uploads", "--json").stdout
     again = cluster.pixelfox("uploads", "cancel", upload_id)
     assert again.returncode == 2 and "the upload is abandoned, not open" in again.stderr, again.stderr
+
+
+def test_a_repeated_credential_header_on_the_web_api_is_refused(cluster: ClusterHandle) -> None:
+    """``POST /api/v1/uploads`` (and every API call that reads the caller's key) with two
+    ``Authorization`` or ``X-API-Key`` headers took the first; a 400 naming the header now."""
+    api = f"{cluster.web_url}/api/v1/uploads"
+    body = json.dumps({"filename": "a.png", "size": 1000}).encode()
+    key = cluster.admin_api_key
+    json_type = ("Content-Type", "application/json")
+    for name, value in (("Authorization", f"Bearer {key}"), ("X-API-Key", key)):
+        status, said = raw_request(api, "POST", [json_type, (name, value), (name, "junk")], body)
+        assert (status, said["error"]) == (400, {"code": "bad-request",
+                                                 "message": f"{name} was sent more than once: send it once"})
+    status, said = raw_request(api, "POST", [json_type, ("Authorization", f"Bearer {key}")], body)
+    assert status == 201, said
+    gone = requests.delete(f"{api}/{said['id']}", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    assert gone.status_code == 204, gone.text  # its open-upload slot is not left to other tests

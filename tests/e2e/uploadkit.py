@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import http.client
+import json
 import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import google_crc32c
 import grpc
@@ -200,3 +204,20 @@ async def send(call: grpc.aio.StreamUnaryCall, msgs: list[upload_pb2.UploadReque
         await call.done_writing()
     except Exception:  # the call's own status says what happened
         return
+
+
+def raw_request(url: str, method: str, headers: list[tuple[str, str]], body: bytes = b"") -> tuple[int, Any]:
+    """``method url`` with ``headers`` exactly as listed (a name may repeat, which requests cannot send);
+    the status and the JSON answer (``{}`` when there is none)."""
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.netloc, timeout=10)
+    try:
+        conn.putrequest(method, u.path, skip_accept_encoding=True)
+        for name, value in [*headers, ("Content-Length", str(len(body)))]:
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        r = conn.getresponse()
+        text = r.read()
+        return r.status, json.loads(text) if text else {}
+    finally:
+        conn.close()

@@ -25,7 +25,7 @@ from aiohttp_session import get_session
 
 from pixelfox import errors
 from pixelfox.client.images import image_to_json, served_original_url
-from pixelfox.schemes import split_scheme
+from pixelfox.schemes import refuse_repeated, split_scheme
 from pixelfox.text import printable, safe_filename
 from pixelfox.v1 import common_pb2
 from web.deletion import deletion_url
@@ -58,7 +58,9 @@ def api_key_of(request: web.Request) -> str:
     key, another scheme (``Token``, ``ApiKey``...), or an ``X-API-Key`` header that is empty (a
     script's unset variable). :data:`PROXY_SCHEMES` (``Basic``, ``Digest``, ``Negotiate``,
     ``NTLM``) are left alone: they belong to a proxy or single sign-on in front of the site (nginx
-    ``auth_basic``, Kerberos), and browsers send them with every request."""
+    ``auth_basic``, Kerberos), and browsers send them with every request. Either header sent twice
+    is a 400 naming it (the first one was taken silently)."""
+    refuse_repeated(request.headers, ("Authorization", "X-API-Key"))
     scheme, credentials = split_scheme(request.headers.get("Authorization", ""))
     if scheme.lower() == "bearer":
         if not credentials:
