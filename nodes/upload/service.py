@@ -191,7 +191,11 @@ class Receiver:
         ``idle=True`` (gRPC) also raises UploadBusy while a stream holds the upload's lock, so a
         resuming client waits instead of sending bytes that would be refused.
         """
-        self.check_ticket(token, upload_id)
+        return await self.state(self.check_ticket(token, upload_id), idle)
+
+    async def state(self, ticket: tickets.Ticket, idle: bool = False) -> State:
+        """:meth:`query` for a ticket :meth:`check_ticket` already verified (no second verify)."""
+        upload_id = ticket.upload_id
         st = await self.states.get(upload_id)
         if st is None:
             raise errors.NotFound("upload not found: it expired or never existed; start a new upload")

@@ -25,7 +25,6 @@ origin (the credential is the ticket in a header, never a cookie) and exposes th
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -151,13 +150,12 @@ class Tus:
             "Tus-Version": TUS_VERSION, "Tus-Extension": EXTENSIONS, "Tus-Max-Size": str(self.max_size),
             "Tus-Checksum-Algorithm": ",".join(CHECKSUMS)})
 
-    async def _expires(self, upload_id: str, token: str) -> dict[str, str]:
+    async def _expires(self, upload_id: str, usable_until: float) -> dict[str, str]:
         """``Upload-Expires`` (tus expiration): when nothing can resume the upload any more, the
-        earlier of its state's expiry and its ticket's end (:func:`pixelfox.tickets.usable_until`),
-        as ``GET /api/v1/uploads/<id>`` says; it gave the state's, up to an hour past the ticket."""
-        ends = [await self.rx.states.ttl(upload_id)]
-        with contextlib.suppress(errors.InvalidTicket):  # checked already; expired since: no second answer
-            ends.append(float(tickets.usable_until(tickets.verify(self.rx.ticket_key, token).expires_at)))
+        earlier of its state's expiry and its ticket's end (``usable_until``, of the ticket the
+        request was checked with: :func:`pixelfox.tickets.usable_until`), as ``GET /api/v1/uploads/<id>``
+        says; it gave the state's, up to an hour past the ticket."""
+        ends = [await self.rx.states.ttl(upload_id), usable_until]
         end = min((e for e in ends if e > 0), default=0.0)
         return {"Upload-Expires": formatdate(end, usegmt=True)} if end else {}
 
@@ -173,19 +171,20 @@ class Tus:
             raise errors.PayloadTooLarge(f"Upload-Length {size} is over Tus-Max-Size {self.max_size}")
         ticket = tickets.verify(self.rx.ticket_key, token)
         self.rx.check_ticket(token, ticket.upload_id, size)
-        st = await self.rx.query(token, ticket.upload_id)
+        st = await self.rx.state(ticket)
         if st.status == "complete":  # a ticket is good for one upload
             raise errors.InvalidTicket(f"upload ticket already used: the upload is complete (image {st.slug})")
         return web.Response(status=201, headers={
             "Location": f"{self.public_url}/tus/{st.upload_id}", "Upload-Offset": str(st.offset),
-            **await self._expires(st.upload_id, token)})
+            **await self._expires(st.upload_id, tickets.usable_until(ticket.expires_at))})
 
     async def head(self, request: web.Request) -> web.Response:
-        token = _ticket(request)
-        st = await self.rx.query(token, request.match_info["id"])
+        ticket = self.rx.check_ticket(_ticket(request), request.match_info["id"])
+        st = await self.rx.state(ticket)
         return web.Response(status=200, headers={
             "Upload-Offset": str(st.offset), "Upload-Length": str(st.size), "Cache-Control": "no-store",
-            **({"Pixelfox-Image-Slug": st.slug} if st.slug else {}), **await self._expires(st.upload_id, token)})
+            **({"Pixelfox-Image-Slug": st.slug} if st.slug else {}),
+            **await self._expires(st.upload_id, tickets.usable_until(ticket.expires_at))})
 
     async def patch(self, request: web.Request) -> web.Response:
         token, upload_id = _ticket(request), request.match_info["id"]
@@ -226,7 +225,7 @@ class Tus:
                 extra["Pixelfox-Image-Slug"] = reply.image.slug
                 extra["Pixelfox-Deduplicated"] = "true" if reply.deduplicated else "false"
             return web.Response(status=204, headers={"Upload-Offset": str(session.offset), **extra,
-                                                     **await self._expires(upload_id, token)})
+                                                     **await self._expires(upload_id, session.usable_until)})
         finally:
             await session.close()
 
