@@ -53,6 +53,11 @@ class ManagerCommunityServicer:
         return await self.svc.albums.get(req.slug, await self._user())
 
     @rpc()
+    async def CheckAlbum(self, req: manager_pb2.CheckAlbumRequest, ctx: Ctx) -> manager_pb2.CheckAlbumResponse:
+        await self.svc.albums.check_changeable(await self._user(), req.slug)
+        return manager_pb2.CheckAlbumResponse()
+
+    @rpc()
     async def ListAlbums(self, req: manager_pb2.ListAlbumsRequest, ctx: Ctx) -> manager_pb2.ListAlbumsResponse:
         albums = await self.svc.albums.list_for(await self._user(), req.limit, req.before)
         return manager_pb2.ListAlbumsResponse(albums=albums)

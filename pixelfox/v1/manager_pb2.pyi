@@ -1274,6 +1274,40 @@ class GetAlbumRequest(_message.Message):
 Global___GetAlbumRequest: _TypeAlias = GetAlbumRequest  # noqa: Y015
 
 @_typing.final
+class CheckAlbumRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLUG_FIELD_NUMBER: _builtins.int
+    slug: _builtins.str
+    def __init__(
+        self,
+        *,
+        slug: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["slug", b"slug"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckAlbumRequest: _TypeAlias = CheckAlbumRequest  # noqa: Y015
+
+@_typing.final
+class CheckAlbumResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckAlbumResponse: _TypeAlias = CheckAlbumResponse  # noqa: Y015
+
+@_typing.final
 class ListAlbumsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

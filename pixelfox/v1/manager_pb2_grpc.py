@@ -149,6 +149,11 @@ class ManagerServiceStub:
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.GetAlbumRequest.SerializeToString,
                 response_deserializer=pixelfox_dot_v1_dot_manager__pb2.Album.FromString,
                 _registered_method=True)
+        self.CheckAlbum = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/CheckAlbum',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.CheckAlbumRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.CheckAlbumResponse.FromString,
+                _registered_method=True)
         self.ListAlbums = channel.unary_unary(
                 '/pixelfox.v1.ManagerService/ListAlbums',
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.ListAlbumsRequest.SerializeToString,
@@ -372,6 +377,15 @@ class ManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckAlbum(self, request, context):
+        """Whether the caller may change an album (its owner or an admin), for a check before an upload
+        adds to it: NOT_FOUND for no such album, PERMISSION_DENIED for another user's, UNAUTHENTICATED
+        without a user. Reads the album's owner only (GetAlbum builds every image of the album).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAlbums(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -561,6 +575,11 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.GetAlbum,
                     request_deserializer=pixelfox_dot_v1_dot_manager__pb2.GetAlbumRequest.FromString,
                     response_serializer=pixelfox_dot_v1_dot_manager__pb2.Album.SerializeToString,
+            ),
+            'CheckAlbum': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckAlbum,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.CheckAlbumRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.CheckAlbumResponse.SerializeToString,
             ),
             'ListAlbums': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAlbums,
@@ -1221,6 +1240,33 @@ class ManagerService:
             '/pixelfox.v1.ManagerService/GetAlbum',
             pixelfox_dot_v1_dot_manager__pb2.GetAlbumRequest.SerializeToString,
             pixelfox_dot_v1_dot_manager__pb2.Album.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckAlbum(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/CheckAlbum',
+            pixelfox_dot_v1_dot_manager__pb2.CheckAlbumRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.CheckAlbumResponse.FromString,
             options,
             channel_credentials,
             insecure,

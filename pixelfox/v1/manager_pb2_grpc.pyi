@@ -87,6 +87,11 @@ class ManagerServiceStub:
     """owner or admin"""
     CreateAlbum: _grpc.UnaryUnaryMultiCallable[_manager_pb2.CreateAlbumRequest, _manager_pb2.Album]
     GetAlbum: _grpc.UnaryUnaryMultiCallable[_manager_pb2.GetAlbumRequest, _manager_pb2.Album]
+    CheckAlbum: _grpc.UnaryUnaryMultiCallable[_manager_pb2.CheckAlbumRequest, _manager_pb2.CheckAlbumResponse]
+    """Whether the caller may change an album (its owner or an admin), for a check before an upload
+    adds to it: NOT_FOUND for no such album, PERMISSION_DENIED for another user's, UNAUTHENTICATED
+    without a user. Reads the album's owner only (GetAlbum builds every image of the album).
+    """
     ListAlbums: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ListAlbumsRequest, _manager_pb2.ListAlbumsResponse]
     UpdateAlbum: _grpc.UnaryUnaryMultiCallable[_manager_pb2.UpdateAlbumRequest, _manager_pb2.Album]
     DeleteAlbum: _grpc.UnaryUnaryMultiCallable[_manager_pb2.DeleteAlbumRequest, _manager_pb2.DeleteAlbumResponse]
@@ -163,6 +168,11 @@ class ManagerServiceAsyncStub(ManagerServiceStub):
     """owner or admin"""
     CreateAlbum: _aio.UnaryUnaryMultiCallable[_manager_pb2.CreateAlbumRequest, _manager_pb2.Album]  # type: ignore[assignment]
     GetAlbum: _aio.UnaryUnaryMultiCallable[_manager_pb2.GetAlbumRequest, _manager_pb2.Album]  # type: ignore[assignment]
+    CheckAlbum: _aio.UnaryUnaryMultiCallable[_manager_pb2.CheckAlbumRequest, _manager_pb2.CheckAlbumResponse]  # type: ignore[assignment]
+    """Whether the caller may change an album (its owner or an admin), for a check before an upload
+    adds to it: NOT_FOUND for no such album, PERMISSION_DENIED for another user's, UNAUTHENTICATED
+    without a user. Reads the album's owner only (GetAlbum builds every image of the album).
+    """
     ListAlbums: _aio.UnaryUnaryMultiCallable[_manager_pb2.ListAlbumsRequest, _manager_pb2.ListAlbumsResponse]  # type: ignore[assignment]
     UpdateAlbum: _aio.UnaryUnaryMultiCallable[_manager_pb2.UpdateAlbumRequest, _manager_pb2.Album]  # type: ignore[assignment]
     DeleteAlbum: _aio.UnaryUnaryMultiCallable[_manager_pb2.DeleteAlbumRequest, _manager_pb2.DeleteAlbumResponse]  # type: ignore[assignment]
@@ -368,6 +378,17 @@ class ManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _manager_pb2.GetAlbumRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_manager_pb2.Album, _abc.Awaitable[_manager_pb2.Album]]: ...
+
+    @_abc_1.abstractmethod
+    def CheckAlbum(
+        self,
+        request: _manager_pb2.CheckAlbumRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.CheckAlbumResponse, _abc.Awaitable[_manager_pb2.CheckAlbumResponse]]:
+        """Whether the caller may change an album (its owner or an admin), for a check before an upload
+        adds to it: NOT_FOUND for no such album, PERMISSION_DENIED for another user's, UNAUTHENTICATED
+        without a user. Reads the album's owner only (GetAlbum builds every image of the album).
+        """
 
     @_abc_1.abstractmethod
     def ListAlbums(

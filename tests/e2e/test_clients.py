@@ -341,3 +341,36 @@ def test_chevereto_album_id_must_be_an_album_of_the_caller(cluster: ClusterHandl
     slug = ok.json()["image"]["id_encoded"]
     shown = requests.get(f"{cluster.web_url}/api/v1/albums/{album}", headers={"X-API-Key": owner}, timeout=30).json()
     assert [i["id"] for i in shown["images"]] == [slug] and shown["image_count"] == 1, shown
+
+
+def test_chevereto_album_id_is_checked_in_one_call_that_reads_no_image(cluster: ClusterHandle) -> None:
+    """The album check was WhoAmI, then GetAlbum building every image of the album to read its
+    owner: now one CheckAlbum, whatever the album holds (counted on the manager's
+    ``grpc_server_handled_total``). Admins still add to anyone's album."""
+    from tests.ops.test_metrics import scrape, total
+
+    api = f"{cluster.web_url}/api/1/upload"
+    owner = asyncio.run(new_user_key(cluster.local, f"albumfull_{os.urandom(4).hex()}"))
+    made = requests.post(f"{cluster.web_url}/api/v1/albums", json={"title": "Full"}, timeout=30,
+                         headers={"Authorization": f"Bearer {owner}"})
+    assert made.status_code == 201, made.text
+    album = made.json()["id"]
+    (manager,) = (n["metrics_url"] for n in json.loads(cluster.pixelfox("status", "--json").stdout)["nodes"]
+                  if n["role"] == "manager")
+
+    def calls() -> dict[str, float]:
+        m = scrape(manager)
+        return {rpc: total(m, "grpc_server_handled_total", grpc_method=rpc)
+                for rpc in ("CheckAlbum", "GetAlbum", "WhoAmI")}
+
+    slugs = []
+    for key in (owner, owner, owner, cluster.admin_api_key):  # the admin's goes into the owner's album too
+        before = calls()
+        r = requests.post(api, files={"source": ("p.png", _small_png(40, 30), "image/png")}, timeout=60,
+                          data={"key": key, "album_id": album})
+        assert r.status_code == 200, r.text
+        slugs.append(r.json()["image"]["id_encoded"])
+        after = calls()
+        assert {rpc: after[rpc] - before[rpc] for rpc in after} == {"CheckAlbum": 1, "GetAlbum": 0, "WhoAmI": 0}
+    shown = requests.get(f"{cluster.web_url}/api/v1/albums/{album}", headers={"X-API-Key": owner}, timeout=30).json()
+    assert shown["image_count"] == len(slugs) and {i["id"] for i in shown["images"]} == set(slugs), shown
