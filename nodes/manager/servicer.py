@@ -81,6 +81,11 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
         return await self.svc.uploads.create(user, req.filename, req.size, req.content_type, req.expire_after_s,
                                              req.title)
 
+    @rpc()
+    async def CheckUpload(self, req: manager_pb2.CheckUploadRequest, ctx: Ctx) -> manager_pb2.CheckUploadResponse:
+        await self.svc.uploads.check(await self.svc.uploader(caller()), req.size)
+        return manager_pb2.CheckUploadResponse()
+
     @rpc(cluster=True)
     async def CompleteUpload(
         self, req: manager_pb2.CompleteUploadRequest, ctx: Ctx

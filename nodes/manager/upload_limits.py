@@ -14,6 +14,9 @@
 * quota — the bytes of the user's images in the database plus the declared size must stay
   within ``user_quota_bytes`` → else ``QuotaExceeded``.
 
+:meth:`UploadLimits.check` asks the same questions without counting (``CheckUpload``: the web node
+refuses a one-shot upload before reading its body); :meth:`UploadLimits.admit` alone counts.
+
 Admins (the operator's own keys) and anonymous uploads skip the per-user checks (the web
 node limits anonymous uploads per IP: ``anonymous_ip_uploads_per_minute``, on by default).
 Per-IP limits live at the HTTP edge (:mod:`web.ratelimit`) because only it sees client addresses.
@@ -49,36 +52,72 @@ class UploadLimits:
         lim = self.limits
         now = time.time()
         if lim.user_uploads_per_minute:
-            key = f"pixelfox:{{limits}}:rate:{user_id}:{int(now // 60)}"
+            key = self._rate_key(user_id, now)
             async with self.redis.pipeline(transaction=True) as p:
                 p.incr(key)
                 p.expire(key, 120)
                 count, _ = await p.execute()
-            if count > lim.user_uploads_per_minute:
-                wait = 60 - int(now % 60)
-                raise errors.RateLimited(
-                    f"more than {lim.user_uploads_per_minute} uploads in a minute; wait {wait} s", retry_after_s=wait)
-        if lim.user_quota_bytes:
-            async with self.sessions() as s:
-                used = await s.scalar(select(func.coalesce(func.sum(Image.bytes), 0)).where(Image.user_id == user_id))
-            if int(used or 0) + size > lim.user_quota_bytes:
-                raise errors.QuotaExceeded(
-                    f"quota: {used} of {lim.user_quota_bytes} bytes used; this file needs {size} more")
+            self._check_rate(count, now)
+        await self._check_quota(user_id, size)
         if lim.user_open_uploads:
             key = open_uploads_key(user_id)
-            await self.redis.zremrangebyscore(key, "-inf", now)
-            if await self.redis.zcard(key) >= lim.user_open_uploads:
-                earliest = await self.redis.zrange(key, 0, 0, withscores=True)  # the first to die frees a slot
-                wait = max(1, math.ceil(float(earliest[0][1]) - now)) if earliest else 1
-                raise errors.TooManyOpenUploads(
-                    f"{lim.user_open_uploads} unfinished uploads already; the next frees in {wait} s. An upload "
-                    "counts until it completes, is cancelled (list them with GET /api/v1/uploads, cancel one "
-                    "with DELETE /api/v1/uploads/<id>, or tus DELETE with its ticket), or nothing can resume it "
-                    f"any more: its ticket ends ({lim.ticket_ttl_s} s after it was created, plus "
-                    f"{tickets.LEEWAY_S} s for clock skew) or it gets no bytes for {lim.upload_ttl_s} s",
-                    retry_after_s=wait)
+            await self._check_open(key, now)
             await self.redis.zadd(key, {upload_id: min(usable_until, now + lim.upload_ttl_s)})
             await self.redis.expire(key, max(1, math.ceil(usable_until - now)) + 60)  # outlives every member
+
+    async def check(self, user_id: str, size: int) -> None:
+        """Raise what :meth:`admit` would for a new upload of ``size`` bytes now (RateLimited,
+        QuotaExceeded, TooManyOpenUploads, same messages and ``retry_after_s``) but count nothing:
+        the upload is counted once, by :meth:`admit`. A check that passes is no promise (parallel
+        uploads may take the last slot meanwhile; :meth:`admit` still decides). ``""`` (anonymous
+        or admin): nothing to check."""
+        if not user_id:
+            return
+        now = time.time()
+        if self.limits.user_uploads_per_minute:
+            self._check_rate(int(await self.redis.get(self._rate_key(user_id, now)) or 0) + 1, now)
+        await self._check_quota(user_id, size)
+        if self.limits.user_open_uploads:
+            await self._check_open(open_uploads_key(user_id), now)
+
+    @staticmethod
+    def _rate_key(user_id: str, now: float) -> str:
+        """The counter of uploads ``user_id`` started in the clock minute of ``now`` (unix time)."""
+        return f"pixelfox:{{limits}}:rate:{user_id}:{int(now // 60)}"
+
+    def _check_rate(self, count: int, now: float) -> None:
+        """RateLimited when ``count`` (this upload included) is over the per-minute limit."""
+        if count > self.limits.user_uploads_per_minute:
+            wait = 60 - int(now % 60)
+            raise errors.RateLimited(
+                f"more than {self.limits.user_uploads_per_minute} uploads in a minute; wait {wait} s",
+                retry_after_s=wait)
+
+    async def _check_quota(self, user_id: str, size: int) -> None:
+        """QuotaExceeded when the user's images plus ``size`` bytes would pass the quota."""
+        lim = self.limits
+        if not lim.user_quota_bytes:
+            return
+        async with self.sessions() as s:
+            used = await s.scalar(select(func.coalesce(func.sum(Image.bytes), 0)).where(Image.user_id == user_id))
+        if int(used or 0) + size > lim.user_quota_bytes:
+            raise errors.QuotaExceeded(
+                f"quota: {used} of {lim.user_quota_bytes} bytes used; this file needs {size} more")
+
+    async def _check_open(self, key: str, now: float) -> None:
+        """TooManyOpenUploads when the open-upload set ``key`` is full; drops dead entries first."""
+        lim = self.limits
+        await self.redis.zremrangebyscore(key, "-inf", now)
+        if await self.redis.zcard(key) >= lim.user_open_uploads:
+            earliest = await self.redis.zrange(key, 0, 0, withscores=True)  # the first to die frees a slot
+            wait = max(1, math.ceil(float(earliest[0][1]) - now)) if earliest else 1
+            raise errors.TooManyOpenUploads(
+                f"{lim.user_open_uploads} unfinished uploads already; the next frees in {wait} s. An upload "
+                "counts until it completes, is cancelled (list them with GET /api/v1/uploads, cancel one "
+                "with DELETE /api/v1/uploads/<id>, or tus DELETE with its ticket), or nothing can resume it "
+                f"any more: its ticket ends ({lim.ticket_ttl_s} s after it was created, plus "
+                f"{tickets.LEEWAY_S} s for clock skew) or it gets no bytes for {lim.upload_ttl_s} s",
+                retry_after_s=wait)
 
     async def closed(self, user_id: str, upload_id: str) -> None:
         """An upload finished: it no longer counts as open."""

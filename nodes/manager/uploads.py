@@ -67,6 +67,11 @@ def spread(nodes: list[NodeRecord]) -> NodeRecord:
     return random.choices(nodes, weights=weights)[0]
 
 
+def limited(user: User | None) -> str:
+    """The id the per-user upload limits apply to, or ``""``: anonymous uploads and admins are exempt."""
+    return user.id if user and user.role != "admin" else ""
+
+
 class Uploads:
     def __init__(
         self,
@@ -111,8 +116,7 @@ class Uploads:
         upload_id = str(ULID())
         issued = int(time.time())
         expires_at = issued + self.limits.ticket_ttl_s  # the ticket's exp
-        await self.gate.admit(user.id if user and user.role != "admin" else "", upload_id, size,  # admins: exempt
-                              tickets.usable_until(expires_at))
+        await self.gate.admit(limited(user), upload_id, size, tickets.usable_until(expires_at))
         expires = datetime.fromtimestamp(expires_at, UTC)
         async with self.sessions() as s:
             s.add(Upload(id=upload_id, user_id=user.id if user else None, filename=safe_filename(filename, default=""),
@@ -131,6 +135,12 @@ class Uploads:
             chunk_size=self.limits.chunk_size,
             max_size=size,
         )
+
+    async def check(self, user: User | None, size: int) -> None:
+        """Raise what :meth:`create` would for ``user``'s per-user limits (RateLimited,
+        TooManyOpenUploads, QuotaExceeded) on an upload of at least ``size`` bytes (0 or less: 1);
+        counts nothing (see :meth:`UploadLimits.check`). Admins and anonymous uploads pass."""
+        await self.gate.check(limited(user), max(1, size))
 
     async def complete(self, c: Completion) -> manager_pb2.CompleteUploadResponse:
         """Record the stored original as an image (status processing) and enqueue its job.

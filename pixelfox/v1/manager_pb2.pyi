@@ -316,6 +316,41 @@ class CreateUploadResponse(_message.Message):
 Global___CreateUploadResponse: _TypeAlias = CreateUploadResponse  # noqa: Y015
 
 @_typing.final
+class CheckUploadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIZE_FIELD_NUMBER: _builtins.int
+    size: _builtins.int
+    """bytes the file has at least (0: unknown, taken as 1)"""
+    def __init__(
+        self,
+        *,
+        size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckUploadRequest: _TypeAlias = CheckUploadRequest  # noqa: Y015
+
+@_typing.final
+class CheckUploadResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckUploadResponse: _TypeAlias = CheckUploadResponse  # noqa: Y015
+
+@_typing.final
 class RelocateUploadRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -74,6 +74,11 @@ class ManagerServiceStub:
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.CompleteUploadRequest.SerializeToString,
                 response_deserializer=pixelfox_dot_v1_dot_manager__pb2.CompleteUploadResponse.FromString,
                 _registered_method=True)
+        self.CheckUpload = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/CheckUpload',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.CheckUploadRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.CheckUploadResponse.FromString,
+                _registered_method=True)
         self.RelocateUpload = channel.unary_unary(
                 '/pixelfox.v1.ManagerService/RelocateUpload',
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.RelocateUploadRequest.SerializeToString,
@@ -265,6 +270,16 @@ class ManagerServiceServicer:
 
     def CompleteUpload(self, request, context):
         """upload node only
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckUpload(self, request, context):
+        """Would CreateUpload refuse this caller's upload of at least `size` bytes now, for a per-user
+        limit (uploads a minute, open uploads, quota)? Same errors as CreateUpload; counts nothing
+        (CreateUpload counts the upload once). The web node asks before it reads a one-shot upload's
+        body. Admins and anonymous callers always pass.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -500,6 +515,11 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.CompleteUpload,
                     request_deserializer=pixelfox_dot_v1_dot_manager__pb2.CompleteUploadRequest.FromString,
                     response_serializer=pixelfox_dot_v1_dot_manager__pb2.CompleteUploadResponse.SerializeToString,
+            ),
+            'CheckUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckUpload,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.CheckUploadRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.CheckUploadResponse.SerializeToString,
             ),
             'RelocateUpload': grpc.unary_unary_rpc_method_handler(
                     servicer.RelocateUpload,
@@ -835,6 +855,33 @@ class ManagerService:
             '/pixelfox.v1.ManagerService/CompleteUpload',
             pixelfox_dot_v1_dot_manager__pb2.CompleteUploadRequest.SerializeToString,
             pixelfox_dot_v1_dot_manager__pb2.CompleteUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/CheckUpload',
+            pixelfox_dot_v1_dot_manager__pb2.CheckUploadRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.CheckUploadResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,12 @@ class ManagerServiceStub:
     """--- uploads"""
     CompleteUpload: _grpc.UnaryUnaryMultiCallable[_manager_pb2.CompleteUploadRequest, _manager_pb2.CompleteUploadResponse]
     """upload node only"""
+    CheckUpload: _grpc.UnaryUnaryMultiCallable[_manager_pb2.CheckUploadRequest, _manager_pb2.CheckUploadResponse]
+    """Would CreateUpload refuse this caller's upload of at least `size` bytes now, for a per-user
+    limit (uploads a minute, open uploads, quota)? Same errors as CreateUpload; counts nothing
+    (CreateUpload counts the upload once). The web node asks before it reads a one-shot upload's
+    body. Admins and anonymous callers always pass.
+    """
     RelocateUpload: _grpc.UnaryUnaryMultiCallable[_manager_pb2.RelocateUploadRequest, _manager_pb2.CreateUploadResponse]
     """Another healthy upload node for an unfinished upload (the first one died); the ticket is
     the credential and stays the same.
@@ -132,6 +138,12 @@ class ManagerServiceAsyncStub(ManagerServiceStub):
     """--- uploads"""
     CompleteUpload: _aio.UnaryUnaryMultiCallable[_manager_pb2.CompleteUploadRequest, _manager_pb2.CompleteUploadResponse]  # type: ignore[assignment]
     """upload node only"""
+    CheckUpload: _aio.UnaryUnaryMultiCallable[_manager_pb2.CheckUploadRequest, _manager_pb2.CheckUploadResponse]  # type: ignore[assignment]
+    """Would CreateUpload refuse this caller's upload of at least `size` bytes now, for a per-user
+    limit (uploads a minute, open uploads, quota)? Same errors as CreateUpload; counts nothing
+    (CreateUpload counts the upload once). The web node asks before it reads a one-shot upload's
+    body. Admins and anonymous callers always pass.
+    """
     RelocateUpload: _aio.UnaryUnaryMultiCallable[_manager_pb2.RelocateUploadRequest, _manager_pb2.CreateUploadResponse]  # type: ignore[assignment]
     """Another healthy upload node for an unfinished upload (the first one died); the ticket is
     the credential and stays the same.
@@ -252,6 +264,18 @@ class ManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_manager_pb2.CompleteUploadResponse, _abc.Awaitable[_manager_pb2.CompleteUploadResponse]]:
         """upload node only"""
+
+    @_abc_1.abstractmethod
+    def CheckUpload(
+        self,
+        request: _manager_pb2.CheckUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.CheckUploadResponse, _abc.Awaitable[_manager_pb2.CheckUploadResponse]]:
+        """Would CreateUpload refuse this caller's upload of at least `size` bytes now, for a per-user
+        limit (uploads a minute, open uploads, quota)? Same errors as CreateUpload; counts nothing
+        (CreateUpload counts the upload once). The web node asks before it reads a one-shot upload's
+        body. Admins and anonymous callers always pass.
+        """
 
     @_abc_1.abstractmethod
     def RelocateUpload(
