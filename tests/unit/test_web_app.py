@@ -74,6 +74,8 @@ class FakeCluster(manager_pb2_grpc.ManagerServiceServicer, upload_pb2_grpc.Uploa
         self.polls: dict[str, int] = {}
         self.upload_address = ""
         self.acting: list[str] = []
+        self.checks: list[int] = []  # CheckUpload sizes asked
+        self.check_refuses: grpc.StatusCode | None = None  # CheckUpload's answer instead of OK
 
     def _caller(self, context: grpc.aio.ServicerContext) -> Any:
         caller = read_caller(context.invocation_metadata(), SECRET)
@@ -116,6 +118,15 @@ class FakeCluster(manager_pb2_grpc.ManagerServiceServicer, upload_pb2_grpc.Uploa
         return manager_pb2.CreateUploadResponse(
             upload_id="up1", upload_address=self.upload_address, ticket=f"t:{owner}", chunk_size=64 * 1024
         )
+
+    async def CheckUpload(self, request: Any, context: Any) -> manager_pb2.CheckUploadResponse:
+        caller = self._caller(context)
+        if caller.api_key and caller.api_key not in self.keys:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad api key")
+        self.checks.append(request.size)
+        if self.check_refuses is not None:
+            await context.abort(self.check_refuses, "refused by the fake")
+        return manager_pb2.CheckUploadResponse()
 
     async def Upload(self, request_iterator: Any, context: Any) -> upload_pb2.UploadReceipt:
         header, size = None, 0
@@ -358,6 +369,28 @@ async def test_upload_api_key_and_anonymous(client: TestClient[Any, Any]) -> Non
     assert r.status == 201 and body["status"] == "processing"
     html = await (await client.get(f"/i/{body['id']}")).text()
     assert "processing" in html and 'http-equiv="refresh"' in html
+
+
+@pytest.mark.skipif(not PHOTO.exists(), reason="corpus missing")
+async def test_upload_limits_are_asked_once_and_an_older_manager_is_no_refusal(client: TestClient[Any, Any],
+                                                                             fake: Any) -> None:
+    """A keyed upload asks ``CheckUpload`` once, with the declared size less the form's slack, before
+    the body; a manager without that RPC (a rolling upgrade) lets the upload through to
+    ``CreateUpload``, for ``/api/v1/images`` and Chevereto alike."""
+    key = {"X-API-Key": "key-alice"}
+    assert (await _upload(client, key, "?wait=0")).status == 201
+    assert len(fake[0].checks) == 1 and 0 < fake[0].checks[0] <= PHOTO.stat().st_size
+    assert (await _upload(client, query="?wait=0")).status == 201  # anonymous: nothing to ask
+    assert len(fake[0].checks) == 1
+    fake[0].check_refuses = grpc.StatusCode.UNIMPLEMENTED
+    assert (await _upload(client, key, "?wait=0")).status == 201
+    form = FormData()
+    form.add_field("source", PHOTO.read_bytes(), filename=PHOTO.name, content_type="image/jpeg")
+    r = await client.post("/api/1/upload?key=key-alice", data=form)
+    assert r.status == 200, await r.text()
+    fake[0].check_refuses = grpc.StatusCode.INTERNAL  # any other failure is still one
+    assert (await _upload(client, key, "?wait=0")).status == 500
+    assert len(fake[0].checks) == 4
 
 
 async def test_upload_too_large(redis_url: str, fake: tuple[FakeCluster, str]) -> None:

@@ -19,15 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import grpc
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp_session import get_session
 
 from pixelfox import errors
 from pixelfox.client.images import image_to_json, served_original_url
+from pixelfox.grpcx.client import error_from_rpc
 from pixelfox.schemes import refuse_repeated, split_scheme
 from pixelfox.text import printable, safe_filename
-from pixelfox.v1 import common_pb2
+from pixelfox.v1 import common_pb2, manager_pb2
+from web.cluster import RPC_TIMEOUT_S, Metadata
 from web.deletion import deletion_url
 from web.keys import MANAGER, SETTINGS, STATE
 from web.ratelimit import check_ip
@@ -168,14 +171,44 @@ def malformed_multipart(exc: BaseException) -> errors.BadRequest | None:
     return None
 
 
-async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, str, str]:
-    """The form's ``file`` as ``(temp path, file name, declared type, title)``; ``title`` is the optional
-    text field of that name (its first :data:`TEXT_FIELD_LIMIT` bytes, UTF-8). BadRequest for a malformed
-    form, a missing or second file or a title that is not UTF-8; PayloadTooLarge past ``limit`` bytes."""
+def _check_form_head(request: web.Request, limit: int) -> None:
+    """Refuse from the headers alone a body :func:`_receive_file` would refuse: PayloadTooLarge when
+    ``Content-Length`` passes ``limit`` bytes plus :data:`MULTIPART_SLACK`, BadRequest when it is not
+    multipart."""
     if request.content_length is not None and request.content_length > limit + MULTIPART_SLACK:
         raise errors.PayloadTooLarge(f"file larger than {limit} bytes")
     if not request.content_type.startswith("multipart/"):
         raise errors.BadRequest("send multipart/form-data with the image in the field 'file'")
+
+
+async def check_user_limits(request: web.Request, metadata: Metadata, *, encoded: bool = False) -> None:
+    """Refuse, before a byte of its body is read, a one-shot upload that the per-user limits of the
+    caller in ``metadata`` (an API key, or a session's user) would refuse once it was all in:
+    uploads a minute, open uploads, quota (the manager's ``CheckUpload``; one RPC, which counts
+    nothing: ``CreateUpload`` counts the upload once, after the body is read).
+
+    The file is taken to be ``Content-Length`` less :data:`MULTIPART_SLACK` (the form around it, as
+    the 413 check assumes), halved when ``encoded`` (the file may come as base64 text, percent-encoded
+    in a url-encoded body: about 1.4 bytes of body per byte of file), and at least 1 byte (no
+    ``Content-Length``: a chunked body). Raises RateLimited and TooManyOpenUploads (429, with
+    ``retry_after_s`` in seconds), QuotaExceeded (429), Unauthenticated (401) for an API key the
+    manager does not know. Admins, and limits set to 0, pass as they do in ``CreateUpload``; so does
+    every caller while the manager is older than ``CheckUpload`` (a rolling upgrade), whose
+    ``CreateUpload`` still refuses them, after the body."""
+    size = max(1, ((request.content_length or 0) - MULTIPART_SLACK) // (2 if encoded else 1))
+    try:
+        await request.app[MANAGER].stub.CheckUpload(manager_pb2.CheckUploadRequest(size=size),
+                                                    metadata=tuple(metadata), timeout=RPC_TIMEOUT_S)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+            raise error_from_rpc(exc) from exc
+
+
+async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, str, str]:
+    """The form's ``file`` as ``(temp path, file name, declared type, title)``; ``title`` is the optional
+    text field of that name (its first :data:`TEXT_FIELD_LIMIT` bytes, UTF-8). BadRequest for a malformed
+    form, a missing or second file or a title that is not UTF-8; PayloadTooLarge past ``limit`` bytes.
+    The caller checked the headers first (:func:`_check_form_head`)."""
     saved: tuple[Path, str, str] | None = None
     title, title_seen = "", False
     try:
@@ -242,6 +275,14 @@ def _wait_seconds(request: web.Request) -> float:
 
 
 async def upload(request: web.Request) -> web.Response:
+    """``POST /api/v1/images``: one multipart upload (field ``file``, optional ``title``), answered 201
+    with the image's JSON once processed or ``?wait=`` ran out.
+
+    Everything the headers tell is refused before the body is read: credentials (401, CSRF 403),
+    anonymous uploads on a site without them (401), a bad ``?wait=`` (400), the address' budget and
+    a signed-in caller's per-user limits (429: :func:`web.ratelimit.check_ip`,
+    :func:`check_user_limits`), a declared ``Content-Length`` over the upload limit (413). The body
+    then streams to a temp file (413 past the limit, 400 for a malformed form)."""
     caller = await resolve_caller(request, state_changing=True)
     settings = request.app[SETTINGS]
     if caller.via == "anonymous" and not settings.allow_anonymous:  # before a byte of the body is read
@@ -249,6 +290,9 @@ async def upload(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     wait_s = _wait_seconds(request)  # a bad ?wait= is refused before any byte is kept
     await check_ip(request, anonymous=caller.via == "anonymous")
+    _check_form_head(request, settings.max_upload_bytes)
+    if caller.via != "anonymous":  # a user over a limit is refused now, not after sending the whole file
+        await check_user_limits(request, caller.metadata)
     path, filename, ctype, title = await _receive_file(request, settings.max_upload_bytes)
     try:
         receipt = await manager.upload(caller.metadata, path, filename, ctype, title=title)

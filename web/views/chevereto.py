@@ -44,7 +44,15 @@ from web.calls import Metadata, call
 from web.deletion import deletion_url
 from web.keys import MANAGER, SETTINGS
 from web.ratelimit import check_ip
-from web.views.api import TEXT_FIELD_LIMIT, _save_part, first_bytes, malformed_multipart, page_url, part_filename
+from web.views.api import (
+    TEXT_FIELD_LIMIT,
+    _save_part,
+    check_user_limits,
+    first_bytes,
+    malformed_multipart,
+    page_url,
+    part_filename,
+)
 
 DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$",
                       re.ASCII)  # ASCII digits only, as in plain seconds
@@ -316,6 +324,14 @@ async def not_allowed(request: web.Request) -> web.Response:
 
 
 async def upload(request: web.Request) -> web.StreamResponse:
+    """``POST /api/1/upload``; every refusal in Chevereto's error shape (:func:`chevereto_error`), a 429
+    with ``Retry-After`` as elsewhere.
+
+    An API key in the header ``X-API-Key`` or the query string (``?key=``) is checked before the
+    body is read, with its user's per-user limits (:func:`web.views.api.check_user_limits`): an
+    unknown key (401) or a user over a limit (429) costs no upload. A key sent only as a form field
+    is known only once the body is read, so such a request is checked then, by ``CreateUpload``,
+    after the whole body was received."""
     try:
         return await _upload(request)
     except errors.PixelfoxError as exc:
@@ -344,8 +360,8 @@ async def _upload(request: web.Request) -> web.StreamResponse:
     manager = request.app[MANAGER]
     await check_ip(request, anonymous=False)  # without an API key it is refused (401)
     early = request.headers.get("X-API-Key", "").strip() or request.query.get("key", "").strip()
-    if early:  # a key outside the body is checked before the body is read: a bad one costs nothing
-        await call(request, "WhoAmI", manager_pb2.WhoAmIRequest(), manager.as_api_key(early))
+    if early:  # known before the body is read: a bad key, or its user over a limit, costs no upload
+        await check_user_limits(request, manager.as_api_key(early), encoded=True)
     fields, source, filename = await _read_form(request, settings.max_upload_bytes)
     try:
         key = request.headers.get("X-API-Key", "").strip() or fields.get("key", "").strip()
