@@ -181,6 +181,11 @@ def test_a_repeated_credential_header_on_the_web_api_is_refused(cluster: Cluster
         status, said = raw_request(api, "POST", [json_type, (name, value), (name, "junk")], body)
         assert (status, said["error"]) == (400, {"code": "bad-request",
                                                  "message": f"{name} was sent more than once: send it once"})
+    # the Chevereto endpoint reads X-API-Key itself (its error shape: status_code and error.message)
+    status, said = raw_request(f"{cluster.web_url}/api/1/upload", "POST",
+                               [("Content-Type", "application/x-www-form-urlencoded"), ("X-API-Key", key),
+                                ("X-API-Key", "junk")], b"source=aGk%3D")
+    assert (status, said["error"]["message"]) == (400, "X-API-Key was sent more than once: send it once"), said
     status, said = raw_request(api, "POST", [json_type, ("Authorization", f"Bearer {key}")], body)
     assert status == 201, said
     gone = requests.delete(f"{api}/{said['id']}", headers={"Authorization": f"Bearer {key}"}, timeout=10)

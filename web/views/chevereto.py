@@ -37,6 +37,7 @@ from aiohttp import BodyPartReader, web
 
 from pixelfox import errors
 from pixelfox.client.images import clean_original
+from pixelfox.schemes import refuse_repeated
 from pixelfox.text import printable
 from pixelfox.uploadstate import MAX_EXPIRE_AFTER_S
 from pixelfox.v1 import common_pb2, manager_pb2
@@ -359,6 +360,7 @@ async def _upload(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     manager = request.app[MANAGER]
     await check_ip(request, anonymous=False)  # without an API key it is refused (401)
+    refuse_repeated(request.headers, ("X-API-Key",))  # which of two keys would count?
     early = request.headers.get("X-API-Key", "").strip() or request.query.get("key", "").strip()
     if early:  # known before the body is read: a bad key, or its user over a limit, costs no upload
         await check_user_limits(request, manager.as_api_key(early), encoded=True)
