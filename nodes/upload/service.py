@@ -256,19 +256,29 @@ class Receiver:
             await session.close()
 
     async def sweep(self, min_age_s: float) -> int:
-        """Remove staged files whose upload state expired (abandoned uploads); returns how many."""
+        """Remove staged files no upload can use any more; returns how many.
+
+        A file goes when its upload's state expired and the file is untouched for ``min_age_s``
+        seconds, or at once when its upload was cancelled (``abandoned``) or ``failed`` and no
+        writer holds its lock (a writer that does finds out at its next commit and removes the file
+        itself). An open upload's file is never removed.
+        """
         removed = 0
         now = time.time()
         for path in list(self.staging.glob("*.part")):
             try:
-                if now - path.stat().st_mtime < min_age_s:
-                    continue
+                age = now - path.stat().st_mtime
             except FileNotFoundError:
                 continue
-            if not await self.states.exists(path.stem):
-                path.unlink(missing_ok=True)
-                removed += 1
-                logger.info("removed abandoned staged upload %s", path.stem)
+            st = await self.states.get(path.stem)
+            if st is None:
+                if age < min_age_s:
+                    continue
+            elif st.status not in ("abandoned", "failed") or await self.states.locked(path.stem):
+                continue
+            path.unlink(missing_ok=True)
+            removed += 1
+            logger.info("removed the staged bytes of %s upload %s", st.status if st else "expired", path.stem)
         return removed
 
     async def store(self, path: Path, header: Header, sha: str, info: imaging.ImageInfo) -> Stored:
@@ -392,7 +402,11 @@ class Session:
 
     async def _record(self) -> None:
         offset = self.offset
-        await self.rx.states.commit(self.header.upload_id, self.lock, offset, self.probed)
+        try:
+            await self.rx.states.commit(self.header.upload_id, self.lock, offset, self.probed)
+        except errors.PixelfoxError:
+            await self._drop_if_closed()
+            raise
         self.committed, self.committed_at, self.held = offset, time.monotonic(), False
         # the commit pushed the state's expiry out, so the upload's open-upload slot lives as long (never
         # past its ticket's end): at most one more round trip a second, and one per stream or PATCH once the
@@ -422,6 +436,15 @@ class Session:
             UPLOADS.labels(exc.code).inc()
             raise
 
+    async def _drop_if_closed(self) -> None:
+        """After a refused commit: remove the staged bytes if the upload was cancelled or failed under
+        this writer (they can never be used; the sweeper would only find them after a while)."""
+        st = await self.rx.states.get(self.header.upload_id)
+        if st is not None and st.status in ("abandoned", "failed"):
+            self.dropped = True
+            self.path.unlink(missing_ok=True)
+            logger.info("upload %s is %s: its staged bytes were removed", self.header.upload_id, st.status)
+
     async def _drop(self, reset: bool, error: errors.PixelfoxError | None = None) -> None:
         """Remove the staged bytes; reset to offset 0 (retryable) or mark the upload failed
         (with ``error``, which the ticket's later queries and resumes get again)."""
@@ -449,7 +472,11 @@ class Session:
         with UPLOAD_STEP_SECONDS.labels("store").time():
             stored = await self.rx.store(self.path, self.header, sha, info)
         with UPLOAD_STEP_SECONDS.labels("complete").time():
-            reply = await self.rx.complete(stored)
+            try:
+                reply = await self.rx.complete(stored)
+            except errors.PixelfoxError:  # refused: cancelled while its last bytes were on the way?
+                await self._drop_if_closed()
+                raise
         await self.rx.states.finish(self.header.upload_id, "complete", reply.image.slug)
         self.path.unlink(missing_ok=True)
         UPLOADS.labels("stored").inc()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from ulid import ULID
 
-from nodes.upload.service import Receiver
+from nodes.upload.service import Chunk, Receiver
 from pixelfox import errors, tickets
 from pixelfox.config import LimitsSettings
 from pixelfox.uploadstate import UploadStates
@@ -160,3 +161,80 @@ def test_bytes_held_for_a_checksum_are_not_recorded_by_a_flush_during_the_probe(
     photo = (corpus / "photos" / "leica_t_16mp_orient8_gps.jpg").read_bytes()
     written, recorded = asyncio.run(_flush_during_probe(cluster.redis_url, tmp_path, photo))
     assert (written, recorded) == (LimitsSettings().probe_bytes, 0)
+
+
+def _receiver(redis: aioredis.Redis, staging: Path) -> Receiver:
+    return Receiver("upload-test", staging, LimitsSettings(), KEY, place=None,  # type: ignore[arg-type]
+                    secret="", max_concurrent=4, states=UploadStates(redis), complete=None)  # type: ignore[arg-type]
+
+
+async def _commit_after_cancel(redis_url: str, staging: Path) -> tuple[bool, bool, str]:
+    redis = aioredis.from_url(redis_url)
+    try:
+        rx = _receiver(redis, staging)
+        upload_id, size = str(ULID()), 1 << 20
+        await rx.states.create(upload_id, size, "user-1")
+        token = tickets.sign(KEY, upload_id, "user-1", size, "image/jpeg", 60)
+        session = await rx.open(token, upload_id, size)
+        try:
+            await session.write(Chunk(0, b"x" * 1000, None), commit=False)
+            await session.commit()
+            staged_before = rx.path(upload_id).exists()
+            # what Uploads.cancel does to the shared state (DELETE /api/v1/uploads/<id>)
+            await rx.states.finish(upload_id, "abandoned",
+                                   error=errors.InvalidTicket("the upload was cancelled by its owner"))
+            await session.write(Chunk(1000, b"y" * 1000, None), commit=False)
+            try:
+                await session.commit()
+                refused = ""
+            except errors.PixelfoxError as exc:
+                refused = str(exc)
+        finally:
+            await session.close()
+        return staged_before, rx.path(upload_id).exists(), refused
+    finally:
+        await redis.aclose()
+
+
+def test_a_writer_refused_because_its_upload_was_cancelled_removes_its_staged_file(
+        cluster: Any, tmp_path: Path) -> None:
+    """The cancelled upload's ``.part`` file stayed until its Redis state expired (an hour) and the
+    sweeper took it; the writer that learns of the cancel at its commit now removes it."""
+    before, after, refused = asyncio.run(_commit_after_cancel(cluster.redis_url, tmp_path))
+    assert (before, after) == (True, False)
+    assert refused == "the upload was cancelled by its owner"
+
+
+async def _sweep(redis_url: str, staging: Path) -> tuple[int, set[str]]:
+    redis = aioredis.from_url(redis_url)
+    try:
+        rx = _receiver(redis, staging)
+        names: dict[str, str] = {}
+        for case in ("open", "abandoned", "abandoned-locked", "failed", "expired", "expired-fresh"):
+            upload_id = str(ULID())
+            names[upload_id] = case
+            rx.path(upload_id).write_bytes(b"staged")
+            if not case.startswith("expired"):
+                await rx.states.create(upload_id, 100, "user-1")
+            if case.startswith("abandoned"):
+                await rx.states.finish(upload_id, "abandoned", error=errors.InvalidTicket("cancelled"))
+            if case == "failed":
+                await rx.states.finish(upload_id, "failed", error=errors.UnsupportedFormat("not an image"))
+            if case == "abandoned-locked":  # a writer still holds it: it removes the file at its next commit
+                await rx.states.lock(upload_id, "another-node")
+            if case != "expired-fresh":  # untouched for a minute
+                os.utime(rx.path(upload_id), (time.time() - 60, time.time() - 60))
+        removed = await rx.sweep(min_age_s=30)
+        return removed, {names[p.stem] for p in staging.glob("*.part")}
+    finally:
+        await redis.aclose()
+
+
+def test_the_sweeper_removes_cancelled_and_failed_uploads_files_but_never_an_open_ones(
+        cluster: Any, tmp_path: Path) -> None:
+    """It removed only files whose state had expired, so a cancelled upload's bytes stayed for the
+    state's whole TTL (an hour). A file whose writer holds the lock, an open upload's and a fresh
+    one with no state stay."""
+    removed, left = asyncio.run(_sweep(cluster.redis_url, tmp_path))
+    assert left == {"open", "abandoned-locked", "expired-fresh"}
+    assert removed == 3
