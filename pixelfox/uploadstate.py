@@ -88,10 +88,17 @@ class State:
 
     def failure(self) -> errors.PixelfoxError:
         """The error a failed or cancelled upload's ticket now gets: the original reason when it is known."""
-        if self.error_code:
-            said = self.error if self.status == "abandoned" else f"{self.error} (this upload failed; start a new one)"
-            return errors.from_wire(self.error_code, None, said)
-        return errors.InvalidTicket("upload ticket already used: the upload failed; start a new upload")
+        return failure(self.status, self.error_code, self.error)
+
+
+def failure(status: str, error_code: str, error: str) -> errors.PixelfoxError:
+    """The error of an upload that ended with ``status`` ``failed`` or ``abandoned`` for the reason
+    ``error_code``/``error`` (as :meth:`UploadStates.finish` records it; "" when unknown): that reason,
+    said to be final for a failed upload, or a plain "already used" when it is not known."""
+    if error_code:
+        said = error if status == "abandoned" else f"{error} (this upload failed; start a new one)"
+        return errors.from_wire(error_code, None, said)
+    return errors.InvalidTicket("upload ticket already used: the upload failed; start a new upload")
 
 
 class UploadStates:

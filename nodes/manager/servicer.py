@@ -116,6 +116,11 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
         return manager_pb2.AbandonUploadResponse(
             abandoned=await self.svc.uploads.cancel(req.upload_id, p.user, p.is_admin))
 
+    @rpc(cluster=True)
+    async def FailUpload(self, req: manager_pb2.FailUploadRequest, ctx: Ctx) -> manager_pb2.FailUploadResponse:
+        return manager_pb2.FailUploadResponse(
+            recorded=await self.svc.uploads.fail(req.upload_id, req.error_code, req.error_message))
+
     @rpc()
     async def GetUpload(self, req: manager_pb2.GetUploadRequest, ctx: Ctx) -> manager_pb2.UploadProgress:
         p = await self.svc.principal(caller())

@@ -17,7 +17,7 @@ from nodes.manager import expiry
 from nodes.manager.images import ImageViews, new_slug
 from nodes.manager.registry import NodeRecord, Registry
 from nodes.manager.upload_limits import UploadLimits
-from pixelfox import errors, failpoints, tickets
+from pixelfox import errors, failpoints, tickets, uploadstate
 from pixelfox.config import LimitsSettings
 from pixelfox.db.engine import begin_write
 from pixelfox.db.models import Image, ObjectLocation, Upload, User
@@ -288,6 +288,24 @@ class Uploads:
             raise errors.InvalidTicket("ticket belongs to another upload")
         return await self._mark_abandoned(upload_id, None, errors.InvalidTicket("unknown upload"))
 
+    async def fail(self, upload_id: str, error_code: str, error_message: str) -> bool:
+        """Record that an upload node refused upload ``upload_id`` (not an image, a checksum mismatch):
+        row ``open`` -> ``failed`` with the reason's stable ``error_code`` and ``error_message`` (cut to
+        64 and 500 characters), so :meth:`progress` answers it once the Redis state is gone. True if
+        it was open, False if it had already ended. Raises NotFound for an unknown upload."""
+        async with self.sessions() as s:
+            await begin_write(s)
+            upload = await s.get(Upload, upload_id, with_for_update=True)
+            if upload is None:
+                raise errors.NotFound("no such upload")
+            if upload.status != "open":
+                return False
+            upload.status = "failed"
+            upload.error_code, upload.error_message = error_code[:64], error_message[:500]
+            await s.commit()
+        logger.info("upload %s failed: %s", upload_id, error_code)
+        return True
+
     async def cancel(self, upload_id: str, user: User | None, is_admin: bool) -> bool:
         """The owner (or an admin) gives up an open upload without its ticket (``DELETE
         /api/v1/uploads/<id>``): marked ``abandoned``, its open-upload slot freed at once, and
@@ -339,7 +357,7 @@ class Uploads:
             image = await s.scalar(select(Image).where(Image.upload_id == upload_id))
             original = await s.get(Image, upload.duplicate_of) if image is None and upload.duplicate_of else None
             slug, filename, size = (image.slug if image else ""), upload.filename, upload.size
-            row_status = upload.status
+            row_status, row_error = upload.status, (upload.error_code or "", upload.error_message or "")
             ticket_exp = upload.expires_at if upload.expires_at.tzinfo else upload.expires_at.replace(tzinfo=UTC)
         st = await self.states.get(upload_id)
         reply = manager_pb2.UploadProgress(upload_id=upload_id, size=size, filename=filename)
@@ -350,6 +368,9 @@ class Uploads:
         if slug:
             reply.status, reply.offset = "complete", size
             reply.image.CopyFrom(await self.views.get(slug))
+        elif st is None and row_status == "failed":  # its TTL ran out: the reason its upload node reported
+            reason = uploadstate.failure("failed", *row_error)
+            reply.status, reply.error_code, reply.error_message = "failed", reason.code, reason.message
         elif st is None:  # the state is gone: cancelled by its client (tus DELETE), or its TTL ran out
             reply.status = "abandoned" if row_status == "abandoned" else "expired"
         elif st.status == "abandoned":  # cancelled by its owner: the state stays to refuse the ticket

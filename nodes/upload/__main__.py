@@ -12,7 +12,7 @@ from nodes.upload.service import Receiver, Stored
 from nodes.upload.servicer import UploadServicer
 from nodes.upload.sweeper import sweep_forever
 from nodes.upload.tus import make_app
-from pixelfox import redisx, tickets
+from pixelfox import errors, redisx, tickets
 from pixelfox.grpcx.client import map_rpc_errors
 from pixelfox.grpcx.server import GrpcServer
 from pixelfox.node import Load, ManagerLink, NodeIdentity, node_main, run_node, start_metrics
@@ -65,10 +65,15 @@ async def serve(settings: UploadSettings) -> None:
             await link.stub.AbandonUpload(manager_pb2.AbandonUploadRequest(upload_id=upload_id, ticket=ticket),
                                           metadata=link.metadata, timeout=10)
 
+    async def fail(upload_id: str, error: errors.PixelfoxError) -> None:
+        req = manager_pb2.FailUploadRequest(upload_id=upload_id, error_code=error.code, error_message=str(error)[:500])
+        async with map_rpc_errors():
+            await link.stub.FailUpload(req, metadata=link.metadata, timeout=10)
+
     redis = connect_redis(settings)
     states = UploadStates(redis, ttl_s=settings.limits.upload_ttl_s, lock_ttl_ms=int(settings.lock_ttl_s * 1000))
     receiver = Receiver(node_id, settings.staging_dir, settings.limits, tickets.derive_key(secret), place, secret,
-                        settings.max_concurrent, states, complete, abandon)
+                        settings.max_concurrent, states, complete, abandon, fail)
     server = GrpcServer(
         [(upload_pb2_grpc.add_UploadServiceServicer_to_server, UploadServicer(receiver),
           "pixelfox.v1.UploadService")],

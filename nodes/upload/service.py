@@ -102,6 +102,8 @@ PlaceFn = Callable[[int], Awaitable[list[common_pb2.Node]]]
 CompleteFn = Callable[[Stored], Awaitable[manager_pb2.CompleteUploadResponse]]
 #: ``(upload_id, ticket) -> None``: tell the manager a client terminated its upload
 AbandonFn = Callable[[str, str], Awaitable[None]]
+#: ``(upload_id, error) -> None``: tell the manager an upload failed, and why (``FailUpload``)
+FailFn = Callable[[str, errors.PixelfoxError], Awaitable[None]]
 
 
 def limits_for(settings: LimitsSettings) -> imaging.Limits:
@@ -155,7 +157,7 @@ class Receiver:
 
     def __init__(self, node_id: str, staging_dir: Path, limits: LimitsSettings, ticket_key: bytes,
                  place: PlaceFn, secret: str, max_concurrent: int, states: UploadStates,
-                 complete: CompleteFn, abandon: AbandonFn | None = None) -> None:
+                 complete: CompleteFn, abandon: AbandonFn | None = None, fail: FailFn | None = None) -> None:
         self.node_id = node_id
         self.staging = staging_dir
         self.staging.mkdir(parents=True, exist_ok=True)
@@ -168,6 +170,7 @@ class Receiver:
         self.states = states
         self.complete = complete
         self.abandon = abandon
+        self.fail = fail
         self.active = 0
 
     def free_bytes(self) -> int:
@@ -241,6 +244,17 @@ class Receiver:
                 await self.abandon(upload_id, token)
             except errors.PixelfoxError as exc:
                 logger.warning("upload %s terminated, but the manager did not hear it: %s", upload_id, exc)
+
+    async def report_failure(self, upload_id: str, error: errors.PixelfoxError) -> None:
+        """Tell the manager (``fail``) why ``upload_id`` failed, so that its progress keeps the reason
+        after the Redis state's TTL. A manager that cannot be reached is only logged: the reason then
+        lives as long as the state (``upload_ttl_s``), and the upload reads ``expired`` after it."""
+        if self.fail is None:
+            return
+        try:
+            await self.fail(upload_id, error)
+        except errors.PixelfoxError as exc:
+            logger.warning("upload %s failed (%s), but the manager did not hear it: %s", upload_id, error.code, exc)
 
     async def receive(self, header: Header, chunks: AsyncIterator[Chunk]) -> manager_pb2.CompleteUploadResponse:
         """One gRPC stream: chunks from the committed offset to the end, then store and complete."""
@@ -454,6 +468,8 @@ class Session:
             await self.rx.states.reset(self.header.upload_id)
         else:
             await self.rx.states.finish(self.header.upload_id, "failed", error=error)
+            if error is not None:
+                await self.rx.report_failure(self.header.upload_id, error)
 
     def _verify(self) -> imaging.ImageInfo:
         with mmap.mmap(self.fd, 0, access=mmap.ACCESS_READ) as m:

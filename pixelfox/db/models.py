@@ -58,12 +58,16 @@ class Upload(Base):
     size: Mapped[int] = mapped_column(Integer)
     content_type: Mapped[str] = mapped_column(String(100), default="")
     upload_node_id: Mapped[str] = mapped_column(String(64), default="")
-    status: Mapped[str] = mapped_column(String(16), default="open")  # open | complete | abandoned
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | complete | abandoned | failed
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
     #: a deduplicated upload: the id of the user's existing image it completed as (it has no image of
     #: its own); no foreign key, images already point at uploads (migration 0003)
     duplicate_of: Mapped[str | None] = mapped_column(String(26), default=None)
+    #: a failed upload (status ``failed``): the stable code and the message of the reason, as its
+    #: uploader was told; kept for ``GET /api/v1/uploads/<id>`` once its Redis state is gone (0005)
+    error_code: Mapped[str | None] = mapped_column(String(64), default=None)
+    error_message: Mapped[str | None] = mapped_column(String(500), default=None)
 
     #: a user's uploads whose ticket is still accepted (``GET /api/v1/uploads``, migration 0004)
     __table_args__ = (Index("ix_uploads_user_expires", "user_id", "expires_at"),)

@@ -439,6 +439,53 @@ class AbandonUploadResponse(_message.Message):
 Global___AbandonUploadResponse: _TypeAlias = AbandonUploadResponse  # noqa: Y015
 
 @_typing.final
+class FailUploadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    upload_id: _builtins.str
+    error_code: _builtins.str
+    """the stable code of the reason (unsupported-format, checksum-mismatch...)"""
+    error_message: _builtins.str
+    """the reason, as the uploader was told (at most 500 characters kept)"""
+    def __init__(
+        self,
+        *,
+        upload_id: _builtins.str = ...,
+        error_code: _builtins.str = ...,
+        error_message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_code", b"error_code", "error_message", b"error_message", "upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FailUploadRequest: _TypeAlias = FailUploadRequest  # noqa: Y015
+
+@_typing.final
+class FailUploadResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDED_FIELD_NUMBER: _builtins.int
+    recorded: _builtins.bool
+    """false when it was no longer open (completed, cancelled, failed before)"""
+    def __init__(
+        self,
+        *,
+        recorded: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recorded", b"recorded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FailUploadResponse: _TypeAlias = FailUploadResponse  # noqa: Y015
+
+@_typing.final
 class ListUploadsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -94,6 +94,11 @@ class ManagerServiceStub:
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.AbandonUploadRequest.SerializeToString,
                 response_deserializer=pixelfox_dot_v1_dot_manager__pb2.AbandonUploadResponse.FromString,
                 _registered_method=True)
+        self.FailUpload = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/FailUpload',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.FailUploadRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.FailUploadResponse.FromString,
+                _registered_method=True)
         self.ListUploads = channel.unary_unary(
                 '/pixelfox.v1.ManagerService/ListUploads',
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.ListUploadsRequest.SerializeToString,
@@ -305,6 +310,15 @@ class ManagerServiceServicer:
         upload's TTL ends. With its ticket: tus DELETE, from an upload node. Without: the owner (or an
         admin) cancels it (DELETE /api/v1/uploads/<id>), and its ticket is refused from then on.
         Idempotent: abandoned = false once it is no longer open.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FailUpload(self, request, context):
+        """An upload refused by its upload node (not an image, a checksum mismatch of the whole file):
+        the reason is kept with the upload, so GetUpload answers it after its Redis state is gone.
+        Upload node only; idempotent: recorded = false once the upload is no longer open.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -535,6 +549,11 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.AbandonUpload,
                     request_deserializer=pixelfox_dot_v1_dot_manager__pb2.AbandonUploadRequest.FromString,
                     response_serializer=pixelfox_dot_v1_dot_manager__pb2.AbandonUploadResponse.SerializeToString,
+            ),
+            'FailUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.FailUpload,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.FailUploadRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.FailUploadResponse.SerializeToString,
             ),
             'ListUploads': grpc.unary_unary_rpc_method_handler(
                     servicer.ListUploads,
@@ -963,6 +982,33 @@ class ManagerService:
             '/pixelfox.v1.ManagerService/AbandonUpload',
             pixelfox_dot_v1_dot_manager__pb2.AbandonUploadRequest.SerializeToString,
             pixelfox_dot_v1_dot_manager__pb2.AbandonUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FailUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/FailUpload',
+            pixelfox_dot_v1_dot_manager__pb2.FailUploadRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.FailUploadResponse.FromString,
             options,
             channel_credentials,
             insecure,

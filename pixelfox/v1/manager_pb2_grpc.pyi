@@ -69,6 +69,11 @@ class ManagerServiceStub:
     admin) cancels it (DELETE /api/v1/uploads/<id>), and its ticket is refused from then on.
     Idempotent: abandoned = false once it is no longer open.
     """
+    FailUpload: _grpc.UnaryUnaryMultiCallable[_manager_pb2.FailUploadRequest, _manager_pb2.FailUploadResponse]
+    """An upload refused by its upload node (not an image, a checksum mismatch of the whole file):
+    the reason is kept with the upload, so GetUpload answers it after its Redis state is gone.
+    Upload node only; idempotent: recorded = false once the upload is no longer open.
+    """
     ListUploads: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ListUploadsRequest, _manager_pb2.ListUploadsResponse]
     """The caller's open uploads (status "open" as GetUpload says it: not complete, failed, cancelled
     or expired), newest first, at most the open-upload limit's worth; an admin gets their own.
@@ -155,6 +160,11 @@ class ManagerServiceAsyncStub(ManagerServiceStub):
     upload's TTL ends. With its ticket: tus DELETE, from an upload node. Without: the owner (or an
     admin) cancels it (DELETE /api/v1/uploads/<id>), and its ticket is refused from then on.
     Idempotent: abandoned = false once it is no longer open.
+    """
+    FailUpload: _aio.UnaryUnaryMultiCallable[_manager_pb2.FailUploadRequest, _manager_pb2.FailUploadResponse]  # type: ignore[assignment]
+    """An upload refused by its upload node (not an image, a checksum mismatch of the whole file):
+    the reason is kept with the upload, so GetUpload answers it after its Redis state is gone.
+    Upload node only; idempotent: recorded = false once the upload is no longer open.
     """
     ListUploads: _aio.UnaryUnaryMultiCallable[_manager_pb2.ListUploadsRequest, _manager_pb2.ListUploadsResponse]  # type: ignore[assignment]
     """The caller's open uploads (status "open" as GetUpload says it: not complete, failed, cancelled
@@ -305,6 +315,17 @@ class ManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         upload's TTL ends. With its ticket: tus DELETE, from an upload node. Without: the owner (or an
         admin) cancels it (DELETE /api/v1/uploads/<id>), and its ticket is refused from then on.
         Idempotent: abandoned = false once it is no longer open.
+        """
+
+    @_abc_1.abstractmethod
+    def FailUpload(
+        self,
+        request: _manager_pb2.FailUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.FailUploadResponse, _abc.Awaitable[_manager_pb2.FailUploadResponse]]:
+        """An upload refused by its upload node (not an image, a checksum mismatch of the whole file):
+        the reason is kept with the upload, so GetUpload answers it after its Redis state is gone.
+        Upload node only; idempotent: recorded = false once the upload is no longer open.
         """
 
     @_abc_1.abstractmethod

@@ -10,12 +10,17 @@ import time
 import uuid
 from pathlib import Path
 
+import grpc
 import pytest
+import redis
 import requests
 
 from pixelfox.config import LimitsSettings
+from pixelfox.grpcx.auth import api_key_metadata
+from pixelfox.uploadstate import state_key
+from pixelfox.v1 import manager_pb2, manager_pb2_grpc
 from tests.conftest import ClusterHandle
-from tests.e2e.uploadkit import big_png, new_user_key, raw_request
+from tests.e2e.uploadkit import big_png, chunk, create, header, new_user_key, raw_request, refused_stream
 
 pytestmark = pytest.mark.e2e
 
@@ -92,6 +97,48 @@ def test_a_cancelled_upload_reads_as_abandoned(cluster: ClusterHandle) -> None:
     assert requests.delete(up["upload_url"], headers=tus, timeout=10).status_code == 204
     p = requests.get(f"{api}/{up['id']}", headers=key, timeout=10).json()
     assert (p["status"], p["offset"], p["image"]) == ("abandoned", 0, None), p
+
+
+def test_a_failed_upload_keeps_its_reason_after_its_state_expired(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """A failed upload's reason lived only in its Redis state: once that expired (``upload_ttl_s``) the
+    upload read ``expired`` with no error. The upload node now tells the manager, which keeps it: a
+    non-image over tus (415) and a whole-file SHA-256 mismatch over gRPC still read ``failed`` with the
+    code and message the uploader was told, over the web API and the progress RPC."""
+    key = {"Authorization": f"Bearer {cluster.admin_api_key}"}
+    api = f"{cluster.web_url}/api/v1/uploads"
+    up = requests.post(api, json={"filename": "notes.txt", "size": 1000}, headers=key, timeout=10).json()
+    r = requests.patch(up["upload_url"], data=b"plain text, not an image\n" * 40, timeout=30, headers={
+        "Authorization": f"Bearer {up['ticket']}", "Tus-Resumable": "1.0.0",
+        "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"})
+    assert r.status_code == 415, r.text
+
+    big_png(tmp_path / "m.png", 100)
+    data = (tmp_path / "m.png").read_bytes()
+    t = asyncio.run(create(cluster.manager_address.split(",")[0], cluster.admin_api_key, len(data)))
+    refused = asyncio.run(refused_stream(t.upload_address, [header(t, len(data), "0" * 64), chunk(0, data)]))
+    assert refused.code() == grpc.StatusCode.DATA_LOSS, refused.details()
+
+    store = redis.Redis.from_url(cluster.redis_url)
+    try:
+        before = [requests.get(f"{api}/{u}", headers=key, timeout=10).json() for u in (up["id"], t.upload_id)]
+        store.delete(state_key(up["id"]), state_key(t.upload_id))  # as its TTL would
+    finally:
+        store.close()
+    after = [requests.get(f"{api}/{u}", headers=key, timeout=10).json() for u in (up["id"], t.upload_id)]
+    assert [(p["status"], p["error"]) for p in after] == [(p["status"], p["error"]) for p in before], after
+    assert [p["status"] for p in after] == ["failed", "failed"]
+    assert after[0]["error"] == {"code": "unsupported-format",
+                                 "message": "not an image (text) (this upload failed; start a new one)"}
+    assert after[1]["error"]["code"] == "checksum-mismatch", after[1]
+    progress = asyncio.run(_progress(cluster, t.upload_id))
+    assert (progress.status, progress.error_code) == ("failed", "checksum-mismatch")
+
+
+async def _progress(cluster: ClusterHandle, upload_id: str) -> manager_pb2.UploadProgress:
+    async with grpc.aio.insecure_channel(cluster.manager_address.split(",")[0]) as ch:
+        return await manager_pb2_grpc.ManagerServiceStub(ch).GetUpload(
+            manager_pb2.GetUploadRequest(upload_id=upload_id), metadata=api_key_metadata(cluster.admin_api_key),
+            timeout=10)
 
 
 def test_a_user_lists_their_open_uploads_newest_first(cluster: ClusterHandle, tmp_path: Path) -> None:
