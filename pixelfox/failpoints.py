@@ -21,7 +21,8 @@ Names in use (grep ``failpoints.hit``):
 
 Pauses (:func:`pause`):
 
-* ``before-process`` - processing node: original fetched, not yet decoded.
+* ``before-process`` - processing node: original fetched, not yet decoded;
+* ``before-complete`` - upload node: original stored, ``CompleteUpload`` not yet called.
 """
 
 from __future__ import annotations

@@ -60,6 +60,7 @@ class ManagerService:
                                      DispatchPolicy(settings.job_lease_s, settings.job_timeout_s))
         self.dispatcher.on_recorded = self.library.after_processing
         self.dispatcher.on_orphaned = self.objects.delete_unreferenced  # deleted while processing
+        self.uploads.on_orphaned = self.objects.delete_unreferenced  # cancelled after its original was stored
         self.jobs = JobAdmin(sessions, queue, self.dispatcher, settings.recipe_version)
         self.outbox = OutboxDrainer(sessions, queue, interval_s=settings.outbox_interval_s)
         self.dispatcher.companions.append(self.outbox.run)  # runs beside the dispatch loop

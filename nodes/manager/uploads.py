@@ -6,6 +6,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -92,6 +93,10 @@ class Uploads:
         self.recipe_version = recipe_version
         self.states = UploadStates(registry.redis, ttl_s=limits.upload_ttl_s)
         self.gate = UploadLimits(registry.redis, sessions, limits)
+        #: ``(keys) -> (deleted, pending)``: delete the replicas of object keys no image names
+        #: (:meth:`nodes.manager.objects.Objects.delete_unreferenced`); the original of an upload
+        #: cancelled after it was stored goes this way
+        self.on_orphaned: Callable[[list[str]], Awaitable[tuple[int, int]]] | None = None
 
     async def create(
         self, user: User | None, filename: str, size: int, content_type: str, expire_after_s: int = 0,
@@ -165,6 +170,12 @@ class Uploads:
             if upload is None:
                 raise errors.InvalidTicket("unknown upload")
             if upload.status == "abandoned":  # cancelled while its last bytes were on the way
+                # its original is already stored: recorded where, so that it is deleted below unless an
+                # image has the same bytes (keys are content-addressed; not an upload of its own only)
+                for node_id in dict.fromkeys(c.storage_node_ids):
+                    await s.merge(ObjectLocation(key=c.original_key, node_id=node_id, size=c.size))
+                await s.commit()
+                await self._discard(c.upload_id, c.original_key)
                 raise errors.InvalidTicket("the upload was cancelled; start a new upload")
             if upload.status != "open":
                 done = await self._existing(s, upload.id, upload.user_id, c.sha256)
@@ -213,6 +224,19 @@ class Uploads:
         failpoints.hit("after-enqueue")
         logger.info("upload %s complete: image %s queued", c.upload_id, slug)
         return await self._answer(slug, False)
+
+    async def _discard(self, upload_id: str, key: str) -> None:
+        """Delete the replicas of a refused upload's original ``key`` unless an image uses it
+        (:attr:`on_orphaned`); a failure is only logged (replicas that could not go are retried)."""
+        if self.on_orphaned is None:
+            return
+        try:
+            deleted, pending = await self.on_orphaned([key])
+        except Exception as exc:
+            logger.warning("upload %s was cancelled; its original %s could not be deleted: %s", upload_id, key, exc)
+            return
+        logger.info("upload %s was cancelled after its original was stored: %d replicas of %s deleted, %d pending "
+                    "(none when an image has the same bytes)", upload_id, deleted, key, pending)
 
     async def _answer(self, slug: str, deduplicated: bool) -> manager_pb2.CompleteUploadResponse:
         """The completion answer: image ``slug`` as its owner sees it, and whether it was deduplicated."""

@@ -38,7 +38,7 @@ from typing import TypeVar
 import google_crc32c
 from prometheus_client import Counter, Histogram
 
-from pixelfox import errors, ids, imaging, tickets
+from pixelfox import errors, failpoints, ids, imaging, tickets
 from pixelfox.config import LimitsSettings
 from pixelfox.storage.client import StorageClient
 from pixelfox.storage.keys import original_key
@@ -487,6 +487,7 @@ class Session:
             info = await self._guard(self._verify)
         with UPLOAD_STEP_SECONDS.labels("store").time():
             stored = await self.rx.store(self.path, self.header, sha, info)
+        await failpoints.pause("before-complete")
         with UPLOAD_STEP_SECONDS.labels("complete").time():
             try:
                 reply = await self.rx.complete(stored)
