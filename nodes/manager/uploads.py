@@ -310,7 +310,17 @@ class Uploads:
         ticket = tickets.verify(self.ticket_key, ticket_token)
         if ticket.upload_id != upload_id:
             raise errors.InvalidTicket("ticket belongs to another upload")
-        return await self._mark_abandoned(upload_id, None, errors.InvalidTicket("unknown upload"))
+        async with self.sessions() as s:
+            await begin_write(s)
+            upload = await s.get(Upload, upload_id, with_for_update=True)
+            if upload is None:
+                raise errors.InvalidTicket("unknown upload")
+            if upload.status != "open":
+                return False
+            upload.status, owner = "abandoned", upload.user_id or ""
+            await s.commit()
+        await self._closed(upload_id, owner, None)  # tus termination deletes the state itself
+        return True
 
     async def fail(self, upload_id: str, error_code: str, error_message: str) -> bool:
         """Record that an upload node refused upload ``upload_id`` (not an image, a checksum mismatch):
@@ -336,37 +346,28 @@ class Uploads:
         every later PATCH, stream or resume of its ticket refused with the reason. True if it was
         open, False if it had already ended (complete, failed, abandoned). Raises NotFound for an
         unknown upload or someone else's (as :meth:`progress`)."""
-        async with self.sessions() as s:
-            upload = await s.get(Upload, upload_id)
-            if upload is None or not _may_see(upload, user, is_admin):
-                raise errors.NotFound("no such upload")
-            by = "its owner" if (user.id if user else None) == upload.user_id else "an admin"
-        st = await self.states.get(upload_id)
-        if st is not None and st.status != "open":  # failed (its row stays open): keep its reason
-            return False
-        cancelled = errors.InvalidTicket(f"the upload was cancelled by {by}; start a new upload")
-        return await self._mark_abandoned(upload_id, cancelled, errors.NotFound("no such upload"))
-
-    async def _mark_abandoned(self, upload_id: str, reason: errors.PixelfoxError | None,
-                              unknown: errors.PixelfoxError) -> bool:
-        """Row ``open`` -> ``abandoned`` and the open-upload slot freed; with ``reason`` the shared
-        state is closed too, so upload nodes refuse the ticket with it (tus termination deletes the
-        state itself). False if the upload was no longer open; raises ``unknown`` if there is no row."""
+        st = await self.states.get(upload_id)  # before the row is locked, not while
         async with self.sessions() as s:
             await begin_write(s)
-            upload = await s.get(Upload, upload_id, with_for_update=True)
-            if upload is None:
-                raise unknown
-            if upload.status != "open":
+            upload = await s.get(Upload, upload_id, with_for_update=True)  # one read: checked, then marked
+            if upload is None or not _may_see(upload, user, is_admin):
+                raise errors.NotFound("no such upload")
+            if upload.status != "open" or (st is not None and st.status != "open"):  # failed: keep its reason
                 return False
-            upload.status = "abandoned"
-            owner = upload.user_id or ""
+            by = "its owner" if (user.id if user else None) == upload.user_id else "an admin"
+            upload.status, owner = "abandoned", upload.user_id or ""
             await s.commit()
+        await self._closed(upload_id, owner,
+                           errors.InvalidTicket(f"the upload was cancelled by {by}; start a new upload"))
+        return True
+
+    async def _closed(self, upload_id: str, owner: str, reason: errors.PixelfoxError | None) -> None:
+        """After a row went ``abandoned``: free ``owner``'s open-upload slot; with ``reason`` the shared
+        state is closed too, so upload nodes refuse the ticket with it."""
         if reason is not None and await self.states.get(upload_id) is not None:
             await self.states.finish(upload_id, "abandoned", error=reason)
         await self.gate.closed(owner, upload_id)
         logger.info("upload %s abandoned by %s", upload_id, "its owner" if reason is not None else "its client")
-        return True
 
     async def progress(self, upload_id: str, user: User | None, is_admin: bool) -> manager_pb2.UploadProgress:
         """Committed bytes and status of one upload, and its image once complete.
@@ -380,13 +381,17 @@ class Uploads:
                 raise errors.NotFound("no such upload")
             image = await s.scalar(select(Image).where(Image.upload_id == upload_id))
             original = await s.get(Image, upload.duplicate_of) if image is None and upload.duplicate_of else None
-            slug, filename, size = (image.slug if image else ""), upload.filename, upload.size
-            row_status, row_error = upload.status, (upload.error_code or "", upload.error_message or "")
-            ticket_exp = upload.expires_at if upload.expires_at.tzinfo else upload.expires_at.replace(tzinfo=UTC)
-        st = await self.states.get(upload_id)
-        reply = manager_pb2.UploadProgress(upload_id=upload_id, size=size, filename=filename)
-        if original is not None:  # deduplicated: the user's existing image
-            slug, reply.deduplicated = original.slug, True
+        return await self._progress(upload, image.slug if image else "", original.slug if original else "")
+
+    async def _progress(self, upload: Upload, slug: str, original: str) -> manager_pb2.UploadProgress:
+        """:meth:`progress` of ``upload`` (a loaded row) whose image is ``slug`` ("" none), or which
+        became the user's existing image ``original`` (dedup; "" none); reads its Redis state."""
+        size, row_status, row_error = upload.size, upload.status, (upload.error_code or "", upload.error_message or "")
+        ticket_exp = upload.expires_at if upload.expires_at.tzinfo else upload.expires_at.replace(tzinfo=UTC)
+        st = await self.states.get(upload.id)
+        reply = manager_pb2.UploadProgress(upload_id=upload.id, size=size, filename=upload.filename)
+        if original:  # deduplicated: the user's existing image
+            slug, reply.deduplicated = original, True
         elif not slug and st is not None and st.status == "complete":  # the same, recorded before migration 0003
             slug, reply.deduplicated = st.slug, True
         if slug:
@@ -407,7 +412,7 @@ class Uploads:
                 reason = st.failure()
                 reply.error_code, reply.error_message = reason.code, reason.message
             # usable until its ticket expires or its state does (upload_ttl_s after the last chunk)
-            if expires := min(await self.states.ttl(upload_id) or math.inf, ticket_exp.timestamp()):
+            if expires := min(await self.states.ttl(upload.id) or math.inf, ticket_exp.timestamp()):
                 reply.expires_at = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
         return reply
 
@@ -415,18 +420,20 @@ class Uploads:
         """``user``'s open uploads, newest first, each as :meth:`progress` answers it: at most
         ``user_open_uploads`` of them (:data:`LISTED_UPLOADS_CAP` when that is 0), an admin's own too
         (admins skip the limit, so they are not in the Redis set of open uploads; the table is the
-        source). A row stays ``open`` when its upload failed or its ticket or state ran out, so only
-        rows whose ticket is still accepted (:func:`~pixelfox.tickets.usable_until` of its expiry is
-        ahead) are looked at, and :meth:`progress` says which of them are still open."""
+        source). A row stays ``open`` when its ticket or state ran out (and when its upload failed but
+        the manager did not hear it), so only rows whose ticket is still accepted
+        (:func:`~pixelfox.tickets.usable_until` of its expiry is ahead) are read, in one query, and
+        each one's Redis state says whether it is still open. An open row has no image of its own and
+        is no duplicate, so nothing else is read from the database."""
         limit = self.limits.user_open_uploads or LISTED_UPLOADS_CAP
         since = datetime.now(UTC) - timedelta(seconds=tickets.LEEWAY_S)  # usable_until(exp) > now
         async with self.sessions() as s:
-            candidates = list(await s.scalars(select(Upload.id).where(
+            candidates = list(await s.scalars(select(Upload).where(
                 Upload.user_id == user.id, Upload.status == "open", Upload.expires_at > since,
             ).order_by(Upload.created_at.desc(), Upload.id.desc())))
         found: list[manager_pb2.UploadProgress] = []
-        for upload_id in candidates:
-            p = await self.progress(upload_id, user, is_admin=False)
+        for upload in candidates:
+            p = await self._progress(upload, "", "")
             if p.status == "open":
                 found.append(p)
                 if len(found) == limit:
