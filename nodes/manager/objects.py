@@ -6,6 +6,10 @@
   A replica on a node that is down or fails goes to the Redis set ``pixelfox:{gc}:pending``
   (``"<node id> <key>"``); :meth:`Objects.run` retries those every ``gc_interval_s`` and first
   re-checks that no row took the key again (a new upload of the same bytes).
+  Keys are shared by every image of the same bytes, and writers store bytes before their rows
+  exist, so every delete is fenced per source SHA-256 (:mod:`pixelfox.storage.fence`): keys whose
+  bytes an upload, a job or a re-key is writing wait in ``pixelfox:{gc}:deferred`` until it has
+  recorded its rows (:meth:`Objects.written`, or the next pass), and are then decided again.
 * :meth:`Objects.purge` POSTs ``{"event", "urls"}`` to ``purge_hook_url`` (a CDN purge hook);
   failed calls are kept in the Redis list ``pixelfox:{gc}:purge`` and retried by the same loop.
 """
@@ -17,6 +21,7 @@ import contextlib
 import json
 import logging
 import tempfile
+import time
 from pathlib import Path
 
 import aiohttp
@@ -28,12 +33,17 @@ from nodes.manager.registry import NodeRecord, Registry
 from pixelfox import errors
 from pixelfox.db.models import Image, ObjectLocation, Variant
 from pixelfox.storage.client import StorageClient
+from pixelfox.storage.fence import DELETE_BUDGET_S, WriteFence, fence_sha
 from pixelfox.v1 import common_pb2
 
 logger = logging.getLogger(__name__)
 
 PENDING = "pixelfox:{gc}:pending"
 PURGES = "pixelfox:{gc}:purge"
+#: keys whose delete waits for a writer of the same bytes (:mod:`pixelfox.storage.fence`)
+DEFERRED = "pixelfox:{gc}:deferred"
+#: hashes whose deletes share one round of fence flags
+FENCE_BATCH = 50
 PURGE_TIMEOUT_S = 5.0
 #: seconds one replica delete may take before its node is skipped (its keys stay pending)
 DELETE_TIMEOUT_S = 3.0
@@ -59,6 +69,7 @@ class Objects:
         self.replicas = replicas
         self.purge_hook_url = purge_hook_url
         self.gc_interval_s = gc_interval_s
+        self.fence = WriteFence(redis)
 
     def _client(self, rec: NodeRecord) -> StorageClient:
         return StorageClient(rec.grpc_address, self.secret, timeout_s=120)
@@ -111,40 +122,75 @@ class Objects:
     async def delete_unreferenced(self, keys: list[str]) -> tuple[int, int]:
         """Delete every replica of each key in ``keys`` that no image row names; ``(deleted, pending)``.
 
-        Each replica is first written to the durable pending set (so a manager that dies midway
-        leaves nothing behind), its location row is removed, and then every storage node is
-        worked on at once: one slow or hung node does not hold back the deletes on the others.
-        A node that fails or takes over :data:`DELETE_TIMEOUT_S` on a key keeps its remaining keys
-        pending for :meth:`retry_pending`.
+        Keys are fenced per source SHA-256 (:mod:`pixelfox.storage.fence`): while an upload or a job
+        that writes the same bytes is between "stored" and "recorded", its keys are not touched but
+        kept in :data:`DEFERRED` (counted as pending, one per key) for :meth:`retry_pending` or
+        :meth:`written`. Otherwise, under the fence's flag, each key is re-checked (a writer that
+        recorded its rows just before is seen), each replica is first written to the durable
+        pending set (so a manager that dies midway leaves nothing behind), its location row is
+        removed, and then every storage node is worked on at once: one slow or hung node does not
+        hold back the deletes on the others. A node that fails or takes over
+        :data:`DELETE_TIMEOUT_S` on a key, and whatever is left after the fence's
+        :data:`~pixelfox.storage.fence.DELETE_BUDGET_S`, stays pending for :meth:`retry_pending`.
+        Keys of up to :data:`FENCE_BATCH` hashes are done under one set of flags.
         """
-        nodes = {r.node_id: r for r in await self.registry.all(common_pb2.NODE_ROLE_STORAGE)}
-        work: dict[str, list[str]] = {}
-        async with self.sessions() as s:
-            for key in dict.fromkeys(keys):
-                if not key or await self.referenced(s, key):
-                    continue
-                rows = (await s.execute(select(ObjectLocation).where(ObjectLocation.key == key))).scalars().all()
-                for row in rows:
-                    work.setdefault(row.node_id, []).append(key)
-                    await s.delete(row)
-            if work:
-                await self.redis.sadd(PENDING, *(f"{n} {k}" for n, ks in work.items() for k in ks))
-            await s.commit()
-        done = await asyncio.gather(*(self._delete_on(nodes.get(n), n, ks) for n, ks in work.items()))
-        deleted = sum(done)
-        return deleted, sum(len(ks) for ks in work.values()) - deleted
+        groups = _by_sha(keys)
+        shas = list(groups)
+        deleted = pending = 0
+        for start in range(0, len(shas), FENCE_BATCH):
+            d, p = await self._delete_fenced({sha: groups[sha] for sha in shas[start:start + FENCE_BATCH]})
+            deleted, pending = deleted + d, pending + p
+        return deleted, pending
 
-    async def _delete_on(self, rec: NodeRecord | None, node_id: str, keys: list[str]) -> int:
-        """Delete ``keys`` on one node in order, until one fails; returns how many went."""
+    async def _delete_fenced(self, groups: dict[str, list[str]]) -> tuple[int, int]:
+        """:meth:`delete_unreferenced` for the keys of a few hashes (``{sha: keys}``)."""
+        flags: dict[str, str] = {}
+        try:
+            for sha in groups:
+                if token := await self.fence.begin_delete(sha):
+                    flags[sha] = token
+            blocked = [k for sha, ks in groups.items() if sha not in flags for k in ks]
+            if blocked:  # a writer of these bytes is live: decided again once it has recorded its rows
+                await self.redis.sadd(DEFERRED, *blocked)
+            granted = [k for sha in flags for k in groups[sha]]
+            if not granted:
+                return 0, len(blocked)
+            nodes = {r.node_id: r for r in await self.registry.all(common_pb2.NODE_ROLE_STORAGE)}
+            work: dict[str, list[str]] = {}
+            async with self.sessions() as s:  # opened under the flags: sees every row recorded before them
+                for key in granted:
+                    if await self.referenced(s, key):
+                        continue
+                    rows = (await s.execute(select(ObjectLocation).where(ObjectLocation.key == key))).scalars().all()
+                    for row in rows:
+                        work.setdefault(row.node_id, []).append(key)
+                        await s.delete(row)
+                if work:
+                    await self.redis.sadd(PENDING, *(f"{n} {k}" for n, ks in work.items() for k in ks))
+                await s.commit()
+            await self.redis.srem(DEFERRED, *granted)
+            deadline = time.monotonic() + DELETE_BUDGET_S
+            done = await asyncio.gather(*(self._delete_on(nodes.get(n), n, ks, deadline) for n, ks in work.items()))
+            deleted = sum(done)
+            return deleted, sum(len(ks) for ks in work.values()) - deleted + len(blocked)
+        finally:
+            for sha, token in flags.items():
+                await self.fence.end_delete(sha, token)
+
+    async def _delete_on(self, rec: NodeRecord | None, node_id: str, keys: list[str], deadline: float) -> int:
+        """Delete ``keys`` on one node in order, until one fails or ``deadline`` (monotonic) passes;
+        returns how many went."""
         if rec is None or not self.registry.healthy(rec):
             return 0
         done = 0
         for key in keys:
+            budget = min(DELETE_TIMEOUT_S, deadline - time.monotonic())
+            if budget <= 0:
+                break
             try:
-                ok = await asyncio.wait_for(self._delete_one(rec, key), DELETE_TIMEOUT_S)
+                ok = await asyncio.wait_for(self._delete_one(rec, key), budget)
             except TimeoutError:
-                logger.warning("delete %s on %s took over %g s; the rest stays pending", key, node_id,
-                               DELETE_TIMEOUT_S)
+                logger.warning("delete %s on %s took over %g s; the rest stays pending", key, node_id, budget)
                 ok = False
             if not ok:
                 break
@@ -163,24 +209,65 @@ class Objects:
             logger.warning("delete %s on %s failed: %s", key, rec.node_id, exc)
             return False
 
+    async def written(self, sha: str) -> None:
+        """A writer of ``sha`` recorded its rows and left the fence: decide the deletes that waited for
+        it (:data:`DEFERRED` keys of that hash) now rather than at the next :meth:`run` pass. Errors
+        are logged (the pass retries)."""
+        try:
+            keys = [k for k in _decoded(await self.redis.smembers(DEFERRED)) if _sha_or_none(k) == sha]
+            if keys:
+                await self.delete_unreferenced(keys)
+        except Exception:
+            logger.exception("deferred deletes of %s failed; the next pass retries them", sha[:12])
+
     async def retry_pending(self) -> int:
-        """One pass over the pending deletes; returns how many are left."""
-        members = [m.decode() if isinstance(m, bytes) else str(m) for m in await self.redis.smembers(PENDING)]
-        async with self.sessions() as s:
-            for member in members:
-                node_id, _, key = member.partition(" ")
-                if await self.referenced(s, key) or (await self.locations(s, key)).count(node_id):
-                    await self.redis.srem(PENDING, member)  # in use again: keep the bytes
-                    continue
-                rec = await self.registry.get(node_id)
-                if rec is None or not self.registry.healthy(rec):
-                    continue
-                if await self._delete_one(rec, key):
-                    await self.redis.srem(PENDING, member)
-        return int(await self.redis.scard(PENDING))
+        """One pass over the deferred and the pending deletes; returns how many are left.
+
+        Deferred keys go through :meth:`delete_unreferenced` again. A pending replica is deleted
+        under its hash's fence flag, after re-checking that no image row took the key again (a new
+        upload of the same bytes) and that no location row names the replica again; a hash with a
+        live writer is skipped this pass."""
+        if deferred := _decoded(await self.redis.smembers(DEFERRED)):
+            await self.delete_unreferenced(deferred)
+        by_sha: dict[str, list[str]] = {}
+        for member in _decoded(await self.redis.smembers(PENDING)):
+            sha = _sha_or_none(member.partition(" ")[2])
+            if sha is None:
+                logger.warning("pending delete %r names no object key; dropped", member)
+                await self.redis.srem(PENDING, member)
+                continue
+            by_sha.setdefault(sha, []).append(member)
+        shas = list(by_sha)
+        for start in range(0, len(shas), FENCE_BATCH):
+            await self._retry_fenced({sha: by_sha[sha] for sha in shas[start:start + FENCE_BATCH]})
+        return await self.pending_count()
+
+    async def _retry_fenced(self, groups: dict[str, list[str]]) -> None:
+        """:meth:`retry_pending` for the pending members (``"<node id> <key>"``) of a few hashes."""
+        flags: dict[str, str] = {}
+        try:
+            for sha in groups:
+                if token := await self.fence.begin_delete(sha):
+                    flags[sha] = token
+            deadline = time.monotonic() + DELETE_BUDGET_S
+            async with self.sessions() as s:  # opened under the flags
+                for member in (m for sha in flags for m in groups[sha]):
+                    node_id, _, key = member.partition(" ")
+                    if await self.referenced(s, key) or (await self.locations(s, key)).count(node_id):
+                        await self.redis.srem(PENDING, member)  # in use again: keep the bytes
+                        continue
+                    rec = await self.registry.get(node_id)
+                    if rec is None or not self.registry.healthy(rec) or time.monotonic() > deadline:
+                        continue
+                    if await self._delete_one(rec, key):
+                        await self.redis.srem(PENDING, member)
+        finally:
+            for sha, token in flags.items():
+                await self.fence.end_delete(sha, token)
 
     async def pending_count(self) -> int:
-        return int(await self.redis.scard(PENDING))
+        """Replica deletes still to do plus keys whose delete waits for a writer of the same bytes."""
+        return int(await self.redis.scard(PENDING)) + int(await self.redis.scard(DEFERRED))
 
     async def purge(self, event: str, urls: list[str]) -> bool:
         """Tell the CDN purge hook about ``urls``; False (and queued for retry) if it failed."""
@@ -232,3 +319,27 @@ def image_keys(img: Image) -> list[str]:
     """The original's key and every variant key of ``img`` (all recipe versions)."""
     return [img.original_key, *(v.key for v in img.variants)]
 
+
+
+def _decoded(members: object) -> list[str]:
+    return [m.decode() if isinstance(m, bytes) else str(m) for m in members]  # type: ignore[attr-defined]
+
+
+def _sha_or_none(key: str) -> str | None:
+    try:
+        return fence_sha(key)
+    except errors.BadRequest:
+        return None
+
+
+def _by_sha(keys: list[str]) -> dict[str, list[str]]:
+    """``keys`` (empty ones and repeats dropped) grouped by the hash that fences them; a malformed key
+    (never written by PixelFox) is logged and left alone."""
+    groups: dict[str, list[str]] = {}
+    for key in dict.fromkeys(k for k in keys if k):
+        sha = _sha_or_none(key)
+        if sha is None:
+            logger.warning("not deleting %r: not an object key", key)
+            continue
+        groups.setdefault(sha, []).append(key)
+    return groups

@@ -1,0 +1,306 @@
+"""The write fence of content-addressed objects (pixelfox.storage.fence) on a real redis-server, and the
+manager's deletes through it (nodes.manager.objects.Objects on SQLite, storage deletes recorded).
+
+A writer stores bytes before the rows naming them exist; a delete of another image of the same bytes
+must then wait (its keys deferred), a writer must wait for a delete under way, and a writer that died
+(its lease ended) must not hold deletes back for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from sqlalchemy import select
+from ulid import ULID
+
+from nodes.manager.objects import DEFERRED, PENDING, Objects
+from nodes.manager.registry import NodeRecord
+from pixelfox.config import DatabaseSettings
+from pixelfox.db.engine import create_all_tables, make_engine, session_factory
+from pixelfox.db.models import Image, ObjectLocation, Upload
+from pixelfox.storage.fence import DeleteInProgress, WriteFence, deleting_key, fence_sha, writing_key
+from pixelfox.storage.keys import original_key, private_key, variant_key
+from pixelfox.v1 import common_pb2
+
+
+def _sha() -> str:
+    return hashlib.sha256(os.urandom(16)).hexdigest()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    r = aioredis.from_url(redis_url)
+    try:
+        yield r
+    finally:
+        await r.aclose()
+
+
+def test_every_key_of_an_image_is_fenced_by_its_source_hash() -> None:
+    sha = _sha()
+    assert fence_sha(original_key(sha, "png")) == sha
+    assert fence_sha(variant_key(sha, 3, "thumb", "webp")) == sha
+    assert fence_sha(private_key(variant_key(sha, 1, "medium", "avif"), "ab" * 16)) == sha
+
+
+async def test_a_live_writer_makes_the_deleter_back_off_and_a_flag_makes_the_writer_wait(
+        redis: aioredis.Redis) -> None:
+    fence, sha = WriteFence(redis), _sha()
+    assert await fence.try_enter(sha, "w1", 60)
+    assert await fence.writers(sha) == ["w1"]
+    ttl = await redis.ttl(writing_key(sha))
+    assert 0 < ttl <= 62  # the set goes with its last lease: a writer that died leaves no key behind
+    assert await fence.begin_delete(sha) == ""  # a writer is live: not now
+    assert await redis.get(deleting_key(sha)) is None  # and the flag was dropped again
+    await fence.leave(sha, "w1")
+    token = await fence.begin_delete(sha)
+    assert token
+    assert await fence.begin_delete(sha) == ""  # one deleter at a time
+    assert not await fence.try_enter(sha, "w2", 60)  # a delete is under way: not now, and not registered
+    assert await fence.writers(sha) == []
+    waiting = asyncio.create_task(fence.enter(sha, "w3", 60))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()  # waits while the delete runs ...
+    assert await fence.writers(sha) == ["w3"]  # ... registered, so that later deleters back off
+    await fence.end_delete(sha, token)
+    await asyncio.wait_for(waiting, 2)
+    await fence.leave(sha, "w3")
+    assert await redis.zcard(writing_key(sha)) == 0
+
+
+async def test_a_writer_gives_up_after_its_bound_and_withdraws(redis: aioredis.Redis) -> None:
+    fence, sha = WriteFence(redis, max_wait_s=0.3), _sha()
+    token = await WriteFence(redis).begin_delete(sha)
+    assert token
+    with pytest.raises(DeleteInProgress):
+        await fence.enter(sha, "w", 60)
+    assert await fence.writers(sha) == []
+    await fence.end_delete(sha, "someone else's")  # only the holder drops the flag
+    assert await redis.get(deleting_key(sha)) is not None
+    await fence.end_delete(sha, token)
+    assert await redis.get(deleting_key(sha)) is None
+
+
+async def test_an_expired_writer_no_longer_holds_deletes_back_and_renewing_keeps_one(redis: aioredis.Redis) -> None:
+    fence, sha = WriteFence(redis), _sha()
+    assert await fence.try_enter(sha, "dead", 0.2)
+    assert await fence.try_enter(sha, "alive", 0.2)
+    await asyncio.sleep(0.1)
+    assert await fence.renew(sha, "alive", 60)
+    await asyncio.sleep(0.3)
+    assert await fence.begin_delete(sha) == ""  # "alive" renewed its lease
+    await fence.leave(sha, "alive")
+    assert not await fence.renew(sha, "alive", 60)  # gone: a renew does not bring it back
+    token = await fence.begin_delete(sha)
+    assert token  # "dead" expired: dropped, the delete goes ahead
+    assert await redis.zcard(writing_key(sha)) == 0
+    await fence.end_delete(sha, token)
+
+
+async def test_writers_and_deleters_never_proceed_together(redis: aioredis.Redis) -> None:
+    """Many writers and deleters of one hash with random pauses between Redis calls: whoever proceeds
+    never overlaps the other kind."""
+    sha, rng = _sha(), random.Random(7)
+    inside = {"w": 0, "d": 0}
+    overlaps: list[str] = []
+
+    async def writer(i: int) -> None:
+        fence = WriteFence(redis, poll_s=0.002)
+        for n in range(15):
+            token = f"w{i}-{n}"
+            await fence.enter(sha, token, 30)
+            inside["w"] += 1
+            if inside["d"]:
+                overlaps.append(f"writer {token} with a deleter")
+            await asyncio.sleep(rng.random() / 200)
+            inside["w"] -= 1
+            await fence.leave(sha, token)
+            await asyncio.sleep(rng.random() / 200)
+
+    async def deleter() -> None:
+        fence = WriteFence(redis)
+        for _ in range(40):
+            if token := await fence.begin_delete(sha):
+                inside["d"] += 1
+                if inside["w"]:
+                    overlaps.append("deleter with a writer")
+                await asyncio.sleep(rng.random() / 200)
+                inside["d"] -= 1
+                await fence.end_delete(sha, token)
+            await asyncio.sleep(rng.random() / 300)
+
+    await asyncio.gather(*(writer(i) for i in range(4)), deleter(), deleter())
+    assert overlaps == []
+
+
+# ---- the manager's deletes through the fence ------------------------------------------------------
+
+
+@dataclass
+class FakeRegistry:
+    """The registry surface Objects uses: storage nodes that are all healthy."""
+
+    redis: aioredis.Redis
+    nodes: list[NodeRecord] = field(default_factory=lambda: [
+        NodeRecord("s1", common_pb2.NODE_ROLE_STORAGE, "127.0.0.1:1"),
+        NodeRecord("s2", common_pb2.NODE_ROLE_STORAGE, "127.0.0.1:2")])
+    in_maintenance: set[str] = field(default_factory=set)
+
+    async def all(self, role: int = 0) -> list[NodeRecord]:
+        return [n for n in self.nodes if not role or n.role == role]
+
+    async def get(self, node_id: str) -> NodeRecord | None:
+        return next((n for n in self.nodes if n.node_id == node_id), None)
+
+    def healthy(self, rec: NodeRecord) -> bool:
+        return True
+
+
+class RecordingObjects(Objects):
+    """Objects whose storage deletes are recorded instead of sent (``down`` nodes fail them)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deleted: list[tuple[str, str]] = []
+        self.down: set[str] = set()
+
+    async def _delete_one(self, rec: NodeRecord, key: str) -> bool:
+        if rec.node_id in self.down:
+            return False
+        self.deleted.append((rec.node_id, key))
+        return True
+
+
+@pytest.fixture
+async def objects(redis: aioredis.Redis, tmp_path: Path) -> AsyncIterator[RecordingObjects]:
+    engine = make_engine(DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'fence.db'}"))
+    async with engine.begin() as conn:
+        await conn.run_sync(create_all_tables)
+    await redis.delete(PENDING, DEFERRED)
+    try:
+        yield RecordingObjects(session_factory(engine), FakeRegistry(redis), redis, "", replicas=2)  # type: ignore[arg-type]
+    finally:
+        await engine.dispose()
+
+
+async def _stored(objects: Objects, key: str) -> None:
+    """``key`` has a replica on s1 and s2 (as an upload's CompleteUpload, or an earlier image, left it)."""
+    async with objects.sessions() as s:
+        for node in ("s1", "s2"):
+            await s.merge(ObjectLocation(key=key, node_id=node, size=10))
+        await s.commit()
+
+
+async def _record_image(objects: Objects, sha: str, key: str) -> None:
+    """What CompleteUpload commits for an upload of these bytes: its upload row and image row."""
+    async with objects.sessions() as s:
+        upload = Upload(id=str(ULID()), size=10, expires_at=datetime.now(UTC) + timedelta(minutes=15))
+        s.add(upload)
+        await s.flush()
+        s.add(Image(id=str(ULID()), slug=str(ULID())[-10:], upload_id=upload.id, sha256=sha, bytes=10,
+                    format="png", mime="image/png", width=1, height=1, original_key=key))
+        await s.commit()
+
+
+async def _locations(objects: Objects, key: str) -> list[str]:
+    async with objects.sessions() as s:
+        return sorted((await s.execute(select(ObjectLocation.node_id).where(ObjectLocation.key == key))).scalars())
+
+
+async def test_a_delete_during_an_upload_of_the_same_bytes_waits_and_keeps_them(objects: RecordingObjects) -> None:
+    sha = _sha()
+    key = original_key(sha, "png")
+    await _stored(objects, key)  # the deleted image's original; the other upload stored the same key again
+    assert await objects.fence.try_enter(sha, "upload:b", 900)
+    deleted, pending = await objects.delete_unreferenced([key, variant_key(sha, 1, "thumb", "webp")])
+    assert (deleted, pending) == (0, 2)
+    assert objects.deleted == []
+    assert await _locations(objects, key) == ["s1", "s2"]  # untouched while the writer is live
+    assert await objects.pending_count() == 2
+    await objects.retry_pending()  # the background pass also leaves it alone
+    assert objects.deleted == []
+    await _record_image(objects, sha, key)  # CompleteUpload commits the new image ...
+    await objects.fence.leave(sha, "upload:b")  # ... leaves the fence ...
+    await objects.written(sha)  # ... and the deletes that waited are decided again
+    assert objects.deleted == []  # the original is named again: kept, with its locations
+    assert await _locations(objects, key) == ["s1", "s2"]
+    assert await objects.pending_count() == 0
+
+
+async def test_a_writer_that_recorded_nothing_lets_the_deferred_delete_go(objects: RecordingObjects) -> None:
+    sha = _sha()
+    key = original_key(sha, "png")
+    await _stored(objects, key)
+    assert await objects.fence.try_enter(sha, "upload:c", 900)
+    assert await objects.delete_unreferenced([key]) == (0, 1)
+    await objects.fence.leave(sha, "upload:c")  # CompleteUpload refused it (cancelled): no image
+    assert await objects.retry_pending() == 0  # the next pass deletes it
+    assert sorted(objects.deleted) == [("s1", key), ("s2", key)]
+    assert await _locations(objects, key) == []
+
+
+async def test_an_expired_writer_does_not_keep_the_bytes(objects: RecordingObjects) -> None:
+    sha = _sha()
+    key = original_key(sha, "png")
+    await _stored(objects, key)
+    assert await objects.fence.try_enter(sha, "upload:died", 0.2)  # its upload node died before completing
+    await asyncio.sleep(0.4)
+    assert await objects.delete_unreferenced([key]) == (2, 0)
+    assert sorted(objects.deleted) == [("s1", key), ("s2", key)]
+
+
+async def test_a_pending_replica_is_not_deleted_while_a_writer_of_its_bytes_is_live(
+        objects: RecordingObjects) -> None:
+    sha = _sha()
+    key = original_key(sha, "png")
+    await _stored(objects, key)
+    objects.down = {"s2"}
+    assert await objects.delete_unreferenced([key]) == (1, 1)  # s2's replica stays pending
+    objects.down = set()
+    assert await objects.fence.try_enter(sha, "upload:d", 900)  # a new upload stores the same bytes on s2
+    assert await objects.retry_pending() == 1
+    assert objects.deleted == [("s1", key)]  # not now
+    await _record_image(objects, sha, key)
+    await objects.fence.leave(sha, "upload:d")
+    assert await objects.retry_pending() == 0  # named again: the pending delete is dropped, bytes kept
+    assert objects.deleted == [("s1", key)]
+
+
+async def test_a_deletion_under_way_makes_an_upload_wait_until_it_is_over(objects: RecordingObjects) -> None:
+    sha = _sha()
+    key = original_key(sha, "png")
+    await _stored(objects, key)
+    gate = asyncio.Event()
+    order: list[str] = []
+    delete_one = objects._delete_one
+
+    async def slow_delete(rec: NodeRecord, k: str) -> bool:
+        await gate.wait()
+        order.append(f"delete {rec.node_id}")
+        return await delete_one(rec, k)
+
+    objects._delete_one = slow_delete  # type: ignore[method-assign]
+    deleting = asyncio.create_task(objects.delete_unreferenced([key]))
+    await asyncio.sleep(0.2)  # flag taken, deletes in flight
+
+    async def upload() -> None:
+        await WriteFence(objects.redis, poll_s=0.01).enter(sha, "upload:e", 900)
+        order.append("write")
+
+    writing = asyncio.create_task(upload())
+    await asyncio.sleep(0.2)
+    assert not writing.done()
+    gate.set()
+    assert await deleting == (2, 0)
+    await asyncio.wait_for(writing, 2)
+    assert order == ["delete s1", "delete s2", "write"] or order == ["delete s2", "delete s1", "write"]
