@@ -15,6 +15,14 @@ extended within ``job_lease_s`` is taken back and queued again (counted as *lost
 node is skipped for new work until it speaks again. A report whose lease id is not the
 current one is ignored (fencing); outputs are content-addressed, so the late run's objects
 are the same objects and its rows are never written.
+
+Write fence (:mod:`pixelfox.storage.fence`): variant keys are shared by every image of the same
+bytes, so a job's variants must not be deleted between the processing node's puts and the rows
+recorded here (another image of those bytes deleted meanwhile). The processing node has no
+Redis, so the manager is the writer: it enters the fence for the image's SHA-256 with the
+dispatch's lease id before sending the job (a delete under way defers the job a second), renews
+it with the manager lease and leaves once the result is recorded, the job failed or was handed
+back, or its lease ran out (a late run of a taken-back job reports nothing that gets recorded).
 """
 
 from __future__ import annotations
@@ -24,9 +32,10 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import delete, select
@@ -39,6 +48,7 @@ from pixelfox.db.engine import begin_write
 from pixelfox.db.models import Image, ObjectLocation, Variant
 from pixelfox.db.outbox import OutboxEntry
 from pixelfox.queue import JobQueue, QueuedJob
+from pixelfox.storage.fence import WriteFence, job_token
 from pixelfox.v1 import jobs_pb2, manager_pb2
 
 logger = logging.getLogger(__name__)
@@ -56,6 +66,7 @@ class InFlight:
     started: float  # monotonic
     expires: float  # monotonic; extended by the node's WorkerStatus
     node_id: str = ""
+    sha: str = ""  # the image's SHA-256: the write fence this dispatch holds ("" none)
 
 
 @dataclass
@@ -108,6 +119,11 @@ class Dispatcher:
         self.on_recorded: Callable[[str], Awaitable[None]] | None = None
         # called with the object keys a result wrote for an image deleted while it was processing
         self.on_orphaned: Callable[[list[str]], Awaitable[object]] | None = None
+        # the write fence held for each job in flight (module doc), and the hook run (in the background)
+        # with the hash once a job left it: deletes of those bytes that waited for the job
+        self.fence = WriteFence(registry.redis)
+        self.on_written: Callable[[str], Coroutine[Any, Any, None]] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     # ---- the dispatch loop -------------------------------------------------------------
 
@@ -134,6 +150,7 @@ class Dispatcher:
                     last_touch = time.monotonic()
                     await self.queue.ensure_group()  # cheap; recreates the group after a Redis wipe
                     await self.queue.touch([f.job for w in self.workers.values() for f in w.inflight.values()])
+                    await self._renew_fences()
                     QUEUE_DEPTH.labels("process").set(await self.queue.depth())
                 await self.queue.promote_due()
                 if self._pick(None) is None:
@@ -157,8 +174,42 @@ class Dispatcher:
                     del w.inflight[job_id]
                     await self._interrupted(w, f, "lease expired")
 
+    @property
+    def fence_lease_s(self) -> float:
+        """Seconds a job's write fence lasts unless renewed (renewed every few seconds by the loop)."""
+        return max(30.0, 4 * self.policy.job_lease_s)
+
+    async def _renew_fences(self) -> None:
+        for f in [f for w in self.workers.values() for f in w.inflight.values() if f.sha]:
+            if not await self.fence.renew(f.sha, job_token(f.lease_id), self.fence_lease_s):
+                logger.warning("job %s image %s: its write fence had lapsed; entered again", f.job.entry_id,
+                               f.job.image_id)
+                await self.fence.try_enter(f.sha, job_token(f.lease_id), self.fence_lease_s)
+
+    async def _release(self, f: InFlight, notify: bool = True) -> None:
+        """Leave ``f``'s write fence and (``notify``) :meth:`_notify` its hash; errors are logged (the
+        fence's lease ends it)."""
+        if not f.sha:
+            return
+        try:
+            await self.fence.leave(f.sha, job_token(f.lease_id))
+        except Exception as exc:
+            logger.warning("job %s: could not leave the write fence (its lease ends it): %s", f.job.entry_id, exc)
+            return
+        if notify:
+            self._notify(f.sha)
+
+    def _notify(self, sha: str) -> None:
+        """Run ``on_written(sha)`` in the background (it may delete on storage nodes: the node's stream
+        is not held up, nor are its lease extensions)."""
+        if sha and self.on_written is not None:
+            task = asyncio.create_task(self.on_written(sha))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
     async def _interrupted(self, worker: Worker, f: InFlight, reason: str) -> None:
         INTERRUPTED.labels(reason).inc()
+        await self._release(f)
         logger.warning("interrupted: job %s image %s on %s (%s); re-queued", f.job.entry_id, f.job.image_id,
                        worker.node_id, reason)
         try:
@@ -181,9 +232,14 @@ class Dispatcher:
         if msg is None:
             await self.queue.ack(job)  # image gone or already finished
             return
+        if not await self.fence.try_enter(msg.sha256, job_token(msg.lease_id), self.fence_lease_s):
+            logger.info("dispatch: job %s image %s waits: a delete of its bytes is under way", job.entry_id,
+                        job.image_id)
+            await self.queue.defer(job, 1.0, drop=job)  # not an attempt: nothing ran
+            return
         now = time.monotonic()
         worker.inflight[job.entry_id] = InFlight(job, msg.lease_id, now, now + self.policy.job_lease_s,
-                                                 worker.node_id)
+                                                 worker.node_id, msg.sha256)
         await worker.outbox.put(manager_pb2.DispatchMessage(job=msg))
         logger.info("dispatch: job %s image %s attempt %d lost %d lane %s -> %s", job.entry_id, job.image_id,
                     job.attempt, job.lost, job.lane, worker.node_id)
@@ -293,6 +349,7 @@ class Dispatcher:
         for lease in hb.leases:
             f = self._claim(worker, lease.job_id, lease.lease_id)
             if f is not None:
+                await self._release(f)
                 await self.queue.requeue(f.job)
                 logger.warning("handed back: job %s image %s by %s (%s); re-queued", f.job.entry_id,
                                f.job.image_id, worker.node_id, hb.reason)
@@ -320,13 +377,16 @@ class Dispatcher:
         if f is None:
             return
         recorded = False
-        for tries in range(3):  # a twin run may have inserted the same rows a moment ago
-            try:
-                recorded = await self._record(f.job, r)
-                break
-            except IntegrityError:
-                if tries == 2:
-                    raise
+        try:
+            for tries in range(3):  # a twin run may have inserted the same rows a moment ago
+                try:
+                    recorded = await self._record(f.job, r)
+                    break
+                except IntegrityError:
+                    if tries == 2:
+                        raise
+        finally:  # recorded (or the image is gone, or it failed): the job writes nothing more that gets named
+            await self._release(f, notify=False)
         if not recorded and self.on_orphaned is not None:  # deleted while processing: drop what it wrote
             logger.info("image %s was deleted while it processed: deleting the %d objects its job wrote",
                         f.job.image_id, len(r.variants))
@@ -334,6 +394,7 @@ class Dispatcher:
                 await self.on_orphaned([v.key for v in r.variants])
             except Exception:
                 logger.exception("cannot delete the variants of deleted image %s", f.job.image_id)
+        self._notify(f.sha)  # after on_orphaned: the two deletes of one hash would defer each other
         failpoints.hit("after-result-commit")
         if self.on_recorded is not None:
             try:
@@ -394,6 +455,7 @@ class Dispatcher:
         f = self._claim(worker, r.job_id, r.lease_id)
         if f is None:
             return
+        await self._release(f)
         if r.permanent:  # dead at once; its one attempt counts, as the retried ones' do
             await self.queue.bury(replace(f.job, attempt=f.job.attempt + 1), f"{r.code}: {r.message}", drop=f.job)
         else:

@@ -13,6 +13,7 @@ content-addressed keys and drops the private copies.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import secrets
@@ -119,14 +120,23 @@ class Library:
         if not await lease.acquire():
             raise errors.Conflict("another visibility change of this image is in progress; try again shortly")
         try:
-            return await self._update(slug, user, ch)
+            sha = ""
+            if ch.visibility == "public":  # copies to the shared content-addressed keys: fenced (_update)
+                async with self.sessions() as s:
+                    sha = await s.scalar(select(Image.sha256).where(Image.slug == slug)) or ""
+            return await self._update(slug, user, ch, sha)
         finally:
             await lease.release()
 
-    async def _update(self, slug: str, user: User | None, ch: Changes) -> common_pb2.Image:
+    async def _update(self, slug: str, user: User | None, ch: Changes, sha: str = "") -> common_pb2.Image:
+        """:meth:`update` once checked. With ``sha`` (going public), the copies to the public keys and the
+        rows naming them are made inside the write fence of those bytes (:mod:`pixelfox.storage.fence`):
+        another image of the same bytes deleted meanwhile must not delete the copies before they are
+        named. Entering may wait for a delete under way (DeleteInProgress after its bound)."""
         old_keys: list[str] = []
         old_urls: list[str] = []
-        async with self.sessions() as s:
+        fenced = self.objects.fence.writing(sha, REKEY_LEASE_S) if sha else contextlib.nullcontext()
+        async with fenced, self.sessions() as s:
             img = await self._load(s, slug, user, manage=True)
             if ch.title is not None:
                 img.title = ch.title

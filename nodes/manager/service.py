@@ -61,6 +61,9 @@ class ManagerService:
         self.dispatcher.on_recorded = self.library.after_processing
         self.dispatcher.on_orphaned = self.objects.delete_unreferenced  # deleted while processing
         self.uploads.on_orphaned = self.objects.delete_unreferenced  # cancelled after its original was stored
+        # a writer of some bytes recorded its rows: deletes of those bytes that waited for it (write fence)
+        self.dispatcher.on_written = self.objects.written
+        self.uploads.on_written = self.objects.written
         self.jobs = JobAdmin(sessions, queue, self.dispatcher, settings.recipe_version)
         self.outbox = OutboxDrainer(sessions, queue, interval_s=settings.outbox_interval_s)
         self.dispatcher.companions.append(self.outbox.run)  # runs beside the dispatch loop

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -25,6 +27,7 @@ from pixelfox.db.models import Image, ObjectLocation, Upload, User
 from pixelfox.db.outbox import OutboxEntry
 from pixelfox.queue import JobQueue
 from pixelfox.queue.streams import cpu_estimate_s
+from pixelfox.storage.fence import WriteFence, fence_sha, upload_token
 from pixelfox.text import checked_title, printable, safe_filename
 from pixelfox.uploadstate import MAX_EXPIRE_AFTER_S, UploadStates
 from pixelfox.v1 import common_pb2, manager_pb2
@@ -97,6 +100,12 @@ class Uploads:
         #: (:meth:`nodes.manager.objects.Objects.delete_unreferenced`); the original of an upload
         #: cancelled after it was stored goes this way
         self.on_orphaned: Callable[[list[str]], Awaitable[tuple[int, int]]] | None = None
+        #: the upload node fences its original's bytes until the rows are committed here; this manager then
+        #: removes its token (:func:`~pixelfox.storage.fence.upload_token`) and calls ``on_written`` with
+        #: the hash (:meth:`nodes.manager.objects.Objects.written`: deletes that waited for it)
+        self.fence = WriteFence(registry.redis)
+        self.on_written: Callable[[str], Coroutine[Any, Any, None]] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     async def create(
         self, user: User | None, filename: str, size: int, content_type: str, expire_after_s: int = 0,
@@ -175,6 +184,7 @@ class Uploads:
                 for node_id in dict.fromkeys(c.storage_node_ids):
                     await s.merge(ObjectLocation(key=c.original_key, node_id=node_id, size=c.size))
                 await s.commit()
+                await self._written(c)
                 await self._discard(c.upload_id, c.original_key)
                 raise errors.InvalidTicket("the upload was cancelled; start a new upload")
             if upload.status != "open":
@@ -182,6 +192,7 @@ class Uploads:
                 if done is not None:  # an upload node retrying after a crash
                     slug, dedup = done.slug, done.upload_id != upload.id
                     await s.rollback()
+                    await self._written(c)
                     await self.states.finish(c.upload_id, "complete", slug)
                     return await self._answer(slug, dedup)
                 raise errors.InvalidTicket("ticket was already used")
@@ -195,6 +206,7 @@ class Uploads:
                 slug = dup.slug
                 upload.duplicate_of = dup.id  # GetUpload's answer once the Redis state is gone
                 await s.commit()
+                await self._written(c)
                 await self.states.finish(c.upload_id, "complete", slug)  # also frees the open-upload slot
                 logger.info("upload %s duplicates image %s of the same user", c.upload_id, slug)
                 return await self._answer(slug, True)
@@ -213,6 +225,7 @@ class Uploads:
                 await s.merge(ObjectLocation(key=c.original_key, node_id=node_id, size=c.size))
             await s.commit()
             image_id, slug = img.id, img.slug
+        await self._written(c)
         await self.states.finish(c.upload_id, "complete", slug)  # also frees the open-upload slot
         if st is not None and st.expire_after_s > 0:
             await expiry.schedule(self.registry.redis, slug, st.expire_after_s)
@@ -224,6 +237,21 @@ class Uploads:
         failpoints.hit("after-enqueue")
         logger.info("upload %s complete: image %s queued", c.upload_id, slug)
         return await self._answer(slug, False)
+
+    async def _written(self, c: Completion) -> None:
+        """The rows naming ``c``'s original are committed (or it needs none): its upload node's writer token
+        leaves the fence now, not when the node hears back, and deletes that waited for these bytes are
+        decided (``on_written``). Redis errors are only logged: the token's lease ends it."""
+        try:
+            sha = fence_sha(c.original_key)
+            await self.fence.leave(sha, upload_token(c.upload_id))
+        except Exception as exc:
+            logger.warning("upload %s: could not leave the write fence (its lease ends it): %s", c.upload_id, exc)
+            return
+        if self.on_written is not None:  # in the background: CompleteUpload does not wait for storage deletes
+            task = asyncio.create_task(self.on_written(sha))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _discard(self, upload_id: str, key: str) -> None:
         """Delete the replicas of a refused upload's original ``key`` unless an image uses it

@@ -19,6 +19,13 @@ structure (:func:`pixelfox.imaging.verify`) are checked at the end. A bad image 
 removes the staged file and marks the upload failed; a full staging disk removes it and
 resets the upload to offset 0 (``RESOURCE_EXHAUSTED``, no partial file). Transport errors
 keep the committed bytes for a resume.
+
+Storing the original is fenced (:mod:`pixelfox.storage.fence`): another user's image of the same
+bytes shares its key, and a delete of that image between this node's puts and ``CompleteUpload``
+recording the new image would remove the bytes the new image is about to name. So
+:meth:`Receiver.store` enters the write fence of the SHA-256 (waiting while such a delete runs)
+before the first put, and the fence is left once ``CompleteUpload`` answered or failed (the
+manager already leaves it for this upload as soon as its rows are committed).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from prometheus_client import Counter, Histogram
 from pixelfox import errors, failpoints, ids, imaging, tickets
 from pixelfox.config import LimitsSettings
 from pixelfox.storage.client import StorageClient
+from pixelfox.storage.fence import WriteFence, upload_token
 from pixelfox.storage.keys import original_key
 from pixelfox.storage.replicate import write_all
 from pixelfox.uploadstate import State, UploadStates
@@ -172,6 +180,9 @@ class Receiver:
         self.abandon = abandon
         self.fail = fail
         self.active = 0
+        #: write fence of the originals' bytes (module doc); a writer's lease is a ticket's life, the time an
+        #: upload may take, so a node that dies between store and complete holds deletes back that long at most
+        self.fence = WriteFence(states.redis)
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.staging).free
@@ -296,7 +307,27 @@ class Receiver:
         return removed
 
     async def store(self, path: Path, header: Header, sha: str, info: imaging.ImageInfo) -> Stored:
+        """Put the checked original on the storage nodes the manager places it on, inside the write fence of
+        ``sha`` (entered here; the caller leaves it with :meth:`unfence` after ``CompleteUpload``; left here
+        when storing fails). Raises DeleteInProgress (a delete of the same bytes outlasted the fence's
+        wait) and the placement's and storage's errors."""
         key = original_key(sha, EXT.get(info.format, info.format))
+        await self.fence.enter(sha, upload_token(header.upload_id), float(self.limits.ticket_ttl_s))
+        try:
+            return await self._put_original(path, header, sha, info, key)
+        except BaseException:
+            await self.unfence(sha, header.upload_id)
+            raise
+
+    async def unfence(self, sha: str, upload_id: str) -> None:
+        """Leave the write fence :meth:`store` entered; a Redis error is only logged (the lease ends it)."""
+        try:
+            await self.fence.leave(sha, upload_token(upload_id))
+        except Exception as exc:
+            logger.warning("upload %s: could not leave the write fence (its lease ends it): %s", upload_id, exc)
+
+    async def _put_original(self, path: Path, header: Header, sha: str, info: imaging.ImageInfo,
+                            key: str) -> Stored:
         nodes = await self.place(header.size)
 
         async def put(node: common_pb2.Node) -> str:
@@ -487,13 +518,16 @@ class Session:
             info = await self._guard(self._verify)
         with UPLOAD_STEP_SECONDS.labels("store").time():
             stored = await self.rx.store(self.path, self.header, sha, info)
-        await failpoints.pause("before-complete")
-        with UPLOAD_STEP_SECONDS.labels("complete").time():
-            try:
-                reply = await self.rx.complete(stored)
-            except errors.PixelfoxError:  # refused: cancelled while its last bytes were on the way?
-                await self._drop_if_closed()
-                raise
+        try:
+            await failpoints.pause("before-complete")
+            with UPLOAD_STEP_SECONDS.labels("complete").time():
+                try:
+                    reply = await self.rx.complete(stored)
+                except errors.PixelfoxError:  # refused: cancelled while its last bytes were on the way?
+                    await self._drop_if_closed()
+                    raise
+        finally:  # recorded (the manager left the fence already) or not: nothing more to protect
+            await self.rx.unfence(sha, self.header.upload_id)
         await self.rx.states.finish(self.header.upload_id, "complete", reply.image.slug)
         self.path.unlink(missing_ok=True)
         UPLOADS.labels("stored").inc()

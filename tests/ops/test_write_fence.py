@@ -23,14 +23,16 @@ import redis.asyncio as aioredis
 from sqlalchemy import select
 from ulid import ULID
 
+from nodes.manager.dispatch import Dispatcher, DispatchPolicy, Worker
 from nodes.manager.objects import DEFERRED, PENDING, Objects
 from nodes.manager.registry import NodeRecord
 from pixelfox.config import DatabaseSettings
 from pixelfox.db.engine import create_all_tables, make_engine, session_factory
 from pixelfox.db.models import Image, ObjectLocation, Upload
-from pixelfox.storage.fence import DeleteInProgress, WriteFence, deleting_key, fence_sha, writing_key
+from pixelfox.queue import QueuedJob
+from pixelfox.storage.fence import DeleteInProgress, WriteFence, deleting_key, fence_sha, job_token, writing_key
 from pixelfox.storage.keys import original_key, private_key, variant_key
-from pixelfox.v1 import common_pb2
+from pixelfox.v1 import common_pb2, manager_pb2
 
 
 def _sha() -> str:
@@ -148,7 +150,7 @@ async def test_writers_and_deleters_never_proceed_together(redis: aioredis.Redis
 
 @dataclass
 class FakeRegistry:
-    """The registry surface Objects uses: storage nodes that are all healthy."""
+    """The registry surface Objects and Dispatcher use: storage nodes that are all healthy."""
 
     redis: aioredis.Redis
     nodes: list[NodeRecord] = field(default_factory=lambda: [
@@ -304,3 +306,53 @@ async def test_a_deletion_under_way_makes_an_upload_wait_until_it_is_over(object
     assert await deleting == (2, 0)
     await asyncio.wait_for(writing, 2)
     assert order == ["delete s1", "delete s2", "write"] or order == ["delete s2", "delete s1", "write"]
+
+
+# ---- the dispatcher holds the fence for a job in flight ---------------------------------------------
+
+
+class FakeQueue:
+    def __init__(self) -> None:
+        self.deferred: list[str] = []
+        self.retried: list[str] = []
+
+    async def defer(self, job: QueuedJob, delay_s: float, drop: QueuedJob | None = None) -> None:
+        self.deferred.append(job.image_id)
+
+    async def retry(self, job: QueuedJob, reason: str) -> float:
+        self.retried.append(job.image_id)
+        return 1.0
+
+
+async def test_the_dispatcher_fences_a_job_from_dispatch_to_its_report(redis: aioredis.Redis) -> None:
+    sha, queue = _sha(), FakeQueue()
+    d = Dispatcher(None, FakeRegistry(redis), queue, replicas=1, lease_s=60,  # type: ignore[arg-type]
+                   policy=DispatchPolicy(job_lease_s=5))
+    written: list[str] = []
+
+    async def on_written(s: str) -> None:
+        written.append(s)
+
+    d.on_written = on_written
+    worker = Worker("p1", 2, [])
+    d.workers = {"p1": worker}
+
+    async def message(job: QueuedJob) -> manager_pb2.Job:
+        return manager_pb2.Job(job_id=job.entry_id, lease_id=f"lease-{job.entry_id}", image_id=job.image_id,
+                               sha256=sha)
+
+    d._job_message = message  # type: ignore[method-assign]
+    token = await d.fence.begin_delete(sha)
+    await d._dispatch(QueuedJob("1-0", "img-a"))
+    assert queue.deferred == ["img-a"] and worker.inflight == {}  # a delete runs: the job waits a second
+    await d.fence.end_delete(sha, token)
+
+    await d._dispatch(QueuedJob("2-0", "img-a"))
+    assert list(worker.inflight) == ["2-0"]
+    assert await d.fence.writers(sha) == [job_token("lease-2-0")]
+    assert await d.fence.begin_delete(sha) == ""  # deletes of these bytes wait for the job
+    await d._on_failure(worker, manager_pb2.JobFailure(job_id="2-0", lease_id="lease-2-0", message="x"))
+    assert queue.retried == ["img-a"]
+    assert await d.fence.writers(sha) == []  # its report ended the fence
+    await asyncio.sleep(0.05)
+    assert written == [sha]
