@@ -105,10 +105,12 @@ def job_token(lease_id: str) -> str:
 
 
 def writing_key(sha: str) -> str:
+    """``pixelfox:{gc}:writing:<sha>``: the sorted set of ``sha``'s writers (token -> lease end, unix s)."""
     return f"{WRITING}{sha}"
 
 
 def deleting_key(sha: str) -> str:
+    """``pixelfox:{gc}:deleting:<sha>``: the token of the deleter at work on ``sha`` (TTL ``deleting_ttl_s``)."""
     return f"{DELETING}{sha}"
 
 
