@@ -1,7 +1,9 @@
 """Per-user upload limits held in Redis (shared by every manager): rate, open uploads, quota.
 
 * rate — ``pixelfox:{limits}:rate:<user>:<minute>`` INCR with a 120 s expiry; more than
-  ``user_uploads_per_minute`` uploads started in one clock minute → ``RateLimited``.
+  ``user_uploads_per_minute`` uploads started in one clock minute → ``RateLimited``. Only uploads
+  let through count: the quota and open uploads are checked first, and a token over the limit is
+  given back (DECR), so one token per admitted upload.
 * open uploads — sorted set ``pixelfox:{limits}:open:<user>`` (member upload id, score the
   unix time after which nothing can use the upload any more: the earlier of its ticket's end,
   :func:`pixelfox.tickets.usable_until`, and its state's expiry, ``upload_ttl_s`` after the last
@@ -36,6 +38,35 @@ from pixelfox.config import LimitsSettings
 from pixelfox.db.models import Image
 from pixelfox.uploadstate import open_uploads_key
 
+# KEYS: the user's open-upload set, this minute's rate counter. ARGV: now, open-upload limit, rate
+# limit (0 = none), upload id, its score (when it stops counting), the set's expiry (s). Dead entries
+# go first; a full set is {1, score of the first to free}; else the rate is counted (INCR, 120 s) and
+# one over the limit is given back (DECR) and is {2, ""}; else the upload takes its slot: {0, ""}.
+# One script: an upload refused for either reason counts against neither.
+_ADMIT = """
+local open_limit, rate_limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+if open_limit > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+  if redis.call('ZCARD', KEYS[1]) >= open_limit then
+    local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    return {1, first[2] or ''}
+  end
+end
+if rate_limit > 0 then
+  local count = redis.call('INCR', KEYS[2])
+  redis.call('EXPIRE', KEYS[2], 120)
+  if count > rate_limit then
+    redis.call('DECR', KEYS[2])
+    return {2, ''}
+  end
+end
+if open_limit > 0 then
+  redis.call('ZADD', KEYS[1], ARGV[5], ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+end
+return {0, ''}
+"""
+
 
 class UploadLimits:
     def __init__(self, redis: aioredis.Redis, sessions: async_sessionmaker[AsyncSession],
@@ -46,24 +77,28 @@ class UploadLimits:
 
     async def admit(self, user_id: str, upload_id: str, size: int, usable_until: float) -> None:
         """Check every limit for a new upload of ``size`` bytes whose ticket is accepted until
-        ``usable_until`` (unix time) and count it; raises on a breach."""
+        ``usable_until`` (unix time) and count it; raises on a breach, and then counts nothing.
+
+        The quota is checked first, then one Lua script (:data:`_ADMIT`) takes an open-upload slot and
+        a rate token together or neither: a refused upload (quota, open uploads, rate) uses up no
+        per-minute token (it used to: the rate was counted before the other checks, so a script
+        retrying a 429 quota-exceeded locked its user out of uploads that fit), and parallel admits
+        cannot all pass the open-upload check before one of them is recorded."""
         if not user_id:
             return
         lim = self.limits
-        now = time.time()
-        if lim.user_uploads_per_minute:
-            key = self._rate_key(user_id, now)
-            async with self.redis.pipeline(transaction=True) as p:
-                p.incr(key)
-                p.expire(key, 120)
-                count, _ = await p.execute()
-            self._check_rate(count, now)
         await self._check_quota(user_id, size)
-        if lim.user_open_uploads:
-            key = open_uploads_key(user_id)
-            await self._check_open(key, now)
-            await self.redis.zadd(key, {upload_id: min(usable_until, now + lim.upload_ttl_s)})
-            await self.redis.expire(key, max(1, math.ceil(usable_until - now)) + 60)  # outlives every member
+        if not lim.user_uploads_per_minute and not lim.user_open_uploads:
+            return
+        now = time.time()
+        refused, earliest = await self.redis.register_script(_ADMIT)(
+            keys=[open_uploads_key(user_id), self._rate_key(user_id, now)],
+            args=[now, lim.user_open_uploads, lim.user_uploads_per_minute, upload_id,
+                  min(usable_until, now + lim.upload_ttl_s), max(1, math.ceil(usable_until - now)) + 60])
+        if int(refused) == 1:
+            raise self._too_many_open(float(earliest) if earliest else None, now)
+        if int(refused) == 2:
+            self._check_rate(lim.user_uploads_per_minute + 1, now)
 
     async def check(self, user_id: str, size: int) -> None:
         """Raise what :meth:`admit` would for a new upload of ``size`` bytes now (RateLimited,
@@ -106,18 +141,23 @@ class UploadLimits:
 
     async def _check_open(self, key: str, now: float) -> None:
         """TooManyOpenUploads when the open-upload set ``key`` is full; drops dead entries first."""
-        lim = self.limits
         await self.redis.zremrangebyscore(key, "-inf", now)
-        if await self.redis.zcard(key) >= lim.user_open_uploads:
+        if await self.redis.zcard(key) >= self.limits.user_open_uploads:
             earliest = await self.redis.zrange(key, 0, 0, withscores=True)  # the first to die frees a slot
-            wait = max(1, math.ceil(float(earliest[0][1]) - now)) if earliest else 1
-            raise errors.TooManyOpenUploads(
-                f"{lim.user_open_uploads} unfinished uploads already; the next frees in {wait} s. An upload "
-                "counts until it completes, is cancelled (list them with GET /api/v1/uploads, cancel one "
-                "with DELETE /api/v1/uploads/<id>, or tus DELETE with its ticket), or nothing can resume it "
-                f"any more: its ticket ends ({lim.ticket_ttl_s} s after it was created, plus "
-                f"{tickets.LEEWAY_S} s for clock skew) or it gets no bytes for {lim.upload_ttl_s} s",
-                retry_after_s=wait)
+            raise self._too_many_open(float(earliest[0][1]) if earliest else None, now)
+
+    def _too_many_open(self, earliest: float | None, now: float) -> errors.TooManyOpenUploads:
+        """The refusal of a full open-upload set whose first entry stops counting at ``earliest``
+        (unix time; None: unknown, 1 s)."""
+        lim = self.limits
+        wait = max(1, math.ceil(earliest - now)) if earliest is not None else 1
+        return errors.TooManyOpenUploads(
+            f"{lim.user_open_uploads} unfinished uploads already; the next frees in {wait} s. An upload "
+            "counts until it completes, is cancelled (list them with GET /api/v1/uploads, cancel one "
+            "with DELETE /api/v1/uploads/<id>, or tus DELETE with its ticket), or nothing can resume it "
+            f"any more: its ticket ends ({lim.ticket_ttl_s} s after it was created, plus "
+            f"{tickets.LEEWAY_S} s for clock skew) or it gets no bytes for {lim.upload_ttl_s} s",
+            retry_after_s=wait)
 
     async def closed(self, user_id: str, upload_id: str) -> None:
         """An upload finished: it no longer counts as open."""

@@ -1,0 +1,122 @@
+"""Who pays for a refused upload, and which key and user it is, on a private cluster with real nodes.
+
+Settings: a user may have 2 unfinished uploads, start 5 a minute and keep 4 MiB; one address may start
+6 uploads a minute at the web node. Each test starts with that address' budget unspent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+import redis
+import requests
+from PIL import Image
+
+from pixelfox import errors
+from pixelfox.cli.launcher import LocalCluster
+from tests.conftest import wait_http
+from tests.e2e.uploadkit import create, new_user_key, own_cluster
+
+pytestmark = pytest.mark.e2e
+
+OPEN, PER_MINUTE, QUOTA, PER_IP = 2, 5, 4 * 1024 * 1024, 6
+IP_KEY = "pixelfox:{limits}:ip:127.0.0.1"
+PER_USER = ("too-many-open-uploads", "rate-limited")  # the user's own 429s (rate-limited too on old code)
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with own_cluster(tmp_path_factory.mktemp("budgets"), upload=1, web=1,
+                     PIXELFOX_LIMITS__USER_OPEN_UPLOADS=str(OPEN),
+                     PIXELFOX_LIMITS__USER_UPLOADS_PER_MINUTE=str(PER_MINUTE),
+                     PIXELFOX_LIMITS__USER_QUOTA_BYTES=str(QUOTA),
+                     PIXELFOX_LIMITS__IP_UPLOADS_PER_MINUTE=str(PER_IP)) as c:
+        wait_http(f"{c.web_urls[0]}/healthz")
+        yield c
+
+
+@pytest.fixture
+def r(local: LocalCluster) -> Iterator[redis.Redis]:
+    """Redis of the cluster, this address' upload budget unspent."""
+    with redis.Redis.from_url(local.redis_url) as client:
+        client.delete(IP_KEY)
+        yield client
+
+
+def manager(local: LocalCluster) -> str:
+    return local.manager_address.split(",")[0]
+
+
+def png() -> dict[str, tuple[str, bytes, str]]:
+    """A ``files=`` form of a new 16x16 PNG (random colour: never a dedup of another)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), tuple(os.urandom(3))).save(buf, "PNG")
+    return {"file": ("small.png", buf.getvalue(), "image/png")}
+
+
+def user_id(local: LocalCluster, key: str) -> str:
+    return requests.get(f"{local.web_urls[0]}/api/v1/me", headers={"X-API-Key": key}, timeout=10).json()["id"]
+
+
+def rate_key(uid: str) -> str:
+    return f"pixelfox:{{limits}}:rate:{uid}:{int(time.time() // 60)}"
+
+
+def same_minute(seconds: float = 25) -> None:
+    """Wait for the next clock minute unless ``seconds`` of this one are left (the rate is per minute)."""
+    if time.time() % 60 > 60 - seconds:
+        time.sleep(61 - time.time() % 60)
+
+
+async def created(local: LocalCluster, key: str, size: int) -> str:
+    """``""`` when CreateUpload admitted an upload of ``size`` bytes, else the refusal's error code."""
+    try:
+        await create(manager(local), key, size)
+    except grpc.aio.AioRpcError as exc:
+        assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+        return dict(exc.trailing_metadata() or ()).get(errors.ERROR_CODE_KEY, "?")
+    return ""
+
+
+def test_uploads_refused_by_create_upload_use_up_no_rate_token(local: LocalCluster, r: redis.Redis) -> None:
+    """8 CreateUpload calls over the quota (429 quota-exceeded), then 6 while 2 uploads are open
+    (too-many-open-uploads): none of them counts against the 5 a minute, so an upload that fits
+    goes through once a slot is free (the rate was counted before the other checks: it was a 429
+    rate-limited), and the counter holds exactly the uploads admitted."""
+    key = asyncio.run(new_user_key(local, "overquota"))
+    uid = user_id(local, key)
+    same_minute()
+    assert [asyncio.run(created(local, key, QUOTA + 1)) for _ in range(8)] == ["quota-exceeded"] * 8
+    assert int(r.get(rate_key(uid)) or 0) == 0
+    assert asyncio.run(created(local, key, 1000)) == ""  # fits: the first upload this minute
+    assert asyncio.run(created(local, key, 1000)) == ""
+    assert [asyncio.run(created(local, key, 1000)) for _ in range(6)] == ["too-many-open-uploads"] * 6
+    assert int(r.get(rate_key(uid)) or 0) == 2
+    opened = r.zrange(f"pixelfox:{{limits}}:open:{uid}", 0, 0)[0].decode()
+    gone = requests.delete(f"{local.web_urls[0]}/api/v1/uploads/{opened}", headers={"X-API-Key": key}, timeout=10)
+    assert gone.status_code == 204, gone.text
+    assert asyncio.run(created(local, key, 1000)) == ""
+    assert int(r.get(rate_key(uid)) or 0) == 3
+
+
+def test_parallel_admits_count_only_the_admitted(local: LocalCluster, r: redis.Redis) -> None:
+    """12 CreateUpload calls at once: exactly 2 are admitted (the open-upload check and its record are
+    one step), and the rate counter holds those 2, not 12."""
+    key = asyncio.run(new_user_key(local, "parallel"))
+    uid = user_id(local, key)
+    same_minute()
+
+    async def burst() -> list[str]:
+        return list(await asyncio.gather(*(created(local, key, 1000) for _ in range(12))))
+
+    codes = asyncio.run(burst())
+    assert codes.count("") == OPEN, codes
+    assert set(codes) == {"", "too-many-open-uploads"}, codes
+    assert int(r.get(rate_key(uid)) or 0) == OPEN
+    assert r.zcard(f"pixelfox:{{limits}}:open:{uid}") == OPEN
