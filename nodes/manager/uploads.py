@@ -439,8 +439,10 @@ class Uploads:
             if st.status == "failed":  # the reason the PATCH or stream was told, for whoever asks later
                 reason = st.failure()
                 reply.error_code, reply.error_message = reason.code, reason.message
-            # usable until its ticket expires or its state does (upload_ttl_s after the last chunk)
-            if expires := min(await self.states.ttl(upload.id) or math.inf, ticket_exp.timestamp()):
+            # usable until its ticket's end (its expiry plus the clock-skew leeway, as tus Upload-Expires
+            # says: nodes/upload/tus.py) or its state's (upload_ttl_s after the last chunk)
+            ticket_end = tickets.usable_until(int(ticket_exp.timestamp()))
+            if expires := min(await self.states.ttl(upload.id) or math.inf, ticket_end):
                 reply.expires_at = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
         return reply
 

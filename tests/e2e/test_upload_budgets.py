@@ -11,6 +11,8 @@ import io
 import os
 import time
 from collections.abc import Iterator
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 
 import grpc
 import pytest
@@ -120,3 +122,19 @@ def test_parallel_admits_count_only_the_admitted(local: LocalCluster, r: redis.R
     assert set(codes) == {"", "too-many-open-uploads"}, codes
     assert int(r.get(rate_key(uid)) or 0) == OPEN
     assert r.zcard(f"pixelfox:{{limits}}:open:{uid}") == OPEN
+
+
+def test_upload_status_and_tus_agree_on_when_an_upload_expires(local: LocalCluster, r: redis.Redis) -> None:
+    """``GET /api/v1/uploads/<id>`` ``expires_at`` and tus ``Upload-Expires`` both say when nothing can
+    resume the upload any more: the ticket's end with its 30 s of leeway (expires_at left it out)."""
+    key = asyncio.run(new_user_key(local, "expiring"))
+    web, auth = local.web_urls[0], {"X-API-Key": key}
+    t = requests.post(f"{web}/api/v1/uploads", json={"size": 1000}, headers=auth, timeout=10)
+    assert t.status_code == 201, t.text
+    head = requests.head(t.json()["upload_url"], timeout=10,
+                         headers={"Authorization": f"Bearer {t.json()['ticket']}", "Tus-Resumable": "1.0.0"})
+    assert head.status_code == 200, head.headers
+    tus = parsedate_to_datetime(head.headers["Upload-Expires"]).timestamp()
+    status = requests.get(f"{web}/api/v1/uploads/{t.json()['id']}", headers=auth, timeout=10).json()
+    api = datetime.fromisoformat(status["expires_at"].replace("Z", "+00:00"))
+    assert abs(api.timestamp() - tus) <= 1, (status["expires_at"], head.headers["Upload-Expires"])
