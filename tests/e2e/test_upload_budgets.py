@@ -23,7 +23,7 @@ from PIL import Image
 from pixelfox import errors
 from pixelfox.cli.launcher import LocalCluster
 from tests.conftest import wait_http
-from tests.e2e.uploadkit import create, new_user_key, own_cluster
+from tests.e2e.uploadkit import create, new_user_key, own_cluster, raw_request
 
 pytestmark = pytest.mark.e2e
 
@@ -122,6 +122,23 @@ def test_parallel_admits_count_only_the_admitted(local: LocalCluster, r: redis.R
     assert set(codes) == {"", "too-many-open-uploads"}, codes
     assert int(r.get(rate_key(uid)) or 0) == OPEN
     assert r.zcard(f"pixelfox:{{limits}}:open:{uid}") == OPEN
+
+
+def test_two_basic_headers_from_a_proxy_are_left_alone(local: LocalCluster, r: redis.Redis) -> None:
+    """A proxy told to add a Basic header may send two; Basic is a proxy's, never an API key, so they
+    are left alone (it was a 400). A repeated Authorization with a Bearer key among them is a 400."""
+    key = asyncio.run(new_user_key(local, "behindproxy"))
+    me = f"{local.web_urls[0]}/api/v1/me"
+    basic = [("Authorization", "Basic dXNlcjpwdw=="), ("Authorization", "Basic b3RoZXI6cHc=")]
+    status, said = raw_request(me, "GET", [*basic, ("X-API-Key", key)])
+    assert (status, said.get("name"), said.get("via")) == (200, "behindproxy", "api-key"), said
+    status, said = raw_request(me, "GET", basic)
+    assert status == 401 and said["error"]["message"] == "not logged in", said  # as one Basic header
+    for mixed in ([basic[0], ("Authorization", f"Bearer {key}")], [("Authorization", f"Bearer {key}"), basic[0]]):
+        status, said = raw_request(me, "GET", mixed)
+        assert (status, said["error"]["message"]) == (400, "Authorization was sent more than once: send it once")
+    status, said = raw_request(me, "GET", [("X-API-Key", key), ("X-API-Key", key)])
+    assert (status, said["error"]["message"]) == (400, "X-API-Key was sent more than once: send it once")
 
 
 def test_upload_status_and_tus_agree_on_when_an_upload_expires(local: LocalCluster, r: redis.Redis) -> None:

@@ -62,9 +62,14 @@ def api_key_of(request: web.Request) -> str:
     script's unset variable). :data:`PROXY_SCHEMES` (``Basic``, ``Digest``, ``Negotiate``,
     ``NTLM``) are left alone: they belong to a proxy or single sign-on in front of the site (nginx
     ``auth_basic``, Kerberos), and browsers send them with every request. Either header sent twice
-    is a 400 naming it (the first one was taken silently)."""
-    refuse_repeated(request.headers, ("Authorization", "X-API-Key"))
-    scheme, credentials = split_scheme(request.headers.get("Authorization", ""))
+    is a 400 naming it (the first one was taken silently), except ``Authorization`` headers that are
+    all of :data:`PROXY_SCHEMES`: a proxy told to add one (Apache ``RequestHeader add``, HAProxy
+    ``add-header``) may send two Basic headers, which are left alone as one is."""
+    refuse_repeated(request.headers, ("X-API-Key",))
+    sent = request.headers.getall("Authorization", ())
+    if len(sent) > 1 and any(split_scheme(v)[0].lower() not in PROXY_SCHEMES for v in sent):
+        raise errors.BadRequest("Authorization was sent more than once: send it once")  # which one would count?
+    scheme, credentials = split_scheme(sent[0] if sent else "")
     if scheme.lower() == "bearer":
         if not credentials:
             raise errors.Unauthenticated("Authorization: Bearer without an API key")
