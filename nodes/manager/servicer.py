@@ -83,7 +83,7 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
 
     @rpc()
     async def CheckUpload(self, req: manager_pb2.CheckUploadRequest, ctx: Ctx) -> manager_pb2.CheckUploadResponse:
-        await self.svc.uploads.check(await self.svc.uploader(caller()), req.size)
+        await self.svc.uploads.check(await self.svc.uploader(caller()), req.size, req.body_bytes)
         return manager_pb2.CheckUploadResponse()
 
     @rpc(cluster=True)

@@ -100,18 +100,20 @@ class UploadLimits:
         if int(refused) == 2:
             self._check_rate(lim.user_uploads_per_minute + 1, now)
 
-    async def check(self, user_id: str, size: int) -> None:
+    async def check(self, user_id: str, size: int, body_bytes: int = 0) -> None:
         """Raise what :meth:`admit` would for a new upload of ``size`` bytes now (RateLimited,
         QuotaExceeded, TooManyOpenUploads, same messages and ``retry_after_s``) but count nothing:
         the upload is counted once, by :meth:`admit`. A check that passes is no promise (parallel
-        uploads may take the last slot meanwhile; :meth:`admit` still decides). ``""`` (anonymous
-        or admin): nothing to check."""
+        uploads may take the last slot meanwhile; :meth:`admit` still decides). ``body_bytes`` > 0:
+        ``size`` is only an estimate made from a request body of that many bytes (the web node asks
+        before it reads a one-shot upload), and QuotaExceeded names the body, not a file size.
+        ``""`` (anonymous or admin): nothing to check."""
         if not user_id:
             return
         now = time.time()
         if self.limits.user_uploads_per_minute:
             self._check_rate(int(await self.redis.get(self._rate_key(user_id, now)) or 0) + 1, now)
-        await self._check_quota(user_id, size)
+        await self._check_quota(user_id, size, body_bytes)
         if self.limits.user_open_uploads:
             await self._check_open(open_uploads_key(user_id), now)
 
@@ -128,14 +130,20 @@ class UploadLimits:
                 f"more than {self.limits.user_uploads_per_minute} uploads in a minute; wait {wait} s",
                 retry_after_s=wait)
 
-    async def _check_quota(self, user_id: str, size: int) -> None:
-        """QuotaExceeded when the user's images plus ``size`` bytes would pass the quota."""
+    async def _check_quota(self, user_id: str, size: int, body_bytes: int = 0) -> None:
+        """QuotaExceeded when the user's images plus ``size`` bytes would pass the quota; ``body_bytes``
+        > 0: ``size`` was estimated from a request body of that size, which the message names."""
         lim = self.limits
         if not lim.user_quota_bytes:
             return
         async with self.sessions() as s:
             used = await s.scalar(select(func.coalesce(func.sum(Image.bytes), 0)).where(Image.user_id == user_id))
         if int(used or 0) + size > lim.user_quota_bytes:
+            if body_bytes:  # before the body is read: the file's own size is not known yet
+                raise errors.QuotaExceeded(
+                    f"quota: {used} of {lim.user_quota_bytes} bytes used; this upload's body of {body_bytes} bytes "
+                    f"would pass it (answered before the body is read: its file is taken to be {size} bytes of "
+                    "it, the rest its form)")
             raise errors.QuotaExceeded(
                 f"quota: {used} of {lim.user_quota_bytes} bytes used; this file needs {size} more")
 

@@ -150,11 +150,13 @@ class Uploads:
             max_size=size,
         )
 
-    async def check(self, user: User | None, size: int) -> None:
+    async def check(self, user: User | None, size: int, body_bytes: int = 0) -> None:
         """Raise what :meth:`create` would for ``user``'s per-user limits (RateLimited,
         TooManyOpenUploads, QuotaExceeded) on an upload of at least ``size`` bytes (0 or less: 1);
-        counts nothing (see :meth:`UploadLimits.check`). Admins and anonymous uploads pass."""
-        await self.gate.check(limited(user), max(1, size))
+        counts nothing (see :meth:`UploadLimits.check`). ``body_bytes`` > 0: ``size`` is an estimate
+        made from a request body of that many bytes, which QuotaExceeded names instead of a file
+        size. Admins and anonymous uploads pass."""
+        await self.gate.check(limited(user), max(1, size), max(0, body_bytes))
 
     async def complete(self, c: Completion) -> manager_pb2.CompleteUploadResponse:
         """Record the stored original as an image (status processing) and enqueue its job.

@@ -23,6 +23,7 @@ from PIL import Image
 from pixelfox import errors
 from pixelfox.cli.launcher import LocalCluster
 from tests.conftest import wait_http
+from tests.e2e.test_upload_preflight import send_slowly
 from tests.e2e.uploadkit import create, new_user_key, own_cluster, raw_request
 
 pytestmark = pytest.mark.e2e
@@ -122,6 +123,29 @@ def test_parallel_admits_count_only_the_admitted(local: LocalCluster, r: redis.R
     assert set(codes) == {"", "too-many-open-uploads"}, codes
     assert int(r.get(rate_key(uid)) or 0) == OPEN
     assert r.zcard(f"pixelfox:{{limits}}:open:{uid}") == OPEN
+
+
+def test_a_quota_refusal_before_the_body_names_the_body_not_the_file(local: LocalCluster, r: redis.Redis) -> None:
+    """Before the body is read the file's size is an estimate (Content-Length less 64 KiB of form, halved
+    for Chevereto): the 429 says it is the body's size that would pass the quota, not "this file
+    needs N more". CreateUpload, which has the declared file size, keeps its words."""
+    web = local.web_urls[0]
+    key = asyncio.run(new_user_key(local, "bodysize"))
+    body = QUOTA + 512 * 1024
+    a = send_slowly(f"{web}/api/v1/images?wait=0", {"X-API-Key": key}, size=body)
+    assert a.status == 429 and a.sent < a.size and a.json["error"]["code"] == "quota-exceeded", (a.status, a.json)
+    said = a.json["error"]["message"]
+    assert said == (f"quota: 0 of {QUOTA} bytes used; this upload's body of {body} bytes would pass it (answered "
+                    f"before the body is read: its file is taken to be {body - 65536} bytes of it, the rest its "
+                    "form)"), said
+    chevereto = send_slowly(f"{web}/api/1/upload?key={key}", {}, field="source", size=2 * body)
+    assert chevereto.status == 429, (chevereto.status, chevereto.json)
+    assert f"this upload's body of {2 * body} bytes would pass it" in chevereto.json["error"]["message"]
+    assert f"taken to be {(2 * body - 65536) // 2} bytes" in chevereto.json["error"]["message"]
+    declared = requests.post(f"{web}/api/v1/uploads", json={"filename": "a.png", "size": QUOTA + 1},
+                             headers={"X-API-Key": key}, timeout=10)
+    assert declared.status_code == 429
+    assert declared.json()["error"]["message"] == f"quota: 0 of {QUOTA} bytes used; this file needs {QUOTA + 1} more"
 
 
 def test_two_basic_headers_from_a_proxy_are_left_alone(local: LocalCluster, r: redis.Redis) -> None:

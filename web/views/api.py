@@ -195,14 +195,17 @@ async def check_user_limits(request: web.Request, metadata: Metadata, *, encoded
     The file is taken to be ``Content-Length`` less :data:`MULTIPART_SLACK` (the form around it, as
     the 413 check assumes), halved when ``encoded`` (the file may come as base64 text, percent-encoded
     in a url-encoded body: about 1.4 bytes of body per byte of file), and at least 1 byte (no
-    ``Content-Length``: a chunked body). Raises RateLimited and TooManyOpenUploads (429, with
+    ``Content-Length``: a chunked body). A form with more than 64 KiB besides the file may so be
+    refused on quota here though its file fits; the QuotaExceeded message names the body's size, not
+    the file's (the manager is sent both). Raises RateLimited and TooManyOpenUploads (429, with
     ``retry_after_s`` in seconds), QuotaExceeded (429), Unauthenticated (401) for an API key the
     manager does not know. Admins, and limits set to 0, pass as they do in ``CreateUpload``; so does
     every caller while the manager is older than ``CheckUpload`` (a rolling upgrade), whose
     ``CreateUpload`` still refuses them, after the body."""
-    size = max(1, ((request.content_length or 0) - MULTIPART_SLACK) // (2 if encoded else 1))
+    body = request.content_length or 0
+    size = max(1, (body - MULTIPART_SLACK) // (2 if encoded else 1))
     try:
-        await request.app[MANAGER].stub.CheckUpload(manager_pb2.CheckUploadRequest(size=size),
+        await request.app[MANAGER].stub.CheckUpload(manager_pb2.CheckUploadRequest(size=size, body_bytes=body),
                                                     metadata=tuple(metadata), timeout=RPC_TIMEOUT_S)
     except grpc.aio.AioRpcError as exc:
         if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
