@@ -125,6 +125,32 @@ def test_parallel_admits_count_only_the_admitted(local: LocalCluster, r: redis.R
     assert r.zcard(f"pixelfox:{{limits}}:open:{uid}") == OPEN
 
 
+def test_chevereto_checks_and_uploads_one_key(local: LocalCluster, r: redis.Redis) -> None:
+    """The pre-body check took the query's first ``key``, the upload its last (and a form ``key`` replaced
+    both): one user was checked, another uploaded. A repeated ``key`` in the query, and a form key other
+    than the one sent before the body, are 400s in Chevereto's shape; the same key twice is fine."""
+    web = local.web_urls[0]
+    a, b = (asyncio.run(new_user_key(local, name)) for name in ("chevone", "chevtwo"))
+    url = f"{web}/api/1/upload"
+    twice = requests.post(url, params=[("key", a), ("key", b)], files={"source": png()["file"]}, timeout=60)
+    assert twice.status_code == 400, twice.text
+    assert twice.json() == {"status_code": 400, "status_txt": "Bad Request", "error": {
+        "code": "bad-request", "message": "key was sent more than once in the query string: send it once"}}
+    for params, headers in (({"key": a}, {}), ({}, {"X-API-Key": a})):
+        other = requests.post(url, params=params, headers=headers, data={"key": b}, files={"source": png()["file"]},
+                              timeout=60)
+        assert other.status_code == 400, other.text
+        assert other.json()["status_code"] == 400 and "two different API keys" in other.json()["error"]["message"]
+    both = requests.post(url, params={"key": b}, headers={"X-API-Key": a}, files={"source": png()["file"]},
+                         timeout=60)
+    assert both.status_code == 400 and "two different API keys" in both.json()["error"]["message"], both.text
+    same = requests.post(url, params={"key": a}, data={"key": a}, files={"source": png()["file"]}, timeout=60)
+    assert same.status_code == 200, same.text
+    mine = requests.get(f"{web}/api/v1/images", headers={"X-API-Key": a}, timeout=10).json()["images"]
+    assert [i["id"] for i in mine] == [same.json()["image"]["id_encoded"]]
+    assert requests.get(f"{web}/api/v1/images", headers={"X-API-Key": b}, timeout=10).json()["images"] == []
+
+
 def test_a_quota_refusal_before_the_body_names_the_body_not_the_file(local: LocalCluster, r: redis.Redis) -> None:
     """Before the body is read the file's size is an estimate (Content-Length less 64 KiB of form, halved
     for Chevereto): the 429 says it is the body's size that would pass the quota, not "this file

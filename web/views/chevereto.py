@@ -332,7 +332,8 @@ async def upload(request: web.Request) -> web.StreamResponse:
     body is read, with its user's per-user limits (:func:`web.views.api.check_user_limits`): an
     unknown key (401) or a user over a limit (429) costs no upload. A key sent only as a form field
     is known only once the body is read, so such a request is checked then, by ``CreateUpload``,
-    after the whole body was received."""
+    after the whole body was received; a form ``key`` other than the one sent before the body, or a
+    key repeated before it, is a 400 (:func:`early_key`)."""
     try:
         return await _upload(request)
     except errors.PixelfoxError as exc:
@@ -356,17 +357,34 @@ async def _check_album(request: web.Request, slug: str, md: Metadata) -> None:
                                ) from None
 
 
+def early_key(request: web.Request) -> str:
+    """The API key sent before the body (header ``X-API-Key``, else ``?key=``), or ``""``. BadRequest
+    (400) naming it for either sent twice, or both sent and different: the key checked before the
+    body must be the one the upload counts against (the check took the query's first ``key``, the
+    upload its last)."""
+    refuse_repeated(request.headers, ("X-API-Key",))  # which of two keys would count?
+    if len(request.query.getall("key", ())) > 1:
+        raise errors.BadRequest("key was sent more than once in the query string: send it once")
+    header, query = request.headers.get("X-API-Key", "").strip(), request.query.get("key", "").strip()
+    if header and query and header != query:
+        raise errors.BadRequest("two different API keys: X-API-Key and ?key= differ; send one key")
+    return header or query
+
+
 async def _upload(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     manager = request.app[MANAGER]
     await check_ip(request, anonymous=False)  # without an API key it is refused (401)
-    refuse_repeated(request.headers, ("X-API-Key",))  # which of two keys would count?
-    early = request.headers.get("X-API-Key", "").strip() or request.query.get("key", "").strip()
+    early = early_key(request)
     if early:  # known before the body is read: a bad key, or its user over a limit, costs no upload
         await check_user_limits(request, manager.as_api_key(early), encoded=True)
     fields, source, filename = await _read_form(request, settings.max_upload_bytes)
     try:
-        key = request.headers.get("X-API-Key", "").strip() or fields.get("key", "").strip()
+        body_key = fields.get("key", "").strip()  # the query's when the body has none
+        if early and body_key and body_key != early:  # the user checked above is the one who uploads
+            raise errors.BadRequest("two different API keys: the form's 'key' field is not the one sent before "
+                                    "the body (X-API-Key or ?key=); send one key")
+        key = early or body_key
         if not key:
             raise errors.Unauthenticated("an API key is required (field 'key' or header X-API-Key)")
         if source is None:
