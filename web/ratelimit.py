@@ -5,7 +5,9 @@ counts the uploads a client starts (``POST /api/v1/images``, ``/api/v1/uploads``
 ``pixelfox:{limits}:anon-ip:<address>`` those without an account or API key; more than
 ``limits.ip_uploads_per_minute`` (default off) or ``limits.anonymous_ip_uploads_per_minute``
 (default on: :data:`pixelfox.config.ANONYMOUS_IP_UPLOADS_PER_MINUTE`) in one minute gets 429
-``rate-limited``. Logins, registrations and reports have their own keys. :func:`take` checks and
+``rate-limited``. An upload the caller's own per-user limits refuse before its body is read is
+given back (:func:`not_counted_if_over_user_limits`); a 401 for an unknown key stays counted.
+Logins, registrations and reports have their own keys. :func:`take` checks and
 counts one attempt against one or more budgets in a single Lua script, so parallel requests cannot
 all pass the check before any of them is counted. A budget refills when its window (set by its
 first attempt) ends.
@@ -18,7 +20,8 @@ open uploads, quota) are the manager's (:mod:`nodes.manager.upload_limits`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -91,8 +94,9 @@ def retry_after(response: web.StreamResponse, seconds: int) -> web.StreamRespons
 UPLOAD_WINDOW_S = 60
 
 
-async def check_ip(request: web.Request, *, anonymous: bool) -> None:
-    """Count one upload started from the caller's address (``request.remote``) against its budgets.
+async def check_ip(request: web.Request, *, anonymous: bool) -> list[str]:
+    """Count one upload started from the caller's address (``request.remote``) against its budgets;
+    the keys it was counted on (for :func:`not_counted_if_over_user_limits`).
 
     Budgets, each a 60 s window from its first upload: ``limits.ip_uploads_per_minute`` for every
     caller and, when ``anonymous`` (no session, no API key), ``limits.anonymous_ip_uploads_per_minute``
@@ -116,3 +120,23 @@ async def check_ip(request: web.Request, *, anonymous: bool) -> None:
             raise errors.RateLimited(
                 f"more than {limit} uploads a minute from this address{who}; wait {wait} s{advice}", wait)
         counted.append(key)
+    return counted
+
+
+#: refusals of a caller's own per-user upload limits (the manager's), which are not the address'
+PER_USER_REFUSALS = (errors.RateLimited, errors.QuotaExceeded)  # TooManyOpenUploads is a RateLimited
+
+
+@contextlib.asynccontextmanager
+async def not_counted_if_over_user_limits(request: web.Request, counted: Sequence[str]) -> AsyncIterator[None]:
+    """Around a check made before the body is read (``CheckUpload``, ``CreateUpload``): when it refuses
+    the caller on their own per-user limits (429 rate-limited, too-many-open-uploads, quota-exceeded),
+    the upload :func:`check_ip` counted on ``counted`` is given back, so one user retrying does not
+    use up the budget of everyone behind the same address. Anything else stays counted: a 401 for an
+    unknown API key too, so that a flood of made-up keys stays bounded by the address' budget (given
+    back, each one would cost the manager a key lookup with nothing to stop them)."""
+    try:
+        yield
+    except PER_USER_REFUSALS:
+        await give_back(request.app[REDIS], counted)
+        raise

@@ -174,6 +174,36 @@ def test_a_quota_refusal_before_the_body_names_the_body_not_the_file(local: Loca
     assert declared.json()["error"]["message"] == f"quota: 0 of {QUOTA} bytes used; this file needs {QUOTA + 1} more"
 
 
+def test_a_users_own_refusals_do_not_use_up_the_address_budget(local: LocalCluster, r: redis.Redis) -> None:
+    """A user over their own limits retries 8 times from an address that may start 6 uploads a minute:
+    the 429s (before the body: CheckUpload for a one-shot upload, CreateUpload for a resumable one) are
+    not counted there, so another user behind that address still uploads. A bad API key still counts:
+    a flood of made-up keys stays bounded by the address' budget."""
+    web = local.web_urls[0]
+    full = asyncio.run(new_user_key(local, "retrying"))
+    for _ in range(OPEN):
+        asyncio.run(create(manager(local), full, 1000))
+    for n in range(8):
+        if n % 2:
+            refused = requests.post(f"{web}/api/v1/images?wait=0", files=png(), headers={"X-API-Key": full},
+                                    timeout=60)
+        else:
+            refused = requests.post(f"{web}/api/v1/uploads", json={"size": 1000}, headers={"X-API-Key": full},
+                                    timeout=10)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] in PER_USER, refused.text
+    chev = requests.post(f"{web}/api/1/upload", params={"key": full}, files={"source": png()["file"]}, timeout=60)
+    assert chev.status_code == 429 and chev.json()["error"]["code"] in PER_USER, chev.text
+    assert int(r.get(IP_KEY) or 0) == 0
+    neighbour = asyncio.run(new_user_key(local, "neighbour"))
+    ok = requests.post(f"{web}/api/v1/images?wait=0", files=png(), headers={"X-API-Key": neighbour}, timeout=60)
+    assert ok.status_code == 201, ok.text
+    assert int(r.get(IP_KEY) or 0) == 1
+
+    codes = [requests.post(f"{web}/api/v1/images?wait=0", files=png(), headers={"X-API-Key": "made-up"},
+                           timeout=60).status_code for _ in range(PER_IP)]
+    assert codes == [401] * (PER_IP - 1) + [429], codes
+
+
 def test_two_basic_headers_from_a_proxy_are_left_alone(local: LocalCluster, r: redis.Redis) -> None:
     """A proxy told to add a Basic header may send two; Basic is a proxy's, never an API key, so they
     are left alone (it was a 400). A repeated Authorization with a Bearer key among them is a 400."""

@@ -33,7 +33,7 @@ from pixelfox.v1 import common_pb2, manager_pb2
 from web.cluster import RPC_TIMEOUT_S, Metadata
 from web.deletion import deletion_url
 from web.keys import MANAGER, SETTINGS, STATE
-from web.ratelimit import check_ip
+from web.ratelimit import check_ip, not_counted_if_over_user_limits
 from web.sessions import CSRF_HEADER, CurrentUser, current_user, require_csrf
 from web.views.common import check_origin
 
@@ -289,18 +289,20 @@ async def upload(request: web.Request) -> web.Response:
     Everything the headers tell is refused before the body is read: credentials (401, CSRF 403),
     anonymous uploads on a site without them (401), a bad ``?wait=`` (400), the address' budget and
     a signed-in caller's per-user limits (429: :func:`web.ratelimit.check_ip`,
-    :func:`check_user_limits`), a declared ``Content-Length`` over the upload limit (413). The body
-    then streams to a temp file (413 past the limit, 400 for a malformed form)."""
+    :func:`check_user_limits`; a per-user 429 does not count against the address' budget), a
+    declared ``Content-Length`` over the upload limit (413). The body then streams to a temp file
+    (413 past the limit, 400 for a malformed form)."""
     caller = await resolve_caller(request, state_changing=True)
     settings = request.app[SETTINGS]
     if caller.via == "anonymous" and not settings.allow_anonymous:  # before a byte of the body is read
         raise errors.Unauthenticated("this site takes no anonymous uploads: log in, or send an API key")
     manager = request.app[MANAGER]
     wait_s = _wait_seconds(request)  # a bad ?wait= is refused before any byte is kept
-    await check_ip(request, anonymous=caller.via == "anonymous")
+    counted = await check_ip(request, anonymous=caller.via == "anonymous")
     _check_form_head(request, settings.max_upload_bytes)
     if caller.via != "anonymous":  # a user over a limit is refused now, not after sending the whole file
-        await check_user_limits(request, caller.metadata)
+        async with not_counted_if_over_user_limits(request, counted):
+            await check_user_limits(request, caller.metadata)
     path, filename, ctype, title = await _receive_file(request, settings.max_upload_bytes)
     try:
         receipt = await manager.upload(caller.metadata, path, filename, ctype, title=title)

@@ -44,7 +44,7 @@ from pixelfox.v1 import common_pb2, manager_pb2
 from web.calls import Metadata, call
 from web.deletion import deletion_url
 from web.keys import MANAGER, SETTINGS
-from web.ratelimit import check_ip
+from web.ratelimit import check_ip, not_counted_if_over_user_limits
 from web.views.api import (
     TEXT_FIELD_LIMIT,
     _save_part,
@@ -330,10 +330,11 @@ async def upload(request: web.Request) -> web.StreamResponse:
 
     An API key in the header ``X-API-Key`` or the query string (``?key=``) is checked before the
     body is read, with its user's per-user limits (:func:`web.views.api.check_user_limits`): an
-    unknown key (401) or a user over a limit (429) costs no upload. A key sent only as a form field
-    is known only once the body is read, so such a request is checked then, by ``CreateUpload``,
-    after the whole body was received; a form ``key`` other than the one sent before the body, or a
-    key repeated before it, is a 400 (:func:`early_key`)."""
+    unknown key (401) or a user over a limit (429) costs no upload, and that 429 does not count
+    against the address' upload budget (:func:`web.ratelimit.not_counted_if_over_user_limits`). A key
+    sent only as a form field is known only once the body is read, so such a request is checked
+    then, by ``CreateUpload``, after the whole body was received; a form ``key`` other than the one
+    sent before the body, or a key repeated before it, is a 400 (:func:`early_key`)."""
     try:
         return await _upload(request)
     except errors.PixelfoxError as exc:
@@ -374,10 +375,11 @@ def early_key(request: web.Request) -> str:
 async def _upload(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     manager = request.app[MANAGER]
-    await check_ip(request, anonymous=False)  # without an API key it is refused (401)
+    counted = await check_ip(request, anonymous=False)  # without an API key it is refused (401)
     early = early_key(request)
     if early:  # known before the body is read: a bad key, or its user over a limit, costs no upload
-        await check_user_limits(request, manager.as_api_key(early), encoded=True)
+        async with not_counted_if_over_user_limits(request, counted):  # the user's 429, not the address'
+            await check_user_limits(request, manager.as_api_key(early), encoded=True)
     fields, source, filename = await _read_form(request, settings.max_upload_bytes)
     try:
         body_key = fields.get("key", "").strip()  # the query's when the body has none

@@ -28,7 +28,7 @@ from pixelfox.v1 import manager_pb2
 from web.calls import call
 from web.jsonbody import read_model
 from web.keys import SETTINGS
-from web.ratelimit import check_ip
+from web.ratelimit import check_ip, not_counted_if_over_user_limits
 from web.views.api import Caller, image_json, resolve_caller
 
 
@@ -44,16 +44,17 @@ async def create_upload(request: web.Request) -> web.Response:
     caller = await resolve_caller(request, state_changing=True)
     if caller.via == "anonymous":
         raise errors.Unauthenticated("log in or send an API key")
-    await check_ip(request, anonymous=False)  # anonymous callers were refused above
+    counted = await check_ip(request, anonymous=False)  # anonymous callers were refused above
     body = await read_model(request, NewUpload)
     limit = request.app[SETTINGS].max_upload_bytes
     if body.size > limit:  # here, not by the manager: a size past int64 does not fit the request
         raise errors.PayloadTooLarge.declared(body.size, limit)
-    t: manager_pb2.CreateUploadResponse = await call(
-        request, "CreateUpload",
-        manager_pb2.CreateUploadRequest(filename=body.filename, size=body.size, content_type=body.content_type,
-                                        title=body.title),
-        caller.metadata)
+    async with not_counted_if_over_user_limits(request, counted):  # a per-user 429 is not the address'
+        t: manager_pb2.CreateUploadResponse = await call(
+            request, "CreateUpload",
+            manager_pb2.CreateUploadRequest(filename=body.filename, size=body.size, content_type=body.content_type,
+                                            title=body.title),
+            caller.metadata)
     return web.json_response({
         "id": t.upload_id, "upload_url": t.upload_url, "ticket": t.ticket, "expires_at": t.expires_at,
         "chunk_size": t.chunk_size, "max_size": t.max_size, "upload_address": t.upload_address,
