@@ -79,7 +79,7 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
     ) -> manager_pb2.CreateUploadResponse:
         user = await self.svc.uploader(caller())
         return await self.svc.uploads.create(user, req.filename, req.size, req.content_type, req.expire_after_s,
-                                             req.title)
+                                             req.title, req.sha256)
 
     @rpc()
     async def CheckUpload(self, req: manager_pb2.CheckUploadRequest, ctx: Ctx) -> manager_pb2.CheckUploadResponse:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 #: the most open uploads :meth:`Uploads.list_open` answers when ``user_open_uploads`` is 0 (no limit)
 LISTED_UPLOADS_CAP = 100
+#: a declared SHA-256 (``CreateUploadRequest.sha256``): hex digits in lower case, as images store it
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -109,19 +112,39 @@ class Uploads:
 
     async def create(
         self, user: User | None, filename: str, size: int, content_type: str, expire_after_s: int = 0,
-        title: str = "",
+        title: str = "", sha256: str = "",
     ) -> manager_pb2.CreateUploadResponse:
         """Check the declared size (bytes), expiration (seconds) and title, pick an upload node and sign a
         ticket for one upload. Raises EmptyFile, PayloadTooLarge, BadRequest, RateLimited,
-        QuotaExceeded, NoNodeAvailable."""
+        QuotaExceeded, NoNodeAvailable.
+
+        ``sha256`` (optional, 64 lower-case hex digits, else BadRequest): the file's hash as the client
+        declares it. When ``user`` already has a lasting image of ``size`` bytes with that hash (the rules of
+        :meth:`complete`'s dedup: :meth:`_lasting_copy`; none for anonymous uploads or one with an
+        expiration), the answer is that image with ``deduplicated`` and no upload is made (no ticket, no
+        open-upload slot, rate token or quota). The hash is trusted for nothing else: the lookup is only
+        among the caller's own images, and an upload that goes ahead is hashed by its upload node. A client
+        declaring the hash of one of its images for other bytes just gets that image back: it sends
+        nothing, so nothing of its is stored."""
         title = checked_title(title)
         if expire_after_s < 0 or expire_after_s > MAX_EXPIRE_AFTER_S:  # before anything is recorded
             raise errors.BadRequest(f"expiration must be between 0 and {MAX_EXPIRE_AFTER_S} seconds "
                                     f"({MAX_EXPIRE_AFTER_S // (365 * 86400)} years)")
+        if sha256 and not SHA256.fullmatch(sha256):
+            raise errors.BadRequest("sha256 must be 64 lower-case hex digits (the file's SHA-256) or left out")
         if size <= 0:
             raise errors.EmptyFile("empty file")
         if size > self.limits.max_upload_bytes:
             raise errors.PayloadTooLarge.declared(size, self.limits.max_upload_bytes)
+        if sha256 and user is not None and expire_after_s == 0:  # dedup before any byte is sent
+            async with self.sessions() as s:
+                dup = await self._lasting_copy(s, user.id, sha256)
+                if dup is not None and dup.bytes != size:  # not the declared file: no answer from it
+                    dup = None
+                slug = dup.slug if dup is not None else ""
+            if slug:
+                logger.info("CreateUpload by %s answered with its image %s of the same bytes (dedup)", user.id, slug)
+                return manager_pb2.CreateUploadResponse(deduplicated=True, image=await self.views.get(slug))
         healthy = [r for r in await self.registry.all() if self.registry.healthy(r)]  # one registry read
         node = spread([r for r in healthy if r.role == common_pb2.NODE_ROLE_UPLOAD])
         if not any(r.role == common_pb2.NODE_ROLE_STORAGE for r in healthy):  # the bytes could not be kept

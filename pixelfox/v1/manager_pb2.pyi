@@ -247,6 +247,7 @@ class CreateUploadRequest(_message.Message):
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     EXPIRE_AFTER_S_FIELD_NUMBER: _builtins.int
     TITLE_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
     filename: _builtins.str
     size: _builtins.int
     """bytes, as declared by the client"""
@@ -256,6 +257,14 @@ class CreateUploadRequest(_message.Message):
     """> 0: the image is deleted this many seconds after the upload completes"""
     title: _builtins.str
     """the new image's title (<= 255 characters); a re-upload of an image the"""
+    sha256: _builtins.str
+    """user already has (dedup) leaves that image's title as it is
+    Optional: the file's SHA-256 (64 lower-case hex digits; anything else is INVALID_ARGUMENT), when
+    the client knows it before sending. When the caller (a user; anonymous uploads never dedup) already
+    has a lasting image of `size` bytes with this SHA-256 and expire_after_s is 0, the answer is that
+    image (`deduplicated`) and no upload is made: no ticket, open-upload slot, rate token or quota.
+    Otherwise it is used for nothing: the upload node hashes the bytes it receives.
+    """
     def __init__(
         self,
         *,
@@ -264,10 +273,11 @@ class CreateUploadRequest(_message.Message):
         content_type: _builtins.str = ...,
         expire_after_s: _builtins.int = ...,
         title: _builtins.str = ...,
+        sha256: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "expire_after_s", b"expire_after_s", "filename", b"filename", "size", b"size", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "expire_after_s", b"expire_after_s", "filename", b"filename", "sha256", b"sha256", "size", b"size", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -275,6 +285,11 @@ Global___CreateUploadRequest: _TypeAlias = CreateUploadRequest  # noqa: Y015
 
 @_typing.final
 class CreateUploadResponse(_message.Message):
+    """Either a ticket for a new upload (upload_id ... max_size; deduplicated false), or, when the request's
+    sha256 is an image the caller already has, that image (deduplicated true, image set, every ticket
+    field empty: there is nothing to send). Clients that send no sha256 always get a ticket.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     UPLOAD_ID_FIELD_NUMBER: _builtins.int
@@ -284,6 +299,8 @@ class CreateUploadResponse(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     CHUNK_SIZE_FIELD_NUMBER: _builtins.int
     MAX_SIZE_FIELD_NUMBER: _builtins.int
+    DEDUPLICATED_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
     upload_id: _builtins.str
     upload_address: _builtins.str
     """gRPC host:port of the chosen upload node"""
@@ -296,6 +313,12 @@ class CreateUploadResponse(_message.Message):
     chunk_size: _builtins.int
     """bytes"""
     max_size: _builtins.int
+    deduplicated: _builtins.bool
+    """the caller's existing image of these bytes, unchanged (title too)"""
+    @_builtins.property
+    def image(self) -> _common_pb2.Image:
+        """that image, when deduplicated"""
+
     def __init__(
         self,
         *,
@@ -306,10 +329,12 @@ class CreateUploadResponse(_message.Message):
         expires_at: _builtins.str = ...,
         chunk_size: _builtins.int = ...,
         max_size: _builtins.int = ...,
+        deduplicated: _builtins.bool = ...,
+        image: _common_pb2.Image | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_size", b"chunk_size", "expires_at", b"expires_at", "max_size", b"max_size", "ticket", b"ticket", "upload_address", b"upload_address", "upload_id", b"upload_id", "upload_url", b"upload_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_size", b"chunk_size", "deduplicated", b"deduplicated", "expires_at", b"expires_at", "image", b"image", "max_size", b"max_size", "ticket", b"ticket", "upload_address", b"upload_address", "upload_id", b"upload_id", "upload_url", b"upload_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
