@@ -129,23 +129,20 @@ async def _create(
     raise AssertionError("unreachable")
 
 
-async def _create_while_hashing(
+async def _create_hashed(
     manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...],
     req: manager_pb2.CreateUploadRequest, path: Path
-) -> tuple[manager_pb2.CreateUploadResponse, asyncio.Future[str]]:
-    """``CreateUpload`` while the file's SHA-256 (for the stream's header) is computed in a thread
-    (hashlib releases the GIL), not on the event loop after the manager answered: that put both
-    before the first chunk in sequence and stalled every other task of the process (the web node's)
-    for the whole hash (17-31 ms for 20 MiB here). Returns the ticket and the digest to come; raises
-    EmptyFile for an empty file."""
-    digest = asyncio.ensure_future(asyncio.to_thread(sha256_file, path))
-    try:
-        ticket = await _create(manager, md, req)
-        if req.size == 0:
-            raise errors.EmptyFile("empty file")
-    except BaseException:
-        digest.add_done_callback(lambda f: f.cancelled() or f.exception())  # its error, if any, is not ours
-        raise
+) -> tuple[manager_pb2.CreateUploadResponse, str]:
+    """The file's SHA-256, then ``CreateUpload`` declaring it (``req.sha256``), so that the manager can
+    answer at once with the caller's image of these bytes (``deduplicated``: nothing to send). The hash
+    runs in a thread (hashlib releases the GIL), never on the event loop, which it would stall for every
+    other task of the process (the web node's; 17-31 ms for 20 MiB here); the file's bytes are read
+    for the stream anyway. Returns the answer and the digest; raises EmptyFile for an empty file."""
+    digest = await asyncio.to_thread(sha256_file, path)
+    req.sha256 = digest
+    ticket = await _create(manager, md, req)
+    if req.size == 0:
+        raise errors.EmptyFile("empty file")
     return ticket, digest
 
 
@@ -175,24 +172,27 @@ async def upload_file(
     address to the address to connect to (a proxy; tests). ``expire_after_s`` > 0 deletes the
     image that long after the upload completes; ``title`` (at most 255 characters) titles a new
     image, while a re-upload of bytes the user already has returns that image as it is, with the
-    receipt's ``deduplicated`` true (an upload with ``expire_after_s`` is never deduplicated). Raises
+    receipt's ``deduplicated`` true (an upload with ``expire_after_s`` is never deduplicated). The file is
+    hashed first and its SHA-256 declared to ``CreateUpload``: when the manager answers with the caller's
+    image of these bytes, no byte is sent and the receipt has no ``upload_id`` (no upload was made). Raises
     :class:`~pixelfox.errors.PixelfoxError` subclasses: ``InvalidImage`` family for rejected
     bytes, ``Unauthenticated``, ``NoNodeAvailable``, ``Unavailable``...
     """
     size = path.stat().st_size
     name = filename or path.name
     md = tuple(metadata)
-    ticket, digest = await _create_while_hashing(manager, md, manager_pb2.CreateUploadRequest(
+    ticket, digest = await _create_hashed(manager, md, manager_pb2.CreateUploadRequest(
         filename=name, size=size, content_type=content_type, expire_after_s=expire_after_s, title=title), path)
+    if ticket.deduplicated:  # the caller's image of these bytes: no upload was made, nothing is sent
+        return _known(ticket, size, digest, progress)
     att = _Attempt(ticket, dial or (lambda a: a))
-    att.ch.get_state(try_to_connect=True)  # the connection is made while the hash finishes
     chunk_size = ticket.chunk_size or 256 * 1024
     offset, best, last_progress = 0, 0, time.monotonic()
     delay = 0.1
     cause = ""  # the last answer that interrupted the upload, for the stall message
     try:
         header = upload_pb2.UploadHeader(
-            ticket=ticket.ticket, upload_id=ticket.upload_id, size=size, sha256=await digest, filename=name
+            ticket=ticket.ticket, upload_id=ticket.upload_id, size=size, sha256=digest, filename=name
         )
         while True:
             try:
@@ -237,6 +237,16 @@ async def upload_file(
                 best, last_progress, delay = offset, time.monotonic(), 0.1
     finally:
         await att.ch.close()
+
+
+def _known(
+    answer: manager_pb2.CreateUploadResponse, size: int, digest: str, progress: Progress | None
+) -> upload_pb2.UploadReceipt:
+    """The receipt of a file ``CreateUpload`` answered with the caller's image of its bytes (``deduplicated``):
+    that image, no ``upload_id`` (none was made); ``progress`` is told the file is done."""
+    if progress:
+        progress(size, size)
+    return upload_pb2.UploadReceipt(size=size, sha256=digest, image=answer.image, deduplicated=True)
 
 
 async def _lost_receipt(

@@ -4,6 +4,7 @@ first upload's title stays: ``POST /api/v1/images``, Chevereto's ``POST /api/1/u
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import grpc
@@ -14,9 +15,9 @@ import requests
 from pixelfox.client.uploader import _lost_receipt, upload_file
 from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.uploadstate import state_key
-from pixelfox.v1 import manager_pb2_grpc, upload_pb2
+from pixelfox.v1 import manager_pb2, manager_pb2_grpc, upload_pb2
 from tests.conftest import ClusterHandle
-from tests.e2e.uploadkit import big_png
+from tests.e2e.uploadkit import big_png, chunk, header, upload_stub
 
 pytestmark = pytest.mark.e2e
 
@@ -109,8 +110,51 @@ async def test_grpc_receipts_say_deduplicated(cluster: ClusterHandle, tmp_path: 
         again = await upload_file(stub, md, path, title="G2")
         assert (first.deduplicated, first.image.title) == (False, "G1")
         assert (again.deduplicated, again.image.slug, again.image.title) == (True, first.image.slug, "G1")
+        assert again.upload_id == ""  # answered by CreateUpload (the declared sha256): no upload was made
+        # a client that declares no sha256 (an older one) uploads, and the stream's receipt says it
+        data = path.read_bytes()
+        t = await stub.CreateUpload(manager_pb2.CreateUploadRequest(filename="g.png", size=len(data)), metadata=md,
+                                    timeout=10)
+        assert t.ticket and not t.deduplicated
+        uch, ustub = upload_stub(t.upload_address)
+        try:
+            streamed = await ustub.Upload(iter([header(t, len(data)), chunk(0, data)]), timeout=60)
+        finally:
+            await uch.close()
+        assert (streamed.deduplicated, streamed.image.slug, streamed.image.title) == (True, first.image.slug, "G1")
         # the receipt of a stream whose answer was lost comes from GetUpload, which says it too
-        for sent in (first, again):
+        for sent in (first, streamed):
             lost = await _lost_receipt(stub, md, upload_pb2.UploadHeader(upload_id=sent.upload_id, size=sent.size))
             assert (lost.upload_id, lost.deduplicated, lost.image.slug) == (sent.upload_id, sent.deduplicated,
                                                                             first.image.slug)
+
+
+def _upload_node_bytes(cluster: ClusterHandle) -> float:
+    """Bytes every upload node received (``pixelfox_upload_bytes_total``), summed."""
+    from tests.ops.test_metrics import scrape, total
+
+    nodes = json.loads(cluster.pixelfox("status", "--json").stdout)["nodes"]
+    urls = [n["metrics_url"] for n in nodes if n["role"] == "upload"]
+    assert urls
+    return sum(total(scrape(u), "pixelfox_upload_bytes_total") for u in urls)
+
+
+def test_put_of_a_file_the_user_has_sends_no_byte(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """``pixelfox put`` declares the file's SHA-256 at CreateUpload: a file the user already has is
+    answered with that image at once, and the upload nodes receive nothing (they got the whole file
+    again, and dedup happened only after it was stored)."""
+    path = tmp_path / "twice.png"
+    big_png(path, 300)  # ~270 KB of new bytes
+    first = cluster.pixelfox("put", "--json", str(path), timeout=120)
+    assert first.returncode == 0, first.stderr
+    a = json.loads(first.stdout)
+    assert a["deduplicated"] is False
+    before = _upload_node_bytes(cluster)
+    again = cluster.pixelfox("put", "--json", str(path), timeout=120)
+    assert again.returncode == 0, again.stderr
+    b = json.loads(again.stdout)
+    assert (b["deduplicated"], b["id"], b["url"]) == (True, a["id"], a["url"])
+    assert _upload_node_bytes(cluster) == before  # not one byte of the file went to an upload node
+    plain = cluster.pixelfox("put", str(path), timeout=120)  # printed as a deduplicated upload always was
+    assert plain.returncode == 0 and plain.stdout == f"{a['url']}\n", (plain.stdout, plain.stderr)
+    assert "(already uploaded: the existing image, unchanged)" in plain.stderr, plain.stderr

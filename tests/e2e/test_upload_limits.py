@@ -370,6 +370,28 @@ async def test_quota(local: LocalCluster) -> None:
     assert "quota: " in (over.value.details() or "")
 
 
+async def test_a_re_upload_at_the_limits_is_the_image_the_user_has(local: LocalCluster, tmp_path: Path) -> None:
+    """A user at their quota, with every open-upload slot taken, puts a file they already have: CreateUpload
+    answers with that image from the declared SHA-256 (no quota, slot or rate token needed; it used to be
+    refused with quota-exceeded, the declared size counted though the upload adds nothing)."""
+    key = await new_user_key(local, "holly")
+    first = await put(local, key, PAINTING)
+    filler = tmp_path / "filler.png"
+    big_png(filler, 550)  # ~0.9 MB: with the painting, ~2.34 P of the 2.5 P quota
+    await put(local, key, filler)
+    for _ in range(3):  # every open-upload slot (3)
+        await create(manager(local), key, 1)
+    with pytest.raises(grpc.aio.AioRpcError) as full:
+        await create(manager(local), key, P)
+    assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    async with grpc.aio.insecure_channel(manager(local)) as ch:
+        receipt = await upload_file(manager_pb2_grpc.ManagerServiceStub(ch), api_key_metadata(key), PAINTING)
+    assert (receipt.deduplicated, receipt.image.slug, receipt.upload_id) == (True, first, "")
+    with pytest.raises(grpc.aio.AioRpcError) as still:  # the limits still hold for anything new
+        await create(manager(local), key, P)
+    assert still.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 def test_per_ip_rate_at_the_web_node(local: LocalCluster) -> None:
     keys = [asyncio.run(new_user_key(local, f"ip{i}")) for i in range(14)]
     answers = [requests.post(f"{local.web_urls[0]}/api/v1/uploads", json={"filename": "a.png", "size": 10},
