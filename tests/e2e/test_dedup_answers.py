@@ -4,7 +4,10 @@ first upload's title stays: ``POST /api/v1/images``, Chevereto's ``POST /api/1/u
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import grpc
@@ -17,7 +20,7 @@ from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.uploadstate import state_key
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc, upload_pb2
 from tests.conftest import ClusterHandle
-from tests.e2e.uploadkit import big_png, chunk, header, upload_stub
+from tests.e2e.uploadkit import big_png, chunk, header, new_user_key, upload_stub
 
 pytestmark = pytest.mark.e2e
 
@@ -158,3 +161,61 @@ def test_put_of_a_file_the_user_has_sends_no_byte(cluster: ClusterHandle, tmp_pa
     plain = cluster.pixelfox("put", str(path), timeout=120)  # printed as a deduplicated upload always was
     assert plain.returncode == 0 and plain.stdout == f"{a['url']}\n", (plain.stdout, plain.stderr)
     assert "(already uploaded: the existing image, unchanged)" in plain.stderr, plain.stderr
+
+
+def test_declared_sha256_on_the_web_api(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """``POST /api/v1/uploads`` with ``sha256``: the caller's own image of those bytes is a 200 with the
+    image and no upload; a malformed hash is a 400; another user's hash (or the caller's with another
+    size) is an ordinary 201 ticket, leaking nothing, and that upload stores its own bytes."""
+    api = f"{cluster.web_url}/api/v1/uploads"
+    admin = {"Authorization": f"Bearer {cluster.admin_api_key}"}
+    data = _png(tmp_path, "web-sha.png")
+    sha = hashlib.sha256(data).hexdigest()
+    first_id, done = _tus(cluster, data, "W1")
+    slug = done.headers["Pixelfox-Image-Slug"]
+
+    known = requests.post(api, headers=admin, timeout=10, json={
+        "filename": "again.png", "size": len(data), "content_type": "image/png", "title": "W2", "sha256": sha})
+    assert known.status_code == 200, known.text
+    k = known.json()
+    assert (k["id"], k["status"], k["deduplicated"]) == (None, "complete", True)
+    assert (k["image"]["id"], k["image"]["title"], k["image"]["sha256"]) == (slug, "W1", sha)
+    listed = requests.get(api, headers=admin, timeout=10).json()["uploads"]
+    assert all(u["filename"] != "again.png" for u in listed)  # no upload was made
+
+    for bad in (sha.upper(), sha[:63], sha + "0", "z" * 64, 12):
+        r = requests.post(api, headers=admin, timeout=10,
+                          json={"filename": "b.png", "size": len(data), "sha256": bad})
+        assert r.status_code == 400, (bad, r.text)
+    with pytest.raises(grpc.RpcError) as refused:
+        asyncio.run(_grpc_create(cluster, cluster.admin_api_key, len(data), sha[:-1] + "G"))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    # the same hash declared with another size is not that file: an ordinary ticket
+    other_size = requests.post(api, headers=admin, timeout=10,
+                               json={"filename": "o.png", "size": len(data) + 1, "sha256": sha})
+    assert other_size.status_code == 201 and other_size.json()["deduplicated"] is False, other_size.text
+    assert requests.delete(f"{api}/{other_size.json()['id']}", headers=admin, timeout=10).status_code == 204
+
+    # another user declaring the admin's hash gets a ticket, not the admin's image, and uploads as usual
+    bob = asyncio.run(new_user_key(cluster.local, f"shabob_{os.urandom(4).hex()}"))
+    theirs = requests.post(api, headers={"Authorization": f"Bearer {bob}"}, timeout=10, json={
+        "filename": "b.png", "size": len(data), "content_type": "image/png", "sha256": sha})
+    assert theirs.status_code == 201, theirs.text
+    up = theirs.json()
+    assert (up["status"], up["deduplicated"]) == ("open", False) and up["ticket"] and "image" not in up
+    r = requests.patch(up["upload_url"], data=data, timeout=60, headers={
+        "Authorization": f"Bearer {up['ticket']}", "Tus-Resumable": "1.0.0",
+        "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"})
+    assert r.status_code == 204, r.text
+    assert r.headers["Pixelfox-Deduplicated"] == "false" and r.headers["Pixelfox-Image-Slug"] != slug
+    p = requests.get(f"{api}/{up['id']}", headers={"Authorization": f"Bearer {bob}"}, timeout=10).json()
+    assert (p["status"], p["deduplicated"], p["image"]["sha256"]) == ("complete", False, sha)
+    assert first_id != up["id"]
+
+
+async def _grpc_create(cluster: ClusterHandle, key: str, size: int, sha: str) -> manager_pb2.CreateUploadResponse:
+    async with grpc.aio.insecure_channel(cluster.manager_address) as ch:
+        return await manager_pb2_grpc.ManagerServiceStub(ch).CreateUpload(
+            manager_pb2.CreateUploadRequest(filename="x.png", size=size, sha256=sha),
+            metadata=api_key_metadata(key), timeout=10)

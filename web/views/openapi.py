@@ -113,6 +113,19 @@ NEW_UPLOAD = {
         "size": {"type": "integer", "minimum": 1, "description": "bytes the client will send"},
         "content_type": {"type": "string", "maxLength": 100, "description": "declared; the bytes decide"},
         "title": {"type": "string", "maxLength": 255},
+        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$",
+                   "description": "optional: the file's SHA-256; when the caller already has a lasting image of "
+                                  "these bytes (same size), the answer is 200 UploadDeduplicated, no upload to "
+                                  "send. Used for nothing else: an upload that goes ahead is hashed by the server"},
+    },
+}
+UPLOAD_DEDUPLICATED = {
+    "type": "object", "required": ["id", "status", "deduplicated", "image"],
+    "properties": {
+        "id": {"type": "string", "nullable": True, "description": "null: no upload was made"},
+        "status": {"type": "string", "enum": ["complete"]},
+        "deduplicated": {"type": "boolean", "enum": [True]},
+        "image": {"$ref": "#/components/schemas/Image"},
     },
 }
 UPLOAD_TICKET = {
@@ -123,6 +136,7 @@ UPLOAD_TICKET = {
         "ticket": {"type": "string", "description": "send as Authorization: Bearer <ticket> to upload_url"},
         "expires_at": {"type": "string", "format": "date-time"}, "chunk_size": {"type": "integer"},
         "max_size": {"type": "integer"}, "upload_address": {"type": "string", "description": "gRPC host:port"},
+        "status": {"type": "string", "enum": ["open"]}, "deduplicated": {"type": "boolean", "enum": [False]},
     },
 }
 DEDUPLICATED = {"type": "boolean",
@@ -217,7 +231,9 @@ OPENAPI: dict[str, Any] = {
                      "summary": "Start a resumable upload: a ticket for tus 1.0 at upload_url "
                                 "(or gRPC at upload_address)",
                      "requestBody": {"required": True, **_json("NewUpload")},
-                     "responses": {**_ok("UploadTicket", "created", "201"), **_errors(400, 401, 403, 413, 429, 503)}},
+                     "responses": {**_ok("UploadDeduplicated", "the caller's image of the declared sha256: "
+                                                                      "nothing to upload"),
+                                   **_ok("UploadTicket", "created", "201"), **_errors(400, 401, 403, 413, 429, 503)}},
             "get": {"operationId": "listUploads",
                     "summary": "The caller's open (unfinished) resumable uploads, newest first, at most the "
                                "open-upload limit's worth: the ids to resume or cancel",
@@ -304,6 +320,7 @@ OPENAPI: dict[str, Any] = {
                 "objects_pending": {"type": "integer"}}},
             "NewUpload": NEW_UPLOAD,
             "UploadTicket": UPLOAD_TICKET,
+            "UploadDeduplicated": UPLOAD_DEDUPLICATED,
             "UploadProgress": UPLOAD_PROGRESS,
             "UploadList": {"type": "object", "required": ["uploads"], "properties": {
                 "uploads": {"type": "array", "items": {"$ref": "#/components/schemas/UploadProgress"}}}},

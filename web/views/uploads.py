@@ -2,10 +2,12 @@
 ``DELETE /api/v1/uploads/{id}``.
 
 ``POST`` (API key, or session cookie plus ``X-CSRF-Token``) takes JSON
-``{"filename", "size", "content_type", "title"}`` (title optional) and answers ``201`` with ``{"id", "upload_url",
-"ticket", "expires_at", "chunk_size", "max_size", "upload_address"}``: the client then speaks
-tus 1.0 to ``upload_url`` with ``Authorization: Bearer <ticket>`` (or gRPC to
-``upload_address``). ``GET`` answers ``{"id", "status", "offset", "size", "progress",
+``{"filename", "size", "content_type", "title", "sha256"}`` (title and sha256 optional) and answers ``201`` with
+``{"id", "upload_url", "ticket", "expires_at", "chunk_size", "max_size", "upload_address", "status": "open",
+"deduplicated": false}``: the client then speaks tus 1.0 to ``upload_url`` with ``Authorization: Bearer <ticket>``
+(or gRPC to ``upload_address``). With a ``sha256`` (the file's, 64 lower-case hex digits) of an image the caller
+already has (same size, lasting), it answers ``200`` ``{"id": null, "status": "complete", "deduplicated": true,
+"image"}`` instead: that image, and no upload to send. ``GET`` answers ``{"id", "status", "offset", "size", "progress",
 "expires_at", "image", "error"}`` where ``image`` is the image JSON (as ``pixelfox put --json``) once
 the upload completed, else ``null``, and ``error`` is ``{"code", "message"}`` of a failed upload.
 ``DELETE`` cancels an open upload without its ticket (``204``): it stops counting against the
@@ -38,6 +40,7 @@ class NewUpload(BaseModel):
     size: int = Field(gt=0)  # bytes; past the upload limit (an int64 on the wire or not) create_upload says so
     content_type: str = Field("", max_length=100)
     title: str = Field("", max_length=4096)  # the manager refuses past 255 characters, in its own words
+    sha256: str = Field("", max_length=64)  # optional; the manager checks it (64 lower-case hex digits)
 
 
 async def create_upload(request: web.Request) -> web.Response:
@@ -53,11 +56,15 @@ async def create_upload(request: web.Request) -> web.Response:
         t: manager_pb2.CreateUploadResponse = await call(
             request, "CreateUpload",
             manager_pb2.CreateUploadRequest(filename=body.filename, size=body.size, content_type=body.content_type,
-                                            title=body.title),
+                                            title=body.title, sha256=body.sha256),
             caller.metadata)
+    if t.deduplicated:  # the caller's image of the declared sha256: no upload was made, nothing to send
+        return web.json_response({"id": None, "status": "complete", "deduplicated": True,
+                                  "image": image_json(request, t.image)}, status=200)
     return web.json_response({
         "id": t.upload_id, "upload_url": t.upload_url, "ticket": t.ticket, "expires_at": t.expires_at,
         "chunk_size": t.chunk_size, "max_size": t.max_size, "upload_address": t.upload_address,
+        "status": "open", "deduplicated": False,
     }, status=201)
 
 
