@@ -7,6 +7,7 @@ from pathlib import Path
 from aiohttp import web
 
 from web.deletion import setup_deletion_routes
+from web.expect import continue_from_handler
 from web.routes_community import setup_community_routes
 from web.vendor import setup_vendor_routes
 from web.views import api, api_v1, auth, chevereto, health, pages, sharex, uploads
@@ -25,12 +26,13 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/login", auth.login_post, name="login_post")
     r.add_post("/logout", auth.logout_post, name="logout")
     r.add_post("/sharex", sharex.sharex_config, name="sharex")
-    r.add_post("/api/v1/images", api.upload, name="api_upload")
+    # one-shot uploads answer Expect: 100-continue themselves, once the headers pass (web/expect.py)
+    r.add_post("/api/v1/images", api.upload, name="api_upload", expect_handler=continue_from_handler)
     r.add_get("/api/v1/images/{slug:[A-Za-z0-9_-]{1,64}}", api_v1.get_image, name="api_image")
     r.add_get("/api/v1/me", api.me, name="api_me")
     r.add_post("/api/v1/uploads", uploads.create_upload, name="api_create_upload")
     r.add_get("/api/v1/uploads", uploads.list_uploads, name="api_list_uploads")
-    r.add_post("/api/1/upload", chevereto.upload, name="chevereto_upload")
+    r.add_post("/api/1/upload", chevereto.upload, name="chevereto_upload", expect_handler=continue_from_handler)
     r.add_route("*", "/api/1/upload", chevereto.not_allowed)  # every other method: 405, Chevereto-shaped
     setup_deletion_routes(app)
     r.add_get("/api/v1/uploads/{id}", uploads.get_upload, name="api_get_upload")

@@ -32,6 +32,7 @@ from pixelfox.text import printable, safe_filename
 from pixelfox.v1 import common_pb2, manager_pb2
 from web.cluster import RPC_TIMEOUT_S, Metadata
 from web.deletion import deletion_url
+from web.expect import send_continue
 from web.keys import MANAGER, SETTINGS, STATE
 from web.ratelimit import check_ip, not_counted_if_over_user_limits
 from web.sessions import CSRF_HEADER, CurrentUser, current_user, require_csrf
@@ -290,8 +291,10 @@ async def upload(request: web.Request) -> web.Response:
     anonymous uploads on a site without them (401), a bad ``?wait=`` (400), the address' budget and
     a signed-in caller's per-user limits (429: :func:`web.ratelimit.check_ip`,
     :func:`check_user_limits`; a per-user 429 does not count against the address' budget), a
-    declared ``Content-Length`` over the upload limit (413). The body then streams to a temp file
-    (413 past the limit, 400 for a malformed form)."""
+    declared ``Content-Length`` over the upload limit (413). A client that sent ``Expect:
+    100-continue`` (curl, for a body over 1 MiB) gets that refusal instead of ``100 Continue``, and
+    sends no byte of the body (:mod:`web.expect`). The body then streams to a temp file (413 past the
+    limit, 400 for a malformed form)."""
     caller = await resolve_caller(request, state_changing=True)
     settings = request.app[SETTINGS]
     if caller.via == "anonymous" and not settings.allow_anonymous:  # before a byte of the body is read
@@ -303,6 +306,7 @@ async def upload(request: web.Request) -> web.Response:
     if caller.via != "anonymous":  # a user over a limit is refused now, not after sending the whole file
         async with not_counted_if_over_user_limits(request, counted):
             await check_user_limits(request, caller.metadata)
+    await send_continue(request)  # everything the headers tell is checked: the client may send the body
     path, filename, ctype, title = await _receive_file(request, settings.max_upload_bytes)
     try:
         receipt = await manager.upload(caller.metadata, path, filename, ctype, title=title)

@@ -43,6 +43,7 @@ from pixelfox.uploadstate import MAX_EXPIRE_AFTER_S
 from pixelfox.v1 import common_pb2, manager_pb2
 from web.calls import Metadata, call
 from web.deletion import deletion_url
+from web.expect import send_continue
 from web.keys import MANAGER, SETTINGS
 from web.ratelimit import check_ip, not_counted_if_over_user_limits
 from web.views.api import (
@@ -334,7 +335,8 @@ async def upload(request: web.Request) -> web.StreamResponse:
     against the address' upload budget (:func:`web.ratelimit.not_counted_if_over_user_limits`). A key
     sent only as a form field is known only once the body is read, so such a request is checked
     then, by ``CreateUpload``, after the whole body was received; a form ``key`` other than the one
-    sent before the body, or a key repeated before it, is a 400 (:func:`early_key`)."""
+    sent before the body, or a key repeated before it, is a 400 (:func:`early_key`). A client that
+    sent ``Expect: 100-continue`` gets these refusals instead of ``100 Continue`` (:mod:`web.expect`)."""
     try:
         return await _upload(request)
     except errors.PixelfoxError as exc:
@@ -380,6 +382,7 @@ async def _upload(request: web.Request) -> web.StreamResponse:
     if early:  # known before the body is read: a bad key, or its user over a limit, costs no upload
         async with not_counted_if_over_user_limits(request, counted):  # the user's 429, not the address'
             await check_user_limits(request, manager.as_api_key(early), encoded=True)
+    await send_continue(request)  # a client waiting on Expect: 100-continue may send the body now
     fields, source, filename = await _read_form(request, settings.max_upload_bytes)
     try:
         body_key = fields.get("key", "").strip()  # the query's when the body has none
