@@ -157,7 +157,9 @@ class Objects:
                 return 0, len(blocked)
             nodes = {r.node_id: r for r in await self.registry.all(common_pb2.NODE_ROLE_STORAGE)}
             work: dict[str, list[str]] = {}
-            async with self.sessions() as s:  # opened under the flags: sees every row recorded before them
+            # opened under the flags, on the primary (a lagging read replica may not have the rows a
+            # writer committed before them yet): sees every row recorded before the flags
+            async with self.sessions(info={"primary": True}) as s:
                 for key in granted:
                     if await self.referenced(s, key):
                         continue
@@ -250,7 +252,7 @@ class Objects:
                 if token := await self.fence.begin_delete(sha):
                     flags[sha] = token
             deadline = time.monotonic() + DELETE_BUDGET_S
-            async with self.sessions() as s:  # opened under the flags
+            async with self.sessions(info={"primary": True}) as s:  # under the flags, on the primary
                 for member in (m for sha in flags for m in groups[sha]):
                     node_id, _, key = member.partition(" ")
                     if await self.referenced(s, key) or (await self.locations(s, key)).count(node_id):

@@ -214,7 +214,7 @@ class TierMover:
         nodes = {r.node_id: r for r in await self.registry.all(common_pb2.NODE_ROLE_STORAGE)}
         targets = sorted((r for r in nodes.values() if pool_of(r) == mv.dst and self.registry.healthy(r)),
                          key=lambda r: (-r.free_bytes, r.node_id))[: self.replicas]
-        async with self.sessions() as s:
+        async with self.sessions(info={"primary": True}) as s:  # decides deletes: never a lagging replica
             img = await s.get(Image, mv.image_id)
             if img is None:
                 mv.error = "image gone"

@@ -28,7 +28,8 @@ from nodes.manager.objects import DEFERRED, PENDING, Objects
 from nodes.manager.registry import NodeRecord
 from pixelfox.config import DatabaseSettings
 from pixelfox.db.engine import create_all_tables, make_engine, session_factory
-from pixelfox.db.models import Image, ObjectLocation, Upload
+from pixelfox.db.models import Image, ObjectLocation, Upload, Variant
+from pixelfox.db.replicas import routing_sessions
 from pixelfox.queue import QueuedJob
 from pixelfox.storage.fence import DeleteInProgress, WriteFence, deleting_key, fence_sha, job_token, writing_key
 from pixelfox.storage.keys import original_key, private_key, variant_key
@@ -306,6 +307,47 @@ async def test_a_deletion_under_way_makes_an_upload_wait_until_it_is_over(object
     assert await deleting == (2, 0)
     await asyncio.wait_for(writing, 2)
     assert order == ["delete s1", "delete s2", "write"] or order == ["delete s2", "delete s1", "write"]
+
+
+async def test_the_re_check_under_the_flag_reads_the_primary_not_a_lagging_replica(
+        redis: aioredis.Redis, tmp_path: Path) -> None:
+    """With read replicas, the "still unreferenced?" reads that decide a delete go to the primary: a
+    replica that has not yet got B's image row must not make the deleter remove B's bytes."""
+    await redis.delete(PENDING, DEFERRED)
+    primary = make_engine(DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'primary.db'}"))
+    lagging = make_engine(DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'replica.db'}"))
+    try:
+        for engine in (primary, lagging):
+            async with engine.begin() as conn:
+                await conn.run_sync(create_all_tables)
+        sha = _sha()
+        key = original_key(sha, "png")
+        other = variant_key(sha, 1, "thumb", "webp")
+        on_primary = RecordingObjects(session_factory(primary), FakeRegistry(redis), redis, "", replicas=2)  # type: ignore[arg-type]
+        on_replica = RecordingObjects(session_factory(lagging), FakeRegistry(redis), redis, "", replicas=2)  # type: ignore[arg-type]
+        for objs in (on_primary, on_replica):  # A's original on s1 and s2, as both databases know
+            await _stored(objs, key)
+        await _record_image(on_primary, sha, key)  # B's image of the same bytes: on the primary only (yet)
+        await _record_variant(on_primary, key, other)  # and B's variant, on the primary only
+        await redis.sadd(PENDING, f"s2 {other}")  # an older pending delete of that variant's copy on s2
+
+        objs = RecordingObjects(routing_sessions(primary, [lagging]), FakeRegistry(redis), redis, "", replicas=2)  # type: ignore[arg-type]
+        assert await objs.delete_unreferenced([key]) == (0, 0)
+        assert await objs.retry_pending() == 0
+        assert objs.deleted == []  # the primary names both: nothing deleted
+        assert await _locations(on_primary, key) == ["s1", "s2"]
+    finally:
+        await primary.dispose()
+        await lagging.dispose()
+
+
+async def _record_variant(objects: Objects, original: str, key: str) -> None:
+    """A variant row naming ``key`` for the image whose original is ``original``."""
+    async with objects.sessions() as s:
+        img = (await s.execute(select(Image).where(Image.original_key == original))).scalars().one()
+        s.add(Variant(image_id=img.id, name="thumb", recipe_version=1, format="webp", key=key,
+                      width=1, height=1, bytes=10))
+        await s.commit()
 
 
 # ---- the dispatcher holds the fence for a job in flight ---------------------------------------------
