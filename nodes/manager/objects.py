@@ -226,9 +226,11 @@ class Objects:
         """One pass over the deferred and the pending deletes; returns how many are left.
 
         Deferred keys go through :meth:`delete_unreferenced` again. A pending replica is deleted
-        under its hash's fence flag, after re-checking that no image row took the key again (a new
-        upload of the same bytes) and that no location row names the replica again; a hash with a
-        live writer is skipped this pass."""
+        under its hash's fence flag unless a location row names that node for the key again (a new
+        upload of the same bytes stored it there and recorded it): a copy no row names is deleted
+        even when an image took the key again, since under the flag no writer is live and every
+        copy the new image uses is recorded (kept, it would stay behind for ever once that image
+        is deleted too). A hash with a live writer is skipped this pass."""
         if deferred := _decoded(await self.redis.smembers(DEFERRED)):
             await self.delete_unreferenced(deferred)
         by_sha: dict[str, list[str]] = {}
@@ -255,9 +257,11 @@ class Objects:
             async with self.sessions(info={"primary": True}) as s:  # under the flags, on the primary
                 for member in (m for sha in flags for m in groups[sha]):
                     node_id, _, key = member.partition(" ")
-                    if await self.referenced(s, key) or (await self.locations(s, key)).count(node_id):
-                        await self.redis.srem(PENDING, member)  # in use again: keep the bytes
+                    if node_id in await self.locations(s, key):
+                        await self.redis.srem(PENDING, member)  # recorded on that node again: keep the bytes
                         continue
+                    # no row names this copy: whether or not another image took the key again (its
+                    # copies elsewhere are recorded), no writer is live under the flag, so it goes
                     rec = await self.registry.get(node_id)
                     if rec is None or not self.registry.healthy(rec) or time.monotonic() > deadline:
                         continue

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from ulid import ULID
 
 from nodes.manager.dispatch import Dispatcher, DispatchPolicy, Worker
@@ -274,9 +274,41 @@ async def test_a_pending_replica_is_not_deleted_while_a_writer_of_its_bytes_is_l
     assert await objects.retry_pending() == 1
     assert objects.deleted == [("s1", key)]  # not now
     await _record_image(objects, sha, key)
+    await _located(objects, key, "s2")  # CompleteUpload records the copy it stored on s2
     await objects.fence.leave(sha, "upload:d")
     assert await objects.retry_pending() == 0  # named again: the pending delete is dropped, bytes kept
     assert objects.deleted == [("s1", key)]
+
+
+async def test_a_pending_copy_on_a_node_no_row_names_is_deleted_even_when_the_key_is_named_again(
+        objects: RecordingObjects) -> None:
+    """A's delete leaves s1's copy pending (s1 hung); B uploads the same bytes to s2 only. The key is
+    named again, but no row names s1's copy: it must go, or it stays for ever once B is deleted too."""
+    sha = _sha()
+    key = original_key(sha, "png")
+    await _stored(objects, key)
+    objects.down = {"s1"}
+    assert await objects.delete_unreferenced([key]) == (1, 1)  # s2 deleted, s1 pending
+    assert await objects.fence.try_enter(sha, "upload:b", 900)  # B stores the same bytes on s2 ...
+    await _record_image(objects, sha, key)
+    await _located(objects, key, "s2")  # ... and records that copy
+    await objects.fence.leave(sha, "upload:b")
+    objects.down = set()
+    assert await objects.retry_pending() == 0
+    assert sorted(objects.deleted) == [("s1", key), ("s2", key)]  # s1's unrecorded copy went
+    assert await _locations(objects, key) == ["s2"]  # B's copy is kept
+    async with objects.sessions() as s:  # B is deleted too: nothing of these bytes is left anywhere
+        await s.execute(delete(Image).where(Image.original_key == key))
+        await s.commit()
+    assert await objects.delete_unreferenced([key]) == (1, 0)
+    assert sorted(objects.deleted) == [("s1", key), ("s2", key), ("s2", key)]
+    assert await _locations(objects, key) == [] and await objects.pending_count() == 0
+
+
+async def _located(objects: Objects, key: str, node: str) -> None:
+    async with objects.sessions() as s:
+        await s.merge(ObjectLocation(key=key, node_id=node, size=10))
+        await s.commit()
 
 
 async def test_a_deletion_under_way_makes_an_upload_wait_until_it_is_over(objects: RecordingObjects) -> None:
@@ -328,7 +360,8 @@ async def test_the_re_check_under_the_flag_reads_the_primary_not_a_lagging_repli
         for objs in (on_primary, on_replica):  # A's original on s1 and s2, as both databases know
             await _stored(objs, key)
         await _record_image(on_primary, sha, key)  # B's image of the same bytes: on the primary only (yet)
-        await _record_variant(on_primary, key, other)  # and B's variant, on the primary only
+        await _record_variant(on_primary, key, other)  # and B's variant, stored on s2 (primary only)
+        await _located(on_primary, other, "s2")
         await redis.sadd(PENDING, f"s2 {other}")  # an older pending delete of that variant's copy on s2
 
         objs = RecordingObjects(routing_sessions(primary, [lagging]), FakeRegistry(redis), redis, "", replicas=2)  # type: ignore[arg-type]
