@@ -203,23 +203,26 @@ class Uploads:
             upload = await s.get(Upload, c.upload_id, with_for_update=True)
             if upload is None:
                 raise errors.InvalidTicket("unknown upload")
+            # every branch records where this upload's original was just stored, before its commit: a
+            # copy no row names is never deleted (keys are content-addressed: the copies of an earlier
+            # upload of the same bytes are recorded, but this one may have used other nodes)
+            await self._record_copies(s, c)
             if upload.status == "abandoned":  # cancelled while its last bytes were on the way
-                # its original is already stored: recorded where, so that it is deleted below unless an
-                # image has the same bytes (keys are content-addressed; not an upload of its own only)
-                for node_id in dict.fromkeys(c.storage_node_ids):
-                    await s.merge(ObjectLocation(key=c.original_key, node_id=node_id, size=c.size))
+                # its original is already stored (and now recorded): deleted below unless an image has
+                # the same bytes (keys are content-addressed; not an upload of its own only)
                 await s.commit()
                 await self._written(c)
                 await self._discard(c.upload_id, c.original_key)
                 raise errors.InvalidTicket("the upload was cancelled; start a new upload")
             if upload.status != "open":
                 done = await self._existing(s, upload.id, upload.user_id, c.sha256)
+                await s.commit()
+                await self._written(c)
                 if done is not None:  # an upload node retrying after a crash
                     slug, dedup = done.slug, done.upload_id != upload.id
-                    await s.rollback()
-                    await self._written(c)
                     await self.states.finish(c.upload_id, "complete", slug)
                     return await self._answer(slug, dedup)
+                await self._discard(c.upload_id, c.original_key)  # no image of its: unless another names them
                 raise errors.InvalidTicket("ticket was already used")
             upload.status = "complete"
             st = await self.states.get(c.upload_id)
@@ -246,8 +249,6 @@ class Uploads:
             s.add(img)
             await s.flush()
             s.add(OutboxEntry(image_id=img.id))  # same transaction: no image without its job (issue 7)
-            for node_id in dict.fromkeys(c.storage_node_ids):
-                await s.merge(ObjectLocation(key=c.original_key, node_id=node_id, size=c.size))
             await s.commit()
             image_id, slug = img.id, img.slug
         await self._written(c)
@@ -262,6 +263,12 @@ class Uploads:
         failpoints.hit("after-enqueue")
         logger.info("upload %s complete: image %s queued", c.upload_id, slug)
         return await self._answer(slug, False)
+
+    @staticmethod
+    async def _record_copies(s: AsyncSession, c: Completion) -> None:
+        """Record (merge) a location row for every storage node that holds ``c``'s original, in ``s``."""
+        for node_id in dict.fromkeys(c.storage_node_ids):
+            await s.merge(ObjectLocation(key=c.original_key, node_id=node_id, size=c.size))
 
     async def _written(self, c: Completion) -> None:
         """The rows naming ``c``'s original are committed (or it needs none): its upload node's writer token
