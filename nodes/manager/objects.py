@@ -247,13 +247,20 @@ class Objects:
         return await self.pending_count()
 
     async def _retry_fenced(self, groups: dict[str, list[str]]) -> None:
-        """:meth:`retry_pending` for the pending members (``"<node id> <key>"``) of a few hashes."""
+        """:meth:`retry_pending` for the pending members (``"<node id> <key>"``) of a few hashes.
+
+        The replicas to delete are worked on per node, all nodes at once, each delete bounded by
+        :data:`DELETE_TIMEOUT_S` and all of them by the fence's ``DELETE_BUDGET_S`` (as in
+        :meth:`delete_unreferenced`): a hung node that still heartbeats keeps its own keys
+        pending, but holds neither the other nodes' deletes nor the flags (and uploads of those
+        bytes waiting on them) for longer than the budget."""
         flags: dict[str, str] = {}
         try:
             for sha in groups:
                 if token := await self.fence.begin_delete(sha):
                     flags[sha] = token
             deadline = time.monotonic() + DELETE_BUDGET_S
+            work: dict[str, list[str]] = {}
             async with self.sessions(info={"primary": True}) as s:  # under the flags, on the primary
                 for member in (m for sha in flags for m in groups[sha]):
                     node_id, _, key = member.partition(" ")
@@ -262,11 +269,9 @@ class Objects:
                         continue
                     # no row names this copy: whether or not another image took the key again (its
                     # copies elsewhere are recorded), no writer is live under the flag, so it goes
-                    rec = await self.registry.get(node_id)
-                    if rec is None or not self.registry.healthy(rec) or time.monotonic() > deadline:
-                        continue
-                    if await self._delete_one(rec, key):
-                        await self.redis.srem(PENDING, member)
+                    work.setdefault(node_id, []).append(key)
+            recs = {n: await self.registry.get(n) for n in work}
+            await asyncio.gather(*(self._delete_on(recs[n], n, ks, deadline) for n, ks in work.items()))
         finally:
             for sha, token in flags.items():
                 await self.fence.end_delete(sha, token)

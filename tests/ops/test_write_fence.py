@@ -383,6 +383,34 @@ async def _record_variant(objects: Objects, original: str, key: str) -> None:
         await s.commit()
 
 
+async def test_a_hung_node_holds_the_pending_retry_and_its_flags_no_longer_than_the_timeouts(
+        objects: RecordingObjects, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A storage node that still heartbeats but never answers a delete: each pending delete on it is
+    bounded, the other node's deletes go on, and the fence flags are dropped well within the budget."""
+    monkeypatch.setattr("nodes.manager.objects.DELETE_TIMEOUT_S", 0.3)
+    shas = [_sha() for _ in range(5)]
+    keys = [original_key(sha, "png") for sha in shas]
+    for key in keys:
+        await _stored(objects, key)
+    objects.down = {"s1", "s2"}
+    assert await objects.delete_unreferenced(keys) == (0, 10)  # every replica pending
+    objects.down = set()
+    delete_one = objects._delete_one
+
+    async def hung_s1(rec: NodeRecord, key: str) -> bool:
+        if rec.node_id == "s1":
+            await asyncio.Event().wait()  # never answers
+        return await delete_one(rec, key)
+
+    objects._delete_one = hung_s1  # type: ignore[method-assign]
+    started = asyncio.get_running_loop().time()
+    assert await asyncio.wait_for(objects.retry_pending(), 10) == 5  # s1's five stay pending
+    assert asyncio.get_running_loop().time() - started < 2  # one timeout on s1, not one per key (or for ever)
+    assert sorted(objects.deleted) == sorted(("s2", k) for k in keys)
+    for sha in shas:  # the flags are gone: an upload of these bytes does not wait
+        assert not await objects.redis.exists(deleting_key(sha))
+
+
 # ---- the dispatcher holds the fence for a job in flight ---------------------------------------------
 
 
