@@ -13,8 +13,10 @@
   when the earliest one frees. An upload that completes or fails leaves it in
   :meth:`pixelfox.uploadstate.UploadStates.finish`; :meth:`UploadLimits.closed` removes one a
   client terminated (tus DELETE: its state is gone).
-* quota — the bytes of the user's images in the database plus the declared size must stay
-  within ``user_quota_bytes`` → else ``QuotaExceeded``.
+* quota — the bytes of the user's images in the database, plus the declared sizes of the user's
+  uploads that are still open and usable (status ``open``, ticket still accepted), plus the
+  declared size must stay within ``user_quota_bytes`` → else ``QuotaExceeded`` (open uploads
+  count, or several created at once would each pass and together store more than the quota).
 
 :meth:`UploadLimits.check` asks the same questions without counting (``CheckUpload``: the web node
 refuses a one-shot upload before reading its body); :meth:`UploadLimits.admit` alone counts.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import math
 import time
+from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
 from sqlalchemy import func, select
@@ -35,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from pixelfox import errors, tickets
 from pixelfox.config import LimitsSettings
-from pixelfox.db.models import Image
+from pixelfox.db.models import Image, Upload
 from pixelfox.uploadstate import open_uploads_key
 
 # KEYS: the user's open-upload set, this minute's rate counter. ARGV: now, open-upload limit, rate
@@ -131,21 +134,41 @@ class UploadLimits:
                 retry_after_s=wait)
 
     async def _check_quota(self, user_id: str, size: int, body_bytes: int = 0) -> None:
-        """QuotaExceeded when the user's images plus ``size`` bytes would pass the quota; ``body_bytes``
-        > 0: ``size`` was estimated from a request body of that size, which the message names."""
+        """QuotaExceeded when the user's images, plus the declared sizes of the user's uploads that are
+        still open and usable (:meth:`open_bytes`), plus ``size`` bytes would pass the quota;
+        ``body_bytes`` > 0: ``size`` was estimated from a request body of that size, which the
+        message names. Open uploads count so that several created at once cannot each pass on the
+        images alone and then together store more than the quota."""
         lim = self.limits
         if not lim.user_quota_bytes:
             return
-        async with self.sessions() as s:
-            used = await s.scalar(select(func.coalesce(func.sum(Image.bytes), 0)).where(Image.user_id == user_id))
-        if int(used or 0) + size > lim.user_quota_bytes:
-            if body_bytes:  # before the body is read: the file's own size is not known yet
-                raise errors.QuotaExceeded(
-                    f"quota: {used} of {lim.user_quota_bytes} bytes used; this upload's body of {body_bytes} bytes "
-                    f"would pass it (answered before the body is read: its file is taken to be {size} bytes of "
-                    "it, the rest its form)")
+        async with self.sessions(info={"primary": True}) as s:  # a lagging replica misses uploads just made
+            stored = int(await s.scalar(
+                select(func.coalesce(func.sum(Image.bytes), 0)).where(Image.user_id == user_id)) or 0)
+            n_open, declared = await self.open_bytes(s, user_id)
+        used = stored + declared
+        if used + size <= lim.user_quota_bytes:
+            return
+        held = (f" ({declared} of them declared by {n_open} open upload{'s' if n_open != 1 else ''}: an upload "
+                "counts from its creation until it completes, is cancelled or its ticket ends)") if n_open else ""
+        if body_bytes:  # before the body is read: the file's own size is not known yet
             raise errors.QuotaExceeded(
-                f"quota: {used} of {lim.user_quota_bytes} bytes used; this file needs {size} more")
+                f"quota: {used} of {lim.user_quota_bytes} bytes used{held}; this upload's body of {body_bytes} "
+                f"bytes would pass it (answered before the body is read: its file is taken to be {size} bytes "
+                "of it, the rest its form)")
+        raise errors.QuotaExceeded(
+            f"quota: {used} of {lim.user_quota_bytes} bytes used{held}; this file needs {size} more")
+
+    @staticmethod
+    async def open_bytes(s: AsyncSession, user_id: str) -> tuple[int, int]:
+        """``(count, declared bytes)`` of ``user_id``'s uploads that are still open and usable: rows with
+        status ``open`` whose ticket is still accepted (:func:`~pixelfox.tickets.usable_until` of its
+        expiry is ahead, as :meth:`nodes.manager.uploads.Uploads.list_open` judges it). A row whose
+        upload was abandoned without a word (no bytes for ``upload_ttl_s``) still counts until then."""
+        since = datetime.now(UTC) - timedelta(seconds=tickets.LEEWAY_S)  # usable_until(exp) > now
+        row = (await s.execute(select(func.count(), func.coalesce(func.sum(Upload.size), 0)).where(
+            Upload.user_id == user_id, Upload.status == "open", Upload.expires_at > since))).one()
+        return int(row[0] or 0), int(row[1] or 0)
 
     async def _check_open(self, key: str, now: float) -> None:
         """TooManyOpenUploads when the open-upload set ``key`` is full; drops dead entries first."""

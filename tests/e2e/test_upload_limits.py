@@ -368,6 +368,11 @@ async def test_quota(local: LocalCluster) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as over:
         await create(manager(local), key, 2 * P)  # P used + 2 P does not
     assert "quota: " in (over.value.details() or "")
+    await create(manager(local), key, P // 4)  # P stored + P and P/4 open: 2.25 P
+    with pytest.raises(grpc.aio.AioRpcError) as held:  # the open uploads count (it passed on P + P/2)
+        await create(manager(local), key, P // 2)
+    assert held.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "declared by 2 open uploads" in (held.value.details() or "")
 
 
 async def test_a_re_upload_at_the_limits_is_the_image_the_user_has(local: LocalCluster, tmp_path: Path) -> None:
