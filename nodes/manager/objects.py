@@ -26,6 +26,7 @@ from pathlib import Path
 
 import aiohttp
 import redis.asyncio as aioredis
+from prometheus_client import Gauge
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -48,6 +49,10 @@ PURGE_TIMEOUT_S = 5.0
 #: seconds one replica delete may take before its node is skipped (its keys stay pending)
 DELETE_TIMEOUT_S = 3.0
 MAX_PURGE_RETRIES = 100  # items kept in the purge list, oldest dropped first
+#: cluster-wide (the Redis sets), set by every manager's housekeeping pass
+PENDING_DELETES = Gauge("pixelfox_objects_pending_deletes",
+                        "object deletes still to do: pending = replica deletes to retry (a node was down or "
+                        "failed), deferred = keys waiting for a writer of the same bytes", ["state"])
 
 
 class Objects:
@@ -223,7 +228,8 @@ class Objects:
             logger.exception("deferred deletes of %s failed; the next pass retries them", sha[:12])
 
     async def retry_pending(self) -> int:
-        """One pass over the deferred and the pending deletes; returns how many are left.
+        """One pass over the deferred and the pending deletes; returns how many are left (and exports
+        them as ``pixelfox_objects_pending_deletes{state="pending"|"deferred"}``).
 
         Deferred keys go through :meth:`delete_unreferenced` again. A pending replica is deleted
         under its hash's fence flag unless a location row names that node for the key again (a new
@@ -244,7 +250,10 @@ class Objects:
         shas = list(by_sha)
         for start in range(0, len(shas), FENCE_BATCH):
             await self._retry_fenced({sha: by_sha[sha] for sha in shas[start:start + FENCE_BATCH]})
-        return await self.pending_count()
+        pending, deferred = int(await self.redis.scard(PENDING)), int(await self.redis.scard(DEFERRED))
+        PENDING_DELETES.labels("pending").set(pending)
+        PENDING_DELETES.labels("deferred").set(deferred)
+        return pending + deferred
 
     async def _retry_fenced(self, groups: dict[str, list[str]]) -> None:
         """:meth:`retry_pending` for the pending members (``"<node id> <key>"``) of a few hashes.

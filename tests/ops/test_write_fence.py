@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 from sqlalchemy import delete, select
 from ulid import ULID
 
@@ -231,6 +232,7 @@ async def test_a_delete_during_an_upload_of_the_same_bytes_waits_and_keeps_them(
     assert await _locations(objects, key) == ["s1", "s2"]  # untouched while the writer is live
     assert await objects.pending_count() == 2
     await objects.retry_pending()  # the background pass also leaves it alone
+    assert REGISTRY.get_sample_value("pixelfox_objects_pending_deletes", {"state": "deferred"}) == 2
     assert objects.deleted == []
     await _record_image(objects, sha, key)  # CompleteUpload commits the new image ...
     await objects.fence.leave(sha, "upload:b")  # ... leaves the fence ...
@@ -273,11 +275,14 @@ async def test_a_pending_replica_is_not_deleted_while_a_writer_of_its_bytes_is_l
     assert await objects.fence.try_enter(sha, "upload:d", 900)  # a new upload stores the same bytes on s2
     assert await objects.retry_pending() == 1
     assert objects.deleted == [("s1", key)]  # not now
+    assert REGISTRY.get_sample_value("pixelfox_objects_pending_deletes", {"state": "pending"}) == 1
+    assert REGISTRY.get_sample_value("pixelfox_objects_pending_deletes", {"state": "deferred"}) == 0
     await _record_image(objects, sha, key)
     await _located(objects, key, "s2")  # CompleteUpload records the copy it stored on s2
     await objects.fence.leave(sha, "upload:d")
     assert await objects.retry_pending() == 0  # named again: the pending delete is dropped, bytes kept
     assert objects.deleted == [("s1", key)]
+    assert REGISTRY.get_sample_value("pixelfox_objects_pending_deletes", {"state": "pending"}) == 0
 
 
 async def test_a_pending_copy_on_a_node_no_row_names_is_deleted_even_when_the_key_is_named_again(
