@@ -25,7 +25,10 @@ bytes shares its key, and a delete of that image between this node's puts and ``
 recording the new image would remove the bytes the new image is about to name. So
 :meth:`Receiver.store` enters the write fence of the SHA-256 (waiting while such a delete runs)
 before the first put, and the fence is left once ``CompleteUpload`` answered or failed (the
-manager already leaves it for this upload as soon as its rows are committed).
+manager already leaves it for this upload as soon as its rows are committed). The writer's lease is
+short (:data:`FENCE_LEASE_S`) and renewed every :data:`FENCE_RENEW_S` while the node waits for the
+fence, stores and completes, so a node that crashes in between holds deletes of those bytes back
+for about a minute, not a ticket's life.
 """
 
 from __future__ import annotations
@@ -75,6 +78,11 @@ FATAL = (errors.InvalidImage, errors.ChecksumMismatch)
 #: again (a Redis round trip per 256 KiB chunk was 10-15 % of a fast loopback upload)
 COMMIT_EVERY_BYTES = 4 * 1024 * 1024
 COMMIT_EVERY_S = 0.5
+#: seconds an upload node's write-fence lease (:meth:`Receiver.store`) lasts without renewal: how long a
+#: node that crashed between storing an original and ``CompleteUpload`` holds deletes of its bytes back
+FENCE_LEASE_S = 60.0
+#: seconds between renewals of that lease while the node waits for the fence, stores and completes
+FENCE_RENEW_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -180,9 +188,13 @@ class Receiver:
         self.abandon = abandon
         self.fail = fail
         self.active = 0
-        #: write fence of the originals' bytes (module doc); a writer's lease is a ticket's life, the time an
-        #: upload may take, so a node that dies between store and complete holds deletes back that long at most
+        #: write fence of the originals' bytes (module doc); a writer's lease is ``fence_lease_s``, renewed
+        #: every ``fence_renew_s`` until :meth:`unfence`, so a node that dies between store and complete
+        #: holds deletes back for one lease at most
         self.fence = WriteFence(states.redis)
+        self.fence_lease_s = FENCE_LEASE_S
+        self.fence_renew_s = FENCE_RENEW_S
+        self._renewals: dict[str, asyncio.Task[None]] = {}
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.staging).free
@@ -312,19 +324,42 @@ class Receiver:
         when storing fails). Raises DeleteInProgress (a delete of the same bytes outlasted the fence's
         wait) and the placement's and storage's errors."""
         key = original_key(sha, EXT.get(info.format, info.format))
-        await self.fence.enter(sha, upload_token(header.upload_id), float(self.limits.ticket_ttl_s))
+        token = upload_token(header.upload_id)
+        self._stop_renewal(header.upload_id)
+        # renewed from now on, also while enter() waits for a delete under way (up to its bound, longer
+        # than one lease): a lease that ran out there would let the next deleter drop this writer
+        self._renewals[header.upload_id] = asyncio.create_task(self._renew(sha, token))
         try:
+            await self.fence.enter(sha, token, self.fence_lease_s)
             return await self._put_original(path, header, sha, info, key)
         except BaseException:
             await self.unfence(sha, header.upload_id)
             raise
 
     async def unfence(self, sha: str, upload_id: str) -> None:
-        """Leave the write fence :meth:`store` entered; a Redis error is only logged (the lease ends it)."""
+        """Leave the write fence :meth:`store` entered and stop renewing its lease; a Redis error is only
+        logged (the lease ends it)."""
+        self._stop_renewal(upload_id)
         try:
             await self.fence.leave(sha, upload_token(upload_id))
         except Exception as exc:
             logger.warning("upload %s: could not leave the write fence (its lease ends it): %s", upload_id, exc)
+
+    def _stop_renewal(self, upload_id: str) -> None:
+        if (task := self._renewals.pop(upload_id, None)) is not None:
+            task.cancel()
+
+    async def _renew(self, sha: str, token: str) -> None:
+        """Push writer ``token``'s lease on ``sha`` out every ``fence_renew_s`` until cancelled, or until it is
+        not registered any more (the manager left it for us once the rows were committed, or it gave up
+        waiting). A Redis error is logged and the next tick tries again."""
+        while True:
+            await asyncio.sleep(self.fence_renew_s)
+            try:
+                if not await self.fence.renew(sha, token, self.fence_lease_s):
+                    return
+            except Exception as exc:
+                logger.warning("%s: could not renew the write-fence lease of %s: %s", token, sha[:12], exc)
 
     async def _put_original(self, path: Path, header: Header, sha: str, info: imaging.ImageInfo,
                             key: str) -> Stored:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -27,13 +28,15 @@ from ulid import ULID
 from nodes.manager.dispatch import Dispatcher, DispatchPolicy, Worker
 from nodes.manager.objects import DEFERRED, PENDING, Objects
 from nodes.manager.registry import NodeRecord
-from pixelfox.config import DatabaseSettings
+from nodes.upload.service import Receiver
+from pixelfox.config import DatabaseSettings, LimitsSettings
 from pixelfox.db.engine import create_all_tables, make_engine, session_factory
 from pixelfox.db.models import Image, ObjectLocation, Upload, Variant
 from pixelfox.db.replicas import routing_sessions
 from pixelfox.queue import QueuedJob
 from pixelfox.storage.fence import DeleteInProgress, WriteFence, deleting_key, fence_sha, job_token, writing_key
 from pixelfox.storage.keys import original_key, private_key, variant_key
+from pixelfox.uploadstate import UploadStates
 from pixelfox.v1 import common_pb2, manager_pb2
 
 
@@ -414,6 +417,45 @@ async def test_a_hung_node_holds_the_pending_retry_and_its_flags_no_longer_than_
     assert sorted(objects.deleted) == sorted(("s2", k) for k in keys)
     for sha in shas:  # the flags are gone: an upload of these bytes does not wait
         assert not await objects.redis.exists(deleting_key(sha))
+
+
+async def test_an_upload_node_renews_a_short_lease_and_a_crash_frees_the_fence_within_it(
+        redis: aioredis.Redis, tmp_path: Path) -> None:
+    """The upload node's writer lease is short and renewed while it waits for the fence, stores and
+    completes; a node that dies between storing and CompleteUpload stops renewing, and the fence is free
+    once its lease ends (the lease was a ticket's life, 900 s, never renewed)."""
+    rx = Receiver("upload-test", tmp_path, LimitsSettings(), b"k" * 32, place=None,  # type: ignore[arg-type]
+                  secret="", max_concurrent=1, states=UploadStates(redis), complete=None)  # type: ignore[arg-type]
+    rx.fence_lease_s, rx.fence_renew_s = 0.6, 0.1
+    gate = asyncio.Event()
+
+    async def put_original(*args: Any) -> str:
+        await gate.wait()
+        return "stored"
+
+    rx._put_original = put_original  # type: ignore[assignment,method-assign]
+    info = SimpleNamespace(format="png")
+    sha = _sha()
+    await redis.set(deleting_key(sha), "d:other", px=60_000)  # a delete of these bytes is under way
+    storing = asyncio.create_task(rx.store(tmp_path / "x", SimpleNamespace(upload_id="a"), sha, info))  # type: ignore[arg-type]
+    await asyncio.sleep(1.2)  # waiting for it, two leases long: still registered
+    assert await rx.fence.writers(sha) == ["upload:a"]
+    await redis.delete(deleting_key(sha))
+    await asyncio.sleep(1.2)  # storing, two leases long: still registered
+    assert await rx.fence.writers(sha) == ["upload:a"] and not await rx.fence.begin_delete(sha)
+    gate.set()
+    assert await storing == "stored"
+    for task in getattr(rx, "_renewals", {}).values():  # the node dies before CompleteUpload: nothing renews
+        task.cancel()
+    await asyncio.sleep(0.8)
+    assert await rx.fence.writers(sha) == []
+    assert await rx.fence.begin_delete(sha)  # deletes of those bytes go on within a lease
+
+    other = _sha()  # a node that lives: unfence stops the renewal and leaves
+    assert await rx.store(tmp_path / "y", SimpleNamespace(upload_id="b"), other, info) == "stored"  # type: ignore[arg-type]
+    await rx.unfence(other, "b")
+    await asyncio.sleep(0.3)
+    assert await rx.fence.writers(other) == [] and "b" not in rx._renewals
 
 
 # ---- the dispatcher holds the fence for a job in flight ---------------------------------------------
