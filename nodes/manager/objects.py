@@ -45,6 +45,9 @@ PURGES = "pixelfox:{gc}:purge"
 DEFERRED = "pixelfox:{gc}:deferred"
 #: hashes whose deletes share one round of fence flags
 FENCE_BATCH = 50
+#: seconds a delete waits for another deleter of the same bytes to drop its flag before it tries again
+#: (past that, its keys wait in :data:`DEFERRED` for the next pass)
+DELETER_WAIT_S = 5.0
 PURGE_TIMEOUT_S = 5.0
 #: seconds one replica delete may take before its node is skipped (its keys stay pending)
 DELETE_TIMEOUT_S = 3.0
@@ -138,28 +141,41 @@ class Objects:
         :data:`DELETE_TIMEOUT_S` on a key, and whatever is left after the fence's
         :data:`~pixelfox.storage.fence.DELETE_BUDGET_S`, stays pending for :meth:`retry_pending`.
         Keys of up to :data:`FENCE_BATCH` hashes are done under one set of flags.
+        Hashes whose flag another deleter held (two deletes of the same bytes at once: an image's, and
+        the variants its job wrote) are tried once more as soon as that flag is dropped (waiting at
+        most :data:`DELETER_WAIT_S`), not left to the next pass.
         """
         groups = _by_sha(keys)
-        shas = list(groups)
         deleted = pending = 0
-        for start in range(0, len(shas), FENCE_BATCH):
-            d, p = await self._delete_fenced({sha: groups[sha] for sha in shas[start:start + FENCE_BATCH]})
-            deleted, pending = deleted + d, pending + p
+        for last in (False, True):
+            shas, busy = list(groups), dict[str, list[str]]()
+            for start in range(0, len(shas), FENCE_BATCH):
+                d, p, b = await self._delete_fenced({sha: groups[sha] for sha in shas[start:start + FENCE_BATCH]})
+                deleted, pending = deleted + d, pending + p
+                if not last:  # counted once they are tried again below
+                    pending -= sum(len(groups[sha]) for sha in b)
+                    busy.update((sha, groups[sha]) for sha in b)
+            if not busy:
+                break
+            await self.fence.wait_deleters(list(busy), DELETER_WAIT_S)
+            groups = busy
         return deleted, pending
 
-    async def _delete_fenced(self, groups: dict[str, list[str]]) -> tuple[int, int]:
-        """:meth:`delete_unreferenced` for the keys of a few hashes (``{sha: keys}``)."""
+    async def _delete_fenced(self, groups: dict[str, list[str]]) -> tuple[int, int, list[str]]:
+        """:meth:`delete_unreferenced` for the keys of a few hashes (``{sha: keys}``): ``(deleted,
+        pending, hashes another deleter held)``."""
         flags: dict[str, str] = {}
         try:
             for sha in groups:
                 if token := await self.fence.begin_delete(sha):
                     flags[sha] = token
             blocked = [k for sha, ks in groups.items() if sha not in flags for k in ks]
+            busy = [sha for sha in groups if sha not in flags and await self.fence.deleter_at_work(sha)]
             if blocked:  # a writer of these bytes is live: decided again once it has recorded its rows
                 await self.redis.sadd(DEFERRED, *blocked)
             granted = [k for sha in flags for k in groups[sha]]
             if not granted:
-                return 0, len(blocked)
+                return 0, len(blocked), busy
             nodes = {r.node_id: r for r in await self.registry.all(common_pb2.NODE_ROLE_STORAGE)}
             work: dict[str, list[str]] = {}
             # opened under the flags, on the primary (a lagging read replica may not have the rows a
@@ -179,7 +195,7 @@ class Objects:
             deadline = time.monotonic() + DELETE_BUDGET_S
             done = await asyncio.gather(*(self._delete_on(nodes.get(n), n, ks, deadline) for n, ks in work.items()))
             deleted = sum(done)
-            return deleted, sum(len(ks) for ks in work.values()) - deleted + len(blocked)
+            return deleted, sum(len(ks) for ks in work.values()) - deleted + len(blocked), busy
         finally:
             for sha, token in flags.items():
                 await self.fence.end_delete(sha, token)

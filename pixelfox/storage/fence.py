@@ -202,6 +202,22 @@ class WriteFence:
         if token:
             await self.redis.eval(_END_DELETE, 1, deleting_key(sha), token)  # type: ignore[misc]
 
+    async def wait_deleters(self, shas: list[str], timeout_s: float) -> list[str]:
+        """Wait up to ``timeout_s`` seconds (polling every ``poll_s``) until no deleter holds the flag of
+        any of ``shas``; returns the hashes whose flag is still held (``[]`` when all are free). A
+        deleter that found another at work on the same bytes (two deletes of one hash: an image and
+        the variants its job wrote) tries again after this, instead of leaving them to the next pass."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            held = [sha for sha in shas if await self.redis.exists(deleting_key(sha))]
+            if not held or time.monotonic() >= deadline:
+                return held
+            await asyncio.sleep(self.poll_s)
+
+    async def deleter_at_work(self, sha: str) -> bool:
+        """True while a deleter holds the flag of ``sha``."""
+        return bool(await self.redis.exists(deleting_key(sha)))
+
     async def writers(self, sha: str) -> list[str]:
         """Tokens of the writers of ``sha`` whose lease has not ended (for tests and diagnostics)."""
         raw = await self.redis.zrangebyscore(writing_key(sha), time.time(), "+inf")

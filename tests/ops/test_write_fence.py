@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import os
 import random
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,8 +26,9 @@ from prometheus_client import REGISTRY
 from sqlalchemy import delete, select
 from ulid import ULID
 
+from nodes.manager import objects as objects_module
 from nodes.manager.dispatch import Dispatcher, DispatchPolicy, Worker
-from nodes.manager.objects import DEFERRED, PENDING, Objects
+from nodes.manager.objects import DEFERRED, DELETER_WAIT_S, PENDING, Objects
 from nodes.manager.registry import NodeRecord
 from nodes.upload.service import Receiver
 from pixelfox.config import DatabaseSettings, LimitsSettings
@@ -265,6 +267,37 @@ async def test_an_expired_writer_does_not_keep_the_bytes(objects: RecordingObjec
     await asyncio.sleep(0.4)
     assert await objects.delete_unreferenced([key]) == (2, 0)
     assert sorted(objects.deleted) == [("s1", key), ("s2", key)]
+
+
+async def test_a_delete_that_meets_another_deleter_of_the_same_bytes_goes_once_that_one_is_done(
+        objects: RecordingObjects, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image deleted while its job ran: the job's variants and the image's deferred original are two
+    deletes of one hash at once. The second found the first's flag and left its keys to the next GC pass
+    (10 s later, or more); it now waits for the flag to drop and goes at once."""
+    sha = _sha()
+    key = variant_key(sha, 1, "thumb", "webp")
+    await _stored(objects, key)
+    other = await objects.fence.begin_delete(sha)  # the first deleter, at work on the same bytes
+    assert other
+
+    async def first_done() -> None:
+        await asyncio.sleep(0.5)
+        await objects.fence.end_delete(sha, other)
+
+    started = time.monotonic()
+    _, (deleted, pending) = await asyncio.gather(first_done(), objects.delete_unreferenced([key]))
+    assert (deleted, pending) == (2, 0)  # not (0, 1): deferred to the next pass
+    assert 0.4 < time.monotonic() - started < DELETER_WAIT_S
+    assert sorted(objects.deleted) == [("s1", key), ("s2", key)]
+    assert await objects.pending_count() == 0
+    # a flag that stays past the wait leaves the keys deferred, counted once
+    await _stored(objects, key)
+    held = await objects.fence.begin_delete(sha)
+    assert held
+    monkeypatch.setattr(objects_module, "DELETER_WAIT_S", 0.3)
+    assert await objects.delete_unreferenced([key]) == (0, 1)
+    assert await objects.pending_count() == 1
+    await objects.fence.end_delete(sha, held)
 
 
 async def test_a_pending_replica_is_not_deleted_while_a_writer_of_its_bytes_is_live(
