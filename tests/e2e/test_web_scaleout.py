@@ -106,10 +106,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     root = tmp_path_factory.mktemp("scaleout")
+    # the manager drains for 2 s: a test stops it, and with the processing node's Work stream open it
+    # waited out the whole default grace (10 s)
     local = LocalCluster(root, Counts(upload=1, proc=1, storage=2, web=2), extra_env={
         "PIXELFOX_PURGE_HOOK_URL": f"http://127.0.0.1:{hook.server_address[1]}/purge",
         "PIXELFOX_GC_INTERVAL_S": "1",
-    })
+    }, role_env={"manager": {"PIXELFOX_GRPC__GRACE_S": "2"}})
     ngx_dir = root / "nginx"
     ngx_dir.mkdir()
     port = free_port()
