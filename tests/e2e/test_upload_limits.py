@@ -537,15 +537,26 @@ def test_dead_tickets_free_their_open_upload_slots_when_they_expire(short_ticket
 
 
 async def test_a_stream_admitted_with_a_live_ticket_completes_after_it_ends(short_tickets: LocalCluster) -> None:
-    """A slow upload outlives its ticket mid-stream (1 s here, accepted 31 s with the leeway): the
-    stream the upload node admitted while the ticket lived completes (the manager refused it at the
-    end, "upload ticket expired", with the original already stored); a new stream is refused."""
+    """A slow upload outlives its ticket mid-stream: the stream the upload node admitted while the
+    ticket lived completes (the manager refused it at the end, "upload ticket expired", with the
+    original already stored); a new stream is refused.
+
+    The manager's ticket (1 s here) is accepted 30 s more (tickets.LEEWAY_S, a constant); the test
+    sends the same ticket signed with the cluster's key as if issued LEEWAY_S s ago, usable 6 s more
+    (as test_tickets does for an expired one), so the slow client sends for ~8 s, not ~32."""
     from pixelfox import tickets
 
     key = await new_user_key(short_tickets, "slowpoke")
     data = PAINTING.read_bytes()
-    t = await create(short_tickets.manager_address.split(",")[0], key, len(data))
-    end = tickets.verify(tickets.derive_key(short_tickets.secret), t.ticket).expires_at + tickets.LEEWAY_S
+    issued = await create(short_tickets.manager_address.split(",")[0], key, len(data))
+    ticket_key = tickets.derive_key(short_tickets.secret)
+    claims = tickets.verify(ticket_key, issued.ticket)
+    t = manager_pb2.CreateUploadResponse()
+    t.CopyFrom(issued)
+    t.ticket = tickets.sign(ticket_key, claims.upload_id, claims.user_id, claims.size, claims.content_type, 6,
+                            now=int(time.time()) - tickets.LEEWAY_S)
+    end = tickets.verify(ticket_key, t.ticket).expires_at + tickets.LEEWAY_S
+    assert end < claims.expires_at + tickets.LEEWAY_S
     ch, stub = upload_stub(t.upload_address)
     try:
         call = stub.Upload()
