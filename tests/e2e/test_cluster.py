@@ -15,6 +15,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,15 @@ def fetch(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
         return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
 
 
-def put_json(cluster: ClusterHandle, files: list[Path]) -> list[dict[str, Any]]:
+def put_json(cluster: ClusterHandle, files: list[Path], commands: int = 1) -> list[dict[str, Any]]:
+    """``pixelfox put --json --wait`` of ``files``; with ``commands`` > 1 the files are shared among that
+    many commands run at once (one command waits for each image before it sends the next, so it keeps
+    one job running; the session cluster has two processing nodes). Answers in the order of ``files``."""
+    if commands > 1:
+        parts = [files[i::commands] for i in range(commands)]
+        with ThreadPoolExecutor(commands) as pool:
+            answers = {r["file"]: r for part in pool.map(lambda p: put_json(cluster, p), parts) for r in part}
+        return [answers[str(f)] for f in files]
     res = cluster.pixelfox("put", "--json", "--wait", *map(str, files), timeout=600)
     lines = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
     assert len(lines) == len(files), res.stderr
@@ -112,7 +121,7 @@ PHOTOS = [r for r in manifest_rows() if r["file"].startswith("photos/")]
 @pytest.fixture(scope="module")
 def photo_results(cluster: ClusterHandle, corpus: Path) -> dict[str, dict[str, Any]]:
     files = [corpus / r["file"] for r in PHOTOS]
-    return {Path(r["file"]).name: r for r in put_json(cluster, files)}
+    return {Path(r["file"]).name: r for r in put_json(cluster, files, commands=2)}
 
 
 @pytest.mark.parametrize("row", PHOTOS, ids=lambda r: Path(r["file"]).name)
@@ -221,7 +230,7 @@ EDGE_ACCEPTS = [r for r in manifest_rows() if r["file"].startswith("edge/") and 
 
 
 def test_edge_accepts_become_ready(cluster: ClusterHandle, corpus: Path) -> None:
-    results = put_json(cluster, [corpus / r["file"] for r in EDGE_ACCEPTS])
+    results = put_json(cluster, [corpus / r["file"] for r in EDGE_ACCEPTS], commands=2)
     bad = [(r["file"], r["status"], r["error"]) for r in results if r["status"] != "ready"]
     assert not bad
     for res in results:
