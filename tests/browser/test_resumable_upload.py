@@ -11,11 +11,13 @@ name the upload nodes.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
 import random
 import re
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,7 @@ async def test_upload_resumes_after_reload(cluster: Any, chromium: Any, tmp_path
 
     ctx = await chromium.new_context(viewport={"width": 1000, "height": 720})  # CSP enforced
     ctx.set_default_timeout(60_000)
+    await ctx.clock.install()  # the page's timers run in real time, except where the test moves them ahead
     page = await ctx.new_page()
     csp_errors: list[str] = []
     page.on("console", lambda m: csp_errors.append(m.text) if "Content Security Policy" in m.text else None)
@@ -72,7 +75,13 @@ async def test_upload_resumes_after_reload(cluster: Any, chromium: Any, tmp_path
     await page.route("**/tus/**", drop_after_first)
     await page.set_input_files("#file", str(photo))
     state = page.locator("#uploads li.upload .state").first
-    await expect(state).to_contain_text("choose the file again to continue", timeout=90_000)
+    # tus-js-client retries a dropped PATCH after 0, 1, 3, 5 and 10 s before it gives up: the page's
+    # clock is moved ahead so that those 19 s pass at once (the requests themselves take real time)
+    deadline = time.monotonic() + 90
+    while "choose the file again to continue" not in await state.inner_text():
+        assert time.monotonic() < deadline, await state.inner_text()
+        await page.clock.fast_forward(1000)
+        await asyncio.sleep(0.1)
     assert patches and patches[0].get("upload-offset") == "0", patches[:1]
     assert len(patches) >= 2  # the second PATCH (and its retries) were cut
     stored = await page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('pixelfox-upload:'))")
