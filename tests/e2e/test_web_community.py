@@ -3,6 +3,7 @@ albums, the JSON API, abuse reports, API keys, password change, admin pages, del
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -63,11 +64,23 @@ async def new_user_with_image(http: aiohttp.ClientSession, base: str) -> tuple[B
     return b, hdr, await _until_ready(b, json.loads(body))
 
 
+@functools.cache
+def _half_photo() -> bytes:
+    """The test photo at half its width and height (1288 x 966), its EXIF kept (camera, exposure, orientation 6):
+    a quarter of the pixels for each of the dozen uploads these tests wait for."""
+    with Image.open(PHOTO) as im:
+        exif = im.info["exif"]
+        half = im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    half.save(buf, "JPEG", quality=90, exif=exif)
+    return buf.getvalue()
+
+
 def _unique_upload_form() -> aiohttp.FormData:
-    """The test photo with a unique JPEG comment (COM) segment after SOI: other tests in the session upload
-    the same photo, and content-addressed files shared with another image are (rightly) kept when one goes
-    private, so these tests need bytes of their own."""
-    raw = PHOTO.read_bytes()
+    """The test photo (:func:`_half_photo`) with a unique JPEG comment (COM) segment after SOI: other tests in
+    the session upload the same photo, and content-addressed files shared with another image are (rightly)
+    kept when one goes private, so these tests need bytes of their own."""
+    raw = _half_photo()
     note = f"pixelfox test {uuid.uuid4()}".encode()
     data = raw[:2] + b"\xff\xfe" + (len(note) + 2).to_bytes(2, "big") + note + raw[2:]
     form = aiohttp.FormData()
