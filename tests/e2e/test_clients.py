@@ -128,10 +128,17 @@ def test_an_anonymous_upload_gets_a_deletion_link_that_only_deletes_it(cluster: 
 def test_an_upload_answer_links_the_clean_original_never_the_stored_one(cluster: ClusterHandle,
                                                                       corpus: Path) -> None:
     """Scripts paste the upload answer's links: its ``original_url`` is the clean original (a lasting
-    URL, no GPS), as GET gives an API-key caller, not the stored upload (signed, with GPS)."""
+    URL, no GPS), as GET gives an API-key caller, not the stored upload (signed, with GPS). The upload
+    is the corpus' 8 MP iPhone photo at half its width and height, its EXIF (GPS too) kept: the answer
+    waits for its processing."""
     from PIL import Image
 
-    data = (corpus / "photos" / "iphone5_orient3_gps.jpg").read_bytes()
+    with Image.open(corpus / "photos" / "iphone5_orient3_gps.jpg") as full:
+        exif = full.info["exif"]
+        half = full.resize((full.width // 2, full.height // 2), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    half.save(buf, "JPEG", quality=90, exif=exif)
+    data = buf.getvalue()
     with Image.open(io.BytesIO(data)) as im:
         assert im.getexif().get_ifd(0x8825)  # the upload carries a GPS IFD
     hdr = {"Authorization": f"Bearer {cluster.admin_api_key}"}
@@ -144,7 +151,7 @@ def test_an_upload_answer_links_the_clean_original_never_the_stored_one(cluster:
     got = requests.get(up["original_url"], timeout=30)
     assert got.status_code == 200 and got.headers["Content-Type"] == "image/jpeg"
     with Image.open(io.BytesIO(got.content)) as im:
-        assert im.size == (3264, 2448) and not im.getexif().get_ifd(0x8825)  # pixels kept, GPS gone
+        assert im.size == (1632, 1224) and not im.getexif().get_ifd(0x8825)  # pixels kept, GPS gone
     again = requests.get(f"{cluster.web_url}/api/v1/images/{up['id']}", headers=hdr, timeout=30).json()
     assert again["original_url"] == up["original_url"]
 
