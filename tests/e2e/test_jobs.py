@@ -9,12 +9,14 @@ only to know *when* a job is on a node.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import signal
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -302,3 +304,31 @@ def test_a_file_that_fails_to_decode_is_dead_at_once_with_its_attempt(jc: tuple[
         assert img["status"] == "failed", img
     listing = json.loads(cli(local.root, "jobs", "--json", "--state", "dead").stdout)
     assert len([j for j in listing["jobs"] if j["slug"] == put["id"]]) == 1, listing
+
+
+def test_put_wait_of_several_files_uploads_the_next_while_one_processes(
+        jc: tuple[LocalCluster, str], tmp_path: Path) -> None:
+    """``pixelfox put --wait a b c``: each job takes 3 s here, and the next file is uploaded while
+    one processes (its image is created well under 3 s after the one before); the JSON lines come
+    in the order of the files, every image ready. It waited for each image before uploading the
+    next, so one job ran at a time (``pixelfox up --import`` of 12 photos kept every worker but
+    one idle)."""
+    local, _ = jc
+    _every_node_healthy(local)
+    procs = [c.name for c in local.children if c.name.startswith("proc")]
+    for name in procs:
+        local.restart(name, sig=signal.SIGTERM, env={"PIXELFOX_FAILPOINT": "before-process=sleep(3000)"})
+    try:
+        _every_node_healthy(local)
+        files = [make_photo(tmp_path / f"batch{i}.jpg", 320, 240, seed=40 + i) for i in range(3)]
+        res = cli(local.root, "put", "--json", "--wait", *map(str, files), timeout=240)
+        assert res.returncode == 0, res.stderr
+        lines = [json.loads(line) for line in res.stdout.splitlines()]
+        assert [line["file"] for line in lines] == [str(f) for f in files]
+        assert [line["status"] for line in lines] == ["ready"] * 3
+        created = [datetime.fromisoformat(line["created_at"].replace("Z", "+00:00")) for line in lines]
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(created)]
+        assert all(gap < 2.5 for gap in gaps), gaps  # one by one, each gap was over the 3 s of a job
+    finally:
+        for name in procs:
+            local.restart(name, sig=signal.SIGTERM, env={"PIXELFOX_FAILPOINT": ""})
