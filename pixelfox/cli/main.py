@@ -121,7 +121,7 @@ async def _up(opts: argparse.Namespace, console: Console) -> int:
         cluster.write_state(admin_key)
         print(f"web: {cluster.web_urls[0]}", flush=True)
         if cluster.admin_password_file.exists():
-            print(f"admin login: user admin, password in {cluster.admin_password_file} (change it under Account)",
+            print(f"admin login: user admin, password in {cluster.admin_password_file} (change it under Settings)",
                   flush=True)
         print(f"manager: {cluster.manager_address}", flush=True)
         print("ready", flush=True)

@@ -228,6 +228,11 @@ def test_a_repeated_credential_header_on_the_web_api_is_refused(cluster: Cluster
         status, said = raw_request(api, "POST", [json_type, (name, value), (name, "junk")], body)
         assert (status, said["error"]) == (400, {"code": "bad-request",
                                                  "message": f"{name} was sent more than once: send it once"})
+    # two different keys, one in each header: which one would count? (X-API-Key was ignored)
+    status, said = raw_request(api, "POST", [json_type, ("Authorization", f"Bearer {key}"), ("X-API-Key", "other")],
+                               body)
+    assert (status, said["error"]["code"]) == (400, "bad-request"), said
+    assert said["error"]["message"].startswith("two different API keys"), said
     # the Chevereto endpoint reads X-API-Key itself (its error shape: status_code and error.message)
     status, said = raw_request(f"{cluster.web_url}/api/1/upload", "POST",
                                [("Content-Type", "application/x-www-form-urlencoded"), ("X-API-Key", key),

@@ -74,6 +74,9 @@ def api_key_of(request: web.Request) -> str:
     if scheme.lower() == "bearer":
         if not credentials:
             raise errors.Unauthenticated("Authorization: Bearer without an API key")
+        other = request.headers.get("X-API-Key", "").strip()
+        if other and other != credentials:  # which one would count? (X-API-Key was ignored silently)
+            raise errors.BadRequest("two different API keys: Authorization: Bearer and X-API-Key differ; send one key")
         return credentials
     if scheme and scheme.lower() not in PROXY_SCHEMES:
         # a scheme name is a short token; anything else may be the key itself, never echoed

@@ -47,6 +47,7 @@ from web.expect import send_continue
 from web.keys import MANAGER, SETTINGS
 from web.ratelimit import check_ip, not_counted_if_over_user_limits
 from web.views.api import (
+    MULTIPART_SLACK,
     TEXT_FIELD_LIMIT,
     _save_part,
     check_user_limits,
@@ -374,11 +375,23 @@ def early_key(request: web.Request) -> str:
     return header or query
 
 
+def too_large(request: web.Request, limit: int) -> None:
+    """PayloadTooLarge (413) before the body is read when ``Content-Length`` is more than any body a
+    file of ``limit`` bytes makes: as base64 in a url-encoded body (4/3 of the file, a little more
+    for percent-encoded ``+``, ``/`` and ``=``) or in a form, with :data:`MULTIPART_SLACK` around
+    it; bound: 3/2 of the limit plus that slack. It was found only after the whole body was read
+    (and a user near their quota was told the quota, not the size, was the problem)."""
+    if request.content_length is not None and request.content_length > limit * 3 // 2 + MULTIPART_SLACK:
+        raise errors.PayloadTooLarge(f"request body of {request.content_length} bytes is more than a file of "
+                                     f"the upload limit ({limit} bytes) can make, even as base64")
+
+
 async def _upload(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     manager = request.app[MANAGER]
     counted = await check_ip(request, anonymous=False)  # without an API key it is refused (401)
     early = early_key(request)
+    too_large(request, settings.max_upload_bytes)
     if early:  # known before the body is read: a bad key, or its user over a limit, costs no upload
         async with not_counted_if_over_user_limits(request, counted):  # the user's 429, not the address'
             await check_user_limits(request, manager.as_api_key(early), encoded=True)
