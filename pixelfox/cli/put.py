@@ -14,7 +14,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 
 from pixelfox import errors
 from pixelfox.cli.context import ClusterRef
-from pixelfox.client.images import image_to_json, rejected_json, status_name
+from pixelfox.client.images import owner_image_json, rejected_json, status_name
 from pixelfox.client.uploader import upload_file
 from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc, upload_pb2
@@ -101,7 +101,7 @@ async def put_files(
                 img = await wait_image(stub, md, receipt.image.slug, timeout_s) if wait else receipt.image
             except errors.PixelfoxError as exc:
                 return rejected_json(str(path), exc.code, exc.message)
-            return {"file": str(path), **image_to_json(img), "deduplicated": receipt.deduplicated}
+            return {"file": str(path), **owner_image_json(img), "deduplicated": receipt.deduplicated}
 
         waiting: list[asyncio.Future[dict[str, Any]]] = []  # in the order of files
         try:

@@ -55,7 +55,12 @@ def image_to_json(image: common_pb2.Image) -> dict[str, Any]:
     """Shape: ``{id, url, status, error, width, height, format, bytes, sha256, original_url,
     thumbnail_url, exif: {field: text}, location: {latitude, longitude} | None (owner/admin only),
     variants: [{name, format, width, height, bytes, url}]}``; ``error`` is
-    ``{code, message}`` when the image failed, else ``None``. Sizes in px, bytes in bytes."""
+    ``{code, message}`` when the image failed, else ``None``. Sizes in px, bytes in bytes.
+
+    ``original_url`` is :func:`served_original_url` for anyone but the owner: the clean original
+    (metadata removed; ``""`` while processing), or the stored upload when the owner opted in
+    (``keep_metadata``). Such answers get pasted, so they never carry GPS; the owner's own tools
+    add the stored upload under its own name with :func:`owner_image_json`."""
     status = status_name(image)
     return {
         "id": image.slug,
@@ -72,7 +77,7 @@ def image_to_json(image: common_pb2.Image) -> dict[str, Any]:
         "frames": image.frames,
         "bytes": image.bytes,
         "sha256": image.sha256,
-        "original_url": image.original_url,
+        "original_url": served_original_url(image, with_metadata=image.keep_metadata),
         "thumbnail_url": image.thumbnail_url,
         "created_at": image.created_at,
         "exif": dict(sorted(image.exif.items())),
@@ -92,6 +97,13 @@ def image_to_json(image: common_pb2.Image) -> dict[str, Any]:
             for v in image.variants
         ],
     }
+
+
+def owner_image_json(image: common_pb2.Image) -> dict[str, Any]:
+    """:func:`image_to_json` plus ``stored_original_url``: the upload as it was stored (EXIF and GPS
+    kept; a signed URL that expires, see :mod:`pixelfox.signing`), for the owner's own CLI
+    (``pixelfox put --json``). ``original_url`` stays the one to share."""
+    return {**image_to_json(image), "stored_original_url": image.original_url}
 
 
 def rejected_json(file: str, code: str, message: str) -> dict[str, Any]:

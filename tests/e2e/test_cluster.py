@@ -166,15 +166,31 @@ def test_case_b01_orientation_6_thumbnail_is_150x200(photo_results: dict[str, di
 
 def test_original_served_with_detected_type(photo_results: dict[str, dict[str, Any]]) -> None:
     res = photo_results["painting_rgb.png"]
-    status, headers, body = fetch(res["original_url"])
+    status, headers, body = fetch(res["stored_original_url"])
     assert status == 200 and headers["content-type"] == "image/png" and body[:8] == b"\x89PNG\r\n\x1a\n"
     assert headers["x-content-type-options"] == "nosniff"
     # the original (which keeps the uploader's metadata) is never served without a signature, though a public
     # variant's key names its SHA-256
-    unsigned = res["original_url"].split("?", 1)[0]
+    unsigned = res["stored_original_url"].split("?", 1)[0]
     with pytest.raises(urllib.error.HTTPError) as refused:
         fetch(unsigned)
     assert refused.value.code == 403
+
+
+def test_put_json_original_url_carries_no_gps(photo_results: dict[str, dict[str, Any]]) -> None:
+    """``put --json`` lines get pasted: ``original_url`` is the clean original (no EXIF, no GPS,
+    a lasting URL); the stored upload, GPS and all, is only ``stored_original_url`` (signed)."""
+    res = photo_results["iphone5_orient3_gps.jpg"]
+    clean = next(v for v in res["variants"] if v["name"] == "original")
+    assert res["original_url"] == clean["url"] and "sig=" not in res["original_url"]
+    status, _, body = fetch(res["original_url"])
+    with Image.open(io.BytesIO(body)) as got:
+        assert status == 200 and not got.getexif().get_ifd(0x8825) and len(body) == clean["bytes"]
+    status, _, stored = fetch(res["stored_original_url"])
+    with Image.open(io.BytesIO(stored)) as got:
+        gps = got.getexif().get_ifd(0x8825)
+    assert status == 200 and "sig=" in res["stored_original_url"] and len(stored) == 2366947
+    assert gps and 2 in gps and 4 in gps  # GPSLatitude, GPSLongitude kept for the owner
 
 
 REJECTS = [r for r in manifest_rows() if r["expected_outcome"] == "reject-with-error"]

@@ -59,7 +59,7 @@ def put(local: LocalCluster, path: Path) -> dict[str, Any]:
 
 
 def urls(img: dict[str, Any]) -> list[str]:
-    return [img["original_url"], *(v["url"] for v in img["variants"])]
+    return [img["stored_original_url"], *(v["url"] for v in img["variants"])]
 
 
 def fetch(url: str) -> bytes:
@@ -173,4 +173,4 @@ def test_lost_node_replaced_by_a_new_one_gets_every_copy(tmp_path: Path) -> None
 
 async def get_image_json(local: LocalCluster, slug: str) -> dict[str, Any]:
     img = await get_image(local, slug)
-    return {"original_url": img.original_url, "variants": [{"url": v.url} for v in img.variants]}
+    return {"stored_original_url": img.original_url, "variants": [{"url": v.url} for v in img.variants]}

@@ -75,7 +75,7 @@ def objects(local: LocalCluster, node: str) -> dict[str, str]:
 
 
 def urls(img: dict[str, Any]) -> list[str]:
-    return [img["original_url"], *(v["url"] for v in img["variants"])]
+    return [img["stored_original_url"], *(v["url"] for v in img["variants"])]
 
 
 def test_uploads_land_hot_then_move_to_warm_verified(tiered: LocalCluster) -> None:

@@ -25,7 +25,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp_session import get_session
 
 from pixelfox import errors
-from pixelfox.client.images import image_to_json, served_original_url
+from pixelfox.client.images import image_to_json
 from pixelfox.grpcx.client import error_from_rpc
 from pixelfox.schemes import refuse_repeated, split_scheme
 from pixelfox.text import printable, safe_filename
@@ -112,7 +112,6 @@ def image_json(request: web.Request, image: common_pb2.Image) -> dict[str, Any]:
     the stored upload with its GPS (:func:`web.views.api_v1.public_image_json` does, for the
     owner's own session)."""
     body = image_to_json(image)
-    body["original_url"] = served_original_url(image, with_metadata=image.keep_metadata)
     body["url"] = page_url(request, image)
     body["deletion_url"] = ""
     return body
