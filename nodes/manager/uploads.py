@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ulid import ULID
 
 from nodes.manager import expiry
-from nodes.manager.images import ImageViews, new_slug
+from nodes.manager.images import ImageViews, iso, new_slug
 from nodes.manager.registry import NodeRecord, Registry
 from nodes.manager.upload_limits import UploadLimits
 from pixelfox import errors, failpoints, tickets, uploadstate
@@ -168,7 +168,7 @@ class Uploads:
             upload_address=node.grpc_address,
             upload_url=f"{node.http_url.rstrip('/')}/tus/{upload_id}" if node.http_url else "",
             ticket=token,
-            expires_at=expires.isoformat().replace("+00:00", "Z"),
+            expires_at=_usable_until_iso(expires_at),
             chunk_size=self.limits.chunk_size,
             max_size=size,
         )
@@ -353,13 +353,12 @@ class Uploads:
                 raise errors.InvalidTicket("unknown upload")
             upload.upload_node_id = node.node_id
             await s.commit()
-        expires = datetime.fromtimestamp(ticket.expires_at, UTC)
         return manager_pb2.CreateUploadResponse(
             upload_id=upload_id,
             upload_address=node.grpc_address,
             upload_url=f"{node.http_url.rstrip('/')}/tus/{upload_id}" if node.http_url else "",
             ticket=ticket_token,
-            expires_at=expires.isoformat().replace("+00:00", "Z"),
+            expires_at=_usable_until_iso(ticket.expires_at),
             chunk_size=self.limits.chunk_size,
             max_size=ticket.size,
         )
@@ -475,7 +474,7 @@ class Uploads:
             # says: nodes/upload/tus.py) or its state's (upload_ttl_s after the last chunk)
             ticket_end = tickets.usable_until(int(ticket_exp.timestamp()))
             if expires := min(await self.states.ttl(upload.id) or math.inf, ticket_end):
-                reply.expires_at = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
+                reply.expires_at = iso(datetime.fromtimestamp(expires, UTC))
         return reply
 
     async def list_open(self, user: User) -> list[manager_pb2.UploadProgress]:
@@ -508,3 +507,9 @@ def _may_see(upload: Upload, user: User | None, is_admin: bool) -> bool:
     credential; an anonymous upload by its id alone (the id is the secret, as for its ticket)."""
     return upload.user_id is None or (user is None and is_admin) or (
         user is not None and (user.id == upload.user_id or user.role == "admin"))
+
+
+def _usable_until_iso(expires_at: int) -> str:
+    """The ISO 8601 UTC time an upload's ticket (``exp`` ``expires_at``, unix seconds) can last resume
+    it: :func:`pixelfox.tickets.usable_until`, as ``GetUpload`` and tus ``Upload-Expires`` say too."""
+    return iso(datetime.fromtimestamp(tickets.usable_until(expires_at), UTC))

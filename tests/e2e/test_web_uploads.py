@@ -8,6 +8,8 @@ import os
 import re
 import time
 import uuid
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import grpc
@@ -47,7 +49,11 @@ def test_browser_style_upload_through_the_web_api(cluster: ClusterHandle, tmp_pa
                           timeout=30).status_code == 204
     p = requests.get(f"{api}/{up['id']}", headers=key, timeout=10).json()
     assert (p["status"], p["offset"], p["size"], p["image"]) == ("open", half, len(data), None)
-    assert 0.49 < p["progress"] < 0.51 and p["expires_at"]
+    # one deadline, whoever says it: the answer to POST, GET, and tus Upload-Expires (the ticket's end)
+    assert 0.49 < p["progress"] < 0.51 and p["expires_at"] == up["expires_at"]
+    head = requests.head(up["upload_url"], headers=tus, timeout=10)
+    assert head.status_code == 200 and parsedate_to_datetime(head.headers["Upload-Expires"]) == \
+        datetime.fromisoformat(up["expires_at"].replace("Z", "+00:00"))
 
     r = requests.patch(up["upload_url"], data=data[half:], headers={**tus, "Upload-Offset": str(half)}, timeout=60)
     assert r.status_code == 204 and r.headers["Upload-Offset"] == str(len(data))
