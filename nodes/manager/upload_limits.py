@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from pixelfox import errors, tickets
 from pixelfox.config import LimitsSettings
 from pixelfox.db.models import Image, Upload
+from pixelfox.text import human_bytes
 from pixelfox.uploadstate import open_uploads_key
 
 # KEYS: the user's open-upload set, this minute's rate counter. ARGV: now, open-upload limit, rate
@@ -151,13 +152,16 @@ class UploadLimits:
             return
         held = (f" ({declared} of them declared by {n_open} open upload{'s' if n_open != 1 else ''}: an upload "
                 "counts from its creation until it completes, is cancelled or its ticket ends)") if n_open else ""
+        cancel = " or cancel open uploads (pixelfox uploads cancel ID)" if n_open else ""
+        room = (f"; to make room, delete images{cancel}, or ask an admin for a larger quota "
+                f"({human_bytes(used)} of {human_bytes(lim.user_quota_bytes)} used)")
         if body_bytes:  # before the body is read: the file's own size is not known yet
             raise errors.QuotaExceeded(
                 f"quota: {used} of {lim.user_quota_bytes} bytes used{held}; this upload's body of {body_bytes} "
                 f"bytes would pass it (answered before the body is read: its file is taken to be {size} bytes "
-                "of it, the rest its form)")
+                f"of it, the rest its form){room}")
         raise errors.QuotaExceeded(
-            f"quota: {used} of {lim.user_quota_bytes} bytes used{held}; this file needs {size} more")
+            f"quota: {used} of {lim.user_quota_bytes} bytes used{held}; this file needs {size} more{room}")
 
     @staticmethod
     async def open_bytes(s: AsyncSession, user_id: str) -> tuple[int, int]:

@@ -22,6 +22,7 @@ from PIL import Image
 
 from pixelfox import errors
 from pixelfox.cli.launcher import LocalCluster
+from pixelfox.text import human_bytes
 from tests.conftest import wait_http
 from tests.e2e.test_upload_preflight import send_slowly
 from tests.e2e.uploadkit import create, new_user_key, own_cluster, raw_request
@@ -163,7 +164,8 @@ def test_a_quota_refusal_before_the_body_names_the_body_not_the_file(local: Loca
     said = a.json["error"]["message"]
     assert said == (f"quota: 0 of {QUOTA} bytes used; this upload's body of {body} bytes would pass it (answered "
                     f"before the body is read: its file is taken to be {body - 65536} bytes of it, the rest its "
-                    "form)"), said
+                    f"form); to make room, delete images, or ask an admin for a larger quota (0 B of "
+                    f"{human_bytes(QUOTA)} used)"), said
     chevereto = send_slowly(f"{web}/api/1/upload?key={key}", {}, field="source", size=2 * body)
     assert chevereto.status == 429, (chevereto.status, chevereto.json)
     assert f"this upload's body of {2 * body} bytes would pass it" in chevereto.json["error"]["message"]
@@ -171,7 +173,9 @@ def test_a_quota_refusal_before_the_body_names_the_body_not_the_file(local: Loca
     declared = requests.post(f"{web}/api/v1/uploads", json={"filename": "a.png", "size": QUOTA + 1},
                              headers={"X-API-Key": key}, timeout=10)
     assert declared.status_code == 429
-    assert declared.json()["error"]["message"] == f"quota: 0 of {QUOTA} bytes used; this file needs {QUOTA + 1} more"
+    assert declared.json()["error"]["message"] == (f"quota: 0 of {QUOTA} bytes used; this file needs {QUOTA + 1} more; "
+                                                   "to make room, delete images, or ask an admin for a larger quota "
+                                                   f"(0 B of {human_bytes(QUOTA)} used)")
 
 
 def test_a_users_own_refusals_do_not_use_up_the_address_budget(local: LocalCluster, r: redis.Redis) -> None:

@@ -22,6 +22,7 @@ from pixelfox import errors, tickets
 from pixelfox.config import DatabaseSettings, LimitsSettings
 from pixelfox.db.engine import create_all_tables, make_engine, session_factory
 from pixelfox.db.models import Image, Upload, User
+from pixelfox.text import human_bytes
 
 QUOTA = 200_000
 SIZE = 145_532
@@ -77,7 +78,9 @@ async def test_open_uploads_count_against_the_quota(gate: UploadLimits, db: asyn
             await refused
         assert str(over.value) == (
             f"quota: {SIZE} of {QUOTA} bytes used ({SIZE} of them declared by 1 open upload: an upload counts "
-            f"from its creation until it completes, is cancelled or its ticket ends); this file needs {SIZE} more")
+            f"from its creation until it completes, is cancelled or its ticket ends); this file needs {SIZE} more; "
+            f"to make room, delete images or cancel open uploads (pixelfox uploads cancel ID), or ask an admin for "
+            f"a larger quota ({human_bytes(SIZE)} of {human_bytes(QUOTA)} used)")
     await gate.check(uid, QUOTA - SIZE)  # what is left still fits
     await _create(gate, db, uid, QUOTA - SIZE)
     with pytest.raises(errors.QuotaExceeded, match=r"declared by 2 open uploads"):
