@@ -18,16 +18,16 @@ from rich.table import Table
 from pixelfox import errors
 from pixelfox.cli import context
 from pixelfox.cli.tables import table_console
+from pixelfox.client.images import upload_progress_json
 from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.text import human_bytes
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc
 
 
 def upload_row(p: manager_pb2.UploadProgress) -> dict[str, Any]:
-    """One open upload as a JSON-ready dict (``pixelfox uploads --json``): ``id``, ``filename``,
-    ``offset`` and ``size`` (bytes), ``expires_at`` (ISO 8601 UTC, "" if unknown)."""
-    return {"id": p.upload_id, "filename": p.filename, "offset": p.offset, "size": p.size,
-            "expires_at": p.expires_at}
+    """One open upload as a JSON-ready dict (``pixelfox uploads --json``): the same fields as
+    ``GET /api/v1/uploads/<id>`` (:func:`pixelfox.client.images.upload_progress_json`)."""
+    return upload_progress_json(p)
 
 
 async def _list(ref: context.ClusterRef) -> list[manager_pb2.UploadProgress]:
@@ -58,7 +58,7 @@ def cmd_uploads(opts: argparse.Namespace) -> int:
     table = Table("id", "filename", "received", "expires")
     for r in rows:
         table.add_row(r["id"], r["filename"], f"{human_bytes(r['offset'])} of {human_bytes(r['size'])}",
-                      r["expires_at"])
+                      r["expires_at"] or "")
     table_console().print(table if rows else "no open uploads")
     return 0
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pixelfox.imaging import CLEAN_ORIGINAL
-from pixelfox.v1 import common_pb2
+from pixelfox.v1 import common_pb2, manager_pb2
 
 STATUS_NAMES = {
     common_pb2.IMAGE_STATUS_PROCESSING: "processing",
@@ -104,6 +105,23 @@ def owner_image_json(image: common_pb2.Image) -> dict[str, Any]:
     kept; a signed URL that expires, see :mod:`pixelfox.signing`), for the owner's own CLI
     (``pixelfox put --json``). ``original_url`` stays the one to share."""
     return {**image_to_json(image), "stored_original_url": image.original_url}
+
+
+def upload_progress_json(p: manager_pb2.UploadProgress) -> dict[str, Any]:
+    """One upload as ``GET /api/v1/uploads/<id>`` and ``pixelfox uploads --json`` give it: ``id``,
+    ``status`` (open, complete, failed, expired, abandoned), ``offset`` and ``size`` (bytes),
+    ``progress`` (0 to 1, rounded down to 4 places), ``expires_at`` (ISO 8601 UTC or None),
+    ``filename``, ``image`` (:func:`image_to_json` once complete, else None), ``deduplicated``,
+    ``error`` (``{"code", "message"}`` of a failed upload, else None)."""
+    return {
+        "id": p.upload_id, "status": p.status, "offset": p.offset, "size": p.size,
+        # rounded down: 0.99995 is not done
+        "progress": math.floor(p.offset * 10_000 / p.size) / 10_000 if p.size else 0.0,
+        "expires_at": p.expires_at or None,
+        "filename": p.filename, "image": image_to_json(p.image) if p.HasField("image") else None,
+        "deduplicated": p.deduplicated,
+        "error": {"code": p.error_code, "message": p.error_message} if p.error_code else None,
+    }
 
 
 def rejected_json(file: str, code: str, message: str) -> dict[str, Any]:

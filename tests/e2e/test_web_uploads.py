@@ -214,8 +214,10 @@ def test_pixelfox_uploads_lists_and_cancels_the_callers_open_uploads(cluster: Cl
     listed = cluster.pixelfox("uploads", "--json")
     assert listed.returncode == 0, listed.stderr
     rows = {u["id"]: u for u in json.loads(listed.stdout)["uploads"]}
-    assert {k: rows[upload_id][k] for k in ("filename", "offset", "size")} == {
-        "filename": "cli.png", "offset": 0, "size": 4321}
+    assert {k: rows[upload_id][k] for k in ("filename", "offset", "size", "status", "progress")} == {
+        "filename": "cli.png", "offset": 0, "size": 4321, "status": "open", "progress": 0.0}
+    web = requests.get(f"{api}/{upload_id}", headers={"Authorization": f"Bearer {cluster.admin_api_key}"}, timeout=10)
+    assert rows[upload_id] == web.json()  # one shape for the CLI and the web
     gone = cluster.pixelfox("uploads", "cancel", upload_id.lower())
     assert (gone.returncode, gone.stdout.strip()) == (0, f"cancelled upload {upload_id}"), gone.stderr
     assert upload_id not in cluster.pixelfox("uploads", "--json").stdout

@@ -19,13 +19,13 @@ ones to resume or cancel). Anonymous callers get 401.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from pixelfox import errors, ids
+from pixelfox.client.images import upload_progress_json
 from pixelfox.v1 import manager_pb2
 from web.calls import call
 from web.jsonbody import read_model
@@ -112,16 +112,7 @@ async def list_uploads(request: web.Request) -> web.Response:
 
 
 def progress_json(request: web.Request, p: manager_pb2.UploadProgress) -> dict[str, Any]:
-    """One upload as ``GET /api/v1/uploads/<id>`` answers it: ``id``, ``status``, ``offset`` and ``size``
-    (bytes), ``progress`` (0 to 1, rounded down to 4 places), ``expires_at`` (ISO 8601 UTC or null),
-    ``filename``, ``image`` (image JSON once complete, else null), ``deduplicated``, ``error``
-    (``{"code", "message"}`` of a failed upload, else null)."""
-    return {
-        "id": p.upload_id, "status": p.status, "offset": p.offset, "size": p.size,
-        # rounded down: 0.99995 is not done
-        "progress": math.floor(p.offset * 10_000 / p.size) / 10_000 if p.size else 0.0,
-        "expires_at": p.expires_at or None,
-        "filename": p.filename, "image": image_json(request, p.image) if p.HasField("image") else None,
-        "deduplicated": p.deduplicated,
-        "error": {"code": p.error_code, "message": p.error_message} if p.error_code else None,
-    }
+    """:func:`pixelfox.client.images.upload_progress_json` with the web's image JSON (share-page ``url``)."""
+    body = upload_progress_json(p)
+    body["image"] = image_json(request, p.image) if p.HasField("image") else None
+    return body
