@@ -17,6 +17,10 @@
   uploads that are still open and usable (status ``open``, ticket still accepted), plus the
   declared size must stay within ``user_quota_bytes`` → else ``QuotaExceeded`` (open uploads
   count, or several created at once would each pass and together store more than the quota).
+  Counting them is not enough when they are created at the same moment: each reads the use before
+  the others' rows exist. :meth:`UploadLimits.quota_guard` (a Redis lock per user,
+  ``pixelfox:{limits}:quota-lock:<user>``, on every manager) is held from the quota check until the
+  new upload's row is committed, so the next one reads it.
 
 :meth:`UploadLimits.check` asks the same questions without counting (``CheckUpload``: the web node
 refuses a one-shot upload before reading its body); :meth:`UploadLimits.admit` alone counts.
@@ -28,8 +32,11 @@ Per-IP limits live at the HTTP edge (:mod:`web.ratelimit`) because only it sees 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
@@ -41,6 +48,12 @@ from pixelfox.config import LimitsSettings
 from pixelfox.db.models import Image, Upload
 from pixelfox.text import human_bytes
 from pixelfox.uploadstate import open_uploads_key
+
+logger = logging.getLogger(__name__)
+
+#: seconds a quota lock lives if its manager dies holding it, and the longest a CreateUpload waits for
+#: it (the holder only reads the use and writes one row: milliseconds)
+QUOTA_LOCK_S = 10.0
 
 # KEYS: the user's open-upload set, this minute's rate counter. ARGV: now, open-upload limit, rate
 # limit (0 = none), upload id, its score (when it stops counting), the set's expiry (s). Dead entries
@@ -79,6 +92,29 @@ class UploadLimits:
         self.sessions = sessions
         self.limits = limits
 
+    @contextlib.asynccontextmanager
+    async def quota_guard(self, user_id: str) -> AsyncIterator[None]:
+        """Hold ``user_id``'s quota lock (a redis-py :class:`~redis.asyncio.lock.Lock`, shared by every
+        manager) around :meth:`admit` and the commit of the new upload's row, so uploads created at
+        the same moment are checked one after the other: each one's quota check sees the rows of those
+        before it. Nothing is held for anonymous callers and admins (``""``) or without a quota.
+        Raises Unavailable when the lock is not free within :data:`QUOTA_LOCK_S` seconds."""
+        if not user_id or not self.limits.user_quota_bytes:
+            yield
+            return
+        lock = self.redis.lock(f"pixelfox:{{limits}}:quota-lock:{user_id}", timeout=QUOTA_LOCK_S,
+                               blocking_timeout=QUOTA_LOCK_S, raise_on_release_error=False)
+        if not await lock.acquire():
+            raise errors.Unavailable(f"other uploads of this user are being admitted; waited {QUOTA_LOCK_S:.0f} s, "
+                                     "try again")
+        try:
+            yield
+        finally:
+            try:
+                await lock.release()
+            except aioredis.RedisError as exc:  # it expires by itself after QUOTA_LOCK_S
+                logger.warning("quota lock of %s not released (%s)", user_id, exc)
+
     async def admit(self, user_id: str, upload_id: str, size: int, usable_until: float) -> None:
         """Check every limit for a new upload of ``size`` bytes whose ticket is accepted until
         ``usable_until`` (unix time) and count it; raises on a breach, and then counts nothing.
@@ -87,7 +123,8 @@ class UploadLimits:
         a rate token together or neither: a refused upload (quota, open uploads, rate) uses up no
         per-minute token (it used to: the rate was counted before the other checks, so a script
         retrying a 429 quota-exceeded locked its user out of uploads that fit), and parallel admits
-        cannot all pass the open-upload check before one of them is recorded."""
+        cannot all pass the open-upload check before one of them is recorded. Run it, and commit the
+        upload's row, inside :meth:`quota_guard`, or uploads made at once can pass the quota together."""
         if not user_id:
             return
         lim = self.limits

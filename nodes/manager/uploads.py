@@ -153,13 +153,15 @@ class Uploads:
         upload_id = str(ULID())
         issued = int(time.time())
         expires_at = issued + self.limits.ticket_ttl_s  # the ticket's exp
-        await self.gate.admit(limited(user), upload_id, size, tickets.usable_until(expires_at))
         expires = datetime.fromtimestamp(expires_at, UTC)
-        async with self.sessions() as s:
-            s.add(Upload(id=upload_id, user_id=user.id if user else None, filename=safe_filename(filename, default=""),
-                         size=size, content_type=printable(content_type)[:100], upload_node_id=node.node_id,
-                         expires_at=expires))
-            await s.commit()
+        async with self.gate.quota_guard(limited(user)):  # the next upload's quota check sees this row
+            await self.gate.admit(limited(user), upload_id, size, tickets.usable_until(expires_at))
+            async with self.sessions() as s:
+                s.add(Upload(id=upload_id, user_id=user.id if user else None,
+                             filename=safe_filename(filename, default=""), size=size,
+                             content_type=printable(content_type)[:100], upload_node_id=node.node_id,
+                             expires_at=expires))
+                await s.commit()
         await self.states.create(upload_id, size, user.id if user else "", expire_after_s, title)
         token = tickets.sign(self.ticket_key, upload_id, user.id if user else "", size, content_type,
                              self.limits.ticket_ttl_s, now=issued)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import grpc
 import pytest
@@ -23,6 +24,7 @@ from PIL import Image
 from pixelfox import errors
 from pixelfox.cli.launcher import LocalCluster
 from pixelfox.text import human_bytes
+from pixelfox.v1 import manager_pb2
 from tests.conftest import wait_http
 from tests.e2e.test_upload_preflight import send_slowly
 from tests.e2e.uploadkit import create, new_user_key, own_cluster, raw_request
@@ -239,3 +241,21 @@ def test_upload_status_and_tus_agree_on_when_an_upload_expires(local: LocalClust
     status = requests.get(f"{web}/api/v1/uploads/{t.json()['id']}", headers=auth, timeout=10).json()
     api = datetime.fromisoformat(status["expires_at"].replace("Z", "+00:00"))
     assert abs(api.timestamp() - tus) <= 1, (status["expires_at"], head.headers["Upload-Expires"])
+
+
+def test_uploads_created_at_once_cannot_pass_the_quota_together(local: LocalCluster) -> None:
+    """Two CreateUploads at once that each fit the quota but not together: one is admitted, the other
+    refused with quota-exceeded (both read the same use before either was recorded, and both passed)."""
+    same_minute(10)
+    for round_ in range(3):  # a fresh user each round: the race is in the first moments of a user's uploads
+        key = asyncio.run(new_user_key(local, f"together{round_}_{os.urandom(3).hex()}"))
+
+        async def both(key: str) -> list[Any]:
+            return await asyncio.gather(*(create(manager(local), key, QUOTA * 3 // 5) for _ in range(2)),
+                                        return_exceptions=True)
+
+        got = asyncio.run(both(key))
+        admitted = [g for g in got if isinstance(g, manager_pb2.CreateUploadResponse)]
+        refused = [g for g in got if isinstance(g, grpc.aio.AioRpcError)]
+        assert len(admitted) == 1 and len(refused) == 1, got
+        assert refused[0].code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "quota: " in (refused[0].details() or "")
