@@ -6,7 +6,6 @@ import asyncio
 import logging
 import math
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pixelfox.db.outbox import OutboxEntry
 from pixelfox.queue import JobQueue
 from pixelfox.queue.streams import cpu_estimate_s
 from pixelfox.storage.fence import WriteFence, fence_sha, upload_token
+from pixelfox.storage.keys import SHA256_HEX
 from pixelfox.text import checked_title, printable, safe_filename
 from pixelfox.uploadstate import MAX_EXPIRE_AFTER_S, UploadStates
 from pixelfox.v1 import common_pb2, manager_pb2
@@ -37,8 +37,6 @@ logger = logging.getLogger(__name__)
 
 #: the most open uploads :meth:`Uploads.list_open` answers when ``user_open_uploads`` is 0 (no limit)
 LISTED_UPLOADS_CAP = 100
-#: a declared SHA-256 (``CreateUploadRequest.sha256``): hex digits in lower case, as images store it
-SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -130,7 +128,7 @@ class Uploads:
         if expire_after_s < 0 or expire_after_s > MAX_EXPIRE_AFTER_S:  # before anything is recorded
             raise errors.BadRequest(f"expiration must be between 0 and {MAX_EXPIRE_AFTER_S} seconds "
                                     f"({MAX_EXPIRE_AFTER_S // (365 * 86400)} years)")
-        if sha256 and not SHA256.fullmatch(sha256):
+        if sha256 and not SHA256_HEX.fullmatch(sha256):  # as images store it
             raise errors.BadRequest("sha256 must be 64 lower-case hex digits (the file's SHA-256) or left out")
         if size <= 0:
             raise errors.EmptyFile("empty file")

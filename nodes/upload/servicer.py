@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 
 import grpc
@@ -10,10 +9,10 @@ import grpc
 from nodes.upload.service import Chunk, Header, Receiver
 from pixelfox import errors
 from pixelfox.grpcx.server import rpc
+from pixelfox.storage.keys import SHA256_HEX
 from pixelfox.v1 import upload_pb2, upload_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext
-SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
@@ -26,7 +25,7 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
         if first is None or not first.HasField("header"):
             raise errors.BadRequest("the first message must be the upload header")
         h = first.header
-        if h.sha256 and not SHA256_HEX.match(h.sha256):  # refused before any byte is taken, not after the file
+        if h.sha256 and not SHA256_HEX.fullmatch(h.sha256.lower()):  # refused before any byte is taken
             raise errors.BadRequest("header.sha256 must be 64 hex digits (the SHA-256 of the whole file) or empty")
         header = Header(h.ticket, h.upload_id, h.size, h.sha256, h.filename)
 

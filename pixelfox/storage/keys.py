@@ -36,18 +36,19 @@ MIME_BY_EXT = MappingProxyType(
 MAX_KEY_LENGTH = 256
 MAX_RECIPE_VERSION = 999_999
 
-_SHA = r"(?P<sha>[0-9a-f]{64})"
+#: a SHA-256 as keys (and images) hold it: 64 hex digits in lower case
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_SHA = rf"(?P<sha>{SHA256_HEX.pattern})"
 _FAN = r"(?P<p1>[0-9a-f]{2})/(?P<p2>[0-9a-f]{2})"
 _EXT = "(?P<ext>" + "|".join(MIME_BY_EXT) + ")"
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-_SHA_RE = re.compile(r"[0-9a-f]{64}")
 _ORIGINAL_RE = re.compile(rf"o/{_FAN}/{_SHA}\.{_EXT}")
 _VARIANT_RE = re.compile(rf"v/{_FAN}/{_SHA}/r(?:0|[1-9][0-9]{{0,5}})/[a-z0-9][a-z0-9_-]{{0,63}}\.{_EXT}")
 
 
 def _sha(value: str, what: str) -> str:
     sha = value.lower()
-    if not _SHA_RE.fullmatch(sha):
+    if not SHA256_HEX.fullmatch(sha):
         raise BadRequest(f"{what} must be 64 hex digits")
     return sha
 
