@@ -36,6 +36,9 @@ from pixelfox import errors
 #: the longest ``expire_after_s`` an upload may ask for, seconds (ten years of 365 days); longer
 #: is refused by the manager, and by the web node in the client's own terms first
 MAX_EXPIRE_AFTER_S = 10 * 365 * 86400
+#: statuses of an upload that ended without an image (cancelled by its owner, or failed): its ticket is
+#: refused with the reason (:meth:`State.failure`) and its staged bytes can never be used
+CLOSED_STATUSES = frozenset({"abandoned", "failed"})
 
 
 def state_key(upload_id: str) -> str:
@@ -85,6 +88,11 @@ class State:
     error_code: str = ""  # failed: the PixelfoxError code of the reason ("" if unknown)
     error: str = ""  # failed: the reason as the uploader was told
     title: str = ""  # the new image's title, given at CreateUpload
+
+    @property
+    def closed(self) -> bool:
+        """Whether the upload ended without an image (:data:`CLOSED_STATUSES`)."""
+        return self.status in CLOSED_STATUSES
 
     def failure(self) -> errors.PixelfoxError:
         """The error a failed or cancelled upload's ticket now gets: the original reason when it is known."""

@@ -225,7 +225,7 @@ class Receiver:
         st = await self.states.get(upload_id)
         if st is None:
             raise errors.NotFound("upload not found: it expired or never existed; start a new upload")
-        if st.status in ("failed", "abandoned"):
+        if st.closed:
             raise st.failure()  # the reason (415 not an image, cancelled by its owner...), not just "used"
         if idle and st.status == "open" and await self.states.locked(upload_id):
             raise errors.UploadBusy("another stream is still writing this upload; ask again shortly")
@@ -311,7 +311,7 @@ class Receiver:
             if st is None:
                 if age < min_age_s:
                     continue
-            elif st.status not in ("abandoned", "failed") or await self.states.locked(path.stem):
+            elif not st.closed or await self.states.locked(path.stem):
                 continue
             path.unlink(missing_ok=True)
             removed += 1
@@ -520,7 +520,7 @@ class Session:
         """After a refused commit: remove the staged bytes if the upload was cancelled or failed under
         this writer (they can never be used; the sweeper would only find them after a while)."""
         st = await self.rx.states.get(self.header.upload_id)
-        if st is not None and st.status in ("abandoned", "failed"):
+        if st is not None and st.closed:
             self.dropped = True
             self.path.unlink(missing_ok=True)
             logger.info("upload %s is %s: its staged bytes were removed", self.header.upload_id, st.status)
