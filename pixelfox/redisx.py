@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.commands.core import AsyncScript
 
 from pixelfox.config import RedisSettings
 
@@ -34,6 +35,14 @@ class SentinelBlockingConnectionPool(SentinelConnectionPool, aioredis.BlockingCo
     ``ConnectionError`` (redis-py's Sentinel pool raises ``MaxConnectionsError`` at once).
     ``SentinelConnectionPool`` picks the connection class and master address;
     ``BlockingConnectionPool`` hands connections out (neither overrides the other's part)."""
+
+
+def script(lua: str) -> AsyncScript:
+    """Lua source ``lua`` as a script any client runs (``await s(keys=..., args=..., client=redis)``): its
+    SHA-1 is computed once, here, and each call is an EVALSHA that loads the script on NOSCRIPT (as
+    ``redis.register_script`` does for one client). Made once per module, not per call. The source is
+    sent as UTF-8, as every client of :func:`connect` encodes it."""
+    return AsyncScript(None, lua.encode())  # type: ignore[arg-type]  # bytes: no client needed to encode
 
 
 def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:

@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.asyncio.cluster import RedisCluster
 
-from pixelfox import errors
+from pixelfox import errors, redisx
 from web.keys import REDIS, SETTINGS
 
 # KEYS: the counters; ARGV: one limit per key, then the window in seconds. Returns 0 when the
@@ -52,6 +52,7 @@ for _, key in ipairs(KEYS) do
 end
 return 0
 """
+_TAKE_SCRIPT = redisx.script(_TAKE)
 
 # KEYS: counters to give one attempt back to (never below zero, never creating a key).
 _GIVE_BACK = """
@@ -62,6 +63,7 @@ for _, key in ipairs(KEYS) do
 end
 return 0
 """
+_GIVE_BACK_SCRIPT = redisx.script(_GIVE_BACK)
 
 Redis = aioredis.Redis | RedisCluster
 
@@ -76,13 +78,13 @@ async def take(redis: Redis, budgets: Sequence[tuple[str, int]], window_s: int) 
         return 0
     keys = [key for key, _ in budgets]
     args = [limit for _, limit in budgets] + [window_s]
-    return int(await redis.register_script(_TAKE)(keys=keys, args=args))
+    return int(await _TAKE_SCRIPT(keys=keys, args=args, client=redis))
 
 
 async def give_back(redis: Redis, keys: Sequence[str]) -> None:
     """Undo one counted attempt on each key (an attempt that turned out not to be a failure)."""
     if keys:
-        await redis.register_script(_GIVE_BACK)(keys=list(keys))
+        await _GIVE_BACK_SCRIPT(keys=list(keys), client=redis)
 
 
 def retry_after(response: web.StreamResponse, seconds: int) -> web.StreamResponse:

@@ -91,6 +91,7 @@ class UploadLimits:
         self.redis = redis
         self.sessions = sessions
         self.limits = limits
+        self._admit = redis.register_script(_ADMIT)
 
     @contextlib.asynccontextmanager
     async def quota_guard(self, user_id: str) -> AsyncIterator[None]:
@@ -132,7 +133,7 @@ class UploadLimits:
         if not lim.user_uploads_per_minute and not lim.user_open_uploads:
             return
         now = time.time()
-        refused, earliest = await self.redis.register_script(_ADMIT)(
+        refused, earliest = await self._admit(
             keys=[open_uploads_key(user_id), self._rate_key(user_id, now)],
             args=[now, lim.user_open_uploads, lim.user_uploads_per_minute, upload_id,
                   min(usable_until, now + lim.upload_ttl_s), max(1, math.ceil(usable_until - now)) + 60])
