@@ -44,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nodes.manager.registry import Registry
 from pixelfox import failpoints
+from pixelfox.background import Background
 from pixelfox.db.engine import begin_write
 from pixelfox.db.models import Image, ObjectLocation, Variant
 from pixelfox.db.outbox import OutboxEntry
@@ -123,7 +124,7 @@ class Dispatcher:
         # with the hash once a job left it: deletes of those bytes that waited for the job
         self.fence = WriteFence(registry.redis)
         self.on_written: Callable[[str], Coroutine[Any, Any, None]] | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = Background(logger)
 
     # ---- the dispatch loop -------------------------------------------------------------
 
@@ -203,9 +204,7 @@ class Dispatcher:
         """Run ``on_written(sha)`` in the background (it may delete on storage nodes: the node's stream
         is not held up, nor are its lease extensions)."""
         if sha and self.on_written is not None:
-            task = asyncio.create_task(self.on_written(sha))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._background.start(self.on_written(sha), f"deletes waiting for {sha[:12]}")
 
     async def _interrupted(self, worker: Worker, f: InFlight, reason: str) -> None:
         INTERRUPTED.labels(reason).inc()

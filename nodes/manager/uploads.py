@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import random
@@ -21,6 +20,7 @@ from nodes.manager.images import ImageViews, iso, new_slug
 from nodes.manager.registry import NodeRecord, Registry
 from nodes.manager.upload_limits import UploadLimits
 from pixelfox import errors, failpoints, tickets, uploadstate
+from pixelfox.background import Background
 from pixelfox.config import LimitsSettings
 from pixelfox.db.engine import begin_write
 from pixelfox.db.models import Image, ObjectLocation, Upload, User
@@ -106,7 +106,7 @@ class Uploads:
         #: the hash (:meth:`nodes.manager.objects.Objects.written`: deletes that waited for it)
         self.fence = WriteFence(registry.redis)
         self.on_written: Callable[[str], Coroutine[Any, Any, None]] | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = Background(logger)
 
     async def create(
         self, user: User | None, filename: str, size: int, content_type: str, expire_after_s: int = 0,
@@ -281,9 +281,7 @@ class Uploads:
             logger.warning("upload %s: could not leave the write fence (its lease ends it): %s", c.upload_id, exc)
             return
         if self.on_written is not None:  # in the background: CompleteUpload does not wait for storage deletes
-            task = asyncio.create_task(self.on_written(sha))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._background.start(self.on_written(sha), f"deletes waiting for {sha[:12]}")
 
     async def _discard(self, upload_id: str, key: str) -> None:
         """Delete the replicas of a refused upload's original ``key`` unless an image uses it
