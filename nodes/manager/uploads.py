@@ -212,7 +212,7 @@ class Uploads:
                 # the same bytes (keys are content-addressed; not an upload of its own only)
                 await s.commit()
                 await self._written(c)
-                await self._discard(c.upload_id, c.original_key)
+                await self._discard(c.upload_id, c.original_key, "was cancelled after its original was stored")
                 raise errors.InvalidTicket("the upload was cancelled; start a new upload")
             if upload.status != "open":
                 done = await self._existing(s, upload.id, upload.user_id, c.sha256)
@@ -222,7 +222,9 @@ class Uploads:
                     slug, dedup = done.slug, done.upload_id != upload.id
                     await self.states.finish(c.upload_id, "complete", slug)
                     return await self._answer(slug, dedup)
-                await self._discard(c.upload_id, c.original_key)  # no image of its: unless another names them
+                # no image of its: deleted unless another names them
+                await self._discard(c.upload_id, c.original_key, f"was already {upload.status} when its "
+                                    "completion came (ticket already used)")
                 raise errors.InvalidTicket("ticket was already used")
             upload.status = "complete"
             st = await self.states.get(c.upload_id)
@@ -283,18 +285,19 @@ class Uploads:
         if self.on_written is not None:  # in the background: CompleteUpload does not wait for storage deletes
             self._background.start(self.on_written(sha), f"deletes waiting for {sha[:12]}")
 
-    async def _discard(self, upload_id: str, key: str) -> None:
+    async def _discard(self, upload_id: str, key: str, why: str) -> None:
         """Delete the replicas of a refused upload's original ``key`` unless an image uses it
-        (:attr:`on_orphaned`); a failure is only logged (replicas that could not go are retried)."""
+        (:attr:`on_orphaned`); a failure is only logged (replicas that could not go are retried).
+        ``why`` says in the log why the completion was refused ("was cancelled ...")."""
         if self.on_orphaned is None:
             return
         try:
             deleted, pending = await self.on_orphaned([key])
         except Exception as exc:
-            logger.warning("upload %s was cancelled; its original %s could not be deleted: %s", upload_id, key, exc)
+            logger.warning("upload %s %s; its original %s could not be deleted: %s", upload_id, why, key, exc)
             return
-        logger.info("upload %s was cancelled after its original was stored: %d replicas of %s deleted, %d pending "
-                    "(none when an image has the same bytes)", upload_id, deleted, key, pending)
+        logger.info("upload %s %s: %d replicas of %s deleted, %d pending (none when an image has the same bytes)",
+                    upload_id, why, deleted, key, pending)
 
     async def _answer(self, slug: str, deduplicated: bool) -> manager_pb2.CompleteUploadResponse:
         """The completion answer: image ``slug`` as its owner sees it, and whether it was deduplicated."""
@@ -367,15 +370,9 @@ class Uploads:
         ticket = tickets.verify(self.ticket_key, ticket_token)
         if ticket.upload_id != upload_id:
             raise errors.InvalidTicket("ticket belongs to another upload")
-        async with self.sessions() as s:
-            await begin_write(s)
-            upload = await s.get(Upload, upload_id, with_for_update=True)
-            if upload is None:
-                raise errors.InvalidTicket("unknown upload")
-            if upload.status != "open":
-                return False
-            upload.status, owner = "abandoned", upload.user_id or ""
-            await s.commit()
+        owner = await self._end_row(upload_id, "abandoned", errors.InvalidTicket("unknown upload"))
+        if owner is None:
+            return False
         await self._closed(upload_id, owner, None)  # tus termination deletes the state itself
         return True
 
@@ -384,16 +381,9 @@ class Uploads:
         row ``open`` -> ``failed`` with the reason's stable ``error_code`` and ``error_message`` (cut to
         64 and 500 characters), so :meth:`progress` answers it once the Redis state is gone. True if
         it was open, False if it had already ended. Raises NotFound for an unknown upload."""
-        async with self.sessions() as s:
-            await begin_write(s)
-            upload = await s.get(Upload, upload_id, with_for_update=True)
-            if upload is None:
-                raise errors.NotFound("no such upload")
-            if upload.status != "open":
-                return False
-            upload.status = "failed"
-            upload.error_code, upload.error_message = error_code[:64], error_message[:500]
-            await s.commit()
+        if await self._end_row(upload_id, "failed", errors.NotFound("no such upload"),
+                               error=(error_code, error_message)) is None:
+            return False
         logger.info("upload %s failed: %s", upload_id, error_code)
         return True
 
@@ -404,19 +394,36 @@ class Uploads:
         open, False if it had already ended (complete, failed, abandoned). Raises NotFound for an
         unknown upload or someone else's (as :meth:`progress`)."""
         st = await self.states.get(upload_id)  # before the row is locked, not while
-        async with self.sessions() as s:
-            await begin_write(s)
-            upload = await s.get(Upload, upload_id, with_for_update=True)  # one read: checked, then marked
-            if upload is None or not _may_see(upload, user, is_admin):
-                raise errors.NotFound("no such upload")
-            if upload.status != "open" or (st is not None and st.status != "open"):  # failed: keep its reason
-                return False
-            by = "its owner" if (user.id if user else None) == upload.user_id else "an admin"
-            upload.status, owner = "abandoned", upload.user_id or ""
-            await s.commit()
+        owner = await self._end_row(upload_id, "abandoned", errors.NotFound("no such upload"),
+                                    visible=lambda u: _may_see(u, user, is_admin),
+                                    still_open=st is None or st.status == "open")  # failed: keep its reason
+        if owner is None:
+            return False
+        by = "its owner" if (user.id if user else "") == owner else "an admin"
         await self._closed(upload_id, owner,
                            errors.InvalidTicket(f"the upload was cancelled by {by}; start a new upload"))
         return True
+
+    async def _end_row(self, upload_id: str, status: str, missing: errors.PixelfoxError, *,
+                       visible: Callable[[Upload], bool] | None = None, still_open: bool = True,
+                       error: tuple[str, str] | None = None) -> str | None:
+        """Mark upload ``upload_id``'s row ``status`` (``abandoned`` or ``failed``, with ``error``'s
+        ``(code, message)``, cut to 64 and 500 characters) if it is still ``open`` and ``still_open``
+        (the caller's word on its Redis state), in one locked read; its owner's id ("" for an anonymous
+        upload) when it was marked, None when it had already ended. Raises ``missing`` for an unknown
+        row, or one ``visible`` (when given) says the caller may not see."""
+        async with self.sessions() as s:
+            await begin_write(s)
+            upload = await s.get(Upload, upload_id, with_for_update=True)  # one read: checked, then marked
+            if upload is None or (visible is not None and not visible(upload)):
+                raise missing
+            if upload.status != "open" or not still_open:
+                return None
+            upload.status, owner = status, upload.user_id or ""
+            if error is not None:
+                upload.error_code, upload.error_message = error[0][:64], error[1][:500]
+            await s.commit()
+        return owner
 
     async def _closed(self, upload_id: str, owner: str, reason: errors.PixelfoxError | None) -> None:
         """After a row went ``abandoned``: free ``owner``'s open-upload slot; with ``reason`` the shared
