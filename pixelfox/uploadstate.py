@@ -56,11 +56,13 @@ def lock_key(upload_id: str) -> str:
     return f"pixelfox:{{upload:{upload_id}}}:lock"
 
 
-# KEYS: state, lock; ARGV: token, new offset, lock ttl ms, state ttl s, probed flag
+# KEYS: state, lock; ARGV: token, new offset, lock ttl ms, state ttl s, probed flag. Returns 1 (recorded),
+# 0 (lock not held), -1 (no state) or, for an upload no longer open, {-2, status, error_code, error}
 _COMMIT = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('HGET', KEYS[1], 'status') ~= 'open' then return -2 end
+local st = redis.call('HMGET', KEYS[1], 'status', 'error_code', 'error')
+if st[1] ~= 'open' then return {-2, st[1] or '', st[2] or '', st[3] or ''} end
 redis.call('HSET', KEYS[1], 'offset', ARGV[2], 'probed', ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
@@ -175,9 +177,9 @@ class UploadStates:
                                     "ask for the committed offset and resume")
         if r == -1:
             raise errors.NotFound("upload expired while being written")
-        if r == -2:  # closed under the writer: its owner cancelled it (or another stream ended it)
-            st = await self.get(upload_id)
-            raise st.failure() if st is not None and st.status != "complete" else errors.InvalidTicket(
+        if isinstance(r, list):  # closed under the writer: its owner cancelled it (or another stream ended it)
+            status, code, error = (v.decode() for v in r[1:])
+            raise failure(status, code, error) if status != "complete" else errors.InvalidTicket(
                 "upload ticket already used: the upload is complete")
 
     async def unlock(self, upload_id: str, token: str) -> None:
