@@ -237,7 +237,10 @@ class Objects:
         it (:data:`DEFERRED` keys of that hash) now rather than at the next :meth:`run` pass. Errors
         are logged (the pass retries)."""
         try:
-            keys = [k for k in _decoded(await self.redis.smembers(DEFERRED)) if _sha_or_none(k) == sha]
+            # only the members naming this hash, matched by Redis (its keys' names are not known here:
+            # variants and private copies too, so no SISMEMBER); keys are [a-z0-9/._-], no glob characters
+            found = [m async for m in self.redis.sscan_iter(DEFERRED, match=f"*{sha}*", count=1000)]
+            keys = [k for k in dict.fromkeys(_decoded(found)) if _sha_or_none(k) == sha]
             if keys:
                 await self.delete_unreferenced(keys)
         except Exception:
