@@ -14,11 +14,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import grpc
 import redis.exceptions
 from aiohttp import web
 
 from pixelfox import errors, readmodel
-from pixelfox.grpcx.client import map_rpc_errors
+from pixelfox.grpcx.client import error_from_rpc
 from pixelfox.v1 import common_pb2
 from web.cluster import RPC_TIMEOUT_S
 from web.keys import MANAGER, REDIS
@@ -29,12 +30,20 @@ Metadata = Sequence[tuple[str, str]]
 
 
 async def call(
-    request: web.Request, method: str, req: Any, metadata: Metadata, timeout_s: float = RPC_TIMEOUT_S
+    request: web.Request, method: str, req: Any, metadata: Metadata, timeout_s: float = RPC_TIMEOUT_S,
+    *, optional: bool = False,
 ) -> Any:
-    """``ManagerService.<method>(req)`` as the caller in ``metadata``; raises PixelfoxError subclasses."""
+    """``ManagerService.<method>(req)`` as the caller in ``metadata``; raises PixelfoxError subclasses.
+
+    ``optional``: None when the manager does not have ``method`` (``UNIMPLEMENTED``: a manager older
+    than this web node, during a rolling upgrade), for a call the web node can do without."""
     stub = request.app[MANAGER].stub
-    async with map_rpc_errors():
+    try:
         return await getattr(stub, method)(req, metadata=tuple(metadata), timeout=timeout_s)
+    except grpc.aio.AioRpcError as exc:
+        if optional and exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+            return None
+        raise error_from_rpc(exc) from exc
 
 
 async def load_image(request: web.Request, slug: str, metadata: Metadata, *, fresh: bool = False

@@ -19,18 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import grpc
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp_session import get_session
 
 from pixelfox import errors
 from pixelfox.client.images import image_to_json
-from pixelfox.grpcx.client import error_from_rpc
 from pixelfox.schemes import refuse_repeated, split_scheme
 from pixelfox.text import printable, safe_filename
 from pixelfox.v1 import common_pb2, manager_pb2
-from web.cluster import RPC_TIMEOUT_S, Metadata
+from web.calls import call
+from web.cluster import Metadata
 from web.deletion import deletion_url
 from web.expect import send_continue
 from web.keys import MANAGER, SETTINGS, STATE
@@ -207,12 +206,8 @@ async def check_user_limits(request: web.Request, metadata: Metadata, *, encoded
     ``CreateUpload`` still refuses them, after the body."""
     body = request.content_length or 0
     size = max(1, (body - MULTIPART_SLACK) // (2 if encoded else 1))
-    try:
-        await request.app[MANAGER].stub.CheckUpload(manager_pb2.CheckUploadRequest(size=size, body_bytes=body),
-                                                    metadata=tuple(metadata), timeout=RPC_TIMEOUT_S)
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
-            raise error_from_rpc(exc) from exc
+    await call(request, "CheckUpload", manager_pb2.CheckUploadRequest(size=size, body_bytes=body), metadata,
+               optional=True)
 
 
 async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, str, str]:
