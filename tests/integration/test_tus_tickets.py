@@ -11,15 +11,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
-from ulid import ULID
 
-from nodes.upload.service import Receiver
 from nodes.upload.tus import make_app
 from pixelfox import tickets
-from pixelfox.config import LimitsSettings
-from pixelfox.uploadstate import UploadStates
-
-KEY = b"k" * 32
+from tests.uploadnode import KEY, new_upload, receiver
 
 
 async def _verifies(redis_url: str, staging: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
@@ -33,12 +28,9 @@ async def _verifies(redis_url: str, staging: Path, monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(tickets, "verify", counted)
     try:
-        rx = Receiver("upload-test", staging, LimitsSettings(), KEY, place=None,  # type: ignore[arg-type]
-                      secret="", max_concurrent=4, states=UploadStates(redis),
-                      complete=None)  # type: ignore[arg-type]
-        upload_id, size = str(ULID()), 1 << 20
-        await rx.states.create(upload_id, size, "user-1")
-        token = tickets.sign(KEY, upload_id, "user-1", size, "image/png", 60)
+        rx = receiver(redis, staging)
+        size = 1 << 20
+        upload_id, token = await new_upload(rx, size, "image/png")
         ends = formatdate(tickets.usable_until(verify(KEY, token).expires_at), usegmt=True)
         auth = {"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0"}
         seen: dict[str, Any] = {"ends": ends}

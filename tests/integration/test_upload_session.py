@@ -19,24 +19,19 @@ from typing import Any
 import redis.asyncio as aioredis
 from ulid import ULID
 
-from nodes.upload.service import Chunk, Receiver
-from pixelfox import errors, tickets
+from nodes.upload.service import Chunk
+from pixelfox import errors
 from pixelfox.config import LimitsSettings
-from pixelfox.uploadstate import UploadStates
-
-KEY = b"k" * 32
+from tests.uploadnode import new_upload, receiver
 
 
 async def _cancelled_write(redis_url: str, staging: Path) -> dict[str, Any]:
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=2))
     redis = aioredis.from_url(redis_url)
     try:
-        rx = Receiver("upload-test", staging, LimitsSettings(), KEY, place=None,  # type: ignore[arg-type]
-                      secret="", max_concurrent=4, states=UploadStates(redis),
-                      complete=None)  # type: ignore[arg-type]
-        upload_id, size = str(ULID()), 1 << 20
-        await rx.states.create(upload_id, size, "user-1")
-        token = tickets.sign(KEY, upload_id, "user-1", size, "image/jpeg", 60)
+        rx = receiver(redis, staging)
+        size = 1 << 20
+        upload_id, token = await new_upload(rx, size)
         session = await rx.open(token, upload_id, size)
         staged_fd = session.fd
 
@@ -88,14 +83,11 @@ def test_cancelled_file_work_keeps_its_fd_and_lock_until_done(cluster: Any, tmp_
 async def _burst_of_opens(redis_url: str, staging: Path, cap: int, n: int) -> tuple[int, int, int]:
     redis = aioredis.from_url(redis_url)
     try:
-        rx = Receiver("upload-test", staging, LimitsSettings(), KEY, place=None,  # type: ignore[arg-type]
-                      secret="", max_concurrent=cap, states=UploadStates(redis),
-                      complete=None)  # type: ignore[arg-type]
+        rx = receiver(redis, staging, max_concurrent=cap)
         tokens = []
         for _ in range(n):
-            upload_id, size = str(ULID()), 1 << 20
-            await rx.states.create(upload_id, size, "user-1")
-            tokens.append((tickets.sign(KEY, upload_id, "user-1", size, "image/jpeg", 60), upload_id, size))
+            upload_id, token = await new_upload(rx)
+            tokens.append((token, upload_id, 1 << 20))
         got = await asyncio.gather(*(rx.open(*t) for t in tokens), return_exceptions=True)
         sessions = [g for g in got if not isinstance(g, BaseException)]
         busy = sum(isinstance(g, errors.ResourceExhausted) for g in got)
@@ -129,12 +121,9 @@ async def _flush_during_probe(redis_url: str, staging: Path, photo: bytes) -> tu
 
     service.check_image = slow_check  # type: ignore[assignment]
     try:
-        rx = Receiver("upload-test", staging, LimitsSettings(), KEY, place=None,  # type: ignore[arg-type]
-                      secret="", max_concurrent=4, states=UploadStates(redis),
-                      complete=None)  # type: ignore[arg-type]
-        upload_id, size = str(ULID()), len(photo)
-        await rx.states.create(upload_id, size, "user-1")
-        token = tickets.sign(KEY, upload_id, "user-1", size, "image/jpeg", 60)
+        rx = receiver(redis, staging)
+        size = len(photo)
+        upload_id, token = await new_upload(rx, size)
         session = await rx.open(token, upload_id, size)
         try:
             piece = rx.limits.probe_bytes
@@ -163,18 +152,12 @@ def test_bytes_held_for_a_checksum_are_not_recorded_by_a_flush_during_the_probe(
     assert (written, recorded) == (LimitsSettings().probe_bytes, 0)
 
 
-def _receiver(redis: aioredis.Redis, staging: Path) -> Receiver:
-    return Receiver("upload-test", staging, LimitsSettings(), KEY, place=None,  # type: ignore[arg-type]
-                    secret="", max_concurrent=4, states=UploadStates(redis), complete=None)  # type: ignore[arg-type]
-
-
 async def _commit_after_cancel(redis_url: str, staging: Path) -> tuple[bool, bool, str]:
     redis = aioredis.from_url(redis_url)
     try:
-        rx = _receiver(redis, staging)
-        upload_id, size = str(ULID()), 1 << 20
-        await rx.states.create(upload_id, size, "user-1")
-        token = tickets.sign(KEY, upload_id, "user-1", size, "image/jpeg", 60)
+        rx = receiver(redis, staging)
+        size = 1 << 20
+        upload_id, token = await new_upload(rx, size)
         session = await rx.open(token, upload_id, size)
         try:
             await session.write(Chunk(0, b"x" * 1000, None), commit=False)
@@ -208,7 +191,7 @@ def test_a_writer_refused_because_its_upload_was_cancelled_removes_its_staged_fi
 async def _sweep(redis_url: str, staging: Path) -> tuple[int, set[str]]:
     redis = aioredis.from_url(redis_url)
     try:
-        rx = _receiver(redis, staging)
+        rx = receiver(redis, staging)
         names: dict[str, str] = {}
         for case in ("open", "abandoned", "abandoned-locked", "failed", "expired", "expired-fresh"):
             upload_id = str(ULID())

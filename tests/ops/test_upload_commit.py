@@ -10,14 +10,10 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from ulid import ULID
 
-from nodes.upload.service import Chunk, Receiver
-from pixelfox import errors, tickets
-from pixelfox.config import LimitsSettings
-from pixelfox.uploadstate import UploadStates
-
-KEY = b"k" * 32
+from nodes.upload.service import Chunk
+from pixelfox import errors
+from tests.uploadnode import new_upload, receiver
 
 
 async def _hgetall_calls(redis: aioredis.Redis) -> int:
@@ -31,12 +27,9 @@ async def _refused_commit(redis_url: str, staging: Path, status: str, error: err
     ``(error class, message, HGETALLs the refusal took, staged file still there)``."""
     redis = aioredis.from_url(redis_url)
     try:
-        rx = Receiver("upload-test", staging, LimitsSettings(), KEY, place=None,  # type: ignore[arg-type]
-                      secret="", max_concurrent=4, states=UploadStates(redis),
-                      complete=None)  # type: ignore[arg-type]
-        upload_id, size = str(ULID()), 1 << 20
-        await rx.states.create(upload_id, size, "user-1")
-        session = await rx.open(tickets.sign(KEY, upload_id, "user-1", size, "image/jpeg", 60), upload_id, size)
+        rx = receiver(redis, staging)
+        upload_id, ticket = await new_upload(rx)
+        session = await rx.open(ticket, upload_id, 1 << 20)
         try:
             await session.write(Chunk(0, b"x" * 1000, None), commit=False)
             await session.commit()

@@ -30,16 +30,15 @@ from nodes.manager import objects as objects_module
 from nodes.manager.dispatch import Dispatcher, DispatchPolicy, Worker
 from nodes.manager.objects import DEFERRED, DELETER_WAIT_S, PENDING, Objects
 from nodes.manager.registry import NodeRecord
-from nodes.upload.service import Receiver
-from pixelfox.config import DatabaseSettings, LimitsSettings
+from pixelfox.config import DatabaseSettings
 from pixelfox.db.engine import create_all_tables, make_engine, session_factory
 from pixelfox.db.models import Image, ObjectLocation, Upload, Variant
 from pixelfox.db.replicas import routing_sessions
 from pixelfox.queue import QueuedJob
 from pixelfox.storage.fence import DeleteInProgress, WriteFence, deleting_key, fence_sha, job_token, writing_key
 from pixelfox.storage.keys import original_key, private_key, variant_key
-from pixelfox.uploadstate import UploadStates
 from pixelfox.v1 import common_pb2, manager_pb2
+from tests.uploadnode import receiver
 
 
 def _sha() -> str:
@@ -457,8 +456,7 @@ async def test_an_upload_node_renews_a_short_lease_and_a_crash_frees_the_fence_w
     """The upload node's writer lease is short and renewed while it waits for the fence, stores and
     completes; a node that dies between storing and CompleteUpload stops renewing, and the fence is free
     once its lease ends (the lease was a ticket's life, 900 s, never renewed)."""
-    rx = Receiver("upload-test", tmp_path, LimitsSettings(), b"k" * 32, place=None,  # type: ignore[arg-type]
-                  secret="", max_concurrent=1, states=UploadStates(redis), complete=None)  # type: ignore[arg-type]
+    rx = receiver(redis, tmp_path, max_concurrent=1)
     rx.fence_lease_s, rx.fence_renew_s = 0.6, 0.1
     gate = asyncio.Event()
 
