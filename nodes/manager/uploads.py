@@ -163,15 +163,7 @@ class Uploads:
         await self.states.create(upload_id, size, user.id if user else "", expire_after_s, title)
         token = tickets.sign(self.ticket_key, upload_id, user.id if user else "", size, content_type,
                              self.limits.ticket_ttl_s, now=issued)
-        return manager_pb2.CreateUploadResponse(
-            upload_id=upload_id,
-            upload_address=node.grpc_address,
-            upload_url=f"{node.http_url.rstrip('/')}/tus/{upload_id}" if node.http_url else "",
-            ticket=token,
-            expires_at=_usable_until_iso(expires_at),
-            chunk_size=self.limits.chunk_size,
-            max_size=size,
-        )
+        return self._ticket_answer(upload_id, node, token, expires_at, size)
 
     async def check(self, user: User | None, size: int, body_bytes: int = 0) -> None:
         """Raise what :meth:`create` would for ``user``'s per-user limits (RateLimited,
@@ -354,14 +346,22 @@ class Uploads:
                 raise errors.InvalidTicket("unknown upload")
             upload.upload_node_id = node.node_id
             await s.commit()
+        return self._ticket_answer(upload_id, node, ticket_token, ticket.expires_at, ticket.size)
+
+    def _ticket_answer(self, upload_id: str, node: NodeRecord, ticket: str, expires_at: int, size: int
+                       ) -> manager_pb2.CreateUploadResponse:
+        """Where and how to send upload ``upload_id`` (``size`` bytes): upload node ``node`` (its gRPC
+        address, and its tus URL when it serves HTTP), with ``ticket``, whose ``exp`` is ``expires_at``
+        (unix seconds); the answer's ``expires_at`` is the ticket's last usable second
+        (:func:`pixelfox.tickets.usable_until`), as ``GetUpload`` and tus ``Upload-Expires`` say too."""
         return manager_pb2.CreateUploadResponse(
             upload_id=upload_id,
             upload_address=node.grpc_address,
             upload_url=f"{node.http_url.rstrip('/')}/tus/{upload_id}" if node.http_url else "",
-            ticket=ticket_token,
-            expires_at=_usable_until_iso(ticket.expires_at),
+            ticket=ticket,
+            expires_at=iso(datetime.fromtimestamp(tickets.usable_until(expires_at), UTC)),
             chunk_size=self.limits.chunk_size,
-            max_size=ticket.size,
+            max_size=size,
         )
 
     async def abandon(self, upload_id: str, ticket_token: str) -> bool:
@@ -512,9 +512,3 @@ def _may_see(upload: Upload, user: User | None, is_admin: bool) -> bool:
     credential; an anonymous upload by its id alone (the id is the secret, as for its ticket)."""
     return upload.user_id is None or (user is None and is_admin) or (
         user is not None and (user.id == upload.user_id or user.role == "admin"))
-
-
-def _usable_until_iso(expires_at: int) -> str:
-    """The ISO 8601 UTC time an upload's ticket (``exp`` ``expires_at``, unix seconds) can last resume
-    it: :func:`pixelfox.tickets.usable_until`, as ``GetUpload`` and tus ``Upload-Expires`` say too."""
-    return iso(datetime.fromtimestamp(tickets.usable_until(expires_at), UTC))
