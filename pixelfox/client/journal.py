@@ -1,0 +1,198 @@
+"""The upload journal: which of this machine's files have an unfinished upload, so that the next
+``pixelfox put`` of the same file goes on where the last one stopped (Ctrl-C, a closed laptop lid,
+a killed process) instead of sending it all again, as tus clients keep their upload URLs
+(tus-js-client's ``urlStorage``, tuspy's ``store_url``).
+
+One JSON file, ``$XDG_STATE_HOME/pixelfox/uploads.json`` (``~/.local/state/pixelfox/`` by default),
+mode 0600, shaped ``{"version": 1, "entries": {KEY: ENTRY}}``. ``KEY`` joins the site (manager
+address), the fingerprint of the credential (never the credential) and the file's real path; the
+``ENTRY`` holds the file's size and mtime it was made for, and what ``CreateUpload`` answered
+(:class:`Entry`). Every change happens under an exclusive ``flock`` of ``uploads.json.lock`` (two
+``pixelfox put`` runs at once do not lose each other's entries) and replaces the file atomically
+(a temp file, then ``os.replace``); expired entries are pruned on every write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+VERSION = 1
+
+
+def default_path() -> Path:
+    """``$XDG_STATE_HOME/pixelfox/uploads.json``; ``~/.local/state/pixelfox/uploads.json`` when the
+    variable is unset, empty or not an absolute path (as the XDG base directory spec says)."""
+    base = os.environ.get("XDG_STATE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "state"
+    return root / "pixelfox" / "uploads.json"
+
+
+def fingerprint(metadata: Sequence[tuple[str, str]]) -> str:
+    """Hex SHA-256 of a caller's credential (its gRPC metadata: API key, or cluster secret and acting
+    user), so that entries of one key are never resumed with another and the file holds no secret."""
+    return hashlib.sha256(json.dumps([list(m) for m in metadata]).encode()).hexdigest()
+
+
+def epoch(iso: str) -> float:
+    """Unix seconds of an ISO 8601 time such as ``2026-11-30T17:32:00Z``; 0.0 when it cannot be read."""
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+@dataclass(frozen=True)
+class FileKey:
+    """One file as one caller uploads it to one site.
+
+    ``site``: the manager address; ``credential``: :func:`fingerprint`; ``path``: the file's real
+    path; ``size``: bytes; ``mtime_ns``: its modification time in nanoseconds. An entry resumes
+    only for a key equal in all five.
+    """
+
+    site: str
+    credential: str
+    path: str
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path, site: str, credential: str) -> FileKey:
+        """The key of ``path`` as it is now (``os.stat``); OSError when it cannot be read."""
+        st = path.stat()
+        return cls(site, credential, os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+    @property
+    def slot(self) -> str:
+        """Where its entry lives in the file: one per site, credential and path (a changed file's
+        entry is replaced, not kept beside it)."""
+        return f"{self.site}|{self.credential}|{self.path}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An unfinished upload, as ``CreateUpload`` answered it (``manager_pb2.CreateUploadResponse``).
+
+    ``upload_id``: ULID; ``upload_address``: the upload node's gRPC ``host:port``; ``ticket``: the
+    signed upload ticket; ``expires_at``: ISO 8601 UTC, the ticket's end (no resume after it);
+    ``chunk_size``: bytes per chunk; ``sha256``: hex digest of the file when it was created (a
+    resume first checks the file still has it); ``size``/``mtime_ns``: the file's, as in
+    :class:`FileKey`.
+    """
+
+    upload_id: str
+    upload_address: str
+    ticket: str
+    expires_at: str
+    chunk_size: int
+    sha256: str
+    size: int = 0
+    mtime_ns: int = 0
+
+    def expired(self, now: float | None = None) -> bool:
+        """Whether its ticket ended (or its ``expires_at`` cannot be read) at unix time ``now``."""
+        return epoch(self.expires_at) <= (time.time() if now is None else now)
+
+
+class Journal:
+    """The journal file at ``path`` (default :func:`default_path`); methods take the lock each time."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or default_path()
+
+    def get(self, key: FileKey) -> Entry | None:
+        """The unexpired entry recorded for ``key`` (same size and mtime too), else ``None``."""
+        with self._locked() as entries:
+            entry = entries.get(key.slot)
+        if entry is None or entry.expired() or (entry.size, entry.mtime_ns) != (key.size, key.mtime_ns):
+            return None
+        return entry
+
+    def put(self, key: FileKey, entry: Entry) -> None:
+        """Record ``entry`` for ``key`` (its size and mtime are taken from the key), replacing the
+        path's earlier one."""
+        with self._locked(write=True) as entries:
+            entries[key.slot] = dataclasses.replace(entry, size=key.size, mtime_ns=key.mtime_ns)
+
+    def drop(self, key: FileKey, upload_id: str = "") -> None:
+        """Forget ``key``'s entry (only if it is for ``upload_id``, when given)."""
+        with self._locked(write=True) as entries:
+            entry = entries.get(key.slot)
+            if entry is not None and (not upload_id or entry.upload_id == upload_id):
+                del entries[key.slot]
+
+    def entries(self) -> dict[str, Entry]:
+        """Every entry, expired ones included, by slot (``FileKey.slot``)."""
+        with self._locked() as entries:
+            return dict(entries)
+
+    @contextlib.contextmanager
+    def _locked(self, write: bool = False) -> Iterator[dict[str, Entry]]:
+        """The entries under the lock; with ``write``, saved (expired ones pruned) when the block ends.
+        A journal that cannot be used (a read-only home) reads as empty and keeps nothing, with a
+        warning: uploads still work, they only do not resume across runs."""
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            logger.warning("upload journal %s cannot be used (%s): uploads will not resume across runs",
+                           self.path, exc)
+            fd = -1
+        if fd < 0:
+            yield {}
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            entries = self._read()
+            yield entries
+            if write:
+                now = time.time()
+                self._write({k: e for k, e in entries.items() if not e.expired(now)})
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _read(self) -> dict[str, Entry]:
+        try:
+            data: Any = json.loads(self.path.read_bytes())
+            return {k: Entry(**v) for k, v in data["entries"].items()}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:  # damaged: start afresh, say so
+            logger.warning("upload journal %s is unreadable (%s): its entries are dropped", self.path, exc)
+            return {}
+
+    def _write(self, entries: dict[str, Entry]) -> None:
+        body = json.dumps({"version": VERSION, "entries": {k: dataclasses.asdict(e) for k, e in entries.items()}},
+                          indent=1, sort_keys=True)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".uploads.", dir=self.path.parent)  # mkstemp: mode 0600
+        except OSError as exc:
+            logger.warning("upload journal %s cannot be written (%s)", self.path, exc)
+            return
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if not isinstance(exc, OSError):
+                raise
+            logger.warning("upload journal %s cannot be written (%s)", self.path, exc)

@@ -1,0 +1,136 @@
+"""The upload journal of ``pixelfox put`` (pixelfox/client/journal.py): what resumes, what is pruned,
+who sees an entry, and two processes writing at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from pixelfox.client.journal import Entry, FileKey, Journal, default_path, fingerprint
+from pixelfox.grpcx.auth import api_key_metadata
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def iso(unix: float) -> str:
+    return datetime.fromtimestamp(unix, UTC).isoformat().replace("+00:00", "Z")
+
+
+def entry(upload_id: str = "01JA0000000000000000000000", expires_in: float = 900) -> Entry:
+    return Entry(upload_id=upload_id, upload_address="127.0.0.1:5001", ticket="t." + upload_id,
+                 expires_at=iso(time.time() + expires_in), chunk_size=262144, sha256="ab" * 32)
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    path = tmp_path / "photo.png"
+    path.write_bytes(b"x" * 1000)
+    return path
+
+
+def test_an_entry_is_found_again_only_for_the_same_file_caller_and_site(tmp_path: Path, photo: Path) -> None:
+    journal = Journal(tmp_path / "state" / "uploads.json")
+    alice, bob = fingerprint(api_key_metadata("pfx_alice")), fingerprint(api_key_metadata("pfx_bob"))
+    key = FileKey.of(photo, "127.0.0.1:7000", alice)
+    made = entry()
+    journal.put(key, made)
+    got = journal.get(FileKey.of(photo, "127.0.0.1:7000", alice))
+    assert got is not None
+    assert (got.upload_id, got.ticket, got.expires_at, got.chunk_size, got.sha256, got.size, got.mtime_ns) == (
+        made.upload_id, made.ticket, made.expires_at, 262144, "ab" * 32, 1000, photo.stat().st_mtime_ns)
+    assert journal.get(FileKey.of(photo, "127.0.0.1:7000", bob)) is None  # another key's upload: never
+    assert journal.get(FileKey.of(photo, "10.0.0.9:7000", alice)) is None  # another cluster
+    assert journal.get(FileKey.of(tmp_path / "state" / ".." / "photo.png", "127.0.0.1:7000", alice)) is not None
+
+    text = journal.path.read_text()
+    assert "pfx_alice" not in text and alice in text  # the fingerprint, never the key
+    assert stat.S_IMODE(journal.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(journal.path.parent.stat().st_mode) == 0o700
+
+
+def test_a_changed_size_or_mtime_does_not_resume(tmp_path: Path, photo: Path) -> None:
+    journal = Journal(tmp_path / "uploads.json")
+    key = FileKey.of(photo, "m:1", "c")
+    journal.put(key, entry())
+    os.utime(photo, ns=(key.mtime_ns, key.mtime_ns + 1))
+    assert journal.get(FileKey.of(photo, "m:1", "c")) is None
+    os.utime(photo, ns=(key.mtime_ns, key.mtime_ns))
+    assert journal.get(FileKey.of(photo, "m:1", "c")) is not None
+    photo.write_bytes(b"x" * 999)
+    os.utime(photo, ns=(key.mtime_ns, key.mtime_ns))  # same mtime, other size
+    assert journal.get(FileKey.of(photo, "m:1", "c")) is None
+    journal.put(FileKey.of(photo, "m:1", "c"), entry("01JB0000000000000000000000"))
+    assert [e.upload_id for e in journal.entries().values()] == ["01JB0000000000000000000000"]  # replaced
+
+
+def test_expired_entries_are_not_resumed_and_are_pruned_on_the_next_write(tmp_path: Path, photo: Path) -> None:
+    journal = Journal(tmp_path / "uploads.json")
+    old = FileKey.of(photo, "m:1", "c")
+    journal.put(old, entry("01JA0000000000000000000000", expires_in=900))
+    data = json.loads(journal.path.read_text())
+    data["entries"][old.slot]["expires_at"] = iso(time.time() - 1)  # its ticket ended a second ago
+    journal.path.write_text(json.dumps(data))
+    assert journal.get(old) is None
+    assert len(journal.entries()) == 1  # reading prunes nothing
+    other = photo.with_name("other.png")
+    other.write_bytes(b"y")
+    journal.put(FileKey.of(other, "m:1", "c"), entry("01JC0000000000000000000000"))
+    assert [e.upload_id for e in journal.entries().values()] == ["01JC0000000000000000000000"]
+
+
+def test_drop_forgets_only_the_named_upload(tmp_path: Path, photo: Path) -> None:
+    journal = Journal(tmp_path / "uploads.json")
+    key = FileKey.of(photo, "m:1", "c")
+    journal.put(key, entry("01JA0000000000000000000000"))
+    journal.drop(key, "01JZ0000000000000000000000")  # an older run's upload: this entry stays
+    assert journal.get(key) is not None
+    journal.drop(key, "01JA0000000000000000000000")
+    assert journal.get(key) is None and journal.entries() == {}
+
+
+def test_a_damaged_or_unusable_journal_reads_as_empty(tmp_path: Path, photo: Path) -> None:
+    journal = Journal(tmp_path / "uploads.json")
+    journal.path.write_text("{not json")
+    key = FileKey.of(photo, "m:1", "c")
+    assert journal.get(key) is None
+    journal.put(key, entry())
+    assert journal.get(key) is not None
+    blocked = Journal(photo / "pixelfox" / "uploads.json")  # its folder would be under a file
+    blocked.put(key, entry())
+    assert blocked.get(key) is None
+
+
+def test_default_path_follows_xdg_state_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert default_path() == tmp_path / "pixelfox" / "uploads.json"
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/dir")  # not absolute: ignored, as the spec says
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_path() == tmp_path / "home" / ".local" / "state" / "pixelfox" / "uploads.json"
+
+
+WRITER = """
+import sys, time
+from pathlib import Path
+from pixelfox.client.journal import Entry, FileKey, Journal
+journal, who = Journal(Path(sys.argv[1])), sys.argv[2]
+for i in range(25):
+    journal.put(FileKey("m:1", who, f"/f/{i}", 1, 1),
+                Entry(f"{who}{i}", "a:1", "t", "2999-01-01T00:00:00Z", 1, "s"))
+"""
+
+
+def test_two_runs_writing_at_once_keep_every_entry(tmp_path: Path) -> None:
+    path = tmp_path / "uploads.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), who], env=env) for who in "abcd"]
+    assert [p.wait(60) for p in procs] == [0, 0, 0, 0]
+    assert len(Journal(path).entries()) == 100
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".uploads.")] == []  # no temp file left
