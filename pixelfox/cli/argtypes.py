@@ -55,3 +55,18 @@ def seconds_or_days(low: float, what: str = "number") -> Callable[[str], float]:
     """A ``type=`` for a finite decimal number of at least ``low`` (seconds, days): see
     :func:`decimal_number`."""
     return decimal_number(low, None, what)
+
+
+_RATE_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def byte_rate(text: str) -> int:
+    """A ``type=`` for bytes a second: ``500000``, ``512K``, ``1.5M``, ``1G`` (binary units, as curl's
+    ``--limit-rate``), at least 1 KiB; anything else raises ``argparse.ArgumentTypeError``."""
+    number, scale = text.strip(), 1
+    if number and number[-1].upper() in _RATE_UNITS:
+        number, scale = number[:-1], _RATE_UNITS[number[-1].upper()]
+    value = decimal_number(0, None, "rate")(number) * scale if number else 0.0
+    if value < 1024:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate of at least 1K (bytes a second: 512K, 2M)")
+    return int(value)

@@ -23,7 +23,7 @@ from pixelfox import errors
 from pixelfox.cli import context, ops, put, storage_cmds
 from pixelfox.cli import jobs as jobs_cli
 from pixelfox.cli import uploads as uploads_cli
-from pixelfox.cli.argtypes import seconds_or_days, whole_number
+from pixelfox.cli.argtypes import byte_rate, seconds_or_days, whole_number
 from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.cli.tables import table_console
 from pixelfox.grpcx.client import channel, map_rpc_errors
@@ -227,7 +227,8 @@ def cmd_keys_create(opts: argparse.Namespace) -> int:
 
 def cmd_put(opts: argparse.Namespace) -> int:
     ref = context.resolve(opts.manager, opts.api_key)
-    return put.run(ref, opts.files, as_json=opts.json, wait=opts.wait, timeout_s=opts.timeout, title=opts.title)
+    return put.run(ref, opts.files, as_json=opts.json, wait=opts.wait, timeout_s=opts.timeout, title=opts.title,
+                   resume=not opts.no_resume, max_rate=opts.limit_rate)
 
 
 # ---- parser ----------------------------------------------------------------------------------
@@ -269,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds to wait per image with --wait")
     pt.add_argument("--title", default="", help="title of each new image (at most 255 characters; a file you "
                                                  "already uploaded keeps its own)")
+    pt.add_argument("--no-resume", action="store_true",
+                    help="send every file from its first byte, even one an interrupted run left unfinished")
+    pt.add_argument("--limit-rate", type=byte_rate, default=0, metavar="RATE",
+                    help="send at most RATE bytes a second (512K, 2M): leave room on a slow link")
     pt.set_defaults(func=cmd_put)
 
     st = with_target(sub.add_parser("status", help="list every node with health and load"))

@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from pixelfox import errors
 from pixelfox.cli.context import ClusterRef
 from pixelfox.client.images import owner_image_json, rejected_json, status_name
-from pixelfox.client.uploader import upload_file
+from pixelfox.client.journal import Journal, epoch
+from pixelfox.client.uploader import Resume, upload_file
 from pixelfox.grpcx.client import channel, map_rpc_errors
+from pixelfox.text import human_bytes
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc, upload_pb2
 
 #: images ``put --wait`` waits for at once while it uploads the next files
@@ -64,7 +67,7 @@ def _say(out: dict[str, Any], as_json: bool, console: Console) -> None:
 
 async def put_files(
     ref: ClusterRef, files: list[Path], *, as_json: bool, wait: bool, timeout_s: float, console: Console,
-    title: str = "",
+    title: str = "", resume: Resume | None = None, max_rate: int = 0, sending: dict[Path, int] | None = None,
 ) -> list[dict[str, Any]]:
     """Upload ``files`` in order, each new image titled ``title``; returns one JSON object per file
     (``put --json`` lines: the image, plus ``deduplicated``, true when the user already had those
@@ -108,16 +111,25 @@ async def put_files(
             with progress:
                 for path in files:
                     task = progress.add_task(path.name, total=path.stat().st_size if path.is_file() else 0)
+
+                    def sent(n: int, _total: int, t: Any = task, p: Path = path) -> None:
+                        progress.update(t, completed=n)
+                        if sending is not None:
+                            sending[p] = n
+
                     try:
                         _check_file(path)
-                        receipt = await upload_file(
-                            stub, md, path, progress=lambda n, _t, t=task: progress.update(t, completed=n),
-                            title=title)
+                        if sending is not None:
+                            sending[path] = 0
+                        receipt = await upload_file(stub, md, path, progress=sent, title=title, resume=resume,
+                                                    max_rate=max_rate)
                         waiting.append(asyncio.ensure_future(finish(path, receipt)))
                     except errors.PixelfoxError as exc:
                         done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
                         done.set_result(rejected_json(str(path), exc.code, exc.message))
                         waiting.append(done)
+                    if sending is not None:
+                        sending.pop(path, None)
                     progress.remove_task(task)
                     while waiting and (waiting[0].done() or len(waiting) >= MAX_WAITING):
                         emit(await waiting.pop(0))  # in order; at most MAX_WAITING images polled at once
@@ -129,9 +141,44 @@ async def put_files(
     return results
 
 
-def run(ref: ClusterRef, files: list[str], as_json: bool, wait: bool, timeout_s: float, title: str = "") -> int:
+def interrupted_line(path: Path, sent: int, resume: Resume | None, md: Any) -> str:
+    """What ``pixelfox put`` says of a file it was sending when Ctrl-C came: how much went, until when the
+    same command resumes it and how to cancel it (its journal entry), or that nothing is kept."""
+    try:
+        size = path.stat().st_size
+        entry = resume.journal.get(resume.key(path, md)) if resume else None
+    except OSError:  # the file went away meanwhile
+        return f"interrupted: {path} {human_bytes(sent)} sent; the file is gone: nothing to resume"
+    said = f"interrupted: {path} {human_bytes(sent)} of {human_bytes(size)} sent"
+    if entry is None:
+        return f"{said}; nothing to resume: the next run starts it again"
+    until = datetime.fromtimestamp(epoch(entry.expires_at), UTC)
+    when = until.strftime("%H:%M UTC" if until.date() == datetime.now(UTC).date() else "%Y-%m-%d %H:%M UTC")
+    return (f"{said}; run the same command again before {when} to resume, "
+            f"or cancel it: pixelfox uploads cancel {entry.upload_id}")
+
+
+def run(ref: ClusterRef, files: list[str], as_json: bool, wait: bool, timeout_s: float, title: str = "",
+        resume: bool = True, max_rate: int = 0) -> int:
+    """``pixelfox put``: 0 when every file ended ready (or processing, without ``wait``), 1 otherwise,
+    130 after Ctrl-C, with a line on stderr for the file it was sending (:func:`interrupted_line`).
+    Unfinished uploads are kept in the journal (:class:`~pixelfox.client.journal.Journal`): the same
+    command goes on where it stopped; ``resume=False`` starts every file afresh (and still records it)."""
     console = Console(stderr=True, soft_wrap=True)
-    results = asyncio.run(put_files(ref, [Path(f) for f in files], as_json=as_json, wait=wait, timeout_s=timeout_s,
-                                    console=console, title=title))
+
+    def resumed(path: Path, upload_id: str, offset: int) -> None:
+        console.print(f"resuming {path} (upload {upload_id}): {human_bytes(offset)} already sent", markup=False,
+                      highlight=False)
+
+    journal = Resume(Journal(), ref.manager, resumed, lookup=resume)
+    sending: dict[Path, int] = {}
+    try:
+        results = asyncio.run(put_files(ref, [Path(f) for f in files], as_json=as_json, wait=wait,
+                                        timeout_s=timeout_s, console=console, title=title, resume=journal,
+                                        max_rate=max_rate, sending=sending))
+    except KeyboardInterrupt:
+        for path, sent in sending.items():
+            print(interrupted_line(path, sent, journal, ref.metadata()), file=sys.stderr, flush=True)
+        return 130
     good = {"ready"} if wait else {"ready", "processing"}
     return 0 if all(r["status"] in good for r in results) else 1

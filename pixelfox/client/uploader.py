@@ -16,12 +16,14 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import google_crc32c
 import grpc
 
 from pixelfox import errors
+from pixelfox.client.journal import Entry, FileKey, Journal, fingerprint
 from pixelfox.grpcx.client import DEFAULT_MAX_MESSAGE_BYTES, map_rpc_errors
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc, upload_pb2, upload_pb2_grpc
 
@@ -45,10 +47,16 @@ RETRYABLE = (errors.Unavailable, errors.Timeout, errors.UploadBusy, errors.Offse
 
 
 async def _requests(
-    path: Path, header: upload_pb2.UploadHeader, start: int, chunk_size: int, progress: Progress | None
+    path: Path, header: upload_pb2.UploadHeader, start: int, chunk_size: int, progress: Progress | None,
+    max_rate: int = 0,
 ) -> AsyncIterator[upload_pb2.UploadRequest]:
+    """The header, then the file from ``start`` in chunks of ``chunk_size`` bytes; with ``max_rate``
+    (bytes/s, 0: no limit) at most that fast, in chunks of at most a quarter second's worth (a stream
+    that sends nothing for 10 s loses the upload's lock)."""
     yield upload_pb2.UploadRequest(header=header)
-    offset = start
+    if max_rate:
+        chunk_size = max(4096, min(chunk_size, max_rate // 4))
+    offset, began = start, time.monotonic()
     with path.open("rb") as f:
         f.seek(start)
         while data := f.read(chunk_size):
@@ -58,6 +66,8 @@ async def _requests(
             offset += len(data)
             if progress:
                 progress(offset, header.size)
+            if max_rate and (ahead := (offset - start) / max_rate - (time.monotonic() - began)) > 0:
+                await asyncio.sleep(ahead)
 
 
 def _own_channel(address: str) -> grpc.aio.Channel:
@@ -131,19 +141,169 @@ async def _create(
 
 async def _create_hashed(
     manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...],
-    req: manager_pb2.CreateUploadRequest, path: Path
-) -> tuple[manager_pb2.CreateUploadResponse, str]:
-    """The file's SHA-256, then ``CreateUpload`` declaring it (``req.sha256``), so that the manager can
-    answer at once with the caller's image of these bytes (``deduplicated``: nothing to send). The hash
-    runs in a thread (hashlib releases the GIL), never on the event loop, which it would stall for every
-    other task of the process (the web node's; 17-31 ms for 20 MiB here); the file's bytes are read
-    for the stream anyway. Returns the answer and the digest; raises EmptyFile for an empty file."""
-    digest = await asyncio.to_thread(sha256_file, path)
+    req: manager_pb2.CreateUploadRequest, digest: str
+) -> manager_pb2.CreateUploadResponse:
+    """``CreateUpload`` declaring the file's SHA-256 ``digest`` (``req.sha256``), so that the manager can
+    answer at once with the caller's image of these bytes (``deduplicated``: nothing to send). Raises
+    EmptyFile for an empty file."""
     req.sha256 = digest
     ticket = await _create(manager, md, req)
     if req.size == 0:
         raise errors.EmptyFile("empty file")
-    return ticket, digest
+    return ticket
+
+
+KEPT = (errors.Unavailable, errors.Timeout, errors.ResourceExhausted)
+"""Errors an upload ends the run with but stays open on the server: its journal entry is kept."""
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Resuming across runs (``pixelfox put``), in the :class:`~pixelfox.client.journal.Journal`.
+
+    ``journal`` records each upload ``CreateUpload`` opened for a file until it completes or the
+    server ends it; ``site`` is the manager address the entries belong to; ``resumed``, when given,
+    is called as ``resumed(path, upload_id, committed_bytes)`` when an upload of an earlier run goes on.
+    ``lookup=False`` starts afresh (``pixelfox put --no-resume``): earlier uploads are neither resumed
+    nor cancelled (the new one replaces the file's entry).
+    """
+
+    journal: Journal
+    site: str
+    resumed: Callable[[Path, str, int], None] | None = None
+    lookup: bool = True
+
+    def key(self, path: Path, metadata: Sequence[tuple[str, str]]) -> FileKey:
+        """``path``'s journal key for the caller of ``metadata`` (OSError when it cannot be read)."""
+        return FileKey.of(path, self.site, fingerprint(metadata))
+
+
+class _Watch:
+    """One upload's progress across retries: :meth:`check` gives up after ``max_stall_s`` seconds
+    without a newly committed byte; ``delay`` is the next wait (seconds) before asking the node."""
+
+    def __init__(self, size: int, max_stall_s: float) -> None:
+        self.size, self.max_stall_s = size, max_stall_s
+        self.best, self.last, self.delay = 0, time.monotonic(), 0.1
+        self.cause = ""  # the last answer that interrupted the upload, for the stall message
+
+    def moved(self, offset: int) -> None:
+        if offset > self.best:
+            self.best, self.last, self.delay = offset, time.monotonic(), 0.1
+
+    def check(self, offset: int) -> None:
+        """Raise Unavailable once the upload stalled for ``max_stall_s``."""
+        if time.monotonic() - self.last > self.max_stall_s:
+            said = f"; the last answer was: {self.cause}" if self.cause else ""
+            raise errors.Unavailable(
+                f"upload stalled for {self.max_stall_s:.0f} s at {offset} of {self.size} bytes{said}")
+
+
+async def _committed(
+    att: _Attempt, manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...], watch: _Watch,
+    offset: int,
+) -> upload_pb2.QueryUploadResponse:
+    """The upload's committed state (``QueryUpload``), on its node or, when that one does not answer,
+    another (``RelocateUpload``); asked again after a busy lock or a timeout, until ``watch`` gives up.
+    Other errors (the upload is unknown, expired, failed, cancelled) are raised."""
+    while True:
+        watch.check(offset)
+        await asyncio.sleep(watch.delay)
+        watch.delay = min(watch.delay * 2, 2.0)
+        try:
+            return await att.query()
+        except errors.Unavailable:
+            with contextlib.suppress(errors.Unavailable, errors.NoNodeAvailable):
+                await att.move(manager, md)
+        except (errors.Timeout, errors.UploadBusy):
+            pass
+
+
+async def _stream(
+    att: _Attempt, manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...],
+    header: upload_pb2.UploadHeader, path: Path, offset: int, watch: _Watch, *, progress: Progress | None,
+    timeout_s: float, max_rate: int,
+) -> upload_pb2.UploadReceipt:
+    """Send ``path`` from ``offset`` on; after a broken stream, go on from the committed offset."""
+    chunk_size = att.ticket.chunk_size or 256 * 1024
+    upload_id = header.upload_id
+    while True:
+        try:
+            async with map_rpc_errors():
+                receipt: upload_pb2.UploadReceipt = await att.stub.Upload(
+                    _requests(path, header, offset, chunk_size, progress, max_rate), timeout=timeout_s)
+            return receipt
+        except RETRYABLE as exc:
+            watch.cause = str(exc)
+            logger.info("upload %s interrupted at about %d bytes (%s); resuming", upload_id, offset, exc)
+        except errors.ResourceExhausted as exc:
+            if type(exc) is not errors.ResourceExhausted:  # quota, rate, full disk: not a busy node
+                raise
+            watch.cause = str(exc)
+            logger.info("upload node busy (%s); retrying", exc)
+            watch.delay = max(watch.delay, 0.5)
+        except errors.PixelfoxError as exc:
+            if not _broken_transport(exc):
+                raise
+            watch.cause = "the connection broke"
+            logger.info("upload %s: the stream broke (%s); resuming", upload_id, exc)
+        q = await _committed(att, manager, md, watch, offset)
+        if q.complete:  # finished, but the receipt was lost
+            return await _lost_receipt(manager, md, header)
+        offset = q.offset
+        watch.moved(offset)
+
+
+async def _earlier(
+    manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...], entry: Entry,
+    dial: Callable[[str], str], watch: _Watch,
+) -> tuple[_Attempt, upload_pb2.QueryUploadResponse] | None:
+    """The upload of an earlier run (``entry``) and its committed state, or ``None`` when the server
+    no longer knows it (expired, cancelled, failed, never there); Unavailable when the cluster does
+    not answer for ``watch``'s stall time (the entry still holds)."""
+    att = _Attempt(manager_pb2.CreateUploadResponse(
+        upload_id=entry.upload_id, upload_address=entry.upload_address, ticket=entry.ticket,
+        expires_at=entry.expires_at, chunk_size=entry.chunk_size), dial)
+    try:
+        return att, await _committed(att, manager, md, watch, 0)
+    except errors.PixelfoxError as exc:
+        await att.ch.close()
+        if isinstance(exc, errors.Unavailable):
+            raise
+        logger.info("upload %s of an earlier run cannot go on (%s): starting a new one", entry.upload_id, exc)
+        return None
+    except BaseException:
+        await att.ch.close()
+        raise
+
+
+async def _open(
+    manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...], path: Path, digest: str,
+    req: manager_pb2.CreateUploadRequest, dial: Callable[[str], str], max_stall_s: float, resume: Resume | None,
+    key: FileKey | None,
+) -> tuple[_Attempt, upload_pb2.QueryUploadResponse] | manager_pb2.CreateUploadResponse:
+    """The upload to send ``path`` to and its committed state: the journal's upload of an earlier run
+    when the server still has it and the file is the same (``digest``), else a new one from
+    ``CreateUpload`` (recorded in the journal under ``key``), or ``CreateUpload``'s deduplicated answer."""
+    if resume and resume.lookup and key and (entry := resume.journal.get(key)):
+        found = None
+        if entry.sha256 == digest:
+            found = await _earlier(manager, md, entry, dial, _Watch(req.size, max_stall_s))
+        if found:
+            if resume.resumed:
+                resume.resumed(path, entry.upload_id, found[1].offset)
+            return found
+        logger.info("upload %s of an earlier run is not resumed (the file changed or the upload ended)",
+                    entry.upload_id)
+        resume.journal.drop(key, entry.upload_id)
+    ticket = await _create_hashed(manager, md, req, digest)
+    if ticket.deduplicated:
+        return ticket
+    if resume and key:
+        resume.journal.put(key, Entry(upload_id=ticket.upload_id, upload_address=ticket.upload_address,
+                                      ticket=ticket.ticket, expires_at=ticket.expires_at,
+                                      chunk_size=ticket.chunk_size, sha256=digest))
+    return _Attempt(ticket, dial), upload_pb2.QueryUploadResponse(offset=0, size=req.size)
 
 
 async def upload_file(
@@ -159,6 +319,8 @@ async def upload_file(
     dial: Callable[[str], str] | None = None,
     expire_after_s: int = 0,
     title: str = "",
+    resume: Resume | None = None,
+    max_rate: int = 0,
 ) -> upload_pb2.UploadReceipt:
     """Upload ``path``; the receipt's ``image`` is the new image (status ``processing``, or ``failed``).
 
@@ -174,69 +336,47 @@ async def upload_file(
     image, while a re-upload of bytes the user already has returns that image as it is, with the
     receipt's ``deduplicated`` true (an upload with ``expire_after_s`` is never deduplicated). The file is
     hashed first and its SHA-256 declared to ``CreateUpload``: when the manager answers with the caller's
-    image of these bytes, no byte is sent and the receipt has no ``upload_id`` (no upload was made). Raises
+    image of these bytes, no byte is sent and the receipt has no ``upload_id`` (no upload was made).
+    With ``resume`` an upload a run left unfinished goes on in the next run (:class:`Resume`): the
+    journal's entry of the same file (path, size, mtime, SHA-256), credential and site is asked for its
+    committed offset instead of ``CreateUpload``; it is forgotten once the upload completes or the
+    server refuses or ended it (an upload the server no longer knows starts afresh). ``max_rate`` > 0
+    sends at most that many bytes a second. Raises
     :class:`~pixelfox.errors.PixelfoxError` subclasses: ``InvalidImage`` family for rejected
     bytes, ``Unauthenticated``, ``NoNodeAvailable``, ``Unavailable``...
     """
     size = path.stat().st_size
     name = filename or path.name
     md = tuple(metadata)
-    ticket, digest = await _create_hashed(manager, md, manager_pb2.CreateUploadRequest(
-        filename=name, size=size, content_type=content_type, expire_after_s=expire_after_s, title=title), path)
-    if ticket.deduplicated:  # the caller's image of these bytes: no upload was made, nothing is sent
-        return _known(ticket, size, digest, progress)
-    att = _Attempt(ticket, dial or (lambda a: a))
-    chunk_size = ticket.chunk_size or 256 * 1024
-    offset, best, last_progress = 0, 0, time.monotonic()
-    delay = 0.1
-    cause = ""  # the last answer that interrupted the upload, for the stall message
+    key = resume.key(path, md) if resume else None
+    # the hash runs in a thread (hashlib releases the GIL), never on the event loop, which it would stall for
+    # every other task of the process (the web node's; 17-31 ms for 20 MiB here)
+    digest = await asyncio.to_thread(sha256_file, path)
+    opened = await _open(manager, md, path, digest, manager_pb2.CreateUploadRequest(
+        filename=name, size=size, content_type=content_type, expire_after_s=expire_after_s, title=title),
+        dial or (lambda a: a), max_stall_s, resume, key)
+    if isinstance(opened, manager_pb2.CreateUploadResponse):  # the caller's image of these bytes: nothing is sent
+        return _known(opened, size, digest, progress)
+    att, q = opened
+    header = upload_pb2.UploadHeader(
+        ticket=att.ticket.ticket, upload_id=att.ticket.upload_id, size=size, sha256=digest, filename=name)
     try:
-        header = upload_pb2.UploadHeader(
-            ticket=ticket.ticket, upload_id=ticket.upload_id, size=size, sha256=digest, filename=name
-        )
-        while True:
-            try:
-                async with map_rpc_errors():
-                    receipt: upload_pb2.UploadReceipt = await att.stub.Upload(
-                        _requests(path, header, offset, chunk_size, progress), timeout=timeout_s)
-                return receipt
-            except RETRYABLE as exc:
-                cause = str(exc)
-                logger.info("upload %s interrupted at about %d bytes (%s); resuming", ticket.upload_id, offset, exc)
-            except errors.ResourceExhausted as exc:
-                if type(exc) is not errors.ResourceExhausted:  # quota, rate, full disk: not a busy node
-                    raise
-                cause = str(exc)
-                logger.info("upload node busy (%s); retrying", exc)
-                delay = max(delay, 0.5)
-            except errors.PixelfoxError as exc:
-                if not _broken_transport(exc):
-                    raise
-                cause = "the connection broke"
-                logger.info("upload %s: the stream broke (%s); resuming", ticket.upload_id, exc)
-            while True:  # find the committed offset, on this node or another
-                if time.monotonic() - last_progress > max_stall_s:
-                    said = f"; the last answer was: {cause}" if cause else ""
-                    raise errors.Unavailable(
-                        f"upload stalled for {max_stall_s:.0f} s at {offset} of {size} bytes{said}")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                try:
-                    q = await att.query()
-                except errors.Unavailable:
-                    with contextlib.suppress(errors.Unavailable, errors.NoNodeAvailable):
-                        await att.move(manager, md)
-                    continue
-                except (errors.Timeout, errors.UploadBusy):
-                    continue
-                break
-            if q.complete:  # finished, but the receipt was lost
-                return await _lost_receipt(manager, md, header)
-            offset = q.offset
-            if offset > best:
-                best, last_progress, delay = offset, time.monotonic(), 0.1
+        if q.complete:  # an earlier run sent it all, but was gone before the receipt came
+            receipt = await _lost_receipt(manager, md, header)
+        else:
+            if progress and q.offset:
+                progress(q.offset, size)
+            receipt = await _stream(att, manager, md, header, path, q.offset, _Watch(size, max_stall_s),
+                                    progress=progress, timeout_s=timeout_s, max_rate=max_rate)
+    except errors.PixelfoxError as exc:
+        if resume and key and not isinstance(exc, KEPT):  # refused or ended by the server: nothing to resume
+            resume.journal.drop(key, header.upload_id)
+        raise
     finally:
         await att.ch.close()
+    if resume and key:
+        resume.journal.drop(key, header.upload_id)
+    return receipt
 
 
 def _known(

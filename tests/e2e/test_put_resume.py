@@ -1,0 +1,154 @@
+"""``pixelfox put`` stopped by Ctrl-C goes on where it stopped the next time it runs (the real CLI, a
+real SIGINT, the session cluster).
+
+The first run sends at ``--limit-rate`` so that the test can wait, without racing the upload, until
+the server committed a quarter of the file (``GetUpload``) before it interrupts it. The last test
+calls ``upload_file`` in-process with a journal entry made for other bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+
+from pixelfox.client.journal import Entry, Journal
+from pixelfox.client.uploader import Resume, upload_file
+from pixelfox.grpcx.auth import api_key_metadata
+from pixelfox.text import human_bytes
+from pixelfox.v1 import manager_pb2, manager_pb2_grpc
+from tests.conftest import ClusterHandle
+from tests.e2e.uploadkit import big_png, create
+
+pytestmark = pytest.mark.e2e
+
+RATE = "4M"  # bytes a second of the interrupted run: ~2.5 s to a quarter of the big file
+
+
+def start_put(cluster: ClusterHandle, state: Path, *args: str) -> subprocess.Popen[str]:
+    """``pixelfox put ARGS`` in the cluster's folder, its journal under ``state``."""
+    return subprocess.Popen([sys.executable, "-m", "pixelfox", "put", *args], cwd=cluster.root,
+                            env={**os.environ, "XDG_STATE_HOME": str(state)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def progress(cluster: ClusterHandle, upload_id: str) -> manager_pb2.UploadProgress:
+    with grpc.insecure_channel(cluster.manager_address.split(",")[0]) as ch:
+        return manager_pb2_grpc.ManagerServiceStub(ch).GetUpload(
+            manager_pb2.GetUploadRequest(upload_id=upload_id), metadata=api_key_metadata(cluster.admin_api_key),
+            timeout=10)
+
+
+def interrupt(cluster: ClusterHandle, proc: subprocess.Popen[str], journal: Journal, at_least: int) -> tuple[str, str]:
+    """Ctrl-C ``proc`` once the server committed ``at_least`` bytes of its upload (the one its journal
+    records); returns the upload id and what the run printed on stderr."""
+    deadline = time.monotonic() + 120
+    upload_id = ""
+    while time.monotonic() < deadline and proc.poll() is None:
+        entries = list(journal.entries().values())
+        upload_id = entries[0].upload_id if entries else ""
+        if upload_id and progress(cluster, upload_id).offset >= at_least:
+            proc.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=60)
+    assert upload_id and proc.returncode == 130, (proc.returncode, err)
+    return upload_id, err
+
+
+def upload_bytes(cluster: ClusterHandle) -> float:
+    """Bytes the upload nodes wrote so far (their ``pixelfox_upload_bytes_total``, summed)."""
+    total = 0.0
+    for child in cluster.local.children:
+        if child.name.startswith("upload") and child.proc.poll() is None:
+            with urllib.request.urlopen(cluster.local.metrics_url(child.name), timeout=10) as r:
+                text = r.read().decode()
+            total += sum(float(v) for v in re.findall(r"^pixelfox_upload_bytes_total (\S+)$", text, re.M))
+    return total
+
+
+def test_put_interrupted_by_ctrl_c_resumes_on_the_next_run(cluster: ClusterHandle, tmp_path: Path) -> None:
+    path = tmp_path / "photo.png"
+    sha = big_png(path, 3600)  # ~39 MB uncompressed
+    size = path.stat().st_size
+    state = tmp_path / "state"
+    journal = Journal(state / "pixelfox" / "uploads.json")
+
+    upload_id, err = interrupt(cluster, start_put(cluster, state, "--limit-rate", RATE, str(path)), journal,
+                               size // 4)
+    assert "Traceback" not in err
+    line = next(ln for ln in err.splitlines() if ln.startswith("interrupted: "))
+    assert re.fullmatch(rf"interrupted: {re.escape(str(path))} \d+\.\d MiB of {human_bytes(size)} sent; "
+                        r"run the same command again before (\d{4}-\d\d-\d\d )?\d\d:\d\d UTC to resume, "
+                        rf"or cancel it: pixelfox uploads cancel {upload_id}",
+                        line), line
+    left = progress(cluster, upload_id)
+    assert left.status == "open" and size // 4 <= left.offset < size
+
+    written = upload_bytes(cluster)
+    done = start_put(cluster, state, "--json", "--wait", str(path))
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err
+    sent = upload_bytes(cluster) - written
+    res = json.loads(out.strip().splitlines()[-1])
+    assert (res["status"], res["width"], res["height"], res["sha256"]) == ("ready", 3600, 3600, sha)
+    assert f"resuming {path} (upload {upload_id}): " in err
+    assert 0 < sent <= size - left.offset  # only the rest went: not the quarter sent before
+    finished = progress(cluster, upload_id)
+    assert (finished.status, finished.image.slug) == ("complete", res["id"])  # the same upload, completed
+    assert journal.entries() == {}
+
+
+def test_an_upload_cancelled_meanwhile_is_started_afresh(cluster: ClusterHandle, tmp_path: Path) -> None:
+    path = tmp_path / "again.png"
+    sha = big_png(path, 1800)  # ~9.3 MB
+    size = path.stat().st_size
+    state = tmp_path / "state"
+    journal = Journal(state / "pixelfox" / "uploads.json")
+    upload_id, err = interrupt(cluster, start_put(cluster, state, "--limit-rate", "2M", str(path)), journal, 1)
+    assert f"pixelfox uploads cancel {upload_id}" in err
+    cancel = cluster.pixelfox("uploads", "cancel", upload_id)
+    assert cancel.returncode == 0 and cancel.stdout.strip() == f"cancelled upload {upload_id}", cancel.stderr
+
+    written = upload_bytes(cluster)
+    done = start_put(cluster, state, "--json", "--wait", str(path))
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err
+    res = json.loads(out.strip().splitlines()[-1])
+    assert (res["status"], res["sha256"]) == ("ready", sha)
+    assert "resuming" not in err
+    assert upload_bytes(cluster) - written == size  # all of it again, to a new upload
+    assert progress(cluster, upload_id).status == "abandoned"
+    assert journal.entries() == {}
+
+
+async def test_an_entry_for_other_bytes_is_not_resumed(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """A file changed since its upload began, with the same size and mtime: its hash says so, and the
+    upload of the old bytes is left alone while the new bytes go to a new upload."""
+    path = tmp_path / "changed.png"
+    sha = big_png(path, 400)
+    size = path.stat().st_size
+    manager = cluster.manager_address.split(",")[0]
+    md = api_key_metadata(cluster.admin_api_key)
+    journal, said = Journal(tmp_path / "uploads.json"), list[tuple[object, ...]]()
+    resume = Resume(journal, manager, lambda *a: said.append(a))
+    old = await create(manager, cluster.admin_api_key, size)
+    journal.put(resume.key(path, md), Entry(old.upload_id, old.upload_address, old.ticket, old.expires_at,
+                                            old.chunk_size, sha256="00" * 32))
+    async with grpc.aio.insecure_channel(manager) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        receipt = await upload_file(stub, md, path, resume=resume)
+        kept = await stub.GetUpload(manager_pb2.GetUploadRequest(upload_id=old.upload_id), metadata=md, timeout=10)
+        await stub.AbandonUpload(manager_pb2.AbandonUploadRequest(upload_id=old.upload_id), metadata=md, timeout=10)
+    assert receipt.upload_id != old.upload_id and receipt.sha256 == sha and receipt.size == size
+    assert said == [] and journal.entries() == {}
+    assert (kept.status, kept.offset) == ("open", 0)
