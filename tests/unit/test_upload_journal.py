@@ -1,8 +1,9 @@
 """The upload journal of ``pixelfox put`` (pixelfox/client/journal.py): what resumes, what is pruned,
-who sees an entry, and two processes writing at once."""
+who sees an entry, and two processes writing at once; ``put --limit-rate`` values."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import stat
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pixelfox.cli.argtypes import byte_rate
 from pixelfox.client.journal import Entry, FileKey, Journal, default_path, fingerprint
 from pixelfox.grpcx.auth import api_key_metadata
 
@@ -134,3 +136,14 @@ def test_two_runs_writing_at_once_keep_every_entry(tmp_path: Path) -> None:
     assert [p.wait(60) for p in procs] == [0, 0, 0, 0]
     assert len(Journal(path).entries()) == 100
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".uploads.")] == []  # no temp file left
+
+
+@pytest.mark.parametrize(("text", "rate"), [("512K", 524288), ("2M", 2097152), ("1.5m", 1572864), ("1000000", 1000000)])
+def test_limit_rate_reads_binary_units(text: str, rate: int) -> None:
+    assert byte_rate(text) == rate
+
+
+@pytest.mark.parametrize("text", ["", "K", "1", "1000", "2MB", "-2M", "nanM", "２M"])
+def test_limit_rate_refuses_what_is_not_a_rate_of_at_least_1k(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        byte_rate(text)
