@@ -21,12 +21,13 @@ from ulid import ULID
 
 from pixelfox import errors
 from pixelfox.db.models import ApiKey, User
+from pixelfox.schemes import API_KEY_PREFIX
 from pixelfox.text import checked
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
-KEY_PREFIX = "pfx_"
+KEY_PREFIX = API_KEY_PREFIX
 
 _hasher = PasswordHasher()  # argon2id with the library's RFC 9106 low-memory defaults
 _DUMMY_HASH = _hasher.hash("pixelfox-timing-equaliser")

@@ -76,15 +76,19 @@ def _half_photo() -> bytes:
     return buf.getvalue()
 
 
-def _unique_upload_form() -> aiohttp.FormData:
+def _unique_photo() -> bytes:
     """The test photo (:func:`_half_photo`) with a unique JPEG comment (COM) segment after SOI: other tests in
     the session upload the same photo, and content-addressed files shared with another image are (rightly)
     kept when one goes private, so these tests need bytes of their own."""
     raw = _half_photo()
     note = f"pixelfox test {uuid.uuid4()}".encode()
-    data = raw[:2] + b"\xff\xfe" + (len(note) + 2).to_bytes(2, "big") + note + raw[2:]
+    return raw[:2] + b"\xff\xfe" + (len(note) + 2).to_bytes(2, "big") + note + raw[2:]
+
+
+def _unique_upload_form(data: bytes | None = None) -> aiohttp.FormData:
+    """A form with ``data`` (else :func:`_unique_photo`) as its ``file``."""
     form = aiohttp.FormData()
-    form.add_field("file", data, filename=PHOTO.name, content_type="image/jpeg")
+    form.add_field("file", data or _unique_photo(), filename=PHOTO.name, content_type="image/jpeg")
     return form
 
 

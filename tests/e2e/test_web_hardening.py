@@ -5,6 +5,8 @@ guesses, escaped embed codes, no sessions for anonymous readers, deep JSON, oEmb
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import html
 import io
 import json
@@ -18,7 +20,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.e2e.test_web import PASSWORD, PHOTO, Browser, _until_ready, _user
-from tests.e2e.test_web_community import _unique_upload_form, api, csrf_header, new_user_with_image
+from tests.e2e.test_web_community import _unique_photo, _unique_upload_form, api, csrf_header, new_user_with_image
+from tests.e2e.uploadkit import new_user_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -258,6 +261,68 @@ async def test_credentials_sent_but_unusable_are_a_401_not_an_anonymous_upload(
     async with http.get(f"{cluster.web_url}/api/v1/me",
                         headers={"Authorization": f"Bearer\t{cluster.admin_api_key}"}) as r:
         assert r.status == 200 and (await r.json())["via"] == "api-key"
+
+
+def _basic(credentials: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()}
+
+
+async def test_an_api_key_sent_as_basic_credentials_is_that_key(cluster: Any, http: aiohttp.ClientSession) -> None:
+    """``curl -u <API key>:`` (Basic) was left to the proxy and the upload went in anonymous, outside
+    the account. A Basic header whose credentials are an API key (user name, password, or the key
+    itself, encoded or not) now counts as that key; a proxy's ``user:password`` stays anonymous."""
+    name = f"basic_{uuid.uuid4().hex[:8]}"
+    key = await new_user_key(cluster.local, name)
+    me = f"{cluster.web_url}/api/v1/me"
+    for headers in (_basic(f"{key}:"), _basic(f"{key}:anything"), _basic(f"anyone:{key}"), _basic(f"{key}\n"),
+                    {"Authorization": f"Basic {key}"}, {"Authorization": f"basic {key}", "X-API-Key": key}):
+        async with http.get(me, headers=headers) as r:
+            answer = await r.json()
+        assert (r.status, answer.get("name"), answer.get("via")) == (200, name, "api-key"), (headers, answer)
+    before = await _image_count(http, cluster.web_url, key)
+    async with http.post(f"{cluster.web_url}/api/v1/images?wait=0", data=_unique_upload_form(),
+                         headers=_basic(f"{key}:")) as r:  # what curl -u KEY: sends
+        assert r.status == 201, await r.text()
+    assert await _image_count(http, cluster.web_url, key) == before + 1
+    for headers, status, says in [
+            ([*_basic("pfx_not_a_key:").items()], 401, "invalid API key"),  # refused, not anonymous
+            ([*_basic(f"{key}:pfx_another").items()], 400, "two different API keys in Authorization: Basic"),
+            ([*_basic(f"{key}:").items(), ("X-API-Key", "pfx_another")], 400,
+             "two different API keys: Authorization: Basic and X-API-Key differ"),
+            ([("Authorization", f"Basic {key}"), ("Authorization", "Basic dXNlcjpwYXNz")], 400,
+             "Authorization was sent more than once")]:
+        async with http.get(me, headers=headers) as r:
+            text = await r.text()
+        assert r.status == status and says in json.loads(text)["error"]["message"], (headers, text)
+        assert key not in text and "pfx_not" not in text, text
+    # a browser holds Basic credentials and sends them by itself, as a cookie: no upload from another site
+    async with http.post(f"{cluster.web_url}/api/v1/images?wait=0", data=_unique_upload_form(),
+                         headers={**_basic(f"{key}:"), "Origin": "https://evil.example"}) as r:
+        assert r.status == 403, await r.text()
+    assert await _image_count(http, cluster.web_url, key) == before + 1
+
+
+async def test_an_api_key_in_the_url_of_an_api_v1_call_is_refused(cluster: Any, http: aiohttp.ClientSession) -> None:
+    """``?key=`` is read by the Chevereto upload only; on ``POST /api/v1/images`` it was ignored and the
+    upload landed anonymously. Every ``/api/v1`` call that reads a key now refuses it with a 400 saying
+    what to send, without echoing the key, before a byte of the body is read."""
+    key = await new_user_key(cluster.local, f"urlkey_{uuid.uuid4().hex[:8]}")
+    before = await _image_count(http, cluster.web_url, key)
+    photo = _unique_photo()
+    says = ("API keys in the URL are read only by /api/1/upload (Chevereto); send "
+            "'Authorization: Bearer <API key>' or 'X-API-Key: <API key>'")
+    for extra in ({}, {"Authorization": f"Bearer {key}"}):  # with a key in a header too: it is in the URL anyway
+        async with http.post(f"{cluster.web_url}/api/v1/images", params={"key": key, "wait": "0"},
+                             data=_unique_upload_form(photo), headers=extra) as r:
+            text = await r.text()
+        assert (r.status, json.loads(text)["error"]["message"]) == (400, says), text
+        assert key not in text
+    for path in ("/api/v1/me", "/api/v1/images", "/api/v1/uploads", "/api/v1/albums"):
+        async with http.get(f"{cluster.web_url}{path}?key={key}") as r:
+            assert (r.status, (await r.json())["error"]["message"]) == (400, says), path
+    assert await _image_count(http, cluster.web_url, key) == before
+    sha = hashlib.sha256(photo).hexdigest()
+    assert not [p for p in cluster.storage_files() if p.name.startswith(sha)]  # no anonymous image either
 
 
 async def _get_json(http: aiohttp.ClientSession, url: str, key: str) -> tuple[int, dict[str, Any]]:

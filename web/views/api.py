@@ -1,7 +1,7 @@
 """JSON API: ``POST /api/v1/images`` (upload), ``GET /api/v1/images/{slug}``, ``GET /api/v1/me``.
 
-Callers are an API key (``Authorization: Bearer <key>`` or ``X-API-Key``; no CSRF, nothing
-ambient), a browser session (cookie plus ``X-CSRF-Token``, since a cookie is ambient
+Callers are an API key (``Authorization: Bearer <key>``, ``X-API-Key``, or ``curl -u <key>:``; no
+CSRF, nothing ambient), a browser session (cookie plus ``X-CSRF-Token``, since a cookie is ambient
 authority), or nobody (anonymous upload). The upload is streamed to a temp file, never held
 whole in memory, and refused with 413 once it passes ``max_upload_bytes``.
 """
@@ -25,7 +25,7 @@ from aiohttp_session import get_session
 
 from pixelfox import errors
 from pixelfox.client.images import image_to_json
-from pixelfox.schemes import refuse_repeated, split_scheme
+from pixelfox.schemes import basic_api_key, refuse_repeated, split_scheme
 from pixelfox.text import printable, safe_filename
 from pixelfox.v1 import common_pb2, manager_pb2
 from web.calls import call
@@ -54,17 +54,23 @@ class Caller:
 
 
 def api_key_of(request: web.Request) -> str:
-    """The API key a request sends (``Authorization: Bearer <key>``, else ``X-API-Key``), or ``""``.
+    """The API key a request sends (``Authorization: Bearer <key>``, ``Authorization: Basic`` holding
+    a key, else ``X-API-Key``), or ``""``.
 
     Raises Unauthenticated (401) for credentials that are sent but unusable, which used to make
     the call silently anonymous (an upload then landed outside the account): ``Bearer`` with no
     key, another scheme (``Token``, ``ApiKey``...), or an ``X-API-Key`` header that is empty (a
     script's unset variable). :data:`PROXY_SCHEMES` (``Basic``, ``Digest``, ``Negotiate``,
     ``NTLM``) are left alone: they belong to a proxy or single sign-on in front of the site (nginx
-    ``auth_basic``, Kerberos), and browsers send them with every request. Either header sent twice
-    is a 400 naming it (the first one was taken silently), except ``Authorization`` headers that are
-    all of :data:`PROXY_SCHEMES`: a proxy told to add one (Apache ``RequestHeader add``, HAProxy
-    ``add-header``) may send two Basic headers, which are left alone as one is."""
+    ``auth_basic``, Kerberos), and browsers send them with every request; except ``Basic`` whose
+    credentials are an API key (:func:`pixelfox.schemes.basic_api_key`: ``curl -u pfx_...:``),
+    which counts as that key (it was an anonymous upload). Either header sent twice is a 400 naming
+    it (the first one was taken silently), except ``Authorization`` headers that are all of
+    :data:`PROXY_SCHEMES` with no API key: a proxy told to add one (Apache ``RequestHeader add``,
+    HAProxy ``add-header``) may send two Basic headers, which are left alone as one is. BadRequest
+    (400) too for a ``key`` query parameter on an ``/api/v1`` call (:func:`_refuse_key_in_url`) and
+    for two different keys."""
+    _refuse_key_in_url(request)
     refuse_repeated(request.headers, ("X-API-Key",))
     sent = request.headers.getall("Authorization", ())
     if len(sent) > 1 and any(split_scheme(v)[0].lower() not in PROXY_SCHEMES for v in sent):
@@ -73,25 +79,55 @@ def api_key_of(request: web.Request) -> str:
     if scheme.lower() == "bearer":
         if not credentials:
             raise errors.Unauthenticated("Authorization: Bearer without an API key")
-        other = request.headers.get("X-API-Key", "").strip()
-        if other and other != credentials:  # which one would count? (X-API-Key was ignored silently)
-            raise errors.BadRequest("two different API keys: Authorization: Bearer and X-API-Key differ; send one key")
-        return credentials
+        return _one_key(request, credentials, "Authorization: Bearer")
     if scheme and scheme.lower() not in PROXY_SCHEMES:
         # a scheme name is a short token; anything else may be the key itself, never echoed
         named = f" {scheme!r}" if SCHEME_NAME.fullmatch(scheme) else ""
         raise errors.Unauthenticated(f"unsupported Authorization scheme{named}: send "
                                      "'Authorization: Bearer <API key>' or 'X-API-Key: <API key>'")
+    if key := _basic_key(sent):
+        return _one_key(request, key, "Authorization: Basic")
     if "X-API-Key" in request.headers and not request.headers["X-API-Key"].strip():
         raise errors.Unauthenticated("X-API-Key is empty")
     return request.headers.get("X-API-Key", "").strip()
 
 
+def _refuse_key_in_url(request: web.Request) -> None:
+    """BadRequest for ``?key=`` on an ``/api/v1`` call: only Chevereto's ``/api/1/upload`` reads it
+    (:mod:`web.views.chevereto`), so the call went on anonymous (an upload landed outside the
+    account); a key in a URL also ends up in access logs and browser history. The key is not echoed."""
+    if request.path.startswith("/api/v1/") and "key" in request.query:
+        raise errors.BadRequest("API keys in the URL are read only by /api/1/upload (Chevereto); send "
+                                "'Authorization: Bearer <API key>' or 'X-API-Key: <API key>'")
+
+
+def _basic_key(sent: Sequence[str]) -> str:
+    """The API key in an ``Authorization: Basic`` header of ``sent`` (all :data:`PROXY_SCHEMES`), or
+    ``""``; BadRequest when there is one but ``Authorization`` came more than once."""
+    keys = [key for scheme, credentials in map(split_scheme, sent)
+            if scheme.lower() == "basic" and (key := basic_api_key(credentials))]
+    if keys and len(sent) > 1:
+        raise errors.BadRequest("Authorization was sent more than once: send it once")  # which one would count?
+    return keys[0] if keys else ""
+
+
+def _one_key(request: web.Request, key: str, said: str) -> str:
+    """``key`` (sent in ``said``), or BadRequest when ``X-API-Key`` holds another one."""
+    other = request.headers.get("X-API-Key", "").strip()
+    if other and other != key:  # which one would count? (X-API-Key was ignored silently)
+        raise errors.BadRequest(f"two different API keys: {said} and X-API-Key differ; send one key")
+    return key
+
+
 async def resolve_caller(request: web.Request, *, state_changing: bool) -> Caller:
-    """Who is calling; a session caller doing a state change must send the CSRF header (403)."""
+    """Who is calling; a session caller doing a state change must send the CSRF header (403), and one
+    whose API key came as ``Authorization: Basic`` must not come from another site (403): a browser
+    sends Basic credentials it holds by itself, as it sends a cookie."""
     manager = request.app[MANAGER]
     key = api_key_of(request)
     if key:
+        if state_changing and split_scheme(request.headers.get("Authorization", ""))[0].lower() == "basic":
+            check_origin(request)
         return Caller(manager.as_api_key(key), None, "api-key")
     session = await get_session(request)
     user = current_user(session)

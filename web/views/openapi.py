@@ -175,9 +175,11 @@ OPENAPI: dict[str, Any] = {
     "info": {
         "title": "PixelFox API", "version": "1.0.0",
         "description": "Images and albums. Authenticate with `Authorization: Bearer <API key>` (or "
-                       "`X-API-Key`), or a browser session plus `X-CSRF-Token` for changes.",
+                       "`X-API-Key`, or Basic with the key as user name: `curl -u pfx_...:`), or a browser "
+                       "session plus `X-CSRF-Token` for changes. A `key` query parameter is a 400 on "
+                       "/api/v1 calls: only /api/1/upload reads a key from the URL.",
     },
-    "security": [{"bearer": []}, {"apiKey": []}],
+    "security": [{"bearer": []}, {"apiKey": []}, {"basic": []}],
     "paths": {
         "/api/v1/images": {
             "get": {"operationId": "listImages", "summary": "The caller's images, newest first",
@@ -293,6 +295,8 @@ OPENAPI: dict[str, Any] = {
     "components": {
         "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer"},
+            "basic": {"type": "http", "scheme": "basic",
+                      "description": "the API key as user name (any password) or as password"},
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             "keyField": {"type": "apiKey", "in": "query", "name": "key",
                          "description": "Chevereto's key, in the query or as a form field"},
