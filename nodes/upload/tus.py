@@ -4,7 +4,8 @@ Routes (``/tus/`` is the creation URL, also without its slash; ``/tus/<upload id
 hands out, so clients that know it skip creation):
 
 * ``OPTIONS`` — ``Tus-Version``, ``Tus-Extension``, ``Tus-Max-Size``, ``Tus-Checksum-Algorithm``.
-* ``POST /tus/`` with ``Upload-Length`` — the upload named by the ticket; ``201`` + ``Location``.
+* ``POST /tus/`` with ``Upload-Length`` — the upload named by the ticket; ``201`` + ``Location``. A malformed
+  ``Upload-Metadata`` is a 400 (:mod:`nodes.upload.tusmeta`).
 * ``HEAD /tus/<id>`` — ``Upload-Offset``, ``Upload-Length``, ``Upload-Expires``, ``no-store``.
 * ``PATCH /tus/<id>`` — ``application/offset+octet-stream`` at ``Upload-Offset``; ``204`` with
   the new offset. The PATCH that reaches ``Upload-Length`` stores and completes the upload
@@ -34,6 +35,7 @@ import google_crc32c
 from aiohttp import web
 
 from nodes.upload.service import Chunk, Receiver, Session
+from nodes.upload.tusmeta import parse_upload_metadata
 from pixelfox import errors, tickets
 from pixelfox.numbers import MAX_DIGITS, ascii_int, is_ascii_digits
 from pixelfox.schemes import refuse_repeated, split_scheme
@@ -163,6 +165,9 @@ class Tus:
         token = _ticket(request)
         if request.headers.get("Upload-Defer-Length"):
             raise errors.BadRequest("Upload-Defer-Length is not supported: the ticket fixes the size")
+        # checked, not used: the ticket carries the file name and title (a comma-separated list, so
+        # two headers are one list, and a key in both is sent twice)
+        parse_upload_metadata(",".join(v for v in request.headers.getall("Upload-Metadata", ()) if v.strip()))
         raw = request.headers.get("Upload-Length", "")
         if is_ascii_digits(raw, len(raw)) and len(raw.lstrip("0")) > MAX_DIGITS:  # more than any Tus-Max-Size
             raise errors.PayloadTooLarge(f"Upload-Length {raw} is over Tus-Max-Size {self.max_size}")

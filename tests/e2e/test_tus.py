@@ -423,3 +423,32 @@ def test_a_repeated_tus_header_is_refused_naming_it(cluster: ClusterHandle, corp
     status, _ = raw_request(t.upload_url, "PATCH", base, body)  # each header once: taken
     assert status == 204
 
+
+
+def test_a_malformed_upload_metadata_is_a_400_naming_the_key(cluster: ClusterHandle, corpus: Path) -> None:
+    """``Upload-Metadata`` that breaks tus 1.0.0 (a value not base64, a key with a space, an empty key, a key
+    sent twice) was taken at creation silently; it is a 400 that names the fault and the key, escaped and cut.
+    What tuspy and tus-js-client send (an empty header, a key with an empty value) still creates."""
+    data = (corpus / "photos" / "blackbug_alpha.png").read_bytes()
+    t = ticket_for(cluster, len(data))
+    base = t.upload_url.rsplit("/", 1)[0] + "/"
+    create = {**auth(t), "Upload-Length": str(len(data))}
+    name = base64.b64encode(b"p.png").decode()
+    for metadata, says in [
+            (f"filename {name},filetype not-base64!", "Upload-Metadata value of key 'filetype' is not base64"),
+            (f"file name {name}", "Upload-Metadata pair of key 'file' has a second space"),
+            (f"filename {name},,filetype {name}", "Upload-Metadata has an empty key"),
+            (f"filename {name}, filename {name}", "Upload-Metadata key 'filename' is sent twice"),
+            ("k\t" + "x" * 60 + " !", "Upload-Metadata value of key 'k\\t" + "x" * 38 + "'... is not base64")]:
+        r = requests.post(base, headers={**create, "Upload-Metadata": metadata}, timeout=10)
+        assert r.status_code == 400, (metadata, r.text)
+        assert r.json()["error"]["code"] == "bad-request", (metadata, r.text)
+        assert r.json()["error"]["message"].startswith(says), (metadata, r.text)
+    # two headers are one comma-separated list (RFC 9110 5.3): a key in both is sent twice
+    status, answer = raw_request(base, "POST", [*create.items(), ("Upload-Metadata", f"filename {name}"),
+                                                ("Upload-Metadata", f"filename {name}")])
+    assert status == 400 and "key 'filename' is sent twice" in answer["error"]["message"], answer
+    for metadata in ("", f"filename {name},filetype ", "empty", f"filename {name.rstrip('=')}"):
+        r = requests.post(base, headers={**create, "Upload-Metadata": metadata}, timeout=10)
+        assert r.status_code == 201, (metadata, r.text)
+    assert requests.head(t.upload_url, headers=auth(t), timeout=10).headers["Upload-Offset"] == "0"  # nothing sent
