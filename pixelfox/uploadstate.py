@@ -3,7 +3,7 @@
 Keys (one hash slot per upload, ``{upload:<id>}``, so the Lua scripts below are Cluster-safe):
 
 * ``pixelfox:{upload:<id>}:state`` — hash: ``offset`` (committed bytes), ``size`` (declared
-  bytes), ``user`` (user id or ""), ``status`` (``open`` | ``complete`` | ``failed``),
+  bytes), ``user`` (user id or ""), ``status`` (``open`` | ``complete`` | ``failed`` | ``abandoned``),
   ``probed`` ("1" once the header passed :func:`pixelfox.imaging.probe`), ``slug`` (image slug
   once complete), ``error_code``/``error`` (why it failed), ``node`` (upload node that last
   wrote), ``expire`` (seconds the image lives after completion, 0 = for ever; see
@@ -83,7 +83,7 @@ class State:
     offset: int  # committed bytes
     size: int  # declared bytes
     user_id: str
-    status: str  # open | complete | failed | abandoned (cancelled by its owner)
+    status: str  # open | complete | failed | abandoned (cancelled by its owner or its tus client)
     probed: bool
     slug: str  # image slug once complete
     expire_after_s: int = 0  # > 0: delete the image this long after completion
@@ -109,6 +109,19 @@ def failure(status: str, error_code: str, error: str) -> errors.PixelfoxError:
         said = error if status == "abandoned" else f"{error} (this upload failed; start a new one)"
         return errors.from_wire(error_code, None, said)
     return errors.InvalidTicket("upload ticket already used: the upload failed; start a new upload")
+
+
+#: what cancelling an upload that already ended in each status would say (:func:`nothing_to_cancel`)
+_ENDED = {"abandoned": "was already cancelled", "complete": "is complete (delete its image instead)",
+          "failed": "already failed", "expired": "has expired"}
+
+
+def nothing_to_cancel(status: str) -> str:
+    """Why an upload in ``status`` (``UploadProgress.status``: abandoned, complete, failed, expired)
+    cannot be cancelled, in the same words on every front door: ``DELETE /api/v1/uploads/<id>`` and
+    ``pixelfox uploads cancel`` (409) and tus ``DELETE`` (404). A second cancel said "the upload is
+    abandoned, not open", a word users never chose."""
+    return f"nothing to cancel: the upload {_ENDED.get(status, f'is {status}')}"
 
 
 class UploadStates:

@@ -257,11 +257,14 @@ class Receiver:
         return session
 
     async def terminate(self, token: str, upload_id: str) -> None:
-        """tus termination: remove the staged bytes and the state (later requests get NOT_FOUND), and
-        tell the manager (``abandon``), which frees the user's open-upload slot at once. A manager
-        that cannot be reached is only logged: the slot then frees when the upload's TTL ends."""
+        """tus termination: remove the staged bytes, close the state as ``abandoned`` (later requests
+        get NOT_FOUND saying the upload was cancelled, until the state's TTL; it was deleted, and they
+        heard "expired or never existed"), and tell the manager (``abandon``), which frees the user's
+        open-upload slot at once. A manager that cannot be reached is only logged: the slot then
+        frees when the upload's TTL ends."""
         self.path(upload_id).unlink(missing_ok=True)
-        await self.states.delete(upload_id)
+        await self.states.finish(upload_id, "abandoned", error=errors.NotFound(
+            "the upload was cancelled by its client (tus DELETE); start a new upload"))
         if self.abandon is not None:
             try:
                 await self.abandon(upload_id, token)

@@ -13,7 +13,8 @@ hands out, so clients that know it skip creation):
   when the user already had these bytes and the upload became that image, unchanged). With
   ``Upload-Checksum`` (sha1, md5, sha256, crc32c) the body is committed only when it matches, else ``460``.
   ``Upload-Length`` on a PATCH, meant for deferred lengths (refused at creation), must be the upload's (400).
-* ``DELETE /tus/<id>`` — termination: staged bytes and state removed, ``204``; then ``404``.
+* ``DELETE /tus/<id>`` — termination: staged bytes removed, state closed, ``204``; then ``404`` saying it was
+  cancelled (a second DELETE: "nothing to cancel: the upload was already cancelled").
 * ``POST /tus/<id>`` with ``X-HTTP-Method-Override: PATCH`` or ``DELETE`` — as that method.
 
 Every request but OPTIONS carries ``Authorization: Bearer <ticket>`` (401 with the reason
@@ -39,6 +40,7 @@ from nodes.upload.tusmeta import parse_upload_metadata
 from pixelfox import errors, tickets
 from pixelfox.numbers import MAX_DIGITS, ascii_int, is_ascii_digits
 from pixelfox.schemes import refuse_repeated, split_scheme
+from pixelfox.uploadstate import nothing_to_cancel
 
 logger = logging.getLogger(__name__)
 
@@ -291,8 +293,14 @@ class Tus:
         logger.debug("PATCH %s: %d -> %d", session.header.upload_id, start, session.offset)
 
     async def delete(self, request: web.Request) -> web.Response:
+        """tus termination: ``204``; ``404`` for an upload already cancelled (here or by its owner:
+        ``DELETE /api/v1/uploads/<id>``, whose ticket is otherwise refused with a 401)."""
         token, upload_id = _ticket(request), request.match_info["id"]
-        st = await self.rx.query(token, upload_id)
+        ticket = self.rx.check_ticket(token, upload_id)
+        cancelled = await self.rx.states.get(upload_id)
+        if cancelled is not None and cancelled.status == "abandoned":
+            raise errors.NotFound(nothing_to_cancel("abandoned"))
+        st = await self.rx.state(ticket)
         session = await self.rx.open(token, upload_id, st.size)
         try:
             await self.rx.terminate(token, upload_id)

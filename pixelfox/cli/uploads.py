@@ -21,6 +21,7 @@ from pixelfox.cli.tables import table_console
 from pixelfox.client.images import upload_progress_json
 from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.text import human_bytes
+from pixelfox.uploadstate import nothing_to_cancel
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc
 
 
@@ -46,7 +47,7 @@ async def _cancel(ref: context.ClusterRef, upload_id: str) -> None:
                                          timeout=30)
         if not reply.abandoned:
             p = await stub.GetUpload(manager_pb2.GetUploadRequest(upload_id=upload_id), metadata=md, timeout=30)
-            raise errors.Conflict(f"the upload is {p.status}, not open: nothing to cancel")
+            raise errors.Conflict(nothing_to_cancel(p.status))
 
 
 def cmd_uploads(opts: argparse.Namespace) -> int:

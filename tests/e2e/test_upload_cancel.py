@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -127,3 +129,39 @@ def test_an_upload_cancelled_after_its_original_was_stored_leaves_no_original(
     img = requests.get(f"{local.web_urls[0]}/api/v1/images/{done.headers['Pixelfox-Image-Slug']}",
                        headers={"Authorization": f"Bearer {other}"}, timeout=10)
     assert img.status_code == 200, img.text
+
+
+def _cli_cancel(local: LocalCluster, key: str, upload_id: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pixelfox", "uploads", "cancel", upload_id, "--manager",
+                           local.manager_address, "--api-key", key], capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
+def test_a_second_cancel_says_already_cancelled_on_every_front_door(local: LocalCluster) -> None:
+    """Cancelling a cancelled upload said "the upload is abandoned, not open" on the web and in the CLI, and
+    tus said "expired or never existed" after its own DELETE. Every door now says it was already cancelled:
+    409 on the web, exit 2 from ``pixelfox uploads cancel``, 404 from tus (its spec's answer after a
+    termination), however the upload was cancelled first."""
+    key = asyncio.run(new_user_key(local, f"twice_{os.urandom(3).hex()}"))
+    web, bearer = local.web_urls[0], {"Authorization": f"Bearer {key}"}
+    said = "nothing to cancel: the upload was already cancelled"
+    by_owner, by_client = _new_upload(local, key, 5000), _new_upload(local, key, 5000)
+    _cancel(local, key, by_owner["id"])
+    tus_client = {"Authorization": f"Bearer {by_client['ticket']}", "Tus-Resumable": "1.0.0"}
+    assert requests.delete(by_client["upload_url"], headers=tus_client, timeout=10).status_code == 204
+    head = requests.head(by_client["upload_url"], headers=tus_client, timeout=10)
+    assert head.status_code == 404  # tus: a terminated upload is gone
+    for up in (by_owner, by_client):
+        again = requests.delete(f"{web}/api/v1/uploads/{up['id']}", headers=bearer, timeout=10)
+        assert (again.status_code, again.json()["error"]) == (409, {"code": "conflict", "message": said}), again.text
+        tus = requests.delete(up["upload_url"], headers={"Authorization": f"Bearer {up['ticket']}",
+                                                         "Tus-Resumable": "1.0.0"}, timeout=10)
+        assert (tus.status_code, tus.json()["error"]) == (404, {"code": "not-found", "message": said}), tus.text
+        cli = _cli_cancel(local, key, up["id"])
+        assert cli.returncode == 2 and said in cli.stderr, cli.stderr
+        progress = requests.get(f"{web}/api/v1/uploads/{up['id']}", headers=bearer, timeout=10).json()
+        assert progress["status"] == "abandoned", progress
+    # after its client's DELETE a PATCH hears that, not "expired or never existed"
+    late = _patch(by_client, b"\x89PNG")
+    assert (late.status_code, late.json()["error"]["message"]) == (
+        404, "the upload was cancelled by its client (tus DELETE); start a new upload"), late.text

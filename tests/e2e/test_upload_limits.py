@@ -253,7 +253,7 @@ def test_the_owner_cancels_open_uploads_without_their_tickets(local: LocalCluste
     asyncio.run(create(manager(local), key, P))  # the freed slot is usable at once
 
     again = requests.delete(f"{web}/api/v1/uploads/{first.upload_id}", headers=bearer, timeout=10)
-    assert again.status_code == 409 and "abandoned" in again.json()["error"]["message"], again.text
+    assert again.status_code == 409 and "already cancelled" in again.json()["error"]["message"], again.text
     progress = requests.get(f"{web}/api/v1/uploads/{first.upload_id}", headers=bearer, timeout=10).json()
     assert progress["status"] == "abandoned"
     tus = {"Authorization": f"Bearer {first.ticket}", "Tus-Resumable": "1.0.0"}

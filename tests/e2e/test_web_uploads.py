@@ -222,7 +222,7 @@ def test_pixelfox_uploads_lists_and_cancels_the_callers_open_uploads(cluster: Cl
     assert (gone.returncode, gone.stdout.strip()) == (0, f"cancelled upload {upload_id}"), gone.stderr
     assert upload_id not in cluster.pixelfox("uploads", "--json").stdout
     again = cluster.pixelfox("uploads", "cancel", upload_id)
-    assert again.returncode == 2 and "the upload is abandoned, not open" in again.stderr, again.stderr
+    assert again.returncode == 2 and "nothing to cancel: the upload was already cancelled" in again.stderr, again.stderr
 
 
 def test_a_repeated_credential_header_on_the_web_api_is_refused(cluster: ClusterHandle) -> None:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pixelfox import errors, ids
 from pixelfox.client.images import upload_progress_json
+from pixelfox.uploadstate import nothing_to_cancel
 from pixelfox.v1 import manager_pb2
 from web.calls import call
 from web.jsonbody import read_model
@@ -88,7 +89,7 @@ async def cancel_upload(request: web.Request) -> web.Response:
     if not reply.abandoned:
         p: manager_pb2.UploadProgress = await call(
             request, "GetUpload", manager_pb2.GetUploadRequest(upload_id=upload_id), caller.metadata)
-        raise errors.Conflict(f"the upload is {p.status}, not open: nothing to cancel")
+        raise errors.Conflict(nothing_to_cancel(p.status))
     return web.Response(status=204)
 
 
