@@ -403,6 +403,7 @@ class Dispatcher:
         await self.queue.ack(f.job)
         JOB_SECONDS.labels(f.job.kind).observe(time.monotonic() - f.started)
         if recorded:
+            await self.queue.forget_dead_of(f.job.image_id)  # a later run finished it: they are moot
             JOBS.labels("ready").inc()
             logger.info("image %s ready (%d variants) from %s", f.job.image_id, len(r.variants), worker.node_id)
         else:

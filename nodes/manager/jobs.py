@@ -121,6 +121,23 @@ class JobAdmin:
             raise errors.NotFound(f"no dead-letter job {job_id} (retried meanwhile)")
         return await self._queued(job)
 
+    async def discard(self, job_id: str) -> int:
+        """Remove a dead letter (by entry id) or every dead letter of an image (by slug) without running
+        it: the admin gave up on it (``pixelfox jobs discard``). Returns how many went; NotFound when
+        there was none. The image stays as it is (failed, most likely; deleting it is up to its owner)."""
+        if ENTRY_ID.match(job_id):
+            if await self.queue.dead_job(job_id) is None:
+                raise errors.NotFound(f"no dead-letter job {job_id}")
+            await self.queue.forget_dead([job_id])
+            return 1
+        async with self.sessions() as s:
+            image_id = await s.scalar(select(Image.id).where(Image.slug == job_id))
+        gone = await self.queue.forget_dead_of(image_id) if image_id else 0
+        if not gone:
+            raise errors.NotFound(f"no dead-letter job {job_id}" if image_id is None
+                                  else f"image {job_id} has no dead-letter job")
+        return gone
+
     async def _queued(self, job: QueuedJob) -> jobs_pb2.JobInfo:
         """Wake the dispatcher for ``job`` (just queued) and describe it."""
         self.dispatcher.wake.set()
@@ -136,7 +153,7 @@ class JobAdmin:
             await begin_write(s)
             img = await s.get(Image, image_id, with_for_update={"of": Image})
             if img is None:
-                raise errors.NotFound("the job's image is gone")
+                raise errors.NotFound("the job's image is gone; `pixelfox jobs discard ID` removes its dead letter")
             if img.status == "failed":
                 img.status, img.error_code, img.error_message = "processing", "", ""
             if img.status == "processing" and await s.get(OutboxEntry, image_id) is None:

@@ -36,6 +36,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         return jobs_pb2.RetryJobResponse(job=await self.jobs.retry(req.job_id))
 
     @rpc()
+    async def DiscardJob(self, req: jobs_pb2.DiscardJobRequest, ctx: Ctx) -> jobs_pb2.DiscardJobResponse:
+        await self._admin()
+        if not req.job_id:
+            raise errors.BadRequest("job_id is required (a dead-letter id or an image slug)")
+        return jobs_pb2.DiscardJobResponse(discarded=await self.jobs.discard(req.job_id))
+
+    @rpc()
     async def Reprocess(self, req: jobs_pb2.ReprocessRequest, ctx: Ctx) -> jobs_pb2.ReprocessResponse:
         await self._admin()
         if not req.all and not req.slugs:

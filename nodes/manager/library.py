@@ -29,6 +29,7 @@ from nodes.manager.objects import Objects, image_keys
 from pixelfox import deletion, errors, readmodel
 from pixelfox.db.models import AbuseReport, Image, Upload, User
 from pixelfox.leases import Lease
+from pixelfox.queue import JobQueue
 from pixelfox.storage.keys import private_key, public_key
 from pixelfox.text import checked, checked_title
 from pixelfox.v1 import common_pb2
@@ -68,12 +69,14 @@ class Library:
         objects: Objects,
         redis: aioredis.Redis,
         secret: str = "",
+        queue: JobQueue | None = None,
     ) -> None:
         self.sessions = sessions
         self.views = views
         self.objects = objects
         self.redis = redis
         self.secret = secret  # the cluster secret: deletion tokens (pixelfox.deletion)
+        self.queue = queue  # a deleted image's dead letters go with it
 
     async def _load(self, s: AsyncSession, slug: str, user: User | None, *, manage: bool,
                     deletion_token: str = "") -> Image:
@@ -210,7 +213,7 @@ class Library:
         async with self.sessions() as s:
             img = await self._load(s, slug, user, manage=True, deletion_token=deletion_token)
             proto = await self.views.to_proto(s, img)
-            keys = image_keys(img)
+            keys, image_id = image_keys(img), img.id
             upload = await s.get(Upload, img.upload_id) if img.upload_id else None
             # open abuse reports of the image are settled with it (they stayed open, pointing nowhere)
             await s.execute(update(AbuseReport).where(AbuseReport.image_id == img.id, AbuseReport.status == "open")
@@ -222,6 +225,8 @@ class Library:
                 await s.delete(upload)
             await s.commit()
         await readmodel.mark_deleted(self.redis, slug)
+        if self.queue is not None:  # nothing left to retry: they would keep the dead-letter alert firing
+            await self.queue.forget_dead_of(image_id)
         deleted, pending = await self.objects.delete_unreferenced(keys)
         await self.objects.purge("image.deleted", [proto.url, *_file_urls(proto)])
         logger.info("image %s deleted: %d replicas removed, %d pending", slug, deleted, pending)

@@ -81,7 +81,7 @@ class ManagerService:
             replicas=settings.replicas, purge_hook_url=settings.purge_hook_url, gc_interval_s=settings.gc_interval_s,
         )
         self.library = Library(sessions, self.views, self.objects, queue.redis,
-                               settings.cluster.secret.get_secret_value())
+                               settings.cluster.secret.get_secret_value(), queue=queue)
         self.albums = Albums(sessions, self.views)
         self.reports = Reports(sessions, self.views, self.library)
         self.account_ops = AccountOps(sessions, self.accounts)

@@ -139,8 +139,15 @@ RATE = decimal_number(0.1, 1000, "number of images per second")
 """``reprocess --rate``: at most 1000, the most the manager queues per call."""
 
 
+def cmd_jobs_discard(opts: argparse.Namespace) -> int:
+    ref = context.resolve(opts.manager, opts.api_key)
+    reply = asyncio.run(_call(ref, "DiscardJob", jobs_pb2.DiscardJobRequest(job_id=opts.id)))
+    print(f"discarded {reply.discarded} dead-letter job(s) of {opts.id}")
+    return 0
+
+
 def add_commands(sub: Any, with_target: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
-    """Add ``jobs`` (list, ``retry ID``) and ``reprocess`` to the ``pixelfox`` parser."""
+    """Add ``jobs`` (list, ``retry ID``, ``discard ID``) and ``reprocess`` to the ``pixelfox`` parser."""
     jobs = with_target(sub.add_parser("jobs", help="list queued, running, delayed and dead jobs"))
     jobs.add_argument("--state", action="append", choices=sorted(STATES), help="only these states (repeatable)")
     jobs.add_argument("--limit", type=whole_number(1, 1000), default=100, help="rows per state (default 100)")
@@ -151,6 +158,10 @@ def add_commands(sub: Any, with_target: Callable[[argparse.ArgumentParser], argp
     retry.add_argument("id")
     retry.add_argument("--json", action="store_true")
     retry.set_defaults(func=cmd_jobs_retry)
+    discard = with_target(jsub.add_parser(
+        "discard", help="remove a dead job without running it (dead-letter ID, or an image slug: all of its)"))
+    discard.add_argument("id")
+    discard.set_defaults(func=cmd_jobs_discard)
 
     rp = with_target(sub.add_parser("reprocess", help="re-run variant generation (batch priority, rate-limited)"))
     rp.add_argument("slugs", nargs="*", metavar="SLUG")

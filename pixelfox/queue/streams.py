@@ -306,6 +306,17 @@ class JobQueue:
         if entry_ids:
             await self.redis.xdel(DEAD, *entry_ids)
 
+    async def forget_dead_of(self, image_id: str) -> int:
+        """Remove every dead letter of ``image_id`` (among the newest 10,000): its image was finished by a
+        later run, or deleted, so replaying them could only fail or do nothing, and they kept the
+        dead-letter gauge (and its alert) up for good. Returns how many went; an empty stream costs
+        one XLEN."""
+        if not await self.redis.xlen(DEAD):
+            return 0
+        ids = [d.entry_id for d in await self.dead_of(image_id)]
+        await self.forget_dead(ids)
+        return len(ids)
+
     async def dead_job(self, dead_entry_id: str) -> QueuedJob | None:
         """The dead letter ``dead_entry_id`` as it is, or None: to act on its image before reviving it."""
         entries: Any = await self.redis.xrange(DEAD, dead_entry_id, dead_entry_id)

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16pixelfox/v1/jobs.proto\x12\x0bpixelfox.v1\"\xa3\x02\n\x07JobInfo\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.pixelfox.v1.JobState\x12\x10\n\x08image_id\x18\x03 \x01(\t\x12\x12\n\nimage_slug\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x0c\n\x04lost\x18\x06 \x01(\x05\x12\x0c\n\x04lane\x18\x07 \x01(\t\x12\x0c\n\x04kind\x18\x08 \x01(\t\x12\x0f\n\x07node_id\x18\t \x01(\t\x12\x10\n\x08\x63onsumer\x18\n \x01(\t\x12\r\n\x05\x61ge_s\x18\x0b \x01(\x01\x12\x10\n\x08\x64ue_in_s\x18\x0c \x01(\x01\x12\x0e\n\x06reason\x18\r \x01(\t\x12\x14\n\x0crequires_gpu\x18\x0e \x01(\x08\x12\x17\n\x0f\x65stimated_cpu_s\x18\x0f \x01(\x01\"G\n\x0fListJobsRequest\x12%\n\x06states\x18\x01 \x03(\x0e\x32\x15.pixelfox.v1.JobState\x12\r\n\x05limit\x18\x02 \x01(\x05\"v\n\x10ListJobsResponse\x12\"\n\x04jobs\x18\x01 \x03(\x0b\x32\x14.pixelfox.v1.JobInfo\x12\x0e\n\x06queued\x18\x02 \x01(\x03\x12\x0f\n\x07running\x18\x03 \x01(\x03\x12\x0f\n\x07\x64\x65layed\x18\x04 \x01(\x03\x12\x0c\n\x04\x64\x65\x61\x64\x18\x05 \x01(\x03\"!\n\x0fRetryJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"5\n\x10RetryJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.pixelfox.v1.JobInfo\"z\n\x10ReprocessRequest\x12\r\n\x05slugs\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\r\n\x05\x61\x66ter\x18\x04 \x01(\t\x12\x16\n\x0erecipe_version\x18\x05 \x01(\x05\x12\x14\n\x0crequires_gpu\x18\x06 \x01(\x08\"Q\n\x11ReprocessResponse\x12\x0e\n\x06queued\x18\x01 \x01(\x05\x12\x0c\n\x04next\x18\x02 \x01(\t\x12\r\n\x05slugs\x18\x03 \x03(\t\x12\x0f\n\x07skipped\x18\x04 \x03(\t\"j\n\x0cWorkerStatus\x12%\n\x06leases\x18\x01 \x03(\x0b\x32\x15.pixelfox.v1.JobLease\x12\x12\n\nfree_slots\x18\x02 \x01(\x05\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x10\n\x08\x64raining\x18\x04 \x01(\x08\",\n\x08JobLease\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\"D\n\x0bJobHandBack\x12%\n\x06leases\x18\x01 \x03(\x0b\x32\x15.pixelfox.v1.JobLease\x12\x0e\n\x06reason\x18\x02 \x01(\t*}\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x15\n\x11JOB_STATE_DELAYED\x10\x03\x12\x12\n\x0eJOB_STATE_DEAD\x10\x04\x32\xea\x01\n\nJobService\x12G\n\x08ListJobs\x12\x1c.pixelfox.v1.ListJobsRequest\x1a\x1d.pixelfox.v1.ListJobsResponse\x12G\n\x08RetryJob\x12\x1c.pixelfox.v1.RetryJobRequest\x1a\x1d.pixelfox.v1.RetryJobResponse\x12J\n\tReprocess\x12\x1d.pixelfox.v1.ReprocessRequest\x1a\x1e.pixelfox.v1.ReprocessResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16pixelfox/v1/jobs.proto\x12\x0bpixelfox.v1\"\xa3\x02\n\x07JobInfo\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.pixelfox.v1.JobState\x12\x10\n\x08image_id\x18\x03 \x01(\t\x12\x12\n\nimage_slug\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x0c\n\x04lost\x18\x06 \x01(\x05\x12\x0c\n\x04lane\x18\x07 \x01(\t\x12\x0c\n\x04kind\x18\x08 \x01(\t\x12\x0f\n\x07node_id\x18\t \x01(\t\x12\x10\n\x08\x63onsumer\x18\n \x01(\t\x12\r\n\x05\x61ge_s\x18\x0b \x01(\x01\x12\x10\n\x08\x64ue_in_s\x18\x0c \x01(\x01\x12\x0e\n\x06reason\x18\r \x01(\t\x12\x14\n\x0crequires_gpu\x18\x0e \x01(\x08\x12\x17\n\x0f\x65stimated_cpu_s\x18\x0f \x01(\x01\"G\n\x0fListJobsRequest\x12%\n\x06states\x18\x01 \x03(\x0e\x32\x15.pixelfox.v1.JobState\x12\r\n\x05limit\x18\x02 \x01(\x05\"v\n\x10ListJobsResponse\x12\"\n\x04jobs\x18\x01 \x03(\x0b\x32\x14.pixelfox.v1.JobInfo\x12\x0e\n\x06queued\x18\x02 \x01(\x03\x12\x0f\n\x07running\x18\x03 \x01(\x03\x12\x0f\n\x07\x64\x65layed\x18\x04 \x01(\x03\x12\x0c\n\x04\x64\x65\x61\x64\x18\x05 \x01(\x03\"!\n\x0fRetryJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"5\n\x10RetryJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.pixelfox.v1.JobInfo\"#\n\x11\x44iscardJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\'\n\x12\x44iscardJobResponse\x12\x11\n\tdiscarded\x18\x01 \x01(\x05\"z\n\x10ReprocessRequest\x12\r\n\x05slugs\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\r\n\x05\x61\x66ter\x18\x04 \x01(\t\x12\x16\n\x0erecipe_version\x18\x05 \x01(\x05\x12\x14\n\x0crequires_gpu\x18\x06 \x01(\x08\"Q\n\x11ReprocessResponse\x12\x0e\n\x06queued\x18\x01 \x01(\x05\x12\x0c\n\x04next\x18\x02 \x01(\t\x12\r\n\x05slugs\x18\x03 \x03(\t\x12\x0f\n\x07skipped\x18\x04 \x03(\t\"j\n\x0cWorkerStatus\x12%\n\x06leases\x18\x01 \x03(\x0b\x32\x15.pixelfox.v1.JobLease\x12\x12\n\nfree_slots\x18\x02 \x01(\x05\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x10\n\x08\x64raining\x18\x04 \x01(\x08\",\n\x08JobLease\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\"D\n\x0bJobHandBack\x12%\n\x06leases\x18\x01 \x03(\x0b\x32\x15.pixelfox.v1.JobLease\x12\x0e\n\x06reason\x18\x02 \x01(\t*}\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x15\n\x11JOB_STATE_DELAYED\x10\x03\x12\x12\n\x0eJOB_STATE_DEAD\x10\x04\x32\xb9\x02\n\nJobService\x12G\n\x08ListJobs\x12\x1c.pixelfox.v1.ListJobsRequest\x1a\x1d.pixelfox.v1.ListJobsResponse\x12G\n\x08RetryJob\x12\x1c.pixelfox.v1.RetryJobRequest\x1a\x1d.pixelfox.v1.RetryJobResponse\x12M\n\nDiscardJob\x12\x1e.pixelfox.v1.DiscardJobRequest\x1a\x1f.pixelfox.v1.DiscardJobResponse\x12J\n\tReprocess\x12\x1d.pixelfox.v1.ReprocessRequest\x1a\x1e.pixelfox.v1.ReprocessResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pixelfox.v1.jobs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=1047
-  _globals['_JOBSTATE']._serialized_end=1172
+  _globals['_JOBSTATE']._serialized_start=1125
+  _globals['_JOBSTATE']._serialized_end=1250
   _globals['_JOBINFO']._serialized_start=40
   _globals['_JOBINFO']._serialized_end=331
   _globals['_LISTJOBSREQUEST']._serialized_start=333
@@ -43,16 +43,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETRYJOBREQUEST']._serialized_end=559
   _globals['_RETRYJOBRESPONSE']._serialized_start=561
   _globals['_RETRYJOBRESPONSE']._serialized_end=614
-  _globals['_REPROCESSREQUEST']._serialized_start=616
-  _globals['_REPROCESSREQUEST']._serialized_end=738
-  _globals['_REPROCESSRESPONSE']._serialized_start=740
-  _globals['_REPROCESSRESPONSE']._serialized_end=821
-  _globals['_WORKERSTATUS']._serialized_start=823
-  _globals['_WORKERSTATUS']._serialized_end=929
-  _globals['_JOBLEASE']._serialized_start=931
-  _globals['_JOBLEASE']._serialized_end=975
-  _globals['_JOBHANDBACK']._serialized_start=977
-  _globals['_JOBHANDBACK']._serialized_end=1045
-  _globals['_JOBSERVICE']._serialized_start=1175
-  _globals['_JOBSERVICE']._serialized_end=1409
+  _globals['_DISCARDJOBREQUEST']._serialized_start=616
+  _globals['_DISCARDJOBREQUEST']._serialized_end=651
+  _globals['_DISCARDJOBRESPONSE']._serialized_start=653
+  _globals['_DISCARDJOBRESPONSE']._serialized_end=692
+  _globals['_REPROCESSREQUEST']._serialized_start=694
+  _globals['_REPROCESSREQUEST']._serialized_end=816
+  _globals['_REPROCESSRESPONSE']._serialized_start=818
+  _globals['_REPROCESSRESPONSE']._serialized_end=899
+  _globals['_WORKERSTATUS']._serialized_start=901
+  _globals['_WORKERSTATUS']._serialized_end=1007
+  _globals['_JOBLEASE']._serialized_start=1009
+  _globals['_JOBLEASE']._serialized_end=1053
+  _globals['_JOBHANDBACK']._serialized_start=1055
+  _globals['_JOBHANDBACK']._serialized_end=1123
+  _globals['_JOBSERVICE']._serialized_start=1253
+  _globals['_JOBSERVICE']._serialized_end=1566
 # @@protoc_insertion_point(module_scope)

@@ -47,6 +47,11 @@ class JobServiceStub:
                 request_serializer=pixelfox_dot_v1_dot_jobs__pb2.RetryJobRequest.SerializeToString,
                 response_deserializer=pixelfox_dot_v1_dot_jobs__pb2.RetryJobResponse.FromString,
                 _registered_method=True)
+        self.DiscardJob = channel.unary_unary(
+                '/pixelfox.v1.JobService/DiscardJob',
+                request_serializer=pixelfox_dot_v1_dot_jobs__pb2.DiscardJobRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_jobs__pb2.DiscardJobResponse.FromString,
+                _registered_method=True)
         self.Reprocess = channel.unary_unary(
                 '/pixelfox.v1.JobService/Reprocess',
                 request_serializer=pixelfox_dot_v1_dot_jobs__pb2.ReprocessRequest.SerializeToString,
@@ -72,6 +77,12 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DiscardJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Reprocess(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -90,6 +101,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.RetryJob,
                     request_deserializer=pixelfox_dot_v1_dot_jobs__pb2.RetryJobRequest.FromString,
                     response_serializer=pixelfox_dot_v1_dot_jobs__pb2.RetryJobResponse.SerializeToString,
+            ),
+            'DiscardJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiscardJob,
+                    request_deserializer=pixelfox_dot_v1_dot_jobs__pb2.DiscardJobRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_jobs__pb2.DiscardJobResponse.SerializeToString,
             ),
             'Reprocess': grpc.unary_unary_rpc_method_handler(
                     servicer.Reprocess,
@@ -154,6 +170,33 @@ class JobService:
             '/pixelfox.v1.JobService/RetryJob',
             pixelfox_dot_v1_dot_jobs__pb2.RetryJobRequest.SerializeToString,
             pixelfox_dot_v1_dot_jobs__pb2.RetryJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiscardJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.JobService/DiscardJob',
+            pixelfox_dot_v1_dot_jobs__pb2.DiscardJobRequest.SerializeToString,
+            pixelfox_dot_v1_dot_jobs__pb2.DiscardJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

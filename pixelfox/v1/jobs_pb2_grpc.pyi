@@ -38,6 +38,7 @@ class JobServiceStub:
     def __new__(cls, channel: _aio.Channel) -> JobServiceAsyncStub: ...
     ListJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ListJobsRequest, _jobs_pb2.ListJobsResponse]
     RetryJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.RetryJobRequest, _jobs_pb2.RetryJobResponse]
+    DiscardJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.DiscardJobRequest, _jobs_pb2.DiscardJobResponse]
     Reprocess: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ReprocessRequest, _jobs_pb2.ReprocessResponse]
 
 @_typing.type_check_only
@@ -50,6 +51,7 @@ class JobServiceAsyncStub(JobServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ListJobsRequest, _jobs_pb2.ListJobsResponse]  # type: ignore[assignment]
     RetryJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.RetryJobRequest, _jobs_pb2.RetryJobResponse]  # type: ignore[assignment]
+    DiscardJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.DiscardJobRequest, _jobs_pb2.DiscardJobResponse]  # type: ignore[assignment]
     Reprocess: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ReprocessRequest, _jobs_pb2.ReprocessResponse]  # type: ignore[assignment]
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -71,6 +73,13 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jobs_pb2.RetryJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.RetryJobResponse, _abc.Awaitable[_jobs_pb2.RetryJobResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DiscardJob(
+        self,
+        request: _jobs_pb2.DiscardJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.DiscardJobResponse, _abc.Awaitable[_jobs_pb2.DiscardJobResponse]]: ...
 
     @_abc_1.abstractmethod
     def Reprocess(

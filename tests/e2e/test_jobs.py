@@ -9,19 +9,25 @@ only to know *when* a job is on a node.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
 import re
 import signal
+import struct
 import time
+import zlib
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+import grpc
 import pytest
 
 from pixelfox.cli.launcher import Counts, LocalCluster
+from pixelfox.grpcx.auth import api_key_metadata
+from pixelfox.v1 import manager_pb2, manager_pb2_grpc
 from tests.jobtools import (
     cli,
     log_text,
@@ -274,20 +280,54 @@ def test_reprocess_again_while_its_job_waits_queues_nothing_more(jc: tuple[Local
     assert wait_final(local, key, put["id"], 30)["status"] == "ready"
 
 
+def broken_png(path: Path) -> Path:
+    """A 640x480 PNG whose header passes the upload probe but whose pixel data is random (new bytes each
+    call): its processing fails for good (corrupt-image), one dead letter."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 640, 480, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", os.urandom(4096)) + chunk(b"IEND", b""))
+    return path
+
+
+def _dead_of(local: LocalCluster, slug: str) -> list[dict[str, object]]:
+    listing = json.loads(cli(local.root, "jobs", "--json", "--state", "dead").stdout)
+    return [j for j in listing["jobs"] if j["slug"] == slug]
+
+
+def test_dead_letters_go_when_discarded_or_when_their_image_is_deleted(jc: tuple[LocalCluster, str],
+                                                                      tmp_path: Path) -> None:
+    """``pixelfox jobs discard ID|SLUG`` removes dead letters without running them, and deleting an
+    image removes its own: before, a dead letter of a deleted image could never be cleared (retry:
+    "the job's image is gone") and kept the dead-letter gauge, and its alert, up for good."""
+    local, key = jc
+    slugs = [put_retrying(local.root, broken_png(tmp_path / f"b{i}.png"))["id"] for i in range(2)]
+    for slug in slugs:
+        assert wait_final(local, key, slug, 120)["status"] == "failed"
+        assert len(_dead_of(local, slug)) == 1
+    first = _dead_of(local, slugs[0])[0]["id"]
+    r = cli(local.root, "jobs", "discard", str(first))
+    assert (r.returncode, r.stdout.strip()) == (0, f"discarded 1 dead-letter job(s) of {first}"), r.stderr
+    assert _dead_of(local, slugs[0]) == [] and wait_final(local, key, slugs[0], 10)["status"] == "failed"
+    again = cli(local.root, "jobs", "discard", slugs[0])
+    assert again.returncode == 2 and f"image {slugs[0]} has no dead-letter job" in again.stderr, again.stderr
+    assert "no dead-letter job nosuchslug" in cli(local.root, "jobs", "discard", "nosuchslug").stderr
+
+    async def delete(slug: str) -> None:
+        async with grpc.aio.insecure_channel(local.manager_address.split(",")[0]) as ch:
+            await manager_pb2_grpc.ManagerServiceStub(ch).DeleteImage(
+                manager_pb2.DeleteImageRequest(slug=slug), metadata=api_key_metadata(key), timeout=30)
+
+    asyncio.run(delete(slugs[1]))
+    assert _dead_of(local, slugs[1]) == []
+
+
 def test_a_file_that_fails_to_decode_is_dead_at_once_with_its_attempt(jc: tuple[LocalCluster, str],
                                                                       tmp_path: Path) -> None:
     """A PNG whose header passes the upload probe but whose pixel data is broken fails processing
     permanently: no retries, one dead letter whose attempt is 1 (it said 0), the image failed."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    broken = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 640, 480, 8, 2, 0, 0, 0))
-              + chunk(b"IDAT", os.urandom(4096)) + chunk(b"IEND", b""))
-    path = tmp_path / "broken_deflate.png"
-    path.write_bytes(broken)
+    path = broken_png(tmp_path / "broken_deflate.png")
     local, key = jc
     put = put_retrying(local.root, path)
     img = wait_final(local, key, put["id"], 120)
