@@ -105,6 +105,13 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
     ) -> manager_pb2.CreateUploadResponse:
         return await self.svc.uploads.relocate(req.upload_id, req.ticket, req.exclude_address)
 
+    @rpc()  # the owner's (or an admin's) credentials, never a ticket
+    async def RenewUpload(
+        self, req: manager_pb2.RenewUploadRequest, ctx: Ctx
+    ) -> manager_pb2.CreateUploadResponse:
+        p = await self.svc.principal(caller())
+        return await self.svc.uploads.renew(req.upload_id, p.user, p.is_admin)
+
     @rpc()  # the ticket, or the owner's (or an admin's) credentials
     async def AbandonUpload(
         self, req: manager_pb2.AbandonUploadRequest, ctx: Ctx

@@ -116,9 +116,12 @@ class UploadLimits:
             except aioredis.RedisError as exc:  # it expires by itself after QUOTA_LOCK_S
                 logger.warning("quota lock of %s not released (%s)", user_id, exc)
 
-    async def admit(self, user_id: str, upload_id: str, size: int, usable_until: float) -> None:
+    async def admit(self, user_id: str, upload_id: str, size: int, usable_until: float, *, rate: bool = True
+                    ) -> None:
         """Check every limit for a new upload of ``size`` bytes whose ticket is accepted until
         ``usable_until`` (unix time) and count it; raises on a breach, and then counts nothing.
+        ``rate=False``: no per-minute token (an upload whose ticket had ended, renewed: it counts again
+        as open and against the quota, but it is not a new upload).
 
         The quota is checked first, then one Lua script (:data:`_ADMIT`) takes an open-upload slot and
         a rate token together or neither: a refused upload (quota, open uploads, rate) uses up no
@@ -130,12 +133,13 @@ class UploadLimits:
             return
         lim = self.limits
         await self._check_quota(user_id, size)
-        if not lim.user_uploads_per_minute and not lim.user_open_uploads:
+        per_minute = lim.user_uploads_per_minute if rate else 0
+        if not per_minute and not lim.user_open_uploads:
             return
         now = time.time()
         refused, earliest = await self._admit(
             keys=[open_uploads_key(user_id), self._rate_key(user_id, now)],
-            args=[now, lim.user_open_uploads, lim.user_uploads_per_minute, upload_id,
+            args=[now, lim.user_open_uploads, per_minute, upload_id,
                   min(usable_until, now + lim.upload_ttl_s), max(1, math.ceil(usable_until - now)) + 60])
         if int(refused) == 1:
             raise self._too_many_open(float(earliest) if earliest else None, now)

@@ -348,6 +348,62 @@ class Uploads:
             await s.commit()
         return self._ticket_answer(upload_id, node, ticket_token, ticket.expires_at, ticket.size)
 
+    async def renew(self, upload_id: str, user: User | None, is_admin: bool) -> manager_pb2.CreateUploadResponse:
+        """A fresh ticket, ``ticket_ttl_s`` from now, for upload ``upload_id``, asked by its owner or an admin
+        (``RenewUpload``; ``POST /api/v1/uploads/<id>/ticket``), so that it resumes from its committed bytes
+        while its state lives (``upload_ttl_s`` after its last chunk), however long ago its ticket ended.
+
+        The row's ``expires_at`` becomes the new ticket's exp (quota and :meth:`progress` follow it) and the
+        upload's open-upload slot is pushed out to the new ticket's end (or its state's, when sooner). An
+        upload whose ticket had already ended stopped counting: it is counted again as a new one would be
+        (quota and open uploads, no rate token). Its node is kept while healthy, else another is picked.
+        Earlier tickets stay valid until their own end (they name the same upload). Raises Unauthenticated
+        (no user), NotFound (unknown, someone else's, or its state expired: nothing left to resume),
+        Forbidden (an anonymous upload: no owner), Conflict (complete, failed or cancelled, with the
+        reason), QuotaExceeded, TooManyOpenUploads, NoNodeAvailable."""
+        if user is None and not is_admin:
+            raise errors.Unauthenticated("renewing an upload's ticket needs its owner's API key (or an admin's)")
+        async with self.sessions() as s:  # who owns it, before any lock (the quota lock comes first)
+            upload = await s.get(Upload, upload_id)
+            if upload is None or not _may_see(upload, user, is_admin):
+                raise errors.NotFound("no such upload")
+            if upload.user_id is None:
+                raise errors.Forbidden("an anonymous upload's ticket cannot be renewed (it has no owner to ask): "
+                                       "start a new upload")
+            owner_id, owner = upload.user_id, await s.get(User, upload.user_id)
+            lapsed = time.time() > tickets.usable_until(_unix(upload.expires_at))
+        st = await self.states.get(upload_id)
+        if st is None:
+            raise errors.NotFound(f"the upload expired (no byte came for {self.limits.upload_ttl_s} s) or was "
+                                  "cancelled: its ticket cannot be renewed; start a new upload")
+        if st.status != "open":  # a ticket never brings back an upload that ended
+            why = f" ({st.failure().message})" if st.closed else ""
+            raise errors.Conflict(f"the upload is {st.status}{why}: its ticket cannot be renewed")
+        nodes = await self.registry.healthy_nodes(common_pb2.NODE_ROLE_UPLOAD)
+        issued = int(time.time())
+        expires_at = issued + self.limits.ticket_ttl_s
+        until = min(tickets.usable_until(expires_at), await self.states.ttl(upload_id) or math.inf)
+        who = limited(owner)
+        async with self.gate.quota_guard(who if lapsed else ""), self.sessions() as s:
+            await begin_write(s)
+            upload = await s.get(Upload, upload_id, with_for_update=True)
+            if upload is None or upload.status != "open":
+                raise errors.Conflict(f"the upload is {upload.status if upload else 'gone'}: its ticket cannot be "
+                                      "renewed")
+            node = next((n for n in nodes if n.node_id == upload.upload_node_id), None) or spread(nodes)
+            if lapsed:  # it stopped counting when its ticket ended: counted again (ZADD), or refused
+                await self.gate.admit(who, upload_id, upload.size, until, rate=False)
+            else:  # still counted: its end moves out
+                await self.states.hold_slot(who, upload_id, until)
+            upload.expires_at = datetime.fromtimestamp(expires_at, UTC)
+            upload.upload_node_id = node.node_id
+            size, content_type = upload.size, upload.content_type
+            await s.commit()
+        token = tickets.sign(self.ticket_key, upload_id, owner_id, size, content_type,
+                             self.limits.ticket_ttl_s, now=issued)
+        logger.info("upload %s: ticket renewed until %d", upload_id, expires_at)
+        return self._ticket_answer(upload_id, node, token, expires_at, size)
+
     def _ticket_answer(self, upload_id: str, node: NodeRecord, ticket: str, expires_at: int, size: int
                        ) -> manager_pb2.CreateUploadResponse:
         """Where and how to send upload ``upload_id`` (``size`` bytes): upload node ``node`` (its gRPC
@@ -362,6 +418,7 @@ class Uploads:
             expires_at=iso(datetime.fromtimestamp(tickets.usable_until(expires_at), UTC)),
             chunk_size=self.limits.chunk_size,
             max_size=size,
+            state_ttl_s=self.limits.upload_ttl_s,
         )
 
     async def abandon(self, upload_id: str, ticket_token: str) -> bool:
@@ -505,6 +562,11 @@ class Uploads:
                 if len(found) == limit:
                     break
         return found
+
+
+def _unix(at: datetime) -> int:
+    """Unix seconds of a stored time (a naive one, as SQLite gives it back, is UTC)."""
+    return int((at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp())
 
 
 def _may_see(upload: Upload, user: User | None, is_admin: bool) -> bool:

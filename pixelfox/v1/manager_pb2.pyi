@@ -301,6 +301,7 @@ class CreateUploadResponse(_message.Message):
     MAX_SIZE_FIELD_NUMBER: _builtins.int
     DEDUPLICATED_FIELD_NUMBER: _builtins.int
     IMAGE_FIELD_NUMBER: _builtins.int
+    STATE_TTL_S_FIELD_NUMBER: _builtins.int
     upload_id: _builtins.str
     upload_address: _builtins.str
     """gRPC host:port of the chosen upload node"""
@@ -315,6 +316,10 @@ class CreateUploadResponse(_message.Message):
     max_size: _builtins.int
     deduplicated: _builtins.bool
     """the caller's existing image of these bytes, unchanged (title too)"""
+    state_ttl_s: _builtins.int
+    """seconds an unfinished upload's state lives after its last committed chunk (limits.upload_ttl_s):
+    until then RenewUpload gives it a new ticket; 0 from managers before RenewUpload
+    """
     @_builtins.property
     def image(self) -> _common_pb2.Image:
         """that image, when deduplicated"""
@@ -331,10 +336,11 @@ class CreateUploadResponse(_message.Message):
         max_size: _builtins.int = ...,
         deduplicated: _builtins.bool = ...,
         image: _common_pb2.Image | None = ...,
+        state_ttl_s: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_size", b"chunk_size", "deduplicated", b"deduplicated", "expires_at", b"expires_at", "image", b"image", "max_size", b"max_size", "ticket", b"ticket", "upload_address", b"upload_address", "upload_id", b"upload_id", "upload_url", b"upload_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_size", b"chunk_size", "deduplicated", b"deduplicated", "expires_at", b"expires_at", "image", b"image", "max_size", b"max_size", "state_ttl_s", b"state_ttl_s", "ticket", b"ticket", "upload_address", b"upload_address", "upload_id", b"upload_id", "upload_url", b"upload_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -404,6 +410,25 @@ class RelocateUploadRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RelocateUploadRequest: _TypeAlias = RelocateUploadRequest  # noqa: Y015
+
+@_typing.final
+class RenewUploadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    upload_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        upload_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewUploadRequest: _TypeAlias = RenewUploadRequest  # noqa: Y015
 
 @_typing.final
 class GetUploadRequest(_message.Message):

@@ -84,6 +84,11 @@ class ManagerServiceStub:
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.RelocateUploadRequest.SerializeToString,
                 response_deserializer=pixelfox_dot_v1_dot_manager__pb2.CreateUploadResponse.FromString,
                 _registered_method=True)
+        self.RenewUpload = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/RenewUpload',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.RenewUploadRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.CreateUploadResponse.FromString,
+                _registered_method=True)
         self.GetUpload = channel.unary_unary(
                 '/pixelfox.v1.ManagerService/GetUpload',
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.GetUploadRequest.SerializeToString,
@@ -293,6 +298,18 @@ class ManagerServiceServicer:
     def RelocateUpload(self, request, context):
         """Another healthy upload node for an unfinished upload (the first one died); the ticket is
         the credential and stays the same.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewUpload(self, request, context):
+        """A fresh ticket for an unfinished upload whose ticket ended (or is about to), so it resumes from
+        its committed bytes while its state lives (upload_ttl_s after its last chunk). The credential is
+        the owner's (API key, or the web node acting for them) or an admin's, never the old ticket; an
+        anonymous upload has no owner and cannot be renewed. Refused (NOT_FOUND, or the reason it ended)
+        once the upload completed, failed, was cancelled or expired. Older tickets stay valid until their
+        own end. Same answer as CreateUpload, on a healthy upload node.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -538,6 +555,11 @@ def add_ManagerServiceServicer_to_server(servicer, server):
             'RelocateUpload': grpc.unary_unary_rpc_method_handler(
                     servicer.RelocateUpload,
                     request_deserializer=pixelfox_dot_v1_dot_manager__pb2.RelocateUploadRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.CreateUploadResponse.SerializeToString,
+            ),
+            'RenewUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewUpload,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.RenewUploadRequest.FromString,
                     response_serializer=pixelfox_dot_v1_dot_manager__pb2.CreateUploadResponse.SerializeToString,
             ),
             'GetUpload': grpc.unary_unary_rpc_method_handler(
@@ -927,6 +949,33 @@ class ManagerService:
             target,
             '/pixelfox.v1.ManagerService/RelocateUpload',
             pixelfox_dot_v1_dot_manager__pb2.RelocateUploadRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.CreateUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/RenewUpload',
+            pixelfox_dot_v1_dot_manager__pb2.RenewUploadRequest.SerializeToString,
             pixelfox_dot_v1_dot_manager__pb2.CreateUploadResponse.FromString,
             options,
             channel_credentials,

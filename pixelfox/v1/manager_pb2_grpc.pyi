@@ -61,6 +61,14 @@ class ManagerServiceStub:
     """Another healthy upload node for an unfinished upload (the first one died); the ticket is
     the credential and stays the same.
     """
+    RenewUpload: _grpc.UnaryUnaryMultiCallable[_manager_pb2.RenewUploadRequest, _manager_pb2.CreateUploadResponse]
+    """A fresh ticket for an unfinished upload whose ticket ended (or is about to), so it resumes from
+    its committed bytes while its state lives (upload_ttl_s after its last chunk). The credential is
+    the owner's (API key, or the web node acting for them) or an admin's, never the old ticket; an
+    anonymous upload has no owner and cannot be renewed. Refused (NOT_FOUND, or the reason it ended)
+    once the upload completed, failed, was cancelled or expired. Older tickets stay valid until their
+    own end. Same answer as CreateUpload, on a healthy upload node.
+    """
     GetUpload: _grpc.UnaryUnaryMultiCallable[_manager_pb2.GetUploadRequest, _manager_pb2.UploadProgress]
     """Progress of an upload (owner, admin or cluster); the image once it completed."""
     AbandonUpload: _grpc.UnaryUnaryMultiCallable[_manager_pb2.AbandonUploadRequest, _manager_pb2.AbandonUploadResponse]
@@ -152,6 +160,14 @@ class ManagerServiceAsyncStub(ManagerServiceStub):
     RelocateUpload: _aio.UnaryUnaryMultiCallable[_manager_pb2.RelocateUploadRequest, _manager_pb2.CreateUploadResponse]  # type: ignore[assignment]
     """Another healthy upload node for an unfinished upload (the first one died); the ticket is
     the credential and stays the same.
+    """
+    RenewUpload: _aio.UnaryUnaryMultiCallable[_manager_pb2.RenewUploadRequest, _manager_pb2.CreateUploadResponse]  # type: ignore[assignment]
+    """A fresh ticket for an unfinished upload whose ticket ended (or is about to), so it resumes from
+    its committed bytes while its state lives (upload_ttl_s after its last chunk). The credential is
+    the owner's (API key, or the web node acting for them) or an admin's, never the old ticket; an
+    anonymous upload has no owner and cannot be renewed. Refused (NOT_FOUND, or the reason it ended)
+    once the upload completed, failed, was cancelled or expired. Older tickets stay valid until their
+    own end. Same answer as CreateUpload, on a healthy upload node.
     """
     GetUpload: _aio.UnaryUnaryMultiCallable[_manager_pb2.GetUploadRequest, _manager_pb2.UploadProgress]  # type: ignore[assignment]
     """Progress of an upload (owner, admin or cluster); the image once it completed."""
@@ -295,6 +311,20 @@ class ManagerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_manager_pb2.CreateUploadResponse, _abc.Awaitable[_manager_pb2.CreateUploadResponse]]:
         """Another healthy upload node for an unfinished upload (the first one died); the ticket is
         the credential and stays the same.
+        """
+
+    @_abc_1.abstractmethod
+    def RenewUpload(
+        self,
+        request: _manager_pb2.RenewUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.CreateUploadResponse, _abc.Awaitable[_manager_pb2.CreateUploadResponse]]:
+        """A fresh ticket for an unfinished upload whose ticket ended (or is about to), so it resumes from
+        its committed bytes while its state lives (upload_ttl_s after its last chunk). The credential is
+        the owner's (API key, or the web node acting for them) or an admin's, never the old ticket; an
+        anonymous upload has no owner and cannot be renewed. Refused (NOT_FOUND, or the reason it ended)
+        once the upload completed, failed, was cancelled or expired. Older tickets stay valid until their
+        own end. Same answer as CreateUpload, on a healthy upload node.
         """
 
     @_abc_1.abstractmethod
