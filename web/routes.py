@@ -37,6 +37,7 @@ def setup_routes(app: web.Application) -> None:
     setup_deletion_routes(app)
     r.add_get("/api/v1/uploads/{id}", uploads.get_upload, name="api_get_upload")
     r.add_delete("/api/v1/uploads/{id}", uploads.cancel_upload, name="api_cancel_upload")
+    r.add_post("/api/v1/uploads/{id}/ticket", uploads.renew_ticket, name="api_renew_upload_ticket")
     r.add_get("/healthz", health.healthz, name="healthz")
     r.add_get("/readyz", health.readyz, name="readyz")
     setup_vendor_routes(app)  # /static/vendor/ (npm-installed browser libraries) before /static/

@@ -8,6 +8,9 @@ SLUG_PARAM: dict[str, Any] = {
     "name": "slug", "in": "path", "required": True,
     "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "minLength": 1, "maxLength": 64},
 }
+UPLOAD_ID_PARAM: dict[str, Any] = {
+    "name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"},
+}
 LIST_PARAMS: list[dict[str, Any]] = [
     {"name": "limit", "in": "query", "required": False,
      "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
@@ -242,14 +245,22 @@ OPENAPI: dict[str, Any] = {
                     "responses": {**_ok("UploadList"), **_errors(401)}},
         },
         "/api/v1/uploads/{id}": {
-            "parameters": [{"name": "id", "in": "path", "required": True,
-                            "schema": {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"}}],
+            "parameters": [UPLOAD_ID_PARAM],
             "get": {"operationId": "getUpload", "summary": "A resumable upload's progress; the image once it completed",
                     "responses": {**_ok("UploadProgress"), **_errors(401, 404)}},
             "delete": {"operationId": "cancelUpload",
                        "summary": "Cancel an open upload without its ticket (owner or admin): its open-upload "
                                   "slot frees at once and its ticket is refused from then on",
                        "responses": {"204": {"description": "cancelled"}, **_errors(401, 403, 404, 409)}},
+        },
+        "/api/v1/uploads/{id}/ticket": {
+            "parameters": [UPLOAD_ID_PARAM],
+            "post": {"operationId": "renewUploadTicket",
+                     "summary": "A fresh ticket for an open upload (owner or admin, never by the old ticket): it "
+                                "resumes after its first ticket ended, while its state lives (upload_ttl_s after "
+                                "its last chunk); 404 once it expired, 409 once it completed, failed or was "
+                                "cancelled, 403 for an anonymous upload",
+                     "responses": {**_ok("UploadTicket"), **_errors(401, 403, 404, 409, 503)}},
         },
         DELETION_PATH: {
             "parameters": [SLUG_PARAM, {"name": "owner", "in": "path", "required": True,

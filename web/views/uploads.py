@@ -1,5 +1,5 @@
 """Resumable uploads from browsers and scripts: ``POST`` and ``GET /api/v1/uploads``, ``GET`` and
-``DELETE /api/v1/uploads/{id}``.
+``DELETE /api/v1/uploads/{id}``, ``POST /api/v1/uploads/{id}/ticket``.
 
 ``POST`` (API key, or session cookie plus ``X-CSRF-Token``) takes JSON
 ``{"filename", "size", "content_type", "title", "sha256"}`` (title and sha256 optional) and answers ``201`` with
@@ -12,7 +12,9 @@ already has (same size, lasting), it answers ``200`` ``{"id": null, "status": "c
 the upload completed, else ``null``, and ``error`` is ``{"code", "message"}`` of a failed upload.
 ``DELETE`` cancels an open upload without its ticket (``204``): it stops counting against the
 caller's open uploads at once and its ticket is refused from then on; ``409`` when it had already
-ended. ``GET /api/v1/uploads`` answers ``{"uploads": [...]}``: the caller's open uploads, newest
+ended. ``POST /api/v1/uploads/{id}/ticket`` renews an open upload's ticket for its owner (``200``, the
+``201``'s JSON), so that it resumes after the old ticket's end while its state lives.
+``GET /api/v1/uploads`` answers ``{"uploads": [...]}``: the caller's open uploads, newest
 first, each as ``GET /api/v1/uploads/<id>`` answers it (how a client that lost its ids finds the
 ones to resume or cancel). Anonymous callers get 401.
 """
@@ -62,11 +64,27 @@ async def create_upload(request: web.Request) -> web.Response:
     if t.deduplicated:  # the caller's image of the declared sha256: no upload was made, nothing to send
         return web.json_response({"id": None, "status": "complete", "deduplicated": True,
                                   "image": image_json(request, t.image)}, status=200)
-    return web.json_response({
+    return web.json_response(ticket_json(t), status=201)
+
+
+def ticket_json(t: manager_pb2.CreateUploadResponse) -> dict[str, Any]:
+    """The JSON of an open upload's ticket (``CreateUpload``'s or ``RenewUpload``'s answer)."""
+    return {
         "id": t.upload_id, "upload_url": t.upload_url, "ticket": t.ticket, "expires_at": t.expires_at,
         "chunk_size": t.chunk_size, "max_size": t.max_size, "upload_address": t.upload_address,
         "status": "open", "deduplicated": False,
-    }, status=201)
+    }
+
+
+async def renew_ticket(request: web.Request) -> web.Response:
+    """``POST /api/v1/uploads/<id>/ticket``: a fresh ticket for the caller's open upload (its owner or an
+    admin, by API key or session plus CSRF token), ``200`` with the JSON of ``POST /api/v1/uploads``'
+    ``201``; ``404`` for an unknown upload, someone else's or one whose state expired, ``409`` once it
+    completed, failed or was cancelled, ``403`` for an anonymous upload, ``401`` without credentials."""
+    upload_id, caller = await _upload_caller(request, state_changing=True)
+    t: manager_pb2.CreateUploadResponse = await call(
+        request, "RenewUpload", manager_pb2.RenewUploadRequest(upload_id=upload_id), caller.metadata)
+    return web.json_response(ticket_json(t), headers={"Cache-Control": "no-store"})
 
 
 async def _upload_caller(request: web.Request, *, state_changing: bool) -> tuple[str, Caller]:
