@@ -152,7 +152,11 @@ def interrupted_line(path: Path, sent: int, resume: Resume | None, md: Any) -> s
     said = f"interrupted: {path} {human_bytes(sent)} of {human_bytes(size)} sent"
     if entry is None:
         return f"{said}; nothing to resume: the next run starts it again"
-    until = datetime.fromtimestamp(epoch(entry.expires_at), UTC)
+    # an owner renews the ticket (RenewUpload) while the upload's state lives: state_ttl_s after the bytes
+    # just sent; an anonymous upload (no credential) ends with its ticket
+    end = min(time.time() + entry.state_ttl_s, entry.alive_until()) if md and entry.state_ttl_s else \
+        epoch(entry.expires_at)
+    until = datetime.fromtimestamp(end, UTC)
     when = until.strftime("%H:%M UTC" if until.date() == datetime.now(UTC).date() else "%Y-%m-%d %H:%M UTC")
     return (f"{said}; run the same command again before {when} to resume, "
             f"or cancel it: pixelfox uploads cancel {entry.upload_id}")

@@ -9,7 +9,8 @@ address), the fingerprint of the credential (never the credential) and the file'
 ``ENTRY`` holds the file's size and mtime it was made for, and what ``CreateUpload`` answered
 (:class:`Entry`). Every change happens under an exclusive ``flock`` of ``uploads.json.lock`` (two
 ``pixelfox put`` runs at once do not lose each other's entries) and replaces the file atomically
-(a temp file, then ``os.replace``); expired entries are pruned on every write.
+(a temp file, then ``os.replace``); entries whose upload is surely gone (:meth:`Entry.expired`: its
+ticket's end plus the time the server keeps an unfinished upload's state) are pruned on every write.
 """
 
 from __future__ import annotations
@@ -89,10 +90,11 @@ class Entry:
     """An unfinished upload, as ``CreateUpload`` answered it (``manager_pb2.CreateUploadResponse``).
 
     ``upload_id``: ULID; ``upload_address``: the upload node's gRPC ``host:port``; ``ticket``: the
-    signed upload ticket; ``expires_at``: ISO 8601 UTC, the ticket's end (no resume after it);
-    ``chunk_size``: bytes per chunk; ``sha256``: hex digest of the file when it was created (a
-    resume first checks the file still has it); ``size``/``mtime_ns``: the file's, as in
-    :class:`FileKey`.
+    signed upload ticket; ``expires_at``: ISO 8601 UTC, the ticket's end (after it the owner renews
+    the ticket: ``RenewUpload``); ``chunk_size``: bytes per chunk; ``sha256``: hex digest of the file
+    when it was created (a resume first checks the file still has it); ``size``/``mtime_ns``: the
+    file's, as in :class:`FileKey`; ``state_ttl_s``: seconds the upload's state lives after its last
+    committed chunk (0: unknown, from a manager without ``RenewUpload``).
     """
 
     upload_id: str
@@ -103,10 +105,30 @@ class Entry:
     sha256: str
     size: int = 0
     mtime_ns: int = 0
+    state_ttl_s: int = 0
 
-    def expired(self, now: float | None = None) -> bool:
+    @classmethod
+    def of(cls, answer: Any, sha256: str) -> Entry:
+        """The entry of ``CreateUpload``'s (or ``RenewUpload``'s) ``answer`` for a file of hash ``sha256``."""
+        return cls(upload_id=answer.upload_id, upload_address=answer.upload_address, ticket=answer.ticket,
+                   expires_at=answer.expires_at, chunk_size=answer.chunk_size, sha256=sha256,
+                   state_ttl_s=answer.state_ttl_s)
+
+    def ticket_expired(self, now: float | None = None) -> bool:
         """Whether its ticket ended (or its ``expires_at`` cannot be read) at unix time ``now``."""
         return epoch(self.expires_at) <= (time.time() if now is None else now)
+
+    def alive_until(self) -> float:
+        """Unix time after which the server surely no longer has the upload: no byte can be committed
+        after its ticket's end, and its state lives ``state_ttl_s`` after the last one (0 when unknown:
+        the ticket's end, or 0.0 when ``expires_at`` cannot be read)."""
+        end = epoch(self.expires_at)
+        return end + self.state_ttl_s if end else 0.0
+
+    def expired(self, now: float | None = None) -> bool:
+        """Whether the upload is surely gone at unix time ``now`` (:meth:`alive_until`): its entry is
+        pruned then. An entry whose ticket ended before that is renewed by its owner to resume."""
+        return self.alive_until() <= (time.time() if now is None else now)
 
 
 class Journal:
@@ -116,7 +138,8 @@ class Journal:
         self.path = path or default_path()
 
     def get(self, key: FileKey) -> Entry | None:
-        """The unexpired entry recorded for ``key`` (same size and mtime too), else ``None``."""
+        """The entry recorded for ``key`` (same size and mtime too) whose upload may still be alive (its
+        ticket may have ended: see :meth:`Entry.expired`), else ``None``."""
         with self._locked() as entries:
             entry = entries.get(key.slot)
         if entry is None or entry.expired() or (entry.size, entry.mtime_ns) != (key.size, key.mtime_ns):

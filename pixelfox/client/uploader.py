@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -254,27 +255,59 @@ async def _stream(
         watch.moved(offset)
 
 
+async def _renew(
+    manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...], upload_id: str
+) -> manager_pb2.CreateUploadResponse | None:
+    """A fresh ticket for an earlier run's upload whose ticket ended (``RenewUpload``, with the owner's
+    credential ``md``), or ``None`` when the manager refuses it (the upload ended or expired, is anonymous
+    or someone else's). Unavailable is raised: the upload may still be alive."""
+    try:
+        async with map_rpc_errors():
+            reply: manager_pb2.CreateUploadResponse = await manager.RenewUpload(
+                manager_pb2.RenewUploadRequest(upload_id=upload_id), metadata=md, timeout=30)
+            return reply
+    except errors.Unavailable:
+        raise
+    except errors.PixelfoxError as exc:
+        logger.info("upload %s of an earlier run cannot get a new ticket (%s)", upload_id, exc)
+        return None
+
+
 async def _earlier(
     manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...], entry: Entry,
-    dial: Callable[[str], str], watch: _Watch,
+    dial: Callable[[str], str], watch: _Watch, renewed: Callable[[manager_pb2.CreateUploadResponse], None],
 ) -> tuple[_Attempt, upload_pb2.QueryUploadResponse] | None:
     """The upload of an earlier run (``entry``) and its committed state, or ``None`` when the server
     no longer knows it (expired, cancelled, failed, never there); Unavailable when the cluster does
-    not answer for ``watch``'s stall time (the entry still holds)."""
-    att = _Attempt(manager_pb2.CreateUploadResponse(
+    not answer for ``watch``'s stall time (the entry still holds). A ticket that ended (by the entry's
+    ``expires_at``, or as the upload node says) is renewed once (``RenewUpload``), and ``renewed`` is
+    called with the new answer."""
+    answer: manager_pb2.CreateUploadResponse | None = manager_pb2.CreateUploadResponse(
         upload_id=entry.upload_id, upload_address=entry.upload_address, ticket=entry.ticket,
-        expires_at=entry.expires_at, chunk_size=entry.chunk_size), dial)
-    try:
-        return att, await _committed(att, manager, md, watch, 0)
-    except errors.PixelfoxError as exc:
-        await att.ch.close()
-        if isinstance(exc, errors.Unavailable):
+        expires_at=entry.expires_at, chunk_size=entry.chunk_size, state_ttl_s=entry.state_ttl_s)
+    fresh = False
+    while True:
+        if not fresh and entry.ticket_expired():
+            answer, fresh = await _renew(manager, md, entry.upload_id), True
+            if answer is None:
+                return None
+            renewed(answer)
+        assert answer is not None
+        att = _Attempt(answer, dial)
+        try:
+            return att, await _committed(att, manager, md, watch, 0)
+        except errors.PixelfoxError as exc:
+            await att.ch.close()
+            if isinstance(exc, errors.Unavailable):
+                raise
+            if isinstance(exc, errors.InvalidTicket) and not fresh:  # the node's clock says it ended: renew
+                entry = dataclasses.replace(entry, expires_at="")
+                continue
+            logger.info("upload %s of an earlier run cannot go on (%s): starting a new one", entry.upload_id, exc)
+            return None
+        except BaseException:
+            await att.ch.close()
             raise
-        logger.info("upload %s of an earlier run cannot go on (%s): starting a new one", entry.upload_id, exc)
-        return None
-    except BaseException:
-        await att.ch.close()
-        raise
 
 
 async def _open(
@@ -288,7 +321,8 @@ async def _open(
     if resume and resume.lookup and key and (entry := resume.journal.get(key)):
         found = None
         if entry.sha256 == digest:
-            found = await _earlier(manager, md, entry, dial, _Watch(req.size, max_stall_s))
+            found = await _earlier(manager, md, entry, dial, _Watch(req.size, max_stall_s),
+                                   lambda answer: resume.journal.put(key, Entry.of(answer, digest)))
         if found:
             if resume.resumed:
                 resume.resumed(path, entry.upload_id, found[1].offset)
@@ -300,9 +334,7 @@ async def _open(
     if ticket.deduplicated:
         return ticket
     if resume and key:
-        resume.journal.put(key, Entry(upload_id=ticket.upload_id, upload_address=ticket.upload_address,
-                                      ticket=ticket.ticket, expires_at=ticket.expires_at,
-                                      chunk_size=ticket.chunk_size, sha256=digest))
+        resume.journal.put(key, Entry.of(ticket, digest))
     return _Attempt(ticket, dial), upload_pb2.QueryUploadResponse(offset=0, size=req.size)
 
 
@@ -339,7 +371,8 @@ async def upload_file(
     image of these bytes, no byte is sent and the receipt has no ``upload_id`` (no upload was made).
     With ``resume`` an upload a run left unfinished goes on in the next run (:class:`Resume`): the
     journal's entry of the same file (path, size, mtime, SHA-256), credential and site is asked for its
-    committed offset instead of ``CreateUpload``; it is forgotten once the upload completes or the
+    committed offset instead of ``CreateUpload`` (its ticket renewed first with ``RenewUpload`` when it
+    ended: the upload lives ``upload_ttl_s`` after its last chunk); it is forgotten once the upload completes or the
     server refuses or ended it (an upload the server no longer knows starts afresh). ``max_rate`` > 0
     sends at most that many bytes a second. Raises
     :class:`~pixelfox.errors.PixelfoxError` subclasses: ``InvalidImage`` family for rejected
