@@ -1,0 +1,178 @@
+"""An owner renews an open upload's ticket (``RenewUpload``, ``POST /api/v1/uploads/<id>/ticket``), so a
+resume is not limited to the first ticket's 15 minutes: who may, what is refused, and, on a cluster whose
+tickets last 5 s, ``pixelfox put`` resuming an upload whose ticket ended (the one test that waits out a
+ticket and its 30 s leeway: tickets.LEEWAY_S is a constant).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import redis
+import requests
+
+from pixelfox import tickets
+from pixelfox.client.journal import Journal, epoch
+from pixelfox.grpcx.auth import api_key_metadata
+from pixelfox.uploadstate import open_uploads_key
+from pixelfox.v1 import manager_pb2, manager_pb2_grpc
+from tests.conftest import ClusterHandle, wait_http
+from tests.e2e.test_put_resume import RATE, interrupt, progress, start_put, upload_bytes
+from tests.e2e.uploadkit import big_png, create, new_user_key, own_cluster
+
+pytestmark = pytest.mark.e2e
+
+
+async def renew(manager: str, upload_id: str, api_key: str = "") -> manager_pb2.CreateUploadResponse:
+    async with grpc.aio.insecure_channel(manager) as ch:
+        return await manager_pb2_grpc.ManagerServiceStub(ch).RenewUpload(
+            manager_pb2.RenewUploadRequest(upload_id=upload_id), metadata=api_key_metadata(api_key), timeout=10)
+
+
+async def refused(manager: str, upload_id: str, api_key: str = "") -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await renew(manager, upload_id, api_key)
+    return e.value
+
+
+async def test_only_the_owner_renews_an_open_upload(cluster: ClusterHandle) -> None:
+    manager = cluster.manager_address.split(",")[0]
+    owner = await new_user_key(cluster.local, "renewer")
+    other = await new_user_key(cluster.local, "renewer_other")
+    first = await create(manager, owner, 1000)
+    await asyncio.sleep(1.1)  # the new ticket's exp is a later second
+
+    again = await renew(manager, first.upload_id, owner)
+    key = tickets.derive_key(cluster.secret)
+    old, new = tickets.verify(key, first.ticket), tickets.verify(key, again.ticket)
+    assert (new.upload_id, new.user_id, new.size, new.content_type) == (old.upload_id, old.user_id, 1000, "image/png")
+    assert new.expires_at > old.expires_at and again.ticket != first.ticket
+    assert epoch(again.expires_at) == tickets.usable_until(new.expires_at)
+    assert (again.upload_id, again.chunk_size, again.max_size) == (first.upload_id, first.chunk_size, 1000)
+    assert again.upload_address and again.upload_url.endswith(f"/tus/{first.upload_id}")
+    assert again.state_ttl_s == 3600 and first.state_ttl_s == 3600
+
+    theirs = await refused(manager, first.upload_id, other)
+    assert (theirs.code(), theirs.details()) == (grpc.StatusCode.NOT_FOUND, "no such upload")
+    nobody = await refused(manager, first.upload_id)
+    assert nobody.code() == grpc.StatusCode.UNAUTHENTICATED and "owner's API key" in (nobody.details() or "")
+    assert (await refused(manager, "01" + "Z" * 24, owner)).code() == grpc.StatusCode.NOT_FOUND
+
+    anonymous = await create(manager, "", 1000)  # no owner: nobody's credential may renew it
+    for api_key in (owner, cluster.admin_api_key):
+        anon = await refused(manager, anonymous.upload_id, api_key)
+        assert anon.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "anonymous upload's ticket cannot be renewed" in (anon.details() or "")
+
+    async with grpc.aio.insecure_channel(manager) as ch:  # the owner cancels: nothing brings it back
+        await manager_pb2_grpc.ManagerServiceStub(ch).AbandonUpload(
+            manager_pb2.AbandonUploadRequest(upload_id=first.upload_id), metadata=api_key_metadata(owner),
+            timeout=10)
+    cancelled = await refused(manager, first.upload_id, owner)
+    assert cancelled.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "the upload is abandoned (the upload was cancelled by its owner" in (cancelled.details() or "")
+    admin = await refused(manager, first.upload_id, cluster.admin_api_key)
+    assert admin.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert progress(cluster, first.upload_id).status == "abandoned"
+
+
+def test_web_renews_a_ticket_for_its_owner(cluster: ClusterHandle) -> None:
+    base = cluster.web_url
+    owner = asyncio.run(new_user_key(cluster.local, "web_renewer"))
+    other = asyncio.run(new_user_key(cluster.local, "web_renewer_other"))
+    auth = {"Authorization": f"Bearer {owner}"}
+    made = requests.post(f"{base}/api/v1/uploads", json={"size": 1000, "filename": "a.png"}, headers=auth, timeout=10)
+    assert made.status_code == 201, made.text
+    upload_id = made.json()["id"]
+    url = f"{base}/api/v1/uploads/{upload_id}/ticket"
+
+    renewed = requests.post(url, headers=auth, timeout=10)
+    assert renewed.status_code == 200, renewed.text
+    body = renewed.json()
+    assert set(body) == set(made.json())
+    assert (body["id"], body["status"], body["deduplicated"], body["max_size"]) == (upload_id, "open", False, 1000)
+    assert body["upload_url"].endswith(f"/tus/{upload_id}") and body["chunk_size"] == made.json()["chunk_size"]
+    assert tickets.verify(tickets.derive_key(cluster.secret), body["ticket"]).upload_id == upload_id
+    assert epoch(body["expires_at"]) >= epoch(made.json()["expires_at"])
+
+    nobody = requests.post(url, timeout=10)
+    assert nobody.status_code == 401, nobody.text
+    theirs = requests.post(url, headers={"Authorization": f"Bearer {other}"}, timeout=10)
+    assert theirs.status_code == 404, theirs.text
+    assert requests.delete(f"{base}/api/v1/uploads/{upload_id}", headers=auth, timeout=10).status_code == 204
+    gone = requests.post(url, headers=auth, timeout=10)
+    assert gone.status_code == 409 and "cannot be renewed" in gone.json()["error"]["message"], gone.text
+    spec = requests.get(f"{base}/api/v1/openapi.json", timeout=10)
+    assert spec.status_code == 200  # documented with the other upload routes
+    assert "post" in spec.json()["paths"]["/api/v1/uploads/{id}/ticket"]
+
+
+@pytest.fixture(scope="module")
+def short_tickets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHandle]:
+    """Tickets valid 5 s (accepted 35 s with the leeway); states kept the default hour; 3 open uploads a user."""
+    root = tmp_path_factory.mktemp("renew")
+    with own_cluster(root, upload=1, web=1, PIXELFOX_LIMITS__TICKET_TTL_S="5",
+                     PIXELFOX_LIMITS__USER_OPEN_UPLOADS="3") as local:
+        wait_http(f"{local.web_urls[0]}/healthz")
+        state = json.loads((root / ".pixelfox" / "cluster.json").read_text())
+        yield ClusterHandle(local, root, local.web_urls[0], local.manager_address, state["secret"],
+                            local.redis_url, state["admin_api_key"])
+
+
+def test_put_resumes_after_its_ticket_ended(short_tickets: ClusterHandle, tmp_path: Path) -> None:
+    """The first run is interrupted; the ticket ends (5 s plus the 30 s leeway) and the upload node would
+    refuse it; the second run renews it (RenewUpload) and sends only the rest. A user's upload whose
+    ticket ended meanwhile stopped counting as open: renewed, it counts again until its new end."""
+    cluster = short_tickets
+    manager = cluster.manager_address.split(",")[0]
+    path = tmp_path / "late.png"
+    sha = big_png(path, 3600)  # ~39 MB
+    size = path.stat().st_size
+    state = tmp_path / "state"
+    journal = Journal(state / "pixelfox" / "uploads.json")
+    upload_id, err = interrupt(cluster, start_put(cluster, state, "--limit-rate", RATE, str(path)), journal,
+                               size // 4)
+    user = asyncio.run(new_user_key(cluster.local, "late_user"))
+    theirs = asyncio.run(create(manager, user, 1000))
+    entry = next(iter(journal.entries().values()))
+    assert entry.upload_id == upload_id and entry.state_ttl_s == 3600
+    assert entry.alive_until() == epoch(entry.expires_at) + 3600  # kept past the ticket's end
+
+    time.sleep(max(0.0, epoch(theirs.expires_at) - time.time()) + 1.5)  # both tickets are dead now (theirs last)
+    assert not next(iter(journal.entries().values())).expired()  # the journal keeps it: renewable
+    left = progress(cluster, upload_id)
+    assert left.status == "expired" and size // 4 <= left.offset < size  # nothing could resume it before
+    assert user_progress(manager, theirs.upload_id, user).status == "expired"
+
+    written = upload_bytes(cluster)
+    done = start_put(cluster, state, "--json", "--wait", str(path))
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err
+    sent = upload_bytes(cluster) - written
+    res = json.loads(out.strip().splitlines()[-1])
+    assert (res["status"], res["sha256"]) == ("ready", sha)
+    assert f"resuming {path} (upload {upload_id}): " in err
+    assert 0 < sent <= size - left.offset  # only the rest went, through a renewed ticket
+    assert progress(cluster, upload_id).image.slug == res["id"]
+    assert journal.entries() == {}
+
+    again = asyncio.run(renew(manager, theirs.upload_id, user))
+    r = redis.Redis.from_url(cluster.redis_url)
+    user_id = tickets.verify(tickets.derive_key(cluster.secret), again.ticket).user_id
+    score = r.zscore(open_uploads_key(user_id), theirs.upload_id)  # counted again, until the new ticket's end
+    assert score is not None and abs(score - epoch(again.expires_at)) <= 1, score
+    r.close()
+    p = user_progress(manager, theirs.upload_id, user)
+    assert (p.status, p.offset) == ("open", 0)
+
+
+def user_progress(manager: str, upload_id: str, api_key: str) -> manager_pb2.UploadProgress:
+    with grpc.insecure_channel(manager) as ch:
+        return manager_pb2_grpc.ManagerServiceStub(ch).GetUpload(
+            manager_pb2.GetUploadRequest(upload_id=upload_id), metadata=api_key_metadata(api_key), timeout=10)
