@@ -4,9 +4,10 @@ A signed-in user picks a 3-4 MB photo. The page asks ``POST /api/v1/uploads`` fo
 sends the file with tus to an upload node, 1 MiB per PATCH. The test lets the first PATCH
 through and fails every later one (the connection drops), reloads the page, picks the same
 file again and checks that the upload continues at the committed offset (the first PATCH
-after the reload starts at 1 MiB, not 0), ends ``ready``, and that the stored image has the
-photo's size. The page's own Content-Security-Policy stays on, so its ``connect-src`` must
-name the upload nodes.
+after the reload starts at 1 MiB, not 0; its stored ticket, made to end within a minute, is
+renewed with ``POST /api/v1/uploads/<id>/ticket``, not replaced by a new upload), ends
+``ready``, and that the stored image has the photo's size. The page's own
+Content-Security-Policy stays on, so its ``connect-src`` must name the upload nodes.
 """
 
 from __future__ import annotations
@@ -116,14 +117,21 @@ async def test_upload_resumes_after_reload(cluster: Any, chromium: Any, tmp_path
     await expect(twin_state).not_to_have_text(re.compile(r"uploading|processing"), timeout=150_000)
     assert await twin_state.inner_text() == "ready"  # a whole upload of its own
 
-    # the same file again: the upload goes on from the committed offset
+    # the same file again, its ticket under a minute from its end: the page renews it (POST .../ticket)
+    # instead of making a new upload, and the upload goes on from the committed offset
     await page.reload()
     after.clear()
+    await page.evaluate("k => { const t = JSON.parse(localStorage.getItem(k)); "
+                        "t.expires_at = new Date(Date.now() + 30000).toISOString(); "
+                        "localStorage.setItem(k, JSON.stringify(t)); }", stored[0])
+    renewals: list[str] = []
+    page.on("request", lambda r: renewals.append(r.url) if r.method == "POST" and r.url.endswith("/ticket") else None)
     await page.set_input_files("#file", str(photo))
     state = page.locator("#uploads li.upload .state").first
     await expect(state).to_have_text("ready", timeout=150_000)
     assert after and after[0].get("upload-offset") == str(MIB), after[:1]
     assert sum(1 for h in after if h.get("upload-offset") == "0") == 0  # nothing sent twice from the start
+    assert renewals == [f"{base}/api/v1/uploads/{ticket['id']}/ticket"], renewals
     assert await page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('pixelfox-upload:')).length") == 0
 
     done = await (await page.request.get(f"{base}/api/v1/uploads/{ticket['id']}")).json()

@@ -3,7 +3,8 @@
 // POST /api/v1/uploads, then tus 1.0 straight to an upload node. The ticket is kept in
 // localStorage under the file's name, size, type and modification time, so choosing the same
 // file again after a reload or a dropped connection continues where the upload node's
-// committed offset is. Otherwise: one multipart POST to /api/v1/images per file.
+// committed offset is (a ticket near its end is renewed: POST /api/v1/uploads/<id>/ticket).
+// Otherwise: one multipart POST to /api/v1/images per file.
 "use strict";
 (() => {
   const drop = document.getElementById("drop");
@@ -125,19 +126,36 @@
     return TICKETS + [file.name, file.size, file.type, file.lastModified, head].join("/");
   }
 
-  // the stored ticket for this file if it has over a minute left, else a new one from the web node
-  async function ticketFor(file, key) {
-    try {
-      const saved = JSON.parse(localStorage.getItem(key) || "null");
-      if (saved && Date.parse(saved.expires_at) - Date.now() > 60000) return saved;
-    } catch (_) { /* unreadable entry: start over */ }
-    const r = await fetch("/api/v1/uploads", {
+  // POST JSON to the web node with the session's CSRF token: [ok, status, the answer's JSON]
+  async function post(url, body) {
+    const r = await fetch(url, {
       method: "POST", credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
-      body: JSON.stringify({ filename: file.name || "pasted.png", size: file.size, content_type: file.type }),
+      body: JSON.stringify(body || {}),
     });
-    const data = await r.json().catch(() => ({}));
-    if (!r.ok) throw new Error((data.error && data.error.message) || ("HTTP " + r.status));
+    return [r.ok, r.status, await r.json().catch(() => ({}))];
+  }
+
+  // the stored ticket for this file if it has over a minute left; else that upload's ticket renewed
+  // (it lives upload_ttl_s after its last chunk), or a new upload when it is gone (404, 409, 403)
+  async function ticketFor(file, key) {
+    let saved = null;
+    try {
+      saved = JSON.parse(localStorage.getItem(key) || "null");
+    } catch (_) { /* unreadable entry: start over */ }
+    if (saved && Date.parse(saved.expires_at) - Date.now() > 60000) return saved;
+    let ok = false, status = 0, data = {};
+    if (saved && saved.id) {
+      [ok, status, data] = await post("/api/v1/uploads/" + encodeURIComponent(saved.id) + "/ticket");
+      if (!ok && ![403, 404, 409].includes(status)) {
+        throw new Error((data.error && data.error.message) || ("HTTP " + status));
+      }
+    }
+    if (!ok) {
+      [ok, status, data] = await post("/api/v1/uploads",
+        { filename: file.name || "pasted.png", size: file.size, content_type: file.type });
+      if (!ok) throw new Error((data.error && data.error.message) || ("HTTP " + status));
+    }
     const t = { id: data.id, upload_url: data.upload_url, ticket: data.ticket, expires_at: data.expires_at };
     try { localStorage.setItem(key, JSON.stringify(t)); } catch (_) { /* private mode: no resume after reload */ }
     return t;
