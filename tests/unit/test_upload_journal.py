@@ -4,6 +4,7 @@ who sees an entry, and two processes writing at once; ``put --limit-rate`` value
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import stat
@@ -86,6 +87,22 @@ def test_expired_entries_are_not_resumed_and_are_pruned_on_the_next_write(tmp_pa
     other.write_bytes(b"y")
     journal.put(FileKey.of(other, "m:1", "c"), entry("01JC0000000000000000000000"))
     assert [e.upload_id for e in journal.entries().values()] == ["01JC0000000000000000000000"]
+
+
+def test_an_entry_whose_ticket_ended_is_kept_while_the_upload_may_live(tmp_path: Path, photo: Path) -> None:
+    """The owner renews an ended ticket (RenewUpload) while the upload's state lives, ``state_ttl_s`` after
+    its last chunk, which comes before the ticket's end: the entry is kept until then, and pruned after."""
+    journal = Journal(tmp_path / "uploads.json")
+    key = FileKey.of(photo, "m:1", "c")
+    journal.put(key, dataclasses.replace(entry(expires_in=-60), state_ttl_s=3600))  # ticket ended a minute ago
+    kept = journal.get(key)
+    assert kept is not None and kept.ticket_expired() and not kept.expired()
+    assert kept.alive_until() == pytest.approx(time.time() + 3540, abs=2)
+    other = photo.with_name("other.png")
+    other.write_bytes(b"y")
+    journal.put(FileKey.of(other, "m:1", "c"), dataclasses.replace(entry("01JC0000000000000000000000", -3601),
+                                                                    state_ttl_s=3600))  # its state is gone too
+    assert [e.upload_id for e in journal.entries().values()] == ["01JA0000000000000000000000"]
 
 
 def test_drop_forgets_only_the_named_upload(tmp_path: Path, photo: Path) -> None:
