@@ -25,7 +25,8 @@ def test_openapi_document_is_openapi3(cluster: Any) -> None:
         doc = json.loads(r.read())
     assert doc["openapi"].startswith("3.")
     assert {"/api/v1/images", "/api/v1/images/{slug}", "/api/v1/albums", "/api/v1/albums/{slug}", "/api/v1/me",
-            "/api/v1/uploads", "/api/v1/uploads/{id}", "/api/v1/delete/{slug}/{owner}/{token}",
+            "/api/v1/uploads", "/api/v1/uploads/{id}", "/api/v1/uploads/{id}/ticket",
+            "/api/v1/delete/{slug}/{owner}/{token}",
             "/api/1/upload"} == set(doc["paths"])
 
 
