@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import logging
 import os
@@ -24,7 +23,7 @@ import google_crc32c
 import grpc
 
 from pixelfox import errors
-from pixelfox.client.journal import Entry, FileKey, Journal, fingerprint
+from pixelfox.client.journal import Entry, FileKey, Journal, epoch, fingerprint
 from pixelfox.grpcx.client import DEFAULT_MAX_MESSAGE_BYTES, map_rpc_errors
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc, upload_pb2, upload_pb2_grpc
 
@@ -94,15 +93,30 @@ def _broken_transport(exc: errors.PixelfoxError) -> bool:
     return type(exc) is errors.PixelfoxError and "Internal error from Core" in str(exc)
 
 
-class _Attempt:
-    """One upload's moving parts across retries: the node address, its channel and stub."""
+#: a ticket this close to its end (seconds, by the client's clock) is renewed when the upload node refuses it
+RENEW_BEFORE_END_S = 60
 
-    def __init__(self, ticket: manager_pb2.CreateUploadResponse, dial: Callable[[str], str]) -> None:
+
+class _Attempt:
+    """One upload's moving parts across retries: the node address, its channel and stub, and its ticket;
+    ``renewed``, when given, is called with ``RenewUpload``'s answer each time :meth:`renew` got one."""
+
+    def __init__(self, ticket: manager_pb2.CreateUploadResponse, dial: Callable[[str], str],
+                 renewed: Callable[[manager_pb2.CreateUploadResponse], None] | None = None) -> None:
         self.ticket = ticket
         self.dial = dial
+        self.renewed = renewed
         self.address = ticket.upload_address
         self.ch = _own_channel(dial(self.address))
         self.stub = upload_pb2_grpc.UploadServiceStub(self.ch)
+
+    async def _to(self, address: str) -> None:
+        """Talk to the upload node at ``address`` from now on (a new channel when it is another one)."""
+        if address and address != self.address:
+            await self.ch.close()
+            self.address = address
+            self.ch = _own_channel(self.dial(self.address))
+            self.stub = upload_pb2_grpc.UploadServiceStub(self.ch)
 
     async def move(self, manager: manager_pb2_grpc.ManagerServiceStub, metadata: tuple[tuple[str, str], ...]) -> None:
         """Ask the manager for another healthy upload node for the same upload (same ticket)."""
@@ -111,11 +125,24 @@ class _Attempt:
                 manager_pb2.RelocateUploadRequest(upload_id=self.ticket.upload_id, ticket=self.ticket.ticket,
                                                   exclude_address=self.address),
                 metadata=metadata, timeout=30)
-        if moved.upload_address != self.address:
-            await self.ch.close()
-            self.address = moved.upload_address
-            self.ch = _own_channel(self.dial(self.address))
-            self.stub = upload_pb2_grpc.UploadServiceStub(self.ch)
+        await self._to(moved.upload_address)
+
+    async def renew(self, manager: manager_pb2_grpc.ManagerServiceStub, metadata: tuple[tuple[str, str], ...]
+                    ) -> bool:
+        """A fresh ticket for the same upload (``RenewUpload``, the owner's ``metadata``) when this one has
+        ended or ends within :data:`RENEW_BEFORE_END_S` s, on the node the answer names; False when it does
+        not end yet (the node refused it for another reason) or the manager refuses (the upload ended,
+        expired, is anonymous or someone else's). Raises Unavailable (the manager does not answer)."""
+        if epoch(self.ticket.expires_at) > time.time() + RENEW_BEFORE_END_S:
+            return False
+        answer = await _renew(manager, metadata, self.ticket.upload_id)
+        if answer is None:
+            return False
+        self.ticket = answer
+        await self._to(answer.upload_address)
+        if self.renewed:
+            self.renewed(answer)
+        return True
 
     async def query(self) -> upload_pb2.QueryUploadResponse:
         async with map_rpc_errors():
@@ -243,12 +270,23 @@ async def _stream(
             watch.cause = str(exc)
             logger.info("upload node busy (%s); retrying", exc)
             watch.delay = max(watch.delay, 0.5)
+        except errors.InvalidTicket:
+            if not await att.renew(manager, md):  # ended, cancelled, failed, not the owner's: as it was
+                raise
+            header.ticket = att.ticket.ticket
+            logger.info("upload %s: its ticket ended; renewed, resuming", upload_id)
         except errors.PixelfoxError as exc:
             if not _broken_transport(exc):
                 raise
             watch.cause = "the connection broke"
             logger.info("upload %s: the stream broke (%s); resuming", upload_id, exc)
-        q = await _committed(att, manager, md, watch, offset)
+        try:
+            q = await _committed(att, manager, md, watch, offset)
+        except errors.InvalidTicket:
+            if not await att.renew(manager, md):
+                raise
+            header.ticket = att.ticket.ticket
+            q = await _committed(att, manager, md, watch, offset)
         if q.complete:  # finished, but the receipt was lost
             return await _lost_receipt(manager, md, header)
         offset = q.offset
@@ -280,34 +318,29 @@ async def _earlier(
     """The upload of an earlier run (``entry``) and its committed state, or ``None`` when the server
     no longer knows it (expired, cancelled, failed, never there); Unavailable when the cluster does
     not answer for ``watch``'s stall time (the entry still holds). A ticket that ended (by the entry's
-    ``expires_at``, or as the upload node says) is renewed once (``RenewUpload``), and ``renewed`` is
+    ``expires_at``, or as the upload node says) is renewed (:meth:`_Attempt.renew`), and ``renewed`` is
     called with the new answer."""
-    answer: manager_pb2.CreateUploadResponse | None = manager_pb2.CreateUploadResponse(
+    att = _Attempt(manager_pb2.CreateUploadResponse(
         upload_id=entry.upload_id, upload_address=entry.upload_address, ticket=entry.ticket,
-        expires_at=entry.expires_at, chunk_size=entry.chunk_size, state_ttl_s=entry.state_ttl_s)
-    fresh = False
-    while True:
-        if not fresh and entry.ticket_expired():
-            answer, fresh = await _renew(manager, md, entry.upload_id), True
-            if answer is None:
-                return None
-            renewed(answer)
-        assert answer is not None
-        att = _Attempt(answer, dial)
+        expires_at=entry.expires_at, chunk_size=entry.chunk_size, state_ttl_s=entry.state_ttl_s), dial, renewed)
+    try:
+        if entry.ticket_expired() and not await att.renew(manager, md):
+            raise errors.InvalidTicket("upload ticket expired and not renewed")
         try:
             return att, await _committed(att, manager, md, watch, 0)
-        except errors.PixelfoxError as exc:
-            await att.ch.close()
-            if isinstance(exc, errors.Unavailable):
+        except errors.InvalidTicket:
+            if not await att.renew(manager, md):  # the node's clock says it ended
                 raise
-            if isinstance(exc, errors.InvalidTicket) and not fresh:  # the node's clock says it ended: renew
-                entry = dataclasses.replace(entry, expires_at="")
-                continue
-            logger.info("upload %s of an earlier run cannot go on (%s): starting a new one", entry.upload_id, exc)
-            return None
-        except BaseException:
-            await att.ch.close()
+            return att, await _committed(att, manager, md, watch, 0)
+    except errors.PixelfoxError as exc:
+        await att.ch.close()
+        if isinstance(exc, errors.Unavailable):
             raise
+        logger.info("upload %s of an earlier run cannot go on (%s): starting a new one", entry.upload_id, exc)
+        return None
+    except BaseException:
+        await att.ch.close()
+        raise
 
 
 async def _open(
@@ -317,12 +350,18 @@ async def _open(
 ) -> tuple[_Attempt, upload_pb2.QueryUploadResponse] | manager_pb2.CreateUploadResponse:
     """The upload to send ``path`` to and its committed state: the journal's upload of an earlier run
     when the server still has it and the file is the same (``digest``), else a new one from
-    ``CreateUpload`` (recorded in the journal under ``key``), or ``CreateUpload``'s deduplicated answer."""
+    ``CreateUpload`` (recorded in the journal under ``key``), or ``CreateUpload``'s deduplicated answer. A
+    ticket renewed on the way (:meth:`_Attempt.renew`) replaces the entry's."""
+    journal = resume.journal if resume and key else None
+
+    def record(answer: manager_pb2.CreateUploadResponse) -> None:  # the entry holds the upload's latest ticket
+        if journal and key:
+            journal.put(key, Entry.of(answer, digest))
+
     if resume and resume.lookup and key and (entry := resume.journal.get(key)):
         found = None
         if entry.sha256 == digest:
-            found = await _earlier(manager, md, entry, dial, _Watch(req.size, max_stall_s),
-                                   lambda answer: resume.journal.put(key, Entry.of(answer, digest)))
+            found = await _earlier(manager, md, entry, dial, _Watch(req.size, max_stall_s), record)
         if found:
             if resume.resumed:
                 resume.resumed(path, entry.upload_id, found[1].offset)
@@ -333,9 +372,8 @@ async def _open(
     ticket = await _create_hashed(manager, md, req, digest)
     if ticket.deduplicated:
         return ticket
-    if resume and key:
-        resume.journal.put(key, Entry.of(ticket, digest))
-    return _Attempt(ticket, dial), upload_pb2.QueryUploadResponse(offset=0, size=req.size)
+    record(ticket)
+    return _Attempt(ticket, dial, record), upload_pb2.QueryUploadResponse(offset=0, size=req.size)
 
 
 async def upload_file(

@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -18,13 +19,14 @@ import redis
 import requests
 
 from pixelfox import tickets
-from pixelfox.client.journal import Journal, epoch
+from pixelfox.client.journal import Entry, Journal, epoch
+from pixelfox.client.uploader import Resume, upload_file
 from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.uploadstate import open_uploads_key
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc
 from tests.conftest import ClusterHandle, wait_http
 from tests.e2e.test_put_resume import RATE, interrupt, progress, start_put, upload_bytes
-from tests.e2e.uploadkit import big_png, create, new_user_key, own_cluster
+from tests.e2e.uploadkit import Proxy, big_png, create, new_user_key, own_cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -111,6 +113,49 @@ def test_web_renews_a_ticket_for_its_owner(cluster: ClusterHandle) -> None:
     spec = requests.get(f"{base}/api/v1/openapi.json", timeout=10)
     assert spec.status_code == 200  # documented with the other upload routes
     assert "post" in spec.json()["paths"]["/api/v1/uploads/{id}/ticket"]
+
+
+async def test_a_ticket_that_ends_mid_run_is_renewed_after_a_break(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """``upload_file`` resumes a journal entry whose ticket (re-signed with the cluster's key to be usable 3 s
+    more, as test_upload_limits does) ends while the file is on the way; the connection drops after that
+    (a proxy cuts it), the upload node refuses the ended ticket, and the uploader renews it and sends the
+    rest to the same upload."""
+    manager = cluster.manager_address.split(",")[0]
+    key = await new_user_key(cluster.local, "midrun")
+    md = api_key_metadata(key)
+    path = tmp_path / "mid.png"
+    sha = big_png(path, 1200)  # ~4.3 MB: ~8.6 s at the rate below
+    size = path.stat().st_size
+    made = await create(manager, key, size)
+    ticket_key = tickets.derive_key(cluster.secret)
+    claims = tickets.verify(ticket_key, made.ticket)
+    short = tickets.sign(ticket_key, claims.upload_id, claims.user_id, claims.size, claims.content_type, 3,
+                         now=int(time.time()) - tickets.LEEWAY_S)
+    usable = tickets.usable_until(tickets.verify(ticket_key, short, allow_expired=True).expires_at)
+    journal = Journal(tmp_path / "uploads.json")
+    resume = Resume(journal, manager)
+    journal.put(resume.key(path, md), Entry(made.upload_id, made.upload_address, short,
+                                            datetime.fromtimestamp(usable, UTC).isoformat(), made.chunk_size,
+                                            sha256=sha, state_ttl_s=3600))
+    proxy = Proxy()
+    via = await proxy.start()
+
+    def dial(address: str) -> str:
+        proxy.target = address
+        return via
+
+    try:
+        async with grpc.aio.insecure_channel(manager) as ch:
+            stub = manager_pb2_grpc.ManagerServiceStub(ch)
+            sending = asyncio.ensure_future(upload_file(stub, md, path, resume=resume, dial=dial, max_rate=500_000))
+            await asyncio.sleep(usable - time.time() + 1)  # the ticket is dead now, the stream still going
+            assert not sending.done() and proxy.bytes_up < size
+            proxy.cut()
+            receipt = await sending
+    finally:
+        await proxy.close()
+    assert (receipt.upload_id, receipt.sha256, receipt.size) == (made.upload_id, sha, size)
+    assert journal.entries() == {}
 
 
 @pytest.fixture(scope="module")
