@@ -132,7 +132,8 @@ class _Attempt:
         """A fresh ticket for the same upload (``RenewUpload``, the owner's ``metadata``) when this one has
         ended or ends within :data:`RENEW_BEFORE_END_S` s, on the node the answer names; False when it does
         not end yet (the node refused it for another reason) or the manager refuses (the upload ended,
-        expired, is anonymous or someone else's). Raises Unavailable (the manager does not answer)."""
+        expired, is anonymous or someone else's). Raises Unavailable (the manager does not answer) and
+        ResourceExhausted (no room in the quota or open uploads for an upload that had stopped counting)."""
         if epoch(self.ticket.expires_at) > time.time() + RENEW_BEFORE_END_S:
             return False
         answer = await _renew(manager, metadata, self.ticket.upload_id)
@@ -298,13 +299,14 @@ async def _renew(
 ) -> manager_pb2.CreateUploadResponse | None:
     """A fresh ticket for an earlier run's upload whose ticket ended (``RenewUpload``, with the owner's
     credential ``md``), or ``None`` when the manager refuses it (the upload ended or expired, is anonymous
-    or someone else's). Unavailable is raised: the upload may still be alive."""
+    or someone else's). Unavailable and ResourceExhausted (no room for it in the quota or the open uploads
+    now) are raised: the upload is still alive, to resume later."""
     try:
         async with map_rpc_errors():
             reply: manager_pb2.CreateUploadResponse = await manager.RenewUpload(
                 manager_pb2.RenewUploadRequest(upload_id=upload_id), metadata=md, timeout=30)
             return reply
-    except errors.Unavailable:
+    except (errors.Unavailable, errors.ResourceExhausted):
         raise
     except errors.PixelfoxError as exc:
         logger.info("upload %s of an earlier run cannot get a new ticket (%s)", upload_id, exc)
@@ -317,7 +319,8 @@ async def _earlier(
 ) -> tuple[_Attempt, upload_pb2.QueryUploadResponse] | None:
     """The upload of an earlier run (``entry``) and its committed state, or ``None`` when the server
     no longer knows it (expired, cancelled, failed, never there); Unavailable when the cluster does
-    not answer for ``watch``'s stall time (the entry still holds). A ticket that ended (by the entry's
+    not answer for ``watch``'s stall time, ResourceExhausted when its renewal finds no room (the entry
+    still holds either way). A ticket that ended (by the entry's
     ``expires_at``, or as the upload node says) is renewed (:meth:`_Attempt.renew`), and ``renewed`` is
     called with the new answer."""
     att = _Attempt(manager_pb2.CreateUploadResponse(
@@ -334,7 +337,7 @@ async def _earlier(
             return att, await _committed(att, manager, md, watch, 0)
     except errors.PixelfoxError as exc:
         await att.ch.close()
-        if isinstance(exc, errors.Unavailable):
+        if isinstance(exc, (errors.Unavailable, errors.ResourceExhausted)):  # alive: for a later run
             raise
         logger.info("upload %s of an earlier run cannot go on (%s): starting a new one", entry.upload_id, exc)
         return None

@@ -1,7 +1,8 @@
 """An owner renews an open upload's ticket (``RenewUpload``, ``POST /api/v1/uploads/<id>/ticket``), so a
-resume is not limited to the first ticket's 15 minutes: who may, what is refused, and, on a cluster whose
-tickets last 5 s, ``pixelfox put`` resuming an upload whose ticket ended (the one test that waits out a
-ticket and its 30 s leeway: tickets.LEEWAY_S is a constant).
+resume is not limited to the first ticket's 15 minutes: who may, what is refused, ``upload_file`` renewing a
+ticket that ended mid-run (re-signed short, no wait), and, on a cluster whose tickets last 5 s,
+``pixelfox put`` resuming an upload whose ticket ended (the one test that waits out a ticket and its 30 s
+leeway: tickets.LEEWAY_S is a constant).
 """
 
 from __future__ import annotations
@@ -207,6 +208,15 @@ def test_put_resumes_after_its_ticket_ended(short_tickets: ClusterHandle, tmp_pa
     assert progress(cluster, upload_id).image.slug == res["id"]
     assert journal.entries() == {}
 
+    # the user's lapsed upload no longer holds a slot: three new ones fill them, and its renewal is refused
+    # (it would be a fourth open upload) until one of them is cancelled
+    fills = [asyncio.run(create(manager, user, 1000)) for _ in range(3)]
+    full = asyncio.run(refused(manager, theirs.upload_id, user))
+    assert full.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "3 unfinished uploads already" in (full.details()
+                                                                                                  or "")
+    with grpc.insecure_channel(manager) as ch:
+        manager_pb2_grpc.ManagerServiceStub(ch).AbandonUpload(
+            manager_pb2.AbandonUploadRequest(upload_id=fills[0].upload_id), metadata=api_key_metadata(user), timeout=10)
     again = asyncio.run(renew(manager, theirs.upload_id, user))
     r = redis.Redis.from_url(cluster.redis_url)
     user_id = tickets.verify(tickets.derive_key(cluster.secret), again.ticket).user_id
