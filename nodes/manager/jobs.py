@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nodes.manager.dispatch import Dispatcher
-from pixelfox import errors
+from pixelfox import errors, ids
 from pixelfox.db.engine import begin_write
 from pixelfox.db.models import Image
 from pixelfox.db.outbox import OutboxEntry
@@ -176,6 +176,8 @@ class JobAdmin:
             q = select(Image.id, Image.slug).where(Image.status == "ready")
             if req.all:
                 if req.after:
+                    if not ids.ULID.fullmatch(req.after):  # a typo would match nothing, or everything after it
+                        raise errors.BadRequest(f"after must be an image id (26 letters and digits), not {req.after!r}")
                     q = q.where(Image.id > req.after)
                 rows = (await s.execute(q.order_by(Image.id).limit(limit))).tuples().all()
             else:

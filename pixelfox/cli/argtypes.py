@@ -7,6 +7,8 @@ import argparse
 import math
 from collections.abc import Callable
 
+from pixelfox.ids import ULID
+
 
 def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
     """A ``type=`` for ``low <= n <= high`` (no upper bound when ``high`` is ``None``); anything
@@ -28,6 +30,19 @@ def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
 
 POSITIVE = whole_number(1)
 """1, 2, 3, ...: counts, limits, batch sizes."""
+
+
+def row_id(text: str) -> str:
+    """A ``type=`` for a row id (:data:`pixelfox.ids.ULID`, any case; returned upper case): a mistyped
+    one raises ``argparse.ArgumentTypeError`` instead of matching nothing, or everything after it."""
+    value = text.strip().upper()
+    if value and not ULID.fullmatch(value):  # "" is the default: none (argparse types defaults too)
+        raise argparse.ArgumentTypeError(f"{text!r} is not an image id (26 letters and digits, as "
+                                         "`pixelfox reprocess` printed it)")
+    return value
+
+
+row_id.__name__ = "image id"
 
 
 def decimal_number(low: float, high: float | None = None, what: str = "number") -> Callable[[str], float]:

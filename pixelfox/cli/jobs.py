@@ -20,7 +20,7 @@ from typing import Any
 from rich.table import Table
 
 from pixelfox.cli import context
-from pixelfox.cli.argtypes import POSITIVE, decimal_number, whole_number
+from pixelfox.cli.argtypes import POSITIVE, decimal_number, row_id, whole_number
 from pixelfox.cli.tables import table_console
 from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.v1 import jobs_pb2, jobs_pb2_grpc
@@ -107,10 +107,10 @@ async def _reprocess(ref: context.ClusterRef, opts: argparse.Namespace, progress
 
 
 def cmd_reprocess(opts: argparse.Namespace) -> int:
-    if not opts.all and not opts.slugs:
-        raise SystemExit("pixelfox reprocess: name images (SLUG...) or pass --all")
+    if not opts.all and not opts.slugs:  # ValueError: main's one line and exit 2 (bad input)
+        raise ValueError("reprocess: name images (SLUG...) or pass --all")
     if opts.after and not opts.all:
-        raise SystemExit("pixelfox reprocess: --after goes with --all (it names where a run over all images stopped)")
+        raise ValueError("reprocess: --after goes with --all (it names where a run over all images stopped)")
     ref = context.resolve(opts.manager, opts.api_key)
     progress = _Progress(after=opts.after)
     try:
@@ -168,7 +168,7 @@ def add_commands(sub: Any, with_target: Callable[[argparse.ArgumentParser], argp
     rp.add_argument("--all", action="store_true", help="every ready image")
     rp.add_argument("--rate", type=RATE, default=5.0, help="images queued per second, 0.1 to 1000 (default 5)")
     rp.add_argument("--recipe", type=POSITIVE, default=0, help="recipe version (default: the manager's)")
-    rp.add_argument("--after", default="", metavar="IMAGE_ID",
+    rp.add_argument("--after", default="", type=row_id, metavar="IMAGE_ID",
                     help="with --all: go on after this image id (an interrupted run prints it)")
     rp.add_argument("--gpu", action="store_true", help="run them on GPU-capable processing nodes only")
     rp.add_argument("--json", action="store_true", help="one JSON line per queued image")

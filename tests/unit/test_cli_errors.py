@@ -27,7 +27,10 @@ def pixelfox(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     (("jobs", "--limit", "1_0"), 2, "argument --limit: '1_0' is not a whole number"),
     (("up", "--timeout", "nan"), 2, "argument --timeout: nan is out of range: give a number of seconds of at least 1"),
     (("up", "--timeout", "0"), 2, "argument --timeout: 0 is out of range"),
-    (("reprocess", "x", "--after", "01ABC"), 1, "--after goes with --all"),
+    (("reprocess", "x", "--after", "01ARZ3NDEKTSV4RRFFQ69G5FAV"), 2, "--after goes with --all"),
+    (("reprocess", "--all", "--after", "NOT-AN-ID"), 2,  # was taken: it matched nothing, "queued 0"
+     "argument --after: 'NOT-AN-ID' is not an image id"),
+    (("reprocess",), 2, "pixelfox: reprocess: name images (SLUG...) or pass --all"),  # exited 1
     (("reprocess", "x", "--rate", "0"), 2,  # was taken as 0.1 per second
      "argument --rate: 0 is out of range: give a number of images per second from 0.1 to 1000"),
     (("reprocess", "x", "--rate=-5"), 2, "argument --rate: -5 is out of range"),
