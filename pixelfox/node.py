@@ -6,9 +6,11 @@ with the manager (retrying until it answers; a refusal, such as a heartbeat inte
 the manager's node timeout, ends the process with the manager's reason), sends a heartbeat every
 ``cluster.heartbeat_interval_s`` seconds with the node's :class:`Load`, and on SIGTERM or
 SIGINT reports NOT_SERVING and DRAINING, runs the node's ``on_drain`` hook and stops the
-server with its grace period. Each heartbeat also carries the node's readiness (its gRPC
-health, which :func:`watch_dependencies` keeps in step with the node's dependency check), so
-the manager places no new work on a node whose pool or manager link is down.
+server with its grace period (which waits only for calls still open: ``on_drain`` ends the
+node's own long streams, such as the manager's ``Work`` streams). Each heartbeat also carries
+the node's readiness (its gRPC health, which :func:`watch_dependencies` keeps in step with the
+node's dependency check), so the manager places no new work on a node whose pool or manager link
+is down.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -333,3 +336,6 @@ def node_main(prog: str, description: str, settings_cls: type[SettingsT],
         raise SystemExit("PIXELFOX_CLUSTER__SECRET is required")
     logs.configure(settings.log, settings.node_id or default_id)
     asyncio.run(serve(settings))
+    # the process exits now: skip the interpreter's last full garbage collection over every object left
+    # (SQLAlchemy, protobuf, grpc), which took a stopped manager 0.7-1.9 s on a loaded 2-core box
+    gc.freeze()

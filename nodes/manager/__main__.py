@@ -78,7 +78,10 @@ async def serve(settings: ManagerSettings) -> None:
     try:
         expiry = ExpirySweeper(redis, svc.library)  # Chevereto/ImgBB expiration (nodes/manager/expiry.py)
         background = [expiry.run, svc.dispatcher.run, ops.run, svc.objects.run, repair.run, tiers.run]
-        await run_node(settings, server, ident, Load, background=background, ready=ops.ready)
+        # SIGTERM: end the processing nodes' Work streams once idle, or the server's grace waits for them
+        drain_s = max(0.0, settings.grpc.grace_s - 1.0)
+        await run_node(settings, server, ident, Load, background=background, ready=ops.ready,
+                       on_drain=lambda: svc.dispatcher.drain(drain_s))
     finally:
         await redis.aclose()
         await engine.dispose()

@@ -43,7 +43,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nodes.manager.registry import Registry
-from pixelfox import failpoints
+from pixelfox import errors, failpoints
 from pixelfox.background import Background
 from pixelfox.db.engine import begin_write
 from pixelfox.db.models import Image, ObjectLocation, Variant
@@ -77,11 +77,20 @@ class Worker:
     node_id: str
     slots: int
     capabilities: list[str]
-    outbox: asyncio.Queue[manager_pb2.DispatchMessage] = field(default_factory=asyncio.Queue)
+    # None ends the node's stream (the manager drains): see :meth:`Dispatcher.drain`
+    outbox: asyncio.Queue[manager_pb2.DispatchMessage | None] = field(default_factory=asyncio.Queue)
     inflight: dict[str, InFlight] = field(default_factory=dict)
     connected: bool = True
     draining: bool = False
     last_seen: float = field(default_factory=time.monotonic)
+    closing: bool = False  # the stream's end is queued (the manager drains)
+    handling: bool = False  # a report from the node is being handled (a result being recorded)
+
+    def close(self) -> None:
+        """End this node's stream once the messages queued before are sent (idempotent)."""
+        if not self.closing:
+            self.closing = True
+            self.outbox.put_nowait(None)
 
     @property
     def free(self) -> int:
@@ -114,6 +123,7 @@ class Dispatcher:
         self.policy = policy or DispatchPolicy()
         self.workers: dict[str, Worker] = {}
         self.wake = asyncio.Event()
+        self.draining = False  # set by :meth:`drain`: no new jobs, no new streams
         # loops that live and die with the dispatcher (the outbox drainer); each gets the stop event
         self.companions: list[Callable[[asyncio.Event], Awaitable[None]]] = []
         # called with the image id after a result is recorded (issue 5: private re-key, read model)
@@ -129,6 +139,8 @@ class Dispatcher:
     # ---- the dispatch loop -------------------------------------------------------------
 
     def _pick(self, job: QueuedJob | None) -> Worker | None:
+        if self.draining:
+            return None
         now = time.monotonic()
         ready = [w for w in self.workers.values()
                  if w.free > 0 and now - w.last_seen < self.policy.job_lease_s
@@ -139,6 +151,21 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until ``stop`` is set (and run the companions); expires node leases, renews manager leases."""
         await asyncio.gather(self._loop(stop), *(fn(stop) for fn in self.companions))
+
+    async def drain(self, grace_s: float) -> None:
+        """The manager stops (SIGTERM): dispatch nothing more, refuse new ``Work`` streams, and end each
+        open one as soon as it has no job in flight - at once for an idle node, after its jobs reported
+        for a busy one, at the latest after ``grace_s`` seconds. Jobs still in flight then are re-queued
+        (counted as lost, as for a node that left) and run again elsewhere: at-least-once. Returns once
+        every stream has ended (or 1 s after the last was told to end)."""
+        self.draining = True
+        deadline = time.monotonic() + grace_s
+        while self.workers and time.monotonic() < deadline + 1.0:
+            late = time.monotonic() >= deadline
+            for w in list(self.workers.values()):
+                if late or (not w.inflight and not w.handling):  # ending the stream cancels a report's handling
+                    w.close()
+            await asyncio.sleep(0.05)
 
     async def _loop(self, stop: asyncio.Event) -> None:
         with contextlib.suppress(Exception):  # Redis may be down at start; the loop retries
@@ -282,6 +309,8 @@ class Dispatcher:
         self, requests: AsyncIterator[manager_pb2.WorkerMessage]
     ) -> AsyncIterator[manager_pb2.DispatchMessage]:
         """Handle one node's ``Work`` stream: read its reports, yield its jobs."""
+        if self.draining:
+            raise errors.Unavailable("this manager is shutting down; connect to another one")
         first = await anext(requests, None)
         if first is None or not first.HasField("hello"):
             return
@@ -301,7 +330,10 @@ class Dispatcher:
                 getter = asyncio.create_task(worker.outbox.get())
                 done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
                 if getter in done:
-                    yield getter.result()
+                    if (msg := getter.result()) is None:
+                        logger.info("ending the work stream of %s: this manager drains", worker.node_id)
+                        break
+                    yield msg
                 else:
                     getter.cancel()
         finally:
@@ -316,6 +348,7 @@ class Dispatcher:
     async def _read(self, worker: Worker, requests: AsyncIterator[manager_pb2.WorkerMessage]) -> None:
         async for msg in requests:
             worker.last_seen = time.monotonic()
+            worker.handling = True
             try:
                 if msg.HasField("result"):
                     await self._on_result(worker, msg.result)
@@ -329,6 +362,8 @@ class Dispatcher:
                 # Never let one bad report end the node's stream; an unacked entry is retaken
                 # after the manager lease and its image re-checked.
                 logger.exception("handling a report from %s failed", worker.node_id)
+            finally:
+                worker.handling = False
 
     def _on_status(self, worker: Worker, st: jobs_pb2.WorkerStatus) -> None:
         if st.draining and not worker.draining:

@@ -47,8 +47,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 MANAGER_ENV = {
     "PIXELFOX_JOB_LEASE_S": "2", "PIXELFOX_LEASE_S": "4", "PIXELFOX_RETRY_BASE_S": "0.2",
     "PIXELFOX_RETRY_CAP_S": "1", "PIXELFOX_OUTBOX_INTERVAL_S": "1", "PIXELFOX_MAX_ATTEMPTS": "3",
-    # a SIGTERMed manager waits out its whole grace period while a processing node's Work stream is open
-    # (10 s by default); these tests restart it only to change its settings
+    # a SIGTERMed manager waits for the jobs in flight up to its grace period (10 s by default);
+    # these tests restart it only to change its settings
     "PIXELFOX_GRPC__GRACE_S": "2",
 }
 
