@@ -66,6 +66,10 @@ def start_metrics(host: str, port: int) -> str:
     return f"http://{host}:{server.server_port}/metrics"
 
 
+#: gRPC's reconnect back-off to the manager (ms): first pause, largest pause
+MANAGER_RECONNECT_MS = (100, 1_000)
+
+
 class ManagerLink:
     """The node's channel to the manager(s) with its cluster credential.
 
@@ -74,7 +78,9 @@ class ManagerLink:
     """
 
     def __init__(self, settings: NodeSettings) -> None:
-        self.channel = channel(settings.cluster.manager)
+        # a restarted manager is found within about a second: heartbeats and processing nodes' Work streams
+        # resume at once (a refused connect to a down manager once a second is cheap)
+        self.channel = channel(settings.cluster.manager, reconnect_ms=MANAGER_RECONNECT_MS)
         self.last_ok = 0.0  # monotonic time of the last Register/Heartbeat a manager answered
         self.stub = manager_pb2_grpc.ManagerServiceStub(self.channel)
         self.metadata = node_metadata(settings.cluster.secret.get_secret_value())

@@ -5,7 +5,9 @@ the job lease (at least once a second before the first job): the leases of the j
 runs - which extends them - its free slots, and whether it drains. It runs every job it is
 sent (never more than its slots) and reports each result or failure on the same stream.
 
-A broken stream is reopened with back-off. The manager gave the jobs of a broken stream to
+A broken stream is reopened at once once the manager answers again (the call waits for the
+channel to connect), and after a refusal with a short jittered back-off (0.1 s doubling up
+to 1 s, :class:`Backoff`). The manager gave the jobs of a broken stream to
 other nodes already (and fences their late reports), so they are cancelled here.
 
 Drain (SIGTERM): the next status says ``draining`` so the manager sends nothing more; a job
@@ -18,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -29,6 +33,28 @@ from pixelfox.v1 import jobs_pb2, manager_pb2
 logger = logging.getLogger(__name__)
 
 Outbox = asyncio.Queue[manager_pb2.WorkerMessage | None]
+
+#: a Work stream that lasted this long (seconds) was a real one: the back-off starts again from the bottom
+STREAM_HELD_S = 2.0
+
+
+class Backoff:
+    """Pauses between tries to open the ``Work`` stream, in seconds: ``first_s`` doubling up to ``cap_s``,
+    each drawn at random between half and all of that (jitter: nodes that lost the same manager do not
+    come back in step). :meth:`reset` after a stream that was held."""
+
+    def __init__(self, first_s: float = 0.1, cap_s: float = 1.0) -> None:
+        self.first_s, self.cap_s = first_s, cap_s
+        self._step = first_s
+
+    def next(self) -> float:
+        """The pause before the next try (and double the one after, up to the cap)."""
+        pause = self._step * random.uniform(0.5, 1.0)
+        self._step = min(self._step * 2, self.cap_s)
+        return pause
+
+    def reset(self) -> None:
+        self._step = self.first_s
 
 
 class Worker:
@@ -95,7 +121,9 @@ class Worker:
 
     async def _session(self) -> None:
         outbox: Outbox = asyncio.Queue()
-        call = self.link.stub.Work(self._messages(outbox), metadata=self.link.metadata)
+        # wait_for_ready: while the manager is down the call waits for the channel to connect and goes out
+        # the moment it does, instead of failing at once and waiting for the next try of the back-off
+        call = self.link.stub.Work(self._messages(outbox), metadata=self.link.metadata, wait_for_ready=True)
         pinger = asyncio.create_task(self._status_loop(outbox))
         stopper = asyncio.create_task(self._draining.wait())
         # Never cancel a pending call.read(): with grpc.aio that cancels the whole call, and the
@@ -161,16 +189,17 @@ class Worker:
             self._finished.set()
 
     async def _loop(self, stop: asyncio.Event) -> None:
-        delay = 0.2
+        backoff = Backoff()
         while not stop.is_set():
+            opened = time.monotonic()
             try:
                 await self._session()
-                delay = 0.2
             except grpc.aio.AioRpcError as exc:
                 logger.warning("work stream broke: %s", exc.code().name)
             except Exception:
                 logger.exception("work stream error")
+            if time.monotonic() - opened >= STREAM_HELD_S:
+                backoff.reset()  # a stream that was held: the next try goes at once (after a short pause)
             if not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                delay = min(delay * 2, 5.0)
+                    await asyncio.wait_for(stop.wait(), backoff.next())

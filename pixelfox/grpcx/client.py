@@ -12,8 +12,12 @@ from pixelfox import errors
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
-def channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.aio.Channel:
+def channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+            reconnect_ms: tuple[int, int] = (500, 2_000)) -> grpc.aio.Channel:
     """An insecure ``grpc.aio`` channel to ``address`` (``host:port``) with keepalive and message caps.
+
+    ``reconnect_ms`` is gRPC's reconnect back-off to a peer that is down, first and largest pause in
+    milliseconds (jittered by gRPC): how soon the channel finds a peer that came back.
 
     Keepalive 10 s / 5 s (RELIABILITY.md §5: a silent partition is seen within keepalive,
     not at the deadline). ``address`` may list several ``host:port`` separated by commas
@@ -36,8 +40,8 @@ def channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
             ("grpc.enable_retries", 1),
             # reconnect to a peer that came back (a restarted manager) within 2 s, not after
             # gRPC's default back-off of up to 120 s: heartbeats must resume before node_timeout_s
-            ("grpc.initial_reconnect_backoff_ms", 500),
-            ("grpc.max_reconnect_backoff_ms", 2_000),
+            ("grpc.initial_reconnect_backoff_ms", reconnect_ms[0]),
+            ("grpc.max_reconnect_backoff_ms", reconnect_ms[1]),
             *extra,
         ],
         interceptors=multi.client_interceptors(),
