@@ -12,7 +12,7 @@ and that is older than ``grace_s`` is enqueued again. That covers:
 Enqueuing twice is harmless: the dispatcher skips jobs whose image is no longer
 ``processing`` and outputs are content-addressed. Rows whose image is already ready or
 failed are deleted. Every manager may run this; with several managers it runs under the
-``outbox`` lease from :mod:`pixelfox.leases` when that module is present.
+``outbox`` lease from :mod:`pixelfox.leases` (see :attr:`OutboxDrainer.lease_ttl_s`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ from pixelfox.queue import JobQueue
 
 logger = logging.getLogger(__name__)
 
+#: longest ``outbox`` lease (s), whatever ``PIXELFOX_LEASE_S`` says: a pass run by two managers is harmless
+OUTBOX_LEASE_MAX_S = 15.0
+
 
 class OutboxDrainer:
     """Re-enqueue outbox rows Redis forgot; ``interval_s`` between passes, ``grace_s`` minimum row age."""
@@ -43,6 +46,15 @@ class OutboxDrainer:
         self.interval_s = interval_s
         self.grace_s = grace_s
         self.batch = batch
+        self.lease = Lease(queue.redis, "outbox", ttl_s=self.lease_ttl_s, owner=queue.consumer)
+
+    @property
+    def lease_ttl_s(self) -> float:
+        """Seconds the ``outbox`` lease lasts unless renewed: how soon another manager drains after its
+        holder died. The managers' queue lease (``PIXELFOX_LEASE_S``, after which a dead manager's jobs
+        move), at most :data:`OUTBOX_LEASE_MAX_S` (a pass run twice is harmless) and at least three
+        outbox intervals (the holder renews once an interval)."""
+        return max(3 * self.interval_s, min(self.queue.lease_ms / 1000, OUTBOX_LEASE_MAX_S))
 
     async def drain_once(self, grace_s: float | None = None) -> int:
         """One pass; returns how many jobs were enqueued again."""
@@ -85,8 +97,7 @@ class OutboxDrainer:
             except Exception as exc:
                 logger.warning("outbox drain failed (%s: %s); retrying", type(exc).__name__, exc)
 
-        lease = Lease(self.queue.redis, "outbox", ttl_s=max(15.0, 3 * self.interval_s), owner=self.queue.consumer)
-        await run_with_lease(lease, stop, one_pass, every_s=self.interval_s)
+        await run_with_lease(self.lease, stop, one_pass, every_s=self.interval_s)
 
 
 def _aware(ts: datetime) -> datetime:
