@@ -13,7 +13,10 @@ Keys (one hash slot per upload, ``{upload:<id>}``, so the Lua scripts below are 
 * ``pixelfox:{upload:<id>}:lock`` — the writer lock: ``<node>:<random token>`` with a PX
   expiry of ``lock_ttl_ms``, extended by every commit. One stream (gRPC or tus) per upload
   holds it; a second one gets :class:`~pixelfox.errors.UploadBusy`. A writer that dies leaves
-  the lock to expire, after which another node takes over.
+  the lock to expire, after which another node takes over - or takes it over at once when the
+  holding node is known dead (:mod:`nodes.upload.liveness`, :meth:`UploadStates.take_over`).
+* ``pixelfox:{uploadnode:<node>}:alive`` (PX a second or two, refreshed while the node's process
+  lives) and ``:address`` (its gRPC ``host:port``): how other upload nodes tell a dead writer.
 
 The staged bytes live in ``<staging>/<id>.part`` on a directory every upload node of the
 cluster mounts (the launcher gives all of them ``.pixelfox/data/staging``). The committed
@@ -56,6 +59,21 @@ def lock_key(upload_id: str) -> str:
     return f"pixelfox:{{upload:{upload_id}}}:lock"
 
 
+def node_alive_key(node_id: str) -> str:
+    """Set (with a short PX) while upload node ``node_id``'s process lives."""
+    return f"pixelfox:{{uploadnode:{node_id}}}:alive"
+
+
+def node_address_key(node_id: str) -> str:
+    """Upload node ``node_id``'s gRPC ``host:port``, kept a day after its last refresh."""
+    return f"pixelfox:{{uploadnode:{node_id}}}:address"
+
+
+def lock_holder(token: str) -> str:
+    """The node id in a writer lock's token (``<node>:<random>``)."""
+    return token.rpartition(":")[0]
+
+
 # KEYS: state, lock; ARGV: token, new offset, lock ttl ms, state ttl s, probed flag. Returns 1 (recorded),
 # 0 (lock not held), -1 (no state) or, for an upload no longer open, {-2, status, error_code, error}
 _COMMIT = """
@@ -66,6 +84,13 @@ if st[1] ~= 'open' then return {-2, st[1] or '', st[2] or '', st[3] or ''} end
 redis.call('HSET', KEYS[1], 'offset', ARGV[2], 'probed', ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+# KEYS: lock; ARGV: the token seen, the new token, lock ttl ms
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 """
 
@@ -133,6 +158,7 @@ class UploadStates:
         self.lock_ttl_ms = lock_ttl_ms
         self._commit = redis.register_script(_COMMIT)
         self._release = redis.register_script(_RELEASE)
+        self._take_over = redis.register_script(_TAKE_OVER)
 
     async def create(self, upload_id: str, size: int, user_id: str, expire_after_s: int = 0, title: str = ""
                      ) -> None:
@@ -176,6 +202,36 @@ class UploadStates:
             raise errors.UploadBusy("another stream is writing this upload; retry in a few seconds")
         await self.redis.hset(state_key(upload_id), "node", node_id)
         return token
+
+    async def holder(self, upload_id: str) -> str:
+        """The writer lock's token ("" when free)."""
+        raw = await self.redis.get(lock_key(upload_id))
+        return raw.decode() if isinstance(raw, bytes) else (raw or "")
+
+    async def take_over(self, upload_id: str, seen: str, node_id: str) -> str:
+        """Take the writer lock from the writer whose token is ``seen`` (the caller knows it dead); returns
+        the new token, or "" when the lock changed meanwhile (released, expired, taken by another)."""
+        token = f"{node_id}:{secrets.token_hex(8)}"
+        if not await self._take_over(keys=[lock_key(upload_id)], args=[seen, token, self.lock_ttl_ms]):
+            return ""
+        await self.redis.hset(state_key(upload_id), "node", node_id)
+        return token
+
+    async def mark_alive(self, node_id: str, address: str, ttl_ms: int) -> None:
+        """Say that upload node ``node_id`` (gRPC at ``address``) lives, for ``ttl_ms`` milliseconds."""
+        async with self.redis.pipeline(transaction=False) as p:
+            p.set(node_alive_key(node_id), "1", px=ttl_ms)
+            p.set(node_address_key(node_id), address, ex=86400)
+            await p.execute()
+
+    async def node_alive(self, node_id: str) -> tuple[bool, str]:
+        """Whether upload node ``node_id`` said it lives within its last mark's TTL, and its gRPC address
+        ("" unknown)."""
+        async with self.redis.pipeline(transaction=False) as p:
+            p.exists(node_alive_key(node_id))
+            p.get(node_address_key(node_id))
+            alive, address = await p.execute()
+        return bool(alive), address.decode() if isinstance(address, bytes) else (address or "")
 
     async def commit(self, upload_id: str, token: str, offset: int, probed: bool) -> None:
         """Record ``offset`` bytes as durable, if this writer still holds the lock (fencing) and the

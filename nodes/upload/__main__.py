@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from nodes.upload import liveness
 from nodes.upload.config import UploadSettings
 from nodes.upload.service import Receiver, Stored
 from nodes.upload.servicer import UploadServicer
@@ -95,11 +97,15 @@ async def serve(settings: UploadSettings) -> None:
     def load() -> Load:
         return Load(in_use=receiver.active, capacity=receiver.max_concurrent, free_bytes=receiver.free_bytes())
 
+    # until the process ends (after the drain): other nodes take a dead node's upload locks over at once
+    alive = asyncio.create_task(liveness.keep_alive(states, node_id, ident.grpc_address))
     try:
         await run_node(settings, server, ident, load, background=[
             lambda stop: sweep_forever(receiver, settings.sweep_interval_s, settings.limits.upload_ttl_s, stop)])
     finally:
         await runner.cleanup()
+        alive.cancel()
+        await asyncio.gather(alive, return_exceptions=True)
         await link.close()
         await redis.aclose()
 

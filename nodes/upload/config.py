@@ -17,7 +17,9 @@ class UploadSettings(NodeSettings):
     max_concurrent: int = Field(64, ge=1, description="uploads received at once; more get RESOURCE_EXHAUSTED")
     redis: RedisSettings = RedisSettings()
     http: HttpServerSettings = HttpServerSettings()
-    lock_ttl_s: float = Field(10.0, gt=0, description="an upload's writer lock outlives a dead writer this long")
+    lock_ttl_s: float = Field(
+        10.0, gt=0, description="an upload's writer lock outlives a writer not known dead (stopped, cut off) this "
+                                "long; a killed node's locks are taken over at once (nodes/upload/liveness.py)")
     redis_connections: int = Field(32, ge=1, description="Redis connections per upload node (a blocking pool)")
     stream_window_bytes: int = Field(
         256 * 1024, ge=0,

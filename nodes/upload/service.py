@@ -48,13 +48,14 @@ from typing import TypeVar
 import google_crc32c
 from prometheus_client import Counter, Histogram
 
+from nodes.upload import liveness
 from pixelfox import errors, failpoints, ids, imaging, tickets
 from pixelfox.config import LimitsSettings
 from pixelfox.storage.client import StorageClient
 from pixelfox.storage.fence import WriteFence, upload_token
 from pixelfox.storage.keys import original_key
 from pixelfox.storage.replicate import write_all
-from pixelfox.uploadstate import State, UploadStates
+from pixelfox.uploadstate import State, UploadStates, lock_holder
 from pixelfox.v1 import common_pb2, manager_pb2
 
 logger = logging.getLogger(__name__)
@@ -227,9 +228,30 @@ class Receiver:
             raise errors.NotFound("upload not found: it expired or never existed; start a new upload")
         if st.closed:
             raise st.failure()  # the reason (415 not an image, cancelled by its owner...), not just "used"
-        if idle and st.status == "open" and await self.states.locked(upload_id):
+        if idle and st.status == "open" and await self.states.locked(upload_id) \
+                and not await self._dead_holder(upload_id):  # a dead node's lock: the next stream takes it over
             raise errors.UploadBusy("another stream is still writing this upload; ask again shortly")
         return st
+
+    async def _dead_holder(self, upload_id: str) -> str:
+        """The token of ``upload_id``'s writer lock when its node is known dead (:mod:`nodes.upload.liveness`),
+        else ""."""
+        token = await self.states.holder(upload_id)
+        return token if token and await liveness.holder_dead(self.states, token) else ""
+
+    async def _lock(self, upload_id: str) -> str:
+        """Take ``upload_id``'s writer lock, or take it over from a dead node's stream; returns its token.
+        Raises UploadBusy while a live (or maybe live) writer holds it."""
+        try:
+            return await self.states.lock(upload_id, self.node_id)
+        except errors.UploadBusy:
+            dead = await self._dead_holder(upload_id)
+            token = await self.states.take_over(upload_id, dead, self.node_id) if dead else ""
+            if not token:
+                raise
+            logger.info("upload %s: took the writer lock over from %s (that node is gone)", upload_id,
+                        lock_holder(dead))
+            return token
 
     async def open(self, token: str, upload_id: str, size: int, sha256: str = "") -> Session:
         """A writer :class:`Session` for one stream; the caller must ``await session.close()``."""
@@ -243,7 +265,7 @@ class Receiver:
             st = await self.states.require_open(upload_id)
             if st.size != size:
                 raise errors.InvalidTicket(f"upload is for {st.size} bytes, not {size}")
-            lock = await self.states.lock(upload_id, self.node_id)
+            lock = await self._lock(upload_id)
         except BaseException:
             self.active -= 1
             raise

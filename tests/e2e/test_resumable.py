@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
+from nodes.upload import liveness
 from pixelfox import uploadstate
 from pixelfox.cli.launcher import LocalCluster
 from pixelfox.client.uploader import upload_file
@@ -77,7 +81,8 @@ async def test_put_resumes_after_the_connection_is_cut(cluster: ClusterHandle, b
 
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with own_cluster(tmp_path_factory.mktemp("two"), upload=2, PIXELFOX_LOCK_TTL_S="2") as local:
+    # the default writer-lock TTL (10 s): a resume must not wait for a killed node's lock to expire
+    with own_cluster(tmp_path_factory.mktemp("two"), upload=2) as local:
         yield local
 
 
@@ -88,6 +93,7 @@ async def test_put_moves_to_another_node_when_its_node_is_killed(two_nodes: Loca
     key = await local.ensure_admin()
     r = aioredis.from_url(local.redis_url)
     killed: list[str] = []
+    killed_at: list[float] = []
     pending: list[asyncio.Task[None]] = []
 
     async def kill_writer() -> None:
@@ -97,6 +103,7 @@ async def test_put_moves_to_another_node_when_its_node_is_killed(two_nodes: Loca
                 if owner:
                     local.child(owner).proc.kill()  # SIGKILL: no drain, no goodbye
                     killed.append(owner)
+                    killed_at.append(time.monotonic())
                     return
             await asyncio.sleep(0.01)
 
@@ -109,6 +116,10 @@ async def test_put_moves_to_another_node_when_its_node_is_killed(two_nodes: Loca
         img = (await upload_file(stub, api_key_metadata(key), path, progress=progress, max_stall_s=45)).image
     await asyncio.gather(*pending)
     assert killed, "no upload node was killed"
+    resumed_s = time.monotonic() - killed_at[0]
+    print(f"upload node SIGKILLed mid-upload -> upload finished on the other node: {resumed_s:.1f} s")
+    # the other node takes the dead node's writer lock over: the resume waited out its 10 s TTL
+    assert resumed_s < 6.0
     st = await r.hgetall(uploadstate.state_key(await _upload_id(r, img.slug)))
     assert st[b"status"] == b"complete"
     assert st[b"node"].decode() != killed[0]  # another node finished it
@@ -213,21 +224,25 @@ async def test_a_paused_stream_has_its_bytes_recorded(cluster: ClusterHandle, co
         await ch.close()
 
 
+def _restart_dead_upload_nodes(local: LocalCluster) -> None:
+    """Start again (same ports and node id) the upload nodes a previous test killed."""
+    dead = [c.name for c in local.children if c.name.startswith("upload") and c.proc.poll() is not None]
+    for name in dead:
+        local.restart(name)
+    if dead:
+        time.sleep(1)
+        asyncio.run(local.wait_ready(60))
+
+
 def test_pixelfox_put_cli_survives_a_killed_upload_node(two_nodes: LocalCluster, tmp_path: Path) -> None:
     """The real ``pixelfox put`` command; the node writing its upload is SIGKILLed mid-upload."""
     import json
     import subprocess
     import sys
-    import time
 
     import redis
 
-    dead = [c.name for c in two_nodes.children if c.name.startswith("upload") and c.proc.poll() is not None]
-    for name in dead:  # the previous test killed one: start it again (same ports and node id)
-        two_nodes.restart(name)
-    if dead:
-        time.sleep(1)
-        asyncio.run(two_nodes.wait_ready(60))
+    _restart_dead_upload_nodes(two_nodes)
     path = tmp_path / "cli.png"
     sha = big_png(path, 2600)  # ~20 MB: a wide window to catch the upload mid-way
     size = path.stat().st_size
@@ -293,3 +308,53 @@ async def test_a_malformed_sha256_in_the_header_is_refused_before_any_chunk(clus
         assert "64 hex digits" in (refused.value.details() or "")
     finally:
         await ch.close()
+
+
+def test_a_stopped_writer_keeps_its_lock(two_nodes: LocalCluster, corpus: Path) -> None:
+    """A writer whose process lives but is stopped (SIGSTOP: its alive mark in Redis expires, its port
+    still accepts connections) is not taken for dead: the other upload node still answers ABORTED to
+    QueryUpload and to a second stream, and the writer finishes the upload once it runs again."""
+    _restart_dead_upload_nodes(two_nodes)
+    asyncio.run(_stopped_writer(two_nodes, (corpus / "photos" / "painting_rgb.png").read_bytes()))
+
+
+async def _stopped_writer(local: LocalCluster, data: bytes) -> None:
+    key = await local.ensure_admin()
+    nodes = [n for n in await local.wait_ready(60) if n.role == common_pb2.NODE_ROLE_UPLOAD]
+    t = await create(local.manager_address, key, len(data))
+    holder = next(n for n in nodes if n.grpc_address == t.upload_address)
+    other = next(n for n in nodes if n.node_id != holder.node_id)
+    ch, stub = upload_stub(t.upload_address)
+    ch2, stub2 = upload_stub(other.grpc_address)
+    r = aioredis.from_url(local.redis_url)
+    step = 64 * 1024
+    try:
+        call = stub.Upload()
+        await call.write(header(t, len(data), hashlib.sha256(data).hexdigest()))
+        await call.write(chunk(0, data[:step]))
+        for _ in range(100):  # until the node holds the upload's lock
+            if await r.exists(uploadstate.lock_key(t.upload_id)):
+                break
+            await asyncio.sleep(0.05)
+        pid = local.child(holder.node_id).proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(liveness.ALIVE_MS / 1000 + 1.0)
+            assert not await r.exists(uploadstate.node_alive_key(holder.node_id))  # it looks dead to Redis
+            with pytest.raises(grpc.aio.AioRpcError) as querying:
+                await stub2.QueryUpload(upload_pb2.QueryUploadRequest(ticket=t.ticket, upload_id=t.upload_id),
+                                        timeout=10)
+            assert querying.value.code() == grpc.StatusCode.ABORTED
+            busy = await refused_stream(other.grpc_address, [header(t, len(data))])
+            assert busy.code() == grpc.StatusCode.ABORTED  # type: ignore[attr-defined]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        for off in range(step, len(data), step):
+            await call.write(chunk(off, data[off:off + step]))
+        await call.done_writing()
+        receipt = await call
+        assert receipt.image.sha256 == hashlib.sha256(data).hexdigest()
+    finally:
+        await ch.close()
+        await ch2.close()
+        await r.aclose()
