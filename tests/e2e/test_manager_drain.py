@@ -19,7 +19,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pixelfox.cli.launcher import Counts, LocalCluster
-from pixelfox.grpcx.client import channel
 from tests.jobtools import log_text, make_photo, put_retrying, start_cluster, variant_set_ok, wait_final, wait_log
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -37,9 +36,20 @@ def mc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster,
         local.stop(10)
 
 
+RESTART_MARK = "--- test: manager1 started again ---"
+
+
+def _restart_manager(local: LocalCluster) -> None:
+    """Start the stopped manager again, marking its log first (a processing node may connect before the
+    manager logs that it serves: its port is open while it checks its database)."""
+    with local.child("manager1").log.open("a") as log:
+        log.write(f"{RESTART_MARK}\n")
+    local.restart("manager1")
+
+
 def _streams_open(local: LocalCluster) -> None:
     """Wait until both processing nodes hold a Work stream to the running manager (logged since it started)."""
-    after = log_text(local, "manager1").rfind("manager1 serving gRPC")
+    after = max(0, log_text(local, "manager1").rfind(RESTART_MARK))
     for name in ("proc1", "proc2"):
         wait_log(local, "manager1", rf"processing node {name} connected", after=after)
 
@@ -54,23 +64,24 @@ def _stop_manager(local: LocalCluster) -> float:
 
 
 async def _serving_at(address: str, timeout_s: float = 60.0) -> float:
-    """Poll the manager's gRPC health every 10 ms; the monotonic time it first answered SERVING."""
+    """Ask the manager's gRPC health every 10 ms, each time on a new channel (a channel's reconnect back-off
+    would see the manager late); the monotonic time it first answered SERVING."""
     deadline = time.monotonic() + timeout_s
-    async with channel(address) as ch:
-        health = health_pb2_grpc.HealthStub(ch)
-        while time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        async with grpc.aio.insecure_channel(address) as ch:
             try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                reply = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""),
+                                                                   timeout=0.5)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return time.monotonic()
             except grpc.aio.AioRpcError:
                 pass
-            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)
     raise AssertionError(f"manager not SERVING after {timeout_s} s")
 
 
 def _start_manager(local: LocalCluster) -> None:
-    local.restart("manager1")
+    _restart_manager(local)
     asyncio.run(local.wait_ready(120))
 
 
@@ -88,7 +99,7 @@ def test_job_in_flight_during_the_stop_is_completed(mc: tuple[LocalCluster, str]
     local, key = mc
     off = len(log_text(local, "manager1"))
     _streams_open(local)
-    put = put_retrying(local.root, make_photo(tmp_path / "inflight.jpg", 640, 480, seed=61))
+    put = put_retrying(local.root, make_photo(tmp_path / "inflight.jpg", 320, 240, seed=61))
     assert put["status"] == "processing", put
     m = wait_log(local, "manager1", r"dispatch: job (\S+) image (\S+) .*-> (proc\d)", after=off)
     took = _stop_manager(local)
@@ -104,17 +115,19 @@ def test_job_in_flight_during_the_stop_is_completed(mc: tuple[LocalCluster, str]
 
 
 def test_processing_nodes_take_a_restarted_manager_back_at_once(mc: tuple[LocalCluster, str]) -> None:
-    """The manager is down 6.3 s, then started again: both processing nodes hold a Work stream to it
-    well within 2 s of its SERVING. Their back-off (0.2 s doubling to 5 s) had tried at 6.2 s after
-    the break and tried next at 11.2 s: 2.5-4 s after the new manager served."""
+    """Three times: the manager is down 6.3 s, then started again; both processing nodes hold a Work
+    stream to it within 2 s of its SERVING every time. Their back-off (0.2 s doubling to 5 s) tried
+    every 5 s by then: 0-5 s after the new manager served, depending on where it fell."""
     local, _ = mc
     _streams_open(local)
-    _stop_manager(local)
-    time.sleep(6.3)
-    local.restart("manager1")
-    serving = asyncio.run(_serving_at(local.manager_address))
-    _streams_open(local)
-    gap = time.monotonic() - serving
-    print(f"manager SERVING -> both processing nodes' Work streams open: {gap:.2f} s")
-    assert gap < 2.0
+    gaps = []
+    for _ in range(3):
+        _stop_manager(local)
+        time.sleep(6.3)
+        _restart_manager(local)
+        serving = asyncio.run(_serving_at(local.manager_address))
+        _streams_open(local)
+        gaps.append(time.monotonic() - serving)  # about 0 when the streams opened before it said SERVING
+    print("manager SERVING -> both processing nodes' Work streams open: " + ", ".join(f"{g:.2f} s" for g in gaps))
+    assert max(gaps) < 2.0
     asyncio.run(local.wait_ready(120))
