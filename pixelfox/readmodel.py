@@ -2,7 +2,7 @@
 
 One key per image slug, ``pixelfox:{img}:<slug>``, holding one of
 
-* ``I`` + the serialized ``common_pb2.Image`` of a *public, ready* image;
+* ``I`` + placement token + ``|`` + the serialized ``common_pb2.Image`` of a *public, ready* image;
 * ``P``: the image is private, ask the manager with the caller's identity;
 * ``D``: the image was deleted (pages answer 410 while the marker lives).
 
@@ -10,17 +10,26 @@ The manager writes it whenever it changes an image (update, visibility, delete);
 fills a missing entry after reading a public ready image from the manager, with ``SET NX`` so
 it never overwrites a marker the manager wrote in between (DESIGN.md: "Pages render from a
 read model ... so reads keep working while a manager restarts").
+
+The image's URLs name storage nodes, so a cached image is only good for the *placement* it was
+built under: which storage nodes are healthy and where they listen. The managers keep a token of
+it in :data:`PLACEMENT_KEY` (:meth:`nodes.manager.registry.Registry.publish_placement`, every
+second); an entry stamped with another token is *stale*: the reader asks the manager again and
+replaces it, so URLs move to a healthy holder about a second after the registry marks a node
+unhealthy, or after a node comes back on another port (docs/storage.md "Replicas").
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
 
 from pixelfox.numbers import ascii_int
+from pixelfox.redisx import script
 from pixelfox.v1 import common_pb2
 
 #: lifetime of a cached image (storage origins in its URLs may move), seconds
@@ -29,6 +38,16 @@ IMAGE_TTL_S = 3600
 EXPIRY_MARGIN_S = 120
 #: lifetime of the private/deleted markers, seconds
 MARKER_TTL_S = 7 * 24 * 3600
+#: the current placement token (no expiry; "~" is never in a slug, and the tag is the images' own)
+PLACEMENT_KEY = "pixelfox:{img}:~placement"
+
+# replace a stale entry only if it is still the one read: never a marker or a newer image written since
+_REPLACE = script("""
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+end
+return false
+""")
 
 
 def key(slug: str) -> str:
@@ -37,17 +56,26 @@ def key(slug: str) -> str:
 
 @dataclass(frozen=True)
 class Entry:
-    """``kind`` is ``image``, ``private`` or ``deleted``; ``image`` is set for ``image``."""
+    """``kind`` is ``image``, ``private``, ``deleted`` or ``stale`` (an image cached under another
+    placement); ``image`` is set for ``image``. ``raw`` is the stored value of a ``stale`` entry and
+    ``placement`` the token current when it was read (both for :func:`fill`)."""
 
     kind: str
     image: common_pb2.Image | None = None
+    raw: bytes = b""
+    placement: bytes = b""
 
 
-def decode(raw: bytes | None) -> Entry | None:
+def decode(raw: bytes | None, placement: bytes | None = None) -> Entry | None:
+    """The entry stored as ``raw``; with ``placement`` (the current token, b"" if none is known) an
+    image stamped with another token is ``stale``. None for nothing or an unknown value."""
     if not raw:
         return None
     tag, body = raw[:1], raw[1:]
     if tag == b"I":
+        stamp, _, body = body.partition(b"|")
+        if placement is not None and (not placement or stamp != placement):
+            return Entry("stale", raw=raw, placement=placement)
         img = common_pb2.Image()
         try:
             img.ParseFromString(body)
@@ -80,7 +108,19 @@ def ttl_s(image: common_pb2.Image, now: float | None = None) -> int:
 
 
 async def read(redis: aioredis.Redis, slug: str) -> Entry | None:
-    return decode(await redis.get(key(slug)))
+    """The entry of ``slug`` checked against the current placement (one ``MGET``); None if nothing is cached."""
+    raw, token = cast(list[bytes | None], await redis.mget(key(slug), PLACEMENT_KEY))  # decode_responses=False
+    return decode(raw, token or b"")
+
+
+async def placement(redis: aioredis.Redis) -> bytes:
+    """The current placement token; b"" while no manager has written one (nothing is cached then)."""
+    return cast(bytes | None, await redis.get(PLACEMENT_KEY)) or b""
+
+
+async def set_placement(redis: aioredis.Redis, token: bytes) -> None:
+    """The managers' write of the placement token (see module doc)."""
+    await redis.set(PLACEMENT_KEY, token)
 
 
 def _shared(image: common_pb2.Image) -> bytes:
@@ -94,19 +134,27 @@ def _shared(image: common_pb2.Image) -> bytes:
     return copy.SerializeToString()
 
 
-async def fill(redis: aioredis.Redis, image: common_pb2.Image) -> bool:
-    """Cache ``image`` if it is cacheable and nothing is stored yet (``SET NX``); True if written."""
-    if not cacheable(image) or (ttl := ttl_s(image)) <= 0:
+async def fill(redis: aioredis.Redis, image: common_pb2.Image, seen: Entry | None) -> bool:
+    """Cache ``image``, read from the manager after :func:`read` gave ``seen``: stamped with the
+    placement token read then (read before the manager built ``image``: a change since makes it
+    stale, never wrongly fresh). Written if it is cacheable and nothing is stored yet (``SET NX``),
+    or in place of the ``stale`` entry read if that is still there. True if written."""
+    token = seen.placement if seen is not None else await placement(redis)
+    if not token or not cacheable(image) or (ttl := ttl_s(image)) <= 0:
         return False
-    return bool(await redis.set(key(image.slug), b"I" + _shared(image), ex=ttl, nx=True))
+    value = b"I" + token + b"|" + _shared(image)
+    if seen is not None and seen.kind == "stale":
+        return bool(await _REPLACE(keys=[key(image.slug)], args=[seen.raw, value, ttl], client=redis))
+    return bool(await redis.set(key(image.slug), value, ex=ttl, nx=True))
 
 
-async def publish(redis: aioredis.Redis, image: common_pb2.Image) -> None:
-    """The manager's write after a change: the image, or the private marker, overwriting what is there."""
+async def publish(redis: aioredis.Redis, image: common_pb2.Image, token: bytes) -> None:
+    """The manager's write after a change: the image, or the private marker, overwriting what is there.
+    ``token`` is the placement read (:func:`placement`) *before* building ``image``."""
     if image.visibility == "private":
         await redis.set(key(image.slug), b"P", ex=MARKER_TTL_S)
-    elif cacheable(image) and (ttl := ttl_s(image)) > 0:
-        await redis.set(key(image.slug), b"I" + _shared(image), ex=ttl)
+    elif token and cacheable(image) and (ttl := ttl_s(image)) > 0:
+        await redis.set(key(image.slug), b"I" + token + b"|" + _shared(image), ex=ttl)
     else:
         await redis.delete(key(image.slug))
 

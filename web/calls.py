@@ -65,11 +65,12 @@ async def load_image(request: web.Request, slug: str, metadata: Metadata, *, fre
         return entry.image
     if entry is not None and entry.kind == "deleted":
         raise errors.NotFound("this image was deleted")
-    return await _from_manager(request, slug, metadata)
+    return await _from_manager(request, slug, metadata, entry)
 
 
-async def _from_manager(request: web.Request, slug: str, metadata: Metadata) -> common_pb2.Image:
+async def _from_manager(request: web.Request, slug: str, metadata: Metadata,
+                        seen: readmodel.Entry | None = None) -> common_pb2.Image:
     image: common_pb2.Image = await request.app[MANAGER].get_image(slug, metadata)
     with contextlib.suppress(redis.exceptions.RedisError, OSError):
-        await readmodel.fill(request.app[REDIS], image)  # stores only what everyone may see
+        await readmodel.fill(request.app[REDIS], image, seen)  # stores only what everyone may see
     return image

@@ -139,6 +139,7 @@ class Library:
         old_keys: list[str] = []
         old_urls: list[str] = []
         fenced = self.objects.fence.writing(sha, REKEY_LEASE_S) if sha else contextlib.nullcontext()
+        placement = await readmodel.placement(self.redis)  # read before the URLs are made (readmodel.publish)
         async with fenced, self.sessions() as s:
             img = await self._load(s, slug, user, manage=True)
             if ch.title is not None:
@@ -155,7 +156,7 @@ class Library:
                 old_keys = await self._rekey(s, img, ch.visibility)
             await s.commit()
             out = await self.views.to_proto(s, img)
-        await readmodel.publish(self.redis, out)
+        await readmodel.publish(self.redis, out, placement)
         if old_keys:
             await self.objects.delete_unreferenced(old_keys)
             await self.objects.purge("image.rekeyed", old_urls)
@@ -185,6 +186,7 @@ class Library:
         processing node under public keys, e.g. by a reprocess) move to its private prefix, and
         the read model gets the fresh image (so pages show new renditions at once)."""
         old_keys: list[str] = []
+        placement = await readmodel.placement(self.redis)  # read before the URLs are made (readmodel.publish)
         async with self.sessions() as s:
             img = await s.get(Image, image_id)
             if img is None:
@@ -200,7 +202,7 @@ class Library:
                 old_keys = list(mapping)
                 await s.commit()
             out = await self.views.to_proto(s, img)
-        await readmodel.publish(self.redis, out)
+        await readmodel.publish(self.redis, out, placement)
         if old_keys:
             await self.objects.delete_unreferenced(old_keys)
 

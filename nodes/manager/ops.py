@@ -89,10 +89,12 @@ class ManagerOps:
         return redis_ok and db_ok
 
     async def refresh(self) -> None:
-        """One round of gauges (also refreshes the registry's maintenance set and our own entry)."""
+        """One round of gauges (also refreshes the registry's maintenance set, our own entry and the
+        read model's placement token: :meth:`Registry.publish_placement`)."""
         if self.me is not None:
             await self.registry.upsert(self.me)
         recs = await self.registry.all()
+        await self.registry.publish_placement(recs)
         counts = {(r, s): 0 for r in ROLES.values() for s in STATUSES.values()}
         for rec in recs:
             key = (ROLES.get(rec.role, "unspecified"), STATUSES.get(self.registry.status(rec), "unspecified"))

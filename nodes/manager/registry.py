@@ -12,6 +12,7 @@ A node's heartbeat interval must be at most a third of ``node_timeout_s``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import redis.asyncio as aioredis
 
-from pixelfox import errors
+from pixelfox import errors, readmodel
 from pixelfox.v1 import common_pb2
 
 logger = logging.getLogger(__name__)
@@ -147,6 +148,20 @@ class Registry:
         (a storage node whose pool is down reports not ready and gets no originals, variants or copies)."""
         fresh = time.time() - rec.last_heartbeat < self.node_timeout_s
         return fresh and rec.status == common_pb2.NODE_STATUS_ACTIVE and not rec.maintenance and rec.ready
+
+    def placement(self, recs: list[NodeRecord]) -> bytes:
+        """The placement token of ``recs`` (any roles; storage nodes count): 16 hex digits of a SHA-256
+        over each storage node's id, health and http address. Image URLs depend on nothing else."""
+        parts = sorted(f"{r.node_id} {int(self.healthy(r))} {r.http_url}" for r in recs
+                       if r.role == common_pb2.NODE_ROLE_STORAGE)
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16].encode()
+
+    async def publish_placement(self, recs: list[NodeRecord]) -> None:
+        """Write the placement token of ``recs`` (:meth:`placement`) for the read model
+        (:mod:`pixelfox.readmodel`): cached images of another placement are rebuilt on their next
+        read. Called every second by each manager (a timeout is no event: health is a function of
+        time); two managers write the same token, and writing it each time restores a lost key."""
+        await readmodel.set_placement(self.redis, self.placement(recs))
 
     async def healthy_nodes(self, role: int) -> list[NodeRecord]:
         return [r for r in await self.all(role) if self.healthy(r)]

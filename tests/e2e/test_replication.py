@@ -2,14 +2,20 @@
 
 Kill one storage node: files stay reachable (URLs fail over to the other holder), a new
 upload is stored on the live node and recorded as under-replicated; restart the node: the
-manager's repair loop copies every missing object and clears the debt.
+manager's repair loop copies every missing object and clears the debt. The web node's cached
+image (the Redis read model) follows: once a node is unhealthy, or listens on another port,
+the API and the page name the live holder.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import html
 import json
+import os
+import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -22,7 +28,7 @@ from typing import Any
 import grpc
 import pytest
 
-from pixelfox.cli.launcher import Counts, LocalCluster
+from pixelfox.cli.launcher import Counts, LocalCluster, free_port
 from pixelfox.grpcx.auth import node_metadata
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 
@@ -36,7 +42,7 @@ PHOTOS = REPO.parent / "shared" / "corpus" / "photos"
 def two_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     root = tmp_path_factory.mktemp("replicas")
     local = LocalCluster(
-        root, Counts(upload=1, proc=1, storage=2, web=0),
+        root, Counts(upload=1, proc=1, storage=2, web=1),
         extra_env={"PIXELFOX_NODE_TIMEOUT_S": "2", "PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S": "0.5",
                    "PIXELFOX_REPAIR__INTERVAL_S": "0.5",
                    "PIXELFOX_REPAIR__LOST_AFTER_S": "600"},
@@ -102,6 +108,22 @@ def wait_for(cond: Any, timeout_s: float, what: str) -> None:
         time.sleep(0.25)
 
 
+async def storage_urls(local: LocalCluster) -> dict[str, str]:
+    """Storage node id -> its http address, as registered."""
+    async with grpc.aio.insecure_channel(local.manager_address.split(",")[0]) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        reply = await stub.ListNodes(manager_pb2.ListNodesRequest(), metadata=node_metadata(local.secret), timeout=5)
+    return {n.node_id: n.http_url.rstrip("/") for n in reply.nodes if n.role == common_pb2.NODE_ROLE_STORAGE}
+
+
+def web_storage_urls(local: LocalCluster, path: str) -> tuple[str, list[str]]:
+    """The web node's answer at ``path`` and every storage object URL in it (the page's ``<img>``s too)."""
+    with urllib.request.urlopen(local.web_urls[0] + path, timeout=10) as r:
+        assert r.status == 200
+        text = html.unescape(r.read().decode())
+    return text, sorted(set(re.findall(r"http://[\d.:]+/o/[^\s\"'<>()\[\],]+", text)))
+
+
 def test_node_down_upload_then_repair_restores_two_replicas(two_storage: LocalCluster) -> None:
     local = two_storage
     first = put(local, PHOTOS / "painting_rgb.png")
@@ -140,6 +162,57 @@ def test_node_down_upload_then_repair_restores_two_replicas(two_storage: LocalCl
              "storage2 to receive the missing replicas")
     wait_for(lambda: debts(local) == [], 20, "the debts to be cleared")
     assert second_keys <= set(pool_files(local, "storage2"))
+
+
+def test_cached_image_urls_leave_an_unhealthy_or_moved_storage_node(two_storage: LocalCluster) -> None:
+    """The read model caches the image with its storage URLs (1 h): a node going unhealthy, or coming
+    back on another port, makes the next read name a healthy holder at its current address."""
+    local = two_storage
+    both = {"storage1": True, "storage2": True}
+    wait_for(lambda: asyncio.run(storage_health(local)) == both, 30, "both storage nodes healthy")
+    img = put(local, PHOTOS / "samsung_j3_orient6.jpg")
+    api = f"/api/v1/images/{img['id']}"
+    web_storage_urls(local, api)  # the first read fills the read model
+    _, cached = web_storage_urls(local, api)
+    served = {u.split("/o/", 1)[1].split("?", 1)[0]: hashlib.sha256(fetch(u)).hexdigest() for u in cached}
+    assert len(served) >= 3, cached  # original + variants
+    nodes = asyncio.run(storage_urls(local))
+    first = next(n for n, base in nodes.items() if cached[0].startswith(base + "/"))
+    other = next(n for n in nodes if n != first)
+
+    def names_only(node: str, path: str) -> bool:
+        found = web_storage_urls(local, path)[1]
+        return bool(found) and all(u.startswith(nodes[node] + "/") for u in found)
+
+    def same_bytes(found: list[str]) -> None:
+        for u in found:
+            assert hashlib.sha256(fetch(u)).hexdigest() == served[u.split("/o/", 1)[1].split("?", 1)[0]], u
+
+    proc = local.child(first).proc
+    os.kill(proc.pid, signal.SIGSTOP)  # hangs: still registered, no heartbeats
+    try:
+        wait_for(lambda: asyncio.run(storage_health(local)) == {first: False, other: True}, 15,
+                 f"the manager to mark {first} unhealthy")
+        unhealthy = time.monotonic()
+        wait_for(lambda: names_only(other, api), 10, f"the API to name only {other}")
+        print(f"URLs named {other} {time.monotonic() - unhealthy:.2f} s after {first} was unhealthy")
+        same_bytes(web_storage_urls(local, api)[1])
+        page, found = web_storage_urls(local, f"/i/{img['id']}")
+        assert found and nodes[first] + "/" not in page, found
+        same_bytes(found)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    wait_for(lambda: asyncio.run(storage_health(local)) == both, 15, f"{first} healthy again")
+
+    # the node URLs name comes back on another port: no URL keeps its old address
+    named = next(n for n, base in nodes.items() if web_storage_urls(local, api)[1][0].startswith(base + "/"))
+    old, port = nodes[named], free_port()
+    local.restart(named, env={"PIXELFOX_HTTP__PORT": str(port), "PIXELFOX_HTTP__PUBLIC_URL": f"http://127.0.0.1:{port}"})
+    wait_for(lambda: asyncio.run(storage_urls(local))[named] == f"http://127.0.0.1:{port}"
+             and asyncio.run(storage_health(local)) == both, 30, f"{named} back on port {port}")
+    wait_for(lambda: not any(u.startswith(old + "/") for u in web_storage_urls(local, api)[1]), 5,
+             f"the API to stop naming {old}")
+    same_bytes(web_storage_urls(local, api)[1])
 
 
 def test_lost_node_replaced_by_a_new_one_gets_every_copy(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiohttp_session import get_session, session_middleware
 
 from nodes.manager.registry import NodeRecord, Registry
+from pixelfox import readmodel
 from pixelfox.leases import Lease
 from pixelfox.queue.streams import BATCH, DEAD, DELAYED, KNOWN, STREAM, JobQueue
 from pixelfox.uploadstate import UploadStates
@@ -23,6 +24,35 @@ from web.app import create_app
 from web.config import WebSettings
 from web.session_index import end_other_sessions, index_key
 from web.sessions import COOKIE_NAME, SessionStore, logout, session_key
+
+
+async def check_read_model(r: Any) -> None:
+    """The image read model against the placement token (one MGET, a Lua replace over one key of
+    the ``{img}`` tag): an image cached under another placement reads as stale and is replaced in
+    place; a marker written meanwhile is never overwritten."""
+    img = common_pb2.Image(slug="rmcheck", status=common_pb2.IMAGE_STATUS_READY, visibility="public", title="a")
+    await r.delete(readmodel.key("rmcheck"), readmodel.PLACEMENT_KEY)
+    miss = await readmodel.read(r, "rmcheck")
+    assert miss is None and not await readmodel.fill(r, img, miss)  # no token yet: nothing cached
+    await readmodel.set_placement(r, b"aaaa")
+    assert await readmodel.fill(r, img, await readmodel.read(r, "rmcheck"))
+    hit = await readmodel.read(r, "rmcheck")
+    assert hit is not None and hit.kind == "image" and hit.image == img
+
+    await readmodel.set_placement(r, b"bbbb")  # a storage node went down or moved
+    stale = await readmodel.read(r, "rmcheck")
+    assert stale is not None and stale.kind == "stale" and stale.placement == b"bbbb"
+    img.title = "b"
+    assert await readmodel.fill(r, img, stale)
+    hit = await readmodel.read(r, "rmcheck")
+    assert hit is not None and hit.kind == "image" and hit.image is not None and hit.image.title == "b"
+
+    await readmodel.set_placement(r, b"cccc")
+    stale = await readmodel.read(r, "rmcheck")
+    await readmodel.mark_deleted(r, "rmcheck")  # the manager's marker lands between read and fill
+    assert not await readmodel.fill(r, img, stale)
+    assert await readmodel.read(r, "rmcheck") == readmodel.Entry("deleted")
+    await r.delete(readmodel.key("rmcheck"), readmodel.PLACEMENT_KEY)
 
 
 async def check_leases_registry_and_queue(r: Any) -> None:

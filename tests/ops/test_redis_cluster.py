@@ -26,7 +26,12 @@ from pixelfox.cli.launcher import free_port
 from pixelfox.config import RedisSettings
 from pixelfox.leases import lease_key
 from pixelfox.queue import streams
-from tests.ops.redis_checks import check_leases_registry_and_queue, check_web_app_factory, check_web_sessions
+from tests.ops.redis_checks import (
+    check_leases_registry_and_queue,
+    check_read_model,
+    check_web_app_factory,
+    check_web_sessions,
+)
 from web.session_index import index_key
 from web.sessions import session_key
 
@@ -121,7 +126,7 @@ KEY_GROUPS = {
     "session": [session_key("A" * 43), session_key("B" * 43), index_key("user-1")],
     "login": ["pixelfox:{login}:fail:acct:0123abcd", "pixelfox:{login}:fail:ip:127.0.0.1"],
     "gc": [objects.PENDING, objects.PURGES],
-    "img": [readmodel.key("abc"), readmodel.key("xyz")],
+    "img": [readmodel.key("abc"), readmodel.key("xyz"), readmodel.PLACEMENT_KEY],
 }
 
 
@@ -139,6 +144,10 @@ async def test_connect_gives_cluster_client_and_one_slot_per_tag(cluster: Any) -
     # the tags do spread over more than one node (so the tests below really cross nodes)
     owners = {cluster.get_node_from_key(keys[0]).name for keys in KEY_GROUPS.values()}
     assert len(owners) > 1, owners
+
+
+async def test_read_model_on_cluster(cluster: Any) -> None:
+    await check_read_model(cluster)
 
 
 async def test_web_sessions_on_cluster(cluster: Any) -> None:

@@ -46,8 +46,14 @@ def test_sign_verify_expiry_and_rotation() -> None:
 
 def test_readmodel_codec() -> None:
     img = common_pb2.Image(slug="abc", status=common_pb2.IMAGE_STATUS_READY, visibility="public", title="t")
-    entry = readmodel.decode(b"I" + img.SerializeToString())
+    raw = b"I" + b"0123abcd|" + img.SerializeToString()
+    entry = readmodel.decode(raw, b"0123abcd")
     assert entry is not None and entry.kind == "image" and entry.image == img
+    # built under another storage placement (a node went down, moved port): rebuilt on this read
+    assert readmodel.decode(raw, b"feedbeef") == readmodel.Entry("stale", raw=raw, placement=b"feedbeef")
+    assert readmodel.decode(raw, b"") == readmodel.Entry("stale", raw=raw, placement=b"")  # no token: no cache
+    old = b"I" + img.SerializeToString()  # written before tokens
+    assert readmodel.decode(old, b"0123abcd") == readmodel.Entry("stale", raw=old, placement=b"0123abcd")
     assert readmodel.decode(b"P") == readmodel.Entry("private")
     assert readmodel.decode(b"D") == readmodel.Entry("deleted")
     assert readmodel.decode(None) is None and readmodel.decode(b"Xjunk") is None
