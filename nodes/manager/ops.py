@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 from prometheus_client import Gauge
@@ -42,7 +43,23 @@ UP = Gauge("pixelfox_manager_dependency_up", "1 when the dependency answers", ["
 
 ROLES = {v: k.removeprefix("NODE_ROLE_").lower() for k, v in common_pb2.NodeRole.items() if v}
 STATUSES = {v: k.removeprefix("NODE_STATUS_").lower() for k, v in common_pb2.NodeStatus.items() if v}
-CHECK_TIMEOUT_S = 2.0
+#: each check's own limit: below :func:`pixelfox.node.watch_dependencies`' 2 s, so a dependency that
+#: hangs (SIGSTOP, a dead network) ends the check and sets its gauge before the watcher gives up on it
+CHECK_TIMEOUT_S = 1.5
+
+
+async def _checked(dependency: str, probe: Callable[[], Awaitable[None]]) -> bool:
+    """Run ``probe`` (raises when ``dependency`` does not answer) and set its ``UP`` gauge from the
+    outcome: 1 when it returned, 0 when it raised or was cancelled (a caller's timeout). Returns the outcome."""
+    ok = False
+    try:
+        await probe()
+        ok = True
+    except Exception as exc:
+        logger.warning("%s not reachable: %s", dependency, exc or type(exc).__name__)
+    finally:
+        UP.labels(dependency).set(int(ok))
+    return ok
 
 
 class ManagerOps:
@@ -66,26 +83,22 @@ class ManagerOps:
                              metrics_url=metrics_url, version="0.1.0")
 
     async def _redis_ok(self) -> bool:
-        try:
-            return bool(await asyncio.wait_for(self.redis.ping(), CHECK_TIMEOUT_S))
-        except Exception as exc:
-            logger.warning("redis not reachable: %s", exc)
-            return False
+        async def ping() -> None:
+            await asyncio.wait_for(self.redis.ping(), CHECK_TIMEOUT_S)
+
+        return await _checked("redis", ping)
 
     async def _db_ok(self) -> bool:
-        try:
+        async def select() -> None:
             async with asyncio.timeout(CHECK_TIMEOUT_S), self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
-            return True
-        except Exception as exc:
-            logger.warning("database not reachable: %s", exc)
-            return False
+
+        return await _checked("database", select)
 
     async def ready(self) -> bool:
-        """True when both Redis and the database answer (see module doc)."""
+        """True when both Redis and the database answer (see module doc); every call sets
+        ``pixelfox_manager_dependency_up`` for both."""
         redis_ok, db_ok = await asyncio.gather(self._redis_ok(), self._db_ok())
-        UP.labels("redis").set(int(redis_ok))
-        UP.labels("database").set(int(db_ok))
         return redis_ok and db_ok
 
     async def refresh(self) -> None:

@@ -18,7 +18,8 @@ import pytest
 
 from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.grpcx.probe import check
-from tests.ops.conftest import start_cluster, status
+from tests.ops.conftest import start_cluster, status, wait_for
+from tests.ops.test_metrics import scrape
 
 pytestmark = pytest.mark.e2e
 
@@ -49,17 +50,28 @@ def wait_health(address: str, want: str, timeout_s: float) -> float:
     return time.monotonic() - start
 
 
-def test_manager_health_follows_redis(small: LocalCluster) -> None:
+def dependency_up(local: LocalCluster) -> dict[str, float]:
+    """``pixelfox_manager_dependency_up`` of manager1, scraped over HTTP: dependency -> value."""
+    samples = scrape(local.metrics_url("manager1")).get("pixelfox_manager_dependency_up", [])
+    return {labels["dependency"]: value for labels, value in samples}
+
+
+def test_manager_health_and_gauge_follow_redis(small: LocalCluster) -> None:
     manager = small.manager_address
     assert health(manager) == "SERVING"
+    assert dependency_up(small) == {"redis": 1.0, "database": 1.0}
     redis_pid = small.child("redis").proc.pid
     os.kill(redis_pid, signal.SIGSTOP)
     try:
         down = wait_health(manager, "NOT_SERVING", 10)
+        # the alert in deploy/prometheus/alerts.yml fires on this gauge: it must drop while Redis hangs
+        wait_for(lambda: dependency_up(small).get("redis") == 0.0, 5)
+        assert dependency_up(small) == {"redis": 0.0, "database": 1.0}
     finally:
         os.kill(redis_pid, signal.SIGCONT)
     up = wait_health(manager, "SERVING", 10)
     assert down < 6 and up < 6, (down, up)
+    wait_for(lambda: dependency_up(small) == {"redis": 1.0, "database": 1.0}, 5)
 
 
 def test_upload_node_health_follows_the_manager(small: LocalCluster) -> None:
