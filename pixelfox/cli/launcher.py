@@ -57,6 +57,30 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
+#: files and folders the cluster writes are its own: the database holds password and API-key
+#: hashes, Redis' AOF holds session ids
+PRIVATE_UMASK = 0o077
+
+
+def private_folder(path: Path) -> bool:
+    """Create ``path`` (and parents) with mode 0700, or make an existing one 0700 (not readable by
+    group or others). Returns True when an existing folder's mode had to change."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+        return True
+    return False
+
+
+def start_child(argv: list[str], log: Path, env: dict[str, str] | None = None,
+                cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start one child of the cluster: output appended to ``log``, its own session (a terminal's
+    Ctrl-C reaches ``up`` only, which stops the children in order) and umask 077."""
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+                                start_new_session=True, umask=PRIVATE_UMASK)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free now and was not handed out before by this process."""
     rng = random.Random()
@@ -167,9 +191,7 @@ class LocalCluster:
 
     def _spawn(self, name: str, module: str, env: dict[str, str]) -> Child:
         log = self.state / "logs" / f"{name}.log"
-        with log.open("ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    cwd=self.root, start_new_session=True)
+        proc = start_child([sys.executable, "-m", module], log, env, self.root)
         child = Child(name, proc, log, [sys.executable, "-m", module], env)
         self.children.append(child)
         return child
@@ -181,21 +203,19 @@ class LocalCluster:
                              "or set PIXELFOX_REDIS__URL to an existing Redis")
         port = self._port("redis")
         folder = self.state / "redis"
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(mode=0o700, exist_ok=True)
         log = self.state / "logs" / "redis.log"
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                [exe, "--bind", self.host, "--port", str(port), "--dir", str(folder), "--appendonly", "yes",
-                 "--appendfsync", self.redis_appendfsync, "--save", "", "--protected-mode", "yes"],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+        proc = start_child(
+            [exe, "--bind", self.host, "--port", str(port), "--dir", str(folder), "--appendonly", "yes",
+             "--appendfsync", self.redis_appendfsync, "--save", "", "--protected-mode", "yes"], log)
         self.children.append(Child("redis", proc, log, list(proc.args)))  # type: ignore[arg-type]
         return f"redis://{self.host}:{port}/0"
 
     def start(self) -> None:
         """Start Redis (unless a URL is set), the manager, then every other node."""
+        private_folder(self.state)
         for sub in ("logs", "data"):
-            (self.state / sub).mkdir(parents=True, exist_ok=True)
+            (self.state / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         self.secret = self._secret()
         self.redis_url = self.redis_url or os.environ.get("PIXELFOX_REDIS__URL", "") or self._start_redis()
         ports = [self._port(f"manager{i}.grpc") for i in range(1, max(1, self.counts.managers) + 1)]
@@ -301,9 +321,7 @@ class LocalCluster:
                 c.proc.kill()
                 c.proc.wait()
         new_env = None if c.env is None else {**c.env, **(env or {})}
-        with c.log.open("ab") as out:
-            proc = subprocess.Popen(c.argv, env=new_env, stdout=out, stderr=subprocess.STDOUT, cwd=self.root,
-                                    start_new_session=True)
+        proc = start_child(c.argv, c.log, new_env, self.root)
         self.children.remove(c)
         child = Child(name, proc, c.log, c.argv, new_env)
         self.children.append(child)

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pixelfox import errors
-from pixelfox.cli import context, ops, put, storage_cmds
+from pixelfox.cli import context, launcher, ops, put, storage_cmds
 from pixelfox.cli import jobs as jobs_cli
 from pixelfox.cli import uploads as uploads_cli
 from pixelfox.cli.argtypes import byte_rate, seconds_or_days, whole_number
@@ -102,6 +102,10 @@ async def _refuse_bad_settings(cluster: LocalCluster) -> None:
 async def _up(opts: argparse.Namespace, console: Console) -> int:
     if opts.import_dir and not Path(opts.import_dir).is_dir():
         raise errors.BadRequest(f"--import: {opts.import_dir} is not a folder")
+    os.umask(launcher.PRIVATE_UMASK)  # the database and Redis' files hold secrets: ours alone
+    if launcher.private_folder(Path.cwd() / context.STATE_DIR):
+        print(f"made {Path.cwd() / context.STATE_DIR} private (mode 0700): it holds password hashes and sessions",
+              file=sys.stderr, flush=True)
     lock = _lock_folder(Path.cwd())
     cluster = LocalCluster(Path.cwd(), Counts(opts.upload, opts.proc, opts.storage, opts.web, managers=opts.managers),
                            redis_url=opts.redis_url or "")

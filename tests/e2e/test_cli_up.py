@@ -48,7 +48,8 @@ def test_up_imports_then_stops_every_child(tmp_path: Path, corpus: Path, sig: si
     shutil.copy(corpus / "photos" / "painting_rgb.png", photos)
     shutil.copy(corpus / "edge" / "text_renamed.jpg", photos)
     root = tmp_path / "site"
-    root.mkdir()
+    (root / ".pixelfox").mkdir(parents=True)
+    (root / ".pixelfox").chmod(0o755)  # as an older pixelfox left it: up makes it private
     proc = subprocess.Popen(
         [sys.executable, "-m", "pixelfox", "up", "--upload", "1", "--proc", "1", "--storage", "1",
          "--import", str(photos)],
@@ -75,6 +76,11 @@ def test_up_imports_then_stops_every_child(tmp_path: Path, corpus: Path, sig: si
         assert f"admin login: user admin, password in {secret_file}" in out, out
         assert secret_file.stat().st_mode & 0o777 == 0o600
         assert asyncio.run(_verify(state, "admin", secret_file.read_text().strip())).role == "admin"
+        # password hashes (database) and session ids (Redis' AOF) are the cluster's alone
+        assert (root / ".pixelfox").stat().st_mode & 0o777 == 0o700
+        private = [root / ".pixelfox" / "pixelfox.db", *(root / ".pixelfox" / "redis").rglob("*.aof")]
+        assert len(private) >= 2 and all(p.stat().st_mode & 0o077 == 0 for p in private), \
+            [(p, oct(p.stat().st_mode)) for p in private]
         pids = state["pids"]
         assert set(pids) >= {"redis", "manager1", "upload1", "proc1", "storage1", "web1"}
         assert all(alive(p) for p in pids.values())
@@ -82,6 +88,8 @@ def test_up_imports_then_stops_every_child(tmp_path: Path, corpus: Path, sig: si
         assert proc.wait(60) == 0
         assert proc.stderr is not None  # a fresh folder: its new database is named, once
         err = proc.stderr.read().splitlines()
+        assert f"made {root.resolve() / '.pixelfox'} private (mode 0700): it holds password hashes and sessions" \
+            in err, err
         assert [x for x in err if "SQLite" in x] == [
             f"new SQLite database at {root.resolve() / '.pixelfox' / 'pixelfox.db'}"], err
         time.sleep(0.5)
