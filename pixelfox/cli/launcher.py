@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import random
@@ -72,13 +73,33 @@ def private_folder(path: Path) -> bool:
     return False
 
 
+def _die_with_parent(parent: int) -> Any:
+    """A ``preexec_fn``: the child gets SIGTERM when the process that started it dies, even by
+    SIGKILL (Linux ``PR_SET_PDEATHSIG``; elsewhere a no-op). The signal follows the *thread*
+    that forked, so children must be started from the main thread."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+    def setup() -> None:
+        prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return setup
+
+
 def start_child(argv: list[str], log: Path, env: dict[str, str] | None = None,
                 cwd: Path | None = None) -> subprocess.Popen[bytes]:
     """Start one child of the cluster: output appended to ``log``, its own session (a terminal's
-    Ctrl-C reaches ``up`` only, which stops the children in order) and umask 077."""
+    Ctrl-C reaches ``up`` only, which stops the children in order), umask 077, and SIGTERM when
+    ``up`` dies however it dies (:func:`_die_with_parent`)."""
     with log.open("ab") as out:
         return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
-                                start_new_session=True, umask=PRIVATE_UMASK)
+                                start_new_session=True, umask=PRIVATE_UMASK,
+                                preexec_fn=_die_with_parent(os.getpid()))
 
 
 def free_port() -> int:
@@ -153,7 +174,13 @@ class LocalCluster:
         port = saved if saved and saved not in _HANDED_OUT and _bindable(saved) else free_port()
         _HANDED_OUT.add(port)
         self._ports[key] = port
-        (self.state / "ports.json").write_text(json.dumps({**self._saved_ports, **self._ports}, indent=2))
+        if saved and port != saved:  # never silently: links naming the saved port stop working
+            print(f"WARNING: port {saved} ({key}) of this folder's cluster is taken by another program; "
+                  f"using {port} for now (links naming port {saved} do not work until it is free again "
+                  f"and the cluster restarts)", file=sys.stderr, flush=True)
+        # a port we had to move off stays on record: the next start tries it again
+        moved = {k: p for k, p in self._ports.items() if k not in self._saved_ports}
+        (self.state / "ports.json").write_text(json.dumps({**self._saved_ports, **moved}, indent=2))
         return port
 
     @property

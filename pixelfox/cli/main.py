@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pixelfox import errors
-from pixelfox.cli import context, launcher, ops, put, storage_cmds
+from pixelfox.cli import context, launcher, leftovers, ops, put, storage_cmds
 from pixelfox.cli import jobs as jobs_cli
 from pixelfox.cli import uploads as uploads_cli
 from pixelfox.cli.argtypes import byte_rate, seconds_or_days, whole_number
@@ -107,12 +107,16 @@ async def _up(opts: argparse.Namespace, console: Console) -> int:
         print(f"made {Path.cwd() / context.STATE_DIR} private (mode 0700): it holds password hashes and sessions",
               file=sys.stderr, flush=True)
     lock = _lock_folder(Path.cwd())
+    if found := leftovers.find(Path.cwd()):
+        print("stopping nodes a previous `pixelfox up` left running: "
+              + ", ".join(f"{n} (pid {p})" for n, p in sorted(found.items())), file=sys.stderr, flush=True)
+        leftovers.stop(found)
     cluster = LocalCluster(Path.cwd(), Counts(opts.upload, opts.proc, opts.storage, opts.web, managers=opts.managers),
                            redis_url=opts.redis_url or "")
     await _refuse_bad_settings(cluster)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: its terminal was closed
         loop.add_signal_handler(sig, stop.set)
     try:
         cluster.start()
@@ -149,7 +153,8 @@ async def _up(opts: argparse.Namespace, console: Console) -> int:
             stop.set()
         return await supervisor
     finally:
-        console.print("stopping the cluster...")
+        with contextlib.suppress(OSError):  # a closed terminal (SIGHUP) must not keep the nodes running
+            console.print("stopping the cluster...")
         cluster.stop()
         lock.close()
 

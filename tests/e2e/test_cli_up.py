@@ -239,3 +239,57 @@ def _post_with_key(web: str, key: str, body: bytes) -> int:
                                           "Authorization": f"Bearer {key}"})
     with urllib.request.urlopen(req, timeout=60) as r:
         return int(r.status)
+
+
+def _children_gone(pids: dict[str, int], timeout_s: float) -> list[str]:
+    """Names of the recorded children still running after up to ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while (left := [n for n, p in pids.items() if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGKILL], ids=["sighup", "sigkill"])
+def test_up_killed_or_hung_up_takes_its_nodes_along_and_comes_back_on_its_ports(
+        tmp_path: Path, sig: signal.Signals) -> None:
+    root = tmp_path / "site"
+    root.mkdir()
+    pids: dict[str, int] = {}
+    first, lines = _start_up(root)
+    try:
+        assert "ready" in lines, lines
+        state = root / ".pixelfox"
+        ports = json.loads((state / "ports.json").read_text())
+        pids = json.loads((state / "cluster.json").read_text())["pids"]
+        assert set(pids) >= {"redis", "manager1", "upload1", "proc1", "storage1", "web1"}
+        if sig == signal.SIGKILL:  # a node that cannot act on its SIGTERM stays behind: the next up stops it
+            os.kill(pids["web1"], signal.SIGSTOP)
+        first.send_signal(sig)
+        rc = first.wait(60)
+        assert first.stderr is not None
+        err = first.stderr.read()
+        if sig == signal.SIGHUP:
+            assert rc == 0 and "stopping the cluster" in err, (rc, err)
+            assert _children_gone(pids, 20) == []
+        else:
+            assert _children_gone({n: p for n, p in pids.items() if n != "web1"}, 20) == []
+            assert alive(pids["web1"])
+        again, lines2 = _start_up(root)
+        try:
+            assert "ready" in lines2, lines2
+            assert f"web: http://127.0.0.1:{ports['web1.http']}" in lines2, (ports, lines2)
+            assert json.loads((state / "ports.json").read_text()) == ports
+            assert not alive(pids["web1"])
+        finally:
+            again.send_signal(signal.SIGINT)
+            assert again.wait(60) == 0
+        assert again.stderr is not None
+        err2 = again.stderr.read()
+        assert "WARNING: port" not in err2, err2
+        if sig == signal.SIGKILL:
+            assert f"left running: web1 (pid {pids['web1']})" in err2, err2
+    finally:
+        _stop(first)
+        for pid in pids.values():  # never leave a node behind
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
