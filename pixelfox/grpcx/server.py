@@ -6,8 +6,9 @@
 * checks the cluster credential when ``cluster=True`` (``UNAUTHENTICATED`` otherwise),
 * puts the :class:`~pixelfox.grpcx.auth.Caller` in ``context`` reach via :func:`caller`,
 * turns :class:`~pixelfox.errors.PixelfoxError` into ``context.abort`` with the mapped status
-  and ``pixelfox-error-code`` trailing metadata, and anything else into ``INTERNAL`` with a
-  generic message (the traceback is logged, never sent),
+  and ``pixelfox-error-code`` trailing metadata, a Redis connection error or timeout into
+  ``UNAVAILABLE`` ("the manager cannot reach Redis (timeout): ..."), and anything else into
+  ``INTERNAL`` with a generic message (the traceback is logged, never sent),
 * counts calls in Prometheus (``grpc_server_handled_total``, ``grpc_server_handling_seconds``).
 """
 
@@ -17,11 +18,13 @@ import contextlib
 import contextvars
 import functools
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
+import redis.exceptions
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
@@ -59,6 +62,26 @@ def _names(method: Callable[..., Any]) -> tuple[str, str]:
     return service, method.__name__
 
 
+def _this_node() -> str:
+    """How a message names this process: "the manager", "the upload node"... from the module it runs
+    (``python -m nodes.<role>``); "this node" when run otherwise."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    parts = (spec.name if spec else "").split(".")
+    if len(parts) < 2 or parts[0] != "nodes":
+        return "this node"
+    return "the manager" if parts[1] == "manager" else f"the {parts[1]} node"
+
+
+def _redis_down(exc: BaseException) -> errors.Unavailable | None:
+    """A lost or hung Redis (connection refused or reset, a read timing out) as UNAVAILABLE naming
+    Redis and this node, e.g. "the manager cannot reach Redis (timeout): ..."; None for any other error."""
+    if not isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return None
+    kind = "timeout" if isinstance(exc, redis.exceptions.TimeoutError) else "connection"
+    logger.warning("Redis not reachable during an RPC (%s: %s)", kind, exc)
+    return errors.Unavailable(f"{_this_node()} cannot reach Redis ({kind}): {exc}")
+
+
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     if isinstance(exc, errors.PixelfoxError):
         err = exc
@@ -87,6 +110,7 @@ async def _handled(context: grpc.aio.ServicerContext, cluster: bool, service: st
         code = "ABORTED_BY_HANDLER"
         raise
     except Exception as exc:
+        exc = _redis_down(exc) or exc
         code = getattr(exc, "grpc_status", grpc.StatusCode.INTERNAL).name
         await _abort(context, exc)
     finally:

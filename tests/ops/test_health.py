@@ -18,7 +18,7 @@ import pytest
 
 from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.grpcx.probe import check
-from tests.ops.conftest import start_cluster, status, wait_for
+from tests.ops.conftest import cli, start_cluster, status, wait_for
 from tests.ops.test_metrics import scrape
 
 pytestmark = pytest.mark.e2e
@@ -98,3 +98,17 @@ def test_draining_node_reports_not_serving(small: LocalCluster) -> None:
     assert child.proc.wait(15) == 0
     assert "NOT_SERVING" in seen or "UNAVAILABLE" in seen, seen
     assert health(upload) == "UNAVAILABLE"
+
+
+@pytest.mark.parametrize("command", ["status", "jobs"])
+def test_commands_name_redis_when_the_manager_cannot_reach_it(small: LocalCluster, command: str) -> None:
+    redis_pid = small.child("redis").proc.pid
+    os.kill(redis_pid, signal.SIGSTOP)
+    try:
+        res = cli(small.root, command, timeout=60)
+    finally:
+        os.kill(redis_pid, signal.SIGCONT)
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the manager cannot reach Redis" in lines[0] and "(unavailable)" in lines[0], lines
+    assert cli(small.root, command, timeout=60).returncode in (0, 1)  # Redis back: answers again
