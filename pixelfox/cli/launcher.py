@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,8 +76,11 @@ def private_folder(path: Path) -> bool:
 
 def _die_with_parent(parent: int) -> Any:
     """A ``preexec_fn``: the child gets SIGTERM when the process that started it dies, even by
-    SIGKILL (Linux ``PR_SET_PDEATHSIG``; elsewhere a no-op). The signal follows the *thread*
-    that forked, so children must be started from the main thread."""
+    SIGKILL (Linux ``PR_SET_PDEATHSIG``; elsewhere None). The kernel sends it when the *thread*
+    that forked exits, so a child started from another thread (a test's chaos thread restarting
+    nodes) does not get it (None): it would be stopped as soon as that thread ends."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         prctl = libc.prctl

@@ -1,0 +1,67 @@
+"""Children started by :func:`pixelfox.cli.launcher.start_child`: private files, and they die with
+their parent however it dies (real processes: ``sleep`` and a Python parent that is SIGKILLed)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+from pixelfox.cli.launcher import start_child
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_a_child_gets_sigterm_when_its_parent_is_sigkilled(tmp_path: Path) -> None:
+    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from pixelfox.cli.launcher import start_child
+        child = start_child(["sleep", "60"], Path({str(tmp_path / 'sleep.log')!r}))
+        print(child.pid, flush=True)
+        time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert parent.stdout is not None
+    pid = int(parent.stdout.readline())
+    try:
+        assert _alive(pid)
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 5
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pid)
+    finally:
+        parent.kill()
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_child_started_from_another_thread_outlives_that_thread_and_writes_private_files(tmp_path: Path) -> None:
+    out = tmp_path / "made"
+    started: list[subprocess.Popen[bytes]] = []
+    thread = threading.Thread(target=lambda: started.append(
+        start_child(["sh", "-c", f"touch {out}; exec sleep 60"], tmp_path / "sh.log")))
+    thread.start()
+    thread.join()
+    child = started[0]
+    try:
+        deadline = time.monotonic() + 5
+        while not out.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert child.poll() is None  # PDEATHSIG would have stopped it when the thread ended
+        assert out.stat().st_mode & 0o777 == 0o600  # umask 077
+    finally:
+        child.kill()
+        child.wait()
