@@ -1,10 +1,13 @@
 """Children started by :func:`pixelfox.cli.launcher.start_child`: private files, and they die with
-their parent however it dies (real processes: ``sleep`` and a Python parent that is SIGKILLed)."""
+their parent however it dies (real processes: ``sleep`` and a Python parent that is SIGKILLed);
+and a saved port that another program holds is never replaced silently."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -12,7 +15,9 @@ import threading
 import time
 from pathlib import Path
 
-from pixelfox.cli.launcher import start_child
+import pytest
+
+from pixelfox.cli.launcher import LocalCluster, start_child
 
 
 def _alive(pid: int) -> bool:
@@ -65,3 +70,20 @@ def test_a_child_started_from_another_thread_outlives_that_thread_and_writes_pri
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_saved_port_another_program_holds_is_replaced_loudly_and_kept_on_record(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as holder:  # the "foreign program"
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        state = tmp_path / ".pixelfox"
+        state.mkdir()
+        (state / "ports.json").write_text(json.dumps({"web1.http": taken}))
+        got = LocalCluster(tmp_path)._port("web1.http")
+    assert got != taken
+    err = capsys.readouterr().err
+    assert f"WARNING: port {taken} (web1.http) of this folder's cluster is taken by another program; using {got}" \
+        in err, err
+    assert json.loads((state / "ports.json").read_text()) == {"web1.http": taken}  # the next start tries it again
