@@ -403,8 +403,10 @@ async def refuse_live(url: str, live_url: str | None, what: str) -> None:
 
 
 async def restore(path: Path, url: str, force: bool = False, batch: int = 500) -> dict[str, Any]:
-    """Load the backup at ``path`` into the database at ``url`` and verify it (one transaction:
-    a failure leaves the database as it was).
+    """Load the backup at ``path`` into the database at ``url`` and verify it, all in one
+    transaction (emptying the tables with ``force``, the inserts, the verification): any failure,
+    a truncated file or a verification that does not match included, rolls it back and leaves the
+    database as it was. Only the schema (:func:`pixelfox.db.migrate.prepare`) is committed before.
 
     Raises ``BadRequest`` for a file that is not a PixelFox backup or is truncated, for a
     revision other than the code's, for a non-empty target without ``force``, and when the
@@ -438,13 +440,13 @@ async def restore(path: Path, url: str, force: bool = False, batch: int = 500) -
             if rows:
                 await conn.execute(insert(current), rows)  # type: ignore[arg-type]
             await _reset_sequences(conn)
-        sums = await checksums(engine)
+            sums = {n: await table_sum(conn, t) for n, t in tables.items()}  # the rows as written, uncommitted
+            bad = {n: {"want": want, "got": {"rows": sums[n].rows, "sha256": sums[n].sha256}}
+                   for n, want in header["tables"].items()
+                   if n in sums and (want["rows"], want["sha256"]) != (sums[n].rows, sums[n].sha256)}
+            if bad:  # raised inside the transaction: it rolls back, the database stays as it was
+                raise errors.BadRequest(f"restore verification failed (the database was left as it was): {bad}")
     finally:
         await engine.dispose()
-    bad = {n: {"want": want, "got": {"rows": sums[n].rows, "sha256": sums[n].sha256}}
-           for n, want in header["tables"].items()
-           if n in sums and (want["rows"], want["sha256"]) != (sums[n].rows, sums[n].sha256)}
-    if bad:
-        raise errors.BadRequest(f"restore verification failed: {bad}")
     return {"restored": True, "revision": header["revision"],
             "rows": {n: s.rows for n, s in sums.items()}}

@@ -349,3 +349,34 @@ def test_migrate_db_removes_rows_gone_from_the_source(tmp_path: Path, postgres: 
     assert rep["tables"]["users"]["removed"] == 2 and rep["tables"]["api_keys"]["removed"] == 1
     assert rep["tables"]["users"]["target_rows"] == 2 and rep["tables"]["api_keys"]["target_rows"] == 0
     assert postgres.psql("SELECT id, name FROM users ORDER BY id", db="gone").split() == ["u1|alice", "u4|bob"]
+
+
+def _rows(url: str) -> dict[str, tuple[int, str]]:
+    return {n: (s.rows, s.sha256) for n, s in asyncio.run(_checksums(url)).items()}
+
+
+def test_a_restore_that_fails_verification_leaves_the_target_as_it_was(tmp_path: Path, postgres: Postgres) -> None:
+    """A backup cut at a line boundary parses but does not verify: the whole restore (the --force wipe,
+    the inserts, the verification) rolls back, on SQLite and PostgreSQL, into a full or a fresh target."""
+    url = _sqlite_with_a_user(tmp_path)
+    db = sqlite3.connect(tmp_path / "meta.db")
+    db.executemany("INSERT INTO users (id, name, password_hash, role, created_at) VALUES (?, ?, 'h', 'user', "
+                   "'2024-01-01 00:00:00')", [("u2", "bob"), ("u3", "carol")])
+    db.commit()
+    db.close()
+    good = tmp_path / "good.jsonl"
+    assert _pixelfox(tmp_path, "backup", str(good), "--db", url).returncode == 0
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(good.read_text().splitlines(keepends=True)[:-2]))  # whole lines: carol and bob gone
+    for name, target in (("sqlite", f"sqlite+aiosqlite:///{tmp_path / 'target.db'}"),
+                         ("postgresql", postgres.create_db("restore_rollback"))):
+        fresh = _pixelfox(tmp_path, "restore", str(cut), "--db", target)
+        assert fresh.returncode == 2 and "restore verification failed" in fresh.stderr, (name, fresh.stderr)
+        assert asyncio.run(_checksums(target))["users"].rows == 0, name  # the fresh target stays empty
+        res = _pixelfox(tmp_path, "restore", str(good), "--db", target)  # so the good file still goes in
+        assert res.returncode == 0 and json.loads(res.stdout)["rows"]["users"] == 3, (name, res.stderr)
+        before = _rows(target)
+        forced = _pixelfox(tmp_path, "restore", str(cut), "--db", target, "--force")
+        assert forced.returncode == 2 and "restore verification failed" in forced.stderr, (name, forced.stderr)
+        assert _rows(target) == before and before["users"][0] == 3, name  # the --force wipe rolled back too
+
