@@ -47,7 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from pixelfox import errors
 from pixelfox.config import DatabaseSettings
 from pixelfox.db import migrate
-from pixelfox.db.checks import check_url, redact, unreachable
+from pixelfox.db.checks import check_url, new_sqlite_file, redact, unreachable
 from pixelfox.db.engine import make_engine
 
 logger = logging.getLogger(__name__)
@@ -86,8 +86,11 @@ async def _stream(conn: AsyncConnection, table: Table, batch: int) -> AsyncItera
 
 
 def open_engine(url: str, *, must_exist: bool = False) -> AsyncEngine:
-    """:func:`check_url`, then the engine (connections are opened later, see :func:`identity`)."""
-    check_url(url, must_exist=must_exist)
+    """:func:`check_url`, then the engine (connections are opened later, see :func:`identity`).
+
+    Raises ``BadRequest`` for a SQLite file whose folder does not exist (:func:`new_sqlite_file`,
+    the manager's own start-up check): the engine would otherwise create the folders of a typo."""
+    new_sqlite_file(check_url(url, must_exist=must_exist))
     return make_engine(DatabaseSettings(url=url))
 
 
@@ -387,7 +390,12 @@ async def refuse_live(url: str, live_url: str | None, what: str) -> None:
     uses), so ``what`` (copying into it, restoring over it) cannot replace live rows under it."""
     if not live_url:
         return
-    engine, live = open_engine(url), open_engine(live_url)
+    engine = open_engine(url)
+    try:
+        live = open_engine(live_url)
+    except errors.BadRequest:  # the recorded live URL no longer names a usable database
+        await engine.dispose()
+        return
     try:
         try:
             same = await identity(engine) == await identity(live)

@@ -380,3 +380,14 @@ def test_a_restore_that_fails_verification_leaves_the_target_as_it_was(tmp_path:
         assert forced.returncode == 2 and "restore verification failed" in forced.stderr, (name, forced.stderr)
         assert _rows(target) == before and before["users"][0] == 3, name  # the --force wipe rolled back too
 
+
+def test_restore_into_a_sqlite_folder_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    url = _sqlite_with_a_user(tmp_path)
+    good = tmp_path / "good.jsonl"
+    assert _pixelfox(tmp_path, "backup", str(good), "--db", url).returncode == 0
+    target = f"sqlite+aiosqlite:///{tmp_path / 'typo' / 'x.db'}"
+    res = _pixelfox(tmp_path, "restore", str(good), "--db", target)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert (f"{target}: folder {tmp_path / 'typo'} does not exist; create it first, or fix the path"
+            in res.stderr), res.stderr
+    assert not (tmp_path / "typo").exists()

@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 
 from pixelfox import errors
+from pixelfox.config import DatabaseSettings
+from pixelfox.db.engine import make_engine
 from pixelfox.db.tools import check_url, identity, open_engine, refuse_live
 
 
-async def _identity(url: str) -> tuple[str, ...]:
-    engine = open_engine(url)
+async def _identity(url: str, *, tools: bool = True) -> tuple[str, ...]:
+    """:func:`identity` through the database tools' checks (``tools``), or of a bare engine."""
+    engine = open_engine(url) if tools else make_engine(DatabaseSettings(url=url))
     try:
         return await identity(engine)
     finally:
@@ -53,7 +56,9 @@ def test_a_uri_filename_makes_its_own_folder_not_one_named_file_in_the_working_d
     monkeypatch.chdir(cwd)
     target = tmp_path / "new folder" / "live.db"
     url = f"sqlite+aiosqlite:///file:{str(target).replace(' ', '%20')}?uri=true"
-    asyncio.run(_identity(url))
+    with pytest.raises(errors.BadRequest, match="new folder does not exist; create it first, or fix the path"):
+        open_engine(url)  # restore and migrate-db refuse a target folder that does not exist (a typo)
+    asyncio.run(_identity(url, tools=False))  # the engine itself makes the URI's folder
     assert target.is_file() and list(cwd.iterdir()) == []  # it made ./file:/tmp/... before
     check_url(url, must_exist=True)  # the URI's file is found
     with pytest.raises(errors.BadRequest, match=f"no SQLite database at {tmp_path}/gone.db"):
