@@ -17,6 +17,10 @@ it in :data:`PLACEMENT_KEY` (:meth:`nodes.manager.registry.Registry.publish_plac
 second); an entry stamped with another token is *stale*: the reader asks the manager again and
 replaces it, so URLs move to a healthy holder about a second after the registry marks a node
 unhealthy, or after a node comes back on another port (docs/storage.md "Replicas").
+
+The cache belongs to one database *generation* (:mod:`pixelfox.db.generation`), recorded in
+:data:`GENERATION_KEY`: a manager that starts on another one (a restore, another database)
+empties it first (:func:`follow_database`), so no image the database no longer holds is shown.
 """
 
 from __future__ import annotations
@@ -48,6 +52,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return false
 """)
+
+
+#: the database generation the cached entries were read from
+GENERATION_KEY = "pixelfox:readmodel:generation"
+#: how many keys :func:`follow_database` deletes per command
+_DELETE_BATCH = 500
 
 
 def key(slug: str) -> str:
@@ -161,3 +171,24 @@ async def publish(redis: aioredis.Redis, image: common_pb2.Image, token: bytes) 
 
 async def mark_deleted(redis: aioredis.Redis, slug: str) -> None:
     await redis.set(key(slug), b"D", ex=MARKER_TTL_S)
+
+
+async def follow_database(redis: aioredis.Redis, generation: str) -> int | None:
+    """Make the cache belong to the database ``generation``: when :data:`GENERATION_KEY` names
+    another one (or none), delete every cached entry (``SCAN`` + ``DEL``, markers included), then
+    record ``generation``. Returns how many keys were deleted, None when the cache already
+    belonged to it. Called by each manager at start; two managers on one database both record
+    the same generation, and a second flush only costs cache misses."""
+    if (await redis.get(GENERATION_KEY) or b"").decode() == generation:
+        return None
+    deleted = 0
+    batch: list[bytes] = []
+    async for k in redis.scan_iter(match=key("*"), count=_DELETE_BATCH):
+        batch.append(k)
+        if len(batch) >= _DELETE_BATCH:
+            deleted += await redis.delete(*batch)
+            batch = []
+    if batch:
+        deleted += await redis.delete(*batch)
+    await redis.set(GENERATION_KEY, generation)
+    return deleted

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from nodes.manager.config import ManagerSettings
@@ -15,7 +19,8 @@ from nodes.manager.repair import ReplicaRepair
 from nodes.manager.service import ManagerService
 from nodes.manager.servicer import ManagerServicer
 from nodes.manager.tiers import TierMover
-from pixelfox import errors, redisx
+from pixelfox import errors, readmodel, redisx
+from pixelfox.db import generation
 from pixelfox.db.checks import check_database
 from pixelfox.db.engine import create_schema, make_engine, session_factory
 from pixelfox.db.replicas import make_replica_engines, routing_sessions
@@ -41,6 +46,31 @@ async def open_database(settings: ManagerSettings) -> AsyncEngine:
     engine = make_engine(settings.database)
     await create_schema(engine)
     return engine
+
+
+def ready_after_cache(ops: ManagerOps, redis: aioredis.Redis, engine: AsyncEngine) -> Callable[[], Awaitable[bool]]:
+    """The manager's readiness check: ``ops.ready`` (Redis and the database answer), and, once, the
+    Redis read model made to follow this database's generation (:func:`pixelfox.readmodel.follow_database`:
+    a restore, or another database, empties the image cache before the manager serves). Until that
+    succeeds the manager is not ready; a manager started before Redis waits for it as before."""
+    followed = False
+
+    async def ready() -> bool:
+        nonlocal followed
+        if not await ops.ready():
+            return False
+        if not followed:
+            try:
+                flushed = await readmodel.follow_database(redis, await generation.current(engine))
+            except (RedisError, OSError, DBAPIError) as exc:
+                logger.warning("cannot check the read model's database generation yet: %s", exc)
+                return False
+            if flushed is not None:  # the cached images were read from another database's contents
+                logger.info("new database generation: %d read-model entries removed", flushed)
+            followed = True
+        return True
+
+    return ready
 
 
 async def serve(settings: ManagerSettings) -> None:
@@ -80,8 +110,8 @@ async def serve(settings: ManagerSettings) -> None:
         background = [expiry.run, svc.dispatcher.run, ops.run, svc.objects.run, repair.run, tiers.run]
         # SIGTERM: end the processing nodes' Work streams once idle, or the server's grace waits for them
         drain_s = max(0.0, settings.grpc.grace_s - 1.0)
-        await run_node(settings, server, ident, Load, background=background, ready=ops.ready,
-                       on_drain=lambda: svc.dispatcher.drain(drain_s))
+        await run_node(settings, server, ident, Load, background=background,
+                       ready=ready_after_cache(ops, redis, engine), on_drain=lambda: svc.dispatcher.drain(drain_s))
     finally:
         await redis.aclose()
         await engine.dispose()

@@ -201,3 +201,17 @@ class ReplicaDebt(Base):
     want: Mapped[int] = mapped_column(Integer, default=0)
     since: Mapped[datetime] = mapped_column(default=utcnow)
     last_error: Mapped[str] = mapped_column(String(500), default="")
+
+
+class DatabaseGeneration(Base):
+    """One row (``id`` 1): a random ``generation`` that names this database's contents.
+
+    Set anew by ``pixelfox restore`` and ``migrate-db`` (:mod:`pixelfox.db.generation`); a manager
+    that starts on a generation other than the one its Redis read model was filled from empties
+    that cache (:func:`pixelfox.readmodel.follow_database`). Not part of backups.
+    """
+
+    __tablename__ = "database_generation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[str] = mapped_column(String(32))

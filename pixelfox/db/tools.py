@@ -46,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pixelfox import errors
 from pixelfox.config import DatabaseSettings
-from pixelfox.db import migrate
+from pixelfox.db import generation, migrate
 from pixelfox.db.checks import check_url, new_sqlite_file, redact, unreachable
 from pixelfox.db.engine import make_engine
 
@@ -76,7 +76,8 @@ def _pk_order(table: Table) -> list[Any]:
 
 
 def _tables() -> list[Table]:
-    return list(migrate.target_metadata().sorted_tables)
+    """Every table whose rows are the metadata (the database's own generation is not copied)."""
+    return [t for t in migrate.target_metadata().sorted_tables if t.name != generation.TABLE]
 
 
 async def _stream(conn: AsyncConnection, table: Table, batch: int) -> AsyncIterator[list[dict[str, Any]]]:
@@ -273,6 +274,7 @@ async def copy_database(source_url: str, target_url: str, batch: int = 500, *,
                             report.tables[table.name]["match"])
         async with dst.begin() as dconn:
             await _reset_sequences(dconn)
+            await generation.renew(dconn)  # new contents: managers started on it empty the read model
     finally:
         await src.dispose()
         await dst.dispose()
@@ -448,6 +450,7 @@ async def restore(path: Path, url: str, force: bool = False, batch: int = 500) -
             if rows:
                 await conn.execute(insert(current), rows)  # type: ignore[arg-type]
             await _reset_sequences(conn)
+            await generation.renew(conn)  # committed with the rows: managers then empty the read model
             sums = {n: await table_sum(conn, t) for n, t in tables.items()}  # the rows as written, uncommitted
             bad = {n: {"want": want, "got": {"rows": sums[n].rows, "sha256": sums[n].sha256}}
                    for n, want in header["tables"].items()

@@ -160,3 +160,16 @@ async def test_web_app_factory_uses_cluster(cluster_url: str, cluster: Any) -> N
 
 async def test_leases_registry_queue_and_uploads_on_cluster(cluster: Any) -> None:
     await check_leases_registry_and_queue(cluster)
+
+
+async def test_read_model_follows_the_database_generation_on_cluster(cluster: Any) -> None:
+    """A manager on a new database generation empties the image cache on every master (SCAN + DEL)."""
+    await cluster.set(readmodel.key("abc"), b"D")
+    await cluster.set(readmodel.key("xyz"), b"P")
+    await cluster.set("pixelfox:{probe}:keep", b"1")
+    assert await readmodel.follow_database(cluster, "gen-a") >= 2
+    assert await cluster.get(readmodel.key("abc")) is None and await cluster.get(readmodel.key("xyz")) is None
+    assert await cluster.get("pixelfox:{probe}:keep") == b"1"  # only the image cache goes
+    await cluster.set(readmodel.key("abc"), b"D")
+    assert await readmodel.follow_database(cluster, "gen-a") is None  # the same database: the cache stays
+    assert await cluster.get(readmodel.key("abc")) == b"D"
