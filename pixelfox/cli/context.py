@@ -52,6 +52,33 @@ def recorded_database_url(state: Path, data: dict[str, Any]) -> str:
     return str(data.get("database_url") or default_database_url(state.parent))
 
 
+def choose_database_url(state_dir: Path, env_url: str) -> tuple[str, str]:
+    """The database ``pixelfox up`` gives its managers, and a line to say about it ("" for none).
+
+    ``env_url`` (``PIXELFOX_DATABASE__URL``) when set, else the ``database_url`` the last start
+    recorded in ``<state_dir>/cluster.json`` (a cluster moved to PostgreSQL stays there), else the
+    folder's own SQLite file. The line names the recorded database when it is used and is not that
+    file, or warns when ``env_url`` names another one than the last start used; passwords hidden.
+    A missing or unreadable ``cluster.json`` counts as no record."""
+    from pixelfox.db.checks import SETTING, redact  # here: SQLAlchemy only when a cluster starts
+
+    default = default_database_url(state_dir)
+    try:
+        data = json.loads((state_dir / STATE_FILE).read_text())
+        recorded = str(data.get("database_url") or "") if isinstance(data, dict) else ""
+    except (OSError, ValueError):
+        recorded = ""
+    if env_url:
+        if recorded and recorded != env_url:
+            return env_url, (f"warning: {SETTING} names {redact(env_url)}, but the last start used "
+                             f"{redact(recorded)}: the cluster now uses {redact(env_url)} (nothing stored in the "
+                             "other database is shown; `pixelfox migrate-db` copies it)")
+        return env_url, ""
+    if recorded and recorded != default:
+        return recorded, f"database: {redact(recorded)} (from the last start; set {SETTING} to change)"
+    return default, ""
+
+
 def find_state(start: Path | None = None) -> Path | None:
     """The nearest ``.pixelfox/cluster.json`` from ``start`` (default: cwd) upwards."""
     here = (start or Path.cwd()).resolve()

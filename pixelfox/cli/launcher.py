@@ -29,7 +29,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pixelfox.cli.context import STATE_DIR, STATE_FILE, default_database_url
+from pixelfox.cli.context import STATE_DIR, STATE_FILE, choose_database_url
 from pixelfox.grpcx.auth import api_key_metadata, node_metadata
 from pixelfox.grpcx.client import channel
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
@@ -270,8 +270,9 @@ class LocalCluster:
             self.add_web(f"web{i}")
 
     def database_url(self) -> str:
-        """``PIXELFOX_DATABASE__URL``, else this folder's SQLite file: what the managers are given."""
-        return os.environ.get("PIXELFOX_DATABASE__URL") or default_database_url(self.state)
+        """What the managers are given: ``PIXELFOX_DATABASE__URL``, else the database the last start
+        recorded in ``cluster.json``, else this folder's SQLite file (:func:`choose_database_url`)."""
+        return choose_database_url(self.state, os.environ.get("PIXELFOX_DATABASE__URL", ""))[0]
 
     def add_manager(self, name: str, port: int, db: str = "") -> None:
         """Start a manager on ``port`` (all managers share Redis and the database)."""

@@ -95,7 +95,10 @@ async def _refuse_bad_settings(cluster: LocalCluster) -> None:
 
     settings = read_settings(ManagerSettings)
     check_heartbeat(settings.cluster.heartbeat_interval_s, settings.node_timeout_s)
-    if new := await check_database(cluster.database_url()):
+    url, note = context.choose_database_url(cluster.state, os.environ.get("PIXELFOX_DATABASE__URL", ""))
+    if note:  # the database recorded by the last start, or an environment that names another one
+        print(note, file=sys.stderr, flush=True)
+    if new := await check_database(url):
         print(f"new SQLite database at {new}", file=sys.stderr, flush=True)
 
 

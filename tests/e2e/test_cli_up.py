@@ -293,3 +293,27 @@ def test_up_killed_or_hung_up_takes_its_nodes_along_and_comes_back_on_its_ports(
         for pid in pids.values():  # never leave a node behind
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_up_stays_on_the_database_the_last_start_used(tmp_path: Path) -> None:
+    """A folder moved to another database (one start with PIXELFOX_DATABASE__URL) stays on it when ``up``
+    starts again without the variable, and says so; it used to go back to .pixelfox/pixelfox.db quietly."""
+    root = tmp_path / "site"
+    (tmp_path / "db").mkdir()
+    root.mkdir()
+    moved = f"sqlite+aiosqlite:///{tmp_path / 'db' / 'pf.db'}"
+    env = {k: v for k, v in os.environ.items() if k != "PIXELFOX_DATABASE__URL"}
+    for run_env in ({**env, "PIXELFOX_DATABASE__URL": moved}, env):
+        proc, lines = _start_up(root, env=run_env)
+        try:
+            assert "ready" in lines, lines
+            state = json.loads((root / ".pixelfox" / "cluster.json").read_text())
+            assert state["database_url"] == moved
+        finally:
+            _stop(proc)
+        assert proc.returncode == 0 and proc.stdout is not None and proc.stderr is not None
+        err = proc.stderr.read()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert f"database: {moved} (from the last start; set PIXELFOX_DATABASE__URL to change)" in err, err
+    assert not (root / ".pixelfox" / "pixelfox.db").exists()

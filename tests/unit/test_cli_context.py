@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pixelfox.cli.context import check_address, resolve
+from pixelfox.cli.context import STATE_FILE, check_address, choose_database_url, default_database_url, resolve
 
 
 @pytest.mark.parametrize("good", ["127.0.0.1:7000", "manager:1", "[::1]:65535", "m1:7000, m2:7001"])
@@ -43,3 +43,27 @@ def test_an_explicit_api_key_beats_the_local_admin_credential(tmp_path: Path, mo
         assert ref.admin_metadata() == (("authorization", "Bearer pfx_alice"),)
     monkeypatch.setenv("PIXELFOX_API_KEY", "pfx_bob")
     assert resolve(None, None).admin_metadata() == (("authorization", "Bearer pfx_bob"),)
+
+
+def test_up_keeps_the_database_the_last_start_recorded(tmp_path: Path) -> None:
+    """After a move to PostgreSQL (one start with PIXELFOX_DATABASE__URL), a plain ``up`` stays on it and
+    says so, password hidden; an environment naming another database wins, with a warning."""
+    state = tmp_path / ".pixelfox"
+    state.mkdir()
+    default = default_database_url(state)
+    assert choose_database_url(state, "") == (default, "")  # a fresh folder: its own SQLite file, quietly
+    pg = "postgresql+asyncpg://pf:s3cret@db.example:5432/pf"
+    (state / STATE_FILE).write_text(json.dumps({"database_url": pg}))
+    url, note = choose_database_url(state, "")
+    assert url == pg
+    assert note == ("database: postgresql+asyncpg://pf:***@db.example:5432/pf (from the last start; set "
+                    "PIXELFOX_DATABASE__URL to change)")
+    assert choose_database_url(state, pg) == (pg, "")  # the same as last time: nothing to say
+    url, note = choose_database_url(state, default)  # back to the SQLite file, on purpose
+    assert url == default
+    assert note.startswith(f"warning: PIXELFOX_DATABASE__URL names {default}, but the last start used "
+                           "postgresql+asyncpg://pf:***@db.example:5432/pf") and "s3cret" not in note
+    (state / STATE_FILE).write_text(json.dumps({"database_url": default}))
+    assert choose_database_url(state, "") == (default, "")
+    (state / STATE_FILE).write_text("{half a file")
+    assert choose_database_url(state, "") == (default, "")
