@@ -24,17 +24,18 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from prometheus_client import start_http_server
 
 from pixelfox import logs
 from pixelfox.config import NodeSettings, load_settings
-from pixelfox.grpcx.auth import node_metadata
-from pixelfox.grpcx.client import channel
 from pixelfox.grpcx.server import GrpcServer
-from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
+from pixelfox.managerlink import ManagerLink, Peer
+from pixelfox.v1 import common_pb2, manager_pb2
+
+__all__ = ["Agent", "Load", "ManagerLink", "NodeIdentity", "node_main", "run_node", "start_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,29 +65,6 @@ def start_metrics(host: str, port: int) -> str:
         return ""
     server, _thread = start_http_server(port, addr=host)
     return f"http://{host}:{server.server_port}/metrics"
-
-
-#: gRPC's reconnect back-off to the manager (ms): first pause, largest pause
-MANAGER_RECONNECT_MS = (100, 1_000)
-
-
-class ManagerLink:
-    """The node's channel to the manager(s) with its cluster credential.
-
-    ``cluster.manager`` may list several managers (comma-separated): calls go round-robin
-    to the live ones and fail over when one dies (:mod:`pixelfox.grpcx.multi`).
-    """
-
-    def __init__(self, settings: NodeSettings) -> None:
-        # a restarted manager is found within about a second: heartbeats and processing nodes' Work streams
-        # resume at once (a refused connect to a down manager once a second is cheap)
-        self.channel = channel(settings.cluster.manager, reconnect_ms=MANAGER_RECONNECT_MS)
-        self.last_ok = 0.0  # monotonic time of the last Register/Heartbeat a manager answered
-        self.stub = manager_pb2_grpc.ManagerServiceStub(self.channel)
-        self.metadata = node_metadata(settings.cluster.secret.get_secret_value())
-
-    async def close(self) -> None:
-        await self.channel.close()
 
 
 #: what a manager answers to a registration it will never accept: no point in retrying
@@ -138,29 +116,39 @@ async def _heartbeats(
     draining: asyncio.Event,
     ready: Callable[[], bool],
 ) -> None:
-    while not stop.is_set():
-        load = load_fn()
-        status = common_pb2.NODE_STATUS_DRAINING if draining.is_set() else common_pb2.NODE_STATUS_ACTIVE
-        try:
-            reply = await link.stub.Heartbeat(
-                manager_pb2.HeartbeatRequest(
-                    node_id=ident.node_id,
-                    in_use=load.in_use,
-                    capacity=load.capacity,
-                    free_bytes=load.free_bytes,
-                    status=status,
-                    not_ready=not ready(),
-                ),
-                metadata=link.metadata,
-                timeout=max(interval * 3, 2.0),
-            )
-            link.last_ok = time.monotonic()
-            if not reply.known:
-                await _register(link, ident, load, interval, stop)
-        except grpc.aio.AioRpcError as exc:
-            logger.warning("heartbeat failed: %s", exc.code().name)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+    """Send a heartbeat every ``interval`` seconds to every manager on its own (see
+    :mod:`pixelfox.managerlink`): one that freezes delays only its own heartbeats, each failing at its
+    deadline, ``max(3 intervals, 2 s)``. A manager that does not know the node gets it registered again."""
+    registering = asyncio.Lock()
+
+    async def beat(peer: Peer | None, send: Callable[..., Any]) -> None:
+        while not stop.is_set():
+            load = load_fn()
+            status = common_pb2.NODE_STATUS_DRAINING if draining.is_set() else common_pb2.NODE_STATUS_ACTIVE
+            try:
+                reply = await send(
+                    manager_pb2.HeartbeatRequest(
+                        node_id=ident.node_id,
+                        in_use=load.in_use,
+                        capacity=load.capacity,
+                        free_bytes=load.free_bytes,
+                        status=status,
+                        not_ready=not ready(),
+                    ),
+                    metadata=link.metadata,
+                    timeout=max(interval * 3, 2.0),
+                )
+                link.answered(peer, True)
+                if not reply.known:
+                    async with registering:
+                        await _register(link, ident, load, interval, stop)
+            except grpc.aio.AioRpcError as exc:
+                link.answered(peer, False)
+                logger.warning("heartbeat to %s failed: %s", peer.address if peer else "the manager", exc.code().name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+    await asyncio.gather(*(beat(peer, send) for peer, send in link.targets()))
 
 
 def _agent_done(task: asyncio.Task[None]) -> None:
@@ -180,15 +168,19 @@ class Agent:
     readiness such as :attr:`GrpcServer.serving`; None = always ready). :meth:`start` returns at
     once (registration retries in the background until the manager answers); :meth:`set_draining`
     makes the following heartbeats report DRAINING; :meth:`stop` ends the loop and closes the channel.
+    ``link`` is the node's own :class:`ManagerLink` when it makes calls to the managers itself: the
+    heartbeats then tell it which managers are live (the node closes it; :meth:`stop` does not).
     """
 
     def __init__(self, settings: NodeSettings, ident: NodeIdentity, load_fn: Callable[[], Load],
-                 ready: Callable[[], bool] | None = None) -> None:
+                 ready: Callable[[], bool] | None = None, link: ManagerLink | None = None) -> None:
         self.settings = settings
         self.ident = ident
         self.load_fn = load_fn
         self.ready = ready or (lambda: True)
-        self.link = ManagerLink(settings)
+        # the node's own link when it has one: its calls then go to the managers its heartbeats found live
+        self.link = link or ManagerLink(settings)
+        self._own_link = link is None
         self._stop = asyncio.Event()
         self._draining = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -207,15 +199,15 @@ class Agent:
 
     def manager_reachable(self) -> bool:
         """True when a manager answered a heartbeat within the last ``max(3 intervals, 3 s)``."""
-        window = max(3 * self.settings.cluster.heartbeat_interval_s, 3.0)
-        return self.link.last_ok > 0 and time.monotonic() - self.link.last_ok < window
+        return self.link.last_ok > 0 and time.monotonic() - self.link.last_ok < self.link.window_s
 
     async def stop(self) -> None:
         self._stop.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await self.link.close()
+        if self._own_link:
+            await self.link.close()
 
 
 DEPENDENCY_CHECK_S = 1.0  # seconds between dependency checks once serving (same order as heartbeats)
@@ -266,13 +258,15 @@ async def run_node(
     background: list[Callable[[asyncio.Event], Awaitable[None]]] | None = None,
     on_drain: Callable[[], Awaitable[None]] | None = None,
     ready: Callable[[], Awaitable[bool]] | None = None,
+    link: ManagerLink | None = None,
 ) -> None:
     """Run a node until SIGTERM/SIGINT (see module doc).
 
     ``background`` tasks get the stop event and must return once it is set. ``ready`` is
     awaited before the health status turns SERVING (dependency checks), then re-checked
     every second by :func:`watch_dependencies`; the resulting health status goes to the manager
-    with every heartbeat (not ready: no new work). The manager itself
+    with every heartbeat (not ready: no new work). ``link`` is the node's own link to the managers,
+    shared with its heartbeats (see :class:`Agent`). The manager itself
     passes a role of ``NODE_ROLE_MANAGER`` and gets no agent.
     """
     stop = asyncio.Event()  # set last: background loops end
@@ -294,7 +288,7 @@ async def run_node(
     await server.set_serving(True)
     agent = None
     if ident.role != common_pb2.NODE_ROLE_MANAGER:
-        agent = Agent(settings, ident, load_fn, ready=lambda: server.serving)
+        agent = Agent(settings, ident, load_fn, ready=lambda: server.serving, link=link)
     tasks: list[asyncio.Task[None]] = []
     try:
         if agent is not None:

@@ -37,7 +37,7 @@ async def serve(settings: ProcSettings) -> None:
 
     try:
         await run_node(settings, server, ident, load, background=[worker.run],
-                       on_drain=lambda: worker.drain(settings.grpc.grace_s))
+                       on_drain=lambda: worker.drain(settings.grpc.grace_s), link=link)
     finally:
         processor.close()
         await link.close()

@@ -121,11 +121,20 @@ class Worker:
 
     async def _session(self) -> None:
         outbox: Outbox = asyncio.Queue()
+        # several managers: open the stream to one whose heartbeat was answered (one that is down or
+        # frozen would hold it); with one manager this returns at once
+        while not await self.link.wait_live(0.5):
+            if self._draining.is_set():
+                return
+        peer, stub = self.link.pick()
         # wait_for_ready: while the manager is down the call waits for the channel to connect and goes out
         # the moment it does, instead of failing at once and waiting for the next try of the back-off
-        call = self.link.stub.Work(self._messages(outbox), metadata=self.link.metadata, wait_for_ready=True)
+        call = stub.Work(self._messages(outbox), metadata=self.link.metadata, wait_for_ready=True)
         pinger = asyncio.create_task(self._status_loop(outbox))
         stopper = asyncio.create_task(self._draining.wait())
+        # one of several managers that answers no heartbeat for window_s (frozen, cut off) keeps this stream
+        # open but dispatches nothing: leave it for a live one (its jobs are re-queued after their lease)
+        gone = asyncio.create_task(peer.stays_down(self.link.window_s) if peer else asyncio.Event().wait())
         # Never cancel a pending call.read(): with grpc.aio that cancels the whole call, and the
         # drain below needs the stream to report results and hand jobs back.
         reader: asyncio.Task[object] | None = None
@@ -133,7 +142,11 @@ class Worker:
         try:
             while True:
                 reader = reader or asyncio.create_task(call.read())
-                done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({reader, stopper, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if gone in done:
+                    logger.warning("manager %s answers no heartbeat: the work stream moves to another",
+                                   peer.address if peer else "?")
+                    break
                 if reader not in done:
                     broken = False
                     break
@@ -150,6 +163,7 @@ class Worker:
         finally:
             pinger.cancel()
             stopper.cancel()
+            gone.cancel()
             call.cancel()
             for task, _job in list(self.running.values()):  # the manager has re-queued these
                 task.cancel()

@@ -101,7 +101,8 @@ async def serve(settings: UploadSettings) -> None:
     alive = asyncio.create_task(liveness.keep_alive(states, node_id, ident.grpc_address))
     try:
         await run_node(settings, server, ident, load, background=[
-            lambda stop: sweep_forever(receiver, settings.sweep_interval_s, settings.limits.upload_ttl_s, stop)])
+            lambda stop: sweep_forever(receiver, settings.sweep_interval_s, settings.limits.upload_ttl_s, stop)],
+            link=link)
     finally:
         await runner.cleanup()
         alive.cancel()

@@ -7,6 +7,8 @@ silent one within 15 s); a unary call that fails ``UNAVAILABLE`` is retried up t
 which lands it on a live manager (the gRPC retry policy, gRFC A6). Host names are resolved
 once when the channel is built; a ``dns:///name:port`` target (a Kubernetes headless
 Service: one record per manager pod) is re-resolved by gRPC and balanced the same way.
+A frozen manager keeps its connections open and is not left out by this channel: nodes route
+their calls by heartbeats over one channel per manager (:mod:`pixelfox.managerlink`).
 """
 
 from __future__ import annotations
@@ -63,6 +65,13 @@ def service_config(services: list[str] | None = None) -> str:
     })
 
 
+def addresses(address: str) -> list[str]:
+    """The ``host:port`` entries of a comma-separated ``address`` (one entry for one address or a ``dns:`` target)."""
+    if address.startswith("dns:"):
+        return [address]
+    return [a.strip() for a in address.split(",") if a.strip()] or [address]
+
+
 def target(address: str) -> tuple[str, list[tuple[str, Any]]]:
     """The gRPC target and extra channel options for ``address`` (one or several ``host:port``, comma-separated).
 
@@ -73,9 +82,9 @@ def target(address: str) -> tuple[str, list[tuple[str, Any]]]:
     """
     if address.startswith("dns:"):  # one name, several records (a headless Service): balance over them
         return address, [("grpc.service_config", service_config())]
-    parts = [a.strip() for a in address.split(",") if a.strip()]
+    parts = addresses(address)
     if len(parts) <= 1:
-        return (parts[0] if parts else address), []
+        return parts[0], []
     resolved = []
     for part in parts:
         host, port = _split(part)

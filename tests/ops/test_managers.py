@@ -1,4 +1,4 @@
-"""Two managers against one database and one Redis; one of them is killed mid-load.
+"""Two managers against one database and one Redis; one of them is frozen, then one is killed mid-load.
 
 Nodes and clients get both addresses (``PIXELFOX_CLUSTER__MANAGER=a,b``) and use both
 (round-robin); after ``kill -9`` of one manager, every upload started before, during and
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -25,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.leases import lease_key
-from tests.ops.conftest import start_cluster, status
+from tests.ops.conftest import start_cluster, status, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -39,6 +41,27 @@ def two_managers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClus
         yield local
     finally:
         local.stop()
+
+
+@pytest.fixture(scope="module")
+def frozen_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """Two managers, one processing node, default heartbeat interval (1 s): a node whose heartbeats alternate
+    between a live and a frozen manager goes 5 s without an answer, more than its 3 s window."""
+    local = start_cluster(tmp_path_factory.mktemp("frozen"), Counts(upload=2, proc=1, storage=1, web=0, managers=2))
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+def work_stream_holder(local: LocalCluster) -> str:
+    """The manager that logged proc1's Work stream last (its log line "processing node proc1 connected")."""
+    last = {}
+    for name in ("manager1", "manager2"):
+        lines = [ln for ln in (local.state / "logs" / f"{name}.log").read_text().splitlines()
+                 if "processing node proc1 connected" in ln]
+        last[name] = lines[-1][:23] if lines else ""
+    return max(last, key=lambda k: last[k])
 
 
 def photos(folder: Path, n: int, seed: int) -> list[Path]:
@@ -73,6 +96,39 @@ def heartbeats(metrics_url: str) -> float:
         text = r.read().decode()
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
                if s.name == "grpc_server_handled_total" and s.labels.get("grpc_method") == "Heartbeat")
+
+
+def uploads_ready(root: Path) -> bool:
+    rows = status(root)
+    return all(v.get("ready") and v["health"] == "healthy" for v in rows.values() if v["role"] == "upload")
+
+
+def test_a_frozen_manager_leaves_upload_nodes_ready(frozen_pair: LocalCluster, tmp_path: Path) -> None:
+    """SIGSTOP keeps the frozen manager's sockets open (the kernel still accepts connections), so calls sent
+    to it wait for their deadline: nodes must leave it out and go on through the other manager. The frozen
+    one is the manager holding the processing node's Work stream, so the job must move too."""
+    local = frozen_pair
+    holder = work_stream_holder(local)
+    frozen = local.child(holder).proc.pid
+    os.kill(frozen, signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        samples = []  # (seconds since the freeze, both upload nodes ready and healthy)
+        while time.monotonic() - stopped < 15:
+            samples.append((round(time.monotonic() - stopped, 1), uploads_ready(local.root)))
+            time.sleep(0.3)
+        # a heartbeat to the frozen manager times out after 3 s; from 6 s on the upload nodes are ready throughout
+        assert all(ok for t, ok in samples if t > 6), samples
+        start = time.monotonic()
+        done = results(put(local.root, photos(tmp_path, 1, seed=3)))
+        took = time.monotonic() - start
+        assert [d.get("status") for d in done] == ["ready"], done
+        assert took < 20, took  # it took over 60 s when the upload or the job was held by the frozen manager
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    wait_for(lambda: status(local.root)[holder]["health"] == "healthy", timeout_s=30)
+    print(json.dumps({"metric": "put_with_frozen_manager_s", "value": round(took, 1), "frozen": holder,
+                      "unready_samples": sum(not ok for _t, ok in samples), "samples": len(samples)}))
 
 
 def test_both_managers_serve_and_killing_one_loses_nothing(two_managers: LocalCluster, tmp_path: Path) -> None:
