@@ -5,9 +5,11 @@ A node builds its :class:`~pixelfox.grpcx.server.GrpcServer`, then calls
 with the manager (retrying until it answers; a refusal, such as a heartbeat interval too long for
 the manager's node timeout, ends the process with the manager's reason), sends a heartbeat every
 ``cluster.heartbeat_interval_s`` seconds with the node's :class:`Load`, and on SIGTERM or
-SIGINT reports NOT_SERVING and DRAINING, runs the node's ``on_drain`` hook and stops the
-server with its grace period (which waits only for calls still open: ``on_drain`` ends the
-node's own long streams, such as the manager's ``Work`` streams). Each heartbeat also carries
+SIGINT reports NOT_SERVING and DRAINING (that heartbeat goes at once, and the node waits up to
+``DRAIN_REPORT_S`` for a manager to answer it, so an idle node that exits at once still shows
+``draining``), runs the node's ``on_drain`` hook and stops the server with its grace period
+(which waits only for calls still open: ``on_drain`` ends the node's own long streams, such
+as the manager's ``Work`` streams). Each heartbeat also carries
 the node's readiness (its gRPC health, which :func:`watch_dependencies` keeps in step with the
 node's dependency check), so the manager places no new work on a node whose pool or manager link
 is down.
@@ -115,10 +117,13 @@ async def _heartbeats(
     stop: asyncio.Event,
     draining: asyncio.Event,
     ready: Callable[[], bool],
+    told: asyncio.Event,
 ) -> None:
     """Send a heartbeat every ``interval`` seconds to every manager on its own (see
     :mod:`pixelfox.managerlink`): one that freezes delays only its own heartbeats, each failing at its
-    deadline, ``max(3 intervals, 2 s)``. A manager that does not know the node gets it registered again."""
+    deadline, ``max(3 intervals, 2 s)``. A manager that does not know the node gets it registered again.
+    Once ``draining`` is set the next heartbeat (DRAINING) goes at once, not after the interval; ``told``
+    is set when a manager answered one."""
     registering = asyncio.Lock()
 
     async def beat(peer: Peer | None, send: Callable[..., Any]) -> None:
@@ -139,16 +144,29 @@ async def _heartbeats(
                     timeout=max(interval * 3, 2.0),
                 )
                 link.answered(peer, True)
+                if status == common_pb2.NODE_STATUS_DRAINING:
+                    told.set()
                 if not reply.known:
                     async with registering:
                         await _register(link, ident, load, interval, stop)
             except grpc.aio.AioRpcError as exc:
                 link.answered(peer, False)
                 logger.warning("heartbeat to %s failed: %s", peer.address if peer else "the manager", exc.code().name)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+            # the pause ends early when the node starts draining, unless this heartbeat already said so
+            wake = [stop] if status == common_pb2.NODE_STATUS_DRAINING else [stop, draining]
+            await _first_of(wake, interval)
 
     await asyncio.gather(*(beat(peer, send) for peer, send in link.targets()))
+
+
+async def _first_of(events: list[asyncio.Event], timeout_s: float) -> None:
+    """Wait until one of ``events`` is set or ``timeout_s`` seconds passed."""
+    waits = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 def _agent_done(task: asyncio.Task[None]) -> None:
@@ -183,6 +201,7 @@ class Agent:
         self._own_link = link is None
         self._stop = asyncio.Event()
         self._draining = asyncio.Event()
+        self._told = asyncio.Event()  # a manager answered a DRAINING heartbeat
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -192,10 +211,20 @@ class Agent:
     async def _run(self) -> None:
         interval = self.settings.cluster.heartbeat_interval_s
         await _register(self.link, self.ident, self.load_fn(), interval, self._stop)
-        await _heartbeats(self.link, self.ident, self.load_fn, interval, self._stop, self._draining, self.ready)
+        await _heartbeats(self.link, self.ident, self.load_fn, interval, self._stop, self._draining, self.ready,
+                          self._told)
 
     def set_draining(self) -> None:
+        """Report DRAINING from now on; the next heartbeat goes at once."""
         self._draining.set()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """:meth:`set_draining` and wait up to ``timeout_s`` seconds until a manager answered a DRAINING
+        heartbeat (so ``pixelfox status`` shows the node ``draining`` even if it exits right after); True if one did."""
+        self.set_draining()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._told.wait(), timeout_s)
+        return self._told.is_set()
 
     def manager_reachable(self) -> bool:
         """True when a manager answered a heartbeat within the last ``max(3 intervals, 3 s)``."""
@@ -210,6 +239,7 @@ class Agent:
             await self.link.close()
 
 
+DRAIN_REPORT_S = 2.0  # seconds a draining node waits at most for a manager to answer its DRAINING heartbeat
 DEPENDENCY_CHECK_S = 1.0  # seconds between dependency checks once serving (same order as heartbeats)
 
 
@@ -302,9 +332,9 @@ async def run_node(
         logger.info("%s serving gRPC on %s", ident.node_id, ident.grpc_address)
         await term.wait()
         logger.info("%s draining", ident.node_id)
-        if agent is not None:
-            agent.set_draining()
         await server.set_serving(False)
+        if agent is not None and not await agent.drain(DRAIN_REPORT_S):
+            logger.warning("no manager answered the DRAINING heartbeat within %g s", DRAIN_REPORT_S)
         if on_drain is not None:
             await on_drain()
     finally:
