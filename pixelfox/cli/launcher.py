@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import random
@@ -20,7 +19,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,36 +72,17 @@ def private_folder(path: Path) -> bool:
     return False
 
 
-def _die_with_parent(parent: int) -> Any:
-    """A ``preexec_fn``: the child gets SIGTERM when the process that started it dies, even by
-    SIGKILL (Linux ``PR_SET_PDEATHSIG``; elsewhere None). The kernel sends it when the *thread*
-    that forked exits, so a child started from another thread (a test's chaos thread restarting
-    nodes) does not get it (None): it would be stopped as soon as that thread ends."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):  # not Linux
-        return None
-
-    def setup() -> None:
-        prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return setup
-
-
 def start_child(argv: list[str], log: Path, env: dict[str, str] | None = None,
                 cwd: Path | None = None) -> subprocess.Popen[bytes]:
     """Start one child of the cluster: output appended to ``log``, its own session (a terminal's
-    Ctrl-C reaches ``up`` only, which stops the children in order), umask 077, and SIGTERM when
-    ``up`` dies however it dies (:func:`_die_with_parent`)."""
+    Ctrl-C reaches ``up`` only, which stops the children in order), umask 077. A child that outlives a
+    SIGKILLed ``up`` is stopped by the next ``up`` (:mod:`pixelfox.cli.leftovers`). Not tied to
+    ``up`` with ``PR_SET_PDEATHSIG``: through a ``preexec_fn`` (fork instead of vfork, grpcio's fork
+    handlers) a child crashed now and then, and through ``setpriv --pdeathsig`` the chaos test's Redis
+    got a SIGTERM nobody sent; neither was understood in time."""
     with log.open("ab") as out:
         return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
-                                start_new_session=True, umask=PRIVATE_UMASK,
-                                preexec_fn=_die_with_parent(os.getpid()))
+                                start_new_session=True, umask=PRIVATE_UMASK)
 
 
 def free_port() -> int:

@@ -3,8 +3,8 @@ with it, or a node ignored the signal): found from the pids in ``cluster.json`` 
 next ``up`` gets its own ports back instead of moving every share link.
 
 A recorded pid counts as ours only when ``/proc`` proves it: a ``python -m nodes.*``/``web``
-process whose working folder is this cluster's folder, or a ``redis-server`` whose ``--dir`` is
-this cluster's ``.pixelfox/redis``. Anything else (a pid reused by another program) is left alone.
+process whose working folder is this cluster's folder, or a ``redis-server`` whose working folder
+(its ``--dir``) is this cluster's ``.pixelfox/redis``. Anything else (a pid reused by another program) is left alone.
 """
 
 from __future__ import annotations
@@ -33,8 +33,11 @@ def is_ours(pid: int, root: Path) -> bool:
     argv = _cmdline(pid)
     if not argv:
         return False
-    if os.path.basename(argv[0]) == "redis-server":
-        return "--dir" in argv[:-1] and argv[argv.index("--dir") + 1] == str(root / STATE_DIR / "redis")
+    if os.path.basename(argv[0].split(" ", 1)[0]) == "redis-server":
+        # Redis rewrites its command line ("redis-server 127.0.0.1:PORT") and chdirs to its --dir
+        with contextlib.suppress(OSError):
+            return os.readlink(f"/proc/{pid}/cwd") == str(root / STATE_DIR / "redis")
+        return False
     if len(argv) >= 3 and argv[1] == "-m" and argv[2] in NODE_MODULES:
         with contextlib.suppress(OSError):
             return os.readlink(f"/proc/{pid}/cwd") == str(root)
