@@ -35,10 +35,17 @@ RATE = "4M"  # bytes a second of the interrupted run: ~2.5 s to a quarter of the
 
 
 def start_put(cluster: ClusterHandle, state: Path, *args: str) -> subprocess.Popen[str]:
-    """``pixelfox put ARGS`` in the cluster's folder, its journal under ``state``."""
-    return subprocess.Popen([sys.executable, "-m", "pixelfox", "put", *args], cwd=cluster.root,
-                            env={**os.environ, "XDG_STATE_HOME": str(state)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """``pixelfox put ARGS`` in the cluster's folder, its journal under ``state``, with Ctrl-C working
+    however pytest was started: a run started in the background by a non-interactive shell ignores
+    SIGINT, and a child inherits an ignored signal (Python then never raises KeyboardInterrupt), so
+    the handler is set for the moment of the start (a handled signal goes back to default on exec)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen([sys.executable, "-m", "pixelfox", "put", *args], cwd=cluster.root,
+                                env={**os.environ, "XDG_STATE_HOME": str(state)},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def progress(cluster: ClusterHandle, upload_id: str) -> manager_pb2.UploadProgress:
