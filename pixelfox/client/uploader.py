@@ -233,7 +233,8 @@ async def _committed(
     offset: int,
 ) -> upload_pb2.QueryUploadResponse:
     """The upload's committed state (``QueryUpload``), on its node or, when that one does not answer,
-    another (``RelocateUpload``); asked again after a busy lock or a timeout, until ``watch`` gives up.
+    another (``RelocateUpload``); asked again after a busy lock or a timeout, until ``watch`` gives up,
+    and once more with a renewed ticket when the node says the ticket ended (:meth:`_Attempt.renew`).
     Other errors (the upload is unknown, expired, failed, cancelled) are raised."""
     while True:
         watch.check(offset)
@@ -246,6 +247,9 @@ async def _committed(
                 await att.move(manager, md)
         except (errors.Timeout, errors.UploadBusy):
             pass
+        except errors.InvalidTicket:
+            if not await att.renew(manager, md):  # ended, cancelled, failed, not the owner's: as it was
+                raise
 
 
 async def _stream(
@@ -257,6 +261,7 @@ async def _stream(
     chunk_size = att.ticket.chunk_size or 256 * 1024
     upload_id = header.upload_id
     while True:
+        header.ticket = att.ticket.ticket  # renewed on the way, maybe
         try:
             async with map_rpc_errors():
                 receipt: upload_pb2.UploadReceipt = await att.stub.Upload(
@@ -274,20 +279,13 @@ async def _stream(
         except errors.InvalidTicket:
             if not await att.renew(manager, md):  # ended, cancelled, failed, not the owner's: as it was
                 raise
-            header.ticket = att.ticket.ticket
             logger.info("upload %s: its ticket ended; renewed, resuming", upload_id)
         except errors.PixelfoxError as exc:
             if not _broken_transport(exc):
                 raise
             watch.cause = "the connection broke"
             logger.info("upload %s: the stream broke (%s); resuming", upload_id, exc)
-        try:
-            q = await _committed(att, manager, md, watch, offset)
-        except errors.InvalidTicket:
-            if not await att.renew(manager, md):
-                raise
-            header.ticket = att.ticket.ticket
-            q = await _committed(att, manager, md, watch, offset)
+        q = await _committed(att, manager, md, watch, offset)
         if q.complete:  # finished, but the receipt was lost
             return await _lost_receipt(manager, md, header)
         offset = q.offset
@@ -329,12 +327,7 @@ async def _earlier(
     try:
         if entry.ticket_expired() and not await att.renew(manager, md):
             raise errors.InvalidTicket("upload ticket expired and not renewed")
-        try:
-            return att, await _committed(att, manager, md, watch, 0)
-        except errors.InvalidTicket:
-            if not await att.renew(manager, md):  # the node's clock says it ended
-                raise
-            return att, await _committed(att, manager, md, watch, 0)
+        return att, await _committed(att, manager, md, watch, 0)  # renews it too if the node says it ended
     except errors.PixelfoxError as exc:
         await att.ch.close()
         if isinstance(exc, (errors.Unavailable, errors.ResourceExhausted)):  # alive: for a later run
