@@ -508,7 +508,7 @@ class Uploads:
         """:meth:`progress` of ``upload`` (a loaded row) whose image is ``slug`` ("" none), or which
         became the user's existing image ``original`` (dedup; "" none); reads its Redis state."""
         size, row_status, row_error = upload.size, upload.status, (upload.error_code or "", upload.error_message or "")
-        ticket_exp = upload.expires_at if upload.expires_at.tzinfo else upload.expires_at.replace(tzinfo=UTC)
+        ticket_end = tickets.usable_until(_unix(upload.expires_at))  # nothing can resume it after this
         st = await self.states.get(upload.id)
         reply = manager_pb2.UploadProgress(upload_id=upload.id, size=size, filename=upload.filename)
         if original:  # deduplicated: the user's existing image
@@ -525,7 +525,7 @@ class Uploads:
             reply.status = "abandoned" if row_status == "abandoned" else "expired"
         elif st.status == "abandoned":  # cancelled by its owner: the state stays to refuse the ticket
             reply.status, reply.offset = "abandoned", st.offset
-        elif st.status == "open" and time.time() > tickets.usable_until(int(ticket_exp.timestamp())):
+        elif st.status == "open" and time.time() > ticket_end:
             reply.status, reply.offset = "expired", st.offset  # its ticket ended: nothing can resume it now
         else:
             reply.status, reply.offset = ("failed" if st.status == "failed" else "open"), st.offset
@@ -534,7 +534,6 @@ class Uploads:
                 reply.error_code, reply.error_message = reason.code, reason.message
             # usable until its ticket's end (its expiry plus the clock-skew leeway, as tus Upload-Expires
             # says: nodes/upload/tus.py) or its state's (upload_ttl_s after the last chunk)
-            ticket_end = tickets.usable_until(int(ticket_exp.timestamp()))
             if expires := min(await self.states.ttl(upload.id) or math.inf, ticket_end):
                 reply.expires_at = iso(datetime.fromtimestamp(expires, UTC))
         return reply
