@@ -152,7 +152,7 @@ async def fill(redis: aioredis.Redis, image: common_pb2.Image, seen: Entry | Non
     token = seen.placement if seen is not None else await placement(redis)
     if not token or not cacheable(image) or (ttl := ttl_s(image)) <= 0:
         return False
-    value = b"I" + token + b"|" + _shared(image)
+    value = _image_value(token, image)
     if seen is not None and seen.kind == "stale":
         return bool(await _REPLACE(keys=[key(image.slug)], args=[seen.raw, value, ttl], client=redis))
     return bool(await redis.set(key(image.slug), value, ex=ttl, nx=True))
@@ -164,13 +164,18 @@ async def publish(redis: aioredis.Redis, image: common_pb2.Image, token: bytes) 
     if image.visibility == "private":
         await redis.set(key(image.slug), b"P", ex=MARKER_TTL_S)
     elif token and cacheable(image) and (ttl := ttl_s(image)) > 0:
-        await redis.set(key(image.slug), b"I" + token + b"|" + _shared(image), ex=ttl)
+        await redis.set(key(image.slug), _image_value(token, image), ex=ttl)
     else:
         await redis.delete(key(image.slug))
 
 
 async def mark_deleted(redis: aioredis.Redis, slug: str) -> None:
     await redis.set(key(slug), b"D", ex=MARKER_TTL_S)
+
+
+def _image_value(token: bytes, image: common_pb2.Image) -> bytes:
+    """The stored value of a cached image: ``I``, the placement ``token``, ``|``, the shared message."""
+    return b"I" + token + b"|" + _shared(image)
 
 
 async def follow_database(redis: aioredis.Redis, generation: str) -> int | None:
