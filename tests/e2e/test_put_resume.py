@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -72,6 +73,16 @@ def interrupt(cluster: ClusterHandle, proc: subprocess.Popen[str], journal: Jour
     return upload_id, err
 
 
+def run_again(cluster: ClusterHandle, state: Path, path: Path) -> tuple[dict[str, Any], str, float]:
+    """The same ``pixelfox put --json --wait`` of ``path`` again (it must exit 0): its JSON line, its
+    stderr, and the bytes the upload nodes wrote meanwhile."""
+    written = upload_bytes(cluster)
+    done = start_put(cluster, state, "--json", "--wait", str(path))
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1]), err, upload_bytes(cluster) - written
+
+
 def upload_bytes(cluster: ClusterHandle) -> float:
     """Bytes the upload nodes wrote so far (their ``pixelfox_upload_bytes_total``, summed)."""
     total = 0.0
@@ -101,12 +112,7 @@ def test_put_interrupted_by_ctrl_c_resumes_on_the_next_run(cluster: ClusterHandl
     left = progress(cluster, upload_id)
     assert left.status == "open" and size // 4 <= left.offset < size
 
-    written = upload_bytes(cluster)
-    done = start_put(cluster, state, "--json", "--wait", str(path))
-    out, err = done.communicate(timeout=300)
-    assert done.returncode == 0, err
-    sent = upload_bytes(cluster) - written
-    res = json.loads(out.strip().splitlines()[-1])
+    res, err, sent = run_again(cluster, state, path)
     assert (res["status"], res["width"], res["height"], res["sha256"]) == ("ready", 3600, 3600, sha)
     assert f"resuming {path} (upload {upload_id}): " in err
     assert 0 < sent <= size - left.offset  # only the rest went: not the quarter sent before

@@ -26,7 +26,7 @@ from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.uploadstate import open_uploads_key
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc
 from tests.conftest import ClusterHandle, wait_http
-from tests.e2e.test_put_resume import RATE, interrupt, progress, start_put, upload_bytes
+from tests.e2e.test_put_resume import RATE, interrupt, progress, run_again, start_put
 from tests.e2e.uploadkit import Proxy, big_png, create, new_user_key, own_cluster
 
 pytestmark = pytest.mark.e2e
@@ -196,12 +196,7 @@ def test_put_resumes_after_its_ticket_ended(short_tickets: ClusterHandle, tmp_pa
     assert left.status == "expired" and size // 4 <= left.offset < size  # nothing could resume it before
     assert user_progress(manager, theirs.upload_id, user).status == "expired"
 
-    written = upload_bytes(cluster)
-    done = start_put(cluster, state, "--json", "--wait", str(path))
-    out, err = done.communicate(timeout=300)
-    assert done.returncode == 0, err
-    sent = upload_bytes(cluster) - written
-    res = json.loads(out.strip().splitlines()[-1])
+    res, err, sent = run_again(cluster, state, path)
     assert (res["status"], res["sha256"]) == ("ready", sha)
     assert f"resuming {path} (upload {upload_id}): " in err
     assert 0 < sent <= size - left.offset  # only the rest went, through a renewed ticket
