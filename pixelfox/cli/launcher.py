@@ -17,6 +17,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -70,6 +71,22 @@ def private_folder(path: Path) -> bool:
         path.chmod(0o700)
         return True
     return False
+
+
+def private_tree(path: Path) -> int:
+    """Take group and other permissions off everything under ``path`` (files and folders an older
+    PixelFox wrote before the cluster ran with :data:`PRIVATE_UMASK`: the SQLite file at 0644, say),
+    without following symlinks. Returns how many entries changed. Raises OSError as ``os.chmod``."""
+    changed = 0
+    for top, dirs, files in os.walk(path):
+        for name in (*dirs, *files):
+            entry = os.path.join(top, name)
+            mode = os.lstat(entry).st_mode
+            if stat.S_ISLNK(mode) or not mode & 0o077:
+                continue
+            os.chmod(entry, stat.S_IMODE(mode) & ~0o077)
+            changed += 1
+    return changed
 
 
 def start_child(argv: list[str], log: Path, env: dict[str, str] | None = None,

@@ -106,8 +106,10 @@ async def _up(opts: argparse.Namespace, console: Console) -> int:
     if opts.import_dir and not Path(opts.import_dir).is_dir():
         raise errors.BadRequest(f"--import: {opts.import_dir} is not a folder")
     os.umask(launcher.PRIVATE_UMASK)  # the database and Redis' files hold secrets: ours alone
-    if launcher.private_folder(Path.cwd() / context.STATE_DIR):
-        print(f"made {Path.cwd() / context.STATE_DIR} private (mode 0700): it holds password hashes and sessions",
+    if launcher.private_folder(state := Path.cwd() / context.STATE_DIR):
+        inside = launcher.private_tree(state)  # an older folder's files (the database at 0644)
+        also = f"; {inside} files and folders in it no longer readable by others" if inside else ""
+        print(f"made {state} private (mode 0700): it holds password hashes and sessions{also}",
               file=sys.stderr, flush=True)
     lock = _lock_folder(Path.cwd())
     if found := leftovers.find(Path.cwd()):

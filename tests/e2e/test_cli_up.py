@@ -50,6 +50,10 @@ def test_up_imports_then_stops_every_child(tmp_path: Path, corpus: Path, sig: si
     root = tmp_path / "site"
     (root / ".pixelfox").mkdir(parents=True)
     (root / ".pixelfox").chmod(0o755)  # as an older pixelfox left it: up makes it private
+    old_log = root / ".pixelfox" / "logs" / "old.log"
+    old_log.parent.mkdir(mode=0o755)
+    old_log.write_text("from before\n")
+    old_log.chmod(0o644)
     proc = subprocess.Popen(
         [sys.executable, "-m", "pixelfox", "up", "--upload", "1", "--proc", "1", "--storage", "1",
          "--import", str(photos)],
@@ -88,8 +92,9 @@ def test_up_imports_then_stops_every_child(tmp_path: Path, corpus: Path, sig: si
         assert proc.wait(60) == 0
         assert proc.stderr is not None  # a fresh folder: its new database is named, once
         err = proc.stderr.read().splitlines()
-        assert f"made {root.resolve() / '.pixelfox'} private (mode 0700): it holds password hashes and sessions" \
-            in err, err
+        assert f"made {root.resolve() / '.pixelfox'} private (mode 0700): it holds password hashes and sessions; " \
+            "2 files and folders in it no longer readable by others" in err, err
+        assert (old_log.stat().st_mode & 0o777, old_log.parent.stat().st_mode & 0o777) == (0o600, 0o700)
         assert [x for x in err if "SQLite" in x] == [
             f"new SQLite database at {root.resolve() / '.pixelfox' / 'pixelfox.db'}"], err
         time.sleep(0.5)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pixelfox.cli.launcher import LocalCluster, start_child
+from pixelfox.cli.launcher import LocalCluster, private_tree, start_child
 
 
 def _alive(pid: int) -> bool:
@@ -57,3 +57,25 @@ def test_a_saved_port_another_program_holds_is_replaced_loudly_and_kept_on_recor
     assert f"WARNING: port {taken} (web1.http) of this folder's cluster is taken by another program; using {got}" \
         in err, err
     assert json.loads((state / "ports.json").read_text()) == {"web1.http": taken}  # the next start tries it again
+
+
+def test_private_tree_takes_group_and_other_bits_off_an_older_folder(tmp_path: Path) -> None:
+    (tmp_path / "data" / "pool").mkdir(parents=True)
+    (tmp_path / "data").chmod(0o755)
+    (tmp_path / "data" / "pool").chmod(0o750)
+    db = tmp_path / "pixelfox.db"
+    db.write_bytes(b"x")
+    db.chmod(0o644)
+    script = tmp_path / "run.sh"
+    script.write_bytes(b"#!/bin/sh\n")
+    script.chmod(0o755)
+    mine = tmp_path / "data" / "pool" / "obj"
+    mine.write_bytes(b"y")
+    mine.chmod(0o600)
+    (tmp_path / "link").symlink_to("/etc/hostname")
+    assert private_tree(tmp_path) == 4  # data, pool, pixelfox.db, run.sh; obj already private
+    pool = tmp_path / "data" / "pool"
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (pool.parent, pool, db, script, mine)}
+    assert modes == {"data": 0o700, "pool": 0o700, "pixelfox.db": 0o600, "run.sh": 0o700, "obj": 0o600}
+    assert Path("/etc/hostname").stat().st_mode & 0o044  # the symlink's target was not touched
+    assert private_tree(tmp_path) == 0
