@@ -264,6 +264,7 @@ class LocalCluster:
                                                       PIXELFOX_WORKERS=str(workers)))
         for i in range(1, self.counts.web + 1):
             self.add_web(f"web{i}")
+        self.record_pids()  # now, not at ready: a SIGKILL while starting leaves them findable
 
     def database_url(self) -> str:
         """What the managers are given: ``PIXELFOX_DATABASE__URL``, else the database the last start
@@ -452,8 +453,15 @@ class LocalCluster:
         })
 
     def record_pids(self) -> None:
-        """Rewrite ``pids`` in ``cluster.json`` after a restart; the rest of the file is kept."""
-        self._update_state(pids=self._pids())
+        """Rewrite ``pids`` in ``cluster.json`` (at start, before the nodes are ready, and after a
+        restart) so the next ``up`` finds the children of one that was SIGKILLed
+        (:mod:`pixelfox.cli.leftovers`). The rest of the file is kept; a folder's first start writes
+        the pids alone (no ``pid``: other commands still say the cluster is not running)."""
+        try:
+            data = json.loads((self.state / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            data = {}
+        self._write_state_file({**(data if isinstance(data, dict) else {}), "pids": self._pids()})
 
     def _pids(self) -> dict[str, int]:
         """Each running child's process id, by name."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -254,18 +255,43 @@ def _children_gone(pids: dict[str, int], timeout_s: float) -> list[str]:
     return left
 
 
-@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGKILL], ids=["sighup", "sigkill"])
+def _kill_while_starting(root: Path) -> tuple[subprocess.Popen[str], dict]:
+    """Start ``up`` in a new folder and SIGKILL it as soon as ``cluster.json`` names its children,
+    before it wrote the rest (the admin key, at ready). Returns the killed process and the file's last
+    content (``pids``: what the next ``up`` finds)."""
+    first = subprocess.Popen([sys.executable, "-m", "pixelfox", "up", "--upload", "1", "--proc", "1", "--storage", "1"],
+                             cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    path = root / ".pixelfox" / "cluster.json"
+    deadline = time.monotonic() + 60
+    data: dict = {}
+    while time.monotonic() < deadline and len(data.get("pids") or {}) < 6:
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads(path.read_text())
+        time.sleep(0.02)
+    first.kill()
+    return first, data
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGKILL, None], ids=["sighup", "sigkill", "sigkill-starting"])
 def test_up_hung_up_or_killed_leaves_no_node_running_after_the_next_up_on_the_same_ports(
-        tmp_path: Path, sig: signal.Signals) -> None:
+        tmp_path: Path, sig: signal.Signals | None) -> None:
     root = tmp_path / "site"
     root.mkdir()
     pids: dict[str, int] = {}
-    first, lines = _start_up(root)
-    try:
-        assert "ready" in lines, lines
-        state = root / ".pixelfox"
-        ports = json.loads((state / "ports.json").read_text())
+    state = root / ".pixelfox"
+    if sig is None:  # SIGKILLed while its nodes start: they were recorded all the same
+        first, starting = _kill_while_starting(root)
+        pids = starting.get("pids") or {}
+        sig = signal.SIGKILL
+        lines = ["ready"]
+    else:
+        first, lines = _start_up(root)
         pids = json.loads((state / "cluster.json").read_text())["pids"]
+        starting = {}
+    try:
+        assert "admin_api_key" not in starting and "pid" not in starting, starting  # caught before ready
+        assert "ready" in lines, lines
+        ports = json.loads((state / "ports.json").read_text())
         assert set(pids) >= {"redis", "manager1", "upload1", "proc1", "storage1", "web1"}
         if sig == signal.SIGKILL:  # a stopped node too: the next up wakes it to take its SIGTERM
             os.kill(pids["web1"], signal.SIGSTOP)
