@@ -165,6 +165,9 @@ class Worker:
             stopper.cancel()
             gone.cancel()
             call.cancel()
+            # end _messages: grpc's task that feeds the call from it would otherwise wait on the outbox
+            # forever and be destroyed pending ("Task was destroyed but it is pending!", aclose errors)
+            outbox.put_nowait(None)
             for task, _job in list(self.running.values()):  # the manager has re-queued these
                 task.cancel()
 

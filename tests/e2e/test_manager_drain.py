@@ -130,4 +130,8 @@ def test_processing_nodes_take_a_restarted_manager_back_at_once(mc: tuple[LocalC
         gaps.append(time.monotonic() - serving)  # about 0 when the streams opened before it said SERVING
     print("manager SERVING -> both processing nodes' Work streams open: " + ", ".join(f"{g:.2f} s" for g in gaps))
     assert max(gaps) < 2.0
+    for name in ("proc1", "proc2"):  # each broken stream's request feeder ended, none left to the collector
+        noise = [x for x in log_text(local, name).splitlines()
+                 if "Task was destroyed" in x or "never retrieved" in x or "aclose()" in x]
+        assert noise == [], noise[:4]
     asyncio.run(local.wait_ready(120))
