@@ -18,11 +18,12 @@ from aiohttp.web_exceptions import NotAppKeyWarning
 
 from pixelfox import logs
 from pixelfox.config import load_settings
+from pixelfox.managerlink import ManagerLink
 from pixelfox.node import Agent, Load, NodeIdentity, start_metrics
 from pixelfox.v1 import common_pb2
 from web.app import create_app
 from web.config import WebSettings
-from web.keys import STATE
+from web.keys import MANAGER, STATE
 
 logger = logging.getLogger("web")
 CAPACITY = 1000  # concurrent requests reported as capacity in heartbeats
@@ -30,6 +31,9 @@ CAPACITY = 1000  # concurrent requests reported as capacity in heartbeats
 
 async def serve(settings: WebSettings) -> None:
     app = create_app(settings)
+    # one link for the heartbeats and the calls: calls go to the managers whose heartbeats are answered
+    link = ManagerLink(settings)
+    app[MANAGER].use(link)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
     await runner.setup()
     site = web.TCPSite(runner, settings.http.host, settings.http.port)
@@ -48,7 +52,7 @@ async def serve(settings: WebSettings) -> None:
         http_url=state.public_url,
         metrics_url=metrics_url,
     )
-    agent = Agent(settings, ident, lambda: Load(in_use=state.in_flight, capacity=CAPACITY))
+    agent = Agent(settings, ident, lambda: Load(in_use=state.in_flight, capacity=CAPACITY), link=link)
     await agent.start()
     logger.info(
         "%s serving HTTP on %s (bound %s:%s)", settings.node_id, state.public_url, settings.http.host, port
@@ -66,6 +70,7 @@ async def serve(settings: WebSettings) -> None:
     finally:
         await runner.cleanup()
         await agent.stop()
+        await link.close()
         logger.info("%s stopped", settings.node_id)
 
 

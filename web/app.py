@@ -64,7 +64,7 @@ def create_app(settings: WebSettings) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=1024 * 1024)
     app[SETTINGS] = settings
     app[REDIS] = redis
-    app[MANAGER] = Manager(settings.cluster.manager, settings.cluster.secret.get_secret_value())
+    app[MANAGER] = Manager(settings)
     app[STATE] = RuntimeState(public_url=settings.base_url())
     env = aiohttp_jinja2.setup(
         app,

@@ -10,15 +10,18 @@ import asyncio
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pixelfox.client.uploader import upload_file
+from pixelfox.config import NodeSettings
 from pixelfox.errors import PixelfoxError
 from pixelfox.grpcx.auth import api_key_metadata, node_metadata
-from pixelfox.grpcx.client import channel, map_rpc_errors
-from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc, upload_pb2
+from pixelfox.grpcx.client import map_rpc_errors
+from pixelfox.managerlink import ManagerLink
+from pixelfox.v1 import common_pb2, manager_pb2, upload_pb2
 
 Metadata = Sequence[tuple[str, str]]
 RPC_TIMEOUT_S = 10.0
@@ -27,25 +30,45 @@ UPLOAD_URLS_TTL_S = 10.0  # how long the upload nodes' URLs (for the upload page
 
 
 class Manager:
-    """Calls to ``ManagerService`` on behalf of a web node (cluster credential + acting user)."""
+    """Calls to ``ManagerService`` on behalf of a web node (cluster credential + acting user).
 
-    def __init__(self, address: str, secret: str) -> None:
-        self.address = address.strip()  # several managers: the channel balances and fails over (grpcx.multi)
-        self._secret = secret
-        self._channel: grpc.aio.Channel | None = None
+    The calls go over a :class:`~pixelfox.managerlink.ManagerLink`: with several managers, to those
+    whose last heartbeat was answered, so a frozen manager (its sockets still accept) does not hold
+    every other page for :data:`RPC_TIMEOUT_S`. The web node's heartbeat :class:`~pixelfox.node.Agent`
+    shares the link (:meth:`use`); without one (an app started alone, as in tests) the link's
+    shared channel takes every call, balanced and retried over the managers (:mod:`pixelfox.grpcx.multi`).
+    """
+
+    def __init__(self, settings: NodeSettings) -> None:
+        self.settings = settings
+        self.address = settings.cluster.manager.strip()
+        self._secret = settings.cluster.secret.get_secret_value()
+        self.link: ManagerLink | None = None
+        self._own_link = False
         self._upload_urls: list[str] = []
         self._upload_urls_at = -UPLOAD_URLS_TTL_S
 
+    def use(self, link: ManagerLink) -> None:
+        """Call through ``link`` (the heartbeat agent's, which the caller closes); before :meth:`open`."""
+        self.link = link
+
     def open(self) -> None:
-        """Create the channel; call inside the running loop (grpc.aio binds to it)."""
-        self._channel = channel(self.address)
-        self.stub = manager_pb2_grpc.ManagerServiceStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+        """Create the link unless :meth:`use` gave one; call inside the running loop (grpc.aio binds to it)."""
+        if self.link is None:
+            self.link, self._own_link = ManagerLink(self.settings), True
+        self._health = health_pb2_grpc.HealthStub(self.link.channel)
+
+    @property
+    def stub(self) -> Any:
+        """A ``ManagerServiceStub`` for the next call (a live manager's; see :meth:`ManagerLink.pick`)."""
+        if self.link is None:
+            raise RuntimeError("Manager.open() was not called")
+        return self.link.stub
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = None
+        if self.link is not None and self._own_link:
+            await self.link.close()
+        self.link, self._own_link = None, False
 
     def as_user(self, user_id: str = "") -> Metadata:
         """Node metadata, acting for ``user_id`` ("" = anonymous)."""

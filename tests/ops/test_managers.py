@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.leases import lease_key
-from tests.ops.conftest import start_cluster, status, wait_for
+from tests.ops.conftest import admin_key, start_cluster, status, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +48,7 @@ def two_managers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClus
 def frozen_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """Two managers, one processing node, default heartbeat interval (1 s): a node whose heartbeats alternate
     between a live and a frozen manager goes 5 s without an answer, more than its 3 s window."""
-    local = start_cluster(tmp_path_factory.mktemp("frozen"), Counts(upload=2, proc=1, storage=1, web=0, managers=2))
+    local = start_cluster(tmp_path_factory.mktemp("frozen"), Counts(upload=2, proc=1, storage=1, web=1, managers=2))
     try:
         yield local
     finally:
@@ -98,6 +99,20 @@ def heartbeats(metrics_url: str) -> float:
                if s.name == "grpc_server_handled_total" and s.labels.get("grpc_method") == "Heartbeat")
 
 
+def api_me(local: LocalCluster) -> int:
+    """``GET /api/v1/me`` on the web node with the admin's API key (a ``WhoAmI`` call to a manager each
+    time); the status code, or 599 when no answer came within 15 s."""
+    req = urllib.request.Request(f"{local.web_urls[0]}/api/v1/me",
+                                 headers={"Authorization": f"Bearer {admin_key(local)}"})
+    try:
+        with urllib.request.urlopen(req, timeout=15) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except TimeoutError:
+        return 599
+
+
 def uploads_ready(root: Path) -> bool:
     rows = status(root)
     return all(v.get("ready") and v["health"] == "healthy" for v in rows.values() if v["role"] == "upload")
@@ -110,9 +125,19 @@ def test_a_frozen_manager_leaves_upload_nodes_ready(frozen_pair: LocalCluster, t
     local = frozen_pair
     holder = work_stream_holder(local)
     frozen = local.child(holder).proc.pid
+    assert [api_me(local) for _ in range(6)] == [200] * 6  # the web node's connections to both managers are up
     os.kill(frozen, signal.SIGSTOP)
     stopped = time.monotonic()
     try:
+        # the web node's calls go to the live manager once a heartbeat to the frozen one timed out (3 s): its
+        # shared channel handed every other call to the frozen one, held for the 10 s deadline, until gRPC's
+        # keepalive (a ping every 10 s, 5 s to answer) closed that connection
+        time.sleep(4.5)
+        me = []  # (seconds since the freeze, the web node's answer to a call that needs a manager, its seconds)
+        while time.monotonic() - stopped < 8:
+            t0 = time.monotonic()
+            me.append((round(t0 - stopped, 1), api_me(local), round(time.monotonic() - t0, 2)))
+        assert len(me) >= 6 and all(code == 200 and took < 2 for _t, code, took in me), me
         samples = []  # (seconds since the freeze, both upload nodes ready and healthy)
         while time.monotonic() - stopped < 15:
             samples.append((round(time.monotonic() - stopped, 1), uploads_ready(local.root)))
