@@ -21,6 +21,18 @@ ERROR_CODE_KEY = "pixelfox-error-code"
 RETRY_AFTER_KEY = "pixelfox-retry-after-s"
 
 
+#: gRPC statuses that mean the caller asked for something wrong: bad input, a name that is not there
+#: or already taken, no right to it, a state that does not allow it. The ``pixelfox`` command exits 2
+#: on an error with one of these, and 1 on every other (the environment failed: unavailable, timed
+#: out, internal, unknown, out of room or over a quota, aborted, data lost). See
+#: :attr:`PixelfoxError.exit_status`.
+CALLER_STATUSES: frozenset[grpc.StatusCode] = frozenset({
+    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.OUT_OF_RANGE,
+})
+
+
 class PixelfoxError(Exception):
     """Root of all PixelFox errors; ``str(exc)`` is the public, human message."""
 
@@ -35,6 +47,12 @@ class PixelfoxError(Exception):
     @property
     def message(self) -> str:
         return str(self)
+
+    @property
+    def exit_status(self) -> int:
+        """The ``pixelfox`` command's exit status for this error: 2 when the caller is at fault
+        (``grpc_status`` in :data:`CALLER_STATUSES`), 1 when the environment is."""
+        return 2 if self.grpc_status in CALLER_STATUSES else 1
 
     def to_dict(self) -> dict[str, str]:
         """``{"code", "message"}``, the JSON error body shape."""

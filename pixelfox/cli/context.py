@@ -8,12 +8,20 @@ API key and the cluster secret (file mode 0600). Elsewhere, ``--manager`` /
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import os
+import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
+
+from pixelfox import errors
+from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.numbers import is_ascii_digits
 
 STATE_DIR = ".pixelfox"
@@ -102,18 +110,55 @@ def is_running(pid: object) -> bool:
     return True
 
 
+#: a host name (RFC 1123 labels, ``_`` allowed as in Docker and Kubernetes names) or an IPv4 address
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?")
+#: ``dns:///name:port`` or ``dns://resolver/name:port`` (gRPC's DNS target): the part after the scheme is checked
+_DNS_SCHEME = re.compile(r"dns:(//[^/]*/)?")
+
+
+def _host_ok(host: str) -> bool:
+    """Whether ``host`` is a host name, an IPv4 address or an IPv6 address in brackets."""
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            return ipaddress.ip_address(host[1:-1]).version == 6
+        except ValueError:
+            return False
+    return bool(_HOST_NAME.fullmatch(host))
+
+
 def check_address(text: str) -> str:
-    """``text`` if every comma-separated part is ``HOST:PORT`` (``[v6]:PORT``) with a port 1-65535;
-    SystemExit naming the bad part otherwise (gRPC would wrap 70000 to 4464, or fail obscurely)."""
-    for part in (p.strip() for p in text.split(",")):
-        host, sep, port = part.rpartition(":")
-        if not sep or not host or not is_ascii_digits(port, 5) or not 1 <= int(port) <= 65535:
-            raise SystemExit(f"--manager / PIXELFOX_MANAGER: {part!r} is not HOST:PORT with a port from 1 to 65535")
+    """``text`` if every comma-separated part is ``HOST:PORT`` (a host name, an IPv4 address or
+    ``[IPv6]``, and a port 1-65535; a ``dns:///HOST:PORT`` target too) and IPv6 ones are not mixed with
+    others; BadRequest naming the flag and the bad part otherwise (gRPC would wrap 70000 to 4464, or
+    fail obscurely)."""
+    parts = [p.strip() for p in text.split(",")]
+    for part in parts:
+        host, sep, port = _DNS_SCHEME.sub("", part, count=1).rpartition(":")
+        if not sep or not _host_ok(host) or not is_ascii_digits(port, 5) or not 1 <= int(port) <= 65535:
+            raise errors.BadRequest(
+                f"--manager / PIXELFOX_MANAGER: {part!r} is not HOST:PORT (a host name or an IP address, IPv6 in "
+                "brackets as in [::1]:7070, and a port from 1 to 65535)")
+    if len({p.startswith("[") for p in parts}) > 1:  # one channel balances over one address family
+        raise errors.BadRequest(f"--manager / PIXELFOX_MANAGER: {text!r} mixes IPv4 and IPv6 addresses; use one kind")
     return text
 
 
+#: what to do about a manager that cannot be reached, after "cannot reach the manager at ADDRESS (CAUSE)"
+UNREACHABLE_HINT = "start it with `pixelfox up`, or check --manager / PIXELFOX_MANAGER"
+
+
+@contextlib.asynccontextmanager
+async def manager_channel(ref: ClusterRef) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to ``ref``'s manager(s); a gRPC error in the block comes out as its ``PixelfoxError``,
+    and a manager that cannot be reached at all as ``Unavailable`` naming its address and the cause:
+    ``cannot reach the manager at 127.0.0.1:1 (connection refused); start it with ...``."""
+    async with channel(ref.manager) as ch, map_rpc_errors(f"the manager at {ref.manager}", UNREACHABLE_HINT):
+        yield ch
+
+
 def resolve(manager: str | None, api_key: str | None) -> ClusterRef:
-    """Flags beat environment beat the local state file; SystemExit with a hint if nothing is found.
+    """Flags beat environment beat the local state file; SystemExit with a hint if nothing is found,
+    BadRequest for a manager address that is not HOST:PORT (:func:`check_address`).
     An explicit API key (``--api-key`` / ``PIXELFOX_API_KEY``) is used as is, also in a cluster folder."""
     manager = manager or os.environ.get("PIXELFOX_MANAGER")
     api_key = api_key or os.environ.get("PIXELFOX_API_KEY")

@@ -22,7 +22,6 @@ from rich.table import Table
 from pixelfox.cli import context
 from pixelfox.cli.argtypes import POSITIVE, decimal_number, row_id, whole_number
 from pixelfox.cli.tables import table_console
-from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.v1 import jobs_pb2, jobs_pb2_grpc
 
 STATES = {"queued": jobs_pb2.JOB_STATE_QUEUED, "running": jobs_pb2.JOB_STATE_RUNNING,
@@ -32,7 +31,7 @@ SKIPPED_REASON = "a job for it is already queued or running"  # reprocess --json
 
 
 async def _call(ref: context.ClusterRef, method: str, request: Any) -> Any:
-    async with channel(ref.manager) as ch, map_rpc_errors():
+    async with context.manager_channel(ref) as ch:
         stub = jobs_pb2_grpc.JobServiceStub(ch)
         return await getattr(stub, method)(request, metadata=ref.admin_metadata(), timeout=30)
 

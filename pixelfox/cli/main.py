@@ -26,7 +26,6 @@ from pixelfox.cli import uploads as uploads_cli
 from pixelfox.cli.argtypes import byte_rate, seconds_or_days, whole_number
 from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.cli.tables import table_console
-from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.text import human_bytes
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 
@@ -171,7 +170,7 @@ def cmd_up(opts: argparse.Namespace) -> int:
 # ---- status ----------------------------------------------------------------------------------
 
 async def _nodes(ref: context.ClusterRef) -> list[common_pb2.Node]:
-    async with channel(ref.manager) as ch, map_rpc_errors():
+    async with context.manager_channel(ref) as ch:
         stub = manager_pb2_grpc.ManagerServiceStub(ch)
         return list((await stub.ListNodes(manager_pb2.ListNodesRequest(), metadata=ref.admin_metadata(),
                                           timeout=10)).nodes)
@@ -210,7 +209,7 @@ def cmd_status(opts: argparse.Namespace) -> int:
 # ---- users / keys ------------------------------------------------------------------------------
 
 async def _call(ref: context.ClusterRef, method: str, request: object) -> object:
-    async with channel(ref.manager) as ch, map_rpc_errors():
+    async with context.manager_channel(ref) as ch:
         stub = manager_pb2_grpc.ManagerServiceStub(ch)
         return await getattr(stub, method)(request, metadata=ref.admin_metadata(), timeout=30)
 
@@ -328,9 +327,14 @@ def main(argv: list[str] | None = None) -> None:
     opts = build_parser().parse_args(argv)
     try:
         sys.exit(opts.func(opts))
-    except errors.PixelfoxError as exc:
+    except errors.PixelfoxError as exc:  # 2: the caller's input is at fault; 1: the cluster or the machine
         print(f"pixelfox: {exc.message} ({exc.code})", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(exc.exit_status)
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):  # a command's own status, or argparse's usage error (2)
+            raise
+        print(f"pixelfox: {exc.code}", file=sys.stderr)  # the environment: no cluster here, a node failed to start
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
     except ValidationError as exc:

@@ -19,14 +19,13 @@ from typing import Any
 
 from pixelfox.cli import context
 from pixelfox.cli.argtypes import POSITIVE
-from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 
 STATUS_NAMES = {v: k.removeprefix("NODE_STATUS_").lower() for k, v in common_pb2.NodeStatus.items()}
 
 
 async def _maintenance(ref: context.ClusterRef, node_id: str, on: bool) -> common_pb2.Node:
-    async with channel(ref.manager) as ch, map_rpc_errors():
+    async with context.manager_channel(ref) as ch:
         stub = manager_pb2_grpc.ManagerServiceStub(ch)
         return await stub.SetNodeMaintenance(
             manager_pb2.SetNodeMaintenanceRequest(node_id=node_id, maintenance=on),

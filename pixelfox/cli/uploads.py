@@ -19,7 +19,6 @@ from pixelfox import errors
 from pixelfox.cli import context
 from pixelfox.cli.tables import table_console
 from pixelfox.client.images import upload_progress_json
-from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.text import human_bytes
 from pixelfox.uploadstate import nothing_to_cancel
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc
@@ -32,7 +31,7 @@ def upload_row(p: manager_pb2.UploadProgress) -> dict[str, Any]:
 
 
 async def _list(ref: context.ClusterRef) -> list[manager_pb2.UploadProgress]:
-    async with channel(ref.manager) as ch, map_rpc_errors():
+    async with context.manager_channel(ref) as ch:
         stub = manager_pb2_grpc.ManagerServiceStub(ch)
         reply = await stub.ListUploads(manager_pb2.ListUploadsRequest(), metadata=ref.metadata(), timeout=30)
     return list(reply.uploads)
@@ -40,7 +39,7 @@ async def _list(ref: context.ClusterRef) -> list[manager_pb2.UploadProgress]:
 
 async def _cancel(ref: context.ClusterRef, upload_id: str) -> None:
     """Cancel ``upload_id``; Conflict when it was no longer open, NotFound for an unknown or another's."""
-    async with channel(ref.manager) as ch, map_rpc_errors():
+    async with context.manager_channel(ref) as ch:
         stub = manager_pb2_grpc.ManagerServiceStub(ch)
         md = ref.metadata()
         reply = await stub.AbandonUpload(manager_pb2.AbandonUploadRequest(upload_id=upload_id), metadata=md,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
+from urllib.parse import unquote
 
 import grpc
 
@@ -48,8 +50,47 @@ def channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     )
 
 
-def error_from_rpc(exc: grpc.aio.AioRpcError) -> errors.PixelfoxError:
-    """The :class:`~pixelfox.errors.PixelfoxError` a peer raised, from status and ``pixelfox-error-code``."""
+#: what gRPC's text says of a connection it could not make -> the cause, in a few words (first match wins)
+CONNECT_CAUSES = (
+    ("Connection refused", "connection refused"),
+    ("Domain name not found", "host name not found"),
+    ("Name or service not known", "host name not found"),
+    ("Misformatted domain name", "not a host name"),
+    ("No route to host", "no route to host"),
+    ("Network is unreachable", "network unreachable"),
+    ("Timeout occurred", "connection timed out"),
+    ("Connection reset", "connection reset"),
+)
+#: how gRPC's text starts when no connection could be made at all (one address, several, a name)
+_NOT_CONNECTED = ("failed to connect to all addresses", "connections to all backends failing",
+                  "errors resolving", "DNS resolution failed")
+#: the address gRPC's text names: ``ipv4:127.0.0.1:1: ...``, ``ipv6:%5B::1%5D:1: ...``, ``errors resolving h:80: ...``
+_ADDRESS = re.compile(r"\b(?:ipv4|ipv6):(\S+?): |(?:errors resolving|DNS resolution failed for) (\S+?):? ")
+
+
+def connect_failure(exc: grpc.aio.AioRpcError) -> tuple[str, str]:
+    """``(cause, address)`` when ``exc`` is the channel failing to connect to its peer (refused, a name
+    that does not resolve, no route): the cause in a few words (:data:`CONNECT_CAUSES`, else "cannot
+    connect") and the address gRPC names ("" when it names none). ``("", "")`` when the peer answered,
+    even with ``UNAVAILABLE`` (a PixelFox peer then sends a ``pixelfox-error-code``)."""
+    details = exc.details() or ""
+    if (exc.code() != grpc.StatusCode.UNAVAILABLE or not details.startswith(_NOT_CONNECTED)
+            or any(key == errors.ERROR_CODE_KEY for key, _ in exc.trailing_metadata() or ())):
+        return "", ""
+    cause = next((cause for needle, cause in CONNECT_CAUSES if needle in details), "cannot connect")
+    found = _ADDRESS.search(details)
+    return cause, (unquote(found.group(1) or found.group(2)) if found else "")
+
+
+def error_from_rpc(exc: grpc.aio.AioRpcError, peer: str = "", hint: str = "") -> errors.PixelfoxError:
+    """The :class:`~pixelfox.errors.PixelfoxError` a peer raised, from status and ``pixelfox-error-code``.
+
+    A call that could not connect at all (:func:`connect_failure`) becomes ``Unavailable("cannot reach
+    PEER (CAUSE); HINT")``: ``peer`` names what was called ("the manager at 127.0.0.1:7070"; default:
+    the address gRPC names), ``hint`` (optional) says what to do about it."""
+    cause, address = connect_failure(exc)
+    if cause and (peer or address):
+        return errors.Unavailable(f"cannot reach {peer or address} ({cause})" + (f"; {hint}" if hint else ""))
     code, retry_after = "", ""
     for key, value in exc.trailing_metadata() or ():
         text = value.decode() if isinstance(value, bytes) else value
@@ -62,9 +103,10 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> errors.PixelfoxError:
 
 
 @contextlib.asynccontextmanager
-async def map_rpc_errors() -> AsyncIterator[None]:
-    """Re-raise ``AioRpcError`` inside the block as the matching ``PixelfoxError``."""
+async def map_rpc_errors(peer: str = "", hint: str = "") -> AsyncIterator[None]:
+    """Re-raise ``AioRpcError`` inside the block as the matching ``PixelfoxError``; ``peer`` and
+    ``hint`` word a call that could not connect (:func:`error_from_rpc`)."""
     try:
         yield
     except grpc.aio.AioRpcError as exc:
-        raise error_from_rpc(exc) from exc
+        raise error_from_rpc(exc, peer, hint) from exc

@@ -46,7 +46,10 @@ def _literal(host: str) -> str:
         return str(ip) if ip.version == 4 else f"[{ip}]"
     except ValueError:
         pass
-    infos = socket.getaddrinfo(host, None, family=socket.AF_INET, type=socket.SOCK_STREAM)
+    try:
+        infos = socket.getaddrinfo(host, None, family=socket.AF_INET, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:  # its own words ("Name or service not known") do not say which name
+        raise OSError(f"cannot resolve the host name {host!r}: {exc.strerror}") from exc
     return str(infos[0][4][0])
 
 

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from pixelfox import errors
+from pixelfox.cli.launcher import free_port
+
 
 def pixelfox(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pixelfox", *args], cwd=cwd, capture_output=True, text=True,
@@ -91,3 +94,58 @@ def test_options_before_a_subcommand_are_kept() -> None:
     assert parse(["uploads", "cancel", "X", "--api-key", "K2"]).api_key == "K2"
     assert parse(["jobs", "--manager", "M:1", "retry", "x"]).manager == "M:1"
     assert (parse(["uploads"]).manager, parse(["uploads"]).api_key) == (None, None)
+
+
+@pytest.mark.parametrize(("error", "status"), [
+    (errors.BadRequest, 2), (errors.CorruptImage, 2), (errors.NotFound, 2), (errors.AlreadyExists, 2),
+    (errors.Forbidden, 2), (errors.Unauthenticated, 2), (errors.Conflict, 2), (errors.OffsetMismatch, 2),
+    (errors.Unavailable, 1), (errors.NoNodeAvailable, 1), (errors.Timeout, 1), (errors.PixelfoxError, 1),
+    (errors.ResourceExhausted, 1), (errors.StorageFull, 1), (errors.QuotaExceeded, 1), (errors.UploadBusy, 1),
+    (errors.ChecksumMismatch, 1),  # DATA_LOSS: the bytes changed on the way, not the caller's input
+])
+def test_exit_status_says_whose_fault_an_error_is(error: type[errors.PixelfoxError], status: int) -> None:
+    """2: the caller asked for something wrong; 1: the cluster, the network or the machine failed."""
+    assert error().exit_status == status
+
+
+@pytest.mark.parametrize("address", ["not-a-host:xx", "::::", ":::1", "a b:80", "[::1:80", "127.0.0.1:1,[::1]:2"])
+def test_a_malformed_manager_address_is_a_usage_error(tmp_path: Path, address: str) -> None:
+    """It exited 1 with no ``pixelfox:`` (a SystemExit), or went to gRPC (``a b:80``) and came back as
+    its resolver's text."""
+    res = pixelfox("status", "--manager", address, cwd=tmp_path)
+    lines = res.stderr.splitlines()
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    assert lines[0].startswith(f"pixelfox: --manager / PIXELFOX_MANAGER: {address!r} "), lines
+    assert lines[0].endswith("(bad-request)"), lines
+
+
+def test_a_manager_that_refuses_the_connection_is_one_line_naming_it(tmp_path: Path) -> None:
+    """Nothing listens on a free port of 127.0.0.1: the connection is refused at once. Every command
+    that calls the manager says so in one line with exit 1 (it was gRPC's own text, with exit 2);
+    ``put`` names the address on each file's line."""
+    address = f"127.0.0.1:{free_port()}"
+    for args in (("status",), ("jobs",), ("uploads",), ("nodes", "maintenance", "upload1")):
+        res = pixelfox(*args, "--manager", address, cwd=tmp_path)
+        assert (res.returncode, res.stderr) == (1, (
+            f"pixelfox: cannot reach the manager at {address} (connection refused); start it with `pixelfox up`, "
+            "or check --manager / PIXELFOX_MANAGER (unavailable)\n")), (args, res.stderr)
+    photo = tmp_path / "a.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n")
+    res = pixelfox("put", "--manager", address, "--api-key", "pfx_" + "k" * 43, str(photo), cwd=tmp_path)
+    assert res.returncode == 1 and f"✗ {photo}: cannot reach {address} (connection refused)" in res.stderr, res.stderr
+
+
+def test_no_cluster_here_is_one_pixelfox_line(tmp_path: Path) -> None:
+    res = pixelfox("status", cwd=tmp_path)
+    assert (res.returncode, res.stderr.splitlines()[0][:30]) == (1, "pixelfox: no cluster found: ru"), res.stderr
+
+
+def test_a_manager_name_that_does_not_resolve_is_named(tmp_path: Path) -> None:
+    """``.invalid`` never resolves (RFC 6761). One address goes to gRPC's resolver; several are resolved
+    once by the CLI (``pixelfox.grpcx.multi``), whose error said only "Name or service not known"."""
+    one = pixelfox("status", "--manager", "nohost.invalid:7070", cwd=tmp_path)
+    assert one.returncode == 1, one.stderr
+    assert one.stderr.startswith("pixelfox: cannot reach the manager at nohost.invalid:7070 ("), one.stderr
+    two = pixelfox("status", "--manager", "nohost.invalid:7070,127.0.0.1:7071", cwd=tmp_path)
+    assert two.returncode == 1, two.stderr
+    assert two.stderr.startswith("pixelfox: cannot resolve the host name 'nohost.invalid': "), two.stderr
