@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import re
+import shlex
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import grpc
 from pixelfox import errors
 from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.numbers import is_ascii_digits
+from pixelfox.schemes import API_KEY_PREFIX
 
 STATE_DIR = ".pixelfox"
 STATE_FILE = "cluster.json"
@@ -154,6 +156,19 @@ async def manager_channel(ref: ClusterRef) -> AsyncIterator[grpc.aio.Channel]:
     ``cannot reach the manager at 127.0.0.1:1 (connection refused); start it with ...``."""
     async with channel(ref.manager) as ch, map_rpc_errors(f"the manager at {ref.manager}", UNREACHABLE_HINT):
         yield ch
+
+
+def target_flags(manager: str | None, api_key: str | None) -> str:
+    """The ``--manager`` / ``--api-key`` flags a command was given, as the end of a command line it
+    prints for the user to run next (" --manager 10.0.0.1:7070 --api-key pfx_AbCdEf…"); "" for none
+    (the environment and the cluster folder still apply to that command). The key is never shown
+    in full: an API key by its first 10 characters and "…", as Settings lists it, anything else as
+    ``KEY``; the user puts the whole key back."""
+    flags = f" --manager {shlex.quote(manager)}" if manager else ""
+    if api_key:
+        shown = f"{api_key[:10]}…" if api_key.startswith(API_KEY_PREFIX) and len(api_key) > 20 else "KEY"
+        flags += f" --api-key {shown}"
+    return flags
 
 
 def resolve(manager: str | None, api_key: str | None) -> ClusterRef:

@@ -241,7 +241,8 @@ def cmd_keys_create(opts: argparse.Namespace) -> int:
 def cmd_put(opts: argparse.Namespace) -> int:
     ref = context.resolve(opts.manager, opts.api_key)
     return put.run(ref, opts.files, as_json=opts.json, wait=opts.wait, timeout_s=opts.timeout, title=opts.title,
-                   resume=not opts.no_resume, max_rate=opts.limit_rate)
+                   resume=not opts.no_resume, max_rate=opts.limit_rate,
+                   flags=context.target_flags(opts.manager, opts.api_key))
 
 
 # ---- parser ----------------------------------------------------------------------------------

@@ -141,9 +141,11 @@ async def put_files(
     return results
 
 
-def interrupted_line(path: Path, sent: int, resume: Resume | None, md: Any) -> str:
+def interrupted_line(path: Path, sent: int, resume: Resume | None, md: Any, flags: str = "") -> str:
     """What ``pixelfox put`` says of a file it was sending when Ctrl-C came: how much went, until when the
-    same command resumes it and how to cancel it (its journal entry), or that nothing is kept."""
+    same command resumes it and how to cancel it (its journal entry), or that nothing is kept. ``flags``
+    ends the cancel command: the ``--manager`` / ``--api-key`` put was given
+    (:func:`pixelfox.cli.context.target_flags`)."""
     try:
         size = path.stat().st_size
         entry = resume.journal.get(resume.key(path, md)) if resume else None
@@ -159,15 +161,16 @@ def interrupted_line(path: Path, sent: int, resume: Resume | None, md: Any) -> s
     until = datetime.fromtimestamp(end, UTC)
     when = until.strftime("%H:%M UTC" if until.date() == datetime.now(UTC).date() else "%Y-%m-%d %H:%M UTC")
     return (f"{said}; run the same command again before {when} to resume, "
-            f"or cancel it: pixelfox uploads cancel {entry.upload_id}")
+            f"or cancel it: pixelfox uploads cancel {entry.upload_id}{flags}")
 
 
 def run(ref: ClusterRef, files: list[str], as_json: bool, wait: bool, timeout_s: float, title: str = "",
-        resume: bool = True, max_rate: int = 0) -> int:
+        resume: bool = True, max_rate: int = 0, flags: str = "") -> int:
     """``pixelfox put``: 0 when every file ended ready (or processing, without ``wait``), 1 otherwise,
     130 after Ctrl-C, with a line on stderr for the file it was sending (:func:`interrupted_line`).
     Unfinished uploads are kept in the journal (:class:`~pixelfox.client.journal.Journal`): the same
-    command goes on where it stopped; ``resume=False`` starts every file afresh (and still records it)."""
+    command goes on where it stopped; ``resume=False`` starts every file afresh (and still records it).
+    ``flags`` (the ``--manager`` / ``--api-key`` put was given) end the cancel command that line prints."""
     console = Console(stderr=True, soft_wrap=True)
 
     def resumed(path: Path, upload_id: str, offset: int) -> None:
@@ -182,7 +185,7 @@ def run(ref: ClusterRef, files: list[str], as_json: bool, wait: bool, timeout_s:
                                         max_rate=max_rate, sending=sending))
     except KeyboardInterrupt:
         for path, sent in sending.items():
-            print(interrupted_line(path, sent, journal, ref.metadata()), file=sys.stderr, flush=True)
+            print(interrupted_line(path, sent, journal, ref.metadata(), flags), file=sys.stderr, flush=True)
         return 130
     good = {"ready"} if wait else {"ready", "processing"}
     return 0 if all(r["status"] in good for r in results) else 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -35,14 +36,15 @@ pytestmark = pytest.mark.e2e
 RATE = "4M"  # bytes a second of the interrupted run: ~2.5 s to a quarter of the big file
 
 
-def start_put(cluster: ClusterHandle, state: Path, *args: str) -> subprocess.Popen[str]:
+def start_put(cluster: ClusterHandle, state: Path, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
     """``pixelfox put ARGS`` in the cluster's folder, its journal under ``state``, with Ctrl-C working
     however pytest was started: a run started in the background by a non-interactive shell ignores
     SIGINT, and a child inherits an ignored signal (Python then never raises KeyboardInterrupt), so
-    the handler is set for the moment of the start (a handled signal goes back to default on exec)."""
+    the handler is set for the moment of the start (a handled signal goes back to default on exec).
+    ``cwd`` (default: the cluster's folder) is where it runs."""
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return subprocess.Popen([sys.executable, "-m", "pixelfox", "put", *args], cwd=cluster.root,
+        return subprocess.Popen([sys.executable, "-m", "pixelfox", "put", *args], cwd=cwd or cluster.root,
                                 env={**os.environ, "XDG_STATE_HOME": str(state)},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     finally:
@@ -165,3 +167,26 @@ async def test_an_entry_for_other_bytes_is_not_resumed(cluster: ClusterHandle, t
     assert receipt.upload_id != old.upload_id and receipt.sha256 == sha and receipt.size == size
     assert said == [] and journal.entries() == {}
     assert (kept.status, kept.offset) == ("open", 0)
+
+
+def test_the_cancel_line_carries_the_flags_put_was_given(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """Run outside the cluster's folder with ``--manager`` and ``--api-key``, the printed ``pixelfox uploads
+    cancel ID`` had neither, so pasted there it said "no cluster found". It now ends with both, the key
+    shown by its first 10 characters only; with the whole key put back, it cancels the upload."""
+    path = tmp_path / "flags.png"
+    big_png(path, 1800)  # ~9.3 MB
+    state = tmp_path / "state"
+    key = cluster.admin_api_key
+    proc = start_put(cluster, state, "--manager", cluster.manager_address, "--api-key", key, "--limit-rate", "2M",
+                     str(path), cwd=tmp_path)
+    upload_id, err = interrupt(cluster, proc, Journal(state / "pixelfox" / "uploads.json"), 1)
+    assert key not in err and key[:10] in err
+    line = next(ln for ln in err.splitlines() if ln.startswith("interrupted: "))
+    command = line.partition("or cancel it: ")[2]
+    assert command == (f"pixelfox uploads cancel {upload_id} --manager {shlex.quote(cluster.manager_address)} "
+                       f"--api-key {key[:10]}…"), line
+    pasted = shlex.split(command.replace(f"{key[:10]}…", key))
+    cancel = subprocess.run([sys.executable, "-m", *pasted], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert (cancel.returncode, cancel.stdout) == (0, f"cancelled upload {upload_id}\n"), cancel.stderr
+    assert progress(cluster, upload_id).status == "abandoned"

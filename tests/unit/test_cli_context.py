@@ -16,6 +16,7 @@ from pixelfox.cli.context import (
     choose_database_url,
     default_database_url,
     resolve,
+    target_flags,
 )
 
 
@@ -31,6 +32,15 @@ def test_bad_addresses_are_refused_with_the_bad_part(bad: str) -> None:
     with pytest.raises(errors.BadRequest, match=r"is not HOST:PORT \(a host name or an IP address") as exc:
         check_address(bad)
     assert f"--manager / PIXELFOX_MANAGER: {bad.split(',')[-1].strip()!r} is not" in str(exc.value)
+
+
+def test_target_flags_carry_what_was_given_and_never_the_whole_key() -> None:
+    """The end of the ``pixelfox uploads cancel ID`` line ``put`` prints after Ctrl-C."""
+    key = "pfx_" + "AbCdEfGhIj" * 4 + "xyz"
+    assert target_flags(None, None) == ""
+    assert target_flags("[::1]:7070", None) == " --manager '[::1]:7070'"  # quoted: [..] is a shell pattern
+    assert target_flags("m1:7000,m2:7001", key) == " --manager m1:7000,m2:7001 --api-key pfx_AbCdEf…"
+    assert target_flags(None, "hunter2") == " --api-key KEY"  # not an API key's shape: not a character of it
 
 
 def test_an_explicit_api_key_beats_the_local_admin_credential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
