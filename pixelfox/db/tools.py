@@ -10,7 +10,8 @@ JSON. Two databases with equal checksums for every table hold the same metadata.
   batches with *upserts* (``INSERT ... ON CONFLICT DO UPDATE``), so it can run while the
   source still takes writes and can be interrupted and started again: a table whose count
   and checksum already match is skipped, a half-copied one is completed, rows changed since
-  are updated. Run it once online, stop the managers, run it again (seconds), verify, and
+  are updated; only rows the target lacks or holds otherwise are written (``copied`` in the report),
+  the rest are counted ``unchanged``. Run it once online, stop the managers, run it again (seconds), verify, and
   point ``PIXELFOX_DATABASE__URL`` at the target. Target rows whose primary key is no longer
   in the source (deleted, or replaced by a row with a new key) are removed first, children
   before parents, so the final pass converges to the source; the report counts them.
@@ -193,6 +194,34 @@ async def _keys(conn: AsyncConnection, table: Table, batch: int) -> set[tuple[An
     return out
 
 
+def _with_keys(table: Table, keys: list[tuple[Any, ...]]) -> Any:
+    """The WHERE clause selecting the rows of ``table`` whose primary key is one of ``keys``."""
+    pk = list(table.primary_key.columns)
+    return pk[0].in_([k[0] for k in keys]) if len(pk) == 1 else tuple_(*pk).in_(keys)
+
+
+async def _copy_changed(sconn: AsyncConnection, dst: AsyncEngine, table: Table, batch: int) -> tuple[int, int]:
+    """Upsert, batch by batch, the source rows of ``table`` the target lacks or holds with other values;
+    returns ``(copied, unchanged)``: rows written, and rows the target already held as they are (a
+    table without a primary key is written whole)."""
+    pk = [c.name for c in table.primary_key.columns]
+    copied = unchanged = 0
+    async for rows in _stream(sconn, table, batch):
+        changed = rows
+        if pk:
+            keyed = {tuple(_decode(table, r)[c] for c in pk): r for r in rows}
+            async with dst.connect() as dconn:
+                have = {tuple(t._mapping[c] for c in pk): _row(table, t)
+                        for t in await dconn.execute(select(table).where(_with_keys(table, list(keyed))))}
+            changed = [r for k, r in keyed.items() if have.get(k) != r]
+        if changed:
+            async with dst.begin() as dconn:
+                await dconn.execute(_upsert(dconn, table, [_decode(table, r) for r in changed]))
+        copied += len(changed)
+        unchanged += len(rows) - len(changed)
+    return copied, unchanged
+
+
 async def _remove_gone(sconn: AsyncConnection, dst: AsyncEngine, table: Table, batch: int) -> int:
     """Delete the target rows of ``table`` whose primary key is no longer in the source; returns how many.
 
@@ -205,10 +234,8 @@ async def _remove_gone(sconn: AsyncConnection, dst: AsyncEngine, table: Table, b
     async with dst.connect() as dconn:
         gone = sorted(await _keys(dconn, table, batch) - await _keys(sconn, table, batch))
     for i in range(0, len(gone), batch):
-        chunk = gone[i:i + batch]
-        where = pk[0].in_([k[0] for k in chunk]) if len(pk) == 1 else tuple_(*pk).in_(chunk)
         async with dst.begin() as dconn:
-            await dconn.execute(delete(table).where(where))
+            await dconn.execute(delete(table).where(_with_keys(table, gone[i:i + batch])))
     return len(gone)
 
 
@@ -255,23 +282,20 @@ async def copy_database(source_url: str, target_url: str, batch: int = 500, *,
                 before = await table_sum(sconn, table)
                 async with dst.connect() as dconn:
                     have = await table_sum(dconn, table)
-                copied = 0
+                copied, unchanged = 0, before.rows  # a table that already matches is skipped
                 if (have.rows, have.sha256) != (before.rows, before.sha256):
-                    async for rows in _stream(sconn, table, batch):
-                        async with dst.begin() as dconn:
-                            await dconn.execute(_upsert(dconn, table, [_decode(table, r) for r in rows]))
-                        copied += len(rows)
+                    copied, unchanged = await _copy_changed(sconn, dst, table, batch)
                 async with dst.connect() as dconn:
                     after = await table_sum(dconn, table)
                 now = await table_sum(sconn, table)
                 report.tables[table.name] = {
                     "source_rows": now.rows, "target_rows": after.rows, "copied": copied,
-                    "removed": removed[table.name],
+                    "unchanged": unchanged, "removed": removed[table.name],
                     "source_sha256": now.sha256, "target_sha256": after.sha256,
                     "match": (now.rows, now.sha256) == (after.rows, after.sha256),
                 }
-                logger.info("%s: %d rows copied, %d removed, match=%s", table.name, copied, removed[table.name],
-                            report.tables[table.name]["match"])
+                logger.info("%s: %d rows copied, %d unchanged, %d removed, match=%s", table.name, copied, unchanged,
+                            removed[table.name], report.tables[table.name]["match"])
         async with dst.begin() as dconn:
             await _reset_sequences(dconn)
             await generation.renew(dconn)  # new contents: managers started on it empty the read model

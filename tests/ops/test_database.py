@@ -351,6 +351,33 @@ def test_migrate_db_removes_rows_gone_from_the_source(tmp_path: Path, postgres: 
     assert postgres.psql("SELECT id, name FROM users ORDER BY id", db="gone").split() == ["u1|alice", "u4|bob"]
 
 
+def test_migrate_db_rerun_counts_only_rows_it_wrote(tmp_path: Path, postgres: Postgres) -> None:
+    """A re-run writes and counts as ``copied`` only the rows new or changed since; the others are
+    ``unchanged`` (every row of a table with one new user used to be counted as copied)."""
+    url = _sqlite_with_a_user(tmp_path)  # u1 alice
+    db = sqlite3.connect(tmp_path / "meta.db")
+    db.executemany("INSERT INTO users (id, name, password_hash, role, created_at) VALUES (?, ?, 'h', 'user', "
+                   "'2024-01-01 00:00:00')", [("u2", "bob"), ("u3", "carol")])
+    db.commit()
+    target = postgres.create_db("rerun")
+    first = json.loads(_pixelfox(tmp_path, "migrate-db", "--source", url, "--target", target).stdout)
+    assert first["tables"]["users"]["copied"] == 3 and first["tables"]["users"]["unchanged"] == 0, first
+
+    db.execute("INSERT INTO users (id, name, password_hash, role, created_at) VALUES "
+               "('u4', 'dave', 'h', 'user', '2024-02-01 00:00:00')")
+    db.execute("UPDATE users SET role = 'admin' WHERE id = 'u2'")
+    db.commit()
+    db.close()
+    again = _pixelfox(tmp_path, "migrate-db", "--source", url, "--target", target)
+    assert again.returncode == 0, again.stdout + again.stderr
+    users = json.loads(again.stdout)["tables"]["users"]
+    assert users["match"] and (users["copied"], users["unchanged"], users["removed"]) == (2, 2, 0), users
+    assert postgres.psql("SELECT id, role FROM users ORDER BY id", db="rerun").split() == [
+        "u1|user", "u2|admin", "u3|user", "u4|user"]
+    same = json.loads(_pixelfox(tmp_path, "migrate-db", "--source", url, "--target", target).stdout)
+    assert (same["tables"]["users"]["copied"], same["tables"]["users"]["unchanged"]) == (0, 4), same
+
+
 def _rows(url: str) -> dict[str, tuple[int, str]]:
     return {n: (s.rows, s.sha256) for n, s in asyncio.run(_checksums(url)).items()}
 
