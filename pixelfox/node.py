@@ -9,7 +9,8 @@ SIGINT reports NOT_SERVING and DRAINING (that heartbeat goes at once, and the no
 ``DRAIN_REPORT_S`` for a manager to answer it, so an idle node that exits at once still shows
 ``draining``), runs the node's ``on_drain`` hook and stops the server with its grace period
 (which waits only for calls still open: ``on_drain`` ends the node's own long streams, such
-as the manager's ``Work`` streams). Each heartbeat also carries
+as the manager's ``Work`` streams). Its last heartbeat then says STOPPED (:meth:`Agent.stop` with
+``leave``): the registry shows it ``stopped``, not as a node down, and drops it. Each heartbeat also carries
 the node's readiness (its gRPC health, which :func:`watch_dependencies` keeps in step with the
 node's dependency check), so the manager places no new work on a node whose pool or manager link
 is down.
@@ -185,7 +186,8 @@ class Agent:
     ``load_fn`` is called for every heartbeat, and so is ``ready`` (cheap, no I/O: a cached
     readiness such as :attr:`GrpcServer.serving`; None = always ready). :meth:`start` returns at
     once (registration retries in the background until the manager answers); :meth:`set_draining`
-    makes the following heartbeats report DRAINING; :meth:`stop` ends the loop and closes the channel.
+    makes the following heartbeats report DRAINING; :meth:`stop` ends the loop (after a clean stop it
+    first tells a manager the node STOPPED) and closes the channel.
     ``link`` is the node's own :class:`ManagerLink` when it makes calls to the managers itself: the
     heartbeats then tell it which managers are live (the node closes it; :meth:`stop` does not).
     """
@@ -230,16 +232,34 @@ class Agent:
         """True when a manager answered a heartbeat within the last ``max(3 intervals, 3 s)``."""
         return self.link.last_ok > 0 and time.monotonic() - self.link.last_ok < self.link.window_s
 
-    async def stop(self) -> None:
+    async def stop(self, leave: bool = False) -> None:
+        """End the heartbeats; with ``leave`` (a clean stop, once drained) then send one last heartbeat
+        saying STOPPED (:meth:`leave`) before the channel closes."""
         self._stop.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if leave:
+            await self.leave(LEAVE_REPORT_S)
         if self._own_link:
             await self.link.close()
 
+    async def leave(self, timeout_s: float) -> bool:
+        """Tell a manager this node stopped cleanly (a STOPPED heartbeat; the registry then shows it
+        ``stopped`` and drops it); waits up to ``timeout_s`` seconds. True if a manager answered.
+        Call it once the heartbeat loop ended: a later heartbeat would make the node register again."""
+        try:
+            await self.link.stub.Heartbeat(
+                manager_pb2.HeartbeatRequest(node_id=self.ident.node_id, status=common_pb2.NODE_STATUS_STOPPED),
+                metadata=self.link.metadata, timeout=timeout_s)
+            return True
+        except grpc.aio.AioRpcError as exc:
+            logger.warning("could not tell a manager that %s stopped: %s", self.ident.node_id, exc.code().name)
+            return False
+
 
 DRAIN_REPORT_S = 2.0  # seconds a draining node waits at most for a manager to answer its DRAINING heartbeat
+LEAVE_REPORT_S = 2.0  # seconds a stopped node waits at most for a manager to answer its STOPPED heartbeat
 DEPENDENCY_CHECK_S = 1.0  # seconds between dependency checks once serving (same order as heartbeats)
 
 
@@ -320,6 +340,7 @@ async def run_node(
     if ident.role != common_pb2.NODE_ROLE_MANAGER:
         agent = Agent(settings, ident, load_fn, ready=lambda: server.serving, link=link)
     tasks: list[asyncio.Task[None]] = []
+    drained = False  # a clean stop: the node says STOPPED last
     try:
         if agent is not None:
             await agent.start()
@@ -337,6 +358,7 @@ async def run_node(
             logger.warning("no manager answered the DRAINING heartbeat within %g s", DRAIN_REPORT_S)
         if on_drain is not None:
             await on_drain()
+        drained = True
     finally:
         stop.set()
         await server.stop(settings.grpc.grace_s)
@@ -344,7 +366,7 @@ async def run_node(
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if agent is not None:
-            await agent.stop()
+            await agent.stop(leave=drained)
         logger.info("%s stopped", ident.node_id)
 
 

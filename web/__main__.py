@@ -69,7 +69,7 @@ async def serve(settings: WebSettings) -> None:
         await asyncio.sleep(settings.drain_delay_s)
     finally:
         await runner.cleanup()
-        await agent.stop()
+        await agent.stop(leave=term.is_set())  # a clean stop: shown stopped, not as a node down
         await link.close()
         logger.info("%s stopped", settings.node_id)
 

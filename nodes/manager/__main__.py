@@ -97,7 +97,8 @@ async def serve(settings: ManagerSettings) -> None:
     metrics_url = start_metrics(settings.grpc.host, settings.metrics_port)
     ident = NodeIdentity(common_pb2.NODE_ROLE_MANAGER, node_id, f"{host}:{server.port}", metrics_url=metrics_url)
 
-    ops = ManagerOps(node_id, redis, engine, registry, queue)  # health of Redis + DB, gauges, run-once sweeps
+    # health of Redis + DB, gauges, run-once sweeps
+    ops = ManagerOps(node_id, redis, engine, registry, queue, keep_stopped_storage_s=settings.repair.lost_after_s)
     ops.advertise(ident.grpc_address, ident.metrics_url)  # managers list themselves in the registry
 
     repair = ReplicaRepair(svc.views.sessions, registry, redis, settings.cluster.secret.get_secret_value(),
@@ -112,6 +113,7 @@ async def serve(settings: ManagerSettings) -> None:
         drain_s = max(0.0, settings.grpc.grace_s - 1.0)
         await run_node(settings, server, ident, Load, background=background,
                        ready=ready_after_cache(ops, redis, engine), on_drain=lambda: svc.dispatcher.drain(drain_s))
+        await ops.leave()  # a clean stop (run_node returned): shown stopped, not as a manager down
     finally:
         await redis.aclose()
         await engine.dispose()

@@ -7,17 +7,17 @@
   (role MANAGER, so ``pixelfox status`` shows every manager with its last "heartbeat"),
   refresh the registry (including the maintenance set the dispatcher reads) and export ``pixelfox_queue_depth``,
   ``pixelfox_queue_dead_letters`` and ``pixelfox_cluster_nodes{role,status}``; and, on the
-  one manager holding the ``registry-sweep`` lease (:mod:`pixelfox.leases`), forget nodes
-  silent for longer than ``forget_after_s``.
+  one manager holding the ``registry-sweep`` lease (:mod:`pixelfox.leases`), once a minute, drop
+  the nodes that stopped cleanly and those silent for longer than ``forget_after_s``
+  (:meth:`Registry.sweep`).
+* :meth:`ManagerOps.leave` — on a clean stop: the manager's own entry turns ``stopped``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
@@ -25,8 +25,7 @@ from prometheus_client import Gauge
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from nodes.manager.registry import KEY as REGISTRY_KEY
-from nodes.manager.registry import MAINTENANCE_KEY, NodeRecord, Registry
+from nodes.manager.registry import NodeRecord, Registry
 from pixelfox.leases import Lease, run_with_lease
 from pixelfox.queue import JobQueue
 from pixelfox.v1 import common_pb2
@@ -63,11 +62,13 @@ async def _checked(dependency: str, probe: Callable[[], Awaitable[None]]) -> boo
 
 
 class ManagerOps:
-    """See module doc. ``forget_after_s``: registry entries silent this long are removed (default 1 h)."""
+    """See module doc. ``forget_after_s``: registry entries silent this long are removed (default 1 h);
+    ``keep_stopped_storage_s``: how long a storage node that stopped cleanly stays listed (the repair's
+    ``lost_after_s``: until then its copies count)."""
 
     def __init__(
         self, node_id: str, redis: aioredis.Redis, engine: AsyncEngine, registry: Registry, queue: JobQueue,
-        forget_after_s: float = 3600.0,
+        forget_after_s: float = 3600.0, keep_stopped_storage_s: float = 600.0,
     ) -> None:
         self.node_id = node_id
         self.redis = redis
@@ -75,6 +76,7 @@ class ManagerOps:
         self.registry = registry
         self.queue = queue
         self.forget_after_s = forget_after_s
+        self.keep_stopped_storage_s = keep_stopped_storage_s
         self.me: NodeRecord | None = None
 
     def advertise(self, grpc_address: str, metrics_url: str = "") -> None:
@@ -118,14 +120,18 @@ class ManagerOps:
         DEAD_LETTERS.labels("process").set(await self.queue.dead_count())
 
     async def sweep(self) -> None:
-        """Forget registry entries silent longer than ``forget_after_s`` (lease holder only)."""
-        raw = await self.redis.hgetall(REGISTRY_KEY)
-        cutoff = time.time() - self.forget_after_s
-        for node_id, value in raw.items():
-            if float(json.loads(value).get("last_heartbeat", 0)) < cutoff:
-                await self.redis.hdel(REGISTRY_KEY, node_id)
-                await self.redis.srem(MAINTENANCE_KEY, node_id)
-                logger.info("forgot node %s (silent for over %.0f s)", node_id, self.forget_after_s)
+        """:meth:`Registry.sweep` with this manager's limits (lease holder only)."""
+        await self.registry.sweep(self.forget_after_s, self.keep_stopped_storage_s)
+
+    async def leave(self) -> None:
+        """Mark this manager ``stopped`` in the registry (a clean stop; see :meth:`Registry.leave`). Gives up
+        after 2 s, logging why: Redis may be what is down."""
+        if self.me is None:
+            return
+        try:
+            await asyncio.wait_for(self.registry.leave(self.me.node_id), 2.0)
+        except Exception as exc:
+            logger.warning("could not mark %s stopped in the registry: %s", self.me.node_id, exc or type(exc).__name__)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Gauges every second; the registry sweep once a minute on the lease holder."""

@@ -6,6 +6,11 @@ is younger than ``node_timeout_s``, its status is ACTIVE, it is not in maintenan
 heartbeat said it is ready (its own dependency check passes: a storage node's pool answers);
 unhealthy nodes get no uploads, jobs or objects.
 
+A node that stops cleanly says so in its last heartbeat (STOPPED, :meth:`Registry.leave`): it is shown
+``stopped``, is no failure for ``pixelfox status``, and :meth:`Registry.sweep` drops it. A node that
+died for good is dropped by an admin (:meth:`Registry.forget`, ``pixelfox nodes forget``), or by the
+sweep once it has been silent for an hour.
+
 A node's heartbeat interval must be at most a third of ``node_timeout_s``
 (:data:`HEARTBEATS_PER_TIMEOUT`, checked when it registers: :meth:`Registry.check_interval`).
 """
@@ -20,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 import redis.asyncio as aioredis
 
-from pixelfox import errors, readmodel
+from pixelfox import errors, readmodel, redisx
 from pixelfox.v1 import common_pb2
 
 logger = logging.getLogger(__name__)
@@ -32,6 +37,18 @@ HEARTBEATS_PER_TIMEOUT = 3
 
 KEY = "pixelfox:{registry}:nodes"
 MAINTENANCE_KEY = "pixelfox:{registry}:maintenance"  # set of node ids an admin put in maintenance
+STOPPED = common_pb2.NODE_STATUS_STOPPED
+
+#: KEYS[1] the registry hash; ARGV: node id, its new record (JSON), the record's status, STOPPED. Writes
+#: only over a record that exists (a node forgotten meanwhile must register again), and never turns a
+#: STOPPED record back (a heartbeat sent before the node's last word, answered after it): returns 0 then.
+_UPDATE = redisx.script("""
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return 0 end
+if ARGV[3] ~= ARGV[4] and tostring(cjson.decode(cur)['status']) == ARGV[4] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+""")
 
 
 def check_heartbeat(interval_s: float, node_timeout_s: float) -> None:
@@ -93,10 +110,18 @@ class Registry:
         rec.last_heartbeat = time.time()
         await self.redis.hset(KEY, rec.node_id, json.dumps(asdict(rec)))
 
+    async def _update(self, rec: NodeRecord) -> bool:
+        """Write ``rec`` over the stored record with a new heartbeat time (see :data:`_UPDATE`); False if
+        there is none, or it says STOPPED and ``rec`` does not."""
+        rec.last_heartbeat = time.time()
+        args = [rec.node_id, json.dumps(asdict(rec)), str(rec.status), str(STOPPED)]
+        return bool(await _UPDATE(keys=[KEY], args=args, client=self.redis))
+
     async def heartbeat(
         self, node_id: str, in_use: int, capacity: int, free_bytes: int, status: int, ready: bool = True
     ) -> bool:
-        """Update a node's load and readiness; False if the node is unknown (it must register again)."""
+        """Update a node's load and readiness; False if the node is unknown or said it stopped (it must
+        register again). ``status`` STOPPED is the node's last word (:meth:`leave`)."""
         rec = await self.get(node_id)
         if rec is None:
             return False
@@ -104,8 +129,16 @@ class Registry:
         rec.ready = ready
         if status:
             rec.status = status
-        await self.upsert(rec)
-        return True
+        return await self._update(rec)
+
+    async def leave(self, node_id: str) -> bool:
+        """Mark ``node_id`` STOPPED: it drained and stopped cleanly (shown ``stopped``, no failure, dropped by
+        :meth:`sweep`; its maintenance mark is kept for its next start). False if the registry does not know it."""
+        rec = await self.get(node_id)
+        if rec is None:
+            return False
+        rec.status, rec.in_use = STOPPED, 0
+        return await self._update(rec)
 
     async def get(self, node_id: str) -> NodeRecord | None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -143,6 +176,47 @@ class Registry:
         rec = next(r for r in await self.all() if r.node_id == node_id)
         return rec
 
+    async def forget(self, node_id: str) -> NodeRecord | None:
+        """Drop ``node_id`` from the registry and from maintenance (an admin's word: it died for good);
+        returns its record (None if it was only in maintenance).
+
+        Raises NotFound for a node neither holds, Conflict while its heartbeats are fresh (a running node
+        would register again at its next heartbeat; maintenance is what takes it out of service)."""
+        rec = await self.get(node_id)
+        if rec is None and not await self.redis.sismember(MAINTENANCE_KEY, node_id):
+            raise errors.NotFound(f"no node {node_id!r} in the registry")
+        if rec is not None and self.status(rec) not in (common_pb2.NODE_STATUS_INACTIVE, STOPPED):
+            age = max(0.0, time.time() - rec.last_heartbeat)
+            raise errors.Conflict(
+                f"node {node_id!r} still heartbeats (last {age:.1f} s ago): stop it first, or take it out of "
+                f"service with `pixelfox nodes maintenance {node_id}`")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hdel(KEY, node_id)
+            pipe.srem(MAINTENANCE_KEY, node_id)
+            await pipe.execute()
+        logger.info("forgot node %s (admin)", node_id)
+        return rec
+
+    async def sweep(self, forget_after_s: float, keep_stopped_storage_s: float) -> list[str]:
+        """Drop the records of nodes that stopped cleanly (storage nodes once stopped ``keep_stopped_storage_s``
+        seconds: until then the repair counts their copies, see ``lost_after_s``) and of nodes silent for
+        ``forget_after_s`` seconds (these leave maintenance too); returns the ids dropped."""
+        now = time.time()
+        gone: list[str] = []
+        for rec in await self.all():
+            silent = now - rec.last_heartbeat
+            keep = keep_stopped_storage_s if rec.role == common_pb2.NODE_ROLE_STORAGE else 0.0
+            if silent >= forget_after_s:
+                await self.redis.srem(MAINTENANCE_KEY, rec.node_id)
+                logger.info("forgot node %s (silent for over %.0f s)", rec.node_id, forget_after_s)
+            elif rec.status == STOPPED and silent >= keep:
+                logger.info("forgot node %s (stopped %.0f s ago)", rec.node_id, silent)
+            else:
+                continue
+            await self.redis.hdel(KEY, rec.node_id)
+            gone.append(rec.node_id)
+        return gone
+
     def healthy(self, rec: NodeRecord) -> bool:
         """Takes new work: heartbeat younger than ``node_timeout_s``, ACTIVE, not in maintenance, and ready
         (a storage node whose pool is down reports not ready and gets no originals, variants or copies)."""
@@ -178,7 +252,10 @@ class Registry:
         return nodes[: max(1, replicas)]
 
     def status(self, rec: NodeRecord) -> int:
-        """INACTIVE when heartbeats stopped, else MAINTENANCE if set by an admin, else what the node reports."""
+        """STOPPED when the node said so, else INACTIVE when heartbeats stopped, else MAINTENANCE if set by an
+        admin, else what the node reports."""
+        if rec.status == STOPPED:
+            return STOPPED
         if time.time() - rec.last_heartbeat >= self.node_timeout_s:
             return common_pb2.NODE_STATUS_INACTIVE
         if rec.maintenance:

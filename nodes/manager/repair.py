@@ -40,7 +40,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from nodes.manager.registry import NodeRecord, Registry
+from nodes.manager.registry import STOPPED, NodeRecord, Registry
 from pixelfox import errors
 from pixelfox.config import FINITE
 from pixelfox.db.models import Image, ObjectLocation, ReplicaDebt, Variant
@@ -134,7 +134,8 @@ class ReplicaRepair:
         await run_with_lease(self.lease, stop, self._pass, every_s=self.settings.interval_s)
 
     def _reachable(self, rec: NodeRecord) -> bool:
-        return time.time() - rec.last_heartbeat < self.registry.node_timeout_s
+        """Heard from within the node timeout, and not stopped (a node that stopped cleanly reads nothing)."""
+        return self.registry.status(rec) not in (common_pb2.NODE_STATUS_INACTIVE, STOPPED)
 
     async def _pass(self) -> None:
         await self.pass_once()

@@ -53,19 +53,26 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
 
     @rpc()
     async def ListNodes(self, req: manager_pb2.ListNodesRequest, ctx: Ctx) -> manager_pb2.ListNodesResponse:
-        p = await self.svc.principal(caller())
-        if not p.is_admin:
-            raise errors.Forbidden("listing nodes needs the cluster credential or an admin key")
+        await self._operator("listing nodes")
         recs = await self.svc.registry.all(req.role)
         return manager_pb2.ListNodesResponse(nodes=[self.svc.registry.to_proto(r) for r in recs])
 
+    async def _operator(self, what: str) -> None:
+        """Raise Forbidden unless the caller holds the cluster credential or an admin key; ``what`` names the act."""
+        if not (await self.svc.principal(caller())).is_admin:
+            raise errors.Forbidden(f"{what} needs the cluster credential or an admin key")
+
     @rpc()
     async def SetNodeMaintenance(self, req: manager_pb2.SetNodeMaintenanceRequest, ctx: Ctx) -> common_pb2.Node:
-        p = await self.svc.principal(caller())
-        if not p.is_admin:
-            raise errors.Forbidden("maintenance mode needs the cluster credential or an admin key")
+        await self._operator("maintenance mode")
         rec = await self.svc.registry.set_maintenance(req.node_id, req.maintenance)
         return self.svc.registry.to_proto(rec)
+
+    @rpc()
+    async def ForgetNode(self, req: manager_pb2.ForgetNodeRequest, ctx: Ctx) -> manager_pb2.ForgetNodeResponse:
+        await self._operator("forgetting a node")
+        rec = await self.svc.registry.forget(req.node_id)
+        return manager_pb2.ForgetNodeResponse(node=self.svc.registry.to_proto(rec) if rec is not None else None)
 
     @rpc(cluster=True)
     async def PlaceObject(self, req: manager_pb2.PlaceObjectRequest, ctx: Ctx) -> manager_pb2.PlaceObjectResponse:

@@ -33,10 +33,9 @@ ROLE_NAMES = {
     common_pb2.NODE_ROLE_MANAGER: "manager", common_pb2.NODE_ROLE_UPLOAD: "upload",
     common_pb2.NODE_ROLE_PROC: "proc", common_pb2.NODE_ROLE_STORAGE: "storage", common_pb2.NODE_ROLE_WEB: "web",
 }
-STATUS_NAMES = {
-    common_pb2.NODE_STATUS_ACTIVE: "active", common_pb2.NODE_STATUS_INACTIVE: "inactive",
-    common_pb2.NODE_STATUS_MAINTENANCE: "maintenance", common_pb2.NODE_STATUS_DRAINING: "draining",
-}
+STATUS_NAMES = ops.STATUS_NAMES
+#: statuses that are an operator's or the node's own choice, not a failure: ``status`` exits 0 with them
+INTENDED = frozenset({"maintenance", "stopped"})
 
 # ---- up --------------------------------------------------------------------------------------
 
@@ -196,14 +195,14 @@ def cmd_status(opts: argparse.Namespace) -> int:
         return 0
     table = Table("role", "id", "address", "health", "status", "load", "in use", "last heartbeat", "http")
     for r in rows:
-        style = "" if r["health"] == "healthy" else "red"
+        style = "" if r["health"] == "healthy" else "dim" if r["status"] == "stopped" else "red"
         health = r["health"] if r["ready"] else f"{r['health']} (not ready)"  # its dependencies are down
         table.add_row(r["role"], r["id"], r["address"], health, r["status"], f"{r['load']:.0%}",
                       _in_use(r), f"{r['last_heartbeat_age_s']:.1f} s ago", r["http_url"],
                       style=style)
     table_console().print(table)
-    # a node an admin put in maintenance takes no new work on purpose: not a failure
-    return 0 if all(r["health"] == "healthy" or r["status"] == "maintenance" for r in rows) else 1
+    # a node an admin put in maintenance, or one that stopped cleanly, takes no new work on purpose: not a failure
+    return 0 if all(r["health"] == "healthy" or r["status"] in INTENDED for r in rows) else 1
 
 
 # ---- users / keys ------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""Operator commands: ``pixelfox nodes maintenance``, ``migrate-db``, ``backup`` and ``restore``.
+"""Operator commands: ``pixelfox nodes maintenance|forget``, ``migrate-db``, ``backup`` and ``restore``.
 
 ``nodes maintenance NODE_ID [--off]`` asks a manager (admin key or the local cluster's
 secret) to put a node into maintenance: it keeps serving what it holds but gets no new
-uploads, jobs or placements until ``--off``. The database commands work on database URLs
+uploads, jobs or placements until ``--off``. ``nodes forget NODE_ID`` drops a node that died for
+good from the registry (refused while it still heartbeats). The database commands work on database URLs
 directly (the manager need not run) and are described in :mod:`pixelfox.db.tools`.
 """
 
@@ -24,19 +25,25 @@ from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 STATUS_NAMES = {v: k.removeprefix("NODE_STATUS_").lower() for k, v in common_pb2.NodeStatus.items()}
 
 
-async def _maintenance(ref: context.ClusterRef, node_id: str, on: bool) -> common_pb2.Node:
+async def _node_call(ref: context.ClusterRef, method: str, request: Any) -> Any:
+    """``ManagerService.<method>(request)`` as the operator; errors become one ``pixelfox:`` line."""
     async with context.manager_channel(ref) as ch:
         stub = manager_pb2_grpc.ManagerServiceStub(ch)
-        return await stub.SetNodeMaintenance(
-            manager_pb2.SetNodeMaintenanceRequest(node_id=node_id, maintenance=on),
-            metadata=ref.admin_metadata(), timeout=10,
-        )
+        return await getattr(stub, method)(request, metadata=ref.admin_metadata(), timeout=10)
 
 
 def cmd_maintenance(opts: argparse.Namespace) -> int:
     ref = context.resolve(opts.manager, opts.api_key)
-    node = asyncio.run(_maintenance(ref, opts.node_id, not opts.off))
+    req = manager_pb2.SetNodeMaintenanceRequest(node_id=opts.node_id, maintenance=not opts.off)
+    node = asyncio.run(_node_call(ref, "SetNodeMaintenance", req))
     print(f"{node.node_id}: {STATUS_NAMES.get(node.status, '?')}")
+    return 0
+
+
+def cmd_forget(opts: argparse.Namespace) -> int:
+    ref = context.resolve(opts.manager, opts.api_key)
+    asyncio.run(_node_call(ref, "ForgetNode", manager_pb2.ForgetNodeRequest(node_id=opts.node_id)))
+    print(f"{opts.node_id}: forgotten")
     return 0
 
 
@@ -129,6 +136,9 @@ def add_commands(sub: Any, with_target: Callable[[argparse.ArgumentParser], argp
     nm.add_argument("node_id")
     nm.add_argument("--off", action="store_true", help="end maintenance")
     nm.set_defaults(func=cmd_maintenance)
+    nf = with_target(nodes.add_parser("forget", help="drop NODE_ID, a node that died for good, from the registry"))
+    nf.add_argument("node_id")
+    nf.set_defaults(func=cmd_forget)
 
     md = sub.add_parser("migrate-db", help="copy the metadata to another database (SQLite -> PostgreSQL)")
     md.add_argument("--source", help="source database URL (default: the database the local cluster uses, "

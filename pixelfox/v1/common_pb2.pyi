@@ -55,6 +55,10 @@ class _NodeStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NodeStatus
     """missed its heartbeats"""
     NODE_STATUS_MAINTENANCE: _NodeStatus.ValueType  # 3
     NODE_STATUS_DRAINING: _NodeStatus.ValueType  # 4
+    NODE_STATUS_STOPPED: _NodeStatus.ValueType  # 5
+    """Stopped cleanly: its last heartbeat said so after it drained. Not a failure; dropped from the
+    registry by the next sweep (a storage node once its copies no longer count, see repair).
+    """
 
 class NodeStatus(_NodeStatus, metaclass=_NodeStatusEnumTypeWrapper):
     """Registry status of a node (seed plan: active / inactive / maintenance)."""
@@ -65,6 +69,10 @@ NODE_STATUS_INACTIVE: NodeStatus.ValueType  # 2
 """missed its heartbeats"""
 NODE_STATUS_MAINTENANCE: NodeStatus.ValueType  # 3
 NODE_STATUS_DRAINING: NodeStatus.ValueType  # 4
+NODE_STATUS_STOPPED: NodeStatus.ValueType  # 5
+"""Stopped cleanly: its last heartbeat said so after it drained. Not a failure; dropped from the
+registry by the next sweep (a storage node once its copies no longer count, see repair).
+"""
 Global___NodeStatus: _TypeAlias = NodeStatus  # noqa: Y015
 
 class _ImageStatus:

@@ -109,7 +109,9 @@ class HeartbeatRequest(_message.Message):
     capacity: _builtins.int
     free_bytes: _builtins.int
     status: _common_pb2.NodeStatus.ValueType
-    """ACTIVE, or DRAINING when shutting down"""
+    """ACTIVE; DRAINING when shutting down; STOPPED as its last word once drained (the manager marks
+    it stopped: not unhealthy; a later heartbeat is answered known=false, so it registers again)
+    """
     not_ready: _builtins.bool
     """The node's own dependency check fails (its gRPC health is NOT_SERVING: a storage node's pool,
     an upload node's manager): it gets no new work until a heartbeat says it is ready again.
@@ -1998,3 +2000,44 @@ class SetNodeMaintenanceRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetNodeMaintenanceRequest: _TypeAlias = SetNodeMaintenanceRequest  # noqa: Y015
+
+@_typing.final
+class ForgetNodeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForgetNodeRequest: _TypeAlias = ForgetNodeRequest  # noqa: Y015
+
+@_typing.final
+class ForgetNodeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def node(self) -> _common_pb2.Node:
+        """the node as the registry last saw it (unset if it was only in maintenance)"""
+
+    def __init__(
+        self,
+        *,
+        node: _common_pb2.Node | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForgetNodeResponse: _TypeAlias = ForgetNodeResponse  # noqa: Y015

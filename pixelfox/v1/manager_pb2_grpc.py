@@ -64,6 +64,11 @@ class ManagerServiceStub:
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.SetNodeMaintenanceRequest.SerializeToString,
                 response_deserializer=pixelfox_dot_v1_dot_common__pb2.Node.FromString,
                 _registered_method=True)
+        self.ForgetNode = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/ForgetNode',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.ForgetNodeRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.ForgetNodeResponse.FromString,
+                _registered_method=True)
         self.CreateUpload = channel.unary_unary(
                 '/pixelfox.v1.ManagerService/CreateUpload',
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.CreateUploadRequest.SerializeToString,
@@ -266,6 +271,14 @@ class ManagerServiceServicer:
     def SetNodeMaintenance(self, request, context):
         """Put a node into maintenance (no new uploads, jobs or placements; it keeps serving what
         it holds) or take it out again. Admin key or cluster credential.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForgetNode(self, request, context):
+        """Drop a node that died for good from the registry (and from maintenance). Refused
+        (FAILED_PRECONDITION) while its heartbeats are fresh. Admin key or cluster credential.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -536,6 +549,11 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.SetNodeMaintenance,
                     request_deserializer=pixelfox_dot_v1_dot_manager__pb2.SetNodeMaintenanceRequest.FromString,
                     response_serializer=pixelfox_dot_v1_dot_common__pb2.Node.SerializeToString,
+            ),
+            'ForgetNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForgetNode,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.ForgetNodeRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.ForgetNodeResponse.SerializeToString,
             ),
             'CreateUpload': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateUpload,
@@ -842,6 +860,33 @@ class ManagerService:
             '/pixelfox.v1.ManagerService/SetNodeMaintenance',
             pixelfox_dot_v1_dot_manager__pb2.SetNodeMaintenanceRequest.SerializeToString,
             pixelfox_dot_v1_dot_common__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForgetNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/ForgetNode',
+            pixelfox_dot_v1_dot_manager__pb2.ForgetNodeRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.ForgetNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,10 @@ class ManagerServiceStub:
     """Put a node into maintenance (no new uploads, jobs or placements; it keeps serving what
     it holds) or take it out again. Admin key or cluster credential.
     """
+    ForgetNode: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ForgetNodeRequest, _manager_pb2.ForgetNodeResponse]
+    """Drop a node that died for good from the registry (and from maintenance). Refused
+    (FAILED_PRECONDITION) while its heartbeats are fresh. Admin key or cluster credential.
+    """
     CreateUpload: _grpc.UnaryUnaryMultiCallable[_manager_pb2.CreateUploadRequest, _manager_pb2.CreateUploadResponse]
     """--- uploads"""
     CompleteUpload: _grpc.UnaryUnaryMultiCallable[_manager_pb2.CompleteUploadRequest, _manager_pb2.CompleteUploadResponse]
@@ -146,6 +150,10 @@ class ManagerServiceAsyncStub(ManagerServiceStub):
     SetNodeMaintenance: _aio.UnaryUnaryMultiCallable[_manager_pb2.SetNodeMaintenanceRequest, _common_pb2.Node]  # type: ignore[assignment]
     """Put a node into maintenance (no new uploads, jobs or placements; it keeps serving what
     it holds) or take it out again. Admin key or cluster credential.
+    """
+    ForgetNode: _aio.UnaryUnaryMultiCallable[_manager_pb2.ForgetNodeRequest, _manager_pb2.ForgetNodeResponse]  # type: ignore[assignment]
+    """Drop a node that died for good from the registry (and from maintenance). Refused
+    (FAILED_PRECONDITION) while its heartbeats are fresh. Admin key or cluster credential.
     """
     CreateUpload: _aio.UnaryUnaryMultiCallable[_manager_pb2.CreateUploadRequest, _manager_pb2.CreateUploadResponse]  # type: ignore[assignment]
     """--- uploads"""
@@ -273,6 +281,16 @@ class ManagerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_common_pb2.Node, _abc.Awaitable[_common_pb2.Node]]:
         """Put a node into maintenance (no new uploads, jobs or placements; it keeps serving what
         it holds) or take it out again. Admin key or cluster credential.
+        """
+
+    @_abc_1.abstractmethod
+    def ForgetNode(
+        self,
+        request: _manager_pb2.ForgetNodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.ForgetNodeResponse, _abc.Awaitable[_manager_pb2.ForgetNodeResponse]]:
+        """Drop a node that died for good from the registry (and from maintenance). Refused
+        (FAILED_PRECONDITION) while its heartbeats are fresh. Admin key or cluster credential.
         """
 
     @_abc_1.abstractmethod

@@ -79,6 +79,9 @@ async def check_leases_registry_and_queue(r: Any) -> None:
     await reg.set_maintenance("upload9", True)
     (rec,) = [n for n in await reg.all() if n.node_id == "upload9"]
     assert rec.maintenance and not reg.healthy(rec)
+    assert await reg.heartbeat("upload9", 1, 2, 3, common_pb2.NODE_STATUS_ACTIVE)  # the Lua update, one key
+    assert await reg.leave("upload9")  # a clean stop: a later heartbeat must register again
+    assert not await reg.heartbeat("upload9", 1, 2, 3, common_pb2.NODE_STATUS_ACTIVE)
 
     # a MULTI over two keys of one tag (what the job queue does)
     await r.delete("pixelfox:{t}:stream")

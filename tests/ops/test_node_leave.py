@@ -1,0 +1,98 @@
+"""Nodes leaving the cluster: a clean stop, a node that died for good, and what the operator sees.
+
+* a node stopped with SIGTERM says STOPPED as its last heartbeat: ``pixelfox status`` shows it
+  ``stopped`` and exits 0 (it used to show ``inactive`` and exit 1 for an hour), and it comes back
+  ``active`` when started again;
+* ``pixelfox nodes forget`` drops a node that died (SIGKILL) and refuses one that still heartbeats;
+* the registry sweep drops stopped nodes (a storage node once its copies no longer count).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from nodes.manager.registry import MAINTENANCE_KEY, NodeRecord, Registry
+from pixelfox.cli.launcher import Counts, LocalCluster
+from pixelfox.v1 import common_pb2
+from tests.ops.conftest import cli, healthy, start_cluster, status, wait_for
+
+NODE_TIMEOUT_S = 2.0
+e2e = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    root = tmp_path_factory.mktemp("leave")
+    local = start_cluster(root, Counts(upload=1, proc=2, storage=2, web=1), {
+        "PIXELFOX_NODE_TIMEOUT_S": str(NODE_TIMEOUT_S), "PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S": "0.5"})
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+async def test_sweep_drops_stopped_nodes_and_keeps_a_stopped_storage_node_while_its_copies_count(
+        redis_url: str) -> None:
+    r = aioredis.from_url(redis_url)
+    reg = Registry(r, node_timeout_s=NODE_TIMEOUT_S)
+    try:
+        for rec in (NodeRecord("proc9", common_pb2.NODE_ROLE_PROC, "127.0.0.1:1"),
+                    NodeRecord("storage9", common_pb2.NODE_ROLE_STORAGE, "127.0.0.1:2"),
+                    NodeRecord("upload9", common_pb2.NODE_ROLE_UPLOAD, "127.0.0.1:3")):
+            await reg.upsert(rec)
+        await reg.set_maintenance("proc9", True)
+        assert await reg.leave("proc9") and await reg.leave("storage9")
+        assert not await reg.leave("nobody")
+        # a heartbeat sent before the node's last word and answered after it does not bring it back
+        assert not await reg.heartbeat("proc9", 0, 1, 0, common_pb2.NODE_STATUS_DRAINING)
+        proc9 = await reg.get("proc9")
+        assert proc9 is not None and reg.status(proc9) == common_pb2.NODE_STATUS_STOPPED and not reg.healthy(proc9)
+
+        assert await reg.sweep(3600.0, keep_stopped_storage_s=600.0) == ["proc9"]
+        assert await r.sismember(MAINTENANCE_KEY, "proc9")  # kept for the node's next start
+        assert [n.node_id for n in await reg.all()] == ["upload9", "storage9"]
+        assert await reg.sweep(3600.0, keep_stopped_storage_s=0.0) == ["storage9"]
+        assert await reg.sweep(0.0, keep_stopped_storage_s=0.0) == ["upload9"]  # silent past forget_after_s
+        assert await reg.all() == []
+    finally:
+        await r.aclose()
+
+
+@e2e
+def test_a_node_stopped_cleanly_shows_stopped_and_is_no_failure(own: LocalCluster) -> None:
+    own.child("proc2").proc.send_signal(signal.SIGTERM)
+    assert own.child("proc2").proc.wait(30) == 0
+    assert status(own.root)["proc2"]["status"] == "stopped"
+    wait_for(lambda: status(own.root)["proc2"]["last_heartbeat_age_s"] > NODE_TIMEOUT_S, timeout_s=15)
+    rows = status(own.root)
+    assert rows["proc2"]["status"] == "stopped", rows["proc2"]  # it used to turn "inactive" (exit 1) for an hour
+    res = cli(own.root, "status")
+    assert res.returncode == 0 and "stopped" in res.stdout, res.stdout + res.stderr
+    # started again, it registers again and is active
+    own.restart("proc2", sig=signal.SIGTERM)
+    wait_for(lambda: healthy(own, "proc2"), timeout_s=30)
+    assert status(own.root)["proc2"]["status"] == "active"
+
+
+@e2e
+def test_nodes_forget_drops_a_dead_node_and_refuses_a_live_one(own: LocalCluster) -> None:
+    refused = cli(own.root, "nodes", "forget", "proc2")
+    assert refused.returncode == 2, refused.stdout
+    assert refused.stderr.startswith("pixelfox: node 'proc2' still heartbeats (last "), refused.stderr
+    assert "`pixelfox nodes maintenance proc2` (conflict)" in refused.stderr, refused.stderr
+    assert status(own.root)["proc2"]["status"] == "active"
+    unknown = cli(own.root, "nodes", "forget", "nope")
+    assert unknown.returncode != 0 and "no node 'nope' in the registry" in unknown.stderr, unknown.stderr
+
+    own.child("proc2").proc.send_signal(signal.SIGKILL)  # died: no last word
+    own.child("proc2").proc.wait(10)
+    wait_for(lambda: status(own.root)["proc2"]["status"] == "inactive", timeout_s=NODE_TIMEOUT_S + 10)
+    assert cli(own.root, "status").returncode == 1
+    res = cli(own.root, "nodes", "forget", "proc2")
+    assert res.returncode == 0 and "proc2: forgotten" in res.stdout, res.stdout + res.stderr
+    assert "proc2" not in status(own.root)
+    assert cli(own.root, "status").returncode == 0
