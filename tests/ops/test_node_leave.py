@@ -4,20 +4,27 @@
   ``stopped`` and exits 0 (it used to show ``inactive`` and exit 1 for an hour), and it comes back
   ``active`` when started again;
 * ``pixelfox nodes forget`` drops a node that died (SIGKILL) and refuses one that still heartbeats;
-* the registry sweep drops stopped nodes (a storage node once its copies no longer count).
+* the registry sweep drops stopped nodes (a storage node once its copies no longer count);
+* the admin page shows a node in maintenance as ``maintenance``, not ``down``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
 from nodes.manager.registry import MAINTENANCE_KEY, NodeRecord, Registry
 from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.v1 import common_pb2
+from tests.e2e.test_web import PASSWORD, Browser
 from tests.ops.conftest import cli, healthy, start_cluster, status, wait_for
 
 NODE_TIMEOUT_S = 2.0
@@ -96,3 +103,30 @@ def test_nodes_forget_drops_a_dead_node_and_refuses_a_live_one(own: LocalCluster
     assert res.returncode == 0 and "proc2: forgotten" in res.stdout, res.stdout + res.stderr
     assert "proc2" not in status(own.root)
     assert cli(own.root, "status").returncode == 0
+
+
+async def _admin_page(base: str, name: str) -> str:
+    """``/admin`` as admin user ``name`` (logged in through the web node at ``base``)."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        admin = Browser(http, base)
+        await admin.login(name)
+        code, html, _ = await admin.get("/admin")
+    assert code == 200, html
+    return html
+
+
+@e2e
+def test_admin_page_shows_a_node_in_maintenance_as_maintenance(own: LocalCluster) -> None:
+    name = "leave_admin"
+    made = subprocess.run([sys.executable, "-m", "pixelfox", "users", "create", name, "--admin", "--password-stdin"],
+                          cwd=own.root, input=PASSWORD + "\n", capture_output=True, text=True, timeout=60, check=False)
+    assert made.returncode == 0, made.stderr
+    assert cli(own.root, "nodes", "maintenance", "proc1").returncode == 0
+    try:
+        html = asyncio.run(_admin_page(own.web_urls[0], name))
+        row = re.search(r"<tr><td>proc1</td>.*?</tr>", html, re.S)
+        assert row, html
+        # the status and the health column both say maintenance (the health cell said "down")
+        assert row.group(0).count(">maintenance<") == 2 and "down" not in row.group(0), row.group(0)
+    finally:
+        assert cli(own.root, "nodes", "maintenance", "proc1", "--off").returncode == 0

@@ -28,7 +28,22 @@ STATUS_NAMES = {
     common_pb2.NODE_STATUS_INACTIVE: "inactive",
     common_pb2.NODE_STATUS_MAINTENANCE: "maintenance",
     common_pb2.NODE_STATUS_DRAINING: "draining",
+    common_pb2.NODE_STATUS_STOPPED: "stopped",
 }
+#: statuses in which a node takes no new work by an admin's or its own choice: shown as such, not "down"
+INTENDED = (common_pb2.NODE_STATUS_MAINTENANCE, common_pb2.NODE_STATUS_DRAINING, common_pb2.NODE_STATUS_STOPPED)
+
+
+def health(node: common_pb2.Node) -> tuple[str, str]:
+    """The Health cell of ``node`` on ``/admin``: ``(label, CSS class)``. ``healthy``; else the status when it
+    is in :data:`INTENDED` (a node in maintenance that still heartbeats shows ``maintenance``, as in
+    ``pixelfox status``; one whose heartbeats stopped is ``inactive``, so ``down``); else ``not ready`` (its
+    own dependency check fails) or ``down``."""
+    if node.healthy:
+        return "healthy", "ok"
+    if node.status in INTENDED:
+        return STATUS_NAMES[node.status], "muted"
+    return ("not ready" if node.not_ready else "down"), "bad"
 
 
 async def _admin(request: web.Request) -> CurrentUser:
@@ -45,7 +60,7 @@ async def overview(request: web.Request) -> web.StreamResponse:
     md = request.app[MANAGER].as_user(user.id)
     o = await call(request, "AdminOverview", manager_pb2.AdminOverviewRequest(recent_images=24), md)
     nodes = sorted(o.nodes, key=lambda n: (n.role, n.node_id))
-    ctx = {"o": o, "nodes": nodes, "roles": ROLE_NAMES, "statuses": STATUS_NAMES}
+    ctx = {"o": o, "nodes": [(n, *health(n)) for n in nodes], "roles": ROLE_NAMES, "statuses": STATUS_NAMES}
     return await render(request, "admin.html", ctx)
 
 
