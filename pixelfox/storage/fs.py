@@ -28,6 +28,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
@@ -288,6 +289,11 @@ class FsStore:
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
+
+    def filesystem(self) -> str:
+        """``HOST:DEVICE`` of the filesystem the pool is on (host name, ``st_dev``): two pools on one disk
+        share its free space, so whoever sums free bytes counts it once (the admin overview)."""
+        return f"{socket.gethostname()}:{os.stat(self.root).st_dev}"
 
     async def usage(self) -> tuple[int, int]:
         return self._used, await asyncio.to_thread(self.free_bytes)

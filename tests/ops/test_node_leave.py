@@ -5,13 +5,15 @@
   ``active`` when started again;
 * ``pixelfox nodes forget`` drops a node that died (SIGKILL) and refuses one that still heartbeats;
 * the registry sweep drops stopped nodes (a storage node once its copies no longer count);
-* the admin page shows a node in maintenance as ``maintenance``, not ``down``.
+* the admin page shows a node in maintenance as ``maintenance``, not ``down``;
+* the admin page's free space counts a disk shared by two pools once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,9 +25,11 @@ import redis.asyncio as aioredis
 
 from nodes.manager.registry import MAINTENANCE_KEY, NodeRecord, Registry
 from pixelfox.cli.launcher import Counts, LocalCluster
-from pixelfox.v1 import common_pb2
+from pixelfox.grpcx.auth import api_key_metadata
+from pixelfox.grpcx.client import channel
+from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 from tests.e2e.test_web import PASSWORD, Browser
-from tests.ops.conftest import cli, healthy, start_cluster, status, wait_for
+from tests.ops.conftest import admin_key, cli, healthy, start_cluster, status, wait_for
 
 NODE_TIMEOUT_S = 2.0
 e2e = pytest.mark.e2e
@@ -103,6 +107,24 @@ def test_nodes_forget_drops_a_dead_node_and_refuses_a_live_one(own: LocalCluster
     assert res.returncode == 0 and "proc2: forgotten" in res.stdout, res.stdout + res.stderr
     assert "proc2" not in status(own.root)
     assert cli(own.root, "status").returncode == 0
+
+
+async def _overview(local: LocalCluster) -> manager_pb2.AdminOverviewResponse:
+    async with channel(local.manager_address) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        return await stub.AdminOverview(manager_pb2.AdminOverviewRequest(),
+                                        metadata=api_key_metadata(admin_key(local)), timeout=10)
+
+
+@e2e
+def test_free_space_of_two_pools_on_one_disk_counts_once(own: LocalCluster) -> None:
+    """Both storage nodes of ``pixelfox up`` keep their pools in the cluster folder, on one disk: the
+    overview used to add its free space twice."""
+    o = asyncio.run(_overview(own))
+    stores = [n for n in o.nodes if n.role == common_pb2.NODE_ROLE_STORAGE and n.healthy]
+    disk = shutil.disk_usage(own.root).free
+    assert len(stores) == 2 and abs(o.storage_free_bytes - disk) < disk * 0.05, (o.storage_free_bytes, disk)
+    assert len({c for n in stores for c in n.capabilities if c.startswith("fs:")}) == 1
 
 
 async def _admin_page(base: str, name: str) -> str:
