@@ -3,6 +3,7 @@
 * a node stopped with SIGTERM says STOPPED as its last heartbeat: ``pixelfox status`` shows it
   ``stopped`` and exits 0 (it used to show ``inactive`` and exit 1 for an hour), and it comes back
   ``active`` when started again;
+* a manager stopped with SIGTERM marks itself ``stopped`` the same way;
 * ``pixelfox nodes forget`` drops a node that died (SIGKILL) and refuses one that still heartbeats;
 * the registry sweep drops stopped nodes (a storage node once its copies no longer count);
 * the admin page shows a node in maintenance as ``maintenance``, not ``down``;
@@ -38,7 +39,7 @@ e2e = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     root = tmp_path_factory.mktemp("leave")
-    local = start_cluster(root, Counts(upload=1, proc=2, storage=2, web=1), {
+    local = start_cluster(root, Counts(upload=1, proc=2, storage=2, web=1, managers=2), {
         "PIXELFOX_NODE_TIMEOUT_S": str(NODE_TIMEOUT_S), "PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S": "0.5"})
     try:
         yield local
@@ -152,3 +153,15 @@ def test_admin_page_shows_a_node_in_maintenance_as_maintenance(own: LocalCluster
         assert row.group(0).count(">maintenance<") == 2 and "down" not in row.group(0), row.group(0)
     finally:
         assert cli(own.root, "nodes", "maintenance", "proc1", "--off").returncode == 0
+
+
+@e2e
+def test_a_manager_stopped_cleanly_shows_stopped_and_is_no_failure(own: LocalCluster) -> None:
+    """Runs last: it stops one of the two managers."""
+    own.child("manager2").proc.send_signal(signal.SIGTERM)
+    assert own.child("manager2").proc.wait(30) == 0
+    wait_for(lambda: status(own.root)["manager2"]["last_heartbeat_age_s"] > NODE_TIMEOUT_S, timeout_s=15)
+    rows = status(own.root)
+    assert rows["manager2"]["status"] == "stopped" and rows["manager1"]["health"] == "healthy", rows
+    res = cli(own.root, "status")
+    assert res.returncode == 0, res.stdout + res.stderr  # a manager stopped on purpose is no manager down
