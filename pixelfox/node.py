@@ -6,8 +6,8 @@ with the manager (retrying until it answers; a refusal, such as a heartbeat inte
 the manager's node timeout, ends the process with the manager's reason), sends a heartbeat every
 ``cluster.heartbeat_interval_s`` seconds with the node's :class:`Load`, and on SIGTERM or
 SIGINT reports NOT_SERVING and DRAINING (that heartbeat goes at once, and the node waits up to
-``DRAIN_REPORT_S`` for a manager to answer it, so an idle node that exits at once still shows
-``draining``), runs the node's ``on_drain`` hook and stops the server with its grace period
+``DRAIN_REPORT_S`` for a manager to answer it, so the manager stops handing it work before
+it goes), runs the node's ``on_drain`` hook and stops the server with its grace period
 (which waits only for calls still open: ``on_drain`` ends the node's own long streams, such
 as the manager's ``Work`` streams). Its last heartbeat then says STOPPED (:meth:`Agent.stop` with
 ``leave``): the registry shows it ``stopped``, not as a node down, and drops it. Each heartbeat also carries
@@ -222,7 +222,7 @@ class Agent:
 
     async def drain(self, timeout_s: float) -> bool:
         """:meth:`set_draining` and wait up to ``timeout_s`` seconds until a manager answered a DRAINING
-        heartbeat (so ``pixelfox status`` shows the node ``draining`` even if it exits right after); True if one did."""
+        heartbeat (so the manager stops handing it work before it goes); True if one did."""
         self.set_draining()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._told.wait(), timeout_s)
