@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from pixelfox import errors
 
@@ -285,9 +286,15 @@ class UploadStates:
         await self.redis.delete(state_key(upload_id), lock_key(upload_id))
 
     async def ttl(self, upload_id: str) -> float:
-        """Unix time the upload expires (abandoned-upload TTL), 0 if unknown."""
-        left = await self.redis.ttl(state_key(upload_id))
-        return time.time() + left if left and left > 0 else 0.0
+        """Unix time (seconds) the upload's state expires (abandoned-upload TTL), 0 if unknown. Read with
+        ``EXPIRETIME`` (Redis 7), so every reader gets the same second until the next commit (the upload
+        list and ``GetUpload`` agree); from ``TTL`` and this host's clock on an older Redis."""
+        try:
+            at = await self.redis.expiretime(state_key(upload_id))
+        except ResponseError:  # Redis < 7: no EXPIRETIME
+            left = await self.redis.ttl(state_key(upload_id))
+            return time.time() + left if left and left > 0 else 0.0
+        return float(at) if at and at > 0 else 0.0
 
     async def locked(self, upload_id: str) -> bool:
         """True while a writer holds the upload's lock."""

@@ -525,30 +525,50 @@ class Uploads:
             reply.status = "abandoned" if row_status == "abandoned" else "expired"
         elif st.status == "abandoned":  # cancelled by its owner: the state stays to refuse the ticket
             reply.status, reply.offset = "abandoned", st.offset
-        elif st.status == "open" and time.time() > ticket_end:
-            reply.status, reply.offset = "expired", st.offset  # its ticket ended: nothing can resume it now
-        else:
-            reply.status, reply.offset = ("failed" if st.status == "failed" else "open"), st.offset
-            if st.status == "failed":  # the reason the PATCH or stream was told, for whoever asks later
-                reason = st.failure()
-                reply.error_code, reply.error_message = reason.code, reason.message
-            # usable until its ticket's end (its expiry plus the clock-skew leeway, as tus Upload-Expires
-            # says: nodes/upload/tus.py) or its state's (upload_ttl_s after the last chunk)
+        elif st.status == "failed":  # the reason the PATCH or stream was told, for whoever asks later
+            reason = st.failure()
+            reply.status, reply.offset = "failed", st.offset
+            reply.error_code, reply.error_message = reason.code, reason.message
             if expires := min(await self.states.ttl(upload.id) or math.inf, ticket_end):
-                reply.expires_at = iso(datetime.fromtimestamp(expires, UTC))
+                reply.expires_at = _iso(expires)
+        else:
+            await self._unfinished(reply, upload, st.offset, ticket_end)
         return reply
 
+    async def _unfinished(self, reply: manager_pb2.UploadProgress, upload: Upload, offset: int,
+                          ticket_end: float) -> None:
+        """Fill ``reply`` for ``upload``, open in Redis at ``offset`` bytes, whose ticket is accepted until
+        ``ticket_end`` (unix s: its expiry plus the clock-skew leeway, as tus Upload-Expires says):
+        ``open`` while the ticket holds; then ``paused`` while the state lives when it has an owner, who
+        renews the ticket (:meth:`renew`), else ``expired`` (an anonymous upload has nobody to renew it).
+        ``ticket_expires_at`` is ``ticket_end``; ``expires_at`` when nothing can resume it any more: its
+        state's end (``upload_ttl_s`` after the last chunk), or the ticket's when sooner for an anonymous one."""
+        state_end, now = await self.states.ttl(upload.id) or math.inf, time.time()
+        renewable = upload.user_id is not None
+        reply.offset = offset
+        if now > ticket_end and not renewable:
+            reply.status = "expired"  # its ticket ended and nobody may renew it: nothing can resume it now
+            return
+        reply.status = "open" if now <= ticket_end else "paused"
+        reply.ticket_expires_at = _iso(ticket_end)
+        if (expires := state_end if renewable else min(state_end, ticket_end)) < math.inf:
+            reply.expires_at = _iso(expires)
+
     async def list_open(self, user: User) -> list[manager_pb2.UploadProgress]:
-        """``user``'s open uploads, newest first, each as :meth:`progress` answers it: at most
+        """``user``'s unfinished uploads (``open``, and ``paused``: its ticket ended, its state lives, it
+        resumes once renewed), newest first, each as :meth:`progress` answers it: at most
         ``user_open_uploads`` of them (:data:`LISTED_UPLOADS_CAP` when that is 0), an admin's own too
         (admins skip the limit, so they are not in the Redis set of open uploads; the table is the
         source). A row stays ``open`` when its ticket or state ran out (and when its upload failed but
-        the manager did not hear it), so only rows whose ticket is still accepted
-        (:func:`~pixelfox.tickets.usable_until` of its expiry is ahead) are read, in one query, and
-        each one's Redis state says whether it is still open. An open row has no image of its own and
-        is no duplicate, so nothing else is read from the database."""
+        the manager did not hear it), so only rows whose ticket was accepted within the last
+        ``upload_ttl_s`` + ``ticket_ttl_s`` are read, in one query (a state lives ``upload_ttl_s`` after the
+        last chunk, and a stream admitted before the ticket's end may commit chunks after it; one longer
+        than a whole ticket's life is not listed, ``GetUpload`` still answers it), and each one's Redis
+        state says whether it is still open or paused. Such a row has no image of its own and is no
+        duplicate, so nothing else is read from the database."""
         limit = self.limits.user_open_uploads or LISTED_UPLOADS_CAP
-        since = datetime.now(UTC) - timedelta(seconds=tickets.LEEWAY_S)  # usable_until(exp) > now
+        since = datetime.now(UTC) - timedelta(  # usable_until(exp) within that time
+            seconds=tickets.LEEWAY_S + self.limits.upload_ttl_s + self.limits.ticket_ttl_s)
         async with self.sessions() as s:
             candidates = list(await s.scalars(select(Upload).where(
                 Upload.user_id == user.id, Upload.status == "open", Upload.expires_at > since,
@@ -556,11 +576,16 @@ class Uploads:
         found: list[manager_pb2.UploadProgress] = []
         for upload in candidates:
             p = await self._progress(upload, "", "")
-            if p.status == "open":
+            if p.status in ("open", "paused"):
                 found.append(p)
                 if len(found) == limit:
                     break
         return found
+
+
+def _iso(unix: float) -> str:
+    """ISO 8601 UTC of unix time ``unix`` (seconds), as the API answers times."""
+    return iso(datetime.fromtimestamp(unix, UTC))
 
 
 def _unix(at: datetime) -> int:

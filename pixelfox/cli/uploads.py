@@ -1,4 +1,5 @@
-"""``pixelfox uploads`` (the caller's open resumable uploads) and ``pixelfox uploads cancel ID``.
+"""``pixelfox uploads`` (the caller's unfinished resumable uploads: open, or paused until renewed) and
+``pixelfox uploads cancel ID``.
 
 They act for the user of the API key (``--api-key``, or the local admin's in a ``pixelfox up``
 folder), as ``GET`` and ``DELETE /api/v1/uploads/<id>`` do on the web: an upload past the
@@ -25,7 +26,7 @@ from pixelfox.v1 import manager_pb2, manager_pb2_grpc
 
 
 def upload_row(p: manager_pb2.UploadProgress) -> dict[str, Any]:
-    """One open upload as a JSON-ready dict (``pixelfox uploads --json``): the same fields as
+    """One open or paused upload as a JSON-ready dict (``pixelfox uploads --json``): the same fields as
     ``GET /api/v1/uploads/<id>`` (:func:`pixelfox.client.images.upload_progress_json`)."""
     return upload_progress_json(p)
 
@@ -55,11 +56,14 @@ def cmd_uploads(opts: argparse.Namespace) -> int:
     if opts.json:
         print(json.dumps({"uploads": rows}, indent=2))
         return 0
-    table = Table("id", "filename", "received", "expires")
+    table = Table("id", "filename", "status", "received", "expires")
     for r in rows:
-        table.add_row(r["id"], r["filename"], f"{human_bytes(r['offset'])} of {human_bytes(r['size'])}",
+        table.add_row(r["id"], r["filename"], r["status"], f"{human_bytes(r['offset'])} of {human_bytes(r['size'])}",
                       r["expires_at"] or "")
     table_console().print(table if rows else "no open uploads")
+    if any(r["status"] == "paused" for r in rows):
+        table_console().print("paused: its ticket ended; it resumes once its ticket is renewed (the same "
+                              "`pixelfox put` does that) until it expires")
     return 0
 
 
@@ -73,7 +77,7 @@ def cmd_uploads_cancel(opts: argparse.Namespace) -> int:
 
 def add_commands(sub: Any, with_target: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
     """Add ``uploads`` (list) and ``uploads cancel ID`` to the ``pixelfox`` parser."""
-    up = with_target(sub.add_parser("uploads", help="list your open (unfinished) resumable uploads"))
+    up = with_target(sub.add_parser("uploads", help="list your unfinished resumable uploads (open or paused)"))
     up.add_argument("--json", action="store_true")
     up.set_defaults(func=cmd_uploads)
     usub = up.add_subparsers(dest="uploads_cmd")

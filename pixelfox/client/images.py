@@ -109,15 +109,17 @@ def owner_image_json(image: common_pb2.Image) -> dict[str, Any]:
 
 def upload_progress_json(p: manager_pb2.UploadProgress) -> dict[str, Any]:
     """One upload as ``GET /api/v1/uploads/<id>`` and ``pixelfox uploads --json`` give it: ``id``,
-    ``status`` (open, complete, failed, expired, abandoned), ``offset`` and ``size`` (bytes),
-    ``progress`` (0 to 1, rounded down to 4 places), ``expires_at`` (ISO 8601 UTC or None),
-    ``filename``, ``image`` (:func:`image_to_json` once complete, else None), ``deduplicated``,
-    ``error`` (``{"code", "message"}`` of a failed upload, else None)."""
+    ``status`` (open, paused, complete, failed, expired, abandoned; paused: the ticket ended, the owner
+    renews it and resumes), ``offset`` and ``size`` (bytes), ``progress`` (0 to 1, rounded down to 4
+    places), ``expires_at`` (ISO 8601 UTC or None: when nothing can resume it any more, a renewal
+    included), ``ticket_expires_at`` (ISO 8601 UTC or None: the current ticket's last accepted second,
+    open and paused uploads), ``filename``, ``image`` (:func:`image_to_json` once complete, else None),
+    ``deduplicated``, ``error`` (``{"code", "message"}`` of a failed upload, else None)."""
     return {
         "id": p.upload_id, "status": p.status, "offset": p.offset, "size": p.size,
         # rounded down: 0.99995 is not done
         "progress": math.floor(p.offset * 10_000 / p.size) / 10_000 if p.size else 0.0,
-        "expires_at": p.expires_at or None,
+        "expires_at": p.expires_at or None, "ticket_expires_at": p.ticket_expires_at or None,
         "filename": p.filename, "image": image_to_json(p.image) if p.HasField("image") else None,
         "deduplicated": p.deduplicated,
         "error": {"code": p.error_code, "message": p.error_message} if p.error_code else None,

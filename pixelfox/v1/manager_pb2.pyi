@@ -592,15 +592,20 @@ class UploadProgress(_message.Message):
     ERROR_CODE_FIELD_NUMBER: _builtins.int
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
     DEDUPLICATED_FIELD_NUMBER: _builtins.int
+    TICKET_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     upload_id: _builtins.str
     offset: _builtins.int
     """committed bytes"""
     size: _builtins.int
     """declared bytes"""
     status: _builtins.str
-    """"open" | "complete" | "failed" | "expired" | "abandoned" (cancelled)"""
+    """"open" | "paused" | "complete" | "failed" | "expired" | "abandoned" (cancelled); "paused": its
+    ticket ended but its state lives, so its owner renews the ticket (RenewUpload) and resumes it
+    """
     expires_at: _builtins.str
-    """ISO 8601 UTC: when an unfinished upload is dropped"""
+    """ISO 8601 UTC, open and paused: when it expires (nothing can resume it any more, a renewal included:
+    its state's end, upload_ttl_s after its last chunk; an anonymous upload's ticket's end when sooner)
+    """
     filename: _builtins.str
     error_code: _builtins.str
     """failed: the stable code of the reason (corrupt-image, unsupported-format...)"""
@@ -609,6 +614,10 @@ class UploadProgress(_message.Message):
     deduplicated: _builtins.bool
     """complete as an image of another upload: the user already had these bytes, so the upload
     became that image, unchanged (this upload's title was not applied)
+    """
+    ticket_expires_at: _builtins.str
+    """ISO 8601 UTC, open and paused: the last second its current ticket is accepted (tus Upload-Expires);
+    after it an owned upload is paused until its owner renews the ticket
     """
     @_builtins.property
     def image(self) -> _common_pb2.Image:
@@ -627,10 +636,11 @@ class UploadProgress(_message.Message):
         error_code: _builtins.str = ...,
         error_message: _builtins.str = ...,
         deduplicated: _builtins.bool = ...,
+        ticket_expires_at: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "error_code", b"error_code", "error_message", b"error_message", "expires_at", b"expires_at", "filename", b"filename", "image", b"image", "offset", b"offset", "size", b"size", "status", b"status", "upload_id", b"upload_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "error_code", b"error_code", "error_message", b"error_message", "expires_at", b"expires_at", "filename", b"filename", "image", b"image", "offset", b"offset", "size", b"size", "status", b"status", "ticket_expires_at", b"ticket_expires_at", "upload_id", b"upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

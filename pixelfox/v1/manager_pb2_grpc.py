@@ -355,8 +355,8 @@ class ManagerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListUploads(self, request, context):
-        """The caller's open uploads (status "open" as GetUpload says it: not complete, failed, cancelled
-        or expired), newest first, at most the open-upload limit's worth; an admin gets their own.
+        """The caller's unfinished uploads (status "open" or "paused" as GetUpload says it: not complete,
+        failed, cancelled or expired), newest first, at most the open-upload limit's worth; an admin gets their own.
         Needs a user (API key, or the web node acting for one).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

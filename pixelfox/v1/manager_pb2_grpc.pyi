@@ -87,8 +87,8 @@ class ManagerServiceStub:
     Upload node only; idempotent: recorded = false once the upload is no longer open.
     """
     ListUploads: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ListUploadsRequest, _manager_pb2.ListUploadsResponse]
-    """The caller's open uploads (status "open" as GetUpload says it: not complete, failed, cancelled
-    or expired), newest first, at most the open-upload limit's worth; an admin gets their own.
+    """The caller's unfinished uploads (status "open" or "paused" as GetUpload says it: not complete,
+    failed, cancelled or expired), newest first, at most the open-upload limit's worth; an admin gets their own.
     Needs a user (API key, or the web node acting for one).
     """
     GetImage: _grpc.UnaryUnaryMultiCallable[_manager_pb2.GetImageRequest, _common_pb2.Image]
@@ -191,8 +191,8 @@ class ManagerServiceAsyncStub(ManagerServiceStub):
     Upload node only; idempotent: recorded = false once the upload is no longer open.
     """
     ListUploads: _aio.UnaryUnaryMultiCallable[_manager_pb2.ListUploadsRequest, _manager_pb2.ListUploadsResponse]  # type: ignore[assignment]
-    """The caller's open uploads (status "open" as GetUpload says it: not complete, failed, cancelled
-    or expired), newest first, at most the open-upload limit's worth; an admin gets their own.
+    """The caller's unfinished uploads (status "open" or "paused" as GetUpload says it: not complete,
+    failed, cancelled or expired), newest first, at most the open-upload limit's worth; an admin gets their own.
     Needs a user (API key, or the web node acting for one).
     """
     GetImage: _aio.UnaryUnaryMultiCallable[_manager_pb2.GetImageRequest, _common_pb2.Image]  # type: ignore[assignment]
@@ -382,8 +382,8 @@ class ManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _manager_pb2.ListUploadsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_manager_pb2.ListUploadsResponse, _abc.Awaitable[_manager_pb2.ListUploadsResponse]]:
-        """The caller's open uploads (status "open" as GetUpload says it: not complete, failed, cancelled
-        or expired), newest first, at most the open-upload limit's worth; an admin gets their own.
+        """The caller's unfinished uploads (status "open" or "paused" as GetUpload says it: not complete,
+        failed, cancelled or expired), newest first, at most the open-upload limit's worth; an admin gets their own.
         Needs a user (API key, or the web node acting for one).
         """
 

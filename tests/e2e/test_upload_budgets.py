@@ -228,8 +228,9 @@ def test_two_basic_headers_from_a_proxy_are_left_alone(local: LocalCluster, r: r
 
 
 def test_upload_status_and_tus_agree_on_when_an_upload_expires(local: LocalCluster, r: redis.Redis) -> None:
-    """``GET /api/v1/uploads/<id>`` ``expires_at`` and tus ``Upload-Expires`` both say when nothing can
-    resume the upload any more: the ticket's end with its 30 s of leeway (expires_at left it out)."""
+    """``GET /api/v1/uploads/<id>`` ``ticket_expires_at`` and tus ``Upload-Expires`` both say when the ticket
+    stops being accepted: its end with its 30 s of leeway (expires_at left it out before it was split from
+    ``expires_at``, now the state's end: the owner renews the ticket until then)."""
     key = asyncio.run(new_user_key(local, "expiring"))
     web, auth = local.web_urls[0], {"X-API-Key": key}
     t = requests.post(f"{web}/api/v1/uploads", json={"size": 1000}, headers=auth, timeout=10)
@@ -239,8 +240,8 @@ def test_upload_status_and_tus_agree_on_when_an_upload_expires(local: LocalClust
     assert head.status_code == 200, head.headers
     tus = parsedate_to_datetime(head.headers["Upload-Expires"]).timestamp()
     status = requests.get(f"{web}/api/v1/uploads/{t.json()['id']}", headers=auth, timeout=10).json()
-    api = datetime.fromisoformat(status["expires_at"].replace("Z", "+00:00"))
-    assert abs(api.timestamp() - tus) <= 1, (status["expires_at"], head.headers["Upload-Expires"])
+    api = datetime.fromisoformat(status["ticket_expires_at"].replace("Z", "+00:00"))
+    assert abs(api.timestamp() - tus) <= 1, (status["ticket_expires_at"], head.headers["Upload-Expires"])
 
 
 def test_uploads_created_at_once_cannot_pass_the_quota_together(local: LocalCluster) -> None:

@@ -23,7 +23,7 @@ from pixelfox import tickets
 from pixelfox.client.journal import Entry, Journal, epoch
 from pixelfox.client.uploader import Resume, upload_file
 from pixelfox.grpcx.auth import api_key_metadata
-from pixelfox.uploadstate import open_uploads_key
+from pixelfox.uploadstate import open_uploads_key, state_key
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc
 from tests.conftest import ClusterHandle, wait_http
 from tests.e2e.test_put_resume import RATE, interrupt, progress, run_again, start_put
@@ -193,8 +193,8 @@ def test_put_resumes_after_its_ticket_ended(short_tickets: ClusterHandle, tmp_pa
     time.sleep(max(0.0, epoch(theirs.expires_at) - time.time()) + 1.5)  # both tickets are dead now (theirs last)
     assert not next(iter(journal.entries().values())).expired()  # the journal keeps it: renewable
     left = progress(cluster, upload_id)
-    assert left.status == "expired" and size // 4 <= left.offset < size  # nothing could resume it before
-    assert user_progress(manager, theirs.upload_id, user).status == "expired"
+    assert left.status == "paused" and size // 4 <= left.offset < size  # its owner renews it and goes on
+    assert user_progress(manager, theirs.upload_id, user).status == "paused"
 
     res, err, sent = run_again(cluster, state, path)
     assert (res["status"], res["sha256"]) == ("ready", sha)
@@ -226,3 +226,60 @@ def user_progress(manager: str, upload_id: str, api_key: str) -> manager_pb2.Upl
     with grpc.insecure_channel(manager) as ch:
         return manager_pb2_grpc.ManagerServiceStub(ch).GetUpload(
             manager_pb2.GetUploadRequest(upload_id=upload_id), metadata=api_key_metadata(api_key), timeout=10)
+
+
+def test_an_upload_whose_ticket_ended_is_paused_and_listed_until_its_state_goes(
+        short_tickets: ClusterHandle, tmp_path: Path) -> None:
+    """A user's upload whose ticket ended while its state lives is ``paused``, not ``expired``: GetUpload,
+    ListUploads, ``pixelfox uploads`` and ``GET /api/v1/uploads`` say so, with ``expires_at`` the state's end
+    and ``ticket_expires_at`` the ticket's; a renewal makes it ``open`` again. An anonymous upload's ended
+    ticket has nobody to renew it: ``expired``. Once the state goes (its TTL, cut short here) the user's
+    upload is ``expired`` too and no longer listed."""
+    cluster = short_tickets
+    manager = cluster.manager_address.split(",")[0]
+    key = asyncio.run(new_user_key(cluster.local, "paused_user"))
+    path = tmp_path / "part.png"
+    big_png(path, 600)  # ~1 MB: 300 KB of it are sent
+    data = path.read_bytes()
+    mine = asyncio.run(create(manager, key, len(data)))
+    sent = requests.patch(mine.upload_url, data=data[:300_000], timeout=30, headers={
+        "Authorization": f"Bearer {mine.ticket}", "Tus-Resumable": "1.0.0", "Upload-Offset": "0",
+        "Content-Type": "application/offset+octet-stream"})
+    assert sent.status_code == 204, sent.text
+    anonymous = asyncio.run(create(manager, "", 1000))
+    time.sleep(max(0.0, epoch(anonymous.expires_at) - time.time()) + 1.5)  # both tickets are dead now
+
+    p = user_progress(manager, mine.upload_id, key)
+    state_end = time.time() + redis.Redis.from_url(cluster.redis_url).ttl(state_key(mine.upload_id))
+    assert (p.status, p.offset, p.size) == ("paused", 300_000, len(data))
+    assert p.ticket_expires_at == mine.expires_at  # the ticket's last accepted second, as CreateUpload said
+    assert abs(epoch(p.expires_at) - state_end) <= 2 and epoch(p.expires_at) > time.time() + 3000
+    assert user_progress(manager, anonymous.upload_id, "").status == "expired"
+    with grpc.insecure_channel(manager) as ch:
+        listed = manager_pb2_grpc.ManagerServiceStub(ch).ListUploads(
+            manager_pb2.ListUploadsRequest(), metadata=api_key_metadata(key), timeout=10).uploads
+    assert [(u.upload_id, u.status) for u in listed] == [(mine.upload_id, "paused")]
+    cli = cluster.pixelfox("uploads", "--json", "--api-key", key)
+    assert cli.returncode == 0, cli.stderr
+    (row,) = json.loads(cli.stdout)["uploads"]
+    assert (row["id"], row["status"], row["offset"]) == (mine.upload_id, "paused", 300_000)
+    assert (row["expires_at"], row["ticket_expires_at"]) == (p.expires_at, p.ticket_expires_at)
+    table = cluster.pixelfox("uploads", "--api-key", key)
+    assert table.returncode == 0 and "paused" in table.stdout and "ticket is renewed" in table.stdout, table.stdout
+    web = requests.get(f"{cluster.web_url}/api/v1/uploads", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    assert web.status_code == 200 and [(u["id"], u["status"]) for u in web.json()["uploads"]] == [
+        (mine.upload_id, "paused")], web.text
+    assert web.json()["uploads"][0] == {**row, "image": None}
+
+    again = asyncio.run(renew(manager, mine.upload_id, key))  # the owner renews it: open, on its new ticket
+    p = user_progress(manager, mine.upload_id, key)
+    assert (p.status, p.offset, p.ticket_expires_at) == ("open", 300_000, again.expires_at)
+
+    r = redis.Redis.from_url(cluster.redis_url)
+    r.pexpire(state_key(mine.upload_id), 1)  # its state's TTL runs out
+    time.sleep(0.1)
+    r.close()
+    gone = user_progress(manager, mine.upload_id, key)
+    assert (gone.status, gone.expires_at, gone.ticket_expires_at) == ("expired", "", "")
+    web = requests.get(f"{cluster.web_url}/api/v1/uploads", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    assert web.status_code == 200 and web.json()["uploads"] == [], web.text

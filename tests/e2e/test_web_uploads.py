@@ -49,8 +49,10 @@ def test_browser_style_upload_through_the_web_api(cluster: ClusterHandle, tmp_pa
                           timeout=30).status_code == 204
     p = requests.get(f"{api}/{up['id']}", headers=key, timeout=10).json()
     assert (p["status"], p["offset"], p["size"], p["image"]) == ("open", half, len(data), None)
-    # one deadline, whoever says it: the answer to POST, GET, and tus Upload-Expires (the ticket's end)
-    assert 0.49 < p["progress"] < 0.51 and p["expires_at"] == up["expires_at"]
+    # one ticket deadline, whoever says it: the answer to POST, GET's ticket_expires_at, and tus Upload-Expires;
+    # GET's expires_at is the state's end (upload_ttl_s after the last chunk): its owner renews the ticket till then
+    assert 0.49 < p["progress"] < 0.51 and p["ticket_expires_at"] == up["expires_at"]
+    assert abs(datetime.fromisoformat(p["expires_at"].replace("Z", "+00:00")).timestamp() - (time.time() + 3600)) < 5
     head = requests.head(up["upload_url"], headers=tus, timeout=10)
     assert head.status_code == 200 and parsedate_to_datetime(head.headers["Upload-Expires"]) == \
         datetime.fromisoformat(up["expires_at"].replace("Z", "+00:00"))

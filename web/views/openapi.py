@@ -152,9 +152,18 @@ UPLOADED_IMAGE = {"allOf": [{"$ref": "#/components/schemas/Image"},
 UPLOAD_PROGRESS = {
     "type": "object", "required": ["id", "status", "offset", "size", "progress"],
     "properties": {
-        "id": {"type": "string"}, "status": {"type": "string"}, "offset": {"type": "integer"},
+        "id": {"type": "string"},
+        "status": {"type": "string", "enum": ["open", "paused", "complete", "failed", "expired", "abandoned"],
+                   "description": "paused: its ticket ended but its state lives; its owner renews the ticket "
+                                  "(POST /api/v1/uploads/{id}/ticket) and resumes it"},
+        "offset": {"type": "integer"},
         "size": {"type": "integer"}, "progress": {"type": "number", "minimum": 0, "maximum": 1},
-        "expires_at": {"type": "string", "nullable": True}, "filename": {"type": "string"},
+        "expires_at": {"type": "string", "nullable": True,
+                       "description": "open and paused: when nothing can resume it any more, a renewal included"},
+        "ticket_expires_at": {"type": "string", "nullable": True,
+                              "description": "open and paused: the current ticket's last accepted second "
+                                             "(tus Upload-Expires)"},
+        "filename": {"type": "string"},
         "image": {"nullable": True, "allOf": [{"$ref": "#/components/schemas/Image"}]},
         "deduplicated": DEDUPLICATED,
         "error": {"nullable": True, "allOf": [{"$ref": "#/components/schemas/ErrorBody"}]},

@@ -8,13 +8,14 @@
 (or gRPC to ``upload_address``). With a ``sha256`` (the file's, 64 lower-case hex digits) of an image the caller
 already has (same size, lasting), it answers ``200`` ``{"id": null, "status": "complete", "deduplicated": true,
 "image"}`` instead: that image, and no upload to send. ``GET`` answers ``{"id", "status", "offset", "size", "progress",
-"expires_at", "image", "error"}`` where ``image`` is the image JSON (as ``pixelfox put --json``) once
+"expires_at", "ticket_expires_at", "image", "error"}`` (``status`` ``paused``: the ticket ended, its owner
+renews it; docs/uploads.md) where ``image`` is the image JSON (as ``pixelfox put --json``) once
 the upload completed, else ``null``, and ``error`` is ``{"code", "message"}`` of a failed upload.
 ``DELETE`` cancels an open upload without its ticket (``204``): it stops counting against the
 caller's open uploads at once and its ticket is refused from then on; ``409`` when it had already
 ended. ``POST /api/v1/uploads/{id}/ticket`` renews an open upload's ticket for its owner (``200``, the
 ``201``'s JSON), so that it resumes after the old ticket's end while its state lives.
-``GET /api/v1/uploads`` answers ``{"uploads": [...]}``: the caller's open uploads, newest
+``GET /api/v1/uploads`` answers ``{"uploads": [...]}``: the caller's open and paused uploads, newest
 first, each as ``GET /api/v1/uploads/<id>`` answers it (how a client that lost its ids finds the
 ones to resume or cancel). Anonymous callers get 401.
 """
@@ -119,8 +120,9 @@ async def get_upload(request: web.Request) -> web.Response:
 
 
 async def list_uploads(request: web.Request) -> web.Response:
-    """``GET /api/v1/uploads``: ``{"uploads": [...]}``, the caller's open uploads (newest first, at most
-    the open-upload limit's worth; an admin's own only), each as :func:`progress_json`. 401 anonymous."""
+    """``GET /api/v1/uploads``: ``{"uploads": [...]}``, the caller's unfinished uploads, open or paused (the
+    ticket ended, its owner renews it), newest first, at most the open-upload limit's worth (an admin's own
+    only), each as :func:`progress_json`. 401 anonymous."""
     caller = await resolve_caller(request, state_changing=False)
     if caller.via == "anonymous":
         raise errors.Unauthenticated("log in or send an API key")
