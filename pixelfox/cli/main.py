@@ -140,14 +140,19 @@ async def _up(opts: argparse.Namespace, console: Console) -> int:
         if opts.import_dir:
             files = sorted(p for p in Path(opts.import_dir).iterdir() if p.is_file() and not p.name.startswith("."))
             ref = context.ClusterRef(cluster.manager_address, api_key=admin_key, web_url=cluster.web_urls[0])
-            job = asyncio.create_task(
-                put.put_files(ref, files, as_json=False, wait=True, timeout_s=300, console=Console(soft_wrap=True)))
+            out, sending = Console(soft_wrap=True), dict[Path, int]()
+            resume = put.journal_for(ref, out)  # an interrupted import goes on where it stopped, as `put` does
+            job = asyncio.create_task(put.put_files(ref, files, as_json=False, wait=True, timeout_s=300, console=out,
+                                                    resume=resume, sending=sending))
             stopper = asyncio.create_task(stop.wait())
             await asyncio.wait({job, stopper}, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             if not job.done():  # Ctrl-C during the import
                 job.cancel()
                 await asyncio.gather(job, return_exceptions=True)
+                for path, sent in sending.items():
+                    console.print(put.interrupted_line(path, sent, resume, ref.metadata()), markup=False,
+                                  highlight=False)
                 console.print("import interrupted")
             else:
                 job.result()

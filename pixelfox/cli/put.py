@@ -164,6 +164,17 @@ def interrupted_line(path: Path, sent: int, resume: Resume | None, md: Any, flag
             f"or cancel it: pixelfox uploads cancel {entry.upload_id}{flags}")
 
 
+def journal_for(ref: ClusterRef, console: Console, lookup: bool = True) -> Resume:
+    """The upload journal of ``ref``'s manager (:class:`~pixelfox.client.uploader.Resume`), saying on
+    ``console`` each file whose upload of an earlier run goes on; ``lookup=False``: ``--no-resume``."""
+
+    def resumed(path: Path, upload_id: str, offset: int) -> None:
+        console.print(f"resuming {path} (upload {upload_id}): {human_bytes(offset)} already sent", markup=False,
+                      highlight=False)
+
+    return Resume(Journal(), ref.manager, resumed, lookup=lookup)
+
+
 def run(ref: ClusterRef, files: list[str], as_json: bool, wait: bool, timeout_s: float, title: str = "",
         resume: bool = True, max_rate: int = 0, flags: str = "") -> int:
     """``pixelfox put``: 0 when every file ended ready (or processing, without ``wait``), 1 otherwise,
@@ -172,12 +183,7 @@ def run(ref: ClusterRef, files: list[str], as_json: bool, wait: bool, timeout_s:
     command goes on where it stopped; ``resume=False`` starts every file afresh (and still records it).
     ``flags`` (the ``--manager`` / ``--api-key`` put was given) end the cancel command that line prints."""
     console = Console(stderr=True, soft_wrap=True)
-
-    def resumed(path: Path, upload_id: str, offset: int) -> None:
-        console.print(f"resuming {path} (upload {upload_id}): {human_bytes(offset)} already sent", markup=False,
-                      highlight=False)
-
-    journal = Resume(Journal(), ref.manager, resumed, lookup=resume)
+    journal = journal_for(ref, console, lookup=resume)
     sending: dict[Path, int] = {}
     try:
         results = asyncio.run(put_files(ref, [Path(f) for f in files], as_json=as_json, wait=wait,

@@ -120,7 +120,10 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def _start_up(root: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], list[str]]:
+def _start_up(root: Path, *extra: str, env: dict[str, str] | None = None,
+              want: str = "") -> tuple[subprocess.Popen[str], list[str]]:
+    """Start ``pixelfox up`` (1 upload, proc and storage node) in ``root`` and read its output up to the line
+    ``want`` (``import done`` with ``--import``, else ``ready``)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "pixelfox", "up", "--upload", "1", "--proc", "1", "--storage", "1", *extra],
         cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -128,7 +131,7 @@ def _start_up(root: Path, *extra: str, env: dict[str, str] | None = None) -> tup
     lines: list[str] = []
     assert proc.stdout is not None
     deadline = time.monotonic() + 180
-    want = "import done" if "--import" in extra else "ready"
+    want = want or ("import done" if "--import" in extra else "ready")
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
@@ -347,3 +350,65 @@ def test_up_stays_on_the_database_the_last_start_used(tmp_path: Path) -> None:
         proc.stderr.close()
     assert f"database: {moved} (from the last start; set PIXELFOX_DATABASE__URL to change)" in err, err
     assert not (root / ".pixelfox" / "pixelfox.db").exists()
+
+
+def _upload_bytes_written(root: Path) -> float:
+    """``pixelfox_upload_bytes_total`` of the folder's running upload node ``upload1``."""
+    import re
+    import urllib.request
+
+    port = json.loads((root / ".pixelfox" / "ports.json").read_text())["upload1.metrics"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(float(v) for v in re.findall(r"^pixelfox_upload_bytes_total (\S+)$", text, re.M))
+
+
+def test_an_interrupted_import_goes_on_where_it_stopped(tmp_path: Path) -> None:
+    """``pixelfox up --import`` stopped by Ctrl-C once every byte of its second file is in (the upload node
+    pauses before completing it: failpoint ``before-complete``): the next ``up --import`` of the folder goes
+    on with that upload from the upload journal, as ``pixelfox put`` does (no byte of it is sent again; it
+    used to be sent afresh), and the file done before is answered by dedup (its SHA-256 is declared: no
+    byte is sent either)."""
+    import redis
+
+    from tests.e2e.uploadkit import big_png
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    big_png(photos / "a.png", 300)
+    big_png(photos / "b.png", 1200)  # ~4.3 MB
+    size = (photos / "b.png").stat().st_size
+    root = tmp_path / "site"
+    root.mkdir()
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    first, lines = _start_up(root, "--import", str(photos), want="ready",
+                             env={**env, "PIXELFOX_FAILPOINT": "before-complete=sleep(5000)"})
+    try:
+        assert "ready" in lines, lines
+        r = redis.Redis.from_url(json.loads((root / ".pixelfox" / "cluster.json").read_text())["redis_url"])
+        deadline, paused = time.monotonic() + 120, ""
+        while not paused and time.monotonic() < deadline:  # b.png's bytes are all in, its completion waits
+            for k in r.scan_iter(match="pixelfox:{upload:*}:state"):
+                if r.hget(k, "size") == str(size).encode() and r.hget(k, "offset") == str(size).encode():
+                    paused = k.decode().split(":")[2].rstrip("}")
+            time.sleep(0.05)
+        r.close()
+        assert paused, "b.png's upload was never seen with every byte in"
+        first.send_signal(signal.SIGINT)
+        assert first.wait(60) == 0
+        assert first.stderr is not None
+        err = first.stderr.read()
+        assert "import interrupted" in err and f"pixelfox uploads cancel {paused}" in err, err
+    finally:
+        _stop(first)
+
+    again, lines = _start_up(root, "--import", str(photos), env=env)
+    try:
+        out = "\n".join(lines)
+        assert "import done" in lines, out
+        assert f"resuming {photos / 'b.png'} (upload {paused}): " in out, out
+        assert "a.png" in out.split("already uploaded", 1)[0].splitlines()[-1], out  # dedup: nothing sent
+        assert "b.png →" in out and "ready" in out.split("b.png →", 1)[1].splitlines()[0], out
+        assert _upload_bytes_written(root) == 0  # neither file went again
+    finally:
+        _stop(again)
