@@ -232,24 +232,38 @@ async def _committed(
     att: _Attempt, manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...], watch: _Watch,
     offset: int,
 ) -> upload_pb2.QueryUploadResponse:
-    """The upload's committed state (``QueryUpload``), on its node or, when that one does not answer,
-    another (``RelocateUpload``); asked again after a busy lock or a timeout, until ``watch`` gives up,
-    and once more with a renewed ticket when the node says the ticket ended (:meth:`_Attempt.renew`).
-    Other errors (the upload is unknown, expired, failed, cancelled) are raised."""
+    """The upload's committed state (``QueryUpload``), on its node or, when that one does not answer
+    (gone: refused; stopped, its host down or cut off: timed out), another (:func:`_elsewhere`); asked
+    again after a busy lock, until ``watch`` gives up, and once more with a renewed ticket when the node
+    says the ticket ended (:meth:`_Attempt.renew`). Other errors (the upload is unknown, expired, failed,
+    cancelled) are raised."""
     while True:
         watch.check(offset)
         await asyncio.sleep(watch.delay)
         watch.delay = min(watch.delay * 2, 2.0)
         try:
             return await att.query()
-        except errors.Unavailable:
-            with contextlib.suppress(errors.Unavailable, errors.NoNodeAvailable):
-                await att.move(manager, md)
-        except (errors.Timeout, errors.UploadBusy):
+        except (errors.Unavailable, errors.Timeout):
+            await _elsewhere(att, manager, md)
+        except errors.UploadBusy:
             pass
         except errors.InvalidTicket:
             if not await att.renew(manager, md):  # ended, cancelled, failed, not the owner's: as it was
                 raise
+
+
+async def _elsewhere(att: _Attempt, manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...]
+                     ) -> None:
+    """Move ``att`` off a node that does not answer: to the node the manager names for the upload
+    (``RelocateUpload``), or, when the manager refuses the ticket because it ended, to the node of a
+    renewed ticket (``RenewUpload``, the owner's ``md``). The manager or every node being out of reach
+    leaves it where it is (the caller asks again); a refused renewal raises that InvalidTicket."""
+    try:
+        with contextlib.suppress(errors.Unavailable, errors.Timeout, errors.NoNodeAvailable):
+            await att.move(manager, md)
+    except errors.InvalidTicket:  # the ticket ended on the way (a node gone after it): renewed, on a healthy node
+        if not await att.renew(manager, md):
+            raise
 
 
 async def _stream(

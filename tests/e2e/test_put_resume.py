@@ -8,6 +8,8 @@ calls ``upload_file`` in-process with a journal entry made for other bytes.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -17,13 +19,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from pixelfox.client.journal import Entry, Journal
+from pixelfox.client.journal import Entry, FileKey, Journal
 from pixelfox.client.uploader import Resume, upload_file
 from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.text import human_bytes
@@ -75,21 +78,22 @@ def interrupt(cluster: ClusterHandle, proc: subprocess.Popen[str], journal: Jour
     return upload_id, err
 
 
-def run_again(cluster: ClusterHandle, state: Path, path: Path) -> tuple[dict[str, Any], str, float]:
+def run_again(cluster: ClusterHandle, state: Path, path: Path, skip: str = "") -> tuple[dict[str, Any], str, float]:
     """The same ``pixelfox put --json --wait`` of ``path`` again (it must exit 0): its JSON line, its
-    stderr, and the bytes the upload nodes wrote meanwhile."""
-    written = upload_bytes(cluster)
+    stderr, and the bytes the upload nodes (but ``skip``) wrote meanwhile."""
+    written = upload_bytes(cluster, skip)
     done = start_put(cluster, state, "--json", "--wait", str(path))
     out, err = done.communicate(timeout=300)
     assert done.returncode == 0, err
-    return json.loads(out.strip().splitlines()[-1]), err, upload_bytes(cluster) - written
+    return json.loads(out.strip().splitlines()[-1]), err, upload_bytes(cluster, skip) - written
 
 
-def upload_bytes(cluster: ClusterHandle) -> float:
-    """Bytes the upload nodes wrote so far (their ``pixelfox_upload_bytes_total``, summed)."""
+def upload_bytes(cluster: ClusterHandle, skip: str = "") -> float:
+    """Bytes the running upload nodes but ``skip`` (a stopped one, say) wrote so far (their
+    ``pixelfox_upload_bytes_total``, summed)."""
     total = 0.0
     for child in cluster.local.children:
-        if child.name.startswith("upload") and child.proc.poll() is None:
+        if child.name.startswith("upload") and child.name != skip and child.proc.poll() is None:
             with urllib.request.urlopen(cluster.local.metrics_url(child.name), timeout=10) as r:
                 text = r.read().decode()
             total += sum(float(v) for v in re.findall(r"^pixelfox_upload_bytes_total (\S+)$", text, re.M))
@@ -190,3 +194,57 @@ def test_the_cancel_line_carries_the_flags_put_was_given(cluster: ClusterHandle,
                             timeout=60, check=False)
     assert (cancel.returncode, cancel.stdout) == (0, f"cancelled upload {upload_id}\n"), cancel.stderr
     assert progress(cluster, upload_id).status == "abandoned"
+
+
+def node_named(cluster: ClusterHandle, address: str) -> str:
+    """The name of the upload node (``upload1``...) serving gRPC at ``address``."""
+    port = int(address.rsplit(":", 1)[1])
+    return next(c.name for c in cluster.local.children
+                if c.name.startswith("upload") and c.env and c.env.get("PIXELFOX_GRPC__PORT") == str(port))
+
+
+@pytest.mark.parametrize(("how", "ticket_ended"), [("killed", False), ("killed", True), ("stopped", False)],
+                         ids=["killed", "killed-ticket-ended", "stopped"])
+def test_a_resume_whose_upload_node_is_gone_asks_the_manager(cluster: ClusterHandle, tmp_path: Path, how: str,
+                                                             ticket_ended: bool) -> None:
+    """The journal names the upload node the first run used; that node is gone before the next run: SIGKILLed
+    (its port refuses connections) or SIGSTOPped (it accepts them and never answers, as a host that is down or
+    cut off: QueryUpload times out; the run used to ask it again until gRPC gave up connecting). The next run asks
+    the manager where the upload lives now (RelocateUpload with a live ticket; RenewUpload first when the entry
+    says its ticket ended) and sends only the rest, to the same upload, through the other node. The node is
+    started again (same ports) or continued afterwards."""
+    path = tmp_path / "moved.png"
+    sha = big_png(path, 1800)  # ~9.3 MB
+    size = path.stat().st_size
+    state = tmp_path / "state"
+    journal = Journal(state / "pixelfox" / "uploads.json")
+    upload_id, _ = interrupt(cluster, start_put(cluster, state, "--limit-rate", "2M", str(path)), journal, size // 4)
+    (slot, entry), = journal.entries().items()
+    if ticket_ended:  # as a run after the ticket's end sees it: renewed before anything else
+        site, credential, real = slot.split("|")
+        entry = dataclasses.replace(entry, expires_at=datetime.fromtimestamp(time.time() - 1, UTC).isoformat())
+        journal.put(FileKey(site, credential, real, entry.size, entry.mtime_ns), entry)
+    gone = cluster.local.child(node_named(cluster, entry.upload_address))
+    if how == "killed":
+        gone.proc.kill()
+        gone.proc.wait(10)
+    else:
+        gone.proc.send_signal(signal.SIGSTOP)
+    try:
+        left = progress(cluster, upload_id)
+        began = time.monotonic()
+        res, err, sent = run_again(cluster, state, path, skip=gone.name)
+        took = time.monotonic() - began
+    finally:
+        if how == "killed":
+            cluster.local.restart(gone.name)
+        else:
+            gone.proc.send_signal(signal.SIGCONT)
+        asyncio.run(cluster.local.wait_ready(60))
+    assert (res["status"], res["sha256"]) == ("ready", sha), err
+    assert f"resuming {path} (upload {upload_id}): " in err
+    assert 0 < sent <= size - left.offset  # only the rest went, to the other node
+    assert progress(cluster, upload_id).image.slug == res["id"]
+    assert journal.entries() == {}
+    if how == "stopped":  # moved on after QueryUpload's 10 s; it used to wait for gRPC's 20 s connect timeout
+        assert took < 22, took  # (then UNAVAILABLE, then RelocateUpload): 30 s here, 15 s now, with --wait

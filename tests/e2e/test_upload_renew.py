@@ -26,7 +26,7 @@ from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.uploadstate import open_uploads_key, state_key
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc
 from tests.conftest import ClusterHandle, wait_http
-from tests.e2e.test_put_resume import RATE, interrupt, progress, run_again, start_put
+from tests.e2e.test_put_resume import RATE, interrupt, node_named, progress, run_again, start_put
 from tests.e2e.uploadkit import Proxy, big_png, create, new_user_key, own_cluster
 
 pytestmark = pytest.mark.e2e
@@ -116,28 +116,36 @@ def test_web_renews_a_ticket_for_its_owner(cluster: ClusterHandle) -> None:
     assert "post" in spec.json()["paths"]["/api/v1/uploads/{id}/ticket"]
 
 
-async def test_a_ticket_that_ends_mid_run_is_renewed_after_a_break(cluster: ClusterHandle, tmp_path: Path) -> None:
-    """``upload_file`` resumes a journal entry whose ticket (re-signed with the cluster's key to be usable 3 s
-    more, as test_upload_limits does) ends while the file is on the way; the connection drops after that
-    (a proxy cuts it), the upload node refuses the ended ticket, and the uploader renews it and sends the
-    rest to the same upload."""
+async def ending_soon(cluster: ClusterHandle, tmp_path: Path, user: str
+                     ) -> tuple[tuple[tuple[str, str], ...], Path, str, manager_pb2.CreateUploadResponse, int, Resume]:
+    """A new user's upload of a ~4.3 MB file (~8.6 s at 500 kB/s) whose journal entry holds a ticket re-signed
+    with the cluster's key to be usable 3 s more (as test_upload_limits does): the user's metadata, the file,
+    its SHA-256, CreateUpload's answer, the unix second the short ticket ends, and the journal."""
     manager = cluster.manager_address.split(",")[0]
-    key = await new_user_key(cluster.local, "midrun")
+    key = await new_user_key(cluster.local, user)
     md = api_key_metadata(key)
     path = tmp_path / "mid.png"
-    sha = big_png(path, 1200)  # ~4.3 MB: ~8.6 s at the rate below
-    size = path.stat().st_size
-    made = await create(manager, key, size)
+    sha = big_png(path, 1200)
+    made = await create(manager, key, path.stat().st_size)
     ticket_key = tickets.derive_key(cluster.secret)
     claims = tickets.verify(ticket_key, made.ticket)
     short = tickets.sign(ticket_key, claims.upload_id, claims.user_id, claims.size, claims.content_type, 3,
                          now=int(time.time()) - tickets.LEEWAY_S)
     usable = tickets.usable_until(tickets.verify(ticket_key, short, allow_expired=True).expires_at)
-    journal = Journal(tmp_path / "uploads.json")
-    resume = Resume(journal, manager)
-    journal.put(resume.key(path, md), Entry(made.upload_id, made.upload_address, short,
-                                            datetime.fromtimestamp(usable, UTC).isoformat(), made.chunk_size,
-                                            sha256=sha, state_ttl_s=3600))
+    resume = Resume(Journal(tmp_path / "uploads.json"), manager)
+    resume.journal.put(resume.key(path, md), Entry(made.upload_id, made.upload_address, short,
+                                                   datetime.fromtimestamp(usable, UTC).isoformat(), made.chunk_size,
+                                                   sha256=sha, state_ttl_s=3600))
+    return md, path, sha, made, usable, resume
+
+
+async def test_a_ticket_that_ends_mid_run_is_renewed_after_a_break(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """``upload_file`` resumes a journal entry whose ticket ends while the file is on the way
+    (:func:`ending_soon`); the connection drops after that (a proxy cuts it), the upload node refuses the
+    ended ticket, and the uploader renews it and sends the rest to the same upload."""
+    manager = cluster.manager_address.split(",")[0]
+    md, path, sha, made, usable, resume = await ending_soon(cluster, tmp_path, "midrun")
+    size, journal = path.stat().st_size, resume.journal
     proxy = Proxy()
     via = await proxy.start()
 
@@ -283,3 +291,26 @@ def test_an_upload_whose_ticket_ended_is_paused_and_listed_until_its_state_goes(
     assert (gone.status, gone.expires_at, gone.ticket_expires_at) == ("expired", "", "")
     web = requests.get(f"{cluster.web_url}/api/v1/uploads", headers={"Authorization": f"Bearer {key}"}, timeout=10)
     assert web.status_code == 200 and web.json()["uploads"] == [], web.text
+
+
+async def test_a_ticket_that_ended_is_renewed_when_its_node_is_gone(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """As above (:func:`ending_soon`), but after the ticket's end the upload node writing the file is SIGKILLed:
+    RelocateUpload refuses the ended ticket, so the uploader renews it (RenewUpload answers a node that lives)
+    and sends the rest to the same upload. It used to give up ("upload ticket expired") and drop the journal
+    entry, so the next run started the file over. The node is started again afterwards (same ports)."""
+    manager = cluster.manager_address.split(",")[0]
+    md, path, sha, made, usable, resume = await ending_soon(cluster, tmp_path, "midrun_gone")
+    gone = cluster.local.child(node_named(cluster, made.upload_address))
+    try:
+        async with grpc.aio.insecure_channel(manager) as ch:
+            stub = manager_pb2_grpc.ManagerServiceStub(ch)
+            sending = asyncio.ensure_future(upload_file(stub, md, path, resume=resume, max_rate=500_000))
+            await asyncio.sleep(usable - time.time() + 1)  # the ticket is dead now, the stream still going
+            assert not sending.done()
+            gone.proc.kill()  # its port refuses connections from now on
+            receipt = await sending
+    finally:
+        cluster.local.restart(gone.name)
+        await cluster.local.wait_ready(60)
+    assert (receipt.upload_id, receipt.sha256, receipt.size) == (made.upload_id, sha, path.stat().st_size)
+    assert resume.journal.entries() == {}
