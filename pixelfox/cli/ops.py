@@ -153,7 +153,8 @@ def add_commands(sub: Any, with_target: Callable[[argparse.ArgumentParser], argp
     bk.add_argument("--db", help="database URL (default: the local cluster's database)")
     bk.set_defaults(func=cmd_backup)
 
-    rs = sub.add_parser("restore", help="load a backup into an empty database (after migrations)")
+    rs = sub.add_parser("restore", help="load a backup into an empty database (one made at an older schema "
+                        "revision is upgraded to the current one)")
     rs.add_argument("file")
     rs.add_argument("--db", help="database URL (default: the local cluster's database)")
     rs.add_argument("--force", action="store_true", help="empty the tables first")

@@ -15,6 +15,10 @@ whole step; a SQLite file is guarded by an exclusive ``flock`` on ``<file>.schem
 runs DDL outside the transaction, so a second manager could otherwise see half a schema); any
 other transient error is retried.
 ``pixelfox upgrade-db`` runs :func:`upgrade` as an explicit step (Kubernetes init job).
+
+``pixelfox restore`` of a backup made at an older revision uses :func:`lock_schema`,
+:func:`rebuild_at`, :func:`tables_at` and :func:`upgrade_in` to build the schema of the
+backup's revision, load it and upgrade it to ``head``, all in one transaction.
 """
 
 from __future__ import annotations
@@ -33,10 +37,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import MetaData, inspect, text
+from sqlalchemy import MetaData, Table, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pixelfox.db.engine import sqlite_path
 
@@ -71,6 +75,11 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
+
+
+def revisions() -> list[str]:
+    """Every revision id of the scripts, oldest first (``BASELINE`` ... :func:`head_revision`)."""
+    return [s.revision for s in reversed(list(ScriptDirectory.from_config(alembic_config()).walk_revisions()))]
 
 
 def _current(conn: Connection) -> str | None:
@@ -181,6 +190,56 @@ async def migrate_only(engine: AsyncEngine, revision: str = "head") -> None:
     """Run the migration scripts alone (no ``create_all``): what tests use to check the scripts."""
     async with engine.begin() as conn:
         await conn.run_sync(_with_conn(command.upgrade, revision))
+
+
+async def lock_schema(conn: AsyncConnection) -> None:
+    """Start ``conn``'s transaction as the one that changes the schema; call it first.
+
+    PostgreSQL: the advisory lock :func:`prepare` takes (DDL is transactional there). SQLite:
+    ``BEGIN IMMEDIATE``, so the DDL that follows is part of the transaction and rolls back with
+    it (Python's sqlite3 opens a transaction only before INSERT/UPDATE/DELETE: DDL run first
+    would be committed statement by statement). Raises the database error, "database is
+    locked" when another connection keeps the SQLite write lock for the busy timeout."""
+    if conn.dialect.name == "sqlite":
+        await conn.execute(text("BEGIN IMMEDIATE"))
+    elif conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+
+
+def _rebuild_sync(conn: Connection, revision: str) -> None:
+    known = set(target_metadata().tables) | {"alembic_version"}
+    old = MetaData()
+    old.reflect(conn, only=[t for t in inspect(conn).get_table_names() if t in known])
+    old.drop_all(conn)  # children first
+    _with_conn(command.upgrade, revision)(conn)
+
+
+async def rebuild_at(conn: AsyncConnection, revision: str) -> None:
+    """Inside ``conn``'s transaction (begun with :func:`lock_schema`): drop every table PixelFox
+    knows, with its rows, and run the scripts from the start up to ``revision``; other tables
+    are left alone. Raises the database or Alembic error (``CommandError`` for an unknown revision)."""
+    await conn.run_sync(_rebuild_sync, revision)
+
+
+def _reflect_sync(conn: Connection, skip: frozenset[str]) -> list[Table]:
+    known = set(target_metadata().tables) - skip
+    meta = MetaData()
+    meta.reflect(conn, only=[t for t in inspect(conn).get_table_names() if t in known])
+    return list(meta.sorted_tables)
+
+
+async def tables_at(conn: AsyncConnection, skip: frozenset[str] = frozenset()) -> list[Table]:
+    """The tables PixelFox knows, as the database holds them now (reflected: the columns of its
+    revision, which may be older than the models'), parents before children, without ``skip``."""
+    result: list[Table] = await conn.run_sync(_reflect_sync, skip)
+    return result
+
+
+async def upgrade_in(conn: AsyncConnection) -> str:
+    """Upgrade to ``head`` inside ``conn``'s transaction, as a manager at start would (see module
+    doc); returns created|upgraded|current. On SQLite begin the transaction with :func:`lock_schema`."""
+    action: str = await conn.run_sync(_prepare_sync)
+    return action
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

@@ -18,8 +18,10 @@ JSON. Two databases with equal checksums for every table hold the same metadata.
 * :func:`backup` writes JSON Lines (gzip when the file name ends in ``.gz``, any case): a header with
   the schema revision and each table's count and checksum, then one line per row. The file
   is private (0600) and only ever replaces a regular file, never a symlink, device or FIFO.
-* :func:`restore` loads a backup into a database at the same revision, refusing a non-empty
-  one unless ``force`` (then it empties the tables first), and verifies against the header.
+* :func:`restore` loads a backup into a database, refusing a non-empty one unless ``force``
+  (then it empties the tables first), and verifies against the header. A backup at an older
+  schema revision is loaded into the schema of that revision and upgraded to the current one
+  by the migration scripts, in the same transaction; one at a newer revision is refused.
 
 PostgreSQL sequences behind integer primary keys are moved past the copied ids afterwards.
 """
@@ -331,16 +333,31 @@ def check_backup_file(path: Path) -> None:
                                     "write the backup to a regular file path, or to - for standard output")
 
 
+async def _backup_tables(conn: AsyncConnection, revision: str | None) -> list[Table]:
+    """The tables a backup of a database at ``revision`` holds: the models' at head (or with no
+    revision); at an older revision of the scripts, the tables as the database has them (the
+    columns of that revision, as the PixelFox of that revision wrote them). ``BadRequest`` for a
+    revision the scripts do not know: a newer PixelFox's database, whose columns this code lacks."""
+    if revision is None or revision == migrate.head_revision():
+        return _tables()
+    if revision not in migrate.revisions():
+        raise errors.BadRequest(
+            f"the database is at schema revision {revision}, which this PixelFox (schema revision "
+            f"{migrate.head_revision()}) does not know: back it up with the PixelFox that runs it, or upgrade PixelFox")
+    return await migrate.tables_at(conn, frozenset({generation.TABLE}))
+
+
 async def _write_backup(conn: AsyncConnection, f: IO[str]) -> dict[str, Any]:
     if conn.dialect.name == "postgresql":
         await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
     revision = await conn.run_sync(migrate._current)
-    sums = {t.name: await table_sum(conn, t) for t in _tables()}
+    tables = await _backup_tables(conn, revision)
+    sums = {t.name: await table_sum(conn, t) for t in tables}
     header = {"format": BACKUP_FORMAT, "version": BACKUP_VERSION, "revision": revision,
               "created_at": datetime.now(UTC).isoformat(),
               "tables": {k: {"rows": v.rows, "sha256": v.sha256} for k, v in sums.items()}}
     f.write(json.dumps(header) + "\n")
-    for t in _tables():
+    for t in tables:
         async for rows in _stream(conn, t, 1000):
             for r in rows:
                 f.write(json.dumps({"t": t.name, "r": r}, separators=(",", ":")) + "\n")
@@ -436,52 +453,94 @@ async def refuse_live(url: str, live_url: str | None, what: str) -> None:
             "Stop the cluster first, or pick another database")
 
 
+def _restorable(path: Path, header: dict[str, Any]) -> str:
+    """The backup's schema revision when this code can restore it: its head or an older revision
+    of its scripts; ``BadRequest`` naming both revisions otherwise (a newer PixelFox wrote it)."""
+    revision = header.get("revision")
+    if revision not in migrate.revisions():
+        raise errors.BadRequest(
+            f"{path} is a backup at schema revision {revision}, which this PixelFox (schema revision "
+            f"{migrate.head_revision()}) does not know: a newer PixelFox wrote it; upgrade PixelFox to restore it")
+    return str(revision)
+
+
+async def _insert_rows(conn: AsyncConnection, path: Path, tables: dict[str, Table], batch: int) -> None:
+    current: Table | None = None
+    rows: list[dict[str, Any]] = []
+    for t, row in _items(path, tables):  # the file is in FK order (parents first), table after table
+        if rows and (t is not current or len(rows) >= batch):
+            await conn.execute(insert(current), rows)  # type: ignore[arg-type]
+            rows = []
+        current = t
+        rows.append(_decode(t, row))
+    if rows:
+        await conn.execute(insert(current), rows)  # type: ignore[arg-type]
+
+
+async def _verify(conn: AsyncConnection, header: dict[str, Any], tables: dict[str, Table]) -> dict[str, TableSum]:
+    """The checksums of ``tables`` as written (uncommitted); ``BadRequest`` unless they match the header."""
+    sums = {n: await table_sum(conn, t) for n, t in tables.items()}
+    bad = {n: {"want": want, "got": {"rows": sums[n].rows, "sha256": sums[n].sha256}}
+           for n, want in header["tables"].items()
+           if n in sums and (want["rows"], want["sha256"]) != (sums[n].rows, sums[n].sha256)}
+    if bad:  # raised inside the transaction: it rolls back, the database stays as it was
+        raise errors.BadRequest(f"restore verification failed (the database was left as it was): {bad}")
+    return sums
+
+
 async def restore(path: Path, url: str, force: bool = False, batch: int = 500) -> dict[str, Any]:
     """Load the backup at ``path`` into the database at ``url`` and verify it, all in one
     transaction (emptying the tables with ``force``, the inserts, the verification): any failure,
     a truncated file or a verification that does not match included, rolls it back and leaves the
-    database as it was. Only the schema (:func:`pixelfox.db.migrate.prepare`) is committed before.
+    database as it was.
+
+    A backup at the code's revision: only the schema (:func:`pixelfox.db.migrate.prepare`) is
+    committed before. A backup at an older revision of the code's scripts: the transaction also
+    drops PixelFox's tables and builds them as the scripts do up to that revision
+    (:func:`pixelfox.db.migrate.rebuild_at`), loads and verifies the rows there, then upgrades to
+    head (:func:`pixelfox.db.migrate.upgrade_in`); DDL is transactional on PostgreSQL, and on
+    SQLite once the transaction is begun explicitly (:func:`pixelfox.db.migrate.lock_schema`).
+    Either way the database gets a new generation (managers then empty the read model).
+    Returns ``{"restored", "revision" (now head), "backup_revision", "rows": {table: count}}``.
 
     Raises ``BadRequest`` for a file that is not a PixelFox backup or is truncated, for a
-    revision other than the code's, for a non-empty target without ``force``, and when the
-    restored counts or checksums differ from the header.
+    revision this code does not know (a newer one), for a table the schema at that revision
+    lacks, for a non-empty target without ``force``, and when the restored counts or checksums
+    differ from the header.
     """
     header = _read_header(path)
-    if header.get("revision") != migrate.head_revision():
-        raise errors.BadRequest(f"backup is at schema revision {header.get('revision')}, this code at "
-                                f"{migrate.head_revision()}: restore with the matching PixelFox version")
+    revision = _restorable(path, header)
+    head = migrate.head_revision()
     engine = open_engine(url)
-    tables = {t.name: t for t in _tables()}
     try:
         await identity(engine)
-        await migrate.prepare(engine)
+        if revision == head:
+            await migrate.prepare(engine)
         async with engine.begin() as conn:
-            counts = {n: (await conn.execute(select(func.count()).select_from(t))).scalar() or 0
-                      for n, t in tables.items()}
-            if any(counts.values()):
-                if not force:
-                    raise errors.BadRequest("the target database is not empty (use --force to replace its contents)")
-                for t in reversed(list(tables.values())):
+            await migrate.lock_schema(conn)
+            existing = await migrate.tables_at(conn, frozenset({generation.TABLE}))
+            counts = [(await conn.execute(select(func.count()).select_from(t))).scalar() for t in existing]
+            if any(counts) and not force:
+                raise errors.BadRequest("the target database is not empty (use --force to replace its contents)")
+            if revision == head:
+                for t in reversed(existing):
                     await conn.execute(delete(t))
-            current: Table | None = None
-            rows: list[dict[str, Any]] = []
-            for t, row in _items(path, tables):  # the file is in FK order (parents first), table after table
-                if rows and (t is not current or len(rows) >= batch):
-                    await conn.execute(insert(current), rows)  # type: ignore[arg-type]
-                    rows = []
-                current = t
-                rows.append(_decode(t, row))
-            if rows:
-                await conn.execute(insert(current), rows)  # type: ignore[arg-type]
+                tables = {t.name: t for t in _tables()}
+            else:  # the schema as the backup knew it, in this transaction
+                await migrate.rebuild_at(conn, revision)
+                tables = {t.name: t for t in await migrate.tables_at(conn, frozenset({generation.TABLE}))}
+            if missing := sorted(set(header["tables"]) - set(tables)):
+                raise errors.BadRequest(f"{path} holds tables {missing}, which the schema at revision "
+                                        f"{revision} does not have")
+            await _insert_rows(conn, path, tables, batch)
+            sums = await _verify(conn, header, tables)
+            if revision != head:
+                if conn.dialect.name == "postgresql":  # the checksums' cursors stay open until then, and
+                    await conn.execute(text("CLOSE ALL"))  # PostgreSQL refuses ALTER TABLE on their tables
+                await migrate.upgrade_in(conn)
             await _reset_sequences(conn)
             await generation.renew(conn)  # committed with the rows: managers then empty the read model
-            sums = {n: await table_sum(conn, t) for n, t in tables.items()}  # the rows as written, uncommitted
-            bad = {n: {"want": want, "got": {"rows": sums[n].rows, "sha256": sums[n].sha256}}
-                   for n, want in header["tables"].items()
-                   if n in sums and (want["rows"], want["sha256"]) != (sums[n].rows, sums[n].sha256)}
-            if bad:  # raised inside the transaction: it rolls back, the database stays as it was
-                raise errors.BadRequest(f"restore verification failed (the database was left as it was): {bad}")
     finally:
         await engine.dispose()
-    return {"restored": True, "revision": header["revision"],
+    return {"restored": True, "revision": head, "backup_revision": revision,
             "rows": {n: s.rows for n, s in sums.items()}}
