@@ -135,6 +135,9 @@ def _assert_restored(url: str, revision: str) -> None:
 
 
 def _restore_drill(tmp_path: Path, revision: str, make_url: Any) -> None:
+    """Back up a database at ``revision`` and restore it: into a fresh database (after a cut copy of the
+    backup failed and left it without tables) and with --force over one at head (after a cut copy
+    failed and left its rows, revision and generation as they were). ``make_url(name)``: an empty database."""
     source, fresh, full = make_url("old"), make_url("fresh"), make_url("full")
     asyncio.run(_old_database(source, revision))
     backup = tmp_path / f"at-{revision}.jsonl.gz"
