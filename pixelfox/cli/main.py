@@ -100,6 +100,24 @@ async def _refuse_bad_settings(cluster: LocalCluster) -> None:
         print(f"new SQLite database at {new}", file=sys.stderr, flush=True)
 
 
+def import_list(folder: Path) -> tuple[list[Path], int]:
+    """What ``up --import`` uploads from ``folder``: every file in it and its subfolders (a camera's
+    ``DCIM/100XXX``), sorted by path, and how many hidden entries (a name starting with ".": a
+    ``.thumbnails`` cache, ``.DS_Store``) were left out. Symlinked folders are not followed (no loops);
+    a symlink to a file counts as that file. Raises OSError if ``folder`` cannot be read."""
+    files: list[Path] = []
+    hidden = 0
+    for top, dirs, names in os.walk(folder, onerror=_raise):
+        hidden += sum(d.startswith(".") for d in dirs) + sum(n.startswith(".") for n in names)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        files += [p for n in names if not n.startswith(".") and (p := Path(top, n)).is_file()]
+    return sorted(files), hidden
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
 async def _up(opts: argparse.Namespace, console: Console) -> int:
     if opts.import_dir and not Path(opts.import_dir).is_dir():
         raise errors.BadRequest(f"--import: {opts.import_dir} is not a folder")
@@ -138,7 +156,10 @@ async def _up(opts: argparse.Namespace, console: Console) -> int:
         print("ready", flush=True)
         supervisor = asyncio.create_task(_supervise(cluster, stop, console))
         if opts.import_dir:
-            files = sorted(p for p in Path(opts.import_dir).iterdir() if p.is_file() and not p.name.startswith("."))
+            files, hidden = import_list(Path(opts.import_dir))
+            if hidden:
+                print(f"not importing {hidden} hidden files and folders (names starting with '.') in "
+                      f"{opts.import_dir}", file=sys.stderr, flush=True)
             ref = context.ClusterRef(cluster.manager_address, api_key=admin_key, web_url=cluster.web_urls[0])
             out, sending = Console(soft_wrap=True), dict[Path, int]()
             resume = put.journal_for(ref, out)  # an interrupted import goes on where it stopped, as `put` does
@@ -274,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--managers", type=NODE_COUNT, default=1,
                     help="managers sharing Redis and the database (default 1)")
     up.add_argument("--redis-url", help="use this Redis instead of a private redis-server")
-    up.add_argument("--import", dest="import_dir", metavar="DIR", help="upload every file in DIR once ready")
+    up.add_argument("--import", dest="import_dir", metavar="DIR",
+                    help="upload every file in DIR and its subfolders once ready (hidden ones left out)")
     up.add_argument("--exit-after-import", action="store_true", help="stop the cluster once --import is done")
     up.add_argument("--timeout", type=seconds_or_days(1, "number of seconds"), default=90.0,
                     help="seconds to wait for every node (default 90)")

@@ -48,6 +48,10 @@ def test_up_imports_then_stops_every_child(tmp_path: Path, corpus: Path, sig: si
     photos.mkdir()
     shutil.copy(corpus / "photos" / "painting_rgb.png", photos)
     shutil.copy(corpus / "edge" / "text_renamed.jpg", photos)
+    (photos / "DCIM" / "100CAMERA").mkdir(parents=True)  # a camera card's layout: subfolders are imported too
+    shutil.copy(corpus / "photos" / "painting_rgb.png", photos / "DCIM" / "100CAMERA" / "card.png")
+    (photos / ".thumbnails").mkdir()  # hidden: left out, and said so
+    shutil.copy(corpus / "photos" / "painting_rgb.png", photos / ".thumbnails" / "t.png")
     root = tmp_path / "site"
     (root / ".pixelfox").mkdir(parents=True)
     (root / ".pixelfox").chmod(0o755)  # as an older pixelfox left it: up makes it private
@@ -76,6 +80,7 @@ def test_up_imports_then_stops_every_child(tmp_path: Path, corpus: Path, sig: si
         assert "ready" in lines, out
         assert "/i/" in out and "painting_rgb.png" in out, out
         assert "text_renamed.jpg" in out and "not" in out.split("text_renamed.jpg", 1)[1], out
+        assert "card.png" in out and "t.png" not in out, out
         state = json.loads((root / ".pixelfox" / "cluster.json").read_text())
         secret_file = root / ".pixelfox" / "admin-password"
         assert f"admin login: user admin, password in {secret_file}" in out, out
@@ -96,6 +101,7 @@ def test_up_imports_then_stops_every_child(tmp_path: Path, corpus: Path, sig: si
         assert f"made {root.resolve() / '.pixelfox'} private (mode 0700): it holds password hashes and sessions; " \
             "2 files and folders in it no longer readable by others" in err, err
         assert (old_log.stat().st_mode & 0o777, old_log.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+        assert f"not importing 1 hidden files and folders (names starting with '.') in {photos}" in err, err
         assert [x for x in err if "SQLite" in x] == [
             f"new SQLite database at {root.resolve() / '.pixelfox' / 'pixelfox.db'}"], err
         time.sleep(0.5)

@@ -85,3 +85,17 @@ def test_up_keeps_the_database_the_last_start_recorded(tmp_path: Path) -> None:
     assert choose_database_url(state, "") == (default, "")
     (state / STATE_FILE).write_text("{half a file")
     assert choose_database_url(state, "") == (default, "")
+
+
+def test_import_list_takes_subfolders_and_leaves_hidden_entries_out(tmp_path: Path) -> None:
+    from pixelfox.cli.main import import_list
+
+    (tmp_path / "DCIM" / "100CAM").mkdir(parents=True)
+    (tmp_path / ".cache" / "deep").mkdir(parents=True)
+    for rel in ("a.jpg", "DCIM/100CAM/b.jpg", "DCIM/100CAM/.DS_Store", ".cache/deep/c.jpg", ".hidden.jpg"):
+        (tmp_path / rel).write_bytes(b"x")
+    (tmp_path / "DCIM" / "loop").symlink_to(tmp_path)  # a symlinked folder is not followed
+    (tmp_path / "link.jpg").symlink_to(tmp_path / "a.jpg")  # a symlinked file counts
+    files, hidden = import_list(tmp_path)
+    assert [str(p.relative_to(tmp_path)) for p in files] == ["DCIM/100CAM/b.jpg", "a.jpg", "link.jpg"]
+    assert hidden == 3  # .cache, .hidden.jpg, .DS_Store
