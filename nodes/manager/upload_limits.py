@@ -178,7 +178,8 @@ class UploadLimits:
 
     async def _check_quota(self, user_id: str, size: int, body_bytes: int = 0) -> None:
         """QuotaExceeded when the user's images, plus the declared sizes of the user's uploads that are
-        still open and usable (:meth:`open_bytes`), plus ``size`` bytes would pass the quota;
+        still open and usable (:meth:`open_bytes`), plus ``size`` bytes would pass the quota (a quota
+        already full is said so, whatever ``size``);
         ``body_bytes`` > 0: ``size`` was estimated from a request body of that size, which the
         message names. Open uploads count so that several created at once cannot each pass on the
         images alone and then together store more than the quota."""
@@ -195,6 +196,10 @@ class UploadLimits:
         held = (f" ({declared} of them declared by {n_open} open upload{'s' if n_open != 1 else ''}: an upload "
                 "counts from its creation until it completes, is cancelled or its ticket ends)") if n_open else ""
         cancel = " or cancel open uploads (pixelfox uploads cancel ID)" if n_open else ""
+        if used >= lim.user_quota_bytes:  # no upload fits, whatever its size: say that first
+            raise errors.QuotaExceeded(
+                f"quota full: {human_bytes(used)} of {human_bytes(lim.user_quota_bytes)} used{held}; no upload fits "
+                f"until you delete images{cancel} or an admin gives you a larger quota")
         room = (f"; to make room, delete images{cancel}, or ask an admin for a larger quota "
                 f"({human_bytes(used)} of {human_bytes(lim.user_quota_bytes)} used)")
         if body_bytes:  # before the body is read: the file's own size is not known yet

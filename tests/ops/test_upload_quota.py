@@ -83,8 +83,13 @@ async def test_open_uploads_count_against_the_quota(gate: UploadLimits, db: asyn
             f"a larger quota ({human_bytes(SIZE)} of {human_bytes(QUOTA)} used)")
     await gate.check(uid, QUOTA - SIZE)  # what is left still fits
     await _create(gate, db, uid, QUOTA - SIZE)
-    with pytest.raises(errors.QuotaExceeded, match=r"declared by 2 open uploads"):
+    with pytest.raises(errors.QuotaExceeded) as full:  # nothing fits any more: said first, not "this file needs 1"
         await gate.check(uid, 1)
+    assert str(full.value) == (
+        f"quota full: {human_bytes(QUOTA)} of {human_bytes(QUOTA)} used ({QUOTA} of them declared by 2 open uploads: "
+        "an upload counts from its creation until it completes, is cancelled or its ticket ends); no upload fits "
+        "until you delete images or cancel open uploads (pixelfox uploads cancel ID) or an admin gives you a larger "
+        "quota")
 
 
 async def test_only_uploads_still_usable_count(gate: UploadLimits, db: async_sessionmaker[AsyncSession]) -> None:
