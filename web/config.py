@@ -8,6 +8,7 @@ from pydantic import Field
 from yarl import URL
 
 from pixelfox.config import HttpServerSettings, LimitsSettings, NodeSettings, RedisSettings
+from pixelfox.signing import UrlSigningSettings
 
 REGISTRATIONS_PER_HOUR = 10  # per client address (POST /register); the default of register_per_hour
 
@@ -20,13 +21,15 @@ class WebSettings(NodeSettings):
     ``PIXELFOX_METRICS_PORT``, ``PIXELFOX_COOKIE_SECURE``, ``PIXELFOX_SESSION_MAX_AGE_S``,
     ``PIXELFOX_SITE_NAME``, ``PIXELFOX_UPLOAD_WAIT_S``, ``PIXELFOX_ALLOW_ANONYMOUS``, ``PIXELFOX_PAGE_CACHE_S``,
     ``PIXELFOX_REGISTER_PER_HOUR``, ``PIXELFOX_TRUSTED_PROXIES``,
-    ``PIXELFOX_LIMITS__MAX_UPLOAD_BYTES``...
+    ``PIXELFOX_LIMITS__MAX_UPLOAD_BYTES``, ``PIXELFOX_URL_SIGNING__*`` (as on the manager: the web
+    node signs Download links)...
     """
 
     node_id: str = "web1"
     http: HttpServerSettings = HttpServerSettings()
     redis: RedisSettings = RedisSettings()
     limits: LimitsSettings = LimitsSettings()
+    url_signing: UrlSigningSettings = UrlSigningSettings()
     cookie_secure: bool = Field(False, description="mark the session cookie Secure (set behind https)")
     session_max_age_s: int = Field(14 * 24 * 3600, gt=0, description="absolute session lifetime")
     site_name: str = "PixelFox"

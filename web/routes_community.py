@@ -12,6 +12,7 @@ S = "{slug:[A-Za-z0-9_-]{1,64}}"
 def setup_community_routes(app: web.Application) -> None:
     r = app.router
     r.add_get(f"/i/{S}/download", manage.download, name="image_download")
+    r.add_get(f"/i/{S}/original", manage.original, name="image_original")
     r.add_post(f"/i/{S}/edit", manage.edit_image, name="image_edit")
     r.add_post(f"/i/{S}/delete", manage.delete_image, name="image_delete")
     r.add_get(f"/i/{S}/report", manage.report_page, name="image_report_page")

@@ -15,7 +15,9 @@ unsatisfiable or malformed one 416 with ``Content-Range: bytes */<size>``; sever
 another unit than ``bytes`` are ignored (200, the whole object). A private object
 (``p/<salt>/...``), and an original when ``sign_originals`` is on, needs ``?exp=&sig=`` signed with
 a key from :mod:`pixelfox.signing` (403 otherwise) and is sent with ``Cache-Control: private,
-no-store``. Every error is a JSON body ``{"error": {"code", "message"}}``; anything that is not
+no-store``; so is any object asked with ``?download=<file name>`` (signed with the name), which
+adds ``Content-Disposition: attachment`` (:mod:`pixelfox.disposition`; a name that is not plain is
+a 400). Every error is a JSON body ``{"error": {"code", "message"}}``; anything that is not
 a valid key is a 404. Local objects up to :data:`INLINE_READ_BYTES` are read with one ``pread``
 on the event loop (page cache: microseconds); larger ones and S3 objects are streamed.
 """
@@ -41,7 +43,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from nodes.storage.service import StorageService
-from pixelfox import errors, signing
+from pixelfox import disposition, errors, signing
 from pixelfox.numbers import is_ascii_digits
 from pixelfox.storage.base import CHUNK_SIZE, ObjectInfo
 from pixelfox.storage.keys import is_original_key, is_private_key, validate_key
@@ -236,18 +238,26 @@ class Origin:
                 found = await self._lookup(scope, key)
             except errors.PixelfoxError as exc:
                 return await self._error(send, exc.http_status, exc.code, exc.message)
-        private = is_private_key(key) or (self.sign_originals and is_original_key(key))
-        if private:
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            if not signing.verify(self.url_keys, key, (query.get("exp") or [None])[0], (query.get("sig") or [None])[0]):
-                return await self._error(send, 403, "forbidden", "a valid, unexpired signature is required",
-                                         [(b"cache-control", PRIVATE.encode())])
+        raw_query = scope.get("query_string", b"")
+        query = parse_qs(raw_query.decode("latin-1")) if raw_query else {}
+        download = (query.get("download") or [""])[0]
+        # a download name is only honoured signed: nobody else can name what this origin's files save as
+        private = is_private_key(key) or (self.sign_originals and is_original_key(key)) or bool(download)
+        if download and not disposition.is_download_name(download):
+            return await self._error(send, 400, "bad-request", "download: not a plain file name",
+                                     [(b"cache-control", PRIVATE.encode())])
+        if private and not signing.verify(self.url_keys, key, (query.get("exp") or [None])[0],
+                                          (query.get("sig") or [None])[0], download=download):
+            return await self._error(send, 403, "forbidden", "a valid, unexpired signature is required",
+                                     [(b"cache-control", PRIVATE.encode())])
         if found is None:
             return await self._error(send, 404, "not-found", "not found")
         info, local = found
         h = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
              if k in (b"if-none-match", b"if-modified-since", b"if-match", b"range", b"if-range")}
         headers: Headers = list(_object_headers(info, private))
+        if download:
+            headers.append((b"content-disposition", disposition.attachment(download).encode()))
         if h and precondition_failed(h, info):
             return await self._error(send, 412, "precondition-failed", "ETag does not match")
         if h and not_modified(h, info):
@@ -291,9 +301,9 @@ class Origin:
         """Let nginx send the bytes: an empty answer naming the file under its ``internal`` location.
 
         Conditionals (304/412) were answered already; nginx serves ``Range`` from the file itself.
-        nginx keeps ``Content-Type``, ``Cache-Control`` and ``Accept-Ranges`` from this answer; its
-        location re-adds ``ETag``, ``Last-Modified`` and the security headers from
-        ``$upstream_http_*`` (docs/storage.md has the location block).
+        nginx keeps ``Content-Type``, ``Content-Disposition``, ``Cache-Control`` and ``Accept-Ranges``
+        from this answer; its location re-adds ``ETag``, ``Last-Modified`` and the security headers
+        from ``$upstream_http_*`` (docs/storage.md has the location block).
         """
         target = self.service.accel_redirect.rstrip("/") + "/" + key
         out = [(k, v) for k, v in headers if k != b"content-range"]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from pixelfox import signing
 from pixelfox.storage.keys import original_key, variant_key
 from pixelfox.storage.s3 import S3Store
 from tests.integration.test_storage_node import SECRET, Node, free_port, wait_serving
@@ -179,6 +180,13 @@ def test_x_accel_redirect_mode_behind_nginx(tmp_path: Path) -> None:
             status, h, _ = fetch(f"http://127.0.0.1:{port}/o/{key}")
             assert "X-Accel-Redirect" not in h
             assert h["X-Content-Type-Options"] == "nosniff"
+            # a signed download: nginx passes the node's Content-Disposition on with the file
+            url = signing.download_url(f"http://127.0.0.1:{port}/o/{key}", "Été.jpg",
+                                       signing.keys_from(SECRET)[0], int(time.time()) + 600)
+            status, h, body = fetch(url)
+            assert status == 200 and body == data and "X-Accel-Redirect" not in h
+            assert h["Content-Disposition"] == "attachment; filename=\"_t_.jpg\"; filename*=UTF-8''%C3%89t%C3%A9.jpg"
+            assert h["Cache-Control"] == "private, no-store"
         finally:
             proc.terminate()
             proc.wait(10)

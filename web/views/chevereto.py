@@ -271,10 +271,11 @@ def _file(url: str, image: common_pb2.Image) -> dict[str, Any]:
 
 def direct_link(request: web.Request, image: common_pb2.Image) -> str:
     """A lasting direct link to the file: the clean original's URL (metadata removed), or - when the
-    owner keeps metadata, or it is still processing - the page's ``/download``, which redirects to a
-    freshly signed URL (a stored original's own URL is signed and expires)."""
+    owner keeps metadata, or it is still processing - the page's ``/original``, which redirects to a
+    freshly signed URL (a stored original's own URL is signed and expires) without making it a
+    download as ``/download`` does."""
     clean = None if image.keep_metadata or image.visibility == "private" else clean_original(image)
-    return clean.url if clean else f"{page_url(request, image)}/download"
+    return clean.url if clean else f"{page_url(request, image)}/original"
 
 
 def _extension(image: common_pb2.Image) -> str:

@@ -14,7 +14,7 @@ from urllib.parse import quote
 from aiohttp import web
 from yarl import URL
 
-from pixelfox import errors
+from pixelfox import disposition, errors, signing
 from pixelfox.client.images import served_original_url, status_name
 from pixelfox.numbers import ascii_int
 from pixelfox.text import isolated, one_line
@@ -54,10 +54,11 @@ async def image_page_extras(
     }
 
 
-async def download(request: web.Request) -> web.StreamResponse:
-    """302 to the original as uploaded when the owner opted in to keep its metadata, else to the
-    clean original (the upload with EXIF/XMP/IPTC/GPS removed losslessly by the processing node).
-    404 while the image is still processing, or when processing failed (saying which)."""
+async def _served_original(request: web.Request) -> tuple[common_pb2.Image, str]:
+    """The image and the URL its Download serves: the original as uploaded when the owner opted in
+    to keep its metadata, else the clean original (the upload with EXIF/XMP/IPTC/GPS removed
+    losslessly by the processing node). NotFound while the image is still processing, or when
+    processing failed (saying which)."""
     caller = await resolve_caller(request, state_changing=False)
     image = await load_image(request, request.match_info["slug"], caller.metadata)
     target = served_original_url(image, with_metadata=image.keep_metadata)
@@ -65,6 +66,29 @@ async def download(request: web.Request) -> web.StreamResponse:
         raise errors.NotFound(f"nothing to download: the image could not be processed ({image.error_message[:200]})")
     if not target:
         raise errors.NotFound("nothing to download yet; the image is still processing")
+    return image, target
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    """302 to the served original (:func:`_served_original`) signed afresh with
+    ``download=<file name>``, so the storage node sends it as an attachment named as uploaded
+    (``<slug>.<ext>`` when the upload had no usable name; :mod:`pixelfox.disposition`)."""
+    image, target = await _served_original(request)
+    settings = request.app[SETTINGS]
+    keys = signing.keys_from(settings.cluster.secret.get_secret_value(), settings.url_signing)
+    if keys:  # no secret (a bare dev node): the file is still served, inline
+        ext = URL(target).path.rpartition(".")[2]
+        name = disposition.download_name(image.filename, image.slug, ext)
+        exp = signing.expiry(settings.url_signing.ttl_s, settings.url_signing.bucket_s)
+        target = signing.download_url(target, name, keys[0], exp)
+    raise web.HTTPFound(target, headers={"Cache-Control": "private, no-store"})
+
+
+async def original(request: web.Request) -> web.StreamResponse:
+    """``/i/{slug}/original``: 302 to the served original (:func:`_served_original`) as it is, no
+    attachment: the lasting direct link of an image whose served file's own URL is signed and
+    expires (the owner keeps metadata)."""
+    _image, target = await _served_original(request)
     raise web.HTTPFound(target, headers={"Cache-Control": "private, no-store"})
 
 

@@ -98,6 +98,17 @@ async def index(request: web.Request) -> web.Response:
     return response
 
 
+def direct_link(image: common_pb2.Image, page: str, picture: Picture) -> str:
+    """The page's "Direct link": the served original's URL (the stored one, EXIF/GPS kept, only when
+    the owner opted in), else the display rendition's. The stored original's own URL is signed and
+    expires, so a public image links ``<page>/original`` instead, which redirects to a fresh one;
+    a private image keeps its signed URL (the lasting one would answer only the owner)."""
+    served = served_original_url(image, with_metadata=image.keep_metadata)
+    if served and image.keep_metadata and image.visibility != "private" and served == image.original_url:
+        return f"{page}/original"
+    return served or (picture.og.url if picture.og else "")
+
+
 async def image_page(request: web.Request) -> web.Response:
     slug = request.match_info["slug"]
     caller = await resolve_caller(request, state_changing=False)
@@ -105,8 +116,7 @@ async def image_page(request: web.Request) -> web.Response:
     status = status_name(image)
     picture = build_picture(image)
     page = page_url(request, image)
-    # the stored original keeps its metadata (EXIF/GPS): link it only when the owner opted in
-    direct = served_original_url(image, with_metadata=image.keep_metadata) or (picture.og.url if picture.og else "")
+    direct = direct_link(image, page, picture)
     embed = picture.fallback if image.frames > 1 else picture.og  # animations embed as animated WebP
     embed_src = embed.url if embed else direct
     title = image.title or image.filename or image.slug
