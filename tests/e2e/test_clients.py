@@ -48,7 +48,7 @@ async def test_sharex_replays_exactly_what_sharex_sends(cluster: ClusterHandle, 
     conf = json.loads(body)
     # ECOSYSTEM.md §2: the keys ShareX >= 14 reads
     assert conf["Version"] >= "15.0.0" and conf["RequestMethod"] == "POST" and conf["Body"] == "MultipartFormData"
-    assert conf["DestinationType"] == "ImageUploader, FileUploader" and conf["FileFormName"] == "file"
+    assert conf["DestinationType"] == "ImageUploader" and conf["FileFormName"] == "file"
     assert conf["RequestURL"] == f"{cluster.web_url}/api/v1/images"
     assert conf["Headers"]["Authorization"].startswith("Bearer ")
     assert (conf["URL"], conf["ThumbnailURL"], conf["DeletionURL"]) == (

@@ -21,7 +21,7 @@ def sxcu(name: str, base_url: str, api_key: str) -> dict[str, object]:
     return {
         "Version": "15.0.0",
         "Name": name,
-        "DestinationType": "ImageUploader, FileUploader",
+        "DestinationType": "ImageUploader",
         "RequestMethod": "POST",
         "RequestURL": f"{base_url}/api/v1/images",
         "Headers": {"Authorization": f"Bearer {api_key}"},
