@@ -8,6 +8,7 @@ unknown slug.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -144,19 +145,37 @@ async def report_image(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/i/{slug}/report?sent=1")
 
 
-def _pick(image: common_pb2.Image, maxwidth: int, maxheight: int) -> common_pb2.Variant | None:
-    fits = [
-        v for v in image.variants
-        if v.url and v.format.lower() in ("jpeg", "jpg", "webp", "png", "gif")
-        and (not maxwidth or v.width <= maxwidth) and (not maxheight or v.height <= maxheight)
-    ]
-    if not fits:
-        return None
-    return max(fits, key=lambda v: (v.width * v.height, v.format.lower() in ("jpeg", "jpg")))
+def _renditions(image: common_pb2.Image) -> list[common_pb2.Variant]:
+    """The renditions oEmbed may answer: JPEG, WebP, PNG or GIF; for an animated image only its
+    animated WebP ones when there are any, as the share page shows (a JPEG is one frame)."""
+    web_formats = [v for v in image.variants if v.url and v.format.lower() in ("jpeg", "jpg", "webp", "png", "gif")]
+    animated = [v for v in web_formats if v.format.lower() == "webp" and v.frames > 1]
+    return animated if image.frames > 1 and animated else web_formats
 
 
-def _int(value: str) -> int:
-    return ascii_int(value, 0, max_digits=6) or 0
+def _pick(renditions: list[common_pb2.Variant], maxwidth: int, maxheight: int) -> common_pb2.Variant:
+    """The largest rendition within ``maxwidth``/``maxheight`` pixels (0: no bound), JPEG first on a
+    tie. Raises NotFound naming the smallest width there is when none fits."""
+    fits = [v for v in renditions if (not maxwidth or v.width <= maxwidth) and (not maxheight or v.height <= maxheight)]
+    if fits:
+        return max(fits, key=lambda v: (v.width * v.height, v.format.lower() in ("jpeg", "jpg")))
+    if not renditions:
+        raise errors.NotFound("no rendition of this image yet")
+    smallest = min(renditions, key=lambda v: v.width * v.height)
+    raise errors.NotFound(f"no rendition fits; the smallest available width is {smallest.width} pixels "
+                          f"({smallest.width} x {smallest.height})")
+
+
+def _bound(query: Mapping[str, str], name: str) -> int:
+    """``maxwidth``/``maxheight`` in pixels, 0 when absent or empty. Raises BadRequest for anything
+    but a positive whole number."""
+    text = query.get(name, "")
+    if not text:
+        return 0
+    value = ascii_int(text, max_digits=6)
+    if not value:
+        raise errors.BadRequest(f"{name} must be a positive whole number of pixels, not {text[:20]!r}")
+    return value
 
 
 def _oembed_slug(request: web.Request, url: str) -> str:
@@ -174,11 +193,14 @@ def _oembed_slug(request: web.Request, url: str) -> str:
 
 async def oembed(request: web.Request) -> web.Response:
     """oEmbed 1.0 ``photo`` for ``?url=<share page>`` (ECOSYSTEM.md); 501 for a format other than
-    json; honours ``maxwidth``/``maxheight``. A URL of another site, an unknown image and a private
-    one all get the same 404, so the answer never tells that a private image exists."""
+    json; honours ``maxwidth``/``maxheight`` (400 when not a positive whole number, 404 naming the
+    smallest width when no rendition fits). An animated image answers its animated WebP, as its
+    share page shows. A URL of another site, an unknown image and a private one all get the same
+    404, so the answer never tells that a private image exists."""
     q = request.query
     if q.get("format", "json") != "json":
         raise web.HTTPNotImplemented(text="only format=json is supported")
+    maxwidth, maxheight = _bound(q, "maxwidth"), _bound(q, "maxheight")
     slug = _oembed_slug(request, q.get("url", ""))
     try:
         image = await load_image(request, slug, request.app[MANAGER].as_user())  # anonymous: private is 404
@@ -186,9 +208,7 @@ async def oembed(request: web.Request) -> web.Response:
         raise errors.NotFound(OEMBED_NOT_FOUND) from None
     if image.visibility == "private":
         raise errors.NotFound(OEMBED_NOT_FOUND)
-    variant = _pick(image, _int(q.get("maxwidth", "")), _int(q.get("maxheight", "")))
-    if variant is None:
-        raise errors.NotFound("no rendition fits")
+    variant = _pick(_renditions(image), maxwidth, maxheight)
     base = request.app[STATE].public_url
     body: dict[str, Any] = {
         "version": "1.0",

@@ -1,0 +1,78 @@
+"""``/oembed`` against the shared running cluster: an animated image answers its animated WebP
+(corpus case B09), and ``maxwidth``/``maxheight`` that are not a positive whole number are a 400."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+from PIL import Image
+
+from tests.e2e.test_web import Browser, _until_ready, _user
+from tests.e2e.test_web_community import api, csrf_header, fetch
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+
+@pytest.fixture
+async def http() -> Any:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(),
+                                     timeout=aiohttp.ClientTimeout(total=90)) as s:
+        yield s
+
+
+async def _upload(cluster: Any, http: aiohttp.ClientSession, path: Path) -> dict[str, Any]:
+    """``path`` uploaded by a new user, once ready (the API's image JSON)."""
+    b = Browser(http, cluster.web_url)
+    await b.register(_user())
+    form = aiohttp.FormData()
+    form.add_field("file", path.read_bytes(), filename=path.name, content_type="image/gif")
+    status, body, _ = await b.post("/api/v1/images", form, await csrf_header(b))
+    assert status == 201, body
+    return await _until_ready(b, json.loads(body), timeout_s=180)
+
+
+async def test_oembed_of_an_animated_gif_is_its_animated_webp(cluster: Any, corpus: Path,
+                                                               http: aiohttp.ClientSession) -> None:
+    image = await _upload(cluster, http, corpus / "photos" / "rotating_squares_30f.gif")
+    anon = Browser(http, cluster.web_url)
+    page_url = f"{cluster.web_url}/i/{image['id']}"
+    status, emb = await api(anon, "GET", f"/oembed?url={quote(page_url)}")
+    assert status == 200 and emb["type"] == "photo", emb
+    # B09: the answer keeps every frame and its timing, as the share page's animated WebP does
+    status, _, data = await fetch(http, emb["url"])
+    assert status == 200 and data[:4] == b"RIFF" and data[8:12] == b"WEBP", emb["url"]
+    with Image.open(io.BytesIO(data)) as im:
+        assert (emb["width"], emb["height"], im.info["loop"]) == (*im.size, 0)
+        durations = []
+        for n in range(im.n_frames):
+            im.seek(n)
+            im.load()  # a WebP frame's duration is read with its pixels
+            durations.append(im.info["duration"])
+    assert durations == [30] * 30
+    status, page, _ = await anon.get(f"/i/{image['id']}")
+    assert status == 200 and emb["url"].replace("&", "&amp;") in page
+
+
+async def test_oembed_bounds_must_be_positive_whole_numbers(cluster: Any, corpus: Path,
+                                                             http: aiohttp.ClientSession) -> None:
+    image = await _upload(cluster, http, corpus / "photos" / "rotating_squares_30f.gif")
+    anon = Browser(http, cluster.web_url)
+    url = quote(f"{cluster.web_url}/i/{image['id']}")
+    for name, value in (("maxwidth", "abc"), ("maxwidth", "-5"), ("maxheight", "0"), ("maxwidth", "1.5")):
+        status, body = await api(anon, "GET", f"/oembed?url={url}&{name}={quote(value)}")
+        assert (status, body["error"]["code"]) == (400, "bad-request"), (name, value, body)
+        assert body["error"]["message"] == f"{name} must be a positive whole number of pixels, not {value!r}"
+    # smaller than every rendition: 404 (oEmbed 1.0 §2.3.4), naming the smallest width there is
+    status, body = await api(anon, "GET", f"/oembed?url={url}&maxwidth=1")
+    found = re.fullmatch(r"no rendition fits; the smallest available width is (\d+) pixels \(\d+ x \d+\)",
+                         body["error"]["message"])
+    assert status == 404 and found, body
+    status, emb = await api(anon, "GET", f"/oembed?url={url}&maxwidth={found.group(1)}")
+    assert status == 200 and emb["width"] == int(found.group(1)) <= image["width"], emb
