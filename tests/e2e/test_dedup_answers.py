@@ -25,6 +25,8 @@ from tests.e2e.uploadkit import big_png, chunk, header, new_user_key, upload_stu
 pytestmark = pytest.mark.e2e
 
 DEDUPLICATED = "image already uploaded: the existing image is returned unchanged (its title too)"
+PRIVATE_NOTE = ("these bytes are already your image, and it is private: its links open only for you; "
+                "make it public to share them")
 
 
 def _png(tmp_path: Path, name: str) -> bytes:
@@ -62,6 +64,34 @@ def test_web_upload_answers_say_deduplicated_and_keep_the_first_title(cluster: C
     assert new.json()["success"]["message"] == "image uploaded"
     stored = requests.get(f"{cluster.web_url}/api/v1/images/{a['id']}", headers=key, timeout=10).json()
     assert stored["title"] == "Title A"
+
+
+def test_a_private_image_uploaded_again_says_its_links_are_private(cluster: ClusterHandle, tmp_path: Path) -> None:
+    data = _png(tmp_path, "private.png")
+    key = {"Authorization": f"Bearer {cluster.admin_api_key}"}
+    images = f"{cluster.web_url}/api/v1/images"  # waits for processing: visibility changes once it is ready
+    first = requests.post(images, headers=key, files={"file": ("p.png", data, "image/png")}, timeout=60).json()
+    assert (first["status"], first["visibility"], first["deduplicated"]) == ("ready", "public", False), first
+    assert "note" not in first
+    r = requests.patch(f"{cluster.web_url}/api/v1/images/{first['id']}", headers=key, json={"visibility": "private"},
+                       timeout=30)
+    assert r.status_code == 200, r.text
+    again = requests.post(images, headers=key, files={"file": ("p.png", data, "image/png")}, timeout=60)
+    assert again.status_code == 201, again.text
+    body = again.json()
+    assert (body["id"], body["visibility"], body["deduplicated"]) == (first["id"], "private", True)
+    assert body["note"] == PRIVATE_NOTE
+    assert requests.get(body["url"], timeout=10, allow_redirects=False).status_code == 404  # nobody else sees it
+
+    chevereto = f"{cluster.web_url}/api/1/upload"
+    hdr = {"X-API-Key": cluster.admin_api_key}
+    c = requests.post(chevereto, headers=hdr, files={"source": ("p.png", data, "image/png")}, timeout=60).json()
+    assert (c["image"]["visibility"], c["image"]["note"]) == ("private", PRIVATE_NOTE)
+    assert c["success"]["message"] == f"{DEDUPLICATED}; {PRIVATE_NOTE}"
+    txt = requests.post(chevereto, headers=hdr, files={"source": ("p.png", data, "image/png")},
+                        data={"format": "txt"}, timeout=60)
+    assert txt.status_code == 200 and txt.text == f"{body['url']}/download"
+    assert txt.headers["Pixelfox-Note"] == PRIVATE_NOTE
 
 
 def _tus(cluster: ClusterHandle, data: bytes, title: str) -> tuple[str, requests.Response]:

@@ -39,6 +39,9 @@ from web.views.common import check_origin
 
 CHUNK = 256 * 1024
 MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the file part
+#: ``note`` of an upload answer that is the caller's existing private image (dedup)
+PRIVATE_DUPLICATE = ("these bytes are already your image, and it is private: its links open only for you; "
+                     "make it public to share them")
 TEXT_FIELD_LIMIT = 4096  # bytes of a text field (a title) that are read; the rest is dropped
 #: what a browser may send to the site on its own, for a proxy or SSO in front of it: never an API key
 PROXY_SCHEMES = frozenset({"basic", "digest", "negotiate", "ntlm"})
@@ -140,16 +143,23 @@ async def resolve_caller(request: web.Request, *, state_changing: bool) -> Calle
 
 
 def image_json(request: web.Request, image: common_pb2.Image) -> dict[str, Any]:
-    """:func:`pixelfox.client.images.image_to_json` with the share-page ``url`` and an empty
-    ``deletion_url``. ``original_url`` is the clean original (metadata removed; ``""`` while
-    processing), or the stored upload when its owner opted in (``keep_metadata``): an upload
-    answer goes to scripts and screenshot tools, whose links get pasted, so it never hands out
-    the stored upload with its GPS (:func:`web.views.api_v1.public_image_json` does, for the
-    owner's own session)."""
+    """:func:`pixelfox.client.images.image_to_json` with the share-page ``url``, ``visibility``
+    (``public`` | ``private``) and an empty ``deletion_url``. ``original_url`` is the clean
+    original (metadata removed; ``""`` while processing), or the stored upload when its owner
+    opted in (``keep_metadata``): an upload answer goes to scripts and screenshot tools, whose
+    links get pasted, so it never hands out the stored upload with its GPS
+    (:func:`web.views.api_v1.public_image_json` does, for the owner's own session)."""
     body = image_to_json(image)
     body["url"] = page_url(request, image)
+    body["visibility"] = image.visibility or "public"
     body["deletion_url"] = ""
     return body
+
+
+def private_duplicate_note(image: common_pb2.Image, deduplicated: bool) -> str:
+    """What an upload answer says when it is the caller's existing private image (dedup): its links
+    open for nobody else. ``""`` otherwise (a new upload, or a public image)."""
+    return PRIVATE_DUPLICATE if deduplicated and image.visibility == "private" else ""
 
 
 def page_url(request: web.Request, image: common_pb2.Image) -> str:
@@ -350,6 +360,8 @@ async def upload(request: web.Request) -> web.Response:
     body = image_json(request, image)
     body["deletion_url"] = deletion_url(request, image)  # only the uploader sees it (web/deletion.py)
     body["deduplicated"] = receipt.deduplicated  # the caller's existing image, unchanged (title too)
+    if note := private_duplicate_note(image, receipt.deduplicated):
+        body["note"] = note
     return web.json_response(body, status=201)
 
 

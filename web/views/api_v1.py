@@ -70,14 +70,13 @@ def _cursor(request: web.Request) -> str:
 
 
 def public_image_json(request: web.Request, image: common_pb2.Image, caller: Caller) -> dict[str, Any]:
-    """:func:`image_json` plus visibility/description. ``original_url`` is the stored upload (with its
+    """:func:`image_json` plus description, keep_metadata and owner. ``original_url`` is the stored upload (with its
     metadata) only for the owner, an admin, or when the owner opted in; anyone else gets the clean
     original (metadata removed), or ``""`` while processing."""
     body = image_json(request, image)
     owner = caller.user is not None and (caller.user.id == image.owner_id or caller.user.role == "admin")
     body["original_url"] = served_original_url(image, with_metadata=image.keep_metadata or owner)
     body.update(
-        visibility=image.visibility or "public",
         description=image.description,
         keep_metadata=image.keep_metadata,
         owner=image.owner,

@@ -14,7 +14,10 @@ text) | ``redirect`` (303 to the viewer page). Like ShareX uploads it waits up t
 The JSON answer is Chevereto's ``{"status_code": 200, "success": {"message", "code"},
 "image": {...}, "status_txt": "OK"}``; ``data`` repeats ``image`` for ImgBB readers. The image's
 ``deduplicated`` (ours) is true when the caller already had these bytes: the answer is that image,
-unchanged (a ``title`` sent along is not applied), and ``success.message`` says so. Errors
+unchanged (a ``title`` sent along is not applied), and ``success.message`` says so. ``visibility``
+(ours) is ``public`` or ``private``; when the existing image is private, its links open only for
+the caller, and ``note`` (ours), ``success.message`` and, for ``format=txt``, the header
+``Pixelfox-Note`` say so. Errors
 are ``{"status_code", "error": {"message", "code"}, "status_txt"}``.
 """
 
@@ -55,6 +58,7 @@ from web.views.api import (
     malformed_multipart,
     page_url,
     part_filename,
+    private_duplicate_note,
 )
 
 DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$",
@@ -63,6 +67,8 @@ MAX_EXPIRATION_S = MAX_EXPIRE_AFTER_S  # ten years: the manager's limit, said he
 UNIT_S = (365 * 86400, 30 * 86400, 7 * 86400, 86400, 3600, 60, 1)  # Y M W D H M S (years/months approximate)
 #: success.message of a re-upload of bytes the caller already has (the image's "deduplicated" is true)
 DEDUPLICATED = "image already uploaded: the existing image is returned unchanged (its title too)"
+#: header of a ``format=txt`` answer that is the caller's existing private image (its link opens only for them)
+NOTE_HEADER = "Pixelfox-Note"
 
 
 SOURCE_FIELDS = ("source", "image")  # Chevereto's name for the file, ImgBB's
@@ -428,11 +434,16 @@ async def _upload(request: web.Request) -> web.StreamResponse:
         await call(request, "UpdateAlbum",
                    manager_pb2.UpdateAlbumRequest(slug=album, add_images=[receipt.image.slug]), md)
     image = await manager.wait_ready(receipt.image, md, settings.upload_wait_s)
+    note = private_duplicate_note(image, receipt.deduplicated)
     if fmt == "txt":
-        return web.Response(text=direct_link(request, image))
+        return web.Response(text=direct_link(request, image), headers={NOTE_HEADER: note} if note else None)
     if fmt == "redirect":
         raise web.HTTPSeeOther(page_url(request, image))
-    body = {**chevereto_image(request, image, expires), "deduplicated": receipt.deduplicated}
+    body = {**chevereto_image(request, image, expires), "deduplicated": receipt.deduplicated,
+            "visibility": image.visibility or "public"}
     said = DEDUPLICATED if receipt.deduplicated else "image uploaded"
+    if note:
+        body["note"] = note
+        said = f"{DEDUPLICATED}; {note}"
     return web.json_response({"status_code": 200, "success": {"message": said, "code": 200},
                               "image": body, "data": body, "status_txt": "OK"})

@@ -146,9 +146,12 @@ DEDUPLICATED = {"type": "boolean",
                 "description": "true when the caller already had these bytes (same SHA-256, a copy that does not "
                                "expire): the image is that existing one, unchanged; a title sent along was not "
                                "applied"}
+NOTE = {"type": "string",
+        "description": "only when deduplicated and the existing image is private: says that its links open only "
+                       "for its owner"}
 UPLOADED_IMAGE = {"allOf": [{"$ref": "#/components/schemas/Image"},
-                            {"type": "object", "required": ["deduplicated"],
-                             "properties": {"deduplicated": DEDUPLICATED}}]}
+                            {"type": "object", "required": ["deduplicated", "visibility"],
+                             "properties": {"deduplicated": DEDUPLICATED, "note": NOTE}}]}
 UPLOAD_PROGRESS = {
     "type": "object", "required": ["id", "status", "offset", "size", "progress"],
     "properties": {
@@ -293,7 +296,8 @@ OPENAPI: dict[str, Any] = {
                 "operationId": "cheveretoUpload", "security": [{"apiKey": []}, {"keyField": []}],
                 "summary": "Chevereto API v1 / ImgBB upload, for clients made for those hosts",
                 "description": "Errors come in Chevereto's shape (CheveretoError), not Error. `format=txt` answers "
-                               "the direct URL as text/plain, `format=redirect` a 303 to the image page.",
+                               "the direct URL as text/plain (with a `Pixelfox-Note` header when it is the "
+                               "caller's existing private image), `format=redirect` a 303 to the image page.",
                 "requestBody": {"required": True, "content": {
                     "multipart/form-data": {"schema": CHEVERETO_FORM},
                     "application/x-www-form-urlencoded": {"schema": CHEVERETO_FORM}}},
@@ -355,8 +359,10 @@ OPENAPI: dict[str, Any] = {
                 "success": {"type": "object", "properties": {"message": {"type": "string"},
                                                              "code": {"type": "integer"}}},
                 "image": {"type": "object", "description": "Chevereto's image object (url, url_viewer, thumb, "
-                                                           "medium, delete_url, ...) and our deduplicated",
-                          "properties": {"deduplicated": DEDUPLICATED}},
+                                                           "medium, delete_url, ...) and our deduplicated, "
+                                                           "visibility and note",
+                          "properties": {"deduplicated": DEDUPLICATED, "note": NOTE,
+                                         "visibility": {"type": "string", "enum": ["public", "private"]}}},
                 "data": {"type": "object", "description": "the same as image, for ImgBB clients"}}},
             "CheveretoError": {"type": "object", "required": ["status_code", "error", "status_txt"], "properties": {
                 "status_code": {"type": "integer"}, "status_txt": {"type": "string"},
