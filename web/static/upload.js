@@ -5,6 +5,8 @@
 // file again after a reload or a dropped connection continues where the upload node's
 // committed offset is (a ticket near its end is renewed: POST /api/v1/uploads/<id>/ticket).
 // Otherwise: one multipart POST to /api/v1/images per file.
+// Anonymous: each answer's deletion link is shown (the only way to delete such an image), and the
+// recent uploads' links are kept in localStorage (RECENT) so a reload still lists them.
 "use strict";
 (() => {
   const drop = document.getElementById("drop");
@@ -24,6 +26,10 @@
     }
   } catch (_) { /* storage unavailable: nothing was kept */ }
   const CHUNK = 1024 * 1024;  // bytes per PATCH: what a reload can lose at most
+  const anonymous = drop.dataset.anonymous === "1";
+  const RECENT = "pixelfox-recent-uploads";  // [{id, name, url, deletion_url, thumbnail_url}], newest first
+  const RECENT_MAX = 50;
+  const recentNote = document.getElementById("recent");
 
   function el(tag, cls, text) {
     const e = document.createElement(tag);
@@ -47,6 +53,57 @@
     });
     row.append(input, btn);
     return row;
+  }
+
+  // the share link and, when the answer has one, the deletion link (labelled: it is not for sharing)
+  function links(body, data) {
+    const a = el("a", "", data.url);
+    a.href = data.url;
+    body.append(a, linkRow("link", data.url));
+    if (!data.deletion_url) return;
+    const del = el("div", "deletion");
+    del.append(el("div", "muted", "Deletion link: keep this link to delete the image later (do not share it)"),
+      linkRow("deletion link", data.deletion_url));
+    body.append(del);
+  }
+
+  function recentUploads() {
+    try {
+      const kept = JSON.parse(localStorage.getItem(RECENT) || "[]");
+      return Array.isArray(kept) ? kept : [];
+    } catch (_) { return []; }  // unreadable or no storage: nothing was kept
+  }
+
+  function remember(data, name) {
+    const kept = recentUploads().filter((r) => r.id !== data.id);
+    kept.unshift({ id: data.id, name, url: data.url, deletion_url: data.deletion_url,
+      thumbnail_url: data.thumbnail_url || "" });
+    try { localStorage.setItem(RECENT, JSON.stringify(kept.slice(0, RECENT_MAX))); } catch (_) { /* private mode */ }
+    if (recentNote) recentNote.hidden = false;
+  }
+
+  // the kept uploads of earlier visits, under the new ones; "Clear this list" forgets them all
+  function showRecent() {
+    const kept = recentUploads();
+    for (const r of kept) {
+      if (typeof r.url !== "string" || typeof r.deletion_url !== "string") continue;
+      const item = el("li", "upload remembered");
+      const thumb = el("img", "thumb");
+      thumb.alt = "";
+      if (r.thumbnail_url) thumb.src = r.thumbnail_url;
+      const body = el("div");
+      body.append(el("div", "name", r.name || "image"), el("div", "state muted", "uploaded earlier"));
+      links(body, r);
+      item.append(thumb, body);
+      list.append(item);
+    }
+    if (!recentNote) return;
+    recentNote.hidden = kept.length === 0;
+    document.getElementById("recent-clear").addEventListener("click", () => {
+      try { localStorage.removeItem(RECENT); } catch (_) { /* nothing kept */ }
+      for (const row of list.querySelectorAll("li.remembered")) row.remove();  // uploads under way stay
+      recentNote.hidden = true;
+    });
   }
 
   function upload(file) {
@@ -85,9 +142,11 @@
         }
         if (data.thumbnail_url) thumb.src = data.thumbnail_url;
         if (data.status === "processing" && data.id) poll(data.id, state, thumb, 0);
-        const a = el("a", "", data.url);
-        a.href = data.url;
-        body.append(a, linkRow("link", data.url));
+        links(body, data);
+        if (anonymous && data.deletion_url) {
+          remember(data, file.name || "pasted image");
+          item.classList.add("remembered");  // "Clear this list" takes it away too
+        }
       } else {
         state.className = "state bad";
         state.textContent = (data.error && data.error.message) || ("upload failed (HTTP " + httpStatus + ")");
@@ -277,6 +336,8 @@
   function take(files) {
     for (const f of files) upload(f);
   }
+
+  if (anonymous) showRecent();
 
   picker.addEventListener("change", () => { take(picker.files); picker.value = ""; });
   ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (ev) => {
