@@ -90,7 +90,7 @@ def test_a_private_image_uploaded_again_says_its_links_are_private(cluster: Clus
     assert c["success"]["message"] == f"{DEDUPLICATED}; {PRIVATE_NOTE}"
     txt = requests.post(chevereto, headers=hdr, files={"source": ("p.png", data, "image/png")},
                         data={"format": "txt"}, timeout=60)
-    assert txt.status_code == 200 and txt.text == f"{body['url']}/download"
+    assert txt.status_code == 200 and txt.text == f"{body['url']}/original"
     assert txt.headers["Pixelfox-Note"] == PRIVATE_NOTE
 
 
