@@ -171,12 +171,24 @@ def target_flags(manager: str | None, api_key: str | None) -> str:
     return flags
 
 
+def check_api_key(api_key: str) -> str:
+    """``api_key`` unless it is what :func:`target_flags` prints in its place (a key shortened to
+    "pfx_AbCdEf…", or ``KEY``), pasted as it was: BadRequest saying to give the whole key (the
+    server would only answer "invalid API key")."""
+    if api_key.endswith(("…", "...")) or api_key == "KEY":
+        form = "placeholder" if api_key == "KEY" else "shortened form"
+        raise errors.BadRequest(f"--api-key / PIXELFOX_API_KEY: {api_key!r} is the {form} pixelfox prints in "
+                                "place of a key; give the whole key")
+    return api_key
+
+
 def resolve(manager: str | None, api_key: str | None) -> ClusterRef:
     """Flags beat environment beat the local state file; SystemExit with a hint if nothing is found,
-    BadRequest for a manager address that is not HOST:PORT (:func:`check_address`).
+    BadRequest for a manager address that is not HOST:PORT (:func:`check_address`) or an API key
+    as pixelfox prints it shortened (:func:`check_api_key`).
     An explicit API key (``--api-key`` / ``PIXELFOX_API_KEY``) is used as is, also in a cluster folder."""
     manager = manager or os.environ.get("PIXELFOX_MANAGER")
-    api_key = api_key or os.environ.get("PIXELFOX_API_KEY")
+    api_key = check_api_key(api_key or os.environ.get("PIXELFOX_API_KEY") or "") or None
     state = find_state()
     data = json.loads(state.read_text()) if state else {}
     if manager and manager != data.get("manager"):

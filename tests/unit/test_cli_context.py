@@ -99,3 +99,22 @@ def test_import_list_takes_subfolders_and_leaves_hidden_entries_out(tmp_path: Pa
     files, hidden = import_list(tmp_path)
     assert [str(p.relative_to(tmp_path)) for p in files] == ["DCIM/100CAM/b.jpg", "a.jpg", "link.jpg"]
     assert hidden == 3  # .cache, .hidden.jpg, .DS_Store
+
+
+@pytest.mark.parametrize("pasted", ["pfx_AbCdEf…", "pfx_AbCdEf...", "KEY"])
+def test_a_key_as_pixelfox_prints_it_is_refused_up_front(pasted: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cancel line after Ctrl-C shows ``--api-key pfx_AbCdEf…``; pasted as is, the server only said
+    "invalid API key". It is refused before any call, by flag or environment, saying to give the whole key."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PIXELFOX_API_KEY", raising=False)
+    with pytest.raises(errors.BadRequest) as exc:
+        resolve("127.0.0.1:5000", pasted)
+    form = "placeholder" if pasted == "KEY" else "shortened form"
+    assert str(exc.value) == (f"--api-key / PIXELFOX_API_KEY: {pasted!r} is the {form} pixelfox prints in place "
+                              "of a key; give the whole key")
+    monkeypatch.setenv("PIXELFOX_API_KEY", pasted)
+    with pytest.raises(errors.BadRequest, match="give the whole key"):
+        resolve("127.0.0.1:5000", None)
+    whole = "pfx_" + "AbCdEfGhIj" * 4
+    assert resolve("127.0.0.1:5000", whole).api_key == whole
