@@ -17,7 +17,8 @@ from pixelfox import errors
 from pixelfox.cli.context import ClusterRef
 from pixelfox.client.images import owner_image_json, rejected_json, status_name
 from pixelfox.client.journal import Journal, epoch
-from pixelfox.client.uploader import Resume, upload_file
+from pixelfox.client.resume import Resume
+from pixelfox.client.uploader import upload_file
 from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.text import human_bytes
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc, upload_pb2
@@ -164,15 +165,24 @@ def interrupted_line(path: Path, sent: int, resume: Resume | None, md: Any, flag
             f"or cancel it: pixelfox uploads cancel {entry.upload_id}{flags}")
 
 
-def journal_for(ref: ClusterRef, console: Console, lookup: bool = True) -> Resume:
-    """The upload journal of ``ref``'s manager (:class:`~pixelfox.client.uploader.Resume`), saying on
-    ``console`` each file whose upload of an earlier run goes on; ``lookup=False``: ``--no-resume``."""
+def journal_for(ref: ClusterRef, console: Console, lookup: bool = True, flags: str = "") -> Resume:
+    """The upload journal of ``ref``'s manager (:class:`~pixelfox.client.resume.Resume`), saying on
+    ``console`` each file whose upload of an earlier run goes on, and each upload of an earlier run
+    cancelled because its file changed since (a warning with the cancel command, ending with ``flags``,
+    when it could not be); ``lookup=False``: ``--no-resume``."""
 
     def resumed(path: Path, upload_id: str, offset: int) -> None:
         console.print(f"resuming {path} (upload {upload_id}): {human_bytes(offset)} already sent", markup=False,
                       highlight=False)
 
-    return Resume(Journal(), ref.manager, resumed, lookup=lookup)
+    def cancelled(path: Path, upload_id: str, problem: str) -> None:
+        line = (f"{path} changed since upload {upload_id} of it began: cancelled it, sending the file afresh"
+                if not problem else
+                f"warning: {path} changed since upload {upload_id} of it began, which could not be cancelled "
+                f"({problem}); sending the file afresh; cancel it: pixelfox uploads cancel {upload_id}{flags}")
+        console.print(line, markup=False, highlight=False)
+
+    return Resume(Journal(), ref.manager, resumed, lookup=lookup, cancelled=cancelled)
 
 
 def run(ref: ClusterRef, files: list[str], as_json: bool, wait: bool, timeout_s: float, title: str = "",
@@ -183,7 +193,7 @@ def run(ref: ClusterRef, files: list[str], as_json: bool, wait: bool, timeout_s:
     command goes on where it stopped; ``resume=False`` starts every file afresh (and still records it).
     ``flags`` (the ``--manager`` / ``--api-key`` put was given) end the cancel command that line prints."""
     console = Console(stderr=True, soft_wrap=True)
-    journal = journal_for(ref, console, lookup=resume)
+    journal = journal_for(ref, console, lookup=resume, flags=flags)
     sending: dict[Path, int] = {}
     try:
         results = asyncio.run(put_files(ref, [Path(f) for f in files], as_json=as_json, wait=wait,

@@ -11,6 +11,11 @@ address), the fingerprint of the credential (never the credential) and the file'
 ``pixelfox put`` runs at once do not lose each other's entries) and replaces the file atomically
 (a temp file, then ``os.replace``); entries whose upload is surely gone (:meth:`Entry.expired`: its
 ticket's end plus the time the server keeps an unfinished upload's state) are pruned on every write.
+
+An entry names the process sending its upload (``owner_pid``, ``owner_start``): a run never resumes an
+upload another live process is sending (two ``pixelfox put`` of one file at once make two uploads, and
+the later one to complete is deduplicated). A file's entry lives at ``FileKey.slot``, or at
+``SLOT|UPLOAD_ID`` while that slot is another live run's.
 """
 
 from __future__ import annotations
@@ -94,7 +99,8 @@ class Entry:
     the ticket: ``RenewUpload``); ``chunk_size``: bytes per chunk; ``sha256``: hex digest of the file
     when it was created (a resume first checks the file still has it); ``size``/``mtime_ns``: the
     file's, as in :class:`FileKey`; ``state_ttl_s``: seconds the upload's state lives after its last
-    committed chunk (0: unknown, from a manager without ``RenewUpload``).
+    committed chunk (0: unknown, from a manager without ``RenewUpload``); ``owner_pid``/``owner_start``:
+    the process sending it (:func:`me`; 0: none recorded).
     """
 
     upload_id: str
@@ -106,6 +112,8 @@ class Entry:
     size: int = 0
     mtime_ns: int = 0
     state_ttl_s: int = 0
+    owner_pid: int = 0
+    owner_start: int = 0
 
     @classmethod
     def of(cls, answer: Any, sha256: str) -> Entry:
@@ -131,6 +139,47 @@ class Entry:
         return self.alive_until() <= (time.time() if now is None else now)
 
 
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks after boot, ``/proc/PID/stat``'s field 22), to tell it
+    from a later process given the same pid; ``None`` when no such process runs; 0 when it runs but the
+    system has no ``/proc`` (its start is unknown)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rpartition(")")[2].split()[19])
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None
+    except (OSError, ValueError, IndexError):
+        return 0
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return 0
+    return 0
+
+
+def me() -> tuple[int, int]:
+    """This process as an entry names its owner: ``(pid, start)`` (:func:`process_start`)."""
+    pid = os.getpid()
+    return pid, process_start(pid) or 0
+
+
+def held_elsewhere(entry: Entry) -> bool:
+    """Whether another process that still runs is sending ``entry``'s upload (its owner is alive and not
+    this process); an entry of a process that ended (Ctrl-C, killed) is free to resume."""
+    if not entry.owner_pid or (entry.owner_pid, entry.owner_start) == me():
+        return False
+    started = process_start(entry.owner_pid)
+    return started is not None and (not started or not entry.owner_start or started == entry.owner_start)
+
+
+def _of_file(entries: dict[str, Entry], key: FileKey) -> list[tuple[str, Entry]]:
+    """``key``'s path's entries (any size and mtime) as ``(slot, entry)``."""
+    return [(k, e) for k, e in entries.items() if k == key.slot or k.startswith(f"{key.slot}|")]
+
+
 class Journal:
     """The journal file at ``path`` (default :func:`default_path`); methods take the lock each time."""
 
@@ -139,25 +188,57 @@ class Journal:
 
     def get(self, key: FileKey) -> Entry | None:
         """The entry recorded for ``key`` (same size and mtime too) whose upload may still be alive (its
-        ticket may have ended: see :meth:`Entry.expired`), else ``None``."""
+        ticket may have ended: see :meth:`Entry.expired`) and no other live process sends (this one's
+        first), else ``None``."""
         with self._locked() as entries:
-            entry = entries.get(key.slot)
-        if entry is None or entry.expired() or (entry.size, entry.mtime_ns) != (key.size, key.mtime_ns):
-            return None
-        return entry
+            found = [e for _, e in _of_file(entries, key) if self._usable(e, key)]
+        found.sort(key=lambda e: (e.owner_pid, e.owner_start) != me())
+        return found[0] if found else None
+
+    def claim(self, key: FileKey) -> tuple[Entry | None, list[Entry]]:
+        """In one locked step, :meth:`get`'s entry for ``key``, now this process's to resume (so that no
+        other run resumes it at once), and the path's stale entries, removed: made for another size or
+        mtime of the file, not sent by a live process and not surely gone (their uploads are still open
+        on the server: the caller cancels them)."""
+        with self._locked(write=True) as entries:
+            stale, found = [], None
+            for slot, e in _of_file(entries, key):
+                if e.expired() or held_elsewhere(e):
+                    continue
+                if (e.size, e.mtime_ns) != (key.size, key.mtime_ns):
+                    stale.append(entries.pop(slot))
+                elif found is None or (e.owner_pid, e.owner_start) == me():
+                    found = (slot, e)
+            if found is None:
+                return None, stale
+            pid, start = me()
+            entries[found[0]] = dataclasses.replace(found[1], owner_pid=pid, owner_start=start)
+            return entries[found[0]], stale
 
     def put(self, key: FileKey, entry: Entry) -> None:
-        """Record ``entry`` for ``key`` (its size and mtime are taken from the key), replacing the
-        path's earlier one."""
+        """Record ``entry`` for ``key`` as this process's (its size and mtime are taken from the key),
+        replacing the path's earlier ones but those another live process sends."""
+        pid, start = me()
         with self._locked(write=True) as entries:
-            entries[key.slot] = dataclasses.replace(entry, size=key.size, mtime_ns=key.mtime_ns)
+            held = {k for k, e in _of_file(entries, key) if held_elsewhere(e)}
+            for k, _ in _of_file(entries, key):
+                if k not in held:
+                    del entries[k]
+            slot = f"{key.slot}|{entry.upload_id}" if key.slot in held else key.slot
+            entries[slot] = dataclasses.replace(entry, size=key.size, mtime_ns=key.mtime_ns, owner_pid=pid,
+                                                owner_start=start)
 
     def drop(self, key: FileKey, upload_id: str = "") -> None:
-        """Forget ``key``'s entry (only if it is for ``upload_id``, when given)."""
+        """Forget ``key``'s path's entry for ``upload_id`` (every one of the path but those another live
+        process sends, when it is not given)."""
         with self._locked(write=True) as entries:
-            entry = entries.get(key.slot)
-            if entry is not None and (not upload_id or entry.upload_id == upload_id):
-                del entries[key.slot]
+            for k, e in _of_file(entries, key):
+                if e.upload_id == upload_id or not (upload_id or held_elsewhere(e)):
+                    del entries[k]
+
+    @staticmethod
+    def _usable(e: Entry, key: FileKey) -> bool:
+        return (e.size, e.mtime_ns) == (key.size, key.mtime_ns) and not e.expired() and not held_elsewhere(e)
 
     def entries(self) -> dict[str, Entry]:
         """Every entry, expired ones included, by slot (``FileKey.slot``)."""

@@ -16,14 +16,14 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import google_crc32c
 import grpc
 
 from pixelfox import errors
-from pixelfox.client.journal import Entry, FileKey, Journal, epoch, fingerprint
+from pixelfox.client.journal import Entry, FileKey, epoch
+from pixelfox.client.resume import Resume, cancel_stale
 from pixelfox.grpcx.client import DEFAULT_MAX_MESSAGE_BYTES, map_rpc_errors
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc, upload_pb2, upload_pb2_grpc
 
@@ -186,27 +186,6 @@ KEPT = (errors.Unavailable, errors.Timeout, errors.ResourceExhausted)
 """Errors an upload ends the run with but stays open on the server: its journal entry is kept."""
 
 
-@dataclass(frozen=True)
-class Resume:
-    """Resuming across runs (``pixelfox put``), in the :class:`~pixelfox.client.journal.Journal`.
-
-    ``journal`` records each upload ``CreateUpload`` opened for a file until it completes or the
-    server ends it; ``site`` is the manager address the entries belong to; ``resumed``, when given,
-    is called as ``resumed(path, upload_id, committed_bytes)`` when an upload of an earlier run goes on.
-    ``lookup=False`` starts afresh (``pixelfox put --no-resume``): earlier uploads are neither resumed
-    nor cancelled (the new one replaces the file's entry).
-    """
-
-    journal: Journal
-    site: str
-    resumed: Callable[[Path, str, int], None] | None = None
-    lookup: bool = True
-
-    def key(self, path: Path, metadata: Sequence[tuple[str, str]]) -> FileKey:
-        """``path``'s journal key for the caller of ``metadata`` (OSError when it cannot be read)."""
-        return FileKey.of(path, self.site, fingerprint(metadata))
-
-
 class _Watch:
     """One upload's progress across retries: :meth:`check` gives up after ``max_stall_s`` seconds
     without a newly committed byte; ``delay`` is the next wait (seconds) before asking the node."""
@@ -359,26 +338,31 @@ async def _open(
     key: FileKey | None,
 ) -> tuple[_Attempt, upload_pb2.QueryUploadResponse] | manager_pb2.CreateUploadResponse:
     """The upload to send ``path`` to and its committed state: the journal's upload of an earlier run
-    when the server still has it and the file is the same (``digest``), else a new one from
+    when the server still has it, the file is the same (``digest``) and no other live run sends it, else a new one from
     ``CreateUpload`` (recorded in the journal under ``key``), or ``CreateUpload``'s deduplicated answer. A
-    ticket renewed on the way (:meth:`_Attempt.renew`) replaces the entry's."""
+    ticket renewed on the way (:meth:`_Attempt.renew`) replaces the entry's. The uploads of the file's
+    entries made for other bytes are cancelled first (:func:`~pixelfox.client.resume.cancel_stale`)."""
     journal = resume.journal if resume and key else None
 
     def record(answer: manager_pb2.CreateUploadResponse) -> None:  # the entry holds the upload's latest ticket
         if journal and key:
             journal.put(key, Entry.of(answer, digest))
 
-    if resume and resume.lookup and key and (entry := resume.journal.get(key)):
-        found = None
-        if entry.sha256 == digest:
+    if resume and resume.lookup and key:
+        entry, stale = resume.journal.claim(key)
+        if entry and entry.sha256 != digest:  # other bytes, same size and mtime
+            resume.journal.drop(key, entry.upload_id)
+            stale, entry = [*stale, entry], None
+        for old in stale:  # the file changed since: that upload can never complete; its slot and quota go now
+            await cancel_stale(manager, md, path, old, resume)
+        if entry:
             found = await _earlier(manager, md, entry, dial, _Watch(req.size, max_stall_s), record)
-        if found:
-            if resume.resumed:
-                resume.resumed(path, entry.upload_id, found[1].offset)
-            return found
-        logger.info("upload %s of an earlier run is not resumed (the file changed or the upload ended)",
-                    entry.upload_id)
-        resume.journal.drop(key, entry.upload_id)
+            if found:
+                if resume.resumed:
+                    resume.resumed(path, entry.upload_id, found[1].offset)
+                return found
+            logger.info("upload %s of an earlier run is not resumed (the upload ended)", entry.upload_id)
+            resume.journal.drop(key, entry.upload_id)
     ticket = await _create_hashed(manager, md, req, digest)
     if ticket.deduplicated:
         return ticket

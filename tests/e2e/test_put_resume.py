@@ -9,7 +9,6 @@ calls ``upload_file`` in-process with a journal entry made for other bytes.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import re
@@ -26,7 +25,7 @@ from typing import Any
 import grpc
 import pytest
 
-from pixelfox.client.journal import Entry, FileKey, Journal
+from pixelfox.client.journal import Entry, Journal
 from pixelfox.client.uploader import Resume, upload_file
 from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.text import human_bytes
@@ -151,26 +150,27 @@ def test_an_upload_cancelled_meanwhile_is_started_afresh(cluster: ClusterHandle,
 
 
 async def test_an_entry_for_other_bytes_is_not_resumed(cluster: ClusterHandle, tmp_path: Path) -> None:
-    """A file changed since its upload began, with the same size and mtime: its hash says so, and the
-    upload of the old bytes is left alone while the new bytes go to a new upload."""
+    """A file changed since its upload began, with the same size and mtime: its hash says so, the upload
+    of the old bytes is cancelled (it can never complete) and the new bytes go to a new upload."""
     path = tmp_path / "changed.png"
     sha = big_png(path, 400)
     size = path.stat().st_size
     manager = cluster.manager_address.split(",")[0]
     md = api_key_metadata(cluster.admin_api_key)
-    journal, said = Journal(tmp_path / "uploads.json"), list[tuple[object, ...]]()
-    resume = Resume(journal, manager, lambda *a: said.append(a))
+    journal = Journal(tmp_path / "uploads.json")
+    said, cancelled = list[tuple[object, ...]](), list[tuple[object, ...]]()
+    resume = Resume(journal, manager, lambda *a: said.append(a), cancelled=lambda *a: cancelled.append(a))
     old = await create(manager, cluster.admin_api_key, size)
     journal.put(resume.key(path, md), Entry(old.upload_id, old.upload_address, old.ticket, old.expires_at,
                                             old.chunk_size, sha256="00" * 32))
     async with grpc.aio.insecure_channel(manager) as ch:
         stub = manager_pb2_grpc.ManagerServiceStub(ch)
         receipt = await upload_file(stub, md, path, resume=resume)
-        kept = await stub.GetUpload(manager_pb2.GetUploadRequest(upload_id=old.upload_id), metadata=md, timeout=10)
-        await stub.AbandonUpload(manager_pb2.AbandonUploadRequest(upload_id=old.upload_id), metadata=md, timeout=10)
+        gone = await stub.GetUpload(manager_pb2.GetUploadRequest(upload_id=old.upload_id), metadata=md, timeout=10)
     assert receipt.upload_id != old.upload_id and receipt.sha256 == sha and receipt.size == size
     assert said == [] and journal.entries() == {}
-    assert (kept.status, kept.offset) == ("open", 0)
+    assert cancelled == [(path, old.upload_id, "")]
+    assert gone.status == "abandoned"
 
 
 def test_the_cancel_line_carries_the_flags_put_was_given(cluster: ClusterHandle, tmp_path: Path) -> None:
@@ -221,9 +221,9 @@ def test_a_resume_whose_upload_node_is_gone_asks_the_manager(cluster: ClusterHan
     upload_id, _ = interrupt(cluster, start_put(cluster, state, "--limit-rate", "2M", str(path)), journal, size // 4)
     (slot, entry), = journal.entries().items()
     if ticket_ended:  # as a run after the ticket's end sees it: renewed before anything else
-        site, credential, real = slot.split("|")
-        entry = dataclasses.replace(entry, expires_at=datetime.fromtimestamp(time.time() - 1, UTC).isoformat())
-        journal.put(FileKey(site, credential, real, entry.size, entry.mtime_ns), entry)
+        data = json.loads(journal.path.read_text())  # edited as it is: Journal.put would make this process its owner
+        data["entries"][slot]["expires_at"] = datetime.fromtimestamp(time.time() - 1, UTC).isoformat()
+        journal.path.write_text(json.dumps(data))
     gone = cluster.local.child(node_named(cluster, entry.upload_address))
     if how == "killed":
         gone.proc.kill()
@@ -248,3 +248,53 @@ def test_a_resume_whose_upload_node_is_gone_asks_the_manager(cluster: ClusterHan
     assert journal.entries() == {}
     if how == "stopped":  # moved on after QueryUpload's 10 s; it used to wait for gRPC's 20 s connect timeout
         assert took < 22, took  # (then UNAVAILABLE, then RelocateUpload): 30 s here, 15 s now, with --wait
+
+
+def test_an_upload_of_a_file_changed_since_is_cancelled(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """Ctrl-C, then the file gets other bytes (another size and mtime): the next run starts a new upload,
+    as before, and now also cancels the old one, saying so in one line; the old one used to stay open,
+    holding an open-upload slot and its declared size of the quota for the ticket's 15 min."""
+    path = tmp_path / "changing.png"
+    big_png(path, 1800)  # ~9.3 MB
+    state = tmp_path / "state"
+    journal = Journal(state / "pixelfox" / "uploads.json")
+    upload_id, _ = interrupt(cluster, start_put(cluster, state, "--limit-rate", "2M", str(path)), journal, 1)
+    assert progress(cluster, upload_id).status == "open"
+    sha = big_png(path, 1200)  # other bytes, another size
+    res, err, sent = run_again(cluster, state, path)
+    assert (res["status"], res["sha256"], res["deduplicated"]) == ("ready", sha, False)
+    said = [ln for ln in err.splitlines() if upload_id in ln]
+    assert said == [f"{path} changed since upload {upload_id} of it began: cancelled it, sending the file afresh"]
+    assert "resuming" not in err and sent == path.stat().st_size
+    assert progress(cluster, upload_id).status == "abandoned"
+    assert journal.entries() == {}
+
+
+def test_parallel_puts_of_one_file_each_make_their_own_upload(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """Three ``pixelfox put --json`` of one new file at once, two started while the first sends: they used to
+    find its journal entry and "resume" it (``resuming ... already sent``: another process's upload, two
+    streams on it), and two lines said ``deduplicated: false`` for one image. An entry names the process
+    sending it; the others start uploads of their own, and all but the one that made the image are
+    deduplicated."""
+    path = tmp_path / "shared.png"
+    sha = big_png(path, 1800)  # ~9.3 MB: ~2.3 s at 4M
+    state = tmp_path / "state"
+    journal = Journal(state / "pixelfox" / "uploads.json")
+    first = start_put(cluster, state, "--json", "--wait", "--limit-rate", RATE, str(path))
+    deadline = time.monotonic() + 60
+    while not journal.entries() and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.02)
+    assert journal.entries(), first.communicate()
+    others = [start_put(cluster, state, "--json", "--wait", "--limit-rate", RATE, str(path)) for _ in range(2)]
+    results, errs = [], []
+    for proc in (first, *others):
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+        errs.append(err)
+    assert not any("resuming" in err for err in errs), errs
+    assert {(r["status"], r["sha256"]) for r in results} == {("ready", sha)}
+    assert len({r["id"] for r in results}) == 1
+    assert sorted(r["deduplicated"] for r in results) == [False, True, True]
+    assert journal.entries() == {}
+

@@ -164,3 +164,53 @@ def test_limit_rate_reads_binary_units(text: str, rate: int) -> None:
 def test_limit_rate_refuses_what_is_not_a_rate_of_at_least_1k(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         byte_rate(text)
+
+
+def _sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def test_an_entry_another_live_run_sends_is_neither_resumed_nor_replaced(tmp_path: Path, photo: Path) -> None:
+    """Two ``pixelfox put`` of one file at once: the second used to find the first's entry and "resume"
+    it, both streaming one upload. An entry names its process (pid and start time): while that process
+    runs, another neither gets it nor replaces it (its own upload goes beside it, ``SLOT|UPLOAD_ID``);
+    once the process ended, the entry is free to resume again (claimed by the next run)."""
+    from pixelfox.client.journal import process_start
+
+    journal = Journal(tmp_path / "uploads.json")
+    key = FileKey.of(photo, "m:1", "c")
+    other = _sleeper()
+    try:
+        start = process_start(other.pid)
+        assert start is not None and start > 0
+        journal.put(key, entry("01JA0000000000000000000000"))
+        data = json.loads(journal.path.read_text())
+        data["entries"][key.slot].update(owner_pid=other.pid, owner_start=start)  # as the other run wrote it
+        journal.path.write_text(json.dumps(data))
+        assert journal.get(key) is None
+        assert journal.claim(key) == (None, [])
+        journal.put(key, entry("01JB0000000000000000000000"))  # this run's own upload, beside it
+        b = "01JB0000000000000000000000"
+        assert {s: e.upload_id for s, e in journal.entries().items()} == {
+            key.slot: "01JA0000000000000000000000", f"{key.slot}|{b}": b}
+        got = journal.get(key)
+        assert got is not None and (got.upload_id, got.owner_pid) == ("01JB0000000000000000000000", os.getpid())
+        journal.drop(key, "01JB0000000000000000000000")
+        assert [e.upload_id for e in journal.entries().values()] == ["01JA0000000000000000000000"]
+    finally:
+        other.kill()
+        other.wait()
+    claimed, stale = journal.claim(key)  # its process ended: free again, and now this process's
+    assert claimed is not None and (claimed.upload_id, claimed.owner_pid) == ("01JA0000000000000000000000", os.getpid())
+    assert stale == [] and journal.entries()[key.slot].owner_pid == os.getpid()
+
+
+def test_claim_hands_back_the_entries_of_a_changed_file_and_forgets_them(tmp_path: Path, photo: Path) -> None:
+    """The caller cancels those uploads: made for bytes the file no longer has, they can never complete."""
+    journal = Journal(tmp_path / "uploads.json")
+    key = FileKey.of(photo, "m:1", "c")
+    journal.put(key, entry("01JA0000000000000000000000"))
+    photo.write_bytes(b"z" * 2000)
+    claimed, stale = journal.claim(FileKey.of(photo, "m:1", "c"))
+    assert claimed is None and [e.upload_id for e in stale] == ["01JA0000000000000000000000"]
+    assert journal.entries() == {}

@@ -1,0 +1,64 @@
+"""Resuming ``pixelfox put`` across runs: which journal, and what becomes of the uploads of a file that
+changed since (cancelled, as ``pixelfox uploads cancel`` does)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pixelfox import errors
+from pixelfox.client.journal import Entry, FileKey, Journal, fingerprint
+from pixelfox.grpcx.client import map_rpc_errors
+from pixelfox.v1 import manager_pb2, manager_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Resuming across runs (``pixelfox put``), in the :class:`~pixelfox.client.journal.Journal`.
+
+    ``journal`` records each upload ``CreateUpload`` opened for a file until it completes or the
+    server ends it; ``site`` is the manager address the entries belong to; ``resumed``, when given,
+    is called as ``resumed(path, upload_id, committed_bytes)`` when an upload of an earlier run goes on;
+    ``cancelled``, as ``cancelled(path, upload_id, problem)`` for each upload of an earlier run made for
+    other bytes of the file, cancelled (``problem`` "") or not (why: a warning, the new upload goes on).
+    ``lookup=False`` starts afresh (``pixelfox put --no-resume``): earlier uploads are neither resumed
+    nor cancelled (the new one replaces the file's entry).
+    """
+
+    journal: Journal
+    site: str
+    resumed: Callable[[Path, str, int], None] | None = None
+    lookup: bool = True
+    cancelled: Callable[[Path, str, str], None] | None = None
+
+    def key(self, path: Path, metadata: Sequence[tuple[str, str]]) -> FileKey:
+        """``path``'s journal key for the caller of ``metadata`` (OSError when it cannot be read)."""
+        return FileKey.of(path, self.site, fingerprint(metadata))
+
+
+async def cancel_stale(manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...], path: Path,
+                       entry: Entry, resume: Resume) -> None:
+    """Cancel ``entry``'s upload (``AbandonUpload``: as its owner with ``md``, or with its ticket when
+    anonymous), whose entry is for other bytes of ``path`` than it now holds: it could never complete,
+    and it held an open-upload slot, its declared size of the quota and its staged bytes until it
+    expired. ``resume.cancelled`` is told; an upload already ended says nothing, and one that cannot be
+    cancelled (the manager does not answer) is reported, never raised."""
+    problem = ""
+    try:
+        async with map_rpc_errors():
+            reply = await manager.AbandonUpload(
+                manager_pb2.AbandonUploadRequest(upload_id=entry.upload_id, ticket="" if md else entry.ticket),
+                metadata=md, timeout=10)
+        if not reply.abandoned:
+            return
+    except (errors.NotFound, errors.InvalidTicket):  # ended, expired, or gone: nothing holds a slot
+        return
+    except errors.PixelfoxError as exc:
+        problem = str(exc)
+    logger.info("upload %s of other bytes of %s: %s", entry.upload_id, path, problem or "cancelled")
+    if resume.cancelled:
+        resume.cancelled(path, entry.upload_id, problem)
