@@ -50,8 +50,10 @@ def _check_file(path: Path) -> None:
         raise errors.NotFound(f"no such file: {path}")
 
 
-def _say(out: dict[str, Any], as_json: bool, console: Console) -> None:
-    """Print one file's result: its ``put --json`` line, or a line for people on ``console``."""
+def _say(out: dict[str, Any], as_json: bool, console: Console, flags: str = "") -> None:
+    """Print one file's result: its ``put --json`` line, or a line for people on ``console``; a refusal
+    with a CLI hint (:func:`refusal_hint`, its commands ending with ``flags``) adds it on ``console``."""
+    hint = refusal_hint(out["error"]["code"], flags) if out["status"] == "rejected" else ""
     if as_json:
         print(json.dumps(out), flush=True)
     elif out["status"] == "rejected":
@@ -64,11 +66,14 @@ def _say(out: dict[str, Any], as_json: bool, console: Console) -> None:
         console.print(f"{mark} {out['file']} → {out['url']}  [dim]{out['status']}[/]{again}")
         if console.stderr and not sys.stdout.isatty():  # URL=$(pixelfox put x.png) gets the link
             print(out["url"], flush=True)
+    if hint:
+        console.print(hint, markup=False, highlight=False)
 
 
 async def put_files(
     ref: ClusterRef, files: list[Path], *, as_json: bool, wait: bool, timeout_s: float, console: Console,
     title: str = "", resume: Resume | None = None, max_rate: int = 0, sending: dict[Path, int] | None = None,
+    flags: str = "",
 ) -> list[dict[str, Any]]:
     """Upload ``files`` in order, each new image titled ``title``; returns one JSON object per file
     (``put --json`` lines: the image, plus ``deduplicated``, true when the user already had those
@@ -80,7 +85,8 @@ async def put_files(
     every processing node's workers. Waiting for each image before uploading the next kept all but
     one worker of the cluster idle (12 photos: one job at a time). At most :data:`MAX_WAITING` images
     are waited for at once (each polls ``GetImage`` 4 times a second): past that, the oldest is waited
-    for before the next file goes."""
+    for before the next file goes. ``flags`` (the ``--manager`` / ``--api-key`` given) end the commands of
+    a refusal's hint (:func:`refusal_hint`)."""
     md = ref.metadata()
     results: list[dict[str, Any]] = []
     progress = Progress(
@@ -95,7 +101,7 @@ async def put_files(
 
     def emit(out: dict[str, Any]) -> None:
         results.append(out)
-        _say(out, as_json, console)
+        _say(out, as_json, console, flags)
 
     async with channel(ref.manager) as ch:
         stub = manager_pb2_grpc.ManagerServiceStub(ch)
@@ -185,6 +191,15 @@ def journal_for(ref: ClusterRef, console: Console, lookup: bool = True, flags: s
     return Resume(Journal(), ref.manager, resumed, lookup=lookup, cancelled=cancelled)
 
 
+def refusal_hint(code: str, flags: str = "") -> str:
+    """A line for CLI users after a refusal of ``code`` that names what to run ("" for none): the server's
+    message on ``too-many-open-uploads`` speaks HTTP (``GET /api/v1/uploads``) to every client."""
+    if code == errors.TooManyOpenUploads.code:
+        return (f"hint: list your unfinished uploads with `pixelfox uploads{flags}`, cancel one with "
+                f"`pixelfox uploads cancel ID{flags}`")
+    return ""
+
+
 def run(ref: ClusterRef, files: list[str], as_json: bool, wait: bool, timeout_s: float, title: str = "",
         resume: bool = True, max_rate: int = 0, flags: str = "") -> int:
     """``pixelfox put``: 0 when every file ended ready (or processing, without ``wait``), 1 otherwise,
@@ -198,7 +213,7 @@ def run(ref: ClusterRef, files: list[str], as_json: bool, wait: bool, timeout_s:
     try:
         results = asyncio.run(put_files(ref, [Path(f) for f in files], as_json=as_json, wait=wait,
                                         timeout_s=timeout_s, console=console, title=title, resume=journal,
-                                        max_rate=max_rate, sending=sending))
+                                        max_rate=max_rate, sending=sending, flags=flags))
     except KeyboardInterrupt:
         for path, sent in sending.items():
             print(interrupted_line(path, sent, journal, ref.metadata(), flags), file=sys.stderr, flush=True)

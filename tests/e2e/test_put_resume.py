@@ -31,7 +31,7 @@ from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.text import human_bytes
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc
 from tests.conftest import ClusterHandle
-from tests.e2e.uploadkit import big_png, create
+from tests.e2e.uploadkit import big_png, create, new_user_key
 
 pytestmark = pytest.mark.e2e
 
@@ -298,3 +298,31 @@ def test_parallel_puts_of_one_file_each_make_their_own_upload(cluster: ClusterHa
     assert sorted(r["deduplicated"] for r in results) == [False, True, True]
     assert journal.entries() == {}
 
+
+def test_too_many_open_uploads_names_the_cli_commands(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """The server's message speaks HTTP (``GET /api/v1/uploads``, tus DELETE); ``put`` adds a line naming
+    ``pixelfox uploads`` and ``pixelfox uploads cancel ID``, with the flags it was given."""
+    key = asyncio.run(new_user_key(cluster.local, "opener"))
+    manager = cluster.manager_address.split(",")[0]
+    opened = [asyncio.run(create(manager, key, 1000)) for _ in range(32)]  # user_open_uploads: 32
+    path = tmp_path / "one.png"
+    big_png(path, 100)
+    try:
+        done = subprocess.run([sys.executable, "-m", "pixelfox", "put", "--manager", manager, "--api-key", key,
+                               str(path)], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+                              env={**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")})
+    finally:
+        for t in opened:
+            asyncio.run(abandon(manager, key, t.upload_id))
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[0].startswith(f"✗ {path}: 32 unfinished uploads already"), lines
+    flags = f" --manager {shlex.quote(manager)} --api-key {key[:10]}…"
+    assert lines[1:] == [f"hint: list your unfinished uploads with `pixelfox uploads{flags}`, cancel one with "
+                         f"`pixelfox uploads cancel ID{flags}`"]
+
+
+async def abandon(manager: str, key: str, upload_id: str) -> None:
+    async with grpc.aio.insecure_channel(manager) as ch:
+        await manager_pb2_grpc.ManagerServiceStub(ch).AbandonUpload(
+            manager_pb2.AbandonUploadRequest(upload_id=upload_id), metadata=api_key_metadata(key), timeout=10)
