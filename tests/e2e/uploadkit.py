@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import hashlib
 import http.client
+import io
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from urllib.parse import urlsplit
 
 import google_crc32c
 import grpc
+import requests
 from PIL import Image
 
 from pixelfox.cli.launcher import Counts, LocalCluster
@@ -221,3 +224,60 @@ def raw_request(url: str, method: str, headers: list[tuple[str, str]], body: byt
         return r.status, json.loads(text) if text else {}
     finally:
         conn.close()
+
+
+def auth(key: str) -> dict[str, str]:
+    """The bearer header of API key ``key``."""
+    return {"Authorization": f"Bearer {key}"}
+
+
+def until(check: Any, timeout_s: float, what: str) -> Any:
+    """Call ``check()`` every 0.2 s until it is truthy and return that; AssertionError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+    return found
+
+
+def web_image(local: LocalCluster, key: str, slug: str) -> dict[str, Any]:
+    """``GET /api/v1/images/<slug>`` on the first web node as ``key``'s user; asserts 200."""
+    r = requests.get(f"{local.web_urls[0]}/api/v1/images/{slug}", headers=auth(key), timeout=10)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def web_ready(local: LocalCluster, key: str, slug: str) -> dict[str, Any]:
+    """Wait (90 s at most) until image ``slug`` is ready and return its API entry; a failed image fails the test."""
+    def done() -> dict[str, Any] | None:
+        img = web_image(local, key, slug)
+        assert img["status"] != "failed", img["error"]
+        return img if img["status"] == "ready" else None
+    return dict(until(done, 90, f"image {slug} to be ready"))
+
+
+def check_served(local: LocalCluster, key: str, slug: str, data: bytes) -> None:
+    """Every variant of ``slug`` is served over HTTP with the size it claims, and its stored original is
+    served byte for byte."""
+    img = web_image(local, key, slug)
+    assert img["variants"], img
+    for v in img["variants"]:
+        r = requests.get(v["url"], timeout=10)
+        assert r.status_code == 200, (v, r.status_code)
+        assert len(r.content) == v["bytes"], v
+        assert Image.open(io.BytesIO(r.content)).size == (v["width"], v["height"]), v
+    r = requests.patch(f"{local.web_urls[0]}/api/v1/images/{slug}", json={"keep_metadata": True},
+                       headers=auth(key), timeout=10)  # original_url is then the stored original
+    assert r.status_code == 200, r.text
+    original = requests.get(web_image(local, key, slug)["original_url"], timeout=10)
+    assert original.status_code == 200, original.status_code
+    assert hashlib.sha256(original.content).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+TUS = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+
+
+def tus_patch(up: dict[str, str], data: bytes) -> requests.Response:
+    """Send all of ``data`` in one tus PATCH to the upload ``up`` (the answer of ``POST /api/v1/uploads``)."""
+    return requests.patch(up["upload_url"], data=data, timeout=60,
+                          headers={**TUS, "Authorization": f"Bearer {up['ticket']}", "Upload-Offset": "0"})
