@@ -23,6 +23,8 @@ Pauses (:func:`pause`):
 
 * ``before-process`` - processing node: original fetched, not yet decoded;
 * ``before-complete`` - upload node: original stored, ``CompleteUpload`` not yet called.
+* ``before-delete-commit`` - manager, DeleteImage: the image's rows removed and its row held,
+  not yet committed (a dedup lookup of the same bytes waits meanwhile).
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nodes.manager.images import ImageViews
 from nodes.manager.objects import Objects, image_keys
-from pixelfox import deletion, errors, readmodel
+from pixelfox import deletion, errors, failpoints, readmodel
+from pixelfox.db.engine import begin_write
 from pixelfox.db.models import AbuseReport, Image, Upload, User
 from pixelfox.leases import Lease
 from pixelfox.queue import JobQueue
@@ -79,11 +80,13 @@ class Library:
         self.queue = queue  # a deleted image's dead letters go with it
 
     async def _load(self, s: AsyncSession, slug: str, user: User | None, *, manage: bool,
-                    deletion_token: str = "") -> Image:
+                    deletion_token: str = "", lock: bool = False) -> Image:
         """Image ``slug`` as ``user`` may see it (NotFound) or, with ``manage``, change it (Forbidden).
         A ``deletion_token`` (:mod:`pixelfox.deletion`) is the authority instead of ``user``: the
-        image's own token, or Forbidden."""
-        img = (await s.execute(select(Image).where(Image.slug == slug))).scalar_one_or_none()
+        image's own token, or Forbidden. ``lock``: the row is read ``FOR UPDATE`` (PostgreSQL; on
+        SQLite the caller's :func:`~pixelfox.db.engine.begin_write` already holds the write lock)."""
+        q = select(Image).where(Image.slug == slug)
+        img = (await s.execute(q.with_for_update() if lock else q)).scalar_one_or_none()
         if deletion_token and img is not None:
             if not self.secret or not deletion.valid(self.secret, slug, img.user_id or "", deletion_token):
                 raise errors.Forbidden("this deletion link is not valid")
@@ -211,9 +214,17 @@ class Library:
 
         ``user`` must own the image or be an admin, unless ``deletion_token`` is the image's token
         (:mod:`pixelfox.deletion`; the uploader's deletion URL, the only way for an anonymous
-        upload). Raises NotFound, Forbidden (neither; also a wrong token)."""
+        upload). Raises NotFound, Forbidden (neither; also a wrong token).
+
+        The rows go in one write transaction that holds the image's row from the first read to the
+        commit, the one an upload's dedup takes too (:meth:`nodes.manager.uploads.Uploads.complete`):
+        a re-upload of the same bytes either became this image before the delete began (and goes with
+        it, as asked) or waits and becomes a new image; it is never answered with an image being deleted.
+        Its original is then named by the new row, so the delete below leaves the shared bytes alone."""
         async with self.sessions() as s:
-            img = await self._load(s, slug, user, manage=True, deletion_token=deletion_token)
+            await begin_write(s)  # one writer from the read on (a dedup lookup waits for the commit)
+            img = await self._load(s, slug, user, manage=True, deletion_token=deletion_token, lock=True)
+            logger.info("deleting image %s (its row is held until the commit)", slug)
             proto = await self.views.to_proto(s, img)
             keys, image_id = image_keys(img), img.id
             upload = await s.get(Upload, img.upload_id) if img.upload_id else None
@@ -225,6 +236,7 @@ class Library:
             if upload is not None:  # its filename and owner go with the image (after it: the image points at it)
                 await s.flush()
                 await s.delete(upload)
+            await failpoints.pause("before-delete-commit")
             await s.commit()
         await readmodel.mark_deleted(self.redis, slug)
         if self.queue is not None:  # nothing left to retry: they would keep the dead-letter alert firing

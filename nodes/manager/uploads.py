@@ -136,13 +136,16 @@ class Uploads:
             raise errors.PayloadTooLarge.declared(size, self.limits.max_upload_bytes)
         if sha256 and user is not None and expire_after_s == 0:  # dedup before any byte is sent
             async with self.sessions() as s:
+                await begin_write(s)  # waits for a delete of the image under way (Library.delete)
                 dup = await self._lasting_copy(s, user.id, sha256)
-                if dup is not None and dup.bytes != size:  # not the declared file: no answer from it
-                    dup = None
-                slug = dup.slug if dup is not None else ""
-            if slug:
-                logger.info("CreateUpload by %s answered with its image %s of the same bytes (dedup)", user.id, slug)
-                return manager_pb2.CreateUploadResponse(deduplicated=True, image=await self.views.get(slug))
+                # the answer is read before the commit: a delete that follows cannot turn it into a 404
+                found = await self.views.to_proto(s, dup) if dup is not None and dup.bytes == size else None
+                if found is not None:  # logged under the lock: before the "deleting" line of a delete of it
+                    logger.info("CreateUpload by %s answered with its image %s of the same bytes (dedup)",
+                                user.id, found.slug)
+                await s.commit()
+            if found is not None:  # else not the declared file: no answer from it
+                return manager_pb2.CreateUploadResponse(deduplicated=True, image=found)
         healthy = [r for r in await self.registry.all() if self.registry.healthy(r)]  # one registry read
         node = spread([r for r in healthy if r.role == common_pb2.NODE_ROLE_UPLOAD])
         if not any(r.role == common_pb2.NODE_ROLE_STORAGE for r in healthy):  # the bytes could not be kept
@@ -208,12 +211,12 @@ class Uploads:
                 raise errors.InvalidTicket("the upload was cancelled; start a new upload")
             if upload.status != "open":
                 done = await self._existing(s, upload.id, upload.user_id, c.sha256)
+                answer = await self._answer(s, done, done.upload_id != upload.id) if done is not None else None
                 await s.commit()
                 await self._written(c)
-                if done is not None:  # an upload node retrying after a crash
-                    slug, dedup = done.slug, done.upload_id != upload.id
-                    await self.states.finish(c.upload_id, "complete", slug)
-                    return await self._answer(slug, dedup)
+                if answer is not None:  # an upload node retrying after a crash
+                    await self.states.finish(c.upload_id, "complete", answer.image.slug)
+                    return answer
                 # no image of its: deleted unless another names them
                 await self._discard(c.upload_id, c.original_key, f"was already {upload.status} when its "
                                     "completion came (ticket already used)")
@@ -227,11 +230,12 @@ class Uploads:
             if dup is not None:  # dedup: this user already has these bytes, and keeps them
                 slug = dup.slug
                 upload.duplicate_of = dup.id  # GetUpload's answer once the Redis state is gone
+                answer = await self._answer(s, dup, True)  # before the commit: a later delete is no 404
                 await s.commit()
                 await self._written(c)
                 await self.states.finish(c.upload_id, "complete", slug)  # also frees the open-upload slot
                 logger.info("upload %s duplicates image %s of the same user", c.upload_id, slug)
-                return await self._answer(slug, True)
+                return answer
             img = Image(
                 id=str(ULID()), slug=new_slug(), upload_id=upload.id, user_id=upload.user_id,
                 filename=upload.filename, title=st.title if st else "", sha256=c.sha256, bytes=c.size,
@@ -256,7 +260,7 @@ class Uploads:
             logger.warning("enqueue of image %s deferred to the outbox: %s", image_id, exc)
         failpoints.hit("after-enqueue")
         logger.info("upload %s complete: image %s queued", c.upload_id, slug)
-        return await self._answer(slug, False)
+        return manager_pb2.CompleteUploadResponse(image=await self.views.get(slug), deduplicated=False)
 
     @staticmethod
     async def _record_copies(s: AsyncSession, c: Completion) -> None:
@@ -291,9 +295,9 @@ class Uploads:
         logger.info("upload %s %s: %d replicas of %s deleted, %d pending (none when an image has the same bytes)",
                     upload_id, why, deleted, key, pending)
 
-    async def _answer(self, slug: str, deduplicated: bool) -> manager_pb2.CompleteUploadResponse:
-        """The completion answer: image ``slug`` as its owner sees it, and whether it was deduplicated."""
-        return manager_pb2.CompleteUploadResponse(image=await self.views.get(slug), deduplicated=deduplicated)
+    async def _answer(self, s: AsyncSession, img: Image, deduplicated: bool) -> manager_pb2.CompleteUploadResponse:
+        """The completion answer: ``img`` as its owner sees it (read in ``s``), and whether it was deduplicated."""
+        return manager_pb2.CompleteUploadResponse(image=await self.views.to_proto(s, img), deduplicated=deduplicated)
 
     async def _existing(self, s: AsyncSession, upload_id: str, user_id: str | None, sha256: str) -> Image | None:
         """The image these bytes already are: this upload's (a retried completion) or the same user's
@@ -308,6 +312,11 @@ class Uploads:
 
         Copies that expire are passed over, not a reason to stop looking: the first one used to be
         taken, and when it expired dedup was off, so every re-upload made another lasting copy.
+
+        Call it in a write transaction (:func:`~pixelfox.db.engine.begin_write`): the row found is
+        read ``FOR UPDATE`` (PostgreSQL; SQLite's write lock covers it), so a delete of it under way
+        (:meth:`nodes.manager.library.Library.delete`, which holds the row) is waited for, and a row
+        it removed is passed over like an expiring copy: an image being deleted is never the answer.
         """
         if not user_id:
             return None
@@ -317,9 +326,10 @@ class Uploads:
         for start in range(0, len(slugs), 500):  # a handful in practice; ZMSCORE takes them in one round trip
             batch = slugs[start:start + 500]
             scores = await self.registry.redis.zmscore(expiry.KEY, batch)
-            lasting = next((slug for slug, score in zip(batch, scores, strict=True) if score is None), None)
-            if lasting is not None:
-                return await s.scalar(select(Image).where(Image.slug == lasting))
+            for slug in (slug for slug, score in zip(batch, scores, strict=True) if score is None):
+                img = await s.scalar(select(Image).where(Image.slug == slug).with_for_update())
+                if img is not None:  # None: deleted meanwhile (the lock waited for that delete's commit)
+                    return img
         return None
 
     async def relocate(
