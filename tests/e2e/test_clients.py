@@ -22,7 +22,7 @@ import requests
 from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc
 from tests.conftest import ClusterHandle
-from tests.e2e.test_web import Browser, _user, http  # noqa: F401 - the fixture is used by name
+from tests.e2e.test_web import Browser, _user
 from tests.e2e.uploadkit import new_user_key
 
 pytestmark = pytest.mark.e2e
@@ -39,7 +39,7 @@ def template(value: str, body: dict[str, Any]) -> str:
 
 
 async def test_sharex_replays_exactly_what_sharex_sends(cluster: ClusterHandle, corpus: Path,
-                                                        http: aiohttp.ClientSession) -> None:  # noqa: F811
+                                                        http: aiohttp.ClientSession) -> None:
     b = Browser(http, cluster.web_url)
     await b.register(_user())
     token = await b.csrf("/my")

@@ -12,7 +12,6 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -80,13 +79,6 @@ class Browser:
     async def me(self) -> int:
         status, _, _ = await self.get("/api/v1/me")
         return status
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    timeout = aiohttp.ClientTimeout(total=90)
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), timeout=timeout) as s:
-        yield s
 
 
 def _user() -> str:

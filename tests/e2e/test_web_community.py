@@ -22,13 +22,6 @@ from tests.e2e.test_web import PASSWORD, PHOTO, Browser, _until_ready, _user
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
-@pytest.fixture
-async def http() -> Any:
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(),
-                                     timeout=aiohttp.ClientTimeout(total=90)) as s:
-        yield s
-
-
 async def csrf_header(b: Browser) -> dict[str, str]:
     _, html, _ = await b.get("/")
     m = re.search(r'<meta name="csrf-token" content="([^"]+)"', html)

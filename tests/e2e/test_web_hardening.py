@@ -31,13 +31,6 @@ NOT_FOUND = {"error": {"code": "not-found", "message": "no public image at this 
 
 
 @pytest.fixture
-async def http() -> Any:
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(),
-                                     timeout=aiohttp.ClientTimeout(total=90)) as s:
-        yield s
-
-
-@pytest.fixture
 async def redis(cluster: Any) -> Any:
     r = aioredis.Redis.from_url(cluster.redis_url)
     yield r

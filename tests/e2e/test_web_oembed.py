@@ -20,13 +20,6 @@ from tests.e2e.test_web_community import api, csrf_header, fetch
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
-@pytest.fixture
-async def http() -> Any:
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(),
-                                     timeout=aiohttp.ClientTimeout(total=90)) as s:
-        yield s
-
-
 async def _upload(cluster: Any, http: aiohttp.ClientSession, path: Path) -> dict[str, Any]:
     """``path`` uploaded by a new user, once ready (the API's image JSON)."""
     b = Browser(http, cluster.web_url)

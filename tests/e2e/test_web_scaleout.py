@@ -138,13 +138,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         hook.shutdown()
 
 
-@pytest.fixture
-async def http() -> Any:
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(),
-                                     timeout=aiohttp.ClientTimeout(total=90)) as s:
-        yield s
-
-
 async def upload(b: Browser, path: Path) -> dict[str, Any]:
     _, html, _ = await b.get("/")
     token = re.search(r'<meta name="csrf-token" content="([^"]+)"', html)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import inspect, text
+from sqlalchemy import text
 
 from pixelfox import readmodel
 from pixelfox.cli.launcher import Counts
@@ -25,6 +25,7 @@ from pixelfox.db import migrate
 from pixelfox.db.engine import make_engine
 from tests.ops.conftest import start_cluster, status
 from tests.ops.pg import Postgres
+from tests.ops.test_database import _tables
 
 pytestmark = pytest.mark.e2e
 
@@ -91,15 +92,6 @@ async def _old_database(url: str, revision: str) -> None:
     await _execute(url, _rows_sql(revision, ts))
 
 
-async def _table_names(url: str) -> set[str]:
-    engine = make_engine(DatabaseSettings(url=url))
-    try:
-        async with engine.connect() as conn:
-            return set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
-    finally:
-        await engine.dispose()
-
-
 async def _schema_state(url: str) -> tuple[str | None, list[Any], str]:
     """(revision, drift against the models, what a manager's schema step does now)."""
     engine = make_engine(DatabaseSettings(url=url))
@@ -153,7 +145,7 @@ def _restore_drill(tmp_path: Path, revision: str, make_url: Any) -> None:
     cut.write_text("".join(plain[:-1]))
     res = _pixelfox(tmp_path, "restore", str(cut), "--db", fresh)
     assert res.returncode == 2 and "restore verification failed" in res.stderr, res.stderr
-    assert asyncio.run(_table_names(fresh)) == set()
+    assert asyncio.run(_tables(fresh)) == set()
 
     res = _pixelfox(tmp_path, "restore", str(backup), "--db", fresh)
     assert res.returncode == 0, res.stdout + res.stderr
