@@ -100,27 +100,32 @@ async def _refuse_bad_settings(cluster: LocalCluster) -> None:
         print(f"new SQLite database at {new}", file=sys.stderr, flush=True)
 
 
-def import_list(folder: Path) -> tuple[list[Path], int]:
+def import_list(folder: Path) -> tuple[list[Path], int, int]:
     """What ``up --import`` uploads from ``folder``: every file in it and its subfolders (a camera's
-    ``DCIM/100XXX``), sorted by path, and how many hidden entries (a name starting with ".": a
-    ``.thumbnails`` cache, ``.DS_Store``) were left out. Symlinked folders are not followed (no loops);
-    a symlink to a file counts as that file. Raises OSError if ``folder`` cannot be read."""
+    ``DCIM/100XXX``), sorted by path; how many hidden entries (a name starting with ".": a
+    ``.thumbnails`` cache, ``.DS_Store``) were left out; and how many subfolders could not be read
+    (a USB stick's root-only ``lost+found``), also left out. Symlinked folders are not followed (no
+    loops); a symlink to a file counts as that file. Raises OSError if ``folder`` itself cannot be read."""
     files: list[Path] = []
     hidden = 0
-    for top, dirs, names in os.walk(folder, onerror=_raise):
+    unreadable: list[OSError] = []
+    os.listdir(folder)  # the folder itself must be readable: its error is the user's answer
+    for top, dirs, names in os.walk(folder, onerror=unreadable.append):
         hidden += sum(d.startswith(".") for d in dirs) + sum(n.startswith(".") for n in names)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         files += [p for n in names if not n.startswith(".") and (p := Path(top, n)).is_file()]
-    return sorted(files), hidden
-
-
-def _raise(exc: OSError) -> None:
-    raise exc
+    return sorted(files), hidden, len(unreadable)
 
 
 async def _up(opts: argparse.Namespace, console: Console) -> int:
     if opts.import_dir and not Path(opts.import_dir).is_dir():
         raise errors.BadRequest(f"--import: {opts.import_dir} is not a folder")
+    if opts.import_dir:  # listed before anything starts: an unreadable folder stops nothing
+        files, hidden, unreadable = import_list(Path(opts.import_dir))
+        left_out = [f"{hidden} hidden files and folders (names starting with '.')"] if hidden else []
+        left_out += [f"{unreadable} folders it may not read"] if unreadable else []
+        if left_out:
+            print(f"not importing {' and '.join(left_out)} in {opts.import_dir}", file=sys.stderr, flush=True)
     os.umask(launcher.PRIVATE_UMASK)  # the database and Redis' files hold secrets: ours alone
     if launcher.private_folder(state := Path.cwd() / context.STATE_DIR):
         inside = launcher.private_tree(state)  # an older folder's files (the database at 0644)
@@ -156,10 +161,6 @@ async def _up(opts: argparse.Namespace, console: Console) -> int:
         print("ready", flush=True)
         supervisor = asyncio.create_task(_supervise(cluster, stop, console))
         if opts.import_dir:
-            files, hidden = import_list(Path(opts.import_dir))
-            if hidden:
-                print(f"not importing {hidden} hidden files and folders (names starting with '.') in "
-                      f"{opts.import_dir}", file=sys.stderr, flush=True)
             ref = context.ClusterRef(cluster.manager_address, api_key=admin_key, web_url=cluster.web_urls[0])
             out, sending = Console(soft_wrap=True), dict[Path, int]()
             resume = put.journal_for(ref, out)  # an interrupted import goes on where it stopped, as `put` does
