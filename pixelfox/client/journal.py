@@ -176,8 +176,10 @@ def held_elsewhere(entry: Entry) -> bool:
 
 
 def _of_file(entries: dict[str, Entry], key: FileKey) -> list[tuple[str, Entry]]:
-    """``key``'s path's entries (any size and mtime) as ``(slot, entry)``."""
-    return [(k, e) for k, e in entries.items() if k == key.slot or k.startswith(f"{key.slot}|")]
+    """``key``'s path's entries (any size and mtime) as ``(slot, entry)``: its slot, and ``SLOT|UPLOAD_ID``
+    (a second run's entry beside a live one's) for the upload that entry names. Not ``startswith``
+    alone: a file named ``photo|2.jpg`` beside ``photo`` would count as ``photo``'s."""
+    return [(k, e) for k, e in entries.items() if k in (key.slot, f"{key.slot}|{e.upload_id}")]
 
 
 class Journal:

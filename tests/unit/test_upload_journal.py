@@ -214,3 +214,18 @@ def test_claim_hands_back_the_entries_of_a_changed_file_and_forgets_them(tmp_pat
     claimed, stale = journal.claim(FileKey.of(photo, "m:1", "c"))
     assert claimed is None and [e.upload_id for e in stale] == ["01JA0000000000000000000000"]
     assert journal.entries() == {}
+
+
+def test_a_file_whose_name_extends_another_with_a_bar_keeps_its_own_entry(tmp_path: Path, photo: Path) -> None:
+    """``photo.png|2`` is not ``photo.png``'s second entry (``SLOT|UPLOAD_ID``): a changed ``photo.png``
+    must not hand it back as stale (its upload would be cancelled) nor forget it."""
+    other = photo.with_name("photo.png|2")
+    other.write_bytes(b"y" * 1000)
+    journal = Journal(tmp_path / "uploads.json")
+    journal.put(FileKey.of(other, "m:1", "c"), entry("01JB0000000000000000000000"))
+    journal.put(FileKey.of(photo, "m:1", "c"), entry("01JA0000000000000000000000"))
+    photo.write_bytes(b"z" * 2000)
+    claimed, stale = journal.claim(FileKey.of(photo, "m:1", "c"))
+    assert claimed is None and [e.upload_id for e in stale] == ["01JA0000000000000000000000"]
+    assert [e.upload_id for e in journal.entries().values()] == ["01JB0000000000000000000000"]
+    assert journal.get(FileKey.of(other, "m:1", "c")) is not None
