@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 
 from pixelfox.config import NodeSettings
+from pixelfox.errors import ERROR_CODE_KEY
 from pixelfox.grpcx import multi
 from pixelfox.grpcx.auth import node_metadata
 from pixelfox.grpcx.client import channel
@@ -58,7 +59,10 @@ class Peer:
 
 class _Routed:
     """A ``ManagerServiceStub`` look-alike: unary calls go to ``first`` and, if that fails ``UNAVAILABLE``
-    (the manager died since its last heartbeat), once more to ``fallback``; streams go to ``first``."""
+    without a PixelFox error code (the manager died since its last heartbeat: nothing answered), once
+    more to ``fallback``; streams go to ``first``. An ``UNAVAILABLE`` the manager itself answered (its
+    Redis is down, no storage node: ``pixelfox-error-code`` set) is raised as is: the call ran there,
+    and a second run elsewhere would double a delete or an upload."""
 
     def __init__(self, first: Any, fallback: Any) -> None:
         self._first = first
@@ -74,11 +78,16 @@ class _Routed:
             try:
                 return await method(request, **kwargs)
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or _answered(exc):
                     raise
                 return await again(request, **kwargs)
 
         return call
+
+
+def _answered(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether a PixelFox server raised ``exc`` (its trailing metadata names the error's code)."""
+    return any(key == ERROR_CODE_KEY for key, _value in exc.trailing_metadata() or ())
 
 
 class ManagerLink:
