@@ -117,9 +117,35 @@ def import_list(folder: Path) -> tuple[list[Path], int, int]:
     return sorted(files), hidden, len(unreadable)
 
 
+async def _import(cluster: LocalCluster, admin_key: str, files: list[Path], stop: asyncio.Event,
+                  console: Console) -> None:
+    """``up --import``: upload ``files`` as the admin, as ``pixelfox put --wait`` would (resuming from its
+    journal); Ctrl-C (``stop``) ends it with put's ``interrupted:`` line per file under way."""
+    ref = context.ClusterRef(cluster.manager_address, api_key=admin_key, web_url=cluster.web_urls[0])
+    out, sending = Console(soft_wrap=True), dict[Path, int]()
+    resume = put.journal_for(ref, out)  # an interrupted import goes on where it stopped, as `put` does
+    job = asyncio.create_task(put.put_files(ref, files, as_json=False, wait=True, timeout_s=300, console=out,
+                                            resume=resume, sending=sending))
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({job, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not job.done():
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
+    resume.journal.release()  # `up` runs on: what it left unfinished is free for `pixelfox put`
+    if job.cancelled():  # Ctrl-C during the import
+        for path, sent in sending.items():
+            console.print(put.interrupted_line(path, sent, resume, ref.metadata()), markup=False, highlight=False)
+        console.print("import interrupted")
+    else:
+        job.result()
+        print("import done", flush=True)
+
+
 async def _up(opts: argparse.Namespace, console: Console) -> int:
     if opts.import_dir and not Path(opts.import_dir).is_dir():
         raise errors.BadRequest(f"--import: {opts.import_dir} is not a folder")
+    files: list[Path] = []
     if opts.import_dir:  # listed before anything starts: an unreadable folder stops nothing
         files, hidden, unreadable = import_list(Path(opts.import_dir))
         left_out = [f"{hidden} hidden files and folders (names starting with '.')"] if hidden else []
@@ -161,24 +187,7 @@ async def _up(opts: argparse.Namespace, console: Console) -> int:
         print("ready", flush=True)
         supervisor = asyncio.create_task(_supervise(cluster, stop, console))
         if opts.import_dir:
-            ref = context.ClusterRef(cluster.manager_address, api_key=admin_key, web_url=cluster.web_urls[0])
-            out, sending = Console(soft_wrap=True), dict[Path, int]()
-            resume = put.journal_for(ref, out)  # an interrupted import goes on where it stopped, as `put` does
-            job = asyncio.create_task(put.put_files(ref, files, as_json=False, wait=True, timeout_s=300, console=out,
-                                                    resume=resume, sending=sending))
-            stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait({job, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
-            if not job.done():  # Ctrl-C during the import
-                job.cancel()
-                await asyncio.gather(job, return_exceptions=True)
-                for path, sent in sending.items():
-                    console.print(put.interrupted_line(path, sent, resume, ref.metadata()), markup=False,
-                                  highlight=False)
-                console.print("import interrupted")
-            else:
-                job.result()
-                print("import done", flush=True)
+            await _import(cluster, admin_key, files, stop, console)
         if opts.exit_after_import:
             stop.set()
         return await supervisor

@@ -238,6 +238,17 @@ class Journal:
                 if e.upload_id == upload_id or not (upload_id or held_elsewhere(e)):
                     del entries[k]
 
+    def release(self) -> int:
+        """Give up this process's hold on its entries (``owner_pid`` 0): a process that lives on after its
+        uploads (``pixelfox up --import``) must not keep a later ``pixelfox put`` from resuming or
+        cancelling them (:func:`held_elsewhere`). Returns how many entries it held."""
+        mine = me()
+        with self._locked(write=True) as entries:
+            held = [k for k, e in entries.items() if e.owner_pid and (e.owner_pid, e.owner_start) == mine]
+            for k in held:
+                entries[k] = dataclasses.replace(entries[k], owner_pid=0, owner_start=0)
+        return len(held)
+
     @staticmethod
     def _usable(e: Entry, key: FileKey) -> bool:
         return (e.size, e.mtime_ns) == (key.size, key.mtime_ns) and not e.expired() and not held_elsewhere(e)

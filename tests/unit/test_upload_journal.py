@@ -229,3 +229,23 @@ def test_a_file_whose_name_extends_another_with_a_bar_keeps_its_own_entry(tmp_pa
     assert claimed is None and [e.upload_id for e in stale] == ["01JA0000000000000000000000"]
     assert [e.upload_id for e in journal.entries().values()] == ["01JB0000000000000000000000"]
     assert journal.get(FileKey.of(other, "m:1", "c")) is not None
+
+
+def test_release_frees_this_process_entries_for_another_run(tmp_path: Path, photo: Path) -> None:
+    """``pixelfox up --import`` lives on after its uploads: what it left unfinished must be another
+    process's to resume (held, a ``pixelfox put`` beside it would start over and leave it open)."""
+    journal = Journal(tmp_path / "uploads.json")
+    key = FileKey.of(photo, "m:1", "c")
+    journal.put(key, entry("01JA0000000000000000000000"))
+    data = json.loads(journal.path.read_text())  # and one another live process sends: not ours to free
+    data["entries"]["m:1|c|/elsewhere.png"] = {**data["entries"][key.slot], "owner_pid": 1, "owner_start": 0}
+    journal.path.write_text(json.dumps(data))
+    assert journal.release() == 1
+    owners = {s: (e.owner_pid, e.owner_start) for s, e in journal.entries().items()}
+    assert owners == {key.slot: (0, 0), "m:1|c|/elsewhere.png": (1, 0)}
+    assert journal.release() == 0
+    check = (f"import sys; sys.path.insert(0, {str(REPO)!r}); from pixelfox.client.journal import Journal, FileKey; "
+             f"from pathlib import Path; j = Journal(Path({str(journal.path)!r})); "
+             f"e, _ = j.claim(FileKey.of(Path({str(photo)!r}), 'm:1', 'c')); print(e.upload_id if e else None)")
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "01JA0000000000000000000000"  # another run resumes it
