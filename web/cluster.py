@@ -19,9 +19,9 @@ from pixelfox.client.uploader import upload_file
 from pixelfox.config import NodeSettings
 from pixelfox.errors import PixelfoxError
 from pixelfox.grpcx.auth import api_key_metadata, node_metadata
-from pixelfox.grpcx.client import map_rpc_errors
+from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.managerlink import ManagerLink
-from pixelfox.v1 import common_pb2, manager_pb2, upload_pb2
+from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc, upload_pb2
 
 Metadata = Sequence[tuple[str, str]]
 RPC_TIMEOUT_S = 10.0
@@ -32,11 +32,11 @@ UPLOAD_URLS_TTL_S = 10.0  # how long the upload nodes' URLs (for the upload page
 class Manager:
     """Calls to ``ManagerService`` on behalf of a web node (cluster credential + acting user).
 
-    The calls go over a :class:`~pixelfox.managerlink.ManagerLink`: with several managers, to those
+    With several managers the calls go over a :class:`~pixelfox.managerlink.ManagerLink`, to those
     whose last heartbeat was answered, so a frozen manager (its sockets still accept) does not hold
     every other page for :data:`RPC_TIMEOUT_S`. The web node's heartbeat :class:`~pixelfox.node.Agent`
-    shares the link (:meth:`use`); without one (an app started alone, as in tests) the link's
-    shared channel takes every call, balanced and retried over the managers (:mod:`pixelfox.grpcx.multi`).
+    shares the link (:meth:`use`; an app started alone, as in tests, makes its own). With one
+    manager the calls use a channel of their own (see :meth:`open`).
     """
 
     def __init__(self, settings: NodeSettings) -> None:
@@ -45,6 +45,7 @@ class Manager:
         self._secret = settings.cluster.secret.get_secret_value()
         self.link: ManagerLink | None = None
         self._own_link = False
+        self._channel: grpc.aio.Channel | None = None
         self._upload_urls: list[str] = []
         self._upload_urls_at = -UPLOAD_URLS_TTL_S
 
@@ -53,19 +54,29 @@ class Manager:
         self.link = link
 
     def open(self) -> None:
-        """Create the link unless :meth:`use` gave one; call inside the running loop (grpc.aio binds to it)."""
+        """Create the link unless :meth:`use` gave one, and the calls' own channel; call inside the
+        running loop (grpc.aio binds to it)."""
         if self.link is None:
             self.link, self._own_link = ManagerLink(self.settings), True
-        self._health = health_pb2_grpc.HealthStub(self.link.channel)
+        # one manager: calls go over a channel of their own, not the link's, whose heartbeats keep it in
+        # reconnect back-off while the manager is down (a call in the second after its restart failed
+        # "connection refused"); an idle channel connects at the call
+        self._channel = channel(self.address)
+        self._own_stub = manager_pb2_grpc.ManagerServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
 
     @property
     def stub(self) -> Any:
-        """A ``ManagerServiceStub`` for the next call (a live manager's; see :meth:`ManagerLink.pick`)."""
+        """A ``ManagerServiceStub`` for the next call: with several managers a live one's (see
+        :meth:`ManagerLink.pick`), with one this node's call channel."""
         if self.link is None:
             raise RuntimeError("Manager.open() was not called")
-        return self.link.stub
+        return self.link.stub if self.link.peers else self._own_stub
 
     async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
         if self.link is not None and self._own_link:
             await self.link.close()
         self.link, self._own_link = None, False

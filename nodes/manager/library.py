@@ -83,10 +83,10 @@ class Library:
                     deletion_token: str = "", lock: bool = False) -> Image:
         """Image ``slug`` as ``user`` may see it (NotFound) or, with ``manage``, change it (Forbidden).
         A ``deletion_token`` (:mod:`pixelfox.deletion`) is the authority instead of ``user``: the
-        image's own token, or Forbidden. ``lock``: the row is read ``FOR UPDATE`` (PostgreSQL; on
+        image's own token, or Forbidden. ``lock``: the row is read ``FOR UPDATE OF images`` (PostgreSQL; on
         SQLite the caller's :func:`~pixelfox.db.engine.begin_write` already holds the write lock)."""
         q = select(Image).where(Image.slug == slug)
-        img = (await s.execute(q.with_for_update() if lock else q)).scalar_one_or_none()
+        img = (await s.execute(q.with_for_update(of=Image) if lock else q)).scalar_one_or_none()
         if deletion_token and img is not None:
             if not self.secret or not deletion.valid(self.secret, slug, img.user_id or "", deletion_token):
                 raise errors.Forbidden("this deletion link is not valid")

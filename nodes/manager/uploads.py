@@ -314,7 +314,8 @@ class Uploads:
         taken, and when it expired dedup was off, so every re-upload made another lasting copy.
 
         Call it in a write transaction (:func:`~pixelfox.db.engine.begin_write`): the row found is
-        read ``FOR UPDATE`` (PostgreSQL; SQLite's write lock covers it), so a delete of it under way
+        read ``FOR UPDATE OF images`` (PostgreSQL: the owner is outer-joined in, which plain ``FOR
+        UPDATE`` refuses; SQLite's write lock covers it), so a delete of it under way
         (:meth:`nodes.manager.library.Library.delete`, which holds the row) is waited for, and a row
         it removed is passed over like an expiring copy: an image being deleted is never the answer.
         """
@@ -327,7 +328,7 @@ class Uploads:
             batch = slugs[start:start + 500]
             scores = await self.registry.redis.zmscore(expiry.KEY, batch)
             for slug in (slug for slug, score in zip(batch, scores, strict=True) if score is None):
-                img = await s.scalar(select(Image).where(Image.slug == slug).with_for_update())
+                img = await s.scalar(select(Image).where(Image.slug == slug).with_for_update(of=Image))
                 if img is not None:  # None: deleted meanwhile (the lock waited for that delete's commit)
                     return img
         return None

@@ -46,6 +46,9 @@ class FakeViews:
     async def get(self, slug: str) -> common_pb2.Image:
         return common_pb2.Image(slug=slug)
 
+    async def to_proto(self, _s: object, img: Image) -> common_pb2.Image:
+        return common_pb2.Image(slug=img.slug)
+
 
 @pytest.fixture
 async def uploads(redis_url: str, tmp_path: Path) -> AsyncIterator[Uploads]:
