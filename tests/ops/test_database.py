@@ -418,3 +418,35 @@ def test_restore_into_a_sqlite_folder_that_does_not_exist_is_refused(tmp_path: P
     assert (f"{target}: folder {tmp_path / 'typo'} does not exist; create it first, or fix the path"
             in res.stderr), res.stderr
     assert not (tmp_path / "typo").exists()
+
+
+def test_delete_then_upload_again_on_postgres(pg_cluster: tuple[LocalCluster, str], postgres: Postgres,
+                                              tmp_path: Path) -> None:
+    """The delete and the dedup lookup hold the image's row (``FOR UPDATE OF images``: PostgreSQL refuses a
+    plain ``FOR UPDATE`` on a query that outer-joins the owner, which failed every hashed CreateUpload there).
+    A delete, then the same bytes again: a new image, not the deleted one."""
+    from PIL import Image as PILImage
+
+    from pixelfox.grpcx.auth import api_key_metadata
+    from pixelfox.grpcx.client import channel
+    from pixelfox.v1 import manager_pb2, manager_pb2_grpc
+
+    local, _url = pg_cluster
+    photo = tmp_path / "again.png"
+    PILImage.new("RGB", (123, 77), (200, 30, 90)).save(photo)
+    first = cli(local.root, "put", "--json", "--wait", str(photo), timeout=300)
+    assert first.returncode == 0, first.stderr
+    slug = json.loads(first.stdout)["id"]
+    key = json.loads((local.state / "cluster.json").read_text())["admin_api_key"]
+
+    async def delete() -> None:
+        async with channel(local.manager_address) as ch:
+            await manager_pb2_grpc.ManagerServiceStub(ch).DeleteImage(
+                manager_pb2.DeleteImageRequest(slug=slug), metadata=api_key_metadata(key), timeout=30)
+
+    asyncio.run(delete())
+    assert int(postgres.psql(f"SELECT count(*) FROM images WHERE slug = '{slug}'", db="cluster")) == 0
+    again = cli(local.root, "put", "--json", "--wait", str(photo), timeout=300)
+    assert again.returncode == 0, again.stderr
+    out = json.loads(again.stdout)
+    assert (out["status"], out["deduplicated"]) == ("ready", False) and out["id"] != slug, out
