@@ -26,7 +26,7 @@ from pixelfox.config import NodeSettings
 from pixelfox.errors import ERROR_CODE_KEY
 from pixelfox.grpcx import multi
 from pixelfox.grpcx.auth import node_metadata
-from pixelfox.grpcx.client import channel
+from pixelfox.grpcx.client import channel, trailer
 from pixelfox.v1 import manager_pb2_grpc
 
 #: gRPC's reconnect back-off to the manager (ms): first pause, largest pause
@@ -78,16 +78,11 @@ class _Routed:
             try:
                 return await method(request, **kwargs)
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or _answered(exc):
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or bool(trailer(exc, ERROR_CODE_KEY)):
                     raise
                 return await again(request, **kwargs)
 
         return call
-
-
-def _answered(exc: grpc.aio.AioRpcError) -> bool:
-    """Whether a PixelFox server raised ``exc`` (its trailing metadata names the error's code)."""
-    return any(key == ERROR_CODE_KEY for key, _value in exc.trailing_metadata() or ())
 
 
 class ManagerLink:

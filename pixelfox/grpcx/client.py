@@ -82,6 +82,15 @@ def connect_failure(exc: grpc.aio.AioRpcError) -> tuple[str, str]:
     return cause, (unquote(found.group(1) or found.group(2)) if found else "")
 
 
+def trailer(exc: grpc.aio.AioRpcError, key: str) -> str:
+    """The value of trailing-metadata ``key`` of a failed call ("" when absent): a PixelFox server
+    sends its error's code (``pixelfox-error-code``) and a retry-after there."""
+    for k, value in exc.trailing_metadata() or ():
+        if k == key:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return ""
+
+
 def error_from_rpc(exc: grpc.aio.AioRpcError, peer: str = "", hint: str = "") -> errors.PixelfoxError:
     """The :class:`~pixelfox.errors.PixelfoxError` a peer raised, from status and ``pixelfox-error-code``.
 
@@ -91,13 +100,7 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, peer: str = "", hint: str = "") ->
     cause, address = connect_failure(exc)
     if cause and (peer or address):
         return errors.Unavailable(f"cannot reach {peer or address} ({cause})" + (f"; {hint}" if hint else ""))
-    code, retry_after = "", ""
-    for key, value in exc.trailing_metadata() or ():
-        text = value.decode() if isinstance(value, bytes) else value
-        if key == errors.ERROR_CODE_KEY:
-            code = text
-        elif key == errors.RETRY_AFTER_KEY:
-            retry_after = text
+    code, retry_after = trailer(exc, errors.ERROR_CODE_KEY), trailer(exc, errors.RETRY_AFTER_KEY)
     return errors.from_wire(code, exc.code(), exc.details() or exc.code().name,
                             retry_after_s=int(retry_after) if retry_after.isdigit() else 0)
 
