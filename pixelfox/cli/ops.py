@@ -4,7 +4,8 @@
 secret) to put a node into maintenance: it keeps serving what it holds but gets no new
 uploads, jobs or placements until ``--off``. ``nodes forget NODE_ID`` drops a node that died for
 good from the registry (refused while it still heartbeats). The database commands work on database URLs
-directly (the manager need not run) and are described in :mod:`pixelfox.db.tools`.
+directly (the manager need not run) and are described in :mod:`pixelfox.db.dbcopy` (``migrate-db``)
+and :mod:`pixelfox.db.backup` (``backup``, ``restore``).
 """
 
 from __future__ import annotations
@@ -88,35 +89,37 @@ def _db_url(explicit: str | None, action: str, flag: str = "--db") -> str:
 
 
 def cmd_migrate_db(opts: argparse.Namespace) -> int:
-    from pixelfox.db import tools
+    from pixelfox.db.checks import redact
+    from pixelfox.db.dbcopy import copy_database
 
     source = _db_url(opts.source, "copying from", "--source")
-    print(f"pixelfox: copying to {tools.redact(opts.target)} (--target)", file=sys.stderr)
-    report = asyncio.run(tools.copy_database(source, opts.target, batch=opts.batch, live_url=live_database()))
+    print(f"pixelfox: copying to {redact(opts.target)} (--target)", file=sys.stderr)
+    report = asyncio.run(copy_database(source, opts.target, batch=opts.batch, live_url=live_database()))
     print(json.dumps(report.as_dict(), indent=2))
     return 0 if report.verified else 1
 
 
 def cmd_backup(opts: argparse.Namespace) -> int:
-    from pixelfox.db import tools
+    from pixelfox.db.backup import backup
 
     url = _db_url(opts.db, "backing up")
     if opts.file == "-":  # the backup itself goes to standard output, the header to stderr
-        report = asyncio.run(tools.backup(url, None))
+        report = asyncio.run(backup(url, None))
         sys.stdout.flush()
         print(json.dumps(report, indent=2), file=sys.stderr)
         return 0
-    report = asyncio.run(tools.backup(url, Path(opts.file)))
+    report = asyncio.run(backup(url, Path(opts.file)))
     print(json.dumps(report, indent=2))
     return 0
 
 
 def cmd_restore(opts: argparse.Namespace) -> int:
-    from pixelfox.db import tools
+    from pixelfox.db.backup import restore
+    from pixelfox.db.identity import refuse_live
 
     url = _db_url(opts.db, "restoring into")
-    asyncio.run(tools.refuse_live(url, live_database(), "restoring a backup over it"))
-    report = asyncio.run(tools.restore(Path(opts.file), url, force=opts.force))
+    asyncio.run(refuse_live(url, live_database(), "restoring a backup over it"))
+    report = asyncio.run(restore(Path(opts.file), url, force=opts.force))
     print(json.dumps(report, indent=2))
     return 0
 

@@ -20,7 +20,8 @@ from sqlalchemy import inspect, text
 
 from pixelfox.cli.launcher import Counts, LocalCluster, free_port
 from pixelfox.config import DatabaseSettings
-from pixelfox.db import migrate, tools
+from pixelfox.db import migrate, rows
+from pixelfox.db.backup import BACKUP_FORMAT
 from pixelfox.db.engine import make_engine
 from tests.conftest import ClusterHandle
 from tests.ops.conftest import cli, start_cluster, status
@@ -181,10 +182,10 @@ def test_migrate_db_bad_urls_and_batch_say_what_to_do(pg_cluster: tuple[LocalClu
     assert res.returncode == 2 and "--batch: 0 is out of range: give a whole number of at least 1" in res.stderr
 
 
-async def _checksums(url: str) -> dict[str, tools.TableSum]:
+async def _checksums(url: str) -> dict[str, rows.TableSum]:
     engine = make_engine(DatabaseSettings(url=url))
     try:
-        return await tools.checksums(engine)
+        return await rows.checksums(engine)
     finally:
         await engine.dispose()
 
@@ -280,16 +281,16 @@ def test_backup_never_replaces_what_is_not_a_regular_file_and_is_private(tmp_pat
         assert os.stat(out).st_mode & 0o777 == 0o600  # it holds password and API-key hashes
         assert json.loads(res.stdout)["tables"]["users"]["rows"] == 1
     with gzip.open(old, "rt") as f:
-        assert json.loads(f.readline())["format"] == tools.BACKUP_FORMAT
+        assert json.loads(f.readline())["format"] == BACKUP_FORMAT
     upper = tmp_path / "META.JSONL.GZ"  # the suffix in any case means gzip
     assert _pixelfox(tmp_path, "backup", str(upper), "--db", url).returncode == 0
     with gzip.open(upper, "rt") as f:
-        assert json.loads(f.readline())["format"] == tools.BACKUP_FORMAT
+        assert json.loads(f.readline())["format"] == BACKUP_FORMAT
 
     streamed = _pixelfox(tmp_path, "backup", "-", "--db", url)
     assert streamed.returncode == 0, streamed.stderr
     lines = streamed.stdout.splitlines()
-    assert json.loads(lines[0])["format"] == tools.BACKUP_FORMAT and json.loads(lines[1])["r"]["name"] == "alice"
+    assert json.loads(lines[0])["format"] == BACKUP_FORMAT and json.loads(lines[1])["r"]["name"] == "alice"
     assert (tmp_path / "new.jsonl").read_text().splitlines()[1:] == lines[1:]
 
 

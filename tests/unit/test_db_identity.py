@@ -12,8 +12,9 @@ import pytest
 
 from pixelfox import errors
 from pixelfox.config import DatabaseSettings
+from pixelfox.db.checks import check_url
 from pixelfox.db.engine import make_engine
-from pixelfox.db.tools import check_url, identity, open_engine, refuse_live
+from pixelfox.db.identity import identity, open_engine, refuse_live
 
 
 async def _identity(url: str, *, tools: bool = True) -> tuple[str, ...]:
