@@ -321,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--title", default="", help="title of each new image (at most 255 characters; a file you "
                                                  "already uploaded keeps its own)")
     pt.add_argument("--no-resume", action="store_true",
-                    help="send every file from its first byte, even one an interrupted run left unfinished")
+                    help="send every file from its first byte, cancelling the upload an interrupted run left "
+                         "unfinished")
     pt.add_argument("--limit-rate", type=byte_rate, default=0, metavar="RATE",
                     help="send at most RATE bytes a second (512K, 2M): leave room on a slow link")
     pt.set_defaults(func=cmd_put)

@@ -175,17 +175,19 @@ def journal_for(ref: ClusterRef, console: Console, lookup: bool = True, flags: s
     """The upload journal of ``ref``'s manager (:class:`~pixelfox.client.resume.Resume`), saying on
     ``console`` each file whose upload of an earlier run goes on, and each upload of an earlier run
     cancelled because its file changed since (a warning with the cancel command, ending with ``flags``,
-    when it could not be); ``lookup=False``: ``--no-resume``."""
+    when it could not be); ``lookup=False``: ``--no-resume`` (each upload of an earlier run of a file is
+    cancelled, said the same way)."""
 
     def resumed(path: Path, upload_id: str, offset: int) -> None:
         console.print(f"resuming {path} (upload {upload_id}): {human_bytes(offset)} already sent", markup=False,
                       highlight=False)
 
     def cancelled(path: Path, upload_id: str, problem: str) -> None:
-        line = (f"{path} changed since upload {upload_id} of it began: cancelled it, sending the file afresh"
-                if not problem else
-                f"warning: {path} changed since upload {upload_id} of it began, which could not be cancelled "
-                f"({problem}); sending the file afresh; cancel it: pixelfox uploads cancel {upload_id}{flags}")
+        why = f"{path} changed since upload {upload_id} of it began" if lookup else \
+            f"--no-resume: {path} replaces its upload {upload_id} of an earlier run"
+        line = (f"{why}: cancelled it, sending the file afresh" if not problem else
+                f"warning: {why}, which could not be cancelled ({problem}); sending the file afresh; "
+                f"cancel it: pixelfox uploads cancel {upload_id}{flags}")
         console.print(line, markup=False, highlight=False)
 
     return Resume(Journal(), ref.manager, resumed, lookup=lookup, cancelled=cancelled)

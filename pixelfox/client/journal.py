@@ -197,17 +197,18 @@ class Journal:
         found.sort(key=lambda e: (e.owner_pid, e.owner_start) != me())
         return found[0] if found else None
 
-    def claim(self, key: FileKey) -> tuple[Entry | None, list[Entry]]:
+    def claim(self, key: FileKey, resume: bool = True) -> tuple[Entry | None, list[Entry]]:
         """In one locked step, :meth:`get`'s entry for ``key``, now this process's to resume (so that no
         other run resumes it at once), and the path's stale entries, removed: made for another size or
         mtime of the file, not sent by a live process and not surely gone (their uploads are still open
-        on the server: the caller cancels them)."""
+        on the server: the caller cancels them). With ``resume`` False (``pixelfox put --no-resume``)
+        nothing is resumed: every such entry of the path is stale, the same file's included."""
         with self._locked(write=True) as entries:
             stale, found = [], None
             for slot, e in _of_file(entries, key):
                 if e.expired() or held_elsewhere(e):
                     continue
-                if (e.size, e.mtime_ns) != (key.size, key.mtime_ns):
+                if not resume or (e.size, e.mtime_ns) != (key.size, key.mtime_ns):
                     stale.append(entries.pop(slot))
                 elif found is None or (e.owner_pid, e.owner_start) == me():
                     found = (slot, e)

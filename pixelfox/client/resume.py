@@ -25,8 +25,8 @@ class Resume:
     is called as ``resumed(path, upload_id, committed_bytes)`` when an upload of an earlier run goes on;
     ``cancelled``, as ``cancelled(path, upload_id, problem)`` for each upload of an earlier run made for
     other bytes of the file, cancelled (``problem`` "") or not (why: a warning, the new upload goes on).
-    ``lookup=False`` starts afresh (``pixelfox put --no-resume``): earlier uploads are neither resumed
-    nor cancelled (the new one replaces the file's entry).
+    ``lookup=False`` starts afresh (``pixelfox put --no-resume``): the file's uploads of earlier runs are
+    not resumed but cancelled (``cancelled`` is told), and the new one replaces the file's entry.
     """
 
     journal: Journal
@@ -43,8 +43,9 @@ class Resume:
 async def cancel_stale(manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...], path: Path,
                        entry: Entry, resume: Resume) -> None:
     """Cancel ``entry``'s upload (``AbandonUpload``: as its owner with ``md``, or with its ticket when
-    anonymous), whose entry is for other bytes of ``path`` than it now holds: it could never complete,
-    and it held an open-upload slot, its declared size of the quota and its staged bytes until it
+    anonymous), which a new upload of ``path`` replaces: its entry is for other bytes of ``path`` than it
+    now holds (it could never complete), or ``pixelfox put --no-resume`` sends the file afresh. Left
+    open, it held an open-upload slot, its declared size of the quota and its staged bytes until it
     expired. ``resume.cancelled`` is told; an upload already ended says nothing, and one that cannot be
     cancelled (the manager does not answer) is reported, never raised."""
     problem = ""
@@ -59,6 +60,6 @@ async def cancel_stale(manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[t
         return
     except errors.PixelfoxError as exc:
         problem = str(exc)
-    logger.info("upload %s of other bytes of %s: %s", entry.upload_id, path, problem or "cancelled")
+    logger.info("upload %s of %s, replaced by a new one: %s", entry.upload_id, path, problem or "cancelled")
     if resume.cancelled:
         resume.cancelled(path, entry.upload_id, problem)

@@ -341,19 +341,21 @@ async def _open(
     when the server still has it, the file is the same (``digest``) and no other live run sends it, else a new one from
     ``CreateUpload`` (recorded in the journal under ``key``), or ``CreateUpload``'s deduplicated answer. A
     ticket renewed on the way (:meth:`_Attempt.renew`) replaces the entry's. The uploads of the file's
-    entries made for other bytes are cancelled first (:func:`~pixelfox.client.resume.cancel_stale`)."""
+    entries made for other bytes (all of its entries with ``resume.lookup`` False: ``--no-resume``) are
+    cancelled first (:func:`~pixelfox.client.resume.cancel_stale`)."""
     journal = resume.journal if resume and key else None
 
     def record(answer: manager_pb2.CreateUploadResponse) -> None:  # the entry holds the upload's latest ticket
         if journal and key:
             journal.put(key, Entry.of(answer, digest))
 
-    if resume and resume.lookup and key:
-        entry, stale = resume.journal.claim(key)
+    if resume and key:
+        entry, stale = resume.journal.claim(key, resume=resume.lookup)
         if entry and entry.sha256 != digest:  # other bytes, same size and mtime
             resume.journal.drop(key, entry.upload_id)
             stale, entry = [*stale, entry], None
-        for old in stale:  # the file changed since: that upload can never complete; its slot and quota go now
+        for old in stale:  # the file changed since (it can never complete), or --no-resume replaces it:
+            # that upload's slot and quota go now
             await cancel_stale(manager, md, path, old, resume)
         if entry:
             found = await _earlier(manager, md, entry, dial, _Watch(req.size, max_stall_s), record)

@@ -270,6 +270,35 @@ def test_an_upload_of_a_file_changed_since_is_cancelled(cluster: ClusterHandle, 
     assert journal.entries() == {}
 
 
+def test_no_resume_cancels_the_upload_it_replaces(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """Ctrl-C, then ``pixelfox put --no-resume`` of the same file: it sends the file afresh to a new upload,
+    as before, and now cancels the interrupted one first, saying so in one line; the old one used to stay
+    open (listed by ``pixelfox uploads``), holding an open-upload slot and its declared size of the quota
+    until its ticket ended."""
+    path = tmp_path / "again.png"
+    sha = big_png(path, 1800)  # ~9.3 MB
+    state = tmp_path / "state"
+    journal = Journal(state / "pixelfox" / "uploads.json")
+    upload_id, _ = interrupt(cluster, start_put(cluster, state, "--limit-rate", "2M", str(path)), journal, 1)
+    assert progress(cluster, upload_id).status == "open"
+    listed = json.loads(cluster.pixelfox("uploads", "--json").stdout)["uploads"]
+    assert upload_id in {u["id"] for u in listed}, listed
+    written = upload_bytes(cluster)
+    done = start_put(cluster, state, "--no-resume", "--json", "--wait", str(path))
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err
+    res = json.loads(out.strip().splitlines()[-1])
+    assert (res["status"], res["sha256"]) == ("ready", sha), err
+    said = [ln for ln in err.splitlines() if upload_id in ln]
+    assert said == [f"--no-resume: {path} replaces its upload {upload_id} of an earlier run: cancelled it, "
+                    "sending the file afresh"], err
+    assert "resuming" not in err and upload_bytes(cluster) - written == path.stat().st_size  # from byte 0
+    assert progress(cluster, upload_id).status == "abandoned"
+    listed = json.loads(cluster.pixelfox("uploads", "--json").stdout)["uploads"]
+    assert upload_id not in {u["id"] for u in listed}, listed
+    assert journal.entries() == {}
+
+
 def test_parallel_puts_of_one_file_each_make_their_own_upload(cluster: ClusterHandle, tmp_path: Path) -> None:
     """Three ``pixelfox put --json`` of one new file at once, two started while the first sends: they used to
     find its journal entry and "resume" it (``resuming ... already sent``: another process's upload, two
