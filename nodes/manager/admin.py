@@ -9,22 +9,11 @@ from nodes.manager.cursors import before_id
 from nodes.manager.images import ImageViews
 from nodes.manager.library import is_admin_user
 from nodes.manager.objects import Objects
-from nodes.manager.registry import NodeRecord, Registry
+from nodes.manager.registry import Registry
 from pixelfox import errors
 from pixelfox.db.models import AbuseReport, Image, User
 from pixelfox.queue import JobQueue
 from pixelfox.v1 import common_pb2, manager_pb2
-
-
-def free_bytes(stores: list[NodeRecord]) -> int:
-    """Free bytes of the storage nodes ``stores``, each filesystem counted once: nodes whose pools share a
-    disk (the same ``fs:HOST:DEVICE`` capability) report its free space each; the largest figure counts
-    (they differ only by when each node read it). A node without that capability (S3, older nodes) counts on its own."""
-    free: dict[str, int] = {}
-    for r in stores:
-        fs = next((c for c in r.capabilities if c.startswith("fs:")), f"node:{r.node_id}")
-        free[fs] = max(free.get(fs, 0), r.free_bytes)
-    return sum(free.values())
 
 
 class Admin:
@@ -57,7 +46,7 @@ class Admin:
         )
         stores = [r for r in recs if r.role == common_pb2.NODE_ROLE_STORAGE and self.registry.healthy(r)]
         out.storage_used_bytes = sum(r.in_use for r in stores)
-        out.storage_free_bytes = free_bytes(stores)
+        out.storage_free_bytes = self.registry.free_bytes(stores)
         async with self.sessions() as s:
             out.users = int(await s.scalar(select(func.count()).select_from(User)) or 0)
             out.images = int(await s.scalar(select(func.count()).select_from(Image)) or 0)

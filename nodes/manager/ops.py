@@ -6,7 +6,8 @@
 * :meth:`ManagerOps.run` — every second, on every manager: list itself in the registry
   (role MANAGER, so ``pixelfox status`` shows every manager with its last "heartbeat"),
   refresh the registry (including the maintenance set the dispatcher reads) and export ``pixelfox_queue_depth``,
-  ``pixelfox_queue_dead_letters`` and ``pixelfox_cluster_nodes{role,status}``; and, on the
+  ``pixelfox_queue_dead_letters``, ``pixelfox_cluster_nodes{role,status}`` and
+  ``pixelfox_cluster_storage_free_bytes`` (:meth:`Registry.free_bytes`); and, on the
   one manager holding the ``registry-sweep`` lease (:mod:`pixelfox.leases`), once a minute, drop
   the nodes that stopped cleanly and those silent for longer than ``forget_after_s``
   (:meth:`Registry.sweep`).
@@ -39,6 +40,8 @@ except ImportError:  # pragma: no cover - if the dispatcher stops exporting it
 DEAD_LETTERS = Gauge("pixelfox_queue_dead_letters", "jobs in the dead-letter list", ["queue"])
 NODES = Gauge("pixelfox_cluster_nodes", "registered nodes by role and status", ["role", "status"])
 UP = Gauge("pixelfox_manager_dependency_up", "1 when the dependency answers", ["dependency"])
+STORAGE_FREE = Gauge("pixelfox_cluster_storage_free_bytes",
+                     "Bytes free for new objects on the healthy storage nodes, each filesystem counted once")
 
 ROLES = {v: k.removeprefix("NODE_ROLE_").lower() for k, v in common_pb2.NodeRole.items() if v}
 STATUSES = {v: k.removeprefix("NODE_STATUS_").lower() for k, v in common_pb2.NodeStatus.items() if v}
@@ -116,6 +119,7 @@ class ManagerOps:
             counts[key] = counts.get(key, 0) + 1
         for (role, status), n in counts.items():
             NODES.labels(role, status).set(n)
+        STORAGE_FREE.set(self.registry.free_bytes(recs))
         QUEUE_DEPTH.labels("process").set(await self.queue.depth())
         DEAD_LETTERS.labels("process").set(await self.queue.dead_count())
 

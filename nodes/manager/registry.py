@@ -223,6 +223,19 @@ class Registry:
         fresh = time.time() - rec.last_heartbeat < self.node_timeout_s
         return fresh and rec.status == common_pb2.NODE_STATUS_ACTIVE and not rec.maintenance and rec.ready
 
+    def free_bytes(self, recs: list[NodeRecord]) -> int:
+        """Free bytes of the healthy storage nodes among ``recs`` (:meth:`healthy`), each filesystem counted
+        once: nodes whose pools share a disk (the same ``fs:HOST:DEVICE`` capability; S3 pools on one prefix
+        of one bucket: ``fs:s3:ENDPOINT/BUCKET/PREFIX``) report its free space each; the largest figure
+        counts (they differ only by when each node read it). A node without that capability (an older
+        node) counts on its own."""
+        free: dict[str, int] = {}
+        for r in recs:
+            if r.role == common_pb2.NODE_ROLE_STORAGE and self.healthy(r):
+                fs = next((c for c in r.capabilities if c.startswith("fs:")), f"node:{r.node_id}")
+                free[fs] = max(free.get(fs, 0), r.free_bytes)
+        return sum(free.values())
+
     def placement(self, recs: list[NodeRecord]) -> bytes:
         """The placement token of ``recs`` (any roles; storage nodes count): 16 hex digits of a SHA-256
         over each storage node's id, health and http address. Image URLs depend on nothing else."""

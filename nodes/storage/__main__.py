@@ -75,9 +75,9 @@ async def main(settings: StorageNodeSettings) -> None:
         grpc_address=f"{settings.grpc.advertise_host or settings.grpc.host}:{grpc_server.port}",
         http_url=service.public_url,
         metrics_url=metrics_url,
-        # fs:HOST:DEVICE: pools on one disk share its free space (the manager sums it once)
-        capabilities=[f"pool:{settings.pool}", f"backend:{settings.backend}",
-                      *([f"fs:{store.filesystem()}"] if isinstance(store, FsStore) else [])],
+        # fs:HOST:DEVICE (fs:s3:ENDPOINT/BUCKET/PREFIX): pools on one disk share its free space (the manager
+        # sums it once)
+        capabilities=[f"pool:{settings.pool}", f"backend:{settings.backend}", f"fs:{service.fs}"],
     )
     logger.info("HTTP origin %s on port %d, metrics %s", service.public_url, http_port, metrics_url or "off")
 

@@ -23,8 +23,10 @@ from pixelfox.storage.keys import validate_key
 
 logger = logging.getLogger(__name__)
 
-USED_BYTES = Gauge("pixelfox_storage_used_bytes", "Bytes held by objects in the pool", ["pool"])
-FREE_BYTES = Gauge("pixelfox_storage_free_bytes", "Bytes free on the pool's filesystem", ["pool"])
+#: ``fs``: :meth:`Store.filesystem <pixelfox.storage.base.Store.filesystem>`, the space the free bytes are of:
+#: nodes whose pools share a disk export one figure each, so sum ``max by (fs)``
+USED_BYTES = Gauge("pixelfox_storage_used_bytes", "Bytes held by objects in the pool", ["pool", "fs"])
+FREE_BYTES = Gauge("pixelfox_storage_free_bytes", "Bytes free on the pool's filesystem", ["pool", "fs"])
 PUTS = Counter("pixelfox_storage_puts_total", "Object puts by result", ["pool", "result"])
 DELETES = Counter("pixelfox_storage_deletes_total", "Object deletes", ["pool"])
 
@@ -44,6 +46,8 @@ class StorageService:
         self.store = store
         self.root = root
         self.pool = pool
+        #: the filesystem (or S3 bucket and prefix) the pool is on: the ``fs`` label, the ``fs:`` capability
+        self.fs = store.filesystem()
         self.public_url = public_url.rstrip("/")
         self.used = 0
         self.free = 0
@@ -124,8 +128,8 @@ class StorageService:
 
     async def refresh_usage(self) -> None:
         self.used, self.free = await self.store.usage()
-        USED_BYTES.labels(self.pool).set(self.used)
-        FREE_BYTES.labels(self.pool).set(self.free)
+        USED_BYTES.labels(self.pool, self.fs).set(self.used)
+        FREE_BYTES.labels(self.pool, self.fs).set(self.free)
 
     def load(self) -> Load:
         """Heartbeat load: bytes used of used+free, and free bytes (cached, refreshed in the background)."""

@@ -59,6 +59,11 @@ class Store(Protocol):
         """``(used_bytes, free_bytes)``: bytes held by objects, and room left for more."""
         ...
 
+    def filesystem(self) -> str:
+        """What the ``free_bytes`` of :meth:`usage` is the free space of: stores with equal values share it
+        (two pools on one disk), so whoever sums free bytes counts each value once."""
+        ...
+
     def local_path(self, key: str) -> Path | None:
         """A local file holding the object (fs backends, for sendfile), else ``None``."""
         ...

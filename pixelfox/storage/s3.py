@@ -30,6 +30,7 @@ import tempfile
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aioboto3
 from botocore.config import Config
@@ -276,6 +277,14 @@ class S3Store:
 
     async def usage(self) -> tuple[int, int]:
         return self._used, max(0, self.settings.capacity_bytes - self._used)
+
+    def filesystem(self) -> str:
+        """``s3:ENDPOINT/BUCKET/PREFIX`` (ENDPOINT without any user or password in its URL, ``aws-REGION``
+        when empty): the free bytes are ``capacity_bytes`` less what the prefix holds, the same figure on
+        every node that serves that prefix of that bucket."""
+        url = urlsplit(self.settings.endpoint_url)
+        endpoint = f"{url.scheme}://{url.netloc.rpartition('@')[2]}" if url.netloc else f"aws-{self.settings.region}"
+        return f"s3:{endpoint}/{self.bucket}/{self.prefix}"
 
     async def scan(self) -> int:
         """Recount the bytes under the prefix (``ListObjectsV2``); returns ``used_bytes``."""

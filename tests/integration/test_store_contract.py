@@ -7,7 +7,9 @@ each other's objects.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from pixelfox import errors
 from pixelfox.storage.base import Store
 from pixelfox.storage.fs import FsStore
 from pixelfox.storage.keys import content_type_for, original_key, variant_key
-from pixelfox.storage.s3 import S3Store
+from pixelfox.storage.s3 import S3Settings, S3Store
 from tests.seaweed import Seaweed
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
@@ -181,3 +183,25 @@ async def test_invalid_keys_rejected(store: Store, key: str) -> None:
 
 async def test_writable(store: Store) -> None:
     assert await store.writable() is True
+
+
+def test_fs_pools_on_one_disk_name_one_filesystem(tmp_path: Path) -> None:
+    """``filesystem()`` is what the free bytes are of (the ``fs`` metric label, the ``fs:`` capability): two
+    pools on one disk name the same one, so the disk's free space is counted once."""
+    a, b = FsStore(tmp_path / "a"), FsStore(tmp_path / "b")
+    assert a.filesystem() == b.filesystem() == f"{socket.gethostname()}:{os.stat(tmp_path).st_dev}"
+
+
+def test_s3_pools_name_their_endpoint_bucket_and_prefix() -> None:
+    """An S3 pool's free bytes are its ``capacity_bytes`` less what its prefix holds: one figure per prefix of
+    a bucket; the endpoint's user and password stay out of the name (a metric label, shown by ``status``)."""
+    def fs(**settings: str) -> str:
+        return S3Store(S3Settings(**settings)).filesystem()
+
+    assert fs(endpoint_url="http://key:secret@127.0.0.1:8333", bucket="pixelfox", prefix="hot") == \
+        "s3:http://127.0.0.1:8333/pixelfox/hot/"
+    assert fs(endpoint_url="http://127.0.0.1:8333", bucket="pixelfox", prefix="/hot/") == \
+        "s3:http://127.0.0.1:8333/pixelfox/hot/"
+    assert fs(endpoint_url="http://127.0.0.1:8333", bucket="pixelfox", prefix="cold") != \
+        fs(endpoint_url="http://127.0.0.1:8333", bucket="pixelfox", prefix="hot")
+    assert fs(bucket="pixelfox", region="eu-west-1") == "s3:aws-eu-west-1/pixelfox/"

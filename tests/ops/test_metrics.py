@@ -8,6 +8,9 @@ over HTTP and its families are checked by name and by value.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
 import urllib.request
 from pathlib import Path
 
@@ -118,3 +121,27 @@ def test_a_client_that_leaves_mid_upload_is_no_server_error(cluster: ClusterHand
         assert time.monotonic() < deadline, (before, after)
         time.sleep(0.2)
     assert after["500"] == before["500"], (before, after)
+
+
+def test_free_space_of_pools_on_one_disk_sums_once(cluster: ClusterHandle) -> None:
+    """The session cluster's two storage nodes keep their pools under one folder, on one disk: each exports
+    that disk's free bytes, labelled with the filesystem (``fs``), so ``sum(max by (fs) (...))`` counts it
+    once, and the manager's ``pixelfox_cluster_storage_free_bytes`` is that figure. A plain ``sum`` of the
+    per-pool figures, the only way to add them up before, is twice the disk's free space."""
+    data = cluster.root / ".pixelfox" / "data"
+    fs = f"{socket.gethostname()}:{os.stat(data).st_dev}"
+    nodes = json.loads(cluster.pixelfox("status", "--json").stdout)["nodes"]
+    stores = [scrape(n["metrics_url"]) for n in nodes if n["role"] == "storage"]
+    assert len(stores) == 2
+    for s in stores:
+        assert [lab["fs"] for lab, _ in s["pixelfox_storage_free_bytes"]] == [fs], s["pixelfox_storage_free_bytes"]
+        assert [lab["fs"] for lab, _ in s["pixelfox_storage_used_bytes"]] == [fs], s["pixelfox_storage_used_bytes"]
+    by_fs: dict[str, float] = {}
+    for s in stores:
+        for lab, v in s["pixelfox_storage_free_bytes"]:
+            by_fs[lab["fs"]] = max(by_fs.get(lab["fs"], 0.0), v)
+    (m,) = (scrape(n["metrics_url"]) for n in nodes if n["role"] == "manager")
+    cluster_free = total(m, "pixelfox_cluster_storage_free_bytes")
+    disk = shutil.disk_usage(data).free  # other tests write meanwhile: within 5%, far from twice
+    assert abs(sum(by_fs.values()) - disk) < disk * 0.05, (by_fs, disk)
+    assert abs(cluster_free - disk) < disk * 0.05, (cluster_free, disk)
