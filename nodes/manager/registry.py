@@ -50,6 +50,16 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """)
 
+#: KEYS[1] the registry hash, KEYS[2] the maintenance set; ARGV: node id, its record (JSON) as the sweep read
+#: it, "1" to take it out of maintenance too. Deletes only while the stored record is still that one: a node
+#: that heartbeated (or registered again) since the sweep read it keeps its record. Returns 1 if deleted.
+_DROP = redisx.script("""
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+if ARGV[3] == '1' then redis.call('SREM', KEYS[2], ARGV[1]) end
+return 1
+""")
+
 
 def check_heartbeat(interval_s: float, node_timeout_s: float) -> None:
     """Refuse a heartbeat interval over ``node_timeout_s / HEARTBEATS_PER_TIMEOUT`` (both in seconds):
@@ -89,6 +99,18 @@ class NodeRecord:
     @property
     def load(self) -> float:
         return self.in_use / self.capacity if self.capacity > 0 else 1.0
+
+
+@dataclass(frozen=True)
+class Stale:
+    """A record :meth:`Registry.stale` would drop: ``raw`` is the stored JSON it was read as (the drop
+    compares it), ``silent`` true for a node silent past ``forget_after_s`` (it leaves maintenance too),
+    false for one that stopped cleanly; ``age_s`` is the seconds since its last heartbeat."""
+
+    rec: NodeRecord
+    raw: bytes
+    silent: bool
+    age_s: float
 
 
 class Registry:
@@ -151,16 +173,20 @@ class Registry:
         rec.maintenance = bool(maint)
         return rec
 
-    async def all(self, role: int = 0) -> list[NodeRecord]:
+    async def _read(self) -> list[tuple[NodeRecord, bytes]]:
+        """Every record with its stored JSON (one round trip, maintenance marks filled in), by role and id."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(KEY)
             pipe.smembers(MAINTENANCE_KEY)
             raw, maint = await pipe.execute()
         self.in_maintenance = {m.decode() if isinstance(m, bytes) else m for m in maint}
-        recs = [NodeRecord.from_json(v) for v in raw.values()]
-        for r in recs:
+        out = [(NodeRecord.from_json(v), v if isinstance(v, bytes) else v.encode()) for v in raw.values()]
+        for r, _ in out:
             r.maintenance = r.node_id in self.in_maintenance
-        return sorted((r for r in recs if not role or r.role == role), key=lambda r: (r.role, r.node_id))
+        return sorted(out, key=lambda p: (p[0].role, p[0].node_id))
+
+    async def all(self, role: int = 0) -> list[NodeRecord]:
+        return [r for r, _ in await self._read() if not role or r.role == role]
 
     async def set_maintenance(self, node_id: str, on: bool) -> NodeRecord:
         """Put ``node_id`` into maintenance (no new uploads, jobs, placements) or take it out.
@@ -200,22 +226,39 @@ class Registry:
     async def sweep(self, forget_after_s: float, keep_stopped_storage_s: float) -> list[str]:
         """Drop the records of nodes that stopped cleanly (storage nodes once stopped ``keep_stopped_storage_s``
         seconds: until then the repair counts their copies, see ``lost_after_s``) and of nodes silent for
-        ``forget_after_s`` seconds (these leave maintenance too); returns the ids dropped."""
-        now = time.time()
+        ``forget_after_s`` seconds (these leave maintenance too); returns the ids dropped. A node that
+        heartbeats or registers again while the sweep runs keeps its record (:meth:`drop`)."""
         gone: list[str] = []
-        for rec in await self.all():
-            silent = now - rec.last_heartbeat
-            keep = keep_stopped_storage_s if rec.role == common_pb2.NODE_ROLE_STORAGE else 0.0
-            if silent >= forget_after_s:
-                await self.redis.srem(MAINTENANCE_KEY, rec.node_id)
-                logger.info("forgot node %s (silent for over %.0f s)", rec.node_id, forget_after_s)
-            elif rec.status == STOPPED and silent >= keep:
-                logger.info("forgot node %s (stopped %.0f s ago)", rec.node_id, silent)
-            else:
-                continue
-            await self.redis.hdel(KEY, rec.node_id)
-            gone.append(rec.node_id)
+        for st in await self.stale(forget_after_s, keep_stopped_storage_s):
+            if await self.drop(st):
+                gone.append(st.rec.node_id)
         return gone
+
+    async def stale(self, forget_after_s: float, keep_stopped_storage_s: float) -> list[Stale]:
+        """The records :meth:`sweep` drops (same arguments, seconds), as read now, by role and id."""
+        now = time.time()
+        found: list[Stale] = []
+        for rec, raw in await self._read():
+            age = now - rec.last_heartbeat
+            keep = keep_stopped_storage_s if rec.role == common_pb2.NODE_ROLE_STORAGE else 0.0
+            if age >= forget_after_s or (rec.status == STOPPED and age >= keep):
+                found.append(Stale(rec, raw, age >= forget_after_s, age))
+        return found
+
+    async def drop(self, st: Stale) -> bool:
+        """Delete ``st``'s record (and, for a silent node, its maintenance mark) if it is still the one
+        :meth:`stale` read, in one Lua script (:data:`_DROP`); False when the node heartbeated, registered
+        again or was dropped meanwhile: a compare, so a node that just spoke never loses its record."""
+        node_id = st.rec.node_id
+        args = [node_id, st.raw, "1" if st.silent else "0"]
+        if not await _DROP(keys=[KEY, MAINTENANCE_KEY], args=args, client=self.redis):
+            logger.info("kept node %s: it spoke while the registry sweep looked at it", node_id)
+            return False
+        if st.silent:
+            logger.info("forgot node %s (silent for %.0f s)", node_id, st.age_s)
+        else:
+            logger.info("forgot node %s (stopped %.0f s ago)", node_id, st.age_s)
+        return True
 
     def healthy(self, rec: NodeRecord) -> bool:
         """Takes new work: heartbeat younger than ``node_timeout_s``, ACTIVE, not in maintenance, and ready

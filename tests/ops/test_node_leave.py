@@ -74,6 +74,32 @@ async def test_sweep_drops_stopped_nodes_and_keeps_a_stopped_storage_node_while_
         await r.aclose()
 
 
+async def test_a_node_that_speaks_while_the_sweep_looks_keeps_its_record(redis_url: str) -> None:
+    """The sweep reads the registry, then drops what it judged stale: a heartbeat (or a new registration)
+    landing between the two used to be deleted with the stale record, so a live node vanished until its
+    next heartbeat (and a node in maintenance left it). Driven step by step: read, the node speaks, drop."""
+    r = aioredis.from_url(redis_url)
+    reg = Registry(r, node_timeout_s=NODE_TIMEOUT_S)
+    try:
+        for rec in (NodeRecord("proc8", common_pb2.NODE_ROLE_PROC, "127.0.0.1:1"),
+                    NodeRecord("upload8", common_pb2.NODE_ROLE_UPLOAD, "127.0.0.1:2")):
+            await reg.upsert(rec)
+        await reg.set_maintenance("proc8", True)
+        assert await reg.leave("upload8")
+        stale = await reg.stale(0.0, keep_stopped_storage_s=0.0)  # forget_after_s 0: every node is silent
+        assert sorted((s.rec.node_id, s.silent) for s in stale) == [("proc8", True), ("upload8", True)]
+        assert await reg.heartbeat("proc8", 1, 4, 0, common_pb2.NODE_STATUS_ACTIVE)  # proc8 speaks now
+        await reg.upsert(NodeRecord("upload8", common_pb2.NODE_ROLE_UPLOAD, "127.0.0.1:2"))  # started again
+        assert [await reg.drop(s) for s in stale] == [False, False]
+        nodes = {n.node_id: n for n in await reg.all()}
+        assert sorted(nodes) == ["proc8", "upload8"] and nodes["proc8"].in_use == 1
+        assert nodes["proc8"].maintenance and reg.status(nodes["upload8"]) == common_pb2.NODE_STATUS_ACTIVE
+        assert sorted(await reg.sweep(0.0, keep_stopped_storage_s=0.0)) == ["proc8", "upload8"]  # nobody spoke
+        assert await reg.all() == [] and not await r.sismember(MAINTENANCE_KEY, "proc8")
+    finally:
+        await r.aclose()
+
+
 @e2e
 def test_a_node_stopped_cleanly_shows_stopped_and_is_no_failure(own: LocalCluster) -> None:
     own.child("proc2").proc.send_signal(signal.SIGTERM)
