@@ -25,6 +25,10 @@ Pauses (:func:`pause`):
 * ``before-complete`` - upload node: original stored, ``CompleteUpload`` not yet called.
 * ``before-delete-commit`` - manager, DeleteImage: the image's rows removed and its row held,
   not yet committed (a dedup lookup of the same bytes waits meanwhile).
+* ``dedup-expiry-read`` - manager, CreateUpload and CompleteUpload: the user's images of the same
+  bytes found, their expirations not yet read from Redis (a slow Redis);
+* ``before-complete-answer`` - manager, CompleteUpload: the new image committed and queued, the
+  answer not yet sent (a delete of the image lands meanwhile).
 """
 
 from __future__ import annotations

@@ -259,6 +259,7 @@ class Uploads:
         except Exception as exc:  # Redis down: the outbox row enqueues it later (nodes/manager/outbox.py)
             logger.warning("enqueue of image %s deferred to the outbox: %s", image_id, exc)
         failpoints.hit("after-enqueue")
+        await failpoints.pause("before-complete-answer")
         logger.info("upload %s complete: image %s queued", c.upload_id, slug)
         return manager_pb2.CompleteUploadResponse(image=await self.views.get(slug), deduplicated=False)
 
@@ -326,6 +327,7 @@ class Uploads:
         ).order_by(Image.created_at, Image.id)))
         for start in range(0, len(slugs), 500):  # a handful in practice; ZMSCORE takes them in one round trip
             batch = slugs[start:start + 500]
+            await failpoints.pause("dedup-expiry-read")
             scores = await self.registry.redis.zmscore(expiry.KEY, batch)
             for slug in (slug for slug, score in zip(batch, scores, strict=True) if score is None):
                 img = await s.scalar(select(Image).where(Image.slug == slug).with_for_update(of=Image))
