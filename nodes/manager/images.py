@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nodes.manager.cursors import before_id
-from nodes.manager.registry import Registry
+from nodes.manager.registry import NodeRecord, Registry
 from pixelfox import errors
 from pixelfox.db.models import Image, ObjectLocation, Variant
 from pixelfox.storage.keys import needs_signature
@@ -42,6 +43,15 @@ def iso(dt: datetime | None) -> str:
     return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+@dataclass(frozen=True)
+class Nodes:
+    """What image URLs are built from (:meth:`ImageViews.nodes`): the storage nodes by id, and the
+    site's base URL (the configured one, else the first healthy web node's; "" for none)."""
+
+    storage: dict[str, NodeRecord]
+    site: str
+
+
 class ImageViews:
     """Builds ``Image`` messages with URLs on the site and storage origins."""
 
@@ -53,19 +63,23 @@ class ImageViews:
         self.url_signer: Callable[[str, int], str] | None = None
         self.url_expiry: Callable[[], int] = lambda: 0
 
-    async def _site(self) -> str:
-        if self.site_url:
-            return self.site_url
-        webs = await self.registry.healthy_nodes(common_pb2.NODE_ROLE_WEB)
-        return webs[0].http_url.rstrip("/") if webs else ""
+    async def nodes(self) -> Nodes:
+        """The registry as the URLs of ``Image`` messages need it, read once (one Redis round trip): pass it
+        to :meth:`to_proto` from a write transaction, which then makes no Redis call."""
+        recs = await self.registry.all()
+        webs = [r for r in recs if r.role == common_pb2.NODE_ROLE_WEB and self.registry.healthy(r)]
+        site = self.site_url or (webs[0].http_url.rstrip("/") if webs else "")
+        return Nodes({r.node_id: r for r in recs if r.role == common_pb2.NODE_ROLE_STORAGE}, site)
 
-    async def _origins(self, s: AsyncSession, keys: list[str]) -> dict[str, str]:
-        """key -> base URL of a storage node holding it (a healthy one first)."""
+    async def _site(self) -> str:
+        return self.site_url or (await self.nodes()).site
+
+    async def _origins(self, s: AsyncSession, keys: list[str], storage: dict[str, NodeRecord]) -> dict[str, str]:
+        """key -> base URL of a storage node of ``storage`` (by id) holding it (a healthy one first)."""
         rows = (await s.execute(select(ObjectLocation).where(ObjectLocation.key.in_(keys)))).scalars().all()
-        nodes = {r.node_id: r for r in await self.registry.all(common_pb2.NODE_ROLE_STORAGE)}
         best: dict[str, tuple[bool, str]] = {}
         for row in rows:
-            rec = nodes.get(row.node_id)
+            rec = storage.get(row.node_id)
             if rec is None or not rec.http_url:
                 continue
             cand = (self.registry.healthy(rec), rec.http_url.rstrip("/"))
@@ -89,19 +103,21 @@ class ImageViews:
             rows = (await s.execute(q.limit(max(1, min(limit or 50, 200))))).scalars().all()
             return await self.to_protos(s, rows)
 
-    async def to_proto(self, s: AsyncSession, img: Image) -> common_pb2.Image:
-        """The public ``Image`` message of ``img`` (URLs on the site and on storage origins)."""
-        return (await self.to_protos(s, [img]))[0]
+    async def to_proto(self, s: AsyncSession, img: Image, nodes: Nodes | None = None) -> common_pb2.Image:
+        """The public ``Image`` message of ``img`` (URLs on the site and on storage origins), read in ``s``;
+        with ``nodes`` (:meth:`nodes`) only the database is read, else the registry too."""
+        return (await self.to_protos(s, [img], nodes))[0]
 
-    async def to_protos(self, s: AsyncSession, imgs: Sequence[Image]) -> list[common_pb2.Image]:
+    async def to_protos(self, s: AsyncSession, imgs: Sequence[Image], nodes: Nodes | None = None
+                        ) -> list[common_pb2.Image]:
         """:meth:`to_proto` for many images with one location query and one registry read for
         the lot (a gallery page of 50 images made 50 of each)."""
         current = [[v for v in img.variants if v.recipe_version == img.recipe_version] for img in imgs]
         keys = [k for img, variants in zip(imgs, current, strict=True)
                 for k in (img.original_key, *(v.key for v in variants))]
-        origins = await self._origins(s, keys) if keys else {}
-        site = await self._site()
-        return [self._build(img, variants, origins, site) for img, variants in zip(imgs, current, strict=True)]
+        nodes = nodes or await self.nodes()
+        origins = await self._origins(s, keys, nodes.storage) if keys else {}
+        return [self._build(img, variants, origins, nodes.site) for img, variants in zip(imgs, current, strict=True)]
 
     def _build(self, img: Image, variants: list[Variant], origins: dict[str, str], site: str) -> common_pb2.Image:
         exp = self.url_expiry() if img.visibility == "private" else 0

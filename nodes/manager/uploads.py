@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ulid import ULID
 
 from nodes.manager import expiry
-from nodes.manager.images import ImageViews, iso, new_slug
+from nodes.manager.images import ImageViews, Nodes, iso, new_slug
 from nodes.manager.registry import NodeRecord, Registry
 from nodes.manager.upload_limits import UploadLimits
 from pixelfox import errors, failpoints, tickets, uploadstate
@@ -135,15 +135,7 @@ class Uploads:
         if size > self.limits.max_upload_bytes:
             raise errors.PayloadTooLarge.declared(size, self.limits.max_upload_bytes)
         if sha256 and user is not None and expire_after_s == 0:  # dedup before any byte is sent
-            async with self.sessions() as s:
-                await begin_write(s)  # waits for a delete of the image under way (Library.delete)
-                dup = await self._lasting_copy(s, user.id, sha256)
-                # the answer is read before the commit: a delete that follows cannot turn it into a 404
-                found = await self.views.to_proto(s, dup) if dup is not None and dup.bytes == size else None
-                if found is not None:  # logged under the lock: before the "deleting" line of a delete of it
-                    logger.info("CreateUpload by %s answered with its image %s of the same bytes (dedup)",
-                                user.id, found.slug)
-                await s.commit()
+            found = await self._declared_copy(user.id, sha256, size)
             if found is not None:  # else not the declared file: no answer from it
                 return manager_pb2.CreateUploadResponse(deduplicated=True, image=found)
         healthy = [r for r in await self.registry.all() if self.registry.healthy(r)]  # one registry read
@@ -167,6 +159,26 @@ class Uploads:
         token = tickets.sign(self.ticket_key, upload_id, user.id if user else "", size, content_type,
                              self.limits.ticket_ttl_s, now=issued)
         return self._ticket_answer(upload_id, node, token, expires_at, size)
+
+    async def _declared_copy(self, user_id: str, sha256: str, size: int) -> common_pb2.Image | None:
+        """:meth:`create`'s dedup: ``user_id``'s lasting image of these bytes (hash ``sha256``, ``size`` bytes)
+        as its owner sees it, or None. Its Redis reads (the copies' expirations, the registry for the URLs)
+        come first, with no lock held; the write lock is then taken only to confirm the copy found
+        (:meth:`_lasting_copy`, which waits for a delete of it under way) and read the answer, before the
+        commit: a delete that follows cannot turn it into a 404."""
+        marks = await self._lasting_marks(user_id, sha256)
+        if not any(marks.values()):  # no lasting copy: no lock either (a copy made since then is the completion's)
+            return None
+        nodes = await self.views.nodes()
+        async with self.sessions() as s:
+            await begin_write(s)  # waits for a delete of the image under way (Library.delete)
+            dup = await self._lasting_copy(s, user_id, sha256, marks, late=False)
+            found = await self.views.to_proto(s, dup, nodes) if dup is not None and dup.bytes == size else None
+            if found is not None:  # logged under the lock: before the "deleting" line of a delete of it
+                logger.info("CreateUpload by %s answered with its image %s of the same bytes (dedup)",
+                            user_id, found.slug)
+            await s.commit()
+        return found
 
     async def check(self, user: User | None, size: int, body_bytes: int = 0) -> None:
         """Raise what :meth:`create` would for ``user``'s per-user limits (RateLimited,
@@ -192,7 +204,11 @@ class Uploads:
             raise errors.InvalidTicket("ticket belongs to another upload")
         if ticket.size != c.size:
             raise errors.InvalidTicket(f"ticket is for {ticket.size} bytes, upload has {c.size}")
-        swap = c.orientation in (5, 6, 7, 8)
+        # the Redis reads first, no lock held: the upload's state, its user's copies of these bytes, the registry
+        st = await self.states.get(c.upload_id)
+        expiring = st is not None and st.expire_after_s > 0
+        marks = {} if expiring else await self._lasting_marks(ticket.user_id, c.sha256)
+        nodes = await self.views.nodes()
         async with self.sessions() as s:
             await begin_write(s)
             upload = await s.get(Upload, c.upload_id, with_for_update=True)
@@ -210,8 +226,8 @@ class Uploads:
                 await self._discard(c.upload_id, c.original_key, "was cancelled after its original was stored")
                 raise errors.InvalidTicket("the upload was cancelled; start a new upload")
             if upload.status != "open":
-                done = await self._existing(s, upload.id, upload.user_id, c.sha256)
-                answer = await self._answer(s, done, done.upload_id != upload.id) if done is not None else None
+                done = await self._existing(s, upload.id, upload.user_id, c.sha256, marks)
+                answer = await self._answer(s, done, done.upload_id != upload.id, nodes) if done is not None else None
                 await s.commit()
                 await self._written(c)
                 if answer is not None:  # an upload node retrying after a crash
@@ -222,20 +238,19 @@ class Uploads:
                                     "completion came (ticket already used)")
                 raise errors.InvalidTicket("ticket was already used")
             upload.status = "complete"
-            st = await self.states.get(c.upload_id)
             # an upload asking for an expiration always makes its own image: merged, it would either
             # make the lasting copy expire or keep the bytes past the time asked for
-            dup = None if st is not None and st.expire_after_s > 0 else \
-                await self._lasting_copy(s, upload.user_id, c.sha256)
+            dup = None if expiring else await self._lasting_copy(s, upload.user_id, c.sha256, marks, late=True)
             if dup is not None:  # dedup: this user already has these bytes, and keeps them
                 slug = dup.slug
                 upload.duplicate_of = dup.id  # GetUpload's answer once the Redis state is gone
-                answer = await self._answer(s, dup, True)  # before the commit: a later delete is no 404
+                answer = await self._answer(s, dup, True, nodes)  # before the commit: a later delete is no 404
                 await s.commit()
                 await self._written(c)
                 await self.states.finish(c.upload_id, "complete", slug)  # also frees the open-upload slot
                 logger.info("upload %s duplicates image %s of the same user", c.upload_id, slug)
                 return answer
+            swap = c.orientation in (5, 6, 7, 8)
             img = Image(
                 id=str(ULID()), slug=new_slug(), upload_id=upload.id, user_id=upload.user_id,
                 filename=upload.filename, title=st.title if st else "", sha256=c.sha256, bytes=c.size,
@@ -296,43 +311,69 @@ class Uploads:
         logger.info("upload %s %s: %d replicas of %s deleted, %d pending (none when an image has the same bytes)",
                     upload_id, why, deleted, key, pending)
 
-    async def _answer(self, s: AsyncSession, img: Image, deduplicated: bool) -> manager_pb2.CompleteUploadResponse:
-        """The completion answer: ``img`` as its owner sees it (read in ``s``), and whether it was deduplicated."""
-        return manager_pb2.CompleteUploadResponse(image=await self.views.to_proto(s, img), deduplicated=deduplicated)
+    async def _answer(self, s: AsyncSession, img: Image, deduplicated: bool, nodes: Nodes
+                      ) -> manager_pb2.CompleteUploadResponse:
+        """The completion answer: ``img`` as its owner sees it (read in ``s``, URLs from ``nodes``: no Redis
+        call), and whether it was deduplicated."""
+        image = await self.views.to_proto(s, img, nodes)
+        return manager_pb2.CompleteUploadResponse(image=image, deduplicated=deduplicated)
 
-    async def _existing(self, s: AsyncSession, upload_id: str, user_id: str | None, sha256: str) -> Image | None:
+    async def _existing(self, s: AsyncSession, upload_id: str, user_id: str | None, sha256: str,
+                        marks: dict[str, bool]) -> Image | None:
         """The image these bytes already are: this upload's (a retried completion) or the same user's
-        lasting copy (dedup)."""
+        lasting copy (dedup; ``marks`` as :meth:`_lasting_copy` takes them)."""
         img = await s.scalar(select(Image).where(Image.upload_id == upload_id))
         if img is not None:
             return img if img.sha256 == sha256 else None
-        return await self._lasting_copy(s, user_id, sha256)
+        return await self._lasting_copy(s, user_id, sha256, marks, late=True)
 
-    async def _lasting_copy(self, s: AsyncSession, user_id: str | None, sha256: str) -> Image | None:
-        """The oldest of ``user_id``'s images of these bytes that is neither failed nor scheduled to expire.
-
-        Copies that expire are passed over, not a reason to stop looking: the first one used to be
-        taken, and when it expired dedup was off, so every re-upload made another lasting copy.
-
-        Call it in a write transaction (:func:`~pixelfox.db.engine.begin_write`): the row found is
-        read ``FOR UPDATE OF images`` (PostgreSQL: the owner is outer-joined in, which plain ``FOR
-        UPDATE`` refuses; SQLite's write lock covers it), so a delete of it under way
-        (:meth:`nodes.manager.library.Library.delete`, which holds the row) is waited for, and a row
-        it removed is passed over like an expiring copy: an image being deleted is never the answer.
-        """
+    async def _lasting_marks(self, user_id: str | None, sha256: str) -> dict[str, bool]:
+        """The dedup lookup's first step, with no lock held: ``{slug: lasting}`` for each of ``user_id``'s
+        images of these bytes that did not fail, oldest first (read in a session of its own: on SQLite no
+        transaction, no lock), ``lasting`` false for a copy scheduled to expire (Redis); {} without a user."""
         if not user_id:
-            return None
-        slugs = list(await s.scalars(select(Image.slug).where(
-            Image.user_id == user_id, Image.sha256 == sha256, Image.status != "failed",
-        ).order_by(Image.created_at, Image.id)))
+            return {}
+        async with self.sessions() as s:
+            slugs = await _copies(s, user_id, sha256)
+        return await self._lasting_of(slugs)
+
+    async def _lasting_of(self, slugs: list[str]) -> dict[str, bool]:
+        """``{slug: lasting}`` for ``slugs``: true when no expiration is scheduled (one ZMSCORE per 500)."""
+        marks: dict[str, bool] = {}
         for start in range(0, len(slugs), 500):  # a handful in practice; ZMSCORE takes them in one round trip
             batch = slugs[start:start + 500]
             await failpoints.pause("dedup-expiry-read")
             scores = await self.registry.redis.zmscore(expiry.KEY, batch)
-            for slug in (slug for slug, score in zip(batch, scores, strict=True) if score is None):
-                img = await s.scalar(select(Image).where(Image.slug == slug).with_for_update(of=Image))
-                if img is not None:  # None: deleted meanwhile (the lock waited for that delete's commit)
-                    return img
+            marks.update((slug, score is None) for slug, score in zip(batch, scores, strict=True))
+        return marks
+
+    async def _lasting_copy(self, s: AsyncSession, user_id: str | None, sha256: str, marks: dict[str, bool],
+                            *, late: bool) -> Image | None:
+        """The dedup lookup's second step: the oldest of ``user_id``'s images of these bytes that is neither
+        failed nor scheduled to expire, by ``marks`` (:meth:`_lasting_marks`, read before the lock).
+
+        Copies that expire are passed over, not a reason to stop looking: the first one used to be
+        taken, and when it expired dedup was off, so every re-upload made another lasting copy.
+
+        Call it in a write transaction (:func:`~pixelfox.db.engine.begin_write`): the rows are read again
+        under the lock, and the one found ``FOR UPDATE OF images`` (PostgreSQL: the owner is outer-joined
+        in, which plain ``FOR UPDATE`` refuses; SQLite's write lock covers it), so a delete of it under way
+        (:meth:`nodes.manager.library.Library.delete`, which holds the row) is waited for, and a row it
+        removed is passed over like an expiring copy: an image being deleted is never the answer. A copy
+        ``marks`` does not know was made since (a completion of the same bytes at the same instant): with
+        ``late`` its expiration is read now (the only Redis call under the lock, and a rare one: two uploads of
+        one file completing at once still make one image), else it is passed over (``CreateUpload``: the
+        upload goes ahead, and its completion finds that copy)."""
+        if not user_id:
+            return None
+        slugs = await _copies(s, user_id, sha256)
+        unknown = [slug for slug in slugs if slug not in marks]
+        if unknown and late:
+            marks = {**marks, **await self._lasting_of(unknown)}
+        for slug in (slug for slug in slugs if marks.get(slug)):
+            img = await s.scalar(select(Image).where(Image.slug == slug).with_for_update(of=Image))
+            if img is not None:  # None: deleted meanwhile (the lock waited for that delete's commit)
+                return img
         return None
 
     async def relocate(
@@ -594,6 +635,13 @@ class Uploads:
                 if len(found) == limit:
                     break
         return found
+
+
+async def _copies(s: AsyncSession, user_id: str, sha256: str) -> list[str]:
+    """Slugs of ``user_id``'s images of hash ``sha256`` that did not fail, oldest first (read in ``s``)."""
+    return list(await s.scalars(select(Image.slug).where(
+        Image.user_id == user_id, Image.sha256 == sha256, Image.status != "failed",
+    ).order_by(Image.created_at, Image.id)))
 
 
 def _iso(unix: float) -> str:

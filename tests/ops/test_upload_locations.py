@@ -12,84 +12,28 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from sqlalchemy import select
-from ulid import ULID
 
-from nodes.manager.uploads import Completion, Uploads
-from pixelfox import errors, tickets
-from pixelfox.config import DatabaseSettings, LimitsSettings
-from pixelfox.db.engine import create_all_tables, make_engine, session_factory
-from pixelfox.db.models import Image, ObjectLocation, Upload, User
-from pixelfox.storage.keys import original_key
-from pixelfox.v1 import common_pb2
-
-KEY = b"k" * 32
-
-
-class FakeRegistry:
-    def __init__(self, redis: aioredis.Redis) -> None:
-        self.redis = redis
-
-
-class FakeQueue:
-    async def enqueue(self, image_id: str, **_: Any) -> None:
-        pass
-
-
-class FakeViews:
-    async def get(self, slug: str) -> common_pb2.Image:
-        return common_pb2.Image(slug=slug)
-
-    async def to_proto(self, _s: object, img: Image) -> common_pb2.Image:
-        return common_pb2.Image(slug=img.slug)
+from nodes.manager.uploads import Uploads
+from pixelfox import errors
+from pixelfox.db.models import Image, ObjectLocation
+from tests.ops.uploadrig import add_upload, add_user, uploads_on
 
 
 @pytest.fixture
 async def uploads(redis_url: str, tmp_path: Path) -> AsyncIterator[Uploads]:
-    redis = aioredis.from_url(redis_url)
-    engine = make_engine(DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'uploads.db'}"))
-    async with engine.begin() as conn:
-        await conn.run_sync(create_all_tables)
-    up = Uploads(session_factory(engine), FakeRegistry(redis), FakeQueue(), FakeViews(),  # type: ignore[arg-type]
-                 LimitsSettings(), KEY, recipe_version=1)
-    up.orphaned: list[list[str]] = []  # type: ignore[misc]
+    async with uploads_on(redis_url, tmp_path / "uploads.db") as up:
+        up.orphaned: list[list[str]] = []  # type: ignore[misc]
 
-    async def orphaned(keys: list[str]) -> tuple[int, int]:
-        up.orphaned.append(keys)  # type: ignore[attr-defined]
-        return 0, 0
+        async def orphaned(keys: list[str]) -> tuple[int, int]:
+            up.orphaned.append(keys)  # type: ignore[attr-defined]
+            return 0, 0
 
-    up.on_orphaned = orphaned
-    try:
+        up.on_orphaned = orphaned
         yield up
-    finally:
-        await engine.dispose()
-        await redis.aclose()
-
-
-async def _user(up: Uploads) -> str:
-    uid = str(ULID())
-    async with up.sessions() as s:
-        s.add(User(id=uid, name=f"u{uid}"[:30], password_hash="x"))
-        await s.commit()
-    return uid
-
-
-async def _upload(up: Uploads, user_id: str, sha: str, nodes: list[str], status: str = "open") -> Completion:
-    """An upload row of ``user_id`` (``status``) whose original was stored on ``nodes``, as its node reports it."""
-    uid = str(ULID())
-    async with up.sessions() as s:
-        s.add(Upload(id=uid, user_id=user_id, size=10, status=status,
-                     expires_at=datetime.now(UTC) + timedelta(minutes=15)))
-        await s.commit()
-    return Completion(upload_id=uid, ticket=tickets.sign(KEY, uid, user_id, 10, "image/png", 900), sha256=sha,
-                      size=10, format="png", mime="image/png", width=1, height=1, frames=1, orientation=1,
-                      original_key=original_key(sha, "png"), storage_node_ids=nodes, upload_node_id="u1")
 
 
 async def _locations(up: Uploads, key: str) -> list[str]:
@@ -98,14 +42,14 @@ async def _locations(up: Uploads, key: str) -> list[str]:
 
 
 async def test_every_completion_records_the_copies_it_stored(uploads: Uploads) -> None:
-    user = await _user(uploads)
+    user = await add_user(uploads)
     sha = hashlib.sha256(os.urandom(16)).hexdigest()
-    first = await _upload(uploads, user, sha, ["s1", "s2"])
+    first = await add_upload(uploads, user, sha, ["s1", "s2"])
     key = first.original_key
     assert not (await uploads.complete(first)).deduplicated
     assert await _locations(uploads, key) == ["s1", "s2"]
 
-    again = await _upload(uploads, user, sha, ["s2", "s3"])  # the same bytes again, stored on s2 and s3
+    again = await add_upload(uploads, user, sha, ["s2", "s3"])  # the same bytes again, stored on s2 and s3
     assert (await uploads.complete(again)).deduplicated
     assert await _locations(uploads, key) == ["s1", "s2", "s3"]  # s3's copy is recorded too
 
