@@ -250,18 +250,8 @@ class Uploads:
                 await self.states.finish(c.upload_id, "complete", slug)  # also frees the open-upload slot
                 logger.info("upload %s duplicates image %s of the same user", c.upload_id, slug)
                 return answer
-            swap = c.orientation in (5, 6, 7, 8)
-            img = Image(
-                id=str(ULID()), slug=new_slug(), upload_id=upload.id, user_id=upload.user_id,
-                filename=upload.filename, title=st.title if st else "", sha256=c.sha256, bytes=c.size,
-                format=c.format, mime=c.mime,
-                width=c.height if swap else c.width, height=c.width if swap else c.height,
-                frames=max(1, c.frames), orientation=c.orientation or 1, status="processing",
-                original_key=c.original_key, recipe_version=self.recipe_version,
-            )
-            s.add(img)
-            await s.flush()
-            s.add(OutboxEntry(image_id=img.id))  # same transaction: no image without its job (issue 7)
+            img = await self._new_image(s, upload, c, st.title if st else "")
+            answer = await self._answer(s, img, False, nodes)  # before the commit: a later delete is no 404
             await s.commit()
             image_id, slug = img.id, img.slug
         await self._written(c)
@@ -276,7 +266,25 @@ class Uploads:
         failpoints.hit("after-enqueue")
         await failpoints.pause("before-complete-answer")
         logger.info("upload %s complete: image %s queued", c.upload_id, slug)
-        return manager_pb2.CompleteUploadResponse(image=await self.views.get(slug), deduplicated=False)
+        return answer
+
+    async def _new_image(self, s: AsyncSession, upload: Upload, c: Completion, title: str) -> Image:
+        """Add the image row of completed ``upload`` (status processing, upright size) and its outbox row to
+        ``s`` (same transaction: no image without its job, issue 7); flushed, owner and variants loaded."""
+        swap = c.orientation in (5, 6, 7, 8)
+        img = Image(
+            id=str(ULID()), slug=new_slug(), upload_id=upload.id, user_id=upload.user_id,
+            filename=upload.filename, title=title, sha256=c.sha256, bytes=c.size,
+            format=c.format, mime=c.mime,
+            width=c.height if swap else c.width, height=c.width if swap else c.height,
+            frames=max(1, c.frames), orientation=c.orientation or 1, status="processing",
+            original_key=c.original_key, recipe_version=self.recipe_version,
+        )
+        s.add(img)
+        await s.flush()
+        s.add(OutboxEntry(image_id=img.id))
+        await s.refresh(img, ["owner", "variants"])  # the answer reads them; no lazy load in async
+        return img
 
     @staticmethod
     async def _record_copies(s: AsyncSession, c: Completion) -> None:
