@@ -40,6 +40,9 @@ class PixelfoxError(Exception):
     grpc_status: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
     http_status: ClassVar[int] = 500
     default_message: ClassVar[str] = "internal error"
+    #: the message is safe to show anyone even on a 5xx (it names no peer address, no internals); the
+    #: web shows a 5xx's ``default_message`` instead unless this is True
+    public: bool = False
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.default_message)
@@ -217,6 +220,7 @@ class Unavailable(PixelfoxError):
 class NoNodeAvailable(Unavailable):
     code = "no-node-available"
     default_message = "no healthy node available"
+    public = True  # the manager's text says which role is missing
 
 
 class Timeout(PixelfoxError):
@@ -224,6 +228,14 @@ class Timeout(PixelfoxError):
     grpc_status = grpc.StatusCode.DEADLINE_EXCEEDED
     http_status = 504
     default_message = "timed out"
+
+    @classmethod
+    def no_answer(cls, who: str, seconds: float) -> Timeout:
+        """``who`` (a role, "the cluster's manager", never an address) gave no answer in ``seconds``: a
+        :attr:`public` message that says what happened and what to do."""
+        err = cls(f"{who} did not answer in {seconds:g} s; try again shortly")
+        err.public = True
+        return err
 
 
 def _all_subclasses(cls: type[PixelfoxError]) -> list[type[PixelfoxError]]:

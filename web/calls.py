@@ -19,9 +19,8 @@ import redis.exceptions
 from aiohttp import web
 
 from pixelfox import errors, readmodel
-from pixelfox.grpcx.client import error_from_rpc
 from pixelfox.v1 import common_pb2
-from web.cluster import RPC_TIMEOUT_S
+from web.cluster import RPC_TIMEOUT_S, manager_error
 from web.keys import MANAGER, REDIS
 
 logger = logging.getLogger(__name__)
@@ -33,7 +32,8 @@ async def call(
     request: web.Request, method: str, req: Any, metadata: Metadata, timeout_s: float = RPC_TIMEOUT_S,
     *, optional: bool = False,
 ) -> Any:
-    """``ManagerService.<method>(req)`` as the caller in ``metadata``; raises PixelfoxError subclasses.
+    """``ManagerService.<method>(req)`` as the caller in ``metadata``; raises PixelfoxError subclasses
+    (:func:`web.cluster.manager_error`: Timeout saying so when the manager gave no answer in ``timeout_s``).
 
     ``optional``: None when the manager does not have ``method`` (``UNIMPLEMENTED``: a manager older
     than this web node, during a rolling upgrade), for a call the web node can do without."""
@@ -43,7 +43,7 @@ async def call(
     except grpc.aio.AioRpcError as exc:
         if optional and exc.code() == grpc.StatusCode.UNIMPLEMENTED:
             return None
-        raise error_from_rpc(exc) from exc
+        raise manager_error(exc, timeout_s) from exc
 
 
 async def load_image(request: web.Request, slug: str, metadata: Metadata, *, fresh: bool = False

@@ -1,25 +1,27 @@
 """The web node's view of the manager: one gRPC channel, the cluster secret, typed calls.
 
-Every call goes through :func:`~pixelfox.grpcx.client.map_rpc_errors`, so callers see
-:class:`~pixelfox.errors.PixelfoxError` subclasses, never ``AioRpcError``.
+Every call goes through :func:`manager_errors`, so callers see :class:`~pixelfox.errors.PixelfoxError`
+subclasses, never ``AioRpcError``; a manager that does not answer in time is a 504 that says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from pixelfox import errors
 from pixelfox.client.uploader import upload_file
 from pixelfox.config import NodeSettings
 from pixelfox.errors import PixelfoxError
 from pixelfox.grpcx.auth import api_key_metadata, node_metadata
-from pixelfox.grpcx.client import channel, map_rpc_errors
+from pixelfox.grpcx.client import channel, error_from_rpc, trailer
 from pixelfox.managerlink import ManagerLink
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc, upload_pb2
 
@@ -27,6 +29,26 @@ Metadata = Sequence[tuple[str, str]]
 RPC_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.2
 UPLOAD_URLS_TTL_S = 10.0  # how long the upload nodes' URLs (for the upload page's CSP) are reused
+MANAGER = "the cluster's manager"  # how a user is told which part did not answer (never its address)
+
+
+def manager_error(exc: grpc.aio.AioRpcError, timeout_s: float) -> PixelfoxError:
+    """The :class:`~pixelfox.errors.PixelfoxError` of a failed call to the manager made with a deadline of
+    ``timeout_s`` seconds. A deadline that passed with no answer (no ``pixelfox-error-code``: the manager
+    is frozen, overloaded or cut off) is :meth:`~pixelfox.errors.Timeout.no_answer`, whose message the
+    user sees (a plain "timed out" told them nothing); anything else is as the manager raised it."""
+    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and not trailer(exc, errors.ERROR_CODE_KEY):
+        return errors.Timeout.no_answer(MANAGER, timeout_s)
+    return error_from_rpc(exc)
+
+
+@contextlib.asynccontextmanager
+async def manager_errors(timeout_s: float = RPC_TIMEOUT_S) -> AsyncIterator[None]:
+    """Re-raise ``AioRpcError`` inside the block as :func:`manager_error` words it."""
+    try:
+        yield
+    except grpc.aio.AioRpcError as exc:
+        raise manager_error(exc, timeout_s) from exc
 
 
 class Manager:
@@ -90,7 +112,7 @@ class Manager:
         return api_key_metadata(key)
 
     async def create_user(self, name: str, password: str) -> manager_pb2.User:
-        async with map_rpc_errors():
+        async with manager_errors():
             return await self.stub.CreateUser(
                 manager_pb2.CreateUserRequest(name=name, password=password),
                 metadata=self.as_user(),
@@ -98,7 +120,7 @@ class Manager:
             )
 
     async def verify_password(self, name: str, password: str) -> manager_pb2.User:
-        async with map_rpc_errors():
+        async with manager_errors():
             return await self.stub.VerifyPassword(
                 manager_pb2.VerifyPasswordRequest(name=name, password=password),
                 metadata=self.as_user(),
@@ -106,13 +128,13 @@ class Manager:
             )
 
     async def who_am_i(self, api_key: str) -> manager_pb2.User:
-        async with map_rpc_errors():
+        async with manager_errors():
             return await self.stub.WhoAmI(
                 manager_pb2.WhoAmIRequest(), metadata=self.as_api_key(api_key), timeout=RPC_TIMEOUT_S
             )
 
     async def create_api_key(self, user_id: str, label: str) -> manager_pb2.CreateApiKeyResponse:
-        async with map_rpc_errors():
+        async with manager_errors():
             return await self.stub.CreateApiKey(
                 manager_pb2.CreateApiKeyRequest(label=label),
                 metadata=self.as_user(user_id),
@@ -120,13 +142,13 @@ class Manager:
             )
 
     async def get_image(self, slug: str, metadata: Metadata) -> common_pb2.Image:
-        async with map_rpc_errors():
+        async with manager_errors():
             return await self.stub.GetImage(
                 manager_pb2.GetImageRequest(slug=slug), metadata=tuple(metadata), timeout=RPC_TIMEOUT_S
             )
 
     async def list_images(self, user_id: str, limit: int, before: str = "") -> list[common_pb2.Image]:
-        async with map_rpc_errors():
+        async with manager_errors():
             reply = await self.stub.ListImages(
                 manager_pb2.ListImagesRequest(limit=limit, before=before),
                 metadata=self.as_user(user_id),
@@ -164,7 +186,7 @@ class Manager:
         if now - self._upload_urls_at < UPLOAD_URLS_TTL_S:
             return self._upload_urls
         try:
-            async with map_rpc_errors():
+            async with manager_errors(2.0):
                 reply = await self.stub.ListNodes(manager_pb2.ListNodesRequest(), metadata=self.as_user(),
                                                   timeout=2.0)
         except PixelfoxError:

@@ -73,13 +73,14 @@ UNAVAILABLE_RETRY_AFTER_S = 5
 CLIENT_CLOSED = 499
 
 def pixelfox_error_response(request: web.Request, exc: errors.PixelfoxError) -> web.StreamResponse:
-    """``exc`` as an answer: a 5xx keeps peer and transport detail in the log (the manager's own
-    ``NoNodeAvailable`` text, which says which role is missing, goes out); 429 and 503 carry
-    ``Retry-After``."""
+    """``exc`` as an answer: a 5xx keeps peer and transport detail in the log and says its class's
+    ``default_message``, unless its message is :attr:`~pixelfox.errors.PixelfoxError.public` (the
+    manager's ``NoNodeAvailable`` naming the missing role, a ``Timeout.no_answer`` hint); 429 and 503
+    carry ``Retry-After``."""
     message = exc.message
     if exc.http_status >= 500:
         logger.warning("%s %s: %s (%s)", request.method, request.path, exc.code, exc)
-        if not isinstance(exc, errors.NoNodeAvailable):
+        if not exc.public:
             message = type(exc).default_message
     response = error_response(request, exc.http_status, exc.code, message)
     if isinstance(exc, errors.RateLimited) and exc.retry_after_s:
