@@ -188,7 +188,12 @@ class StorageFull(ResourceExhausted):
 
 
 class QuotaExceeded(ResourceExhausted):
+    """The user's storage quota is full, or this upload does not fit in it. RESOURCE_EXHAUSTED on gRPC as
+    a rate limit is (the ``code`` tells them apart), but HTTP 413, not 429: retrying does not help until
+    images are deleted or the quota raised, and clients retry a 429 (RFC 6585 §4, RFC 9110 §15.5.14)."""
+
     code = "quota-exceeded"
+    http_status = 413
     default_message = "storage quota exceeded"
 
 

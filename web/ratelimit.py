@@ -132,7 +132,7 @@ PER_USER_REFUSALS = (errors.RateLimited, errors.QuotaExceeded)  # TooManyOpenUpl
 @contextlib.asynccontextmanager
 async def not_counted_if_over_user_limits(request: web.Request, counted: Sequence[str]) -> AsyncIterator[None]:
     """Around a check made before the body is read (``CheckUpload``, ``CreateUpload``): when it refuses
-    the caller on their own per-user limits (429 rate-limited, too-many-open-uploads, quota-exceeded),
+    the caller on their own per-user limits (429 rate-limited, too-many-open-uploads; 413 quota-exceeded),
     the upload :func:`check_ip` counted on ``counted`` is given back, so one user retrying does not
     use up the budget of everyone behind the same address. Anything else stays counted: a 401 for an
     unknown API key too, so that a flood of made-up keys stays bounded by the address' budget (given

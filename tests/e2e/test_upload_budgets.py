@@ -91,7 +91,7 @@ async def created(local: LocalCluster, key: str, size: int) -> str:
 
 
 def test_uploads_refused_by_create_upload_use_up_no_rate_token(local: LocalCluster, r: redis.Redis) -> None:
-    """8 CreateUpload calls over the quota (429 quota-exceeded), then 6 while 2 uploads are open
+    """8 CreateUpload calls over the quota (quota-exceeded), then 6 while 2 uploads are open
     (too-many-open-uploads): none of them counts against the 5 a minute, so an upload that fits
     goes through once a slot is free (the rate was counted before the other checks: it was a 429
     rate-limited), and the counter holds exactly the uploads admitted."""
@@ -156,28 +156,65 @@ def test_chevereto_checks_and_uploads_one_key(local: LocalCluster, r: redis.Redi
 
 def test_a_quota_refusal_before_the_body_names_the_body_not_the_file(local: LocalCluster, r: redis.Redis) -> None:
     """Before the body is read the file's size is an estimate (Content-Length less 64 KiB of form, halved
-    for Chevereto): the 429 says it is the body's size that would pass the quota, not "this file
-    needs N more". CreateUpload, which has the declared file size, keeps its words."""
+    for Chevereto): the 413 says it is the body's size that would pass the quota, not "this file
+    needs N more". CreateUpload, which has the declared file size, keeps its words. Every surface
+    answers a quota refusal 413 without Retry-After (it was a 429, which clients retry in vain)."""
     web = local.web_urls[0]
     key = asyncio.run(new_user_key(local, "bodysize"))
     body = QUOTA + 512 * 1024
     a = send_slowly(f"{web}/api/v1/images?wait=0", {"X-API-Key": key}, size=body)
-    assert a.status == 429 and a.sent < a.size and a.json["error"]["code"] == "quota-exceeded", (a.status, a.json)
+    assert a.status == 413 and a.sent < a.size and a.json["error"]["code"] == "quota-exceeded", (a.status, a.json)
+    assert "retry-after" not in a.headers
     said = a.json["error"]["message"]
     assert said == (f"quota: 0 of {QUOTA} bytes used; this upload's body of {body} bytes would pass it (answered "
                     f"before the body is read: its file is taken to be {body - 65536} bytes of it, the rest its "
                     f"form); to make room, delete images, or ask an admin for a larger quota (0 B of "
                     f"{human_bytes(QUOTA)} used)"), said
     chevereto = send_slowly(f"{web}/api/1/upload?key={key}", {}, field="source", size=2 * body)
-    assert chevereto.status == 429, (chevereto.status, chevereto.json)
+    assert chevereto.status == 413, (chevereto.status, chevereto.json)
+    assert (chevereto.json["status_code"], chevereto.json["error"]["code"]) == (413, "quota-exceeded"), chevereto.json
+    assert "retry-after" not in chevereto.headers
     assert f"this upload's body of {2 * body} bytes would pass it" in chevereto.json["error"]["message"]
     assert f"taken to be {(2 * body - 65536) // 2} bytes" in chevereto.json["error"]["message"]
     declared = requests.post(f"{web}/api/v1/uploads", json={"filename": "a.png", "size": QUOTA + 1},
                              headers={"X-API-Key": key}, timeout=10)
-    assert declared.status_code == 429
+    assert declared.status_code == 413 and declared.json()["error"]["code"] == "quota-exceeded", declared.text
+    assert "Retry-After" not in declared.headers
     assert declared.json()["error"]["message"] == (f"quota: 0 of {QUOTA} bytes used; this file needs {QUOTA + 1} more; "
                                                    "to make room, delete images, or ask an admin for a larger quota "
                                                    f"(0 B of {human_bytes(QUOTA)} used)")
+
+
+def test_a_full_quota_is_a_413_on_every_upload_path_and_limits_stay_429(local: LocalCluster, r: redis.Redis) -> None:
+    """A user whose quota is full (two open uploads declare all of it) is told "quota full: ..." with
+    413 Content Too Large and no Retry-After by ShareX's ``POST /api/v1/images``, Chevereto (its own
+    shape) and ``POST /api/v1/uploads``; gRPC says RESOURCE_EXHAUSTED with the code quota-exceeded in
+    the trailer. They were all 429s, which clients retry in vain. The open-upload limit stays a 429."""
+    web = local.web_urls[0]
+    key = asyncio.run(new_user_key(local, "fullquota"))
+    same_minute()  # 2 uploads and the 3 checks below stay within the 5 a minute
+    held = [asyncio.run(create(manager(local), key, QUOTA // 2)).upload_id for _ in range(OPEN)]
+    full = f"quota full: {human_bytes(QUOTA)} of {human_bytes(QUOTA)} used ({QUOTA} of them declared by 2 open uploads"
+    answers = {
+        "sharex": requests.post(f"{web}/api/v1/images?wait=0", files=png(), headers={"X-API-Key": key}, timeout=60),
+        "chevereto": requests.post(f"{web}/api/1/upload", params={"key": key}, files={"source": png()["file"]},
+                                   timeout=60),
+        "resumable": requests.post(f"{web}/api/v1/uploads", json={"filename": "a.png", "size": 1000},
+                                   headers={"X-API-Key": key}, timeout=10),
+    }
+    for surface, a in answers.items():
+        assert a.status_code == 413 and "Retry-After" not in a.headers, (surface, a.status_code, a.headers, a.text)
+        error = a.json()["error"]
+        assert error["code"] == "quota-exceeded" and error["message"].startswith(full), (surface, error)
+    assert answers["chevereto"].json()["status_code"] == 413  # Chevereto's shape, as its other errors
+    assert asyncio.run(created(local, key, 1000)) == "quota-exceeded"  # gRPC: RESOURCE_EXHAUSTED, the code says why
+    # room again, but both open-upload slots taken: that limit is still a 429 with Retry-After
+    assert requests.delete(f"{web}/api/v1/uploads/{held[0]}", headers={"X-API-Key": key}, timeout=10).status_code == 204
+    asyncio.run(create(manager(local), key, 1000))
+    slots = requests.post(f"{web}/api/v1/uploads", json={"filename": "b.png", "size": 1000},
+                          headers={"X-API-Key": key}, timeout=10)
+    assert slots.status_code == 429 and slots.json()["error"]["code"] == "too-many-open-uploads", slots.text
+    assert int(slots.headers["Retry-After"]) > 0
 
 
 def test_a_users_own_refusals_do_not_use_up_the_address_budget(local: LocalCluster, r: redis.Redis) -> None:

@@ -246,7 +246,7 @@ async def check_user_limits(request: web.Request, metadata: Metadata, *, encoded
     ``Content-Length``: a chunked body). A form with more than 64 KiB besides the file may so be
     refused on quota here though its file fits; the QuotaExceeded message names the body's size, not
     the file's (the manager is sent both). Raises RateLimited and TooManyOpenUploads (429, with
-    ``retry_after_s`` in seconds), QuotaExceeded (429), Unauthenticated (401) for an API key the
+    ``retry_after_s`` in seconds), QuotaExceeded (413), Unauthenticated (401) for an API key the
     manager does not know. Admins, and limits set to 0, pass as they do in ``CreateUpload``; so does
     every caller while the manager is older than ``CheckUpload`` (a rolling upgrade), whose
     ``CreateUpload`` still refuses them, after the body."""

@@ -339,11 +339,12 @@ async def upload(request: web.Request) -> web.StreamResponse:
 
     An API key in the header ``X-API-Key`` or the query string (``?key=``) is checked before the
     body is read, with its user's per-user limits (:func:`web.views.api.check_user_limits`): an
-    unknown key (401) or a user over a limit (429) costs no upload, and that 429 does not count
-    against the address' upload budget (:func:`web.ratelimit.not_counted_if_over_user_limits`). A key
-    sent only as a form field is known only once the body is read, so such a request is checked
-    then, by ``CreateUpload``, after the whole body was received; a form ``key`` other than the one
-    sent before the body, or a key repeated before it, is a 400 (:func:`early_key`). A client that
+    unknown key (401) or a user over a limit (429, or 413 over the quota) costs no upload, and that
+    refusal does not count against the address' upload budget
+    (:func:`web.ratelimit.not_counted_if_over_user_limits`). A key sent only as a form field is known
+    only once the body is read, so such a request is checked then, by ``CreateUpload``, after the
+    whole body was received; a form ``key`` other than the one sent before the body, or a key
+    repeated before it, is a 400 (:func:`early_key`). A client that
     sent ``Expect: 100-continue`` gets these refusals instead of ``100 Continue`` (:mod:`web.expect`)."""
     try:
         return await _upload(request)

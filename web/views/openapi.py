@@ -28,7 +28,8 @@ def _json(ref: str) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     names = {400: "bad request", 401: "not authenticated", 403: "not allowed (CSRF, role or owner)",
              404: "not found (also: someone else's private image)", 409: "conflict (the state changed first)",
-             413: "too large", 415: "unsupported format",
+             413: "too large, or over the user's storage quota (code quota-exceeded; not worth retrying)",
+             415: "unsupported format",
              429: "too many requests or open uploads (Retry-After says when to try again)",
              503: "a node is unavailable, try again"}
     return {str(c): {"description": names[c], **_json("Error")} for c in codes}
@@ -272,7 +273,7 @@ OPENAPI: dict[str, Any] = {
                                 "resumes after its first ticket ended, while its state lives (upload_ttl_s after "
                                 "its last chunk); 404 once it expired, 409 once it completed, failed or was "
                                 "cancelled, 403 for an anonymous upload",
-                     "responses": {**_ok("UploadTicket"), **_errors(401, 403, 404, 409, 503)}},
+                     "responses": {**_ok("UploadTicket"), **_errors(401, 403, 404, 409, 413, 429, 503)}},
         },
         DELETION_PATH: {
             "parameters": [SLUG_PARAM, {"name": "owner", "in": "path", "required": True,
@@ -310,7 +311,8 @@ OPENAPI: dict[str, Any] = {
                         "$ref": "#/components/schemas/CheveretoError"}}}}
                        for c, d in ((400, "bad request"), (401, "no or wrong key"),
                                     (403, "album_id is another user's album"), (404, "album_id: no such album"),
-                                    (413, "too large"), (415, "unsupported format"), (429, "too many requests"),
+                                    (413, "too large, or over the storage quota"), (415, "unsupported format"),
+                                    (429, "too many requests"),
                                     (503, "a node is unavailable"))},
                 },
             },
