@@ -10,7 +10,8 @@ hands out, so clients that know it skip creation):
 * ``PATCH /tus/<id>`` — ``application/offset+octet-stream`` at ``Upload-Offset``; ``204`` with
   the new offset. The PATCH that reaches ``Upload-Length`` stores and completes the upload
   before answering (headers ``Pixelfox-Image-Slug`` and ``Pixelfox-Deduplicated: true|false``, true
-  when the user already had these bytes and the upload became that image, unchanged). With
+  when the user already had these bytes and the upload became that image, unchanged; ``Pixelfox-Note``
+  when that image is private, :func:`pixelfox.client.images.private_duplicate_note`). With
   ``Upload-Checksum`` (sha1, md5, sha256, crc32c) the body is committed only when it matches, else ``460``.
   ``Upload-Length`` on a PATCH, meant for deferred lengths (refused at creation), must be the upload's (400).
 * ``DELETE /tus/<id>`` — termination: staged bytes removed, state closed, ``204``; then ``404`` saying it was
@@ -38,6 +39,7 @@ from aiohttp import web
 from nodes.upload.service import Chunk, Receiver, Session
 from nodes.upload.tusmeta import parse_upload_metadata
 from pixelfox import errors, tickets
+from pixelfox.client.images import NOTE_HEADER, private_duplicate_note
 from pixelfox.numbers import MAX_DIGITS, ascii_int, is_ascii_digits
 from pixelfox.schemes import refuse_repeated, split_scheme
 from pixelfox.uploadstate import nothing_to_cancel
@@ -55,7 +57,7 @@ CHECKSUMS: dict[str, Callable[[bytes], bytes]] = {
 MAX_CHECKED_BODY = 32 * 1024 * 1024  # a PATCH with Upload-Checksum is held until verified: cap it
 TUS_HEADERS = ("Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, Upload-Checksum, Upload-Defer-Length, "
                "Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, Location, "
-               "Pixelfox-Image-Slug, Pixelfox-Deduplicated")
+               "Pixelfox-Image-Slug, Pixelfox-Deduplicated, " + NOTE_HEADER)
 CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, HEAD, PATCH, DELETE, OPTIONS",
@@ -231,6 +233,8 @@ class Tus:
                 reply = await session.finish()
                 extra["Pixelfox-Image-Slug"] = reply.image.slug
                 extra["Pixelfox-Deduplicated"] = "true" if reply.deduplicated else "false"
+                if note := private_duplicate_note(reply.image, reply.deduplicated):
+                    extra[NOTE_HEADER] = note  # as Chevereto's format=txt says it: the links open only for the owner
             return web.Response(status=204, headers={"Upload-Offset": str(session.offset), **extra,
                                                      **await self._expires(upload_id, session.usable_until)})
         finally:

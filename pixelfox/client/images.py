@@ -107,6 +107,23 @@ def owner_image_json(image: common_pb2.Image) -> dict[str, Any]:
     return {**image_to_json(image), "stored_original_url": image.original_url}
 
 
+#: ``note`` of an upload answer that is the caller's existing private image (dedup)
+PRIVATE_DUPLICATE = ("these bytes are already your image, and it is private: its links open only for you; "
+                     "make it public to share them")
+
+
+#: the header that carries that note where the answer's body is not JSON (Chevereto's ``format=txt``, tus)
+NOTE_HEADER = "Pixelfox-Note"
+
+
+def private_duplicate_note(image: common_pb2.Image, deduplicated: bool) -> str:
+    """What an upload answer says when it is the caller's existing private image (dedup): its links
+    open for nobody else (the web's ``note``, Chevereto's ``success.message``, the ``Pixelfox-Note``
+    header of Chevereto's ``format=txt`` and of the completing tus PATCH). ``""`` otherwise (a new
+    upload, or a public image)."""
+    return PRIVATE_DUPLICATE if deduplicated and image.visibility == "private" else ""
+
+
 def upload_progress_json(p: manager_pb2.UploadProgress) -> dict[str, Any]:
     """One upload as ``GET /api/v1/uploads/<id>`` and ``pixelfox uploads --json`` give it: ``id``,
     ``status`` (open, paused, complete, failed, expired, abandoned; paused: the ticket ended, the owner

@@ -185,3 +185,36 @@ async def test_the_same_file_picked_twice_ends_as_one_image_in_both_rows(cluster
     listing = await (await page.request.get(f"{cluster.web_url}/api/v1/images")).json()
     assert [im["url"] for im in listing["images"]] == list(hrefs)
     await ctx.close()
+
+
+async def test_a_signed_in_users_upload_shows_its_deletion_link(cluster: Any, chromium: Any, tmp_path: Path) -> None:
+    """A signed-in user's tus upload shows its deletion link, labelled, as an anonymous upload's does (the
+    page read it from ``GET /api/v1/uploads/<id>``, which gave none: the row had only the share link), and
+    the link deletes the image."""
+    base = cluster.web_url
+    photo = noisy_jpeg(tmp_path / f"del_{uuid.uuid4().hex[:8]}.jpg", (300, 200))
+    ctx = await chromium.new_context(viewport={"width": 1000, "height": 720})  # CSP enforced
+    ctx.set_default_timeout(60_000)
+    page = await ctx.new_page()
+    await register(page, base, f"del_{uuid.uuid4().hex[:10]}", PASSWORD)
+    assert await page.get_attribute("#drop", "data-resumable") == "1"
+    tus: list[str] = []
+    page.on("request", lambda r: tus.append(r.method) if "/tus/" in r.url else None)
+    await page.set_input_files("#file", str(photo))
+    row = page.locator("#uploads li.upload").first
+    await expect(row.locator(".deletion")).to_contain_text("keep this link to delete the image later",
+                                                           timeout=90_000)
+    assert "PATCH" in tus  # the resumable path, not the one-shot POST
+    await expect(row.locator("button", has_text="Copy deletion link")).to_be_visible()
+    share = await row.locator(".links input").first.input_value()
+    delete_url = await row.locator(".deletion input").input_value()
+    me = await (await page.request.get(f"{base}/api/v1/me")).json()
+    slug = share.rsplit("/", 1)[1]
+    assert delete_url.startswith(f"{base}/api/v1/delete/{slug}/{me['id']}/"), (share, delete_url)
+    assert await page.evaluate("localStorage.getItem('pixelfox-recent-uploads')") is None  # anonymous only
+
+    await page.goto(delete_url)  # the confirmation page, then its button
+    await page.click("button[type=submit]")
+    await expect(page.locator("body")).to_contain_text(f"Image {slug} was deleted.")
+    assert (await page.request.get(f"{base}/api/v1/images/{slug}")).status == 404
+    await ctx.close()

@@ -93,6 +93,22 @@ def test_a_private_image_uploaded_again_says_its_links_are_private(cluster: Clus
     assert txt.status_code == 200 and txt.text == f"{body['url']}/original"
     assert txt.headers["Pixelfox-Note"] == PRIVATE_NOTE
 
+    # tus: the completing PATCH says it in a header browsers may read, and so does the upload's JSON
+    # after it (they said visibility, and no note)
+    upload_id, done = _tus(cluster, data, "T")
+    assert (done.headers["Pixelfox-Deduplicated"], done.headers["Pixelfox-Note"]) == ("true", PRIVATE_NOTE)
+    assert "Pixelfox-Note" in done.headers["Access-Control-Expose-Headers"]
+    p = requests.get(f"{cluster.web_url}/api/v1/uploads/{upload_id}", headers=key, timeout=10).json()
+    assert (p["deduplicated"], p["image"]["visibility"], p["note"]) == (True, "private", PRIVATE_NOTE), p
+    declared = requests.post(f"{cluster.web_url}/api/v1/uploads", headers=key, timeout=10, json={
+        "filename": "p.png", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}).json()
+    assert (declared["deduplicated"], declared["note"]) == (True, PRIVATE_NOTE), declared
+    public = _png(tmp_path, "public.png")  # a public image uploaded again: no note
+    _tus(cluster, public, "P")
+    again_id, again_done = _tus(cluster, public, "P")
+    assert again_done.headers["Pixelfox-Deduplicated"] == "true" and "Pixelfox-Note" not in again_done.headers
+    assert "note" not in requests.get(f"{cluster.web_url}/api/v1/uploads/{again_id}", headers=key, timeout=10).json()
+
 
 def _tus(cluster: ClusterHandle, data: bytes, title: str) -> tuple[str, requests.Response]:
     """A resumable upload of ``data`` titled ``title`` in one PATCH: (upload id, the completing PATCH's answer)."""

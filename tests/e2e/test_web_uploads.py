@@ -71,6 +71,32 @@ def test_browser_style_upload_through_the_web_api(cluster: ClusterHandle, tmp_pa
     assert requests.get(f"{api}/01ARZ3NDEKTSV4RRFFQ69G5FAV", headers=key, timeout=10).status_code == 404
 
 
+def test_a_users_completed_upload_gives_them_its_deletion_link(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """``GET /api/v1/uploads/<id>`` of a complete upload gives its owner the image's ``deletion_url``, as
+    ``POST /api/v1/images`` does (the upload page shows it, labelled, for a signed-in user's tus upload,
+    which showed none); an admin reading another user's upload gets none. The link deletes the image."""
+    big_png(tmp_path / "d.png", 40)  # new bytes: no dedup with earlier tests' uploads
+    data = (tmp_path / "d.png").read_bytes()
+    owner = asyncio.run(new_user_key(cluster.local, f"delowner_{uuid.uuid4().hex[:8]}"))
+    mine = {"X-API-Key": owner}
+    me = requests.get(f"{cluster.web_url}/api/v1/me", headers=mine, timeout=10).json()["id"]
+    up = requests.post(f"{cluster.web_url}/api/v1/uploads", json={"filename": "d.png", "size": len(data)},
+                       headers=mine, timeout=10).json()
+    done = requests.patch(up["upload_url"], data=data, timeout=60, headers={
+        "Authorization": f"Bearer {up['ticket']}", "Tus-Resumable": "1.0.0",
+        "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"})
+    assert done.status_code == 204, done.text
+    slug = done.headers["Pixelfox-Image-Slug"]
+    progress = f"{cluster.web_url}/api/v1/uploads/{up['id']}"
+    image = requests.get(progress, headers=mine, timeout=10).json()["image"]
+    assert image["deletion_url"].startswith(f"{cluster.web_url}/api/v1/delete/{slug}/{me}/"), image
+    admin = requests.get(progress, headers={"X-API-Key": cluster.admin_api_key}, timeout=10).json()["image"]
+    assert (admin["id"], admin["deletion_url"]) == (slug, "")
+    deleted = requests.post(image["deletion_url"], headers={"Accept": "application/json"}, timeout=120)
+    assert deleted.status_code == 200 and deleted.json() == {"deleted": True, "id": slug}, deleted.text
+    assert requests.get(f"{cluster.web_url}/api/v1/images/{slug}", headers=mine, timeout=10).status_code == 404
+
+
 def test_new_upload_fields_are_typed_strictly(cluster: ClusterHandle) -> None:
     """JSON ``"size": "100"`` or ``true`` is a 400 naming the field, not a silent 100 or 1 bytes."""
     key = {"Authorization": f"Bearer {cluster.admin_api_key}"}

@@ -5,7 +5,8 @@
 // file again after a reload or a dropped connection continues where the upload node's
 // committed offset is (a ticket near its end is renewed: POST /api/v1/uploads/<id>/ticket).
 // Otherwise: one multipart POST to /api/v1/images per file.
-// Anonymous: each answer's deletion link is shown (the only way to delete such an image), and the
+// Each answer's deletion link is shown, labelled (a resumable upload's comes from GET /api/v1/uploads/<id>,
+// which gives it to the image's owner). Anonymous: it is the only way to delete such an image, and the
 // recent uploads' links are kept in localStorage (RECENT) so a reload still lists them.
 "use strict";
 (() => {
@@ -143,6 +144,7 @@
         if (data.thumbnail_url) thumb.src = data.thumbnail_url;
         if (data.status === "processing" && data.id) poll(data.id, state, thumb, 0);
         links(body, data);
+        if (data.note) body.append(el("div", "muted note", data.note));  // its links open only for you
         if (anonymous && data.deletion_url) {
           remember(data, file.name || "pasted image");
           item.classList.add("remembered");  // "Clear this list" takes it away too
@@ -299,7 +301,9 @@
       try {
         const r = await fetch("/api/v1/uploads/" + encodeURIComponent(id), { credentials: "same-origin" });
         const data = await r.json().catch(() => ({}));
-        if (r.ok && data.image) return [true, { ...data.image, deduplicated: data.deduplicated }, r.status];
+        if (r.ok && data.image) {  // the image, with its deletion link (the owner's) and the private-duplicate note
+          return [true, { ...data.image, deduplicated: data.deduplicated, note: data.note }, r.status];
+        }
         const storing = (data.status === "open" && data.size > 0 && data.offset === data.size) ||
           data.status === "complete";  // every byte is in: the upload node is storing it
         if (!r.ok || !storing) return [false, data, r.status];

@@ -24,7 +24,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp_session import get_session
 
 from pixelfox import errors
-from pixelfox.client.images import image_to_json
+from pixelfox.client.images import image_to_json, private_duplicate_note
 from pixelfox.schemes import basic_api_key, refuse_repeated, split_scheme
 from pixelfox.text import printable, safe_filename
 from pixelfox.v1 import common_pb2, manager_pb2
@@ -39,9 +39,6 @@ from web.views.common import check_origin
 
 CHUNK = 256 * 1024
 MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the file part
-#: ``note`` of an upload answer that is the caller's existing private image (dedup)
-PRIVATE_DUPLICATE = ("these bytes are already your image, and it is private: its links open only for you; "
-                     "make it public to share them")
 TEXT_FIELD_LIMIT = 4096  # bytes of a text field (a title) that are read; the rest is dropped
 #: what a browser may send to the site on its own, for a proxy or SSO in front of it: never an API key
 PROXY_SCHEMES = frozenset({"basic", "digest", "negotiate", "ntlm"})
@@ -154,12 +151,6 @@ def image_json(request: web.Request, image: common_pb2.Image) -> dict[str, Any]:
     body["visibility"] = image.visibility or "public"
     body["deletion_url"] = ""
     return body
-
-
-def private_duplicate_note(image: common_pb2.Image, deduplicated: bool) -> str:
-    """What an upload answer says when it is the caller's existing private image (dedup): its links
-    open for nobody else. ``""`` otherwise (a new upload, or a public image)."""
-    return PRIVATE_DUPLICATE if deduplicated and image.visibility == "private" else ""
 
 
 def page_url(request: web.Request, image: common_pb2.Image) -> str:

@@ -39,7 +39,7 @@ from urllib.parse import parse_qsl
 from aiohttp import BodyPartReader, web
 
 from pixelfox import errors
-from pixelfox.client.images import clean_original
+from pixelfox.client.images import NOTE_HEADER, clean_original, private_duplicate_note
 from pixelfox.schemes import refuse_repeated
 from pixelfox.text import printable
 from pixelfox.uploadstate import MAX_EXPIRE_AFTER_S
@@ -58,7 +58,6 @@ from web.views.api import (
     malformed_multipart,
     page_url,
     part_filename,
-    private_duplicate_note,
 )
 
 DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$",
@@ -67,8 +66,6 @@ MAX_EXPIRATION_S = MAX_EXPIRE_AFTER_S  # ten years: the manager's limit, said he
 UNIT_S = (365 * 86400, 30 * 86400, 7 * 86400, 86400, 3600, 60, 1)  # Y M W D H M S (years/months approximate)
 #: success.message of a re-upload of bytes the caller already has (the image's "deduplicated" is true)
 DEDUPLICATED = "image already uploaded: the existing image is returned unchanged (its title too)"
-#: header of a ``format=txt`` answer that is the caller's existing private image (its link opens only for them)
-NOTE_HEADER = "Pixelfox-Note"
 
 
 SOURCE_FIELDS = ("source", "image")  # Chevereto's name for the file, ImgBB's

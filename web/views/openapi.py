@@ -168,8 +168,9 @@ UPLOAD_PROGRESS = {
                               "description": "open and paused: the current ticket's last accepted second "
                                              "(tus Upload-Expires)"},
         "filename": {"type": "string"},
-        "image": {"nullable": True, "allOf": [{"$ref": "#/components/schemas/Image"}]},
-        "deduplicated": DEDUPLICATED,
+        "image": {"nullable": True, "allOf": [{"$ref": "#/components/schemas/Image"}],
+                  "description": "once complete; its deletion_url is set for the image's owner"},
+        "deduplicated": DEDUPLICATED, "note": NOTE,
         "error": {"nullable": True, "allOf": [{"$ref": "#/components/schemas/ErrorBody"}]},
     },
 }

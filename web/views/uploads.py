@@ -10,7 +10,9 @@ already has (same size, lasting), it answers ``200`` ``{"id": null, "status": "c
 "image"}`` instead: that image, and no upload to send. ``GET`` answers ``{"id", "status", "offset", "size", "progress",
 "expires_at", "ticket_expires_at", "image", "error"}`` (``status`` ``paused``: the ticket ended, its owner
 renews it; docs/uploads.md) where ``image`` is the image JSON (as ``pixelfox put --json``) once
-the upload completed, else ``null``, and ``error`` is ``{"code", "message"}`` of a failed upload.
+the upload completed, else ``null``, and ``error`` is ``{"code", "message"}`` of a failed upload; a
+completed upload's image carries its ``deletion_url`` for its owner, and ``note`` comes with a
+deduplicated private image (:func:`for_uploader`).
 ``DELETE`` cancels an open upload without its ticket (``204``): it stops counting against the
 caller's open uploads at once and its ticket is refused from then on; ``409`` when it had already
 ended. ``POST /api/v1/uploads/{id}/ticket`` renews an open upload's ticket for its owner (``200``, the
@@ -28,14 +30,15 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from pixelfox import errors, ids
-from pixelfox.client.images import upload_progress_json
+from pixelfox.client.images import private_duplicate_note, upload_progress_json
 from pixelfox.uploadstate import nothing_to_cancel
-from pixelfox.v1 import manager_pb2
+from pixelfox.v1 import common_pb2, manager_pb2
 from web.calls import call
+from web.deletion import deletion_url
 from web.jsonbody import read_model
-from web.keys import SETTINGS
+from web.keys import MANAGER, SETTINGS
 from web.ratelimit import check_ip, not_counted_if_over_user_limits
-from web.views.api import Caller, image_json, resolve_caller
+from web.views.api import Caller, api_key_of, image_json, resolve_caller
 
 
 class NewUpload(BaseModel):
@@ -63,9 +66,27 @@ async def create_upload(request: web.Request) -> web.Response:
                                             title=body.title, sha256=body.sha256),
             caller.metadata)
     if t.deduplicated:  # the caller's image of the declared sha256: no upload was made, nothing to send
-        return web.json_response({"id": None, "status": "complete", "deduplicated": True,
-                                  "image": image_json(request, t.image)}, status=200)
+        known = {"id": None, "status": "complete", "deduplicated": True, "image": image_json(request, t.image)}
+        return web.json_response(await for_uploader(request, caller, known, t.image), status=200)
     return web.json_response(ticket_json(t), status=201)
+
+
+async def for_uploader(request: web.Request, caller: Caller, body: dict[str, Any], image: common_pb2.Image
+                       ) -> dict[str, Any]:
+    """``body`` (an upload's JSON, ``image`` its image JSON, ``deduplicated`` set) with what the one-shot
+    upload answers (``POST /api/v1/images``) tell the uploader: ``image.deletion_url`` when the caller owns
+    the image (an admin reading another user's upload gets ``""``; the upload page shows the link, labelled,
+    as for an anonymous upload) and ``note`` when it is the caller's existing private image
+    (:func:`~pixelfox.client.images.private_duplicate_note`). An API-key caller costs one ``WhoAmI``."""
+    if caller.user is not None:
+        owner = caller.user.id
+    else:  # an API key: whose (resolve_caller does not ask)
+        owner = (await request.app[MANAGER].who_am_i(api_key_of(request))).id if caller.via == "api-key" else ""
+    if owner and owner == image.owner_id:
+        body["image"]["deletion_url"] = deletion_url(request, image)
+    if note := private_duplicate_note(image, body["deduplicated"]):
+        body["note"] = note
+    return body
 
 
 def ticket_json(t: manager_pb2.CreateUploadResponse) -> dict[str, Any]:
@@ -116,7 +137,10 @@ async def get_upload(request: web.Request) -> web.Response:
     upload_id, caller = await _upload_caller(request, state_changing=False)
     p: manager_pb2.UploadProgress = await call(request, "GetUpload",
                                                manager_pb2.GetUploadRequest(upload_id=upload_id), caller.metadata)
-    return web.json_response(progress_json(request, p), headers={"Cache-Control": "no-store"})
+    body = progress_json(request, p)
+    if p.HasField("image"):  # complete: the answer to the tus upload, as the one-shot answers say it
+        body = await for_uploader(request, caller, body, p.image)
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 
 async def list_uploads(request: web.Request) -> web.Response:
