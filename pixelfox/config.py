@@ -15,7 +15,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pixelfox import errors
+from pixelfox import errors, tickets
 
 #: the ``model_config`` of a settings model with float fields: ``inf`` and ``nan`` are refused
 #: ("Input should be a finite number"). No duration or rate here means anything at infinity: an
@@ -120,6 +120,9 @@ class LimitsSettings(BaseModel):
     max_frames: int = 1_000
     chunk_size: int = 256 * 1024
     ticket_ttl_s: int = 900
+    ticket_leeway_s: int = Field(tickets.LEEWAY_S, ge=0, description="seconds a ticket is still accepted after "
+                                 "it expires, for clock skew between nodes; set the same on every manager and "
+                                 "upload node")
     probe_bytes: int = 256 * 1024
     upload_ttl_s: int = Field(3600, ge=1, description="an unfinished upload's state and staged bytes live this "
                               "long after its last chunk (abandoned-upload TTL)")

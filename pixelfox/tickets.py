@@ -3,8 +3,9 @@
 A ticket binds one upload: claims ``sub`` (upload id), ``uid`` (user id or ""), ``max``
 (the declared size in bytes, which the upload must match exactly), ``typ`` (declared
 content type, informational only), ``iat`` and ``exp``. Any upload node of the cluster checks
-it offline with the shared ticket key. Leeway for clock skew is :data:`LEEWAY_S` seconds
-(RELIABILITY.md B8). Only HS256 is accepted, so ``alg: none`` and algorithm swaps fail.
+it offline with the shared ticket key. Leeway for clock skew is :data:`LEEWAY_S` seconds by default
+(RELIABILITY.md B8; ``PIXELFOX_LIMITS__TICKET_LEEWAY_S``, the same on every manager and upload node).
+Only HS256 is accepted, so ``alg: none`` and algorithm swaps fail.
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ def derive_key(cluster_secret: str) -> bytes:
     return hmac.new(cluster_secret.encode(), b"pixelfox-upload-ticket-v1", hashlib.sha256).digest()
 
 
-def usable_until(expires_at: int) -> int:
+def usable_until(expires_at: int, leeway_s: int = LEEWAY_S) -> int:
     """The last unix second a ticket expiring at ``expires_at`` is accepted (its ``exp`` plus
-    :data:`LEEWAY_S`): after it no upload node takes a new stream or PATCH for it, so nothing can
-    resume the upload any more (one already running may still complete: ``verify(allow_expired)``)."""
-    return expires_at + LEEWAY_S
+    ``leeway_s``, the cluster's clock-skew leeway): after it no upload node takes a new stream or PATCH
+    for it, so nothing can resume the upload any more (one already running may still complete:
+    ``verify(allow_expired)``)."""
+    return expires_at + leeway_s
 
 
 def sign(key: bytes, upload_id: str, user_id: str, size: int, content_type: str, ttl_s: int,
@@ -63,8 +65,9 @@ def sign(key: bytes, upload_id: str, user_id: str, size: int, content_type: str,
     return jwt.encode(claims, key, algorithm=ALGORITHM)
 
 
-def verify(key: bytes, token: str, *, allow_expired: bool = False) -> Ticket:
-    """Decode and check ``token``; raise :class:`~pixelfox.errors.InvalidTicket` with the reason.
+def verify(key: bytes, token: str, *, allow_expired: bool = False, leeway_s: int = LEEWAY_S) -> Ticket:
+    """Decode and check ``token``, accepting it up to ``leeway_s`` seconds past its ``exp`` (clock
+    skew); raise :class:`~pixelfox.errors.InvalidTicket` with the reason.
 
     ``allow_expired`` skips the expiry check only (signature, issuer and claims still hold): for
     the manager completing an upload whose bytes all came through a stream or PATCH the upload
@@ -76,7 +79,7 @@ def verify(key: bytes, token: str, *, allow_expired: bool = False) -> Ticket:
             key,
             algorithms=[ALGORITHM],
             issuer=ISSUER,
-            leeway=LEEWAY_S,
+            leeway=leeway_s,
             options={"require": ["exp", "iat", "sub", "max", "iss"], "verify_exp": not allow_expired},
         )
     except jwt.ExpiredSignatureError as exc:

@@ -189,7 +189,7 @@ class UploadLimits:
         async with self.sessions(info={"primary": True}) as s:  # a lagging replica misses uploads just made
             stored = int(await s.scalar(
                 select(func.coalesce(func.sum(Image.bytes), 0)).where(Image.user_id == user_id)) or 0)
-            n_open, declared = await self.open_bytes(s, user_id)
+            n_open, declared = await self.open_bytes(s, user_id, lim.ticket_leeway_s)
         used = stored + declared
         if used + size <= lim.user_quota_bytes:
             return
@@ -211,12 +211,12 @@ class UploadLimits:
             f"quota: {used} of {lim.user_quota_bytes} bytes used{held}; this file needs {size} more{room}")
 
     @staticmethod
-    async def open_bytes(s: AsyncSession, user_id: str) -> tuple[int, int]:
+    async def open_bytes(s: AsyncSession, user_id: str, leeway_s: int = tickets.LEEWAY_S) -> tuple[int, int]:
         """``(count, declared bytes)`` of ``user_id``'s uploads that are still open and usable: rows with
         status ``open`` whose ticket is still accepted (:func:`~pixelfox.tickets.usable_until` of its
-        expiry is ahead, as :meth:`nodes.manager.uploads.Uploads.list_open` judges it). A row whose
+        expiry, with ``leeway_s``, is ahead, as :meth:`nodes.manager.uploads.Uploads.list_open` judges it). A row whose
         upload was abandoned without a word (no bytes for ``upload_ttl_s``) still counts until then."""
-        since = datetime.now(UTC) - timedelta(seconds=tickets.LEEWAY_S)  # usable_until(exp) > now
+        since = datetime.now(UTC) - timedelta(seconds=leeway_s)  # usable_until(exp) > now
         row = (await s.execute(select(func.count(), func.coalesce(func.sum(Upload.size), 0)).where(
             Upload.user_id == user_id, Upload.status == "open", Upload.expires_at > since))).one()
         return int(row[0] or 0), int(row[1] or 0)
@@ -238,7 +238,7 @@ class UploadLimits:
             "counts until it completes, is cancelled (list them with GET /api/v1/uploads, cancel one "
             "with DELETE /api/v1/uploads/<id>, or tus DELETE with its ticket), or nothing can resume it "
             f"any more: its ticket ends ({lim.ticket_ttl_s} s after it was created, plus "
-            f"{tickets.LEEWAY_S} s for clock skew) or it gets no bytes for {lim.upload_ttl_s} s",
+            f"{lim.ticket_leeway_s} s for clock skew) or it gets no bytes for {lim.upload_ttl_s} s",
             retry_after_s=wait)
 
     async def closed(self, user_id: str, upload_id: str) -> None:

@@ -108,6 +108,11 @@ class Uploads:
         self.on_written: Callable[[str], Coroutine[Any, Any, None]] | None = None
         self._background = Background(logger)
 
+    def _usable_until(self, expires_at: int) -> int:
+        """The last unix second a ticket whose ``exp`` is ``expires_at`` is accepted
+        (:func:`pixelfox.tickets.usable_until`, with this cluster's ``ticket_leeway_s``)."""
+        return tickets.usable_until(expires_at, self.limits.ticket_leeway_s)
+
     async def create(
         self, user: User | None, filename: str, size: int, content_type: str, expire_after_s: int = 0,
         title: str = "", sha256: str = "",
@@ -148,7 +153,7 @@ class Uploads:
         expires_at = issued + self.limits.ticket_ttl_s  # the ticket's exp
         expires = datetime.fromtimestamp(expires_at, UTC)
         async with self.gate.quota_guard(limited(user)):  # the next upload's quota check sees this row
-            await self.gate.admit(limited(user), upload_id, size, tickets.usable_until(expires_at))
+            await self.gate.admit(limited(user), upload_id, size, self._usable_until(expires_at))
             async with self.sessions() as s:
                 s.add(Upload(id=upload_id, user_id=user.id if user else None,
                              filename=safe_filename(filename, default=""), size=size,
@@ -199,7 +204,8 @@ class Uploads:
         takes 14 of a ticket's 15 minutes; one that ran past them was refused here, its original
         already stored). Resuming after the ticket's end is still refused, by the upload node.
         """
-        ticket = tickets.verify(self.ticket_key, c.ticket, allow_expired=True)
+        ticket = tickets.verify(self.ticket_key, c.ticket, allow_expired=True,
+                                leeway_s=self.limits.ticket_leeway_s)
         if ticket.upload_id != c.upload_id:
             raise errors.InvalidTicket("ticket belongs to another upload")
         if ticket.size != c.size:
@@ -393,7 +399,7 @@ class Uploads:
         avoided unless it is the only healthy node. Raises InvalidTicket, NotFound
         (expired upload) or NoNodeAvailable.
         """
-        ticket = tickets.verify(self.ticket_key, ticket_token)
+        ticket = tickets.verify(self.ticket_key, ticket_token, leeway_s=self.limits.ticket_leeway_s)
         if ticket.upload_id != upload_id:
             raise errors.InvalidTicket("ticket belongs to another upload")
         await self.states.require_open(upload_id)
@@ -433,7 +439,7 @@ class Uploads:
                 raise errors.Forbidden("an anonymous upload's ticket cannot be renewed (it has no owner to ask): "
                                        "start a new upload")
             owner_id, owner = upload.user_id, await s.get(User, upload.user_id)
-            lapsed = time.time() > tickets.usable_until(_unix(upload.expires_at))
+            lapsed = time.time() > self._usable_until(_unix(upload.expires_at))
         st = await self.states.get(upload_id)
         if st is None:
             raise errors.NotFound(f"the upload expired (no byte came for {self.limits.upload_ttl_s} s) or was "
@@ -444,7 +450,7 @@ class Uploads:
         nodes = await self.registry.healthy_nodes(common_pb2.NODE_ROLE_UPLOAD)
         issued = int(time.time())
         expires_at = issued + self.limits.ticket_ttl_s
-        until = min(tickets.usable_until(expires_at), await self.states.ttl(upload_id) or math.inf)
+        until = min(self._usable_until(expires_at), await self.states.ttl(upload_id) or math.inf)
         who = limited(owner)
         async with self.gate.quota_guard(who if lapsed else ""), self.sessions() as s:
             await begin_write(s)
@@ -477,7 +483,7 @@ class Uploads:
             upload_address=node.grpc_address,
             upload_url=f"{node.http_url.rstrip('/')}/tus/{upload_id}" if node.http_url else "",
             ticket=ticket,
-            expires_at=iso(datetime.fromtimestamp(tickets.usable_until(expires_at), UTC)),
+            expires_at=iso(datetime.fromtimestamp(self._usable_until(expires_at), UTC)),
             chunk_size=self.limits.chunk_size,
             max_size=size,
             state_ttl_s=self.limits.upload_ttl_s,
@@ -486,7 +492,7 @@ class Uploads:
     async def abandon(self, upload_id: str, ticket_token: str) -> bool:
         """Mark an open upload ``abandoned`` (tus termination) and free its open-upload slot; True if
         it was open. Raises InvalidTicket (bad ticket, another upload's, unknown upload)."""
-        ticket = tickets.verify(self.ticket_key, ticket_token)
+        ticket = tickets.verify(self.ticket_key, ticket_token, leeway_s=self.limits.ticket_leeway_s)
         if ticket.upload_id != upload_id:
             raise errors.InvalidTicket("ticket belongs to another upload")
         owner = await self._end_row(upload_id, "abandoned", errors.InvalidTicket("unknown upload"))
@@ -570,7 +576,7 @@ class Uploads:
         """:meth:`progress` of ``upload`` (a loaded row) whose image is ``slug`` ("" none), or which
         became the user's existing image ``original`` (dedup; "" none); reads its Redis state."""
         size, row_status, row_error = upload.size, upload.status, (upload.error_code or "", upload.error_message or "")
-        ticket_end = tickets.usable_until(_unix(upload.expires_at))  # nothing can resume it after this
+        ticket_end = self._usable_until(_unix(upload.expires_at))  # nothing can resume it after this
         st = await self.states.get(upload.id)
         reply = manager_pb2.UploadProgress(upload_id=upload.id, size=size, filename=upload.filename)
         if original:  # deduplicated: the user's existing image
@@ -630,7 +636,7 @@ class Uploads:
         duplicate, so nothing else is read from the database."""
         limit = self.limits.user_open_uploads or LISTED_UPLOADS_CAP
         since = datetime.now(UTC) - timedelta(  # usable_until(exp) within that time
-            seconds=tickets.LEEWAY_S + self.limits.upload_ttl_s + self.limits.ticket_ttl_s)
+            seconds=self.limits.ticket_leeway_s + self.limits.upload_ttl_s + self.limits.ticket_ttl_s)
         async with self.sessions() as s:
             candidates = list(await s.scalars(select(Upload).where(
                 Upload.user_id == user.id, Upload.status == "open", Upload.expires_at > since,

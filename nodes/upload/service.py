@@ -203,9 +203,13 @@ class Receiver:
     def path(self, upload_id: str) -> Path:
         return self.staging / f"{upload_id}.part"
 
+    def usable_until(self, ticket: tickets.Ticket) -> int:
+        """The last unix second ``ticket`` is accepted here (:func:`pixelfox.tickets.usable_until`)."""
+        return tickets.usable_until(ticket.expires_at, self.limits.ticket_leeway_s)
+
     def check_ticket(self, token: str, upload_id: str, size: int | None = None) -> tickets.Ticket:
         """Verify a ticket for ``upload_id`` (and ``size`` when given); raises InvalidTicket with the reason."""
-        ticket = tickets.verify(self.ticket_key, token)
+        ticket = tickets.verify(self.ticket_key, token, leeway_s=self.limits.ticket_leeway_s)
         if upload_id != ticket.upload_id or not ids.ULID.fullmatch(upload_id):
             raise errors.InvalidTicket("ticket belongs to another upload")
         if size is not None and size != ticket.size:
@@ -270,7 +274,7 @@ class Receiver:
             self.active -= 1
             raise
         session = Session(self, Header(token, upload_id, size, sha256, ""), lock,  # its close() frees the slot
-                          st.user_id, tickets.usable_until(ticket.expires_at))
+                          st.user_id, self.usable_until(ticket))
         try:
             await session.start(st)
         except BaseException:

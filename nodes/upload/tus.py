@@ -178,14 +178,14 @@ class Tus:
         size = _int_header(request, "Upload-Length")
         if size > self.max_size:
             raise errors.PayloadTooLarge(f"Upload-Length {size} is over Tus-Max-Size {self.max_size}")
-        ticket = tickets.verify(self.rx.ticket_key, token)
+        ticket = tickets.verify(self.rx.ticket_key, token, leeway_s=self.rx.limits.ticket_leeway_s)
         self.rx.check_ticket(token, ticket.upload_id, size)
         st = await self.rx.state(ticket)
         if st.status == "complete":  # a ticket is good for one upload
             raise errors.InvalidTicket(f"upload ticket already used: the upload is complete (image {st.slug})")
         return web.Response(status=201, headers={
             "Location": f"{self.public_url}/tus/{st.upload_id}", "Upload-Offset": str(st.offset),
-            **await self._expires(st.upload_id, tickets.usable_until(ticket.expires_at))})
+            **await self._expires(st.upload_id, self.rx.usable_until(ticket))})
 
     async def head(self, request: web.Request) -> web.Response:
         ticket = self.rx.check_ticket(_ticket(request), request.match_info["id"])
@@ -193,7 +193,7 @@ class Tus:
         return web.Response(status=200, headers={
             "Upload-Offset": str(st.offset), "Upload-Length": str(st.size), "Cache-Control": "no-store",
             **({"Pixelfox-Image-Slug": st.slug} if st.slug else {}),
-            **await self._expires(st.upload_id, tickets.usable_until(ticket.expires_at))})
+            **await self._expires(st.upload_id, self.rx.usable_until(ticket))})
 
     async def patch(self, request: web.Request) -> web.Response:
         token, upload_id = _ticket(request), request.match_info["id"]

@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from pixelfox.cli.launcher import LocalCluster, free_port
+from pixelfox.client.journal import epoch
 from pixelfox.client.uploader import upload_file
 from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc, upload_pb2
@@ -486,11 +487,18 @@ async def test_full_staging_disk_is_resource_exhausted_and_leaves_nothing(
         await ch.close()
 
 
+#: the clock-skew leeway of :func:`short_tickets` (PIXELFOX_LIMITS__TICKET_LEEWAY_S; 30 s by default): more
+#: than the 2 s the Retry-After checks allow, so a refusal that left it out would fail them
+SHORT_LEEWAY_S = 5
+
+
 @pytest.fixture(scope="module")
 def short_tickets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """Tickets valid 1 s (accepted 31 s with the leeway), uploads kept an hour, 3 open uploads a user."""
+    """Tickets valid 1 s (accepted 6 s with the leeway cut to :data:`SHORT_LEEWAY_S`), uploads kept an hour,
+    3 open uploads a user."""
     with own_cluster(tmp_path_factory.mktemp("short-tickets"), upload=1, web=1,
-                     PIXELFOX_LIMITS__TICKET_TTL_S="1", PIXELFOX_LIMITS__USER_OPEN_UPLOADS="3") as c:
+                     PIXELFOX_LIMITS__TICKET_TTL_S="1", PIXELFOX_LIMITS__TICKET_LEEWAY_S=str(SHORT_LEEWAY_S),
+                     PIXELFOX_LIMITS__USER_OPEN_UPLOADS="3") as c:
         wait_http(f"{c.web_urls[0]}/healthz")
         yield c
 
@@ -510,7 +518,8 @@ def test_dead_tickets_free_their_open_upload_slots_when_they_expire(short_ticket
               for _ in range(3)]
     assert [o.status_code for o in opened] == [201] * 3
     ticket_key = tickets.derive_key(short_tickets.secret)
-    ends = [tickets.verify(ticket_key, o.json()["ticket"]).expires_at + tickets.LEEWAY_S for o in opened]
+    ends = [tickets.usable_until(tickets.verify(ticket_key, o.json()["ticket"]).expires_at, SHORT_LEEWAY_S)
+            for o in opened]
 
     refusals = [
         requests.post(f"{web_url}/api/v1/uploads", json={"size": 1000}, headers=auth, timeout=10),
@@ -543,22 +552,16 @@ async def test_a_stream_admitted_with_a_live_ticket_completes_after_it_ends(shor
     ticket lived completes (the manager refused it at the end, "upload ticket expired", with the
     original already stored); a new stream is refused.
 
-    The manager's ticket (1 s here) is accepted 30 s more (tickets.LEEWAY_S, a constant); the test
-    sends the same ticket signed with the cluster's key as if issued LEEWAY_S s ago, usable 6 s more
-    (as test_tickets does for an expired one), so the slow client sends for ~8 s, not ~32."""
+    The manager's ticket (1 s here) is accepted :data:`SHORT_LEEWAY_S` more, so the slow client sends
+    for ~7 s."""
     from pixelfox import tickets
 
     key = await new_user_key(short_tickets, "slowpoke")
     data = PAINTING.read_bytes()
-    issued = await create(short_tickets.manager_address.split(",")[0], key, len(data))
-    ticket_key = tickets.derive_key(short_tickets.secret)
-    claims = tickets.verify(ticket_key, issued.ticket)
-    t = manager_pb2.CreateUploadResponse()
-    t.CopyFrom(issued)
-    t.ticket = tickets.sign(ticket_key, claims.upload_id, claims.user_id, claims.size, claims.content_type, 6,
-                            now=int(time.time()) - tickets.LEEWAY_S)
-    end = tickets.verify(ticket_key, t.ticket).expires_at + tickets.LEEWAY_S
-    assert end < claims.expires_at + tickets.LEEWAY_S
+    t = await create(short_tickets.manager_address.split(",")[0], key, len(data))
+    claims = tickets.verify(tickets.derive_key(short_tickets.secret), t.ticket, leeway_s=SHORT_LEEWAY_S)
+    end = tickets.usable_until(claims.expires_at, SHORT_LEEWAY_S)
+    assert epoch(t.expires_at) == end  # the last second an upload node accepts it, as CreateUpload says
     ch, stub = upload_stub(t.upload_address)
     try:
         call = stub.Upload()

@@ -1,8 +1,8 @@
 """An owner renews an open upload's ticket (``RenewUpload``, ``POST /api/v1/uploads/<id>/ticket``), so a
 resume is not limited to the first ticket's 15 minutes: who may, what is refused, ``upload_file`` renewing a
-ticket that ended mid-run (re-signed short, no wait), and, on a cluster whose tickets last 5 s,
-``pixelfox put`` resuming an upload whose ticket ended (the one test that waits out a ticket and its 30 s
-leeway: tickets.LEEWAY_S is a constant).
+ticket that ended mid-run (re-signed short, no wait), and, on a cluster whose tickets last 5 s and whose
+clock-skew leeway is cut to 3 s (``PIXELFOX_LIMITS__TICKET_LEEWAY_S``, 30 s by default), ``pixelfox put``
+resuming an upload whose ticket ended (the tests that wait out a ticket and its leeway).
 """
 
 from __future__ import annotations
@@ -169,9 +169,10 @@ async def test_a_ticket_that_ends_mid_run_is_renewed_after_a_break(cluster: Clus
 
 @pytest.fixture(scope="module")
 def short_tickets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHandle]:
-    """Tickets valid 5 s (accepted 35 s with the leeway); states kept the default hour; 3 open uploads a user."""
+    """Tickets valid 5 s (accepted 8 s with the leeway cut to 3 s); states kept the default hour; 3 open
+    uploads a user."""
     root = tmp_path_factory.mktemp("renew")
-    with own_cluster(root, upload=1, web=1, PIXELFOX_LIMITS__TICKET_TTL_S="5",
+    with own_cluster(root, upload=1, web=1, PIXELFOX_LIMITS__TICKET_TTL_S="5", PIXELFOX_LIMITS__TICKET_LEEWAY_S="3",
                      PIXELFOX_LIMITS__USER_OPEN_UPLOADS="3") as local:
         wait_http(f"{local.web_urls[0]}/healthz")
         state = json.loads((root / ".pixelfox" / "cluster.json").read_text())
@@ -180,7 +181,7 @@ def short_tickets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterH
 
 
 def test_put_resumes_after_its_ticket_ended(short_tickets: ClusterHandle, tmp_path: Path) -> None:
-    """The first run is interrupted; the ticket ends (5 s plus the 30 s leeway) and the upload node would
+    """The first run is interrupted; the ticket ends (5 s plus the 3 s leeway) and the upload node would
     refuse it; the second run renews it (RenewUpload) and sends only the rest. A user's upload whose
     ticket ended meanwhile stopped counting as open: renewed, it counts again until its new end."""
     cluster = short_tickets
