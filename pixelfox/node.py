@@ -72,6 +72,11 @@ def start_metrics(host: str, port: int) -> str:
 
 #: what a manager answers to a registration it will never accept: no point in retrying
 REFUSED = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT})
+#: seconds between registration attempts while no manager answers: 0.2 doubling up to this. A node
+#: joins a manager that came up within about this long (the channel's own reconnect back-off,
+#: :data:`pixelfox.managerlink.MANAGER_RECONNECT_MS`, is 1 s at most); it was 2 s, so a cluster
+#: whose manager started last (the slowest to import) was ready up to 2 s after it served
+REGISTER_RETRY_MAX_S = 0.5
 
 
 async def _register(link: ManagerLink, ident: NodeIdentity, load: Load, interval: float, stop: asyncio.Event) -> None:
@@ -107,7 +112,7 @@ async def _register(link: ManagerLink, ident: NodeIdentity, load: Load, interval
             logger.info("manager not reachable yet (%s); retrying", exc.code().name)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, REGISTER_RETRY_MAX_S)
 
 
 async def _heartbeats(

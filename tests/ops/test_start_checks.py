@@ -16,12 +16,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -317,3 +319,45 @@ def test_a_node_waiting_for_redis_stops_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+# ---- a node started before its manager -----------------------------------------------------------
+
+def _attempts(log: str) -> list[float]:
+    """Unix times of the registration attempts a node's log shows ("manager not reachable yet")."""
+    return [datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC).timestamp()
+            for line in log.splitlines() if "manager not reachable yet" in line]
+
+
+def test_a_node_started_before_its_manager_joins_it_within_a_second(tmp_path: Path, redis_url: str) -> None:
+    """A node whose manager is not up yet retries its registration every 0.5 s at most (it backed off to
+    every 2 s, so a cluster whose manager served last was ready up to 2 s later), and is in the registry
+    within a second of the manager serving."""
+    port = free_port()
+    manager = f"127.0.0.1:{port}"
+    node = _proc_node(tmp_path, manager, "procearly", "1")
+    log = (tmp_path / "manager.log").open("wb")
+    started: subprocess.Popen[bytes] | None = None
+    try:
+        time.sleep(4)  # nothing listens there yet: 0.2, 0.4, then 0.5 s between attempts (it reached 2 s)
+        started = subprocess.Popen([sys.executable, "-m", "nodes.manager"], cwd=tmp_path, stdout=log, stderr=log,
+                                   env=_env(PIXELFOX_CLUSTER__SECRET=SECRET, PIXELFOX_GRPC__PORT=str(port),
+                                            PIXELFOX_METRICS_PORT="-1", PIXELFOX_REDIS__URL=redis_url,
+                                            PIXELFOX_DATABASE__URL=f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"))
+        asyncio.run(_serving(manager, started, timeout_s=60))
+        serving = time.monotonic()
+        while "procearly" not in asyncio.run(_nodes(manager)) and time.monotonic() - serving < 10:
+            time.sleep(0.05)
+        joined = time.monotonic() - serving
+    finally:
+        node.terminate()
+        _out, err = node.communicate(timeout=30)
+        if started is not None:
+            started.terminate()
+            started.wait(30)
+        log.close()
+    attempts = _attempts(err)
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(attempts)]
+    assert len(attempts) >= 6 and max(gaps) < 1.2, gaps  # 0.5 s, and the time an attempt takes on a loaded box
+    print(f"joined {joined:.2f} s after the manager served; gaps {gaps}")
+    assert joined < 2.0, (joined, gaps)
