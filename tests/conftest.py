@@ -100,6 +100,21 @@ def state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["XDG_STATE_HOME"] = before
 
 
+@pytest.fixture(scope="session", autouse=True)
+def quick_web_drain() -> Iterator[None]:
+    """``PIXELFOX_DRAIN_DELAY_S=0`` for every web node the tests start (they inherit this environment): a
+    web node stopping fails ``/readyz`` for that long first, for a balancer to notice, 1 s by default; no
+    test has a balancer polling ``/readyz``, and every cluster stop and web restart waited it out. A test
+    may still set its own (``role_env``, ``extra_env``)."""
+    before = os.environ.get("PIXELFOX_DRAIN_DELAY_S")
+    os.environ["PIXELFOX_DRAIN_DELAY_S"] = "0"
+    yield
+    if before is None:
+        os.environ.pop("PIXELFOX_DRAIN_DELAY_S", None)
+    else:
+        os.environ["PIXELFOX_DRAIN_DELAY_S"] = before
+
+
 @pytest.fixture(scope="session")
 def corpus() -> Path:
     if not CORPUS.is_dir():
