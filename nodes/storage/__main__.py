@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import socket
 import sys
@@ -117,6 +118,7 @@ def cli(argv: list[str] | None = None) -> None:
         uvloop.run(main(settings))
     else:
         asyncio.run(main(settings))
+    gc.freeze()  # skip the interpreter's last full collection at exit, as pixelfox.node.node_main does
 
 
 if __name__ == "__main__":
