@@ -124,16 +124,19 @@ async def _heartbeats(
     draining: asyncio.Event,
     ready: Callable[[], bool],
     told: asyncio.Event,
+    readiness: Callable[[], asyncio.Event],
 ) -> None:
     """Send a heartbeat every ``interval`` seconds to every manager on its own (see
     :mod:`pixelfox.managerlink`): one that freezes delays only its own heartbeats, each failing at its
     deadline, ``max(3 intervals, 2 s)``. A manager that does not know the node gets it registered again.
     Once ``draining`` is set the next heartbeat (DRAINING) goes at once, not after the interval; ``told``
-    is set when a manager answered one."""
+    is set when a manager answered one. So does the next one after the node's readiness changed:
+    ``readiness()`` is the event the next change sets (:meth:`Agent.readiness_changed`)."""
     registering = asyncio.Lock()
 
     async def beat(peer: Peer | None, send: Callable[..., Any]) -> None:
         while not stop.is_set():
+            changed = readiness()  # taken before ready() is read: a change after it wakes the pause below
             load = load_fn()
             status = common_pb2.NODE_STATUS_DRAINING if draining.is_set() else common_pb2.NODE_STATUS_ACTIVE
             try:
@@ -158,8 +161,9 @@ async def _heartbeats(
             except grpc.aio.AioRpcError as exc:
                 link.answered(peer, False)
                 logger.warning("heartbeat to %s failed: %s", peer.address if peer else "the manager", exc.code().name)
-            # the pause ends early when the node starts draining, unless this heartbeat already said so
-            wake = [stop] if status == common_pb2.NODE_STATUS_DRAINING else [stop, draining]
+            # the pause ends early when the node starts draining, unless this heartbeat already said so, and
+            # when its readiness changes (a node that became ready again gets work without waiting the interval)
+            wake = [stop, changed] if status == common_pb2.NODE_STATUS_DRAINING else [stop, draining, changed]
             await _first_of(wake, interval)
 
     await asyncio.gather(*(beat(peer, send) for peer, send in link.targets()))
@@ -209,6 +213,7 @@ class Agent:
         self._stop = asyncio.Event()
         self._draining = asyncio.Event()
         self._told = asyncio.Event()  # a manager answered a DRAINING heartbeat
+        self._readiness = asyncio.Event()  # set (and replaced) when the node's readiness changes
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -219,7 +224,14 @@ class Agent:
         interval = self.settings.cluster.heartbeat_interval_s
         await _register(self.link, self.ident, self.load_fn(), interval, self._stop)
         await _heartbeats(self.link, self.ident, self.load_fn, interval, self._stop, self._draining, self.ready,
-                          self._told)
+                          self._told, lambda: self._readiness)
+
+    def readiness_changed(self) -> None:
+        """The node's readiness (``ready``) changed: every manager hears it with a heartbeat at once, not
+        after the interval (a node that was not ready at its start, its manager not up yet, was left
+        without work for a whole interval after it was ready)."""
+        changed, self._readiness = self._readiness, asyncio.Event()
+        changed.set()
 
     def set_draining(self) -> None:
         """Report DRAINING from now on; the next heartbeat goes at once."""
@@ -269,9 +281,11 @@ DEPENDENCY_CHECK_S = 1.0  # seconds between dependency checks once serving (same
 
 
 async def watch_dependencies(
-    server: GrpcServer, ready: Callable[[], Awaitable[bool]], draining: asyncio.Event, every_s: float
+    server: GrpcServer, ready: Callable[[], Awaitable[bool]], draining: asyncio.Event, every_s: float,
+    on_change: Callable[[], None] | None = None,
 ) -> None:
-    """Re-run ``ready`` every ``every_s`` seconds and mirror it in the gRPC health status.
+    """Re-run ``ready`` every ``every_s`` seconds and mirror it in the gRPC health status; ``on_change``
+    is called after each flip (the node's :meth:`Agent.readiness_changed`).
 
     A dependency that goes down at run time (the manager's Redis or database, a storage
     node's pool, an upload node's manager) turns the node NOT_SERVING until it is back;
@@ -295,6 +309,8 @@ async def watch_dependencies(
             logger.warning("dependencies %s: now %s", "back" if ok else "down", "SERVING" if ok else "NOT_SERVING")
             await server.set_serving(ok)
             serving = ok
+            if on_change is not None:
+                on_change()
 
 
 def _with_manager(ready: Callable[[], Awaitable[bool]] | None, agent: Agent) -> Callable[[], Awaitable[bool]]:
@@ -354,7 +370,8 @@ async def run_node(
         if agent is not None and ident.role == common_pb2.NODE_ROLE_UPLOAD:
             check = _with_manager(ready, agent)  # an upload node cannot finish uploads without a manager
         if check is not None:
-            tasks.append(asyncio.create_task(watch_dependencies(server, check, term, DEPENDENCY_CHECK_S)))
+            tasks.append(asyncio.create_task(watch_dependencies(
+                server, check, term, DEPENDENCY_CHECK_S, agent.readiness_changed if agent is not None else None)))
         logger.info("%s serving gRPC on %s", ident.node_id, ident.grpc_address)
         await term.wait()
         logger.info("%s draining", ident.node_id)

@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 import grpc
 import pytest
@@ -74,15 +75,21 @@ def _up(root: Path, env: dict[str, str], timeout_s: float = 60) -> subprocess.Co
 
 # ---- heartbeat interval against node timeout ----------------------------------------------------
 
+def _manager_process(tmp_path: Path, port: int, redis_url: str, log: IO[bytes], timeout_s: str
+                     ) -> subprocess.Popen[bytes]:
+    """A manager alone on ``port`` (SQLite in ``tmp_path``, output to ``log``) with ``node_timeout_s`` ``timeout_s``."""
+    return subprocess.Popen([sys.executable, "-m", "nodes.manager"], cwd=tmp_path, stdout=log, stderr=log, env=_env(
+        PIXELFOX_CLUSTER__SECRET=SECRET, PIXELFOX_GRPC__PORT=str(port), PIXELFOX_METRICS_PORT="-1",
+        PIXELFOX_REDIS__URL=redis_url, PIXELFOX_DATABASE__URL=f"sqlite+aiosqlite:///{tmp_path / 'm.db'}",
+        PIXELFOX_NODE_TIMEOUT_S=timeout_s))
+
+
 @pytest.fixture
 def manager(tmp_path: Path, redis_url: str) -> Iterator[str]:
     """A manager alone with ``node_timeout_s`` 3 (and no heartbeat setting of its own); its address."""
     port = free_port()
     log = (tmp_path / "manager.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "nodes.manager"], cwd=tmp_path, stdout=log, stderr=log, env=_env(
-        PIXELFOX_CLUSTER__SECRET=SECRET, PIXELFOX_GRPC__PORT=str(port), PIXELFOX_METRICS_PORT="-1",
-        PIXELFOX_REDIS__URL=redis_url, PIXELFOX_DATABASE__URL=f"sqlite+aiosqlite:///{tmp_path / 'm.db'}",
-        PIXELFOX_NODE_TIMEOUT_S="3"))
+    proc = _manager_process(tmp_path, port, redis_url, log, "3")
     try:
         asyncio.run(_serving(f"127.0.0.1:{port}", proc))
         yield f"127.0.0.1:{port}"
@@ -340,10 +347,7 @@ def test_a_node_started_before_its_manager_joins_it_within_a_second(tmp_path: Pa
     started: subprocess.Popen[bytes] | None = None
     try:
         time.sleep(4)  # nothing listens there yet: 0.2, 0.4, then 0.5 s between attempts (it reached 2 s)
-        started = subprocess.Popen([sys.executable, "-m", "nodes.manager"], cwd=tmp_path, stdout=log, stderr=log,
-                                   env=_env(PIXELFOX_CLUSTER__SECRET=SECRET, PIXELFOX_GRPC__PORT=str(port),
-                                            PIXELFOX_METRICS_PORT="-1", PIXELFOX_REDIS__URL=redis_url,
-                                            PIXELFOX_DATABASE__URL=f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"))
+        started = _manager_process(tmp_path, port, redis_url, log, "5")
         asyncio.run(_serving(manager, started, timeout_s=60))
         serving = time.monotonic()
         while "procearly" not in asyncio.run(_nodes(manager)) and time.monotonic() - serving < 10:
@@ -361,3 +365,37 @@ def test_a_node_started_before_its_manager_joins_it_within_a_second(tmp_path: Pa
     assert len(attempts) >= 6 and max(gaps) < 1.2, gaps  # 0.5 s, and the time an attempt takes on a loaded box
     print(f"joined {joined:.2f} s after the manager served; gaps {gaps}")
     assert joined < 2.0, (joined, gaps)
+
+
+def test_an_upload_node_ready_after_its_manager_came_up_is_healthy_at_once(tmp_path: Path, redis_url: str) -> None:
+    """An upload node is not ready while it reaches no manager; started before its manager (as ``pixelfox
+    up`` does: the manager loads slowest), its first heartbeat says not ready. Ready a moment later, it says
+    so at once: it is healthy (takes uploads) within seconds of the manager serving, not at its next
+    heartbeat, 10 s here (with the default 1 s every cluster start waited up to a second for it)."""
+    port = free_port()
+    manager = f"127.0.0.1:{port}"
+    node = subprocess.Popen([sys.executable, "-m", "nodes.upload"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=_env(
+        PIXELFOX_CLUSTER__SECRET=SECRET, PIXELFOX_CLUSTER__MANAGER=manager, PIXELFOX_NODE_ID="uploadearly",
+        PIXELFOX_METRICS_PORT="-1", PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S="10", PIXELFOX_REDIS__URL=redis_url,
+        PIXELFOX_GRPC__PORT=str(free_port()), PIXELFOX_HTTP__PORT=str(free_port()),
+        PIXELFOX_STAGING_DIR=str(tmp_path / "staging")))
+    log = (tmp_path / "manager.log").open("wb")
+    started: subprocess.Popen[bytes] | None = None
+    try:
+        time.sleep(3)  # the node is up, NOT_SERVING: no manager answers
+        started = _manager_process(tmp_path, port, redis_url, log, "30")
+        asyncio.run(_serving(manager, started, timeout_s=60))
+        serving = time.monotonic()
+        seen = []  # (seconds since the manager served, the node's health in its registry)
+        while time.monotonic() - serving < 15 and not (seen and seen[-1][1]):
+            seen.append((round(time.monotonic() - serving, 1), asyncio.run(_nodes(manager)).get("uploadearly")))
+            time.sleep(0.2)
+    finally:
+        node.terminate()
+        node.wait(30)
+        if started is not None:
+            started.terminate()
+            started.wait(30)
+        log.close()
+    assert seen[-1][1] is True and seen[-1][0] < 4, seen  # registered, not ready, then ready: was about 10 s
