@@ -336,46 +336,19 @@ def _attempts(log: str) -> list[float]:
             for line in log.splitlines() if "manager not reachable yet" in line]
 
 
-def test_a_node_started_before_its_manager_joins_it_within_a_second(tmp_path: Path, redis_url: str) -> None:
-    """A node whose manager is not up yet retries its registration every 0.5 s at most (it backed off to
-    every 2 s, so a cluster whose manager served last was ready up to 2 s later), and is in the registry
-    within a second of the manager serving."""
+def test_an_upload_node_started_before_its_manager_joins_it_and_is_healthy_at_once(
+        tmp_path: Path, redis_url: str) -> None:
+    """``pixelfox up`` starts every node at once and the manager, the slowest to load, serves last. A node
+    whose manager is not up retries its registration every 0.5 s at most (it backed off to every 2 s, so
+    the nodes joined up to 2 s after the manager served). An upload node is not ready while it reaches no
+    manager, so its first heartbeat says not ready; ready a moment later it says so at once, and is healthy
+    (takes uploads) within seconds of the manager serving, not at its next heartbeat (10 s here; with the
+    default 1 s every cluster start waited up to a second for it)."""
     port = free_port()
     manager = f"127.0.0.1:{port}"
-    node = _proc_node(tmp_path, manager, "procearly", "1")
-    log = (tmp_path / "manager.log").open("wb")
-    started: subprocess.Popen[bytes] | None = None
-    try:
-        time.sleep(4)  # nothing listens there yet: 0.2, 0.4, then 0.5 s between attempts (it reached 2 s)
-        started = _manager_process(tmp_path, port, redis_url, log, "5")
-        asyncio.run(_serving(manager, started, timeout_s=60))
-        serving = time.monotonic()
-        while "procearly" not in asyncio.run(_nodes(manager)) and time.monotonic() - serving < 10:
-            time.sleep(0.05)
-        joined = time.monotonic() - serving
-    finally:
-        node.terminate()
-        _out, err = node.communicate(timeout=30)
-        if started is not None:
-            started.terminate()
-            started.wait(30)
-        log.close()
-    attempts = _attempts(err)
-    gaps = [round(b - a, 2) for a, b in itertools.pairwise(attempts)]
-    assert len(attempts) >= 6 and max(gaps) < 1.2, gaps  # 0.5 s, and the time an attempt takes on a loaded box
-    print(f"joined {joined:.2f} s after the manager served; gaps {gaps}")
-    assert joined < 2.0, (joined, gaps)
-
-
-def test_an_upload_node_ready_after_its_manager_came_up_is_healthy_at_once(tmp_path: Path, redis_url: str) -> None:
-    """An upload node is not ready while it reaches no manager; started before its manager (as ``pixelfox
-    up`` does: the manager loads slowest), its first heartbeat says not ready. Ready a moment later, it says
-    so at once: it is healthy (takes uploads) within seconds of the manager serving, not at its next
-    heartbeat, 10 s here (with the default 1 s every cluster start waited up to a second for it)."""
-    port = free_port()
-    manager = f"127.0.0.1:{port}"
-    node = subprocess.Popen([sys.executable, "-m", "nodes.upload"], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=_env(
+    node_log = (tmp_path / "upload.log").open("w")
+    node = subprocess.Popen([sys.executable, "-m", "nodes.upload"], cwd=tmp_path, stdout=node_log,
+                            stderr=node_log, text=True, env=_env(
         PIXELFOX_CLUSTER__SECRET=SECRET, PIXELFOX_CLUSTER__MANAGER=manager, PIXELFOX_NODE_ID="uploadearly",
         PIXELFOX_METRICS_PORT="-1", PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S="10", PIXELFOX_REDIS__URL=redis_url,
         PIXELFOX_GRPC__PORT=str(free_port()), PIXELFOX_HTTP__PORT=str(free_port()),
@@ -383,19 +356,25 @@ def test_an_upload_node_ready_after_its_manager_came_up_is_healthy_at_once(tmp_p
     log = (tmp_path / "manager.log").open("wb")
     started: subprocess.Popen[bytes] | None = None
     try:
-        time.sleep(3)  # the node is up, NOT_SERVING: no manager answers
+        time.sleep(4)  # no manager yet: NOT_SERVING, attempts 0.2, 0.4, then 0.5 s apart (they reached 2 s)
         started = _manager_process(tmp_path, port, redis_url, log, "30")
         asyncio.run(_serving(manager, started, timeout_s=60))
         serving = time.monotonic()
-        seen = []  # (seconds since the manager served, the node's health in its registry)
+        seen = []  # (seconds since the manager served, the node's health in its registry: None = not in it)
         while time.monotonic() - serving < 15 and not (seen and seen[-1][1]):
             seen.append((round(time.monotonic() - serving, 1), asyncio.run(_nodes(manager)).get("uploadearly")))
-            time.sleep(0.2)
+            time.sleep(0.1)
     finally:
         node.terminate()
         node.wait(30)
+        node_log.close()
         if started is not None:
             started.terminate()
             started.wait(30)
         log.close()
-    assert seen[-1][1] is True and seen[-1][0] < 4, seen  # registered, not ready, then ready: was about 10 s
+    attempts = _attempts((tmp_path / "upload.log").read_text())
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(attempts)]
+    assert len(attempts) >= 6 and max(gaps) < 1.2, gaps  # 0.5 s, and the time an attempt takes on a loaded box
+    joined = next(t for t, healthy in seen if healthy is not None)
+    assert joined < 2.0, seen  # in the registry (not ready at first)
+    assert seen[-1][1] is True and seen[-1][0] < 4, seen  # then ready: it was about 10 s
