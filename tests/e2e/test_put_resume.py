@@ -247,7 +247,8 @@ def test_a_resume_whose_upload_node_is_gone_asks_the_manager(cluster: ClusterHan
     assert progress(cluster, upload_id).image.slug == res["id"]
     assert journal.entries() == {}
     if how == "stopped":  # moved on after QueryUpload's 10 s; it used to wait for gRPC's 20 s connect timeout
-        assert took < 22, took  # (then UNAVAILABLE, then RelocateUpload): 30 s here, 15 s now, with --wait
+        # (then UNAVAILABLE, then RelocateUpload): 30-31 s here, 15 s now, with --wait; 22 s failed once at load 5
+        assert took < 26, took
 
 
 def test_an_upload_of_a_file_changed_since_is_cancelled(cluster: ClusterHandle, tmp_path: Path) -> None:
