@@ -89,6 +89,62 @@ def choose_database_url(state_dir: Path, env_url: str) -> tuple[str, str]:
     return default, ""
 
 
+#: the variable that picks a storage pool's backend; the ``PIXELFOX_S3__*`` ones reach an S3 pool
+BACKEND_SETTING = "PIXELFOX_BACKEND"
+
+
+def storage_settings(env: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """The variables of ``env`` that choose the storage nodes' pools: ``PIXELFOX_BACKEND`` and every
+    ``PIXELFOX_S3__*`` (S3 keys included: ``cluster.json`` keeps them, mode 0600 in a 0700 folder)."""
+    return {k: v for k, v in env.items() if k == BACKEND_SETTING or k.startswith("PIXELFOX_S3__")}
+
+
+def _read_state(state_dir: Path) -> dict[str, Any]:
+    """``<state_dir>/cluster.json`` as a dict; {} when missing, unreadable or not an object."""
+    try:
+        data = json.loads((state_dir / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def choose_storage_env(state_dir: Path, env: dict[str, str] | os._Environ[str]) -> tuple[dict[str, str], str]:
+    """The storage variables ``pixelfox up`` gives its storage nodes, and a line to say about it ("" for none).
+
+    ``env``'s own (:func:`storage_settings`) when it sets ``PIXELFOX_BACKEND``; else the ones the last
+    start recorded in ``<state_dir>/cluster.json`` (``storage_env``) when they name S3, with the line
+    ``storage: s3 bucket B at URL (from the last start; set PIXELFOX_BACKEND to change)``: a cluster
+    moved to S3 stays there (it went back to its empty folders, and every image answered 404). A
+    ``warning:`` line when ``env`` names another backend than the last start used. SystemExit when the
+    last start's pools were in S3 but its settings were not recorded (a ``cluster.json`` from before
+    that record) and ``env`` names no backend: the next start must not quietly use empty folders."""
+    own = storage_settings(env)
+    data = _read_state(state_dir)
+    recorded = data.get("storage_env") if isinstance(data.get("storage_env"), dict) else None
+    last = (recorded or {}).get(BACKEND_SETTING, "fs").lower()
+    pools = data.get("pools") if isinstance(data.get("pools"), dict) else {}
+    if recorded is None and any(isinstance(p, dict) and p.get("backend") == "s3" for p in pools.values()):
+        last = "s3"
+    now = own.get(BACKEND_SETTING, "").lower()
+    if now:
+        if now != last:
+            return own, (f"warning: {BACKEND_SETTING}={now}, but the last start stored images in {last}: the storage "
+                         f"nodes now use {now} (images stored in {last} are not found there; `pixelfox migrate-store` "
+                         "copies them)")
+        return own, ""
+    if last != "s3":
+        return own, ""
+    if recorded is None:
+        raise SystemExit(f"the last start stored images in S3, but {BACKEND_SETTING} is not set: set "
+                         f"{BACKEND_SETTING}=s3 and the PIXELFOX_S3__* settings it used (or {BACKEND_SETTING}=fs "
+                         "to use the folders under .pixelfox/data)")
+    chosen = {**recorded, **own}
+    where = f"s3 bucket {chosen.get('PIXELFOX_S3__BUCKET', 'pixelfox')}"
+    if chosen.get("PIXELFOX_S3__ENDPOINT_URL"):
+        where += f" at {chosen['PIXELFOX_S3__ENDPOINT_URL']}"
+    return chosen, f"storage: {where} (from the last start; set {BACKEND_SETTING} to change)"
+
+
 def find_state(start: Path | None = None) -> Path | None:
     """The nearest ``.pixelfox/cluster.json`` from ``start`` (default: cwd) upwards."""
     here = (start or Path.cwd()).resolve()

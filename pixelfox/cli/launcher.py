@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pixelfox.cli.context import STATE_DIR, STATE_FILE, choose_database_url
+from pixelfox.cli.context import STATE_DIR, STATE_FILE, choose_database_url, storage_settings
 from pixelfox.grpcx.auth import api_key_metadata, node_metadata
 from pixelfox.grpcx.client import channel
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
@@ -441,7 +441,8 @@ class LocalCluster:
 
     def write_state(self, admin_key: str) -> Path:
         """Write ``cluster.json`` for the other commands: addresses, credentials, the database URL
-        the managers use (``database_url``), each running child's pid and each storage node's pool."""
+        the managers use (``database_url``), each running child's pid, each storage node's pool and the
+        storage variables of this start (``storage_env``: the next start without them keeps the pools)."""
         managers = [c for c in self.children if c.name.startswith("manager") and c.env]
         database_url = (managers[0].env or {}).get("PIXELFOX_DATABASE__URL", "") if managers else ""
         return self._write_state_file({
@@ -449,7 +450,7 @@ class LocalCluster:
             "web_urls": self.web_urls, "redis_url": self.redis_url, "secret": self.secret,
             "admin_api_key": admin_key, "pid": os.getpid(), "pids": self._pids(),
             "database_url": database_url or self.database_url(),
-            "pools": self._state_pools(),
+            "pools": self._state_pools(), "storage_env": storage_settings(os.environ),
         })
 
     def record_pids(self) -> None:

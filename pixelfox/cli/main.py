@@ -165,6 +165,10 @@ async def _up(opts: argparse.Namespace, console: Console) -> int:
         leftovers.stop(found)
     cluster = LocalCluster(Path.cwd(), Counts(opts.upload, opts.proc, opts.storage, opts.web, managers=opts.managers),
                            redis_url=opts.redis_url or "")
+    storage_env, note = context.choose_storage_env(cluster.state, os.environ)
+    if note:  # the S3 pools recorded by the last start, or an environment that names another backend
+        print(note, file=sys.stderr, flush=True)
+    os.environ.update(storage_env)  # every node's environment is this process' own
     await _refuse_bad_settings(cluster)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

