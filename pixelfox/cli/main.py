@@ -117,10 +117,25 @@ def import_list(folder: Path) -> tuple[list[Path], int, int]:
     return sorted(files), hidden, len(unreadable)
 
 
+def import_totals(results: list[dict[str, Any]]) -> tuple[str, int]:
+    """The totals line of ``up --import`` for ``put.put_files``' results ("import: 5 files, 2 imported,
+    1 already uploaded, 2 refused"; a file still processing after the wait is counted as such) and how
+    many files did not end ready (refused by the upload, failed processing, or still processing)."""
+    new = sum(1 for r in results if r["status"] == "ready" and not r.get("deduplicated"))
+    dup = sum(1 for r in results if r["status"] == "ready" and r.get("deduplicated"))
+    refused = sum(1 for r in results if r["status"] in ("rejected", "failed"))
+    waiting = len(results) - new - dup - refused
+    parts = [f"{len(results)} files", f"{new} imported", f"{dup} already uploaded", f"{refused} refused"]
+    parts += [f"{waiting} still processing"] if waiting else []
+    return "import: " + ", ".join(parts), refused + waiting
+
+
 async def _import(cluster: LocalCluster, admin_key: str, files: list[Path], stop: asyncio.Event,
-                  console: Console) -> None:
+                  console: Console) -> int:
     """``up --import``: upload ``files`` as the admin, as ``pixelfox put --wait`` would (resuming from its
-    journal); Ctrl-C (``stop``) ends it with put's ``interrupted:`` line per file under way."""
+    journal), then print the totals (:func:`import_totals`) and ``import done``; Ctrl-C (``stop``) ends it
+    with put's ``interrupted:`` line per file under way. Returns how many files did not end ready (0
+    after Ctrl-C)."""
     ref = context.ClusterRef(cluster.manager_address, api_key=admin_key, web_url=cluster.web_urls[0])
     out, sending = Console(soft_wrap=True), dict[Path, int]()
     resume = put.journal_for(ref, out)  # an interrupted import goes on where it stopped, as `put` does
@@ -137,9 +152,11 @@ async def _import(cluster: LocalCluster, admin_key: str, files: list[Path], stop
         for path, sent in sending.items():
             console.print(put.interrupted_line(path, sent, resume, ref.metadata()), markup=False, highlight=False)
         console.print("import interrupted")
-    else:
-        job.result()
-        print("import done", flush=True)
+        return 0
+    line, not_ready = import_totals(job.result())
+    print(line, flush=True)
+    print("import done", flush=True)
+    return not_ready
 
 
 async def _up(opts: argparse.Namespace, console: Console) -> int:
@@ -190,11 +207,11 @@ async def _up(opts: argparse.Namespace, console: Console) -> int:
         print(f"manager: {cluster.manager_address}", flush=True)
         print("ready", flush=True)
         supervisor = asyncio.create_task(_supervise(cluster, stop, console))
-        if opts.import_dir:
-            await _import(cluster, admin_key, files, stop, console)
+        not_ready = await _import(cluster, admin_key, files, stop, console) if opts.import_dir else 0
         if opts.exit_after_import:
             stop.set()
-        return await supervisor
+        # with --exit-after-import, a file not imported fails the command, as it fails `pixelfox put`
+        return await supervisor or (1 if opts.exit_after_import and not_ready else 0)
     finally:
         with contextlib.suppress(OSError):  # a closed terminal (SIGHUP) must not keep the nodes running
             console.print("stopping the cluster...")

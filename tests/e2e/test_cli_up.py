@@ -403,6 +403,27 @@ def test_up_stays_on_the_s3_pools_the_last_start_used(tmp_path: Path, corpus: Pa
     assert not list((root / ".pixelfox" / "data").glob("storage1/o/**/*.png"))
 
 
+def test_up_exit_after_import_counts_the_files_and_fails_when_one_was_refused(tmp_path: Path, corpus: Path) -> None:
+    """``up --import DIR --exit-after-import`` prints the totals and exits 1 (as ``pixelfox put``) when a
+    file was refused (MANIFEST.tsv: text_renamed.jpg and truncated.jpg are reject-with-error); it
+    exited 0 with no totals."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(corpus / "photos" / "painting_rgb.png", photos / "a.png")
+    shutil.copy(corpus / "photos" / "painting_rgb.png", photos / "b_same.png")  # the same bytes: dedup
+    for bad in ("text_renamed.jpg", "truncated.jpg"):
+        shutil.copy(corpus / "edge" / bad, photos)
+    root = tmp_path / "site"
+    root.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "pixelfox", "up", "--upload", "1", "--proc", "1", "--storage", "1", "--web", "1",
+         "--import", str(photos), "--exit-after-import"],
+        cwd=root, capture_output=True, text=True, timeout=300, check=False)
+    out = done.stdout.splitlines()
+    assert "import: 4 files, 1 imported, 1 already uploaded, 2 refused" in out, (done.stdout, done.stderr)
+    assert out[-1] == "import done" and done.returncode == 1, (done.returncode, done.stdout, done.stderr)
+
+
 def _upload_bytes_written(root: Path) -> float:
     """``pixelfox_upload_bytes_total`` of the folder's running upload node ``upload1``."""
     import re
