@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,11 +239,29 @@ def check_api_key(api_key: str) -> str:
     return api_key
 
 
-def resolve(manager: str | None, api_key: str | None) -> ClusterRef:
+def _left_running(state: Path | None, data: dict[str, Any]) -> bool:
+    """Whether the nodes of the folder's cluster whose ``pixelfox up`` is gone (SIGKILLed) still run,
+    a manager among them (:mod:`pixelfox.cli.leftovers`); says so on stderr when they do."""
+    from pixelfox.cli import leftovers  # here: leftovers imports this module
+
+    if state is None or not data.get("manager"):
+        return False
+    found = leftovers.find(state.parent.parent)
+    if not any(name.startswith("manager") for name in found):
+        return False
+    print(f"`pixelfox up` in {state.parent.parent} is not running, but its nodes are "
+          f"({', '.join(sorted(found))}): the next `pixelfox up` there stops and restarts them",
+          file=sys.stderr, flush=True)
+    return True
+
+
+def resolve(manager: str | None, api_key: str | None, *, left_running: bool = False) -> ClusterRef:
     """Flags beat environment beat the local state file; SystemExit with a hint if nothing is found,
     BadRequest for a manager address that is not HOST:PORT (:func:`check_address`) or an API key
     as pixelfox prints it shortened (:func:`check_api_key`).
-    An explicit API key (``--api-key`` / ``PIXELFOX_API_KEY``) is used as is, also in a cluster folder."""
+    An explicit API key (``--api-key`` / ``PIXELFOX_API_KEY``) is used as is, also in a cluster folder.
+    ``left_running`` (``pixelfox status``): a folder whose ``up`` is gone but whose manager still runs
+    counts as running, with a line saying so (:func:`_left_running`)."""
     manager = manager or os.environ.get("PIXELFOX_MANAGER")
     api_key = check_api_key(api_key or os.environ.get("PIXELFOX_API_KEY") or "") or None
     state = find_state()
@@ -254,7 +273,7 @@ def resolve(manager: str | None, api_key: str | None) -> ClusterRef:
             "no cluster found: run `pixelfox up` in this folder, or pass --manager HOST:PORT "
             "(or set PIXELFOX_MANAGER) and --api-key (PIXELFOX_API_KEY)"
         )
-    if not manager and not is_running(data.get("pid")):
+    if not manager and not is_running(data.get("pid")) and not (left_running and _left_running(state, data)):
         raise SystemExit(
             f"the cluster in {state.parent.parent if state else '.'} is not running: start it with `pixelfox up` "
             "there, or pass --manager HOST:PORT and --api-key for another cluster"

@@ -233,7 +233,7 @@ async def _nodes(ref: context.ClusterRef) -> list[common_pb2.Node]:
 
 
 def cmd_status(opts: argparse.Namespace) -> int:
-    ref = context.resolve(opts.manager, opts.api_key)
+    ref = context.resolve(opts.manager, opts.api_key, left_running=True)  # the nodes of a SIGKILLed `up` too
     nodes = asyncio.run(_nodes(ref))
     rows = [{
         "role": ROLE_NAMES.get(n.role, "?"), "id": n.node_id, "address": n.grpc_address,

@@ -334,6 +334,34 @@ def test_up_hung_up_or_killed_leaves_no_node_running_after_the_next_up_on_the_sa
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_status_reports_the_nodes_a_killed_up_left_running(tmp_path: Path) -> None:
+    """After ``up`` is SIGKILLed its nodes run on: ``pixelfox status`` in the folder asks their manager and
+    lists them, with a line saying ``up`` is gone (it said the cluster was not running, exit 1)."""
+    root = tmp_path / "site"
+    root.mkdir()
+    proc, lines = _start_up(root)
+    pids: dict[str, int] = {}
+    try:
+        assert "ready" in lines, lines
+        pids = json.loads((root / ".pixelfox" / "cluster.json").read_text())["pids"]
+        proc.kill()
+        proc.wait(30)
+        st = subprocess.run([sys.executable, "-m", "pixelfox", "status", "--json"], cwd=root, capture_output=True,
+                            text=True, timeout=60, check=False)
+        assert st.returncode == 0, (st.stdout, st.stderr)
+        nodes = json.loads(st.stdout)["nodes"]
+        assert sorted(n["id"] for n in nodes) == ["manager1", "proc1", "storage1", "upload1", "web1"], nodes
+        assert all(n["health"] == "healthy" for n in nodes), nodes
+        said = (f"`pixelfox up` in {root.resolve()} is not running, but its nodes are (manager1, proc1, redis, "
+                "storage1, upload1, web1): the next `pixelfox up` there stops and restarts them")
+        assert said in st.stderr, st.stderr
+    finally:
+        _stop(proc)
+        for pid in pids.values():  # never leave a node behind
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_up_stays_on_the_database_the_last_start_used(tmp_path: Path) -> None:
     """A folder moved to another database (one start with PIXELFOX_DATABASE__URL) stays on it when ``up``
     starts again without the variable, and says so; it used to go back to .pixelfox/pixelfox.db quietly."""
