@@ -396,7 +396,8 @@ class LocalCluster:
 
     @property
     def admin_password_file(self) -> Path:
-        """Where the first start leaves the web password of user ``admin`` (mode 0600)."""
+        """Where the first start leaves the web password of user ``admin`` (mode 0600; removed by the
+        first start after that password was changed: :meth:`forget_changed_password`)."""
         return self.state / "admin-password"
 
     async def ensure_admin(self) -> str:
@@ -421,6 +422,26 @@ class LocalCluster:
             reply = await stub.CreateApiKey(manager_pb2.CreateApiKeyRequest(user_name="admin", label="local admin"),
                                             metadata=md, timeout=10)
         return reply.key
+
+    async def forget_changed_password(self) -> bool:
+        """Remove :attr:`admin_password_file` when its password no longer logs user ``admin`` in (it was
+        changed under Settings since): True when removed. A missing file, or a check that fails
+        otherwise (the manager busy), leaves everything as it is (False)."""
+        try:
+            password = self.admin_password_file.read_text().strip()
+        except OSError:
+            return False
+        async with channel(self.manager_address) as ch:
+            stub = manager_pb2_grpc.ManagerServiceStub(ch)
+            try:
+                await stub.VerifyPassword(manager_pb2.VerifyPasswordRequest(name="admin", password=password),
+                                          metadata=node_metadata(self.secret), timeout=10)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
+                    return False
+                self.admin_password_file.unlink(missing_ok=True)
+                return True
+        return False
 
     def _state_pools(self) -> dict[str, dict[str, str]]:
         """Each storage child's pool as its environment selects it (``backend`` fs: ``data_dir``; s3: bucket...)."""

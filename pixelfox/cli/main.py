@@ -201,7 +201,10 @@ async def _up(opts: argparse.Namespace, console: Console) -> int:
                           f"`pixelfox nodes maintenance {node_id} --off`[/]")
         cluster.write_state(admin_key)
         print(f"web: {cluster.web_urls[0]}", flush=True)
-        if cluster.admin_password_file.exists():
+        if await cluster.forget_changed_password():  # the file must not point at a password that no longer works
+            print(f"admin login: user admin, password changed under Settings since the first start "
+                  f"(removed {cluster.admin_password_file}, which held the old one)", flush=True)
+        elif cluster.admin_password_file.exists():
             print(f"admin login: user admin, password in {cluster.admin_password_file} (change it under Settings)",
                   flush=True)
         print(f"manager: {cluster.manager_address}", flush=True)

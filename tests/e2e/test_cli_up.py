@@ -362,6 +362,41 @@ def test_status_reports_the_nodes_a_killed_up_left_running(tmp_path: Path) -> No
                 os.kill(pid, signal.SIGKILL)
 
 
+async def _change_password(state: dict[str, str], old: str, new: str) -> None:
+    """Change user admin's password as Settings does (``ChangePassword``), with the local admin's key."""
+    from pixelfox.grpcx.auth import api_key_metadata
+
+    async with grpc.aio.insecure_channel(state["manager"].split(",")[0]) as ch:
+        await manager_pb2_grpc.ManagerServiceStub(ch).ChangePassword(
+            manager_pb2.ChangePasswordRequest(old_password=old, new_password=new),
+            metadata=api_key_metadata(state["admin_api_key"]), timeout=10)
+
+
+def test_up_stops_pointing_at_an_admin_password_changed_since(tmp_path: Path) -> None:
+    """Once admin's password was changed under Settings, the next ``up`` removes ``admin-password`` (it
+    holds the old one) and says so; every ``up`` used to point at that file, wrong password and all."""
+    root = tmp_path / "site"
+    root.mkdir()
+    secret_file = root / ".pixelfox" / "admin-password"
+    proc, lines = _start_up(root)
+    try:
+        assert any(x.startswith("admin login: user admin, password in") for x in lines), lines
+        state = json.loads((root / ".pixelfox" / "cluster.json").read_text())
+        asyncio.run(_change_password(state, secret_file.read_text().strip(), "a new pass phrase 42"))
+    finally:
+        _stop(proc)
+    again, lines = _start_up(root)
+    try:
+        assert "ready" in lines, lines
+        assert (f"admin login: user admin, password changed under Settings since the first start (removed "
+                f"{secret_file.resolve()}, which held the old one)") in lines, lines
+        assert not secret_file.exists()
+        state = json.loads((root / ".pixelfox" / "cluster.json").read_text())
+        assert asyncio.run(_verify(state, "admin", "a new pass phrase 42")).role == "admin"  # left as it was
+    finally:
+        _stop(again)
+
+
 def test_up_stays_on_the_database_the_last_start_used(tmp_path: Path) -> None:
     """A folder moved to another database (one start with PIXELFOX_DATABASE__URL) stays on it when ``up``
     starts again without the variable, and says so; it used to go back to .pixelfox/pixelfox.db quietly."""
