@@ -128,7 +128,7 @@ def choose_storage_env(state_dir: Path, env: dict[str, str] | os._Environ[str]) 
         last = "s3"
     now = own.get(BACKEND_SETTING, "").lower()
     if now:
-        if now != last:
+        if now != last and (recorded is not None or pools):  # a fresh folder has no last start to differ from
             return own, (f"warning: {BACKEND_SETTING}={now}, but the last start stored images in {last}: the storage "
                          f"nodes now use {now} (images stored in {last} are not found there; `pixelfox migrate-store` "
                          "copies them)")

@@ -95,6 +95,7 @@ def test_up_keeps_the_s3_pools_the_last_start_recorded(tmp_path: Path) -> None:
     state = tmp_path / ".pixelfox"
     state.mkdir()
     assert choose_storage_env(state, {}) == ({}, "")  # a fresh folder: its folders, quietly
+    assert choose_storage_env(state, {"PIXELFOX_BACKEND": "s3"}) == ({"PIXELFOX_BACKEND": "s3"}, "")
     s3 = {"PIXELFOX_BACKEND": "s3", "PIXELFOX_S3__ENDPOINT_URL": "http://s3.example:8333",
           "PIXELFOX_S3__BUCKET": "pics", "PIXELFOX_S3__SECRET_ACCESS_KEY": "k3y"}
     (state / STATE_FILE).write_text(json.dumps({"storage_env": s3}))
