@@ -25,6 +25,7 @@ from pixelfox.cli import jobs as jobs_cli
 from pixelfox.cli import uploads as uploads_cli
 from pixelfox.cli.argtypes import byte_rate, seconds_or_days, whole_number
 from pixelfox.cli.launcher import Counts, LocalCluster
+from pixelfox.cli.parser import Parser, version
 from pixelfox.cli.tables import table_console
 from pixelfox.text import human_bytes
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
@@ -307,7 +308,8 @@ def cmd_put(opts: argparse.Namespace) -> int:
 # ---- parser ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pixelfox", description="PixelFox: self-hosted image hosting that scales out")
+    p = Parser(prog="pixelfox", description="PixelFox: self-hosted image hosting that scales out")
+    p.add_argument("--version", action="version", version=f"pixelfox {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     p.set_defaults(manager=None, api_key=None)
 

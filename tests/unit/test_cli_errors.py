@@ -50,6 +50,34 @@ def test_bad_numbers_are_usage_errors(tmp_path: Path, args: tuple[str, ...], cod
     assert not (tmp_path / ".pixelfox").exists()  # refused before anything started
 
 
+@pytest.mark.parametrize(("args", "line"), [
+    (("nodes",), "pixelfox: missing a nodes command: maintenance, forget (see `pixelfox nodes --help`)"),
+    (("nodes", "bogus"), "pixelfox: a nodes command: invalid choice: 'bogus' (choose from 'maintenance', 'forget') "
+                         "(see `pixelfox nodes --help`)"),
+    (("tiers",), "pixelfox: missing a tiers command: move (see `pixelfox tiers --help`)"),
+    (("--bogus",), "pixelfox: missing a command: up, put, status, users, keys, jobs, reprocess, uploads, nodes, "
+                   "migrate-db, backup, restore, upgrade-db, tiers, migrate-store (see `pixelfox --help`)"),
+    (("up", "--upload", "0"), "pixelfox: argument --upload: 0 is out of range: give a whole number from 1 to 32 "
+                              "(see `pixelfox up --help`)"),
+    (("jobs", "--state", "bogus"), "pixelfox: argument --state: invalid choice: 'bogus' (choose from 'dead', "
+                                   "'delayed', 'queued', 'running') (see `pixelfox jobs --help`)"),
+    (("migrate-db", "--batch", "0"), "pixelfox: argument --batch: 0 is out of range: give a whole number of at "
+                                     "least 1 (see `pixelfox migrate-db --help`)"),
+])
+def test_usage_errors_are_one_line_with_a_hint(tmp_path: Path, args: tuple[str, ...], line: str) -> None:
+    """argparse printed its usage block, then ``pixelfox nodes: error: the following arguments are
+    required: nodes_cmd``: now one line in words a user knows, exit 2."""
+    res = pixelfox(*args, cwd=tmp_path)
+    assert (res.returncode, res.stderr, res.stdout) == (2, line + "\n", "")
+
+
+def test_version_prints_the_installed_version(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    res = pixelfox("--version", cwd=tmp_path)
+    assert (res.returncode, res.stdout, res.stderr) == (0, f"pixelfox {version('pixelfox')}\n", "")
+
+
 def test_database_errors_are_one_line(tmp_path: Path) -> None:
     """Each problem is one ``pixelfox:`` line after the lines that say which databases are used."""
     source = f"sqlite+aiosqlite:///{tmp_path / 'a.db'}"
