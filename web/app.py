@@ -15,7 +15,6 @@ import jinja2
 import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from aiohttp_remotes import XForwardedStrict
 
 from pixelfox import redisx
 from pixelfox.text import human_bytes, isolated
@@ -23,6 +22,7 @@ from web.cluster import Manager
 from web.config import WebSettings
 from web.keys import MANAGER, REDIS, SETTINGS, STATE, RuntimeState
 from web.middlewares import error_middleware, headers_middleware
+from web.proxied import ThroughProxy
 from web.routes import setup_routes
 from web.sessions import SessionStore
 from web.views.common import context_processor
@@ -39,14 +39,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
 
 def forwarded_for(trusted: str) -> Middleware | None:
-    """aiohttp-remotes' ``XForwardedStrict`` for one proxy hop of ``trusted`` (comma-separated addresses
+    """:class:`web.proxied.ThroughProxy` for one proxy hop of ``trusted`` (comma-separated addresses
     or networks): ``request.remote`` becomes the address that proxy saw; a request from anywhere else
-    (or forged with an extra hop) is refused with 400, except the health probes. ``None`` when empty.
-    Raises ValueError for a malformed address."""
+    (or forged with an extra hop) is refused with 400 saying why, except the health probes. ``None``
+    when empty. Raises ValueError for a malformed address."""
     hop = [t.strip() for t in trusted.split(",") if t.strip()]
     if not hop:
         return None
-    return XForwardedStrict([hop], white_paths=("/healthz", "/readyz")).middleware
+    return ThroughProxy(hop).middleware
 
 
 def create_app(settings: WebSettings) -> web.Application:
