@@ -88,7 +88,7 @@ async def serve(settings: UploadSettings) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.http.host, settings.http.port))
     http_url = settings.http.public_url or f"http://{settings.http.host}:{sock.getsockname()[1]}"
-    runner = web.AppRunner(make_app(receiver, http_url), access_log=None)
+    runner = web.AppRunner(make_app(receiver, http_url, lambda: server.serving), access_log=None)
     await runner.setup()
     await web.SockSite(runner, sock).start()
     ident = NodeIdentity(common_pb2.NODE_ROLE_UPLOAD, node_id, f"{host}:{server.port}", http_url=http_url,

@@ -313,8 +313,11 @@ class Tus:
         return web.Response(status=204)
 
 
-def make_app(receiver: Receiver, public_url: str) -> web.Application:
-    """The upload node's HTTP app: tus under ``/tus/`` and ``/healthz``."""
+def make_app(receiver: Receiver, public_url: str, ready: Callable[[], bool]) -> web.Application:
+    """The upload node's HTTP app: tus under ``/tus/``, ``/healthz`` (the process answers: plain
+    ``ok``) and ``/readyz``: 200 ``{"status": "ready"}`` while ``ready()`` (the node's gRPC health:
+    its manager and Redis reachable, not draining), else 503 ``{"status": "not-ready"}``, as the
+    storage node's."""
     app = web.Application(middlewares=[tus_middleware], client_max_size=1024**2)
     tus = Tus(receiver, public_url, receiver.limits.max_upload_bytes)
     app.add_routes(tus.routes())
@@ -322,5 +325,10 @@ def make_app(receiver: Receiver, public_url: str) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    async def readyz(request: web.Request) -> web.Response:
+        ok = ready()
+        return web.json_response({"status": "ready" if ok else "not-ready"}, status=200 if ok else 503)
+
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     return app

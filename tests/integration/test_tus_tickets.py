@@ -34,7 +34,7 @@ async def _verifies(redis_url: str, staging: Path, monkeypatch: pytest.MonkeyPat
         ends = formatdate(tickets.usable_until(verify(KEY, token).expires_at), usegmt=True)
         auth = {"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0"}
         seen: dict[str, Any] = {"ends": ends}
-        async with TestClient(TestServer(make_app(rx, "http://upload.test"))) as client:
+        async with TestClient(TestServer(make_app(rx, "http://upload.test", lambda: True))) as client:
             calls.clear()
             r = await client.head(f"/tus/{upload_id}", headers=auth)
             seen["head"] = (r.status, len(calls), r.headers.get("Upload-Expires"))

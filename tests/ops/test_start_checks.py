@@ -22,6 +22,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -330,6 +332,15 @@ def test_a_node_waiting_for_redis_stops_on_sigterm(tmp_path: Path) -> None:
 
 # ---- a node started before its manager -----------------------------------------------------------
 
+def _http(url: str) -> tuple[int, str]:
+    """(status, body) of a GET of ``url``, an error status included."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
 def _attempts(log: str) -> list[float]:
     """Unix times of the registration attempts a node's log shows ("manager not reachable yet")."""
     return [datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC).timestamp()
@@ -344,19 +355,21 @@ def test_an_upload_node_started_before_its_manager_joins_it_and_is_healthy_at_on
     manager, so its first heartbeat says not ready; ready a moment later it says so at once, and is healthy
     (takes uploads) within seconds of the manager serving, not at its next heartbeat (10 s here; with the
     default 1 s every cluster start waited up to a second for it)."""
-    port = free_port()
+    port, http_port = free_port(), free_port()
     manager = f"127.0.0.1:{port}"
     node_log = (tmp_path / "upload.log").open("w")
     node = subprocess.Popen([sys.executable, "-m", "nodes.upload"], cwd=tmp_path, stdout=node_log,
                             stderr=node_log, text=True, env=_env(
         PIXELFOX_CLUSTER__SECRET=SECRET, PIXELFOX_CLUSTER__MANAGER=manager, PIXELFOX_NODE_ID="uploadearly",
         PIXELFOX_METRICS_PORT="-1", PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S="10", PIXELFOX_REDIS__URL=redis_url,
-        PIXELFOX_GRPC__PORT=str(free_port()), PIXELFOX_HTTP__PORT=str(free_port()),
+        PIXELFOX_GRPC__PORT=str(free_port()), PIXELFOX_HTTP__PORT=str(http_port),
         PIXELFOX_STAGING_DIR=str(tmp_path / "staging")))
     log = (tmp_path / "manager.log").open("wb")
     started: subprocess.Popen[bytes] | None = None
     try:
         time.sleep(4)  # no manager yet: NOT_SERVING, attempts 0.2, 0.4, then 0.5 s apart (they reached 2 s)
+        # its HTTP says so too (/readyz was a 404 on upload nodes), and that the process is alive
+        before = [_http(f"http://127.0.0.1:{http_port}{path}") for path in ("/readyz", "/healthz")]
         started = _manager_process(tmp_path, port, redis_url, log, "30")
         asyncio.run(_serving(manager, started, timeout_s=60))
         serving = time.monotonic()
@@ -364,6 +377,7 @@ def test_an_upload_node_started_before_its_manager_joins_it_and_is_healthy_at_on
         while time.monotonic() - serving < 15 and not (seen and seen[-1][1]):
             seen.append((round(time.monotonic() - serving, 1), asyncio.run(_nodes(manager)).get("uploadearly")))
             time.sleep(0.1)
+        after = _http(f"http://127.0.0.1:{http_port}/readyz")
     finally:
         node.terminate()
         node.wait(30)
@@ -378,3 +392,5 @@ def test_an_upload_node_started_before_its_manager_joins_it_and_is_healthy_at_on
     joined = next(t for t, healthy in seen if healthy is not None)
     assert joined < 2.0, seen  # in the registry (not ready at first)
     assert seen[-1][1] is True and seen[-1][0] < 4, seen  # then ready: it was about 10 s
+    assert before == [(503, '{"status": "not-ready"}'), (200, "ok")]
+    assert after == (200, '{"status": "ready"}')
