@@ -239,6 +239,14 @@ def check_api_key(api_key: str) -> str:
     return api_key
 
 
+def not_running(state: Path | None, elsewhere: str) -> SystemExit:
+    """The error of a command run in the folder of a ``pixelfox up`` that is not running (``state``:
+    its ``cluster.json``): "the cluster in DIR is not running: start it with `pixelfox up` there,
+    or ``elsewhere``" (how to name another cluster), for ``main`` to print as one line, exit 1."""
+    return SystemExit(f"the cluster in {state.parent.parent if state else '.'} is not running: start it with "
+                      f"`pixelfox up` there, or {elsewhere}")
+
+
 def _left_running(state: Path | None, data: dict[str, Any]) -> bool:
     """Whether the nodes of the folder's cluster whose ``pixelfox up`` is gone (SIGKILLed) still run,
     a manager among them (:mod:`pixelfox.cli.leftovers`); says so on stderr when they do."""
@@ -274,10 +282,7 @@ def resolve(manager: str | None, api_key: str | None, *, left_running: bool = Fa
             "(or set PIXELFOX_MANAGER) and --api-key (PIXELFOX_API_KEY)"
         )
     if not manager and not is_running(data.get("pid")) and not (left_running and _left_running(state, data)):
-        raise SystemExit(
-            f"the cluster in {state.parent.parent if state else '.'} is not running: start it with `pixelfox up` "
-            "there, or pass --manager HOST:PORT and --api-key for another cluster"
-        )
+        raise not_running(state, "pass --manager HOST:PORT and --api-key for another cluster")
     return ClusterRef(
         manager=manager or data["manager"],
         api_key=api_key or data.get("admin_api_key", ""),

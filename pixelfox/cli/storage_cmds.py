@@ -37,6 +37,9 @@ def _manager_settings() -> Any:
     state = context.find_state()
     if state is not None:
         data = json.loads(state.read_text())
+        if not os.environ.get("PIXELFOX_REDIS__URL") and not context.is_running(data.get("pid")):
+            # its Redis is gone with it: say so, as the other commands do, not "Redis error: Error 111"
+            raise context.not_running(state, "set PIXELFOX_REDIS__URL and PIXELFOX_DATABASE__URL for another cluster")
         update: dict[str, Any] = {}
         if not os.environ.get("PIXELFOX_REDIS__URL") and data.get("redis_url"):
             update["redis"] = settings.redis.model_copy(update={"url": data["redis_url"]})

@@ -168,6 +168,23 @@ def test_no_cluster_here_is_one_pixelfox_line(tmp_path: Path) -> None:
     assert (res.returncode, res.stderr.splitlines()[0][:30]) == (1, "pixelfox: no cluster found: ru"), res.stderr
 
 
+def test_tiers_move_in_the_folder_of_a_stopped_cluster_says_so(tmp_path: Path) -> None:
+    """It printed ``pixelfox: Redis error: Error 111 connecting to 127.0.0.1:...``: the stopped cluster's
+    Redis is gone with it. Now the line the other commands print there."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()  # the pid of a `pixelfox up` that has exited
+    (tmp_path / ".pixelfox").mkdir()
+    (tmp_path / ".pixelfox" / "cluster.json").write_text(
+        f'{{"pid": {dead}, "manager": "127.0.0.1:{free_port()}", "redis_url": "redis://127.0.0.1:{free_port()}/0", '
+        '"secret": "s" }')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELFOX_")}
+    res = subprocess.run([sys.executable, "-m", "pixelfox", "tiers", "move", "--dry-run"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert (res.returncode, res.stderr) == (1, (
+        f"pixelfox: the cluster in {tmp_path} is not running: start it with `pixelfox up` there, or set "
+        "PIXELFOX_REDIS__URL and PIXELFOX_DATABASE__URL for another cluster\n")), res.stderr
+
+
 def test_a_manager_name_that_does_not_resolve_is_named(tmp_path: Path) -> None:
     """``.invalid`` never resolves (RFC 6761). One address goes to gRPC's resolver; several are resolved
     once by the CLI (``pixelfox.grpcx.multi``), whose error said only "Name or service not known"."""
