@@ -140,3 +140,31 @@ def test_probe_command_against_a_real_server() -> None:
         return not_serving, serving, gone
 
     assert asyncio.run(scenario()) == (1, 0, 2)
+
+
+def _dockerfile_stages() -> list[str]:
+    """deploy/Dockerfile's stages (the text from one FROM to the next), comments removed."""
+    text = "\n".join(line.split("#", 1)[0] for line in (DEPLOY / "Dockerfile").read_text().splitlines())
+    return re.split(r"^FROM ", text, flags=re.M)[1:]
+
+
+def test_the_image_build_installs_what_scripts_install_does() -> None:
+    """Docker is not run here: the build stage installed nasm, liblcms2-dev and pkg-config only (no
+    cmake: libaom's build fails), never ran `npm ci` (the upload page's tus.min.js missing), and
+    without a .dockerignore `COPY . .` sent .venv, core_rs/target and .pixelfox/ (the cluster secret,
+    the admin password, the database) to the builder."""
+    install = (DEPLOY.parent / "scripts" / "install").read_text()
+    build_debs = re.search(r"^BUILD_DEBS=\(([^)]*)\)", install, re.M)
+    assert build_debs is not None
+    wanted = set(build_debs.group(1).split())
+    assert {"cmake", "nasm", "meson", "ninja-build", "liblcms2-dev", "pkg-config"} <= wanted
+    build, runtime = _dockerfile_stages()
+    apt = re.search(r"apt-get install -y --no-install-recommends([^&]*)&&", build.replace("\\\n", " "))
+    assert apt is not None
+    installed = set(apt.group(1).split())
+    assert wanted | {"npm"} <= installed, wanted - installed
+    assert "npm ci --prefix web" in build and "npm ci --prefix web" in install
+    assert "/src/web/node_modules/tus-js-client/dist" in runtime  # served from next to the installed web package
+    ignored = {line.strip() for line in (DEPLOY.parent / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {".venv", "core_rs/target", ".pixelfox", "web/node_modules"} <= ignored
