@@ -117,6 +117,27 @@ def test_kubernetes_manifests_have_probes() -> None:
     assert web["spec"]["sessionAffinity"] == "None"
 
 
+
+def test_kubernetes_share_links_and_image_urls_lead_somewhere() -> None:
+    """The managers had no PIXELFOX_SITE_URL (share links named one web pod), and each storage pod's
+    public URL (img.example.com/<pod>) was routed by nothing."""
+    docs = [d for d in yaml.safe_load_all((DEPLOY / "k8s" / "pixelfox.yaml").read_text()) if d]
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    manager = by_name[("Deployment", "pixelfox-manager")]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "PIXELFOX_SITE_URL", "value": "https://pixelfox.example.com"} in manager["env"]
+    storage = by_name[("StatefulSet", "storage")]
+    env = {e["name"]: e.get("value") for e in storage["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["PIXELFOX_HTTP__PUBLIC_URL"] == "https://img.example.com/$(POD_NAME)"
+    rule, = by_name[("Ingress", "pixelfox-images")]["spec"]["rules"]
+    assert rule["host"] == "img.example.com"
+    routes = {p["path"]: p["backend"]["service"]["name"] for p in rule["http"]["paths"]}
+    pods = [f"storage-{i}" for i in range(storage["spec"]["replicas"])]
+    assert routes == {f"/{pod}(/|$)(.*)": pod for pod in pods}
+    for pod in pods:  # each Service selects that one pod of the StatefulSet, on its HTTP port
+        svc = by_name[("Service", pod)]["spec"]
+        assert svc["selector"]["statefulset.kubernetes.io/pod-name"] == pod and svc["ports"][0]["port"] == 8000
+
+
 def test_probe_command_against_a_real_server() -> None:
     import asyncio
 
