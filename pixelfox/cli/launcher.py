@@ -414,9 +414,18 @@ class LocalCluster:
                                       timeout=10)
                     return str(old["admin_api_key"])
             password = secrets.token_urlsafe(18)
-            with contextlib.suppress(grpc.aio.AioRpcError):  # ALREADY_EXISTS: keep its password
+            try:
                 await stub.CreateUser(manager_pb2.CreateUserRequest(
-                    name="admin", password=password, admin=True), metadata=md, timeout=10)
+                    name="admin", password=password, admin=True), metadata=md, timeout=30)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.ALREADY_EXISTS:  # keep its password (and its file)
+                    password = ""
+                elif exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise
+                # DEADLINE_EXCEEDED: the user may have been made with this password (a busy manager): the
+                # file keeps it, else the password was never told; a wrong one goes at the next start
+                # (forget_changed_password)
+            if password:
                 self.admin_password_file.write_text(password + "\n")
                 self.admin_password_file.chmod(0o600)
             reply = await stub.CreateApiKey(manager_pb2.CreateApiKeyRequest(user_name="admin", label="local admin"),
