@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import IO
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -23,6 +24,7 @@ from pixelfox import errors, readmodel, redisx
 from pixelfox.db import generation
 from pixelfox.db.checks import check_database
 from pixelfox.db.engine import create_schema, make_engine, session_factory
+from pixelfox.db.inuse import APPLICATION_NAME, mark_in_use
 from pixelfox.db.replicas import make_replica_engines, routing_sessions
 from pixelfox.grpcx.server import GrpcServer
 from pixelfox.node import Load, NodeIdentity, node_main, run_node, start_metrics
@@ -30,20 +32,27 @@ from pixelfox.queue import JobQueue
 from pixelfox.v1 import common_pb2, jobs_pb2_grpc, manager_pb2_grpc
 
 logger = logging.getLogger("nodes.manager")
+#: the open lock file marking this manager's SQLite database as in use (:func:`open_database`)
+_IN_USE: IO[bytes] | None = None
 
 
 async def open_database(settings: ManagerSettings) -> AsyncEngine:
     """The engine of ``settings.database``, its schema brought up to date (a new SQLite file is
     logged). Raises SystemExit with one line naming PIXELFOX_DATABASE__URL and the reason when the
     database does not answer (refused, unknown host, no answer within 10 s, wrong password or
-    database name) or a SQLite file's folder does not exist, instead of a traceback."""
+    database name) or a SQLite file's folder does not exist, instead of a traceback.
+
+    The database is marked as a running manager's for the life of the process
+    (:mod:`pixelfox.db.inuse`), so ``pixelfox restore`` and ``migrate-db`` refuse to write over it."""
+    global _IN_USE
     try:
         new = await check_database(settings.database.url)
     except errors.PixelfoxError as exc:
         raise SystemExit(exc.message) from None
     if new:
         logger.info("new SQLite database at %s", new)
-    engine = make_engine(settings.database)
+    _IN_USE = mark_in_use(settings.database.url)
+    engine = make_engine(settings.database, application_name=APPLICATION_NAME)
     await create_schema(engine)
     return engine
 

@@ -72,10 +72,13 @@ def sqlite_path(url: URL) -> str:
     return database
 
 
-def make_engine(settings: DatabaseSettings) -> AsyncEngine:
-    """Create the async engine; for SQLite, create the file's folder and set WAL pragmas."""
+def make_engine(settings: DatabaseSettings, application_name: str = "") -> AsyncEngine:
+    """Create the async engine; for SQLite, create the file's folder and set WAL pragmas. On
+    PostgreSQL the connections carry ``application_name`` when given (``pg_stat_activity`` shows it)."""
     url = make_url(settings.url)
     kwargs: dict[str, Any] = {"echo": settings.echo, "pool_pre_ping": True}
+    if application_name and url.get_backend_name() == "postgresql":
+        kwargs["connect_args"] = {"server_settings": {"application_name": application_name}}
     if url.get_backend_name() == "sqlite":
         path = sqlite_path(url)
         if path and path != ":memory:":

@@ -14,6 +14,7 @@ from pixelfox import errors
 from pixelfox.config import DatabaseSettings
 from pixelfox.db.checks import check_url, new_sqlite_file, redact, unreachable
 from pixelfox.db.engine import make_engine
+from pixelfox.db.inuse import manager_uses
 
 
 def open_engine(url: str, *, must_exist: bool = False) -> AsyncEngine:
@@ -57,25 +58,33 @@ async def identity(engine: AsyncEngine) -> tuple[str, ...]:
 
 
 async def refuse_live(url: str, live_url: str | None, what: str) -> None:
-    """``BadRequest`` when ``url`` is the same database as ``live_url`` (the one a running cluster
-    uses), so ``what`` (copying into it, restoring over it) cannot replace live rows under it."""
-    if not live_url:
-        return
+    """``BadRequest`` when ``url`` is a database a running manager uses (:mod:`pixelfox.db.inuse`,
+    from any folder) or the same database as ``live_url`` (the one the local running cluster uses),
+    so ``what`` (copying into it, restoring over it) cannot replace live rows under it."""
     engine = open_engine(url)
     try:
-        live = open_engine(live_url)
-    except errors.BadRequest:  # the recorded live URL no longer names a usable database
-        await engine.dispose()
-        return
-    try:
-        try:
-            same = await identity(engine) == await identity(live)
-        except errors.Unavailable:
-            return  # one of them cannot be reached: not the same running database
+        if await manager_uses(engine):
+            raise errors.BadRequest(
+                f"{redact(url)} is the database a running manager uses: {what} would replace its live rows. "
+                "Stop its managers first, or pick another database")
+        if live_url and await _same(engine, live_url):
+            raise errors.BadRequest(
+                f"{redact(url)} is the database the running cluster uses: {what} would replace its live rows. "
+                "Stop the cluster first, or pick another database")
     finally:
         await engine.dispose()
-        await live.dispose()
-    if same:
-        raise errors.BadRequest(
-            f"{redact(url)} is the database the running cluster uses: {what} would replace its live rows. "
-            "Stop the cluster first, or pick another database")
+
+
+async def _same(engine: AsyncEngine, other_url: str) -> bool:
+    """Whether ``other_url`` names the database of ``engine`` (False when either cannot be reached,
+    or ``other_url`` no longer names a usable database)."""
+    try:
+        other = open_engine(other_url)
+    except errors.BadRequest:
+        return False
+    try:
+        return await identity(engine) == await identity(other)
+    except errors.Unavailable:
+        return False
+    finally:
+        await other.dispose()
