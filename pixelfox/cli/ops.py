@@ -114,10 +114,11 @@ def cmd_backup(opts: argparse.Namespace) -> int:
 
 
 def cmd_restore(opts: argparse.Namespace) -> int:
-    from pixelfox.db.backup import restore
+    from pixelfox.db.backup import read_header, restore
     from pixelfox.db.identity import refuse_live
 
     url = _db_url(opts.db, "restoring into")
+    read_header(Path(opts.file))  # a missing or foreign file: refused before any database is opened
     asyncio.run(refuse_live(url, live_database(), "restoring a backup over it"))
     report = asyncio.run(restore(Path(opts.file), url, force=opts.force))
     print(json.dumps(report, indent=2))

@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import Table, delete, func, insert, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pixelfox import errors
 from pixelfox.db import generation, migrate
+from pixelfox.db.checks import create_private, new_sqlite_file, remove_sqlite_file
 from pixelfox.db.identity import identity, open_engine
 from pixelfox.db.rows import TableSum, decode, metadata_tables, reset_sequences, stream, table_sum
 
@@ -125,7 +126,12 @@ async def backup(url: str, path: Path | None, *, out: IO[str] | None = None) -> 
     return header
 
 
-def _read_header(path: Path) -> dict[str, Any]:
+def read_header(path: Path) -> dict[str, Any]:
+    """The header of the backup at ``path``; ``BadRequest`` for a file that does not exist
+    (``no such file: PATH``), is not a regular file, is not a PixelFox backup, or is in another
+    file format version. ``pixelfox restore`` reads it before it touches any database."""
+    if not path.exists():
+        raise errors.BadRequest(f"no such file: {path}")
     if not path.is_file():
         raise errors.BadRequest(f"{path} is not a file")
     try:
@@ -192,6 +198,40 @@ async def _verify(conn: AsyncConnection, header: dict[str, Any], tables: dict[st
     return sums
 
 
+async def _restore_into(engine: AsyncEngine, path: Path, header: dict[str, Any], revision: str, force: bool,
+                        batch: int) -> dict[str, TableSum]:
+    """The work of :func:`restore` on an open engine; the restored tables' checksums."""
+    head = migrate.head_revision()
+    await identity(engine)
+    if revision == head:
+        await migrate.prepare(engine)
+    async with engine.begin() as conn:
+        await migrate.lock_schema(conn)
+        existing = await migrate.tables_at(conn, frozenset({generation.TABLE}))
+        counts = [(await conn.execute(select(func.count()).select_from(t))).scalar() for t in existing]
+        if any(counts) and not force:
+            raise errors.BadRequest("the target database is not empty (use --force to replace its contents)")
+        if revision == head:
+            for t in reversed(existing):
+                await conn.execute(delete(t))
+            tables = {t.name: t for t in metadata_tables()}
+        else:  # the schema as the backup knew it, in this transaction
+            await migrate.rebuild_at(conn, revision)
+            tables = {t.name: t for t in await migrate.tables_at(conn, frozenset({generation.TABLE}))}
+        if missing := sorted(set(header["tables"]) - set(tables)):
+            raise errors.BadRequest(f"{path} holds tables {missing}, which the schema at revision "
+                                    f"{revision} does not have")
+        await _insert_rows(conn, path, tables, batch)
+        sums = await _verify(conn, header, tables)
+        if revision != head:
+            if conn.dialect.name == "postgresql":  # the checksums' cursors stay open until then, and
+                await conn.execute(text("CLOSE ALL"))  # PostgreSQL refuses ALTER TABLE on their tables
+            await migrate.upgrade_in(conn)
+        await reset_sequences(conn)
+        await generation.renew(conn)  # committed with the rows: managers then empty the read model
+    return sums
+
+
 async def restore(path: Path, url: str, force: bool = False, batch: int = 500) -> dict[str, Any]:
     """Load the backup at ``path`` into the database at ``url`` and verify it, all in one
     transaction (emptying the tables with ``force``, the inserts, the verification): any failure,
@@ -205,46 +245,29 @@ async def restore(path: Path, url: str, force: bool = False, batch: int = 500) -
     head (:func:`pixelfox.db.migrate.upgrade_in`); DDL is transactional on PostgreSQL, and on
     SQLite once the transaction is begun explicitly (:func:`pixelfox.db.migrate.lock_schema`).
     Either way the database gets a new generation (managers then empty the read model).
+    A SQLite file that does not exist yet is created with mode 0600 (:func:`pixelfox.db.checks.create_private`),
+    and removed again when the restore fails.
     Returns ``{"restored", "revision" (now head), "backup_revision", "rows": {table: count}}``.
 
-    Raises ``BadRequest`` for a file that is not a PixelFox backup or is truncated, for a
+    Raises ``BadRequest`` for a file that does not exist, is not a PixelFox backup or is truncated, for a
     revision this code does not know (a newer one), for a table the schema at that revision
     lacks, for a non-empty target without ``force``, and when the restored counts or checksums
     differ from the header.
     """
-    header = _read_header(path)
+    header = read_header(path)
     revision = _restorable(path, header)
-    head = migrate.head_revision()
     engine = open_engine(url)
+    created = new_sqlite_file(engine.url)
+    if created:
+        create_private(created)
+    done = False
     try:
-        await identity(engine)
-        if revision == head:
-            await migrate.prepare(engine)
-        async with engine.begin() as conn:
-            await migrate.lock_schema(conn)
-            existing = await migrate.tables_at(conn, frozenset({generation.TABLE}))
-            counts = [(await conn.execute(select(func.count()).select_from(t))).scalar() for t in existing]
-            if any(counts) and not force:
-                raise errors.BadRequest("the target database is not empty (use --force to replace its contents)")
-            if revision == head:
-                for t in reversed(existing):
-                    await conn.execute(delete(t))
-                tables = {t.name: t for t in metadata_tables()}
-            else:  # the schema as the backup knew it, in this transaction
-                await migrate.rebuild_at(conn, revision)
-                tables = {t.name: t for t in await migrate.tables_at(conn, frozenset({generation.TABLE}))}
-            if missing := sorted(set(header["tables"]) - set(tables)):
-                raise errors.BadRequest(f"{path} holds tables {missing}, which the schema at revision "
-                                        f"{revision} does not have")
-            await _insert_rows(conn, path, tables, batch)
-            sums = await _verify(conn, header, tables)
-            if revision != head:
-                if conn.dialect.name == "postgresql":  # the checksums' cursors stay open until then, and
-                    await conn.execute(text("CLOSE ALL"))  # PostgreSQL refuses ALTER TABLE on their tables
-                await migrate.upgrade_in(conn)
-            await reset_sequences(conn)
-            await generation.renew(conn)  # committed with the rows: managers then empty the read model
+        sums = await _restore_into(engine, path, header, revision, force, batch)
+        done = True
     finally:
         await engine.dispose()
+        if created and not done:  # leave nothing behind in a file this restore made
+            remove_sqlite_file(created)
+    head = migrate.head_revision()
     return {"restored": True, "revision": head, "backup_revision": revision,
             "rows": {n: s.rows for n, s in sums.items()}}

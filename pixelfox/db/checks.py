@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import re
 import socket
 from pathlib import Path
@@ -107,6 +108,24 @@ def new_sqlite_file(url: URL) -> Path | None:
     return file
 
 
+def create_private(file: Path) -> bool:
+    """Create ``file`` empty with mode 0600 unless it exists (SQLite takes an empty file as a new
+    database, and gives its ``-wal`` and ``-shm`` files the same mode): the metadata holds password
+    and API-key hashes. Returns whether this call created it. Raises OSError (no right to write there)."""
+    try:
+        os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return False
+    return True
+
+
+def remove_sqlite_file(file: Path) -> None:
+    """Remove the SQLite database ``file`` with its ``-wal``, ``-shm`` and ``-journal`` files (after a
+    failed restore into a file it created); those that do not exist are skipped."""
+    for p in (file, *(file.with_name(file.name + s) for s in ("-wal", "-shm", "-journal"))):
+        p.unlink(missing_ok=True)
+
+
 def _where(url: URL) -> str:
     """``host:port`` of a PostgreSQL URL, with asyncpg's defaults."""
     return f"{url.host or 'localhost'}:{5432 if url.port is None else url.port}"
@@ -155,9 +174,12 @@ async def check_database(url: str, timeout_s: float = PING_TIMEOUT_S) -> Path | 
     """Whether a manager can use the database at ``url``: :func:`check_url`, :func:`new_sqlite_file`,
     then :func:`ping` on a throw-away engine. Returns the SQLite file this created (the caller says
     so: "new SQLite database at ..."), else None. Raises BadRequest (the URL, a SQLite folder that
-    does not exist) or Unavailable (the database) with one line that starts with :data:`SETTING`."""
+    does not exist) or Unavailable (the database) with one line that starts with :data:`SETTING`.
+    A new SQLite file is created private (:func:`create_private`)."""
     try:
         new = new_sqlite_file(check_url(url))
+        if new:
+            create_private(new)
         engine = make_engine(DatabaseSettings(url=url))
         try:
             await ping(engine, timeout_s)

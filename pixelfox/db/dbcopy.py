@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pixelfox import errors
 from pixelfox.db import generation, migrate
-from pixelfox.db.checks import redact
+from pixelfox.db.checks import create_private, new_sqlite_file, redact
 from pixelfox.db.identity import identity, open_engine, refuse_live
 from pixelfox.db.rows import canon_row, decode, metadata_tables, reset_sequences, stream, table_sum
 
@@ -125,6 +125,8 @@ async def copy_database(source_url: str, target_url: str, batch: int = 500, *,
     """
     src = open_engine(source_url, must_exist=True)
     dst = open_engine(target_url)
+    if new := new_sqlite_file(dst.url):
+        create_private(new)  # the metadata holds password and API-key hashes
     report = CopyReport()
     try:
         src_id, dst_id = await identity(src), await identity(dst)

@@ -60,7 +60,10 @@ async def identity(engine: AsyncEngine) -> tuple[str, ...]:
 async def refuse_live(url: str, live_url: str | None, what: str) -> None:
     """``BadRequest`` when ``url`` is a database a running manager uses (:mod:`pixelfox.db.inuse`,
     from any folder) or the same database as ``live_url`` (the one the local running cluster uses),
-    so ``what`` (copying into it, restoring over it) cannot replace live rows under it."""
+    so ``what`` (copying into it, restoring over it) cannot replace live rows under it. A SQLite
+    file that does not exist yet is no one's: nothing is opened (nor created) for it."""
+    if new_sqlite_file(check_url(url)):
+        return
     engine = open_engine(url)
     try:
         if await manager_uses(engine):

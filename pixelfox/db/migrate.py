@@ -12,7 +12,8 @@ After that, any table the code knows but no migration created yet is created (a 
 while a change is in development; :func:`drift` and the test suite report it). Several
 managers may start at once against one database: PostgreSQL takes an advisory lock for the
 whole step; a SQLite file is guarded by an exclusive ``flock`` on ``<file>.schema-lock`` (SQLite
-runs DDL outside the transaction, so a second manager could otherwise see half a schema); any
+runs DDL outside the transaction, so a second manager could otherwise see half a schema; the file
+is removed when the step is done); any
 other transient error is retried.
 ``pixelfox upgrade-db`` runs :func:`upgrade` as an explicit step (Kubernetes init job).
 
@@ -28,6 +29,7 @@ import contextlib
 import fcntl
 import importlib
 import logging
+import os
 import pkgutil
 from pathlib import Path
 from typing import Any
@@ -119,7 +121,9 @@ def _prepare_sync(conn: Connection) -> str:
 
 @contextlib.asynccontextmanager
 async def _sqlite_file_lock(engine: AsyncEngine, timeout_s: float = 120.0) -> Any:
-    """Hold an exclusive ``flock`` on ``<database file>.schema-lock`` (no-op for other databases).
+    """Hold an exclusive ``flock`` on ``<database file>.schema-lock`` (no-op for other databases);
+    the file (mode 0600) is removed when the step is done. A process that got the lock on a file
+    another one removed meanwhile opens the new one and tries again.
 
     Raises ``TimeoutError`` after ``timeout_s`` seconds (another process holds it that long).
     """
@@ -127,20 +131,37 @@ async def _sqlite_file_lock(engine: AsyncEngine, timeout_s: float = 120.0) -> An
     if not db or db == ":memory:":
         yield
         return
-    fd = await asyncio.to_thread(open, f"{db}.schema-lock", "a+b")
+    path = f"{db}.schema-lock"
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        fd = await asyncio.to_thread(os.open, path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"{path} held by another process for {timeout_s:.0f} s") from None
+            await asyncio.sleep(0.1)
+            continue
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # locked a file its holder removed when done: take the current one
     try:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise TimeoutError(f"{db}.schema-lock held by another process for {timeout_s:.0f} s") from None
-                await asyncio.sleep(0.1)
         yield
     finally:
-        fd.close()  # closing the file releases the lock
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # still holding the lock: a waiter on this file sees it gone and retries
+        os.close(fd)  # closing the file releases the lock
+
+
+def _same_file(fd: int, path: str) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
 
 
 async def prepare(engine: AsyncEngine, attempts: int = 5) -> str:

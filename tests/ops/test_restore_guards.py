@@ -71,3 +71,41 @@ def test_restore_and_migrate_refuse_a_running_managers_database_from_any_folder(
     assert (site / "live.db.manager-lock").exists()  # left behind, but no process holds it any more
     res = _pixelfox(drill, "restore", "b1.jsonl.gz", "--force", "--db", live)
     assert res.returncode == 0 and json.loads(res.stdout)["restored"] is True, res.stderr
+
+
+# ---- what a restore leaves on disk ------------------------------------------------------------------
+
+def _backup(tmp_path: Path) -> Path:
+    src = f"sqlite+aiosqlite:///{tmp_path / 'src.db'}"
+    assert _pixelfox(tmp_path, "upgrade-db", "--db", src).returncode == 0
+    out = tmp_path / "b1.jsonl"
+    assert _pixelfox(tmp_path, "backup", str(out), "--db", src).returncode == 0
+    return out
+
+
+def test_a_restored_sqlite_file_is_private_and_leaves_no_lock_file(tmp_path: Path) -> None:
+    """It holds password and API-key hashes, as the backup (0600) does; it was 0644, beside a
+    left-over ``.schema-lock``."""
+    good = _backup(tmp_path)
+    target = tmp_path / "restored.db"
+    res = _pixelfox(tmp_path, "restore", str(good), "--db", f"sqlite+aiosqlite:///{target}")
+    assert res.returncode == 0 and json.loads(res.stdout)["restored"] is True, res.stderr
+    made = sorted(p.name for p in tmp_path.glob("restored.db*"))
+    assert made[0] == "restored.db" and set(made) <= {"restored.db", "restored.db-wal", "restored.db-shm"}, made
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.glob("restored.db*")} == dict.fromkeys(made, 0o600)
+    assert not list(tmp_path.glob("*.schema-lock"))  # upgrade-db of src.db removed its own too
+
+
+def test_a_failed_restore_leaves_no_file_it_made(tmp_path: Path) -> None:
+    good = _backup(tmp_path)
+    broken = tmp_path / "broken.jsonl"  # a good header, then a damaged row: fails after the schema is made
+    broken.write_text(good.read_text().splitlines()[0] + "\n{not json\n")
+    target = tmp_path / "r3.db"
+    url = f"sqlite+aiosqlite:///{target}"
+    for bad, why in ((tmp_path / "missing.gz", f"no such file: {tmp_path / 'missing.gz'} (bad-request)"),
+                     (tmp_path, f"{tmp_path} is not a file"),
+                     (Path("/etc/passwd"), "/etc/passwd is not a PixelFox metadata backup"),
+                     (broken, f"{broken} is truncated or damaged at line 2")):
+        res = _pixelfox(tmp_path, "restore", str(bad), "--db", url)
+        assert res.returncode == 2 and why in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert sorted(p.name for p in tmp_path.glob("r3.db*")) == [], bad
