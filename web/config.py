@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from yarl import URL
 
 from pixelfox.config import HttpServerSettings, LimitsSettings, NodeSettings, RedisSettings
@@ -53,6 +54,22 @@ class WebSettings(NodeSettings):
     register_per_hour: int = Field(
         REGISTRATIONS_PER_HOUR, ge=0, description="new accounts one client address may register per hour; 0 = no limit"
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, value: str) -> str:
+        """``value`` if every comma-separated entry is an IP address or network (as aiohttp-remotes
+        reads them: no host bits set in a network); ValueError naming the first that is not."""
+        for entry in (t.strip() for t in value.split(",")):
+            if not entry:
+                continue
+            try:
+                ipaddress.ip_network(entry)
+            except ValueError as exc:  # "... has host bits set" says more; "does not appear to be ..." repeats
+                why = "" if "does not appear" in str(exc) else f" ({exc})"
+                raise ValueError(f"{entry!r} is not an IP address or network{why}; use addresses or networks "
+                                 "such as 10.0.0.5 or 10.0.0.0/8, comma-separated") from None
+        return value
 
     @property
     def max_upload_bytes(self) -> int:

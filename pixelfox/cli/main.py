@@ -82,7 +82,7 @@ async def _supervise(cluster: LocalCluster, stop: asyncio.Event, console: Consol
 
 async def _refuse_bad_settings(cluster: LocalCluster) -> None:
     """Refuse, before any node starts, what the nodes would refuse at their start, in one line each:
-    a manager setting the managers would refuse, named by its variable (BadRequest), a heartbeat
+    a manager or web node setting those nodes would refuse, named by its variable (BadRequest), a heartbeat
     interval too long for the node timeout (BadRequest; every node gets this process' environment,
     so both values are known here), then a database URL the managers cannot use, a SQLite folder
     that does not exist, or a database that does not answer (BadRequest, Unavailable). Says so
@@ -91,8 +91,10 @@ async def _refuse_bad_settings(cluster: LocalCluster) -> None:
     from nodes.manager.registry import check_heartbeat
     from pixelfox.config import read_settings
     from pixelfox.db.checks import check_database
+    from web.config import WebSettings
 
     settings = read_settings(ManagerSettings)
+    read_settings(WebSettings)  # the web nodes' own settings (PIXELFOX_TRUSTED_PROXIES), refused as theirs
     check_heartbeat(settings.cluster.heartbeat_interval_s, settings.node_timeout_s)
     url, note = context.choose_database_url(cluster.state, os.environ.get("PIXELFOX_DATABASE__URL", ""))
     if note:  # the database recorded by the last start, or an environment that names another one

@@ -394,3 +394,29 @@ def test_an_upload_node_started_before_its_manager_joins_it_and_is_healthy_at_on
     assert seen[-1][1] is True and seen[-1][0] < 4, seen  # then ready: it was about 10 s
     assert before == [(503, '{"status": "not-ready"}'), (200, "ok")]
     assert after == (200, '{"status": "ready"}')
+
+
+# ---- PIXELFOX_TRUSTED_PROXIES ------------------------------------------------------------------------
+
+BAD_PROXIES = [("notanip", "'notanip' is not an IP address or network"),
+               ("10.0.0.0/8,10.0.0.0/33", "'10.0.0.0/33' is not an IP address or network"),
+               ("10.0.0.1/8", "'10.0.0.1/8' is not an IP address or network (10.0.0.1/8 has host bits set)")]
+PROXIES_HINT = "; use addresses or networks such as 10.0.0.5 or 10.0.0.0/8, comma-separated"
+
+
+@pytest.mark.parametrize(("value", "why"), BAD_PROXIES, ids=["word", "prefix-33", "host-bits"])
+def test_web_node_refuses_trusted_proxies_that_are_not_addresses(tmp_path: Path, value: str, why: str) -> None:
+    """They were taken by --print-config, and a web node started on them died with a traceback."""
+    for args in (["--print-config"], []):
+        res = subprocess.run([sys.executable, "-m", "web", *args], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=30, check=False, env=_env(PIXELFOX_TRUSTED_PROXIES=value))
+        assert (res.returncode, res.stderr.strip().splitlines()) == (
+            2, ["configuration error:", f"  PIXELFOX_TRUSTED_PROXIES: {why}{PROXIES_HINT}"]), res.stderr
+
+
+def test_up_refuses_trusted_proxies_that_are_not_addresses_before_starting_a_node(tmp_path: Path) -> None:
+    res = _up(tmp_path, _env(PIXELFOX_TRUSTED_PROXIES="notanip"))
+    assert (res.returncode, res.stderr.strip().splitlines()) == (2, [
+        f"pixelfox: PIXELFOX_TRUSTED_PROXIES: 'notanip' is not an IP address or network{PROXIES_HINT} (bad-request)"])
+    assert not (tmp_path / ".pixelfox" / "logs").exists()
+    assert _leftovers(tmp_path) == []
