@@ -58,6 +58,21 @@ class RedisSettings(BaseModel):
         "connections per process (single and Sentinel: more callers wait; Cluster: per node, more fail)"))
     pool_timeout_s: float = Field(20.0, gt=0, description="how long a caller waits for a free connection (seconds)")
 
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, url: str) -> str:
+        """``url`` if its scheme is one :mod:`pixelfox.redisx` connects with; ValueError naming the forms."""
+        scheme = url.partition("://")[0] if "://" in url else ""
+        if scheme not in REDIS_SCHEMES:
+            raise ValueError(f"{hide_password(url)!r} is not a Redis URL: use {REDIS_FORMS}")
+        return url
+
+
+#: the URL schemes of a Redis (single, TLS, socket, Sentinel, Cluster: :mod:`pixelfox.redisx`)
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
+REDIS_FORMS = ("redis://[:PASSWORD@]HOST:6379/0 (rediss:// for TLS), unix:///PATH.sock, "
+               "redis+sentinel://HOST:26379/MASTER or redis+cluster://HOST:6379")
+
 
 class DatabaseSettings(BaseModel):
     """The metadata database. A URL of the wrong form or driver is refused here, naming the form to

@@ -15,6 +15,7 @@ one lease), so all of them work on Redis Cluster: one tag, one hash slot.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -22,8 +23,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
 
-from pixelfox.config import RedisSettings
+from pixelfox import errors
+from pixelfox.config import RedisSettings, hide_password
 
 # no socket_timeout: blocking reads (XREADGROUP BLOCK) must be able to wait
 _COMMON: dict[str, Any] = {"decode_responses": False}
@@ -97,3 +100,22 @@ def connect(settings: RedisSettings) -> aioredis.Redis:
                         password=password, db=db, socket_connect_timeout=5, **_COMMON)
     return sentinel.master_for(path[0], connection_pool_class=SentinelBlockingConnectionPool,
                                max_connections=settings.max_connections, timeout=settings.pool_timeout_s)
+
+
+async def ping(settings: RedisSettings, timeout_s: float = 5.0) -> None:
+    """Connect to ``settings.url`` and send PING, waiting at most ``timeout_s`` seconds (``pixelfox up``
+    before it starts a node on an external Redis). Raises Unavailable with one line naming the URL,
+    its password hidden, and the reason (refused, unknown host, no answer, wrong password)."""
+    client = connect(settings)
+    try:
+        async with asyncio.timeout(timeout_s):
+            await client.ping()
+    except TimeoutError:
+        raise errors.Unavailable(f"cannot reach Redis at {hide_password(settings.url)}: no answer within "
+                                 f"{timeout_s:g} s") from None
+    except (RedisError, OSError, ValueError) as exc:
+        reason = str(exc).split(" : <", 1)[0]  # Sentinel's "No master found for 'x' : <the client's repr>"
+        raise errors.Unavailable(f"cannot reach Redis at {hide_password(settings.url)}: "
+                                 f"{hide_password(reason)}") from None
+    finally:
+        await client.aclose()

@@ -27,6 +27,7 @@ from pixelfox.cli.argtypes import byte_rate, seconds_or_days, whole_number
 from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.cli.parser import Parser, version
 from pixelfox.cli.tables import table_console
+from pixelfox.config import RedisSettings
 from pixelfox.text import human_bytes
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 
@@ -96,11 +97,31 @@ async def _refuse_bad_settings(cluster: LocalCluster) -> None:
     settings = read_settings(ManagerSettings)
     read_settings(WebSettings)  # the web nodes' own settings (PIXELFOX_TRUSTED_PROXIES), refused as theirs
     check_heartbeat(settings.cluster.heartbeat_interval_s, settings.node_timeout_s)
+    await _check_external_redis(cluster.redis_url, settings.redis)
     url, note = context.choose_database_url(cluster.state, os.environ.get("PIXELFOX_DATABASE__URL", ""))
     if note:  # the database recorded by the last start, or an environment that names another one
         print(note, file=sys.stderr, flush=True)
     if new := await check_database(url):
         print(f"new SQLite database at {new}", file=sys.stderr, flush=True)
+
+
+async def _check_external_redis(flag_url: str, env: RedisSettings) -> None:
+    """An external Redis (``--redis-url``, else ``PIXELFOX_REDIS__URL``) must be a Redis URL (BadRequest
+    naming the flag) that answers a PING (Unavailable naming the URL, password hidden): the nodes would
+    otherwise wait for it until ``up`` gave up. Nothing to check when ``up`` starts its own."""
+    from pixelfox import redisx
+
+    if not flag_url and "PIXELFOX_REDIS__URL" not in os.environ:
+        return
+    where = "--redis-url" if flag_url else "PIXELFOX_REDIS__URL"
+    try:
+        settings = env.model_copy(update={"url": RedisSettings(url=flag_url).url}) if flag_url else env
+    except ValidationError as exc:
+        raise errors.BadRequest(f"--redis-url: {exc.errors()[0]['ctx']['error']}") from None
+    try:
+        await redisx.ping(settings)
+    except errors.Unavailable as exc:
+        raise errors.Unavailable(f"{where}: {exc.message}") from None
 
 
 def import_list(folder: Path) -> tuple[list[Path], int, int]:

@@ -64,8 +64,14 @@ def _leftovers(root: Path) -> list[str]:
 def _up(root: Path, env: dict[str, str], timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
     """Run ``pixelfox up`` in ``root`` until it exits; one that is still running after ``timeout_s`` (it
     started the cluster: the old behaviour) is stopped with Ctrl-C, so it stops its nodes, and fails."""
+    return _up_with(root, [], env, timeout_s)
+
+
+def _up_with(root: Path, flags: list[str], env: dict[str, str], timeout_s: float = 60
+             ) -> subprocess.CompletedProcess[str]:
+    """:func:`_up` with more ``flags``."""
     proc = subprocess.Popen([sys.executable, "-m", "pixelfox", "up", "--upload", "1", "--proc", "1", "--storage",
-                             "1"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "1", *flags], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -420,3 +426,37 @@ def test_up_refuses_trusted_proxies_that_are_not_addresses_before_starting_a_nod
         f"pixelfox: PIXELFOX_TRUSTED_PROXIES: 'notanip' is not an IP address or network{PROXIES_HINT} (bad-request)"])
     assert not (tmp_path / ".pixelfox" / "logs").exists()
     assert _leftovers(tmp_path) == []
+
+
+# ---- an external Redis --------------------------------------------------------------------------------
+
+REDIS_FORMS = ("use redis://[:PASSWORD@]HOST:6379/0 (rediss:// for TLS), unix:///PATH.sock, "
+               "redis+sentinel://HOST:26379/MASTER or redis+cluster://HOST:6379")
+
+
+def test_a_redis_url_of_another_form_is_a_configuration_error(tmp_path: Path) -> None:
+    """``up --redis-url notaurl`` was a 34-line traceback; a node given it, another."""
+    res = _up_with(tmp_path, ["--redis-url", "notaurl"], _env())
+    assert (res.returncode, res.stderr.strip().splitlines()) == (
+        2, [f"pixelfox: --redis-url: 'notaurl' is not a Redis URL: {REDIS_FORMS} (bad-request)"]), res.stderr
+    res = subprocess.run([sys.executable, "-m", "nodes.manager"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=30, check=False, env=_env(PIXELFOX_CLUSTER__SECRET=SECRET, PIXELFOX_METRICS_PORT="-1",
+                                                           PIXELFOX_REDIS__URL="http://:hunter2@host/0"))
+    assert (res.returncode, res.stderr.strip().splitlines()) == (2, [
+        "configuration error:",
+        f"  PIXELFOX_REDIS__URL: 'http://:***@host/0' is not a Redis URL: {REDIS_FORMS}"]), res.stderr
+    assert not (tmp_path / ".pixelfox" / "logs").exists() and _leftovers(tmp_path) == []
+
+
+def test_up_refuses_an_external_redis_that_does_not_answer_before_starting_a_node(tmp_path: Path) -> None:
+    """It started every node, waited ~98 s and said only `cluster not ready after 90 s`."""
+    port = free_port()  # nothing listens there
+    started = time.monotonic()
+    res = _up(tmp_path, _env(PIXELFOX_REDIS__URL=f"redis://:hunter2@127.0.0.1:{port}/0"), timeout_s=30)
+    assert time.monotonic() - started < 20
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 1 and len(lines) == 1, res.stderr
+    want = f"pixelfox: PIXELFOX_REDIS__URL: cannot reach Redis at redis://:***@127.0.0.1:{port}/0: Error 111 connecting"
+    assert lines[0].startswith(want) and lines[0].endswith("(unavailable)"), lines
+    assert "hunter2" not in res.stderr
+    assert not (tmp_path / ".pixelfox" / "logs").exists() and _leftovers(tmp_path) == []
