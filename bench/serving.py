@@ -145,7 +145,7 @@ def start_node(tmp: Path, pool: Path, accel: bool, workers: int) -> tuple[subpro
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELFOX_")} | {
         "PIXELFOX_NODE_ID": f"bench-{'accel' if accel else 'plain'}",
         "PIXELFOX_CLUSTER__MANAGER": "127.0.0.1:1",  # nothing listens: the node serves without a manager
-        "PIXELFOX_CLUSTER__SECRET": "bench", "PIXELFOX_GRPC__PORT": str(free_port()),
+        "PIXELFOX_CLUSTER__SECRET": "bench-serving-secret", "PIXELFOX_GRPC__PORT": str(free_port()),
         "PIXELFOX_HTTP__PORT": str(http_port), "PIXELFOX_METRICS_PORT": "-1",
         "PIXELFOX_DATA_DIR": str(pool), "PIXELFOX_LOG__LEVEL": "WARNING", "PIXELFOX_SIGN_ORIGINALS": "0",
         "PIXELFOX_ACCEL_REDIRECT": "/_pool/" if accel else "", "PIXELFOX_HTTP_WORKERS": str(workers),

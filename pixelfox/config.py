@@ -206,6 +206,35 @@ def read_settings(cls: type[SettingsT]) -> SettingsT:
         raise errors.BadRequest("; ".join(setting_problems(exc))) from None
 
 
+#: the fewest characters a cluster secret may have (``openssl rand -base64 32`` gives 44)
+MIN_SECRET_CHARS = 16
+#: how to make a cluster secret, said by every refusal of one
+MAKE_SECRET = "make one with `openssl rand -base64 32`"
+
+
+def secret_problem(secret: str) -> str | None:
+    """Why a node must not start on the cluster secret ``secret`` (one line naming
+    ``PIXELFOX_CLUSTER__SECRET`` and how to make one), or None when it is usable: it is missing,
+    shorter than :data:`MIN_SECRET_CHARS`, or a placeholder starting with ``change-me`` (as the
+    Kubernetes example ships). Anyone who guesses it can act as a node and forge upload tickets."""
+    var = "PIXELFOX_CLUSTER__SECRET"
+    if not secret:
+        return f"{var} is required: {MAKE_SECRET}"
+    if secret.lower().startswith("change-me"):
+        return f"{var} is the example's placeholder ({secret[:9]}...): {MAKE_SECRET}"
+    if len(secret) < MIN_SECRET_CHARS:
+        return f"{var} is {len(secret)} characters long; use at least {MIN_SECRET_CHARS}: {MAKE_SECRET}"
+    return None
+
+
+def require_secret(settings: NodeSettings) -> None:
+    """End the process as :func:`load_settings` does (``configuration error:``, exit 2) when the cluster
+    secret of ``settings`` is not usable (:func:`secret_problem`); called by every node at start."""
+    if problem := secret_problem(settings.cluster.secret.get_secret_value()):
+        print(f"configuration error:\n  {problem}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def load_settings(cls: type[SettingsT]) -> SettingsT:
     """``cls()`` read from the environment; a bad value ends the process with one line per problem
     naming the variable (:func:`setting_problems`) instead of pydantic's traceback. Raises

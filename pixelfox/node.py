@@ -33,7 +33,7 @@ import grpc
 from prometheus_client import start_http_server
 
 from pixelfox import logs
-from pixelfox.config import NodeSettings, load_settings
+from pixelfox.config import NodeSettings, load_settings, require_secret
 from pixelfox.grpcx.server import GrpcServer
 from pixelfox.managerlink import ManagerLink, Peer
 from pixelfox.v1 import common_pb2, manager_pb2
@@ -398,7 +398,8 @@ SettingsT = TypeVar("SettingsT", bound=NodeSettings)
 def node_main(prog: str, description: str, settings_cls: type[SettingsT],
               serve: Callable[[SettingsT], Awaitable[None]], default_id: str) -> None:
     """The ``__main__`` of a gRPC node: ``--print-config`` (secrets redacted), settings loaded and checked once
-    (the cluster secret is required), logging configured, then ``serve(settings)`` until SIGTERM."""
+    (a usable cluster secret is required: :func:`pixelfox.config.require_secret`), logging configured, then
+    ``serve(settings)`` until SIGTERM."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--print-config", action="store_true", help="print the effective settings and exit")
     opts = parser.parse_args()
@@ -406,8 +407,7 @@ def node_main(prog: str, description: str, settings_cls: type[SettingsT],
     if opts.print_config:
         print(settings.redacted())
         return
-    if not settings.cluster.secret.get_secret_value():
-        raise SystemExit("PIXELFOX_CLUSTER__SECRET is required")
+    require_secret(settings)
     logs.configure(settings.log, settings.node_id or default_id)
     asyncio.run(serve(settings))
     # the process exits now: skip the interpreter's last full garbage collection over every object left

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.web_exceptions import NotAppKeyWarning
 
 from pixelfox import logs
-from pixelfox.config import load_settings
+from pixelfox.config import load_settings, require_secret
 from pixelfox.managerlink import ManagerLink
 from pixelfox.node import Agent, Load, NodeIdentity, start_metrics
 from pixelfox.v1 import common_pb2
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.print_config:
         print(settings.redacted())
         return
+    require_secret(settings)
     logs.configure(settings.log, settings.node_id)
     # aiohttp-session 2.12 keeps its state under str request keys; nothing for us to fix
     warnings.filterwarnings("ignore", category=NotAppKeyWarning)

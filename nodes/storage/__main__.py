@@ -21,7 +21,7 @@ from nodes.storage.http import HttpOrigin, Origin, bind
 from nodes.storage.service import StorageService
 from nodes.storage.servicer import StorageServicer
 from pixelfox import logs, signing
-from pixelfox.config import load_settings
+from pixelfox.config import load_settings, require_secret
 from pixelfox.grpcx.server import GrpcServer
 from pixelfox.node import NodeIdentity, run_node, start_metrics
 from pixelfox.storage.fs import FsStore
@@ -109,6 +109,7 @@ def cli(argv: list[str] | None = None) -> None:
     if args.print_config:
         print(settings.redacted())
         return
+    require_secret(settings)
     logs.configure(settings.log, settings.node_id)
     try:  # uvloop (optional) speeds up the HTTP origin (docs/benchmarks.md)
         import uvloop

@@ -460,3 +460,26 @@ def test_up_refuses_an_external_redis_that_does_not_answer_before_starting_a_nod
     assert lines[0].startswith(want) and lines[0].endswith("(unavailable)"), lines
     assert "hunter2" not in res.stderr
     assert not (tmp_path / ".pixelfox" / "logs").exists() and _leftovers(tmp_path) == []
+
+
+# ---- the cluster secret --------------------------------------------------------------------------------
+
+MAKE = "make one with `openssl rand -base64 32`"
+BAD_SECRETS = [
+    ({}, f"PIXELFOX_CLUSTER__SECRET is required: {MAKE}"),
+    ({"PIXELFOX_CLUSTER__SECRET": "x"}, f"PIXELFOX_CLUSTER__SECRET is 1 characters long; use at least 16: {MAKE}"),
+    ({"PIXELFOX_CLUSTER__SECRET": "change-me-openssl-rand-base64-32"},  # what deploy/k8s/pixelfox.yaml ships
+     f"PIXELFOX_CLUSTER__SECRET is the example's placeholder (change-me...): {MAKE}"),
+]
+
+
+@pytest.mark.parametrize("module", ["nodes.manager", "nodes.storage", "web"])
+@pytest.mark.parametrize(("env", "why"), BAD_SECRETS, ids=["missing", "short", "placeholder"])
+def test_a_node_refuses_a_missing_short_or_placeholder_secret(tmp_path: Path, module: str, env: dict[str, str],
+                                                              why: str) -> None:
+    """A manager started on `x` or the Kubernetes placeholder; a missing one was exit 1 without
+    `configuration error:`; a web or storage node did not check it at all."""
+    res = subprocess.run([sys.executable, "-m", module], cwd=tmp_path, capture_output=True, text=True, timeout=30,
+                         check=False, env=_env(PIXELFOX_METRICS_PORT="-1", **env))
+    assert (res.returncode, res.stderr.strip().splitlines()) == (2, ["configuration error:", f"  {why}"]), res.stderr
+    assert not list(tmp_path.iterdir())  # stopped before it made anything (a database, a data folder)

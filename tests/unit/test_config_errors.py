@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 ])
 def test_bad_setting_is_one_line_and_exit_2(module: str, env: dict[str, str], line: str, tmp_path: Path) -> None:
     base = {k: v for k, v in os.environ.items() if not k.startswith("PIXELFOX_")}
-    r = subprocess.run([sys.executable, "-m", module], cwd=tmp_path, env=base | {"PIXELFOX_CLUSTER__SECRET": "s"} | env,
+    secret = {"PIXELFOX_CLUSTER__SECRET": "config-errors-secret"}
+    r = subprocess.run([sys.executable, "-m", module], cwd=tmp_path, env=base | secret | env,
                        capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("configuration error:\n") and line in r.stderr
