@@ -152,11 +152,14 @@ def test_folder_commands_act_on_the_database_the_cluster_uses(pg_cluster: tuple[
     for target in (url, other_spelling):
         res = cli(local.root, "migrate-db", "--source", f"sqlite+aiosqlite:///{stale}", "--target", target)
         assert res.returncode == 2, res.stdout + res.stderr
-        assert "is the database the running cluster uses" in res.stderr and "Traceback" not in res.stderr
+        assert "is the database a running manager uses" in res.stderr and "Traceback" not in res.stderr
     backup = tmp_path / "live.jsonl"
     assert cli(local.root, "backup", str(backup)).returncode == 0
     res = cli(local.root, "restore", str(backup), "--force")  # over the live database, nodes running
-    assert res.returncode == 2 and "is the database the running cluster uses" in res.stderr, res.stderr
+    assert res.returncode == 2 and "is the database a running manager uses" in res.stderr, res.stderr
+    # from another folder too: the managers' connections are named pixelfox-manager in pg_stat_activity
+    res = cli(tmp_path, "restore", str(backup), "--force", "--db", other_spelling)
+    assert res.returncode == 2 and f"{other_spelling} is the database a running manager uses" in res.stderr, res.stderr
     assert int(postgres.psql("SELECT count(*) FROM images", db="cluster")) == pg_images  # untouched
 
 
