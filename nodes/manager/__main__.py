@@ -51,7 +51,10 @@ async def open_database(settings: ManagerSettings) -> AsyncEngine:
         raise SystemExit(exc.message) from None
     if new:
         logger.info("new SQLite database at %s", new)
-    _IN_USE = mark_in_use(settings.database.url)
+    try:
+        _IN_USE = mark_in_use(settings.database.url)
+    except OSError as exc:  # a folder it may read but not write: the guard is lost, the manager is not
+        logger.warning("cannot mark the database as in use (pixelfox restore will not see it): %s", exc)
     engine = make_engine(settings.database, application_name=APPLICATION_NAME)
     await create_schema(engine)
     return engine
