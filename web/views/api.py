@@ -14,7 +14,7 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -247,6 +247,24 @@ async def check_user_limits(request: web.Request, metadata: Metadata, *, encoded
                optional=True)
 
 
+#: the most parts an upload form may have: ShareX sends 2 (file, title), a Chevereto client about 10; a form
+#: of thousands of tiny fields held the web node's event loop for seconds (every other request waited)
+MAX_FORM_PARTS = 64
+
+
+async def form_parts(request: web.Request) -> AsyncIterator[Any]:
+    """The parts of ``request``'s multipart body, in order; BadRequest at the part after
+    :data:`MAX_FORM_PARTS`, before it is read."""
+    reader = await request.multipart()
+    count = 0
+    while (part := await reader.next()) is not None:
+        count += 1
+        if count > MAX_FORM_PARTS:
+            raise errors.BadRequest(f"the form has more than {MAX_FORM_PARTS} fields; an upload needs its file "
+                                    "and a few text fields")
+        yield part
+
+
 async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, str, str]:
     """The form's ``file`` as ``(temp path, file name, declared type, title)``; ``title`` is the optional
     text field of that name (its first :data:`TEXT_FIELD_LIMIT` bytes, UTF-8). BadRequest for a malformed
@@ -255,8 +273,7 @@ async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, st
     saved: tuple[Path, str, str] | None = None
     title, title_seen = "", False
     try:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
+        async for part in form_parts(request):
             if isinstance(part, BodyPartReader) and part.name == "file":
                 if saved is not None:
                     raise errors.BadRequest("one file per request: the form has a second 'file' field")

@@ -55,6 +55,7 @@ from web.views.api import (
     _save_part,
     check_user_limits,
     first_bytes,
+    form_parts,
     malformed_multipart,
     page_url,
     part_filename,
@@ -242,8 +243,7 @@ async def _read_multipart(request: web.Request, limit: int, fields: dict[str, st
     source: Path | None = None
     filename = "upload"
     try:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
+        async for part in form_parts(request):
             if not isinstance(part, BodyPartReader):
                 continue
             if part.name in SOURCE_FIELDS:
