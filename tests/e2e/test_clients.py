@@ -407,3 +407,15 @@ def test_a_form_of_thousands_of_fields_is_refused_at_once_and_stalls_no_one(clus
     ok = requests.post(f"{cluster.web_url}/api/v1/images?wait=0", timeout=60,
                        files=[*fields[:10], ("file", ("a.png", _small_png(8, 8), "image/png"))])
     assert ok.status_code == 201, ok.text
+
+
+def test_chevereto_extension_is_the_detected_format_not_the_sent_name(cluster: ClusterHandle) -> None:
+    """A PNG sent as ``pic.svg`` answered ``"extension": "svg"`` (clients save files by it) with
+    ``"mime": "image/png"``: the extension is the detected format's; the name stays as sent."""
+    user = asyncio.run(new_user_key(cluster.local, f"chevext_{os.urandom(3).hex()}"))
+    r = requests.post(f"{cluster.web_url}/api/1/upload", data={"key": user}, timeout=60,
+                      files={"source": ("pic.svg", _small_png(8, 8), "image/svg+xml")})
+    assert r.status_code == 200, r.text
+    img = r.json()["image"]
+    assert (img["extension"], img["mime"], img["original_filename"], img["name"]) == \
+        ("png", "image/png", "pic.svg", "pic"), img

@@ -282,10 +282,13 @@ def direct_link(request: web.Request, image: common_pb2.Image) -> str:
 
 
 def _extension(image: common_pb2.Image) -> str:
-    """The file name's extension, or the detected format's usual one when the name has none (a base64
-    source is named ``upload``)."""
+    """The detected format's usual extension (``jpg``, ``png``...): never the uploaded name's, which the
+    client chose (a PNG sent as ``pic.svg`` said ``svg``, and clients save files by it); the name's
+    only when no format is known yet."""
+    if image.format:
+        return {"jpeg": "jpg"}.get(image.format, image.format)
     _, dot, ext = image.filename.rpartition(".")
-    return ext if dot and ext else {"jpeg": "jpg"}.get(image.format, image.format)
+    return ext if dot else ""
 
 
 def chevereto_image(request: web.Request, image: common_pb2.Image, expires_s: int) -> dict[str, Any]:
