@@ -94,10 +94,22 @@ def choose_database_url(state_dir: Path, env_url: str) -> tuple[str, str]:
 BACKEND_SETTING = "PIXELFOX_BACKEND"
 
 
+#: the AWS SDK's own variables an S3 pool falls back to when its ``PIXELFOX_S3__*`` key or region is
+#: empty (botocore's credential and config chain: docs.aws.amazon.com/sdkref, "environment variables")
+AWS_SETTINGS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
+                "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE",
+                "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_CA_BUNDLE")
+
+
 def storage_settings(env: dict[str, str] | os._Environ[str]) -> dict[str, str]:
-    """The variables of ``env`` that choose the storage nodes' pools: ``PIXELFOX_BACKEND`` and every
-    ``PIXELFOX_S3__*`` (S3 keys included: ``cluster.json`` keeps them, mode 0600 in a 0700 folder)."""
-    return {k: v for k, v in env.items() if k == BACKEND_SETTING or k.startswith("PIXELFOX_S3__")}
+    """The variables of ``env`` that choose the storage nodes' pools: ``PIXELFOX_BACKEND``, every
+    ``PIXELFOX_S3__*`` and, when the backend is ``s3``, the :data:`AWS_SETTINGS` the S3 client reads
+    when its own key is empty (S3 keys included: ``cluster.json`` keeps them, mode 0600 in a 0700
+    folder). Credentials given only as ``AWS_*`` used to be forgotten: the next ``up`` without them
+    started storage nodes that could not reach the bucket."""
+    s3 = env.get(BACKEND_SETTING, "").lower() == "s3"
+    return {k: v for k, v in env.items()
+            if k == BACKEND_SETTING or k.startswith("PIXELFOX_S3__") or (s3 and k in AWS_SETTINGS)}
 
 
 def _read_state(state_dir: Path) -> dict[str, Any]:
@@ -139,7 +151,7 @@ def choose_storage_env(state_dir: Path, env: dict[str, str] | os._Environ[str]) 
         raise SystemExit(f"the last start stored images in S3, but {BACKEND_SETTING} is not set: set "
                          f"{BACKEND_SETTING}=s3 and the PIXELFOX_S3__* settings it used (or {BACKEND_SETTING}=fs "
                          "to use the folders under .pixelfox/data)")
-    chosen = {**recorded, **own}
+    chosen = {**recorded, **own, **{k: v for k, v in env.items() if k in AWS_SETTINGS}}  # the environment's win
     where = f"s3 bucket {chosen.get('PIXELFOX_S3__BUCKET', 'pixelfox')}"
     if chosen.get("PIXELFOX_S3__ENDPOINT_URL"):
         where += f" at {chosen['PIXELFOX_S3__ENDPOINT_URL']}"

@@ -17,6 +17,7 @@ from pixelfox.cli.context import (
     choose_storage_env,
     default_database_url,
     resolve,
+    storage_settings,
     target_flags,
 )
 
@@ -112,6 +113,23 @@ def test_up_keeps_the_s3_pools_the_last_start_recorded(tmp_path: Path) -> None:
         choose_storage_env(state, {})
     (state / STATE_FILE).write_text(json.dumps({"storage_env": {}, "pools": {"storage1": {"backend": "fs"}}}))
     assert choose_storage_env(state, {}) == ({}, "")
+
+
+def test_storage_settings_keep_aws_credentials_only_for_s3(tmp_path: Path) -> None:
+    """Keys given as ``AWS_*`` alone (the SDK's own variables) are recorded with an S3 backend, so a
+    later ``up`` without them still reaches the bucket; with the folders they are never kept."""
+    env = {"PATH": "/bin", "PIXELFOX_BACKEND": "S3", "AWS_ACCESS_KEY_ID": "local",
+           "AWS_SECRET_ACCESS_KEY": "localsecret", "AWS_REGION": "eu-west-1", "AWS_PAGER": ""}
+    assert storage_settings(env) == {"PIXELFOX_BACKEND": "S3", "AWS_ACCESS_KEY_ID": "local",
+                                     "AWS_SECRET_ACCESS_KEY": "localsecret", "AWS_REGION": "eu-west-1"}
+    assert storage_settings({**env, "PIXELFOX_BACKEND": "fs"}) == {"PIXELFOX_BACKEND": "fs"}
+    assert storage_settings({"AWS_ACCESS_KEY_ID": "local"}) == {}
+    state = tmp_path / ".pixelfox"
+    state.mkdir()
+    (state / STATE_FILE).write_text(json.dumps({"storage_env": storage_settings(env)}))
+    chosen, note = choose_storage_env(state, {"PATH": "/bin", "AWS_SECRET_ACCESS_KEY": "rotated"})
+    assert chosen == {"PIXELFOX_BACKEND": "S3", "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "rotated",
+                      "AWS_REGION": "eu-west-1"} and "secret" not in note
 
 
 def test_import_list_takes_subfolders_and_leaves_hidden_entries_out(tmp_path: Path) -> None:
