@@ -7,7 +7,9 @@ import argparse
 import math
 from collections.abc import Callable
 
+from pixelfox import errors
 from pixelfox.ids import ULID
+from pixelfox.text import checked_title
 
 
 def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -43,6 +45,19 @@ def row_id(text: str) -> str:
 
 
 row_id.__name__ = "image id"
+
+
+def image_title(text: str) -> str:
+    """A ``type=`` for an image title, checked as the manager checks it (:func:`pixelfox.text.checked_title`:
+    at most 255 characters once stripped, no control character): a bad one raises
+    ``argparse.ArgumentTypeError`` before any file is sent, not one refusal per file."""
+    try:
+        return checked_title(text)
+    except errors.BadRequest as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+image_title.__name__ = "title"
 
 
 def decimal_number(low: float, high: float | None = None, what: str = "number") -> Callable[[str], float]:

@@ -23,7 +23,7 @@ from pixelfox import errors
 from pixelfox.cli import context, launcher, leftovers, ops, put, storage_cmds
 from pixelfox.cli import jobs as jobs_cli
 from pixelfox.cli import uploads as uploads_cli
-from pixelfox.cli.argtypes import byte_rate, seconds_or_days, whole_number
+from pixelfox.cli.argtypes import byte_rate, image_title, seconds_or_days, whole_number
 from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.cli.parser import Parser, version
 from pixelfox.cli.tables import table_console
@@ -367,8 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--wait", action="store_true", help="wait until each image is ready or failed")
     pt.add_argument("--timeout", type=seconds_or_days(0, "number of seconds"), default=120.0,
                     help="seconds to wait per image with --wait")
-    pt.add_argument("--title", default="", help="title of each new image (at most 255 characters; a file you "
-                                                 "already uploaded keeps its own)")
+    pt.add_argument("--title", type=image_title, default="",
+                    help="title of each new image (at most 255 characters; a file you already uploaded keeps its own)")
     pt.add_argument("--no-resume", action="store_true",
                     help="send every file from its first byte, cancelling the upload an interrupted run left "
                          "unfinished")

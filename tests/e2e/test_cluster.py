@@ -259,7 +259,7 @@ def test_edge_accepts_become_ready(cluster: ClusterHandle, corpus: Path) -> None
 
 def test_put_title_names_new_images_only(cluster: ClusterHandle, tmp_path: Path) -> None:
     """``pixelfox put --title``: a new image gets it; the same bytes again (dedup) return the image
-    as it was, and say so; an over-long title is a rejection with the reason and exit code 1."""
+    as it was, and say so; an over-long title is a usage error (exit 2), before any file is sent."""
     photo = tmp_path / "titled.png"
     Image.new("RGB", (40, 30), tuple(os.urandom(3))).save(photo, "PNG")
     first = cluster.pixelfox("put", "--json", "--title", "Harbour at dusk", str(photo), timeout=120)
@@ -272,9 +272,8 @@ def test_put_title_names_new_images_only(cluster: ClusterHandle, tmp_path: Path)
     assert plain.returncode == 0 and plain.stdout == f"{a['url']}\n", (plain.stdout, plain.stderr)
     assert "(already uploaded: the existing image, unchanged)" in plain.stderr, plain.stderr
     long = cluster.pixelfox("put", "--json", "--title", "t" * 256, str(photo), timeout=120)
-    assert long.returncode == 1
-    out = json.loads(long.stdout)
-    assert out["status"] == "rejected" and out["error"]["message"] == "title longer than 255 characters", out
+    assert (long.returncode, long.stdout) == (2, ""), long.stdout
+    assert long.stderr.startswith("pixelfox: argument --title: title longer than 255 characters"), long.stderr
 
 
 def test_put_of_a_folder_says_so_and_a_closed_pipe_is_no_traceback(cluster: ClusterHandle, tmp_path: Path) -> None:

@@ -43,6 +43,9 @@ def pixelfox(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     (("reprocess", "x", "--rate", "\uff12"), 2, "argument --rate: '\uff12' is not a number of images per second"),
     (("reprocess", "x", "--rate", "1_0"), 2, "argument --rate: '1_0' is not a number of images per second"),
     (("tiers", "move", "--older-than", "\uff15"), 2, "argument --older-than: '\uff15' is not a number of days"),
+    # checked as the manager checks it, before any file is sent (it was one refusal per file, exit 1)
+    (("put", "--title", "t" * 256, "a.png"), 2, "argument --title: title longer than 255 characters"),
+    (("put", "--title", "a\x1bb", "a.png"), 2, "argument --title: title contains a control character (U+001B)"),
 ])
 def test_bad_numbers_are_usage_errors(tmp_path: Path, args: tuple[str, ...], code: int, says: str) -> None:
     res = pixelfox(*args, cwd=tmp_path)
