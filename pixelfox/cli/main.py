@@ -158,7 +158,8 @@ async def _import(cluster: LocalCluster, admin_key: str, files: list[Path], stop
                   console: Console) -> int:
     """``up --import``: upload ``files`` as the admin, as ``pixelfox put --wait`` would (resuming from its
     journal), then print the totals (:func:`import_totals`) and ``import done``; Ctrl-C (``stop``) ends it
-    with put's ``interrupted:`` line per file under way. Returns how many files did not end ready (0
+    with put's ``interrupted:`` line per file under way, and a manager that cannot be reached with
+    ``import stopped: cannot reach the manager at ...``. Returns how many files did not end ready (0
     after Ctrl-C)."""
     ref = context.ClusterRef(cluster.manager_address, api_key=admin_key, web_url=cluster.web_urls[0])
     out, sending = Console(soft_wrap=True), dict[Path, int]()
@@ -177,7 +178,12 @@ async def _import(cluster: LocalCluster, admin_key: str, files: list[Path], stop
             console.print(put.interrupted_line(path, sent, resume, ref.metadata()), markup=False, highlight=False)
         console.print("import interrupted")
         return 0
-    line, not_ready = import_totals(job.result())
+    try:
+        results = job.result()
+    except errors.Unavailable as exc:  # the manager cannot be reached: put stops at the first file
+        console.print(f"import stopped: {exc.message.split('; ')[0]}", markup=False, highlight=False)
+        return len(files)
+    line, not_ready = import_totals(results)
     print(line, flush=True)
     print("import done", flush=True)
     return not_ready

@@ -6,20 +6,23 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from pixelfox import errors
-from pixelfox.cli.context import ClusterRef
+from pixelfox.cli.context import UNREACHABLE_HINT, ClusterRef
 from pixelfox.client.images import owner_image_json, rejected_json, status_name
 from pixelfox.client.journal import Journal, epoch
 from pixelfox.client.resume import Resume
 from pixelfox.client.uploader import upload_file
-from pixelfox.grpcx.client import channel, map_rpc_errors
+from pixelfox.grpcx.client import channel, connect_failure, map_rpc_errors
 from pixelfox.text import human_bytes
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc, upload_pb2
 
@@ -48,6 +51,34 @@ def _check_file(path: Path) -> None:
         raise errors.BadRequest(f"{path} is not a regular file (a device or a pipe)")
     if not path.is_file():
         raise errors.NotFound(f"no such file: {path}")
+
+
+async def unreachable_manager(failed: errors.PixelfoxError, ch: grpc.aio.Channel,
+                              ref: ClusterRef) -> errors.Unavailable | None:
+    """After a file ``failed`` with ``Unavailable``: whether ``ref``'s manager (``ch``) can be reached at all,
+    by one gRPC health check (any answer will do). ``Unavailable("cannot reach the manager at ADDRESS
+    (CAUSE); start it with ...")`` when no connection can be made (the whole run's error: every other
+    file would fail the same way), else ``None`` (a problem of that file, or of an upload node; any
+    other error of the file: no check)."""
+    if not isinstance(failed, errors.Unavailable):
+        return None
+    try:
+        async with map_rpc_errors(f"the manager at {ref.manager}", UNREACHABLE_HINT):
+            await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    except errors.Unavailable as exc:
+        cause = exc.__cause__
+        if isinstance(cause, grpc.aio.AioRpcError) and connect_failure(cause)[0]:
+            return exc
+    except errors.PixelfoxError:
+        pass
+    return None
+
+
+def _emit_answered(waiting: list[asyncio.Future[dict[str, Any]]], emit: Callable[[dict[str, Any]], None]) -> None:
+    """``emit`` the results of the futures at the head of ``waiting`` that are done, up to the first that
+    is not (taken out of ``waiting``)."""
+    while waiting and waiting[0].done():
+        emit(waiting.pop(0).result())
 
 
 def _say(out: dict[str, Any], as_json: bool, console: Console, flags: str = "") -> None:
@@ -86,7 +117,11 @@ async def put_files(
     one worker of the cluster idle (12 photos: one job at a time). At most :data:`MAX_WAITING` images
     are waited for at once (each polls ``GetImage`` 4 times a second): past that, the oldest is waited
     for before the next file goes. ``flags`` (the ``--manager`` / ``--api-key`` given) end the commands of
-    a refusal's hint (:func:`refusal_hint`)."""
+    a refusal's hint (:func:`refusal_hint`).
+
+    A manager that cannot be reached at all (:func:`unreachable_manager`, asked after a file's
+    ``Unavailable``) ends the run: that ``Unavailable`` is raised, naming the manager's address, and the
+    files after it are not tried (each said "cannot reach ..." in turn)."""
     md = ref.metadata()
     results: list[dict[str, Any]] = []
     progress = Progress(
@@ -132,6 +167,9 @@ async def put_files(
                                                     max_rate=max_rate)
                         waiting.append(asyncio.ensure_future(finish(path, receipt)))
                     except errors.PixelfoxError as exc:
+                        if whole := await unreachable_manager(exc, ch, ref):  # no other file is tried
+                            _emit_answered(waiting, emit)  # the files sent before that have their answer
+                            raise whole from exc
                         done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
                         done.set_result(rejected_json(str(path), exc.code, exc.message))
                         waiting.append(done)

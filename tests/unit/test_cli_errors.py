@@ -153,17 +153,22 @@ def test_a_malformed_manager_address_is_a_usage_error(tmp_path: Path, address: s
 def test_a_manager_that_refuses_the_connection_is_one_line_naming_it(tmp_path: Path) -> None:
     """Nothing listens on a free port of 127.0.0.1: the connection is refused at once. Every command
     that calls the manager says so in one line with exit 1 (it was gRPC's own text, with exit 2);
-    ``put`` names the address on each file's line."""
+    ``put`` too, once, without trying the other files (it said "✗ FILE: cannot reach ..." for each)."""
     address = f"127.0.0.1:{free_port()}"
     for args in (("status",), ("jobs",), ("uploads",), ("nodes", "maintenance", "upload1")):
         res = pixelfox(*args, "--manager", address, cwd=tmp_path)
         assert (res.returncode, res.stderr) == (1, (
             f"pixelfox: cannot reach the manager at {address} (connection refused); start it with `pixelfox up`, "
             "or check --manager / PIXELFOX_MANAGER (unavailable)\n")), (args, res.stderr)
-    photo = tmp_path / "a.png"
-    photo.write_bytes(b"\x89PNG\r\n\x1a\n")
-    res = pixelfox("put", "--manager", address, "--api-key", "pfx_" + "k" * 43, str(photo), cwd=tmp_path)
-    assert res.returncode == 1 and f"✗ {photo}: cannot reach {address} (connection refused)" in res.stderr, res.stderr
+    photos = [tmp_path / f"{n}.png" for n in "abc"]
+    for photo in photos:
+        photo.write_bytes(b"\x89PNG\r\n\x1a\n")
+    for json_flag in ((), ("--json",)):
+        res = pixelfox("put", *json_flag, "--manager", address, "--api-key", "pfx_" + "k" * 43, *map(str, photos),
+                       cwd=tmp_path)
+        assert (res.returncode, res.stdout, res.stderr) == (1, "", (
+            f"pixelfox: cannot reach the manager at {address} (connection refused); start it with `pixelfox up`, "
+            "or check --manager / PIXELFOX_MANAGER (unavailable)\n")), res.stderr
 
 
 def test_no_cluster_here_is_one_pixelfox_line(tmp_path: Path) -> None:
