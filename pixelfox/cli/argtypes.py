@@ -47,6 +47,18 @@ def row_id(text: str) -> str:
 row_id.__name__ = "image id"
 
 
+def upload_id(text: str) -> str:
+    """A ``type=`` for an upload id (``uploads cancel ID``; returned stripped, upper case as stored): an
+    empty or blank one raises ``argparse.ArgumentTypeError`` (the manager answered "no such upload")."""
+    value = text.strip().upper()
+    if not value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an upload id: give one that `pixelfox uploads` lists")
+    return value
+
+
+upload_id.__name__ = "upload id"
+
+
 def image_title(text: str) -> str:
     """A ``type=`` for an image title, checked as the manager checks it (:func:`pixelfox.text.checked_title`:
     at most 255 characters once stripped, no control character): a bad one raises

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from pixelfox import errors
 from pixelfox.cli import context
+from pixelfox.cli.argtypes import upload_id
 from pixelfox.cli.tables import table_console
 from pixelfox.client.images import upload_progress_json
 from pixelfox.text import human_bytes
@@ -69,9 +70,8 @@ def cmd_uploads(opts: argparse.Namespace) -> int:
 
 def cmd_uploads_cancel(opts: argparse.Namespace) -> int:
     ref = context.resolve(opts.manager, opts.api_key)
-    upload_id = opts.id.upper()  # ULIDs are case-insensitive; stored upper case
-    asyncio.run(_cancel(ref, upload_id))
-    print(f"cancelled upload {upload_id}")
+    asyncio.run(_cancel(ref, opts.id))  # upper case (argtypes.upload_id): ULIDs are case-insensitive
+    print(f"cancelled upload {opts.id}")
     return 0
 
 
@@ -82,5 +82,5 @@ def add_commands(sub: Any, with_target: Callable[[argparse.ArgumentParser], argp
     up.set_defaults(func=cmd_uploads)
     usub = up.add_subparsers(dest="uploads_cmd")
     cancel = with_target(usub.add_parser("cancel", help="cancel an open upload (its ticket is refused from then on)"))
-    cancel.add_argument("id")
+    cancel.add_argument("id", type=upload_id)
     cancel.set_defaults(func=cmd_uploads_cancel)
