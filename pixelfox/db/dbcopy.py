@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pixelfox import errors
 from pixelfox.db import generation, migrate
-from pixelfox.db.checks import create_private, new_sqlite_file, redact
+from pixelfox.db.checks import create_private, new_sqlite_file, redact, remove_sqlite_file
 from pixelfox.db.identity import identity, open_engine, refuse_live
 from pixelfox.db.rows import canon_row, decode, metadata_tables, reset_sequences, stream, table_sum
 
@@ -121,13 +121,16 @@ async def copy_database(source_url: str, target_url: str, batch: int = 500, *,
     ``BadRequest`` before writing anything when the two are the same database, when the
     target is ``live_url`` (the database a running cluster uses: copying would overwrite its
     live rows with the source's), for a URL of the wrong form or a missing SQLite source
-    file; ``Unavailable`` when a database cannot be reached.
+    file; ``Unavailable`` when a database cannot be reached. A SQLite target file this call created
+    is removed again when it fails before the first table is copied (a refusal, a source it cannot
+    read); a copy interrupted later leaves it, for the next run to complete.
     """
     src = open_engine(source_url, must_exist=True)
     dst = open_engine(target_url)
     if new := new_sqlite_file(dst.url):
         create_private(new)  # the metadata holds password and API-key hashes
     report = CopyReport()
+    copying = False
     try:
         src_id, dst_id = await identity(src), await identity(dst)
         if src_id == dst_id:
@@ -135,6 +138,7 @@ async def copy_database(source_url: str, target_url: str, batch: int = 500, *,
         await refuse_live(target_url, live_url, "copying the source into it")
         await migrate.prepare(src)
         await migrate.prepare(dst)
+        copying = True
         async with src.connect() as sconn:
             removed = {}
             for table in reversed(metadata_tables()):  # children first: no row still points at a parent removed
@@ -163,4 +167,6 @@ async def copy_database(source_url: str, target_url: str, batch: int = 500, *,
     finally:
         await src.dispose()
         await dst.dispose()
+        if new and not copying:  # refused: leave no file behind that this run made
+            remove_sqlite_file(new)
     return report

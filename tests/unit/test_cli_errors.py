@@ -77,6 +77,25 @@ def test_usage_errors_are_one_line_with_a_hint(tmp_path: Path, args: tuple[str, 
     assert (res.returncode, res.stderr, res.stdout) == (2, line + "\n", "")
 
 
+def test_a_refused_migrate_db_leaves_no_target_file(tmp_path: Path) -> None:
+    """A new SQLite target is made (mode 0600) before the checks: a refusal left it behind, empty
+    (0 bytes). Now it goes again; a copy that runs keeps it."""
+    notes = tmp_path / "notes.db"
+    notes.write_text("not a database: a text file given as --source by mistake\n" * 4)
+    target = tmp_path / "new.db"
+    res = pixelfox("migrate-db", "--source", f"sqlite+aiosqlite:///{notes}", "--target",
+                   f"sqlite+aiosqlite:///{target}", cwd=tmp_path)
+    assert res.returncode == 1 and res.stderr.splitlines()[-1] == (
+        f"pixelfox: cannot use the database sqlite+aiosqlite:///{notes}: file is not a database (unavailable)"
+    ), res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
+    source = f"sqlite+aiosqlite:///{tmp_path / 'a.db'}"
+    assert pixelfox("upgrade-db", "--db", source, cwd=tmp_path).returncode == 0
+    res = pixelfox("migrate-db", "--source", source, "--target", f"sqlite+aiosqlite:///{target}", cwd=tmp_path)
+    assert res.returncode == 0 and '"verified": true' in res.stdout, res.stderr
+    assert target.stat().st_size > 0 and target.stat().st_mode & 0o777 == 0o600
+
+
 def test_version_prints_the_installed_version(tmp_path: Path) -> None:
     from importlib.metadata import version
 
