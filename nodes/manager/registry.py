@@ -50,11 +50,12 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """)
 
-#: KEYS[1] the registry hash, KEYS[2] the maintenance set; ARGV: node id, its record (JSON) as the sweep read
-#: it, "1" to take it out of maintenance too. Deletes only while the stored record is still that one: a node
-#: that heartbeated (or registered again) since the sweep read it keeps its record. Returns 1 if deleted.
+#: KEYS[1] the registry hash, KEYS[2] the maintenance set; ARGV: node id, its record (JSON) as the sweep (or
+#: an admin's forget) read it, "" for none, "1" to take it out of maintenance too. Deletes only while the
+#: stored record is still that one: a node that heartbeated (or registered again) since it was read keeps
+#: its record. Returns 1 if deleted.
 _DROP = redisx.script("""
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+if (redis.call('HGET', KEYS[1], ARGV[1]) or '') ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 if ARGV[3] == '1' then redis.call('SREM', KEYS[2], ARGV[1]) end
 return 1
@@ -207,19 +208,40 @@ class Registry:
         returns its record (None if it was only in maintenance).
 
         Raises NotFound for a node neither holds, Conflict while its heartbeats are fresh (a running node
-        would register again at its next heartbeat; maintenance is what takes it out of service)."""
-        rec = await self.get(node_id)
-        if rec is None and not await self.redis.sismember(MAINTENANCE_KEY, node_id):
+        would register again at its next heartbeat; maintenance is what takes it out of service), and
+        when it heartbeats or registers again between the read and the delete (:meth:`drop_forgotten`)."""
+        rec, raw = await self.forgettable(node_id)
+        return await self.drop_forgotten(node_id, rec, raw)
+
+    async def forgettable(self, node_id: str) -> tuple[NodeRecord | None, bytes]:
+        """The first step of :meth:`forget`: ``node_id``'s record and its stored JSON as read now (None and
+        b"" when it is only in maintenance); NotFound and Conflict as :meth:`forget` says."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(KEY, node_id)
+            pipe.sismember(MAINTENANCE_KEY, node_id)
+            raw, maint = await pipe.execute()
+        if not raw and not maint:
             raise errors.NotFound(f"no node {node_id!r} in the registry")
-        if rec is not None and self.status(rec) not in (common_pb2.NODE_STATUS_INACTIVE, STOPPED):
+        if not raw:
+            return None, b""
+        rec = NodeRecord.from_json(raw)
+        rec.maintenance = bool(maint)
+        if self.status(rec) not in (common_pb2.NODE_STATUS_INACTIVE, STOPPED):
             age = max(0.0, time.time() - rec.last_heartbeat)
             raise errors.Conflict(
                 f"node {node_id!r} still heartbeats (last {age:.1f} s ago): stop it first, or take it out of "
                 f"service with `pixelfox nodes maintenance {node_id}`")
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hdel(KEY, node_id)
-            pipe.srem(MAINTENANCE_KEY, node_id)
-            await pipe.execute()
+        return rec, raw if isinstance(raw, bytes) else raw.encode()
+
+    async def drop_forgotten(self, node_id: str, rec: NodeRecord | None, raw: bytes) -> NodeRecord | None:
+        """The second step of :meth:`forget`: delete ``node_id``'s record and maintenance mark if the record
+        is still ``raw`` (:meth:`forgettable`'s read; b"": still none), in one Lua script (:data:`_DROP`, the
+        sweep's compare); returns ``rec``. Conflict when the node heartbeated or registered again meanwhile:
+        it keeps its record (and its maintenance mark)."""
+        if not await _DROP(keys=[KEY, MAINTENANCE_KEY], args=[node_id, raw, "1"], client=self.redis):
+            logger.info("kept node %s: it spoke while an admin forgot it", node_id)
+            raise errors.Conflict(f"node {node_id!r} heartbeated or registered again just now: it runs; stop it "
+                                  f"first, or take it out of service with `pixelfox nodes maintenance {node_id}`")
         logger.info("forgot node %s (admin)", node_id)
         return rec
 

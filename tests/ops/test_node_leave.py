@@ -25,6 +25,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from nodes.manager.registry import MAINTENANCE_KEY, NodeRecord, Registry
+from pixelfox import errors
 from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.grpcx.client import channel
@@ -96,6 +97,41 @@ async def test_a_node_that_speaks_while_the_sweep_looks_keeps_its_record(redis_u
         assert nodes["proc8"].maintenance and reg.status(nodes["upload8"]) == common_pb2.NODE_STATUS_ACTIVE
         assert sorted(await reg.sweep(0.0, keep_stopped_storage_s=0.0)) == ["proc8", "upload8"]  # nobody spoke
         assert await reg.all() == [] and not await r.sismember(MAINTENANCE_KEY, "proc8")
+    finally:
+        await r.aclose()
+
+
+async def test_a_node_that_registers_while_an_admin_forgets_it_keeps_its_record(redis_url: str) -> None:
+    """``forget`` read the record, then deleted it unconditionally: a node started again between the two
+    lost its record (and its maintenance mark) until its next heartbeat. It now deletes with the sweep's
+    compare (``_DROP``) and says Conflict. Driven step by step: read, the node registers, drop."""
+    r = aioredis.from_url(redis_url)
+    reg = Registry(r, node_timeout_s=NODE_TIMEOUT_S)
+    proc7 = NodeRecord("proc7", common_pb2.NODE_ROLE_PROC, "127.0.0.1:1")
+    try:
+        await reg.upsert(proc7)
+        await reg.set_maintenance("proc7", True)
+        assert await reg.leave("proc7")  # stopped: an admin may forget it
+        rec, raw = await reg.forgettable("proc7")
+        assert rec is not None and reg.status(rec) == common_pb2.NODE_STATUS_STOPPED
+        await reg.upsert(NodeRecord("proc7", common_pb2.NODE_ROLE_PROC, "127.0.0.1:1"))  # it starts again
+        with pytest.raises(errors.Conflict, match="registered again"):
+            await reg.drop_forgotten("proc7", rec, raw)
+        kept = await reg.get("proc7")
+        assert kept is not None and kept.status == common_pb2.NODE_STATUS_ACTIVE and kept.maintenance
+        # a node only in maintenance (no record): one that registers meanwhile keeps its record too
+        await r.sadd(MAINTENANCE_KEY, "upload7")
+        assert await reg.forgettable("upload7") == (None, b"")
+        await reg.upsert(NodeRecord("upload7", common_pb2.NODE_ROLE_UPLOAD, "127.0.0.1:2"))
+        with pytest.raises(errors.Conflict):
+            await reg.drop_forgotten("upload7", None, b"")
+        assert [n.node_id for n in await reg.all()] == ["upload7", "proc7"]
+        # nobody speaks: forget drops the record and the maintenance mark
+        assert await reg.leave("proc7") and await reg.leave("upload7")
+        assert [(await reg.forget(n)).node_id for n in ("proc7", "upload7")] == ["proc7", "upload7"]  # type: ignore[union-attr]
+        assert await reg.all() == [] and not await r.sismember(MAINTENANCE_KEY, "proc7")
+        await r.sadd(MAINTENANCE_KEY, "gone7")
+        assert await reg.forget("gone7") is None and not await r.sismember(MAINTENANCE_KEY, "gone7")
     finally:
         await r.aclose()
 
