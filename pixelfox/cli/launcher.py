@@ -158,6 +158,7 @@ class LocalCluster:
     redis_appendfsync: str = "everysec"  # the private Redis' AOF fsync policy: always | everysec | no
     role_env: dict[str, dict[str, str]] = field(default_factory=dict)  # role -> PIXELFOX_* settings (tests)
     extra_env: dict[str, str] = field(default_factory=dict)  # PIXELFOX_* settings for every node (tests)
+    made_admin_password: bool = False  # ensure_admin created user admin with admin_password_file's password
 
     def _port(self, key: str) -> int:
         """The port this folder's cluster used for ``key`` last time if it is still free, else a new one.
@@ -417,6 +418,7 @@ class LocalCluster:
             try:
                 await stub.CreateUser(manager_pb2.CreateUserRequest(
                     name="admin", password=password, admin=True), metadata=md, timeout=30)
+                self.made_admin_password = True  # nothing for forget_changed_password to check in this run
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.ALREADY_EXISTS:  # keep its password (and its file)
                     password = ""
@@ -435,7 +437,10 @@ class LocalCluster:
     async def forget_changed_password(self) -> bool:
         """Remove :attr:`admin_password_file` when its password no longer logs user ``admin`` in (it was
         changed under Settings since): True when removed. A missing file, or a check that fails
-        otherwise (the manager busy), leaves everything as it is (False)."""
+        otherwise (the manager busy), leaves everything as it is (False). No check (no argon2 hash on the
+        manager, False) when :meth:`ensure_admin` just created user ``admin`` with that very password."""
+        if self.made_admin_password:
+            return False
         try:
             password = self.admin_password_file.read_text().strip()
         except OSError:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -372,15 +373,29 @@ async def _change_password(state: dict[str, str], old: str, new: str) -> None:
             metadata=api_key_metadata(state["admin_api_key"]), timeout=10)
 
 
+def _password_checks(root: Path) -> float:
+    """How many ``VerifyPassword`` calls (an argon2 hash each) the manager of the cluster in ``root`` has
+    answered, from its Prometheus ``/metrics`` (``grpc_server_handled_total``)."""
+    res = subprocess.run([sys.executable, "-m", "pixelfox", "status", "--json"], cwd=root, capture_output=True,
+                         text=True, timeout=60, check=False)
+    (url,) = [n["metrics_url"] for n in json.loads(res.stdout)["nodes"] if n["role"] == "manager"]
+    with urllib.request.urlopen(url, timeout=10) as r:
+        metrics = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("grpc_server_handled_total{") and 'grpc_method="VerifyPassword"' in line)
+
+
 def test_up_stops_pointing_at_an_admin_password_changed_since(tmp_path: Path) -> None:
     """Once admin's password was changed under Settings, the next ``up`` removes ``admin-password`` (it
-    holds the old one) and says so; every ``up`` used to point at that file, wrong password and all."""
+    holds the old one) and says so; every ``up`` used to point at that file, wrong password and all.
+    The first start, which made that password, does not check it (an argon2 hash for nothing)."""
     root = tmp_path / "site"
     root.mkdir()
     secret_file = root / ".pixelfox" / "admin-password"
     proc, lines = _start_up(root)
     try:
         assert any(x.startswith("admin login: user admin, password in") for x in lines), lines
+        assert _password_checks(root) == 0
         state = json.loads((root / ".pixelfox" / "cluster.json").read_text())
         asyncio.run(_change_password(state, secret_file.read_text().strip(), "a new pass phrase 42"))
     finally:
@@ -388,6 +403,7 @@ def test_up_stops_pointing_at_an_admin_password_changed_since(tmp_path: Path) ->
     again, lines = _start_up(root)
     try:
         assert "ready" in lines, lines
+        assert _password_checks(root) == 1  # a later start checks the file it did not write
         assert (f"admin login: user admin, password changed under Settings since the first start (removed "
                 f"{secret_file.resolve()}, which held the old one)") in lines, lines
         assert not secret_file.exists()
