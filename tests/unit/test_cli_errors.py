@@ -46,6 +46,8 @@ def pixelfox(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     # checked as the manager checks it, before any file is sent (it was one refusal per file, exit 1)
     (("put", "--title", "t" * 256, "a.png"), 2, "argument --title: title longer than 255 characters"),
     (("put", "--title", "a\x1bb", "a.png"), 2, "argument --title: title contains a control character (U+001B)"),
+    # was a traceback (OverflowError)
+    (("put", "--limit-rate", "1e300G", "a.png"), 2, "argument --limit-rate: '1e300G' is too large a rate"),
     # was sent to the manager, which said "no such upload"
     (("uploads", "cancel", ""), 2, "argument id: '' is not an upload id"),
     (("uploads", "cancel", " \t", "--manager", "127.0.0.1:1"), 2, "argument id: ' \\t' is not an upload id"),
