@@ -130,6 +130,13 @@ class InvalidCredentials(Unauthenticated):
     default_message = "invalid user name or password"
 
 
+class AccountDisabled(Unauthenticated):
+    """The user's account was disabled by an admin: no login, no API key, no session works."""
+
+    code = "account-disabled"
+    default_message = "this account is disabled"
+
+
 class Forbidden(PixelfoxError):
     code = "forbidden"
     grpc_status = grpc.StatusCode.PERMISSION_DENIED

@@ -2,7 +2,7 @@
 
 Sessions are shared by every web instance that shares Redis and survive restarts. The store
 works with every mode of :mod:`pixelfox.redisx` (single, Sentinel and Redis Cluster: it uses
-single-key commands and :mod:`web.session_index`, whose keys share the ``{session}`` tag).
+single-key commands and :mod:`pixelfox.session_index`, whose keys share the ``{session}`` tag).
 Compared with the stock ``RedisStorage`` (RELIABILITY.md 3C, OWASP session cheat sheet):
 
 * ids are 256-bit ``secrets.token_urlsafe(32)`` values, and cookie values that do not look
@@ -30,8 +30,8 @@ from aiohttp_session import AbstractStorage, Session, get_session, new_session
 from redis.asyncio.cluster import RedisCluster
 
 from pixelfox import errors
+from pixelfox.session_index import index_session, session_key
 from pixelfox.v1 import manager_pb2
-from web.session_index import index_session
 from web.session_metrics import measured
 
 COOKIE_NAME = "pixelfox_session"
@@ -40,10 +40,6 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 PRELOGIN_MAX_AGE_S = 30 * 60  # a session without a user: just long enough to fill in a form
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
-
-
-def session_key(identity: str) -> str:
-    return f"pixelfox:{{session}}:{identity}"
 
 
 class SessionStore(AbstractStorage):

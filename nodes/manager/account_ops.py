@@ -1,7 +1,9 @@
-"""Account self-service and admin listings: API keys (list, revoke), change password, users.
+"""Account self-service and admin listings: API keys (list, revoke), change password, users
+(list, disable, enable).
 
 Changing the password does not touch sessions: they belong to the web node, which deletes the
-user's other sessions from its per-user index in Redis after this call succeeds.
+user's other sessions from its per-user index in Redis after this call succeeds. Disabling a user
+deletes all of them here (:mod:`pixelfox.session_index`), since the command line can disable too.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+import redis.asyncio as aioredis
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -17,17 +20,23 @@ from nodes.manager.images import iso
 from nodes.manager.library import is_admin_user
 from pixelfox import errors
 from pixelfox.db.models import ApiKey, Image, User
+from pixelfox.session_index import end_other_sessions
 from pixelfox.v1 import manager_pb2
 
 
 def user_proto(u: User) -> manager_pb2.User:
-    return manager_pb2.User(id=u.id, name=u.name, role=u.role, created_at=iso(u.created_at))
+    return manager_pb2.User(id=u.id, name=u.name, role=u.role, created_at=iso(u.created_at),
+                            disabled=u.disabled_at is not None)
 
 
 class AccountOps:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], accounts: Accounts) -> None:
+    """``redis`` is the cluster's Redis, where the web nodes keep their sessions (disabling a user
+    ends them, :mod:`pixelfox.session_index`)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], accounts: Accounts, redis: aioredis.Redis) -> None:
         self.sessions = sessions
         self.accounts = accounts
+        self.redis = redis
 
     async def list_keys(self, user: User | None) -> list[manager_pb2.ApiKeyInfo]:
         if user is None:
@@ -88,3 +97,31 @@ class AccountOps:
             )
             rows = (await s.execute(q)).all()
         return [manager_pb2.UserSummary(user=user_proto(u), images=n, bytes=b) for u, n, b in rows], total
+
+    async def set_disabled(self, caller: User | None, cluster: bool, name: str, disabled: bool) -> User:
+        """Disable (or enable again) the user called ``name``; their images stay as they are.
+        Disabling ends their web sessions at once; their API keys stop working (see
+        :func:`nodes.manager.accounts.enabled`).
+
+        Allowed to an admin user, or to the cluster credential with no acting user (the local
+        ``pixelfox`` command). Raises Forbidden for anyone else and for an admin disabling
+        themself, NotFound for an unknown name, Conflict for the last enabled admin."""
+        if not (is_admin_user(caller) or (cluster and caller is None)):
+            raise errors.Forbidden("only admins disable or enable users")
+        if disabled and caller is not None and caller.name == name:
+            raise errors.Forbidden("you cannot disable your own account")
+        async with self.sessions() as s:
+            row = (await s.execute(select(User).where(User.name == name))).scalar_one_or_none()
+            if row is None:
+                raise errors.NotFound(f"no user named {name!r}")
+            if disabled and row.disabled_at is None and row.role == "admin":
+                others = select(func.count()).select_from(User).where(
+                    User.role == "admin", User.disabled_at.is_(None), User.id != row.id)
+                if not await s.scalar(others):
+                    raise errors.Conflict(f"{name} is the last enabled admin; make another admin first")
+            if disabled != (row.disabled_at is not None):
+                row.disabled_at = datetime.now(UTC) if disabled else None
+                await s.commit()
+        if disabled:  # also when it already was: a session saved by a request in flight then ends too
+            await end_other_sessions(self.redis, row.id, keep=None)
+        return row

@@ -37,6 +37,13 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def enabled(user: User) -> User:
+    """``user`` unchanged; AccountDisabled when an admin disabled the account."""
+    if user.disabled_at is not None:
+        raise errors.AccountDisabled()
+    return user
+
+
 class Accounts:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
@@ -65,7 +72,9 @@ class Accounts:
         return user
 
     async def verify_password(self, name: str, password: str) -> User:
-        """The user for ``name`` if ``password`` matches; InvalidCredentials otherwise (same message)."""
+        """The user for ``name`` if ``password`` matches; InvalidCredentials otherwise (same message);
+        AccountDisabled for the right password of a disabled account (only then: the answer tells
+        nobody without the password whether an account is disabled)."""
         async with self.sessions() as s:
             user = (await s.execute(select(User).where(User.name == name))).scalar_one_or_none()
         stored = user.password_hash if user is not None else _DUMMY_HASH
@@ -75,7 +84,7 @@ class Accounts:
             raise errors.InvalidCredentials() from None
         if user is None:
             raise errors.InvalidCredentials()
-        return user
+        return enabled(user)
 
     async def get_user(self, user_id: str) -> User:
         async with self.sessions() as s:
@@ -101,7 +110,8 @@ class Accounts:
         return key
 
     async def resolve_api_key(self, key: str) -> User:
-        """The owner of a valid, unrevoked key; Unauthenticated otherwise."""
+        """The owner of a valid, unrevoked key; Unauthenticated otherwise, AccountDisabled when an
+        admin disabled the owner."""
         if not key.startswith(KEY_PREFIX):
             raise errors.Unauthenticated("invalid API key")
         async with self.sessions() as s:
@@ -110,4 +120,4 @@ class Accounts:
             ).scalar_one_or_none()
         if row is None or row.revoked_at is not None:
             raise errors.Unauthenticated("invalid API key")
-        return row.user
+        return enabled(row.user)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nodes.manager.account_ops import AccountOps
-from nodes.manager.accounts import Accounts
+from nodes.manager.accounts import Accounts, enabled
 from nodes.manager.admin import Admin
 from nodes.manager.albums import Albums
 from nodes.manager.config import ManagerSettings
@@ -84,13 +84,14 @@ class ManagerService:
                                settings.cluster.secret.get_secret_value(), queue=queue)
         self.albums = Albums(sessions, self.views)
         self.reports = Reports(sessions, self.views, self.library)
-        self.account_ops = AccountOps(sessions, self.accounts)
+        self.account_ops = AccountOps(sessions, self.accounts, registry.redis)
         self.admin = Admin(sessions, registry, queue, self.views, self.objects)
 
     async def principal(self, caller: Caller) -> Principal:
-        """Resolve the call's credentials; raises Unauthenticated for a bad API key."""
+        """Resolve the call's credentials; raises Unauthenticated for a bad API key, AccountDisabled
+        for a key or a web session (acting user) of a disabled account."""
         if caller.cluster:
-            user = await self.accounts.get_user(caller.acting_user) if caller.acting_user else None
+            user = enabled(await self.accounts.get_user(caller.acting_user)) if caller.acting_user else None
             return Principal(cluster=True, user=user)
         if caller.api_key:
             return Principal(cluster=False, user=await self.accounts.resolve_api_key(caller.api_key))

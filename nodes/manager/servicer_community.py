@@ -105,6 +105,11 @@ class ManagerCommunityServicer:
         return manager_pb2.ListUsersResponse(users=users, total=total)
 
     @rpc()
+    async def SetUserDisabled(self, req: manager_pb2.SetUserDisabledRequest, ctx: Ctx) -> manager_pb2.User:
+        p = await self.svc.principal(caller())
+        return user_proto(await self.svc.account_ops.set_disabled(p.user, p.cluster, req.name, req.disabled))
+
+    @rpc()
     async def AdminOverview(
         self, req: manager_pb2.AdminOverviewRequest, ctx: Ctx
     ) -> manager_pb2.AdminOverviewResponse:

@@ -31,6 +31,8 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default="user")  # "user" | "admin"
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: set when an admin disabled the account (migration 0007): no login, API key or session works
+    disabled_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class ApiKey(Base):

@@ -224,6 +224,11 @@ class ManagerServiceStub:
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.ListUsersRequest.SerializeToString,
                 response_deserializer=pixelfox_dot_v1_dot_manager__pb2.ListUsersResponse.FromString,
                 _registered_method=True)
+        self.SetUserDisabled = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/SetUserDisabled',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.SetUserDisabledRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.User.FromString,
+                _registered_method=True)
         self.AdminOverview = channel.unary_unary(
                 '/pixelfox.v1.ManagerService/AdminOverview',
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.AdminOverviewRequest.SerializeToString,
@@ -508,6 +513,13 @@ class ManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetUserDisabled(self, request, context):
+        """admin: disable or enable a user by name (not oneself, not the last enabled admin)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AdminOverview(self, request, context):
         """admin
         """
@@ -709,6 +721,11 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.ListUsers,
                     request_deserializer=pixelfox_dot_v1_dot_manager__pb2.ListUsersRequest.FromString,
                     response_serializer=pixelfox_dot_v1_dot_manager__pb2.ListUsersResponse.SerializeToString,
+            ),
+            'SetUserDisabled': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetUserDisabled,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.SetUserDisabledRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.User.SerializeToString,
             ),
             'AdminOverview': grpc.unary_unary_rpc_method_handler(
                     servicer.AdminOverview,
@@ -1724,6 +1741,33 @@ class ManagerService:
             '/pixelfox.v1.ManagerService/ListUsers',
             pixelfox_dot_v1_dot_manager__pb2.ListUsersRequest.SerializeToString,
             pixelfox_dot_v1_dot_manager__pb2.ListUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetUserDisabled(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/SetUserDisabled',
+            pixelfox_dot_v1_dot_manager__pb2.SetUserDisabledRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.User.FromString,
             options,
             channel_credentials,
             insecure,

@@ -128,6 +128,8 @@ class ManagerServiceStub:
     ChangePassword: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ChangePasswordRequest, _manager_pb2.User]
     ListUsers: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ListUsersRequest, _manager_pb2.ListUsersResponse]
     """admin"""
+    SetUserDisabled: _grpc.UnaryUnaryMultiCallable[_manager_pb2.SetUserDisabledRequest, _manager_pb2.User]
+    """admin: disable or enable a user by name (not oneself, not the last enabled admin)"""
     AdminOverview: _grpc.UnaryUnaryMultiCallable[_manager_pb2.AdminOverviewRequest, _manager_pb2.AdminOverviewResponse]
     """admin"""
     Work: _grpc.StreamStreamMultiCallable[_manager_pb2.WorkerMessage, _manager_pb2.DispatchMessage]
@@ -232,6 +234,8 @@ class ManagerServiceAsyncStub(ManagerServiceStub):
     ChangePassword: _aio.UnaryUnaryMultiCallable[_manager_pb2.ChangePasswordRequest, _manager_pb2.User]  # type: ignore[assignment]
     ListUsers: _aio.UnaryUnaryMultiCallable[_manager_pb2.ListUsersRequest, _manager_pb2.ListUsersResponse]  # type: ignore[assignment]
     """admin"""
+    SetUserDisabled: _aio.UnaryUnaryMultiCallable[_manager_pb2.SetUserDisabledRequest, _manager_pb2.User]  # type: ignore[assignment]
+    """admin: disable or enable a user by name (not oneself, not the last enabled admin)"""
     AdminOverview: _aio.UnaryUnaryMultiCallable[_manager_pb2.AdminOverviewRequest, _manager_pb2.AdminOverviewResponse]  # type: ignore[assignment]
     """admin"""
     Work: _aio.StreamStreamMultiCallable[_manager_pb2.WorkerMessage, _manager_pb2.DispatchMessage]  # type: ignore[assignment]
@@ -555,6 +559,14 @@ class ManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_manager_pb2.ListUsersResponse, _abc.Awaitable[_manager_pb2.ListUsersResponse]]:
         """admin"""
+
+    @_abc_1.abstractmethod
+    def SetUserDisabled(
+        self,
+        request: _manager_pb2.SetUserDisabledRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.User, _abc.Awaitable[_manager_pb2.User]]:
+        """admin: disable or enable a user by name (not oneself, not the last enabled admin)"""
 
     @_abc_1.abstractmethod
     def AdminOverview(

@@ -18,11 +18,11 @@ from nodes.manager.registry import NodeRecord, Registry
 from pixelfox import readmodel
 from pixelfox.leases import Lease
 from pixelfox.queue.streams import BATCH, DEAD, DELAYED, KNOWN, STREAM, JobQueue
+from pixelfox.session_index import end_other_sessions, index_key
 from pixelfox.uploadstate import UploadStates
 from pixelfox.v1 import common_pb2
 from web.app import create_app
 from web.config import WebSettings
-from web.session_index import end_other_sessions, index_key
 from web.sessions import COOKIE_NAME, SessionStore, logout, session_key
 
 
@@ -163,7 +163,7 @@ def _cookie(c: TestClient[Any, Any]) -> str:
 
 async def check_web_sessions(r: Any) -> None:
     """The web node's sessions on ``r``: save, read back with the cookie, the per-user index,
-    :func:`web.session_index.end_other_sessions`, and logout deleting the Redis key."""
+    :func:`pixelfox.session_index.end_other_sessions`, and logout deleting the Redis key."""
     async with TestClient(TestServer(_session_app(r))) as a, TestClient(TestServer(_session_app(r))) as b:
         assert (await a.get("/put", params={"colour": "teal", "user": "u-web"})).status == 200
         sid = _cookie(a)  # a new session gets its id when it is saved

@@ -26,13 +26,13 @@ from pixelfox.cli.launcher import free_port
 from pixelfox.config import RedisSettings
 from pixelfox.leases import lease_key
 from pixelfox.queue import streams
+from pixelfox.session_index import index_key
 from tests.ops.redis_checks import (
     check_leases_registry_and_queue,
     check_read_model,
     check_web_app_factory,
     check_web_sessions,
 )
-from web.session_index import index_key
 from web.sessions import session_key
 
 pytestmark = [

@@ -9,10 +9,10 @@ from aiohttp import web
 from aiohttp_session import get_session
 
 from pixelfox import errors
+from pixelfox.session_index import end_other_sessions
 from pixelfox.v1 import manager_pb2
 from web.calls import call
 from web.keys import MANAGER, REDIS
-from web.session_index import end_other_sessions
 from web.sessions import CurrentUser, current_user
 from web.views.common import checked_form, render
 

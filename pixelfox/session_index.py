@@ -1,4 +1,5 @@
-"""A per-user index of session ids in Redis, so a password change can end the user's other sessions.
+"""A per-user index of the web's session ids in Redis, so a password change can end the user's other
+sessions, and the manager can end every session of a user an admin disabled.
 
 ``pixelfox:{session}:user:<user id>`` is a set of session ids, refreshed with the session's
 lifetime whenever a logged-in session is saved. Ids whose session already expired are dropped
@@ -10,6 +11,11 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+
+
+def session_key(identity: str) -> str:
+    """The Redis key of the web session ``identity`` (see :mod:`web.sessions`)."""
+    return f"pixelfox:{{session}}:{identity}"
 
 
 def index_key(user_id: str) -> str:
@@ -25,9 +31,8 @@ async def index_session(redis: aioredis.Redis | RedisCluster, user_id: str, sess
 
 
 async def end_other_sessions(redis: aioredis.Redis | RedisCluster, user_id: str, keep: str | None) -> int:
-    """Delete every indexed session of ``user_id`` but ``keep``; returns how many existed."""
-    from web.sessions import session_key  # here: web.sessions imports this module
-
+    """Delete every indexed session of ``user_id`` but ``keep`` (None: all of them); returns how many
+    existed."""
     members = [m.decode() if isinstance(m, bytes) else str(m) for m in await redis.smembers(index_key(user_id))]
     others = [m for m in members if m != keep]
     if not others:
