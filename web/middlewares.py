@@ -4,10 +4,12 @@ Order in the app (outermost first): ``headers`` → ``errors`` → aiohttp-sessi
 The error middleware turns :class:`~pixelfox.errors.PixelfoxError` into
 ``{"error": {"code", "message"}}`` with its ``http_status`` on API routes and into an HTML
 error page elsewhere; anything else becomes a generic 500 and its traceback goes to the log.
+An ``AccountDisabled`` answer also ends the request's session (its user was disabled by an admin).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -23,6 +25,7 @@ from yarl import URL
 from pixelfox import errors
 from web.accept import prefers_html
 from web.keys import STATE
+from web.sessions import logout
 from web.views.common import origin_of
 
 logger = logging.getLogger(__name__)
@@ -94,6 +97,10 @@ def pixelfox_error_response(request: web.Request, exc: errors.PixelfoxError) -> 
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except errors.AccountDisabled as exc:  # an admin disabled the session's user: the session ends now
+        with contextlib.suppress(redis.exceptions.RedisError):
+            await logout(request)
+        return pixelfox_error_response(request, exc)
     except errors.PixelfoxError as exc:
         return pixelfox_error_response(request, exc)
     except redis.exceptions.RedisError:

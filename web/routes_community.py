@@ -28,6 +28,7 @@ def setup_community_routes(app: web.Application) -> None:
     r.add_post("/settings/keys/{key_id:[A-Za-z0-9]{1,40}}/revoke", account.revoke_key, name="settings_key_revoke")
     r.add_get("/admin", admin.overview, name="admin")
     r.add_get("/admin/users", admin.users, name="admin_users")
+    r.add_post("/admin/users/{name:[A-Za-z0-9_.-]{3,32}}", admin.set_disabled, name="admin_user_disabled")
     r.add_get("/admin/images", admin.images, name="admin_images")
     r.add_get("/admin/reports", admin.reports, name="admin_reports")
     r.add_post("/admin/reports/{report_id:[A-Za-z0-9]{1,40}}", admin.resolve, name="admin_resolve")

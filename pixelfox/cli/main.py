@@ -23,10 +23,12 @@ from pixelfox import errors
 from pixelfox.cli import context, launcher, leftovers, ops, put, storage_cmds
 from pixelfox.cli import jobs as jobs_cli
 from pixelfox.cli import uploads as uploads_cli
+from pixelfox.cli import users as users_cli
 from pixelfox.cli.argtypes import byte_rate, image_title, seconds_or_days, whole_number
 from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.cli.parser import Parser, version
 from pixelfox.cli.tables import table_console
+from pixelfox.cli.users import call_manager
 from pixelfox.config import RedisSettings
 from pixelfox.text import human_bytes
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
@@ -297,12 +299,6 @@ def cmd_status(opts: argparse.Namespace) -> int:
 
 # ---- users / keys ------------------------------------------------------------------------------
 
-async def _call(ref: context.ClusterRef, method: str, request: object) -> object:
-    async with context.manager_channel(ref) as ch:
-        stub = manager_pb2_grpc.ManagerServiceStub(ch)
-        return await getattr(stub, method)(request, metadata=ref.admin_metadata(), timeout=30)
-
-
 def cmd_users_create(opts: argparse.Namespace) -> int:
     ref = context.resolve(opts.manager, opts.api_key)
     if opts.password_stdin:
@@ -311,7 +307,7 @@ def cmd_users_create(opts: argparse.Namespace) -> int:
         password = getpass.getpass(f"password for {opts.name}: ")
         if password != getpass.getpass("again: "):
             raise errors.BadRequest("the passwords differ")
-    user = asyncio.run(_call(ref, "CreateUser", manager_pb2.CreateUserRequest(
+    user = asyncio.run(call_manager(ref, "CreateUser", manager_pb2.CreateUserRequest(
         name=opts.name, password=password, admin=opts.admin)))
     assert isinstance(user, manager_pb2.User)
     print(f"created {user.role} {user.name} ({user.id})")
@@ -320,7 +316,7 @@ def cmd_users_create(opts: argparse.Namespace) -> int:
 
 def cmd_keys_create(opts: argparse.Namespace) -> int:
     ref = context.resolve(opts.manager, opts.api_key)
-    reply = asyncio.run(_call(ref, "CreateApiKey", manager_pb2.CreateApiKeyRequest(
+    reply = asyncio.run(call_manager(ref, "CreateApiKey", manager_pb2.CreateApiKeyRequest(
         user_name=opts.name, label=opts.label)))
     assert isinstance(reply, manager_pb2.CreateApiKeyResponse)
     print(reply.key)
@@ -392,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     uc.add_argument("--admin", action="store_true")
     uc.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     uc.set_defaults(func=cmd_users_create)
+    users_cli.add_commands(users, with_target)
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_cmd", required=True)
     kc = with_target(keys.add_parser("create", help="print a new API key for user NAME"))

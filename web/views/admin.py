@@ -1,5 +1,5 @@
 """Admin pages: ``/admin`` (nodes with health and load, queue depth, storage use, newest images),
-``/admin/users`` and ``/admin/reports`` (resolve, or delete the image). The manager checks the
+``/admin/users`` (disable, enable) and ``/admin/reports`` (resolve, or delete the image). The manager checks the
 role again on every call; a non-admin gets the 403 page."""
 
 from __future__ import annotations
@@ -71,6 +71,20 @@ async def users(request: web.Request) -> web.StreamResponse:
                        request.app[MANAGER].as_user(user.id))
     return await render(request, "admin_users.html", {"users": list(reply.users), "total": reply.total,
                                                        "offset": offset})
+
+
+async def set_disabled(request: web.Request) -> web.StreamResponse:
+    """``POST /admin/users/<name>`` with ``action=disable`` or ``enable``; the manager refuses the
+    user's keys from then on and ends their web sessions."""
+    _session, form = await checked_form(request)
+    user = await _admin(request)
+    action = form.get("action", "")
+    if action not in ("disable", "enable"):
+        raise errors.BadRequest("action must be disable or enable")
+    req = manager_pb2.SetUserDisabledRequest(name=request.match_info["name"], disabled=action == "disable")
+    await call(request, "SetUserDisabled", req, request.app[MANAGER].as_user(user.id))
+    offset = ascii_int(form.get("offset", "0"), 0, max_digits=9) or 0
+    raise web.HTTPSeeOther(f"/admin/users?offset={offset}" if offset else "/admin/users")
 
 
 async def reports(request: web.Request) -> web.StreamResponse:

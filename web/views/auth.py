@@ -103,6 +103,10 @@ async def login_post(request: web.Request) -> web.StreamResponse:
         return ratelimit.retry_after(await render(request, "login.html", ctx, status=429), wait)
     try:  # unknown names take the same path (the manager checks a dummy hash): same answer and timing
         user = await request.app[MANAGER].verify_password(name, password)
+    except errors.AccountDisabled as exc:  # the right password: saying so tells nothing new
+        await _forget_attempt(request, name)
+        ctx["error"] = "This account is disabled. Ask the site's admins."
+        return await render(request, "login.html", ctx, status=exc.http_status)
     except (errors.InvalidCredentials, errors.Unauthenticated, errors.NotFound, errors.BadRequest):
         ctx["error"] = "Invalid user name or password."
         return await render(request, "login.html", ctx, status=401)

@@ -1,0 +1,112 @@
+"""An admin disables and enables a user, on the shared running cluster: with ``pixelfox users
+disable/enable`` and with the button on ``/admin/users``. A disabled user cannot log in, their API
+keys and web sessions answer 401 "this account is disabled" at once, and their images stay."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.e2e.test_web import PASSWORD, Browser, _user
+from tests.e2e.test_web_community import new_user_with_image
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+
+async def _status(http: aiohttp.ClientSession, url: str, key: str) -> tuple[int, Any]:
+    async with http.get(url, headers={"Authorization": f"Bearer {key}"}) as r:
+        body = await r.text()
+        return r.status, json.loads(body) if r.content_type == "application/json" else body
+
+
+async def _login_status(b: Browser, name: str) -> tuple[int, str]:
+    token = await b.csrf("/login")
+    status, html, _ = await b.post("/login", {"csrf_token": token, "name": name, "password": PASSWORD})
+    return status, html
+
+
+def _new_admin(cluster: Any) -> str:
+    name = _user()
+    r = cluster.pixelfox("users", "create", name, "--admin", "--password-stdin", input=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    return name
+
+
+def _key(cluster: Any, name: str) -> str:
+    r = cluster.pixelfox("keys", "create", name)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+async def test_disable_stops_login_keys_and_sessions_and_keeps_images(cluster: Any, http: aiohttp.ClientSession
+                                                                       ) -> None:
+    owner, _hdr, image = await new_user_with_image(http, cluster.web_url)
+    status, me, _ = await owner.get("/api/v1/me")
+    assert status == 200, me
+    name = json.loads(me)["name"]
+    other = Browser(http, cluster.web_url)
+    await other.login(name)
+    key = _key(cluster, name)
+    images_url = f"{cluster.web_url}/api/v1/images"
+    assert (await _status(http, images_url, key))[0] == 200
+
+    r = cluster.pixelfox("users", "disable", name)
+    assert (r.returncode, r.stdout.strip()) == (0, f"disabled user {name}"), r.stderr
+    status, body = await _status(http, images_url, key)
+    assert status == 401 and body["error"] == {"code": "account-disabled", "message": "this account is disabled"}
+    assert await owner.me() == 401 and await other.me() == 401  # both sessions ended at once
+    status, html = await _login_status(Browser(http, cluster.web_url), name)
+    assert status == 401 and "This account is disabled" in html
+    status, html = await _login_status(Browser(http, cluster.web_url), name + "x")  # unknown: as before
+    assert status == 401 and "Invalid user name or password" in html
+    async with http.get(f"{cluster.web_url}/i/{image['id']}") as resp:  # the image stays
+        assert resp.status == 200
+
+    admin = Browser(http, cluster.web_url)
+    await admin.login(_new_admin(cluster))
+    status, html, _ = await admin.get("/admin/users")
+    row = re.search(rf'<tr data-user="{re.escape(name)}">.*?</tr>', html, re.S)
+    assert status == 200 and row, html
+    assert '<td class="state bad">disabled</td>' in row.group(0) and 'value="enable"' in row.group(0)
+    token = await admin.csrf("/admin/users")
+    status, _, headers = await admin.post(f"/admin/users/{name}", {"csrf_token": token, "action": "enable"})
+    assert status == 303 and headers["Location"] == "/admin/users"
+    assert (await _status(http, images_url, key))[0] == 200
+    status, _ = await _login_status(owner, name)
+    assert status == 303 and await owner.me() == 200
+
+    status, _, _ = await admin.post(f"/admin/users/{name}", {"action": "disable"})  # no CSRF token
+    assert status == 403 and await owner.me() == 200
+    status, _, _ = await admin.post(f"/admin/users/{name}", {"csrf_token": token, "action": "disable"})
+    assert status == 303 and await owner.me() == 401
+    r = cluster.pixelfox("users", "enable", name)
+    assert (r.returncode, r.stdout.strip()) == (0, f"enabled user {name}"), r.stderr
+
+
+async def test_refusals_are_one_line(cluster: Any, http: aiohttp.ClientSession) -> None:
+    """Unknown user, an admin disabling themself (CLI with their key, and the web), a non-admin."""
+    r = cluster.pixelfox("users", "disable", "nobody_here_1")
+    assert r.returncode == 2 and r.stderr == "pixelfox: no user named 'nobody_here_1' (not-found)\n"
+    admin_name = _new_admin(cluster)
+    r = cluster.pixelfox("users", "disable", admin_name, "--api-key", _key(cluster, admin_name))
+    assert r.returncode == 2 and r.stderr == "pixelfox: you cannot disable your own account (forbidden)\n"
+    admin = Browser(http, cluster.web_url)
+    await admin.login(admin_name)
+    token = await admin.csrf("/admin/users")
+    status, html, _ = await admin.post(f"/admin/users/{admin_name}", {"csrf_token": token, "action": "disable"})
+    assert status == 403 and "you cannot disable your own account" in html
+    assert await admin.me() == 200
+
+    user_name = _user()
+    user = Browser(http, cluster.web_url)
+    await user.register(user_name)
+    r = cluster.pixelfox("users", "disable", admin_name, "--api-key", _key(cluster, user_name))
+    assert r.returncode == 2 and r.stderr == "pixelfox: only admins disable or enable users (forbidden)\n"
+    token = await user.csrf("/settings")
+    status, _, _ = await user.post(f"/admin/users/{admin_name}", {"csrf_token": token, "action": "disable"})
+    assert status == 403
+    assert (await _login_status(Browser(http, cluster.web_url), admin_name))[0] == 303
