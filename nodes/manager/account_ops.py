@@ -29,6 +29,13 @@ def user_proto(u: User) -> manager_pb2.User:
                             disabled=u.disabled_at is not None)
 
 
+def check_admin(caller: User | None, cluster: bool, what: str) -> None:
+    """Raise Forbidden ("only admins <what>") unless ``caller`` is an admin user, or the call came
+    with the cluster credential and no acting user (the local ``pixelfox`` command)."""
+    if not (is_admin_user(caller) or (cluster and caller is None)):
+        raise errors.Forbidden(f"only admins {what}")
+
+
 class AccountOps:
     """``redis`` is the cluster's Redis, where the web nodes keep their sessions (disabling a user
     ends them, :mod:`pixelfox.session_index`)."""
@@ -38,7 +45,16 @@ class AccountOps:
         self.accounts = accounts
         self.redis = redis
 
-    async def list_keys(self, user: User | None) -> list[manager_pb2.ApiKeyInfo]:
+    async def list_keys(self, caller: User | None, cluster: bool = False, user_name: str = ""
+                        ) -> list[manager_pb2.ApiKeyInfo]:
+        """The keys of ``user_name`` (admins only, see :func:`check_admin`) or, with ``""``, the
+        caller's own, newest first, revoked ones too. Unauthenticated without a user, NotFound
+        for an unknown name."""
+        if user_name and (caller is None or caller.name != user_name):
+            check_admin(caller, cluster, "list another user's API keys")
+            user: User | None = await self.accounts.get_user_by_name(user_name)
+        else:
+            user = caller
         if user is None:
             raise errors.Unauthenticated("listing API keys needs a user")
         async with self.sessions() as s:
@@ -51,14 +67,16 @@ class AccountOps:
             for k in rows
         ]
 
-    async def revoke_key(self, user: User | None, key_id: str) -> bool:
-        """Revoke one of the caller's keys (admins: anyone's); NotFound for another user's key."""
-        if user is None:
+    async def revoke_key(self, user: User | None, key_id: str, cluster: bool = False) -> bool:
+        """Revoke one of the caller's keys (admins, and the local admin's cluster credential with no
+        user: anyone's); NotFound for another user's key."""
+        local_admin = cluster and user is None
+        if user is None and not local_admin:
             raise errors.Unauthenticated("revoking an API key needs a user")
         async with self.sessions() as s:
             row = await s.get(ApiKey, key_id)
-            if row is None or (row.user_id != user.id and not is_admin_user(user)):
-                raise errors.NotFound("no such API key")
+            if row is None or not (local_admin or is_admin_user(user) or (user and row.user_id == user.id)):
+                raise errors.NotFound(f"no API key {key_id!r}")
             if row.revoked_at is None:
                 row.revoked_at = datetime.now(UTC)
                 await s.commit()
@@ -81,10 +99,9 @@ class AccountOps:
         return user
 
     async def list_users(
-        self, caller: User | None, limit: int, offset: int
+        self, caller: User | None, limit: int, offset: int, cluster: bool = False
     ) -> tuple[list[manager_pb2.UserSummary], int]:
-        if not is_admin_user(caller):
-            raise errors.Forbidden("only admins list users")
+        check_admin(caller, cluster, "list users")
         async with self.sessions() as s:
             total = int(await s.scalar(select(func.count()).select_from(User)) or 0)
             q = (
@@ -106,8 +123,7 @@ class AccountOps:
         Allowed to an admin user, or to the cluster credential with no acting user (the local
         ``pixelfox`` command). Raises Forbidden for anyone else and for an admin disabling
         themself, NotFound for an unknown name, Conflict for the last enabled admin."""
-        if not (is_admin_user(caller) or (cluster and caller is None)):
-            raise errors.Forbidden("only admins disable or enable users")
+        check_admin(caller, cluster, "disable or enable users")
         if disabled and caller is not None and caller.name == name:
             raise errors.Forbidden("you cannot disable your own account")
         async with self.sessions() as s:

@@ -85,13 +85,16 @@ class ManagerCommunityServicer:
 
     @rpc()
     async def ListApiKeys(self, req: manager_pb2.ListApiKeysRequest, ctx: Ctx) -> manager_pb2.ListApiKeysResponse:
-        return manager_pb2.ListApiKeysResponse(keys=await self.svc.account_ops.list_keys(await self._user()))
+        p = await self.svc.principal(caller())
+        return manager_pb2.ListApiKeysResponse(keys=await self.svc.account_ops.list_keys(p.user, p.cluster,
+                                                                                        req.user_name))
 
     @rpc()
     async def RevokeApiKey(
         self, req: manager_pb2.RevokeApiKeyRequest, ctx: Ctx
     ) -> manager_pb2.RevokeApiKeyResponse:
-        revoked = await self.svc.account_ops.revoke_key(await self._user(), req.id)
+        p = await self.svc.principal(caller())
+        revoked = await self.svc.account_ops.revoke_key(p.user, req.id, p.cluster)
         return manager_pb2.RevokeApiKeyResponse(revoked=revoked)
 
     @rpc()
@@ -101,7 +104,8 @@ class ManagerCommunityServicer:
 
     @rpc()
     async def ListUsers(self, req: manager_pb2.ListUsersRequest, ctx: Ctx) -> manager_pb2.ListUsersResponse:
-        users, total = await self.svc.account_ops.list_users(await self._user(), req.limit, req.offset)
+        p = await self.svc.principal(caller())
+        users, total = await self.svc.account_ops.list_users(p.user, req.limit, req.offset, p.cluster)
         return manager_pb2.ListUsersResponse(users=users, total=total)
 
     @rpc()

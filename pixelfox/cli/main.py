@@ -395,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     kc.add_argument("name")
     kc.add_argument("--label", default="cli")
     kc.set_defaults(func=cmd_keys_create)
+    users_cli.add_key_commands(keys, with_target)
     jobs_cli.add_commands(sub, with_target)
     uploads_cli.add_commands(sub, with_target)
     ops.add_commands(sub, with_target)

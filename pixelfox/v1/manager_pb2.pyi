@@ -1755,12 +1755,17 @@ Global___ApiKeyInfo: _TypeAlias = ApiKeyInfo  # noqa: Y015
 class ListApiKeysRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    USER_NAME_FIELD_NUMBER: _builtins.int
+    user_name: _builtins.str
+    """admin: that user's keys; "" = the caller's"""
     def __init__(
         self,
+        *,
+        user_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_name", b"user_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -110,3 +110,43 @@ async def test_refusals_are_one_line(cluster: Any, http: aiohttp.ClientSession) 
     status, _, _ = await user.post(f"/admin/users/{admin_name}", {"csrf_token": token, "action": "disable"})
     assert status == 403
     assert (await _login_status(Browser(http, cluster.web_url), admin_name))[0] == 303
+
+
+async def test_admin_lists_users_and_revokes_a_users_key(cluster: Any, http: aiohttp.ClientSession) -> None:
+    """``pixelfox users list``, ``keys list --user NAME`` and ``keys revoke ID`` with the local admin's
+    credential; a user's own key may not list another user's keys."""
+    name = _user()
+    await Browser(http, cluster.web_url).register(name)
+    key = _key(cluster, name)
+    r = cluster.pixelfox("users", "disable", name)
+    assert r.returncode == 0, r.stderr
+    r = cluster.pixelfox("users", "list")
+    assert r.returncode == 0, r.stderr
+    row = next(line for line in r.stdout.splitlines() if f" {name} " in line)
+    assert re.search(rf"{name}\s+│\s+user\s+│\s+disabled\s+│\s+0\s+│", row), row
+    assert cluster.pixelfox("users", "enable", name).returncode == 0
+
+    r = cluster.pixelfox("keys", "list", "--user", name)
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if key[:10] in line]
+    assert len(rows) == 1 and "cli" in rows[0] and rows[0].rstrip(" │").endswith("-"), r.stdout
+    key_id = re.search(r"│\s*([0-9A-Z]{26})\s*│", rows[0])
+    assert key_id, rows[0]
+    images_url = f"{cluster.web_url}/api/v1/images"
+    assert (await _status(http, images_url, key))[0] == 200
+    r = cluster.pixelfox("keys", "revoke", key_id.group(1))
+    assert (r.returncode, r.stdout.strip()) == (0, f"revoked {key_id.group(1)}"), r.stderr
+    status, body = await _status(http, images_url, key)
+    assert status == 401 and body["error"]["message"] == "invalid API key"
+    r = cluster.pixelfox("keys", "list", "--user", name)
+    revoked = next(line for line in r.stdout.splitlines() if key[:10] in line).split("│")[-2].strip()
+    assert re.fullmatch(r"20\d\d-\d\d-\d\dT\d\d:\d\d", revoked), r.stdout
+
+    other = _user()
+    await Browser(http, cluster.web_url).register(other)
+    r = cluster.pixelfox("keys", "list", "--user", name, "--api-key", _key(cluster, other))
+    assert r.returncode == 2 and r.stderr == "pixelfox: only admins list another user's API keys (forbidden)\n"
+    r = cluster.pixelfox("keys", "revoke", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
+    assert r.returncode == 2 and r.stderr == "pixelfox: no API key '01ARZ3NDEKTSV4RRFFQ69G5FAV' (not-found)\n"
+    r = cluster.pixelfox("keys", "list", "--user", "nobody_here_2")
+    assert r.returncode == 2 and r.stderr == "pixelfox: no user named 'nobody_here_2' (not-found)\n"
