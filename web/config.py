@@ -43,7 +43,7 @@ class WebSettings(NodeSettings):
         "deploy/nginx/page-cache.conf); 0 = never"))
     drain_delay_s: float = Field(1.0, ge=0, description="seconds /readyz fails before the server stops")
     login_max_failures: int = Field(
-        20, gt=0, description="failed logins per account (and 5x per address) per window"
+        20, gt=0, description="failed logins per account and address (5x per address, 10x per account) per window"
     )
     login_window_s: int = Field(900, gt=0, description="login throttle window in seconds")
     trusted_proxies: str = Field(

@@ -62,6 +62,43 @@ async def test_parallel_wrong_logins_stop_at_the_limit(cluster: Any, http: aioht
     assert status == 429 and "Too many failed logins" in body and int(headers["Retry-After"]) > 0
 
 
+
+async def _login_via(http: aiohttp.ClientSession, url: str, client: str, name: str, password: str) -> tuple[int, Any]:
+    """One login with a fresh session and CSRF token, as the trusted proxy forwards it for ``client``."""
+    b, via = Browser(http, url), {"X-Forwarded-For": client}
+    status, page, _ = await b.get("/login", via)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert status == 200 and token, page
+    status, _, headers = await b.post("/login", {"csrf_token": token.group(1), "name": name, "password": password}, via)
+    return status, headers
+
+
+async def test_guesses_from_one_address_do_not_lock_the_owner_out(cluster: Any, http: aiohttp.ClientSession) -> None:
+    """A fresh tester's 22 wrong passwords locked the account (the admin's too) for 15 minutes, even
+    for its owner with the right password. The limit is per account and address: 25 guesses from A
+    spend A's budget for the account, and the owner logs in from B."""
+    cluster.local.role_env["weblogin"] = {"PIXELFOX_TRUSTED_PROXIES": "127.0.0.1"}
+    url = cluster.start_web("weblogin")
+    attacker, owner = "203.0.113.66", "203.0.113.67"
+    try:
+        name = _user()
+        b, via = Browser(http, url), {"X-Forwarded-For": owner}
+        status, page, _ = await b.get("/register", via)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert token, page
+        form = {"csrf_token": token.group(1), "name": name, "password": PASSWORD, "password2": PASSWORD}
+        assert (await b.post("/register", form, via))[0] == 303
+        statuses = [(await _login_via(http, url, attacker, name, "wrong password"))[0] for _ in range(25)]
+        assert statuses == [401] * LOGIN_LIMIT + [429] * 5, statuses
+        status, _ = await _login_via(http, url, owner, name, PASSWORD)
+        assert status == 303
+        status, headers = await _login_via(http, url, attacker, name, PASSWORD)  # A stays limited
+        assert status == 429 and 0 < int(headers["Retry-After"]) <= 900
+    finally:
+        cluster.local.terminate("weblogin")
+        cluster.local.web_urls.remove(url)
+        del cluster.local.role_env["weblogin"]
+
 def _codes(page: str) -> dict[str, str]:
     """The embed codes of an image page by label, unescaped once (as a browser puts them in the clipboard)."""
     found = re.findall(r'<span>([^<]+)</span>\s*<span class="row"><input type="text" readonly value="([^"]*)"', page)

@@ -124,7 +124,8 @@ KEY_GROUPS = {
     "lease": [lease_key("repair"), f"{lease_key('repair')}:epoch"],
     "upload": [uploadstate.state_key("01JUPLOAD"), uploadstate.lock_key("01JUPLOAD")],
     "session": [session_key("A" * 43), session_key("B" * 43), index_key("user-1")],
-    "login": ["pixelfox:{login}:fail:acct:0123abcd", "pixelfox:{login}:fail:ip:127.0.0.1"],
+    "login": ["pixelfox:{login}:fail:acct:0123abcd", "pixelfox:{login}:fail:ip:127.0.0.1",
+              "pixelfox:{login}:fail:acct-ip:0123abcd:127.0.0.1"],
     "gc": [objects.PENDING, objects.PURGES],
     "img": [readmodel.key("abc"), readmodel.key("xyz"), readmodel.PLACEMENT_KEY],
 }

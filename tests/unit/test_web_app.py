@@ -448,12 +448,13 @@ async def test_login_timeouts_count_as_failures(redis_url: str, fake: tuple[Fake
 
 
 async def test_login_success_resets_the_account(redis_url: str, fake: tuple[FakeCluster, str]) -> None:
-    """Attempts are counted before the check; a success forgets the account's failures and gives the
-    address its attempt back."""
-    acct = f"pixelfox:{{login}}:fail:acct:{hashlib.sha256(b'grace').hexdigest()[:32]}"
+    """Attempts are counted before the check; a success forgets the account's failures from this
+    address and gives the address and the account's ceiling their attempt back."""
+    digest = hashlib.sha256(b'grace').hexdigest()[:32]
+    acct_ip, acct = f"pixelfox:{{login}}:fail:acct-ip:{digest}:127.0.0.1", f"pixelfox:{{login}}:fail:acct:{digest}"
     ip = "pixelfox:{login}:fail:ip:127.0.0.1"
     redis = aioredis.Redis.from_url(redis_url)
-    await redis.delete(ip)
+    await redis.delete(ip, acct)
     try:
         app = create_app(_settings(redis_url, fake[1], login_max_failures=3))
         async with TestClient(TestServer(app)) as c:
@@ -463,13 +464,15 @@ async def test_login_success_resets_the_account(redis_url: str, fake: tuple[Fake
             for password in ("wrong 1234", "wrong 5678"):
                 r = await c.post("/login", data={"csrf_token": token, "name": "grace", "password": password})
                 assert r.status == 401
-            assert (int(await redis.get(acct) or 0), int(await redis.get(ip) or 0)) == (2, 2)
+            counts = [int(await redis.get(k) or 0) for k in (acct_ip, ip, acct)]
+            assert counts == [2, 2, 2]
             r = await c.post("/login", data={"csrf_token": token, "name": "grace", "password": "graces password"},
                              allow_redirects=False)
             assert r.status == 303
-            assert (await redis.exists(acct), int(await redis.get(ip) or 0)) == (0, 2)
+            assert (await redis.exists(acct_ip), int(await redis.get(ip) or 0), int(await redis.get(acct) or 0)) == (
+                0, 2, 2)
     finally:
-        await redis.delete(ip)
+        await redis.delete(ip, acct)
         await redis.aclose()
 
 

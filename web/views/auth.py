@@ -69,27 +69,44 @@ async def login_page(request: web.Request) -> web.Response:
     return await render(request, "login.html", ctx)
 
 
-def _throttle_keys(request: web.Request, name: str) -> tuple[str, str]:
+#: the per-account ceiling over every address, as a multiple of ``login_max_failures``
+ACCOUNT_CEILING = 10
+#: the per-address budget over every account, as a multiple of ``login_max_failures``
+ADDRESS_BUDGET = 5
+
+
+def _throttle_keys(request: web.Request, name: str) -> tuple[str, str, str]:
+    """The login counters of ``name`` tried from the caller's address: (account at this address,
+    address over all accounts, account over all addresses)."""
     digest = hashlib.sha256(name.lower().encode()).hexdigest()[:32]
-    return f"pixelfox:{{login}}:fail:acct:{digest}", f"pixelfox:{{login}}:fail:ip:{request.remote or '-'}"
+    address = request.remote or "-"
+    return (f"pixelfox:{{login}}:fail:acct-ip:{digest}:{address}", f"pixelfox:{{login}}:fail:ip:{address}",
+            f"pixelfox:{{login}}:fail:acct:{digest}")
 
 
 async def _take_attempt(request: web.Request, name: str) -> int:
     """Count this login as a failure before the password is checked (RELIABILITY C5); 0 when it may
     go ahead, else seconds to wait. Counting first means parallel guesses cannot all pass the
-    check, and a check that times out stays counted."""
+    check, and a check that times out stays counted.
+
+    Budgets per ``login_window_s``: ``login_max_failures`` for the account from this address,
+    :data:`ADDRESS_BUDGET` times that for the address, and :data:`ACCOUNT_CEILING` times that for
+    the account over all addresses. Someone guessing from one address so locks only that address
+    out of the account, not its owner elsewhere; the ceiling bounds guessing from many addresses."""
     settings = request.app[SETTINGS]
-    acct, ip = _throttle_keys(request, name)
-    budgets = [(acct, settings.login_max_failures), (ip, settings.login_max_failures * 5)]
+    acct_ip, ip, acct = _throttle_keys(request, name)
+    limit = settings.login_max_failures
+    budgets = [(acct_ip, limit), (ip, limit * ADDRESS_BUDGET), (acct, limit * ACCOUNT_CEILING)]
     return await ratelimit.take(request.app[REDIS], budgets, settings.login_window_s)
 
 
 async def _forget_attempt(request: web.Request, name: str) -> None:
-    """A successful login: the account's failures are forgotten, the address gets this attempt back."""
-    acct, ip = _throttle_keys(request, name)
+    """A successful login: the account's failures from this address are forgotten, the address
+    and the account's ceiling get this attempt back."""
+    acct_ip, ip, acct = _throttle_keys(request, name)
     redis = request.app[REDIS]
-    await redis.delete(acct)
-    await ratelimit.give_back(redis, [ip])
+    await redis.delete(acct_ip)
+    await ratelimit.give_back(redis, [ip, acct])
 
 
 async def login_post(request: web.Request) -> web.StreamResponse:
