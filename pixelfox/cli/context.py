@@ -251,6 +251,24 @@ def check_api_key(api_key: str) -> str:
     return api_key
 
 
+def local_key_hint(manager: str | None, api_key: str | None) -> str:
+    """What to say when the server answers "invalid API key" to a command given ``--manager`` /
+    ``--api-key`` as ``manager`` / ``api_key`` (None when not given): when the key is the local admin's
+    from the folder's ``.pixelfox/cluster.json`` (no key by flag or environment, no other manager), a
+    ``hint:`` line that it was revoked (under Settings) and that the next ``pixelfox up`` there makes a
+    new one (:meth:`pixelfox.cli.launcher.LocalCluster.ensure_admin`); "" otherwise."""
+    if api_key or os.environ.get("PIXELFOX_API_KEY"):
+        return ""
+    state = find_state()
+    data = _read_state(state.parent) if state else {}
+    manager = manager or os.environ.get("PIXELFOX_MANAGER")
+    if state is None or not data.get("admin_api_key") or (manager and manager != data.get("manager")):
+        return ""
+    return (f"hint: the local admin's API key in {state} was revoked (under Settings, API keys); the next "
+            f"`pixelfox up` in {state.parent.parent} makes a new one (stop this one with Ctrl-C and start it "
+            "again), or pass --api-key with a key of your own")
+
+
 def not_running(state: Path | None, elsewhere: str) -> SystemExit:
     """The error of a command run in the folder of a ``pixelfox up`` that is not running (``state``:
     its ``cluster.json``): "the cluster in DIR is not running: start it with `pixelfox up` there,

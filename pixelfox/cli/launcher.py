@@ -31,6 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pixelfox.cli.context import STATE_DIR, STATE_FILE, choose_database_url, storage_settings
 from pixelfox.grpcx.auth import api_key_metadata, node_metadata
 from pixelfox.grpcx.client import channel
+from pixelfox.schemes import LOCAL_ADMIN_KEY_LABEL
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 
 _HANDED_OUT: set[int] = set()
@@ -430,8 +431,8 @@ class LocalCluster:
             if password:
                 self.admin_password_file.write_text(password + "\n")
                 self.admin_password_file.chmod(0o600)
-            reply = await stub.CreateApiKey(manager_pb2.CreateApiKeyRequest(user_name="admin", label="local admin"),
-                                            metadata=md, timeout=10)
+            request = manager_pb2.CreateApiKeyRequest(user_name="admin", label=LOCAL_ADMIN_KEY_LABEL)
+            reply = await stub.CreateApiKey(request, metadata=md, timeout=10)
         return reply.key
 
     async def forget_changed_password(self) -> bool:

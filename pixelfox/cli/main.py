@@ -327,7 +327,8 @@ def cmd_put(opts: argparse.Namespace) -> int:
     ref = context.resolve(opts.manager, opts.api_key)
     return put.run(ref, opts.files, as_json=opts.json, wait=opts.wait, timeout_s=opts.timeout, title=opts.title,
                    resume=not opts.no_resume, max_rate=opts.limit_rate,
-                   flags=context.target_flags(opts.manager, opts.api_key))
+                   flags=context.target_flags(opts.manager, opts.api_key),
+                   key_hint=context.local_key_hint(opts.manager, opts.api_key))
 
 
 # ---- parser ----------------------------------------------------------------------------------
@@ -420,6 +421,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(opts.func(opts))
     except errors.PixelfoxError as exc:  # 2: the caller's input is at fault; 1: the cluster or the machine
         print(f"pixelfox: {exc.message} ({exc.code})", file=sys.stderr)
+        if isinstance(exc, errors.Unauthenticated) and (hint := context.local_key_hint(opts.manager, opts.api_key)):
+            print(hint, file=sys.stderr)
         sys.exit(exc.exit_status)
     except SystemExit as exc:
         if not isinstance(exc.code, str):  # a command's own status, or argparse's usage error (2)

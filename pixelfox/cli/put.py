@@ -241,12 +241,14 @@ def refusal_hint(code: str, flags: str = "") -> str:
 
 
 def run(ref: ClusterRef, files: list[str], as_json: bool, wait: bool, timeout_s: float, title: str = "",
-        resume: bool = True, max_rate: int = 0, flags: str = "") -> int:
+        resume: bool = True, max_rate: int = 0, flags: str = "", key_hint: str = "") -> int:
     """``pixelfox put``: 0 when every file ended ready (or processing, without ``wait``), 1 otherwise,
     130 after Ctrl-C, with a line on stderr for the file it was sending (:func:`interrupted_line`).
     Unfinished uploads are kept in the journal (:class:`~pixelfox.client.journal.Journal`): the same
     command goes on where it stopped; ``resume=False`` starts every file afresh (and still records it).
-    ``flags`` (the ``--manager`` / ``--api-key`` put was given) end the cancel command that line prints."""
+    ``flags`` (the ``--manager`` / ``--api-key`` put was given) end the cancel command that line prints;
+    ``key_hint`` is said once on stderr when a file was refused as unauthenticated
+    (:func:`pixelfox.cli.context.local_key_hint`)."""
     console = Console(stderr=True, soft_wrap=True)
     journal = journal_for(ref, console, lookup=resume, flags=flags)
     sending: dict[Path, int] = {}
@@ -258,5 +260,8 @@ def run(ref: ClusterRef, files: list[str], as_json: bool, wait: bool, timeout_s:
         for path, sent in sending.items():
             print(interrupted_line(path, sent, journal, ref.metadata(), flags), file=sys.stderr, flush=True)
         return 130
+    if key_hint and any(r["status"] == "rejected" and r["error"]["code"] == errors.Unauthenticated.code
+                        for r in results):
+        print(key_hint, file=sys.stderr, flush=True)
     good = {"ready"} if wait else {"ready", "processing"}
     return 0 if all(r["status"] in good for r in results) else 1

@@ -563,3 +563,67 @@ def test_an_interrupted_import_goes_on_where_it_stopped(tmp_path: Path) -> None:
         assert _upload_bytes_written(root) == 0  # neither file went again
     finally:
         _stop(again)
+
+
+async def _revoke_local_key_in_settings(web_url: str, password: str) -> str:
+    """Log in as admin and revoke the local admin key under Settings, as a site admin did; the
+    settings page as it was before."""
+    import re
+
+    import aiohttp
+
+    from tests.e2e.test_web import Browser
+
+    async with aiohttp.ClientSession() as http:
+        b = Browser(http, web_url)
+        token = await b.csrf("/login")
+        status, body, _ = await b.post("/login", {"csrf_token": token, "name": "admin", "password": password})
+        assert status == 303, body
+        status, page, _ = await b.get("/settings")
+        row = re.search(r'<tr data-key-id="([^"]+)"><td>local admin<br>', page)
+        assert status == 200 and row, page
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert token
+        status, body, _ = await b.post(f"/settings/keys/{row.group(1)}/revoke", {"csrf_token": token.group(1)})
+        assert status == 303, body
+        return page
+
+
+def test_a_revoked_local_admin_key_is_explained_and_the_next_up_makes_a_new_one(tmp_path: Path, corpus: Path) -> None:
+    """A fresh tester revoked the "local admin" key under Settings, and ``pixelfox put`` only said
+    "invalid API key". Settings names what uses that key and asks more firmly; the CLI says it was
+    revoked and what makes a new one, and that is true."""
+    root = tmp_path / "site"
+    root.mkdir()
+    photo = str(corpus / "photos" / "painting_rgb.png")
+    put = [sys.executable, "-m", "pixelfox", "put", photo]
+    proc, lines = _start_up(root)
+    try:
+        assert "ready" in lines, lines
+        state = json.loads((root / ".pixelfox" / "cluster.json").read_text())
+        password = (root / ".pixelfox" / "admin-password").read_text().strip()
+        page = asyncio.run(_revoke_local_key_in_settings(state["web_url"], password))
+        assert "used by the\n          <code>pixelfox</code> commands on the cluster's host</small>" in page, page
+        assert ('data-confirm="Revoke the local admin key? The pixelfox commands on the cluster&#39;s host (put, '
+                "uploads, jobs...) use it and stop working until the next `pixelfox up` there makes a new one."
+                '"') in page
+        res = subprocess.run(put, cwd=root, capture_output=True, text=True, timeout=120, check=False)
+        state_file = (root / ".pixelfox" / "cluster.json").resolve()
+        assert res.returncode == 1 and "invalid API key" in res.stderr, res.stderr
+        assert res.stderr.strip().splitlines()[-1] == (
+            f"hint: the local admin's API key in {state_file} was revoked (under Settings, API keys); the next "
+            f"`pixelfox up` in {root.resolve()} makes a new one (stop this one with Ctrl-C and start it again), "
+            "or pass --api-key with a key of your own"), res.stderr
+        status = subprocess.run([sys.executable, "-m", "pixelfox", "uploads"], cwd=root, capture_output=True,
+                                text=True, timeout=60, check=False)
+        assert status.returncode == 2 and status.stderr.endswith("or pass --api-key with a key of your own\n"), (
+            status.stderr)
+    finally:
+        _stop(proc)
+    again, lines = _start_up(root)
+    try:
+        assert "ready" in lines, lines
+        res = subprocess.run(put, cwd=root, capture_output=True, text=True, timeout=120, check=False)
+        assert res.returncode == 0, res.stderr
+    finally:
+        _stop(again)

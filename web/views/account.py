@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp_session import get_session
 
 from pixelfox import errors
+from pixelfox.schemes import LOCAL_ADMIN_KEY_LABEL
 from pixelfox.session_index import end_other_sessions
 from pixelfox.v1 import manager_pb2
 from web.calls import call
@@ -18,12 +19,16 @@ from web.views.common import checked_form, render
 
 MIN_PASSWORD = 8
 NEW_KEY = "new_api_key"  # session field holding a just-created key until /settings shows it once
+#: the confirm text of revoking the key ``pixelfox up`` made (:data:`LOCAL_ADMIN_KEY_LABEL`)
+LOCAL_REVOKE_CONFIRM = ("Revoke the local admin key? The pixelfox commands on the cluster's host (put, uploads, "
+                        "jobs...) use it and stop working until the next `pixelfox up` there makes a new one.")
 
 
 async def _page(request: web.Request, user: CurrentUser, status: int = 200, **extra: Any) -> web.Response:
     md = request.app[MANAGER].as_user(user.id)
     keys = (await call(request, "ListApiKeys", manager_pb2.ListApiKeysRequest(), md)).keys
-    ctx: dict[str, Any] = {"keys": list(keys), "new_key": "", "message": "", "error": ""}
+    ctx: dict[str, Any] = {"keys": list(keys), "new_key": "", "message": "", "error": "",
+                           "local_admin_label": LOCAL_ADMIN_KEY_LABEL, "local_revoke_confirm": LOCAL_REVOKE_CONFIRM}
     ctx.update(extra)
     return await render(request, "settings.html", ctx, status=status)
 
