@@ -8,6 +8,7 @@ environment. ``docs/config.md`` lists every variable.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from typing import TypeVar
@@ -233,6 +234,15 @@ def require_secret(settings: NodeSettings) -> None:
     if problem := secret_problem(settings.cluster.secret.get_secret_value()):
         print(f"configuration error:\n  {problem}", file=sys.stderr)
         raise SystemExit(2)
+
+
+def print_config(settings: NodeSettings) -> None:
+    """``--print-config`` of a node: ``settings`` as JSON on stdout, secrets redacted, after a warning on
+    stderr for each ``PIXELFOX_`` variable no node reads (:mod:`pixelfox.cli.setting_names`)."""
+    from pixelfox.cli.setting_names import warn_unknown_settings  # here: it imports every node's settings
+
+    warn_unknown_settings(os.environ)
+    print(settings.redacted())
 
 
 def load_settings(cls: type[SettingsT]) -> SettingsT:

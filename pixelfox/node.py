@@ -33,7 +33,7 @@ import grpc
 from prometheus_client import start_http_server
 
 from pixelfox import logs
-from pixelfox.config import NodeSettings, load_settings, require_secret
+from pixelfox.config import NodeSettings, load_settings, print_config, require_secret
 from pixelfox.grpcx.server import GrpcServer
 from pixelfox.managerlink import ManagerLink, Peer
 from pixelfox.v1 import common_pb2, manager_pb2
@@ -405,7 +405,7 @@ def node_main(prog: str, description: str, settings_cls: type[SettingsT],
     opts = parser.parse_args()
     settings = load_settings(settings_cls)
     if opts.print_config:
-        print(settings.redacted())
+        print_config(settings)
         return
     require_secret(settings)
     logs.configure(settings.log, settings.node_id or default_id)

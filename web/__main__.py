@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.web_exceptions import NotAppKeyWarning
 
 from pixelfox import logs
-from pixelfox.config import load_settings, require_secret
+from pixelfox.config import load_settings, print_config, require_secret
 from pixelfox.managerlink import ManagerLink
 from pixelfox.node import Agent, Load, NodeIdentity, start_metrics
 from pixelfox.v1 import common_pb2
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = load_settings(WebSettings)
     if args.print_config:
-        print(settings.redacted())
+        print_config(settings)
         return
     require_secret(settings)
     logs.configure(settings.log, settings.node_id)

@@ -92,10 +92,12 @@ async def _refuse_bad_settings(cluster: LocalCluster) -> None:
     when a SQLite database is new (a typo in its file name must not go unseen)."""
     from nodes.manager.config import ManagerSettings  # here: other commands need not import SQLAlchemy
     from nodes.manager.registry import check_heartbeat
+    from pixelfox.cli.setting_names import warn_unknown_settings
     from pixelfox.config import read_settings
     from pixelfox.db.checks import check_database
     from web.config import WebSettings
 
+    warn_unknown_settings(os.environ)  # a misspelled name would be ignored by every node
     settings = read_settings(ManagerSettings)
     read_settings(WebSettings)  # the web nodes' own settings (PIXELFOX_TRUSTED_PROXIES), refused as theirs
     check_heartbeat(settings.cluster.heartbeat_interval_s, settings.node_timeout_s)

@@ -216,14 +216,16 @@ def test_up_keeps_links_across_restarts_refuses_a_second_cluster_and_restarts_de
 def test_up_hands_pixelfox_settings_from_its_environment_to_the_nodes(tmp_path: Path, corpus: Path) -> None:
     """``PIXELFOX_ALLOW_ANONYMOUS=false pixelfox up`` (the README's switch) reaches the managers and the
     web nodes: an anonymous upload is refused, and the upload page asks visitors to log in. ``up`` used
-    to drop every PIXELFOX_* variable, so it was a 201."""
+    to drop every PIXELFOX_* variable, so it was a 201. A misspelled one is named, with the right one
+    (it was ignored without a word)."""
     import urllib.error
     import urllib.request
 
     root = tmp_path / "site"
     root.mkdir()
     env = {**os.environ, "PIXELFOX_ALLOW_ANONYMOUS": "false", "PIXELFOX_API_KEY": "pfx_not_a_node_setting",
-           "PIXELFOX_GRPC__ADVERTISE_HOST": "192.0.2.1"}  # up's own addresses win (TEST-NET: nothing answers)
+           "PIXELFOX_GRPC__ADVERTISE_HOST": "192.0.2.1",  # up's own addresses win (TEST-NET: nothing answers)
+           "PIXELFOX_ALOW_ANONYMOUS": "false"}
     proc, lines = _start_up(root, env=env)
     try:
         assert "ready" in lines, lines
@@ -245,6 +247,10 @@ def test_up_hands_pixelfox_settings_from_its_environment_to_the_nodes(tmp_path: 
     finally:
         _stop(proc)
     assert proc.returncode == 0
+    assert proc.stderr is not None
+    warnings = [x for x in proc.stderr.read().splitlines() if x.startswith("warning: PIXELFOX_")]
+    assert warnings == ["warning: PIXELFOX_ALOW_ANONYMOUS is not a PixelFox setting "
+                        "(did you mean PIXELFOX_ALLOW_ANONYMOUS?)"]
 
 
 def _post_with_key(web: str, key: str, body: bytes) -> int:

@@ -1,0 +1,68 @@
+"""Unknown ``PIXELFOX_`` variables are named on stderr with the closest known one: a fresh tester's
+``PIXELFOX_ALOW_ANONYMOUS=false`` was ignored without a word. Every name the repository mentions is known."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from pixelfox.cli.setting_names import is_known, known_settings, unknown_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+#: what is not PixelFox's source, docs or deploy files
+SKIPPED_DIRS = {".git", ".venv", "node_modules", "target", "__pycache__", ".pytest_cache", ".ruff_cache"}
+NAME = re.compile(r"PIXELFOX_[A-Za-z0-9_]*[A-Za-z0-9]")
+#: the misspellings the tests below make on purpose
+MISSPELLED = {"PIXELFOX_ALOW_ANONYMOUS", "PIXELFOX_REDIS_URL", "PIXELFOX_NOT_A_THING"}
+
+
+def _mentioned() -> dict[str, Path]:
+    """Every ``PIXELFOX_...`` name in a text file of the repository, with one file that has it."""
+    found: dict[str, Path] = {}
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS]
+        for file in files:
+            path = Path(folder) / file
+            try:
+                text = path.read_text()
+            except (UnicodeDecodeError, OSError):
+                continue
+            for name in NAME.findall(text):
+                found.setdefault(name, path)
+    return found
+
+
+def test_every_name_in_the_source_tree_and_docs_is_known() -> None:
+    known = known_settings()
+    mentioned = _mentioned()
+    assert len(mentioned) > 100 and "PIXELFOX_DRAIN_DELAY_S" in mentioned and "PIXELFOX_FAILPOINT" in mentioned
+    # "PIXELFOX_S3__..." in prose names a family: known when some known name starts with it
+    unknown = {name: str(path.relative_to(ROOT)) for name, path in mentioned.items()
+               if name not in MISSPELLED and not is_known(name, known)
+               and not any(k.startswith(name + "_") for k in (*known[0], *known[1]))}
+    assert unknown == {}
+
+
+def test_unknown_names_are_warned_about_with_the_closest_known_one() -> None:
+    env = {"PIXELFOX_ALOW_ANONYMOUS": "false", "PIXELFOX_REDIS_URL": "redis://x", "PIXELFOX_NOT_A_THING": "1",
+           "PIXELFOX_ALLOW_ANONYMOUS": "false", "pixelfox_site_name": "x", "PIXELFOX_TIERS__RULES__COLD__AGE_S": "9",
+           "PIXELFOX_S3__BUCKET": "b", "PIXELFOX_DRAIN_DELAY_S": "0", "PIXELFOX_FAILPOINT": "", "HOME": "/"}
+    assert unknown_settings(env) == [
+        "warning: PIXELFOX_ALOW_ANONYMOUS is not a PixelFox setting (did you mean PIXELFOX_ALLOW_ANONYMOUS?)",
+        "warning: PIXELFOX_NOT_A_THING is not a PixelFox setting",
+        "warning: PIXELFOX_REDIS_URL is not a PixelFox setting (did you mean PIXELFOX_REDIS__URL?)",
+    ]
+
+
+def test_print_config_warns_about_a_misspelled_setting() -> None:
+    for module in ("web", "nodes.upload"):
+        res = subprocess.run([sys.executable, "-m", module, "--print-config"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60, check=True,
+                             env={"PATH": os.environ["PATH"], "PIXELFOX_ALOW_ANONYMOUS": "false",
+                                  "PIXELFOX_ALLOW_ANONYMOUS": "true"})
+        assert res.stderr == ("warning: PIXELFOX_ALOW_ANONYMOUS is not a PixelFox setting "
+                              "(did you mean PIXELFOX_ALLOW_ANONYMOUS?)\n"), (module, res.stderr)
+        assert res.stdout.startswith("{"), res.stdout
