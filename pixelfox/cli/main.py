@@ -40,6 +40,35 @@ ROLE_NAMES = {
 STATUS_NAMES = ops.STATUS_NAMES
 #: statuses that are an operator's or the node's own choice, not a failure: ``status`` exits 0 with them
 INTENDED = frozenset({"maintenance", "stopped"})
+#: roles the cluster stops working without, and what stops while none of their nodes takes new work
+NEEDED_ROLES = {"upload": ("upload", "takes new uploads", "uploads are refused"),
+                "proc": ("processing", "takes jobs", "new images wait unprocessed"),
+                "storage": ("storage", "takes new files", "uploads are refused (503)")}
+
+
+def _why_idle(row: dict[str, Any]) -> str:
+    """Why a status row's node takes no new work: its status unless ``active``, else its health or "not ready"."""
+    if row["status"] != "active":
+        return str(row["status"])
+    return "not ready" if row["health"] == "healthy" else str(row["health"])
+
+
+def idle_roles(rows: list[dict[str, Any]]) -> list[str]:
+    """``warning:`` lines of ``pixelfox status`` for each role of :data:`NEEDED_ROLES` whose listed nodes
+    all take no new work (in maintenance, draining, stopped, unhealthy or not ready), naming them
+    with their status: ``warning: no storage node takes new files (storage1: maintenance): uploads are
+    refused (503); `pixelfox nodes maintenance ID --off` ends a node's maintenance``. Every storage node
+    in maintenance used to leave status at exit 0 while every upload was refused."""
+    lines = []
+    for role, (name, takes, stops) in NEEDED_ROLES.items():
+        nodes = [r for r in rows if r["role"] == role]
+        if not nodes or any(r["health"] == "healthy" and r["ready"] and r["status"] == "active" for r in nodes):
+            continue
+        said = ", ".join(f"{r['id']}: {_why_idle(r)}" for r in nodes)
+        hint = ("; `pixelfox nodes maintenance ID --off` ends a node's maintenance"
+                if any(r["status"] == "maintenance" for r in nodes) else "")
+        lines.append(f"warning: no {name} node {takes} ({said}): {stops}{hint}")
+    return lines
 
 # ---- up --------------------------------------------------------------------------------------
 
@@ -284,8 +313,10 @@ def cmd_status(opts: argparse.Namespace) -> int:
         rows.insert(0, {"role": "manager", "id": "manager", "address": ref.manager, "health": "healthy", "ready": True,
                         "status": "active", "load": 0.0, "in_use": 0, "capacity": 0, "free_bytes": 0,
                         "last_heartbeat_age_s": 0.0, "http_url": "", "metrics_url": ""})
+    warnings = idle_roles(rows)
     if opts.json:
         print(json.dumps({"nodes": rows}, indent=2))
+        print("\n".join(warnings), file=sys.stderr, end="\n" if warnings else "")
         return 0
     table = Table("role", "id", "address", "health", "status", "load", "in use", "last heartbeat", "http")
     for r in rows:
@@ -295,8 +326,10 @@ def cmd_status(opts: argparse.Namespace) -> int:
                       _in_use(r), f"{r['last_heartbeat_age_s']:.1f} s ago", r["http_url"],
                       style=style)
     table_console().print(table)
-    # a node an admin put in maintenance, or one that stopped cleanly, takes no new work on purpose: not a failure
-    return 0 if all(r["health"] == "healthy" or r["status"] in INTENDED for r in rows) else 1
+    print("\n".join(warnings), file=sys.stderr, end="\n" if warnings else "")
+    # a node an admin put in maintenance, or one that stopped cleanly, takes no new work on purpose: not a
+    # failure, unless no node of its role is left to take it
+    return 0 if not warnings and all(r["health"] == "healthy" or r["status"] in INTENDED for r in rows) else 1
 
 
 # ---- users / keys ------------------------------------------------------------------------------

@@ -132,9 +132,15 @@ def test_frozen_upload_node_gets_no_uploads_and_returns(own: LocalCluster) -> No
 
 def test_no_storage_node_taking_files_refuses_uploads_at_once(own: LocalCluster, corpus: Path) -> None:
     """With the only storage node in maintenance an upload is refused before its bytes are sent,
-    saying why; it used to send every byte and stall for 60 s with no reason given."""
+    saying why; it used to send every byte and stall for 60 s with no reason given. ``pixelfox status``
+    says so and exits 1 (it exited 0: maintenance is no failure, but no storage node was left)."""
     assert cli(own.root, "nodes", "maintenance", "storage1").returncode == 0
     try:
+        st = cli(own.root, "status")
+        assert st.returncode == 1 and st.stderr == (
+            "warning: no storage node takes new files (storage1: maintenance): uploads are refused (503); "
+            "`pixelfox nodes maintenance ID --off` ends a node's maintenance\n"), st.stderr
+        assert "storage1" in st.stdout and "maintenance" in st.stdout, st.stdout
         started = time.monotonic()
         res = cli(own.root, "put", "--json", str(corpus / "photos" / "painting_rgb.png"))
         took = time.monotonic() - started
