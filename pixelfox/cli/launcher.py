@@ -525,12 +525,15 @@ class LocalCluster:
         os.replace(part, path)
         return path
 
-    def stop(self, grace_s: float = 15.0) -> None:
-        """SIGTERM every child (web and workers first, Redis last), then SIGKILL what outlives ``grace_s``."""
+    def stop(self, grace_s: float = 15.0) -> tuple[int, list[str]]:
+        """SIGTERM every child (web and workers first, Redis last), then SIGKILL what outlives ``grace_s``
+        (seconds). Returns how many children were running, and the names of those it had to SIGKILL."""
         order = {"web": 0, "upload": 1, "proc": 1, "storage": 2, "manager": 3, "redis": 4}
+        stopped, killed = 0, []
         ranked = sorted(self.children, key=lambda c: order.get(c.name.rstrip("0123456789"), 5))
         for rank in sorted({order.get(c.name.rstrip("0123456789"), 5) for c in ranked}):
             group = [c for c in ranked if order.get(c.name.rstrip("0123456789"), 5) == rank and c.proc.poll() is None]
+            stopped += len(group)
             for c in group:
                 with contextlib.suppress(ProcessLookupError):
                     c.proc.send_signal(signal.SIGTERM)
@@ -541,8 +544,10 @@ class LocalCluster:
                 except subprocess.TimeoutExpired:
                     c.proc.kill()
                     c.proc.wait()
+                    killed.append(c.name)
         with contextlib.suppress(OSError):
             self._update_state(pid=None)
+        return stopped, killed
 
 
 def _up_for_start(node: common_pb2.Node) -> bool:

@@ -281,8 +281,18 @@ async def _up(opts: argparse.Namespace, console: Console) -> int:
     finally:
         with contextlib.suppress(OSError):  # a closed terminal (SIGHUP) must not keep the nodes running
             console.print("stopping the cluster...")
-        cluster.stop()
+        began = time.monotonic()
+        stopped, killed = cluster.stop()
+        with contextlib.suppress(OSError):
+            console.print(stopped_line(stopped, killed, time.monotonic() - began), markup=False, highlight=False)
         lock.close()
+
+
+def stopped_line(stopped: int, killed: list[str], took_s: float) -> str:
+    """``up``'s last line once its nodes are down: ``stopped (9 processes) in 2.4 s``, naming the ones
+    that had to be killed after the grace period; the last line used to be "stopping the cluster..."."""
+    line = f"stopped ({stopped} process{'es' if stopped != 1 else ''}) in {took_s:.1f} s"
+    return f"{line}; killed {', '.join(killed)}: they did not stop in time" if killed else line
 
 
 def cmd_up(opts: argparse.Namespace) -> int:

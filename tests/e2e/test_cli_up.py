@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -99,6 +100,9 @@ def test_up_imports_then_stops_every_child(tmp_path: Path, corpus: Path, sig: si
         assert proc.wait(60) == 0
         assert proc.stderr is not None  # a fresh folder: its new database is named, once
         err = proc.stderr.read().splitlines()
+        # the last line says the nodes are down (it was "stopping the cluster...")
+        assert err[-2] == "stopping the cluster..." and re.fullmatch(
+            rf"stopped \({len(pids)} processes\) in \d+\.\d s", err[-1]), err[-2:]
         assert f"made {root.resolve() / '.pixelfox'} private (mode 0700): it holds password hashes and sessions; " \
             "2 files and folders in it no longer readable by others" in err, err
         assert (old_log.stat().st_mode & 0o777, old_log.parent.stat().st_mode & 0o777) == (0o600, 0o700)
