@@ -7,7 +7,8 @@ Keys (one hash slot per upload, ``{upload:<id>}``, so the Lua scripts below are 
   ``probed`` ("1" once the header passed :func:`pixelfox.imaging.probe`), ``slug`` (image slug
   once complete), ``error_code``/``error`` (why it failed), ``node`` (upload node that last
   wrote), ``expire`` (seconds the image lives after completion, 0 = for ever; see
-  :mod:`nodes.manager.expiry`). Written by the manager at
+  :mod:`nodes.manager.expiry`), ``title``, ``sha256`` (the file's SHA-256 as its client declared it at
+  ``CreateUpload``, "" when it did not: the upload node refuses other bytes). Written by the manager at
   ``CreateUpload`` with a TTL of ``ttl_s`` (the abandoned-upload TTL); each committed chunk
   pushes the TTL out again. A missing key means "unknown or expired" (``NOT_FOUND``).
 * ``pixelfox:{upload:<id>}:lock`` — the writer lock: ``<node>:<random token>`` with a PX
@@ -116,6 +117,7 @@ class State:
     error_code: str = ""  # failed: the PixelfoxError code of the reason ("" if unknown)
     error: str = ""  # failed: the reason as the uploader was told
     title: str = ""  # the new image's title, given at CreateUpload
+    sha256: str = ""  # the file's SHA-256 as declared at CreateUpload ("" none): other bytes are refused
 
     @property
     def closed(self) -> bool:
@@ -161,14 +163,16 @@ class UploadStates:
         self._release = redis.register_script(_RELEASE)
         self._take_over = redis.register_script(_TAKE_OVER)
 
-    async def create(self, upload_id: str, size: int, user_id: str, expire_after_s: int = 0, title: str = ""
-                     ) -> None:
+    async def create(self, upload_id: str, size: int, user_id: str, expire_after_s: int = 0, title: str = "",
+                     sha256: str = "") -> None:
         """Record a new upload at offset 0 (manager, at ``CreateUpload``); ``expire_after_s`` > 0 makes
-        the finished image expire that long after completion; ``title`` is the new image's title."""
+        the finished image expire that long after completion; ``title`` is the new image's title;
+        ``sha256`` the file's hash as its client declared it ("" none), which its bytes must have."""
         key = state_key(upload_id)
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(key, mapping={"offset": 0, "size": size, "user": user_id, "status": "open", "probed": 0,
-                                 "slug": "", "node": "", "expire": max(0, expire_after_s), "title": title})
+                                 "slug": "", "node": "", "expire": max(0, expire_after_s), "title": title,
+                                 "sha256": sha256})
             p.expire(key, self.ttl_s)
             await p.execute()
 
@@ -179,7 +183,7 @@ class UploadStates:
         d = {k.decode(): v.decode() for k, v in raw.items()}
         return State(upload_id, int(d.get("offset", 0)), int(d.get("size", 0)), d.get("user", ""),
                      d.get("status", "open"), d.get("probed") == "1", d.get("slug", ""), int(d.get("expire", 0)),
-                     d.get("error_code", ""), d.get("error", ""), d.get("title", ""))
+                     d.get("error_code", ""), d.get("error", ""), d.get("title", ""), d.get("sha256", ""))
 
     async def require_open(self, upload_id: str) -> State:
         """The state of an upload that may still take bytes.

@@ -125,10 +125,11 @@ class Uploads:
         declares it. When ``user`` already has a lasting image of ``size`` bytes with that hash (the rules of
         :meth:`complete`'s dedup: :meth:`_lasting_copy`; none for anonymous uploads or one with an
         expiration), the answer is that image with ``deduplicated`` and no upload is made (no ticket, no
-        open-upload slot, rate token or quota). The hash is trusted for nothing else: the lookup is only
-        among the caller's own images, and an upload that goes ahead is hashed by its upload node. A client
-        declaring the hash of one of its images for other bytes just gets that image back: it sends
-        nothing, so nothing of its is stored."""
+        open-upload slot, rate token or quota). The lookup is only among the caller's own images. An upload
+        that goes ahead must bring bytes of that hash: it is kept in the upload's state, and its upload node
+        refuses other bytes (ChecksumMismatch, nothing stored), over tus as over gRPC. A client declaring
+        the hash of one of its images for other bytes just gets that image back: it sends nothing, so
+        nothing of its is stored."""
         title = checked_title(title)
         if expire_after_s < 0 or expire_after_s > MAX_EXPIRE_AFTER_S:  # before anything is recorded
             raise errors.BadRequest(f"expiration must be between 0 and {MAX_EXPIRE_AFTER_S} seconds "
@@ -160,7 +161,7 @@ class Uploads:
                              content_type=printable(content_type)[:100], upload_node_id=node.node_id,
                              expires_at=expires))
                 await s.commit()
-        await self.states.create(upload_id, size, user.id if user else "", expire_after_s, title)
+        await self.states.create(upload_id, size, user.id if user else "", expire_after_s, title, sha256)
         token = tickets.sign(self.ticket_key, upload_id, user.id if user else "", size, content_type,
                              self.limits.ticket_ttl_s, now=issued)
         return self._ticket_answer(upload_id, node, token, expires_at, size)

@@ -14,8 +14,9 @@ without writing; a chunk straddling it is trimmed; one beyond it is refused with
 
 Nothing is kept that fails a check: the file is named by the server (the upload id, never
 the client's file name); the first ``probe_bytes`` are probed with
-:func:`pixelfox.imaging.probe` before more bytes are kept; the whole file's SHA-256 and
-structure (:func:`pixelfox.imaging.verify`) are checked at the end. A bad image or checksum
+:func:`pixelfox.imaging.probe` before more bytes are kept; the whole file's SHA-256 (against the
+gRPC stream header's and the one declared at ``CreateUpload``, when given) and structure
+(:func:`pixelfox.imaging.verify`) are checked at the end. A bad image or checksum
 removes the staged file and marks the upload failed; a full staging disk removes it and
 resets the upload to offset 0 (``RESOURCE_EXHAUSTED``, no partial file). Transport errors
 keep the committed bytes for a resume.
@@ -423,6 +424,7 @@ class Session:
         self.probed = False
         self.head = b""
         self.hash = hashlib.sha256()
+        self.declared = ""  # the file's SHA-256 as declared at CreateUpload (the state's; "" none)
         self.closed = False
         self.committed = 0  # the offset Redis holds
         self.committed_at = time.monotonic()
@@ -433,6 +435,7 @@ class Session:
         self._io: asyncio.Future[object] | None = None  # the file work in a thread, if any
 
     async def start(self, st: State) -> None:
+        self.declared = st.sha256
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         have = os.fstat(self.fd).st_size
         offset = st.offset
@@ -570,11 +573,21 @@ class Session:
         with mmap.mmap(self.fd, 0, access=mmap.ACCESS_READ) as m:
             return check_image(m, self.rx.image_limits, whole=True)
 
+    def _mismatch(self, sha: str) -> errors.ChecksumMismatch | None:
+        """Why the file of SHA-256 ``sha`` is not the one announced, or None: the gRPC stream header's
+        hash, and the one declared at ``CreateUpload`` (``POST /api/v1/uploads``' ``sha256``, used for
+        dedup there: tus has no header of its own for it, and its bytes were stored under any hash)."""
+        if self.header.sha256 and self.header.sha256.lower() != sha:
+            return errors.ChecksumMismatch("SHA-256 of the received bytes does not match the header")
+        if self.declared and self.declared.lower() != sha:
+            return errors.ChecksumMismatch("SHA-256 of the received bytes does not match the sha256 declared "
+                                           "when the upload was created")
+        return None
+
     async def finish(self) -> manager_pb2.CompleteUploadResponse:
         """Check the whole file, store it, report it to the manager; removes the staged file."""
         sha = self.hash.hexdigest()
-        if self.header.sha256 and self.header.sha256.lower() != sha:
-            mismatch = errors.ChecksumMismatch("SHA-256 of the received bytes does not match the header")
+        if (mismatch := self._mismatch(sha)) is not None:
             await self._drop(reset=False, error=mismatch)
             UPLOADS.labels("checksum-mismatch").inc()
             raise mismatch

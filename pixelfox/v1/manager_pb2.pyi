@@ -265,7 +265,8 @@ class CreateUploadRequest(_message.Message):
     the client knows it before sending. When the caller (a user; anonymous uploads never dedup) already
     has a lasting image of `size` bytes with this SHA-256 and expire_after_s is 0, the answer is that
     image (`deduplicated`) and no upload is made: no ticket, open-upload slot, rate token or quota.
-    Otherwise it is used for nothing: the upload node hashes the bytes it receives.
+    Otherwise the upload must bring bytes of this SHA-256: the upload node refuses other bytes at
+    the end (checksum-mismatch: gRPC DATA_LOSS, tus 460), and nothing is stored.
     """
     def __init__(
         self,

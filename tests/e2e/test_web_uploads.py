@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -166,6 +167,74 @@ def test_a_failed_upload_keeps_its_reason_after_its_state_expired(cluster: Clust
     assert after[1]["error"]["code"] == "checksum-mismatch", after[1]
     progress = asyncio.run(_progress(cluster, t.upload_id))
     assert (progress.status, progress.error_code) == ("failed", "checksum-mismatch")
+
+
+def test_bytes_that_do_not_have_the_declared_sha256_fail_the_upload(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """``POST /api/v1/uploads``' ``sha256`` is used for dedup, but the bytes that then came over tus were
+    stored whatever their hash, so a client could declare a hash its file does not have. The PATCH that
+    completes such an upload now gets tus' 460 ``checksum-mismatch`` (gRPC: DATA_LOSS, as for a stream
+    header's mismatch, also with no hash in the header): the staged bytes go, no image is made, the upload
+    reads ``failed`` with the reason, a resume hears it again, and the upload node goes on taking uploads
+    (the same file declared with its own hash is stored)."""
+    key = asyncio.run(new_user_key(cluster.local, f"declared_{uuid.uuid4().hex[:8]}"))
+    mine = {"Authorization": f"Bearer {key}"}
+    api = f"{cluster.web_url}/api/v1/uploads"
+    real = big_png(tmp_path / "d.png", 300)
+    data = (tmp_path / "d.png").read_bytes()
+    wrong = hashlib.sha256(os.urandom(16)).hexdigest()
+    r = requests.post(api, json={"filename": "d.png", "size": len(data), "content_type": "image/png",
+                                 "sha256": wrong}, headers=mine, timeout=10)
+    assert r.status_code == 201, r.text
+    up = r.json()
+    tus = {"Authorization": f"Bearer {up['ticket']}", "Tus-Resumable": "1.0.0",
+           "Content-Type": "application/offset+octet-stream"}
+    half = len(data) // 2
+    first = requests.patch(up["upload_url"], data=data[:half], headers={**tus, "Upload-Offset": "0"}, timeout=30)
+    assert first.status_code == 204, first.text
+    last = requests.patch(up["upload_url"], data=data[half:], headers={**tus, "Upload-Offset": str(half)}, timeout=60)
+    assert last.status_code == 460, (last.status_code, last.headers, last.text)
+    said = "SHA-256 of the received bytes does not match the sha256 declared when the upload was created"
+    assert last.json()["error"] == {"code": "checksum-mismatch", "message": said}
+    assert "Pixelfox-Image-Slug" not in last.headers
+    failed = {"code": "checksum-mismatch", "message": f"{said} (this upload failed; start a new one)"}
+    again = requests.patch(up["upload_url"], data=data[half:], headers={**tus, "Upload-Offset": str(half)}, timeout=30)
+    assert (again.status_code, again.json()["error"]) == (460, failed)
+    assert requests.head(up["upload_url"], headers=tus, timeout=10).status_code == 460
+    p = requests.get(f"{api}/{up['id']}", headers=mine, timeout=10).json()
+    assert (p["status"], p["image"], p["error"]) == ("failed", None, failed), p
+    assert not (cluster.root / ".pixelfox" / "data" / "staging" / f"{up['id']}.part").exists()
+
+    # gRPC: the hash declared at CreateUpload holds for a stream whose header names none
+    async def grpc_create(sha256: str) -> manager_pb2.CreateUploadResponse:
+        async with grpc.aio.insecure_channel(cluster.manager_address.split(",")[0]) as ch:
+            return await manager_pb2_grpc.ManagerServiceStub(ch).CreateUpload(manager_pb2.CreateUploadRequest(
+                filename="d.png", size=len(data), content_type="image/png", sha256=sha256),
+                metadata=api_key_metadata(key), timeout=10)
+    t = asyncio.run(grpc_create(wrong))
+    refused = asyncio.run(refused_stream(t.upload_address, [header(t, len(data)), chunk(0, data)]))
+    assert refused.code() == grpc.StatusCode.DATA_LOSS, refused.details()
+    assert refused.details() == said
+    assert asyncio.run(_images_of(cluster, key)) == []  # nothing was stored for the user
+
+    # nothing else is lost: the same bytes declared with their own hash are stored, and the node is ready
+    r = requests.post(api, json={"filename": "d.png", "size": len(data), "content_type": "image/png",
+                                 "sha256": real}, headers=mine, timeout=10)
+    assert r.status_code == 201, r.text
+    ok = r.json()
+    done = requests.patch(ok["upload_url"], data=data, timeout=60, headers={
+        "Authorization": f"Bearer {ok['ticket']}", "Tus-Resumable": "1.0.0",
+        "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"})
+    assert done.status_code == 204 and done.headers["Pixelfox-Deduplicated"] == "false", done.text
+    assert asyncio.run(_images_of(cluster, key)) == [done.headers["Pixelfox-Image-Slug"]]
+    node = up["upload_url"].split("/tus/")[0]
+    assert requests.get(f"{node}/readyz", timeout=10).status_code == 200
+
+
+async def _images_of(cluster: ClusterHandle, key: str) -> list[str]:
+    async with grpc.aio.insecure_channel(cluster.manager_address.split(",")[0]) as ch:
+        reply = await manager_pb2_grpc.ManagerServiceStub(ch).ListImages(
+            manager_pb2.ListImagesRequest(limit=10), metadata=api_key_metadata(key), timeout=10)
+    return [i.slug for i in reply.images]
 
 
 async def _progress(cluster: ClusterHandle, upload_id: str) -> manager_pb2.UploadProgress:

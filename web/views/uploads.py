@@ -7,12 +7,13 @@
 "deduplicated": false}``: the client then speaks tus 1.0 to ``upload_url`` with ``Authorization: Bearer <ticket>``
 (or gRPC to ``upload_address``). With a ``sha256`` (the file's, 64 lower-case hex digits) of an image the caller
 already has (same size, lasting), it answers ``200`` ``{"id": null, "status": "complete", "deduplicated": true,
-"image"}`` instead: that image, and no upload to send. ``GET`` answers ``{"id", "status", "offset", "size", "progress",
-"expires_at", "ticket_expires_at", "image", "error"}`` (``status`` ``paused``: the ticket ended, its owner
-renews it; docs/uploads.md) where ``image`` is the image JSON (as ``pixelfox put --json``) once
-the upload completed, else ``null``, and ``error`` is ``{"code", "message"}`` of a failed upload; a
-completed upload's image carries its ``deletion_url`` for its owner, and ``note`` comes with a
-deduplicated private image (:func:`for_uploader`).
+"image"}`` instead: that image, and no upload to send. Otherwise the bytes sent must have that hash: the upload
+node refuses others when the upload completes (tus 460 ``checksum-mismatch``, nothing stored). ``GET`` answers
+``{"id", "status", "offset", "size", "progress", "expires_at", "ticket_expires_at", "image", "error"}``
+(``status`` ``paused``: the ticket ended, its owner renews it; docs/uploads.md) where ``image`` is the image
+JSON (as ``pixelfox put --json``) once the upload completed, else ``null``, and ``error`` is ``{"code",
+"message"}`` of a failed upload; a completed upload's image carries its ``deletion_url`` for its owner, and
+``note`` comes with a deduplicated private image (:func:`for_uploader`).
 ``DELETE`` cancels an open upload without its ticket (``204``): it stops counting against the
 caller's open uploads at once and its ticket is refused from then on; ``409`` when it had already
 ended. ``POST /api/v1/uploads/{id}/ticket`` renews an open upload's ticket for its owner (``200``, the
