@@ -324,6 +324,40 @@ def _small_png(width: int, height: int) -> bytes:
     return _unique_png(buf.getvalue())
 
 
+def test_chevereto_refuses_a_field_sent_twice_naming_it(cluster: ClusterHandle) -> None:
+    """A repeated ``format`` took the last one (``format=json&format=txt`` answered text), as did a repeated
+    ``title``, ``album_id`` or ``expiration``, while a repeated ``key`` was a 400. Each is now a 400 naming
+    it, in the form, in the query string or in both, before anything is stored; a ``key`` in both the
+    query string and the form is still fine when it is the same key."""
+    api = f"{cluster.web_url}/api/1/upload"
+    key = asyncio.run(new_user_key(cluster.local, f"chvtwice_{os.urandom(4).hex()}"))
+    source = base64.b64encode(_small_png(7, 5)).decode()
+    once = "was sent more than once in {}: send it once"
+    for pairs, query, said in [
+        ([("format", "json"), ("format", "txt")], "", "format " + once.format("the form")),
+        ([("title", "one"), ("title", "two")], "", "title " + once.format("the form")),
+        ([("album_id", "a1"), ("album_id", "a2")], "", "album_id " + once.format("the form")),
+        ([("expiration", "PT1H"), ("expiration", "P1D")], "", "expiration " + once.format("the form")),
+        ([("key", key)], "", "key " + once.format("the form")),  # the query-less key twice in the body
+        ([], "format=json&format=txt", "format " + once.format("the query string")),
+        ([], "expiration=600&expiration=600", "expiration " + once.format("the query string")),
+        ([("format", "txt")], "format=txt", "format was sent in both the query string and the form: send it once"),
+    ]:
+        body = [("key", key), ("source", source), *pairs]
+        for send in ("urlencoded", "multipart"):
+            if send == "urlencoded":
+                r = requests.post(f"{api}?{query}", data=body, timeout=60)
+            else:
+                r = requests.post(f"{api}?{query}", files=[(k, (None, v)) for k, v in body], timeout=60)
+            assert (r.status_code, r.json()["status_code"]) == (400, 400), (send, pairs, query, r.text)
+            assert r.json()["error"] == {"message": said, "code": "bad-request"}, (send, pairs, query, r.text)
+    listed = requests.get(f"{cluster.web_url}/api/v1/images", headers={"X-API-Key": key}, timeout=30)
+    assert listed.status_code == 200 and listed.json()["images"] == [], listed.text  # nothing was stored
+
+    same = requests.post(f"{api}?key={key}", data={"key": key, "source": source, "format": "txt"}, timeout=60)
+    assert same.status_code == 200 and same.text.startswith("http"), same.text
+
+
 def test_chevereto_album_id_must_be_an_album_of_the_caller(cluster: ClusterHandle, corpus: Path) -> None:
     """``album_id`` of no album, or of another user's, refuses the upload before anything is stored
     (404, 403); it used to be ignored, and the image landed outside the album unannounced."""

@@ -8,7 +8,8 @@ exist or is someone else's refuses the upload, 404 or 403, before anything is st
 ``expiration`` (ISO 8601 duration such as ``PT5M`` or ``P3D``, or ImgBB's
 plain seconds such as ``600``: the image is deleted that long after upload, see
 :mod:`nodes.manager.expiry`) and ``format`` = ``json`` (default) | ``txt`` (the direct URL as
-text) | ``redirect`` (303 to the viewer page). Like ShareX uploads it waits up to
+text) | ``redirect`` (303 to the viewer page). Each text field comes once (:data:`SINGLE_FIELDS`: a
+second one is a 400 naming it). Like ShareX uploads it waits up to
 ``upload_wait_s`` for processing so thumbnail URLs work at once.
 
 The JSON answer is Chevereto's ``{"status_code": 200, "success": {"message", "code"},
@@ -70,6 +71,10 @@ DEDUPLICATED = "image already uploaded: the existing image is returned unchanged
 
 
 SOURCE_FIELDS = ("source", "image")  # Chevereto's name for the file, ImgBB's
+#: text fields read as one value: one sent twice (in the query string, in the form, or in both) is a 400
+#: naming it, as a repeated ``key`` is; the last one used to be taken, whichever the client meant. A
+#: ``key`` in both the query string and the form may be the same key (:func:`early_key`)
+SINGLE_FIELDS = ("key", "format", "title", "album_id", "expiration")
 #: url-encoded bodies read at once per web node (each is held whole, up to ~56 MB; multipart
 #: sources stream to disk instead)
 _BUFFERED = asyncio.Semaphore(2)
@@ -210,10 +215,46 @@ async def _read_capped(read: Callable[[int], Awaitable[bytes]], cap: int, too_la
     return bytes(out)
 
 
-async def _read_form(request: web.Request, limit: int) -> tuple[dict[str, str], Path | None, str]:
-    """Text fields (query string, then body) and the source as a temp file plus its file name.
-    Raises BadRequest for a malformed body, PayloadTooLarge past ``limit`` bytes."""
-    fields = {k: v for k, v in request.query.items()}
+class TextFields:
+    """The text fields of an upload by name (``values``), read from the query string and then the form;
+    BadRequest naming a :data:`SINGLE_FIELDS` field given more than once."""
+
+    QUERY, FORM = "the query string", "the form"
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self._place: dict[str, str] = {}
+
+    @classmethod
+    def of_query(cls, request: web.Request) -> TextFields:
+        """The query string's fields (sources left out: :func:`_read_form` takes them), checked before
+        the body is read."""
+        fields = cls()
+        for name, value in request.query.items():
+            if name not in SOURCE_FIELDS:
+                fields.add(name, value, cls.QUERY)
+        return fields
+
+    def check(self, name: str, place: str) -> None:
+        """BadRequest if ``name`` may come once and came before (from the query string or the form, ``place``
+        now): said before its value is read."""
+        if name not in SINGLE_FIELDS or name not in self._place:
+            return
+        if self._place[name] == place:
+            raise errors.BadRequest(f"{name} was sent more than once in {place}: send it once")
+        if name != "key":  # a key in both must be the one sent before the body: _upload compares them
+            raise errors.BadRequest(f"{name} was sent in both the query string and the form: send it once")
+
+    def add(self, name: str, value: str, place: str) -> None:
+        self.check(name, place)
+        self._place[name] = place
+        self.values[name] = value
+
+
+async def _read_form(request: web.Request, limit: int, fields: TextFields) -> tuple[dict[str, str], Path | None, str]:
+    """Text fields (the query string's ``fields``, then the body's) and the source as a temp file plus its
+    file name. Raises BadRequest for a malformed body or a field of :data:`SINGLE_FIELDS` sent twice,
+    PayloadTooLarge past ``limit`` bytes."""
     if request.content_type.startswith("multipart/"):
         return await _read_multipart(request, limit, fields)
     source: Path | None = None
@@ -227,18 +268,18 @@ async def _read_form(request: web.Request, limit: int) -> tuple[dict[str, str], 
             except (UnicodeDecodeError, ValueError):
                 raise errors.BadRequest("malformed application/x-www-form-urlencoded body") from None
             del body
-            fields.update({k: v for k, v in form if k not in SOURCE_FIELDS})
+            for k, v in form:
+                if k not in SOURCE_FIELDS:
+                    fields.add(k, v, fields.FORM)
             given = [v for k, v in form if k in SOURCE_FIELDS]
         else:
             given = [v for k, v in request.query.items() if k in SOURCE_FIELDS]
-        for name in SOURCE_FIELDS:
-            fields.pop(name, None)
         if given:  # the last one, as in a multipart body: a later source replaces an earlier one
             source = await _decode_source(given[-1], limit)
-    return fields, source, "upload"
+    return fields.values, source, "upload"
 
 
-async def _read_multipart(request: web.Request, limit: int, fields: dict[str, str]
+async def _read_multipart(request: web.Request, limit: int, fields: TextFields
                           ) -> tuple[dict[str, str], Path | None, str]:
     source: Path | None = None
     filename = "upload"
@@ -256,14 +297,16 @@ async def _read_multipart(request: web.Request, limit: int, fields: dict[str, st
                 else:  # base64 text, decoded as it streams in (aiohttp's own read stops at 1 MiB)
                     source = await _decode_stream(part.read_chunk, limit)
             elif part.name:
-                fields[part.name] = (await first_bytes(part, TEXT_FIELD_LIMIT)).decode("utf-8", "replace")
+                fields.check(part.name, fields.FORM)  # before its value is read
+                fields.add(part.name, (await first_bytes(part, TEXT_FIELD_LIMIT)).decode("utf-8", "replace"),
+                           fields.FORM)
     except BaseException as exc:
         if source is not None:
             await asyncio.to_thread(source.unlink, missing_ok=True)
         if (bad := malformed_multipart(exc)) is not None:
             raise bad from exc
         raise
-    return fields, source, filename
+    return fields.values, source, filename
 
 
 def _file(url: str, image: common_pb2.Image) -> dict[str, Any]:
@@ -399,12 +442,13 @@ async def _upload(request: web.Request) -> web.StreamResponse:
     manager = request.app[MANAGER]
     counted = await check_ip(request, anonymous=False)  # without an API key it is refused (401)
     early = early_key(request)
+    query = TextFields.of_query(request)  # a field repeated there is refused before the body is read
     too_large(request, settings.max_upload_bytes)
     if early:  # known before the body is read: a bad key, or its user over a limit, costs no upload
         async with not_counted_if_over_user_limits(request, counted):  # the user's 429, not the address'
             await check_user_limits(request, manager.as_api_key(early), encoded=True)
     await send_continue(request)  # a client waiting on Expect: 100-continue may send the body now
-    fields, source, filename = await _read_form(request, settings.max_upload_bytes)
+    fields, source, filename = await _read_form(request, settings.max_upload_bytes, query)
     try:
         body_key = fields.get("key", "").strip()  # the query's when the body has none
         if early and body_key and body_key != early:  # the user checked above is the one who uploads
