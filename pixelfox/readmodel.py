@@ -4,7 +4,9 @@ One key per image slug, ``pixelfox:{img}:<slug>``, holding one of
 
 * ``I`` + placement token + ``|`` + the serialized ``common_pb2.Image`` of a *public, ready* image;
 * ``P``: the image is private, ask the manager with the caller's identity;
-* ``D``: the image was deleted (pages answer 410 while the marker lives).
+* ``D``: the image was deleted, or ``Dexpired <unix seconds>`` when the expiry sweeper deleted it then
+  (:mod:`nodes.manager.expiry`): pages and the API answer 404 saying so while the marker lives
+  (:data:`MARKER_TTL_S`), "no such image" after it. A reader that knows only ``D`` reads both as deleted.
 
 The manager writes it whenever it changes an image (update, visibility, delete); a web node
 fills a missing entry after reading a public ready image from the manager, with ``SET NX`` so
@@ -67,13 +69,15 @@ def key(slug: str) -> str:
 @dataclass(frozen=True)
 class Entry:
     """``kind`` is ``image``, ``private``, ``deleted`` or ``stale`` (an image cached under another
-    placement); ``image`` is set for ``image``. ``raw`` is the stored value of a ``stale`` entry and
-    ``placement`` the token current when it was read (both for :func:`fill`)."""
+    placement); ``image`` is set for ``image``, ``expired_at`` (unix seconds) for an image ``deleted``
+    because it expired. ``raw`` is the stored value of a ``stale`` entry and ``placement`` the token
+    current when it was read (both for :func:`fill`)."""
 
     kind: str
     image: common_pb2.Image | None = None
     raw: bytes = b""
     placement: bytes = b""
+    expired_at: int = 0
 
 
 def decode(raw: bytes | None, placement: bytes | None = None) -> Entry | None:
@@ -95,7 +99,9 @@ def decode(raw: bytes | None, placement: bytes | None = None) -> Entry | None:
     if tag == b"P":
         return Entry("private")
     if tag == b"D":
-        return Entry("deleted")
+        reason, _, at = body.partition(b" ")
+        expired_at = ascii_int(at.decode("ascii", "replace")) if reason == b"expired" else None
+        return Entry("deleted", expired_at=expired_at or 0)
     return None
 
 
@@ -169,8 +175,11 @@ async def publish(redis: aioredis.Redis, image: common_pb2.Image, token: bytes) 
         await redis.delete(key(image.slug))
 
 
-async def mark_deleted(redis: aioredis.Redis, slug: str) -> None:
-    await redis.set(key(slug), b"D", ex=MARKER_TTL_S)
+async def mark_deleted(redis: aioredis.Redis, slug: str, expired_at: float = 0) -> None:
+    """Say that ``slug`` was deleted, for :data:`MARKER_TTL_S`; ``expired_at`` > 0 (unix seconds): by the
+    expiry sweeper, at that time."""
+    value = b"Dexpired %d" % int(expired_at) if expired_at > 0 else b"D"
+    await redis.set(key(slug), value, ex=MARKER_TTL_S)
 
 
 def _image_value(token: bytes, image: common_pb2.Image) -> bytes:

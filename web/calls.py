@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -46,17 +47,36 @@ async def call(
         raise manager_error(exc, timeout_s) from exc
 
 
+def gone(entry: readmodel.Entry) -> errors.NotFound:
+    """The 404 of an image the read model marks ``deleted``: when it expired (the expiry sweeper
+    deleted it), or that it was deleted."""
+    if entry.expired_at:
+        when = datetime.fromtimestamp(entry.expired_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return errors.NotFound(f"this image expired at {when} and was deleted, as its uploader asked")
+    return errors.NotFound("this image was deleted")
+
+
 async def load_image(request: web.Request, slug: str, metadata: Metadata, *, fresh: bool = False
                      ) -> common_pb2.Image:
-    """The image for this caller; NotFound for unknown, deleted or someone else's private image.
+    """The image for this caller; NotFound for unknown, deleted (:func:`gone`: saying so, or that it
+    expired, while the read model's marker lives) or someone else's private image.
 
     Public images come from the shared read model, which holds what every visitor may see;
     ``fresh=True`` asks the manager instead, whose answer also carries what only this caller may
-    see (the owner's GPS ``location``)."""
+    see (the owner's GPS ``location``); its "no such image" is then told as the marker says (one
+    read, on that 404 only), as the read-model path does: the owner heard "no such image" for an
+    image a visitor heard was deleted."""
     store = request.app[REDIS]
     entry = None
     if fresh:
-        return await _from_manager(request, slug, metadata)
+        try:
+            return await _from_manager(request, slug, metadata)
+        except errors.NotFound as exc:
+            with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                entry = await readmodel.read(store, slug)
+            if entry is not None and entry.kind == "deleted":
+                raise gone(entry) from exc
+            raise
     try:
         entry = await readmodel.read(store, slug)
     except (redis.exceptions.RedisError, OSError):
@@ -64,7 +84,7 @@ async def load_image(request: web.Request, slug: str, metadata: Metadata, *, fre
     if entry is not None and entry.kind == "image" and entry.image is not None:
         return entry.image
     if entry is not None and entry.kind == "deleted":
-        raise errors.NotFound("this image was deleted")
+        raise gone(entry)
     return await _from_manager(request, slug, metadata, entry)
 
 

@@ -5,6 +5,8 @@ time it expires), filled by :meth:`nodes.manager.uploads.Uploads.complete` from 
 ``expire_after_s``. Every manager runs :meth:`ExpirySweeper.run`; ``ZREM`` is the claim, so
 one manager deletes each image even when several sweep at once. A delete that fails for a
 transient reason puts the slug back a minute later; an image that is already gone is dropped.
+The image's read-model marker records that it expired, and when (:func:`pixelfox.readmodel.mark_deleted`):
+its page and ``GET /api/v1/images/<slug>`` say so, with the same 404 as a deleted image's.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class ExpirySweeper:
             if not await self.redis.zrem(KEY, slug):
                 continue  # another manager took it
             try:
-                await self.library.delete(slug, SWEEPER)
+                await self.library.delete(slug, SWEEPER, expired_at=time.time())
                 deleted += 1
                 logger.info("expired image %s deleted", slug)
             except errors.NotFound:

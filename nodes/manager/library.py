@@ -209,12 +209,15 @@ class Library:
         if old_keys:
             await self.objects.delete_unreferenced(old_keys)
 
-    async def delete(self, slug: str, user: User | None, deletion_token: str = "") -> tuple[int, int]:
+    async def delete(self, slug: str, user: User | None, deletion_token: str = "", *, expired_at: float = 0
+                     ) -> tuple[int, int]:
         """Delete the rows and every replica of the image's objects; ``(deleted, pending)`` replicas.
 
         ``user`` must own the image or be an admin, unless ``deletion_token`` is the image's token
         (:mod:`pixelfox.deletion`; the uploader's deletion URL, the only way for an anonymous
-        upload). Raises NotFound, Forbidden (neither; also a wrong token).
+        upload). Raises NotFound, Forbidden (neither; also a wrong token). ``expired_at`` > 0 (unix
+        seconds): the expiry sweeper deletes it because it expired, which its read-model marker keeps
+        (:func:`pixelfox.readmodel.mark_deleted`), so that its page says "expired", not "deleted".
 
         The rows go in one write transaction that holds the image's row from the first read to the
         commit, the one an upload's dedup takes too (:meth:`nodes.manager.uploads.Uploads.complete`):
@@ -238,7 +241,7 @@ class Library:
                 await s.delete(upload)
             await failpoints.pause("before-delete-commit")
             await s.commit()
-        await readmodel.mark_deleted(self.redis, slug)
+        await readmodel.mark_deleted(self.redis, slug, expired_at)
         if self.queue is not None:  # nothing left to retry: they would keep the dead-letter alert firing
             await self.queue.forget_dead_of(image_id)
         deleted, pending = await self.objects.delete_unreferenced(keys)

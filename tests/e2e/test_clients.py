@@ -11,6 +11,7 @@ import random
 import re
 import time
 import zlib
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +218,48 @@ def test_chevereto_upload_shapes_formats_and_expiration(cluster: ClusterHandle, 
     while requests.get(f"{cluster.web_url}/api/v1/images/{slug}", timeout=10).status_code != 404:
         assert time.monotonic() < deadline, "the expired image was never deleted"
         time.sleep(1)
+
+
+def test_an_expired_image_says_it_expired_and_when(cluster: ClusterHandle) -> None:
+    """An image the expiry sweeper deleted said "this image was deleted", as if someone had deleted it (and
+    its owner's ``GET /api/v1/images/<slug>`` said "no such image"). Its page, ``/original`` and the API,
+    for a visitor and for its owner, now say it expired and when, with the same 404 a deleted image gets;
+    a deleted image still says it was deleted (its owner hears that too now), and the files' URLs of both
+    are the storage nodes' plain 404."""
+    api = f"{cluster.web_url}/api/1/upload"
+    key = asyncio.run(new_user_key(cluster.local, f"expires_{os.urandom(4).hex()}"))
+    owner = {"X-API-Key": key}
+    before = time.time()
+    slugs, thumbs = {}, {}
+    for name, extra in (("expired", {"expiration": "PT2S"}), ("deleted", {})):
+        r = requests.post(api, headers=owner, timeout=60,
+                          data={"source": base64.b64encode(_small_png(40, 30)).decode(), **extra})
+        assert r.status_code == 200, r.text
+        slugs[name], thumbs[name] = r.json()["image"]["id_encoded"], r.json()["image"]["thumb"]["url"]
+        assert requests.get(thumbs[name], timeout=10).status_code == 200
+    gone = requests.delete(f"{cluster.web_url}/api/v1/images/{slugs['deleted']}", headers=owner, timeout=30)
+    assert gone.status_code == 200, gone.text
+    deadline = time.monotonic() + 60  # the managers' sweeper deletes it once its 2 s are over
+    while requests.get(f"{cluster.web_url}/api/v1/images/{slugs['expired']}", timeout=10).status_code != 404:
+        assert time.monotonic() < deadline, "the expired image was never deleted"
+        time.sleep(0.5)
+
+    said = {}
+    for name, slug in slugs.items():
+        for who in ({}, owner):
+            r = requests.get(f"{cluster.web_url}/api/v1/images/{slug}", headers=who, timeout=10)
+            assert (r.status_code, r.json()["error"]["code"]) == (404, "not-found"), (name, who, r.text)
+            said.setdefault(name, r.json()["error"]["message"])
+            assert r.json()["error"]["message"] == said[name], (name, who, r.text)
+            for page in (f"/i/{slug}", f"/i/{slug}/original"):
+                html = requests.get(f"{cluster.web_url}{page}", headers=who, timeout=10)
+                assert html.status_code == 404 and said[name] in html.text, (name, page, html.text[-600:])
+        assert requests.get(thumbs[name], timeout=10).status_code == 404
+    assert said["deleted"] == "this image was deleted"
+    m = re.fullmatch(r"this image expired at (\S+) and was deleted, as its uploader asked", said["expired"])
+    assert m, said["expired"]
+    when = datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp()
+    assert before + 2 - 1 <= when <= time.time(), (before, when)
 
 
 def test_chevereto_title_names_only_a_new_image_and_is_checked(cluster: ClusterHandle, corpus: Path) -> None:

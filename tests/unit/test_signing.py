@@ -56,6 +56,9 @@ def test_readmodel_codec() -> None:
     assert readmodel.decode(old, b"0123abcd") == readmodel.Entry("stale", raw=old, placement=b"0123abcd")
     assert readmodel.decode(b"P") == readmodel.Entry("private")
     assert readmodel.decode(b"D") == readmodel.Entry("deleted")
+    # deleted by the expiry sweeper, at that unix time; a marker of a reason it does not know is a deletion
+    assert readmodel.decode(b"Dexpired 1800000000") == readmodel.Entry("deleted", expired_at=1_800_000_000)
+    assert readmodel.decode(b"Dexpired soon") == readmodel.decode(b"Dother 5") == readmodel.Entry("deleted")
     assert readmodel.decode(None) is None and readmodel.decode(b"Xjunk") is None
     assert readmodel.cacheable(img)
     assert not readmodel.cacheable(common_pb2.Image(status=common_pb2.IMAGE_STATUS_READY, visibility="private"))
