@@ -3,7 +3,9 @@
 Control characters are refused: PostgreSQL cannot store NUL (U+0000) in a text column at all
 (asyncpg's "invalid byte sequence for encoding UTF8: 0x00" became a 500, and a SQLite database
 holding one could not be migrated to PostgreSQL), and the other C0/C1 controls only break pages,
-logs and terminal output. Tab and line breaks are allowed where text may span lines.
+logs and terminal output. Tab and line breaks are allowed where text may span lines. So are
+bidirectional controls refused (:data:`_BIDI`): an override makes a title read as other text
+("abc<U+202E>gnp.exe" shows as "abcexe.png"); right-to-left letters need none of them.
 """
 
 from __future__ import annotations
@@ -18,14 +20,21 @@ from pixelfox import errors
 _CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 #: every C0 control (tab and line breaks too); DEL; C1 controls
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: bidirectional controls: embeddings and overrides (U+202A-U+202E), isolates (U+2066-U+2069) and the
+#: marks LRM, RLM and ALM (U+200E, U+200F, U+061C)
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def checked(value: str, field: str, *, multiline: bool = False) -> str:
     """``value`` stripped of surrounding white space; BadRequest naming ``field`` and the code point
-    when it holds a control character (tab and line breaks allowed when ``multiline``)."""
+    when it holds a control character (tab and line breaks allowed when ``multiline``) or a
+    bidirectional control (:data:`_BIDI`)."""
     found = (_CONTROL_MULTILINE if multiline else _CONTROL).search(value)
     if found:
         raise errors.BadRequest(f"{field} contains a control character (U+{ord(found.group()):04X})")
+    found = _BIDI.search(value)
+    if found:
+        raise errors.BadRequest(f"{field} contains a bidirectional control character (U+{ord(found.group()):04X})")
     return value.strip()
 
 

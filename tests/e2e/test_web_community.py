@@ -429,6 +429,32 @@ async def test_control_characters_in_stored_text_are_refused(cluster: Any, http:
     assert img.filename == "badname.jpg"
 
 
+async def test_bidi_controls_in_stored_text_are_refused(cluster: Any, http: aiohttp.ClientSession) -> None:
+    """A title kept bidirectional controls, so it could read as other text: "abc<U+202E>gnp.exe" shows as
+    "abcexe.png". Image and album titles and descriptions (and an upload's title, given before its bytes)
+    with one are now a 400 naming the field and the code point, as a control character is; right-to-left
+    text itself is kept."""
+    owner, hdr, image = await new_user_with_image(http, cluster.web_url)
+    slug = image["id"]
+    status, answer = await api(owner, "PATCH", f"/api/v1/images/{slug}", {"title": "abc\u202egnp.exe"}, hdr)
+    assert (status, answer["error"]) == (400, {"code": "bad-request", "message": (
+        "title contains a bidirectional control character (U+202E)")}), answer
+    for method, path, body, said in [
+        ("PATCH", f"/api/v1/images/{slug}", {"description": "one\n\u2066two"}, "description"),
+        ("POST", "/api/v1/albums", {"title": "\u2067Trip"}, "album title"),
+        ("POST", "/api/v1/albums", {"title": "Trip", "description": "a\u200fb"}, "description"),
+        ("POST", "/api/v1/uploads", {"filename": "a.png", "size": 1000, "title": "x\u061c"}, "title"),
+    ]:
+        status, answer = await api(owner, method, path, body, hdr)
+        assert status == 400, (path, body, answer)
+        assert answer["error"]["message"].startswith(f"{said} contains a bidirectional control character (U+"), answer
+    status, answer = await api(owner, "GET", "/api/v1/albums")
+    assert status == 200 and answer["albums"] == [], answer  # nothing was made
+    rtl = "\u05e9\u05dc\u05d5\u05dd \u0645\u0631\u062d\u0628\u0627 2024"
+    status, ok = await api(owner, "PATCH", f"/api/v1/images/{slug}", {"title": rtl}, hdr)
+    assert (status, ok["title"]) == (200, rtl), ok
+
+
 async def test_album_page_renames_and_pages_through_images_to_add(cluster: Any, http: aiohttp.ClientSession) -> None:
     """The owner renames an album on its page (a form without a description keeps it) and can add
     any of their images: "Add images" shows 48 at a time with a link to older ones (it used to

@@ -11,6 +11,7 @@ import html
 import io
 import json
 import re
+import sqlite3
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -19,6 +20,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from pixelfox import readmodel
 from tests.e2e.test_web import PASSWORD, PHOTO, Browser, _until_ready, _user
 from tests.e2e.test_web_community import _unique_photo, _unique_upload_form, api, csrf_header, new_user_with_image
 from tests.e2e.uploadkit import new_user_key
@@ -382,11 +384,19 @@ async def test_a_patch_body_must_be_strict_json(cluster: Any, http: aiohttp.Clie
                        (b'{"title": ' + b"1" * 5000 + b"}", "a number in the body is longer than 40 characters")]:
         async with http.patch(url, data=body, headers=headers) as r:
             assert (r.status, (await r.json())["error"]["message"]) == (400, says), body[:20]
-    # a right-to-left override in a title is kept (RTL writers use such marks) but shown isolated,
-    # so it cannot reorder the page text around it
+    # a right-to-left override in a title is refused (it makes the title read as other text); one an
+    # older PixelFox stored is shown isolated, so it cannot reorder the page text around it
     spoof = "photo\u202egnp.exe"
     async with http.patch(url, json={"title": spoof}, headers=headers) as r:
-        assert r.status == 200 and (await r.json())["title"] == spoof
+        assert (r.status, (await r.json())["error"]["message"]) == (
+            400, "title contains a bidirectional control character (U+202E)")
+    with sqlite3.connect(cluster.local.state / "pixelfox.db") as db:
+        assert db.execute("UPDATE images SET title = ? WHERE slug = ?", (spoof, image["id"])).rowcount == 1
+    store = aioredis.Redis.from_url(cluster.redis_url)
+    try:
+        await store.delete(readmodel.key(image["id"]))  # the cached image: read again from the database
+    finally:
+        await store.aclose()
     status, page, _ = await owner.get(f"/i/{image['id']}")
     assert status == 200 and f'<h1 class="title"><bdi>{spoof}</bdi>' in page
     # plain-text places get Unicode isolates (FSI .. PDI) instead: the tab title, Open Graph, oEmbed

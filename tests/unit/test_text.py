@@ -43,6 +43,20 @@ def test_checked_title() -> None:
         checked_title("two\nlines")
 
 
+@pytest.mark.parametrize("code", [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+def test_a_bidi_control_in_a_title_is_refused_naming_it(code: int) -> None:
+    """An override made a title read as other text ("abc<U+202E>gnp.exe" shows as "abcexe.png"): every
+    bidirectional control is refused as the other control characters are, naming its code point."""
+    said = rf"^title contains a bidirectional control character \(U\+{code:04X}\)$"
+    with pytest.raises(errors.BadRequest, match=said):
+        checked_title(f"abc{chr(code)}gnp.exe")
+
+
+def test_right_to_left_text_needs_no_bidi_control() -> None:
+    assert checked_title(" \u05e9\u05dc\u05d5\u05dd 2024 \u0645\u0631\u062d\u0628\u0627 ") == \
+        "\u05e9\u05dc\u05d5\u05dd 2024 \u0645\u0631\u062d\u0628\u0627"
+
+
 def test_isolated_wraps_only_text_with_bidi_controls() -> None:
     assert isolated("Sunset") == "Sunset"
     assert isolated("\u05e9\u05dc\u05d5\u05dd") == "\u05e9\u05dc\u05d5\u05dd"  # RTL letters need no isolate
