@@ -24,8 +24,8 @@ __version__: str
 # (format, mime, width, height, frames, orientation)
 _InfoTuple = tuple[str, str, int, int, int, int]
 # (max_pixels, max_width, max_height, max_frames, max_total_pixels, max_input_bytes,
-#  max_scans, timeout_ms)
-_LimitsTuple = tuple[int, int, int, int, int, int, int, int]
+#  max_scans, timeout_ms, max_animation_bytes)
+_LimitsTuple = tuple[int, int, int, int, int, int, int, int, int]
 # (name, format, mime, width, height, data, frames)
 _VariantTuple = tuple[str, str, str, int, int, bytes, int]
 

@@ -134,6 +134,9 @@ class LimitsSettings(BaseModel):
     max_upload_bytes: int = 100 * 1024 * 1024
     max_pixels: int = 100_000_000
     max_frames: int = 1_000
+    max_animation_bytes: int = Field(1 << 30, ge=0, description="bytes of pixel buffers a processing node may "
+                                     "need for one animation (canvases, rendition frames, WebP encoders; "
+                                     "docs/imaging.md); over it the upload fails as too large")
     chunk_size: int = 256 * 1024
     ticket_ttl_s: int = 900
     ticket_leeway_s: int = Field(tickets.LEEWAY_S, ge=0, description="seconds a ticket is still accepted after "

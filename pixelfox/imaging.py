@@ -151,7 +151,16 @@ class Limits:
     :class:`Timeout` is raised. One step that is already running (a single
     decode or AVIF encode) finishes first."""
 
-    def _as_tuple(self) -> tuple[int, int, int, int, int, int, int, int]:
+    max_animation_bytes: int = 1 << 30
+    """Bytes of pixel buffers one animation (GIF, APNG, animated WebP with a WebP output)
+    may need while :func:`process` streams it: a few canvases, a few frames of each
+    rendition and each animated WebP encoder's working set, summed from the header and the
+    recipe's sizes before the first frame is decoded; over it, :class:`LimitExceeded`
+    (``"animation needs 1,728 MiB of frame buffers, over the 1,024 MiB limit"``). Decoded
+    frames are not kept, so the frame count does not enter. Default 1 GiB: a 4000x4000
+    canvas needs 446 MiB with the default recipe, a 1080p one 135 MiB (docs/imaging.md)."""
+
+    def _as_tuple(self) -> tuple[int, int, int, int, int, int, int, int, int]:
         return (
             self.max_pixels,
             self.max_width,
@@ -161,6 +170,7 @@ class Limits:
             self.max_input_bytes,
             self.max_scans,
             max(0, round(self.timeout_s * 1000)),
+            self.max_animation_bytes,
         )
 
 
@@ -364,11 +374,13 @@ def process(data: BytesLike, recipe: Recipe = DEFAULT_RECIPE, limits: Limits = D
     WebP/AVIF keep alpha; JPEG is flattened onto ``recipe.background``. No output
     carries EXIF/XMP/ICC/GPS. Animated sources (GIF, APNG, animated WebP) give
     animated WebP variants (every frame, delays, loop count); AVIF/JPEG use the
-    first frame.
+    first frame. Animations are streamed (each frame resized and encoded, then
+    dropped), after a memory budget from the header (``limits.max_animation_bytes``).
 
     Raises:
         CorruptImage, UnsupportedFormat, LimitExceeded: see :func:`verify`;
-        decode errors are ``CorruptImage``.
+        decode errors are ``CorruptImage``. ``LimitExceeded`` also for an animation
+        over ``limits.max_animation_bytes``.
         Timeout: over ``limits.timeout_s``.
         ImageError: an encoder failed (should not happen).
     """

@@ -18,8 +18,8 @@ use crate::probe::{self as header, Info};
 /// (format, mime, width, height, frames, orientation)
 type InfoTuple = (&'static str, &'static str, u32, u32, u32, u8);
 /// (max_pixels, max_width, max_height, max_frames, max_total_pixels, max_input_bytes,
-/// max_scans, timeout_ms)
-type LimitsTuple = (u64, u64, u64, u64, u64, u64, u64, u64);
+/// max_scans, timeout_ms, max_animation_bytes)
+type LimitsTuple = (u64, u64, u64, u64, u64, u64, u64, u64, u64);
 /// (name, format, mime, width, height, data, frames)
 type VariantTuple<'py> = (
     String,
@@ -66,6 +66,7 @@ fn limits_from(t: Option<LimitsTuple>) -> Limits {
             max_input_bytes,
             max_scans,
             timeout_ms,
+            max_animation_bytes,
         )) => Limits {
             max_pixels,
             max_width,
@@ -75,6 +76,7 @@ fn limits_from(t: Option<LimitsTuple>) -> Limits {
             max_input_bytes,
             max_scans,
             timeout_ms,
+            max_animation_bytes,
         },
     }
 }

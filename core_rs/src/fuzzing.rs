@@ -26,6 +26,7 @@ fn process_limits() -> Limits {
         max_input_bytes: 2 * 1024 * 1024,
         max_scans: 100,
         timeout_ms: 1_000,
+        max_animation_bytes: 64 << 20,
     }
 }
 

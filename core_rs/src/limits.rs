@@ -23,6 +23,10 @@ pub struct Limits {
     pub max_scans: u64,
     /// Wall-clock time limit of one `process()` call in ms (0 = none).
     pub timeout_ms: u64,
+    /// Max bytes of pixel buffers one animation may need while it is processed
+    /// (`steps::animate::working_set`, from the header and the recipe's sizes), checked
+    /// before its first frame is decoded. Default 1 GiB; docs/imaging.md has the sums.
+    pub max_animation_bytes: u64,
 }
 
 /// The point in time a `process()` call must finish by, checked between the
@@ -70,6 +74,7 @@ impl Default for Limits {
             max_input_bytes: 100 * 1024 * 1024,
             max_scans: 100,
             timeout_ms: 30_000,
+            max_animation_bytes: 1 << 30,
         }
     }
 }
@@ -80,6 +85,19 @@ fn megapixels(px: u64) -> String {
     } else {
         format!("{:.1} MP", px as f64 / 1e6)
     }
+}
+
+/// `bytes` in whole MiB with thousands separators, rounded up: "3,840 MiB".
+fn mebibytes(bytes: u64) -> String {
+    let digits = bytes.div_ceil(1 << 20).to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    format!("{out} MiB")
 }
 
 impl Limits {
@@ -127,5 +145,43 @@ impl Limits {
             )));
         }
         Ok(())
+    }
+
+    /// Checks the pixel buffers an animation needs (`needed` bytes) against
+    /// `max_animation_bytes`.
+    pub fn check_animation_bytes(&self, needed: u64) -> Result<()> {
+        if needed > self.max_animation_bytes {
+            return Err(Error::Limit(format!(
+                "animation needs {} of frame buffers, over the {} limit",
+                mebibytes(needed),
+                mebibytes(self.max_animation_bytes)
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{mebibytes, Limits};
+
+    #[test]
+    fn mebibytes_are_rounded_up_and_grouped() {
+        assert_eq!(mebibytes(0), "0 MiB");
+        assert_eq!(mebibytes(1), "1 MiB");
+        assert_eq!(mebibytes(1 << 30), "1,024 MiB");
+        assert_eq!(mebibytes(3840 << 20), "3,840 MiB");
+        assert_eq!(mebibytes(1_234_567 << 20), "1,234,567 MiB");
+    }
+
+    #[test]
+    fn animation_budget_names_both_sizes() {
+        let limits = Limits::default();
+        assert!(limits.check_animation_bytes(1 << 30).is_ok());
+        let err = limits.check_animation_bytes((1 << 30) + 1).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "animation needs 1,025 MiB of frame buffers, over the 1,024 MiB limit"
+        );
     }
 }

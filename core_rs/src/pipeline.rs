@@ -121,8 +121,9 @@ pub struct Context<'a> {
     pub deadline: Deadline,
     /// Embedded ICC profile of the source, if any (set by decode).
     pub icc: Option<Vec<u8>>,
-    /// Decoded frames, 8-bit, upright after auto_orient: at full size, or 1/`shrink`
-    /// of it (rounded up) when decode took the JPEG shrink-on-load path.
+    /// The decoded still (one frame), 8-bit, upright after auto_orient: at full size, or
+    /// 1/`shrink` of it (rounded up) when decode took the JPEG shrink-on-load path.
+    /// Empty for a streamed animation, whose frames never all exist at once.
     pub frames: Vec<Frame>,
     /// DCT scale denominator the frames were decoded at: 1 (full size), 2, 4 or 8;
     /// set by decode (see `steps::decode::jpeg_shrink`).
@@ -130,10 +131,14 @@ pub struct Context<'a> {
     /// Upright FULL size of the source in px (never the reduced frames'), set by
     /// auto_orient; every rendition size is fitted from it.
     pub upright: (u32, u32),
-    /// Animation loop count (0 = forever); meaningful when `frames.len() > 1`.
+    /// Animation loop count (0 = forever); meaningful for an animated output.
     pub loop_count: u32,
-    /// One rendition per distinct target size, filled by resize.
+    /// One rendition per distinct target size, filled by resize (by animate for an
+    /// animation: its first frame only).
     pub renditions: Vec<Rendition>,
+    /// Per rendition: its animated WebP (bytes, frame count), already encoded frame by
+    /// frame by animate; `None` where encode makes the WebP from the rendition.
+    pub animations: Vec<Option<(Vec<u8>, u32)>>,
     /// For every (variant, format) in plan order: index into `renditions`.
     pub targets: Vec<(usize, usize)>,
     /// Encoded outputs in plan order, filled by encode.
@@ -156,7 +161,11 @@ pub const STEPS: &[&dyn Step] = &[
     &steps::encode::Encode,
 ];
 
-/// verify → decode once → orient → resize → sRGB → encode.
+/// An animation with a WebP output: animate runs decode → orient → resize → sRGB →
+/// WebP per frame (streamed, see `steps::animate`), encode writes the stills.
+pub const ANIMATION_STEPS: &[&dyn Step] = &[&steps::animate::Animate, &steps::encode::Encode];
+
+/// verify → (animation memory budget) → decode once → orient → resize → sRGB → encode.
 pub fn run<'a>(
     data: &'a [u8],
     plan: &'a Plan,
@@ -176,10 +185,16 @@ pub fn run<'a>(
         upright: (0, 0),
         loop_count: 0,
         renditions: Vec::new(),
+        animations: Vec::new(),
         targets: Vec::new(),
         outputs: Vec::new(),
     };
-    for step in STEPS {
+    let steps = if steps::animate::applies(&ctx.info, plan) {
+        ANIMATION_STEPS
+    } else {
+        STEPS
+    };
+    for step in steps {
         ctx.deadline.check("the pipeline")?;
         step.run(&mut ctx)?;
     }

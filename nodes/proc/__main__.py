@@ -20,7 +20,8 @@ async def serve(settings: ProcSettings) -> None:
     node_id = settings.node_id or "proc1"
     secret = settings.cluster.secret.get_secret_value()
     limits = imaging.Limits(max_pixels=settings.limits.max_pixels, max_frames=settings.limits.max_frames,
-                            max_input_bytes=settings.limits.max_upload_bytes)
+                            max_input_bytes=settings.limits.max_upload_bytes,
+                            max_animation_bytes=settings.limits.max_animation_bytes)
     processor = Processor(secret, settings.workers, recipe_from(settings), limits)
     link = ManagerLink(settings)
     caps = ["jpeg", "png", "gif", "webp", "avif", *(["gpu"] if settings.gpu else [])]

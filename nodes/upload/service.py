@@ -126,7 +126,8 @@ FailFn = Callable[[str, errors.PixelfoxError], Awaitable[None]]
 
 def limits_for(settings: LimitsSettings) -> imaging.Limits:
     return imaging.Limits(
-        max_pixels=settings.max_pixels, max_frames=settings.max_frames, max_input_bytes=settings.max_upload_bytes
+        max_pixels=settings.max_pixels, max_frames=settings.max_frames, max_input_bytes=settings.max_upload_bytes,
+        max_animation_bytes=settings.max_animation_bytes,
     )
 
 

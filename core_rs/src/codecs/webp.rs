@@ -9,6 +9,7 @@ use crate::pipeline::{Plan, Rendition};
 use crate::probe::{Format, Info};
 use image::DynamicImage;
 use libwebp_sys as sys;
+use std::os::raw::c_int;
 
 pub fn parse(d: &[u8], limits: &Limits, mode: Mode) -> Result<Info> {
     let Some(riff_len) = le32(d, 4) else {
@@ -133,9 +134,23 @@ fn check(size: Option<(u32, u32)>, limits: &Limits) -> Result<()> {
     }
 }
 
+/// libwebp's settings for `plan`: lossy at its quality and method, alpha compressed.
+pub fn config(plan: &Plan) -> Result<sys::WebPConfig> {
+    let mut config = webp::WebPConfig::new().map_err(|()| Error::Encode {
+        format: "webp",
+        detail: "libwebp config init failed".into(),
+    })?;
+    config.quality = plan.webp_quality.clamp(0.0, 100.0);
+    config.method = plan.webp_method.clamp(0, 6);
+    config.alpha_compression = 1;
+    Ok(config)
+}
+
 /// Lossy WebP of a rendition: a still for one frame, an animated WebP (every
 /// frame, its delay, the loop count) otherwise, whose frames may each be lossy
-/// or lossless (see [`encode_animation`]). Returns (bytes, frame count).
+/// or lossless (see [`AnimWriter`]). Returns (bytes, frame count). Animated sources
+/// do not come here with all their frames: `steps::animate` feeds an [`AnimWriter`]
+/// frame by frame.
 pub fn encode(
     r: &Rendition,
     plan: &Plan,
@@ -146,11 +161,7 @@ pub fn encode(
         format: "webp",
         detail,
     };
-    let mut config =
-        webp::WebPConfig::new().map_err(|()| err("libwebp config init failed".into()))?;
-    config.quality = plan.webp_quality.clamp(0.0, 100.0);
-    config.method = plan.webp_method.clamp(0, 6);
-    config.alpha_compression = 1;
+    let config = config(plan)?;
     let frames = r.frames.as_slice();
     let [first, ..] = frames else {
         return Err(err("no frames".into()));
@@ -166,14 +177,12 @@ pub fn encode(
             .map_err(|e| err(format!("{e:?}")))?;
         return Ok((mem.to_vec(), 1));
     }
-    let mem = encode_animation(r, &config, loop_count, deadline)?;
-    let delays: Vec<u32> = frames.iter().map(|f| f.delay_ms).collect();
-    let data = super::webp_frames::restore_frames(&mem, &delays, r.width, r.height)
-        .unwrap_or_else(|| mem.to_vec());
-    let count = parse(&data, &crate::limits::Limits::default(), Mode::Whole)
-        .map(|i| i.frames)
-        .unwrap_or(1);
-    Ok((data, count))
+    let mut writer = AnimWriter::new(r.width, r.height, config, loop_count)?;
+    for frame in frames {
+        deadline.check("encoding an animation")?;
+        writer.add(&frame.image, frame.delay_ms)?;
+    }
+    writer.finish()
 }
 
 /// Owned `WebPAnimEncoder`, deleted on drop.
@@ -186,9 +195,13 @@ impl Drop for AnimEncoder {
     }
 }
 
-/// Animated WebP of every frame of `r` (RGBA, composited onto the canvas by the decoder),
-/// each shown from its start time, the last for its own delay, looping `loop_count` times
-/// (0 = for ever).
+/// An animated WebP being written one frame at a time: each frame is copied into
+/// libwebp's encoder by [`AnimWriter::add`] (which keeps its own canvases, a few times
+/// the frame's size, and the frames it has encoded, never the decoded ones), so the
+/// caller can drop it at once; [`AnimWriter::finish`] assembles the file.
+///
+/// Every frame is RGBA, composited onto the canvas by the decoder, shown from its start
+/// time, the last for its own delay, looping `loop_count` times (0 = for ever).
 ///
 /// libwebp's animation encoder runs with `allow_mixed`, as `gif2webp -mixed` does: each
 /// frame is encoded lossy (at `config`'s quality) and lossless, and the smaller kept. GIF-like
@@ -197,51 +210,73 @@ impl Drop for AnimEncoder {
 /// encode each, load average 6: at full size 1.13 MB in 3.1 s lossy-only, 301 KB in 1.8 s
 /// mixed; at the 200 px thumbnail (resized frames, where lossless seldom wins) 365 KB in
 /// 1.0 s and 366 KB in 1.25 s. `minimize_size` was measured too: 293 KB but 2-4x the time,
-/// so it stays off. `deadline` is checked before each frame.
-/// Errors: [`Error::Encode`] with libwebp's message, [`Error::Timeout`].
-fn encode_animation(
-    r: &Rendition,
-    config: &sys::WebPConfig,
-    loop_count: u32,
-    deadline: Deadline,
-) -> Result<Vec<u8>> {
-    use std::os::raw::c_int;
+/// so it stays off.
+/// Errors: [`Error::Encode`] with libwebp's message.
+pub struct AnimWriter {
+    encoder: AnimEncoder,
+    config: sys::WebPConfig,
+    width: u32,
+    height: u32,
+    /// Start time of the next frame, ms.
+    timestamp: c_int,
+    /// Every frame's delay so far, for [`restore_frames`](super::webp_frames::restore_frames).
+    delays: Vec<u32>,
+}
 
-    let err = |detail: String| Error::Encode {
+// SAFETY: a WebPAnimEncoder has no thread affinity (no thread-local state); `AnimWriter`
+// owns it and only ever uses it through `&mut self`, so from one thread at a time.
+unsafe impl Send for AnimWriter {}
+
+fn encode_err(detail: String) -> Error {
+    Error::Encode {
         format: "webp",
         detail,
-    };
+    }
+}
 
-    let width = c_int::try_from(r.width).map_err(|_| err("width out of range".into()))?;
-    let height = c_int::try_from(r.height).map_err(|_| err("height out of range".into()))?;
-    // SAFETY: the options struct is initialised by libwebp before use; every picture is
-    // initialised, imported from a buffer of width*height*4 bytes that outlives the call, and
-    // freed once (WebPAnimEncoderAdd copies what it needs); the encoder is deleted by its
-    // guard; the assembled data is copied out and then cleared once.
-    unsafe {
-        let mut options = std::mem::MaybeUninit::<sys::WebPAnimEncoderOptions>::uninit();
-        if sys::WebPAnimEncoderOptionsInitInternal(
-            options.as_mut_ptr(),
-            sys::WEBP_MUX_ABI_VERSION as c_int,
-        ) == 0
-        {
-            return Err(err("libwebp animation options init failed".into()));
+impl AnimWriter {
+    pub fn new(width: u32, height: u32, config: sys::WebPConfig, loop_count: u32) -> Result<Self> {
+        let w = c_int::try_from(width).map_err(|_| encode_err("width out of range".into()))?;
+        let h = c_int::try_from(height).map_err(|_| encode_err("height out of range".into()))?;
+        // SAFETY: the options struct is initialised by libwebp before use; the encoder is
+        // deleted by its guard.
+        unsafe {
+            let mut options = std::mem::MaybeUninit::<sys::WebPAnimEncoderOptions>::uninit();
+            if sys::WebPAnimEncoderOptionsInitInternal(
+                options.as_mut_ptr(),
+                sys::WEBP_MUX_ABI_VERSION as c_int,
+            ) == 0
+            {
+                return Err(encode_err("libwebp animation options init failed".into()));
+            }
+            let mut options = options.assume_init();
+            options.allow_mixed = 1;
+            options.anim_params.loop_count = c_int::try_from(loop_count).unwrap_or(0);
+            options.anim_params.bgcolor = 0;
+            let encoder = AnimEncoder(sys::WebPAnimEncoderNewInternal(
+                w,
+                h,
+                &options,
+                sys::WEBP_MUX_ABI_VERSION as c_int,
+            ));
+            if encoder.0.is_null() {
+                return Err(encode_err("out of memory (WebPAnimEncoderNew)".into()));
+            }
+            Ok(AnimWriter {
+                encoder,
+                config,
+                width,
+                height,
+                timestamp: 0,
+                delays: Vec::new(),
+            })
         }
-        let mut options = options.assume_init();
-        options.allow_mixed = 1;
-        options.anim_params.loop_count = c_int::try_from(loop_count).unwrap_or(0);
-        options.anim_params.bgcolor = 0;
-        let encoder = AnimEncoder(sys::WebPAnimEncoderNewInternal(
-            width,
-            height,
-            &options,
-            sys::WEBP_MUX_ABI_VERSION as c_int,
-        ));
-        if encoder.0.is_null() {
-            return Err(err("out of memory (WebPAnimEncoderNew)".into()));
-        }
-        let last_error = |enc: &AnimEncoder| -> String {
-            let text = sys::WebPAnimEncoderGetError(enc.0);
+    }
+
+    fn last_error(&self) -> String {
+        // SAFETY: the encoder is alive; libwebp returns NULL or a NUL-terminated string it owns.
+        unsafe {
+            let text = sys::WebPAnimEncoderGetError(self.encoder.0);
             if text.is_null() {
                 "unknown error".into()
             } else {
@@ -249,47 +284,85 @@ fn encode_animation(
                     .to_string_lossy()
                     .into_owned()
             }
-        };
-        let mut timestamp: c_int = 0;
-        for frame in &r.frames {
-            deadline.check("encoding an animation")?;
-            let rgba = frame.image.to_rgba8();
-            let mut picture =
-                sys::WebPPicture::new().map_err(|()| err("libwebp picture init failed".into()))?;
-            picture.use_argb = 1;
-            picture.width = width;
-            picture.height = height;
-            if sys::WebPPictureImportRGBA(&mut picture, rgba.as_raw().as_ptr(), width * 4) == 0 {
-                sys::WebPPictureFree(&mut picture);
-                return Err(err("out of memory (WebPPictureImportRGBA)".into()));
+        }
+    }
+
+    /// Encodes the next frame (the writer's size), shown for `delay_ms`.
+    pub fn add(&mut self, image: &DynamicImage, delay_ms: u32) -> Result<()> {
+        if (image.width(), image.height()) != (self.width, self.height) {
+            return Err(encode_err("frame does not match the animation size".into()));
+        }
+        let converted;
+        let rgba = match image {
+            DynamicImage::ImageRgba8(b) => b,
+            other => {
+                converted = other.to_rgba8();
+                &converted
             }
-            let added = sys::WebPAnimEncoderAdd(encoder.0, &mut picture, timestamp, config);
+        };
+        let (w, h) = (self.width as c_int, self.height as c_int);
+        // SAFETY: the picture is initialised, imported from a buffer of width*height*4 bytes
+        // that outlives the call, and freed once (WebPAnimEncoderAdd copies what it needs).
+        unsafe {
+            let mut picture = sys::WebPPicture::new()
+                .map_err(|()| encode_err("libwebp picture init failed".into()))?;
+            picture.use_argb = 1;
+            picture.width = w;
+            picture.height = h;
+            if sys::WebPPictureImportRGBA(&mut picture, rgba.as_raw().as_ptr(), w * 4) == 0 {
+                sys::WebPPictureFree(&mut picture);
+                return Err(encode_err("out of memory (WebPPictureImportRGBA)".into()));
+            }
+            let added =
+                sys::WebPAnimEncoderAdd(self.encoder.0, &mut picture, self.timestamp, &self.config);
             sys::WebPPictureFree(&mut picture);
             if added == 0 {
-                return Err(err(last_error(&encoder)));
+                return Err(encode_err(self.last_error()));
             }
-            timestamp =
-                timestamp.saturating_add(c_int::try_from(frame.delay_ms).unwrap_or(c_int::MAX));
         }
-        // the end time gives the last frame its own delay
-        if sys::WebPAnimEncoderAdd(encoder.0, std::ptr::null_mut(), timestamp, std::ptr::null())
-            == 0
-        {
-            return Err(err(last_error(&encoder)));
-        }
-        let mut data = sys::WebPData::default();
-        if sys::WebPAnimEncoderAssemble(encoder.0, &mut data) == 0 {
-            return Err(err(last_error(&encoder)));
-        }
-        let bytes = if data.bytes.is_null() {
-            Vec::new()
-        } else {
-            std::slice::from_raw_parts(data.bytes, data.size).to_vec()
+        self.timestamp = self
+            .timestamp
+            .saturating_add(c_int::try_from(delay_ms).unwrap_or(c_int::MAX));
+        self.delays.push(delay_ms);
+        Ok(())
+    }
+
+    /// The animated WebP, one ANMF per added frame with its exact delay
+    /// (merged frames split back, see `webp_frames`), and its frame count.
+    pub fn finish(self) -> Result<(Vec<u8>, u32)> {
+        // SAFETY: the encoder is alive; the assembled data is copied out and then cleared once.
+        let mem = unsafe {
+            // the end time gives the last frame its own delay
+            if sys::WebPAnimEncoderAdd(
+                self.encoder.0,
+                std::ptr::null_mut(),
+                self.timestamp,
+                std::ptr::null(),
+            ) == 0
+            {
+                return Err(encode_err(self.last_error()));
+            }
+            let mut data = sys::WebPData::default();
+            if sys::WebPAnimEncoderAssemble(self.encoder.0, &mut data) == 0 {
+                return Err(encode_err(self.last_error()));
+            }
+            let bytes = if data.bytes.is_null() {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(data.bytes, data.size).to_vec()
+            };
+            sys::WebPDataClear(&mut data);
+            bytes
         };
-        sys::WebPDataClear(&mut data);
-        if bytes.is_empty() {
-            return Err(err("libwebp assembled an empty animation".into()));
+        if mem.is_empty() {
+            return Err(encode_err("libwebp assembled an empty animation".into()));
         }
-        Ok(bytes)
+        drop(self.encoder);
+        let data = super::webp_frames::restore_frames(&mem, &self.delays, self.width, self.height)
+            .unwrap_or(mem);
+        let count = parse(&data, &crate::limits::Limits::default(), Mode::Whole)
+            .map(|i| i.frames)
+            .unwrap_or(1);
+        Ok((data, count))
     }
 }

@@ -1,4 +1,6 @@
-//! Decode the source once into 8-bit RGB/RGBA frames (16-bit is scaled, not clipped).
+//! Decode a still source (or an animation's first frame, when no output is animated)
+//! once into one 8-bit RGB/RGBA frame (16-bit is scaled, not clipped). Animations with
+//! a WebP output are decoded frame by frame by `steps::animate` instead.
 //!
 //! A still JPEG whose largest rendition is at most half its size is decoded with DCT
 //! scaling (shrink-on-load, 1/2 or 1/4: [`jpeg_shrink`]) by jpeg-decoder; every
@@ -9,16 +11,12 @@
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use image::codecs::gif::GifDecoder;
-use image::codecs::png::PngDecoder;
-use image::codecs::webp::WebPDecoder;
-use image::metadata::LoopCount;
-use image::{AnimationDecoder, DynamicImage, ImageDecoder, ImageFormat, ImageReader};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
 use crate::codecs::jpeg::frame_layout;
 use crate::errors::{Error, Result};
 use crate::limits::Limits;
-use crate::pipeline::{Context, Frame, OutFormat, Step};
+use crate::pipeline::{Context, Frame, Step};
 use crate::probe::Format;
 use crate::steps::auto_orient::{swaps_axes, upright_size};
 use crate::steps::resize::fit;
@@ -26,23 +24,15 @@ use crate::steps::resize::fit;
 pub struct Decode;
 
 impl Step for Decode {
+    /// The first frame only (animations with a WebP output take `steps::animate`).
     fn run(&self, ctx: &mut Context<'_>) -> Result<()> {
-        let wants_animation = ctx
-            .plan
-            .variants
-            .iter()
-            .any(|v| v.formats.contains(&OutFormat::Webp));
-        if ctx.info.frames > 1 && wants_animation {
-            decode_animation(ctx)
-        } else {
-            decode_still(ctx)
-        }
+        decode_still(ctx)
     }
 }
 
 /// image-crate limits derived from ours (the header was already checked; this is
 /// the second line of defence inside the decoders).
-fn image_limits(limits: &Limits) -> image::Limits {
+pub fn image_limits(limits: &Limits) -> image::Limits {
     let mut l = image::Limits::default();
     l.max_image_width = u32::try_from(limits.max_width).ok();
     l.max_image_height = u32::try_from(limits.max_height).ok();
@@ -255,70 +245,6 @@ fn decode_jpeg_scaled(ctx: &Context<'_>, shrink: u32) -> Option<(DynamicImage, O
         _ => DynamicImage::ImageRgb8(image::RgbImage::from_raw(want.0, want.1, pixels)?),
     };
     Some((img, decoder.icc_profile()))
-}
-
-fn decode_animation(ctx: &mut Context<'_>) -> Result<()> {
-    let cursor = Cursor::new(ctx.data);
-    let limits = image_limits(ctx.limits);
-    let (frames, loop_count) = match ctx.info.format {
-        Format::Gif => {
-            let mut d = GifDecoder::new(cursor)?;
-            d.set_limits(limits)?;
-            ctx.icc = d.icc_profile().ok().flatten();
-            let lc = if crate::codecs::gif::has_loop_extension(ctx.data) {
-                d.loop_count()
-            } else {
-                LoopCount::Finite(std::num::NonZeroU32::MIN)
-            };
-            (d.into_frames(), lc)
-        }
-        Format::Webp => {
-            let mut d = WebPDecoder::new(cursor)?;
-            d.set_limits(limits)?;
-            ctx.icc = d.icc_profile().ok().flatten();
-            let lc = d.loop_count();
-            (d.into_frames(), lc)
-        }
-        Format::Png => {
-            let mut d = PngDecoder::with_limits(cursor, limits)?;
-            ctx.icc = d.icc_profile().ok().flatten();
-            if !d.is_apng()? {
-                return decode_still(ctx);
-            }
-            let apng = d.apng()?;
-            let lc = apng.loop_count();
-            (apng.into_frames(), lc)
-        }
-        _ => return decode_still(ctx),
-    };
-    ctx.loop_count = match loop_count {
-        LoopCount::Infinite => 0,
-        LoopCount::Finite(n) => n.get(),
-    };
-    let max_frames = usize::try_from(ctx.limits.max_frames).unwrap_or(usize::MAX);
-    let mut out = Vec::new();
-    for frame in frames {
-        if out.len() >= max_frames {
-            return Err(Error::Limit(format!(
-                "animation has more than {max_frames} frames"
-            )));
-        }
-        ctx.deadline.check("decoding animation frames")?;
-        let frame = frame?;
-        let (num, den) = frame.delay().numer_denom_ms();
-        let ms = num.checked_div(den).unwrap_or(0);
-        // Browsers show GIF delays of 0..=10 ms as 100 ms; keep the file playing the same.
-        let delay_ms = if ms <= 10 { 100 } else { ms };
-        out.push(Frame {
-            image: DynamicImage::ImageRgba8(frame.into_buffer()),
-            delay_ms,
-        });
-    }
-    if out.is_empty() {
-        return Err(Error::corrupt("animation has no frames"));
-    }
-    ctx.frames = out;
-    Ok(())
 }
 
 #[cfg(test)]

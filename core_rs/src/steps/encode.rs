@@ -1,5 +1,6 @@
 //! Encode every (variant, format) pair, in plan order, in parallel.
-//! WebP gets every frame (animated WebP for animations); AVIF and JPEG use the
+//! WebP gets every frame (an animation's animated WebP was already written frame by
+//! frame by `steps::animate`, and is taken from there); AVIF and JPEG use the
 //! first frame. No metadata (EXIF/XMP/ICC/GPS) is written by any encoder.
 
 use rayon::prelude::*;
@@ -15,6 +16,7 @@ impl Step for Encode {
         let plan = ctx.plan;
         let loop_count = ctx.loop_count;
         let renditions = &ctx.renditions;
+        let animations = &ctx.animations;
         let deadline = ctx.deadline;
         // (variant name, rendition, format) in plan order; identical
         // (rendition, format) pairs (small sources never upscaled) are encoded once.
@@ -46,8 +48,12 @@ impl Step for Encode {
                     format: format.name(),
                     detail: "missing rendition".into(),
                 })?;
+                let animation = animations.get(rendition).and_then(Option::as_ref);
                 match format {
-                    OutFormat::Webp => codecs::webp::encode(r, plan, loop_count, deadline),
+                    OutFormat::Webp => match animation {
+                        Some((data, frames)) => Ok((data.clone(), *frames)),
+                        None => codecs::webp::encode(r, plan, loop_count, deadline),
+                    },
                     OutFormat::Avif => Ok((
                         codecs::avif::encode(r, f32::from_bits(quality_bits), speed)?,
                         1,

@@ -1,5 +1,6 @@
 //! Pipeline steps, one per file; the order lives in `pipeline::STEPS`.
 
+pub mod animate;
 pub mod auto_orient;
 pub mod decode;
 pub mod encode;

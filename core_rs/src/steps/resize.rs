@@ -6,7 +6,8 @@ use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::DynamicImage;
 
 use crate::errors::{Error, Result};
-use crate::pipeline::{Context, Frame, Rendition, Step};
+use crate::limits::Deadline;
+use crate::pipeline::{Context, Frame, Plan, Rendition, Step};
 
 /// WebP's hard limit per side, applied to every output.
 pub const MAX_SIDE: u32 = 16_383;
@@ -15,55 +16,73 @@ pub struct Resize;
 
 impl Step for Resize {
     fn run(&self, ctx: &mut Context<'_>) -> Result<()> {
-        let (w, h) = ctx.upright;
-        // distinct target sizes, largest first
-        let mut sizes: Vec<(u32, u32)> = ctx
-            .plan
-            .variants
+        let (sizes, targets) = plan_sizes(ctx.plan, ctx.upright);
+        let mut renditions: Vec<Rendition> = sizes
             .iter()
-            .map(|v| fit(w, h, v.width, v.height))
-            .collect();
-        sizes.sort_by_key(|&(tw, th)| std::cmp::Reverse(u64::from(tw) * u64::from(th)));
-        sizes.dedup();
-        let mut renditions: Vec<Rendition> = Vec::with_capacity(sizes.len());
-        for &(tw, th) in &sizes {
-            // the smallest already-made rendition that still covers the target
-            let source = renditions
-                .iter()
-                .filter(|r| r.width >= tw && r.height >= th)
-                .min_by_key(|r| u64::from(r.width) * u64::from(r.height))
-                .map(|r| r.frames.as_slice())
-                .unwrap_or(ctx.frames.as_slice());
-            let deadline = ctx.deadline;
-            let frames = source
-                .iter()
-                .map(|f| {
-                    deadline.check("resizing")?;
-                    Ok(Frame {
-                        image: resize(&f.image, tw, th)?,
-                        delay_ms: f.delay_ms,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            renditions.push(Rendition {
-                width: tw,
-                height: th,
-                frames,
-            });
-        }
-        ctx.targets = ctx
-            .plan
-            .variants
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let size = fit(w, h, v.width, v.height);
-                (i, sizes.iter().position(|&s| s == size).unwrap_or(0))
+            .map(|&(width, height)| Rendition {
+                width,
+                height,
+                frames: Vec::with_capacity(ctx.frames.len()),
             })
             .collect();
+        for frame in &ctx.frames {
+            let images = resize_chain(&frame.image, &sizes, ctx.deadline)?;
+            for (r, image) in renditions.iter_mut().zip(images) {
+                r.frames.push(Frame {
+                    image,
+                    delay_ms: frame.delay_ms,
+                });
+            }
+        }
+        ctx.targets = targets;
         ctx.renditions = renditions;
         Ok(())
     }
+}
+
+/// The distinct rendition sizes of `plan` for a source of `upright` size, largest
+/// first, and for every variant in plan order (variant index, index into those sizes).
+pub fn plan_sizes(plan: &Plan, upright: (u32, u32)) -> (Vec<(u32, u32)>, Vec<(usize, usize)>) {
+    let (w, h) = upright;
+    let mut sizes: Vec<(u32, u32)> = plan
+        .variants
+        .iter()
+        .map(|v| fit(w, h, v.width, v.height))
+        .collect();
+    sizes.sort_by_key(|&(tw, th)| std::cmp::Reverse(u64::from(tw) * u64::from(th)));
+    sizes.dedup();
+    let targets = plan
+        .variants
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let size = fit(w, h, v.width, v.height);
+            (i, sizes.iter().position(|&s| s == size).unwrap_or(0))
+        })
+        .collect();
+    (sizes, targets)
+}
+
+/// `image` resized to every one of `sizes` (largest first, as [`plan_sizes`] gives
+/// them), each from the smallest already-made size that still covers it, or from
+/// `image` itself. The deadline is checked before each resize.
+pub fn resize_chain(
+    image: &DynamicImage,
+    sizes: &[(u32, u32)],
+    deadline: Deadline,
+) -> Result<Vec<DynamicImage>> {
+    let mut made: Vec<DynamicImage> = Vec::with_capacity(sizes.len());
+    for &(tw, th) in sizes {
+        let source = made
+            .iter()
+            .filter(|r| r.width() >= tw && r.height() >= th)
+            .min_by_key(|r| u64::from(r.width()) * u64::from(r.height()))
+            .unwrap_or(image);
+        deadline.check("resizing")?;
+        let resized = resize(source, tw, th)?;
+        made.push(resized);
+    }
+    Ok(made)
 }
 
 /// Size that fits inside `bw` x `bh` keeping the aspect ratio; never larger than

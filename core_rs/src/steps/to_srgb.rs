@@ -2,6 +2,8 @@
 //! stripping the profile on output does not shift colours. Runs after resize: it
 //! is per-pixel work and the renditions are much smaller than the source.
 //! Non-RGB profiles (CMYK, grey) are skipped: the decoder already produced RGB.
+//! Animations are converted frame by frame by `steps::animate`, with the same
+//! [`SrgbTransform`].
 
 use image::DynamicImage;
 use lcms2::{ColorSpaceSignature, Flags, Intent, PixelFormat, Profile, Transform};
@@ -13,18 +15,32 @@ pub struct ToSrgb;
 
 impl Step for ToSrgb {
     fn run(&self, ctx: &mut Context<'_>) -> Result<()> {
-        let Some(icc) = ctx.icc.as_deref() else {
+        let Some(transform) = SrgbTransform::new(ctx.icc.as_deref()) else {
             return Ok(());
         };
-        // A broken or unusable profile is ignored, not fatal: the pixels are still fine.
-        let Ok(profile) = Profile::new_icc(icc) else {
-            return Ok(());
-        };
+        for frame in ctx.renditions.iter_mut().flat_map(|r| r.frames.iter_mut()) {
+            transform.apply(&mut frame.image);
+        }
+        Ok(())
+    }
+}
+
+/// The profile → sRGB transforms of one source, for RGB8 and RGBA8 pixels.
+pub struct SrgbTransform {
+    rgb: Option<Transform<[u8; 3], [u8; 3]>>,
+    rgba: Option<Transform<[u8; 4], [u8; 4]>>,
+}
+
+impl SrgbTransform {
+    /// `None` when there is nothing to do: no profile, a broken or unusable one (ignored,
+    /// not fatal: the pixels are still fine), a non-RGB one, or sRGB already.
+    pub fn new(icc: Option<&[u8]>) -> Option<Self> {
+        let profile = Profile::new_icc(icc?).ok()?;
         if profile.color_space() != ColorSpaceSignature::RgbData || is_srgb(&profile) {
-            return Ok(());
+            return None;
         }
         let srgb = Profile::new_srgb();
-        let rgb: Option<Transform<[u8; 3], [u8; 3]>> = Transform::new(
+        let rgb = Transform::new(
             &profile,
             PixelFormat::RGB_8,
             &srgb,
@@ -32,7 +48,7 @@ impl Step for ToSrgb {
             Intent::Perceptual,
         )
         .ok();
-        let rgba: Option<Transform<[u8; 4], [u8; 4]>> = Transform::new_flags(
+        let rgba = Transform::new_flags(
             &profile,
             PixelFormat::RGBA_8,
             &srgb,
@@ -41,18 +57,20 @@ impl Step for ToSrgb {
             Flags::COPY_ALPHA,
         )
         .ok();
-        for frame in ctx.renditions.iter_mut().flat_map(|r| r.frames.iter_mut()) {
-            match (&mut frame.image, &rgb, &rgba) {
-                (DynamicImage::ImageRgb8(buf), Some(t), _) => {
-                    t.transform_in_place(buf.as_chunks_mut::<3>().0)
-                }
-                (DynamicImage::ImageRgba8(buf), _, Some(t)) => {
-                    t.transform_in_place(buf.as_chunks_mut::<4>().0)
-                }
-                _ => {}
+        Some(SrgbTransform { rgb, rgba })
+    }
+
+    /// Converts `image` in place (RGB8 / RGBA8; other layouts are left as they are).
+    pub fn apply(&self, image: &mut DynamicImage) {
+        match (image, &self.rgb, &self.rgba) {
+            (DynamicImage::ImageRgb8(buf), Some(t), _) => {
+                t.transform_in_place(buf.as_chunks_mut::<3>().0)
             }
+            (DynamicImage::ImageRgba8(buf), _, Some(t)) => {
+                t.transform_in_place(buf.as_chunks_mut::<4>().0)
+            }
+            _ => {}
         }
-        Ok(())
     }
 }
 
