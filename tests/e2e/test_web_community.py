@@ -251,14 +251,14 @@ async def test_reports_keys_password_and_admin(cluster: Any, http: aiohttp.Clien
     status, html, _ = await owner.get("/settings")
     assert status == 200
     status, again, _ = await owner.get("/settings")  # shown once
-    assert status == 200 and 'id="new-key"' not in again and again.count("<td>script<") == 1
+    assert status == 200 and 'id="new-key"' not in again and again.count('<td class="wrap">script<') == 1
     key = re.search(r'id="new-key"|value="(pfx_[^"]+)"', html)
     key_value = re.search(r'value="(pfx_[^"]+)"', html)
     assert key and key_value, html
     bearer = {"Authorization": f"Bearer {key_value.group(1)}"}
     async with http.get(f"{cluster.web_url}/api/v1/images", headers=bearer) as resp:
         assert resp.status == 200
-    key_id = re.search(r'data-key-id="([^"]+)"><td>script<', html)
+    key_id = re.search(r'data-key-id="([^"]+)"><td class="wrap">script<', html)
     assert key_id, html
     status, _, _ = await owner.post(f"/settings/keys/{key_id.group(1)}/revoke", {"csrf_token": token})
     assert status == 303
