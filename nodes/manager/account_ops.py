@@ -15,11 +15,12 @@ import redis.asyncio as aioredis
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from nodes.manager.accounts import MAX_PASSWORD, MIN_PASSWORD, Accounts, _hasher
+from nodes.manager.accounts import Accounts, _hasher
 from nodes.manager.images import iso
 from nodes.manager.library import is_admin_user
 from pixelfox import errors
 from pixelfox.db.models import ApiKey, Image, User
+from pixelfox.passwords import check_new_password
 from pixelfox.session_index import end_other_sessions
 from pixelfox.v1 import manager_pb2
 
@@ -83,12 +84,15 @@ class AccountOps:
         return True
 
     async def change_password(self, user: User | None, old: str, new: str) -> User:
-        """Check ``old``, store the argon2id hash of ``new``; InvalidCredentials / BadRequest."""
+        """Check ``old``, store the argon2id hash of ``new``. InvalidCredentials for a wrong ``old``;
+        BadRequest for a ``new`` that breaks :func:`pixelfox.passwords.password_problem`'s rules or,
+        once ``old`` is right, equals it (nothing changes, no other session should end)."""
         if user is None:
             raise errors.Unauthenticated("changing the password needs a user")
-        if not MIN_PASSWORD <= len(new) <= MAX_PASSWORD:
-            raise errors.BadRequest(f"password must be at least {MIN_PASSWORD} characters")
+        check_new_password(new)
         await self.accounts.verify_password(user.name, old)
+        if new == old:
+            raise errors.BadRequest("the new password is the same as the current one")
         pw_hash = await asyncio.to_thread(_hasher.hash, new)
         async with self.sessions() as s:
             row = await s.get(User, user.id)

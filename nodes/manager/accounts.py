@@ -21,12 +21,11 @@ from ulid import ULID
 
 from pixelfox import errors
 from pixelfox.db.models import ApiKey, User
+from pixelfox.passwords import MAX_PASSWORD, check_new_password
 from pixelfox.schemes import API_KEY_PREFIX
 from pixelfox.text import checked
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
-MIN_PASSWORD = 8
-MAX_PASSWORD = 1024
 KEY_PREFIX = API_KEY_PREFIX
 
 _hasher = PasswordHasher()  # argon2id with the library's RFC 9106 low-memory defaults
@@ -53,8 +52,7 @@ class Accounts:
         that differs from an existing one only in case. Logging in still takes the exact name."""
         if not NAME_RE.match(name):
             raise errors.BadRequest("user name must be 3-32 characters: letters, digits, '_', '.', '-'")
-        if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-            raise errors.BadRequest(f"password must be at least {MIN_PASSWORD} characters")
+        check_new_password(password)
         # names are unique ignoring case, so "Alice" cannot pass for "alice" on pages and in albums.
         # Check then insert: two racing registrations of one name in two cases can both pass.
         async with self.sessions() as s:

@@ -9,15 +9,15 @@ from aiohttp import web
 from aiohttp_session import get_session
 
 from pixelfox import errors
+from pixelfox.passwords import password_problem
 from pixelfox.schemes import LOCAL_ADMIN_KEY_LABEL
 from pixelfox.session_index import end_other_sessions
 from pixelfox.v1 import manager_pb2
 from web.calls import call
 from web.keys import MANAGER, REDIS
 from web.sessions import CurrentUser, current_user
-from web.views.common import checked_form, render
+from web.views.common import checked_form, render, sentence
 
-MIN_PASSWORD = 8
 NEW_KEY = "new_api_key"  # session field holding a just-created key until /settings shows it once
 #: the confirm text of revoking the key ``pixelfox up`` made (:data:`LOCAL_ADMIN_KEY_LABEL`)
 LOCAL_REVOKE_CONFIRM = ("Revoke the local admin key? The pixelfox commands on the cluster's host (put, uploads, "
@@ -50,8 +50,8 @@ async def change_password(request: web.Request) -> web.StreamResponse:
     if user is None:
         raise errors.Unauthenticated("log in first")
     new = form.get("new_password", "")
-    if len(new) < MIN_PASSWORD:
-        return await _page(request, user, 400, error=f"The new password needs at least {MIN_PASSWORD} characters.")
+    if problem := password_problem(new):
+        return await _page(request, user, 400, error=sentence(f"new {problem}"))
     if new != form.get("new_password2", ""):
         return await _page(request, user, 400, error="The two new passwords differ.")
     req = manager_pb2.ChangePasswordRequest(old_password=form.get("old_password", ""), new_password=new)
@@ -59,6 +59,8 @@ async def change_password(request: web.Request) -> web.StreamResponse:
         await call(request, "ChangePassword", req, request.app[MANAGER].as_user(user.id))
     except errors.InvalidCredentials:
         return await _page(request, user, 400, error="The current password is wrong.")
+    except errors.BadRequest as exc:  # the same password again
+        return await _page(request, user, 400, error=sentence(exc.message))
     await end_other_sessions(request.app[REDIS], user.id, str(session.identity) if session.identity else None)
     raise web.HTTPSeeOther("/settings?changed=1")
 

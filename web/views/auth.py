@@ -8,14 +8,13 @@ import re
 from aiohttp import web
 
 from pixelfox import errors
+from pixelfox.passwords import password_problem
 from web import ratelimit
 from web.keys import MANAGER, REDIS, SETTINGS
 from web.sessions import login, logout
-from web.views.common import checked_form, local_path, render
+from web.views.common import checked_form, local_path, render, sentence
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
-MIN_PASSWORD = 8
-MAX_PASSWORD = 1024
 REGISTER_WINDOW_S = 3600  # the window of WebSettings.register_per_hour
 
 
@@ -41,10 +40,8 @@ async def register(request: web.Request) -> web.StreamResponse:
     error = ""
     if not NAME_RE.match(name):
         error = "User names are 3-32 letters, digits, '.', '_' or '-'."
-    elif len(password) < MIN_PASSWORD:
-        error = f"Passwords need at least {MIN_PASSWORD} characters."
-    elif len(password) > MAX_PASSWORD:
-        error = f"Passwords can have at most {MAX_PASSWORD} characters."
+    elif problem := password_problem(password):
+        error = sentence(problem)
     elif password != form.get("password2", ""):
         error = "The two passwords differ."
     if not error:

@@ -101,6 +101,11 @@ def referer_path(request: web.Request) -> str:
     return "" if path == "/" and referer.path_qs != "/" else path
 
 
+def sentence(message: str) -> str:
+    """A lower-case error message (``"password must be ..."``) as a page shows it: ``"Password must be ..."``."""
+    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
+
+
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 

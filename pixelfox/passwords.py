@@ -1,0 +1,31 @@
+"""The rules for a new password, in one place: the manager (``CreateUser``, ``ChangePassword``, so
+``pixelfox users create`` too) and the web forms (register, Settings) all ask :func:`password_problem`.
+
+A password is 8 to 1024 characters (argon2 hashes any length, but a megabyte password is only a
+way to burn CPU), and not only white space (eight spaces pass a length check and guess easily).
+"""
+
+from __future__ import annotations
+
+from pixelfox import errors
+
+MIN_PASSWORD = 8  # characters
+MAX_PASSWORD = 1024  # characters; logins compare only this many
+
+
+def password_problem(password: str) -> str:
+    """Why ``password`` cannot be a new password, as a lower-case sentence without a final stop
+    (``"password must be at least 8 characters"``); ``""`` when it can."""
+    if len(password) < MIN_PASSWORD:
+        return f"password must be at least {MIN_PASSWORD} characters"
+    if len(password) > MAX_PASSWORD:
+        return f"password must be at most {MAX_PASSWORD} characters"
+    if not password.strip():
+        return "password must not be only spaces or other white space"
+    return ""
+
+
+def check_new_password(password: str) -> None:
+    """Raise :class:`~pixelfox.errors.BadRequest` with :func:`password_problem`'s reason, if any."""
+    if problem := password_problem(password):
+        raise errors.BadRequest(problem)
