@@ -58,6 +58,13 @@ async def read_model(request: web.Request, model: type[M]) -> M:
         raise errors.BadRequest(f"the body is nested more than {MAX_DEPTH} levels deep")
     if not isinstance(data, dict):
         raise errors.BadRequest("the body must be a JSON object")
+    return validated(model, data)
+
+
+def validated(model: type[M], data: dict[str, Any]) -> M:
+    """``data`` as ``model``; BadRequest naming the first field pydantic refused and why
+    (``"visibility: String should match pattern ..."``). Web forms that take the API's fields
+    use it too, so both answer the same words."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:

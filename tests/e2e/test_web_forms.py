@@ -4,12 +4,15 @@ the admin counts, camera dates and Markdown codes."""
 
 from __future__ import annotations
 
+import html
+import json
 from typing import Any
 
 import aiohttp
 import pytest
 
 from tests.e2e.test_web import PASSWORD, Browser, _user
+from tests.e2e.test_web_community import _unique_png, api, csrf_header
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -49,3 +52,30 @@ async def test_password_messages_say_the_rule_broken(cluster: Any, http: aiohttp
         assert r.returncode != 0 and said in r.stderr, (r.returncode, r.stderr)
     r = cluster.pixelfox("users", "create", _user(), "--password-stdin", input="short\n")
     assert r.returncode != 0 and "password must be at least 8 characters" in r.stderr, r.stderr
+
+
+async def _image(b: Browser) -> tuple[dict[str, str], str]:
+    """A new image of ``b``'s (random pixels, not waited for): ``(CSRF header, slug)``."""
+    hdr = await csrf_header(b)
+    form = aiohttp.FormData()
+    form.add_field("file", _unique_png(), filename="pic.png", content_type="image/png")
+    status, body, _ = await b.post("/api/v1/images", form, hdr)
+    assert status == 201, body
+    return hdr, json.loads(body)["id"]
+
+
+async def test_edit_form_refuses_an_unknown_visibility(cluster: Any, http: aiohttp.ClientSession) -> None:
+    b = Browser(http, cluster.web_url)
+    await b.register(_user())
+    hdr, slug = await _image(b)
+    status, said = await api(b, "PATCH", f"/api/v1/images/{slug}", {"visibility": "secret"}, hdr)
+    assert status == 400, said
+    token = await b.csrf(f"/i/{slug}")
+    status, page, _ = await b.post(f"/i/{slug}/edit", {"csrf_token": token, "title": "new", "visibility": "secret"})
+    assert status == 400 and said["error"]["message"] in html.unescape(page), page
+    status, body = await api(b, "GET", f"/api/v1/images/{slug}")
+    assert status == 200 and body["visibility"] == "public" and not body.get("title"), body  # nothing saved
+    status, _, _ = await b.post(f"/i/{slug}/edit", {"csrf_token": token, "visibility": "private"})
+    assert status == 303
+    status, body = await api(b, "GET", f"/api/v1/images/{slug}")
+    assert status == 200 and body["visibility"] == "private", body

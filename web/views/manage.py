@@ -22,9 +22,11 @@ from pixelfox.text import isolated, one_line
 from pixelfox.v1 import common_pb2, manager_pb2
 from web import exif, ratelimit
 from web.calls import call, load_image
+from web.jsonbody import validated
 from web.keys import MANAGER, REDIS, SETTINGS, STATE
 from web.sessions import CurrentUser, current_user
 from web.views.api import resolve_caller
+from web.views.api_v1 import ImagePatch
 from web.views.common import NOTICE, checked_form, origin_of, render
 
 SLUG_RE = r"[A-Za-z0-9_-]{1,64}"
@@ -104,8 +106,8 @@ async def edit_image(request: web.Request) -> web.StreamResponse:
         req.title = one_line(form["title"])
     if "description" in form:
         req.description = form["description"]
-    if form.get("visibility") in ("public", "private"):
-        req.visibility = form["visibility"]
+    if "visibility" in form:  # the API's rule and words: a crafted "secret" is a 400, not ignored
+        req.visibility = str(validated(ImagePatch, {"visibility": form["visibility"]}).visibility)
     if "keep_metadata_present" in form:
         req.keep_metadata = form.get("keep_metadata") == "on"
     await call(request, "UpdateImage", req, request.app[MANAGER].as_user(user.id), timeout_s=120)
