@@ -4,15 +4,17 @@
 an anonymous upload, where ``token`` is :func:`pixelfox.deletion.token` (HMAC-SHA256 with a key
 derived from the cluster secret, over ``slug:owner``, 22 characters). Only the uploader gets the
 URL (in the upload answer); it never expires and works without a session, like Chevereto's and
-Imgur's. ``GET`` answers a small confirmation page (link prefetchers and chat previews must not
-delete anything); ``POST`` or ``DELETE`` deletes the image (rows and stored objects) through the
-manager's ``DeleteImage``, which checks the token again: for an anonymous upload the token is the
-only authority there is.
+Imgur's. ``GET`` shows the image's thumbnail and title and asks (link prefetchers and chat
+previews must not delete anything); ``POST`` or ``DELETE`` deletes the image (rows and stored
+objects) through the manager's ``DeleteImage``, which checks the token again: for an anonymous
+upload the token is the only authority there is. A browser (``Accept`` ranking ``text/html``
+first, :mod:`web.accept`) gets pages in the site's layout, errors included; anything else JSON
+with the same status.
 """
 
 from __future__ import annotations
 
-import html
+from typing import Any
 
 from aiohttp import web
 
@@ -21,8 +23,11 @@ from pixelfox.v1 import common_pb2, manager_pb2
 from web.accept import prefers_html
 from web.calls import call
 from web.keys import MANAGER, SETTINGS, STATE
+from web.views.common import render
 
 ANONYMOUS = "anonymous"  # the owner part of an anonymous upload's deletion URL
+#: the token is in the URL; HTML or JSON by the Accept header
+_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "Vary": "Accept"}
 
 
 def deletion_url(request: web.Request, image: common_pb2.Image) -> str:
@@ -42,29 +47,36 @@ def _check(request: web.Request) -> tuple[str, str, str]:
 
 
 async def confirm(request: web.Request) -> web.Response:
-    """``GET``: a page with one button that POSTs to the same URL; 404 (the error page) once the
-    image is gone."""
+    """``GET``: to a browser (:func:`~web.accept.prefers_html`) a page in the site's layout with the
+    image's thumbnail and title and one button that POSTs to the same URL; to anything else JSON
+    ``{id, title, thumbnail_url, delete}``. 404 once the image is gone (the error page or JSON, the
+    same way)."""
     slug, owner, _ = _check(request)
-    await call(request, "GetImage", manager_pb2.GetImageRequest(slug=slug),  # NotFound: deleted already
-               request.app[MANAGER].as_user(owner))
-    s = html.escape(slug)
-    page = (f"<!doctype html><meta charset=utf-8><title>Delete image {s}</title>"
-            f"<h1>Delete image {s}?</h1><p>This removes the image and every file made from it.</p>"
-            f'<form method=post><button type=submit>Delete for ever</button></form>')
-    return web.Response(text=page, content_type="text/html",
-                        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+    image: common_pb2.Image = await call(request, "GetImage", manager_pb2.GetImageRequest(slug=slug),
+                                         request.app[MANAGER].as_user(owner))  # NotFound: deleted already
+    title = image.title or image.filename or slug
+    if not prefers_html(request):
+        return web.json_response({"id": slug, "title": title, "thumbnail_url": image.thumbnail_url,
+                                  "delete": "POST or DELETE this URL to delete the image"}, headers=_HEADERS)
+    return await _page(request, slug=slug, title=title, thumbnail_url=image.thumbnail_url, deleted=False)
 
 
 async def delete(request: web.Request) -> web.Response:
-    """``POST``/``DELETE``: delete the image as its owner; 404 once it is gone."""
+    """``POST``/``DELETE``: delete the image as its owner; 404 once it is gone. A browser gets a
+    page in the site's layout saying so, anything else ``{"deleted", "id"}``."""
     slug, owner, tok = _check(request)
     reply: manager_pb2.DeleteImageResponse = await call(
         request, "DeleteImage", manager_pb2.DeleteImageRequest(slug=slug, deletion_token=tok),
         request.app[MANAGER].as_user(owner), timeout_s=120)
     if prefers_html(request):
-        return web.Response(text=f"<!doctype html><meta charset=utf-8><p>Image {html.escape(slug)} was deleted.</p>",
-                            content_type="text/html")
-    return web.json_response({"deleted": reply.deleted, "id": slug})
+        return await _page(request, slug=slug, deleted=True)
+    return web.json_response({"deleted": reply.deleted, "id": slug}, headers=_HEADERS)
+
+
+async def _page(request: web.Request, **ctx: Any) -> web.Response:
+    response = await render(request, "deletion.html", ctx)
+    response.headers.update(_HEADERS)
+    return response
 
 
 def setup_deletion_routes(app: web.Application) -> None:

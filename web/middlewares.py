@@ -56,11 +56,17 @@ def _visited_in_a_browser(request: web.Request) -> bool:
 
 def error_response(request: web.Request, status: int, code: str, message: str) -> web.StreamResponse:
     """The error as JSON ``{"error": {code, message}}`` on API paths (a deletion link opened in a
-    browser aside), else as the HTML error page."""
+    browser aside), else as the HTML error page. A deletion link's answer says ``Vary: Accept``: a
+    cache must not hand a browser the JSON a program was given."""
+    response: web.StreamResponse
     if is_api(request) and not _visited_in_a_browser(request):
-        return web.json_response({"error": {"code": code, "message": message}}, status=status)
-    ctx: dict[str, Any] = {"status": status, "code": code, "message": message}
-    return aiohttp_jinja2.render_template("error.html", request, ctx, status=status)
+        response = web.json_response({"error": {"code": code, "message": message}}, status=status)
+    else:
+        ctx: dict[str, Any] = {"status": status, "code": code, "message": message}
+        response = aiohttp_jinja2.render_template("error.html", request, ctx, status=status)
+    if request.path.startswith("/api/v1/delete/"):
+        response.headers["Vary"] = "Accept"
+    return response
 
 
 def _http_code(exc: web.HTTPException) -> str:

@@ -214,7 +214,7 @@ async def test_a_signed_in_users_upload_shows_its_deletion_link(cluster: Any, ch
     assert await page.evaluate("localStorage.getItem('pixelfox-recent-uploads')") is None  # anonymous only
 
     await page.goto(delete_url)  # the confirmation page, then its button
-    await page.click("button[type=submit]")
+    await page.click("#delete")
     await expect(page.locator("body")).to_contain_text(f"Image {slug} was deleted.")
     assert (await page.request.get(f"{base}/api/v1/images/{slug}")).status == 404
     await ctx.close()

@@ -77,8 +77,10 @@ def replay_sharex(conf: dict[str, Any], cluster: ClusterHandle, corpus: Path) ->
     slug = answer["id"]
     assert requests.get(f"{cluster.web_url}/api/v1/images/{slug}", timeout=10).json()["deletion_url"] == ""
     assert requests.post(deletion[:-3] + "AAA", timeout=10).status_code == 403  # forged token
-    page = requests.get(deletion, timeout=10)  # a link preview must not delete
-    assert page.status_code == 200 and "<form method=post>" in page.text
+    # a link preview must not delete; ShareX opens the link in a browser, which gets the page
+    page = requests.get(deletion, timeout=10, headers={"Accept": "text/html,*/*;q=0.8"})
+    assert page.status_code == 200 and '<form method="post" id="delete-form">' in page.text
+    assert requests.get(deletion, timeout=10).json()["id"] == answer["id"]  # a program: JSON
     assert requests.get(f"{cluster.web_url}/api/v1/images/{slug}", timeout=10).status_code == 200
     gone = requests.post(deletion, timeout=120)
     assert gone.status_code == 200 and gone.json()["deleted"] is True

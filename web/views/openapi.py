@@ -284,8 +284,14 @@ OPENAPI: dict[str, Any] = {
             "get": {"operationId": "confirmDeletion", "security": [],
                     "summary": "The deletion URL of an upload answer (deletion_url): a confirmation page, "
                                "deletes nothing",
-                    "responses": {"200": {"description": "an HTML page whose button POSTs here",
-                                          "content": {"text/html": {"schema": {"type": "string"}}}},
+                    "responses": {"200": {"description": "the image to delete: JSON, or to a browser (Accept "
+                                                         "ranks text/html first) a page whose button POSTs here",
+                                          "content": {"application/json": {"schema": {
+                                              "type": "object", "required": ["id", "title", "thumbnail_url", "delete"],
+                                              "properties": {"id": {"type": "string"}, "title": {"type": "string"},
+                                                             "thumbnail_url": {"type": "string"},
+                                                             "delete": {"type": "string"}}}},
+                                              "text/html": {"schema": {"type": "string"}}}},
                                   **_errors(403, 404)}},
             "post": {"operationId": "deleteByDeletionUrl", "security": [],
                      "summary": "Delete the image through its deletion URL (no session or key needed)",
