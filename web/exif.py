@@ -17,6 +17,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 from fractions import Fraction
 from typing import Any
 
@@ -81,6 +82,8 @@ def parse(data: bytes) -> list[tuple[str, str]]:
         return []
 
 
+_EXIF_DATE = re.compile(r"^(\d{4}):(\d{2}):(\d{2})(?=[ T]|$)")  # EXIF 2.3 DateTime: "YYYY:MM:DD HH:MM:SS"
+
 #: ``Image.exif`` field -> label, in display order (the processing node's EXIF data, issue 3)
 FIELDS = (("make", "Camera make"), ("model", "Camera model"), ("lens", "Lens"), ("exposure_time", "Exposure"),
           ("f_number", "Aperture"), ("iso", "ISO"), ("focal_length", "Focal length"), ("taken_at", "Taken"))
@@ -90,6 +93,16 @@ async def summary(redis: aioredis.Redis, image: common_pb2.Image) -> list[tuple[
     """``[(label, text)]`` for ``image``: from the EXIF fields the processing node stored with it,
     or - for images processed before those were stored - read from the original's first bytes
     and cached. ``[]`` while processing."""
+    return [(label, readable_date(text) if label == "Taken" else text) for label, text in await _summary(redis, image)]
+
+
+def readable_date(text: str) -> str:
+    """An EXIF date ``"2013:08:17 18:54:52"`` as people write it, ``"2013-08-17 18:54:52"``; any other
+    text unchanged. The API's ``exif.taken_at`` keeps the EXIF form."""
+    return _EXIF_DATE.sub(r"\1-\2-\3", text, count=1)
+
+
+async def _summary(redis: aioredis.Redis, image: common_pb2.Image) -> list[tuple[str, str]]:
     if image.exif:
         return [(label, image.exif[name]) for name, label in FIELDS if image.exif.get(name)]
     if not image.original_url or not image.sha256 or image.status != common_pb2.IMAGE_STATUS_READY:
