@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import html
 
-_MD_TEXT = str.maketrans({c: "\\" + c for c in "\\[]()"})
+#: a backslash before every character Markdown reads as syntax in link text (CommonMark lets any ASCII
+#: punctuation be escaped): brackets and parentheses end the text or the link, ``* _ ` ~`` are emphasis,
+#: code and strikethrough (``_DSC0001_.jpg`` lost its underscores), ``< &`` start HTML and entities
+_MD_TEXT = str.maketrans({c: "\\" + c for c in "\\[]()*_`~<>&"})
 _MD_URL = str.maketrans({"(": "%28", ")": "%29", " ": "%20", "<": "%3C", ">": "%3E", "\\": "%5C"})
 _BB_URL = str.maketrans({"[": "%5B", "]": "%5D"})
 
