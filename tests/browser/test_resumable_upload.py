@@ -99,6 +99,9 @@ async def test_upload_resumes_after_reload(cluster: Any, chromium: Any, tmp_path
     after: list[dict[str, str]] = []
     page.on("request", lambda r: after.append(dict(r.headers)) if r.method == "PATCH" and "/tus/" in r.url else None)
     await page.reload()
+    # the page says a pick of the same file goes on (it showed nothing of the stopped upload)
+    await expect(page.locator("#resume-hint")).to_have_text(
+        f"Unfinished upload of {photo.name}: choose the same file again to continue where it stopped.")
     twin = tmp_path / "twin" / photo.name
     twin.parent.mkdir()
     data = bytearray(photo.read_bytes())
@@ -133,6 +136,7 @@ async def test_upload_resumes_after_reload(cluster: Any, chromium: Any, tmp_path
     assert sum(1 for h in after if h.get("upload-offset") == "0") == 0  # nothing sent twice from the start
     assert renewals == [f"{base}/api/v1/uploads/{ticket['id']}/ticket"], renewals
     assert await page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('pixelfox-upload:')).length") == 0
+    await expect(page.locator("#resume-hint")).to_be_hidden()  # nothing left to continue
 
     done = await (await page.request.get(f"{base}/api/v1/uploads/{ticket['id']}")).json()
     assert done["offset"] == done["size"] == size, done

@@ -3,7 +3,8 @@
 // POST /api/v1/uploads, then tus 1.0 straight to an upload node. The ticket is kept in
 // localStorage under the file's name, size, type and modification time, so choosing the same
 // file again after a reload or a dropped connection continues where the upload node's
-// committed offset is (a ticket near its end is renewed: POST /api/v1/uploads/<id>/ticket).
+// committed offset is (a ticket near its end is renewed: POST /api/v1/uploads/<id>/ticket); while a
+// ticket is kept, a line under the drop zone (#resume-hint) names its file.
 // Otherwise: one multipart POST to /api/v1/images per file.
 // Each answer's deletion link is shown, labelled (a resumable upload's comes from GET /api/v1/uploads/<id>,
 // which gives it to the image's owner). Anonymous: it is the only way to delete such an image, and the
@@ -26,6 +27,29 @@
       if (k.startsWith("pixelfox-upload:") && !k.startsWith(TICKETS)) localStorage.removeItem(k);
     }
   } catch (_) { /* storage unavailable: nothing was kept */ }
+  const resumeHint = document.getElementById("resume-hint");
+  // after a reload nothing on the page shows an upload that stopped half-way: its ticket (kept
+  // below) says so, and picking the same file again goes on from where it stopped
+  function showResumeHint() {
+    if (!resumeHint) return;
+    const names = [];
+    try {
+      for (const k of Object.keys(localStorage)) {
+        if (!k.startsWith(TICKETS)) continue;
+        const t = JSON.parse(localStorage.getItem(k) || "{}");
+        if (t.name && !names.includes(t.name)) names.push(t.name);
+      }
+    } catch (_) { /* storage unavailable or an unreadable entry: no hint */ }
+    resumeHint.hidden = !resumable || names.length === 0;
+    resumeHint.textContent = names.length === 1
+      ? "Unfinished upload of " + names[0] + ": choose the same file again to continue where it stopped."
+      : "Unfinished uploads of " + names.join(", ") + ": choose the same files again to continue where they stopped.";
+  }
+  function forgetTicket(key) {
+    localStorage.removeItem(key);
+    showResumeHint();
+  }
+  showResumeHint();
   const CHUNK = 1024 * 1024;  // bytes per PATCH: what a reload can lose at most
   const anonymous = drop.dataset.anonymous === "1";
   const RECENT = "pixelfox-recent-uploads";  // [{id, name, url, deletion_url, thumbnail_url}], newest first
@@ -217,7 +241,8 @@
         { filename: file.name || "pasted.png", size: file.size, content_type: file.type });
       if (!ok) throw new Error((data.error && data.error.message) || ("HTTP " + status));
     }
-    const t = { id: data.id, upload_url: data.upload_url, ticket: data.ticket, expires_at: data.expires_at };
+    const t = { id: data.id, upload_url: data.upload_url, ticket: data.ticket, expires_at: data.expires_at,
+      name: file.name || "pasted.png" };
     try { localStorage.setItem(key, JSON.stringify(t)); } catch (_) { /* private mode: no resume after reload */ }
     return t;
   }
@@ -263,7 +288,7 @@
           // row completed it first; the upload's image is this row's result too
           const done = await finished(t.id);
           if (done[0]) {
-            localStorage.removeItem(key);
+            forgetTicket(key);
             show(...done);
             return;
           }
@@ -278,14 +303,14 @@
           if (misses >= 3) retryable = false;
           else try { localStorage.setItem(key, JSON.stringify({ ...t, misses })); } catch (_) { /* ignore */ }
         }
-        if (!retryable) localStorage.removeItem(key);
+        if (!retryable) forgetTicket(key);
         let message = "upload stopped";
         try { message = JSON.parse(err.originalResponse.getBody()).error.message; } catch (_) { /* not our JSON */ }
         const again = retryable ? " - choose the file again to continue" : "";
         show(false, { error: { message: message + again } }, status);
       },
       onSuccess: async () => {
-        localStorage.removeItem(key);
+        forgetTicket(key);
         show(...(await finished(t.id)));
       },
     });
