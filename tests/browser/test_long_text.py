@@ -79,4 +79,7 @@ async def test_long_text_fits_the_window(cluster: Any, chromium: Any) -> None:
     assert await row.count() == 1
     box = await row.locator("button[value=delete]").bounding_box()
     assert box is not None and box["x"] + box["width"] <= WIDTH  # the admin can reach it
+    # the other cells keep their words whole: the report's date stays on one line
+    date = await row.locator("td span.muted.small").bounding_box()
+    assert date is not None and date["height"] < 25, date
     await ctx.close()
