@@ -79,6 +79,10 @@ async def test_long_text_fits_the_window(cluster: Any, chromium: Any) -> None:
     assert await row.count() == 1
     box = await row.locator("button[value=delete]").bounding_box()
     assert box is not None and box["x"] + box["width"] <= WIDTH  # the admin can reach it
+    await page.goto(f"{base}/albums")  # the image count stays in sight beside a cut title
+    count = page.locator(".tile", has=page.locator(f"a[href='{album.removeprefix(base)}']")).locator(".muted")
+    assert await count.inner_text() == "1 image" and await count.is_visible()
+    await page.goto(f"{base}/admin/reports")
     # the other cells keep their words whole: the report's date stays on one line
     date = await row.locator("td span.muted.small").bounding_box()
     assert date is not None and date["height"] < 25, date
