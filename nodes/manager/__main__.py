@@ -40,7 +40,8 @@ async def open_database(settings: ManagerSettings) -> AsyncEngine:
     """The engine of ``settings.database``, its schema brought up to date (a new SQLite file is
     logged). Raises SystemExit with one line naming PIXELFOX_DATABASE__URL and the reason when the
     database does not answer (refused, unknown host, no answer within 10 s, wrong password or
-    database name) or a SQLite file's folder does not exist, instead of a traceback.
+    database name), a SQLite file's folder does not exist or its schema revision is newer than
+    this code's, instead of a traceback.
 
     The database is marked as a running manager's for the life of the process
     (:mod:`pixelfox.db.inuse`), so ``pixelfox restore`` and ``migrate-db`` refuse to write over it."""
@@ -56,7 +57,10 @@ async def open_database(settings: ManagerSettings) -> AsyncEngine:
     except OSError as exc:  # a folder it may read but not write: the guard is lost, the manager is not
         logger.warning("cannot mark the database as in use (pixelfox restore will not see it): %s", exc)
     engine = make_engine(settings.database, application_name=APPLICATION_NAME)
-    await create_schema(engine)
+    try:
+        await create_schema(engine)
+    except errors.PixelfoxError as exc:  # a database a newer PixelFox wrote (pixelfox.db.migrate.check_known)
+        raise SystemExit(exc.message) from None
     return engine
 
 

@@ -44,6 +44,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from pixelfox import errors
 from pixelfox.db.engine import sqlite_path
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,17 @@ def _current(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
+def check_known(version: str | None) -> None:
+    """Raise ``BadRequest`` (one line naming both revisions) when ``version``, a database's
+    ``alembic_version``, is not among the scripts: a newer PixelFox wrote it, and Alembic would
+    only say "Can't locate revision". ``None`` (no version yet) passes."""
+    if version is not None and version not in revisions():
+        raise errors.BadRequest(
+            f"the database is at schema revision {version}, which this PixelFox (newest {head_revision()}) "
+            "does not know: it was written by a newer PixelFox; upgrade this one, or restore a backup into "
+            "a new database")
+
+
 def _with_conn(fn: Any, *args: Any) -> Any:
     def run(conn: Connection) -> Any:
         cfg = alembic_config()
@@ -103,6 +115,7 @@ def _prepare_sync(conn: Connection) -> str:
     meta = target_metadata()
     tables = set(inspect(conn).get_table_names())
     version = _current(conn)
+    check_known(version)
     if not (tables - {"alembic_version"}):
         meta.create_all(conn)
         _with_conn(command.stamp, "head")(conn)
@@ -168,7 +181,8 @@ async def prepare(engine: AsyncEngine, attempts: int = 5) -> str:
     """Bring the database to the current schema (see module doc); returns created|upgraded|current.
 
     Raises the database error if it persists after ``attempts`` tries 0.5 s apart (a
-    concurrent manager doing the same step is the expected transient cause), or
+    concurrent manager doing the same step is the expected transient cause), ``BadRequest``
+    for a revision the scripts do not know (:func:`check_known`), or
     ``TimeoutError`` if another process holds a SQLite file's schema lock for 120 s.
     """
     for attempt in range(1, attempts + 1):

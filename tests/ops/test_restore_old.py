@@ -26,6 +26,7 @@ from pixelfox.db.engine import make_engine
 from tests.ops.conftest import start_cluster, status
 from tests.ops.pg import Postgres
 from tests.ops.test_database import _tables
+from tests.ops.test_start_checks import SECRET, _env
 
 pytestmark = pytest.mark.e2e
 
@@ -203,6 +204,33 @@ def test_a_backup_from_a_newer_pixelfox_is_refused_naming_both_revisions(tmp_pat
     res = _pixelfox(tmp_path, "backup", str(tmp_path / "new.jsonl"), "--db", url)
     assert res.returncode == 2 and "the database is at schema revision 0099" in res.stderr, res.stderr
     assert not (tmp_path / "new.jsonl").exists()
+
+
+def test_a_database_written_by_a_newer_pixelfox_is_refused_in_one_line_by_a_manager_and_the_cli(
+        tmp_path: Path) -> None:
+    """Alembic's "Can't locate revision" traceback used to end a manager, ``restore --force``,
+    ``upgrade-db`` and ``migrate-db`` on such a database."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'meta.db'}"
+    good = tmp_path / "good.jsonl"
+    assert _pixelfox(tmp_path, "upgrade-db", "--db", url).returncode == 0
+    assert _pixelfox(tmp_path, "backup", str(good), "--db", url).returncode == 0
+    asyncio.run(_execute(url, ["UPDATE alembic_version SET version_num = '9999_future'"]))
+    why = (f"the database is at schema revision 9999_future, which this PixelFox (newest {migrate.head_revision()}) "
+           "does not know: it was written by a newer PixelFox; upgrade this one, or restore a backup into a new "
+           "database")
+    manager = subprocess.run([sys.executable, "-m", "nodes.manager"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=60, check=False, env=_env(
+        PIXELFOX_CLUSTER__SECRET=SECRET, PIXELFOX_METRICS_PORT="-1", PIXELFOX_DATABASE__URL=url))
+    assert manager.returncode == 1, manager.stderr
+    assert manager.stderr.strip().splitlines()[-1] == why and "Traceback" not in manager.stderr, manager.stderr
+    target = f"sqlite+aiosqlite:///{tmp_path / 'copy.db'}"
+    for args in (["restore", str(good), "--force", "--db", url], ["upgrade-db", "--db", url],
+                 ["migrate-db", "--source", url, "--target", target]):
+        res = _pixelfox(tmp_path, *args)
+        assert res.returncode == 2, (args, res.stderr)
+        assert res.stderr.strip().splitlines()[-1] == f"pixelfox: {why} (bad-request)", (args, res.stderr)
+        assert "Traceback" not in res.stderr, res.stderr
+    assert asyncio.run(_query(url, "SELECT version_num FROM alembic_version")) == [("9999_future",)]
 
 
 def test_a_manager_starts_on_a_database_restored_from_an_older_backup(tmp_path: Path,
