@@ -73,8 +73,9 @@ def live_database() -> str | None:
     return context.recorded_database_url(state, data)
 
 
-def _db_url(explicit: str | None, action: str, flag: str = "--db") -> str:
-    """``flag`` if given, else :func:`cluster_database`; says on stderr which database ``action`` uses."""
+def _db_url(explicit: str | None, action: str, command: str, flag: str = "--db") -> str:
+    """``flag`` if given, else :func:`cluster_database`; says on stderr which database ``action`` uses.
+    ``ValueError`` (a usage error, exit 2, hinting at ``pixelfox COMMAND --help``) when neither is there."""
     from pixelfox.db.checks import check_url, redact
 
     if explicit:
@@ -82,7 +83,8 @@ def _db_url(explicit: str | None, action: str, flag: str = "--db") -> str:
     elif found := cluster_database():
         url, origin = found
     else:
-        raise SystemExit(f"no database given: pass {flag} URL (or run in a `pixelfox up` folder)")
+        raise ValueError(f"no database given: pass {flag} URL (or run in a `pixelfox up` folder) "
+                         f"(see `pixelfox {command} --help`)")
     print(f"pixelfox: {action} {redact(url)} (from {origin})", file=sys.stderr)
     check_url(url)
     return url
@@ -92,7 +94,7 @@ def cmd_migrate_db(opts: argparse.Namespace) -> int:
     from pixelfox.db.checks import redact
     from pixelfox.db.dbcopy import copy_database
 
-    source = _db_url(opts.source, "copying from", "--source")
+    source = _db_url(opts.source, "copying from", "migrate-db", "--source")
     print(f"pixelfox: copying to {redact(opts.target)} (--target)", file=sys.stderr)
     report = asyncio.run(copy_database(source, opts.target, batch=opts.batch, live_url=live_database()))
     print(json.dumps(report.as_dict(), indent=2))
@@ -102,7 +104,7 @@ def cmd_migrate_db(opts: argparse.Namespace) -> int:
 def cmd_backup(opts: argparse.Namespace) -> int:
     from pixelfox.db.backup import backup
 
-    url = _db_url(opts.db, "backing up")
+    url = _db_url(opts.db, "backing up", "backup")
     if opts.file == "-":  # the backup itself goes to standard output, the header to stderr
         report = asyncio.run(backup(url, None))
         sys.stdout.flush()
@@ -117,7 +119,7 @@ def cmd_restore(opts: argparse.Namespace) -> int:
     from pixelfox.db.backup import read_header, restore
     from pixelfox.db.identity import refuse_live
 
-    url = _db_url(opts.db, "restoring into")
+    url = _db_url(opts.db, "restoring into", "restore")
     read_header(Path(opts.file))  # a missing or foreign file: refused before any database is opened
     asyncio.run(refuse_live(url, live_database(), "restoring a backup over it"))
     report = asyncio.run(restore(Path(opts.file), url, force=opts.force))
@@ -128,7 +130,7 @@ def cmd_restore(opts: argparse.Namespace) -> int:
 def cmd_upgrade_db(opts: argparse.Namespace) -> int:
     from pixelfox.db import migrate
 
-    asyncio.run(migrate.upgrade(_db_url(opts.db, "upgrading")))
+    asyncio.run(migrate.upgrade(_db_url(opts.db, "upgrading", "upgrade-db")))
     print("database at head")
     return 0
 

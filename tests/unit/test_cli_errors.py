@@ -79,6 +79,23 @@ def test_usage_errors_are_one_line_with_a_hint(tmp_path: Path, args: tuple[str, 
     assert (res.returncode, res.stderr, res.stdout) == (2, line + "\n", "")
 
 
+@pytest.mark.parametrize(("args", "line"), [
+    (("migrate-db", "--target", "sqlite+aiosqlite:///x.db"),
+     "pixelfox: no database given: pass --source URL (or run in a `pixelfox up` folder) "
+     "(see `pixelfox migrate-db --help`)"),
+    (("backup", "b.jsonl"), "pixelfox: no database given: pass --db URL (or run in a `pixelfox up` folder) "
+                            "(see `pixelfox backup --help`)"),
+])
+def test_no_database_outside_a_cluster_folder_is_a_usage_error(tmp_path: Path, args: tuple[str, ...],
+                                                                 line: str) -> None:
+    """A missing --source / --db outside a cluster folder exited 1, as if the machine were at fault."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELFOX_")}
+    res = subprocess.run([sys.executable, "-m", "pixelfox", *args], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert (res.returncode, res.stderr, res.stdout) == (2, line + "\n", "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
+
+
 def test_a_refused_migrate_db_leaves_no_target_file(tmp_path: Path) -> None:
     """A new SQLite target is made (mode 0600) before the checks: a refusal left it behind, empty
     (0 bytes). Now it goes again; a copy that runs keeps it."""
