@@ -414,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--json", action="store_true", help="print one JSON object per file (JSON Lines)")
     pt.add_argument("--wait", action="store_true", help="wait until each image is ready or failed")
     pt.add_argument("--timeout", type=seconds_or_days(0, "number of seconds"), default=120.0,
-                    help="seconds to wait per image with --wait")
+                    help="seconds to wait per image with --wait (default: %(default)g); an image "
+                         "still processing then is reported as processing, exit 1")
     pt.add_argument("--title", type=image_title, default="",
                     help="title of each new image (at most 255 characters; a file you already uploaded keeps its own)")
     pt.add_argument("--no-resume", action="store_true",

@@ -81,9 +81,11 @@ def _emit_answered(waiting: list[asyncio.Future[dict[str, Any]]], emit: Callable
         emit(waiting.pop(0).result())
 
 
-def _say(out: dict[str, Any], as_json: bool, console: Console, flags: str = "") -> None:
+def _say(out: dict[str, Any], as_json: bool, console: Console, flags: str = "", waited_s: float | None = None
+         ) -> None:
     """Print one file's result: its ``put --json`` line, or a line for people on ``console``; a refusal
-    with a CLI hint (:func:`refusal_hint`, its commands ending with ``flags``) adds it on ``console``."""
+    with a CLI hint (:func:`refusal_hint`, its commands ending with ``flags``) adds it on ``console``, and
+    so does an image still processing after a ``--wait`` of ``waited_s`` seconds (even under --json)."""
     hint = refusal_hint(out["error"]["code"], flags) if out["status"] == "rejected" else ""
     if as_json:
         print(json.dumps(out), flush=True)
@@ -99,6 +101,9 @@ def _say(out: dict[str, Any], as_json: bool, console: Console, flags: str = "") 
             print(out["url"], flush=True)
     if hint:
         console.print(hint, markup=False, highlight=False)
+    if waited_s is not None and out["status"] == "processing":
+        console.print(f"{out['file']}: still processing after {waited_s:g} s; see pixelfox status / retry "
+                      "with a longer --timeout", markup=False, highlight=False)
 
 
 async def put_files(
@@ -121,7 +126,10 @@ async def put_files(
 
     A manager that cannot be reached at all (:func:`unreachable_manager`, asked after a file's
     ``Unavailable``) ends the run: that ``Unavailable`` is raised, naming the manager's address, and the
-    files after it are not tried (each said "cannot reach ..." in turn)."""
+    files after it are not tried (each said "cannot reach ..." in turn).
+
+    With ``wait``, an image still processing when ``timeout_s`` (seconds) runs out keeps status
+    ``processing`` and gets a ``FILE: still processing after N s; ...`` line on ``console``."""
     md = ref.metadata()
     results: list[dict[str, Any]] = []
     progress = Progress(
@@ -136,7 +144,7 @@ async def put_files(
 
     def emit(out: dict[str, Any]) -> None:
         results.append(out)
-        _say(out, as_json, console, flags)
+        _say(out, as_json, console, flags, timeout_s if wait else None)
 
     async with channel(ref.manager) as ch:
         stub = manager_pb2_grpc.ManagerServiceStub(ch)
