@@ -102,8 +102,9 @@ def _say(out: dict[str, Any], as_json: bool, console: Console, flags: str = "", 
     if hint:
         console.print(hint, markup=False, highlight=False)
     if waited_s is not None and out["status"] == "processing":
-        console.print(f"{out['file']}: still processing after {waited_s:g} s; see pixelfox status / retry "
-                      "with a longer --timeout", markup=False, highlight=False)
+        console.print(f"{out['file']}: still processing after {waited_s:g} s; its link works once "
+                      "it is ready (`pixelfox jobs` shows the queue; wait longer with --timeout)",
+                      markup=False, highlight=False)
 
 
 async def put_files(

@@ -30,4 +30,5 @@ def test_put_wait_that_times_out_says_so_on_stderr(tmp_path: Path) -> None:
     (line,) = res.stdout.splitlines()
     assert json.loads(line)["status"] == "processing", line
     assert res.stderr.splitlines() == [
-        f"{photo}: still processing after 0.5 s; see pixelfox status / retry with a longer --timeout"], res.stderr
+        f"{photo}: still processing after 0.5 s; its link works once it is ready "
+        "(`pixelfox jobs` shows the queue; wait longer with --timeout)"], res.stderr
