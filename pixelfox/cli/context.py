@@ -29,13 +29,15 @@ from pixelfox.schemes import API_KEY_PREFIX
 
 STATE_DIR = ".pixelfox"
 STATE_FILE = "cluster.json"
+#: the nodes' cluster secret; a command given no API key sends it as the cluster credential
+SECRET_SETTING = "PIXELFOX_CLUSTER__SECRET"
 
 
 @dataclass(frozen=True)
 class ClusterRef:
     manager: str
     api_key: str = ""
-    secret: str = ""  # only for the local cluster: the admin of a local cluster holds its secret
+    secret: str = ""  # the local cluster's, or PIXELFOX_CLUSTER__SECRET: who holds the secret is its admin
     web_url: str = ""
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -298,6 +300,8 @@ def resolve(manager: str | None, api_key: str | None, *, left_running: bool = Fa
     BadRequest for a manager address that is not HOST:PORT (:func:`check_address`) or an API key
     as pixelfox prints it shortened (:func:`check_api_key`).
     An explicit API key (``--api-key`` / ``PIXELFOX_API_KEY``) is used as is, also in a cluster folder.
+    Without one, ``PIXELFOX_CLUSTER__SECRET`` (:data:`SECRET_SETTING`) is the cluster credential for a
+    manager named by ``--manager`` / ``PIXELFOX_MANAGER`` (a cluster run by hand: its first admin).
     ``left_running`` (``pixelfox status``): a folder whose ``up`` is gone but whose manager still runs
     counts as running, with a line saying so (:func:`_left_running`)."""
     manager = manager or os.environ.get("PIXELFOX_MANAGER")
@@ -305,7 +309,10 @@ def resolve(manager: str | None, api_key: str | None, *, left_running: bool = Fa
     state = find_state()
     data = json.loads(state.read_text()) if state else {}
     if manager and manager != data.get("manager"):
-        return ClusterRef(manager=check_address(manager), api_key=api_key or "")
+        # a cluster run by hand: its nodes' PIXELFOX_CLUSTER__SECRET is the credential that makes its first
+        # admin (as `pixelfox up` does: launcher.LocalCluster.ensure_admin), unless a key says who
+        secret = "" if api_key else os.environ.get(SECRET_SETTING, "")
+        return ClusterRef(manager=check_address(manager), api_key=api_key or "", secret=secret)
     if not data and not manager:
         raise SystemExit(
             "no cluster found: run `pixelfox up` in this folder, or pass --manager HOST:PORT "

@@ -1,0 +1,44 @@
+"""Credentials on a cluster run by hand (nodes started one by one, no ``pixelfox up``), through the
+real manager and the real ``pixelfox`` command.
+
+* Its first admin could not be made: ``users create`` had no way to send the cluster credential.
+  ``PIXELFOX_CLUSTER__SECRET`` in the environment (and no API key) now is that credential.
+* A node with another cluster secret was told "this method needs the cluster credential", though it
+  sent one; it is now told the credential does not match the manager's secret.
+* ``keys create NAME`` with no credential at all said "only admins create keys for other users".
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.ops.test_start_checks import SECRET, _env, manager  # noqa: F401  (manager: a fixture)
+
+PASSWORD = "hand run admin pw 1"
+
+
+def _pixelfox(tmp_path: Path, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    """``pixelfox ARGS`` in ``tmp_path`` (no cluster folder) with no PIXELFOX_* setting but ``env``."""
+    return subprocess.run([sys.executable, "-m", "pixelfox", *args], cwd=tmp_path, input=stdin, capture_output=True,
+                          text=True, timeout=60, check=False, env=_env(**env))
+
+
+def test_the_cluster_secret_makes_the_first_admin_and_its_key(tmp_path: Path, manager: str) -> None:  # noqa: F811
+    made = _pixelfox(tmp_path, "users", "create", "ops", "--admin", "--password-stdin", "--manager", manager,
+                     stdin=PASSWORD + "\n", PIXELFOX_CLUSTER__SECRET=SECRET)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith("created admin ops ("), made.stdout
+    key = _pixelfox(tmp_path, "keys", "create", "ops", "--manager", manager, PIXELFOX_CLUSTER__SECRET=SECRET)
+    assert key.returncode == 0, key.stderr
+    api_key = key.stdout.strip()
+    assert api_key.startswith("pfx_"), key.stdout
+    listed = _pixelfox(tmp_path, "users", "list", "--manager", manager, "--api-key", api_key)
+    assert listed.returncode == 0, listed.stderr
+    assert "ops" in listed.stdout and "admin" in listed.stdout
+    wrong = _pixelfox(tmp_path, "users", "create", "eve", "--password-stdin", "--manager", manager,
+                      stdin=PASSWORD + "\n", PIXELFOX_CLUSTER__SECRET="not-the-cluster-secret")
+    assert wrong.returncode != 0 and "eve" not in _pixelfox(
+        tmp_path, "users", "list", "--manager", manager, "--api-key", api_key).stdout
+
