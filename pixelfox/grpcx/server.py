@@ -3,7 +3,8 @@
 ``@rpc()`` / ``@rpc(cluster=True)`` wraps a unary or request-streaming method;
 ``@rpc_stream()`` wraps a response-streaming (async generator) method. The wrapper
 
-* checks the cluster credential when ``cluster=True`` (``UNAUTHENTICATED`` otherwise),
+* checks the cluster credential when ``cluster=True`` (``UNAUTHENTICATED`` otherwise, saying when one
+  was sent that does not match this node's secret),
 * puts the :class:`~pixelfox.grpcx.auth.Caller` in ``context`` reach via :func:`caller`,
 * turns :class:`~pixelfox.errors.PixelfoxError` into ``context.abort`` with the mapped status
   and ``pixelfox-error-code`` trailing metadata, a Redis connection error or timeout into
@@ -30,7 +31,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
 
 from pixelfox import errors
-from pixelfox.grpcx.auth import Caller, read_caller
+from pixelfox.grpcx.auth import CLUSTER_TOKEN_KEY, Caller, read_caller
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +93,13 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
 
 
 def _authorise(context: grpc.aio.ServicerContext, cluster: bool) -> None:
-    who = read_caller(context.invocation_metadata(), _Secret.value)
+    metadata = context.invocation_metadata() or ()
+    who = read_caller(metadata, _Secret.value)
     if cluster and not who.cluster:
+        if any(key.lower() == CLUSTER_TOKEN_KEY for key, _ in metadata):  # sent, but another cluster's secret
+            raise errors.Unauthenticated(
+                f"the cluster credential sent does not match {_this_node()}'s cluster secret (check that "
+                "PIXELFOX_CLUSTER__SECRET is the same on every node)")
         raise errors.Unauthenticated("this method needs the cluster credential")
     _caller.set(who)
 

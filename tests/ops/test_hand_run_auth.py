@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.ops.test_start_checks import SECRET, _env, manager  # noqa: F401  (manager: a fixture)
 
 PASSWORD = "hand run admin pw 1"
@@ -42,3 +44,20 @@ def test_the_cluster_secret_makes_the_first_admin_and_its_key(tmp_path: Path, ma
     assert wrong.returncode != 0 and "eve" not in _pixelfox(
         tmp_path, "users", "list", "--manager", manager, "--api-key", api_key).stdout
 
+
+def test_a_node_with_another_secret_is_told_its_credential_does_not_match(tmp_path: Path,
+                                                                           manager: str) -> None:  # noqa: F811
+    node = subprocess.Popen([sys.executable, "-m", "nodes.proc"], cwd=tmp_path, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=_env(
+        PIXELFOX_CLUSTER__SECRET="another-cluster-secret", PIXELFOX_CLUSTER__MANAGER=manager,
+        PIXELFOX_NODE_ID="procother", PIXELFOX_METRICS_PORT="-1", PIXELFOX_WORKERS="1"))
+    try:
+        _out, err = node.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        node.terminate()
+        node.communicate(timeout=30)
+        pytest.fail("a node with another cluster secret was not refused")
+    assert node.returncode == 1, err
+    assert err.strip().splitlines()[-1] == (
+        "manager refused registration: the cluster credential sent does not match the manager's cluster secret "
+        "(check that PIXELFOX_CLUSTER__SECRET is the same on every node)"), err
