@@ -15,17 +15,25 @@ from typing import Any
 
 from rich.table import Table
 
+from pixelfox import errors
 from pixelfox.cli import context
 from pixelfox.cli.tables import table_console
 from pixelfox.text import human_bytes
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc
 
 PAGE = 500  # users a ListUsers call returns at most
+#: what an admin command run with no credential at all says (exit 2)
+NO_CREDENTIAL = ("no API key given: pass --api-key (or set PIXELFOX_API_KEY) with an admin's key, or set "
+                 "PIXELFOX_CLUSTER__SECRET to the cluster's secret")
 
 
 async def call_manager(ref: context.ClusterRef, method: str, request: Any) -> Any:
     """``ManagerService.<method>(request)`` as the local admin (or the admin ``--api-key``); gRPC
-    errors come out as their ``PixelfoxError`` (see :func:`context.manager_channel`)."""
+    errors come out as their ``PixelfoxError`` (see :func:`context.manager_channel`). Unauthenticated
+    (:data:`NO_CREDENTIAL`) before any call when ``ref`` holds neither an API key nor the cluster secret:
+    the manager would refuse it in words about admins ("only admins create keys for other users")."""
+    if not ref.api_key and not ref.secret:
+        raise errors.Unauthenticated(NO_CREDENTIAL)
     async with context.manager_channel(ref) as ch:
         stub = manager_pb2_grpc.ManagerServiceStub(ch)
         return await getattr(stub, method)(request, metadata=ref.admin_metadata(), timeout=30)

@@ -45,6 +45,14 @@ def test_the_cluster_secret_makes_the_first_admin_and_its_key(tmp_path: Path, ma
         tmp_path, "users", "list", "--manager", manager, "--api-key", api_key).stdout
 
 
+def test_keys_create_without_any_credential_says_none_was_given(tmp_path: Path, manager: str) -> None:  # noqa: F811
+    res = _pixelfox(tmp_path, "keys", "create", "ops", "--manager", manager)
+    assert res.returncode != 0
+    line = res.stderr.strip().splitlines()[-1]
+    assert "only admins" not in line, res.stderr
+    assert "no API key given" in line and "--api-key" in line, res.stderr
+
+
 def test_a_node_with_another_secret_is_told_its_credential_does_not_match(tmp_path: Path,
                                                                            manager: str) -> None:  # noqa: F811
     node = subprocess.Popen([sys.executable, "-m", "nodes.proc"], cwd=tmp_path, text=True, stdout=subprocess.PIPE,
