@@ -382,17 +382,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="pixelfox", description="PixelFox: self-hosted image hosting that scales out")
     p.add_argument("--version", action="version", version=f"pixelfox {version()}")
     sub = p.add_subparsers(dest="command", required=True)
-    p.set_defaults(manager=None, api_key=None)
 
-    def with_target(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    def with_target(sp: argparse.ArgumentParser, default: object = argparse.SUPPRESS) -> argparse.ArgumentParser:
         # SUPPRESS: a subcommand's parser (``uploads cancel``, ``jobs retry``) leaves the value given to
         # its parent alone; with a None default it overwrote it, and ``pixelfox uploads --api-key K
-        # cancel ID`` silently ran as the local admin
-        sp.add_argument("--manager", default=argparse.SUPPRESS,
+        # cancel ID`` silently ran as the local admin. The top parser's (None) takes them before the
+        # command too: ``pixelfox --manager 10.0.0.1:7070 status``
+        sp.add_argument("--manager", default=default,
                         help="manager HOST:PORT (env PIXELFOX_MANAGER; default: local cluster)")
-        sp.add_argument("--api-key", default=argparse.SUPPRESS,
+        sp.add_argument("--api-key", default=default,
                         help="API key (env PIXELFOX_API_KEY; default: local admin)")
         return sp
+
+    with_target(p, None)
 
     up = sub.add_parser("up", help="run a whole local cluster on loopback until Ctrl-C")
     up.add_argument("--upload", type=NODE_COUNT, default=2, help="upload nodes (default 2)")

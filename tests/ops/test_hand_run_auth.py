@@ -6,6 +6,7 @@ real manager and the real ``pixelfox`` command.
 * A node with another cluster secret was told "this method needs the cluster credential", though it
   sent one; it is now told the credential does not match the manager's secret.
 * ``keys create NAME`` with no credential at all said "only admins create keys for other users".
+* ``pixelfox --manager ADDR status`` (the flags before the command) was a usage error.
 """
 
 from __future__ import annotations
@@ -69,3 +70,18 @@ def test_a_node_with_another_secret_is_told_its_credential_does_not_match(tmp_pa
     assert err.strip().splitlines()[-1] == (
         "manager refused registration: the cluster credential sent does not match the manager's cluster secret "
         "(check that PIXELFOX_CLUSTER__SECRET is the same on every node)"), err
+
+
+def test_manager_and_api_key_go_before_the_command_too(tmp_path: Path, manager: str) -> None:  # noqa: F811
+    """``pixelfox --manager ADDR status`` (as docs/operations.md shows it) was argparse's "unrecognized arguments"."""
+    made = _pixelfox(tmp_path, "--manager", manager, "users", "create", "first", "--admin", "--password-stdin",
+                     stdin=PASSWORD + "\n", PIXELFOX_CLUSTER__SECRET=SECRET)
+    assert made.returncode == 0, made.stderr
+    api_key = _pixelfox(tmp_path, "--manager", manager, "keys", "create", "first",
+                        PIXELFOX_CLUSTER__SECRET=SECRET).stdout.strip()
+    listed = _pixelfox(tmp_path, "--manager", manager, "--api-key", api_key, "users", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "first" in listed.stdout
+    status = _pixelfox(tmp_path, "--api-key", api_key, "--manager", manager, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith("{"), status.stdout
