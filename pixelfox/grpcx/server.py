@@ -3,8 +3,8 @@
 ``@rpc()`` / ``@rpc(cluster=True)`` wraps a unary or request-streaming method;
 ``@rpc_stream()`` wraps a response-streaming (async generator) method. The wrapper
 
-* checks the cluster credential when ``cluster=True`` (``UNAUTHENTICATED`` otherwise, saying when one
-  was sent that does not match this node's secret),
+* checks the cluster credential when ``cluster=True`` (``UNAUTHENTICATED`` otherwise), and
+  refuses a cluster credential sent that does not match this node's secret on any method,
 * puts the :class:`~pixelfox.grpcx.auth.Caller` in ``context`` reach via :func:`caller`,
 * turns :class:`~pixelfox.errors.PixelfoxError` into ``context.abort`` with the mapped status
   and ``pixelfox-error-code`` trailing metadata, a Redis connection error or timeout into
@@ -95,11 +95,13 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
 def _authorise(context: grpc.aio.ServicerContext, cluster: bool) -> None:
     metadata = context.invocation_metadata() or ()
     who = read_caller(metadata, _Secret.value)
+    if not who.cluster and any(key.lower() == CLUSTER_TOKEN_KEY for key, _ in metadata):
+        # sent, but another cluster's secret: on any method, so that `PIXELFOX_CLUSTER__SECRET=wrong pixelfox
+        # users create` is not told it needs the credential it did send
+        raise errors.Unauthenticated(
+            f"the cluster credential sent does not match {_this_node()}'s cluster secret (check that "
+            "PIXELFOX_CLUSTER__SECRET is the same on every node)")
     if cluster and not who.cluster:
-        if any(key.lower() == CLUSTER_TOKEN_KEY for key, _ in metadata):  # sent, but another cluster's secret
-            raise errors.Unauthenticated(
-                f"the cluster credential sent does not match {_this_node()}'s cluster secret (check that "
-                "PIXELFOX_CLUSTER__SECRET is the same on every node)")
         raise errors.Unauthenticated("this method needs the cluster credential")
     _caller.set(who)
 

@@ -42,7 +42,8 @@ def test_the_cluster_secret_makes_the_first_admin_and_its_key(tmp_path: Path, ma
     assert "ops" in listed.stdout and "admin" in listed.stdout
     wrong = _pixelfox(tmp_path, "users", "create", "eve", "--password-stdin", "--manager", manager,
                       stdin=PASSWORD + "\n", PIXELFOX_CLUSTER__SECRET="not-the-cluster-secret")
-    assert wrong.returncode != 0 and "eve" not in _pixelfox(
+    assert wrong.returncode == 2 and "does not match the manager's cluster secret" in wrong.stderr, wrong.stderr
+    assert "eve" not in _pixelfox(
         tmp_path, "users", "list", "--manager", manager, "--api-key", api_key).stdout
 
 
