@@ -98,9 +98,9 @@ BACKEND_SETTING = "PIXELFOX_BACKEND"
 
 #: the AWS SDK's own variables an S3 pool falls back to when its ``PIXELFOX_S3__*`` key or region is
 #: empty (botocore's credential and config chain: docs.aws.amazon.com/sdkref, "environment variables")
+#: (keys, region, endpoint; not the host's own AWS_CA_BUNDLE, AWS_CONFIG_FILE or AWS_PROFILE, which stay)
 AWS_SETTINGS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
-                "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE",
-                "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_CA_BUNDLE")
+                "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 
 
 def storage_settings(env: dict[str, str] | os._Environ[str]) -> dict[str, str]:

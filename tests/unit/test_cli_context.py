@@ -119,7 +119,8 @@ def test_storage_settings_keep_aws_credentials_only_for_s3(tmp_path: Path) -> No
     """Keys given as ``AWS_*`` alone (the SDK's own variables) are recorded with an S3 backend, so a
     later ``up`` without them still reaches the bucket; with the folders they are never kept."""
     env = {"PATH": "/bin", "PIXELFOX_BACKEND": "S3", "AWS_ACCESS_KEY_ID": "local",
-           "AWS_SECRET_ACCESS_KEY": "localsecret", "AWS_REGION": "eu-west-1", "AWS_PAGER": ""}
+           "AWS_SECRET_ACCESS_KEY": "localsecret", "AWS_REGION": "eu-west-1", "AWS_PAGER": "",
+           "AWS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"}
     assert storage_settings(env) == {"PIXELFOX_BACKEND": "S3", "AWS_ACCESS_KEY_ID": "local",
                                      "AWS_SECRET_ACCESS_KEY": "localsecret", "AWS_REGION": "eu-west-1"}
     assert storage_settings({**env, "PIXELFOX_BACKEND": "fs"}) == {"PIXELFOX_BACKEND": "fs"}
