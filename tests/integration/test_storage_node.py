@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -253,6 +254,24 @@ async def test_bad_requests_map_to_errors(node: Node) -> None:
             await c.stat("../../etc/passwd")
 
 
+async def refused_put(client: Any, key: str, data: bytes, tries: int = 5) -> None:
+    """Assert that ``client.put`` is refused with ``Unauthenticated``. grpc-python's asyncio client
+    may report a client-streaming call that the server ended before the last message as INTERNAL
+    "Internal error from Core" instead of the server's status (grpc/grpc#36066, open): such an
+    answer is tried again, up to ``tries`` times (it came about 1 time in 4 here)."""
+    for _ in range(tries):
+        try:
+            await client.put(key, data, content_type="image/jpeg")
+        except errors.Unauthenticated:
+            return
+        except errors.PixelfoxError as exc:
+            if "Internal error from Core" not in exc.message:
+                raise
+        else:
+            raise AssertionError(f"put of {key} without the right secret was accepted")
+    raise AssertionError(f"{tries} puts ended INTERNAL (grpc/grpc#36066), none Unauthenticated")
+
+
 async def test_calls_without_the_cluster_secret_are_refused(node: Node, stored: tuple[str, bytes]) -> None:
     key, data = stored
     for secret in ("", "wrong-secret"):
@@ -263,8 +282,7 @@ async def test_calls_without_the_cluster_secret_are_refused(node: Node, stored: 
                 await c.get(key)
             with pytest.raises(errors.Unauthenticated):
                 await c.delete(key)
-            with pytest.raises(errors.Unauthenticated):
-                await c.put(variant_key(sha(b"x"), 1, "noauth", "jpg"), data, content_type="image/jpeg")
+            await refused_put(c, variant_key(sha(b"x"), 1, "noauth", "jpg"), data)
     async with grpc.aio.insecure_channel(node.grpc_address) as ch:  # no metadata at all
         with pytest.raises(grpc.aio.AioRpcError) as exc:
             await storage_pb2_grpc.StorageServiceStub(ch).Stat(storage_pb2.StatRequest(key=key))
