@@ -142,5 +142,11 @@ def test_sigterm_shows_the_node_stopped_at_once(slow_beats: LocalCluster) -> Non
     # at first both stayed "active" until the node timeout, then turned "inactive"; then "draining" until
     # the timeout, then "inactive" (a failure for `pixelfox status`) until forgotten an hour later
     assert rows["upload1"]["status"] == "stopped" and rows["proc1"]["status"] == "stopped", rows
-    assert cli(slow_beats.root, "status").returncode == 0
+    # a stopped node is not a failure, but with the only upload and processing nodes stopped no node takes
+    # that work: `status` warns and exits 1 for that (and only that)
+    res = cli(slow_beats.root, "status")
+    assert res.returncode == 1, res.stdout
+    assert res.stderr.splitlines() == [
+        "warning: no upload node takes new uploads (upload1: stopped): uploads are refused",
+        "warning: no processing node takes jobs (proc1: stopped): new images wait unprocessed"], res.stderr
     print(f"idle upload and proc nodes exited {exited:.2f} s after SIGTERM, shown stopped")
