@@ -8,6 +8,7 @@ environment. ``docs/config.md`` lists every variable.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -246,6 +247,19 @@ def print_config(settings: NodeSettings) -> None:
 
     warn_unknown_settings(os.environ)
     print(settings.redacted())
+
+
+def log_unknown_settings() -> int:
+    """Log one warning per ``PIXELFOX_`` variable of this process's environment that no node reads
+    (:func:`pixelfox.cli.setting_names.unknown_settings`): a node started by hand on another host says it
+    in its own log, not only ``pixelfox up``. Called by every node once its logging is configured.
+    Returns how many were logged."""
+    from pixelfox.cli.setting_names import unknown_settings  # here: it imports every node's settings
+
+    lines = unknown_settings(os.environ)
+    for line in lines:
+        logging.getLogger("pixelfox.config").warning("%s", line.removeprefix("warning: "))
+    return len(lines)
 
 
 def load_settings(cls: type[SettingsT]) -> SettingsT:

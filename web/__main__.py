@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.web_exceptions import NotAppKeyWarning
 
 from pixelfox import logs
-from pixelfox.config import load_settings, print_config, require_secret
+from pixelfox.config import load_settings, log_unknown_settings, print_config, require_secret
 from pixelfox.managerlink import ManagerLink
 from pixelfox.node import Agent, Load, NodeIdentity, start_metrics
 from pixelfox.v1 import common_pb2
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     require_secret(settings)
     logs.configure(settings.log, settings.node_id)
+    log_unknown_settings()
     # aiohttp-session 2.12 keeps its state under str request keys; nothing for us to fix
     warnings.filterwarnings("ignore", category=NotAppKeyWarning)
     asyncio.run(serve(settings))

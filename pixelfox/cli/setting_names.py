@@ -3,7 +3,8 @@
 A misspelled setting (``PIXELFOX_ALOW_ANONYMOUS=false``) used to be ignored without a word: the
 settings classes ignore variables they do not know, since every node gets the same environment.
 ``pixelfox up`` and each node's ``--print-config`` say on stderr which ones no node knows, with the
-closest known name (:func:`unknown_settings`).
+closest known name (:func:`unknown_settings`), and every node logs them as warnings when it starts
+(:func:`pixelfox.config.log_unknown_settings`), for nodes started by hand on other hosts.
 
 The known names are the fields of every node's settings class (nested models joined with ``__``,
 as ``PIXELFOX_CLUSTER__SECRET``), plus :data:`OTHER_NAMES`, read outside those classes.

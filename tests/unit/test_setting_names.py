@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from pixelfox.cli.setting_names import is_known, known_settings, unknown_settings
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SKIPPED_DIRS = {".git", ".venv", "node_modules", "target", "__pycache__", ".pytest_cache", ".ruff_cache"}
 NAME = re.compile(r"PIXELFOX_[A-Za-z0-9_]*[A-Za-z0-9]")
 #: the misspellings the tests below make on purpose
-MISSPELLED = {"PIXELFOX_ALOW_ANONYMOUS", "PIXELFOX_REDIS_URL", "PIXELFOX_NOT_A_THING"}
+MISSPELLED = {"PIXELFOX_ALOW_ANONYMOUS", "PIXELFOX_REDIS_URL", "PIXELFOX_NOT_A_THING", "PIXELFOX_WORKRES"}
 
 
 def _mentioned() -> dict[str, Path]:
@@ -66,3 +67,29 @@ def test_print_config_warns_about_a_misspelled_setting() -> None:
         assert res.stderr == ("warning: PIXELFOX_ALOW_ANONYMOUS is not a PixelFox setting "
                               "(did you mean PIXELFOX_ALLOW_ANONYMOUS?)\n"), (module, res.stderr)
         assert res.stdout.startswith("{"), res.stdout
+
+
+def test_a_node_started_by_hand_logs_a_misspelled_setting() -> None:
+    """Started by hand on another host (no ``pixelfox up`` to warn), a node names the misspelling in its log."""
+    env = {"PATH": os.environ["PATH"], "PIXELFOX_CLUSTER__SECRET": "s" * 32, "PIXELFOX_CLUSTER__MANAGER": "127.0.0.1:9",
+           "PIXELFOX_GRPC__PORT": "0", "PIXELFOX_METRICS_PORT": "0", "PIXELFOX_WORKERS": "1",
+           "PIXELFOX_WORKRES": "4"}
+    proc = subprocess.Popen([sys.executable, "-m", "nodes.proc"], cwd=ROOT, env=env, stderr=subprocess.PIPE,
+                            text=True)
+    stuck = threading.Timer(60, proc.kill)  # the read below ends at the latest when the node is killed
+    stuck.start()
+    try:
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "serving gRPC" in line:  # the warning, if any, came before
+                break
+    finally:
+        stuck.cancel()
+        proc.kill()  # its clean stop is not what this tests (without a manager it waits out its grace)
+        proc.wait(30)
+        proc.stderr.close()  # type: ignore[union-attr]
+    warned = [ln for ln in lines if "not a PixelFox setting" in ln]
+    assert len(warned) == 1 and " WARNING pixelfox.config: PIXELFOX_WORKRES is not a PixelFox setting " \
+        "(did you mean PIXELFOX_WORKERS?)" in warned[0], lines
