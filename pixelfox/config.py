@@ -249,14 +249,22 @@ def print_config(settings: NodeSettings) -> None:
     print(settings.redacted())
 
 
-def log_unknown_settings() -> int:
+#: set by ``pixelfox up`` for the nodes it starts: it warned about unknown settings itself
+SETTINGS_CHECKED = "PIXELFOX_SETTINGS_CHECKED"
+
+
+def log_unknown_settings(own: type[BaseModel]) -> int:
     """Log one warning per ``PIXELFOX_`` variable of this process's environment that no node reads
     (:func:`pixelfox.cli.setting_names.unknown_settings`): a node started by hand on another host says it
-    in its own log, not only ``pixelfox up``. Called by every node once its logging is configured.
+    in its own log, not only ``pixelfox up``. Called by every node once its logging is configured, with its
+    own settings class ``own`` (the others are imported only when ``own`` does not know a variable);
+    not for the nodes ``pixelfox up`` started (:data:`SETTINGS_CHECKED`).
     Returns how many were logged."""
     from pixelfox.cli.setting_names import unknown_settings  # here: it imports every node's settings
 
-    lines = unknown_settings(os.environ)
+    if os.environ.get(SETTINGS_CHECKED):
+        return 0
+    lines = unknown_settings(os.environ, own)
     for line in lines:
         logging.getLogger("pixelfox.config").warning("%s", line.removeprefix("warning: "))
     return len(lines)

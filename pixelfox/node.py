@@ -409,7 +409,7 @@ def node_main(prog: str, description: str, settings_cls: type[SettingsT],
         return
     require_secret(settings)
     logs.configure(settings.log, settings.node_id or default_id)
-    log_unknown_settings()
+    log_unknown_settings(settings_cls)
     asyncio.run(serve(settings))
     # the process exits now: skip the interpreter's last full garbage collection over every object left
     # (SQLAlchemy, protobuf, grpc), which took a stopped manager 0.7-1.9 s on a loaded 2-core box

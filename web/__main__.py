@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     require_secret(settings)
     logs.configure(settings.log, settings.node_id)
-    log_unknown_settings()
+    log_unknown_settings(WebSettings)
     # aiohttp-session 2.12 keeps its state under str request keys; nothing for us to fix
     warnings.filterwarnings("ignore", category=NotAppKeyWarning)
     asyncio.run(serve(settings))

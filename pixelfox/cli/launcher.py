@@ -29,6 +29,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pixelfox.cli.context import STATE_DIR, STATE_FILE, choose_database_url, storage_settings
+from pixelfox.config import SETTINGS_CHECKED
 from pixelfox.grpcx.auth import api_key_metadata, node_metadata
 from pixelfox.grpcx.client import channel
 from pixelfox.schemes import LOCAL_ADMIN_KEY_LABEL
@@ -211,6 +212,7 @@ class LocalCluster:
             "PIXELFOX_GRPC__ADVERTISE_HOST": self.host,  # what the others dial: never an address from the shell
             "PIXELFOX_METRICS_PORT": str(self._port(f"{node_id}.metrics")),
             "PIXELFOX_LOG__LEVEL": os.environ.get("PIXELFOX_LOG__LEVEL", "INFO"),
+            SETTINGS_CHECKED: "1",  # up named unknown settings once: the node skips its own check
             "PYTHONUNBUFFERED": "1",
         })
         env.update(self.extra_env)
