@@ -19,6 +19,7 @@ from nodes.manager.accounts import Accounts, _hasher
 from nodes.manager.images import iso
 from nodes.manager.library import is_admin_user
 from pixelfox import errors
+from pixelfox.db.engine import begin_write
 from pixelfox.db.models import ApiKey, Image, User
 from pixelfox.passwords import check_new_password
 from pixelfox.session_index import end_other_sessions
@@ -131,14 +132,17 @@ class AccountOps:
         if disabled and caller is not None and caller.name == name:
             raise errors.Forbidden("you cannot disable your own account")
         async with self.sessions() as s:
-            row = (await s.execute(select(User).where(User.name == name))).scalar_one_or_none()
+            # Two admins disabling each other at once both saw the other enabled and left none: the
+            # check and the write go under the write lock (SQLite) or with every enabled admin's row
+            # locked first, always in id order (PostgreSQL; no deadlock between two such calls).
+            await begin_write(s)
+            admins = list((await s.execute(select(User.id).where(
+                User.role == "admin", User.disabled_at.is_(None)).order_by(User.id).with_for_update())).scalars())
+            row = (await s.execute(select(User).where(User.name == name).with_for_update())).scalar_one_or_none()
             if row is None:
                 raise errors.NotFound(f"no user named {name!r}")
-            if disabled and row.disabled_at is None and row.role == "admin":
-                others = select(func.count()).select_from(User).where(
-                    User.role == "admin", User.disabled_at.is_(None), User.id != row.id)
-                if not await s.scalar(others):
-                    raise errors.Conflict(f"{name} is the last enabled admin; make another admin first")
+            if disabled and row.disabled_at is None and row.role == "admin" and admins == [row.id]:
+                raise errors.Conflict(f"{name} is the last enabled admin; make another admin first")
             if disabled != (row.disabled_at is not None):
                 row.disabled_at = datetime.now(UTC) if disabled else None
                 await s.commit()
