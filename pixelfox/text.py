@@ -38,6 +38,14 @@ def checked(value: str, field: str, *, multiline: bool = False) -> str:
     return value.strip()
 
 
+def same_text(given: str, stored: str | None) -> bool:
+    """Whether ``given`` (from a form or the API) is ``stored`` unchanged: equal once line breaks are
+    LF and surrounding white space is gone (a browser sends a textarea's lines with CRLF)."""
+    if stored is None:
+        return False
+    return given.replace("\r\n", "\n").strip() == stored.replace("\r\n", "\n").strip()
+
+
 MAX_TITLE = 255  # characters of an image's or album's title (the column is String(255))
 
 

@@ -17,7 +17,7 @@ from nodes.manager.images import ImageViews, iso, new_slug
 from nodes.manager.library import can_manage, can_see
 from pixelfox import errors
 from pixelfox.db.models import Album, AlbumImage, Image, User
-from pixelfox.text import MAX_TITLE, checked
+from pixelfox.text import MAX_TITLE, checked, same_text
 from pixelfox.v1 import manager_pb2
 
 MAX_DESCRIPTION = 2000
@@ -130,12 +130,14 @@ class Albums:
             album = await self._album(s, req.slug)
             if not _owns(user, album):
                 raise errors.Forbidden("only the owner changes an album")
-            if req.HasField("title"):
+            # a value equal to the stored one is kept as it is, even one the text rules now refuse
+            # (stored before a rule came: see nodes.manager.library.Library._checked_text)
+            if req.HasField("title") and not same_text(req.title, album.title):
                 title = checked(req.title, "album title")
                 if not 1 <= len(title) <= MAX_TITLE:
                     raise errors.BadRequest(f"album title must be 1-{MAX_TITLE} characters")
                 album.title = title
-            if req.HasField("description"):
+            if req.HasField("description") and not same_text(req.description, album.description):
                 if len(req.description) > MAX_DESCRIPTION:
                     raise errors.BadRequest(f"description longer than {MAX_DESCRIPTION} characters")
                 album.description = checked(req.description, "description", multiline=True)

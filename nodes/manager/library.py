@@ -32,7 +32,7 @@ from pixelfox.db.models import AbuseReport, Image, Upload, User
 from pixelfox.leases import Lease
 from pixelfox.queue import JobQueue
 from pixelfox.storage.keys import private_key, public_key
-from pixelfox.text import checked, checked_title
+from pixelfox.text import checked, checked_title, same_text
 from pixelfox.v1 import common_pb2
 
 logger = logging.getLogger(__name__)
@@ -112,12 +112,7 @@ class Library:
         (visibility change while still processing), Unavailable (no storage node)."""
         if ch.visibility is not None and ch.visibility not in VISIBILITIES:
             raise errors.BadRequest("visibility must be 'public' or 'private'")
-        if ch.title is not None:
-            ch = dataclasses.replace(ch, title=checked_title(ch.title))
-        if ch.description is not None:
-            ch = dataclasses.replace(ch, description=checked(ch.description, "description", multiline=True))
-            if len(ch.description or "") > MAX_DESCRIPTION:
-                raise errors.BadRequest(f"description longer than {MAX_DESCRIPTION} characters")
+        ch = await self._checked_text(slug, ch)
         if ch.visibility is None:
             return await self._update(slug, user, ch)
         # one visibility change of an image at a time: two re-keys racing would each copy the
@@ -133,6 +128,41 @@ class Library:
             return await self._update(slug, user, ch, sha)
         finally:
             await lease.release()
+
+    async def _checked_text(self, slug: str, ch: Changes) -> Changes:
+        """``ch`` with its title and description checked (:func:`pixelfox.text.checked_title`, :func:`checked`,
+        :data:`MAX_DESCRIPTION` characters). One the text rules refuse but that equals what the image
+        already has is left out of the change: text stored before a rule came (a bidi control) made
+        every later save of the edit form, which sends all fields, a 400 the owner could not see the
+        cause of. Raises BadRequest for a new value the rules refuse."""
+        stored: tuple[str | None, str | None] | None = None
+
+        async def kept(field: str, value: str) -> bool:
+            nonlocal stored
+            if stored is None:
+                async with self.sessions() as s:
+                    row = (await s.execute(select(Image.title, Image.description).where(Image.slug == slug))).first()
+                stored = (row[0], row[1]) if row is not None else (None, None)
+            return same_text(value, stored[0 if field == "title" else 1])
+
+        if ch.title is not None:
+            try:
+                ch = dataclasses.replace(ch, title=checked_title(ch.title))
+            except errors.BadRequest:
+                if not await kept("title", ch.title):
+                    raise
+                ch = dataclasses.replace(ch, title=None)
+        if ch.description is not None:
+            try:
+                description = checked(ch.description, "description", multiline=True)
+                if len(description) > MAX_DESCRIPTION:
+                    raise errors.BadRequest(f"description longer than {MAX_DESCRIPTION} characters")
+                ch = dataclasses.replace(ch, description=description)
+            except errors.BadRequest:
+                if not await kept("description", ch.description):
+                    raise
+                ch = dataclasses.replace(ch, description=None)
+        return ch
 
     async def _update(self, slug: str, user: User | None, ch: Changes, sha: str = "") -> common_pb2.Image:
         """:meth:`update` once checked. With ``sha`` (going public), the copies to the public keys and the

@@ -72,3 +72,10 @@ def test_isolated_wraps_only_text_with_bidi_controls() -> None:
                                           (56_892_419_092, "53.0 GiB"), (5 * 1024**4, "5120.0 GiB")])
 def test_human_bytes(n: int, shown: str) -> None:
     assert human_bytes(n) == shown
+
+
+def test_same_text_ignores_crlf_and_surrounding_space_only() -> None:
+    from pixelfox.text import same_text
+
+    assert same_text("a\r\nb ", "a\nb") and same_text(" t\u202e", "t\u202e")
+    assert not same_text("a\nb", "a b") and not same_text("t", None) and not same_text("t\u202e", "t")
