@@ -98,14 +98,16 @@ class Accounts:
             raise errors.NotFound(f"no user named {name!r}")
         return user
 
-    async def create_api_key(self, user: User, label: str) -> str:
-        """A new API key for ``user``; the key itself is returned once and never stored."""
-        key = KEY_PREFIX + secrets.token_urlsafe(32)
+    async def create_api_key(self, user: User, label: str) -> tuple[str, str]:
+        """A new API key for ``user``: ``(key, key id)``. The key itself is returned once and never stored;
+        the id (a ULID) is what ``ListApiKeys`` shows and ``RevokeApiKey`` takes. Raises BadRequest for
+        a label with control characters."""
+        key, key_id = KEY_PREFIX + secrets.token_urlsafe(32), str(ULID())
         async with self.sessions() as s:
-            s.add(ApiKey(id=str(ULID()), user_id=user.id, label=checked(label, "label")[:100],
+            s.add(ApiKey(id=key_id, user_id=user.id, label=checked(label, "label")[:100],
                          key_hash=hash_api_key(key), prefix=key[:10]))
             await s.commit()
-        return key
+        return key, key_id
 
     async def resolve_api_key(self, key: str) -> User:
         """The owner of a valid, unrevoked key; Unauthenticated otherwise, AccountDisabled when an

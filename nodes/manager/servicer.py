@@ -191,8 +191,8 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
             user = p.user
         else:
             raise errors.Unauthenticated("creating an API key needs a user")
-        key = await self.svc.accounts.create_api_key(user, req.label)
-        return manager_pb2.CreateApiKeyResponse(key=key, key_id=key[:10], user_name=user.name)
+        key, key_id = await self.svc.accounts.create_api_key(user, req.label)
+        return manager_pb2.CreateApiKeyResponse(key=key, key_id=key_id, user_name=user.name)
 
     @rpc()
     async def WhoAmI(self, req: manager_pb2.WhoAmIRequest, ctx: Ctx) -> manager_pb2.User:

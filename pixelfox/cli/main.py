@@ -364,7 +364,8 @@ def cmd_keys_create(opts: argparse.Namespace) -> int:
     reply = asyncio.run(call_manager(ref, "CreateApiKey", manager_pb2.CreateApiKeyRequest(
         user_name=opts.name, label=opts.label)))
     assert isinstance(reply, manager_pb2.CreateApiKeyResponse)
-    print(reply.key)
+    print(reply.key)  # alone on stdout, for scripts: KEY=$(pixelfox keys create NAME)
+    print(f"key id {reply.key_id}: revoke it with: pixelfox keys revoke {reply.key_id}", file=sys.stderr)
     return 0
 
 

@@ -924,6 +924,7 @@ class CreateApiKeyResponse(_message.Message):
     key: _builtins.str
     """shown once"""
     key_id: _builtins.str
+    """the id ListApiKeys shows and RevokeApiKey takes (was the key's first 10 characters)"""
     user_name: _builtins.str
     def __init__(
         self,

@@ -117,7 +117,11 @@ async def test_admin_lists_users_and_revokes_a_users_key(cluster: Any, http: aio
     credential; a user's own key may not list another user's keys."""
     name = _user()
     await Browser(http, cluster.web_url).register(name)
-    key = _key(cluster, name)
+    made = cluster.pixelfox("keys", "create", name)
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()  # the key alone on stdout; its id, to revoke it, on stderr
+    told = re.fullmatch(r"key id ([0-9A-Z]{26}): revoke it with: pixelfox keys revoke \1\n", made.stderr)
+    assert told, made.stderr
     r = cluster.pixelfox("users", "disable", name)
     assert r.returncode == 0, r.stderr
     r = cluster.pixelfox("users", "list")
@@ -131,7 +135,7 @@ async def test_admin_lists_users_and_revokes_a_users_key(cluster: Any, http: aio
     rows = [line for line in r.stdout.splitlines() if key[:10] in line]
     assert len(rows) == 1 and "cli" in rows[0] and rows[0].rstrip(" │").endswith("-"), r.stdout
     key_id = re.search(r"│\s*([0-9A-Z]{26})\s*│", rows[0])
-    assert key_id, rows[0]
+    assert key_id and key_id.group(1) == told.group(1), (rows[0], made.stderr)  # was the key's first 10 characters
     images_url = f"{cluster.web_url}/api/v1/images"
     assert (await _status(http, images_url, key))[0] == 200
     r = cluster.pixelfox("keys", "revoke", key_id.group(1))
