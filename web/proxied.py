@@ -13,7 +13,7 @@ from ipaddress import ip_address
 from aiohttp import hdrs, web
 from aiohttp_remotes import XForwardedStrict
 from aiohttp_remotes.exceptions import UntrustedIP
-from aiohttp_remotes.utils import check_ip
+from aiohttp_remotes.utils import check_ip, parse_trusted_element
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class ThroughProxy(XForwardedStrict):
 
     def __init__(self, trusted: list[str]) -> None:
         super().__init__([trusted], white_paths=HEALTH)
+        self._proxies = parse_trusted_element(trusted)  # the one hop's rules, parsed as the library does
         self._shown = ", ".join(trusted)
         self._noted: set[tuple[str, str]] = set()
 
@@ -39,7 +40,7 @@ class ThroughProxy(XForwardedStrict):
         it came through the proxy with exactly the one hop the proxy set."""
         peer = str(request.transport.get_extra_info("peername")[0]) if request.transport else "?"
         try:
-            check_ip(self._trusted[0], ip_address(peer))
+            check_ip(self._proxies, ip_address(peer))
         except (UntrustedIP, ValueError):
             return peer, "direct", (f"this site is served through its proxy; a request from {peer} "
                                     "did not come through it")
