@@ -138,6 +138,9 @@ class LimitsSettings(BaseModel):
     max_animation_bytes: int = Field(1 << 30, ge=0, description="bytes of pixel buffers a processing node may "
                                      "need for one animation (canvases, rendition frames, WebP encoders; "
                                      "docs/imaging.md); over it the upload fails as too large")
+    process_timeout_s: float = Field(30.0, ge=0, description="seconds one image may take on a processing node "
+                                     "(imaging.Limits.timeout_s; 0 = none); a shorter job time limit "
+                                     "(PIXELFOX_JOB_TIMEOUT_S on the manager) wins")
     chunk_size: int = 256 * 1024
     ticket_ttl_s: int = 900
     ticket_leeway_s: int = Field(tickets.LEEWAY_S, ge=0, description="seconds a ticket is still accepted after "

@@ -23,7 +23,8 @@ class ManagerSettings(NodeSettings):
     max_attempts: int = Field(3, ge=1, description="job attempts before the dead-letter list")
     # issue 7: job reliability (docs/jobs.md)
     job_lease_s: float = Field(15.0, gt=0, description="processing-node lease; a job not extended this long is re-run")
-    job_timeout_s: float = Field(120.0, gt=0, description="per-job time limit passed to the processing node")
+    job_timeout_s: float = Field(120.0, gt=0, description="per-job time limit passed to the processing node "
+                                 "(its per-image PIXELFOX_LIMITS__PROCESS_TIMEOUT_S applies when shorter)")
     max_lost: int = Field(10, ge=1, description="runs lost to dead nodes before the dead-letter list")
     retry_base_s: float = Field(1.0, gt=0, description="first retry back-off (doubles per attempt, with jitter)")
     retry_cap_s: float = Field(60.0, gt=0, description="longest retry back-off")

@@ -16,13 +16,18 @@ def recipe_from(settings: ProcSettings) -> imaging.Recipe:
                           avif_speed=settings.avif_speed, jpeg_quality=settings.jpeg_quality)
 
 
+def limits_from(settings: ProcSettings) -> imaging.Limits:
+    """The core's limits from ``PIXELFOX_LIMITS__*`` (``timeout_s`` is the per-image time limit)."""
+    lim = settings.limits
+    return imaging.Limits(max_pixels=lim.max_pixels, max_frames=lim.max_frames,
+                          max_input_bytes=lim.max_upload_bytes, max_animation_bytes=lim.max_animation_bytes,
+                          timeout_s=lim.process_timeout_s)
+
+
 async def serve(settings: ProcSettings) -> None:
     node_id = settings.node_id or "proc1"
     secret = settings.cluster.secret.get_secret_value()
-    limits = imaging.Limits(max_pixels=settings.limits.max_pixels, max_frames=settings.limits.max_frames,
-                            max_input_bytes=settings.limits.max_upload_bytes,
-                            max_animation_bytes=settings.limits.max_animation_bytes)
-    processor = Processor(secret, settings.workers, recipe_from(settings), limits)
+    processor = Processor(secret, settings.workers, recipe_from(settings), limits_from(settings))
     link = ManagerLink(settings)
     caps = ["jpeg", "png", "gif", "webp", "avif", *(["gpu"] if settings.gpu else [])]
     worker = Worker(node_id, link, processor, settings.workers, caps)

@@ -40,13 +40,15 @@ class Processor:
         self.limits = limits
         self.recycled = 0  # pools replaced after a job overran its time limit
 
-    def _limits_for(self, deadline_s: float) -> imaging.Limits:
-        """The core's limits, with its own time limit when ``imaging.Limits`` has one (the Rust-side deadline)."""
-        names = {f.name for f in dataclasses.fields(self.limits)}
-        for name, value in (("timeout_s", deadline_s), ("timeout_ms", int(deadline_s * 1000))):
-            if name in names and deadline_s > 0:
-                return dataclasses.replace(self.limits, **{name: value})  # type: ignore[arg-type]
-        return self.limits
+    def _limits_for(self, deadline_s: float) -> tuple[imaging.Limits, str]:
+        """The core's limits for a job with ``deadline_s`` (seconds, 0 = none) and a phrase naming the
+        time limit that applies: the shorter of the per-image limit (``Limits.timeout_s``, 0 = none)
+        and the job's deadline. ``timeout_s`` 0 in the result means no limit at all."""
+        per_image = self.limits.timeout_s
+        if deadline_s > 0 and (per_image <= 0 or deadline_s < per_image):
+            return (dataclasses.replace(self.limits, timeout_s=deadline_s),
+                    f"{deadline_s:g} s job time limit (PIXELFOX_JOB_TIMEOUT_S on the manager)")
+        return self.limits, f"{per_image:g} s per-image time limit (PIXELFOX_LIMITS__PROCESS_TIMEOUT_S)"
 
     def _recycle(self) -> None:
         """Give the pool fresh threads: the overrunning call cannot be interrupted from Python, so its
@@ -57,19 +59,23 @@ class Processor:
         self.recycled += 1
 
     async def _process(self, data: bytes, recipe: imaging.Recipe, job: manager_pb2.Job) -> imaging.ProcessResult:
+        """Run the core under the shorter of the per-image and the job time limit.
+
+        Raises :class:`pixelfox.errors.Timeout` naming that limit when it is passed, and the core's
+        other :class:`imaging.ImageError` unchanged."""
         loop = asyncio.get_running_loop()
-        limits = self._limits_for(job.deadline_s)
+        limits, limit_name = self._limits_for(job.deadline_s)
         call = loop.run_in_executor(self.pool, imaging.process_with_original, data, recipe, limits)
-        if job.deadline_s <= 0:
-            return await call
-        # With the core's own deadline (it stops between steps) Python only backs it up, for one
-        # step that runs far over; without it, Python's wait is the limit.
-        wait_s = job.deadline_s + max(5.0, job.deadline_s / 2) if limits is not self.limits else job.deadline_s
+        # The core stops itself between steps; Python only backs it up, for one step that runs far over.
+        wait_s = limits.timeout_s + max(5.0, limits.timeout_s / 2) if limits.timeout_s > 0 else None
         try:
             return await asyncio.wait_for(call, wait_s)
+        except imaging.Timeout as exc:
+            stopped = str(exc).partition(": over the ")[0]  # "processing stopped after 0.3 s during decode"
+            raise errors.Timeout(f"{stopped}: over the {limit_name}") from None
         except TimeoutError:
             self._recycle()
-            raise errors.Timeout(f"processing took longer than the {job.deadline_s:g} s job time limit") from None
+            raise errors.Timeout(f"processing took longer than the {limit_name}") from None
 
     async def _fetch(self, job: manager_pb2.Job) -> bytes:
         last: Exception = errors.Unavailable("no storage node holds the original")
