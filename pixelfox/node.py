@@ -3,7 +3,8 @@
 A node builds its :class:`~pixelfox.grpcx.server.GrpcServer`, then calls
 :func:`run_node`, which starts the server and a Prometheus ``/metrics`` endpoint, registers
 with the manager (retrying until it answers; a refusal, such as a heartbeat interval too long for
-the manager's node timeout, ends the process with the manager's reason), sends a heartbeat every
+the manager's node timeout or a node id a live node elsewhere holds, ends the process with the
+manager's reason), sends a heartbeat every
 ``cluster.heartbeat_interval_s`` seconds with the node's :class:`Load`, and on SIGTERM or
 SIGINT reports NOT_SERVING and DRAINING (that heartbeat goes at once, and the node waits up to
 ``DRAIN_REPORT_S`` for a manager to answer it, so the manager stops handing it work before
@@ -24,6 +25,7 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -60,6 +62,7 @@ class NodeIdentity:
     http_url: str = ""
     metrics_url: str = ""
     capabilities: list[str] = field(default_factory=list)
+    host: str = field(default_factory=socket.gethostname)  # with the address, tells a restart from a duplicate id
 
 
 def start_metrics(host: str, port: int) -> str:
@@ -70,8 +73,13 @@ def start_metrics(host: str, port: int) -> str:
     return f"http://{host}:{server.server_port}/metrics"
 
 
+class Refused(Exception):
+    """A manager refused this node's registration for good; ``str(exc)`` is the one-line reason."""
+
+
 #: what a manager answers to a registration it will never accept: no point in retrying
-REFUSED = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT})
+REFUSED = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT,
+                     grpc.StatusCode.ALREADY_EXISTS})
 #: seconds between registration attempts while no manager answers: 0.2 doubling up to this. A node
 #: joins a manager that came up within about this long (the channel's own reconnect back-off,
 #: :data:`pixelfox.managerlink.MANAGER_RECONNECT_MS`, is 1 s at most); it was 2 s, so a cluster
@@ -81,9 +89,9 @@ REGISTER_RETRY_MAX_S = 0.5
 
 async def _register(link: ManagerLink, ident: NodeIdentity, load: Load, interval: float, stop: asyncio.Event) -> None:
     """Register with the manager, retrying until it answers (or ``stop``); ``interval`` is this node's
-    heartbeat interval in seconds, which the manager checks. Raises SystemExit (the manager's reason)
-    when the manager refuses the node: a wrong cluster credential, a heartbeat interval too long
-    for the manager's node timeout, a request it cannot accept."""
+    heartbeat interval in seconds, which the manager checks. Raises :class:`Refused` (the manager's
+    reason) when the manager refuses the node: a wrong cluster credential, a heartbeat interval too long
+    for the manager's node timeout, a node id a live node elsewhere holds, a request it cannot accept."""
     delay = 0.2
     while not stop.is_set():
         try:
@@ -99,6 +107,7 @@ async def _register(link: ManagerLink, ident: NodeIdentity, load: Load, interval
                     free_bytes=load.free_bytes,
                     version="0.1.0",
                     heartbeat_interval_s=interval,
+                    host=ident.host,
                 ),
                 metadata=link.metadata,
                 timeout=5,
@@ -108,7 +117,7 @@ async def _register(link: ManagerLink, ident: NodeIdentity, load: Load, interval
             return
         except grpc.aio.AioRpcError as exc:
             if exc.code() in REFUSED:
-                raise SystemExit(f"manager refused registration: {exc.details()}") from exc
+                raise Refused(f"manager refused registration: {exc.details()}") from exc
             logger.info("manager not reachable yet (%s); retrying", exc.code().name)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
@@ -166,11 +175,15 @@ async def _heartbeats(
             wake = [stop, changed] if status == common_pb2.NODE_STATUS_DRAINING else [stop, draining, changed]
             await _first_of(wake, interval)
 
-    await asyncio.gather(*(beat(peer, send) for peer, send in link.targets()))
+    try:
+        await asyncio.gather(*(beat(peer, send) for peer, send in link.targets()))
+    except Refused:
+        stop.set()  # a manager refused the node when it registered again: every manager's loop ends
+        raise
 
 
-async def _first_of(events: list[asyncio.Event], timeout_s: float) -> None:
-    """Wait until one of ``events`` is set or ``timeout_s`` seconds passed."""
+async def _first_of(events: list[asyncio.Event], timeout_s: float | None) -> None:
+    """Wait until one of ``events`` is set or ``timeout_s`` seconds passed (None: no limit)."""
     waits = [asyncio.create_task(e.wait()) for e in events]
     try:
         await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
@@ -180,12 +193,11 @@ async def _first_of(events: list[asyncio.Event], timeout_s: float) -> None:
 
 
 def _agent_done(task: asyncio.Task[None]) -> None:
-    """A refused registration ends the process with SystemExit and its one line (see :func:`_register`):
-    take the exception so asyncio does not log it again as a traceback; log anything else the agent raised."""
+    """Log anything the agent raised (a refused registration is no error here: :attr:`Agent.refusal`)."""
     if task.cancelled():
         return
     exc = task.exception()
-    if exc is not None and not isinstance(exc, SystemExit):
+    if exc is not None:
         logger.error("registration and heartbeats stopped: %s", exc, exc_info=exc)
 
 
@@ -196,7 +208,10 @@ class Agent:
     readiness such as :attr:`GrpcServer.serving`; None = always ready). :meth:`start` returns at
     once (registration retries in the background until the manager answers); :meth:`set_draining`
     makes the following heartbeats report DRAINING; :meth:`stop` ends the loop (after a clean stop it
-    first tells a manager the node STOPPED) and closes the channel.
+    first tells a manager the node STOPPED) and closes the channel. A manager that refuses the node
+    (:func:`_register`, at start or when a manager asks it to register again) ends the loop too:
+    :attr:`refusal` then holds the SystemExit with its reason, which the node raises once it has stopped
+    (:meth:`wait` returns as soon as it is refused).
     ``link`` is the node's own :class:`ManagerLink` when it makes calls to the managers itself: the
     heartbeats then tell it which managers are live (the node closes it; :meth:`stop` does not).
     """
@@ -215,6 +230,8 @@ class Agent:
         self._told = asyncio.Event()  # a manager answered a DRAINING heartbeat
         self._readiness = asyncio.Event()  # set (and replaced) when the node's readiness changes
         self._task: asyncio.Task[None] | None = None
+        self.refused = asyncio.Event()  # set when a manager refused the node
+        self.refusal: SystemExit | None = None  # why (one line, the process' exit message)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -222,9 +239,19 @@ class Agent:
 
     async def _run(self) -> None:
         interval = self.settings.cluster.heartbeat_interval_s
-        await _register(self.link, self.ident, self.load_fn(), interval, self._stop)
-        await _heartbeats(self.link, self.ident, self.load_fn, interval, self._stop, self._draining, self.ready,
-                          self._told, lambda: self._readiness)
+        try:
+            await _register(self.link, self.ident, self.load_fn(), interval, self._stop)
+            await _heartbeats(self.link, self.ident, self.load_fn, interval, self._stop, self._draining, self.ready,
+                              self._told, lambda: self._readiness)
+        except Refused as exc:
+            # kept, not raised here: SystemExit out of a task leaves the event loop at once, with the
+            # gRPC server still running (an upload node then died of SIGSEGV instead of exiting 1)
+            self.refusal = SystemExit(str(exc))
+            self.refused.set()
+
+    async def wait(self, term: asyncio.Event) -> None:
+        """Wait until ``term`` is set or a manager refused this node (:attr:`refusal`)."""
+        await _first_of([term, self.refused], None)
 
     def readiness_changed(self) -> None:
         """The node's readiness (``ready``) changed: every manager hears it with a heartbeat at once, not
@@ -320,6 +347,17 @@ def _with_manager(ready: Callable[[], Awaitable[bool]] | None, agent: Agent) -> 
     return check
 
 
+async def _drain(ident: NodeIdentity, server: GrpcServer, agent: Agent | None,
+                 on_drain: Callable[[], Awaitable[None]] | None) -> None:
+    """SIGTERM: NOT_SERVING, a DRAINING heartbeat a manager answered (or ``DRAIN_REPORT_S``), then ``on_drain``."""
+    logger.info("%s draining", ident.node_id)
+    await server.set_serving(False)
+    if agent is not None and not await agent.drain(DRAIN_REPORT_S):
+        logger.warning("no manager answered the DRAINING heartbeat within %g s", DRAIN_REPORT_S)
+    if on_drain is not None:
+        await on_drain()
+
+
 async def run_node(
     settings: NodeSettings,
     server: GrpcServer,
@@ -373,14 +411,10 @@ async def run_node(
             tasks.append(asyncio.create_task(watch_dependencies(
                 server, check, term, DEPENDENCY_CHECK_S, agent.readiness_changed if agent is not None else None)))
         logger.info("%s serving gRPC on %s", ident.node_id, ident.grpc_address)
-        await term.wait()
-        logger.info("%s draining", ident.node_id)
-        await server.set_serving(False)
-        if agent is not None and not await agent.drain(DRAIN_REPORT_S):
-            logger.warning("no manager answered the DRAINING heartbeat within %g s", DRAIN_REPORT_S)
-        if on_drain is not None:
-            await on_drain()
-        drained = True
+        await (term.wait() if agent is None else agent.wait(term))
+        if agent is None or agent.refusal is None:  # refused: stop at once, no more word to a manager
+            await _drain(ident, server, agent, on_drain)
+            drained = True
     finally:
         stop.set()
         await server.stop(settings.grpc.grace_s)
@@ -390,6 +424,8 @@ async def run_node(
         if agent is not None:
             await agent.stop(leave=drained)
         logger.info("%s stopped", ident.node_id)
+    if agent is not None and agent.refusal is not None:
+        raise agent.refusal  # the process exits with the manager's reason, once everything stopped
 
 
 SettingsT = TypeVar("SettingsT", bound=NodeSettings)

@@ -63,16 +63,20 @@ async def serve(settings: WebSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, term.set)
     try:
-        await term.wait()
-        logger.info("%s draining", settings.node_id)
-        state.draining = True
-        agent.set_draining()
-        await asyncio.sleep(settings.drain_delay_s)
+        await agent.wait(term)
+        if agent.refusal is None:
+            logger.info("%s draining", settings.node_id)
+            state.draining = True
+            agent.set_draining()
+            await asyncio.sleep(settings.drain_delay_s)
     finally:
         await runner.cleanup()
-        await agent.stop(leave=term.is_set())  # a clean stop: shown stopped, not as a node down
+        # a clean stop: shown stopped, not as a node down (never for a refused node: the id is another's)
+        await agent.stop(leave=term.is_set() and agent.refusal is None)
         await link.close()
         logger.info("%s stopped", settings.node_id)
+    if agent.refusal is not None:
+        raise agent.refusal  # exit with the manager's reason (pixelfox.node.Agent)
 
 
 def main(argv: list[str] | None = None) -> None:

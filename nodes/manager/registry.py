@@ -11,6 +11,11 @@ A node that stops cleanly says so in its last heartbeat (STOPPED, :meth:`Registr
 died for good is dropped by an admin (:meth:`Registry.forget`, ``pixelfox nodes forget``), or by the
 sweep once it has been silent for an hour.
 
+A node id belongs to one live node: a Register for an id whose node is live (not stopped, heartbeat
+younger than ``node_timeout_s``) at another address, or at the same address on another host, is
+refused (:meth:`Registry.register`); a node starting again where it ran, or taking over the id of a
+dead or stopped node, is taken.
+
 A node's heartbeat interval must be at most a third of ``node_timeout_s``
 (:data:`HEARTBEATS_PER_TIMEOUT`, checked when it registers: :meth:`Registry.check_interval`).
 """
@@ -48,6 +53,27 @@ if not cur then return 0 end
 if ARGV[3] ~= ARGV[4] and tostring(cjson.decode(cur)['status']) == ARGV[4] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
+""")
+
+#: KEYS[1] the registry hash; ARGV: node id, its new record (JSON), now (unix seconds), node_timeout_s,
+#: STOPPED. Writes the record unless the stored one is a live node (not STOPPED, heartbeat younger than
+#: node_timeout_s) elsewhere: at another address, or at the same address on another host (when both say
+#: theirs). Returns "" when written, else the stored record (:meth:`Registry.register`).
+_CLAIM = redisx.script("""
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local old, new = cjson.decode(cur), cjson.decode(ARGV[2])
+  local live = tostring(old['status']) ~= ARGV[5]
+    and tonumber(ARGV[3]) - tonumber(old['last_heartbeat'] or 0) < tonumber(ARGV[4])
+  local function addr(r)
+    if (r['grpc_address'] or '') ~= '' then return r['grpc_address'] end
+    return r['http_url'] or ''
+  end
+  local oh, nh = old['host'] or '', new['host'] or ''
+  if live and (addr(old) ~= addr(new) or (oh ~= '' and nh ~= '' and oh ~= nh)) then return cur end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return ''
 """)
 
 #: KEYS[1] the registry hash, KEYS[2] the maintenance set; ARGV: node id, its record (JSON) as the sweep (or
@@ -90,12 +116,18 @@ class NodeRecord:
     last_heartbeat: float = 0.0  # unix seconds
     maintenance: bool = False  # read from MAINTENANCE_KEY, survives re-registration
     ready: bool = True  # the last heartbeat's readiness (HeartbeatRequest.not_ready inverted)
+    host: str = ""  # the node's host name (RegisterRequest.host; "" from older nodes)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> NodeRecord:
         """Decode a stored record; fields this version does not know (a newer manager wrote them) are dropped."""
         data = json.loads(raw)
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    @property
+    def address(self) -> str:
+        """Where the node is reached: its gRPC address, or a web node's http_url."""
+        return self.grpc_address or self.http_url
 
     @property
     def load(self) -> float:
@@ -132,6 +164,25 @@ class Registry:
     async def upsert(self, rec: NodeRecord) -> None:
         rec.last_heartbeat = time.time()
         await self.redis.hset(KEY, rec.node_id, json.dumps(asdict(rec)))
+
+    async def register(self, rec: NodeRecord) -> None:
+        """Store ``rec`` (a node that registers) with a new heartbeat time, atomically (:data:`_CLAIM`).
+
+        Raises AlreadyExists, also logged here, while another live node (not stopped, heartbeat younger
+        than ``node_timeout_s``) holds ``rec.node_id`` elsewhere: at another address, or at the same one
+        on another host. A node starting again at its own address, or taking the id of a dead or stopped
+        node, is stored."""
+        rec.last_heartbeat = time.time()
+        args = [rec.node_id, json.dumps(asdict(rec)), repr(rec.last_heartbeat), repr(self.node_timeout_s), str(STOPPED)]
+        held = await _CLAIM(keys=[KEY], args=args, client=self.redis)
+        if not held:
+            return
+        other = NodeRecord.from_json(held)
+        where = other.address + (f" on host {other.host}" if other.address == rec.address else "")
+        exc = errors.AlreadyExists(f"node id {rec.node_id} is already in use by a live node at {where}; "
+                                   f"give this node its own PIXELFOX_NODE_ID")
+        logger.warning("refused node %s at %s (host %s): %s", rec.node_id, rec.address, rec.host or "?", exc)
+        raise exc
 
     async def _update(self, rec: NodeRecord) -> bool:
         """Write ``rec`` over the stored record with a new heartbeat time (see :data:`_UPDATE`); False if

@@ -34,11 +34,11 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
         if not req.node_id or (not req.grpc_address and req.role != common_pb2.NODE_ROLE_WEB):
             raise errors.BadRequest("node_id and grpc_address are required")
         self.svc.registry.check_interval(req.node_id, req.heartbeat_interval_s)
-        await self.svc.registry.upsert(
+        await self.svc.registry.register(
             NodeRecord(
                 node_id=req.node_id, role=req.role, grpc_address=req.grpc_address, http_url=req.http_url,
                 metrics_url=req.metrics_url, capacity=max(1, req.capacity), free_bytes=req.free_bytes,
-                capabilities=list(req.capabilities), version=req.version,
+                capabilities=list(req.capabilities), version=req.version, host=req.host,
             )
         )
         return manager_pb2.RegisterResponse(

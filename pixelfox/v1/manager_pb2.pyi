@@ -34,6 +34,7 @@ class RegisterRequest(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     FREE_BYTES_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
     role: _common_pb2.NodeRole.ValueType
     node_id: _builtins.str
     """stable name chosen by the node, e.g. "proc1" """
@@ -47,6 +48,11 @@ class RegisterRequest(_message.Message):
     """The node's PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S. The manager refuses (INVALID_ARGUMENT) an
     interval over a third of its node_timeout_s: the node would flap between healthy and not.
     0 (what older nodes send) = not checked.
+    """
+    host: _builtins.str
+    """The node's host name. With the address (grpc_address, a web node's http_url) it tells a node
+    restarting in place from a second live node that took the same node_id, which the manager
+    refuses (ALREADY_EXISTS). "" (what older nodes send) = the address alone decides.
     """
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
@@ -63,10 +69,11 @@ class RegisterRequest(_message.Message):
         version: _builtins.str = ...,
         free_bytes: _builtins.int = ...,
         heartbeat_interval_s: _builtins.float = ...,
+        host: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "capacity", b"capacity", "free_bytes", b"free_bytes", "grpc_address", b"grpc_address", "heartbeat_interval_s", b"heartbeat_interval_s", "http_url", b"http_url", "metrics_url", b"metrics_url", "node_id", b"node_id", "role", b"role", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "capacity", b"capacity", "free_bytes", b"free_bytes", "grpc_address", b"grpc_address", "heartbeat_interval_s", b"heartbeat_interval_s", "host", b"host", "http_url", b"http_url", "metrics_url", b"metrics_url", "node_id", b"node_id", "role", b"role", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
