@@ -26,6 +26,7 @@ from pixelfox import errors
 from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.numbers import is_ascii_digits
 from pixelfox.schemes import API_KEY_PREFIX
+from pixelfox.v1 import manager_pb2_grpc
 
 STATE_DIR = ".pixelfox"
 STATE_FILE = "cluster.json"
@@ -227,6 +228,30 @@ async def manager_channel(ref: ClusterRef) -> AsyncIterator[grpc.aio.Channel]:
     ``cannot reach the manager at 127.0.0.1:1 (connection refused); start it with ...``."""
     async with channel(ref.manager) as ch, map_rpc_errors(f"the manager at {ref.manager}", UNREACHABLE_HINT):
         yield ch
+
+
+#: what an admin command run with no credential at all says (exit 2), with ``credential_required``
+NO_CREDENTIAL = ("no API key given: pass --api-key (or set PIXELFOX_API_KEY) with an admin's key, or set "
+                 "PIXELFOX_CLUSTER__SECRET to the cluster's secret")
+
+
+async def call_manager(ref: ClusterRef, method: str, request: Any, *, credential_required: bool = True,
+                       timeout_s: float = 30) -> Any:
+    """``ManagerService.<method>(request)`` as the local admin (cluster credential) or the ``--api-key``
+    (:meth:`ClusterRef.admin_metadata`), within ``timeout_s`` seconds; gRPC errors come out as their
+    ``PixelfoxError`` and an unreachable manager as ``Unavailable`` (:func:`manager_channel`), which
+    ``pixelfox``'s ``main`` prints as one line.
+
+    ``credential_required`` (``users``, ``keys``): Unauthenticated (:data:`NO_CREDENTIAL`) before any
+    call when ``ref`` holds neither an API key nor the cluster secret, as the manager would refuse it
+    in words about admins ("only admins create keys for other users"). Without it (``nodes``) the
+    call goes out as it is: an unreachable manager is said first, and a reachable one answers
+    Forbidden ("maintenance mode needs the cluster credential or an admin key")."""
+    if credential_required and not ref.api_key and not ref.secret:
+        raise errors.Unauthenticated(NO_CREDENTIAL)
+    async with manager_channel(ref) as ch:
+        stub = manager_pb2_grpc.ManagerServiceStub(ch)
+        return await getattr(stub, method)(request, metadata=ref.admin_metadata(), timeout=timeout_s)
 
 
 def target_flags(manager: str | None, api_key: str | None) -> str:

@@ -28,7 +28,6 @@ from pixelfox.cli.argtypes import byte_rate, image_title, seconds_or_days, whole
 from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.cli.parser import Parser, version
 from pixelfox.cli.tables import table_console
-from pixelfox.cli.users import call_manager
 from pixelfox.config import RedisSettings
 from pixelfox.text import human_bytes
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
@@ -352,7 +351,7 @@ def cmd_users_create(opts: argparse.Namespace) -> int:
         password = getpass.getpass(f"password for {opts.name}: ")
         if password != getpass.getpass("again: "):
             raise errors.BadRequest("the passwords differ")
-    user = asyncio.run(call_manager(ref, "CreateUser", manager_pb2.CreateUserRequest(
+    user = asyncio.run(context.call_manager(ref, "CreateUser", manager_pb2.CreateUserRequest(
         name=opts.name, password=password, admin=opts.admin)))
     assert isinstance(user, manager_pb2.User)
     print(f"created {user.role} {user.name} ({user.id})")
@@ -361,7 +360,7 @@ def cmd_users_create(opts: argparse.Namespace) -> int:
 
 def cmd_keys_create(opts: argparse.Namespace) -> int:
     ref = context.resolve(opts.manager, opts.api_key)
-    reply = asyncio.run(call_manager(ref, "CreateApiKey", manager_pb2.CreateApiKeyRequest(
+    reply = asyncio.run(context.call_manager(ref, "CreateApiKey", manager_pb2.CreateApiKeyRequest(
         user_name=opts.name, label=opts.label)))
     assert isinstance(reply, manager_pb2.CreateApiKeyResponse)
     print(reply.key)  # alone on stdout, for scripts: KEY=$(pixelfox keys create NAME)

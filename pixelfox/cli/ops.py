@@ -21,16 +21,20 @@ from typing import Any
 
 from pixelfox.cli import context
 from pixelfox.cli.argtypes import POSITIVE
-from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
+from pixelfox.v1 import common_pb2, manager_pb2
 
 STATUS_NAMES = {v: k.removeprefix("NODE_STATUS_").lower() for k, v in common_pb2.NodeStatus.items()}
 
 
+#: seconds a ``nodes`` command waits for the manager's answer
+NODE_CALL_TIMEOUT_S = 10
+
+
 async def _node_call(ref: context.ClusterRef, method: str, request: Any) -> Any:
-    """``ManagerService.<method>(request)`` as the operator; errors become one ``pixelfox:`` line."""
-    async with context.manager_channel(ref) as ch:
-        stub = manager_pb2_grpc.ManagerServiceStub(ch)
-        return await getattr(stub, method)(request, metadata=ref.admin_metadata(), timeout=10)
+    """``ManagerService.<method>(request)`` as the operator, with no credential check of its own: a
+    manager not reached is said before a missing credential (:func:`context.call_manager`)."""
+    return await context.call_manager(ref, method, request, credential_required=False,
+                                      timeout_s=NODE_CALL_TIMEOUT_S)
 
 
 def cmd_maintenance(opts: argparse.Namespace) -> int:

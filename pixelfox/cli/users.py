@@ -15,34 +15,18 @@ from typing import Any
 
 from rich.table import Table
 
-from pixelfox import errors
 from pixelfox.cli import context
 from pixelfox.cli.tables import table_console
 from pixelfox.text import human_bytes
-from pixelfox.v1 import manager_pb2, manager_pb2_grpc
+from pixelfox.v1 import manager_pb2
 
 PAGE = 500  # users a ListUsers call returns at most
-#: what an admin command run with no credential at all says (exit 2)
-NO_CREDENTIAL = ("no API key given: pass --api-key (or set PIXELFOX_API_KEY) with an admin's key, or set "
-                 "PIXELFOX_CLUSTER__SECRET to the cluster's secret")
-
-
-async def call_manager(ref: context.ClusterRef, method: str, request: Any) -> Any:
-    """``ManagerService.<method>(request)`` as the local admin (or the admin ``--api-key``); gRPC
-    errors come out as their ``PixelfoxError`` (see :func:`context.manager_channel`). Unauthenticated
-    (:data:`NO_CREDENTIAL`) before any call when ``ref`` holds neither an API key nor the cluster secret:
-    the manager would refuse it in words about admins ("only admins create keys for other users")."""
-    if not ref.api_key and not ref.secret:
-        raise errors.Unauthenticated(NO_CREDENTIAL)
-    async with context.manager_channel(ref) as ch:
-        stub = manager_pb2_grpc.ManagerServiceStub(ch)
-        return await getattr(stub, method)(request, metadata=ref.admin_metadata(), timeout=30)
 
 
 def _set_disabled(opts: argparse.Namespace, disabled: bool) -> int:
     ref = context.resolve(opts.manager, opts.api_key)
-    user = asyncio.run(call_manager(ref, "SetUserDisabled",
-                                    manager_pb2.SetUserDisabledRequest(name=opts.name, disabled=disabled)))
+    req = manager_pb2.SetUserDisabledRequest(name=opts.name, disabled=disabled)
+    user = asyncio.run(context.call_manager(ref, "SetUserDisabled", req))
     print(f"{'disabled' if user.disabled else 'enabled'} {user.role} {user.name}")
     return 0
 
@@ -62,7 +46,8 @@ def cmd_users_list(opts: argparse.Namespace) -> int:
     async def every() -> list[manager_pb2.UserSummary]:
         out: list[manager_pb2.UserSummary] = []
         while True:
-            reply = await call_manager(ref, "ListUsers", manager_pb2.ListUsersRequest(limit=PAGE, offset=len(out)))
+            req = manager_pb2.ListUsersRequest(limit=PAGE, offset=len(out))
+            reply = await context.call_manager(ref, "ListUsers", req)
             out.extend(reply.users)
             if not reply.users or len(out) >= reply.total:
                 return out
@@ -78,7 +63,7 @@ def cmd_users_list(opts: argparse.Namespace) -> int:
 def cmd_keys_list(opts: argparse.Namespace) -> int:
     """The API keys of user ``--user``, newest first: id, prefix, label, created, revoked."""
     ref = context.resolve(opts.manager, opts.api_key)
-    reply = asyncio.run(call_manager(ref, "ListApiKeys", manager_pb2.ListApiKeysRequest(user_name=opts.user)))
+    reply = asyncio.run(context.call_manager(ref, "ListApiKeys", manager_pb2.ListApiKeysRequest(user_name=opts.user)))
     table = Table("id", "key", "label", "created", "revoked")
     for k in reply.keys:
         table.add_row(k.id, f"{k.prefix}…", k.label, k.created_at[:16], k.revoked_at[:16] or "-",
@@ -89,7 +74,7 @@ def cmd_keys_list(opts: argparse.Namespace) -> int:
 
 def cmd_keys_revoke(opts: argparse.Namespace) -> int:
     ref = context.resolve(opts.manager, opts.api_key)
-    asyncio.run(call_manager(ref, "RevokeApiKey", manager_pb2.RevokeApiKeyRequest(id=opts.id)))
+    asyncio.run(context.call_manager(ref, "RevokeApiKey", manager_pb2.RevokeApiKeyRequest(id=opts.id)))
     print(f"revoked {opts.id}")
     return 0
 

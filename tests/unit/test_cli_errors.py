@@ -212,6 +212,24 @@ def test_a_manager_that_refuses_the_connection_is_one_line_naming_it(tmp_path: P
             "or check --manager / PIXELFOX_MANAGER (unavailable)\n")), res.stderr
 
 
+def test_admin_commands_without_a_credential_keep_their_own_answers(tmp_path: Path) -> None:
+    """``users`` and ``keys`` refuse a call with no credential at all before calling (exit 2); ``nodes``
+    calls anyway, so an unreachable manager is what it says (exit 1). One helper serves both
+    (:func:`pixelfox.cli.context.call_manager`): a merge must keep each one's answer."""
+    address = f"127.0.0.1:{free_port()}"
+    for args in (("users", "list"), ("users", "disable", "bob"), ("keys", "revoke", "x"), ("keys", "list", "--user",
+                                                                                            "bob")):
+        res = pixelfox(*args, "--manager", address, cwd=tmp_path)
+        assert (res.returncode, res.stderr) == (2, (
+            "pixelfox: no API key given: pass --api-key (or set PIXELFOX_API_KEY) with an admin's key, or set "
+            "PIXELFOX_CLUSTER__SECRET to the cluster's secret (unauthenticated)\n")), (args, res.stderr)
+    for args in (("nodes", "forget", "upload1"), ("nodes", "maintenance", "upload1", "--off")):
+        res = pixelfox(*args, "--manager", address, cwd=tmp_path)
+        assert (res.returncode, res.stderr) == (1, (
+            f"pixelfox: cannot reach the manager at {address} (connection refused); start it with `pixelfox up`, "
+            "or check --manager / PIXELFOX_MANAGER (unavailable)\n")), (args, res.stderr)
+
+
 def test_no_cluster_here_is_one_pixelfox_line(tmp_path: Path) -> None:
     res = pixelfox("status", cwd=tmp_path)
     assert (res.returncode, res.stderr.splitlines()[0][:30]) == (1, "pixelfox: no cluster found: ru"), res.stderr
