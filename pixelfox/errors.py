@@ -134,7 +134,7 @@ class AccountDisabled(Unauthenticated):
     """The user's account was disabled by an admin: no login, no API key, no session works."""
 
     code = "account-disabled"
-    default_message = "this account is disabled"
+    default_message = "this account is disabled; ask an administrator"
 
 
 class Forbidden(PixelfoxError):

@@ -4,7 +4,9 @@ Order in the app (outermost first): ``headers`` → ``errors`` → aiohttp-sessi
 The error middleware turns :class:`~pixelfox.errors.PixelfoxError` into
 ``{"error": {"code", "message"}}`` with its ``http_status`` on API routes and into an HTML
 error page elsewhere; anything else becomes a generic 500 and its traceback goes to the log.
-An ``AccountDisabled`` answer also ends the request's session (its user was disabled by an admin).
+An ``AccountDisabled`` answer also ends the request's session (its user was disabled by an admin),
+and a plain ``Unauthenticated`` ("not logged in") to a browser whose session ended that way is
+answered as ``AccountDisabled`` (:func:`web.sessions.session_ended`).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from prometheus_client import Counter, Histogram
 from yarl import URL
 
 from pixelfox import errors
+from pixelfox.session_index import ACCOUNT_DISABLED
 from web.accept import prefers_html
 from web.keys import STATE
-from web.sessions import logout
+from web.sessions import logout, session_ended
 from web.views.common import origin_of
 
 logger = logging.getLogger(__name__)
@@ -105,9 +108,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except errors.AccountDisabled as exc:  # an admin disabled the session's user: the session ends now
         with contextlib.suppress(redis.exceptions.RedisError):
-            await logout(request)
+            await logout(request, ACCOUNT_DISABLED)
         return pixelfox_error_response(request, exc)
     except errors.PixelfoxError as exc:
+        if type(exc) is errors.Unauthenticated and session_ended(request) == ACCOUNT_DISABLED:
+            exc = errors.AccountDisabled()  # "not logged in", because an admin disabled the account
         return pixelfox_error_response(request, exc)
     except redis.exceptions.RedisError:
         logger.exception("redis failed on %s %s", request.method, request.path)

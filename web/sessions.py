@@ -12,7 +12,10 @@ Compared with the stock ``RedisStorage`` (RELIABILITY.md 3C, OWASP session cheat
 * :func:`login` deletes the pre-login session and issues a new id (no fixation);
 * a session with no user (it only holds the CSRF token of a login, register or report form)
   lives :data:`PRELOGIN_MAX_AGE_S` in Redis and in the cookie; a logged-in one lives
-  ``max_age``. Pages an anonymous visitor only reads never create one.
+  ``max_age``. Pages an anonymous visitor only reads never create one;
+* a cookie whose session was ended because an admin disabled its user finds the marker
+  :mod:`pixelfox.session_index` left in its place: :func:`session_ended` says so for that request,
+  so the error middleware and the login page can say why (not just "not logged in").
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from aiohttp_session import AbstractStorage, Session, get_session, new_session
 from redis.asyncio.cluster import RedisCluster
 
 from pixelfox import errors
-from pixelfox.session_index import index_session, session_key
+from pixelfox.session_index import ended_key, index_session, session_key
 from pixelfox.v1 import manager_pb2
 from web.session_metrics import measured
 
@@ -40,6 +43,8 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 PRELOGIN_MAX_AGE_S = 30 * 60  # a session without a user: just long enough to fill in a form
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+#: the request field :meth:`SessionStore.load_session` sets to the marker of a cookie's ended session
+ENDED_FIELD = "pixelfox_session_ended"
 
 
 class SessionStore(AbstractStorage):
@@ -74,6 +79,8 @@ class SessionStore(AbstractStorage):
                     data = None
                 if data:
                     return Session(identity, data=data, new=False, max_age=self._lifetime(data.get("session")))
+            elif ended := await self._redis.get(ended_key(identity)):  # a gone session: ended on purpose?
+                request[ENDED_FIELD] = ended.decode()
         return Session(None, data=None, new=True, max_age=self.max_age)
 
     def _lifetime(self, values: Mapping[str, Any] | None) -> int:
@@ -98,8 +105,13 @@ class SessionStore(AbstractStorage):
             await index_session(self._redis, str(session["user_id"]), identity, max_age)
 
     @measured("delete")
-    async def delete(self, identity: str) -> None:
+    async def delete(self, identity: str, ended: str = "") -> None:
+        """Delete the session ``identity``; with ``ended`` (a reason such as
+        :data:`pixelfox.session_index.ACCOUNT_DISABLED`) leave that marker in its place for the
+        session's lifetime (:func:`session_ended`)."""
         await self._redis.delete(session_key(identity))
+        if ended:
+            await self._redis.set(ended_key(identity), ended, ex=self._full_age)
 
 
 @dataclass(frozen=True)
@@ -155,9 +167,16 @@ async def login(request: web.Request, user: manager_pb2.User) -> Session:
     return session
 
 
-async def logout(request: web.Request) -> None:
+async def logout(request: web.Request, ended: str = "") -> None:
+    """End the request's session; ``ended``: why, for the browser's next request (:meth:`SessionStore.delete`)."""
     session = await get_session(request)
     store: Any = request.get("aiohttp_session_storage")
     if session.identity is not None and isinstance(store, SessionStore):
-        await store.delete(str(session.identity))
+        await store.delete(str(session.identity), ended)
     session.invalidate()
+
+
+def session_ended(request: web.Request) -> str:
+    """Why the session of the request's cookie ended (:data:`pixelfox.session_index.ACCOUNT_DISABLED`),
+    "" when it did not or was not loaded yet (:func:`get_session` loads it)."""
+    return str(request.get(ENDED_FIELD, ""))

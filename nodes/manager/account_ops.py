@@ -3,7 +3,8 @@
 
 Changing the password does not touch sessions: they belong to the web node, which deletes the
 user's other sessions from its per-user index in Redis after this call succeeds. Disabling a user
-deletes all of them here (:mod:`pixelfox.session_index`), since the command line can disable too.
+deletes all of them here (:mod:`pixelfox.session_index`), since the command line can disable too,
+and leaves a marker for each that lets the web say why its browser was logged out.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pixelfox import errors
 from pixelfox.db.engine import begin_write
 from pixelfox.db.models import ApiKey, Image, User
 from pixelfox.passwords import check_new_password
-from pixelfox.session_index import end_other_sessions
+from pixelfox.session_index import end_sessions_of_disabled, forget_ended_sessions
 from pixelfox.v1 import manager_pb2
 
 
@@ -122,8 +123,9 @@ class AccountOps:
 
     async def set_disabled(self, caller: User | None, cluster: bool, name: str, disabled: bool) -> User:
         """Disable (or enable again) the user called ``name``; their images stay as they are.
-        Disabling ends their web sessions at once; their API keys stop working (see
-        :func:`nodes.manager.accounts.enabled`).
+        Disabling ends their web sessions at once (a browser still holding one is told the account
+        is disabled: :func:`pixelfox.session_index.end_sessions_of_disabled`); their API keys stop
+        working (see :func:`nodes.manager.accounts.enabled`).
 
         Allowed to an admin user, or to the cluster credential with no acting user (the local
         ``pixelfox`` command). Raises Forbidden for anyone else and for an admin disabling
@@ -147,5 +149,7 @@ class AccountOps:
                 row.disabled_at = datetime.now(UTC) if disabled else None
                 await s.commit()
         if disabled:  # also when it already was: a session saved by a request in flight then ends too
-            await end_other_sessions(self.redis, row.id, keep=None)
+            await end_sessions_of_disabled(self.redis, row.id)
+        else:
+            await forget_ended_sessions(self.redis, row.id)
         return row

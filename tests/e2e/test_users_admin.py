@@ -1,6 +1,7 @@
 """An admin disables and enables a user, on the shared running cluster: with ``pixelfox users
 disable/enable`` and with the button on ``/admin/users``. A disabled user cannot log in, their API
-keys and web sessions answer 401 "this account is disabled" at once, and their images stay."""
+keys and web sessions answer 401 "this account is disabled; ask an administrator" at once, and their
+images stay."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tests.e2e.test_web import PASSWORD, Browser, _user
 from tests.e2e.test_web_community import new_user_with_image
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+DISABLED = "this account is disabled; ask an administrator"
 
 
 async def _status(http: aiohttp.ClientSession, url: str, key: str) -> tuple[int, Any]:
@@ -57,7 +59,7 @@ async def test_disable_stops_login_keys_and_sessions_and_keeps_images(cluster: A
     r = cluster.pixelfox("users", "disable", name)
     assert (r.returncode, r.stdout.strip()) == (0, f"disabled user {name}"), r.stderr
     status, body = await _status(http, images_url, key)
-    assert status == 401 and body["error"] == {"code": "account-disabled", "message": "this account is disabled"}
+    assert status == 401 and body["error"] == {"code": "account-disabled", "message": DISABLED}
     assert await owner.me() == 401 and await other.me() == 401  # both sessions ended at once
     status, html = await _login_status(Browser(http, cluster.web_url), name)
     assert status == 401 and "This account is disabled" in html
@@ -85,6 +87,34 @@ async def test_disable_stops_login_keys_and_sessions_and_keeps_images(cluster: A
     assert status == 303 and await owner.me() == 401
     r = cluster.pixelfox("users", "enable", name)
     assert (r.returncode, r.stdout.strip()) == (0, f"enabled user {name}"), r.stderr
+
+
+async def test_a_disabled_users_browser_is_told_why(cluster: Any, http: aiohttp.ClientSession) -> None:
+    """A browser whose session ended because an admin disabled its user was only "not logged in" (the
+    API) or sent to the login page with nothing said; both now say the account is disabled, until
+    the user is enabled again."""
+    name = _user()
+    owner, other = Browser(http, cluster.web_url), Browser(http, cluster.web_url)
+    await owner.register(name)
+    await other.login(name)
+    assert await owner.me() == 200 and await other.me() == 200
+    assert cluster.pixelfox("users", "disable", name).returncode == 0
+
+    status, body, _ = await owner.get("/api/v1/me")
+    assert (status, json.loads(body)) == (401, {"error": {"code": "account-disabled", "message": DISABLED}})
+    status, _, headers = await owner.get("/my")
+    assert (status, headers["Location"]) == (303, "/login?next=/my")
+    status, html, _ = await owner.get("/login?next=/my")
+    assert status == 200 and '<p class="error" role="alert">This account is disabled; ask an administrator.</p>' \
+        in html, html
+    status, html = await _login_status(Browser(http, cluster.web_url), name)  # the right password
+    assert status == 401 and "This account is disabled; ask an administrator." in html
+
+    assert cluster.pixelfox("users", "enable", name).returncode == 0
+    status, body, _ = await other.get("/api/v1/me")  # enabled again: the old cookie is only logged out
+    assert (status, json.loads(body)["error"]["message"]) == (401, "not logged in")
+    status, html, _ = await other.get("/login")
+    assert status == 200 and "disabled" not in html
 
 
 async def test_refusals_are_one_line(cluster: Any, http: aiohttp.ClientSession) -> None:

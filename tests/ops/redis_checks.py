@@ -18,7 +18,13 @@ from nodes.manager.registry import NodeRecord, Registry
 from pixelfox import readmodel
 from pixelfox.leases import Lease
 from pixelfox.queue.streams import BATCH, DEAD, DELAYED, KNOWN, STREAM, JobQueue
-from pixelfox.session_index import end_other_sessions, index_key
+from pixelfox.session_index import (
+    end_other_sessions,
+    end_sessions_of_disabled,
+    ended_key,
+    forget_ended_sessions,
+    index_key,
+)
 from pixelfox.uploadstate import UploadStates
 from pixelfox.v1 import common_pb2
 from web.app import create_app
@@ -193,6 +199,16 @@ async def check_web_sessions(r: Any) -> None:
         assert await r.exists(session_key(sid)) == 0
         a.session.cookie_jar.update_cookies({COOKIE_NAME: sid})
         assert await (await a.get("/read")).json() == {"id": None, "colour": None}
+
+        # a disabled user's sessions end with a marker in their place, which enabling removes
+        b.session.cookie_jar.clear()
+        assert (await b.get("/put", params={"colour": "grey", "user": "u-off"})).status == 200
+        off = _cookie(b)
+        assert await end_sessions_of_disabled(r, "u-off") == 1
+        assert (await r.exists(session_key(off)), await r.get(ended_key(off))) == (0, b"account-disabled")
+        assert 0 < await r.ttl(ended_key(off)) <= 600
+        await forget_ended_sessions(r, "u-off")
+        assert await r.exists(ended_key(off)) == 0
 
 
 async def check_web_app_factory(url: str, r: Any) -> None:

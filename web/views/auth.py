@@ -6,15 +6,19 @@ import hashlib
 import re
 
 from aiohttp import web
+from aiohttp_session import get_session
 
 from pixelfox import errors
 from pixelfox.passwords import password_problem
+from pixelfox.session_index import ACCOUNT_DISABLED
 from web import ratelimit
 from web.keys import MANAGER, REDIS, SETTINGS
-from web.sessions import login, logout
+from web.sessions import login, logout, session_ended
 from web.views.common import checked_form, local_path, render, sentence
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+#: what the login page says to a disabled user (the right password, or a session that ended for it)
+DISABLED = sentence(errors.AccountDisabled.default_message)
 REGISTER_WINDOW_S = 3600  # the window of WebSettings.register_per_hour
 
 
@@ -62,7 +66,11 @@ async def register(request: web.Request) -> web.StreamResponse:
 
 
 async def login_page(request: web.Request) -> web.Response:
-    ctx = {"name": "", "error": "", "next": local_path(request.query.get("next", "/"))}
+    """The login form; it says the account is disabled to a browser whose session ended for that
+    (:func:`web.sessions.session_ended`: the pages that need a login send it here)."""
+    await get_session(request)
+    disabled = session_ended(request) == ACCOUNT_DISABLED
+    ctx = {"name": "", "error": DISABLED if disabled else "", "next": local_path(request.query.get("next", "/"))}
     return await render(request, "login.html", ctx)
 
 
@@ -119,7 +127,7 @@ async def login_post(request: web.Request) -> web.StreamResponse:
         user = await request.app[MANAGER].verify_password(name, password)
     except errors.AccountDisabled as exc:  # the right password: saying so tells nothing new
         await _forget_attempt(request, name)
-        ctx["error"] = "This account is disabled. Ask the site's admins."
+        ctx["error"] = DISABLED
         return await render(request, "login.html", ctx, status=exc.http_status)
     except (errors.InvalidCredentials, errors.Unauthenticated, errors.NotFound, errors.BadRequest):
         ctx["error"] = "Invalid user name or password."
