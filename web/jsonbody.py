@@ -4,8 +4,8 @@ Every failure is a :class:`~pixelfox.errors.BadRequest` (400) with a message tha
 empty, not JSON (``NaN`` and ``Infinity``, which Python's parser takes, are not JSON: RFC 8259 §6),
 a number longer than :data:`MAX_NUMBER_DIGITS`, not an object, nested deeper than
 :data:`MAX_DEPTH` (Python's parser would otherwise hit its recursion limit, a 500), or the first
-field pydantic refused. The Content-Type is not checked: scripts often send JSON as
-``curl -d`` does, labelled as a form.
+field pydantic refused (a validator's :func:`refusal` in its own words). The Content-Type is not
+checked: scripts often send JSON as ``curl -d`` does, labelled as a form.
 """
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticCustomError
 
 from pixelfox import errors
 
 MAX_DEPTH = 16  # our bodies are an object of scalars and lists of strings: depth 2
 MAX_NUMBER_DIGITS = 40  # characters of one JSON number; ours fit an int64 (19 digits)
 M = TypeVar("M", bound=BaseModel)
+#: the pydantic error type of a :func:`refusal`
+OWN_WORDS = "pixelfox_own_words"
 
 
 class _NotJSON(ValueError):
@@ -61,14 +64,23 @@ async def read_model(request: web.Request, model: type[M]) -> M:
     return validated(model, data)
 
 
+def refusal(message: str) -> PydanticCustomError:
+    """The error a model's validator raises to refuse a value in ``message``, a whole sentence that
+    names the field (``"sha256 must be ..."``): :func:`validated` answers it as it is, not as
+    ``"FIELD: MESSAGE"``. ``message`` must hold no ``{`` (pydantic formats it)."""
+    return PydanticCustomError(OWN_WORDS, message)
+
+
 def validated(model: type[M], data: dict[str, Any]) -> M:
     """``data`` as ``model``; BadRequest naming the first field pydantic refused and why
-    (``"visibility: String should match pattern ..."``). Web forms that take the API's fields
-    use it too, so both answer the same words."""
+    (``"visibility: String should match pattern ..."``, or a :func:`refusal`'s own words). Web forms
+    that take the API's fields use it too, so both answer the same words."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
+        if first["type"] == OWN_WORDS:
+            raise errors.BadRequest(first["msg"]) from None
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise errors.BadRequest(f"{where}: {first['msg']}") from None
 

@@ -28,7 +28,7 @@ from pixelfox.db.outbox import OutboxEntry
 from pixelfox.queue import JobQueue
 from pixelfox.queue.streams import cpu_estimate_s
 from pixelfox.storage.fence import WriteFence, fence_sha, upload_token
-from pixelfox.storage.keys import SHA256_HEX
+from pixelfox.storage.keys import SHA256_HEX, SHA256_RULE
 from pixelfox.text import checked_title, printable, safe_filename
 from pixelfox.uploadstate import MAX_EXPIRE_AFTER_S, UploadStates
 from pixelfox.v1 import common_pb2, manager_pb2
@@ -135,7 +135,7 @@ class Uploads:
             raise errors.BadRequest(f"expiration must be between 0 and {MAX_EXPIRE_AFTER_S} seconds "
                                     f"({MAX_EXPIRE_AFTER_S // (365 * 86400)} years)")
         if sha256 and not SHA256_HEX.fullmatch(sha256):  # as images store it
-            raise errors.BadRequest("sha256 must be 64 lower-case hex digits (the file's SHA-256) or left out")
+            raise errors.BadRequest(SHA256_RULE)
         if size <= 0:
             raise errors.EmptyFile("empty file")
         if size > self.limits.max_upload_bytes:

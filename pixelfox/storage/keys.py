@@ -38,6 +38,8 @@ MAX_RECIPE_VERSION = 999_999
 
 #: a SHA-256 as keys (and images) hold it: 64 hex digits in lower case
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+#: what a declared sha256 (``CreateUpload``, ``POST /api/v1/uploads``) that is not :data:`SHA256_HEX` is told
+SHA256_RULE = "sha256 must be 64 lower-case hexadecimal characters (the file's SHA-256), or left out"
 _SHA = rf"(?P<sha>{SHA256_HEX.pattern})"
 _FAN = r"(?P<p1>[0-9a-f]{2})/(?P<p2>[0-9a-f]{2})"
 _EXT = "(?P<ext>" + "|".join(MIME_BY_EXT) + ")"

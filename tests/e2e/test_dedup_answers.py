@@ -209,6 +209,23 @@ def test_put_of_a_file_the_user_has_sends_no_byte(cluster: ClusterHandle, tmp_pa
     assert "(already uploaded: the existing image, unchanged)" in plain.stderr, plain.stderr
 
 
+def test_a_malformed_declared_sha256_is_one_clear_400(cluster: ClusterHandle) -> None:
+    """``POST /api/v1/uploads`` with a ``sha256`` that is not 64 lower-case hex digits: one message for
+    every form, where null and 65 characters got pydantic's own words ("Input should be a valid
+    string", "String should have at most 64 characters"); an empty one is no declaration."""
+    api = f"{cluster.web_url}/api/v1/uploads"
+    admin = {"Authorization": f"Bearer {cluster.admin_api_key}"}
+    sha = hashlib.sha256(b"x").hexdigest()
+    for bad in (None, sha + "0", sha[:63], sha.upper(), "z" * 64, 12, [sha]):
+        r = requests.post(api, headers=admin, timeout=10, json={"filename": "b.png", "size": 10, "sha256": bad})
+        assert (r.status_code, r.json()) == (400, {"error": {"code": "bad-request", "message": (
+            "sha256 must be 64 lower-case hexadecimal characters (the file's SHA-256), or left out")}}), (bad, r.text)
+    for none in ({"sha256": ""}, {}):
+        r = requests.post(api, headers=admin, timeout=10, json={"filename": "b.png", "size": 10, **none})
+        assert r.status_code == 201 and r.json()["deduplicated"] is False, r.text
+        assert requests.delete(f"{api}/{r.json()['id']}", headers=admin, timeout=10).status_code == 204
+
+
 def test_declared_sha256_on_the_web_api(cluster: ClusterHandle, tmp_path: Path) -> None:
     """``POST /api/v1/uploads`` with ``sha256``: the caller's own image of those bytes is a 200 with the
     image and no upload; a malformed hash is a 400; another user's hash (or the caller's with another

@@ -28,15 +28,16 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pixelfox import errors, ids
 from pixelfox.client.images import private_duplicate_note, upload_progress_json
+from pixelfox.storage.keys import SHA256_HEX, SHA256_RULE
 from pixelfox.uploadstate import nothing_to_cancel
 from pixelfox.v1 import common_pb2, manager_pb2
 from web.calls import call
 from web.deletion import deletion_url
-from web.jsonbody import read_model
+from web.jsonbody import read_model, refusal
 from web.keys import MANAGER, SETTINGS
 from web.ratelimit import check_ip, not_counted_if_over_user_limits
 from web.views.api import Caller, api_key_of, image_json, resolve_caller
@@ -48,7 +49,16 @@ class NewUpload(BaseModel):
     size: int = Field(gt=0)  # bytes; past the upload limit (an int64 on the wire or not) create_upload says so
     content_type: str = Field("", max_length=100)
     title: str = Field("", max_length=4096)  # the manager refuses past 255 characters, in its own words
-    sha256: str = Field("", max_length=64)  # optional; the manager checks it (64 lower-case hex digits)
+    sha256: str = ""  # optional: 64 lower-case hex digits (as the manager checks it)
+
+    @field_validator("sha256", mode="before")
+    @classmethod
+    def _sha256(cls, value: Any) -> Any:
+        """``value`` when ``""`` or :data:`SHA256_HEX`; else (null, a number, 65 characters, upper case)
+        one refusal, :data:`SHA256_RULE`, not pydantic's words for each case."""
+        if value == "" or (isinstance(value, str) and SHA256_HEX.fullmatch(value)):
+            return value
+        raise refusal(SHA256_RULE)
 
 
 async def create_upload(request: web.Request) -> web.Response:
