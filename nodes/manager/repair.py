@@ -51,6 +51,9 @@ from pixelfox.v1 import common_pb2
 logger = logging.getLogger(__name__)
 
 UNDER_REPLICATED = Gauge("pixelfox_storage_under_replicated_objects", "Objects below the replication factor")
+#: what a storage node that takes no copies is doing, by :meth:`Registry.status` (else: "not ready")
+IDLE_NAMES = {common_pb2.NODE_STATUS_INACTIVE: "down", common_pb2.NODE_STATUS_MAINTENANCE: "maintenance",
+              common_pb2.NODE_STATUS_DRAINING: "draining", STOPPED: "stopped"}
 REPAIRS = Counter("pixelfox_storage_repairs_total", "Replica copies made by the repair loop", ["result"])
 
 
@@ -76,7 +79,8 @@ def pool_of(rec: NodeRecord) -> str:
 
 @dataclass
 class PassReport:
-    """What one pass did: keys found short, copies made and failed, debts left open."""
+    """What one pass did: keys found short, copies made and failed, debts left open, and the distinct
+    errors recorded for the keys left short (``errors``, logged with the pass)."""
 
     short: int = 0
     copied: int = 0
@@ -180,8 +184,9 @@ class ReplicaRepair:
             report.open_debts = int(await s.scalar(select(func.count()).select_from(ReplicaDebt)) or 0)
         UNDER_REPLICATED.set(report.open_debts)
         if report.short:
-            logger.info("repair pass: %d short, %d copied, %d failed, %d open", report.short, report.copied,
-                        report.failed, report.open_debts)
+            logger.log(logging.WARNING if report.failed else logging.INFO,
+                       "repair pass: %d short, %d copied, %d failed, %d open%s", report.short, report.copied,
+                       report.failed, report.open_debts, "".join(f"; {e}" for e in report.errors))
         return report
 
     async def _short_keys(self, s: AsyncSession, live: list[str], threshold: int) -> list[str]:
@@ -208,6 +213,11 @@ class ReplicaRepair:
         targets = sorted((r for r in live.values() if r.node_id not in have and pool_of(r) == pool
                           and self.registry.healthy(r)), key=lambda r: (-r.free_bytes, r.node_id))
         made, last_error = 0, ""
+        if not targets:
+            last_error = self._no_target(pool, live, want)
+        elif not sources:
+            last_error = "no holder can be read now (" + ", ".join(
+                f"{n}: {self._why_idle(live[n])}" for n in have) + "): start a holder again, the copy follows"
         for dst in targets:
             if len(have) + made >= want:
                 break
@@ -233,7 +243,25 @@ class ReplicaRepair:
         else:
             report.failed += 1
             REPAIRS.labels("failed").inc()
-            await self._record_debt(key, len(have) + made, want, last_error or "no healthy target in the pool")
+            await self._record_debt(key, len(have) + made, want, last_error)
+            if last_error not in report.errors:
+                report.errors.append(last_error)
+
+    def _why_idle(self, rec: NodeRecord) -> str:
+        """Why storage node ``rec`` takes no copies now: ``down``, ``maintenance``, ``draining``, ``stopped``
+        or ``not ready`` (its pool does not answer)."""
+        return IDLE_NAMES.get(self.registry.status(rec), "not ready")
+
+    def _no_target(self, pool: str, live: dict[str, NodeRecord], want: int) -> str:
+        """The debt's error when no node of ``pool`` can take a copy: how many take copies against the
+        ``want`` replicas, the others with why, and what the operator can do."""
+        members = sorted((r for r in live.values() if pool_of(r) == pool), key=lambda r: r.node_id)
+        taking = sum(1 for r in members if self.registry.healthy(r))
+        idle = ", ".join(f"{r.node_id}: {self._why_idle(r)}" for r in members if not self.registry.healthy(r))
+        return (f"pool {pool}: {taking} storage node{'' if taking == 1 else 's'} take{'s' if taking == 1 else ''} "
+                f"copies, {want} replicas wanted" + (f" ({idle})" if idle else "")
+                + ": start or add a storage node in this pool, or take one out of maintenance "
+                "(`pixelfox nodes maintenance ID --off`)")[:500]
 
     async def _record_debt(self, key: str, have: int, want: int, error: str) -> None:
         async with self.sessions() as s:

@@ -31,6 +31,7 @@ import pytest
 from pixelfox.cli.launcher import Counts, LocalCluster, free_port
 from pixelfox.grpcx.auth import node_metadata
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
+from tests.ops.conftest import cli
 
 pytestmark = pytest.mark.e2e
 
@@ -84,6 +85,11 @@ def pool_files(local: LocalCluster, node: str) -> dict[str, str]:
 def debts(local: LocalCluster) -> list[tuple[str, str, int, int]]:
     with sqlite3.connect(local.state / "pixelfox.db") as db:
         return db.execute("SELECT key, image_id, have, want FROM replica_debts").fetchall()
+
+
+def last_errors(local: LocalCluster) -> set[str]:
+    with sqlite3.connect(local.state / "pixelfox.db") as db:
+        return {r[0] for r in db.execute("SELECT last_error FROM replica_debts")}
 
 
 async def get_image(local: LocalCluster, slug: str) -> common_pb2.Image:
@@ -162,6 +168,57 @@ def test_node_down_upload_then_repair_restores_two_replicas(two_storage: LocalCl
              "storage2 to receive the missing replicas")
     wait_for(lambda: debts(local) == [], 20, "the debts to be cleared")
     assert second_keys <= set(pool_files(local, "storage2"))
+
+
+def test_a_debt_no_node_can_take_names_the_pool_and_what_to_do(two_storage: LocalCluster) -> None:
+    """With the pool's only other node in maintenance, the debt of a new upload says which pool, how many
+    nodes take copies against the replicas wanted, and what to do (it said "no healthy target in the pool")."""
+    local = two_storage
+    both = {"storage1": True, "storage2": True}
+    wait_for(lambda: asyncio.run(storage_health(local)) == both, 30, "both storage nodes healthy")
+    res = cli(local.root, "nodes", "maintenance", "storage2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    try:
+        wait_for(lambda: asyncio.run(storage_health(local)) == {"storage1": True, "storage2": False}, 15,
+                 "storage2 out of placement")
+        img = put(local, PHOTOS / "htc_desire_gps_icc.webp")
+        keys = {u.split("/o/", 1)[1].split("?", 1)[0] for u in urls(img)}
+        wait_for(lambda: {d[0] for d in debts(local)} == keys, 20, "the repair pass to record the debts")
+        said = last_errors(local)
+        assert said == {"pool hot: 1 storage node takes copies, 2 replicas wanted (storage2: maintenance): start or "
+                        "add a storage node in this pool, or take one out of maintenance "
+                        "(`pixelfox nodes maintenance ID --off`)"}, said
+    finally:
+        res = cli(local.root, "nodes", "maintenance", "storage2", "--off")
+        assert res.returncode == 0, res.stdout + res.stderr
+    wait_for(lambda: debts(local) == [], 30, "the debts to be cleared once storage2 takes copies")
+    assert keys <= set(pool_files(local, "storage2"))
+
+
+def test_a_debt_whose_only_holder_hangs_says_so(two_storage: LocalCluster) -> None:
+    """A key whose only holder is down while another node could take it: the debt names the holder (it said
+    "no healthy target in the pool", with storage1 healthy)."""
+    local = two_storage
+    both = {"storage1": True, "storage2": True}
+    wait_for(lambda: asyncio.run(storage_health(local)) == both, 30, "both storage nodes healthy")
+    assert cli(local.root, "nodes", "maintenance", "storage1").returncode == 0
+    proc = local.child("storage2").proc
+    try:
+        wait_for(lambda: asyncio.run(storage_health(local)) == {"storage1": False, "storage2": True}, 15,
+                 "storage1 out of placement")
+        img = put(local, PHOTOS / "rotating_squares_30f.gif")  # on storage2 only
+        keys = {u.split("/o/", 1)[1].split("?", 1)[0] for u in urls(img)}
+        wait_for(lambda: {d[0] for d in debts(local)} == keys, 20, "the repair pass to record the debts")
+        os.kill(proc.pid, signal.SIGSTOP)  # hangs: within lost_after_s its copies count, none can be read
+        wait_for(lambda: not asyncio.run(storage_health(local))["storage2"], 15, "storage2 down")
+        assert cli(local.root, "nodes", "maintenance", "storage1", "--off").returncode == 0
+        wait_for(lambda: last_errors(local) == {"no holder can be read now (storage2: down): start a holder again, "
+                                                "the copy follows"}, 20, "the debts to name the holder")
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        cli(local.root, "nodes", "maintenance", "storage1", "--off")
+    wait_for(lambda: debts(local) == [], 30, "the debts to be cleared once storage2 answers")
+    assert keys <= set(pool_files(local, "storage1"))
 
 
 def test_cached_image_urls_leave_an_unhealthy_or_moved_storage_node(two_storage: LocalCluster) -> None:
