@@ -20,7 +20,9 @@ manager but doing work only on the holder of the Redis lease ``repair``
 So a node that comes back, or a new node that joins while another is lost, gets the missing
 copies within one ``interval_s`` of being healthy. Keys are walked in order with a cursor,
 ``batch`` per pass, so one failing key never starves the rest and a pass that dies is
-simply resumed by the next one.
+simply resumed by the next one. A walk (passes from the first key to the last) starts over when a
+node comes or goes; the gauge ``pixelfox_storage_repair_short_objects`` reads 0 only once a whole
+walk found nothing to copy (how an operator sees that a repair is done).
 """
 
 from __future__ import annotations
@@ -50,7 +52,11 @@ from pixelfox.v1 import common_pb2
 
 logger = logging.getLogger(__name__)
 
-UNDER_REPLICATED = Gauge("pixelfox_storage_under_replicated_objects", "Objects below the replication factor")
+UNDER_REPLICATED = Gauge("pixelfox_storage_under_replicated_objects",
+                         "Replica debts open after the last repair pass (keys it could not bring to the factor)")
+WALK_SHORT = Gauge("pixelfox_storage_repair_short_objects",
+                   "Objects below their pool's factor found by the current repair walk so far or the last complete "
+                   "one, whichever is more (0: a whole walk found nothing to copy; -1: no walk on this manager)")
 #: what a storage node that takes no copies is doing, by :meth:`Registry.status` (else: "not ready")
 IDLE_NAMES = {common_pb2.NODE_STATUS_INACTIVE: "down", common_pb2.NODE_STATUS_MAINTENANCE: "maintenance",
               common_pb2.NODE_STATUS_DRAINING: "draining", STOPPED: "stopped"}
@@ -86,6 +92,7 @@ class PassReport:
     copied: int = 0
     failed: int = 0
     open_debts: int = 0
+    walk_short: int = -1  # keys found short over the walk this pass completed; -1: it completed none
     errors: list[str] = field(default_factory=list)
 
 
@@ -130,6 +137,10 @@ class ReplicaRepair:
         self.settings = settings or RepairSettings()
         self.lease = Lease(redis, "repair", ttl_s=self.settings.lease_ttl_s, owner=owner or "manager")
         self._after = ""  # key cursor: the next pass starts after it
+        self._walk_short = 0  # keys found short in the current walk (a walk: passes from key "" to the end)
+        self._last_walk_short = -1  # ... in the last complete walk (-1: none yet)
+        self._walk_nodes: frozenset[str] = frozenset()  # the live nodes the current walk started with
+        WALK_SHORT.set(-1)
         self._leased = False  # True inside run(): work only while the lease is held
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -156,6 +167,8 @@ class ReplicaRepair:
         if not live:
             return report
         threshold = min(self.replicas, max(per_pool.values()))
+        if frozenset(live) != self._walk_nodes:  # a node came or went: walk again from the first key
+            self._after, self._walk_nodes = "", frozenset(live)
         async with self.sessions() as s:
             keys = await self._short_keys(s, list(live), threshold)
             if len(keys) < self.settings.batch:
@@ -175,10 +188,13 @@ class ReplicaRepair:
                     if row.node_id in live:
                         holders[row.key].append(row.node_id)
                     sizes[row.key] = row.size
+        walk_done = not self._after
         for key in keys:
             if self._leased and not self.lease.held:  # lost the lease mid-pass: stop at once
+                walk_done = False
                 break
             await self._repair_key(key, holders.get(key, []), live, per_pool, sizes.get(key, 0), report)
+        self._count_walk(report, walk_done)
         await self._forget_settled(list(live), threshold)
         async with self.sessions() as s:
             report.open_debts = int(await s.scalar(select(func.count()).select_from(ReplicaDebt)) or 0)
@@ -188,6 +204,15 @@ class ReplicaRepair:
                        "repair pass: %d short, %d copied, %d failed, %d open%s", report.short, report.copied,
                        report.failed, report.open_debts, "".join(f"; {e}" for e in report.errors))
         return report
+
+    def _count_walk(self, report: PassReport, walk_done: bool) -> None:
+        """Add this pass's short keys to the walk's, publish :data:`WALK_SHORT`, and close the walk if the pass
+        reached the last key (so the figure reads 0 only once a whole walk found nothing to copy)."""
+        self._walk_short += report.short
+        if walk_done:
+            report.walk_short = self._last_walk_short = self._walk_short
+            self._walk_short = 0
+        WALK_SHORT.set(max(self._walk_short, self._last_walk_short))
 
     async def _short_keys(self, s: AsyncSession, live: list[str], threshold: int) -> list[str]:
         n = func.count(ObjectLocation.node_id)
