@@ -58,8 +58,9 @@ WALK_SHORT = Gauge("pixelfox_storage_repair_short_objects",
                    "Objects below their pool's factor found by the current repair walk so far or the last complete "
                    "one, whichever is more (0: a whole walk found nothing to copy; -1: no walk on this manager)")
 #: what a storage node that takes no copies is doing, by :meth:`Registry.status` (else: "not ready")
-IDLE_NAMES = {common_pb2.NODE_STATUS_INACTIVE: "down", common_pb2.NODE_STATUS_MAINTENANCE: "maintenance",
-              common_pb2.NODE_STATUS_DRAINING: "draining", STOPPED: "stopped"}
+IDLE_NAMES: dict[int, str] = {
+    common_pb2.NODE_STATUS_INACTIVE: "down", common_pb2.NODE_STATUS_MAINTENANCE: "maintenance",
+    common_pb2.NODE_STATUS_DRAINING: "draining", STOPPED: "stopped"}
 REPAIRS = Counter("pixelfox_storage_repairs_total", "Replica copies made by the repair loop", ["result"])
 
 
@@ -238,7 +239,7 @@ class ReplicaRepair:
         targets = sorted((r for r in live.values() if r.node_id not in have and pool_of(r) == pool
                           and self.registry.healthy(r)), key=lambda r: (-r.free_bytes, r.node_id))
         made, last_error = 0, ""
-        if not targets:
+        if len(targets) < want - len(have):  # too few nodes take copies (none, or fewer than missing)
             last_error = self._no_target(pool, live, want)
         elif not sources:
             last_error = "no holder can be read now (" + ", ".join(
@@ -278,8 +279,8 @@ class ReplicaRepair:
         return IDLE_NAMES.get(self.registry.status(rec), "not ready")
 
     def _no_target(self, pool: str, live: dict[str, NodeRecord], want: int) -> str:
-        """The debt's error when no node of ``pool`` can take a copy: how many take copies against the
-        ``want`` replicas, the others with why, and what the operator can do."""
+        """The debt's error when too few nodes of ``pool`` can take a copy: how many take copies (holders
+        included) against the ``want`` replicas, the others with why, and what the operator can do."""
         members = sorted((r for r in live.values() if pool_of(r) == pool), key=lambda r: r.node_id)
         taking = sum(1 for r in members if self.registry.healthy(r))
         idle = ", ".join(f"{r.node_id}: {self._why_idle(r)}" for r in members if not self.registry.healthy(r))
