@@ -26,6 +26,8 @@ _InfoTuple = tuple[str, str, int, int, int, int]
 # (max_pixels, max_width, max_height, max_frames, max_total_pixels, max_input_bytes,
 #  max_scans, timeout_ms, max_animation_bytes)
 _LimitsTuple = tuple[int, int, int, int, int, int, int, int, int]
+# (name, box width, box height, formats, AVIF quality or None, AVIF speed or None)
+_VariantSpecTuple = tuple[str, int, int, list[str], float | None, int | None]
 # (name, format, mime, width, height, data, frames)
 _VariantTuple = tuple[str, str, str, int, int, bytes, int]
 
@@ -44,15 +46,21 @@ class LimitExceededError(CoreError):
 class TimeoutError(CoreError):
     """Processing took longer than the configured time limit."""
 
-def probe(data: Buffer, limits: _LimitsTuple | None = None) -> _InfoTuple:
-    """Header-only probe (works on a prefix of the file)."""
+def probe(
+    data: Buffer, limits: _LimitsTuple | None = None, variants: list[_VariantSpecTuple] | None = None
+) -> _InfoTuple:
+    """Header-only probe (works on a prefix of the file); with ``variants``, also the
+    animation budget of ``process()`` with them, from the header seen so far."""
 
-def verify(data: Buffer, limits: _LimitsTuple | None = None) -> _InfoTuple:
-    """Probe plus structural completeness of the whole file; no pixel decode."""
+def verify(
+    data: Buffer, limits: _LimitsTuple | None = None, variants: list[_VariantSpecTuple] | None = None
+) -> _InfoTuple:
+    """Probe plus structural completeness of the whole file; no pixel decode. With
+    ``variants``, also the animation budget of ``process()`` with them."""
 
 def process(
     data: Buffer,
-    variants: list[tuple[str, int, int, list[str], float | None, int | None]],
+    variants: list[_VariantSpecTuple],
     *,
     webp_quality: float,
     webp_method: int,

@@ -137,7 +137,8 @@ class LimitsSettings(BaseModel):
     max_frames: int = 1_000
     max_animation_bytes: int = Field(1 << 30, ge=0, description="bytes of pixel buffers a processing node may "
                                      "need for one animation (canvases, rendition frames, WebP encoders; "
-                                     "docs/imaging.md); over it the upload fails as too large")
+                                     "docs/imaging.md); over it an upload node refuses the file as too large "
+                                     "(set the same on upload and processing nodes)")
     process_timeout_s: float = Field(30.0, ge=0, description="seconds one image may take on a processing node "
                                      "(imaging.Limits.timeout_s; 0 = none); a shorter job time limit "
                                      "(PIXELFOX_JOB_TIMEOUT_S on the manager) wins")

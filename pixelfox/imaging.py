@@ -157,8 +157,10 @@ class Limits:
     rendition and each animated WebP encoder's working set, summed from the header and the
     recipe's sizes before the first frame is decoded; over it, :class:`LimitExceeded`
     (``"animation needs 1,728 MiB of frame buffers, over the 1,024 MiB limit"``). Decoded
-    frames are not kept, so the frame count does not enter. Default 1 GiB: a 4000x4000
-    canvas needs 446 MiB with the default recipe, a 1080p one 135 MiB (docs/imaging.md)."""
+    frames are not kept, so the frame count does not enter. :func:`verify` and :func:`probe`
+    given a recipe make the same check (an upload node does, before it stores the file).
+    Default 1 GiB: a 4000x4000 canvas needs 446 MiB with the default recipe, a 1080p one
+    135 MiB (docs/imaging.md)."""
 
     def _as_tuple(self) -> tuple[int, int, int, int, int, int, int, int, int]:
         return (
@@ -211,32 +213,40 @@ class ImageInfo:
         return cls(format=fmt, mime=mime, width=width, height=height, frames=frames, orientation=orientation)
 
 
-def probe(data: BytesLike, limits: Limits = DEFAULT_LIMITS) -> ImageInfo:
+def probe(data: BytesLike, limits: Limits = DEFAULT_LIMITS, recipe: Recipe | None = None) -> ImageInfo:
     """Read format, size, frame count and orientation from the header only.
 
     Works on a prefix of the file (e.g. the first 256 KiB of an upload); the
-    format comes from magic bytes, never from a name.
+    format comes from magic bytes, never from a name. With ``recipe``, an
+    animation is also checked against ``limits.max_animation_bytes`` as
+    :func:`process` with that recipe checks it (from the header seen so far: a
+    prefix may not show every frame yet, so :func:`verify` checks it again).
 
     Raises:
         CorruptImage: empty input, or a header that is broken/cut short.
         UnsupportedFormat: SVG, HTML, text, HEIC, PDF, ... (the message names it).
-        LimitExceeded: declared size or frame count over ``limits``.
+        LimitExceeded: declared size or frame count over ``limits``; with ``recipe``,
+            also an animation over ``limits.max_animation_bytes``.
     """
+    variants = None if recipe is None else _variant_tuples(recipe)
     with _map_exceptions():
-        return ImageInfo._from_core(_core.probe(data, limits._as_tuple()))
+        return ImageInfo._from_core(_core.probe(data, limits._as_tuple(), variants))
 
 
-def verify(data: BytesLike, limits: Limits = DEFAULT_LIMITS) -> ImageInfo:
+def verify(data: BytesLike, limits: Limits = DEFAULT_LIMITS, recipe: Recipe | None = None) -> ImageInfo:
     """:func:`probe` plus a structural check of the WHOLE file, without decoding
     pixels: JPEG reaches EOI, PNG chunk CRCs and IEND, GIF trailer, WebP RIFF
-    length.
+    length. With ``recipe``, an animation
+    is also refused as :func:`process` with that recipe would refuse it, for its
+    memory budget (``limits.max_animation_bytes``), with the same message.
 
     Raises:
         CorruptImage: ``"truncated image: ..."`` or broken structure.
         UnsupportedFormat, LimitExceeded: as for :func:`probe`.
     """
+    variants = None if recipe is None else _variant_tuples(recipe)
     with _map_exceptions():
-        return ImageInfo._from_core(_core.verify(data, limits._as_tuple()))
+        return ImageInfo._from_core(_core.verify(data, limits._as_tuple(), variants))
 
 
 # --------------------------------------------------------------------------- process
@@ -325,6 +335,11 @@ class Recipe:
 DEFAULT_RECIPE: Final = Recipe()
 
 
+def _variant_tuples(recipe: Recipe) -> list[tuple[str, int, int, list[str], float | None, int | None]]:
+    """``recipe``'s variants as ``_core`` takes them."""
+    return [(v.name, v.width, v.height, list(v.formats), v.avif_quality, v.avif_speed) for v in recipe.variants]
+
+
 @dataclass(frozen=True)
 class Variant:
     """One encoded output."""
@@ -384,11 +399,10 @@ def process(data: BytesLike, recipe: Recipe = DEFAULT_RECIPE, limits: Limits = D
         Timeout: over ``limits.timeout_s``.
         ImageError: an encoder failed (should not happen).
     """
-    variants = [(v.name, v.width, v.height, list(v.formats), v.avif_quality, v.avif_speed) for v in recipe.variants]
     with _map_exceptions():
         info_t, width, height, outs, exif, gps = _core.process(
             data,
-            variants,
+            _variant_tuples(recipe),
             webp_quality=float(recipe.webp_quality),
             webp_method=int(recipe.webp_method),
             avif_quality=float(recipe.avif_quality),

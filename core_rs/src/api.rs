@@ -14,6 +14,7 @@ use crate::limits::Limits;
 use crate::metadata;
 use crate::pipeline::{self, OutFormat, Plan, VariantSpec};
 use crate::probe::{self as header, Info};
+use crate::steps::animate::check_budget;
 
 /// (format, mime, width, height, frames, orientation)
 type InfoTuple = (&'static str, &'static str, u32, u32, u32, u8);
@@ -121,51 +122,58 @@ fn with_bytes<T: Send>(
     Ok(out?)
 }
 
-/// Header-only probe (works on a prefix of the file).
+/// `parse` (probe or verify) of `data` under `limits`; with `variants`, also the animation
+/// budget `process()` with those variants would check (`steps::animate::check_budget`).
+fn checked_info(
+    py: Python<'_>,
+    data: &Bound<'_, PyAny>,
+    limits: Option<LimitsTuple>,
+    variants: Option<Vec<VariantSpecTuple>>,
+    parse: fn(&[u8], &Limits) -> Result<Info>,
+) -> PyResult<InfoTuple> {
+    let limits = limits_from(limits);
+    let plan = variants.map(specs_from).transpose()?.map(Plan::of_variants);
+    let info = with_bytes(py, data, |d| {
+        let info = parse(d, &limits)?;
+        if let Some(plan) = &plan {
+            check_budget(&info, plan, &limits)?;
+        }
+        Ok(info)
+    })?;
+    Ok(info_tuple(&info))
+}
+
+/// Header-only probe (works on a prefix of the file); with `variants`, also the
+/// animation budget of `process()` with them, from the header seen so far.
 #[pyfunction]
-#[pyo3(signature = (data, limits=None))]
+#[pyo3(signature = (data, limits=None, variants=None))]
 pub fn probe(
     py: Python<'_>,
     data: &Bound<'_, PyAny>,
     limits: Option<LimitsTuple>,
+    variants: Option<Vec<VariantSpecTuple>>,
 ) -> PyResult<InfoTuple> {
-    let limits = limits_from(limits);
-    let info = with_bytes(py, data, |d| header::probe(d, &limits))?;
-    Ok(info_tuple(&info))
+    checked_info(py, data, limits, variants, header::probe)
 }
 
-/// Probe plus structural completeness of the whole file; no pixel decode.
+/// Probe plus structural completeness of the whole file; no pixel decode. With
+/// `variants`, also the animation budget of `process()` with them.
 #[pyfunction]
-#[pyo3(signature = (data, limits=None))]
+#[pyo3(signature = (data, limits=None, variants=None))]
 pub fn verify(
     py: Python<'_>,
     data: &Bound<'_, PyAny>,
     limits: Option<LimitsTuple>,
+    variants: Option<Vec<VariantSpecTuple>>,
 ) -> PyResult<InfoTuple> {
-    let limits = limits_from(limits);
-    let info = with_bytes(py, data, |d| header::verify(d, &limits))?;
-    Ok(info_tuple(&info))
+    checked_info(py, data, limits, variants, header::verify)
 }
 
 /// (name, box width px, box height px, formats, AVIF quality or None, AVIF speed or None).
 type VariantSpecTuple = (String, u32, u32, Vec<String>, Option<f32>, Option<u8>);
 
-/// Decode once, orient, resize, convert to sRGB and encode every variant.
-#[pyfunction]
-#[pyo3(signature = (data, variants, *, webp_quality, webp_method, avif_quality, avif_speed, jpeg_quality, background, limits=None))]
-#[allow(clippy::too_many_arguments)]
-pub fn process<'py>(
-    py: Python<'py>,
-    data: &Bound<'py, PyAny>,
-    variants: Vec<VariantSpecTuple>,
-    webp_quality: f32,
-    webp_method: i32,
-    avif_quality: f32,
-    avif_speed: u8,
-    jpeg_quality: u8,
-    background: (u8, u8, u8),
-    limits: Option<LimitsTuple>,
-) -> PyResult<ProcessTuple<'py>> {
+/// The variant specs of `variants`; `ValueError` for an unknown output format.
+fn specs_from(variants: Vec<VariantSpecTuple>) -> PyResult<Vec<VariantSpec>> {
     let mut specs = Vec::with_capacity(variants.len());
     for (name, width, height, formats, avif_quality, avif_speed) in variants {
         let formats = formats
@@ -184,8 +192,27 @@ pub fn process<'py>(
             avif_speed,
         });
     }
+    Ok(specs)
+}
+
+/// Decode once, orient, resize, convert to sRGB and encode every variant.
+#[pyfunction]
+#[pyo3(signature = (data, variants, *, webp_quality, webp_method, avif_quality, avif_speed, jpeg_quality, background, limits=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn process<'py>(
+    py: Python<'py>,
+    data: &Bound<'py, PyAny>,
+    variants: Vec<VariantSpecTuple>,
+    webp_quality: f32,
+    webp_method: i32,
+    avif_quality: f32,
+    avif_speed: u8,
+    jpeg_quality: u8,
+    background: (u8, u8, u8),
+    limits: Option<LimitsTuple>,
+) -> PyResult<ProcessTuple<'py>> {
     let plan = Plan {
-        variants: specs,
+        variants: specs_from(variants)?,
         webp_quality,
         webp_method,
         avif_quality,

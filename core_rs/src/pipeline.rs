@@ -81,6 +81,23 @@ pub struct Plan {
     pub background: [u8; 3],
 }
 
+impl Plan {
+    /// A plan of `variants` with `pixelfox.imaging.Recipe`'s default encoder settings:
+    /// for what depends only on the variants' sizes and formats (rendition sizes, the
+    /// animation budget of `steps::animate::check_budget`), not for encoding.
+    pub fn of_variants(variants: Vec<VariantSpec>) -> Self {
+        Plan {
+            variants,
+            webp_quality: 80.0,
+            webp_method: 4,
+            avif_quality: 50.0,
+            avif_speed: 6,
+            jpeg_quality: 85,
+            background: [255, 255, 255],
+        }
+    }
+}
+
 /// One decoded (or resized) animation frame.
 #[derive(Debug, Clone)]
 pub struct Frame {

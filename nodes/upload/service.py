@@ -16,7 +16,8 @@ Nothing is kept that fails a check: the file is named by the server (the upload 
 the client's file name); the first ``probe_bytes`` are probed with
 :func:`pixelfox.imaging.probe` before more bytes are kept; the whole file's SHA-256 (against the
 gRPC stream header's and the one declared at ``CreateUpload``, when given) and structure
-(:func:`pixelfox.imaging.verify`) are checked at the end. A bad image or checksum
+(:func:`pixelfox.imaging.verify`) are checked at the end. Both also hold an animation to the memory
+budget a processing node holds it to (:func:`check_image`). A bad image or checksum
 removes the staged file and marks the upload failed; a full staging disk removes it and
 resets the upload to offset 0 (``RESOURCE_EXHAUSTED``, no partial file). Transport errors
 keep the committed bytes for a resume.
@@ -132,9 +133,15 @@ def limits_for(settings: LimitsSettings) -> imaging.Limits:
 
 
 def check_image(data: bytes | mmap.mmap, limits: imaging.Limits, whole: bool) -> imaging.ImageInfo:
-    """Probe (a prefix) or verify (the whole file), mapping imaging errors to the error tree."""
+    """Probe (a prefix) or verify (the whole file), mapping imaging errors to the error tree.
+
+    An animation is also held to ``limits.max_animation_bytes`` for :data:`pixelfox.imaging.DEFAULT_RECIPE`'s
+    variants, which are the processing nodes' (their settings change only its qualities), so a file a
+    processing node would refuse as too large is refused here, with its message, before it is stored.
+    """
+    recipe = imaging.DEFAULT_RECIPE
     try:
-        return imaging.verify(data, limits) if whole else imaging.probe(data, limits)
+        return imaging.verify(data, limits, recipe) if whole else imaging.probe(data, limits, recipe)
     except imaging.ImageError as exc:
         raise errors.from_image_error(exc) from exc
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
 import textwrap
@@ -23,25 +22,10 @@ import pytest
 
 from pixelfox import imaging
 from pixelfox.imaging import LimitExceeded, Limits
+from tests.animkit import one_pixel_frames_gif
 
 ROOT = Path(__file__).parents[2]
 MIB = 1 << 20
-
-
-def one_pixel_frames_gif(width: int, height: int, frames: int, delay_cs: int = 5) -> bytes:
-    """A GIF89a of a ``width`` x ``height`` screen (black/white global palette, looping for
-    ever) whose every frame is a single 1x1 white image: the tester's file."""
-    out = bytearray(b"GIF89a")
-    out += struct.pack("<HHBBB", width, height, 0x80, 0, 0)  # global colour table, 2 entries
-    out += bytes([0, 0, 0, 255, 255, 255])
-    out += b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"
-    for i in range(frames):
-        out += b"\x21\xf9\x04" + struct.pack("<BHB", 0, delay_cs, 0) + b"\x00"
-        out += b"\x2c" + struct.pack("<HHHHB", (i * 7) % width, (i * 13) % height, 1, 1, 0)
-        # LZW with minimum code size 2: clear (4), index 1, end (5), 3-bit codes, LSB first
-        out += b"\x02\x02" + struct.pack("<H", 4 | (1 << 3) | (5 << 6)) + b"\x00"
-    out += b"\x3b"
-    return bytes(out)
 
 
 _CHILD = textwrap.dedent(
@@ -128,8 +112,11 @@ def test_an_animation_over_the_budget_is_refused_before_any_frame_is_decoded(tmp
 def test_the_budget_is_the_documented_sum(size: tuple[int, int], frames: int, mib: int) -> None:
     """The number in the refusal is docs/imaging.md's arithmetic (a zero budget shows it)."""
     data = one_pixel_frames_gif(*size, frames)
-    with pytest.raises(LimitExceeded, match=rf"^animation needs {mib:,} MiB of frame buffers, over the 0 MiB limit$"):
+    refusal = rf"^animation needs {mib:,} MiB of frame buffers, over the 0 MiB limit$"
+    with pytest.raises(LimitExceeded, match=refusal):
         imaging.process(data, limits=Limits(max_animation_bytes=0))
+    with pytest.raises(LimitExceeded, match=refusal):  # what an upload node checks: the same sum
+        imaging.verify(data, Limits(max_animation_bytes=0), imaging.DEFAULT_RECIPE)
     assert mib * MIB <= Limits().max_animation_bytes
 
 
@@ -146,6 +133,26 @@ def test_the_budget_is_configurable_and_leaves_stills_and_still_only_recipes_alo
     jpeg_only = imaging.Recipe(variants=(imaging.VariantSpec("thumb", 200, 200, ("jpeg",)),))
     (jpeg,) = imaging.process(data, jpeg_only, Limits(max_animation_bytes=0)).variants
     assert (jpeg.width, jpeg.height, jpeg.frames) == (200, 150, 1)
+
+
+def test_verify_and_probe_with_a_recipe_refuse_as_process_does() -> None:
+    """An upload node checks the budget before it stores the file (``verify``/``probe`` with the
+    processing nodes' recipe): the same refusal, word for word. No recipe, a still, or a recipe
+    without a WebP output: no budget, as for :func:`imaging.process`."""
+    data = one_pixel_frames_gif(2000, 2000, 3)
+    limits = Limits(max_animation_bytes=32 * MIB)
+    with pytest.raises(LimitExceeded) as processed:
+        imaging.process(data, limits=limits)
+    assert str(processed.value) == "animation needs 256 MiB of frame buffers, over the 32 MiB limit"
+    for check in (imaging.verify, imaging.probe):
+        with pytest.raises(LimitExceeded) as checked:
+            check(data, limits, imaging.DEFAULT_RECIPE)
+        assert str(checked.value) == str(processed.value)
+        assert check(data, limits).frames == 3
+    jpeg_only = imaging.Recipe(variants=(imaging.VariantSpec("thumb", 200, 200, ("jpeg",)),))
+    assert imaging.verify(data, Limits(max_animation_bytes=0), jpeg_only).frames == 3
+    still = one_pixel_frames_gif(2000, 2000, 1)
+    assert imaging.verify(still, Limits(max_animation_bytes=0), imaging.DEFAULT_RECIPE).frames == 1
 
 
 def test_a_one_pixel_frame_animation_keeps_its_frames_delays_and_loop() -> None:

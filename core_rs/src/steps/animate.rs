@@ -22,6 +22,7 @@ use rayon::prelude::*;
 
 use crate::codecs::webp::{self, AnimWriter};
 use crate::errors::{Error, Result};
+use crate::limits::Limits;
 use crate::pipeline::{Context, Frame, OutFormat, Plan, Rendition, Step, STEPS};
 use crate::probe::{Format, Info};
 use crate::steps::auto_orient::upright_size;
@@ -78,6 +79,18 @@ pub fn working_set(info: &Info, plan: &Plan) -> u64 {
         .fold(canvas.saturating_mul(CANVAS_BUFFERS), u64::saturating_add)
 }
 
+/// The animation budget of `process()`: `Err(Error::Limit)` ("animation needs N MiB of
+/// frame buffers, over the M MiB limit") when this source is streamed with `plan`
+/// ([`applies`]) and its [`working_set`] is over `limits.max_animation_bytes`. Needs only
+/// the header facts and the plan's variant sizes and formats, so an upload node can
+/// refuse the file before it is stored.
+pub fn check_budget(info: &Info, plan: &Plan, limits: &Limits) -> Result<()> {
+    if applies(info, plan) {
+        limits.check_animation_bytes(working_set(info, plan))?;
+    }
+    Ok(())
+}
+
 /// For each of the `count` sizes: whether a variant with a WebP output is made from it.
 fn animated_sizes(plan: &Plan, count: usize, targets: &[(usize, usize)]) -> Vec<bool> {
     let mut animated = vec![false; count];
@@ -95,8 +108,7 @@ fn animated_sizes(plan: &Plan, count: usize, targets: &[(usize, usize)]) -> Vec<
 
 impl Step for Animate {
     fn run(&self, ctx: &mut Context<'_>) -> Result<()> {
-        let needed = working_set(&ctx.info, ctx.plan);
-        ctx.limits.check_animation_bytes(needed)?;
+        check_budget(&ctx.info, ctx.plan, ctx.limits)?;
         let Some((frames, loop_count)) = open(ctx)? else {
             // a PNG whose acTL the decoder does not take as APNG: a still after all
             for step in &STEPS[..STEPS.len() - 1] {
