@@ -235,13 +235,14 @@ def probe(data: BytesLike, limits: Limits = DEFAULT_LIMITS, recipe: Recipe | Non
 
 def verify(data: BytesLike, limits: Limits = DEFAULT_LIMITS, recipe: Recipe | None = None) -> ImageInfo:
     """:func:`probe` plus a structural check of the WHOLE file, without decoding
-    pixels: JPEG reaches EOI, PNG chunk CRCs and IEND, GIF trailer, WebP RIFF
-    length. With ``recipe``, an animation
+    pixels: JPEG reaches EOI, PNG chunk CRCs, APNG frame rectangles inside the
+    canvas and IEND, GIF trailer, WebP RIFF length. With ``recipe``, an animation
     is also refused as :func:`process` with that recipe would refuse it, for its
     memory budget (``limits.max_animation_bytes``), with the same message.
 
     Raises:
-        CorruptImage: ``"truncated image: ..."`` or broken structure.
+        CorruptImage: ``"truncated image: ..."`` or broken structure (``"corrupt PNG:
+            APNG frame 3 (60x60 at 50,50) lies outside the 100x100 canvas"``).
         UnsupportedFormat, LimitExceeded: as for :func:`probe`.
     """
     variants = None if recipe is None else _variant_tuples(recipe)

@@ -1,10 +1,10 @@
 """Animations a processing node would refuse are refused by the upload node, before anything is stored.
 
 An animation over ``limits.max_animation_bytes`` (its frame buffers, from the canvas and the recipe's
-variants) used to pass the upload node's checks: the original was stored, an image made and a share link
-returned, and the processing node then failed the job (a dead letter, a public "failed" page, a new one
-for every re-upload). The upload node now refuses it with the processing node's message. The cluster's
-budget is 32 MiB (``PIXELFOX_LIMITS__MAX_ANIMATION_BYTES``).
+variants) and an APNG with a frame outside its canvas used to pass the upload node's checks: the original
+was stored, an image made and a share link returned, and the processing node then failed the job (a dead
+letter, a public "failed" page, a new one for every re-upload). The upload node now refuses both, in the
+words processing uses. The cluster's budget is 32 MiB (``PIXELFOX_LIMITS__MAX_ANIMATION_BYTES``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pixelfox.client.uploader import upload_file
 from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.storage.keys import original_key
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
-from tests.animkit import one_pixel_frames_gif
+from tests.animkit import apng, one_pixel_frames_gif
 from tests.e2e.uploadkit import chunk, create, header, new_user_key, own_cluster, refused_stream, wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -87,3 +87,13 @@ async def test_an_animation_over_the_budget_is_refused_at_upload(local: LocalClu
     assert await images_of(local, key) == [receipt.image.slug]
     assert stored(local, small, "gif")
 
+
+async def test_an_apng_frame_outside_its_canvas_is_refused_at_upload(local: LocalCluster) -> None:
+    key = await new_user_key(local, "apnger")
+    data = apng(100, 100, [(100, 100, 0, 0), (50, 50, 10, 10), (60, 60, 50, 50)])
+    err = await refused(local, key, data)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert err.details() == "corrupt PNG: APNG frame 3 (60x60 at 50,50) lies outside the 100x100 canvas"
+    assert dict(err.trailing_metadata())[errors.ERROR_CODE_KEY] == "corrupt-image"
+    assert await images_of(local, key) == []
+    assert not stored(local, data, "png")
