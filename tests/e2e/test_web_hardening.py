@@ -205,7 +205,9 @@ async def test_multipart_file_names_are_cut_to_their_last_part(cluster: Any, htt
     very long name is a 400 that says so."""
     v1 = f"{cluster.web_url}/api/v1/images"
     for raw, stored in [(b'C:\\Users\\me\\Pictures\\cat.png', "cat.png"), (b"..\\..\\x.png", "x.png"),
-                        ("\u05d7\u05ea\u05d5\u05dc.png".encode(), "\u05d7\u05ea\u05d5\u05dc.png")]:
+                        ("\u05d7\u05ea\u05d5\u05dc.png".encode(), "\u05d7\u05ea\u05d5\u05dc.png"),
+                        # browsers and curl write '"' as %22 and line breaks as %0D%0A (WHATWG HTML)
+                        (b"say %22hi%22 100%25.png", 'say "hi" 100%25.png'), (b"two%0d%0Alines.png", "twolines.png")]:
         photo = PHOTO.read_bytes()
         unique = photo[:2] + b"\xff\xfe\x00\x12" + uuid.uuid4().bytes + photo[2:]  # a COM segment: never a dedup
         status, answer = await _post_raw(http, v1, cluster.admin_api_key,

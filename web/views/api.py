@@ -194,9 +194,23 @@ def part_filename(part: BodyPartReader) -> str:
     client writes, so such a name is taken as sent and its last path part kept: ``cat.png``. An
     RFC 5987 ``filename*`` is left to aiohttp."""
     raw = part.headers.get("Content-Disposition", "")
-    if "filename*" not in raw.lower() and (m := _QUOTED_FILENAME.search(raw)) and _LITERAL_BACKSLASH.search(m.group(1)):
-        return safe_filename(m.group(1))
-    return safe_filename(part.filename)
+    if "filename*" in raw.lower():
+        return safe_filename(part.filename)
+    if (m := _QUOTED_FILENAME.search(raw)) and _LITERAL_BACKSLASH.search(m.group(1)):
+        return safe_filename(_html_escapes(m.group(1)))
+    return safe_filename(_html_escapes(part.filename or ""))
+
+
+#: what WHATWG HTML's multipart/form-data encoding (browsers, curl 7.81+) writes for ``"``, CR and LF
+_HTML_FILENAME_ESCAPES = re.compile("%(22|0D|0A)", re.IGNORECASE)
+
+
+def _html_escapes(name: str) -> str:
+    """``name`` with the three escapes a browser or curl writes in a multipart file name undone
+    (``%22`` is ``"``, ``%0D`` and ``%0A`` line breaks, which :func:`safe_filename` then drops):
+    ``say "hi".png`` was stored as ``say %22hi%22.png``. Other ``%XX`` stay as sent (a real name may
+    hold them, and no client escapes them: https://html.spec.whatwg.org/#multipart-form-data)."""
+    return _HTML_FILENAME_ESCAPES.sub(lambda m: chr(int(m.group(1), 16)), name)
 
 
 def malformed_multipart(exc: BaseException) -> errors.BadRequest | None:
