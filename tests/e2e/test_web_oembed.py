@@ -69,3 +69,8 @@ async def test_oembed_bounds_must_be_positive_whole_numbers(cluster: Any, corpus
     assert status == 404 and found, body
     status, emb = await api(anon, "GET", f"/oembed?url={url}&maxwidth={found.group(1)}")
     assert status == 200 and emb["width"] == int(found.group(1)) <= image["width"], emb
+    # larger than any rendition: the largest one (1000000 was a 400 saying it is not a positive number)
+    status, largest = await api(anon, "GET", f"/oembed?url={url}")
+    for big in ("1000000", "2147483648"):
+        status, emb = await api(anon, "GET", f"/oembed?url={url}&maxwidth={big}&maxheight={big}")
+        assert (status, emb["width"], emb["height"]) == (200, largest["width"], largest["height"]), (big, emb)

@@ -170,11 +170,12 @@ def _pick(renditions: list[common_pb2.Variant], maxwidth: int, maxheight: int) -
 
 def _bound(query: Mapping[str, str], name: str) -> int:
     """``maxwidth``/``maxheight`` in pixels, 0 when absent or empty. Raises BadRequest for anything
-    but a positive whole number."""
+    but a positive whole number; a large one (up to 18 digits: ``maxwidth=1000000`` was refused) bounds
+    nothing any rendition reaches."""
     text = query.get(name, "")
     if not text:
         return 0
-    value = ascii_int(text, max_digits=6)
+    value = ascii_int(text)
     if not value:
         raise errors.BadRequest(f"{name} must be a positive whole number of pixels, not {text[:20]!r}")
     return value
