@@ -343,7 +343,8 @@ def _wait_seconds(request: web.Request) -> float:
     if not raw:
         return maximum
     if not WAIT_SECONDS.fullmatch(raw):
-        raise errors.BadRequest(f"wait must be a number of seconds from 0 to {maximum:g}, or false")
+        raise errors.BadRequest(
+            f"wait must be a number of seconds (a larger one than {maximum:g} waits {maximum:g}), or false")
     seconds = float(raw)
     return min(seconds, maximum)
 
