@@ -7,10 +7,11 @@ counts the uploads a client starts (``POST /api/v1/images``, ``/api/v1/uploads``
 (default on: :data:`pixelfox.config.ANONYMOUS_IP_UPLOADS_PER_MINUTE`) in one minute gets 429
 ``rate-limited``. An upload the caller's own per-user limits refuse before its body is read is
 given back (:func:`not_counted_if_over_user_limits`); a 401 for an unknown key stays counted.
-Logins, registrations and reports have their own keys. :func:`take` checks and
-counts one attempt against one or more budgets in a single Lua script, so parallel requests cannot
-all pass the check before any of them is counted. A budget refills when its window (set by its
-first attempt) ends.
+Logins, registrations and reports have their own keys. :func:`take` (:mod:`pixelfox.ratelimit`,
+shared with the manager, which spends the anonymous budget for ``CreateUpload`` calls made straight
+to its gRPC port) checks and counts one attempt against one or more budgets in a single Lua script,
+so parallel requests cannot all pass the check before any of them is counted. A budget refills
+when its window (set by its first attempt) ends.
 
 The address is ``request.remote``: behind a reverse proxy listed in ``PIXELFOX_TRUSTED_PROXIES``,
 the client address that proxy forwarded (:func:`web.app.forwarded_for`); behind a proxy not listed
@@ -23,77 +24,18 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 
-import redis.asyncio as aioredis
 from aiohttp import web
-from redis.asyncio.cluster import RedisCluster
 
-from pixelfox import errors, redisx
+from pixelfox import errors
+from pixelfox.ratelimit import Budget, anonymous_budget, give_back, spend, take
 from web.keys import REDIS, SETTINGS
 
-# KEYS: the counters; ARGV: one limit per key, then the window in seconds. Returns 0 when the
-# attempt was counted on every key, else the seconds until the first spent key expires (nothing
-# counted). A key left without an expiry gets the window, so no budget stays spent for ever.
-_TAKE = """
-local window = tonumber(ARGV[#KEYS + 1])
-for i, key in ipairs(KEYS) do
-  if tonumber(redis.call('GET', key) or '0') >= tonumber(ARGV[i]) then
-    local ttl = redis.call('TTL', key)
-    if ttl < 0 then
-      redis.call('EXPIRE', key, window)
-      ttl = window
-    end
-    return math.max(ttl, 1)
-  end
-end
-for _, key in ipairs(KEYS) do
-  if redis.call('INCR', key) == 1 or redis.call('TTL', key) < 0 then
-    redis.call('EXPIRE', key, window)
-  end
-end
-return 0
-"""
-_TAKE_SCRIPT = redisx.script(_TAKE)
-
-# KEYS: counters to give one attempt back to (never below zero, never creating a key).
-_GIVE_BACK = """
-for _, key in ipairs(KEYS) do
-  if tonumber(redis.call('GET', key) or '0') > 0 then
-    redis.call('DECR', key)
-  end
-end
-return 0
-"""
-_GIVE_BACK_SCRIPT = redisx.script(_GIVE_BACK)
-
-Redis = aioredis.Redis | RedisCluster
-
-
-async def take(redis: Redis, budgets: Sequence[tuple[str, int]], window_s: int) -> int:
-    """Count one attempt against every ``(key, limit)`` budget, atomically; 0 when allowed.
-
-    When any budget is spent, nothing is counted and the answer is the seconds until it
-    refills (>= 1). Keys must share a hash tag (one slot on Redis Cluster).
-    """
-    if not budgets:
-        return 0
-    keys = [key for key, _ in budgets]
-    args = [limit for _, limit in budgets] + [window_s]
-    return int(await _TAKE_SCRIPT(keys=keys, args=args, client=redis))
-
-
-async def give_back(redis: Redis, keys: Sequence[str]) -> None:
-    """Undo one counted attempt on each key (an attempt that turned out not to be a failure)."""
-    if keys:
-        await _GIVE_BACK_SCRIPT(keys=list(keys), client=redis)
+__all__ = ["check_ip", "give_back", "not_counted_if_over_user_limits", "retry_after", "take"]
 
 
 def retry_after(response: web.StreamResponse, seconds: int) -> web.StreamResponse:
     response.headers["Retry-After"] = str(max(int(seconds), 1))
     return response
-
-
-#: seconds of an address' upload budgets (the settings say "per minute")
-UPLOAD_WINDOW_S = 60
 
 
 async def check_ip(request: web.Request, *, anonymous: bool) -> list[str]:
@@ -108,21 +50,10 @@ async def check_ip(request: web.Request, *, anonymous: bool) -> list[str]:
     """
     limits = request.app[SETTINGS].limits
     address = request.remote or "unknown"
-    budgets = [(f"pixelfox:{{limits}}:ip:{address}", limits.ip_uploads_per_minute, "", "")]
+    budgets = [Budget(f"pixelfox:{{limits}}:ip:{address}", limits.ip_uploads_per_minute)]
     if anonymous:  # first: when both are spent, its advice is the useful one
-        budgets.insert(0, (f"pixelfox:{{limits}}:anon-ip:{address}", limits.anonymous_ip_uploads_per_minute,
-                           " without an account", "; log in or use an API key for more"))
-    redis = request.app[REDIS]
-    counted: list[str] = []  # one take per budget, so the 429 names the spent one; the others are given back
-    for key, limit, who, advice in budgets:
-        if not limit:
-            continue
-        if wait := await take(redis, [(key, limit)], UPLOAD_WINDOW_S):
-            await give_back(redis, counted)
-            raise errors.RateLimited(
-                f"more than {limit} uploads a minute from this address{who}; wait {wait} s{advice}", wait)
-        counted.append(key)
-    return counted
+        budgets.insert(0, anonymous_budget(address, limits.anonymous_ip_uploads_per_minute))
+    return await spend(request.app[REDIS], budgets)
 
 
 #: refusals of a caller's own per-user upload limits (the manager's), which are not the address'

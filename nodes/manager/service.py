@@ -20,7 +20,7 @@ from nodes.manager.outbox import OutboxDrainer
 from nodes.manager.registry import Registry
 from nodes.manager.reports import Reports
 from nodes.manager.uploads import Uploads
-from pixelfox import errors, signing, tickets
+from pixelfox import errors, ratelimit, signing, tickets
 from pixelfox.db.models import User
 from pixelfox.grpcx.auth import Caller
 from pixelfox.queue import JobQueue
@@ -106,3 +106,14 @@ class ManagerService:
         if p.user is None and not self.settings.allow_anonymous:
             raise errors.Unauthenticated("uploads need an account or an API key")
         return p.user
+
+    async def count_direct_anonymous(self, caller: Caller, peer: str) -> None:
+        """Count an anonymous upload that came straight to this port (no API key, no node credential:
+        ``pixelfox put`` without a key) against its address' anonymous budget, the web node's
+        (:func:`pixelfox.ratelimit.anonymous_budget`; ``peer``: ``context.peer()``). A web node's call
+        is not counted: the web counted its visitor's address already. Raises RateLimited."""
+        if caller.cluster or caller.api_key:
+            return
+        budget = ratelimit.anonymous_budget(ratelimit.peer_address(peer),
+                                            self.settings.limits.anonymous_ip_uploads_per_minute)
+        await ratelimit.spend(self.registry.redis, [budget])

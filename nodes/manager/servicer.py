@@ -85,6 +85,8 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
         self, req: manager_pb2.CreateUploadRequest, ctx: Ctx
     ) -> manager_pb2.CreateUploadResponse:
         user = await self.svc.uploader(caller())
+        if user is None:
+            await self.svc.count_direct_anonymous(caller(), ctx.peer())
         return await self.svc.uploads.create(user, req.filename, req.size, req.content_type, req.expire_after_s,
                                              req.title, req.sha256)
 

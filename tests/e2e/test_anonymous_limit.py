@@ -1,17 +1,23 @@
 """The default per-IP limit of anonymous uploads, on a private cluster with the default limits.
 
 A cluster of its own: the shared session cluster's budget for 127.0.0.1 also takes the anonymous
-uploads of other tests (``tests/e2e/test_clients.py``), which spending it here would fail.
+uploads of other tests (``tests/e2e/test_clients.py``), which spending it here would fail. Uploads
+made with ``pixelfox put`` straight to the manager's gRPC port, without a key, spend the same budget.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import grpc
 import pytest
 import redis
 import requests
@@ -19,12 +25,14 @@ from PIL import Image
 
 from pixelfox.cli.launcher import LocalCluster
 from pixelfox.config import ANONYMOUS_IP_UPLOADS_PER_MINUTE
+from pixelfox.v1 import manager_pb2, manager_pb2_grpc
 from tests.conftest import wait_http
 from tests.e2e.uploadkit import new_user_key, own_cluster
 
 pytestmark = pytest.mark.e2e
 
 LIMIT = ANONYMOUS_IP_UPLOADS_PER_MINUTE  # the default the web node runs with (unless this environment sets it)
+ANON_KEY = "pixelfox:{limits}:anon-ip:127.0.0.1"
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +51,8 @@ def _png() -> dict[str, tuple[str, bytes, str]]:
 
 def test_anonymous_uploads_past_the_default_get_429_while_an_api_key_still_uploads(local: LocalCluster) -> None:
     assert LIMIT > 0  # on by default: a fresh site is not open to a flood
+    with redis.Redis.from_url(local.redis_url) as r:  # the other tests' uploads spend the same budget
+        r.delete(ANON_KEY)
     key = asyncio.run(new_user_key(local, "keyholder"))
     url = f"{local.web_urls[0]}/api/v1/images?wait=0"
     started = time.monotonic()
@@ -64,4 +74,49 @@ def test_anonymous_uploads_past_the_default_get_429_while_an_api_key_still_uploa
     assert keyed.json()["status"] in ("processing", "ready") and keyed.json()["id"]
     assert requests.post(url, files=_png(), timeout=60).status_code == 429  # the visitor still waits
     with redis.Redis.from_url(local.redis_url) as r:  # refused uploads and the key's are not counted
-        assert int(r.get("pixelfox:{limits}:anon-ip:127.0.0.1") or 0) == LIMIT
+        assert int(r.get(ANON_KEY) or 0) == LIMIT  # counted once: the manager does not count the web's calls
+
+
+def _manager_put(local: LocalCluster, photo: Path) -> subprocess.CompletedProcess[str]:
+    """``pixelfox put --json --manager ADDRESS photo`` with no API key and no cluster secret (run outside
+    the cluster's folder): an anonymous upload straight to the manager's gRPC port."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELFOX_")}
+    return subprocess.run([sys.executable, "-m", "pixelfox", "put", "--json", "--manager", local.manager_address,
+                           str(photo)], cwd=photo.parent, capture_output=True, text=True, timeout=120, check=False,
+                          env=env)
+
+
+async def _create_anonymous(manager: str) -> manager_pb2.CreateUploadResponse:
+    async with grpc.aio.insecure_channel(manager) as ch:
+        return await manager_pb2_grpc.ManagerServiceStub(ch).CreateUpload(
+            manager_pb2.CreateUploadRequest(filename="x.png", size=100, content_type="image/png"), timeout=10)
+
+
+def test_anonymous_grpc_uploads_past_the_limit_are_refused_as_over_http(local: LocalCluster, tmp_path: Path) -> None:
+    """``pixelfox put`` without a key straight to the manager spends the address' anonymous budget the
+    web node keeps (the same key): the 21st upload in a minute is refused with the web's words."""
+    with redis.Redis.from_url(local.redis_url) as r:
+        r.delete(ANON_KEY)
+    started = time.monotonic()
+
+    async def creates() -> list[str]:
+        return [(await _create_anonymous(local.manager_address)).upload_id for _ in range(LIMIT)]
+
+    assert all(asyncio.run(creates()))
+    with pytest.raises(grpc.RpcError) as refused:
+        asyncio.run(_create_anonymous(local.manager_address))
+    assert time.monotonic() - started < 55, "the uploads took most of the minute: the window may have refilled"
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    message = refused.value.details()
+    assert message.startswith(f"more than {LIMIT} uploads a minute from this address without an account; wait ")
+    assert message.endswith(" s; log in or use an API key for more"), message
+    photo = tmp_path / "anon.png"
+    photo.write_bytes(_png()["file"][1])
+    res = _manager_put(local, photo)
+    assert res.returncode == 1, res
+    answer = json.loads(res.stdout)
+    assert answer["status"] == "rejected" and answer["error"]["code"] == "rate-limited", answer
+    assert answer["error"]["message"].startswith(f"more than {LIMIT} uploads a minute from this address "), answer
+    with redis.Redis.from_url(local.redis_url) as r:
+        assert int(r.get(ANON_KEY) or 0) == LIMIT  # the refused ones are not counted
+        r.delete(ANON_KEY)
