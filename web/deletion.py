@@ -25,16 +25,15 @@ from web.calls import call
 from web.keys import MANAGER, SETTINGS, STATE
 from web.views.common import render
 
-ANONYMOUS = "anonymous"  # the owner part of an anonymous upload's deletion URL
+ANONYMOUS = deletion.ANONYMOUS  # the owner part of an anonymous upload's deletion URL
 #: the token is in the URL; HTML or JSON by the Accept header
 _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "Vary": "Accept"}
 
 
 def deletion_url(request: web.Request, image: common_pb2.Image) -> str:
     """The absolute deletion URL of ``image`` (owned or anonymous)."""
-    secret = request.app[SETTINGS].cluster.secret.get_secret_value()
-    return (f"{request.app[STATE].public_url}/api/v1/delete/{image.slug}/{image.owner_id or ANONYMOUS}/"
-            f"{deletion.token(secret, image.slug, image.owner_id)}")
+    return deletion.url(request.app[STATE].public_url, request.app[SETTINGS].cluster.secret.get_secret_value(),
+                        image.slug, image.owner_id)
 
 
 def _check(request: web.Request) -> tuple[str, str, str]:

@@ -64,6 +64,7 @@ class ManagerService:
         # a writer of some bytes recorded its rows: deletes of those bytes that waited for it (write fence)
         self.dispatcher.on_written = self.objects.written
         self.uploads.on_written = self.objects.written
+        self.uploads.deletion_secret = settings.cluster.secret.get_secret_value()  # anonymous uploads' links
         self.jobs = JobAdmin(sessions, queue, self.dispatcher, settings.recipe_version)
         self.outbox = OutboxDrainer(sessions, queue, interval_s=settings.outbox_interval_s)
         self.dispatcher.companions.append(self.outbox.run)  # runs beside the dispatch loop

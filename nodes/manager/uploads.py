@@ -19,7 +19,7 @@ from nodes.manager import expiry
 from nodes.manager.images import ImageViews, Nodes, iso, new_slug
 from nodes.manager.registry import NodeRecord, Registry
 from nodes.manager.upload_limits import UploadLimits
-from pixelfox import errors, failpoints, tickets, uploadstate
+from pixelfox import deletion, errors, failpoints, tickets, uploadstate
 from pixelfox.background import Background
 from pixelfox.config import LimitsSettings
 from pixelfox.db.engine import begin_write
@@ -106,6 +106,8 @@ class Uploads:
         #: the hash (:meth:`nodes.manager.objects.Objects.written`: deletes that waited for it)
         self.fence = WriteFence(registry.redis)
         self.on_written: Callable[[str], Coroutine[Any, Any, None]] | None = None
+        #: the cluster secret deletion tokens are made with (:mod:`pixelfox.deletion`); set by the service
+        self.deletion_secret = ""
         self._background = Background(logger)
 
     def _usable_until(self, expires_at: int) -> int:
@@ -329,9 +331,14 @@ class Uploads:
     async def _answer(self, s: AsyncSession, img: Image, deduplicated: bool, nodes: Nodes
                       ) -> manager_pb2.CompleteUploadResponse:
         """The completion answer: ``img`` as its owner sees it (read in ``s``, URLs from ``nodes``: no Redis
-        call), and whether it was deduplicated."""
+        call), and whether it was deduplicated. An anonymous upload's own new image (not a dedup match) gets
+        its ``deletion_url`` (on ``nodes.site``; none while no site URL is known): its uploader (who holds
+        the ticket: ``pixelfox put``, the web node) has no other way to delete it."""
         image = await self.views.to_proto(s, img, nodes)
-        return manager_pb2.CompleteUploadResponse(image=image, deduplicated=deduplicated)
+        link = ""
+        if img.user_id is None and not deduplicated and nodes.site and self.deletion_secret:
+            link = deletion.url(nodes.site, self.deletion_secret, img.slug, "")
+        return manager_pb2.CompleteUploadResponse(image=image, deduplicated=deduplicated, deletion_url=link)
 
     async def _existing(self, s: AsyncSession, upload_id: str, user_id: str | None, sha256: str,
                         marks: dict[str, bool]) -> Image | None:

@@ -39,7 +39,8 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
 
         reply = await self.receiver.receive(header, chunks())
         return upload_pb2.UploadReceipt(upload_id=header.upload_id, size=header.size, sha256=reply.image.sha256,
-                                        image=reply.image, deduplicated=reply.deduplicated)
+                                        image=reply.image, deduplicated=reply.deduplicated,
+                                        deletion_url=reply.deletion_url)
 
     @rpc()
     async def QueryUpload(self, req: upload_pb2.QueryUploadRequest, ctx: Ctx) -> upload_pb2.QueryUploadResponse:

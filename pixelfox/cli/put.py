@@ -99,6 +99,9 @@ def _say(out: dict[str, Any], as_json: bool, console: Console, flags: str = "", 
         console.print(f"{mark} {out['file']} → {out['url']}  [dim]{out['status']}[/]{again}")
         if console.stderr and not sys.stdout.isatty():  # URL=$(pixelfox put x.png) gets the link
             print(out["url"], flush=True)
+        if out.get("deletion_url"):  # an anonymous upload: the only way to delete it
+            console.print(f"  delete: {out['deletion_url']}  [dim](keep this link: the only way to delete "
+                          "this anonymous upload)[/]", highlight=False)
     if hint:
         console.print(hint, markup=False, highlight=False)
     if waited_s is not None and out["status"] == "processing":
@@ -114,8 +117,8 @@ async def put_files(
 ) -> list[dict[str, Any]]:
     """Upload ``files`` in order, each new image titled ``title``; returns one JSON object per file
     (``put --json`` lines: the image, plus ``deduplicated``, true when the user already had those
-    bytes and got that image back unchanged, ``title`` not applied), printed and returned in the
-    order of ``files``.
+    bytes and got that image back unchanged, ``title`` not applied, and ``deletion_url``, an anonymous
+    upload's deletion link, else ``""``), printed and returned in the order of ``files``.
 
     With ``wait``, the wait for an image to be processed runs while the next files upload: files go
     one after the other (one upload uses the link), but their jobs are processed side by side on
@@ -155,7 +158,8 @@ async def put_files(
                 img = await wait_image(stub, md, receipt.image.slug, timeout_s) if wait else receipt.image
             except errors.PixelfoxError as exc:
                 return rejected_json(str(path), exc.code, exc.message)
-            return {"file": str(path), **owner_image_json(img), "deduplicated": receipt.deduplicated}
+            return {"file": str(path), **owner_image_json(img), "deduplicated": receipt.deduplicated,
+                    "deletion_url": receipt.deletion_url}
 
         waiting: list[asyncio.Future[dict[str, Any]]] = []  # in the order of files
         try:

@@ -717,9 +717,14 @@ class CompleteUploadResponse(_message.Message):
 
     IMAGE_FIELD_NUMBER: _builtins.int
     DEDUPLICATED_FIELD_NUMBER: _builtins.int
+    DELETION_URL_FIELD_NUMBER: _builtins.int
     deduplicated: _builtins.bool
     """the user already had these bytes (same SHA-256, a copy that does not expire): image is that
     existing image, unchanged; the new upload's title was not applied
+    """
+    deletion_url: _builtins.str
+    """an anonymous upload's own new image: its deletion link (/api/v1/delete/<slug>/anonymous/<token>),
+    the only way its uploader can delete it; "" otherwise, and while no site URL is known
     """
     @_builtins.property
     def image(self) -> _common_pb2.Image: ...
@@ -728,10 +733,11 @@ class CompleteUploadResponse(_message.Message):
         *,
         image: _common_pb2.Image | None = ...,
         deduplicated: _builtins.bool = ...,
+        deletion_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "image", b"image"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "deletion_url", b"deletion_url", "image", b"image"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

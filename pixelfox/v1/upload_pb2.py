@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from pixelfox.v1 import common_pb2 as pixelfox_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18pixelfox/v1/upload.proto\x12\x0bpixelfox.v1\x1a\x18pixelfox/v1/common.proto\"a\n\x0cUploadHeader\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x11\n\tupload_id\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x10\n\x08\x66ilename\x18\x05 \x01(\t\";\n\x0bUploadChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06\x63rc32c\x18\x03 \x01(\r\"n\n\rUploadRequest\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.pixelfox.v1.UploadHeaderH\x00\x12)\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x18.pixelfox.v1.UploadChunkH\x00\x42\x05\n\x03msg\"y\n\rUploadReceipt\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12!\n\x05image\x18\x04 \x01(\x0b\x32\x12.pixelfox.v1.Image\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x05 \x01(\x08\"7\n\x12QueryUploadRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x11\n\tupload_id\x18\x02 \x01(\t\"Y\n\x13QueryUploadResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\x12\x12\n\nimage_slug\x18\x04 \x01(\t2\xa5\x01\n\rUploadService\x12\x42\n\x06Upload\x12\x1a.pixelfox.v1.UploadRequest\x1a\x1a.pixelfox.v1.UploadReceipt(\x01\x12P\n\x0bQueryUpload\x12\x1f.pixelfox.v1.QueryUploadRequest\x1a .pixelfox.v1.QueryUploadResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18pixelfox/v1/upload.proto\x12\x0bpixelfox.v1\x1a\x18pixelfox/v1/common.proto\"a\n\x0cUploadHeader\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x11\n\tupload_id\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x10\n\x08\x66ilename\x18\x05 \x01(\t\";\n\x0bUploadChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06\x63rc32c\x18\x03 \x01(\r\"n\n\rUploadRequest\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.pixelfox.v1.UploadHeaderH\x00\x12)\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x18.pixelfox.v1.UploadChunkH\x00\x42\x05\n\x03msg\"\x8f\x01\n\rUploadReceipt\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12!\n\x05image\x18\x04 \x01(\x0b\x32\x12.pixelfox.v1.Image\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x05 \x01(\x08\x12\x14\n\x0c\x64\x65letion_url\x18\x06 \x01(\t\"7\n\x12QueryUploadRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\x12\x11\n\tupload_id\x18\x02 \x01(\t\"Y\n\x13QueryUploadResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\x12\x12\n\nimage_slug\x18\x04 \x01(\t2\xa5\x01\n\rUploadService\x12\x42\n\x06Upload\x12\x1a.pixelfox.v1.UploadRequest\x1a\x1a.pixelfox.v1.UploadReceipt(\x01\x12P\n\x0bQueryUpload\x12\x1f.pixelfox.v1.QueryUploadRequest\x1a .pixelfox.v1.QueryUploadResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,12 +38,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPLOADCHUNK']._serialized_end=225
   _globals['_UPLOADREQUEST']._serialized_start=227
   _globals['_UPLOADREQUEST']._serialized_end=337
-  _globals['_UPLOADRECEIPT']._serialized_start=339
-  _globals['_UPLOADRECEIPT']._serialized_end=460
-  _globals['_QUERYUPLOADREQUEST']._serialized_start=462
-  _globals['_QUERYUPLOADREQUEST']._serialized_end=517
-  _globals['_QUERYUPLOADRESPONSE']._serialized_start=519
-  _globals['_QUERYUPLOADRESPONSE']._serialized_end=608
-  _globals['_UPLOADSERVICE']._serialized_start=611
-  _globals['_UPLOADSERVICE']._serialized_end=776
+  _globals['_UPLOADRECEIPT']._serialized_start=340
+  _globals['_UPLOADRECEIPT']._serialized_end=483
+  _globals['_QUERYUPLOADREQUEST']._serialized_start=485
+  _globals['_QUERYUPLOADREQUEST']._serialized_end=540
+  _globals['_QUERYUPLOADRESPONSE']._serialized_start=542
+  _globals['_QUERYUPLOADRESPONSE']._serialized_end=631
+  _globals['_UPLOADSERVICE']._serialized_start=634
+  _globals['_UPLOADSERVICE']._serialized_end=799
 # @@protoc_insertion_point(module_scope)

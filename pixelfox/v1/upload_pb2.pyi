@@ -112,11 +112,14 @@ class UploadReceipt(_message.Message):
     SHA256_FIELD_NUMBER: _builtins.int
     IMAGE_FIELD_NUMBER: _builtins.int
     DEDUPLICATED_FIELD_NUMBER: _builtins.int
+    DELETION_URL_FIELD_NUMBER: _builtins.int
     upload_id: _builtins.str
     size: _builtins.int
     sha256: _builtins.str
     deduplicated: _builtins.bool
     """image is the user's existing image of these bytes (CompleteUploadResponse)"""
+    deletion_url: _builtins.str
+    """an anonymous upload's deletion link (CompleteUploadResponse), else "" """
     @_builtins.property
     def image(self) -> _common_pb2.Image: ...
     def __init__(
@@ -127,10 +130,11 @@ class UploadReceipt(_message.Message):
         sha256: _builtins.str = ...,
         image: _common_pb2.Image | None = ...,
         deduplicated: _builtins.bool = ...,
+        deletion_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "image", b"image", "sha256", b"sha256", "size", b"size", "upload_id", b"upload_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "deletion_url", b"deletion_url", "image", b"image", "sha256", b"sha256", "size", b"size", "upload_id", b"upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

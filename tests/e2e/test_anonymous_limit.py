@@ -77,13 +77,14 @@ def test_anonymous_uploads_past_the_default_get_429_while_an_api_key_still_uploa
         assert int(r.get(ANON_KEY) or 0) == LIMIT  # counted once: the manager does not count the web's calls
 
 
-def _manager_put(local: LocalCluster, photo: Path) -> subprocess.CompletedProcess[str]:
-    """``pixelfox put --json --manager ADDRESS photo`` with no API key and no cluster secret (run outside
-    the cluster's folder): an anonymous upload straight to the manager's gRPC port."""
+def _manager_put(local: LocalCluster, photo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``pixelfox put ARGS --manager ADDRESS photo`` (``--json`` unless ``args`` are given) with no cluster
+    secret (run outside the cluster's folder) and no API key unless ``args`` has one: straight to the
+    manager's gRPC port."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELFOX_")}
-    return subprocess.run([sys.executable, "-m", "pixelfox", "put", "--json", "--manager", local.manager_address,
-                           str(photo)], cwd=photo.parent, capture_output=True, text=True, timeout=120, check=False,
-                          env=env)
+    return subprocess.run([sys.executable, "-m", "pixelfox", "put", *(args or ("--json",)), "--manager",
+                           local.manager_address, str(photo)], cwd=photo.parent, capture_output=True, text=True,
+                          timeout=120, check=False, env=env)
 
 
 async def _create_anonymous(manager: str) -> manager_pb2.CreateUploadResponse:
@@ -120,3 +121,35 @@ def test_anonymous_grpc_uploads_past_the_limit_are_refused_as_over_http(local: L
     with redis.Redis.from_url(local.redis_url) as r:
         assert int(r.get(ANON_KEY) or 0) == LIMIT  # the refused ones are not counted
         r.delete(ANON_KEY)
+
+
+def test_anonymous_put_gets_a_deletion_link_that_deletes_its_image(local: LocalCluster, tmp_path: Path) -> None:
+    """``pixelfox put --json`` without a key straight to the manager: the answer carries the image's
+    deletion link (the only way its uploader can delete it); GET confirms, POST deletes, then 404. The
+    same bytes put again by a signed-in user get no such link."""
+    with redis.Redis.from_url(local.redis_url) as r:
+        r.delete(ANON_KEY)
+    photo = tmp_path / "mine.png"
+    photo.write_bytes(_png()["file"][1])
+    res = _manager_put(local, photo)
+    assert res.returncode == 0, res
+    answer = json.loads(res.stdout)
+    slug, link = answer["id"], answer["deletion_url"]
+    assert link.startswith(f"{local.web_urls[0]}/api/v1/delete/{slug}/anonymous/"), answer
+    text = _manager_put(local, photo, "--wait")
+    assert text.returncode == 0 and "delete: http" in text.stdout + text.stderr, text  # text output says it too
+
+    key = asyncio.run(new_user_key(local, "linkless"))
+    keyed = _manager_put(local, photo, "--json", "--api-key", key)
+    assert keyed.returncode == 0, keyed
+    assert json.loads(keyed.stdout)["deletion_url"] == "", keyed.stdout  # not the anonymous one's link
+
+    confirm = requests.get(link, headers={"Accept": "application/json"}, timeout=30)
+    assert confirm.status_code == 200, confirm.text
+    assert confirm.json()["id"] == slug
+    assert requests.get(f"{local.web_urls[0]}/api/v1/images/{slug}", timeout=30).status_code == 200
+    deleted = requests.post(link, headers={"Accept": "application/json"}, timeout=120)
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json() == {"deleted": True, "id": slug}
+    assert requests.get(f"{local.web_urls[0]}/api/v1/images/{slug}", timeout=30).status_code == 404
+    assert requests.get(link, headers={"Accept": "application/json"}, timeout=30).status_code == 404
