@@ -133,7 +133,7 @@ impl Limits {
     pub fn check_frames(&self, frames: u64, total_pixels: u64) -> Result<()> {
         if frames > self.max_frames {
             return Err(Error::Limit(format!(
-                "animation has {frames} frames, over the frame limit ({})",
+                "animation has more than {} frames (the frame limit)",
                 self.max_frames
             )));
         }
