@@ -5,7 +5,8 @@
 * :meth:`Objects.delete_unreferenced` removes every replica of keys no image row names any more.
   A replica on a node that is down or fails goes to the Redis set ``pixelfox:{gc}:pending``
   (``"<node id> <key>"``); :meth:`Objects.run` retries those every ``gc_interval_s`` and first
-  re-checks that no row took the key again (a new upload of the same bytes).
+  re-checks that no row took the key again (a new upload of the same bytes). Those of a storage node
+  dropped for good (forgotten) are given up instead, and its location rows removed (:mod:`nodes.manager.gone`).
   Keys are shared by every image of the same bytes, and writers store bytes before their rows
   exist, so every delete is fenced per source SHA-256 (:mod:`pixelfox.storage.fence`): keys whose
   bytes an upload, a job or a re-key is writing wait in ``pixelfox:{gc}:deferred`` until it has
@@ -30,6 +31,7 @@ from prometheus_client import Gauge
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from nodes.manager.gone import clear_gone
 from nodes.manager.registry import NodeRecord, Registry
 from pixelfox import errors
 from pixelfox.db.models import Image, ObjectLocation, Variant
@@ -255,7 +257,9 @@ class Objects:
         upload of the same bytes stored it there and recorded it): a copy no row names is deleted
         even when an image took the key again, since under the flag no writer is live and every
         copy the new image uses is recorded (kept, it would stay behind for ever once that image
-        is deleted too). A hash with a live writer is skipped this pass."""
+        is deleted too). A hash with a live writer is skipped this pass. First, the pending deletes
+        and location rows of storage nodes dropped for good are cleared (:meth:`settle_gone`)."""
+        await self.settle_gone()
         if deferred := _decoded(await self.redis.smembers(DEFERRED)):
             await self.delete_unreferenced(deferred)
         by_sha: dict[str, list[str]] = {}
@@ -303,6 +307,13 @@ class Objects:
         finally:
             for sha, token in flags.items():
                 await self.fence.end_delete(sha, token)
+
+    async def settle_gone(self) -> int:
+        """Give up the pending deletes of storage nodes dropped for good and remove their location rows
+        (:func:`~nodes.manager.gone.clear_gone`); returns the deletes given up and refreshes the pending gauge."""
+        given_up = await clear_gone(self.sessions, self.registry, self.redis, PENDING, self.replicas)
+        PENDING_DELETES.labels("pending").set(int(await self.redis.scard(PENDING)))
+        return given_up
 
     async def pending_count(self) -> int:
         """Replica deletes still to do plus keys whose delete waits for a writer of the same bytes."""

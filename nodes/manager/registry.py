@@ -9,7 +9,8 @@ unhealthy nodes get no uploads, jobs or objects.
 A node that stops cleanly says so in its last heartbeat (STOPPED, :meth:`Registry.leave`): it is shown
 ``stopped``, is no failure for ``pixelfox status``, and :meth:`Registry.sweep` drops it. A node that
 died for good is dropped by an admin (:meth:`Registry.forget`, ``pixelfox nodes forget``), or by the
-sweep once it has been silent for an hour.
+sweep once it has been silent for an hour; both put its id in :data:`GONE_KEY` in the same step, so its
+pending deletes and object locations are cleared (:mod:`nodes.manager.gone`).
 
 A node id belongs to one live node: a Register for an id whose node is live (not stopped, heartbeat
 younger than ``node_timeout_s``) at another address, or at the same address on another host, is
@@ -42,6 +43,9 @@ HEARTBEATS_PER_TIMEOUT = 3
 
 KEY = "pixelfox:{registry}:nodes"
 MAINTENANCE_KEY = "pixelfox:{registry}:maintenance"  # set of node ids an admin put in maintenance
+#: set of node ids dropped for good (an admin's forget, or silent past ``forget_after_s``) whose pending
+#: deletes and object locations are still to clear (:mod:`nodes.manager.gone`)
+GONE_KEY = "pixelfox:{registry}:gone"
 STOPPED = common_pb2.NODE_STATUS_STOPPED
 
 #: KEYS[1] the registry hash; ARGV: node id, its new record (JSON), the record's status, STOPPED. Writes
@@ -76,14 +80,18 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return ''
 """)
 
-#: KEYS[1] the registry hash, KEYS[2] the maintenance set; ARGV: node id, its record (JSON) as the sweep (or
-#: an admin's forget) read it, "" for none, "1" to take it out of maintenance too. Deletes only while the
-#: stored record is still that one: a node that heartbeated (or registered again) since it was read keeps
-#: its record. Returns 1 if deleted.
+#: KEYS[1] the registry hash, KEYS[2] the maintenance set, KEYS[3] the gone set; ARGV: node id, its record
+#: (JSON) as the sweep (or an admin's forget) read it, "" for none, "1" for a drop for good (it leaves
+#: maintenance and joins the gone set, in the same step). Deletes only while the stored record is still
+#: that one: a node that heartbeated (or registered again) since it was read keeps its record. Returns 1
+#: if deleted.
 _DROP = redisx.script("""
 if (redis.call('HGET', KEYS[1], ARGV[1]) or '') ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
-if ARGV[3] == '1' then redis.call('SREM', KEYS[2], ARGV[1]) end
+if ARGV[3] == '1' then
+  redis.call('SREM', KEYS[2], ARGV[1])
+  redis.call('SADD', KEYS[3], ARGV[1])
+end
 return 1
 """)
 
@@ -289,7 +297,7 @@ class Registry:
         is still ``raw`` (:meth:`forgettable`'s read; b"": still none), in one Lua script (:data:`_DROP`, the
         sweep's compare); returns ``rec``. Conflict when the node heartbeated or registered again meanwhile:
         it keeps its record (and its maintenance mark)."""
-        if not await _DROP(keys=[KEY, MAINTENANCE_KEY], args=[node_id, raw, "1"], client=self.redis):
+        if not await _DROP(keys=[KEY, MAINTENANCE_KEY, GONE_KEY], args=[node_id, raw, "1"], client=self.redis):
             logger.info("kept node %s: it spoke while an admin forgot it", node_id)
             raise errors.Conflict(f"node {node_id!r} heartbeated or registered again just now: it runs; stop it "
                                   f"first, or take it out of service with `pixelfox nodes maintenance {node_id}`")
@@ -324,7 +332,7 @@ class Registry:
         again or was dropped meanwhile: a compare, so a node that just spoke never loses its record."""
         node_id = st.rec.node_id
         args = [node_id, st.raw, "1" if st.silent else "0"]
-        if not await _DROP(keys=[KEY, MAINTENANCE_KEY], args=args, client=self.redis):
+        if not await _DROP(keys=[KEY, MAINTENANCE_KEY, GONE_KEY], args=args, client=self.redis):
             logger.info("kept node %s: it spoke while the registry sweep looked at it", node_id)
             return False
         if st.silent:

@@ -290,21 +290,12 @@ class ReplicaRepair:
                 "(`pixelfox nodes maintenance ID --off`)")[:500]
 
     async def _record_debt(self, key: str, have: int, want: int, error: str) -> None:
-        async with self.sessions() as s:
-            debt = await s.get(ReplicaDebt, key)
-            if debt is None:
-                image_id = await s.scalar(select(Image.id).where(Image.original_key == key).limit(1))
-                if image_id is None:
-                    image_id = await s.scalar(select(Variant.image_id).where(Variant.key == key).limit(1))
-                debt = ReplicaDebt(key=key, image_id=image_id or "", since=datetime.now(UTC))
-                s.add(debt)
-            debt.have, debt.want = have, want
-            if error:
-                debt.last_error = error
-            await s.commit()
+        await record_debt(self.sessions, key, have, want, error)
 
     async def _forget_settled(self, live: list[str], threshold: int) -> None:
-        """Drop debts whose key is back at the factor by other means (a re-upload, a node back)."""
+        """Drop debts whose key is back at the factor by other means (a re-upload, a node back), or that no
+        image names any more. A debt whose key is named but has no location left (its only holder was
+        forgotten: :mod:`nodes.manager.gone`) stays, so the loss shows in ``pixelfox status``."""
         async with self.sessions() as s:
             debts = (await s.execute(select(ReplicaDebt.key, ReplicaDebt.want))).all()
             if not debts:
@@ -314,14 +305,29 @@ class ReplicaRepair:
                 select(ObjectLocation.key, func.count(ObjectLocation.node_id))
                 .where(ObjectLocation.key.in_(keys), ObjectLocation.node_id.in_(live))
                 .group_by(ObjectLocation.key))).all())
-            known = set((await s.execute(select(ObjectLocation.key).where(ObjectLocation.key.in_(keys)))).scalars())
             named = set((await s.execute(select(Image.original_key).where(Image.original_key.in_(keys)))).scalars())
             named |= set((await s.execute(select(Variant.key).where(Variant.key.in_(keys)))).scalars())
-            done = [k for k, want in debts
-                    if k not in known or k not in named or live_counts.get(k, 0) >= min(want, threshold)]
+            done = [k for k, want in debts if k not in named or live_counts.get(k, 0) >= min(want, threshold)]
             if done:
                 await s.execute(delete(ReplicaDebt).where(ReplicaDebt.key.in_(done)))
                 await s.commit()
+
+
+async def record_debt(sessions: async_sessionmaker[AsyncSession], key: str, have: int, want: int, error: str) -> None:
+    """Open or update the replica debt of ``key``: ``have`` copies of ``want``, ``error`` (kept as the last one
+    when "") as what stands in the way; a new debt names the image whose original or variant ``key`` is."""
+    async with sessions() as s:
+        debt = await s.get(ReplicaDebt, key)
+        if debt is None:
+            image_id = await s.scalar(select(Image.id).where(Image.original_key == key).limit(1))
+            if image_id is None:
+                image_id = await s.scalar(select(Variant.image_id).where(Variant.key == key).limit(1))
+            debt = ReplicaDebt(key=key, image_id=image_id or "", since=datetime.now(UTC))
+            s.add(debt)
+        debt.have, debt.want = have, want
+        if error:
+            debt.last_error = error
+        await s.commit()
 
 
 async def under_replicated_images(sessions: async_sessionmaker[AsyncSession]) -> list[tuple[str, int, int]]:

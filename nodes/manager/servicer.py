@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
@@ -16,6 +17,8 @@ from pixelfox import errors
 from pixelfox.db.models import User
 from pixelfox.grpcx.server import caller, rpc, rpc_stream
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
+
+logger = logging.getLogger(__name__)
 
 Ctx = grpc.aio.ServicerContext
 
@@ -72,6 +75,10 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
     async def ForgetNode(self, req: manager_pb2.ForgetNodeRequest, ctx: Ctx) -> manager_pb2.ForgetNodeResponse:
         await self._operator("forgetting a node")
         rec = await self.svc.registry.forget(req.node_id)
+        try:  # at once rather than at the next housekeeping pass, which retries it if this fails
+            await self.svc.objects.settle_gone()
+        except Exception:
+            logger.exception("clearing up after forgotten node %s failed; the next pass retries", req.node_id)
         return manager_pb2.ForgetNodeResponse(node=self.svc.registry.to_proto(rec) if rec is not None else None)
 
     @rpc(cluster=True)
