@@ -28,7 +28,7 @@ from pixelfox.db.outbox import OutboxEntry
 from pixelfox.queue import JobQueue
 from pixelfox.queue.streams import cpu_estimate_s
 from pixelfox.storage.fence import WriteFence, fence_sha, upload_token
-from pixelfox.storage.keys import SHA256_HEX, SHA256_RULE
+from pixelfox.storage.keys import declared_sha256
 from pixelfox.text import checked_title, printable, safe_filename
 from pixelfox.uploadstate import MAX_EXPIRE_AFTER_S, UploadStates
 from pixelfox.v1 import common_pb2, manager_pb2
@@ -123,10 +123,10 @@ class Uploads:
         ticket for one upload. Raises EmptyFile, PayloadTooLarge, BadRequest, RateLimited,
         QuotaExceeded, NoNodeAvailable.
 
-        ``sha256`` (optional, 64 lower-case hex digits, else BadRequest): the file's hash as the client
-        declares it. When ``user`` already has a lasting image of ``size`` bytes with that hash (the rules of
-        :meth:`complete`'s dedup: :meth:`_lasting_copy`; none for anonymous uploads or one with an
-        expiration), the answer is that image with ``deduplicated`` and no upload is made (no ticket, no
+        ``sha256`` (optional, 64 hex digits in either case, kept in lower case; else BadRequest): the file's
+        hash as the client declares it. When ``user`` already has a lasting image of ``size`` bytes with that
+        hash (the rules of :meth:`complete`'s dedup: :meth:`_lasting_copy`; none for anonymous uploads or one
+        with an expiration), the answer is that image with ``deduplicated`` and no upload is made (no ticket, no
         open-upload slot, rate token or quota). The lookup is only among the caller's own images. An upload
         that goes ahead must bring bytes of that hash: it is kept in the upload's state, and its upload node
         refuses other bytes (ChecksumMismatch, nothing stored), over tus as over gRPC. A client declaring
@@ -136,8 +136,7 @@ class Uploads:
         if expire_after_s < 0 or expire_after_s > MAX_EXPIRE_AFTER_S:  # before anything is recorded
             raise errors.BadRequest(f"expiration must be between 0 and {MAX_EXPIRE_AFTER_S} seconds "
                                     f"({MAX_EXPIRE_AFTER_S // (365 * 86400)} years)")
-        if sha256 and not SHA256_HEX.fullmatch(sha256):  # as images store it
-            raise errors.BadRequest(SHA256_RULE)
+        sha256 = declared_sha256(sha256)  # lower case, as images store it
         if size <= 0:
             raise errors.EmptyFile("empty file")
         if size > self.limits.max_upload_bytes:

@@ -27,7 +27,7 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
         h = first.header
         if h.sha256 and not SHA256_HEX.fullmatch(h.sha256.lower()):  # refused before any byte is taken
             raise errors.BadRequest("header.sha256 must be 64 hex digits (the SHA-256 of the whole file) or empty")
-        header = Header(h.ticket, h.upload_id, h.size, h.sha256, h.filename)
+        header = Header(h.ticket, h.upload_id, h.size, h.sha256.lower(), h.filename)  # compared in lower case
 
         async def chunks() -> AsyncIterator[Chunk]:
             async for msg in requests:

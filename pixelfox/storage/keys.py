@@ -38,14 +38,24 @@ MAX_RECIPE_VERSION = 999_999
 
 #: a SHA-256 as keys (and images) hold it: 64 hex digits in lower case
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-#: what a declared sha256 (``CreateUpload``, ``POST /api/v1/uploads``) that is not :data:`SHA256_HEX` is told
-SHA256_RULE = "sha256 must be 64 lower-case hexadecimal characters (the file's SHA-256), or left out"
+#: what a declared sha256 (``CreateUpload``, ``POST /api/v1/uploads``) that is not 64 hex digits is told
+SHA256_RULE = "sha256 must be 64 hexadecimal characters (the file's SHA-256), or left out"
 _SHA = rf"(?P<sha>{SHA256_HEX.pattern})"
 _FAN = r"(?P<p1>[0-9a-f]{2})/(?P<p2>[0-9a-f]{2})"
 _EXT = "(?P<ext>" + "|".join(MIME_BY_EXT) + ")"
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _ORIGINAL_RE = re.compile(rf"o/{_FAN}/{_SHA}\.{_EXT}")
 _VARIANT_RE = re.compile(rf"v/{_FAN}/{_SHA}/r(?:0|[1-9][0-9]{{0,5}})/[a-z0-9][a-z0-9_-]{{0,63}}\.{_EXT}")
+
+
+def declared_sha256(value: str) -> str:
+    """A declared SHA-256 (``CreateUpload``, ``POST /api/v1/uploads``, an upload stream's header) as images
+    store it: 64 hex digits in either case come back in lower case, ``""`` (not declared) as it is.
+    Raises BadRequest (:data:`SHA256_RULE`) for anything else."""
+    sha = value.lower()
+    if sha and not SHA256_HEX.fullmatch(sha):
+        raise BadRequest(SHA256_RULE)
+    return sha
 
 
 def _sha(value: str, what: str) -> str:

@@ -268,8 +268,8 @@ class CreateUploadRequest(_message.Message):
     """the new image's title (<= 255 characters); a re-upload of an image the"""
     sha256: _builtins.str
     """user already has (dedup) leaves that image's title as it is
-    Optional: the file's SHA-256 (64 lower-case hex digits; anything else is INVALID_ARGUMENT), when
-    the client knows it before sending. When the caller (a user; anonymous uploads never dedup) already
+    Optional: the file's SHA-256 (64 hex digits, either case, kept in lower case; "" is none; anything
+    else is INVALID_ARGUMENT), when the client knows it before sending. When the caller (a user; anonymous uploads never dedup) already
     has a lasting image of `size` bytes with this SHA-256 and expire_after_s is 0, the answer is that
     image (`deduplicated`) and no upload is made: no ticket, open-upload slot, rate token or quota.
     Otherwise the upload must bring bytes of this SHA-256: the upload node refuses other bytes at

@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import grpc
@@ -20,7 +21,7 @@ from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.uploadstate import state_key
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc, upload_pb2
 from tests.conftest import ClusterHandle
-from tests.e2e.uploadkit import big_png, chunk, header, new_user_key, upload_stub
+from tests.e2e.uploadkit import big_png, chunk, header, new_user_key, send, upload_stub
 
 pytestmark = pytest.mark.e2e
 
@@ -210,16 +211,17 @@ def test_put_of_a_file_the_user_has_sends_no_byte(cluster: ClusterHandle, tmp_pa
 
 
 def test_a_malformed_declared_sha256_is_one_clear_400(cluster: ClusterHandle) -> None:
-    """``POST /api/v1/uploads`` with a ``sha256`` that is not 64 lower-case hex digits: one message for
-    every form, where null and 65 characters got pydantic's own words ("Input should be a valid
-    string", "String should have at most 64 characters"); an empty one is no declaration."""
+    """``POST /api/v1/uploads`` with a ``sha256`` that is not 64 hex digits: one message for every form,
+    where null and 65 characters got pydantic's own words ("Input should be a valid string", "String
+    should have at most 64 characters"); an empty one is no declaration. Upper case is no longer refused
+    (the upload node always took it in a stream header): see the declared-upper-case test below."""
     api = f"{cluster.web_url}/api/v1/uploads"
     admin = {"Authorization": f"Bearer {cluster.admin_api_key}"}
     sha = hashlib.sha256(b"x").hexdigest()
-    for bad in (None, sha + "0", sha[:63], sha.upper(), "z" * 64, 12, [sha]):
+    for bad in (None, sha + "0", sha[:63], sha.upper()[:63] + "G", "z" * 64, 12, [sha]):
         r = requests.post(api, headers=admin, timeout=10, json={"filename": "b.png", "size": 10, "sha256": bad})
         assert (r.status_code, r.json()) == (400, {"error": {"code": "bad-request", "message": (
-            "sha256 must be 64 lower-case hexadecimal characters (the file's SHA-256), or left out")}}), (bad, r.text)
+            "sha256 must be 64 hexadecimal characters (the file's SHA-256), or left out")}}), (bad, r.text)
     for none in ({"sha256": ""}, {}):
         r = requests.post(api, headers=admin, timeout=10, json={"filename": "b.png", "size": 10, **none})
         assert r.status_code == 201 and r.json()["deduplicated"] is False, r.text
@@ -246,7 +248,15 @@ def test_declared_sha256_on_the_web_api(cluster: ClusterHandle, tmp_path: Path) 
     listed = requests.get(api, headers=admin, timeout=10).json()["uploads"]
     assert all(u["filename"] != "again.png" for u in listed)  # no upload was made
 
-    for bad in (sha.upper(), sha[:63], sha + "0", "z" * 64, 12):
+    # upper case is the same hash: the same image back, over the web API and gRPC alike
+    upper = requests.post(api, headers=admin, timeout=10, json={
+        "filename": "again.png", "size": len(data), "content_type": "image/png", "sha256": sha.upper()})
+    assert upper.status_code == 200, upper.text
+    assert (upper.json()["deduplicated"], upper.json()["image"]["id"]) == (True, slug)
+    by_grpc = asyncio.run(_grpc_create(cluster, cluster.admin_api_key, len(data), sha.upper()))
+    assert (by_grpc.deduplicated, by_grpc.image.slug) == (True, slug)
+
+    for bad in (sha[:63], sha + "0", "z" * 64, 12):
         r = requests.post(api, headers=admin, timeout=10,
                           json={"filename": "b.png", "size": len(data), "sha256": bad})
         assert r.status_code == 400, (bad, r.text)
@@ -282,3 +292,39 @@ async def _grpc_create(cluster: ClusterHandle, key: str, size: int, sha: str) ->
         return await manager_pb2_grpc.ManagerServiceStub(ch).CreateUpload(
             manager_pb2.CreateUploadRequest(filename="x.png", size=size, sha256=sha),
             metadata=api_key_metadata(key), timeout=10)
+
+
+def test_an_upper_case_sha256_is_taken_at_every_edge(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """A SHA-256 in upper case, declared at ``CreateUpload`` and again in the upload stream's header, is the
+    file's hash: the upload completes and the image holds it in lower case (the manager refused it with
+    INVALID_ARGUMENT while the upload node took it)."""
+    data = _png(tmp_path, "upper.png")
+    sha = hashlib.sha256(data).hexdigest()
+    bob = asyncio.run(new_user_key(cluster.local, f"upperbob_{os.urandom(4).hex()}"))  # no image of these bytes
+    ticket = asyncio.run(_grpc_create(cluster, bob, len(data), sha.upper()))
+    assert not ticket.deduplicated and ticket.ticket
+
+    async def go() -> upload_pb2.UploadReceipt:
+        ch, stub = upload_stub(ticket.upload_address)
+        async with ch:
+            call = stub.Upload(timeout=60)
+            await send(call, [header(ticket, len(data), sha.upper()), chunk(0, data)])
+            return await call
+    receipt = asyncio.run(go())
+    assert receipt.sha256 == sha and receipt.size == len(data)
+
+
+def test_the_openapi_sha256_pattern_is_what_the_api_takes(cluster: ClusterHandle) -> None:
+    """``NewUpload.sha256``'s pattern in ``/api/v1/openapi.json`` takes exactly the values ``POST
+    /api/v1/uploads`` takes (201) and refuses those it refuses (400): ``""`` is "not declared" (the schema
+    refused it), either case is a hash."""
+    doc = requests.get(f"{cluster.web_url}/api/v1/openapi.json", timeout=10).json()
+    pattern = doc["components"]["schemas"]["NewUpload"]["properties"]["sha256"]["pattern"]
+    api = f"{cluster.web_url}/api/v1/uploads"
+    admin = {"Authorization": f"Bearer {cluster.admin_api_key}"}
+    sha = hashlib.sha256(b"schema").hexdigest()
+    for value in ("", sha, sha.upper(), sha[:32] + sha[32:].upper(), sha[:63], sha + "0", "z" * 64):
+        r = requests.post(api, headers=admin, timeout=10, json={"filename": "s.png", "size": 10, "sha256": value})
+        assert r.status_code == (201 if re.search(pattern, value) else 400), (value, pattern, r.text)
+        if r.status_code == 201:
+            assert requests.delete(f"{api}/{r.json()['id']}", headers=admin, timeout=10).status_code == 204

@@ -117,10 +117,12 @@ NEW_UPLOAD = {
         "size": {"type": "integer", "minimum": 1, "description": "bytes the client will send"},
         "content_type": {"type": "string", "maxLength": 100, "description": "declared; the bytes decide"},
         "title": {"type": "string", "maxLength": 255},
-        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$",
-                   "description": "optional: the file's SHA-256; when the caller already has a lasting image of "
-                                  "these bytes (same size), the answer is 200 UploadDeduplicated, no upload to "
-                                  "send. Used for nothing else: an upload that goes ahead is hashed by the server"},
+        "sha256": {"type": "string", "pattern": "^([0-9a-fA-F]{64})?$",
+                   "description": "optional: the file's SHA-256, 64 hex digits in either case (kept in lower "
+                                  "case); \"\" is the same as leaving it out. When the caller already has a "
+                                  "lasting image of these bytes (same size), the answer is 200 UploadDeduplicated, "
+                                  "no upload to send. Used for nothing else: an upload that goes ahead is hashed "
+                                  "by the server"},
     },
 }
 UPLOAD_DEDUPLICATED = {

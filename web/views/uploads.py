@@ -5,7 +5,7 @@
 ``{"filename", "size", "content_type", "title", "sha256"}`` (title and sha256 optional) and answers ``201`` with
 ``{"id", "upload_url", "ticket", "expires_at", "chunk_size", "max_size", "upload_address", "status": "open",
 "deduplicated": false}``: the client then speaks tus 1.0 to ``upload_url`` with ``Authorization: Bearer <ticket>``
-(or gRPC to ``upload_address``). With a ``sha256`` (the file's, 64 lower-case hex digits) of an image the caller
+(or gRPC to ``upload_address``). With a ``sha256`` (the file's, 64 hex digits in either case) of an image the caller
 already has (same size, lasting), it answers ``200`` ``{"id": null, "status": "complete", "deduplicated": true,
 "image"}`` instead: that image, and no upload to send. Otherwise the bytes sent must have that hash: the upload
 node refuses others when the upload completes (tus 460 ``checksum-mismatch``, nothing stored). ``GET`` answers
@@ -49,15 +49,16 @@ class NewUpload(BaseModel):
     size: int = Field(gt=0)  # bytes; past the upload limit (an int64 on the wire or not) create_upload says so
     content_type: str = Field("", max_length=100)
     title: str = Field("", max_length=4096)  # the manager refuses past 255 characters, in its own words
-    sha256: str = ""  # optional: 64 lower-case hex digits (as the manager checks it)
+    sha256: str = ""  # optional: 64 hex digits in either case, kept in lower case
 
     @field_validator("sha256", mode="before")
     @classmethod
     def _sha256(cls, value: Any) -> Any:
-        """``value`` when ``""`` or :data:`SHA256_HEX`; else (null, a number, 65 characters, upper case)
-        one refusal, :data:`SHA256_RULE`, not pydantic's words for each case."""
-        if value == "" or (isinstance(value, str) and SHA256_HEX.fullmatch(value)):
-            return value
+        """``value`` in lower case when ``""`` or 64 hex digits of either case (as the manager's
+        :func:`~pixelfox.storage.keys.declared_sha256` keeps it); else (null, a number, 65 characters,
+        "z" * 64) one refusal, :data:`SHA256_RULE`, not pydantic's words for each case."""
+        if isinstance(value, str) and (value == "" or SHA256_HEX.fullmatch(value.lower())):
+            return value.lower()
         raise refusal(SHA256_RULE)
 
 
