@@ -11,7 +11,8 @@ at once) then, for every such node that has not registered again:
 * removes its ``object_locations`` rows. The repair stopped counting its copies when its record went
   (it counts nodes in the registry only), so it needs none of them; but a key an image still names whose
   only location was on that node has no copy left anywhere: it gets a replica debt with ``have`` 0 and an
-  error naming the node, which ``pixelfox status`` shows, rather than vanishing from every listing.
+  error naming the node (counted in ``pixelfox_storage_under_replicated_objects``, its text in the
+  ``replica_debts`` table and the log) rather than vanishing from every listing.
 
 A node's id leaves the set once a pass finds nothing left of it (a delete that was in flight when the rows
 went is caught by the pass after). A node that registers again under that id keeps whatever rows are left.
@@ -58,7 +59,7 @@ async def clear_gone(sessions: async_sessionmaker[AsyncSession], registry: Regis
         if rows or dropped:
             logger.warning("storage node %s is gone for good: gave up %d pending deletes on it, removed %d object "
                            "locations%s", node_id, dropped, rows,
-                           f"; {len(lost)} objects had no other copy (see `pixelfox status`)" if lost else "")
+                           f"; {len(lost)} objects had no other copy (replica debts with have 0)" if lost else "")
         else:
             await redis.srem(GONE_KEY, node_id)
     return given_up

@@ -295,7 +295,8 @@ class ReplicaRepair:
     async def _forget_settled(self, live: list[str], threshold: int) -> None:
         """Drop debts whose key is back at the factor by other means (a re-upload, a node back), or that no
         image names any more. A debt whose key is named but has no location left (its only holder was
-        forgotten: :mod:`nodes.manager.gone`) stays, so the loss shows in ``pixelfox status``."""
+        forgotten: :mod:`nodes.manager.gone`) stays, so the loss stays counted
+        (``pixelfox_storage_under_replicated_objects``)."""
         async with self.sessions() as s:
             debts = (await s.execute(select(ReplicaDebt.key, ReplicaDebt.want))).all()
             if not debts:
