@@ -25,6 +25,7 @@ ones to resume or cancel). Anonymous callers get 401.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from aiohttp import web
@@ -32,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pixelfox import errors, ids
 from pixelfox.client.images import private_duplicate_note, upload_progress_json
-from pixelfox.storage.keys import SHA256_HEX, SHA256_RULE
+from pixelfox.storage.keys import SHA256_RULE, declared_sha256
 from pixelfox.uploadstate import nothing_to_cancel
 from pixelfox.v1 import common_pb2, manager_pb2
 from web.calls import call
@@ -54,11 +55,12 @@ class NewUpload(BaseModel):
     @field_validator("sha256", mode="before")
     @classmethod
     def _sha256(cls, value: Any) -> Any:
-        """``value`` in lower case when ``""`` or 64 hex digits of either case (as the manager's
-        :func:`~pixelfox.storage.keys.declared_sha256` keeps it); else (null, a number, 65 characters,
-        "z" * 64) one refusal, :data:`SHA256_RULE`, not pydantic's words for each case."""
-        if isinstance(value, str) and (value == "" or SHA256_HEX.fullmatch(value.lower())):
-            return value.lower()
+        """``value`` as the manager keeps it (:func:`~pixelfox.storage.keys.declared_sha256`: ``""``, or 64
+        hex digits of either case in lower case); else (null, a number, 65 characters, "z" * 64) one
+        refusal, :data:`SHA256_RULE`, not pydantic's words for each case."""
+        if isinstance(value, str):
+            with contextlib.suppress(errors.BadRequest):
+                return declared_sha256(value)
         raise refusal(SHA256_RULE)
 
 
