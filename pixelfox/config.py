@@ -8,6 +8,7 @@ environment. ``docs/config.md`` lists every variable.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -127,6 +128,23 @@ class LogSettings(BaseModel):
 #: here have a minute budget only, with no hourly or daily cap behind it, so it is lower, and
 #: signed-in users and API keys are not in it (``user_uploads_per_minute`` is theirs).
 ANONYMOUS_IP_UPLOADS_PER_MINUTE = 20
+
+
+def proxy_networks(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The networks of a comma-separated list of proxy addresses or networks (``10.0.0.5, 10.0.0.0/8``;
+    blanks ignored). Raises ValueError naming the first entry that is not an IP address or network
+    (a network with host bits set, ``10.0.0.1/8``, is not one, as aiohttp-remotes reads them)."""
+    networks = []
+    for entry in (t.strip() for t in value.split(",")):
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry))
+        except ValueError as exc:  # "... has host bits set" says more; "does not appear to be ..." repeats
+            why = "" if "does not appear" in str(exc) else f" ({exc})"
+            raise ValueError(f"{entry!r} is not an IP address or network{why}; use addresses or networks "
+                             "such as 10.0.0.5 or 10.0.0.0/8, comma-separated") from None
+    return networks
 
 
 class LimitsSettings(BaseModel):

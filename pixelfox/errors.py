@@ -276,6 +276,14 @@ BY_GRPC_STATUS: dict[grpc.StatusCode, type[PixelfoxError]] = {
 }
 
 
+def exit_status_of(code: str) -> int:
+    """The ``pixelfox`` command's exit status for an error of stable ``code`` given as text (a ``put
+    --json`` line's): that of its class (:attr:`PixelfoxError.exit_status`: 2 the caller's, 1 the
+    environment's); 1 for a code this version does not know."""
+    cls = BY_CODE.get(code)
+    return 2 if cls is not None and cls.grpc_status in CALLER_STATUSES else 1
+
+
 def from_wire(code: str | None, status: grpc.StatusCode | None, message: str, retry_after_s: int = 0
               ) -> PixelfoxError:
     """Rebuild the exception a peer raised from its stable ``code`` (preferred) or gRPC ``status``;

@@ -92,9 +92,17 @@ class Timeout(ImageError):
     """Processing ran over :attr:`Limits.timeout_s` (a CPU bomb, or an overloaded
     node). The Rust pipeline checks its deadline between steps, per animation frame
     and per encode job, so the call returns shortly after the limit; code
-    ``"timeout"`` (same as :class:`pixelfox.errors.Timeout`)."""
+    ``"timeout"`` (same as :class:`pixelfox.errors.Timeout`).
+
+    ``elapsed_s`` (seconds since the call began) and ``step`` (the pipeline step that noticed
+    the deadline, e.g. ``"decode"``) come from the core; None when raised without them."""
 
     code = "timeout"
+
+    def __init__(self, message: str, elapsed_s: float | None = None, step: str | None = None) -> None:
+        super().__init__(message)
+        self.elapsed_s = elapsed_s
+        self.step = step
 
 
 # Private core exception class -> public class (httpx-style mapping table).
@@ -112,9 +120,10 @@ def _map_exceptions() -> Iterator[None]:
     try:
         yield
     except _core.CoreError as exc:
+        message, *details = exc.args or (str(exc),)  # TimeoutError: (message, elapsed_s, step)
         for core_cls, public_cls in _ERROR_MAP:
             if isinstance(exc, core_cls):
-                raise public_cls(str(exc)) from exc
+                raise public_cls(str(message), *details) from exc
         raise ImageError(str(exc)) from exc  # pragma: no cover - CoreError is in the table
 
 

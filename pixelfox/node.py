@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import secrets
 import signal
 import socket
 import time
@@ -63,6 +64,10 @@ class NodeIdentity:
     metrics_url: str = ""
     capabilities: list[str] = field(default_factory=list)
     host: str = field(default_factory=socket.gethostname)  # with the address, tells a restart from a duplicate id
+    #: this process among every node that ever ran as ``node_id``: 16 random hex digits drawn at start, sent
+    #: with Register and every Heartbeat (a frozen node whose id a successor took over is refused), and
+    #: served by a gRPC node as a health entry (:func:`pixelfox.grpcx.server.instance_service`)
+    instance: str = field(default_factory=lambda: secrets.token_hex(8))
 
 
 def start_metrics(host: str, port: int) -> str:
@@ -108,6 +113,7 @@ async def _register(link: ManagerLink, ident: NodeIdentity, load: Load, interval
                     version="0.1.0",
                     heartbeat_interval_s=interval,
                     host=ident.host,
+                    instance=ident.instance,
                 ),
                 metadata=link.metadata,
                 timeout=5,
@@ -137,7 +143,8 @@ async def _heartbeats(
 ) -> None:
     """Send a heartbeat every ``interval`` seconds to every manager on its own (see
     :mod:`pixelfox.managerlink`): one that freezes delays only its own heartbeats, each failing at its
-    deadline, ``max(3 intervals, 2 s)``. A manager that does not know the node gets it registered again.
+    deadline, ``max(3 intervals, 2 s)``. A manager that does not know the node (or knows another instance
+    under its id: a successor took it over while this one was frozen) gets it registered again.
     Once ``draining`` is set the next heartbeat (DRAINING) goes at once, not after the interval; ``told``
     is set when a manager answered one. So does the next one after the node's readiness changed:
     ``readiness()`` is the event the next change sets (:meth:`Agent.readiness_changed`)."""
@@ -157,6 +164,7 @@ async def _heartbeats(
                         free_bytes=load.free_bytes,
                         status=status,
                         not_ready=not ready(),
+                        instance=ident.instance,
                     ),
                     metadata=link.metadata,
                     timeout=max(interval * 3, 2.0),
@@ -165,6 +173,8 @@ async def _heartbeats(
                 if status == common_pb2.NODE_STATUS_DRAINING:
                     told.set()
                 if not reply.known:
+                    logger.info("the manager does not know this process as %s (its record was dropped, or another "
+                                "instance took the id over): registering again", ident.node_id)
                     async with registering:
                         await _register(link, ident, load, interval, stop)
             except grpc.aio.AioRpcError as exc:
@@ -294,7 +304,8 @@ class Agent:
         Call it once the heartbeat loop ended: a later heartbeat would make the node register again."""
         try:
             await self.link.stub.Heartbeat(
-                manager_pb2.HeartbeatRequest(node_id=self.ident.node_id, status=common_pb2.NODE_STATUS_STOPPED),
+                manager_pb2.HeartbeatRequest(node_id=self.ident.node_id, status=common_pb2.NODE_STATUS_STOPPED,
+                                             instance=self.ident.instance),
                 metadata=self.link.metadata, timeout=timeout_s)
             return True
         except grpc.aio.AioRpcError as exc:
@@ -384,6 +395,7 @@ async def run_node(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, term.set)
     await server.start()
+    await server.announce_instance(ident.instance)  # before it registers: the manager may ask (liveness)
     if ready is not None:
         while not await ready():
             # SIGTERM while a dependency (Redis, the database) is still down: stop now; this loop

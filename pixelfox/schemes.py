@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 #: how every API key starts (the manager makes ``pfx_`` + 43 url-safe characters)
 API_KEY_PREFIX = "pfx_"
+#: the user ``pixelfox up`` makes on a cluster's first start, whose API key the local commands use
+LOCAL_ADMIN_NAME = "admin"
 #: the label of the API key ``pixelfox up`` makes for user ``admin`` and keeps in ``.pixelfox/cluster.json``:
 #: the ``pixelfox`` commands run on the cluster's host use it (Settings says so next to it)
 LOCAL_ADMIN_KEY_LABEL = "local admin"

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +86,26 @@ def wait_http(url: str, timeout_s: float = 30.0) -> None:
         time.sleep(0.2)
 
 
+def start_local(local: LocalCluster, timeout_s: float = 90.0, grace_s: float = 15.0,
+                then: Callable[[LocalCluster], object] | None = None) -> str:
+    """Start ``local``, wait up to ``timeout_s`` s until every node is ready, run ``then(local)`` (more
+    nodes, a restart: anything before the state is written), then make the local admin's API key and
+    write ``cluster.json`` (as ``pixelfox up`` does). Returns that key. On any error, ``SystemExit``
+    from a node that exits or a start that times out included, the cluster is stopped (``grace_s`` s
+    per group of nodes) and the error raised again; after a return the caller stops it."""
+    try:
+        local.start()
+        asyncio.run(local.wait_ready(timeout_s))
+        if then is not None:
+            then(local)
+        key = asyncio.run(local.ensure_admin())
+        local.write_state(key)
+    except BaseException:
+        local.stop(grace_s)
+        raise
+    return key
+
+
 @pytest.fixture(scope="session", autouse=True)
 def state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """``XDG_STATE_HOME`` of the session (``pixelfox put`` keeps its upload journal there): a temp
@@ -130,11 +150,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHandle]
     # every test registers from 127.0.0.1: lift the per-address registration limit (10 an hour) for the session
     web_env = {"PIXELFOX_REGISTER_PER_HOUR": "10000"}
     local = LocalCluster(root, Counts(upload=2, proc=2, storage=2, web=1), role_env={"web": web_env})
+    admin = start_local(local)
     try:
-        local.start()
-        asyncio.run(local.wait_ready(90))
-        admin = asyncio.run(local.ensure_admin())
-        local.write_state(admin)
         for url in local.web_urls:
             wait_http(f"{url}/healthz")
         state = json.loads((root / ".pixelfox" / "cluster.json").read_text())

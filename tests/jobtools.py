@@ -23,6 +23,7 @@ from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.client.images import image_to_json
 from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc
+from tests.conftest import start_local
 
 
 def make_photo(path: Path, width: int, height: int, seed: int = 0) -> Path:
@@ -40,15 +41,23 @@ def start_cluster(root: Path, counts: Counts, role_env: dict[str, dict[str, str]
                   appendfsync: str = "everysec") -> tuple[LocalCluster, str]:
     """Start a LocalCluster in ``root``; returns it and the local admin's API key."""
     local = LocalCluster(root, counts, role_env=role_env or {}, redis_appendfsync=appendfsync)
-    try:
-        local.start()
-        asyncio.run(local.wait_ready(120))
-        key = asyncio.run(local.ensure_admin())
-        local.write_state(key)
-    except BaseException:
-        local.stop(5)
-        raise
-    return local, key
+    return local, start_local(local, timeout_s=120, grace_s=5)
+
+
+def start_with_proc(root: Path, workers: int, proc_env: dict[str, str] | None = None) -> tuple[LocalCluster, str, int]:
+    """A LocalCluster in ``root`` (1 manager, 1 upload node, 1 storage node, no web node) with one
+    processing node ``proc1`` of ``workers`` slots and ``proc_env`` on top of its usual environment
+    (``start()`` would give it cores / nodes slots). Returns the cluster, the local admin's API key
+    and the processing node's pid."""
+    local = LocalCluster(root, Counts(upload=1, proc=0, storage=1, web=0), role_env={"proc": dict(proc_env or {})})
+
+    def add_proc(local: LocalCluster) -> None:
+        local.add_proc("proc1", workers)
+        local.counts.proc = 1  # wait_ready waits for it too
+        asyncio.run(local.wait_ready(90))
+
+    key = start_local(local, grace_s=5, then=add_proc)
+    return local, key, local.child("proc1").proc.pid
 
 
 def cli(root: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -71,8 +80,8 @@ def put_retrying(root: Path, file: Path, tries: int = 5, timeout: float = 300) -
     out: dict[str, Any] = {}
     for i in range(tries):
         [out] = put_json(root, file, timeout=timeout) or [{"status": "rejected", "error": {"code": "no-output"}}]
-        if out["status"] != "rejected" or out.get("error", {}).get("code") not in ("unavailable", "no-output",
-                                                                                  "no-node-available", "internal"):
+        if out["status"] not in ("rejected", "paused") or out.get("error", {}).get("code") not in (
+                "unavailable", "no-output", "no-node-available", "internal"):
             return out
         time.sleep(1 + i)
     return out
@@ -158,3 +167,14 @@ def variant_objects(root: Path, sha256: str) -> dict[str, list[str]]:
                  and not p.name.endswith(".meta") and ".tmp-" not in p.name]
         out[node.name] = sorted(str(p.relative_to(node)) for p in files)
     return out
+
+
+def status_mb(pid: int, field: str = "VmRSS") -> float:
+    """A memory figure of process ``pid`` from ``/proc/PID/status``, in MB (MiB): ``VmRSS`` (resident
+    now) or ``VmHWM`` (the resident peak). FileNotFoundError when the process is gone, KeyError for an
+    unknown field."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name == field:
+            return int(value.split()[0]) / 1024  # "123456 kB"
+    raise KeyError(field)

@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from pixelfox import redisx
+from pixelfox.client.images import public_status
 from pixelfox.text import human_bytes, isolated
 from web.cluster import Manager
 from web.config import WebSettings
@@ -74,6 +75,7 @@ def create_app(settings: WebSettings) -> web.Application:
     )
     env.filters["human_bytes"] = human_bytes
     env.filters["isolated"] = isolated
+    env.filters["public_status"] = public_status  # an Image message's status word ("lost" too), not its enum number
     env.globals["static"] = lambda path: app.router["static"].url_for(filename=path)
     env.globals["vendor"] = lambda path: app.router["vendor"].url_for(filename=path)
     app.cleanup_ctx.append(_resources)

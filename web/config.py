@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 
 from pydantic import Field, field_validator
 from yarl import URL
 
-from pixelfox.config import HttpServerSettings, LimitsSettings, NodeSettings, RedisSettings
+from pixelfox.config import HttpServerSettings, LimitsSettings, NodeSettings, RedisSettings, proxy_networks
 from pixelfox.signing import UrlSigningSettings
 
 REGISTRATIONS_PER_HOUR = 10  # per client address (POST /register); the default of register_per_hour
@@ -20,7 +19,8 @@ class WebSettings(NodeSettings):
     Env: ``PIXELFOX_NODE_ID``, ``PIXELFOX_CLUSTER__MANAGER``, ``PIXELFOX_CLUSTER__SECRET``,
     ``PIXELFOX_HTTP__HOST``/``__PORT``/``__PUBLIC_URL``, ``PIXELFOX_REDIS__URL``,
     ``PIXELFOX_METRICS_PORT``, ``PIXELFOX_COOKIE_SECURE``, ``PIXELFOX_SESSION_MAX_AGE_S``,
-    ``PIXELFOX_SITE_NAME``, ``PIXELFOX_UPLOAD_WAIT_S``, ``PIXELFOX_ALLOW_ANONYMOUS``, ``PIXELFOX_PAGE_CACHE_S``,
+    ``PIXELFOX_SITE_NAME``, ``PIXELFOX_UPLOAD_WAIT_S``, ``PIXELFOX_UPLOAD_STALL_S``, ``PIXELFOX_ALLOW_ANONYMOUS``,
+    ``PIXELFOX_PAGE_CACHE_S``,
     ``PIXELFOX_REGISTER_PER_HOUR``, ``PIXELFOX_TRUSTED_PROXIES``,
     ``PIXELFOX_LIMITS__MAX_UPLOAD_BYTES``, ``PIXELFOX_URL_SIGNING__*`` (as on the manager: the web
     node signs Download links)...
@@ -35,6 +35,10 @@ class WebSettings(NodeSettings):
     session_max_age_s: int = Field(14 * 24 * 3600, gt=0, description="absolute session lifetime")
     site_name: str = "PixelFox"
     upload_wait_s: float = Field(30.0, ge=0, description="how long POST /api/v1/images waits for ready")
+    upload_stall_s: float = Field(20.0, gt=0, description=(
+        "seconds the upload page waits for any progress of a resumable upload before it takes its upload node "
+        "to have stopped answering (frozen: its connection open, nothing read), aborts and sends the rest again, "
+        "to another upload node after a second stall"))
     allow_anonymous: bool = Field(True, description=(
         "offer uploads without an account (set it as on the managers, which enforce it: false makes the upload "
         "page ask visitors to log in and refuses an anonymous POST before reading its body)"))
@@ -60,15 +64,7 @@ class WebSettings(NodeSettings):
     def _proxy_addresses(cls, value: str) -> str:
         """``value`` if every comma-separated entry is an IP address or network (as aiohttp-remotes
         reads them: no host bits set in a network); ValueError naming the first that is not."""
-        for entry in (t.strip() for t in value.split(",")):
-            if not entry:
-                continue
-            try:
-                ipaddress.ip_network(entry)
-            except ValueError as exc:  # "... has host bits set" says more; "does not appear to be ..." repeats
-                why = "" if "does not appear" in str(exc) else f" ({exc})"
-                raise ValueError(f"{entry!r} is not an IP address or network{why}; use addresses or networks "
-                                 "such as 10.0.0.5 or 10.0.0.0/8, comma-separated") from None
+        proxy_networks(value)
         return value
 
     @property

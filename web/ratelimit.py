@@ -10,8 +10,10 @@ given back (:func:`not_counted_if_over_user_limits`); a 401 for an unknown key s
 Logins, registrations and reports have their own keys. :func:`take` (:mod:`pixelfox.ratelimit`,
 shared with the manager, which spends the anonymous budget for ``CreateUpload`` calls made straight
 to its gRPC port) checks and counts one attempt against one or more budgets in a single Lua script,
-so parallel requests cannot all pass the check before any of them is counted. A budget refills
-when its window (set by its first attempt) ends.
+so parallel requests cannot all pass the check before any of them is counted. A budget of N per
+window holds N attempts at once and refills one every window / N (GCRA, a sliding limit: N at the
+end of one minute and N more at the start of the next are refused); its state lives at
+``<key>:gcra`` (:func:`pixelfox.ratelimit.state_key`).
 
 The address is ``request.remote``: behind a reverse proxy listed in ``PIXELFOX_TRUSTED_PROXIES``,
 the client address that proxy forwarded (:func:`web.app.forwarded_for`); behind a proxy not listed
@@ -27,10 +29,10 @@ from collections.abc import AsyncIterator, Sequence
 from aiohttp import web
 
 from pixelfox import errors
-from pixelfox.ratelimit import Budget, anonymous_budget, give_back, spend, take
+from pixelfox.ratelimit import Budget, anonymous_budget, forget, give_back, spend, take
 from web.keys import REDIS, SETTINGS
 
-__all__ = ["check_ip", "give_back", "not_counted_if_over_user_limits", "retry_after", "take"]
+__all__ = ["check_ip", "forget", "give_back", "not_counted_if_over_user_limits", "retry_after", "take"]
 
 
 def retry_after(response: web.StreamResponse, seconds: int) -> web.StreamResponse:
@@ -42,11 +44,12 @@ async def check_ip(request: web.Request, *, anonymous: bool) -> list[str]:
     """Count one upload started from the caller's address (``request.remote``) against its budgets;
     the keys it was counted on (for :func:`not_counted_if_over_user_limits`).
 
-    Budgets, each a 60 s window from its first upload: ``limits.ip_uploads_per_minute`` for every
-    caller and, when ``anonymous`` (no session, no API key), ``limits.anonymous_ip_uploads_per_minute``
-    too; 0 turns one off. Raises RateLimited (HTTP 429; ``retry_after_s``: seconds, 1-60, until the
-    spent budget refills) and counts the upload against neither budget when one is spent; the
-    anonymous budget's message says an account or API key gets more.
+    Budgets, each N a minute (N at once, then one every 60 / N s): ``limits.ip_uploads_per_minute``
+    for every caller and, when ``anonymous`` (no session, no API key),
+    ``limits.anonymous_ip_uploads_per_minute`` too; 0 turns one off. Raises RateLimited (HTTP 429;
+    ``retry_after_s``: seconds until one more upload fits the spent budget, 1 to 60 / N rounded up)
+    and counts the upload against neither budget when one is spent; the anonymous budget's message
+    says an account or API key gets more.
     """
     limits = request.app[SETTINGS].limits
     address = request.remote or "unknown"

@@ -51,9 +51,14 @@ pub enum Error {
     /// Over a pixel/dimension/frame/byte limit.
     #[error("{0}")]
     Limit(String),
-    /// Over the per-image time limit (checked between steps and per frame/job).
-    #[error("{0}")]
-    Timeout(String),
+    /// Over the per-image time limit (checked between steps and per frame/job):
+    /// seconds since the call began, the step that noticed it, the limit (ms).
+    #[error("processing stopped after {elapsed_s:.1} s during {step}: over the {limit_ms} ms time limit")]
+    Timeout {
+        elapsed_s: f64,
+        step: String,
+        limit_ms: u64,
+    },
     /// An encoder refused valid pixels (should not happen; reported, not panicked).
     #[error("encoding {format} failed: {detail}")]
     Encode {
@@ -100,7 +105,10 @@ impl From<Error> for PyErr {
             Error::Corrupt(_) => CorruptImageError::new_err(msg),
             Error::Unsupported(_) => UnsupportedFormatError::new_err(msg),
             Error::Limit(_) => LimitExceededError::new_err(msg),
-            Error::Timeout(_) => TimeoutError::new_err(msg),
+            // args (message, elapsed seconds, step): callers word their own message from them
+            Error::Timeout {
+                elapsed_s, step, ..
+            } => TimeoutError::new_err((msg, elapsed_s, step)),
             Error::Encode { .. } => CoreError::new_err(msg),
         }
     }

@@ -53,11 +53,11 @@ impl Deadline {
     /// step that noticed it.
     pub fn check(&self, what: &str) -> Result<()> {
         match self.at {
-            Some(at) if Instant::now() >= at => Err(Error::Timeout(format!(
-                "processing stopped after {:.1} s during {what}: over the {} ms time limit",
-                self.start.elapsed().as_secs_f64(),
-                self.timeout_ms
-            ))),
+            Some(at) if Instant::now() >= at => Err(Error::Timeout {
+                elapsed_s: self.start.elapsed().as_secs_f64(),
+                step: what.to_string(),
+                limit_ms: self.timeout_ms,
+            }),
             _ => Ok(()),
         }
     }

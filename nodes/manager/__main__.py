@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from nodes.manager import liveness
 from nodes.manager.config import ManagerSettings
 from nodes.manager.expiry import ExpirySweeper
 from nodes.manager.jobs_rpc import JobServicer
@@ -93,7 +94,7 @@ async def serve(settings: ManagerSettings) -> None:
     node_id = settings.node_id or "manager1"
     engine = await open_database(settings)
     redis = redisx.connect(settings.redis)
-    registry = Registry(redis, settings.node_timeout_s)
+    registry = Registry(redis, settings.node_timeout_s, alive=liveness.answers)
     queue = JobQueue(redis, consumer=node_id, lease_s=settings.lease_s, max_attempts=settings.max_attempts,
                      max_lost=settings.max_lost, backoff_base_s=settings.retry_base_s,
                      backoff_cap_s=settings.retry_cap_s)

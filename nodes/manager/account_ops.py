@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from nodes.manager.accounts import Accounts, _hasher
+from nodes.manager.accounts import Accounts, _hasher, named, one_named
 from nodes.manager.images import iso
 from nodes.manager.library import is_admin_user
 from pixelfox import errors
@@ -51,9 +51,10 @@ class AccountOps:
     async def list_keys(self, caller: User | None, cluster: bool = False, user_name: str = ""
                         ) -> list[manager_pb2.ApiKeyInfo]:
         """The keys of ``user_name`` (admins only, see :func:`check_admin`) or, with ``""``, the
-        caller's own, newest first, revoked ones too. Unauthenticated without a user, NotFound
-        for an unknown name."""
-        if user_name and (caller is None or caller.name != user_name):
+        caller's own, newest first, revoked ones too. ``user_name`` in any case
+        (:meth:`~nodes.manager.accounts.Accounts.get_user_by_name`). Unauthenticated without a user,
+        NotFound for an unknown name."""
+        if user_name and (caller is None or caller.name.lower() != user_name.lower()):
             check_admin(caller, cluster, "list another user's API keys")
             user: User | None = await self.accounts.get_user_by_name(user_name)
         else:
@@ -70,9 +71,10 @@ class AccountOps:
             for k in rows
         ]
 
-    async def revoke_key(self, user: User | None, key_id: str, cluster: bool = False) -> bool:
+    async def revoke_key(self, user: User | None, key_id: str, cluster: bool = False) -> tuple[datetime, bool]:
         """Revoke one of the caller's keys (admins, and the local admin's cluster credential with no
-        user: anyone's); NotFound for another user's key."""
+        user: anyone's); NotFound for another user's key. Returns when the key was revoked and whether it
+        already was before this call (then that earlier time, and nothing changes)."""
         local_admin = cluster and user is None
         if user is None and not local_admin:
             raise errors.Unauthenticated("revoking an API key needs a user")
@@ -80,10 +82,11 @@ class AccountOps:
             row = await s.get(ApiKey, key_id)
             if row is None or not (local_admin or is_admin_user(user) or (user and row.user_id == user.id)):
                 raise errors.NotFound(f"no API key {key_id!r}")
-            if row.revoked_at is None:
-                row.revoked_at = datetime.now(UTC)
-                await s.commit()
-        return True
+            if row.revoked_at is not None:
+                return row.revoked_at, True
+            row.revoked_at = revoked_at = datetime.now(UTC)
+            await s.commit()
+        return revoked_at, False
 
     async def change_password(self, user: User | None, old: str, new: str) -> User:
         """Check ``old``, store the argon2id hash of ``new``. InvalidCredentials for a wrong ``old``;
@@ -121,18 +124,21 @@ class AccountOps:
             rows = (await s.execute(q)).all()
         return [manager_pb2.UserSummary(user=user_proto(u), images=n, bytes=b) for u, n, b in rows], total
 
-    async def set_disabled(self, caller: User | None, cluster: bool, name: str, disabled: bool) -> User:
-        """Disable (or enable again) the user called ``name``; their images stay as they are.
-        Disabling ends their web sessions at once (a browser still holding one is told the account
-        is disabled: :func:`pixelfox.session_index.end_sessions_of_disabled`); their API keys stop
-        working (see :func:`nodes.manager.accounts.enabled`).
+    async def set_disabled(self, caller: User | None, cluster: bool, name: str, disabled: bool,
+                           holder: User | None = None) -> tuple[User, bool]:
+        """Disable (or enable again) the user called ``name`` (in any case: :func:`named`); their
+        images stay as they are. Disabling ends their web sessions at once (a browser still holding
+        one is told the account is disabled: :func:`pixelfox.session_index.end_sessions_of_disabled`);
+        their API keys stop working (see :func:`nodes.manager.accounts.enabled`).
 
         Allowed to an admin user, or to the cluster credential with no acting user (the local
         ``pixelfox`` command). Raises Forbidden for anyone else and for an admin disabling
-        themself, NotFound for an unknown name, Conflict for the last enabled admin."""
+        themself: ``caller``, or ``holder``, the owner of the API key a cluster-credential call
+        carries beside it (the local admin's key: :meth:`nodes.manager.service.ManagerService.key_holder`),
+        whose commands would all stop working. NotFound for an unknown name, Conflict for the last
+        enabled admin. Returns the user and whether they already were in the state asked for (nothing
+        changed; a disable still ends their sessions)."""
         check_admin(caller, cluster, "disable or enable users")
-        if disabled and caller is not None and caller.name == name:
-            raise errors.Forbidden("you cannot disable your own account")
         async with self.sessions() as s:
             # Two admins disabling each other at once both saw the other enabled and left none: the
             # check and the write go under the write lock (SQLite) or with every enabled admin's row
@@ -140,16 +146,22 @@ class AccountOps:
             await begin_write(s)
             admins = list((await s.execute(select(User.id).where(
                 User.role == "admin", User.disabled_at.is_(None)).order_by(User.id).with_for_update())).scalars())
-            row = (await s.execute(select(User).where(User.name == name).with_for_update())).scalar_one_or_none()
+            row = one_named((await s.execute(named(name).with_for_update())).scalars().all(), name)
             if row is None:
                 raise errors.NotFound(f"no user named {name!r}")
+            if disabled and caller is not None and row.id == caller.id:
+                raise errors.Forbidden("you cannot disable your own account")
+            if disabled and caller is None and holder is not None and row.id == holder.id:
+                raise errors.Forbidden(f"you cannot disable your own account ({row.name} owns the API key this "
+                                       "command uses)")
             if disabled and row.disabled_at is None and row.role == "admin" and admins == [row.id]:
-                raise errors.Conflict(f"{name} is the last enabled admin; make another admin first")
-            if disabled != (row.disabled_at is not None):
+                raise errors.Conflict(f"{row.name} is the last enabled admin; make another admin first")
+            unchanged = disabled == (row.disabled_at is not None)
+            if not unchanged:
                 row.disabled_at = datetime.now(UTC) if disabled else None
                 await s.commit()
         if disabled:  # also when it already was: a session saved by a request in flight then ends too
             await end_sessions_of_disabled(self.redis, row.id)
         else:
             await forget_ended_sessions(self.redis, row.id)
-        return row
+        return row, unchanged

@@ -11,10 +11,11 @@ import asyncio
 import hashlib
 import re
 import secrets
+from collections.abc import Sequence
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ulid import ULID
@@ -43,13 +44,33 @@ def enabled(user: User) -> User:
     return user
 
 
+def named(name: str) -> Select[User]:
+    """The users called ``name`` ignoring case (names are unique that way, :meth:`Accounts.create_user`),
+    as a query to refine (``.with_for_update()``) and give to :func:`one_named`. ``lower()`` folds
+    ASCII alike on SQLite and PostgreSQL, and a name is ASCII (:data:`NAME_RE`)."""
+    return select(User).where(func.lower(User.name) == name.lower())
+
+
+def one_named(rows: Sequence[User], name: str) -> User | None:
+    """The user :func:`named` found for ``name``: the only one, or the one spelt exactly so when two
+    registrations of one name in two cases raced past the uniqueness check (or predate it); None
+    for none. BadRequest when two match and neither is spelt ``name``: the exact name picks one."""
+    if len(rows) < 2:
+        return rows[0] if rows else None
+    exact = [u for u in rows if u.name == name]
+    if not exact:
+        raise errors.BadRequest(f"more than one user is named {name!r} ignoring case; give the exact name")
+    return exact[0]
+
+
 class Accounts:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
 
     async def create_user(self, name: str, password: str, admin: bool = False) -> User:
         """Create a user; raises BadRequest (name/password rules) or AlreadyExists, also for a name
-        that differs from an existing one only in case. Logging in still takes the exact name."""
+        that differs from an existing one only in case. Logging in, and every lookup by name, ignores
+        case too (:func:`named`)."""
         if not NAME_RE.match(name):
             raise errors.BadRequest("user name must be 3-32 characters: letters, digits, '_', '.', '-'")
         check_new_password(password)
@@ -72,9 +93,13 @@ class Accounts:
     async def verify_password(self, name: str, password: str) -> User:
         """The user for ``name`` if ``password`` matches; InvalidCredentials otherwise (same message);
         AccountDisabled for the right password of a disabled account (only then: the answer tells
-        nobody without the password whether an account is disabled)."""
+        nobody without the password whether an account is disabled). ``name`` in any case
+        (:func:`named`); a name two users share ignoring case logs in neither unless spelt exactly."""
         async with self.sessions() as s:
-            user = (await s.execute(select(User).where(User.name == name))).scalar_one_or_none()
+            try:
+                user = one_named((await s.execute(named(name))).scalars().all(), name)
+            except errors.BadRequest:
+                user = None  # the same answer and timing as an unknown name
         stored = user.password_hash if user is not None else _DUMMY_HASH
         try:
             await asyncio.to_thread(_hasher.verify, stored, password[:MAX_PASSWORD])
@@ -92,8 +117,9 @@ class Accounts:
         return user
 
     async def get_user_by_name(self, name: str) -> User:
+        """The user called ``name``, in any case (:func:`named`, :func:`one_named`); NotFound for none."""
         async with self.sessions() as s:
-            user = (await s.execute(select(User).where(User.name == name))).scalar_one_or_none()
+            user = one_named((await s.execute(named(name))).scalars().all(), name)
         if user is None:
             raise errors.NotFound(f"no user named {name!r}")
         return user
@@ -109,15 +135,24 @@ class Accounts:
             await s.commit()
         return key, key_id
 
+    async def _key_row(self, key: str) -> ApiKey | None:
+        """The stored row of API key ``key`` (revoked or not, its user loaded); None for an unknown key."""
+        if not key.startswith(KEY_PREFIX):
+            return None
+        async with self.sessions() as s:
+            return (await s.execute(select(ApiKey).where(ApiKey.key_hash == hash_api_key(key)))).scalar_one_or_none()
+
     async def resolve_api_key(self, key: str) -> User:
         """The owner of a valid, unrevoked key; Unauthenticated otherwise, AccountDisabled when an
         admin disabled the owner."""
-        if not key.startswith(KEY_PREFIX):
-            raise errors.Unauthenticated("invalid API key")
-        async with self.sessions() as s:
-            row = (
-                await s.execute(select(ApiKey).where(ApiKey.key_hash == hash_api_key(key)))
-            ).scalar_one_or_none()
+        row = await self._key_row(key)
         if row is None or row.revoked_at is not None:
             raise errors.Unauthenticated("invalid API key")
         return enabled(row.user)
+
+    async def key_owner(self, key: str) -> User | None:
+        """Whose API key ``key`` is, revoked or not and whether or not the owner is disabled; None for
+        an unknown key. Not a credential: for the local ``pixelfox`` command, which sends its admin key
+        beside the cluster credential, to say whose key it holds (an admin cannot disable themself)."""
+        row = await self._key_row(key)
+        return row.user if row is not None else None

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from nodes.manager.repair import RepairSettings
 from nodes.manager.tiers import TierSettings
-from pixelfox.config import DatabaseSettings, LimitsSettings, NodeSettings, RedisSettings
+from pixelfox.config import DatabaseSettings, LimitsSettings, NodeSettings, RedisSettings, proxy_networks
 from pixelfox.signing import UrlSigningSettings
 
 
@@ -16,6 +16,11 @@ class ManagerSettings(NodeSettings):
     limits: LimitsSettings = LimitsSettings()
     site_url: str = Field("", description="public base URL of the web site; default: first healthy web node")
     allow_anonymous: bool = Field(True, description="accept uploads without an account")
+    grpc_trusted_proxies: str = Field(
+        "", description="comma-separated addresses/networks of a gRPC proxy in front of this manager (envoy, nginx "
+        "grpc_pass; e.g. 10.0.0.0/8). A call from one of them is counted on the anonymous upload budget of the "
+        "address its x-forwarded-for metadata ends with (the one that proxy added). Empty: the peer address, so "
+        "behind a proxy every direct anonymous upload shares its budget")
     replicas: int = Field(2, ge=1, description="copies of every object, capped by healthy storage nodes")
     node_timeout_s: float = Field(5.0, gt=0, description=(
         "a node without a heartbeat this long is inactive; nodes heartbeating less than 3 times in it are refused"))
@@ -37,3 +42,11 @@ class ManagerSettings(NodeSettings):
     url_signing: UrlSigningSettings = UrlSigningSettings()
     purge_hook_url: str = Field("", description="POSTed {event, urls} when files of an image stop being public")
     gc_interval_s: float = Field(10.0, gt=0, description="seconds between retries of missed deletes and purges")
+
+    @field_validator("grpc_trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, value: str) -> str:
+        """``value`` if every comma-separated entry is an IP address or network; ValueError naming the
+        first that is not (:func:`pixelfox.config.proxy_networks`)."""
+        proxy_networks(value)
+        return value

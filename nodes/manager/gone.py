@@ -52,7 +52,7 @@ async def clear_gone(sessions: async_sessionmaker[AsyncSession], registry: Regis
         for key in lost:  # recorded before the rows go: a pass that dies between finds them again
             await record_debt(sessions, key, 0, replicas,
                               f"no copy left: the only one was on storage node {node_id}, which was forgotten; "
-                              "upload the image again, or delete it"[:500])
+                              "its owner's upload of the same file restores it"[:500])
         rows = await _drop_locations(sessions, node_id)
         dropped = await _drop_pending(redis, pending_key, node_id)
         given_up += dropped

@@ -15,7 +15,13 @@ pending deletes and object locations are cleared (:mod:`nodes.manager.gone`).
 A node id belongs to one live node: a Register for an id whose node is live (not stopped, heartbeat
 younger than ``node_timeout_s``) at another address, or at the same address on another host, is
 refused (:meth:`Registry.register`); a node starting again where it ran, or taking over the id of a
-dead or stopped node, is taken.
+dead or stopped node, is taken. Before it refuses a node at another address, the registry asks whether
+the holder still answers at its own (``alive``: :func:`nodes.manager.liveness.answers`, a gRPC health
+check for the holder's instance, 1 s): a node that crashed and came back at a new address takes its id
+over at once, not after ``node_timeout_s``. Each node process sends its own ``instance`` (a random id
+drawn at start) with Register and every Heartbeat; a heartbeat from another instance than the record's
+is refused (:meth:`Registry.heartbeat`), so a node that was frozen while a successor took its id over
+registers again when it resumes, and is refused while the successor is live.
 
 A node's heartbeat interval must be at most a third of ``node_timeout_s``
 (:data:`HEARTBEATS_PER_TIMEOUT`, checked when it registers: :meth:`Registry.check_interval`).
@@ -23,10 +29,12 @@ A node's heartbeat interval must be at most a third of ``node_timeout_s``
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 
 import redis.asyncio as aioredis
@@ -49,23 +57,27 @@ GONE_KEY = "pixelfox:{registry}:gone"
 STOPPED = common_pb2.NODE_STATUS_STOPPED
 
 #: KEYS[1] the registry hash; ARGV: node id, its new record (JSON), the record's status, STOPPED. Writes
-#: only over a record that exists (a node forgotten meanwhile must register again), and never turns a
-#: STOPPED record back (a heartbeat sent before the node's last word, answered after it): returns 0 then.
+#: only over a record that exists (a node forgotten meanwhile must register again) of the new record's
+#: instance (another process took the id over since the record was read), and never turns a STOPPED
+#: record back (a heartbeat sent before the node's last word, answered after it): returns 0 then.
 _UPDATE = redisx.script("""
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur then return 0 end
-if ARGV[3] ~= ARGV[4] and tostring(cjson.decode(cur)['status']) == ARGV[4] then return 0 end
+local old = cjson.decode(cur)
+if (old['instance'] or '') ~= (cjson.decode(ARGV[2])['instance'] or '') then return 0 end
+if ARGV[3] ~= ARGV[4] and tostring(old['status']) == ARGV[4] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """)
 
 #: KEYS[1] the registry hash; ARGV: node id, its new record (JSON), now (unix seconds), node_timeout_s,
-#: STOPPED. Writes the record unless the stored one is a live node (not STOPPED, heartbeat younger than
-#: node_timeout_s) elsewhere: at another address, or at the same address on another host (when both say
-#: theirs). Returns "" when written, else the stored record (:meth:`Registry.register`).
+#: STOPPED, the stored record found gone ("" for none). Writes the record unless the stored one is a live
+#: node (not STOPPED, heartbeat younger than node_timeout_s) elsewhere: at another address, or at the same
+#: address on another host (when both say theirs); over the record found gone, if still stored as it was
+#: read, in any case. Returns "" when written, else the stored record (:meth:`Registry.register`).
 _CLAIM = redisx.script("""
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if cur then
+if cur and cur ~= ARGV[6] then
   local old, new = cjson.decode(cur), cjson.decode(ARGV[2])
   local live = tostring(old['status']) ~= ARGV[5]
     and tonumber(ARGV[3]) - tonumber(old['last_heartbeat'] or 0) < tonumber(ARGV[4])
@@ -125,6 +137,7 @@ class NodeRecord:
     maintenance: bool = False  # read from MAINTENANCE_KEY, survives re-registration
     ready: bool = True  # the last heartbeat's readiness (HeartbeatRequest.not_ready inverted)
     host: str = ""  # the node's host name (RegisterRequest.host; "" from older nodes)
+    instance: str = ""  # the node process' instance id (RegisterRequest.instance; "" from older nodes)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> NodeRecord:
@@ -155,9 +168,15 @@ class Stale:
 
 
 class Registry:
-    def __init__(self, redis: aioredis.Redis, node_timeout_s: float) -> None:
+    """The node registry in Redis (see module doc). ``alive`` answers whether a record's node still runs at
+    its address (:func:`nodes.manager.liveness.answers`); None (tools, tests) = never asked: a live record
+    is kept for ``node_timeout_s``."""
+
+    def __init__(self, redis: aioredis.Redis, node_timeout_s: float,
+                 alive: Callable[[NodeRecord], Awaitable[bool]] | None = None) -> None:
         self.redis = redis
         self.node_timeout_s = node_timeout_s
+        self.alive = alive
         self.in_maintenance: set[str] = set()  # last seen MAINTENANCE_KEY (the dispatcher reads it)
 
     def check_interval(self, node_id: str, heartbeat_interval_s: float) -> None:
@@ -179,13 +198,24 @@ class Registry:
         Raises AlreadyExists, also logged here, while another live node (not stopped, heartbeat younger
         than ``node_timeout_s``) holds ``rec.node_id`` elsewhere: at another address, or at the same one
         on another host. A node starting again at its own address, or taking the id of a dead or stopped
-        node, is stored."""
+        node, is stored; so is one whose id's holder, at another gRPC address, no longer answers there
+        (:attr:`alive`, asked once; it takes the id over only if the holder's record did not change
+        meanwhile)."""
         rec.last_heartbeat = time.time()
         args = [rec.node_id, json.dumps(asdict(rec)), repr(rec.last_heartbeat), repr(self.node_timeout_s), str(STOPPED)]
-        held = await _CLAIM(keys=[KEY], args=args, client=self.redis)
+        held = await _CLAIM(keys=[KEY], args=[*args, ""], client=self.redis)
         if not held:
             return
         other = NodeRecord.from_json(held)
+        if self.alive is not None and other.grpc_address and other.address != rec.address \
+                and not await self.alive(other):
+            # the same address is not asked: from here it may be the new node's, not the holder's (another host)
+            held = await _CLAIM(keys=[KEY], args=[*args, held], client=self.redis)
+            if not held:
+                logger.info("node %s at %s (host %s) took the id over from the node at %s, which no longer answers",
+                            rec.node_id, rec.address, rec.host or "?", other.address)
+                return
+            other = NodeRecord.from_json(held)  # the holder spoke meanwhile, or another node took the id
         where = other.address + (f" on host {other.host}" if other.address == rec.address else "")
         exc = errors.AlreadyExists(f"node id {rec.node_id} is already in use by a live node at {where}; "
                                    f"give this node its own PIXELFOX_NODE_ID")
@@ -200,12 +230,19 @@ class Registry:
         return bool(await _UPDATE(keys=[KEY], args=args, client=self.redis))
 
     async def heartbeat(
-        self, node_id: str, in_use: int, capacity: int, free_bytes: int, status: int, ready: bool = True
+        self, node_id: str, in_use: int, capacity: int, free_bytes: int, status: int, ready: bool = True,
+        instance: str = "",
     ) -> bool:
-        """Update a node's load and readiness; False if the node is unknown or said it stopped (it must
-        register again). ``status`` STOPPED is the node's last word (:meth:`leave`)."""
+        """Update a node's load and readiness; False if the node is unknown, said it stopped, or the record
+        is another process' than ``instance`` (a successor took the id over while this one was frozen): it
+        must register again. ``status`` STOPPED is the node's last word (:meth:`leave`). ``instance`` ""
+        (an older node), or a record without one, is not compared."""
         rec = await self.get(node_id)
         if rec is None:
+            return False
+        if instance and rec.instance and instance != rec.instance:
+            logger.info("refused a heartbeat of node %s from instance %s: the id is instance %s's, at %s",
+                        node_id, instance, rec.instance, rec.address)
             return False
         rec.in_use, rec.capacity, rec.free_bytes = in_use, capacity or rec.capacity, free_bytes
         rec.ready = ready
@@ -254,13 +291,26 @@ class Registry:
         Raises NotFound for a node the registry does not know.
         """
         if await self.get(node_id) is None:
-            raise errors.NotFound(f"no node {node_id!r} in the registry")
+            raise await self._unknown(node_id)
         if on:
             await self.redis.sadd(MAINTENANCE_KEY, node_id)
         else:
             await self.redis.srem(MAINTENANCE_KEY, node_id)
         rec = next(r for r in await self.all() if r.node_id == node_id)
         return rec
+
+    async def _unknown(self, node_id: str) -> errors.NotFound:
+        """The NotFound for a node id neither the registry nor the maintenance set holds, naming the known
+        id it most likely meant (ids are case-sensitive: ``Storage-1`` is not ``storage-1``), if any:
+        the same id in another case first, else the closest by :func:`difflib.get_close_matches`
+        (ratio at least 0.6, its default)."""
+        known = {r.node_id for r in await self.all()} | self.in_maintenance
+        same = [k for k in sorted(known) if k.casefold() == node_id.casefold()]
+        near = same or difflib.get_close_matches(node_id, sorted(known), n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        if same:
+            hint += " (node ids are case-sensitive)"
+        return errors.NotFound(f"no node {node_id!r} in the registry{hint}")
 
     async def forget(self, node_id: str) -> NodeRecord | None:
         """Drop ``node_id`` from the registry and from maintenance (an admin's word: it died for good);
@@ -280,7 +330,7 @@ class Registry:
             pipe.sismember(MAINTENANCE_KEY, node_id)
             raw, maint = await pipe.execute()
         if not raw and not maint:
-            raise errors.NotFound(f"no node {node_id!r} in the registry")
+            raise await self._unknown(node_id)
         if not raw:
             return None, b""
         rec = NodeRecord.from_json(raw)

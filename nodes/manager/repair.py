@@ -15,7 +15,11 @@ manager but doing work only on the holder of the Redis lease ``repair``
    file, put (the target checks size and SHA-256), ``Stat`` the target and compare the
    SHA-256, then record the location;
 3. a debt is deleted once the key is back at the factor (or no image names the key any more:
-   keys being deleted are never copied back).
+   keys being deleted are never copied back);
+4. a debt whose key has no recorded copy on a live node (*lost*) is looked for on the reachable
+   storage nodes, at most ``lost_batch`` keys per pass and each at most once per ``lost_every_s``
+   (:mod:`nodes.manager.lostfind`); a copy found gets its location back and is copied to the factor
+   in the same pass.
 
 So a node that comes back, or a new node that joins while another is lost, gets the missing
 copies within one ``interval_s`` of being healthy. Keys are walked in order with a cursor,
@@ -42,6 +46,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from nodes.manager.lostfind import LostFinder
 from nodes.manager.registry import STOPPED, NodeRecord, Registry
 from pixelfox import errors
 from pixelfox.config import FINITE
@@ -74,6 +79,11 @@ class RepairSettings(BaseModel):
         600.0, gt=0, description="a storage node silent this long no longer counts as holding its objects")
     batch: int = Field(100, ge=1, description="keys looked at per pass")
     lease_ttl_s: float = Field(30.0, gt=0, description="TTL of the Redis lease that makes one manager repair")
+    lost_batch: int = Field(
+        20, ge=0, description="lost keys (debts with no recorded copy on a live node) looked for on the storage "
+        "nodes per pass (0: never look)")
+    lost_every_s: float = Field(
+        300.0, gt=0, description="seconds before the storage nodes are asked again for a lost key not found")
 
 
 def pool_of(rec: NodeRecord) -> str:
@@ -142,6 +152,7 @@ class ReplicaRepair:
         self._last_walk_short = -1  # ... in the last complete walk (-1: none yet)
         self._walk_nodes: frozenset[str] = frozenset()  # the live nodes the current walk started with
         WALK_SHORT.set(-1)
+        self.lost = LostFinder(sessions, secret, self.settings.lost_batch, self.settings.lost_every_s)
         self._leased = False  # True inside run(): work only while the lease is held
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -196,6 +207,8 @@ class ReplicaRepair:
                 break
             await self._repair_key(key, holders.get(key, []), live, per_pool, sizes.get(key, 0), report)
         self._count_walk(report, walk_done)
+        if not (self._leased and not self.lease.held):
+            await self._find_lost(live, per_pool, report)
         await self._forget_settled(list(live), threshold)
         async with self.sessions() as s:
             report.open_debts = int(await s.scalar(select(func.count()).select_from(ReplicaDebt)) or 0)
@@ -205,6 +218,16 @@ class ReplicaRepair:
                        "repair pass: %d short, %d copied, %d failed, %d open%s", report.short, report.copied,
                        report.failed, report.open_debts, "".join(f"; {e}" for e in report.errors))
         return report
+
+    async def _find_lost(self, live: dict[str, NodeRecord], per_pool: dict[str, int], report: PassReport) -> None:
+        """Look for lost keys on the reachable nodes (:class:`LostFinder`) and copy those found to the factor."""
+        if self.settings.lost_batch <= 0:
+            return
+        found = await self.lost.find(list(live), [r for r in live.values() if self._reachable(r)])
+        for key, copies in sorted(found.items()):
+            if self._leased and not self.lease.held:
+                return
+            await self._repair_key(key, [n for n, _ in copies], live, per_pool, copies[0][1], report)
 
     def _count_walk(self, report: PassReport, walk_done: bool) -> None:
         """Add this pass's short keys to the walk's, publish :data:`WALK_SHORT`, and close the walk if the pass
@@ -318,17 +341,23 @@ async def record_debt(sessions: async_sessionmaker[AsyncSession], key: str, have
     """Open or update the replica debt of ``key``: ``have`` copies of ``want``, ``error`` (kept as the last one
     when "") as what stands in the way; a new debt names the image whose original or variant ``key`` is."""
     async with sessions() as s:
-        debt = await s.get(ReplicaDebt, key)
-        if debt is None:
-            image_id = await s.scalar(select(Image.id).where(Image.original_key == key).limit(1))
-            if image_id is None:
-                image_id = await s.scalar(select(Variant.image_id).where(Variant.key == key).limit(1))
-            debt = ReplicaDebt(key=key, image_id=image_id or "", since=datetime.now(UTC))
-            s.add(debt)
-        debt.have, debt.want = have, want
-        if error:
-            debt.last_error = error
+        await add_debt(s, key, have, want, error)
         await s.commit()
+
+
+async def add_debt(s: AsyncSession, key: str, have: int, want: int, error: str) -> None:
+    """:func:`record_debt` in the caller's session ``s`` (the caller commits), so that the debt goes with
+    whatever else the caller changes in the same transaction (:mod:`nodes.manager.scrub`)."""
+    debt = await s.get(ReplicaDebt, key)
+    if debt is None:
+        image_id = await s.scalar(select(Image.id).where(Image.original_key == key).limit(1))
+        if image_id is None:
+            image_id = await s.scalar(select(Variant.image_id).where(Variant.key == key).limit(1))
+        debt = ReplicaDebt(key=key, image_id=image_id or "", since=datetime.now(UTC))
+        s.add(debt)
+    debt.have, debt.want = have, want
+    if error:
+        debt.last_error = error
 
 
 async def under_replicated_images(sessions: async_sessionmaker[AsyncSession]) -> list[tuple[str, int, int]]:

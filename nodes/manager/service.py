@@ -21,6 +21,7 @@ from nodes.manager.registry import Registry
 from nodes.manager.reports import Reports
 from nodes.manager.uploads import Uploads
 from pixelfox import errors, ratelimit, signing, tickets
+from pixelfox.config import proxy_networks
 from pixelfox.db.models import User
 from pixelfox.grpcx.auth import Caller
 from pixelfox.queue import JobQueue
@@ -47,8 +48,10 @@ class ManagerService:
         queue: JobQueue,
     ) -> None:
         self.settings = settings
+        self.sessions = sessions
         self.registry = registry
         self.queue = queue
+        self._grpc_proxies = proxy_networks(settings.grpc_trusted_proxies)
         self.accounts = Accounts(sessions)
         self.views = ImageViews(sessions, registry, settings.site_url)
         self.uploads = Uploads(
@@ -61,6 +64,7 @@ class ManagerService:
         self.dispatcher.on_recorded = self.library.after_processing
         self.dispatcher.on_orphaned = self.objects.delete_unreferenced  # deleted while processing
         self.uploads.on_orphaned = self.objects.delete_unreferenced  # cancelled after its original was stored
+        self.uploads.on_copy = self.objects.copy  # a lost private image's original, restored by a re-upload
         # a writer of some bytes recorded its rows: deletes of those bytes that waited for it (write fence)
         self.dispatcher.on_written = self.objects.written
         self.uploads.on_written = self.objects.written
@@ -98,6 +102,16 @@ class ManagerService:
             return Principal(cluster=False, user=await self.accounts.resolve_api_key(caller.api_key))
         return Principal(cluster=False, user=None)
 
+    async def key_holder(self, caller: Caller) -> User | None:
+        """For a cluster-credential call with no acting user that carries an API key too (the local
+        ``pixelfox`` command sends its admin key beside the cluster credential), that key's owner,
+        revoked or disabled alike (:meth:`Accounts.key_owner`); None for any other call or an unknown
+        key. Not a credential: the cluster credential decides what the call may do; this says whose
+        key the command holds, which it must not lock out (``SetUserDisabled``)."""
+        if not caller.cluster or caller.acting_user or not caller.api_key:
+            return None
+        return await self.accounts.key_owner(caller.api_key)
+
     async def uploader(self, caller: Caller) -> User | None:
         """The user an upload belongs to; anonymous only when ``allow_anonymous``. A web node's call
         for an anonymous visitor is a cluster call with no acting user: refused too (it used to
@@ -108,13 +122,15 @@ class ManagerService:
             raise errors.Unauthenticated("uploads need an account or an API key")
         return p.user
 
-    async def count_direct_anonymous(self, caller: Caller, peer: str) -> None:
+    async def count_direct_anonymous(self, caller: Caller, peer: str, forwarded_for: str = "") -> None:
         """Count an anonymous upload that came straight to this port (no API key, no node credential:
         ``pixelfox put`` without a key) against its address' anonymous budget, the web node's
-        (:func:`pixelfox.ratelimit.anonymous_budget`; ``peer``: ``context.peer()``). A web node's call
-        is not counted: the web counted its visitor's address already. Raises RateLimited."""
+        (:func:`pixelfox.ratelimit.anonymous_budget`; ``peer``: ``context.peer()``; ``forwarded_for``:
+        its ``x-forwarded-for`` metadata, used when the peer is one of ``grpc_trusted_proxies``:
+        :func:`pixelfox.ratelimit.client_address`). A web node's call is not counted: the web counted
+        its visitor's address already. Raises RateLimited."""
         if caller.cluster or caller.api_key:
             return
-        budget = ratelimit.anonymous_budget(ratelimit.peer_address(peer),
-                                            self.settings.limits.anonymous_ip_uploads_per_minute)
+        address = ratelimit.client_address(peer, forwarded_for, self._grpc_proxies)
+        budget = ratelimit.anonymous_budget(address, self.settings.limits.anonymous_ip_uploads_per_minute)
         await ratelimit.spend(self.registry.redis, [budget])

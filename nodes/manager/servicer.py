@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
 import grpc
 
-from nodes.manager.images import iso
+from nodes.manager.account_ops import user_proto
+from nodes.manager.pools import pool_figures
 from nodes.manager.registry import NodeRecord
+from nodes.manager.scrub import MAX_LISTED, scrub
 from nodes.manager.service import ManagerService
 from nodes.manager.servicer_community import ManagerCommunityServicer
 from nodes.manager.tiers import record_view
 from nodes.manager.uploads import Completion
 from pixelfox import errors
-from pixelfox.db.models import User
 from pixelfox.grpcx.server import caller, rpc, rpc_stream
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
 Ctx = grpc.aio.ServicerContext
-
-
-def user_proto(u: User) -> manager_pb2.User:
-    return manager_pb2.User(id=u.id, name=u.name, role=u.role, created_at=iso(u.created_at))
+#: seconds ListNodes waits for the pools' figures (with_pools) before it answers the nodes without them
+POOLS_TIMEOUT_S = 3.0
 
 
 class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceServicer):
@@ -42,6 +42,7 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
                 node_id=req.node_id, role=req.role, grpc_address=req.grpc_address, http_url=req.http_url,
                 metrics_url=req.metrics_url, capacity=max(1, req.capacity), free_bytes=req.free_bytes,
                 capabilities=list(req.capabilities), version=req.version, host=req.host,
+                instance=req.instance,
             )
         )
         return manager_pb2.RegisterResponse(
@@ -51,14 +52,34 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
     @rpc(cluster=True)
     async def Heartbeat(self, req: manager_pb2.HeartbeatRequest, ctx: Ctx) -> manager_pb2.HeartbeatResponse:
         known = await self.svc.registry.heartbeat(req.node_id, req.in_use, req.capacity, req.free_bytes, req.status,
-                                                  ready=not req.not_ready)
+                                                  ready=not req.not_ready, instance=req.instance)
         return manager_pb2.HeartbeatResponse(known=known)
 
     @rpc()
     async def ListNodes(self, req: manager_pb2.ListNodesRequest, ctx: Ctx) -> manager_pb2.ListNodesResponse:
         await self._operator("listing nodes")
         recs = await self.svc.registry.all(req.role)
-        return manager_pb2.ListNodesResponse(nodes=[self.svc.registry.to_proto(r) for r in recs])
+        out = manager_pb2.ListNodesResponse(nodes=[self.svc.registry.to_proto(r) for r in recs])
+        if req.with_pools:
+            await self._pools(out, recs if not req.role else await self.svc.registry.all())
+        return out
+
+    async def _pools(self, out: manager_pb2.ListNodesResponse, recs: list[NodeRecord]) -> None:
+        """Fill ``out``'s pool figures from ``recs`` (every role; :func:`nodes.manager.pools.pool_figures`); a
+        failure to read them is ``pools_error``, logged: the node list is answered all the same."""
+        try:
+            pools, lost = await asyncio.wait_for(pool_figures(
+                self.svc.sessions, self.svc.registry, recs, self.svc.settings.replicas), POOLS_TIMEOUT_S)
+        except TimeoutError:
+            logger.warning("the storage pools' figures took over %g s; answered without them", POOLS_TIMEOUT_S)
+            out.pools_error = f"the database did not answer within {POOLS_TIMEOUT_S:g} s"
+            return
+        except Exception as exc:  # the database: status must still show the nodes
+            logger.exception("could not read the storage pools' figures")
+            out.pools_error = f"{type(exc).__name__}: {exc}"[:300]
+            return
+        out.pools.extend(p.to_proto() for p in pools)
+        out.lost_objects, out.pools_included = lost, True
 
     async def _operator(self, what: str) -> None:
         """Raise Forbidden unless the caller holds the cluster credential or an admin key; ``what`` names the act."""
@@ -81,6 +102,17 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
             logger.exception("clearing up after forgotten node %s failed; the next pass retries", req.node_id)
         return manager_pb2.ForgetNodeResponse(node=self.svc.registry.to_proto(rec) if rec is not None else None)
 
+    @rpc()
+    async def Scrub(self, req: manager_pb2.ScrubRequest, ctx: Ctx) -> manager_pb2.ScrubResponse:
+        await self._operator("scrubbing the storage nodes")
+        report = await scrub(self.svc.objects, req.node_id, fix=req.fix, limit=req.limit)
+        return manager_pb2.ScrubResponse(
+            nodes=[manager_pb2.ScrubNode(node_id=n.node_id, checked=n.checked, missing=n.missing,
+                                         unreachable=n.unreachable, error=n.error) for n in report.nodes],
+            missing=[manager_pb2.MissingCopy(key=m.key, node_id=m.node_id, image_slug=m.slug, fixed=m.fixed)
+                     for m in report.missing[:MAX_LISTED]],
+            fixed=report.fixed)
+
     @rpc(cluster=True)
     async def PlaceObject(self, req: manager_pb2.PlaceObjectRequest, ctx: Ctx) -> manager_pb2.PlaceObjectResponse:
         recs = await self.svc.registry.place(req.replicas or self.svc.settings.replicas)
@@ -93,7 +125,8 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
     ) -> manager_pb2.CreateUploadResponse:
         user = await self.svc.uploader(caller())
         if user is None:
-            await self.svc.count_direct_anonymous(caller(), ctx.peer())
+            forwarded = ",".join(str(v) for k, v in ctx.invocation_metadata() or () if k == "x-forwarded-for")
+            await self.svc.count_direct_anonymous(caller(), ctx.peer(), forwarded)
         return await self.svc.uploads.create(user, req.filename, req.size, req.content_type, req.expire_after_s,
                                              req.title, req.sha256)
 
@@ -192,7 +225,7 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
         self, req: manager_pb2.CreateApiKeyRequest, ctx: Ctx
     ) -> manager_pb2.CreateApiKeyResponse:
         p = await self.svc.principal(caller())
-        if req.user_name and (p.user is None or req.user_name != p.user.name):
+        if req.user_name and (p.user is None or req.user_name.lower() != p.user.name.lower()):
             if not p.is_admin:
                 raise errors.Forbidden("only admins create keys for other users")
             user = await self.svc.accounts.get_user_by_name(req.user_name)
@@ -201,7 +234,8 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
         else:
             raise errors.Unauthenticated("creating an API key needs a user")
         key, key_id = await self.svc.accounts.create_api_key(user, req.label)
-        return manager_pb2.CreateApiKeyResponse(key=key, key_id=key_id, user_name=user.name)
+        return manager_pb2.CreateApiKeyResponse(key=key, key_id=key_id, user_name=user.name,
+                                                user_disabled=user.disabled_at is not None)
 
     @rpc()
     async def WhoAmI(self, req: manager_pb2.WhoAmIRequest, ctx: Ctx) -> manager_pb2.User:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from nodes.manager.account_ops import user_proto
+from nodes.manager.images import iso
 from nodes.manager.library import Changes
 from pixelfox.db.models import User
 from pixelfox.grpcx.server import caller, rpc
@@ -94,8 +95,8 @@ class ManagerCommunityServicer:
         self, req: manager_pb2.RevokeApiKeyRequest, ctx: Ctx
     ) -> manager_pb2.RevokeApiKeyResponse:
         p = await self.svc.principal(caller())
-        revoked = await self.svc.account_ops.revoke_key(p.user, req.id, p.cluster)
-        return manager_pb2.RevokeApiKeyResponse(revoked=revoked)
+        revoked_at, already = await self.svc.account_ops.revoke_key(p.user, req.id, p.cluster)
+        return manager_pb2.RevokeApiKeyResponse(revoked=True, revoked_at=iso(revoked_at), already_revoked=already)
 
     @rpc()
     async def ChangePassword(self, req: manager_pb2.ChangePasswordRequest, ctx: Ctx) -> manager_pb2.User:
@@ -110,8 +111,13 @@ class ManagerCommunityServicer:
 
     @rpc()
     async def SetUserDisabled(self, req: manager_pb2.SetUserDisabledRequest, ctx: Ctx) -> manager_pb2.User:
-        p = await self.svc.principal(caller())
-        return user_proto(await self.svc.account_ops.set_disabled(p.user, p.cluster, req.name, req.disabled))
+        who = caller()
+        p = await self.svc.principal(who)
+        holder = await self.svc.key_holder(who) if req.disabled else None
+        user, unchanged = await self.svc.account_ops.set_disabled(p.user, p.cluster, req.name, req.disabled, holder)
+        reply = user_proto(user)
+        reply.unchanged = unchanged
+        return reply
 
     @rpc()
     async def AdminOverview(

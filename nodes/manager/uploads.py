@@ -19,16 +19,18 @@ from nodes.manager import expiry
 from nodes.manager.images import ImageViews, Nodes, iso, new_slug
 from nodes.manager.registry import NodeRecord, Registry
 from nodes.manager.upload_limits import UploadLimits
-from pixelfox import deletion, errors, failpoints, tickets, uploadstate
+from pixelfox import deletion, errors, failpoints, readmodel, tickets, uploadstate
 from pixelfox.background import Background
+from pixelfox.client.images import original_lost
 from pixelfox.config import LimitsSettings
 from pixelfox.db.engine import begin_write
 from pixelfox.db.models import Image, ObjectLocation, Upload, User
 from pixelfox.db.outbox import OutboxEntry
+from pixelfox.idlenodes import STATUS_NAMES, none_takes, why_idle
 from pixelfox.queue import JobQueue
 from pixelfox.queue.streams import cpu_estimate_s
 from pixelfox.storage.fence import WriteFence, fence_sha, upload_token
-from pixelfox.storage.keys import declared_sha256
+from pixelfox.storage.keys import declared_sha256, is_private_key, public_key
 from pixelfox.text import checked_title, printable, safe_filename
 from pixelfox.uploadstate import MAX_EXPIRE_AFTER_S, UploadStates
 from pixelfox.v1 import common_pb2, manager_pb2
@@ -101,6 +103,10 @@ class Uploads:
         #: (:meth:`nodes.manager.objects.Objects.delete_unreferenced`); the original of an upload
         #: cancelled after it was stored goes this way
         self.on_orphaned: Callable[[list[str]], Awaitable[tuple[int, int]]] | None = None
+        #: ``(session, key, new key) -> node ids``: copy an object under another key on the storage nodes that hold
+        #: it, recording the new locations in the session (:meth:`nodes.manager.objects.Objects.copy`): how a lost
+        #: private image gets its original back from a re-upload (its key is ``p/<salt>/`` + the upload's)
+        self.on_copy: Callable[[AsyncSession, str, str], Awaitable[list[str]]] | None = None
         #: the upload node fences its original's bytes until the rows are committed here; this manager then
         #: removes its token (:func:`~pixelfox.storage.fence.upload_token`) and calls ``on_written`` with
         #: the hash (:meth:`nodes.manager.objects.Objects.written`: deletes that waited for it)
@@ -145,8 +151,12 @@ class Uploads:
             found = await self._declared_copy(user.id, sha256, size)
             if found is not None:  # else not the declared file: no answer from it
                 return manager_pb2.CreateUploadResponse(deduplicated=True, image=found)
-        healthy = [r for r in await self.registry.all() if self.registry.healthy(r)]  # one registry read
-        node = spread([r for r in healthy if r.role == common_pb2.NODE_ROLE_UPLOAD])
+        recs = await self.registry.all()  # one registry read
+        healthy = [r for r in recs if self.registry.healthy(r)]
+        uploaders = [r for r in healthy if r.role == common_pb2.NODE_ROLE_UPLOAD]
+        if not uploaders:
+            raise self.no_upload_node(recs)
+        node = spread(uploaders)
         if not any(r.role == common_pb2.NODE_ROLE_STORAGE for r in healthy):  # the bytes could not be kept
             raise errors.NoNodeAvailable("no storage node takes new files (every one is down, not ready or in "
                                          "maintenance); try again later")
@@ -172,7 +182,9 @@ class Uploads:
         as its owner sees it, or None. Its Redis reads (the copies' expirations, the registry for the URLs)
         come first, with no lock held; the write lock is then taken only to confirm the copy found
         (:meth:`_lasting_copy`, which waits for a delete of it under way) and read the answer, before the
-        commit: a delete that follows cannot turn it into a 404."""
+        commit: a delete that follows cannot turn it into a 404. A copy whose original is lost
+        (:func:`~pixelfox.client.images.original_lost`) is no answer: the upload goes ahead, and its completion
+        restores that image from the bytes it brings (:meth:`complete`)."""
         marks = await self._lasting_marks(user_id, sha256)
         if not any(marks.values()):  # no lasting copy: no lock either (a copy made since then is the completion's)
             return None
@@ -181,6 +193,10 @@ class Uploads:
             await begin_write(s)  # waits for a delete of the image under way (Library.delete)
             dup = await self._lasting_copy(s, user_id, sha256, marks, late=False)
             found = await self.views.to_proto(s, dup, nodes) if dup is not None and dup.bytes == size else None
+            if found is not None and dup is not None and self._can_restore(dup.original_key) and original_lost(found):
+                logger.info("CreateUpload by %s: its image %s of the same bytes lost its files; the upload goes "
+                            "ahead to restore them", user_id, found.slug)
+                found = None
             if found is not None:  # logged under the lock: before the "deleting" line of a delete of it
                 logger.info("CreateUpload by %s answered with its image %s of the same bytes (dedup)",
                             user_id, found.slug)
@@ -199,7 +215,16 @@ class Uploads:
         """Record the stored original as an image (status processing) and enqueue its job.
 
         The answer's ``deduplicated`` is true when the upload became the user's existing image of
-        these bytes (see :meth:`_lasting_copy`): that image unchanged, this upload's title dropped.
+        these bytes (see :meth:`_lasting_copy`): that image unchanged, this upload's title dropped. When
+        that image's original was lost (:func:`~pixelfox.client.images.original_lost`: its only holder was
+        forgotten, or its copies were found missing by ``pixelfox scrub --fix``), the copies just stored become
+        its original again, in the same transaction as everything
+        else (the upload node's write fence covers them until the commit, as for any upload): recorded as
+        they are for a public image (keys are content-addressed: the same key), copied to its own
+        ``p/<salt>/`` key for a private one (:attr:`on_copy`). The image goes back to ``processing`` with its
+        outbox row and a new job, which makes its variants again under their old keys: the answer is that
+        image (same slug), processing. When the image's original has another key than this upload's (a
+        private image), the upload's public copy is deleted after the commit (unless another image names it).
 
         The ticket may have expired meanwhile: only an upload node calls this, once every byte came
         through a stream or PATCH it admitted with a live ticket (a 100 MiB upload at 1 Mbit/s
@@ -222,6 +247,12 @@ class Uploads:
             upload = await s.get(Upload, c.upload_id, with_for_update=True)
             if upload is None:
                 raise errors.InvalidTicket("unknown upload")
+            # an upload asking for an expiration always makes its own image: merged, it would either
+            # make the lasting copy expire or keep the bytes past the time asked for; the match is looked up
+            # before this upload's copies are recorded, which may give a lost image its original back
+            dup = (None if expiring or upload.status != "open"
+                   else await self._lasting_copy(s, upload.user_id, c.sha256, marks, late=True))
+            restore = dup is not None and await self._restorable(s, dup, c, nodes)
             # every branch records where this upload's original was just stored, before its commit: a
             # copy no row names is never deleted (keys are content-addressed: the copies of an earlier
             # upload of the same bytes are recorded, but this one may have used other nodes)
@@ -246,17 +277,25 @@ class Uploads:
                                     "completion came (ticket already used)")
                 raise errors.InvalidTicket("ticket was already used")
             upload.status = "complete"
-            # an upload asking for an expiration always makes its own image: merged, it would either
-            # make the lasting copy expire or keep the bytes past the time asked for
-            dup = None if expiring else await self._lasting_copy(s, upload.user_id, c.sha256, marks, late=True)
             if dup is not None:  # dedup: this user already has these bytes, and keeps them
                 slug = dup.slug
                 upload.duplicate_of = dup.id  # GetUpload's answer once the Redis state is gone
+                if restore:  # its files were lost: the copies just recorded (or copied) are its original again
+                    restore = await self._restore_original(s, dup, c)
+                if restore:
+                    await self._reprocess(s, dup)
+                elsewhere = dup.original_key != c.original_key  # a private image's: the upload's copy is not it
                 answer = await self._answer(s, dup, True, nodes)  # before the commit: a later delete is no 404
                 await s.commit()
                 await self._written(c)
                 await self.states.finish(c.upload_id, "complete", slug)  # also frees the open-upload slot
-                logger.info("upload %s duplicates image %s of the same user", c.upload_id, slug)
+                if restore:
+                    await self._restored(answer.image, c)
+                if elsewhere:
+                    await self._discard(c.upload_id, c.original_key, f"is image {slug}, whose original has a key "
+                                        "of its own")
+                logger.info("upload %s duplicates image %s of the same user%s", c.upload_id, slug,
+                            ": its lost files are restored from it, the image is processed again" if restore else "")
                 return answer
             img = await self._new_image(s, upload, c, st.title if st else "")
             answer = await self._answer(s, img, False, nodes)  # before the commit: a later delete is no 404
@@ -267,10 +306,7 @@ class Uploads:
         if st is not None and st.expire_after_s > 0:
             await expiry.schedule(self.registry.redis, slug, st.expire_after_s)
         failpoints.hit("after-image-commit")
-        try:
-            await self.queue.enqueue(image_id, cpu=cpu_estimate_s(c.width, c.height, c.frames))
-        except Exception as exc:  # Redis down: the outbox row enqueues it later (nodes/manager/outbox.py)
-            logger.warning("enqueue of image %s deferred to the outbox: %s", image_id, exc)
+        await self._enqueue(image_id, c)
         failpoints.hit("after-enqueue")
         await failpoints.pause("before-complete-answer")
         logger.info("upload %s complete: image %s queued", c.upload_id, slug)
@@ -293,6 +329,61 @@ class Uploads:
         s.add(OutboxEntry(image_id=img.id))
         await s.refresh(img, ["owner", "variants"])  # the answer reads them; no lazy load in async
         return img
+
+    async def _enqueue(self, image_id: str, c: Completion) -> None:
+        """Queue the processing job of image ``image_id``, whose original is ``c``'s, once its row and outbox
+        row are committed; a failure is only logged: the outbox row enqueues it later (nodes/manager/outbox.py)."""
+        try:
+            await self.queue.enqueue(image_id, cpu=cpu_estimate_s(c.width, c.height, c.frames))
+        except Exception as exc:  # Redis down
+            logger.warning("enqueue of image %s deferred to the outbox: %s", image_id, exc)
+
+    def _can_restore(self, key: str) -> bool:
+        """Whether an upload can restore a lost original stored under ``key``: a public key (the upload's own,
+        content-addressed), or a private image's ``p/<salt>/`` copy of it when :attr:`on_copy` can make one."""
+        return not is_private_key(key) or self.on_copy is not None
+
+    async def _restorable(self, s: AsyncSession, img: Image, c: Completion, nodes: Nodes) -> bool:
+        """Whether ``img``, the dedup's match for ``c``, read in ``s`` before ``c``'s copies are recorded, has
+        lost its original (:func:`~pixelfox.client.images.original_lost`: no storage node holds it, its variants
+        kept or not) and ``c``'s original can be its original again (its key, or a private image's copy of it:
+        :meth:`_can_restore`)."""
+        return (public_key(img.original_key) == c.original_key and self._can_restore(img.original_key)
+                and original_lost(await self.views.to_proto(s, img, nodes)))
+
+    async def _restore_original(self, s: AsyncSession, img: Image, c: Completion) -> bool:
+        """Make ``c``'s stored original (its location rows already in ``s``) lost image ``img``'s original again:
+        nothing more for the same key; for a private image's own key, copied there by :attr:`on_copy`, its new
+        locations recorded in ``s``. False (logged) when that copy could not be made: the image stays lost."""
+        if img.original_key == c.original_key:
+            return True
+        assert self.on_copy is not None  # _restorable
+        try:
+            await self.on_copy(s, c.original_key, img.original_key)
+        except errors.PixelfoxError as exc:
+            logger.warning("upload %s could not restore image %s's original (%s): %s", c.upload_id, img.slug,
+                           img.original_key, exc)
+            return False
+        return True
+
+    @staticmethod
+    async def _reprocess(s: AsyncSession, img: Image) -> None:
+        """Set lost image ``img`` (read in ``s``, locked) processing again, with its outbox row in ``s``: in the same
+        transaction as the location rows of its restored original, as for a new image (issue 7), so that its
+        variants are made again from that original (a ``process_image`` job: their keys are the ones it had)."""
+        img.status, img.error_code, img.error_message = "processing", "", ""
+        if await s.get(OutboxEntry, img.id) is None:
+            s.add(OutboxEntry(image_id=img.id))
+
+    async def _restored(self, image: common_pb2.Image, c: Completion) -> None:
+        """After lost ``image``'s restore (:meth:`_reprocess`) is committed: the read model drops its cached
+        lost copy (a processing image is not cached; its job publishes it once ready), and its job is queued.
+        A Redis error is only logged: the entry's TTL ends it, and the outbox row queues the job."""
+        try:
+            await readmodel.publish(self.registry.redis, image, b"")
+        except Exception as exc:
+            logger.warning("image %s: its read-model entry could not be dropped: %s", image.slug, exc)
+        await self._enqueue(image.id, c)
 
     @staticmethod
     async def _record_copies(s: AsyncSession, c: Completion) -> None:
@@ -397,6 +488,18 @@ class Uploads:
                 return img
         return None
 
+    def no_upload_node(self, recs: list[NodeRecord]) -> errors.NoNodeAvailable:
+        """The 503 for an upload when no upload node among ``recs`` (any roles) takes new uploads, naming each
+        with why in the words of ``pixelfox status`` (:func:`pixelfox.idlenodes.none_takes`): "no upload node
+        takes new uploads (upload1: maintenance, upload2: maintenance); try again later". It said "no healthy
+        upload node" even when an admin had put them all in maintenance. "no upload node is registered" for none."""
+        idle = [(r.node_id, why_idle(STATUS_NAMES.get(self.registry.status(r), "?"),
+                                     "healthy" if self.registry.healthy(r) else "unhealthy"))
+                for r in recs if r.role == common_pb2.NODE_ROLE_UPLOAD]
+        if not idle:
+            return errors.NoNodeAvailable("no upload node is registered; try again later")
+        return errors.NoNodeAvailable(f"{none_takes('upload', 'takes new uploads', sorted(idle))}; try again later")
+
     async def relocate(
         self, upload_id: str, ticket_token: str, exclude_address: str
     ) -> manager_pb2.CreateUploadResponse:
@@ -410,10 +513,11 @@ class Uploads:
         if ticket.upload_id != upload_id:
             raise errors.InvalidTicket("ticket belongs to another upload")
         await self.states.require_open(upload_id)
-        nodes = await self.registry.healthy_nodes(common_pb2.NODE_ROLE_UPLOAD)
+        recs = await self.registry.all(common_pb2.NODE_ROLE_UPLOAD)
+        nodes = [r for r in recs if self.registry.healthy(r)]
         others = [n for n in nodes if n.grpc_address != exclude_address] or nodes
         if not others:
-            raise errors.NoNodeAvailable("no healthy upload node")
+            raise self.no_upload_node(recs)
         node = spread(others)
         async with self.sessions() as s:
             upload = await s.get(Upload, upload_id)
@@ -593,6 +697,8 @@ class Uploads:
         if slug:
             reply.status, reply.offset = "complete", size
             reply.image.CopyFrom(await self.views.get(slug))
+            if upload.user_id is None and not reply.deduplicated:
+                reply.deletion_url = await self._deletion_url(slug)
         elif st is None and row_status == "failed":  # its TTL ran out: the reason its upload node reported
             reason = uploadstate.failure("failed", *row_error)
             reply.status, reply.error_code, reply.error_message = "failed", reason.code, reason.message
@@ -609,6 +715,12 @@ class Uploads:
         else:
             await self._unfinished(reply, upload, st.offset, ticket_end)
         return reply
+
+    async def _deletion_url(self, slug: str) -> str:
+        """The deletion link of the anonymous image ``slug`` (:func:`pixelfox.deletion.url`), as
+        :meth:`_answer` gives it; "" while no site URL is known or without a deletion secret."""
+        site = (await self.views.nodes()).site
+        return deletion.url(site, self.deletion_secret, slug, "") if site and self.deletion_secret else ""
 
     async def _unfinished(self, reply: manager_pb2.UploadProgress, upload: Upload, offset: int,
                           ticket_end: float) -> None:

@@ -30,7 +30,7 @@ async def serve(settings: ProcSettings) -> None:
     processor = Processor(secret, settings.workers, recipe_from(settings), limits_from(settings))
     link = ManagerLink(settings)
     caps = ["jpeg", "png", "gif", "webp", "avif", *(["gpu"] if settings.gpu else [])]
-    worker = Worker(node_id, link, processor, settings.workers, caps)
+    worker = Worker(node_id, link, processor, settings.workers, caps, trim_idle_s=settings.trim_idle_s)
     # The proc node serves only health (and reflection) over gRPC: it takes work over its own stream.
     server = GrpcServer([], host=settings.grpc.host, port=settings.grpc.port, secret=secret,
                         reflection_on=settings.grpc.reflection)

@@ -17,4 +17,6 @@ class ProcSettings(NodeSettings):
     avif_quality: float = Field(50.0, ge=0, le=100, description="libavif AVIF quality (libvips' Q scale)")
     avif_speed: int = Field(6, ge=0, le=10, description="libaom speed for variants without one (thumb, medium: 5)")
     jpeg_quality: int = Field(85, ge=1, le=100)
+    trim_idle_s: float = Field(1.0, ge=0, description="seconds without a job after which the node gives freed "
+                               "heap memory back to the kernel (glibc malloc_trim); 0 = never")
     gpu: bool = Field(False, description="announce the gpu capability (jobs that require a GPU come here only)")

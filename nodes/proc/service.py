@@ -71,8 +71,10 @@ class Processor:
         try:
             return await asyncio.wait_for(call, wait_s)
         except imaging.Timeout as exc:
-            stopped = str(exc).partition(": over the ")[0]  # "processing stopped after 0.3 s during decode"
-            raise errors.Timeout(f"{stopped}: over the {limit_name}") from None
+            if exc.elapsed_s is None:
+                raise errors.Timeout(f"processing stopped: over the {limit_name}") from None
+            raise errors.Timeout(f"processing stopped after {exc.elapsed_s:.1f} s during {exc.step}: "
+                                 f"over the {limit_name}") from None
         except TimeoutError:
             self._recycle()
             raise errors.Timeout(f"processing took longer than the {limit_name}") from None

@@ -13,6 +13,10 @@ other nodes already (and fences their late reports), so they are cancelled here.
 Drain (SIGTERM): the next status says ``draining`` so the manager sends nothing more; a job
 that still arrives is handed back at once; running jobs get the grace period to finish and
 report, and whatever is left is handed back (``JobHandBack``) before the stream closes.
+
+Idle trim: once the last running job has finished and no job has started for ``trim_idle_s``
+(1 s by default), the node gives the memory that the jobs freed back to the kernel
+(:func:`pixelfox.memtrim.trim`, in a thread). A busy node never trims between its jobs.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from nodes.proc.service import Processor
+from pixelfox import memtrim
 from pixelfox.node import ManagerLink
 from pixelfox.v1 import jobs_pb2, manager_pb2
 
@@ -58,10 +63,12 @@ class Backoff:
 
 
 class Worker:
-    """One node's job runner: ``slots`` concurrent jobs, ``capabilities`` as announced (e.g. "gpu")."""
+    """One node's job runner: ``slots`` concurrent jobs, ``capabilities`` as announced (e.g. "gpu").
+    ``trim_idle_s``: seconds without a job after which freed memory goes back to the kernel
+    (0 = never)."""
 
     def __init__(self, node_id: str, link: ManagerLink, processor: Processor, slots: int,
-                 capabilities: list[str]) -> None:
+                 capabilities: list[str], trim_idle_s: float = 1.0) -> None:
         self.node_id = node_id
         self.link = link
         self.processor = processor
@@ -72,6 +79,9 @@ class Worker:
         self.grace_s = 10.0
         self._draining = asyncio.Event()
         self._finished = asyncio.Event()
+        self.trim_idle_s = trim_idle_s
+        self._started = 0  # jobs started so far: an idle trim is off when another started meanwhile
+        self._trimmer: asyncio.Task[None] | None = None
 
     async def _messages(self, outbox: Outbox) -> AsyncIterator[manager_pb2.WorkerMessage]:
         yield manager_pb2.WorkerMessage(hello=manager_pb2.WorkerHello(
@@ -99,10 +109,26 @@ class Worker:
                 await outbox.put(manager_pb2.WorkerMessage(failure=outcome.failure))
         finally:
             self.running.pop(job.job_id, None)
+            if not self.running and self.trim_idle_s > 0 and not self._finished.is_set():
+                if self._trimmer is not None:
+                    self._trimmer.cancel()
+                self._trimmer = asyncio.create_task(self._trim_when_idle(self._started))
+
+    async def _trim_when_idle(self, started: int) -> None:
+        """After ``trim_idle_s`` with no job running and none started since (``started`` jobs had started
+        when the last one ended), trim the heap in a thread (it locks each malloc arena in turn)."""
+        await asyncio.sleep(self.trim_idle_s)
+        if self.running or self._started != started:
+            return
+        t = time.perf_counter()
+        released = await asyncio.to_thread(memtrim.trim)
+        logger.debug("idle: malloc_trim %s in %.1f ms", "released memory" if released else "had nothing to release",
+                     (time.perf_counter() - t) * 1000)
 
     def _start(self, job: manager_pb2.Job, outbox: Outbox) -> None:
         if job.lease_seconds > 0:
             self.status_interval_s = min(1.0, job.lease_seconds / 3)
+        self._started += 1
         task = asyncio.create_task(self._run_job(job, outbox))
         self.running[job.job_id] = (task, job)
 
@@ -203,6 +229,8 @@ class Worker:
         try:
             await self._loop(self._draining)
         finally:
+            if self._trimmer is not None:
+                self._trimmer.cancel()
             self._finished.set()
 
     async def _loop(self, stop: asyncio.Event) -> None:

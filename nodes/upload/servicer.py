@@ -9,7 +9,7 @@ import grpc
 from nodes.upload.service import Chunk, Header, Receiver
 from pixelfox import errors
 from pixelfox.grpcx.server import rpc
-from pixelfox.storage.keys import SHA256_HEX
+from pixelfox.storage.keys import declared_sha256
 from pixelfox.v1 import upload_pb2, upload_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext
@@ -25,9 +25,10 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
         if first is None or not first.HasField("header"):
             raise errors.BadRequest("the first message must be the upload header")
         h = first.header
-        if h.sha256 and not SHA256_HEX.fullmatch(h.sha256.lower()):  # refused before any byte is taken
-            raise errors.BadRequest("header.sha256 must be 64 hex digits (the SHA-256 of the whole file) or empty")
-        header = Header(h.ticket, h.upload_id, h.size, h.sha256.lower(), h.filename)  # compared in lower case
+        # the rule and words of CreateUpload and POST /api/v1/uploads (lower case, else BadRequest), checked
+        # before the ticket, the upload's state or the staged file is touched
+        sha256 = declared_sha256(h.sha256)
+        header = Header(h.ticket, h.upload_id, h.size, sha256, h.filename)
 
         async def chunks() -> AsyncIterator[Chunk]:
             async for msg in requests:

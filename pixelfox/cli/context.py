@@ -25,7 +25,7 @@ import grpc
 from pixelfox import errors
 from pixelfox.grpcx.client import channel, map_rpc_errors
 from pixelfox.numbers import is_ascii_digits
-from pixelfox.schemes import API_KEY_PREFIX
+from pixelfox.schemes import API_KEY_PREFIX, LOCAL_ADMIN_NAME
 from pixelfox.v1 import manager_pb2_grpc
 
 STATE_DIR = ".pixelfox"
@@ -49,10 +49,15 @@ class ClusterRef:
         return node_metadata(self.secret) if self.secret else ()
 
     def admin_metadata(self) -> tuple[tuple[str, str], ...]:
-        """Cluster credential when known (local admin), else the API key."""
+        """Cluster credential when known (local admin), else the API key. The local admin's key goes
+        beside the cluster credential: the credential decides what the call may do, the key tells the
+        manager whose key this command holds, so that ``users disable`` refuses to lock that user out
+        (:meth:`nodes.manager.service.ManagerService.key_holder`)."""
         from pixelfox.grpcx.auth import api_key_metadata, node_metadata
 
-        return node_metadata(self.secret) if self.secret else api_key_metadata(self.api_key)
+        if self.secret:
+            return node_metadata(self.secret) + api_key_metadata(self.api_key)
+        return api_key_metadata(self.api_key)
 
 
 def default_database_url(state_dir: Path) -> str:
@@ -219,14 +224,19 @@ def check_address(text: str) -> str:
 
 #: what to do about a manager that cannot be reached, after "cannot reach the manager at ADDRESS (CAUSE)"
 UNREACHABLE_HINT = "start it with `pixelfox up`, or check --manager / PIXELFOX_MANAGER"
+#: what to do about a manager that took the connection but gave no answer (stopped with SIGSTOP, hung, overloaded)
+SILENT_HINT = ("it is running but stopped (SIGSTOP: `kill -CONT PID`), hung or overloaded; see its log, "
+               "or check --manager / PIXELFOX_MANAGER")
 
 
 @contextlib.asynccontextmanager
 async def manager_channel(ref: ClusterRef) -> AsyncIterator[grpc.aio.Channel]:
     """A channel to ``ref``'s manager(s); a gRPC error in the block comes out as its ``PixelfoxError``,
     and a manager that cannot be reached at all as ``Unavailable`` naming its address and the cause:
-    ``cannot reach the manager at 127.0.0.1:1 (connection refused); start it with ...``."""
-    async with channel(ref.manager) as ch, map_rpc_errors(f"the manager at {ref.manager}", UNREACHABLE_HINT):
+    ``cannot reach the manager at 127.0.0.1:1 (connection refused); start it with ...``; one that gave
+    no answer in time as ``Timeout`` naming it with :data:`SILENT_HINT`."""
+    async with channel(ref.manager) as ch, map_rpc_errors(f"the manager at {ref.manager}", UNREACHABLE_HINT,
+                                                          SILENT_HINT):
         yield ch
 
 
@@ -278,12 +288,16 @@ def check_api_key(api_key: str) -> str:
     return api_key
 
 
-def local_key_hint(manager: str | None, api_key: str | None) -> str:
-    """What to say when the server answers "invalid API key" to a command given ``--manager`` /
-    ``--api-key`` as ``manager`` / ``api_key`` (None when not given): when the key is the local admin's
-    from the folder's ``.pixelfox/cluster.json`` (no key by flag or environment, no other manager), a
-    ``hint:`` line that it was revoked (under Settings) and that the next ``pixelfox up`` there makes a
-    new one (:meth:`pixelfox.cli.launcher.LocalCluster.ensure_admin`); "" otherwise."""
+def local_key_hint(manager: str | None, api_key: str | None, code: str = errors.Unauthenticated.code) -> str:
+    """What to say when the server refuses the API key of a command given ``--manager`` /
+    ``--api-key`` as ``manager`` / ``api_key`` (None when not given), with the error ``code``: when the
+    key is the local admin's from the folder's ``.pixelfox/cluster.json`` (no key by flag or
+    environment, no other manager), a ``hint:`` line; "" otherwise.
+
+    For ``account-disabled`` (:class:`pixelfox.errors.AccountDisabled`) the line says the user who owns
+    the key is disabled and how to enable it (``pixelfox users enable admin``, which the cluster
+    credential may still do); for any other code that the key was revoked (under Settings) and that
+    the next ``pixelfox up`` there makes a new one (:meth:`pixelfox.cli.launcher.LocalCluster.ensure_admin`)."""
     if api_key or os.environ.get("PIXELFOX_API_KEY"):
         return ""
     state = find_state()
@@ -291,6 +305,10 @@ def local_key_hint(manager: str | None, api_key: str | None) -> str:
     manager = manager or os.environ.get("PIXELFOX_MANAGER")
     if state is None or not data.get("admin_api_key") or (manager and manager != data.get("manager")):
         return ""
+    if code == errors.AccountDisabled.code:
+        return (f"hint: the local admin's API key in {state} belongs to user {LOCAL_ADMIN_NAME}, which is disabled; "
+                f"enable it with `pixelfox users enable {LOCAL_ADMIN_NAME}` in {state.parent.parent}, or pass "
+                "--api-key with a key of your own")
     return (f"hint: the local admin's API key in {state} was revoked (under Settings, API keys); the next "
             f"`pixelfox up` in {state.parent.parent} makes a new one (stop this one with Ctrl-C and start it "
             "again), or pass --api-key with a key of your own")
@@ -315,7 +333,8 @@ def _left_running(state: Path | None, data: dict[str, Any]) -> bool:
     if not any(name.startswith("manager") for name in found):
         return False
     print(f"`pixelfox up` in {state.parent.parent} is not running, but its nodes are "
-          f"({', '.join(sorted(found))}): the next `pixelfox up` there stops and restarts them",
+          f"({', '.join(sorted(found))}): the next `pixelfox up` there stops and restarts them "
+          "(`pixelfox down` there stops them)",
           file=sys.stderr, flush=True)
     return True
 

@@ -28,11 +28,12 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from pixelfox import errors
 from pixelfox.cli.context import STATE_DIR, STATE_FILE, choose_database_url, storage_settings
 from pixelfox.config import SETTINGS_CHECKED
 from pixelfox.grpcx.auth import api_key_metadata, node_metadata
-from pixelfox.grpcx.client import channel
-from pixelfox.schemes import LOCAL_ADMIN_KEY_LABEL
+from pixelfox.grpcx.client import channel, trailer
+from pixelfox.schemes import LOCAL_ADMIN_KEY_LABEL, LOCAL_ADMIN_NAME
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 
 _HANDED_OUT: set[int] = set()
@@ -132,6 +133,12 @@ class Counts:
     managers: int = 1  # several managers share Redis and the database (issue 6)
 
 
+#: glibc malloc arenas of a processing node (``MALLOC_ARENA_MAX``), unless the environment sets it: with
+#: glibc's default (8 per core) the pool threads' arenas keep the top of their heaps, which
+#: ``malloc_trim`` does not give back; with 2 the idle trim brings a node back to within 10-45 MB of
+#: its start (docs/benchmarks.md, "Processing node: idle memory after a burst")
+PROC_MALLOC_ARENA_MAX = "2"
+
 #: the command line's own variables (which cluster to talk to, as whom, tracebacks), not node settings
 CLIENT_ONLY = frozenset({"PIXELFOX_MANAGER", "PIXELFOX_API_KEY", "PIXELFOX_DEBUG"})
 
@@ -201,8 +208,8 @@ class LocalCluster:
         """The environment of node ``node_id``: this process' own (``PIXELFOX_*`` settings included,
         so ``PIXELFOX_ALLOW_ANONYMOUS=false pixelfox up`` reaches the managers), without the command
         line's own variables (:data:`CLIENT_ONLY`), then what the launcher sets per node (id, ports,
-        folders, addresses, secret: these win), then the tests' ``extra_env``/``role_env``, then
-        ``extra``."""
+        folders, addresses, secret: these win; a processing node's ``MALLOC_ARENA_MAX`` only when unset:
+        :data:`PROC_MALLOC_ARENA_MAX`), then the tests' ``extra_env``/``role_env``, then ``extra``."""
         env = {k: v for k, v in os.environ.items() if k not in CLIENT_ONLY}
         env.update({
             "PIXELFOX_NODE_ID": node_id,
@@ -215,6 +222,8 @@ class LocalCluster:
             SETTINGS_CHECKED: "1",  # up named unknown settings once: the node skips its own check
             "PYTHONUNBUFFERED": "1",
         })
+        if node_id.rstrip("0123456789") == "proc":
+            env.setdefault("MALLOC_ARENA_MAX", PROC_MALLOC_ARENA_MAX)
         env.update(self.extra_env)
         env.update(self.role_env.get(node_id.rstrip("0123456789"), {}))
         env.update(extra)
@@ -406,21 +415,26 @@ class LocalCluster:
 
     async def ensure_admin(self) -> str:
         """The local admin's API key, creating user ``admin`` (its random web password written to
-        :attr:`admin_password_file`) and a key on first start."""
+        :attr:`admin_password_file`) and a key on first start. The last start's key stays while it is
+        valid, also when user ``admin`` is disabled (enabling it makes that key work again; a new one
+        for a disabled user would not, and every start would leave one more)."""
         path = self.state / STATE_FILE
         old = json.loads(path.read_text()) if path.exists() else {}
         md = node_metadata(self.secret)
         async with channel(self.manager_address) as ch:
             stub = manager_pb2_grpc.ManagerServiceStub(ch)
             if old.get("admin_api_key"):  # still valid? (the database may have been removed since)
-                with contextlib.suppress(grpc.aio.AioRpcError):
+                try:
                     await stub.WhoAmI(manager_pb2.WhoAmIRequest(), metadata=api_key_metadata(old["admin_api_key"]),
                                       timeout=10)
                     return str(old["admin_api_key"])
+                except grpc.aio.AioRpcError as exc:
+                    if trailer(exc, errors.ERROR_CODE_KEY) == errors.AccountDisabled.code:
+                        return str(old["admin_api_key"])
             password = secrets.token_urlsafe(18)
             try:
                 await stub.CreateUser(manager_pb2.CreateUserRequest(
-                    name="admin", password=password, admin=True), metadata=md, timeout=30)
+                    name=LOCAL_ADMIN_NAME, password=password, admin=True), metadata=md, timeout=30)
                 self.made_admin_password = True  # nothing for forget_changed_password to check in this run
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.ALREADY_EXISTS:  # keep its password (and its file)
@@ -433,7 +447,7 @@ class LocalCluster:
             if password:
                 self.admin_password_file.write_text(password + "\n")
                 self.admin_password_file.chmod(0o600)
-            request = manager_pb2.CreateApiKeyRequest(user_name="admin", label=LOCAL_ADMIN_KEY_LABEL)
+            request = manager_pb2.CreateApiKeyRequest(user_name=LOCAL_ADMIN_NAME, label=LOCAL_ADMIN_KEY_LABEL)
             reply = await stub.CreateApiKey(request, metadata=md, timeout=10)
         return reply.key
 
@@ -451,10 +465,12 @@ class LocalCluster:
         async with channel(self.manager_address) as ch:
             stub = manager_pb2_grpc.ManagerServiceStub(ch)
             try:
-                await stub.VerifyPassword(manager_pb2.VerifyPasswordRequest(name="admin", password=password),
+                await stub.VerifyPassword(manager_pb2.VerifyPasswordRequest(name=LOCAL_ADMIN_NAME, password=password),
                                           metadata=node_metadata(self.secret), timeout=10)
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
+                # the right password of a disabled admin is refused too (account-disabled): it still is the password
+                if exc.code() != grpc.StatusCode.UNAUTHENTICATED or trailer(
+                        exc, errors.ERROR_CODE_KEY) == errors.AccountDisabled.code:
                     return False
                 self.admin_password_file.unlink(missing_ok=True)
                 return True

@@ -15,6 +15,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import TextIO
 
 from pixelfox.cli.context import STATE_DIR, STATE_FILE
 
@@ -76,3 +77,15 @@ def _running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def stop_left(root: Path, out: TextIO) -> dict[str, int]:
+    """Stop the children a previous ``pixelfox up`` in ``root`` left running (:func:`find`, :func:`stop`), after
+    one line on ``out`` naming them (``stopping nodes a previous `pixelfox up` left running: web1 (pid 12),
+    ...``); returns them (name -> pid; empty: nothing was running, nothing said)."""
+    found = find(root)
+    if found:
+        print("stopping nodes a previous `pixelfox up` left running: "
+              + ", ".join(f"{n} (pid {p})" for n, p in sorted(found.items())), file=out, flush=True)
+        stop(found)
+    return found

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import functools
 import getpass
 import json
 import os
@@ -20,15 +21,18 @@ from rich.console import Console
 from rich.table import Table
 
 from pixelfox import errors
-from pixelfox.cli import context, launcher, leftovers, ops, put, storage_cmds
+from pixelfox.cli import context, down, launcher, leftovers, ops, put, scrub, storage_cmds
 from pixelfox.cli import jobs as jobs_cli
+from pixelfox.cli import pools as pools_cli
 from pixelfox.cli import uploads as uploads_cli
 from pixelfox.cli import users as users_cli
-from pixelfox.cli.argtypes import byte_rate, image_title, seconds_or_days, whole_number
+from pixelfox.cli.argtypes import byte_rate, decimal_number, image_title, seconds_or_days, whole_number
 from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.cli.parser import Parser, version
 from pixelfox.cli.tables import table_console
+from pixelfox.client.stall import NO_NODE_S
 from pixelfox.config import RedisSettings
+from pixelfox.idlenodes import none_takes, why_idle
 from pixelfox.text import human_bytes
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 
@@ -45,13 +49,6 @@ NEEDED_ROLES = {"upload": ("upload", "takes new uploads", "uploads are refused")
                 "storage": ("storage", "takes new files", "uploads are refused (503)")}
 
 
-def _why_idle(row: dict[str, Any]) -> str:
-    """Why a status row's node takes no new work: its status unless ``active``, else its health or "not ready"."""
-    if row["status"] != "active":
-        return str(row["status"])
-    return "not ready" if row["health"] == "healthy" else str(row["health"])
-
-
 def idle_roles(rows: list[dict[str, Any]]) -> list[str]:
     """``warning:`` lines of ``pixelfox status`` for each role of :data:`NEEDED_ROLES` whose listed nodes
     all take no new work (in maintenance, draining, stopped, unhealthy or not ready), naming them
@@ -63,10 +60,10 @@ def idle_roles(rows: list[dict[str, Any]]) -> list[str]:
         nodes = [r for r in rows if r["role"] == role]
         if not nodes or any(r["health"] == "healthy" and r["ready"] and r["status"] == "active" for r in nodes):
             continue
-        said = ", ".join(f"{r['id']}: {_why_idle(r)}" for r in nodes)
+        said = none_takes(name, takes, [(r["id"], why_idle(r["status"], r["health"])) for r in nodes])
         hint = ("; `pixelfox nodes maintenance ID --off` ends a node's maintenance"
                 if any(r["status"] == "maintenance" for r in nodes) else "")
-        lines.append(f"warning: no {name} node {takes} ({said}): {stops}{hint}")
+        lines.append(f"warning: {said}: {stops}{hint}")
     return lines
 
 # ---- up --------------------------------------------------------------------------------------
@@ -82,7 +79,8 @@ def _lock_folder(root: Path) -> Any:
         fh.seek(0)
         pid = fh.read().strip() or "?"
         fh.close()
-        raise errors.AlreadyExists(f"a cluster is already running in this folder (pid {pid}); stop it first") from None
+        raise errors.AlreadyExists(f"a cluster is already running in this folder (pid {pid}); stop it first "
+                                  "(Ctrl-C in its terminal, or `pixelfox down` in this folder)") from None
     fh.seek(0)
     fh.truncate()
     fh.write(str(os.getpid()))
@@ -175,15 +173,18 @@ def import_list(folder: Path) -> tuple[list[Path], int, int]:
 
 def import_totals(results: list[dict[str, Any]]) -> tuple[str, int]:
     """The totals line of ``up --import`` for ``put.put_files``' results ("import: 5 files, 2 imported,
-    1 already uploaded, 2 refused"; a file still processing after the wait is counted as such) and how
-    many files did not end ready (refused by the upload, failed processing, or still processing)."""
+    1 already uploaded, 2 refused"; a file whose upload stopped on the way, ``paused``, and one still processing
+    after the wait are counted as such; an existing image whose files are lost counts as refused) and how many files
+    did not end ready (refused by the upload, failed processing, lost, paused, or still processing)."""
     new = sum(1 for r in results if r["status"] == "ready" and not r.get("deduplicated"))
     dup = sum(1 for r in results if r["status"] == "ready" and r.get("deduplicated"))
-    refused = sum(1 for r in results if r["status"] in ("rejected", "failed"))
-    waiting = len(results) - new - dup - refused
+    refused = sum(1 for r in results if r["status"] in ("rejected", "failed", "lost"))
+    paused = sum(1 for r in results if r["status"] == "paused")
+    waiting = len(results) - new - dup - refused - paused
     parts = [f"{len(results)} files", f"{new} imported", f"{dup} already uploaded", f"{refused} refused"]
+    parts += [f"{paused} paused (the next import resumes them)"] if paused else []
     parts += [f"{waiting} still processing"] if waiting else []
-    return "import: " + ", ".join(parts), refused + waiting
+    return "import: " + ", ".join(parts), refused + paused + waiting
 
 
 async def _import(cluster: LocalCluster, admin_key: str, files: list[Path], stop: asyncio.Event,
@@ -238,10 +239,7 @@ async def _up(opts: argparse.Namespace, console: Console) -> int:
         print(f"made {state} private (mode 0700): it holds password hashes and sessions{also}",
               file=sys.stderr, flush=True)
     lock = _lock_folder(Path.cwd())
-    if found := leftovers.find(Path.cwd()):
-        print("stopping nodes a previous `pixelfox up` left running: "
-              + ", ".join(f"{n} (pid {p})" for n, p in sorted(found.items())), file=sys.stderr, flush=True)
-        leftovers.stop(found)
+    leftovers.stop_left(Path.cwd(), sys.stderr)
     cluster = LocalCluster(Path.cwd(), Counts(opts.upload, opts.proc, opts.storage, opts.web, managers=opts.managers),
                            redis_url=opts.redis_url or "")
     storage_env, note = context.choose_storage_env(cluster.state, os.environ)
@@ -300,45 +298,80 @@ def cmd_up(opts: argparse.Namespace) -> int:
 
 # ---- status ----------------------------------------------------------------------------------
 
-async def _nodes(ref: context.ClusterRef) -> list[common_pb2.Node]:
+async def _nodes(ref: context.ClusterRef) -> manager_pb2.ListNodesResponse:
+    """Every node, with the storage pools' figures (:mod:`pixelfox.cli.pools`)."""
     async with context.manager_channel(ref) as ch:
         stub = manager_pb2_grpc.ManagerServiceStub(ch)
-        return list((await stub.ListNodes(manager_pb2.ListNodesRequest(), metadata=ref.admin_metadata(),
-                                          timeout=10)).nodes)
+        reply: manager_pb2.ListNodesResponse = await stub.ListNodes(
+            manager_pb2.ListNodesRequest(with_pools=True), metadata=ref.admin_metadata(), timeout=10)
+        return reply
 
 
-def cmd_status(opts: argparse.Namespace) -> int:
-    ref = context.resolve(opts.manager, opts.api_key, left_running=True)  # the nodes of a SIGKILLed `up` too
-    nodes = asyncio.run(_nodes(ref))
-    rows = [{
+#: statuses of a node that has stopped heartbeating or said it stopped: it is not live, so never ``ready``
+NOT_LIVE = frozenset({"stopped", "inactive"})
+
+
+def node_row(n: common_pb2.Node) -> dict[str, Any]:
+    """One node of ``ListNodes`` as a ``pixelfox status --json`` row (a dict of str, bool, int, float).
+    ``ready`` is True only for a live node (not ``stopped`` nor ``inactive``) whose last heartbeat said
+    ready: it used to stay True for a SIGTERMed or frozen node (the last heartbeat's word), so a script
+    trusted a dead node. ``health`` is the manager's: "healthy" means it takes new work."""
+    status = STATUS_NAMES.get(n.status, "?")
+    return {
         "role": ROLE_NAMES.get(n.role, "?"), "id": n.node_id, "address": n.grpc_address,
-        "health": "healthy" if n.healthy else "unhealthy", "ready": not n.not_ready,
-        "status": STATUS_NAMES.get(n.status, "?"),
+        "health": "healthy" if n.healthy else "unhealthy", "ready": not n.not_ready and status not in NOT_LIVE,
+        "status": status,
         "load": round(n.load, 3), "in_use": n.in_use, "capacity": n.capacity, "free_bytes": n.free_bytes,
         "last_heartbeat_age_s": round(n.last_heartbeat_age_s, 2), "http_url": n.http_url,
         "metrics_url": n.metrics_url,
-    } for n in nodes]
+    }
+
+
+def health_text(row: dict[str, Any]) -> str:
+    """The health column of text ``pixelfox status`` for a :func:`node_row`: "maintenance" for a node an
+    admin put in maintenance (no failure; the admin page says so too; it used to read "unhealthy"), else
+    its health, with " (not ready)" when a live node reports its dependencies down."""
+    if row["status"] == "maintenance" and row["health"] != "healthy":
+        return "maintenance"
+    if row["ready"] or row["status"] in NOT_LIVE:
+        return str(row["health"])
+    return f"{row['health']} (not ready)"  # its dependencies are down
+
+
+def cmd_status(opts: argparse.Namespace) -> int:
+    """``pixelfox status``: the nodes, then the storage pools. Exits 1 when a node is unhealthy (unless in
+    maintenance or stopped on purpose), no node of a needed role takes new work, or a pool has fewer serving
+    storage nodes than its replica count; ``--json`` always exits 0 (read the figures)."""
+    ref = context.resolve(opts.manager, opts.api_key, left_running=True)  # the nodes of a SIGKILLed `up` too
+    reply = asyncio.run(_nodes(ref))
+    nodes, pools = reply.nodes, pools_cli.pool_report(reply, ref.manager)
+    rows = [node_row(n) for n in nodes]
     if not any(r["role"] == "manager" for r in rows):  # managers older than issue 6 do not list themselves
         rows.insert(0, {"role": "manager", "id": "manager", "address": ref.manager, "health": "healthy", "ready": True,
                         "status": "active", "load": 0.0, "in_use": 0, "capacity": 0, "free_bytes": 0,
                         "last_heartbeat_age_s": 0.0, "http_url": "", "metrics_url": ""})
     warnings = idle_roles(rows)
+    said = warnings + pools_cli.warnings(pools)
     if opts.json:
-        print(json.dumps({"nodes": rows}, indent=2))
-        print("\n".join(warnings), file=sys.stderr, end="\n" if warnings else "")
+        print(json.dumps({"nodes": rows, **pools.to_json()}, indent=2))
+        print("\n".join(said), file=sys.stderr, end="\n" if said else "")
         return 0
     table = Table("role", "id", "address", "health", "status", "load", "in use", "last heartbeat", "http")
     for r in rows:
-        style = "" if r["health"] == "healthy" else "dim" if r["status"] == "stopped" else "red"
-        health = r["health"] if r["ready"] else f"{r['health']} (not ready)"  # its dependencies are down
+        style = "" if r["health"] == "healthy" else "dim" if r["status"] in INTENDED else "red"
+        health = health_text(r)
         table.add_row(r["role"], r["id"], r["address"], health, r["status"], f"{r['load']:.0%}",
                       _in_use(r), f"{r['last_heartbeat_age_s']:.1f} s ago", r["http_url"],
                       style=style)
-    table_console().print(table)
-    print("\n".join(warnings), file=sys.stderr, end="\n" if warnings else "")
+    console = table_console()
+    console.print(table)
+    if pools.pools:
+        console.print(pools_cli.table(pools))
+    print("\n".join(said), file=sys.stderr, end="\n" if said else "")
     # a node an admin put in maintenance, or one that stopped cleanly, takes no new work on purpose: not a
-    # failure, unless no node of its role is left to take it
-    return 0 if not warnings and all(r["health"] == "healthy" or r["status"] in INTENDED for r in rows) else 1
+    # failure, unless no node of its role is left to take it, or its pool is left short of its replicas
+    failed = warnings or pools_cli.short_pools(pools)
+    return 0 if not failed and all(r["health"] == "healthy" or r["status"] in INTENDED for r in rows) else 1
 
 
 # ---- users / keys ------------------------------------------------------------------------------
@@ -359,21 +392,29 @@ def cmd_users_create(opts: argparse.Namespace) -> int:
 
 
 def cmd_keys_create(opts: argparse.Namespace) -> int:
+    """``keys create NAME``: the key on stdout, how to revoke it on stderr, and a warning there when NAME
+    is disabled (the key is made all the same, as the manager keeps a disabled user's keys for when they
+    are enabled again; it said nothing, and the key answered "account disabled")."""
     ref = context.resolve(opts.manager, opts.api_key)
     reply = asyncio.run(context.call_manager(ref, "CreateApiKey", manager_pb2.CreateApiKeyRequest(
         user_name=opts.name, label=opts.label)))
     assert isinstance(reply, manager_pb2.CreateApiKeyResponse)
     print(reply.key)  # alone on stdout, for scripts: KEY=$(pixelfox keys create NAME)
-    print(f"key id {reply.key_id}: revoke it with: pixelfox keys revoke {reply.key_id}", file=sys.stderr)
+    # the id last, with nothing after it: a double-click or a copy up to the line's end takes it alone
+    print(f"revoke this key with: pixelfox keys revoke {reply.key_id}", file=sys.stderr)
+    if reply.user_disabled:  # made all the same: a disabled user's keys are kept and work once enabled
+        flags = context.target_flags(opts.manager, opts.api_key)
+        print(f"warning: user {reply.user_name} is disabled, so this key is refused until you run "
+              f"`pixelfox users enable {reply.user_name}{flags}`", file=sys.stderr)
     return 0
 
 
 def cmd_put(opts: argparse.Namespace) -> int:
     ref = context.resolve(opts.manager, opts.api_key)
     return put.run(ref, opts.files, as_json=opts.json, wait=opts.wait, timeout_s=opts.timeout, title=opts.title,
-                   resume=not opts.no_resume, max_rate=opts.limit_rate,
+                   resume=not opts.no_resume, max_rate=opts.limit_rate, retry_s=opts.retry_for,
                    flags=context.target_flags(opts.manager, opts.api_key),
-                   key_hint=context.local_key_hint(opts.manager, opts.api_key))
+                   key_hint=functools.partial(context.local_key_hint, opts.manager, opts.api_key))
 
 
 # ---- parser ----------------------------------------------------------------------------------
@@ -411,6 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds to wait for every node (default 90)")
     up.set_defaults(func=cmd_up)
 
+    dn = sub.add_parser("down", help="stop the cluster a `pixelfox up` runs in this folder (as its Ctrl-C would)")
+    dn.add_argument("--timeout", type=seconds_or_days(1, "number of seconds"), default=down.DOWN_TIMEOUT_S,
+                    help="seconds to wait for it to stop (default %(default)g)")
+    dn.set_defaults(func=down.cmd_down)
+
     pt = with_target(sub.add_parser("put", help="upload files and print their share links"))
     pt.add_argument("files", nargs="+", metavar="FILE")
     pt.add_argument("--json", action="store_true", help="print one JSON object per file (JSON Lines)")
@@ -425,15 +471,19 @@ def build_parser() -> argparse.ArgumentParser:
                          "unfinished")
     pt.add_argument("--limit-rate", type=byte_rate, default=0, metavar="RATE",
                     help="send at most RATE bytes a second (512K, 2M): leave room on a slow link")
+    pt.add_argument("--retry-for", type=decimal_number(1, 3600, "number of seconds"), default=NO_NODE_S,
+                    metavar="SECONDS",
+                    help="once no upload node answers, keep trying this long (default: %(default)g), then stop the "
+                         "file's upload as paused: the same command resumes it")
     pt.set_defaults(func=cmd_put)
 
-    st = with_target(sub.add_parser("status", help="list every node with health and load"))
+    st = with_target(sub.add_parser("status", help="list every node with health and load, and the storage pools"))
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
 
     users = sub.add_parser("users", help="manage users").add_subparsers(dest="users_cmd", required=True)
     uc = with_target(users.add_parser("create", help="create a user (password prompted)"))
-    uc.add_argument("name")
+    uc.add_argument("name", type=users_cli.user_name)
     uc.add_argument("--admin", action="store_true")
     uc.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     uc.set_defaults(func=cmd_users_create)
@@ -441,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_cmd", required=True)
     kc = with_target(keys.add_parser("create", help="print a new API key for user NAME"))
-    kc.add_argument("name")
+    kc.add_argument("name", type=users_cli.user_name)
     kc.add_argument("--label", default="cli")
     kc.set_defaults(func=cmd_keys_create)
     users_cli.add_key_commands(keys, with_target)
@@ -449,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     uploads_cli.add_commands(sub, with_target)
     ops.add_commands(sub, with_target)
     storage_cmds.add_commands(sub, with_target)
+    scrub.add_commands(sub, with_target)
     return p
 
 
@@ -469,7 +520,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(opts.func(opts))
     except errors.PixelfoxError as exc:  # 2: the caller's input is at fault; 1: the cluster or the machine
         print(f"pixelfox: {exc.message} ({exc.code})", file=sys.stderr)
-        if isinstance(exc, errors.Unauthenticated) and (hint := context.local_key_hint(opts.manager, opts.api_key)):
+        if isinstance(exc, errors.Unauthenticated) and (
+                hint := context.local_key_hint(opts.manager, opts.api_key, exc.code)):
             print(hint, file=sys.stderr)
         sys.exit(exc.exit_status)
     except SystemExit as exc:

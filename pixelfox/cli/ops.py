@@ -19,11 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pixelfox import idlenodes
 from pixelfox.cli import context
 from pixelfox.cli.argtypes import POSITIVE
-from pixelfox.v1 import common_pb2, manager_pb2
+from pixelfox.v1 import manager_pb2
 
-STATUS_NAMES = {v: k.removeprefix("NODE_STATUS_").lower() for k, v in common_pb2.NodeStatus.items()}
+STATUS_NAMES = idlenodes.STATUS_NAMES
 
 
 #: seconds a ``nodes`` command waits for the manager's answer

@@ -5,8 +5,11 @@ sub-command in words (``a nodes command: maintenance, forget``), not by its inte
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from collections.abc import Iterable
 from importlib import metadata
-from typing import NoReturn
+from typing import Any, NoReturn
 
 
 def version() -> str:
@@ -22,6 +25,36 @@ class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` (its sub-parsers are this class too) whose ``error`` prints
     ``pixelfox: MESSAGE (see `pixelfox nodes --help`)`` to stderr and exits 2."""
 
+    _given: tuple[str, ...] = ()  # the arguments this parser was last given (a sub-parser: its command's)
+
+    def parse_known_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> Any:
+        """As argparse's, remembering ``args`` for :meth:`error`'s hint on file names starting with "-"."""
+        self._given = tuple(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def _dash_file_hint(self, message: str) -> str:
+        """``message`` with how to pass a file whose name starts with "-" when one of the arguments given
+        names an existing file that way and argparse took it for an option ("unrecognized arguments:
+        -dash.png", or "the following arguments are required: FILE" for ``put -dash.png``): write it
+        as ``./-dash.png``, or after ``--``, shown with this command (``pixelfox put -- -dash.png``)."""
+        if not message.startswith(("unrecognized arguments:", "the following arguments are required:")):
+            return message
+        given = self._given[:self._given.index("--")] if "--" in self._given else self._given
+        known = {o for a in self._actions for o in a.option_strings}
+        name = next((t for t in given if t.startswith("-") and t not in known and os.path.lexists(t)), None)
+        if name is None:
+            return message
+        words, parser = [], self
+        for token in given:  # the sub-commands chosen: `pixelfox put`, from the top parser too
+            sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+            if sub is None or token not in sub.choices:
+                continue
+            words.append(token)
+            parser = sub.choices[token]
+        command = " ".join([self.prog, *words])
+        return (f"{message}; {name} starts with '-', so it was read as an option: to pass a file of that "
+                f"name, write ./{name}, or put it after `--`: `{command} -- {name}`")
+
     def _command_words(self, message: str) -> str:
         """``message`` with each sub-command's internal name (``nodes_cmd``) put in words."""
         for action in self._actions:
@@ -36,5 +69,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         """Print the one-line usage error and exit 2 (argparse calls this for every bad argument)."""
-        self.exit(2, f"pixelfox: {self._command_words(message)} (see `{self.prog} --help`)\n")
+        message = self._dash_file_hint(self._command_words(message))
+        self.exit(2, f"pixelfox: {message} (see `{self.prog} --help`)\n")
 

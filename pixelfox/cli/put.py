@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +24,7 @@ from pixelfox.cli.context import UNREACHABLE_HINT, ClusterRef
 from pixelfox.client.images import owner_image_json, rejected_json, status_name
 from pixelfox.client.journal import Journal, epoch
 from pixelfox.client.resume import Resume
+from pixelfox.client.stall import NO_NODE_S
 from pixelfox.client.uploader import upload_file
 from pixelfox.grpcx.client import channel, connect_failure, map_rpc_errors
 from pixelfox.text import human_bytes
@@ -44,13 +48,26 @@ async def wait_image(
 
 
 def _check_file(path: Path) -> None:
-    """Raise BadRequest for a folder or a device/pipe, NotFound for a missing file."""
-    if path.is_dir():
+    """Raise BadRequest for a folder, a device/pipe, a symlink loop (ELOOP; it said "no such file") or a
+    file this user may not read (it ended the whole run with exit 1), NotFound for a missing file (naming
+    the missing target of a dangling symlink): each the caller's error (exit 2, :func:`exit_status`)."""
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISREG(mode):
+            os.close(os.open(path, os.O_RDONLY))
+    except FileNotFoundError:
+        if path.is_symlink():  # the link is there; what it names is not
+            raise errors.NotFound(f"{path} is a symlink to {os.readlink(path)}, which does not exist") from None
+        raise errors.NotFound(f"no such file: {path}") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise errors.BadRequest(f"{path} is a symlink loop (ELOOP): a link in it leads back to itself; "
+                                    "point it at a file") from None
+        raise errors.BadRequest(f"{path} cannot be read ({exc.strerror}): check its permissions") from None
+    if stat.S_ISDIR(mode):
         raise errors.BadRequest(f"{path} is a folder: pass the files in it ({path}/*)")
-    if path.exists() and not path.is_file():
+    if not stat.S_ISREG(mode):
         raise errors.BadRequest(f"{path} is not a regular file (a device or a pipe)")
-    if not path.is_file():
-        raise errors.NotFound(f"no such file: {path}")
 
 
 async def unreachable_manager(failed: errors.PixelfoxError, ch: grpc.aio.Channel,
@@ -74,6 +91,13 @@ async def unreachable_manager(failed: errors.PixelfoxError, ch: grpc.aio.Channel
     return None
 
 
+def no_node_line(path: Path, retry_s: float) -> str:
+    """What ``pixelfox put`` says on stderr the moment no upload node answers ``path``'s upload: that it keeps
+    trying for ``retry_s`` seconds (``--retry-for``), then stops it (``paused``, resumed by the same command)."""
+    return (f"{path}: no upload node answers; retrying for up to {retry_s:g} s "
+            "(Ctrl-C to stop; the same command resumes later)")
+
+
 def _emit_answered(waiting: list[asyncio.Future[dict[str, Any]]], emit: Callable[[dict[str, Any]], None]) -> None:
     """``emit`` the results of the futures at the head of ``waiting`` that are done, up to the first that
     is not (taken out of ``waiting``)."""
@@ -89,9 +113,9 @@ def _say(out: dict[str, Any], as_json: bool, console: Console, flags: str = "", 
     hint = refusal_hint(out["error"]["code"], flags) if out["status"] == "rejected" else ""
     if as_json:
         print(json.dumps(out), flush=True)
-    elif out["status"] == "rejected":
+    elif out["status"] in ("rejected", "paused"):
         console.print(f"[red]✗[/] {out['file']}: {out['error']['message']}")
-    elif out["status"] == "failed":
+    elif out["status"] in ("failed", "lost"):
         console.print(f"[red]✗[/] {out['file']}: {out['error']['message']} ({out['url']})")
     else:
         mark = "[green]✓[/]" if out["status"] == "ready" else "[yellow]…[/]"
@@ -110,10 +134,33 @@ def _say(out: dict[str, Any], as_json: bool, console: Console, flags: str = "", 
                       markup=False, highlight=False)
 
 
+class _Bar:
+    """One file's line in ``put``'s progress: ``sent`` (:data:`~pixelfox.client.uploader.Progress`) moves its
+    bar and records the bytes sent in ``sending`` (when given); ``no_node``
+    (:data:`~pixelfox.client.stall.NoNode`) says :func:`no_node_line` on ``console`` when no upload node
+    answers, and marks the bar "waiting for an upload node" until one does."""
+
+    def __init__(self, progress: Progress, path: Path, console: Console, retry_s: float,
+                 sending: dict[Path, int] | None) -> None:
+        self.progress, self.path, self.console, self.retry_s, self.sending = progress, path, console, retry_s, sending
+        self.task = progress.add_task(path.name, total=path.stat().st_size if path.is_file() else 0)
+
+    def sent(self, n: int, _total: int) -> None:
+        self.progress.update(self.task, completed=n)
+        if self.sending is not None:
+            self.sending[self.path] = n
+
+    def no_node(self, lost: bool) -> None:
+        name = self.path.name
+        self.progress.update(self.task, description=f"{name} (waiting for an upload node)" if lost else name)
+        if lost:
+            self.console.print(no_node_line(self.path, self.retry_s), markup=False, highlight=False)
+
+
 async def put_files(
     ref: ClusterRef, files: list[Path], *, as_json: bool, wait: bool, timeout_s: float, console: Console,
     title: str = "", resume: Resume | None = None, max_rate: int = 0, sending: dict[Path, int] | None = None,
-    flags: str = "",
+    flags: str = "", retry_s: float = NO_NODE_S,
 ) -> list[dict[str, Any]]:
     """Upload ``files`` in order, each new image titled ``title``; returns one JSON object per file
     (``put --json`` lines: the image, plus ``deduplicated``, true when the user already had those
@@ -133,7 +180,12 @@ async def put_files(
     files after it are not tried (each said "cannot reach ..." in turn).
 
     With ``wait``, an image still processing when ``timeout_s`` (seconds) runs out keeps status
-    ``processing`` and gets a ``FILE: still processing after N s; ...`` line on ``console``."""
+    ``processing`` and gets a ``FILE: still processing after N s; ...`` line on ``console``.
+
+    When no upload node answers a file's upload (every one killed, stopped or cut off), a line says so at
+    once on ``console`` (:func:`no_node_line`) and its progress bar reads "waiting for an upload node"; the
+    upload goes on when one answers within ``retry_s`` seconds, else the file ends ``paused`` (its journal
+    entry kept: the same command resumes it) with the bytes the server holds."""
     md = ref.metadata()
     results: list[dict[str, Any]] = []
     progress = Progress(
@@ -165,30 +217,26 @@ async def put_files(
         try:
             with progress:
                 for path in files:
-                    task = progress.add_task(path.name, total=path.stat().st_size if path.is_file() else 0)
-
-                    def sent(n: int, _total: int, t: Any = task, p: Path = path) -> None:
-                        progress.update(t, completed=n)
-                        if sending is not None:
-                            sending[p] = n
-
+                    bar = _Bar(progress, path, console, retry_s, sending)
                     try:
                         _check_file(path)
                         if sending is not None:
                             sending[path] = 0
-                        receipt = await upload_file(stub, md, path, progress=sent, title=title, resume=resume,
-                                                    max_rate=max_rate)
+                        receipt = await upload_file(stub, md, path, progress=bar.sent, title=title, resume=resume,
+                                                    max_rate=max_rate, no_node_s=retry_s, no_node=bar.no_node,
+                                                    max_stall_s=max(60.0, retry_s))
                         waiting.append(asyncio.ensure_future(finish(path, receipt)))
                     except errors.PixelfoxError as exc:
                         if whole := await unreachable_manager(exc, ch, ref):  # no other file is tried
                             _emit_answered(waiting, emit)  # the files sent before that have their answer
                             raise whole from exc
                         done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-                        done.set_result(rejected_json(str(path), exc.code, exc.message))
+                        done.set_result(rejected_json(str(path), exc.code, exc.message,
+                                                      "paused" if _kept(exc, path, resume, md) else "rejected"))
                         waiting.append(done)
                     if sending is not None:
                         sending.pop(path, None)
-                    progress.remove_task(task)
+                    progress.remove_task(bar.task)
                     while waiting and (waiting[0].done() or len(waiting) >= MAX_WAITING):
                         emit(await waiting.pop(0))  # in order; at most MAX_WAITING images polled at once
             while waiting:
@@ -197,6 +245,18 @@ async def put_files(
             for fut in waiting:
                 fut.cancel()
     return results
+
+
+def _kept(exc: errors.PixelfoxError, path: Path, resume: Resume | None, md: Any) -> bool:
+    """Whether ``path``'s upload stopped on the way for a cluster that did not answer (Unavailable, Timeout)
+    and its journal entry is kept: the same command resumes it (``put --json`` status ``paused``, not a
+    refusal of the file)."""
+    if not isinstance(exc, (errors.Unavailable, errors.Timeout)) or resume is None:
+        return False
+    try:
+        return resume.journal.get(resume.key(path, md)) is not None
+    except OSError:
+        return False
 
 
 def interrupted_line(path: Path, sent: int, resume: Resume | None, md: Any, flags: str = "") -> str:
@@ -254,27 +314,44 @@ def refusal_hint(code: str, flags: str = "") -> str:
 
 
 def run(ref: ClusterRef, files: list[str], as_json: bool, wait: bool, timeout_s: float, title: str = "",
-        resume: bool = True, max_rate: int = 0, flags: str = "", key_hint: str = "") -> int:
-    """``pixelfox put``: 0 when every file ended ready (or processing, without ``wait``), 1 otherwise,
-    130 after Ctrl-C, with a line on stderr for the file it was sending (:func:`interrupted_line`).
+        resume: bool = True, max_rate: int = 0, flags: str = "", key_hint: Callable[[str], str] | None = None,
+        retry_s: float = NO_NODE_S) -> int:
+    """``pixelfox put``: 0 when every file ended ready (or processing, without ``wait``), else 2 or 1
+    (:func:`exit_status`), 130 after Ctrl-C, with a line on stderr for the file it was sending
+    (:func:`interrupted_line`).
     Unfinished uploads are kept in the journal (:class:`~pixelfox.client.journal.Journal`): the same
     command goes on where it stopped; ``resume=False`` starts every file afresh (and still records it).
     ``flags`` (the ``--manager`` / ``--api-key`` put was given) end the cancel command that line prints;
-    ``key_hint`` is said once on stderr when a file was refused as unauthenticated
-    (:func:`pixelfox.cli.context.local_key_hint`)."""
+    ``key_hint(code)`` is said once on stderr (unless "") when a file was refused as unauthenticated
+    or as an account disabled, ``code`` being that refusal's (:func:`pixelfox.cli.context.local_key_hint`).
+    ``retry_s`` (``--retry-for``): how long a file's upload waits for an upload node once none answers
+    (:func:`put_files`)."""
     console = Console(stderr=True, soft_wrap=True)
     journal = journal_for(ref, console, lookup=resume, flags=flags)
     sending: dict[Path, int] = {}
     try:
         results = asyncio.run(put_files(ref, [Path(f) for f in files], as_json=as_json, wait=wait,
                                         timeout_s=timeout_s, console=console, title=title, resume=journal,
-                                        max_rate=max_rate, sending=sending, flags=flags))
+                                        max_rate=max_rate, sending=sending, flags=flags, retry_s=retry_s))
     except KeyboardInterrupt:
         for path, sent in sending.items():
             print(interrupted_line(path, sent, journal, ref.metadata(), flags), file=sys.stderr, flush=True)
         return 130
-    if key_hint and any(r["status"] == "rejected" and r["error"]["code"] == errors.Unauthenticated.code
-                        for r in results):
-        print(key_hint, file=sys.stderr, flush=True)
+    refused = next((r["error"]["code"] for r in results if r["status"] == "rejected" and r["error"]["code"] in (
+        errors.Unauthenticated.code, errors.AccountDisabled.code)), None)
+    if key_hint and refused and (hint := key_hint(refused)):
+        print(hint, file=sys.stderr, flush=True)
+    return exit_status(results, wait)
+
+
+def exit_status(results: list[dict[str, Any]], wait: bool) -> int:
+    """``pixelfox put``'s exit status for its ``results`` (:func:`put_files`): 0 when every file ended
+    ready (or processing, without ``wait``); 2 when each file that did not was refused for the caller's fault
+    (a missing, unreadable or special file, a symlink loop, bytes that are no image, a wrong API key:
+    :data:`pixelfox.errors.CALLER_STATUSES`), as for a usage error; else 1 (the cluster's: a processing that
+    failed, a file still processing after the wait, an upload paused, a cluster that did not answer)."""
     good = {"ready"} if wait else {"ready", "processing"}
-    return 0 if all(r["status"] in good for r in results) else 1
+    bad = [r for r in results if r["status"] not in good]
+    if not bad:
+        return 0
+    return 2 if all(r["status"] == "rejected" and errors.exit_status_of(r["error"]["code"]) == 2 for r in bad) else 1

@@ -16,8 +16,49 @@ STATUS_NAMES = {
 
 
 def status_name(image: common_pb2.Image) -> str:
-    """``processing`` | ``ready`` | ``failed``."""
+    """``processing`` | ``ready`` | ``failed``: the image's processing state as the manager records it
+    (:func:`public_status` is what pages and answers show)."""
     return STATUS_NAMES.get(image.status, "processing")
+
+
+#: ``error.code`` of an image whose files are lost (:func:`files_lost`)
+FILES_LOST_CODE = "files-lost"
+#: ``error.message`` of such an image: what happened and what its owner can do
+FILES_LOST_MESSAGE = ("no storage node has a copy of this image's files any more: upload the same file again "
+                      "to restore it, or delete the image")
+
+
+def files_lost(image: common_pb2.Image) -> bool:
+    """Whether a processed (``ready``) image has no file any storage node serves: neither its original
+    nor any variant has a URL, because no registered storage node holds a copy (its only holder was
+    forgotten, ``pixelfox nodes forget``). Such an image is not "still processing"; deleting it, its owner
+    uploading the same file again (the manager records the new copy as its original and processes it again:
+    :meth:`nodes.manager.uploads.Uploads.complete`), or the repair finding a copy on a live node changes that."""
+    return status_name(image) == "ready" and not image.original_url and not any(v.url for v in image.variants)
+
+
+def original_lost(image: common_pb2.Image) -> bool:
+    """Whether a processed (``ready``) image's original has no copy on any registered storage node (no
+    ``original_url``), its variants kept or not (:func:`files_lost` is the case with none kept): its owner
+    uploading the same file again gives it its original back (:meth:`nodes.manager.uploads.Uploads.complete`)."""
+    return status_name(image) == "ready" and not image.original_url
+
+
+def public_status(image: common_pb2.Image) -> str:
+    """``processing`` | ``ready`` | ``failed`` | ``lost``: the status pages and JSON answers show, which is
+    :func:`status_name` but ``lost`` for a ready image whose files are lost (:func:`files_lost`)."""
+    return "lost" if files_lost(image) else status_name(image)
+
+
+def image_error(image: common_pb2.Image) -> dict[str, str] | None:
+    """``{code, message}`` of an image that failed (the processing's) or whose files are lost
+    (:data:`FILES_LOST_CODE`, :data:`FILES_LOST_MESSAGE`); None otherwise."""
+    status = public_status(image)
+    if status == "failed":
+        return {"code": image.error_code, "message": image.error_message}
+    if status == "lost":
+        return {"code": FILES_LOST_CODE, "message": FILES_LOST_MESSAGE}
+    return None
 
 
 def clean_original(image: common_pb2.Image) -> common_pb2.Variant | None:
@@ -55,21 +96,19 @@ def largest_plain(image: common_pb2.Image) -> common_pb2.Variant | None:
 def image_to_json(image: common_pb2.Image) -> dict[str, Any]:
     """Shape: ``{id, url, status, error, width, height, format, bytes, sha256, original_url,
     thumbnail_url, exif: {field: text}, location: {latitude, longitude} | None (owner/admin only),
-    variants: [{name, format, width, height, bytes, url}]}``; ``error`` is
-    ``{code, message}`` when the image failed, else ``None``. Sizes in px, bytes in bytes.
+    variants: [{name, format, width, height, bytes, url}]}``; ``status`` is :func:`public_status`
+    (``processing``, ``ready``, ``failed``, ``lost``), ``error`` is :func:`image_error` (``{code,
+    message}`` when the image failed or its files are lost, else ``None``). Sizes in px, bytes in bytes.
 
     ``original_url`` is :func:`served_original_url` for anyone but the owner: the clean original
     (metadata removed; ``""`` while processing), or the stored upload when the owner opted in
     (``keep_metadata``). Such answers get pasted, so they never carry GPS; the owner's own tools
     add the stored upload under its own name with :func:`owner_image_json`."""
-    status = status_name(image)
     return {
         "id": image.slug,
         "url": image.url,
-        "status": status,
-        "error": (
-            {"code": image.error_code, "message": image.error_message} if status == "failed" else None
-        ),
+        "status": public_status(image),
+        "error": image_error(image),
         "filename": image.filename,
         "title": image.title,
         "format": image.format,
@@ -143,7 +182,8 @@ def upload_progress_json(p: manager_pb2.UploadProgress) -> dict[str, Any]:
     }
 
 
-def rejected_json(file: str, code: str, message: str) -> dict[str, Any]:
-    """The ``put --json`` line for a file refused before it became an image."""
-    return {"file": file, "id": None, "url": None, "status": "rejected", "error": {"code": code, "message": message},
+def rejected_json(file: str, code: str, message: str, status: str = "rejected") -> dict[str, Any]:
+    """The ``put --json`` line for a file refused before it became an image; ``status="paused"``: for one
+    whose upload stopped on the way (the cluster did not answer) and stays open: the same command resumes it."""
+    return {"file": file, "id": None, "url": None, "status": status, "error": {"code": code, "message": message},
             "variants": []}

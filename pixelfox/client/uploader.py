@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -24,6 +25,7 @@ import grpc
 from pixelfox import errors
 from pixelfox.client.journal import Entry, FileKey, epoch
 from pixelfox.client.resume import Resume, cancel_stale
+from pixelfox.client.stall import NO_NODE_S, NoNode, Watch
 from pixelfox.grpcx.client import DEFAULT_MAX_MESSAGE_BYTES, map_rpc_errors
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc, upload_pb2, upload_pb2_grpc
 
@@ -46,13 +48,23 @@ RETRYABLE = (errors.Unavailable, errors.Timeout, errors.UploadBusy, errors.Offse
 """Errors after which the uploader asks for the committed offset and goes on."""
 
 
+class _Pulls:
+    """When a stream last took a message from :func:`_requests` (``time.monotonic()``): ``at``, its start
+    or its last message; ``chunk_at``, its last chunk (0.0: none yet); ``done`` once the file is all
+    sent; ``stalled`` once :func:`_send` cancelled it for taking nothing."""
+
+    def __init__(self) -> None:
+        self.at, self.chunk_at, self.done, self.stalled = time.monotonic(), 0.0, False, False
+
+
 async def _requests(
     path: Path, header: upload_pb2.UploadHeader, start: int, chunk_size: int, progress: Progress | None,
-    max_rate: int = 0,
+    max_rate: int = 0, pulls: _Pulls | None = None,
 ) -> AsyncIterator[upload_pb2.UploadRequest]:
     """The header, then the file from ``start`` in chunks of ``chunk_size`` bytes; with ``max_rate``
     (bytes/s, 0: no limit) at most that fast, in chunks of at most a quarter second's worth (a stream
-    that sends nothing for 10 s loses the upload's lock)."""
+    that sends nothing for 10 s loses the upload's lock). ``pulls`` is told when each chunk was taken."""
+    pulls = pulls or _Pulls()
     yield upload_pb2.UploadRequest(header=header)
     if max_rate:
         chunk_size = max(4096, min(chunk_size, max_rate // 4))
@@ -63,11 +75,14 @@ async def _requests(
             yield upload_pb2.UploadRequest(
                 chunk=upload_pb2.UploadChunk(offset=offset, data=data, crc32c=google_crc32c.value(data))
             )
+            pulls.at = pulls.chunk_at = time.monotonic()  # gRPC takes the next one once this one is written
             offset += len(data)
             if progress:
                 progress(offset, header.size)
             if max_rate and (ahead := (offset - start) / max_rate - (time.monotonic() - began)) > 0:
                 await asyncio.sleep(ahead)
+                pulls.at = time.monotonic()  # our own pause, not the node's
+    pulls.done = True
 
 
 def _own_channel(address: str) -> grpc.aio.Channel:
@@ -84,6 +99,9 @@ def _own_channel(address: str) -> grpc.aio.Channel:
         ("grpc.keepalive_timeout_ms", 5_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.use_local_subchannel_pool", 1),
+        # a node that refused connections (killed, restarting) is tried again at least every 2 s, not after
+        # gRPC's growing backoff (1 s, 1.6 s, ... 120 s): a node back within seconds is found within seconds
+        ("grpc.max_reconnect_backoff_ms", 2000),
     ])
 
 
@@ -91,6 +109,40 @@ def _broken_transport(exc: errors.PixelfoxError) -> bool:
     """grpc-python reports a write on a connection that died as INTERNAL "Internal error from Core"
     (no PixelFox error code): a transport failure to resume from, unlike a server's internal error."""
     return type(exc) is errors.PixelfoxError and "Internal error from Core" in str(exc)
+
+
+#: a stream that takes no chunk for this long (seconds) while the file is not all sent is given up and the
+#: upload asked for again: its node is frozen or cut off (HTTP/2 flow control holds the writes; gRPC's own
+#: keepalive took 70 s to notice a SIGSTOPped node)
+SEND_STALL_S = 15.0
+
+
+async def _send(att: _Attempt, requests: AsyncIterator[upload_pb2.UploadRequest], pulls: _Pulls,
+                timeout_s: float) -> upload_pb2.UploadReceipt:
+    """``Upload`` of ``requests`` on ``att``'s node, cancelled (Unavailable, ``pulls.stalled`` set) when it
+    takes no message for :data:`SEND_STALL_S` seconds before the last chunk; other errors mapped as
+    :func:`~pixelfox.grpcx.client.map_rpc_errors` does."""
+    call = att.stub.Upload(requests, timeout=timeout_s)
+
+    async def watchdog() -> None:
+        while not call.done():
+            await asyncio.sleep(min(1.0, SEND_STALL_S / 4))
+            if not pulls.done and time.monotonic() - pulls.at > SEND_STALL_S:
+                pulls.stalled = True
+                call.cancel()
+                return
+
+    dog = asyncio.ensure_future(watchdog())
+    try:
+        async with map_rpc_errors():
+            receipt: upload_pb2.UploadReceipt = await call
+        return receipt
+    except asyncio.CancelledError:
+        if not pulls.stalled:  # cancelled from outside (Ctrl-C): as it is
+            raise
+        raise errors.Unavailable(f"the upload node took nothing for {SEND_STALL_S:.0f} s") from None
+    finally:
+        dog.cancel()
 
 
 #: a ticket this close to its end (seconds, by the client's clock) is renewed when the upload node refuses it
@@ -145,10 +197,12 @@ class _Attempt:
             self.renewed(answer)
         return True
 
-    async def query(self) -> upload_pb2.QueryUploadResponse:
+    async def query(self, timeout_s: float = 10.0) -> upload_pb2.QueryUploadResponse:
+        """The upload's committed state on its node (``QueryUpload``, ``timeout_s`` seconds at most)."""
         async with map_rpc_errors():
             reply: upload_pb2.QueryUploadResponse = await self.stub.QueryUpload(
-                upload_pb2.QueryUploadRequest(ticket=self.ticket.ticket, upload_id=self.ticket.upload_id), timeout=10)
+                upload_pb2.QueryUploadRequest(ticket=self.ticket.ticket, upload_id=self.ticket.upload_id),
+                timeout=timeout_s)
             return reply
 
 
@@ -186,60 +240,57 @@ KEPT = (errors.Unavailable, errors.Timeout, errors.ResourceExhausted)
 """Errors an upload ends the run with but stays open on the server: its journal entry is kept."""
 
 
-class _Watch:
-    """One upload's progress across retries: :meth:`check` gives up after ``max_stall_s`` seconds
-    without a newly committed byte; ``delay`` is the next wait (seconds) before asking the node."""
-
-    def __init__(self, size: int, max_stall_s: float) -> None:
-        self.size, self.max_stall_s = size, max_stall_s
-        self.best, self.last, self.delay = 0, time.monotonic(), 0.1
-        self.cause = ""  # the last answer that interrupted the upload, for the stall message
-
-    def moved(self, offset: int) -> None:
-        if offset > self.best:
-            self.best, self.last, self.delay = offset, time.monotonic(), 0.1
-
-    def check(self, offset: int) -> None:
-        """Raise Unavailable once the upload stalled for ``max_stall_s``."""
-        if time.monotonic() - self.last > self.max_stall_s:
-            said = f"; the last answer was: {self.cause}" if self.cause else ""
-            raise errors.Unavailable(
-                f"upload stalled for {self.max_stall_s:.0f} s at {offset} of {self.size} bytes{said}")
-
-
 async def _committed(
-    att: _Attempt, manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...], watch: _Watch,
+    att: _Attempt, manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...], watch: Watch,
     offset: int,
 ) -> upload_pb2.QueryUploadResponse:
     """The upload's committed state (``QueryUpload``), on its node or, when that one does not answer
     (gone: refused; stopped, its host down or cut off: timed out), another (:func:`_elsewhere`); asked
-    again after a busy lock, until ``watch`` gives up, and once more with a renewed ticket when the node
+    again after a busy lock, until ``watch`` gives up (Unavailable, :meth:`Watch.message` with the bytes
+    the manager says the server has, else ``offset``), and once more with a renewed ticket when the node
     says the ticket ended (:meth:`_Attempt.renew`). Other errors (the upload is unknown, expired, failed,
     cancelled) are raised."""
     while True:
-        watch.check(offset)
-        await asyncio.sleep(watch.delay)
+        if watch.gave_up():
+            known = await _server_offset(manager, md, att.ticket.upload_id, offset)
+            raise errors.Unavailable(watch.message(known))
+        await asyncio.sleep(min(watch.delay, max(0.0, watch.left_s())))
         watch.delay = min(watch.delay * 2, 2.0)
         try:
-            return await att.query()
-        except (errors.Unavailable, errors.Timeout):
-            await _elsewhere(att, manager, md)
+            q = await att.query(min(10.0, max(1.0, watch.left_s())))  # no longer than is left to wait for a node
+        except (errors.Unavailable, errors.Timeout) as exc:
+            watch.cause = str(exc)
+            watch.node_failed(att.address)
+            await _elsewhere(att, manager, md, watch)
+            continue
         except errors.UploadBusy:
-            pass
+            watch.answered()
+            continue
         except errors.InvalidTicket:
             if not await att.renew(manager, md):  # ended, cancelled, failed, not the owner's: as it was
                 raise
+            continue
+        watch.answered()
+        return q
 
 
-async def _elsewhere(att: _Attempt, manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...]
-                     ) -> None:
+async def _elsewhere(att: _Attempt, manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...],
+                     watch: Watch) -> None:
     """Move ``att`` off a node that does not answer: to the node the manager names for the upload
     (``RelocateUpload``), or, when the manager refuses the ticket because it ended, to the node of a
     renewed ticket (``RenewUpload``, the owner's ``md``). The manager or every node being out of reach
-    leaves it where it is (the caller asks again); a refused renewal raises that InvalidTicket."""
+    leaves it where it is (the caller asks again); the manager saying no upload node is healthy, or naming
+    one that did not answer, tells ``watch`` that none answers (:meth:`Watch.lost`). A refused renewal
+    raises that InvalidTicket."""
     try:
-        with contextlib.suppress(errors.Unavailable, errors.Timeout, errors.NoNodeAvailable):
-            await att.move(manager, md)
+        with contextlib.suppress(errors.Unavailable, errors.Timeout):
+            try:
+                await att.move(manager, md)
+            except errors.NoNodeAvailable as exc:
+                watch.cause = str(exc)
+                watch.lost()
+                return
+            watch.offered(att.address)
     except errors.InvalidTicket:  # the ticket ended on the way (a node gone after it): renewed, on a healthy node
         if not await att.renew(manager, md):
             raise
@@ -247,7 +298,7 @@ async def _elsewhere(att: _Attempt, manager: manager_pb2_grpc.ManagerServiceStub
 
 async def _stream(
     att: _Attempt, manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...],
-    header: upload_pb2.UploadHeader, path: Path, offset: int, watch: _Watch, *, progress: Progress | None,
+    header: upload_pb2.UploadHeader, path: Path, offset: int, watch: Watch, *, progress: Progress | None,
     timeout_s: float, max_rate: int,
 ) -> upload_pb2.UploadReceipt:
     """Send ``path`` from ``offset`` on; after a broken stream, go on from the committed offset."""
@@ -255,11 +306,10 @@ async def _stream(
     upload_id = header.upload_id
     while True:
         header.ticket = att.ticket.ticket  # renewed on the way, maybe
+        pulls = _Pulls()
         try:
-            async with map_rpc_errors():
-                receipt: upload_pb2.UploadReceipt = await att.stub.Upload(
-                    _requests(path, header, offset, chunk_size, progress, max_rate), timeout=timeout_s)
-            return receipt
+            return await _send(att, _requests(path, header, offset, chunk_size, progress, max_rate, pulls), pulls,
+                               timeout_s)
         except RETRYABLE as exc:
             watch.cause = str(exc)
             logger.info("upload %s interrupted at about %d bytes (%s); resuming", upload_id, offset, exc)
@@ -278,11 +328,30 @@ async def _stream(
                 raise
             watch.cause = "the connection broke"
             logger.info("upload %s: the stream broke (%s); resuming", upload_id, exc)
+        if pulls.chunk_at:
+            watch.sent(pulls.chunk_at)
+        if pulls.stalled:  # its node took nothing for SEND_STALL_S: frozen or cut off, not worth asking first
+            watch.node_failed(att.address)
+            await _elsewhere(att, manager, md, watch)
         q = await _committed(att, manager, md, watch, offset)
         if q.complete:  # finished, but the receipt was lost
             return await _lost_receipt(manager, md, header)
         offset = q.offset
         watch.moved(offset)
+
+
+async def _server_offset(manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...],
+                         upload_id: str, known: int) -> int:
+    """The bytes of ``upload_id`` the server committed, as the manager says (``GetUpload``, the owner's
+    ``md``), or ``known`` when it does not say (an anonymous upload, the manager out of reach)."""
+    try:
+        async with map_rpc_errors():
+            p: manager_pb2.UploadProgress = await manager.GetUpload(
+                manager_pb2.GetUploadRequest(upload_id=upload_id), metadata=md, timeout=5)
+        return max(known, p.offset)
+    except errors.PixelfoxError as exc:
+        logger.debug("upload %s: its committed bytes are unknown (%s)", upload_id, exc)
+        return known
 
 
 async def _renew(
@@ -306,13 +375,13 @@ async def _renew(
 
 async def _earlier(
     manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...], entry: Entry,
-    dial: Callable[[str], str], watch: _Watch, renewed: Callable[[manager_pb2.CreateUploadResponse], None],
+    dial: Callable[[str], str], watch: Watch, renewed: Callable[[manager_pb2.CreateUploadResponse], None],
 ) -> tuple[_Attempt, upload_pb2.QueryUploadResponse] | None:
     """The upload of an earlier run (``entry``) and its committed state, or ``None`` when the server
-    no longer knows it (expired, cancelled, failed, never there); Unavailable when the cluster does
-    not answer for ``watch``'s stall time, ResourceExhausted when its renewal finds no room (the entry
-    still holds either way). A ticket that ended (by the entry's
-    ``expires_at``, or as the upload node says) is renewed (:meth:`_Attempt.renew`), and ``renewed`` is
+    no longer knows it (expired, cancelled, failed, never there); Unavailable when ``watch`` gives up
+    (the cluster does not answer, no upload node answers), ResourceExhausted when its renewal finds no
+    room (the entry still holds either way). A ticket that ended (by the entry's ``expires_at``, or as
+    the upload node says) is renewed (:meth:`_Attempt.renew`), and ``renewed`` is
     called with the new answer."""
     att = _Attempt(manager_pb2.CreateUploadResponse(
         upload_id=entry.upload_id, upload_address=entry.upload_address, ticket=entry.ticket,
@@ -334,15 +403,16 @@ async def _earlier(
 
 async def _open(
     manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...], path: Path, digest: str,
-    req: manager_pb2.CreateUploadRequest, dial: Callable[[str], str], max_stall_s: float, resume: Resume | None,
-    key: FileKey | None,
+    req: manager_pb2.CreateUploadRequest, dial: Callable[[str], str], watch: Callable[[], Watch],
+    resume: Resume | None, key: FileKey | None,
 ) -> tuple[_Attempt, upload_pb2.QueryUploadResponse] | manager_pb2.CreateUploadResponse:
     """The upload to send ``path`` to and its committed state: the journal's upload of an earlier run
     when the server still has it, the file is the same (``digest``) and no other live run sends it, else a new one from
     ``CreateUpload`` (recorded in the journal under ``key``), or ``CreateUpload``'s deduplicated answer. A
     ticket renewed on the way (:meth:`_Attempt.renew`) replaces the entry's. The uploads of the file's
     entries made for other bytes (all of its entries with ``resume.lookup`` False: ``--no-resume``) are
-    cancelled first (:func:`~pixelfox.client.resume.cancel_stale`)."""
+    cancelled first (:func:`~pixelfox.client.resume.cancel_stale`). ``watch()`` makes the :class:`Watch` that
+    gives up on the earlier run's upload when the cluster does not answer."""
     journal = resume.journal if resume and key else None
 
     def record(answer: manager_pb2.CreateUploadResponse) -> None:  # the entry holds the upload's latest ticket
@@ -358,7 +428,7 @@ async def _open(
             # that upload's slot and quota go now
             await cancel_stale(manager, md, path, old, resume)
         if entry:
-            found = await _earlier(manager, md, entry, dial, _Watch(req.size, max_stall_s), record)
+            found = await _earlier(manager, md, entry, dial, watch(), record)
             if found:
                 if resume.resumed:
                     resume.resumed(path, entry.upload_id, found[1].offset)
@@ -382,6 +452,8 @@ async def upload_file(
     progress: Progress | None = None,
     timeout_s: float = 600.0,
     max_stall_s: float = 60.0,
+    no_node_s: float = NO_NODE_S,
+    no_node: NoNode | None = None,
     dial: Callable[[str], str] | None = None,
     expire_after_s: int = 0,
     title: str = "",
@@ -395,9 +467,14 @@ async def upload_file(
     (``UNAVAILABLE``), a busy lock or an offset mismatch it asks the node for the committed
     offset (``QueryUpload``) and sends the rest from there (a node at its ``max_concurrent`` is
     retried the same way); when the node does not answer it
-    asks the manager for another node for the same upload (``RelocateUpload``). It gives up
-    when no byte was committed for ``max_stall_s`` seconds. ``dial`` maps an upload node
-    address to the address to connect to (a proxy; tests). ``expire_after_s`` > 0 deletes the
+    asks the manager for another node for the same upload (``RelocateUpload``), at once when its
+    node took no chunk for :data:`SEND_STALL_S` seconds (frozen, cut off). It gives up (Unavailable,
+    with the bytes the server committed; the upload stays open, to resume) when no byte went through for
+    ``max_stall_s`` seconds, or sooner, ``no_node_s`` seconds after no upload node answered (the manager
+    says none is healthy, or names only nodes that did not answer; :data:`NO_NODE_S`): ``no_node(True)``
+    is called then, and ``no_node(False)`` when a node answers again within that time (:data:`NoNode`).
+    ``dial`` maps an upload node address to the address to connect to (a proxy; tests).
+    ``expire_after_s`` > 0 deletes the
     image that long after the upload completes; ``title`` (at most 255 characters) titles a new
     image, while a re-upload of bytes the user already has returns that image as it is, with the
     receipt's ``deduplicated`` true (an upload with ``expire_after_s`` is never deduplicated). The file is
@@ -419,9 +496,10 @@ async def upload_file(
     # the hash runs in a thread (hashlib releases the GIL), never on the event loop, which it would stall for
     # every other task of the process (the web node's; 17-31 ms for 20 MiB here)
     digest = await asyncio.to_thread(sha256_file, path)
+    watch = functools.partial(Watch, size, max_stall_s, no_node_s, no_node)
     opened = await _open(manager, md, path, digest, manager_pb2.CreateUploadRequest(
         filename=name, size=size, content_type=content_type, expire_after_s=expire_after_s, title=title),
-        dial or (lambda a: a), max_stall_s, resume, key)
+        dial or (lambda a: a), watch, resume, key)
     if isinstance(opened, manager_pb2.CreateUploadResponse):  # the caller's image of these bytes: nothing is sent
         return _known(opened, size, digest, progress)
     att, q = opened
@@ -433,7 +511,7 @@ async def upload_file(
         else:
             if progress and q.offset:
                 progress(q.offset, size)
-            receipt = await _stream(att, manager, md, header, path, q.offset, _Watch(size, max_stall_s),
+            receipt = await _stream(att, manager, md, header, path, q.offset, watch(),
                                     progress=progress, timeout_s=timeout_s, max_rate=max_rate)
     except errors.PixelfoxError as exc:
         if resume and key and not isinstance(exc, KEPT):  # refused or ended by the server: nothing to resume
@@ -460,12 +538,12 @@ async def _lost_receipt(
     manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...], header: upload_pb2.UploadHeader
 ) -> upload_pb2.UploadReceipt:
     """The receipt of a completed upload whose answer was lost, from the manager's ``GetUpload``
-    (which also knows whether it was deduplicated)."""
+    (which also knows whether it was deduplicated, and an anonymous upload's deletion link)."""
     async with map_rpc_errors():
         p: manager_pb2.UploadProgress = await manager.GetUpload(
             manager_pb2.GetUploadRequest(upload_id=header.upload_id), metadata=md, timeout=30)
     return upload_pb2.UploadReceipt(upload_id=header.upload_id, size=header.size, sha256=p.image.sha256,
-                                    image=p.image, deduplicated=p.deduplicated)
+                                    image=p.image, deduplicated=p.deduplicated, deletion_url=p.deletion_url)
 
 
 def guess_size(path: Path) -> int:

@@ -16,6 +16,7 @@ the one SQLite write lock; at 5 s some of them failed with "database is locked".
 
 from __future__ import annotations
 
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,37 @@ from pixelfox.db.models import Base
 
 #: how long a SQLite statement waits for another connection's lock (ms)
 BUSY_TIMEOUT_MS = 15_000
+#: pause between tries of a journal-mode switch SQLite refused at once (s)
+WAL_RETRY_S = 0.05
+
+
+def set_wal_mode(cur: Any, budget_s: float = BUSY_TIMEOUT_MS / 1000) -> None:
+    """Run ``PRAGMA journal_mode=WAL`` on the DB-API cursor ``cur``, trying again every
+    :data:`WAL_RETRY_S` s for up to ``budget_s`` s while SQLite answers "database is locked".
+
+    Switching a database out of rollback-journal mode needs an exclusive lock, and when two
+    connections switch a new file at the same moment SQLite returns SQLITE_BUSY at once instead
+    of calling the busy handler (it would deadlock; https://sqlite.org/c3ref/busy_handler.html:
+    "If SQLite determines that invoking the busy handler could result in a deadlock, it will go
+    ahead and return SQLITE_BUSY"). Two connections opening a new file within microseconds of
+    each other failed so in about 1 try of 10 here, and a CI run lost a manager to it at start-up
+    (two managers, one new database). A database already in WAL mode takes the pragma without a lock. The pause blocks
+    the caller (a new connection, rare and short). Raises the driver's OperationalError for any
+    other error, or when the lock is still refused after ``budget_s``."""
+    deadline = time.monotonic() + budget_s
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:
+            if "database is locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(WAL_RETRY_S)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
+    set_wal_mode(cur)
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")

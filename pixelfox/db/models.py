@@ -147,6 +147,10 @@ class ObjectLocation(Base):
     size: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    #: one node's rows (a storage node gone for good or forgotten: ``nodes/manager/gone.py``): the primary
+    #: key leads with ``key``, so without this index those read every row (migration 0008)
+    __table_args__ = (Index("ix_object_locations_node_id", "node_id"),)
+
 
 class Album(Base):
     """A user's album; anyone with its slug sees it (its private images only for the owner)."""

@@ -91,25 +91,33 @@ def trailer(exc: grpc.aio.AioRpcError, key: str) -> str:
     return ""
 
 
-def error_from_rpc(exc: grpc.aio.AioRpcError, peer: str = "", hint: str = "") -> errors.PixelfoxError:
+def error_from_rpc(exc: grpc.aio.AioRpcError, peer: str = "", hint: str = "",
+                   silent_hint: str = "") -> errors.PixelfoxError:
     """The :class:`~pixelfox.errors.PixelfoxError` a peer raised, from status and ``pixelfox-error-code``.
 
     A call that could not connect at all (:func:`connect_failure`) becomes ``Unavailable("cannot reach
     PEER (CAUSE); HINT")``: ``peer`` names what was called ("the manager at 127.0.0.1:7070"; default:
-    the address gRPC names), ``hint`` (optional) says what to do about it."""
+    the address gRPC names), ``hint`` (optional) says what to do about it. A call whose deadline passed
+    with no answer at all (no ``pixelfox-error-code``: a frozen or hung peer) becomes ``Timeout("PEER
+    did not answer before the call's deadline; SILENT_HINT")`` when ``peer`` is given (it was gRPC's
+    bare "Deadline Exceeded")."""
     cause, address = connect_failure(exc)
     if cause and (peer or address):
         return errors.Unavailable(f"cannot reach {peer or address} ({cause})" + (f"; {hint}" if hint else ""))
     code, retry_after = trailer(exc, errors.ERROR_CODE_KEY), trailer(exc, errors.RETRY_AFTER_KEY)
+    if peer and not code and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return errors.Timeout(f"{peer} did not answer before the call's deadline"
+                              + (f"; {silent_hint}" if silent_hint else ""))
     return errors.from_wire(code, exc.code(), exc.details() or exc.code().name,
                             retry_after_s=int(retry_after) if retry_after.isdigit() else 0)
 
 
 @contextlib.asynccontextmanager
-async def map_rpc_errors(peer: str = "", hint: str = "") -> AsyncIterator[None]:
+async def map_rpc_errors(peer: str = "", hint: str = "", silent_hint: str = "") -> AsyncIterator[None]:
     """Re-raise ``AioRpcError`` inside the block as the matching ``PixelfoxError``; ``peer`` and
-    ``hint`` word a call that could not connect (:func:`error_from_rpc`)."""
+    ``hint`` word a call that could not connect, ``silent_hint`` one that got no answer before its
+    deadline (:func:`error_from_rpc`)."""
     try:
         yield
     except grpc.aio.AioRpcError as exc:
-        raise error_from_rpc(exc, peer, hint) from exc
+        raise error_from_rpc(exc, peer, hint, silent_hint) from exc

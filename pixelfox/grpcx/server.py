@@ -172,6 +172,14 @@ def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
+def instance_service(instance: str) -> str:
+    """The health entry under which a node process answers SERVING as ``instance`` (its
+    ``NodeIdentity.instance``): a gRPC health ``Check`` for it at the node's address is answered by that
+    process alone, NOT_FOUND by any other server (a node started since at that address). The manager
+    asks it before it gives a live node's id to a node at another address (:mod:`nodes.manager.liveness`)."""
+    return f"pixelfox.instance/{instance}"
+
+
 class GrpcServer:
     """A ``grpc.aio`` server with health (and optional reflection) for the given services.
 
@@ -225,6 +233,11 @@ class GrpcServer:
         )
         for name in ["", *self.service_names]:
             await self.health.set(name, status)
+
+    async def announce_instance(self, instance: str) -> None:
+        """Answer SERVING for :func:`instance_service` of ``instance`` (this process' instance id) from now on;
+        :meth:`set_serving` leaves it be (a node waiting for a dependency is still this process)."""
+        await self.health.set(instance_service(instance), health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace_s: float) -> None:
         """Report NOT_SERVING, then stop taking calls and give in-flight ones ``grace_s`` seconds."""

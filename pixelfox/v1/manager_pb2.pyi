@@ -35,6 +35,7 @@ class RegisterRequest(_message.Message):
     FREE_BYTES_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _builtins.int
     HOST_FIELD_NUMBER: _builtins.int
+    INSTANCE_FIELD_NUMBER: _builtins.int
     role: _common_pb2.NodeRole.ValueType
     node_id: _builtins.str
     """stable name chosen by the node, e.g. "proc1" """
@@ -54,6 +55,13 @@ class RegisterRequest(_message.Message):
     restarting in place from a second live node that took the same node_id, which the manager
     refuses (ALREADY_EXISTS). "" (what older nodes send) = the address alone decides.
     """
+    instance: _builtins.str
+    """A random id the node process draws at start (one per process, new after every restart). The
+    manager stores it with the record and refuses a heartbeat from another instance (a frozen node
+    whose id a successor took over). A gRPC node also serves it as a health entry
+    (pixelfox.grpcx.server.instance_service): a manager asked to give the id to a node at another
+    address checks that the holder still answers there as this instance. "" (older nodes) = unchecked.
+    """
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -70,10 +78,11 @@ class RegisterRequest(_message.Message):
         free_bytes: _builtins.int = ...,
         heartbeat_interval_s: _builtins.float = ...,
         host: _builtins.str = ...,
+        instance: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "capacity", b"capacity", "free_bytes", b"free_bytes", "grpc_address", b"grpc_address", "heartbeat_interval_s", b"heartbeat_interval_s", "host", b"host", "http_url", b"http_url", "metrics_url", b"metrics_url", "node_id", b"node_id", "role", b"role", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "capacity", b"capacity", "free_bytes", b"free_bytes", "grpc_address", b"grpc_address", "heartbeat_interval_s", b"heartbeat_interval_s", "host", b"host", "http_url", b"http_url", "instance", b"instance", "metrics_url", b"metrics_url", "node_id", b"node_id", "role", b"role", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -111,6 +120,7 @@ class HeartbeatRequest(_message.Message):
     FREE_BYTES_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     NOT_READY_FIELD_NUMBER: _builtins.int
+    INSTANCE_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     in_use: _builtins.int
     capacity: _builtins.int
@@ -124,6 +134,11 @@ class HeartbeatRequest(_message.Message):
     an upload node's manager): it gets no new work until a heartbeat says it is ready again.
     False (the default, and what older nodes send) = ready.
     """
+    instance: _builtins.str
+    """The instance the node registered with (RegisterRequest.instance). A heartbeat whose instance is
+    not the record's is answered known=false: the node registers again, and is refused while the
+    id's new holder is live. "" (older nodes) = unchecked.
+    """
     def __init__(
         self,
         *,
@@ -133,10 +148,11 @@ class HeartbeatRequest(_message.Message):
         free_bytes: _builtins.int = ...,
         status: _common_pb2.NodeStatus.ValueType = ...,
         not_ready: _builtins.bool = ...,
+        instance: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "free_bytes", b"free_bytes", "in_use", b"in_use", "node_id", b"node_id", "not_ready", b"not_ready", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "free_bytes", b"free_bytes", "in_use", b"in_use", "instance", b"instance", "node_id", b"node_id", "not_ready", b"not_ready", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -167,16 +183,22 @@ class ListNodesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ROLE_FIELD_NUMBER: _builtins.int
+    WITH_POOLS_FIELD_NUMBER: _builtins.int
     role: _common_pb2.NodeRole.ValueType
     """UNSPECIFIED = all"""
+    with_pools: _builtins.bool
+    """Also answer the storage pools' figures (pools, lost_objects: a few database reads, so only
+    `pixelfox status` asks). False (the default, what older callers send) = nodes only.
+    """
     def __init__(
         self,
         *,
         role: _common_pb2.NodeRole.ValueType = ...,
+        with_pools: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["role", b"role", "with_pools", b"with_pools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -187,20 +209,89 @@ class ListNodesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NODES_FIELD_NUMBER: _builtins.int
+    POOLS_FIELD_NUMBER: _builtins.int
+    LOST_OBJECTS_FIELD_NUMBER: _builtins.int
+    POOLS_INCLUDED_FIELD_NUMBER: _builtins.int
+    POOLS_ERROR_FIELD_NUMBER: _builtins.int
+    lost_objects: _builtins.int
+    """with_pools: objects with an open replica debt and no recorded copy on any registered storage node
+    (their only holder was forgotten): no pool can serve them any more
+    """
+    pools_included: _builtins.bool
+    """true when the manager computed pools and lost_objects; false from a manager older than
+    with_pools (it ignores the flag), or when the caller did not ask
+    """
+    pools_error: _builtins.str
+    """with_pools: why the figures could not be read (the database did not answer...); nodes is still
+    complete, pools_included false
+    """
     @_builtins.property
     def nodes(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Node]: ...
+    @_builtins.property
+    def pools(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoragePool]:
+        """with_pools: one entry per pool a registered storage node serves, by name (nodes/manager/pools.py)"""
+
     def __init__(
         self,
         *,
         nodes: _abc.Iterable[_common_pb2.Node] | None = ...,
+        pools: _abc.Iterable[Global___StoragePool] | None = ...,
+        lost_objects: _builtins.int = ...,
+        pools_included: _builtins.bool = ...,
+        pools_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["nodes", b"nodes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lost_objects", b"lost_objects", "nodes", b"nodes", "pools", b"pools", "pools_error", b"pools_error", "pools_included", b"pools_included"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListNodesResponse: _TypeAlias = ListNodesResponse  # noqa: Y015
+
+@_typing.final
+class StoragePool(_message.Message):
+    """One storage pool (tier): the storage nodes registered with capability "pool:<name>" ("hot" without)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    NODES_FIELD_NUMBER: _builtins.int
+    SERVING_FIELD_NUMBER: _builtins.int
+    USED_BYTES_FIELD_NUMBER: _builtins.int
+    FREE_BYTES_FIELD_NUMBER: _builtins.int
+    UNDER_REPLICATED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    replicas: _builtins.int
+    """copies wanted of every object (the manager's PIXELFOX_REPLICAS)"""
+    nodes: _builtins.int
+    """storage nodes of the pool in the registry (stopped and down ones too)"""
+    serving: _builtins.int
+    """of these, healthy ones: fresh heartbeat, ACTIVE, not in maintenance, ready"""
+    used_bytes: _builtins.int
+    """bytes the serving nodes' stores hold, as their heartbeats report"""
+    free_bytes: _builtins.int
+    """bytes free for them, each filesystem counted once (Registry.free_bytes)"""
+    under_replicated: _builtins.int
+    """objects with an open replica debt and a recorded copy on a node of the pool"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        replicas: _builtins.int = ...,
+        nodes: _builtins.int = ...,
+        serving: _builtins.int = ...,
+        used_bytes: _builtins.int = ...,
+        free_bytes: _builtins.int = ...,
+        under_replicated: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["free_bytes", b"free_bytes", "name", b"name", "nodes", b"nodes", "replicas", b"replicas", "serving", b"serving", "under_replicated", b"under_replicated", "used_bytes", b"used_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoragePool: _TypeAlias = StoragePool  # noqa: Y015
 
 @_typing.final
 class PlaceObjectRequest(_message.Message):
@@ -601,6 +692,7 @@ class UploadProgress(_message.Message):
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
     DEDUPLICATED_FIELD_NUMBER: _builtins.int
     TICKET_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    DELETION_URL_FIELD_NUMBER: _builtins.int
     upload_id: _builtins.str
     offset: _builtins.int
     """committed bytes"""
@@ -627,6 +719,11 @@ class UploadProgress(_message.Message):
     """ISO 8601 UTC, open and paused: the last second its current ticket is accepted (tus Upload-Expires);
     after it an owned upload is paused until its owner renews the ticket
     """
+    deletion_url: _builtins.str
+    """complete, an anonymous upload's own image (not deduplicated): its deletion link, as
+    CompleteUpload gave it (an uploader whose answer was lost asks again; the id is the secret of an
+    anonymous upload, as for its ticket); else "" (none while no site URL is known)
+    """
     @_builtins.property
     def image(self) -> _common_pb2.Image:
         """set when complete"""
@@ -645,10 +742,11 @@ class UploadProgress(_message.Message):
         error_message: _builtins.str = ...,
         deduplicated: _builtins.bool = ...,
         ticket_expires_at: _builtins.str = ...,
+        deletion_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "error_code", b"error_code", "error_message", b"error_message", "expires_at", b"expires_at", "filename", b"filename", "image", b"image", "offset", b"offset", "size", b"size", "status", b"status", "ticket_expires_at", b"ticket_expires_at", "upload_id", b"upload_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "deletion_url", b"deletion_url", "error_code", b"error_code", "error_message", b"error_message", "expires_at", b"expires_at", "filename", b"filename", "image", b"image", "offset", b"offset", "size", b"size", "status", b"status", "ticket_expires_at", b"ticket_expires_at", "upload_id", b"upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -814,6 +912,7 @@ class User(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     DISABLED_FIELD_NUMBER: _builtins.int
+    UNCHANGED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     role: _builtins.str
@@ -821,6 +920,8 @@ class User(_message.Message):
     created_at: _builtins.str
     disabled: _builtins.bool
     """an admin disabled the account: no login, API key or session works"""
+    unchanged: _builtins.bool
+    """SetUserDisabled only: the user already was disabled (or enabled) as asked"""
     def __init__(
         self,
         *,
@@ -829,10 +930,11 @@ class User(_message.Message):
         role: _builtins.str = ...,
         created_at: _builtins.str = ...,
         disabled: _builtins.bool = ...,
+        unchanged: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "disabled", b"disabled", "id", b"id", "name", b"name", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "disabled", b"disabled", "id", b"id", "name", b"name", "role", b"role", "unchanged", b"unchanged"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -934,21 +1036,25 @@ class CreateApiKeyResponse(_message.Message):
     KEY_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
     USER_NAME_FIELD_NUMBER: _builtins.int
+    USER_DISABLED_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """shown once"""
     key_id: _builtins.str
     """the id ListApiKeys shows and RevokeApiKey takes (was the key's first 10 characters)"""
     user_name: _builtins.str
+    user_disabled: _builtins.bool
+    """the user is disabled: the key works once an admin enables them again"""
     def __init__(
         self,
         *,
         key: _builtins.str = ...,
         key_id: _builtins.str = ...,
         user_name: _builtins.str = ...,
+        user_disabled: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "key_id", b"key_id", "user_name", b"user_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "key_id", b"key_id", "user_disabled", b"user_disabled", "user_name", b"user_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1830,15 +1936,23 @@ class RevokeApiKeyResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REVOKED_FIELD_NUMBER: _builtins.int
+    REVOKED_AT_FIELD_NUMBER: _builtins.int
+    ALREADY_REVOKED_FIELD_NUMBER: _builtins.int
     revoked: _builtins.bool
+    revoked_at: _builtins.str
+    """when the key was revoked (ISO 8601, UTC): now, or earlier if already_revoked"""
+    already_revoked: _builtins.bool
+    """it was revoked before this call; nothing changed"""
     def __init__(
         self,
         *,
         revoked: _builtins.bool = ...,
+        revoked_at: _builtins.str = ...,
+        already_revoked: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["revoked", b"revoked"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_revoked", b"already_revoked", "revoked", b"revoked", "revoked_at", b"revoked_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2098,3 +2212,126 @@ class ForgetNodeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ForgetNodeResponse: _TypeAlias = ForgetNodeResponse  # noqa: Y015
+
+@_typing.final
+class ScrubRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    FIX_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    """one storage node; empty: every registered storage node"""
+    fix: _builtins.bool
+    """forget the missing copies and record replica debts; false: report only"""
+    limit: _builtins.int
+    """keys checked per node, in key order; 0: all"""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        fix: _builtins.bool = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fix", b"fix", "limit", b"limit", "node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScrubRequest: _TypeAlias = ScrubRequest  # noqa: Y015
+
+@_typing.final
+class ScrubNode(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    CHECKED_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    UNREACHABLE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    checked: _builtins.int
+    """recorded copies Stat answered for"""
+    missing: _builtins.int
+    """of those, copies the node does not have"""
+    unreachable: _builtins.int
+    """recorded copies not judged: the node did not answer (or is down)"""
+    error: _builtins.str
+    """why the node was not judged ("" when it answered)"""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        checked: _builtins.int = ...,
+        missing: _builtins.int = ...,
+        unreachable: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked", b"checked", "error", b"error", "missing", b"missing", "node_id", b"node_id", "unreachable", b"unreachable"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScrubNode: _TypeAlias = ScrubNode  # noqa: Y015
+
+@_typing.final
+class MissingCopy(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    IMAGE_SLUG_FIELD_NUMBER: _builtins.int
+    FIXED_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    node_id: _builtins.str
+    image_slug: _builtins.str
+    """the image whose original or variant the key is ("" when none names it)"""
+    fixed: _builtins.bool
+    """with fix: its row went and the key got a replica debt"""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        image_slug: _builtins.str = ...,
+        fixed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fixed", b"fixed", "image_slug", b"image_slug", "key", b"key", "node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MissingCopy: _TypeAlias = MissingCopy  # noqa: Y015
+
+@_typing.final
+class ScrubResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODES_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    FIXED_FIELD_NUMBER: _builtins.int
+    fixed: _builtins.int
+    """missing copies fixed (with fix)"""
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScrubNode]: ...
+    @_builtins.property
+    def missing(self) -> _containers.RepeatedCompositeFieldContainer[Global___MissingCopy]:
+        """at most the first 1000"""
+
+    def __init__(
+        self,
+        *,
+        nodes: _abc.Iterable[Global___ScrubNode] | None = ...,
+        missing: _abc.Iterable[Global___MissingCopy] | None = ...,
+        fixed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fixed", b"fixed", "missing", b"missing", "nodes", b"nodes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScrubResponse: _TypeAlias = ScrubResponse  # noqa: Y015

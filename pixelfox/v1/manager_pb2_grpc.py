@@ -69,6 +69,11 @@ class ManagerServiceStub:
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.ForgetNodeRequest.SerializeToString,
                 response_deserializer=pixelfox_dot_v1_dot_manager__pb2.ForgetNodeResponse.FromString,
                 _registered_method=True)
+        self.Scrub = channel.unary_unary(
+                '/pixelfox.v1.ManagerService/Scrub',
+                request_serializer=pixelfox_dot_v1_dot_manager__pb2.ScrubRequest.SerializeToString,
+                response_deserializer=pixelfox_dot_v1_dot_manager__pb2.ScrubResponse.FromString,
+                _registered_method=True)
         self.CreateUpload = channel.unary_unary(
                 '/pixelfox.v1.ManagerService/CreateUpload',
                 request_serializer=pixelfox_dot_v1_dot_manager__pb2.CreateUploadRequest.SerializeToString,
@@ -284,6 +289,16 @@ class ManagerServiceServicer:
     def ForgetNode(self, request, context):
         """Drop a node that died for good from the registry (and from maintenance). Refused
         (FAILED_PRECONDITION) while its heartbeats are fresh. Admin key or cluster credential.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Scrub(self, request, context):
+        """Check that the storage nodes still hold the copies the database records (a file removed from a
+        node's folder by hand is otherwise never noticed): Stat every recorded key on each storage node.
+        With fix, each missing copy's location row goes and its key gets a replica debt, so the repair
+        copies it back from another replica (or the image shows as lost). Admin key or cluster credential.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -566,6 +581,11 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.ForgetNode,
                     request_deserializer=pixelfox_dot_v1_dot_manager__pb2.ForgetNodeRequest.FromString,
                     response_serializer=pixelfox_dot_v1_dot_manager__pb2.ForgetNodeResponse.SerializeToString,
+            ),
+            'Scrub': grpc.unary_unary_rpc_method_handler(
+                    servicer.Scrub,
+                    request_deserializer=pixelfox_dot_v1_dot_manager__pb2.ScrubRequest.FromString,
+                    response_serializer=pixelfox_dot_v1_dot_manager__pb2.ScrubResponse.SerializeToString,
             ),
             'CreateUpload': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateUpload,
@@ -904,6 +924,33 @@ class ManagerService:
             '/pixelfox.v1.ManagerService/ForgetNode',
             pixelfox_dot_v1_dot_manager__pb2.ForgetNodeRequest.SerializeToString,
             pixelfox_dot_v1_dot_manager__pb2.ForgetNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Scrub(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelfox.v1.ManagerService/Scrub',
+            pixelfox_dot_v1_dot_manager__pb2.ScrubRequest.SerializeToString,
+            pixelfox_dot_v1_dot_manager__pb2.ScrubResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,12 @@ class ManagerServiceStub:
     """Drop a node that died for good from the registry (and from maintenance). Refused
     (FAILED_PRECONDITION) while its heartbeats are fresh. Admin key or cluster credential.
     """
+    Scrub: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ScrubRequest, _manager_pb2.ScrubResponse]
+    """Check that the storage nodes still hold the copies the database records (a file removed from a
+    node's folder by hand is otherwise never noticed): Stat every recorded key on each storage node.
+    With fix, each missing copy's location row goes and its key gets a replica debt, so the repair
+    copies it back from another replica (or the image shows as lost). Admin key or cluster credential.
+    """
     CreateUpload: _grpc.UnaryUnaryMultiCallable[_manager_pb2.CreateUploadRequest, _manager_pb2.CreateUploadResponse]
     """--- uploads"""
     CompleteUpload: _grpc.UnaryUnaryMultiCallable[_manager_pb2.CompleteUploadRequest, _manager_pb2.CompleteUploadResponse]
@@ -156,6 +162,12 @@ class ManagerServiceAsyncStub(ManagerServiceStub):
     ForgetNode: _aio.UnaryUnaryMultiCallable[_manager_pb2.ForgetNodeRequest, _manager_pb2.ForgetNodeResponse]  # type: ignore[assignment]
     """Drop a node that died for good from the registry (and from maintenance). Refused
     (FAILED_PRECONDITION) while its heartbeats are fresh. Admin key or cluster credential.
+    """
+    Scrub: _aio.UnaryUnaryMultiCallable[_manager_pb2.ScrubRequest, _manager_pb2.ScrubResponse]  # type: ignore[assignment]
+    """Check that the storage nodes still hold the copies the database records (a file removed from a
+    node's folder by hand is otherwise never noticed): Stat every recorded key on each storage node.
+    With fix, each missing copy's location row goes and its key gets a replica debt, so the repair
+    copies it back from another replica (or the image shows as lost). Admin key or cluster credential.
     """
     CreateUpload: _aio.UnaryUnaryMultiCallable[_manager_pb2.CreateUploadRequest, _manager_pb2.CreateUploadResponse]  # type: ignore[assignment]
     """--- uploads"""
@@ -295,6 +307,18 @@ class ManagerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_manager_pb2.ForgetNodeResponse, _abc.Awaitable[_manager_pb2.ForgetNodeResponse]]:
         """Drop a node that died for good from the registry (and from maintenance). Refused
         (FAILED_PRECONDITION) while its heartbeats are fresh. Admin key or cluster credential.
+        """
+
+    @_abc_1.abstractmethod
+    def Scrub(
+        self,
+        request: _manager_pb2.ScrubRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.ScrubResponse, _abc.Awaitable[_manager_pb2.ScrubResponse]]:
+        """Check that the storage nodes still hold the copies the database records (a file removed from a
+        node's folder by hand is otherwise never noticed): Stat every recorded key on each storage node.
+        With fix, each missing copy's location row goes and its key gets a replica debt, so the repair
+        copies it back from another replica (or the image shows as lost). Admin key or cluster credential.
         """
 
     @_abc_1.abstractmethod

@@ -15,6 +15,8 @@ import pytest
 from PIL import Image
 from playwright.async_api import expect
 
+from tests.browser.site import new_page
+
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(300)]
 
 RECENT = "pixelfox-recent-uploads"  # web/static/upload.js
@@ -30,9 +32,7 @@ def random_png() -> bytes:
 
 async def test_anonymous_upload_keeps_its_deletion_link(cluster: Any, chromium: Any) -> None:
     base = cluster.web_url
-    ctx = await chromium.new_context(viewport={"width": 1000, "height": 720})  # CSP enforced
-    ctx.set_default_timeout(60_000)
-    page = await ctx.new_page()
+    ctx, page = await new_page(chromium)  # CSP enforced
     await page.goto(f"{base}/")
     assert await page.evaluate(f"localStorage.getItem({RECENT!r})") is None
     name = f"anon_{uuid.uuid4().hex[:8]}.png"

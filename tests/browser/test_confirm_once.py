@@ -3,12 +3,11 @@ chromium: the second click, while the accepted first one is on its way, is ignor
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
 
-from tests.browser.site import csrf, register
+from tests.browser.site import csrf, user_page
 from tests.browser.test_anonymous_upload import random_png
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(300)]
@@ -16,10 +15,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(300)]
 
 async def test_a_double_click_asks_once(cluster: Any, chromium: Any) -> None:
     base = cluster.web_url
-    ctx = await chromium.new_context(viewport={"width": 1000, "height": 720})
-    ctx.set_default_timeout(60_000)
-    page = await ctx.new_page()
-    await register(page, base, f"dc_{uuid.uuid4().hex[:10]}", "double click password")
+    _, ctx, page = await user_page(chromium, base, "double click password", "dc")
     token = await csrf(page, base)
     r = await page.request.post(f"{base}/api/v1/images", headers={"X-CSRF-Token": token}, multipart={
         "file": {"name": "twice.png", "mimeType": "image/png", "buffer": random_png()}})

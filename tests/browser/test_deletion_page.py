@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.browser.site import new_page
 from tests.browser.test_anonymous_upload import random_png
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(300)]
@@ -28,8 +29,7 @@ async def _upload(ctx: Any, base: str) -> dict[str, Any]:
 
 async def test_deletion_link_pages_in_the_site_layout(cluster: Any, chromium: Any) -> None:
     base = cluster.web_url
-    ctx = await chromium.new_context(viewport={"width": 1000, "height": 720})
-    ctx.set_default_timeout(60_000)
+    ctx, page = await new_page(chromium)
     image = await _upload(ctx, base)
     url = image["deletion_url"]
 
@@ -37,7 +37,6 @@ async def test_deletion_link_pages_in_the_site_layout(cluster: Any, chromium: An
     assert r.status == 200 and r.headers["content-type"].startswith("application/json"), await r.text()
     assert json.loads(await r.text())["title"] == TITLE and r.headers["vary"] == "Accept"
 
-    page = await ctx.new_page()
     resp = await page.goto(url)
     assert resp is not None and resp.status == 200
     assert await page.locator("header .brand").count() == 1  # base.html

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.browser.site import new_page
 from tests.e2e.test_download import follow_download, upload
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(300)]
@@ -20,9 +21,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(300)]
 async def test_download_button_saves_the_uploaded_file(cluster: Any, chromium: Any, tmp_path: Path,
                                                         name: str) -> None:
     image = await asyncio.to_thread(upload, cluster, name)
-    ctx = await chromium.new_context(accept_downloads=True)
-    ctx.set_default_timeout(60_000)
-    page = await ctx.new_page()
+    ctx, page = await new_page(chromium, accept_downloads=True)
     await page.goto(f"{cluster.web_url}/i/{image['id']}")
     async with page.expect_download() as info:
         await page.click("#download")

@@ -5,12 +5,11 @@ under the next tile."""
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import pytest
 
-from tests.browser.site import csrf, log_in
+from tests.browser.site import admin_page, csrf
 from tests.browser.test_anonymous_upload import random_png
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(300)]
@@ -55,13 +54,7 @@ async def _fits(page: Any, url: str) -> None:
 
 async def test_long_text_fits_the_window(cluster: Any, chromium: Any) -> None:
     base = cluster.web_url
-    admin = f"lt_{uuid.uuid4().hex[:10]}"
-    r = cluster.pixelfox("users", "create", admin, "--admin", "--password-stdin", input=PASSWORD + "\n")
-    assert r.returncode == 0, r.stderr
-    ctx = await chromium.new_context(viewport={"width": WIDTH, "height": 800})
-    ctx.set_default_timeout(60_000)
-    page = await ctx.new_page()
-    await log_in(page, base, admin, PASSWORD)
+    _, ctx, page = await admin_page(cluster, chromium, PASSWORD, "lt", viewport={"width": WIDTH, "height": 800})
     token = await csrf(page, base)
 
     titled = await _upload(page, base, token, title="T" * 255)

@@ -2,7 +2,9 @@
 
 A signed-in user picks a 3-4 MB photo. The page asks ``POST /api/v1/uploads`` for a ticket and
 sends the file with tus to an upload node, 1 MiB per PATCH. The test lets the first PATCH
-through and fails every later one (the connection drops), reloads the page, picks the same
+through and fails every later one (the connection drops), checks that the row says so while
+tus-js-client retries by itself ("connection lost: retrying (1 of 5)…", it used to show nothing but a
+still bar) and keeps its preview when it gives up (the file was not refused), reloads the page, picks the same
 file again and checks that the upload continues at the committed offset (the first PATCH
 after the reload starts at 1 MiB, not 0; its stored ticket, made to end within a minute, is
 renewed with ``POST /api/v1/uploads/<id>/ticket``, not replaced by a new upload), ends
@@ -27,12 +29,25 @@ import pytest
 from PIL import Image
 from playwright.async_api import expect
 
-from tests.browser.site import register
+from tests.browser.site import new_page, register, user_page
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(300)]
 
 PASSWORD = "resumable password 1"
 MIB = 1024 * 1024
+# records every text an upload row's .state shows, as it changes: a retry's note lasts a second or less
+STATES_JS = """
+() => {
+  window.pixelfoxTestStates = [];
+  new MutationObserver(() => {
+    for (const s of document.querySelectorAll("#uploads .state")) {
+      const seen = s.textContent + (s.dataset.retrying ? " [retrying " + s.dataset.retrying + "]" : "");
+      if (window.pixelfoxTestStates.at(-1) !== seen) window.pixelfoxTestStates.push(seen);
+    }
+  }).observe(document.getElementById("uploads"), { childList: true, subtree: true, characterData: true,
+                                                   attributes: true });
+}
+"""
 
 
 def noisy_jpeg(path: Path, size: tuple[int, int] = (2000, 1500)) -> Path:
@@ -51,10 +66,8 @@ async def test_upload_resumes_after_reload(cluster: Any, chromium: Any, tmp_path
     size = photo.stat().st_size
     assert size > 3 * MIB
 
-    ctx = await chromium.new_context(viewport={"width": 1000, "height": 720})  # CSP enforced
-    ctx.set_default_timeout(60_000)
+    ctx, page = await new_page(chromium)  # CSP enforced
     await ctx.clock.install()  # the page's timers run in real time, except where the test moves them ahead
-    page = await ctx.new_page()
     csp_errors: list[str] = []
     page.on("console", lambda m: csp_errors.append(m.text) if "Content Security Policy" in m.text else None)
     name = f"tus_{uuid.uuid4().hex[:10]}"
@@ -74,6 +87,7 @@ async def test_upload_resumes_after_reload(cluster: Any, chromium: Any, tmp_path
         await route.continue_()
 
     await page.route("**/tus/**", drop_after_first)
+    await page.evaluate(STATES_JS)
     await page.set_input_files("#file", str(photo))
     state = page.locator("#uploads li.upload .state").first
     # tus-js-client retries a dropped PATCH after 0, 1, 3, 5 and 10 s before it gives up: the page's
@@ -84,6 +98,14 @@ async def test_upload_resumes_after_reload(cluster: Any, chromium: Any, tmp_path
         await page.clock.fast_forward(1000)
         await asyncio.sleep(0.1)
     assert patches and patches[0].get("upload-offset") == "0", patches[:1]
+    # each of tus-js-client's 5 retries was said on the row, then it gave up; the file was not refused
+    seen = await page.evaluate("window.pixelfoxTestStates")
+    notes = [f"connection lost: retrying ({n} of 5)… [retrying {n}]" for n in range(1, 6)]
+    assert [s for s in seen if "retrying" in s] == notes, seen
+    assert seen[-1] == "upload stopped - choose the file again to continue", seen
+    row = page.locator("#uploads li.upload").first
+    await expect(row).not_to_have_class(re.compile(r"\brefused\b"))
+    assert await row.locator("img.thumb").evaluate("i => i.complete && i.naturalWidth > 0")  # its preview stays
     assert len(patches) >= 2  # the second PATCH (and its retries) were cut
     stored = await page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('pixelfox-upload:'))")
     assert len(stored) == 1, stored
@@ -172,10 +194,7 @@ async def test_the_same_file_picked_twice_ends_as_one_image_in_both_rows(cluster
     lands second used to read the upload while the other was still storing it ("open" at full
     offset) and said "upload failed (HTTP 200)"; both rows now show the one image."""
     photo = noisy_jpeg(tmp_path / f"twice_{uuid.uuid4().hex[:8]}.jpg")
-    ctx = await chromium.new_context(viewport={"width": 1000, "height": 720})
-    ctx.set_default_timeout(60_000)
-    page = await ctx.new_page()
-    await register(page, cluster.web_url, f"twice_{uuid.uuid4().hex[:10]}", PASSWORD)
+    _, ctx, page = await user_page(chromium, cluster.web_url, PASSWORD, "twice")
     await page.set_input_files("#file", str(photo))
     await page.set_input_files("#file", str(photo))
     rows = page.locator("#uploads li.upload")
@@ -197,10 +216,7 @@ async def test_a_signed_in_users_upload_shows_its_deletion_link(cluster: Any, ch
     the link deletes the image."""
     base = cluster.web_url
     photo = noisy_jpeg(tmp_path / f"del_{uuid.uuid4().hex[:8]}.jpg", (300, 200))
-    ctx = await chromium.new_context(viewport={"width": 1000, "height": 720})  # CSP enforced
-    ctx.set_default_timeout(60_000)
-    page = await ctx.new_page()
-    await register(page, base, f"del_{uuid.uuid4().hex[:10]}", PASSWORD)
+    _, ctx, page = await user_page(chromium, base, PASSWORD, "del")  # CSP enforced
     assert await page.get_attribute("#drop", "data-resumable") == "1"
     tus: list[str] = []
     page.on("request", lambda r: tus.append(r.method) if "/tus/" in r.url else None)

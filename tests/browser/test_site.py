@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.site import register
+from tests.browser.site import admin_page, dismiss_first_dialog, log_in, new_page, register
 from tests.conftest import CORPUS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(300)]
@@ -69,10 +69,8 @@ async def shot(page: Any, name: str) -> None:
 
 async def test_site_in_chromium(cluster: Any, chromium: Any) -> None:
     base = cluster.web_url
-    ctx = await chromium.new_context(viewport={"width": 1000, "height": 720}, bypass_csp=True)  # for wait_for_function
-    ctx.set_default_timeout(60_000)  # a loaded CI machine
+    ctx, page = await new_page(chromium, bypass_csp=True)  # for wait_for_function
     await ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
-    page = await ctx.new_page()
     name = f"br_{uuid.uuid4().hex[:10]}"
 
     # register, log out, log in
@@ -81,11 +79,7 @@ async def test_site_in_chromium(cluster: Any, chromium: Any) -> None:
     await page.wait_for_url(f"{base}/")
     await page.goto(f"{base}/login")
     await shot(page, "login")
-    await page.fill("input[name=name]", name)
-    await page.fill("input[name=password]", PASSWORD)
-    await page.click("button[type=submit]")
-    await page.wait_for_url(f"{base}/")
-    assert name in await page.inner_text("header")
+    await log_in(page, base, name, PASSWORD)
 
     # drop three photos: a progress bar per file, then thumbnails from the storage origin
     files = [{"name": p.name, "type": MIME[p.suffix], "b64": base64.b64encode(_own_bytes(p)).decode()}
@@ -147,8 +141,7 @@ async def test_site_in_chromium(cluster: Any, chromium: Any) -> None:
     assert private_src and "sig=" in private_src and private_src != public_src
 
     # a logged-out browser sees nothing of it
-    anon = await chromium.new_context()
-    apage = await anon.new_page()
+    anon, apage = await new_page(chromium)
     resp = await apage.goto(image_url)
     assert resp is not None and resp.status == 404
     resp = await apage.goto(album_url)
@@ -162,13 +155,7 @@ async def test_site_in_chromium(cluster: Any, chromium: Any) -> None:
     await anon.close()
 
     # deleting asks first: a dismissed question deletes nothing; accepted, /my says the image is gone
-    questions: list[str] = []
-
-    async def answer(dialog: Any) -> None:
-        questions.append(dialog.message)
-        await (dialog.accept() if len(questions) > 1 else dialog.dismiss())
-
-    page.on("dialog", answer)
+    questions = dismiss_first_dialog(page)
     await page.goto(image_url)
     await page.click("#delete")
     await page.wait_for_timeout(500)
@@ -191,16 +178,7 @@ async def test_site_in_chromium(cluster: Any, chromium: Any) -> None:
     await ctx.close()
 
     # an admin sees the cluster: every node healthy, queue depth, storage use
-    admin = f"adm_{uuid.uuid4().hex[:10]}"
-    r = cluster.pixelfox("users", "create", admin, "--admin", "--password-stdin", input=PASSWORD + "\n")
-    assert r.returncode == 0, r.stderr
-    actx = await chromium.new_context(viewport={"width": 1000, "height": 720})
-    apage = await actx.new_page()
-    await apage.goto(f"{base}/login")
-    await apage.fill("input[name=name]", admin)
-    await apage.fill("input[name=password]", PASSWORD)
-    await apage.click("button[type=submit]")
-    await apage.wait_for_url(f"{base}/")
+    _, actx, apage = await admin_page(cluster, chromium, PASSWORD)
     await apage.click("header a:has-text('Admin')")
     await apage.wait_for_selector("#nodes tbody tr")
     health = await apage.locator("#nodes tbody td.ok, #nodes tbody td.bad").all_inner_texts()

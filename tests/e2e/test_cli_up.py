@@ -345,6 +345,42 @@ def test_up_hung_up_or_killed_leaves_no_node_running_after_the_next_up_on_the_sa
                 os.kill(pid, signal.SIGKILL)
 
 
+def _pixelfox(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pixelfox", *args], cwd=root, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_down_stops_the_up_of_its_folder_as_ctrl_c_would(tmp_path: Path) -> None:
+    """``pixelfox up`` in the background (nohup, another terminal) had no stop command: its pid had to be
+    found and signalled by hand. ``pixelfox down`` in its folder stops it as Ctrl-C does (every node
+    stopped, ``up`` exits 0) and waits for that; with nothing running it says so and exits 0."""
+    root = tmp_path / "site"
+    root.mkdir()
+    idle = _pixelfox(root, "down")
+    assert (idle.returncode, idle.stdout) == (0, f"no cluster is running in {root}\n"), (idle.stdout, idle.stderr)
+    proc, lines = _start_up(root)
+    pids: dict[str, int] = {}
+    try:
+        assert "ready" in lines, lines
+        pids = json.loads((root / ".pixelfox" / "cluster.json").read_text())["pids"]
+        assert len(pids) == 6 and all(alive(p) for p in pids.values()), pids
+        down = _pixelfox(root, "down")
+        assert down.returncode == 0, (down.stdout, down.stderr)
+        said = down.stdout.splitlines()
+        assert said[0] == f"stopping the cluster in {root} (pixelfox up, pid {proc.pid})...", said
+        assert re.fullmatch(r"stopped in \d+\.\d s", said[-1]), said
+        assert proc.wait(5) == 0  # down returns once up has released its folder: up is gone, cleanly
+        assert proc.stderr is not None and "stopping the cluster..." in proc.stderr.read()
+        assert _children_gone(pids, 1) == [], pids
+        again = _pixelfox(root, "down")
+        assert again.stdout == f"no cluster is running in {root}\n", again.stdout
+    finally:
+        _stop(proc)
+        for pid in pids.values():  # never leave a node behind
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_status_reports_the_nodes_a_killed_up_left_running(tmp_path: Path) -> None:
     """After ``up`` is SIGKILLed its nodes run on: ``pixelfox status`` in the folder asks their manager and
     lists them, with a line saying ``up`` is gone (it said the cluster was not running, exit 1)."""
@@ -364,8 +400,13 @@ def test_status_reports_the_nodes_a_killed_up_left_running(tmp_path: Path) -> No
         assert sorted(n["id"] for n in nodes) == ["manager1", "proc1", "storage1", "upload1", "web1"], nodes
         assert all(n["health"] == "healthy" for n in nodes), nodes
         said = (f"`pixelfox up` in {root.resolve()} is not running, but its nodes are (manager1, proc1, redis, "
-                "storage1, upload1, web1): the next `pixelfox up` there stops and restarts them")
+                "storage1, upload1, web1): the next `pixelfox up` there stops and restarts them "
+                "(`pixelfox down` there stops them)")
         assert said in st.stderr, st.stderr
+        down = _pixelfox(root, "down")  # and it does, without an up
+        assert down.returncode == 0, (down.stdout, down.stderr)
+        assert "stopping nodes a previous `pixelfox up` left running: " in down.stdout, down.stdout
+        assert _children_gone(pids, 5) == [], pids
     finally:
         _stop(proc)
         for pid in pids.values():  # never leave a node behind
@@ -621,7 +662,7 @@ def test_a_revoked_local_admin_key_is_explained_and_the_next_up_makes_a_new_one(
                 '"') in page
         res = subprocess.run(put, cwd=root, capture_output=True, text=True, timeout=120, check=False)
         state_file = (root / ".pixelfox" / "cluster.json").resolve()
-        assert res.returncode == 1 and "invalid API key" in res.stderr, res.stderr
+        assert res.returncode == 2 and "invalid API key" in res.stderr, res.stderr
         assert res.stderr.strip().splitlines()[-1] == (
             f"hint: the local admin's API key in {state_file} was revoked (under Settings, API keys); the next "
             f"`pixelfox up` in {root.resolve()} makes a new one (stop this one with Ctrl-C and start it again), "

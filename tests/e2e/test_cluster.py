@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -277,14 +278,44 @@ def test_put_title_names_new_images_only(cluster: ClusterHandle, tmp_path: Path)
 
 
 def test_put_of_a_folder_says_so_and_a_closed_pipe_is_no_traceback(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """A file put cannot send is the caller's error: exit 2, as a usage error (it was 1, as a failure of
+    the cluster), also beside a file that went; a symlink loop says so (it said "no such file"); a file
+    name starting with "-" is refused by argparse with how to pass it, and that way works."""
     res = cluster.pixelfox("put", "--json", str(tmp_path), timeout=60)
     out = json.loads(res.stdout)
     said = f"{tmp_path} is a folder: pass the files in it ({tmp_path}/*)"
-    assert res.returncode == 1 and out["error"]["message"] == said, out
+    assert res.returncode == 2 and out["error"] == {"code": "bad-request", "message": said}, out
     device = cluster.pixelfox("put", "--json", "/dev/null", timeout=60)
+    assert device.returncode == 2, device.stderr
     assert json.loads(device.stdout)["error"]["message"] == "/dev/null is not a regular file (a device or a pipe)"
+    loop = tmp_path / "loop.png"
+    loop.symlink_to(loop)
+    res = cluster.pixelfox("put", str(loop), timeout=60)
+    assert (res.returncode, res.stdout, res.stderr) == (2, "", f"✗ {loop}: {loop} is a symlink loop (ELOOP): a link in "
+                                                               "it leads back to itself; point it at a file\n")
+    dangling = tmp_path / "dangling.png"
+    dangling.symlink_to(tmp_path / "gone.png")  # it said "no such file: .../dangling.png", which is there
+    res = cluster.pixelfox("put", str(dangling), timeout=60)
+    assert (res.returncode, res.stderr) == (2, f"✗ {dangling}: {dangling} is a symlink to {tmp_path / 'gone.png'}, "
+                                               "which does not exist\n"), res.stderr
     photo = tmp_path / "piped.png"
     Image.new("RGB", (20, 10), tuple(os.urandom(3))).save(photo, "PNG")
+    res = cluster.pixelfox("put", "--json", str(tmp_path / "missing.png"), str(photo), timeout=120)
+    missing, sent = map(json.loads, res.stdout.splitlines())
+    assert (res.returncode, missing["error"], sent["status"]) == (
+        2, {"code": "not-found", "message": f"no such file: {tmp_path / 'missing.png'}"}, "processing"), res.stdout
+    dash = cluster.root / f"-{photo.name}"  # a name starting with "-": passed after `--`, as the usage error says
+    dash.write_bytes(photo.read_bytes())
+    try:
+        refused = cluster.pixelfox("put", dash.name, timeout=60)
+        assert (refused.returncode, refused.stderr) == (2, (
+            f"pixelfox: the following arguments are required: FILE; {dash.name} starts with '-', so it was read "
+            f"as an option: to pass a file of that name, write ./{dash.name}, or put it after `--`: "
+            f"`pixelfox put -- {dash.name}` (see `pixelfox put --help`)\n"))
+        sent = cluster.pixelfox("put", "--json", "--", dash.name, timeout=120)
+        assert sent.returncode == 0 and json.loads(sent.stdout)["file"] == dash.name, sent.stderr
+    finally:
+        dash.unlink()
     proc = subprocess.Popen([sys.executable, "-m", "pixelfox", "put", "--json", str(photo), str(photo)],
                             cwd=cluster.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
@@ -295,6 +326,28 @@ def test_put_of_a_folder_says_so_and_a_closed_pipe_is_no_traceback(cluster: Clus
         res = subprocess.run([sys.executable, "-m", "pixelfox", "put", "--json", str(photo)], cwd=cluster.root,
                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, check=False)
     assert res.returncode == 1 and res.stderr == "pixelfox: No space left on device\n", res.stderr
+
+
+def test_put_of_an_unreadable_file_refuses_that_file_only(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """A file the user may not read ended the whole run, "pixelfox: Permission denied: FILE" with exit 1,
+    and the files after it were never tried; it is now that file's refusal (the caller's: exit 2). As
+    root (who reads any file), the command runs without the capabilities that let root read it."""
+    locked, photo = tmp_path / "locked.png", tmp_path / "open.png"
+    for path in (locked, photo):
+        Image.new("RGB", (20, 10), tuple(os.urandom(3))).save(path, "PNG")
+    locked.chmod(0)
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root reads every file, and setpriv (util-linux) is not here to drop that right")
+        as_user = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+                   "--bounding-set=-dac_override,-dac_read_search"]
+    res = subprocess.run([*as_user, sys.executable, "-m", "pixelfox", "put", "--json", str(locked), str(photo)],
+                         cwd=cluster.root, capture_output=True, text=True, timeout=120, check=False)
+    refused, sent = map(json.loads, res.stdout.splitlines())
+    assert (res.returncode, refused["status"], refused["error"], sent["status"]) == (2, "rejected", {
+        "code": "bad-request", "message": f"{locked} cannot be read (Permission denied): check its permissions"},
+        "processing"), (res.stdout, res.stderr)
 
 
 def test_status_lists_every_node(cluster: ClusterHandle) -> None:
@@ -362,4 +415,4 @@ def test_users_and_keys_commands(cluster: ClusterHandle, corpus: Path) -> None:
          str(corpus / "photos" / "painting_rgb.png")], capture_output=True, text=True, timeout=60, check=False,
         cwd="/",
     )
-    assert bad.returncode == 1 and "invalid API key" in bad.stderr
+    assert bad.returncode == 2 and "invalid API key" in bad.stderr  # a wrong key is the caller's (it was 1)

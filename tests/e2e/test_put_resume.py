@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,57 @@ def test_the_cancel_line_carries_the_flags_put_was_given(cluster: ClusterHandle,
     assert progress(cluster, upload_id).status == "abandoned"
 
 
+def committed_entry(cluster: ClusterHandle, proc: subprocess.Popen[str], journal: Journal, at_least: int) -> Entry:
+    """The journal entry of the upload ``proc`` (a ``pixelfox put``) is sending, once the server committed
+    ``at_least`` bytes of it (``GetUpload``); fails the test with the run's output when that does not come
+    within 60 s."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        entries = list(journal.entries().values())
+        if entries and progress(cluster, entries[0].upload_id).offset >= at_least:
+            return entries[0]
+        time.sleep(0.05)
+    pytest.fail(f"no upload reached {at_least} bytes: {proc.communicate(timeout=60)}")
+
+@dataclass
+class SlowPut:
+    """A ``put --json --wait --limit-rate 1M`` of a new ~4.3 MB PNG (~4 s) with a quarter of it committed:
+    the file, its SHA-256 and size (bytes), put's state folder and journal, the process, its upload id."""
+
+    path: Path
+    sha: str
+    size: int
+    state: Path
+    journal: Journal
+    proc: subprocess.Popen[str]
+    upload_id: str
+
+
+def slow_put(cluster: ClusterHandle, tmp_path: Path, name: str, side_px: int = 1200, *args: str) -> SlowPut:
+    """Start a :class:`SlowPut` of ``tmp_path / name`` (:func:`big_png` of ``side_px``; 2000: ~12 MB), with
+    put's further ``args``, and wait until a quarter of it is committed."""
+    path = tmp_path / name
+    sha = big_png(path, side_px)
+    size = path.stat().st_size
+    state = tmp_path / "state"
+    journal = Journal(state / "pixelfox" / "uploads.json")
+    proc = start_put(cluster, state, "--json", "--wait", "--limit-rate", "1M", *args, str(path))
+    return SlowPut(path, sha, size, state, journal, proc, committed_entry(cluster, proc, journal, size // 4).upload_id)
+
+
+def upload_nodes(cluster: ClusterHandle) -> list[str]:
+    """The names of the cluster's running upload nodes."""
+    return [c.name for c in cluster.local.children if c.name.startswith("upload") and c.proc.poll() is None]
+
+
+def kill_all(cluster: ClusterHandle, names: list[str]) -> None:
+    """SIGKILL the nodes ``names`` and wait for each to be gone (their ports refuse connections)."""
+    for name in names:
+        cluster.local.child(name).proc.kill()
+    for name in names:
+        cluster.local.child(name).proc.wait(10)
+
+
 def node_named(cluster: ClusterHandle, address: str) -> str:
     """The name of the upload node (``upload1``...) serving gRPC at ``address``."""
     port = int(address.rsplit(":", 1)[1])
@@ -356,3 +408,144 @@ async def abandon(manager: str, key: str, upload_id: str) -> None:
     async with grpc.aio.insecure_channel(manager) as ch:
         await manager_pb2_grpc.ManagerServiceStub(ch).AbandonUpload(
             manager_pb2.AbandonUploadRequest(upload_id=upload_id), metadata=api_key_metadata(key), timeout=10)
+
+
+def test_put_moves_off_an_upload_node_frozen_mid_stream(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """``put --json --wait --limit-rate`` of a big file; once the server committed a part of it, its upload node
+    is SIGSTOPped (frozen: its connections stay open and nothing answers; `pixelfox status` marks it inactive
+    within seconds). The same run gives up on the stream after a stall without progress, asks the manager for
+    the upload again (RelocateUpload) and finishes it on the other node: ready, the file's bytes, well within
+    the 60 s after which it used to end "rejected" with gRPC's transport message and "0 of N bytes"."""
+    path = tmp_path / "frozen.png"
+    sha = big_png(path, 2000)  # ~12 MB: ~12 s at 1 MB/s
+    size = path.stat().st_size
+    state = tmp_path / "state"
+    journal = Journal(state / "pixelfox" / "uploads.json")
+    proc = start_put(cluster, state, "--json", "--wait", "--limit-rate", "1M", str(path))
+    entry = committed_entry(cluster, proc, journal, size // 4)
+    upload_id = entry.upload_id
+    gone = cluster.local.child(node_named(cluster, entry.upload_address))
+    gone.proc.send_signal(signal.SIGSTOP)
+    began = time.monotonic()
+    try:
+        out, err = proc.communicate(timeout=120)
+        took = time.monotonic() - began
+    finally:
+        gone.proc.send_signal(signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+        asyncio.run(cluster.local.wait_ready(60))
+    res = json.loads(out.strip().splitlines()[-1])
+    assert (proc.returncode, res["status"], res.get("sha256")) == (0, "ready", sha), (took, out, err)
+    assert progress(cluster, upload_id).image.slug == res["id"]  # the same upload, finished elsewhere
+    assert journal.entries() == {}
+    # ~15 s of stall before the move, the rest of the file at 1 MB/s (~9 s) and its processing
+    assert took < 45, took
+
+
+def test_put_with_every_upload_node_frozen_ends_paused(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """Both upload nodes SIGSTOPped mid-stream: nowhere to go on. The stream is given up after its stall
+    (SEND_STALL_S), the manager says no upload node is healthy, a line says so at once, and ``put --json
+    --retry-for 5`` stops the upload 5 s later as an upload stopped on the way (``paused``, the journal entry
+    kept), not as a file refused (``rejected``), in one sentence naming the bytes the server has (as
+    GetUpload says; no gRPC transport text); the same command then finishes it. It used to say nothing and
+    wait for the 60 s stall (78 s for this test, the slowest of CI)."""
+    put = slow_put(cluster, tmp_path, "stuck.png", 2000, "--retry-for", "5")  # ~12 MB
+    path, sha, size, state, journal, proc, upload_id = (put.path, put.sha, put.size, put.state, put.journal,
+                                                         put.proc, put.upload_id)
+    frozen = [cluster.local.child(name) for name in upload_nodes(cluster)]
+    assert len(frozen) == 2
+    for child in frozen:
+        child.proc.send_signal(signal.SIGSTOP)
+    began = time.monotonic()
+    try:
+        out, err = proc.communicate(timeout=150)
+        took = time.monotonic() - began
+        committed = progress(cluster, upload_id).offset
+    finally:
+        for child in frozen:
+            child.proc.send_signal(signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+        asyncio.run(cluster.local.wait_ready(60))
+    res = json.loads(out.strip().splitlines()[-1])
+    assert (proc.returncode, res["status"], res["error"]["code"]) == (1, "paused", "unavailable"), (out, err)
+    assert res["error"]["message"] == (
+        f"no upload node answered for 5 s, with {committed} of {size} bytes on the server; "
+        "run the same command again to resume once an upload node runs"), res
+    assert f"{path}: no upload node answers; retrying for up to 5 s (Ctrl-C to stop; the same command resumes " \
+           "later)" in err.splitlines(), err
+    assert size // 4 <= committed < size
+    assert took < 40, took  # the 15 s stall, 5 s of retries; 60 s and more before
+    assert [e.upload_id for e in journal.entries().values()] == [upload_id]
+    again, _, _ = run_again(cluster, state, path)
+    assert (again["status"], again["sha256"]) == ("ready", sha)
+
+
+
+def test_put_with_every_upload_node_killed_ends_paused_soon(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """Every upload node SIGKILLed mid-upload (their ports refuse connections; the manager calls them down
+    5 s later). ``put --json`` says at once on stderr that no upload node answers and for how long it retries
+    (20 s by default), then ends the file ``paused`` with the bytes the server holds, well before the 60 s
+    stall it used to wait out in silence. Once the nodes run again, the same command sends only the rest, to
+    the same upload: the file's SHA-256 and size."""
+    put = slow_put(cluster, tmp_path, "orphan.png")
+    path, sha, size, state, journal, proc, upload_id = (put.path, put.sha, put.size, put.state, put.journal,
+                                                         put.proc, put.upload_id)
+    names = upload_nodes(cluster)
+    assert len(names) == 2
+    kill_all(cluster, names)
+    began = time.monotonic()
+    try:
+        out, err = proc.communicate(timeout=150)
+        took = time.monotonic() - began
+        committed = progress(cluster, upload_id).offset
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for name in names:
+            cluster.local.restart(name)
+        asyncio.run(cluster.local.wait_ready(60))
+    res = json.loads(out.strip().splitlines()[-1])
+    assert (proc.returncode, res["status"], res["error"]["code"]) == (1, "paused", "unavailable"), (out, err)
+    assert res["error"]["message"] == (
+        f"no upload node answered for 20 s, with {committed} of {size} bytes on the server; "
+        "run the same command again to resume once an upload node runs"), res
+    said = [ln for ln in err.splitlines() if "no upload node answers" in ln]
+    assert said == [f"{path}: no upload node answers; retrying for up to 20 s (Ctrl-C to stop; the same command "
+                    "resumes later)"], err
+    assert "Traceback" not in err
+    assert size // 4 <= committed < size
+    assert took < 40, took  # 20 s of retries from the first refusal; 60 s before
+    assert [e.upload_id for e in journal.entries().values()] == [upload_id]
+
+    again, err, sent = run_again(cluster, state, path)
+    assert (again["status"], again["sha256"], again["bytes"]) == ("ready", sha, size), again
+    assert f"resuming {path} (upload {upload_id}): " in err
+    assert 0 < sent <= size - committed  # only the rest went
+    assert progress(cluster, upload_id).image.slug == again["id"]  # the same upload, finished
+    assert journal.entries() == {}
+
+
+def test_put_rides_out_upload_nodes_restarting(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """Every upload node SIGKILLed mid-upload and started again at once (a restart, a deploy): ``put`` says
+    that no upload node answers, waits, and finishes the same upload when they are back, a few seconds
+    later: ready, not ``paused``."""
+    put = slow_put(cluster, tmp_path, "blip.png")
+    path, sha, journal, proc, upload_id = put.path, put.sha, put.journal, put.proc, put.upload_id
+    names = upload_nodes(cluster)
+    try:
+        kill_all(cluster, names)
+        for name in names:
+            cluster.local.restart(name)
+        out, err = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        asyncio.run(cluster.local.wait_ready(60))
+    res = json.loads(out.strip().splitlines()[-1])
+    assert (proc.returncode, res["status"], res["sha256"]) == (0, "ready", sha), (out, err)
+    assert f"{path}: no upload node answers; retrying for up to 20 s (Ctrl-C to stop; the same command resumes " \
+           "later)" in err.splitlines(), err
+    assert progress(cluster, upload_id).image.slug == res["id"]  # the same upload, finished
+    assert journal.entries() == {}

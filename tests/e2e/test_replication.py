@@ -31,7 +31,8 @@ import pytest
 from pixelfox.cli.launcher import Counts, LocalCluster, free_port
 from pixelfox.grpcx.auth import node_metadata
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
-from tests.ops.conftest import cli
+from tests.conftest import start_local
+from tests.ops.conftest import FAST_REPAIR_ENV, cli
 
 pytestmark = pytest.mark.e2e
 
@@ -44,14 +45,10 @@ def two_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClust
     root = tmp_path_factory.mktemp("replicas")
     local = LocalCluster(
         root, Counts(upload=1, proc=1, storage=2, web=1),
-        extra_env={"PIXELFOX_NODE_TIMEOUT_S": "2", "PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S": "0.5",
-                   "PIXELFOX_REPAIR__INTERVAL_S": "0.5",
-                   "PIXELFOX_REPAIR__LOST_AFTER_S": "600"},
+        extra_env=dict(FAST_REPAIR_ENV),
     )
+    start_local(local)
     try:
-        local.start()
-        asyncio.run(local.wait_ready(90))
-        local.write_state(asyncio.run(local.ensure_admin()))
         yield local
     finally:
         local.stop()
@@ -280,10 +277,8 @@ def test_lost_node_replaced_by_a_new_one_gets_every_copy(tmp_path: Path) -> None
                    "PIXELFOX_REPAIR__INTERVAL_S": "0.5",
                    "PIXELFOX_REPAIR__LOST_AFTER_S": "4"},
     )
+    start_local(local)
     try:
-        local.start()
-        asyncio.run(local.wait_ready(90))
-        local.write_state(asyncio.run(local.ensure_admin()))
         first = put(local, PHOTOS / "painting_rgb.png")
         assert pool_files(local, "storage1") == pool_files(local, "storage2")
         local.child("storage2").proc.kill()

@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 import redis.asyncio as aioredis
+import requests
 
 from nodes.upload import liveness
 from pixelfox import uploadstate
@@ -294,20 +295,45 @@ async def test_a_rejected_upload_tells_its_reason_again_on_query_and_resume(clus
         await ch.close()
 
 
-async def test_a_malformed_sha256_in_the_header_is_refused_before_any_chunk(cluster: ClusterHandle) -> None:
-    """The header's sha256 must be 64 hex digits or empty: a bad one is INVALID_ARGUMENT at once,
-    not a checksum mismatch after the whole file went up."""
-    t = await create(cluster.manager_address, cluster.admin_api_key, 1000)
+async def test_a_malformed_sha256_in_the_header_is_refused_before_any_chunk(cluster: ClusterHandle,
+                                                                            tmp_path: Path) -> None:
+    """The header's sha256 follows ``POST /api/v1/uploads``' rule (64 hex digits in either case, or empty):
+    a malformed one is INVALID_ARGUMENT at once, with the web API's words for the same value, not a
+    checksum mismatch after the whole file went up; nothing is staged and the upload stays open at offset
+    0, so the same ticket then goes through with the hash in upper case (the receipt's in lower case)."""
+    big_png(tmp_path / "sha.png", 48)
+    data = (tmp_path / "sha.png").read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    t = await create(cluster.manager_address, cluster.admin_api_key, len(data))
+    staged = cluster.local.state / "data" / "staging" / f"{t.upload_id}.part"
+    states = uploadstate.UploadStates(aioredis.from_url(cluster.redis_url))
+    api = f"{cluster.web_url}/api/v1/uploads"
     ch, stub = upload_stub(t.upload_address)
     try:
-        call = stub.Upload()
-        await call.write(header(t, 1000, sha="not-a-sha256"))  # and no chunk, no half-close: the answer comes first
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await asyncio.wait_for(call, timeout=20)
-        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "64 hex digits" in (refused.value.details() or "")
+        for bad in ("not-a-sha256", sha[:63], sha + "0", sha[:-1] + "g", " " + sha[1:]):
+            web = await asyncio.to_thread(requests.post, api, timeout=10, json={
+                "filename": "x.png", "size": len(data), "sha256": bad},
+                headers={"Authorization": f"Bearer {cluster.admin_api_key}"})
+            assert web.status_code == 400, (bad, web.text)
+            call = stub.Upload()
+            await call.write(header(t, len(data), sha=bad))  # and no chunk, no half-close: the answer comes first
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await asyncio.wait_for(call, timeout=20)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
+            assert refused.value.details() == web.json()["error"]["message"] == (
+                "sha256 must be 64 hexadecimal characters (the file's SHA-256), or left out"), bad
+            assert not staged.exists(), bad
+            st = await states.get(t.upload_id)
+            assert st is not None and (st.status, st.offset) == ("open", 0), (bad, st)
+            assert not await states.locked(t.upload_id), bad
+        call = stub.Upload(timeout=60)
+        await send(call, [header(t, len(data), sha.upper()), chunk(0, data)])
+        receipt = await call
+        assert (receipt.upload_id, receipt.sha256, receipt.size) == (t.upload_id, sha, len(data))
+        assert receipt.image.sha256 == sha
     finally:
         await ch.close()
+        await states.redis.aclose()
 
 
 def test_a_stopped_writer_keeps_its_lock(two_nodes: LocalCluster, corpus: Path) -> None:

@@ -24,6 +24,7 @@ import pytest
 from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.grpcx.auth import node_metadata
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc
+from tests.conftest import start_local
 
 pytestmark = pytest.mark.e2e
 
@@ -47,15 +48,16 @@ def tiered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     local = LocalCluster(tmp_path_factory.mktemp("tiers"), Counts(upload=1, proc=1, storage=2, web=0),
                          extra_env={"PIXELFOX_NODE_TIMEOUT_S": "2", "PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S": "0.5",
                                     "PIXELFOX_REPAIR__INTERVAL_S": "0.5"})
-    try:
-        local.start()
-        asyncio.run(local.wait_ready(90))
+
+    def warm_storage2(local: LocalCluster) -> None:
         local.restart("storage2", env={"PIXELFOX_POOL": "warm"})
         deadline = time.monotonic() + 30
         while "pool:warm" not in asyncio.run(capabilities(local)).get("storage2", []):
             assert time.monotonic() < deadline, "storage2 did not come back as pool warm"
             time.sleep(0.25)
-        local.write_state(asyncio.run(local.ensure_admin()))
+
+    start_local(local, then=warm_storage2)
+    try:
         yield local
     finally:
         local.stop()

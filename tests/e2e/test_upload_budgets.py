@@ -27,7 +27,7 @@ from pixelfox.text import human_bytes
 from pixelfox.v1 import manager_pb2
 from tests.conftest import wait_http
 from tests.e2e.test_upload_preflight import send_slowly
-from tests.e2e.uploadkit import create, new_user_key, own_cluster, raw_request
+from tests.e2e.uploadkit import budget_held, create, forget_budget, new_user_key, own_cluster, raw_request
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +51,7 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 def r(local: LocalCluster) -> Iterator[redis.Redis]:
     """Redis of the cluster, this address' upload budget unspent."""
     with redis.Redis.from_url(local.redis_url) as client:
-        client.delete(IP_KEY)
+        forget_budget(client, IP_KEY)
         yield client
 
 
@@ -235,11 +235,11 @@ def test_a_users_own_refusals_do_not_use_up_the_address_budget(local: LocalClust
         assert refused.status_code == 429 and refused.json()["error"]["code"] in PER_USER, refused.text
     chev = requests.post(f"{web}/api/1/upload", params={"key": full}, files={"source": png()["file"]}, timeout=60)
     assert chev.status_code == 429 and chev.json()["error"]["code"] in PER_USER, chev.text
-    assert int(r.get(IP_KEY) or 0) == 0
+    assert budget_held(r, IP_KEY) == 0
     neighbour = asyncio.run(new_user_key(local, "neighbour"))
     ok = requests.post(f"{web}/api/v1/images?wait=0", files=png(), headers={"X-API-Key": neighbour}, timeout=60)
     assert ok.status_code == 201, ok.text
-    assert int(r.get(IP_KEY) or 0) == 1
+    assert budget_held(r, IP_KEY) == 1
 
     codes = [requests.post(f"{web}/api/v1/images?wait=0", files=png(), headers={"X-API-Key": "made-up"},
                            timeout=60).status_code for _ in range(PER_IP)]

@@ -104,6 +104,17 @@ def test_web_renews_a_ticket_for_its_owner(cluster: ClusterHandle) -> None:
     assert tickets.verify(tickets.derive_key(cluster.secret), body["ticket"]).upload_id == upload_id
     assert epoch(body["expires_at"]) >= epoch(made.json()["expires_at"])
 
+    # the upload page's move off an upload node that stopped answering: another healthy one, same upload
+    moved = requests.post(url, json={"exclude_address": body["upload_address"]}, headers=auth, timeout=10)
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["id"] == upload_id and moved.json()["upload_address"] != body["upload_address"], moved.text
+    assert moved.json()["upload_url"].endswith(f"/tus/{upload_id}") and moved.json()["upload_url"] != body["upload_url"]
+    assert tickets.verify(tickets.derive_key(cluster.secret), moved.json()["ticket"]).upload_id == upload_id
+    stays = requests.post(url, json={}, headers=auth, timeout=10)  # no node named: it stays where it is now
+    assert stays.json()["upload_address"] == moved.json()["upload_address"], stays.text
+    bad = requests.post(url, json={"exclude_address": 5}, headers=auth, timeout=10)
+    assert bad.status_code == 400 and "exclude_address" in bad.json()["error"]["message"], bad.text
+
     nobody = requests.post(url, timeout=10)
     assert nobody.status_code == 401, nobody.text
     theirs = requests.post(url, headers={"Authorization": f"Bearer {other}"}, timeout=10)

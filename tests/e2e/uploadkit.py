@@ -8,6 +8,7 @@ import hashlib
 import http.client
 import io
 import json
+import math
 import os
 import threading
 import time
@@ -18,12 +19,15 @@ from urllib.parse import urlsplit
 
 import google_crc32c
 import grpc
+import redis
 import requests
 from PIL import Image
 
 from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.grpcx.auth import api_key_metadata, node_metadata
+from pixelfox.ratelimit import state_key
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc, upload_pb2, upload_pb2_grpc
+from tests.conftest import start_local
 
 
 class Proxy:
@@ -138,10 +142,8 @@ def upload_stub(address: str) -> tuple[grpc.aio.Channel, upload_pb2_grpc.UploadS
 def own_cluster(root: Path, upload: int = 2, web: int = 0, **env: str) -> Iterator[LocalCluster]:
     """A private LocalCluster (1 storage, 1 proc, ``upload`` upload nodes, ``web`` web nodes) with extra settings."""
     local = LocalCluster(root, Counts(upload=upload, proc=1, storage=1, web=web), extra_env=dict(env))
+    start_local(local)
     try:
-        local.start()
-        asyncio.run(local.wait_ready(90))
-        local.write_state(asyncio.run(local.ensure_admin()))
         yield local
     finally:
         local.stop()
@@ -281,3 +283,18 @@ def tus_patch(up: dict[str, str], data: bytes) -> requests.Response:
     """Send all of ``data`` in one tus PATCH to the upload ``up`` (the answer of ``POST /api/v1/uploads``)."""
     return requests.patch(up["upload_url"], data=data, timeout=60,
                           headers={**TUS, "Authorization": f"Bearer {up['ticket']}", "Upload-Offset": "0"})
+
+
+def budget_held(r: redis.Redis, key: str) -> int:
+    """The attempts the rate budget ``key`` (:mod:`pixelfox.ratelimit`) holds now, rounded up: those
+    counted less what drained since (one per window / limit), so read it right after counting."""
+    tat, step = r.hmget(state_key(key), "tat", "step")
+    if tat is None or not step:
+        return 0
+    seconds, micros = r.time()
+    return math.ceil(max(float(tat) - (seconds * 1_000_000 + micros), 0) / float(step))
+
+
+def forget_budget(r: redis.Redis, key: str) -> None:
+    """Empty the rate budget ``key`` (:func:`pixelfox.ratelimit.forget`, for a sync client)."""
+    r.delete(state_key(key))

@@ -4,6 +4,7 @@ how many database reads listing and cancelling uploads take."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,18 +15,13 @@ from sqlalchemy import event
 from ulid import ULID
 
 from nodes.manager.uploads import Uploads
-from pixelfox.config import DatabaseSettings, LimitsSettings
-from pixelfox.db.engine import create_all_tables, make_engine, session_factory
+from pixelfox.config import LimitsSettings
 from pixelfox.db.models import Upload, User
+from tests.dbkit import open_db
 
 
 async def _reads(redis_url: str, db: Path) -> tuple[int, int, int, bool]:
-    engine = make_engine(DatabaseSettings(url=f"sqlite+aiosqlite:///{db}"))
-    redis = aioredis.from_url(redis_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(create_all_tables)
-        sessions = session_factory(engine)
+    async with open_db(db) as (engine, sessions), contextlib.aclosing(aioredis.from_url(redis_url)) as redis:
         uploads = Uploads(sessions, SimpleNamespace(redis=redis), None, None,  # type: ignore[arg-type]
                           LimitsSettings(), b"k" * 32, 1)
         user = User(id=str(ULID()), name=f"u{ULID()}", password_hash="x")
@@ -53,9 +49,6 @@ async def _reads(redis_url: str, db: Path) -> tuple[int, int, int, bool]:
         cancelled = await uploads.cancel(ids[0], user, is_admin=False)
         cancel_reads = len(selects)
         return len(listed), list_reads, cancel_reads, cancelled
-    finally:
-        await redis.aclose()
-        await engine.dispose()
 
 
 def test_listing_and_cancelling_uploads_read_the_database_once(cluster: Any, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from pixelfox.cli.launcher import Counts, LocalCluster, free_port
 from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.grpcx.client import channel
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc
+from tests.conftest import start_local
 from tests.ops.pg import Postgres, start_postgres
 
 
@@ -51,19 +52,30 @@ def redis_url() -> Iterator[str]:
         proc.wait(10)
 
 
+#: a cluster whose repair reacts within about a second: a node is out after 2 s without a heartbeat
+#: (sent every 0.5 s) and a repair pass runs every 0.5 s; a silent storage node still counts as
+#: holding its objects for the default 600 s (PIXELFOX_REPAIR__LOST_AFTER_S)
+FAST_REPAIR_ENV: dict[str, str] = {
+    "PIXELFOX_NODE_TIMEOUT_S": "2", "PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S": "0.5",
+    "PIXELFOX_REPAIR__INTERVAL_S": "0.5", "PIXELFOX_REPAIR__LOST_AFTER_S": "600"}
+
+
+def metadata_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest, name: str) -> str:
+    """A new, empty metadata database URL: a SQLite file in ``tmp_path`` for ``backend`` "sqlite",
+    else database ``name`` on the session's real PostgreSQL (the ``postgres`` fixture)."""
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    pg: Postgres = request.getfixturevalue("postgres")
+    return pg.create_db(name)
+
+
 def start_cluster(root: Path, counts: Counts, extra_env: dict[str, str] | None = None,
                   timeout_s: float = 90.0) -> LocalCluster:
     """Start an own :class:`LocalCluster` in ``root`` (for tests that kill or reconfigure nodes)."""
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed (Debian: apt-get install redis-server)")
     local = LocalCluster(root, counts, extra_env=dict(extra_env or {}))
-    try:
-        local.start()
-        asyncio.run(local.wait_ready(timeout_s))
-        local.write_state(asyncio.run(local.ensure_admin()))
-    except BaseException:
-        local.stop()
-        raise
+    start_local(local, timeout_s)
     return local
 
 

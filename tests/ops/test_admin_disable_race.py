@@ -5,6 +5,7 @@ as enabled before either wrote, both succeeded and the site had no enabled admin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +17,17 @@ from ulid import ULID
 from nodes.manager.account_ops import AccountOps
 from nodes.manager.accounts import Accounts
 from pixelfox import errors
-from pixelfox.config import DatabaseSettings
-from pixelfox.db.engine import create_all_tables, make_engine, session_factory
 from pixelfox.db.models import User
-from tests.ops.pg import Postgres
+from tests.dbkit import open_db
+from tests.ops.conftest import metadata_url
 
 ROUNDS = 8
 
 
 async def _race(redis_url: str, db_url: str) -> list[tuple[int, int, int]]:
     """Per round: (calls that succeeded, calls refused as the last admin, enabled admins left)."""
-    engine = make_engine(DatabaseSettings(url=db_url))
-    redis = aioredis.from_url(redis_url)
     rounds = []
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(create_all_tables)
-        sessions = session_factory(engine)
+    async with open_db(db_url) as (_, sessions), contextlib.aclosing(aioredis.from_url(redis_url)) as redis:
         ops = AccountOps(sessions, Accounts(sessions), redis)
         for _ in range(ROUNDS):
             a, b = (User(id=str(ULID()), name=f"a{ULID()}", password_hash="x", role="admin") for _ in range(2))
@@ -48,21 +43,14 @@ async def _race(redis_url: str, db_url: str) -> list[tuple[int, int, int]]:
             async with sessions() as s:
                 left = await s.scalar(select(func.count()).select_from(User).where(
                     User.role == "admin", User.disabled_at.is_(None)))
-            rounds.append((sum(isinstance(r, User) for r in got), sum(isinstance(r, errors.Conflict) for r in got),
+            rounds.append((sum(isinstance(r, tuple) for r in got), sum(isinstance(r, errors.Conflict) for r in got),
                            int(left or 0)))
         return rounds
-    finally:
-        await redis.aclose()
-        await engine.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_two_admins_disabling_each_other_leave_one(backend: str, cluster: Any, tmp_path: Path,
                                                    request: pytest.FixtureRequest) -> None:
-    if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
-    else:
-        pg: Postgres = request.getfixturevalue("postgres")
-        url = pg.create_db("admin_race")
+    url = metadata_url(backend, tmp_path, request, "admin_race")
     rounds = asyncio.run(_race(cluster.redis_url, url))
     assert rounds == [(1, 1, 1)] * ROUNDS, rounds

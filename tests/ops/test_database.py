@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import inspect, text
@@ -87,6 +88,53 @@ def test_managers_starting_at_once_on_one_sqlite_file(tmp_path: Path) -> None:
 
 def test_migrations_on_postgres(postgres: Postgres) -> None:
     asyncio.run(_scripts_match_models(postgres.create_db("migrations")))
+
+
+async def _node_index_after_upgrade(url: str) -> None:
+    """Migration 0008: a database at 0007 with a location row gets ``ix_object_locations_node_id`` on
+    (node_id) by ``upgrade``, keeps its row, and loses the index again on ``downgrade`` to 0007; a new
+    database (``prepare``'s ``create_all``) has it too. On SQLite a node's rows are then searched
+    through it, not scanned."""
+    name = "ix_object_locations_node_id"
+
+    def node_indexes(c: Any) -> dict[str, list[str | None]]:
+        return {ix["name"]: ix["column_names"] for ix in inspect(c).get_indexes("object_locations")
+                if ix["name"]}
+
+    engine = make_engine(DatabaseSettings(url=url))
+    try:
+        await migrate.migrate_only(engine, "0007")
+        async with engine.begin() as conn:
+            assert name not in await conn.run_sync(node_indexes)
+            await conn.execute(text("INSERT INTO object_locations (key, node_id, size, created_at) "
+                                    "VALUES ('o/ab/cd/x.png', 'storage1', 7, CURRENT_TIMESTAMP)"))
+        await migrate.migrate_only(engine, "0008")
+        assert await migrate.current_revision(engine) == "0008"
+        async with engine.connect() as conn:
+            assert (await conn.run_sync(node_indexes))[name] == ["node_id"]
+            rows = (await conn.execute(text("SELECT key, size FROM object_locations WHERE node_id = 'storage1'")))
+            assert rows.all() == [("o/ab/cd/x.png", 7)]
+            if engine.dialect.name == "sqlite":
+                plan = (await conn.execute(text("EXPLAIN QUERY PLAN SELECT key FROM object_locations "
+                                                "WHERE node_id = 'storage1'"))).all()
+                assert any(f"USING INDEX {name} (node_id=?)" in row[-1] for row in plan), plan
+        await migrate.downgrade(engine, "0007")
+        async with engine.connect() as conn:
+            assert name not in await conn.run_sync(node_indexes)
+        await migrate.downgrade(engine, "base")
+        assert await migrate.prepare(engine) == "created"
+        async with engine.connect() as conn:
+            assert (await conn.run_sync(node_indexes))[name] == ["node_id"]
+    finally:
+        await engine.dispose()
+
+
+def test_object_locations_node_index_on_sqlite(tmp_path: Path) -> None:
+    asyncio.run(_node_index_after_upgrade(f"sqlite+aiosqlite:///{tmp_path / 'ix.db'}"))
+
+
+def test_object_locations_node_index_on_postgres(postgres: Postgres) -> None:
+    asyncio.run(_node_index_after_upgrade(postgres.create_db("node_index")))
 
 
 @pytest.fixture(scope="module")

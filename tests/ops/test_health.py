@@ -161,6 +161,8 @@ def test_sigterm_shows_the_node_stopped_at_once(slow_beats: LocalCluster) -> Non
     # at first both stayed "active" until the node timeout, then turned "inactive"; then "draining" until
     # the timeout, then "inactive" (a failure for `pixelfox status`) until forgotten an hour later
     assert rows["upload1"]["status"] == "stopped" and rows["proc1"]["status"] == "stopped", rows
+    # and not ready: a script reading `ready` used to trust them (it kept their last heartbeat's word)
+    assert (rows["upload1"]["ready"], rows["proc1"]["ready"]) == (False, False), rows
     # a stopped node is not a failure, but with the only upload and processing nodes stopped no node takes
     # that work: `status` warns and exits 1 for that (and only that)
     res = cli(slow_beats.root, "status")

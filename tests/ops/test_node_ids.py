@@ -6,12 +6,21 @@ The manager now answers ALREADY_EXISTS while the id's node is live (heartbeat wi
 not stopped) at another address, or at the same address on another host, and the node exits at start
 with that one line. A node started again at its own address, or taking the id of a stopped or dead
 node, is taken as before.
+
+Takeover: before it refuses a node at another address, the manager asks the holder's address (a gRPC
+health check for the holder's process instance, :mod:`nodes.manager.liveness`); a node that crashed and
+came back at a new address takes its id over at once (it used to be refused until the old heartbeat was
+the node timeout old: a restart loop under a supervisor). A heartbeat from another process instance than
+the record's is refused, so a frozen node whose id was taken over is refused when it resumes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,15 +29,20 @@ from collections.abc import Iterator
 import pytest
 import redis.asyncio as aioredis
 
+from nodes.manager.liveness import answers
 from nodes.manager.registry import KEY, NodeRecord, Registry
 from pixelfox import errors
-from pixelfox.cli.launcher import Counts, LocalCluster, free_port
+from pixelfox.cli.launcher import Child, Counts, LocalCluster, free_port
 from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.grpcx.client import channel
+from pixelfox.grpcx.server import GrpcServer
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 from tests.ops.conftest import admin_key, start_cluster, wait_for
 
 NODE_TIMEOUT_S = 2.0
+#: the node timeout of the ``slow`` cluster: a crashed node's record stays live that long, so a node that is
+#: taken at once was taken because its old address did not answer
+SLOW_TIMEOUT_S = 60.0
 TAKEN = "manager refused registration: node id {id} is already in use by a live node at {at}; give this node " \
         "its own PIXELFOX_NODE_ID"
 
@@ -38,6 +52,17 @@ def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     root = tmp_path_factory.mktemp("node-ids")
     local = start_cluster(root, Counts(upload=1, proc=1, storage=1, web=1), {
         "PIXELFOX_NODE_TIMEOUT_S": str(NODE_TIMEOUT_S), "PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S": "0.5"})
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    root = tmp_path_factory.mktemp("node-ids-slow")
+    local = start_cluster(root, Counts(upload=1, proc=0, storage=1, web=0), {
+        "PIXELFOX_NODE_TIMEOUT_S": str(SLOW_TIMEOUT_S), "PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S": "0.5"})
     try:
         yield local
     finally:
@@ -165,3 +190,162 @@ async def test_same_address_on_another_host_is_another_node(redis_url: str) -> N
     finally:
         await r.hdel(KEY, "web9")
         await r.aclose()
+
+
+@pytest.mark.e2e
+def test_a_node_back_at_a_new_address_after_a_crash_takes_its_id_over_at_once(slow: LocalCluster) -> None:
+    first = _nodes(slow)["upload1"].grpc_address
+    port = free_port()
+    addr = f"{slow.host}:{port}"
+    started = time.monotonic()
+    child = slow.restart("upload1", env={"PIXELFOX_GRPC__PORT": str(port)})  # SIGKILL, then a new gRPC port
+    wait_for(lambda: child.proc.poll() is not None
+             or ((n := _nodes(slow)["upload1"]).grpc_address == addr and n.healthy), 30)
+    took = time.monotonic() - started
+    assert child.proc.poll() is None, child.log.read_text()[-2000:]  # the old code refused it: exit 1
+    assert addr != first
+    assert took < 15.0 < SLOW_TIMEOUT_S, took  # not after the old record's heartbeat timed out
+    log = (slow.state / "logs" / "manager1.log").read_text()
+    assert f"node upload1 at {addr} (host {socket.gethostname()}) took the id over from the node at {first}, " \
+           "which no longer answers" in log
+    time.sleep(1.5)  # several heartbeats: it keeps its id
+    node = _nodes(slow)["upload1"]
+    assert (node.grpc_address, node.healthy, child.proc.poll()) == (addr, True, None)
+
+
+def _running(local: LocalCluster, name: str) -> Child:
+    """Child ``name``, started again (at its own ports) if an earlier test stopped it, once it is healthy."""
+    child = local.child(name)
+    if child.proc.poll() is not None:
+        child = local.restart(name)
+    wait_for(lambda: (n := _nodes(local).get(name)) is not None and n.healthy
+             and n.status == common_pb2.NODE_STATUS_ACTIVE, 30)
+    return child
+
+
+@pytest.mark.e2e
+def test_a_frozen_node_whose_id_was_taken_over_is_refused_when_it_resumes(own: LocalCluster) -> None:
+    a = _running(own, "upload1")
+    a_addr = _nodes(own)["upload1"].grpc_address
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: _nodes(own)["upload1"].status == common_pb2.NODE_STATUS_INACTIVE, 30)
+        b, b_addr = _by_hand(own, "nodes.upload", "upload1")
+        wait_for(lambda: b.poll() is not None or ((n := _nodes(own)["upload1"]).grpc_address == b_addr and n.healthy),
+                 30)
+        assert b.poll() is None, b.communicate(timeout=30)[1][-2000:]
+        seen = len(a.log.read_bytes())
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    try:
+        try:
+            code = a.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the resumed node kept heartbeating into its successor's record:\n"
+                        + a.log.read_bytes()[seen:].decode(errors="replace")[-2000:])
+        out = a.log.read_bytes()[seen:].decode(errors="replace")
+        assert code == 1, out
+        assert out.strip().splitlines()[-1] == TAKEN.format(id="upload1", at=b_addr), out
+        assert "Traceback" not in out, out
+        log = (own.state / "logs" / "manager1.log").read_text()
+        assert "refused a heartbeat of node upload1 from instance" in log
+        assert f"refused node upload1 at {a_addr}" in log
+        time.sleep(1.5)  # several of B's heartbeats, and none of A's
+        node = _nodes(own)["upload1"]
+        assert (node.grpc_address, node.healthy, b.poll()) == (b_addr, True, None)
+    finally:
+        _stop(b)
+    _running(own, "upload1")  # the cluster's own upload1 again, for the tests after this one
+
+
+async def test_a_heartbeat_from_another_instance_is_refused(redis_url: str) -> None:
+    """A record belongs to the process instance that registered it: another instance's heartbeat (or its
+    STOPPED last word) is answered "register again" and changes nothing; an older node (no instance) is
+    not compared."""
+    r = aioredis.from_url(redis_url)
+    reg = Registry(r, node_timeout_s=NODE_TIMEOUT_S)
+
+    def upload(instance: str, addr: str = "127.0.0.1:7001") -> NodeRecord:
+        return NodeRecord("upload9", common_pb2.NODE_ROLE_UPLOAD, addr, host="h", instance=instance)
+
+    try:
+        await reg.register(upload("a"))
+        await reg.register(upload("b"))  # started again in place: a new process
+        assert not await reg.heartbeat("upload9", 3, 4, 0, common_pb2.NODE_STATUS_ACTIVE, instance="a")
+        assert not await reg.heartbeat("upload9", 0, 0, 0, common_pb2.NODE_STATUS_STOPPED, instance="a")
+        rec = await reg.get("upload9")
+        assert rec is not None
+        assert (rec.instance, rec.in_use, rec.status) == ("b", 0, common_pb2.NODE_STATUS_ACTIVE)
+        assert await reg.heartbeat("upload9", 3, 4, 0, common_pb2.NODE_STATUS_ACTIVE, instance="b")
+        assert await reg.heartbeat("upload9", 2, 4, 0, common_pb2.NODE_STATUS_ACTIVE)  # an older node
+        rec = await reg.get("upload9")
+        assert rec is not None
+        assert (rec.instance, rec.in_use) == ("b", 2)
+    finally:
+        await r.hdel(KEY, "upload9")
+        await r.aclose()
+
+
+async def test_a_live_holder_elsewhere_is_asked_before_its_id_is_refused(redis_url: str) -> None:
+    """With ``alive`` the registry asks the holder's address: an answer keeps the refusal, none hands the
+    id over; the same address (another host) and a web node's URL are never asked."""
+    asked: list[str] = []
+    holder_answers = True
+
+    async def alive(rec: NodeRecord) -> bool:
+        asked.append(rec.address)
+        return holder_answers
+
+    r = aioredis.from_url(redis_url)
+    reg = Registry(r, node_timeout_s=NODE_TIMEOUT_S, alive=alive)
+
+    def upload(addr: str, host: str = "h", instance: str = "") -> NodeRecord:
+        return NodeRecord("upload9", common_pb2.NODE_ROLE_UPLOAD, addr, host=host, instance=instance)
+
+    try:
+        await reg.register(upload("10.0.0.1:7001", instance="a"))
+        with pytest.raises(errors.AlreadyExists, match=re.escape("in use by a live node at 10.0.0.1:7001; ")):
+            await reg.register(upload("10.0.0.2:7001", instance="b"))
+        assert asked == ["10.0.0.1:7001"]
+        with pytest.raises(errors.AlreadyExists, match=re.escape("at 10.0.0.1:7001 on host h; ")):
+            await reg.register(upload("10.0.0.1:7001", host="other", instance="b"))
+        assert asked == ["10.0.0.1:7001"]  # the same address is not asked
+        holder_answers = False
+        await reg.register(upload("10.0.0.2:7001", instance="b"))
+        rec = await reg.get("upload9")
+        assert rec is not None
+        assert (rec.grpc_address, rec.instance) == ("10.0.0.2:7001", "b")
+        await reg.register(NodeRecord("web9", common_pb2.NODE_ROLE_WEB, "", http_url="http://a"))
+        with pytest.raises(errors.AlreadyExists):
+            await reg.register(NodeRecord("web9", common_pb2.NODE_ROLE_WEB, "", http_url="http://b"))
+        assert asked == ["10.0.0.1:7001", "10.0.0.1:7001"]  # a web node's URL is not asked
+    finally:
+        await r.hdel(KEY, "upload9", "web9")
+        await r.aclose()
+
+
+async def test_liveness_asks_the_holders_process_instance() -> None:
+    """:func:`answers` against a real gRPC server: its own instance and any node (no instance) answer; another
+    instance at that address, a closed port and a socket that never answers (a frozen process) do not."""
+    server = GrpcServer([], host="127.0.0.1", port=0, secret="s" * 32)
+    await server.start()
+    await server.announce_instance("abc")
+    addr = f"127.0.0.1:{server.port}"
+
+    def rec(instance: str, at: str = addr) -> NodeRecord:
+        return NodeRecord("upload9", common_pb2.NODE_ROLE_UPLOAD, at, instance=instance)
+
+    try:
+        assert await answers(rec("abc"))
+        assert await answers(rec(""))  # an older node: any answer will do
+        assert not await answers(rec("zzz"))  # another process serves that address now
+    finally:
+        await server.stop(0)
+    assert not await answers(rec("abc"))  # nothing listens
+    with socket.socket() as frozen:  # accepts connections (the kernel does) but never answers
+        frozen.bind(("127.0.0.1", 0))
+        frozen.listen()
+        started = time.monotonic()
+        assert not await answers(rec("abc", f"127.0.0.1:{frozen.getsockname()[1]}"))
+        assert time.monotonic() - started < 3.0
+    assert await answers(NodeRecord("web9", common_pb2.NODE_ROLE_WEB, "", http_url="http://a"))  # not asked

@@ -160,7 +160,15 @@ def test_nodes_forget_drops_a_dead_node_and_refuses_a_live_one(own: LocalCluster
     assert "`pixelfox nodes maintenance proc2` (conflict)" in refused.stderr, refused.stderr
     assert status(own.root)["proc2"]["status"] == "active"
     unknown = cli(own.root, "nodes", "forget", "nope")
-    assert unknown.returncode != 0 and "no node 'nope' in the registry" in unknown.stderr, unknown.stderr
+    assert unknown.returncode != 0 and "no node 'nope' in the registry (not-found)" in unknown.stderr, unknown.stderr
+    # an id in another case, or a near miss, is refused with the id it most likely meant (it said only "no node")
+    for given, says in (("PROC2", "did you mean 'proc2'? (node ids are case-sensitive)"),
+                        ("proc-2", "did you mean 'proc2'?")):
+        for args in (("nodes", "forget", given), ("nodes", "maintenance", given)):
+            miss = cli(own.root, *args)
+            assert miss.returncode != 0, miss.stdout
+            assert f"no node '{given}' in the registry; {says} (not-found)" in miss.stderr, (args, miss.stderr)
+    assert status(own.root)["proc2"]["status"] == "active"
 
     own.child("proc2").proc.send_signal(signal.SIGKILL)  # died: no last word
     own.child("proc2").proc.wait(10)

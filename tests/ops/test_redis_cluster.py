@@ -21,7 +21,7 @@ import redis
 from redis.asyncio.cluster import RedisCluster
 
 from nodes.manager import objects, registry
-from pixelfox import readmodel, redisx, uploadstate
+from pixelfox import ratelimit, readmodel, redisx, uploadstate
 from pixelfox.cli.launcher import free_port
 from pixelfox.config import RedisSettings
 from pixelfox.leases import lease_key
@@ -161,6 +161,23 @@ async def test_web_app_factory_uses_cluster(cluster_url: str, cluster: Any) -> N
 
 async def test_leases_registry_queue_and_uploads_on_cluster(cluster: Any) -> None:
     await check_leases_registry_and_queue(cluster)
+
+
+async def test_rate_budgets_on_cluster(cluster: Any) -> None:
+    """The login's three budgets in one script (one slot: {login}), refused on all, given back and
+    forgotten, on the master of that slot; each key expires."""
+    keys = ["pixelfox:{login}:fail:acct-ip:0123abcd:127.0.0.1", "pixelfox:{login}:fail:ip:127.0.0.1",
+            "pixelfox:{login}:fail:acct:0123abcd"]
+    await ratelimit.forget(cluster, keys)
+    budgets = list(zip(keys, (2, 10, 20), strict=True))
+    assert [await ratelimit.take(cluster, budgets, 60) for _ in range(3)] == [0, 0, 30]
+    assert [round(h) for h in await ratelimit.held(cluster, keys)] == [2, 2, 2]
+    await ratelimit.give_back(cluster, keys[1:])
+    assert [round(h) for h in await ratelimit.held(cluster, keys)] == [2, 1, 1]
+    ttls = [await cluster.pttl(ratelimit.state_key(k)) for k in keys]
+    assert all(0 < ms <= 60_000 for ms in ttls), ttls
+    await ratelimit.forget(cluster, keys)
+    assert await ratelimit.held(cluster, keys) == [0.0, 0.0, 0.0]
 
 
 async def test_read_model_follows_the_database_generation_on_cluster(cluster: Any) -> None:

@@ -120,6 +120,7 @@ def test_frozen_upload_node_gets_no_uploads_and_returns(own: LocalCluster) -> No
         assert detected < NODE_TIMEOUT_S + 3, detected
         row = status(own.root)["upload1"]
         assert row["status"] == "inactive" and row["last_heartbeat_age_s"] >= NODE_TIMEOUT_S
+        assert row["ready"] is False, row  # SIGSTOPped: it read true (the last heartbeat's word)
         assert picks(own, 10) == {a2}
         assert cli(own.root, "status").returncode == 1  # an unhealthy node makes status fail
     finally:
@@ -139,7 +140,10 @@ def test_no_storage_node_taking_files_refuses_uploads_at_once(own: LocalCluster,
         st = cli(own.root, "status")
         assert st.returncode == 1 and st.stderr == (
             "warning: no storage node takes new files (storage1: maintenance): uploads are refused (503); "
-            "`pixelfox nodes maintenance ID --off` ends a node's maintenance\n"), st.stderr
+            "`pixelfox nodes maintenance ID --off` ends a node's maintenance\n"
+            "warning: pool hot: 0 of 1 storage node serving, 1 replica wanted: no new copy of its objects can be "
+            "written until a node is back; start or add a storage node in this pool, or end a node's "
+            "maintenance\n"), st.stderr
         assert "storage1" in st.stdout and "maintenance" in st.stdout, st.stdout
         started = time.monotonic()
         res = cli(own.root, "put", "--json", str(corpus / "photos" / "painting_rgb.png"))

@@ -383,7 +383,11 @@ def test_an_upload_node_started_before_its_manager_joins_it_and_is_healthy_at_on
         while time.monotonic() - serving < 15 and not (seen and seen[-1][1]):
             seen.append((round(time.monotonic() - serving, 1), asyncio.run(_nodes(manager)).get("uploadearly")))
             time.sleep(0.1)
-        after = _http(f"http://127.0.0.1:{http_port}/readyz")
+        # its /readyz reads the same flag as its heartbeat; a dependency check slower than 2 s on a loaded box
+        # turns it NOT_SERVING for a second (by design), so it is asked for up to 5 s, not once
+        deadline = time.monotonic() + 5
+        while (after := _http(f"http://127.0.0.1:{http_port}/readyz"))[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
     finally:
         node.terminate()
         node.wait(30)
@@ -418,6 +422,15 @@ def test_web_node_refuses_trusted_proxies_that_are_not_addresses(tmp_path: Path,
                              timeout=30, check=False, env=_env(PIXELFOX_TRUSTED_PROXIES=value))
         assert (res.returncode, res.stderr.strip().splitlines()) == (
             2, ["configuration error:", f"  PIXELFOX_TRUSTED_PROXIES: {why}{PROXIES_HINT}"]), res.stderr
+
+
+@pytest.mark.parametrize(("value", "why"), BAD_PROXIES, ids=["word", "prefix-33", "host-bits"])
+def test_manager_refuses_grpc_trusted_proxies_that_are_not_addresses(tmp_path: Path, value: str, why: str) -> None:
+    """The managers' PIXELFOX_GRPC_TRUSTED_PROXIES is read as the web nodes' PIXELFOX_TRUSTED_PROXIES is."""
+    res = subprocess.run([sys.executable, "-m", "nodes.manager", "--print-config"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=30, check=False, env=_env(PIXELFOX_GRPC_TRUSTED_PROXIES=value))
+    assert (res.returncode, res.stderr.strip().splitlines()) == (
+        2, ["configuration error:", f"  PIXELFOX_GRPC_TRUSTED_PROXIES: {why}{PROXIES_HINT}"]), res.stderr
 
 
 def test_up_refuses_trusted_proxies_that_are_not_addresses_before_starting_a_node(tmp_path: Path) -> None:

@@ -19,10 +19,10 @@ from ulid import ULID
 
 from nodes.manager.upload_limits import UploadLimits
 from pixelfox import errors, tickets
-from pixelfox.config import DatabaseSettings, LimitsSettings
-from pixelfox.db.engine import create_all_tables, make_engine, session_factory
+from pixelfox.config import LimitsSettings
 from pixelfox.db.models import Image, Upload, User
 from pixelfox.text import human_bytes
+from tests.dbkit import open_db
 
 QUOTA = 200_000
 SIZE = 145_532
@@ -30,13 +30,8 @@ SIZE = 145_532
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = make_engine(DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'quota.db'}"))
-    async with engine.begin() as conn:
-        await conn.run_sync(create_all_tables)
-    try:
-        yield session_factory(engine)
-    finally:
-        await engine.dispose()
+    async with open_db(tmp_path / "quota.db") as (_, sessions):
+        yield sessions
 
 
 @pytest.fixture

@@ -30,14 +30,13 @@ from nodes.manager import objects as objects_module
 from nodes.manager.dispatch import Dispatcher, DispatchPolicy, Worker
 from nodes.manager.objects import DEFERRED, DELETER_WAIT_S, PENDING, Objects
 from nodes.manager.registry import NodeRecord
-from pixelfox.config import DatabaseSettings
-from pixelfox.db.engine import create_all_tables, make_engine, session_factory
 from pixelfox.db.models import Image, ObjectLocation, Upload, Variant
 from pixelfox.db.replicas import routing_sessions
 from pixelfox.queue import QueuedJob
 from pixelfox.storage.fence import DeleteInProgress, WriteFence, deleting_key, fence_sha, job_token, writing_key
 from pixelfox.storage.keys import original_key, private_key, variant_key
 from pixelfox.v1 import common_pb2, manager_pb2
+from tests.dbkit import open_db
 from tests.uploadnode import receiver
 
 
@@ -191,14 +190,9 @@ class RecordingObjects(Objects):
 
 @pytest.fixture
 async def objects(redis: aioredis.Redis, tmp_path: Path) -> AsyncIterator[RecordingObjects]:
-    engine = make_engine(DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'fence.db'}"))
-    async with engine.begin() as conn:
-        await conn.run_sync(create_all_tables)
-    await redis.delete(PENDING, DEFERRED)
-    try:
-        yield RecordingObjects(session_factory(engine), FakeRegistry(redis), redis, "", replicas=2)  # type: ignore[arg-type]
-    finally:
-        await engine.dispose()
+    async with open_db(tmp_path / "fence.db") as (_, sessions):
+        await redis.delete(PENDING, DEFERRED)
+        yield RecordingObjects(sessions, FakeRegistry(redis), redis, "", replicas=2)  # type: ignore[arg-type]
 
 
 async def _stored(objects: Objects, key: str) -> None:
@@ -386,17 +380,12 @@ async def test_the_re_check_under_the_flag_reads_the_primary_not_a_lagging_repli
     """With read replicas, the "still unreferenced?" reads that decide a delete go to the primary: a
     replica that has not yet got B's image row must not make the deleter remove B's bytes."""
     await redis.delete(PENDING, DEFERRED)
-    primary = make_engine(DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'primary.db'}"))
-    lagging = make_engine(DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'replica.db'}"))
-    try:
-        for engine in (primary, lagging):
-            async with engine.begin() as conn:
-                await conn.run_sync(create_all_tables)
+    async with open_db(tmp_path / "primary.db") as primary, open_db(tmp_path / "replica.db") as lagging:
         sha = _sha()
         key = original_key(sha, "png")
         other = variant_key(sha, 1, "thumb", "webp")
-        on_primary = RecordingObjects(session_factory(primary), FakeRegistry(redis), redis, "", replicas=2)  # type: ignore[arg-type]
-        on_replica = RecordingObjects(session_factory(lagging), FakeRegistry(redis), redis, "", replicas=2)  # type: ignore[arg-type]
+        on_primary = RecordingObjects(primary.sessions, FakeRegistry(redis), redis, "", replicas=2)  # type: ignore[arg-type]
+        on_replica = RecordingObjects(lagging.sessions, FakeRegistry(redis), redis, "", replicas=2)  # type: ignore[arg-type]
         for objs in (on_primary, on_replica):  # A's original on s1 and s2, as both databases know
             await _stored(objs, key)
         await _record_image(on_primary, sha, key)  # B's image of the same bytes: on the primary only (yet)
@@ -404,14 +393,12 @@ async def test_the_re_check_under_the_flag_reads_the_primary_not_a_lagging_repli
         await _located(on_primary, other, "s2")
         await redis.sadd(PENDING, f"s2 {other}")  # an older pending delete of that variant's copy on s2
 
-        objs = RecordingObjects(routing_sessions(primary, [lagging]), FakeRegistry(redis), redis, "", replicas=2)  # type: ignore[arg-type]
+        routed = routing_sessions(primary.engine, [lagging.engine])
+        objs = RecordingObjects(routed, FakeRegistry(redis), redis, "", replicas=2)  # type: ignore[arg-type]
         assert await objs.delete_unreferenced([key]) == (0, 0)
         assert await objs.retry_pending() == 0
         assert objs.deleted == []  # the primary names both: nothing deleted
         assert await _locations(on_primary, key) == ["s1", "s2"]
-    finally:
-        await primary.dispose()
-        await lagging.dispose()
 
 
 async def _record_variant(objects: Objects, original: str, key: str) -> None:

@@ -15,11 +15,11 @@ from nodes.manager.images import ImageViews
 from nodes.manager.registry import Registry
 from nodes.manager.uploads import Completion, Uploads
 from pixelfox import tickets
-from pixelfox.config import DatabaseSettings, LimitsSettings
-from pixelfox.db.engine import create_all_tables, make_engine, session_factory
+from pixelfox.config import LimitsSettings
 from pixelfox.db.models import Upload, User
 from pixelfox.queue import JobQueue
 from pixelfox.storage.keys import original_key
+from tests.dbkit import open_db
 
 KEY = b"k" * 32  # the ticket key
 SITE = "http://site.test"
@@ -28,18 +28,10 @@ SITE = "http://site.test"
 @contextlib.asynccontextmanager
 async def uploads_on(redis_url: str, db: Path) -> AsyncIterator[Uploads]:
     """``Uploads`` on Redis ``redis_url`` and a new SQLite file ``db`` (tables made), image URLs on :data:`SITE`."""
-    redis = aioredis.from_url(redis_url)
-    engine = make_engine(DatabaseSettings(url=f"sqlite+aiosqlite:///{db}"))
-    async with engine.begin() as conn:
-        await conn.run_sync(create_all_tables)
-    sessions = session_factory(engine)
-    registry = Registry(redis, node_timeout_s=6.0)
-    try:
+    async with contextlib.aclosing(aioredis.from_url(redis_url)) as redis, open_db(db) as (_, sessions):
+        registry = Registry(redis, node_timeout_s=6.0)
         yield Uploads(sessions, registry, JobQueue(redis, "test"), ImageViews(sessions, registry, SITE),
                       LimitsSettings(), KEY, recipe_version=1)
-    finally:
-        await engine.dispose()
-        await redis.aclose()
 
 
 async def add_user(up: Uploads) -> str:

@@ -16,6 +16,7 @@ from pixelfox.cli.context import (
     choose_database_url,
     choose_storage_env,
     default_database_url,
+    local_key_hint,
     resolve,
     storage_settings,
     target_flags,
@@ -57,12 +58,34 @@ def test_an_explicit_api_key_beats_the_local_admin_credential(tmp_path: Path, mo
     monkeypatch.delenv("PIXELFOX_API_KEY", raising=False)
     local = resolve(None, None)
     assert (local.api_key, local.secret) == ("pfx_admin", "s3cret")
-    assert dict(local.admin_metadata())["pixelfox-cluster-token"] == "s3cret"
+    # the local admin's key goes beside the cluster credential: the manager then knows whose key this
+    # command holds and refuses to disable that user (nodes.manager.service.ManagerService.key_holder)
+    assert local.admin_metadata() == (("pixelfox-cluster-token", "s3cret"), ("authorization", "Bearer pfx_admin"))
     for ref in (resolve(None, "pfx_alice"), resolve("127.0.0.1:5000", "pfx_alice")):
         assert (ref.api_key, ref.secret) == ("pfx_alice", "")
         assert ref.admin_metadata() == (("authorization", "Bearer pfx_alice"),)
     monkeypatch.setenv("PIXELFOX_API_KEY", "pfx_bob")
     assert resolve(None, None).admin_metadata() == (("authorization", "Bearer pfx_bob"),)
+
+
+def test_the_local_key_hint_tells_a_disabled_user_from_a_revoked_key(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hint after the local admin's key was refused said "was revoked" also when its user had been
+    disabled; that user is then named with the command that enables it, and a revoked key keeps its hint."""
+    state = tmp_path / ".pixelfox" / "cluster.json"
+    state.parent.mkdir()
+    state.write_text(json.dumps({"manager": "127.0.0.1:5000", "pid": os.getpid(), "secret": "s3cret",
+                                 "admin_api_key": "pfx_admin"}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PIXELFOX_MANAGER", raising=False)
+    monkeypatch.delenv("PIXELFOX_API_KEY", raising=False)
+    disabled = local_key_hint(None, None, errors.AccountDisabled.code)
+    assert disabled == (f"hint: the local admin's API key in {state.resolve()} belongs to user admin, which is "
+                        f"disabled; enable it with `pixelfox users enable admin` in {tmp_path.resolve()}, or pass "
+                        "--api-key with a key of your own")
+    assert local_key_hint(None, None).startswith(f"hint: the local admin's API key in {state.resolve()} was revoked")
+    assert local_key_hint(None, None, errors.Unauthenticated.code) == local_key_hint(None, None)
+    assert local_key_hint(None, "pfx_mine", errors.AccountDisabled.code) == ""  # not the local key: no hint
 
 
 def test_up_keeps_the_database_the_last_start_recorded(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ Real subprocesses, no cluster needed."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,9 @@ def pixelfox(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     (("put", "--title", "a\x1bb", "a.png"), 2, "argument --title: title contains a control character (U+001B)"),
     # was a traceback (OverflowError)
     (("put", "--limit-rate", "1e300G", "a.png"), 2, "argument --limit-rate: '1e300G' is too large a rate"),
+    (("put", "--retry-for", "0", "a.png"), 2,
+     "argument --retry-for: 0 is out of range: give a number of seconds from 1 to 3600"),
+    (("put", "--retry-for", "nan", "a.png"), 2, "argument --retry-for: nan is out of range"),
     # was sent to the manager, which said "no such upload"
     (("uploads", "cancel", ""), 2, "argument id: '' is not an upload id"),
     (("uploads", "cancel", " \t", "--manager", "127.0.0.1:1"), 2, "argument id: ' \\t' is not an upload id"),
@@ -63,7 +67,7 @@ def test_bad_numbers_are_usage_errors(tmp_path: Path, args: tuple[str, ...], cod
     (("nodes", "bogus"), "pixelfox: a nodes command: invalid choice: 'bogus' (choose from 'maintenance', 'forget') "
                          "(see `pixelfox nodes --help`)"),
     (("tiers",), "pixelfox: missing a tiers command: move (see `pixelfox tiers --help`)"),
-    (("--bogus",), "pixelfox: missing a command: up, put, status, users, keys, jobs, reprocess, uploads, nodes, "
+    (("--bogus",), "pixelfox: missing a command: up, down, put, status, users, keys, jobs, reprocess, uploads, nodes, "
                    "migrate-db, backup, restore, upgrade-db, tiers, migrate-store (see `pixelfox --help`)"),
     (("up", "--upload", "0"), "pixelfox: argument --upload: 0 is out of range: give a whole number from 1 to 32 "
                               "(see `pixelfox up --help`)"),
@@ -71,10 +75,40 @@ def test_bad_numbers_are_usage_errors(tmp_path: Path, args: tuple[str, ...], cod
                                    "'delayed', 'queued', 'running') (see `pixelfox jobs --help`)"),
     (("migrate-db", "--batch", "0"), "pixelfox: argument --batch: 0 is out of range: give a whole number of at "
                                      "least 1 (see `pixelfox migrate-db --help`)"),
+    # an empty name was "the caller's own keys": unauthenticated, with a hint that the local key was revoked
+    (("keys", "list", "--user", ""), "pixelfox: argument --user: a user name cannot be empty "
+                                     "(see `pixelfox keys list --help`)"),
+    (("keys", "create", " "), "pixelfox: argument name: a user name cannot be empty "
+                              "(see `pixelfox keys create --help`)"),
+    (("users", "disable", ""), "pixelfox: argument name: a user name cannot be empty "
+                               "(see `pixelfox users disable --help`)"),
 ])
 def test_usage_errors_are_one_line_with_a_hint(tmp_path: Path, args: tuple[str, ...], line: str) -> None:
     """argparse printed its usage block, then ``pixelfox nodes: error: the following arguments are
     required: nodes_cmd``: now one line in words a user knows, exit 2."""
+    res = pixelfox(*args, cwd=tmp_path)
+    assert (res.returncode, res.stderr, res.stdout) == (2, line + "\n", "")
+
+
+DASH_HINT = ("-dash.png starts with '-', so it was read as an option: to pass a file of that name, write "
+             "./-dash.png, or put it after `--`: `pixelfox put -- -dash.png`")
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (("put", "-dash.png"), f"pixelfox: the following arguments are required: FILE; {DASH_HINT} "
+                           "(see `pixelfox put --help`)"),
+    (("put", "a.png", "-dash.png"), f"pixelfox: unrecognized arguments: -dash.png; {DASH_HINT} "
+                                    "(see `pixelfox --help`)"),
+    (("put", "--json", "a.png", "-dash.png", "--wait"), f"pixelfox: unrecognized arguments: -dash.png; {DASH_HINT} "
+                                                        "(see `pixelfox --help`)"),
+    (("put", "a.png", "-nofile.png"), "pixelfox: unrecognized arguments: -nofile.png (see `pixelfox --help`)"),
+])
+def test_a_file_name_starting_with_a_dash_says_how_to_pass_it(tmp_path: Path, args: tuple[str, ...],
+                                                              line: str) -> None:
+    """``pixelfox put -dash.png`` of a file that is there said only "the following arguments are required:
+    FILE" (or "unrecognized arguments"), never how to pass such a name; a mistyped option that names no
+    file is left as argparse says it."""
+    (tmp_path / "-dash.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     res = pixelfox(*args, cwd=tmp_path)
     assert (res.returncode, res.stderr, res.stdout) == (2, line + "\n", "")
 
@@ -210,6 +244,21 @@ def test_a_manager_that_refuses_the_connection_is_one_line_naming_it(tmp_path: P
         assert (res.returncode, res.stdout, res.stderr) == (1, "", (
             f"pixelfox: cannot reach the manager at {address} (connection refused); start it with `pixelfox up`, "
             "or check --manager / PIXELFOX_MANAGER (unavailable)\n")), res.stderr
+
+
+def test_a_manager_that_gives_no_answer_is_one_line_naming_it(tmp_path: Path) -> None:
+    """A socket that takes the connection and never answers, as a manager stopped with SIGSTOP does (the
+    kernel still accepts): ``status`` gives up after its 10 s deadline naming the manager's address, with
+    what to check, in one line, exit 1. It said only "pixelfox: Deadline Exceeded (timeout)"."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
+        res = pixelfox("status", "--manager", address, cwd=tmp_path)
+    assert (res.returncode, res.stdout, res.stderr) == (1, "", (
+        f"pixelfox: the manager at {address} did not answer before the call's deadline; it is running but "
+        "stopped (SIGSTOP: `kill -CONT PID`), hung or overloaded; see its log, or check --manager / "
+        "PIXELFOX_MANAGER (timeout)\n")), res.stderr
 
 
 def test_admin_commands_without_a_credential_keep_their_own_answers(tmp_path: Path) -> None:

@@ -8,14 +8,12 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from pixelfox.config import DatabaseSettings
-from pixelfox.db.engine import begin_write, make_engine, session_factory
+from pixelfox.db.engine import begin_write
+from tests.dbkit import open_db
 
 
 async def _run(db: Path) -> int:
-    engine = make_engine(DatabaseSettings(url=f"sqlite+aiosqlite:///{db}"))
-    sessions = session_factory(engine)
-    try:
+    async with open_db(db, tables=False) as (engine, sessions):
         async with engine.begin() as conn:
             await conn.execute(text("CREATE TABLE counter (n INTEGER NOT NULL)"))
             await conn.execute(text("INSERT INTO counter VALUES (0)"))
@@ -37,8 +35,6 @@ async def _run(db: Path) -> int:
         await asyncio.gather(*(bump() for _ in range(30)), abandon())
         async with sessions() as s:
             return int((await s.execute(text("SELECT n FROM counter"))).scalar_one())
-    finally:
-        await engine.dispose()
 
 
 def test_read_modify_write_sessions_never_lose_an_update(tmp_path: Path) -> None:
@@ -46,9 +42,7 @@ def test_read_modify_write_sessions_never_lose_an_update(tmp_path: Path) -> None
 
 
 async def _late(db: Path) -> tuple[str, int]:
-    engine = make_engine(DatabaseSettings(url=f"sqlite+aiosqlite:///{db}"))
-    sessions = session_factory(engine)
-    try:
+    async with open_db(db, tables=False) as (_, sessions):
         async with sessions() as s:
             await s.execute(text("SELECT 1"))  # the read a write lock taken now would not cover
             refused = ""
@@ -61,8 +55,6 @@ async def _late(db: Path) -> tuple[str, int]:
             n = int((await s.execute(text("SELECT 2"))).scalar_one())
             await s.rollback()
         return refused, n
-    finally:
-        await engine.dispose()
 
 
 def test_begin_write_after_a_query_is_refused(tmp_path: Path) -> None:

@@ -557,6 +557,9 @@ def test_time_limit_stops_processing() -> None:
         imaging.process(data, limits=Limits(timeout_s=0.05))
     assert time.perf_counter() - start < 0.05 + 1.0
     assert err.value.code == "timeout"
+    # the core says when and where it stopped, as data as well as in the message
+    assert err.value.elapsed_s is not None and 0.05 <= err.value.elapsed_s < 1.05
+    assert err.value.step and f"during {err.value.step}: over the 50 ms time limit" in str(err.value)
     assert issubclass(imaging.Timeout, ImageError)
     # the same call without the low limit succeeds in the same thread
     assert imaging.process(data, THUMB_WEBP).variants[0].height == 200

@@ -79,3 +79,15 @@ def test_private_tree_takes_group_and_other_bits_off_an_older_folder(tmp_path: P
     assert modes == {"data": 0o700, "pool": 0o700, "pixelfox.db": 0o600, "run.sh": 0o700, "obj": 0o600}
     assert Path("/etc/hostname").stat().st_mode & 0o044  # the symlink's target was not touched
     assert private_tree(tmp_path) == 0
+
+
+def test_processing_nodes_get_two_malloc_arenas_unless_the_environment_sets_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".pixelfox").mkdir()
+    local = LocalCluster(tmp_path)
+    local.manager_address, local.secret = "127.0.0.1:1", "s"
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert local._env("proc1")["MALLOC_ARENA_MAX"] == "2"
+    assert "MALLOC_ARENA_MAX" not in local._env("upload1")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert local._env("proc2")["MALLOC_ARENA_MAX"] == "4"

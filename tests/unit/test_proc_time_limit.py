@@ -5,6 +5,7 @@ image could run for 120 s."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -41,7 +42,8 @@ async def test_per_image_limit_wins_over_a_longer_job_deadline() -> None:
     assert exc is not None, f"processing finished in {seconds:.2f} s, over the 0.05 s per-image limit"
     assert exc.code == "timeout"
     assert "0.05 s per-image time limit (PIXELFOX_LIMITS__PROCESS_TIMEOUT_S)" in str(exc)
-    assert str(exc).startswith("processing stopped after ")
+    assert re.fullmatch(r"processing stopped after \d+\.\d s during [\w -]+: over the 0\.05 s per-image time limit "
+                        r"\(PIXELFOX_LIMITS__PROCESS_TIMEOUT_S\)", str(exc)), str(exc)
     assert seconds < 0.05 + 2.0  # the core stops after the step that passed the limit
 
 

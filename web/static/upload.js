@@ -9,6 +9,15 @@
 // Each answer's deletion link is shown, labelled (a resumable upload's comes from GET /api/v1/uploads/<id>,
 // which gives it to the image's owner). Anonymous: it is the only way to delete such an image, and the
 // recent uploads' links are kept in localStorage (RECENT) so a reload still lists them.
+// A file the server refused (or too large to send) loses its preview: the row is marked refused
+// (li.refused, a plain box in place of the <img>) and its message is an alert; a preview the browser
+// cannot draw is dropped at once (no broken-image icon). An upload that stopped (a dropped connection, or
+// a 503 or 429: the cluster cannot take files for now) keeps its preview: li.stopped, its message an alert. While tus-js-client retries a dropped
+// connection by itself the row says so ("retrying", .state[data-retrying]). An upload node that stops
+// answering without dropping the connection (frozen: nothing is read, no answer comes) leaves tus-js-client
+// waiting for ever: no progress for STALL_MS (#drop's data-stall-ms, the web setting upload_stall_s) aborts the
+// request and starts again from the committed offset, after a second stall on another upload node (the ticket
+// renewed with exclude_address), and after MAX_STALLS the row stops (li.stopped).
 "use strict";
 (() => {
   const drop = document.getElementById("drop");
@@ -51,6 +60,11 @@
   }
   showResumeHint();
   const CHUNK = 1024 * 1024;  // bytes per PATCH: what a reload can lose at most
+  const RETRY_DELAYS = [0, 1000, 3000, 5000, 10000];  // ms before tus-js-client's retries of a failed request
+  // ms without any progress (a byte sent, an answer) after which an upload's node is taken to have stopped answering
+  const STALL_MS = Number(drop.dataset.stallMs || 0) || 20000;
+  const STALLS_PER_NODE = 2;  // stalls on one upload URL before the upload moves to another upload node
+  const MAX_STALLS = 4;  // stalls of one upload in all before its row stops
   const anonymous = drop.dataset.anonymous === "1";
   const RECENT = "pixelfox-recent-uploads";  // [{id, name, url, deletion_url, thumbnail_url}], newest first
   const RECENT_MAX = 50;
@@ -78,6 +92,39 @@
     });
     row.append(input, btn);
     return row;
+  }
+
+  // a file the server refused (or one never sent): no preview of it, a plain box marked refused instead of
+  // the <img> (a broken-image icon when the browser cannot draw the file either), and the message as an alert
+  function refuse(state, message) {
+    const item = state.closest("li.upload");
+    const thumb = item && item.querySelector("img.thumb");
+    if (thumb) {
+      const box = el("span", "thumb none", "\u2715");
+      box.setAttribute("aria-hidden", "true");
+      thumb.replaceWith(box);
+    }
+    if (item) item.classList.add("refused");
+    state.className = "state bad";
+    state.setAttribute("role", "alert");
+    delete state.dataset.retrying;
+    state.textContent = message;
+  }
+
+  // an answer that is no refusal but a "not now": the cluster cannot take files for a while (503: no
+  // upload or storage node takes new ones, say all in maintenance) or this client sent too many (429)
+  const TEMPORARY = [429, 503];
+
+  // an upload that stopped on the way (the connection dropped, or a temporary answer: TEMPORARY): not
+  // refused, the preview stays; the row is marked li.stopped and the message is an alert
+  function stopped(bar, state, message) {
+    bar.remove();
+    const item = state.closest("li.upload");
+    if (item) item.classList.add("stopped");
+    state.setAttribute("role", "alert");
+    state.className = "state bad";
+    delete state.dataset.retrying;
+    state.textContent = message;
   }
 
   // the share link and, when the answer has one, the deletion link (labelled: it is not for sharing)
@@ -136,8 +183,15 @@
     const thumb = el("img", "thumb");
     thumb.alt = "";
     if (file.type.startsWith("image/")) {
-      thumb.src = URL.createObjectURL(file);
-      thumb.addEventListener("load", () => URL.revokeObjectURL(thumb.src), { once: true });
+      const preview = URL.createObjectURL(file);
+      thumb.src = preview;
+      thumb.addEventListener("load", () => URL.revokeObjectURL(preview), { once: true });
+      // not an image after all (a renamed text file) or a format this browser cannot draw (HEIC):
+      // an empty box until the server answers, never a broken-image icon
+      thumb.addEventListener("error", () => {
+        URL.revokeObjectURL(preview);
+        if (thumb.getAttribute("src") === preview) thumb.removeAttribute("src");
+      }, { once: true });
     }
     const body = el("div");
     const name = el("div", "name", file.name || "pasted image");
@@ -150,8 +204,7 @@
 
     if (maxBytes && file.size > maxBytes) {
       bar.remove();
-      state.textContent = "too large (limit " + Math.round(maxBytes / 1048576) + " MiB)";
-      state.className = "state bad";
+      refuse(state, "too large (limit " + Math.round(maxBytes / 1048576) + " MiB)");
       return;
     }
     const show = (ok, data, httpStatus) => {
@@ -161,11 +214,8 @@
         state.textContent = data.status === "ready" ? "ready" : data.status || "uploaded";
         // the same bytes were uploaded before: this is that image, its title and page unchanged
         if (data.deduplicated) state.textContent += " (already uploaded: your existing image)";
-        if (data.status === "failed" && data.error) {
-          state.className = "state bad";
-          state.textContent = "failed: " + data.error.message;
-        }
-        if (data.thumbnail_url) thumb.src = data.thumbnail_url;
+        if (data.status === "failed" && data.error) refuse(state, "failed: " + data.error.message);
+        else if (data.thumbnail_url) thumb.src = data.thumbnail_url;
         if (data.status === "processing" && data.id) poll(data.id, state, thumb, 0);
         links(body, data);
         if (data.note) body.append(el("div", "muted note", data.note));  // its links open only for you
@@ -174,8 +224,11 @@
           item.classList.add("remembered");  // "Clear this list" takes it away too
         }
       } else {
-        state.className = "state bad";
-        state.textContent = (data.error && data.error.message) || ("upload failed (HTTP " + httpStatus + ")");
+        const message = (data.error && data.error.message) || ("upload failed (HTTP " + httpStatus + ")");
+        // a 503 or 429 said "try again later": the file was not refused, its preview stays (a 503 used to
+        // drop it and mark the row refused, as if the file were bad)
+        if (TEMPORARY.includes(httpStatus)) stopped(bar, state, message + " - choose the file again later");
+        else refuse(state, message);
       }
     };
     if (resumable && file.size > 0) {
@@ -195,7 +248,7 @@
       state.textContent = pct < 100 ? "uploading " + pct + " %" : "processing…";
     });
     xhr.addEventListener("load", () => show(xhr.status >= 200 && xhr.status < 300, xhr.response || {}, xhr.status));
-    xhr.addEventListener("error", () => show(false, { error: { message: "network error" } }, 0));
+    xhr.addEventListener("error", () => stopped(bar, state, "network error: the connection dropped; choose the file again"));
     xhr.send(form);
   }
 
@@ -221,6 +274,13 @@
     return [r.ok, r.status, await r.json().catch(() => ({}))];
   }
 
+  // an Error for a web node's refusal: its message, and the HTTP status as .status (for show())
+  function answerError(status, data) {
+    const e = new Error((data.error && data.error.message) || ("HTTP " + status));
+    e.status = status;
+    return e;
+  }
+
   // the stored ticket for this file if it has over a minute left; else that upload's ticket renewed
   // (it lives upload_ttl_s after its last chunk), or a new upload when it is gone (404, 409, 403)
   async function ticketFor(file, key) {
@@ -232,19 +292,34 @@
     let ok = false, status = 0, data = {};
     if (saved && saved.id) {
       [ok, status, data] = await post("/api/v1/uploads/" + encodeURIComponent(saved.id) + "/ticket");
-      if (!ok && ![403, 404, 409].includes(status)) {
-        throw new Error((data.error && data.error.message) || ("HTTP " + status));
-      }
+      if (!ok && ![403, 404, 409].includes(status)) throw answerError(status, data);
     }
     if (!ok) {
       [ok, status, data] = await post("/api/v1/uploads",
         { filename: file.name || "pasted.png", size: file.size, content_type: file.type });
-      if (!ok) throw new Error((data.error && data.error.message) || ("HTTP " + status));
+      if (!ok) throw answerError(status, data);
     }
-    const t = { id: data.id, upload_url: data.upload_url, ticket: data.ticket, expires_at: data.expires_at,
-      name: file.name || "pasted.png" };
+    return keepTicket(key, data, file.name || "pasted.png");
+  }
+
+  // the ticket of a POST /api/v1/uploads(/<id>/ticket) answer, kept under key for a resume
+  function keepTicket(key, data, name) {
+    const t = { id: data.id, upload_url: data.upload_url, upload_address: data.upload_address, ticket: data.ticket,
+      expires_at: data.expires_at, name };
     try { localStorage.setItem(key, JSON.stringify(t)); } catch (_) { /* private mode: no resume after reload */ }
     return t;
+  }
+
+  // upload t's ticket renewed on another upload node than t's, which stopped answering (the same node when no
+  // other is healthy); null when the web node could not say (the caller goes on with t)
+  async function moveTicket(key, t) {
+    try {
+      const [ok, , data] = await post("/api/v1/uploads/" + encodeURIComponent(t.id) + "/ticket",
+        { exclude_address: t.upload_address || "" });
+      return ok ? keepTicket(key, data, t.name) : null;
+    } catch (_) {
+      return null;  // no answer either: the next stall ends the row
+    }
   }
 
   async function resumableUpload(file, bar, state, show) {
@@ -253,19 +328,55 @@
       key = await ticketKey(file);
       t = await ticketFor(file, key);
     } catch (e) {
-      show(false, { error: { message: String(e.message || e) } }, 0);
+      // fetch() rejects with a TypeError when no answer came: the connection, not a refusal
+      if (e instanceof TypeError) stopped(bar, state, "network error: the connection dropped; choose the file again");
+      else show(false, { error: { message: String(e.message || e) } }, e.status || 0);
       return;
     }
     state.textContent = "uploading 0 %";
     let moved = false;  // any progress on this attempt
     let heads = 0;  // HEAD requests on this attempt
-    const up = new window.tus.Upload(file, {
+    let stalls = 0, stallsHere = 0;  // times no progress came for STALL_MS: in all, and on t.upload_url
+    let watchdog = 0;
+    let up = null;
+    // (re)armed on every sign of life; extraMs: a retry tus-js-client waits for before its next request
+    const watch = (extraMs) => {
+      clearTimeout(watchdog);
+      watchdog = setTimeout(stalled, STALL_MS + (extraMs || 0));
+    };
+    const unwatch = () => clearTimeout(watchdog);
+    // nothing moved for STALL_MS: the upload node is frozen (a dropped connection or an answer would have
+    // ended the request); abort and start again from the committed offset (HEAD), on another node the
+    // second time, and give up after MAX_STALLS
+    async function stalled() {
+      stalls += 1;
+      stallsHere += 1;
+      up.abort();
+      if (stalls >= MAX_STALLS) {
+        stopped(bar, state, "the upload node stopped answering - choose the file again to continue");
+        return;
+      }
+      state.dataset.retrying = String(stalls);
+      state.textContent = "the upload node stopped answering: retrying…";
+      if (stallsHere >= STALLS_PER_NODE) {
+        const other = await moveTicket(key, t);
+        if (other) {
+          t = other;
+          stallsHere = 0;
+          up = send();
+        }
+      }
+      watch();
+      up.start();
+    }
+    const send = () => new window.tus.Upload(file, {
       uploadUrl: t.upload_url,  // the manager created the upload: no tus creation request
       headers: { Authorization: "Bearer " + t.ticket },
       chunkSize: CHUNK,
-      retryDelays: [0, 1000, 3000, 5000, 10000],
+      retryDelays: RETRY_DELAYS,
       storeFingerprintForResuming: false,  // the ticket store above does that
       onAfterResponse: (req, res) => {
+        watch();  // an answer: the node is alive
         if (req.getMethod() !== "HEAD" || res.getStatus() !== 200) return;
         heads += 1;  // only the first HEAD finds an earlier visit's bytes; later ones are tus-js-client's own retries
         const offset = Number(res.getHeader("Upload-Offset") || 0);
@@ -274,14 +385,30 @@
           state.dataset.resumedAt = String(offset);
         }
       },
+      // tus-js-client's own decision (a network error, a 5xx, 409 or 423, the browser not offline), shown
+      // on the row: a retried PATCH used to leave the bar still with no word of it
+      onShouldRetry: (err, attempt) => {
+        const status = err.originalResponse ? err.originalResponse.getStatus() : 0;
+        const again = (status < 400 || status >= 500 || status === 409 || status === 423) && navigator.onLine !== false;
+        if (again) {
+          watch(RETRY_DELAYS[attempt] || 0);
+          state.dataset.retrying = String(attempt + 1);
+          state.textContent = (status ? "the server answered HTTP " + status : "connection lost") +
+            ": retrying (" + (attempt + 1) + " of " + RETRY_DELAYS.length + ")…";
+        }
+        return again;
+      },
       onProgress: (sent, total) => {
+        watch();
         moved = true;
+        delete state.dataset.retrying;
         const pct = Math.floor((sent / total) * 100);
         bar.value = pct;
         const resumed = state.dataset.resumedAt ? " (resumed)" : "";
         state.textContent = pct < 100 ? "uploading " + pct + " %" + resumed : "processing…";
       },
       onError: async (err) => {
+        unwatch();
         const status = err.originalResponse ? err.originalResponse.getStatus() : 0;
         if (status === 401) {
           // "ticket already used": the same file picked twice shares one upload, and the other
@@ -307,13 +434,18 @@
         let message = "upload stopped";
         try { message = JSON.parse(err.originalResponse.getBody()).error.message; } catch (_) { /* not our JSON */ }
         const again = retryable ? " - choose the file again to continue" : "";
-        show(false, { error: { message: message + again } }, status);
+        // no answer (the connection dropped) is no refusal: the preview stays
+        if (retryable || status === 0) stopped(bar, state, message + again);
+        else show(false, { error: { message } }, status);
       },
       onSuccess: async () => {
+        unwatch();
         forgetTicket(key);
         show(...(await finished(t.id)));
       },
     });
+    up = send();
+    watch();
     up.start();
   }
 
@@ -353,8 +485,7 @@
           return;
         }
         if (data.status === "failed") {
-          state.className = "state bad";
-          state.textContent = "failed: " + ((data.error && data.error.message) || "processing failed");
+          refuse(state, "failed: " + ((data.error && data.error.message) || "processing failed"));
           return;
         }
       } catch (_) { /* network hiccup: try again */ }

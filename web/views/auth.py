@@ -110,7 +110,7 @@ async def _forget_attempt(request: web.Request, name: str) -> None:
     and the account's ceiling get this attempt back."""
     acct_ip, ip, acct = _throttle_keys(request, name)
     redis = request.app[REDIS]
-    await redis.delete(acct_ip)
+    await ratelimit.forget(redis, [acct_ip])
     await ratelimit.give_back(redis, [ip, acct])
 
 

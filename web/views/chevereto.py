@@ -40,7 +40,7 @@ from urllib.parse import parse_qsl
 from aiohttp import BodyPartReader, web
 
 from pixelfox import errors
-from pixelfox.client.images import NOTE_HEADER, clean_original, private_duplicate_note
+from pixelfox.client.images import NOTE_HEADER, clean_original, private_duplicate_note, public_status
 from pixelfox.schemes import refuse_repeated
 from pixelfox.text import printable
 from pixelfox.uploadstate import MAX_EXPIRE_AFTER_S
@@ -348,7 +348,7 @@ def chevereto_image(request: web.Request, image: common_pb2.Image, expires_s: in
         "original_filename": image.filename, "title": image.title, "size": image.bytes,
         "width": image.width, "height": image.height, "mime": image.mime, "date_gmt": image.created_at,
         "url": direct, "url_viewer": page_url(request, image), "url_short": page_url(request, image),
-        "display_url": medium, "status": {1: "processing", 2: "ready", 3: "failed"}.get(image.status, "processing"),
+        "display_url": medium, "status": public_status(image),
         "image": {**_file(direct, image), "mime": image.mime, "size": image.bytes},
         "thumb": _file(thumb, image), "medium": _file(medium, image),
         "delete_url": deletion_url(request, image), "expiration": expires_s or None,

@@ -16,7 +16,7 @@ from aiohttp import web
 from yarl import URL
 
 from pixelfox import disposition, errors, signing
-from pixelfox.client.images import served_original_url, status_name
+from pixelfox.client.images import FILES_LOST_MESSAGE, files_lost, served_original_url, status_name
 from pixelfox.numbers import ascii_int
 from pixelfox.text import isolated, one_line
 from pixelfox.v1 import common_pb2, manager_pb2
@@ -60,13 +60,15 @@ async def image_page_extras(
 async def _served_original(request: web.Request) -> tuple[common_pb2.Image, str]:
     """The image and the URL its Download serves: the original as uploaded when the owner opted in
     to keep its metadata, else the clean original (the upload with EXIF/XMP/IPTC/GPS removed
-    losslessly by the processing node). NotFound while the image is still processing, or when
-    processing failed (saying which)."""
+    losslessly by the processing node). NotFound while the image is still processing, when
+    processing failed, or when its files are lost (:func:`~pixelfox.client.images.files_lost`), saying which."""
     caller = await resolve_caller(request, state_changing=False)
     image = await load_image(request, request.match_info["slug"], caller.metadata)
     target = served_original_url(image, with_metadata=image.keep_metadata)
     if not target and status_name(image) == "failed":  # it said "still processing" for these too
         raise errors.NotFound(f"nothing to download: the image could not be processed ({image.error_message[:200]})")
+    if not target and files_lost(image):  # it said "still processing" for these too
+        raise errors.NotFound(f"nothing to download: {FILES_LOST_MESSAGE}")
     if not target:
         raise errors.NotFound("nothing to download yet; the image is still processing")
     return image, target

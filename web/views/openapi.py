@@ -51,8 +51,12 @@ IMAGE = {
     "required": ["id", "url", "status"],
     "properties": {
         "id": {"type": "string"}, "url": {"type": "string"},
-        "status": {"type": "string", "enum": ["processing", "ready", "failed"]},
-        "error": {"nullable": True, "allOf": [{"$ref": "#/components/schemas/ErrorBody"}]},
+        "status": {"type": "string", "enum": ["processing", "ready", "failed", "lost"],
+                   "description": "lost: processed, but no storage node has a copy of its files any more (every URL "
+                                  "is empty; error says so): its owner uploads the same file again to restore it"},
+        "error": {"nullable": True, "allOf": [{"$ref": "#/components/schemas/ErrorBody"}],
+                  "description": "why the image failed (the processing's code and message), or code files-lost "
+                                 "for a lost one; null otherwise"},
         "filename": {"type": "string"}, "title": {"type": "string"}, "description": {"type": "string"},
         "visibility": {"type": "string", "enum": ["public", "private"]}, "keep_metadata": {"type": "boolean"},
         "owner": {"type": "string"}, "format": {"type": "string"}, "width": {"type": "integer"},
@@ -125,6 +129,16 @@ NEW_UPLOAD = {
                                   "by the server"},
     },
 }
+TICKET_RENEWAL = {
+    "type": "object",
+    "properties": {
+        "exclude_address": {"type": "string", "maxLength": 255,
+                            "description": "optional: the upload_address of an upload node that stopped answering; "
+                                           "the new ticket points at another healthy upload node when there is one "
+                                           "(the same one otherwise)"},
+    },
+}
+
 UPLOAD_DEDUPLICATED = {
     "type": "object", "required": ["id", "status", "deduplicated", "image"],
     "properties": {
@@ -276,7 +290,8 @@ OPENAPI: dict[str, Any] = {
                                 "resumes after its first ticket ended, while its state lives (upload_ttl_s after "
                                 "its last chunk); 404 once it expired, 409 once it completed, failed or was "
                                 "cancelled, 403 for an anonymous upload",
-                     "responses": {**_ok("UploadTicket"), **_errors(401, 403, 404, 409, 413, 429, 503)}},
+                     "requestBody": {"required": False, **_json("TicketRenewal")},
+                     "responses": {**_ok("UploadTicket"), **_errors(400, 401, 403, 404, 409, 413, 429, 503)}},
         },
         DELETION_PATH: {
             "parameters": [SLUG_PARAM, {"name": "owner", "in": "path", "required": True,
@@ -358,6 +373,7 @@ OPENAPI: dict[str, Any] = {
                 "deleted": {"type": "boolean"}, "objects_deleted": {"type": "integer"},
                 "objects_pending": {"type": "integer"}}},
             "NewUpload": NEW_UPLOAD,
+            "TicketRenewal": TICKET_RENEWAL,
             "UploadTicket": UPLOAD_TICKET,
             "UploadDeduplicated": UPLOAD_DEDUPLICATED,
             "UploadProgress": UPLOAD_PROGRESS,

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp_session import get_session
 
-from pixelfox.client.images import display_variants, served_original_url, status_name
+from pixelfox.client.images import display_variants, public_status, served_original_url
 from pixelfox.v1 import common_pb2
 from web.calls import load_image
 from web.embed_codes import share_codes
@@ -92,6 +92,7 @@ async def index(request: web.Request) -> web.Response:
     resumable = bool(user) and tus_available(request.app)
     response = await render(request, "index.html", {"max_upload_bytes": settings.max_upload_bytes,
                                                     "resumable": resumable,
+                                                    "upload_stall_ms": round(settings.upload_stall_s * 1000),
                                                     "anonymous_off": not user and not settings.allow_anonymous})
     if resumable:
         response.headers["Content-Security-Policy"] = csp_connecting_to(await request.app[MANAGER].upload_urls())
@@ -113,7 +114,7 @@ async def image_page(request: web.Request) -> web.Response:
     slug = request.match_info["slug"]
     caller = await resolve_caller(request, state_changing=False)
     image = await load_image(request, slug, caller.metadata)
-    status = status_name(image)
+    status = public_status(image)  # "lost": no picture, no codes, nothing to download
     picture = build_picture(image)
     page = page_url(request, image)
     direct = direct_link(image, page, picture)
@@ -151,5 +152,5 @@ async def my_images(request: web.Request) -> web.StreamResponse:
         return await request.app[MANAGER].list_images(user_id, limit=limit, before=cursor)
 
     images, next_before = await fetch_html_page(request, fetch, MY_PAGE)
-    cards = [(img, status_name(img)) for img in images]
+    cards = [(img, public_status(img)) for img in images]  # a lost one says "lost", not "ready"
     return await render(request, "my.html", {"cards": cards, "next_before": next_before})

@@ -17,7 +17,8 @@ JSON (as ``pixelfox put --json``) once the upload completed, else ``null``, and 
 ``DELETE`` cancels an open upload without its ticket (``204``): it stops counting against the
 caller's open uploads at once and its ticket is refused from then on; ``409`` when it had already
 ended. ``POST /api/v1/uploads/{id}/ticket`` renews an open upload's ticket for its owner (``200``, the
-``201``'s JSON), so that it resumes after the old ticket's end while its state lives.
+``201``'s JSON), so that it resumes after the old ticket's end while its state lives; with JSON
+``{"exclude_address"}`` (an upload node that stopped answering) on another upload node when there is one.
 ``GET /api/v1/uploads`` answers ``{"uploads": [...]}``: the caller's open and paused uploads, newest
 first, each as ``GET /api/v1/uploads/<id>`` answers it (how a client that lost its ids finds the
 ones to resume or cancel). Anonymous callers get 401.
@@ -112,14 +113,33 @@ def ticket_json(t: manager_pb2.CreateUploadResponse) -> dict[str, Any]:
     }
 
 
+class TicketRenewal(BaseModel):
+    """The optional body of ``POST /api/v1/uploads/<id>/ticket``."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    # the gRPC address (a ticket's upload_address) of an upload node that stopped answering: the upload
+    # moves to another healthy one when there is one (RelocateUpload)
+    exclude_address: str = Field("", max_length=255)
+
+
 async def renew_ticket(request: web.Request) -> web.Response:
     """``POST /api/v1/uploads/<id>/ticket``: a fresh ticket for the caller's open upload (its owner or an
     admin, by API key or session plus CSRF token), ``200`` with the JSON of ``POST /api/v1/uploads``'
     ``201``; ``404`` for an unknown upload, someone else's or one whose state expired, ``409`` once it
-    completed, failed or was cancelled, ``403`` for an anonymous upload, ``401`` without credentials."""
+    completed, failed or was cancelled, ``403`` for an anonymous upload, ``401`` without credentials, ``400``
+    for a body that is not :class:`TicketRenewal`'s JSON. No body (or ``{}``): the upload stays on its
+    upload node while that one is healthy. ``{"exclude_address": "<upload_address>"}``: the ticket points at
+    another healthy upload node when there is one (the upload page, when the node it sent to stopped
+    answering: a frozen node still counts as healthy until its heartbeats are missed)."""
     upload_id, caller = await _upload_caller(request, state_changing=True)
+    body = await read_model(request, TicketRenewal) if request.body_exists else TicketRenewal()
     t: manager_pb2.CreateUploadResponse = await call(
         request, "RenewUpload", manager_pb2.RenewUploadRequest(upload_id=upload_id), caller.metadata)
+    if body.exclude_address and t.upload_address == body.exclude_address:  # the fresh ticket is the credential
+        t = await call(request, "RelocateUpload",
+                       manager_pb2.RelocateUploadRequest(upload_id=upload_id, ticket=t.ticket,
+                                                         exclude_address=body.exclude_address),
+                       caller.metadata)
     return web.json_response(ticket_json(t), headers={"Cache-Control": "no-store"})
 
 

@@ -1,0 +1,31 @@
+"""The node rows of ``pixelfox status`` (:func:`pixelfox.cli.main.node_row`, :func:`health_text`): ``ready``
+of a stopped or frozen node, and the health column of a node in maintenance."""
+
+from __future__ import annotations
+
+import pytest
+
+from pixelfox.cli.main import health_text, node_row
+from pixelfox.v1 import common_pb2
+
+S = common_pb2
+
+
+def node(status: int, healthy: bool = False, not_ready: bool = False) -> common_pb2.Node:
+    return S.Node(node_id="storage1", role=S.NODE_ROLE_STORAGE, grpc_address="127.0.0.1:1", status=status,
+                  healthy=healthy, not_ready=not_ready)
+
+
+@pytest.mark.parametrize(("status", "healthy", "not_ready", "ready", "text"), [
+    (S.NODE_STATUS_ACTIVE, True, False, True, "healthy"),
+    (S.NODE_STATUS_ACTIVE, False, True, False, "unhealthy (not ready)"),
+    (S.NODE_STATUS_STOPPED, False, False, False, "unhealthy"),  # SIGTERMed: its last heartbeat said ready
+    (S.NODE_STATUS_INACTIVE, False, False, False, "unhealthy"),  # SIGSTOPped: heartbeats stopped
+    (S.NODE_STATUS_MAINTENANCE, False, False, True, "maintenance"),
+    (S.NODE_STATUS_MAINTENANCE, False, True, False, "maintenance"),
+])
+def test_ready_and_health_text(status: int, healthy: bool, not_ready: bool, ready: bool, text: str) -> None:
+    row = node_row(node(status, healthy, not_ready))
+    assert (row["ready"], row["health"], row["status"]) == (ready, "healthy" if healthy else "unhealthy",
+                                                            common_pb2.NodeStatus.Name(status)[12:].lower())
+    assert health_text(row) == text
