@@ -300,17 +300,22 @@ class Registry:
         return rec
 
     async def _unknown(self, node_id: str) -> errors.NotFound:
-        """The NotFound for a node id neither the registry nor the maintenance set holds, naming the known
-        id it most likely meant (ids are case-sensitive: ``Storage-1`` is not ``storage-1``), if any:
-        the same id in another case first, else the closest by :func:`difflib.get_close_matches`
-        (ratio at least 0.6, its default)."""
-        known = {r.node_id for r in await self.all()} | self.in_maintenance
+        """The NotFound for a node id neither the registry nor the maintenance set holds, with
+        :meth:`did_you_mean`'s hint."""
+        return errors.NotFound(f"no node {node_id!r} in the registry{await self.did_you_mean(node_id)}")
+
+    async def did_you_mean(self, node_id: str, role: int = 0) -> str:
+        """``"; did you mean 'ID'?"`` naming the known node id (of ``role``, 0 for any) ``node_id`` most likely
+        meant, or "" when none is close (ids are case-sensitive: ``Storage-1`` is not ``storage-1``): the
+        same id in another case first (the hint then says ids are case-sensitive), else the closest by
+        :func:`difflib.get_close_matches` (ratio at least 0.6, its default)."""
+        known = {r.node_id for r in await self.all(role)} | (set() if role else self.in_maintenance)
         same = [k for k in sorted(known) if k.casefold() == node_id.casefold()]
         near = same or difflib.get_close_matches(node_id, sorted(known), n=1)
         hint = f"; did you mean {near[0]!r}?" if near else ""
         if same:
             hint += " (node ids are case-sensitive)"
-        return errors.NotFound(f"no node {node_id!r} in the registry{hint}")
+        return hint
 
     async def forget(self, node_id: str) -> NodeRecord | None:
         """Drop ``node_id`` from the registry and from maintenance (an admin's word: it died for good);

@@ -101,7 +101,11 @@ def test_scrub_finds_copies_removed_by_hand_and_fix_has_them_repaired(two_storag
     assert "storage2" not in text.stdout and first in text.stdout and one["id"] in text.stdout
     assert f"{len(keys_of(two)) + 1} copies are missing: run `pixelfox scrub --fix`" in " ".join(text.stdout.split())
     wrong = cli(local.root, "scrub", "--node", "storage9")
-    assert wrong.returncode == 2 and "no storage node storage9 is registered" in wrong.stderr, wrong.stderr
+    assert wrong.returncode == 2, wrong.stderr
+    assert "no storage node storage9 is registered; did you mean 'storage1'?" in wrong.stderr, wrong.stderr
+    case = cli(local.root, "scrub", "--node", "Storage2")
+    assert case.returncode == 2, case.stderr
+    assert "did you mean 'storage2'? (node ids are case-sensitive)" in case.stderr, case.stderr
 
     async def anonymous() -> grpc.StatusCode:
         async with grpc.aio.insecure_channel(local.manager_address.split(",")[0]) as ch:
