@@ -112,6 +112,8 @@ def test_web_renews_a_ticket_for_its_owner(cluster: ClusterHandle) -> None:
     assert tickets.verify(tickets.derive_key(cluster.secret), moved.json()["ticket"]).upload_id == upload_id
     stays = requests.post(url, json={}, headers=auth, timeout=10)  # no node named: it stays where it is now
     assert stays.json()["upload_address"] == moved.json()["upload_address"], stays.text
+    unset = requests.post(url, json={"exclude_address": None}, headers=auth, timeout=10)  # null: as absent
+    assert unset.status_code == 200 and unset.json()["upload_address"] == moved.json()["upload_address"], unset.text
     bad = requests.post(url, json={"exclude_address": 5}, headers=auth, timeout=10)
     assert bad.status_code == 400 and "exclude_address" in bad.json()["error"]["message"], bad.text
 

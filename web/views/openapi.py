@@ -132,7 +132,7 @@ NEW_UPLOAD = {
 TICKET_RENEWAL = {
     "type": "object",
     "properties": {
-        "exclude_address": {"type": "string", "maxLength": 255,
+        "exclude_address": {"type": "string", "nullable": True, "maxLength": 255,
                             "description": "optional: the upload_address of an upload node that stopped answering; "
                                            "the new ticket points at another healthy upload node when there is one "
                                            "(the same one otherwise)"},

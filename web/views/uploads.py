@@ -119,7 +119,8 @@ class TicketRenewal(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
     # the gRPC address (a ticket's upload_address) of an upload node that stopped answering: the upload
     # moves to another healthy one when there is one (RelocateUpload)
-    exclude_address: str = Field("", max_length=255)
+    # (null or "" as absent, as clients that always send the field write it)
+    exclude_address: str | None = Field(None, max_length=255)
 
 
 async def renew_ticket(request: web.Request) -> web.Response:
