@@ -224,6 +224,7 @@ async def put_files(
                             sending[path] = 0
                         receipt = await upload_file(stub, md, path, progress=bar.sent, title=title, resume=resume,
                                                     max_rate=max_rate, no_node_s=retry_s, no_node=bar.no_node,
+                                                    wait_for_node=True,
                                                     max_stall_s=max(60.0, retry_s))
                         waiting.append(asyncio.ensure_future(finish(path, receipt)))
                     except errors.PixelfoxError as exc:

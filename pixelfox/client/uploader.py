@@ -224,13 +224,29 @@ async def _create(
 
 async def _create_hashed(
     manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...],
-    req: manager_pb2.CreateUploadRequest, digest: str
+    req: manager_pb2.CreateUploadRequest, digest: str, watch: Watch | None = None
 ) -> manager_pb2.CreateUploadResponse:
     """``CreateUpload`` declaring the file's SHA-256 ``digest`` (``req.sha256``), so that the manager can
     answer at once with the caller's image of these bytes (``deduplicated``: nothing to send). Raises
-    EmptyFile for an empty file."""
+    EmptyFile for an empty file. With ``watch``, a manager that says no upload node takes uploads
+    (NoNodeAvailable: every one down, stopped or in maintenance) is asked again every second until
+    ``watch`` gives up (:meth:`Watch.lost`: its ``no_node_s``), then that NoNodeAvailable is raised."""
     req.sha256 = digest
-    ticket = await _create(manager, md, req)
+    while True:
+        try:
+            ticket = await _create(manager, md, req)
+        except errors.NoNodeAvailable as exc:
+            if watch is None:
+                raise
+            watch.cause = str(exc)
+            watch.lost()
+            if watch.left_s() <= 0:
+                raise
+            await asyncio.sleep(min(1.0, watch.left_s()))
+            continue
+        if watch is not None:
+            watch.answered()
+        break
     if req.size == 0:
         raise errors.EmptyFile("empty file")
     return ticket
@@ -404,7 +420,7 @@ async def _earlier(
 async def _open(
     manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...], path: Path, digest: str,
     req: manager_pb2.CreateUploadRequest, dial: Callable[[str], str], watch: Callable[[], Watch],
-    resume: Resume | None, key: FileKey | None,
+    resume: Resume | None, key: FileKey | None, wait_for_node: bool = False,
 ) -> tuple[_Attempt, upload_pb2.QueryUploadResponse] | manager_pb2.CreateUploadResponse:
     """The upload to send ``path`` to and its committed state: the journal's upload of an earlier run
     when the server still has it, the file is the same (``digest``) and no other live run sends it, else a new one from
@@ -412,7 +428,8 @@ async def _open(
     ticket renewed on the way (:meth:`_Attempt.renew`) replaces the entry's. The uploads of the file's
     entries made for other bytes (all of its entries with ``resume.lookup`` False: ``--no-resume``) are
     cancelled first (:func:`~pixelfox.client.resume.cancel_stale`). ``watch()`` makes the :class:`Watch` that
-    gives up on the earlier run's upload when the cluster does not answer."""
+    gives up on the earlier run's upload when the cluster does not answer; with ``wait_for_node`` it also
+    waits out a ``CreateUpload`` refused for want of an upload node (:func:`_create_hashed`)."""
     journal = resume.journal if resume and key else None
 
     def record(answer: manager_pb2.CreateUploadResponse) -> None:  # the entry holds the upload's latest ticket
@@ -435,7 +452,7 @@ async def _open(
                 return found
             logger.info("upload %s of an earlier run is not resumed (the upload ended)", entry.upload_id)
             resume.journal.drop(key, entry.upload_id)
-    ticket = await _create_hashed(manager, md, req, digest)
+    ticket = await _create_hashed(manager, md, req, digest, watch() if wait_for_node else None)
     if ticket.deduplicated:
         return ticket
     record(ticket)
@@ -459,6 +476,7 @@ async def upload_file(
     title: str = "",
     resume: Resume | None = None,
     max_rate: int = 0,
+    wait_for_node: bool = False,
 ) -> upload_pb2.UploadReceipt:
     """Upload ``path``; the receipt's ``image`` is the new image (status ``processing``, or ``failed``).
 
@@ -485,7 +503,10 @@ async def upload_file(
     committed offset instead of ``CreateUpload`` (its ticket renewed first with ``RenewUpload`` when it
     ended: the upload lives ``upload_ttl_s`` after its last chunk); it is forgotten once the upload completes or the
     server refuses or ended it (an upload the server no longer knows starts afresh). ``max_rate`` > 0
-    sends at most that many bytes a second. Raises
+    sends at most that many bytes a second. ``wait_for_node`` (``pixelfox put``; a web request answers 503 at
+    once instead) treats the manager saying no upload node takes uploads before the upload starts as a node
+    that does not answer: ``CreateUpload`` is asked again for up to ``no_node_s`` seconds, ``no_node``
+    told as above, before NoNodeAvailable is raised. Raises
     :class:`~pixelfox.errors.PixelfoxError` subclasses: ``InvalidImage`` family for rejected
     bytes, ``Unauthenticated``, ``NoNodeAvailable``, ``Unavailable``...
     """
@@ -499,7 +520,7 @@ async def upload_file(
     watch = functools.partial(Watch, size, max_stall_s, no_node_s, no_node)
     opened = await _open(manager, md, path, digest, manager_pb2.CreateUploadRequest(
         filename=name, size=size, content_type=content_type, expire_after_s=expire_after_s, title=title),
-        dial or (lambda a: a), watch, resume, key)
+        dial or (lambda a: a), watch, resume, key, wait_for_node)
     if isinstance(opened, manager_pb2.CreateUploadResponse):  # the caller's image of these bytes: nothing is sent
         return _known(opened, size, digest, progress)
     att, q = opened

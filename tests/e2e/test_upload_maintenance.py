@@ -4,6 +4,7 @@ words of ``pixelfox status`` ("no upload node takes new uploads (upload1: mainte
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,13 @@ def test_uploads_say_every_upload_node_is_in_maintenance(cluster: ClusterHandle,
         # the health column says maintenance too (it said "unhealthy"; the admin page says "maintenance")
         row = next(line for line in status.stdout.splitlines() if " upload1 " in line)
         assert row.count("maintenance") == 2 and "unhealthy" not in row, status.stdout
-        put = cluster.pixelfox("put", str(photo))
-        assert put.returncode != 0 and SAID in put.stdout + put.stderr, (put.stdout, put.stderr)
+        # put waits --retry-for seconds for an upload node to take it, saying so, then gives the manager's words
+        started = time.monotonic()
+        put = cluster.pixelfox("put", "--retry-for", "3", str(photo))
+        took = time.monotonic() - started
+        assert put.returncode == 1 and SAID in put.stdout + put.stderr, (put.stdout, put.stderr)
+        assert f"{photo}: no upload node answers; retrying for up to 3 s" in put.stderr, put.stderr
+        assert 3 <= took < 30, took
         assert "no healthy upload node" not in put.stdout + put.stderr
         r = requests.post(f"{cluster.web_url}/api/v1/images", timeout=60,
                           files={"file": ("later.png", photo.read_bytes(), "image/png")})
