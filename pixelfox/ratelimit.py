@@ -1,5 +1,6 @@
-"""Per-address budgets in Redis (uploads, logins, registrations, reports), shared by the web node and
-the manager.
+"""Rate budgets in Redis: per address (uploads, logins, registrations, reports), shared by the web node and
+the manager, and per user (the manager's uploads a minute, :mod:`nodes.manager.upload_limits`, whose admit
+script counts it with :data:`GCRA_LUA`).
 
 A budget of ``limit`` attempts per ``window_s`` is a GCRA (generic cell rate algorithm, the virtual
 scheduling form of ATM Forum Traffic Management Specification 4.1 (af-tm-0121.000, 1999), as
@@ -33,6 +34,7 @@ sets an expiry at the TAT (no budget key outlives the moment it is empty again).
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -52,36 +54,53 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 """
 
+#: Lua over one budget's hash, after :data:`_NOW` (they read its ``now``): ``gcra_next(key, limit,
+#: window)`` gives the wait (µs; <= 0: one more attempt fits now), the TAT and step it would store, and
+#: whether the key holds another type (to delete first); ``gcra_store(key, tat, step, stale)`` counts it.
+#: Shared by :data:`_TAKE` and the manager's per-user admit script (:mod:`nodes.manager.upload_limits`).
+_GCRA = """
+local function gcra_next(key, limit, window)
+  local step, tat, kind = window / limit, now, redis.call('TYPE', key)['ok']
+  if kind == 'hash' then
+    tat = math.max(tonumber(redis.call('HGET', key, 'tat')) or now, now)
+  end
+  return tat + step - now - window, tat + step, step, kind ~= 'hash' and kind ~= 'none'
+end
+local function gcra_store(key, tat, step, stale)
+  if stale then
+    redis.call('DEL', key)
+  end
+  redis.call('HSET', key, 'tat', string.format('%.0f', tat), 'step', string.format('%.0f', step))
+  redis.call('PEXPIRE', key, math.max(math.ceil((tat - now) / 1000), 1))
+end
+"""
+
+#: the head of a Lua script that counts GCRA budgets: the server's ``now`` and the two functions of
+#: :data:`_GCRA` (``gcra_next``, ``gcra_store``; a budget's hash is :func:`state_key` of its key)
+GCRA_LUA = _NOW + _GCRA
+
 # KEYS: the budgets' hashes; ARGV: one limit per key, then the window in seconds. Returns 0 when the
 # attempt was counted on every key, else the seconds (rounded up, >= 1) until it fits on all of them
 # (nothing counted). A limit of 0 or less never fits (the wait is the window). A key of another type
 # than hash (none written by PixelFox) is taken as an empty budget and overwritten.
-_TAKE = _NOW + """
+_TAKE = GCRA_LUA + """
 local window = tonumber(ARGV[#KEYS + 1]) * 1000000
-local wait, tats, steps, stale = 0, {}, {}, {}
+local wait, pending = 0, {}
 for i, key in ipairs(KEYS) do
   local limit = tonumber(ARGV[i])
   if limit <= 0 then
     wait = math.max(wait, window)
   else
-    local step, tat, kind = window / limit, now, redis.call('TYPE', key)['ok']
-    if kind == 'hash' then
-      tat = math.max(tonumber(redis.call('HGET', key, 'tat')) or now, now)
-    end
-    stale[i] = kind ~= 'hash' and kind ~= 'none'
-    wait = math.max(wait, tat + step - now - window)
-    tats[i], steps[i] = tat + step, step
+    local w, tat, step, stale = gcra_next(key, limit, window)
+    wait = math.max(wait, w)
+    pending[i] = {tat, step, stale}
   end
 end
 if wait > 0 then
   return math.max(math.ceil(wait / 1000000), 1)
 end
 for i, key in ipairs(KEYS) do
-  if stale[i] then
-    redis.call('DEL', key)
-  end
-  redis.call('HSET', key, 'tat', string.format('%.0f', tats[i]), 'step', string.format('%.0f', steps[i]))
-  redis.call('PEXPIRE', key, math.max(math.ceil((tats[i] - now) / 1000), 1))
+  gcra_store(key, pending[i][1], pending[i][2], pending[i][3])
 end
 return 0
 """
@@ -157,6 +176,17 @@ async def give_back(redis: Redis, keys: Sequence[str]) -> None:
     already empty (no key) stays so. Keys must share a hash tag."""
     if keys:
         await _GIVE_BACK_SCRIPT(keys=[state_key(k) for k in keys], client=redis)
+
+
+async def wait_s(redis: Redis, key: str, limit: int, window_s: float) -> int:
+    """Seconds until one more attempt fits on budget ``key`` of ``limit`` attempts per ``window_s`` (0: it
+    fits now), read without counting it (:func:`held`): a check before the attempt, which :func:`take`
+    (or a script built on :data:`GCRA_LUA`) still decides. A limit of 0 or less: ``window_s``."""
+    if limit <= 0:
+        return math.ceil(window_s)
+    (now_held,) = await held(redis, [key])
+    over = now_held - (limit - 1)  # the attempt fits while the budget holds at most limit - 1
+    return max(1, math.ceil(over * window_s / limit - 1e-6)) if over > 1e-6 else 0
 
 
 async def forget(redis: Redis, keys: Sequence[str]) -> None:

@@ -1,9 +1,11 @@
 """Per-user upload limits held in Redis (shared by every manager): rate, open uploads, quota.
 
-* rate — ``pixelfox:{limits}:rate:<user>:<minute>`` INCR with a 120 s expiry; more than
-  ``user_uploads_per_minute`` uploads started in one clock minute → ``RateLimited``. Only uploads
-  let through count: the quota and open uploads are checked first, and a token over the limit is
-  given back (DECR), so one token per admitted upload.
+* rate — a GCRA budget of ``user_uploads_per_minute`` uploads per 60 s (:mod:`pixelfox.ratelimit`: it
+  holds that many at once and refills one every 60 / N s; its hash is ``pixelfox:{limits}:rate:<user>:gcra``)
+  → ``RateLimited`` with the seconds until one more fits. It replaced a counter per clock minute, which let
+  N uploads at 12:00:59 and N more at 12:01:00 through. Only uploads let through count: the quota and open
+  uploads are checked first, and a refused upload is counted nowhere, so one token per admitted upload.
+  (The per-minute counters of older managers, ``...:rate:<user>:<minute>``, expire within 120 s.)
 * open uploads — sorted set ``pixelfox:{limits}:open:<user>`` (member upload id, score the
   unix time after which nothing can use the upload any more: the earlier of its ticket's end,
   :func:`pixelfox.tickets.usable_until`, and its state's expiry, ``upload_ttl_s`` after the last
@@ -43,7 +45,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from pixelfox import errors, tickets
+from pixelfox import errors, ratelimit, tickets
 from pixelfox.config import LimitsSettings
 from pixelfox.db.models import Image, Upload
 from pixelfox.text import human_bytes
@@ -55,12 +57,15 @@ logger = logging.getLogger(__name__)
 #: it (the holder only reads the use and writes one row: milliseconds)
 QUOTA_LOCK_S = 10.0
 
-# KEYS: the user's open-upload set, this minute's rate counter. ARGV: now, open-upload limit, rate
-# limit (0 = none), upload id, its score (when it stops counting), the set's expiry (s). Dead entries
-# go first; a full set is {1, score of the first to free}; else the rate is counted (INCR, 120 s) and
-# one over the limit is given back (DECR) and is {2, ""}; else the upload takes its slot: {0, ""}.
+#: seconds of the per-user upload rate (the setting says "per minute")
+RATE_WINDOW_S = 60
+
+# KEYS: the user's open-upload set, the user's rate budget hash (ratelimit.state_key). ARGV: now, open-upload
+# limit, rate limit (0 = none), upload id, its score (when it stops counting), the set's expiry (s), the
+# rate's window (s). Dead entries go first; a full set is {1, score of the first to free}; a spent rate
+# budget is {2, seconds until one more fits}; else the upload takes its slot and its rate token: {0, ""}.
 # One script: an upload refused for either reason counts against neither.
-_ADMIT = """
+_ADMIT = ratelimit.GCRA_LUA + """
 local open_limit, rate_limit = tonumber(ARGV[2]), tonumber(ARGV[3])
 if open_limit > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -69,17 +74,19 @@ if open_limit > 0 then
     return {1, first[2] or ''}
   end
 end
+local wait, tat, step, stale
 if rate_limit > 0 then
-  local count = redis.call('INCR', KEYS[2])
-  redis.call('EXPIRE', KEYS[2], 120)
-  if count > rate_limit then
-    redis.call('DECR', KEYS[2])
-    return {2, ''}
+  wait, tat, step, stale = gcra_next(KEYS[2], rate_limit, tonumber(ARGV[7]) * 1000000)
+  if wait > 0 then
+    return {2, tostring(math.max(math.ceil(wait / 1000000), 1))}
   end
 end
 if open_limit > 0 then
   redis.call('ZADD', KEYS[1], ARGV[5], ARGV[4])
   redis.call('EXPIRE', KEYS[1], ARGV[6])
+end
+if rate_limit > 0 then
+  gcra_store(KEYS[2], tat, step, stale)
 end
 return {0, ''}
 """
@@ -138,13 +145,14 @@ class UploadLimits:
             return
         now = time.time()
         refused, earliest = await self._admit(
-            keys=[open_uploads_key(user_id), self._rate_key(user_id, now)],
+            keys=[open_uploads_key(user_id), ratelimit.state_key(self._rate_key(user_id))],
             args=[now, lim.user_open_uploads, per_minute, upload_id,
-                  min(usable_until, now + lim.upload_ttl_s), max(1, math.ceil(usable_until - now)) + 60])
+                  min(usable_until, now + lim.upload_ttl_s), max(1, math.ceil(usable_until - now)) + 60,
+                  RATE_WINDOW_S])
         if int(refused) == 1:
             raise self._too_many_open(float(earliest) if earliest else None, now)
         if int(refused) == 2:
-            self._check_rate(lim.user_uploads_per_minute + 1, now)
+            raise self._rate_limited(int(earliest))
 
     async def check(self, user_id: str, size: int, body_bytes: int = 0) -> None:
         """Raise what :meth:`admit` would for a new upload of ``size`` bytes now (RateLimited,
@@ -157,24 +165,23 @@ class UploadLimits:
         if not user_id:
             return
         now = time.time()
-        if self.limits.user_uploads_per_minute:
-            self._check_rate(int(await self.redis.get(self._rate_key(user_id, now)) or 0) + 1, now)
+        if self.limits.user_uploads_per_minute and (wait := await ratelimit.wait_s(
+                self.redis, self._rate_key(user_id), self.limits.user_uploads_per_minute, RATE_WINDOW_S)):
+            raise self._rate_limited(wait)
         await self._check_quota(user_id, size, body_bytes)
         if self.limits.user_open_uploads:
             await self._check_open(open_uploads_key(user_id), now)
 
     @staticmethod
-    def _rate_key(user_id: str, now: float) -> str:
-        """The counter of uploads ``user_id`` started in the clock minute of ``now`` (unix time)."""
-        return f"pixelfox:{{limits}}:rate:{user_id}:{int(now // 60)}"
+    def _rate_key(user_id: str) -> str:
+        """The key of ``user_id``'s upload rate budget (:mod:`pixelfox.ratelimit`; its hash is
+        :func:`~pixelfox.ratelimit.state_key` of it)."""
+        return f"pixelfox:{{limits}}:rate:{user_id}"
 
-    def _check_rate(self, count: int, now: float) -> None:
-        """RateLimited when ``count`` (this upload included) is over the per-minute limit."""
-        if count > self.limits.user_uploads_per_minute:
-            wait = 60 - int(now % 60)
-            raise errors.RateLimited(
-                f"more than {self.limits.user_uploads_per_minute} uploads in a minute; wait {wait} s",
-                retry_after_s=wait)
+    def _rate_limited(self, wait: int) -> errors.RateLimited:
+        """The refusal of an upload over the per-user rate, ``wait`` seconds before one more fits."""
+        return errors.RateLimited(f"more than {self.limits.user_uploads_per_minute} uploads in a minute; wait {wait} s",
+                                  retry_after_s=wait)
 
     async def _check_quota(self, user_id: str, size: int, body_bytes: int = 0) -> None:
         """QuotaExceeded when the user's images, plus the declared sizes of the user's uploads that are

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -70,16 +69,18 @@ def user_id(local: LocalCluster, key: str) -> str:
     return requests.get(f"{local.web_urls[0]}/api/v1/me", headers={"X-API-Key": key}, timeout=10).json()["id"]
 
 
-def minute() -> int:
-    """The clock minute now (unix seconds // 60): the window of the per-minute rate counters."""
-    return int(time.time() // 60)
+def rate_tokens(r: redis.Redis, uid: str) -> int:
+    """The uploads ``uid``'s rate budget holds now (its GCRA budget, :mod:`pixelfox.ratelimit`), rounded up:
+    one drains every 12 s (60 s / 5), so a count read within 12 s of the first upload counted is exact."""
+    return budget_held(r, f"pixelfox:{{limits}}:rate:{uid}")
 
 
-def rate_tokens(r: redis.Redis, uid: str, since: int) -> int:
-    """The rate tokens ``uid`` used from clock minute ``since`` until now: the sum of those minutes' counters
-    (a test may cross into the next minute; none of these tests comes near the 5 a minute, so a new
-    minute's fresh budget changes no answer)."""
-    return sum(int(r.get(f"pixelfox:{{limits}}:rate:{uid}:{m}") or 0) for m in range(since, minute() + 1))
+def assert_tokens(r: redis.Redis, uid: str, n: int) -> None:
+    """``uid``'s rate budget holds the ``n`` uploads admitted, none of the refused ones: exactly ``n``, or
+    ``n - 1`` when the test ran past the first one's 12 s (a loaded machine); a refusal counted would be
+    one more."""
+    held = rate_tokens(r, uid)
+    assert (n - 1 <= held <= n) if n else held == 0, (held, n)
 
 
 async def created(local: LocalCluster, key: str, size: int) -> str:
@@ -98,25 +99,25 @@ def test_uploads_refused_by_create_upload_use_up_no_rate_token(local: LocalClust
     goes through once a slot is free (the rate was counted before the other checks: it was a 429
     rate-limited), and the counter holds exactly the uploads admitted."""
     key = asyncio.run(new_user_key(local, "overquota"))
-    uid, since = user_id(local, key), minute()
+    uid = user_id(local, key)
     assert [asyncio.run(created(local, key, QUOTA + 1)) for _ in range(8)] == ["quota-exceeded"] * 8
-    assert rate_tokens(r, uid, since) == 0
+    assert_tokens(r, uid, 0)
     assert asyncio.run(created(local, key, 1000)) == ""  # fits: the first upload this minute
     assert asyncio.run(created(local, key, 1000)) == ""
     assert [asyncio.run(created(local, key, 1000)) for _ in range(6)] == ["too-many-open-uploads"] * 6
-    assert rate_tokens(r, uid, since) == 2
+    assert_tokens(r, uid, 2)
     opened = r.zrange(f"pixelfox:{{limits}}:open:{uid}", 0, 0)[0].decode()
     gone = requests.delete(f"{local.web_urls[0]}/api/v1/uploads/{opened}", headers={"X-API-Key": key}, timeout=10)
     assert gone.status_code == 204, gone.text
     assert asyncio.run(created(local, key, 1000)) == ""
-    assert rate_tokens(r, uid, since) == 3
+    assert_tokens(r, uid, 3)
 
 
 def test_parallel_admits_count_only_the_admitted(local: LocalCluster, r: redis.Redis) -> None:
     """12 CreateUpload calls at once: exactly 2 are admitted (the open-upload check and its record are
     one step), and the rate counter holds those 2, not 12."""
     key = asyncio.run(new_user_key(local, "parallel"))
-    uid, since = user_id(local, key), minute()
+    uid = user_id(local, key)
 
     async def burst() -> list[str]:
         return list(await asyncio.gather(*(created(local, key, 1000) for _ in range(12))))
@@ -124,7 +125,7 @@ def test_parallel_admits_count_only_the_admitted(local: LocalCluster, r: redis.R
     codes = asyncio.run(burst())
     assert codes.count("") == OPEN, codes
     assert set(codes) == {"", "too-many-open-uploads"}, codes
-    assert rate_tokens(r, uid, since) == OPEN
+    assert_tokens(r, uid, OPEN)
     assert r.zcard(f"pixelfox:{{limits}}:open:{uid}") == OPEN
 
 

@@ -295,6 +295,16 @@ def budget_held(r: redis.Redis, key: str) -> int:
     return math.ceil(max(float(tat) - (seconds * 1_000_000 + micros), 0) / float(step))
 
 
+def fill_budget(r: redis.Redis, key: str, n: int, limit: int, window_s: float = 60) -> None:
+    """Make the rate budget ``key`` of ``limit`` attempts per ``window_s`` hold ``n`` attempts now, as if
+    ``n`` had just been counted (:mod:`pixelfox.ratelimit`: TAT = now + n emission intervals)."""
+    step = window_s * 1_000_000 / limit
+    seconds, micros = r.time()
+    tat = seconds * 1_000_000 + micros + n * step
+    r.hset(state_key(key), mapping={"tat": f"{tat:.0f}", "step": f"{step:.0f}"})
+    r.pexpire(state_key(key), math.ceil(n * step / 1000))
+
+
 def forget_budget(r: redis.Redis, key: str) -> None:
     """Empty the rate budget ``key`` (:func:`pixelfox.ratelimit.forget`, for a sync client)."""
     r.delete(state_key(key))
