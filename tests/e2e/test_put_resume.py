@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -255,6 +256,23 @@ def node_named(cluster: ClusterHandle, address: str) -> str:
                 if c.name.startswith("upload") and c.env and c.env.get("PIXELFOX_GRPC__PORT") == str(port))
 
 
+def outlast(cluster: ClusterHandle, proc: subprocess.Popen[str], *, act: Callable[[], None] = lambda: None,
+            restore: Callable[[], None] = lambda: None, timeout_s: float = 150) -> tuple[str, str, float]:
+    """Do ``act`` to the cluster (freeze or kill its upload nodes) and wait for the put ``proc`` to end:
+    its stdout, stderr and the seconds from the end of ``act``. Whatever happens, ``proc`` is killed if
+    it still runs, then ``restore`` undoes ``act`` and the cluster is waited on to be ready again."""
+    try:
+        act()
+        began = time.monotonic()
+        out, err = proc.communicate(timeout=timeout_s)
+        return out, err, time.monotonic() - began
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        restore()
+        asyncio.run(cluster.local.wait_ready(60))
+
+
 @pytest.mark.parametrize(("how", "ticket_ended"), [("killed", False), ("killed", True), ("stopped", False)],
                          ids=["killed", "killed-ticket-ended", "stopped"])
 def test_a_resume_whose_upload_node_is_gone_asks_the_manager(cluster: ClusterHandle, tmp_path: Path, how: str,
@@ -425,16 +443,8 @@ def test_put_moves_off_an_upload_node_frozen_mid_stream(cluster: ClusterHandle, 
     entry = committed_entry(cluster, proc, journal, size // 4)
     upload_id = entry.upload_id
     gone = cluster.local.child(node_named(cluster, entry.upload_address))
-    gone.proc.send_signal(signal.SIGSTOP)
-    began = time.monotonic()
-    try:
-        out, err = proc.communicate(timeout=120)
-        took = time.monotonic() - began
-    finally:
-        gone.proc.send_signal(signal.SIGCONT)
-        if proc.poll() is None:
-            proc.kill()
-        asyncio.run(cluster.local.wait_ready(60))
+    out, err, took = outlast(cluster, proc, act=lambda: gone.proc.send_signal(signal.SIGSTOP),
+                             restore=lambda: gone.proc.send_signal(signal.SIGCONT), timeout_s=120)
     res = json.loads(out.strip().splitlines()[-1])
     assert (proc.returncode, res["status"], res.get("sha256")) == (0, "ready", sha), (took, out, err)
     assert progress(cluster, upload_id).image.slug == res["id"]  # the same upload, finished elsewhere
@@ -455,19 +465,14 @@ def test_put_with_every_upload_node_frozen_ends_paused(cluster: ClusterHandle, t
                                                          put.proc, put.upload_id)
     frozen = [cluster.local.child(name) for name in upload_nodes(cluster)]
     assert len(frozen) == 2
-    for child in frozen:
-        child.proc.send_signal(signal.SIGSTOP)
-    began = time.monotonic()
-    try:
-        out, err = proc.communicate(timeout=150)
-        took = time.monotonic() - began
-        committed = progress(cluster, upload_id).offset
-    finally:
+
+    def signal_all(sig: signal.Signals) -> None:
         for child in frozen:
-            child.proc.send_signal(signal.SIGCONT)
-        if proc.poll() is None:
-            proc.kill()
-        asyncio.run(cluster.local.wait_ready(60))
+            child.proc.send_signal(sig)
+
+    out, err, took = outlast(cluster, proc, act=lambda: signal_all(signal.SIGSTOP),
+                             restore=lambda: signal_all(signal.SIGCONT))
+    committed = progress(cluster, upload_id).offset  # put has ended: nothing sends to it any more
     res = json.loads(out.strip().splitlines()[-1])
     assert (proc.returncode, res["status"], res["error"]["code"]) == (1, "paused", "unavailable"), (out, err)
     assert res["error"]["message"] == (
@@ -494,18 +499,13 @@ def test_put_with_every_upload_node_killed_ends_paused_soon(cluster: ClusterHand
                                                          put.proc, put.upload_id)
     names = upload_nodes(cluster)
     assert len(names) == 2
-    kill_all(cluster, names)
-    began = time.monotonic()
-    try:
-        out, err = proc.communicate(timeout=150)
-        took = time.monotonic() - began
-        committed = progress(cluster, upload_id).offset
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+
+    def restart_all() -> None:
         for name in names:
             cluster.local.restart(name)
-        asyncio.run(cluster.local.wait_ready(60))
+
+    out, err, took = outlast(cluster, proc, act=lambda: kill_all(cluster, names), restore=restart_all)
+    committed = progress(cluster, upload_id).offset  # put has ended: nothing sends to it any more
     res = json.loads(out.strip().splitlines()[-1])
     assert (proc.returncode, res["status"], res["error"]["code"]) == (1, "paused", "unavailable"), (out, err)
     assert res["error"]["message"] == (
@@ -534,15 +534,13 @@ def test_put_rides_out_upload_nodes_restarting(cluster: ClusterHandle, tmp_path:
     put = slow_put(cluster, tmp_path, "blip.png")
     path, sha, journal, proc, upload_id = put.path, put.sha, put.journal, put.proc, put.upload_id
     names = upload_nodes(cluster)
-    try:
+
+    def kill_and_restart() -> None:
         kill_all(cluster, names)
         for name in names:
             cluster.local.restart(name)
-        out, err = proc.communicate(timeout=150)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        asyncio.run(cluster.local.wait_ready(60))
+
+    out, err, _ = outlast(cluster, proc, act=kill_and_restart)
     res = json.loads(out.strip().splitlines()[-1])
     assert (proc.returncode, res["status"], res["sha256"]) == (0, "ready", sha), (out, err)
     assert f"{path}: no upload node answers; retrying for up to 20 s (Ctrl-C to stop; the same command resumes " \
