@@ -159,7 +159,7 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
         self, req: manager_pb2.RenewUploadRequest, ctx: Ctx
     ) -> manager_pb2.CreateUploadResponse:
         p = await self.svc.principal(caller())
-        return await self.svc.uploads.renew(req.upload_id, p.user, p.is_admin)
+        return await self.svc.uploads.renew(req.upload_id, p.user, p.is_admin, req.exclude_address)
 
     @rpc()  # the ticket, or the owner's (or an admin's) credentials
     async def AbandonUpload(

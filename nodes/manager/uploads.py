@@ -527,7 +527,8 @@ class Uploads:
             await s.commit()
         return self._ticket_answer(upload_id, node, ticket_token, ticket.expires_at, ticket.size)
 
-    async def renew(self, upload_id: str, user: User | None, is_admin: bool) -> manager_pb2.CreateUploadResponse:
+    async def renew(self, upload_id: str, user: User | None, is_admin: bool, exclude_address: str = ""
+                    ) -> manager_pb2.CreateUploadResponse:
         """A fresh ticket, ``ticket_ttl_s`` from now, for upload ``upload_id``, asked by its owner or an admin
         (``RenewUpload``; ``POST /api/v1/uploads/<id>/ticket``), so that it resumes from its committed bytes
         while its state lives (``upload_ttl_s`` after its last chunk), however long ago its ticket ended.
@@ -535,7 +536,10 @@ class Uploads:
         The row's ``expires_at`` becomes the new ticket's exp (quota and :meth:`progress` follow it) and the
         upload's open-upload slot is pushed out to the new ticket's end (or its state's, when sooner). An
         upload whose ticket had already ended stopped counting: it is counted again as a new one would be
-        (quota and open uploads, no rate token). Its node is kept while healthy, else another is picked.
+        (quota and open uploads, no rate token). Its node is kept while healthy, else another is picked;
+        ``exclude_address`` (a node the caller saw stop answering) is left unless it is the only healthy one, as
+        :meth:`relocate` does, so a client moves off a frozen node (still healthy until its heartbeats are
+        missed) in one call.
         Earlier tickets stay valid until their own end (they name the same upload). Raises Unauthenticated
         (no user), NotFound (unknown, someone else's, or its state expired: nothing left to resume),
         Forbidden (an anonymous upload: no owner), Conflict (complete, failed or cancelled, with the
@@ -569,7 +573,8 @@ class Uploads:
             if upload is None or upload.status != "open":
                 raise errors.Conflict(f"the upload is {upload.status if upload else 'gone'}: its ticket cannot be "
                                       "renewed")
-            node = next((n for n in nodes if n.node_id == upload.upload_node_id), None) or spread(nodes)
+            usable = [n for n in nodes if n.grpc_address != exclude_address] or nodes
+            node = next((n for n in usable if n.node_id == upload.upload_node_id), None) or spread(usable)
             if lapsed:  # it stopped counting when its ticket ended: counted again (ZADD), or refused
                 await self.gate.admit(who, upload_id, upload.size, until, rate=False)
             else:  # still counted: its end moves out

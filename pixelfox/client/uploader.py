@@ -179,16 +179,17 @@ class _Attempt:
                 metadata=metadata, timeout=30)
         await self._to(moved.upload_address)
 
-    async def renew(self, manager: manager_pb2_grpc.ManagerServiceStub, metadata: tuple[tuple[str, str], ...]
-                    ) -> bool:
+    async def renew(self, manager: manager_pb2_grpc.ManagerServiceStub, metadata: tuple[tuple[str, str], ...],
+                    *, elsewhere: bool = False) -> bool:
         """A fresh ticket for the same upload (``RenewUpload``, the owner's ``metadata``) when this one has
-        ended or ends within :data:`RENEW_BEFORE_END_S` s, on the node the answer names; False when it does
+        ended or ends within :data:`RENEW_BEFORE_END_S` s, on the node the answer names (with ``elsewhere``,
+        another than this one's when one is healthy: it stopped answering); False when it does
         not end yet (the node refused it for another reason) or the manager refuses (the upload ended,
         expired, is anonymous or someone else's). Raises Unavailable (the manager does not answer) and
         ResourceExhausted (no room in the quota or open uploads for an upload that had stopped counting)."""
         if epoch(self.ticket.expires_at) > time.time() + RENEW_BEFORE_END_S:
             return False
-        answer = await _renew(manager, metadata, self.ticket.upload_id)
+        answer = await _renew(manager, metadata, self.ticket.upload_id, self.address if elsewhere else "")
         if answer is None:
             return False
         self.ticket = answer
@@ -308,7 +309,7 @@ async def _elsewhere(att: _Attempt, manager: manager_pb2_grpc.ManagerServiceStub
                 return
             watch.offered(att.address)
     except errors.InvalidTicket:  # the ticket ended on the way (a node gone after it): renewed, on a healthy node
-        if not await att.renew(manager, md):
+        if not await att.renew(manager, md, elsewhere=True):
             raise
 
 
@@ -371,16 +372,19 @@ async def _server_offset(manager: manager_pb2_grpc.ManagerServiceStub, md: tuple
 
 
 async def _renew(
-    manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...], upload_id: str
+    manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...], upload_id: str,
+    exclude_address: str = "",
 ) -> manager_pb2.CreateUploadResponse | None:
     """A fresh ticket for an earlier run's upload whose ticket ended (``RenewUpload``, with the owner's
-    credential ``md``), or ``None`` when the manager refuses it (the upload ended or expired, is anonymous
-    or someone else's). Unavailable and ResourceExhausted (no room for it in the quota or the open uploads
-    now) are raised: the upload is still alive, to resume later."""
+    credential ``md``; on another node than ``exclude_address`` when one is healthy), or ``None`` when the
+    manager refuses it (the upload ended or expired, is anonymous or someone else's). Unavailable and
+    ResourceExhausted (no room for it in the quota or the open uploads now) are raised: the upload is still
+    alive, to resume later."""
     try:
         async with map_rpc_errors():
             reply: manager_pb2.CreateUploadResponse = await manager.RenewUpload(
-                manager_pb2.RenewUploadRequest(upload_id=upload_id), metadata=md, timeout=30)
+                manager_pb2.RenewUploadRequest(upload_id=upload_id, exclude_address=exclude_address), metadata=md,
+                timeout=30)
             return reply
     except (errors.Unavailable, errors.ResourceExhausted):
         raise

@@ -517,15 +517,19 @@ class RenewUploadRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    EXCLUDE_ADDRESS_FIELD_NUMBER: _builtins.int
     upload_id: _builtins.str
+    exclude_address: _builtins.str
+    """gRPC address of an upload node that stopped answering: the fresh ticket"""
     def __init__(
         self,
         *,
         upload_id: _builtins.str = ...,
+        exclude_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["upload_id", b"upload_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclude_address", b"exclude_address", "upload_id", b"upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -118,7 +118,7 @@ class TicketRenewal(BaseModel):
 
     model_config = ConfigDict(extra="ignore", strict=True)
     # the gRPC address (a ticket's upload_address) of an upload node that stopped answering: the upload
-    # moves to another healthy one when there is one (RelocateUpload)
+    # moves to another healthy one when there is one (RenewUpload's exclude_address, as RelocateUpload picks)
     # (null or "" as absent, as clients that always send the field write it)
     exclude_address: str | None = Field(None, max_length=255)
 
@@ -135,12 +135,9 @@ async def renew_ticket(request: web.Request) -> web.Response:
     upload_id, caller = await _upload_caller(request, state_changing=True)
     body = await read_model(request, TicketRenewal) if request.body_exists else TicketRenewal()
     t: manager_pb2.CreateUploadResponse = await call(
-        request, "RenewUpload", manager_pb2.RenewUploadRequest(upload_id=upload_id), caller.metadata)
-    if body.exclude_address and t.upload_address == body.exclude_address:  # the fresh ticket is the credential
-        t = await call(request, "RelocateUpload",
-                       manager_pb2.RelocateUploadRequest(upload_id=upload_id, ticket=t.ticket,
-                                                         exclude_address=body.exclude_address),
-                       caller.metadata)
+        request, "RenewUpload",
+        manager_pb2.RenewUploadRequest(upload_id=upload_id, exclude_address=body.exclude_address or ""),
+        caller.metadata)
     return web.json_response(ticket_json(t), headers={"Cache-Control": "no-store"})
 
 
