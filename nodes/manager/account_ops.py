@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from nodes.manager.accounts import Accounts, _hasher, named, one_named
 from nodes.manager.images import iso
 from nodes.manager.library import is_admin_user
-from pixelfox import errors
+from pixelfox import errors, ids
 from pixelfox.db.engine import begin_write
 from pixelfox.db.models import ApiKey, Image, User
 from pixelfox.passwords import check_new_password
@@ -74,12 +74,18 @@ class AccountOps:
     async def revoke_key(self, user: User | None, key_id: str, cluster: bool = False) -> tuple[datetime, bool]:
         """Revoke one of the caller's keys (admins, and the local admin's cluster credential with no
         user: anyone's); NotFound for another user's key. Returns when the key was revoked and whether it
-        already was before this call (then that earlier time, and nothing changes)."""
+        already was before this call (then that earlier time, and nothing changes). Key ids are ULIDs, taken
+        in any case; one that cannot be a key id is NotFound saying what one looks like (its first 40
+        characters shown: it echoed an id of any length)."""
         local_admin = cluster and user is None
         if user is None and not local_admin:
             raise errors.Unauthenticated("revoking an API key needs a user")
+        if not ids.ULID.fullmatch(key_id.upper()):
+            shown = key_id if len(key_id) <= 40 else key_id[:40] + "..."
+            raise errors.NotFound(f"no API key {shown!r}: a key id is 26 letters and digits, as `pixelfox keys "
+                                  "list --user NAME` shows it")
         async with self.sessions() as s:
-            row = await s.get(ApiKey, key_id)
+            row = await s.get(ApiKey, key_id.upper())
             if row is None or not (local_admin or is_admin_user(user) or (user and row.user_id == user.id)):
                 raise errors.NotFound(f"no API key {key_id!r}")
             if row.revoked_at is not None:

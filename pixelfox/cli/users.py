@@ -117,7 +117,8 @@ def cmd_keys_revoke(opts: argparse.Namespace) -> int:
     it said "revoked" again)."""
     ref = context.resolve(opts.manager, opts.api_key)
     reply = asyncio.run(context.call_manager(ref, "RevokeApiKey", manager_pb2.RevokeApiKeyRequest(id=opts.id)))
-    print(already(f"key {opts.id}", "revoked", reply.revoked_at) if reply.already_revoked else f"revoked {opts.id}")
+    shown = opts.id.upper()  # as `keys list` shows it: ids are taken in any case
+    print(already(f"key {shown}", "revoked", reply.revoked_at) if reply.already_revoked else f"revoked {shown}")
     return 0
 
 
@@ -131,6 +132,15 @@ def user_name(text: str) -> str:
     return text
 
 
+def key_id(text: str) -> str:
+    """argparse type of a key ID argument: ``text`` stripped. Raises ArgumentTypeError (a usage error, exit 2)
+    for an empty or blank id, in the words :func:`user_name` uses (it went to the manager and came back
+    "no API key ''")."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a key id cannot be empty")
+    return text.strip()
+
+
 def add_key_commands(keys: Any, with_target: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
     """``list`` and ``revoke`` under the ``keys`` subparsers ``keys``."""
     kl = with_target(keys.add_parser("list", help="list the API keys of user NAME (revoked ones too)"))
@@ -138,7 +148,7 @@ def add_key_commands(keys: Any, with_target: Callable[[argparse.ArgumentParser],
     kl.add_argument("--json", action="store_true", help='one JSON document: {"keys": [...]}')
     kl.set_defaults(func=cmd_keys_list)
     kr = with_target(keys.add_parser("revoke", help="revoke the API key ID (from `keys list`) at once"))
-    kr.add_argument("id")
+    kr.add_argument("id", type=key_id)
     kr.set_defaults(func=cmd_keys_revoke)
 
 

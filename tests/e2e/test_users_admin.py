@@ -203,7 +203,7 @@ async def test_admin_lists_users_and_revokes_a_users_key(cluster: Any, http: aio
     r = cluster.pixelfox("keys", "list", "--user", name)
     revoked = next(line for line in r.stdout.splitlines() if key[:10] in line).split("│")[-2].strip()
     assert re.fullmatch(r"20\d\d-\d\d-\d\dT\d\d:\d\d", revoked), r.stdout
-    r = cluster.pixelfox("keys", "revoke", key_id.group(1))  # idempotent: it said "revoked" again
+    r = cluster.pixelfox("keys", "revoke", key_id.group(1).lower())  # idempotent: it said "revoked" again
     assert (r.returncode, r.stdout, r.stderr) == (0, f"key {key_id.group(1)} was already revoked "
                                                      f"({revoked.replace('T', ' ')} UTC); nothing changed\n", "")
 
@@ -213,6 +213,12 @@ async def test_admin_lists_users_and_revokes_a_users_key(cluster: Any, http: aio
     assert r.returncode == 2 and r.stderr == "pixelfox: only admins list another user's API keys (forbidden)\n"
     r = cluster.pixelfox("keys", "revoke", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
     assert r.returncode == 2 and r.stderr == "pixelfox: no API key '01ARZ3NDEKTSV4RRFFQ69G5FAV' (not-found)\n"
+    r = cluster.pixelfox("keys", "revoke", "x" * 5000)  # it echoed all 5000 characters
+    assert r.returncode == 2 and r.stderr == (
+        f"pixelfox: no API key '{'x' * 40}...': a key id is 26 letters and digits, as `pixelfox keys list --user "
+        "NAME` shows it (not-found)\n"), r.stderr
+    r = cluster.pixelfox("keys", "revoke", " ")
+    assert r.returncode == 2 and "a key id cannot be empty" in r.stderr, r.stderr
     r = cluster.pixelfox("keys", "list", "--user", "nobody_here_2")
     assert r.returncode == 2 and r.stderr == "pixelfox: no user named 'nobody_here_2' (not-found)\n"
 
