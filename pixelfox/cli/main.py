@@ -400,12 +400,12 @@ def cmd_keys_create(opts: argparse.Namespace) -> int:
         user_name=opts.name, label=opts.label)))
     assert isinstance(reply, manager_pb2.CreateApiKeyResponse)
     print(reply.key)  # alone on stdout, for scripts: KEY=$(pixelfox keys create NAME)
-    # the id last, with nothing after it: a double-click or a copy up to the line's end takes it alone
-    print(f"revoke this key with: pixelfox keys revoke {reply.key_id}", file=sys.stderr)
     if reply.user_disabled:  # made all the same: a disabled user's keys are kept and work once enabled
         flags = context.target_flags(opts.manager, opts.api_key)
         print(f"warning: user {reply.user_name} is disabled, so this key is refused until you run "
               f"`pixelfox users enable {reply.user_name}{flags}`", file=sys.stderr)
+    # the last line, the id last on it: a double-click or a copy up to the line's end takes it alone
+    print(f"revoke this key with: pixelfox keys revoke {reply.key_id}", file=sys.stderr)
     return 0
 
 

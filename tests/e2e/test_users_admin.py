@@ -176,10 +176,10 @@ async def test_admin_lists_users_and_revokes_a_users_key(cluster: Any, http: aio
     assert r.returncode == 0, r.stderr
     # a key for a disabled user is made (the manager keeps their keys for when they are enabled), with a warning
     off = cluster.pixelfox("keys", "create", name)
-    off_id = off.stderr.splitlines()[0].split()[-1] if off.stderr else ""
+    off_id = off.stderr.splitlines()[-1].split()[-1] if off.stderr else ""  # the revoke line stays last
     assert (off.returncode, off.stderr) == (0, (
-        f"revoke this key with: pixelfox keys revoke {off_id}\n"
-        f"warning: user {name} is disabled, so this key is refused until you run `pixelfox users enable {name}`\n"))
+        f"warning: user {name} is disabled, so this key is refused until you run `pixelfox users enable {name}`\n"
+        f"revoke this key with: pixelfox keys revoke {off_id}\n"))
     assert (await _status(http, f"{cluster.web_url}/api/v1/images", off.stdout.strip()))[0] == 401
     assert cluster.pixelfox("keys", "revoke", off_id).returncode == 0
     r = cluster.pixelfox("users", "list")
