@@ -68,7 +68,7 @@ def test_bad_numbers_are_usage_errors(tmp_path: Path, args: tuple[str, ...], cod
                          "(see `pixelfox nodes --help`)"),
     (("tiers",), "pixelfox: missing a tiers command: move (see `pixelfox tiers --help`)"),
     (("--bogus",), "pixelfox: missing a command: up, down, put, status, users, keys, jobs, reprocess, uploads, nodes, "
-                   "migrate-db, backup, restore, upgrade-db, tiers, migrate-store (see `pixelfox --help`)"),
+                   "migrate-db, backup, restore, upgrade-db, tiers, migrate-store, scrub (see `pixelfox --help`)"),
     (("up", "--upload", "0"), "pixelfox: argument --upload: 0 is out of range: give a whole number from 1 to 32 "
                               "(see `pixelfox up --help`)"),
     (("jobs", "--state", "bogus"), "pixelfox: argument --state: invalid choice: 'bogus' (choose from 'dead', "
@@ -82,6 +82,7 @@ def test_bad_numbers_are_usage_errors(tmp_path: Path, args: tuple[str, ...], cod
                               "(see `pixelfox keys create --help`)"),
     (("users", "disable", ""), "pixelfox: argument name: a user name cannot be empty "
                                "(see `pixelfox users disable --help`)"),
+    (("keys", "revoke", ""), "pixelfox: argument id: a key id cannot be empty (see `pixelfox keys revoke --help`)"),
 ])
 def test_usage_errors_are_one_line_with_a_hint(tmp_path: Path, args: tuple[str, ...], line: str) -> None:
     """argparse printed its usage block, then ``pixelfox nodes: error: the following arguments are
