@@ -90,8 +90,8 @@ async def scrub(objects: Objects, node_id: str = "", *, fix: bool = False, limit
         recs = [r for r in recs if r.node_id == node_id]
         if not recs:
             hint = await objects.registry.did_you_mean(node_id, common_pb2.NODE_ROLE_STORAGE)
-            raise errors.NotFound(f"no storage node {node_id} is registered{hint}: see `pixelfox status` for "
-                                  "their ids")
+            raise errors.NotFound(f"no storage node {node_id} is registered (see `pixelfox status` for their "
+                                  f"ids){hint}")
     report = ScrubReport()
     for rec in sorted(recs, key=lambda r: r.node_id):
         node, missing = await _scrub_node(objects, rec, limit)
