@@ -43,7 +43,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, Field
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nodes.manager.lostfind import LostFinder
@@ -56,6 +56,10 @@ from pixelfox.storage.client import StorageClient
 from pixelfox.v1 import common_pb2
 
 logger = logging.getLogger(__name__)
+
+#: the error of a debt whose key has no location row left on any node, set by a pass that finds one with a stale
+#: count (:meth:`ReplicaRepair._forget_settled`); :mod:`nodes.manager.gone` writes its own, naming the forgotten node
+NO_COPY_LEFT = "no copy left on any storage node; its owner's upload of the same file restores it"
 
 UNDER_REPLICATED = Gauge("pixelfox_storage_under_replicated_objects",
                          "Replica debts open after the last repair pass (keys it could not bring to the factor)")
@@ -319,7 +323,9 @@ class ReplicaRepair:
         """Drop debts whose key is back at the factor by other means (a re-upload, a node back), or that no
         image names any more. A debt whose key is named but has no location left (its only holder was
         forgotten: :mod:`nodes.manager.gone`) stays, so the loss stays counted
-        (``pixelfox_storage_under_replicated_objects``)."""
+        (``pixelfox_storage_under_replicated_objects``), with ``have`` 0: a pass that read the forgotten node as
+        a holder before it was forgotten may have written its stale count (and its own error) after
+        :mod:`~nodes.manager.gone` wrote 0; such a debt is set back to 0 copies with :data:`NO_COPY_LEFT`."""
         async with self.sessions() as s:
             debts = (await s.execute(select(ReplicaDebt.key, ReplicaDebt.want))).all()
             if not debts:
@@ -332,8 +338,15 @@ class ReplicaRepair:
             named = set((await s.execute(select(Image.original_key).where(Image.original_key.in_(keys)))).scalars())
             named |= set((await s.execute(select(Variant.key).where(Variant.key.in_(keys)))).scalars())
             done = [k for k, want in debts if k not in named or live_counts.get(k, 0) >= min(want, threshold)]
+            located = set((await s.execute(select(ObjectLocation.key).where(ObjectLocation.key.in_(keys))
+                                           .distinct())).scalars())
+            nowhere = [k for k in keys if k in named and k not in located]
+            if nowhere:  # no row on any node: 0 copies, whatever a pass wrote meanwhile
+                await s.execute(update(ReplicaDebt).where(ReplicaDebt.key.in_(nowhere), ReplicaDebt.have > 0)
+                                .values(have=0, last_error=NO_COPY_LEFT))
             if done:
                 await s.execute(delete(ReplicaDebt).where(ReplicaDebt.key.in_(done)))
+            if nowhere or done:
                 await s.commit()
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
+from nodes.manager.repair import NO_COPY_LEFT
 from pixelfox.cli.launcher import Counts, LocalCluster
 from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc
@@ -95,7 +96,9 @@ def test_forgotten_node_leaves_no_pending_deletes_nor_locations(three_storage: L
              "the lost keys counted as under-replicated")
     # the kept image's debts close after its copies land: wait for them to go rather than read once
     wait_for(lambda: debts_of(local) == {k: (0, 2) for k in lost}, 30, "only the lost keys left as debts")
-    assert last_errors(local) == {
+    # the forget's own words; a repair pass that read storage3 as a holder just before it was forgotten
+    # may overwrite a debt, which the next pass sets back to 0 copies with the repair's words (NO_COPY_LEFT)
+    assert last_errors(local) <= {
         "no copy left: the only one was on storage node storage3, which was forgotten; its owner's upload of the "
-        "same file restores it"}
+        "same file restores it", NO_COPY_LEFT}, last_errors(local)
     assert figure(local, PENDING) == 0 and rows_on(local, "storage3") == 0

@@ -69,7 +69,9 @@ def test_a_lost_object_put_back_on_a_live_node_is_found_and_repaired(three_stora
         maintenance(local, False, "storage1", "storage2")
 
     wait_for(lambda: status_json(local.root)["lost_objects"] == len(keys), 30, "the image's keys counted lost")
-    assert debts_of(local) == {k: (0, 2) for k in keys}
+    # a repair pass that read storage3 as a holder just before the forget may leave a stale count for one
+    # pass: the next one sets it back to 0 copies (it stayed at 1 for good)
+    wait_for(lambda: debts_of(local) == {k: (0, 2) for k in keys}, 30, "every lost key's debt at 0 copies")
     assert figure(local, "pixelfox_objects_lost_found_total") == 0
 
     # the operator puts the files (and their sidecars) back into storage1's store folder
