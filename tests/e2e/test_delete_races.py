@@ -40,13 +40,18 @@ def test_image_deleted_while_processing_leaves_no_files(tmp_path: Path) -> None:
         gone = asyncio.run(_delete(local.manager_address.split(",")[0], key, out["id"]))
         assert gone.deleted
         wait_log(local, "manager1", r"was deleted while it processed: deleting the (\d+) objects", timeout_s=60)
-        deadline = time.monotonic() + 20  # the deletes follow the log line
-        while any((left := variant_objects(local.root, out["sha256"])).values()) and time.monotonic() < deadline:
+        def originals() -> list[Path]:
+            return [p for p in (local.root / ".pixelfox" / "data").rglob(f"{out['sha256']}.*")
+                    if not p.name.endswith(".meta")]
+
+        # the variants' deletes follow the log line; the original's was deferred while the job wrote (its
+        # fence) and goes when the job's writer ends, at about the same moment: wait for both
+        deadline = time.monotonic() + 30
+        while ((any((left := variant_objects(local.root, out["sha256"])).values()) or originals())
+               and time.monotonic() < deadline):
             time.sleep(0.2)
         assert set(left) == {"storage1", "storage2"} and all(files == [] for files in left.values()), left
-        originals = [p for p in (local.root / ".pixelfox" / "data").rglob(f"{out['sha256']}.*")
-                     if not p.name.endswith(".meta")]
-        assert originals == []
+        assert originals() == []
     finally:
         local.stop(10)
 
