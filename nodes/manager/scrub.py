@@ -89,6 +89,9 @@ async def scrub(objects: Objects, node_id: str = "", *, fix: bool = False, limit
     if node_id:
         recs = [r for r in recs if r.node_id == node_id]
         if not recs:
+            if await objects.registry.get(node_id) is not None:  # registered, in another role
+                raise errors.NotFound(f"node {node_id} is not a storage node: scrub checks storage nodes (see "
+                                      "`pixelfox status` for their ids)")
             hint = await objects.registry.did_you_mean(node_id, common_pb2.NODE_ROLE_STORAGE)
             raise errors.NotFound(f"no storage node {node_id} is registered (see `pixelfox status` for their "
                                   f"ids){hint}")

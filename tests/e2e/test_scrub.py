@@ -106,6 +106,8 @@ def test_scrub_finds_copies_removed_by_hand_and_fix_has_them_repaired(two_storag
     # storage1 and storage2 are as close to storage9: either may be named
     assert re.search(r"no storage node storage9 is registered \(see `pixelfox status` for their ids\); did you "
                      r"mean 'storage[12]'\?", wrong.stderr), wrong.stderr
+    role = cli(local.root, "scrub", "--node", "upload1")  # it said "no storage node upload1 is registered"
+    assert role.returncode == 2 and "node upload1 is not a storage node" in role.stderr, role.stderr
     case = cli(local.root, "scrub", "--node", "Storage2")
     assert case.returncode == 2, case.stderr
     assert "did you mean 'storage2'? (node ids are case-sensitive)" in case.stderr, case.stderr
