@@ -471,10 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "unfinished")
     pt.add_argument("--limit-rate", type=byte_rate, default=0, metavar="RATE",
                     help="send at most RATE bytes a second (512K, 2M): leave room on a slow link")
-    pt.add_argument("--retry-for", type=decimal_number(1, 3600, "number of seconds"), default=NO_NODE_S,
+    pt.add_argument("--retry-for", type=decimal_number(0, 3600, "number of seconds"), default=NO_NODE_S,
                     metavar="SECONDS",
-                    help="once no upload node answers, keep trying this long (default: %(default)g), then stop the "
-                         "file's upload as paused: the same command resumes it")
+                    help="once no upload node answers, keep trying this long (default: %(default)g; 0: not at "
+                         "all), then stop the file's upload as paused: the same command resumes it")
     pt.set_defaults(func=cmd_put)
 
     st = with_target(sub.add_parser("status", help="list every node with health and load, and the storage pools"))

@@ -91,11 +91,15 @@ async def unreachable_manager(failed: errors.PixelfoxError, ch: grpc.aio.Channel
     return None
 
 
-def no_node_line(path: Path, retry_s: float) -> str:
-    """What ``pixelfox put`` says on stderr the moment no upload node answers ``path``'s upload: that it keeps
-    trying for ``retry_s`` seconds (``--retry-for``), then stops it (``paused``, resumed by the same command)."""
-    return (f"{path}: no upload node answers; retrying for up to {retry_s:g} s "
-            "(Ctrl-C to stop; the same command resumes later)")
+def no_node_line(path: Path, retry_s: float, why: str = "") -> str:
+    """What ``pixelfox put`` says on stderr the moment no upload node answers ``path``'s upload: why (``why``,
+    the manager's words when it said no upload node takes uploads, e.g. every one in maintenance; else "no
+    upload node answers") and that it keeps trying for ``retry_s`` seconds (``--retry-for``), then stops it
+    (``paused``, resumed by the same command); ``retry_s`` 0: that it does not retry."""
+    why = why.removesuffix("; try again later") or "no upload node answers"
+    if retry_s <= 0:
+        return f"{path}: {why}; not retrying (--retry-for 0)"
+    return f"{path}: {why}; retrying for up to {retry_s:g} s (Ctrl-C to stop; the same command resumes later)"
 
 
 def _emit_answered(waiting: list[asyncio.Future[dict[str, Any]]], emit: Callable[[dict[str, Any]], None]) -> None:
@@ -150,11 +154,11 @@ class _Bar:
         if self.sending is not None:
             self.sending[self.path] = n
 
-    def no_node(self, lost: bool) -> None:
+    def no_node(self, lost: bool, why: str) -> None:
         name = self.path.name
         self.progress.update(self.task, description=f"{name} (waiting for an upload node)" if lost else name)
         if lost:
-            self.console.print(no_node_line(self.path, self.retry_s), markup=False, highlight=False)
+            self.console.print(no_node_line(self.path, self.retry_s, why), markup=False, highlight=False)
 
 
 async def put_files(
@@ -182,10 +186,12 @@ async def put_files(
     With ``wait``, an image still processing when ``timeout_s`` (seconds) runs out keeps status
     ``processing`` and gets a ``FILE: still processing after N s; ...`` line on ``console``.
 
-    When no upload node answers a file's upload (every one killed, stopped or cut off), a line says so at
-    once on ``console`` (:func:`no_node_line`) and its progress bar reads "waiting for an upload node"; the
+    When no upload node answers a file's upload (every one killed, stopped or cut off, or the manager says
+    none takes uploads: all in maintenance), a line says so at once on ``console`` (:func:`no_node_line`,
+    with the manager's words when it gave them) and its progress bar reads "waiting for an upload node"; the
     upload goes on when one answers within ``retry_s`` seconds, else the file ends ``paused`` (its journal
-    entry kept: the same command resumes it) with the bytes the server holds."""
+    entry kept: the same command resumes it) with the bytes the server holds, or ``rejected`` with the
+    manager's ``no-node-available`` when its upload had not started."""
     md = ref.metadata()
     results: list[dict[str, Any]] = []
     progress = Progress(

@@ -11,9 +11,11 @@ from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
-NoNode = Callable[[bool], None]
-"""Called as ``no_node(True)`` when no upload node answers the upload (the uploader keeps asking for
-``no_node_s`` seconds: :data:`NO_NODE_S`), and as ``no_node(False)`` when one answers again."""
+NoNode = Callable[[bool, str], None]
+"""Called as ``no_node(True, why)`` when no upload node answers the upload (the uploader keeps asking for
+``no_node_s`` seconds: :data:`NO_NODE_S`), and as ``no_node(False, "")`` when one answers again. ``why`` is
+the manager's words when it said no upload node takes uploads ("no upload node takes new uploads (upload1:
+maintenance)"), ``""`` when the nodes it named did not answer."""
 
 
 #: seconds an upload goes on asking once no upload node answers it (every node the manager names for it
@@ -56,21 +58,22 @@ class Watch:
         if address in self.failed:
             self.lost()
 
-    def lost(self) -> None:
-        """No upload node answers: the clock of ``no_node_s`` starts (once), and ``no_node(True)`` is told."""
+    def lost(self, why: str = "") -> None:
+        """No upload node answers: the clock of ``no_node_s`` starts (once), and ``no_node(True, why)`` is told
+        (``why``: the manager's refusal when it said no upload node takes uploads, see :data:`NoNode`)."""
         if not self.lost_at:
             self.lost_at = time.monotonic()
-            logger.info("no upload node answers; asking again for up to %g s", self.no_node_s)
+            logger.info("%s; asking again for up to %g s", why or "no upload node answers", self.no_node_s)
             if self.no_node:
-                self.no_node(True)
+                self.no_node(True, why)
 
     def answered(self) -> None:
-        """An upload node answered: nothing is lost (``no_node(False)`` is told when something was)."""
+        """An upload node answered: nothing is lost (``no_node(False, "")`` is told when something was)."""
         self.failed.clear()
         if self.lost_at:
             self.lost_at = 0.0
             if self.no_node:
-                self.no_node(False)
+                self.no_node(False, "")
 
     def left_s(self) -> float:
         """Seconds until :meth:`gave_up` for want of a node (``inf`` while nodes answer)."""

@@ -240,7 +240,7 @@ async def _create_hashed(
             if watch is None:
                 raise
             watch.cause = str(exc)
-            watch.lost()
+            watch.lost(exc.message)
             if watch.left_s() <= 0:
                 raise
             await asyncio.sleep(min(1.0, watch.left_s()))
@@ -305,7 +305,7 @@ async def _elsewhere(att: _Attempt, manager: manager_pb2_grpc.ManagerServiceStub
                 await att.move(manager, md)
             except errors.NoNodeAvailable as exc:
                 watch.cause = str(exc)
-                watch.lost()
+                watch.lost(exc.message)
                 return
             watch.offered(att.address)
     except errors.InvalidTicket:  # the ticket ended on the way (a node gone after it): renewed, on a healthy node
@@ -493,8 +493,8 @@ async def upload_file(
     node took no chunk for :data:`SEND_STALL_S` seconds (frozen, cut off). It gives up (Unavailable,
     with the bytes the server committed; the upload stays open, to resume) when no byte went through for
     ``max_stall_s`` seconds, or sooner, ``no_node_s`` seconds after no upload node answered (the manager
-    says none is healthy, or names only nodes that did not answer; :data:`NO_NODE_S`): ``no_node(True)``
-    is called then, and ``no_node(False)`` when a node answers again within that time (:data:`NoNode`).
+    says none is healthy, or names only nodes that did not answer; :data:`NO_NODE_S`): ``no_node(True, why)``
+    is called then, and ``no_node(False, "")`` when a node answers again within that time (:data:`NoNode`).
     ``dial`` maps an upload node address to the address to connect to (a proxy; tests).
     ``expire_after_s`` > 0 deletes the
     image that long after the upload completes; ``title`` (at most 255 characters) titles a new

@@ -4,6 +4,7 @@ words of ``pixelfox status`` ("no upload node takes new uploads (upload1: mainte
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -32,14 +33,26 @@ def test_uploads_say_every_upload_node_is_in_maintenance(cluster: ClusterHandle,
         # the health column says maintenance too (it said "unhealthy"; the admin page says "maintenance")
         row = next(line for line in status.stdout.splitlines() if " upload1 " in line)
         assert row.count("maintenance") == 2 and "unhealthy" not in row, status.stdout
-        # put waits --retry-for seconds for an upload node to take it, saying so, then gives the manager's words
+        # put waits --retry-for seconds for an upload node to take it, saying why (the manager's words: it
+        # said "no upload node answers", as for nodes that are down), then gives those words
         started = time.monotonic()
         put = cluster.pixelfox("put", "--retry-for", "3", str(photo))
         took = time.monotonic() - started
         assert put.returncode == 1 and SAID in put.stdout + put.stderr, (put.stdout, put.stderr)
-        assert f"{photo}: no upload node answers; retrying for up to 3 s" in put.stderr, put.stderr
+        assert f"{photo}: {SAID.removesuffix('; try again later')}; retrying for up to 3 s (Ctrl-C to stop" \
+            in put.stderr, put.stderr
+        assert "no upload node answers" not in put.stderr, put.stderr
         assert 3 <= took < 30, took
         assert "no healthy upload node" not in put.stdout + put.stderr
+        # --retry-for 0 does not wait; the file was never sent, so it is refused (not paused: nothing to resume)
+        started = time.monotonic()
+        put = cluster.pixelfox("put", "--json", "--retry-for", "0", str(photo))
+        took = time.monotonic() - started
+        assert put.returncode == 1, (put.stdout, put.stderr)
+        out = json.loads(put.stdout)
+        assert (out["status"], out["error"]) == ("rejected", {"code": "no-node-available", "message": SAID}), out
+        assert f"{photo}: {SAID.removesuffix('; try again later')}; not retrying (--retry-for 0)" in put.stderr
+        assert took < 3 + 10, took
         r = requests.post(f"{cluster.web_url}/api/v1/images", timeout=60,
                           files={"file": ("later.png", photo.read_bytes(), "image/png")})
         assert r.status_code == 503, r.text

@@ -49,8 +49,8 @@ def pixelfox(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     (("put", "--title", "a\x1bb", "a.png"), 2, "argument --title: title contains a control character (U+001B)"),
     # was a traceback (OverflowError)
     (("put", "--limit-rate", "1e300G", "a.png"), 2, "argument --limit-rate: '1e300G' is too large a rate"),
-    (("put", "--retry-for", "0", "a.png"), 2,
-     "argument --retry-for: 0 is out of range: give a number of seconds from 1 to 3600"),
+    (("put", "--retry-for", "-1", "a.png"), 2,
+     "argument --retry-for: -1 is out of range: give a number of seconds from 0 to 3600"),
     (("put", "--retry-for", "nan", "a.png"), 2, "argument --retry-for: nan is out of range"),
     # was sent to the manager, which said "no such upload"
     (("uploads", "cancel", ""), 2, "argument id: '' is not an upload id"),
