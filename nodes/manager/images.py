@@ -74,6 +74,12 @@ class ImageViews:
     async def _site(self) -> str:
         return self.site_url or (await self.nodes()).site
 
+    async def original_lost(self, s: AsyncSession, img: Image, nodes: Nodes) -> bool:
+        """:func:`pixelfox.client.images.original_lost` of ``img`` read in ``s`` (ready, and no storage node of
+        ``nodes`` serves its original), from one location query: no variant is read, no message built."""
+        return img.status == "ready" and img.original_key not in await self._origins(s, [img.original_key],
+                                                                                         nodes.storage)
+
     async def _origins(self, s: AsyncSession, keys: list[str], storage: dict[str, NodeRecord]) -> dict[str, str]:
         """key -> base URL of a storage node of ``storage`` (by id) holding it (a healthy one first)."""
         rows = (await s.execute(select(ObjectLocation).where(ObjectLocation.key.in_(keys)))).scalars().all()

@@ -349,7 +349,7 @@ class Uploads:
         kept or not) and ``c``'s original can be its original again (its key, or a private image's copy of it:
         :meth:`_can_restore`)."""
         return (public_key(img.original_key) == c.original_key and self._can_restore(img.original_key)
-                and original_lost(await self.views.to_proto(s, img, nodes)))
+                and await self.views.original_lost(s, img, nodes))
 
     async def _restore_original(self, s: AsyncSession, img: Image, c: Completion) -> bool:
         """Make ``c``'s stored original (its location rows already in ``s``) lost image ``img``'s original again:
