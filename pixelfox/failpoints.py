@@ -25,6 +25,8 @@ Pauses (:func:`pause`):
 * ``before-complete`` - upload node: original stored, ``CompleteUpload`` not yet called.
 * ``before-delete-commit`` - manager, DeleteImage: the image's rows removed and its row held,
   not yet committed (a dedup lookup of the same bytes waits meanwhile).
+* ``before-change-commit`` - manager, UpdateImage: the change made (a visibility change's copies
+  written and journalled), not yet committed (a delete of the image lands meanwhile).
 * ``dedup-expiry-read`` - manager, CreateUpload and CompleteUpload: the user's images of the same
   bytes found, their expirations not yet read from Redis (a slow Redis);
 * ``before-complete-answer`` - manager, CompleteUpload: the new image committed and queued, the

@@ -3,13 +3,20 @@
 Anyone with the slug may read an album; its private images are left out (and not counted)
 for everyone but the owner and admins, and a private cover shows no thumbnail to them.
 Only the owner (or an admin) changes an album; only the owner's images can be added, and a
-slug of someone else's private image is NotFound, as everywhere else.
+slug of someone else's private image is NotFound, as everywhere else. Any image of the album (one an
+admin added too) can be removed by the album's owner, and any the owner can see can be its cover.
+Two changes of an album at once (a double click, two tabs) both apply; a change racing the deletion of
+the album or of an image it names answers NotFound, as after it.
 """
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 from ulid import ULID
 
 from nodes.manager.cursors import before_id
@@ -20,8 +27,13 @@ from pixelfox.db.models import Album, AlbumImage, Image, User
 from pixelfox.text import MAX_TITLE, checked, same_text
 from pixelfox.v1 import manager_pb2
 
+logger = logging.getLogger(__name__)
+
 MAX_DESCRIPTION = 2000
 MAX_ALBUM_IMAGES = 1000
+#: times :meth:`Albums.update` runs when its commit meets a concurrent change (a row another change added or
+#: deleted first); the next run reads what that change committed
+UPDATE_ATTEMPTS = 3
 
 
 def _owns(user: User | None, album: Album) -> bool:
@@ -123,9 +135,38 @@ class Albums:
             raise errors.Forbidden("only your own images can go in your albums")
         return img
 
+    async def _album_image(self, s: AsyncSession, album: Album, slug: str, user: User | None, *,
+                           visible: bool) -> Image:
+        """Image ``slug`` of ``album`` (whoever's it is, as its owner may remove any; ``visible``: only one
+        ``user`` can see, as for a cover), or else :meth:`_own_image`'s answer (NotFound, Forbidden)."""
+        img = (await s.execute(select(Image).where(Image.slug == slug))).scalar_one_or_none()
+        if (img is not None and (not visible or can_see(user, img))
+                and await s.get(AlbumImage, (album.id, img.id)) is not None):
+            return img
+        return await self._own_image(s, slug, user)
+
     async def update(
         self, user: User | None, req: manager_pb2.UpdateAlbumRequest
     ) -> manager_pb2.Album:
+        """Apply ``req`` (title, description, images added and removed, cover) as ``user``; the album as it
+        is then. Raises NotFound (no such album, or image), Forbidden (another's album; adding another's
+        image), BadRequest (text rules, :data:`MAX_ALBUM_IMAGES`, a cover not in the album). A commit that
+        meets a concurrent change (``IntegrityError``: the same image added by another request, or an image
+        deleted; ``StaleDataError``: the album deleted) is tried again from the start, up to
+        :data:`UPDATE_ATTEMPTS` times, so it answers as after that change: adding an image already there
+        is nothing, a deleted album or image is NotFound."""
+        for attempt in range(1, UPDATE_ATTEMPTS + 1):
+            try:
+                return await self._update(user, req)
+            except (IntegrityError, StaleDataError) as exc:
+                if attempt == UPDATE_ATTEMPTS:
+                    raise
+                logger.info("album %s changed under an update (%s); trying it again", req.slug[:64],
+                            type(exc).__name__)
+        raise AssertionError("unreachable")
+
+    async def _update(self, user: User | None, req: manager_pb2.UpdateAlbumRequest) -> manager_pb2.Album:
+        """One attempt of :meth:`update`."""
         async with self.sessions() as s:
             album = await self._album(s, req.slug)
             if not _owns(user, album):
@@ -153,7 +194,7 @@ class Albums:
                     s.add(AlbumImage(album_id=album.id, image_id=img.id))
                     await s.flush()
             for slug in req.remove_images:
-                img = await self._own_image(s, slug, user)
+                img = await self._album_image(s, album, slug, user, visible=False)
                 await s.execute(
                     delete(AlbumImage).where(AlbumImage.album_id == album.id, AlbumImage.image_id == img.id)
                 )
@@ -161,7 +202,7 @@ class Albums:
                     album.cover_image_id = None
             if req.HasField("cover_slug"):
                 if req.cover_slug:
-                    img = await self._own_image(s, req.cover_slug, user)
+                    img = await self._album_image(s, album, req.cover_slug, user, visible=True)
                     if await s.get(AlbumImage, (album.id, img.id)) is None:
                         raise errors.BadRequest("the cover must be an image of the album")
                     album.cover_image_id = img.id

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 import redis.asyncio as aioredis
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from nodes.manager.images import ImageViews
 from nodes.manager.objects import Objects, image_keys
@@ -121,10 +122,10 @@ class Library:
         if not await lease.acquire():
             raise errors.Conflict("another visibility change of this image is in progress; try again shortly")
         try:
-            sha = ""
-            if ch.visibility == "public":  # copies to the shared content-addressed keys: fenced (_update)
-                async with self.sessions() as s:
-                    sha = await s.scalar(select(Image.sha256).where(Image.slug == slug)) or ""
+            # the copies (to the shared public keys, or to new private ones) are made and recorded
+            # inside the write fence of the image's bytes (_update)
+            async with self.sessions() as s:
+                sha = await s.scalar(select(Image.sha256).where(Image.slug == slug)) or ""
             return await self._update(slug, user, ch, sha)
         finally:
             await lease.release()
@@ -165,15 +166,32 @@ class Library:
         return ch
 
     async def _update(self, slug: str, user: User | None, ch: Changes, sha: str = "") -> common_pb2.Image:
-        """:meth:`update` once checked. With ``sha`` (going public), the copies to the public keys and the
-        rows naming them are made inside the write fence of those bytes (:mod:`pixelfox.storage.fence`):
+        """:meth:`update` once checked. With ``sha`` (a visibility change), the copies to the new keys and
+        the rows naming them are made inside the write fence of those bytes (:mod:`pixelfox.storage.fence`):
         another image of the same bytes deleted meanwhile must not delete the copies before they are
-        named. Entering may wait for a delete under way (DeleteInProgress after its bound)."""
+        named; and each copy is journalled (:meth:`~nodes.manager.objects.Objects.copying`) until the commit
+        names it, so a change that fails leaves no copy behind. Entering may wait for a delete under way
+        (DeleteInProgress after its bound). The image deleted while the change ran (its row gone at the
+        commit, or its files before they were copied) raises NotFound, as a delete before it would."""
+        try:
+            return await self._apply(slug, user, ch, sha)
+        except (StaleDataError, errors.NoNodeAvailable, errors.NotFound) as exc:
+            if isinstance(exc, errors.NotFound) and str(exc) == "no such image":
+                raise
+            async with self.sessions() as s:
+                gone = await s.scalar(select(Image.id).where(Image.slug == slug)) is None
+            if gone:
+                logger.info("change of image %s: the image was deleted meanwhile (%s)", slug, type(exc).__name__)
+                raise errors.NotFound("no such image") from exc
+            raise
+
+    async def _apply(self, slug: str, user: User | None, ch: Changes, sha: str) -> common_pb2.Image:
+        """:meth:`_update` but for its answer to an image deleted meanwhile."""
         old_keys: list[str] = []
         old_urls: list[str] = []
         fenced = self.objects.fence.writing(sha, REKEY_LEASE_S) if sha else contextlib.nullcontext()
         placement = await readmodel.placement(self.redis)  # read before the URLs are made (readmodel.publish)
-        async with fenced, self.sessions() as s:
+        async with self.objects.copying() as made, fenced, self.sessions() as s:
             img = await self._load(s, slug, user, manage=True)
             if ch.title is not None:
                 img.title = ch.title
@@ -186,7 +204,8 @@ class Library:
                     raise errors.Conflict("the image is still processing; change its visibility when it is ready")
                 before = await self.views.to_proto(s, img)
                 old_urls = _file_urls(before)
-                old_keys = await self._rekey(s, img, ch.visibility)
+                old_keys = await self._rekey(s, img, ch.visibility, made)
+            await failpoints.pause("before-change-commit")
             await s.commit()
             out = await self.views.to_proto(s, img)
         await readmodel.publish(self.redis, out, placement)
@@ -195,8 +214,9 @@ class Library:
             await self.objects.purge("image.rekeyed", old_urls)
         return out
 
-    async def _rekey(self, s: AsyncSession, img: Image, visibility: str) -> list[str]:
-        """Copy every object of ``img`` to its keys for ``visibility``; returns the old keys."""
+    async def _rekey(self, s: AsyncSession, img: Image, visibility: str, made: list[str]) -> list[str]:
+        """Copy every object of ``img`` to its keys for ``visibility`` (each copy journalled in ``made``:
+        :meth:`~nodes.manager.objects.Objects.copying`); returns the old keys."""
         salt = secrets.token_hex(16) if visibility == "private" else ""
 
         def new_key(key: str) -> str:
@@ -204,9 +224,13 @@ class Library:
 
         old = image_keys(img)
         mapping = {k: new_key(k) for k in dict.fromkeys(old)}
-        for src, dst in mapping.items():
-            if src != dst:
-                await self.objects.copy(s, src, dst)
+        # the new location rows are written at the commit, not at the next copy's query: on SQLite a
+        # flush takes the database's write lock, which every other writer would wait for while the
+        # remaining objects are copied (seconds for a large image)
+        with s.no_autoflush:
+            for src, dst in mapping.items():
+                if src != dst:
+                    await self.objects.copy(s, src, dst, made)
         img.original_key = mapping[img.original_key]
         for v in img.variants:
             v.key = mapping[v.key]
@@ -217,24 +241,33 @@ class Library:
     async def after_processing(self, image_id: str) -> None:
         """After a job's variants are recorded: a private image's new variants (written by the
         processing node under public keys, e.g. by a reprocess) move to its private prefix, and
-        the read model gets the fresh image (so pages show new renditions at once)."""
+        the read model gets the fresh image (so pages show new renditions at once). The copies are made
+        as a visibility change makes them (:meth:`_update`: fenced, journalled); the image deleted
+        meanwhile is logged, and its copies go."""
         old_keys: list[str] = []
         placement = await readmodel.placement(self.redis)  # read before the URLs are made (readmodel.publish)
         async with self.sessions() as s:
-            img = await s.get(Image, image_id)
-            if img is None:
-                return
-            await s.refresh(img, ["variants", "owner"])
-            if img.visibility == "private" and img.private_salt:
-                mapping = {v.key: private_key(v.key, img.private_salt) for v in img.variants}
-                mapping = {k: p for k, p in mapping.items() if k != p}
-                for src, dst in mapping.items():
-                    await self.objects.copy(s, src, dst)
-                for v in img.variants:
-                    v.key = mapping.get(v.key, v.key)
-                old_keys = list(mapping)
-                await s.commit()
-            out = await self.views.to_proto(s, img)
+            sha = await s.scalar(select(Image.sha256).where(Image.id == image_id, Image.visibility == "private"))
+        fenced = self.objects.fence.writing(sha, REKEY_LEASE_S) if sha else contextlib.nullcontext()
+        try:
+            async with self.objects.copying() as made, fenced, self.sessions() as s:
+                img = await s.get(Image, image_id)
+                if img is None:
+                    return
+                await s.refresh(img, ["variants", "owner"])
+                if img.visibility == "private" and img.private_salt:
+                    mapping = {v.key: private_key(v.key, img.private_salt) for v in img.variants}
+                    mapping = {k: p for k, p in mapping.items() if k != p}
+                    for src, dst in mapping.items():
+                        await self.objects.copy(s, src, dst, made)
+                    for v in img.variants:
+                        v.key = mapping.get(v.key, v.key)
+                    old_keys = list(mapping)
+                    await s.commit()
+                out = await self.views.to_proto(s, img)
+        except StaleDataError:
+            logger.info("image %s was deleted while its new variants moved to its private keys", image_id)
+            return
         await readmodel.publish(self.redis, out, placement)
         if old_keys:
             await self.objects.delete_unreferenced(old_keys)

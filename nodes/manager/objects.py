@@ -1,7 +1,9 @@
 """Object housekeeping for image changes: copy under new keys, delete replicas, CDN purges.
 
 * :meth:`Objects.copy` re-keys an object (a private image's ``p/<salt>/...`` copy, or back to its
-  public content-addressed key) on the storage nodes that hold it (others when one is down).
+  public content-addressed key) on the storage nodes that hold it (others when one is down). Inside
+  :meth:`Objects.copying` each copy is journalled as a pending delete until the caller's commit records
+  it: a re-key that fails (its image deleted meanwhile) or a manager that dies leaves no file no row names.
 * :meth:`Objects.delete_unreferenced` removes every replica of keys no image row names any more.
   A replica on a node that is down or fails goes to the Redis set ``pixelfox:{gc}:pending``
   (``"<node id> <key>"``); :meth:`Objects.run` retries those every ``gc_interval_s`` and first
@@ -23,6 +25,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -88,9 +91,49 @@ class Objects:
         rows = (await s.execute(select(ObjectLocation.node_id).where(ObjectLocation.key == key))).scalars()
         return list(rows)
 
-    async def copy(self, s: AsyncSession, old: str, new: str) -> list[str]:
+    @contextlib.asynccontextmanager
+    async def copying(self) -> AsyncIterator[list[str]]:
+        """``async with objects.copying() as made:`` around :meth:`copy` calls given ``made`` and the commit of
+        the session that records their locations; enter it *outside* the write fence of the bytes
+        (:mod:`pixelfox.storage.fence`), whose writer must be live from the first copy to that commit.
+
+        Each copy is journalled first, as a pending delete of that replica (``"<node id> <key>"`` in
+        :data:`PENDING`, listed in ``made``), so no copy can stay behind unnamed: when the block raises
+        (the image was deleted meanwhile and the commit found no row: ``StaleDataError``; a copy failed;
+        the call was cancelled) the copies are deleted at once, once the fence is left (:meth:`_retry_fenced`:
+        a replica a row names is kept); a manager that dies before either leaves them to :meth:`retry_pending`
+        (which skips them while the writer's fence lease lasts). When the block ends normally the commit
+        named them: their journal entries go."""
+        made: list[str] = []
+        try:
+            yield made
+        except BaseException:
+            if made:
+                try:
+                    await asyncio.shield(self._undo(made))
+                except Exception:
+                    logger.exception("the copies of a failed re-key stay pending deletes (%d): the next pass "
+                                     "deletes them", len(made))
+            raise
+        if made:
+            await self.redis.srem(PENDING, *made)
+
+    async def _undo(self, members: list[str]) -> None:
+        """Delete the replicas ``members`` (``"<node id> <key>"``, journalled by :meth:`copying`) that no
+        location row names, now, under their hashes' fence flags (a hash with a live writer waits for the
+        next :meth:`retry_pending` pass)."""
+        groups: dict[str, list[str]] = {}
+        for member in dict.fromkeys(members):
+            if (sha := _sha_or_none(member.partition(" ")[2])) is not None:
+                groups.setdefault(sha, []).append(member)
+        await self._retry_fenced(groups)
+        logger.info("a re-key that did not commit: its %d copies were deleted (or stay pending)", len(members))
+
+    async def copy(self, s: AsyncSession, old: str, new: str, made: list[str] | None = None) -> list[str]:
         """Copy ``old`` to ``new`` on the healthy nodes holding ``old`` (topped up to ``replicas``
         with other healthy storage nodes); records the new locations in ``s``; returns node ids.
+        ``made`` (from :meth:`copying`): each replica is journalled there and in :data:`PENDING` before
+        it is written.
 
         Raises :class:`~pixelfox.errors.NoNodeAvailable` when no healthy node holds ``old``.
         """
@@ -111,6 +154,9 @@ class Objects:
                 await src.get_to(old, path)
             done: list[str] = []
             for rec in targets:
+                if made is not None:  # journalled before the bytes exist: see copying()
+                    made.append(f"{rec.node_id} {new}")
+                    await self.redis.sadd(PENDING, made[-1])
                 try:
                     async with self._client(rec) as dst:
                         await dst.put(new, path, content_type=info.content_type, sha256=info.sha256)

@@ -167,13 +167,13 @@ class ThreadedProxy:
         self.loop.close()
 
 
-async def new_user_key(local: LocalCluster, name: str) -> str:
-    """Create user ``name`` (cluster credential) and return a fresh API key for it."""
+async def new_user_key(local: LocalCluster, name: str, admin: bool = False) -> str:
+    """Create user ``name`` (an admin with ``admin``; cluster credential) and return a fresh API key for it."""
     md = node_metadata(local.secret)
     async with grpc.aio.insecure_channel(local.manager_address.split(",")[0]) as ch:
         stub = manager_pb2_grpc.ManagerServiceStub(ch)
-        await stub.CreateUser(manager_pb2.CreateUserRequest(name=name, password="pw " + name * 2), metadata=md,
-                              timeout=10)
+        await stub.CreateUser(manager_pb2.CreateUserRequest(name=name, password="pw " + name * 2, admin=admin),
+                              metadata=md, timeout=10)
         reply = await stub.CreateApiKey(manager_pb2.CreateApiKeyRequest(user_name=name, label="t"), metadata=md,
                                         timeout=10)
     return reply.key
