@@ -23,15 +23,20 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 #: bidirectional controls: embeddings and overrides (U+202A-U+202E), isolates (U+2066-U+2069) and the
 #: marks LRM, RLM and ALM (U+200E, U+200F, U+061C)
 _BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+#: the Unicode line and paragraph separators (U+2028, U+2029): line breaks too, refused in one-line text
+_SEPARATORS = re.compile("[\u2028\u2029]")
 
 
 def checked(value: str, field: str, *, multiline: bool = False) -> str:
     """``value`` stripped of surrounding white space; BadRequest naming ``field`` and the code point
-    when it holds a control character (tab and line breaks allowed when ``multiline``) or a
-    bidirectional control (:data:`_BIDI`)."""
+    when it holds a control character (tab and line breaks allowed when ``multiline``), a line or
+    paragraph separator in one-line text (:data:`_SEPARATORS`) or a bidirectional control (:data:`_BIDI`)."""
     found = (_CONTROL_MULTILINE if multiline else _CONTROL).search(value)
     if found:
         raise errors.BadRequest(f"{field} contains a control character (U+{ord(found.group()):04X})")
+    found = None if multiline else _SEPARATORS.search(value)
+    if found:
+        raise errors.BadRequest(f"{field} contains a line separator (U+{ord(found.group()):04X}): it is one line")
     found = _BIDI.search(value)
     if found:
         raise errors.BadRequest(f"{field} contains a bidirectional control character (U+{ord(found.group()):04X})")
@@ -117,11 +122,12 @@ def human_bytes(n: int) -> str:
     return f"{size:.1f} GiB"
 
 
-_LINE_BREAKS = re.compile(r"[\t\r\n\v\f]+")
+_LINE_BREAKS = re.compile("[\t\r\n\v\f\u2028\u2029]+")
 
 
 def one_line(value: str) -> str:
-    """``value`` with each run of tabs and line breaks made one space: what a browser form's text
-    field holds after a paste, for a one-line field (a title) that refuses control characters."""
+    """``value`` with each run of tabs and line breaks (U+2028 and U+2029 too) made one space: what a
+    browser form's text field holds after a paste, for a one-line field (a title) that refuses control
+    characters."""
     return _LINE_BREAKS.sub(" ", value)
 

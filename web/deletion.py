@@ -78,8 +78,19 @@ async def _page(request: web.Request, **ctx: Any) -> web.Response:
     return response
 
 
+#: what a deletion link that is not one (cut short, mistyped, its parts not of their shape) answers
+MALFORMED = "this deletion link is not valid: it is cut short or mistyped (use the whole link the upload gave)"
+
+
+async def malformed(request: web.Request) -> web.Response:
+    """Any other ``/api/v1/delete/...`` path: NotFound saying so (it was the router's bare "Not Found")."""
+    raise errors.NotFound(MALFORMED)
+
+
 def setup_deletion_routes(app: web.Application) -> None:
     path = "/api/v1/delete/{slug:[A-Za-z0-9_-]{1,64}}/{owner:[0-9A-Z]{26}|anonymous}/{token:[A-Za-z0-9_-]{22}}"
     app.router.add_get(path, confirm, name="delete_confirm")
     app.router.add_post(path, delete, name="delete_post")
     app.router.add_delete(path, delete, name="delete_delete")
+    for method in ("GET", "POST", "DELETE"):  # after the link's own routes: only what they do not match
+        app.router.add_route(method, "/api/v1/delete/{rest:.*}", malformed)

@@ -25,6 +25,7 @@ from pixelfox.v1 import manager_pb2, manager_pb2_grpc
 from tests.conftest import ClusterHandle
 from tests.e2e.test_web import Browser, _user
 from tests.e2e.uploadkit import new_user_key
+from web.deletion import MALFORMED
 
 pytestmark = pytest.mark.e2e
 
@@ -105,6 +106,13 @@ def test_an_anonymous_upload_gets_a_deletion_link_that_only_deletes_it(cluster: 
     for url in (borrowed, forged):
         r = requests.post(url, timeout=30)
         assert r.status_code == 403 and r.json()["error"]["message"] == "this deletion link is not valid", r.text
+    # a link cut short or with a part mistyped out of shape says so (it was the router's bare "Not Found")
+    base = mine["deletion_url"].rsplit("/", 2)[0]
+    for url in (mine["deletion_url"][:-1], f"{base}/alice/{token}", mine["deletion_url"].rsplit("/", 1)[0]):
+        for method in ("GET", "POST"):
+            r = requests.request(method, url, timeout=30)
+            assert r.status_code == 404 and r.json()["error"] == {"code": "not-found", "message": MALFORMED}, \
+                (method, url, r.text)
     assert requests.get(mine["deletion_url"], timeout=10).status_code == 200  # the confirmation page only
     # the manager checks the token itself: a gRPC caller with a borrowed token, even an admin, deletes nothing
     with pytest.raises(grpc.RpcError) as refused, grpc.insecure_channel(cluster.manager_address.split(",")[0]) as ch:

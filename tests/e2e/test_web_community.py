@@ -216,6 +216,9 @@ async def test_reports_keys_password_and_admin(cluster: Any, http: aiohttp.Clien
     assert status == 200 and f'href="/i/{image["id"]}/report"' in page
     assert f'action="/i/{image["id"]}/report"' not in page  # the form is on a page of its own
     token = await reporter.csrf(f"/i/{image['id']}/report")
+    # a reason over 1000 characters is refused as an empty one is (it was cut to 1000 and taken)
+    status, said, _ = await reporter.post(f"/i/{image['id']}/report", {"csrf_token": token, "reason": "x" * 1001})
+    assert status == 400 and "give a reason of 1-1000 characters" in said, (status, said[:500])
     status, _, headers = await reporter.post(f"/i/{image['id']}/report", {"csrf_token": token, "reason": "spam"})
     assert status == 303 and headers["Location"] == f"/i/{image['id']}/report?sent=1"
     status, thanks, _ = await reporter.get(headers["Location"])

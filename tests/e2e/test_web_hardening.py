@@ -436,6 +436,10 @@ async def test_oembed_answers_only_for_public_images_of_this_site(cluster: Any, 
     assert status == 200
     private = await api(anon, "GET", f"/oembed?url={quote(page_url)}")
     assert private == unknown == (404, NOT_FOUND)
+    # no url at all is the caller's mistake, said as such (it was the 404 of an unknown image)
+    said = {"error": {"code": "bad-request",
+                      "message": "give the URL of an image's share page: /oembed?url=<page URL>"}}
+    assert await api(anon, "GET", "/oembed") == await api(anon, "GET", "/oembed?url=%20") == (400, said)
 
 
 @pytest.mark.parametrize("evil", ["/\t/evil.example", "/%09/evil.example", "//evil.example", "/\\evil.example",

@@ -33,6 +33,9 @@ async def _lookups(redis_url: str, db_url: str) -> None:
         bob = await accounts.create_user("Bob_" + str(ULID())[-8:], PASSWORD)
         with pytest.raises(errors.AlreadyExists):
             await accounts.create_user(bob.name.lower(), PASSWORD)
+        # the rule says which letters (a name with "ü" was told "letters" are allowed)
+        with pytest.raises(errors.BadRequest, match=r"^user name must be 3-32 characters: ASCII letters \(a-z, A-Z"):
+            await accounts.create_user("\u00fcn\u00efcode", PASSWORD)
 
         assert (await accounts.get_user_by_name(bob.name.upper())).id == bob.id
         assert (await accounts.verify_password(bob.name.lower(), PASSWORD)).name == bob.name

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pixelfox import errors
-from pixelfox.text import MAX_FILENAME, checked_title, human_bytes, isolated, safe_filename
+from pixelfox.text import MAX_FILENAME, checked_title, human_bytes, isolated, one_line, safe_filename
 
 
 @pytest.mark.parametrize(("raw", "want"), [
@@ -41,6 +41,10 @@ def test_checked_title() -> None:
         checked_title("t" * 256)
     with pytest.raises(errors.BadRequest, match=r"title contains a control character \(U\+000A\)"):
         checked_title("two\nlines")
+    for sep in ("\u2028", "\u2029"):  # Unicode's line and paragraph separators are line breaks too
+        with pytest.raises(errors.BadRequest, match=rf"^title contains a line separator \(U\+{ord(sep):04X}\)"):
+            checked_title(f"two{sep}lines")
+    assert one_line("a\u2028b\r\nc") == "a b c"  # a form's pasted title: one line
 
 
 @pytest.mark.parametrize("code", [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)])

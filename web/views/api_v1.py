@@ -8,7 +8,7 @@ validated with pydantic (unknown fields refused); errors are ``{"error": {"code"
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
@@ -31,7 +31,7 @@ class ImagePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     title: str | None = Field(None, max_length=255)
     description: str | None = Field(None, max_length=2000)
-    visibility: str | None = Field(None, pattern="^(public|private)$")
+    visibility: Literal["public", "private"] | None = None  # says "Input should be 'public' or 'private'"
     keep_metadata: StrictBool | None = None  # true or false, not "yes" or 1
 
 

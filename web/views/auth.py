@@ -43,7 +43,7 @@ async def register(request: web.Request) -> web.StreamResponse:
     name, password = form.get("name", "").strip(), form.get("password", "")
     error = ""
     if not NAME_RE.match(name):
-        error = "User names are 3-32 letters, digits, '.', '_' or '-'."
+        error = "User names are 3-32 ASCII letters (a-z, A-Z), digits, '.', '_' or '-'."
     elif problem := password_problem(password):
         error = sentence(problem)
     elif password != form.get("password2", ""):

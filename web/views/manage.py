@@ -144,7 +144,8 @@ async def report_image(request: web.Request) -> web.StreamResponse:
     key = f"pixelfox:{{reports}}:ip:{request.remote or '-'}"
     if wait := await ratelimit.take(request.app[REDIS], [(key, REPORTS_PER_HOUR)], 3600):
         raise errors.RateLimited(f"too many reports from this address; try again in {wait} s", wait)
-    req = manager_pb2.ReportImageRequest(slug=slug, reason=form.get("reason", "")[:1000])
+    # the manager refuses a reason over 1000 characters (400), as an empty one: it was cut here silently
+    req = manager_pb2.ReportImageRequest(slug=slug, reason=form.get("reason", ""))
     await call(request, "ReportImage", req, request.app[MANAGER].as_user(user.id if user else ""))
     raise web.HTTPSeeOther(f"/i/{slug}/report?sent=1")
 
@@ -198,14 +199,16 @@ def _oembed_slug(request: web.Request, url: str) -> str:
 
 async def oembed(request: web.Request) -> web.Response:
     """oEmbed 1.0 ``photo`` for ``?url=<share page>`` (ECOSYSTEM.md); 501 for a format other than
-    json; honours ``maxwidth``/``maxheight`` (400 when not a positive whole number, 404 naming the
-    smallest width when no rendition fits). An animated image answers its animated WebP, as its
+    json; 400 without a ``url``; honours ``maxwidth``/``maxheight`` (400 when not a positive whole
+    number, 404 naming the smallest width when no rendition fits). An animated image answers its animated WebP, as its
     share page shows. A URL of another site, an unknown image and a private one all get the same
     404, so the answer never tells that a private image exists."""
     q = request.query
     if q.get("format", "json") != "json":
         raise web.HTTPNotImplemented(text="only format=json is supported")
     maxwidth, maxheight = _bound(q, "maxwidth"), _bound(q, "maxheight")
+    if not q.get("url", "").strip():  # nothing asked about: say so (it was the 404 of an unknown image)
+        raise errors.BadRequest("give the URL of an image's share page: /oembed?url=<page URL>")
     slug = _oembed_slug(request, q.get("url", ""))
     try:
         image = await load_image(request, slug, request.app[MANAGER].as_user())  # anonymous: private is 404

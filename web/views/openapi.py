@@ -237,7 +237,8 @@ OPENAPI: dict[str, Any] = {
             "patch": {"operationId": "updateImage",
                       "summary": "Change title, description, visibility or keep_metadata (owner or admin)",
                       "requestBody": {"required": True, **_json("ImagePatch")},
-                      "responses": {**_ok("Image"), **_errors(400, 401, 403, 404, 503)}},
+                      # 409: another visibility change of it under way, or still processing
+                      "responses": {**_ok("Image"), **_errors(400, 401, 403, 404, 409, 413, 503)}},
             "delete": {"operationId": "deleteImage",
                        "summary": "Delete the image and every copy of its files (owner or admin)",
                        "responses": {**_ok("Deleted"), **_errors(401, 403, 404)}},
@@ -247,7 +248,7 @@ OPENAPI: dict[str, Any] = {
                     "responses": {**_ok("AlbumList"), **_errors(400, 401)}},
             "post": {"operationId": "createAlbum", "summary": "Create an album",
                      "requestBody": {"required": True, **_json("AlbumCreate")},
-                     "responses": {**_ok("Album", "created", "201"), **_errors(400, 401, 403)}},
+                     "responses": {**_ok("Album", "created", "201"), **_errors(400, 401, 403, 413)}},
         },
         "/api/v1/albums/{slug}": {
             "parameters": [SLUG_PARAM],
@@ -255,7 +256,7 @@ OPENAPI: dict[str, Any] = {
                     "responses": {**_ok("Album"), **_errors(401, 404)}},
             "patch": {"operationId": "updateAlbum", "summary": "Rename, add or remove images, set the cover (owner)",
                       "requestBody": {"required": True, **_json("AlbumPatch")},
-                      "responses": {**_ok("Album"), **_errors(400, 401, 403, 404)}},
+                      "responses": {**_ok("Album"), **_errors(400, 401, 403, 404, 413)}},
             "delete": {"operationId": "deleteAlbum", "summary": "Delete the album (not its images)",
                        "responses": {**_ok("Deleted"), **_errors(401, 403, 404)}},
         },
