@@ -72,7 +72,8 @@ class Accounts:
         that differs from an existing one only in case. Logging in, and every lookup by name, ignores
         case too (:func:`named`)."""
         if not NAME_RE.match(name):
-            raise errors.BadRequest("user name must be 3-32 characters: ASCII letters (a-z, A-Z), digits, '_', '.', '-'")
+            raise errors.BadRequest("user name must be 3-32 characters: ASCII letters (a-z, A-Z), digits, "
+                                    "'_', '.', '-'")
         check_new_password(password)
         # names are unique ignoring case, so "Alice" cannot pass for "alice" on pages and in albums.
         # Check then insert: two racing registrations of one name in two cases can both pass.

@@ -191,23 +191,27 @@ class Library:
         old_urls: list[str] = []
         fenced = self.objects.fence.writing(sha, REKEY_LEASE_S) if sha else contextlib.nullcontext()
         placement = await readmodel.placement(self.redis)  # read before the URLs are made (readmodel.publish)
-        async with self.objects.copying() as made, fenced, self.sessions() as s:
-            img = await self._load(s, slug, user, manage=True)
-            if ch.title is not None:
-                img.title = ch.title
-            if ch.description is not None:
-                img.description = ch.description
-            if ch.keep_metadata is not None:
-                img.keep_metadata = ch.keep_metadata
-            if ch.visibility is not None and ch.visibility != img.visibility:
-                if img.status == "processing":
-                    raise errors.Conflict("the image is still processing; change its visibility when it is ready")
-                before = await self.views.to_proto(s, img)
-                old_urls = _file_urls(before)
-                old_keys = await self._rekey(s, img, ch.visibility, made)
-            await failpoints.pause("before-change-commit")
-            await s.commit()
-            out = await self.views.to_proto(s, img)
+        try:
+            async with self.objects.copying() as made, fenced, self.sessions() as s:
+                img = await self._load(s, slug, user, manage=True)
+                if ch.title is not None:
+                    img.title = ch.title
+                if ch.description is not None:
+                    img.description = ch.description
+                if ch.keep_metadata is not None:
+                    img.keep_metadata = ch.keep_metadata
+                if ch.visibility is not None and ch.visibility != img.visibility:
+                    if img.status == "processing":
+                        raise errors.Conflict("the image is still processing; change its visibility when it is ready")
+                    before = await self.views.to_proto(s, img)
+                    old_urls = _file_urls(before)
+                    old_keys = await self._rekey(s, img, ch.visibility, made)
+                await failpoints.pause("before-change-commit")
+                await s.commit()
+                out = await self.views.to_proto(s, img)
+        finally:
+            if sha:  # a delete of these bytes deferred while the change held their fence goes now, not a pass later
+                await self.objects.written(sha)
         await readmodel.publish(self.redis, out, placement)
         if old_keys:
             await self.objects.delete_unreferenced(old_keys)
