@@ -478,6 +478,11 @@ async def test_last_page_has_no_cursor(cluster: Any, http: aiohttp.ClientSession
         assert status == 201, body
     status, page = await api(b, "GET", "/api/v1/images?limit=3")
     assert status == 200 and len(page["images"]) == 3 and page["next_before"] is None
+    # a parameter given twice is refused (the first was taken silently), for albums too
+    for path, name in (("/api/v1/images?limit=5&limit=6", "limit"), ("/api/v1/albums?before=a&before=b", "before")):
+        said = {"error": {"code": "bad-request",
+                          "message": f"{name} was sent more than once in the query string: send it once"}}
+        assert await api(b, "GET", path) == (400, said), path
     status, first = await api(b, "GET", "/api/v1/images?limit=2")
     assert status == 200 and len(first["images"]) == 2 and first["next_before"], first
     status, second = await api(b, "GET", f"/api/v1/images?limit=2&before={first['next_before']}")

@@ -55,7 +55,14 @@ def _need_user(caller: Caller) -> None:
         raise errors.Unauthenticated("log in or send an API key")
 
 
+def _once(request: web.Request, name: str) -> None:
+    """BadRequest when the query string gives ``name`` more than once (which would count? it took the first)."""
+    if len(request.query.getall(name, [])) > 1:
+        raise errors.BadRequest(f"{name} was sent more than once in the query string: send it once")
+
+
 def _limit(request: web.Request) -> int:
+    _once(request, "limit")
     limit = ascii_int(request.query.get("limit", "50"), max_digits=6)
     if limit is None or not 1 <= limit <= MAX_LIST:
         raise errors.BadRequest(f"limit must be 1-{MAX_LIST}")
@@ -63,6 +70,7 @@ def _limit(request: web.Request) -> int:
 
 
 def _cursor(request: web.Request) -> str:
+    _once(request, "before")
     before = request.query.get("before", "")
     if len(before) > 64:
         raise errors.BadRequest("before: at most 64 characters")
