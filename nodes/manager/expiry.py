@@ -32,7 +32,12 @@ SWEEPER = User(id="", name="expiry-sweeper", role="admin", password_hash="")
 
 async def schedule(redis: aioredis.Redis, slug: str, after_s: float) -> None:
     """Delete image ``slug`` ``after_s`` seconds from now."""
-    await redis.zadd(KEY, {slug: time.time() + after_s})
+    await schedule_at(redis, slug, time.time() + after_s)
+
+
+async def schedule_at(redis: aioredis.Redis, slug: str, at: float) -> None:
+    """Delete image ``slug`` at ``at`` (unix seconds; its row's ``expires_at``)."""
+    await redis.zadd(KEY, {slug: at})
 
 
 async def due(redis: aioredis.Redis, now: float | None = None, limit: int = 100) -> list[str]:

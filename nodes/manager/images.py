@@ -159,6 +159,7 @@ class ImageViews:
             keep_metadata=bool(img.keep_metadata),
             owner_id=img.user_id or "",
             urls_expire_at=exp,
+            expires_at=iso(img.expires_at),
         )
         out.exif.update(img.exif or {})  # never GPS: that is added for the owner only (Library.get)
         by_kind: dict[tuple[str, str], Variant] = {}

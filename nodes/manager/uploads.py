@@ -297,14 +297,16 @@ class Uploads:
                 logger.info("upload %s duplicates image %s of the same user%s", c.upload_id, slug,
                             ": its lost files are restored from it, the image is processed again" if restore else "")
                 return answer
-            img = await self._new_image(s, upload, c, st.title if st else "")
+            expires_at = (datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=round(st.expire_after_s))
+                          if st is not None and st.expire_after_s > 0 else None)
+            img = await self._new_image(s, upload, c, st.title if st else "", expires_at)
             answer = await self._answer(s, img, False, nodes)  # before the commit: a later delete is no 404
             await s.commit()
             image_id, slug = img.id, img.slug
         await self._written(c)
         await self.states.finish(c.upload_id, "complete", slug)  # also frees the open-upload slot
-        if st is not None and st.expire_after_s > 0:
-            await expiry.schedule(self.registry.redis, slug, st.expire_after_s)
+        if expires_at is not None:  # the sweeper deletes it then (the row says when: answers and pages show it)
+            await expiry.schedule_at(self.registry.redis, slug, expires_at.timestamp())
         failpoints.hit("after-image-commit")
         await self._enqueue(image_id, c)
         failpoints.hit("after-enqueue")
@@ -312,9 +314,11 @@ class Uploads:
         logger.info("upload %s complete: image %s queued", c.upload_id, slug)
         return answer
 
-    async def _new_image(self, s: AsyncSession, upload: Upload, c: Completion, title: str) -> Image:
-        """Add the image row of completed ``upload`` (status processing, upright size) and its outbox row to
-        ``s`` (same transaction: no image without its job, issue 7); flushed, owner and variants loaded."""
+    async def _new_image(self, s: AsyncSession, upload: Upload, c: Completion, title: str,
+                         expires_at: datetime | None = None) -> Image:
+        """Add the image row of completed ``upload`` (status processing, upright size; deleted by the expiry
+        sweeper at ``expires_at`` when given) and its outbox row to ``s`` (same transaction: no image without
+        its job, issue 7); flushed, owner and variants loaded."""
         swap = c.orientation in (5, 6, 7, 8)
         img = Image(
             id=str(ULID()), slug=new_slug(), upload_id=upload.id, user_id=upload.user_id,
@@ -322,7 +326,7 @@ class Uploads:
             format=c.format, mime=c.mime,
             width=c.height if swap else c.width, height=c.width if swap else c.height,
             frames=max(1, c.frames), orientation=c.orientation or 1, status="processing",
-            original_key=c.original_key, recipe_version=self.recipe_version,
+            original_key=c.original_key, recipe_version=self.recipe_version, expires_at=expires_at,
         )
         s.add(img)
         await s.flush()

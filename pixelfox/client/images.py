@@ -95,7 +95,8 @@ def largest_plain(image: common_pb2.Image) -> common_pb2.Variant | None:
 
 def image_to_json(image: common_pb2.Image) -> dict[str, Any]:
     """Shape: ``{id, url, status, error, width, height, format, bytes, sha256, original_url,
-    thumbnail_url, exif: {field: text}, location: {latitude, longitude} | None (owner/admin only),
+    thumbnail_url, created_at, expires_at (ISO 8601 UTC when an expiring upload is deleted, else None),
+    exif: {field: text}, location: {latitude, longitude} | None (owner/admin only),
     variants: [{name, format, width, height, bytes, url}]}``; ``status`` is :func:`public_status`
     (``processing``, ``ready``, ``failed``, ``lost``), ``error`` is :func:`image_error` (``{code,
     message}`` when the image failed or its files are lost, else ``None``). Sizes in px, bytes in bytes.
@@ -120,6 +121,7 @@ def image_to_json(image: common_pb2.Image) -> dict[str, Any]:
         "original_url": served_original_url(image, with_metadata=image.keep_metadata),
         "thumbnail_url": image.thumbnail_url,
         "created_at": image.created_at,
+        "expires_at": image.expires_at or None,
         "exif": dict(sorted(image.exif.items())),
         "location": (
             {"latitude": image.location.latitude, "longitude": image.location.longitude}

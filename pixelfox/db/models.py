@@ -110,6 +110,9 @@ class Image(Base):
     exif: Mapped[dict[str, str] | None] = mapped_column(JSON, default=None)
     gps_lat: Mapped[float | None] = mapped_column(Float, default=None)
     gps_lon: Mapped[float | None] = mapped_column(Float, default=None)
+    # when the expiry sweeper deletes it (an upload's Chevereto/ImgBB ``expiration``; the schedule itself is
+    # the Redis set of nodes/manager/expiry.py); None: never (migration 0009)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
 
     owner: Mapped[User | None] = relationship(lazy="joined")
     variants: Mapped[list[Variant]] = relationship(

@@ -274,6 +274,7 @@ class Image(_message.Message):
     URLS_EXPIRE_AT_FIELD_NUMBER: _builtins.int
     EXIF_FIELD_NUMBER: _builtins.int
     LOCATION_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """internal id (ULID)"""
     slug: _builtins.str
@@ -312,6 +313,8 @@ class Image(_message.Message):
     """user id of the owner, "" for anonymous"""
     urls_expire_at: _builtins.int
     """unix s when the signed file URLs expire (private only), else 0"""
+    expires_at: _builtins.str
+    """ISO 8601 UTC when the image is deleted (its upload's expiration), "" for never"""
     @_builtins.property
     def variants(self) -> _containers.RepeatedCompositeFieldContainer[Global___Variant]: ...
     @_builtins.property
@@ -355,10 +358,11 @@ class Image(_message.Message):
         urls_expire_at: _builtins.int = ...,
         exif: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         location: Global___GeoPoint | None = ...,
+        expires_at: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "created_at", b"created_at", "description", b"description", "error_code", b"error_code", "error_message", b"error_message", "exif", b"exif", "filename", b"filename", "format", b"format", "frames", b"frames", "height", b"height", "id", b"id", "keep_metadata", b"keep_metadata", "location", b"location", "mime", b"mime", "original_url", b"original_url", "owner", b"owner", "owner_id", b"owner_id", "sha256", b"sha256", "slug", b"slug", "status", b"status", "thumbnail_url", b"thumbnail_url", "title", b"title", "url", b"url", "urls_expire_at", b"urls_expire_at", "variants", b"variants", "visibility", b"visibility", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "created_at", b"created_at", "description", b"description", "error_code", b"error_code", "error_message", b"error_message", "exif", b"exif", "expires_at", b"expires_at", "filename", b"filename", "format", b"format", "frames", b"frames", "height", b"height", "id", b"id", "keep_metadata", b"keep_metadata", "location", b"location", "mime", b"mime", "original_url", b"original_url", "owner", b"owner", "owner_id", b"owner_id", "sha256", b"sha256", "slug", b"slug", "status", b"status", "thumbnail_url", b"thumbnail_url", "title", b"title", "url", b"url", "urls_expire_at", b"urls_expire_at", "variants", b"variants", "visibility", b"visibility", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

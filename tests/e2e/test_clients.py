@@ -208,6 +208,16 @@ def test_chevereto_upload_shapes_formats_and_expiration(cluster: ClusterHandle, 
                           timeout=60)
     assert imgbb.status_code == 200, imgbb.text
     assert imgbb.json()["data"]["expiration"] == 600 and imgbb.json()["data"]["size"] == len(data)
+    # the JSON API and the image page say when it goes (the time lived only in the sweeper's schedule)
+    expiring = imgbb.json()["data"]["id_encoded"]
+    got = requests.get(f"{cluster.web_url}/api/v1/images/{expiring}", timeout=10).json()
+    left = datetime.fromisoformat(got["expires_at"].replace("Z", "+00:00")).timestamp() - time.time()
+    assert 540 < left <= 601, got["expires_at"]
+    page = requests.get(f"{cluster.web_url}/i/{expiring}", timeout=10).text
+    assert f'expires <time datetime="{got["expires_at"]}">' in page
+    lasting = redir.headers["Location"].rsplit("/i/", 1)[1]  # uploaded without an expiration
+    assert requests.get(f"{cluster.web_url}/api/v1/images/{lasting}", timeout=10).json()["expires_at"] is None
+    assert 'id="expires"' not in requests.get(f"{cluster.web_url}/i/{lasting}", timeout=10).text
     assert imgbb.json()["data"]["original_filename"] == "i.png"
     # a second source replaces the first, and so does its name (base64 has none: "upload")
     alpha = _unique_png((corpus / "photos" / "blackbug_alpha.png").read_bytes())  # not a dedup of an earlier one

@@ -68,6 +68,8 @@ IMAGE = {
                            "JSON-API answers (not upload answers) to the owner's or an admin's browser session"},
         "thumbnail_url": {"type": "string"},
         "created_at": {"type": "string"}, "deletion_url": {"type": "string"},
+        "expires_at": {"type": "string", "nullable": True,
+                       "description": "ISO 8601 UTC when the image is deleted (its upload's expiration); null: never"},
         "variants": {"type": "array", "items": {"$ref": "#/components/schemas/Variant"}},
         "exif": {"type": "object", "additionalProperties": {"type": "string"},
                  "description": "EXIF fields as text: make, model, lens, taken_at, exposure_time, f_number, iso, "
