@@ -118,6 +118,12 @@ class Objects:
         if made:
             await self.redis.srem(PENDING, *made)
 
+    async def journal_copy(self, made: list[str], node_id: str, key: str) -> None:
+        """Journal a copy of ``key`` about to be written on ``node_id`` (:meth:`copying`'s ``made``): a pending
+        delete of that replica until the caller's commit names it."""
+        made.append(f"{node_id} {key}")
+        await self.redis.sadd(PENDING, made[-1])
+
     async def _undo(self, members: list[str]) -> None:
         """Delete the replicas ``members`` (``"<node id> <key>"``, journalled by :meth:`copying`) that no
         location row names, now, under their hashes' fence flags (a hash with a live writer waits for the
@@ -155,8 +161,7 @@ class Objects:
             done: list[str] = []
             for rec in targets:
                 if made is not None:  # journalled before the bytes exist: see copying()
-                    made.append(f"{rec.node_id} {new}")
-                    await self.redis.sadd(PENDING, made[-1])
+                    await self.journal_copy(made, rec.node_id, new)
                 try:
                     async with self._client(rec) as dst:
                         await dst.put(new, path, content_type=info.content_type, sha256=info.sha256)

@@ -524,3 +524,56 @@ async def test_the_dispatcher_fences_a_job_from_dispatch_to_its_report(redis: ai
     assert await d.fence.writers(sha) == []  # its report ended the fence
     await asyncio.sleep(0.05)
     assert written == [sha]
+
+
+# ---- a re-key's copies, journalled until its commit (Objects.copying) ---------------------------------
+
+
+async def test_the_copies_of_a_change_that_did_not_commit_are_deleted_and_a_named_one_is_kept(
+        objects: RecordingObjects) -> None:
+    """A visibility change copied an image's original to its private key on s1 and s2, and its public key on
+    s2 (another image of the same bytes holds that one), then its commit failed (the image was deleted):
+    the private copies go at once, the copy a row names stays, and nothing is left pending."""
+    sha = _sha()
+    public, private = original_key(sha, "png"), private_key(original_key(sha, "png"), "cd" * 16)
+    await _located(objects, public, "s2")
+    with pytest.raises(RuntimeError, match="commit failed"):
+        async with objects.copying() as made, objects.fence.writing(sha, 60):
+            for node, key in (("s1", private), ("s2", private), ("s2", public)):
+                await objects.journal_copy(made, node, key)
+            assert await objects.pending_count() == 3
+            assert await objects.retry_pending() == 3  # a pass meanwhile: the change's fence keeps them
+            assert objects.deleted == []
+            raise RuntimeError("commit failed")
+    assert sorted(objects.deleted) == [("s1", private), ("s2", private)]
+    assert await _locations(objects, public) == ["s2"] and await objects.pending_count() == 0
+
+
+async def test_the_copies_of_a_committed_change_stay_and_leave_the_journal(objects: RecordingObjects) -> None:
+    sha = _sha()
+    private = private_key(original_key(sha, "png"), "ef" * 16)
+    async with objects.copying() as made, objects.fence.writing(sha, 60):
+        for node in ("s1", "s2"):
+            await objects.journal_copy(made, node, private)
+        for node in ("s1", "s2"):  # the commit records them
+            await _located(objects, private, node)
+    assert await objects.pending_count() == 0
+    assert await objects.retry_pending() == 0 and objects.deleted == []
+    assert await _locations(objects, private) == ["s1", "s2"]
+
+
+async def test_the_copies_of_a_manager_that_died_mid_change_go_once_its_fence_lease_ends(
+        objects: RecordingObjects) -> None:
+    """The manager died between its copies and its commit: no undo ran, but the journal is in Redis; the
+    retry pass leaves the copies while the change's fence lease lasts (its commit could still come), then
+    deletes them."""
+    sha = _sha()
+    private = private_key(original_key(sha, "png"), "0a" * 16)
+    assert await objects.fence.try_enter(sha, "rekey:died", 0.3)
+    made: list[str] = []
+    for node in ("s1", "s2"):
+        await objects.journal_copy(made, node, private)
+    assert await objects.retry_pending() == 2 and objects.deleted == []
+    await asyncio.sleep(0.5)  # the lease ended: the change will not commit
+    assert await objects.retry_pending() == 0
+    assert sorted(objects.deleted) == [("s1", private), ("s2", private)]
