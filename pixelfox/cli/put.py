@@ -34,14 +34,32 @@ from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc, upload_pb2
 MAX_WAITING = 16
 
 
+#: seconds between two ``GetImage`` calls of :func:`wait_image` while the manager does not answer
+UNANSWERED_POLL_S = 1.0
+
+
 async def wait_image(
-    stub: manager_pb2_grpc.ManagerServiceStub, md: Any, slug: str, timeout_s: float
+    stub: manager_pb2_grpc.ManagerServiceStub, md: Any, slug: str, timeout_s: float,
+    known: common_pb2.Image | None = None,
 ) -> common_pb2.Image:
-    """Poll ``GetImage`` every 0.25 s until the image is ready or failed, or ``timeout_s`` passes."""
+    """Poll ``GetImage`` every 0.25 s until the image is ready or failed, or ``timeout_s`` passes.
+
+    A manager that does not answer (``Unavailable``, ``Timeout``: restarting, as ``pixelfox up`` restarts a
+    manager that died) is asked again every :data:`UNANSWERED_POLL_S` until ``timeout_s``; then ``known``
+    (the upload's answer: the image, still processing) is returned, or that error raised without it. The
+    image was stored: a put that reported it "rejected" here, with no id, had a manager restart to blame."""
     deadline = time.monotonic() + timeout_s
     while True:
-        async with map_rpc_errors():
-            img = await stub.GetImage(manager_pb2.GetImageRequest(slug=slug), metadata=md, timeout=10)
+        try:
+            async with map_rpc_errors():
+                img = await stub.GetImage(manager_pb2.GetImageRequest(slug=slug), metadata=md, timeout=10)
+        except (errors.Unavailable, errors.Timeout):
+            if time.monotonic() > deadline:
+                if known is None:
+                    raise
+                return known
+            await asyncio.sleep(UNANSWERED_POLL_S)
+            continue
         if status_name(img) != "processing" or time.monotonic() > deadline:
             return img
         await asyncio.sleep(0.25)
@@ -213,7 +231,8 @@ async def put_files(
 
         async def finish(path: Path, receipt: upload_pb2.UploadReceipt) -> dict[str, Any]:
             try:
-                img = await wait_image(stub, md, receipt.image.slug, timeout_s) if wait else receipt.image
+                img = (await wait_image(stub, md, receipt.image.slug, timeout_s, receipt.image) if wait
+                       else receipt.image)
             except errors.PixelfoxError as exc:
                 return rejected_json(str(path), exc.code, exc.message)
             return {"file": str(path), **owner_image_json(img), "deduplicated": receipt.deduplicated,
