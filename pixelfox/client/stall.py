@@ -14,8 +14,8 @@ logger = logging.getLogger(__name__)
 NoNode = Callable[[bool, str], None]
 """Called as ``no_node(True, why)`` when no upload node answers the upload (the uploader keeps asking for
 ``no_node_s`` seconds: :data:`NO_NODE_S`), and as ``no_node(False, "")`` when one answers again. ``why`` is
-the manager's words when it said no upload node takes uploads ("no upload node takes new uploads (upload1:
-maintenance)"), ``""`` when the nodes it named did not answer."""
+the manager's words when it refused to start the upload because no upload node takes uploads ("no upload
+node takes new uploads (upload1: maintenance)"), ``""`` once the upload started (its nodes stopped answering)."""
 
 
 #: seconds an upload goes on asking once no upload node answers it (every node the manager names for it

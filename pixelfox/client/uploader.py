@@ -305,7 +305,7 @@ async def _elsewhere(att: _Attempt, manager: manager_pb2_grpc.ManagerServiceStub
                 await att.move(manager, md)
             except errors.NoNodeAvailable as exc:
                 watch.cause = str(exc)
-                watch.lost(exc.message)
+                watch.lost()  # mid-upload its nodes stopped answering: said so (the manager's words are older news)
                 return
             watch.offered(att.address)
     except errors.InvalidTicket:  # the ticket ended on the way (a node gone after it): renewed, on a healthy node
