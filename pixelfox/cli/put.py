@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from pixelfox import errors
@@ -127,6 +128,19 @@ def _emit_answered(waiting: list[asyncio.Future[dict[str, Any]]], emit: Callable
         emit(waiting.pop(0).result())
 
 
+def one_line(text: Any) -> str:
+    """``text`` with its control characters as Python escapes (``\\n``): a file name with a line break split
+    the line it was printed in."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
+
+
+def shown(text: Any) -> str:
+    """:func:`one_line` ``text`` fit for a rich markup line: ``[`` escaped, so a name such as ``a[/]b.png`` is
+    printed as it is (it was read as markup: a MarkupError traceback, or ``[bold]x[/bold].png`` printed as
+    ``x.png``)."""
+    return escape(one_line(text))
+
+
 def _say(out: dict[str, Any], as_json: bool, console: Console, flags: str = "", waited_s: float | None = None
          ) -> None:
     """Print one file's result: its ``put --json`` line, or a line for people on ``console``; a refusal
@@ -136,22 +150,22 @@ def _say(out: dict[str, Any], as_json: bool, console: Console, flags: str = "", 
     if as_json:
         print(json.dumps(out), flush=True)
     elif out["status"] in ("rejected", "paused"):
-        console.print(f"[red]✗[/] {out['file']}: {out['error']['message']}")
+        console.print(f"[red]✗[/] {shown(out['file'])}: {shown(out['error']['message'])}")
     elif out["status"] in ("failed", "lost"):
-        console.print(f"[red]✗[/] {out['file']}: {out['error']['message']} ({out['url']})")
+        console.print(f"[red]✗[/] {shown(out['file'])}: {shown(out['error']['message'])} ({shown(out['url'])})")
     else:
         mark = "[green]✓[/]" if out["status"] == "ready" else "[yellow]…[/]"
         again = "  [dim](already uploaded: the existing image, unchanged)[/]" if out["deduplicated"] else ""
-        console.print(f"{mark} {out['file']} → {out['url']}  [dim]{out['status']}[/]{again}")
+        console.print(f"{mark} {shown(out['file'])} → {shown(out['url'])}  [dim]{out['status']}[/]{again}")
         if console.stderr and not sys.stdout.isatty():  # URL=$(pixelfox put x.png) gets the link
             print(out["url"], flush=True)
         if out.get("deletion_url"):  # an anonymous upload: the only way to delete it
-            console.print(f"  delete: {out['deletion_url']}  [dim](keep this link: the only way to delete "
+            console.print(f"  delete: {shown(out['deletion_url'])}  [dim](keep this link: the only way to delete "
                           "this anonymous upload)[/]", highlight=False)
     if hint:
         console.print(hint, markup=False, highlight=False)
     if waited_s is not None and out["status"] == "processing":
-        console.print(f"{out['file']}: still processing after {waited_s:g} s; its link works once "
+        console.print(f"{one_line(out['file'])}: still processing after {waited_s:g} s; its link works once "
                       "it is ready (`pixelfox jobs` shows the queue; wait longer with --timeout)",
                       markup=False, highlight=False)
 
@@ -165,7 +179,8 @@ class _Bar:
     def __init__(self, progress: Progress, path: Path, console: Console, retry_s: float,
                  sending: dict[Path, int] | None) -> None:
         self.progress, self.path, self.console, self.retry_s, self.sending = progress, path, console, retry_s, sending
-        self.task = progress.add_task(path.name, total=path.stat().st_size if path.is_file() else 0)
+        # the bar's text is rich markup: the name escaped (shown)
+        self.task = progress.add_task(shown(path.name), total=path.stat().st_size if path.is_file() else 0)
 
     def sent(self, n: int, _total: int) -> None:
         self.progress.update(self.task, completed=n)
@@ -173,7 +188,7 @@ class _Bar:
             self.sending[self.path] = n
 
     def no_node(self, lost: bool, why: str) -> None:
-        name = self.path.name
+        name = shown(self.path.name)
         self.progress.update(self.task, description=f"{name} (waiting for an upload node)" if lost else name)
         if lost:
             self.console.print(no_node_line(self.path, self.retry_s, why), markup=False, highlight=False)
