@@ -154,21 +154,27 @@ async def _check_external_redis(flag_url: str, env: RedisSettings) -> None:
         raise errors.Unavailable(f"{where}: {exc.message}") from None
 
 
-def import_list(folder: Path) -> tuple[list[Path], int, int]:
+def import_list(folder: Path) -> tuple[list[Path], int, int, int]:
     """What ``up --import`` uploads from ``folder``: every file in it and its subfolders (a camera's
     ``DCIM/100XXX``), sorted by path; how many hidden entries (a name starting with ".": a
-    ``.thumbnails`` cache, ``.DS_Store``) were left out; and how many subfolders could not be read
-    (a USB stick's root-only ``lost+found``), also left out. Symlinked folders are not followed (no
-    loops); a symlink to a file counts as that file. Raises OSError if ``folder`` itself cannot be read."""
+    ``.thumbnails`` cache, ``.DS_Store``) were left out; how many subfolders could not be read
+    (a USB stick's root-only ``lost+found``), also left out; and how many other entries were left out:
+    symlinked folders (not followed: no loops), and what is not a file (a dangling or looping symlink,
+    a pipe, a device), which used to be left out without a word. A symlink to a file counts as that file.
+    Raises OSError if ``folder`` itself cannot be read."""
     files: list[Path] = []
-    hidden = 0
+    hidden = other = 0
     unreadable: list[OSError] = []
     os.listdir(folder)  # the folder itself must be readable: its error is the user's answer
     for top, dirs, names in os.walk(folder, onerror=unreadable.append):
         hidden += sum(d.startswith(".") for d in dirs) + sum(n.startswith(".") for n in names)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        files += [p for n in names if not n.startswith(".") and (p := Path(top, n)).is_file()]
-    return sorted(files), hidden, len(unreadable)
+        other += sum(Path(top, d).is_symlink() for d in dirs)  # os.walk does not go into them
+        found = [Path(top, n) for n in names if not n.startswith(".")]
+        kept = [p for p in found if p.is_file()]
+        files += kept
+        other += len(found) - len(kept)
+    return sorted(files), hidden, len(unreadable), other
 
 
 def import_totals(results: list[dict[str, Any]]) -> tuple[str, int]:
@@ -227,9 +233,11 @@ async def _up(opts: argparse.Namespace, console: Console) -> int:
         raise errors.BadRequest(f"--import: {opts.import_dir} is not a folder")
     files: list[Path] = []
     if opts.import_dir:  # listed before anything starts: an unreadable folder stops nothing
-        files, hidden, unreadable = import_list(Path(opts.import_dir))
+        files, hidden, unreadable, other = import_list(Path(opts.import_dir))
         left_out = [f"{hidden} hidden files and folders (names starting with '.')"] if hidden else []
         left_out += [f"{unreadable} folders it may not read"] if unreadable else []
+        left_out += [f"{other} entries that are no files (symlinked folders, broken symlinks, pipes, "
+                     "devices)"] if other else []
         if left_out:
             print(f"not importing {' and '.join(left_out)} in {opts.import_dir}", file=sys.stderr, flush=True)
     os.umask(launcher.PRIVATE_UMASK)  # the database and Redis' files hold secrets: ours alone

@@ -165,9 +165,14 @@ def test_import_list_takes_subfolders_and_leaves_hidden_entries_out(tmp_path: Pa
         (tmp_path / rel).write_bytes(b"x")
     (tmp_path / "DCIM" / "loop").symlink_to(tmp_path)  # a symlinked folder is not followed
     (tmp_path / "link.jpg").symlink_to(tmp_path / "a.jpg")  # a symlinked file counts
-    files, hidden, unreadable = import_list(tmp_path)
+    # entries that are no files are counted as left out (they were left out without a word)
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (tmp_path / "self.jpg").symlink_to(tmp_path / "self.jpg")  # a symlink loop
+    os.mkfifo(tmp_path / "pipe.jpg")
+    files, hidden, unreadable, other = import_list(tmp_path)
     assert [str(p.relative_to(tmp_path)) for p in files] == ["DCIM/100CAM/b.jpg", "a.jpg", "link.jpg"]
     assert (hidden, unreadable) == (3, 0)  # .cache, .hidden.jpg, .DS_Store
+    assert other == 4  # DCIM/loop (not followed), dangling.jpg, self.jpg, pipe.jpg
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder: run as a user to see one refused")
@@ -177,10 +182,10 @@ def test_import_list_leaves_an_unreadable_subfolder_out_and_counts_it(tmp_path: 
     (tmp_path / "a.jpg").write_bytes(b"x")
     (tmp_path / "lost+found").mkdir(mode=0o000)  # a USB stick's root-only folder: the import still runs
     try:
-        files, hidden, unreadable = import_list(tmp_path)
+        files, hidden, unreadable, other = import_list(tmp_path)
     finally:
         (tmp_path / "lost+found").chmod(0o700)
-    assert ([p.name for p in files], hidden, unreadable) == (["a.jpg"], 0, 1)
+    assert ([p.name for p in files], hidden, unreadable, other) == (["a.jpg"], 0, 1, 0)
 
 
 @pytest.mark.parametrize("pasted", ["pfx_AbCdEf…", "pfx_AbCdEf...", "KEY"])
