@@ -31,13 +31,14 @@ from pathlib import Path
 import aiohttp
 import redis.asyncio as aioredis
 from prometheus_client import Gauge
+from sqlalchemy import delete as sa_delete
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nodes.manager.gone import clear_gone
 from nodes.manager.registry import NodeRecord, Registry
 from pixelfox import errors
-from pixelfox.db.models import Image, ObjectLocation, Variant
+from pixelfox.db.models import Image, ObjectLocation, ReplicaDebt, Variant
 from pixelfox.storage.client import StorageClient
 from pixelfox.storage.fence import DELETE_BUDGET_S, WriteFence, fence_sha
 from pixelfox.v1 import common_pb2
@@ -241,6 +242,9 @@ class Objects:
                     for row in rows:
                         work.setdefault(row.node_id, []).append(key)
                         await s.delete(row)
+                    # its replica debt goes with its rows: left to the repair's next pass, it counted the key as
+                    # lost (a debt with no copy) in `pixelfox status` meanwhile
+                    await s.execute(sa_delete(ReplicaDebt).where(ReplicaDebt.key == key))
                 if work:
                     await self.redis.sadd(PENDING, *(f"{n} {k}" for n, ks in work.items() for k in ks))
                 await s.commit()

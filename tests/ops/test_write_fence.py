@@ -577,3 +577,21 @@ async def test_the_copies_of_a_manager_that_died_mid_change_go_once_its_fence_le
     await asyncio.sleep(0.5)  # the lease ended: the change will not commit
     assert await objects.retry_pending() == 0
     assert sorted(objects.deleted) == [("s1", private), ("s2", private)]
+
+
+async def test_a_deleted_keys_replica_debt_goes_with_its_rows(objects: RecordingObjects) -> None:
+    """An object short of copies (a debt, have 1 of 2) that is deleted (no image names it any more: a visibility
+    change's old keys): its debt went only at the repair's next pass, and `pixelfox status` counted the key as
+    lost meanwhile (a debt with no copy); it goes in the delete's own transaction now."""
+    from pixelfox.db.models import ReplicaDebt
+
+    sha = _sha()
+    key = original_key(sha, "png")
+    await _located(objects, key, "s1")
+    async with objects.sessions() as s:
+        s.add(ReplicaDebt(key=key, image_id=str(ULID()), have=1, want=2, since=datetime.now(UTC), last_error=""))
+        await s.commit()
+    assert await objects.delete_unreferenced([key]) == (1, 0)
+    async with objects.sessions() as s:
+        assert (await s.execute(select(ReplicaDebt).where(ReplicaDebt.key == key))).scalars().all() == []
+    assert await _locations(objects, key) == [] and objects.deleted == [("s1", key)]
