@@ -62,6 +62,12 @@ def checked_title(value: str) -> str:
     return title
 
 
+def escaped_controls(value: str) -> str:
+    """``value`` with each control or other non-printable character as its Python escape (``\\n``,
+    ``\\x1b``): a client's file name shown on one terminal line as it is (a line break split it)."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in value)
+
+
 def printable(value: str) -> str:
     """``value`` without control (Unicode ``Cc``) or surrogate (``Cs``) characters, stripped: for
     client-given names (a file name, a content type) that are only shown, never trusted, so

@@ -155,15 +155,13 @@ class Albums:
         deleted; ``StaleDataError``: the album deleted) is tried again from the start, up to
         :data:`UPDATE_ATTEMPTS` times, so it answers as after that change: adding an image already there
         is nothing, a deleted album or image is NotFound."""
-        for attempt in range(1, UPDATE_ATTEMPTS + 1):
+        for _ in range(UPDATE_ATTEMPTS - 1):
             try:
                 return await self._update(user, req)
             except (IntegrityError, StaleDataError) as exc:
-                if attempt == UPDATE_ATTEMPTS:
-                    raise
                 logger.info("album %s changed under an update (%s); trying it again", req.slug[:64],
                             type(exc).__name__)
-        raise AssertionError("unreachable")
+        return await self._update(user, req)  # the last attempt: its error is the answer
 
     async def _update(self, user: User | None, req: manager_pb2.UpdateAlbumRequest) -> manager_pb2.Album:
         """One attempt of :meth:`update`."""

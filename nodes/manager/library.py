@@ -176,8 +176,6 @@ class Library:
         try:
             return await self._apply(slug, user, ch, sha)
         except (StaleDataError, errors.NoNodeAvailable, errors.NotFound) as exc:
-            if isinstance(exc, errors.NotFound) and str(exc) == "no such image":
-                raise
             async with self.sessions() as s:
                 gone = await s.scalar(select(Image.id).where(Image.slug == slug)) is None
             if gone:
@@ -189,34 +187,34 @@ class Library:
         """:meth:`_update` but for its answer to an image deleted meanwhile."""
         old_keys: list[str] = []
         old_urls: list[str] = []
-        fenced = self.objects.fence.writing(sha, REKEY_LEASE_S) if sha else contextlib.nullcontext()
         placement = await readmodel.placement(self.redis)  # read before the URLs are made (readmodel.publish)
-        try:
-            async with self.objects.copying() as made, fenced, self.sessions() as s:
-                img = await self._load(s, slug, user, manage=True)
-                if ch.title is not None:
-                    img.title = ch.title
-                if ch.description is not None:
-                    img.description = ch.description
-                if ch.keep_metadata is not None:
-                    img.keep_metadata = ch.keep_metadata
-                if ch.visibility is not None and ch.visibility != img.visibility:
-                    if img.status == "processing":
-                        raise errors.Conflict("the image is still processing; change its visibility when it is ready")
-                    before = await self.views.to_proto(s, img)
-                    old_urls = _file_urls(before)
-                    old_keys = await self._rekey(s, img, ch.visibility, made)
-                await failpoints.pause("before-change-commit")
-                await s.commit()
-                out = await self.views.to_proto(s, img)
-        finally:
-            if sha:  # a delete of these bytes deferred while the change held their fence goes now, not a pass later
-                await self.objects.written(sha)
+        async with self._rekeying(sha) as made, self.sessions() as s:
+            img = await self._load(s, slug, user, manage=True)
+            if ch.title is not None:
+                img.title = ch.title
+            if ch.description is not None:
+                img.description = ch.description
+            if ch.keep_metadata is not None:
+                img.keep_metadata = ch.keep_metadata
+            if ch.visibility is not None and ch.visibility != img.visibility:
+                if img.status == "processing":
+                    raise errors.Conflict("the image is still processing; change its visibility when it is ready")
+                before = await self.views.to_proto(s, img)
+                old_urls = _file_urls(before)
+                old_keys = await self._rekey(s, img, ch.visibility, made)
+            await failpoints.pause("before-change-commit")
+            await s.commit()
+            out = await self.views.to_proto(s, img)
         await readmodel.publish(self.redis, out, placement)
         if old_keys:
             await self.objects.delete_unreferenced(old_keys)
             await self.objects.purge("image.rekeyed", old_urls)
         return out
+
+    def _rekeying(self, sha: str) -> contextlib.AbstractAsyncContextManager[list[str]]:
+        """:meth:`~nodes.manager.objects.Objects.rekeying` of bytes ``sha`` for :data:`REKEY_LEASE_S`; with no
+        ``sha`` (no copy to make) an empty journal, nothing fenced."""
+        return self.objects.rekeying(sha, REKEY_LEASE_S) if sha else contextlib.nullcontext([])
 
     async def _rekey(self, s: AsyncSession, img: Image, visibility: str, made: list[str]) -> list[str]:
         """Copy every object of ``img`` to its keys for ``visibility`` (each copy journalled in ``made``:
@@ -252,9 +250,8 @@ class Library:
         placement = await readmodel.placement(self.redis)  # read before the URLs are made (readmodel.publish)
         async with self.sessions() as s:
             sha = await s.scalar(select(Image.sha256).where(Image.id == image_id, Image.visibility == "private"))
-        fenced = self.objects.fence.writing(sha, REKEY_LEASE_S) if sha else contextlib.nullcontext()
         try:
-            async with self.objects.copying() as made, fenced, self.sessions() as s:
+            async with self._rekeying(sha or "") as made, self.sessions() as s:
                 img = await s.get(Image, image_id)
                 if img is None:
                     return

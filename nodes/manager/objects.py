@@ -119,6 +119,18 @@ class Objects:
         if made:
             await self.redis.srem(PENDING, *made)
 
+    @contextlib.asynccontextmanager
+    async def rekeying(self, sha: str, lease_s: float) -> AsyncIterator[list[str]]:
+        """``async with objects.rekeying(sha, lease_s) as made:`` around a re-key of bytes ``sha`` (its
+        :meth:`copy` calls given ``made`` and the commit naming the copies): :meth:`copying` outside the write
+        fence of ``sha`` (a writer for ``lease_s`` seconds), and once both are left, the deletes of these bytes
+        that waited for it (:meth:`written`) go now rather than at the next pass."""
+        try:
+            async with self.copying() as made, self.fence.writing(sha, lease_s):
+                yield made
+        finally:
+            await self.written(sha)
+
     async def journal_copy(self, made: list[str], node_id: str, key: str) -> None:
         """Journal a copy of ``key`` about to be written on ``node_id`` (:meth:`copying`'s ``made``): a pending
         delete of that replica until the caller's commit names it."""
@@ -129,11 +141,7 @@ class Objects:
         """Delete the replicas ``members`` (``"<node id> <key>"``, journalled by :meth:`copying`) that no
         location row names, now, under their hashes' fence flags (a hash with a live writer waits for the
         next :meth:`retry_pending` pass)."""
-        groups: dict[str, list[str]] = {}
-        for member in dict.fromkeys(members):
-            if (sha := _sha_or_none(member.partition(" ")[2])) is not None:
-                groups.setdefault(sha, []).append(member)
-        await self._retry_fenced(groups)
+        await self._retry_fenced(await self._members_by_sha(members))
         logger.info("a re-key that did not commit: its %d copies were deleted (or stay pending)", len(members))
 
     async def copy(self, s: AsyncSession, old: str, new: str, made: list[str] | None = None) -> list[str]:
@@ -235,16 +243,18 @@ class Objects:
             # opened under the flags, on the primary (a lagging read replica may not have the rows a
             # writer committed before them yet): sees every row recorded before the flags
             async with self.sessions(info={"primary": True}) as s:
+                gone: list[str] = []
                 for key in granted:
                     if await self.referenced(s, key):
                         continue
+                    gone.append(key)
                     rows = (await s.execute(select(ObjectLocation).where(ObjectLocation.key == key))).scalars().all()
                     for row in rows:
                         work.setdefault(row.node_id, []).append(key)
                         await s.delete(row)
-                    # its replica debt goes with its rows: left to the repair's next pass, it counted the key as
-                    # lost (a debt with no copy) in `pixelfox status` meanwhile
-                    await s.execute(sa_delete(ReplicaDebt).where(ReplicaDebt.key == key))
+                if gone:  # their replica debts go with their rows: left to the repair's next pass, they counted
+                    # the keys as lost (a debt with no copy) in `pixelfox status` meanwhile
+                    await s.execute(sa_delete(ReplicaDebt).where(ReplicaDebt.key.in_(gone)))
                 if work:
                     await self.redis.sadd(PENDING, *(f"{n} {k}" for n, ks in work.items() for k in ks))
                 await s.commit()
@@ -317,14 +327,7 @@ class Objects:
         await self.settle_gone()
         if deferred := _decoded(await self.redis.smembers(DEFERRED)):
             await self.delete_unreferenced(deferred)
-        by_sha: dict[str, list[str]] = {}
-        for member in _decoded(await self.redis.smembers(PENDING)):
-            sha = _sha_or_none(member.partition(" ")[2])
-            if sha is None:
-                logger.warning("pending delete %r names no object key; dropped", member)
-                await self.redis.srem(PENDING, member)
-                continue
-            by_sha.setdefault(sha, []).append(member)
+        by_sha = await self._members_by_sha(_decoded(await self.redis.smembers(PENDING)))
         shas = list(by_sha)
         for start in range(0, len(shas), FENCE_BATCH):
             await self._retry_fenced({sha: by_sha[sha] for sha in shas[start:start + FENCE_BATCH]})
@@ -332,6 +335,19 @@ class Objects:
         PENDING_DELETES.labels("pending").set(pending)
         PENDING_DELETES.labels("deferred").set(deferred)
         return pending + deferred
+
+    async def _members_by_sha(self, members: list[str]) -> dict[str, list[str]]:
+        """Pending-delete members (``"<node id> <key>"``) grouped by the hash that fences their key; a member
+        naming no object key is logged and dropped from :data:`PENDING`."""
+        by_sha: dict[str, list[str]] = {}
+        for member in dict.fromkeys(members):
+            sha = _sha_or_none(member.partition(" ")[2])
+            if sha is None:
+                logger.warning("pending delete %r names no object key; dropped", member)
+                await self.redis.srem(PENDING, member)
+                continue
+            by_sha.setdefault(sha, []).append(member)
+        return by_sha
 
     async def _retry_fenced(self, groups: dict[str, list[str]]) -> None:
         """:meth:`retry_pending` for the pending members (``"<node id> <key>"``) of a few hashes.

@@ -28,7 +28,7 @@ from pixelfox.client.resume import Resume
 from pixelfox.client.stall import NO_NODE_S
 from pixelfox.client.uploader import upload_file
 from pixelfox.grpcx.client import channel, connect_failure, map_rpc_errors
-from pixelfox.text import human_bytes
+from pixelfox.text import escaped_controls, human_bytes
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc, upload_pb2
 
 #: images ``put --wait`` waits for at once while it uploads the next files
@@ -128,17 +128,11 @@ def _emit_answered(waiting: list[asyncio.Future[dict[str, Any]]], emit: Callable
         emit(waiting.pop(0).result())
 
 
-def one_line(text: Any) -> str:
-    """``text`` with its control characters as Python escapes (``\\n``): a file name with a line break split
-    the line it was printed in."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
-
-
 def shown(text: Any) -> str:
-    """:func:`one_line` ``text`` fit for a rich markup line: ``[`` escaped, so a name such as ``a[/]b.png`` is
-    printed as it is (it was read as markup: a MarkupError traceback, or ``[bold]x[/bold].png`` printed as
-    ``x.png``)."""
-    return escape(one_line(text))
+    """``text`` (:func:`~pixelfox.text.escaped_controls`: one line) fit for a rich markup line: ``[``
+    escaped, so a name such as ``a[/]b.png`` is printed as it is (it was read as markup: a MarkupError
+    traceback, or ``[bold]x[/bold].png`` printed as ``x.png``)."""
+    return escape(escaped_controls(str(text)))
 
 
 def _say(out: dict[str, Any], as_json: bool, console: Console, flags: str = "", waited_s: float | None = None
@@ -165,7 +159,7 @@ def _say(out: dict[str, Any], as_json: bool, console: Console, flags: str = "", 
     if hint:
         console.print(hint, markup=False, highlight=False)
     if waited_s is not None and out["status"] == "processing":
-        console.print(f"{one_line(out['file'])}: still processing after {waited_s:g} s; its link works once "
+        console.print(f"{escaped_controls(out['file'])}: still processing after {waited_s:g} s; its link works once "
                       "it is ready (`pixelfox jobs` shows the queue; wait longer with --timeout)",
                       markup=False, highlight=False)
 
