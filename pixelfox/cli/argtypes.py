@@ -108,7 +108,10 @@ def byte_rate(text: str) -> int:
     number, scale = text.strip(), 1
     if number and number[-1].upper() in _RATE_UNITS:
         number, scale = number[:-1], _RATE_UNITS[number[-1].upper()]
-    value = decimal_number(0, None, "rate")(number) * scale if number else 0.0
+    try:
+        value = decimal_number(0, None, "rate")(number) * scale if number else 0.0
+    except argparse.ArgumentTypeError:  # negative, nan, not a number: one refusal below for every bad rate
+        value = -1.0
     if not math.isfinite(value):  # 1e300G: past a float (int() of it raised OverflowError, a traceback)
         raise argparse.ArgumentTypeError(f"{text!r} is too large a rate (bytes a second: 512K, 2M)")
     if value < 1024:

@@ -277,6 +277,19 @@ def target_flags(manager: str | None, api_key: str | None) -> str:
     return flags
 
 
+def given_api_key(flag: str | None) -> str:
+    """The API key given: ``--api-key`` (``flag``; None when not given), else ``PIXELFOX_API_KEY``, else "".
+    BadRequest for one given empty (``--api-key ""``, ``PIXELFOX_API_KEY=`` of an unset ``$KEY``): it fell
+    back to the local admin's key in a cluster folder, so a script's upload was quietly the admin's."""
+    for name, value in (("--api-key", flag), ("PIXELFOX_API_KEY", os.environ.get("PIXELFOX_API_KEY"))):
+        if value is not None:
+            if not value.strip():
+                raise errors.BadRequest(f"{name} is empty: give an API key, or leave it out to act as the "
+                                        "local admin in a cluster folder")
+            return value
+    return ""
+
+
 def check_api_key(api_key: str) -> str:
     """``api_key`` unless it is what :func:`target_flags` prints in its place (a key shortened to
     "pfx_AbCdEf…", or ``KEY``), pasted as it was: BadRequest saying to give the whole key (the
@@ -349,7 +362,7 @@ def resolve(manager: str | None, api_key: str | None, *, left_running: bool = Fa
     ``left_running`` (``pixelfox status``): a folder whose ``up`` is gone but whose manager still runs
     counts as running, with a line saying so (:func:`_left_running`)."""
     manager = manager or os.environ.get("PIXELFOX_MANAGER")
-    api_key = check_api_key(api_key or os.environ.get("PIXELFOX_API_KEY") or "") or None
+    api_key = check_api_key(given_api_key(api_key)) or None
     state = find_state()
     data = json.loads(state.read_text()) if state else {}
     if manager and manager != data.get("manager"):

@@ -205,3 +205,19 @@ def test_a_key_as_pixelfox_prints_it_is_refused_up_front(pasted: str, tmp_path: 
         resolve("127.0.0.1:5000", None)
     whole = "pfx_" + "AbCdEfGhIj" * 4
     assert resolve("127.0.0.1:5000", whole).api_key == whole
+
+
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_api_key_is_refused_not_the_local_admins(empty: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--api-key ""`` or ``PIXELFOX_API_KEY=`` (a script's unset ``$KEY``) fell back to the local admin's key
+    in a cluster folder: the upload was quietly the admin's (a fresh tester's find). Refused, naming which."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PIXELFOX_API_KEY", raising=False)
+    with pytest.raises(errors.BadRequest, match=r"^--api-key is empty: give an API key"):
+        resolve("127.0.0.1:5000", empty)
+    monkeypatch.setenv("PIXELFOX_API_KEY", empty)
+    with pytest.raises(errors.BadRequest, match=r"^PIXELFOX_API_KEY is empty: give an API key"):
+        resolve("127.0.0.1:5000", None)
+    whole = "pfx_" + "AbCdEfGhIj" * 4
+    assert resolve("127.0.0.1:5000", whole).api_key == whole  # the flag beats an empty variable

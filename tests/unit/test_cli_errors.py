@@ -49,6 +49,9 @@ def pixelfox(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     (("put", "--title", "a\x1bb", "a.png"), 2, "argument --title: title contains a control character (U+001B)"),
     # was a traceback (OverflowError)
     (("put", "--limit-rate", "1e300G", "a.png"), 2, "argument --limit-rate: '1e300G' is too large a rate"),
+    # every rate under 1K says the same (-1 said "give a rate of at least 0", and 0 then was refused)
+    (("put", "--limit-rate", "-1", "a.png"), 2, "argument --limit-rate: '-1' is not a rate of at least 1K"),
+    (("put", "--limit-rate", "0", "a.png"), 2, "argument --limit-rate: '0' is not a rate of at least 1K"),
     (("put", "--retry-for", "-1", "a.png"), 2,
      "argument --retry-for: -1 is out of range: give a number of seconds from 0 to 3600"),
     (("put", "--retry-for", "nan", "a.png"), 2, "argument --retry-for: nan is out of range"),
