@@ -179,6 +179,65 @@ fn locations(d: &[u8], iloc: &BoxRef) -> Result<Vec<Location>> {
     Ok(out)
 }
 
+/// Checks that the file holds every byte its boxes and items claim: no top-level box (the
+/// `mdat` above all) runs past the end of the data, and every extent `iloc` gives (ISO/IEC
+/// 14496-12 §8.11.3) lies inside the file, or inside `idat` for construction method 1.
+///
+/// libavif's parse reads only the `meta` box, and an incremental reader must accept a file
+/// whose image bytes have not all arrived yet, so a cut-off upload would pass it and fail
+/// later, at the decode. Errors: `Corrupt` ("truncated image: ...") naming what is missing.
+pub fn check_complete(d: &[u8]) -> Result<()> {
+    let mut pos = 0usize;
+    while let Some(size) = be32(d, pos) {
+        let len = match size {
+            0 => break, // runs to the end of the file, wherever that is
+            1 => match (be32(d, pos + 8), be32(d, pos + 12)) {
+                (Some(hi), Some(lo)) => (u64::from(hi) << 32) | u64::from(lo),
+                _ => break, // boxes() below says it
+            },
+            n => u64::from(n),
+        };
+        let end = (pos as u64).saturating_add(len);
+        if end > d.len() as u64 {
+            let kind = String::from_utf8_lossy(d.get(pos + 4..pos + 8).unwrap_or(b"????"));
+            return Err(Error::truncated(format!(
+                "the AVIF file ends {} bytes before its '{kind}' box does",
+                end - d.len() as u64
+            )));
+        }
+        if len < 8 {
+            break; // boxes() below refuses it
+        }
+        pos = end as usize;
+    }
+    let top = boxes(d, 0, d.len())?;
+    let Some(meta) = top.iter().find(|b| &b.kind == b"meta") else {
+        return Ok(()); // libavif refuses a file without one
+    };
+    let children = boxes(d, meta.body + 4, meta.end)?; // meta is a full box
+    let find = |k: &[u8; 4]| children.iter().find(|b| &b.kind == k);
+    let Some(iloc) = find(b"iloc") else {
+        return Ok(());
+    };
+    let idat = find(b"idat");
+    for (id, method, extents) in locations(d, iloc)? {
+        let limit = match (method, idat) {
+            (0, _) => d.len() as u64,
+            (1, Some(b)) => (b.end - b.body) as u64,
+            _ => continue, // item references and missing idat: libavif's to judge
+        };
+        for (off, len) in extents {
+            let end = off.checked_add(len).ok_or_else(|| Error::corrupt("AVIF iloc offset"))?;
+            if off > limit || end > limit {
+                return Err(Error::truncated(format!(
+                    "AVIF item {id} needs bytes up to {end}, the data has {limit}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The AVIF file `d` with every EXIF and XMP item blanked (zeros, type `void`).
 ///
 /// Errors: `Corrupt` when the `meta` box cannot be walked, or a metadata item's

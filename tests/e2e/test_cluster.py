@@ -203,6 +203,7 @@ REASONS = {
     "bomb_65535x66601.gif": "pixel",
     "heif_unsupported.heic": "heic",
     "truncated.jpg": "truncated",
+    "cut.avif": "truncated",
     "gif_stall_issue101.gif": "",
     "page.png": "html",
 }
@@ -225,6 +226,9 @@ def test_bad_inputs_rejected_nothing_stored(cluster: ClusterHandle, corpus: Path
     html = tmp_path / "page.png"
     html.write_text("<html><script>alert(1)</script></html>")
     files.append(html)
+    avif = (corpus / "photos/canon70d_20mp_gps.avif").read_bytes()
+    (tmp_path / "cut.avif").write_bytes(avif[: len(avif) * 3 // 4])  # a cut-off upload of a real AVIF
+    files.append(tmp_path / "cut.avif")
     results = put_json(cluster, files)
     for res in results:
         name = Path(res["file"]).name

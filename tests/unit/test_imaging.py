@@ -641,6 +641,18 @@ def test_truncated_avif_is_corrupt() -> None:
         imaging.process(data[: len(data) // 2], THUMB_WEBP)
 
 
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.9, 0.999])
+def test_truncated_avif_is_refused_by_verify(keep: float) -> None:
+    """The upload check (verify: the whole file, no decode) sees a cut-off AVIF: libavif's parse
+    alone passed it (it reads only the meta box), and the image failed later, at the decode."""
+    data = read("photos/canon70d_20mp_gps.avif")
+    assert imaging.verify(data).width == 5472
+    cut = data[: int(len(data) * keep)]
+    with pytest.raises(CorruptImage, match=r"truncated image: the AVIF file ends \d+ bytes before its '(mdat|meta)'"):
+        imaging.verify(cut)
+    assert imaging.probe(cut).format == "avif"  # a prefix still reads as AVIF: uploads stream in
+
+
 # --------------------------------------------------------------------------- EXIF as data, stripped originals
 
 

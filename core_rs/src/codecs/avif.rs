@@ -76,6 +76,7 @@ pub fn parse(d: &[u8], limits: &Limits, mode: Mode) -> Result<Info> {
         orientation: 1,
     };
     if mode == Mode::Whole {
+        crate::isobmff_meta::check_complete(d)?;
         let dec = libavif::Decoder::new(limits)?;
         dec.parse(d)?;
         info.orientation = dec.orientation();
