@@ -18,7 +18,8 @@ Every manager is a consumer of group ``dispatchers``. A manager takes an entry w
 ``XREADGROUP``, hands it to a processing node and ``XACK``s it only when the node reports
 it done. The pending entry is the *manager's* lease: while a manager works on it,
 :meth:`JobQueue.touch` resets its idle time; entries idle longer than ``lease_s`` (their
-manager died) are taken over with ``XAUTOCLAIM`` by any manager. The *processing node's*
+manager died) are taken over with ``XAUTOCLAIM`` by any manager, and at once by the same
+manager when it restarts under its node id (:meth:`JobQueue.take`). The *processing node's*
 lease is kept by the dispatcher (:mod:`nodes.manager.dispatch`).
 
 Failed jobs are retried with exponential back-off and jitter (:func:`backoff_s`); after
@@ -158,6 +159,9 @@ class JobQueue:
         self.backoff_cap_s = backoff_cap_s
         self._promote = redis.register_script(_PROMOTE)
         self._add_if_idle = redis.register_script(_ADD_IF_IDLE)
+        # (lane, entry id) pending under this consumer's name before this process took anything:
+        # an earlier life of this manager (same node id) died holding them. None: not read yet.
+        self._orphans: list[tuple[str, str]] | None = None
 
     async def ensure_group(self) -> None:
         """Create both lanes and their group if missing (idempotent; also after Redis lost them)."""
@@ -209,7 +213,7 @@ class JobQueue:
 
         Blocks up to ``block_ms`` when both lanes are empty.
         """
-        jobs: list[QueuedJob] = []
+        jobs = await self._take_orphans(count)
         for lane, key in LANES.items():
             if len(jobs) >= count:
                 break
@@ -230,6 +234,30 @@ class JobQueue:
                 lane = "batch" if _decode(stream) == BATCH else "interactive"
                 jobs.extend(_job(eid, fields, lane) for eid, fields in entries if fields)
         return jobs[:count]
+
+    async def _take_orphans(self, count: int) -> list[QueuedJob]:
+        """Up to ``count`` entries an earlier life of this consumer left pending.
+
+        A manager that died with jobs dispatched comes back under the same node id; its old
+        entries would otherwise wait out ``lease_s`` (120 s by default) before any manager's
+        ``XAUTOCLAIM`` retook them, and ``pixelfox jobs`` would show them running on no node.
+        They are read once, before this process takes its first job, so entries this process
+        holds itself are never among them.
+        """
+        if self._orphans is None:
+            found: list[tuple[str, str]] = []
+            for lane, key in LANES.items():
+                rows: Any = await self.redis.xpending_range(key, GROUP, min="-", max="+", count=10_000,
+                                                            consumername=self.consumer)
+                found.extend((lane, _decode(r["message_id"])) for r in rows)
+            self._orphans = found
+        jobs: list[QueuedJob] = []
+        while self._orphans and len(jobs) < count:
+            lane, entry_id = self._orphans.pop(0)
+            res: Any = await self.redis.xclaim(LANES[lane], GROUP, self.consumer, min_idle_time=0,
+                                               message_ids=[entry_id])
+            jobs.extend(_job(eid, fields, lane) for eid, fields in res if fields)
+        return jobs
 
     async def touch(self, jobs: list[QueuedJob]) -> None:
         """Renew the manager lease of jobs this consumer still works on (resets their idle time)."""

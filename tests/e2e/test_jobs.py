@@ -201,6 +201,30 @@ def test_manager_killed_at_each_step_converges(jc: tuple[LocalCluster, str], tmp
     assert variant_set_ok(img)
 
 
+def test_restarted_manager_takes_back_its_dispatched_job_at_once(jc: tuple[LocalCluster, str],
+                                                                 tmp_path: Path) -> None:
+    """The only manager dies right after dispatching and comes back with a 600 s manager lease:
+    the image is ready long before that, since the restarted manager (same node id) takes its
+    dead self's job back at its first take instead of waiting for the lease to run out."""
+    local, key = jc
+    before = {i["id"] for i in newest_images(local, key, 100)}
+    try:
+        _manager_restart(local, PIXELFOX_FAILPOINT="after-dispatch", PIXELFOX_LEASE_S="600")
+        dying = local.child("manager1")
+        put_json(local.root, make_photo(tmp_path / "orphan.jpg", 800, 600, seed=21))
+        assert dying.proc.wait(120) == 137, "after-dispatch was not hit"
+        t0 = time.monotonic()
+        _manager_restart(local, PIXELFOX_LEASE_S="600")
+        new = [i for i in newest_images(local, key, 100) if i["id"] not in before]
+        assert len(new) == 1, new
+        img = wait_final(local, key, new[0]["id"], 120)
+        assert img["status"] == "ready", img
+        assert variant_set_ok(img)
+        assert time.monotonic() - t0 < 150  # the lease (600 s) was not waited out
+    finally:
+        _manager_restart(local)
+
+
 def test_proc_killed_after_variant_put_converges(jc: tuple[LocalCluster, str], tmp_path: Path) -> None:
     local, key = jc
     _every_node_healthy(local)  # placement takes the healthy storage nodes: both must be back from earlier kills

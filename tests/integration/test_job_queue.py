@@ -122,3 +122,31 @@ async def test_enqueue_if_idle_queues_an_image_once_however_many_ask_at_once(q: 
         ("idle-2", "reprocess_image", "batch")]
     assert next(j for j in jobs if j.image_id == "idle-1").recipe == 4
     assert await q.known(["idle-1", "idle-2", "busy-1"]) == [True, True, True]
+
+
+async def test_a_restarted_consumer_takes_its_dead_selfs_entries_back_at_once(redis_url: str) -> None:
+    """A manager that dies holding jobs and comes back under its node id gets them back at its
+    first take, long before the 600 s lease; another manager does not; a job the new life took
+    itself is not handed out twice."""
+    r = aioredis.from_url(redis_url)
+    await r.flushdb()
+    try:
+        dead = JobQueue(r, "m1", lease_s=600)
+        await dead.ensure_group()
+        await dead.enqueue("held-1")
+        await dead.enqueue("held-2", lane="batch", kind="reprocess_image")
+        held = await dead.take(2, 0)
+        assert sorted(j.image_id for j in held) == ["held-1", "held-2"]
+        await dead.enqueue("fresh")
+        other = JobQueue(r, "m2", lease_s=600)
+        assert [j.image_id for j in await other.take(5, 0)] == ["fresh"]  # not m1's held ones
+        reborn = JobQueue(r, "m1", lease_s=600)
+        first = await reborn.take(1, 0)
+        second = await reborn.take(1, 0)
+        assert [(j.entry_id, j.image_id, j.lane) for j in first + second] == sorted(
+            (j.entry_id, j.image_id, j.lane) for j in held)
+        assert await reborn.take(5, 0) == []  # each once, and nothing of m2's
+        pending = await r.xpending_range("pixelfox:{jobs}:stream", "dispatchers", "-", "+", 10)
+        assert sorted((p["consumer"].decode(), p["times_delivered"]) for p in pending) == [("m1", 2), ("m2", 1)]
+    finally:
+        await r.aclose()
