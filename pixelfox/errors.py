@@ -107,6 +107,14 @@ class PayloadTooLarge(BadRequest):
         return cls(f"file is {size} bytes; the limit is {limit} bytes")
 
 
+class BodyTimeout(BadRequest):
+    """No byte of an HTTP request body arrived for the web node's ``body_idle_s`` seconds (408)."""
+
+    code = "body-timeout"
+    http_status = 408
+    default_message = "the request body stopped arriving"
+
+
 class ChecksumMismatch(BadRequest):
     code = "checksum-mismatch"
     grpc_status = grpc.StatusCode.DATA_LOSS

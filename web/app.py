@@ -6,6 +6,7 @@ reached through the typed keys in :mod:`web.keys`.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from pixelfox.client.images import public_status
 from pixelfox.text import human_bytes, isolated
 from web.cluster import Manager
 from web.config import WebSettings
-from web.keys import MANAGER, REDIS, SETTINGS, STATE, RuntimeState
+from web.keys import BODIES, MANAGER, REDIS, SETTINGS, STATE, RuntimeState
 from web.middlewares import error_middleware, headers_middleware
 from web.proxied import ThroughProxy
 from web.routes import setup_routes
@@ -67,6 +68,7 @@ def create_app(settings: WebSettings) -> web.Application:
     app[REDIS] = redis
     app[MANAGER] = Manager(settings)
     app[STATE] = RuntimeState(public_url=settings.base_url())
+    app[BODIES] = Counter()
     env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(TEMPLATES),

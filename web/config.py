@@ -19,7 +19,8 @@ class WebSettings(NodeSettings):
     Env: ``PIXELFOX_NODE_ID``, ``PIXELFOX_CLUSTER__MANAGER``, ``PIXELFOX_CLUSTER__SECRET``,
     ``PIXELFOX_HTTP__HOST``/``__PORT``/``__PUBLIC_URL``, ``PIXELFOX_REDIS__URL``,
     ``PIXELFOX_METRICS_PORT``, ``PIXELFOX_COOKIE_SECURE``, ``PIXELFOX_SESSION_MAX_AGE_S``,
-    ``PIXELFOX_SITE_NAME``, ``PIXELFOX_UPLOAD_WAIT_S``, ``PIXELFOX_UPLOAD_STALL_S``, ``PIXELFOX_ALLOW_ANONYMOUS``,
+    ``PIXELFOX_SITE_NAME``, ``PIXELFOX_UPLOAD_WAIT_S``, ``PIXELFOX_UPLOAD_STALL_S``, ``PIXELFOX_BODY_IDLE_S``,
+    ``PIXELFOX_BODIES_PER_CALLER``, ``PIXELFOX_ALLOW_ANONYMOUS``,
     ``PIXELFOX_PAGE_CACHE_S``,
     ``PIXELFOX_REGISTER_PER_HOUR``, ``PIXELFOX_TRUSTED_PROXIES``,
     ``PIXELFOX_LIMITS__MAX_UPLOAD_BYTES``, ``PIXELFOX_URL_SIGNING__*`` (as on the manager: the web
@@ -39,6 +40,12 @@ class WebSettings(NodeSettings):
         "seconds the upload page waits for any progress of a resumable upload before it takes its upload node "
         "to have stopped answering (frozen: its connection open, nothing read), aborts and sends the rest again, "
         "to another upload node after a second stall"))
+    body_idle_s: float = Field(60.0, gt=0, description=(
+        "seconds a one-shot upload (POST /api/v1/images, /api/1/upload) may send no byte of its body before it is "
+        "dropped with 408 body-timeout (a slow link that keeps sending is never cut)"))
+    bodies_per_caller: int = Field(8, ge=0, description=(
+        "one-shot upload bodies one API key, user or (anonymous) client address may send to one web node at once; "
+        "one more gets 429 too-many-open-uploads before its body is read; 0 = no cap"))
     allow_anonymous: bool = Field(True, description=(
         "offer uploads without an account (set it as on the managers, which enforce it: false makes the upload "
         "page ask visitors to log in and refuses an anonymous POST before reading its body)"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -25,3 +26,5 @@ SETTINGS = web.AppKey("settings", WebSettings)
 REDIS = web.AppKey("redis", aioredis.Redis)
 MANAGER = web.AppKey("manager", Manager)
 STATE = web.AppKey("state", RuntimeState)
+#: one-shot upload bodies being read on this node, per caller (web/bodies.py)
+BODIES = web.AppKey("bodies", Counter)

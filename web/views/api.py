@@ -28,6 +28,7 @@ from pixelfox.client.images import image_to_json, private_duplicate_note
 from pixelfox.schemes import basic_api_key, refuse_repeated, split_scheme
 from pixelfox.text import printable, safe_filename
 from pixelfox.v1 import common_pb2, manager_pb2
+from web.bodies import caller_key, receiving
 from web.calls import call
 from web.cluster import Metadata
 from web.deletion import deletion_url
@@ -372,8 +373,10 @@ async def upload(request: web.Request) -> web.Response:
     if caller.via != "anonymous":  # a user over a limit is refused now, not after sending the whole file
         async with not_counted_if_over_user_limits(request, counted):
             await check_user_limits(request, caller.metadata)
-    await send_continue(request)  # everything the headers tell is checked: the client may send the body
-    path, filename, ctype, title = await _receive_file(request, settings.max_upload_bytes)
+    sender = caller_key(request, api_key_of(request), caller.user.id if caller.user else "")
+    async with receiving(request, sender):  # 429 for one body too many, 408 once the body stops arriving
+        await send_continue(request)  # everything the headers tell is checked: the client may send the body
+        path, filename, ctype, title = await _receive_file(request, settings.max_upload_bytes)
     try:
         receipt = await manager.upload(caller.metadata, path, filename, ctype, title=title)
     finally:

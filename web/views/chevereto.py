@@ -45,6 +45,7 @@ from pixelfox.schemes import refuse_repeated
 from pixelfox.text import printable
 from pixelfox.uploadstate import MAX_EXPIRE_AFTER_S
 from pixelfox.v1 import common_pb2, manager_pb2
+from web.bodies import caller_key, receiving
 from web.calls import Metadata, call
 from web.deletion import deletion_url
 from web.expect import send_continue
@@ -447,8 +448,9 @@ async def _upload(request: web.Request) -> web.StreamResponse:
     if early:  # known before the body is read: a bad key, or its user over a limit, costs no upload
         async with not_counted_if_over_user_limits(request, counted):  # the user's 429, not the address'
             await check_user_limits(request, manager.as_api_key(early), encoded=True)
-    await send_continue(request)  # a client waiting on Expect: 100-continue may send the body now
-    fields, source, filename = await _read_form(request, settings.max_upload_bytes, query)
+    async with receiving(request, caller_key(request, early)):  # 429 for one body too many, 408 once it stalls
+        await send_continue(request)  # a client waiting on Expect: 100-continue may send the body now
+        fields, source, filename = await _read_form(request, settings.max_upload_bytes, query)
     try:
         body_key = fields.get("key", "").strip()  # the query's when the body has none
         if early and body_key and body_key != early:  # the user checked above is the one who uploads
