@@ -56,7 +56,7 @@ def _chunks(text: bytes, size: int = 1000):  # type: ignore[no-untyped-def]
     return read
 
 
-@pytest.mark.parametrize("wrap", ["plain", "mime-lines", "data-url", "DATA-URL"])
+@pytest.mark.parametrize("wrap", ["plain", "mime-lines", "data-url", "DATA-URL", "url-safe", "url-safe-unpadded"])
 async def test_base64_sources_decode_as_they_stream(wrap: str) -> None:
     """Chunk edges fall anywhere (1000-byte reads); line breaks and a data: URL prefix (any case) are
     not part of the file."""
@@ -73,6 +73,11 @@ async def test_base64_sources_decode_as_they_stream(wrap: str) -> None:
         text = b"data:image/png;base64," + text
     elif wrap == "DATA-URL":
         text = b"  DATA:image/png;base64," + text
+    elif wrap.startswith("url-safe"):  # RFC 4648 §5, as JavaScript's and Python's URL-safe encoders write it
+        text = base64.urlsafe_b64encode(data)
+        assert b"-" in text and b"_" in text
+        if wrap.endswith("unpadded"):
+            text = text.rstrip(b"=")
     path = await _decode_stream(_chunks(text), 10**9)
     try:
         assert path.read_bytes() == data
@@ -100,7 +105,8 @@ async def test_base64_bound_is_on_the_decoded_file(monkeypatch: pytest.MonkeyPat
 @pytest.mark.parametrize(("text", "error", "says"), [
     (b"https://example.org/a.png", errors.BadRequest, "source URLs are not supported"),
     (b"  HTTP://example.org/a.png", errors.BadRequest, "source URLs are not supported"),
-    (b"QUFB" * 100 + b"QQ", errors.BadRequest, "neither a file nor base64"),  # cut short
+    (b"QUFB" * 100 + b"Q", errors.BadRequest, "neither a file nor base64"),  # cut short (2-3 are unpadded)
+    (b"QUFB" * 100 + b"Q=Q", errors.BadRequest, "neither a file nor base64"),
     # curl -F "source=data:image/png;base64,..." ends the value at ';'
     (b"data:image/png", errors.BadRequest, "source is a data: URL with no ',' before its data .curl -F cuts"),
     (b" DATA:image/png;base64" + b"QUFB" * 100, errors.BadRequest, "source is a data: URL with no ','"),

@@ -117,6 +117,9 @@ async def _decode_source(text: str, limit: int) -> Path:
 
 
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/=]")  # dropped before decoding, as base64.b64decode(validate=False) does
+#: the URL-safe alphabet's two letters (RFC 4648 §5: '-' for '+', '_' for '/'), which are never in the standard
+#: one: a client that sends URL-safe base64 (JavaScript's and Python's urlsafe encoders) is read the same
+_URL_SAFE = bytes.maketrans(b"-_", b"+/")
 _DATA_URL = re.compile(rb"^\s*data:[^,]{0,256},", re.IGNORECASE)
 
 
@@ -125,7 +128,8 @@ _URL_SCHEMES = (b"http://", b"https://", b"ftp://")
 
 class _Base64Sink:
     """Base64 text in, decoded bytes out to ``f``, four characters at a time, bounded: PayloadTooLarge
-    past ``most`` bytes of file (or twice that of text), BadRequest when the text is not base64."""
+    past ``most`` bytes of file (or twice that of text), BadRequest when the text is not base64. The
+    standard and the URL-safe alphabet are both read, with or without the final padding (RFC 4648)."""
 
     def __init__(self, f: BinaryIO, most: int, too_large: errors.PixelfoxError) -> None:
         self.f, self.most, self.too_large = f, most, too_large
@@ -135,7 +139,7 @@ class _Base64Sink:
         self.text_bytes += len(chunk)
         if self.text_bytes > self.most * 2 + 65536:  # 4/3 of the file: more is padding or junk
             raise self.too_large
-        data = self.rest + _NOT_BASE64.sub(b"", chunk)
+        data = self.rest + _NOT_BASE64.sub(b"", chunk.translate(_URL_SAFE))
         cut = len(data) - len(data) % 4
         self.rest = data[cut:]
         if not cut:
@@ -150,7 +154,17 @@ class _Base64Sink:
         await asyncio.to_thread(self.f.write, out)
 
     def finish(self) -> None:
-        if self.rest.strip(b"="):  # 1-3 characters left over: cut short, or not base64
+        tail = self.rest.rstrip(b"=")
+        if len(tail) in (2, 3):  # base64 without its padding (RFC 4648 §3.2; URL-safe encoders often drop it)
+            try:
+                out = base64.b64decode(tail + b"=" * (4 - len(tail)))
+            except (binascii.Error, ValueError):
+                raise errors.BadRequest("source is neither a file nor base64") from None
+            self.file_bytes += len(out)
+            if self.file_bytes > self.most:
+                raise self.too_large
+            self.f.write(out)  # 1 or 2 bytes
+        elif tail:  # one character left over: cut short, or not base64
             raise errors.BadRequest("source is neither a file nor base64")
         if not self.file_bytes:
             raise errors.EmptyFile("empty file")

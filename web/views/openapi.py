@@ -27,7 +27,9 @@ def _json(ref: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     names = {400: "bad request", 401: "not authenticated", 403: "not allowed (CSRF, role or owner)",
-             404: "not found (also: someone else's private image)", 409: "conflict (the state changed first)",
+             404: "not found (also: someone else's private image)",
+             408: "the request body stopped arriving (no byte for body_idle_s, 60 s): send it again",
+             409: "conflict (the state changed first)",
              413: "too large, or over the user's storage quota (code quota-exceeded; not worth retrying)",
              415: "unsupported format",
              429: "too many requests or open uploads (Retry-After says when to try again)",
@@ -229,7 +231,7 @@ OPENAPI: dict[str, Any] = {
                     "properties": {"file": {"type": "string", "format": "binary"},
                                    "title": {"type": "string", "maxLength": 255}}}}}},
                 "responses": {**_ok("UploadedImage", "created", "201"),
-                              **_errors(400, 401, 403, 413, 415, 429, 503)},
+                              **_errors(400, 401, 403, 408, 413, 415, 429, 503)},
             },
         },
         "/api/v1/images/{slug}": {
