@@ -123,7 +123,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         return error_response(request, exc.status, _http_code(exc), exc.reason)
     except (HttpProcessingError, RequestPayloadError):  # the body cannot be read: bad Content-Encoding...
-        return error_response(request, 400, "bad-request", "the request body cannot be read (bad encoding or framing)")
+        # answered here, so the body is over: aiohttp's lingering read of an unread body would raise the
+        # same error again after the answer and log it as an unhandled exception, with its traceback
+        request.content.feed_eof()
+        response = error_response(request, 400, "bad-request",
+                                  "the request body cannot be read (bad encoding or framing)")
+        response.force_close()  # the rest of that body on the connection is no next request
+        return response
     except UnicodeError:  # undecodable bytes in a header, field or file name, or a lone surrogate in JSON
         return error_response(request, 400, "bad-request", "the request holds text that is not valid UTF-8")
     except LookupError as exc:

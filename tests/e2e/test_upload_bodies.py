@@ -24,6 +24,7 @@ from PIL import Image
 
 from pixelfox.cli.launcher import LocalCluster
 from tests.conftest import wait_http
+from tests.jobtools import log_text
 from tests.e2e.test_upload_expect import multipart, read_head
 from tests.e2e.uploadkit import new_user_key, own_cluster
 
@@ -156,3 +157,27 @@ def test_one_body_too_many_from_one_caller_is_refused_before_it_is_read(local: L
             break
         time.sleep(0.2)
     assert again.status_code == 415, again.text
+
+
+@pytest.mark.parametrize("path", ["/api/v1/images", "/api/1/upload"])
+def test_a_body_in_a_broken_encoding_is_a_400_without_a_traceback(local: LocalCluster, keys: tuple[str, str],
+                                                                    path: str) -> None:
+    """``Content-Encoding: gzip`` on bytes that are no gzip: the client gets a 400 and the connection
+    ends; the web node logged aiohttp's "Unhandled exception" traceback for it (its lingering read of
+    the unread body raised the same error again after the answer)."""
+    u = urlsplit(local.web_urls[0])
+    ctype, body = multipart("file" if path.startswith("/api/v1") else "source", os.urandom(5000))
+    logged = len(log_text(local, "web1"))
+    s = socket.create_connection((u.hostname, u.port), timeout=30)
+    try:
+        s.sendall((f"POST {path} HTTP/1.1\r\nHost: {u.netloc}\r\nX-API-Key: {keys[0]}\r\nContent-Type: {ctype}\r\n"
+                   f"Content-Encoding: gzip\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
+        status, got, _ = answer(s)
+        s.settimeout(10)
+        assert s.recv(100) == b""  # closed: the rest of that body is no next request
+    finally:
+        s.close()
+    assert status == 400 and "cannot be read (bad encoding or framing)" in str(got["error"]), got
+    time.sleep(0.5)
+    text = log_text(local, "web1")[logged:]
+    assert "Traceback" not in text and "Unhandled exception" not in text, text[-2000:]
