@@ -24,9 +24,9 @@ from PIL import Image
 
 from pixelfox.cli.launcher import LocalCluster
 from tests.conftest import wait_http
-from tests.jobtools import log_text
 from tests.e2e.test_upload_expect import multipart, read_head
 from tests.e2e.uploadkit import new_user_key, own_cluster
+from tests.jobtools import log_text
 
 pytestmark = pytest.mark.e2e
 
