@@ -167,6 +167,33 @@ def test_an_upload_answer_links_the_clean_original_never_the_stored_one(cluster:
     assert again["original_url"] == up["original_url"]
 
 
+def test_api_upload_takes_an_expiration_from_the_form_or_the_query(cluster: ClusterHandle) -> None:
+    """``POST /api/v1/images`` (ShareX) with ``expiration`` (a form field, or in the query string, as a
+    ShareX custom uploader can send either): the image expires then. The field was dropped without a
+    word, so the screenshot stayed for good."""
+    api, hdr = f"{cluster.web_url}/api/v1/images", {"X-API-Key": cluster.admin_api_key}
+    form = requests.post(f"{api}?wait=0", headers=hdr, timeout=60, data={"expiration": "PT1H"},
+                         files={"file": ("a.png", _small_png(30, 20), "image/png")})
+    assert form.status_code == 201, form.text
+    query = requests.post(f"{api}?wait=0&expiration=600", headers=hdr, timeout=60,
+                          files={"file": ("b.png", _small_png(31, 20), "image/png")})
+    assert query.status_code == 201, query.text
+    for answer, seconds in ((form, 3600), (query, 600)):
+        for got in (answer.json(), requests.get(f"{api}/{answer.json()['id']}", timeout=10).json()):
+            left = datetime.fromisoformat(got["expires_at"].replace("Z", "+00:00")).timestamp() - time.time()
+            assert seconds - 60 < left <= seconds + 1, got["expires_at"]
+    plain = requests.post(f"{api}?wait=0", headers=hdr, timeout=60, data={"expiration": ""},
+                          files={"file": ("c.png", _small_png(32, 20), "image/png")})
+    assert plain.status_code == 201 and plain.json()["expires_at"] is None, plain.text
+    for url, data, says in ((f"{api}?expiration=soon", {}, "neither an ISO 8601 duration"),
+                            (f"{api}?expiration=60&expiration=60", {}, "more than once in the query string"),
+                            (f"{api}?expiration=60", {"expiration": "60"}, "in both the query string and the form"),
+                            (api, {"expiration": "P11Y"}, "longer than 10 years")):
+        bad = requests.post(url, headers=hdr, timeout=60, data=data,
+                            files={"file": ("d.png", _small_png(33, 20), "image/png")})
+        assert bad.status_code == 400 and says in bad.json()["error"]["message"], (url, bad.text)
+
+
 def test_chevereto_upload_shapes_formats_and_expiration(cluster: ClusterHandle, corpus: Path) -> None:
     api = f"{cluster.web_url}/api/1/upload"
     data = (corpus / "photos" / "painting_rgb.png").read_bytes()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pixelfox import errors
-from web.views.chevereto import MAX_EXPIRATION_S, parse_duration
+from web.expiration import MAX_EXPIRATION_S, parse_duration
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

@@ -33,6 +33,7 @@ from web.calls import call
 from web.cluster import Metadata
 from web.deletion import deletion_url
 from web.expect import send_continue
+from web.expiration import parse_duration
 from web.keys import MANAGER, SETTINGS, STATE
 from web.ratelimit import check_ip, not_counted_if_over_user_limits
 from web.sessions import CSRF_HEADER, CurrentUser, current_user, require_csrf
@@ -280,13 +281,18 @@ async def form_parts(request: web.Request) -> AsyncIterator[Any]:
         yield part
 
 
-async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, str, str]:
-    """The form's ``file`` as ``(temp path, file name, declared type, title)``; ``title`` is the optional
-    text field of that name (its first :data:`TEXT_FIELD_LIMIT` bytes, UTF-8). BadRequest for a malformed
-    form, a missing or second file or a title that is not UTF-8; PayloadTooLarge past ``limit`` bytes.
-    The caller checked the headers first (:func:`_check_form_head`)."""
+#: the text fields of ``POST /api/v1/images`` besides its file; each may come once
+TEXT_PARTS = ("title", "expiration")
+
+
+async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, str, dict[str, str]]:
+    """The form's ``file`` as ``(temp path, file name, declared type, texts)``; ``texts`` holds the
+    optional text fields of :data:`TEXT_PARTS` that came (each its first :data:`TEXT_FIELD_LIMIT`
+    bytes, UTF-8). BadRequest for a malformed form, a missing or second file, a text field sent twice
+    or one that is not UTF-8; PayloadTooLarge past ``limit`` bytes. The caller checked the headers
+    first (:func:`_check_form_head`)."""
     saved: tuple[Path, str, str] | None = None
-    title, title_seen = "", False
+    texts: dict[str, str] = {}
     try:
         async for part in form_parts(request):
             if isinstance(part, BodyPartReader) and part.name == "file":
@@ -295,15 +301,16 @@ async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, st
                 filename = part_filename(part)
                 ctype = part.headers.get("Content-Type", "application/octet-stream")
                 saved = (await _save_part(part, limit), filename, ctype)
-            elif isinstance(part, BodyPartReader) and part.name == "title":
-                if title_seen:
-                    raise errors.BadRequest("one title per request: the form has a second 'title' field")
-                title_seen = True
+            elif isinstance(part, BodyPartReader) and part.name in TEXT_PARTS:
+                name = part.name
+                if name in texts:
+                    raise errors.BadRequest(f"one {name} per request: the form has a second '{name}' field")
                 raw = await first_bytes(part, TEXT_FIELD_LIMIT)
-                try:  # a character split by the cut at TEXT_FIELD_LIMIT is dropped (that title is too long anyway)
-                    title = codecs.getincrementaldecoder("utf-8")().decode(raw, final=len(raw) < TEXT_FIELD_LIMIT)
+                try:  # a character split by the cut at TEXT_FIELD_LIMIT is dropped (that text is too long anyway)
+                    texts[name] = codecs.getincrementaldecoder("utf-8")().decode(
+                        raw, final=len(raw) < TEXT_FIELD_LIMIT)
                 except UnicodeDecodeError:
-                    raise errors.BadRequest("the title is not UTF-8 text") from None
+                    raise errors.BadRequest(f"the {name} is not UTF-8 text") from None
             else:
                 await part.release()
     except BaseException as exc:
@@ -313,7 +320,21 @@ async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, st
         raise
     if saved is None:
         raise errors.BadRequest("no 'file' field in the form")
-    return (*saved, title)
+    return (*saved, texts)
+
+
+def _expiration(request: web.Request, texts: dict[str, str] | None = None) -> int:
+    """Seconds until the upload expires (0 = never): ``expiration`` from the query string or, once the
+    body is read (``texts``), the form, in :func:`web.expiration.parse_duration`'s syntax. BadRequest
+    when malformed, or sent twice (in the query string, or in both places)."""
+    given = request.query.getall("expiration", [])
+    if len(given) > 1:
+        raise errors.BadRequest("expiration was sent more than once in the query string: send it once")
+    if texts is not None and "expiration" in texts:
+        if given:
+            raise errors.BadRequest("expiration was sent in both the query string and the form: send it once")
+        given = [texts["expiration"]]
+    return parse_duration(given[0]) if given and given[0].strip() else 0
 
 
 async def first_bytes(part: BodyPartReader, keep: int) -> bytes:
@@ -351,7 +372,8 @@ def _wait_seconds(request: web.Request) -> float:
 
 
 async def upload(request: web.Request) -> web.Response:
-    """``POST /api/v1/images``: one multipart upload (field ``file``, optional ``title``), answered 201
+    """``POST /api/v1/images``: one multipart upload (field ``file``, optional ``title`` and ``expiration``,
+    the latter also in the query string: :func:`_expiration`), answered 201
     with the image's JSON once processed or ``?wait=`` ran out.
 
     Everything the headers tell is refused before the body is read: credentials (401, CSRF 403),
@@ -368,6 +390,7 @@ async def upload(request: web.Request) -> web.Response:
         raise errors.Unauthenticated("this site takes no anonymous uploads: log in, or send an API key")
     manager = request.app[MANAGER]
     wait_s = _wait_seconds(request)  # a bad ?wait= is refused before any byte is kept
+    _expiration(request)  # and a bad ?expiration=
     counted = await check_ip(request, anonymous=caller.via == "anonymous")
     _check_form_head(request, settings.max_upload_bytes)
     if caller.via != "anonymous":  # a user over a limit is refused now, not after sending the whole file
@@ -376,9 +399,11 @@ async def upload(request: web.Request) -> web.Response:
     sender = caller_key(request, api_key_of(request), caller.user.id if caller.user else "")
     async with receiving(request, sender):  # 429 for one body too many, 408 once the body stops arriving
         await send_continue(request)  # everything the headers tell is checked: the client may send the body
-        path, filename, ctype, title = await _receive_file(request, settings.max_upload_bytes)
+        path, filename, ctype, texts = await _receive_file(request, settings.max_upload_bytes)
     try:
-        receipt = await manager.upload(caller.metadata, path, filename, ctype, title=title)
+        expires = _expiration(request, texts)
+        receipt = await manager.upload(caller.metadata, path, filename, ctype, expire_after_s=expires,
+                                       title=texts.get("title", ""))
     finally:
         with contextlib.suppress(OSError):
             await asyncio.to_thread(path.unlink)

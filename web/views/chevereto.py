@@ -43,12 +43,12 @@ from pixelfox import errors
 from pixelfox.client.images import NOTE_HEADER, clean_original, private_duplicate_note, public_status
 from pixelfox.schemes import refuse_repeated
 from pixelfox.text import printable
-from pixelfox.uploadstate import MAX_EXPIRE_AFTER_S
 from pixelfox.v1 import common_pb2, manager_pb2
 from web.bodies import caller_key, receiving
 from web.calls import Metadata, call
 from web.deletion import deletion_url
 from web.expect import send_continue
+from web.expiration import parse_duration
 from web.keys import MANAGER, SETTINGS
 from web.ratelimit import check_ip, not_counted_if_over_user_limits
 from web.views.api import (
@@ -63,10 +63,6 @@ from web.views.api import (
     part_filename,
 )
 
-DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$",
-                      re.ASCII)  # ASCII digits only, as in plain seconds
-MAX_EXPIRATION_S = MAX_EXPIRE_AFTER_S  # ten years: the manager's limit, said here in years
-UNIT_S = (365 * 86400, 30 * 86400, 7 * 86400, 86400, 3600, 60, 1)  # Y M W D H M S (years/months approximate)
 #: success.message of a re-upload of bytes the caller already has (the image's "deduplicated" is true)
 DEDUPLICATED = "image already uploaded: the existing image is returned unchanged (its title too)"
 
@@ -79,28 +75,6 @@ SINGLE_FIELDS = ("key", "format", "title", "album_id", "expiration")
 #: url-encoded bodies read at once per web node (each is held whole, up to ~56 MB; multipart
 #: sources stream to disk instead)
 _BUFFERED = asyncio.Semaphore(2)
-
-
-def parse_duration(text: str) -> int:
-    """Seconds in an ISO 8601 duration (``PT5M`` = 300), or plain seconds as ImgBB sends them
-    (``600``); BadRequest when malformed, zero or over :data:`MAX_EXPIRATION_S` (ten years)."""
-    plain = text.strip()
-    if plain.isascii() and plain.isdigit():  # ImgBB: seconds
-        digits = plain.lstrip("0") or "0"
-        seconds = int(digits) if len(digits) <= 12 else MAX_EXPIRATION_S + 1
-    else:
-        m = DURATION.match(plain.upper())
-        if not m or not any(m.groups()):
-            raise errors.BadRequest(f"expiration {text[:40]!r} is neither an ISO 8601 duration such as PT5M or "
-                                    "P3D nor a number of seconds")
-        if any(v and len(v.lstrip("0")) > 9 for v in m.groups()):  # P0000000001D is one day
-            raise errors.BadRequest(f"expiration longer than {MAX_EXPIRATION_S // UNIT_S[0]} years")
-        seconds = sum(int(v) * u for v, u in zip(m.groups(), UNIT_S, strict=True) if v)
-    if seconds <= 0:
-        raise errors.BadRequest("expiration must be longer than zero")
-    if seconds > MAX_EXPIRATION_S:
-        raise errors.BadRequest(f"expiration longer than {MAX_EXPIRATION_S // UNIT_S[0]} years")
-    return seconds
 
 
 async def _decode_source(text: str, limit: int) -> Path:

@@ -225,11 +225,15 @@ OPENAPI: dict[str, Any] = {
             "post": {
                 "operationId": "uploadImage", "summary": "Upload an image",
                 "parameters": [{"name": "wait", "in": "query", "required": False, "schema": {"type": "string"},
-                                "description": "seconds to wait for ready; 0 = answer at once"}],
+                                "description": "seconds to wait for ready; 0 = answer at once"},
+                               {"name": "expiration", "in": "query", "required": False, "schema": {"type": "string"},
+                                "description": "ISO 8601 duration (PT1H) or seconds until the image is deleted; "
+                                               "or the form field of that name, not both"}],
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                     "type": "object", "required": ["file"],
                     "properties": {"file": {"type": "string", "format": "binary"},
-                                   "title": {"type": "string", "maxLength": 255}}}}}},
+                                   "title": {"type": "string", "maxLength": 255},
+                                   "expiration": {"type": "string"}}}}}},
                 "responses": {**_ok("UploadedImage", "created", "201"),
                               **_errors(400, 401, 403, 408, 413, 415, 429, 503)},
             },
