@@ -219,6 +219,9 @@ def test_chevereto_upload_shapes_formats_and_expiration(cluster: ClusterHandle, 
     redir = requests.post(api, files={"source": ("p.png", data, "image/png")},
                           data={"key": key, "format": "redirect"}, allow_redirects=False, timeout=60)
     assert redir.status_code == 303 and "/i/" in redir.headers["Location"]
+    empty = requests.post(api, files={"source": ("p.png", data, "image/png")}, data={"key": key, "format": ""},
+                          timeout=60)  # an empty field, as form builders send an unset one: the default, JSON
+    assert empty.status_code == 200 and empty.json()["image"]["size"] == len(data), empty.text
 
     err = requests.post(api, files={"source": ("p.png", data, "image/png")}, timeout=30)
     assert err.status_code == 401 and err.json()["error"]["message"] and err.json()["status_code"] == 401

@@ -449,7 +449,7 @@ async def _upload(request: web.Request) -> web.StreamResponse:
             raise errors.Unauthenticated("an API key is required (field 'key' or header X-API-Key)")
         if source is None:
             raise errors.BadRequest("no 'source' (or 'image') in the request")
-        fmt = fields.get("format", "json").lower()
+        fmt = fields.get("format", "").strip().lower() or "json"  # an empty field (a form builder's) is the default
         if fmt not in ("json", "txt", "redirect"):
             raise errors.BadRequest("format must be json, txt or redirect")
         expires = parse_duration(fields["expiration"]) if fields.get("expiration") else 0
