@@ -25,12 +25,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import prometheus_client
 import redis.asyncio as aioredis
-from prometheus_client import Counter
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from sqlalchemy import delete, select
@@ -48,7 +48,7 @@ from pixelfox.v1 import common_pb2
 logger = logging.getLogger(__name__)
 
 SEEN_KEY = "pixelfox:{tiers}:seen"
-MOVES = Counter("pixelfox_storage_tier_moves_total", "Images moved between tiers", ["to", "result"])
+MOVES = prometheus_client.Counter("pixelfox_storage_tier_moves_total", "Images moved between tiers", ["to", "result"])
 
 
 class TierRule(BaseModel):
@@ -92,6 +92,10 @@ class Move:
     keys: int = 0
     done: bool = False
     error: str = ""
+    #: copies of each object the image had in its tier, and gets in ``dst``: min(replicas, healthy nodes
+    #: of ``dst``), fewer than ``had`` when the next tier has fewer nodes (``pixelfox tiers move`` warns)
+    had: int = 0
+    copies: int = 0
 
 
 @dataclass
@@ -142,7 +146,8 @@ class TierMover:
         self.unserved = {}
         order = self.settings.order
         nodes = {r.node_id: r for r in await self.registry.all(common_pb2.NODE_ROLE_STORAGE)}
-        pools_with_nodes = {pool_of(r) for r in nodes.values() if self.registry.healthy(r)}
+        serving = Counter(pool_of(r) for r in nodes.values() if self.registry.healthy(r))
+        pools_with_nodes = set(serving)
         try:
             seen_raw = await self.redis.hgetall(SEEN_KEY)
         except RedisError:
@@ -154,13 +159,14 @@ class TierMover:
                 select(Image.id, Image.slug, Image.created_at, ObjectLocation.node_id)
                 .join(ObjectLocation, ObjectLocation.key == Image.original_key)
                 .where(Image.status == "ready").order_by(Image.created_at))).all()
-        tiers: dict[str, tuple[str, datetime, set[str]]] = {}
+        tiers: dict[str, tuple[str, datetime, list[str]]] = {}
         for image_id, slug, created, node_id in rows:
             rec = nodes.get(node_id)
             if rec is None:
                 continue
-            tiers.setdefault(image_id, (slug, created, set()))[2].add(pool_of(rec))
-        for image_id, (slug, created, pools) in tiers.items():
+            tiers.setdefault(image_id, (slug, created, []))[2].append(pool_of(rec))
+        for image_id, (slug, created, holders) in tiers.items():
+            pools = set(holders)
             ranked = [order.index(p) for p in pools if p in order]
             if not ranked:
                 continue
@@ -178,7 +184,8 @@ class TierMover:
                 self.unserved[dst] = self.unserved.get(dst, 0) + 1
             elif age_d >= rule.after_days and idle_d >= rule.idle_days:
                 moves.append(Move(image_id, slug, order[cur], dst,
-                                  f"{age_d:.1f} days old, unseen for {idle_d:.1f} days"))
+                                  f"{age_d:.1f} days old, unseen for {idle_d:.1f} days",
+                                  had=holders.count(order[cur]), copies=min(self.replicas, serving[dst])))
             if len(moves) >= self.settings.batch:
                 break
         return moves

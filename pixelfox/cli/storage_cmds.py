@@ -84,7 +84,22 @@ async def _tiers_move(opts: argparse.Namespace) -> dict[str, Any]:
         await redis.aclose()
         await engine.dispose()
     return {"dry_run": opts.dry_run, "skipped": report.skipped, "unserved": report.unserved,
-            "moves": [asdict(m) for m in report.moves]}
+            "replicas": settings.replicas, "moves": [asdict(m) for m in report.moves]}
+
+
+def fewer_copies(out: dict[str, Any]) -> list[str]:
+    """Warnings for moves into a pool with fewer healthy storage nodes than the images had copies (a tier of
+    1 node under ``PIXELFOX_REPLICAS=2`` keeps 1 copy of each moved object), one per target pool."""
+    cut: dict[str, list[dict[str, Any]]] = {}
+    for m in out["moves"]:
+        if m["copies"] < min(m["had"], out["replicas"]) and (out["dry_run"] or m["done"]):
+            cut.setdefault(m["dst"], []).append(m)
+    verb = "would get" if out["dry_run"] else "got"
+    return [f"warning: pool {dst} has {ms[0]['copies']} healthy storage node{'' if ms[0]['copies'] == 1 else 's'} "
+            f"for {out['replicas']} replicas: {len(ms)} moved image{'' if len(ms) == 1 else 's'} {verb} "
+            f"{ms[0]['copies']} cop{'y' if ms[0]['copies'] == 1 else 'ies'} of each object (they had "
+            f"{max(m['had'] for m in ms)}); add a storage node to pool {dst} to keep {out['replicas']}"
+            for dst, ms in sorted(cut.items())]
 
 
 def cmd_tiers_move(opts: argparse.Namespace) -> int:
@@ -99,6 +114,8 @@ def cmd_tiers_move(opts: argparse.Namespace) -> int:
             print(f"{m['slug']}  {m['src']} -> {m['dst']}  {state}  ({m['reason']})")
         if not out["moves"] and not out["skipped"]:
             print("nothing to move")
+    for line in fewer_copies(out):
+        print(line, file=sys.stderr)
     failed = [m for m in out["moves"] if not out["dry_run"] and not m["done"]]
     # images due for a tier no node serves are reported ("unserved"), not a failure: a cluster may
     # simply run without that tier

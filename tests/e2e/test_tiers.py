@@ -161,3 +161,31 @@ def test_a_move_that_cannot_verify_keeps_the_source_and_resumes(tiered: LocalClu
     assert res.returncode == 0, res.stdout + res.stderr
     assert {k: v for k, v in objects(local, "storage2").items() if k in keys} == hot_before  # resumed, verified
     assert not set(keys) & set(objects(local, "storage1"))
+
+
+def test_a_move_into_a_pool_of_fewer_nodes_says_it_keeps_fewer_copies(tiered: LocalCluster) -> None:
+    """Two hot nodes hold 2 copies of each object (PIXELFOX_REPLICAS=2); the warm pool has one node, so
+    a move keeps 1. It did so without a word; now the dry run and the move say it on stderr."""
+    local = tiered
+    local.add_storage("storage3")  # a second hot node
+    deadline = time.monotonic() + 30
+    while "storage3" not in asyncio.run(capabilities(local)):
+        assert time.monotonic() < deadline, "storage3 did not register"
+        time.sleep(0.25)
+    res = cli(local, "put", "--json", "--wait", str(PHOTOS / "htc_desire_gps_icc.webp"))
+    img = json.loads(res.stdout.splitlines()[0])
+    assert img["status"] == "ready", res.stdout + res.stderr
+    keys = [u.split("/o/", 1)[1].split("?", 1)[0] for u in urls(img)]
+    assert set(keys) <= set(objects(local, "storage1")) and set(keys) <= set(objects(local, "storage3"))
+    said = ("warning: pool warm has 1 healthy storage node for 2 replicas: 1 moved image {} 1 copy of each object "
+            "(they had 2); add a storage node to pool warm to keep 2")
+    plan = cli(local, "tiers", "move", "--dry-run", "--json", "--older-than", "0", "--idle", "0")
+    assert plan.returncode == 0, plan.stderr
+    [mv] = [m for m in json.loads(plan.stdout)["moves"] if m["slug"] == img["id"]]
+    assert (mv["had"], mv["copies"]) == (2, 1), mv
+    assert said.format("would get") in plan.stderr, plan.stderr
+    res = cli(local, "tiers", "move", "--older-than", "0", "--idle", "0")
+    assert res.returncode == 0 and f"{img['id']}  hot -> warm  moved" in res.stdout, res.stdout + res.stderr
+    assert said.format("got") in res.stderr, res.stderr
+    assert set(keys) <= set(objects(local, "storage2"))
+    assert not set(keys) & (set(objects(local, "storage1")) | set(objects(local, "storage3")))
