@@ -244,19 +244,25 @@ class Registry:
             logger.info("refused a heartbeat of node %s from instance %s: the id is instance %s's, at %s",
                         node_id, instance, rec.instance, rec.address)
             return False
+        if status == STOPPED:  # the last word carries no load: as :meth:`leave`
+            return await self.leave(node_id, rec)
         rec.in_use, rec.capacity, rec.free_bytes = in_use, capacity or rec.capacity, free_bytes
         rec.ready = ready
         if status:
             rec.status = status
         return await self._update(rec)
 
-    async def leave(self, node_id: str) -> bool:
+    async def leave(self, node_id: str, rec: NodeRecord | None = None) -> bool:
         """Mark ``node_id`` STOPPED: it drained and stopped cleanly (shown ``stopped``, no failure, dropped by
-        :meth:`sweep`; its maintenance mark is kept for its next start). False if the registry does not know it."""
-        rec = await self.get(node_id)
+        :meth:`sweep`; its maintenance mark is kept for its next start). Its work in flight reads 0; a storage
+        node's ``in_use``, the bytes its store holds, stays as last reported (its files are still there: it
+        read 0 B). ``rec``: its record, when just read. False if the registry does not know it."""
+        rec = rec or await self.get(node_id)
         if rec is None:
             return False
-        rec.status, rec.in_use = STOPPED, 0
+        rec.status = STOPPED
+        if rec.role != common_pb2.NODE_ROLE_STORAGE:
+            rec.in_use = 0
         return await self._update(rec)
 
     async def get(self, node_id: str) -> NodeRecord | None:

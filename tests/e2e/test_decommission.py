@@ -57,8 +57,11 @@ def take_out(local: LocalCluster, node: str) -> None:
     res = cli(local.root, "nodes", "maintenance", node)
     assert res.returncode == 0, res.stdout + res.stderr
     wait_for(lambda: figure(local) == 0, 30, "every object at its factor before the node stops")
+    used = status(local.root)[node]["in_use"]
+    assert used > 0, status(local.root)[node]  # the bytes of its store
     local.terminate(node)
     wait_for(lambda: status(local.root)[node]["status"] == "stopped", 15, f"{node} stopped")
+    assert status(local.root)[node]["in_use"] == used  # its files are still there: it read 0 B
     res = cli(local.root, "nodes", "forget", node)
     assert res.returncode == 0 and f"{node}: forgotten" in res.stdout, res.stdout + res.stderr
     assert node not in status(local.root)
