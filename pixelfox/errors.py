@@ -316,6 +316,6 @@ def from_image_error(exc: Exception) -> PixelfoxError:
     """Map a :mod:`pixelfox.imaging` error (same stable codes) to this tree."""
     code = getattr(exc, "code", "")
     message = str(exc)
-    if code == "corrupt-image" and "empty" in message.lower():
-        return EmptyFile(message)
+    if code == "corrupt-image" and message == "empty file":  # the core's word for 0 bytes (probe.rs), not
+        return EmptyFile(message)                             # "Missing or empty image item" of a 276 KB AVIF
     return BY_CODE.get(code, InvalidImage)(message)

@@ -179,6 +179,58 @@ fn locations(d: &[u8], iloc: &BoxRef) -> Result<Vec<Location>> {
     Ok(out)
 }
 
+/// The top-level `meta` box, found by walking the boxes before it by their sizes (so an
+/// `mdat` may come first, and bytes after `meta`'s siblings, such as junk appended to the
+/// file, are never read as boxes). None when the data ends at a box boundary before any.
+///
+/// Errors: `Corrupt` ("truncated image: the AVIF file ends N bytes before its 'mdat' box
+/// does") for a box before `meta`, or `meta` itself, that runs past the end of the data.
+fn top_meta(d: &[u8]) -> Result<Option<BoxRef>> {
+    let mut pos = 0usize;
+    while pos < d.len() {
+        if pos + 8 > d.len() {
+            return Err(Error::truncated("the AVIF file ends inside a box header"));
+        }
+        let kind = [d[pos + 4], d[pos + 5], d[pos + 6], d[pos + 7]];
+        let (header, len) = match be32(d, pos).unwrap_or(0) {
+            0 => (8, (d.len() - pos) as u64), // runs to the end of the file
+            1 => match (be32(d, pos + 8), be32(d, pos + 12)) {
+                (Some(hi), Some(lo)) => (16, (u64::from(hi) << 32) | u64::from(lo)),
+                _ => return Err(Error::truncated("the AVIF file ends inside a box header")),
+            },
+            n => (8, u64::from(n)),
+        };
+        if len < header {
+            return Err(Error::corrupt(format!(
+                "corrupt AVIF: a box of {len} bytes, smaller than its header"
+            )));
+        }
+        let end = (pos as u64).saturating_add(len);
+        if end > d.len() as u64 {
+            return Err(Error::truncated(format!(
+                "the AVIF file ends {} bytes before its '{}' box does",
+                end - d.len() as u64,
+                String::from_utf8_lossy(&kind)
+            )));
+        }
+        if &kind == b"meta" {
+            return Ok(Some(BoxRef {
+                kind,
+                body: pos + header as usize,
+                end: end as usize,
+            }));
+        }
+        pos = end as usize;
+    }
+    Ok(None)
+}
+
+/// Where the top-level `meta` box's payload lies in `d` (`start..end`), when all of it is
+/// in `d`; None otherwise (a prefix that ends before it or inside a box before it).
+pub fn meta_span(d: &[u8]) -> Option<(usize, usize)> {
+    top_meta(d).ok().flatten().map(|m| (m.body, m.end))
+}
+
 /// Checks that the file holds every byte its boxes and items claim: no top-level box (the
 /// `mdat` above all) runs past the end of the data, and every extent `iloc` gives (ISO/IEC
 /// 14496-12 §8.11.3) lies inside the file, or inside `idat` for construction method 1.
@@ -187,32 +239,8 @@ fn locations(d: &[u8], iloc: &BoxRef) -> Result<Vec<Location>> {
 /// whose image bytes have not all arrived yet, so a cut-off upload would pass it and fail
 /// later, at the decode. Errors: `Corrupt` ("truncated image: ...") naming what is missing.
 pub fn check_complete(d: &[u8]) -> Result<()> {
-    let mut pos = 0usize;
-    while let Some(size) = be32(d, pos) {
-        let len = match size {
-            0 => break, // runs to the end of the file, wherever that is
-            1 => match (be32(d, pos + 8), be32(d, pos + 12)) {
-                (Some(hi), Some(lo)) => (u64::from(hi) << 32) | u64::from(lo),
-                _ => break, // boxes() below says it
-            },
-            n => u64::from(n),
-        };
-        let end = (pos as u64).saturating_add(len);
-        if end > d.len() as u64 {
-            let kind = String::from_utf8_lossy(d.get(pos + 4..pos + 8).unwrap_or(b"????"));
-            return Err(Error::truncated(format!(
-                "the AVIF file ends {} bytes before its '{kind}' box does",
-                end - d.len() as u64
-            )));
-        }
-        if len < 8 {
-            break; // boxes() below refuses it
-        }
-        pos = end as usize;
-    }
-    let top = boxes(d, 0, d.len())?;
-    let Some(meta) = top.iter().find(|b| &b.kind == b"meta") else {
-        return Ok(()); // libavif refuses a file without one
+    let Some(meta) = top_meta(d)? else {
+        return Ok(()); // cut at a box boundary before it, or none: libavif refuses a file without one
     };
     let children = boxes(d, meta.body + 4, meta.end)?; // meta is a full box
     let find = |k: &[u8; 4]| children.iter().find(|b| &b.kind == k);
@@ -230,7 +258,8 @@ pub fn check_complete(d: &[u8]) -> Result<()> {
             let end = off.checked_add(len).ok_or_else(|| Error::corrupt("AVIF iloc offset"))?;
             if off > limit || end > limit {
                 return Err(Error::truncated(format!(
-                    "AVIF item {id} needs bytes up to {end}, the data has {limit}"
+                    "the AVIF file ends {} bytes before the end of its item {id}",
+                    end - limit.min(end)
                 )));
             }
         }
@@ -245,8 +274,7 @@ pub fn check_complete(d: &[u8]) -> Result<()> {
 /// half-cleaned is ever returned.
 pub fn strip(d: &[u8]) -> Result<Vec<u8>> {
     let mut out = d.to_vec();
-    let top = boxes(d, 0, d.len())?;
-    let Some(meta) = top.iter().find(|b| &b.kind == b"meta") else {
+    let Some(meta) = top_meta(d)? else {
         return Ok(out); // no items at all
     };
     let children = boxes(d, meta.body + 4, meta.end)?; // meta is a full box

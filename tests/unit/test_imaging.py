@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops, ImageCms, ImageOps, ImageStat
 
-from pixelfox import imaging
+from pixelfox import errors, imaging
 from pixelfox.imaging import (
     CorruptImage,
     ImageError,
@@ -641,6 +641,61 @@ def test_truncated_avif_is_corrupt() -> None:
         imaging.process(data[: len(data) // 2], THUMB_WEBP)
 
 
+def _boxes(d: bytes, start: int, end: int) -> dict[bytes, tuple[int, int]]:
+    """``type -> (offset, size)`` of the ISO-BMFF boxes in ``d[start:end]`` (32-bit sizes only)."""
+    out, pos = {}, start
+    while pos + 8 <= end:
+        size = int.from_bytes(d[pos:pos + 4], "big")
+        out[d[pos + 4:pos + 8]] = (pos, size)
+        pos += size
+    return out
+
+
+def _mdat_first(d: bytes) -> bytes:
+    """The corpus AVIF as ftyp, mdat, meta (ISO-BMFF allows either order), its ``iloc`` offsets moved."""
+    top = _boxes(d, 0, len(d))
+    (ftyp, _), (meta, meta_size), (mdat, _) = top[b"ftyp"], top[b"meta"], top[b"mdat"]
+    assert ftyp < meta < mdat and mdat + top[b"mdat"][1] == len(d)
+    iloc, _ = _boxes(d, meta + 12, meta + meta_size)[b"iloc"]
+    body = bytearray(d[meta:meta + meta_size])
+    at = iloc - meta + 8
+    assert body[at] == 0 and body[at + 4:at + 6] == b"\x44\x40"  # version 0; 4-byte offsets, lengths, bases
+    count, at = int.from_bytes(body[at + 6:at + 8], "big"), at + 8
+    for _ in range(count):  # id, data_reference_index, base_offset, extent_count, then offset and length each
+        base = int.from_bytes(body[at + 4:at + 8], "big")
+        body[at + 4:at + 8] = (base - meta_size).to_bytes(4, "big")
+        at += 10 + 8 * int.from_bytes(body[at + 8:at + 10], "big")
+    return d[:meta] + d[mdat:] + bytes(body)
+
+
+@pytest.mark.parametrize("layout", ["trailing-text", "trailing-free-box", "mdat-first"])
+def test_valid_avif_layouts_pass_verify(layout: str) -> None:
+    """Bytes appended after the last box (a tester's "hello world"), and an ``mdat`` before the ``meta``:
+    both valid files libavif decodes. The first was refused as "truncated" (the junk read as a box
+    header), the second as "data ends before the image size" (ispe was looked for in the first 64 KiB)."""
+    data = read("photos/canon70d_20mp_gps.avif")
+    edited = {"trailing-text": data + b"hello world\n", "trailing-free-box": data + b"\0\0\0\x10free" + bytes(8),
+              "mdat-first": _mdat_first(data)}[layout]
+    info = imaging.verify(edited)
+    assert (info.format, info.width, info.height) == ("avif", 5472, 3648)
+    with Image.open(io.BytesIO(edited)) as im:  # the reference decoder reads it too
+        assert im.size == (5472, 3648)
+    assert imaging.verify(imaging.strip_metadata(edited)).width == 5472  # the clean original of it
+    if layout == "mdat-first":
+        with pytest.raises(CorruptImage, match="truncated image: the AVIF file ends 10 bytes before its 'meta' box"):
+            imaging.verify(edited[:-10])
+
+
+def test_only_an_empty_file_is_empty_file() -> None:
+    """An AVIF whose image item is empty ("Missing or empty image item") is a corrupt image, not the
+    ``empty-file`` of a 0-byte upload (every message with "empty" in it was mapped to that code)."""
+    with pytest.raises(CorruptImage) as empty:
+        imaging.verify(b"")
+    assert errors.from_image_error(empty.value).code == "empty-file"
+    item = CorruptImage("corrupt AVIF (container): Missing or empty image item")
+    assert errors.from_image_error(item).code == "corrupt-image"
+
+
 @pytest.mark.parametrize("keep", [0.1, 0.5, 0.9, 0.999])
 def test_truncated_avif_is_refused_by_verify(keep: float) -> None:
     """The upload check (verify: the whole file, no decode) sees a cut-off AVIF: libavif's parse
@@ -648,7 +703,7 @@ def test_truncated_avif_is_refused_by_verify(keep: float) -> None:
     data = read("photos/canon70d_20mp_gps.avif")
     assert imaging.verify(data).width == 5472
     cut = data[: int(len(data) * keep)]
-    with pytest.raises(CorruptImage, match=r"truncated image: the AVIF file ends \d+ bytes before its '(mdat|meta)'"):
+    with pytest.raises(CorruptImage, match=r"truncated image: the AVIF file ends \d+ bytes before "):
         imaging.verify(cut)
     assert imaging.probe(cut).format == "avif"  # a prefix still reads as AVIF: uploads stream in
 

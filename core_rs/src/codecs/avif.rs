@@ -35,9 +35,13 @@ pub fn sniff_ftyp(d: &[u8]) -> Result<Format> {
     Err(Error::unsupported("ISO media file"))
 }
 
-/// Size from the first `ispe` property (searched in the header bytes).
+/// Size from the first `ispe` property, searched in the `meta` box (which may follow the
+/// `mdat`), or in the first 64 KiB when `d` does not hold all of `meta` (a prefix).
 pub fn dimensions(d: &[u8]) -> Option<(u32, u32)> {
-    let head = &d[..d.len().min(64 * 1024)];
+    let head = match crate::isobmff_meta::meta_span(d) {
+        Some((start, end)) => &d[start..end],
+        None => &d[..d.len().min(64 * 1024)],
+    };
     let at = head.windows(4).position(|w| w == b"ispe")?;
     // "ispe" + version/flags (4) + width (4) + height (4)
     Some((be32(head, at + 8)?, be32(head, at + 12)?))
@@ -60,6 +64,9 @@ pub fn parse(d: &[u8], limits: &Limits, _mode: Mode) -> Result<Info> {
 #[cfg(feature = "avif-decode")]
 pub fn parse(d: &[u8], limits: &Limits, mode: Mode) -> Result<Info> {
     let Some((w, h)) = dimensions(d) else {
+        if mode == Mode::Whole {
+            crate::isobmff_meta::check_complete(d)?; // says which box the data ends in, when it does
+        }
         return Err(Error::truncated(
             "AVIF data ends before the image size (ispe)",
         ));
