@@ -20,6 +20,7 @@ from aiohttp.typedefs import Middleware
 from pixelfox import redisx
 from pixelfox.client.images import public_status
 from pixelfox.text import human_bytes, isolated
+from web.bodies import body_idle_middleware
 from web.cluster import Manager
 from web.config import WebSettings
 from web.keys import BODIES, MANAGER, REDIS, SETTINGS, STATE, RuntimeState
@@ -59,8 +60,10 @@ def create_app(settings: WebSettings) -> web.Application:
         redis = redisx.connect(settings.redis)
     store = SessionStore(redis, max_age=settings.session_max_age_s, secure=settings.cookie_secure)
     # the client address first (limits key on it), then headers (every answer gets them), then errors,
-    # then sessions (saved even on 3xx/4xx)
-    middlewares = [headers_middleware, error_middleware, aiohttp_session.session_middleware(store)]
+    # then the body watch (a body that stops arriving is a 408, web/bodies.py), then sessions (saved even
+    # on 3xx/4xx)
+    middlewares = [headers_middleware, error_middleware, body_idle_middleware,
+                   aiohttp_session.session_middleware(store)]
     if proxies := forwarded_for(settings.trusted_proxies):
         middlewares.insert(0, proxies)
     app = web.Application(middlewares=middlewares, client_max_size=1024 * 1024)

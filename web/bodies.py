@@ -4,14 +4,16 @@ and one caller holding many bodies open at once.
 A web node reads such a body into a temp file before anything else happens, and holds one of its
 request slots (:data:`web.__main__.CAPACITY`) meanwhile. Without a bound, a client that sends the
 headers and then a byte a minute (slowloris), or a script that opens a few hundred uploads over a
-slow link, keeps those slots for as long as it likes. :func:`receiving` bounds both:
+slow link, keeps those slots for as long as it likes. :func:`idle_watch` and :func:`body_slot` bound both:
 
 * **idle time** (``body_idle_s``, 60 s by default): no byte of the body for that long ends the read
   with 408 ``body-timeout``; a slow link that keeps sending is never cut (the watch counts bytes
-  arriving, not the total time);
+  arriving, not the total time). Every other request with a body gets the same watch from
+  :func:`body_idle_middleware` (a login form held open idle holds a slot as well);
 * **bodies at once per caller** (``bodies_per_caller``, 8 by default, per web node): one more gets 429
-  ``too-many-open-uploads`` before a byte of it is read. The caller is the API key, else the
-  signed-in user, else the client address (:func:`caller_key`).
+  ``too-many-open-uploads`` before a byte of it is read, and before the address' upload budget is
+  spent. The caller is the API key sent before the body, else the signed-in user, else the client
+  address (:func:`caller_key`): a Chevereto key sent only in the form counts as its address.
 
 Resumable uploads (tus) are not read here: they go to the upload nodes, which have their own stall
 and open-upload limits.
@@ -22,9 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from pixelfox import errors
 from web.keys import BODIES, SETTINGS
@@ -40,39 +43,61 @@ def caller_key(request: web.Request, api_key: str = "", user_id: str = "") -> st
     return f"addr:{request.remote or 'unknown'}"
 
 
-@contextlib.asynccontextmanager
-async def receiving(request: web.Request, key: str) -> AsyncIterator[None]:
-    """Around the read of ``request``'s body by caller ``key`` (see :func:`caller_key`).
-
-    Raises TooManyOpenUploads (429, ``retry_after_s`` 1) at once when ``key`` already has
-    ``bodies_per_caller`` bodies being read on this node (0 = no cap), and BodyTimeout (408) when no
-    byte arrives for ``body_idle_s`` seconds while the body is not complete: the read is cancelled,
-    so the caller's temp file handling (``finally``/``except``) runs as for any other failed read.
-    """
-    settings = request.app[SETTINGS]
+@contextlib.contextmanager
+def body_slot(request: web.Request, key: str) -> Iterator[None]:
+    """Hold one of caller ``key``'s body slots (see :func:`caller_key`) on this node, from before any
+    budget is spent (the refusal must not cost the address' upload budget, :mod:`web.ratelimit`) until
+    the body is read. Raises TooManyOpenUploads (429, ``retry_after_s`` 1) at once when ``key`` already
+    holds ``bodies_per_caller`` of them (0 = no cap)."""
+    cap = request.app[SETTINGS].bodies_per_caller
     bodies = request.app[BODIES]
-    cap = settings.bodies_per_caller
     if cap and bodies[key] >= cap:
         raise errors.TooManyOpenUploads(
             f"{bodies[key]} uploads from this caller are still sending their file to this server "
             f"(at most {cap} at once); wait for one to finish", retry_after_s=1)
     bodies[key] += 1
+    try:
+        yield
+    finally:
+        bodies[key] -= 1
+        if bodies[key] <= 0:
+            del bodies[key]
+
+
+@contextlib.asynccontextmanager
+async def idle_watch(request: web.Request) -> AsyncIterator[None]:
+    """Around work that reads ``request``'s body: BodyTimeout (408) when no byte of it arrives for
+    ``body_idle_s`` seconds while it is not complete. The work is cancelled, so its own cleanup
+    (``finally``/``except``: temp files, semaphores) runs as for any other failed read."""
+    idle_s = request.app[SETTINGS].body_idle_s
     task = asyncio.current_task()
     assert task is not None
-    watch = asyncio.create_task(_watch(request, task, settings.body_idle_s))
+    watch = asyncio.create_task(_watch(request, task, idle_s))
     try:
         yield
     except asyncio.CancelledError:
         if not (watch.done() and not watch.cancelled() and watch.result()):
             raise
         task.uncancel()
-        raise errors.BodyTimeout(f"no byte of the request body arrived for {settings.body_idle_s:g} s; the upload "
-                          "was dropped (send it again)") from None
+        raise errors.BodyTimeout(f"no byte of the request body arrived for {idle_s:g} s; the request was "
+                                 "dropped (send it again)") from None
     finally:
         watch.cancel()
-        bodies[key] -= 1
-        if bodies[key] <= 0:
-            del bodies[key]
+
+
+#: routes whose handlers watch their own body (:func:`idle_watch` inside :func:`body_slot`): the one-shot
+#: uploads, which answer a 408 in their own shape (Chevereto's) and free their slot with it
+WATCHED_BY_HANDLER = frozenset({"api_upload", "chevereto_upload"})
+
+
+@web.middleware
+async def body_idle_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """:func:`idle_watch` around every other request that has a body (login, registration, forms, the
+    JSON API): a client that declares a body and stops sending it held a request slot for good."""
+    if not request.body_exists or request.match_info.route.name in WATCHED_BY_HANDLER:
+        return await handler(request)
+    async with idle_watch(request):
+        return await handler(request)
 
 
 async def _watch(request: web.Request, reader: asyncio.Task[object], idle_s: float) -> bool:

@@ -7,6 +7,7 @@ of the preview), as for a file that is not an image. Anonymously (one multipart 
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -38,15 +39,17 @@ def storage_in_maintenance(cluster: Any) -> Iterator[None]:
             assert res.returncode == 0, res.stdout + res.stderr
 
 
-async def check_stopped(page: Any, name: str) -> None:
-    """The row of ``name`` ends stopped with the manager's 503 message, its preview still there."""
+async def check_stopped(page: Any, name: str, says: tuple[str, ...] = ("no storage node takes new files",
+                                                                       "try again later")) -> None:
+    """The row of ``name`` ends stopped with the server's message (``says``: the manager's 503 by default),
+    its preview still there."""
     row = page.locator("#uploads li.upload", has=page.locator(".name", has_text=name))
     await expect(row).to_have_class(re.compile(r"\bstopped\b"), timeout=60_000)
     await expect(row).not_to_have_class(re.compile(r"\brefused\b"))
     state = row.locator(".state")
     await expect(state).to_have_attribute("role", "alert")
-    await expect(state).to_contain_text("no storage node takes new files")
-    await expect(state).to_contain_text("try again later")
+    for words in says:
+        await expect(state).to_contain_text(words)
     img = row.locator("img.thumb")
     await expect(img).to_have_count(1)
     await expect(img).to_have_attribute("src", re.compile(r"^blob:"))
@@ -72,4 +75,20 @@ async def test_a_503_keeps_the_preview(cluster: Any, chromium: Any, storage_in_m
     name = f"later_{uuid.uuid4().hex[:8]}.png"
     await page.set_input_files("#file", files=[{"name": name, "mimeType": "image/png", "buffer": random_png()}])
     await check_stopped(page, name)
+    await ctx.close()
+
+
+async def test_a_408_keeps_the_preview(cluster: Any, chromium: Any) -> None:
+    """A body that stopped arriving on the way (the web node's 408 ``body-timeout``, web/bodies.py) says
+    "send it again": the page showed it as a refused file (a tester's find). The answer is the web node's
+    own words, put in place of the real one (a stall of the browser's upload cannot be made from here)."""
+    said = "no byte of the request body arrived for 60 s; the request was dropped (send it again)"
+    ctx, page = await new_page(chromium)
+    await page.route("**/api/v1/images", lambda route: route.fulfill(
+        status=408, content_type="application/json", body=json.dumps({"error": {"code": "body-timeout",
+                                                                               "message": said}})))
+    await page.goto(f"{cluster.web_url}/")
+    name = f"stalled_{uuid.uuid4().hex[:8]}.png"
+    await page.set_input_files("#file", files=[{"name": name, "mimeType": "image/png", "buffer": random_png()}])
+    await check_stopped(page, name, (said, "choose the file again later"))
     await ctx.close()

@@ -19,13 +19,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import redis
 import requests
 from PIL import Image
 
 from pixelfox.cli.launcher import LocalCluster
 from tests.conftest import wait_http
 from tests.e2e.test_upload_expect import multipart, read_head
-from tests.e2e.uploadkit import new_user_key, own_cluster
+from tests.e2e.uploadkit import budget_held, forget_budget, new_user_key, own_cluster
 from tests.jobtools import log_text
 
 pytestmark = pytest.mark.e2e
@@ -52,7 +53,8 @@ def started(local: LocalCluster, path: str, key: str, sent: int = 1000, size: in
     u = urlsplit(local.web_urls[0])
     ctype, body = multipart("file" if path.startswith("/api/v1") else "source", b"", size)
     s = socket.create_connection((u.hostname, u.port), timeout=30)
-    head = (f"POST {path} HTTP/1.1\r\nHost: {u.netloc}\r\nX-API-Key: {key}\r\nContent-Type: {ctype}\r\n"
+    auth = f"X-API-Key: {key}\r\n" if key else ""  # none: an anonymous upload
+    head = (f"POST {path} HTTP/1.1\r\nHost: {u.netloc}\r\n{auth}Content-Type: {ctype}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
     s.sendall(head + body[:sent])
     return s
@@ -181,3 +183,49 @@ def test_a_body_in_a_broken_encoding_is_a_400_without_a_traceback(local: LocalCl
     time.sleep(0.5)
     text = log_text(local, "web1")[logged:]
     assert "Traceback" not in text and "Unhandled exception" not in text, text[-2000:]
+
+
+ANON_BUDGET = "pixelfox:{limits}:anon-ip:127.0.0.1"
+
+
+def test_refusals_of_one_body_too_many_spend_no_upload_budget(local: LocalCluster) -> None:
+    """The cap's 429 says "retry in 1 s": a client that obeys it spent the anonymous address' 20 uploads a
+    minute on refusals, and was then refused for the minute (a tester's find). Only bodies taken in count."""
+    with redis.Redis.from_url(local.redis_url) as r:
+        forget_budget(r, ANON_BUDGET)
+        held = [started(local, "/api/v1/images", "", sent=100) for _ in range(PER_CALLER)]
+        try:
+            time.sleep(0.3)
+            for _ in range(5):
+                extra = started(local, "/api/v1/images", "", sent=0)
+                try:
+                    status, body, _ = answer(extra)
+                finally:
+                    extra.close()
+                assert status == 429 and body["error"]["code"] == "too-many-open-uploads", body
+            assert 1 <= budget_held(r, ANON_BUDGET) <= PER_CALLER
+        finally:
+            for s in held:
+                s.close()
+            forget_budget(r, ANON_BUDGET)
+
+
+@pytest.mark.parametrize(("path", "ctype"), [("/login", "application/x-www-form-urlencoded"),
+                                             ("/register", "application/x-www-form-urlencoded"),
+                                             ("/api/v1/uploads", "application/json")])
+def test_every_other_body_that_stops_arriving_is_dropped_with_408(local: LocalCluster, keys: tuple[str, str],
+                                                                  path: str, ctype: str) -> None:
+    """Not only the uploads: a login form, a registration or a JSON call that declares 1,000 bytes and sends
+    10 held its request slot for as long as the client liked (a tester's find)."""
+    u = urlsplit(local.web_urls[0])
+    s = socket.create_connection((u.hostname, u.port), timeout=30)
+    try:
+        first = b'{"filename"' if ctype.endswith("json") else b"name=al&pa"
+        s.sendall((f"POST {path} HTTP/1.1\r\nHost: {u.netloc}\r\nX-API-Key: {keys[1]}\r\nContent-Type: {ctype}\r\n"
+                   "Content-Length: 1000\r\n\r\n").encode() + first)
+        t0 = time.monotonic()
+        status, _, _ = read_head(s, b"")
+        took = time.monotonic() - t0
+    finally:
+        s.close()
+    assert status == 408 and IDLE_S * 0.6 <= took <= IDLE_S + 5, (status, took)

@@ -112,8 +112,9 @@
   }
 
   // an answer that is no refusal but a "not now": the cluster cannot take files for a while (503: no
-  // upload or storage node takes new ones, say all in maintenance) or this client sent too many (429)
-  const TEMPORARY = [429, 503];
+  // upload or storage node takes new ones, say all in maintenance), this client sent too many (429), or
+  // its body stopped arriving on the way (408 body-timeout: "send it again")
+  const TEMPORARY = [408, 429, 503];
 
   // an upload that stopped on the way (the connection dropped, or a temporary answer: TEMPORARY): not
   // refused, the preview stays; the row is marked li.stopped and the message is an alert
@@ -225,8 +226,8 @@
         }
       } else {
         const message = (data.error && data.error.message) || ("upload failed (HTTP " + httpStatus + ")");
-        // a 503 or 429 said "try again later": the file was not refused, its preview stays (a 503 used to
-        // drop it and mark the row refused, as if the file were bad)
+        // a 503, 429 or 408 said "try again (later)": the file was not refused, its preview stays (a 503
+        // used to drop it and mark the row refused, as if the file were bad)
         if (TEMPORARY.includes(httpStatus)) stopped(bar, state, message + " - choose the file again later");
         else refuse(state, message);
       }

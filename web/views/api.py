@@ -28,7 +28,7 @@ from pixelfox.client.images import image_to_json, private_duplicate_note
 from pixelfox.schemes import basic_api_key, refuse_repeated, split_scheme
 from pixelfox.text import printable, safe_filename
 from pixelfox.v1 import common_pb2, manager_pb2
-from web.bodies import caller_key, receiving
+from web.bodies import body_slot, caller_key, idle_watch
 from web.calls import call
 from web.cluster import Metadata
 from web.deletion import deletion_url
@@ -391,15 +391,16 @@ async def upload(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     wait_s = _wait_seconds(request)  # a bad ?wait= is refused before any byte is kept
     _expiration(request)  # and a bad ?expiration=
-    counted = await check_ip(request, anonymous=caller.via == "anonymous")
-    _check_form_head(request, settings.max_upload_bytes)
-    if caller.via != "anonymous":  # a user over a limit is refused now, not after sending the whole file
-        async with not_counted_if_over_user_limits(request, counted):
-            await check_user_limits(request, caller.metadata)
-    sender = caller_key(request, api_key_of(request), caller.user.id if caller.user else "")
-    async with receiving(request, sender):  # 429 for one body too many, 408 once the body stops arriving
-        await send_continue(request)  # everything the headers tell is checked: the client may send the body
-        path, filename, ctype, texts = await _receive_file(request, settings.max_upload_bytes)
+    # one body too many from this caller is a 429 before the address' budget is spent (web/bodies.py)
+    with body_slot(request, caller_key(request, api_key_of(request), caller.user.id if caller.user else "")):
+        counted = await check_ip(request, anonymous=caller.via == "anonymous")
+        _check_form_head(request, settings.max_upload_bytes)
+        if caller.via != "anonymous":  # a user over a limit is refused now, not after sending the whole file
+            async with not_counted_if_over_user_limits(request, counted):
+                await check_user_limits(request, caller.metadata)
+        async with idle_watch(request):  # 408 once the body stops arriving
+            await send_continue(request)  # everything the headers tell is checked: the client may send the body
+            path, filename, ctype, texts = await _receive_file(request, settings.max_upload_bytes)
     try:
         expires = _expiration(request, texts)
         receipt = await manager.upload(caller.metadata, path, filename, ctype, expire_after_s=expires,

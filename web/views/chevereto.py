@@ -44,7 +44,7 @@ from pixelfox.client.images import NOTE_HEADER, clean_original, private_duplicat
 from pixelfox.schemes import refuse_repeated
 from pixelfox.text import printable
 from pixelfox.v1 import common_pb2, manager_pb2
-from web.bodies import caller_key, receiving
+from web.bodies import body_slot, caller_key, idle_watch
 from web.calls import Metadata, call
 from web.deletion import deletion_url
 from web.expect import send_continue
@@ -429,16 +429,18 @@ def too_large(request: web.Request, limit: int) -> None:
 async def _upload(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     manager = request.app[MANAGER]
-    counted = await check_ip(request, anonymous=False)  # without an API key it is refused (401)
     early = early_key(request)
-    query = TextFields.of_query(request)  # a field repeated there is refused before the body is read
-    too_large(request, settings.max_upload_bytes)
-    if early:  # known before the body is read: a bad key, or its user over a limit, costs no upload
-        async with not_counted_if_over_user_limits(request, counted):  # the user's 429, not the address'
-            await check_user_limits(request, manager.as_api_key(early), encoded=True)
-    async with receiving(request, caller_key(request, early)):  # 429 for one body too many, 408 once it stalls
-        await send_continue(request)  # a client waiting on Expect: 100-continue may send the body now
-        fields, source, filename = await _read_form(request, settings.max_upload_bytes, query)
+    # one body too many from this caller is a 429 before the address' budget is spent (web/bodies.py)
+    with body_slot(request, caller_key(request, early)):
+        counted = await check_ip(request, anonymous=False)  # without an API key it is refused (401)
+        query = TextFields.of_query(request)  # a field repeated there is refused before the body is read
+        too_large(request, settings.max_upload_bytes)
+        if early:  # known before the body is read: a bad key, or its user over a limit, costs no upload
+            async with not_counted_if_over_user_limits(request, counted):  # the user's 429, not the address'
+                await check_user_limits(request, manager.as_api_key(early), encoded=True)
+        async with idle_watch(request):  # 408 once the body stops arriving
+            await send_continue(request)  # a client waiting on Expect: 100-continue may send the body now
+            fields, source, filename = await _read_form(request, settings.max_upload_bytes, query)
     try:
         body_key = fields.get("key", "").strip()  # the query's when the body has none
         if early and body_key and body_key != early:  # the user checked above is the one who uploads
