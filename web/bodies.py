@@ -1,10 +1,11 @@
-"""One-shot upload bodies (``POST /api/v1/images``, ``/api/1/upload``): a body that stops arriving,
-and one caller holding many bodies open at once.
+"""Request bodies on a web node: a body that stops arriving, and one caller sending many one-shot upload
+bodies (``POST /api/v1/images``, ``/api/1/upload``) at once.
 
-A web node reads such a body into a temp file before anything else happens, and holds one of its
-request slots (:data:`web.__main__.CAPACITY`) meanwhile. Without a bound, a client that sends the
-headers and then a byte a minute (slowloris), or a script that opens a few hundred uploads over a
-slow link, keeps those slots for as long as it likes. :func:`idle_watch` and :func:`body_slot` bound both:
+A request holds one of the node's request slots (:data:`web.__main__.CAPACITY`) while its body comes in;
+a one-shot upload reads its body into a temp file before anything else happens. Without a bound, a client
+that sends the headers and then a byte a minute (slowloris), or a script that opens a few hundred uploads
+over a slow link, keeps those slots for as long as it likes. :func:`idle_watch` and :func:`body_slot`
+bound both:
 
 * **idle time** (``body_idle_s``, 60 s by default): no byte of the body for that long ends the read
   with 408 ``body-timeout``; a slow link that keeps sending is never cut (the watch counts bytes
