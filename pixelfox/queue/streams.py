@@ -45,6 +45,9 @@ DELAYED = "pixelfox:{jobs}:delayed"
 DEAD = "pixelfox:{jobs}:dead"
 KNOWN = "pixelfox:{jobs}:known"
 GROUP = "dispatchers"
+#: ms under its expected idle time at which an orphan is still claimed (JobQueue._take_orphans): the
+#: manager's clock and Redis' differ by a round trip
+ORPHAN_MARGIN_MS = 50
 LANES = {"interactive": STREAM, "batch": BATCH}
 
 # KEYS: known set, lane stream; ARGV: image id, then the entry's field/value pairs. Queues the job
@@ -159,9 +162,10 @@ class JobQueue:
         self.backoff_cap_s = backoff_cap_s
         self._promote = redis.register_script(_PROMOTE)
         self._add_if_idle = redis.register_script(_ADD_IF_IDLE)
-        # (lane, entry id) pending under this consumer's name before this process took anything:
-        # an earlier life of this manager (same node id) died holding them. None: not read yet.
-        self._orphans: list[tuple[str, str]] | None = None
+        # (lane, entry id, idle ms when read) pending under this consumer's name before this process took
+        # anything: an earlier life of this manager (same node id) died holding them. None: not read yet.
+        self._orphans: list[tuple[str, str, int]] | None = None
+        self._orphans_read_at = 0.0  # time.monotonic() of that read
 
     async def ensure_group(self) -> None:
         """Create both lanes and their group if missing (idempotent; also after Redis lost them)."""
@@ -242,19 +246,24 @@ class JobQueue:
         entries would otherwise wait out ``lease_s`` (120 s by default) before any manager's
         ``XAUTOCLAIM`` retook them, and ``pixelfox jobs`` would show them running on no node.
         They are read once, before this process takes its first job, so entries this process
-        holds itself are never among them.
+        holds itself are never among them; each is claimed only if it stayed idle since (another
+        manager that took it over meanwhile reset its idle time, and keeps it).
         """
         if self._orphans is None:
-            found: list[tuple[str, str]] = []
+            found: list[tuple[str, str, int]] = []
             for lane, key in LANES.items():
                 rows: Any = await self.redis.xpending_range(key, GROUP, min="-", max="+", count=10_000,
                                                             consumername=self.consumer)
-                found.extend((lane, _decode(r["message_id"])) for r in rows)
-            self._orphans = found
+                found.extend((lane, _decode(r["message_id"]), int(r["time_since_delivered"])) for r in rows)
+            self._orphans, self._orphans_read_at = found, time.monotonic()
         jobs: list[QueuedJob] = []
+        since_ms = int((time.monotonic() - self._orphans_read_at) * 1000)
         while self._orphans and len(jobs) < count:
-            lane, entry_id = self._orphans.pop(0)
-            res: Any = await self.redis.xclaim(LANES[lane], GROUP, self.consumer, min_idle_time=0,
+            lane, entry_id, idle_ms = self._orphans.pop(0)
+            # untouched since the read, its idle time is now idle_ms + since_ms (less a margin for the two
+            # clocks); a manager that took it over meanwhile reset it to less
+            res: Any = await self.redis.xclaim(LANES[lane], GROUP, self.consumer,
+                                               min_idle_time=max(0, idle_ms + since_ms - ORPHAN_MARGIN_MS),
                                                message_ids=[entry_id])
             jobs.extend(_job(eid, fields, lane) for eid, fields in res if fields)
         return jobs

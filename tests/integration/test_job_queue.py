@@ -150,3 +150,28 @@ async def test_a_restarted_consumer_takes_its_dead_selfs_entries_back_at_once(re
         assert sorted((p["consumer"].decode(), p["times_delivered"]) for p in pending) == [("m1", 2), ("m2", 1)]
     finally:
         await r.aclose()
+
+
+async def test_an_orphan_another_manager_took_over_meanwhile_stays_with_it(redis_url: str) -> None:
+    """The restarted consumer read its orphans, then another manager took one over (its lease ran out):
+    that one stays with the other manager, not claimed back from under it."""
+    r = aioredis.from_url(redis_url)
+    await r.flushdb()
+    try:
+        dead = JobQueue(r, "m1", lease_s=600)
+        await dead.ensure_group()
+        await dead.enqueue("a")
+        await dead.enqueue("b")
+        assert len(await dead.take(2, 0)) == 2
+        reborn = JobQueue(r, "m1", lease_s=600)
+        first = await reborn.take(1, 0)  # reads both orphans, takes one
+        await asyncio.sleep(0.3)
+        await reborn.touch(first)  # the one it works on stays its own
+        other = JobQueue(r, "m2", lease_s=0.2)
+        taken = await other.take(5, 0)  # its lease is short: it takes the idle one over
+        assert [j.image_id for j in taken] == [i for i in ("a", "b") if i != first[0].image_id]
+        assert await reborn.take(5, 0) == []  # not claimed back
+        pending = await r.xpending_range("pixelfox:{jobs}:stream", "dispatchers", "-", "+", 10)
+        assert sorted(p["consumer"].decode() for p in pending) == ["m1", "m2"]
+    finally:
+        await r.aclose()
