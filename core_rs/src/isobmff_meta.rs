@@ -238,6 +238,7 @@ pub fn meta_span(d: &[u8]) -> Option<(usize, usize)> {
 /// libavif's parse reads only the `meta` box, and an incremental reader must accept a file
 /// whose image bytes have not all arrived yet, so a cut-off upload would pass it and fail
 /// later, at the decode. Errors: `Corrupt` ("truncated image: ...") naming what is missing.
+#[cfg_attr(not(feature = "avif-decode"), allow(dead_code))] // only AVIF parsing calls it
 pub fn check_complete(d: &[u8]) -> Result<()> {
     let Some(meta) = top_meta(d)? else {
         return Ok(()); // cut at a box boundary before it, or none: libavif refuses a file without one
