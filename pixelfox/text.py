@@ -40,7 +40,24 @@ def checked(value: str, field: str, *, multiline: bool = False) -> str:
     found = _BIDI.search(value)
     if found:
         raise errors.BadRequest(f"{field} contains a bidirectional control character (U+{ord(found.group()):04X})")
-    return value.strip()
+    return _trimmed(value)
+
+
+#: invisible characters that join or mark nothing at the ends of a text: zero-width space, word joiner,
+#: zero-width no-break space (BOM), soft hyphen, Mongolian vowel separator (the joiners U+200C/U+200D
+#: are kept: they shape scripts and bind emoji)
+_INVISIBLE = "\u200b\u2060\ufeff\u00ad\u180e"
+
+
+def _trimmed(value: str) -> str:
+    """``value`` without white space or :data:`_INVISIBLE` characters at either end: a title of only
+    U+200B read as a title but showed nothing; inside the text they stay."""
+    start, end = 0, len(value)
+    while start < end and (value[start].isspace() or value[start] in _INVISIBLE):
+        start += 1
+    while end > start and (value[end - 1].isspace() or value[end - 1] in _INVISIBLE):
+        end -= 1
+    return value[start:end]
 
 
 def same_text(given: str, stored: str | None) -> bool:

@@ -45,6 +45,9 @@ def test_checked_title() -> None:
         with pytest.raises(errors.BadRequest, match=rf"^title contains a line separator \(U\+{ord(sep):04X}\)"):
             checked_title(f"two{sep}lines")
     assert one_line("a\u2028b\r\nc") == "a b c"  # a form's pasted title: one line
+    # invisible characters at the ends are trimmed as spaces are: a title of only U+200B showed nothing
+    assert checked_title("\u200b") == "" and checked_title(" \ufeff\u200b\u2060 ") == ""
+    assert checked_title("\u200ba\u200bb\u00ad") == "a\u200bb"  # inside, kept
 
 
 @pytest.mark.parametrize("code", [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)])
