@@ -32,7 +32,19 @@ TUS = {"Tus-Resumable": "1.0.0"}
 
 
 def ticket_for(cluster: ClusterHandle, size: int) -> manager_pb2.CreateUploadResponse:
-    t = asyncio.run(create(cluster.manager_address, cluster.admin_api_key, size))
+    """A ticket for a ``size``-byte upload. While the session cluster's upload nodes are "inactive" (their
+    heartbeats late: a full run saw both so for a moment, on a loaded 2-core box) it asks again for up to
+    15 s, as ``pixelfox put`` does (its no-node wait); any other refusal is raised at once."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            t = asyncio.run(create(cluster.manager_address, cluster.admin_api_key, size))
+            break
+        except grpc.aio.AioRpcError as exc:
+            if (exc.code() != grpc.StatusCode.UNAVAILABLE or "inactive" not in (exc.details() or "")
+                    or time.monotonic() > deadline):
+                raise
+            time.sleep(0.5)
     assert t.upload_url.endswith(f"/tus/{t.upload_id}")
     return t
 
