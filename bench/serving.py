@@ -13,7 +13,11 @@ One run, same files, same machine, three routes measured one after the other:
    image origin): public objects are immutable, so nginx keeps them after the first request and
    answers from its own cache; private answers (``Cache-Control: private, no-store``) are never
    stored. Informational: the issue's 0.9x goal is for ``accel``;
-4. ``nginx``  — nginx serves the same files directly (``alias`` on the pool), the reference.
+4. ``nginx``  — nginx serves the same files directly (``alias`` on the pool), the reference;
+5. ``stub``   — the ``accel`` front in front of the cheapest upstream there is: a second nginx process
+   that answers every ``GET /o/<key>`` with the X-Accel-Redirect and ETag headers and no body
+   (``return 200``), so no Python runs at all. It is the ceiling of any X-Accel-Redirect design on
+   this machine: what nginx's own proxy round trip and internal redirect leave of ``nginx``.
 
 Load comes from ``wrk`` (Debian package ``wrk``) with a Lua script cycling over every file;
 without ``wrk`` an aiohttp client is used (slower: on a 2-core machine it competes with the
@@ -70,6 +74,7 @@ http {{
     types {{ image/jpeg jpg; }}
     upstream storage {{ server 127.0.0.1:{accel_port}; keepalive 64; }}
     upstream plain {{ server 127.0.0.1:{plain_port}; keepalive 64; }}
+    upstream stub {{ server 127.0.0.1:{stub_port}; keepalive 64; }}
     proxy_cache_path {tmp}/cache levels=1:2 keys_zone=objects:10m max_size=1g inactive=7d use_temp_path=off;
     server {{  # nginx alone: the reference
         listen 127.0.0.1:{direct_port};
@@ -89,10 +94,14 @@ http {{
             proxy_cache_revalidate on;
         }}
     }}
-    server {{  # nginx in front of a storage node in X-Accel-Redirect mode
-        listen 127.0.0.1:{front_port};
+{accel_fronts}}}
+"""
+
+ACCEL_FRONT = """
+    server {{  # nginx in front of {what} in X-Accel-Redirect mode
+        listen 127.0.0.1:{port};
         location /o/ {{
-            proxy_pass http://storage;
+            proxy_pass http://{upstream};
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }}
@@ -103,6 +112,32 @@ http {{
             add_header ETag $upstream_http_etag always;
             add_header X-Content-Type-Options nosniff always;
             add_header Content-Security-Policy sandbox always;
+        }}
+    }}
+"""
+
+# the `stub` route's upstream: its own nginx process, headers only, no Python (the X-Accel ceiling)
+STUB_CONF = """
+daemon off;
+{user}
+worker_processes {workers};
+pid {tmp}/stub.pid;
+error_log {tmp}/stub-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_requests 100000;
+    client_body_temp_path {tmp}/stub-body;
+    proxy_temp_path {tmp}/stub-proxy;
+    fastcgi_temp_path {tmp}/stub-fastcgi;
+    uwsgi_temp_path {tmp}/stub-uwsgi;
+    scgi_temp_path {tmp}/stub-scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location ~ ^/o/(.+)$ {{
+            add_header X-Accel-Redirect /_pool/$1;
+            add_header ETag '"stub"';
+            return 200;
         }}
     }}
 }}
@@ -249,16 +284,24 @@ def main() -> None:
         accel, accel_port = start_node(tmp, pool, accel=True, workers=args.workers)
         procs += [plain, accel]
         direct_port, front_port, cache_port = free_port(), free_port(), free_port()
+        stub_port, stub_front_port = free_port(), free_port()
+        user = "user root;" if os.geteuid() == 0 else ""
+        fronts = "".join(ACCEL_FRONT.format(what=what, port=port, upstream=upstream, pool=pool.resolve())
+                         for what, port, upstream in (("a storage node", front_port, "storage"),
+                                                      ("the stub upstream", stub_front_port, "stub")))
         conf = tmp / "nginx.conf"
         conf.write_text(NGINX_CONF.format(
-            user="user root;" if os.geteuid() == 0 else "", workers=args.workers, tmp=tmp, pool=pool.resolve(),
-            accel_port=accel_port, plain_port=plain_port, direct_port=direct_port, front_port=front_port,
-            cache_port=cache_port))
-        ngx = subprocess.Popen([nginx, "-c", str(conf), "-e", str(tmp / "nginx-error.log")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(ngx)
+            user=user, workers=args.workers, tmp=tmp, pool=pool.resolve(), accel_port=accel_port,
+            plain_port=plain_port, stub_port=stub_port, direct_port=direct_port, cache_port=cache_port,
+            accel_fronts=fronts))
+        stub_conf = tmp / "stub.conf"
+        stub_conf.write_text(STUB_CONF.format(user=user, workers=args.workers, tmp=tmp, port=stub_port))
+        for c, log in ((conf, "nginx-error.log"), (stub_conf, "stub-error.log")):
+            procs.append(subprocess.Popen([nginx, "-c", str(c), "-e", str(tmp / log)],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         routes = {"nginx": f"http://127.0.0.1:{direct_port}", "node": f"http://127.0.0.1:{plain_port}",
-                  "accel": f"http://127.0.0.1:{front_port}", "cached": f"http://127.0.0.1:{cache_port}"}
+                  "accel": f"http://127.0.0.1:{front_port}", "cached": f"http://127.0.0.1:{cache_port}",
+                  "stub": f"http://127.0.0.1:{stub_front_port}"}
         for base in routes.values():
             wait_url(base + "/o/x")
             check(base, keys[0], pool)
@@ -275,6 +318,7 @@ def main() -> None:
             "cpus": os.cpu_count(), "rounds": args.rounds, "rps": {k: round(v, 1) for k, v in rps.items()},
             "runs": {k: [round(x, 1) for x in v] for k, v in runs.items()},
             "ratio": {k: round(rps[k] / rps["nginx"], 3) for k in rps if k != "nginx"},
+            "accel_of_stub": round(rps["accel"] / rps["stub"], 3),
             "goal": GOALS,
         }
         if args.json:
@@ -283,7 +327,7 @@ def main() -> None:
         print(f"{args.files} files x {args.size} bytes, {args.rounds} x {args.seconds:g} s per route (median), "
               f"{args.connections} connections, client {result['client']}, {args.workers} process(es) per server, "
               f"{os.cpu_count()} CPUs, node event loop {loop_name()}")
-        for name in ("nginx", "node", "accel", "cached"):
+        for name in ("nginx", "node", "accel", "cached", "stub"):
             line = f"  {name:6} {rps[name]:10.1f} req/s  (runs {', '.join(f'{x:.0f}' for x in runs[name])})"
             ratio = rps[name] / rps["nginx"]
             if name in GOALS:
@@ -291,6 +335,8 @@ def main() -> None:
             elif name != "nginx":
                 line += f"   {ratio:.2f}x nginx"
             print(line)
+        print(f"  accel reaches {result['accel_of_stub']:.2f}x of the stub: the X-Accel ceiling here is "
+              f"{rps['stub'] / rps['nginx']:.2f}x nginx")
     finally:
         for p in reversed(procs):
             if p.poll() is None:
