@@ -30,7 +30,12 @@ _SEPARATORS = re.compile("[\u2028\u2029]")
 def checked(value: str, field: str, *, multiline: bool = False) -> str:
     """``value`` stripped of surrounding white space; BadRequest naming ``field`` and the code point
     when it holds a control character (tab and line breaks allowed when ``multiline``), a line or
-    paragraph separator in one-line text (:data:`_SEPARATORS`) or a bidirectional control (:data:`_BIDI`)."""
+    paragraph separator in one-line text (:data:`_SEPARATORS`) or a bidirectional control (:data:`_BIDI`).
+
+    Multi-line text comes back with every line break as LF: a browser submits a textarea's line
+    breaks as CRLF (HTML's form-data newline normalization) while its ``maxlength`` counts each as
+    one character, so a description typed up to the limit was over it here, and form saves stored
+    CRLF where the JSON API stored LF. A lone CR (old Mac) is a line break too."""
     found = (_CONTROL_MULTILINE if multiline else _CONTROL).search(value)
     if found:
         raise errors.BadRequest(f"{field} contains a control character (U+{ord(found.group()):04X})")
@@ -40,6 +45,8 @@ def checked(value: str, field: str, *, multiline: bool = False) -> str:
     found = _BIDI.search(value)
     if found:
         raise errors.BadRequest(f"{field} contains a bidirectional control character (U+{ord(found.group()):04X})")
+    if multiline:
+        value = value.replace("\r\n", "\n").replace("\r", "\n")
     return _trimmed(value)
 
 

@@ -177,9 +177,10 @@ class Albums:
                     raise errors.BadRequest(f"album title must be 1-{MAX_TITLE} characters")
                 album.title = title
             if req.HasField("description") and not same_text(req.description, album.description):
-                if len(req.description) > MAX_DESCRIPTION:
+                description = checked(req.description, "description", multiline=True)
+                if len(description) > MAX_DESCRIPTION:
                     raise errors.BadRequest(f"description longer than {MAX_DESCRIPTION} characters")
-                album.description = checked(req.description, "description", multiline=True)
+                album.description = description
             for slug in req.add_images:
                 img = await self._own_image(s, slug, user)
                 exists = await s.get(AlbumImage, (album.id, img.id))

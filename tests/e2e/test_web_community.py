@@ -432,6 +432,42 @@ async def test_control_characters_in_stored_text_are_refused(cluster: Any, http:
     assert img.filename == "badname.jpg"
 
 
+async def test_textareas_at_their_limit_with_line_breaks_are_saved(cluster: Any, http: aiohttp.ClientSession) -> None:
+    """A browser sends a textarea's line breaks as CRLF while its ``maxlength`` counts each as one
+    character: a description typed up to 2,000 characters with line breaks was a 400 ("longer than
+    2000 characters"), losing the whole edit (its title too), and the same for an album's
+    description and a report's reason (1,000). They are saved, with LF line breaks."""
+    owner, hdr, image = await new_user_with_image(http, cluster.web_url)
+    slug = image["id"]
+    typed = "line\r\n" * 10 + "b" * 1950  # 2,000 characters as the browser counts them, 2,010 sent
+    token = await owner.csrf(f"/i/{slug}")
+    status, page, _ = await owner.post(f"/i/{slug}/edit", {"csrf_token": token, "title": "Renamed",
+                                                            "description": typed, "visibility": "public"})
+    assert status == 303, page[:500]
+    status, got = await api(owner, "GET", f"/api/v1/images/{slug}")
+    assert got["title"] == "Renamed" and got["description"] == "line\n" * 10 + "b" * 1950, got
+    assert len(got["description"]) == 2000
+    # one character more is still refused
+    status, page, _ = await owner.post(f"/i/{slug}/edit", {"csrf_token": token, "description": typed + "b"})
+    assert status == 400 and "description longer than 2000 characters" in page, page[:500]
+
+    status, album = await api(owner, "POST", "/api/v1/albums", {"title": "Trip"}, hdr)
+    assert status == 201, album
+    token = await owner.csrf(f"/a/{album['id']}")
+    status, page, _ = await owner.post(f"/a/{album['id']}", {"csrf_token": token, "action": "rename",
+                                                              "title": "Trip", "description": typed})
+    assert status == 303, page[:500]
+    status, got = await api(owner, "GET", f"/api/v1/albums/{album['id']}")
+    assert got["description"] == "line\n" * 10 + "b" * 1950, got
+
+    reporter = Browser(http, cluster.web_url)
+    await reporter.register(_user())
+    token = await reporter.csrf(f"/i/{slug}/report")
+    reason = "why\r\n" * 5 + "r" * 980  # 1,000 as counted, 1,005 sent
+    status, page, headers = await reporter.post(f"/i/{slug}/report", {"csrf_token": token, "reason": reason})
+    assert status == 303 and headers["Location"] == f"/i/{slug}/report?sent=1", page[:500]
+
+
 async def test_bidi_controls_in_stored_text_are_refused(cluster: Any, http: aiohttp.ClientSession) -> None:
     """A title kept bidirectional controls, so it could read as other text: "abc<U+202E>gnp.exe" shows as
     "abcexe.png". Image and album titles and descriptions (and an upload's title, given before its bytes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pixelfox import errors
-from pixelfox.text import MAX_FILENAME, checked_title, human_bytes, isolated, one_line, safe_filename
+from pixelfox.text import MAX_FILENAME, checked, checked_title, human_bytes, isolated, one_line, safe_filename
 
 
 @pytest.mark.parametrize(("raw", "want"), [
@@ -86,3 +86,9 @@ def test_same_text_ignores_crlf_and_surrounding_space_only() -> None:
 
     assert same_text("a\r\nb ", "a\nb") and same_text(" t\u202e", "t\u202e")
     assert not same_text("a\nb", "a b") and not same_text("t", None) and not same_text("t\u202e", "t")
+
+
+def test_multiline_text_comes_back_with_lf_line_breaks() -> None:
+    """A browser sends a textarea's line breaks as CRLF; its maxlength counts each as one character."""
+    assert checked(" a\r\nb\rc\n\td\r\n", "description", multiline=True) == "a\nb\nc\n\td"
+    assert len(checked("x\r\n" * 1000, "description", multiline=True)) == 1999  # the last break is trimmed
