@@ -10,6 +10,7 @@ import functools
 import getpass
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -384,10 +385,22 @@ def cmd_status(opts: argparse.Namespace) -> int:
 
 # ---- users / keys ------------------------------------------------------------------------------
 
+def password_from(stdin: str) -> str:
+    """The password ``--password-stdin`` reads: ``stdin``'s one line without its line break (LF, CRLF
+    from a file saved on Windows, or CR). BadRequest when more lines with text follow: which one is the
+    password? (Only the first was taken, silently; a CRLF file made a password ending in CR that no
+    login form sends.)"""
+    lines = re.split(r"\r\n|\n|\r", stdin)
+    if any(line for line in lines[1:]):
+        raise errors.BadRequest(f"--password-stdin reads one line, and stdin held {sum(1 for x in lines if x)}: "
+                                "give the password alone")
+    return lines[0]
+
+
 def cmd_users_create(opts: argparse.Namespace) -> int:
     ref = context.resolve(opts.manager, opts.api_key)
     if opts.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
+        password = password_from(sys.stdin.read())
     else:
         password = getpass.getpass(f"password for {opts.name}: ")
         if password != getpass.getpass("again: "):
@@ -493,7 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     uc = with_target(users.add_parser("create", help="create a user (password prompted)"))
     uc.add_argument("name", type=users_cli.user_name)
     uc.add_argument("--admin", action="store_true")
-    uc.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    uc.add_argument("--password-stdin", action="store_true",
+                    help="read the password from stdin: one line (LF, CRLF or CR ends it)")
     uc.set_defaults(func=cmd_users_create)
     users_cli.add_commands(users, with_target)
 
