@@ -280,7 +280,8 @@ class Library:
         ``user`` must own the image or be an admin, unless ``deletion_token`` is the image's token
         (:mod:`pixelfox.deletion`; the uploader's deletion URL, the only way for an anonymous
         upload). Raises NotFound, Forbidden (neither; also a wrong token). ``expired_at`` > 0 (unix
-        seconds): the expiry sweeper deletes it because it expired, which its read-model marker keeps
+        seconds; the image's own ``expires_at`` when it has one, not the sweep's time, up to one
+        sweep interval later): the expiry sweeper deletes it because it expired, which its read-model marker keeps
         (:func:`pixelfox.readmodel.mark_deleted`), so that its page says "expired", not "deleted".
 
         The rows go in one write transaction that holds the image's row from the first read to the
@@ -294,6 +295,8 @@ class Library:
             logger.info("deleting image %s (its row is held until the commit)", slug)
             proto = await self.views.to_proto(s, img)
             keys, image_id = image_keys(img), img.id
+            if expired_at and img.expires_at is not None:  # when it expired, not when the sweeper came by
+                expired_at = img.expires_at.replace(tzinfo=img.expires_at.tzinfo or UTC).timestamp()
             upload = await s.get(Upload, img.upload_id) if img.upload_id else None
             # open abuse reports of the image are settled with it (they stayed open, pointing nowhere)
             await s.execute(update(AbuseReport).where(AbuseReport.image_id == img.id, AbuseReport.status == "open")
