@@ -56,6 +56,15 @@ def gone(entry: readmodel.Entry) -> errors.NotFound:
     return errors.NotFound("this image was deleted")
 
 
+async def told(request: web.Request, slug: str, exc: errors.NotFound) -> errors.NotFound:
+    """The manager's "no such image" ``exc`` for ``slug`` as the read model's marker tells it
+    (:func:`gone`: deleted, or expired and when), or ``exc`` itself without one (or without Redis)."""
+    entry = None
+    with contextlib.suppress(redis.exceptions.RedisError, OSError):
+        entry = await readmodel.read(request.app[REDIS], slug)
+    return gone(entry) if entry is not None and entry.kind == "deleted" else exc
+
+
 async def load_image(request: web.Request, slug: str, metadata: Metadata, *, fresh: bool = False
                      ) -> common_pb2.Image:
     """The image for this caller; NotFound for unknown, deleted (:func:`gone`: saying so, or that it
@@ -72,11 +81,7 @@ async def load_image(request: web.Request, slug: str, metadata: Metadata, *, fre
         try:
             return await _from_manager(request, slug, metadata)
         except errors.NotFound as exc:
-            with contextlib.suppress(redis.exceptions.RedisError, OSError):
-                entry = await readmodel.read(store, slug)
-            if entry is not None and entry.kind == "deleted":
-                raise gone(entry) from exc
-            raise
+            raise await told(request, slug, exc) from exc
     try:
         entry = await readmodel.read(store, slug)
     except (redis.exceptions.RedisError, OSError):

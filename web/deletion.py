@@ -21,7 +21,7 @@ from aiohttp import web
 from pixelfox import deletion, errors
 from pixelfox.v1 import common_pb2, manager_pb2
 from web.accept import prefers_html
-from web.calls import call
+from web.calls import call, told
 from web.keys import MANAGER, SETTINGS, STATE
 from web.views.common import render
 
@@ -49,10 +49,13 @@ async def confirm(request: web.Request) -> web.Response:
     """``GET``: to a browser (:func:`~web.accept.prefers_html`) a page in the site's layout with the
     image's thumbnail and title and one button that POSTs to the same URL; to anything else JSON
     ``{id, title, thumbnail_url, delete}``. 404 once the image is gone (the error page or JSON, the
-    same way)."""
+    same way), saying it was deleted, or that it expired and when (:func:`web.calls.told`)."""
     slug, owner, _ = _check(request)
-    image: common_pb2.Image = await call(request, "GetImage", manager_pb2.GetImageRequest(slug=slug),
-                                         request.app[MANAGER].as_user(owner))  # NotFound: deleted already
+    try:
+        image: common_pb2.Image = await call(request, "GetImage", manager_pb2.GetImageRequest(slug=slug),
+                                             request.app[MANAGER].as_user(owner))
+    except errors.NotFound as exc:  # deleted already: by whom, or that it expired (and when)
+        raise await told(request, slug, exc) from exc
     title = image.title or image.filename or slug
     if not prefers_html(request):
         return web.json_response({"id": slug, "title": title, "thumbnail_url": image.thumbnail_url,
@@ -64,9 +67,12 @@ async def delete(request: web.Request) -> web.Response:
     """``POST``/``DELETE``: delete the image as its owner; 404 once it is gone. A browser gets a
     page in the site's layout saying so, anything else ``{"deleted", "id"}``."""
     slug, owner, tok = _check(request)
-    reply: manager_pb2.DeleteImageResponse = await call(
-        request, "DeleteImage", manager_pb2.DeleteImageRequest(slug=slug, deletion_token=tok),
-        request.app[MANAGER].as_user(owner), timeout_s=120)
+    try:
+        reply: manager_pb2.DeleteImageResponse = await call(
+            request, "DeleteImage", manager_pb2.DeleteImageRequest(slug=slug, deletion_token=tok),
+            request.app[MANAGER].as_user(owner), timeout_s=120)
+    except errors.NotFound as exc:
+        raise await told(request, slug, exc) from exc
     if prefers_html(request):
         return await _page(request, slug=slug, deleted=True)
     return web.json_response({"deleted": reply.deleted, "id": slug}, headers=_HEADERS)

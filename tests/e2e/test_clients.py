@@ -280,12 +280,13 @@ def test_an_expired_image_says_it_expired_and_when(cluster: ClusterHandle) -> No
     key = asyncio.run(new_user_key(cluster.local, f"expires_{os.urandom(4).hex()}"))
     owner = {"X-API-Key": key}
     before = time.time()
-    slugs, thumbs = {}, {}
+    slugs, thumbs, deletion = {}, {}, {}
     for name, extra in (("expired", {"expiration": "PT5S"}), ("deleted", {})):
         r = requests.post(api, headers=owner, timeout=60,
                           data={"source": base64.b64encode(_small_png(40, 30)).decode(), **extra})
         assert r.status_code == 200, r.text
         slugs[name], thumbs[name] = r.json()["image"]["id_encoded"], r.json()["image"]["thumb"]["url"]
+        deletion[name] = r.json()["image"]["delete_url"]
         assert requests.get(thumbs[name], timeout=10).status_code == 200
     shown = requests.get(f"{cluster.web_url}/api/v1/images/{slugs['expired']}", headers=owner, timeout=10)
     assert shown.status_code == 200 and shown.json()["expires_at"], shown.text
@@ -313,6 +314,10 @@ def test_an_expired_image_says_it_expired_and_when(cluster: ClusterHandle) -> No
                 html = requests.get(f"{cluster.web_url}{page}", headers=who, timeout=10)
                 assert html.status_code == 404 and said[name] in html.text, (name, page, html.text[-600:])
         assert requests.get(thumbs[name], timeout=10).status_code == 404
+        # its deletion link says the same (it said "no such image")
+        for method in ("GET", "POST"):
+            r = requests.request(method, deletion[name], timeout=30)
+            assert (r.status_code, r.json()["error"]["message"]) == (404, said[name]), (name, method, r.text)
     assert said["deleted"] == "this image was deleted"
     m = re.fullmatch(r"this image expired at (\S+) and was deleted, as its uploader asked", said["expired"])
     assert m, said["expired"]
