@@ -64,9 +64,14 @@ async def test_oembed_bounds_must_be_positive_whole_numbers(cluster: Any, corpus
         assert body["error"]["message"] == f"{name} must be a positive whole number of pixels, not {value!r}"
     # smaller than every rendition: 404 (oEmbed 1.0 §2.3.4), naming the smallest width there is
     status, body = await api(anon, "GET", f"/oembed?url={url}&maxwidth=1")
-    found = re.fullmatch(r"no rendition fits; the smallest available width is (\d+) pixels \(\d+ x \d+\)",
-                         body["error"]["message"])
+    found = re.fullmatch(r"no rendition fits maxwidth=1; the smallest available is (\d+) x (\d+) pixels "
+                         r"\(width x height\)", body["error"]["message"])
     assert status == 404 and found, body
+    # a height bound too small is named as one (it said "the smallest available width")
+    status, body = await api(anon, "GET", f"/oembed?url={url}&maxwidth=5000&maxheight=1")
+    assert (status, body["error"]["message"]) == (404, (
+        f"no rendition fits maxwidth=5000 and maxheight=1; the smallest available is {found.group(1)} x "
+        f"{found.group(2)} pixels (width x height)")), body
     status, emb = await api(anon, "GET", f"/oembed?url={url}&maxwidth={found.group(1)}")
     assert status == 200 and emb["width"] == int(found.group(1)) <= image["width"], emb
     # larger than any rendition: the largest one (1000000 was a 400 saying it is not a positive number)

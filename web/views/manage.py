@@ -160,15 +160,18 @@ def _renditions(image: common_pb2.Image) -> list[common_pb2.Variant]:
 
 def _pick(renditions: list[common_pb2.Variant], maxwidth: int, maxheight: int) -> common_pb2.Variant:
     """The largest rendition within ``maxwidth``/``maxheight`` pixels (0: no bound), JPEG first on a
-    tie. Raises NotFound naming the smallest width there is when none fits."""
+    tie. Raises NotFound naming the bounds given and the smallest size there is when none fits."""
     fits = [v for v in renditions if (not maxwidth or v.width <= maxwidth) and (not maxheight or v.height <= maxheight)]
     if fits:
         return max(fits, key=lambda v: (v.width * v.height, v.format.lower() in ("jpeg", "jpg")))
     if not renditions:
         raise errors.NotFound("no rendition of this image yet")
     smallest = min(renditions, key=lambda v: v.width * v.height)
-    raise errors.NotFound(f"no rendition fits; the smallest available width is {smallest.width} pixels "
-                          f"({smallest.width} x {smallest.height})")
+    # name the bound the smallest one breaks: "width" was said also when only maxheight was too small
+    bounds = " and ".join(f"{name}={value}" for name, value in (("maxwidth", maxwidth), ("maxheight", maxheight))
+                          if value)
+    raise errors.NotFound(f"no rendition fits {bounds}; the smallest available is {smallest.width} x "
+                          f"{smallest.height} pixels (width x height)")
 
 
 def _bound(query: Mapping[str, str], name: str) -> int:
@@ -200,7 +203,7 @@ def _oembed_slug(request: web.Request, url: str) -> str:
 async def oembed(request: web.Request) -> web.Response:
     """oEmbed 1.0 ``photo`` for ``?url=<share page>`` (ECOSYSTEM.md); 501 for a format other than
     json; 400 without a ``url``; honours ``maxwidth``/``maxheight`` (400 when not a positive whole
-    number, 404 naming the smallest width when no rendition fits). An animated image answers its animated WebP, as its
+    number, 404 naming the smallest size when no rendition fits). An animated image answers its animated WebP, as its
     share page shows. A URL of another site, an unknown image and a private one all get the same
     404, so the answer never tells that a private image exists."""
     q = request.query
