@@ -194,6 +194,33 @@ def test_api_upload_takes_an_expiration_from_the_form_or_the_query(cluster: Clus
         assert bad.status_code == 400 and says in bad.json()["error"]["message"], (url, bad.text)
 
 
+def test_an_upload_asking_to_be_private_is_refused_not_made_public(cluster: ClusterHandle) -> None:
+    """``visibility=private`` on an upload was ignored: the image went up public, and a new image
+    cannot be made private while it is processed. It is now a 400 saying so, in the form, the query
+    string or the JSON of ``POST /api/v1/uploads``, and nothing is uploaded; ``public`` still passes."""
+    api, hdr = f"{cluster.web_url}/api/v1/images", {"X-API-Key": cluster.admin_api_key}
+    png = _small_png(37, 21)  # bytes no other test uploads
+    mine = requests.get(f"{cluster.web_url}/api/v1/images?limit=100", headers=hdr, timeout=30)
+    assert mine.status_code == 200, mine.text
+    before = {i["id"] for i in mine.json()["images"]}
+    for url, data in ((f"{api}?wait=0", {"visibility": "private"}), (f"{api}?wait=0&visibility=private", {})):
+        bad = requests.post(url, headers=hdr, timeout=60, data=data, files={"file": ("p.png", png, "image/png")})
+        assert bad.status_code == 400, bad.text
+        assert bad.json()["error"]["message"].startswith("an upload cannot be made private while it is sent"), bad.text
+    odd = requests.post(f"{api}?wait=0", headers=hdr, timeout=60, data={"visibility": "secret"},
+                        files={"file": ("p.png", png, "image/png")})
+    assert (odd.status_code, odd.json()["error"]["message"]) == (
+        400, "visibility must be public or private, not 'secret'"), odd.text
+    ticket = requests.post(f"{cluster.web_url}/api/v1/uploads", headers=hdr, timeout=30,
+                           json={"filename": "p.png", "size": len(png), "visibility": "private"})
+    assert ticket.status_code == 400 and "cannot be made private" in ticket.json()["error"]["message"], ticket.text
+    after = requests.get(f"{cluster.web_url}/api/v1/images?limit=100", headers=hdr, timeout=30).json()["images"]
+    assert {i["id"] for i in after} == before  # nothing was uploaded
+    ok = requests.post(f"{api}?wait=0", headers=hdr, timeout=60, data={"visibility": "public"},
+                       files={"file": ("p.png", png, "image/png")})
+    assert ok.status_code == 201 and ok.json()["visibility"] == "public", ok.text
+
+
 def test_chevereto_upload_shapes_formats_and_expiration(cluster: ClusterHandle, corpus: Path) -> None:
     api = f"{cluster.web_url}/api/1/upload"
     data = (corpus / "photos" / "painting_rgb.png").read_bytes()

@@ -282,7 +282,7 @@ async def form_parts(request: web.Request) -> AsyncIterator[Any]:
 
 
 #: the text fields of ``POST /api/v1/images`` besides its file; each may come once
-TEXT_PARTS = ("title", "expiration")
+TEXT_PARTS = ("title", "expiration", "visibility")
 
 
 async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, str, dict[str, str]]:
@@ -335,6 +335,33 @@ def _expiration(request: web.Request, texts: dict[str, str] | None = None) -> in
             raise errors.BadRequest("expiration was sent in both the query string and the form: send it once")
         given = [texts["expiration"]]
     return parse_duration(given[0]) if given and given[0].strip() else 0
+
+
+#: why ``visibility=private`` is refused at upload (POST /api/v1/images and /api/v1/uploads)
+PRIVATE_AT_UPLOAD = (
+    "an upload cannot be made private while it is sent: a new image is public until it is processed, "
+    "and can be made private once it is ready (PATCH /api/v1/images/<id> with {\"visibility\": \"private\"}, "
+    "or its page's edit form); nothing was uploaded")
+
+
+def refuse_private_at_upload(value: str | None) -> None:
+    """BadRequest for an upload that asks ``visibility`` ``private`` (:data:`PRIVATE_AT_UPLOAD`) or
+    anything but ``public``: the field was ignored, so an upload meant to be private went up public
+    without a word. ``None``, ``""`` and ``public`` pass."""
+    if value is None or value.strip() in ("", "public"):
+        return
+    if value.strip() == "private":
+        raise errors.BadRequest(PRIVATE_AT_UPLOAD)
+    raise errors.BadRequest(f"visibility must be public or private, not {value[:20]!r}")
+
+
+def _visibility(request: web.Request, texts: dict[str, str] | None = None) -> None:
+    """:func:`refuse_private_at_upload` for ``visibility`` in the query string (before the body is
+    read) and, once it is (``texts``), in the form."""
+    for value in request.query.getall("visibility", []):
+        refuse_private_at_upload(value)
+    if texts is not None:
+        refuse_private_at_upload(texts.get("visibility"))
 
 
 async def first_bytes(part: BodyPartReader, keep: int) -> bytes:
@@ -391,6 +418,7 @@ async def upload(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     wait_s = _wait_seconds(request)  # a bad ?wait= is refused before any byte is kept
     _expiration(request)  # and a bad ?expiration=
+    _visibility(request)  # and ?visibility=private, which cannot be had (it went up public)
     # one body too many from this caller is a 429 before the address' budget is spent (web/bodies.py)
     with body_slot(request, caller_key(request, api_key_of(request), caller.user.id if caller.user else "")):
         counted = await check_ip(request, anonymous=caller.via == "anonymous")
@@ -403,6 +431,7 @@ async def upload(request: web.Request) -> web.Response:
             path, filename, ctype, texts = await _receive_file(request, settings.max_upload_bytes)
     try:
         expires = _expiration(request, texts)
+        _visibility(request, texts)
         receipt = await manager.upload(caller.metadata, path, filename, ctype, expire_after_s=expires,
                                        title=texts.get("title", ""))
     finally:

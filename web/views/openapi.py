@@ -233,7 +233,10 @@ OPENAPI: dict[str, Any] = {
                     "type": "object", "required": ["file"],
                     "properties": {"file": {"type": "string", "format": "binary"},
                                    "title": {"type": "string", "maxLength": 255},
-                                   "expiration": {"type": "string"}}}}}},
+                                   "expiration": {"type": "string"},
+                                   "visibility": {"type": "string", "enum": ["public"], "description": (
+                                       "only public: a new image is public until processed; `private` is a "
+                                       "400 (make it private once it is ready, with PATCH)")}}}}}},
                 "responses": {**_ok("UploadedImage", "created", "201"),
                               **_errors(400, 401, 403, 408, 413, 415, 429, 503)},
             },

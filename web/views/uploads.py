@@ -42,7 +42,7 @@ from web.deletion import deletion_url
 from web.jsonbody import read_model, refusal
 from web.keys import MANAGER, SETTINGS
 from web.ratelimit import check_ip, not_counted_if_over_user_limits
-from web.views.api import Caller, api_key_of, image_json, resolve_caller
+from web.views.api import Caller, api_key_of, image_json, refuse_private_at_upload, resolve_caller
 
 
 class NewUpload(BaseModel):
@@ -52,6 +52,7 @@ class NewUpload(BaseModel):
     content_type: str = Field("", max_length=100)
     title: str = Field("", max_length=4096)  # the manager refuses past 255 characters, in its own words
     sha256: str = ""  # optional: 64 hex digits in either case, kept in lower case
+    visibility: str | None = None  # only "public": private is refused (web.views.api.refuse_private_at_upload)
 
     @field_validator("sha256", mode="before")
     @classmethod
@@ -71,6 +72,7 @@ async def create_upload(request: web.Request) -> web.Response:
         raise errors.Unauthenticated("log in or send an API key")
     counted = await check_ip(request, anonymous=False)  # anonymous callers were refused above
     body = await read_model(request, NewUpload)
+    refuse_private_at_upload(body.visibility)
     limit = request.app[SETTINGS].max_upload_bytes
     if body.size > limit:  # here, not by the manager: a size past int64 does not fit the request
         raise errors.PayloadTooLarge.declared(body.size, limit)
