@@ -77,6 +77,10 @@ def _check_file(path: Path) -> None:
     except FileNotFoundError:
         if path.is_symlink():  # the link is there; what it names is not
             raise errors.NotFound(f"{path} is a symlink to {os.readlink(path)}, which does not exist") from None
+        if str(path) == "-":  # the usual "standard input" of Unix tools
+            raise errors.NotFound("no such file: - (put sends files, not standard input: it needs the size "
+                                  "first and resumes from the file; save what the pipe sends to a file and put "
+                                  "that)") from None
         raise errors.NotFound(f"no such file: {path}") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:

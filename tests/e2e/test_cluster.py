@@ -318,6 +318,11 @@ def test_put_of_a_folder_says_so_and_a_closed_pipe_is_no_traceback(cluster: Clus
             f"`pixelfox put -- {dash.name}` (see `pixelfox put --help`)\n"))
         sent = cluster.pixelfox("put", "--json", "--", dash.name, timeout=120)
         assert sent.returncode == 0 and json.loads(sent.stdout)["file"] == dash.name, sent.stderr
+        # "-" alone, standard input to other tools, says why put takes no pipe (it said "no such file: -")
+        stdin = cluster.pixelfox("put", "--", "-", timeout=60)
+        assert (stdin.returncode, stdin.stderr) == (2, (
+            "✗ -: no such file: - (put sends files, not standard input: it needs the size first and resumes "
+            "from the file; save what the pipe sends to a file and put that)\n")), stdin.stderr
     finally:
         dash.unlink()
     proc = subprocess.Popen([sys.executable, "-m", "pixelfox", "put", "--json", str(photo), str(photo)],
