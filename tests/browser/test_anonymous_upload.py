@@ -71,3 +71,31 @@ async def test_anonymous_upload_keeps_its_deletion_link(cluster: Any, chromium: 
     await expect(page.locator("#uploads li.upload")).to_have_count(0)
     await expect(page.locator("#recent")).to_be_hidden()
     await ctx.close()
+
+
+async def test_an_image_deleted_by_its_link_leaves_the_recent_list(cluster: Any, chromium: Any) -> None:
+    """After "Delete for ever" on a deletion link's page, the upload page still listed the image as
+    "uploaded earlier", its share and deletion links now 404s. The "Image deleted" page drops it from
+    the list (web/static/forget.js); going back to the upload page shows only what is left."""
+    base = cluster.web_url
+    ctx, page = await new_page(chromium)
+    await page.goto(f"{base}/")
+    names = [f"anon_{uuid.uuid4().hex[:8]}.png" for _ in range(2)]
+    for name in names:
+        await page.set_input_files("#file", files=[{"name": name, "mimeType": "image/png", "buffer": random_png()}])
+    rows = page.locator("#uploads li.upload")
+    await expect(rows.locator(".deletion")).to_have_count(2, timeout=90_000)
+    kept = json.loads(await page.evaluate(f"localStorage.getItem({RECENT!r})"))
+    doomed = next(k for k in kept if k["name"] == names[0])
+    await page.goto(doomed["deletion_url"])
+    await page.click("#delete")
+    await expect(page.locator("#deleted")).to_be_visible()
+    kept = json.loads(await page.evaluate(f"localStorage.getItem({RECENT!r})"))
+    assert [k["name"] for k in kept] == [names[1]], kept
+    await page.go_back()  # the confirmation page
+    await page.go_back()  # the upload page: from the back/forward cache or loaded again
+    await expect(page.locator("#uploads li.upload")).to_have_count(1)
+    await expect(page.locator("#uploads li.upload .name")).to_have_text(names[1])
+    await page.goto(f"{base}/")
+    await expect(page.locator("#uploads li.upload")).to_have_count(1)
+    await ctx.close()

@@ -157,10 +157,21 @@
 
   // the kept uploads of earlier visits, under the new ones; "Clear this list" forgets them all
   function showRecent() {
+    drawRecent();
+    if (!recentNote) return;
+    document.getElementById("recent-clear").addEventListener("click", () => {
+      try { localStorage.removeItem(RECENT); } catch (_) { /* nothing kept */ }
+      for (const row of list.querySelectorAll("li.remembered")) row.remove();  // uploads under way stay
+      recentNote.hidden = true;
+    });
+  }
+
+  function drawRecent() {
     const kept = recentUploads();
     for (const r of kept) {
       if (typeof r.url !== "string" || typeof r.deletion_url !== "string") continue;
       const item = el("li", "upload remembered");
+      item.dataset.id = r.id;
       const thumb = el("img", "thumb");
       thumb.alt = "";
       if (r.thumbnail_url) thumb.src = r.thumbnail_url;
@@ -170,13 +181,7 @@
       item.append(thumb, body);
       list.append(item);
     }
-    if (!recentNote) return;
-    recentNote.hidden = kept.length === 0;
-    document.getElementById("recent-clear").addEventListener("click", () => {
-      try { localStorage.removeItem(RECENT); } catch (_) { /* nothing kept */ }
-      for (const row of list.querySelectorAll("li.remembered")) row.remove();  // uploads under way stay
-      recentNote.hidden = true;
-    });
+    if (recentNote) recentNote.hidden = kept.length === 0;
   }
 
   function upload(file) {
@@ -223,6 +228,7 @@
         if (anonymous && data.deletion_url) {
           remember(data, file.name || "pasted image");
           item.classList.add("remembered");  // "Clear this list" takes it away too
+          item.dataset.id = data.id;
         }
       } else {
         const message = (data.error && data.error.message) || ("upload failed (HTTP " + httpStatus + ")");
@@ -498,7 +504,17 @@
     for (const f of files) upload(f);
   }
 
-  if (anonymous) showRecent();
+  if (anonymous) {
+    showRecent();
+    // back from a deletion link's "Image deleted" page, which dropped it from the list (forget.js):
+    // a page restored from the back/forward cache runs no script again: its rows of forgotten ones go
+    window.addEventListener("pageshow", (e) => {
+      if (!e.persisted) return;
+      const ids = new Set(recentUploads().map((r) => r && r.id));
+      for (const row of list.querySelectorAll("li.remembered")) if (!ids.has(row.dataset.id)) row.remove();
+      if (recentNote && !list.querySelector("li.remembered")) recentNote.hidden = true;
+    });
+  }
 
   picker.addEventListener("change", () => { take(picker.files); picker.value = ""; });
   ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (ev) => {
