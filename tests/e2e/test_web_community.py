@@ -144,6 +144,10 @@ async def test_private_image_rekeys_signs_and_hides(cluster: Any, http: aiohttp.
     # albums: the private image is listed for the owner only
     status, album = await api(owner, "POST", "/api/v1/albums", {"title": "Trip"}, hdr)
     assert status == 201, album
+    # one image both added and removed: which was meant? (it ended up removed, with a 200)
+    status, said = await api(owner, "PATCH", f"/api/v1/albums/{album['id']}",
+                             {"add_images": [slug], "remove_images": [slug]}, hdr)
+    assert status == 400 and f"image {slug} is in both add_images and remove_images" in said["error"]["message"], said
     status, album = await api(owner, "PATCH", f"/api/v1/albums/{album['id']}", {"add_images": [slug], "cover": slug},
                               hdr)
     assert status == 200 and album["image_count"] == 1 and album["cover"] == slug, album
@@ -242,6 +246,11 @@ async def test_reports_keys_password_and_admin(cluster: Any, http: aiohttp.Clien
     rid = re.search(r'data-report="([^"]+)"[^\n]*\n[^\n]*' + re.escape(image["id"]), html)
     assert rid, html
     token = await admin.csrf("/admin/reports")
+    # an action that is none of the form's buttons is refused (it was taken as "resolve", with no word)
+    status, said, _ = await admin.post(f"/admin/reports/{rid.group(1)}", {"csrf_token": token, "action": "bogus"})
+    assert status == 400 and "unknown report action &#39;bogus&#39;: resolve or delete" in said, said[-800:]
+    status, html, _ = await admin.get("/admin/reports")
+    assert rid.group(1) in html  # still open
     status, _, _ = await admin.post(f"/admin/reports/{rid.group(1)}", {"csrf_token": token, "action": "resolve"})
     assert status == 303
     status, html, _ = await admin.get("/admin/reports")

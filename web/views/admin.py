@@ -98,8 +98,10 @@ async def reports(request: web.Request) -> web.StreamResponse:
 async def resolve(request: web.Request) -> web.StreamResponse:
     _session, form = await checked_form(request)
     user = await _admin(request)
-    req = manager_pb2.ResolveReportRequest(id=request.match_info["report_id"],
-                                           delete_image=form.get("action") == "delete")
+    action = form.get("action", "")
+    if action not in ("resolve", "delete"):  # another value was taken as "resolve", without a word
+        raise errors.BadRequest(f"unknown report action {action[:20]!r}: resolve or delete")
+    req = manager_pb2.ResolveReportRequest(id=request.match_info["report_id"], delete_image=action == "delete")
     await call(request, "ResolveReport", req, request.app[MANAGER].as_user(user.id), timeout_s=120)
     raise web.HTTPSeeOther("/admin/reports")
 

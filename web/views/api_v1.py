@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from pixelfox import errors
 from pixelfox.client.images import served_original_url
@@ -48,6 +48,14 @@ class AlbumPatch(BaseModel):
     add_images: list[str] = Field(default_factory=list, max_length=100)
     remove_images: list[str] = Field(default_factory=list, max_length=100)
     cover: str | None = Field(None, max_length=64)
+
+    @model_validator(mode="after")
+    def _add_or_remove(self) -> AlbumPatch:
+        """An image in both lists is refused, naming it: which was meant? (it ended up removed)"""
+        both = [slug for slug in dict.fromkeys(self.add_images) if slug in set(self.remove_images)]
+        if both:
+            raise ValueError(f"image {both[0][:64]} is in both add_images and remove_images: add or remove it")
+        return self
 
 
 def _need_user(caller: Caller) -> None:
