@@ -135,6 +135,7 @@ class Dispatcher:
         self.fence = WriteFence(registry.redis)
         self.on_written: Callable[[str], Coroutine[Any, Any, None]] | None = None
         self._background = Background(logger)
+        self._taking_back: set[asyncio.Task[None]] = set()  # _lost of streams that ended (drain waits for them)
 
     # ---- the dispatch loop -------------------------------------------------------------
 
@@ -166,6 +167,8 @@ class Dispatcher:
                 if late or (not w.inflight and not w.handling):  # ending the stream cancels a report's handling
                     w.close()
             await asyncio.sleep(0.05)
+        if self._taking_back:  # the jobs of the streams that ended are re-queued before this manager goes
+            await asyncio.wait(set(self._taking_back), timeout=5.0)
 
     async def _loop(self, stop: asyncio.Event) -> None:
         with contextlib.suppress(Exception):  # Redis may be down at start; the loop retries
@@ -324,6 +327,13 @@ class Dispatcher:
                     ",".join(worker.capabilities))
         self.wake.set()
         reader = asyncio.create_task(self._read(worker, requests))
+        # its jobs are taken back when its reports end (the node died, or this stream was closed), from a
+        # task of their own: not from this generator's clean-up, which does not always run in time. A
+        # node SIGKILLed while a message was being sent to it leaves this generator suspended at its
+        # ``yield``; Python closes such a generator only when it is collected, from an event-loop task
+        # nothing holds, and a tester saw half such kills leave the job 'running' on no node until
+        # the manager lease (PIXELFOX_LEASE_S, 120 s) ran out.
+        reader.add_done_callback(lambda _: self._stream_ended(worker))
         getter: asyncio.Task[manager_pb2.DispatchMessage] | None = None
         try:
             while not reader.done():
@@ -339,11 +349,7 @@ class Dispatcher:
         finally:
             if getter is not None:
                 getter.cancel()
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
-            if self.workers.get(worker.node_id) is worker:
-                del self.workers[worker.node_id]
-            await self._lost(worker)
+            reader.cancel()  # ends its reports: _stream_ended takes its jobs back
 
     async def _read(self, worker: Worker, requests: AsyncIterator[manager_pb2.WorkerMessage]) -> None:
         async for msg in requests:
@@ -387,6 +393,17 @@ class Dispatcher:
                 await self.queue.requeue(f.job)
                 logger.warning("handed back: job %s image %s by %s (%s); re-queued", f.job.entry_id,
                                f.job.image_id, worker.node_id, hb.reason)
+
+    def _stream_ended(self, worker: Worker) -> None:
+        """``worker``'s reports ended: it leaves the pool (unless a new stream of the same node took its
+        place) and its jobs are taken back (:meth:`_lost`) in a background task this dispatcher holds."""
+        if self.workers.get(worker.node_id) is worker:
+            del self.workers[worker.node_id]
+        if worker.connected:
+            worker.connected = False
+            task = self._background.start(self._lost(worker), f"taking back the jobs of {worker.node_id}")
+            self._taking_back.add(task)
+            task.add_done_callback(self._taking_back.discard)
 
     async def _lost(self, worker: Worker) -> None:
         worker.connected = False

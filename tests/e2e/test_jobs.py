@@ -130,6 +130,30 @@ def test_sigterm_mid_job_loses_nothing(jc: tuple[LocalCluster, str], tmp_path: P
     assert "draining" in text
 
 
+def test_a_sigkilled_processing_node_gives_its_job_back_at_once(jc: tuple[LocalCluster, str], tmp_path: Path) -> None:
+    """A processing node SIGKILLed mid-job ends its work stream, and the manager takes the job back at
+    once ("interrupted: ... (node left); re-queued"). A tester saw half of such kills leave the job
+    'running' on no node until the manager lease ran out (PIXELFOX_LEASE_S, 120 s; 600 s here): the
+    stream's clean-up was cancelled half-way through. Three kills in a row; each job is ready in seconds."""
+    local, key = jc
+    try:
+        _manager_restart(local, PIXELFOX_LEASE_S="600")
+        for i in range(3):
+            off = len(log_text(local, "manager1"))
+            photos = [make_photo(tmp_path / f"killed{i}_{n}.jpg", 3000, 2000, seed=40 + 3 * i + n) for n in range(3)]
+            puts = put_json(local.root, *photos)  # more jobs than the node has slots: a full node dies
+            m = wait_log(local, "manager1", r"dispatch: job (\S+) image \S+ .*-> (proc\d)", after=off)
+            time.sleep(0.3)  # its second slot is given too
+            local.restart(m.group(2), sig=signal.SIGKILL)
+            wait_log(local, "manager1", rf"interrupted: job {re.escape(m.group(1))} .*\(node left\); re-queued",
+                     timeout_s=30, after=off)
+            for put in puts:
+                img = wait_final(local, key, put["id"], 120)  # not the 600 s lease
+                assert img["status"] == "ready" and variant_set_ok(img), img
+    finally:
+        _manager_restart(local)
+
+
 def test_sigterm_past_the_grace_period_hands_the_job_back(jc: tuple[LocalCluster, str], tmp_path: Path) -> None:
     local, key = jc
     short = {"PIXELFOX_GRPC__GRACE_S": "0.5"}
