@@ -19,12 +19,14 @@ import io
 import json
 import os
 import sys
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import Table, delete, func, insert, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pixelfox import errors
@@ -126,6 +128,11 @@ async def backup(url: str, path: Path | None, *, out: IO[str] | None = None) -> 
     return header
 
 
+def _why(exc: BaseException) -> str:
+    """A reading error in a word: its type's name, or what zlib's bare ``error`` means."""
+    return "damaged compressed data" if isinstance(exc, zlib.error) else type(exc).__name__
+
+
 def read_header(path: Path) -> dict[str, Any]:
     """The header of the backup at ``path``; ``BadRequest`` for a file that does not exist
     (``no such file: PATH``), is not a regular file, is not a PixelFox backup, or is in another
@@ -137,8 +144,8 @@ def read_header(path: Path) -> dict[str, Any]:
     try:
         with _read(path) as f:
             header = json.loads(f.readline())
-    except (ValueError, EOFError, gzip.BadGzipFile) as exc:  # JSON, UTF-8 or gzip errors
-        raise errors.BadRequest(f"{path} is not a PixelFox metadata backup ({type(exc).__name__})") from exc
+    except (ValueError, EOFError, gzip.BadGzipFile, zlib.error) as exc:  # JSON, UTF-8 or gzip errors
+        raise errors.BadRequest(f"{path} is not a PixelFox metadata backup ({_why(exc)})") from exc
     if not isinstance(header, dict) or header.get("format") != BACKUP_FORMAT:
         raise errors.BadRequest(f"{path} is not a PixelFox metadata backup")
     if header.get("version") != BACKUP_VERSION:
@@ -159,8 +166,8 @@ def _items(path: Path, tables: dict[str, Table]) -> Iterator[tuple[Table, dict[s
                 yield tables[item["t"]], item["r"]
     except EOFError as exc:
         raise errors.BadRequest(f"{path} is truncated (the compressed data ends early, after line {n})") from exc
-    except (ValueError, KeyError, TypeError, gzip.BadGzipFile) as exc:
-        raise errors.BadRequest(f"{path} is truncated or damaged at line {n} ({type(exc).__name__})") from exc
+    except (ValueError, KeyError, TypeError, gzip.BadGzipFile, zlib.error) as exc:  # zlib: damaged compressed data
+        raise errors.BadRequest(f"{path} is truncated or damaged at line {n} ({_why(exc)})") from exc
 
 
 def _restorable(path: Path, header: dict[str, Any]) -> str:
@@ -175,16 +182,31 @@ def _restorable(path: Path, header: dict[str, Any]) -> str:
 
 
 async def _insert_rows(conn: AsyncConnection, path: Path, tables: dict[str, Table], batch: int) -> None:
+    """Insert the backup's rows in batches of ``batch``. BadRequest (the caller's transaction rolls
+    back) for a row with a column its table lacks (it was dropped without a word) and for rows that
+    break the schema's constraints (a row twice, a parent missing: it was a raw database error, exit 1)."""
     current: Table | None = None
     rows: list[dict[str, Any]] = []
+
+    async def flush() -> None:
+        assert current is not None
+        try:
+            await conn.execute(insert(current), rows)
+        except IntegrityError as exc:
+            raise errors.BadRequest(f"{path} is damaged: its rows of table {current.name} break the schema's "
+                                    f"constraints ({str(exc.orig).splitlines()[0]})") from exc
+
     for t, row in _items(path, tables):  # the file is in FK order (parents first), table after table
         if rows and (t is not current or len(rows) >= batch):
-            await conn.execute(insert(current), rows)  # type: ignore[arg-type]
+            await flush()
             rows = []
         current = t
+        if unknown := sorted(set(row) - set(t.columns.keys())):
+            raise errors.BadRequest(f"{path} is damaged: a row of table {t.name} has a column that table does not "
+                                    f"have ({', '.join(unknown[:5])})")
         rows.append(decode(t, row))
     if rows:
-        await conn.execute(insert(current), rows)  # type: ignore[arg-type]
+        await flush()
 
 
 async def _verify(conn: AsyncConnection, header: dict[str, Any], tables: dict[str, Table]) -> dict[str, TableSum]:

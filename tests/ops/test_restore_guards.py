@@ -109,3 +109,32 @@ def test_a_failed_restore_leaves_no_file_it_made(tmp_path: Path) -> None:
         res = _pixelfox(tmp_path, "restore", str(bad), "--db", url)
         assert res.returncode == 2 and why in res.stderr and "Traceback" not in res.stderr, res.stderr
         assert sorted(p.name for p in tmp_path.glob("r3.db*")) == [], bad
+
+
+def test_a_damaged_backup_is_refused_in_one_line_and_changes_nothing(tmp_path: Path) -> None:
+    """Three damages a tester made: gzip data garbled past its header (zlib's "invalid distance too far
+    back" was a traceback, exit 1), a row twice (a raw "UNIQUE constraint failed", exit 1) and a row
+    with a column its table lacks (dropped without a word, and the restore "verified"). Each is now a
+    one-line refusal naming the file, exit 2, and the target is left as it was (a new file removed)."""
+    import gzip
+
+    good = _backup(tmp_path)
+    header = good.read_text().splitlines()[0]
+    garbled = tmp_path / "garbled.jsonl.gz"
+    packed = gzip.compress((header + "\n" + "x" * 5000 + "\n").encode())
+    garbled.write_bytes(packed[:100] + os.urandom(5000))
+    row = {"key": "ab/cd", "node_id": "storage1", "size": 5, "created_at": "2026-01-01T00:00:00+00:00"}
+    twice, extra = tmp_path / "twice.jsonl", tmp_path / "extra.jsonl"
+    line = json.dumps({"t": "object_locations", "r": row})
+    twice.write_text(f"{header}\n{line}\n{line}\n")
+    extra.write_text(header + "\n" + json.dumps({"t": "object_locations", "r": {**row, "colour": "red"}}) + "\n")
+    target = tmp_path / "r4.db"
+    for bad, why in ((garbled, "(damaged compressed data)"),
+                     (twice, f"{twice} is damaged: its rows of table object_locations break the schema's "
+                             "constraints (UNIQUE constraint failed"),
+                     (extra, f"{extra} is damaged: a row of table object_locations has a column that table does "
+                             "not have (colour)")):
+        res = _pixelfox(tmp_path, "restore", str(bad), "--db", f"sqlite+aiosqlite:///{target}")
+        assert res.returncode == 2 and why in res.stderr and "Traceback" not in res.stderr, (bad, res.stderr)
+        assert why in res.stderr.strip().splitlines()[-1], res.stderr  # one line says it
+        assert sorted(p.name for p in tmp_path.glob("r4.db*")) == [], bad
