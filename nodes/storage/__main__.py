@@ -20,7 +20,7 @@ from nodes.storage.config import StorageNodeSettings
 from nodes.storage.http import HttpOrigin, Origin, bind
 from nodes.storage.service import StorageService
 from nodes.storage.servicer import StorageServicer
-from pixelfox import logs, signing
+from pixelfox import errors, logs, signing
 from pixelfox.config import load_settings, require_secret
 from pixelfox.grpcx.server import GrpcServer
 from pixelfox.node import NodeIdentity, run_node, start_metrics
@@ -50,12 +50,19 @@ async def open_store(settings: StorageNodeSettings) -> FsStore | S3Store:
 async def main(settings: StorageNodeSettings) -> None:
     node_id = settings.node_id or f"storage-{socket.gethostname()}"
     store = await open_store(settings)
-    used = await store.scan()
+    try:
+        used = await store.scan()
+        counted = True
+    except errors.Unavailable as exc:  # an S3 pool down or refusing us: serve (not ready) until it answers
+        logger.warning("pool %s cannot be read (%s): this node reports not ready until it answers, and counts "
+                       "its bytes then", settings.pool, exc)
+        used, counted = 0, False
     service = StorageService(store, root=getattr(store, "root", None), pool=settings.pool)
     service.accel_redirect = settings.accel_redirect if settings.backend == "fs" else ""
     await service.refresh_usage()
     where = store.root if isinstance(store, FsStore) else f"{settings.s3.endpoint_url}/{settings.s3.bucket}"
-    logger.info("pool %s (%s) at %s holds %d bytes", settings.pool, settings.backend, where, used)
+    logger.info("pool %s (%s) at %s %s", settings.pool, settings.backend, where,
+                f"holds {used} bytes" if counted else "not counted yet")
 
     grpc_server = GrpcServer(
         [(storage_pb2_grpc.add_StorageServiceServicer_to_server, StorageServicer(service), SERVICE_NAME)],
@@ -91,7 +98,7 @@ async def main(settings: StorageNodeSettings) -> None:
             grpc_server,
             ident,
             service.load,
-            background=[lambda stop: service.usage_loop(stop, settings.usage_refresh_s)],
+            background=[lambda stop: service.usage_loop(stop, settings.usage_refresh_s, counted)],
             on_drain=drain,
             ready=service.ready,
         )

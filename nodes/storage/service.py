@@ -135,10 +135,19 @@ class StorageService:
         """Heartbeat load: bytes used of used+free, and free bytes (cached, refreshed in the background)."""
         return Load(in_use=self.used, capacity=max(1, self.used + self.free), free_bytes=self.free)
 
-    async def usage_loop(self, stop: asyncio.Event, interval_s: float) -> None:
+    async def usage_loop(self, stop: asyncio.Event, interval_s: float, counted: bool = True) -> None:
+        """Refresh the usage every ``interval_s`` seconds until ``stop``. ``counted`` False: the pool
+        could not be read at start (:meth:`~pixelfox.storage.s3.S3Store.scan` raised Unavailable), so
+        it is counted again first, each round until it answers."""
         while not stop.is_set():
             try:
+                if not counted:
+                    used = await self.store.scan()
+                    counted = True
+                    logger.info("pool %s answers again: it holds %d bytes", self.pool, used)
                 await self.refresh_usage()
+            except errors.Unavailable as exc:
+                logger.warning("pool %s still cannot be read: %s", self.pool, exc)
             except OSError:
                 logger.exception("cannot read disk usage")
             with contextlib.suppress(TimeoutError):

@@ -103,3 +103,36 @@ def test_storage_node_with_its_s3_pool_down_gets_no_uploads_and_returns(
     assert placed(local)[0] == S3_NODE
     print(json.dumps({"metric": "s3_pool_down_detection_s", "value": round(detected, 2)}))
     print(json.dumps({"metric": "upload_with_s3_pool_down_s", "value": round(took, 2)}))
+
+
+def test_a_storage_node_starts_while_its_s3_pool_is_down_and_serves_once_it_answers(
+    cluster: tuple[LocalCluster, Seaweed],
+) -> None:
+    """A storage node whose S3 pool was down (or refused its key) at start exited with a traceback
+    (``store.scan()``: Unavailable), so an S3 outage during a restart left nodes that could not start.
+    It now starts, reports not ready, and counts its pool and turns ready once the pool answers."""
+    local, s3 = cluster
+    s3.proc.kill()
+    s3.proc.wait(10)
+    try:
+        late = local.add_storage("storage4", **s3.env(prefix="storage4/"))
+        wrong_key = local.add_storage("storage5", **{**s3.env(prefix="storage5/"),
+                                                     "PIXELFOX_S3__SECRET_ACCESS_KEY": "not-the-key"})
+        for name in ("storage4", "storage5"):  # each said so, and went on
+            log = local.state / "logs" / f"{name}.log"
+            wait_for(lambda log=log: log.exists() and "cannot be read" in log.read_text(), timeout_s=60)
+        time.sleep(2)
+        assert late.proc.poll() is None, "storage4 exited with its pool down"
+        assert not healthy(local, "storage4")
+    finally:
+        s3.restart()
+    wait_for(lambda: healthy(local, "storage4"), timeout_s=60, every_s=0.2)
+    log = (local.state / "logs" / "storage4.log").read_text()
+    assert "cannot be read" in log and "answers again" in log and "Traceback" not in log, log[-2000:]
+    # a wrong key: up, not ready, saying why
+    assert wrong_key.proc.poll() is None and not healthy(local, "storage5")
+    log = (local.state / "logs" / "storage5.log").read_text()
+    assert "(403)" in log and "Traceback" not in log, log[-2000:]  # HeadBucket: Forbidden
+    for c in (late, wrong_key):
+        c.proc.terminate()
+        c.proc.wait(30)
