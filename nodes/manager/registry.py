@@ -108,6 +108,28 @@ return 1
 """)
 
 
+def choose_targets(nodes: list[NodeRecord], replicas: int, size: int = 0) -> list[NodeRecord]:
+    """The storage nodes a new object goes to: of ``nodes`` (healthy), those of the first tier (pool
+    ``hot`` or no pool; any when none is), with room for ``size`` bytes by their last heartbeat (0: not
+    known), most free space first, at most ``replicas`` (at least 1).
+
+    Raises NoNodeAvailable without a node, StorageFull (RESOURCE_EXHAUSTED) when none has room: an
+    original was sent to a full node, refused there ("do not fit"), retried, and its upload reported a
+    stall after 60 s instead of the reason."""
+    if not nodes:
+        raise errors.NoNodeAvailable("no healthy storage node")
+    # new objects go to the first tier: nodes in pool "hot" or without a pool (issue 6, nodes/manager/tiers.py)
+    first = [r for r in nodes if all(c == "pool:hot" or not c.startswith("pool:") for c in r.capabilities)]
+    nodes = sorted(first or nodes, key=lambda r: (-r.free_bytes, r.node_id))
+    if size > 0:
+        roomy = [r for r in nodes if r.free_bytes >= size]
+        if not roomy:
+            raise errors.StorageFull(f"no storage node has room for {size} bytes (the most free: {nodes[0].free_bytes} "
+                                     f"bytes, on {nodes[0].node_id}): free space, or add a storage node")
+        nodes = roomy
+    return nodes[: max(1, replicas)]
+
+
 def check_heartbeat(interval_s: float, node_timeout_s: float) -> None:
     """Refuse a heartbeat interval over ``node_timeout_s / HEARTBEATS_PER_TIMEOUT`` (both in seconds):
     such a node would flap between healthy and dead. Raises BadRequest with one line naming both
@@ -438,16 +460,10 @@ class Registry:
     async def healthy_nodes(self, role: int) -> list[NodeRecord]:
         return [r for r in await self.all(role) if self.healthy(r)]
 
-    async def place(self, replicas: int) -> list[NodeRecord]:
-        """Storage nodes for a new object: the ``replicas`` healthy ones with most free space."""
-        nodes = await self.healthy_nodes(common_pb2.NODE_ROLE_STORAGE)
-        if not nodes:
-            raise errors.NoNodeAvailable("no healthy storage node")
-        # new objects go to the first tier: nodes in pool "hot" or without a pool (issue 6, nodes/manager/tiers.py)
-        first = [r for r in nodes if all(c == "pool:hot" or not c.startswith("pool:") for c in r.capabilities)]
-        nodes = first or nodes
-        nodes.sort(key=lambda r: (-r.free_bytes, r.node_id))
-        return nodes[: max(1, replicas)]
+    async def place(self, replicas: int, size: int = 0) -> list[NodeRecord]:
+        """Storage nodes for a new object of ``size`` bytes (0: not known): :func:`choose_targets` of the
+        healthy ones. Raises NoNodeAvailable, StorageFull."""
+        return choose_targets(await self.healthy_nodes(common_pb2.NODE_ROLE_STORAGE), replicas, size)
 
     def status(self, rec: NodeRecord) -> int:
         """STOPPED when the node said so, else INACTIVE when heartbeats stopped, else MAINTENANCE if set by an

@@ -115,7 +115,7 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
 
     @rpc(cluster=True)
     async def PlaceObject(self, req: manager_pb2.PlaceObjectRequest, ctx: Ctx) -> manager_pb2.PlaceObjectResponse:
-        recs = await self.svc.registry.place(req.replicas or self.svc.settings.replicas)
+        recs = await self.svc.registry.place(req.replicas or self.svc.settings.replicas, req.size)
         return manager_pb2.PlaceObjectResponse(nodes=[self.svc.registry.to_proto(r) for r in recs])
 
     # ---- uploads

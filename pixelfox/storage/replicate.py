@@ -46,8 +46,8 @@ async def write_all(
     """Run ``put(node)`` on every node concurrently; the ids of those that succeeded, in ``nodes`` order.
 
     Transient failures are retried (``attempts`` tries per node, back-off ``backoff_s`` doubling).
-    Raises the first ``BadRequest`` (includes ``ChecksumMismatch``) any node reported, or
-    ``Unavailable`` when no node took the write.
+    Raises the first ``BadRequest`` (includes ``ChecksumMismatch``) any node reported, ``StorageFull``
+    when every node refused it for room, or ``Unavailable`` when no node took the write.
     """
 
     async def one(node: N) -> str:
@@ -73,5 +73,7 @@ async def write_all(
             logger.warning("writing %s to %s failed: %s (under-replicated until repaired)", what, node.node_id, r)
     if not ok:
         first = next((r for r in results if isinstance(r, BaseException)), None)
+        if results and all(isinstance(r, errors.StorageFull) for r in results):  # final: no retry will fit it
+            raise errors.StorageFull(f"no storage node has room for the {what}: {first}")
         raise errors.Unavailable(f"no storage node accepted the {what}: {first or 'no target'}")
     return ok
