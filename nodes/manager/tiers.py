@@ -102,6 +102,7 @@ class Move:
 class TierReport:
     moves: list[Move] = field(default_factory=list)
     skipped: str = ""  # why nothing ran (lease held elsewhere, no tiers with nodes)
+    held_elsewhere: bool = False  # nothing ran: another mover holds the lease (the CLI exits 75 then)
     unserved: dict[str, int] = field(default_factory=dict)  # tier -> due images no healthy node serves
 
 
@@ -198,7 +199,12 @@ class TierMover:
             report.skipped, report.unserved = self._unserved_note(), dict(self.unserved)
             return report
         if not await self.lease.acquire():
-            report.skipped = "another tier mover holds the lease"
+            holder = await self.lease.holder()
+            left_ms = await self.redis.pttl(self.lease.key)
+            until = f", for {max(0, left_ms) / 1000:.0f} s more unless it renews it" if left_ms and left_ms > 0 else ""
+            report.skipped = (f"another tier mover holds the lease ({holder or 'a holder that just left'}{until}): "
+                              "nothing was moved; run again later (a mover that was killed holds it until then)")
+            report.held_elsewhere = True
             return report
         try:
             report.moves = await self.plan(now)

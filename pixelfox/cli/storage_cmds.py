@@ -83,7 +83,8 @@ async def _tiers_move(opts: argparse.Namespace) -> dict[str, Any]:
     finally:
         await redis.aclose()
         await engine.dispose()
-    return {"dry_run": opts.dry_run, "skipped": report.skipped, "unserved": report.unserved,
+    return {"dry_run": opts.dry_run, "skipped": report.skipped, "held_elsewhere": report.held_elsewhere,
+            "unserved": report.unserved,
             "replicas": settings.replicas, "moves": [asdict(m) for m in report.moves]}
 
 
@@ -100,6 +101,10 @@ def fewer_copies(out: dict[str, Any]) -> list[str]:
             f"{ms[0]['copies']} cop{'y' if ms[0]['copies'] == 1 else 'ies'} of each object (they had "
             f"{max(m['had'] for m in ms)}); add a storage node to pool {dst} to keep {out['replicas']}"
             for dst, ms in sorted(cut.items())]
+
+
+#: ``tiers move``'s exit status when another mover holds the lease and nothing ran (sysexits.h EX_TEMPFAIL)
+TEMPFAIL = 75
 
 
 def cmd_tiers_move(opts: argparse.Namespace) -> int:
@@ -119,6 +124,8 @@ def cmd_tiers_move(opts: argparse.Namespace) -> int:
     failed = [m for m in out["moves"] if not out["dry_run"] and not m["done"]]
     # images due for a tier no node serves are reported ("unserved"), not a failure: a cluster may
     # simply run without that tier
+    if out["held_elsewhere"]:  # nothing ran: EX_TEMPFAIL (sysexits.h), which a cron job can tell from "nothing due"
+        return TEMPFAIL
     return 1 if failed else 0
 
 

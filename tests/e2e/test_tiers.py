@@ -189,3 +189,26 @@ def test_a_move_into_a_pool_of_fewer_nodes_says_it_keeps_fewer_copies(tiered: Lo
     assert said.format("got") in res.stderr, res.stderr
     assert set(keys) <= set(objects(local, "storage2"))
     assert not set(keys) & (set(objects(local, "storage1")) | set(objects(local, "storage3")))
+
+
+def test_a_move_while_another_mover_holds_the_lease_says_who_and_exits_75(tiered: LocalCluster) -> None:
+    """After a mover was killed, every run for the lease's TTL said only "skipped: another tier mover
+    holds the lease" and exited 0, as a run with nothing due does: a cron job could not tell. It now
+    names the holder and the time left, and exits 75 (EX_TEMPFAIL)."""
+    import redis
+
+    from pixelfox.leases import lease_key
+
+    r = redis.Redis.from_url(tiered.redis_url)
+    r.set(lease_key("tiers"), "cli:deadbeef0001", px=30_000)  # what a killed `tiers move` leaves
+    try:
+        res = cli(tiered, "tiers", "move", "--older-than", "0", "--idle", "0")
+        assert res.returncode == 75, (res.returncode, res.stdout, res.stderr)
+        assert "skipped: another tier mover holds the lease (cli:deadbeef0001, for " in res.stdout, res.stdout
+        assert "s more unless it renews it): nothing was moved" in res.stdout, res.stdout
+        as_json = cli(tiered, "tiers", "move", "--json")
+        assert as_json.returncode == 75 and json.loads(as_json.stdout)["held_elsewhere"] is True, as_json.stdout
+    finally:
+        r.delete(lease_key("tiers"))
+        r.close()
+    assert cli(tiered, "tiers", "move", "--dry-run").returncode == 0
