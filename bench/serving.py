@@ -54,23 +54,27 @@ from pixelfox.storage.keys import original_key  # noqa: E402
 
 GOALS = {"node": 0.4, "accel": 0.9}
 
-NGINX_CONF = """
+# what every nginx process of the bench shares: ``{name}`` names its pid, log and temp folders
+NGINX_MAIN = """
 daemon off;
 {user}
 worker_processes {workers};
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
+pid {tmp}/{name}.pid;
+error_log {tmp}/{name}-error.log warn;
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
+    keepalive_requests 100000;
+    client_body_temp_path {tmp}/{name}-body;
+    proxy_temp_path {tmp}/{name}-proxy;
+    fastcgi_temp_path {tmp}/{name}-fastcgi;
+    uwsgi_temp_path {tmp}/{name}-uwsgi;
+    scgi_temp_path {tmp}/{name}-scgi;
+"""
+
+NGINX_CONF = NGINX_MAIN + """
     sendfile on;
     tcp_nopush on;
-    keepalive_requests 100000;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
     types {{ image/jpeg jpg; }}
     upstream storage {{ server 127.0.0.1:{accel_port}; keepalive 64; }}
     upstream plain {{ server 127.0.0.1:{plain_port}; keepalive 64; }}
@@ -117,21 +121,7 @@ ACCEL_FRONT = """
 """
 
 # the `stub` route's upstream: its own nginx process, headers only, no Python (the X-Accel ceiling)
-STUB_CONF = """
-daemon off;
-{user}
-worker_processes {workers};
-pid {tmp}/stub.pid;
-error_log {tmp}/stub-error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    keepalive_requests 100000;
-    client_body_temp_path {tmp}/stub-body;
-    proxy_temp_path {tmp}/stub-proxy;
-    fastcgi_temp_path {tmp}/stub-fastcgi;
-    uwsgi_temp_path {tmp}/stub-uwsgi;
-    scgi_temp_path {tmp}/stub-scgi;
+STUB_CONF = NGINX_MAIN + """
     server {{
         listen 127.0.0.1:{port};
         location ~ ^/o/(.+)$ {{
@@ -291,11 +281,11 @@ def main() -> None:
                                                       ("the stub upstream", stub_front_port, "stub")))
         conf = tmp / "nginx.conf"
         conf.write_text(NGINX_CONF.format(
-            user=user, workers=args.workers, tmp=tmp, pool=pool.resolve(), accel_port=accel_port,
+            name="nginx", user=user, workers=args.workers, tmp=tmp, pool=pool.resolve(), accel_port=accel_port,
             plain_port=plain_port, stub_port=stub_port, direct_port=direct_port, cache_port=cache_port,
             accel_fronts=fronts))
         stub_conf = tmp / "stub.conf"
-        stub_conf.write_text(STUB_CONF.format(user=user, workers=args.workers, tmp=tmp, port=stub_port))
+        stub_conf.write_text(STUB_CONF.format(name="stub", user=user, workers=args.workers, tmp=tmp, port=stub_port))
         for c, log in ((conf, "nginx-error.log"), (stub_conf, "stub-error.log")):
             procs.append(subprocess.Popen([nginx, "-c", str(c), "-e", str(tmp / log)],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))

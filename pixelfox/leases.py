@@ -123,6 +123,10 @@ class Lease:
         raw = await self.redis.get(self.key)
         return raw.decode() if isinstance(raw, bytes) else (raw or "")
 
+    async def left_s(self) -> float:
+        """Seconds the current hold lasts unless renewed (0 when free)."""
+        return max(0, await self.redis.pttl(self.key)) / 1000
+
 
 async def run_with_lease(
     lease: Lease,

@@ -199,9 +199,8 @@ class TierMover:
             report.skipped, report.unserved = self._unserved_note(), dict(self.unserved)
             return report
         if not await self.lease.acquire():
-            holder = await self.lease.holder()
-            left_ms = await self.redis.pttl(self.lease.key)
-            until = f", for {max(0, left_ms) / 1000:.0f} s more unless it renews it" if left_ms and left_ms > 0 else ""
+            holder, left_s = await self.lease.holder(), await self.lease.left_s()
+            until = f", for {left_s:.0f} s more unless it renews it" if left_s else ""
             report.skipped = (f"another tier mover holds the lease ({holder or 'a holder that just left'}{until}): "
                               "nothing was moved; run again later (a mover that was killed holds it until then)")
             report.held_elsewhere = True

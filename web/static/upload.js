@@ -157,16 +157,6 @@
 
   // the kept uploads of earlier visits, under the new ones; "Clear this list" forgets them all
   function showRecent() {
-    drawRecent();
-    if (!recentNote) return;
-    document.getElementById("recent-clear").addEventListener("click", () => {
-      try { localStorage.removeItem(RECENT); } catch (_) { /* nothing kept */ }
-      for (const row of list.querySelectorAll("li.remembered")) row.remove();  // uploads under way stay
-      recentNote.hidden = true;
-    });
-  }
-
-  function drawRecent() {
     const kept = recentUploads();
     for (const r of kept) {
       if (typeof r.url !== "string" || typeof r.deletion_url !== "string") continue;
@@ -181,7 +171,13 @@
       item.append(thumb, body);
       list.append(item);
     }
-    if (recentNote) recentNote.hidden = kept.length === 0;
+    if (!recentNote) return;
+    recentNote.hidden = kept.length === 0;
+    document.getElementById("recent-clear").addEventListener("click", () => {
+      try { localStorage.removeItem(RECENT); } catch (_) { /* nothing kept */ }
+      for (const row of list.querySelectorAll("li.remembered")) row.remove();  // uploads under way stay
+      recentNote.hidden = true;
+    });
   }
 
   function upload(file) {

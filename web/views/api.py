@@ -355,13 +355,11 @@ def refuse_private_at_upload(value: str | None) -> None:
     raise errors.BadRequest(f"visibility must be public or private, not {value[:20]!r}")
 
 
-def _visibility(request: web.Request, texts: dict[str, str] | None = None) -> None:
-    """:func:`refuse_private_at_upload` for ``visibility`` in the query string (before the body is
-    read) and, once it is (``texts``), in the form."""
+def _visibility(request: web.Request) -> None:
+    """:func:`refuse_private_at_upload` for ``visibility`` in the query string, before the body is
+    read (the form's field is checked once the body is)."""
     for value in request.query.getall("visibility", []):
         refuse_private_at_upload(value)
-    if texts is not None:
-        refuse_private_at_upload(texts.get("visibility"))
 
 
 async def first_bytes(part: BodyPartReader, keep: int) -> bytes:
@@ -431,7 +429,7 @@ async def upload(request: web.Request) -> web.Response:
             path, filename, ctype, texts = await _receive_file(request, settings.max_upload_bytes)
     try:
         expires = _expiration(request, texts)
-        _visibility(request, texts)
+        refuse_private_at_upload(texts.get("visibility"))
         receipt = await manager.upload(caller.metadata, path, filename, ctype, expire_after_s=expires,
                                        title=texts.get("title", ""))
     finally:
