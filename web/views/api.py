@@ -355,7 +355,7 @@ def refuse_private_at_upload(value: str | None) -> None:
     raise errors.BadRequest(f"visibility must be public or private, not {value[:20]!r}")
 
 
-def _visibility(request: web.Request) -> None:
+def refuse_private_in_query(request: web.Request) -> None:
     """:func:`refuse_private_at_upload` for ``visibility`` in the query string, before the body is
     read (the form's field is checked once the body is)."""
     for value in request.query.getall("visibility", []):
@@ -416,7 +416,7 @@ async def upload(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     wait_s = _wait_seconds(request)  # a bad ?wait= is refused before any byte is kept
     _expiration(request)  # and a bad ?expiration=
-    _visibility(request)  # and ?visibility=private, which cannot be had (it went up public)
+    refuse_private_in_query(request)  # and ?visibility=private, which cannot be had (it went up public)
     # one body too many from this caller is a 429 before the address' budget is spent (web/bodies.py)
     with body_slot(request, caller_key(request, api_key_of(request), caller.user.id if caller.user else "")):
         counted = await check_ip(request, anonymous=caller.via == "anonymous")

@@ -61,6 +61,7 @@ from web.views.api import (
     malformed_multipart,
     page_url,
     part_filename,
+    refuse_private_at_upload,
 )
 
 #: success.message of a re-upload of bytes the caller already has (the image's "deduplicated" is true)
@@ -71,7 +72,7 @@ SOURCE_FIELDS = ("source", "image")  # Chevereto's name for the file, ImgBB's
 #: text fields read as one value: one sent twice (in the query string, in the form, or in both) is a 400
 #: naming it, as a repeated ``key`` is; the last one used to be taken, whichever the client meant. A
 #: ``key`` in both the query string and the form may be the same key (:func:`early_key`)
-SINGLE_FIELDS = ("key", "format", "title", "album_id", "expiration")
+SINGLE_FIELDS = ("key", "format", "title", "album_id", "expiration", "visibility")
 #: url-encoded bodies read at once per web node (each is held whole, up to ~56 MB; multipart
 #: sources stream to disk instead)
 _BUFFERED = asyncio.Semaphore(2)
@@ -434,6 +435,7 @@ async def _upload(request: web.Request) -> web.StreamResponse:
     with body_slot(request, caller_key(request, early)):
         counted = await check_ip(request, anonymous=False)  # without an API key it is refused (401)
         query = TextFields.of_query(request)  # a field repeated there is refused before the body is read
+        refuse_private_at_upload(query.values.get("visibility"))  # it went up public: refused, as on /api/v1
         too_large(request, settings.max_upload_bytes)
         if early:  # known before the body is read: a bad key, or its user over a limit, costs no upload
             async with not_counted_if_over_user_limits(request, counted):  # the user's 429, not the address'
@@ -451,6 +453,7 @@ async def _upload(request: web.Request) -> web.StreamResponse:
             raise errors.Unauthenticated("an API key is required (field 'key' or header X-API-Key)")
         if source is None:
             raise errors.BadRequest("no 'source' (or 'image') in the request")
+        refuse_private_at_upload(fields.get("visibility"))
         fmt = fields.get("format", "").strip().lower() or "json"  # an empty field (a form builder's) is the default
         if fmt not in ("json", "txt", "redirect"):
             raise errors.BadRequest("format must be json, txt or redirect")

@@ -42,7 +42,14 @@ from web.deletion import deletion_url
 from web.jsonbody import read_model, refusal
 from web.keys import MANAGER, SETTINGS
 from web.ratelimit import check_ip, not_counted_if_over_user_limits
-from web.views.api import Caller, api_key_of, image_json, refuse_private_at_upload, resolve_caller
+from web.views.api import (
+    Caller,
+    api_key_of,
+    image_json,
+    refuse_private_at_upload,
+    refuse_private_in_query,
+    resolve_caller,
+)
 
 
 class NewUpload(BaseModel):
@@ -71,6 +78,7 @@ async def create_upload(request: web.Request) -> web.Response:
     if caller.via == "anonymous":
         raise errors.Unauthenticated("log in or send an API key")
     counted = await check_ip(request, anonymous=False)  # anonymous callers were refused above
+    refuse_private_in_query(request)
     body = await read_model(request, NewUpload)
     refuse_private_at_upload(body.visibility)
     limit = request.app[SETTINGS].max_upload_bytes
