@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import Table, delete, func, insert, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InvalidRequestError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pixelfox import errors
@@ -195,12 +195,17 @@ async def _insert_rows(conn: AsyncConnection, path: Path, tables: dict[str, Tabl
         except IntegrityError as exc:
             raise errors.BadRequest(f"{path} is damaged: its rows of table {current.name} break the schema's "
                                     f"constraints ({str(exc.orig).splitlines()[0]})") from exc
+        except (StatementError, InvalidRequestError) as exc:  # a row without a value its table requires
+            raise errors.BadRequest(f"{path} is damaged: a row of table {current.name} cannot be stored "
+                                    f"({str(getattr(exc, 'orig', None) or exc).splitlines()[0]})") from exc
 
     for t, row in _items(path, tables):  # the file is in FK order (parents first), table after table
         if rows and (t is not current or len(rows) >= batch):
             await flush()
             rows = []
         current = t
+        if not isinstance(row, dict):
+            raise errors.BadRequest(f"{path} is damaged: a row of table {t.name} is not an object")
         if unknown := sorted(set(row) - set(t.columns.keys())):
             raise errors.BadRequest(f"{path} is damaged: a row of table {t.name} has a column that table does not "
                                     f"have ({', '.join(unknown[:5])})")

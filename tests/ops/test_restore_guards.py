@@ -128,8 +128,14 @@ def test_a_damaged_backup_is_refused_in_one_line_and_changes_nothing(tmp_path: P
     line = json.dumps({"t": "object_locations", "r": row})
     twice.write_text(f"{header}\n{line}\n{line}\n")
     extra.write_text(header + "\n" + json.dumps({"t": "object_locations", "r": {**row, "colour": "red"}}) + "\n")
+    null, short = tmp_path / "null.jsonl", tmp_path / "short.jsonl"
+    null.write_text(header + "\n" + json.dumps({"t": "object_locations", "r": None}) + "\n")
+    lacking = {k: v for k, v in {**row, "key": "ab/ce"}.items() if k != "created_at"}  # after a full row
+    short.write_text(f"{header}\n{line}\n" + json.dumps({"t": "object_locations", "r": lacking}) + "\n")
     target = tmp_path / "r4.db"
-    for bad, why in ((garbled, "(damaged compressed data)"),
+    for bad, why in ((null, f"{null} is damaged: a row of table object_locations is not an object"),
+                     (short, f"{short} is damaged: a row of table object_locations cannot be stored"),
+                     (garbled, "(damaged compressed data)"),
                      (twice, f"{twice} is damaged: its rows of table object_locations break the schema's "
                              "constraints (UNIQUE constraint failed"),
                      (extra, f"{extra} is damaged: a row of table object_locations has a column that table does "
