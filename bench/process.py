@@ -98,7 +98,9 @@ def run_ours(data: bytes, s: Settings) -> dict[str, bytes]:
         variants=tuple(imaging.VariantSpec(
             name, box, box, ("webp", "avif"),
             avif_quality=None if s.uniform_avif or name not in own else own[name].avif_quality,
-            avif_speed=None if s.uniform_avif or name not in own else own[name].avif_speed) for name, box in BOXES),
+            avif_speed=None if s.uniform_avif or name not in own else own[name].avif_speed,
+            avif_rect_partitions=s.uniform_avif or name not in own or own[name].avif_rect_partitions)
+            for name, box in BOXES),
         webp_quality=s.webp_q,
         webp_method=s.webp_method,
         avif_quality=s.avif_q_ours,

@@ -26,8 +26,8 @@ _InfoTuple = tuple[str, str, int, int, int, int]
 # (max_pixels, max_width, max_height, max_frames, max_total_pixels, max_input_bytes,
 #  max_scans, timeout_ms, max_animation_bytes)
 _LimitsTuple = tuple[int, int, int, int, int, int, int, int, int]
-# (name, box width, box height, formats, AVIF quality or None, AVIF speed or None)
-_VariantSpecTuple = tuple[str, int, int, list[str], float | None, int | None]
+# (name, box width, box height, formats, AVIF quality or None, AVIF speed or None, AVIF rect partitions)
+_VariantSpecTuple = tuple[str, int, int, list[str], float | None, int | None, bool]
 # (name, format, mime, width, height, data, frames)
 _VariantTuple = tuple[str, str, str, int, int, bytes, int]
 

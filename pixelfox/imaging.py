@@ -284,6 +284,9 @@ class VariantSpec:
     """This variant's AVIF quality 0..100; ``None`` takes :attr:`Recipe.avif_quality`."""
     avif_speed: int | None = None
     """This variant's AVIF speed 0..10; ``None`` takes :attr:`Recipe.avif_speed`."""
+    avif_rect_partitions: bool = True
+    """libaom's rectangular (and AB, 1:4) partition search (``enable-rect-partitions``); off
+    halves the time at speed 5 for about 0.002 SSIM (docs/benchmarks.md)."""
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.formats if f not in OUTPUT_FORMATS]
@@ -299,10 +302,11 @@ class VariantSpec:
 
 def _default_variants() -> tuple[VariantSpec, ...]:
     return (
-        # AVIF speed 5 on the two smaller boxes: libvips' SSIM at its bytes for little time;
-        # the large box takes the recipe's speed 6 (measurements: docs/benchmarks.md)
+        # AVIF speed 5 on the two smaller boxes: libvips' SSIM at its bytes for little time
+        # (medium without rectangular partitions: half its time, SSIM still within 0.002 of
+        # libvips'); the large box takes the recipe's speed 6 (measurements: docs/benchmarks.md)
         VariantSpec("thumb", 200, 200, ("webp", "avif"), avif_speed=5),
-        VariantSpec("medium", 1024, 1024, ("webp", "avif", "jpeg"), avif_speed=5),
+        VariantSpec("medium", 1024, 1024, ("webp", "avif", "jpeg"), avif_speed=5, avif_rect_partitions=False),
         VariantSpec("large", 2048, 2048, ("webp", "avif")),
     )
 
@@ -311,9 +315,10 @@ def _default_variants() -> tuple[VariantSpec, ...]:
 class Recipe:
     """What :func:`process` produces. Bump ``version`` when outputs change (2: AVIF by libaom; 3: JPEG
     shrink-on-load, which moves some pixels of qualifying JPEGs' variants by a level or so, and
-    JPEGs with chroma finer than luma decoded with the right colours)."""
+    JPEGs with chroma finer than luma decoded with the right colours; 4: medium AVIF without
+    rectangular partitions)."""
 
-    version: int = 3
+    version: int = 4
     variants: tuple[VariantSpec, ...] = field(default_factory=_default_variants)
     webp_quality: float = 80.0
     """libwebp lossy quality 0..100."""
@@ -345,9 +350,12 @@ class Recipe:
 DEFAULT_RECIPE: Final = Recipe()
 
 
-def _variant_tuples(recipe: Recipe) -> list[tuple[str, int, int, list[str], float | None, int | None]]:
+def _variant_tuples(recipe: Recipe) -> list[tuple[str, int, int, list[str], float | None, int | None, bool]]:
     """``recipe``'s variants as ``_core`` takes them."""
-    return [(v.name, v.width, v.height, list(v.formats), v.avif_quality, v.avif_speed) for v in recipe.variants]
+    return [
+        (v.name, v.width, v.height, list(v.formats), v.avif_quality, v.avif_speed, bool(v.avif_rect_partitions))
+        for v in recipe.variants
+    ]
 
 
 @dataclass(frozen=True)

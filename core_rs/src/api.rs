@@ -169,13 +169,14 @@ pub fn verify(
     checked_info(py, data, limits, variants, header::verify)
 }
 
-/// (name, box width px, box height px, formats, AVIF quality or None, AVIF speed or None).
-type VariantSpecTuple = (String, u32, u32, Vec<String>, Option<f32>, Option<u8>);
+/// (name, box width px, box height px, formats, AVIF quality or None, AVIF speed or None,
+/// libaom rectangular partitions on).
+type VariantSpecTuple = (String, u32, u32, Vec<String>, Option<f32>, Option<u8>, bool);
 
 /// The variant specs of `variants`; `ValueError` for an unknown output format.
 fn specs_from(variants: Vec<VariantSpecTuple>) -> PyResult<Vec<VariantSpec>> {
     let mut specs = Vec::with_capacity(variants.len());
-    for (name, width, height, formats, avif_quality, avif_speed) in variants {
+    for (name, width, height, formats, avif_quality, avif_speed, avif_rect_partitions) in variants {
         let formats = formats
             .iter()
             .map(|f| {
@@ -190,6 +191,7 @@ fn specs_from(variants: Vec<VariantSpecTuple>) -> PyResult<Vec<VariantSpec>> {
             formats,
             avif_quality,
             avif_speed,
+            avif_rect_partitions,
         });
     }
     Ok(specs)

@@ -40,6 +40,7 @@ fn process_plan() -> Plan {
             formats: vec![OutFormat::Webp, OutFormat::Jpeg],
             avif_quality: None,
             avif_speed: None,
+            avif_rect_partitions: true,
         }],
         webp_quality: 50.0,
         webp_method: 0,

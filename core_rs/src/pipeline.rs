@@ -52,16 +52,31 @@ pub struct VariantSpec {
     /// AVIF quality / speed for this variant; `None` takes the plan's.
     pub avif_quality: Option<f32>,
     pub avif_speed: Option<u8>,
+    /// libaom's rectangular (and AB, 1:4) partition search for this variant's AVIF;
+    /// off halves the time at speed 5 for about 0.002 SSIM (docs/benchmarks.md).
+    pub avif_rect_partitions: bool,
 }
 
 impl VariantSpec {
-    /// (quality 0..=100, speed 0..=10) of this variant's AVIF output.
-    pub fn avif_settings(&self, plan: &Plan) -> (f32, u8) {
-        (
-            self.avif_quality.unwrap_or(plan.avif_quality),
-            self.avif_speed.unwrap_or(plan.avif_speed),
-        )
+    /// This variant's AVIF output settings.
+    pub fn avif_settings(&self, plan: &Plan) -> AvifSettings {
+        AvifSettings {
+            quality: self.avif_quality.unwrap_or(plan.avif_quality),
+            speed: self.avif_speed.unwrap_or(plan.avif_speed),
+            rect_partitions: self.avif_rect_partitions,
+        }
     }
+}
+
+/// How one AVIF output is encoded (libavif's scales).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AvifSettings {
+    /// 0..=100; quantizer = (100 - q) * 63 / 100.
+    pub quality: f32,
+    /// 0 (slow) ..= 10 (fast).
+    pub speed: u8,
+    /// libaom `enable-rect-partitions`.
+    pub rect_partitions: bool,
 }
 
 /// Everything `process()` was asked to do (mirrors `pixelfox.imaging.Recipe`).

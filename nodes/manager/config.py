@@ -35,7 +35,8 @@ class ManagerSettings(NodeSettings):
     retry_cap_s: float = Field(60.0, gt=0, description="longest retry back-off")
     outbox_interval_s: float = Field(5.0, gt=0, description="seconds between outbox passes")
     recipe_version: int = Field(
-        3, ge=1, description="recipe version new uploads get (2: AVIF by libaom; 3: JPEG shrink-on-load; bump when "
+        4, ge=1, description="recipe version new uploads get (2: AVIF by libaom; 3: JPEG shrink-on-load; 4: medium "
+                             "AVIF without rectangular partitions; bump with pixelfox.imaging.Recipe.version when "
                              "outputs change)")
     repair: RepairSettings = RepairSettings()  # issue 6: replica repair (nodes/manager/repair.py)
     tiers: TierSettings = TierSettings()  # issue 6: hot -> warm -> cold moves (nodes/manager/tiers.py)

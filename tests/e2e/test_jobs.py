@@ -273,15 +273,15 @@ def test_reprocess_replaces_the_variant_set_while_the_image_stays_ready(
     local, key = jc
     put = put_retrying(local.root, make_photo(tmp_path / "recipe.jpg", 900, 600, seed=11))
     img = wait_final(local, key, put["id"], 240)
-    assert img["status"] == "ready" and all("/r3/" in v["url"] for v in img["variants"]), img
-    r = cli(local.root, "reprocess", put["id"], "--recipe", "4", "--rate", "10", "--json")
+    assert img["status"] == "ready" and all("/r4/" in v["url"] for v in img["variants"]), img
+    r = cli(local.root, "reprocess", put["id"], "--recipe", "5", "--rate", "10", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.splitlines()[0]) == {"slug": put["id"], "queued": True}
     deadline = time.monotonic() + 240
     while True:
         now = wait_final(local, key, put["id"], 30)
         assert now["status"] == "ready", now  # served all along
-        if all("/r4/" in v["url"] for v in now["variants"]):
+        if all("/r5/" in v["url"] for v in now["variants"]):
             break
         assert time.monotonic() < deadline, now
         time.sleep(0.5)

@@ -626,6 +626,35 @@ def test_avif_by_libaom_keeps_colour_and_honours_per_variant_settings() -> None:
         VariantSpec("x", 10, 10, ("avif",), avif_speed=11)
 
 
+def test_avif_without_rect_partitions_is_its_own_encode_and_keeps_the_picture() -> None:
+    """``avif_rect_partitions=False`` (libaom ``enable-rect-partitions=0``, the default medium
+    variant's setting) reaches the encoder: the same box with it on and off is encoded twice, into
+    different bytes of about the same size, and as close to the source as the other."""
+    data = read("photos/blackberry_z10_orient6_16x9.jpg")
+    recipe = Recipe(variants=(
+        VariantSpec("on", 400, 400, ("avif",), avif_speed=5),
+        VariantSpec("off", 400, 400, ("avif",), avif_speed=5, avif_rect_partitions=False),
+        VariantSpec("ref", 400, 400, ("webp",)),
+    ), webp_quality=100)
+    on, off, ref = imaging.process(data, recipe).variants
+    assert (on.width, on.height) == (off.width, off.height) == (225, 400)
+    assert on.data != off.data
+    assert 0.8 < len(off.data) / len(on.data) < 1.25, (len(on.data), len(off.data))
+    want = decode(ref.data).convert("RGB")
+    d_on, d_off = (grey_diff(decode(v.data).convert("RGB"), want, want.size) for v in (on, off))
+    assert d_off < 5.0 and d_off < 1.1 * d_on, (d_on, d_off)
+    medium = next(v for v in imaging.DEFAULT_RECIPE.variants if v.name == "medium")
+    assert (medium.avif_speed, medium.avif_rect_partitions) == (5, False)
+
+
+def test_the_managers_recipe_version_is_the_cores() -> None:
+    """New uploads are recorded with the recipe version the processing nodes encode (the manager
+    does not load the image core, so it keeps its own default: this keeps the two equal)."""
+    from nodes.manager.config import ManagerSettings
+
+    assert ManagerSettings.model_fields["recipe_version"].default == imaging.DEFAULT_RECIPE.version == 4
+
+
 @pytest.mark.parametrize("bad", [
     {"avif_quality": float("nan")}, {"avif_quality": 500}, {"avif_speed": 11}, {"avif_speed": -1},
     {"avif_speed": 5.5}, {"webp_method": 7}, {"webp_quality": -1}, {"jpeg_quality": 0}, {"background": (0, 0, 256)},

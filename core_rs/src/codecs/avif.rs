@@ -7,7 +7,7 @@
 use super::{be32, Mode};
 use crate::errors::{Error, Result};
 use crate::limits::Limits;
-use crate::pipeline::Rendition;
+use crate::pipeline::{AvifSettings, Rendition};
 use crate::probe::{Format, Info};
 #[cfg(feature = "avif-decode")]
 use image::DynamicImage;
@@ -238,11 +238,12 @@ mod libavif {
 
 /// Without the `avif-encode` feature (the fuzz build only): AVIF output is refused.
 #[cfg(not(feature = "avif-encode"))]
-pub fn encode(_r: &Rendition, quality: f32, speed: u8) -> Result<Vec<u8>> {
+pub fn encode(_r: &Rendition, settings: AvifSettings) -> Result<Vec<u8>> {
     Err(Error::Encode {
         format: "avif",
         detail: format!(
-            "this build has no AVIF encoder (asked for quality {quality}, speed {speed})"
+            "this build has no AVIF encoder (asked for quality {}, speed {})",
+            settings.quality, settings.speed
         ),
     })
 }
@@ -265,14 +266,21 @@ impl<T> Drop for Owned<T> {
 /// from the sources bundled in `libavif-sys`/`libaom-sys`); alpha kept.
 ///
 /// 8-bit YUV 4:2:0, full range, sRGB CICP (primaries BT.709, transfer sRGB, matrix
-/// BT.601), no ICC, EXIF or XMP. `quality` is libavif's quality 0..=100
+/// BT.601), no ICC, EXIF or XMP. `settings.quality` is libavif's quality 0..=100
 /// (quantizer = (100 - q) * 63 / 100, the mapping libheif uses for libvips' `Q`, so
-/// equal numbers give comparable files); `speed` is libavif's speed 0
-/// (slowest) ..= 10 (fastest; libaom's `cpu-used` tops out at 9). libaom uses up
-/// to as many threads as the machine has cores. Errors: [`Error::Encode`] with
+/// equal numbers give comparable files); `settings.speed` is libavif's speed 0
+/// (slowest) ..= 10 (fastest; libaom's `cpu-used` tops out at 9);
+/// `settings.rect_partitions` false sets libaom's `enable-rect-partitions=0`, which
+/// halves the time at speed 5 for about 0.002 SSIM (docs/benchmarks.md). libaom uses
+/// up to as many threads as the machine has cores. Errors: [`Error::Encode`] with
 /// libavif's result text.
 #[cfg(feature = "avif-encode")]
-pub fn encode(r: &Rendition, quality: f32, speed: u8) -> Result<Vec<u8>> {
+pub fn encode(r: &Rendition, settings: AvifSettings) -> Result<Vec<u8>> {
+    let AvifSettings {
+        quality,
+        speed,
+        rect_partitions,
+    } = settings;
     use libavif_sys as av;
     use std::os::raw::c_int;
 
@@ -333,6 +341,16 @@ pub fn encode(r: &Rendition, quality: f32, speed: u8) -> Result<Vec<u8>> {
         (*encoder.0).quality = quality;
         (*encoder.0).qualityAlpha = quality;
         (*encoder.0).autoTiling = av::AVIF_TRUE as _;
+        if !rect_partitions {
+            check(
+                "libaom option enable-rect-partitions",
+                av::avifEncoderSetCodecSpecificOption(
+                    encoder.0,
+                    c"enable-rect-partitions".as_ptr(),
+                    c"0".as_ptr(),
+                ),
+            )?;
+        }
         let mut out = av::avifRWData::default();
         let res = av::avifEncoderWrite(encoder.0, image.0, &mut out);
         let bytes = if res == av::AVIF_RESULT_OK && !out.data.is_null() {

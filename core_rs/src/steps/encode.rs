@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use crate::codecs;
 use crate::errors::{Error, Result};
-use crate::pipeline::{Context, OutFormat, Output, Step};
+use crate::pipeline::{AvifSettings, Context, OutFormat, Output, Step};
 
 pub struct Encode;
 
@@ -20,47 +20,56 @@ impl Step for Encode {
         let deadline = ctx.deadline;
         // (variant name, rendition, format) in plan order; identical
         // (rendition, format) pairs (small sources never upscaled) are encoded once.
-        // An encode job is (rendition, format, AVIF quality bits, AVIF speed); the AVIF
-        // settings are zero for other formats, so they never split a job.
-        type Job = (usize, OutFormat, u32, u8);
+        // An encode job is (rendition, format, AVIF quality bits, AVIF speed, AVIF rect
+        // partitions); the AVIF settings are zero for other formats, so they never split a job.
+        type Job = (usize, OutFormat, u32, u8, bool);
         let mut wanted: Vec<(&str, Job)> = Vec::new();
         for &(variant, rendition) in &ctx.targets {
             if let Some(v) = plan.variants.get(variant) {
-                let (q, speed) = v.avif_settings(plan);
+                let a = v.avif_settings(plan);
                 wanted.extend(v.formats.iter().map(|&f| {
                     let avif = if f == OutFormat::Avif {
-                        (q.to_bits(), speed)
+                        (a.quality.to_bits(), a.speed, a.rect_partitions)
                     } else {
-                        (0, 0)
+                        (0, 0, false)
                     };
-                    (v.name.as_str(), (rendition, f, avif.0, avif.1))
+                    (v.name.as_str(), (rendition, f, avif.0, avif.1, avif.2))
                 }));
             }
         }
         let mut jobs: Vec<Job> = wanted.iter().map(|&(_, job)| job).collect();
-        jobs.sort_by_key(|&(r, f, q, s)| (r, f as u8, q, s));
+        jobs.sort_by_key(|&(r, f, q, s, rect)| (r, f as u8, q, s, rect));
         jobs.dedup();
         let encoded: Vec<Result<(Vec<u8>, u32)>> = jobs
             .par_iter()
-            .map(|&(rendition, format, quality_bits, speed)| {
-                deadline.check("encoding")?;
-                let r = renditions.get(rendition).ok_or_else(|| Error::Encode {
-                    format: format.name(),
-                    detail: "missing rendition".into(),
-                })?;
-                let animation = animations.get(rendition).and_then(Option::as_ref);
-                match format {
-                    OutFormat::Webp => match animation {
-                        Some((data, frames)) => Ok((data.clone(), *frames)),
-                        None => codecs::webp::encode(r, plan, loop_count, deadline),
-                    },
-                    OutFormat::Avif => Ok((
-                        codecs::avif::encode(r, f32::from_bits(quality_bits), speed)?,
-                        1,
-                    )),
-                    OutFormat::Jpeg => Ok((codecs::jpeg::encode(r, plan)?, 1)),
-                }
-            })
+            .map(
+                |&(rendition, format, quality_bits, speed, rect_partitions)| {
+                    deadline.check("encoding")?;
+                    let r = renditions.get(rendition).ok_or_else(|| Error::Encode {
+                        format: format.name(),
+                        detail: "missing rendition".into(),
+                    })?;
+                    let animation = animations.get(rendition).and_then(Option::as_ref);
+                    match format {
+                        OutFormat::Webp => match animation {
+                            Some((data, frames)) => Ok((data.clone(), *frames)),
+                            None => codecs::webp::encode(r, plan, loop_count, deadline),
+                        },
+                        OutFormat::Avif => Ok((
+                            codecs::avif::encode(
+                                r,
+                                AvifSettings {
+                                    quality: f32::from_bits(quality_bits),
+                                    speed,
+                                    rect_partitions,
+                                },
+                            )?,
+                            1,
+                        )),
+                        OutFormat::Jpeg => Ok((codecs::jpeg::encode(r, plan)?, 1)),
+                    }
+                },
+            )
             .collect();
         let encoded = encoded.into_iter().collect::<Result<Vec<_>>>()?;
         for (name, job) in wanted {
