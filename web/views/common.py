@@ -40,7 +40,13 @@ def origin_of(url: URL) -> str:
 
 
 async def checked_form(request: web.Request) -> tuple[Session, dict[str, str]]:
-    """The posted form after the Origin and CSRF checks (403 otherwise)."""
+    """The posted form after the Origin and CSRF checks (403 otherwise), one value per field.
+
+    Raises:
+        BadRequest: a malformed body, or a field given more than once (none of our forms repeats
+            one, and taking the first or the last would let ``action=resolve&action=delete`` do
+            what the page did not show).
+    """
     check_origin(request)
     try:
         form = await request.post()
@@ -55,6 +61,9 @@ async def checked_form(request: web.Request) -> tuple[Session, dict[str, str]]:
         session[NOTICE] = EXPIRED_MESSAGE
         raise web.HTTPSeeOther(_expired_target(request, form))
     require_csrf(session, supplied)
+    repeated = sorted({k for k in form if len(form.getall(k)) > 1})
+    if repeated:
+        raise errors.BadRequest(f"the form gives {', '.join(map(repr, repeated))} more than once")
     return session, {k: _text(v) for k, v in form.items()}
 
 
