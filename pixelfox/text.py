@@ -46,8 +46,14 @@ def checked(value: str, field: str, *, multiline: bool = False) -> str:
     if found:
         raise errors.BadRequest(f"{field} contains a bidirectional control character (U+{ord(found.group()):04X})")
     if multiline:
-        value = value.replace("\r\n", "\n").replace("\r", "\n")
+        value = lf_line_breaks(value)
     return _trimmed(value)
+
+
+def lf_line_breaks(value: str) -> str:
+    """``value`` with every CRLF and lone CR as LF (one character per line break, as a textarea's
+    ``maxlength`` counts them)."""
+    return value.replace("\r\n", "\n").replace("\r", "\n")
 
 
 #: invisible characters that join or mark nothing at the ends of a text: zero-width space, word joiner,

@@ -8,29 +8,34 @@ validated with pydantic (unknown fields refused); errors are ``{"error": {"code"
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
 from pixelfox import errors
 from pixelfox.client.images import served_original_url
 from pixelfox.numbers import ascii_int
+from pixelfox.text import lf_line_breaks
 from pixelfox.v1 import common_pb2, manager_pb2
 from web.calls import call, load_image
-from web.jsonbody import read_model
+from web.jsonbody import read_model, refusal
 from web.paging import fetch_page
 from web.views.api import Caller, image_json, resolve_caller
 from web.views.openapi import OPENAPI
 
 SLUG = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_LIST = 200
+#: a description's line breaks are counted as one character each, CRLF or not (the web form's
+#: ``maxlength`` counts so, and it is stored with LF): 2000 characters of text
+Description = Annotated[str, Field(max_length=2000),
+                        BeforeValidator(lambda v: lf_line_breaks(v) if isinstance(v, str) else v)]
 
 
 class ImagePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     title: str | None = Field(None, max_length=255)
-    description: str | None = Field(None, max_length=2000)
+    description: Description | None = None
     visibility: Literal["public", "private"] | None = None  # says "Input should be 'public' or 'private'"
     keep_metadata: StrictBool | None = None  # true or false, not "yes" or 1
 
@@ -38,13 +43,13 @@ class ImagePatch(BaseModel):
 class AlbumCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     title: str = Field(min_length=1, max_length=255)
-    description: str = Field("", max_length=2000)
+    description: Description = ""
 
 
 class AlbumPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     title: str | None = Field(None, min_length=1, max_length=255)
-    description: str | None = Field(None, max_length=2000)
+    description: Description | None = None
     add_images: list[str] = Field(default_factory=list, max_length=100)
     remove_images: list[str] = Field(default_factory=list, max_length=100)
     cover: str | None = Field(None, max_length=64)
@@ -54,7 +59,7 @@ class AlbumPatch(BaseModel):
         """An image in both lists is refused, naming it: which was meant? (it ended up removed)"""
         both = [slug for slug in dict.fromkeys(self.add_images) if slug in set(self.remove_images)]
         if both:
-            raise ValueError(f"image {both[0][:64]} is in both add_images and remove_images: add or remove it")
+            raise refusal(f"image {both[0][:64]} is in both add_images and remove_images: add or remove it")
         return self
 
 
