@@ -67,8 +67,8 @@ async def read_model(request: web.Request, model: type[M]) -> M:
 def refusal(message: str) -> PydanticCustomError:
     """The error a model's validator raises to refuse a value in ``message``, a whole sentence that
     names the field (``"sha256 must be ..."``): :func:`validated` answers it as it is, not as
-    ``"FIELD: MESSAGE"``. ``message`` must hold no ``{`` (pydantic formats it)."""
-    return PydanticCustomError(OWN_WORDS, message)
+    ``"FIELD: MESSAGE"`` (nor with pydantic's ``"Value error, "`` in front, as a ``ValueError`` would be)."""
+    return PydanticCustomError(OWN_WORDS, "{message}", {"message": message})  # a client's "{" is not a field
 
 
 def validated(model: type[M], data: dict[str, Any]) -> M:
