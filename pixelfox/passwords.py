@@ -2,10 +2,13 @@
 ``pixelfox users create`` too) and the web forms (register, Settings) all ask :func:`password_problem`.
 
 A password is 8 to 1024 characters (argon2 hashes any length, but a megabyte password is only a
-way to burn CPU), and not only white space (eight spaces pass a length check and guess easily).
+way to burn CPU), not only white space (eight spaces pass a length check and guess easily), and
+without control characters (no login form can type them).
 """
 
 from __future__ import annotations
+
+import unicodedata
 
 from pixelfox import errors
 
@@ -22,6 +25,10 @@ def password_problem(password: str) -> str:
         return f"password must be at most {MAX_PASSWORD} characters"
     if not password.strip():
         return "password must not be only spaces or other white space"
+    if control := next((c for c in password if unicodedata.category(c) == "Cc"), None):
+        # no login form can type one (a NUL or an ESC from a file given to --password-stdin): an
+        # account nobody could log in to through the web
+        return f"password must not contain control characters (U+{ord(control):04X})"
     return ""
 
 
