@@ -232,6 +232,8 @@ async def _import(cluster: LocalCluster, admin_key: str, files: list[Path], stop
 async def _up(opts: argparse.Namespace, console: Console) -> int:
     if opts.import_dir and not Path(opts.import_dir).is_dir():
         raise errors.BadRequest(f"--import: {opts.import_dir} is not a folder")
+    if opts.exit_after_import and not opts.import_dir:  # it started the cluster and never stopped it
+        raise errors.BadRequest("--exit-after-import needs --import FOLDER: without it, `up` runs until Ctrl-C")
     files: list[Path] = []
     if opts.import_dir:  # listed before anything starts: an unreadable folder stops nothing
         files, hidden, unreadable, other = import_list(Path(opts.import_dir))

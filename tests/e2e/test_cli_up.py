@@ -556,6 +556,15 @@ def test_up_exit_after_import_counts_the_files_and_fails_when_one_was_refused(tm
     assert out[-1] == "import done" and done.returncode == 1, (done.returncode, done.stdout, done.stderr)
 
 
+def test_up_exit_after_import_without_an_import_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    """``up --exit-after-import`` alone started the cluster and ran until Ctrl-C: nothing to import, so
+    nothing ever stopped it. It is a usage error now, and no node starts."""
+    done = _pixelfox(tmp_path, "up", "--exit-after-import")
+    assert done.returncode == 2 and done.stderr.strip() == (
+        "pixelfox: --exit-after-import needs --import FOLDER: without it, `up` runs until Ctrl-C (bad-request)"), done
+    assert done.stdout == "" and not (tmp_path / ".pixelfox").exists()
+
+
 def _upload_bytes_written(root: Path) -> float:
     """``pixelfox_upload_bytes_total`` of the folder's running upload node ``upload1``."""
     import re
