@@ -2,7 +2,8 @@
 
 Calls ``grpc.health.v1.Health/Check`` for ``SERVICE`` (default ``""``: the whole server)
 with a deadline (``--timeout``, default 2 s) and exits 0 when the answer is SERVING, 1 for
-any other status, 2 when the server cannot be reached. It replaces ``grpc_health_probe`` in
+any other status (also a service the server does not know: the health protocol answers that with
+``NOT_FOUND``), 2 when the server cannot be reached. It replaces ``grpc_health_probe`` in
 docker compose healthchecks and Kubernetes exec probes (ECOSYSTEM.md §2).
 """
 
@@ -31,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = check(opts.address, opts.service, opts.timeout)
     except grpc.RpcError as exc:
-        print(f"{opts.address}: {exc.code().name}", file=sys.stderr)  # type: ignore[attr-defined]
+        code = exc.code()  # type: ignore[attr-defined]
+        if code == grpc.StatusCode.NOT_FOUND:  # reached: it serves no such service (a typo in SERVICE)
+            print(f"{opts.address} {opts.service}: SERVICE_UNKNOWN (the server has no such service)")
+            return 1
+        print(f"{opts.address}: {code.name}", file=sys.stderr)
         return 2
     print(f"{opts.address} {opts.service or '(server)'}: {status}")
     return 0 if status == "SERVING" else 1

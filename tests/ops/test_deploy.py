@@ -143,7 +143,7 @@ def test_probe_command_against_a_real_server() -> None:
 
     from pixelfox.grpcx.server import GrpcServer
 
-    async def scenario() -> tuple[int, int, int]:
+    async def scenario() -> tuple[int, int, tuple[int, str], int]:
         server = GrpcServer([], host="127.0.0.1", port=0, secret="s")
         await server.start()
         addr = f"127.0.0.1:{server.port}"
@@ -152,15 +152,24 @@ def test_probe_command_against_a_real_server() -> None:
             return subprocess.run([sys.executable, "-m", "pixelfox.grpcx.probe", addr], capture_output=True,
                                   check=False).returncode
 
+        def unknown() -> tuple[int, str]:
+            # a misspelt service reached the server: "not serving" (1), not "unreachable" (2, as before)
+            res = subprocess.run([sys.executable, "-m", "pixelfox.grpcx.probe", addr, "pixelfox.v1.NoSuch"],
+                                 capture_output=True, text=True, check=False)
+            return res.returncode, res.stdout
+
         await server.set_serving(False)  # what run_node shows while dependencies are down or draining
         not_serving = await asyncio.to_thread(run)
         await server.set_serving(True)
         serving = await asyncio.to_thread(run)
+        no_such = await asyncio.to_thread(unknown)
         await server.stop(0)
         gone = await asyncio.to_thread(run)
-        return not_serving, serving, gone
+        return not_serving, serving, no_such, gone
 
-    assert asyncio.run(scenario()) == (1, 0, 2)
+    not_serving, serving, (no_such, said), gone = asyncio.run(scenario())
+    assert (not_serving, serving, no_such, gone) == (1, 0, 1, 2)
+    assert said.endswith(" pixelfox.v1.NoSuch: SERVICE_UNKNOWN (the server has no such service)\n"), said
 
 
 def _dockerfile_stages() -> list[str]:
