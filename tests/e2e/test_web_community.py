@@ -103,6 +103,11 @@ async def test_private_image_rekeys_signs_and_hides(cluster: Any, http: aiohttp.
     status, small = await api(Browser(http, cluster.web_url), "GET",
                               f"/oembed?url={quote(page_url)}&maxwidth=300")
     assert status == 200 and small["width"] <= 300
+    # which bound was meant? (the first was taken, silently)
+    status, said = await api(Browser(http, cluster.web_url), "GET",
+                             f"/oembed?url={quote(page_url)}&maxwidth=300&maxwidth=2000")
+    assert status == 400 and said["error"]["message"] == (
+        "maxwidth was sent more than once in the query string: send it once"), said
 
     # go private: new keys, old public URLs die, new URLs need a signature
     status, priv = await api(owner, "PATCH", f"/api/v1/images/{slug}", {"visibility": "private", "title": "secret"},

@@ -22,6 +22,7 @@ from web.calls import call, load_image
 from web.jsonbody import read_model, refusal
 from web.paging import fetch_page
 from web.views.api import Caller, image_json, resolve_caller
+from web.views.common import once_in_query
 from web.views.openapi import OPENAPI
 
 SLUG = r"^[A-Za-z0-9_-]{1,64}$"
@@ -68,14 +69,8 @@ def _need_user(caller: Caller) -> None:
         raise errors.Unauthenticated("log in or send an API key")
 
 
-def _once(request: web.Request, name: str) -> None:
-    """BadRequest when the query string gives ``name`` more than once (which would count? it took the first)."""
-    if len(request.query.getall(name, [])) > 1:
-        raise errors.BadRequest(f"{name} was sent more than once in the query string: send it once")
-
-
 def _limit(request: web.Request) -> int:
-    _once(request, "limit")
+    once_in_query(request, "limit")
     limit = ascii_int(request.query.get("limit", "50"), max_digits=6)
     if limit is None or not 1 <= limit <= MAX_LIST:
         raise errors.BadRequest(f"limit must be 1-{MAX_LIST}")
@@ -83,7 +78,7 @@ def _limit(request: web.Request) -> int:
 
 
 def _cursor(request: web.Request) -> str:
-    _once(request, "before")
+    once_in_query(request, "before")
     before = request.query.get("before", "")
     if len(before) > 64:
         raise errors.BadRequest("before: at most 64 characters")

@@ -67,6 +67,14 @@ async def checked_form(request: web.Request) -> tuple[Session, dict[str, str]]:
     return session, {k: _text(v) for k, v in form.items()}
 
 
+def once_in_query(request: web.Request, *names: str) -> None:
+    """BadRequest naming the first of ``names`` that the query string gives more than once (which
+    would count? aiohttp's ``query.get`` takes the first)."""
+    for name in names:
+        if len(request.query.getall(name, [])) > 1:
+            raise errors.BadRequest(f"{name} was sent more than once in the query string: send it once")
+
+
 def local_path(value: str) -> str:
     """``value`` when it is a path on this site, else ``/``, so ``?next=`` cannot send people elsewhere.
 

@@ -27,7 +27,7 @@ from web.keys import MANAGER, REDIS, SETTINGS, STATE
 from web.sessions import CurrentUser, current_user
 from web.views.api import resolve_caller
 from web.views.api_v1 import ImagePatch
-from web.views.common import NOTICE, checked_form, origin_of, render
+from web.views.common import NOTICE, checked_form, once_in_query, origin_of, render
 
 SLUG_RE = r"[A-Za-z0-9_-]{1,64}"
 OEMBED_CACHE_AGE_S = 300  # short: an image that goes private must drop out of caches soon (ECOSYSTEM.md)
@@ -202,11 +202,13 @@ def _oembed_slug(request: web.Request, url: str) -> str:
 
 async def oembed(request: web.Request) -> web.Response:
     """oEmbed 1.0 ``photo`` for ``?url=<share page>`` (ECOSYSTEM.md); 501 for a format other than
-    json; 400 without a ``url``; honours ``maxwidth``/``maxheight`` (400 when not a positive whole
-    number, 404 naming the smallest size when no rendition fits). An animated image answers its animated WebP, as its
-    share page shows. A URL of another site, an unknown image and a private one all get the same
-    404, so the answer never tells that a private image exists."""
+    json; 400 without a ``url`` or with a parameter given twice; honours ``maxwidth``/``maxheight``
+    (400 when not a positive whole number, 404 naming the smallest size when no rendition fits). An
+    animated image answers its animated WebP, as its share page shows. A URL of another site, an
+    unknown image and a private one all get the same 404, so the answer never tells that a private
+    image exists."""
     q = request.query
+    once_in_query(request, "url", "format", "maxwidth", "maxheight")
     if q.get("format", "json") != "json":
         raise web.HTTPNotImplemented(text="only format=json is supported")
     maxwidth, maxheight = _bound(q, "maxwidth"), _bound(q, "maxheight")
