@@ -118,6 +118,17 @@ async def test_register_login_upload_and_view(cluster: Any, http: aiohttp.Client
     name = _user()
     await b.register(name)
     assert await b.me() == 200
+    # logged in, /register says so instead of a form that would switch to a new account
+    status, page, _ = await b.get("/register")
+    assert status == 200 and 'id="logged-in"' in page and 'action="/register"' not in page, page
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token, page
+    other = _user()
+    status, page, _ = await b.post("/register", {"csrf_token": token.group(1), "name": other,
+                                                 "password": PASSWORD, "password2": PASSWORD})
+    assert status == 400 and "You are logged in: log out first to create another account." in page, page[-800:]
+    r = cluster.pixelfox("users", "list", "--json")
+    assert r.returncode == 0 and other not in r.stdout and name in r.stdout, (r.stdout[-500:], r.stderr)
     # log out and back in through the login form
     token = await b.csrf("/")
     status, _, _ = await b.post("/logout", {"csrf_token": token})

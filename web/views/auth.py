@@ -13,7 +13,7 @@ from pixelfox.passwords import password_problem
 from pixelfox.session_index import ACCOUNT_DISABLED
 from web import ratelimit
 from web.keys import MANAGER, REDIS, SETTINGS
-from web.sessions import login, logout, session_ended
+from web.sessions import current_user, login, logout, session_ended
 from web.views.common import checked_form, local_path, render, sentence
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
@@ -39,10 +39,14 @@ async def _registration_wait(request: web.Request) -> int:
 
 
 async def register(request: web.Request) -> web.StreamResponse:
-    _session, form = await checked_form(request)
+    """A new account, logged in at once. Refused (400, nothing made) to a browser that is logged in: the
+    new account's session replaced theirs without a word."""
+    session, form = await checked_form(request)
     name, password = form.get("name", "").strip(), form.get("password", "")
     error = ""
-    if not NAME_RE.match(name):
+    if current_user(session) is not None:
+        error = "You are logged in: log out first to create another account."
+    elif not NAME_RE.match(name):
         error = "User names are 3-32 ASCII letters (a-z, A-Z), digits, '.', '_' or '-'."
     elif problem := password_problem(password):
         error = sentence(problem)
