@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import secrets
 from collections.abc import Sequence
 
@@ -25,8 +24,8 @@ from pixelfox.db.models import ApiKey, User
 from pixelfox.passwords import MAX_PASSWORD, check_new_password
 from pixelfox.schemes import API_KEY_PREFIX
 from pixelfox.text import checked
+from pixelfox.usernames import USER_NAME_RULE, is_user_name
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 KEY_PREFIX = API_KEY_PREFIX
 
 _hasher = PasswordHasher()  # argon2id with the library's RFC 9106 low-memory defaults
@@ -47,7 +46,7 @@ def enabled(user: User) -> User:
 def named(name: str) -> Select[User]:
     """The users called ``name`` ignoring case (names are unique that way, :meth:`Accounts.create_user`),
     as a query to refine (``.with_for_update()``) and give to :func:`one_named`. ``lower()`` folds
-    ASCII alike on SQLite and PostgreSQL, and a name is ASCII (:data:`NAME_RE`)."""
+    ASCII alike on SQLite and PostgreSQL, and a name is ASCII (:mod:`pixelfox.usernames`)."""
     return select(User).where(func.lower(User.name) == name.lower())
 
 
@@ -71,9 +70,8 @@ class Accounts:
         """Create a user; raises BadRequest (name/password rules) or AlreadyExists, also for a name
         that differs from an existing one only in case. Logging in, and every lookup by name, ignores
         case too (:func:`named`)."""
-        if not NAME_RE.match(name):
-            raise errors.BadRequest("user name must be 3-32 characters: ASCII letters (a-z, A-Z), digits, "
-                                    "'_', '.', '-'")
+        if not is_user_name(name):
+            raise errors.BadRequest(USER_NAME_RULE)
         check_new_password(password)
         # names are unique ignoring case, so "Alice" cannot pass for "alice" on pages and in albums.
         # Check then insert: two racing registrations of one name in two cases can both pass.
@@ -101,12 +99,15 @@ class Accounts:
                 user = one_named((await s.execute(named(name))).scalars().all(), name)
             except errors.BadRequest:
                 user = None  # the same answer and timing as an unknown name
-        stored = user.password_hash if user is not None else _DUMMY_HASH
+        # no password is longer than MAX_PASSWORD: a longer one is wrong (it was cut to that length and
+        # compared, so anything typed after a 1024-character password logged in), at the same cost
+        fits = len(password) <= MAX_PASSWORD
+        stored = user.password_hash if user is not None and fits else _DUMMY_HASH
         try:
             await asyncio.to_thread(_hasher.verify, stored, password[:MAX_PASSWORD])
         except (VerificationError, InvalidHashError):
             raise errors.InvalidCredentials() from None
-        if user is None:
+        if user is None or not fits:
             raise errors.InvalidCredentials()
         return enabled(user)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 
 from aiohttp import web
 from aiohttp_session import get_session
@@ -11,12 +10,12 @@ from aiohttp_session import get_session
 from pixelfox import errors
 from pixelfox.passwords import password_problem
 from pixelfox.session_index import ACCOUNT_DISABLED
+from pixelfox.usernames import is_user_name
 from web import ratelimit
 from web.keys import MANAGER, REDIS, SETTINGS
 from web.sessions import current_user, login, logout, session_ended
 from web.views.common import checked_form, local_path, render, sentence
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 #: what the login page says to a disabled user (the right password, or a session that ended for it)
 DISABLED = sentence(errors.AccountDisabled.default_message)
 REGISTER_WINDOW_S = 3600  # the window of WebSettings.register_per_hour
@@ -46,7 +45,7 @@ async def register(request: web.Request) -> web.StreamResponse:
     error = ""
     if current_user(session) is not None:
         error = "You are logged in: log out first to create another account."
-    elif not NAME_RE.match(name):
+    elif not is_user_name(name):
         error = "User names are 3-32 ASCII letters (a-z, A-Z), digits, '.', '_' or '-'."
     elif problem := password_problem(password):
         error = sentence(problem)
