@@ -32,7 +32,8 @@ async def test_password_messages_say_the_rule_broken(cluster: Any, http: aiohttp
     status, html = await _change(a, "x" * 1025)
     assert status == 400 and "New password must be at most 1024 characters." in html, html
     status, html = await _change(a, " " * 8)
-    assert status == 400 and "New password must not be only spaces or other white space." in html, html
+    assert status == 400, html
+    assert "New password must not be only spaces, other white space or invisible characters." in html, html
     status, html = await _change(a, PASSWORD)  # the same again: said so, nothing changes
     assert status == 400 and "The new password is the same as the current one." in html, html
     assert await other.me() == 200  # no other session ended
@@ -44,12 +45,36 @@ async def test_password_messages_say_the_rule_broken(cluster: Any, http: aiohttp
     spaces = " " * 10
     status, html, _ = await b.post("/register", {"csrf_token": token, "name": _user(), "password": spaces,
                                                  "password2": spaces})
-    assert status == 400 and "Password must not be only spaces or other white space." in html, html
+    assert status == 400, html
+    assert "Password must not be only spaces, other white space or invisible characters." in html, html
 
     for password, said in (("y" * 1025, "password must be at most 1024 characters"),
-                           (" " * 8, "password must not be only spaces or other white space")):
+                           (" " * 8, "password must not be only spaces, other white space or invisible characters")):
         r = cluster.pixelfox("users", "create", _user(), "--password-stdin", input=password + "\n")
         assert r.returncode != 0 and said in r.stderr, (r.returncode, r.stderr)
+    # eight zero-width spaces show as nothing (they were taken)
+    b = Browser(http, cluster.web_url)
+    token = await b.csrf("/register")
+    status, html, _ = await b.post("/register", {"csrf_token": token, "name": _user(), "password": "\u200b" * 8,
+                                                 "password2": "\u200b" * 8})
+    assert status == 400 and "Password must not be only spaces, other white space or invisible characters." in html
+    # a name with a line break at its end made a second "eve" nobody could log in to
+    twin = _user()
+    r = cluster.pixelfox("users", "create", twin + "\n", "--password-stdin", input=PASSWORD + "\n")
+    assert r.returncode == 2 and "user name must be 3-32 characters" in r.stderr, (r.returncode, r.stderr)
+    listed = cluster.pixelfox("users", "list", "--json")
+    assert listed.returncode == 0 and twin not in listed.stdout
+    # a password longer than any that can be set is wrong, whatever its first 1024 characters
+    long_name, long_password = _user(), "P" * 1024
+    r = cluster.pixelfox("users", "create", long_name, "--password-stdin", input=long_password + "\n")
+    assert r.returncode == 0, r.stderr
+    guess = Browser(http, cluster.web_url)
+    token = await guess.csrf("/login")
+    status, html, _ = await guess.post("/login", {"csrf_token": token, "name": long_name,
+                                                  "password": long_password + "wrong suffix"})
+    assert status == 401 and await guess.me() == 401, html[-500:]
+    status, _, _ = await guess.post("/login", {"csrf_token": token, "name": long_name, "password": long_password})
+    assert status == 303 and await guess.me() == 200
     r = cluster.pixelfox("users", "create", _user(), "--password-stdin", input="short\n")
     assert r.returncode != 0 and "password must be at least 8 characters" in r.stderr, r.stderr
 

@@ -13,7 +13,10 @@ from pixelfox.passwords import check_new_password, password_problem
 @pytest.mark.parametrize(("password", "problem"), [
     ("short", "password must be at least 8 characters"),
     ("x" * 1025, "password must be at most 1024 characters"),
-    (" " * 8 + "\u3000", "password must not be only spaces or other white space"),
+    (" " * 8 + "\u3000", "password must not be only spaces, other white space or invisible characters"),
+    ("\u200b" * 8, "password must not be only spaces, other white space or invisible characters"),
+    ("\ufeff \u2060" * 4, "password must not be only spaces, other white space or invisible characters"),
+    ("\ufffd\ufffdabcdefgh", "password must not contain U+FFFD (bytes that are not UTF-8 were sent)"),
     ("secret\x00password", "password must not contain control characters (U+0000)"),
     ("esc\x1b[31mpassword", "password must not contain control characters (U+001B)"),
     ("tab\tin password", "password must not contain control characters (U+0009)"),
