@@ -107,6 +107,12 @@ def test_new_upload_fields_are_typed_strictly(cluster: ClusterHandle) -> None:
         r = requests.post(api, json=body, headers=key, timeout=10)
         assert r.status_code == 400, (body, r.text)
         assert r.json()["error"]["message"].split(":")[0] in ("size", "filename"), r.text
+    # a field this route does not take is refused, not dropped (an "expiration" here never expired)
+    r = requests.post(api, json={"filename": "a.png", "size": 100, "expiration": "PT5M"}, headers=key, timeout=10)
+    assert (r.status_code, r.json()["error"]["message"]) == (400, "expiration: Extra inputs are not permitted"), r.text
+    made = requests.post(api, json={"filename": "a.png", "size": 100}, headers=key, timeout=10).json()
+    r = requests.post(f"{api}/{made['id']}/ticket", json={"exclude_addres": "x"}, headers=key, timeout=10)
+    assert (r.status_code, r.json()["error"]["message"]) == (400, "exclude_addres: Extra inputs are not permitted")
 
 
 def test_a_size_past_the_upload_limit_is_413_however_large(cluster: ClusterHandle) -> None:

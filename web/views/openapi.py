@@ -119,7 +119,7 @@ ALBUM_PATCH = {
 }
 
 NEW_UPLOAD = {
-    "type": "object", "required": ["size"],
+    "type": "object", "additionalProperties": False, "required": ["size"],
     "properties": {
         "filename": {"type": "string", "maxLength": 255, "description": "shown only, never trusted"},
         "size": {"type": "integer", "minimum": 1, "description": "bytes the client will send"},
@@ -134,7 +134,7 @@ NEW_UPLOAD = {
     },
 }
 TICKET_RENEWAL = {
-    "type": "object",
+    "type": "object", "additionalProperties": False,
     "properties": {
         "exclude_address": {"type": "string", "nullable": True, "maxLength": 255,
                             "description": "optional: the upload_address of an upload node that stopped answering; "

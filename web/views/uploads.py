@@ -53,7 +53,8 @@ from web.views.api import (
 
 
 class NewUpload(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)  # "size": "100" or true is a 400, not 100 or 1
+    # "size": "100" or true is a 400, not 100 or 1; an unknown field too ("expiration": not taken here, it was dropped)
+    model_config = ConfigDict(extra="forbid", strict=True)
     filename: str = Field("", max_length=255)
     size: int = Field(gt=0)  # bytes; past the upload limit (an int64 on the wire or not) create_upload says so
     content_type: str = Field("", max_length=100)
@@ -126,7 +127,7 @@ def ticket_json(t: manager_pb2.CreateUploadResponse) -> dict[str, Any]:
 class TicketRenewal(BaseModel):
     """The optional body of ``POST /api/v1/uploads/<id>/ticket``."""
 
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True)  # a misspelt exclude_addres was dropped without a word
     # the gRPC address (a ticket's upload_address) of an upload node that stopped answering: the upload
     # moves to another healthy one when there is one (RenewUpload's exclude_address, as RelocateUpload picks)
     # (null or "" as absent, as clients that always send the field write it)
