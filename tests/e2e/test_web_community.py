@@ -528,6 +528,25 @@ async def test_bidi_controls_in_stored_text_are_refused(cluster: Any, http: aioh
     assert (status, ok["title"]) == (200, rtl), ok
 
 
+async def test_a_new_album_whose_image_is_refused_is_not_kept(cluster: Any, http: aiohttp.ClientSession) -> None:
+    """``POST /albums`` with an ``image`` that cannot go in (someone else's, or no such image) answers the
+    refusal and keeps no album (it was made first and stayed: one more per retry)."""
+    _, _, theirs = await new_user_with_image(http, cluster.web_url)
+    me = Browser(http, cluster.web_url)
+    await me.register(_user())
+    hdr = await csrf_header(me)
+    token = await me.csrf("/albums")
+    for image, want in ((theirs["id"], 403), ("doesnotexist", 404)):
+        status, page, _ = await me.post("/albums", {"csrf_token": token, "title": "orphan", "image": image})
+        assert status == want, (image, status, page[-500:])
+    status, listed = await api(me, "GET", "/api/v1/albums", None, hdr)
+    assert status == 200 and listed["albums"] == [], listed
+    status, _, _ = await me.post("/albums", {"csrf_token": token, "title": "kept"})
+    assert status == 303
+    status, listed = await api(me, "GET", "/api/v1/albums", None, hdr)
+    assert [a["title"] for a in listed["albums"]] == ["kept"], listed
+
+
 async def test_album_page_renames_and_pages_through_images_to_add(cluster: Any, http: aiohttp.ClientSession) -> None:
     """The owner renames an album on its page (a form without a description keeps it) and can add
     any of their images: "Add images" shows 48 at a time with a link to older ones (it used to

@@ -3,6 +3,7 @@ to create one, add or remove images, pick the cover, and delete it."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -36,6 +37,9 @@ async def albums_page(request: web.Request) -> web.StreamResponse:
 
 
 async def create_album(request: web.Request) -> web.StreamResponse:
+    """A new album (``title``, ``description``), with the image ``image`` in it if given; when that image
+    cannot go in (someone else's, unknown) nothing is kept: the album made first is deleted again (it
+    stayed, so each retry of the refused form left one more)."""
     session, form = await checked_form(request)
     user = current_user(session)
     if user is None:
@@ -45,7 +49,13 @@ async def create_album(request: web.Request) -> web.StreamResponse:
     slug = form.get("image", "")
     if slug:
         add = manager_pb2.UpdateAlbumRequest(slug=album.slug, add_images=[slug])
-        await call(request, "UpdateAlbum", add, request.app[MANAGER].as_user(user.id))
+        try:
+            await call(request, "UpdateAlbum", add, request.app[MANAGER].as_user(user.id))
+        except errors.PixelfoxError:
+            with contextlib.suppress(errors.PixelfoxError):  # the refusal is the answer, not this clean-up
+                await call(request, "DeleteAlbum", manager_pb2.DeleteAlbumRequest(slug=album.slug),
+                           request.app[MANAGER].as_user(user.id))
+            raise
     raise web.HTTPSeeOther(f"/a/{album.slug}")
 
 
