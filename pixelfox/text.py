@@ -50,6 +50,13 @@ def checked(value: str, field: str, *, multiline: bool = False) -> str:
     return _trimmed(value)
 
 
+def normalized(value: str, *, multiline: bool = False) -> str:
+    """``value`` as :func:`checked` stores it, without its checks: LF line breaks when ``multiline``,
+    no white space or invisible characters at either end. For counting a length as the stored text's
+    (an API's ``max_length`` counted the spaces the manager then trimmed)."""
+    return _trimmed(lf_line_breaks(value) if multiline else value)
+
+
 def lf_line_breaks(value: str) -> str:
     """``value`` with every CRLF and lone CR as LF (one character per line break, as a textarea's
     ``maxlength`` counts them)."""

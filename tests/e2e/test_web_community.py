@@ -493,6 +493,12 @@ async def test_textareas_at_their_limit_with_line_breaks_are_saved(cluster: Any,
     assert status == 201 and got["description"] == "line\n" * 10 + "b" * 1950, got
     status, got = await api(owner, "PATCH", f"/api/v1/images/{slug}", {"description": typed + "b"}, hdr)
     assert status == 400 and "2000" in got["error"]["message"], got
+    # spaces around a title or description are not counted, as the form (and the manager) trims them
+    status, got = await api(owner, "PATCH", f"/api/v1/images/{slug}",
+                            {"title": "  " + "t" * 255, "description": "d" * 2000 + "   "}, hdr)
+    assert status == 200 and (got["title"], got["description"]) == ("t" * 255, "d" * 2000), got
+    status, got = await api(owner, "POST", "/api/v1/albums", {"title": "   "}, hdr)
+    assert status == 400 and got["error"]["message"] == "title: String should have at least 1 character", got
 
     reporter = Browser(http, cluster.web_url)
     await reporter.register(_user())

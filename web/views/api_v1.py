@@ -12,11 +12,12 @@ from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
+from pydantic_core import PydanticCustomError
 
 from pixelfox import errors
 from pixelfox.client.images import served_original_url
 from pixelfox.numbers import ascii_int
-from pixelfox.text import lf_line_breaks
+from pixelfox.text import normalized
 from pixelfox.v1 import common_pb2, manager_pb2
 from web.calls import call, load_image
 from web.jsonbody import read_model, refusal
@@ -27,15 +28,32 @@ from web.views.openapi import OPENAPI
 
 SLUG = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_LIST = 200
-#: a description's line breaks are counted as one character each, CRLF or not (the web form's
-#: ``maxlength`` counts so, and it is stored with LF): 2000 characters of text
-Description = Annotated[str, Field(max_length=2000),
-                        BeforeValidator(lambda v: lf_line_breaks(v) if isinstance(v, str) else v)]
+def _counted(max_length: int, *, min_length: int = 0, multiline: bool = False) -> BeforeValidator:
+    """A text field's length check on the text as the manager stores it (:func:`pixelfox.text.normalized`,
+    as the web forms count it): a description's line breaks one character each, CRLF or not (a textarea's
+    ``maxlength`` counts so), and spaces around it not at all (2,000 characters plus a trailing space
+    were a 400 here and saved by the form). The value goes on unchanged: the manager checks and trims it."""
+    def check(value: Any) -> Any:
+        if isinstance(value, str):
+            length = len(normalized(value, multiline=multiline))
+            if length > max_length:
+                raise PydanticCustomError("string_too_long", "String should have at most {max_length} characters",
+                                          {"max_length": max_length})
+            if length < min_length:
+                raise PydanticCustomError("string_too_short", "String should have at least {min_length} character",
+                                          {"min_length": min_length})
+        return value
+    return BeforeValidator(check)
+
+
+Title = Annotated[str, _counted(255)]
+AlbumTitle = Annotated[str, _counted(255, min_length=1)]
+Description = Annotated[str, _counted(2000, multiline=True)]
 
 
 class ImagePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    title: str | None = Field(None, max_length=255)
+    title: Title | None = None
     description: Description | None = None
     visibility: Literal["public", "private"] | None = None  # says "Input should be 'public' or 'private'"
     keep_metadata: StrictBool | None = None  # true or false, not "yes" or 1
@@ -43,13 +61,13 @@ class ImagePatch(BaseModel):
 
 class AlbumCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    title: str = Field(min_length=1, max_length=255)
+    title: AlbumTitle
     description: Description = ""
 
 
 class AlbumPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    title: str | None = Field(None, min_length=1, max_length=255)
+    title: AlbumTitle | None = None
     description: Description | None = None
     add_images: list[str] = Field(default_factory=list, max_length=100)
     remove_images: list[str] = Field(default_factory=list, max_length=100)
