@@ -2,7 +2,7 @@
 
 Every failure is a :class:`~pixelfox.errors.BadRequest` (400) with a message that says what is wrong:
 empty, not JSON (``NaN`` and ``Infinity``, which Python's parser takes, are not JSON: RFC 8259 §6),
-a number longer than :data:`MAX_NUMBER_DIGITS`, not an object, nested deeper than
+a number longer than :data:`MAX_NUMBER_DIGITS`, a field given twice, not an object, nested deeper than
 :data:`MAX_DEPTH` (Python's parser would otherwise hit its recursion limit, a 500), or the first
 field pydantic refused (a validator's :func:`refusal` in its own words). The Content-Type is not
 checked: scripts often send JSON as ``curl -d`` does, labelled as a form.
@@ -40,12 +40,24 @@ def _constant(name: str) -> float:
     raise _NotJSON(f"the body must be JSON: {name} is not a JSON value")
 
 
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose names are unique (RFC 8259 §4: they SHOULD be; which one would count? Python's
+    parser kept the last, silently)."""
+    obj: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in obj:
+            raise _NotJSON(f"the body gives {json.dumps(name[:64])} more than once: send each field once")
+        obj[name] = value
+    return obj
+
+
 def parse(raw: bytes) -> Any:
     """``raw`` parsed as strict JSON (RFC 8259); BadRequest saying why it is not."""
     if not raw.strip():
         raise errors.BadRequest("the body is empty: send a JSON object")
     try:
-        return json.loads(raw, parse_int=_number, parse_float=_number, parse_constant=_constant)
+        return json.loads(raw, parse_int=_number, parse_float=_number, parse_constant=_constant,
+                          object_pairs_hook=_object)
     except RecursionError:
         raise errors.BadRequest(f"the body is nested more than {MAX_DEPTH} levels deep") from None
     except _NotJSON as exc:

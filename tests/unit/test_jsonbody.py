@@ -17,6 +17,9 @@ from web.jsonbody import MAX_NUMBER_DIGITS, parse
     (b'{"size": 1.' + b"5" * 100 + b"}", f"a number in the body is longer than {MAX_NUMBER_DIGITS} characters"),
     (b"title=x", "the body must be JSON"),
     (b'{"title": "\xff"}', "the body must be JSON"),
+    # which one was meant? (the last was taken, silently)
+    (b'{"title": "a", "title": "b"}', 'the body gives "title" more than once: send each field once'),
+    (b'{"x": {"k": 1, "k": 1}}', 'the body gives "k" more than once: send each field once'),
 ])
 def test_refused(raw: bytes, says: str) -> None:
     with pytest.raises(errors.BadRequest) as exc:
@@ -25,6 +28,7 @@ def test_refused(raw: bytes, says: str) -> None:
 
 
 def test_accepted() -> None:
+    assert parse(b'{"a": {"k": 1}, "b": {"k": 2}, "k": [{"k": 3}]}') == {"a": {"k": 1}, "b": {"k": 2}, "k": [{"k": 3}]}
     assert parse(b'{"size": 9223372036854775807, "ratio": -1.5e3, "title": null}') == {
         "size": 2**63 - 1, "ratio": -1500.0, "title": None}
     assert type(parse(b"[1, 2.0]")[0]) is int and type(parse(b"[1, 2.0]")[1]) is float
