@@ -221,6 +221,10 @@ async def test_multipart_file_names_are_cut_to_their_last_part(cluster: Any, htt
         status, answer = await _post_raw(http, f"{v1}?wait={wait}", cluster.admin_api_key,
                                          _form((b'name="file"; filename="w.jpg"', PHOTO.read_bytes())))
         assert status == 400 and answer["error"]["message"].startswith("wait must be a number of seconds"), answer
+    status, answer = await _post_raw(http, f"{v1}?wait=0&wait=30", cluster.admin_api_key,
+                                     _form((b'name="file"; filename="w.jpg"', PHOTO.read_bytes())))
+    assert (status, answer["error"]["message"]) == (
+        400, "wait was sent more than once in the query string: send it once"), answer
 
 
 async def test_a_title_field_travels_with_an_api_upload(cluster: Any, http: aiohttp.ClientSession) -> None:

@@ -37,7 +37,7 @@ from web.expiration import parse_duration
 from web.keys import MANAGER, SETTINGS, STATE
 from web.ratelimit import check_ip, not_counted_if_over_user_limits
 from web.sessions import CSRF_HEADER, CurrentUser, current_user, require_csrf
-from web.views.common import check_origin
+from web.views.common import check_origin, once_in_query
 
 CHUNK = 256 * 1024
 MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the file part
@@ -384,6 +384,7 @@ def _wait_seconds(request: web.Request) -> float:
     for anything else (``nan``, ``-5``, ``soon``, ``1_0``, ``1e3``, non-ASCII digits), which used to
     mean "do not wait" or the default silently."""
     maximum = request.app[SETTINGS].upload_wait_s
+    once_in_query(request, "wait")  # ?wait=0&wait=30: which? (the first counted)
     raw = request.query.get("wait", "").strip()
     if raw.lower() in ("0", "false", "no"):
         return 0.0
