@@ -43,8 +43,9 @@ class GrpcServerSettings(BaseModel):
     port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
     advertise_host: str = Field("", description="host other nodes dial; defaults to host")
     reflection: bool = True
-    max_message_bytes: int = 8 * 1024 * 1024
-    grace_s: float = Field(10.0, description="seconds to finish in-flight calls on SIGTERM")
+    max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024 * 1024, description="largest gRPC message in bytes "
+                                   "(an upload chunk and its header must fit)")
+    grace_s: float = Field(10.0, ge=0, description="seconds to finish in-flight calls on SIGTERM")
 
 
 class HttpServerSettings(BaseModel):
@@ -150,9 +151,10 @@ def proxy_networks(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Net
 class LimitsSettings(BaseModel):
     """Upload and image limits (defaults: RELIABILITY.md, imgproxy/pict-rs source limits)."""
 
-    max_upload_bytes: int = 100 * 1024 * 1024
-    max_pixels: int = 100_000_000
-    max_frames: int = 1_000
+    # every limit is at least 1: 0 would refuse every upload, not lift the limit
+    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1, description="largest upload in bytes")
+    max_pixels: int = Field(100_000_000, ge=1, description="pixels of one frame (width x height)")
+    max_frames: int = Field(1_000, ge=1, description="frames of an animation")
     max_animation_bytes: int = Field(1 << 30, ge=0, description="bytes of pixel buffers a processing node may "
                                      "need for one animation (canvases, rendition frames, WebP encoders; "
                                      "docs/imaging.md); over it an upload node refuses the file as too large "
@@ -160,12 +162,12 @@ class LimitsSettings(BaseModel):
     process_timeout_s: float = Field(30.0, ge=0, description="seconds one image may take on a processing node "
                                      "(imaging.Limits.timeout_s; 0 = none); a shorter job time limit "
                                      "(PIXELFOX_JOB_TIMEOUT_S on the manager) wins")
-    chunk_size: int = 256 * 1024
-    ticket_ttl_s: int = 900
+    chunk_size: int = Field(256 * 1024, ge=4096, le=4 * 1024 * 1024, description="upload chunk size in bytes")
+    ticket_ttl_s: int = Field(900, ge=1, description="seconds an upload ticket is valid")
     ticket_leeway_s: int = Field(tickets.LEEWAY_S, ge=0, description="seconds a ticket is still accepted after "
                                  "it expires, for clock skew between nodes; set the same on every manager and "
                                  "upload node")
-    probe_bytes: int = 256 * 1024
+    probe_bytes: int = Field(256 * 1024, ge=4096, description="bytes of an upload read before the probe")
     upload_ttl_s: int = Field(3600, ge=1, description="an unfinished upload's state and staged bytes live this "
                               "long after its last chunk (abandoned-upload TTL)")
     user_uploads_per_minute: int = Field(120, ge=0, description="uploads a user may start per minute; 0 = no limit")
@@ -192,7 +194,8 @@ class NodeSettings(BaseSettings):
     cluster: ClusterSettings = ClusterSettings()
     grpc: GrpcServerSettings = GrpcServerSettings()
     log: LogSettings = LogSettings()
-    metrics_port: int = Field(0, description="Prometheus /metrics port; 0 picks a free one, -1 disables")
+    metrics_port: int = Field(0, ge=-1, le=65535,
+                              description="Prometheus /metrics port; 0 picks a free one, -1 disables")
 
     def redacted(self) -> str:
         """The effective config as JSON with secrets shown as ``**********``."""

@@ -24,7 +24,10 @@ class ManagerSettings(NodeSettings):
     replicas: int = Field(2, ge=1, description="copies of every object, capped by healthy storage nodes")
     node_timeout_s: float = Field(5.0, gt=0, description=(
         "a node without a heartbeat this long is inactive; nodes heartbeating less than 3 times in it are refused"))
-    lease_s: float = Field(120.0, description="job lease; a job whose manager vanished is retaken after this")
+    # >= 1 s: at 0 the manager reclaimed its own jobs in flight (each sent 2-3 times), below 0 Redis refused
+    # XAUTOCLAIM and no job was sent at all
+    lease_s: float = Field(120.0, ge=1, description="job lease in seconds; a job whose manager vanished is retaken "
+                           "after this")
     max_attempts: int = Field(3, ge=1, description="job attempts before the dead-letter list")
     # issue 7: job reliability (docs/jobs.md)
     job_lease_s: float = Field(15.0, gt=0, description="processing-node lease; a job not extended this long is re-run")

@@ -13,7 +13,7 @@ class ProcSettings(NodeSettings):
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1,
                          description="jobs processed at once (one per core: the Rust core releases the GIL)")
     limits: LimitsSettings = LimitsSettings()
-    webp_quality: float = 80.0
+    webp_quality: float = Field(80.0, ge=0, le=100, description="libwebp quality")
     avif_quality: float = Field(50.0, ge=0, le=100, description="libavif AVIF quality (libvips' Q scale)")
     avif_speed: int = Field(6, ge=0, le=10, description="libaom speed for variants without one (thumb, medium: 5)")
     jpeg_quality: int = Field(85, ge=1, le=100)

@@ -289,6 +289,23 @@ def test_manager_alone_refuses_an_infinite_duration(tmp_path: Path, var: str, va
         2, ["configuration error:", f"  {var}: Input should be a finite number (got 'inf')"])
 
 
+@pytest.mark.parametrize(("var", "value", "why"), [
+    # a lease of 0 reclaimed every job in flight (each sent 2-3 times); below 0 no job was sent at all
+    ("PIXELFOX_LEASE_S", "-5", "Input should be greater than or equal to 1 (got '-5')"),
+    ("PIXELFOX_LEASE_S", "0", "Input should be greater than or equal to 1 (got '0')"),
+    ("PIXELFOX_GRPC__GRACE_S", "-3", "Input should be greater than or equal to 0 (got '-3')"),
+    ("PIXELFOX_METRICS_PORT", "70000", "Input should be less than or equal to 65535 (got '70000')"),
+    ("PIXELFOX_METRICS_PORT", "-7", "Input should be greater than or equal to -1 (got '-7')"),
+    ("PIXELFOX_LIMITS__MAX_PIXELS", "0", "Input should be greater than or equal to 1 (got '0')"),
+    ("PIXELFOX_LIMITS__CHUNK_SIZE", "0", "Input should be greater than or equal to 4096 (got '0')"),
+])
+def test_manager_refuses_a_setting_out_of_its_range(tmp_path: Path, var: str, value: str, why: str) -> None:
+    """Settings that took any number (``--print-config`` showed them, exit 0) and broke the cluster later."""
+    res = subprocess.run([sys.executable, "-m", "nodes.manager", "--print-config"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=30, check=False, env=_env(PIXELFOX_CLUSTER__SECRET=SECRET, **{var: value}))
+    assert (res.returncode, res.stderr.strip().splitlines()) == (2, ["configuration error:", f"  {var}: {why}"])
+
+
 def test_proc_node_alone_refuses_an_infinite_heartbeat_interval(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "nodes.proc"], cwd=tmp_path, capture_output=True, text=True,
                          timeout=30, check=False, env=_env(
