@@ -237,6 +237,15 @@ class Unavailable(PixelfoxError):
     default_message = "service unavailable, try again"
 
 
+class NotAnswering(Unavailable):
+    """The peer took no connection within :data:`pixelfox.grpcx.client.CONNECT_TIMEOUT_MS`: a frozen
+    (SIGSTOPped) or swamped process, whose kernel still accepts TCP connections. Trying it again at
+    once costs the same wait, so writes to several nodes give up on it at the first (replicate.py)."""
+
+    code = "not-answering"
+    default_message = "the node took no connection in time"
+
+
 class NoNodeAvailable(Unavailable):
     code = "no-node-available"
     default_message = "no healthy node available"

@@ -12,6 +12,10 @@ import grpc
 from pixelfox import errors
 
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+#: how long a channel waits for a peer to take a new connection (TCP and HTTP/2 handshake), ms: gRPC's
+#: default is 20 s, which a frozen node's kernel (it still completes the TCP handshake) made every
+#: write to it wait, three times per upload; a live node answers in milliseconds, on a LAN too
+CONNECT_TIMEOUT_MS = 5_000
 
 
 def channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -44,6 +48,8 @@ def channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
             # gRPC's default back-off of up to 120 s: heartbeats must resume before node_timeout_s
             ("grpc.initial_reconnect_backoff_ms", reconnect_ms[0]),
             ("grpc.max_reconnect_backoff_ms", reconnect_ms[1]),
+            # gRPC's name for its connect timeout (subchannel: min_connect_timeout)
+            ("grpc.min_reconnect_backoff_ms", CONNECT_TIMEOUT_MS),
             *extra,
         ],
         interceptors=multi.client_interceptors(),
@@ -59,6 +65,7 @@ CONNECT_CAUSES = (
     ("No route to host", "no route to host"),
     ("Network is unreachable", "network unreachable"),
     ("Timeout occurred", "connection timed out"),
+    ("connection attempt timed out", "connection timed out"),
     ("Connection reset", "connection reset"),
 )
 #: how gRPC's text starts when no connection could be made at all (one address, several, a name)
@@ -96,12 +103,16 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, peer: str = "", hint: str = "",
     """The :class:`~pixelfox.errors.PixelfoxError` a peer raised, from status and ``pixelfox-error-code``.
 
     A call that could not connect at all (:func:`connect_failure`) becomes ``Unavailable("cannot reach
-    PEER (CAUSE); HINT")``: ``peer`` names what was called ("the manager at 127.0.0.1:7070"; default:
-    the address gRPC names), ``hint`` (optional) says what to do about it. A call whose deadline passed
-    with no answer at all (no ``pixelfox-error-code``: a frozen or hung peer) becomes ``Timeout("PEER
-    did not answer before the call's deadline; SILENT_HINT")`` when ``peer`` is given (it was gRPC's
-    bare "Deadline Exceeded")."""
+    PEER (CAUSE); HINT")`` (``NotAnswering("PEER did not answer (no connection in 5 s); SILENT_HINT")``
+    when the connection timed out: a frozen or hung peer): ``peer`` names what was
+    called ("the manager at 127.0.0.1:7070"; default: the address gRPC names), ``hint`` (optional)
+    says what to do about it. A call whose deadline passed with no answer at all (no
+    ``pixelfox-error-code``: a frozen or hung peer) becomes ``Timeout("PEER did not answer before the
+    call's deadline; SILENT_HINT")`` when ``peer`` is given (it was gRPC's bare "Deadline Exceeded")."""
     cause, address = connect_failure(exc)
+    if cause == "connection timed out" and (peer or address):  # it is there (its kernel took the TCP handshake)
+        return errors.NotAnswering(f"{peer or address} did not answer (no connection in "
+                                   f"{CONNECT_TIMEOUT_MS / 1000:g} s)" + (f"; {silent_hint}" if silent_hint else ""))
     if cause and (peer or address):
         return errors.Unavailable(f"cannot reach {peer or address} ({cause})" + (f"; {hint}" if hint else ""))
     code, retry_after = trailer(exc, errors.ERROR_CODE_KEY), trailer(exc, errors.RETRY_AFTER_KEY)

@@ -4,8 +4,9 @@ Upload and processing nodes write to all the nodes ``Registry.place`` returned (
 storage nodes, at most the replication factor) at once. A target that fails with a
 *transient* error (``Unavailable``, ``Timeout``: a connection refused, a node restarting) is
 tried again, ``attempts`` times in all with doubling back-off, so a blip does not cost a
-replica. A target that still fails, or fails for good (``StorageFull``, ...), is dropped:
-the write stands if at least one target has it, and the manager's repair loop
+replica; but not a node that took no connection in time (``NotAnswering``: frozen), which made
+every upload wait three connect timeouts for it. A target that still fails, or fails for good
+(``StorageFull``, ...), is dropped: the write stands if at least one target has it, and the manager's repair loop
 (``nodes/manager/repair.py``) records the object as under-replicated and copies it when a
 node can take it. With no target at all the write fails with ``Unavailable``.
 
@@ -57,7 +58,7 @@ async def write_all(
                 await put(node)
                 return node.node_id
             except RETRYABLE as exc:
-                if attempt >= attempts:
+                if attempt >= attempts or isinstance(exc, errors.NotAnswering):  # frozen: the same wait again
                     raise
                 logger.info("writing %s to %s failed (%s); retrying in %.1f s", what, node.node_id, exc, delay)
                 await asyncio.sleep(delay)

@@ -32,6 +32,7 @@ from pixelfox.cli.launcher import Counts, LocalCluster, free_port
 from pixelfox.grpcx.auth import node_metadata
 from pixelfox.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 from tests.conftest import start_local
+from tests.jobtools import make_photo
 from tests.ops.conftest import FAST_REPAIR_ENV, cli
 
 pytestmark = pytest.mark.e2e
@@ -216,6 +217,30 @@ def test_a_debt_whose_only_holder_hangs_says_so(two_storage: LocalCluster) -> No
         cli(local.root, "nodes", "maintenance", "storage1", "--off")
     wait_for(lambda: debts(local) == [], 30, "the debts to be cleared once storage2 answers")
     assert keys <= set(pool_files(local, "storage1"))
+
+
+def test_a_frozen_storage_node_holds_an_upload_up_for_one_connect_timeout(two_storage: LocalCluster,
+                                                                         tmp_path: Path) -> None:
+    """A SIGSTOPped storage node still completes TCP handshakes (its kernel does), so each write to it
+    waited gRPC's 20 s connect timeout, three tries: an upload placed on it took a minute. Now one 5 s
+    connect timeout (``CONNECT_TIMEOUT_MS``) and no retry; the upload is ready with the other copy, and
+    the repair makes the second once the node answers."""
+    local = two_storage
+    both = {"storage1": True, "storage2": True}
+    wait_for(lambda: asyncio.run(storage_health(local)) == both, 30, "both storage nodes healthy")
+    proc = local.child("storage2").proc
+    os.kill(proc.pid, signal.SIGSTOP)  # placed on both until the registry misses its heartbeats
+    try:
+        began = time.monotonic()
+        img = put(local, make_photo(tmp_path / "frozen.jpg", 1200, 900, seed=int(time.time())))  # new bytes
+        took = time.monotonic() - began
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    print(f"upload with a frozen storage node: {took:.1f} s")
+    assert img["status"] == "ready" and took < 40, took  # 60+ s before: three 20 s connect timeouts
+    keys = {u.split("/o/", 1)[1].split("?", 1)[0] for u in urls(img)}
+    wait_for(lambda: keys <= set(pool_files(local, "storage2")) and keys <= set(pool_files(local, "storage1")),
+             60, "both copies after the node thawed")
 
 
 def test_cached_image_urls_leave_an_unhealthy_or_moved_storage_node(two_storage: LocalCluster) -> None:

@@ -252,17 +252,17 @@ def test_a_manager_that_refuses_the_connection_is_one_line_naming_it(tmp_path: P
 
 def test_a_manager_that_gives_no_answer_is_one_line_naming_it(tmp_path: Path) -> None:
     """A socket that takes the connection and never answers, as a manager stopped with SIGSTOP does (the
-    kernel still accepts): ``status`` gives up after its 10 s deadline naming the manager's address, with
-    what to check, in one line, exit 1. It said only "pixelfox: Deadline Exceeded (timeout)"."""
+    kernel still accepts): ``status`` gives up after the 5 s connect timeout naming the manager's address,
+    with what to check, in one line, exit 1. It said only "pixelfox: Deadline Exceeded (timeout)"."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(8)
         address = f"127.0.0.1:{sock.getsockname()[1]}"
         res = pixelfox("status", "--manager", address, cwd=tmp_path)
     assert (res.returncode, res.stdout, res.stderr) == (1, "", (
-        f"pixelfox: the manager at {address} did not answer before the call's deadline; it is running but "
+        f"pixelfox: the manager at {address} did not answer (no connection in 5 s); it is running but "
         "stopped (SIGSTOP: `kill -CONT PID`), hung or overloaded; see its log, or check --manager / "
-        "PIXELFOX_MANAGER (timeout)\n")), res.stderr
+        "PIXELFOX_MANAGER (not-answering)\n")), res.stderr
 
 
 def test_admin_commands_without_a_credential_keep_their_own_answers(tmp_path: Path) -> None:
