@@ -27,6 +27,7 @@ from pixelfox.text import checked
 from pixelfox.usernames import USER_NAME_RULE, is_user_name
 
 KEY_PREFIX = API_KEY_PREFIX
+MAX_KEY_LABEL = 100  # characters, as the Settings form's maxlength
 
 _hasher = PasswordHasher()  # argon2id with the library's RFC 9106 low-memory defaults
 _DUMMY_HASH = _hasher.hash("pixelfox-timing-equaliser")
@@ -129,10 +130,14 @@ class Accounts:
     async def create_api_key(self, user: User, label: str) -> tuple[str, str]:
         """A new API key for ``user``: ``(key, key id)``. The key itself is returned once and never stored;
         the id (a ULID) is what ``ListApiKeys`` shows and ``RevokeApiKey`` takes. Raises BadRequest for
-        a label with control characters."""
+        a label with control characters or longer than :data:`MAX_KEY_LABEL` characters (it was cut there,
+        without a word)."""
+        label = checked(label, "label")
+        if len(label) > MAX_KEY_LABEL:
+            raise errors.BadRequest(f"label longer than {MAX_KEY_LABEL} characters")
         key, key_id = KEY_PREFIX + secrets.token_urlsafe(32), str(ULID())
         async with self.sessions() as s:
-            s.add(ApiKey(id=key_id, user_id=user.id, label=checked(label, "label")[:100],
+            s.add(ApiKey(id=key_id, user_id=user.id, label=label,
                          key_hash=hash_api_key(key), prefix=key[:10]))
             await s.commit()
         return key, key_id

@@ -273,6 +273,9 @@ async def test_reports_keys_password_and_admin(cluster: Any, http: aiohttp.Clien
 
     # API keys: create, use, list, revoke
     token = await owner.csrf("/settings")
+    # a label over 100 characters is refused, not cut there without a word; no key is made
+    status, page, _ = await owner.post("/settings/keys", {"csrf_token": token, "label": "L" * 101})
+    assert status == 400 and "Label longer than 100 characters." in page and "pfx_" not in page, page[-800:]
     status, _, headers = await owner.post("/settings/keys", {"csrf_token": token, "label": "script"})
     assert status == 303 and headers["Location"] == "/settings"  # post/redirect/get: a reload makes no 2nd key
     status, html, _ = await owner.get("/settings")

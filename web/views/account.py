@@ -70,7 +70,10 @@ async def create_key(request: web.Request) -> web.StreamResponse:
     user = current_user(session)
     if user is None:
         raise errors.Unauthenticated("log in first")
-    reply = await request.app[MANAGER].create_api_key(user.id, form.get("label", "")[:100] or "web")
+    try:
+        reply = await request.app[MANAGER].create_api_key(user.id, form.get("label", "").strip() or "web")
+    except errors.BadRequest as exc:  # a label over 100 characters (it was cut there) or with a control character
+        return await _page(request, user, 400, error=sentence(exc.message))
     # post/redirect/get: a reload of the answer must not make a second key; the session (server-side,
     # in Redis) carries the key to the one GET that shows it
     session[NEW_KEY] = reply.key
