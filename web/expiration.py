@@ -8,8 +8,9 @@ import re
 from pixelfox import errors
 from pixelfox.uploadstate import MAX_EXPIRE_AFTER_S
 
-DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$",
-                      re.ASCII)  # ASCII digits only, as in plain seconds
+# ASCII digits only, as in plain seconds; a "T" must be followed by a time part (ISO 8601: "P1DT" is malformed)
+DURATION = re.compile(r"P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?",
+                      re.ASCII)
 MAX_EXPIRATION_S = MAX_EXPIRE_AFTER_S  # ten years: the manager's limit, said here in years
 UNIT_S = (365 * 86400, 30 * 86400, 7 * 86400, 86400, 3600, 60, 1)  # Y M W D H M S (years/months approximate)
 
@@ -22,7 +23,7 @@ def parse_duration(text: str) -> int:
         digits = plain.lstrip("0") or "0"
         seconds = int(digits) if len(digits) <= 12 else MAX_EXPIRATION_S + 1
     else:
-        m = DURATION.match(plain.upper())
+        m = DURATION.fullmatch(plain.upper())
         if not m or not any(m.groups()):
             raise errors.BadRequest(f"expiration {text[:40]!r} is neither an ISO 8601 duration such as PT5M or "
                                     "P3D nor a number of seconds")

@@ -23,6 +23,7 @@ def test_durations_and_seconds(text: str, seconds: int) -> None:
     ("P11Y", "longer than 10 years"), ("P3651D", "longer than 10 years"),
     ("soon", "neither an ISO 8601 duration"), ("-5", "neither"), ("600.5", "neither"),
     ("\u0666\u0660\u0660", "neither"), ("PT\u0666\u0660\u0660S", "neither"),  # Arabic-Indic digits: refused alike
+    ("P1DT", "neither"), ("PT", "neither"), ("P1DT2", "neither"),  # a "T" needs a time part (P1DT was a day)
 ])
 def test_bad_expirations_are_a_bad_request(text: str, message: str) -> None:
     with pytest.raises(errors.BadRequest, match=message):
