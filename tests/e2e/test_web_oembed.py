@@ -62,6 +62,9 @@ async def test_oembed_bounds_must_be_positive_whole_numbers(cluster: Any, corpus
         status, body = await api(anon, "GET", f"/oembed?url={url}&{name}={quote(value)}")
         assert (status, body["error"]["code"]) == (400, "bad-request"), (name, value, body)
         assert body["error"]["message"] == f"{name} must be a positive whole number of pixels, not {value!r}"
+    # a whole number, only too long: said so (it said "must be a positive whole number", which it is)
+    status, body = await api(anon, "GET", f"/oembed?url={url}&maxwidth={'9' * 20}")
+    assert (status, body["error"]["message"]) == (400, "maxwidth must be at most 18 digits, not 20"), body
     # smaller than every rendition: 404 (oEmbed 1.0 §2.3.4), naming the smallest width there is
     status, body = await api(anon, "GET", f"/oembed?url={url}&maxwidth=1")
     found = re.fullmatch(r"no rendition fits maxwidth=1; the smallest available is (\d+) x (\d+) pixels "

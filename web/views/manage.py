@@ -17,7 +17,7 @@ from yarl import URL
 
 from pixelfox import disposition, errors, signing
 from pixelfox.client.images import FILES_LOST_MESSAGE, files_lost, served_original_url, status_name
-from pixelfox.numbers import ascii_int
+from pixelfox.numbers import MAX_DIGITS, ascii_int
 from pixelfox.text import isolated, one_line
 from pixelfox.v1 import common_pb2, manager_pb2
 from web import exif, ratelimit
@@ -183,6 +183,8 @@ def _bound(query: Mapping[str, str], name: str) -> int:
         return 0
     value = ascii_int(text)
     if not value:
+        if text.isascii() and text.isdigit() and text.lstrip("0"):  # a whole number, only too long
+            raise errors.BadRequest(f"{name} must be at most {MAX_DIGITS} digits, not {len(text)}")
         raise errors.BadRequest(f"{name} must be a positive whole number of pixels, not {text[:20]!r}")
     return value
 
