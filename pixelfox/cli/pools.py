@@ -65,8 +65,8 @@ def short_line(pool: dict[str, Any]) -> str:
 
 def lost_line(lost: int) -> str:
     """The warning for ``lost`` (> 0) objects with no copy left."""
-    return (f"warning: {lost} object{' has' if lost == 1 else 's have'} no copy left on any storage node (the "
-            "only holder was forgotten): "
+    return (f"warning: {lost} object{' has' if lost == 1 else 's have'} no copy left on any storage node (every "
+            "recorded copy is gone: its node was forgotten, or `pixelfox scrub --fix` found it missing): "
             + ("its owner's upload of the same file restores its image" if lost == 1
                else "their owners' uploads of the same files restore their images"))
 

@@ -81,8 +81,11 @@ def _print(out: dict[str, Any], fix: bool) -> None:
         console.print(f"{_copies(total)} missing; {out['fixed']} forgotten with a replica debt: the repair "
                       "copies them back from another replica, and images with no copy left show as lost")
     else:
-        console.print(f"{_copies(total, now=True)} missing: run `pixelfox scrub --fix` to have the repair "
-                      f"restore {'it' if total == 1 else 'them'}")
+        # not "to have the repair restore them": a key missing on its every holder has no copy to restore from
+        console.print(f"{_copies(total, now=True)} missing: run `pixelfox scrub --fix` to forget "
+                      f"{'it' if total == 1 else 'them'}; the repair copies each back from another replica where "
+                      "one is left, and an image with none left shows as lost until its owner uploads the same "
+                      "file again")
 
 
 def _copies(n: int, now: bool = False) -> str:

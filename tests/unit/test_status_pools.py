@@ -30,10 +30,13 @@ def test_short_pool_line(p: dict[str, Any], line: str) -> None:
 
 
 def test_lost_line_singular_and_plural() -> None:
-    assert pools.lost_line(1) == ("warning: 1 object has no copy left on any storage node (the only holder was "
-                                  "forgotten): its owner's upload of the same file restores its image")
-    assert pools.lost_line(7) == ("warning: 7 objects have no copy left on any storage node (the only holder was "
-                                  "forgotten): their owners' uploads of the same files restore their images")
+    # it said "the only holder was forgotten" also of copies `scrub --fix` found deleted by hand
+    found = ("no copy left on any storage node (every recorded copy is gone: its node was forgotten, or "
+             "`pixelfox scrub --fix` found it missing)")
+    assert pools.lost_line(1) == (f"warning: 1 object has {found}: its owner's upload of the same file restores "
+                                  "its image")
+    assert pools.lost_line(7) == (f"warning: 7 objects have {found}: their owners' uploads of the same files "
+                                  "restore their images")
 
 
 def test_warnings_name_short_pools_then_lost_objects() -> None:
