@@ -94,6 +94,12 @@ async def test_disable_stops_login_keys_and_sessions_and_keeps_images(cluster: A
     token = await admin.csrf("/admin/users")
     status, _, headers = await admin.post(f"/admin/users/{name}", {"csrf_token": token, "action": "enable"})
     assert status == 303 and headers["Location"] == "/admin/users"
+    status, html, _ = await admin.get("/admin/users")
+    assert f'id="notice">{name} is enabled.</p>' in html, html
+    # a second click (another admin's tab) says nothing changed, as `pixelfox users enable` does
+    status, _, _ = await admin.post(f"/admin/users/{name}", {"csrf_token": token, "action": "enable"})
+    status, html, _ = await admin.get("/admin/users")
+    assert f'id="notice">{name} was already enabled; nothing changed.</p>' in html, html
     assert (await _status(http, images_url, key))[0] == 200
     status, _ = await _login_status(owner, name)
     assert status == 303 and await owner.me() == 200

@@ -14,7 +14,7 @@ from web.calls import call
 from web.keys import MANAGER
 from web.paging import first_page_instead
 from web.sessions import CurrentUser, current_user
-from web.views.common import checked_form, render
+from web.views.common import NOTICE, checked_form, render
 
 ROLE_NAMES = {
     common_pb2.NODE_ROLE_MANAGER: "manager",
@@ -76,13 +76,16 @@ async def users(request: web.Request) -> web.StreamResponse:
 async def set_disabled(request: web.Request) -> web.StreamResponse:
     """``POST /admin/users/<name>`` with ``action=disable`` or ``enable``; the manager refuses the
     user's keys from then on and ends their web sessions."""
-    _session, form = await checked_form(request)
+    session, form = await checked_form(request)
     user = await _admin(request)
     action = form.get("action", "")
     if action not in ("disable", "enable"):
         raise errors.BadRequest("action must be disable or enable")
     req = manager_pb2.SetUserDisabledRequest(name=request.match_info["name"], disabled=action == "disable")
-    await call(request, "SetUserDisabled", req, request.app[MANAGER].as_user(user.id))
+    done = await call(request, "SetUserDisabled", req, request.app[MANAGER].as_user(user.id))
+    # as `pixelfox users enable` says it: a second click (another admin's tab) changed nothing
+    session[NOTICE] = (f"{done.name} was already {action}d; nothing changed." if done.unchanged
+                       else f"{done.name} is {action}d.")
     offset = ascii_int(form.get("offset", "0"), 0, max_digits=9) or 0
     raise web.HTTPSeeOther(f"/admin/users?offset={offset}" if offset else "/admin/users")
 
