@@ -69,6 +69,14 @@ class BadRequest(PixelfoxError):
     default_message = "bad request"
 
 
+class FileChanged(BadRequest):
+    """A file changed size while ``pixelfox put`` sent it (a tool still writing it): the upload can
+    never complete, so the client cancels it. The caller's to fix (send it once it is written)."""
+
+    code = "file-changed"
+    default_message = "the file changed while it was being sent"
+
+
 class InvalidImage(BadRequest):
     code = "invalid-image"
     default_message = "not a valid image"

@@ -51,19 +51,24 @@ RETRYABLE = (errors.Unavailable, errors.Timeout, errors.UploadBusy, errors.Offse
 class _Pulls:
     """When a stream last took a message from :func:`_requests` (``time.monotonic()``): ``at``, its start
     or its last message; ``chunk_at``, its last chunk (0.0: none yet); ``done`` once the file is all
-    sent; ``stalled`` once :func:`_send` cancelled it for taking nothing."""
+    sent; ``stalled`` once :func:`_send` cancelled it for taking nothing; ``shrank``, the size the file
+    was found to have when it ended before its declared size (-1: it did not)."""
 
     def __init__(self) -> None:
         self.at, self.chunk_at, self.done, self.stalled = time.monotonic(), 0.0, False, False
+        self.shrank = -1
 
 
 async def _requests(
     path: Path, header: upload_pb2.UploadHeader, start: int, chunk_size: int, progress: Progress | None,
     max_rate: int = 0, pulls: _Pulls | None = None,
 ) -> AsyncIterator[upload_pb2.UploadRequest]:
-    """The header, then the file from ``start`` in chunks of ``chunk_size`` bytes; with ``max_rate``
-    (bytes/s, 0: no limit) at most that fast, in chunks of at most a quarter second's worth (a stream
-    that sends nothing for 10 s loses the upload's lock). ``pulls`` is told when each chunk was taken."""
+    """The header, then the file from ``start`` to its declared size (``header.size``) in chunks of
+    ``chunk_size`` bytes; with ``max_rate`` (bytes/s, 0: no limit) at most that fast, in chunks of at
+    most a quarter second's worth (a stream that sends nothing for 10 s loses the upload's lock).
+    ``pulls`` is told when each chunk was taken, and the file's size when it ended early (it shrank
+    while being sent: the stream ends there). Bytes written past the declared size while it is sent are
+    not read (they were sent, and refused as "more bytes than the declared" size)."""
     pulls = pulls or _Pulls()
     yield upload_pb2.UploadRequest(header=header)
     if max_rate:
@@ -71,7 +76,11 @@ async def _requests(
     offset, began = start, time.monotonic()
     with path.open("rb") as f:
         f.seek(start)
-        while data := f.read(chunk_size):
+        while offset < header.size:
+            data = f.read(min(chunk_size, header.size - offset))
+            if not data:
+                pulls.shrank = os.fstat(f.fileno()).st_size
+                return
             yield upload_pb2.UploadRequest(
                 chunk=upload_pb2.UploadChunk(offset=offset, data=data, crc32c=google_crc32c.value(data))
             )
@@ -325,8 +334,14 @@ async def _stream(
         header.ticket = att.ticket.ticket  # renewed on the way, maybe
         pulls = _Pulls()
         try:
-            return await _send(att, _requests(path, header, offset, chunk_size, progress, max_rate, pulls), pulls,
-                               timeout_s)
+            try:
+                return await _send(att, _requests(path, header, offset, chunk_size, progress, max_rate, pulls),
+                                   pulls, timeout_s)
+            except errors.PixelfoxError:
+                if pulls.shrank >= 0:  # it resumed past the file's end, for a minute, and called it a stall
+                    raise errors.FileChanged(f"{path} shrank from {header.size} to {pulls.shrank} bytes while it was "
+                                      "being sent; send it again once it is written") from None
+                raise
         except RETRYABLE as exc:
             watch.cause = str(exc)
             logger.info("upload %s interrupted at about %d bytes (%s); resuming", upload_id, offset, exc)
@@ -541,12 +556,26 @@ async def upload_file(
     except errors.PixelfoxError as exc:
         if resume and key and not isinstance(exc, KEPT):  # refused or ended by the server: nothing to resume
             resume.journal.drop(key, header.upload_id)
+        if isinstance(exc, errors.FileChanged):  # it can never complete: its slot, quota and staged bytes go now
+            await _abandon(manager, md, header)
         raise
     finally:
         await att.ch.close()
     if resume and key:
         resume.journal.drop(key, header.upload_id)
     return receipt
+
+
+async def _abandon(manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...],
+                   header: upload_pb2.UploadHeader) -> None:
+    """Cancel the upload of ``header`` (``AbandonUpload``, as its owner or with its ticket); a failure is
+    logged, never raised (the upload then ends at its TTL)."""
+    try:
+        async with map_rpc_errors():
+            await manager.AbandonUpload(manager_pb2.AbandonUploadRequest(
+                upload_id=header.upload_id, ticket="" if md else header.ticket), metadata=md, timeout=10)
+    except errors.PixelfoxError as exc:
+        logger.info("upload %s could not be cancelled (%s); it ends when its state expires", header.upload_id, exc)
 
 
 def _known(

@@ -341,6 +341,39 @@ def test_an_upload_of_a_file_changed_since_is_cancelled(cluster: ClusterHandle, 
     assert journal.entries() == {}
 
 
+def test_a_file_that_shrinks_while_it_is_sent_is_refused_at_once_and_its_upload_cancelled(
+        cluster: ClusterHandle, tmp_path: Path) -> None:
+    """The file is cut short while ``put`` sends it: the run "resumed" past its end for a minute and then
+    said the cluster stalled ("run the same command again", which could not work). It stops at once
+    naming the two sizes, exit 2, and cancels the upload."""
+    slow = slow_put(cluster, tmp_path, "shrinks.png")
+    began = time.monotonic()
+    os.truncate(slow.path, 500_000)
+    out, err = slow.proc.communicate(timeout=120)
+    took = time.monotonic() - began
+    res = json.loads(out.strip().splitlines()[-1])
+    assert slow.proc.returncode == 2 and took < 20, (slow.proc.returncode, took, out, err)
+    assert res["status"] == "rejected" and res["error"] == {"code": "file-changed", "message": (
+        f"{slow.path} shrank from {slow.size} to 500000 bytes while it was being sent; send it again once it is "
+        "written")}, res
+    assert progress(cluster, slow.upload_id).status == "abandoned"
+    assert slow.journal.entries() == {}
+
+
+def test_a_file_that_grows_while_it_is_sent_goes_up_as_it_was_declared(cluster: ClusterHandle,
+                                                                       tmp_path: Path) -> None:
+    """Bytes appended while ``put`` sends a file (a tool still writing it) were sent too, and the node
+    refused them as "more bytes than the declared" size (exit 2; the upload left open). The run sends
+    the size it declared and hashed: the image is what the file was when the run began."""
+    slow = slow_put(cluster, tmp_path, "grows.png")
+    with slow.path.open("ab") as f:
+        f.write(os.urandom(100_000))
+    out, err = slow.proc.communicate(timeout=180)
+    res = json.loads(out.strip().splitlines()[-1])
+    assert slow.proc.returncode == 0 and res["status"] == "ready", (out, err)
+    assert (res["sha256"], res["bytes"]) == (slow.sha, slow.size), res
+
+
 def test_no_resume_cancels_the_upload_it_replaces(cluster: ClusterHandle, tmp_path: Path) -> None:
     """Ctrl-C, then ``pixelfox put --no-resume`` of the same file: it sends the file afresh to a new upload,
     as before, and now cancels the interrupted one first, saying so in one line; the old one used to stay
