@@ -108,6 +108,8 @@ def byte_rate(text: str) -> int:
     number, scale = text.strip(), 1
     if number and number[-1].upper() in _RATE_UNITS:
         number, scale = number[:-1], _RATE_UNITS[number[-1].upper()]
+    elif number[-1:].isalpha():  # "10T", "5k/s"...: name the units rather than call it too small
+        raise argparse.ArgumentTypeError(f"{text!r}: a rate's unit is K, M or G (bytes a second: 512K, 2M)")
     try:
         value = decimal_number(0, None, "rate")(number) * scale if number else 0.0
     except argparse.ArgumentTypeError:  # negative, nan, not a number: one refusal below for every bad rate

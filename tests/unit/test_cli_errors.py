@@ -52,6 +52,8 @@ def pixelfox(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     # every rate under 1K says the same (-1 said "give a rate of at least 0", and 0 then was refused)
     (("put", "--limit-rate", "-1", "a.png"), 2, "argument --limit-rate: '-1' is not a rate of at least 1K"),
     (("put", "--limit-rate", "0", "a.png"), 2, "argument --limit-rate: '0' is not a rate of at least 1K"),
+    # an unknown unit is named as such (it said "is not a rate of at least 1K")
+    (("put", "--limit-rate", "10T", "a.png"), 2, "argument --limit-rate: '10T': a rate's unit is K, M or G"),
     (("put", "--retry-for", "-1", "a.png"), 2,
      "argument --retry-for: -1 is out of range: give a number of seconds from 0 to 3600"),
     (("put", "--retry-for", "nan", "a.png"), 2, "argument --retry-for: nan is out of range"),
