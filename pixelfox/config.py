@@ -9,14 +9,16 @@ environment. ``docs/config.md`` lists every variable.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
 import re
 import sys
+from collections.abc import Mapping
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from pixelfox import errors, tickets
 
@@ -227,13 +229,43 @@ def setting_problems(exc: ValidationError) -> list[str]:
     return lines
 
 
-def read_settings(cls: type[SettingsT]) -> SettingsT:
-    """``cls()`` read from the environment, for a command (``pixelfox up``) that reads a node's
-    settings: raises BadRequest with :func:`setting_problems` on one line, ``; ``-separated."""
+def json_problems(exc: SettingsError, environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line per variable that made pydantic-settings raise ``exc``: a list or object setting
+    (``PIXELFOX_TIERS__ORDER``, ``PIXELFOX_DATABASE__READ_URLS``...) whose value is not JSON. Its own
+    message names only the field ("error parsing value for field "tiers" from source ..."), and it
+    was a traceback, exit 1. ``environ`` defaults to ``os.environ``."""
+    env = os.environ if environ is None else environ
+    found = re.search(r'field "([^"]+)"', str(exc))
+    field = found.group(1).upper() if found else ""
+    lines = []
+    for name in sorted(env):
+        if not field or not (name == f"PIXELFOX_{field}" or name.startswith(f"PIXELFOX_{field}__")):
+            continue
+        try:
+            json.loads(env[name])
+        except ValueError as bad:
+            lines.append(f"{name}: not valid JSON ({bad}); a list or object setting is written as JSON, "
+                         'e.g. ["a", "b"] or {"key": "value"}')
+    return lines or [f"PIXELFOX_{field or '...'}: {exc}"]
+
+
+def _from_environment(cls: type[SettingsT]) -> SettingsT | list[str]:
+    """``cls()``, or the problems that kept it from being read (one line each, naming the variable)."""
     try:
         return cls()
     except ValidationError as exc:
-        raise errors.BadRequest("; ".join(setting_problems(exc))) from None
+        return setting_problems(exc)
+    except SettingsError as exc:  # a list/object setting that is not JSON
+        return json_problems(exc)
+
+
+def read_settings(cls: type[SettingsT]) -> SettingsT:
+    """``cls()`` read from the environment, for a command (``pixelfox up``) that reads a node's
+    settings: raises BadRequest with :func:`setting_problems` on one line, ``; ``-separated."""
+    got = _from_environment(cls)
+    if isinstance(got, list):
+        raise errors.BadRequest("; ".join(got))
+    return got
 
 
 #: the fewest characters a cluster secret may have (``openssl rand -base64 32`` gives 44)
@@ -299,8 +331,8 @@ def load_settings(cls: type[SettingsT]) -> SettingsT:
     """``cls()`` read from the environment; a bad value ends the process with one line per problem
     naming the variable (:func:`setting_problems`) instead of pydantic's traceback. Raises
     SystemExit (exit status 2)."""
-    try:
-        return cls()
-    except ValidationError as exc:
-        print("configuration error:\n  " + "\n  ".join(setting_problems(exc)), file=sys.stderr)
-        raise SystemExit(2) from None
+    got = _from_environment(cls)
+    if isinstance(got, list):
+        print("configuration error:\n  " + "\n  ".join(got), file=sys.stderr)
+        raise SystemExit(2)
+    return got

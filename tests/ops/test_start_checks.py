@@ -266,11 +266,14 @@ NOT_FINITE = [
     ("PIXELFOX_CLUSTER__HEARTBEAT_INTERVAL_S", "inf", "Input should be a finite number (got 'inf')"),
     ("PIXELFOX_LEASE_S", "nan", "Input should be a finite number (got 'nan')"),
     ("PIXELFOX_NODE_TIMEOUT_S", "0", "Input should be greater than 0 (got '0')"),
+    # a list setting that is not JSON: it said 'error parsing value for field "tiers" from source ...'
+    ("PIXELFOX_TIERS__ORDER", "hot,warm", "not valid JSON (Expecting value: line 1 column 1 (char 0)); a list or "
+     'object setting is written as JSON, e.g. ["a", "b"] or {"key": "value"}'),
 ]
 
 
 @pytest.mark.parametrize(("var", "value", "why"), NOT_FINITE, ids=["timeout-inf", "heartbeat-inf", "lease-nan",
-                                                                   "timeout-0"])
+                                                                   "timeout-0", "tiers-not-json"])
 def test_up_refuses_a_setting_naming_its_variable_before_starting_a_node(
         tmp_path: Path, var: str, value: str, why: str) -> None:
     res = _up(tmp_path, _env(**{var: value}))
@@ -298,6 +301,9 @@ def test_manager_alone_refuses_an_infinite_duration(tmp_path: Path, var: str, va
     ("PIXELFOX_METRICS_PORT", "-7", "Input should be greater than or equal to -1 (got '-7')"),
     ("PIXELFOX_LIMITS__MAX_PIXELS", "0", "Input should be greater than or equal to 1 (got '0')"),
     ("PIXELFOX_LIMITS__CHUNK_SIZE", "0", "Input should be greater than or equal to 4096 (got '0')"),
+    # a traceback, exit 1 (pydantic-settings' SettingsError)
+    ("PIXELFOX_DATABASE__READ_URLS", "notjson", "not valid JSON (Expecting value: line 1 column 1 (char 0)); a list "
+     'or object setting is written as JSON, e.g. ["a", "b"] or {"key": "value"}'),
 ])
 def test_manager_refuses_a_setting_out_of_its_range(tmp_path: Path, var: str, value: str, why: str) -> None:
     """Settings that took any number (``--print-config`` showed them, exit 0) and broke the cluster later."""
