@@ -427,11 +427,11 @@ class Dispatcher:
         f = self._claim(worker, r.job_id, r.lease_id)
         if f is None:
             return
-        recorded = False
+        recorded, replaced = False, list[str]()
         try:
             for tries in range(3):  # a twin run may have inserted the same rows a moment ago
                 try:
-                    recorded = await self._record(f.job, r)
+                    recorded, replaced = await self._record(f.job, r)
                     break
                 except IntegrityError:
                     if tries == 2:
@@ -445,6 +445,12 @@ class Dispatcher:
                 await self.on_orphaned([v.key for v in r.variants])
             except Exception:
                 logger.exception("cannot delete the variants of deleted image %s", f.job.image_id)
+        if replaced and self.on_orphaned is not None:  # a reprocess: the old recipe's files go (they stayed)
+            logger.info("image %s: deleting the %d variants of its old recipe", f.job.image_id, len(replaced))
+            try:
+                await self.on_orphaned(replaced)
+            except Exception:
+                logger.exception("cannot delete the old variants of image %s", f.job.image_id)
         self._notify(f.sha)  # after on_orphaned: the two deletes of one hash would defer each other
         failpoints.hit("after-result-commit")
         if self.on_recorded is not None:
@@ -461,11 +467,13 @@ class Dispatcher:
         else:
             JOBS.labels("orphaned").inc()
 
-    async def _record(self, job: QueuedJob, r: manager_pb2.JobResult) -> bool:
+    async def _record(self, job: QueuedJob, r: manager_pb2.JobResult) -> tuple[bool, list[str]]:
         """Write the variant rows (one per name/format/recipe: a re-run updates, never duplicates).
 
-        Returns False when the image was deleted while it processed: then only the locations of
-        the objects the job wrote are recorded, so that ``on_orphaned`` can delete every replica."""
+        Returns ``(recorded, replaced)``: ``recorded`` is False when the image was deleted while it
+        processed: then only the locations of the objects the job wrote are recorded, so that
+        ``on_orphaned`` can delete every replica; ``replaced``, the keys of the rows a reprocess to
+        another recipe dropped (their files are deleted the same way: they stayed, counted as used)."""
         async with self.sessions() as s:
             await begin_write(s)
             img = await s.get(Image, job.image_id, with_for_update={"of": Image})
@@ -474,7 +482,7 @@ class Dispatcher:
                     for node_id in dict.fromkeys(r.storage_node_ids):
                         await s.merge(ObjectLocation(key=v.key, node_id=node_id, size=v.bytes))
                 await s.commit()
-                return False
+                return False, []
             await s.refresh(img, ["variants"])
             recipe = job.recipe or img.recipe_version
             existing = {(v.name, v.format, v.recipe_version): v for v in img.variants}
@@ -487,9 +495,11 @@ class Dispatcher:
                 row.frames, row.key, row.sha256 = max(1, v.frames), v.key, v.sha256
                 for node_id in dict.fromkeys(r.storage_node_ids):
                     await s.merge(ObjectLocation(key=v.key, node_id=node_id, size=v.bytes))
+            replaced: list[str] = []
             if job.kind == "reprocess_image" and r.variants:  # the new recipe replaces the old rows
                 for old in [v for v in img.variants if v.recipe_version != recipe]:
                     img.variants.remove(old)
+                    replaced.append(old.key)
                 img.recipe_version = recipe
             img.width, img.height = r.width or img.width, r.height or img.height
             if r.exif:
@@ -501,7 +511,7 @@ class Dispatcher:
             img.attempts = job.attempt + 1
             await s.execute(delete(OutboxEntry).where(OutboxEntry.image_id == img.id))
             await s.commit()
-        return True
+        return True, [k for k in replaced if k]
 
     async def _on_failure(self, worker: Worker, r: manager_pb2.JobFailure) -> None:
         f = self._claim(worker, r.job_id, r.lease_id)

@@ -287,6 +287,13 @@ def test_reprocess_replaces_the_variant_set_while_the_image_stays_ready(
         time.sleep(0.5)
     assert variant_set_ok(now)
     assert {(v["name"], v["format"]) for v in now["variants"]} == {(v["name"], v["format"]) for v in img["variants"]}
+    # the old recipe's files go with its rows (they stayed on every node, counted as used)
+    deadline = time.monotonic() + 60
+    while any("/r4/" in f for files in variant_objects(local.root, img["sha256"]).values() for f in files):
+        assert time.monotonic() < deadline, variant_objects(local.root, img["sha256"])
+        time.sleep(0.5)
+    held = [f for files in variant_objects(local.root, img["sha256"]).values() for f in files]
+    assert held and all("/r5/" in f for f in held), held
     listing = json.loads(cli(local.root, "jobs", "--json").stdout)
     assert listing["counts"]["queued"] == listing["counts"]["running"] == 0, listing
 
