@@ -108,6 +108,8 @@ async def _reprocess(ref: context.ClusterRef, opts: argparse.Namespace, progress
 def cmd_reprocess(opts: argparse.Namespace) -> int:
     if not opts.all and not opts.slugs:  # ValueError: main's one line and exit 2 (bad input)
         raise ValueError("reprocess: name images (SLUG...) or pass --all")
+    if opts.all and opts.slugs:  # the slugs were ignored and every image queued
+        raise ValueError("reprocess: name images (SLUG...) or pass --all, not both")
     if opts.after and not opts.all:
         raise ValueError("reprocess: --after goes with --all (it names where a run over all images stopped)")
     ref = context.resolve(opts.manager, opts.api_key)

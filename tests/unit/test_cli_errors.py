@@ -35,6 +35,8 @@ def pixelfox(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     (("reprocess", "--all", "--after", "NOT-AN-ID"), 2,  # was taken: it matched nothing, "queued 0"
      "argument --after: 'NOT-AN-ID' is not an image id"),
     (("reprocess",), 2, "pixelfox: reprocess: name images (SLUG...) or pass --all"),  # exited 1
+    # the slug was ignored without a word and every image queued
+    (("reprocess", "--all", "nosuchslug"), 2, "pixelfox: reprocess: name images (SLUG...) or pass --all, not both"),
     (("reprocess", "x", "--rate", "0"), 2,  # was taken as 0.1 per second
      "argument --rate: 0 is out of range: give a number of images per second from 0.1 to 1000"),
     (("reprocess", "x", "--rate=-5"), 2, "argument --rate: -5 is out of range"),
