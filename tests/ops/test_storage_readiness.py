@@ -130,8 +130,12 @@ def test_a_storage_node_starts_while_its_s3_pool_is_down_and_serves_once_it_answ
     log = (local.state / "logs" / "storage4.log").read_text()
     assert "cannot be read" in log and "answers again" in log and "Traceback" not in log, log[-2000:]
     # a wrong key: up, not ready, saying why
+    # a wrong key: up, not ready, saying why. Its check that began while the server was down may still
+    # be in botocore's retries (up to ~3 s) when storage4 turns ready: wait for the answer, not a moment
+    log_path = local.state / "logs" / "storage5.log"
+    wait_for(lambda: "(403)" in log_path.read_text(), timeout_s=30, every_s=0.2)
     assert wrong_key.proc.poll() is None and not healthy(local, "storage5")
-    log = (local.state / "logs" / "storage5.log").read_text()
+    log = log_path.read_text()
     assert "(403)" in log and "Traceback" not in log, log[-2000:]  # HeadBucket: Forbidden
     for c in (late, wrong_key):
         c.proc.terminate()
