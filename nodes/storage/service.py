@@ -33,6 +33,10 @@ DELETES = Counter("pixelfox_storage_deletes_total", "Object deletes", ["pool"])
 
 #: objects whose info and path the HTTP origin keeps in memory (about 300 bytes each)
 INFO_CACHE_SIZE = 100_000
+#: seconds the pool's readiness check may take before the node counts as not ready: a frozen S3 server
+#: (SIGSTOP) takes connections and answers nothing, so HeadBucket waited its 30 s read timeout three
+#: times, holding /readyz and the readiness heartbeat up for a minute and a half
+READY_CHECK_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -154,5 +158,12 @@ class StorageService:
                 await asyncio.wait_for(stop.wait(), interval_s)
 
     async def ready(self) -> bool:
-        """True while the pool takes writes (data dir writable, or bucket reachable) and not draining."""
-        return not self.draining and await self.store.writable()
+        """True while the pool takes writes (data dir writable, or bucket reachable within
+        :data:`READY_CHECK_S`) and not draining."""
+        if self.draining:
+            return False
+        try:
+            return await asyncio.wait_for(self.store.writable(), READY_CHECK_S)
+        except TimeoutError:
+            logger.warning("pool %s did not answer within %g s: not ready", self.pool, READY_CHECK_S)
+            return False

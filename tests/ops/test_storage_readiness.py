@@ -14,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import signal
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,6 +106,29 @@ def test_storage_node_with_its_s3_pool_down_gets_no_uploads_and_returns(
     assert placed(local)[0] == S3_NODE
     print(json.dumps({"metric": "s3_pool_down_detection_s", "value": round(detected, 2)}))
     print(json.dumps({"metric": "upload_with_s3_pool_down_s", "value": round(took, 2)}))
+
+
+def test_a_frozen_s3_pool_makes_its_node_not_ready_within_seconds(cluster: tuple[LocalCluster, Seaweed]) -> None:
+    """A SIGSTOPped S3 server takes connections and answers nothing: ``/readyz`` of its storage node hung
+    (HeadBucket: a 30 s read timeout, three tries) and so did the readiness heartbeat. Now /readyz answers
+    503 within the 3 s check, the registry takes the node out of placement, and it returns on SIGCONT."""
+    local, s3 = cluster
+    wait_for(lambda: healthy(local, S3_NODE), timeout_s=30, every_s=0.2)
+    url = status(local.root)[S3_NODE]["http_url"].rstrip("/") + "/readyz"
+    s3.proc.send_signal(signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(url, timeout=20)
+        took = time.monotonic() - began
+        assert answer.value.code == 503 and took < 10, (answer.value.code, took)
+        wait_for(lambda: not healthy(local, S3_NODE), timeout_s=20, every_s=0.2)
+        assert S3_NODE not in placed(local)
+    finally:
+        s3.proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: healthy(local, S3_NODE), timeout_s=30, every_s=0.2)
+    with urllib.request.urlopen(url, timeout=20) as ok:
+        assert ok.status == 200
 
 
 def test_a_storage_node_starts_while_its_s3_pool_is_down_and_serves_once_it_answers(
