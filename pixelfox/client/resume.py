@@ -40,6 +40,22 @@ class Resume:
         return FileKey.of(path, self.site, fingerprint(metadata))
 
 
+async def abandon_upload(manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...],
+                         upload_id: str, ticket: str) -> bool:
+    """Cancel upload ``upload_id`` (``AbandonUpload``: as its owner with ``md``, or with its ``ticket`` when
+    ``md`` is empty, an anonymous upload); waits up to 10 s. True: cancelled now, its open-upload slot,
+    declared size of the quota and staged bytes freed; False: it had already ended, expired or gone.
+    Raises ``PixelfoxError`` when the manager cannot say (``Unavailable``, ``NotAnswering``...)."""
+    try:
+        async with map_rpc_errors():
+            reply = await manager.AbandonUpload(
+                manager_pb2.AbandonUploadRequest(upload_id=upload_id, ticket="" if md else ticket),
+                metadata=md, timeout=10)
+    except (errors.NotFound, errors.InvalidTicket):  # ended, expired, or gone: nothing holds a slot
+        return False
+    return bool(reply.abandoned)
+
+
 async def cancel_stale(manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...], path: Path,
                        entry: Entry, resume: Resume) -> None:
     """Cancel ``entry``'s upload (``AbandonUpload``: as its owner with ``md``, or with its ticket when
@@ -50,14 +66,8 @@ async def cancel_stale(manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[t
     cancelled (the manager does not answer) is reported, never raised."""
     problem = ""
     try:
-        async with map_rpc_errors():
-            reply = await manager.AbandonUpload(
-                manager_pb2.AbandonUploadRequest(upload_id=entry.upload_id, ticket="" if md else entry.ticket),
-                metadata=md, timeout=10)
-        if not reply.abandoned:
+        if not await abandon_upload(manager, md, entry.upload_id, entry.ticket):
             return
-    except (errors.NotFound, errors.InvalidTicket):  # ended, expired, or gone: nothing holds a slot
-        return
     except errors.PixelfoxError as exc:
         problem = str(exc)
     logger.info("upload %s of %s, replaced by a new one: %s", entry.upload_id, path, problem or "cancelled")

@@ -24,7 +24,7 @@ import grpc
 
 from pixelfox import errors
 from pixelfox.client.journal import Entry, FileKey, epoch
-from pixelfox.client.resume import Resume, cancel_stale
+from pixelfox.client.resume import Resume, abandon_upload, cancel_stale
 from pixelfox.client.stall import NO_NODE_S, NoNode, Watch
 from pixelfox.grpcx.client import DEFAULT_MAX_MESSAGE_BYTES, map_rpc_errors
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc, upload_pb2, upload_pb2_grpc
@@ -557,25 +557,17 @@ async def upload_file(
         if resume and key and not isinstance(exc, KEPT):  # refused or ended by the server: nothing to resume
             resume.journal.drop(key, header.upload_id)
         if isinstance(exc, errors.FileChanged):  # it can never complete: its slot, quota and staged bytes go now
-            await _abandon(manager, md, header)
+            try:
+                await abandon_upload(manager, md, header.upload_id, header.ticket)
+            except errors.PixelfoxError as stuck:
+                logger.info("upload %s could not be cancelled (%s); it ends when its state expires",
+                            header.upload_id, stuck)
         raise
     finally:
         await att.ch.close()
     if resume and key:
         resume.journal.drop(key, header.upload_id)
     return receipt
-
-
-async def _abandon(manager: manager_pb2_grpc.ManagerServiceStub, md: tuple[tuple[str, str], ...],
-                   header: upload_pb2.UploadHeader) -> None:
-    """Cancel the upload of ``header`` (``AbandonUpload``, as its owner or with its ticket); a failure is
-    logged, never raised (the upload then ends at its TTL)."""
-    try:
-        async with map_rpc_errors():
-            await manager.AbandonUpload(manager_pb2.AbandonUploadRequest(
-                upload_id=header.upload_id, ticket="" if md else header.ticket), metadata=md, timeout=10)
-    except errors.PixelfoxError as exc:
-        logger.info("upload %s could not be cancelled (%s); it ends when its state expires", header.upload_id, exc)
 
 
 def _known(
