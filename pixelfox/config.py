@@ -15,7 +15,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -229,17 +229,47 @@ def setting_problems(exc: ValidationError) -> list[str]:
     return lines
 
 
-def json_problems(exc: SettingsError, environ: Mapping[str, str] | None = None) -> list[str]:
-    """One line per variable that made pydantic-settings raise ``exc``: a list or object setting
-    (``PIXELFOX_TIERS__ORDER``, ``PIXELFOX_DATABASE__READ_URLS``...) whose value is not JSON. Its own
-    message names only the field ("error parsing value for field "tiers" from source ..."), and it
-    was a traceback, exit 1. ``environ`` defaults to ``os.environ``."""
+def _takes_json(annotation: object) -> bool:
+    """Whether pydantic-settings reads a field of this type from the environment as JSON: a list, set,
+    tuple, dict or model, or an optional or union of one (``str``, ``int``... never are)."""
+    if isinstance(annotation, type):
+        return issubclass(annotation, (BaseModel, list, set, frozenset, tuple, dict))
+    origin = get_origin(annotation)
+    if origin in (list, set, frozenset, tuple, dict):
+        return True
+    return any(_takes_json(arg) for arg in get_args(annotation)) if origin is not None else False
+
+
+def _json_setting(model: type[BaseModel], name: str) -> bool:
+    """Whether ``name`` (``PIXELFOX_DATABASE__READ_URLS``) is a setting of ``model`` read as JSON."""
+    parts = name.removeprefix("PIXELFOX_").lower().split("__")
+    for i, part in enumerate(parts):
+        info = model.model_fields.get(part)
+        if info is None:
+            return False
+        if i == len(parts) - 1:
+            return _takes_json(info.annotation)
+        if not (isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)):
+            return False
+        model = info.annotation
+    return False
+
+
+def json_problems(exc: SettingsError, cls: type[BaseModel], environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line per variable that made pydantic-settings raise ``exc`` reading ``cls``: a list or object
+    setting (``PIXELFOX_TIERS__ORDER``, ``PIXELFOX_DATABASE__READ_URLS``...) whose value is not JSON. Its
+    own message names only the top field ("error parsing value for field "database" from source ..."),
+    and it was a traceback, exit 1. Only settings of ``cls`` read as JSON are checked (a
+    ``PIXELFOX_DATABASE__URL`` beside a bad ``READ_URLS`` was named too). ``environ`` defaults to
+    ``os.environ``."""
     env = os.environ if environ is None else environ
     found = re.search(r'field "([^"]+)"', str(exc))
     field = found.group(1).upper() if found else ""
     lines = []
     for name in sorted(env):
         if not field or not (name == f"PIXELFOX_{field}" or name.startswith(f"PIXELFOX_{field}__")):
+            continue
+        if not _json_setting(cls, name):
             continue
         try:
             json.loads(env[name])
@@ -256,7 +286,7 @@ def _from_environment(cls: type[SettingsT]) -> SettingsT | list[str]:
     except ValidationError as exc:
         return setting_problems(exc)
     except SettingsError as exc:  # a list/object setting that is not JSON
-        return json_problems(exc)
+        return json_problems(exc, cls)
 
 
 def read_settings(cls: type[SettingsT]) -> SettingsT:

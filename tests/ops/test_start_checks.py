@@ -312,6 +312,18 @@ def test_manager_refuses_a_setting_out_of_its_range(tmp_path: Path, var: str, va
     assert (res.returncode, res.stderr.strip().splitlines()) == (2, ["configuration error:", f"  {var}: {why}"])
 
 
+def test_only_the_setting_that_is_not_json_is_named(tmp_path: Path) -> None:
+    """A bad ``DATABASE__READ_URLS`` beside a good ``DATABASE__URL`` named both as "not valid JSON" (every
+    variable of the section was tried as JSON, a URL among them)."""
+    res = subprocess.run([sys.executable, "-m", "nodes.manager", "--print-config"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=30, check=False, env=_env(
+        PIXELFOX_CLUSTER__SECRET=SECRET, PIXELFOX_DATABASE__READ_URLS="sqlite:///replica.db",
+        PIXELFOX_DATABASE__URL=f"sqlite+aiosqlite:///{tmp_path}/main.db", PIXELFOX_DATABASE__ECHO="false"))
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 2, res.stderr
+    assert lines[1].startswith("  PIXELFOX_DATABASE__READ_URLS: not valid JSON ("), res.stderr
+
+
 def test_proc_node_alone_refuses_an_infinite_heartbeat_interval(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "nodes.proc"], cwd=tmp_path, capture_output=True, text=True,
                          timeout=30, check=False, env=_env(
