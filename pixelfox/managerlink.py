@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,8 @@ from pixelfox.grpcx import multi
 from pixelfox.grpcx.auth import node_metadata
 from pixelfox.grpcx.client import channel, trailer
 from pixelfox.v1 import manager_pb2_grpc
+
+logger = logging.getLogger(__name__)
 
 #: gRPC's reconnect back-off to the manager (ms): first pause, largest pause
 MANAGER_RECONNECT_MS = (100, 1_000)
@@ -111,14 +114,45 @@ class ManagerLink:
         """The stub for the next call (see :meth:`pick`). Read it for every call (``link.stub.Method(...)``)."""
         return self.pick()[1]
 
-    def pick(self) -> tuple[Peer | None, Any]:
-        """The next live manager (round-robin) and a stub for it; ``(None, shared stub)`` while none is
-        known live (start-up, or one manager only)."""
-        live = [p for p in self.peers if p.live]
+    def pick(self, exclude: frozenset[Peer] = frozenset()) -> tuple[Peer | None, Any]:
+        """The next live manager (round-robin) but those in ``exclude``, and a stub for it; ``(None, shared
+        stub)`` while none is known live (start-up, or one manager only)."""
+        live = [p for p in self.peers if p.live and p not in exclude]
         if not live:
             return None, self.shared
         peer = live[next(self._turn) % len(live)]
         return peer, _Routed(peer.stub, self.shared)
+
+    async def call(self, method: str, request: Any, deadline_s: float) -> Any:
+        """Unary ``method`` (e.g. ``"CompleteUpload"``) on the next live manager (:meth:`pick`) with the
+        link's credential, within ``deadline_s`` seconds in all. When that manager's heartbeats fail while the
+        call waits (it froze: SIGSTOP keeps its connections open and nothing answers before the deadline),
+        the call is dropped there and made again on another live manager with the time left; with no other
+        live, it waits on. Only for calls a repeat cannot double: ``CompleteUpload`` answers a repeat with
+        the first answer (the upload row is locked), ``PlaceObject`` reads, ``FailUpload`` records once.
+        Raises what the stub raises (``grpc.aio.AioRpcError``)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + deadline_s
+        tried: frozenset[Peer] = frozenset()
+        while True:
+            peer, stub = self.pick(tried)
+            pending = asyncio.ensure_future(getattr(stub, method)(
+                request, metadata=self.metadata, timeout=max(deadline - loop.time(), 0.1)))
+            if peer is None:
+                return await pending
+            gone = asyncio.ensure_future(peer.down.wait())
+            try:
+                await asyncio.wait({pending, gone}, return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                pending.cancel()
+                raise
+            finally:
+                gone.cancel()
+            tried |= {peer}
+            if pending.done() or not any(p.live for p in self.peers if p not in tried):
+                return await pending
+            pending.cancel()
+            logger.warning("manager %s stopped answering heartbeats during %s: asking another", peer.address, method)
 
     async def wait_live(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` seconds until a heartbeat found a manager live; True if one is (at once

@@ -48,8 +48,7 @@ async def serve(settings: UploadSettings) -> None:
 
     async def place(size: int) -> list[common_pb2.Node]:
         async with map_rpc_errors():
-            reply = await link.stub.PlaceObject(manager_pb2.PlaceObjectRequest(size=size), metadata=link.metadata,
-                                                timeout=10)
+            reply = await link.call("PlaceObject", manager_pb2.PlaceObjectRequest(size=size), deadline_s=10)
         return list(reply.nodes)
 
     async def complete(s: Stored) -> manager_pb2.CompleteUploadResponse:
@@ -60,7 +59,8 @@ async def serve(settings: UploadSettings) -> None:
             upload_node_id=node_id,
         )
         async with map_rpc_errors():
-            return await link.stub.CompleteUpload(req, metadata=link.metadata, timeout=30)
+            # a manager that froze meanwhile held it for the 30 s: another one is asked (ManagerLink.call)
+            return await link.call("CompleteUpload", req, deadline_s=30)
 
     async def abandon(upload_id: str, ticket: str) -> None:
         async with map_rpc_errors():
@@ -70,7 +70,7 @@ async def serve(settings: UploadSettings) -> None:
     async def fail(upload_id: str, error: errors.PixelfoxError) -> None:
         req = manager_pb2.FailUploadRequest(upload_id=upload_id, error_code=error.code, error_message=str(error)[:500])
         async with map_rpc_errors():
-            await link.stub.FailUpload(req, metadata=link.metadata, timeout=10)
+            await link.call("FailUpload", req, deadline_s=10)
 
     redis = connect_redis(settings)
     states = UploadStates(redis, ttl_s=settings.limits.upload_ttl_s, lock_ttl_ms=int(settings.lock_ttl_s * 1000))
