@@ -10,3 +10,5 @@ import re
 
 #: a ULID as python-ulid writes it (no I, L, O, U); use ``ULID.fullmatch``
 ULID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
+#: a job's id: its Redis stream entry id, ``<ms>-<seq>`` (``pixelfox jobs``); use ``ENTRY_ID.fullmatch``
+ENTRY_ID = re.compile(r"\d+-\d+")

@@ -7,7 +7,6 @@ dispatcher's in-memory view of which processing node runs what; writes only thro
 
 from __future__ import annotations
 
-import re
 import time
 
 from sqlalchemy import select
@@ -21,7 +20,6 @@ from pixelfox.db.outbox import OutboxEntry
 from pixelfox.queue import JobQueue, QueuedJob
 from pixelfox.v1 import jobs_pb2
 
-ENTRY_ID = re.compile(r"^\d+-\d+$")
 S = jobs_pb2.JobState
 
 
@@ -81,11 +79,11 @@ class JobAdmin:
         return out
 
     async def _slugs(self, rows: list[jobs_pb2.JobInfo]) -> None:
-        ids = {r.image_id for r in rows}
-        if not ids:
+        image_ids = {r.image_id for r in rows}
+        if not image_ids:
             return
         async with self.sessions() as s:
-            slugs = dict((await s.execute(select(Image.id, Image.slug).where(Image.id.in_(ids)))).tuples().all())
+            slugs = dict((await s.execute(select(Image.id, Image.slug).where(Image.id.in_(image_ids)))).tuples().all())
         for r in rows:
             r.image_slug = slugs.get(r.image_id, "")
 
@@ -93,7 +91,7 @@ class JobAdmin:
         """Replay a dead letter (by entry id) or re-run an image's processing (by slug: its newest
         dead letter is replayed and older ones dropped). BadRequest for a ready image or one whose
         job is already queued or running; NotFound for neither an entry nor an image."""
-        if not ENTRY_ID.match(job_id):
+        if not ids.ENTRY_ID.fullmatch(job_id):
             async with self.sessions() as s:
                 img = (await s.execute(select(Image).where(Image.slug == job_id))).scalar_one_or_none()
             if img is None:
@@ -125,7 +123,7 @@ class JobAdmin:
         """Remove a dead letter (by entry id) or every dead letter of an image (by slug) without running
         it: the admin gave up on it (``pixelfox jobs discard``). Returns how many went; NotFound when
         there was none. The image stays as it is (failed, most likely; deleting it is up to its owner)."""
-        if ENTRY_ID.match(job_id):
+        if ids.ENTRY_ID.fullmatch(job_id):
             if await self.queue.dead_job(job_id) is None:
                 raise errors.NotFound(f"no dead-letter job {job_id}")
             await self.queue.forget_dead([job_id])

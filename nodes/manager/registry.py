@@ -370,9 +370,10 @@ class Registry:
         rec.maintenance = bool(maint)
         if self.status(rec) not in (common_pb2.NODE_STATUS_INACTIVE, STOPPED):
             age = max(0.0, time.time() - rec.last_heartbeat)
-            raise errors.Conflict(
-                f"node {node_id!r} still heartbeats (last {age:.1f} s ago): stop it first, or take it out of "
-                f"service with `pixelfox nodes maintenance {node_id}`")
+            instead = ("it is in maintenance already (no new work); stop its process, then forget it"
+                       if rec.maintenance else f"stop it first, or take it out of service with "
+                       f"`pixelfox nodes maintenance {node_id}`")
+            raise errors.Conflict(f"node {node_id!r} still heartbeats (last {age:.1f} s ago): {instead}")
         return rec, raw if isinstance(raw, bytes) else raw.encode()
 
     async def drop_forgotten(self, node_id: str, rec: NodeRecord | None, raw: bytes) -> NodeRecord | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from rich.table import Table
 
+from pixelfox import ids
 from pixelfox.cli import context
 from pixelfox.cli.argtypes import POSITIVE, decimal_number, row_id, whole_number
 from pixelfox.cli.tables import table_console
@@ -143,7 +144,10 @@ RATE = decimal_number(0.1, 1000, "number of images per second")
 def cmd_jobs_discard(opts: argparse.Namespace) -> int:
     ref = context.resolve(opts.manager, opts.api_key)
     reply = asyncio.run(_call(ref, "DiscardJob", jobs_pb2.DiscardJobRequest(job_id=opts.id)))
-    print(f"discarded {reply.discarded} dead-letter job(s) of {opts.id}")
+    if ids.ENTRY_ID.fullmatch(opts.id):
+        print(f"discarded dead-letter job {opts.id}")
+    else:
+        print(f"discarded {reply.discarded} dead-letter job(s) of image {opts.id}")
     return 0
 
 

@@ -159,6 +159,13 @@ def test_nodes_forget_drops_a_dead_node_and_refuses_a_live_one(own: LocalCluster
     assert refused.stderr.startswith("pixelfox: node 'proc2' still heartbeats (last "), refused.stderr
     assert "`pixelfox nodes maintenance proc2` (conflict)" in refused.stderr, refused.stderr
     assert status(own.root)["proc2"]["status"] == "active"
+    # in maintenance already, it was still told to put the node in maintenance
+    assert cli(own.root, "nodes", "maintenance", "proc2").returncode == 0
+    held = cli(own.root, "nodes", "forget", "proc2")
+    assert held.returncode == 2 and held.stderr.rstrip().endswith(
+        "it is in maintenance already (no new work); stop its process, then forget it (conflict)"), held.stderr
+    assert cli(own.root, "nodes", "maintenance", "proc2", "--off").returncode == 0
+    assert status(own.root)["proc2"]["status"] == "active"
     unknown = cli(own.root, "nodes", "forget", "nope")
     assert unknown.returncode != 0 and "no node 'nope' in the registry (not-found)" in unknown.stderr, unknown.stderr
     # an id in another case, or a near miss, is refused with the id it most likely meant (it said only "no node")
