@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 
 import prometheus_client
 import redis.asyncio as aioredis
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from redis.exceptions import RedisError
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -70,6 +70,30 @@ class TierSettings(BaseModel):
     interval_s: float = Field(0.0, ge=0, description="seconds between automatic passes; 0 = admin trigger only")
     batch: int = Field(50, ge=1, description="images moved per pass at most")
     lease_ttl_s: float = Field(120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _rules_name_lower_tiers(self) -> TierSettings:
+        """ValueError for a tier named twice in ``order`` (an image "moved" to the pool it is in), a rule for
+        a tier ``order`` does not name (it never applied), or a rule for the first tier (nothing moves up).
+        The default rules keep those of the tiers ``order`` names. A lower tier without a rule is one images
+        never move into (allowed: docs/storage.md)."""
+        seen = set()
+        for name in self.order:
+            if not name.strip():
+                raise ValueError("a tier name is empty")
+            if name in seen:
+                raise ValueError(f"tier {name!r} is named twice in PIXELFOX_TIERS__ORDER")
+            seen.add(name)
+        if "rules" not in self.model_fields_set:  # the default rules (warm, cold): those of tiers it names
+            self.rules = {k: v for k, v in self.rules.items() if k in seen and k != self.order[0]}
+        for name in self.rules:
+            if name not in seen:
+                raise ValueError(f"PIXELFOX_TIERS__RULES has a rule for {name!r}, which PIXELFOX_TIERS__ORDER "
+                                 f"({', '.join(self.order)}) does not name")
+            if name == self.order[0]:
+                raise ValueError(f"PIXELFOX_TIERS__RULES has a rule for {name!r}, the first tier: images move "
+                                 "down only (a rule says when an image moves into its tier)")
+        return self
 
 
 async def record_view(redis: aioredis.Redis, image_id: str) -> None:
