@@ -446,17 +446,19 @@ SettingsT = TypeVar("SettingsT", bound=NodeSettings)
 def node_main(prog: str, description: str, settings_cls: type[SettingsT],
               serve: Callable[[SettingsT], Awaitable[None]], default_id: str) -> None:
     """The ``__main__`` of a gRPC node: ``--print-config`` (secrets redacted), settings loaded and checked once
-    (a usable cluster secret is required: :func:`pixelfox.config.require_secret`), logging configured, then
+    (``node_id`` unset: ``default_id``; a usable cluster secret is required:
+    :func:`pixelfox.config.require_secret`), logging configured, then
     ``serve(settings)`` until SIGTERM."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--print-config", action="store_true", help="print the effective settings and exit")
     opts = parser.parse_args()
     settings = load_settings(settings_cls)
+    settings.node_id = settings.node_id or default_id  # --print-config shows the id the node goes by
     if opts.print_config:
         print_config(settings)
         return
     require_secret(settings)
-    logs.configure(settings.log, settings.node_id or default_id)
+    logs.configure(settings.log, settings.node_id)
     log_unknown_settings(settings_cls)
     asyncio.run(serve(settings))
     # the process exits now: skip the interpreter's last full garbage collection over every object left

@@ -21,7 +21,7 @@ from nodes.storage.http import HttpOrigin, Origin, bind
 from nodes.storage.service import StorageService
 from nodes.storage.servicer import StorageServicer
 from pixelfox import errors, logs, signing
-from pixelfox.config import load_settings, require_secret
+from pixelfox.config import load_settings, print_config, require_secret
 from pixelfox.grpcx.server import GrpcServer
 from pixelfox.node import NodeIdentity, run_node, start_metrics
 from pixelfox.storage.fs import FsStore
@@ -48,7 +48,7 @@ async def open_store(settings: StorageNodeSettings) -> FsStore | S3Store:
 
 
 async def main(settings: StorageNodeSettings) -> None:
-    node_id = settings.node_id or f"storage-{socket.gethostname()}"
+    node_id = settings.node_id
     store = await open_store(settings)
     try:
         used = await store.scan()
@@ -113,8 +113,9 @@ def cli(argv: list[str] | None = None) -> None:
     parser.add_argument("--print-config", action="store_true", help="print the effective config and exit")
     args = parser.parse_args(argv)
     settings = load_settings(StorageNodeSettings)
+    settings.node_id = settings.node_id or f"storage-{socket.gethostname()}"  # as --print-config shows it
     if args.print_config:
-        print(settings.redacted())
+        print_config(settings)
         return
     require_secret(settings)
     logs.configure(settings.log, settings.node_id)

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
+
+import pytest
 
 from pixelfox.cli.setting_names import is_known, known_settings, unknown_settings
 
@@ -67,6 +71,20 @@ def test_print_config_warns_about_a_misspelled_setting() -> None:
         assert res.stderr == ("warning: PIXELFOX_ALOW_ANONYMOUS is not a PixelFox setting "
                               "(did you mean PIXELFOX_ALLOW_ANONYMOUS?)\n"), (module, res.stderr)
         assert res.stdout.startswith("{"), res.stdout
+
+
+@pytest.mark.parametrize(("module", "node_id"), [
+    ("nodes.manager", "manager1"), ("nodes.upload", "upload1"), ("nodes.proc", "proc1"), ("web", "web1"),
+    ("nodes.storage", f"storage-{socket.gethostname()}"),
+])
+def test_print_config_shows_the_node_id_a_node_goes_by(module: str, node_id: str) -> None:
+    """Without ``PIXELFOX_NODE_ID`` it showed ``"node_id": ""`` while the node registered as ``proc1``..."""
+    res = subprocess.run([sys.executable, "-m", module, "--print-config"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, check=True, env={"PATH": os.environ["PATH"]})
+    assert json.loads(res.stdout)["node_id"] == node_id
+    named = subprocess.run([sys.executable, "-m", module, "--print-config"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=60, check=True, env={"PATH": os.environ["PATH"], "PIXELFOX_NODE_ID": "n7"})
+    assert json.loads(named.stdout)["node_id"] == "n7"
 
 
 def test_a_node_started_by_hand_logs_a_misspelled_setting() -> None:
