@@ -102,7 +102,8 @@ async def backup(url: str, path: Path | None, *, out: IO[str] | None = None) -> 
 
     The file is written as ``<path>.part`` with mode 0600 (it holds password and API-key hashes)
     and renamed over ``path`` when complete. Raises ``BadRequest`` for a ``path`` that is a
-    symlink or not a regular file, or whose folder does not exist (:func:`check_backup_file`).
+    symlink or not a regular file, or whose folder does not exist (:func:`check_backup_file`); an
+    OSError naming ``path`` when it cannot be written (a full disk: ``.part`` removed, ``path`` untouched).
     Reads in one transaction, so the file is a consistent snapshot on PostgreSQL (REPEATABLE
     READ) and on SQLite (one read transaction in WAL mode).
     """
@@ -121,6 +122,10 @@ async def backup(url: str, path: Path | None, *, out: IO[str] | None = None) -> 
                 with _text(os.fdopen(fd, "wb"), path.suffix.lower() == ".gz") as f:
                     header = await _write_backup(conn, f)
                 os.replace(tmp, path)
+            except OSError as exc:
+                if exc.filename is None:  # a write or close that failed (a full disk) names no file: this one
+                    raise OSError(exc.errno, exc.strerror, str(path)) from exc
+                raise
             finally:
                 tmp.unlink(missing_ok=True)
     finally:

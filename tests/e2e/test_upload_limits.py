@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from tests.e2e.uploadkit import (
     send,
     upload_stub,
 )
+from tests.fulldisk import can_mount_tmpfs, on_small_tmpfs
 
 pytestmark = pytest.mark.e2e
 
@@ -434,28 +434,19 @@ async def test_manager_progress_for_deduplicated_upload(local: LocalCluster) -> 
         assert p.status == "complete" and p.image.slug == first
 
 
-def _can_mount_tmpfs(tmp: Path) -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {tmp}"],
-                           capture_output=True, check=False)
-    return probe.returncode == 0
-
-
 @pytest.fixture
 def full_node(local: LocalCluster, tmp_path: Path) -> Iterator[tuple[int, int, Path]]:
     """An extra upload node whose staging is a 1 MiB tmpfs in its own mount namespace: (pid, port, staging)."""
     staging = tmp_path / "small-staging"
     staging.mkdir()
-    if not _can_mount_tmpfs(staging):
+    if not can_mount_tmpfs(staging):
         pytest.skip("cannot mount a tmpfs in a private mount namespace here (unshare -rm)")
     port = free_port()
     env = local._env("upload-full", PIXELFOX_GRPC__PORT=str(port), PIXELFOX_REDIS__URL=local.redis_url,
                      PIXELFOX_STAGING_DIR=str(staging), PIXELFOX_HTTP__PORT=str(free_port()))
     with (tmp_path / "node.log").open("wb") as log:
-        node = subprocess.Popen(["unshare", "-rm", "sh", "-c",
-                                 f'mount -t tmpfs -o size=1m tmpfs {staging} && exec "$0" -m nodes.upload',
-                                 sys.executable], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=local.root)
+        node = subprocess.Popen(on_small_tmpfs(staging, "1m", [sys.executable, "-m", "nodes.upload"]), env=env,
+                                stdout=log, stderr=subprocess.STDOUT, cwd=local.root)
         try:
             yield node.pid, port, staging
         finally:

@@ -12,7 +12,6 @@ import hashlib
 import http.client
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from pixelfox.cli import launcher  # noqa: E402
 from pixelfox.storage.client import StorageClient  # noqa: E402
 from pixelfox.storage.keys import original_key, variant_key  # noqa: E402
 from pixelfox.v1 import storage_pb2, storage_pb2_grpc  # noqa: E402
+from tests.fulldisk import can_mount_tmpfs  # noqa: E402
 
 CORPUS = REPO.parent / "shared" / "corpus"
 PHOTOS = sorted((CORPUS / "photos").glob("*.jpg"))
@@ -451,21 +451,10 @@ def test_healthz_and_readyz_without_a_manager(node: Node) -> None:
 # -- disk full ---------------------------------------------------------------------------------
 
 
-def _can_mount_tmpfs(tmp: Path) -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {tmp}"],
-        capture_output=True,
-        check=False,
-    )
-    return probe.returncode == 0
-
-
 async def test_disk_full_is_storage_full_and_leaves_no_partial_object(tmp_path: Path) -> None:
     pool = tmp_path / "tiny"
     pool.mkdir()
-    if not _can_mount_tmpfs(pool):
+    if not can_mount_tmpfs(pool):
         pytest.skip("cannot mount a tmpfs in a private mount namespace here")
     node = start_node(
         tmp_path, pool, wrap=["unshare", "-rm"], mount_cmd=f"mount -t tmpfs -o size=3m tmpfs {pool}"

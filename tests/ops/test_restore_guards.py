@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pixelfox.cli.launcher import free_port
+from tests.fulldisk import can_mount_tmpfs, on_small_tmpfs
 
 pytestmark = pytest.mark.e2e
 
@@ -94,6 +95,23 @@ def test_a_restored_sqlite_file_is_private_and_leaves_no_lock_file(tmp_path: Pat
     assert made[0] == "restored.db" and set(made) <= {"restored.db", "restored.db-wal", "restored.db-shm"}, made
     assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.glob("restored.db*")} == dict.fromkeys(made, 0o600)
     assert not list(tmp_path.glob("*.schema-lock"))  # upgrade-db of src.db removed its own too
+
+
+def test_a_backup_onto_a_full_disk_names_the_file_and_leaves_none(tmp_path: Path) -> None:
+    """It said only "pixelfox: No space left on device" (a write names no file)."""
+    src = f"sqlite+aiosqlite:///{tmp_path / 'src.db'}"
+    assert _pixelfox(tmp_path, "upgrade-db", "--db", src).returncode == 0
+    full = tmp_path / "full"
+    full.mkdir()
+    if not can_mount_tmpfs(full):
+        pytest.skip("cannot mount a tmpfs in a private mount namespace here (unshare -rm)")
+    target = full / "b.jsonl"
+    script = f'"$0" -m pixelfox backup "{target}" --db "{src}"; echo "exit $?"; ls -A "{full}"'
+    res = subprocess.run(on_small_tmpfs(full, "8k", ["sh", "-c", script, sys.executable], fill_bytes=8192),
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+                         env={k: v for k, v in os.environ.items() if not k.startswith("PIXELFOX_")})
+    assert res.stderr.strip().splitlines()[-1] == f"pixelfox: No space left on device: {target}", res.stderr
+    assert res.stdout.split() == ["exit", "1", "fill"], res.stdout  # no b.jsonl, no b.jsonl.part
 
 
 def test_a_failed_restore_leaves_no_file_it_made(tmp_path: Path) -> None:
