@@ -67,6 +67,28 @@ def idle_roles(rows: list[dict[str, Any]]) -> list[str]:
         lines.append(f"warning: {said}: {stops}{hint}")
     return lines
 
+#: free bytes under which ``pixelfox status`` names a storage node's disk as (nearly) full: two photos of a
+#: 100 MiB upload limit (PIXELFOX_LIMITS__MAX_UPLOAD_BYTES' default); a node is sent an object only when its
+#: last heartbeat said it had room for it (nodes/manager/registry.py)
+LOW_FREE_BYTES = 256 * 1024 * 1024
+
+
+def full_disks(rows: list[dict[str, Any]]) -> list[str]:
+    """``warning:`` lines of ``pixelfox status`` for each live storage node with less than
+    :data:`LOW_FREE_BYTES` free (its pool's disk, or an S3 pool's ``capacity_bytes`` less what it holds):
+    ``warning: storage1 has 12.0 KiB free: it gets no object larger than that...``. A full disk showed only
+    as under-replicated objects, and no line named it."""
+    lines = []
+    for r in rows:
+        if r["role"] != "storage" or r["status"] != "active" or r["health"] != "healthy":
+            continue
+        if r["free_bytes"] < LOW_FREE_BYTES:
+            lines.append(f"warning: {r['id']} has {human_bytes(r['free_bytes'])} free: it gets no object larger "
+                         "than that (other storage nodes take them; with none left, uploads are refused as "
+                         "storage full); free space on its disk or add a storage node")
+    return lines
+
+
 # ---- up --------------------------------------------------------------------------------------
 
 def _lock_folder(root: Path) -> Any:
@@ -362,7 +384,7 @@ def cmd_status(opts: argparse.Namespace) -> int:
                         "status": "active", "load": 0.0, "in_use": 0, "capacity": 0, "free_bytes": 0,
                         "last_heartbeat_age_s": 0.0, "http_url": "", "metrics_url": ""})
     warnings = idle_roles(rows)
-    said = warnings + pools_cli.warnings(pools)
+    said = warnings + full_disks(rows) + pools_cli.warnings(pools)
     if opts.json:
         print(json.dumps({"nodes": rows, **pools.to_json()}, indent=2))
         print("\n".join(said), file=sys.stderr, end="\n" if said else "")
