@@ -622,6 +622,16 @@ async def test_odd_input_is_a_bad_request_not_a_crash(client: TestClient[Any, An
     assert r.status == 400, await r.text()
 
 
+async def test_a_get_upload_as_chevereto_takes_it_says_what_to_send(client: TestClient[Any, Any]) -> None:
+    """Chevereto takes ``GET /api/1/upload?source=<URL>``; ours said only "send the upload with POST"."""
+    r = await client.get("/api/1/upload?key=key-alice&source=http://example.invalid/a.jpg")
+    body = await r.json()
+    assert (r.status, r.headers["Allow"], body["status_code"], body["status_txt"]) == (
+        405, "POST", 405, "Method Not Allowed")
+    assert body["error"] == {"code": "method-not-allowed", "message": "GET is not taken here: POST the image as the "
+                             "field source (the file, or its base64; PixelFox does not fetch URLs)"}
+
+
 async def test_unreadable_bodies_and_loose_values_are_refused(client: TestClient[Any, Any]) -> None:
     key = {"X-API-Key": "key-alice"}
     for path in ("/login", "/register", "/logout"):  # forms: no starting boundary

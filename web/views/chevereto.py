@@ -360,8 +360,10 @@ def _phrase(status: int) -> str:
 
 
 async def not_allowed(request: web.Request) -> web.Response:
-    """``GET``/``PUT``/... on the upload endpoint: a 405 in Chevereto's shape."""
-    response = chevereto_error(405, "send the upload with POST", "method-not-allowed")
+    """``GET``/``PUT``/... on the upload endpoint: a 405 in Chevereto's shape. Chevereto takes a ``GET`` with
+    ``source`` a URL, which PixelFox never fetches: the message says what to send instead."""
+    response = chevereto_error(405, f"{request.method} is not taken here: POST the image as the field source "
+                               "(the file, or its base64; PixelFox does not fetch URLs)", "method-not-allowed")
     response.headers["Allow"] = "POST"
     return response
 
