@@ -67,6 +67,7 @@ def idle_roles(rows: list[dict[str, Any]]) -> list[str]:
         lines.append(f"warning: {said}: {stops}{hint}")
     return lines
 
+
 #: free bytes under which ``pixelfox status`` names a storage node's disk as (nearly) full: two photos of a
 #: 100 MiB upload limit (PIXELFOX_LIMITS__MAX_UPLOAD_BYTES' default); a node is sent an object only when its
 #: last heartbeat said it had room for it (nodes/manager/registry.py)
