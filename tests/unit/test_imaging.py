@@ -670,6 +670,14 @@ def test_truncated_avif_is_corrupt() -> None:
         imaging.process(data[: len(data) // 2], THUMB_WEBP)
 
 
+@pytest.mark.parametrize("cut", [8, 9, 10, 11, 12, 40])
+def test_an_avif_cut_in_its_first_bytes_is_truncated(cut: int) -> None:
+    """Cut at 8-11 bytes (inside its brand) it was an "unsupported format: ISO media file"."""
+    data = read("photos/canon70d_20mp_gps.avif")
+    with pytest.raises(CorruptImage, match=r"^truncated image: "):
+        imaging.probe(data[:cut])
+
+
 def _boxes(d: bytes, start: int, end: int) -> dict[bytes, tuple[int, int]]:
     """``type -> (offset, size)`` of the ISO-BMFF boxes in ``d[start:end]`` (32-bit sizes only)."""
     out, pos = {}, start

@@ -32,6 +32,13 @@ pub fn sniff_ftyp(d: &[u8]) -> Result<Format> {
     if has(&[b"isom", b"mp41", b"mp42", b"iso2", b"avc1", b"M4V "]) {
         return Err(Error::unsupported("MP4 video"));
     }
+    if d.len() < 12 {
+        // "ftyp" and no whole major brand: a file cut within its first 12 bytes (it was named an
+        // unsupported "ISO media file", as if the format were the problem)
+        return Err(Error::truncated(
+            "the file ends inside its ftyp box, before its brand (an AVIF or HEIC file cut short?)",
+        ));
+    }
     Err(Error::unsupported("ISO media file"))
 }
 
@@ -361,5 +368,31 @@ pub fn encode(r: &Rendition, settings: AvifSettings) -> Result<Vec<u8>> {
         av::avifRWDataFree(&mut out);
         check("encode", res)?;
         Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AVIF_HEAD: &[u8] = b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf";
+
+    #[test]
+    fn a_file_cut_before_its_brand_is_truncated() {
+        for n in 8..12 {
+            match sniff_ftyp(&AVIF_HEAD[..n]) {
+                Err(Error::Corrupt(m)) => assert!(
+                    m.starts_with("truncated image: the file ends inside its ftyp"),
+                    "{m}"
+                ),
+                Err(other) => panic!("{n} bytes: {other}"),
+                Ok(_) => panic!("{n} bytes: taken as a format"),
+            }
+        }
+        assert!(matches!(sniff_ftyp(&AVIF_HEAD[..12]), Ok(Format::Avif)));
+        let other = b"\x00\x00\x00\x10ftypcrx \x00\x00\x00\x00";
+        assert!(
+            matches!(sniff_ftyp(other), Err(Error::Unsupported(m)) if m.ends_with("ISO media file"))
+        );
     }
 }
