@@ -192,9 +192,15 @@ async def test_the_same_file_picked_twice_ends_as_one_image_in_both_rows(cluster
                                                                         tmp_path: Path) -> None:
     """Two quick picks of one file share one upload (one stored ticket): whichever row's last PATCH
     lands second used to read the upload while the other was still storing it ("open" at full
-    offset) and said "upload failed (HTTP 200)"; both rows now show the one image."""
+    offset) and said "upload failed (HTTP 200)"; both rows now show the one image. The second row
+    waits for the first (it sent the same bytes again on the same ticket, and said "resumed" and
+    "the server answered HTTP 423: retrying" for an upload it had not started)."""
     photo = noisy_jpeg(tmp_path / f"twice_{uuid.uuid4().hex[:8]}.jpg")
     _, ctx, page = await user_page(chromium, cluster.web_url, PASSWORD, "twice")
+    await page.evaluate(STATES_JS)
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(f"{r.method} {r.headers.get('upload-offset', '')}")
+            if r.method == "PATCH" or r.url.endswith("/api/v1/uploads") else None)
     await page.set_input_files("#file", str(photo))
     await page.set_input_files("#file", str(photo))
     rows = page.locator("#uploads li.upload")
@@ -203,6 +209,10 @@ async def test_the_same_file_picked_twice_ends_as_one_image_in_both_rows(cluster
         await expect(rows.nth(i).locator("a").first).to_be_visible(timeout=150_000)
     states = [await rows.nth(i).locator(".state").inner_text() for i in range(2)]
     assert not any("fail" in s for s in states), states
+    seen = await page.evaluate("window.pixelfoxTestStates")
+    assert "the same file as a row above: its upload's result shows here too" in seen, seen
+    assert not [s for s in seen if "resumed" in s or "423" in s], seen
+    assert sent.count("POST ") == 1 and sent.count("PATCH 0") == 1, sent  # one upload, its bytes sent once
     hrefs = {await rows.nth(i).locator("a").first.get_attribute("href") for i in range(2)}
     assert len(hrefs) == 1, hrefs  # one image, not two
     listing = await (await page.request.get(f"{cluster.web_url}/api/v1/images")).json()

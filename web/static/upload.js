@@ -65,6 +65,10 @@
   const STALL_MS = Number(drop.dataset.stallMs || 0) || 20000;
   const STALLS_PER_NODE = 2;  // stalls on one upload URL before the upload moves to another upload node
   const MAX_STALLS = 4;  // stalls of one upload in all before its row stops
+  // the outcome of each file's upload running on this page, by its ticket key: a row for the same file picked
+  // again meanwhile waits for it (it shared the first row's ticket and upload, and showed "resumed" and
+  // HTTP 423 retries for bytes it never sent)
+  const running = new Map();
   const anonymous = drop.dataset.anonymous === "1";
   const RECENT = "pixelfox-recent-uploads";  // [{id, name, url, deletion_url, thumbnail_url}], newest first
   const RECENT_MAX = 50;
@@ -325,14 +329,38 @@
     }
   }
 
-  async function resumableUpload(file, bar, state, show) {
+  async function resumableUpload(file, bar, state, shown) {
     let key, t;
     try {
       key = await ticketKey(file);
+    } catch (e) {
+      shown(false, { error: { message: String(e.message || e) } }, 0);
+      return;
+    }
+    const earlier = running.get(key);
+    if (earlier) {
+      state.textContent = "the same file as a row above: its upload's result shows here too";
+      const [how, args] = await earlier;
+      if (how === "show") shown(...args);
+      else stopped(bar, state, args);
+      return;
+    }
+    let settle, over = false;
+    const outcome = new Promise((resolve) => { settle = resolve; });
+    running.set(key, outcome);
+    const ended = (how, args) => {  // this row's end, told to the rows waiting for it (once)
+      if (over) return;
+      over = true;
+      if (running.get(key) === outcome) running.delete(key);
+      settle([how, args]);
+    };
+    const show = (...args) => { ended("show", args); shown(...args); };
+    const stop = (message) => { ended("stop", message); stopped(bar, state, message); };
+    try {
       t = await ticketFor(file, key);
     } catch (e) {
       // fetch() rejects with a TypeError when no answer came: the connection, not a refusal
-      if (e instanceof TypeError) stopped(bar, state, "network error: the connection dropped; choose the file again");
+      if (e instanceof TypeError) stop("network error: the connection dropped; choose the file again");
       else show(false, { error: { message: String(e.message || e) } }, e.status || 0);
       return;
     }
@@ -356,7 +384,7 @@
       stallsHere += 1;
       up.abort();
       if (stalls >= MAX_STALLS) {
-        stopped(bar, state, "the upload node stopped answering - choose the file again to continue");
+        stop("the upload node stopped answering - choose the file again to continue");
         return;
       }
       state.dataset.retrying = String(stalls);
@@ -438,7 +466,7 @@
         try { message = JSON.parse(err.originalResponse.getBody()).error.message; } catch (_) { /* not our JSON */ }
         const again = retryable ? " - choose the file again to continue" : "";
         // no answer (the connection dropped) is no refusal: the preview stays
-        if (retryable || status === 0) stopped(bar, state, message + again);
+        if (retryable || status === 0) stop(message + again);
         else show(false, { error: { message } }, status);
       },
       onSuccess: async () => {
