@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 
 import prometheus_client
 import redis.asyncio as aioredis
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 from redis.exceptions import RedisError
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -71,28 +71,41 @@ class TierSettings(BaseModel):
     batch: int = Field(50, ge=1, description="images moved per pass at most")
     lease_ttl_s: float = Field(120.0, gt=0)
 
+    @field_validator("order")
+    @classmethod
+    def _distinct(cls, order: list[str]) -> list[str]:
+        """ValueError naming each tier that is empty or named twice (an image "moved" to the pool it is in)."""
+        twice = sorted({t for t in order if order.count(t) > 1})
+        problems = (["a tier name is empty"] if any(not t.strip() for t in order) else []) + [
+            f"tier {t!r} is named twice" for t in twice]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return order
+
+    @field_validator("rules")
+    @classmethod
+    def _rules_name_lower_tiers(cls, rules: dict[str, TierRule], info: ValidationInfo) -> dict[str, TierRule]:
+        """ValueError naming every rule for a tier ``order`` does not name (it never applied) or for the first
+        tier (images move down only); not checked when ``order`` itself was refused."""
+        order = info.data.get("order")
+        if not order:
+            return rules
+        problems = [f"a rule for {t!r}, which PIXELFOX_TIERS__ORDER ({', '.join(order)}) does not name"
+                    for t in rules if t not in order]
+        if order[0] in rules:
+            problems.append(f"a rule for {order[0]!r}, the first tier: images move down only (a rule says when "
+                            "an image moves into its tier)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return rules
+
     @model_validator(mode="after")
-    def _rules_name_lower_tiers(self) -> TierSettings:
-        """ValueError for a tier named twice in ``order`` (an image "moved" to the pool it is in), a rule for
-        a tier ``order`` does not name (it never applied), or a rule for the first tier (nothing moves up).
-        The default rules keep those of the tiers ``order`` names. A lower tier without a rule is one images
+    def _default_rules_follow_order(self) -> TierSettings:
+        """The default rules (warm, cold) keep those of the tiers ``order`` names below its first; rules set by
+        the operator are as given (:meth:`_rules_name_lower_tiers`). A lower tier without a rule is one images
         never move into (allowed: docs/storage.md)."""
-        seen = set()
-        for name in self.order:
-            if not name.strip():
-                raise ValueError("a tier name is empty")
-            if name in seen:
-                raise ValueError(f"tier {name!r} is named twice in PIXELFOX_TIERS__ORDER")
-            seen.add(name)
-        if "rules" not in self.model_fields_set:  # the default rules (warm, cold): those of tiers it names
-            self.rules = {k: v for k, v in self.rules.items() if k in seen and k != self.order[0]}
-        for name in self.rules:
-            if name not in seen:
-                raise ValueError(f"PIXELFOX_TIERS__RULES has a rule for {name!r}, which PIXELFOX_TIERS__ORDER "
-                                 f"({', '.join(self.order)}) does not name")
-            if name == self.order[0]:
-                raise ValueError(f"PIXELFOX_TIERS__RULES has a rule for {name!r}, the first tier: images move "
-                                 "down only (a rule says when an image moves into its tier)")
+        if "rules" not in self.model_fields_set:
+            self.rules = {k: v for k, v in self.rules.items() if k in self.order[1:]}
         return self
 
 

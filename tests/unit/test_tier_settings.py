@@ -11,16 +11,22 @@ from nodes.manager.tiers import TierRule, TierSettings
 
 
 @pytest.mark.parametrize(("given", "says"), [
-    ({"order": ["hot", "hot"]}, "tier 'hot' is named twice in PIXELFOX_TIERS__ORDER"),
-    ({"order": ["hot", " "]}, "a tier name is empty"),
+    ({"order": ["hot", "hot"]}, ["order: tier 'hot' is named twice"]),
+    ({"order": ["hot", " "]}, ["order: a tier name is empty"]),
     ({"rules": {"warm": {}, "archive": {}}},
-     "PIXELFOX_TIERS__RULES has a rule for 'archive', which PIXELFOX_TIERS__ORDER (hot, warm, cold) does not name"),
-    ({"rules": {"hot": {"after_days": 1}}}, "PIXELFOX_TIERS__RULES has a rule for 'hot', the first tier"),
+     ["rules: a rule for 'archive', which PIXELFOX_TIERS__ORDER (hot, warm, cold) does not name"]),
+    ({"rules": {"hot": {"after_days": 1}}}, ["rules: a rule for 'hot', the first tier: images move down only"]),
+    # every problem at once, each under its own setting (the first one only was said, under PIXELFOX_TIERS)
+    ({"order": ["hot", "cold", "cold", "warm", "warm"], "rules": {"hot": {}}},
+     ["order: tier 'cold' is named twice; tier 'warm' is named twice"]),
+    ({"order": ["a", "b"], "rules": {"a": {}, "x": {}}},
+     ["rules: a rule for 'x', which PIXELFOX_TIERS__ORDER (a, b) does not name; a rule for 'a', the first tier"]),
 ])
-def test_a_tier_list_that_cannot_work_is_refused(given: dict[str, object], says: str) -> None:
+def test_a_tier_list_that_cannot_work_is_refused(given: dict[str, object], says: list[str]) -> None:
     with pytest.raises(ValidationError) as refused:
         TierSettings.model_validate(given)
-    assert says in str(refused.value)
+    got = [f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in refused.value.errors()]
+    assert len(got) == len(says) and all(g.startswith(w) for g, w in zip(got, says, strict=True)), got
 
 
 def test_the_default_rules_follow_a_shorter_order() -> None:
