@@ -72,6 +72,8 @@ def idle_roles(rows: list[dict[str, Any]]) -> list[str]:
 #: 100 MiB upload limit (PIXELFOX_LIMITS__MAX_UPLOAD_BYTES' default); a node is sent an object only when its
 #: last heartbeat said it had room for it (nodes/manager/registry.py)
 LOW_FREE_BYTES = 256 * 1024 * 1024
+#: free bytes under which the warning says the disk is full (no photo fits)
+FULL_BYTES = 1024 * 1024
 
 
 def full_disks(rows: list[dict[str, Any]]) -> list[str]:
@@ -83,10 +85,14 @@ def full_disks(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         if r["role"] != "storage" or r["status"] != "active" or r["health"] != "healthy":
             continue
-        if r["free_bytes"] < LOW_FREE_BYTES:
+        if r["free_bytes"] < FULL_BYTES:
+            lines.append(f"warning: {r['id']}'s disk is full ({human_bytes(r['free_bytes'])} free): it gets no new "
+                         "object (other storage nodes take them; with none left, uploads are refused as storage "
+                         "full); make room on its disk or add a storage node")
+        elif r["free_bytes"] < LOW_FREE_BYTES:
             lines.append(f"warning: {r['id']} has {human_bytes(r['free_bytes'])} free: it gets no object larger "
                          "than that (other storage nodes take them; with none left, uploads are refused as "
-                         "storage full); free space on its disk or add a storage node")
+                         "storage full); make room on its disk or add a storage node")
     return lines
 
 
@@ -386,8 +392,8 @@ def cmd_status(opts: argparse.Namespace) -> int:
                         "last_heartbeat_age_s": 0.0, "http_url": "", "metrics_url": ""})
     warnings = idle_roles(rows)
     said = warnings + full_disks(rows) + pools_cli.warnings(pools)
-    if opts.json:
-        print(json.dumps({"nodes": rows, **pools.to_json()}, indent=2))
+    if opts.json:  # the warning lines go to stderr as in text mode, and in "warnings" for scripts
+        print(json.dumps({"nodes": rows, **pools.to_json(), "warnings": said}, indent=2))
         print("\n".join(said), file=sys.stderr, end="\n" if said else "")
         return 0
     table = Table("role", "id", "address", "health", "status", "load", "in use", "last heartbeat", "http")

@@ -69,7 +69,7 @@ def test_a_stopped_storage_node_leaves_its_pool_short(two_hot: LocalCluster) -> 
     assert {k: v for k, v in pool.items() if k not in ("used_bytes", "free_bytes")} == {
         "name": "hot", "replicas": 2, "nodes": 2, "serving": 2, "under_replicated": 0}, pool
     assert pool["free_bytes"] > 0 and pool["used_bytes"] > 0
-    assert status_json(root)["lost_objects"] == 0
+    assert status_json(root)["lost_objects"] == 0 and status_json(root)["warnings"] == []
     ok = cli(root, "status")
     assert ok.returncode == 0 and "warning" not in ok.stderr, ok.stdout + ok.stderr
     assert any(line.split()[:6] == ["│", "hot", "│", "2", "│", "2/2"] for line in ok.stdout.splitlines()), ok.stdout
@@ -78,6 +78,7 @@ def test_a_stopped_storage_node_leaves_its_pool_short(two_hot: LocalCluster) -> 
     wait_for(lambda: node_status(root, "storage2") == "stopped", 15, "storage2 shown stopped")
     pool = hot(root)
     assert (pool["replicas"], pool["nodes"], pool["serving"]) == (2, 2, 1), pool
+    assert [w[:38] for w in status_json(root)["warnings"]] == ["warning: pool hot: 1 of 2 storage node"]
     short = cli(root, "status")
     assert short.returncode == 1, short.stdout + short.stderr
     assert short.stderr == (

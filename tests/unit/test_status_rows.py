@@ -33,15 +33,16 @@ def test_ready_and_health_text(status: int, healthy: bool, not_ready: bool, read
 
 def test_a_storage_node_short_of_space_is_named() -> None:
     """A full disk showed in status only as under-replicated objects."""
+    frees = [12 * 1024 * 1024, LOW_FREE_BYTES, 0]
     rows = [node_row(S.Node(node_id=f"storage{i}", role=S.NODE_ROLE_STORAGE, status=S.NODE_STATUS_ACTIVE,
-                            healthy=True, free_bytes=free)) for i, free in enumerate([12 * 1024, LOW_FREE_BYTES, 0], 1)]
+                            healthy=True, free_bytes=free)) for i, free in enumerate(frees, 1)]
     rows.append(node_row(S.Node(node_id="proc1", role=S.NODE_ROLE_PROC, status=S.NODE_STATUS_ACTIVE,
                                 healthy=True, free_bytes=0)))  # free bytes of a processing node mean nothing
     rows.append(node_row(S.Node(node_id="storage9", role=S.NODE_ROLE_STORAGE, status=S.NODE_STATUS_STOPPED,
                                 free_bytes=0)))  # stopped: status says so already
     assert full_disks(rows) == [
-        "warning: storage1 has 12.0 KiB free: it gets no object larger than that (other storage nodes take "
-        "them; with none left, uploads are refused as storage full); free space on its disk or add a storage node",
-        "warning: storage3 has 0 B free: it gets no object larger than that (other storage nodes take "
-        "them; with none left, uploads are refused as storage full); free space on its disk or add a storage node",
+        "warning: storage1 has 12.0 MiB free: it gets no object larger than that (other storage nodes take "
+        "them; with none left, uploads are refused as storage full); make room on its disk or add a storage node",
+        "warning: storage3's disk is full (0 B free): it gets no new object (other storage nodes take them; with "
+        "none left, uploads are refused as storage full); make room on its disk or add a storage node",
     ]
