@@ -8,9 +8,10 @@ Keys (one hash slot per upload, ``{upload:<id>}``, so the Lua scripts below are 
   once complete), ``error_code``/``error`` (why it failed), ``node`` (upload node that last
   wrote), ``expire`` (seconds the image lives after completion, 0 = for ever; see
   :mod:`nodes.manager.expiry`), ``title``, ``sha256`` (the file's SHA-256 as its client declared it at
-  ``CreateUpload``, "" when it did not: the upload node refuses other bytes). Written by the manager at
-  ``CreateUpload`` with a TTL of ``ttl_s`` (the abandoned-upload TTL); each committed chunk
-  pushes the TTL out again. A missing key means "unknown or expired" (``NOT_FOUND``).
+  ``CreateUpload``, "" when it did not: the upload node refuses other bytes), ``visibility`` (``public`` or
+  ``private``: the new image's, asked at ``CreateUpload``; missing in states written before it: public).
+  Written by the manager at ``CreateUpload`` with a TTL of ``ttl_s`` (the abandoned-upload TTL); each
+  committed chunk pushes the TTL out again. A missing key means "unknown or expired" (``NOT_FOUND``).
 * ``pixelfox:{upload:<id>}:lock`` — the writer lock: ``<node>:<random token>`` with a PX
   expiry of ``lock_ttl_ms``, extended by every commit. One stream (gRPC or tus) per upload
   holds it; a second one gets :class:`~pixelfox.errors.UploadBusy`. A writer that dies leaves
@@ -118,6 +119,7 @@ class State:
     error: str = ""  # failed: the reason as the uploader was told
     title: str = ""  # the new image's title, given at CreateUpload
     sha256: str = ""  # the file's SHA-256 as declared at CreateUpload ("" none): other bytes are refused
+    visibility: str = "public"  # the new image's, asked at CreateUpload: public | private
 
     @property
     def closed(self) -> bool:
@@ -164,15 +166,16 @@ class UploadStates:
         self._take_over = redis.register_script(_TAKE_OVER)
 
     async def create(self, upload_id: str, size: int, user_id: str, expire_after_s: int = 0, title: str = "",
-                     sha256: str = "") -> None:
+                     sha256: str = "", visibility: str = "public") -> None:
         """Record a new upload at offset 0 (manager, at ``CreateUpload``); ``expire_after_s`` > 0 makes
         the finished image expire that long after completion; ``title`` is the new image's title;
-        ``sha256`` the file's hash as its client declared it ("" none), which its bytes must have."""
+        ``sha256`` the file's hash as its client declared it ("" none), which its bytes must have;
+        ``visibility`` the new image's (``public`` or ``private``, checked by the caller)."""
         key = state_key(upload_id)
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(key, mapping={"offset": 0, "size": size, "user": user_id, "status": "open", "probed": 0,
                                  "slug": "", "node": "", "expire": max(0, expire_after_s), "title": title,
-                                 "sha256": sha256})
+                                 "sha256": sha256, "visibility": visibility})
             p.expire(key, self.ttl_s)
             await p.execute()
 
@@ -183,7 +186,8 @@ class UploadStates:
         d = {k.decode(): v.decode() for k, v in raw.items()}
         return State(upload_id, int(d.get("offset", 0)), int(d.get("size", 0)), d.get("user", ""),
                      d.get("status", "open"), d.get("probed") == "1", d.get("slug", ""), int(d.get("expire", 0)),
-                     d.get("error_code", ""), d.get("error", ""), d.get("title", ""), d.get("sha256", ""))
+                     d.get("error_code", ""), d.get("error", ""), d.get("title", ""), d.get("sha256", ""),
+                     d.get("visibility") or "public")
 
     async def require_open(self, upload_id: str) -> State:
         """The state of an upload that may still take bytes.

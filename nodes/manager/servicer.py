@@ -128,7 +128,7 @@ class ManagerServicer(ManagerCommunityServicer, manager_pb2_grpc.ManagerServiceS
             forwarded = ",".join(str(v) for k, v in ctx.invocation_metadata() or () if k == "x-forwarded-for")
             await self.svc.count_direct_anonymous(caller(), ctx.peer(), forwarded)
         return await self.svc.uploads.create(user, req.filename, req.size, req.content_type, req.expire_after_s,
-                                             req.title, req.sha256)
+                                             req.title, req.sha256, req.visibility)
 
     @rpc()
     async def CheckUpload(self, req: manager_pb2.CheckUploadRequest, ctx: Ctx) -> manager_pb2.CheckUploadResponse:

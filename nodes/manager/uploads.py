@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -30,10 +31,11 @@ from pixelfox.idlenodes import STATUS_NAMES, none_takes, why_idle
 from pixelfox.queue import JobQueue
 from pixelfox.queue.streams import cpu_estimate_s
 from pixelfox.storage.fence import WriteFence, fence_sha, upload_token
-from pixelfox.storage.keys import declared_sha256, is_private_key, public_key
+from pixelfox.storage.keys import declared_sha256, is_private_key, private_key, public_key
 from pixelfox.text import checked_title, printable, safe_filename
 from pixelfox.uploadstate import MAX_EXPIRE_AFTER_S, UploadStates
 from pixelfox.v1 import common_pb2, manager_pb2
+from pixelfox.visibility import ANONYMOUS_PRIVATE, asked_visibility
 
 logger = logging.getLogger(__name__)
 
@@ -123,11 +125,15 @@ class Uploads:
 
     async def create(
         self, user: User | None, filename: str, size: int, content_type: str, expire_after_s: int = 0,
-        title: str = "", sha256: str = "",
+        title: str = "", sha256: str = "", visibility: str = "",
     ) -> manager_pb2.CreateUploadResponse:
-        """Check the declared size (bytes), expiration (seconds) and title, pick an upload node and sign a
-        ticket for one upload. Raises EmptyFile, PayloadTooLarge, BadRequest, RateLimited,
+        """Check the declared size (bytes), expiration (seconds), title and visibility, pick an upload node and
+        sign a ticket for one upload. Raises EmptyFile, PayloadTooLarge, BadRequest, RateLimited,
         QuotaExceeded, NoNodeAvailable.
+
+        ``visibility`` (:func:`~pixelfox.visibility.asked_visibility`: "" or ``public``, ``private``; else
+        BadRequest naming it; BadRequest for a private anonymous upload, which nobody could see) is kept in the
+        upload's state: :meth:`complete` makes a private upload's new image private before its first commit.
 
         ``sha256`` (optional, 64 hex digits in either case, kept in lower case; else BadRequest): the file's
         hash as the client declares it. When ``user`` already has a lasting image of ``size`` bytes with that
@@ -137,8 +143,11 @@ class Uploads:
         that goes ahead must bring bytes of that hash: it is kept in the upload's state, and its upload node
         refuses other bytes (ChecksumMismatch, nothing stored), over tus as over gRPC. A client declaring
         the hash of one of its images for other bytes just gets that image back: it sends nothing, so
-        nothing of its is stored."""
+        nothing of its is stored. A private upload's dedup only answers with a private image (:meth:`_lasting_copy`)."""
         title = checked_title(title)
+        visibility = asked_visibility(visibility)
+        if visibility == "private" and user is None:
+            raise errors.BadRequest(ANONYMOUS_PRIVATE)
         if expire_after_s < 0 or expire_after_s > MAX_EXPIRE_AFTER_S:  # before anything is recorded
             raise errors.BadRequest(f"expiration must be between 0 and {MAX_EXPIRE_AFTER_S} seconds "
                                     f"({MAX_EXPIRE_AFTER_S // (365 * 86400)} years)")
@@ -148,7 +157,7 @@ class Uploads:
         if size > self.limits.max_upload_bytes:
             raise errors.PayloadTooLarge.declared(size, self.limits.max_upload_bytes)
         if sha256 and user is not None and expire_after_s == 0:  # dedup before any byte is sent
-            found = await self._declared_copy(user.id, sha256, size)
+            found = await self._declared_copy(user.id, sha256, size, private=visibility == "private")
             if found is not None:  # else not the declared file: no answer from it
                 return manager_pb2.CreateUploadResponse(deduplicated=True, image=found)
         recs = await self.registry.all()  # one registry read
@@ -172,15 +181,17 @@ class Uploads:
                              content_type=printable(content_type)[:100], upload_node_id=node.node_id,
                              expires_at=expires))
                 await s.commit()
-        await self.states.create(upload_id, size, user.id if user else "", expire_after_s, title, sha256)
+        await self.states.create(upload_id, size, user.id if user else "", expire_after_s, title, sha256, visibility)
         token = tickets.sign(self.ticket_key, upload_id, user.id if user else "", size, content_type,
                              self.limits.ticket_ttl_s, now=issued)
         return self._ticket_answer(upload_id, node, token, expires_at, size)
 
-    async def _declared_copy(self, user_id: str, sha256: str, size: int) -> common_pb2.Image | None:
+    async def _declared_copy(self, user_id: str, sha256: str, size: int, *, private: bool = False
+                             ) -> common_pb2.Image | None:
         """:meth:`create`'s dedup: ``user_id``'s lasting image of these bytes (hash ``sha256``, ``size`` bytes)
-        as its owner sees it, or None. Its Redis reads (the copies' expirations, the registry for the URLs)
-        come first, with no lock held; the write lock is then taken only to confirm the copy found
+        as its owner sees it, or None; with ``private`` (a private upload) only a private one. Its Redis reads
+        (the copies' expirations, the registry for the URLs) come first, with no lock held; the write lock is
+        then taken only to confirm the copy found
         (:meth:`_lasting_copy`, which waits for a delete of it under way) and read the answer, before the
         commit: a delete that follows cannot turn it into a 404. A copy whose original is lost
         (:func:`~pixelfox.client.images.original_lost`) is no answer: the upload goes ahead, and its completion
@@ -191,7 +202,7 @@ class Uploads:
         nodes = await self.views.nodes()
         async with self.sessions() as s:
             await begin_write(s)  # waits for a delete of the image under way (Library.delete)
-            dup = await self._lasting_copy(s, user_id, sha256, marks, late=False)
+            dup = await self._lasting_copy(s, user_id, sha256, marks, late=False, private=private)
             found = await self.views.to_proto(s, dup, nodes) if dup is not None and dup.bytes == size else None
             if found is not None and dup is not None and self._can_restore(dup.original_key) and original_lost(found):
                 logger.info("CreateUpload by %s: its image %s of the same bytes lost its files; the upload goes "
@@ -215,7 +226,11 @@ class Uploads:
         """Record the stored original as an image (status processing) and enqueue its job.
 
         The answer's ``deduplicated`` is true when the upload became the user's existing image of
-        these bytes (see :meth:`_lasting_copy`): that image unchanged, this upload's title dropped. When
+        these bytes (see :meth:`_lasting_copy`; a private upload's only when that image is private): that image
+        unchanged, this upload's title dropped. A private upload's new image is made private in the same
+        transaction (:meth:`_make_private`: its original copied to its own ``p/<salt>/`` key, the upload's public
+        copy deleted after the commit unless another image names it); when that copy cannot be made the upload
+        fails (:meth:`_private_failed`), never ending up public. When
         that image's original was lost (:func:`~pixelfox.client.images.original_lost`: its only holder was
         forgotten, or its copies were found missing by ``pixelfox scrub --fix``), the copies just stored become
         its original again, in the same transaction as everything
@@ -240,6 +255,7 @@ class Uploads:
         # the Redis reads first, no lock held: the upload's state, its user's copies of these bytes, the registry
         st = await self.states.get(c.upload_id)
         expiring = st is not None and st.expire_after_s > 0
+        private = st is not None and st.visibility == "private"
         marks = {} if expiring else await self._lasting_marks(ticket.user_id, c.sha256)
         nodes = await self.views.nodes()
         async with self.sessions() as s:
@@ -251,7 +267,7 @@ class Uploads:
             # make the lasting copy expire or keep the bytes past the time asked for; the match is looked up
             # before this upload's copies are recorded, which may give a lost image its original back
             dup = (None if expiring or upload.status != "open"
-                   else await self._lasting_copy(s, upload.user_id, c.sha256, marks, late=True))
+                   else await self._lasting_copy(s, upload.user_id, c.sha256, marks, late=True, private=private))
             restore = dup is not None and await self._restorable(s, dup, c, nodes)
             # every branch records where this upload's original was just stored, before its commit: a
             # copy no row names is never deleted (keys are content-addressed: the copies of an earlier
@@ -265,7 +281,7 @@ class Uploads:
                 await self._discard(c.upload_id, c.original_key, "was cancelled after its original was stored")
                 raise errors.InvalidTicket("the upload was cancelled; start a new upload")
             if upload.status != "open":
-                done = await self._existing(s, upload.id, upload.user_id, c.sha256, marks)
+                done = await self._existing(s, upload.id, upload.user_id, c.sha256, marks, private)
                 answer = await self._answer(s, done, done.upload_id != upload.id, nodes) if done is not None else None
                 await s.commit()
                 await self._written(c)
@@ -299,12 +315,15 @@ class Uploads:
                 return answer
             expires_at = (datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=round(st.expire_after_s))
                           if st is not None and st.expire_after_s > 0 else None)
-            img = await self._new_image(s, upload, c, st.title if st else "", expires_at)
+            img = await self._new_image(s, upload, c, st.title if st else "", expires_at, private=private)
             answer = await self._answer(s, img, False, nodes)  # before the commit: a later delete is no 404
             await s.commit()
             image_id, slug = img.id, img.slug
         await self._written(c)
         await self.states.finish(c.upload_id, "complete", slug)  # also frees the open-upload slot
+        if private:  # the upload's public copy is not the image's original: it goes unless another names it
+            await self._discard(c.upload_id, c.original_key, f"is private image {slug}, whose original has a key "
+                                "of its own")
         if expires_at is not None:  # the sweeper deletes it then (the row says when: answers and pages show it)
             await expiry.schedule_at(self.registry.redis, slug, expires_at.timestamp())
         failpoints.hit("after-image-commit")
@@ -315,10 +334,11 @@ class Uploads:
         return answer
 
     async def _new_image(self, s: AsyncSession, upload: Upload, c: Completion, title: str,
-                         expires_at: datetime | None = None) -> Image:
+                         expires_at: datetime | None = None, *, private: bool = False) -> Image:
         """Add the image row of completed ``upload`` (status processing, upright size; deleted by the expiry
-        sweeper at ``expires_at`` when given) and its outbox row to ``s`` (same transaction: no image without
-        its job, issue 7); flushed, owner and variants loaded."""
+        sweeper at ``expires_at`` when given; with ``private`` made private: :meth:`_make_private`) and its outbox
+        row to ``s`` (same transaction: no image without its job, issue 7); flushed, owner and variants loaded.
+        A private image whose copy failed rolls ``s`` back and raises :meth:`_private_failed`'s error."""
         swap = c.orientation in (5, 6, 7, 8)
         img = Image(
             id=str(ULID()), slug=new_slug(), upload_id=upload.id, user_id=upload.user_id,
@@ -331,8 +351,51 @@ class Uploads:
         s.add(img)
         await s.flush()
         s.add(OutboxEntry(image_id=img.id))
+        if private:
+            try:
+                await self._make_private(s, img, c)
+            except errors.PixelfoxError as exc:
+                await s.rollback()  # no image, no location row: the upload ends failed
+                raise await self._private_failed(c, exc) from exc
         await s.refresh(img, ["owner", "variants"])  # the answer reads them; no lazy load in async
         return img
+
+    async def _make_private(self, s: AsyncSession, img: Image, c: Completion) -> None:
+        """Make new image ``img`` (added to ``s``, not committed) of a private upload private: a salt of its own
+        (:func:`secrets.token_hex`, 16 bytes), ``c``'s original copied to ``p/<salt>/<key>``
+        (:func:`~pixelfox.storage.keys.private_key`) by :attr:`on_copy` (its locations recorded in ``s``, as
+        :meth:`_restore_original` does for a lost private image), and named as the image's original. The copy
+        is made inside the upload node's write fence of these bytes, which covers it until the commit.
+
+        Its processing job then writes the variants under their public keys, and
+        :meth:`nodes.manager.library.Library.after_processing` moves them to the image's private prefix: they
+        exist under public keys for the seconds between the job storing them and that move (the image stays
+        ``processing`` until then, so no answer names them). Raises NoNodeAvailable (no healthy storage node
+        holds the original or takes the copy) or Unavailable (this manager cannot copy objects)."""
+        if self.on_copy is None:
+            raise errors.Unavailable("this manager cannot copy objects")
+        salt = secrets.token_hex(16)
+        key = private_key(c.original_key, salt)
+        await self.on_copy(s, c.original_key, key)
+        img.original_key, img.visibility, img.private_salt = key, "private", salt
+
+    async def _private_failed(self, c: Completion, exc: errors.PixelfoxError) -> errors.NoNodeAvailable:
+        """After the private copy of ``c``'s original failed with ``exc`` (:meth:`_make_private`; the transaction
+        rolled back): the upload ends ``failed`` (row and state: its ticket is refused with the reason, its upload
+        node drops the staged bytes) and its stored original is deleted unless an image names it. Returns the
+        error to raise: NoNodeAvailable, whose message says nothing was kept (a private upload never ends up
+        public instead)."""
+        logger.warning("upload %s asked for a private image, but its original %s could not be copied: %s",
+                       c.upload_id, c.original_key, exc)
+        reason = errors.NoNodeAvailable("the upload asked for a private image, but its original could not be "
+                                        "copied to a private key (no storage node took the copy); nothing was "
+                                        "kept: upload it again")
+        await self._end_row(c.upload_id, "failed", errors.InvalidTicket("unknown upload"),
+                            error=(reason.code, reason.message))
+        await self.states.finish(c.upload_id, "failed", error=reason)  # also frees the open-upload slot
+        await self._written(c)
+        await self._discard(c.upload_id, c.original_key, "failed: its private copy could not be made")
+        return reason
 
     async def _enqueue(self, image_id: str, c: Completion) -> None:
         """Queue the processing job of image ``image_id``, whose original is ``c``'s, once its row and outbox
@@ -435,13 +498,13 @@ class Uploads:
         return manager_pb2.CompleteUploadResponse(image=image, deduplicated=deduplicated, deletion_url=link)
 
     async def _existing(self, s: AsyncSession, upload_id: str, user_id: str | None, sha256: str,
-                        marks: dict[str, bool]) -> Image | None:
+                        marks: dict[str, bool], private: bool = False) -> Image | None:
         """The image these bytes already are: this upload's (a retried completion) or the same user's
-        lasting copy (dedup; ``marks`` as :meth:`_lasting_copy` takes them)."""
+        lasting copy (dedup; ``marks`` and ``private`` as :meth:`_lasting_copy` takes them)."""
         img = await s.scalar(select(Image).where(Image.upload_id == upload_id))
         if img is not None:
             return img if img.sha256 == sha256 else None
-        return await self._lasting_copy(s, user_id, sha256, marks, late=True)
+        return await self._lasting_copy(s, user_id, sha256, marks, late=True, private=private)
 
     async def _lasting_marks(self, user_id: str | None, sha256: str) -> dict[str, bool]:
         """The dedup lookup's first step, with no lock held: ``{slug: lasting}`` for each of ``user_id``'s
@@ -464,9 +527,13 @@ class Uploads:
         return marks
 
     async def _lasting_copy(self, s: AsyncSession, user_id: str | None, sha256: str, marks: dict[str, bool],
-                            *, late: bool) -> Image | None:
+                            *, late: bool, private: bool = False) -> Image | None:
         """The dedup lookup's second step: the oldest of ``user_id``'s images of these bytes that is neither
         failed nor scheduled to expire, by ``marks`` (:meth:`_lasting_marks`, read before the lock).
+
+        With ``private`` (an upload asking for a private image) only a private image is an answer, as read
+        under the lock: a public one would leave content meant to be private public, so such an upload makes
+        its own private image then (as an upload asking for an expiration always makes its own image).
 
         Copies that expire are passed over, not a reason to stop looking: the first one used to be
         taken, and when it expired dedup was off, so every re-upload made another lasting copy.
@@ -488,7 +555,7 @@ class Uploads:
             marks = {**marks, **await self._lasting_of(unknown)}
         for slug in (slug for slug in slugs if marks.get(slug)):
             img = await s.scalar(select(Image).where(Image.slug == slug).with_for_update(of=Image))
-            if img is not None:  # None: deleted meanwhile (the lock waited for that delete's commit)
+            if img is not None and (not private or img.visibility == "private"):  # None: deleted meanwhile
                 return img
         return None
 

@@ -348,6 +348,7 @@ class CreateUploadRequest(_message.Message):
     EXPIRE_AFTER_S_FIELD_NUMBER: _builtins.int
     TITLE_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
+    VISIBILITY_FIELD_NUMBER: _builtins.int
     filename: _builtins.str
     size: _builtins.int
     """bytes, as declared by the client"""
@@ -366,6 +367,12 @@ class CreateUploadRequest(_message.Message):
     Otherwise the upload must bring bytes of this SHA-256: the upload node refuses other bytes at
     the end (checksum-mismatch: gRPC DATA_LOSS, tus 460), and nothing is stored.
     """
+    visibility: _builtins.str
+    """"" or "public": the new image is public; "private": it is private from the first answer on (its
+    original is copied under its own p/<salt>/ key when the upload completes, and the upload's public copy
+    is deleted); anything else is INVALID_ARGUMENT naming the value. A private upload is never answered with
+    the caller's existing public image of the same bytes (dedup): it makes its own private image then.
+    """
     def __init__(
         self,
         *,
@@ -375,10 +382,11 @@ class CreateUploadRequest(_message.Message):
         expire_after_s: _builtins.int = ...,
         title: _builtins.str = ...,
         sha256: _builtins.str = ...,
+        visibility: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "expire_after_s", b"expire_after_s", "filename", b"filename", "sha256", b"sha256", "size", b"size", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "expire_after_s", b"expire_after_s", "filename", b"filename", "sha256", b"sha256", "size", b"size", "title", b"title", "visibility", b"visibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
