@@ -50,6 +50,7 @@ from pixelfox.db.models import Image, ObjectLocation, Variant
 from pixelfox.db.outbox import OutboxEntry
 from pixelfox.queue import JobQueue, QueuedJob
 from pixelfox.storage.fence import WriteFence, job_token
+from pixelfox.storage.keys import is_private_key
 from pixelfox.v1 import jobs_pb2, manager_pb2
 
 logger = logging.getLogger(__name__)
@@ -473,7 +474,12 @@ class Dispatcher:
         Returns ``(recorded, replaced)``: ``recorded`` is False when the image was deleted while it
         processed: then only the locations of the objects the job wrote are recorded, so that
         ``on_orphaned`` can delete every replica; ``replaced``, the keys of the rows a reprocess to
-        another recipe dropped (their files are deleted the same way: they stayed, counted as used)."""
+        another recipe dropped (their files are deleted the same way: they stayed, counted as used).
+
+        A private image still ``processing`` (a private upload's new image, or a lost one restored) whose new
+        variants are under public keys stays ``processing``, its outbox row kept, until ``on_recorded``
+        (:meth:`nodes.manager.library.Library.after_processing`) has moved them to its private keys and sets it
+        ``ready``: no answer names the public keys, and when that move fails the outbox runs the job again."""
         async with self.sessions() as s:
             await begin_write(s)
             img = await s.get(Image, job.image_id, with_for_update={"of": Image})
@@ -506,10 +512,13 @@ class Dispatcher:
                 img.exif = dict(r.exif)
             if r.HasField("location"):
                 img.gps_lat, img.gps_lon = r.location.latitude, r.location.longitude
-            if img.status != "ready":
+            moving = img.status == "processing" and img.visibility == "private" and bool(img.private_salt) and any(
+                not is_private_key(v.key) for v in img.variants)
+            if img.status != "ready" and not moving:
                 img.status, img.ready_at = "ready", datetime.now(UTC)
             img.attempts = job.attempt + 1
-            await s.execute(delete(OutboxEntry).where(OutboxEntry.image_id == img.id))
+            if not moving:
+                await s.execute(delete(OutboxEntry).where(OutboxEntry.image_id == img.id))
             await s.commit()
         return True, [k for k in replaced if k]
 

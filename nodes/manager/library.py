@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -30,15 +30,16 @@ from nodes.manager.objects import Objects, image_keys
 from pixelfox import deletion, errors, failpoints, readmodel
 from pixelfox.db.engine import begin_write
 from pixelfox.db.models import AbuseReport, Image, Upload, User
+from pixelfox.db.outbox import OutboxEntry
 from pixelfox.leases import Lease
 from pixelfox.queue import JobQueue
 from pixelfox.storage.keys import private_key, public_key
 from pixelfox.text import checked, checked_title, same_text
 from pixelfox.v1 import common_pb2
+from pixelfox.visibility import VISIBILITIES
 
 logger = logging.getLogger(__name__)
 
-VISIBILITIES = ("public", "private")
 MAX_DESCRIPTION = 2000
 REKEY_LEASE_S = 300.0  # seconds a visibility change may hold its image (copies every object)
 
@@ -242,10 +243,18 @@ class Library:
 
     async def after_processing(self, image_id: str) -> None:
         """After a job's variants are recorded: a private image's new variants (written by the
-        processing node under public keys, e.g. by a reprocess) move to its private prefix, and
-        the read model gets the fresh image (so pages show new renditions at once). The copies are made
-        as a visibility change makes them (:meth:`_update`: fenced, journalled); the image deleted
-        meanwhile is logged, and its copies go."""
+        processing node under public keys: a reprocess, or the first job of a private upload's image) move to
+        its private prefix, and the read model gets the fresh image (so pages show new renditions at once). The
+        copies are made as a visibility change makes them (:meth:`_update`: fenced, journalled); the image
+        deleted meanwhile is logged, and its copies go.
+
+        A private image the dispatcher left ``processing`` for this move (a new one:
+        :meth:`nodes.manager.dispatch.Dispatcher._record`) becomes ``ready`` in the commit that names its
+        private keys, and its outbox row goes; should the move fail, that row runs its job again. The variant
+        files exist under their public keys for the seconds between the job storing them and this move
+        (deleted right after it unless another image of the same bytes uses them): a new private image's
+        variants are never named by a public key in any answer, but are readable by whoever guesses the
+        original's SHA-256 in that window."""
         old_keys: list[str] = []
         placement = await readmodel.placement(self.redis)  # read before the URLs are made (readmodel.publish)
         async with self.sessions() as s:
@@ -264,6 +273,9 @@ class Library:
                     for v in img.variants:
                         v.key = mapping.get(v.key, v.key)
                     old_keys = list(mapping)
+                    if img.status == "processing":  # left so by the dispatcher until now
+                        img.status, img.ready_at = "ready", datetime.now(UTC)
+                        await s.execute(delete(OutboxEntry).where(OutboxEntry.image_id == img.id))
                     await s.commit()
                 out = await self.views.to_proto(s, img)
         except StaleDataError:
