@@ -158,13 +158,14 @@ class Manager:
 
     async def upload(
         self, metadata: Metadata, path: Path, filename: str, content_type: str, expire_after_s: int = 0,
-        title: str = "",
+        title: str = "", visibility: str = "",
     ) -> upload_pb2.UploadReceipt:
         """Upload the file at ``path`` as the caller in ``metadata`` (see
-        :func:`pixelfox.client.uploader.upload_file`); the receipt: the new image, status
-        ``processing``, or with ``deduplicated`` the caller's existing image of these bytes, unchanged."""
+        :func:`pixelfox.client.uploader.upload_file`; ``visibility`` "" or ``public``, ``private``); the receipt:
+        the new image, status ``processing``, or with ``deduplicated`` the caller's existing image of these
+        bytes, unchanged."""
         return await upload_file(self.stub, metadata, path, filename=filename, content_type=content_type,
-                                 expire_after_s=expire_after_s, title=title)
+                                 expire_after_s=expire_after_s, title=title, visibility=visibility)
 
     async def wait_ready(
         self, image: common_pb2.Image, metadata: Metadata, wait_s: float

@@ -493,6 +493,7 @@ async def upload_file(
     dial: Callable[[str], str] | None = None,
     expire_after_s: int = 0,
     title: str = "",
+    visibility: str = "",
     resume: Resume | None = None,
     max_rate: int = 0,
     wait_for_node: bool = False,
@@ -514,12 +515,15 @@ async def upload_file(
     ``expire_after_s`` > 0 deletes the
     image that long after the upload completes; ``title`` (at most 255 characters) titles a new
     image, while a re-upload of bytes the user already has returns that image as it is, with the
-    receipt's ``deduplicated`` true (an upload with ``expire_after_s`` is never deduplicated). The file is
+    receipt's ``deduplicated`` true (an upload with ``expire_after_s`` is never deduplicated).
+    ``visibility`` ``private`` makes the new image private from the receipt on ("" or ``public``: public; anything
+    else is BadRequest from the manager); such an upload is only deduplicated with a private image. The file is
     hashed first and its SHA-256 declared to ``CreateUpload``: when the manager answers with the caller's
     image of these bytes, no byte is sent and the receipt has no ``upload_id`` (no upload was made).
     With ``resume`` an upload a run left unfinished goes on in the next run (:class:`Resume`): the
     journal's entry of the same file (path, size, mtime, SHA-256), credential and site is asked for its
-    committed offset instead of ``CreateUpload`` (its ticket renewed first with ``RenewUpload`` when it
+    committed offset instead of ``CreateUpload`` (a private upload's entries are apart from a public one's: one
+    never resumes the other with the wrong visibility; its ticket renewed first with ``RenewUpload`` when it
     ended: the upload lives ``upload_ttl_s`` after its last chunk); it is forgotten once the upload completes or the
     server refuses or ended it (an upload the server no longer knows starts afresh). ``max_rate`` > 0
     sends at most that many bytes a second. ``wait_for_node`` (``pixelfox put``; a web request answers 503 at
@@ -532,13 +536,16 @@ async def upload_file(
     size = path.stat().st_size
     name = filename or path.name
     md = tuple(metadata)
-    key = resume.key(path, md) if resume else None
+    # a private upload's journal entries are keyed apart: resuming a public one would end up public
+    keyed = md if visibility in ("", "public") else (*md, ("visibility", visibility))
+    key = resume.key(path, keyed) if resume else None
     # the hash runs in a thread (hashlib releases the GIL), never on the event loop, which it would stall for
     # every other task of the process (the web node's; 17-31 ms for 20 MiB here)
     digest = await asyncio.to_thread(sha256_file, path)
     watch = functools.partial(Watch, size, max_stall_s, no_node_s, no_node)
     opened = await _open(manager, md, path, digest, manager_pb2.CreateUploadRequest(
-        filename=name, size=size, content_type=content_type, expire_after_s=expire_after_s, title=title),
+        filename=name, size=size, content_type=content_type, expire_after_s=expire_after_s, title=title,
+        visibility=visibility),
         dial or (lambda a: a), watch, resume, key, wait_for_node)
     if isinstance(opened, manager_pb2.CreateUploadResponse):  # the caller's image of these bytes: nothing is sent
         return _known(opened, size, digest, progress)

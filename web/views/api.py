@@ -28,6 +28,7 @@ from pixelfox.client.images import image_to_json, private_duplicate_note
 from pixelfox.schemes import basic_api_key, refuse_repeated, split_scheme
 from pixelfox.text import printable, safe_filename
 from pixelfox.v1 import common_pb2, manager_pb2
+from pixelfox.visibility import ANONYMOUS_PRIVATE, asked_visibility
 from web.bodies import body_slot, caller_key, idle_watch
 from web.calls import call
 from web.cluster import Metadata
@@ -323,43 +324,39 @@ async def _receive_file(request: web.Request, limit: int) -> tuple[Path, str, st
     return (*saved, texts)
 
 
+def _upload_field(request: web.Request, name: str, texts: dict[str, str] | None, body: str = "form") -> str | None:
+    """Upload setting ``name`` from the query string or, once the body is read (``texts``), the ``body`` (its
+    word in errors: "form", "JSON body"); None when sent in neither. BadRequest when sent twice (in the
+    query string, or in both places): which one counted would be a guess."""
+    given = request.query.getall(name, [])
+    if len(given) > 1:
+        raise errors.BadRequest(f"{name} was sent more than once in the query string: send it once")
+    if texts is not None and name in texts:
+        if given:
+            raise errors.BadRequest(f"{name} was sent in both the query string and the {body}: send it once")
+        given = [texts[name]]
+    return given[0] if given else None
+
+
 def _expiration(request: web.Request, texts: dict[str, str] | None = None) -> int:
     """Seconds until the upload expires (0 = never): ``expiration`` from the query string or, once the
-    body is read (``texts``), the form, in :func:`web.expiration.parse_duration`'s syntax. BadRequest
-    when malformed, or sent twice (in the query string, or in both places)."""
-    given = request.query.getall("expiration", [])
-    if len(given) > 1:
-        raise errors.BadRequest("expiration was sent more than once in the query string: send it once")
-    if texts is not None and "expiration" in texts:
-        if given:
-            raise errors.BadRequest("expiration was sent in both the query string and the form: send it once")
-        given = [texts["expiration"]]
-    return parse_duration(given[0]) if given and given[0].strip() else 0
+    body is read (``texts``), the form (:func:`_upload_field`), in :func:`web.expiration.parse_duration`'s
+    syntax. BadRequest when malformed, or sent twice."""
+    given = _upload_field(request, "expiration", texts)
+    return parse_duration(given) if given and given.strip() else 0
 
 
-#: why ``visibility=private`` is refused at upload (POST /api/v1/images and /api/v1/uploads)
-PRIVATE_AT_UPLOAD = (
-    "an upload cannot be made private while it is sent: a new image is public until it is processed, "
-    "and can be made private once it is ready (PATCH /api/v1/images/<id> with {\"visibility\": \"private\"}, "
-    "or its page's edit form); nothing was uploaded")
-
-
-def refuse_private_at_upload(value: str | None) -> None:
-    """BadRequest for an upload that asks ``visibility`` ``private`` (:data:`PRIVATE_AT_UPLOAD`) or
-    anything but ``public``: the field was ignored, so an upload meant to be private went up public
-    without a word. ``None``, ``""`` and ``public`` pass."""
-    if value is None or value.strip() in ("", "public"):
-        return
-    if value.strip() == "private":
-        raise errors.BadRequest(PRIVATE_AT_UPLOAD)
-    raise errors.BadRequest(f"visibility must be public or private, not {value[:20]!r}")
-
-
-def refuse_private_in_query(request: web.Request) -> None:
-    """:func:`refuse_private_at_upload` for ``visibility`` in the query string, before the body is
-    read (the form's field is checked once the body is)."""
-    for value in request.query.getall("visibility", []):
-        refuse_private_at_upload(value)
+def upload_visibility(request: web.Request, texts: dict[str, str] | None = None, *, anonymous: bool,
+                      body: str = "form") -> str:
+    """The visibility an upload asks for (:func:`pixelfox.visibility.asked_visibility`: ``public`` when not
+    sent): ``visibility`` from the query string or, once the body is read (``texts``), the ``body``
+    (:func:`_upload_field`). BadRequest naming any value but public or private, for one sent twice, and for
+    ``private`` from an ``anonymous`` caller (:data:`~pixelfox.visibility.ANONYMOUS_PRIVATE`; the manager says the
+    same, this says it before the body is sent)."""
+    visibility = asked_visibility(_upload_field(request, "visibility", texts, body))
+    if visibility == "private" and anonymous:
+        raise errors.BadRequest(ANONYMOUS_PRIVATE)
+    return visibility
 
 
 async def first_bytes(part: BodyPartReader, keep: int) -> bytes:
@@ -398,9 +395,10 @@ def _wait_seconds(request: web.Request) -> float:
 
 
 async def upload(request: web.Request) -> web.Response:
-    """``POST /api/v1/images``: one multipart upload (field ``file``, optional ``title`` and ``expiration``,
-    the latter also in the query string: :func:`_expiration`), answered 201
-    with the image's JSON once processed or ``?wait=`` ran out.
+    """``POST /api/v1/images``: one multipart upload (field ``file``, optional ``title``, ``expiration`` and
+    ``visibility``, the latter two also in the query string: :func:`_expiration`, :func:`upload_visibility`),
+    answered 201 with the image's JSON once processed or ``?wait=`` ran out; a private upload's image is
+    ``private`` in that answer already (nodes/manager/uploads.py ``Uploads.complete``).
 
     Everything the headers tell is refused before the body is read: credentials (401, CSRF 403),
     anonymous uploads on a site without them (401), a bad ``?wait=`` (400), the address' budget and
@@ -417,7 +415,7 @@ async def upload(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     wait_s = _wait_seconds(request)  # a bad ?wait= is refused before any byte is kept
     _expiration(request)  # and a bad ?expiration=
-    refuse_private_in_query(request)  # and ?visibility=private, which cannot be had (it went up public)
+    upload_visibility(request, anonymous=caller.via == "anonymous")  # and a bad ?visibility= (private: not anonymous)
     # one body too many from this caller is a 429 before the address' budget is spent (web/bodies.py)
     with body_slot(request, caller_key(request, api_key_of(request), caller.user.id if caller.user else "")):
         counted = await check_ip(request, anonymous=caller.via == "anonymous")
@@ -430,9 +428,9 @@ async def upload(request: web.Request) -> web.Response:
             path, filename, ctype, texts = await _receive_file(request, settings.max_upload_bytes)
     try:
         expires = _expiration(request, texts)
-        refuse_private_at_upload(texts.get("visibility"))
+        visibility = upload_visibility(request, texts, anonymous=caller.via == "anonymous")
         receipt = await manager.upload(caller.metadata, path, filename, ctype, expire_after_s=expires,
-                                       title=texts.get("title", ""))
+                                       title=texts.get("title", ""), visibility=visibility)
     finally:
         with contextlib.suppress(OSError):
             await asyncio.to_thread(path.unlink)

@@ -7,7 +7,8 @@ address; ImgBB's name for it, ``image``, works too), ``key`` or header ``X-API-K
 exist or is someone else's refuses the upload, 404 or 403, before anything is stored),
 ``expiration`` (ISO 8601 duration such as ``PT5M`` or ``P3D``, or ImgBB's
 plain seconds such as ``600``: the image is deleted that long after upload, see
-:mod:`nodes.manager.expiry`) and ``format`` = ``json`` (default) | ``txt`` (the direct URL as
+:mod:`nodes.manager.expiry`), ``visibility`` (ours, as on ``/api/v1/images``: ``public``, the default, or
+``private``; anything else is a 400 naming it) and ``format`` = ``json`` (default) | ``txt`` (the direct URL as
 text) | ``redirect`` (303 to the viewer page). Each text field comes once (:data:`SINGLE_FIELDS`: a
 second one is a 400 naming it). Like ShareX uploads it waits up to
 ``upload_wait_s`` for processing so thumbnail URLs work at once.
@@ -44,6 +45,7 @@ from pixelfox.client.images import NOTE_HEADER, clean_original, private_duplicat
 from pixelfox.schemes import refuse_repeated
 from pixelfox.text import printable
 from pixelfox.v1 import common_pb2, manager_pb2
+from pixelfox.visibility import asked_visibility
 from web.bodies import body_slot, caller_key, idle_watch
 from web.calls import Metadata, call
 from web.deletion import deletion_url
@@ -61,7 +63,6 @@ from web.views.api import (
     malformed_multipart,
     page_url,
     part_filename,
-    refuse_private_at_upload,
 )
 
 #: success.message of a re-upload of bytes the caller already has (the image's "deduplicated" is true)
@@ -437,7 +438,7 @@ async def _upload(request: web.Request) -> web.StreamResponse:
     with body_slot(request, caller_key(request, early)):
         counted = await check_ip(request, anonymous=False)  # without an API key it is refused (401)
         query = TextFields.of_query(request)  # a field repeated there is refused before the body is read
-        refuse_private_at_upload(query.values.get("visibility"))  # it went up public: refused, as on /api/v1
+        asked_visibility(query.values.get("visibility"))  # a bad one is refused before the body is read
         too_large(request, settings.max_upload_bytes)
         if early:  # known before the body is read: a bad key, or its user over a limit, costs no upload
             async with not_counted_if_over_user_limits(request, counted):  # the user's 429, not the address'
@@ -455,7 +456,7 @@ async def _upload(request: web.Request) -> web.StreamResponse:
             raise errors.Unauthenticated("an API key is required (field 'key' or header X-API-Key)")
         if source is None:
             raise errors.BadRequest("no 'source' (or 'image') in the request")
-        refuse_private_at_upload(fields.get("visibility"))
+        visibility = asked_visibility(fields.get("visibility"))
         fmt = fields.get("format", "").strip().lower() or "json"  # an empty field (a form builder's) is the default
         if fmt not in ("json", "txt", "redirect"):
             raise errors.BadRequest("format must be json, txt or redirect")
@@ -467,7 +468,7 @@ async def _upload(request: web.Request) -> web.StreamResponse:
         # the title goes with the upload: a new image gets it, a re-upload of an image the caller
         # already has (dedup) returns that image unchanged
         receipt = await manager.upload(md, source, filename, "", expire_after_s=expires,
-                                       title=fields.get("title", ""))
+                                       title=fields.get("title", ""), visibility=visibility)
     finally:
         if source is not None:
             with contextlib.suppress(OSError):

@@ -118,6 +118,12 @@ ALBUM_PATCH = {
     },
 }
 
+#: what an upload's ``visibility`` does (POST /api/v1/images, POST /api/v1/uploads)
+UPLOAD_VISIBILITY = ("`private`: the new image is private from its first answer on (its links open only for "
+                     "the caller and admins); a 400 for an anonymous upload. The caller's existing public image "
+                     "of the same bytes is never the answer then: a private upload makes its own private image. "
+                     "Anything but public or private is a 400 naming it")
+
 NEW_UPLOAD = {
     "type": "object", "additionalProperties": False, "required": ["size"],
     "properties": {
@@ -131,6 +137,8 @@ NEW_UPLOAD = {
                                   "lasting image of these bytes (same size), the answer is 200 UploadDeduplicated, "
                                   "no upload to send. Used for nothing else: an upload that goes ahead is hashed "
                                   "by the server"},
+        "visibility": {"type": "string", "enum": ["public", "private"], "default": "public", "nullable": True,
+                       "description": UPLOAD_VISIBILITY},
     },
 }
 TICKET_RENEWAL = {
@@ -203,6 +211,8 @@ CHEVERETO_FORM = {
         "title": {"type": "string", "maxLength": 255}, "album_id": {"type": "string"},
         "expiration": {"type": "string", "description": "ISO 8601 duration (PT5M, P3D) or seconds"},
         "format": {"type": "string", "enum": ["json", "txt", "redirect"], "default": "json"},
+        "visibility": {"type": "string", "enum": ["public", "private"], "default": "public",
+                       "description": "ours, as on /api/v1/images"},
     },
 }
 DELETION_PATH = "/api/v1/delete/{slug}/{owner}/{token}"
@@ -228,15 +238,17 @@ OPENAPI: dict[str, Any] = {
                                 "description": "seconds to wait for ready; 0 = answer at once"},
                                {"name": "expiration", "in": "query", "required": False, "schema": {"type": "string"},
                                 "description": "ISO 8601 duration (PT1H) or seconds until the image is deleted; "
-                                               "or the form field of that name, not both"}],
+                                               "or the form field of that name, not both"},
+                               {"name": "visibility", "in": "query", "required": False,
+                                "schema": {"type": "string", "enum": ["public", "private"]},
+                                "description": "or the form field of that name, not both"}],
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                     "type": "object", "required": ["file"],
                     "properties": {"file": {"type": "string", "format": "binary"},
                                    "title": {"type": "string", "maxLength": 255},
                                    "expiration": {"type": "string"},
-                                   "visibility": {"type": "string", "enum": ["public"], "description": (
-                                       "only public: a new image is public until processed; `private` is a "
-                                       "400 (make it private once it is ready, with PATCH)")}}}}}},
+                                   "visibility": {"type": "string", "enum": ["public", "private"],
+                                                  "default": "public", "description": UPLOAD_VISIBILITY}}}}}},
                 "responses": {**_ok("UploadedImage", "created", "201"),
                               **_errors(400, 401, 403, 408, 413, 415, 429, 503)},
             },

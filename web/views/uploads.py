@@ -2,7 +2,9 @@
 ``DELETE /api/v1/uploads/{id}``, ``POST /api/v1/uploads/{id}/ticket``.
 
 ``POST`` (API key, or session cookie plus ``X-CSRF-Token``) takes JSON
-``{"filename", "size", "content_type", "title", "sha256"}`` (title and sha256 optional) and answers ``201`` with
+``{"filename", "size", "content_type", "title", "sha256", "visibility"}`` (all but size optional; ``visibility``
+``public``, the default, or ``private``: the image is private from its first answer on, and a ``sha256`` of a
+public image of the caller's is no dedup match then) and answers ``201`` with
 ``{"id", "upload_url", "ticket", "expires_at", "chunk_size", "max_size", "upload_address", "status": "open",
 "deduplicated": false}``: the client then speaks tus 1.0 to ``upload_url`` with ``Authorization: Bearer <ticket>``
 (or gRPC to ``upload_address``). With a ``sha256`` (the file's, 64 hex digits in either case) of an image the caller
@@ -46,9 +48,8 @@ from web.views.api import (
     Caller,
     api_key_of,
     image_json,
-    refuse_private_at_upload,
-    refuse_private_in_query,
     resolve_caller,
+    upload_visibility,
 )
 
 
@@ -60,7 +61,7 @@ class NewUpload(BaseModel):
     content_type: str = Field("", max_length=100)
     title: str = Field("", max_length=4096)  # the manager refuses past 255 characters, in its own words
     sha256: str = ""  # optional: 64 hex digits in either case, kept in lower case
-    visibility: str | None = None  # only "public": private is refused (web.views.api.refuse_private_at_upload)
+    visibility: str | None = None  # "public" (null or "" too) or "private": web.views.api.upload_visibility
 
     @field_validator("sha256", mode="before")
     @classmethod
@@ -79,9 +80,10 @@ async def create_upload(request: web.Request) -> web.Response:
     if caller.via == "anonymous":
         raise errors.Unauthenticated("log in or send an API key")
     counted = await check_ip(request, anonymous=False)  # anonymous callers were refused above
-    refuse_private_in_query(request)
+    upload_visibility(request, anonymous=False)  # a bad ?visibility= before the body is read
     body = await read_model(request, NewUpload)
-    refuse_private_at_upload(body.visibility)
+    visibility = upload_visibility(request, {} if body.visibility is None else {"visibility": body.visibility},
+                                   anonymous=False, body="JSON body")
     limit = request.app[SETTINGS].max_upload_bytes
     if body.size > limit:  # here, not by the manager: a size past int64 does not fit the request
         raise errors.PayloadTooLarge.declared(body.size, limit)
@@ -89,7 +91,7 @@ async def create_upload(request: web.Request) -> web.Response:
         t: manager_pb2.CreateUploadResponse = await call(
             request, "CreateUpload",
             manager_pb2.CreateUploadRequest(filename=body.filename, size=body.size, content_type=body.content_type,
-                                            title=body.title, sha256=body.sha256),
+                                            title=body.title, sha256=body.sha256, visibility=visibility),
             caller.metadata)
     if t.deduplicated:  # the caller's image of the declared sha256: no upload was made, nothing to send
         known = {"id": None, "status": "complete", "deduplicated": True, "image": image_json(request, t.image)}
