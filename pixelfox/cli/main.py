@@ -465,6 +465,7 @@ def cmd_put(opts: argparse.Namespace) -> int:
     ref = context.resolve(opts.manager, opts.api_key)
     return put.run(ref, opts.files, as_json=opts.json, wait=opts.wait, timeout_s=opts.timeout, title=opts.title,
                    resume=not opts.no_resume, max_rate=opts.limit_rate, retry_s=opts.retry_for,
+                   visibility="private" if opts.private else "",
                    flags=context.target_flags(opts.manager, opts.api_key),
                    key_hint=functools.partial(context.local_key_hint, opts.manager, opts.api_key))
 
@@ -518,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "still processing then is reported as processing, exit 1")
     pt.add_argument("--title", type=image_title, default="",
                     help="title of each new image (at most 255 characters; a file you already uploaded keeps its own)")
+    pt.add_argument("--private", action="store_true",
+                    help="make each new image private (its links open only for you and admins); a file you "
+                         "already have as a public image gets a private image of its own")
     pt.add_argument("--no-resume", action="store_true",
                     help="send every file from its first byte, cancelling the upload an interrupted run left "
                          "unfinished")

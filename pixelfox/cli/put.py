@@ -154,7 +154,8 @@ def _say(out: dict[str, Any], as_json: bool, console: Console, flags: str = "", 
     else:
         mark = "[green]✓[/]" if out["status"] == "ready" else "[yellow]…[/]"
         again = "  [dim](already uploaded: the existing image, unchanged)[/]" if out["deduplicated"] else ""
-        console.print(f"{mark} {shown(out['file'])} → {shown(out['url'])}  [dim]{out['status']}[/]{again}")
+        private = ", private" if out.get("visibility") == "private" else ""
+        console.print(f"{mark} {shown(out['file'])} → {shown(out['url'])}  [dim]{out['status']}{private}[/]{again}")
         if console.stderr and not sys.stdout.isatty():  # URL=$(pixelfox put x.png) gets the link
             print(out["url"], flush=True)
         if out.get("deletion_url"):  # an anonymous upload: the only way to delete it
@@ -195,9 +196,11 @@ class _Bar:
 async def put_files(
     ref: ClusterRef, files: list[Path], *, as_json: bool, wait: bool, timeout_s: float, console: Console,
     title: str = "", resume: Resume | None = None, max_rate: int = 0, sending: dict[Path, int] | None = None,
-    flags: str = "", retry_s: float = NO_NODE_S,
+    flags: str = "", retry_s: float = NO_NODE_S, visibility: str = "",
 ) -> list[dict[str, Any]]:
-    """Upload ``files`` in order, each new image titled ``title``; returns one JSON object per file
+    """Upload ``files`` in order, each new image titled ``title`` and, with ``visibility`` ``private``
+    (``--private``), private (a file the user already has as a public image then makes a private image of its
+    own: :func:`~pixelfox.client.uploader.upload_file`); returns one JSON object per file
     (``put --json`` lines: the image, plus ``deduplicated``, true when the user already had those
     bytes and got that image back unchanged, ``title`` not applied, and ``deletion_url``, an anonymous
     upload's deletion link, else ``""``), printed and returned in the order of ``files``.
@@ -260,7 +263,8 @@ async def put_files(
                         _check_file(path)
                         if sending is not None:
                             sending[path] = 0
-                        receipt = await upload_file(stub, md, path, progress=bar.sent, title=title, resume=resume,
+                        receipt = await upload_file(stub, md, path, progress=bar.sent, title=title,
+                                                    visibility=visibility, resume=resume,
                                                     max_rate=max_rate, no_node_s=retry_s, no_node=bar.no_node,
                                                     wait_for_node=True,
                                                     max_stall_s=max(60.0, retry_s))
@@ -354,7 +358,7 @@ def refusal_hint(code: str, flags: str = "") -> str:
 
 def run(ref: ClusterRef, files: list[str], as_json: bool, wait: bool, timeout_s: float, title: str = "",
         resume: bool = True, max_rate: int = 0, flags: str = "", key_hint: Callable[[str], str] | None = None,
-        retry_s: float = NO_NODE_S) -> int:
+        retry_s: float = NO_NODE_S, visibility: str = "") -> int:
     """``pixelfox put``: 0 when every file ended ready (or processing, without ``wait``), else 2 or 1
     (:func:`exit_status`), 130 after Ctrl-C, with a line on stderr for the file it was sending
     (:func:`interrupted_line`).
@@ -364,14 +368,15 @@ def run(ref: ClusterRef, files: list[str], as_json: bool, wait: bool, timeout_s:
     ``key_hint(code)`` is said once on stderr (unless "") when a file was refused as unauthenticated
     or as an account disabled, ``code`` being that refusal's (:func:`pixelfox.cli.context.local_key_hint`).
     ``retry_s`` (``--retry-for``): how long a file's upload waits for an upload node once none answers
-    (:func:`put_files`)."""
+    (:func:`put_files`). ``visibility`` ``private`` (``--private``) makes each new image private."""
     console = Console(stderr=True, soft_wrap=True)
     journal = journal_for(ref, console, lookup=resume, flags=flags)
     sending: dict[Path, int] = {}
     try:
         results = asyncio.run(put_files(ref, [Path(f) for f in files], as_json=as_json, wait=wait,
                                         timeout_s=timeout_s, console=console, title=title, resume=journal,
-                                        max_rate=max_rate, sending=sending, flags=flags, retry_s=retry_s))
+                                        max_rate=max_rate, sending=sending, flags=flags, retry_s=retry_s,
+                                        visibility=visibility))
     except KeyboardInterrupt:
         for path, sent in sending.items():
             print(interrupted_line(path, sent, journal, ref.metadata(), flags), file=sys.stderr, flush=True)

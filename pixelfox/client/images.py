@@ -144,8 +144,10 @@ def image_to_json(image: common_pb2.Image) -> dict[str, Any]:
 def owner_image_json(image: common_pb2.Image) -> dict[str, Any]:
     """:func:`image_to_json` plus ``stored_original_url``: the upload as it was stored (EXIF and GPS
     kept; a signed URL that expires, see :mod:`pixelfox.signing`), for the owner's own CLI
-    (``pixelfox put --json``). ``original_url`` stays the one to share."""
-    return {**image_to_json(image), "stored_original_url": image.original_url}
+    (``pixelfox put --json``), and ``visibility`` (``public`` | ``private``). ``original_url`` stays the one
+    to share."""
+    return {**image_to_json(image), "stored_original_url": image.original_url,
+            "visibility": image.visibility or "public"}
 
 
 #: ``note`` of an upload answer that is the caller's existing private image (dedup)
