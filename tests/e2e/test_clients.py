@@ -194,30 +194,34 @@ def test_api_upload_takes_an_expiration_from_the_form_or_the_query(cluster: Clus
         assert bad.status_code == 400 and says in bad.json()["error"]["message"], (url, bad.text)
 
 
-def test_an_upload_asking_to_be_private_is_refused_not_made_public(cluster: ClusterHandle) -> None:
-    """``visibility=private`` on an upload was ignored: the image went up public, and a new image
-    cannot be made private while it is processed. It is now a 400 saying so, in the form, the query
-    string or the JSON of ``POST /api/v1/uploads``, and nothing is uploaded; ``public`` still passes."""
+def test_an_upload_asking_to_be_private_is_made_private_not_public(cluster: ClusterHandle) -> None:
+    """``visibility=private`` on an upload was ignored (the image went up public), then refused with a 400
+    (a new image was public until processed). It is now taken, in the form, the query string or the JSON
+    of ``POST /api/v1/uploads``: the answer says ``private`` at once. Any other value is a 400 naming it, and
+    nothing is uploaded; ``public`` still passes (tests/e2e/test_private_uploads.py: keys, links, dedup)."""
     api, hdr = f"{cluster.web_url}/api/v1/images", {"X-API-Key": cluster.admin_api_key}
     png = _small_png(37, 21)  # bytes no other test uploads
     mine = requests.get(f"{cluster.web_url}/api/v1/images?limit=100", headers=hdr, timeout=30)
     assert mine.status_code == 200, mine.text
     before = {i["id"] for i in mine.json()["images"]}
-    for url, data in ((f"{api}?wait=0", {"visibility": "private"}), (f"{api}?wait=0&visibility=private", {})):
-        bad = requests.post(url, headers=hdr, timeout=60, data=data, files={"file": ("p.png", png, "image/png")})
-        assert bad.status_code == 400, bad.text
-        assert bad.json()["error"]["message"].startswith("an upload cannot be made private while it is sent"), bad.text
     odd = requests.post(f"{api}?wait=0", headers=hdr, timeout=60, data={"visibility": "secret"},
                         files={"file": ("p.png", png, "image/png")})
     assert (odd.status_code, odd.json()["error"]["message"]) == (
         400, "visibility must be public or private, not 'secret'"), odd.text
-    ticket = requests.post(f"{cluster.web_url}/api/v1/uploads", headers=hdr, timeout=30,
-                           json={"filename": "p.png", "size": len(png), "visibility": "private"})
-    assert ticket.status_code == 400 and "cannot be made private" in ticket.json()["error"]["message"], ticket.text
     after = requests.get(f"{cluster.web_url}/api/v1/images?limit=100", headers=hdr, timeout=30).json()["images"]
     assert {i["id"] for i in after} == before  # nothing was uploaded
+    made = []
+    for url, data in ((f"{api}?wait=0", {"visibility": "private"}), (f"{api}?wait=0&visibility=private", {})):
+        ok = requests.post(url, headers=hdr, timeout=60, data=data, files={"file": ("p.png", png, "image/png")})
+        assert ok.status_code == 201 and ok.json()["visibility"] == "private", ok.text
+        made.append(ok.json()["id"])
+    assert made[0] == made[1]  # the second one is the first's private image (dedup)
+    ticket = requests.post(f"{cluster.web_url}/api/v1/uploads", headers=hdr, timeout=30,
+                           json={"filename": "p.png", "size": len(png), "visibility": "private"})
+    assert ticket.status_code == 201, ticket.text
+    public = _small_png(38, 21)
     ok = requests.post(f"{api}?wait=0", headers=hdr, timeout=60, data={"visibility": "public"},
-                       files={"file": ("p.png", png, "image/png")})
+                       files={"file": ("p.png", public, "image/png")})
     assert ok.status_code == 201 and ok.json()["visibility"] == "public", ok.text
 
 

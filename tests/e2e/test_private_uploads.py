@@ -1,0 +1,211 @@
+"""An upload that asks to be private (``visibility=private`` on ``POST /api/v1/images``, ``POST /api/v1/uploads``
+and Chevereto's upload; ``pixelfox put --private``) is a private image from its first answer on: its original and
+every variant live under ``p/<salt>/`` keys, the public copy of its original is gone, and a public image of the
+same bytes is never its answer (it makes a private image of its own)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from pixelfox import signing
+from pixelfox.storage.keys import needs_signature
+from tests.conftest import ClusterHandle
+from tests.e2e.uploadkit import auth, big_png, new_user_key, tus_patch, until
+
+pytestmark = pytest.mark.e2e
+
+#: a private image's file URL: ``<storage base>/o/p/<salt>/<key>?exp=...&sig=...``
+PRIVATE_URL = re.compile(r"(?P<base>https?://[^/]+(?:/[^?]*?)?)/o/p/[0-9a-f]{32}/(?P<key>[^?]+)\?.*sig=")
+
+
+def _user_key(cluster: ClusterHandle) -> str:
+    """A fresh user's API key: its images are its own (no dedup with other tests' uploads)."""
+    return asyncio.run(new_user_key(cluster.local, f"priv{uuid.uuid4().hex[:10]}"))
+
+
+def _png(tmp_path: Path, name: str) -> tuple[bytes, str]:
+    """New PNG bytes (no other test has them) and their SHA-256."""
+    sha = big_png(tmp_path / name, 64)
+    return (tmp_path / name).read_bytes(), sha
+
+
+def _ready(cluster: ClusterHandle, key: str, slug: str) -> dict[str, Any]:
+    """Image ``slug`` as its owner sees it once ready (90 s at most)."""
+    def done() -> dict[str, Any] | None:
+        r = requests.get(f"{cluster.web_url}/api/v1/images/{slug}", headers=auth(key), timeout=10)
+        assert r.status_code == 200, r.text
+        return r.json() if r.json()["status"] == "ready" else None
+    return dict(until(done, 90, f"image {slug} to be ready"))
+
+
+def _public_files(cluster: ClusterHandle, sha: str) -> list[str]:
+    """The stored files of bytes ``sha`` (original and variants) under public keys."""
+    return [str(p) for p in cluster.storage_files() if sha in str(p) and "/p/" not in str(p).split("/data/", 1)[-1]]
+
+
+def _private_files(cluster: ClusterHandle, sha: str) -> list[str]:
+    return [str(p) for p in cluster.storage_files() if sha in str(p) and "/p/" in str(p).split("/data/", 1)[-1]]
+
+
+def _public_url(base: str, key: str, secret: str) -> str:
+    """The URL of public key ``key`` on the storage URL ``base``, signed with the cluster ``secret`` when the key
+    is served only so (an original: :func:`~pixelfox.storage.keys.needs_signature`), so a 404 means no file."""
+    if not needs_signature(key):
+        return f"{base}/o/{key}"
+    return f"{base}/o/{key}?{signing.sign(signing.keys_from(secret)[0], key, int(time.time()) + 600)}"
+
+
+def assert_private(cluster: ClusterHandle, key: str, image: dict[str, Any]) -> None:
+    """``image`` (an upload's JSON, ready) is private: every file URL is signed under ``p/<salt>/`` and serves
+    200, the same keys without the prefix (the public content-addressed URLs) are 404 once the public copies
+    are gone, no file of its bytes is stored under a public key, and anonymous callers get 404 for its page
+    and its API entry. Its stored original (``keep_metadata``) is under a private key too."""
+    assert (image["status"], image["visibility"]) == ("ready", "private"), image
+    r = requests.patch(f"{cluster.web_url}/api/v1/images/{image['id']}", json={"keep_metadata": True},
+                       headers=auth(key), timeout=10)  # original_url is then the stored original
+    assert r.status_code == 200 and r.json()["visibility"] == "private", r.text
+    urls = [r.json()["original_url"], *(v["url"] for v in r.json()["variants"])]
+    assert len(urls) > 1 and all(PRIVATE_URL.match(u) for u in urls), urls
+    assert [requests.get(u, timeout=10).status_code for u in urls] == [200] * len(urls)
+    public = [_public_url(m["base"], m["key"], cluster.secret) for m in (PRIVATE_URL.match(u) for u in urls) if m]
+    assert any(f"/o/o/{image['sha256'][:2]}/" in u for u in public), public  # the original's public URL
+    until(lambda: not _public_files(cluster, image["sha256"]), 30, "the public copies to be deleted")
+    assert [requests.get(u, timeout=10).status_code for u in public] == [404] * len(public)
+    assert _private_files(cluster, image["sha256"])
+    assert requests.get(f"{cluster.web_url}/i/{image['id']}", timeout=10).status_code == 404
+    assert requests.get(f"{cluster.web_url}/api/v1/images/{image['id']}", timeout=10).status_code == 404
+
+
+def test_a_private_upload_is_private_from_its_first_answer(cluster: ClusterHandle, tmp_path: Path) -> None:
+    key = _user_key(cluster)
+    data, sha = _png(tmp_path, "form.png")
+    images = f"{cluster.web_url}/api/v1/images"
+    r = requests.post(images, headers=auth(key), data={"visibility": "private", "title": "mine"},
+                      files={"file": ("form.png", data, "image/png")}, timeout=60)
+    assert r.status_code == 201, r.text
+    first = r.json()
+    assert (first["visibility"], first["deduplicated"], first["title"], first["sha256"]) == (
+        "private", False, "mine", sha), first
+    assert all(PRIVATE_URL.match(v["url"]) for v in first["variants"]), first  # none under a public key
+    assert_private(cluster, key, _ready(cluster, key, first["id"]))
+
+    # its bytes uploaded private again: that private image is the answer (dedup), in the query string too
+    again = requests.post(f"{images}?visibility=private", headers=auth(key),
+                          files={"file": ("again.png", data, "image/png")}, timeout=60)
+    assert again.status_code == 201, again.text
+    assert (again.json()["id"], again.json()["deduplicated"], again.json()["visibility"]) == (
+        first["id"], True, "private"), again.text
+
+    # Chevereto's upload takes the field too
+    other, _ = _png(tmp_path, "chevereto.png")
+    c = requests.post(f"{cluster.web_url}/api/1/upload", headers={"X-API-Key": key}, data={"visibility": "private"},
+                      files={"source": ("c.png", other, "image/png")}, timeout=60)
+    assert c.status_code == 200 and c.json()["image"]["visibility"] == "private", c.text
+    assert requests.get(c.json()["image"]["url_viewer"], timeout=10).status_code == 404  # nobody else sees it
+
+
+def test_a_private_upload_of_a_public_images_bytes_makes_its_own_image(cluster: ClusterHandle, tmp_path: Path
+                                                                         ) -> None:
+    """Over ``POST /api/v1/uploads`` and tus, with the file's SHA-256 declared (CreateUpload's early dedup) and
+    without: the user's public image of the same bytes is never the answer of a private upload."""
+    key = _user_key(cluster)
+    data, sha = _png(tmp_path, "shared.png")
+    r = requests.post(f"{cluster.web_url}/api/v1/images", headers=auth(key),
+                      files={"file": ("shared.png", data, "image/png")}, timeout=60)
+    assert r.status_code == 201 and r.json()["visibility"] == "public", r.text
+    public = r.json()
+
+    def private_upload(declared: str) -> requests.Response:
+        return requests.post(f"{cluster.web_url}/api/v1/uploads", headers=auth(key), timeout=10, json={
+            "filename": "shared.png", "size": len(data), "content_type": "image/png", "sha256": declared,
+            "visibility": "private"})
+
+    def sent(ticket: requests.Response) -> dict[str, Any]:
+        """The upload's JSON once ``data`` went in one tus PATCH to ``ticket``."""
+        assert ticket.status_code == 201 and ticket.json()["deduplicated"] is False, ticket.text
+        assert tus_patch(ticket.json(), data).status_code == 204
+        p = requests.get(f"{cluster.web_url}/api/v1/uploads/{ticket.json()['id']}", headers=auth(key), timeout=10)
+        assert p.status_code == 200 and p.json()["status"] == "complete", p.text
+        return dict(p.json())
+
+    # the hash declared: CreateUpload's early dedup passes the public image over, and so does the completion's
+    first = sent(private_upload(sha))
+    mine = first["image"]
+    assert (first["deduplicated"], mine["visibility"]) == (False, "private"), first
+    assert mine["id"] != public["id"]
+    ready = _ready(cluster, key, mine["id"])
+    assert ready["visibility"] == "private" and ready["variants"], ready
+    assert all(PRIVATE_URL.match(v["url"]) for v in ready["variants"]), ready
+    assert [requests.get(v["url"], timeout=10).status_code for v in ready["variants"]] == [200] * len(
+        ready["variants"])
+    # now that private image is the answer: at once with the hash declared, at the completion without
+    known = private_upload(sha)
+    assert known.status_code == 200, known.text
+    assert (known.json()["deduplicated"], known.json()["image"]["id"]) == (True, mine["id"]), known.text
+    again = sent(private_upload(""))
+    assert (again["deduplicated"], again["image"]["id"]) == (True, mine["id"]), again
+
+    # the public image is as it was: public, its links open for anyone
+    still = requests.get(f"{cluster.web_url}/api/v1/images/{public['id']}", timeout=10)
+    assert still.status_code == 200 and still.json()["visibility"] == "public", still.text
+    assert requests.get(f"{cluster.web_url}/i/{public['id']}", timeout=10).status_code == 200
+    assert [requests.get(v["url"], timeout=10).status_code for v in still.json()["variants"]] == [200] * len(
+        still.json()["variants"])
+    assert requests.get(f"{cluster.web_url}/api/v1/images/{mine['id']}", timeout=10).status_code == 404
+
+
+def test_put_private(cluster: ClusterHandle, tmp_path: Path) -> None:
+    path = tmp_path / "put.png"
+    sha = big_png(path, 64)
+    r = cluster.pixelfox("put", "--private", "--json", "--wait", str(path), timeout=180)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert (out["status"], out["visibility"], out["deduplicated"], out["sha256"]) == ("ready", "private", False, sha)
+    urls = [out["stored_original_url"], *(v["url"] for v in out["variants"])]
+    assert all(PRIVATE_URL.match(u) for u in urls), urls
+    assert [requests.get(u, timeout=10).status_code for u in urls] == [200] * len(urls)
+    assert requests.get(out["url"], timeout=10, allow_redirects=False).status_code == 404  # its page: nobody else
+    until(lambda: not _public_files(cluster, sha), 30, "the public copies to be deleted")
+    people = cluster.pixelfox("put", "--private", "--no-resume", str(tmp_path / "put.png"), timeout=120)
+    assert people.returncode == 0 and people.stdout == f"{out['url']}\n", (people.stdout, people.stderr)
+    assert "ready, private" in people.stderr or "processing, private" in people.stderr, people.stderr
+
+
+def test_an_upload_visibility_must_be_public_or_private(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """Anything else is a 400 naming it, in the form, the query string, the JSON of ``POST /api/v1/uploads``
+    and Chevereto's form, and nothing is uploaded; so is a private anonymous upload (nobody could see it)."""
+    key = _user_key(cluster)
+    data, sha = _png(tmp_path, "bogus.png")
+    api = f"{cluster.web_url}/api/v1/images"
+    said = "visibility must be public or private, not 'bogus'"
+    for url, form in ((f"{api}?wait=0", {"visibility": "bogus"}), (f"{api}?wait=0&visibility=bogus", {})):
+        bad = requests.post(url, headers=auth(key), data=form, files={"file": ("b.png", data, "image/png")},
+                            timeout=60)
+        assert (bad.status_code, bad.json()["error"]["message"]) == (400, said), bad.text
+    twice = requests.post(f"{api}?wait=0&visibility=private", headers=auth(key), data={"visibility": "private"},
+                          files={"file": ("b.png", data, "image/png")}, timeout=60)
+    assert (twice.status_code, twice.json()["error"]["message"]) == (
+        400, "visibility was sent in both the query string and the form: send it once"), twice.text
+    ticket = requests.post(f"{cluster.web_url}/api/v1/uploads", headers=auth(key), timeout=10,
+                           json={"filename": "b.png", "size": len(data), "visibility": "bogus"})
+    assert (ticket.status_code, ticket.json()["error"]["message"]) == (400, said), ticket.text
+    c = requests.post(f"{cluster.web_url}/api/1/upload", headers={"X-API-Key": key}, data={"visibility": "bogus"},
+                      files={"source": ("b.png", data, "image/png")}, timeout=60)
+    assert c.status_code == 400 and c.json()["error"]["message"] == said, c.text
+    anonymous = requests.post(f"{api}?wait=0&visibility=private", files={"file": ("b.png", data, "image/png")},
+                              timeout=60)
+    assert anonymous.status_code in (400, 401), anonymous.text  # 401 on a site that takes no anonymous uploads
+    if anonymous.status_code == 400:
+        assert anonymous.json()["error"]["message"].startswith("an anonymous upload cannot be private"), anonymous.text
+    mine = requests.get(f"{api}?limit=100", headers=auth(key), timeout=30)
+    assert mine.status_code == 200 and mine.json()["images"] == [], mine.text  # nothing was uploaded
+    assert not _public_files(cluster, sha) and not _private_files(cluster, sha)
