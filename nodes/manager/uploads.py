@@ -283,10 +283,12 @@ class Uploads:
             if upload.status != "open":
                 done = await self._existing(s, upload.id, upload.user_id, c.sha256, marks, private)
                 answer = await self._answer(s, done, done.upload_id != upload.id, nodes) if done is not None else None
+                kept = done.original_key if done is not None else c.original_key
                 await s.commit()
                 await self._written(c)
-                if answer is not None:  # an upload node retrying after a crash
+                if answer is not None:  # an upload node retrying after a crash (it stored the original again)
                     await self.states.finish(c.upload_id, "complete", answer.image.slug)
+                    await self._drop_upload_copy(c, kept, answer.image.slug)
                     return answer
                 # no image of its: deleted unless another names them
                 await self._discard(c.upload_id, c.original_key, f"was already {upload.status} when its "
@@ -300,16 +302,14 @@ class Uploads:
                     restore = await self._restore_original(s, dup, c)
                 if restore:
                     await self._reprocess(s, dup)
-                elsewhere = dup.original_key != c.original_key  # a private image's: the upload's copy is not it
+                kept = dup.original_key  # a private image's: the upload's copy is not it
                 answer = await self._answer(s, dup, True, nodes)  # before the commit: a later delete is no 404
                 await s.commit()
                 await self._written(c)
                 await self.states.finish(c.upload_id, "complete", slug)  # also frees the open-upload slot
                 if restore:
                     await self._restored(answer.image, c)
-                if elsewhere:
-                    await self._discard(c.upload_id, c.original_key, f"is image {slug}, whose original has a key "
-                                        "of its own")
+                await self._drop_upload_copy(c, kept, slug)
                 logger.info("upload %s duplicates image %s of the same user%s", c.upload_id, slug,
                             ": its lost files are restored from it, the image is processed again" if restore else "")
                 return answer
@@ -318,12 +318,10 @@ class Uploads:
             img = await self._new_image(s, upload, c, st.title if st else "", expires_at, private=private)
             answer = await self._answer(s, img, False, nodes)  # before the commit: a later delete is no 404
             await s.commit()
-            image_id, slug = img.id, img.slug
+            image_id, slug, kept = img.id, img.slug, img.original_key
         await self._written(c)
         await self.states.finish(c.upload_id, "complete", slug)  # also frees the open-upload slot
-        if private:  # the upload's public copy is not the image's original: it goes unless another names it
-            await self._discard(c.upload_id, c.original_key, f"is private image {slug}, whose original has a key "
-                                "of its own")
+        await self._drop_upload_copy(c, kept, slug)  # a private upload's: its image has a copy of its own
         if expires_at is not None:  # the sweeper deletes it then (the row says when: answers and pages show it)
             await expiry.schedule_at(self.registry.redis, slug, expires_at.timestamp())
         failpoints.hit("after-image-commit")
@@ -470,6 +468,13 @@ class Uploads:
             return
         if self.on_written is not None:  # in the background: CompleteUpload does not wait for storage deletes
             self._background.start(self.on_written(sha), f"deletes waiting for {sha[:12]}")
+
+    async def _drop_upload_copy(self, c: Completion, kept: str, slug: str) -> None:
+        """After the commit that made ``c`` image ``slug``, whose original is stored under ``kept``: when that is
+        not the upload's own key (a private image's ``p/<salt>/`` copy), the upload's public copy is deleted
+        unless another image names it (:meth:`_discard`); nothing for the same key."""
+        if kept != c.original_key:
+            await self._discard(c.upload_id, c.original_key, f"is image {slug}, whose original has a key of its own")
 
     async def _discard(self, upload_id: str, key: str, why: str) -> None:
         """Delete the replicas of a refused upload's original ``key`` unless an image uses it
