@@ -10,6 +10,7 @@ import json
 import re
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import requests
 from pixelfox import signing
 from pixelfox.storage.keys import needs_signature
 from tests.conftest import ClusterHandle
-from tests.e2e.uploadkit import auth, big_png, new_user_key, tus_patch, until
+from tests.e2e.uploadkit import auth, big_png, new_user_key, own_cluster, tus_patch, until
 
 pytestmark = pytest.mark.e2e
 
@@ -209,3 +210,29 @@ def test_an_upload_visibility_must_be_public_or_private(cluster: ClusterHandle, 
     mine = requests.get(f"{api}?limit=100", headers=auth(key), timeout=30)
     assert mine.status_code == 200 and mine.json()["images"] == [], mine.text  # nothing was uploaded
     assert not _public_files(cluster, sha) and not _private_files(cluster, sha)
+
+
+def test_a_private_upload_whose_copy_fails_fails_and_is_never_public(tmp_path: Path) -> None:
+    """The storage node stops while the upload node holds the stored original (``before-complete``): the
+    manager cannot copy it to a private key, so the upload fails with that reason (GET /api/v1/uploads says
+    so), and no image is made: not a public one instead."""
+    with own_cluster(tmp_path / "c", upload=1, web=1, PIXELFOX_FAILPOINT="before-complete=sleep(3000)") as local:
+        key = asyncio.run(new_user_key(local, "privfail"))
+        data, sha = _png(tmp_path, "fail.png")
+        web = local.web_urls[0]
+        r = requests.post(f"{web}/api/v1/uploads", headers=auth(key), timeout=10,
+                          json={"filename": "fail.png", "size": len(data), "visibility": "private"})
+        assert r.status_code == 201, r.text
+        with ThreadPoolExecutor(1) as pool:
+            patch = pool.submit(tus_patch, r.json(), data)
+            until(lambda: any(sha in str(p) for p in (local.root / ".pixelfox" / "data").glob("storage1/**/*")
+                              if p.is_file()), 20, "the original to be stored")
+            local.terminate("storage1")  # during the upload node's pause before CompleteUpload
+            done = patch.result(60)
+        assert done.status_code == 503, (done.status_code, done.text)
+        p = requests.get(f"{web}/api/v1/uploads/{r.json()['id']}", headers=auth(key), timeout=10)
+        assert p.status_code == 200 and p.json()["status"] == "failed" and p.json()["image"] is None, p.text
+        assert p.json()["error"]["code"] == "no-node-available", p.text
+        assert "could not be copied to a private key" in p.json()["error"]["message"], p.text
+        mine = requests.get(f"{web}/api/v1/images?limit=100", headers=auth(key), timeout=10)
+        assert mine.status_code == 200 and mine.json()["images"] == [], mine.text  # no image, public or not
