@@ -8,7 +8,9 @@ Going private re-keys the image: every object is copied to ``p/<new salt>/<publi
 (:func:`pixelfox.storage.keys.private_key`), the rows switch to the new keys, and the old
 public keys are deleted where no other image uses the same bytes, so the old public URLs stop
 working (the CDN purge hook hears about them too). Going public copies back to the
-content-addressed keys and drops the private copies.
+content-addressed keys and drops the private copies. An upload may be private from the start
+(:meth:`nodes.manager.uploads.Uploads.complete` copies its original to its own prefix): only its variants
+are moved here, by :meth:`Library.after_processing`.
 """
 
 from __future__ import annotations
