@@ -134,8 +134,10 @@ async def backup(url: str, path: Path | None, *, out: IO[str] | None = None) -> 
 
 
 def _why(exc: BaseException) -> str:
-    """A reading error in a word: its type's name, or what zlib's bare ``error`` means."""
-    return "damaged compressed data" if isinstance(exc, zlib.error) else type(exc).__name__
+    """A reading error in a word: its type's name, or "damaged compressed data" for zlib's bare ``error`` and
+    for ``BadGzipFile`` (a file is read as gzip only when it starts with the gzip magic: a later "member"
+    with a bad header is garbled data too; which of the two garbage gives depends on its bytes)."""
+    return "damaged compressed data" if isinstance(exc, zlib.error | gzip.BadGzipFile) else type(exc).__name__
 
 
 def read_header(path: Path) -> dict[str, Any]:
