@@ -133,7 +133,9 @@ class Uploads:
 
         ``visibility`` (:func:`~pixelfox.visibility.asked_visibility`: "" or ``public``, ``private``; else
         BadRequest naming it; BadRequest for a private anonymous upload, which nobody could see) is kept in the
-        upload's state: :meth:`complete` makes a private upload's new image private before its first commit.
+        upload's row and state: :meth:`complete` makes a private upload's new image private before its first
+        commit (the row's word counts: a completion after the Redis state is gone still makes it private; so do
+        ``title`` and ``expire_after_s``)).
 
         ``sha256`` (optional, 64 hex digits in either case, kept in lower case; else BadRequest): the file's
         hash as the client declares it. When ``user`` already has a lasting image of ``size`` bytes with that
@@ -179,7 +181,8 @@ class Uploads:
                 s.add(Upload(id=upload_id, user_id=user.id if user else None,
                              filename=safe_filename(filename, default=""), size=size,
                              content_type=printable(content_type)[:100], upload_node_id=node.node_id,
-                             expires_at=expires))
+                             expires_at=expires, title=title, visibility=visibility,
+                             expire_after_s=expire_after_s))
                 await s.commit()
         await self.states.create(upload_id, size, user.id if user else "", expire_after_s, title, sha256, visibility)
         token = tickets.sign(self.ticket_key, upload_id, user.id if user else "", size, content_type,
@@ -263,6 +266,12 @@ class Uploads:
             upload = await s.get(Upload, c.upload_id, with_for_update=True)
             if upload is None:
                 raise errors.InvalidTicket("unknown upload")
+            # what the upload asked for, from its row too: its Redis state (read above, to look up dedup marks
+            # without the lock) may be gone by now, and a private upload must never end up public (a row from
+            # before migration 0010 says public: its state has the word then)
+            private = private or upload.visibility == "private"
+            expire_after_s = upload.expire_after_s or (st.expire_after_s if st is not None else 0)
+            expiring = expire_after_s > 0
             # an upload asking for an expiration always makes its own image: merged, it would either
             # make the lasting copy expire or keep the bytes past the time asked for; the match is looked up
             # before this upload's copies are recorded, which may give a lost image its original back
@@ -313,9 +322,10 @@ class Uploads:
                 logger.info("upload %s duplicates image %s of the same user%s", c.upload_id, slug,
                             ": its lost files are restored from it, the image is processed again" if restore else "")
                 return answer
-            expires_at = (datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=round(st.expire_after_s))
-                          if st is not None and st.expire_after_s > 0 else None)
-            img = await self._new_image(s, upload, c, st.title if st else "", expires_at, private=private)
+            expires_at = (datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=round(expire_after_s))
+                          if expiring else None)
+            img = await self._new_image(s, upload, c, upload.title or (st.title if st is not None else ""),
+                                        expires_at, private=private)
             answer = await self._answer(s, img, False, nodes)  # before the commit: a later delete is no 404
             await s.commit()
             image_id, slug, kept = img.id, img.slug, img.original_key

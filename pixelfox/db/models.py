@@ -70,6 +70,12 @@ class Upload(Base):
     #: uploader was told; kept for ``GET /api/v1/uploads/<id>`` once its Redis state is gone (0005)
     error_code: Mapped[str | None] = mapped_column(String(64), default=None)
     error_message: Mapped[str | None] = mapped_column(String(500), default=None)
+    #: what ``CreateUpload`` asked of the new image (migration 0010), kept here as well as in the upload's
+    #: Redis state: a completion that comes after that state is gone still makes the image asked for
+    title: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    visibility: Mapped[str] = mapped_column(String(16), default="public", server_default="public")
+    #: seconds after completion the image expires; 0: never
+    expire_after_s: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     #: a user's uploads whose ticket is still accepted (``GET /api/v1/uploads``, migration 0004)
     __table_args__ = (Index("ix_uploads_user_expires", "user_id", "expires_at"),)

@@ -11,16 +11,33 @@ import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+import redis
 import requests
 
 from pixelfox import signing
+from pixelfox.cli.launcher import LocalCluster
+from pixelfox.grpcx.auth import api_key_metadata
 from pixelfox.storage.keys import needs_signature
+from pixelfox.uploadstate import state_key
+from pixelfox.v1 import manager_pb2, manager_pb2_grpc, upload_pb2
 from tests.conftest import ClusterHandle
-from tests.e2e.uploadkit import auth, big_png, new_user_key, own_cluster, tus_patch, until
+from tests.e2e.uploadkit import (
+    auth,
+    big_png,
+    chunk,
+    header,
+    new_user_key,
+    own_cluster,
+    tus_patch,
+    until,
+    upload_stub,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -46,6 +63,12 @@ def _ready(cluster: ClusterHandle, key: str, slug: str) -> dict[str, Any]:
         assert r.status_code == 200, r.text
         return r.json() if r.json()["status"] == "ready" else None
     return dict(until(done, 90, f"image {slug} to be ready"))
+
+
+def local_handle(local: LocalCluster) -> ClusterHandle:
+    """A handle on ``local`` (an :func:`own_cluster`) for the helpers above: its first web node, no admin key."""
+    return ClusterHandle(local, local.root, local.web_urls[0], local.manager_address, local.secret, local.redis_url,
+                         "")
 
 
 def _public_files(cluster: ClusterHandle, sha: str) -> list[str]:
@@ -236,3 +259,43 @@ def test_a_private_upload_whose_copy_fails_fails_and_is_never_public(tmp_path: P
         assert "could not be copied to a private key" in p.json()["error"]["message"], p.text
         mine = requests.get(f"{web}/api/v1/images?limit=100", headers=auth(key), timeout=10)
         assert mine.status_code == 200 and mine.json()["images"] == [], mine.text  # no image, public or not
+
+
+def test_a_private_upload_whose_redis_state_is_gone_before_completion_stays_private(tmp_path: Path) -> None:
+    """The upload's Redis state vanishes (expired, or a Redis that lost its data) while the upload node pauses
+    before ``CompleteUpload`` (``before-complete``): the image is still made as ``CreateUpload`` asked, from the
+    upload's database row: private, with its title, expiring. Before, such a completion made a public,
+    untitled, lasting image of an upload that asked to be private."""
+    with own_cluster(tmp_path / "c", upload=1, web=1, PIXELFOX_FAILPOINT="before-complete=sleep(3000)") as local:
+        key = asyncio.run(new_user_key(local, "privgone"))
+        data, sha = _png(tmp_path, "gone.png")
+        store = redis.Redis.from_url(local.redis_url)
+
+        async def upload() -> upload_pb2.UploadReceipt:
+            async with grpc.aio.insecure_channel(local.manager_address.split(",")[0]) as ch:
+                t = await manager_pb2_grpc.ManagerServiceStub(ch).CreateUpload(manager_pb2.CreateUploadRequest(
+                    filename="gone.png", size=len(data), content_type="image/png", title="kept title",
+                    expire_after_s=7200, visibility="private"), metadata=api_key_metadata(key), timeout=10)
+            assert store.exists(state_key(t.upload_id)) == 1
+            uch, stub = upload_stub(t.upload_address)
+            try:
+                call = stub.Upload()
+                await call.write(header(t, len(data), sha))
+                for off in range(0, len(data), 256 * 1024):
+                    await call.write(chunk(off, data[off:off + 256 * 1024]))
+                await call.done_writing()
+                stored = await asyncio.to_thread(until, lambda: any(
+                    sha in str(p) for p in (local.root / ".pixelfox" / "data").glob("storage1/**/*") if p.is_file()),
+                    20, "the original to be stored")
+                assert stored and store.delete(state_key(t.upload_id)) == 1  # in the pause before CompleteUpload
+                return await call
+            finally:
+                await uch.close()
+
+        receipt = asyncio.run(upload())
+        assert receipt.image.slug and receipt.image.visibility == "private", receipt
+        image = _ready(local_handle(local), key, receipt.image.slug)
+        assert (image["title"], image["visibility"]) == ("kept title", "private"), image
+        expires = datetime.fromisoformat(image["expires_at"].replace("Z", "+00:00"))
+        assert 7000 < (expires - datetime.now(UTC)).total_seconds() <= 7200, image["expires_at"]
+        assert _private_files(local_handle(local), sha) and not _public_files(local_handle(local), sha)
