@@ -20,9 +20,7 @@ def asked_visibility(value: str | None) -> str:
     """The visibility an upload asks for: ``public`` for ``None``, ``""`` or ``public``; ``private``;
     surrounding blanks are ignored. Raises BadRequest naming anything else (its first 20 characters):
     an unknown word ignored would put an image meant to be private up public without a word."""
-    word = (value or "").strip()
-    if word in ("", "public"):
-        return "public"
-    if word == "private":
-        return "private"
+    word = (value or "").strip() or VISIBILITIES[0]
+    if word in VISIBILITIES:
+        return word
     raise errors.BadRequest(f"visibility must be public or private, not {value[:20]!r}")

@@ -28,6 +28,7 @@ from pixelfox.client.resume import Resume, abandon_upload, cancel_stale
 from pixelfox.client.stall import NO_NODE_S, NoNode, Watch
 from pixelfox.grpcx.client import DEFAULT_MAX_MESSAGE_BYTES, map_rpc_errors
 from pixelfox.v1 import manager_pb2, manager_pb2_grpc, upload_pb2, upload_pb2_grpc
+from pixelfox.visibility import asked_visibility
 
 logger = logging.getLogger(__name__)
 
@@ -537,7 +538,7 @@ async def upload_file(
     name = filename or path.name
     md = tuple(metadata)
     # a private upload's journal entries are keyed apart: resuming a public one would end up public
-    keyed = md if visibility in ("", "public") else (*md, ("visibility", visibility))
+    keyed = md if asked_visibility(visibility) == "public" else (*md, ("visibility", "private"))
     key = resume.key(path, keyed) if resume else None
     # the hash runs in a thread (hashlib releases the GIL), never on the event loop, which it would stall for
     # every other task of the process (the web node's; 17-31 ms for 20 MiB here)
