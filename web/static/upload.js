@@ -6,6 +6,9 @@
 // committed offset is (a ticket near its end is renewed: POST /api/v1/uploads/<id>/ticket); while a
 // ticket is kept, a line under the drop zone (#resume-hint) names its file.
 // Otherwise: one multipart POST to /api/v1/images per file.
+// Signed in, the "Private" box (#private) as it is when a file is picked makes that file's upload private
+// (visibility=private: its image is only its owner's to see from the first answer on); a private upload's
+// kept ticket is apart from a public one's, so the same file picked with the other choice never resumes it.
 // Each answer's deletion link is shown, labelled (a resumable upload's comes from GET /api/v1/uploads/<id>,
 // which gives it to the image's owner). Anonymous: it is the only way to delete such an image, and the
 // recent uploads' links are kept in localStorage (RECENT) so a reload still lists them.
@@ -28,6 +31,7 @@
   const csrfMeta = document.querySelector('meta[name="csrf-token"]');
   const csrf = csrfMeta ? csrfMeta.content : "";
   const resumable = drop.dataset.resumable === "1" && window.tus && window.tus.isSupported;
+  const privateBox = document.getElementById("private");  // signed in only
   // localStorage key prefix: tickets are per user, and another user's are dropped on sight (a
   // shared browser after a log-out must never send the next user's file on the last one's ticket)
   const TICKETS = "pixelfox-upload:" + (drop.dataset.user || "anonymous") + "/";
@@ -185,6 +189,7 @@
   }
 
   function upload(file) {
+    const visibility = privateBox && privateBox.checked ? "private" : "public";  // as chosen when picked
     const item = el("li", "upload");
     const thumb = el("img", "thumb");
     thumb.alt = "";
@@ -201,6 +206,10 @@
     }
     const body = el("div");
     const name = el("div", "name", file.name || "pasted image");
+    if (visibility === "private") {
+      item.classList.add("private");
+      name.append(el("span", "muted tag", " · private"));
+    }
     const bar = el("progress");
     bar.max = 100; bar.value = 0;
     const state = el("div", "state muted", "waiting…");
@@ -239,10 +248,11 @@
       }
     };
     if (resumable && file.size > 0) {
-      resumableUpload(file, bar, state, show);
+      resumableUpload(file, bar, state, show, visibility);
       return;
     }
     const form = new FormData();
+    if (visibility === "private") form.append("visibility", visibility);
     form.append("file", file, file.name || "pasted.png");
     const xhr = new XMLHttpRequest();
     xhr.open("POST", "/api/v1/images");
@@ -262,13 +272,14 @@
   // the file's name, size, type, modification time and the SHA-256 of its first 256 KiB (where
   // the browser offers crypto.subtle: https or localhost), so another file with the same name
   // and size is never appended to this one's partial upload
-  async function ticketKey(file) {
+  async function ticketKey(file, visibility) {
     let head = "";
     if (window.crypto && window.crypto.subtle) {
       const digest = await window.crypto.subtle.digest("SHA-256", await file.slice(0, 262144).arrayBuffer());
       head = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
     }
-    return TICKETS + [file.name, file.size, file.type, file.lastModified, head].join("/");
+    const parts = [file.name, file.size, file.type, file.lastModified, head];
+    return TICKETS + (visibility === "private" ? [...parts, "private"] : parts).join("/");
   }
 
   // POST JSON to the web node with the session's CSRF token: [ok, status, the answer's JSON]
@@ -290,7 +301,7 @@
 
   // the stored ticket for this file if it has over a minute left; else that upload's ticket renewed
   // (it lives upload_ttl_s after its last chunk), or a new upload when it is gone (404, 409, 403)
-  async function ticketFor(file, key) {
+  async function ticketFor(file, key, visibility) {
     let saved = null;
     try {
       saved = JSON.parse(localStorage.getItem(key) || "null");
@@ -303,7 +314,7 @@
     }
     if (!ok) {
       [ok, status, data] = await post("/api/v1/uploads",
-        { filename: file.name || "pasted.png", size: file.size, content_type: file.type });
+        { filename: file.name || "pasted.png", size: file.size, content_type: file.type, visibility });
       if (!ok) throw answerError(status, data);
     }
     return keepTicket(key, data, file.name || "pasted.png");
@@ -329,10 +340,10 @@
     }
   }
 
-  async function resumableUpload(file, bar, state, shown) {
+  async function resumableUpload(file, bar, state, shown, visibility) {
     let key, t;
     try {
-      key = await ticketKey(file);
+      key = await ticketKey(file, visibility);
     } catch (e) {
       shown(false, { error: { message: String(e.message || e) } }, 0);
       return;
@@ -357,7 +368,7 @@
     const show = (...args) => { ended("show", args); shown(...args); };
     const stop = (message) => { ended("stop", message); stopped(bar, state, message); };
     try {
-      t = await ticketFor(file, key);
+      t = await ticketFor(file, key, visibility);
     } catch (e) {
       // fetch() rejects with a TypeError when no answer came: the connection, not a refusal
       if (e instanceof TypeError) stop("network error: the connection dropped; choose the file again");
