@@ -18,7 +18,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -88,6 +88,30 @@ class _Routed:
         return call
 
 
+#: ``ManagerService`` calls that only read: asked again of another manager (:meth:`ManagerLink.call`) when the
+#: one they went to freezes, as a repeat changes nothing (``VerifyPassword`` counts no attempt: the web node's
+#: login throttle does, before the call)
+READS = frozenset({"ListNodes", "GetUpload", "ListUploads", "GetImage", "ListImages", "GetUser", "WhoAmI",
+                   "GetAlbum", "CheckAlbum", "ListAlbums", "ListReports", "ListApiKeys", "ListUsers",
+                   "AdminOverview", "VerifyPassword", "CheckUpload"})
+
+
+class _ReadsAgain:
+    """:attr:`ManagerLink.read_stub`: ``READS`` through :meth:`ManagerLink.call`, the rest to the next stub."""
+
+    def __init__(self, link: ManagerLink) -> None:
+        self._link = link
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in READS:
+            return getattr(self._link.stub, name)
+
+        async def read(request: Any, *, metadata: Sequence[tuple[str, str]] | None = None,
+                       timeout: float = 10.0) -> Any:  # noqa: ASYNC109 (a stub's keyword)
+            return await self._link.call(name, request, timeout, metadata=metadata)
+        return read
+
+
 class ManagerLink:
     """The node's channels to the manager(s) with its cluster credential (see module doc).
 
@@ -114,6 +138,13 @@ class ManagerLink:
         """The stub for the next call (see :meth:`pick`). Read it for every call (``link.stub.Method(...)``)."""
         return self.pick()[1]
 
+    @property
+    def read_stub(self) -> Any:
+        """A stub like :attr:`stub` whose unary :data:`READS` go through :meth:`call` (``timeout`` is its
+        ``deadline_s``, ``metadata`` the caller's): a read sent to a manager that freezes is asked again of
+        another one instead of waiting out its deadline. Everything else as :attr:`stub`."""
+        return _ReadsAgain(self)
+
     def pick(self, exclude: frozenset[Peer] = frozenset()) -> tuple[Peer | None, Any]:
         """The next live manager (round-robin) but those in ``exclude``, and a stub for it; ``(None, shared
         stub)`` while none is known live (start-up, or one manager only)."""
@@ -123,13 +154,15 @@ class ManagerLink:
         peer = live[next(self._turn) % len(live)]
         return peer, _Routed(peer.stub, self.shared)
 
-    async def call(self, method: str, request: Any, deadline_s: float) -> Any:
+    async def call(self, method: str, request: Any, deadline_s: float,
+                   metadata: Sequence[tuple[str, str]] | None = None) -> Any:
         """Unary ``method`` (e.g. ``"CompleteUpload"``) on the next live manager (:meth:`pick`) with the
-        link's credential, within ``deadline_s`` seconds in all. When that manager's heartbeats fail while the
-        call waits (it froze: SIGSTOP keeps its connections open and nothing answers before the deadline),
-        the call is dropped there and made again on another live manager with the time left; with no other
-        live, it waits on. Only for calls a repeat cannot double: ``CompleteUpload`` answers a repeat with
-        the first answer (the upload row is locked), ``PlaceObject`` reads, ``FailUpload`` records once.
+        link's credential (or ``metadata``: a web node's caller), within ``deadline_s`` seconds in all. When
+        that manager's heartbeats fail while the call waits (it froze: SIGSTOP keeps its connections open and
+        nothing answers before the deadline), the call is dropped there and made again on another live
+        manager with the time left; with no other live, it waits on. Only for calls a repeat cannot double:
+        ``CompleteUpload`` answers a repeat with the first answer (the upload row is locked), ``PlaceObject``
+        and a web node's reads (:data:`READS`) read, ``FailUpload`` records once.
         Raises what the stub raises (``grpc.aio.AioRpcError``)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + deadline_s
@@ -137,7 +170,8 @@ class ManagerLink:
         while True:
             peer, stub = self.pick(tried)
             pending = asyncio.ensure_future(getattr(stub, method)(
-                request, metadata=self.metadata, timeout=max(deadline - loop.time(), 0.1)))
+                request, metadata=self.metadata if metadata is None else tuple(metadata),
+                timeout=max(deadline - loop.time(), 0.1)))
             if peer is None:
                 return await pending
             gone = asyncio.ensure_future(peer.down.wait())

@@ -90,10 +90,11 @@ class Manager:
     @property
     def stub(self) -> Any:
         """A ``ManagerServiceStub`` for the next call: with several managers a live one's (see
-        :meth:`ManagerLink.pick`), with one this node's call channel."""
+        :meth:`ManagerLink.pick`; a read is asked again of another one should that one freeze while it waits:
+        :attr:`ManagerLink.read_stub`), with one this node's call channel."""
         if self.link is None:
             raise RuntimeError("Manager.open() was not called")
-        return self.link.stub if self.link.peers else self._own_stub
+        return self.link.read_stub if self.link.peers else self._own_stub
 
     async def close(self) -> None:
         if self._channel is not None:

@@ -200,6 +200,33 @@ def test_uploads_in_flight_when_a_manager_freezes_complete_through_the_other(
     print(json.dumps({"metric": "tus_upload_with_a_manager_freezing_s", "value": max(t for _c, t, _s in sent)}))
 
 
+def test_web_reads_in_flight_when_a_manager_freezes_answer_through_the_other(frozen_pair: LocalCluster) -> None:
+    """A web node sends its calls to the managers in turn; a read already on its way to a manager that froze
+    waited out its whole deadline (10 s) and the page got a 504. A read is now asked again of the other
+    manager once the frozen one misses a heartbeat (about 4 s here: interval 1 s, then 3 s without an answer)."""
+    local = frozen_pair
+    wait_for(lambda: all(v["health"] == "healthy" for v in status(local.root).values()), timeout_s=30)
+    assert [api_me(local) for _ in range(6)] == [200] * 6  # the web node's links to both managers are live
+
+    def timed(_: int) -> tuple[int, float]:
+        t0 = time.monotonic()
+        return api_me(local), round(time.monotonic() - t0, 1)
+
+    frozen = local.child("manager1")
+    os.kill(frozen.proc.pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(timed, range(8)))  # about half of them go to the frozen manager
+    finally:
+        os.kill(frozen.proc.pid, signal.SIGCONT)
+    assert [code for code, _t in answers] == [200] * 8, answers
+    assert max(t for _c, t in answers) < 8, answers  # one held for its deadline takes 10 s and is a 504
+    logs = (local.state / "logs" / "web1.log").read_text()
+    assert "stopped answering heartbeats during WhoAmI" in logs  # at least one read did meet the frozen manager
+    wait_for(lambda: status(local.root)["manager1"]["health"] == "healthy", timeout_s=30)
+    print(json.dumps({"metric": "web_read_with_a_manager_freezing_s", "value": max(t for _c, t in answers)}))
+
+
 def test_both_managers_serve_and_killing_one_loses_nothing(two_managers: LocalCluster, tmp_path: Path) -> None:
     local = two_managers
     rows = status(local.root)
