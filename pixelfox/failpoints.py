@@ -22,6 +22,8 @@ Names in use (grep ``failpoints.hit``):
 Pauses (:func:`pause`):
 
 * ``before-process`` - processing node: original fetched, not yet decoded;
+* ``before-result`` - processing node: variants stored, result not yet reported (the storage pool
+  shows the keys a job writes; the image may change meanwhile);
 * ``before-complete`` - upload node: original stored, ``CompleteUpload`` not yet called.
 * ``before-delete-commit`` - manager, DeleteImage: the image's rows removed and its row held,
   not yet committed (a dedup lookup of the same bytes waits meanwhile).

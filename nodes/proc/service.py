@@ -135,6 +135,7 @@ class Processor:
             nodes = await self._store(job, out.variants, stored)
             failpoints.hit("after-variant-put")
             STEP_SECONDS.labels("store").observe(time.perf_counter() - t)
+            await failpoints.pause("before-result")
         except imaging.ImageError as exc:
             err = errors.from_image_error(exc)
             transient = getattr(exc, "code", "") == "timeout"  # over the time limit: retried, then dead-lettered
