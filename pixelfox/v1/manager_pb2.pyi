@@ -1306,6 +1306,7 @@ class Job(_message.Message):
     REQUIRES_GPU_FIELD_NUMBER: _builtins.int
     DEADLINE_S_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
+    PRIVATE_SALT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     lease_id: _builtins.str
     image_id: _builtins.str
@@ -1326,6 +1327,10 @@ class Job(_message.Message):
     """per-job time limit in seconds (0 = none)"""
     kind: _builtins.str
     """"process_image" | "reprocess_image" """
+    private_salt: _builtins.str
+    """"" for a public image; a private image's salt (32 hex digits): its variants are written under
+    p/<salt>/ keys (pixelfox.storage.keys.private_key), never under their public keys
+    """
     @_builtins.property
     def source_nodes(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Node]:
         """storage nodes holding the original"""
@@ -1352,10 +1357,11 @@ class Job(_message.Message):
         requires_gpu: _builtins.bool = ...,
         deadline_s: _builtins.float = ...,
         kind: _builtins.str = ...,
+        private_salt: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "deadline_s", b"deadline_s", "estimated_cpu_s", b"estimated_cpu_s", "image_id", b"image_id", "job_id", b"job_id", "kind", b"kind", "lease_id", b"lease_id", "lease_seconds", b"lease_seconds", "original_key", b"original_key", "priority", b"priority", "recipe_version", b"recipe_version", "requires_gpu", b"requires_gpu", "sha256", b"sha256", "source_nodes", b"source_nodes", "target_nodes", b"target_nodes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "deadline_s", b"deadline_s", "estimated_cpu_s", b"estimated_cpu_s", "image_id", b"image_id", "job_id", b"job_id", "kind", b"kind", "lease_id", b"lease_id", "lease_seconds", b"lease_seconds", "original_key", b"original_key", "priority", b"priority", "private_salt", b"private_salt", "recipe_version", b"recipe_version", "requires_gpu", b"requires_gpu", "sha256", b"sha256", "source_nodes", b"source_nodes", "target_nodes", b"target_nodes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
