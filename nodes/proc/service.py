@@ -1,4 +1,8 @@
-"""One job: read the original, run the Rust core, write every variant, describe the result."""
+"""One job: read the original, run the Rust core, write every variant, describe the result.
+
+A variant's key is its content-addressed :func:`~pixelfox.storage.keys.variant_key`, under ``p/<salt>/``
+(:func:`~pixelfox.storage.keys.private_key`) when the job names a private image's salt (``Job.private_salt``):
+a private image's variants are never stored under a public key."""
 
 from __future__ import annotations
 
@@ -14,13 +18,19 @@ from prometheus_client import Histogram
 
 from pixelfox import errors, failpoints, imaging
 from pixelfox.storage.client import StorageClient
-from pixelfox.storage.keys import variant_key
+from pixelfox.storage.keys import checked_salt, keyed_for, variant_key
 from pixelfox.storage.replicate import write_all
 from pixelfox.v1 import common_pb2, manager_pb2
 
 logger = logging.getLogger(__name__)
 
 STEP_SECONDS = Histogram("pixelfox_proc_step_duration_seconds", "time per job step (s)", ["step"])
+
+
+def job_variant_key(job: manager_pb2.Job, v: imaging.Variant) -> str:
+    """The key variant ``v`` of ``job`` is stored and reported under: its public key, or with
+    ``job.private_salt`` (checked by :meth:`Processor.run` first) its ``p/<salt>/`` copy's."""
+    return keyed_for(variant_key(job.sha256, job.recipe_version, v.name, v.format), job.private_salt)
 
 
 @dataclass(frozen=True)
@@ -104,7 +114,7 @@ class Processor:
             client = StorageClient(node.grpc_address, self.secret)
             try:
                 for v in variants:
-                    key = variant_key(job.sha256, job.recipe_version, v.name, v.format)
+                    key = job_variant_key(job, v)
                     try:
                         await client.put(key, v.data, content_type=v.mime, sha256=hashlib.sha256(v.data).hexdigest())
                     except errors.AlreadyExists:
@@ -120,8 +130,19 @@ class Processor:
         return await write_all(list(job.target_nodes), put_all, what=f"variants of {job.image_id}")
 
     async def run(self, job: manager_pb2.Job) -> JobOutcome:
-        """Process ``job``; bad input is a permanent failure, anything else may be retried."""
+        """Process ``job``; bad input is a permanent failure, anything else may be retried.
+
+        A ``private_salt`` that is not 32 hex digits is a permanent failure (``bad-request``) before anything
+        is read or written: its variants must not go under public keys, nor under keys no one can name."""
         start = time.perf_counter()
+        if job.private_salt:
+            try:
+                checked_salt(job.private_salt)
+            except errors.BadRequest as exc:
+                logger.warning("job %s image %s: refused: its private_salt is malformed", job.job_id, job.image_id)
+                return JobOutcome(failure=manager_pb2.JobFailure(
+                    job_id=job.job_id, lease_id=job.lease_id, code=exc.code, permanent=True,
+                    message=f"the job's private salt is malformed ({exc.message}); nothing was processed"))
         try:
             data = await self._fetch(job)
             t = time.perf_counter()
@@ -156,7 +177,7 @@ class Processor:
         if out.gps is not None:
             result.location.CopyFrom(common_pb2.GeoPoint(latitude=out.gps[0], longitude=out.gps[1]))
         for v in out.variants:
-            key = variant_key(job.sha256, job.recipe_version, v.name, v.format)
+            key = job_variant_key(job, v)
             size, sha = stored.get(key, (len(v.data), hashlib.sha256(v.data).hexdigest()))
             result.variants.append(common_pb2.Variant(
                 name=v.name, format=v.format, width=v.width, height=v.height, bytes=size, key=key,

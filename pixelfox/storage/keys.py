@@ -89,17 +89,33 @@ def variant_key(source_sha256: str, recipe_version: int, name: str, fmt: str) ->
 
 
 _PRIVATE_RE = re.compile(r"p/(?P<salt>[0-9a-f]{32})/(?P<rest>.+)")
+#: a private image's salt: 32 hex digits in lower case
+PRIVATE_SALT = re.compile(r"[0-9a-f]{32}")
+
+
+def checked_salt(salt: str) -> str:
+    """``salt`` if it is a private salt (:data:`PRIVATE_SALT`), else BadRequest."""
+    if not PRIVATE_SALT.fullmatch(salt):
+        raise BadRequest("private salt must be 32 hex digits")
+    return salt
 
 
 def private_key(key: str, salt: str) -> str:
     """``p/<salt>/<key>``: the copy of a public key that a private image uses (issue 5).
 
     ``salt`` is 32 hex digits drawn per image when it goes private, so the old public URL
-    and any earlier private URL stop naming the bytes. Served only with a signed URL.
+    and any earlier private URL stop naming the bytes. Served only with a signed URL. ``key``
+    may itself be private (under any salt): its public key is used. Raises BadRequest for a
+    malformed ``salt``.
     """
-    if not re.fullmatch(r"[0-9a-f]{32}", salt):
-        raise BadRequest("private salt must be 32 hex digits")
-    return f"p/{salt}/{public_key(key)}"
+    return f"p/{checked_salt(salt)}/{public_key(key)}"
+
+
+def keyed_for(key: str, salt: str) -> str:
+    """The key of ``key``'s bytes (``key`` public or under any salt) for an image keyed by ``salt``:
+    :func:`private_key` for a private image's salt, the public key for ``""`` (a public image).
+    Raises BadRequest for a malformed non-empty ``salt``."""
+    return private_key(key, salt) if salt else public_key(key)
 
 
 def public_key(key: str) -> str:
