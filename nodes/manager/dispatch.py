@@ -42,6 +42,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from nodes.manager.objects import image_salt, wanted_key
 from nodes.manager.registry import Registry
 from pixelfox import errors, failpoints
 from pixelfox.background import Background
@@ -50,7 +51,6 @@ from pixelfox.db.models import Image, ObjectLocation, Variant
 from pixelfox.db.outbox import OutboxEntry
 from pixelfox.queue import JobQueue, QueuedJob
 from pixelfox.storage.fence import WriteFence, job_token
-from pixelfox.storage.keys import is_private_key
 from pixelfox.v1 import jobs_pb2, manager_pb2
 
 logger = logging.getLogger(__name__)
@@ -305,6 +305,7 @@ class Dispatcher:
             requires_gpu=job.gpu,
             deadline_s=self.policy.job_timeout_s,
             kind=job.kind,
+            private_salt=image_salt(img),
         )
 
     # ---- one processing node's stream --------------------------------------------------
@@ -476,10 +477,15 @@ class Dispatcher:
         ``on_orphaned`` can delete every replica; ``replaced``, the keys of the rows a reprocess to
         another recipe dropped (their files are deleted the same way: they stayed, counted as used).
 
-        A private image still ``processing`` (a private upload's new image, or a lost one restored) whose new
-        variants are under public keys stays ``processing``, its outbox row kept, until ``on_recorded``
-        (:meth:`nodes.manager.library.Library.after_processing`) has moved them to its private keys and sets it
-        ``ready``: no answer names the public keys, and when that move fails the outbox runs the job again."""
+        The processing node writes the variants under the keys the job named (:meth:`_job_message`: a private
+        image's salt when it was dispatched); an image still ``processing`` (a private upload's new image, or a
+        lost one restored) whose variants are not all under the keys that fit its visibility now
+        (:func:`~nodes.manager.objects.wanted_key`: a processing node older than ``Job.private_salt`` wrote a
+        private image's under its public keys) stays ``processing``, its outbox row kept, until ``on_recorded``
+        (:meth:`nodes.manager.library.Library.after_processing`) has moved them and sets it ``ready``: no answer
+        names the keys that do not fit, and when that move fails the outbox runs the job again. A ready image's
+        (a reprocess whose image changed visibility while it ran) are recorded as they are and moved by the same
+        hook."""
         async with self.sessions() as s:
             await begin_write(s)
             img = await s.get(Image, job.image_id, with_for_update={"of": Image})
@@ -512,8 +518,7 @@ class Dispatcher:
                 img.exif = dict(r.exif)
             if r.HasField("location"):
                 img.gps_lat, img.gps_lon = r.location.latitude, r.location.longitude
-            moving = img.status == "processing" and img.visibility == "private" and bool(img.private_salt) and any(
-                not is_private_key(v.key) for v in img.variants)
+            moving = img.status == "processing" and any(wanted_key(img, v.key) != v.key for v in img.variants)
             if img.status != "ready" and not moving:
                 img.status, img.ready_at = "ready", datetime.now(UTC)
             img.attempts = job.attempt + 1

@@ -9,8 +9,10 @@ Going private re-keys the image: every object is copied to ``p/<new salt>/<publi
 public keys are deleted where no other image uses the same bytes, so the old public URLs stop
 working (the CDN purge hook hears about them too). Going public copies back to the
 content-addressed keys and drops the private copies. An upload may be private from the start
-(:meth:`nodes.manager.uploads.Uploads.complete` copies its original to its own prefix): only its variants
-are moved here, by :meth:`Library.after_processing`.
+(:meth:`nodes.manager.uploads.Uploads.complete` copies its original to its own prefix); its processing job
+writes the variants under that prefix (``Job.private_salt``). Variants a job wrote under keys that no longer
+fit the image (its visibility changed while the job ran, or an older processing node wrote public keys) are
+moved by :meth:`Library.after_processing`.
 """
 
 from __future__ import annotations
@@ -28,14 +30,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from nodes.manager.images import ImageViews
-from nodes.manager.objects import Objects, image_keys
+from nodes.manager.objects import Objects, image_keys, wanted_key
 from pixelfox import deletion, errors, failpoints, readmodel
 from pixelfox.db.engine import begin_write
 from pixelfox.db.models import AbuseReport, Image, Upload, User
 from pixelfox.db.outbox import OutboxEntry
 from pixelfox.leases import Lease
 from pixelfox.queue import JobQueue
-from pixelfox.storage.keys import private_key, public_key
+from pixelfox.storage.keys import keyed_for
 from pixelfox.text import checked, checked_title, same_text
 from pixelfox.v1 import common_pb2
 from pixelfox.visibility import VISIBILITIES
@@ -223,12 +225,8 @@ class Library:
         """Copy every object of ``img`` to its keys for ``visibility`` (each copy journalled in ``made``:
         :meth:`~nodes.manager.objects.Objects.copying`); returns the old keys."""
         salt = secrets.token_hex(16) if visibility == "private" else ""
-
-        def new_key(key: str) -> str:
-            return private_key(key, salt) if salt else public_key(key)
-
         old = image_keys(img)
-        mapping = {k: new_key(k) for k in dict.fromkeys(old)}
+        mapping = {k: keyed_for(k, salt) for k in dict.fromkeys(old)}
         # the new location rows are written at the commit, not at the next copy's query: on SQLite a
         # flush takes the database's write lock, which every other writer would wait for while the
         # remaining objects are copied (seconds for a large image)
@@ -244,44 +242,53 @@ class Library:
         return [k for k, v in mapping.items() if k != v]
 
     async def after_processing(self, image_id: str) -> None:
-        """After a job's variants are recorded: a private image's new variants (written by the
-        processing node under public keys: a reprocess, or the first job of a private upload's image) move to
-        its private prefix, and the read model gets the fresh image (so pages show new renditions at once). The
-        copies are made as a visibility change makes them (:meth:`_update`: fenced, journalled); the image
-        deleted meanwhile is logged, and its copies go.
+        """After a job's variants are recorded: every variant of the image whose key does not fit its visibility
+        now (:func:`~nodes.manager.objects.wanted_key`: ``p/<salt>/<public key>`` for a private image,
+        the public key for a public one) is copied to the key that does and its row names that key; the old
+        keys are deleted after the commit unless another image names them. The processing node writes under
+        the keys the job named (``Job.private_salt``), so this moves something only when the image changed
+        visibility (or went private again, with a new salt) while its job ran, or when a processing node older
+        than ``private_salt`` wrote a private image's variants under their public keys. The read model gets the
+        fresh image either way (so pages show new renditions at once).
 
-        A private image the dispatcher left ``processing`` for this move (a new one:
-        :meth:`nodes.manager.dispatch.Dispatcher._record`) becomes ``ready`` in the commit that names its
-        private keys, and its outbox row goes; should the move fail, that row runs its job again. The variant
-        files exist under their public keys for the seconds between the job storing them and this move
-        (deleted right after it unless another image of the same bytes uses them): a new private image's
-        variants are never named by a public key in any answer, but are readable by whoever guesses the
-        original's SHA-256 in that window."""
+        The copies are made as a visibility change makes them (:meth:`_update`: inside the write fence of the
+        image's bytes, journalled), the fence entered only when there is something to move; the image deleted
+        meanwhile is logged, and its copies go. An image the dispatcher left ``processing`` for this move
+        (:meth:`nodes.manager.dispatch.Dispatcher._record`: a new image whose variants do not fit) becomes
+        ``ready`` in the commit that names the fitting keys, and its outbox row goes; should the move fail,
+        that row runs its job again. Variants an older processing node wrote under public keys for a private
+        image exist there for the seconds until this move (never named by an answer while the image is new)."""
         old_keys: list[str] = []
         placement = await readmodel.placement(self.redis)  # read before the URLs are made (readmodel.publish)
-        async with self.sessions() as s:
-            sha = await s.scalar(select(Image.sha256).where(Image.id == image_id, Image.visibility == "private"))
+        sha, fenced = "", False
         try:
-            async with self._rekeying(sha or "") as made, self.sessions() as s:
-                img = await s.get(Image, image_id)
-                if img is None:
-                    return
-                await s.refresh(img, ["variants", "owner"])
-                if img.visibility == "private" and img.private_salt:
-                    mapping = {v.key: private_key(v.key, img.private_salt) for v in img.variants}
-                    mapping = {k: p for k, p in mapping.items() if k != p}
+            while True:
+                async with self._rekeying(sha) as made, self.sessions() as s:
+                    img = await s.get(Image, image_id)
+                    if img is None:
+                        return
+                    await s.refresh(img, ["variants", "owner"])
+                    mapping = {v.key: wanted_key(img, v.key) for v in img.variants}
+                    mapping = {k: w for k, w in mapping.items() if k != w}
+                    if mapping and not fenced:  # copies to make: again, inside the fence of the bytes
+                        sha, fenced = img.sha256, True
+                        continue
                     for src, dst in mapping.items():
                         await self.objects.copy(s, src, dst, made)
                     for v in img.variants:
                         v.key = mapping.get(v.key, v.key)
                     old_keys = list(mapping)
-                    if img.status == "processing":  # left so by the dispatcher until now
+                    if mapping and img.status == "processing":  # left so by the dispatcher until now
                         img.status, img.ready_at = "ready", datetime.now(UTC)
                         await s.execute(delete(OutboxEntry).where(OutboxEntry.image_id == img.id))
                     await s.commit()
-                out = await self.views.to_proto(s, img)
+                    if mapping:
+                        logger.info("image %s (%s): %d variants moved to the keys that fit it", image_id,
+                                    img.visibility, len(mapping))
+                    out = await self.views.to_proto(s, img)
+                break
         except StaleDataError:
-            logger.info("image %s was deleted while its new variants moved to its private keys", image_id)
+            logger.info("image %s was deleted while its new variants moved to the keys that fit it", image_id)
             return
         await readmodel.publish(self.redis, out, placement)
         if old_keys:

@@ -41,6 +41,7 @@ from pixelfox import errors
 from pixelfox.db.models import Image, ObjectLocation, ReplicaDebt, Variant
 from pixelfox.storage.client import StorageClient
 from pixelfox.storage.fence import DELETE_BUDGET_S, WriteFence, fence_sha
+from pixelfox.storage.keys import keyed_for
 from pixelfox.v1 import common_pb2
 
 logger = logging.getLogger(__name__)
@@ -439,6 +440,18 @@ class Objects:
 def image_keys(img: Image) -> list[str]:
     """The original's key and every variant key of ``img`` (all recipe versions)."""
     return [img.original_key, *(v.key for v in img.variants)]
+
+
+def image_salt(img: Image) -> str:
+    """The salt ``img``'s objects are keyed by now: its private salt for a private image, ``""`` (the public
+    keys) for a public one."""
+    return img.private_salt if img.visibility == "private" else ""
+
+
+def wanted_key(img: Image, key: str) -> str:
+    """The key of ``key``'s bytes (public, or under any salt) that fits ``img``'s visibility now
+    (:func:`~pixelfox.storage.keys.keyed_for` with :func:`image_salt`)."""
+    return keyed_for(key, image_salt(img))
 
 
 

@@ -375,11 +375,11 @@ class Uploads:
         :meth:`_restore_original` does for a lost private image), and named as the image's original. The copy
         is made inside the upload node's write fence of these bytes, which covers it until the commit.
 
-        Its processing job then writes the variants under their public keys, and
-        :meth:`nodes.manager.library.Library.after_processing` moves them to the image's private prefix: they
-        exist under public keys for the seconds between the job storing them and that move (the image stays
-        ``processing`` until then, so no answer names them). Raises NoNodeAvailable (no healthy storage node
-        holds the original or takes the copy) or Unavailable (this manager cannot copy objects)."""
+        Its processing job then writes the variants under that prefix too (the dispatcher sends the salt:
+        ``Job.private_salt``), so none is ever stored under a public key (a processing node older than that
+        field writes public keys, which :meth:`nodes.manager.library.Library.after_processing` moves while the
+        image stays ``processing``). Raises NoNodeAvailable (no healthy storage node holds the original or
+        takes the copy) or Unavailable (this manager cannot copy objects)."""
         if self.on_copy is None:
             raise errors.Unavailable("this manager cannot copy objects")
         salt = secrets.token_hex(16)
