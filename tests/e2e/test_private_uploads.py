@@ -6,10 +6,13 @@ same bytes is never its answer (it makes a private image of its own)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -299,3 +302,175 @@ def test_a_private_upload_whose_redis_state_is_gone_before_completion_stays_priv
         expires = datetime.fromisoformat(image["expires_at"].replace("Z", "+00:00"))
         assert 7000 < (expires - datetime.now(UTC)).total_seconds() <= 7200, image["expires_at"]
         assert _private_files(local_handle(local), sha) and not _public_files(local_handle(local), sha)
+
+
+#: the processing node holds each result this long after storing its variants (``before-result``)
+RESULT_PAUSE_S = 6.0
+#: a private file's place in a storage pool: ``.../p/<salt>/<public key>``
+POOL_PRIVATE = re.compile(r"/p/(?P<salt>[0-9a-f]{32})/[ov]/")
+
+
+@pytest.fixture(scope="module")
+def held_results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHandle]:
+    """A cluster of its own (1 storage, 1 proc, 1 upload, 1 web node) whose processing node waits
+    :data:`RESULT_PAUSE_S` between storing a job's variants and reporting them (failpoint ``before-result``):
+    the pool then shows what a job wrote before the manager recorded anything."""
+    root = tmp_path_factory.mktemp("held")
+    with own_cluster(root, upload=1, web=1,
+                     PIXELFOX_FAILPOINT=f"before-result=sleep({int(RESULT_PAUSE_S * 1000)})") as local:
+        state = json.loads((root / ".pixelfox" / "cluster.json").read_text())
+        yield ClusterHandle(local, root, local.web_urls[0], local.manager_address, state["secret"],
+                            local.redis_url, state["admin_api_key"])
+
+
+class PoolWatch:
+    """Every stored file of bytes ``sha`` seen in ``cluster``'s storage pools, looked at every 50 ms from
+    ``start()`` to ``stop()`` (in a thread), so a file that existed for a moment is seen too."""
+
+    def __init__(self, cluster: ClusterHandle, sha: str) -> None:
+        self.cluster, self.sha = cluster, sha
+        self.seen: set[str] = set()
+        self.looks = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError):  # a file deleted while the folders are walked
+                self.seen.update(str(p).split("/data/", 1)[-1] for p in self.cluster.storage_files()
+                                 if self.sha in str(p) and not p.name.endswith(".meta"))
+                self.looks += 1
+            self._stop.wait(0.05)
+
+    def start(self) -> PoolWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def public_variants(self) -> list[str]:
+        return sorted(f for f in self.seen if f"/v/{self.sha[:2]}/" in f and not POOL_PRIVATE.search(f))
+
+
+def _variant_files(cluster: ClusterHandle, sha: str, marker: str = "") -> list[str]:
+    """The stored variant files of bytes ``sha`` (their paths inside the data folder), those whose path has
+    ``marker`` only."""
+    return sorted(rel for p in cluster.storage_files()
+                  if f"/v/{sha[:2]}/{sha[2:4]}/{sha}/" in (rel := str(p).split("/data/", 1)[-1])
+                  and marker in rel and not p.name.endswith(".meta"))
+
+
+def _url_salt(url: str) -> str:
+    """The private salt a file URL names (``""`` for a public URL)."""
+    m = re.search(r"/o/p/([0-9a-f]{32})/", url)
+    return m[1] if m else ""
+
+
+def _salts(files: list[str]) -> set[str]:
+    """The private salts in ``files`` (``""`` for a file under a public key)."""
+    return {m["salt"] if (m := POOL_PRIVATE.search(f)) else "" for f in files}
+
+
+def test_a_private_uploads_variants_are_never_stored_under_public_keys(held_results: ClusterHandle,
+                                                                       tmp_path: Path) -> None:
+    """The processing job of a private upload writes every variant under the image's ``p/<salt>/`` prefix:
+    while the job holds its result (variants stored, nothing recorded, the image still processing) the pool
+    has them there, under the salt of the image's private original, and never, from the upload to the end,
+    a variant of those bytes under a public key."""
+    cluster = held_results
+    key = _user_key(cluster)
+    data, sha = _png(tmp_path, "held.png")
+    watch = PoolWatch(cluster, sha).start()
+    try:
+        r = requests.post(f"{cluster.web_url}/api/v1/images?wait=0", headers=auth(key),
+                          data={"visibility": "private"}, files={"file": ("held.png", data, "image/png")}, timeout=60)
+        assert r.status_code == 201 and r.json()["visibility"] == "private", r.text
+        slug = r.json()["id"]
+        stored = until(lambda: _variant_files(cluster, sha), 60, "the job to store its variants")
+        image = requests.get(f"{cluster.web_url}/api/v1/images/{slug}", headers=auth(key), timeout=10).json()
+        assert image["status"] == "processing", image  # the job holds its result: nothing recorded yet
+        originals = [f for f in _private_files(cluster, sha) if f"/o/{sha[:2]}/" in f]
+        salts = _salts([f.split("/data/", 1)[-1] for f in originals])
+        assert len(salts) == 1 and "" not in salts, originals  # the private original's salt
+        assert _salts(stored) == salts, stored  # every variant under it, none under a public key
+        ready = _ready(cluster, key, slug)
+        assert ready["variants"] and all(PRIVATE_URL.match(v["url"]) for v in ready["variants"]), ready
+        assert {_url_salt(v["url"]) for v in ready["variants"]} == salts, ready
+        assert_private(cluster, key, ready)
+        time.sleep(1.0)  # the watch has another look after the last deletes
+    finally:
+        watch.stop()
+    assert watch.looks > 20, watch.looks
+    assert watch.public_variants() == [], watch.public_variants()
+    assert not _public_files(cluster, sha)
+
+
+def _reprocess(cluster: ClusterHandle, slug: str, recipe: int) -> None:
+    r = cluster.pixelfox("reprocess", slug, "--recipe", str(recipe), "--json", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[0]) == {"slug": slug, "queued": True}, r.stdout
+
+
+@pytest.mark.parametrize("changes", [("public",), ("public", "private")], ids=["public", "private-again"])
+def test_a_visibility_change_while_a_job_holds_its_result(held_results: ClusterHandle, tmp_path: Path,
+                                                          changes: tuple[str, ...]) -> None:
+    """A private image's reprocess (to a new recipe) stores its variants under the image's ``p/<salt>/``; the
+    owner then makes the image public (and private again: a new salt) before the job reports. The manager
+    moves the new variants to the keys that fit the image once they are recorded (its log says so): it ends
+    ready with the visibility asked, every variant of the new recipe under its public key (or the new salt)
+    serving 200, and no file of its bytes left under the first salt (nor, private again, under a public key).
+
+    The image is ready all along, so for the moment between the record and the move (about a second) its
+    owner's answer may name the new variants under the first salt; the test waits for the move."""
+    cluster = held_results
+    key = _user_key(cluster)
+    data, sha = _png(tmp_path, "flip.png")
+    r = requests.post(f"{cluster.web_url}/api/v1/images", headers=auth(key), data={"visibility": "private"},
+                      files={"file": ("flip.png", data, "image/png")}, timeout=60)
+    assert r.status_code == 201, r.text
+    slug = r.json()["id"]
+    before = _ready(cluster, key, slug)
+    first_salts = _salts(_variant_files(cluster, sha))
+    assert len(first_salts) == 1 and "" not in first_salts, _variant_files(cluster, sha)
+    old_recipe = int(re.findall(r"/r(\d+)/", before["variants"][0]["url"])[0])
+    new_recipe = old_recipe + 1
+    log = cluster.root / ".pixelfox" / "logs" / "manager1.log"
+    log_start = log.stat().st_size
+    _reprocess(cluster, slug, new_recipe)
+    stored = until(lambda: _variant_files(cluster, sha, f"/r{new_recipe}/"), 120, "the re-run to store its variants")
+    assert _salts(stored) == first_salts, stored  # written under the image's salt at dispatch
+    for visibility in changes:  # while the job holds its result
+        p = requests.patch(f"{cluster.web_url}/api/v1/images/{slug}", json={"visibility": visibility},
+                           headers=auth(key), timeout=30)
+        assert p.status_code == 200 and p.json()["visibility"] == visibility, p.text
+    assert all(f"/r{old_recipe}/" in v["url"] for v in p.json()["variants"]), p.text  # the job has not reported
+
+    def rerun_moved() -> dict[str, Any] | None:
+        img = _ready(cluster, key, slug)
+        urls = [v["url"] for v in img["variants"]]
+        fit = not {_url_salt(u) for u in urls} & first_salts
+        return img if urls and fit and all(f"/r{new_recipe}/" in u for u in urls) else None
+
+    after = until(rerun_moved, 120, "the re-run to be recorded and moved to the keys that fit")
+    moved = re.findall(r"image \w+ \((\w+)\): (\d+) variants moved to the keys that fit it",
+                       log.read_text(errors="replace")[log_start:])
+    assert moved == [(changes[-1], str(len(after["variants"])))], moved  # the move after the record did it
+    assert after["visibility"] == changes[-1], after
+    urls = [v["url"] for v in after["variants"]]
+    if changes[-1] == "public":
+        assert not any(PRIVATE_URL.match(u) or "/p/" in u for u in urls), urls
+        assert requests.get(f"{cluster.web_url}/api/v1/images/{slug}", timeout=10).status_code == 200  # anyone
+    else:
+        new_salts = {_url_salt(u) for u in urls}
+        assert len(new_salts) == 1 and "" not in new_salts, (urls, first_salts)
+    assert [requests.get(u, timeout=10).status_code for u in urls] == [200] * len(urls)
+
+    def settled() -> bool:
+        files = _variant_files(cluster, sha)
+        salts = _salts(files)
+        return bool(files) and all(f"/r{new_recipe}/" in f for f in files) and len(salts) == 1 and (
+            (salts == {""}) if changes[-1] == "public" else "" not in salts and not salts & first_salts)
+
+    until(settled, 30, f"only the re-run's variants under the keys that fit, not {_variant_files(cluster, sha)}")

@@ -354,7 +354,7 @@ async def test_reprocessed_private_image_stays_private(cluster: Any, http: aioht
             break
         await asyncio.sleep(0.5)
     assert status == 200 and after["variants"] and all("/o/p/" in v["url"] for v in after["variants"]), after
-    assert public_variant_files() == []  # the re-run's public copies were moved under the private prefix
+    assert public_variant_files() == []  # the re-run wrote its variants under the private prefix
     assert [(await fetch(http, v["url"]))[0] for v in after["variants"]] == [200] * len(after["variants"])
 
 
