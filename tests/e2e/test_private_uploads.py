@@ -304,8 +304,9 @@ def test_a_private_upload_whose_redis_state_is_gone_before_completion_stays_priv
         assert _private_files(local_handle(local), sha) and not _public_files(local_handle(local), sha)
 
 
-#: the processing node holds each result this long after storing its variants (``before-result``)
-RESULT_PAUSE_S = 6.0
+#: the processing node holds each result this long after storing its variants (``before-result``): long enough
+#: for two visibility changes (each copies every file of the image) on a loaded 2-core machine
+RESULT_PAUSE_S = 10.0
 #: a private file's place in a storage pool: ``.../p/<salt>/<public key>``
 POOL_PRIVATE = re.compile(r"/p/(?P<salt>[0-9a-f]{32})/[ov]/")
 
@@ -445,7 +446,8 @@ def test_a_visibility_change_while_a_job_holds_its_result(held_results: ClusterH
         p = requests.patch(f"{cluster.web_url}/api/v1/images/{slug}", json={"visibility": visibility},
                            headers=auth(key), timeout=30)
         assert p.status_code == 200 and p.json()["visibility"] == visibility, p.text
-    assert all(f"/r{old_recipe}/" in v["url"] for v in p.json()["variants"]), p.text  # the job has not reported
+    # the job has not reported yet (else the pause was too short for this machine: the race was not met)
+    assert all(f"/r{old_recipe}/" in v["url"] for v in p.json()["variants"]), p.text
 
     def rerun_moved() -> dict[str, Any] | None:
         img = _ready(cluster, key, slug)
