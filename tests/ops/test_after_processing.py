@@ -9,7 +9,7 @@ ran, or a processing node older than ``private_salt`` wrote a private image's va
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,30 +30,11 @@ from pixelfox.queue import QueuedJob
 from pixelfox.storage.keys import original_key, private_key, variant_key
 from pixelfox.v1 import common_pb2, manager_pb2
 from tests.dbkit import open_db
+from tests.ops.registrykit import FakeRegistry
 
 SHA = "5a" * 32
 SALT, NEW_SALT = "0f" * 16, "e1" * 16
 NAMES = ("thumb", "medium")
-
-
-@dataclass
-class FakeRegistry:
-    """The registry surface Objects, ImageViews and Dispatcher use here: two healthy storage nodes."""
-
-    redis: aioredis.Redis
-    nodes: list[NodeRecord] = field(default_factory=lambda: [
-        NodeRecord("s1", common_pb2.NODE_ROLE_STORAGE, "127.0.0.1:1"),
-        NodeRecord("s2", common_pb2.NODE_ROLE_STORAGE, "127.0.0.1:2")])
-    in_maintenance: set[str] = field(default_factory=set)
-
-    async def all(self, role: int = 0) -> list[NodeRecord]:
-        return [n for n in self.nodes if not role or n.role == role]
-
-    async def healthy_nodes(self, role: int = 0) -> list[NodeRecord]:
-        return await self.all(role)
-
-    def healthy(self, rec: NodeRecord) -> bool:
-        return True
 
 
 class RecordingObjects(Objects):

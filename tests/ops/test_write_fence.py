@@ -14,7 +14,6 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,8 +34,9 @@ from pixelfox.db.replicas import routing_sessions
 from pixelfox.queue import QueuedJob
 from pixelfox.storage.fence import DeleteInProgress, WriteFence, deleting_key, fence_sha, job_token, writing_key
 from pixelfox.storage.keys import original_key, private_key, variant_key
-from pixelfox.v1 import common_pb2, manager_pb2
+from pixelfox.v1 import manager_pb2
 from tests.dbkit import open_db
+from tests.ops.registrykit import FakeRegistry
 from tests.uploadnode import receiver
 
 
@@ -151,26 +151,6 @@ async def test_writers_and_deleters_never_proceed_together(redis: aioredis.Redis
 
 
 # ---- the manager's deletes through the fence ------------------------------------------------------
-
-
-@dataclass
-class FakeRegistry:
-    """The registry surface Objects and Dispatcher use: storage nodes that are all healthy."""
-
-    redis: aioredis.Redis
-    nodes: list[NodeRecord] = field(default_factory=lambda: [
-        NodeRecord("s1", common_pb2.NODE_ROLE_STORAGE, "127.0.0.1:1"),
-        NodeRecord("s2", common_pb2.NODE_ROLE_STORAGE, "127.0.0.1:2")])
-    in_maintenance: set[str] = field(default_factory=set)
-
-    async def all(self, role: int = 0) -> list[NodeRecord]:
-        return [n for n in self.nodes if not role or n.role == role]
-
-    async def get(self, node_id: str) -> NodeRecord | None:
-        return next((n for n in self.nodes if n.node_id == node_id), None)
-
-    def healthy(self, rec: NodeRecord) -> bool:
-        return True
 
 
 class RecordingObjects(Objects):
